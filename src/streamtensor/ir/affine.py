@@ -141,7 +141,7 @@ class AffineMap:
         return f"({dims}) -> ({', '.join(str(r) for r in self.results)})"
 
 
-_TOKEN = re.compile(r"\s*(d\d+|\d+|floordiv|mod|[-+*(),]|->)")
+_TOKEN = re.compile(r"\s*(->|d\d+|\d+|floordiv|mod|[-+*(),])")
 
 
 def _tokenize(text: str) -> list[str]:
