@@ -1,0 +1,31 @@
+// Part of streamtensor 0.1.0 — dataflow-region macros shared by synthesis and
+// simulation builds of generated HLS C++.
+//
+//   HLS_SIM_REGION(block_top);                 // start a dataflow region
+//   HLS_SIM_CONNECT(s_q, gemm_q, attn);        // optional: name a stream's endpoints
+//   HLS_SIM_PROCESS(gemm_q, gemm_q(x, w, s_q));
+//   HLS_SIM_PROCESS(attn, attn(s_q, y));
+//   HLS_SIM_END_REGION();                      // join; on failure exit(1)
+//
+// With __SYNTHESIS__ defined (Vitis HLS) the process macro is the plain call
+// and the others expand to nothing, so the tool sees the canonical dataflow
+// form: process calls in program order. Otherwise the macros come from
+// streamtensor's simulation-only hls_stream.h: one thread per process,
+// bounded FIFOs and exact deadlock detection.
+//
+// This header includes nothing for synthesis; it may be copied next to the
+// generated sources.
+
+#ifndef STREAMTENSOR_HLS_DATAFLOW_SIM_H
+#define STREAMTENSOR_HLS_DATAFLOW_SIM_H
+
+#ifdef __SYNTHESIS__
+#define HLS_SIM_REGION(name)
+#define HLS_SIM_CONNECT(stream, producer, consumer)
+#define HLS_SIM_PROCESS(name, ...) __VA_ARGS__
+#define HLS_SIM_END_REGION()
+#else
+#include "hls_stream.h"
+#endif
+
+#endif  // STREAMTENSOR_HLS_DATAFLOW_SIM_H

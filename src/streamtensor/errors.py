@@ -1,0 +1,34 @@
+"""The error types every stage raises. The command line prints them as one line, never a traceback."""
+
+from __future__ import annotations
+
+
+class StreamTensorError(Exception):
+    """Base class: a problem with the user's input or the compiler's ability to handle it."""
+
+
+class OptionError(StreamTensorError):
+    """A bad option value (name, range, combination)."""
+
+
+class ModelError(StreamTensorError):
+    """Unknown model name, unreadable checkpoint, no decoder layers found."""
+
+
+class UnsupportedOpError(StreamTensorError):
+    """An op the compiler cannot handle; names the op, its dialect and the PyTorch source location."""
+
+    def __init__(self, op: str, dialect: str, reason: str, location: str | None = None) -> None:
+        where = f" (from {location})" if location else ""
+        super().__init__(f"unsupported op '{op}' of dialect '{dialect}'{where}: {reason}")
+        self.op = op
+        self.dialect = dialect
+        self.location = location
+
+
+class ShapeError(StreamTensorError):
+    """Inputs whose shapes do not match what the block expects."""
+
+
+class VerificationError(StreamTensorError):
+    """An IR verifier or a numerical check failed."""

@@ -1,0 +1,91 @@
+"""PyTorch -> linalg-on-tensors (torch-mlir) -> optimized Linalg (upstream passes via the MLIR Python bindings).
+
+This is the only module that talks to torch.export and torch-mlir: the frontend is pinned and isolated here.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch_mlir import fx, ir, passmanager
+from torch._decomp import get_decompositions
+from torch_mlir.compiler_utils import TorchMlirCompilerError
+from torch_mlir.extras.fx_decomp_util import get_decomposition_table
+
+from streamtensor.errors import UnsupportedOpError
+
+# Linalg optimization of the paper's step 2. Elementwise fusion runs before unit-dim folding so that producer
+# chains collapse into one generic; canonicalize + cse fold fills and duplicate constants.
+LINALG_PIPELINE = (
+    "builtin.module(func.func(linalg-generalize-named-ops, linalg-fuse-elementwise-ops, "
+    "linalg-fold-unit-extent-dims, canonicalize, cse, linalg-fuse-elementwise-ops, canonicalize, cse))"
+)
+
+
+def _decomposition_table() -> dict:
+    """torch-mlir's table plus PyTorch's own GELU decomposition.
+
+    torch-mlir 20261001 lowers ``gelu(approximate="tanh")`` with sqrt(2/pi) computed from pi = 22/7
+    (0.797724 instead of 0.797885), which shifts Gemma/GPT-2-style MLP outputs by ~1e-4. Decomposing GELU
+    with PyTorch's reference decomposition first keeps the IR equal to what PyTorch computes.
+    """
+    table = dict(get_decomposition_table())
+    table.update(get_decompositions([torch.ops.aten.gelu]))
+    return table
+
+
+_LOC = re.compile(r'loc\("([^"]+)":(\d+):\d+\)')
+_FAILED_OP = re.compile(r"failed to legalize operation '([\w.]+)'")
+
+
+def short_location(loc_text: str) -> str | None:
+    """``loc("/x/modeling_llama.py":123:4)`` -> ``modeling_llama.py:123`` (first file location found)."""
+    m = _LOC.search(loc_text)
+    if not m or m.group(1) == "-":
+        return None
+    return f"{m.group(1).rsplit('/', 1)[-1]}:{m.group(2)}"
+
+
+def _aten_ops_at(program: torch.export.ExportedProgram, file: str, line: int) -> list[str]:
+    """ATen ops of the exported graph whose stack trace points at ``file:line``."""
+    found: list[str] = []
+    for node in program.graph.nodes:
+        trace = node.meta.get("stack_trace") or ""
+        if node.op == "call_function" and f'{file}", line {line}' in trace:
+            found.append(str(node.target).removeprefix("aten."))
+    return found
+
+
+def _explain_failure(exc: TorchMlirCompilerError, module: torch.nn.Module, args: Sequence[torch.Tensor]) -> None:
+    text = str(exc)
+    loc = _LOC.search(text)
+    failed = _FAILED_OP.search(text)
+    op_name = failed.group(1) if failed else "unknown"
+    location = f"{loc.group(1)}:{loc.group(2)}" if loc else None
+    if loc and not op_name.startswith("torch.aten."):
+        # torch-mlir often blames a constant feeding the real culprit: find the ATen op on that source line.
+        program = torch.export.export(module, tuple(args), strict=False).run_decompositions()
+        culprits = _aten_ops_at(program, loc.group(1), int(loc.group(2)))
+        if culprits:
+            op_name = culprits[-1]
+    op_name = op_name.removeprefix("torch.aten.")
+    raise UnsupportedOpError(op_name, "aten", "torch-mlir cannot lower it to linalg-on-tensors",
+                             short_location(f'loc("{location}":0)') if location else None) from exc
+
+
+def torch_to_linalg(module: torch.nn.Module, args: Sequence[torch.Tensor], func_name: str = "block") -> ir.Module:
+    """Export ``module`` on ``args`` and lower it to optimized linalg-on-tensors, weights staying arguments."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        try:
+            mlir_module = fx.export_and_import(module, *args, output_type="linalg-on-tensors", func_name=func_name,
+                                                     decomposition_table=_decomposition_table())
+        except TorchMlirCompilerError as exc:
+            _explain_failure(exc, module, args)
+            raise  # unreachable: _explain_failure always raises
+    with mlir_module.context:
+        passmanager.PassManager.parse(LINALG_PIPELINE).run(mlir_module.operation)
+    return mlir_module

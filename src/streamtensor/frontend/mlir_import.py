@@ -1,0 +1,274 @@
+"""Translate an optimized linalg-on-tensors MLIR module into the project's Linalg graph IR."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+from torch_mlir import ir
+
+from streamtensor.errors import UnsupportedOpError
+from streamtensor.frontend.lowering import short_location
+from streamtensor.ir.affine import parse_affine_map
+from streamtensor.ir.linalg import (
+    ConcatOp,
+    ConstantOp,
+    EmptyOp,
+    GenericOp,
+    Graph,
+    Op,
+    ReshapeOp,
+    ScalarBody,
+    ScalarOp,
+    SliceOp,
+    TensorType,
+    Value,
+)
+
+_CMPI = ["eq", "ne", "slt", "sle", "sgt", "sge", "ult", "ule", "ugt", "uge"]
+_CMPF = ["false", "oeq", "ogt", "oge", "olt", "ole", "one", "ord", "ueq", "ugt", "uge", "ult", "ule", "une",
+         "uno", "true"]
+# Scalar ops the interpreter and the code generator implement.
+SUPPORTED_SCALAR_OPS = {
+    "arith.addf", "arith.subf", "arith.mulf", "arith.divf", "arith.negf", "arith.maximumf", "arith.minimumf",
+    "arith.maxnumf", "arith.minnumf", "arith.remf", "arith.cmpf", "arith.cmpi", "arith.select", "arith.sitofp",
+    "arith.uitofp", "arith.fptosi", "arith.extf", "arith.truncf", "arith.extsi", "arith.extui", "arith.trunci",
+    "arith.index_cast", "arith.andi", "arith.ori", "arith.xori", "arith.addi", "arith.subi", "arith.muli",
+    "arith.divsi", "arith.remsi", "arith.maxsi", "arith.minsi", "arith.constant", "math.exp", "math.log",
+    "math.sqrt", "math.rsqrt", "math.tanh", "math.sin", "math.cos", "math.fpowi", "math.powf", "math.erf",
+    "math.absf", "linalg.index",
+}
+_IGNORED_OPS = {"cf.assert", "func.return"}
+
+
+def _dtype(t: ir.Type) -> str:
+    s = str(t)
+    return "f32" if s == "f32" else s
+
+
+def _tensor_type(t: ir.Type) -> TensorType:
+    rt = ir.RankedTensorType(t)
+    if not rt.has_static_shape:
+        raise UnsupportedOpError("tensor", "builtin", f"dynamic shape {t}: give maximum sizes")
+    return TensorType(tuple(rt.shape), _dtype(rt.element_type))
+
+
+def _dense_resources(module_text: str) -> dict[str, bytes]:
+    """Blobs of ``dense_resource`` constants, read from the module's ``dialect_resources`` section."""
+    out: dict[str, bytes] = {}
+    for name, hexdata in re.findall(r'^\s*([\w.]+): "0x([0-9A-Fa-f]+)"', module_text, re.M):
+        out[name] = bytes.fromhex(hexdata)[4:]  # the first 4 bytes hold the alignment
+    return out
+
+
+_NP_DTYPES = {"f32": np.float32, "f64": np.float64, "f16": np.float16, "i64": np.int64, "i32": np.int32,
+              "i8": np.int8, "i1": np.bool_}
+
+
+def _constant_array(attr: ir.Attribute, ttype: TensorType, resources: dict[str, bytes]) -> np.ndarray:
+    text = str(attr)
+    np_dtype = _NP_DTYPES.get(ttype.dtype)
+    if np_dtype is None:
+        raise UnsupportedOpError("arith.constant", "arith", f"constant of element type {ttype.dtype}")
+    m = re.match(r"dense_resource<([\w.]+)>", text)
+    if m:
+        return np.frombuffer(resources[m.group(1)], dtype=np_dtype).reshape(ttype.shape).copy()
+    return np.array(ir.DenseElementsAttr(attr), dtype=np_dtype).reshape(ttype.shape)
+
+
+def _scalar_value(attr: ir.Attribute) -> float | int | bool:
+    if isinstance(attr, ir.FloatAttr):
+        return float(ir.FloatAttr(attr).value)
+    if isinstance(attr, ir.IntegerAttr):
+        it = ir.IntegerAttr(attr)
+        return bool(it.value) if str(it.type) == "i1" else int(it.value)
+    raise UnsupportedOpError("arith.constant", "arith", f"constant attribute {attr}")
+
+
+def _int_array(attr: ir.Attribute) -> tuple[int, ...]:
+    body = str(attr).split(":", 1)[1].rstrip(">").strip() if ":" in str(attr) else ""
+    return tuple(int(x) for x in body.split(",")) if body else ()
+
+
+class _Importer:
+    def __init__(self, module: ir.Module, weight_names: set[str], input_names: list[str] | None) -> None:
+        self.module = module
+        self.resources = _dense_resources(module.operation.get_asm(large_elements_limit=None))
+        self.names: dict[ir.Value, str] = {}
+        self.values: dict[str, Value] = {}
+        self.scalar_constants: dict[ir.Value, tuple[float | int | bool, str]] = {}
+        self.weight_names = weight_names
+        self.input_names = input_names
+        self.counter = 0
+        self.label_counts: dict[str, int] = {}
+
+    def fresh(self, prefix: str = "v") -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def define(self, mlir_value: ir.Value, name: str) -> Value:
+        v = Value(name, _tensor_type(mlir_value.type))
+        self.names[mlir_value] = name
+        self.values[name] = v
+        return v
+
+    def use(self, mlir_value: ir.Value, op: ir.Operation) -> Value:
+        if mlir_value not in self.names:
+            raise UnsupportedOpError(op.name, op.name.split(".")[0],
+                                     "operand is not a tensor produced by a supported op",
+                                     short_location(str(op.location)))
+        return self.values[self.names[mlir_value]]
+
+    def run(self) -> Graph:
+        func = self.module.body.operations[0]
+        fname = ir.StringAttr(func.attributes["sym_name"]).value
+        block = func.regions[0].blocks[0]
+        inputs: list[Value] = []
+        for i, arg in enumerate(block.arguments):
+            name = self.input_names[i] if self.input_names else f"arg{i}"
+            inputs.append(self.define(arg, name))
+        ops: list[Op] = []
+        outputs: list[Value] = []
+        for op in block.operations:
+            op = op.operation
+            if op.name == "func.return":
+                outputs = [self.use(v, op) for v in op.operands]
+                continue
+            imported = self.import_op(op)
+            if imported is not None:
+                ops.append(imported)
+        graph = Graph(fname, inputs, outputs, _dead_code_elimination(ops, outputs),
+                      weight_names={n for n in self.weight_names})
+        graph.verify()
+        return graph
+
+    def import_op(self, op: ir.Operation) -> Op | None:
+        loc = short_location(str(op.location))
+        name = op.name
+        if name in _IGNORED_OPS:
+            return None
+        if name == "arith.constant":
+            if not isinstance(op.results[0].type, ir.RankedTensorType):
+                self.scalar_constants[op.results[0]] = (_scalar_value(op.attributes["value"]),
+                                                        _dtype(op.results[0].type))
+                return None
+            ttype = _tensor_type(op.results[0].type)
+            array = _constant_array(op.attributes["value"], ttype, self.resources)
+            return ConstantOp([self.define(op.results[0], self.fresh("cst"))], array, location=loc)
+        if name == "tensor.empty":
+            return EmptyOp([self.define(op.results[0], self.fresh("empty"))], location=loc)
+        if name == "linalg.generic":
+            return self.import_generic(op, loc)
+        if name in ("tensor.expand_shape", "tensor.collapse_shape"):
+            reassoc = json.loads(str(op.attributes["reassociation"]))
+            source = self.use(op.operands[0], op)
+            return ReshapeOp([self.define(op.results[0], self.fresh())], source, reassoc,
+                             expand=name == "tensor.expand_shape", location=loc)
+        if name == "tensor.extract_slice":
+            if len(op.operands) != 1:
+                raise UnsupportedOpError(name, "tensor", "dynamic offsets or sizes", loc)
+            source = self.use(op.operands[0], op)
+            sizes = _int_array(op.attributes["static_sizes"])
+            result = self.define(op.results[0], self.fresh())
+            return SliceOp([result], source, _int_array(op.attributes["static_offsets"]), sizes,
+                           _int_array(op.attributes["static_strides"]), location=loc)
+        if name == "tensor.concat":
+            ins = [self.use(v, op) for v in op.operands]
+            return ConcatOp([self.define(op.results[0], self.fresh())], ins,
+                            int(ir.IntegerAttr(op.attributes["dim"]).value), location=loc)
+        raise UnsupportedOpError(name, name.split(".")[0], "no dataflow lowering for this op", loc)
+
+    def import_generic(self, op: ir.Operation, loc: str | None) -> GenericOp:
+        maps = [parse_affine_map(str(m)) for m in ir.ArrayAttr(op.attributes["indexing_maps"])]
+        iters = [re.search(r"<(\w+)>", str(a)).group(1)  # type: ignore[union-attr]
+                 for a in ir.ArrayAttr(op.attributes["iterator_types"])]
+        n_in = int(_int_array(op.attributes["operandSegmentSizes"])[0])
+        inputs = [self.use(v, op) for v in list(op.operands)[:n_in]]
+        inits = [self.use(v, op) for v in list(op.operands)[n_in:]]
+        body = self.import_body(op, loc)
+        label = _label(body, iters, len(inputs), maps)
+        self.label_counts[label] = self.label_counts.get(label, 0) + 1
+        label = f"{label}_{self.label_counts[label]}"
+        results = [self.define(r, self.fresh()) for r in op.results]
+        return GenericOp(results, label, inputs, inits, maps, iters, body, location=loc)
+
+    def import_body(self, op: ir.Operation, loc: str | None) -> ScalarBody:
+        block = op.regions[0].blocks[0]
+        names: dict[ir.Value, str] = {}
+        args: list[tuple[str, str]] = []
+        for i, a in enumerate(block.arguments):
+            names[a] = f"a{i}"
+            args.append((f"a{i}", _dtype(a.type)))
+        ops: list[ScalarOp] = []
+        yields: tuple[str, ...] = ()
+
+        def operand(v: ir.Value, user: ir.Operation) -> str:
+            if v in names:
+                return names[v]
+            if v in self.scalar_constants:  # a constant captured from the enclosing function
+                value, dtype = self.scalar_constants[v]
+                n = f"c{len(ops)}"
+                ops.append(ScalarOp(n, "arith.constant", (), dtype, (("value", value),)))
+                names[v] = n
+                return n
+            raise UnsupportedOpError(user.name, user.name.split(".")[0],
+                                     "body uses a value defined outside the op that is not a scalar constant", loc)
+
+        for inner in block.operations:
+            inner = inner.operation
+            if inner.name == "linalg.yield":
+                yields = tuple(operand(v, inner) for v in inner.operands)
+                continue
+            if inner.name not in SUPPORTED_SCALAR_OPS:
+                raise UnsupportedOpError(inner.name, inner.name.split(".")[0], "scalar op has no implementation",
+                                         loc)
+            attrs: list[tuple[str, object]] = []
+            if inner.name == "arith.constant":
+                attrs.append(("value", _scalar_value(inner.attributes["value"])))
+            elif inner.name in ("arith.cmpi", "arith.cmpf"):
+                code = int(ir.IntegerAttr(inner.attributes["predicate"]).value)
+                attrs.append(("predicate", (_CMPI if inner.name == "arith.cmpi" else _CMPF)[code]))
+            elif inner.name == "linalg.index":
+                attrs.append(("dim", int(ir.IntegerAttr(inner.attributes["dim"]).value)))
+            operands = tuple(operand(v, inner) for v in inner.operands)
+            n = f"s{len(ops)}"
+            ops.append(ScalarOp(n, inner.name, operands, _dtype(inner.results[0].type), tuple(attrs)))
+            names[inner.results[0]] = n
+        return ScalarBody(tuple(args), tuple(ops), yields)
+
+
+def _label(body: ScalarBody, iters: list[str], n_inputs: int, maps: list) -> str:
+    """A readable stem for a generic: matmul, reduce_sum, reduce_max, fill, iota, transpose, elementwise."""
+    names = [o for o in body.op_names() if o != "arith.constant"]
+    reduces = "reduction" in iters
+    if reduces:
+        if n_inputs == 2 and names[-2:] in (["arith.mulf", "arith.addf"],):
+            return "matmul"
+        if "arith.maximumf" in names or "arith.maxnumf" in names:
+            return "reduce_max"
+        return "reduce_sum"
+    if n_inputs == 0:
+        return "iota" if "linalg.index" in names else "fill"
+    if not names:
+        return "copy" if all(m.is_projected_permutation() and m == maps[-1] for m in maps) else "transpose"
+    for stem in ("math.exp", "math.tanh", "math.rsqrt", "math.erf", "math.sin", "math.cos"):
+        if stem in names:
+            return "elementwise_" + stem.split(".")[1]
+    return "elementwise"
+
+
+def _dead_code_elimination(ops: list[Op], outputs: list[Value]) -> list[Op]:
+    live = {v.name for v in outputs}
+    kept: list[Op] = []
+    for op in reversed(ops):
+        if any(r.name in live for r in op.results):
+            kept.append(op)
+            live.update(v.name for v in op.operands)
+    return kept[::-1]
+
+
+def import_linalg(module: ir.Module, input_names: list[str] | None = None,
+                  weight_names: set[str] | None = None) -> Graph:
+    with module.context:
+        return _Importer(module, weight_names or set(), input_names).run()

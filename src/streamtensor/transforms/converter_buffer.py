@@ -1,0 +1,101 @@
+"""Minimal ping-pong buffer of an ``itensor_converter`` (spec §2.1, paper Algorithm 1 as reconstructed).
+
+Loops are scanned outermost first; loop ``l`` is *shared* when both layouts walk the same data dims with it
+(results exactly ``d_l``), with the same trip count, step and element sizes on those dims, and every outer
+loop is shared too; a loop walking no dim exactly is shared only when it is a repeat loop on both sides
+(any steps). The shared loops are materialized around the converter: per shared iteration the buffer
+is a window holding one element size along each dim a shared loop walks and the full tensor elsewhere.
+``interp.converter_exec.run_converter`` simulates a converter with this buffer to prove it suffices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from streamtensor.ir.itensor import ITensorType, dtype_bits
+
+
+@dataclass(frozen=True)
+class ConverterBuffer:
+    """Buffer of one converter. ``shape`` is one half of the ping-pong pair (the per-iteration window).
+
+    ``direct`` marks identical layouts: no converter is needed, the stream is wired straight through, and
+    the buffer is empty (``shape`` all zeros, ``()`` for rank 0; ``elements == bytes == 0``)."""
+
+    shape: tuple[int, ...]
+    shared_loops: int
+    dtype: str
+    direct: bool = False
+
+    @property
+    def elements(self) -> int:
+        # Ping-pong: the source fills one half while the result drains the other.
+        return 0 if self.direct else 2 * math.prod(self.shape)
+
+    @property
+    def bytes(self) -> int:
+        return -(-self.elements * dtype_bits(self.dtype) // 8)  # ceil: i1 elements are bits
+
+
+def needs_converter(source: ITensorType, result: ITensorType) -> bool:
+    """Direct streaming is legal exactly when the two types are equal (spec §2)."""
+    return source != result
+
+
+def _exact_dims(t: ITensorType, loop: int) -> tuple[int, ...]:
+    return tuple(j for j in range(t.rank) if t.iter_map.result_dim(j) == loop)
+
+
+def shared_loop_dims(source: ITensorType, result: ITensorType, loop: int) -> tuple[int, ...] | None:
+    """Data dims that ``loop`` walks in both layouts if the two can share it (``()`` for a repeat loop of
+    both), else None. Outer loops are not looked at: sharing also needs every enclosing loop shared.
+
+    Why the window suffices: in a valid layout an exactly walked dim's tile offsets are multiples of its
+    element size, so distinct shared iterations own disjoint windows and the source streams all of its
+    window within the iteration; the result reads only inside that window. That holds even if the loop also
+    feeds a compound result (``d0 + d1``) elsewhere."""
+    if loop >= min(source.num_loops, result.num_loops):
+        return None
+    dims = _exact_dims(source, loop)
+    if dims != _exact_dims(result, loop) or source.trip_counts[loop] != result.trip_counts[loop]:
+        return None
+    if not dims:
+        # Beyond the spec's pseudo-code: walking no dim exactly is shareable only for a true repeat loop
+        # (a loop feeding only compound results moves tiles without moving the window), and a repeat
+        # loop's step never reaches an offset, so steps may differ.
+        used = source.iter_map.used_dims() | result.iter_map.used_dims()
+        return () if loop not in used else None
+    # The spec's step and element-size conditions; for verified layouts equal trips > 1 already imply both.
+    if source.steps[loop] != result.steps[loop]:
+        return None
+    if any(source.element_shape[j] != result.element_shape[j] for j in dims):
+        return None
+    return dims
+
+
+def check_convertible(source: ITensorType, result: ITensorType) -> None:
+    """Both types valid and streaming the same tensor (shape and dtype), else a ValueError."""
+    if source.tensor_shape != result.tensor_shape or source.dtype != result.dtype:
+        raise ValueError(
+            "a converter needs the same tensor shape and dtype on both sides: "
+            f"source {source}, result {result}"
+        )
+    source.verify()
+    result.verify()
+
+
+def infer_converter_buffer(source: ITensorType, result: ITensorType) -> ConverterBuffer:
+    """Smallest converter buffer of the reconstructed Algorithm 1 (scan loops outermost first, stop at the
+    first loop that is not shared). Nothing shared gives the whole tensor. Equal types need no converter:
+    the answer is then the empty ``direct`` buffer with every loop shared (see ``ConverterBuffer``)."""
+    check_convertible(source, result)
+    if not needs_converter(source, result):
+        return ConverterBuffer((0,) * source.rank, source.num_loops, source.dtype, direct=True)
+    shape = list(source.tensor_shape)
+    shared = 0
+    while (dims := shared_loop_dims(source, result, shared)) is not None:
+        for j in dims:
+            shape[j] = source.element_shape[j]
+        shared += 1
+    return ConverterBuffer(tuple(shape), shared, source.dtype)
