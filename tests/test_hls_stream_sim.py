@@ -43,7 +43,8 @@ TSAN_BUILDS = {
 
 RECON_CYCLE = (
     "DEADLOCK in region recon: A blocked writing s_ab (full, depth 2) -> B blocked writing s_bd "
-    "(full, depth 2) -> D blocked reading s_cd (empty, depth 2) -> C blocked reading s_ac (empty, depth 2) -> A"
+    "(full, depth 2) -> D blocked reading s_cd (empty, depth 2) -> C blocked reading s_ac "
+    "(empty, depth 2) -> A"
 )
 RECON_PROCESSES = [
     "  processes of region recon:",
@@ -126,7 +127,9 @@ def test_header_banner_and_compiles_warning_free(builds):
 
 def test_nonblocking_access_is_intentionally_absent(tmp_path):
     src = tmp_path / "nb.cpp"
-    src.write_text('#include "hls_stream.h"\nint main() { hls::stream<int> s; int v; return s.read_nb(v); }\n')
+    src.write_text(
+        '#include "hls_stream.h"\nint main() { hls::stream<int> s; int v; return s.read_nb(v); }\n'
+    )
     proc = subprocess.run(
         [CXX, "-std=c++17", "-fsyntax-only", f"-I{INCLUDE}", str(src)], capture_output=True, text=True
     )
@@ -232,18 +235,24 @@ def test_reconvergent_with_sufficient_depth_passes(builds):
     [
         (
             "leftover",
-            ["LEFTOVER in region leftover: stream s holds 1 unread token (depth 4; 3 written by P, 2 read by C)"],
+            [
+                "LEFTOVER in region leftover: stream s holds 1 unread token "
+                "(depth 4; 3 written by P, 2 read by C)"
+            ],
         ),
         (
             "orphan",
-            ["LEFTOVER in region orphan: stream s holds 2 unread tokens (depth 4; 2 written by P, never read)"],
+            [
+                "LEFTOVER in region orphan: stream s holds 2 unread tokens "
+                "(depth 4; 2 written by P, never read)"
+            ],
         ),
         (
             "starved",
             [
                 "DEADLOCK in region starved: C blocked reading s (empty, depth 4) -> P (finished)",
-                "  cause: starved read: P finished after writing 2 tokens to s; C has read 2 and waits for more "
-                "(token-count mismatch)",
+                "  cause: starved read: P finished after writing 2 tokens to s; "
+                "C has read 2 and waits for more (token-count mismatch)",
                 "  processes of region starved:",
                 "    P: finished",
                 "    C: blocked reading s (empty, depth 4); 2 written, 2 read",
@@ -289,7 +298,9 @@ def test_two_producers_is_an_error(builds):
     assert "P1" in first and "P2" in first and "exactly one producer" in first
 
 
-@pytest.mark.parametrize(("mode", "out"), [("ok", "sum 3 failures 0\n"), ("testbench_unbounded", "sum 45 failures 0\n")])
+@pytest.mark.parametrize(
+    ("mode", "out"), [("ok", "sum 3 failures 0\n"), ("testbench_unbounded", "sum 45 failures 0\n")]
+)
 def test_clean_regions_pass_quietly(builds, mode, out):
     proc = _run(builds, "errors", mode)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, out, "")

@@ -171,8 +171,8 @@ def test_offsets_are_read_only() -> None:
     ("text", "message"),
     [
         (
-            "itensor<2x2xf64, tensor 8x8, [4, 4] * [2, 2], (d0, d1) -> (d0, d1)>",
-            "unknown dtype 'f64'",
+            "itensor<2x2xq4, tensor 8x8, [4, 4] * [2, 2], (d0, d1) -> (d0, d1)>",
+            "unknown dtype 'q4'",
         ),
         (
             "itensor<2xf32, tensor 8x8, [4, 4] * [2, 2], (d0, d1) -> (d0, d1)>",

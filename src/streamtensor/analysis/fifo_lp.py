@@ -1,15 +1,17 @@
 """FIFO sizing by linear programming (streamtensor.md §4.3), exact per edge for the chosen start times.
 
-Model. Every process ``v`` runs free at a fixed *profile*: firing ``f`` issues at ``S_v + o_v(f)`` where
-``S_v`` is the process start time (an LP variable) and
+Model. Every process ``v`` runs free at a fixed *profile* offset by its start time ``S_v`` (an LP variable):
+firing ``f`` issues (reads) at ``S_v + o_v(f)`` with
 
-* strategy ``normal``:        ``o_v(f) = f * II_v`` (its own II);
+* strategy ``normal``:        ``o_v(f) = f * II_v`` (its own II), writes at ``S_v + o_v(f) + depth_v``;
 * strategy ``conservative``:  ``o_v(f) = ceil(f * II_v * L_slowest / L_v)``, i.e. ``II'_v = II_v * L_slowest / L_v``
-  (paper), so every process spreads over the slowest one's total latency; rounding up keeps
-  ``o_v(f) - o_v(f-1) >= II_v``, so the profile is a legal schedule.
+  (paper), so every process spreads over the slowest one's total latency. In the simulator's trace model
+  such a slowed pipeline is one that stalls: the slip ``o_v(f) - f * II_v`` of a read carries to every later
+  trace event, so a write happens at its static time plus the slip of the last read before it in the trace.
+  Rounding up keeps the slip non-decreasing, so the profile is a legal simulator schedule.
 
-On a stream e = (u -> v), token k is written at ``S_u + W_k`` with ``W_k = o_u(writes[k]) + depth_u`` and read
-at ``S_v + R_k`` with ``R_k = o_v(reads[k])``. With ``delay_e = S_v - S_u``:
+On a stream e = (u -> v), token k is written at ``S_u + W_k`` and read at ``S_v + R_k`` (``W``, ``R``: the
+profile times of the writing / reading firing). With ``delay_e = S_v - S_u``:
 
 * no-starvation (edge) constraint, the compact form of the paper's path constraints:
   ``S_v - S_u >= Delta_e = max_k (W_k + raw_e - R_k)`` with ``raw_e`` the FIFO read latency (1 cycle up to 1024
@@ -46,7 +48,7 @@ import highspy
 import numpy as np
 
 from .process_network import Process, ProcessNetwork, Stream
-from .timing_sim import SRL_FIFO_MAX_BITS, peak_occupancy, raw_latency
+from .timing_sim import peak_occupancy, process_trace, raw_latency
 
 Strategy = Literal["normal", "conservative"]
 
@@ -111,14 +113,18 @@ class FifoSizing:
         return "\n".join(lines)
 
 
-def _issue_offsets(p: Process, slowest_latency: int | None) -> np.ndarray:
-    """o_p(f): issue time of firing f relative to the process start (see module docstring)."""
+def _profile(p: Process, slowest_latency: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """(read time, write time) of every firing of ``p`` relative to its start (see module docstring)."""
     f = np.arange(p.num_firings, dtype=np.int64)
     if slowest_latency is None:
-        return f * p.ii
-    if (p.num_firings * p.ii) * slowest_latency >= 2**62:
+        return f * p.ii, f * p.ii + p.depth
+    if p.num_firings * p.ii * slowest_latency >= 2**62:
         raise OverflowError(f"process {p.name!r}: latencies too large for exact conservative scaling")
-    return (f * (p.ii * slowest_latency) + p.latency - 1) // p.latency  # ceil(f * II * L_slowest / L_p)
+    issue = (f * (p.ii * slowest_latency) + p.latency - 1) // p.latency  # ceil(f * II * L_slowest / L_p)
+    trace = process_trace(p)
+    slip = np.maximum.accumulate(np.where(trace.is_write, 0, (issue - f * p.ii)[trace.firing]))
+    times = trace.static + slip
+    return times[trace.read_pos], times[trace.write_pos]
 
 
 @dataclass
@@ -166,19 +172,17 @@ class _Model:
         self.order = [net.process(n) for n in net.topological_order()]
         self.pid = {p.name: i for i, p in enumerate(net.processes)}
         slowest = max(p.latency for p in net.processes) if strategy == "conservative" else None
-        offsets = [_issue_offsets(p, slowest) for p in net.processes]
-        self.latency = [int(o[-1]) + p.depth for o, p in zip(offsets, net.processes, strict=True)]
+        profiles = [_profile(p, slowest) for p in net.processes]
+        self.latency = [int(write[-1]) for _, write in profiles]  # L_v: write time of the last firing
         self.edges: list[_Edge] = []
         for s, raw in zip(net.streams, raws, strict=True):
             u, v = self.pid[s.source], self.pid[s.target]
             src, dst = net.processes[u], net.processes[v]
-            w = offsets[u][src.writes[s.name]] + src.depth
-            r = offsets[v][dst.reads[s.name]]
+            w = profiles[u][1][src.writes[s.name]]
+            r = profiles[v][0][dst.reads[s.name]]
             first = src.first_write_firing
             assert first is not None  # it writes s
-            self.edges.append(
-                _Edge(s, u, v, w, r, raw, int(np.max(w + raw - r)), int(offsets[u][first]) + src.depth)
-            )
+            self.edges.append(_Edge(s, u, v, w, r, raw, int(np.max(w + raw - r)), int(profiles[u][1][first])))
         self.out_edges: list[list[_Edge]] = [[] for _ in net.processes]
         for e in self.edges:
             self.out_edges[e.u].append(e)

@@ -159,31 +159,44 @@ class _Compiled:
     """Depth-independent per-network tables, built once and reused by every simulation of the network."""
 
     def __init__(self, net: ProcessNetwork) -> None:
-        self.net = net
         self.names = [p.name for p in net.processes]
         pid = {n: i for i, n in enumerate(self.names)}
         self.stream_names = [s.name for s in net.streams]
         sid = {n: i for i, n in enumerate(self.stream_names)}
-        self.ii = [p.ii for p in net.processes]
-        self.depth = [p.depth for p in net.processes]
-        self.nf = [p.num_firings for p in net.processes]
         self.width = [s.width_bits for s in net.streams]
         self.tokens = [s.tokens for s in net.streams]
         self.src = [pid[s.source] for s in net.streams]
         self.tgt = [pid[s.target] for s in net.streams]
-        self.writes = [net.process(s.source).writes[s.name] for s in net.streams]
-        self.reads = [net.process(s.target).reads[s.name] for s in net.streams]
-        # cnt_w[s][f] = tokens of s written by firings < f (len F_src + 1); cnt_r likewise for reads.
-        # Hence cnt_r[s][f + 1] = 1 + (last token read by firings <= f), the padded index used in batches.
-        self.cnt_w = [np.searchsorted(w, np.arange(self.nf[self.src[i]] + 1)) for i, w in enumerate(self.writes)]
-        self.cnt_r = [np.searchsorted(r, np.arange(self.nf[self.tgt[i]] + 1)) for i, r in enumerate(self.reads)]
-        # Python-list twins for the scalar lookups of the scheduler and of the short-run path.
-        self.writes_l = [a.tolist() for a in self.writes]
-        self.reads_l = [a.tolist() for a in self.reads]
-        self.cnt_w_l = [a.tolist() for a in self.cnt_w]
-        self.cnt_r_l = [a.tolist() for a in self.cnt_r]
         self.ins = [[sid[s] for s in p.reads] for p in net.processes]
         self.outs = [[sid[s] for s in p.writes] for p in net.processes]
+        traces = [process_trace(p) for p in net.processes]
+        self.nev = [2 * p.num_firings for p in net.processes]
+        self.static = [t.static for t in traces]
+        self.static_l = [t.static.tolist() for t in traces]
+        self.is_write_l = [t.is_write.tolist() for t in traces]
+        self.is_write = [t.is_write for t in traces]
+        self.firing_l = [t.firing.tolist() for t in traces]
+        self.write_pos_l = [t.write_pos.tolist() for t in traces]
+        # Token -> trace position of the event that writes / reads it (sorted), and list twins for lookups.
+        self.wpos = [traces[self.src[i]].write_pos[net.process(s.source).writes[s.name]] for i, s in enumerate(net.streams)]
+        self.rpos = [traces[self.tgt[i]].read_pos[net.process(s.target).reads[s.name]] for i, s in enumerate(net.streams)]
+        self.wpos_l = [a.tolist() for a in self.wpos]
+        self.rpos_l = [a.tolist() for a in self.rpos]
+        # Per trace position, the padded index (1 + token) of the last token the event depends on:
+        # ev_read[s][j]: at a read event, last token of input s read by firings <= f (0: none; 0 at writes);
+        # ev_written[s][j]: at a write event, 1 + last token of output s written by firings <= f (0 at reads).
+        # Cumulative indices are exact: an earlier token's constraint is implied along the trace.
+        self.ev_read: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(net.streams)
+        self.ev_written: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(net.streams)
+        for i, s in enumerate(net.streams):
+            tr = traces[self.tgt[i]]
+            upto = np.searchsorted(net.process(s.target).reads[s.name], tr.firing, side="right")
+            self.ev_read[i] = np.where(tr.is_write, 0, upto)
+            tw = traces[self.src[i]]
+            upto = np.searchsorted(net.process(s.source).writes[s.name], tw.firing, side="right")
+            self.ev_written[i] = np.where(tw.is_write, upto, 0)
+        self.ev_read_l = [a.tolist() for a in self.ev_read]
+        self.ev_written_l = [a.tolist() for a in self.ev_written]
         self.neighbors = [
             sorted({self.src[s] for s in self.ins[p]} | {self.tgt[s] for s in self.outs[p]})
             for p in range(len(self.names))
@@ -220,119 +233,115 @@ class _Run:
         self.rt = [np.full(t + 1, _POS, dtype=np.int64) for t in c.tokens]
         for a in (*self.wt, *self.rt):
             a[0] = _NEG
-        self.known_w = [0] * nstr  # tokens whose write time is known (prefix)
-        self.known_r = [0] * nstr  # tokens whose read time is known (prefix)
-        # Space index per firing of a bounded output: padded read index of token (last written - D), or 0.
+        self.known_w = [0] * nstr  # tokens whose write time is known (a prefix)
+        self.known_r = [0] * nstr  # tokens whose read time is known (a prefix)
+        # Per trace position of a bounded output's writer: padded index of the read that frees the slot.
         self.space_idx: list[np.ndarray | None] = [
-            None if d is None else np.maximum(c.cnt_w[s][1:] - d, 0) for s, d in enumerate(depths)
+            None if d is None else np.maximum(c.ev_written[s] - d, 0) for s, d in enumerate(depths)
         ]
-        self.times = [np.full(f, _POS, dtype=np.int64) for f in c.nf]
-        self.next_f = [0] * nproc
-        self.last_t = [-ii for ii in c.ii]  # issue time of the previous firing (t_{-1} = -ii)
+        self.times = [np.full(n, _POS, dtype=np.int64) for n in c.nev]
+        self.next_ev = [0] * nproc
+        self.slip = [0] * nproc  # t - static of the last computed event (t(e_{-1}) = s_{-1} = 0)
         self.stall_in = [0] * nproc
         self.stall_out = [0] * nproc
 
     def limit(self, p: int) -> int:
-        """First firing of ``p`` whose dependencies are not all known yet (num_firings if none)."""
+        """First trace position of ``p`` whose dependency is not known yet (``2 * num_firings`` if none)."""
         c = self.c
-        lim = c.nf[p]
+        lim = c.nev[p]
         for s in c.ins[p]:
             kw = self.known_w[s]
             if kw < c.tokens[s]:
-                lim = min(lim, c.reads_l[s][kw])  # that firing reads the first unwritten token
+                lim = min(lim, c.rpos_l[s][kw])  # the read of the first unwritten token
         for s in c.outs[p]:
             d = self.fifo_depth[s]
             if d is not None and self.known_r[s] + d < c.tokens[s]:
-                # token known_r + d needs the (unknown) read time of token known_r
-                lim = min(lim, c.writes_l[s][self.known_r[s] + d])
+                lim = min(lim, c.wpos_l[s][self.known_r[s] + d])  # needs the unknown read of token known_r
         return lim
 
-    def advance(self, p: int, f0: int, f1: int) -> None:
-        """Compute issue times of firings f0..f1-1 of ``p`` (all dependencies known) and publish token times."""
-        if f1 - f0 <= _SCALAR_BATCH:
-            self._advance_scalar(p, f0, f1)
+    def advance(self, p: int, j0: int, j1: int) -> None:
+        """Compute the times of trace events j0..j1-1 of ``p`` (dependencies known) and publish token times."""
+        if j1 - j0 <= _SCALAR_BATCH:
+            self._advance_scalar(p, j0, j1)
         else:
-            self._advance_vector(p, f0, f1)
+            self._advance_vector(p, j0, j1)
         c = self.c
         t = self.times[p]
         for s in c.outs[p]:
-            k0, k1 = self.known_w[s], c.cnt_w_l[s][f1]
+            k0, k1 = self.known_w[s], bisect_left(c.wpos_l[s], j1, self.known_w[s])
             if k1 > k0:
-                self.wt[s][k0 + 1 : k1 + 1] = t[c.writes[s][k0:k1]] + c.depth[p]
+                self.wt[s][k0 + 1 : k1 + 1] = t[c.wpos[s][k0:k1]]
                 self.known_w[s] = k1
         for s in c.ins[p]:
-            k0, k1 = self.known_r[s], c.cnt_r_l[s][f1]
+            k0, k1 = self.known_r[s], bisect_left(c.rpos_l[s], j1, self.known_r[s])
             if k1 > k0:
-                self.rt[s][k0 + 1 : k1 + 1] = t[c.reads[s][k0:k1]]
+                self.rt[s][k0 + 1 : k1 + 1] = t[c.rpos[s][k0:k1]]
                 self.known_r[s] = k1
-        self.next_f[p] = f1
+        self.next_ev[p] = j1
 
-    def _advance_vector(self, p: int, f0: int, f1: int) -> None:
+    def _advance_vector(self, p: int, j0: int, j1: int) -> None:
         c = self.c
-        n, ii = f1 - f0, c.ii[p]
-        c_in = np.full(n, _NEG, dtype=np.int64)
+        n = j1 - j0
+        dep = np.full(n, _NEG, dtype=np.int64)
         for s in c.ins[p]:
-            np.maximum(c_in, self.wt[s][c.cnt_r[s][f0 + 1 : f1 + 1]] + self.raw[s], out=c_in)
-        c_out = np.full(n, _NEG, dtype=np.int64)
+            np.maximum(dep, self.wt[s][c.ev_read[s][j0:j1]] + self.raw[s], out=dep)
         for s in c.outs[p]:
             idx = self.space_idx[s]
             if idx is not None:
-                np.maximum(c_out, self.rt[s][idx[f0:f1]] + (1 - c.depth[p]), out=c_out)
-        c_all = np.maximum(c_in, c_out)
-        # t_j = max(t_{j-1} + ii, c_j)  <=>  t_j = j*ii + max(t_prev + ii, max_{i<=j}(c_i - i*ii))
-        base = np.arange(n, dtype=np.int64) * ii
-        t = base + np.maximum(np.maximum.accumulate(c_all - base), self.last_t[p] + ii)
-        prev = np.empty(n, dtype=np.int64)
-        prev[0] = self.last_t[p]
-        prev[1:] = t[:-1]
-        gap = t - prev - ii  # > 0 exactly where a dependency, not the II, set the issue time
-        stalled = gap > 0
-        from_input = stalled & (c_in >= c_out)
-        self.stall_in[p] += int(gap[from_input].sum())
-        self.stall_out[p] += int(gap[stalled & ~from_input].sum())
-        self.times[p][f0:f1] = t
-        self.last_t[p] = int(t[-1])
+                np.maximum(dep, self.rt[s][idx[j0:j1]] + 1, out=dep)
+        static = c.static[p][j0:j1]
+        # t_j = max(t_{j-1} + s_j - s_{j-1}, dep_j)  <=>  t_j - s_j = max(slip_prev, max_{i<=j}(dep_i - s_i))
+        slip = np.maximum(np.maximum.accumulate(dep - static), self.slip[p])
+        # The slip grows only at events whose dependency bound: reads (input empty) or writes (output full).
+        growth = np.diff(slip, prepend=self.slip[p])
+        at_write = c.is_write[p][j0:j1]
+        self.stall_out[p] += int(growth[at_write].sum())
+        self.stall_in[p] += int(growth[~at_write].sum())
+        self.times[p][j0:j1] = static + slip
+        self.slip[p] = int(slip[-1])
 
-    def _advance_scalar(self, p: int, f0: int, f1: int) -> None:
+    def _advance_scalar(self, p: int, j0: int, j1: int) -> None:
         c = self.c
-        ii, dep = c.ii[p], c.depth[p]
-        ins = [(self.wt[s], c.cnt_r_l[s], self.raw[s]) for s in c.ins[p]]
-        outs = [(self.rt[s], c.cnt_w_l[s], d) for s in c.outs[p] if (d := self.fifo_depth[s]) is not None]
-        last, times = self.last_t[p], self.times[p]
-        for f in range(f0, f1):
-            c_in = c_out = _NEG
-            for wt, cnt, raw in ins:
-                k = cnt[f + 1]  # padded index of the last token read by firings <= f
-                if k:
-                    c_in = max(c_in, wt.item(k) + raw)
-            for rt, cnt, d in outs:
-                k = cnt[f + 1] - d  # padded index of token (last written - d)
-                if k > 0:
-                    c_out = max(c_out, rt.item(k) + 1 - dep)
-            t = max(last + ii, c_in, c_out)
-            if t > last + ii:
-                if c_in >= c_out:
-                    self.stall_in[p] += t - last - ii
+        ins = [(self.wt[s], c.ev_read_l[s], self.raw[s]) for s in c.ins[p]]
+        outs = [(self.rt[s], c.ev_written_l[s], d) for s in c.outs[p] if (d := self.fifo_depth[s]) is not None]
+        static, is_write, times = c.static_l[p], c.is_write_l[p], self.times[p]
+        slip = self.slip[p]
+        for j in range(j0, j1):
+            dep = _NEG
+            if is_write[j]:
+                for rt, idx, d in outs:
+                    k = idx[j] - d  # padded index of the read that frees the slot
+                    if k > 0:
+                        dep = max(dep, rt.item(k) + 1)
+            else:
+                for wt, idx, raw in ins:
+                    k = idx[j]
+                    if k:
+                        dep = max(dep, wt.item(k) + raw)
+            grown = dep - static[j] - slip
+            if grown > 0:
+                slip += grown
+                if is_write[j]:
+                    self.stall_out[p] += grown
                 else:
-                    self.stall_out[p] += t - last - ii
-            times[f] = t
-            last = t
-        self.last_t[p] = last
+                    self.stall_in[p] += grown
+            times[j] = static[j] + slip
+        self.slip[p] = slip
 
     def execute(self, horizon: int | None) -> bool:
-        """Run until nothing can advance. False as soon as a firing completes after ``horizon``."""
+        """Run until nothing can advance. False as soon as an event happens after ``horizon``."""
         c = self.c
         queue = deque(c.order)
         queued = [True] * len(c.names)
         while queue:
             p = queue.popleft()
             queued[p] = False
-            f0 = self.next_f[p]
-            f1 = self.limit(p) if f0 < c.nf[p] else f0
-            if f1 <= f0:
+            j0 = self.next_ev[p]
+            j1 = self.limit(p) if j0 < c.nev[p] else j0
+            if j1 <= j0:
                 continue
-            self.advance(p, f0, f1)
-            if horizon is not None and self.last_t[p] + c.depth[p] > horizon:
+            self.advance(p, j0, j1)
+            if horizon is not None and self.times[p][j1 - 1] > horizon:
                 return False
             for q in c.neighbors[p]:
                 if not queued[q]:
@@ -340,26 +349,33 @@ class _Run:
                     queue.append(q)
         return True
 
+    @property
+    def finished(self) -> bool:
+        return self.next_ev == self.c.nev
+
     def blocked_on(self, p: int) -> WaitFor:
-        """Why the next firing of the unfinished, non-advancing process ``p`` cannot issue (first cause in
-        reads-then-writes order)."""
+        """Why the next trace event of the unfinished, non-advancing process ``p`` cannot happen (first cause
+        in the order of its reads / writes mappings)."""
         c = self.c
-        f = self.next_f[p]
-        for s in c.ins[p]:
-            kw = self.known_w[s]
-            if kw < c.tokens[s] and c.reads_l[s][kw] == f:
-                return WaitFor(c.names[p], c.stream_names[s], "empty", f, kw)
+        j = self.next_ev[p]
+        f = c.firing_l[p][j]
+        if not c.is_write_l[p][j]:
+            for s in c.ins[p]:
+                kw = self.known_w[s]
+                if kw < c.tokens[s] and c.rpos_l[s][kw] == j:
+                    return WaitFor(c.names[p], c.stream_names[s], "empty", f, kw)
         for s in c.outs[p]:
             d = self.fifo_depth[s]
-            if d is not None and self.known_r[s] + d < c.tokens[s] and c.writes_l[s][self.known_r[s] + d] == f:
-                return WaitFor(c.names[p], c.stream_names[s], "full", f, self.known_r[s] + d)
+            kr = self.known_r[s] + (d or 0)
+            if d is not None and kr < c.tokens[s] and c.wpos_l[s][kr] == j:
+                return WaitFor(c.names[p], c.stream_names[s], "full", f, kr)
         raise AssertionError(f"process {c.names[p]} is not blocked")  # execute() stopped early: a bug
 
     def deadlock_cycle(self) -> list[WaitFor]:
         """Follow wait-for links from the first unfinished process until one repeats; every link leads to an
         unfinished process (the token or slot it waits for has not been produced), so a cycle is reached."""
         c = self.c
-        unfinished = [p for p in range(len(c.names)) if self.next_f[p] < c.nf[p]]
+        unfinished = [p for p in range(len(c.names)) if self.next_ev[p] < c.nev[p]]
         if not unfinished:
             return []
         pid = {n: i for i, n in enumerate(c.names)}
@@ -380,7 +396,7 @@ class _Run:
     def result(self) -> SimResult:
         c = self.c
         cycle = self.deadlock_cycle()
-        makespan = None if cycle else max(self.last_t[p] + c.depth[p] for p in range(len(c.names)))
+        makespan = None if cycle else max(int(t[-1]) for t in self.times)
         peaks: dict[str, int] = {}
         token_times: dict[str, TokenTimes] = {}
         for s, name in enumerate(c.stream_names):
@@ -400,8 +416,119 @@ class _Run:
             stall_cycles={n: StallCycles(self.stall_in[p], self.stall_out[p]) for p, n in enumerate(c.names)},
             peak_occupancy=peaks,
             token_times=token_times,
-            firings_done=dict(zip(c.names, self.next_f, strict=True)),
+            firings_done={n: bisect_left(c.write_pos_l[p], self.next_ev[p]) for p, n in enumerate(c.names)},
         )
 
 
-#TAIL
+def _depth_list(c: _Compiled, depths: Mapping[str, int | None]) -> list[int | None]:
+    unknown = sorted(set(depths) - set(c.stream_names))
+    if unknown:
+        raise ValueError(f"depths given for unknown streams {unknown}")
+    out = [depths.get(n) for n in c.stream_names]
+    for n, d in zip(c.stream_names, out, strict=True):
+        if d is not None and d < 1:
+            raise ValueError(f"stream {n!r}: FIFO depth must be >= 1 or None (unbounded), got {d}")
+    return out
+
+
+def simulate(net: ProcessNetwork, depths: Mapping[str, int | None]) -> SimResult:
+    """Simulate one run of ``net``; ``depths[stream]`` is the FIFO depth (None or absent: unbounded)."""
+    c = _Compiled(net)
+    run = _Run(c, _depth_list(c, depths))
+    run.execute(horizon=None)
+    return run.result()
+
+
+@dataclass
+class MinimalDepths:
+    """Result of :func:`minimal_depths`."""
+
+    depths: dict[str, int]
+    baseline_makespan: int  # all FIFOs unbounded
+    makespan: int  # final simulation with ``depths`` (never above the baseline)
+    total_bits: int  # sum of width_bits * depth
+    searched: list[str]  # streams whose search finished, in search order; the rest kept their baseline peak
+    simulations: int
+
+    @property
+    def complete(self) -> bool:
+        return len(self.searched) == len(self.depths)
+
+
+def minimal_depths(net: ProcessNetwork, time_budget_s: float = 60.0) -> MinimalDepths:
+    """Smallest FIFO depths that keep the unbounded-FIFO makespan, by one binary search per FIFO.
+
+    Definition (sequential, greedy in bits):
+    1. Simulate with every FIFO unbounded: baseline makespan M and peak occupancy P_s of each stream. Depth
+       P_s never back-pressures the baseline schedule, so every stream starts at depth P_s (makespan <= M).
+    2. Visit streams by decreasing baseline bits ``width * P_s`` (ties: network order). During the search of
+       stream s, streams already visited hold their found depth and streams not yet visited hold P_s. The
+       search returns the smallest depth d with no deadlock and makespan <= M; s then keeps d.
+    3. Monotonicity holds within a read-latency class (module docstring), so the search first tests the
+       largest shift-register depth ``1024 // width``: if it keeps M the answer is binary-searched among SRL
+       depths, else among RAM depths up to P_s (P_s is the configuration already known to keep M).
+    Each accepted depth was simulated with the final depths of all earlier streams and the current depths of
+    the later ones, which only shrink afterwards under the same check; so the final set keeps M jointly (no
+    fix-up is ever needed), and a last simulation verifies it. When ``time_budget_s`` runs out, unvisited
+    streams keep P_s (safe; ``searched`` lists the visited ones).
+    """
+    t_start = time.perf_counter()
+    c = _Compiled(net)
+    n = len(c.stream_names)
+    base = _Run(c, [None] * n)
+    base.execute(horizon=None)
+    base_res = base.result()
+    if base_res.makespan_cycles is None:
+        raise ValueError(f"network deadlocks even with unbounded FIFOs: {base_res.describe()}")
+    target = base_res.makespan_cycles
+    depths: list[int] = [base_res.peak_occupancy[s] for s in c.stream_names]
+    sims = 1
+
+    def keeps(s: int, d: int) -> bool:
+        nonlocal sims
+        sims += 1
+        trial: list[int | None] = list(depths)
+        trial[s] = d
+        run = _Run(c, trial)
+        # Finishing with no event past the target means no deadlock and makespan <= target.
+        return run.execute(horizon=target) and run.finished
+
+    def search(s: int, lo: int, hi: int) -> int:
+        """Smallest d in [lo, hi] with keeps(s, d), given keeps(s, hi) and monotonicity on [lo, hi]."""
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if keeps(s, mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        return hi
+
+    order = sorted(range(n), key=lambda s: (-c.width[s] * depths[s], s))
+    searched: list[str] = []
+    for s in order:
+        if time.perf_counter() - t_start > time_budget_s:
+            break
+        peak = depths[s]
+        srl_max = SRL_FIFO_MAX_BITS // c.width[s]
+        if peak <= srl_max:
+            depths[s] = search(s, 1, peak)
+        elif srl_max >= 1 and keeps(s, srl_max):
+            depths[s] = search(s, 1, srl_max)
+        else:
+            depths[s] = search(s, srl_max + 1, peak)
+        searched.append(c.stream_names[s])
+
+    final = _Run(c, list(depths))
+    final.execute(horizon=None)
+    final_res = final.result()
+    sims += 1
+    if final_res.makespan_cycles is None or final_res.makespan_cycles > target:
+        raise AssertionError(f"minimal depths do not keep the baseline makespan {target}: {final_res.describe()}")
+    return MinimalDepths(
+        depths=dict(zip(c.stream_names, depths, strict=True)),
+        baseline_makespan=target,
+        makespan=final_res.makespan_cycles,
+        total_bits=sum(w * d for w, d in zip(c.width, depths, strict=True)),
+        searched=searched,
+        simulations=sims,
+    )

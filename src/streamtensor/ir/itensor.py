@@ -28,8 +28,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from streamtensor.errors import VerificationError
 from streamtensor.ir.affine import AffineMap, parse_affine_map
+from streamtensor.ir.dtypes import DTYPE_BITS
 
-DTYPE_BITS: dict[str, int] = {"f32": 32, "f16": 16, "bf16": 16, "i8": 8, "i32": 32, "i64": 64, "i1": 1}
 
 
 def dtype_bits(dtype: str) -> int:

@@ -15,9 +15,8 @@ import numpy as np
 
 from streamtensor.errors import VerificationError
 from streamtensor.ir.affine import AffineMap
+from streamtensor.ir.dtypes import DTYPE_BITS
 
-DTYPE_BITS = {"f64": 64, "f32": 32, "f16": 16, "bf16": 16, "i64": 64, "i32": 32, "i16": 16, "i8": 8, "i1": 1,
-              "index": 64}
 
 
 @dataclass(frozen=True)

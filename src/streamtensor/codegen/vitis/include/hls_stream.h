@@ -34,6 +34,23 @@
 //     was constructed; "high_water" is the peak occupancy). Setting
 //     STREAMTENSOR_SIM_VERBOSE=1 also prints a summary to stderr; normal
 //     runs are quiet.
+//   * Messages on stderr (deterministic: the deadlocked state of a bounded
+//     KPN does not depend on the schedule):
+//       DEADLOCK in region R: A blocked writing s_ab (full, depth 2) -> B ...
+//         -> D blocked reading s_cd (empty, depth 2) -> C ... -> A
+//       (or a chain ending in "P (finished)" / "? (s has no known producer
+//       ...)"), then a "  cause: ..." line and the state of every process;
+//       LEFTOVER in region R: stream s holds N unread tokens (depth D; ...)
+//       ERROR in region R: process P threw: ...   / stream s is written by
+//       both P and Q (one producer and one consumer per stream).
+//     A stream learns its producer/consumer from the first write/read;
+//     Region::connect / HLS_SIM_CONNECT declares them by process name so the
+//     chain can name a peer that has not touched the stream yet.
+//   * Threads that are not processes (e.g. the testbench's main thread) take
+//     part as well and count as runnable unless blocked. A testbench that
+//     fills a top-level stream before calling the top function must make it
+//     unbounded first: hls_sim::set_depth(s, 0) (Vitis's sequential C
+//     simulation has unbounded streams).
 //
 // Usage in a top function (simulation form):
 //
@@ -351,7 +368,6 @@ class StreamCore {
                       (producer ? "written" : "read") + " by both " + old->name + " and " + me->name +
                       " (a dataflow stream needs exactly one " + (producer ? "producer" : "consumer") +
                       ")\n";
-    g.failures.fetch_add(1);
     if (!me->is_process) fatal_external(msg);
     me->region->failed = true;
     glk.unlock();
@@ -435,7 +451,7 @@ class StreamCore {
 template <typename T>
 void set_depth(::hls::stream<T, 0>& s, std::size_t depth);
 
-// Number of failed regions / protocol errors so far in this process.
+// Number of dataflow regions whose join() failed so far in this process.
 inline int failures() { return detail::global().failures.load(); }
 
 }  // namespace hls_sim
@@ -700,7 +716,6 @@ inline void detect_locked(Global& g, Detection& d) {
     }
   }
   d.fired = true;
-  g.failures.fetch_add(1);
   if (external) fatal_external(msg);
   std::fputs(msg.c_str(), stderr);
   std::fflush(stderr);

@@ -1,0 +1,26 @@
+"""Shared fixtures: compiled tiny blocks are cached per session (compiling takes ~1 s each)."""
+
+from __future__ import annotations
+
+import warnings
+from functools import cache
+
+import pytest
+
+from streamtensor import compile_llm_block
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+FAMILIES = ["gpt2", "llama", "qwen2", "gemma"]
+TINY_SEQ_LEN = 8
+TINY_MAX_LEN = 16
+
+
+@cache
+def tiny_block(family: str, mode: str):  # noqa: ANN201 - (Design, DecoderBlock)
+    return compile_llm_block(family, mode=mode, seq_len=TINY_SEQ_LEN, max_len=TINY_MAX_LEN, size="tiny")
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request: pytest.FixtureRequest) -> str:
+    return request.param

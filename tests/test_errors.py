@@ -1,0 +1,80 @@
+"""Every error path names the problem (and, for ops, the op, its dialect and the PyTorch source line)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import streamtensor
+from streamtensor import compile_llm_block
+from streamtensor.errors import ModelError, OptionError, ShapeError, UnsupportedOpError
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streamtensor.cli", *args], capture_output=True, text=True)
+
+
+class _Sorts(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sort(x, dim=-1).values * 2  # sort has no linalg-on-tensors lowering
+
+
+def test_unsupported_op_names_op_dialect_and_location() -> None:
+    with pytest.raises(UnsupportedOpError) as info:
+        streamtensor.compile(_Sorts(), [torch.randn(4, 8)])
+    msg = str(info.value)
+    # torch-mlir lowers sort to its own tm_tensor dialect, which has no dataflow lowering.
+    assert msg.startswith("unsupported op 'tm_tensor.sort' of dialect 'tm_tensor' (from test_errors.py:23)")
+
+
+def test_unknown_model_cli() -> None:
+    proc = _cli("compile", "bert", "-o", "/tmp/unused")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == ("streamtensor: error: unknown model 'bert': expected one of "
+                                                    "gpt2, llama, qwen2, gemma or the path of a local Hugging "
+                                                    "Face checkpoint directory")
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_option_values_cli() -> None:
+    proc = _cli("compile", "gpt2", "-o", "/tmp/unused", "--seq-len", "0")
+    assert proc.returncode == 2 and "argument --seq-len: 0 must be at least 1" in proc.stderr
+    proc = _cli("compile", "gpt2", "-o", "/tmp/unused", "--mode", "train")
+    assert proc.returncode == 2 and "argument --mode: invalid choice: 'train'" in proc.stderr
+    proc = _cli("compile", "gpt2", "-o", "/tmp/unused", "--size", "huge")
+    assert "argument --size: invalid choice: 'huge'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_options_api() -> None:
+    with pytest.raises(OptionError, match="bad mode 'train': expected one of prefill, decode"):
+        compile_llm_block("gpt2", mode="train")
+    with pytest.raises(OptionError, match="unknown option\\(s\\) tile: expected some of"):
+        compile_llm_block("gpt2", tile=3)
+    with pytest.raises(OptionError, match="bad layer index 7: the model has 1 decoder layers"):
+        compile_llm_block("gpt2", layer=7)
+
+
+def test_missing_checkpoint_pieces(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=f"checkpoint directory '{tmp_path / 'nope'}' does not exist"):
+        compile_llm_block(str(tmp_path / "nope"))
+    with pytest.raises(ModelError, match="has no config.json"):
+        compile_llm_block(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(ModelError, match="has no weights \\(expected one of model.safetensors"):
+        compile_llm_block(str(tmp_path))
+    proc = _cli("compile", str(tmp_path), "-o", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "has no weights" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bad_shapes() -> None:
+    design = streamtensor.compile(torch.nn.Linear(8, 4), [torch.randn(2, 8)])
+    with pytest.raises(ShapeError, match="input %arg0 has shape \\[3, 8\\], expected \\[2, 8\\]"):
+        design.run_reference(torch.randn(3, 8), torch.randn(4, 8), torch.randn(4))
+    with pytest.raises(ShapeError, match="takes 3 inputs, got 1"):
+        design.run_reference(torch.randn(2, 8))
+    with pytest.raises(ShapeError, match="example argument 0 has an empty shape \\[0, 8\\]"):
+        streamtensor.compile(torch.nn.Linear(8, 4), [torch.randn(0, 8)])
