@@ -1,7 +1,9 @@
 """Speed of the token-level timing simulator on a synthetic 20-process network with ~2e5 firings.
 
-Run: ``.venv/bin/python benchmarks/timing_sim_speed.py``. Prints seconds per simulation for unbounded FIFOs,
-for LP-sized FIFOs and for tight (depth-2) FIFOs, plus the LP solve time. Not a unit test: timings are noisy.
+Run: ``.venv/bin/python benchmarks/timing_sim_speed.py``. Prints seconds per simulation (unbounded FIFOs,
+LP-sized FIFOs, LP sizes with every small FIFO at depth 1 (tight back-pressure: the worst case for batching),
+all FIFOs at depth 2 (deadlocks)), the LP solve time and a budgeted minimal_depths run.
+Not a unit test: timings are noisy.
 """
 
 from __future__ import annotations
@@ -11,61 +13,49 @@ import time
 import numpy as np
 
 from streamtensor.analysis.fifo_lp import size_fifos_lp
-from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream, even_firings
-from streamtensor.analysis.timing_sim import simulate
+from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream
+from streamtensor.analysis.timing_sim import minimal_depths, simulate
 
-TOKENS = 10_000  # tokens per stream; every process fires about this many times
+TOKENS = 10_240  # tokens per stream; every process fires about this many times
+ROW = 64  # tokens per row (reduction length, converter buffer)
 
 
 def build_network() -> ProcessNetwork:
-    """Four stages of [fork -> (elementwise | row reduction + broadcast) -> join] behind a DMA reader.
+    """dma_in -> 3 x [fork -> (elementwise | row reduction) -> join -> converter -> activation] -> dma_out.
 
-    Each stage is a softmax/layer-norm-like pattern: the reduction writes one token per row of 64 after
-    reading the whole row, and the join needs that token before it can consume the row's elementwise tokens,
-    so the elementwise branch's FIFO must hold a row (the paper's K0 -> K2 situation).
+    Each stage is a softmax/layer-norm-like pattern: the reduction writes one token per row after reading the
+    whole row, and the join needs that token before the row's elementwise tokens (the paper's K0 -> K2
+    situation); the converter is a ping-pong buffer whose writes lag its reads by one row.
     """
-    row = 64
-    rows = TOKENS // row
+    rows = TOKENS // ROW
+    every = np.arange(TOKENS, dtype=np.int64)
     procs: list[Process] = []
     streams: list[Stream] = []
+    reads: dict[str, dict[str, np.ndarray]] = {"dma_in": {}}
+    writes: dict[str, dict[str, np.ndarray]] = {}
 
-    def add_stream(name: str, src: str, dst: str, tokens: int, width: int = 64) -> str:
-        streams.append(Stream(name, src, dst, width, tokens))
-        return name
+    def connect(src: str, dst: str, w: np.ndarray, r: np.ndarray, width: int = 64) -> None:
+        name = f"{src}->{dst}"
+        streams.append(Stream(name, src, dst, width, len(w)))
+        writes.setdefault(src, {})[name] = w
+        reads.setdefault(dst, {})[name] = r
 
     src = "dma_in"
-    pending_writes: dict[str, dict[str, np.ndarray]] = {src: {}}
-    pending_reads: dict[str, dict[str, np.ndarray]] = {}
-    first_fire = np.arange(rows, dtype=np.int64) * row  # firing that starts each row
-    last_fire = first_fire + row - 1
-    for stage in range(4):
-        fork, ew, red, join, cast = (f"s{stage}_{k}" for k in ("fork", "ew", "red", "join", "cast"))
-        pending_writes[src][add_stream(f"{src}->{fork}", src, fork, TOKENS)] = np.arange(TOKENS)
-        pending_reads[fork] = {f"{src}->{fork}": np.arange(TOKENS)}
-        pending_writes[fork] = {
-            add_stream(f"{fork}->{ew}", fork, ew, TOKENS): np.arange(TOKENS),
-            add_stream(f"{fork}->{red}", fork, red, TOKENS): np.arange(TOKENS),
-        }
-        pending_reads[ew] = {f"{fork}->{ew}": np.arange(TOKENS)}
-        pending_writes[ew] = {add_stream(f"{ew}->{join}", ew, join, TOKENS): np.arange(TOKENS)}
-        pending_reads[red] = {f"{fork}->{red}": np.arange(TOKENS)}
-        pending_writes[red] = {add_stream(f"{red}->{join}", red, join, rows, 32): last_fire}
-        pending_reads[join] = {f"{ew}->{join}": np.arange(TOKENS), f"{red}->{join}": first_fire}
-        pending_writes[join] = {add_stream(f"{join}->{cast}", join, cast, TOKENS): np.arange(TOKENS)}
-        pending_reads[cast] = {f"{join}->{cast}": np.arange(TOKENS)}
-        pending_writes[cast] = {}
-        src = cast
-    pending_writes[src][add_stream(f"{src}->dma_out", src, "dma_out", TOKENS // 4, 256)] = even_firings(
-        TOKENS // 4, 0, TOKENS - 1
-    )
-    pending_reads["dma_out"] = {f"{src}->dma_out": np.arange(TOKENS // 4)}
-    pending_writes["dma_out"] = {}
-    pending_reads["dma_in"] = {}
-    iis = {"ew": 1, "red": 1, "join": 2, "cast": 1, "fork": 1}
-    for name in pending_writes:
-        kind = name.split("_")[-1]
-        nf = TOKENS // 4 if name == "dma_out" else TOKENS
-        procs.append(Process(name, iis.get(kind, 1), 4 + len(name) % 5, nf, pending_reads[name], pending_writes[name]))
+    for stage in range(3):
+        fork, ew, red, join, conv, act = (f"s{stage}_{k}" for k in ("fork", "ew", "red", "join", "conv", "act"))
+        connect(src, fork, every, every)
+        connect(fork, ew, every, every)
+        connect(fork, red, every, every)
+        connect(ew, join, every, every)
+        connect(red, join, np.arange(rows) * ROW + ROW - 1, np.arange(rows) * ROW, width=32)
+        connect(join, conv, every, every)
+        connect(conv, act, every + ROW, every)
+        src = act
+    connect(src, "dma_out", np.arange(3, TOKENS, 4), np.arange(TOKENS // 4), width=256)
+    writes["dma_out"] = {}
+    for name in reads:
+        nf = TOKENS // 4 if name == "dma_out" else TOKENS + (ROW if name.endswith("conv") else 0)
+        procs.append(Process(name, 1, 3 + len(name) % 5, nf, reads[name], writes[name]))
     return ProcessNetwork(procs, streams)
 
 
@@ -73,7 +63,8 @@ def timed(label: str, net: ProcessNetwork, depths: dict[str, int | None]) -> Non
     t0 = time.perf_counter()
     res = simulate(net, depths)
     dt = time.perf_counter() - t0
-    print(f"{label:<28} {dt:7.3f} s  ({dt / net.total_firings * 1e5:.3f} s per 1e5 firings)  {res.describe()}")
+    outcome = "DEADLOCK" if res.deadlock else f"{res.makespan_cycles} cycles"
+    print(f"{label:<34} {dt:7.3f} s  ({dt / net.total_firings * 1e5:.3f} s per 1e5 firings)  {outcome}")
 
 
 def main() -> None:
@@ -82,12 +73,17 @@ def main() -> None:
     timed("unbounded FIFOs", net, {})
     t0 = time.perf_counter()
     sizing = size_fifos_lp(net)
-    print(f"{'LP sizing (normal)':<28} {time.perf_counter() - t0:7.3f} s  status {sizing.status}")
-    timed("LP-sized FIFOs", net, dict(sizing.depths))
-    timed("depth-2 FIFOs (deadlocks)", net, {s.name: 2 for s in net.streams})
-    tight = {s.name: max(2, d) for s, d in zip(net.streams, sizing.depths.values(), strict=True)}
-    tight.update({s.name: 2 for s in net.streams if "->s" in s.name and "_red" not in s.name})
-    timed("LP, chain FIFOs at depth 2", net, tight)
+    print(f"{'LP sizing (normal), incl. model':<34} {time.perf_counter() - t0:7.3f} s  HiGHS {sizing.solve_seconds:.3f} s")
+    lp_depths: dict[str, int | None] = dict(sizing.depths)
+    timed("LP-sized FIFOs", net, lp_depths)
+    timed("LP sizes, small FIFOs at depth 1", net, {s: 1 if d <= 4 else d for s, d in sizing.depths.items()})
+    timed("all FIFOs depth 2", net, {s.name: 2 for s in net.streams})
+    t0 = time.perf_counter()
+    md = minimal_depths(net, time_budget_s=20.0)
+    print(
+        f"{'minimal_depths (20 s budget)':<34} {time.perf_counter() - t0:7.3f} s  {md.simulations} simulations, "
+        f"{len(md.searched)}/{len(md.depths)} FIFOs searched, {md.total_bits} bits (LP: {sizing.total_bits})"
+    )
 
 
 if __name__ == "__main__":
