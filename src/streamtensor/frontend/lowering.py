@@ -10,8 +10,8 @@ import warnings
 from collections.abc import Sequence
 
 import torch
-from torch_mlir import fx, ir, passmanager
 from torch._decomp import get_decompositions
+from torch_mlir import fx, ir, passmanager
 from torch_mlir.compiler_utils import TorchMlirCompilerError
 from torch_mlir.extras.fx_decomp_util import get_decomposition_table
 

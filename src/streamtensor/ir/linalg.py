@@ -18,7 +18,6 @@ from streamtensor.ir.affine import AffineMap
 from streamtensor.ir.dtypes import DTYPE_BITS
 
 
-
 @dataclass(frozen=True)
 class TensorType:
     shape: tuple[int, ...]
