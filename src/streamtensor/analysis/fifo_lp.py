@@ -1,41 +1,45 @@
 """FIFO sizing by linear programming (streamtensor.md §4.3), exact per edge for the chosen start times.
 
-Model. Every process ``v`` runs free at a fixed *profile* offset by its start time ``S_v`` (an LP variable):
-firing ``f`` issues (reads) at ``S_v + o_v(f)`` with
+Profiles. Each process follows a fixed firing-time *profile*, taken from one unbounded-FIFO run of the timing
+simulator (:mod:`.timing_sim`), which the LP may shift in time by ``x_v`` (an LP variable):
 
-* strategy ``normal``:        ``o_v(f) = f * II_v`` (its own II), writes at ``S_v + o_v(f) + depth_v``;
-* strategy ``conservative``:  ``o_v(f) = ceil(f * II_v * L_slowest / L_v)``, i.e. ``II'_v = II_v * L_slowest / L_v``
-  (paper), so every process spreads over the slowest one's total latency. In the simulator's trace model
-  such a slowed pipeline is one that stalls: the slip ``o_v(f) - f * II_v`` of a read carries to every later
-  trace event, so a write happens at its static time plus the slip of the last read before it in the trace.
-  Rounding up keeps the slip non-decreasing, so the profile is a legal simulator schedule.
+* strategy ``normal``: every process issues at its own II, as soon as its input tokens are there. Sources run
+  free and fill FIFOs in front of slower kernels (paper Eq. 1); a faster consumer keeps pace with a slower
+  source once started (paper Eq. 2: it holds only what arrived before its start). A consumer modelled as
+  free-running instead would have to start late enough never to starve, which oversizes the FIFO in front of
+  every fast sink (a DMA writer behind a reduction) by about ``T * (1 - II_target / II_source)`` tokens.
+* strategy ``conservative``: the same with every firing f also released no earlier than
+  ``ceil(f * II_v * L_slowest / L_v)``, i.e. ``II'_v = II_v * L_slowest / L_v`` (paper): every process is
+  spread over the slowest one's total latency, so sources no longer run ahead (smaller FIFOs, maybe more
+  latency). In the trace model a slowed pipeline is one that stalls, so writes slip with the reads.
 
-On a stream e = (u -> v), token k is written at ``S_u + W_k`` and read at ``S_v + R_k`` (``W``, ``R``: the
-profile times of the writing / reading firing). With ``delay_e = S_v - S_u``:
+Both profiles are legal simulator schedules, and shifting a process by a constant keeps its own trace legal.
+On a stream e = (u -> v), token k is written at ``W_k + x_u`` and read at ``R_k + x_v`` (``W``, ``R``: profile
+times of the writing / reading event). With the start time ``S_v = first event of v + x_v``:
 
-* no-starvation (edge) constraint, the compact form of the paper's path constraints:
-  ``S_v - S_u >= Delta_e = max_k (W_k + raw_e - R_k)`` with ``raw_e`` the FIFO read latency (1 cycle up to 1024
-  bits, else 2). For token 0 this is the paper's ``delay >= D_u`` (plus raw_e and the target's own read
-  offset); the other tokens add the *skew* needed when the source is slower than the target or bursty.
-  Longest paths of these difference constraints give the paper's ``delay02 >= D0 + D1``.
+* edge constraint (compact form of the paper's path constraints, difference constraints on ``S``):
+  ``S_v - S_u >= bound_e``, from ``x_v - x_u >= max_k (W_k + raw_e - R_k)`` (every token readable in time);
+  ``bound_e = D_u + raw_e + skew_e`` where ``D_u`` is u's initial delay in the profile (first write after its
+  start: the paper's ``delay >= D_u``), ``raw_e`` the FIFO read latency and ``skew_e`` the rest (negative when
+  v reads this stream late, positive when u starts writing it late). Longest paths give ``delay02 >= D0 + D1``.
   raw_e depends on the depth being solved for: it starts at 1 wherever ``width_e <= 1024`` and is raised to 2
   (then the LP re-solved) for each FIFO whose solved depth turns out wider than 1024 bits; latencies only
   rise, so this ends after at most one re-solve per stream, with every assumed latency >= the simulator's.
-* exact depth for that delay, in the simulator's convention (a token occupies the FIFO from its write cycle
-  through its read cycle): ``depth_e(delay) = max_k (k + 1 - #{j : R_j + delay < W_k})``. For uniform streams
-  this is :func:`paper_max_tokens` (Eq. 1 / Eq. 2 with our off-by-one); for bursty kernels it is exact where
-  the closed forms undersize.
+* exact depth at delay ``d = x_v - x_u``, in the simulator's convention (a token occupies the FIFO from its
+  write cycle through its read cycle): ``depth_e(d) = max_k (k + 1 - #{j : R_j + d < W_k})``. For uniform
+  streams this is :func:`paper_max_tokens` (Eq. 1 / Eq. 2 with our off-by-one); for bursty kernels (a reduction
+  writing at the end of a row, a converter writing after a buffer fills) it is exact where those undersize.
 
-Why these depths are safe: with them the profile schedule satisfies every simulator constraint (II, token
-ready, FIFO space), so the simulator's least (as-soon-as-possible) schedule is no later anywhere: no deadlock,
-and simulated makespan <= the LP's predicted latency.
+Why these depths are safe: the shifted profiles satisfy every simulator constraint (trace gaps, token ready,
+FIFO space), so the simulator's least schedule is no later anywhere: no deadlock, and simulated makespan <=
+``predicted_latency``.
 
-LP: minimize ``sum_e width_e * c_e`` with ``c_e >= a_i * (S_v - S_u) + b_i`` for the segments of the lower convex
+LP: minimize ``sum_e width_e * c_e`` with ``c_e >= a_i * (x_v - x_u) + b_i`` for the segments of the lower convex
 hull of ``depth_e`` sampled over the feasible delay range (exact where the curve is convex, a tight
-under-estimate elsewhere; a better fit than one slope per edge because ``depth_e`` saturates at T), subject
-to the edge constraints and ``0 <= S_v <= T_min - L_v`` where ``T_min`` is the longest-path latency of the
-profile model: FIFO bits are minimized at minimal latency. Depths are then recomputed exactly at the solved
-(integer) delays.
+under-estimate elsewhere; better than one slope per edge because ``depth_e`` saturates at T), subject to the
+edge constraints, no event before cycle 0 and every process done by ``T_min``, the longest-path latency of the
+shifted profiles: FIFO bits are minimized at minimal latency. Depths are then recomputed exactly at the
+solved (integer) delays.
 """
 
 from __future__ import annotations
@@ -47,8 +51,8 @@ from typing import Literal
 import highspy
 import numpy as np
 
-from .process_network import Process, ProcessNetwork, Stream
-from .timing_sim import peak_occupancy, process_trace, raw_latency
+from .process_network import ProcessNetwork, Stream
+from .timing_sim import FiringTimes, peak_occupancy, raw_latency, simulate
 
 Strategy = Literal["normal", "conservative"]
 
@@ -58,18 +62,20 @@ _HULL_SAMPLES = 33  # delays at which each edge's exact depth curve is evaluated
 def paper_max_tokens(
     tokens: int, delay: int, initial_delay: int, last_write: int, ii_source: int, ii_target: int
 ) -> int:
-    """Paper Eq. 1 / Eq. 2 in this project's conventions, for a uniform stream (one token per firing from
-    the source's first writing firing and from the target's firing 0) at a delay without starvation.
+    """Paper Eq. 1 / Eq. 2 in this project's conventions, for a uniform stream: the source writes one token per
+    firing from its first writing firing (token 0 at ``initial_delay``, the last at ``last_write`` =
+    ``D + (T-1) * II_source``), the target reads one token per firing from its start at ``delay`` and then keeps
+    up (it stalls on an empty FIFO), with ``delay >= initial_delay + raw``.
 
     * source faster (``ii_source < ii_target``), Eq. 1: the peak is at the last write, when
       ``ceil((last_write - delay) / ii_target)`` tokens have been read strictly before it:
       ``min(T, T - ceil((W_last - delay) / II_target))`` (the paper floors: it lets a same-cycle read free a slot).
-    * source slower or equal, Eq. 2: the peak is at the last write issued no later than the target's first
-      read: ``min(T, floor((delay - D) / II_source) + 1)`` (the paper's ceil misses the token written in the
-      same cycle as that read).
+    * source slower or equal, Eq. 2: the peak is at the last write no later than the target's first read:
+      ``min(T, floor((delay - D) / II_source) + 1)`` (the paper's ceil misses the token written in the cycle of
+      that read).
     """
     if ii_source < ii_target:
-        return min(tokens, tokens - -((delay - last_write) // ii_target))
+        return min(tokens, tokens + (delay - last_write) // ii_target)  # T - ceil((W_last - delay) / II_t)
     return min(tokens, (delay - initial_delay) // ii_source + 1)
 
 
@@ -90,15 +96,16 @@ class DelayConstraint:
 
 @dataclass
 class FifoSizing:
-    """Result of :func:`size_fifos_lp`. ``predicted_latency`` is max over processes of ``S_v + L_v`` in the
-    strategy's profile model (an upper bound of the simulated makespan with ``depths``)."""
+    """Result of :func:`size_fifos_lp`. ``start_times`` are the first events of the shifted profiles;
+    ``predicted_latency`` is their last event over all processes (an upper bound of the simulated makespan
+    with ``depths``)."""
 
     strategy: Strategy
     depths: dict[str, int]
     total_bits: int
     predicted_latency: int
     start_times: dict[str, int]
-    delays: dict[str, int]
+    delays: dict[str, int]  # per stream: S[target] - S[source]
     solve_seconds: float
     status: str
     edge_constraints: list[DelayConstraint]
@@ -113,18 +120,19 @@ class FifoSizing:
         return "\n".join(lines)
 
 
-def _profile(p: Process, slowest_latency: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """(read time, write time) of every firing of ``p`` relative to its start (see module docstring)."""
-    f = np.arange(p.num_firings, dtype=np.int64)
-    if slowest_latency is None:
-        return f * p.ii, f * p.ii + p.depth
-    if p.num_firings * p.ii * slowest_latency >= 2**62:
-        raise OverflowError(f"process {p.name!r}: latencies too large for exact conservative scaling")
-    issue = (f * (p.ii * slowest_latency) + p.latency - 1) // p.latency  # ceil(f * II * L_slowest / L_p)
-    trace = process_trace(p)
-    slip = np.maximum.accumulate(np.where(trace.is_write, 0, (issue - f * p.ii)[trace.firing]))
-    times = trace.static + slip
-    return times[trace.read_pos], times[trace.write_pos]
+def _profiles(net: ProcessNetwork, strategy: Strategy) -> dict[str, FiringTimes]:
+    """Firing times of every process in one unbounded-FIFO simulation (see module docstring)."""
+    release: dict[str, np.ndarray] = {}
+    if strategy == "conservative":
+        slowest = max(p.latency for p in net.processes)
+        for p in net.processes:
+            if p.num_firings * p.ii * slowest >= 2**62:
+                raise OverflowError(f"process {p.name!r}: latencies too large for exact conservative scaling")
+            f = np.arange(p.num_firings, dtype=np.int64)
+            release[p.name] = (f * (p.ii * slowest) + p.latency - 1) // p.latency  # ceil(f*II*L_slowest/L_p)
+    result = simulate(net, {}, release)
+    assert not result.deadlock  # acyclic (checked by the caller) with unbounded FIFOs
+    return result.firing_times
 
 
 @dataclass
@@ -132,18 +140,19 @@ class _Edge:
     stream: Stream
     u: int
     v: int
-    write_times: np.ndarray  # W_k, relative to S_u
-    read_times: np.ndarray  # R_k, relative to S_v
+    write_times: np.ndarray  # W_k (profile of u)
+    read_times: np.ndarray  # R_k (profile of v)
     raw: int  # assumed FIFO read latency raw_e
-    min_delay: int  # Delta_e
-    source_delay: int  # D_u in the profile: first write of u (any stream) relative to S_u
+    min_shift: int  # x_v - x_u >= min_shift
+    bound: int  # the same in start-time form: S_v - S_u >= bound
+    source_delay: int  # D_u in the profile: first write of u (any stream) after its start
 
-    def depth(self, delay: int) -> int:
-        return peak_occupancy(self.write_times, self.read_times + delay)
+    def depth(self, shift: int) -> int:
+        return peak_occupancy(self.write_times, self.read_times + shift)
 
     def terms(self) -> tuple[tuple[str, int], ...]:
-        skew = self.min_delay - self.source_delay - self.raw
-        return (("D[" + self.stream.source + "]", self.source_delay), ("raw", self.raw), ("skew", skew))
+        skew = self.bound - self.source_delay - self.raw
+        return ((f"D[{self.stream.source}]", self.source_delay), ("raw", self.raw), ("skew", skew))
 
 
 def _lower_hull(xs: np.ndarray, ys: np.ndarray) -> list[tuple[float, float]]:
@@ -165,67 +174,64 @@ def _lower_hull(xs: np.ndarray, ys: np.ndarray) -> list[tuple[float, float]]:
 
 
 class _Model:
-    """Profiles, edges and the longest-path bounds of one strategy."""
+    """Profiles, edges and longest-path bounds of one strategy, in shift variables x_v."""
 
-    def __init__(self, net: ProcessNetwork, strategy: Strategy, raws: list[int]) -> None:
+    def __init__(self, net: ProcessNetwork, profiles: dict[str, FiringTimes], raws: list[int]) -> None:
         self.net = net
-        self.order = [net.process(n) for n in net.topological_order()]
-        self.pid = {p.name: i for i, p in enumerate(net.processes)}
-        slowest = max(p.latency for p in net.processes) if strategy == "conservative" else None
-        profiles = [_profile(p, slowest) for p in net.processes]
-        self.latency = [int(write[-1]) for _, write in profiles]  # L_v: write time of the last firing
+        self.order = [self.index(n, net) for n in net.topological_order()]
+        procs = net.processes
+        self.first = [int(profiles[p.name].issue[0]) for p in procs]  # first trace event: issue of firing 0
+        self.last = [int(profiles[p.name].complete[-1]) for p in procs]  # last trace event
         self.edges: list[_Edge] = []
         for s, raw in zip(net.streams, raws, strict=True):
-            u, v = self.pid[s.source], self.pid[s.target]
-            src, dst = net.processes[u], net.processes[v]
-            w = profiles[u][1][src.writes[s.name]]
-            r = profiles[v][0][dst.reads[s.name]]
-            first = src.first_write_firing
-            assert first is not None  # it writes s
-            self.edges.append(_Edge(s, u, v, w, r, raw, int(np.max(w + raw - r)), int(profiles[u][1][first])))
-        self.out_edges: list[list[_Edge]] = [[] for _ in net.processes]
+            u, v = self.index(s.source, net), self.index(s.target, net)
+            src, dst = procs[u], procs[v]
+            w = profiles[src.name].complete[src.writes[s.name]]
+            r = profiles[dst.name].issue[dst.reads[s.name]]
+            shift = int(np.max(w + raw - r))
+            first_write = src.first_write_firing
+            assert first_write is not None  # it writes s
+            d_u = int(profiles[src.name].complete[first_write]) - self.first[u]
+            self.edges.append(_Edge(s, u, v, w, r, raw, shift, shift + self.first[v] - self.first[u], d_u))
+        self.out_edges: list[list[_Edge]] = [[] for _ in procs]
         for e in self.edges:
             self.out_edges[e.u].append(e)
-        # Earliest starts (longest paths from time 0), minimal latency, latest starts within it.
-        self.earliest = [0] * len(net.processes)
-        for p in self.order:
-            for e in self.out_edges[self.pid[p.name]]:
-                self.earliest[e.v] = max(self.earliest[e.v], self.earliest[e.u] + e.min_delay)
-        self.min_latency = max(s + lat for s, lat in zip(self.earliest, self.latency, strict=True))
-        self.latest = [self.min_latency - lat for lat in self.latency]
-        for p in reversed(self.order):
-            u = self.pid[p.name]
+        self.lowest = [-f for f in self.first]  # no event before cycle 0
+        self.earliest = self.settle(self.lowest)
+        self.min_latency = max(x + last for x, last in zip(self.earliest, self.last, strict=True))
+        self.latest = [self.min_latency - last for last in self.last]
+        for u in reversed(self.order):
             for e in self.out_edges[u]:
-                self.latest[u] = min(self.latest[u], self.latest[e.v] - e.min_delay)
+                self.latest[u] = min(self.latest[u], self.latest[e.v] - e.min_shift)
 
-    def settle(self, starts: list[int]) -> list[int]:
-        """Smallest start times >= ``starts`` that satisfy every edge constraint (one forward pass)."""
-        out = list(starts)
-        for p in self.order:
-            for e in self.out_edges[self.pid[p.name]]:
-                out[e.v] = max(out[e.v], out[e.u] + e.min_delay)
+    @staticmethod
+    def index(name: str, net: ProcessNetwork) -> int:
+        return net.processes.index(net.process(name))
+
+    def settle(self, shifts: list[int]) -> list[int]:
+        """Smallest shifts >= ``shifts`` that satisfy every edge constraint (one pass in topological order)."""
+        out = list(shifts)
+        for u in self.order:
+            for e in self.out_edges[u]:
+                out[e.v] = max(out[e.v], out[u] + e.min_shift)
         return out
 
     def implied_constraints(self) -> list[DelayConstraint]:
         direct: dict[tuple[int, int], int] = {}
         for e in self.edges:
-            direct[(e.u, e.v)] = max(direct.get((e.u, e.v), e.min_delay), e.min_delay)
+            direct[(e.u, e.v)] = max(direct.get((e.u, e.v), e.bound), e.bound)
         names = [p.name for p in self.net.processes]
         found: list[DelayConstraint] = []
-        for src in self.order:
-            s0 = self.pid[src.name]
+        for s0 in self.order:
             dist: dict[int, int] = {s0: 0}
             via: dict[int, _Edge] = {}
-            for p in self.order:
-                a = self.pid[p.name]
-                if a not in dist:
-                    continue
-                for e in self.out_edges[a]:
-                    if dist[a] + e.min_delay > dist.get(e.v, -1):
-                        dist[e.v], via[e.v] = dist[a] + e.min_delay, e
-            for tgt in self.order:
-                t0 = self.pid[tgt.name]
-                if t0 == s0 or t0 not in dist or dist[t0] <= direct.get((s0, t0), -1):
+            for a in self.order:
+                if a in dist:
+                    for e in self.out_edges[a]:
+                        if e.v not in dist or dist[a] + e.bound > dist[e.v]:
+                            dist[e.v], via[e.v] = dist[a] + e.bound, e
+            for t0 in self.order:
+                if t0 == s0 or t0 not in dist or via[t0].u == s0 or dist[t0] <= direct.get((s0, t0), dist[t0] - 1):
                     continue
                 chain: list[_Edge] = []
                 node = t0
@@ -235,9 +241,9 @@ class _Model:
                 chain.reverse()
                 found.append(
                     DelayConstraint(
-                        source=src.name,
-                        target=tgt.name,
-                        path=tuple([names[s0]] + [names[e.v] for e in chain]),
+                        source=names[s0],
+                        target=names[t0],
+                        path=(names[s0], *(names[e.v] for e in chain)),
                         bound=dist[t0],
                         terms=tuple(t for e in chain for t in e.terms()),
                     )
@@ -251,8 +257,9 @@ def _solve(model: _Model, strategy: Strategy, time_limit_s: float) -> FifoSizing
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit_s))
-    # Columns 0..n-1: S_v in [0, T_min - L_v]; then one epigraph column c_e per edge with a non-flat curve.
-    h.addVars(n, np.zeros(n), np.array([model.min_latency - lat for lat in model.latency], dtype=np.float64))
+    # Columns 0..n-1: x_v in [-first_v, T_min - last_v]; then one epigraph column c_e per non-flat edge curve.
+    upper = [model.min_latency - last for last in model.last]
+    h.addVars(n, np.array(model.lowest, dtype=np.float64), np.array(upper, dtype=np.float64))
     lower: list[float] = []
     starts: list[int] = []
     idx: list[int] = []
@@ -266,16 +273,16 @@ def _solve(model: _Model, strategy: Strategy, time_limit_s: float) -> FifoSizing
         val.extend(coef for _, coef in entries)
 
     for e in model.edges:
-        row(e.min_delay, [(e.v, 1.0), (e.u, -1.0)])  # S_v - S_u >= Delta_e
+        row(e.min_shift, [(e.v, 1.0), (e.u, -1.0)])  # x_v - x_u >= min_shift_e
         hi = model.latest[e.v] - model.earliest[e.u]  # largest delay the latency cap allows
-        if hi <= e.min_delay:
-            continue  # delay is forced: constant cost
-        xs = np.unique(np.linspace(e.min_delay, hi, _HULL_SAMPLES).round().astype(np.int64))
+        if hi <= e.min_shift:
+            continue  # the delay is forced: constant cost
+        xs = np.unique(np.linspace(e.min_shift, hi, _HULL_SAMPLES).round().astype(np.int64))
         ys = np.array([e.depth(int(x)) for x in xs], dtype=np.float64)
         col = n + len(costs)
         costs.append(float(e.stream.width_bits))
         for slope, icpt in _lower_hull(xs, ys):
-            row(icpt, [(col, 1.0), (e.v, -slope), (e.u, slope)])  # c_e - a (S_v - S_u) >= b
+            row(icpt, [(col, 1.0), (e.v, -slope), (e.u, slope)])  # c_e - a (x_v - x_u) >= b
     if costs:
         h.addVars(len(costs), np.zeros(len(costs)), np.full(len(costs), highspy.kHighsInf))
         h.changeColsCost(len(costs), np.arange(n, n + len(costs), dtype=np.int32), np.array(costs))
@@ -298,19 +305,19 @@ def _solve(model: _Model, strategy: Strategy, time_limit_s: float) -> FifoSizing
         # HiGHS returns reals within tolerances: round, then re-settle the (integer) edge constraints.
         guess = [round(x) for x in list(solution.col_value)[:n]]
     else:
-        # No solution in the time limit: the earliest-start schedule is always feasible.
-        guess = list(model.earliest)
-        status += " (no solution: earliest starts used)"
-    starts_v = model.settle([max(0, g) for g in guess])
-    depths = {e.stream.name: e.depth(starts_v[e.v] - starts_v[e.u]) for e in model.edges}
+        guess = list(model.earliest)  # always feasible
+        status += " (no solution: earliest shifts used)"
+    x = model.settle([max(g, lo) for g, lo in zip(guess, model.lowest, strict=True)])
+    depths = {e.stream.name: e.depth(x[e.v] - x[e.u]) for e in model.edges}
+    start = [xv + first for xv, first in zip(x, model.first, strict=True)]
     names = [p.name for p in net.processes]
     return FifoSizing(
         strategy=strategy,
         depths=depths,
         total_bits=sum(e.stream.width_bits * depths[e.stream.name] for e in model.edges),
-        predicted_latency=max(s + lat for s, lat in zip(starts_v, model.latency, strict=True)),
-        start_times=dict(zip(names, starts_v, strict=True)),
-        delays={e.stream.name: starts_v[e.v] - starts_v[e.u] for e in model.edges},
+        predicted_latency=max(xv + last for xv, last in zip(x, model.last, strict=True)),
+        start_times=dict(zip(names, start, strict=True)),
+        delays={e.stream.name: start[e.v] - start[e.u] for e in model.edges},
         solve_seconds=solve_seconds,
         status=status,
         edge_constraints=[
@@ -318,7 +325,7 @@ def _solve(model: _Model, strategy: Strategy, time_limit_s: float) -> FifoSizing
                 source=e.stream.source,
                 target=e.stream.target,
                 path=(e.stream.source, e.stream.target),
-                bound=e.min_delay,
+                bound=e.bound,
                 terms=e.terms(),
             )
             for e in model.edges
@@ -329,14 +336,11 @@ def _solve(model: _Model, strategy: Strategy, time_limit_s: float) -> FifoSizing
 
 def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float) -> FifoSizing:
     """Solve, raising raw_e to 2 for FIFOs that came out wider than 1024 bits, until the latencies hold."""
+    profiles = _profiles(net, strategy)
     raws = [raw_latency(s.width_bits, 1) for s in net.streams]  # 1 where a depth-1 FIFO is a shift register
     while True:
-        result = _solve(_Model(net, strategy, raws), strategy, time_limit_s)
-        wrong = [
-            i
-            for i, s in enumerate(net.streams)
-            if raws[i] < raw_latency(s.width_bits, result.depths[s.name])
-        ]
+        result = _solve(_Model(net, profiles, raws), strategy, time_limit_s)
+        wrong = [i for i, s in enumerate(net.streams) if raws[i] < raw_latency(s.width_bits, result.depths[s.name])]
         if not wrong:
             return result
         for i in wrong:
@@ -352,6 +356,7 @@ def size_fifos_lp(net: ProcessNetwork, strategy: Strategy = "normal", time_limit
     """
     if strategy not in ("normal", "conservative"):
         raise ValueError(f"unknown FIFO sizing strategy {strategy!r} (normal | conservative)")
+    net.topological_order()  # ValueError on a feedback cycle: start-time constraints need a DAG
     result = _size(net, strategy, time_limit_s)
     if strategy == "conservative":
         normal = _size(net, "normal", time_limit_s)

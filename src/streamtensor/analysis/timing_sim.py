@@ -10,7 +10,9 @@ merged in static-time order (ties: older firing first, a firing's read before it
 * write event of firing f: every token k it writes on s needs, when ``k >= D_s`` (the FIFO depth),
   ``t_read(s, k - D_s) + 1`` (a slot freed by a read is writable the next cycle);
 * ``raw(s)``, the FIFO read-after-write latency: 1 cycle for a shift-register FIFO (``width_bits * D_s <= 1024``),
-  2 for a RAM FIFO (wider, or unbounded).
+  2 for a RAM FIFO (wider, or unbounded);
+* optional release times: the read event of firing f also waits for ``release[P][f]`` (a delayed start, or
+  the slowed issue of the LP's conservative profiles).
 
 So a firing *issues* (reads) at ``t_f >= t_{f-1} + ii`` and writes ``depth`` cycles later unless the pipeline
 stalled in between; a stall delays every later event of the process (the whole pipeline freezes), never an
@@ -135,18 +137,28 @@ class TokenTimes:
     last_read: int | None
 
 
+@dataclass(frozen=True)
+class FiringTimes:
+    """Per firing of one process: cycle of its read event (issue) and of its write event (completion);
+    -1 where the event was never reached (deadlock)."""
+
+    issue: np.ndarray
+    complete: np.ndarray
+
+
 @dataclass
 class SimResult:
-    """Outcome of one simulation. ``makespan_cycles`` is the completion cycle of the last firing
-    (max over processes of last issue + depth), or None when the run deadlocked."""
+    """Outcome of one simulation. ``makespan_cycles`` is the cycle of the last write event (the completion of
+    the last firing of the slowest process), or None when the run deadlocked."""
 
     makespan_cycles: int | None
     deadlock: bool
     deadlock_cycle: list[WaitFor]
-    stall_cycles: dict[str, StallCycles]
+    stall_cycles: dict[str, StallCycles]  # release waits count as input_empty
     peak_occupancy: dict[str, int]
     token_times: dict[str, TokenTimes]
     firings_done: dict[str, int]
+    firing_times: dict[str, FiringTimes]
 
     def describe(self) -> str:
         if self.deadlock:
@@ -170,6 +182,7 @@ class _Compiled:
         self.ins = [[sid[s] for s in p.reads] for p in net.processes]
         self.outs = [[sid[s] for s in p.writes] for p in net.processes]
         traces = [process_trace(p) for p in net.processes]
+        self.traces = traces
         self.nev = [2 * p.num_firings for p in net.processes]
         self.static = [t.static for t in traces]
         self.static_l = [t.static.tolist() for t in traces]
@@ -223,9 +236,14 @@ class _Compiled:
 class _Run:
     """State of one simulation of a compiled network under one depth assignment."""
 
-    def __init__(self, c: _Compiled, depths: list[int | None]) -> None:
+    def __init__(self, c: _Compiled, depths: list[int | None], release: list[np.ndarray | None]) -> None:
         self.c = c
         self.fifo_depth = depths
+        # Per trace position: release time of a read event, _NEG elsewhere (None: no releases).
+        self.release = [
+            None if r is None else np.where(t.is_write, _NEG, r[t.firing]) for t, r in zip(c.traces, release, strict=True)
+        ]
+        self.release_l = [None if r is None else r.tolist() for r in self.release]
         self.raw = [raw_latency(c.width[s], d) for s, d in enumerate(depths)]
         nproc, nstr = len(c.names), len(c.stream_names)
         # Padded token-time arrays: index 0 holds _NEG ("token -1", no constraint), index k + 1 token k.
@@ -233,6 +251,11 @@ class _Run:
         self.rt = [np.full(t + 1, _POS, dtype=np.int64) for t in c.tokens]
         for a in (*self.wt, *self.rt):
             a[0] = _NEG
+        # Per process, the (array, index list, constant) triples the scalar path reads.
+        self.scalar_ins = [[(self.wt[s], c.ev_read_l[s], self.raw[s]) for s in ins] for ins in c.ins]
+        self.scalar_outs = [
+            [(self.rt[s], c.ev_written_l[s], d) for s in outs if (d := depths[s]) is not None] for outs in c.outs
+        ]
         self.known_w = [0] * nstr  # tokens whose write time is known (a prefix)
         self.known_r = [0] * nstr  # tokens whose read time is known (a prefix)
         # Per trace position of a bounded output's writer: padded index of the read that frees the slot.
@@ -265,16 +288,14 @@ class _Run:
             self._advance_scalar(p, j0, j1)
         else:
             self._advance_vector(p, j0, j1)
-        c = self.c
-        t = self.times[p]
-        for s in c.outs[p]:
-            k0, k1 = self.known_w[s], bisect_left(c.wpos_l[s], j1, self.known_w[s])
-            if k1 > k0:
+            c = self.c
+            t = self.times[p]
+            for s in c.outs[p]:
+                k0, k1 = self.known_w[s], bisect_left(c.wpos_l[s], j1, self.known_w[s])
                 self.wt[s][k0 + 1 : k1 + 1] = t[c.wpos[s][k0:k1]]
                 self.known_w[s] = k1
-        for s in c.ins[p]:
-            k0, k1 = self.known_r[s], bisect_left(c.rpos_l[s], j1, self.known_r[s])
-            if k1 > k0:
+            for s in c.ins[p]:
+                k0, k1 = self.known_r[s], bisect_left(c.rpos_l[s], j1, self.known_r[s])
                 self.rt[s][k0 + 1 : k1 + 1] = t[c.rpos[s][k0:k1]]
                 self.known_r[s] = k1
         self.next_ev[p] = j1
@@ -282,7 +303,8 @@ class _Run:
     def _advance_vector(self, p: int, j0: int, j1: int) -> None:
         c = self.c
         n = j1 - j0
-        dep = np.full(n, _NEG, dtype=np.int64)
+        rel = self.release[p]
+        dep = np.full(n, _NEG, dtype=np.int64) if rel is None else rel[j0:j1].copy()
         for s in c.ins[p]:
             np.maximum(dep, self.wt[s][c.ev_read[s][j0:j1]] + self.raw[s], out=dep)
         for s in c.outs[p]:
@@ -301,20 +323,21 @@ class _Run:
         self.slip[p] = int(slip[-1])
 
     def _advance_scalar(self, p: int, j0: int, j1: int) -> None:
+        """Same as the vector path, one event at a time in Python (cheaper for a handful of events)."""
         c = self.c
-        ins = [(self.wt[s], c.ev_read_l[s], self.raw[s]) for s in c.ins[p]]
-        outs = [(self.rt[s], c.ev_written_l[s], d) for s in c.outs[p] if (d := self.fifo_depth[s]) is not None]
-        static, is_write, times = c.static_l[p], c.is_write_l[p], self.times[p]
+        static, is_write = c.static_l[p], c.is_write_l[p]
+        rel = self.release_l[p]
         slip = self.slip[p]
+        ts: list[int] = []
         for j in range(j0, j1):
-            dep = _NEG
+            dep = _NEG if rel is None else rel[j]
             if is_write[j]:
-                for rt, idx, d in outs:
+                for rt, idx, d in self.scalar_outs[p]:
                     k = idx[j] - d  # padded index of the read that frees the slot
                     if k > 0:
                         dep = max(dep, rt.item(k) + 1)
             else:
-                for wt, idx, raw in ins:
+                for wt, idx, raw in self.scalar_ins[p]:
                     k = idx[j]
                     if k:
                         dep = max(dep, wt.item(k) + raw)
@@ -325,8 +348,21 @@ class _Run:
                     self.stall_out[p] += grown
                 else:
                     self.stall_in[p] += grown
-            times[j] = static[j] + slip
+            ts.append(static[j] + slip)
         self.slip[p] = slip
+        self.times[p][j0:j1] = ts
+        for s in c.outs[p]:  # publish write times of the tokens written by these events
+            pos, k, wt = c.wpos_l[s], self.known_w[s], self.wt[s]
+            while k < c.tokens[s] and pos[k] < j1:
+                wt[k + 1] = ts[pos[k] - j0]
+                k += 1
+            self.known_w[s] = k
+        for s in c.ins[p]:  # and read times of the tokens read
+            pos, k, rt = c.rpos_l[s], self.known_r[s], self.rt[s]
+            while k < c.tokens[s] and pos[k] < j1:
+                rt[k + 1] = ts[pos[k] - j0]
+                k += 1
+            self.known_r[s] = k
 
     def execute(self, horizon: int | None) -> bool:
         """Run until nothing can advance. False as soon as an event happens after ``horizon``."""
@@ -417,7 +453,13 @@ class _Run:
             peak_occupancy=peaks,
             token_times=token_times,
             firings_done={n: bisect_left(c.write_pos_l[p], self.next_ev[p]) for p, n in enumerate(c.names)},
+            firing_times={n: self._firing_times(p) for p, n in enumerate(c.names)},
         )
+
+    def _firing_times(self, p: int) -> FiringTimes:
+        t = np.where(self.times[p] == _POS, -1, self.times[p])
+        tr = self.c.traces[p]
+        return FiringTimes(issue=t[tr.read_pos], complete=t[tr.write_pos])
 
 
 def _depth_list(c: _Compiled, depths: Mapping[str, int | None]) -> list[int | None]:
@@ -431,10 +473,33 @@ def _depth_list(c: _Compiled, depths: Mapping[str, int | None]) -> list[int | No
     return out
 
 
-def simulate(net: ProcessNetwork, depths: Mapping[str, int | None]) -> SimResult:
-    """Simulate one run of ``net``; ``depths[stream]`` is the FIFO depth (None or absent: unbounded)."""
+def _release_list(net: ProcessNetwork, release: Mapping[str, np.ndarray] | None) -> list[np.ndarray | None]:
+    release = release or {}
+    unknown = sorted(set(release) - {p.name for p in net.processes})
+    if unknown:
+        raise ValueError(f"release times given for unknown processes {unknown}")
+    out: list[np.ndarray | None] = []
+    for p in net.processes:
+        r = release.get(p.name)
+        if r is not None:
+            r = np.asarray(r, dtype=np.int64)
+            if r.shape != (p.num_firings,):
+                raise ValueError(f"process {p.name!r}: release times need shape ({p.num_firings},), got {r.shape}")
+        out.append(r)
+    return out
+
+
+def simulate(
+    net: ProcessNetwork,
+    depths: Mapping[str, int | None],
+    release: Mapping[str, np.ndarray] | None = None,
+) -> SimResult:
+    """Simulate one run of ``net``; ``depths[stream]`` is the FIFO depth (None or absent: unbounded).
+
+    ``release[process][f]``, if given, is the earliest cycle at which firing f may issue.
+    """
     c = _Compiled(net)
-    run = _Run(c, _depth_list(c, depths))
+    run = _Run(c, _depth_list(c, depths), _release_list(net, release))
     run.execute(horizon=None)
     return run.result()
 
@@ -475,7 +540,8 @@ def minimal_depths(net: ProcessNetwork, time_budget_s: float = 60.0) -> MinimalD
     t_start = time.perf_counter()
     c = _Compiled(net)
     n = len(c.stream_names)
-    base = _Run(c, [None] * n)
+    no_release: list[np.ndarray | None] = [None] * len(c.names)
+    base = _Run(c, [None] * n, no_release)
     base.execute(horizon=None)
     base_res = base.result()
     if base_res.makespan_cycles is None:
@@ -489,7 +555,7 @@ def minimal_depths(net: ProcessNetwork, time_budget_s: float = 60.0) -> MinimalD
         sims += 1
         trial: list[int | None] = list(depths)
         trial[s] = d
-        run = _Run(c, trial)
+        run = _Run(c, trial, no_release)
         # Finishing with no event past the target means no deadlock and makespan <= target.
         return run.execute(horizon=target) and run.finished
 
@@ -518,7 +584,7 @@ def minimal_depths(net: ProcessNetwork, time_budget_s: float = 60.0) -> MinimalD
             depths[s] = search(s, srl_max + 1, peak)
         searched.append(c.stream_names[s])
 
-    final = _Run(c, list(depths))
+    final = _Run(c, list(depths), no_release)
     final.execute(horizon=None)
     final_res = final.result()
     sims += 1
