@@ -73,7 +73,9 @@ def main() -> None:
     timed("unbounded FIFOs", net, {})
     t0 = time.perf_counter()
     sizing = size_fifos_lp(net)
-    print(f"{'LP sizing (normal), incl. model':<34} {time.perf_counter() - t0:7.3f} s  HiGHS {sizing.solve_seconds:.3f} s")
+    print(
+        f"{'LP sizing (normal), incl. model':<34} {time.perf_counter() - t0:7.3f} s  HiGHS {sizing.solve_seconds:.3f} s"
+    )
     lp_depths: dict[str, int | None] = dict(sizing.depths)
     timed("LP-sized FIFOs", net, lp_depths)
     timed("LP sizes, small FIFOs at depth 1", net, {s: 1 if d <= 4 else d for s, d in sizing.depths.items()})

@@ -37,20 +37,59 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--size", choices=["tiny", "paper"], default="tiny", help="built-in model geometry")
     comp.add_argument("--seed", type=int, default=0, help="seed of random weights and example inputs")
     comp.add_argument("--layer", type=int, default=0, help="index of the decoder layer to compile")
+    comp.add_argument("--default-tile-size", type=_positive_int, default=16,
+                      help="tile of every loop: its largest divisor up to this size")
+    comp.add_argument("--overall-unroll-size", type=_positive_int, default=1024,
+                      help="budget of parallel lanes summed over all kernels")
+    comp.add_argument("--no-permute", action="store_true",
+                      help="keep reduction loops innermost inside a tile (default: move them outward)")
+    comp.add_argument("--uniform-unroll", action="store_true",
+                      help="same unroll factor for every kernel (default: intensity-aware)")
+    comp.add_argument("--fifo-strategy", choices=["normal", "conservative"], default="normal",
+                      help="FIFO sizing LP: kernels at their own II, or all paced to the slowest (smaller FIFOs)")
     comp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    ver = sub.add_parser("verify", help="C-simulate a compiled design (bounded FIFOs) and compare it with PyTorch")
+    ver.add_argument("outdir", help="output directory of 'streamtensor compile'")
+    ver.add_argument("--runs", type=_positive_int, default=2, help="simulation runs (outputs must be identical)")
     return parser
 
 
 def _compile(args: argparse.Namespace) -> None:
     from streamtensor.driver import compile_llm_block
 
-    design, _ = compile_llm_block(args.model, mode=args.mode, seq_len=args.seq_len, max_len=args.max_len,
-                                  size=args.size, seed=args.seed, layer=args.layer, verbose=not args.quiet)
+    design, block = compile_llm_block(args.model, mode=args.mode, seq_len=args.seq_len, max_len=args.max_len,
+                                      size=args.size, seed=args.seed, layer=args.layer, verbose=not args.quiet,
+                                      default_tile_size=args.default_tile_size,
+                                      overall_unroll_size=args.overall_unroll_size,
+                                      permute_reductions_outward=not args.no_permute,
+                                      intensity_aware_unroll=not args.uniform_unroll,
+                                      fifo_strategy=args.fifo_strategy)
+    design.write_project(args.output, *block.example_inputs(args.seed))  # before save: its stages are reported
     out = design.save(args.output)
     report = design.report
     print(f"compiled {report['model']} ({report['mode']}) -> {out}")
     print("  ops: " + ", ".join(f"{k}={v}" for k, v in report["op_counts"].items() if not k.startswith("generic.")))
+    nodes, tiling = report["dataflow"]["nodes"], report["tiling"]
+    conv_bytes = sum(c["bytes"] for c in report["converters"])
+    print(f"  dataflow: {nodes.get('kernel', 0)} kernels, {len(report['converters'])} converters "
+          f"({conv_bytes / 1024:.1f} KiB), {nodes.get('itensor_fork', 0)} forks, "
+          f"{report['dataflow']['streams']} streams, {len(report['fusion']['groups'])} fusion group(s); "
+          f"max kernel latency {tiling['max_kernel_latency']} cycles with {tiling['total_lanes']} lanes")
+    sim, res = report["simulation"], report.get("resources", {})
+    print(f"  FIFOs: {len(report['fifos'])}, {report['fifo_total_bits'] / 8192:.1f} KiB "
+          f"({report['fifo_lp']['strategy']}); makespan {sim['makespan_cycles']} cycles "
+          f"(unbounded FIFOs: {sim['unbounded_makespan_cycles']}), deadlock: {'yes' if sim['deadlock'] else 'no'}; "
+          f"resources fit: {res.get('fits')}")
     print("  stages: " + ", ".join(f"{k} {v:.2f}s" for k, v in report["stages"].items()))
+    print(f"  Vitis project: {out}/Makefile (csim | hls | xo | link | host); check it with: streamtensor verify {out}")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from streamtensor.codegen.vitis.simulate import verify_project
+
+    report = verify_project(args.outdir, runs=args.runs)
+    print(report.describe())
+    return 0 if report.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "compile":
             _compile(args)
+        elif args.command == "verify":
+            return _verify(args)
     except StreamTensorError as exc:
         print(f"streamtensor: error: {exc}", file=sys.stderr)
         return 2

@@ -7,24 +7,35 @@ name or checkpoint. Each stage takes the previous stage's typed output; later st
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from streamtensor import __version__
+from streamtensor.analysis.allocation import AllocationResult, check_strategy, run_allocation
+from streamtensor.analysis.memory import fusion_report, memory_report
 from streamtensor.errors import OptionError, ShapeError
 from streamtensor.frontend.block import MODES, BlockSpec, DecoderBlock
 from streamtensor.frontend.lowering import torch_to_linalg
 from streamtensor.frontend.mlir_import import import_linalg
 from streamtensor.frontend.models import SIZES, load_model
 from streamtensor.interp.linalg_interpreter import run_graph
+from streamtensor.interp.stream_exec import run_streams
+from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, KernelNode, print_dataflow
 from streamtensor.ir.linalg import Graph, print_graph
+from streamtensor.transforms.build_dataflow import build_dataflow
+from streamtensor.transforms.fusion import apply_fusion
+from streamtensor.transforms.tiling import Tiling, TilingOptions, tile_graph
+
+if TYPE_CHECKING:
+    from streamtensor.codegen.vitis.simulate import SimulationReport
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,13 @@ class CompileOptions:
     seed: int = 0
     layer: int = 0
     verbose: bool = False
+    # Linalg tiling design space (spec §4.1; semantics in transforms.tiling).
+    default_tile_size: int = 16
+    overall_unroll_size: int = 1024
+    permute_reductions_outward: bool = True
+    intensity_aware_unroll: bool = True
+    # Resource allocation (spec §4.3): FIFO sizing strategy of the LP (analysis.allocation).
+    fifo_strategy: str = "normal"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -49,6 +67,12 @@ class CompileOptions:
                 raise OptionError(f"bad {name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
         if self.layer < 0:
             raise OptionError(f"bad layer {self.layer}: must be non-negative")
+        self.tiling_options()  # validates the tiling fields
+        check_strategy(self.fifo_strategy)
+
+    def tiling_options(self) -> TilingOptions:
+        return TilingOptions(self.default_tile_size, self.overall_unroll_size,
+                             self.permute_reductions_outward, self.intensity_aware_unroll)
 
     @staticmethod
     def from_kwargs(options: dict[str, Any]) -> CompileOptions:
@@ -71,6 +95,10 @@ class Design:
     stages: dict[str, float] = field(default_factory=dict)
     block: BlockSpec | None = None
     model_info: dict[str, Any] = field(default_factory=dict)
+    tiling: Tiling | None = None
+    dataflow: DataflowGraph | None = None
+    allocation: AllocationResult | None = None
+    module: torch.nn.Module | None = field(default=None, repr=False)  # the compiled module: the eager reference
 
     @property
     def report(self) -> dict[str, Any]:
@@ -86,6 +114,10 @@ class Design:
             "op_counts": self.graph.op_counts(),
             "stages": dict(self.stages),
         }
+        if self.tiling is not None and self.dataflow is not None:
+            report.update(_dataflow_report(self.dataflow, self.tiling))
+        if self.allocation is not None:
+            report.update(self.allocation.report())
         report.update(self.model_info)
         return report
 
@@ -93,13 +125,84 @@ class Design:
         """The Linalg reference interpreter on the block's inputs (the numerical oracle)."""
         return run_graph(self.graph, args)
 
+    def simulate_streams(self, *args: torch.Tensor | np.ndarray) -> list[np.ndarray]:
+        """The dataflow graph run token by token (``interp.stream_exec``); must match ``run_reference``."""
+        if self.dataflow is None:
+            raise OptionError("this design has no dataflow graph")
+        return run_streams(self.dataflow, args)
+
+    def simulate(self, *args: torch.Tensor | np.ndarray, runs: int = 1) -> SimulationReport:
+        """The generated HLS C++ in the bounded, threaded C simulation on ``args`` (built once per source hash,
+        see ``codegen.vitis.simulate``): outputs, per-stream high-water marks, and the max error of every output
+        against PyTorch eager. ``report.ok`` is False on a deadlock or a mismatch."""
+        from streamtensor.codegen.vitis.simulate import simulate_design
+
+        return simulate_design(self, args, runs)
+
+    def write_project(self, outdir: str | Path, *args: torch.Tensor) -> Path:
+        """The Vitis project of the design in ``outdir``, with ``args`` and PyTorch eager's outputs for them as
+        the check data of ``streamtensor verify`` (``codegen.vitis.simulate.write_design_project``)."""
+        from streamtensor.codegen.vitis.simulate import write_design_project
+
+        return write_design_project(self, outdir, args).root
+
     def save(self, outdir: str | Path) -> Path:
         out = Path(outdir)
         out.mkdir(parents=True, exist_ok=True)
         header = f"// Generated by streamtensor {__version__}\n"
         (out / "linalg.mlir").write_text(header + print_graph(self.graph))
+        if self.dataflow is not None:
+            (out / "dataflow.mlir").write_text(header + print_dataflow(self.dataflow))
         (out / "report.json").write_text(json.dumps(self.report, indent=2) + "\n")
         return out
+
+
+def _dataflow_report(dfg: DataflowGraph, tiling: Tiling) -> dict[str, Any]:
+    """The tiling, kernels, converters, fusion and memory parts of the report."""
+    kinds: dict[str, int] = {}
+    for node in dfg.nodes.values():
+        kinds[node.kind] = kinds.get(node.kind, 0) + 1
+    kernels = []
+    for node in dfg.nodes.values():
+        if isinstance(node, KernelNode):
+            timing = tiling.timings[node.name]
+            kernels.append({
+                "name": node.name,
+                "op": node.op.name.rsplit("_", 1)[0],
+                "loops": [{"dim": d, "size": lt.size, "tile": lt.tile, "unroll": lt.unroll,
+                           "kind": "reduction" if lt.reduction else "parallel"}
+                          for d, lt in enumerate(node.loops)],
+                "tile_order": node.tile_order,
+                "point_order": node.point_order,
+                "lanes": math.prod(lt.unroll for lt in node.loops),
+                "latency": timing.latency, "delay": timing.delay, "ii": timing.ii,
+                "inputs": [str(dfg.streams[s].type) for s in node.inputs],
+                "outputs": [str(dfg.streams[s].type) for s in node.outputs],
+            })
+    group = dfg.group_of()
+    converters = [{
+        "node": node.name,
+        "reason": node.reason,
+        "group": group.get(node.name),
+        "source_type": str(dfg.streams[node.inputs[0]].type),
+        "result_type": str(dfg.streams[node.outputs[0]].type),
+        "buffer_shape": list(node.buffer.shape),
+        "shared_loops": node.buffer.shared_loops,
+        "bytes": node.buffer.bytes,
+    } for node in dfg.nodes.values() if isinstance(node, ConverterNode)]
+    options = tiling.options
+    return {
+        "tiling": {"default_tile_size": options.default_tile_size,
+                   "overall_unroll_size": options.overall_unroll_size,
+                   "permute_reductions_outward": options.permute_reductions_outward,
+                   "intensity_aware_unroll": options.intensity_aware_unroll,
+                   "total_lanes": tiling.total_lanes, "max_kernel_latency": tiling.max_latency},
+        "dataflow": {"nodes": dict(sorted(kinds.items())), "streams": len(dfg.streams)},
+        "kernels": kernels,
+        "converters": converters,
+        "memory": memory_report(dfg),
+        "fusion": fusion_report(dfg),
+    }
 
 
 class Progress:
@@ -138,8 +241,13 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
     mlir_module = progress.run("frontend.torch_to_linalg", lambda: torch_to_linalg(module, example_args))
     graph = progress.run("frontend.import_linalg",
                          lambda: import_linalg(mlir_module, input_names, set(weight_names)))
+    tiling = progress.run("tiling", lambda: tile_graph(graph, opts.tiling_options()))
+    dataflow = progress.run("dataflow", lambda: build_dataflow(graph, tiling))
+    progress.run("fusion", lambda: apply_fusion(dataflow))
+    allocation = run_allocation(dataflow, opts.fifo_strategy, progress.run)
     outs = output_names or [f"out{i}" for i in range(len(graph.outputs))]
-    return Design(type(module).__name__, opts, graph, [v.name for v in graph.inputs], outs, progress.seconds)
+    return Design(type(module).__name__, opts, graph, [v.name for v in graph.inputs], outs, progress.seconds,
+                  tiling=tiling, dataflow=dataflow, allocation=allocation, module=module)
 
 
 def compile_llm_block(model: str, **options: Any) -> tuple[Design, DecoderBlock]:

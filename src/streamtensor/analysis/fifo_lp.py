@@ -13,7 +13,32 @@ simulator (:mod:`.timing_sim`), which the LP may shift in time by ``x_v`` (an LP
   spread over the slowest one's total latency, so sources no longer run ahead (smaller FIFOs, maybe more
   latency). In the trace model a slowed pipeline is one that stalls, so writes slip with the reads.
 
-Both profiles are legal simulator schedules, and shifting a process by a constant keeps its own trace legal.
+Schedule ``free`` (default) takes the profiles above as they are. Free-running profiles are rigid: the LP can
+only shift them, so a producer that runs ahead of a slower consumer keeps its FIFO full of tokens even where
+stalling it would cost no cycle (a weight DMA in front of a matmul, a converter draining a buffer into a
+reduction); the simulated minimum stalls such producers and can be several times smaller. Schedule ``demand``
+builds profiles in which they stall:
+
+1. ``normal`` starts from the as-late-as-possible schedule at the unbounded makespan
+   (:func:`latest_firing_times`): every process paced by its consumers' demand, sources fetching just in
+   time. ``conservative`` starts from its own profile above.
+2. refine: simulate with the depths just solved, forward (every process as early as those FIFOs and the
+   strategy's release times let it: producers back-pressured where they ran ahead) and, for ``normal``,
+   backward (:func:`latest_firing_times` with those depths: every process as late as they let it, so a
+   producer stalled by back-pressure does not catch up in a burst); solve again on each schedule and keep the
+   fewest bits. Repeat while the total bits fall (at most ``_REFINE_ROUNDS`` rounds; a round that does not
+   lower them, or would raise the predicted latency, is dropped). A refined profile is a legal schedule whose
+   FIFO occupancies are at most the previous depths, so its zero shift is a candidate of the next LP.
+3. squeeze: what stays is mostly FIFOs one or two tokens deeper than needed where a producer restarts after
+   a stall (the frozen pipeline releases its held writes back to back) and the consumer could have absorbed
+   a slower pace. Group testing over the FIFOs deeper than 1, widest first: lower a whole group by one token
+   and simulate forward; if that deadlocks or ends after the predicted latency, split the group in halves and
+   try each; keep every lowering that passes. The last passing simulation is a legal schedule with those
+   occupancies: solve on it, refine again (step 2), squeeze again while the bits fall. The squeeze simulates
+   at most ``_SQUEEZE_FIRINGS`` firings in all, a deterministic budget (hundreds of simulations of a tiny
+   block, a couple of a paper-size one); the LP still sizes every FIFO, on the schedules found.
+
+All these profiles are legal simulator schedules, and shifting a process by a constant keeps its own trace legal.
 On a stream e = (u -> v), token k is written at ``W_k + x_u`` and read at ``R_k + x_v`` (``W``, ``R``: profile
 times of the writing / reading event). With the start time ``S_v = first event of v + x_v``:
 
@@ -51,12 +76,15 @@ from typing import Literal
 import highspy
 import numpy as np
 
-from .process_network import ProcessNetwork, Stream
+from .process_network import Process, ProcessNetwork, Stream
 from .timing_sim import FiringTimes, peak_occupancy, raw_latency, simulate
 
 Strategy = Literal["normal", "conservative"]
+Schedule = Literal["free", "demand"]
 
 _HULL_SAMPLES = 33  # delays at which each edge's exact depth curve is evaluated for the LP's convex fit
+_REFINE_ROUNDS = 4  # schedule "demand": at most this many back-pressure refinements (one usually suffices)
+_SQUEEZE_FIRINGS = 1_000_000  # schedule "demand": firings the squeeze may simulate in all
 
 
 def paper_max_tokens(
@@ -120,8 +148,8 @@ class FifoSizing:
         return "\n".join(lines)
 
 
-def _profiles(net: ProcessNetwork, strategy: Strategy) -> dict[str, FiringTimes]:
-    """Firing times of every process in one unbounded-FIFO simulation (see module docstring)."""
+def _releases(net: ProcessNetwork, strategy: Strategy) -> dict[str, np.ndarray]:
+    """Per process, the earliest issue of every firing the strategy allows (none for ``normal``)."""
     release: dict[str, np.ndarray] = {}
     if strategy == "conservative":
         slowest = max(p.latency for p in net.processes)
@@ -130,9 +158,52 @@ def _profiles(net: ProcessNetwork, strategy: Strategy) -> dict[str, FiringTimes]
                 raise OverflowError(f"process {p.name!r}: latencies too large for exact conservative scaling")
             f = np.arange(p.num_firings, dtype=np.int64)
             release[p.name] = (f * (p.ii * slowest) + p.latency - 1) // p.latency  # ceil(f*II*L_slowest/L_p)
-    result = simulate(net, {}, release)
+    return release
+
+
+def _profiles(net: ProcessNetwork, strategy: Strategy, schedule: Schedule) -> dict[str, FiringTimes]:
+    """Firing times of every process in one unbounded-FIFO simulation (see module docstring), or the latest
+    schedule for ``normal`` under the ``demand`` schedule."""
+    if strategy == "normal" and schedule == "demand":
+        return latest_firing_times(net)
+    result = simulate(net, {}, _releases(net, strategy))
     assert not result.deadlock  # acyclic (checked by the caller) with unbounded FIFOs
     return result.firing_times
+
+
+def mirrored(net: ProcessNetwork) -> ProcessNetwork:
+    """The time-reversed network: every stream reversed, every trace run backwards.
+
+    Process p of F firings becomes one whose firing ``F-1-f`` reads what firing f wrote and writes what it
+    read (token ``T-1-k`` of each stream for token k), with the same ii and depth. Under the map
+    ``t -> C - t`` the trace order (older firing first, read before write on ties) and every dependency
+    (token ready after its write plus the read latency) map onto those of the mirror, so the earliest
+    schedule of the mirror is the latest schedule of ``net`` that ends by C."""
+    processes = [
+        Process(p.name, p.ii, p.depth, p.num_firings,
+                {s: p.num_firings - 1 - w[::-1] for s, w in p.writes.items()},
+                {s: p.num_firings - 1 - r[::-1] for s, r in p.reads.items()})
+        for p in net.processes
+    ]
+    streams = [Stream(s.name, s.target, s.source, s.width_bits, s.tokens) for s in net.streams]
+    return ProcessNetwork(processes, streams)
+
+
+def latest_firing_times(net: ProcessNetwork, depths: dict[str, int] | None = None) -> dict[str, FiringTimes]:
+    """As-late-as-possible schedule of an acyclic ``net`` with FIFO ``depths`` (default: unbounded), ending at
+    its critical-path length C (the makespan of the earliest schedule with the same depths): the earliest
+    schedule of :func:`mirrored` read backwards from C. A bounded FIFO mirrors onto itself (the write of token
+    k waits for the read of token k - D either way), so every event is then as late as it can be without
+    delaying the last event past C."""
+    result = simulate(mirrored(net), depths or {})
+    if result.makespan_cycles is None:
+        raise ValueError(f"no latest schedule: {result.describe()}")
+    end = result.makespan_cycles
+    return {
+        p.name: FiringTimes(issue=end - result.firing_times[p.name].complete[::-1],
+                            complete=end - result.firing_times[p.name].issue[::-1])
+        for p in net.processes
+    }
 
 
 @dataclass
@@ -178,13 +249,14 @@ class _Model:
 
     def __init__(self, net: ProcessNetwork, profiles: dict[str, FiringTimes], raws: list[int]) -> None:
         self.net = net
-        self.order = [self.index(n, net) for n in net.topological_order()]
         procs = net.processes
+        pid = {p.name: i for i, p in enumerate(procs)}
+        self.order = [pid[n] for n in net.topological_order()]
         self.first = [int(profiles[p.name].issue[0]) for p in procs]  # first trace event: issue of firing 0
         self.last = [int(profiles[p.name].complete[-1]) for p in procs]  # last trace event
         self.edges: list[_Edge] = []
         for s, raw in zip(net.streams, raws, strict=True):
-            u, v = self.index(s.source, net), self.index(s.target, net)
+            u, v = pid[s.source], pid[s.target]
             src, dst = procs[u], procs[v]
             w = profiles[src.name].complete[src.writes[s.name]]
             r = profiles[dst.name].issue[dst.reads[s.name]]
@@ -204,10 +276,6 @@ class _Model:
             for e in self.out_edges[u]:
                 self.latest[u] = min(self.latest[u], self.latest[e.v] - e.min_shift)
 
-    @staticmethod
-    def index(name: str, net: ProcessNetwork) -> int:
-        return net.processes.index(net.process(name))
-
     def settle(self, shifts: list[int]) -> list[int]:
         """Smallest shifts >= ``shifts`` that satisfy every edge constraint (one pass in topological order)."""
         out = list(shifts)
@@ -217,9 +285,11 @@ class _Model:
         return out
 
     def implied_constraints(self) -> list[DelayConstraint]:
+        """The paper's path constraints that the edge constraints imply: for every pair, the longest path of
+        >= 2 edges (bounds summed), where it is stronger than any direct edge. O(V * (V + E)), for display."""
         direct: dict[tuple[int, int], int] = {}
         for e in self.edges:
-            direct[(e.u, e.v)] = max(direct.get((e.u, e.v), e.bound), e.bound)
+            direct[(e.u, e.v)] = max(e.bound, direct.get((e.u, e.v), e.bound))
         names = [p.name for p in self.net.processes]
         found: list[DelayConstraint] = []
         for s0 in self.order:
@@ -301,12 +371,9 @@ def _solve(model: _Model, strategy: Strategy, time_limit_s: float) -> FifoSizing
     solve_seconds = time.perf_counter() - t0
     status = h.modelStatusToString(h.getModelStatus())
     solution = h.getSolution()
-    if solution.value_valid:
-        # HiGHS returns reals within tolerances: round, then re-settle the (integer) edge constraints.
-        guess = [round(x) for x in list(solution.col_value)[:n]]
-    else:
-        guess = list(model.earliest)  # always feasible
-        status += " (no solution: earliest shifts used)"
+    # Whatever HiGHS returns (optimal, or the incumbent at its time limit) is rounded and settled onto the
+    # integer edge constraints; without primal values the earliest shifts (always feasible) are used.
+    guess = [round(v) for v in list(solution.col_value)[:n]] if solution.value_valid else model.earliest
     x = model.settle([max(g, lo) for g, lo in zip(guess, model.lowest, strict=True)])
     depths = {e.stream.name: e.depth(x[e.v] - x[e.u]) for e in model.edges}
     start = [xv + first for xv, first in zip(x, model.first, strict=True)]
@@ -334,9 +401,9 @@ def _solve(model: _Model, strategy: Strategy, time_limit_s: float) -> FifoSizing
     )
 
 
-def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float) -> FifoSizing:
+def _size_profiles(net: ProcessNetwork, profiles: dict[str, FiringTimes], strategy: Strategy,
+                   time_limit_s: float) -> FifoSizing:
     """Solve, raising raw_e to 2 for FIFOs that came out wider than 1024 bits, until the latencies hold."""
-    profiles = _profiles(net, strategy)
     raws = [raw_latency(s.width_bits, 1) for s in net.streams]  # 1 where a depth-1 FIFO is a shift register
     while True:
         result = _solve(_Model(net, profiles, raws), strategy, time_limit_s)
@@ -347,19 +414,91 @@ def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float) -> FifoS
             raws[i] = 2
 
 
-def size_fifos_lp(net: ProcessNetwork, strategy: Strategy = "normal", time_limit_s: float = 10.0) -> FifoSizing:
+def _refine(net: ProcessNetwork, best: FifoSizing, strategy: Strategy, time_limit_s: float,
+            release: dict[str, np.ndarray]) -> FifoSizing:
+    """Step 2 of the demand schedule (module docstring): forward / backward schedules with the solved depths."""
+    for _ in range(_REFINE_ROUNDS):
+        forward = simulate(net, best.depths, release)
+        assert not forward.deadlock  # the depths are safe for the previous profiles, hence for the simulator
+        schedules = [forward.firing_times]
+        if strategy == "normal":  # a backward schedule ignores release times: conservative keeps its pacing
+            schedules.append(latest_firing_times(net, best.depths))
+        trials = [_size_profiles(net, p, strategy, time_limit_s) for p in schedules]
+        trial = min((t for t in trials if t.predicted_latency <= best.predicted_latency),
+                    key=lambda t: t.total_bits, default=best)
+        if trial.total_bits >= best.total_bits:
+            break
+        best = trial
+    return best
+
+
+@dataclass
+class _SimBudget:
+    firings: int  # firings left to simulate
+
+    def spend(self, net: ProcessNetwork) -> bool:
+        """Take one simulation of ``net`` from the budget; False when it does not fit any more."""
+        if self.firings < net.total_firings:
+            return False
+        self.firings -= net.total_firings
+        return True
+
+
+def _squeeze(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.ndarray], budget: _SimBudget
+             ) -> dict[str, FiringTimes] | None:
+    """Step 3 of the demand schedule: the forward schedule of the group-tested lowered depths, or None when no
+    FIFO could be lowered within the budget."""
+    width = {s.name: s.width_bits for s in net.streams}
+    depths = dict(sizing.depths)
+    pending = [sorted((s for s, d in depths.items() if d > 1), key=lambda s: -width[s])]
+    found: dict[str, FiringTimes] | None = None
+    while pending and pending[0] and budget.spend(net):
+        group = pending.pop(0)
+        trial = {**depths, **{s: depths[s] - 1 for s in group}}
+        result = simulate(net, trial, release)
+        if result.makespan_cycles is not None and result.makespan_cycles <= sizing.predicted_latency:
+            depths, found = trial, result.firing_times
+        elif len(group) > 1:
+            pending += [group[: len(group) // 2], group[len(group) // 2 :]]
+    return found
+
+
+def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float, schedule: Schedule) -> FifoSizing:
+    """One strategy: solve on its profiles, then (schedule ``demand``) refine and squeeze them."""
+    best = _size_profiles(net, _profiles(net, strategy, schedule), strategy, time_limit_s)
+    if schedule == "free":
+        return best
+    release = _releases(net, strategy)
+    budget = _SimBudget(_SQUEEZE_FIRINGS)
+    while True:
+        best = _refine(net, best, strategy, time_limit_s, release)
+        squeezed = _squeeze(net, best, release, budget)
+        if squeezed is None:
+            return best
+        trial = _size_profiles(net, squeezed, strategy, time_limit_s)
+        if trial.total_bits >= best.total_bits or trial.predicted_latency > best.predicted_latency:
+            return best
+        best = trial
+
+
+def size_fifos_lp(net: ProcessNetwork, strategy: Strategy = "normal", time_limit_s: float = 10.0,
+                  schedule: Schedule = "free") -> FifoSizing:
     """Size every FIFO of an acyclic ``net`` by the LP of the module docstring.
 
     ``conservative`` also solves ``normal`` and returns whichever needs fewer bits (``fell_back_to_normal``
     says Normal's was kept): exact depths of two heuristic LP optima are not ordered by construction, and
     Conservative must never cost more FIFO bits than Normal. ``time_limit_s`` applies to each HiGHS solve.
+    ``schedule`` picks the profiles: ``free`` (running as early as their inputs allow) or ``demand`` (paced by
+    their consumers, then refined by back-pressure; see the module docstring).
     """
     if strategy not in ("normal", "conservative"):
         raise ValueError(f"unknown FIFO sizing strategy {strategy!r} (normal | conservative)")
+    if schedule not in ("free", "demand"):
+        raise ValueError(f"unknown FIFO sizing schedule {schedule!r} (free | demand)")
     net.topological_order()  # ValueError on a feedback cycle: start-time constraints need a DAG
-    result = _size(net, strategy, time_limit_s)
+    result = _size(net, strategy, time_limit_s, schedule)
     if strategy == "conservative":
-        normal = _size(net, "normal", time_limit_s)
+        normal = _size(net, "normal", time_limit_s, schedule)
         if normal.total_bits < result.total_bits:
             normal.strategy = "conservative"
             normal.fell_back_to_normal = True

@@ -143,8 +143,7 @@ class ProcessNetwork:
                         raise ValueError(f"process {p.name!r} {role} unknown stream {name!r}")
                     if getattr(s, end) != p.name:
                         raise ValueError(
-                            f"process {p.name!r} {role} stream {name!r} but the stream's {end} is "
-                            f"{getattr(s, end)!r}"
+                            f"process {p.name!r} {role} stream {name!r} but the stream's {end} is {getattr(s, end)!r}"
                         )
 
     def _check_stream(self, s: Stream) -> None:

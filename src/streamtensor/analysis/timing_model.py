@@ -1,38 +1,108 @@
 """Timing model: latency L, initial delay D and token interval II of every dataflow node.
 
 This module is the single source of timing for tiling (intensity-aware unrolling), the FIFO-sizing LP, the
-token-level simulator and the report. Cycles are kernel-clock cycles of the target (250 MHz on the U55C).
+token-level simulator and the report: :func:`build_process_network` turns a dataflow graph into the
+:class:`~.process_network.ProcessNetwork` that the LP and the simulator consume, and :func:`node_timings`
+reads L, D and II off the same processes. Cycles are kernel-clock cycles (250 MHz on the U55C).
 
-Kernel model (one firing = one tile iteration of the kernel's tile loop nest):
-- Inside a tile the point loops run as one pipelined loop nest. ``lanes = prod(unroll)`` points issue per
-  iteration, so a tile takes ``iterations = prod(tile) / lanes`` issues.
-- ``ii`` (cycles between pipelined issues) is 1, unless the innermost non-fully-unrolled point loop is a
-  reduction loop: then consecutive issues update the same accumulator and must wait for the combiner
-  (``ii = latency(combiner)``). This is why the permutation heuristic moves reduction loops outward.
-- ``depth`` = FIFO read (1) + critical path of the scalar body + reduction tree over unrolled reduction lanes
-  (``ceil(log2(lanes_r)) * latency(combiner)``) + FIFO write (1).
-- ``firing_cycles = iterations * ii``; ``L = firings * firing_cycles + depth``; the first output token is
-  written by the first firing that completes a reduction, so ``D = first_write_firing_index_plus_one *
-  firing_cycles + depth``.
+Every node becomes one pipelined loop (a *process*, see :mod:`.process_network`): ``num_firings`` firings
+issued every ``ii`` cycles at best; a firing reads its input tokens at issue and writes its output tokens
+``depth`` cycles later. Hence, with no stalls (``Process.latency`` / ``Process.initial_delay``):
+
+    L = (firings - 1) * ii + depth                   (issue of firing 0 to the writes of the last firing)
+    D = first_writing_firing * ii + depth            (to the first output token; a sink's D is its L)
+
+Per node kind (formulas are repeated next to their code):
+
+- **kernel** (one firing = one tile iteration of the tile loop nest, in ``tile_order``): the point loops of a
+  tile run as one pipelined loop nest issuing ``lanes = prod(unroll)`` points at a time, so a tile takes
+  ``iterations = prod(tile) / lanes`` issues, ``pipeline_ii`` cycles apart (> 1 only when an accumulator
+  recurrence is shorter than the combiner's latency). ``ii = iterations * pipeline_ii`` (at least
+  ``ceil(combiner latency / pending tiles)`` when partial sums are carried from tile to tile); ``depth =
+  (iterations - 1) * pipeline_ii + pipeline depth`` (the last point's issue plus its trip through the
+  datapath); pipeline depth = stream read + critical path of the scalar body (op latencies by element type) +
+  reduction tree over the unrolled reduction lanes + stream write. Tokens move at the firings of
+  ``KernelNode.port_firings``: inputs once per iteration of the loops they use, inits at the first and results
+  at the last firing of every output tile's reduction.
+- **itensor_converter** (ping-pong buffer over the ``S`` iterations of its shared loops; per iteration ``a``
+  source tokens fill one half, then ``b`` result tokens drain it): one token in and one out per cycle, fill of
+  iteration i in lock step with the drain of iteration i-1 (the two halves), so ``ii = 1`` and phase ``p``
+  (0..S) lasts ``max(a if p < S, b if p > 0)`` firings; ``depth = 3`` (buffer write-to-read turnaround plus a
+  registered BRAM/URAM read).
+- **fork, reassociate, chunk, concat**: one token per firing at ``ii = 1``, ``depth = 2`` (stream read +
+  stream write). A chunk reads every input token and writes the kept ones; a concat writes every output token
+  and reads it from the input whose region holds it.
+- **DMA** (HBM <-> stream): a token is ``words = ceil(token_bits / 512)`` bus words (``bytes = 64 * words``,
+  each tile padded to whole words: ``codegen.vitis.packing``), moved at ``rate = min(64, 57.5) / share`` bytes
+  per cycle (see :func:`dma_bytes_per_cycle`); ``ii = 1`` cycle per firing with the tokens spread at that exact
+  average rate, ``depth`` = the HBM latency (64 cycles).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
-from streamtensor.ir.dataflow import LoopTiling
+import numpy as np
+
+from streamtensor.ir.dataflow import (
+    ChunkNode,
+    ConcatNode,
+    ConverterNode,
+    DataflowGraph,
+    DmaNode,
+    ForkNode,
+    KernelNode,
+    LoopTiling,
+    Node,
+    ReassociateNode,
+    pending_tiles,
+)
+from streamtensor.ir.itensor import ITensorType
+from streamtensor.ir.layout import chunk_mask, concat_sources
 from streamtensor.ir.linalg import GenericOp, ScalarBody
 
+from .memory import absorbed_converters, node_groups
+from .process_network import Process, ProcessNetwork, Stream
+
+# --- constants -----------------------------------------------------------------------------------------------
+
+KERNEL_CLOCK_HZ = 250_000_000  # the paper's kernel clock on the U55C
+STREAM_READ_CYCLES = 1  # hls::stream read (FIFO output register)
+STREAM_WRITE_CYCLES = 1  # hls::stream write
+# A converter writes a result token read from the half the previous phase filled: one cycle for the buffer write
+# to land, two for a registered BRAM/URAM read (LUTRAM is faster; we take the slower memories).
+CONVERTER_DEPTH = 1 + 2
+FORWARD_DEPTH = STREAM_READ_CYCLES + STREAM_WRITE_CYCLES  # fork / reassociate / chunk / concat
+HBM_PC_BYTES_PER_SECOND = 14_375_000_000  # one HBM2 pseudo-channel (target spec §1, AMD UG1393)
+# 14.375 GB/s at 250 MHz = 57.5 bytes per kernel cycle, kept exact as a fraction.
+HBM_PC_BYTES_PER_CYCLE = Fraction(HBM_PC_BYTES_PER_SECOND, KERNEL_CLOCK_HZ)
+AXI_BUS_BYTES_PER_CYCLE = 64  # a 512-bit m_axi port moves one word per cycle
+AXI_WORD_BITS = 512
+HBM_CHANNELS = 32
+# First-word latency of an HBM access through an HLS m_axi adapter: Vitis HLS schedules m_axi reads assuming
+# 64 cycles (the default of the m_axi pragma's ``latency`` option), the figure its burst pipelining is built on.
+HBM_LATENCY_CYCLES = 64
+
+# --- scalar op latencies -------------------------------------------------------------------------------------
+
 # Pipeline latency in cycles of Vitis HLS floating-point / integer operators at 250 MHz (full-DSP cores,
-# typical values of the Vitis HLS operator library); float16/bfloat16 use the same table, integers the right
-# column. Ops missing here (constants, index) cost nothing.
+# typical values of the Vitis HLS operator library); f16/bf16 use the f32 table. Ops missing here (constants,
+# index) cost nothing.
 _FLOAT_LATENCY = {
     "arith.addf": 4, "arith.subf": 4, "arith.mulf": 3, "arith.divf": 12, "arith.negf": 0, "arith.maximumf": 2,
     "arith.minimumf": 2, "arith.maxnumf": 2, "arith.minnumf": 2, "arith.remf": 16, "arith.cmpf": 2,
     "math.exp": 10, "math.log": 12, "math.sqrt": 12, "math.rsqrt": 10, "math.tanh": 20, "math.sin": 20,
     "math.cos": 20, "math.erf": 20, "math.absf": 0, "math.powf": 30, "arith.sitofp": 4, "arith.uitofp": 4,
     "arith.fptosi": 4, "arith.extf": 1, "arith.truncf": 1,
+}
+# Double-precision cores are deeper (wider mantissa datapaths): estimates of the Vitis HLS f64 cores at the
+# same clock; ops not listed take the f32 latency.
+_DOUBLE_LATENCY = {
+    "arith.addf": 5, "arith.subf": 5, "arith.mulf": 6, "arith.divf": 30, "arith.remf": 32, "math.exp": 18,
+    "math.log": 20, "math.sqrt": 30, "math.rsqrt": 30, "math.tanh": 36, "math.sin": 36, "math.cos": 36,
+    "math.erf": 36, "math.powf": 50, "arith.sitofp": 6, "arith.uitofp": 6, "arith.fptosi": 6,
 }
 _INT_LATENCY = {"arith.muli": 2, "arith.divsi": 20, "arith.remsi": 20}
 _DEFAULT_INT_LATENCY = 1  # add/sub/compare/select/logic/casts between integers: one LUT level
@@ -43,7 +113,9 @@ def op_latency(name: str, dtype: str, exponent: int | None = None) -> int:
     if name in ("arith.constant", "linalg.index"):
         return 0
     if name == "math.fpowi":  # x^n by repeated squaring: ceil(log2 n) multiplies
-        return max(1, math.ceil(math.log2(max(2, exponent or 2)))) * _FLOAT_LATENCY["arith.mulf"]
+        return max(1, math.ceil(math.log2(max(2, exponent or 2)))) * op_latency("arith.mulf", dtype)
+    if dtype == "f64" and name in _DOUBLE_LATENCY:
+        return _DOUBLE_LATENCY[name]
     if name in _FLOAT_LATENCY:
         return _FLOAT_LATENCY[name]
     if name == "arith.select":
@@ -67,16 +139,20 @@ def combiner_latency(body: ScalarBody) -> int:
     return op_latency(body.ops[-1].name, body.ops[-1].dtype) if body.ops else 0
 
 
+# --- kernels -------------------------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class KernelTiming:
-    """Timing of a kernel node. ``ii`` is the cycles between firings (one tile each)."""
+    """Timing of a kernel node (module docstring). One firing = one tile."""
 
-    latency: int  # L: first read to last write
-    delay: int  # D: first read to first write
+    latency: int  # L: issue of the first firing to the last write
+    delay: int  # D: issue of the first firing to the first write
     ii: int  # cycles per firing (tile)
-    depth: int  # pipeline depth (issue of a firing to its writes)
+    depth: int  # issue of a firing to its writes
     firings: int
-    pipeline_ii: int  # II of the pipelined point loop
+    pipeline_ii: int  # II of the pipelined point loop nest
+    first_write: int  # index of the first firing that writes (completes an output tile)
 
 
 def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int], point_order: list[int]
@@ -84,22 +160,229 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
     """L, D and II of ``op`` tiled by ``loops`` (indexed by loop dim); see the module docstring."""
     lanes = math.prod(lp.unroll for lp in loops)
     iterations = math.prod(lp.tile for lp in loops) // lanes
+    comb = combiner_latency(op.body)
+    # Pipelined point loops: those not fully unrolled, in point order (outermost first).
     pipelined = [d for d in point_order if loops[d].tile // loops[d].unroll > 1]
-    innermost_is_reduction = bool(pipelined) and loops[pipelined[-1]].reduction
-    reduces = any(lp.reduction for lp in loops)
-    pipeline_ii = max(1, combiner_latency(op.body)) if innermost_is_reduction else 1
+    reductions = [i for i, d in enumerate(pipelined) if loops[d].reduction]
+    # An accumulator element is updated again after `inner` issues, the iterations of the pipelined loops inside
+    # the innermost pipelined reduction loop; the update must see the previous one: inner * II >= comb, so
+    # II = ceil(comb / inner) (= comb when the reduction loop is innermost). No pipelined reduction: II = 1.
+    inner = math.prod(loops[d].tile // loops[d].unroll for d in pipelined[reductions[-1] + 1:]) if reductions else 0
+    pipeline_ii = max(1, -(-comb // inner)) if reductions else 1
+    # Unrolled reduction lanes are summed by a balanced tree of combiners: ceil(log2(lanes_r)) levels.
     reduction_lanes = math.prod(lp.unroll for lp in loops if lp.reduction)
-    tree = math.ceil(math.log2(reduction_lanes)) * combiner_latency(op.body) if reduces and reduction_lanes > 1 else 0
-    depth = 1 + body_critical_path(op.body) + tree + 1
-    firing_cycles = max(1, iterations * pipeline_ii)
+    tree = math.ceil(math.log2(reduction_lanes)) * comb if reduction_lanes > 1 else 0
+    pipe_depth = STREAM_READ_CYCLES + body_critical_path(op.body) + tree + STREAM_WRITE_CYCLES
+    # A firing issues its `iterations` points pipeline_ii apart; its writes follow the last issue by pipe_depth.
+    ii = iterations * pipeline_ii
+    depth = (iterations - 1) * pipeline_ii + pipe_depth
+    if any(lp.reduction and lp.trip > 1 for lp in loops):
+        # Partial sums carried from tile to tile: the `pending` output tiles under reduction take turns, so a
+        # point is updated again `pending` firings later: pending * ii >= comb, ii >= ceil(comb / pending).
+        ii = max(ii, -(-comb // pending_tiles(loops, tile_order)))
     firings = math.prod(lp.trip for lp in loops)
-    # Firings are enumerated over tile_order (outermost first). The first write is by the first firing with
-    # every reduction loop at its last trip and every parallel loop at 0: index sum((trip-1) * stride).
-    first_write = 1
-    stride = 1
+    # Firings are enumerated over tile_order (outermost first). The first write is by the first firing with every
+    # reduction counter at its last trip and every parallel counter at 0: index sum over reductions of
+    # (trip - 1) * stride, stride = product of the trips of the loops inside.
+    first_write, stride = 0, 1
     for d in reversed(tile_order):
         if loops[d].reduction:
             first_write += (loops[d].trip - 1) * stride
         stride *= loops[d].trip
-    return KernelTiming(latency=firings * firing_cycles + depth, delay=first_write * firing_cycles + depth,
-                        ii=firing_cycles, depth=depth, firings=firings, pipeline_ii=pipeline_ii)
+    return KernelTiming(latency=(firings - 1) * ii + depth, delay=first_write * ii + depth, ii=ii, depth=depth,
+                        firings=firings, pipeline_ii=pipeline_ii, first_write=first_write)
+
+
+def _kernel_process(node: KernelNode) -> Process:
+    t = kernel_timing(node.op, node.loops, node.tile_order, node.point_order)
+    # Which firing reads / writes each token is the kernel's port semantics (``KernelNode.port_firings``):
+    # inputs once per iteration of the loops they use, inits at the start and results at the completion of
+    # every output tile's reduction.
+    reads, writes = node.port_firings()
+    return Process(node.name, t.ii, t.depth, t.firings, dict(zip(node.inputs, reads, strict=True)),
+                   dict(zip(node.outputs, writes, strict=True)))
+
+
+# --- data movement -------------------------------------------------------------------------------------------
+
+
+def _forward_process(name: str, firings: int, reads: dict[str, np.ndarray], writes: dict[str, np.ndarray]
+                     ) -> Process:
+    return Process(name, 1, FORWARD_DEPTH, firings, reads, writes)
+
+
+def _converter_process(node: ConverterNode, source: ITensorType, result: ITensorType) -> Process:
+    """Lock-step ping-pong schedule of the module docstring."""
+    s = math.prod(source.trip_counts[: node.buffer.shared_loops])  # shared iterations (one buffer half each)
+    a, b = source.num_tokens // s, result.num_tokens // s  # tokens in / out per shared iteration
+    # Phase p fills iteration p (p < S) while draining iteration p - 1 (p > 0): max of the two lengths.
+    lengths = [max(a if p < s else 0, b if p > 0 else 0) for p in range(s + 1)]
+    start = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    reads = (start[:s, None] + np.arange(a, dtype=np.int64)[None, :]).ravel()
+    writes = (start[1 : s + 1, None] + np.arange(b, dtype=np.int64)[None, :]).ravel()
+    return Process(node.name, 1, CONVERTER_DEPTH, int(start[-1]), {node.inputs[0]: reads},
+                   {node.outputs[0]: writes})
+
+
+def dma_bytes_per_cycle(share: int) -> Fraction:
+    """Bytes per cycle of one DMA: ``min(bus, pseudo-channel) / share``.
+
+    A 512-bit m_axi port moves 64 B/cycle but its HBM pseudo-channel only 14.375 GB/s = 57.5 B/cycle at 250 MHz,
+    so the channel bounds it. ``share`` DMAs that use one channel concurrently split it evenly (the DMAs of one
+    tensor share its m_axi argument and channel, ``codegen.vitis.hbm``)."""
+    return min(Fraction(AXI_BUS_BYTES_PER_CYCLE), HBM_PC_BYTES_PER_CYCLE) / share
+
+
+def dma_token_bytes(t: ITensorType) -> int:
+    """Bus bytes per token: the tile padded to whole 512-bit words (``codegen.vitis.packing``)."""
+    return math.ceil(t.token_bits / AXI_WORD_BITS) * AXI_WORD_BITS // 8
+
+
+def _dma_read_process(name: str, stream: str, t: ITensorType, share: int) -> Process:
+    # Token k's last byte arrives in cycle ceil((k+1) * bytes / rate) - 1 of the transfer and is pushed into the
+    # stream HBM_LATENCY_CYCLES later; the loop has one firing per cycle of the transfer.
+    per_token = dma_token_bytes(t) / dma_bytes_per_cycle(share)  # cycles per token (exact fraction)
+    k = np.arange(1, t.num_tokens + 1, dtype=np.int64)
+    done = -((-k * per_token.numerator) // per_token.denominator) - 1  # ceil(k * per_token) - 1
+    return Process(name, 1, HBM_LATENCY_CYCLES, int(done[-1]) + 1, {}, {stream: done})
+
+
+def _dma_write_process(name: str, stream: str, t: ITensorType, share: int) -> Process:
+    # Token k is taken from the stream when its transfer starts, in cycle floor(k * bytes / rate); the last
+    # burst's write response comes HBM_LATENCY_CYCLES after the transfer's last cycle.
+    per_token = dma_token_bytes(t) / dma_bytes_per_cycle(share)
+    k = np.arange(t.num_tokens, dtype=np.int64)
+    start = (k * per_token.numerator) // per_token.denominator
+    firings = -((-t.num_tokens * per_token.numerator) // per_token.denominator)  # ceil(T * per_token)
+    return Process(name, 1, HBM_LATENCY_CYCLES, firings, {stream: start}, {})
+
+
+# --- graphs --------------------------------------------------------------------------------------------------
+
+
+def _dma_shares(graph: DataflowGraph, members: set[str], crossing: int) -> tuple[dict[str, int], int]:
+    """Channel shares (see :func:`dma_bytes_per_cycle`) of the DMA nodes among ``members`` and of a crossing
+    stream's DMA. The DMAs of one tensor share its channel; with more tensors than channels (a crossing stream
+    has its own buffer in external memory), ``crowding = ceil(tensors / 32)`` tensors share every channel."""
+    dmas = [node for n in members if isinstance(node := graph.nodes[n], DmaNode)]
+    per_tensor: dict[str, int] = {}
+    for node in dmas:
+        per_tensor[node.tensor.name] = per_tensor.get(node.tensor.name, 0) + 1
+    crowding = max(1, math.ceil((len(per_tensor) + crossing) / HBM_CHANNELS))
+    return {node.name: per_tensor[node.tensor.name] * crowding for node in dmas}, crowding
+
+
+def node_process(graph: DataflowGraph, node: Node, dma_share: int = 1) -> Process:
+    """The process of one node (module docstring); ``dma_share`` applies to DMA nodes."""
+    ins = [graph.streams[s].type for s in node.inputs]
+    outs = [graph.streams[s].type for s in node.outputs]
+    if isinstance(node, KernelNode):
+        return _kernel_process(node)
+    if isinstance(node, ConverterNode):
+        return _converter_process(node, ins[0], outs[0])
+    if isinstance(node, ForkNode | ReassociateNode):
+        every = np.arange(ins[0].num_tokens, dtype=np.int64)
+        return _forward_process(node.name, ins[0].num_tokens, {node.inputs[0]: every},
+                                dict.fromkeys(node.outputs, every))
+    if isinstance(node, ChunkNode):
+        kept = np.flatnonzero(chunk_mask(ins[0], node.offsets, node.sizes)).astype(np.int64)
+        return _forward_process(node.name, ins[0].num_tokens,
+                                {node.inputs[0]: np.arange(ins[0].num_tokens, dtype=np.int64)},
+                                {node.outputs[0]: kept})
+    if isinstance(node, ConcatNode):
+        source = concat_sources(ins, node.dim, outs[0])
+        reads = {s: np.flatnonzero(source == i).astype(np.int64) for i, s in enumerate(node.inputs)}
+        return _forward_process(node.name, outs[0].num_tokens, reads,
+                                {node.outputs[0]: np.arange(outs[0].num_tokens, dtype=np.int64)})
+    if isinstance(node, DmaNode):
+        if node.direction == "read":
+            return _dma_read_process(node.name, node.outputs[0], outs[0], dma_share)
+        return _dma_write_process(node.name, node.inputs[0], ins[0], dma_share)
+    raise ValueError(f"no timing model for node {node.name} of kind {node.kind}")
+
+
+def crossing_dma_name(stream: str, direction: str) -> str:
+    """Process name of the implicit DMA at one end of a stream that crosses fusion groups."""
+    return f"{stream}.dma_{direction}"
+
+
+def build_process_network(graph: DataflowGraph, group: int | None = None) -> ProcessNetwork:
+    """One process per node of fusion group ``group`` and one stream per dataflow stream inside it.
+
+    ``group`` may be omitted when the graph is one accelerator (no groups, or one). A group is its own
+    accelerator (one bitstream, run after the previous one), so a stream that crosses groups goes through
+    external memory: inside the producer's group it feeds an implicit write DMA (``<stream>.dma_write``), inside
+    the consumer's group an implicit read DMA (``<stream>.dma_read``) streams it back, or, for an absorbed
+    converter (``memory.absorbed_converters``), the converter itself is that read DMA and streams its result
+    layout. Stream widths are the itensor token bits; token counts the itensor token counts."""
+    groups = node_groups(graph)
+    count = max(groups.values(), default=-1) + 1
+    if group is None:
+        if count > 1:
+            raise ValueError(f"dataflow graph @{graph.name} has {count} fusion groups: build one network per group")
+        group = 0
+    if not 0 <= group < max(count, 1):
+        raise ValueError(f"dataflow graph @{graph.name} has no fusion group {group}")
+    members = {n for n, g in groups.items() if g == group}
+    absorbed = set(absorbed_converters(graph)) & members
+    crossing_in = [s for s in graph.streams.values() if s.target in members and s.source not in members]
+    crossing_out = [s for s in graph.streams.values() if s.source in members and s.target not in members]
+    shares, crowding = _dma_shares(graph, members, len(crossing_in) + len(crossing_out))
+    order = [n for n in graph.topological_order() if n in members]
+    processes: list[Process] = []
+    for name in order:
+        node = graph.nodes[name]
+        if name in absorbed:
+            out = node.outputs[0]
+            processes.append(_dma_read_process(name, out, graph.streams[out].type, crowding))
+        else:
+            processes.append(node_process(graph, node, shares.get(name, 1)))
+    for s in crossing_in:
+        if s.target not in absorbed:
+            processes.append(_dma_read_process(crossing_dma_name(s.name, "read"), s.name, s.type, crowding))
+    for s in crossing_out:
+        processes.append(_dma_write_process(crossing_dma_name(s.name, "write"), s.name, s.type, crowding))
+    streams = []
+    for s in graph.streams.values():
+        if s.source in members and s.target in members:
+            streams.append(Stream(s.name, s.source, s.target, s.type.token_bits, s.type.num_tokens))
+        elif s.source in members:
+            streams.append(Stream(s.name, s.source, crossing_dma_name(s.name, "write"), s.type.token_bits,
+                                  s.type.num_tokens))
+        elif s.target in members and s.target not in absorbed:
+            streams.append(Stream(s.name, crossing_dma_name(s.name, "read"), s.target, s.type.token_bits,
+                                  s.type.num_tokens))
+    return ProcessNetwork(processes, streams)
+
+
+# --- node timing for the report ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeTiming:
+    """L, D and II of one node with no stalls (module docstring).
+
+    ``ii`` is the average cycles between consecutive tokens of the node's main stream (its first output, or its
+    input for a sink) while it streams: ``(firing of the last token - firing of the first) * ii_firing /
+    (tokens - 1)``; the firing II for a one-token stream. For a kernel reading one token per tile it is the tile
+    period; for a reduction's output it is the period of a whole reduction."""
+
+    latency: int
+    delay: int
+    ii: float
+    firings: int
+    depth: int
+
+
+def process_timing(p: Process) -> NodeTiming:
+    firings = next(iter(p.writes.values()), None)
+    if firings is None:
+        firings = next(iter(p.reads.values()), np.zeros(1, dtype=np.int64))
+    span = int(firings[-1] - firings[0]) if len(firings) > 1 else 0
+    ii = span * p.ii / (len(firings) - 1) if len(firings) > 1 else float(p.ii)
+    return NodeTiming(latency=p.latency, delay=p.initial_delay, ii=ii, firings=p.num_firings, depth=p.depth)
+
+
+def node_timings(net: ProcessNetwork) -> dict[str, NodeTiming]:
+    """Timing of every process of ``net`` (nodes and implicit DMAs), by name."""
+    return {p.name: process_timing(p) for p in net.processes}

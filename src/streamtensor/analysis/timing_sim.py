@@ -107,8 +107,8 @@ class WaitFor:
     process: str
     stream: str
     kind: Literal["full", "empty"]  # full: blocked writing; empty: blocked reading
-    firing: int  # the firing that cannot issue
-    token: int  # the token it cannot write (full) or read (empty)
+    firing: int  # the firing whose read (empty) or write (full) event cannot happen
+    token: int  # the token it cannot read (empty) or write (full)
 
     def describe(self) -> str:
         verb = "writing" if self.kind == "full" else "reading"
@@ -117,7 +117,8 @@ class WaitFor:
 
 @dataclass(frozen=True)
 class StallCycles:
-    """Cycles a process issued later than its II allowed, by the binding cause."""
+    """Cycles a process's trace slipped behind its static schedule, by cause: a read event waiting for a token
+    (input empty; release waits included) or a write event waiting for a free slot (output full)."""
 
     input_empty: int
     output_full: int
@@ -191,23 +192,31 @@ class _Compiled:
         self.firing_l = [t.firing.tolist() for t in traces]
         self.write_pos_l = [t.write_pos.tolist() for t in traces]
         # Token -> trace position of the event that writes / reads it (sorted), and list twins for lookups.
-        self.wpos = [traces[self.src[i]].write_pos[net.process(s.source).writes[s.name]] for i, s in enumerate(net.streams)]
-        self.rpos = [traces[self.tgt[i]].read_pos[net.process(s.target).reads[s.name]] for i, s in enumerate(net.streams)]
+        self.wpos = [
+            traces[self.src[i]].write_pos[net.process(s.source).writes[s.name]] for i, s in enumerate(net.streams)
+        ]
+        self.rpos = [
+            traces[self.tgt[i]].read_pos[net.process(s.target).reads[s.name]] for i, s in enumerate(net.streams)
+        ]
         self.wpos_l = [a.tolist() for a in self.wpos]
         self.rpos_l = [a.tolist() for a in self.rpos]
         # Per trace position, the padded index (1 + token) of the last token the event depends on:
-        # ev_read[s][j]: at a read event, last token of input s read by firings <= f (0: none; 0 at writes);
-        # ev_written[s][j]: at a write event, 1 + last token of output s written by firings <= f (0 at reads).
-        # Cumulative indices are exact: an earlier token's constraint is implied along the trace.
-        self.ev_read: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(net.streams)
-        self.ev_written: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(net.streams)
-        for i, s in enumerate(net.streams):
-            tr = traces[self.tgt[i]]
-            upto = np.searchsorted(net.process(s.target).reads[s.name], tr.firing, side="right")
-            self.ev_read[i] = np.where(tr.is_write, 0, upto)
-            tw = traces[self.src[i]]
-            upto = np.searchsorted(net.process(s.source).writes[s.name], tw.firing, side="right")
-            self.ev_written[i] = np.where(tw.is_write, upto, 0)
+        # ev_read[s][j]: at a read event, 1 + last token of input s read by firings <= its firing (0: none);
+        # ev_written[s][j]: at a write event, 1 + last token of output s written by firings <= its firing.
+        # Both are 0 at events of the other kind. Cumulative indices are exact: an earlier token's constraint
+        # is implied along the trace.
+        self.ev_read = [
+            np.where(tr.is_write, 0, np.searchsorted(idx, tr.firing, side="right"))
+            for tr, idx in (
+                (traces[self.tgt[i]], net.process(s.target).reads[s.name]) for i, s in enumerate(net.streams)
+            )
+        ]
+        self.ev_written = [
+            np.where(tr.is_write, np.searchsorted(idx, tr.firing, side="right"), 0)
+            for tr, idx in (
+                (traces[self.src[i]], net.process(s.source).writes[s.name]) for i, s in enumerate(net.streams)
+            )
+        ]
         self.ev_read_l = [a.tolist() for a in self.ev_read]
         self.ev_written_l = [a.tolist() for a in self.ev_written]
         self.neighbors = [
@@ -241,7 +250,8 @@ class _Run:
         self.fifo_depth = depths
         # Per trace position: release time of a read event, _NEG elsewhere (None: no releases).
         self.release = [
-            None if r is None else np.where(t.is_write, _NEG, r[t.firing]) for t, r in zip(c.traces, release, strict=True)
+            None if r is None else np.where(t.is_write, _NEG, r[t.firing])
+            for t, r in zip(c.traces, release, strict=True)
         ]
         self.release_l = [None if r is None else r.tolist() for r in self.release]
         self.raw = [raw_latency(c.width[s], d) for s, d in enumerate(depths)]

@@ -117,12 +117,13 @@ def _gather(array: np.ndarray, amap, domain: tuple[int, ...]) -> np.ndarray:  # 
     return sub.reshape(shape)
 
 
-def _index_grids(domain: tuple[int, ...]) -> list[np.ndarray]:
+def _index_grids(domain: tuple[int, ...], offset: Sequence[int] | None = None) -> list[np.ndarray]:
     grids = []
     for d, n in enumerate(domain):
         shape = [1] * len(domain)
         shape[d] = n
-        grids.append(np.arange(n, dtype=np.int64).reshape(shape))
+        start = offset[d] if offset is not None else 0
+        grids.append(np.arange(start, start + n, dtype=np.int64).reshape(shape))
     return grids
 
 
@@ -138,7 +139,10 @@ def _single_combiner(body: ScalarBody, n_inputs: int) -> str | None:
     return last.name
 
 
-def run_generic(op: GenericOp, operands: Sequence[np.ndarray]) -> list[np.ndarray]:
+def run_generic(op: GenericOp, operands: Sequence[np.ndarray], index_offset: Sequence[int] | None = None
+                ) -> list[np.ndarray]:
+    """Evaluate ``op`` on ``operands``. ``index_offset`` (per loop) shifts what ``linalg.index`` returns: a
+    tile of a larger iteration domain evaluated on its own sees the indices of the full domain."""
     domain = op.domain
     for amap in op.indexing_maps:
         if not amap.is_projected_permutation():
@@ -146,7 +150,7 @@ def run_generic(op: GenericOp, operands: Sequence[np.ndarray]) -> list[np.ndarra
                                      "projected permutation")
     n_in = len(op.inputs)
     red = op.reduction_dims
-    index = _index_grids(domain)
+    index = _index_grids(domain, index_offset)
     ins = [_gather(a, m, domain) for a, m in zip(operands[:n_in], op.indexing_maps[:n_in], strict=True)]
     inits = [np.array(a, dtype=_np_dtype(v.type.dtype)) for a, v in zip(operands[n_in:], op.inits, strict=True)]
     out_maps = op.indexing_maps[n_in:]

@@ -3,16 +3,33 @@
 Every stream has exactly one producer and one consumer and carries an ``ITensorType`` (its token order). A
 node lists its input and output stream names in port order. ``groups`` (fusion) partitions the nodes; a
 stream whose ends lie in different groups goes through external memory. Text form: ``print_dataflow``.
+
+Node semantics (executable in ``interp.stream_exec``; ``verify`` checks every static condition they need):
+
+- ``KernelNode``: a tiled ``linalg.generic``; see its docstring and ``kernel_operand_type``.
+- ``ConverterNode``: re-orders a stream through its ping-pong buffer (``interp.converter_exec``); only between
+  different types, and its buffer is the one ``infer_converter_buffer`` gives.
+- ``ForkNode``: one input, every output a copy of it (same type everywhere).
+- ``ReassociateNode``: token k out = token k in, tile reshaped row-major (``ir.layout``, reassociation).
+- ``ChunkNode``: forwards the tokens inside ``offsets``/``sizes`` (unit strides), re-based (``ir.layout``).
+- ``ConcatNode``: walks its output type; each token comes from the input region holding it (``ir.layout``).
+- ``DmaNode``: a read streams ``view(tensor)`` in its output type; a write assembles its input stream and
+  stores ``view(stream tensor)``, where ``view`` applies the node's Linalg reshapes/slices in order.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from streamtensor.errors import VerificationError
+from streamtensor.ir.affine import AffineConst, AffineDim, AffineMap
 from streamtensor.ir.itensor import ITensorType
-from streamtensor.ir.linalg import GenericOp, Value
-from streamtensor.transforms.converter_buffer import ConverterBuffer
+from streamtensor.ir.layout import chunk_error, concat_sources, reassociation_error
+from streamtensor.ir.linalg import GenericOp, ReshapeOp, SliceOp, Value
+from streamtensor.transforms.converter_buffer import ConverterBuffer, infer_converter_buffer
 
 
 @dataclass
@@ -40,6 +57,55 @@ class LoopTiling:
         return self.size // self.tile
 
 
+def reads_init(op: GenericOp, result: int) -> bool:
+    """Does the body read the block argument of init ``result`` (an accumulator or an in-place update)?"""
+    arg = op.body.args[len(op.inputs) + result][0]
+    return arg in op.body.yields or any(arg in s.operands for s in op.body.ops)
+
+
+def input_loops(op: GenericOp, tile_order: list[int], operand: int) -> list[int]:
+    """Tile loops an input operand's reads follow: ``tile_order`` down to the innermost loop its indexing map
+    uses. The loops inside it do not move the operand's tile, so the token read last is held across them."""
+    used = op.indexing_maps[operand].used_dims()
+    depth = max((i + 1 for i, d in enumerate(tile_order) if d in used), default=0)
+    return tile_order[:depth]
+
+
+def kernel_operand_type(op: GenericOp, loops: list[LoopTiling], tile_order: list[int], operand: int
+                        ) -> ITensorType:
+    """Stream type of operand ``operand`` (index into ``op.operands``: inputs, then inits) of a tiled kernel.
+
+    Inputs: one token per iteration of ``input_loops`` (loops the operand does not index among them are repeat
+    loops). Inits and results: one token per output tile, over the parallel loops of ``tile_order``. One-trip
+    loops move nothing and are left out (canonical types: producer and consumer agree whatever the position of
+    their one-trip loops). Tile along an operand dim = the tile of the loop its map puts there (1 for a
+    constant-0 result)."""
+    value = op.operands[operand]
+    amap = op.indexing_maps[operand]
+    if operand < len(op.inputs):
+        order = [d for d in input_loops(op, tile_order, operand) if loops[d].trip > 1]
+    else:
+        order = [d for d in tile_order if not loops[d].reduction and loops[d].trip > 1]
+    element, results = [], []
+    for i in range(amap.num_results):
+        d = amap.result_dim(i)
+        element.append(1 if d is None else loops[d].tile)
+        results.append(AffineDim(order.index(d)) if d in order else AffineConst(0))
+    trips = tuple(loops[d].trip for d in order)
+    steps = tuple(loops[d].tile for d in order)
+    return ITensorType(tuple(element), value.type.dtype, value.type.shape, trips, steps,
+                       AffineMap(len(order), tuple(results)))
+
+
+def pending_tiles(loops: list[LoopTiling], tile_order: list[int]) -> int:
+    """Output tiles whose reduction is under way at once (``KernelNode``): the product of the trips of the
+    parallel loops inside the outermost reduction loop of more than one trip (1 when there is none)."""
+    outer = next((i for i, d in enumerate(tile_order) if loops[d].reduction and loops[d].trip > 1), None)
+    if outer is None:
+        return 1
+    return math.prod(loops[d].trip for d in tile_order[outer + 1:] if not loops[d].reduction)
+
+
 @dataclass
 class Node:
     name: str
@@ -53,26 +119,99 @@ class Node:
 
 @dataclass
 class KernelNode(Node):
-    """A tiled ``linalg.generic``. ``tile_order`` lists loop dims outermost-first (all of them)."""
+    """A tiled ``linalg.generic``. ``tile_order`` lists loop dims outermost-first (all of them); parallel and
+    reduction loops may come in any order.
+
+    The tile loop nest runs in ``tile_order``; each iteration is one *firing*, numbered by the lexicographic rank
+    of its tile counters. An *output tile* is one value of the parallel loops' counters; a firing works on the
+    output tile of its parallel counters. Port semantics (types: ``kernel_operand_type``):
+
+    - Streamed input (operand j): ``input_loops(j)`` are the loops of ``tile_order`` down to the innermost
+      loop j's map uses. A token is read at every firing whose counters of the loops inside those are all 0,
+      and held for the firings of those inner loops (j's tile does not move there); its stream walks
+      ``input_loops(j)`` (loops of one trip left out, as in every kernel port type). Loops that j's map does
+      not use but that enclose a used loop are repeat loops of its stream.
+    - Output tile life: its reduction *starts* at the firing with every reduction counter at 0 and *completes*
+      at the firing with every reduction counter at its last trip (the same firing when every reduction loop
+      has one trip, or there is none). At the start the tile's accumulator is initialized: an init whose block
+      argument the body reads takes one token from its stream (``streamed_operands``) unless it is a folded
+      constant (``init_constants``); an unread init starts at 0. Every firing then evaluates the body on the
+      tile with the accumulator as inits. At completion every result writes the accumulator as one token.
+      Both happen in the lexicographic order of the parallel loops of ``tile_order``, the type of inits and
+      results.
+    - Accumulators: the output tiles started and not completed are *pending*. With ``r`` the outermost
+      reduction loop of more than one trip, a tile starts and completes within one iteration of the loops
+      enclosing ``r``, and every tile of the parallel loops inside ``r`` is pending at ``r``'s first
+      iteration: ``pending_tiles = prod(trip of the parallel loops after r in tile_order)`` (1 when no
+      reduction loop has more than one trip). A kernel with reduction loops keeps ``pending_tiles``
+      accumulator tiles per result, addressed by the counters of those inner parallel loops. Reductions
+      innermost give 1 (output-stationary); a reduction loop outside a parallel loop makes its inputs that
+      do not use that parallel loop read once per reduction step (e.g. matmul order (m, k, n): every A tile
+      read once, ``trip(n)`` pending accumulator tiles).
+
+    ``port_firings`` gives the firing of every token read and written."""
 
     op: GenericOp
     loops: list[LoopTiling]
     tile_order: list[int]
     point_order: list[int]  # loop order inside a tile (reduction loops outward, parallel innermost)
-    # For each input port: index into op.inputs; for each output port: index into op.results.
+    # For each input port: index into op.operands (inputs, then inits: an index >= len(op.inputs) is the
+    # init stream of result index - len(op.inputs)); for each output port: index into op.results.
     input_operands: list[int] = field(default_factory=list)
     output_results: list[int] = field(default_factory=list)
     # Inputs that are not streamed but held whole in the kernel (e.g. small constants), by operand index.
     local_operands: dict[int, Value] = field(default_factory=dict)
+    # Inits folded from a constant fill, by result index: the accumulator starts at this scalar.
+    init_constants: dict[int, float | int | bool] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
         return "kernel"
 
+    def operand_type(self, operand: int) -> ITensorType:
+        return kernel_operand_type(self.op, self.loops, self.tile_order, operand)
+
+    def result_type(self, result: int) -> ITensorType:
+        return self.operand_type(len(self.op.inputs) + result)
+
+    def streamed_operands(self) -> list[int]:
+        """The operands that must have an input port, in port order."""
+        n_in = len(self.op.inputs)
+        inits = [n_in + r for r in range(len(self.op.inits))
+                 if reads_init(self.op, r) and r not in self.init_constants]
+        return [i for i in range(n_in) if i not in self.local_operands] + inits
+
+    @property
+    def firings(self) -> int:
+        return math.prod(lt.trip for lt in self.loops)
+
+    @property
+    def pending_tiles(self) -> int:
+        return pending_tiles(self.loops, self.tile_order)
+
+    def port_firings(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Firing index of every token, per input port and per output port (sorted; see the class docstring)."""
+        trips = [self.loops[d].trip for d in self.tile_order]
+        counters = np.indices(trips, dtype=np.int64).reshape(len(trips), self.firings)  # row i: tile_order[i]
+        reductions = [i for i, d in enumerate(self.tile_order) if self.loops[d].reduction]
+        last = np.array(trips, dtype=np.int64)[reductions, None] - 1
+        starts = np.flatnonzero(np.all(counters[reductions] == 0, axis=0))
+        ends = np.flatnonzero(np.all(counters[reductions] == last, axis=0))
+        n_in = len(self.op.inputs)
+        reads = []
+        for operand in self.input_operands:
+            if operand >= n_in:
+                reads.append(starts)
+                continue
+            depth = len(input_loops(self.op, self.tile_order, operand))
+            reads.append(np.arange(0, self.firings, math.prod(trips[depth:]), dtype=np.int64))
+        return reads, [ends] * len(self.output_results)
+
 
 @dataclass
 class ConverterNode(Node):
     buffer: ConverterBuffer
+    reason: str = ""  # why the layouts differ (for the report)
 
     @property
     def kind(self) -> str:
@@ -123,10 +262,30 @@ class DmaNode(Node):
     direction: str  # "read" | "write"
     tensor: Value
     role: str  # "input" | "weight" | "kv_cache" | "constant" | "output"
+    # Reshapes/slices between ``tensor`` and the streamed tensor, in program order: a read streams
+    # view(tensor); a write stores view(streamed tensor) into ``tensor`` (reshapes only). External memory is
+    # addressed in any order, so a view costs nothing.
+    view: list[ReshapeOp | SliceOp] = field(default_factory=list)
 
     @property
     def kind(self) -> str:
         return f"dma_{self.direction}"
+
+    def view_shape(self) -> tuple[int, ...]:
+        """Shape of the streamed tensor."""
+        if self.direction == "read":
+            return self.view[-1].results[0].type.shape if self.view else self.tensor.type.shape
+        return self.view[0].operands[0].type.shape if self.view else self.tensor.type.shape
+
+
+def apply_view(view: list[ReshapeOp | SliceOp], array: np.ndarray) -> np.ndarray:
+    """The Linalg reshapes/slices of a DMA view applied to an array."""
+    for op in view:
+        if isinstance(op, SliceOp):
+            array = array[tuple(slice(o, o + n * s, s) for o, n, s in zip(op.offsets, op.sizes, op.strides,
+                                                                          strict=True))]
+        array = array.reshape(op.results[0].type.shape)
+    return array
 
 
 @dataclass
@@ -135,6 +294,9 @@ class DataflowGraph:
     nodes: dict[str, Node]
     streams: dict[str, Stream]
     groups: list[list[str]] = field(default_factory=list)  # fusion groups (node names), topological order
+    inputs: list[Value] = field(default_factory=list)  # the block's inputs, in call order
+    outputs: list[str] = field(default_factory=list)  # write DMA node of each block output, in return order
+    constants: dict[str, np.ndarray] = field(default_factory=dict)  # data of constant DMA reads, by name
 
     def producer(self, stream: str) -> Node:
         return self.nodes[self.streams[stream].source]
@@ -160,6 +322,51 @@ class DataflowGraph:
             raise VerificationError(f"dataflow graph @{self.name} has a cycle")
         return order
 
+    def _arity(self, node: Node, inputs: int | None, outputs: int | None) -> None:
+        for what, ports, want in (("inputs", node.inputs, inputs), ("outputs", node.outputs, outputs)):
+            if want is not None and len(ports) != want:
+                raise VerificationError(f"{node.kind} {node.name} has {len(ports)} {what}, expected {want}")
+
+    def _verify_node(self, node: Node) -> None:
+        """The static conditions each node's semantics relies on (module docstring)."""
+        ins = [self.streams[p].type for p in node.inputs]
+        outs = [self.streams[p].type for p in node.outputs]
+        err: str | None = None
+        if isinstance(node, KernelNode):
+            err = _kernel_error(node, ins, outs)
+        elif isinstance(node, ConverterNode):
+            self._arity(node, 1, 1)
+            if ins[0] == outs[0]:
+                err = "converts a stream to its own type"
+            elif ins[0].tensor_shape != outs[0].tensor_shape:
+                err = "changes the tensor shape"
+            elif node.buffer != infer_converter_buffer(ins[0], outs[0]):
+                err = f"buffer {node.buffer} is not the inferred one"
+        elif isinstance(node, ForkNode):
+            self._arity(node, 1, None)
+            if len({str(t) for t in ins + outs}) != 1:
+                err = f"changes the stream type: {sorted({str(t) for t in ins + outs})}"
+        elif isinstance(node, ReassociateNode):
+            self._arity(node, 1, 1)
+            err = reassociation_error(ins[0], outs[0])
+        elif isinstance(node, ChunkNode):
+            self._arity(node, 1, 1)
+            err = chunk_error(ins[0], node.offsets, node.sizes, outs[0])
+        elif isinstance(node, ConcatNode):
+            self._arity(node, None, 1)
+            err = _concat_error(node, ins, outs[0])
+        elif isinstance(node, DmaNode):
+            self._arity(node, 0 if node.direction == "read" else 1, 1 if node.direction == "read" else 0)
+            (t,) = outs or ins
+            if t.tensor_shape != node.view_shape() or t.dtype != node.tensor.type.dtype:
+                err = f"streams {t} but its view is tensor {node.view_shape()} of {node.tensor.type.dtype}"
+            elif node.direction == "write" and any(isinstance(op, SliceOp) for op in node.view):
+                err = "a write view may only reshape"
+            elif node.role == "constant" and node.tensor.name not in self.constants:
+                err = f"no data for constant %{node.tensor.name}"
+        if err is not None:
+            raise VerificationError(f"{node.kind} {node.name}: {err}")
+
     def group_of(self) -> dict[str, int]:
         return {n: i for i, g in enumerate(self.groups) for n in g}
 
@@ -180,15 +387,54 @@ class DataflowGraph:
                 types = {str(self.streams[p].type) for p in node.inputs + node.outputs}
                 if len(types) != 1:
                     raise VerificationError(f"fork {node.name} changes the stream type: {sorted(types)}")
-            if isinstance(node, ConverterNode):
-                (src,), (res,) = node.inputs, node.outputs
-                if self.streams[src].type.tensor_shape != self.streams[res].type.tensor_shape:
-                    raise VerificationError(f"converter {node.name} changes the tensor shape")
+            self._verify_node(node)
+        for i, name in enumerate(self.outputs):
+            node = self.nodes.get(name)
+            if not isinstance(node, DmaNode) or node.direction != "write":
+                raise VerificationError(f"output {i} of @{self.name} is not a write DMA: {name}")
         self.topological_order()
         if self.groups:
             seen = [n for g in self.groups for n in g]
             if sorted(seen) != sorted(self.nodes):
                 raise VerificationError(f"fusion groups of @{self.name} do not partition its nodes")
+
+
+def _kernel_error(node: KernelNode, ins: list[ITensorType], outs: list[ITensorType]) -> str | None:
+    op = node.op
+    if len(node.loops) != len(op.iterator_types) or sorted(node.tile_order) != list(range(len(node.loops))):
+        return "loops / tile_order do not cover the op's loops"
+    if sorted(node.point_order) != list(range(len(node.loops))):
+        return "point_order is not a permutation of the loops"
+    for d, (lt, size) in enumerate(zip(node.loops, op.domain, strict=True)):
+        fits = size % lt.tile == 0 and lt.tile % lt.unroll == 0
+        if lt.size != size or not fits or lt.reduction != (d in op.reduction_dims):
+            return f"loop d{d} tiling {lt} does not fit range {size}"
+    if node.input_operands != node.streamed_operands():
+        return f"input ports {node.input_operands} but the streamed operands are {node.streamed_operands()}"
+    if node.output_results != list(range(len(op.results))) or len(outs) != len(op.results):
+        return f"output ports {node.output_results} must be the results in order"
+    if len(ins) != len(node.input_operands):
+        return f"{len(ins)} input ports for operands {node.input_operands}"
+    for port, (operand, t) in enumerate(zip(node.input_operands, ins, strict=True)):
+        if t != node.operand_type(operand):
+            return f"input port {port} has type {t}, its tiling gives {node.operand_type(operand)}"
+    for port, t in enumerate(outs):
+        if t != node.result_type(port):
+            return f"output port {port} has type {t}, its tiling gives {node.result_type(port)}"
+    return None
+
+
+def _concat_error(node: ConcatNode, ins: list[ITensorType], out: ITensorType) -> str | None:
+    shapes = [t.tensor_shape for t in ins]
+    expect = list(shapes[0])
+    expect[node.dim] = sum(s[node.dim] for s in shapes)
+    if tuple(expect) != out.tensor_shape or any(len(s) != len(expect) for s in shapes):
+        return f"inputs {shapes} do not concatenate along dim {node.dim} to {out.tensor_shape}"
+    try:
+        concat_sources(ins, node.dim, out)
+    except ValueError as err:
+        return str(err)
+    return None
 
 
 def print_dataflow(graph: DataflowGraph) -> str:
@@ -221,16 +467,25 @@ def _print_node(graph: DataflowGraph, node: Node) -> str:
     if isinstance(node, KernelNode):
         tiles = ", ".join(f"d{d}: {lt.trip}x{lt.tile}/u{lt.unroll}{'r' if lt.reduction else ''}"
                           for d, lt in enumerate(node.loops))
+        consts = "".join(f", init{r} = {v}" for r, v in sorted(node.init_constants.items()))
         return f"{head} {{op = @{node.op.name}, tiles = [{tiles}], tile_order = {node.tile_order}, " \
-               f"point_order = {node.point_order}}}"
+               f"point_order = {node.point_order}, operands = {node.input_operands}{consts}}}"
     if isinstance(node, ConverterNode):
         b = node.buffer
-        return f"{head} {{buffer = 2x{'x'.join(map(str, b.shape))}, shared_loops = {b.shared_loops}, " \
-               f"bytes = {b.bytes}}}"
+        half = "x".join(map(str, b.shape)) or "scalar"
+        return f"{head} {{buffer = 2x{half}, shared_loops = {b.shared_loops}, bytes = {b.bytes}}}"
     if isinstance(node, ChunkNode):
         return f"{head} {{offsets = {list(node.offsets)}, sizes = {list(node.sizes)}}}"
     if isinstance(node, ConcatNode):
         return f"{head} {{dim = {node.dim}}}"
     if isinstance(node, DmaNode):
-        return f"{head} {{tensor = %{node.tensor.name} : {node.tensor.type}, role = {node.role}}}"
+        view = "".join(f", {_print_view(op)}" for op in node.view)
+        return f"{head} {{tensor = %{node.tensor.name} : {node.tensor.type}, role = {node.role}{view}}}"
     return head
+
+
+def _print_view(op: ReshapeOp | SliceOp) -> str:
+    res = "x".join(map(str, op.results[0].type.shape)) or "scalar"
+    if isinstance(op, SliceOp):
+        return f"slice {list(op.offsets)}{list(op.sizes)}{list(op.strides)} -> {res}"
+    return f"reshape -> {res}"

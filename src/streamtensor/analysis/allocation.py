@@ -1,0 +1,238 @@
+"""Resource allocation (spec §4.3, pipeline step 7): FIFO depths, their check by simulation, memories and dies.
+
+Sub-steps, each a driver stage (``allocation.<step>``) with its own seconds in the report:
+
+1. ``fifo_lp``: the process network of every fusion group (``timing_model.build_process_network``: one
+   accelerator each) and its FIFO depths by the LP of ``fifo_lp`` with the chosen strategy (``normal`` or
+   ``conservative``) on demand-paced profiles (``schedule="demand"``: producers stall where that costs no
+   cycle, as the simulated minimum lets them). Every ``Stream.depth`` of the graph is set; a stream that
+   crosses groups has a FIFO at each end (to the write DMA, from the read DMA) and keeps the deeper one.
+2. ``simulate``: the token-level simulator with the LP depths and with unbounded FIFOs (the baseline): makespan,
+   deadlock (with its wait-for cycle), stall cycles. Groups run one after another, so makespans add up.
+3. ``resources``: the memory of every FIFO (LUTRAM / BRAM / URAM by size, ``resources.memory_kind``) and the
+   DSP / BRAM / URAM / LUT estimate of the graph with the sized FIFOs (``resources.estimate_resources``).
+4. ``slr``: die placement of every group by the ILP of ``slr_partition``; a group that cannot be placed is
+   reported with the reason instead of failing the compile (its resources then do not fit either).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from streamtensor.errors import OptionError
+from streamtensor.ir.dataflow import DataflowGraph
+
+from .fifo_lp import FifoSizing, Strategy, size_fifos_lp
+from .memory import node_groups
+from .process_network import ProcessNetwork
+from .resources import RESOURCES, ResourceReport, estimate_resources, memory_kind
+from .slr_partition import SlrPartition, SlrPartitionError, partition_slrs
+from .timing_model import NodeTiming, build_process_network, node_timings
+from .timing_sim import SimResult, simulate
+
+FIFO_STRATEGIES: tuple[Strategy, ...] = ("normal", "conservative")
+LP_TIME_LIMIT_S = 10.0  # per HiGHS solve
+SLR_TIME_LIMIT_S = 10.0  # per group
+
+T = TypeVar("T")
+StageRunner = Callable[[str, Callable[[], T]], T]
+
+
+@dataclass
+class GroupAllocation:
+    """FIFO sizing and simulation of one fusion group (one accelerator)."""
+
+    group: int
+    network: ProcessNetwork
+    sizing: FifoSizing
+    simulation: SimResult | None = None  # with the LP depths
+    unbounded: SimResult | None = None  # every FIFO unbounded
+
+
+@dataclass(frozen=True)
+class FifoReport:
+    stream: str
+    source: str
+    target: str
+    width_bits: int
+    depth: int
+    memory: str  # lutram | bram | uram
+    group: int
+
+    @property
+    def bits(self) -> int:
+        return self.width_bits * self.depth
+
+
+@dataclass
+class AllocationResult:
+    """Everything resource allocation decided, with the seconds of each sub-step."""
+
+    strategy: str
+    groups: list[GroupAllocation]
+    timings: dict[str, NodeTiming]
+    fifos: list[FifoReport] = field(default_factory=list)
+    resources: ResourceReport | None = None
+    placements: dict[int, SlrPartition] = field(default_factory=dict)
+    placement_errors: dict[int, str] = field(default_factory=dict)
+    resource_error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fifo_total_bits(self) -> int:
+        return sum(f.bits for f in self.fifos)
+
+    @property
+    def predicted_latency(self) -> int:
+        return sum(g.sizing.predicted_latency for g in self.groups)
+
+    def report(self) -> dict[str, Any]:
+        """The report keys of resource allocation (see ``Design.report``)."""
+        out: dict[str, Any] = {
+            "fifos": [{"stream": f.stream, "source": f.source, "target": f.target, "width_bits": f.width_bits,
+                       "depth": f.depth, "memory": f.memory, "group": f.group} for f in self.fifos],
+            "fifo_total_bits": self.fifo_total_bits,
+            "fifo_lp": {
+                "strategy": self.strategy,
+                "predicted_latency_cycles": self.predicted_latency,
+                "status": sorted({g.sizing.status for g in self.groups}),
+                "fell_back_to_normal": any(g.sizing.fell_back_to_normal for g in self.groups),
+                "solve_seconds": round(sum(g.sizing.solve_seconds for g in self.groups), 4),
+            },
+            "timing": {name: {"latency": t.latency, "delay": t.delay, "ii": round(t.ii, 4)}
+                       for name, t in self.timings.items()},
+            "allocation_seconds": dict(self.seconds),
+        }
+        if all(g.simulation is not None and g.unbounded is not None for g in self.groups):
+            out["simulation"] = self._simulation_report()
+        if self.resources is not None:
+            out["resources"] = self._resources_report(self.resources)
+        elif self.resource_error is not None:
+            out["resources"] = {**dict.fromkeys(RESOURCES), "fits": None, "error": self.resource_error}
+        return out
+
+    def _simulation_report(self) -> dict[str, Any]:
+        sims = [g.simulation for g in self.groups if g.simulation is not None]
+        unbounded = [g.unbounded for g in self.groups if g.unbounded is not None]
+        deadlock = any(s.deadlock for s in sims)
+        by_process = {p: {"input_empty": c.input_empty, "output_full": c.output_full}
+                      for s in sims for p, c in s.stall_cycles.items() if c.total}
+        return {
+            "makespan_cycles": None if deadlock else sum(s.makespan_cycles or 0 for s in sims),
+            "unbounded_makespan_cycles": sum(s.makespan_cycles or 0 for s in unbounded),
+            "deadlock": deadlock,
+            "deadlock_cycle": [s.describe() for s in sims if s.deadlock],
+            # Cycles processes waited, summed: for a token (input_empty, present with unbounded FIFOs too) or
+            # for a free slot (output_full: what the FIFO depths cost).
+            "stall_cycles": {"input_empty": sum(c["input_empty"] for c in by_process.values()),
+                             "output_full": sum(c["output_full"] for c in by_process.values())},
+            "stall_cycles_by_process": by_process,
+        }
+
+    def _resources_report(self, res: ResourceReport) -> dict[str, Any]:
+        per_slr = []
+        for g, part in sorted(self.placements.items()):
+            for slr, usage in enumerate(part.usage):
+                per_slr.append({"group": g, "slr": slr, **{r: round(usage[r], 2) for r in RESOURCES},
+                                "nodes": sorted(n for n, s in part.assignment.items() if s == slr)})
+        return {
+            **{r: getattr(res, r) for r in RESOURCES},
+            "fits": res.fits and not self.placement_errors,
+            "overflow": list(res.overflow),
+            "utilization": {r: round(u, 4) for r, u in res.utilization().items()},
+            "per_slr": per_slr,
+            "slr_crossing_bits": sum(p.crossing_bits for p in self.placements.values()),
+            "slr_errors": {str(g): e for g, e in self.placement_errors.items()},
+        }
+
+
+def check_strategy(strategy: str) -> Strategy:
+    """The FIFO sizing strategy named ``strategy``, or an OptionError."""
+    for known in FIFO_STRATEGIES:
+        if strategy == known:
+            return known
+    raise OptionError(f"bad fifo-strategy '{strategy}': expected one of {', '.join(FIFO_STRATEGIES)}")
+
+
+def size_fifos(graph: DataflowGraph, strategy: str = "normal") -> AllocationResult:
+    """Sub-step 1: process networks, LP depths, ``Stream.depth`` of every stream set (module docstring)."""
+    strat = check_strategy(strategy)
+    groups = node_groups(graph)
+    count = max(groups.values(), default=-1) + 1
+    allocs: list[GroupAllocation] = []
+    timings: dict[str, NodeTiming] = {}
+    for g in range(count):
+        net = build_process_network(graph, g)
+        sizing = size_fifos_lp(net, strat, LP_TIME_LIMIT_S, schedule="demand")
+        allocs.append(GroupAllocation(g, net, sizing))
+        timings.update(node_timings(net))
+    for s in graph.streams.values():
+        s.depth = max(a.sizing.depths[s.name] for a in allocs if s.name in a.sizing.depths)
+    fifos = [FifoReport(s.name, s.source, s.target, s.width_bits, a.sizing.depths[s.name],
+                        memory_kind(s.width_bits, a.sizing.depths[s.name]), a.group)
+             for a in allocs for s in a.network.streams]
+    return AllocationResult(strategy, allocs, timings, fifos)
+
+
+def simulate_allocation(result: AllocationResult) -> None:
+    """Sub-step 2: simulate every group with its LP depths and with unbounded FIFOs."""
+    for a in result.groups:
+        a.simulation = simulate(a.network, a.sizing.depths)
+        a.unbounded = simulate(a.network, {})
+
+
+def estimate_allocation(graph: DataflowGraph, result: AllocationResult) -> None:
+    """Sub-step 3: resources of the graph with its sized FIFOs. A node the resource model has no figures for is
+    reported (``resource_error``) rather than failing the compile: depths and timing stand without it."""
+    try:
+        result.resources = estimate_resources(graph)
+    except ValueError as err:
+        result.resource_error = str(err)
+
+
+def place_allocation(graph: DataflowGraph, result: AllocationResult) -> None:
+    """Sub-step 4: SLR placement of every group (skipped without a resource estimate)."""
+    if result.resources is None:
+        return
+    groups = node_groups(graph)
+    for a in result.groups:
+        members = [n for n, g in groups.items() if g == a.group]
+        try:
+            result.placements[a.group] = partition_slrs(graph, result.resources, nodes=members,
+                                                        time_limit_s=SLR_TIME_LIMIT_S)
+        except SlrPartitionError as err:
+            result.placement_errors[a.group] = str(err)
+
+
+def _timed(seconds: dict[str, float]) -> StageRunner:
+    def run(stage: str, fn: Callable[[], T]) -> T:
+        start = time.perf_counter()
+        value = fn()
+        seconds[stage] = round(time.perf_counter() - start, 4)
+        return value
+    return run
+
+
+def run_allocation(graph: DataflowGraph, strategy: str = "normal", run_stage: StageRunner | None = None
+                   ) -> AllocationResult:
+    """All four sub-steps in order; ``run_stage(name, fn)`` runs each (the driver passes its progress)."""
+    seconds: dict[str, float] = {}
+    timed = _timed(seconds)
+
+    def stage(name: str, fn: Callable[[], T]) -> T:
+        return timed(name, fn) if run_stage is None else run_stage(name, lambda: timed(name, fn))
+
+    result = stage("allocation.fifo_lp", lambda: size_fifos(graph, strategy))
+    result.seconds = seconds  # later stages keep filling it
+    stage("allocation.simulate", lambda: simulate_allocation(result))
+    stage("allocation.resources", lambda: estimate_allocation(graph, result))
+    stage("allocation.slr", lambda: place_allocation(graph, result))
+    return result
+
+
+def allocate_resources(graph: DataflowGraph, strategy: str = "normal") -> AllocationResult:
+    """Resource allocation of ``graph`` (module docstring): sets every ``Stream.depth`` and returns the result."""
+    return run_allocation(graph, strategy)

@@ -1,0 +1,281 @@
+"""Memory allocation (LUTRAM / BRAM / URAM) of every on-chip buffer and a DSP/BRAM/URAM/LUT estimate of a block.
+
+**Buffers** come from :func:`streamtensor.analysis.memory.onchip_buffers` (converter ping-pong pairs, kernel
+accumulators, input tiles and local operands, FIFOs, DMA buffers). Each bank (``width x depth`` bits) is placed
+by size (spec §4.3, "each buffer to LUTRAM, BRAM or URAM by size"):
+
+- **small -> LUTRAM** when ``width x depth <= 1024`` bits (Vitis HLS's ``auto_srl_max_bits`` default) or
+  ``depth <= 32``: a shallow memory fits one LUT per bit column (SRLC32E: 32 one-bit words per LUT), while a
+  BRAM would waste its depth. ``LUTs = width x ceil(depth / 32)``.
+- **large -> URAM** when ``width x depth >= 288 Kib`` (one URAM block) and ``depth >= 2048`` (at least half
+  of a URAM's 4K words used: a wide but shallow memory would waste most of every URAM it takes).
+  A URAM block is 72 bits x 4K: ``URAMs = ceil(width / 72) x ceil(depth / 4096)``.
+- **medium -> BRAM36** otherwise. A 36 Kb block is configured as 1x32K, 2x16K, 4x8K, 9x4K, 18x2K, 36x1K or
+  (simple dual port, enough for FIFOs and ping-pong halves) 72x512; the count is the best of
+  ``ceil(width / w) x ceil(depth / d)`` over those aspect ratios. Halves (BRAM18) are not used.
+
+Every bank is placed alone (ping-pong halves and FIFOs are separate memories in Vitis dataflow).
+
+**DSP** per kernel = ``ceil(lanes x sum of the per-op DSPs of its scalar body)`` with ``lanes = prod(unroll)``
+(every unrolled lane has its own operators; the reduction tree over unrolled reduction lanes is the lanes'
+combiners). Per-op table (DSP48E2, LUT) from typical Vitis HLS single-precision floating-point cores at
+250 MHz (full-DSP variants; f16/bf16 are charged the f32 figures, an upper bound):
+
+========================  ====  =====  ======================================================
+op                         DSP   LUT    note
+========================  ====  =====  ======================================================
+addf, subf                   2    230   fadd full_dsp
+mulf                         3     80   fmul max_dsp
+divf                         0    800   fdiv is built from fabric
+sqrt                         0    500   fsqrt fabric
+rsqrt                        4    400   reciprocal square root core
+exp                          7    800   fexp full_dsp
+log                         12    900   flog full_dsp
+sin, cos                     8   1500   range reduction + polynomial
+max/min (all forms), cmpf    0     70   comparator + 32-bit mux
+remf                         0   1000   fmod: divider-like fabric
+negf, absf                   0      0   sign-bit wiring
+sitofp, uitofp, fptosi       0    200
+extf, truncf                 0     50
+tanh                        14   2140   1 - 2 / (exp(2x) + 1): exp + mulf + 2 addf + divf
+erf                         43   3620   Abramowitz-Stegun 7.1.26: 8 mulf + 6 addf + exp + divf
+powf                        22   1780   exp(y log x): exp + log + mulf
+fpowi x^n                    3k  80k    k = ceil(log2 n) mulf by repeated squaring (as the timing model)
+========================  ====  =====  ======================================================
+
+Integer ``muli`` is charged by its effective operand width ``w`` (the width before ``extsi``/``extui``, since a
+widened int8 product is still an 8x8 multiply): ``w <= 8``: 0.5 DSP (two int8 MACs per DSP48E2 with operand
+packing, target spec §1), ``<= 18``: 1 (one 27x18 multiplier), ``<= 32``: 3 (Vitis ``mul_32s_32s_32``),
+``<= 64``: 10; plus 20 LUTs of glue. Integer division/remainder: 0 DSP, ``w^2`` LUTs (array divider). Other
+integer ops (add, sub, compare, select, logic, min/max): ``w`` LUTs. Casts, constants and ``linalg.index``: free.
+f64 arithmetic has no table and is rejected.
+
+**LUT** per node = base cost of its kind (control: loop counters, FSM, stream handshakes, address generation)
++ ``lanes x`` the per-op LUTs (kernels) + the LUTRAM of the buffers it owns + 30 LUTs of control per FIFO it
+reads (pointers, full/empty flags). Base costs: kernel 500, converter 400 (two address generators), fork 40 per
+output, reassociate 100, chunk / concat 150, DMA 2000 (512-bit AXI master adapter + address generator); a
+stream that crosses fusion groups adds a 2000-LUT DMA engine at each end. These are rough figures from typical
+Vitis HLS reports: the estimate is for design-space decisions (does it fit, where does it overflow), not sign-off.
+
+**Fit.** Each fusion group is its own accelerator (one bitstream, spec §1), so a design fits when every group
+fits the device budget; ``overflow`` names, in the order dsp, bram36, uram, lut, each resource some group
+exceeds. The top-level figures are block totals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from streamtensor.ir.dataflow import DataflowGraph, KernelNode, Node
+from streamtensor.ir.dtypes import DTYPE_BITS
+from streamtensor.ir.linalg import ScalarBody, ScalarOp
+
+from .memory import Buffer, crossing_streams, node_groups, onchip_buffers
+
+
+@dataclass(frozen=True)
+class DeviceBudget:
+    name: str
+    dsp: int
+    bram36: int
+    uram: int
+    lut: int
+    slrs: int
+
+
+# AMD Alveo U55C (target spec §1): xcu55c-fsvh2892-2L-e, 3 SLRs, HBM on SLR0.
+U55C = DeviceBudget("xcu55c-fsvh2892-2L-e", dsp=9_024, bram36=2_016, uram=960, lut=1_303_680, slrs=3)
+RESOURCES = ("dsp", "bram36", "uram", "lut")
+
+BRAM36_BITS = 36 * 1024
+URAM_BITS = 288 * 1024
+BRAM36_ASPECTS = ((1, 32768), (2, 16384), (4, 8192), (9, 4096), (18, 2048), (36, 1024), (72, 512))
+URAM_WIDTH, URAM_DEPTH = 72, 4096
+LUTRAM_MAX_BITS = 1024  # Vitis HLS auto_srl_max_bits default
+LUTRAM_MAX_DEPTH = 32  # SRLC32E: 32 words per LUT per bit
+URAM_MIN_BITS = URAM_BITS  # a memory at least one URAM block large ...
+URAM_MIN_DEPTH = URAM_DEPTH // 2  # ... and deep enough to use half of its words
+
+_BASE_LUT = {"kernel": 500, "itensor_converter": 400, "itensor_reassociate": 100, "itensor_chunk": 150,
+             "itensor_concat": 150, "dma_read": 2000, "dma_write": 2000}
+_FORK_LUT_PER_OUTPUT = 40
+_DMA_ENGINE_LUT = 2000  # implicit DMA at each end of a stream that crosses fusion groups
+_FIFO_CONTROL_LUT = 30
+
+# (DSP48E2, LUT) per lane of one scalar op; see the module docstring for sources.
+_OP_COST: dict[str, tuple[float, int]] = {
+    "arith.addf": (2, 230), "arith.subf": (2, 230), "arith.mulf": (3, 80), "arith.divf": (0, 800),
+    "math.sqrt": (0, 500), "math.rsqrt": (4, 400), "math.exp": (7, 800), "math.log": (12, 900),
+    "math.sin": (8, 1500), "math.cos": (8, 1500), "arith.maximumf": (0, 70), "arith.minimumf": (0, 70),
+    "arith.maxnumf": (0, 70), "arith.minnumf": (0, 70), "arith.cmpf": (0, 70), "arith.remf": (0, 1000),
+    "arith.negf": (0, 0), "math.absf": (0, 0), "arith.sitofp": (0, 200), "arith.uitofp": (0, 200),
+    "arith.fptosi": (0, 200), "arith.extf": (0, 50), "arith.truncf": (0, 50),
+}
+# Composite functions as counts of the primitive cores above.
+_COMPOSITES: dict[str, dict[str, int]] = {
+    "math.tanh": {"math.exp": 1, "arith.mulf": 1, "arith.addf": 2, "arith.divf": 1},
+    "math.erf": {"arith.mulf": 8, "arith.addf": 6, "math.exp": 1, "arith.divf": 1},
+    "math.powf": {"math.exp": 1, "math.log": 1, "arith.mulf": 1},
+}
+_FREE_OPS = {"arith.constant", "linalg.index", "arith.extsi", "arith.extui", "arith.trunci",
+             "arith.index_cast"}
+_INT_MUL_DSP = ((8, 0.5), (18, 1.0), (32, 3.0), (64, 10.0))  # (max operand bits, DSPs)
+_INT_MUL_LUT = 20
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Where one buffer lives and what it takes (all banks together)."""
+
+    buffer: Buffer
+    kind: str  # lutram | bram | uram
+    bram36: int
+    uram: int
+    lut: int
+
+
+@dataclass
+class NodeResources:
+    name: str
+    kind: str
+    group: int
+    dsp: int = 0
+    bram36: int = 0
+    uram: int = 0
+    lut: int = 0
+
+
+@dataclass
+class ResourceReport:
+    dsp: int
+    bram36: int
+    uram: int
+    lut: int
+    budget: DeviceBudget
+    fits: bool
+    overflow: list[str]  # resources some fusion group exceeds, in RESOURCES order
+    nodes: dict[str, NodeResources]
+    allocations: list[Allocation]
+    groups: list[dict[str, int]] = field(default_factory=list)  # per fusion group: resource -> use
+
+    def utilization(self) -> dict[str, float]:
+        """Block totals as fractions of the device budget."""
+        return {r: getattr(self, r) / getattr(self.budget, r) for r in RESOURCES}
+
+
+def bram36_blocks(width: int, depth: int) -> int:
+    """BRAM36 blocks for one ``width x depth`` memory: best aspect ratio (see the module docstring)."""
+    return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in BRAM36_ASPECTS)
+
+
+def uram_blocks(width: int, depth: int) -> int:
+    return math.ceil(width / URAM_WIDTH) * math.ceil(depth / URAM_DEPTH)
+
+
+def lutram_luts(width: int, depth: int) -> int:
+    return width * math.ceil(depth / LUTRAM_MAX_DEPTH)
+
+
+def memory_kind(width: int, depth: int) -> str:
+    """LUTRAM, BRAM or URAM for one bank, by the size thresholds of the module docstring."""
+    bits = width * depth
+    if bits <= LUTRAM_MAX_BITS or depth <= LUTRAM_MAX_DEPTH:
+        return "lutram"
+    if bits >= URAM_MIN_BITS and depth >= URAM_MIN_DEPTH:
+        return "uram"
+    return "bram"
+
+
+def allocate(buffer: Buffer) -> Allocation:
+    kind = memory_kind(buffer.width_bits, buffer.depth)
+    w, d, n = buffer.width_bits, buffer.depth, buffer.banks
+    if kind == "lutram":
+        return Allocation(buffer, kind, 0, 0, n * lutram_luts(w, d))
+    if kind == "uram":
+        return Allocation(buffer, kind, 0, n * uram_blocks(w, d), 0)
+    return Allocation(buffer, kind, n * bram36_blocks(w, d), 0, 0)
+
+
+def _value_bits(body: ScalarBody) -> dict[str, int]:
+    """Effective width of every body value: an ``extsi``/``extui`` result keeps its operand's width."""
+    bits = {name: DTYPE_BITS[dtype] for name, dtype in body.args}
+    for op in body.ops:
+        widened = op.name in ("arith.extsi", "arith.extui") and op.operands[0] in bits
+        bits[op.result] = bits[op.operands[0]] if widened else DTYPE_BITS[op.dtype]
+    return bits
+
+
+def scalar_op_cost(op: ScalarOp, bits: dict[str, int], constants: dict[str, object]) -> tuple[float, int]:
+    """(DSP, LUT) of one lane of ``op``; ``bits`` from ``_value_bits``, ``constants`` the body's constants."""
+    name = op.name
+    if name in _FREE_OPS:
+        return 0.0, 0
+    if op.dtype == "f64":
+        raise ValueError(f"no resource figures for f64 op {name}")
+    if name in _OP_COST:
+        return _OP_COST[name]
+    if name in _COMPOSITES:
+        parts = [(_OP_COST[p], k) for p, k in _COMPOSITES[name].items()]
+        return sum(c[0] * k for c, k in parts), sum(c[1] * k for c, k in parts)
+    if name == "math.fpowi":
+        exponent = constants.get(op.operands[1], 2)
+        squarings = max(1, math.ceil(math.log2(max(2, int(exponent)))))
+        dsp, lut = _OP_COST["arith.mulf"]
+        return squarings * dsp, squarings * lut
+    if name.startswith("math."):
+        raise ValueError(f"no resource figures for op {name}")
+    width = max((bits[o] for o in op.operands if o in bits), default=DTYPE_BITS[op.dtype])
+    if name == "arith.muli":
+        return next(dsp for limit, dsp in _INT_MUL_DSP if width <= limit), _INT_MUL_LUT
+    if name in ("arith.divsi", "arith.divui", "arith.remsi", "arith.remui"):
+        return 0.0, width * width
+    return 0.0, width
+
+
+def kernel_compute(node: KernelNode) -> tuple[int, int]:
+    """(DSP, LUT) of a kernel's datapath: lanes x the per-op costs of its body (no base, no memories)."""
+    body = node.op.body
+    bits = _value_bits(body)
+    constants = {op.result: op.attr("value") for op in body.ops if op.name == "arith.constant"}
+    costs = [scalar_op_cost(op, bits, constants) for op in body.ops]
+    lanes = math.prod(lt.unroll for lt in node.loops)
+    return math.ceil(lanes * sum(c[0] for c in costs)), lanes * sum(c[1] for c in costs)
+
+
+def _base_lut(node: Node) -> int:
+    if node.kind == "itensor_fork":
+        return _FORK_LUT_PER_OUTPUT * len(node.outputs)
+    if node.kind not in _BASE_LUT:
+        raise ValueError(f"no resource model for node {node.name} of kind {node.kind}")
+    return _BASE_LUT[node.kind]
+
+
+def estimate_resources(graph: DataflowGraph, budget: DeviceBudget = U55C) -> ResourceReport:
+    """Allocate every buffer and estimate DSP / BRAM36 / URAM / LUT per node, per fusion group and in total."""
+    group = node_groups(graph)
+    nodes: dict[str, NodeResources] = {}
+    for name in graph.topological_order():
+        node = graph.nodes[name]
+        res = NodeResources(name, node.kind, group[name], lut=_base_lut(node))
+        if isinstance(node, KernelNode):
+            dsp, lut = kernel_compute(node)
+            res.dsp += dsp
+            res.lut += lut
+        nodes[name] = res
+    for s in crossing_streams(graph):
+        nodes[graph.streams[s].source].lut += _DMA_ENGINE_LUT
+        nodes[graph.streams[s].target].lut += _DMA_ENGINE_LUT
+    allocations = [allocate(b) for b in onchip_buffers(graph)]
+    for a in allocations:
+        res = nodes[a.buffer.owner]
+        res.bram36 += a.bram36
+        res.uram += a.uram
+        res.lut += a.lut + (_FIFO_CONTROL_LUT if a.buffer.kind == "fifo" else 0)
+    count = max(group.values(), default=-1) + 1
+    groups = [{r: sum(getattr(n, r) for n in nodes.values() if n.group == g) for r in RESOURCES}
+              for g in range(count)]
+    overflow = [r for r in RESOURCES if any(g[r] > getattr(budget, r) for g in groups)]
+    totals = {r: sum(getattr(n, r) for n in nodes.values()) for r in RESOURCES}
+    return ResourceReport(**totals, budget=budget, fits=not overflow, overflow=overflow, nodes=nodes,
+                          allocations=allocations, groups=groups)

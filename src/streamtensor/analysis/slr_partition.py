@@ -1,0 +1,214 @@
+"""Die (SLR) partitioning as an integer linear program solved by HiGHS (spec §4.3).
+
+Variables: ``x[n,s]`` binary, node n on SLR s (one-hot: ``sum_s x[n,s] = 1``); ``p_n = sum_s s x[n,s]``, the
+node's SLR index; ``h_e >= 0`` per stream; ``t_r >= 0`` per resource.
+
+- **Die crossings.** SLRs are stacked in a row (SLR0-SLR1-SLR2), so a stream between SLRs a and b passes
+  ``|a - b|`` die boundaries and takes its token width in super-long lines at each. Linearized:
+  ``h_e >= p_u - p_v`` and ``h_e >= p_v - p_u``; minimization makes ``h_e = |p_u - p_v|``. Cost
+  ``sum_e token_bits_e * h_e`` (``crossing_bits``); it is the plain "bits on streams whose ends differ"
+  whenever no stream skips a die.
+- **HBM on SLR0.** Every external-memory port is a 512-bit AXI link to the HBM, which attaches to SLR0:
+  a node with ``k`` such ports (a DMA node: 1; a node with streams to other fusion groups or to nodes
+  outside the partitioned set, which go through external memory: one per such stream) is charged
+  ``512 * k * p_n``, as if a 512-bit stream tied it to a fixed node on SLR0. A DMA thus sits on SLR0 unless
+  its on-chip stream is wider than its AXI link, where crossing with the narrower bus is cheaper.
+- **Capacity.** ``sum_n res_{n,r} x[n,s] <= cap_r = slack * budget_r / 3`` for r in dsp, bram36, uram, lut
+  (resources from ``estimate_resources``; ``slack < 1`` keeps headroom per die for the platform shell and
+  routing, ``> 1`` lets a die take more than a third).
+- **Imbalance.** ``t_r >= use_{r,s} / cap_r`` for every s: ``t_r`` is the peak per-die utilization of r;
+  the objective adds ``imbalance_weight * sum_r t_r`` (bits per unit of peak utilization; the default 1000
+  makes ten points of peak utilization worth 100 crossing bits, a tie-breaker below real wiring).
+
+Objective: ``sum_e bits_e h_e + 512 sum_n k_n p_n + imbalance_weight sum_r t_r``.
+
+The solver runs under ``time_limit_s``. It starts from a feasible greedy assignment when one exists (fill
+SLR0, then SLR1, then SLR2 in topological order), so a time-limited run still returns an assignment: the best
+incumbent, flagged by ``time_limit_hit`` and a non-optimal ``status``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import highspy
+import numpy as np
+
+from streamtensor.errors import OptionError, StreamTensorError
+from streamtensor.ir.dataflow import DataflowGraph, DmaNode
+
+from .memory import node_groups
+from .resources import RESOURCES, U55C, DeviceBudget, ResourceReport, estimate_resources
+
+AXI_BITS = 512  # width of an HBM AXI link (spec §3)
+
+
+class SlrPartitionError(StreamTensorError):
+    """No assignment of the nodes to the dies fits the per-die capacities."""
+
+
+@dataclass
+class SlrPartition:
+    assignment: dict[str, int]  # node -> SLR
+    crossing_bits: int  # sum over streams of token bits x die boundaries crossed
+    crossing_streams: list[str]  # streams whose ends are on different SLRs
+    usage: list[dict[str, float]]  # per SLR: resource -> amount used
+    capacity: dict[str, float]  # per-SLR capacity of each resource
+    objective: float
+    status: str  # HiGHS model status
+    optimal: bool
+    time_limit_hit: bool  # the solver stopped at the time limit: assignment is the best incumbent
+    mip_gap: float
+    seconds: float
+
+
+def _greedy_start(order: list[str], res: np.ndarray, cap: np.ndarray, slrs: int) -> list[int] | None:
+    """Fill SLR0, then SLR1, ... in topological order; None when the nodes do not fit that way."""
+    out, slr, used = [], 0, np.zeros(len(cap))
+    for i in range(len(order)):
+        while slr < slrs and np.any(used + res[i] > cap + 1e-9):
+            slr, used = slr + 1, np.zeros(len(cap))
+        if slr == slrs:
+            return None
+        used += res[i]
+        out.append(slr)
+    return out
+
+
+def partition_slrs(
+    graph: DataflowGraph,
+    resources: ResourceReport | None = None,
+    *,
+    nodes: Iterable[str] | None = None,
+    budget: DeviceBudget = U55C,
+    slack: float = 1.0,
+    imbalance_weight: float = 1000.0,
+    time_limit_s: float = 10.0,
+) -> SlrPartition:
+    """Assign ``nodes`` (default: all nodes of ``graph``; pass one fusion group to partition one accelerator)
+    to the SLRs of ``budget`` by the ILP of the module docstring."""
+    if slack <= 0 or imbalance_weight < 0 or time_limit_s <= 0:
+        raise OptionError(f"need slack > 0, imbalance_weight >= 0 and time_limit_s > 0; got slack {slack}, "
+                          f"imbalance_weight {imbalance_weight}, time_limit_s {time_limit_s}")
+    report = resources if resources is not None else estimate_resources(graph, budget)
+    part = set(nodes) if nodes is not None else set(graph.nodes)
+    order = [n for n in graph.topological_order() if n in part]
+    index = {n: i for i, n in enumerate(order)}
+    S, N = budget.slrs, len(order)
+    res = np.array([[getattr(report.nodes[n], r) for r in RESOURCES] for n in order], dtype=np.float64)
+    res = res.reshape(N, len(RESOURCES))
+    cap = np.array([slack * getattr(budget, r) / S for r in RESOURCES])
+    for i, n in enumerate(order):
+        over = [r for k, r in enumerate(RESOURCES) if res[i, k] > cap[k]]
+        if over:
+            raise SlrPartitionError(f"node {n} alone exceeds one SLR's capacity of {', '.join(over)}")
+    group = node_groups(graph)
+    edges = []  # (u, v, bits) inside the partitioned set
+    ports = np.zeros(N)  # external-memory (AXI) ports per node
+    for n in order:
+        if isinstance(graph.nodes[n], DmaNode):
+            ports[index[n]] += 1
+    for s in graph.streams.values():
+        inside = [e for e in (s.source, s.target) if e in part]
+        if len(inside) == 2 and group[s.source] == group[s.target]:
+            edges.append((index[s.source], index[s.target], s.type.token_bits))
+        else:
+            for e in inside:
+                ports[index[e]] += 1
+    E, R = len(edges), len(RESOURCES)
+
+    def x(i: int, s: int) -> int:
+        return i * S + s
+
+    h_col, t_col = N * S, N * S + E
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(time_limit_s))
+    costs = np.zeros(N * S + E + R)
+    for i in range(N):
+        for s in range(S):
+            costs[x(i, s)] = AXI_BITS * ports[i] * s
+    for k, (_, _, bits) in enumerate(edges):
+        costs[h_col + k] = bits
+    costs[t_col:] = imbalance_weight
+    upper = np.concatenate([np.ones(N * S), np.full(E + R, highspy.kHighsInf)])
+    h.addVars(len(costs), np.zeros(len(costs)), upper)
+    h.changeColsCost(len(costs), np.arange(len(costs), dtype=np.int32), costs)
+    h.changeColsIntegrality(N * S, np.arange(N * S, dtype=np.int32),
+                            np.full(N * S, highspy.HighsVarType.kInteger))
+    lower, upper_rows, starts, idx, val = [], [], [], [], []
+
+    def row(lo: float, hi: float, entries: list[tuple[int, float]]) -> None:
+        starts.append(len(idx))
+        lower.append(lo)
+        upper_rows.append(hi)
+        idx.extend(c for c, _ in entries)
+        val.extend(v for _, v in entries)
+
+    inf = highspy.kHighsInf
+    for i in range(N):
+        row(1, 1, [(x(i, s), 1.0) for s in range(S)])
+    for k, (u, v, _) in enumerate(edges):
+        # h_e - (p_u - p_v) >= 0 and h_e + (p_u - p_v) >= 0, with p = sum_s s x[., s]
+        for sign in (1.0, -1.0):
+            row(0, inf, [(h_col + k, 1.0)] + [(x(u, s), -sign * s) for s in range(1, S)]
+                + [(x(v, s), sign * s) for s in range(1, S)])
+    for r in range(R):
+        active = [i for i in range(N) if res[i, r] > 0]
+        for s in range(S):
+            use = [(x(i, s), res[i, r]) for i in active]
+            row(-inf, cap[r], use)  # capacity
+            row(0, inf, [(t_col + r, cap[r])] + [(c, -v) for c, v in use])  # t_r * cap_r >= use
+    h.addRows(len(lower), np.array(lower, dtype=np.float64), np.array(upper_rows, dtype=np.float64), len(idx),
+              np.array(starts, dtype=np.int32), np.array(idx, dtype=np.int32), np.array(val, dtype=np.float64))
+    start = _greedy_start(order, res, cap, S)
+    if start is not None:
+        h.setSolution(_start_solution(start, edges, res, cap, N, S))
+    t0 = time.perf_counter()
+    h.run()
+    seconds = time.perf_counter() - t0
+    model_status = h.getModelStatus()
+    status = h.modelStatusToString(model_status)
+    solution = h.getSolution()
+    if h.getInfo().primal_solution_status != 2:  # 2 = feasible solution available
+        caps = ", ".join(f"{r} {c:g}" for r, c in zip(RESOURCES, cap, strict=True))
+        raise SlrPartitionError(f"no SLR assignment fits the per-die capacities ({caps}); HiGHS: {status}")
+    values = np.array(solution.col_value)
+    slr_of = [int(np.argmax(values[x(i, 0): x(i, 0) + S])) for i in range(N)]
+    assignment = dict(zip(order, slr_of, strict=True))
+    crossing = [s.name for s in graph.streams.values()
+                if s.source in part and s.target in part and group[s.source] == group[s.target]
+                and assignment[s.source] != assignment[s.target]]
+    usage = [{r: float(res[[i for i in range(N) if slr_of[i] == s], k].sum()) for k, r in enumerate(RESOURCES)}
+             for s in range(S)]
+    return SlrPartition(
+        assignment=assignment,
+        crossing_bits=sum(bits * abs(slr_of[u] - slr_of[v]) for u, v, bits in edges),
+        crossing_streams=crossing,
+        usage=usage,
+        capacity=dict(zip(RESOURCES, (float(c) for c in cap), strict=True)),
+        objective=float(h.getInfo().objective_function_value),
+        status=status,
+        optimal=model_status == highspy.HighsModelStatus.kOptimal,
+        time_limit_hit=model_status == highspy.HighsModelStatus.kTimeLimit,
+        mip_gap=float(h.getInfo().mip_gap),
+        seconds=seconds,
+    )
+
+
+def _start_solution(start: list[int], edges: list[tuple[int, int, int]], res: np.ndarray, cap: np.ndarray,
+                    N: int, S: int) -> highspy.HighsSolution:
+    """Column values of the greedy assignment (crossing and peak-utilization columns at their least values)."""
+    values = np.zeros(N * S + len(edges) + len(cap))
+    for i, s in enumerate(start):
+        values[i * S + s] = 1.0
+    for k, (u, v, _) in enumerate(edges):
+        values[N * S + k] = abs(start[u] - start[v])
+    slr = np.array(start)
+    for r in range(len(cap)):
+        values[N * S + len(edges) + r] = max(res[slr == s, r].sum() / cap[r] for s in range(S)) if cap[r] else 0
+    sol = highspy.HighsSolution()
+    sol.col_value = values.tolist()
+    return sol

@@ -1,0 +1,252 @@
+"""External-memory arguments of a kernel and their placement on the U55C's HBM pseudo-channels (spec §1, §2).
+
+Every DMA node of a dataflow graph is one kernel argument with its own m_axi bundle and its own buffer, holding
+the DMA's streamed tensor (its view of the tensor: Linalg reshapes/slices) in the packed layout of its stream
+type. A tensor read by several DMAs (one per consumer, each with its own layout or slice) thus has one buffer
+per DMA, packed from the same host array.
+
+All arguments stream concurrently, so the plan spreads them over the 32 pseudo-channels (PCs): arguments sorted
+by bandwidth demand (bytes streamed per run, repeat loops included; then packed size; then name), each placed
+round-robin at the next channel with room, a buffer larger than one 512 MB PC spanning consecutive PCs
+(``HBM[a:b]``, never wrapping past PC 31). A PC takes at most 15 kernel interfaces (an argument spanning several
+PCs counts on each) and 512 MB of data; when nothing fits, planning fails with ``HbmPlanError``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from streamtensor import __version__
+from streamtensor.codegen.vitis.packing import PackedLayout, pack, unpack
+from streamtensor.errors import StreamTensorError
+from streamtensor.ir.dataflow import DataflowGraph, DmaNode
+from streamtensor.ir.itensor import ITensorType
+from streamtensor.ir.linalg import ReshapeOp, SliceOp
+
+HBM_CHANNELS = 32
+HBM_CHANNEL_BYTES = 512 * 2**20
+MAX_INTERFACES_PER_BANK = 15
+KERNEL_SLR = "SLR0"  # HBM attaches to SLR0
+
+_CPP_KEYWORDS = frozenset(
+    "alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t char16_t char32_t class "
+    "compl concept const consteval constexpr constinit const_cast continue co_await co_return co_yield decltype "
+    "default delete do double dynamic_cast else enum explicit export extern false float for friend goto if inline "
+    "int long mutable namespace new noexcept not not_eq nullptr operator or or_eq private protected public "
+    "register reinterpret_cast requires return short signed sizeof static static_assert static_cast struct switch "
+    "template this thread_local throw true try typedef typeid typename union unsigned using virtual void volatile "
+    "wchar_t while xor xor_eq main".split()
+)
+
+
+class HbmPlanError(StreamTensorError):
+    """The kernel's external-memory arguments do not fit the HBM (capacity or interfaces per bank)."""
+
+
+def c_identifier(name: str) -> str:
+    """A C identifier for a tensor name: other characters become ``_``; a leading digit or keyword gets a prefix."""
+    ident = re.sub(r"\W", "_", name, flags=re.ASCII)
+    if not ident or ident[0].isdigit() or ident in _CPP_KEYWORDS:
+        ident = f"t_{ident}"
+    return ident
+
+
+@dataclass(frozen=True)
+class ViewStep:
+    """One op of a DMA view as array code: an optional strided slice ``(offset, size, stride)`` per dim, then a
+    row-major reshape to ``shape`` (the semantics of ``ir.dataflow.apply_view``)."""
+
+    shape: tuple[int, ...]
+    slice: tuple[tuple[int, int, int], ...] | None = None
+
+    @classmethod
+    def of(cls, op: ReshapeOp | SliceOp) -> ViewStep:
+        shape = tuple(op.results[0].type.shape)
+        if isinstance(op, SliceOp):
+            return cls(shape, tuple(zip(op.offsets, op.sizes, op.strides, strict=True)))
+        return cls(shape)
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        if self.slice is not None:
+            array = array[tuple(slice(o, o + n * s, s) for o, n, s in self.slice)]
+        return array.reshape(self.shape)
+
+
+@dataclass(frozen=True)
+class MemoryArgument:
+    """One external-memory kernel argument: the buffer of one DMA node, in the packed layout of its stream.
+
+    A read DMA streams ``view(tensor)``; a write DMA stores ``view(streamed tensor)`` as the tensor."""
+
+    name: str  # tensor name in the graph (several arguments may share it)
+    arg: str  # C identifier, unique per kernel: kernel argument, m_axi port and file name
+    dma: str  # DMA node name
+    direction: str  # "read" | "write"
+    role: str  # "input" | "weight" | "kv_cache" | "constant" | "output"
+    itype: ITensorType  # the stream's type: its tensor is the streamed (viewed) tensor
+    tensor_shape: tuple[int, ...]  # shape of the tensor itself
+    view: tuple[ViewStep, ...] = ()
+
+    @cached_property
+    def layout(self) -> PackedLayout:
+        return PackedLayout.of(self.itype)
+
+    @property
+    def reads(self) -> bool:
+        return self.direction == "read"
+
+    @property
+    def writes(self) -> bool:
+        return self.direction == "write"
+
+    def pack_tensor(self, array: np.ndarray) -> bytes:
+        """The buffer of a read argument: ``view(array)`` in the packed layout (``array`` is the whole tensor)."""
+        array = np.asarray(array)
+        if array.shape != self.tensor_shape:
+            raise ValueError(f"tensor {self.name} has shape {self.tensor_shape}, got an array of shape {array.shape}")
+        for step in self.view:
+            array = step.apply(array)
+        return pack(self.itype, array)
+
+    def unpack_tensor(self, data: bytes) -> np.ndarray:
+        """The tensor a write argument's buffer stores: ``view(unpacked stream tensor)``."""
+        array = unpack(self.itype, data)
+        for step in self.view:
+            array = step.apply(array)
+        return array
+
+
+def memory_arguments(graph: DataflowGraph) -> list[MemoryArgument]:
+    """The kernel's external-memory arguments in signature order: one per DMA node, in topological order.
+
+    An argument is named after its tensor, with ``_<k>`` (k-th DMA of it) when the tensor has several DMAs."""
+    dmas = [node for n in graph.topological_order() if isinstance(node := graph.nodes[n], DmaNode)]
+    per_tensor = Counter(d.tensor.name for d in dmas)
+    seen: Counter[str] = Counter()
+    args: list[MemoryArgument] = []
+    for d in dmas:
+        name = d.tensor.name
+        ident = c_identifier(name if per_tensor[name] == 1 else f"{name}_{seen[name]}")
+        seen[name] += 1
+        (stream,) = d.outputs if d.direction == "read" else d.inputs
+        itype = graph.streams[stream].type
+        view = tuple(ViewStep.of(op) for op in d.view)
+        tensor_shape = tuple(d.tensor.type.shape)
+        # The view maps the tensor to the stream's tensor (read) or the stream's tensor to the tensor (write).
+        source, target = (tensor_shape, itype.tensor_shape)
+        if d.direction == "write":
+            source, target = target, source
+        if (view[-1].shape if view else source) != target:
+            raise StreamTensorError(f"DMA {d.name}: its view of shape {source} does not give shape {target}")
+        args.append(MemoryArgument(name, ident, d.name, d.direction, d.role, itype, tensor_shape, view))
+    taken: dict[str, str] = {}
+    for a in args:
+        if a.arg in taken:
+            raise StreamTensorError(f"DMAs {taken[a.arg]} and {a.dma} both map to the C identifier {a.arg}")
+        taken[a.arg] = a.dma
+    return args
+
+
+@dataclass(frozen=True)
+class HbmAssignment:
+    argument: MemoryArgument
+    first: int  # first pseudo-channel
+    last: int  # last pseudo-channel (inclusive)
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        return tuple(range(self.first, self.last + 1))
+
+    @property
+    def bank(self) -> str:
+        """The memory bank as v++ spells it: ``HBM[3]`` or ``HBM[0:1]``."""
+        return f"HBM[{self.first}]" if self.first == self.last else f"HBM[{self.first}:{self.last}]"
+
+
+@dataclass(frozen=True)
+class HbmPlan:
+    kernel_name: str
+    assignments: tuple[HbmAssignment, ...]  # in kernel argument order
+
+    @property
+    def compute_unit(self) -> str:
+        return f"{self.kernel_name}_1"
+
+    @property
+    def arguments(self) -> tuple[MemoryArgument, ...]:
+        return tuple(a.argument for a in self.assignments)
+
+    def assignment(self, arg: str) -> HbmAssignment:
+        """The assignment of an argument, by its C identifier."""
+        for a in self.assignments:
+            if a.argument.arg == arg:
+                return a
+        raise KeyError(f"{arg!r} is not an external-memory argument of {self.kernel_name}")
+
+    def interfaces_per_channel(self) -> list[int]:
+        counts = [0] * HBM_CHANNELS
+        for a in self.assignments:
+            for c in a.channels:
+                counts[c] += 1
+        return counts
+
+    def link_cfg(self) -> str:
+        """The ``v++ -l --config`` file: one compute unit, one ``sp`` per argument, the CU on the HBM's SLR."""
+        cu = self.compute_unit
+        lines = [
+            f"# Generated by streamtensor {__version__}: HBM connectivity of kernel {self.kernel_name}",
+            "[connectivity]",
+            f"nk={self.kernel_name}:1:{cu}",
+            *(f"sp={cu}.{a.argument.arg}:{a.bank}" for a in self.assignments),
+            f"slr={cu}:{KERNEL_SLR}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def plan_hbm(arguments: Sequence[MemoryArgument], kernel_name: str) -> HbmPlan:
+    """Place every argument on HBM pseudo-channels (see the module docstring)."""
+    names = [a.arg for a in arguments]
+    if len(set(names)) != len(names):
+        raise HbmPlanError(f"duplicate argument names in {names}")
+    interfaces = [0] * HBM_CHANNELS
+    free = [HBM_CHANNEL_BYTES] * HBM_CHANNELS
+    placed: dict[str, tuple[int, int]] = {}
+    cursor = 0
+    order = sorted(arguments, key=lambda a: (-a.layout.streamed_bytes, -a.layout.total_bytes, a.arg))
+    for arg in order:
+        size = arg.layout.total_bytes
+        span = max(1, math.ceil(size / HBM_CHANNEL_BYTES))
+        if span > HBM_CHANNELS:
+            raise HbmPlanError(f"argument {arg.arg} needs {size} bytes, more than the whole HBM")
+        for first in (cursor + i for i in range(HBM_CHANNELS)):
+            first %= HBM_CHANNELS
+            channels = range(first, first + span)
+            if (
+                first + span <= HBM_CHANNELS
+                and all(interfaces[c] < MAX_INTERFACES_PER_BANK for c in channels)
+                and sum(free[c] for c in channels) >= size
+            ):
+                break
+        else:
+            raise HbmPlanError(
+                f"cannot place argument {arg.arg} ({size} bytes on {span} pseudo-channel(s)): every candidate "
+                f"range already has {MAX_INTERFACES_PER_BANK} interfaces on a channel or too little free memory "
+                f"({len(arguments)} arguments in all)"
+            )
+        remaining = size
+        for c in channels:
+            interfaces[c] += 1
+            taken = min(free[c], remaining)
+            free[c] -= taken
+            remaining -= taken
+        placed[arg.arg] = (first, first + span - 1)
+        cursor = (first + span) % HBM_CHANNELS
+    assignments = tuple(HbmAssignment(a, *placed[a.arg]) for a in arguments)
+    return HbmPlan(kernel_name, assignments)

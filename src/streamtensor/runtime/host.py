@@ -1,0 +1,202 @@
+"""Backend-neutral host interface to a generated kernel: the same program drives the simulation and a board.
+
+The model is XRT's: every external-memory argument has a host buffer and a device buffer. ``write`` packs an
+array into the host buffer (``streamtensor.codegen.vitis.packing``), ``sync(name, "to_device")`` copies it to the
+device, ``run`` executes the kernel once on the device buffers, ``sync(name, "from_device")`` copies results
+back, and ``read`` unpacks the host buffer. Forgetting a sync therefore fails the same way on every backend.
+
+Names are tensor names or argument identifiers. A tensor read by several DMAs has one argument (buffer) per
+DMA: ``write(tensor, array)`` packs each DMA's view of the whole array into its own buffer, and ``allocate`` /
+``sync`` by tensor name act on all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from streamtensor.codegen.vitis.hbm import MemoryArgument
+from streamtensor.codegen.vitis.project import KernelInterface, load_kernel_interface
+from streamtensor.errors import OptionError, StreamTensorError
+
+SyncDirection = Literal["to_device", "from_device"]
+
+
+class RuntimeBackendError(StreamTensorError):
+    """A runtime call failed: unknown argument, wrong order of calls, or the backend reported an error."""
+
+
+@dataclass(frozen=True)
+class StreamReport:
+    """Statistics of one stream at one exit of its dataflow region (one JSON line of the simulation report)."""
+
+    region: str
+    stream: str
+    depth: int  # 0: unbounded
+    high_water: int  # peak occupancy in tokens
+    tokens: int  # tokens written since the stream was created
+    leftover: int
+    producer: str
+    consumer: str
+
+    @classmethod
+    def parse_lines(cls, text: str) -> tuple[StreamReport, ...]:
+        return tuple(cls(**json.loads(line)) for line in text.splitlines() if line.strip())
+
+
+@dataclass(frozen=True)
+class RunResult:
+    backend: str
+    seconds: float  # wall-clock time of the kernel run
+    streams: tuple[StreamReport, ...] = ()  # empty when the backend reports none (XRT)
+
+    def high_water_marks(self) -> dict[str, int]:
+        """Peak occupancy per stream name (the maximum over region exits)."""
+        marks: dict[str, int] = {}
+        for s in self.streams:
+            marks[s.stream] = max(marks.get(s.stream, 0), s.high_water)
+        return marks
+
+
+class Runtime(ABC):
+    """Loads a project (``write_project``'s output), then moves tensors and runs the kernel (module docstring)."""
+
+    backend: str
+
+    def __init__(self) -> None:
+        self._interface: KernelInterface | None = None
+        self._allocated: set[str] = set()
+
+    @property
+    def interface(self) -> KernelInterface:
+        if self._interface is None:
+            raise RuntimeBackendError(f"{self.backend} runtime: call load(project_dir) first")
+        return self._interface
+
+    @property
+    def arguments(self) -> tuple[MemoryArgument, ...]:
+        return self.interface.plan.arguments
+
+    def load(self, project_dir: str | Path) -> None:
+        interface = load_kernel_interface(project_dir)
+        self._load(Path(project_dir), interface)
+        self._interface = interface
+        self._allocated.clear()
+
+    def arguments_named(self, name: str) -> tuple[MemoryArgument, ...]:
+        """The argument with this C identifier, else every argument of the tensor with this name."""
+        by_arg = tuple(a for a in self.arguments if a.arg == name)
+        found = by_arg or tuple(a for a in self.arguments if a.name == name)
+        if not found:
+            known = ", ".join(dict.fromkeys(a.name for a in self.arguments))
+            raise RuntimeBackendError(
+                f"{name!r} is not a tensor or argument of kernel {self.interface.plan.kernel_name} ({known})"
+            )
+        return found
+
+    def allocate(self, name: str) -> tuple[MemoryArgument, ...]:
+        """Create the host and device buffers of the named arguments (zeroed; idempotent)."""
+        args = self.arguments_named(name)
+        for arg in args:
+            if arg.arg not in self._allocated:
+                self._allocate(arg)
+                self._allocated.add(arg.arg)
+        return args
+
+    def _allocated_arguments(self, name: str) -> tuple[MemoryArgument, ...]:
+        args = self.arguments_named(name)
+        for arg in args:
+            if arg.arg not in self._allocated:
+                raise RuntimeBackendError(f"argument {arg.arg} is not allocated: call allocate({arg.name!r}) first")
+        return args
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        """Pack the whole tensor ``array`` into the host buffer of every named argument the kernel reads
+        (allocating them if needed)."""
+        args = [a for a in self.arguments_named(name) if a.reads]
+        if not args:
+            raise RuntimeBackendError(f"{name!r} is not read by kernel {self.interface.plan.kernel_name}")
+        for arg in args:
+            data = arg.pack_tensor(array)
+            self.allocate(arg.arg)
+            self._write(arg, data)
+
+    def write_packed(self, arg: str, data: bytes) -> None:
+        """Copy an argument's buffer as stored on disk (a packed parameter file, ``params/<arg>.bin``) into its
+        host buffer, as a board's host program loads weights: no unpacking, no view."""
+        found = [a for a in self.arguments if a.arg == arg]
+        if not found:
+            raise RuntimeBackendError(f"{arg!r} is not an argument of kernel {self.interface.plan.kernel_name}")
+        argument = found[0]
+        if len(data) != argument.layout.total_bytes:
+            raise RuntimeBackendError(f"packed data for {arg} has {len(data)} bytes, its layout has "
+                                      f"{argument.layout.total_bytes}")
+        self.allocate(argument.arg)
+        self._write(argument, data)
+
+    def sync(self, name: str, direction: SyncDirection) -> None:
+        if direction not in ("to_device", "from_device"):
+            raise OptionError(f"sync direction must be 'to_device' or 'from_device', got {direction!r}")
+        for arg in self._allocated_arguments(name):
+            self._sync(arg, direction == "to_device")
+
+    def run(self) -> RunResult:
+        """Run the kernel once on the device buffers; every argument must be allocated."""
+        missing = [a.name for a in self.arguments if a.arg not in self._allocated]
+        if missing:
+            raise RuntimeBackendError(f"allocate every argument before run(); missing: {', '.join(missing)}")
+        return self._run()
+
+    def read(self, name: str) -> np.ndarray:
+        """The tensor in the host buffer of the named argument the kernel writes (after ``sync(name,
+        "from_device")``)."""
+        args = [a for a in self._allocated_arguments(name) if a.writes]
+        if len(args) != 1:
+            raise RuntimeBackendError(
+                f"{name!r} names {len(args)} arguments written by kernel {self.interface.plan.kernel_name}; "
+                "read needs exactly one (name it by its argument identifier)"
+            )
+        return args[0].unpack_tensor(self._read(args[0]))
+
+    # Backend hooks: buffers are whole packed layouts (``arg.layout.total_bytes`` bytes).
+    @abstractmethod
+    def _load(self, project_dir: Path, interface: KernelInterface) -> None: ...
+
+    @abstractmethod
+    def _allocate(self, arg: MemoryArgument) -> None: ...
+
+    @abstractmethod
+    def _write(self, arg: MemoryArgument, data: bytes) -> None: ...
+
+    @abstractmethod
+    def _sync(self, arg: MemoryArgument, to_device: bool) -> None: ...
+
+    @abstractmethod
+    def _run(self) -> RunResult: ...
+
+    @abstractmethod
+    def _read(self, arg: MemoryArgument) -> bytes: ...
+
+
+def open_runtime(project_dir: str | Path, backend: str = "sim") -> Runtime:
+    """A loaded runtime for a project: ``"sim"`` (bounded threaded C simulation, needs g++ and make) or
+    ``"xrt"`` (a board, needs XRT's pyxrt)."""
+    # Imported here: the backends import this module, and pyxrt must only be touched when chosen.
+    runtime: Runtime
+    if backend == "sim":
+        from streamtensor.runtime.simulation import SimulationBackend
+
+        runtime = SimulationBackend()
+    elif backend == "xrt":
+        from streamtensor.runtime.xrt import XrtBackend
+
+        runtime = XrtBackend()
+    else:
+        raise OptionError(f"unknown runtime backend {backend!r}; expected 'sim' or 'xrt'")
+    runtime.load(project_dir)
+    return runtime

@@ -1,0 +1,144 @@
+"""Simulation backend: runs the project's bounded threaded C simulation executable (needs only g++ and make).
+
+Protocol of the simulation executable (``build/csim/block_sim``, built by the project's Makefile from the kernel
+C++, ``tb/block_sim.cpp`` and streamtensor's ``hls_stream.h``)::
+
+    block_sim IN_DIR OUT_DIR
+
+* For every external-memory argument the kernel reads (direction ``read`` or ``readwrite``) it reads
+  ``IN_DIR/<arg>.bin``: exactly the argument's packed layout (``PackedLayout.total_bytes`` bytes,
+  ``streamtensor.codegen.vitis.packing``); ``<arg>`` is the argument's C identifier from ``kernel.json``.
+  Arguments only written start zeroed.
+* It calls the top function once, with one buffer per argument in ``kernel.json`` order.
+* For every argument the kernel writes (``write`` or ``readwrite``) it writes ``OUT_DIR/<arg>.bin``, again
+  exactly the packed layout. OUT_DIR must exist.
+* Exit status 0 on success; 1 when the simulation fails: deadlock (the wait-for cycle), leftover tokens or a
+  process error, with the message on stderr (``hls_stream.h``); 2 on a usage or file error (message on stderr).
+* With ``STREAMTENSOR_SIM_REPORT=FILE`` in the environment, one JSON line per stream is appended to FILE at
+  each region exit: ``{"region", "stream", "depth", "high_water", "tokens", "leftover", "producer",
+  "consumer"}``.
+
+``block_host XCLBIN IN_DIR OUT_DIR`` (the XRT host program of the same project) follows the same protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from streamtensor.codegen.vitis.hbm import MemoryArgument
+from streamtensor.codegen.vitis.project import KernelInterface, simulation_build_command
+from streamtensor.runtime.host import RunResult, Runtime, RuntimeBackendError, StreamReport
+
+REPORT_ENV = "STREAMTENSOR_SIM_REPORT"
+
+
+class SimulationError(RuntimeBackendError):
+    """Building or running the simulation failed; ``stderr`` holds the executable's (or compiler's) message."""
+
+    def __init__(self, message: str, returncode: int | None, stderr: str) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.stderr = stderr
+
+
+class SimulationBackend(Runtime):
+    """``load`` builds the simulation executable with the project's Makefile; ``run`` executes it once.
+
+    ``timeout_s`` bounds a run's wall-clock time: deadlocks are detected exactly and need no timeout, but a
+    process that loops forever without blocking would otherwise never end."""
+
+    backend = "sim"
+
+    def __init__(self, timeout_s: float | None = None) -> None:
+        super().__init__()
+        self.timeout_s = timeout_s
+        self._executable = Path()
+        self._host: dict[str, bytearray] = {}
+        self._device: dict[str, bytes] = {}
+
+    def _load(self, project_dir: Path, interface: KernelInterface) -> None:
+        if shutil.which("make") is None:
+            raise SimulationError("the simulation backend needs 'make' (and g++) on PATH", None, "")
+        build = subprocess.run(simulation_build_command(project_dir), capture_output=True, text=True)
+        if build.returncode != 0:
+            raise SimulationError(
+                f"building the simulation of kernel {interface.plan.kernel_name} failed:\n{build.stdout}{build.stderr}",
+                build.returncode,
+                build.stderr,
+            )
+        self._executable = (project_dir / interface.sim_executable).resolve()
+        self._host.clear()
+        self._device.clear()
+
+    def _allocate(self, arg: MemoryArgument) -> None:
+        self._host[arg.arg] = bytearray(arg.layout.total_bytes)
+        self._device[arg.arg] = bytes(arg.layout.total_bytes)
+
+    def _write(self, arg: MemoryArgument, data: bytes) -> None:
+        self._host[arg.arg][:] = data
+
+    def _sync(self, arg: MemoryArgument, to_device: bool) -> None:
+        if to_device:
+            self._device[arg.arg] = bytes(self._host[arg.arg])
+        else:
+            self._host[arg.arg][:] = self._device[arg.arg]
+
+    def _run(self) -> RunResult:
+        kernel = self.interface.plan.kernel_name
+        with tempfile.TemporaryDirectory(prefix="streamtensor-sim-") as tmp:
+            in_dir, out_dir, report = Path(tmp, "in"), Path(tmp, "out"), Path(tmp, "streams.jsonl")
+            in_dir.mkdir()
+            out_dir.mkdir()
+            for a in self.arguments:
+                if a.reads:
+                    (in_dir / f"{a.arg}.bin").write_bytes(self._device[a.arg])
+            start = time.perf_counter()
+            try:
+                proc = subprocess.run(
+                    [str(self._executable), str(in_dir), str(out_dir)],
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, REPORT_ENV: str(report)},
+                    timeout=self.timeout_s,
+                )
+            except subprocess.TimeoutExpired as err:
+                stderr = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else err.stderr or ""
+                raise SimulationError(
+                    f"simulation of kernel {kernel} did not finish within {self.timeout_s} s (a process that never "
+                    "blocks and never ends; deadlocks are reported, not timed out)",
+                    None,
+                    stderr,
+                ) from err
+            seconds = time.perf_counter() - start
+            if proc.returncode != 0:
+                raise SimulationError(
+                    f"simulation of kernel {kernel} failed (exit status {proc.returncode}):\n{proc.stderr}",
+                    proc.returncode,
+                    proc.stderr,
+                )
+            for a in self.arguments:
+                if a.writes:
+                    self._device[a.arg] = self._output(out_dir / f"{a.arg}.bin", a, proc.stderr)
+            streams = StreamReport.parse_lines(report.read_text()) if report.exists() else ()
+        return RunResult(self.backend, seconds, streams)
+
+    @staticmethod
+    def _output(path: Path, arg: MemoryArgument, stderr: str) -> bytes:
+        if not path.is_file():
+            raise SimulationError(f"the simulation wrote no {path.name} for output {arg.name}", 0, stderr)
+        data = path.read_bytes()
+        if len(data) != arg.layout.total_bytes:
+            raise SimulationError(
+                f"{path.name} has {len(data)} bytes, expected {arg.layout.total_bytes} (packed layout of {arg.name})",
+                0,
+                stderr,
+            )
+        return data
+
+    def _read(self, arg: MemoryArgument) -> bytes:
+        return bytes(self._host[arg.arg])

@@ -1,0 +1,85 @@
+"""XRT backend: runs the kernel on an Alveo board through XRT's Python binding ``pyxrt``.
+
+``pyxrt`` ships with XRT (not on PyPI) and is imported only when this backend is created, so everything else
+works on machines without XRT. Buffers are ``pyxrt.bo`` objects in the HBM bank that ``link.cfg`` connected to
+each argument (``kernel.group_id(index)``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from streamtensor.codegen.vitis.hbm import MemoryArgument
+from streamtensor.codegen.vitis.project import KernelInterface
+from streamtensor.runtime.host import RunResult, Runtime, RuntimeBackendError
+
+
+class XrtUnavailableError(RuntimeBackendError):
+    """The XRT backend was chosen but its Python module ``pyxrt`` cannot be imported."""
+
+
+def _import_pyxrt() -> ModuleType:
+    try:
+        return importlib.import_module("pyxrt")
+    except ImportError as err:
+        raise XrtUnavailableError(
+            "the XRT backend needs the Python module 'pyxrt', which is not importable here "
+            f"({err}); install AMD XRT (https://xilinx.github.io/XRT) and `source /opt/xilinx/xrt/setup.sh` so "
+            "pyxrt is on PYTHONPATH, or use backend='sim' (needs only g++)"
+        ) from err
+
+
+class XrtBackend(Runtime):
+    """``load`` programs the device with the project's xclbin (``make link``) or ``xclbin`` if given."""
+
+    backend = "xrt"
+
+    def __init__(self, device_index: int = 0, xclbin: str | Path | None = None) -> None:
+        super().__init__()
+        self._pyxrt = _import_pyxrt()
+        self.device_index = device_index
+        self.xclbin = xclbin
+        self._device: Any = None
+        self._kernel: Any = None
+        self._bos: dict[str, Any] = {}
+
+    def _load(self, project_dir: Path, interface: KernelInterface) -> None:
+        xclbin = Path(self.xclbin) if self.xclbin is not None else project_dir / interface.xclbin
+        if not xclbin.is_file():
+            raise RuntimeBackendError(f"{xclbin} not found: build it with `make -C {project_dir} link`")
+        self._device = self._pyxrt.device(self.device_index)
+        uuid = self._device.load_xclbin(str(xclbin))
+        self._kernel = self._pyxrt.kernel(self._device, uuid, interface.plan.kernel_name)
+        self._bos.clear()
+
+    def _allocate(self, arg: MemoryArgument) -> None:
+        index = self.arguments.index(arg)
+        bo = self._pyxrt.bo(self._device, arg.layout.total_bytes, self._pyxrt.bo.normal, self._kernel.group_id(index))
+        # XRT does not promise zeroed memory; the simulation does, so match it.
+        bo.write(bytes(arg.layout.total_bytes), 0)
+        self._bos[arg.arg] = bo
+
+    def _write(self, arg: MemoryArgument, data: bytes) -> None:
+        self._bos[arg.arg].write(data, 0)
+
+    def _sync(self, arg: MemoryArgument, to_device: bool) -> None:
+        directions = self._pyxrt.xclBOSyncDirection
+        self._bos[arg.arg].sync(
+            directions.XCL_BO_SYNC_BO_TO_DEVICE if to_device else directions.XCL_BO_SYNC_BO_FROM_DEVICE
+        )
+
+    def _run(self) -> RunResult:
+        start = time.perf_counter()
+        run = self._kernel(*(self._bos[a.arg] for a in self.arguments))
+        state = run.wait()
+        seconds = time.perf_counter() - start
+        if state != self._pyxrt.ert_cmd_state.ERT_CMD_STATE_COMPLETED:
+            raise RuntimeBackendError(f"kernel {self.interface.plan.kernel_name} ended in state {state}")
+        return RunResult(self.backend, seconds)
+
+    def _read(self, arg: MemoryArgument) -> bytes:
+        return self._bos[arg.arg].read(arg.layout.total_bytes, 0).tobytes()

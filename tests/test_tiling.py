@@ -1,0 +1,124 @@
+"""Linalg tiling: tile sizes, loop orders, fill folding, intensity-aware and uniform unrolling, options."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from conftest import tiny_block
+from linalg_builders import empty, fill, graph, matmul, matmul_graph, unary, value
+
+from streamtensor import compile_llm_block
+from streamtensor.analysis.timing_model import kernel_timing
+from streamtensor.errors import OptionError
+from streamtensor.ir.affine import AffineMap
+from streamtensor.ir.linalg import Graph
+from streamtensor.transforms.tiling import TilingOptions, initial_tiling, kernel_ops, tile_graph, tile_size
+
+
+def test_tile_size_is_the_largest_divisor_up_to_the_default() -> None:
+    assert [tile_size(n, 16) for n in (64, 3, 96, 17, 1)] == [16, 3, 16, 1, 1]
+    assert [tile_size(n, 8) for n in (12, 896, 6912, 5632)] == [6, 8, 8, 8]
+    assert [tile_size(n, 5) for n in (12, 7, 25)] == [4, 1, 5]
+
+
+def test_loop_orders_follow_the_output_and_permutation() -> None:
+    g, ops = matmul_graph()
+    mm = ops[-1]
+    t = initial_tiling(mm, TilingOptions(4, 1))
+    assert t.tile_order == [0, 1, 2] and t.point_order == [2, 0, 1]
+    assert [(lt.size, lt.tile, lt.unroll, lt.reduction) for lt in t.loops] == [
+        (8, 4, 1, False), (8, 4, 1, False), (8, 4, 1, True)]
+    assert initial_tiling(mm, TilingOptions(4, 1, permute_reductions_outward=False)).point_order == [0, 1, 2]
+    # A transpose that writes out[d1, d0]: its tile loops follow the output's dims, d1 outermost.
+    tr = unary("t", g.outputs[0], empty("e2", 8, 8).results[0], "transpose_1", "(d0, d1) -> (d0, d1)")
+    tr.indexing_maps[1] = AffineMap.from_dims(2, [1, 0])
+    assert initial_tiling(tr, TilingOptions(4, 1)).tile_order == [1, 0]
+
+
+def test_permutation_lowers_the_pipeline_ii() -> None:
+    _, ops = matmul_graph()
+    permuted = initial_tiling(ops[-1], TilingOptions(4, 1))
+    plain = initial_tiling(ops[-1], TilingOptions(4, 1, permute_reductions_outward=False))
+    fast = kernel_timing(ops[-1], permuted.loops, permuted.tile_order, permuted.point_order)
+    slow = kernel_timing(ops[-1], plain.loops, plain.tile_order, plain.point_order)
+    assert fast.pipeline_ii == 1 and slow.pipeline_ii > 1 and fast.latency < slow.latency
+
+
+def test_fills_feeding_only_inits_are_folded() -> None:
+    design, _ = tiny_block("gpt2", "decode")
+    counts = design.graph.op_counts()
+    kernels = kernel_ops(design.graph)
+    assert not [op.name for op in kernels if op.name.startswith("fill_")]
+    assert len(kernels) == counts["linalg.generic"] - counts["generic.fill"] == 25
+    assert design.dataflow is not None
+    folded = {n.name: n.init_constants for n in design.dataflow.nodes.values()
+              if getattr(n, "init_constants", None)}
+    assert folded["matmul_1"] == {0: 0.0} and folded["reduce_max_1"] == {0: -math.inf}
+
+
+def _unbalanced() -> Graph:
+    """A 64x64x64 matmul and three cheap elementwise kernels after it."""
+    a, b = value("a", 64, 64), value("b", 64, 64)
+    ops = [empty("e", 64, 64)]
+    ops.append(fill("z", ops[0].results[0], "fill_1"))
+    ops.append(matmul("c", a, b, ops[1].results[0], "matmul_1"))
+    x = ops[-1].results[0]
+    for i in range(3):
+        ops.append(unary(f"y{i}", x, ops[0].results[0], f"elementwise_{i + 1}", "(d0, d1) -> (d0, d1)"))
+        x = ops[-1].results[0]
+    return graph([a, b], ops, [x])
+
+
+def test_intensity_aware_beats_uniform_on_an_unbalanced_graph() -> None:
+    g = _unbalanced()
+    smart = tile_graph(g, TilingOptions(16, 64))
+    uniform = tile_graph(g, TilingOptions(16, 64, intensity_aware_unroll=False))
+    assert {n: t.lanes for n, t in uniform.ops.items()} == {
+        "matmul_1": 16, "elementwise_1": 16, "elementwise_2": 16, "elementwise_3": 16}
+    # The heap spends the budget on the slowest kernel: 32 lanes of matmul, the cheap kernels keep one.
+    assert {n: t.lanes for n, t in smart.ops.items()} == {
+        "matmul_1": 32, "elementwise_1": 1, "elementwise_2": 1, "elementwise_3": 1}
+    assert smart.total_lanes == 35 and uniform.total_lanes == 64
+    assert smart.max_latency < uniform.max_latency
+    assert smart.max_latency == smart.timings["matmul_1"].latency
+
+
+def test_larger_budgets_lower_the_max_latency() -> None:
+    design, _ = tiny_block("gpt2", "prefill")
+    kernels = len(kernel_ops(design.graph))
+    latencies = []
+    for budget in (kernels, 2 * kernels, 256, 1024, 4096):
+        tiling = tile_graph(design.graph, TilingOptions(16, budget))
+        assert tiling.total_lanes <= budget
+        for t in tiling.ops.values():
+            for lt in t.loops:
+                assert lt.tile % lt.unroll == 0 and lt.unroll & (lt.unroll - 1) == 0  # a power of two
+        latencies.append(tiling.max_latency)
+    assert latencies == sorted(latencies, reverse=True) and latencies[0] > latencies[2] > latencies[-1]
+    # Below the number of kernels nothing can be unrolled.
+    assert tile_graph(design.graph, TilingOptions(16, 1)).total_lanes == kernels
+
+
+def test_uniform_mode_gives_every_kernel_the_same_lanes_or_its_full_tile() -> None:
+    design, _ = tiny_block("llama", "decode")
+    tiling = tile_graph(design.graph, TilingOptions(8, 256, intensity_aware_unroll=False))
+    full = {n: math.prod(lt.tile for lt in t.loops) for n, t in tiling.ops.items()}
+    top = max(t.lanes for t in tiling.ops.values())
+    for n, t in tiling.ops.items():
+        assert t.lanes == min(top, full[n])
+    # The largest uniform factor that fits: doubling it would overrun the budget.
+    assert tiling.total_lanes <= 256 < sum(min(2 * top, f) for f in full.values())
+
+
+def test_bad_tiling_options() -> None:
+    with pytest.raises(OptionError, match="bad default-tile-size 0: must be an integer of at least 1"):
+        TilingOptions(0, 16)
+    with pytest.raises(OptionError, match="bad overall-unroll-size -4: must be an integer of at least 1"):
+        TilingOptions(4, -4)
+    with pytest.raises(OptionError, match="bad default-tile-size True"):
+        TilingOptions(True, 4)  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match="bad permute-reductions-outward 'yes': must be true or false"):
+        TilingOptions(4, 4, permute_reductions_outward="yes")  # type: ignore[arg-type]
+    with pytest.raises(OptionError, match="bad overall-unroll-size 2.5"):
+        compile_llm_block("gpt2", overall_unroll_size=2.5)
