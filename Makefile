@@ -1,4 +1,5 @@
-# Two entry points: `make demo` (set up + compile the default model) and `make test` (set up + run the tests).
+# Two entry points: `make demo` (set up, compile the default model, C-simulate it against PyTorch) and `make test`
+# (set up + run the tests).
 PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
@@ -15,6 +16,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 demo: $(STAMP)
 	$(VENV)/bin/streamtensor compile gpt2 --size tiny --mode prefill --seq-len 16 -o $(DEMO_OUT)
+	$(VENV)/bin/streamtensor verify $(DEMO_OUT)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

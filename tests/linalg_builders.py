@@ -64,8 +64,8 @@ def matmul_graph() -> tuple[Graph, list[Op]]:
     return graph([a, b], [e, z, mm], [mm.results[0]]), [e, z, mm]
 
 
-def build(g: Graph, tile: int, budget: int = 1) -> DataflowGraph:
-    return build_dataflow(g, tile_graph(g, TilingOptions(tile, budget)))
+def build(g: Graph, tile: int, budget: int = 1, **options: bool) -> DataflowGraph:
+    return build_dataflow(g, tile_graph(g, TilingOptions(tile, budget, **options)))
 
 
 def nodes_of(dfg: DataflowGraph, cls: type) -> list[Node]:

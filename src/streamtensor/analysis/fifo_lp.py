@@ -70,7 +70,8 @@ solved (integer) delays.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Literal
 
 import highspy
@@ -137,8 +138,14 @@ class FifoSizing:
     solve_seconds: float
     status: str
     edge_constraints: list[DelayConstraint]
-    implied_constraints: list[DelayConstraint]  # longest paths of >= 2 edges stronger than any direct edge
     fell_back_to_normal: bool = False  # conservative only: Normal's sizing was smaller and is returned
+    _model: _Model | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def implied_constraints(self) -> list[DelayConstraint]:
+        """Longest paths of >= 2 edges stronger than any direct edge. Computed on first use: O(V * (V + E)), for
+        display, and the demand schedule solves many LPs whose results it discards."""
+        return self._model.implied_constraints() if self._model is not None else []
 
     def describe_constraints(self) -> str:
         lines = ["edge constraints (one per stream):"]
@@ -397,7 +404,7 @@ def _solve(model: _Model, strategy: Strategy, time_limit_s: float) -> FifoSizing
             )
             for e in model.edges
         ],
-        implied_constraints=model.implied_constraints(),
+        _model=model,
     )
 
 

@@ -85,11 +85,14 @@ def check_convertible(source: ITensorType, result: ITensorType) -> None:
     result.verify()
 
 
-def infer_converter_buffer(source: ITensorType, result: ITensorType) -> ConverterBuffer:
+def infer_converter_buffer(source: ITensorType, result: ITensorType, checked: bool = True) -> ConverterBuffer:
     """Smallest converter buffer of the reconstructed Algorithm 1 (scan loops outermost first, stop at the
     first loop that is not shared). Nothing shared gives the whole tensor. Equal types need no converter:
-    the answer is then the empty ``direct`` buffer with every loop shared (see ``ConverterBuffer``)."""
-    check_convertible(source, result)
+    the answer is then the empty ``direct`` buffer with every loop shared (see ``ConverterBuffer``).
+    ``checked=False`` skips verifying the two types (a full walk of their tokens), for callers that build them
+    valid and only need the size, e.g. the tile-order search."""
+    if checked:
+        check_convertible(source, result)
     if not needs_converter(source, result):
         return ConverterBuffer((0,) * source.rank, source.num_loops, source.dtype, direct=True)
     shape = list(source.tensor_shape)

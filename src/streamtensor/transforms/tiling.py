@@ -60,14 +60,16 @@ class TilingOptions:
     overall_unroll_size: int = 1024
     permute_reductions_outward: bool = True
     intensity_aware_unroll: bool = True
+    max_token_rank: int = 2
+    agree_tiles: bool = True
     layout_aware_order: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("default_tile_size", "overall_unroll_size"):
+        for name, least in (("default_tile_size", 1), ("overall_unroll_size", 1), ("max_token_rank", 0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise OptionError(f"bad {name.replace('_', '-')} {value!r}: must be an integer of at least 1")
-        for name in ("permute_reductions_outward", "intensity_aware_unroll", "layout_aware_order"):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise OptionError(f"bad {name.replace('_', '-')} {value!r}: must be an integer of at least {least}")
+        for name in ("permute_reductions_outward", "intensity_aware_unroll", "agree_tiles", "layout_aware_order"):
             if not isinstance(getattr(self, name), bool):
                 raise OptionError(f"bad {name.replace('_', '-')} {getattr(self, name)!r}: "
                                   "must be true or false")
@@ -175,20 +177,26 @@ def tile_size(size: int, default: int) -> int:
     return max(t for t in range(1, min(size, default) + 1) if size % t == 0)
 
 
-def initial_tiling(op: GenericOp, options: TilingOptions) -> OpTiling:
-    """Tiles and orders of one op, every unroll factor 1."""
-    domain = op.domain
+def default_orders(op: GenericOp, loops: list[LoopTiling], options: TilingOptions) -> tuple[list[int], list[int]]:
+    """Tile and point orders before the layout-aware choice (module docstring)."""
     reduction = set(op.reduction_dims)
-    loops = [LoopTiling(n, tile_size(n, options.default_tile_size), 1, d in reduction)
-             for d, n in enumerate(domain)]
     out_map = op.indexing_maps[len(op.inputs)]
     parallel = [d for d in (out_map.result_dim(i) for i in range(out_map.num_results))
                 if d is not None and d not in reduction]
-    parallel += [d for d in range(len(domain)) if d not in reduction and d not in parallel]
+    parallel += [d for d in range(len(loops)) if d not in reduction and d not in parallel]
     reductions = sorted(reduction)
-    tile_order = parallel + reductions
+    once = [d for d in range(len(loops)) if loops[d].trip == 1]
+    tile_order = once + [d for d in parallel + reductions if d not in once]
     point_order = reductions + parallel if options.permute_reductions_outward else list(tile_order)
-    return OpTiling(loops, tile_order, point_order)
+    return tile_order, point_order
+
+
+def initial_tiling(op: GenericOp, options: TilingOptions) -> OpTiling:
+    """Tiles and orders of one op, every unroll factor 1."""
+    reduction = set(op.reduction_dims)
+    loops = [LoopTiling(n, tile_size(n, options.default_tile_size), 1, d in reduction)
+             for d, n in enumerate(op.domain)]
+    return OpTiling(loops, *default_orders(op, loops, options))
 
 
 def _candidates(t: OpTiling) -> list[int]:
@@ -291,6 +299,138 @@ def _kernel_edges(graph: Graph, ops: list[GenericOp]) -> list[_Edge]:
     return edges
 
 
+def _groups(a: tuple[int, ...], b: tuple[int, ...]) -> list[tuple[list[int], list[int]]]:
+    """The finest pairs (dims of ``a``, dims of ``b``) of consecutive dims with equal size products, in order:
+    the reassociation groups of a reshape between the two shapes (a side may be empty for unit dims)."""
+    out: list[tuple[list[int], list[int]]] = []
+    i = j = 0
+    while i < len(a) or j < len(b):
+        ga: list[int] = []
+        gb: list[int] = []
+        pa = pb = 1
+        while not (ga and gb and pa == pb):
+            if i < len(a) and (pa < pb or (pa == pb and not ga)):
+                ga.append(i)
+                pa *= a[i]
+                i += 1
+            elif j < len(b) and (pb < pa or not gb):
+                gb.append(j)
+                pb *= b[j]
+                j += 1
+            else:
+                break
+        out.append((ga, gb))
+    return out
+
+
+def _run(tile: list[int], sizes: list[int]) -> int:
+    """Length of the longest row-major contiguous run inside a tile box of a group of dims: the inner dims the
+    tile covers whole, times the tile of the next dim out."""
+    run = 1
+    for t, n in zip(reversed(tile), reversed(sizes), strict=True):
+        run *= t
+        if t != n:
+            break
+    return run
+
+
+def _box(run: int, sizes: list[int]) -> list[int]:
+    """The largest tile box of a group of dims whose row-major run divides ``run``."""
+    tile = [1] * len(sizes)
+    for k in range(len(sizes) - 1, -1, -1):
+        tile[k] = math.gcd(run, sizes[k])
+        if tile[k] != sizes[k]:
+            break
+        run //= sizes[k]
+    return tile
+
+
+def _reshape_tile(tile: tuple[int, ...], a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """The largest tile of shape ``b`` whose elements are a contiguous sub-pattern of ``tile`` (a tile of ``a``)
+    in every reassociation group."""
+    out = [1] * len(b)
+    for ga, gb in _groups(a, b):
+        run = _run([tile[k] for k in ga], [a[k] for k in ga])
+        for k, t in zip(gb, _box(run, [b[k] for k in gb]), strict=True):
+            out[k] = t
+    return tuple(out)
+
+
+def _slice_tile(tile: tuple[int, ...], offsets: tuple[int, ...], sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """Tile of the source dims that starts and ends tiles on the slice bounds (what a chunk needs)."""
+    return tuple(math.gcd(t, o, n) for t, o, n in zip(tile, offsets, sizes, strict=True))
+
+
+def _operand_tile(op: GenericOp, loops: list[LoopTiling], operand: int) -> tuple[int, ...]:
+    amap = op.indexing_maps[operand]
+    dims = [amap.result_dim(i) for i in range(amap.num_results)]
+    return tuple(1 if d is None else loops[d].tile for d in dims)
+
+
+def _impose(op: GenericOp, loops: list[LoopTiling], operand: int, tile: tuple[int, ...]) -> bool:
+    """Shrink the loops of ``operand``'s dims to divide ``tile``; whether anything changed."""
+    amap = op.indexing_maps[operand]
+    changed = False
+    for i, t in enumerate(tile):
+        d = amap.result_dim(i)
+        if d is not None and math.gcd(loops[d].tile, t) != loops[d].tile:
+            loops[d] = replace(loops[d], tile=math.gcd(loops[d].tile, t))
+            changed = True
+    return changed
+
+
+def _cap_tokens(op: GenericOp, loops: list[LoopTiling], cap: int) -> bool:
+    """Shrink ``op``'s tiles until every streamed token (inputs, inits, results) holds at most ``cap``
+    elements (module docstring); whether anything changed."""
+    changed = False
+    for operand in range(len(op.operands)):
+        amap = op.indexing_maps[operand]
+        dims = [d for d in (amap.result_dim(i) for i in range(amap.num_results)) if d is not None]
+        while math.prod(loops[d].tile for d in dims) > cap:
+            # A dim held whole in one tile gives way first (a small dim clipped to its size, e.g. heads: cutting
+            # it adds no reuse problem), then the smallest tile, then the outermost dim of the operand.
+            d = min((d for d in dims if loops[d].tile > 1), key=lambda d: (loops[d].trip > 1, loops[d].tile))
+            tile = loops[d].tile
+            loops[d] = replace(loops[d], tile=max(t for t in range(1, tile) if tile % t == 0))
+            changed = True
+    return changed
+
+
+def fit_tiles(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling], cap: int | None, agree: bool) -> None:
+    """Cap every token at ``cap`` elements (None: no cap) and, with ``agree``, make producer and consumer tiles
+    agree along every kernel-to-kernel edge (module docstring), in place: tiles only shrink, to divisors, until
+    nothing changes."""
+    edges = _kernel_edges(graph, ops) if agree else []
+    changed = True
+    while changed:
+        changed = False
+        if cap is not None:
+            for op, t in zip(ops, tilings, strict=True):
+                changed |= _cap_tokens(op, t.loops, cap)
+        for e in edges:
+            producer, consumer = ops[e.producer], ops[e.consumer]
+            p_loops, c_loops = tilings[e.producer].loops, tilings[e.consumer].loops
+            result = len(producer.inputs) + e.result
+            shape = producer.results[e.result].type.shape
+            tile = _operand_tile(producer, p_loops, result)
+            path = [shape]
+            for step in e.chain:
+                if step[0] == "slice":
+                    tile = _reshape_tile(_slice_tile(tile, step[1], step[2]), step[2], step[3])
+                    path.append(step[3])
+                else:
+                    tile = _reshape_tile(tile, path[-1], step[1])
+                    path.append(step[1])
+            tile = tuple(map(math.gcd, tile, _operand_tile(consumer, c_loops, e.operand)))
+            changed |= _impose(consumer, c_loops, e.operand, tile)
+            for step, before in zip(reversed(e.chain), reversed(path[:-1]), strict=True):
+                if step[0] == "slice":
+                    tile = _slice_tile(_reshape_tile(tile, step[3], step[2]), step[1], step[2])
+                else:
+                    tile = _reshape_tile(tile, step[1], before)
+            changed |= _impose(producer, p_loops, result, tile)
+
+
 class _OrderSearch:
     """Tile orders minimizing converter bytes between kernels plus accumulator bytes (module docstring)."""
 
@@ -331,7 +471,7 @@ class _OrderSearch:
         key = (source, result)
         if key not in self._converted:
             same = source == result or reassociation_error(source, result) is None
-            self._converted[key] = 0 if same else infer_converter_buffer(source, result).bytes
+            self._converted[key] = 0 if same else infer_converter_buffer(source, result, checked=False).bytes
         return self._converted[key]
 
     def _type(self, k: int, order: list[int], operand: int) -> ITensorType:
@@ -394,6 +534,10 @@ def tile_graph(graph: Graph, options: TilingOptions | None = None) -> Tiling:
     options = options or TilingOptions()
     ops = kernel_ops(graph)
     tilings = [initial_tiling(op, options) for op in ops]
+    if options.agree_tiles or options.max_token_rank:
+        cap = options.default_tile_size ** options.max_token_rank if options.max_token_rank else None
+        fit_tiles(graph, ops, tilings, cap, options.agree_tiles)
+        tilings = [OpTiling(t.loops, *default_orders(op, t.loops, options)) for op, t in zip(ops, tilings, strict=True)]
     if options.layout_aware_order:
         _OrderSearch(graph, ops, tilings).run()
         if not options.permute_reductions_outward:

@@ -1,8 +1,10 @@
 """HLS C++ of a dataflow graph for Vitis HLS: one top function, one dataflow process per node.
 
 The generated code implements exactly the stream semantics of ``interp.stream_exec`` (the executable reference of
-every node kind), with the event order of the timing model (``analysis.timing_model``), so the FIFO depths the LP
-computed for that model are the depths of the C++ streams. Two files per accelerator (a fused group):
+every node kind). Processes read and write their tokens at the firings of the timing model
+(``analysis.timing_model``), so the LP's depths for that model are the C++ streams' depths; where the model takes
+a firing's input tokens at once, a C++ process takes them one stream at a time, which can let it run on a FIFO a
+few tokens shallower than the model's minimum. Two files per accelerator (a fused group):
 
 ``KERNEL_tokens.h``
     One ``struct tok_<dtype>x<N> { T data[N]; }`` per token shape: a tile in row-major order (reassociations
@@ -12,12 +14,14 @@ computed for that model are the depths of the C++ streams. Two files per acceler
 ``KERNEL.cpp``
     One ``static void`` function per node, named after it:
 
-    - kernel: the tile loop nest in ``tile_order`` (one firing per iteration: one token read per input port; an
-      init token or constant fill at the first firing of every output tile; one token written per result at its
-      last), around the point loops of the tile: the loops that are not fully unrolled in ``point_order``, the
-      innermost of them ``#pragma HLS pipeline II=<pipeline_ii>``, with the unrolled lanes inside
-      (``#pragma HLS unroll``); the body is the Linalg scalar body, one C++ statement per op. Accumulators of
-      reductions are arrays partitioned for the lanes, with ``bind_storage`` from the memory allocation.
+    - kernel: the tile loop nest in ``tile_order``, one firing per iteration (``KernelNode``): an input token is
+      read at the top of the innermost tile loop its indexing map uses and held by the loops inside; an output
+      tile starts (init token or constant fill) when every reduction counter is 0 and is written when every
+      reduction counter is at its last trip; with a reduction loop outside parallel loops, one accumulator per
+      pending output tile. Inside a firing, the point loops that are not fully unrolled run in ``point_order``,
+      the innermost ``#pragma HLS pipeline II=<pipeline_ii>`` (the timing model's II), with the unrolled lanes
+      inside (``#pragma HLS unroll``); the body is the Linalg scalar body, one C++ statement per op.
+      Accumulators are arrays partitioned for the lanes, with ``bind_storage`` from the memory allocation.
     - itensor_converter: the ping-pong buffer of ``converter_buffer``; phase ``p`` fills window ``p % 2`` with
       shared iteration ``p`` while draining window ``(p - 1) % 2``, one token in and one out per step.
     - fork / reassociate / chunk / concat: per token, with the tile offsets as loop arithmetic.
@@ -28,6 +32,10 @@ computed for that model are the depths of the C++ streams. Two files per acceler
     (``gmem<i>``, in ``HbmPlan`` order), ``s_axilite`` control, ``#pragma HLS dataflow``, one
     ``hls::stream<T, DEPTH>`` per stream (``Stream.depth``) and the processes in topological order through
     ``HLS_SIM_PROCESS`` (threads in the bounded C simulation, plain calls under ``__SYNTHESIS__``).
+
+Directives are written ``HLS_PRAGMA(pipeline II=1)``: ``_Pragma("HLS pipeline II=1")`` for Vitis HLS and nothing
+for g++, whose ``-Wall`` rejects unknown pragmas (and whose C++ front end ignores ``#pragma GCC diagnostic`` for
+them), so the sources compile warning-free with ``-Wall -Wextra -Werror``.
 """
 
 from __future__ import annotations
@@ -268,15 +276,13 @@ def _flat(indices: Sequence[str], shape: Sequence[int]) -> str:
     return " + ".join(terms) or "0"
 
 
-def _counter_loops(code: _Code, t: ITensorType, prefix: str) -> list[str | None]:
-    """Open one loop per loop of ``t`` with a trip count above 1; returns the counter name per loop."""
-    names: list[str | None] = []
-    for loop, trip in enumerate(t.trip_counts):
-        if trip > 1:
-            names.append(f"{prefix}{loop}")
-            code.loop(f"{prefix}{loop}", trip)
-        else:
-            names.append(None)
+def _counter_loops(code: _Code, t: ITensorType, prefix: str, ii: int = 1) -> list[str | None]:
+    """Open one loop per loop of ``t`` with a trip count above 1, the innermost pipelined at ``ii``; returns the
+    counter name per loop (None: a one-trip loop, counter 0)."""
+    names: list[str | None] = [f"{prefix}{loop}" if trip > 1 else None for loop, trip in enumerate(t.trip_counts)]
+    opened = [(n, trip) for n, trip in zip(names, t.trip_counts, strict=True) if n is not None]
+    for k, (name, trip) in enumerate(opened):
+        code.loop(name, trip, pragma=f"pipeline II={ii}" if k == len(opened) - 1 else None)
     return names
 
 
@@ -644,13 +650,19 @@ def _fork(graph: DataflowGraph, node: ForkNode) -> str:
     code = _Code()
     code.line(f"// {node.name}: itensor_fork, every token to {len(node.outputs)} consumers")
     code.open(_signature(graph, node))
-    code.loop("k", t.num_tokens, pragma="pipeline II=1")
+    _token_loop(code, t.num_tokens)
     code.line(f"const {token_struct(t)} t = {stream_var(node.inputs[0])}.read();")
     for s in node.outputs:
         code.line(f"{stream_var(s)}.write(t);")
-    code.close()
+    _close_loops(code, ["k"] if t.num_tokens > 1 else [])
     code.close()
     return code.text()
+
+
+def _token_loop(code: _Code, tokens: int) -> None:
+    """One pipelined step per token (none for a single token)."""
+    if tokens > 1:
+        code.loop("k", tokens, pragma="pipeline II=1")
 
 
 def _reassociate(graph: DataflowGraph, node: ReassociateNode) -> str:
@@ -659,9 +671,9 @@ def _reassociate(graph: DataflowGraph, node: ReassociateNode) -> str:
     code.line(f"// {node.name}: itensor_reassociate, tile {'x'.join(map(str, src.element_shape)) or 'scalar'} -> "
               f"{'x'.join(map(str, res.element_shape)) or 'scalar'} (same row-major data)")
     code.open(_signature(graph, node))
-    code.loop("k", src.num_tokens, pragma="pipeline II=1")
+    _token_loop(code, src.num_tokens)
     code.line(f"{stream_var(node.outputs[0])}.write({stream_var(node.inputs[0])}.read());")
-    code.close()
+    _close_loops(code, ["k"] if src.num_tokens > 1 else [])
     code.close()
     return code.text()
 
@@ -685,7 +697,6 @@ def _chunk(graph: DataflowGraph, node: ChunkNode) -> str:
               f"{list(node.sizes)}")
     code.open(_signature(graph, node))
     names = _counter_loops(code, src, "n")
-    code.pragma("pipeline II=1")
     code.line(f"const {token_struct(src)} t = {stream_var(node.inputs[0])}.read();")
     test = _region_test(_offsets(src, names), node.offsets, hi, src.tensor_shape)
     code.line(f"if ({test}) {stream_var(node.outputs[0])}.write(t);")
@@ -703,21 +714,13 @@ def _concat(graph: DataflowGraph, node: ConcatNode) -> str:
               "holds it")
     code.open(_signature(graph, node))
     names = _counter_loops(code, res, "n")
-    code.pragma("pipeline II=1")
     offset = _offsets(res, names)[node.dim]
     out = stream_var(node.outputs[0])
-    if len(node.inputs) == 1:
-        code.line(f"{out}.write({stream_var(node.inputs[0])}.read());")
+    last = len(node.inputs) - 1
     for i, (s, (lo, size)) in enumerate(zip(node.inputs, regions, strict=True)):
-        if len(node.inputs) == 1:
-            break
         read = f"{out}.write({stream_var(s)}.read());"
-        if i == 0:
-            code.line(f"if ({offset} < {lo[node.dim] + size[node.dim]}) {read}")
-        elif i < len(node.inputs) - 1:
-            code.line(f"else if ({offset} < {lo[node.dim] + size[node.dim]}) {read}")
-        else:
-            code.line(f"else {read}")
+        test = f"if ({offset} < {lo[node.dim] + size[node.dim]}) "
+        code.line(read if last == 0 else ("" if i == 0 else "else ") + (test if i < last else "") + read)
     _close_loops(code, names)
     code.close()
     return code.text()
@@ -754,7 +757,8 @@ def _converter(graph: DataflowGraph, node: ConverterNode, storage: dict[str, str
     length = str(a)
     if a != b:
         length = "length"
-        code.line(f"const int length = p == 0 ? {a} : p == {s} ? {b} : {longest};")
+        middle = f" : p == {s} ? {b}" if s > 1 else ""
+        code.line(f"const int length = p == 0 ? {a}{middle} : {b if s == 1 else longest};")
     code.loop("k", length, pragma="pipeline II=1")
     # Dims a shared loop walks exactly are one element wide in the window: their relative offset is 0.
     exact = {j for loop in range(m) for j in range(src.rank) if src.iter_map.result_dim(j) == loop}
@@ -810,8 +814,7 @@ def _dma(graph: DataflowGraph, node: DmaNode, plan: HbmPlan) -> str:
               f"{list(layout.word_strides)}")
     pointer = f"{'const ' if read else ''}streamtensor::word512* {argument.arg}"
     code.open(_signature(graph, node, [pointer]))
-    names = _counter_loops(code, t, "n")
-    code.pragma(f"pipeline II={layout.words_per_tile}")
+    names = _counter_loops(code, t, "n", layout.words_per_tile)
     address = " + ".join(f"{n}" if w == 1 else f"{w} * {n}" for n, w in zip(names, layout.word_strides, strict=True)
                          if n is not None and w) or "0"
     at = argument.arg if address == "0" else f"&{argument.arg}[{address}]"
