@@ -158,7 +158,13 @@ def test_reshape_that_splits_tiles_falls_back_to_a_converter() -> None:
     empty = _empty("e4", 64)
     ex = _unary("y", flat.results[0], empty.results[0], "elementwise_1", "(d0) -> (d0)")
     graph = _graph(graph.inputs, [*ops, flat, empty, ex], [ex.results[0]])
+    # Agreed tiles: the matmul's rows shrink to 1, its 1x4 tiles are the consumer's runs of 4, the reshape is
+    # a plain reassociation.
     dfg = _build(graph, 4)
+    assert not _of(dfg, ConverterNode) and len(_of(dfg, ReassociateNode)) == 1
+    assert [lt.tile for lt in dfg.nodes["matmul_1"].loops] == [1, 4, 4]
+    _check_exec(graph, dfg)
+    dfg = _build(graph, 4, agree_tiles=False)
     (conv,) = _of(dfg, ConverterNode)
     (re,) = _of(dfg, ReassociateNode)
     assert dfg.consumer(conv.outputs[0]) is re and dfg.consumer(re.outputs[0]).name == "elementwise_1"
@@ -208,7 +214,11 @@ def test_slices_and_concat_on_tile_boundaries_stream_directly() -> None:
 
 def test_slice_cutting_tiles_gets_an_aligning_converter() -> None:
     graph = _rotate_half_graph()
-    dfg = _build(graph, 8)  # the producer streams one 4x8 tile: the slices cut it in half
+    # Agreed tiles: the producer's columns shrink to the slice bounds (4), the slices stream directly.
+    dfg = _build(graph, 8)
+    assert not _of(dfg, ConverterNode) and [lt.tile for lt in dfg.nodes["elementwise_1"].loops] == [4, 4]
+    _check_exec(graph, dfg)
+    dfg = _build(graph, 8, agree_tiles=False)  # the producer streams one 4x8 tile: the slices cut it in half
     convs = _of(dfg, ConverterNode)
     reasons = sorted(c.reason for c in convs)
     assert any("slice" in r and "cuts through tiles" in r for r in reasons)

@@ -45,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keep reduction loops innermost inside a tile (default: move them outward)")
     comp.add_argument("--uniform-unroll", action="store_true",
                       help="same unroll factor for every kernel (default: intensity-aware)")
+    comp.add_argument("--max-token-rank", type=int, default=2,
+                      help="tokens hold at most default-tile-size ** N elements (0: no cap)")
+    comp.add_argument("--no-agree-tiles", action="store_true",
+                      help="keep each kernel's own tiles (default: producer and consumer tiles agree)")
+    comp.add_argument("--no-layout-order", action="store_true",
+                      help="output-stationary tile orders (default: orders minimizing converter + accumulator bytes)")
+    comp.add_argument("--order-search-restarts", type=int, default=8,
+                      help="random restarts of the tile-order search (seeded: deterministic)")
     comp.add_argument("--fifo-strategy", choices=["normal", "conservative"], default="normal",
                       help="FIFO sizing LP: kernels at their own II, or all paced to the slowest (smaller FIFOs)")
     comp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -63,6 +71,9 @@ def _compile(args: argparse.Namespace) -> None:
                                       overall_unroll_size=args.overall_unroll_size,
                                       permute_reductions_outward=not args.no_permute,
                                       intensity_aware_unroll=not args.uniform_unroll,
+                                      max_token_rank=args.max_token_rank, agree_tiles=not args.no_agree_tiles,
+                                      layout_aware_order=not args.no_layout_order,
+                                      order_search_restarts=args.order_search_restarts,
                                       fifo_strategy=args.fifo_strategy)
     design.write_project(args.output, *block.example_inputs(args.seed))  # before save: its stages are reported
     out = design.save(args.output)

@@ -54,6 +54,10 @@ class CompileOptions:
     overall_unroll_size: int = 1024
     permute_reductions_outward: bool = True
     intensity_aware_unroll: bool = True
+    max_token_rank: int = 2
+    agree_tiles: bool = True
+    layout_aware_order: bool = True
+    order_search_restarts: int = 8
     # Resource allocation (spec §4.3): FIFO sizing strategy of the LP (analysis.allocation).
     fifo_strategy: str = "normal"
 
@@ -71,8 +75,9 @@ class CompileOptions:
         check_strategy(self.fifo_strategy)
 
     def tiling_options(self) -> TilingOptions:
-        return TilingOptions(self.default_tile_size, self.overall_unroll_size,
-                             self.permute_reductions_outward, self.intensity_aware_unroll)
+        return TilingOptions(self.default_tile_size, self.overall_unroll_size, self.permute_reductions_outward,
+                             self.intensity_aware_unroll, self.max_token_rank, self.agree_tiles,
+                             self.layout_aware_order, self.order_search_restarts)
 
     @staticmethod
     def from_kwargs(options: dict[str, Any]) -> CompileOptions:
@@ -192,11 +197,7 @@ def _dataflow_report(dfg: DataflowGraph, tiling: Tiling) -> dict[str, Any]:
     } for node in dfg.nodes.values() if isinstance(node, ConverterNode)]
     options = tiling.options
     return {
-        "tiling": {"default_tile_size": options.default_tile_size,
-                   "overall_unroll_size": options.overall_unroll_size,
-                   "permute_reductions_outward": options.permute_reductions_outward,
-                   "intensity_aware_unroll": options.intensity_aware_unroll,
-                   "total_lanes": tiling.total_lanes, "max_kernel_latency": tiling.max_latency},
+        "tiling": {**asdict(options), "total_lanes": tiling.total_lanes, "max_kernel_latency": tiling.max_latency},
         "dataflow": {"nodes": dict(sorted(kinds.items())), "streams": len(dfg.streams)},
         "kernels": kernels,
         "converters": converters,

@@ -26,17 +26,18 @@ builds profiles in which they stall:
    strategy's release times let it: producers back-pressured where they ran ahead) and, for ``normal``,
    backward (:func:`latest_firing_times` with those depths: every process as late as they let it, so a
    producer stalled by back-pressure does not catch up in a burst); solve again on each schedule and keep the
-   fewest bits. Repeat while the total bits fall (at most ``_REFINE_ROUNDS`` rounds; a round that does not
-   lower them, or would raise the predicted latency, is dropped). A refined profile is a legal schedule whose
-   FIFO occupancies are at most the previous depths, so its zero shift is a candidate of the next LP.
+   fewest bits. Repeat while the total bits fall (at most ``_REFINE_ROUNDS`` rounds and ``_REFINE_FIRINGS``
+   simulated firings; a round that does not lower them, or would raise the predicted latency, is dropped).
+   A refined profile is a legal schedule whose FIFO occupancies are at most the previous depths, so its zero
+   shift is a candidate of the next LP.
 3. squeeze: what stays is mostly FIFOs one or two tokens deeper than needed where a producer restarts after
    a stall (the frozen pipeline releases its held writes back to back) and the consumer could have absorbed
    a slower pace. Group testing over the FIFOs deeper than 1, widest first: lower a whole group by one token
    and simulate forward; if that deadlocks or ends after the predicted latency, split the group in halves and
    try each; keep every lowering that passes. The last passing simulation is a legal schedule with those
-   occupancies: solve on it, refine again (step 2), squeeze again while the bits fall. The squeeze simulates
-   at most ``_SQUEEZE_FIRINGS`` firings in all, a deterministic budget (hundreds of simulations of a tiny
-   block, a couple of a paper-size one); the LP still sizes every FIFO, on the schedules found.
+   occupancies: solve on it, refine again (step 2), squeeze again while the bits fall, within
+   ``_SQUEEZE_FIRINGS`` simulated firings (hundreds of simulations of a tiny block, none of a paper-size
+   one); the LP still sizes every FIFO, on the schedules found.
 
 All these profiles are legal simulator schedules, and shifting a process by a constant keeps its own trace legal.
 On a stream e = (u -> v), token k is written at ``W_k + x_u`` and read at ``R_k + x_v`` (``W``, ``R``: profile
@@ -84,8 +85,12 @@ Strategy = Literal["normal", "conservative"]
 Schedule = Literal["free", "demand"]
 
 _HULL_SAMPLES = 33  # delays at which each edge's exact depth curve is evaluated for the LP's convex fit
-_REFINE_ROUNDS = 4  # schedule "demand": at most this many back-pressure refinements (one usually suffices)
-_SQUEEZE_FIRINGS = 1_000_000  # schedule "demand": firings the squeeze may simulate in all
+# Schedule "demand": at most this many refinement rounds (one or two usually suffice), and the firings the
+# refinements / the squeezes of one strategy may simulate in all (deterministic budgets that scale with the
+# network: a tiny block affords hundreds of simulations, a paper-size prefill block the two of one round).
+_REFINE_ROUNDS = 4
+_REFINE_FIRINGS = 8_000_000
+_SQUEEZE_FIRINGS = 1_000_000
 
 
 def paper_max_tokens(
@@ -421,24 +426,6 @@ def _size_profiles(net: ProcessNetwork, profiles: dict[str, FiringTimes], strate
             raws[i] = 2
 
 
-def _refine(net: ProcessNetwork, best: FifoSizing, strategy: Strategy, time_limit_s: float,
-            release: dict[str, np.ndarray]) -> FifoSizing:
-    """Step 2 of the demand schedule (module docstring): forward / backward schedules with the solved depths."""
-    for _ in range(_REFINE_ROUNDS):
-        forward = simulate(net, best.depths, release)
-        assert not forward.deadlock  # the depths are safe for the previous profiles, hence for the simulator
-        schedules = [forward.firing_times]
-        if strategy == "normal":  # a backward schedule ignores release times: conservative keeps its pacing
-            schedules.append(latest_firing_times(net, best.depths))
-        trials = [_size_profiles(net, p, strategy, time_limit_s) for p in schedules]
-        trial = min((t for t in trials if t.predicted_latency <= best.predicted_latency),
-                    key=lambda t: t.total_bits, default=best)
-        if trial.total_bits >= best.total_bits:
-            break
-        best = trial
-    return best
-
-
 @dataclass
 class _SimBudget:
     firings: int  # firings left to simulate
@@ -449,6 +436,27 @@ class _SimBudget:
             return False
         self.firings -= net.total_firings
         return True
+
+
+def _refine(net: ProcessNetwork, best: FifoSizing, strategy: Strategy, time_limit_s: float,
+            release: dict[str, np.ndarray], budget: _SimBudget) -> FifoSizing:
+    """Step 2 of the demand schedule (module docstring): forward / backward schedules with the solved depths."""
+    for _ in range(_REFINE_ROUNDS):
+        if not budget.spend(net):
+            break
+        forward = simulate(net, best.depths, release)
+        assert not forward.deadlock  # the depths are safe for the previous profiles, hence for the simulator
+        schedules = [forward.firing_times]
+        # A backward schedule ignores release times: conservative keeps its pacing.
+        if strategy == "normal" and budget.spend(net):
+            schedules.append(latest_firing_times(net, best.depths))
+        trials = [_size_profiles(net, p, strategy, time_limit_s) for p in schedules]
+        trial = min((t for t in trials if t.predicted_latency <= best.predicted_latency),
+                    key=lambda t: t.total_bits, default=best)
+        if trial.total_bits >= best.total_bits:
+            break
+        best = trial
+    return best
 
 
 def _squeeze(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.ndarray], budget: _SimBudget
@@ -476,10 +484,10 @@ def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float, schedule
     if schedule == "free":
         return best
     release = _releases(net, strategy)
-    budget = _SimBudget(_SQUEEZE_FIRINGS)
+    refining, squeezing = _SimBudget(_REFINE_FIRINGS), _SimBudget(_SQUEEZE_FIRINGS)
     while True:
-        best = _refine(net, best, strategy, time_limit_s, release)
-        squeezed = _squeeze(net, best, release, budget)
+        best = _refine(net, best, strategy, time_limit_s, release, refining)
+        squeezed = _squeeze(net, best, release, squeezing)
         if squeezed is None:
             return best
         trial = _size_profiles(net, squeezed, strategy, time_limit_s)

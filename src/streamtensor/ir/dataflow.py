@@ -145,9 +145,9 @@ class KernelNode(Node):
       iteration: ``pending_tiles = prod(trip of the parallel loops after r in tile_order)`` (1 when no
       reduction loop has more than one trip). A kernel with reduction loops keeps ``pending_tiles``
       accumulator tiles per result, addressed by the counters of those inner parallel loops. Reductions
-      innermost give 1 (output-stationary); a reduction loop outside a parallel loop makes its inputs that
-      do not use that parallel loop read once per reduction step (e.g. matmul order (m, k, n): every A tile
-      read once, ``trip(n)`` pending accumulator tiles).
+      innermost give 1 (output-stationary). A reduction loop moved outside a parallel loop lets an input that
+      does not use that parallel loop be held across it: matmul order (m, k, n) reads every A tile once and
+      keeps ``trip(n)`` accumulator tiles pending (A-stationary).
 
     ``port_firings`` gives the firing of every token read and written."""
 

@@ -31,7 +31,6 @@ from streamtensor.ir.affine import AffineMap, parse_affine_map
 from streamtensor.ir.dtypes import DTYPE_BITS
 
 
-
 def dtype_bits(dtype: str) -> int:
     """Bit width of an itensor element dtype."""
     if dtype not in DTYPE_BITS:

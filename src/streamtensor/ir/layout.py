@@ -96,6 +96,10 @@ def reassociation_error(source: ITensorType, result: ITensorType) -> str | None:
         return "the tensors differ in dtype or element count"
     if source.num_tokens != result.num_tokens:
         return f"{source.num_tokens} source tokens but {result.num_tokens} result tokens"
+    if source.tensor_shape == result.tensor_shape and source.element_shape == result.element_shape:
+        # Same tiles of the same tensor (the common case): compare the tile offsets directly.
+        diff = (source.offsets() != result.offsets()).any(axis=1)
+        return f"token {int(np.argmax(diff))} starts at a different flat index" if diff.any() else None
     source_tile = tile_pattern(source.tensor_shape, source.element_shape)
     if source.token_elements != result.token_elements or not np.array_equal(
             source_tile, tile_pattern(result.tensor_shape, result.element_shape)):
@@ -147,9 +151,11 @@ def reassociate_type(t: ITensorType, shape: tuple[int, ...]) -> ITensorType | No
     The result tile is the box of ``shape`` with ``t``'s tile pattern; the result offsets are fitted as an
     affine function of the loop counters. When a loop walks a dim that the reshape splits (its offsets wrap
     around a result dim), it is split into loops that each walk affinely (``_split_trips``): the token order is
-    unchanged, only the iteration space is spelled with more loops. A projected permutation is kept when each
-    result dim is walked by at most one loop (the coefficient becomes the loop's step); otherwise steps become 1
-    and the map carries the coefficients. No fit (e.g. tiles that are not boxes of ``shape``) gives None."""
+    unchanged, only the iteration space is spelled with more loops. Conversely a loop that continues the walk
+    of the loop inside it (two loops over the halves of a merged dim) merges with it. A projected permutation
+    is kept when each result dim is walked by at most one loop (the coefficient becomes the loop's step);
+    otherwise steps become 1 and the map carries the coefficients. No fit (e.g. tiles that are not boxes of
+    ``shape``) gives None."""
     if math.prod(shape) != t.tensor_elements:
         return None
     pattern = tile_pattern(t.tensor_shape, t.element_shape)
@@ -171,6 +177,15 @@ def reassociate_type(t: ITensorType, shape: tuple[int, ...]) -> ITensorType | No
     base = coords[0]
     if coeff is None or (base < 0).any():
         return None
+    # Merge a loop into the loop inside it when it continues that loop's walk (e.g. kv heads x group over
+    # the heads dim): the same tokens with fewer loops, as a kernel walking the merged dim spells them.
+    k = len(trips) - 2
+    while k >= 0:
+        if np.array_equal(coeff[:, k], trips[k + 1] * coeff[:, k + 1]):
+            trips = trips[:k] + (trips[k] * trips[k + 1],) + trips[k + 2 :]
+            steps = steps[:k] + steps[k + 1 :]
+            coeff = np.delete(coeff, k, axis=1)
+        k -= 1
     loops = len(trips)
     one_loop_per_dim = (np.count_nonzero(coeff, axis=1) <= 1).all()
     one_dim_per_loop = (np.count_nonzero(coeff, axis=0) <= 1).all()

@@ -73,7 +73,7 @@ from streamtensor.ir.linalg import (
     TensorType,
     Value,
 )
-from streamtensor.transforms.converter_buffer import infer_converter_buffer
+from streamtensor.transforms.converter_buffer import infer_converter_buffer, layout_difference
 from streamtensor.transforms.tiling import Tiling, fill_value, live_values, output_root, tile_size
 
 _LAYOUT = "layout mismatch"  # the default reason of a converter: producer and consumer stream differently
@@ -321,7 +321,8 @@ class _Builder:
                 if reason == _LAYOUT:
                     reason = f"{group[0].node} reads %{value} of {d.node} in another layout"
                 node = self._add(ConverterNode(f"conv_{d.node}_to_{group[0].node}", [], [],
-                                               infer_converter_buffer(d.type, t), reason))
+                                               infer_converter_buffer(d.type, t),
+                                               f"{reason}: {layout_difference(d.type, t)}"))
             entry = _Use(node.name, d.type, "")
             self.ports_in[node.name].append(entry)
             endpoints.append(entry)

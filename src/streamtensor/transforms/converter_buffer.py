@@ -102,3 +102,20 @@ def infer_converter_buffer(source: ITensorType, result: ITensorType, checked: bo
             shape[j] = source.element_shape[j]
         shared += 1
     return ConverterBuffer(tuple(shape), shared, source.dtype)
+
+
+def layout_difference(source: ITensorType, result: ITensorType) -> str:
+    """Why two layouts of one tensor need a converter, in words: the first loop the inference of the buffer
+    cannot share (or different tiles), from the result's point of view."""
+    if source.element_shape != result.element_shape:
+        return f"tiles {list(source.element_shape)} vs {list(result.element_shape)}"
+    loop = infer_converter_buffer(source, result, checked=False).shared_loops
+    if loop >= result.num_loops:
+        return f"the result stream ends after {loop} shared loops, the source goes on"
+    trip = result.trip_counts[loop]
+    walked = _exact_dims(result, loop)
+    if not walked and loop not in result.iter_map.used_dims():
+        return f"the result re-reads the inner stream {trip} times (repeat loop {loop})"
+    walked_src = _exact_dims(source, loop) if loop < source.num_loops else ()
+    return (f"loop {loop} walks dim(s) {list(walked)} x{trip} in the result but {list(walked_src)} in the source "
+            "(tiles in another order)")

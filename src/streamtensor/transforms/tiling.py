@@ -5,14 +5,43 @@ fills whose only uses are accumulator inits: such an init is folded into the con
 (``KernelNode.init_constants``). Liveness starts at the block outputs (looking through the reshapes between an
 output and the value that produces it, since a write DMA addresses external memory in any order).
 
-**Tile sizes.** Loop of range ``n``: the largest divisor of ``n`` that is ``<= default_tile_size``. Tiles
-must cover a loop exactly (no partial edge tiles: kernels, itensor types and converters all assume uniform
-tiles), so a prime range larger than the default gets tile 1; the tile is the range itself when it fits.
+**Tile sizes.** Loop of range ``n``: the largest divisor of ``n`` that is ``<= default_tile_size`` (tiles must
+cover a loop exactly: kernels, itensor types and converters all assume uniform tiles, so a prime range larger
+than the default gets tile 1; the tile is the range itself when it fits). Two refinements, both of which only
+shrink tiles to divisors (``fit_tiles``):
 
-**Loop orders.** Tile loops: parallel loops outermost, in the order of the (first) output's dims, then any
-other parallel loop, then the reduction loops in dim order, innermost, so one output tile is live at a time.
-Point loops (inside a tile): with ``permute_reductions_outward`` the reduction loops go outward and the
-parallel ones innermost (the pipelined loop then carries no accumulator dependence: lower II, see
+- ``agree_tiles``: along every kernel-to-kernel edge (a result read by an operand, through reshapes, slices
+  and at most one concat) producer and consumer tiles are shrunk to their common divisor, seen through the
+  data movement: a slice needs tiles that divide its bounds; a reshape maps a tile to the largest tile of the
+  other shape whose elements form, in every reassociation group, a row-major run inside it (a 16-column tile of
+  a 1024 hidden dim is 1 head x 16 of a 16 x 64 view). Different tiles of one tensor always need a converter
+  (element sizes must match for a converter to share a loop), so agreeing removes converters whose only cause
+  is the tiling.
+- ``max_token_rank``: every token (streamed input, init, result) of a kernel holds at most
+  ``default_tile_size ** max_token_rank`` elements, i.e. the tile of a rank-``max_token_rank`` tensor at the
+  default size (0: no cap). FIFOs, input tiles and accumulators hold whole tokens, so a 16x16x16 f32 tile would
+  cost 16 KiB per FIFO slot. A kernel over the cap shrinks one of the offending operand's loops to its next
+  smaller divisor until it fits: loops that every operand read from external memory indexes first (cutting
+  another loop would stream that operand again), then a dim held whole in one tile (a small dim clipped to its
+  size, such as heads), then the smallest tile, then the operand's outermost dim. Kernels are capped in program
+  order with the agreement re-run after each one, so later kernels inherit the tiles earlier ones chose.
+
+**Loop orders.** Default tile order: one-trip loops first (they move nothing; outermost they never keep an
+operand from being held across the loops inside its last used loop, see ``KernelNode``), then the parallel
+loops in the order of the (first) output's dims, then any other parallel loop, then the reduction loops in dim
+order (output-stationary: one output tile pending at a time). With ``layout_aware_order`` the tile orders are
+chosen to minimize the bytes that depend on them: converter buffers on kernel-to-kernel edges (the producer's
+result type carried through reshapes / slices, compared with the consumer's operand type, or with its chunk
+at the region of a concat; ``infer_converter_buffer``) plus accumulators (``pending_tiles`` output tiles per
+result). Candidates per kernel are the permutations of its loops of more than one trip (<= 5 in LLM blocks).
+The search is a coordinate descent, each kernel in turn taking its cheapest order given the others', consumers
+first then producers first until nothing changes; a kernel's move takes its all-parallel neighbours along
+(such a kernel can walk its tiles in any order, so it re-picks, among the orders cheapest on its edges to the
+moved kernel, its cheapest one: the layout is propagated into producers such as a KV-cache update and into
+consumers). The descent runs from the default orders and from ``order_search_restarts`` random orders
+(seeded, so deterministic); the cheapest local optimum wins, the default-started one on ties. Point loops
+(inside a tile): with ``permute_reductions_outward`` the reduction loops go outward and the parallel ones
+innermost (the pipelined loop then carries no accumulator dependence: lower II, see
 ``analysis.timing_model``); without it the point order is the tile order.
 
 **Unrolling.** Unroll factors are powers of two dividing the tile. ``overall_unroll_size`` is the budget of
@@ -37,6 +66,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+import random
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -47,8 +77,8 @@ from streamtensor.interp.linalg_interpreter import eval_body
 from streamtensor.ir.dataflow import LoopTiling, kernel_operand_type, pending_tiles, reads_init
 from streamtensor.ir.dtypes import DTYPE_BITS
 from streamtensor.ir.itensor import ITensorType
-from streamtensor.ir.layout import chunk_type, reassociate_type, reassociation_error
-from streamtensor.ir.linalg import EmptyOp, GenericOp, Graph, Op, ReshapeOp, SliceOp
+from streamtensor.ir.layout import chunk_type, concat_regions, reassociate_type, reassociation_error
+from streamtensor.ir.linalg import ConcatOp, EmptyOp, GenericOp, Graph, Op, ReshapeOp, SliceOp
 from streamtensor.transforms.converter_buffer import infer_converter_buffer
 
 
@@ -63,9 +93,11 @@ class TilingOptions:
     max_token_rank: int = 2
     agree_tiles: bool = True
     layout_aware_order: bool = True
+    order_search_restarts: int = 8
 
     def __post_init__(self) -> None:
-        for name, least in (("default_tile_size", 1), ("overall_unroll_size", 1), ("max_token_rank", 0)):
+        for name, least in (("default_tile_size", 1), ("overall_unroll_size", 1), ("max_token_rank", 0),
+                            ("order_search_restarts", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise OptionError(f"bad {name.replace('_', '-')} {value!r}: must be an integer of at least {least}")
@@ -257,45 +289,70 @@ def _uniform(tilings: list[OpTiling], budget: int) -> None:
     tilings[:] = best
 
 
-# --- layout-aware tile orders --------------------------------------------------------------------------------
+# --- kernel-to-kernel edges, tile agreement, token cap -------------------------------------------------------
 
-# One step of the Linalg data movement between two kernels: ("reshape", result shape) or
-# ("slice", offsets, sizes, result shape).
-_Step = tuple
+
+@dataclass(frozen=True)
+class _Step:
+    """One Linalg data-movement op between two kernels: a reshape, or a slice (``offsets``/``sizes`` over
+    ``source``; the result may drop unit dims)."""
+
+    source: tuple[int, ...]
+    result: tuple[int, ...]
+    offsets: tuple[int, ...] | None = None  # None for a reshape
+    sizes: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
 class _Edge:
-    """A kernel result read by a kernel operand, through the reshapes / slices of ``chain`` (program order)."""
+    """A kernel result read by a kernel operand through reshapes / slices (``chain``, program order), possibly
+    into input ``region`` (offsets, sizes) of a concat whose result reaches the operand through reshapes
+    ``after``."""
 
     producer: int  # index into the kernel list
     result: int
     chain: tuple[_Step, ...]
     consumer: int
     operand: int
+    region: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+    after: tuple[_Step, ...] = ()
+
+
+def _trace(name: str, producers: dict[str, Op]) -> tuple[str, Op | None, tuple[_Step, ...]]:
+    """Walk back from value ``name`` over reshapes and slices: the value reached, its producer, the steps."""
+    chain: list[_Step] = []
+    source = producers.get(name)
+    while isinstance(source, ReshapeOp | SliceOp):
+        src, res = source.source.type.shape, source.results[0].type.shape
+        chain.insert(0, _Step(src, res) if isinstance(source, ReshapeOp)
+                     else _Step(src, res, tuple(source.offsets), tuple(source.sizes)))
+        name, source = source.source.name, producers.get(source.source.name)
+    return name, source, tuple(chain)
 
 
 def _kernel_edges(graph: Graph, ops: list[GenericOp]) -> list[_Edge]:
-    """Every streamed operand of a kernel whose data comes from another kernel through reshapes and slices
-    only (values from external memory arrive through DMAs, which stream any order; concats are not followed)."""
+    """Every streamed operand of a kernel whose data comes from another kernel through reshapes, slices and at
+    most one concat (values from external memory arrive through DMAs, which stream any order)."""
     producers = graph.producers()
     index = {op.name: i for i, op in enumerate(ops)}
     edges = []
+
+    def add(name: str, c: int, j: int, region: tuple | None = None, after: tuple[_Step, ...] = ()) -> None:
+        name, source, chain = _trace(name, producers)
+        if isinstance(source, GenericOp) and source.name in index:
+            result = next(r for r, value in enumerate(source.results) if value.name == name)
+            edges.append(_Edge(index[source.name], result, chain, c, j, region, after))
+        elif isinstance(source, ConcatOp) and region is None and all(step.offsets is None for step in chain):
+            shapes = [v.type.shape for v in source.inputs]
+            for value, place in zip(source.inputs, concat_regions(shapes, source.dim), strict=True):
+                add(value.name, c, j, place, chain)
+
     for c, op in enumerate(ops):
         n_in = len(op.inputs)
         for j, v in enumerate(op.operands):
             if j >= n_in and (not reads_init(op, j - n_in) or fill_value(graph, v.name, producers) is not None):
                 continue  # an unread or folded init has no stream
-            chain: list[_Step] = []
-            name, source = v.name, producers.get(v.name)
-            while isinstance(source, ReshapeOp | SliceOp):
-                shape = source.results[0].type.shape
-                chain.insert(0, ("reshape", shape) if isinstance(source, ReshapeOp)
-                             else ("slice", tuple(source.offsets), tuple(source.sizes), shape))
-                name, source = source.source.name, producers.get(source.source.name)
-            if isinstance(source, GenericOp) and source.name in index:
-                result = next(r for r, value in enumerate(source.results) if value.name == name)
-                edges.append(_Edge(index[source.name], result, tuple(chain), c, j))
+            add(v.name, c, j)
     return edges
 
 
@@ -379,154 +436,279 @@ def _impose(op: GenericOp, loops: list[LoopTiling], operand: int, tile: tuple[in
     return changed
 
 
-def _cap_tokens(op: GenericOp, loops: list[LoopTiling], cap: int) -> bool:
+def _cap_tokens(op: GenericOp, loops: list[LoopTiling], cap: int, external: set[int]) -> bool:
     """Shrink ``op``'s tiles until every streamed token (inputs, inits, results) holds at most ``cap``
-    elements (module docstring); whether anything changed."""
+    elements (module docstring); ``external`` are the operands read from external memory. Whether anything
+    changed."""
     changed = False
     for operand in range(len(op.operands)):
         amap = op.indexing_maps[operand]
         dims = [d for d in (amap.result_dim(i) for i in range(amap.num_results)) if d is not None]
+
+        def rank(d: int) -> tuple[bool, bool, int]:
+            # Cutting a loop that some external operand does not index makes that operand's tiles reused by
+            # fewer firings, i.e. streamed again from external memory: such loops give way last. Then a dim
+            # held whole in one tile (a small dim clipped to its size, e.g. heads) goes first, then the
+            # smallest tile, then the outermost dim of the operand (min keeps the first).
+            rereads = any(d not in op.indexing_maps[j].used_dims() for j in external)
+            return rereads, loops[d].trip > 1, loops[d].tile
+
         while math.prod(loops[d].tile for d in dims) > cap:
-            # A dim held whole in one tile gives way first (a small dim clipped to its size, e.g. heads: cutting
-            # it adds no reuse problem), then the smallest tile, then the outermost dim of the operand.
-            d = min((d for d in dims if loops[d].tile > 1), key=lambda d: (loops[d].trip > 1, loops[d].tile))
+            d = min((d for d in dims if loops[d].tile > 1), key=rank)
             tile = loops[d].tile
             loops[d] = replace(loops[d], tile=max(t for t in range(1, tile) if tile % t == 0))
             changed = True
     return changed
 
 
+def _external_operands(op: GenericOp, producers: dict[str, Op]) -> set[int]:
+    """Input operands of ``op`` streamed from external memory (block inputs, weights, constants, and reshapes
+    or slices of them)."""
+    return {j for j, v in enumerate(op.inputs)
+            if not isinstance(_trace(v.name, producers)[1], GenericOp | ConcatOp)}
+
+
+def _tile_forward(tile: tuple[int, ...], step: _Step) -> tuple[int, ...]:
+    if step.offsets is not None and step.sizes is not None:
+        return _reshape_tile(_slice_tile(tile, step.offsets, step.sizes), step.sizes, step.result)
+    return _reshape_tile(tile, step.source, step.result)
+
+
+def _tile_backward(tile: tuple[int, ...], step: _Step) -> tuple[int, ...]:
+    if step.offsets is not None and step.sizes is not None:
+        return _slice_tile(_reshape_tile(tile, step.result, step.sizes), step.offsets, step.sizes)
+    return _reshape_tile(tile, step.result, step.source)
+
+
+def _agree(e: _Edge, ops: list[GenericOp], tilings: list[OpTiling]) -> bool:
+    """Shrink both ends of edge ``e`` to the common divisor of their tiles (seen through the data movement
+    between them); whether anything changed."""
+    producer, consumer = ops[e.producer], ops[e.consumer]
+    p_loops, c_loops = tilings[e.producer].loops, tilings[e.consumer].loops
+    result = len(producer.inputs) + e.result
+    made = _operand_tile(producer, p_loops, result)
+    for step in e.chain:
+        made = _tile_forward(made, step)
+    wanted = _operand_tile(consumer, c_loops, e.operand)
+    for step in reversed(e.after):
+        wanted = _tile_backward(wanted, step)
+    if e.region is not None:
+        wanted = _slice_tile(wanted, *e.region)
+    tile = tuple(map(math.gcd, made, wanted))
+    pushed = tile
+    for step in e.after:
+        pushed = _tile_forward(pushed, step)
+    changed = _impose(consumer, c_loops, e.operand, pushed)
+    for step in reversed(e.chain):
+        tile = _tile_backward(tile, step)
+    return _impose(producer, p_loops, result, tile) or changed
+
+
 def fit_tiles(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling], cap: int | None, agree: bool) -> None:
-    """Cap every token at ``cap`` elements (None: no cap) and, with ``agree``, make producer and consumer tiles
-    agree along every kernel-to-kernel edge (module docstring), in place: tiles only shrink, to divisors, until
-    nothing changes."""
+    """With ``agree``, make producer and consumer tiles agree along every kernel-to-kernel edge; then cap the
+    tokens of each kernel in program order at ``cap`` elements (None: no cap), agreeing again after every
+    kernel that shrank, so that later kernels see the tiles earlier ones chose (module docstring). In place;
+    tiles only shrink, to divisors, so a capped kernel stays within the cap."""
     edges = _kernel_edges(graph, ops) if agree else []
-    changed = True
-    while changed:
-        changed = False
-        if cap is not None:
-            for op, t in zip(ops, tilings, strict=True):
-                changed |= _cap_tokens(op, t.loops, cap)
-        for e in edges:
-            producer, consumer = ops[e.producer], ops[e.consumer]
-            p_loops, c_loops = tilings[e.producer].loops, tilings[e.consumer].loops
-            result = len(producer.inputs) + e.result
-            shape = producer.results[e.result].type.shape
-            tile = _operand_tile(producer, p_loops, result)
-            path = [shape]
-            for step in e.chain:
-                if step[0] == "slice":
-                    tile = _reshape_tile(_slice_tile(tile, step[1], step[2]), step[2], step[3])
-                    path.append(step[3])
-                else:
-                    tile = _reshape_tile(tile, path[-1], step[1])
-                    path.append(step[1])
-            tile = tuple(map(math.gcd, tile, _operand_tile(consumer, c_loops, e.operand)))
-            changed |= _impose(consumer, c_loops, e.operand, tile)
-            for step, before in zip(reversed(e.chain), reversed(path[:-1]), strict=True):
-                if step[0] == "slice":
-                    tile = _slice_tile(_reshape_tile(tile, step[3], step[2]), step[1], step[2])
-                else:
-                    tile = _reshape_tile(tile, step[1], before)
-            changed |= _impose(producer, p_loops, result, tile)
+
+    def settle() -> None:
+        while any([_agree(e, ops, tilings) for e in edges]):
+            pass
+
+    settle()
+    if cap is not None:
+        producers = graph.producers()
+        for op, t in zip(ops, tilings, strict=True):
+            if _cap_tokens(op, t.loops, cap, _external_operands(op, producers)):
+                settle()
+
+
+# --- layout-aware tile orders --------------------------------------------------------------------------------
 
 
 class _OrderSearch:
     """Tile orders minimizing converter bytes between kernels plus accumulator bytes (module docstring)."""
 
     def __init__(self, graph: Graph, ops: list[GenericOp], tilings: list[OpTiling]) -> None:
-        self.ops, self.tilings = ops, tilings
+        self.ops, self.loops = ops, [t.loops for t in tilings]
+        self.orders = [tuple(t.tile_order) for t in tilings]
         self.edges = _kernel_edges(graph, ops)
-        self.touching: list[list[_Edge]] = [[] for _ in ops]
-        for e in self.edges:
-            self.touching[e.producer].append(e)
+        self.touching: list[list[int]] = [[] for _ in ops]  # edge indices
+        for i, e in enumerate(self.edges):
+            self.touching[e.producer].append(i)
             if e.consumer != e.producer:
-                self.touching[e.consumer].append(e)
-        self._moved: dict[tuple[ITensorType, tuple[_Step, ...]], ITensorType | None] = {}
-        self._converted: dict[tuple[ITensorType, ITensorType], int] = {}
+                self.touching[e.consumer].append(i)
+        self.candidates = [self._candidates(k) for k in range(len(ops))]
+        # All-parallel kernels next to each kernel: they can walk their tiles in any order, so a move of the
+        # kernel takes them along (each re-picks its best order for the kernel's new one).
+        self.followers: list[list[int]] = [[] for _ in ops]
+        for e in self.edges:
+            for k, n in ((e.producer, e.consumer), (e.consumer, e.producer)):
+                if n != k and not ops[n].reduction_dims and n not in self.followers[k]:
+                    self.followers[k].append(n)
+        self.group_edges = [sorted({i for m in [k, *self.followers[k]] for i in self.touching[m]})
+                            for k in range(len(ops))]
+        self.neighbors = [sorted({m for i in self.touching[k] for m in (self.edges[i].producer,
+                                                                        self.edges[i].consumer)} - {k})
+                          for k in range(len(ops))]
+        self._bests: dict[tuple[int, tuple[tuple[int, ...], ...]], tuple[int, ...]] = {}
+        self._types: dict[tuple[int, tuple[int, ...], int], ITensorType] = {}
+        self._moved: dict[tuple[ITensorType | None, tuple[_Step, ...], bool], ITensorType | None] = {}
+        self._edge_costs: dict[tuple[int, tuple[int, ...], tuple[int, ...]], int] = {}
+        self._accumulators: dict[tuple[int, tuple[int, ...]], int] = {}
 
-    def _move(self, t: ITensorType, chain: tuple[_Step, ...]) -> ITensorType | None:
-        """The producer's stream type seen after the reshapes / slices of ``chain``, None when some step
-        needs a converter to stream at all."""
-        key = (t, chain)
-        if key not in self._moved:
-            moved: ITensorType | None = t
-            for step in chain:
-                if moved is None:
-                    break
-                if step[0] == "slice":
-                    moved = chunk_type(moved, step[1], step[2])
-                    if moved is not None and step[2] != step[3]:
-                        moved = reassociate_type(moved, step[3])
-                else:
-                    moved = reassociate_type(moved, step[1])
-            self._moved[key] = moved
-        return self._moved[key]
-
-    def _conversion(self, source: ITensorType | None, result: ITensorType) -> int:
-        """Converter bytes from ``source`` to ``result`` (0 for the same tokens); a source that cannot be
-        carried to the consumer costs the worst case, the whole tensor ping-ponged."""
-        if source is None:
-            return 2 * -(-result.tensor_elements * DTYPE_BITS[result.dtype] // 8)
-        key = (source, result)
-        if key not in self._converted:
-            same = source == result or reassociation_error(source, result) is None
-            self._converted[key] = 0 if same else infer_converter_buffer(source, result, checked=False).bytes
-        return self._converted[key]
-
-    def _type(self, k: int, order: list[int], operand: int) -> ITensorType:
-        return kernel_operand_type(self.ops[k], self.tilings[k].loops, order, operand)
-
-    def _accumulator(self, k: int, order: list[int]) -> int:
-        op, loops = self.ops[k], self.tilings[k].loops
-        if not op.reduction_dims:
-            return 0
-        bits = 0
-        for r, value in enumerate(op.results):
-            amap = op.indexing_maps[len(op.inputs) + r]
-            dims = [amap.result_dim(i) for i in range(amap.num_results)]
-            bits += math.prod(1 if d is None else loops[d].tile for d in dims) * DTYPE_BITS[value.type.dtype]
-        return pending_tiles(loops, order) * -(-bits // 8)
-
-    def cost(self, k: int, order: list[int]) -> int:
-        """Every byte that depends on kernel ``k``'s order: its accumulators and the converters on its edges."""
-        orders = [t.tile_order for t in self.tilings]
-        orders[k] = order
-        total = self._accumulator(k, order)
-        for e in self.touching[k]:
-            made = self._type(e.producer, orders[e.producer], len(self.ops[e.producer].inputs) + e.result)
-            total += self._conversion(self._move(made, e.chain),
-                                      self._type(e.consumer, orders[e.consumer], e.operand))
-        return total
-
-    def candidates(self, k: int) -> list[list[int]]:
-        """Permutations of the loops of more than one trip in their slots of the current order (one-trip loops
-        stream nothing and stay put); the current order first."""
-        order, loops = self.tilings[k].tile_order, self.tilings[k].loops
+    def _candidates(self, k: int) -> list[tuple[int, ...]]:
+        """Permutations of the loops of more than one trip in their slots of the initial order (one-trip loops
+        move nothing and stay outermost, see ``default_orders``); the initial order first."""
+        order, loops = self.orders[k], self.loops[k]
         slots = [i for i, d in enumerate(order) if loops[d].trip > 1]
         out = []
         for perm in itertools.permutations([order[i] for i in slots]):
             candidate = list(order)
             for i, d in zip(slots, perm, strict=True):
                 candidate[i] = d
-            out.append(candidate)
+            out.append(tuple(candidate))
         return out
 
-    def run(self, max_sweeps: int = 8) -> None:
-        """Coordinate descent: each kernel in turn takes its cheapest order given the others, consumers first
-        (reverse program order) then producers first, until a sweep changes nothing. A change must lower the
-        total strictly, so the search ends."""
+    def _type(self, k: int, order: tuple[int, ...], operand: int) -> ITensorType:
+        key = (k, order, operand)
+        if key not in self._types:
+            self._types[key] = kernel_operand_type(self.ops[k], self.loops[k], list(order), operand)
+        return self._types[key]
+
+    def _move(self, t: ITensorType | None, chain: tuple[_Step, ...], backward: bool = False
+              ) -> ITensorType | None:
+        """A stream type carried along the reshapes / slices of ``chain`` (``backward``: from the end of the
+        chain to its start, reshapes only), None when some step needs a converter to stream at all."""
+        key = (t, chain, backward)
+        if key not in self._moved:
+            moved = t
+            for step in reversed(chain) if backward else chain:
+                if moved is None:
+                    break
+                if backward:
+                    moved = reassociate_type(moved, step.source) if step.offsets is None else None
+                elif step.offsets is not None and step.sizes is not None:
+                    moved = chunk_type(moved, step.offsets, step.sizes)
+                    if moved is not None and step.sizes != step.result:
+                        moved = reassociate_type(moved, step.result)
+                else:
+                    moved = reassociate_type(moved, step.result)
+            self._moved[key] = moved
+        return self._moved[key]
+
+    def _edge_cost(self, i: int) -> int:
+        """Converter bytes on edge ``i`` under the current orders (0 for the same tokens); a stream that cannot
+        be carried to the consumer costs the worst case, the whole tensor ping-ponged. Through a concat, the
+        producer must stream the chunk of the consumer's layout at its region (what ``build_dataflow`` wires
+        when it can)."""
+        e = self.edges[i]
+        key = (i, self.orders[e.producer], self.orders[e.consumer])
+        if key not in self._edge_costs:
+            made = self._type(e.producer, key[1], len(self.ops[e.producer].inputs) + e.result)
+            source = self._move(made, e.chain)
+            result: ITensorType | None = self._type(e.consumer, key[2], e.operand)
+            if e.region is not None:
+                result = self._move(result, e.after, backward=True)
+                result = chunk_type(result, *e.region) if result is not None else None
+            if source is None or result is None:
+                cost = 2 * -(-made.tensor_elements * DTYPE_BITS[made.dtype] // 8)
+            elif source == result or reassociation_error(source, result) is None:
+                cost = 0
+            else:
+                cost = infer_converter_buffer(source, result, checked=False).bytes
+            self._edge_costs[key] = cost
+        return self._edge_costs[key]
+
+    def _accumulator(self, k: int) -> int:
+        key = (k, self.orders[k])
+        if key not in self._accumulators:
+            op, loops = self.ops[k], self.loops[k]
+            bits = 0
+            for r, value in enumerate(op.results):
+                amap = op.indexing_maps[len(op.inputs) + r]
+                dims = [amap.result_dim(i) for i in range(amap.num_results)]
+                bits += math.prod(1 if d is None else loops[d].tile for d in dims) * DTYPE_BITS[value.type.dtype]
+            pending = pending_tiles(loops, list(key[1])) if op.reduction_dims else 0
+            self._accumulators[key] = pending * -(-bits // 8)
+        return self._accumulators[key]
+
+    def _cost(self, k: int) -> int:
+        """Every byte that depends on kernel ``k``'s order: its accumulators and the converters on its edges."""
+        return self._accumulator(k) + sum(self._edge_cost(i) for i in self.touching[k])
+
+    def _group_cost(self, k: int) -> int:
+        """Every byte that depends on the orders of kernel ``k`` and its followers."""
+        return (self._accumulator(k) + sum(self._accumulator(n) for n in self.followers[k])
+                + sum(self._edge_cost(i) for i in self.group_edges[k]))
+
+    def total(self) -> int:
+        return sum(self._accumulator(k) for k in range(len(self.ops))) + sum(map(self._edge_cost,
+                                                                               range(len(self.edges))))
+
+    def _follow(self, n: int, k: int) -> tuple[int, ...]:
+        """Follower ``n``'s order for kernel ``k``'s current one: among the orders cheapest on the edges between
+        the two (the layout propagated into ``n``), the cheapest overall given its neighbors (first on ties)."""
+        key = (n, tuple(self.orders[m] for m in self.neighbors[n]))
+        if key not in self._bests:
+            shared = [i for i in self.touching[n] if k in (self.edges[i].producer, self.edges[i].consumer)]
+            fits: list[tuple[int, int, tuple[int, ...]]] = []
+            for order in self.candidates[n]:
+                self.orders[n] = order
+                fits.append((sum(self._edge_cost(i) for i in shared), len(fits), order))
+            least = min(fits)[0]
+            best: tuple[int, tuple[int, ...]] | None = None
+            for cost, _, order in fits:
+                if cost == least:
+                    self.orders[n] = order
+                    total = self._cost(n)
+                    if best is None or total < best[0]:
+                        best = (total, order)
+            assert best is not None
+            self._bests[key] = best[1]
+        return self._bests[key]
+
+    def _move_kernel(self, k: int) -> bool:
+        """Give kernel ``k`` its cheapest order, each follower re-picking its own best order for it; whether the
+        total dropped (strictly)."""
+        members = [k, *self.followers[k]]
+        start = [self.orders[m] for m in members]
+        best = (self._group_cost(k), start)
+        for order in self.candidates[k]:
+            self.orders[k] = order
+            for n in self.followers[k]:
+                self.orders[n] = self._follow(n, k)
+            cost = self._group_cost(k)
+            if cost < best[0]:
+                best = (cost, [self.orders[m] for m in members])
+        for m, order in zip(members, best[1], strict=True):
+            self.orders[m] = order
+        return best[1] != start
+
+    def descend(self) -> None:
+        """Coordinate descent: each kernel in turn takes its cheapest order (with its followers) given the
+        others, consumers first (reverse program order) then producers first, until a sweep changes nothing. A
+        change must lower the total strictly, so the descent ends."""
         forward = list(range(len(self.ops)))
-        for sweep in range(max_sweeps):
+        changed, sweep = True, 0
+        while changed:
             changed = False
             for k in reversed(forward) if sweep % 2 == 0 else forward:
-                current = self.cost(k, self.tilings[k].tile_order)
-                best = min(self.candidates(k), key=lambda o, k=k: self.cost(k, o))
-                if self.cost(k, best) < current:
-                    self.tilings[k] = replace(self.tilings[k], tile_order=best)
-                    changed = True
-            if not changed:
-                return
+                changed |= self._move_kernel(k)
+            sweep += 1
+
+    def run(self, restarts: int) -> list[list[int]]:
+        """The best local optimum of a descent from the default orders and of ``restarts`` descents from
+        random orders (a fixed seed: the result is deterministic); ties keep the earliest."""
+        self.descend()
+        best = (self.total(), list(self.orders))
+        rng = random.Random(0)
+        for _ in range(restarts):
+            self.orders = [rng.choice(c) for c in self.candidates]
+            self.descend()
+            if self.total() < best[0]:
+                best = (self.total(), list(self.orders))
+        return [list(o) for o in best[1]]
 
 
 def tile_graph(graph: Graph, options: TilingOptions | None = None) -> Tiling:
@@ -537,9 +719,11 @@ def tile_graph(graph: Graph, options: TilingOptions | None = None) -> Tiling:
     if options.agree_tiles or options.max_token_rank:
         cap = options.default_tile_size ** options.max_token_rank if options.max_token_rank else None
         fit_tiles(graph, ops, tilings, cap, options.agree_tiles)
+        # Trips changed: one-trip loops go outermost again.
         tilings = [OpTiling(t.loops, *default_orders(op, t.loops, options)) for op, t in zip(ops, tilings, strict=True)]
     if options.layout_aware_order:
-        _OrderSearch(graph, ops, tilings).run()
+        orders = _OrderSearch(graph, ops, tilings).run(options.order_search_restarts)
+        tilings = [replace(t, tile_order=o) for t, o in zip(tilings, orders, strict=True)]
         if not options.permute_reductions_outward:
             tilings = [replace(t, point_order=list(t.tile_order)) for t in tilings]
     if options.intensity_aware_unroll:

@@ -43,14 +43,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from streamtensor import __version__
 from streamtensor.analysis.memory import FIFO_DEFAULT_DEPTH, onchip_buffers
 from streamtensor.analysis.resources import allocate
-from streamtensor.analysis.timing_model import kernel_timing
+from streamtensor.analysis.timing_model import kernel_timing, node_process
 from streamtensor.analysis.timing_sim import SRL_FIFO_MAX_BITS
 from streamtensor.codegen.vitis.hbm import HbmPlan, c_identifier
 from streamtensor.errors import StreamTensorError, UnsupportedOpError
@@ -131,6 +130,54 @@ _PRAGMA_MACRO = """\
 #endif
 """
 
+_IN_FLIGHT = """\
+// Iterations in flight. A pipelined loop whose writes trail its reads by `lag` firings (lag = ceil(depth / II)
+// of the timing model's process) reads firing f + lag - 1 before its write of firing f leaves: the stall
+// pipeline of the hardware, and the event order the FIFO-sizing LP and the timing simulator assume. The C
+// simulation reproduces it by holding a process's writes until `lag` firings later; synthesis writes directly.
+#ifdef __SYNTHESIS__
+#define HLS_SIM_IN_FLIGHT(lag)
+#define HLS_SIM_FIRING()
+#define HLS_SIM_WRITE(stream, value) stream.write(value)
+#define HLS_SIM_DRAIN()
+#else
+namespace streamtensor {
+
+class InFlightWrites {
+ public:
+  explicit InFlightWrites(int lag) : lag_(static_cast<std::size_t>(lag)) {}
+
+  // Start of a firing, before its reads: the writes of firing f - lag leave now.
+  void firing() {
+    pending_.emplace_back();
+    release(lag_);
+  }
+  template <typename T>
+  void write(hls::stream<T>& s, const T& value) {
+    pending_.back().emplace_back([&s, value] { s.write(value); });
+  }
+  // End of the process: the writes still in flight leave in order.
+  void drain() { release(0); }
+
+ private:
+  void release(std::size_t keep) {
+    for (; pending_.size() > keep; pending_.pop_front()) {
+      for (const std::function<void()>& w : pending_.front()) w();
+    }
+  }
+
+  std::size_t lag_;
+  std::deque<std::vector<std::function<void()>>> pending_;  // writes of the firings in flight, oldest first
+};
+
+}  // namespace streamtensor
+#define HLS_SIM_IN_FLIGHT(lag) streamtensor::InFlightWrites hls_sim_in_flight_(lag)
+#define HLS_SIM_FIRING() hls_sim_in_flight_.firing()
+#define HLS_SIM_WRITE(stream, value) hls_sim_in_flight_.write(stream, value)
+#define HLS_SIM_DRAIN() hls_sim_in_flight_.drain()
+#endif
+"""
+
 _TILE_HELPERS = """\
 // Tiles <-> words of the packed external-memory layout (streamtensor.codegen.vitis.packing): element j of a
 // tile of b-bit elements occupies tile bits [j*b, (j+1)*b), tile bit k is bit k % 512 of word k / 512, words
@@ -149,11 +196,11 @@ template <typename T, int N>
 void load_tile(const streamtensor::word512* src, T (&data)[N]) {
   streamtensor::word512 words[tile_words<T, N>()];
   for (int w = 0; w < tile_words<T, N>(); ++w) {
-HLS_PRAGMA(pipeline II=1)
+    HLS_PRAGMA(pipeline II=1)
     words[w] = src[w];
   }
   for (int j = 0; j < N; ++j) {
-HLS_PRAGMA(unroll)
+    HLS_PRAGMA(unroll)
     const int bit = j * element_bits<T>();
     const uint8_t* bytes = &words[bit / 512].bytes[bit % 512 / 8];
     if constexpr (std::is_same_v<T, bool>) {
@@ -168,7 +215,7 @@ template <typename T, int N>
 void store_tile(const T (&data)[N], streamtensor::word512* dst) {
   streamtensor::word512 words[tile_words<T, N>()] = {};
   for (int j = 0; j < N; ++j) {
-HLS_PRAGMA(unroll)
+    HLS_PRAGMA(unroll)
     const int bit = j * element_bits<T>();
     uint8_t* bytes = &words[bit / 512].bytes[bit % 512 / 8];
     if constexpr (std::is_same_v<T, bool>) {
@@ -178,7 +225,7 @@ HLS_PRAGMA(unroll)
     }
   }
   for (int w = 0; w < tile_words<T, N>(); ++w) {
-HLS_PRAGMA(pipeline II=1)
+    HLS_PRAGMA(pipeline II=1)
     dst[w] = words[w];
   }
 }
@@ -225,9 +272,9 @@ class _Code:
         self.line(head + " {")
         self.depth += 1
 
-    def close(self, tail: str = "}") -> None:
+    def close(self) -> None:
         self.depth -= 1
-        self.line(tail)
+        self.line("}")
 
     def loop(self, var: str, trip: int | str, step: int = 1, pragma: str | None = None) -> None:
         inc = f"++{var}" if step == 1 else f"{var} += {step}"
@@ -237,6 +284,32 @@ class _Code:
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
+
+
+class _Writes:
+    """A process's stream writes and firing marks: plain ``write`` when its writes follow its reads in the same
+    firing (lag 1), else through ``HLS_SIM_*`` so the C simulation holds them for ``lag`` firings (tokens header).
+    """
+
+    def __init__(self, graph: DataflowGraph, node: Node) -> None:
+        process = node_process(graph, node)
+        self.lag = -(-process.depth // process.ii) if node.inputs and node.outputs else 1
+
+    def declare(self, code: _Code) -> None:
+        if self.lag > 1:
+            code.line(f"HLS_SIM_IN_FLIGHT({self.lag});  // writes trail reads by {self.lag} firings "
+                      "(pipeline depth / II)")
+
+    def firing(self, code: _Code, condition: str | None = None) -> None:
+        if self.lag > 1:
+            code.line("HLS_SIM_FIRING();" if condition is None else f"if ({condition}) HLS_SIM_FIRING();")
+
+    def write(self, stream: str, value: str) -> str:
+        return f"{stream}.write({value});" if self.lag == 1 else f"HLS_SIM_WRITE({stream}, {value});"
+
+    def drain(self, code: _Code) -> None:
+        if self.lag > 1:
+            code.line("HLS_SIM_DRAIN();")
 
 
 def _linear(expr: AffineExpr, names: Sequence[str | None], scale: Sequence[int]) -> str:
@@ -341,6 +414,7 @@ class _KernelWriter:
         outer = node.tile_order.index(self.reductions[0]) if self.reductions else len(node.tile_order)
         self.pending_loops = [d for d in node.tile_order[outer + 1:] if not node.loops[d].reduction]
         self.pending = node.pending_tiles
+        self.writes = _Writes(graph, node)
         self.helpers: set[str] = set()
 
     # Index expressions inside a firing: point index i<d> (0 for a unit tile), tile counter t<d>.
@@ -395,8 +469,20 @@ class _KernelWriter:
         hoist: dict[int, list[int]] = {}
         for j in range(self.n_in):
             hoist.setdefault(len(input_loops(op, node.tile_order, j)), []).append(j)
+        self.writes.declare(code)
+        # A firing's first read is at the shallowest level that runs for it: level m runs at the firings whose
+        # counters of the loops from m inward are 0, so it starts the firing unless the previous level that
+        # reads ran too (every counter between the two levels 0).
+        depth = len(node.tile_order)
+        starts = sorted({level for level in hoist if level < depth} | {depth})
         opened: list[str] = []
         for level, d in enumerate([*node.tile_order, None]):
+            if level in starts:
+                k = starts.index(level)
+                between = [] if k == 0 else [c for e in node.tile_order[starts[k - 1]:level]
+                                               if (c := self.tile_counter(e)) is not None]
+                if k == 0 or between:
+                    self.writes.firing(code, " || ".join(f"{c} != 0" for c in between) or None)
             for j in hoist.get(level, []):
                 self.read_input(code, j, used)
             if d is not None and (name := self.tile_counter(d)) is not None:
@@ -414,6 +500,7 @@ class _KernelWriter:
         self.write_results(code)
         for _ in opened:
             code.close()
+        self.writes.drain(code)
         code.close()
         return code.text()
 
@@ -498,7 +585,7 @@ class _KernelWriter:
             if self.accumulate:
                 code.line(f"{self.result_token(r)} out{r};")
                 self.copy(code, math.prod(self.result_shape(r)), f"out{r}.data[k] = {self.acc(r)}[k];")
-            code.line(f"{out}.write(out{r});")
+            code.line(self.writes.write(out, f"out{r}"))
         if cond is not None:
             code.close()
 
@@ -650,11 +737,15 @@ def _fork(graph: DataflowGraph, node: ForkNode) -> str:
     code = _Code()
     code.line(f"// {node.name}: itensor_fork, every token to {len(node.outputs)} consumers")
     code.open(_signature(graph, node))
+    writes = _Writes(graph, node)
+    writes.declare(code)
     _token_loop(code, t.num_tokens)
+    writes.firing(code)
     code.line(f"const {token_struct(t)} t = {stream_var(node.inputs[0])}.read();")
     for s in node.outputs:
-        code.line(f"{stream_var(s)}.write(t);")
+        code.line(writes.write(stream_var(s), "t"))
     _close_loops(code, ["k"] if t.num_tokens > 1 else [])
+    writes.drain(code)
     code.close()
     return code.text()
 
@@ -671,9 +762,13 @@ def _reassociate(graph: DataflowGraph, node: ReassociateNode) -> str:
     code.line(f"// {node.name}: itensor_reassociate, tile {'x'.join(map(str, src.element_shape)) or 'scalar'} -> "
               f"{'x'.join(map(str, res.element_shape)) or 'scalar'} (same row-major data)")
     code.open(_signature(graph, node))
+    writes = _Writes(graph, node)
+    writes.declare(code)
     _token_loop(code, src.num_tokens)
-    code.line(f"{stream_var(node.outputs[0])}.write({stream_var(node.inputs[0])}.read());")
+    writes.firing(code)
+    code.line(writes.write(stream_var(node.outputs[0]), f"{stream_var(node.inputs[0])}.read()"))
     _close_loops(code, ["k"] if src.num_tokens > 1 else [])
+    writes.drain(code)
     code.close()
     return code.text()
 
@@ -696,11 +791,15 @@ def _chunk(graph: DataflowGraph, node: ChunkNode) -> str:
     code.line(f"// {node.name}: itensor_chunk, forwards the tiles inside offsets {list(node.offsets)} sizes "
               f"{list(node.sizes)}")
     code.open(_signature(graph, node))
+    writes = _Writes(graph, node)
+    writes.declare(code)
     names = _counter_loops(code, src, "n")
+    writes.firing(code)
     code.line(f"const {token_struct(src)} t = {stream_var(node.inputs[0])}.read();")
     test = _region_test(_offsets(src, names), node.offsets, hi, src.tensor_shape)
-    code.line(f"if ({test}) {stream_var(node.outputs[0])}.write(t);")
+    code.line(f"if ({test}) {writes.write(stream_var(node.outputs[0]), 't')}")
     _close_loops(code, names)
+    writes.drain(code)
     code.close()
     return code.text()
 
@@ -713,15 +812,19 @@ def _concat(graph: DataflowGraph, node: ConcatNode) -> str:
     code.line(f"// {node.name}: itensor_concat along dim {node.dim}; each token from the input whose region "
               "holds it")
     code.open(_signature(graph, node))
+    writes = _Writes(graph, node)
+    writes.declare(code)
     names = _counter_loops(code, res, "n")
+    writes.firing(code)
     offset = _offsets(res, names)[node.dim]
     out = stream_var(node.outputs[0])
     last = len(node.inputs) - 1
     for i, (s, (lo, size)) in enumerate(zip(node.inputs, regions, strict=True)):
-        read = f"{out}.write({stream_var(s)}.read());"
+        read = writes.write(out, f"{stream_var(s)}.read()")
         test = f"if ({offset} < {lo[node.dim] + size[node.dim]}) "
         code.line(read if last == 0 else ("" if i == 0 else "else ") + (test if i < last else "") + read)
     _close_loops(code, names)
+    writes.drain(code)
     code.close()
     return code.text()
 
@@ -739,6 +842,8 @@ def _converter(graph: DataflowGraph, node: ConverterNode, storage: dict[str, str
     code.line(f"//   source {src}")
     code.line(f"//   result {res}")
     code.open(_signature(graph, node))
+    writes = _Writes(graph, node)
+    writes.declare(code)
     code.line(f"{c_type(buf.dtype)} buf[2]{''.join(f'[{n}]' for n in shape)};")
     code.pragma("array_partition variable=buf type=complete dim=1")
     for j, n in enumerate(shape):
@@ -760,6 +865,7 @@ def _converter(graph: DataflowGraph, node: ConverterNode, storage: dict[str, str
         middle = f" : p == {s} ? {b}" if s > 1 else ""
         code.line(f"const int length = p == 0 ? {a}{middle} : {b if s == 1 else longest};")
     code.loop("k", length, pragma="pipeline II=1")
+    writes.firing(code)
     # Dims a shared loop walks exactly are one element wide in the window: their relative offset is 0.
     exact = {j for loop in range(m) for j in range(src.rank) if src.iter_map.result_dim(j) == loop}
     for fill, t, count in ((True, src, a), (False, res, b)):
@@ -788,10 +894,11 @@ def _converter(graph: DataflowGraph, node: ConverterNode, storage: dict[str, str
             if n > 1:
                 code.close()
         if not fill:
-            code.line(f"{stream_var(node.outputs[0])}.write(t);")
+            code.line(writes.write(stream_var(node.outputs[0]), "t"))
         code.close()
     code.close()
     code.close()
+    writes.drain(code)
     code.close()
     return code.text()
 
@@ -845,14 +952,6 @@ def _fifo_impl(graph: DataflowGraph, stream: str, storage: dict[str, str]) -> st
     return storage[f"{stream}.fifo"]
 
 
-@dataclass(frozen=True)
-class HlsSources:
-    """The generated kernel C++: file name under ``src/`` -> text (``write_project``'s ``sources``)."""
-
-    kernel_name: str
-    files: dict[str, str]
-
-
 def _process_names(graph: DataflowGraph, reserved: set[str]) -> dict[str, str]:
     names: dict[str, str] = {}
     for n in graph.nodes:
@@ -863,8 +962,9 @@ def _process_names(graph: DataflowGraph, reserved: set[str]) -> dict[str, str]:
     return names
 
 
-def generate_hls(graph: DataflowGraph, kernel_name: str, plan: HbmPlan) -> HlsSources:
-    """The HLS C++ of ``graph`` as one accelerator named ``kernel_name`` (module docstring)."""
+def generate_hls(graph: DataflowGraph, kernel_name: str, plan: HbmPlan) -> dict[str, str]:
+    """The HLS C++ of ``graph`` as one accelerator named ``kernel_name`` (module docstring): file name under
+    ``src/`` -> text, as ``write_project`` takes its ``sources``."""
     if len(graph.groups) > 1:
         raise HlsCodegenError(f"dataflow graph @{graph.name} has {len(graph.groups)} fusion groups; the Vitis "
                               "backend builds one accelerator per design (one group)")
@@ -910,8 +1010,9 @@ def generate_hls(graph: DataflowGraph, kernel_name: str, plan: HbmPlan) -> HlsSo
         source.lines.extend(f.rstrip("\n").split("\n"))
         source.line()
     _top(source, graph, kernel_name, plan, process, storage, order)
-    return HlsSources(kernel_name, {f"{kernel_name}.cpp": source.text(),
-                                    tokens_header: _tokens_header(graph, kernel_name, helpers)})
+    in_flight = "HLS_SIM_IN_FLIGHT(" in source.text()
+    return {f"{kernel_name}.cpp": source.text(),
+            tokens_header: _tokens_header(graph, kernel_name, helpers, in_flight)}
 
 
 def _top(code: _Code, graph: DataflowGraph, kernel_name: str, plan: HbmPlan, process: dict[str, str],
@@ -944,7 +1045,7 @@ def _top(code: _Code, graph: DataflowGraph, kernel_name: str, plan: HbmPlan, pro
     code.close()
 
 
-def _tokens_header(graph: DataflowGraph, kernel_name: str, helpers: set[str]) -> str:
+def _tokens_header(graph: DataflowGraph, kernel_name: str, helpers: set[str], in_flight: bool) -> str:
     guard = f"STREAMTENSOR_{kernel_name.upper()}_TOKENS_H"
     structs: dict[str, ITensorType] = {}
     for s in graph.streams.values():
@@ -956,6 +1057,11 @@ def _tokens_header(graph: DataflowGraph, kernel_name: str, helpers: set[str]) ->
     code.line()
     for header in ("algorithm", "cmath", "cstdint", "cstring", "limits", "type_traits"):
         code.line(f"#include <{header}>")
+    if in_flight:
+        code.line("#ifndef __SYNTHESIS__")
+        for header in ("deque", "functional", "vector"):
+            code.line(f"#include <{header}>")
+        code.line("#endif")
     code.line()
     code.line(f'#include "{kernel_name}.h"')
     code.line()
@@ -967,6 +1073,9 @@ def _tokens_header(graph: DataflowGraph, kernel_name: str, helpers: set[str]) ->
     code.line()
     code.lines.extend(_PRAGMA_MACRO.rstrip("\n").split("\n"))
     code.line()
+    if in_flight:
+        code.lines.extend(_IN_FLIGHT.rstrip("\n").split("\n"))
+        code.line()
     code.lines.extend(_TILE_HELPERS.rstrip("\n").split("\n"))
     for name in sorted(helpers):
         code.line()

@@ -23,6 +23,7 @@ rebuilds in no time, any change in a source rebuilds.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -116,7 +117,7 @@ def write_design_project(design: Design, outdir: str | Path, args: Sequence[torc
     module = design.module
     start = time.perf_counter()
     plan = plan_hbm(memory_arguments(graph), name)
-    sources = generate_hls(graph, name, plan).files
+    sources = generate_hls(graph, name, plan)
     design.stages["codegen.hls_cpp"] = round(time.perf_counter() - start, 4)
     start = time.perf_counter()
     project = write_project(outdir, graph, name, plan, sources, tensors=inputs)
@@ -186,20 +187,23 @@ def build_simulation(project_dir: str | Path) -> BuildResult:
     cached = cache_root() / "csim" / key / "block_sim"
     target = root / SIM_EXECUTABLE
     target.parent.mkdir(parents=True, exist_ok=True)
-    if cached.is_file():
-        shutil.copyfile(cached, target)
-        target.chmod(0o755)
-        os.utime(target)  # newer than the sources: make sees it up to date
-        return BuildResult(time.perf_counter() - start, True, key)
-    build = subprocess.run(simulation_build_command(root), capture_output=True, text=True)
-    if build.returncode != 0:
-        raise SimulationError(f"building the simulation of {root} failed:\n{build.stdout}{build.stderr}",
-                              build.returncode, build.stderr)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as tmp:
-        shutil.copyfile(target, tmp.name)
-    os.chmod(tmp.name, 0o755)
-    os.replace(tmp.name, cached)  # atomic: concurrent builds of one key never see a partial file
+    # One build at a time per project (Design.simulate's projects are shared by processes through the cache).
+    with open(target.parent / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if cached.is_file():
+            shutil.copyfile(cached, target)
+            target.chmod(0o755)
+            os.utime(target)  # newer than the sources: make sees it up to date
+            return BuildResult(time.perf_counter() - start, True, key)
+        build = subprocess.run(simulation_build_command(root), capture_output=True, text=True)
+        if build.returncode != 0:
+            raise SimulationError(f"building the simulation of {root} failed:\n{build.stdout}{build.stderr}",
+                                  build.returncode, build.stderr)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as tmp:
+            shutil.copyfile(target, tmp.name)
+        os.chmod(tmp.name, 0o755)
+        os.replace(tmp.name, cached)  # atomic: concurrent builds of one key never see a partial file
     return BuildResult(time.perf_counter() - start, False, key)
 
 
@@ -342,7 +346,7 @@ def simulate_graph(graph: DataflowGraph, name: str, inputs: dict[str, np.ndarray
     """The C simulation of ``graph`` as kernel ``name`` on ``inputs`` (block input name -> whole tensor; the
     graph's constants are added): its project lives in the cache, keyed on the generated sources."""
     plan = plan_hbm(memory_arguments(graph), name)
-    sources = generate_hls(graph, name, plan).files
+    sources = generate_hls(graph, name, plan)
     digest = hashlib.sha256("".join(f"{k}\0{v}\0" for k, v in sorted(sources.items())).encode()).hexdigest()[:32]
     root = cache_root() / "projects" / digest
     if not (root / "kernel.json").is_file():
