@@ -349,7 +349,8 @@ def test_families_lp_depths_against_the_simulator(family: str, mode: str) -> Non
 
 
 def test_larger_unroll_budget_speeds_kernels_up_and_deepens_fifos() -> None:
-    """More lanes make kernels faster (every latency lower or equal, the makespan lower); the DMAs' HBM rate
+    """More lanes make kernels faster (every latency lower or equal, the makespan lower; kernels paced by a
+    weight DMA do not speed up, so the makespan drops less than the kernels' latencies); the DMAs' HBM rate
     and the one-token-per-cycle data movers do not speed up, so the same skew between paths now spans more
     tokens: FIFOs get deeper, none shallower in total."""
     small, large = _compiled("gpt2", "decode", overall_unroll_size=128), _compiled("gpt2", "decode")
@@ -360,7 +361,7 @@ def test_larger_unroll_budget_speeds_kernels_up_and_deepens_fifos() -> None:
     slow_sim = simulate(slow.groups[0].network, slow.groups[0].sizing.depths)
     fast_sim = simulate(fast.groups[0].network, fast.groups[0].sizing.depths)
     assert fast_sim.makespan_cycles is not None and slow_sim.makespan_cycles is not None
-    assert fast_sim.makespan_cycles < 0.6 * slow_sim.makespan_cycles
+    assert fast_sim.makespan_cycles < 0.7 * slow_sim.makespan_cycles
     deeper = [f for f, s in zip(fast.fifos, slow.fifos, strict=True) if f.depth > s.depth]
     shallower = [f for f, s in zip(fast.fifos, slow.fifos, strict=True) if f.depth < s.depth]
     assert len(deeper) > len(shallower)

@@ -182,8 +182,11 @@ def test_composite_and_integer_op_costs() -> None:
     assert scalar_op_cost(ScalarOp("e", "math.erf", ("a",), "f32"), {"a": 32}, {}) == (43, 3620)
     # x^4: two squarings.
     assert scalar_op_cost(ScalarOp("p", "math.fpowi", ("a", "n"), "f32"), {"a": 32, "n": 32}, {"n": 4}) == (6, 160)
-    with pytest.raises(ValueError, match="f64"):
-        scalar_op_cost(ScalarOp("s", "arith.addf", ("a", "b"), "f64"), {"a": 64, "b": 64}, {})
+    # f64 cores are larger than f32 ones; tanh in f64 is built from f64 cores.
+    assert scalar_op_cost(ScalarOp("s", "arith.addf", ("a", "b"), "f64"), {"a": 64, "b": 64}, {}) == (3, 700)
+    tanh = scalar_op_cost(ScalarOp("t", "math.tanh", ("a",), "f64"), {"a": 64}, {})
+    assert tanh == (26 + 10 + 2 * 3, 2000 + 200 + 2 * 700 + 3200)  # exp + mulf + 2 addf + divf
+    assert scalar_op_cost(ScalarOp("c", "arith.cmpf", ("a", "b"), "f64"), {"a": 64, "b": 64}, {}) == (0, 150)
     with pytest.raises(ValueError, match="math.cbrt"):
         scalar_op_cost(ScalarOp("s", "math.cbrt", ("a",), "f32"), {"a": 32}, {})
 

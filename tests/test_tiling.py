@@ -6,13 +6,18 @@ import math
 
 import pytest
 from conftest import tiny_block
-from linalg_builders import empty, fill, graph, matmul, matmul_graph, unary, value
+from linalg_builders import empty, fill, graph, matmul, matmul_graph, nodes_of, unary, value
 
 from streamtensor import compile_llm_block
-from streamtensor.analysis.timing_model import kernel_timing
+from streamtensor.analysis.timing_model import build_process_network, kernel_timing, node_timings
+from streamtensor.analysis.timing_sim import simulate
+from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
+from streamtensor.codegen.vitis.hls_cpp import generate_hls
 from streamtensor.errors import OptionError
 from streamtensor.ir.affine import AffineMap
+from streamtensor.ir.dataflow import DmaNode, KernelNode, print_dataflow
 from streamtensor.ir.linalg import Graph
+from streamtensor.transforms.build_dataflow import build_dataflow
 from streamtensor.transforms.tiling import TilingOptions, initial_tiling, kernel_ops, tile_graph, tile_size
 
 
@@ -122,3 +127,46 @@ def test_bad_tiling_options() -> None:
         TilingOptions(4, 4, permute_reductions_outward="yes")  # type: ignore[arg-type]
     with pytest.raises(OptionError, match="bad overall-unroll-size 2.5"):
         compile_llm_block("gpt2", overall_unroll_size=2.5)
+
+
+def _two_gemvs(n: int) -> Graph:
+    """y = (x @ w1) @ w2 with x 1 x n and the weights n x n read from external memory (two decode-mode
+    projections: the second waits for the first's reduction, while its weight DMA could run ahead)."""
+    x, w1, w2 = value("x", 1, n), value("w1", n, n), value("w2", n, n)
+    e = empty("e", 1, n)
+    z = fill("z", e.results[0], "fill_1")
+    h = matmul("h", x, w1, z.results[0], "matmul_1")
+    y = matmul("y", h.results[0], w2, z.results[0], "matmul_2")
+    return graph([x, w1, w2], [e, z, h, y], [y.results[0]])
+
+
+def test_bandwidth_aware_unroll_keeps_pace_with_the_weight_dma() -> None:
+    g = _two_gemvs(512)
+    dfg = build_dataflow(g, tile_graph(g, TilingOptions(16, 1024)))
+    net = build_process_network(dfg)
+    timing = node_timings(net)
+    unbounded = simulate(net, {})
+    cpp = generate_hls(dfg, "gemv", plan_hbm(memory_arguments(dfg), "gemv"))["gemv.cpp"]
+    for kernel, weight in zip(sorted(nodes_of(dfg, KernelNode), key=lambda k: k.name), ("w1", "w2"), strict=True):
+        # One multiply-add per weight element: one pseudo-channel (57.5 B/cycle) feeds fewer than 16 f32 lanes,
+        # so the lanes the budget buys are paced by a raised pipeline II, emitted as the HLS pipeline pragma.
+        assert kernel.min_pipeline_ii > 1
+        assert f"min_pipeline_ii = {kernel.min_pipeline_ii}" in print_dataflow(dfg)
+        assert f"pipeline II={kernel.min_pipeline_ii}" in cpp
+        (dma,) = [n for n in nodes_of(dfg, DmaNode) if n.tensor.name == weight]
+        transfer = timing[dma.name].latency - timing[dma.name].delay
+        paced = kernel_timing(kernel.op, kernel.loops, kernel.tile_order, kernel.point_order, kernel.min_pipeline_ii)
+        assert paced.firings * paced.ii >= transfer
+        # Without the floor the same lanes would read the weight faster than its DMA delivers it.
+        loose = kernel_timing(kernel.op, kernel.loops, kernel.tile_order, kernel.point_order)
+        assert loose.firings * loose.ii < transfer
+        # No prefetch buffer: a 2-token weight FIFO (the DMA back-pressured) keeps the unbounded makespan, also
+        # for w2, whose DMA could otherwise fill its FIFO while matmul_2 waits for matmul_1.
+        assert simulate(net, {dma.outputs[0]: 2}).makespan_cycles == unbounded.makespan_cycles
+
+
+def test_compute_bound_kernels_keep_the_recurrence_ii() -> None:
+    # A square matmul reuses every weight tile n / tile times: no DMA limits it at this budget.
+    g = _unbalanced()
+    tiling = tile_graph(g, TilingOptions(16, 64))
+    assert all(t.min_pipeline_ii == 1 for t in tiling.ops.values())

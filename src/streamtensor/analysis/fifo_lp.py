@@ -26,8 +26,9 @@ builds profiles in which they stall:
    strategy's release times let it: producers back-pressured where they ran ahead) and, for ``normal``,
    backward (:func:`latest_firing_times` with those depths: every process as late as they let it, so a
    producer stalled by back-pressure does not catch up in a burst); solve again on each schedule and keep the
-   fewest bits. Repeat while the total bits fall (at most ``_REFINE_ROUNDS`` rounds and ``_REFINE_FIRINGS``
-   simulated firings; a round that does not lower them, or would raise the predicted latency, is dropped).
+   fewest bits. Repeat while a round saves at least ``_REFINE_MIN_GAIN`` of the bits (at most
+   ``_REFINE_ROUNDS`` rounds and ``_REFINE_FIRINGS`` simulated firings; a round that does not lower them, or
+   would raise the predicted latency, is dropped).
    A refined profile is a legal schedule whose FIFO occupancies are at most the previous depths, so its zero
    shift is a candidate of the next LP.
 3. squeeze: what stays is mostly FIFOs one or two tokens deeper than needed where a producer restarts after
@@ -89,6 +90,7 @@ _HULL_SAMPLES = 33  # delays at which each edge's exact depth curve is evaluated
 # refinements / the squeezes of one strategy may simulate in all (deterministic budgets that scale with the
 # network: a tiny block affords hundreds of simulations, a paper-size prefill block the two of one round).
 _REFINE_ROUNDS = 4
+_REFINE_MIN_GAIN = 0.01  # a round that saves less than this fraction of the bits is the last one
 _REFINE_FIRINGS = 8_000_000
 _SQUEEZE_FIRINGS = 1_000_000
 
@@ -455,7 +457,10 @@ def _refine(net: ProcessNetwork, best: FifoSizing, strategy: Strategy, time_limi
                     key=lambda t: t.total_bits, default=best)
         if trial.total_bits >= best.total_bits:
             break
+        gain = 1 - trial.total_bits / best.total_bits
         best = trial
+        if gain < _REFINE_MIN_GAIN:
+            break  # converged: another round costs two simulations for a fraction of a percent
     return best
 
 

@@ -48,7 +48,8 @@ widened int8 product is still an 8x8 multiply): ``w <= 8``: 0.5 DSP (two int8 MA
 packing, target spec §1), ``<= 18``: 1 (one 27x18 multiplier), ``<= 32``: 3 (Vitis ``mul_32s_32s_32``),
 ``<= 64``: 10; plus 20 LUTs of glue. Integer division/remainder: 0 DSP, ``w^2`` LUTs (array divider). Other
 integer ops (add, sub, compare, select, logic, min/max): ``w`` LUTs. Casts, constants and ``linalg.index``: free.
-f64 arithmetic has no table and is rejected.
+f64 floating point has its own table (``_F64_OP_COST``: add/sub 3 DSP 700 LUT, mul 10 DSP 200 LUT, div 3200
+LUT, sqrt 1800 LUT, exp 26 DSP, log 27 DSP); ops it does not list are charged the f32 figures.
 
 **LUT** per node = base cost of its kind (control: loop counters, FSM, stream handshakes, address generation)
 + ``lanes x`` the per-op LUTs (kernels) + the LUTRAM of the buffers it owns + 30 LUTs of control per FIFO it
@@ -111,6 +112,15 @@ _OP_COST: dict[str, tuple[float, int]] = {
     "arith.maxnumf": (0, 70), "arith.minnumf": (0, 70), "arith.cmpf": (0, 70), "arith.remf": (0, 1000),
     "arith.negf": (0, 0), "math.absf": (0, 0), "arith.sitofp": (0, 200), "arith.uitofp": (0, 200),
     "arith.fptosi": (0, 200), "arith.extf": (0, 50), "arith.truncf": (0, 50),
+}
+# Double-precision cores (typical Vitis HLS f64 cores at 250 MHz, full-DSP variants): about three times the
+# single-precision DSPs for add/mul (wider mantissa multipliers), fabric dividers and square roots several
+# times larger. Ops not listed take the f32 figures (comparisons, sign wiring, conversions are cheap either way).
+_F64_OP_COST: dict[str, tuple[float, int]] = {
+    "arith.addf": (3, 700), "arith.subf": (3, 700), "arith.mulf": (10, 200), "arith.divf": (0, 3200),
+    "math.sqrt": (0, 1800), "math.rsqrt": (10, 2000), "math.exp": (26, 2000), "math.log": (27, 2500),
+    "arith.maximumf": (0, 150), "arith.minimumf": (0, 150), "arith.maxnumf": (0, 150), "arith.minnumf": (0, 150),
+    "arith.cmpf": (0, 150), "arith.extf": (0, 100), "arith.truncf": (0, 100),
 }
 # Composite functions as counts of the primitive cores above.
 _COMPOSITES: dict[str, dict[str, int]] = {
@@ -211,17 +221,16 @@ def scalar_op_cost(op: ScalarOp, bits: dict[str, int], constants: dict[str, obje
     name = op.name
     if name in _FREE_OPS:
         return 0.0, 0
-    if op.dtype == "f64":
-        raise ValueError(f"no resource figures for f64 op {name}")
-    if name in _OP_COST:
-        return _OP_COST[name]
+    table = {**_OP_COST, **_F64_OP_COST} if op.dtype == "f64" else _OP_COST
+    if name in table:
+        return table[name]
     if name in _COMPOSITES:
-        parts = [(_OP_COST[p], k) for p, k in _COMPOSITES[name].items()]
+        parts = [(table[p], k) for p, k in _COMPOSITES[name].items()]
         return sum(c[0] * k for c, k in parts), sum(c[1] * k for c, k in parts)
     if name == "math.fpowi":
         exponent = constants.get(op.operands[1], 2)
         squarings = max(1, math.ceil(math.log2(max(2, int(exponent)))))
-        dsp, lut = _OP_COST["arith.mulf"]
+        dsp, lut = table["arith.mulf"]
         return squarings * dsp, squarings * lut
     if name.startswith("math."):
         raise ValueError(f"no resource figures for op {name}")

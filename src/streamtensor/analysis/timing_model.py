@@ -17,7 +17,8 @@ Per node kind (formulas are repeated next to their code):
 - **kernel** (one firing = one tile iteration of the tile loop nest, in ``tile_order``): the point loops of a
   tile run as one pipelined loop nest issuing ``lanes = prod(unroll)`` points at a time, so a tile takes
   ``iterations = prod(tile) / lanes`` issues, ``pipeline_ii`` cycles apart (> 1 only when an accumulator
-  recurrence is shorter than the combiner's latency). ``ii = iterations * pipeline_ii`` (at least
+  recurrence is shorter than the combiner's latency, or raised to ``KernelNode.min_pipeline_ii`` so the kernel
+  reads no external-memory input faster than its DMA delivers it). ``ii = iterations * pipeline_ii`` (at least
   ``ceil(combiner latency / pending tiles)`` when partial sums are carried from tile to tile); ``depth =
   (iterations - 1) * pipeline_ii + pipeline depth`` (the last point's issue plus its trip through the
   datapath); pipeline depth = stream read + critical path of the scalar body (op latencies by element type) +
@@ -155,9 +156,10 @@ class KernelTiming:
     first_write: int  # index of the first firing that writes (completes an output tile)
 
 
-def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int], point_order: list[int]
-                  ) -> KernelTiming:
-    """L, D and II of ``op`` tiled by ``loops`` (indexed by loop dim); see the module docstring."""
+def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int], point_order: list[int],
+                  min_pipeline_ii: int = 1) -> KernelTiming:
+    """L, D and II of ``op`` tiled by ``loops`` (indexed by loop dim); see the module docstring.
+    ``min_pipeline_ii``: an II floor of the pipelined loop nest (``KernelNode.min_pipeline_ii``)."""
     lanes = math.prod(lp.unroll for lp in loops)
     iterations = math.prod(lp.tile for lp in loops) // lanes
     comb = combiner_latency(op.body)
@@ -168,7 +170,7 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
     # the innermost pipelined reduction loop; the update must see the previous one: inner * II >= comb, so
     # II = ceil(comb / inner) (= comb when the reduction loop is innermost). No pipelined reduction: II = 1.
     inner = math.prod(loops[d].tile // loops[d].unroll for d in pipelined[reductions[-1] + 1:]) if reductions else 0
-    pipeline_ii = max(1, -(-comb // inner)) if reductions else 1
+    pipeline_ii = max(1, -(-comb // inner) if reductions else 1, min_pipeline_ii)
     # Unrolled reduction lanes are summed by a balanced tree of combiners: ceil(log2(lanes_r)) levels.
     reduction_lanes = math.prod(lp.unroll for lp in loops if lp.reduction)
     tree = math.ceil(math.log2(reduction_lanes)) * comb if reduction_lanes > 1 else 0
@@ -194,7 +196,7 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
 
 
 def _kernel_process(node: KernelNode) -> Process:
-    t = kernel_timing(node.op, node.loops, node.tile_order, node.point_order)
+    t = kernel_timing(node.op, node.loops, node.tile_order, node.point_order, node.min_pipeline_ii)
     # Which firing reads / writes each token is the kernel's port semantics (``KernelNode.port_firings``):
     # inputs once per iteration of the loops they use, inits at the start and results at the completion of
     # every output tile's reduction.

@@ -163,6 +163,9 @@ class KernelNode(Node):
     local_operands: dict[int, Value] = field(default_factory=dict)
     # Inits folded from a constant fill, by result index: the accumulator starts at this scalar.
     init_constants: dict[int, float | int | bool] = field(default_factory=dict)
+    # Least II of the pipelined point loops: raised above the accumulator recurrence's II so the kernel reads
+    # no external-memory input faster than its DMA delivers it (``transforms.tiling``, bandwidth-aware unrolling).
+    min_pipeline_ii: int = 1
 
     @property
     def kind(self) -> str:
@@ -468,8 +471,9 @@ def _print_node(graph: DataflowGraph, node: Node) -> str:
         tiles = ", ".join(f"d{d}: {lt.trip}x{lt.tile}/u{lt.unroll}{'r' if lt.reduction else ''}"
                           for d, lt in enumerate(node.loops))
         consts = "".join(f", init{r} = {v}" for r, v in sorted(node.init_constants.items()))
+        rate = f", min_pipeline_ii = {node.min_pipeline_ii}" if node.min_pipeline_ii > 1 else ""
         return f"{head} {{op = @{node.op.name}, tiles = [{tiles}], tile_order = {node.tile_order}, " \
-               f"point_order = {node.point_order}, operands = {node.input_operands}{consts}}}"
+               f"point_order = {node.point_order}, operands = {node.input_operands}{consts}{rate}}}"
     if isinstance(node, ConverterNode):
         b = node.buffer
         half = "x".join(map(str, b.shape)) or "scalar"

@@ -195,7 +195,8 @@ class _Builder:
 
     def _kernel(self, op: GenericOp) -> None:
         t = self.tiling.ops[op.name]
-        node = KernelNode(op.name, [], [], op, t.loops, t.tile_order, t.point_order)
+        node = KernelNode(op.name, [], [], op, t.loops, t.tile_order, t.point_order,
+                          min_pipeline_ii=t.min_pipeline_ii)
         for r, v in enumerate(op.inits):
             value = fill_value(self.graph, v.name, self.producers) if reads_init(op, r) else None
             if value is not None:

@@ -56,6 +56,15 @@ budget below the number of kernels leaves every kernel at one lane.
   repeat while the doubling fits the budget (it adds the kernel's current lane count). Stop when the slowest
   kernel cannot be doubled within the budget or no doubling lowers its latency: the maximum latency (the
   throughput bound of the pipeline) can then no longer drop, and more lanes elsewhere would only cost area.
+- Bandwidth-aware (both strategies): no kernel reads an input streamed from external memory (a weight, a
+  block input) faster than that input's DMA delivers it (``analysis.timing_model``: one HBM pseudo-channel per
+  tensor, split among its DMAs). Where its lanes would, the kernel's pipeline II is raised to the least that
+  keeps pace (``min_pipeline_ii``, emitted as the HLS pipeline II). A faster kernel would only wait for the
+  DMA, or, with the DMA free to run ahead while the kernel waits for its other inputs, turn the FIFO between
+  them into a prefetch buffer of the whole weight: megabytes in a decode block, which the FIFO-sizing LP
+  would have to keep to match the latency of unbounded FIFOs. A kernel paced by its DMA leaves the heap and
+  the others keep growing: a decode block runs its kernels one after the other, so they all add to its
+  latency.
 - Uniform: the same lane count ``f`` (a power of two) for every kernel, each reaching it by doubling loops in
   preference order (capped where its tile is fully unrolled), with the largest ``f`` whose total fits the
   budget.
@@ -71,7 +80,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from streamtensor.analysis.timing_model import KernelTiming, kernel_timing
+from streamtensor.analysis.timing_model import (
+    HBM_CHANNELS,
+    KernelTiming,
+    dma_bytes_per_cycle,
+    dma_token_bytes,
+    kernel_timing,
+)
 from streamtensor.errors import OptionError
 from streamtensor.interp.linalg_interpreter import eval_body
 from streamtensor.ir.dataflow import LoopTiling, kernel_operand_type, pending_tiles, reads_init
@@ -114,6 +129,7 @@ class OpTiling:
     loops: list[LoopTiling]
     tile_order: list[int]
     point_order: list[int]
+    min_pipeline_ii: int = 1  # bandwidth-aware unrolling (module docstring)
 
     @property
     def lanes(self) -> int:
@@ -246,11 +262,44 @@ def _doubled(t: OpTiling, d: int) -> OpTiling:
 
 
 def _timing(op: GenericOp, t: OpTiling) -> KernelTiming:
-    return kernel_timing(op, t.loops, t.tile_order, t.point_order)
+    return kernel_timing(op, t.loops, t.tile_order, t.point_order, t.min_pipeline_ii)
 
 
-def _intensity_aware(ops: list[GenericOp], tilings: list[OpTiling], budget: int) -> None:
+def external_streams(graph: Graph, ops: list[GenericOp]) -> list[dict[int, int]]:
+    """Per kernel, its inputs streamed from external memory (operand index -> channel share of its DMA).
+
+    Mirrors ``analysis.timing_model``'s DMA shares: every streamed use of an external tensor has its own DMA on
+    the tensor's pseudo-channel, so ``uses`` DMAs split it; with more tensors than channels ``crowding`` tensors
+    share every channel."""
+    producers = graph.producers()
+    roots = [{j: _trace(op.inputs[j].name, producers)[0] for j in _external_operands(op, producers)} for op in ops]
+    uses: dict[str, int] = {}
+    for per_op in roots:
+        for root in per_op.values():
+            uses[root] = uses.get(root, 0) + 1
+    crowding = max(1, math.ceil(len(uses) / HBM_CHANNELS))
+    return [{j: uses[root] * crowding for j, root in per_op.items()} for per_op in roots]
+
+
+def _rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, int]) -> OpTiling:
+    """``t`` with the least pipeline II at which ``op`` reads no external input faster than its DMA delivers
+    it: its firings take at least the cycles the DMA needs for the tokens they read."""
+    loose = replace(t, min_pipeline_ii=1)
+    timing = _timing(op, loose)
+    need = 0
+    for j, share in streams.items():
+        itype = kernel_operand_type(op, t.loops, t.tile_order, j)
+        need = max(need, itype.num_tokens * dma_token_bytes(itype) / dma_bytes_per_cycle(share))
+    if timing.firings * timing.ii >= need:
+        return loose
+    iterations = math.prod(lt.tile for lt in t.loops) // t.lanes
+    return replace(t, min_pipeline_ii=math.ceil(need / (timing.firings * iterations)))
+
+
+def _intensity_aware(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
+                     streams: list[dict[int, int]]) -> None:
     total = len(ops)
+    tilings[:] = [_rate_matched(op, t, s) for op, t, s in zip(ops, tilings, streams, strict=True)]
     heap = [(-_timing(op, t).latency, i) for i, (op, t) in enumerate(zip(ops, tilings, strict=True))]
     heapq.heapify(heap)
     while heap:
@@ -260,10 +309,13 @@ def _intensity_aware(ops: list[GenericOp], tilings: list[OpTiling], budget: int)
             break
         best: tuple[int, OpTiling] | None = None
         for d in _candidates(tilings[i]):
-            trial = _doubled(tilings[i], d)
+            trial = _rate_matched(ops[i], _doubled(tilings[i], d), streams[i])
             latency = _timing(ops[i], trial).latency
             if best is None or latency < best[0]:
                 best = (latency, trial)
+        if best is not None and best[1].min_pipeline_ii > 1 and (
+                _timing(ops[i], best[1]).ii >= _timing(ops[i], tilings[i]).ii):
+            continue  # paced by its DMA: more lanes would idle; the other kernels may still grow
         if best is None or best[0] >= -neg_latency:
             break
         tilings[i] = best[1]
@@ -726,9 +778,11 @@ def tile_graph(graph: Graph, options: TilingOptions | None = None) -> Tiling:
         tilings = [replace(t, tile_order=o) for t, o in zip(tilings, orders, strict=True)]
         if not options.permute_reductions_outward:
             tilings = [replace(t, point_order=list(t.tile_order)) for t in tilings]
+    streams = external_streams(graph, ops)
     if options.intensity_aware_unroll:
-        _intensity_aware(ops, tilings, options.overall_unroll_size)
+        _intensity_aware(ops, tilings, options.overall_unroll_size, streams)
     else:
         _uniform(tilings, options.overall_unroll_size)
+        tilings = [_rate_matched(op, t, s) for op, t, s in zip(ops, tilings, streams, strict=True)]
     return Tiling(options, {op.name: t for op, t in zip(ops, tilings, strict=True)},
                   {op.name: _timing(op, t) for op, t in zip(ops, tilings, strict=True)})

@@ -454,7 +454,7 @@ class _KernelWriter:
                  for s in node.inputs + node.outputs]
         tiles = ", ".join(f"d{d} {lt.trip}x{lt.tile}" + (f" unroll {lt.unroll}" if lt.unroll > 1 else "")
                           + (" reduction" if lt.reduction else "") for d, lt in enumerate(self.loops))
-        timing = kernel_timing(op, self.loops, node.tile_order, node.point_order)
+        timing = kernel_timing(op, self.loops, node.tile_order, node.point_order, node.min_pipeline_ii)
         code.line(f"// {node.name}: linalg.generic @{op.name}" + (f" ({op.location})" if op.location else ""))
         code.line(f"//   loops {tiles}; tile order {node.tile_order}, point order {node.point_order}; "
                   f"{timing.firings} firings of {timing.ii} cycles"
