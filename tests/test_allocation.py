@@ -361,7 +361,7 @@ def test_larger_unroll_budget_speeds_kernels_up_and_deepens_fifos() -> None:
     slow_sim = simulate(slow.groups[0].network, slow.groups[0].sizing.depths)
     fast_sim = simulate(fast.groups[0].network, fast.groups[0].sizing.depths)
     assert fast_sim.makespan_cycles is not None and slow_sim.makespan_cycles is not None
-    assert fast_sim.makespan_cycles < 0.7 * slow_sim.makespan_cycles
+    assert fast_sim.makespan_cycles < 0.8 * slow_sim.makespan_cycles
     deeper = [f for f, s in zip(fast.fifos, slow.fifos, strict=True) if f.depth > s.depth]
     shallower = [f for f, s in zip(fast.fifos, slow.fifos, strict=True) if f.depth < s.depth]
     assert len(deeper) > len(shallower)

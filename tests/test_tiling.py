@@ -9,6 +9,7 @@ from conftest import tiny_block
 from linalg_builders import empty, fill, graph, matmul, matmul_graph, nodes_of, unary, value
 
 from streamtensor import compile_llm_block
+from streamtensor.analysis.resources import U55C, lane_cost
 from streamtensor.analysis.timing_model import build_process_network, kernel_timing, node_timings
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
@@ -18,7 +19,14 @@ from streamtensor.ir.affine import AffineMap
 from streamtensor.ir.dataflow import DmaNode, KernelNode, print_dataflow
 from streamtensor.ir.linalg import Graph
 from streamtensor.transforms.build_dataflow import build_dataflow
-from streamtensor.transforms.tiling import TilingOptions, initial_tiling, kernel_ops, tile_graph, tile_size
+from streamtensor.transforms.tiling import (
+    DATAPATH_SHARE,
+    TilingOptions,
+    initial_tiling,
+    kernel_ops,
+    tile_graph,
+    tile_size,
+)
 
 
 def test_tile_size_is_the_largest_divisor_up_to_the_default() -> None:
@@ -100,7 +108,9 @@ def test_larger_budgets_lower_the_max_latency() -> None:
             for lt in t.loops:
                 assert lt.tile % lt.unroll == 0 and lt.unroll & (lt.unroll - 1) == 0  # a power of two
         latencies.append(tiling.max_latency)
-    assert latencies == sorted(latencies, reverse=True) and latencies[0] > latencies[2] > latencies[-1]
+    # Past some budget the weight DMAs and the device's DSPs / LUTs, not the lane budget, bound the kernels.
+    assert latencies == sorted(latencies, reverse=True) and latencies[0] > latencies[1] > latencies[2]
+    assert latencies[3] == latencies[4]
     # Below the number of kernels nothing can be unrolled.
     assert tile_graph(design.graph, TilingOptions(16, 1)).total_lanes == kernels
 
@@ -170,3 +180,25 @@ def test_compute_bound_kernels_keep_the_recurrence_ii() -> None:
     g = _unbalanced()
     tiling = tile_graph(g, TilingOptions(16, 64))
     assert all(t.min_pipeline_ii == 1 for t in tiling.ops.values())
+
+
+def test_unrolling_stays_within_the_device() -> None:
+    # An unbounded lane budget: the datapaths stop at DATAPATH_SHARE of the U55C's DSPs / LUTs, and no kernel
+    # takes more than that share of one SLR.
+    design, _ = tiny_block("llama", "prefill")
+    ops = kernel_ops(design.graph)
+    tiling = tile_graph(design.graph, TilingOptions(16, 1 << 20))
+    costs = [lane_cost(op.body) for op in ops]
+    lanes = [tiling.ops[op.name].lanes for op in ops]
+    for r, total in ((0, U55C.dsp), (1, U55C.lut)):
+        assert sum(c[r] * n for c, n in zip(costs, lanes, strict=True)) <= DATAPATH_SHARE * total
+        assert all(c[r] * n <= DATAPATH_SHARE * total / U55C.slrs for c, n in zip(costs, lanes, strict=True))
+    # ... and the bound is what stopped the unrolling: the slowest kernel's tile still has room for more lanes,
+    # and the next doubling of it would overrun the DSP or LUT share.
+    slowest = max(range(len(ops)), key=lambda k: tiling.timings[ops[k].name].latency)
+    t = tiling.ops[ops[slowest].name]
+    assert t.lanes < math.prod(lt.tile for lt in t.loops)
+    doubled = [2 * n if k == slowest else n for k, n in enumerate(lanes)]
+    assert any(sum(c[r] * n for c, n in zip(costs, doubled, strict=True)) > DATAPATH_SHARE * total
+               or costs[slowest][r] * doubled[slowest] > DATAPATH_SHARE * total / U55C.slrs
+               for r, total in ((0, U55C.dsp), (1, U55C.lut)))

@@ -242,14 +242,19 @@ def scalar_op_cost(op: ScalarOp, bits: dict[str, int], constants: dict[str, obje
     return 0.0, width
 
 
-def kernel_compute(node: KernelNode) -> tuple[int, int]:
-    """(DSP, LUT) of a kernel's datapath: lanes x the per-op costs of its body (no base, no memories)."""
-    body = node.op.body
+def lane_cost(body: ScalarBody) -> tuple[float, int]:
+    """(DSP, LUT) of one lane of a kernel's datapath: the per-op costs of its scalar body."""
     bits = _value_bits(body)
     constants = {op.result: op.attr("value") for op in body.ops if op.name == "arith.constant"}
     costs = [scalar_op_cost(op, bits, constants) for op in body.ops]
+    return sum(c[0] for c in costs), sum(c[1] for c in costs)
+
+
+def kernel_compute(node: KernelNode) -> tuple[int, int]:
+    """(DSP, LUT) of a kernel's datapath: lanes x the per-op costs of its body (no base, no memories)."""
+    dsp, lut = lane_cost(node.op.body)
     lanes = math.prod(lt.unroll for lt in node.loops)
-    return math.ceil(lanes * sum(c[0] for c in costs)), lanes * sum(c[1] for c in costs)
+    return math.ceil(lanes * dsp), lanes * lut
 
 
 def _base_lut(node: Node) -> int:

@@ -53,16 +53,21 @@ budget below the number of kernels leaves every kernel at one lane.
   double the unroll of one of its loops: candidates are the loops whose doubled unroll still divides the tile,
   in preference order innermost parallel point loop first, then outer parallel ones, then reduction loops
   innermost first; the candidate giving the lowest latency wins (ties: preference order). Push it back and
-  repeat while the doubling fits the budget (it adds the kernel's current lane count). Stop when the slowest
-  kernel cannot be doubled within the budget or no doubling lowers its latency: the maximum latency (the
+  repeat while the doubling fits the budget (it adds the kernel's current lane count) and the device: the
+  datapaths (lanes x the DSPs / LUTs of the body, ``analysis.resources``) within ``DATAPATH_SHARE`` of the
+  U55C, and each kernel's within that share of one SLR (a kernel these bounds stop leaves the heap; cheaper
+  kernels may still grow). Stop when the slowest kernel cannot be doubled within the lane budget or no
+  doubling lowers its latency: the maximum latency (the
   throughput bound of the pipeline) can then no longer drop, and more lanes elsewhere would only cost area.
 - Bandwidth-aware (both strategies): no kernel reads an input streamed from external memory (a weight, a
   block input) faster than that input's DMA delivers it (``analysis.timing_model``: one HBM pseudo-channel per
   tensor, split among its DMAs). Where its lanes would, the kernel's pipeline II is raised to the least that
-  keeps pace (``min_pipeline_ii``, emitted as the HLS pipeline II). A faster kernel would only wait for the
-  DMA, or, with the DMA free to run ahead while the kernel waits for its other inputs, turn the FIFO between
-  them into a prefetch buffer of the whole weight: megabytes in a decode block, which the FIFO-sizing LP
-  would have to keep to match the latency of unbounded FIFOs. A kernel paced by its DMA leaves the heap and
+  keeps pace (``min_pipeline_ii``, emitted as the HLS pipeline II), and it is not doubled again: the doubling
+  that made it DMA-paced was its last (a further one would at most round the II closer to the DMA's rate, at
+  twice the DSPs and LUTs). A faster kernel would only wait for the DMA, or, with the DMA free to run ahead
+  while the kernel waits for its other inputs, turn the FIFO between them into a prefetch buffer of the whole
+  weight: megabytes in a decode block, which the FIFO-sizing LP would have to keep to match the latency of
+  unbounded FIFOs. A kernel paced by its DMA leaves the heap and
   the others keep growing: a decode block runs its kernels one after the other, so they all add to its
   latency.
 - Uniform: the same lane count ``f`` (a power of two) for every kernel, each reaching it by doubling loops in
@@ -80,6 +85,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from streamtensor.analysis.resources import U55C, lane_cost
 from streamtensor.analysis.timing_model import (
     HBM_CHANNELS,
     KernelTiming,
@@ -296,14 +302,33 @@ def _rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, int]) -> OpTili
     return replace(t, min_pipeline_ii=math.ceil(need / (timing.firings * iterations)))
 
 
+# Share of the device's DSPs and LUTs the kernels' datapaths may take in all, and one kernel within one SLR (the
+# rest: memories in LUTRAM, stream and DMA control, routing headroom; a kernel must not straddle dies).
+DATAPATH_SHARE = 0.5
+
+
+def _fits_datapath(costs: list[tuple[float, int]], lanes: list[int], k: int) -> bool:
+    """Whether datapaths of ``lanes`` lanes (per kernel, ``costs`` per lane) stay within ``DATAPATH_SHARE`` of
+    the U55C in total and kernel ``k`` within that share of one SLR."""
+    for r, total in ((0, U55C.dsp), (1, U55C.lut)):
+        if sum(c[r] * n for c, n in zip(costs, lanes, strict=True)) > DATAPATH_SHARE * total:
+            return False
+        if costs[k][r] * lanes[k] > DATAPATH_SHARE * total / U55C.slrs:
+            return False
+    return True
+
+
 def _intensity_aware(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
                      streams: list[dict[int, int]]) -> None:
     total = len(ops)
+    costs = [lane_cost(op.body) for op in ops]
     tilings[:] = [_rate_matched(op, t, s) for op, t, s in zip(ops, tilings, streams, strict=True)]
     heap = [(-_timing(op, t).latency, i) for i, (op, t) in enumerate(zip(ops, tilings, strict=True))]
     heapq.heapify(heap)
     while heap:
         neg_latency, i = heapq.heappop(heap)
+        if tilings[i].min_pipeline_ii > 1:
+            continue  # paced by its DMA: more lanes would mostly idle; the other kernels may still grow
         lanes = tilings[i].lanes
         if total + lanes > budget:
             break
@@ -313,11 +338,10 @@ def _intensity_aware(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
             latency = _timing(ops[i], trial).latency
             if best is None or latency < best[0]:
                 best = (latency, trial)
-        if best is not None and best[1].min_pipeline_ii > 1 and (
-                _timing(ops[i], best[1]).ii >= _timing(ops[i], tilings[i]).ii):
-            continue  # paced by its DMA: more lanes would idle; the other kernels may still grow
         if best is None or best[0] >= -neg_latency:
             break
+        if not _fits_datapath(costs, [2 * t.lanes if k == i else t.lanes for k, t in enumerate(tilings)], i):
+            continue  # the device's DSPs / LUTs bound this kernel; cheaper ones may still grow
         tilings[i] = best[1]
         total += lanes
         heapq.heappush(heap, (-best[0], i))
