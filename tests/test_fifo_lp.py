@@ -5,37 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from process_networks import paper_network, seq
 
 from streamtensor.analysis.fifo_lp import FifoSizing, paper_max_tokens, size_fifos_lp
 from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream, even_firings
 from streamtensor.analysis.timing_sim import minimal_depths, simulate
 
 
-def seq(n: int, first: int = 0) -> np.ndarray:
-    """One token per firing, from firing ``first``."""
-    return np.arange(n, dtype=np.int64) + first
-
-
 def proc(name: str, ii: int, depth: int, nf: int, reads: dict | None = None, writes: dict | None = None) -> Process:
     return Process(name, ii, depth, nf, reads or {}, writes or {})
-
-
-def paper_network(m: int = 8, rows: int = 4) -> ProcessNetwork:
-    """Paper example: K0 -> K1 (row reduction: one token per m reads, written after the row's last read),
-    K1 -> K2, K0 -> K2; K2 needs a row's reduced token before that row's K0 tokens."""
-    t = m * rows
-    return ProcessNetwork(
-        [
-            proc("K0", 1, 2, t, writes={"K0->K1": seq(t), "K0->K2": seq(t)}),
-            proc("K1", 1, 3, t, reads={"K0->K1": seq(t)}, writes={"K1->K2": np.arange(m - 1, t, m)}),
-            proc("K2", 1, 1, t, reads={"K0->K2": seq(t), "K1->K2": np.arange(rows) * m}),
-        ],
-        [
-            Stream("K0->K1", "K0", "K1", 32, t),
-            Stream("K1->K2", "K1", "K2", 32, rows),
-            Stream("K0->K2", "K0", "K2", 32, t),
-        ],
-    )
 
 
 def chain(t: int = 256, buf: int = 16) -> ProcessNetwork:
