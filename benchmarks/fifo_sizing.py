@@ -1,15 +1,21 @@
 """FIFO sizing of real decoder blocks: the LP against the simulated minimum and the naive sizing.
 
-Run: ``.venv/bin/python benchmarks/fifo_sizing.py [--quick] [--families gpt2,llama] [--min-budget 900]``.
+Run: ``.venv/bin/python benchmarks/fifo_sizing.py [--quick | --sizes paper] [--families gpt2] [--min-budget 900]``.
 For every model family and mode (prefill with 32 prompt tokens, decode with a 128-token KV cache) at the tiny
 and paper sizes (``--quick``: tiny only), one row with
 
 - total FIFO bits of the LP (strategy normal, and conservative), of the simulated minimum
   (``timing_sim.minimal_depths``: per-FIFO binary search keeping the unbounded makespan; a ``*`` marks a search
-  cut short by ``--min-budget``, whose remaining FIFOs kept their unbounded peaks) and of the naive sizing
+  cut short by ``--min-budget``, whose remaining FIFOs kept their start depths) and of the naive sizing
   (every FIFO holds its whole stream: depth = tokens per run, so no producer ever waits);
 - LP / simulated-minimum bit ratio, makespan with the LP depths vs unbounded FIFOs, deadlocks found;
 - seconds: the LP (``allocation.size_fifos``, both strategies) and the simulated minimum.
+
+The search starts from the unbounded-FIFO peaks (``--min-from peaks``, column ``from``) or from the LP's
+depths (``lp``: every FIFO then searched below its LP depth, so the ratio measures the LP's per-FIFO slack). A
+paper-size block costs seconds per simulation and hundreds of simulations from the peaks (an hour for a
+prefill block on a 2-core machine), so ``--min-from auto`` (default) takes the peaks at tiny size and the LP at
+paper size.
 
 The acceptance bounds are LP bits <= 1.25 x the simulated minimum, makespan within 1% of the unbounded
 baseline, zero deadlocks, conservative bits <= normal bits. Not a unit test: timings are noisy.
@@ -38,6 +44,7 @@ class Row:
     conservative_bits: int
     min_bits: int
     min_complete: bool
+    min_from: str
     naive_bits: int
     makespan: int | None
     unbounded: int
@@ -52,16 +59,17 @@ class Row:
     def cells(self) -> list[str]:
         delta = "-" if self.makespan is None else f"{100 * (self.makespan / self.unbounded - 1):+.2f}%"
         return [self.family, self.mode, self.size, f"{self.lp_bits:,}", f"{self.conservative_bits:,}",
-                f"{self.min_bits:,}{'' if self.min_complete else '*'}", f"{self.naive_bits:,}", f"{self.ratio:.3f}",
+                f"{self.min_bits:,}{'' if self.min_complete else '*'}", self.min_from, f"{self.naive_bits:,}",
+                f"{self.ratio:.3f}",
                 f"{self.makespan if self.makespan is not None else 'DEADLOCK'}", f"{self.unbounded}", delta,
                 str(self.deadlocks), f"{self.lp_seconds:.1f}", f"{self.min_seconds:.1f}"]
 
 
-HEADER = ["family", "mode", "size", "LP bits", "cons. bits", "sim-min bits", "naive bits", "LP/min",
+HEADER = ["family", "mode", "size", "LP bits", "cons. bits", "sim-min bits", "from", "naive bits", "LP/min",
           "makespan LP", "unbounded", "delta", "deadlocks", "LP s", "min s"]
 
 
-def measure(family: str, mode: str, size: str, min_budget_s: float) -> Row:
+def measure(family: str, mode: str, size: str, min_budget_s: float, min_from: str) -> Row:
     design, _ = compile_llm_block(family, mode=mode, size=size, seq_len=32, max_len=128)
     graph = design.dataflow
     assert graph is not None
@@ -84,11 +92,11 @@ def measure(family: str, mode: str, size: str, min_budget_s: float) -> Row:
         unbounded += base
         naive_bits += sum(s.width_bits * s.tokens for s in net.streams)
         t0 = time.perf_counter()
-        md = minimal_depths(net, min_budget_s)
+        md = minimal_depths(net, min_budget_s, start=group.sizing.depths if min_from == "lp" else None)
         min_seconds += time.perf_counter() - t0
         min_bits += md.total_bits
         complete = complete and md.complete
-    return Row(family, mode, size, normal.fifo_total_bits, conservative.fifo_total_bits, min_bits, complete,
+    return Row(family, mode, size, normal.fifo_total_bits, conservative.fifo_total_bits, min_bits, complete, min_from,
                naive_bits, makespan, unbounded, deadlocks, lp_seconds, min_seconds)
 
 
@@ -103,17 +111,21 @@ def print_table(rows: list[Row]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny sizes only")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes only (same as --sizes tiny)")
+    parser.add_argument("--sizes", default="tiny,paper", help="comma-separated model sizes")
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated model families")
     parser.add_argument("--min-budget", type=float, default=900.0,
                         help="seconds for each simulated-minimum search (default 900)")
+    parser.add_argument("--min-from", choices=("auto", "peaks", "lp"), default="auto",
+                        help="start depths of the simulated-minimum search (default: peaks at tiny, LP at paper size)")
     args = parser.parse_args()
-    sizes = ("tiny",) if args.quick else ("tiny", "paper")
+    sizes = ("tiny",) if args.quick else tuple(args.sizes.split(","))
     rows = []
     for size in sizes:
         for family in args.families.split(","):
             for mode in MODES:
-                rows.append(measure(family, mode, size, args.min_budget))
+                min_from = args.min_from if args.min_from != "auto" else ("peaks" if size == "tiny" else "lp")
+                rows.append(measure(family, mode, size, args.min_budget, min_from))
                 print(f"[{family} {mode} {size}] LP/min {rows[-1].ratio:.3f}", flush=True)
     print()
     print_table(rows)

@@ -28,3 +28,21 @@ def paper_network(m: int = 8, rows: int = 4) -> ProcessNetwork:
             Stream("K0->K2", "K0", "K2", 32, t),
         ],
     )
+
+
+def bursty_fork(t: int = 64, burst: int = 8) -> ProcessNetwork:
+    """A producer (ii 2) writing ``burst`` tokens at the end of every ``burst``-firing block feeds a fork (pipeline
+    depth 4 > ii, so a read that waits freezes the firings in flight); one branch goes through a reassociate
+    to a slow (ii 3) sink, the other straight to a fast one."""
+    blocks = np.repeat(np.arange(burst - 1, t, burst), burst)
+    return ProcessNetwork(
+        [
+            Process("prod", 2, 3, t, {}, {"a": blocks}),
+            Process("fork", 1, 4, t, {"a": seq(t)}, {"f_fast": seq(t), "f_slow": seq(t)}),
+            Process("re", 1, 2, t, {"f_slow": seq(t)}, {"r": seq(t)}),
+            Process("fast", 1, 2, t, {"f_fast": seq(t)}, {}),
+            Process("slow", 3, 5, t, {"r": seq(t)}, {}),
+        ],
+        [Stream("a", "prod", "fork", 8, t), Stream("f_fast", "fork", "fast", 8, t),
+         Stream("f_slow", "fork", "re", 8, t), Stream("r", "re", "slow", 8, t)],
+    )

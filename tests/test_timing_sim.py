@@ -369,6 +369,17 @@ def test_minimal_depths_out_of_budget_keeps_the_baseline_peaks() -> None:
     assert md.makespan <= md.baseline_makespan
 
 
+def test_minimal_depths_from_given_start_depths() -> None:
+    net = paper_network()
+    start = {"K0->K1": 5, "K1->K2": 4, "K0->K2": 20}  # generous: keeps the makespan
+    md = minimal_depths(net, start=start)
+    assert md.complete and md.makespan <= md.baseline_makespan
+    assert all(md.depths[s] <= d for s, d in start.items())
+    assert md.depths == minimal_depths(net).depths  # here the per-FIFO minimum does not depend on the start
+    with pytest.raises(ValueError, match="start depths do not keep the unbounded makespan 48"):
+        minimal_depths(net, start={**start, "K0->K2": 12})
+
+
 def test_minimal_depths_wide_stream_searches_ram_class() -> None:
     # 2048-bit tokens: no depth is a shift register, so only RAM depths are searched; 3 is the peak.
     md = minimal_depths(pair(2048))

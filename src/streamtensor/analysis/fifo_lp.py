@@ -30,7 +30,12 @@ builds profiles in which they stall:
    ``_REFINE_ROUNDS`` rounds and ``_REFINE_FIRINGS`` simulated firings; a round that does not lower them, or
    would raise the predicted latency, is dropped).
    A refined profile is a legal schedule whose FIFO occupancies are at most the previous depths, so its zero
-   shift is a candidate of the next LP.
+   shift is a candidate of the next LP. ``normal`` also solves each schedule with its forwarders (forks,
+   reassociates, DMA writers: :func:`forwarders_eager`) moved as early as their inputs allow: in the
+   schedules above a fork is paced by its slowest consumer, so its tokens wait in front of it for every
+   branch, and the squeeze below only lowers depths; eager forwarders hold them on the slow branch alone.
+   Every trial must end within the latency of the first solve (``T_min`` of step 1), not that of the last
+   accepted one: a round that happens to lower the latency does not forbid the next from trading it back.
 3. squeeze: what stays is mostly FIFOs one or two tokens deeper than needed where a producer restarts after
    a stall (the frozen pipeline releases its held writes back to back) and the consumer could have absorbed
    a slower pace. Group testing over the FIFOs deeper than 1, widest first: lower a whole group by one token
@@ -80,7 +85,7 @@ import highspy
 import numpy as np
 
 from .process_network import Process, ProcessNetwork, Stream
-from .timing_sim import FiringTimes, peak_occupancy, raw_latency, simulate
+from .timing_sim import FiringTimes, peak_occupancy, process_trace, raw_latency, simulate
 
 Strategy = Literal["normal", "conservative"]
 Schedule = Literal["free", "demand"]
@@ -440,9 +445,43 @@ class _SimBudget:
         return True
 
 
+def is_forwarder(p: Process) -> bool:
+    """A process that only passes tokens on: a sink (DMA writer), or one input whose token k is written to
+    every output by the firing that reads it (fork, reassociate)."""
+    if not p.writes:
+        return bool(p.reads)
+    if len(p.reads) != 1:
+        return False
+    (reads,) = p.reads.values()
+    return all(np.array_equal(w, reads) for w in p.writes.values())
+
+
+def forwarders_eager(net: ProcessNetwork, profiles: dict[str, FiringTimes]) -> dict[str, FiringTimes]:
+    """``profiles`` with every forwarder (:func:`is_forwarder`) re-timed, in topological order, as the simulator
+    would run it alone: each read as soon as its tokens are readable (written + the SRL read latency), the
+    trace of :mod:`.timing_sim` otherwise (a read that waits freezes the firings in flight). Other processes
+    keep their times; the LP's shifts make the edges consistent again."""
+    out = dict(profiles)
+    for name in net.topological_order():
+        p = net.process(name)
+        if not is_forwarder(p):
+            continue
+        ready = np.full(p.num_firings, np.iinfo(np.int64).min // 4, dtype=np.int64)
+        for s in net.inputs(name):
+            src = net.process(s.source)
+            readable = out[src.name].complete[src.writes[s.name]] + raw_latency(s.width_bits, 1)
+            np.maximum.at(ready, p.reads[s.name], readable)
+        trace = process_trace(p)
+        dep = np.where(trace.is_write, ready.min(), ready[trace.firing])
+        t = trace.static + np.maximum.accumulate(dep - trace.static)  # t_j = max(t_{j-1} + s_j - s_{j-1}, dep_j)
+        out[name] = FiringTimes(issue=t[trace.read_pos], complete=t[trace.write_pos])
+    return out
+
+
 def _refine(net: ProcessNetwork, best: FifoSizing, strategy: Strategy, time_limit_s: float,
-            release: dict[str, np.ndarray], budget: _SimBudget) -> FifoSizing:
-    """Step 2 of the demand schedule (module docstring): forward / backward schedules with the solved depths."""
+            release: dict[str, np.ndarray], budget: _SimBudget, latency_limit: int) -> FifoSizing:
+    """Step 2 of the demand schedule (module docstring): forward / backward schedules with the solved depths,
+    and (``normal``) the same with eager forwarders."""
     for _ in range(_REFINE_ROUNDS):
         if not budget.spend(net):
             break
@@ -452,8 +491,10 @@ def _refine(net: ProcessNetwork, best: FifoSizing, strategy: Strategy, time_limi
         # A backward schedule ignores release times: conservative keeps its pacing.
         if strategy == "normal" and budget.spend(net):
             schedules.append(latest_firing_times(net, best.depths))
+        if strategy == "normal":  # conservative's release times pace forwarders too
+            schedules += [forwarders_eager(net, schedule) for schedule in schedules]
         trials = [_size_profiles(net, p, strategy, time_limit_s) for p in schedules]
-        trial = min((t for t in trials if t.predicted_latency <= best.predicted_latency),
+        trial = min((t for t in trials if t.predicted_latency <= latency_limit),
                     key=lambda t: t.total_bits, default=best)
         if trial.total_bits >= best.total_bits:
             break
@@ -464,8 +505,8 @@ def _refine(net: ProcessNetwork, best: FifoSizing, strategy: Strategy, time_limi
     return best
 
 
-def _squeeze(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.ndarray], budget: _SimBudget
-             ) -> dict[str, FiringTimes] | None:
+def _squeeze(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.ndarray], budget: _SimBudget,
+             latency_limit: int) -> dict[str, FiringTimes] | None:
     """Step 3 of the demand schedule: the forward schedule of the group-tested lowered depths, or None when no
     FIFO could be lowered within the budget."""
     width = {s.name: s.width_bits for s in net.streams}
@@ -476,7 +517,7 @@ def _squeeze(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.ndar
         group = pending.pop(0)
         trial = {**depths, **{s: depths[s] - 1 for s in group}}
         result = simulate(net, trial, release)
-        if result.makespan_cycles is not None and result.makespan_cycles <= sizing.predicted_latency:
+        if result.makespan_cycles is not None and result.makespan_cycles <= latency_limit:
             depths, found = trial, result.firing_times
         elif len(group) > 1:
             pending += [group[: len(group) // 2], group[len(group) // 2 :]]
@@ -490,13 +531,14 @@ def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float, schedule
         return best
     release = _releases(net, strategy)
     refining, squeezing = _SimBudget(_REFINE_FIRINGS), _SimBudget(_SQUEEZE_FIRINGS)
+    limit = best.predicted_latency
     while True:
-        best = _refine(net, best, strategy, time_limit_s, release, refining)
-        squeezed = _squeeze(net, best, release, squeezing)
+        best = _refine(net, best, strategy, time_limit_s, release, refining, limit)
+        squeezed = _squeeze(net, best, release, squeezing, limit)
         if squeezed is None:
             return best
         trial = _size_profiles(net, squeezed, strategy, time_limit_s)
-        if trial.total_bits >= best.total_bits or trial.predicted_latency > best.predicted_latency:
+        if trial.total_bits >= best.total_bits or trial.predicted_latency > limit:
             return best
         best = trial
 

@@ -522,7 +522,7 @@ class MinimalDepths:
     baseline_makespan: int  # all FIFOs unbounded
     makespan: int  # final simulation with ``depths`` (never above the baseline)
     total_bits: int  # sum of width_bits * depth
-    searched: list[str]  # streams whose search finished, in search order; the rest kept their baseline peak
+    searched: list[str]  # streams whose search finished, in search order; the rest kept their peak (or start)
     simulations: int
 
     @property
@@ -530,8 +530,14 @@ class MinimalDepths:
         return len(self.searched) == len(self.depths)
 
 
-def minimal_depths(net: ProcessNetwork, time_budget_s: float = 60.0) -> MinimalDepths:
+def minimal_depths(net: ProcessNetwork, time_budget_s: float = 60.0, start: Mapping[str, int] | None = None
+                   ) -> MinimalDepths:
     """Smallest FIFO depths that keep the unbounded-FIFO makespan, by one binary search per FIFO.
+
+    ``start`` replaces the baseline peaks P_s below by given depths that keep the makespan (checked: a
+    ValueError otherwise), e.g. the LP's: far fewer simulations on paper-size blocks, where each takes
+    seconds, and the result is then the per-FIFO minimum *below those depths* (no single FIFO can be lowered
+    further), not the search from the peaks.
 
     Definition (sequential, greedy in bits):
     1. Simulate with every FIFO unbounded: baseline makespan M and peak occupancy P_s of each stream. Depth
@@ -559,6 +565,13 @@ def minimal_depths(net: ProcessNetwork, time_budget_s: float = 60.0) -> MinimalD
     target = base_res.makespan_cycles
     depths: list[int] = [base_res.peak_occupancy[s] for s in c.stream_names]
     sims = 1
+    if start is not None:
+        depths = [start[s] for s in c.stream_names]
+        seed = _Run(c, list(depths), no_release)
+        sims += 1
+        if not (seed.execute(horizon=target) and seed.finished):
+            raise ValueError(f"start depths do not keep the unbounded makespan {target}: "
+                             f"{simulate(net, start).describe()}")
 
     def keeps(s: int, d: int) -> bool:
         nonlocal sims
@@ -584,7 +597,7 @@ def minimal_depths(net: ProcessNetwork, time_budget_s: float = 60.0) -> MinimalD
     for s in order:
         if time.perf_counter() - t_start > time_budget_s:
             break
-        peak = depths[s]
+        peak = depths[s]  # P_s, or the start depth
         srl_max = SRL_FIFO_MAX_BITS // c.width[s]
         if peak <= srl_max:
             depths[s] = search(s, 1, peak)
