@@ -38,8 +38,11 @@ builds profiles in which they stall:
    reassociates, DMA writers: :func:`forwarders_eager`) moved as early as their inputs allow: in the
    schedules above a fork is paced by its slowest consumer, so its tokens wait in front of it for every
    branch, and the squeeze below only lowers depths; eager forwarders hold them on the slow branch alone.
-   Every trial must end within the latency of the first solve (``T_min`` of step 1), not that of the last
-   accepted one: a round that happens to lower the latency does not forbid the next from trading it back.
+   Every solve and trial must end within the latency of the starting schedule (``normal``: the unbounded-FIFO
+   makespan C; or the first solve's, if later), not that of the last accepted one: a round that happens to
+   lower the latency does not forbid the next from trading it back. Shift-register FIFOs read in 1 cycle where
+   unbounded ones take 2, so solves often end a few cycles before C; spending those cycles on smaller FIFOs
+   is what the simulated minimum, which keeps C, does too.
 3. squeeze: what stays is mostly FIFOs one or two tokens deeper than needed where a producer restarts after
    a stall (the frozen pipeline releases its held writes back to back) and the consumer could have absorbed
    a slower pace. Group testing over the FIFOs deeper than 1, widest first: lower a whole group by one token
@@ -48,6 +51,12 @@ builds profiles in which they stall:
    occupancies: solve on it, refine again (step 2), squeeze again while the bits fall, within
    ``_SQUEEZE_FIRINGS`` simulated firings (hundreds of simulations of a tiny block, none of a paper-size
    one); the LP still sizes every FIFO, on the schedules found.
+
+4. trim: a paper-size block affords no squeeze, and a profile can still keep a wide FIFO deep where the
+   producer could simply have stalled (the value cache in front of attention in the GPT-2 decode block: 28
+   tokens of 8192 bits where 1 keeps the makespan). Each FIFO holding at least ``_TRIM_SHARE`` of the bits is
+   simulated at depth ``_TRIM_DEPTH`` (widest first, within ``_TRIM_FIRINGS``), kept there if the latency
+   limit holds, and the last passing schedule is solved again.
 
 All these profiles are legal simulator schedules, and shifting a process by a constant keeps its own trace legal.
 On a stream e = (u -> v), token k is written at ``W_k + x_u`` and read at ``R_k + x_v`` (``W``, ``R``: profile
@@ -74,7 +83,8 @@ LP: minimize ``sum_e width_e * c_e`` with ``c_e >= a_i * (x_v - x_u) + b_i`` for
 hull of ``depth_e`` sampled over the feasible delay range (exact where the curve is convex, a tight
 under-estimate elsewhere; better than one slope per edge because ``depth_e`` saturates at T), subject to the
 edge constraints, no event before cycle 0 and every process done by ``T_min``, the longest-path latency of the
-shifted profiles: FIFO bits are minimized at minimal latency. Depths are then recomputed exactly at the
+shifted profiles (schedule ``demand``: by the latency of its starting schedule where that is later): FIFO bits
+are minimized at minimal latency. Depths are then recomputed exactly at the
 solved (integer) delays.
 """
 
@@ -102,6 +112,9 @@ _REFINE_ROUNDS = 4
 _REFINE_MIN_GAIN = 0.01  # a round that saves less than this fraction of the bits is the last one
 _REFINE_FIRINGS = 8_000_000
 _SQUEEZE_FIRINGS = 1_000_000
+_TRIM_SHARE = 0.1  # step 4 tries the FIFOs holding at least this share of the bits
+_TRIM_DEPTH = 2  # ... at this depth
+_TRIM_FIRINGS = 8_000_000
 
 
 def paper_max_tokens(
@@ -277,7 +290,8 @@ def _lower_hull(xs: np.ndarray, ys: np.ndarray) -> list[tuple[float, float]]:
 class _Model:
     """Profiles, edges and longest-path bounds of one strategy, in shift variables x_v."""
 
-    def __init__(self, net: ProcessNetwork, profiles: dict[str, FiringTimes], raws: list[int]) -> None:
+    def __init__(self, net: ProcessNetwork, profiles: dict[str, FiringTimes], raws: list[int],
+                 latency_cap: int | None) -> None:
         self.net = net
         procs = net.processes
         pid = {p.name: i for i, p in enumerate(procs)}
@@ -301,7 +315,9 @@ class _Model:
         self.lowest = [-f for f in self.first]  # no event before cycle 0
         self.earliest = self.settle(self.lowest)
         self.min_latency = max(x + last for x, last in zip(self.earliest, self.last, strict=True))
-        self.latest = [self.min_latency - last for last in self.last]
+        # Every process must end by the latency bound: T_min, or the given cap where that is later.
+        self.latency_bound = max(self.min_latency, latency_cap or 0)
+        self.latest = [self.latency_bound - last for last in self.last]
         for u in reversed(self.order):
             for e in self.out_edges[u]:
                 self.latest[u] = min(self.latest[u], self.latest[e.v] - e.min_shift)
@@ -357,8 +373,8 @@ def _solve(model: _Model, strategy: Strategy, time_limit_s: float) -> FifoSizing
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit_s))
-    # Columns 0..n-1: x_v in [-first_v, T_min - last_v]; then one epigraph column c_e per non-flat edge curve.
-    upper = [model.min_latency - last for last in model.last]
+    # Columns 0..n-1: x_v in [-first_v, bound - last_v]; then one epigraph column c_e per non-flat edge curve.
+    upper = [model.latency_bound - last for last in model.last]
     h.addVars(n, np.array(model.lowest, dtype=np.float64), np.array(upper, dtype=np.float64))
     lower: list[float] = []
     starts: list[int] = []
@@ -432,11 +448,11 @@ def _solve(model: _Model, strategy: Strategy, time_limit_s: float) -> FifoSizing
 
 
 def _size_profiles(net: ProcessNetwork, profiles: dict[str, FiringTimes], strategy: Strategy,
-                   time_limit_s: float) -> FifoSizing:
+                   time_limit_s: float, latency_cap: int | None = None) -> FifoSizing:
     """Solve, raising raw_e to 2 for FIFOs that came out wider than 1024 bits, until the latencies hold."""
     raws = [raw_latency(s.width_bits, 1) for s in net.streams]  # 1 where a depth-1 FIFO is a shift register
     while True:
-        result = _solve(_Model(net, profiles, raws), strategy, time_limit_s)
+        result = _solve(_Model(net, profiles, raws, latency_cap), strategy, time_limit_s)
         wrong = [i for i, s in enumerate(net.streams) if raws[i] < raw_latency(s.width_bits, result.depths[s.name])]
         if not wrong:
             return result
@@ -504,7 +520,7 @@ def _refine(net: ProcessNetwork, best: FifoSizing, strategy: Strategy, time_limi
             schedules.append(latest_firing_times(net, best.depths))
         if strategy == "normal":  # conservative's release times pace forwarders too
             schedules += [forwarders_eager(net, schedule) for schedule in schedules]
-        trials = [_size_profiles(net, p, strategy, time_limit_s) for p in schedules]
+        trials = [_size_profiles(net, p, strategy, time_limit_s, latency_limit) for p in schedules]
         trial = min((t for t in trials if t.predicted_latency <= latency_limit),
                     key=lambda t: t.total_bits, default=best)
         if trial.total_bits >= best.total_bits:
@@ -535,27 +551,54 @@ def _squeeze(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.ndar
     return found
 
 
+def _trim(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.ndarray], latency_limit: int,
+          time_limit_s: float) -> FifoSizing:
+    """Step 4 of the demand schedule: each FIFO holding at least ``_TRIM_SHARE`` of the bits, widest first, is
+    simulated at ``_TRIM_DEPTH`` with the others as they are; the last schedule that keeps the latency limit is
+    solved again (a legal profile with those occupancies, so the LP can only do better)."""
+    budget = _SimBudget(_TRIM_FIRINGS)
+    width = {s.name: s.width_bits for s in net.streams}
+    depths = dict(sizing.depths)
+    found: dict[str, FiringTimes] | None = None
+    for name in sorted(depths, key=lambda n: -width[n] * depths[n]):
+        if width[name] * depths[name] < _TRIM_SHARE * sizing.total_bits or not budget.spend(net):
+            break
+        if depths[name] <= _TRIM_DEPTH:
+            continue
+        trial = {**depths, name: _TRIM_DEPTH}
+        result = simulate(net, trial, release)
+        if result.makespan_cycles is not None and result.makespan_cycles <= latency_limit:
+            depths, found = trial, result.firing_times
+    if found is None:
+        return sizing
+    trimmed = _size_profiles(net, found, sizing.strategy, time_limit_s, latency_limit)
+    ok = trimmed.total_bits < sizing.total_bits and trimmed.predicted_latency <= latency_limit
+    return trimmed if ok else sizing
+
+
 def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float, schedule: Schedule) -> FifoSizing:
     """One strategy: solve on its profiles, then (schedule ``demand``) refine and squeeze them."""
     profiles = _profiles(net, strategy, schedule)
-    best = _size_profiles(net, profiles, strategy, time_limit_s)
-    if strategy == "normal" and schedule == "demand":  # profiles: the latest schedule
-        trial = _size_profiles(net, _sources_released_at(net, profiles), strategy, time_limit_s)
+    if schedule == "free":
+        return _size_profiles(net, profiles, strategy, time_limit_s)
+    # The latency of the starting schedule (normal: the unbounded-FIFO makespan) caps every solve.
+    cap = max(int(ft.complete[-1]) for ft in profiles.values())
+    best = _size_profiles(net, profiles, strategy, time_limit_s, cap)
+    if strategy == "normal":  # profiles: the latest schedule
+        trial = _size_profiles(net, _sources_released_at(net, profiles), strategy, time_limit_s, cap)
         if trial.total_bits < best.total_bits and trial.predicted_latency <= best.predicted_latency:
             best = trial
-    if schedule == "free":
-        return best
     release = _releases(net, strategy)
     refining, squeezing = _SimBudget(_REFINE_FIRINGS), _SimBudget(_SQUEEZE_FIRINGS)
-    limit = best.predicted_latency
+    limit = max(best.predicted_latency, cap)
     while True:
         best = _refine(net, best, strategy, time_limit_s, release, refining, limit)
         squeezed = _squeeze(net, best, release, squeezing, limit)
         if squeezed is None:
-            return best
-        trial = _size_profiles(net, squeezed, strategy, time_limit_s)
+            return _trim(net, best, release, limit, time_limit_s)
+        trial = _size_profiles(net, squeezed, strategy, time_limit_s, limit)
         if trial.total_bits >= best.total_bits or trial.predicted_latency > limit:
-            return best
+            return _trim(net, best, release, limit, time_limit_s)
         best = trial
 
 
