@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ import pytest
 import torch
 
 import streamtensor
-from streamtensor import compile_llm_block
+from streamtensor import CompileOptions, compile_llm_block
 from streamtensor.errors import ModelError, OptionError, ShapeError, UnsupportedOpError
+from streamtensor.transforms.tiling import TilingOptions
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -28,7 +30,8 @@ def test_unsupported_op_names_op_dialect_and_location() -> None:
         streamtensor.compile(_Sorts(), [torch.randn(4, 8)])
     msg = str(info.value)
     # torch-mlir lowers sort to its own tm_tensor dialect, which has no dataflow lowering.
-    assert msg.startswith("unsupported op 'tm_tensor.sort' of dialect 'tm_tensor' (from test_errors.py:23)")
+    line = inspect.getsourcelines(_Sorts.forward)[1] + 1  # the torch.sort line
+    assert msg.startswith(f"unsupported op 'tm_tensor.sort' of dialect 'tm_tensor' (from test_errors.py:{line})")
 
 
 def test_unknown_model_cli() -> None:
@@ -56,6 +59,17 @@ def test_bad_options_api() -> None:
         compile_llm_block("gpt2", tile=3)
     with pytest.raises(OptionError, match="bad layer index 7: the model has 1 decoder layers"):
         compile_llm_block("gpt2", layer=7)
+    with pytest.raises(OptionError, match="bad default-tile-size 0: must be an integer of at least 1"):
+        compile_llm_block("gpt2", default_tile_size=0)
+    with pytest.raises(OptionError, match="give the tiling either as tiling= or as default_tile_size, not both"):
+        CompileOptions.from_kwargs({"tiling": TilingOptions(), "default_tile_size": 8})
+
+
+def test_flat_tiling_keywords_fill_the_tiling_options() -> None:
+    opts = CompileOptions.from_kwargs({"mode": "decode", "default_tile_size": 8, "agree_tiles": False})
+    assert opts.tiling == TilingOptions(default_tile_size=8, agree_tiles=False) and opts.mode == "decode"
+    given = TilingOptions(overall_unroll_size=64)
+    assert CompileOptions.from_kwargs({"tiling": given}).tiling is given
 
 
 def test_missing_checkpoint_pieces(tmp_path: Path) -> None:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from streamtensor.driver import CompileOptions, compile_llm_block
 from streamtensor.errors import StreamTensorError
+
+_DEFAULTS = CompileOptions()  # the CLI's defaults are the API's
+_TILING = _DEFAULTS.tiling
 
 
 class _Parser(argparse.ArgumentParser):
@@ -31,29 +35,30 @@ def build_parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("compile", help="compile one decoder block of an LLM")
     comp.add_argument("model", help="gpt2, llama, qwen2, gemma, or a local Hugging Face checkpoint directory")
     comp.add_argument("-o", "--output", required=True, help="output directory")
-    comp.add_argument("--mode", choices=["prefill", "decode"], default="prefill")
-    comp.add_argument("--seq-len", type=_positive_int, default=32, help="prompt tokens (prefill)")
-    comp.add_argument("--max-len", type=_positive_int, default=128, help="KV-cache capacity (decode)")
-    comp.add_argument("--size", choices=["tiny", "paper"], default="tiny", help="built-in model geometry")
-    comp.add_argument("--seed", type=int, default=0, help="seed of random weights and example inputs")
-    comp.add_argument("--layer", type=int, default=0, help="index of the decoder layer to compile")
-    comp.add_argument("--default-tile-size", type=_positive_int, default=16,
+    comp.add_argument("--mode", choices=["prefill", "decode"], default=_DEFAULTS.mode)
+    comp.add_argument("--seq-len", type=_positive_int, default=_DEFAULTS.seq_len, help="prompt tokens (prefill)")
+    comp.add_argument("--max-len", type=_positive_int, default=_DEFAULTS.max_len, help="KV-cache capacity (decode)")
+    comp.add_argument("--size", choices=["tiny", "paper"], default=_DEFAULTS.size, help="built-in model geometry")
+    comp.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of random weights and example inputs")
+    comp.add_argument("--layer", type=int, default=_DEFAULTS.layer, help="index of the decoder layer to compile")
+    comp.add_argument("--default-tile-size", type=_positive_int, default=_TILING.default_tile_size,
                       help="tile of every loop: its largest divisor up to this size")
-    comp.add_argument("--overall-unroll-size", type=_positive_int, default=1024,
+    comp.add_argument("--overall-unroll-size", type=_positive_int,
+                      default=_TILING.overall_unroll_size,
                       help="budget of parallel lanes summed over all kernels")
     comp.add_argument("--no-permute", action="store_true",
                       help="keep reduction loops innermost inside a tile (default: move them outward)")
     comp.add_argument("--uniform-unroll", action="store_true",
                       help="same unroll factor for every kernel (default: intensity-aware)")
-    comp.add_argument("--max-token-rank", type=int, default=2,
+    comp.add_argument("--max-token-rank", type=int, default=_TILING.max_token_rank,
                       help="tokens hold at most default-tile-size ** N elements (0: no cap)")
     comp.add_argument("--no-agree-tiles", action="store_true",
                       help="keep each kernel's own tiles (default: producer and consumer tiles agree)")
     comp.add_argument("--no-layout-order", action="store_true",
                       help="output-stationary tile orders (default: orders minimizing converter + accumulator bytes)")
-    comp.add_argument("--order-search-restarts", type=int, default=8,
+    comp.add_argument("--order-search-restarts", type=int, default=_TILING.order_search_restarts,
                       help="random restarts of the tile-order search (seeded: deterministic)")
-    comp.add_argument("--fifo-strategy", choices=["normal", "conservative"], default="normal",
+    comp.add_argument("--fifo-strategy", choices=["normal", "conservative"], default=_DEFAULTS.fifo_strategy,
                       help="FIFO sizing LP: kernels at their own II, or all paced to the slowest (smaller FIFOs)")
     comp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     ver = sub.add_parser("verify", help="C-simulate a compiled design (bounded FIFOs) and compare it with PyTorch")
@@ -63,8 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _compile(args: argparse.Namespace) -> None:
-    from streamtensor.driver import compile_llm_block
-
     design, block = compile_llm_block(args.model, mode=args.mode, seq_len=args.seq_len, max_len=args.max_len,
                                       size=args.size, seed=args.seed, layer=args.layer, verbose=not args.quiet,
                                       default_tile_size=args.default_tile_size,

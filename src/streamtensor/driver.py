@@ -40,7 +40,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class CompileOptions:
-    """Every option of ``compile`` and of the command line (same names, same defaults)."""
+    """Every option of ``compile`` and of the command line (same names, same defaults).
+
+    ``compile`` takes them as flat keywords: the fields below and those of ``TilingOptions`` (the Linalg tiling
+    design space, spec §4.1; semantics in ``transforms.tiling``), which ``from_kwargs`` gathers into ``tiling``.
+    """
 
     mode: str = "prefill"
     seq_len: int = 32
@@ -49,15 +53,7 @@ class CompileOptions:
     seed: int = 0
     layer: int = 0
     verbose: bool = False
-    # Linalg tiling design space (spec §4.1; semantics in transforms.tiling).
-    default_tile_size: int = 16
-    overall_unroll_size: int = 1024
-    permute_reductions_outward: bool = True
-    intensity_aware_unroll: bool = True
-    max_token_rank: int = 2
-    agree_tiles: bool = True
-    layout_aware_order: bool = True
-    order_search_restarts: int = 8
+    tiling: TilingOptions = field(default_factory=TilingOptions)
     # Resource allocation (spec §4.3): FIFO sizing strategy of the LP (analysis.allocation).
     fifo_strategy: str = "normal"
 
@@ -71,21 +67,25 @@ class CompileOptions:
                 raise OptionError(f"bad {name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
         if self.layer < 0:
             raise OptionError(f"bad layer {self.layer}: must be non-negative")
-        self.tiling_options()  # validates the tiling fields
+        if not isinstance(self.tiling, TilingOptions):
+            raise OptionError(f"bad tiling {self.tiling!r}: expected a TilingOptions")
         check_strategy(self.fifo_strategy)
-
-    def tiling_options(self) -> TilingOptions:
-        return TilingOptions(self.default_tile_size, self.overall_unroll_size, self.permute_reductions_outward,
-                             self.intensity_aware_unroll, self.max_token_rank, self.agree_tiles,
-                             self.layout_aware_order, self.order_search_restarts)
 
     @staticmethod
     def from_kwargs(options: dict[str, Any]) -> CompileOptions:
-        known = {f.name for f in fields(CompileOptions)}
-        unknown = sorted(set(options) - known)
+        own = {f.name for f in fields(CompileOptions)}
+        tiling_fields = {f.name for f in fields(TilingOptions)}
+        unknown = sorted(set(options) - own - tiling_fields)
         if unknown:
-            raise OptionError(f"unknown option(s) {', '.join(unknown)}: expected some of {', '.join(sorted(known))}")
-        return CompileOptions(**options)
+            raise OptionError(f"unknown option(s) {', '.join(unknown)}: "
+                              f"expected some of {', '.join(sorted((own - {'tiling'}) | tiling_fields))}")
+        tiling = {k: v for k, v in options.items() if k in tiling_fields}
+        rest = {k: v for k, v in options.items() if k in own}
+        if tiling:
+            if "tiling" in rest:
+                raise OptionError(f"give the tiling either as tiling= or as {', '.join(sorted(tiling))}, not both")
+            rest["tiling"] = TilingOptions(**tiling)
+        return CompileOptions(**rest)
 
 
 @dataclass
@@ -242,7 +242,7 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
     mlir_module = progress.run("frontend.torch_to_linalg", lambda: torch_to_linalg(module, example_args))
     graph = progress.run("frontend.import_linalg",
                          lambda: import_linalg(mlir_module, input_names, set(weight_names)))
-    tiling = progress.run("tiling", lambda: tile_graph(graph, opts.tiling_options()))
+    tiling = progress.run("tiling", lambda: tile_graph(graph, opts.tiling))
     dataflow = progress.run("dataflow", lambda: build_dataflow(graph, tiling))
     progress.run("fusion", lambda: apply_fusion(dataflow))
     allocation = run_allocation(dataflow, opts.fifo_strategy, progress.run)
