@@ -46,3 +46,20 @@ def bursty_fork(t: int = 64, burst: int = 8) -> ProcessNetwork:
         [Stream("a", "prod", "fork", 8, t), Stream("f_fast", "fork", "fast", 8, t),
          Stream("f_slow", "fork", "re", 8, t), Stream("r", "re", "slow", 8, t)],
     )
+
+
+def late_reader(t: int = 64, wait: int = 40) -> ProcessNetwork:
+    """A wide source forked to a slow (ii 2) write-back sink and to a reader that first waits ``wait`` firings
+    for a token of another chain: the value-cache pattern of a decode block. Keeping the write-back's makespan
+    makes the reader's FIFO hold what arrives while it waits; starting the source later saves that FIFO."""
+    return ProcessNetwork(
+        [
+            Process("v", 1, 2, t, {}, {"v": seq(t)}),
+            Process("fork", 1, 1, t, {"v": seq(t)}, {"f_w": seq(t), "f_b": seq(t)}),
+            Process("w", 2, 2, t, {"f_w": seq(t)}, {}),
+            Process("a", 1, 2, wait, {}, {"s": np.array([wait - 1])}),
+            Process("b", 1, 2, t, {"s": np.array([0]), "f_b": seq(t)}, {}),
+        ],
+        [Stream("v", "v", "fork", 1024, t), Stream("f_w", "fork", "w", 8, t),
+         Stream("f_b", "fork", "b", 1024, t), Stream("s", "a", "b", 8, 1)],
+    )

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import tiny_block
 from linalg_builders import build, empty, fill, graph, matmul, matmul_graph, nodes_of, unary, value
-from process_networks import bursty_fork
+from process_networks import bursty_fork, late_reader
 from test_fifo_lp import chain, diamond, fork3, mismatched, random_network, reductions
 
 from streamtensor import compile_llm_block
@@ -293,6 +293,29 @@ def test_demand_schedule_buffers_a_fork_on_its_slow_branch() -> None:
     assert design.allocation.fifo_total_bits <= 1.1 * md.total_bits
 
 
+def test_latency_slack_trades_makespan_for_fifo_bits() -> None:
+    # Without slack the reader's FIFO holds what the source sends while the reader waits (the simulated
+    # minimum, which keeps the makespan); each slack lets the source start later, down to one token.
+    net = late_reader()
+    baseline = simulate(net, {}).makespan_cycles
+    assert baseline is not None
+    exact = size_fifos_lp(net, schedule="demand")
+    assert exact.depths == minimal_depths(net).depths and exact.depths["f_b"] > 10
+    bits = exact.total_bits
+    for slack in (0.05, 0.2, 0.5):
+        sizing = size_fifos_lp(net, schedule="demand", latency_slack=slack)
+        res = simulate(net, sizing.depths)
+        assert not res.deadlock and res.makespan_cycles is not None
+        assert baseline < res.makespan_cycles <= sizing.predicted_latency <= baseline * (1 + slack)
+        assert sizing.total_bits < bits
+        bits = sizing.total_bits
+    assert sizing.depths["f_b"] == 1
+    with pytest.raises(ValueError, match="latency slack -0.1 is not a fraction"):
+        size_fifos_lp(net, schedule="demand", latency_slack=-0.1)
+    with pytest.raises(ValueError, match="needs schedule 'demand'"):
+        size_fifos_lp(net, latency_slack=0.1)
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_demand_schedule_on_random_networks(seed: int) -> None:
     net = random_network(seed)
@@ -438,6 +461,10 @@ def test_conservative_option_and_errors(tmp_path) -> None:  # noqa: ANN001 - pyt
         compile_llm_block("gemma", mode="decode", size="tiny", fifo_strategy="aggressive")
     with pytest.raises(SystemExit):
         main(["compile", "gemma", "-o", str(tmp_path), "--fifo-strategy", "aggressive"])
+    assert design.report["fifo_lp"]["latency_slack"] == 0.0
+    with pytest.raises(OptionError, match="bad fifo-latency-slack 2: expected a fraction"):
+        compile_llm_block("gemma", mode="decode", size="tiny", fifo_latency_slack=2)
+    assert main(["compile", "gemma", "-o", str(tmp_path), "--fifo-latency-slack", "-1"]) == 2
 
 
 # --- paper sizes ---------------------------------------------------------------------------------------------

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="random restarts of the tile-order search (seeded: deterministic)")
     comp.add_argument("--fifo-strategy", choices=["normal", "conservative"], default=_DEFAULTS.fifo_strategy,
                       help="FIFO sizing LP: kernels at their own II, or all paced to the slowest (smaller FIFOs)")
+    comp.add_argument("--fifo-latency-slack", type=float, default=_DEFAULTS.fifo_latency_slack,
+                      help="fraction of the unbounded-FIFO makespan the FIFO LP may give up for smaller FIFOs "
+                           "(default 0: keep it)")
     comp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     ver = sub.add_parser("verify", help="C-simulate a compiled design (bounded FIFOs) and compare it with PyTorch")
     ver.add_argument("outdir", help="output directory of 'streamtensor compile'")
@@ -77,7 +80,8 @@ def _compile(args: argparse.Namespace) -> None:
                                       max_token_rank=args.max_token_rank, agree_tiles=not args.no_agree_tiles,
                                       layout_aware_order=not args.no_layout_order,
                                       order_search_restarts=args.order_search_restarts,
-                                      fifo_strategy=args.fifo_strategy)
+                                      fifo_strategy=args.fifo_strategy,
+                                      fifo_latency_slack=args.fifo_latency_slack)
     design.write_project(args.output, *block.example_inputs(args.seed))  # before save: its stages are reported
     out = design.save(args.output)
     report = design.report

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from streamtensor import __version__
-from streamtensor.analysis.allocation import AllocationResult, check_strategy, run_allocation
+from streamtensor.analysis.allocation import AllocationResult, check_latency_slack, check_strategy, run_allocation
 from streamtensor.analysis.memory import fusion_report, memory_report
 from streamtensor.errors import OptionError, ShapeError
 from streamtensor.frontend.block import MODES, BlockSpec, DecoderBlock
@@ -54,8 +54,10 @@ class CompileOptions:
     layer: int = 0
     verbose: bool = False
     tiling: TilingOptions = field(default_factory=TilingOptions)
-    # Resource allocation (spec §4.3): FIFO sizing strategy of the LP (analysis.allocation).
+    # Resource allocation (spec §4.3): FIFO sizing strategy of the LP, and the fraction of the unbounded-FIFO
+    # makespan it may give up for fewer FIFO bits (analysis.allocation).
     fifo_strategy: str = "normal"
+    fifo_latency_slack: float = 0.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -70,6 +72,7 @@ class CompileOptions:
         if not isinstance(self.tiling, TilingOptions):
             raise OptionError(f"bad tiling {self.tiling!r}: expected a TilingOptions")
         check_strategy(self.fifo_strategy)
+        check_latency_slack(self.fifo_latency_slack)
 
     @staticmethod
     def from_kwargs(options: dict[str, Any]) -> CompileOptions:
@@ -245,7 +248,7 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
     tiling = progress.run("tiling", lambda: tile_graph(graph, opts.tiling))
     dataflow = progress.run("dataflow", lambda: build_dataflow(graph, tiling))
     progress.run("fusion", lambda: apply_fusion(dataflow))
-    allocation = run_allocation(dataflow, opts.fifo_strategy, progress.run)
+    allocation = run_allocation(dataflow, opts.fifo_strategy, progress.run, opts.fifo_latency_slack)
     outs = output_names or [f"out{i}" for i in range(len(graph.outputs))]
     return Design(type(module).__name__, opts, graph, [v.name for v in graph.inputs], outs, progress.seconds,
                   tiling=tiling, dataflow=dataflow, allocation=allocation, module=module)

@@ -5,8 +5,9 @@ Sub-steps, each a driver stage (``allocation.<step>``) with its own seconds in t
 1. ``fifo_lp``: the process network of every fusion group (``timing_model.build_process_network``: one
    accelerator each) and its FIFO depths by the LP of ``fifo_lp`` with the chosen strategy (``normal`` or
    ``conservative``) on demand-paced profiles (``schedule="demand"``: producers stall where that costs no
-   cycle, as the simulated minimum lets them). Every ``Stream.depth`` of the graph is set; a stream that
-   crosses groups has a FIFO at each end (to the write DMA, from the read DMA) and keeps the deeper one.
+   cycle, as the simulated minimum lets them), within the latency slack the caller grants (default none).
+   Every ``Stream.depth`` of the graph is set; a stream that crosses groups has a FIFO at each end (to the
+   write DMA, from the read DMA) and keeps the deeper one.
 2. ``simulate``: the token-level simulator with the LP depths and with unbounded FIFOs (the baseline): makespan,
    deadlock (with its wait-for cycle), stall cycles. Groups run one after another, so makespans add up.
 3. ``resources``: the memory of every FIFO (LUTRAM / BRAM / URAM by size, ``resources.memory_kind``) and the
@@ -72,6 +73,7 @@ class AllocationResult:
     """Everything resource allocation decided, with the seconds of each sub-step."""
 
     strategy: str
+    latency_slack: float
     groups: list[GroupAllocation]
     timings: dict[str, NodeTiming]
     fifos: list[FifoReport] = field(default_factory=list)
@@ -97,6 +99,7 @@ class AllocationResult:
             "fifo_total_bits": self.fifo_total_bits,
             "fifo_lp": {
                 "strategy": self.strategy,
+                "latency_slack": self.latency_slack,
                 "predicted_latency_cycles": self.predicted_latency,
                 "status": sorted({g.sizing.status for g in self.groups}),
                 "fell_back_to_normal": any(g.sizing.fell_back_to_normal for g in self.groups),
@@ -157,16 +160,24 @@ def check_strategy(strategy: str) -> Strategy:
     raise OptionError(f"bad fifo-strategy '{strategy}': expected one of {', '.join(FIFO_STRATEGIES)}")
 
 
-def size_fifos(graph: DataflowGraph, strategy: str = "normal") -> AllocationResult:
+def check_latency_slack(slack: float) -> float:
+    """``slack`` if it is a fraction in [0, 1] (the FIFO LP's latency slack), else an OptionError."""
+    if isinstance(slack, bool) or not isinstance(slack, int | float) or not 0.0 <= slack <= 1.0:
+        raise OptionError(f"bad fifo-latency-slack {slack!r}: expected a fraction of the makespan in [0, 1]")
+    return float(slack)
+
+
+def size_fifos(graph: DataflowGraph, strategy: str = "normal", latency_slack: float = 0.0) -> AllocationResult:
     """Sub-step 1: process networks, LP depths, ``Stream.depth`` of every stream set (module docstring)."""
     strat = check_strategy(strategy)
+    slack = check_latency_slack(latency_slack)
     groups = node_groups(graph)
     count = max(groups.values(), default=-1) + 1
     allocs: list[GroupAllocation] = []
     timings: dict[str, NodeTiming] = {}
     for g in range(count):
         net = build_process_network(graph, g)
-        sizing = size_fifos_lp(net, strat, LP_TIME_LIMIT_S, schedule="demand")
+        sizing = size_fifos_lp(net, strat, LP_TIME_LIMIT_S, schedule="demand", latency_slack=slack)
         allocs.append(GroupAllocation(g, net, sizing))
         timings.update(node_timings(net))
     for s in graph.streams.values():
@@ -174,7 +185,7 @@ def size_fifos(graph: DataflowGraph, strategy: str = "normal") -> AllocationResu
     fifos = [FifoReport(s.name, s.source, s.target, s.width_bits, a.sizing.depths[s.name],
                         memory_kind(s.width_bits, a.sizing.depths[s.name]), a.group)
              for a in allocs for s in a.network.streams]
-    return AllocationResult(strategy, allocs, timings, fifos)
+    return AllocationResult(strategy, slack, allocs, timings, fifos)
 
 
 def simulate_allocation(result: AllocationResult) -> None:
@@ -216,16 +227,17 @@ def _timed(seconds: dict[str, float]) -> StageRunner:
     return run
 
 
-def run_allocation(graph: DataflowGraph, strategy: str = "normal", run_stage: StageRunner | None = None
-                   ) -> AllocationResult:
-    """All four sub-steps in order; ``run_stage(name, fn)`` runs each (the driver passes its progress)."""
+def run_allocation(graph: DataflowGraph, strategy: str = "normal", run_stage: StageRunner | None = None,
+                   latency_slack: float = 0.0) -> AllocationResult:
+    """All four sub-steps in order; ``run_stage(name, fn)`` runs each (the driver passes its progress).
+    ``latency_slack``: the fraction of the unbounded-FIFO makespan the FIFO LP may give up for fewer bits."""
     seconds: dict[str, float] = {}
     timed = _timed(seconds)
 
     def stage(name: str, fn: Callable[[], T]) -> T:
         return timed(name, fn) if run_stage is None else run_stage(name, lambda: timed(name, fn))
 
-    result = stage("allocation.fifo_lp", lambda: size_fifos(graph, strategy))
+    result = stage("allocation.fifo_lp", lambda: size_fifos(graph, strategy, latency_slack))
     result.seconds = seconds  # later stages keep filling it
     stage("allocation.simulate", lambda: simulate_allocation(result))
     stage("allocation.resources", lambda: estimate_allocation(graph, result))
@@ -233,6 +245,7 @@ def run_allocation(graph: DataflowGraph, strategy: str = "normal", run_stage: St
     return result
 
 
-def allocate_resources(graph: DataflowGraph, strategy: str = "normal") -> AllocationResult:
+def allocate_resources(graph: DataflowGraph, strategy: str = "normal", latency_slack: float = 0.0
+                       ) -> AllocationResult:
     """Resource allocation of ``graph`` (module docstring): sets every ``Stream.depth`` and returns the result."""
-    return run_allocation(graph, strategy)
+    return run_allocation(graph, strategy, latency_slack=latency_slack)

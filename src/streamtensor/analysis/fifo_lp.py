@@ -42,7 +42,9 @@ builds profiles in which they stall:
    makespan C; or the first solve's, if later), not that of the last accepted one: a round that happens to
    lower the latency does not forbid the next from trading it back. Shift-register FIFOs read in 1 cycle where
    unbounded ones take 2, so solves often end a few cycles before C; spending those cycles on smaller FIFOs
-   is what the simulated minimum, which keeps C, does too.
+   is what the simulated minimum, which keeps C, does too. A caller's ``latency_slack`` raises that limit to
+   ``C * (1 + slack)``: FIFOs traded for makespan where the designer allows it (step 4 then drops a wide FIFO
+   whose tokens would save only a few cycles).
 3. squeeze: what stays is mostly FIFOs one or two tokens deeper than needed where a producer restarts after
    a stall (the frozen pipeline releases its held writes back to back) and the consumer could have absorbed
    a slower pace. Group testing over the FIFOs deeper than 1, widest first: lower a whole group by one token
@@ -90,6 +92,7 @@ solved (integer) delays.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -576,13 +579,15 @@ def _trim(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.ndarray
     return trimmed if ok else sizing
 
 
-def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float, schedule: Schedule) -> FifoSizing:
+def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float, schedule: Schedule,
+          latency_slack: float) -> FifoSizing:
     """One strategy: solve on its profiles, then (schedule ``demand``) refine and squeeze them."""
     profiles = _profiles(net, strategy, schedule)
     if schedule == "free":
         return _size_profiles(net, profiles, strategy, time_limit_s)
-    # The latency of the starting schedule (normal: the unbounded-FIFO makespan) caps every solve.
-    cap = max(int(ft.complete[-1]) for ft in profiles.values())
+    # The latency of the starting schedule (normal: the unbounded-FIFO makespan), raised by the slack the
+    # caller grants, caps every solve.
+    cap = math.floor(max(int(ft.complete[-1]) for ft in profiles.values()) * (1 + latency_slack))
     best = _size_profiles(net, profiles, strategy, time_limit_s, cap)
     if strategy == "normal":  # profiles: the latest schedule
         trial = _size_profiles(net, _sources_released_at(net, profiles), strategy, time_limit_s, cap)
@@ -603,23 +608,29 @@ def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float, schedule
 
 
 def size_fifos_lp(net: ProcessNetwork, strategy: Strategy = "normal", time_limit_s: float = 10.0,
-                  schedule: Schedule = "free") -> FifoSizing:
+                  schedule: Schedule = "free", latency_slack: float = 0.0) -> FifoSizing:
     """Size every FIFO of an acyclic ``net`` by the LP of the module docstring.
 
     ``conservative`` also solves ``normal`` and returns whichever needs fewer bits (``fell_back_to_normal``
     says Normal's was kept): exact depths of two heuristic LP optima are not ordered by construction, and
     Conservative must never cost more FIFO bits than Normal. ``time_limit_s`` applies to each HiGHS solve.
     ``schedule`` picks the profiles: ``free`` (running as early as their inputs allow) or ``demand`` (paced by
-    their consumers, then refined by back-pressure; see the module docstring).
+    their consumers, then refined by back-pressure; see the module docstring). ``latency_slack`` (schedule
+    ``demand`` only) lets every solve end up to that fraction after the starting schedule's latency: FIFO bits
+    bought with makespan (0: none, the unbounded-FIFO makespan is kept).
     """
     if strategy not in ("normal", "conservative"):
         raise ValueError(f"unknown FIFO sizing strategy {strategy!r} (normal | conservative)")
     if schedule not in ("free", "demand"):
         raise ValueError(f"unknown FIFO sizing schedule {schedule!r} (free | demand)")
+    if not 0.0 <= latency_slack <= 1.0:
+        raise ValueError(f"latency slack {latency_slack!r} is not a fraction in [0, 1]")
+    if latency_slack and schedule != "demand":
+        raise ValueError("a latency slack needs schedule 'demand' (the free schedule keeps its minimal latency)")
     net.topological_order()  # ValueError on a feedback cycle: start-time constraints need a DAG
-    result = _size(net, strategy, time_limit_s, schedule)
+    result = _size(net, strategy, time_limit_s, schedule, latency_slack)
     if strategy == "conservative":
-        normal = _size(net, "normal", time_limit_s, schedule)
+        normal = _size(net, "normal", time_limit_s, schedule, latency_slack)
         if normal.total_bits < result.total_bits:
             normal.strategy = "conservative"
             normal.fell_back_to_normal = True
