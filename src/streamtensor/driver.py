@@ -32,6 +32,7 @@ from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, KernelNode, p
 from streamtensor.ir.linalg import Graph, print_graph
 from streamtensor.transforms.build_dataflow import build_dataflow
 from streamtensor.transforms.fusion import apply_fusion
+from streamtensor.transforms.sink_casts import sink_widening_casts
 from streamtensor.transforms.tiling import Tiling, TilingOptions, tile_graph
 
 if TYPE_CHECKING:
@@ -243,8 +244,9 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
     progress = _progress or Progress(opts.verbose)
     _check_args(module, example_args)
     mlir_module = progress.run("frontend.torch_to_linalg", lambda: torch_to_linalg(module, example_args))
-    graph = progress.run("frontend.import_linalg",
-                         lambda: import_linalg(mlir_module, input_names, set(weight_names)))
+    imported = progress.run("frontend.import_linalg",
+                            lambda: import_linalg(mlir_module, input_names, set(weight_names)))
+    graph = progress.run("sink_casts", lambda: sink_widening_casts(imported))
     tiling = progress.run("tiling", lambda: tile_graph(graph, opts.tiling))
     dataflow = progress.run("dataflow", lambda: build_dataflow(graph, tiling))
     progress.run("fusion", lambda: apply_fusion(dataflow))

@@ -282,7 +282,8 @@ def print_graph(graph: Graph) -> str:
             for s in op.body.ops:
                 attrs = "".join(f" {{{k} = {_fmt_scalar_attr(v)}}}" for k, v in s.attrs)
                 operands = ", ".join(f"%{o}" for o in s.operands)
-                lines.append(f"    %{s.result} = {s.name} {operands}{attrs} : {s.dtype}".replace("  ", " "))
+                line = f"%{s.result} = {s.name} {operands}{attrs} : {s.dtype}".replace("  ", " ")  # no operands
+                lines.append(f"    {line}")
             lines.append(f"    linalg.yield {', '.join('%' + y for y in op.body.yields)}")
             lines.append(f"  }} -> {', '.join(str(r.type) for r in op.results)}")
         elif isinstance(op, ReshapeOp):

@@ -641,11 +641,16 @@ class _KernelWriter:
                 r = j - self.n_in
                 source = f"{self.acc(r) if self.accumulate else f'out{r}.data'}[{self.operand_index(j)}]"
             code.line(f"const {c_type(dtype)} a{j} = {source};")
+        taken = {f"a{j}" for j in range(len(body.args))}  # a result may carry an argument's IR name
         for op in body.ops:
             if op.result not in used:
                 continue
             types[op.result] = op.dtype
-            names[op.result] = c_identifier(op.result)
+            ident = c_identifier(op.result)
+            while ident in taken:
+                ident += "_"
+            taken.add(ident)
+            names[op.result] = ident
             code.line(f"const {c_type(op.dtype)} {names[op.result]} = {self.scalar(op, names, types)};")
         for r, y in enumerate(body.yields):
             target = self.acc(r) if self.accumulate else f"out{r}.data"
