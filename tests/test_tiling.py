@@ -63,7 +63,7 @@ def test_fills_feeding_only_inits_are_folded() -> None:
     counts = design.graph.op_counts()
     kernels = kernel_ops(design.graph)
     assert not [op.name for op in kernels if op.name.startswith("fill_")]
-    assert len(kernels) == counts["linalg.generic"] - counts["generic.fill"] == 25
+    assert len(kernels) == counts["linalg.generic"] - counts["generic.fill"] == 23  # the two f64 casts are sunk
     assert design.dataflow is not None
     folded = {n.name: n.init_constants for n in design.dataflow.nodes.values()
               if getattr(n, "init_constants", None)}
