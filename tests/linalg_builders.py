@@ -55,6 +55,17 @@ def graph(inputs: list[Value], ops: list[Op], outputs: list[Value]) -> Graph:
     return g
 
 
+def exp_matmul_graph() -> Graph:
+    """y = exp(x) @ w, x 8x32, w 32x8: the matmul's A operand is another kernel's stream, read once per column
+    tile of w."""
+    x, w = value("x", 8, 32), value("w", 32, 8)
+    e0, y0 = empty("e0", 8, 32), empty("y0", 8, 8)
+    k0 = unary("e", x, e0.results[0], "exp_1", "(d0, d1) -> (d0, d1)", "math.exp")
+    zero = fill("z", y0.results[0], "fill_1")
+    mm = matmul("y", k0.results[0], w, zero.results[0], "matmul_1")
+    return graph([x, w], [e0, k0, y0, zero, mm], [mm.results[0]])
+
+
 def matmul_graph() -> tuple[Graph, list[Op]]:
     """c = a @ b over 8x8 matrices, the accumulator initialized by a zero fill."""
     a, b = value("a", 8, 8), value("b", 8, 8)

@@ -11,7 +11,7 @@ from functools import cache
 import numpy as np
 import pytest
 from conftest import tiny_block
-from linalg_builders import build, empty, fill, graph, matmul, matmul_graph, nodes_of, unary, value
+from linalg_builders import build, empty, exp_matmul_graph, fill, graph, matmul_graph, nodes_of, unary, value
 from process_networks import bursty_fork, late_reader
 from test_fifo_lp import chain, diamond, fork3, mismatched, random_network, reductions
 
@@ -332,16 +332,6 @@ def test_demand_schedule_on_random_networks(seed: int) -> None:
 
 
 # --- several fusion groups -----------------------------------------------------------------------------------
-
-
-def exp_matmul_graph() -> Graph:
-    """y = exp(x) @ w: the matmul streams exp's rows once per column tile of w, so a converter re-streams them."""
-    x, w = value("x", 8, 32), value("w", 32, 8)
-    e0, y0 = empty("e0", 8, 32), empty("y0", 8, 8)
-    k0 = unary("e", x, e0.results[0], "exp_1", "(d0, d1) -> (d0, d1)", "math.exp")
-    zero = fill("z", y0.results[0], "fill_1")
-    mm = matmul("y", k0.results[0], w, zero.results[0], "matmul_1")
-    return graph([x, w], [e0, k0, y0, zero, mm], [mm.results[0]])
 
 
 def test_fusion_groups_run_one_after_another() -> None:

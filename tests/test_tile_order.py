@@ -8,7 +8,7 @@ import itertools
 
 import numpy as np
 import pytest
-from linalg_builders import build, check_exec, empty, fill, graph, matmul, nodes_of, unary, value
+from linalg_builders import build, check_exec, empty, exp_matmul_graph, fill, graph, nodes_of, unary, value
 
 from streamtensor import compile_llm_block
 from streamtensor.analysis.memory import memory_report, onchip_buffers
@@ -21,16 +21,6 @@ from streamtensor.ir.linalg import GenericOp, Graph, ReshapeOp, ScalarBody, Scal
 PAPER_RATIO = 0.148  # the low end of the paper's fused / unfused range (spec §4.2)
 
 
-def _exp_matmul() -> Graph:
-    """y = exp(x) @ w, x 8x32, w 32x8: the matmul's A operand is another kernel's stream."""
-    x, w = value("x", 8, 32), value("w", 32, 8)
-    e0, y0 = empty("e0", 8, 32), empty("y0", 8, 8)
-    k0 = unary("e", x, e0.results[0], "exp_1", "(d0, d1) -> (d0, d1)", "math.exp")
-    zero = fill("z", y0.results[0], "fill_1")
-    mm = matmul("y", k0.results[0], w, zero.results[0], "matmul_1")
-    return graph([x, w], [e0, k0, y0, zero, mm], [mm.results[0]])
-
-
 def _buffers(dfg: DataflowGraph) -> dict[str, int]:
     return {b.name: b.bytes for b in onchip_buffers(dfg)}
 
@@ -39,7 +29,7 @@ def test_matmul_in_both_loop_orders() -> None:
     """Output-stationary (m, n, k) re-reads every row of A tiles per column tile: a converter buffers a row of
     tiles (4 x 32, ping-pong) and one accumulator tile is pending. A-stationary (m, k, n) reads each A tile once,
     in the order exp writes them (no converter), and keeps the trip(n) = 2 output tiles of a row pending."""
-    g = _exp_matmul()
+    g = exp_matmul_graph()
     out = build(g, 4, layout_aware_order=False)
     mm = out.nodes["matmul_1"]
     assert isinstance(mm, KernelNode) and mm.tile_order == [0, 1, 2] and mm.pending_tiles == 1

@@ -535,6 +535,15 @@ def _refine(net: ProcessNetwork, best: FifoSizing, strategy: Strategy, time_limi
     return best
 
 
+def _schedule_within(net: ProcessNetwork, depths: dict[str, int], release: dict[str, np.ndarray],
+                     latency_limit: int) -> dict[str, FiringTimes] | None:
+    """The simulated schedule with ``depths`` if it ends by ``latency_limit`` without deadlock, else None."""
+    result = simulate(net, depths, release)
+    if result.makespan_cycles is None or result.makespan_cycles > latency_limit:
+        return None
+    return result.firing_times
+
+
 def _squeeze(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.ndarray], budget: _SimBudget,
              latency_limit: int) -> dict[str, FiringTimes] | None:
     """Step 3 of the demand schedule: the forward schedule of the group-tested lowered depths, or None when no
@@ -546,9 +555,9 @@ def _squeeze(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.ndar
     while pending and pending[0] and budget.spend(net):
         group = pending.pop(0)
         trial = {**depths, **{s: depths[s] - 1 for s in group}}
-        result = simulate(net, trial, release)
-        if result.makespan_cycles is not None and result.makespan_cycles <= latency_limit:
-            depths, found = trial, result.firing_times
+        times = _schedule_within(net, trial, release, latency_limit)
+        if times is not None:
+            depths, found = trial, times
         elif len(group) > 1:
             pending += [group[: len(group) // 2], group[len(group) // 2 :]]
     return found
@@ -569,9 +578,9 @@ def _trim(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.ndarray
         if depths[name] <= _TRIM_DEPTH:
             continue
         trial = {**depths, name: _TRIM_DEPTH}
-        result = simulate(net, trial, release)
-        if result.makespan_cycles is not None and result.makespan_cycles <= latency_limit:
-            depths, found = trial, result.firing_times
+        times = _schedule_within(net, trial, release, latency_limit)
+        if times is not None:
+            depths, found = trial, times
     if found is None:
         return sizing
     trimmed = _size_profiles(net, found, sizing.strategy, time_limit_s, latency_limit)
@@ -600,11 +609,12 @@ def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float, schedule
         best = _refine(net, best, strategy, time_limit_s, release, refining, limit)
         squeezed = _squeeze(net, best, release, squeezing, limit)
         if squeezed is None:
-            return _trim(net, best, release, limit, time_limit_s)
+            break
         trial = _size_profiles(net, squeezed, strategy, time_limit_s, limit)
         if trial.total_bits >= best.total_bits or trial.predicted_latency > limit:
-            return _trim(net, best, release, limit, time_limit_s)
+            break
         best = trial
+    return _trim(net, best, release, limit, time_limit_s)
 
 
 def size_fifos_lp(net: ProcessNetwork, strategy: Strategy = "normal", time_limit_s: float = 10.0,
