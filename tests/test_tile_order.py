@@ -8,7 +8,18 @@ import itertools
 
 import numpy as np
 import pytest
-from linalg_builders import build, check_exec, empty, exp_matmul_graph, fill, graph, nodes_of, unary, value
+from linalg_builders import (
+    build,
+    check_exec,
+    empty,
+    exp_matmul_graph,
+    fill,
+    graph,
+    matmul,
+    nodes_of,
+    unary,
+    value,
+)
 
 from streamtensor import compile_llm_block
 from streamtensor.analysis.memory import memory_report, onchip_buffers
@@ -172,6 +183,25 @@ def test_tiles_agree_across_a_head_split_and_tokens_are_capped() -> None:
     capped = build(g, 4).nodes["elementwise_2"]
     assert [lt.tile for lt in capped.loops] == [2, 2, 4] and capped.result_type(0).token_elements == 16
     check_exec(g, build(g, 4))
+
+
+def test_token_cap_leaves_operands_from_external_memory_whole() -> None:
+    """A decode-shaped matmul y = exp(x) @ w (x 1x8, w 8x8) at tile 4 with tokens capped at 4 elements: the
+    on-chip streams (exp's result, the matmul's result) hold 1x4 tokens, while the weight, read from external
+    memory, keeps its 4x4 tiles, so the matmul still reduces 4 elements per token."""
+    x, w = value("x", 1, 8), value("w", 8, 8)
+    e0, y0 = empty("e0", 1, 8), empty("y0", 1, 8)
+    k0 = unary("e", x, e0.results[0], "exp_1", "(d0, d1) -> (d0, d1)", "math.exp")
+    zero = fill("z", y0.results[0], "fill_1")
+    mm = matmul("y", k0.results[0], w, zero.results[0], "matmul_1")
+    g = graph([x, w], [e0, k0, y0, zero, mm], [mm.results[0]])
+    dfg = build(g, 4, max_token_rank=1)
+    node = dfg.nodes["matmul_1"]
+    assert isinstance(node, KernelNode) and [lt.tile for lt in node.loops] == [1, 4, 4]
+    assert node.operand_type(0).token_elements == 4 and node.result_type(0).token_elements == 4
+    assert node.operand_type(1).token_elements == 16  # the weight: exempt from the cap
+    assert dfg.nodes["exp_1"].result_type(0).token_elements == 4
+    check_exec(g, dfg)
 
 
 # --- acceptance: one fusion group, fused / unfused below the paper's ratio -------------------------------------

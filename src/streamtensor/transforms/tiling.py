@@ -17,14 +17,18 @@ shrink tiles to divisors (``fit_tiles``):
   a 1024 hidden dim is 1 head x 16 of a 16 x 64 view). Different tiles of one tensor always need a converter
   (element sizes must match for a converter to share a loop), so agreeing removes converters whose only cause
   is the tiling.
-- ``max_token_rank``: every token (streamed input, init, result) of a kernel holds at most
-  ``default_tile_size ** max_token_rank`` elements, i.e. the tile of a rank-``max_token_rank`` tensor at the
-  default size (0: no cap). FIFOs, input tiles and accumulators hold whole tokens, so a 16x16x16 f32 tile would
-  cost 16 KiB per FIFO slot. A kernel over the cap shrinks one of the offending operand's loops to its next
-  smaller divisor until it fits: loops that every operand read from external memory indexes first (cutting
-  another loop would stream that operand again), then a dim held whole in one tile (a small dim clipped to its
-  size, such as heads), then the smallest tile, then the operand's outermost dim. Kernels are capped in program
-  order with the agreement re-run after each one, so later kernels inherit the tiles earlier ones chose.
+- ``max_token_rank``: every token a kernel exchanges on chip (an input from another kernel, an init, a result)
+  holds at most ``default_tile_size ** max_token_rank`` elements, i.e. the tile of a rank-``max_token_rank``
+  tensor at the default size (0: no cap). FIFOs, input tiles and accumulators hold whole tokens, so a 16x16x16
+  f32 tile would cost 16 KiB per FIFO slot. Operands read from external memory (weights, block inputs, KV
+  caches) are exempt: their tokens wait only in a DMA's FIFO and the kernel's input tile, and a weight tile cut
+  to the cap would cut the reduction tile of every matmul with it (``max_token_rank=1`` would leave a decode
+  matmul one 16-element weight column per firing). A kernel over the cap shrinks one of the offending
+  operand's loops to its next smaller divisor until it fits: loops that every operand read from external memory
+  indexes first (cutting another loop would stream that operand again), then a dim held whole in one tile (a
+  small dim clipped to its size, such as heads), then the smallest tile, then the operand's outermost dim.
+  Kernels are capped in program order with the agreement re-run after each one, so later kernels inherit the
+  tiles earlier ones chose.
 
 **Loop orders.** Default tile order: one-trip loops first (they move nothing; outermost they never keep an
 operand from being held across the loops inside its last used loop, see ``KernelNode``), then the parallel
@@ -513,11 +517,11 @@ def _impose(op: GenericOp, loops: list[LoopTiling], operand: int, tile: tuple[in
 
 
 def _cap_tokens(op: GenericOp, loops: list[LoopTiling], cap: int, external: set[int]) -> bool:
-    """Shrink ``op``'s tiles until every streamed token (inputs, inits, results) holds at most ``cap``
-    elements (module docstring); ``external`` are the operands read from external memory. Whether anything
-    changed."""
+    """Shrink ``op``'s tiles until every token it exchanges on chip (inputs from kernels, inits, results) holds
+    at most ``cap`` elements (module docstring); ``external`` are the operands read from external memory, which
+    are exempt. Whether anything changed."""
     changed = False
-    for operand in range(len(op.operands)):
+    for operand in (j for j in range(len(op.operands)) if j not in external):
         amap = op.indexing_maps[operand]
         dims = [d for d in (amap.result_dim(i) for i in range(amap.num_results)) if d is not None]
 
