@@ -17,7 +17,7 @@ from streamtensor.ir.linalg import EmptyOp, GenericOp, ScalarBody, ScalarOp, Ten
 from streamtensor.transforms.build_dataflow import build_dataflow
 from streamtensor.transforms.tiling import TilingOptions, tile_graph
 
-CONFIGS = [(4, 16), (8, 64), (16, 256)]
+CONFIGS = [(4, 16, 2), (8, 64, 2), (16, 256, 2), (16, 256, 1)]  # tile, unroll budget, token rank
 
 
 def _max_err(got: list[np.ndarray], want: list[np.ndarray]) -> float:
@@ -26,11 +26,12 @@ def _max_err(got: list[np.ndarray], want: list[np.ndarray]) -> float:
 
 
 @pytest.mark.parametrize("mode", ["prefill", "decode"])
-@pytest.mark.parametrize("config", CONFIGS, ids=[f"t{t}-u{u}" for t, u in CONFIGS])
+@pytest.mark.parametrize("config", CONFIGS, ids=[f"t{t}-u{u}-r{r}" for t, u, r in CONFIGS])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_tiny_blocks_stream_like_the_reference(family: str, mode: str, config: tuple[int, int]) -> None:
+def test_tiny_blocks_stream_like_the_reference(family: str, mode: str, config: tuple[int, int, int]) -> None:
     design, block = tiny_block(family, mode)
-    tiling = tile_graph(design.graph, TilingOptions(*config))
+    tile, budget, rank = config
+    tiling = tile_graph(design.graph, TilingOptions(tile, budget, max_token_rank=rank))
     dfg = build_dataflow(design.graph, tiling)
     dfg.verify()
     for node in dfg.nodes.values():
