@@ -251,3 +251,17 @@ def test_paper_size_block_fuses_below_the_paper_ratio(family: str, mode: str) ->
     design, _ = compile_llm_block(family, mode=mode, seq_len=32, max_len=128, size="paper")
     assert design.dataflow is not None and len(design.dataflow.groups) == 1
     assert _default_depth_report(design.dataflow)["fused_to_unfused"] < PAPER_RATIO
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_paper_size_decode_with_one_row_tokens_fuses_below_the_paper_ratio_with_sized_fifos(family: str) -> None:
+    """The memory-lean decode design point (README): tokens capped at one tile row. With the LP's FIFO depths
+    (not the default depth of the test above) the whole block stays below the paper's ratio, every converter
+    changes a stream's order, and nothing deadlocks."""
+    design, _ = compile_llm_block(family, mode="decode", max_len=128, size="paper", max_token_rank=1)
+    report = design.report
+    assert len(report["fusion"]["groups"]) == 1 and report["memory"]["fused_to_unfused"] < PAPER_RATIO
+    assert not report["simulation"]["deadlock"]
+    for c in report["converters"]:
+        assert c["source_type"] != c["result_type"] and c["bytes"] > 0 and c["reason"]

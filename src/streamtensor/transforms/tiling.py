@@ -60,9 +60,11 @@ budget below the number of kernels leaves every kernel at one lane.
   repeat while the doubling fits the budget (it adds the kernel's current lane count) and the device: the
   datapaths (lanes x the DSPs / LUTs of the body, ``analysis.resources``) within ``DATAPATH_SHARE`` of the
   U55C, and each kernel's within that share of one SLR (a kernel these bounds stop leaves the heap; cheaper
-  kernels may still grow). Stop when the slowest kernel cannot be doubled within the lane budget or no
-  doubling lowers its latency: the maximum latency (the
-  throughput bound of the pipeline) can then no longer drop, and more lanes elsewhere would only cost area.
+  kernels may still grow). A kernel no doubling makes faster (its tiles fully unrolled: with
+  ``max_token_rank=1`` a score kernel over 128 positions in 1-element tiles) leaves the heap too and the others
+  keep growing: its latency bounds the pipeline's throughput, but a decode block runs its kernels largely one
+  after another, so theirs still add to the makespan. Stop when the slowest kernel's doubling would exceed the
+  lane budget.
 - Bandwidth-aware (both strategies): no kernel reads an input streamed from external memory (a weight, a
   block input) faster than that input's DMA delivers it (``analysis.timing_model``: one HBM pseudo-channel per
   tensor, split among its DMAs). Where its lanes would, the kernel's pipeline II is raised to the least that
@@ -343,7 +345,7 @@ def _intensity_aware(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
             if best is None or latency < best[0]:
                 best = (latency, trial)
         if best is None or best[0] >= -neg_latency:
-            break
+            continue  # its tiles bound it; the others' latencies still add up along the block's critical path
         if not _fits_datapath(costs, [2 * t.lanes if k == i else t.lanes for k, t in enumerate(tilings)], i):
             continue  # the device's DSPs / LUTs bound this kernel; cheaper ones may still grow
         tilings[i] = best[1]
