@@ -55,11 +55,11 @@ def graph(inputs: list[Value], ops: list[Op], outputs: list[Value]) -> Graph:
     return g
 
 
-def exp_matmul_graph() -> Graph:
-    """y = exp(x) @ w, x 8x32, w 32x8: the matmul's A operand is another kernel's stream, read once per column
-    tile of w."""
-    x, w = value("x", 8, 32), value("w", 32, 8)
-    e0, y0 = empty("e0", 8, 32), empty("y0", 8, 8)
+def exp_matmul_graph(m: int = 8, k: int = 32, n: int = 8) -> Graph:
+    """y = exp(x) @ w, x m x k, w k x n (8x32 @ 32x8 by default): the matmul's A operand is another kernel's
+    stream, read once per column tile of w; w is a block input, read from external memory."""
+    x, w = value("x", m, k), value("w", k, n)
+    e0, y0 = empty("e0", m, k), empty("y0", m, n)
     k0 = unary("e", x, e0.results[0], "exp_1", "(d0, d1) -> (d0, d1)", "math.exp")
     zero = fill("z", y0.results[0], "fill_1")
     mm = matmul("y", k0.results[0], w, zero.results[0], "matmul_1")

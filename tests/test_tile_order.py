@@ -8,18 +8,7 @@ import itertools
 
 import numpy as np
 import pytest
-from linalg_builders import (
-    build,
-    check_exec,
-    empty,
-    exp_matmul_graph,
-    fill,
-    graph,
-    matmul,
-    nodes_of,
-    unary,
-    value,
-)
+from linalg_builders import build, check_exec, empty, exp_matmul_graph, fill, graph, nodes_of, unary, value
 
 from streamtensor import compile_llm_block
 from streamtensor.analysis.memory import memory_report, onchip_buffers
@@ -189,12 +178,7 @@ def test_token_cap_leaves_operands_from_external_memory_whole() -> None:
     """A decode-shaped matmul y = exp(x) @ w (x 1x8, w 8x8) at tile 4 with tokens capped at 4 elements: the
     on-chip streams (exp's result, the matmul's result) hold 1x4 tokens, while the weight, read from external
     memory, keeps its 4x4 tiles, so the matmul still reduces 4 elements per token."""
-    x, w = value("x", 1, 8), value("w", 8, 8)
-    e0, y0 = empty("e0", 1, 8), empty("y0", 1, 8)
-    k0 = unary("e", x, e0.results[0], "exp_1", "(d0, d1) -> (d0, d1)", "math.exp")
-    zero = fill("z", y0.results[0], "fill_1")
-    mm = matmul("y", k0.results[0], w, zero.results[0], "matmul_1")
-    g = graph([x, w], [e0, k0, y0, zero, mm], [mm.results[0]])
+    g = exp_matmul_graph(1, 8, 8)
     dfg = build(g, 4, max_token_rank=1)
     node = dfg.nodes["matmul_1"]
     assert isinstance(node, KernelNode) and [lt.tile for lt in node.loops] == [1, 4, 4]

@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--uniform-unroll", action="store_true",
                       help="same unroll factor for every kernel (default: intensity-aware)")
     comp.add_argument("--max-token-rank", type=int, default=_TILING.max_token_rank,
-                      help="tokens hold at most default-tile-size ** N elements (0: no cap)")
+                      help="on-chip tokens hold at most default-tile-size ** N elements (0: no cap; "
+                           "operands read from external memory keep their tiles)")
     comp.add_argument("--no-agree-tiles", action="store_true",
                       help="keep each kernel's own tiles (default: producer and consumer tiles agree)")
     comp.add_argument("--no-layout-order", action="store_true",
