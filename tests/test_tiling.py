@@ -6,7 +6,19 @@ import math
 
 import pytest
 from conftest import tiny_block
-from linalg_builders import empty, fill, graph, matmul, matmul_graph, nodes_of, unary, value
+from linalg_builders import (
+    build,
+    check_exec,
+    empty,
+    exp_matmul_graph,
+    fill,
+    graph,
+    matmul,
+    matmul_graph,
+    nodes_of,
+    unary,
+    value,
+)
 
 from streamtensor import compile_llm_block
 from streamtensor.analysis.resources import U55C, lane_cost
@@ -63,7 +75,8 @@ def test_fills_feeding_only_inits_are_folded() -> None:
     counts = design.graph.op_counts()
     kernels = kernel_ops(design.graph)
     assert not [op.name for op in kernels if op.name.startswith("fill_")]
-    assert len(kernels) == counts["linalg.generic"] - counts["generic.fill"] == 23  # the two f64 casts are sunk
+    # The two f64 casts are sunk; the fused QKV projection and its bias split in three each (split_slices).
+    assert len(kernels) == counts["linalg.generic"] - counts["generic.fill"] == 27
     assert design.dataflow is not None
     folded = {n.name: n.init_constants for n in design.dataflow.nodes.values()
               if getattr(n, "init_constants", None)}
@@ -137,6 +150,19 @@ def test_bad_tiling_options() -> None:
         TilingOptions(4, 4, permute_reductions_outward="yes")  # type: ignore[arg-type]
     with pytest.raises(OptionError, match="bad overall-unroll-size 2.5"):
         compile_llm_block("gpt2", overall_unroll_size=2.5)
+    with pytest.raises(OptionError, match="bad token-tile-size -1: must be an integer of at least 0"):
+        TilingOptions(4, 4, token_tile_size=-1)
+
+
+def test_token_tile_reaches_the_kernels_downstream_of_the_activations() -> None:
+    # x (8 tokens x 16 features) is the first input: its token loops take tile 2, and tile agreement carries
+    # that tile into the matmul reading exp(x); the weight's loops keep the default tile.
+    g = exp_matmul_graph(m=8, k=16, n=8)
+    dfg = build(g, 4, token_tile_size=2)
+    assert [lt.tile for lt in dfg.nodes["exp_1"].loops] == [2, 4]
+    assert [lt.tile for lt in dfg.nodes["matmul_1"].loops] == [2, 4, 4]
+    assert [lt.tile for lt in build(g, 4).nodes["matmul_1"].loops] == [4, 4, 4]
+    check_exec(g, dfg)
 
 
 def _two_gemvs(n: int) -> Graph:

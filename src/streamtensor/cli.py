@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--max-token-rank", type=int, default=_TILING.max_token_rank,
                       help="on-chip tokens hold at most default-tile-size ** N elements (0: no cap; "
                            "operands read from external memory keep their tiles)")
+    comp.add_argument("--token-tile-size", type=int, default=_TILING.token_tile_size,
+                      help="tile of the loops over the sequence (tokens) of the block input, carried downstream "
+                           "by tile agreement (0: default-tile-size); smaller tiles hold fewer rows on chip")
     comp.add_argument("--no-agree-tiles", action="store_true",
                       help="keep each kernel's own tiles (default: producer and consumer tiles agree)")
     comp.add_argument("--no-layout-order", action="store_true",
@@ -78,7 +81,8 @@ def _compile(args: argparse.Namespace) -> None:
                                       overall_unroll_size=args.overall_unroll_size,
                                       permute_reductions_outward=not args.no_permute,
                                       intensity_aware_unroll=not args.uniform_unroll,
-                                      max_token_rank=args.max_token_rank, agree_tiles=not args.no_agree_tiles,
+                                      max_token_rank=args.max_token_rank, token_tile_size=args.token_tile_size,
+                                      agree_tiles=not args.no_agree_tiles,
                                       layout_aware_order=not args.no_layout_order,
                                       order_search_restarts=args.order_search_restarts,
                                       fifo_strategy=args.fifo_strategy,

@@ -33,6 +33,7 @@ from streamtensor.ir.linalg import Graph, print_graph
 from streamtensor.transforms.build_dataflow import build_dataflow
 from streamtensor.transforms.fusion import apply_fusion
 from streamtensor.transforms.sink_casts import sink_widening_casts
+from streamtensor.transforms.split_slices import split_sliced_results
 from streamtensor.transforms.tiling import Tiling, TilingOptions, tile_graph
 
 if TYPE_CHECKING:
@@ -246,7 +247,8 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
     mlir_module = progress.run("frontend.torch_to_linalg", lambda: torch_to_linalg(module, example_args))
     imported = progress.run("frontend.import_linalg",
                             lambda: import_linalg(mlir_module, input_names, set(weight_names)))
-    graph = progress.run("sink_casts", lambda: sink_widening_casts(imported))
+    cast_free = progress.run("sink_casts", lambda: sink_widening_casts(imported))
+    graph = progress.run("split_slices", lambda: split_sliced_results(cast_free))
     tiling = progress.run("tiling", lambda: tile_graph(graph, opts.tiling))
     dataflow = progress.run("dataflow", lambda: build_dataflow(graph, tiling))
     progress.run("fusion", lambda: apply_fusion(dataflow))

@@ -57,8 +57,12 @@ builds profiles in which they stall:
 4. trim: a paper-size block affords no squeeze, and a profile can still keep a wide FIFO deep where the
    producer could simply have stalled (the value cache in front of attention in the GPT-2 decode block: 28
    tokens of 8192 bits where 1 keeps the makespan). Each FIFO holding at least ``_TRIM_SHARE`` of the bits is
-   simulated at depth ``_TRIM_DEPTH`` (widest first, within ``_TRIM_FIRINGS``), kept there if the latency
-   limit holds, and the last passing schedule is solved again.
+   simulated at depth ``_TRIM_DEPTH``, and where that fails (deadlock or too late) its depth is bisected
+   between the failing and the passing depth to within ``1 / _TRIM_PRECISION`` (widest first); the last
+   passing schedule is solved again. The budget is ``_TRIM_FIRINGS`` simulated firings but at least
+   ``_TRIM_SIMULATIONS`` simulations: a paper-size GPT-2 prefill block in 4-row token tiles simulates 15 M
+   firings at once, and untrimmed its FIFOs held 994 KB, 4x what the trimmed ones need (the residual across
+   the MLP alone held the whole 131 KB tensor).
 
 All these profiles are legal simulator schedules, and shifting a process by a constant keeps its own trace legal.
 On a stream e = (u -> v), token k is written at ``W_k + x_u`` and read at ``R_k + x_v`` (``W``, ``R``: profile
@@ -118,6 +122,8 @@ _SQUEEZE_FIRINGS = 1_000_000
 _TRIM_SHARE = 0.1  # step 4 tries the FIFOs holding at least this share of the bits
 _TRIM_DEPTH = 2  # ... at this depth
 _TRIM_FIRINGS = 8_000_000
+_TRIM_SIMULATIONS = 12  # ... but at least this many simulations, whatever the block's size
+_TRIM_PRECISION = 8  # the bisection of one FIFO's depth stops within 1/8 of the depth found
 
 
 def paper_max_tokens(
@@ -566,21 +572,26 @@ def _squeeze(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.ndar
 def _trim(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.ndarray], latency_limit: int,
           time_limit_s: float) -> FifoSizing:
     """Step 4 of the demand schedule: each FIFO holding at least ``_TRIM_SHARE`` of the bits, widest first, is
-    simulated at ``_TRIM_DEPTH`` with the others as they are; the last schedule that keeps the latency limit is
-    solved again (a legal profile with those occupancies, so the LP can only do better)."""
-    budget = _SimBudget(_TRIM_FIRINGS)
+    simulated at ``_TRIM_DEPTH``, else bisected, with the others as they are; the last schedule
+    that keeps the latency limit is solved again (a legal profile with those occupancies, so the LP can only do
+    better)."""
+    budget = _SimBudget(max(_TRIM_FIRINGS, _TRIM_SIMULATIONS * net.total_firings))
     width = {s.name: s.width_bits for s in net.streams}
     depths = dict(sizing.depths)
     found: dict[str, FiringTimes] | None = None
     for name in sorted(depths, key=lambda n: -width[n] * depths[n]):
-        if width[name] * depths[name] < _TRIM_SHARE * sizing.total_bits or not budget.spend(net):
+        if width[name] * depths[name] < _TRIM_SHARE * sizing.total_bits:
             break
-        if depths[name] <= _TRIM_DEPTH:
-            continue
-        trial = {**depths, name: _TRIM_DEPTH}
-        times = _schedule_within(net, trial, release, latency_limit)
-        if times is not None:
-            depths, found = trial, times
+        # Bisect between a failing depth and a passing one, _TRIM_DEPTH first (most FIFOs pass there).
+        low, high, depth = _TRIM_DEPTH - 1, depths[name], _TRIM_DEPTH
+        while depth < high and high - low > max(1, high // _TRIM_PRECISION) and budget.spend(net):
+            trial = {**depths, name: depth}
+            times = _schedule_within(net, trial, release, latency_limit)
+            if times is not None:
+                depths, found, high = trial, times, depth
+            else:
+                low = depth
+            depth = (low + high + 1) // 2
     if found is None:
         return sizing
     trimmed = _size_profiles(net, found, sizing.strategy, time_limit_s, latency_limit)

@@ -29,6 +29,11 @@ shrink tiles to divisors (``fit_tiles``):
   small dim clipped to its size, such as heads), then the smallest tile, then the operand's outermost dim.
   Kernels are capped in program order with the agreement re-run after each one, so later kernels inherit the
   tiles earlier ones chose.
+- ``token_tile_size`` (0: off): the loops over the token dim of the block's activations (dim -2 of the first
+  input, ``token_dim``) in every kernel that reads them get a tile dividing it, before agreement carries it
+  downstream. A prefill block otherwise holds ``default_tile_size`` rows wherever a kernel needs a whole row
+  first (two-pass norms, matmuls re-reading their input per column tile, the residual across the MLP):
+  64 KiB per hold at GPT-2 paper size. Smaller token tiles re-stream the weights once per row tile instead.
 
 **Loop orders.** Default tile order: one-trip loops first (they move nothing; outermost they never keep an
 operand from being held across the loops inside its last used loop, see ``KernelNode``), then the parallel
@@ -118,13 +123,14 @@ class TilingOptions:
     permute_reductions_outward: bool = True
     intensity_aware_unroll: bool = True
     max_token_rank: int = 2
+    token_tile_size: int = 0
     agree_tiles: bool = True
     layout_aware_order: bool = True
     order_search_restarts: int = 8
 
     def __post_init__(self) -> None:
         for name, least in (("default_tile_size", 1), ("overall_unroll_size", 1), ("max_token_rank", 0),
-                            ("order_search_restarts", 0)):
+                            ("token_tile_size", 0), ("order_search_restarts", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise OptionError(f"bad {name.replace('_', '-')} {value!r}: must be an integer of at least {least}")
@@ -586,6 +592,35 @@ def _agree(e: _Edge, ops: list[GenericOp], tilings: list[OpTiling]) -> bool:
     return _impose(producer, p_loops, result, tile) or changed
 
 
+def token_dim(graph: Graph) -> tuple[str, int] | None:
+    """The token (sequence) dim of the block: dim -2 of the first input, the activations ``[..., tokens,
+    features]`` of a transformer block; None when that input has fewer than two dims."""
+    if not graph.inputs or len(graph.inputs[0].type.shape) < 2:
+        return None
+    return graph.inputs[0].name, len(graph.inputs[0].type.shape) - 2
+
+
+def impose_token_tile(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling], token_tile: int) -> None:
+    """Shrink the loops that walk the token dim of the block's activations (``token_dim``), in every kernel
+    that reads them (through reshapes and slices), to divide ``token_tile``; tile agreement carries the tile
+    on to the kernels downstream."""
+    found = token_dim(graph)
+    if found is None:
+        return
+    name, dim = found
+    shape = next(v.type.shape for v in graph.inputs if v.name == name)
+    producers = graph.producers()
+    for op, t in zip(ops, tilings, strict=True):
+        for j, v in enumerate(op.inputs):
+            root, _, chain = _trace(v.name, producers)
+            if root != name:
+                continue
+            tile = tuple(math.gcd(token_tile, n) if k == dim else n for k, n in enumerate(shape))
+            for step in chain:
+                tile = _tile_forward(tile, step)
+            _impose(op, t.loops, j, tile)
+
+
 def fit_tiles(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling], cap: int | None, agree: bool) -> None:
     """With ``agree``, make producer and consumer tiles agree along every kernel-to-kernel edge; then cap the
     tokens of each kernel in program order at ``cap`` elements (None: no cap), agreeing again after every
@@ -798,7 +833,9 @@ def tile_graph(graph: Graph, options: TilingOptions | None = None) -> Tiling:
     options = options or TilingOptions()
     ops = kernel_ops(graph)
     tilings = [initial_tiling(op, options) for op in ops]
-    if options.agree_tiles or options.max_token_rank:
+    if options.token_tile_size:
+        impose_token_tile(graph, ops, tilings, options.token_tile_size)
+    if options.agree_tiles or options.max_token_rank or options.token_tile_size:
         cap = options.default_tile_size ** options.max_token_rank if options.max_token_rank else None
         fit_tiles(graph, ops, tilings, cap, options.agree_tiles)
         # Trips changed: one-trip loops go outermost again.
