@@ -194,6 +194,13 @@ class EmptyOp(Op):
         return "tensor.empty"
 
 
+def fresh_name(base: str, taken: set[str]) -> str:
+    """``base``, or ``base`` with the first number that makes it unused; recorded in ``taken``."""
+    name = next(f"{base}{k or ''}" for k in range(len(taken) + 1) if f"{base}{k or ''}" not in taken)
+    taken.add(name)
+    return name
+
+
 @dataclass
 class Graph:
     name: str

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from streamtensor.ir import linalg
 from streamtensor.ir.affine import AffineMap
 from streamtensor.ir.linalg import EmptyOp, GenericOp, Graph, Op, ReshapeOp, ScalarBody, ScalarOp, TensorType, Value
 
@@ -59,13 +60,6 @@ def _uses(graph: Graph, cast: GenericOp) -> tuple[list[ReshapeOp], list[GenericO
     return reshapes, consumers
 
 
-def _fresh(base: str, taken: set[str]) -> str:
-    """``base``, or ``base`` with the first number that makes it unused; recorded in ``taken``."""
-    name = next(f"{base}{k or ''}" for k in range(len(taken) + 1) if f"{base}{k or ''}" not in taken)
-    taken.add(name)
-    return name
-
-
 def _widen_in_body(body: ScalarBody, positions: list[int], narrow: str) -> ScalarBody:
     """``body`` reading the block arguments at ``positions`` as ``narrow`` and widening them first."""
     taken = {name for name, _ in body.args} | {op.result for op in body.ops}
@@ -73,7 +67,7 @@ def _widen_in_body(body: ScalarBody, positions: list[int], narrow: str) -> Scala
     widen: list[ScalarOp] = []
     for i in positions:
         name, wide = args[i]
-        fresh = _fresh(f"{name}_{narrow}", taken)
+        fresh = linalg.fresh_name(f"{name}_{narrow}", taken)
         args[i] = (fresh, narrow)
         widen.append(ScalarOp(name, _WIDEN, (fresh,), wide))
     return ScalarBody(tuple(args), tuple(widen) + body.ops, body.yields)
@@ -97,7 +91,7 @@ def sink_widening_casts(graph: Graph) -> Graph:
         consumer_ids = {id(c) for c in consumers}
         for reshape in sorted(reshapes, key=lambda r: position[id(r)]):  # sources are rebuilt before their uses
             wide = reshape.results[0]
-            name = _fresh(f"{wide.name}_{narrow_dtype}", names)
+            name = linalg.fresh_name(f"{wide.name}_{narrow_dtype}", names)
             narrow[wide.name] = Value(name, TensorType(wide.type.shape, narrow_dtype))
             rebuilt[id(reshape)] = replace(reshape, results=[narrow[wide.name]], source=narrow[reshape.source.name])
         for i, op in enumerate(ops):

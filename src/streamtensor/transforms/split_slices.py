@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from streamtensor.ir.linalg import GenericOp, Graph, Op, ReshapeOp, SliceOp, TensorType, Value
+from streamtensor.ir.linalg import GenericOp, Graph, Op, ReshapeOp, SliceOp, TensorType, Value, fresh_name
 
 
 def _sliced_dim(result: Value, slices: list[SliceOp]) -> int | None:
@@ -79,9 +79,7 @@ class _Names:
         self.labels = {op.name for op in graph.ops if isinstance(op, GenericOp)}
 
     def value(self, base: str) -> str:
-        name = next(f"{base}_{k}" for k in range(len(self.values) + 1) if f"{base}_{k}" not in self.values)
-        self.values.add(name)
-        return name
+        return fresh_name(base, self.values)
 
     def label(self, like: str) -> str:
         """A fresh kernel label of the same kind as ``like`` (``matmul_3`` -> the next free ``matmul_N``)."""

@@ -30,7 +30,7 @@ shrink tiles to divisors (``fit_tiles``):
   Kernels are capped in program order with the agreement re-run after each one, so later kernels inherit the
   tiles earlier ones chose.
 - ``token_tile_size`` (0: off): the loops over the token dim of the block's activations (dim -2 of the first
-  input, ``token_dim``) in every kernel that reads them get a tile dividing it, before agreement carries it
+  input) in every kernel that reads them get a tile dividing it, before agreement carries it
   downstream. A prefill block otherwise holds ``default_tile_size`` rows wherever a kernel needs a whole row
   first (two-pass norms, matmuls re-reading their input per column tile, the residual across the MLP):
   64 KiB per hold at GPT-2 paper size. Smaller token tiles re-stream the weights once per row tile instead.
@@ -592,33 +592,25 @@ def _agree(e: _Edge, ops: list[GenericOp], tilings: list[OpTiling]) -> bool:
     return _impose(producer, p_loops, result, tile) or changed
 
 
-def token_dim(graph: Graph) -> tuple[str, int] | None:
-    """The token (sequence) dim of the block: dim -2 of the first input, the activations ``[..., tokens,
-    features]`` of a transformer block; None when that input has fewer than two dims."""
-    if not graph.inputs or len(graph.inputs[0].type.shape) < 2:
-        return None
-    return graph.inputs[0].name, len(graph.inputs[0].type.shape) - 2
-
-
 def impose_token_tile(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling], token_tile: int) -> None:
-    """Shrink the loops that walk the token dim of the block's activations (``token_dim``), in every kernel
-    that reads them (through reshapes and slices), to divide ``token_tile``; tile agreement carries the tile
-    on to the kernels downstream."""
-    found = token_dim(graph)
-    if found is None:
+    """Shrink the loops that walk the token dim of the block's activations (dim -2 of the first input: the
+    ``[..., tokens, features]`` of a transformer block), in every kernel that reads them (through reshapes and
+    slices), to divide ``token_tile``; tile agreement carries the tile on to the kernels downstream."""
+    if not graph.inputs or len(graph.inputs[0].type.shape) < 2:
         return
-    name, dim = found
-    shape = next(v.type.shape for v in graph.inputs if v.name == name)
+    activations = graph.inputs[0]
+    shape = activations.type.shape
+    token_dim = len(shape) - 2
+    tile = tuple(math.gcd(token_tile, n) if k == token_dim else n for k, n in enumerate(shape))
     producers = graph.producers()
     for op, t in zip(ops, tilings, strict=True):
         for j, v in enumerate(op.inputs):
             root, _, chain = _trace(v.name, producers)
-            if root != name:
-                continue
-            tile = tuple(math.gcd(token_tile, n) if k == dim else n for k, n in enumerate(shape))
-            for step in chain:
-                tile = _tile_forward(tile, step)
-            _impose(op, t.loops, j, tile)
+            if root == activations.name:
+                operand_tile = tile
+                for step in chain:
+                    operand_tile = _tile_forward(operand_tile, step)
+                _impose(op, t.loops, j, operand_tile)
 
 
 def fit_tiles(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling], cap: int | None, agree: bool) -> None:
