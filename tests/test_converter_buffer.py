@@ -49,7 +49,21 @@ def assert_streams_equal(got: list[np.ndarray], expected: list[np.ndarray]) -> N
 def test_paper_b_to_c_buffer() -> None:
     buf = infer_converter_buffer(B, C)
     assert (buf.shape, buf.shared_loops, buf.direct) == ((8, 2), 1, False)
-    assert (buf.elements, buf.bytes) == (32, 128)  # ping-pong: 2 x 8 x 2 f32
+    assert (buf.banks, buf.elements, buf.bytes) == (2, 32, 128)  # ping-pong: 2 x 8 x 2 f32
+
+
+def test_a_single_shared_iteration_needs_one_bank() -> None:
+    # Nothing shared (or shared loops of one trip): the window is filled once and drained once per run, so
+    # the second ping-pong bank would never be written.
+    whole = infer_converter_buffer(A, B)
+    assert (whole.shape, whole.shared_loops, whole.banks) == ((8, 8), 0, 1)
+    assert (whole.elements, whole.bytes) == (64, 256)
+    rows = parse_itensor_type("itensor<1x2x2xf32, tensor 1x4x8, [1, 2, 4] * [1, 2, 2], (d0, d1, d2) -> (d0, d1, d2)>")
+    cols = parse_itensor_type("itensor<1x2x2xf32, tensor 1x4x8, [1, 4, 2] * [1, 2, 2], (d0, d1, d2) -> (d0, d2, d1)>")
+    buf = infer_converter_buffer(rows, cols)  # loop 0 is shared, but it has one trip
+    assert (buf.shape, buf.shared_loops, buf.banks) == ((1, 4, 8), 1, 1)
+    x = np.arange(32, dtype=np.float32).reshape(1, 4, 8)
+    assert_streams_equal(run_converter(rows, cols, stream_tokens(rows, x)), stream_tokens(cols, x))
 
 
 def test_paper_64x64_buffer_is_4x_smaller_than_the_tensor() -> None:

@@ -155,7 +155,7 @@ def chain_graph() -> DataflowGraph:
 def two_converter_chain() -> DataflowGraph:
     """dma_x -> k0 -> conv0 -> k1 -> conv1 -> k2 -> dma_out, elementwise, 4x2 tiles alternating between
     column-major (b) and row-major tile order: nothing is shared, each converter buffers the whole tensor
-    twice over (2 x 64 x 4 B = 512 B)."""
+    once (one bank: 64 x 4 B = 256 B)."""
     b = GraphBuilder("two_converters").add(ew_kernel("k0", 1, "math.exp"),
                                            ew_kernel("k1", 1, "arith.mulf", tile_order=(0, 1)),
                                            ew_kernel("k2", 1, "math.exp"))
@@ -176,7 +176,7 @@ def diamond_graph() -> DataflowGraph:
 
 
 CONVERTER_BYTES = 128  # (b) -> (c)
-FULL_CONVERTER_BYTES = 2 * 8 * 8 * 4  # nothing shared: the whole 8x8 f32 tensor, ping-pong
+FULL_CONVERTER_BYTES = 8 * 8 * 4  # nothing shared: the whole 8x8 f32 tensor, one bank
 
 
 def test_u55c_capacity_is_bram_plus_uram() -> None:
@@ -221,7 +221,7 @@ def test_converter_over_the_cap_splits_the_chain() -> None:
 
 
 def test_second_converter_opens_a_group_when_the_first_filled_the_cap() -> None:
-    c_max = 800  # one 512 B converter fits, two do not
+    c_max = 400  # one 256 B converter fits, two do not
     graph = apply_fusion(two_converter_chain(), c_max)
     assert graph.groups == [["dma_x", "k0", "conv0", "k1"], ["conv1", "k2", "dma_out"]]
     assert crossing_streams(graph) == ["conv1.in"]

@@ -29,7 +29,7 @@ from streamtensor.frontend.mlir_import import SUPPORTED_SCALAR_OPS
 from streamtensor.interp.linalg_interpreter import run_graph
 from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.affine import AffineMap, parse_affine_map
-from streamtensor.ir.dataflow import ForkNode, KernelNode
+from streamtensor.ir.dataflow import ConverterNode, ForkNode, KernelNode
 from streamtensor.ir.linalg import EmptyOp, GenericOp, Graph, ScalarBody, ScalarOp, TensorType, Value
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None or shutil.which("make") is None,
@@ -103,6 +103,12 @@ def test_generated_sources_and_project_files(verified) -> None:  # noqa: ANN001
     assert bundles == [(a.arg, str(i), str(a.layout.total_words)) for i, a in enumerate(plan.arguments)]
     assert "HLS_PRAGMA(interface s_axilite port=return bundle=control)" in cpp
     assert "HLS_PRAGMA(dataflow)" in cpp
+    # Converters: one buffer window per bank (one when the shared loops have a single iteration).
+    converters = [n for n in graph.nodes.values() if isinstance(n, ConverterNode)]
+    assert {n.buffer.banks for n in converters} == {1}
+    for node in converters:
+        body = cpp.split(f"static void {node.name}(")[1].split("static void ")[0]
+        assert re.search(r" buf\[1\](\[\d+\])+;", body) and "buf[p % 1]" in body
     # Kernels: pipelined point loops at the timing model's II, unrolled lanes.
     assert "HLS_PRAGMA(pipeline II=" in cpp and "HLS_PRAGMA(unroll)" in cpp
     # link.cfg maps every argument to an HBM bank, at most 15 interfaces per bank.

@@ -6,6 +6,7 @@ Every expected number is worked out by hand in the comments (f32 = 4 bytes; defa
 from __future__ import annotations
 
 import pytest
+from conftest import tiny_block
 from test_fusion import (
     CONVERTER_BYTES,
     GraphBuilder,
@@ -18,6 +19,7 @@ from test_fusion import (
 from streamtensor.analysis.memory import (
     Buffer,
     converter_report,
+    external_input_streams,
     fusion_report,
     memory_report,
     onchip_buffers,
@@ -33,7 +35,7 @@ from streamtensor.analysis.resources import (
     uram_blocks,
 )
 from streamtensor.ir.affine import parse_affine_map
-from streamtensor.ir.dataflow import DataflowGraph, KernelNode, LoopTiling
+from streamtensor.ir.dataflow import DataflowGraph, DmaNode, KernelNode, LoopTiling
 from streamtensor.ir.linalg import GenericOp, ScalarBody, ScalarOp, TensorType, Value
 from streamtensor.transforms.fusion import apply_fusion
 
@@ -52,15 +54,45 @@ def test_chain_memory_by_hand() -> None:
     assert report["intermediate_unfused_bytes"] == 512
     # Converter (b) -> (c): 2 x 8x2 f32.
     assert report["converter_bytes"] == CONVERTER_BYTES == 2 * 8 * 2 * 4
-    # Kernel-local: input tiles k0 (4x2) 32 + k1 (4x2) 32 + k2.a (4x2) 32 + k2.w (4x4) 64; k2's accumulator
-    # is one 2x4 output tile, 32. k0/k1 have no reduction, so no accumulator.
-    assert report["kernel_local_bytes"] == 32 + 32 + 32 + 64 + 32
-    # FIFOs: k0.in0, conv.in, k2.a, k2.out: 2 x 8 f32 = 64 each; k2.w: 2 x 16 f32 = 128; k1.in0: depth 5 -> 160.
-    assert report["fifo_bytes"] == 4 * 64 + 128 + 160
-    assert report["intermediate_fused_bytes"] == 128 + 192 + 544 == 864
-    assert report["fused_to_unfused"] == pytest.approx(864 / 512)
+    # Kernel-local: input tiles k1 (4x2) 32 + k2.a (4x2) 32; k2's accumulator is one 2x4 output tile, 32. k0/k1
+    # have no reduction, so no accumulator. k0's (4x2) 32 and k2.w's (4x4) 64 tiles hold data from dma_x and
+    # dma_w: input streams.
+    assert report["kernel_local_bytes"] == 32 + 32 + 32
+    # FIFOs: conv.in, k2.a, k2.out: 2 x 8 f32 = 64 each; k1.in0: depth 5 -> 160. Input streams: k0.in0 64 and
+    # k2.w 2 x 16 f32 = 128.
+    assert report["fifo_bytes"] == 3 * 64 + 160
+    assert report["input_stream_bytes"] == 32 + 64 + 64 + 128
+    assert report["intermediate_fused_bytes"] == 128 + 96 + 352 == 576
+    assert report["fused_to_unfused"] == pytest.approx(576 / 512)
     # DMA ping-pong: 2 tokens each: dma_x 2 x 32, dma_w 2 x 64, dma_out 2 x 32 (not counted as intermediate).
     assert report["dma_bytes"] == 64 + 128 + 64
+
+
+def test_input_streams_are_the_data_read_from_external_memory() -> None:
+    design, _ = tiny_block("gpt2", "decode")
+    graph = design.dataflow
+    external = external_input_streams(graph)
+    reads: dict[str, list[str]] = {}
+    for n in graph.nodes.values():
+        if isinstance(n, DmaNode) and n.direction == "read":
+            reads.setdefault(n.role, []).extend(n.outputs)
+    # Weights, the hidden state, the position and the KV cache as read; the updated cache is a kernel's result.
+    assert set(reads) == {"weight", "input", "kv_cache"}
+    for role in ("weight", "input", "kv_cache"):
+        assert reads[role] and all(s in external for s in reads[role])
+    for s in reads["kv_cache"]:
+        update = graph.consumer(s)
+        assert isinstance(update, KernelNode) and not set(update.outputs) & external
+    # A forwarding node passes the mark on only when every input carries external data.
+    for n in graph.nodes.values():
+        if isinstance(n, KernelNode):
+            assert not set(n.outputs) & external
+    memory = memory_report(graph)
+    buffers = onchip_buffers(graph)
+    assert memory["input_stream_bytes"] == sum(b.bytes for b in buffers if b.input_stream) > 0
+    assert memory["intermediate_fused_bytes"] + memory["input_stream_bytes"] + memory["dma_bytes"] == \
+        sum(b.bytes for b in buffers)
+    assert all(b.kind in ("fifo", "input_tile", "converter", "reassociate") for b in buffers if b.input_stream)
 
 
 def test_fusion_cuts_memory_on_a_long_stream() -> None:
@@ -72,9 +104,11 @@ def test_fusion_cuts_memory_on_a_long_stream() -> None:
     report = memory_report(graph)
     tensor, tile = 256 * 256 * 4, 16 * 16 * 4
     assert report["intermediate_unfused_bytes"] == 2 * tensor
-    # One input tile per kernel + four FIFOs of two tiles.
-    assert report["intermediate_fused_bytes"] == 3 * tile + 4 * 2 * tile
-    assert report["fused_to_unfused"] == pytest.approx(11 * tile / (2 * tensor)) == 0.021484375
+    # The input tiles of k1 and k2 + three FIFOs of two tiles; k0's tile and the FIFO from the DMA hold the
+    # block input.
+    assert report["intermediate_fused_bytes"] == 2 * tile + 3 * 2 * tile
+    assert report["input_stream_bytes"] == tile + 2 * tile
+    assert report["fused_to_unfused"] == pytest.approx(8 * tile / (2 * tensor)) == 0.015625
 
 
 def test_converter_report() -> None:
@@ -102,7 +136,9 @@ def test_split_fusion_moves_the_crossing_through_dmas() -> None:
     assert [g["kernels"] for g in report["groups"]] == [["k0", "k1"], ["k2"]]
     memory = memory_report(graph)
     assert memory["converter_bytes"] == 0
-    assert memory["fifo_bytes"] == 64 + 64 + 64 + 128 + 64
+    # k1.in0, k2.a (k1's result, back from external memory) and k2.out; k0.in0 64 and k2.w 128 are input streams.
+    assert memory["fifo_bytes"] == 64 + 64 + 64
+    assert memory["input_stream_bytes"] == 32 + 64 + 64 + 128
     names = {b.name: b for b in onchip_buffers(graph)}
     assert (names["conv.in.dma_write"].group, names["conv.in.dma_read"].group) == (0, 1)
     assert "conv.in.fifo" not in names

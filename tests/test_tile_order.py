@@ -136,7 +136,7 @@ def test_cache_update_walks_its_tiles_in_its_consumers_order() -> None:
     g = _kv_update_then_weighted_sum()
     plain = build(g, 4, layout_aware_order=False)
     (conv,) = nodes_of(plain, ConverterNode)  # row-major cache tiles, read column-major: the whole cache
-    assert conv.buffer.shape == (8, 8) and conv.buffer.bytes == 2 * 8 * 8 * 4
+    assert conv.buffer.shape == (8, 8) and conv.buffer.bytes == 8 * 8 * 4  # one bank: a single window
     dfg = build(g, 4)
     update, wsum = dfg.nodes["elementwise_1"], dfg.nodes["reduce_sum_1"]
     assert isinstance(update, KernelNode) and isinstance(wsum, KernelNode)

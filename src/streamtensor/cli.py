@@ -98,6 +98,13 @@ def _compile(args: argparse.Namespace) -> None:
           f"({conv_bytes / 1024:.1f} KiB), {nodes.get('itensor_fork', 0)} forks, "
           f"{report['dataflow']['streams']} streams, {len(report['fusion']['groups'])} fusion group(s); "
           f"max kernel latency {tiling['max_kernel_latency']} cycles with {tiling['total_lanes']} lanes")
+    mem = report["memory"]
+    ratio = "n/a" if mem["fused_to_unfused"] is None else f"{mem['fused_to_unfused']:.4f}"
+    print(f"  intermediate results on chip: unfused {mem['intermediate_unfused_bytes'] / 1024:.1f} KiB, fused "
+          f"{mem['intermediate_fused_bytes'] / 1024:.1f} KiB (converters {mem['converter_bytes'] / 1024:.1f}, "
+          f"kernel-local {mem['kernel_local_bytes'] / 1024:.1f}, FIFOs {mem['fifo_bytes'] / 1024:.1f}), "
+          f"fused/unfused {ratio}; input streams {mem['input_stream_bytes'] / 1024:.1f} KiB, "
+          f"DMA buffers {mem['dma_bytes'] / 1024:.1f} KiB")
     sim, res = report["simulation"], report.get("resources", {})
     print(f"  FIFOs: {len(report['fifos'])}, {report['fifo_total_bits'] / 8192:.1f} KiB "
           f"({report['fifo_lp']['strategy']}); makespan {sim['makespan_cycles']} cycles "

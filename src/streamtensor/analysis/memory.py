@@ -3,10 +3,11 @@
 Fused design (what the graph, grouped by fusion, puts on chip), one ``Buffer`` per memory:
 
 - ``converter``: the ping-pong pair of an ``itensor_converter`` (``ConverterBuffer.bytes``: 2 x prod(shape)
-  elements, spec §2.1). Two banks; a bank word is the wider of the source/result tokens, so one token is
-  written or read per access. A converter whose input stream crosses fusion groups is *absorbed*: the
-  read DMA that brings its input back from external memory pushes the tokens in the result layout
-  directly (spec §3), so it has no buffer (``absorbed_converters``; see ``transforms.fusion``).
+  elements, spec §2.1; one bank when its shared loops have a single iteration, ``ConverterBuffer.banks``).
+  A bank word is the wider of the source/result tokens, so one token is written or read per access. A
+  converter whose input stream crosses fusion groups is *absorbed*: the read DMA that brings its input back
+  from external memory pushes the tokens in the result layout directly (spec §3), so it has no buffer
+  (``absorbed_converters``; see ``transforms.fusion``).
 - kernel-local buffers (all counted as ``kernel_local``):
   ``accumulator``: a kernel with reduction loops keeps, per result, one output tile for each of its
   ``KernelNode.pending_tiles`` (the tiles whose reduction is under way at once: 1 with the reductions
@@ -30,9 +31,14 @@ Fused design (what the graph, grouped by fusion, puts on chip), one ``Buffer`` p
   crosses fusion groups gets an implicit write DMA in its producer's group and a read DMA in its consumer's
   (which pushes the result tokens when the consumer is an absorbed converter).
 
-``intermediate_fused_bytes`` = converter + kernel-local + FIFO bytes: everything the fused design keeps on
-chip except the DMA buffers, which are the interface to external memory (the unfused design has them too).
-Weights are never held whole: only their streamed tokens appear, in FIFOs and input tiles.
+``intermediate_fused_bytes`` = converter + kernel-local + FIFO bytes of the buffers that hold intermediate
+results: everything the fused design keeps on chip except the DMA buffers, which are the interface to
+external memory (the unfused design has them too), and the *input-stream* buffers, which hold data read from
+external memory on its way into a kernel (``external_input_streams``: weights, block inputs, the KV cache):
+the FIFOs of those streams, the input tiles of the ports that read them, converters and reassociations on
+them. They are reported apart (``input_stream_bytes``) and count in every on-chip total (fusion groups,
+resources), but not in the ratio, which, like the paper's (spec §4.2, "weights excluded") and like the
+unfused baseline below, compares the memory for intermediate results.
 
 Unfused baseline (buffer-based dataflow, the paper's comparison point): every intermediate tensor held whole
 on chip, counted once per tensor. An intermediate tensor is a kernel result some kernel consumes, following
@@ -83,6 +89,7 @@ class Buffer:
     banks: int
     payload_bits: int
     group: int
+    input_stream: bool = False  # holds data read from external memory, not an intermediate result
 
     @property
     def bytes(self) -> int:
@@ -111,11 +118,25 @@ def absorbed_converters(graph: DataflowGraph) -> list[str]:
             if isinstance(n, ConverterNode) and group[graph.streams[n.inputs[0]].source] != group[n.name]]
 
 
-def _partitioned(name: str, owner: str, kind: str, elements: int, dtype: str, lanes: int, group: int) -> Buffer:
+def external_input_streams(graph: DataflowGraph) -> set[str]:
+    """Streams whose every token comes from external memory: written by a read DMA, or by a forwarding node
+    (fork, converter, reassociate, chunk, concat) whose inputs all are such streams."""
+    out: set[str] = set()
+    for name in graph.topological_order():
+        node = graph.nodes[name]
+        if (isinstance(node, DmaNode) and node.direction == "read") or (
+                isinstance(node, _TRANSPARENT) and all(s in out for s in node.inputs)):
+            out.update(node.outputs)
+    return out
+
+
+def _partitioned(name: str, owner: str, kind: str, elements: int, dtype: str, lanes: int, group: int,
+                 input_stream: bool = False) -> Buffer:
     # One bank word per unrolled lane group: lanes = min(elements, unroll product) elements wide.
     bits = DTYPE_BITS[dtype]
     lanes = max(1, min(elements, lanes))
-    return Buffer(name, owner, kind, lanes * bits, _ceil_div(elements, lanes), 1, elements * bits, group)
+    return Buffer(name, owner, kind, lanes * bits, _ceil_div(elements, lanes), 1, elements * bits, group,
+                  input_stream)
 
 
 def _map_lanes(node: KernelNode, operand: int) -> int:
@@ -123,7 +144,7 @@ def _map_lanes(node: KernelNode, operand: int) -> int:
     return math.prod(node.loops[d].unroll for d in node.op.indexing_maps[operand].used_dims())
 
 
-def _kernel_buffers(graph: DataflowGraph, node: KernelNode, group: int) -> list[Buffer]:
+def _kernel_buffers(graph: DataflowGraph, node: KernelNode, group: int, external: set[str]) -> list[Buffer]:
     out: list[Buffer] = []
     op = node.op
     if any(lt.reduction for lt in node.loops):
@@ -137,7 +158,7 @@ def _kernel_buffers(graph: DataflowGraph, node: KernelNode, group: int) -> list[
         t = graph.streams[stream_name].type
         # input_operands[port] indexes op.operands (inputs, then inits), as the indexing maps do.
         out.append(_partitioned(f"{node.name}.in{port}", node.name, "input_tile", t.token_elements, t.dtype,
-                                _map_lanes(node, node.input_operands[port]), group))
+                                _map_lanes(node, node.input_operands[port]), group, stream_name in external))
     for operand, value in sorted(node.local_operands.items()):
         out.append(_partitioned(f"{node.name}.local{operand}", node.name, "local_operand", value.type.elements,
                                 value.type.dtype, _map_lanes(node, operand), group))
@@ -149,23 +170,26 @@ def _dma_buffer(name: str, owner: str, token_bits: int, group: int) -> Buffer:
     return Buffer(name, owner, "dma", DMA_WORD_BITS, words, 2, 2 * token_bits, group)
 
 
-def _node_buffers(graph: DataflowGraph, node: Node, group: int, absorbed: set[str]) -> list[Buffer]:
+def _node_buffers(graph: DataflowGraph, node: Node, group: int, absorbed: set[str], external: set[str]
+                  ) -> list[Buffer]:
     if isinstance(node, KernelNode):
-        return _kernel_buffers(graph, node, group)
+        return _kernel_buffers(graph, node, group, external)
+    from_outside = bool(node.inputs) and node.inputs[0] in external
     if isinstance(node, ConverterNode):
         src, res = graph.streams[node.inputs[0]].type, graph.streams[node.outputs[0]].type
         if node.buffer.elements == 0 or node.name in absorbed:
             return []
         width = max(src.token_bits, res.token_bits)
-        half_bits = node.buffer.elements // 2 * DTYPE_BITS[node.buffer.dtype]
-        return [Buffer(f"{node.name}.pingpong", node.name, "converter", width, _ceil_div(half_bits, width), 2,
-                       2 * half_bits, group)]
+        banks = node.buffer.banks
+        bank_bits = node.buffer.elements // banks * DTYPE_BITS[node.buffer.dtype]
+        return [Buffer(f"{node.name}.pingpong", node.name, "converter", width, _ceil_div(bank_bits, width), banks,
+                       banks * bank_bits, group, from_outside)]
     if isinstance(node, ReassociateNode):
         src, res = graph.streams[node.inputs[0]].type, graph.streams[node.outputs[0]].type
         if src.token_elements == res.token_elements:
             return []
         width = max(src.token_bits, res.token_bits)
-        return [Buffer(f"{node.name}.token", node.name, "reassociate", width, 1, 1, width, group)]
+        return [Buffer(f"{node.name}.token", node.name, "reassociate", width, 1, 1, width, group, from_outside)]
     if isinstance(node, DmaNode):
         port = node.outputs[0] if node.direction == "read" else node.inputs[0]
         return [_dma_buffer(f"{node.name}.pingpong", node.name, graph.streams[port].type.token_bits, group)]
@@ -174,23 +198,24 @@ def _node_buffers(graph: DataflowGraph, node: Node, group: int, absorbed: set[st
     raise ValueError(f"no memory model for node {node.name} of kind {node.kind}")
 
 
-def _fifo(stream: Stream, group: int) -> Buffer:
+def _fifo(stream: Stream, group: int, input_stream: bool) -> Buffer:
     depth = stream.depth if stream.depth is not None else FIFO_DEFAULT_DEPTH
     bits = stream.type.token_bits
-    return Buffer(f"{stream.name}.fifo", stream.target, "fifo", bits, depth, 1, bits * depth, group)
+    return Buffer(f"{stream.name}.fifo", stream.target, "fifo", bits, depth, 1, bits * depth, group, input_stream)
 
 
 def onchip_buffers(graph: DataflowGraph) -> list[Buffer]:
     """Every on-chip memory of the fused design (see the module docstring), nodes in topological order."""
     group = node_groups(graph)
     absorbed = set(absorbed_converters(graph))
+    external = external_input_streams(graph)
     out: list[Buffer] = []
     for name in graph.topological_order():
-        out.extend(_node_buffers(graph, graph.nodes[name], group[name], absorbed))
+        out.extend(_node_buffers(graph, graph.nodes[name], group[name], absorbed, external))
     for s in graph.streams.values():
         gs, gt = group[s.source], group[s.target]
         if gs == gt:
-            out.append(_fifo(s, gs))
+            out.append(_fifo(s, gs, s.name in external))
         else:
             pushed = graph.streams[graph.nodes[s.target].outputs[0]].type if s.target in absorbed else s.type
             out.append(_dma_buffer(f"{s.name}.dma_write", s.source, s.type.token_bits, gs))
@@ -228,13 +253,15 @@ def unfused_intermediates(graph: DataflowGraph) -> dict[str, int]:
 
 
 def memory_report(graph: DataflowGraph) -> dict:
-    """Unfused vs fused on-chip memory for intermediate results, in bytes, with the fused breakdown.
+    """Unfused vs fused on-chip memory for intermediate results, in bytes, with the fused breakdown
+    (``converter_bytes + kernel_local_bytes + fifo_bytes``); ``input_stream_bytes``: the on-chip buffers of
+    data streamed in from external memory, outside the ratio (see the module docstring).
 
     ``fused_to_unfused`` is None for a graph without intermediate tensors (nothing to compare against)."""
     buffers = onchip_buffers(graph)
 
-    def total(*kinds: str) -> int:
-        return sum(b.bytes for b in buffers if b.kind in kinds)
+    def total(*kinds: str, input_stream: bool = False) -> int:
+        return sum(b.bytes for b in buffers if b.kind in kinds and b.input_stream == input_stream)
 
     unfused_tensors = unfused_intermediates(graph)
     unfused = sum(unfused_tensors.values())
@@ -247,6 +274,7 @@ def memory_report(graph: DataflowGraph) -> dict:
         "converter_bytes": converter,
         "kernel_local_bytes": local,
         "fifo_bytes": fifo,
+        "input_stream_bytes": total("converter", *_KERNEL_LOCAL_KINDS, "fifo", input_stream=True),
         "dma_bytes": total("dma"),
         "unfused_tensors": unfused_tensors,
     }

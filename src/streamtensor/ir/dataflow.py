@@ -477,7 +477,7 @@ def _print_node(graph: DataflowGraph, node: Node) -> str:
     if isinstance(node, ConverterNode):
         b = node.buffer
         half = "x".join(map(str, b.shape)) or "scalar"
-        return f"{head} {{buffer = 2x{half}, shared_loops = {b.shared_loops}, bytes = {b.bytes}}}"
+        return f"{head} {{buffer = {b.banks}x{half}, shared_loops = {b.shared_loops}, bytes = {b.bytes}}}"
     if isinstance(node, ChunkNode):
         return f"{head} {{offsets = {list(node.offsets)}, sizes = {list(node.sizes)}}}"
     if isinstance(node, ConcatNode):

@@ -4,7 +4,8 @@ Loops are scanned outermost first; loop ``l`` is *shared* when both layouts walk
 (results exactly ``d_l``), with the same trip count, step and element sizes on those dims, and every outer
 loop is shared too; a loop walking no dim exactly is shared only when it is a repeat loop on both sides
 (any steps). The shared loops are materialized around the converter: per shared iteration the buffer
-is a window holding one element size along each dim a shared loop walks and the full tensor elsewhere.
+is a window holding one element size along each dim a shared loop walks and the full tensor elsewhere;
+two windows ping-pong when there is more than one shared iteration, one suffices otherwise.
 ``interp.converter_exec.run_converter`` simulates a converter with this buffer to prove it suffices.
 """
 
@@ -18,8 +19,11 @@ from streamtensor.ir.itensor import ITensorType, dtype_bits
 
 @dataclass(frozen=True)
 class ConverterBuffer:
-    """Buffer of one converter. ``shape`` is one half of the ping-pong pair (the per-iteration window).
+    """Buffer of one converter. ``shape`` is one window (one half of the ping-pong pair).
 
+    ``banks`` is 2 (ping-pong: the source fills one window while the result drains the previous one) when the
+    shared loops have more than one iteration, and 1 when they have a single one: the window is then filled
+    once and drained once per run, and a second bank would never be written.
     ``direct`` marks identical layouts: no converter is needed, the stream is wired straight through, and
     the buffer is empty (``shape`` all zeros, ``()`` for rank 0; ``elements == bytes == 0``)."""
 
@@ -27,11 +31,11 @@ class ConverterBuffer:
     shared_loops: int
     dtype: str
     direct: bool = False
+    banks: int = 2
 
     @property
     def elements(self) -> int:
-        # Ping-pong: the source fills one half while the result drains the other.
-        return 0 if self.direct else 2 * math.prod(self.shape)
+        return 0 if self.direct else self.banks * math.prod(self.shape)
 
     @property
     def bytes(self) -> int:
@@ -101,7 +105,8 @@ def infer_converter_buffer(source: ITensorType, result: ITensorType, checked: bo
         for j in dims:
             shape[j] = source.element_shape[j]
         shared += 1
-    return ConverterBuffer(tuple(shape), shared, source.dtype)
+    banks = 2 if math.prod(source.trip_counts[:shared]) > 1 else 1
+    return ConverterBuffer(tuple(shape), shared, source.dtype, banks=banks)
 
 
 def layout_difference(source: ITensorType, result: ITensorType) -> str:

@@ -708,7 +708,7 @@ class _OrderSearch:
 
     def _edge_cost(self, i: int) -> int:
         """Converter bytes on edge ``i`` under the current orders (0 for the same tokens); a stream that cannot
-        be carried to the consumer costs the worst case, the whole tensor ping-ponged. Through a concat, the
+        be carried to the consumer costs the worst case, the whole tensor buffered. Through a concat, the
         producer must stream the chunk of the consumer's layout at its region (what ``build_dataflow`` wires
         when it can)."""
         e = self.edges[i]
@@ -721,7 +721,7 @@ class _OrderSearch:
                 result = self._move(result, e.after, backward=True)
                 result = chunk_type(result, *e.region) if result is not None else None
             if source is None or result is None:
-                cost = 2 * -(-made.tensor_elements * DTYPE_BITS[made.dtype] // 8)
+                cost = -(-made.tensor_elements * DTYPE_BITS[made.dtype] // 8)
             elif source == result or reassociation_error(source, result) is None:
                 cost = 0
             else:

@@ -23,7 +23,8 @@ few tokens shallower than the model's minimum. Two files per accelerator (a fuse
       inside (``#pragma HLS unroll``); the body is the Linalg scalar body, one C++ statement per op.
       Accumulators are arrays partitioned for the lanes, with ``bind_storage`` from the memory allocation.
     - itensor_converter: the ping-pong buffer of ``converter_buffer``; phase ``p`` fills window ``p % 2`` with
-      shared iteration ``p`` while draining window ``(p - 1) % 2``, one token in and one out per step.
+      shared iteration ``p`` while draining window ``(p - 1) % 2``, one token in and one out per step (one
+      window, ``buf[1]``, when there is a single shared iteration: it is filled in phase 0 and drained in 1).
     - fork / reassociate / chunk / concat: per token, with the tile offsets as loop arithmetic.
     - DMA: walks its stream's loop nest; token ``(n_0, ...)`` is the tile at word ``sum n_l * word_strides[l]``
       of its argument (``PackedLayout``), read or written as whole 512-bit words.
@@ -843,13 +844,13 @@ def _converter(graph: DataflowGraph, node: ConverterNode, storage: dict[str, str
     a, b = src.num_tokens // s, res.num_tokens // s
     code = _Code()
     code.line(f"// {node.name}: itensor_converter ({node.reason or 'layouts differ'}); ping-pong buffer "
-              f"2 x {'x'.join(map(str, buf.shape)) or 'scalar'}, {m} shared loop(s), {s} window(s)")
+              f"{buf.banks} x {'x'.join(map(str, buf.shape)) or 'scalar'}, {m} shared loop(s), {s} window(s)")
     code.line(f"//   source {src}")
     code.line(f"//   result {res}")
     code.open(_signature(graph, node))
     writes = _Writes(graph, node)
     writes.declare(code)
-    code.line(f"{c_type(buf.dtype)} buf[2]{''.join(f'[{n}]' for n in shape)};")
+    code.line(f"{c_type(buf.dtype)} buf[{buf.banks}]{''.join(f'[{n}]' for n in shape)};")
     code.pragma("array_partition variable=buf type=complete dim=1")
     for j, n in enumerate(shape):
         # One whole tile per step on both sides: lcm of the two element sizes banks along each dim.
@@ -860,7 +861,8 @@ def _converter(graph: DataflowGraph, node: ConverterNode, storage: dict[str, str
     impl = storage.get(f"{node.name}.pingpong")
     if impl is not None:
         code.pragma(f"bind_storage variable=buf type=ram_2p impl={impl}")
-    code.line(f"// Phase p fills window p % 2 with shared iteration p (p < {s}) while it drains window (p - 1) % 2:")
+    code.line(f"// Phase p fills window p % {buf.banks} with shared iteration p (p < {s}) while it drains window "
+              f"(p - 1) % {buf.banks}:")
     code.line("// one source token in and one result token out per step.")
     code.loop("p", s + 1)
     longest = max(a, b)
@@ -883,7 +885,7 @@ def _converter(graph: DataflowGraph, node: ConverterNode, storage: dict[str, str
         _decode(code, "p" if fill else "(p - 1)", t.trip_counts[:m], names[:m], needed)
         _decode(code, "k", t.trip_counts[m:], names[m:], needed)
         element = list(t.element_shape) or [1]
-        half = "buf[p % 2]" if fill else "buf[(p - 1) % 2]"
+        half = f"buf[p % {buf.banks}]" if fill else f"buf[(p - 1) % {buf.banks}]"
         if fill:
             code.line(f"const {token_struct(t)} t = {stream_var(node.inputs[0])}.read();")
         else:
