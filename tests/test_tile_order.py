@@ -217,15 +217,15 @@ _PREFILL = ("with 32 queries and 16-row tiles, the projections around head-major
             "blocks of its input (converter): ")
 _ABOVE = {
     ("gemma", "decode"): "its unfused total is small (368 KB: one KV head of 128 x 256); 2-token FIFOs of 16x16 "
-                         "tokens (34 KB), accumulators and input tiles (20 KB) and converters (11 KB) exceed 0.148 "
+                         "tokens (33 KB), accumulators and input tiles (25 KB) and converters (7 KB) exceed 0.148 "
                          "of it (ratio 0.176)",
-    ("gpt2", "prefill"): _PREFILL + "280 KB converters (the MLP input, 16 rows in another order), 167 KB "
+    ("gpt2", "prefill"): _PREFILL + "153 KB converters (the MLP input, 16 rows in another order), 297 KB "
                          "kernel-local, 95 KB FIFOs (ratio 0.25); 2-row token tiles take it below (test further down)",
     ("qwen2", "prefill"): _PREFILL + "207 KB converters (GQA repeats, P in another order), 314 KB kernel-local "
                           "(ratio 0.27)",
-    ("llama", "prefill"): _PREFILL + "623 KB converters (GQA repeats, P in another order), 472 KB kernel-local "
-                          "(ratio 0.29)",
-    ("gemma", "prefill"): _PREFILL + "210 KB converters, 405 KB kernel-local (ratio 0.23)",
+    ("llama", "prefill"): _PREFILL + "463 KB converters (GQA repeats, P in another order), 662 KB kernel-local "
+                          "(ratio 0.30)",
+    ("gemma", "prefill"): _PREFILL + "194 KB converters, 479 KB kernel-local (ratio 0.25)",
 }
 _CASES = [pytest.param(f, m, marks=pytest.mark.xfail(strict=True, reason=_ABOVE[f, m])) if (f, m) in _ABOVE
           else (f, m) for f in ("gpt2", "qwen2", "llama", "gemma") for m in ("decode", "prefill")]
@@ -240,7 +240,7 @@ def test_paper_size_block_fuses_below_the_paper_ratio(family: str, mode: str) ->
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "qwen2"])
 def test_paper_size_decode_with_one_row_tokens_fuses_below_the_paper_ratio_with_sized_fifos(family: str) -> None:
     """The memory-lean decode design point (README): tokens capped at one tile row. With the LP's FIFO depths
     (not the default depth of the test above) the whole block stays below the paper's ratio, every converter
