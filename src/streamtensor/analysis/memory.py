@@ -174,22 +174,22 @@ def _node_buffers(graph: DataflowGraph, node: Node, group: int, absorbed: set[st
                   ) -> list[Buffer]:
     if isinstance(node, KernelNode):
         return _kernel_buffers(graph, node, group, external)
-    from_outside = bool(node.inputs) and node.inputs[0] in external
+    input_stream = bool(node.inputs) and node.inputs[0] in external
     if isinstance(node, ConverterNode):
         src, res = graph.streams[node.inputs[0]].type, graph.streams[node.outputs[0]].type
         if node.buffer.elements == 0 or node.name in absorbed:
             return []
         width = max(src.token_bits, res.token_bits)
         banks = node.buffer.banks
-        bank_bits = node.buffer.elements // banks * DTYPE_BITS[node.buffer.dtype]
-        return [Buffer(f"{node.name}.pingpong", node.name, "converter", width, _ceil_div(bank_bits, width), banks,
-                       banks * bank_bits, group, from_outside)]
+        window_bits = math.prod(node.buffer.shape) * DTYPE_BITS[node.buffer.dtype]
+        return [Buffer(f"{node.name}.pingpong", node.name, "converter", width, _ceil_div(window_bits, width), banks,
+                       banks * window_bits, group, input_stream)]
     if isinstance(node, ReassociateNode):
         src, res = graph.streams[node.inputs[0]].type, graph.streams[node.outputs[0]].type
         if src.token_elements == res.token_elements:
             return []
         width = max(src.token_bits, res.token_bits)
-        return [Buffer(f"{node.name}.token", node.name, "reassociate", width, 1, 1, width, group, from_outside)]
+        return [Buffer(f"{node.name}.token", node.name, "reassociate", width, 1, 1, width, group, input_stream)]
     if isinstance(node, DmaNode):
         port = node.outputs[0] if node.direction == "read" else node.inputs[0]
         return [_dma_buffer(f"{node.name}.pingpong", node.name, graph.streams[port].type.token_bits, group)]
