@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import replace
 from functools import cache
 
 import numpy as np
@@ -17,7 +18,13 @@ from test_fifo_lp import chain, diamond, fork3, mismatched, random_network, redu
 
 from streamtensor import compile_llm_block
 from streamtensor.analysis.allocation import allocate_resources, size_fifos
-from streamtensor.analysis.fifo_lp import forwarders_eager, is_forwarder, latest_firing_times, size_fifos_lp
+from streamtensor.analysis.fifo_lp import (
+    forwarders_eager,
+    is_forwarder,
+    latest_firing_times,
+    size_fifos_lp,
+    trim_fifos,
+)
 from streamtensor.analysis.process_network import ProcessNetwork
 from streamtensor.analysis.timing_model import (
     CONVERTER_DEPTH,
@@ -296,6 +303,29 @@ def test_demand_schedule_buffers_a_fork_on_its_slow_branch() -> None:
     assert design.allocation.fifo_total_bits <= 1.25 * md.total_bits
     fork_to_dma = [s for s in group.network.streams if s.source.startswith("fork_") and s.target.startswith("dma_")]
     assert fork_to_dma and all(group.sizing.depths[s.name] <= 2 for s in fork_to_dma)
+
+
+def test_trim_puts_back_what_deadlocks_and_bisects_it() -> None:
+    # The diamond's join reads a row's reduced token before the row's elementwise tokens: the elementwise branch
+    # must hold a row (32 tokens). Starting from every FIFO 64 deep, the trim lowers all to 2 at once; that
+    # deadlocks on a full FIFO of that branch, which goes back and is bisected; the others stay low.
+    net = diamond()
+    limit = simulate(net, {}).makespan_cycles
+    assert limit is not None
+    oversized = replace(size_fifos_lp(net), depths={s.name: 64 for s in net.streams})
+    oversized.total_bits = sum(64 * s.width_bits for s in net.streams)
+    dead = simulate(net, {s.name: 2 for s in net.streams})
+    held = {w.stream for w in dead.deadlock_cycle if w.kind == "full"}
+    assert dead.deadlock and held <= {"s_ew", "ew_j"}
+    trimmed = trim_fifos(net, oversized, {}, limit, 10.0)
+    res = simulate(net, trimmed.depths)
+    assert not res.deadlock and res.makespan_cycles is not None and res.makespan_cycles <= limit
+    assert trimmed.predicted_latency <= limit
+    assert trimmed.total_bits == minimal_depths(net).total_bits  # measured: the simulated minimum, 4896 bits
+    assert trimmed.depths["s_ew"] + trimmed.depths["ew_j"] >= 32  # a row, on the elementwise branch
+    assert all(trimmed.depths[s] <= 2 for s in ("s_red", "red_j", "j_out"))
+    # Nothing to gain: the sizing comes back as it was.
+    assert trim_fifos(net, trimmed, {}, limit, 10.0) is trimmed
 
 
 def test_latency_slack_trades_makespan_for_fifo_bits() -> None:
