@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.affine import parse_affine_map
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, KernelNode, pending_tiles
 from streamtensor.ir.linalg import GenericOp, Graph, ReshapeOp, ScalarBody, ScalarOp, TensorType, Value
+from streamtensor.transforms.tiling import TileOrderSearch, kernel_ops, tile_graph
 
 PAPER_RATIO = 0.148  # the low end of the paper's fused / unfused range (spec §4.2)
 
@@ -188,6 +190,30 @@ def test_token_cap_leaves_operands_from_external_memory_whole() -> None:
     check_exec(g, dfg)
 
 
+def test_a_leap_carries_a_layout_change_through_the_kernels_that_must_follow() -> None:
+    """Tiny GPT-2 prefill in 2-row token tiles: the coordinate descent stops where re-ordering any one kernel
+    (with its all-parallel neighbours) costs a converter; re-ordering one kernel and letting every kernel it
+    no longer fits re-pick its order, breadth first, finds orders holding half the bytes (measured 23,664 B of
+    converters and accumulators against 11,360). The design keeps the reference's numbers."""
+    design, block = compile_llm_block("gpt2", mode="prefill", seq_len=16, max_len=32, size="tiny",
+                                      token_tile_size=2)
+    options = replace(design.options.tiling, layout_aware_order=False)
+    plain = tile_graph(design.graph, options)
+    ops = kernel_ops(design.graph)
+    search = TileOrderSearch(design.graph, ops, [plain.ops[op.name] for op in ops])
+    search.descend()
+    descended = search.total()
+    search.settle()
+    settled = search.total()
+    assert settled < descended / 2
+    assert design.tiling is not None  # the compiled orders: the best of this and of random restarts
+    search.orders = [tuple(design.tiling.ops[op.name].tile_order) for op in ops]
+    assert search.total() <= settled
+    args = block.example_inputs(seed=3)
+    for got, want in zip(design.simulate_streams(*args), design.run_reference(*args), strict=True):
+        assert float(np.max(np.abs(got.astype(np.float64) - want))) <= 1e-5
+
+
 # --- acceptance: one fusion group, fused / unfused below the paper's ratio -------------------------------------
 
 
@@ -212,20 +238,20 @@ def test_tiny_decode_with_a_long_cache_fuses_below_the_paper_ratio(family: str) 
 
 
 # Cases whose fused memory stays above the paper's ratio (FIFOs at the default depth), and the main reason.
-_PREFILL = ("with 32 queries and 16-row tiles, the projections around head-major attention accumulate 16 rows x "
-            "hidden (A-stationary) or the whole output (out-projection over heads), and the MLP re-reads 16-row "
-            "blocks of its input (converter): ")
+_PREFILL = ("with 32 queries and 16-row tiles, the projections around attention accumulate 16 rows x hidden "
+            "(A-stationary), and the MLP re-reads 16-row blocks of its input (converter): ")
 _ABOVE = {
     ("gemma", "decode"): "its unfused total is small (368 KB: one KV head of 128 x 256); 2-token FIFOs of 16x16 "
                          "tokens (33 KB), accumulators and input tiles (25 KB) and converters (7 KB) exceed 0.148 "
                          "of it (ratio 0.176)",
-    ("gpt2", "prefill"): _PREFILL + "153 KB converters (the MLP input, 16 rows in another order), 297 KB "
-                         "kernel-local, 95 KB FIFOs (ratio 0.25); 2-row token tiles take it below (test further down)",
-    ("qwen2", "prefill"): _PREFILL + "207 KB converters (GQA repeats, P in another order), 314 KB kernel-local "
-                          "(ratio 0.27)",
-    ("llama", "prefill"): _PREFILL + "463 KB converters (GQA repeats, P in another order), 662 KB kernel-local "
-                          "(ratio 0.30)",
-    ("gemma", "prefill"): _PREFILL + "194 KB converters, 479 KB kernel-local (ratio 0.25)",
+    ("gpt2", "prefill"): _PREFILL + "145 KB converters (the MLP input, 16 rows in another order), 232 KB "
+                         "kernel-local, 90 KB FIFOs (ratio 0.215); 2-row token tiles take it below (test further "
+                         "down)",
+    ("qwen2", "prefill"): _PREFILL + "164 KB converters (GQA repeats, P in another order), 233 KB kernel-local "
+                          "(ratio 0.22)",
+    ("llama", "prefill"): _PREFILL + "344 KB converters (GQA repeats, P in another order), 471 KB kernel-local "
+                          "(ratio 0.23)",
+    ("gemma", "prefill"): _PREFILL + "218 KB converters, 299 KB kernel-local (ratio 0.20)",
 }
 _CASES = [pytest.param(f, m, marks=pytest.mark.xfail(strict=True, reason=_ABOVE[f, m])) if (f, m) in _ABOVE
           else (f, m) for f in ("gpt2", "qwen2", "llama", "gemma") for m in ("decode", "prefill")]

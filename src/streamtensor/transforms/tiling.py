@@ -47,8 +47,11 @@ The search is a coordinate descent, each kernel in turn taking its cheapest orde
 first then producers first until nothing changes; a kernel's move takes its all-parallel neighbours along
 (such a kernel can walk its tiles in any order, so it re-picks, among the orders cheapest on its edges to the
 moved kernel, its cheapest one: the layout is propagated into producers such as a KV-cache update and into
-consumers). The descent runs from the default orders and from ``order_search_restarts`` random orders
-(seeded, so deterministic); the cheapest local optimum wins, the default-started one on ties. Point loops
+consumers). Where the descent stops, a leap re-orders one kernel and lets every kernel that no longer fits
+its re-ordered neighbours re-pick its order, breadth first (a head-major attention turned row-major takes its
+projections, norms and softmax along); the first leap that lowers the total is kept and the descent resumes.
+The descent runs from the default orders and from ``order_search_restarts`` random orders (seeded, so
+deterministic); the cheapest local optimum wins, the default-started one on ties. Point loops
 (inside a tile): with ``permute_reductions_outward`` the reduction loops go outward and the parallel ones
 innermost (the pipelined loop then carries no accumulator dependence: lower II, see
 ``analysis.timing_model``); without it the point order is the tile order.
@@ -635,7 +638,7 @@ def fit_tiles(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling], cap: 
 # --- layout-aware tile orders --------------------------------------------------------------------------------
 
 
-class _OrderSearch:
+class TileOrderSearch:
     """Tile orders minimizing converter bytes between kernels plus accumulator bytes (module docstring)."""
 
     def __init__(self, graph: Graph, ops: list[GenericOp], tilings: list[OpTiling]) -> None:
@@ -759,26 +762,29 @@ class _OrderSearch:
         return sum(self._accumulator(k) for k in range(len(self.ops))) + sum(map(self._edge_cost,
                                                                                range(len(self.edges))))
 
+    def _fitting(self, n: int, shared: list[int]) -> list[tuple[int, ...]]:
+        """Kernel ``n``'s orders cheapest on the edges ``shared``, in candidate order."""
+        costs = []
+        for order in self.candidates[n]:
+            self.orders[n] = order
+            costs.append(sum(self._edge_cost(i) for i in shared))
+        least = min(costs)
+        return [order for order, cost in zip(self.candidates[n], costs, strict=True) if cost == least]
+
+    def _cheapest_of(self, n: int, orders: list[tuple[int, ...]]) -> tuple[int, ...]:
+        """The first of ``orders`` with the fewest bytes depending on kernel ``n``'s order."""
+        def cost(order: tuple[int, ...]) -> int:
+            self.orders[n] = order
+            return self._cost(n)
+        return min(orders, key=cost)
+
     def _follow(self, n: int, k: int) -> tuple[int, ...]:
         """Follower ``n``'s order for kernel ``k``'s current one: among the orders cheapest on the edges between
         the two (the layout propagated into ``n``), the cheapest overall given its neighbors (first on ties)."""
         key = (n, tuple(self.orders[m] for m in self.neighbors[n]))
         if key not in self._bests:
             shared = [i for i in self.touching[n] if k in (self.edges[i].producer, self.edges[i].consumer)]
-            fits: list[tuple[int, int, tuple[int, ...]]] = []
-            for order in self.candidates[n]:
-                self.orders[n] = order
-                fits.append((sum(self._edge_cost(i) for i in shared), len(fits), order))
-            least = min(fits)[0]
-            best: tuple[int, tuple[int, ...]] | None = None
-            for cost, _, order in fits:
-                if cost == least:
-                    self.orders[n] = order
-                    total = self._cost(n)
-                    if best is None or total < best[0]:
-                        best = (total, order)
-            assert best is not None
-            self._bests[key] = best[1]
+            self._bests[key] = self._cheapest_of(n, self._fitting(n, shared))
         return self._bests[key]
 
     def _move_kernel(self, k: int) -> bool:
@@ -810,15 +816,60 @@ class _OrderSearch:
                 changed |= self._move_kernel(k)
             sweep += 1
 
+    def _propagate(self, k: int, order: tuple[int, ...]) -> None:
+        """Kernel ``k`` takes ``order``; breadth first from it, each kernel next to a re-ordered one whose order
+        no longer fits the re-ordered ones as well as another would re-picks, among the orders cheapest on its
+        edges to them, its cheapest one given all others. A layout change travels as far as it must: through
+        the projection, norm and attention kernels of a head-major stream together."""
+        self.orders[k] = order
+        placed, queue = {k}, [k]
+        while queue:
+            m = queue.pop(0)
+            for n in self.neighbors[m]:
+                if n in placed:
+                    continue
+                shared = [i for i in self.touching[n]
+                          if ({self.edges[i].producer, self.edges[i].consumer} - {n}) & placed]
+                current = self.orders[n]
+                fitting = self._fitting(n, shared)
+                if current in fitting:
+                    self.orders[n] = current
+                    continue
+                self.orders[n] = self._cheapest_of(n, fitting)
+                placed.add(n)
+                queue.append(n)
+
+    def leap(self) -> bool:
+        """From the current orders, the first propagated move (``_propagate``, kernels and their orders in
+        program order) that lowers the total, followed by a descent; whether one did."""
+        total = self.total()
+        for k in range(len(self.ops)):
+            for order in self.candidates[k]:
+                if order == self.orders[k]:
+                    continue
+                start = list(self.orders)
+                self._propagate(k, order)
+                if self.total() < total:
+                    self.descend()
+                    return True
+                self.orders = start
+        return False
+
+    def settle(self) -> None:
+        """Descend, then leap and descend again while that lowers the total."""
+        self.descend()
+        while self.leap():
+            pass
+
     def run(self, restarts: int) -> list[list[int]]:
         """The best local optimum of a descent from the default orders and of ``restarts`` descents from
         random orders (a fixed seed: the result is deterministic); ties keep the earliest."""
-        self.descend()
+        self.settle()
         best = (self.total(), list(self.orders))
         rng = random.Random(0)
         for _ in range(restarts):
             self.orders = [rng.choice(c) for c in self.candidates]
-            self.descend()
+            self.settle()
             if self.total() < best[0]:
                 best = (self.total(), list(self.orders))
         return [list(o) for o in best[1]]
@@ -837,7 +888,7 @@ def tile_graph(graph: Graph, options: TilingOptions | None = None) -> Tiling:
         # Trips changed: one-trip loops go outermost again.
         tilings = [OpTiling(t.loops, *default_orders(op, t.loops, options)) for op, t in zip(ops, tilings, strict=True)]
     if options.layout_aware_order:
-        orders = _OrderSearch(graph, ops, tilings).run(options.order_search_restarts)
+        orders = TileOrderSearch(graph, ops, tilings).run(options.order_search_restarts)
         tilings = [replace(t, tile_order=o) for t, o in zip(tilings, orders, strict=True)]
         if not options.permute_reductions_outward:
             tilings = [replace(t, point_order=list(t.tile_order)) for t in tilings]
