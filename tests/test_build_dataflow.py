@@ -338,6 +338,24 @@ def test_cli_writes_dataflow_and_report(tmp_path: Path, capsys: pytest.CaptureFi
     assert report["dataflow"]["nodes"]["kernel"] == len(report["kernels"])
 
 
+def test_cli_can_stop_after_the_dataflow_graph(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The dataflow graph without FIFO sizing: the same kernels, converters and fusion, FIFOs left unsized, no
+    # allocation in the report and no Vitis project.
+    sized, plain = tmp_path / "sized", tmp_path / "plain"
+    common = ["compile", "gpt2", "--mode", "decode", "--max-len", "16", "-q"]
+    assert main([*common, "-o", str(sized)]) == 0
+    assert main([*common, "-o", str(plain), "--stop-after-dataflow"]) == 0
+    assert "stopped after the dataflow graph" in capsys.readouterr().out
+    assert sorted(p.name for p in plain.iterdir()) == ["dataflow.mlir", "linalg.mlir", "report.json"]
+    text = (plain / "dataflow.mlir").read_text()
+    assert ", depth " not in text and ", depth " in (sized / "dataflow.mlir").read_text()
+    report, full = (json.loads((d / "report.json").read_text()) for d in (plain, sized))
+    assert "simulation" not in report and "fifo_lp" not in report and "allocation.fifo_lp" not in report["stages"]
+    assert report["kernels"] == full["kernels"] and report["converters"] == full["converters"]
+    assert [g["nodes"] for g in report["fusion"]["groups"]] == [g["nodes"] for g in full["fusion"]["groups"]]
+    assert report["options"]["size_fifos"] is False
+
+
 def test_cli_rejects_bad_tiling_options(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["compile", "gpt2", "-o", "/tmp/unused", "--default-tile-size", "0"])

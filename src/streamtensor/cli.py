@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--fifo-latency-slack", type=float, default=_DEFAULTS.fifo_latency_slack,
                       help="fraction of the unbounded-FIFO makespan the FIFO LP may give up for smaller FIFOs "
                            "(default 0: keep it)")
+    comp.add_argument("--stop-after-dataflow", action="store_true",
+                      help="write linalg.mlir, dataflow.mlir and report.json after fusion, with unsized FIFOs; no "
+                           "FIFO sizing, simulation, resources or Vitis project")
     comp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     ver = sub.add_parser("verify", help="C-simulate a compiled design (bounded FIFOs) and compare it with PyTorch")
     ver.add_argument("outdir", help="output directory of 'streamtensor compile'")
@@ -86,8 +89,10 @@ def _compile(args: argparse.Namespace) -> None:
                                       layout_aware_order=not args.no_layout_order,
                                       order_search_restarts=args.order_search_restarts,
                                       fifo_strategy=args.fifo_strategy,
-                                      fifo_latency_slack=args.fifo_latency_slack)
-    design.write_project(args.output, *block.example_inputs(args.seed))  # before save: its stages are reported
+                                      fifo_latency_slack=args.fifo_latency_slack,
+                                      size_fifos=not args.stop_after_dataflow)
+    if design.allocation is not None:  # before save: its stages are reported
+        design.write_project(args.output, *block.example_inputs(args.seed))
     out = design.save(args.output)
     report = design.report
     print(f"compiled {report['model']} ({report['mode']}) -> {out}")
@@ -105,6 +110,10 @@ def _compile(args: argparse.Namespace) -> None:
           f"kernel-local {mem['kernel_local_bytes'] / 1024:.1f}, FIFOs {mem['fifo_bytes'] / 1024:.1f}), "
           f"fused/unfused {ratio}; input streams {mem['input_stream_bytes'] / 1024:.1f} KiB, "
           f"DMA buffers {mem['dma_bytes'] / 1024:.1f} KiB")
+    if design.allocation is None:
+        print("  stages: " + ", ".join(f"{k} {v:.2f}s" for k, v in report["stages"].items()))
+        print(f"  stopped after the dataflow graph (FIFOs unsized, at the 2-token default): {out}/dataflow.mlir")
+        return
     sim, res = report["simulation"], report.get("resources", {})
     print(f"  FIFOs: {len(report['fifos'])}, {report['fifo_total_bits'] / 8192:.1f} KiB "
           f"({report['fifo_lp']['strategy']}); makespan {sim['makespan_cycles']} cycles "

@@ -60,6 +60,9 @@ class CompileOptions:
     # makespan it may give up for fewer FIFO bits (analysis.allocation).
     fifo_strategy: str = "normal"
     fifo_latency_slack: float = 0.0
+    # False: stop after fusion; the dataflow graph keeps unsized FIFOs (the 2-token hls::stream default) and the
+    # design has no allocation (no FIFO sizing, timing simulation, resources or SLR placement).
+    size_fifos: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -252,7 +255,8 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
     tiling = progress.run("tiling", lambda: tile_graph(graph, opts.tiling))
     dataflow = progress.run("dataflow", lambda: build_dataflow(graph, tiling))
     progress.run("fusion", lambda: apply_fusion(dataflow))
-    allocation = run_allocation(dataflow, opts.fifo_strategy, progress.run, opts.fifo_latency_slack)
+    allocation = (run_allocation(dataflow, opts.fifo_strategy, progress.run, opts.fifo_latency_slack)
+                  if opts.size_fifos else None)
     outs = output_names or [f"out{i}" for i in range(len(graph.outputs))]
     return Design(type(module).__name__, opts, graph, [v.name for v in graph.inputs], outs, progress.seconds,
                   tiling=tiling, dataflow=dataflow, allocation=allocation, module=module)
