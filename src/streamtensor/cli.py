@@ -110,16 +110,16 @@ def _compile(args: argparse.Namespace) -> None:
           f"kernel-local {mem['kernel_local_bytes'] / 1024:.1f}, FIFOs {mem['fifo_bytes'] / 1024:.1f}), "
           f"fused/unfused {ratio}; input streams {mem['input_stream_bytes'] / 1024:.1f} KiB, "
           f"DMA buffers {mem['dma_bytes'] / 1024:.1f} KiB")
+    if design.allocation is not None:
+        sim, res = report["simulation"], report.get("resources", {})
+        print(f"  FIFOs: {len(report['fifos'])}, {report['fifo_total_bits'] / 8192:.1f} KiB "
+              f"({report['fifo_lp']['strategy']}); makespan {sim['makespan_cycles']} cycles "
+              f"(unbounded FIFOs: {sim['unbounded_makespan_cycles']}), "
+              f"deadlock: {'yes' if sim['deadlock'] else 'no'}; resources fit: {res.get('fits')}")
+    print("  stages: " + ", ".join(f"{k} {v:.2f}s" for k, v in report["stages"].items()))
     if design.allocation is None:
-        print("  stages: " + ", ".join(f"{k} {v:.2f}s" for k, v in report["stages"].items()))
         print(f"  stopped after the dataflow graph (FIFOs unsized, at the 2-token default): {out}/dataflow.mlir")
         return
-    sim, res = report["simulation"], report.get("resources", {})
-    print(f"  FIFOs: {len(report['fifos'])}, {report['fifo_total_bits'] / 8192:.1f} KiB "
-          f"({report['fifo_lp']['strategy']}); makespan {sim['makespan_cycles']} cycles "
-          f"(unbounded FIFOs: {sim['unbounded_makespan_cycles']}), deadlock: {'yes' if sim['deadlock'] else 'no'}; "
-          f"resources fit: {res.get('fits')}")
-    print("  stages: " + ", ".join(f"{k} {v:.2f}s" for k, v in report["stages"].items()))
     print(f"  Vitis project: {out}/Makefile (csim | hls | xo | link | host); check it with: streamtensor verify {out}")
 
 

@@ -618,13 +618,13 @@ def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.nd
         # Bisect between the failing _TRIM_DEPTH and the passing depth.
         low, high = _TRIM_DEPTH, depths[name]
         while high - low > max(1, high // _TRIM_PRECISION):
-            result = attempt({**depths, name: (low + high + 1) // 2})
-            if result is None:
+            middle = (low + high + 1) // 2
+            if attempt({**depths, name: middle}) is None:
                 break
-            if depths[name] < high:
-                high = depths[name]
+            if depths[name] == middle:  # it passed
+                high = middle
             else:
-                low = (low + high + 1) // 2
+                low = middle
     if found is None:
         return sizing
     trimmed = _size_profiles(net, found, sizing.strategy, time_limit_s, latency_limit)

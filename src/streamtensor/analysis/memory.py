@@ -181,7 +181,7 @@ def _node_buffers(graph: DataflowGraph, node: Node, group: int, absorbed: set[st
             return []
         width = max(src.token_bits, res.token_bits)
         banks = node.buffer.banks
-        window_bits = math.prod(node.buffer.shape) * DTYPE_BITS[node.buffer.dtype]
+        window_bits = node.buffer.window_elements * DTYPE_BITS[node.buffer.dtype]
         return [Buffer(f"{node.name}.pingpong", node.name, "converter", width, _ceil_div(window_bits, width), banks,
                        banks * window_bits, group, input_stream)]
     if isinstance(node, ReassociateNode):

@@ -34,8 +34,12 @@ class ConverterBuffer:
     banks: int = 2
 
     @property
+    def window_elements(self) -> int:
+        return 0 if self.direct else math.prod(self.shape)
+
+    @property
     def elements(self) -> int:
-        return 0 if self.direct else self.banks * math.prod(self.shape)
+        return self.banks * self.window_elements
 
     @property
     def bytes(self) -> int:

@@ -95,6 +95,7 @@ import heapq
 import itertools
 import math
 import random
+from collections import deque
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -822,9 +823,9 @@ class TileOrderSearch:
         edges to them, its cheapest one given all others. A layout change travels as far as it must: through
         the projection, norm and attention kernels of a head-major stream together."""
         self.orders[k] = order
-        placed, queue = {k}, [k]
+        placed, queue = {k}, deque([k])
         while queue:
-            m = queue.pop(0)
+            m = queue.popleft()
             for n in self.neighbors[m]:
                 if n in placed:
                     continue
