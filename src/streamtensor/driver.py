@@ -31,7 +31,9 @@ from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, KernelNode, print_dataflow
 from streamtensor.ir.linalg import Graph, print_graph
 from streamtensor.transforms.build_dataflow import build_dataflow
+from streamtensor.transforms.fuse_into_contractions import fuse_elementwise_into_contractions
 from streamtensor.transforms.fusion import apply_fusion
+from streamtensor.transforms.replay import replay_forked_accumulators
 from streamtensor.transforms.sink_casts import sink_widening_casts
 from streamtensor.transforms.split_slices import split_sliced_results
 from streamtensor.transforms.tiling import Tiling, TilingOptions, tile_graph
@@ -251,9 +253,11 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
     imported = progress.run("frontend.import_linalg",
                             lambda: import_linalg(mlir_module, input_names, set(weight_names)))
     cast_free = progress.run("sink_casts", lambda: sink_widening_casts(imported))
-    graph = progress.run("split_slices", lambda: split_sliced_results(cast_free))
+    split = progress.run("split_slices", lambda: split_sliced_results(cast_free))
+    graph = progress.run("fuse_into_contractions", lambda: fuse_elementwise_into_contractions(split))
     tiling = progress.run("tiling", lambda: tile_graph(graph, opts.tiling))
     dataflow = progress.run("dataflow", lambda: build_dataflow(graph, tiling))
+    progress.run("replay", lambda: replay_forked_accumulators(dataflow))
     progress.run("fusion", lambda: apply_fusion(dataflow))
     allocation = (run_allocation(dataflow, opts.fifo_strategy, progress.run, opts.fifo_latency_slack)
                   if opts.size_fifos else None)

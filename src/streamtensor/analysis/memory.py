@@ -245,7 +245,7 @@ def unfused_intermediates(graph: DataflowGraph) -> dict[str, int]:
     for node in graph.nodes.values():
         if not isinstance(node, KernelNode):
             continue
-        for s in node.outputs:
+        for s in node.outputs[:len(node.op.results)]:  # a replay port carries its result once more
             if _reaches_kernel(graph, s):
                 t = graph.streams[s].type
                 out[s] = _ceil_div(t.tensor_elements * DTYPE_BITS[t.dtype], 8)

@@ -199,9 +199,10 @@ def _kernel_process(node: KernelNode) -> Process:
     t = kernel_timing(node.op, node.loops, node.tile_order, node.point_order, node.min_pipeline_ii)
     # Which firing reads / writes each token is the kernel's port semantics (``KernelNode.port_firings``):
     # inputs once per iteration of the loops they use, inits at the start and results at the completion of
-    # every output tile's reduction.
+    # every output tile's reduction, replays one token per firing after the last.
     reads, writes = node.port_firings()
-    return Process(node.name, t.ii, t.depth, t.firings, dict(zip(node.inputs, reads, strict=True)),
+    return Process(node.name, t.ii, t.depth, t.firings + node.replay_firings,
+                   dict(zip(node.inputs, reads, strict=True)),
                    dict(zip(node.outputs, writes, strict=True)))
 
 

@@ -127,7 +127,8 @@ def _run_node(graph: DataflowGraph, node: Node, ins: list[np.ndarray], memory: d
     in_types = [graph.streams[s].type for s in node.inputs]
     out_types = [graph.streams[s].type for s in node.outputs]
     if isinstance(node, KernelNode):
-        return _run_kernel(node, ins)
+        results = _run_kernel(node, ins)
+        return [results[r] for r in node.output_results]  # replay ports: the result once more
     if isinstance(node, DmaNode):
         if node.direction == "read":
             return [np.stack(stream_tokens(out_types[0], apply_view(node.view, memory[node.tensor.name])))]

@@ -149,6 +149,12 @@ class KernelNode(Node):
       does not use that parallel loop be held across it: matmul order (m, k, n) reads every A tile once and
       keeps ``trip(n)`` accumulator tiles pending (A-stationary).
 
+    - Replay ports: output ports after the first ``len(op.results)`` each name a result again
+      (``output_results``). A replay is legal only when that result's accumulators hold it whole
+      (``holds_whole_result``): after the last firing the kernel drains them once more, one token per firing,
+      in the result's token order, to each replay port in turn. A fork of such a result would hold a second
+      copy in its FIFOs while one consumer waits for another's reduction (``transforms.replay``).
+
     ``port_firings`` gives the firing of every token read and written."""
 
     op: GenericOp
@@ -192,6 +198,19 @@ class KernelNode(Node):
     def pending_tiles(self) -> int:
         return pending_tiles(self.loops, self.tile_order)
 
+    @property
+    def output_tiles(self) -> int:
+        return math.prod(lt.trip for lt in self.loops if not lt.reduction)
+
+    def holds_whole_result(self) -> bool:
+        """Every output tile is pending at once: the accumulators hold the whole result at the last firing."""
+        return any(lt.reduction and lt.trip > 1 for lt in self.loops) and self.pending_tiles == self.output_tiles
+
+    @property
+    def replay_firings(self) -> int:
+        """Firings after the tile loop nest that drain the accumulators to the replay ports."""
+        return (len(self.output_results) - len(self.op.results)) * self.output_tiles
+
     def port_firings(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Firing index of every token, per input port and per output port (sorted; see the class docstring)."""
         trips = [self.loops[d].trip for d in self.tile_order]
@@ -208,7 +227,10 @@ class KernelNode(Node):
                 continue
             depth = len(input_loops(self.op, self.tile_order, operand))
             reads.append(np.arange(0, self.firings, math.prod(trips[depth:]), dtype=np.int64))
-        return reads, [ends] * len(self.output_results)
+        writes = [ends] * len(self.op.results)
+        for k in range(len(self.output_results) - len(self.op.results)):
+            writes.append(self.firings + k * self.output_tiles + np.arange(self.output_tiles, dtype=np.int64))
+        return reads, writes
 
 
 @dataclass
@@ -414,16 +436,22 @@ def _kernel_error(node: KernelNode, ins: list[ITensorType], outs: list[ITensorTy
             return f"loop d{d} tiling {lt} does not fit range {size}"
     if node.input_operands != node.streamed_operands():
         return f"input ports {node.input_operands} but the streamed operands are {node.streamed_operands()}"
-    if node.output_results != list(range(len(op.results))) or len(outs) != len(op.results):
-        return f"output ports {node.output_results} must be the results in order"
+    results = len(op.results)
+    if node.output_results[:results] != list(range(results)) or len(outs) != len(node.output_results):
+        return f"output ports {node.output_results} must be the results in order, then replays"
+    if len(node.output_results) > results and not node.holds_whole_result():
+        return (f"replay ports {node.output_results[results:]} need every output tile pending at once "
+                f"({node.pending_tiles} of {node.output_tiles} are)")
+    if any(not 0 <= r < results for r in node.output_results[results:]):
+        return f"replay ports {node.output_results[results:]} name results the op does not have"
     if len(ins) != len(node.input_operands):
         return f"{len(ins)} input ports for operands {node.input_operands}"
     for port, (operand, t) in enumerate(zip(node.input_operands, ins, strict=True)):
         if t != node.operand_type(operand):
             return f"input port {port} has type {t}, its tiling gives {node.operand_type(operand)}"
-    for port, t in enumerate(outs):
-        if t != node.result_type(port):
-            return f"output port {port} has type {t}, its tiling gives {node.result_type(port)}"
+    for port, (r, t) in enumerate(zip(node.output_results, outs, strict=True)):
+        if t != node.result_type(r):
+            return f"output port {port} has type {t}, its tiling gives {node.result_type(r)}"
     return None
 
 
@@ -472,8 +500,10 @@ def _print_node(graph: DataflowGraph, node: Node) -> str:
                           for d, lt in enumerate(node.loops))
         consts = "".join(f", init{r} = {v}" for r, v in sorted(node.init_constants.items()))
         rate = f", min_pipeline_ii = {node.min_pipeline_ii}" if node.min_pipeline_ii > 1 else ""
+        replays = node.output_results[len(node.op.results):]
+        replay = f", replays = {replays}" if replays else ""
         return f"{head} {{op = @{node.op.name}, tiles = [{tiles}], tile_order = {node.tile_order}, " \
-               f"point_order = {node.point_order}, operands = {node.input_operands}{consts}{rate}}}"
+               f"point_order = {node.point_order}, operands = {node.input_operands}{consts}{rate}{replay}}}"
     if isinstance(node, ConverterNode):
         b = node.buffer
         half = "x".join(map(str, b.shape)) or "scalar"

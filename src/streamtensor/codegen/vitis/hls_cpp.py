@@ -502,8 +502,21 @@ class _KernelWriter:
         for _ in opened:
             code.close()
         self.writes.drain(code)
+        self.write_replays(code)
         code.close()
         return code.text()
+
+    def write_replays(self, code: _Code) -> None:
+        """Replay ports: every pending tile (the whole result, in completion order) drained once more."""
+        for port in range(len(self.op.results), len(self.node.output_results)):
+            r = self.node.output_results[port]
+            out = stream_var(self.node.outputs[port])
+            code.line(f"// replay of result {r}: the accumulators hold all of it")
+            code.loop("tile", self.pending)
+            code.line(f"{token_struct(self.graph.streams[self.node.outputs[port]].type)} t;")
+            self.copy(code, math.prod(self.result_shape(r)), f"t.data[k] = {self.acc(r)}[k];")
+            code.line(f"{out}.write(t);")
+            code.close()
 
     def read_input(self, code: _Code, j: int, used: set[str]) -> None:
         port = self.node.input_operands.index(j)

@@ -1,0 +1,130 @@
+"""Fuse an elementwise kernel into every contraction that reads it, so the contractions read its inputs instead.
+
+``linalg-fuse-elementwise-ops`` fuses a producer only into its single consumer. A normalization whose result
+feeds several projections (RMSNorm before Q, K and V, or before the gate and up projections) thus stays a
+kernel of its own, and its result must be forked to the projections. In a stream design that result cannot
+start before the row's statistic (sum of squares) is complete, so every branch of the fork waits, and a branch
+whose consumer is itself held back (the Q projection waits while attention reads all of K) buffers the whole
+normalized input: 181 KiB on paper-size Llama prefill in 4-row token tiles (``fork_v18 -> matmul_1``).
+
+A contraction re-reads its input in its own order anyway (its input tile or a converter holds it), so it can
+compute the elementwise body on the fly from the producer's inputs: the raw input is read before the statistic
+is known, the statistic is read only when the first product needs it, and the fork wait disappears. A block
+input or a weight among those inputs is read from external memory by the consumer's own DMA.
+
+Rewrite: a ``linalg.generic`` with only parallel loops, one result (not a block output) whose map is a
+permutation, a body that does not read its init or ``linalg.index``, projected-permutation input maps, and
+at most one input that is neither external (block input, weight, constant) nor broadcast (its map omits a
+loop), so that no consumer needs more on-chip buffering than for the producer's result; every use of its
+result is one input of a ``linalg.generic`` with a reduction loop. Each consumer gets the producer's inputs
+(maps composed through the consumer's map of the result) and, in its body, the producer's ops in place of the
+block argument it read. The producer disappears. Results are bit-identical: every element is computed by the
+same scalar ops from the same operands, once per point of each consumer that reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from streamtensor.ir import linalg
+from streamtensor.ir.affine import AffineConst, AffineDim, AffineMap
+from streamtensor.ir.linalg import ConstantOp, EmptyOp, GenericOp, Graph, ScalarBody
+
+
+def _is_permutation(amap: AffineMap) -> bool:
+    dims = [amap.result_dim(i) for i in range(amap.num_results)]
+    return sorted(d for d in dims if d is not None) == list(range(amap.num_dims)) and None not in dims
+
+
+def _fusable_producer(op: GenericOp, external: set[str]) -> bool:
+    if len(op.results) != 1 or len(op.inits) != 1 or op.reduction_dims:
+        return False
+    init_arg = op.body.args[len(op.inputs)][0]
+    if any(init_arg in o.operands for o in op.body.ops) or init_arg in op.body.yields:
+        return False
+    if any(o.name == "linalg.index" for o in op.body.ops) or not _is_permutation(op.indexing_maps[-1]):
+        return False
+    maps = op.indexing_maps[: len(op.inputs)]
+    if not all(m.is_projected_permutation() for m in maps):
+        return False
+    streamed = [v for v, m in zip(op.inputs, maps, strict=True)
+                if v.name not in external and m.used_dims() == set(range(m.num_dims))]
+    return len(streamed) <= 1
+
+
+def _contraction_uses(graph: Graph, producer: GenericOp) -> list[GenericOp] | None:
+    """The consumers of ``producer``'s result when every use is one input of a reduction generic, else None."""
+    name = producer.results[0].name
+    if any(v.name == name for v in graph.outputs):
+        return None
+    consumers = graph.users().get(name, [])
+    for c in consumers:
+        if (not isinstance(c, GenericOp) or not c.reduction_dims or any(v.name == name for v in c.inits)
+                or sum(v.name == name for v in c.inputs) != 1):
+            return None
+    return consumers or None  # type: ignore[return-value]
+
+
+def _compose(producer_map: AffineMap, result_map: AffineMap, consumer_map: AffineMap) -> AffineMap:
+    """``producer_map`` over the consumer's loops: producer loop ``d`` is the consumer's expression at the
+    position where the producer's result map puts ``d``."""
+    position = {result_map.result_dim(j): j for j in range(result_map.num_results)}
+    return AffineMap(consumer_map.num_dims, tuple(
+        r if isinstance(r, AffineConst) else consumer_map.results[position[r.position]]
+        for r in producer_map.results if isinstance(r, AffineConst | AffineDim)))
+
+
+def _fused_body(consumer: ScalarBody, k: int, inputs: int, producer: ScalarBody, producer_inputs: int
+                ) -> ScalarBody:
+    """``consumer``'s body with its block argument ``k`` computed by ``producer``'s ops from new arguments
+    (appended after the consumer's other inputs)."""
+    taken = {n for n, _ in consumer.args} | {o.result for o in consumer.ops}
+    rename = {n: linalg.fresh_name(n, taken) for n, _ in producer.args[:producer_inputs]}
+    rename.update({o.result: linalg.fresh_name(o.result, taken) for o in producer.ops})
+    fused_arg, computed = consumer.args[k][0], rename[producer.yields[0]]
+    ops = [replace(o, result=rename[o.result], operands=tuple(rename[x] for x in o.operands)) for o in producer.ops]
+    ops += [replace(o, operands=tuple(computed if x == fused_arg else x for x in o.operands)) for o in consumer.ops]
+    args = (consumer.args[:k] + consumer.args[k + 1 : inputs]
+            + tuple((rename[n], t) for n, t in producer.args[:producer_inputs]) + consumer.args[inputs:])
+    yields = tuple(computed if y == fused_arg else y for y in consumer.yields)
+    return ScalarBody(args, tuple(ops), yields)
+
+
+def _fuse(producer: GenericOp, consumer: GenericOp) -> GenericOp:
+    k = next(i for i, v in enumerate(consumer.inputs) if v.name == producer.results[0].name)
+    n = len(consumer.inputs)
+    composed = [_compose(m, producer.indexing_maps[-1], consumer.indexing_maps[k])
+                for m in producer.indexing_maps[: len(producer.inputs)]]
+    return replace(consumer,
+                   inputs=consumer.inputs[:k] + consumer.inputs[k + 1 :] + producer.inputs,
+                   indexing_maps=(consumer.indexing_maps[:k] + consumer.indexing_maps[k + 1 : n] + composed
+                                  + consumer.indexing_maps[n:]),
+                   body=_fused_body(consumer.body, k, n, producer.body, len(producer.inputs)))
+
+
+def fuse_elementwise_into_contractions(graph: Graph) -> Graph:
+    """``graph`` with every fusable elementwise producer (module docstring) folded into its contractions."""
+    external = {v.name for v in graph.inputs} | {r.name for op in graph.ops if isinstance(op, ConstantOp)
+                                                 for r in op.results}
+    ops = list(graph.ops)
+    freed: set[str] = set()  # the inits of the fused producers
+    changed = True
+    while changed:  # fusing one producer can leave another one's result read by contractions only
+        changed = False
+        current = Graph(graph.name, graph.inputs, graph.outputs, ops, graph.weight_names)
+        for producer in ops:
+            if not isinstance(producer, GenericOp) or not _fusable_producer(producer, external):
+                continue
+            consumers = _contraction_uses(current, producer)
+            if consumers is None:
+                continue
+            fused = {id(c): _fuse(producer, c) for c in consumers}
+            ops = [fused.get(id(op), op) for op in ops if op is not producer]
+            freed.add(producer.inits[0].name)
+            changed = True
+            break
+    used = {v.name for op in ops for v in op.operands} | {v.name for v in graph.outputs}
+    ops = [op for op in ops if not (isinstance(op, EmptyOp) and op.results[0].name in freed - used)]
+    out = Graph(graph.name, graph.inputs, graph.outputs, ops, graph.weight_names)
+    out.verify()
+    return out

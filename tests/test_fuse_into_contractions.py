@@ -1,0 +1,97 @@
+"""Fusing a multi-use elementwise kernel into the contractions that read it: IR in and out, bit-identical
+results, the uses and inputs that forbid it."""
+
+from __future__ import annotations
+
+import numpy as np
+from linalg_builders import build, check_exec, empty, fill, graph, matmul, unary, value
+
+from streamtensor.interp.linalg_interpreter import run_graph
+from streamtensor.ir.affine import parse_affine_map
+from streamtensor.ir.linalg import GenericOp, Graph, Op, ScalarBody, ScalarOp, Value, print_graph
+from streamtensor.transforms.fuse_into_contractions import fuse_elementwise_into_contractions
+
+
+def _sum_of_squares(x: Value) -> list[Op]:
+    e = empty("e_s", x.type.shape[0])
+    body = ScalarBody((("a", "f32"), ("acc", "f32")), (ScalarOp("sq", "arith.mulf", ("a", "a"), "f32"),
+                                                       ScalarOp("t", "arith.addf", ("acc", "sq"), "f32")), ("t",))
+    s = GenericOp([value("s", x.type.shape[0])], "reduce_sum_1", [x], [e.results[0]],
+                  [parse_affine_map("(d0, d1) -> (d0, d1)"), parse_affine_map("(d0, d1) -> (d0)")],
+                  ["parallel", "reduction"], body)
+    return [e, s]
+
+
+def _scale(x: Value, s: Value, w: Value) -> list[Op]:
+    """n = x * s[row] * w[col] (w a vector) or w[row, col]: the shape of an RMSNorm's last step."""
+    e = empty("e_n", *x.type.shape)
+    body = ScalarBody((("a", "f32"), ("r", "f32"), ("g", "f32"), ("o", "f32")),
+                      (ScalarOp("p", "arith.mulf", ("a", "r"), "f32"),
+                       ScalarOp("q", "arith.mulf", ("p", "g"), "f32")), ("q",))
+    w_map = "(d0, d1) -> (d1)" if len(w.type.shape) == 1 else "(d0, d1) -> (d0, d1)"
+    maps = [parse_affine_map(t) for t in ("(d0, d1) -> (d0, d1)", "(d0, d1) -> (d0)", w_map,
+                                          "(d0, d1) -> (d0, d1)")]
+    return [e, GenericOp([value("n", *x.type.shape)], "scale_1", [x, s, w], [e.results[0]], maps,
+                         ["parallel", "parallel"], body)]
+
+
+def norm_then_two_projections(x_from_kernel: bool = False, extra_use: bool = False,
+                              n_is_output: bool = False) -> Graph:
+    """x (4x8) -> row sum of squares s -> n = x * s * w -> n @ w1 and n @ w2 (8x6 each)."""
+    x_in, w, w1, w2 = value("x", 4, 8), value("w", 8), value("w1", 8, 6), value("w2", 8, 6)
+    ops: list[Op] = []
+    x = x_in
+    if x_from_kernel:  # x itself an intermediate, and the scale reads a second intermediate (-x)
+        ops += [empty("e_x", 4, 8), empty("e_m", 4, 8)]
+        ops.append(unary("xe", x_in, ops[0].results[0], "exp_1", "(d0, d1) -> (d0, d1)", "math.exp"))
+        ops.append(unary("xm", x_in, ops[1].results[0], "neg_1", "(d0, d1) -> (d0, d1)"))
+        x = ops[2].results[0]
+    ops += _sum_of_squares(x)
+    s = ops[-1].results[0]
+    ops += _scale(x, s, ops[3].results[0] if x_from_kernel else w)
+    n = ops[-1].results[0]
+    ops += [empty("e_y", 4, 6)]
+    ops.append(fill("z", ops[-1].results[0], "fill_1"))
+    z = ops[-1].results[0]
+    ops += [matmul("y1", n, w1, z, "matmul_1"), matmul("y2", n, w2, z, "matmul_2")]
+    outputs = [ops[-2].results[0], ops[-1].results[0]]
+    if extra_use:
+        ops += [empty("e_k", 4, 8)]
+        ops.append(unary("k", n, ops[-1].results[0], "neg_2", "(d0, d1) -> (d0, d1)"))
+        outputs.append(ops[-1].results[0])
+    if n_is_output:
+        outputs.append(n)
+    inputs = [x_in, w1, w2] if x_from_kernel else [x_in, w, w1, w2]
+    return graph(inputs, ops, outputs)
+
+
+def _run(g: Graph, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return run_graph(g, [rng.standard_normal(v.type.shape).astype(np.float32) for v in g.inputs])
+
+
+def test_the_scale_moves_into_both_projections_bit_identically() -> None:
+    g = norm_then_two_projections()
+    fused = fuse_elementwise_into_contractions(g)
+    text = print_graph(fused)
+    assert "@scale_1" not in text and "%e_n" not in text
+    mm = {op.name: op for op in fused.ops if isinstance(op, GenericOp)}
+    for name, weight in (("matmul_1", "w1"), ("matmul_2", "w2")):
+        op = mm[name]
+        # n's place goes to the scale's inputs, read through n's map (d0, d2): x by (d0, d2), s by row, w by k.
+        assert [v.name for v in op.inputs] == [weight, "x", "s", "w"]
+        assert [str(m) for m in op.indexing_maps] == ["(d0, d1, d2) -> (d2, d1)", "(d0, d1, d2) -> (d0, d2)",
+                                                      "(d0, d1, d2) -> (d0)", "(d0, d1, d2) -> (d2)",
+                                                      "(d0, d1, d2) -> (d0, d1)"]
+        assert op.body.op_names() == ["arith.mulf", "arith.mulf", "arith.mulf", "arith.addf"]
+    for got, want in zip(_run(fused), _run(g), strict=True):
+        assert np.array_equal(got, want)  # the same scalar ops on the same operands
+    check_exec(fused, build(fused, 4))
+
+
+def test_producers_it_must_keep() -> None:
+    """A use that is no contraction, a block output, or two streamed intermediate inputs (each consumer would
+    need a converter for both where it needed one) leave the graph as it was."""
+    for g in (norm_then_two_projections(extra_use=True), norm_then_two_projections(n_is_output=True),
+              norm_then_two_projections(x_from_kernel=True)):
+        assert print_graph(fuse_elementwise_into_contractions(g)) == print_graph(g)
