@@ -25,8 +25,9 @@ shrink tiles to divisors (``fit_tiles``):
   to the cap would cut the reduction tile of every matmul with it (``max_token_rank=1`` would leave a decode
   matmul one 16-element weight column per firing). A kernel over the cap shrinks one of the offending
   operand's loops to its next smaller divisor until it fits: loops that every operand read from external memory
-  indexes first (cutting another loop would stream that operand again), then a dim held whole in one tile (a
-  small dim clipped to its size, such as heads), then the smallest tile, then the operand's outermost dim.
+  indexes first (cutting another loop would stream that operand again; among those, the loops whose cut streams
+  the fewest bytes again), then a dim held whole in one tile (a small dim clipped to its size, such as heads),
+  then the smallest tile, then the operand's outermost dim.
   Kernels are capped in program order with the agreement re-run after each one, so later kernels inherit the
   tiles earlier ones chose.
 - ``token_tile_size`` (0: off): the loops over the token dim of the block's activations (dim -2 of the first
@@ -537,12 +538,13 @@ def _cap_tokens(op: GenericOp, loops: list[LoopTiling], cap: int, external: set[
         amap = op.indexing_maps[operand]
         dims = [d for d in (amap.result_dim(i) for i in range(amap.num_results)) if d is not None]
 
-        def rank(d: int) -> tuple[bool, bool, int]:
+        def rank(d: int) -> tuple[int, bool, int]:
             # Cutting a loop that some external operand does not index makes that operand's tiles reused by
-            # fewer firings, i.e. streamed again from external memory: such loops give way last. Then a dim
-            # held whole in one tile (a small dim clipped to its size, e.g. heads) goes first, then the
-            # smallest tile, then the outermost dim of the operand (min keeps the first).
-            rereads = any(d not in op.indexing_maps[j].used_dims() for j in external)
+            # fewer firings, i.e. streamed again from external memory: loops give way in the order of the bytes
+            # they would stream again (a weight before a block input read alongside it). Then a dim held whole
+            # in one tile (a small dim clipped to its size, e.g. heads) goes first, then the smallest tile,
+            # then the outermost dim of the operand (min keeps the first).
+            rereads = sum(op.inputs[j].type.bytes for j in external if d not in op.indexing_maps[j].used_dims())
             return rereads, loops[d].trip > 1, loops[d].tile
 
         while math.prod(loops[d].tile for d in dims) > cap:
