@@ -9,7 +9,8 @@ same tokens in any schedule). Semantics per node (see ``ir.dataflow``):
   on a tile-sized copy of the op, with ``linalg.index`` shifted to the tile's origin) with the accumulator of
   its output tile as inits, so reductions accumulate across firings. One accumulator per pending output tile:
   it starts from the init token (or folded constant, or zeros for an unread init) when the tile's reduction
-  starts, and is written as one token per result when it completes (``KernelNode``).
+  starts, and is written as one token per result when it completes (``KernelNode``); a replay port carries
+  its result's tokens once more.
 - converter: ``run_converter`` with the node's buffer (raises if the buffer is too small).
 - fork: copies; reassociate: reshapes each token; chunk / concat: select / merge tokens by region.
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from streamtensor.ir import linalg
-from streamtensor.ir.affine import AffineConst, AffineDim, AffineMap
+from streamtensor.ir.affine import AffineDim, AffineMap
 from streamtensor.ir.linalg import ConstantOp, EmptyOp, GenericOp, Graph, ScalarBody
 
 
@@ -62,7 +62,7 @@ def _contraction_uses(graph: Graph, producer: GenericOp) -> list[GenericOp] | No
         if (not isinstance(c, GenericOp) or not c.reduction_dims or any(v.name == name for v in c.inits)
                 or sum(v.name == name for v in c.inputs) != 1):
             return None
-    return consumers or None  # type: ignore[return-value]
+    return [c for c in consumers if isinstance(c, GenericOp)] or None
 
 
 def _compose(producer_map: AffineMap, result_map: AffineMap, consumer_map: AffineMap) -> AffineMap:
@@ -70,8 +70,8 @@ def _compose(producer_map: AffineMap, result_map: AffineMap, consumer_map: Affin
     position where the producer's result map puts ``d``."""
     position = {result_map.result_dim(j): j for j in range(result_map.num_results)}
     return AffineMap(consumer_map.num_dims, tuple(
-        r if isinstance(r, AffineConst) else consumer_map.results[position[r.position]]
-        for r in producer_map.results if isinstance(r, AffineConst | AffineDim)))
+        consumer_map.results[position[r.position]] if isinstance(r, AffineDim) else r
+        for r in producer_map.results))  # a projected permutation: dims and the constant 0
 
 
 def _fused_body(consumer: ScalarBody, k: int, inputs: int, producer: ScalarBody, producer_inputs: int

@@ -15,8 +15,6 @@ summaries are complete when the replay starts, so no branch waits with a copy of
 
 from __future__ import annotations
 
-from collections.abc import Container
-
 from streamtensor.ir.dataflow import (
     ConverterNode,
     DataflowGraph,
@@ -26,6 +24,7 @@ from streamtensor.ir.dataflow import (
     ReassociateNode,
     Stream,
 )
+from streamtensor.ir.linalg import fresh_name
 
 
 def _first_kernel(graph: DataflowGraph, stream: str) -> tuple[KernelNode, int] | None:
@@ -61,19 +60,15 @@ def _replay_branch(graph: DataflowGraph, kernel: KernelNode, result: int, chain:
                    branch: str) -> None:
     """A replay port of ``kernel`` feeding ``branch`` through copies of the reassociates of ``chain``."""
     stream = graph.streams[branch]
-    names = set(graph.streams)
-    ends = [kernel.name] + [_unique(f"{r.name}_{branch}", graph.nodes) for r in chain] + [stream.target]
-    hops = [_unique(f"{branch}_{k}", names) for k in range(len(chain))] + [branch]
+    nodes, streams = set(graph.nodes), set(graph.streams)
+    ends = [kernel.name] + [fresh_name(f"{r.name}_{branch}", nodes) for r in chain] + [stream.target]
+    hops = [fresh_name(f"{branch}_{k}", streams) for k in range(len(chain))] + [branch]
     for k, r in enumerate(chain):
         graph.nodes[ends[k + 1]] = ReassociateNode(ends[k + 1], [hops[k]], [hops[k + 1]])
         graph.streams[hops[k]] = Stream(hops[k], graph.streams[r.inputs[0]].type, ends[k], ends[k + 1])
     stream.source = ends[-2]
     kernel.outputs.append(hops[0])
     kernel.output_results.append(result)
-
-
-def _unique(base: str, taken: Container[str]) -> str:
-    return next(f"{base}{k or ''}" for k in range(len(taken) + 1) if f"{base}{k or ''}" not in taken)
 
 
 def replay_forked_accumulators(graph: DataflowGraph) -> list[str]:
