@@ -543,13 +543,16 @@ def _refine(net: ProcessNetwork, best: FifoSizing, strategy: Strategy, time_limi
     return best
 
 
+def _in_time(result: SimResult, latency_limit: int) -> bool:
+    """The simulation ended without deadlock by ``latency_limit``."""
+    return result.makespan_cycles is not None and result.makespan_cycles <= latency_limit
+
+
 def _schedule_within(net: ProcessNetwork, depths: dict[str, int], release: dict[str, np.ndarray],
                      latency_limit: int) -> dict[str, FiringTimes] | None:
     """The simulated schedule with ``depths`` if it ends by ``latency_limit`` without deadlock, else None."""
     result = simulate(net, depths, release)
-    if result.makespan_cycles is None or result.makespan_cycles > latency_limit:
-        return None
-    return result.firing_times
+    return result.firing_times if _in_time(result, latency_limit) else None
 
 
 def _squeeze(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.ndarray], budget: _SimBudget,
@@ -591,7 +594,7 @@ def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.nd
         if not budget.spend(net):
             return None
         result = simulate(net, trial, release)
-        if result.makespan_cycles is not None and result.makespan_cycles <= latency_limit:
+        if _in_time(result, latency_limit):
             depths, found = trial, result.firing_times
         return result
 
@@ -603,7 +606,7 @@ def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.nd
         result = attempt({**depths, **{n: _TRIM_DEPTH for n in group}})
         if result is None:
             break
-        if result.makespan_cycles is not None and result.makespan_cycles <= latency_limit:
+        if _in_time(result, latency_limit):
             continue
         full = {w.stream for w in result.deadlock_cycle if w.kind == "full"} & set(group)
         if full:  # those FIFOs must stay deeper; the rest may not
@@ -619,9 +622,10 @@ def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.nd
         low, high = _TRIM_DEPTH, depths[name]
         while high - low > max(1, high // _TRIM_PRECISION):
             middle = (low + high + 1) // 2
-            if attempt({**depths, name: middle}) is None:
+            result = attempt({**depths, name: middle})
+            if result is None:
                 break
-            if depths[name] == middle:  # it passed
+            if _in_time(result, latency_limit):
                 high = middle
             else:
                 low = middle

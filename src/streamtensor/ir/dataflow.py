@@ -207,9 +207,14 @@ class KernelNode(Node):
         return any(lt.reduction and lt.trip > 1 for lt in self.loops) and self.pending_tiles == self.output_tiles
 
     @property
+    def replay_results(self) -> list[int]:
+        """The result each replay port carries (the output ports after the results)."""
+        return self.output_results[len(self.op.results):]
+
+    @property
     def replay_firings(self) -> int:
         """Firings after the tile loop nest that drain the accumulators to the replay ports."""
-        return (len(self.output_results) - len(self.op.results)) * self.output_tiles
+        return len(self.replay_results) * self.output_tiles
 
     def port_firings(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Firing index of every token, per input port and per output port (sorted; see the class docstring)."""
@@ -228,7 +233,7 @@ class KernelNode(Node):
             depth = len(input_loops(self.op, self.tile_order, operand))
             reads.append(np.arange(0, self.firings, math.prod(trips[depth:]), dtype=np.int64))
         writes = [ends] * len(self.op.results)
-        for k in range(len(self.output_results) - len(self.op.results)):
+        for k in range(len(self.replay_results)):
             writes.append(self.firings + k * self.output_tiles + np.arange(self.output_tiles, dtype=np.int64))
         return reads, writes
 
@@ -439,11 +444,12 @@ def _kernel_error(node: KernelNode, ins: list[ITensorType], outs: list[ITensorTy
     results = len(op.results)
     if node.output_results[:results] != list(range(results)) or len(outs) != len(node.output_results):
         return f"output ports {node.output_results} must be the results in order, then replays"
-    if len(node.output_results) > results and not node.holds_whole_result():
-        return (f"replay ports {node.output_results[results:]} need every output tile pending at once "
+    replays = node.replay_results
+    if replays and not node.holds_whole_result():
+        return (f"replay ports {replays} need every output tile pending at once "
                 f"({node.pending_tiles} of {node.output_tiles} are)")
-    if any(not 0 <= r < results for r in node.output_results[results:]):
-        return f"replay ports {node.output_results[results:]} name results the op does not have"
+    if any(not 0 <= r < results for r in replays):
+        return f"replay ports {replays} name results the op does not have"
     if len(ins) != len(node.input_operands):
         return f"{len(ins)} input ports for operands {node.input_operands}"
     for port, (operand, t) in enumerate(zip(node.input_operands, ins, strict=True)):
@@ -500,8 +506,7 @@ def _print_node(graph: DataflowGraph, node: Node) -> str:
                           for d, lt in enumerate(node.loops))
         consts = "".join(f", init{r} = {v}" for r, v in sorted(node.init_constants.items()))
         rate = f", min_pipeline_ii = {node.min_pipeline_ii}" if node.min_pipeline_ii > 1 else ""
-        replays = node.output_results[len(node.op.results):]
-        replay = f", replays = {replays}" if replays else ""
+        replay = f", replays = {node.replay_results}" if node.replay_results else ""
         return f"{head} {{op = @{node.op.name}, tiles = [{tiles}], tile_order = {node.tile_order}, " \
                f"point_order = {node.point_order}, operands = {node.input_operands}{consts}{rate}{replay}}}"
     if isinstance(node, ConverterNode):

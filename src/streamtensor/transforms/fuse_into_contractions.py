@@ -12,14 +12,14 @@ compute the elementwise body on the fly from the producer's inputs: the raw inpu
 is known, the statistic is read only when the first product needs it, and the fork wait disappears. A block
 input or a weight among those inputs is read from external memory by the consumer's own DMA.
 
-Rewrite: a ``linalg.generic`` with only parallel loops, one result (not a block output) whose map is a
-permutation, a body that does not read its init or ``linalg.index``, projected-permutation input maps, and
-at most one input that is neither external (block input, weight, constant) nor broadcast (its map omits a
-loop), so that no consumer needs more on-chip buffering than for the producer's result; every use of its
-result is one input of a ``linalg.generic`` with a reduction loop. Each consumer gets the producer's inputs
-(maps composed through the consumer's map of the result) and, in its body, the producer's ops in place of the
-block argument it read. The producer disappears. Results are bit-identical: every element is computed by the
-same scalar ops from the same operands, once per point of each consumer that reads it.
+Rewrite: a ``linalg.generic`` with only parallel loops, one result (not a block output) whose map is a permutation,
+a body that does not read its init or ``linalg.index``, projected-permutation input maps, and at most one input
+that is neither external (a block input, weight or constant, or a reshape or slice of one) nor broadcast (its map
+omits a loop), so that no consumer needs more on-chip buffering than for the producer's result; every use of its
+result is one input of a ``linalg.generic`` with a reduction loop. Each consumer gets the producer's inputs (maps
+composed through the consumer's map of the result) and, in its body, the producer's ops in place of the block
+argument it read. The producer disappears. Results are bit-identical: every element is computed by the same scalar
+ops from the same operands, once per point of each consumer that reads it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from dataclasses import replace
 
 from streamtensor.ir import linalg
 from streamtensor.ir.affine import AffineDim, AffineMap
-from streamtensor.ir.linalg import ConstantOp, EmptyOp, GenericOp, Graph, ScalarBody
+from streamtensor.ir.linalg import EmptyOp, GenericOp, Graph, Op, ScalarBody
+from streamtensor.transforms.tiling import external_operands
 
 
 def _is_permutation(amap: AffineMap) -> bool:
@@ -36,7 +37,8 @@ def _is_permutation(amap: AffineMap) -> bool:
     return sorted(d for d in dims if d is not None) == list(range(amap.num_dims)) and None not in dims
 
 
-def _fusable_producer(op: GenericOp, external: set[str]) -> bool:
+def _fusable_producer(op: GenericOp, external: set[int]) -> bool:
+    """``external``: the inputs of ``op`` read from external memory (``tiling.external_operands``)."""
     if len(op.results) != 1 or len(op.inits) != 1 or op.reduction_dims:
         return False
     init_arg = op.body.args[len(op.inputs)][0]
@@ -47,22 +49,22 @@ def _fusable_producer(op: GenericOp, external: set[str]) -> bool:
     maps = op.indexing_maps[: len(op.inputs)]
     if not all(m.is_projected_permutation() for m in maps):
         return False
-    streamed = [v for v, m in zip(op.inputs, maps, strict=True)
-                if v.name not in external and m.used_dims() == set(range(m.num_dims))]
+    streamed = [j for j, m in enumerate(maps) if j not in external and m.used_dims() == set(range(m.num_dims))]
     return len(streamed) <= 1
 
 
-def _contraction_uses(graph: Graph, producer: GenericOp) -> list[GenericOp] | None:
+def _contraction_uses(users: dict[str, list[Op]], outputs: set[str], producer: GenericOp
+                      ) -> list[GenericOp] | None:
     """The consumers of ``producer``'s result when every use is one input of a reduction generic, else None."""
     name = producer.results[0].name
-    if any(v.name == name for v in graph.outputs):
+    consumers = users.get(name, [])
+    if name in outputs or not consumers:
         return None
-    consumers = graph.users().get(name, [])
     for c in consumers:
         if (not isinstance(c, GenericOp) or not c.reduction_dims or any(v.name == name for v in c.inits)
                 or sum(v.name == name for v in c.inputs) != 1):
             return None
-    return [c for c in consumers if isinstance(c, GenericOp)] or None
+    return [c for c in consumers if isinstance(c, GenericOp)]
 
 
 def _compose(producer_map: AffineMap, result_map: AffineMap, consumer_map: AffineMap) -> AffineMap:
@@ -104,26 +106,22 @@ def _fuse(producer: GenericOp, consumer: GenericOp) -> GenericOp:
 
 def fuse_elementwise_into_contractions(graph: Graph) -> Graph:
     """``graph`` with every fusable elementwise producer (module docstring) folded into its contractions."""
-    external = {v.name for v in graph.inputs} | {r.name for op in graph.ops if isinstance(op, ConstantOp)
-                                                 for r in op.results}
+    outputs = {v.name for v in graph.outputs}
     ops = list(graph.ops)
     freed: set[str] = set()  # the inits of the fused producers
-    changed = True
-    while changed:  # fusing one producer can leave another one's result read by contractions only
-        changed = False
+    while True:  # fusing one producer can leave another one's result read by contractions only
         current = Graph(graph.name, graph.inputs, graph.outputs, ops, graph.weight_names)
-        for producer in ops:
-            if not isinstance(producer, GenericOp) or not _fusable_producer(producer, external):
-                continue
-            consumers = _contraction_uses(current, producer)
-            if consumers is None:
-                continue
-            fused = {id(c): _fuse(producer, c) for c in consumers}
-            ops = [fused.get(id(op), op) for op in ops if op is not producer]
-            freed.add(producer.inits[0].name)
-            changed = True
+        producers, users = current.producers(), current.users()
+        found = next(((p, cs) for p in ops if isinstance(p, GenericOp)
+                      and _fusable_producer(p, external_operands(p, producers))
+                      and (cs := _contraction_uses(users, outputs, p)) is not None), None)
+        if found is None:
             break
-    used = {v.name for op in ops for v in op.operands} | {v.name for v in graph.outputs}
+        producer, consumers = found
+        fused = {id(c): _fuse(producer, c) for c in consumers}
+        ops = [fused.get(id(op), op) for op in ops if op is not producer]
+        freed.add(producer.inits[0].name)
+    used = {v.name for op in ops for v in op.operands} | outputs
     ops = [op for op in ops if not (isinstance(op, EmptyOp) and op.results[0].name in freed - used)]
     out = Graph(graph.name, graph.inputs, graph.outputs, ops, graph.weight_names)
     out.verify()

@@ -295,7 +295,7 @@ def external_streams(graph: Graph, ops: list[GenericOp]) -> list[dict[int, int]]
     the tensor's pseudo-channel, so ``uses`` DMAs split it; with more tensors than channels ``crowding`` tensors
     share every channel."""
     producers = graph.producers()
-    roots = [{j: _trace(op.inputs[j].name, producers)[0] for j in _external_operands(op, producers)} for op in ops]
+    roots = [{j: _trace(op.inputs[j].name, producers)[0] for j in external_operands(op, producers)} for op in ops]
     uses: dict[str, int] = {}
     for per_op in roots:
         for root in per_op.values():
@@ -555,7 +555,7 @@ def _cap_tokens(op: GenericOp, loops: list[LoopTiling], cap: int, external: set[
     return changed
 
 
-def _external_operands(op: GenericOp, producers: dict[str, Op]) -> set[int]:
+def external_operands(op: GenericOp, producers: dict[str, Op]) -> set[int]:
     """Input operands of ``op`` streamed from external memory (block inputs, weights, constants, and reshapes
     or slices of them)."""
     return {j for j, v in enumerate(op.inputs)
@@ -634,7 +634,7 @@ def fit_tiles(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling], cap: 
     if cap is not None:
         producers = graph.producers()
         for op, t in zip(ops, tilings, strict=True):
-            if _cap_tokens(op, t.loops, cap, _external_operands(op, producers)):
+            if _cap_tokens(op, t.loops, cap, external_operands(op, producers)):
                 settle()
 
 

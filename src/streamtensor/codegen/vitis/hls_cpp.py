@@ -508,14 +508,12 @@ class _KernelWriter:
 
     def write_replays(self, code: _Code) -> None:
         """Replay ports: every pending tile (the whole result, in completion order) drained once more."""
-        for port in range(len(self.op.results), len(self.node.output_results)):
-            r = self.node.output_results[port]
-            out = stream_var(self.node.outputs[port])
+        for port, r in enumerate(self.node.replay_results, start=len(self.op.results)):
             code.line(f"// replay of result {r}: the accumulators hold all of it")
             code.loop("tile", self.pending)
-            code.line(f"{token_struct(self.graph.streams[self.node.outputs[port]].type)} t;")
+            code.line(f"{self.result_token(r)} t;")
             self.copy(code, math.prod(self.result_shape(r)), f"t.data[k] = {self.acc(r)}[k];")
-            code.line(f"{out}.write(t);")
+            code.line(f"{stream_var(self.node.outputs[port])}.write(t);")
             code.close()
 
     def read_input(self, code: _Code, j: int, used: set[str]) -> None:
