@@ -356,6 +356,25 @@ def test_cli_can_stop_after_the_dataflow_graph(tmp_path: Path, capsys: pytest.Ca
     assert report["options"]["size_fifos"] is False
 
 
+def test_cli_can_keep_the_norms_unfused(tmp_path: Path) -> None:
+    # By default the RMSNorm scaling before Q/K/V moves into the projections (its rsqrt stays a kernel over the
+    # rows); with --no-fuse-into-contractions the norm is one kernel whose result is forked to them.
+    common = ["compile", "llama", "--mode", "prefill", "--seq-len", "8", "-q", "--stop-after-dataflow"]
+    fused, kept = tmp_path / "fused", tmp_path / "kept"
+    assert main([*common, "-o", str(fused)]) == 0
+    assert main([*common, "-o", str(kept), "--no-fuse-into-contractions"]) == 0
+    reports = {d: json.loads((d / "report.json").read_text()) for d in (fused, kept)}
+    assert reports[fused]["options"]["fuse_into_contractions"] is True
+    assert reports[kept]["options"]["fuse_into_contractions"] is False
+    assert "fuse_into_contractions" in reports[fused]["stages"]
+    assert "fuse_into_contractions" not in reports[kept]["stages"]
+    q = {d: next(k for k in reports[d]["kernels"] if k["name"] == "matmul_1") for d in (fused, kept)}
+    # fused: the weight, then the norm's input, its weight and the rsqrt of each row; kept: the weight, the norm
+    assert len(q[fused]["inputs"]) == 4 and len(q[kept]["inputs"]) == 2
+    rsqrt = {d: next(k for k in reports[d]["kernels"] if k["name"] == "elementwise_rsqrt_1") for d in (fused, kept)}
+    assert len(rsqrt[fused]["loops"]) == 1 and len(rsqrt[kept]["loops"]) == 2  # over the rows / the elements
+
+
 def test_cli_rejects_bad_tiling_options(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["compile", "gpt2", "-o", "/tmp/unused", "--default-tile-size", "0"])

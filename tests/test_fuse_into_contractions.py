@@ -22,11 +22,25 @@ def _sum_of_squares(x: Value) -> list[Op]:
     return [e, s]
 
 
-def _scale(x: Value, s: Value, w: Value) -> list[Op]:
+# The statistic as the scale reads it: s itself, rsqrt(s / 8 + eps) (an RMSNorm), or s with x replaced by exp(x).
+_STATISTIC = {
+    "plain": (),
+    "rsqrt": (ScalarOp("c8", "arith.constant", (), "f32", (("value", 8.0),)),
+              ScalarOp("m", "arith.divf", ("r", "c8"), "f32"),
+              ScalarOp("eps", "arith.constant", (), "f32", (("value", 1e-6),)),
+              ScalarOp("v", "arith.addf", ("m", "eps"), "f32"), ScalarOp("rs", "math.rsqrt", ("v",), "f32")),
+    "exp": (ScalarOp("ex", "math.exp", ("a",), "f32"),),
+}
+
+
+def _scale(x: Value, s: Value, w: Value, statistic: str = "plain") -> list[Op]:
     """n = x * s[row] * w[col] (w a vector) or w[row, col]: the shape of an RMSNorm's last step."""
     e = empty("e_n", *x.type.shape)
+    ops = _STATISTIC[statistic]
+    a = "ex" if statistic == "exp" else "a"
+    r = "rs" if statistic == "rsqrt" else "r"
     body = ScalarBody((("a", "f32"), ("r", "f32"), ("g", "f32"), ("o", "f32")),
-                      (ScalarOp("p", "arith.mulf", ("a", "r"), "f32"),
+                      (*ops, ScalarOp("p", "arith.mulf", (a, r), "f32"),
                        ScalarOp("q", "arith.mulf", ("p", "g"), "f32")), ("q",))
     w_map = "(d0, d1) -> (d1)" if len(w.type.shape) == 1 else "(d0, d1) -> (d0, d1)"
     maps = [parse_affine_map(t) for t in ("(d0, d1) -> (d0, d1)", "(d0, d1) -> (d0)", w_map,
@@ -36,7 +50,7 @@ def _scale(x: Value, s: Value, w: Value) -> list[Op]:
 
 
 def norm_then_two_projections(x_from_kernel: bool = False, extra_use: bool = False,
-                              n_is_output: bool = False) -> Graph:
+                              n_is_output: bool = False, statistic: str = "plain") -> Graph:
     """x (4x8) -> row sum of squares s -> n = x * s * w -> n @ w1 and n @ w2 (8x6 each)."""
     x_in, w, w1, w2 = value("x", 4, 8), value("w", 8), value("w1", 8, 6), value("w2", 8, 6)
     ops: list[Op] = []
@@ -48,7 +62,7 @@ def norm_then_two_projections(x_from_kernel: bool = False, extra_use: bool = Fal
         x = ops[2].results[0]
     ops += _sum_of_squares(x)
     s = ops[-1].results[0]
-    ops += _scale(x, s, ops[3].results[0] if x_from_kernel else w)
+    ops += _scale(x, s, ops[3].results[0] if x_from_kernel else w, statistic)
     n = ops[-1].results[0]
     ops += [empty("e_y", 4, 6)]
     ops.append(fill("z", ops[-1].results[0], "fill_1"))
@@ -89,9 +103,34 @@ def test_the_scale_moves_into_both_projections_bit_identically() -> None:
     check_exec(fused, build(fused, 4))
 
 
+def test_an_rsqrt_of_the_row_statistic_is_hoisted_and_only_the_scaling_fused() -> None:
+    """x * rsqrt(s / 8 + eps) * w: the division and rsqrt vary with the row only; they become a generic over the
+    rows (computed once per row) that both projections read broadcast, and the multiplies fuse."""
+    g = norm_then_two_projections(statistic="rsqrt")
+    fused = fuse_elementwise_into_contractions(g)
+    generics = {op.name: op for op in fused.ops if isinstance(op, GenericOp)}
+    hoisted = generics["scale_1"]
+    assert [v.name for v in hoisted.inputs] == ["s"] and hoisted.results[0].type.shape == (4,)
+    assert [str(m) for m in hoisted.indexing_maps] == ["(d0) -> (d0)", "(d0) -> (d0)"]
+    assert hoisted.body.op_names() == ["arith.constant", "arith.divf", "arith.constant", "arith.addf",
+                                       "math.rsqrt"]
+    r = hoisted.results[0].name
+    for name, weight in (("matmul_1", "w1"), ("matmul_2", "w2")):
+        op = generics[name]
+        assert [v.name for v in op.inputs] == [weight, "x", "w", r]
+        assert [str(m) for m in op.indexing_maps] == ["(d0, d1, d2) -> (d2, d1)", "(d0, d1, d2) -> (d0, d2)",
+                                                      "(d0, d1, d2) -> (d2)", "(d0, d1, d2) -> (d0)",
+                                                      "(d0, d1, d2) -> (d0, d1)"]
+        assert op.body.op_names() == ["arith.mulf", "arith.mulf", "arith.mulf", "arith.addf"]
+    for got, want in zip(_run(fused), _run(g), strict=True):
+        assert np.array_equal(got, want)
+    check_exec(fused, build(fused, 4))
+
+
 def test_producers_it_must_keep() -> None:
-    """A use that is no contraction, a block output, or two streamed intermediate inputs (each consumer would
-    need a converter for both where it needed one) leave the graph as it was."""
+    """A use that is no contraction, a block output, two streamed intermediate inputs (each consumer would
+    need a converter for both where it needed one), or an expensive op on every element (exp(x): it would be
+    computed per multiply-accumulate) leave the graph as it was."""
     for g in (norm_then_two_projections(extra_use=True), norm_then_two_projections(n_is_output=True),
-              norm_then_two_projections(x_from_kernel=True)):
+              norm_then_two_projections(x_from_kernel=True), norm_then_two_projections(statistic="exp")):
         assert print_graph(fuse_elementwise_into_contractions(g)) == print_graph(g)

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--size", choices=["tiny", "paper"], default=_DEFAULTS.size, help="built-in model geometry")
     comp.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of random weights and example inputs")
     comp.add_argument("--layer", type=int, default=_DEFAULTS.layer, help="index of the decoder layer to compile")
+    comp.add_argument("--no-fuse-into-contractions", action="store_true",
+                      help="keep a multi-use elementwise kernel (a norm before Q/K/V) a kernel of its own, its "
+                           "result forked (default: fused into each contraction that reads it)")
     comp.add_argument("--default-tile-size", type=_positive_int, default=_TILING.default_tile_size,
                       help="tile of every loop: its largest divisor up to this size")
     comp.add_argument("--overall-unroll-size", type=_positive_int,
@@ -80,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _compile(args: argparse.Namespace) -> None:
     design, block = compile_llm_block(args.model, mode=args.mode, seq_len=args.seq_len, max_len=args.max_len,
                                       size=args.size, seed=args.seed, layer=args.layer, verbose=not args.quiet,
+                                      fuse_into_contractions=not args.no_fuse_into_contractions,
                                       default_tile_size=args.default_tile_size,
                                       overall_unroll_size=args.overall_unroll_size,
                                       permute_reductions_outward=not args.no_permute,

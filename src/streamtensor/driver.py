@@ -58,6 +58,8 @@ class CompileOptions:
     layer: int = 0
     verbose: bool = False
     tiling: TilingOptions = field(default_factory=TilingOptions)
+    # Fuse multi-use elementwise kernels into the contractions that read them (transforms.fuse_into_contractions).
+    fuse_into_contractions: bool = True
     # Resource allocation (spec §4.3): FIFO sizing strategy of the LP, and the fraction of the unbounded-FIFO
     # makespan it may give up for fewer FIFO bits (analysis.allocation).
     fifo_strategy: str = "normal"
@@ -254,7 +256,8 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
                             lambda: import_linalg(mlir_module, input_names, set(weight_names)))
     cast_free = progress.run("sink_casts", lambda: sink_widening_casts(imported))
     split = progress.run("split_slices", lambda: split_sliced_results(cast_free))
-    graph = progress.run("fuse_into_contractions", lambda: fuse_elementwise_into_contractions(split))
+    graph = (progress.run("fuse_into_contractions", lambda: fuse_elementwise_into_contractions(split))
+             if opts.fuse_into_contractions else split)
     tiling = progress.run("tiling", lambda: tile_graph(graph, opts.tiling))
     dataflow = progress.run("dataflow", lambda: build_dataflow(graph, tiling))
     progress.run("replay", lambda: replay_forked_accumulators(dataflow))

@@ -20,16 +20,34 @@ result is one input of a ``linalg.generic`` with a reduction loop. Each consumer
 composed through the consumer's map of the result) and, in its body, the producer's ops in place of the block
 argument it read. The producer disappears. Results are bit-identical: every element is computed by the same scalar
 ops from the same operands, once per point of each consumer that reads it.
+
+That recomputation is why expensive ops (a division or a ``math`` function) are never fused: they would be
+computed at every multiply-accumulate of the consumer, in every lane, where their own kernel computes them once per
+row. XLA's fusion refuses to duplicate the same ops (``IsExpensive``). An RMSNorm's last step,
+``x * rsqrt(sum / n + eps) * w``, has both kinds: its expensive ops read only the row's statistic, so they are
+first hoisted into a generic of their own over the rows (``rsqrt`` of the statistic, one element per row, read
+broadcast), and only the cheap scaling ``x * r * w`` is fused. On paper-size Gemma prefill, fusing the whole step
+made the projections' lanes about four times dearer in DSPs and seven in LUTs; the unroll budget then gave them a
+sixteenth of the lanes, and the slower projections held more in FIFOs than the forks the fusion removed.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from streamtensor.ir import linalg
 from streamtensor.ir.affine import AffineDim, AffineMap
-from streamtensor.ir.linalg import EmptyOp, GenericOp, Graph, Op, ScalarBody
+from streamtensor.ir.linalg import EmptyOp, GenericOp, Graph, Op, ScalarBody, TensorType, Value
 from streamtensor.transforms.tiling import external_operands
+
+# Ops whose cores cost several multipliers (resources._OP_COST): not recomputed per point of a contraction.
+_CHEAP_MATH = {"math.absf"}
+_DIVISIONS = {"arith.divf", "arith.divsi", "arith.divui", "arith.remf", "arith.remsi", "arith.remui"}
+
+
+def _is_expensive(name: str) -> bool:
+    return name in _DIVISIONS or (name.startswith("math.") and name not in _CHEAP_MATH)
 
 
 def _is_permutation(amap: AffineMap) -> bool:
@@ -51,6 +69,67 @@ def _fusable_producer(op: GenericOp, external: set[int]) -> bool:
         return False
     streamed = [j for j, m in enumerate(maps) if j not in external and m.used_dims() == set(range(m.num_dims))]
     return len(streamed) <= 1
+
+
+def _loop_dims(op: GenericOp) -> dict[str, set[int]]:
+    """The loops every body value of ``op`` varies with: those of the input maps it is computed from."""
+    dims = {name: op.indexing_maps[j].used_dims() for j, (name, _) in enumerate(op.body.args[: len(op.inputs)])}
+    for o in op.body.ops:
+        dims[o.result] = set().union(*(dims[x] for x in o.operands))
+    return dims
+
+
+def _hoist_expensive(op: GenericOp, taken: set[str]) -> tuple[list[Op], GenericOp] | None:
+    """Split ``op`` into a generic computing its expensive ops over the loops they vary with (and an empty init
+    for it) and the rest of ``op``, which reads that generic's result broadcast. None when an expensive op
+    varies with every loop, when the hoisted ops would leave more than one value to the rest, or when they would
+    compute no fewer points than ``op``."""
+    dims = _loop_dims(op)
+    n = len(op.iterator_types)
+    if any(_is_expensive(o.name) and len(dims[o.result]) == n for o in op.body.ops):
+        return None
+    needed: set[str] = set()  # the expensive ops, what they read, and so on up to the block arguments
+    for o in reversed(op.body.ops):
+        if _is_expensive(o.name) or o.result in needed:
+            needed |= {o.result, *o.operands}
+    hoisted_ops = [o for o in op.body.ops if o.result in needed]
+    read_by_rest = {x for o in op.body.ops if o.result not in needed for x in o.operands} | set(op.body.yields)
+    crossing = [o for o in hoisted_ops if o.result in read_by_rest and o.name != "arith.constant"]
+    loops = sorted(set().union(*(dims[o.result] for o in hoisted_ops)))
+    if len(crossing) != 1:
+        return None
+    value = crossing[0]
+    renumber = {d: i for i, d in enumerate(loops)}
+    arg_names = [a for a, _ in op.body.args[: len(op.inputs)]]
+    read = [j for j, a in enumerate(arg_names) if a in needed]
+    # over no loop (decode: the statistic of the one row), the hoisted generic has one loop of one point
+    rank = max(1, len(loops))
+    shape = tuple(op.domain[d] for d in loops) or (1,)
+    if math.prod(shape) >= math.prod(op.domain):
+        return None  # it would compute as many points as it does now
+    init = EmptyOp([Value(linalg.fresh_name(f"{op.results[0].name}_init", taken), TensorType(shape, value.dtype))])
+    result = Value(linalg.fresh_name(f"{op.results[0].name}_{value.result}", taken), TensorType(shape, value.dtype))
+    init_arg = linalg.fresh_name("out", {a for a, _ in op.body.args} | {o.result for o in op.body.ops})
+    hoist = GenericOp(
+        [result], op.name, [op.inputs[j] for j in read], [init.results[0]],
+        [AffineMap(rank, tuple(AffineDim(renumber[r.position]) if isinstance(r, AffineDim) else r
+                               for r in op.indexing_maps[j].results)) for j in read]
+        + [AffineMap.identity(rank)],
+        ["parallel"] * rank,
+        ScalarBody(tuple(op.body.args[j] for j in read) + ((init_arg, value.dtype),), tuple(hoisted_ops),
+                   (value.result,)),
+        location=op.location)
+    # constants the rest reads stay there too (a constant costs nothing)
+    rest_ops = tuple(o for o in op.body.ops if o.result not in needed
+                     or (o.name == "arith.constant" and o.result in read_by_rest))
+    keep = [j for j, a in enumerate(arg_names) if a in read_by_rest]
+    rest = replace(
+        op, inputs=[op.inputs[j] for j in keep] + [result],
+        indexing_maps=[op.indexing_maps[j] for j in keep] + [AffineMap.from_dims(n, list(loops) or [None])]
+        + op.indexing_maps[len(op.inputs):],
+        body=ScalarBody(tuple(op.body.args[j] for j in keep) + ((value.result, value.dtype),)
+                        + op.body.args[len(op.inputs):], rest_ops, op.body.yields))
+    return [init, hoist], rest
 
 
 def _contraction_uses(users: dict[str, list[Op]], outputs: set[str], producer: GenericOp
@@ -104,22 +183,35 @@ def _fuse(producer: GenericOp, consumer: GenericOp) -> GenericOp:
                    body=_fused_body(consumer.body, k, n, producer.body, len(producer.inputs)))
 
 
+def _next_fusion(graph: Graph, outputs: set[str], taken: set[str]
+                 ) -> tuple[GenericOp, list[Op], GenericOp, list[GenericOp]] | None:
+    """The first fusable producer of ``graph``: (the producer, the ops hoisted out of it to stay, the part to
+    fuse, its consumers); None when there is none."""
+    producers, users = graph.producers(), graph.users()
+    for p in graph.ops:
+        if not (isinstance(p, GenericOp) and _fusable_producer(p, external_operands(p, producers))
+                and (consumers := _contraction_uses(users, outputs, p)) is not None):
+            continue
+        if not any(_is_expensive(o.name) for o in p.body.ops):
+            return p, [], p, consumers
+        if (split := _hoist_expensive(p, taken)) is not None:
+            return p, *split, consumers
+    return None
+
+
 def fuse_elementwise_into_contractions(graph: Graph) -> Graph:
     """``graph`` with every fusable elementwise producer (module docstring) folded into its contractions."""
     outputs = {v.name for v in graph.outputs}
+    taken = {v.name for v in graph.inputs} | {r.name for op in graph.ops for r in op.results}
     ops = list(graph.ops)
     freed: set[str] = set()  # the inits of the fused producers
-    while True:  # fusing one producer can leave another one's result read by contractions only
-        current = Graph(graph.name, graph.inputs, graph.outputs, ops, graph.weight_names)
-        producers, users = current.producers(), current.users()
-        found = next(((p, cs) for p in ops if isinstance(p, GenericOp)
-                      and _fusable_producer(p, external_operands(p, producers))
-                      and (cs := _contraction_uses(users, outputs, p)) is not None), None)
-        if found is None:
-            break
-        producer, consumers = found
-        fused = {id(c): _fuse(producer, c) for c in consumers}
-        ops = [fused.get(id(op), op) for op in ops if op is not producer]
+    # fusing one producer can leave another one's result read by contractions only
+    while (found := _next_fusion(Graph(graph.name, graph.inputs, graph.outputs, ops, graph.weight_names),
+                                 outputs, taken)) is not None:
+        producer, hoisted, fused_part, consumers = found
+        fused = {id(c): _fuse(fused_part, c) for c in consumers}
+        at = ops.index(producer)
+        ops = [fused.get(id(op), op) for op in ops[:at] + hoisted + ops[at + 1 :]]
         freed.add(producer.inits[0].name)
     used = {v.name for op in ops for v in op.operands} | outputs
     ops = [op for op in ops if not (isinstance(op, EmptyOp) and op.results[0].name in freed - used)]
