@@ -134,3 +134,47 @@ def test_producers_it_must_keep() -> None:
     for g in (norm_then_two_projections(extra_use=True), norm_then_two_projections(n_is_output=True),
               norm_then_two_projections(x_from_kernel=True), norm_then_two_projections(statistic="exp")):
         assert print_graph(fuse_elementwise_into_contractions(g)) == print_graph(g)
+
+
+def _matvec(name: str, w: Value, v: Value, init: Value, label: str) -> GenericOp:
+    """y[n] = init[n] + sum_k W[n, k] * v[k]; loops (n, k)."""
+    body = ScalarBody((("a", "f32"), ("b", "f32"), ("acc", "f32")),
+                      (ScalarOp("p", "arith.mulf", ("a", "b"), "f32"),
+                       ScalarOp("t", "arith.addf", ("acc", "p"), "f32")), ("t",))
+    maps = [parse_affine_map(t) for t in ("(d0, d1) -> (d0, d1)", "(d0, d1) -> (d1)", "(d0, d1) -> (d0)")]
+    return GenericOp([value(name, w.type.shape[0])], label, [w, v], [init], maps, ["parallel", "reduction"], body)
+
+
+def test_the_statistic_of_one_row_is_hoisted_into_a_one_point_generic() -> None:
+    """Decode: x is one row (8), its sum of squares a 0-d tensor. The rsqrt reads no loop of the scale, so it is
+    hoisted into a generic of one loop of one point, read by the matrix-vector products at index 0."""
+    x, w, w1, w2 = value("x", 8), value("w", 8), value("w1", 6, 8), value("w2", 6, 8)
+    sq = ScalarBody((("a", "f32"), ("acc", "f32")), (ScalarOp("sq", "arith.mulf", ("a", "a"), "f32"),
+                                                     ScalarOp("t", "arith.addf", ("acc", "sq"), "f32")), ("t",))
+    ops: list[Op] = [empty("e_s"), empty("e_n", 8)]
+    ops.append(fill("z_s", ops[0].results[0], "fill_1"))
+    ops.append(GenericOp([value("s")], "reduce_sum_1", [x], [ops[2].results[0]],
+                         [parse_affine_map("(d0) -> (d0)"), parse_affine_map("(d0) -> ()")], ["reduction"], sq))
+    scale = ScalarBody((("a", "f32"), ("r", "f32"), ("g", "f32"), ("o", "f32")),
+                       (*_STATISTIC["rsqrt"], ScalarOp("p", "arith.mulf", ("a", "rs"), "f32"),
+                        ScalarOp("q", "arith.mulf", ("p", "g"), "f32")), ("q",))
+    ops.append(GenericOp([value("n", 8)], "scale_1", [x, ops[3].results[0], w], [ops[1].results[0]],
+                         [parse_affine_map(t) for t in ("(d0) -> (d0)", "(d0) -> ()", "(d0) -> (d0)",
+                                                        "(d0) -> (d0)")], ["parallel"], scale))
+    ops += [empty("e_y", 6)]
+    ops.append(fill("z", ops[-1].results[0], "fill_2"))
+    z, n = ops[-1].results[0], ops[4].results[0]
+    ops += [_matvec("y1", w1, n, z, "matmul_1"), _matvec("y2", w2, n, z, "matmul_2")]
+    g = graph([x, w, w1, w2], ops, [ops[-2].results[0], ops[-1].results[0]])
+    fused = fuse_elementwise_into_contractions(g)
+    generics = {op.name: op for op in fused.ops if isinstance(op, GenericOp)}
+    hoisted = generics["scale_1"]
+    assert hoisted.results[0].type.shape == (1,) and hoisted.iterator_types == ["parallel"]
+    assert [str(m) for m in hoisted.indexing_maps] == ["(d0) -> ()", "(d0) -> (d0)"]
+    assert [str(m) for m in generics["matmul_1"].indexing_maps] == [
+        "(d0, d1) -> (d0, d1)", "(d0, d1) -> (d1)", "(d0, d1) -> (d1)", "(d0, d1) -> (0)", "(d0, d1) -> (d0)"]
+    for got, want in zip(_run(fused), _run(g), strict=True):
+        assert np.array_equal(got, want)
+    check_exec(fused, build(fused, 4))
+    # a second run finds nothing to do: the one-point generic computes no fewer points than it would hoisted
+    assert print_graph(fuse_elementwise_into_contractions(fused)) == print_graph(fused)

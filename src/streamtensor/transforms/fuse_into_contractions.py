@@ -27,8 +27,8 @@ row. XLA's fusion refuses to duplicate the same ops (``IsExpensive``). An RMSNor
 ``x * rsqrt(sum / n + eps) * w``, has both kinds: its expensive ops read only the row's statistic, so they are
 first hoisted into a generic of their own over the rows (``rsqrt`` of the statistic, one element per row, read
 broadcast), and only the cheap scaling ``x * r * w`` is fused. On paper-size Gemma prefill, fusing the whole step
-made the projections' lanes about four times dearer in DSPs and seven in LUTs; the unroll budget then gave them a
-sixteenth of the lanes, and the slower projections held more in FIFOs than the forks the fusion removed.
+made the projections' lanes about four times dearer in DSPs and seven in LUTs, and the unroll budget gave the K
+and V projections a sixteenth of the lanes they have unfused (a quarter with the rsqrt hoisted).
 """
 
 from __future__ import annotations
@@ -82,12 +82,10 @@ def _loop_dims(op: GenericOp) -> dict[str, set[int]]:
 def _hoist_expensive(op: GenericOp, taken: set[str]) -> tuple[list[Op], GenericOp] | None:
     """Split ``op`` into a generic computing its expensive ops over the loops they vary with (and an empty init
     for it) and the rest of ``op``, which reads that generic's result broadcast. None when an expensive op
-    varies with every loop, when the hoisted ops would leave more than one value to the rest, or when they would
-    compute no fewer points than ``op``."""
+    varies with every loop (the hoisted ops would compute no fewer points than ``op``), or when they would leave
+    more than one value to the rest."""
     dims = _loop_dims(op)
     n = len(op.iterator_types)
-    if any(_is_expensive(o.name) and len(dims[o.result]) == n for o in op.body.ops):
-        return None
     needed: set[str] = set()  # the expensive ops, what they read, and so on up to the block arguments
     for o in reversed(op.body.ops):
         if _is_expensive(o.name) or o.result in needed:
@@ -106,7 +104,7 @@ def _hoist_expensive(op: GenericOp, taken: set[str]) -> tuple[list[Op], GenericO
     rank = max(1, len(loops))
     shape = tuple(op.domain[d] for d in loops) or (1,)
     if math.prod(shape) >= math.prod(op.domain):
-        return None  # it would compute as many points as it does now
+        return None
     init = EmptyOp([Value(linalg.fresh_name(f"{op.results[0].name}_init", taken), TensorType(shape, value.dtype))])
     result = Value(linalg.fresh_name(f"{op.results[0].name}_{value.result}", taken), TensorType(shape, value.dtype))
     init_arg = linalg.fresh_name("out", {a for a, _ in op.body.args} | {o.result for o in op.body.ops})
