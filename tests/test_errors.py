@@ -61,6 +61,8 @@ def test_bad_options_api() -> None:
         compile_llm_block("gpt2", layer=7)
     with pytest.raises(OptionError, match="bad default-tile-size 0: must be an integer of at least 1"):
         compile_llm_block("gpt2", default_tile_size=0)
+    with pytest.raises(OptionError, match="bad fuse-into-contractions 'no': must be true or false"):
+        compile_llm_block("gpt2", fuse_into_contractions="no")
     with pytest.raises(OptionError, match="give the tiling either as tiling= or as default_tile_size, not both"):
         CompileOptions.from_kwargs({"tiling": TilingOptions(), "default_tile_size": 8})
 

@@ -78,6 +78,9 @@ class CompileOptions:
                 raise OptionError(f"bad {name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
         if self.layer < 0:
             raise OptionError(f"bad layer {self.layer}: must be non-negative")
+        for name in ("verbose", "fuse_into_contractions", "size_fifos"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(f"bad {name.replace('_', '-')} {getattr(self, name)!r}: must be true or false")
         if not isinstance(self.tiling, TilingOptions):
             raise OptionError(f"bad tiling {self.tiling!r}: expected a TilingOptions")
         check_strategy(self.fifo_strategy)
