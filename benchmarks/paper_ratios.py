@@ -47,7 +47,7 @@ def row(family: str, mode: str) -> str:
     memory, converters = report["memory"], report["converters"]
     respelled = sum(c["source_type"] == c["result_type"] for c in converters)
     shown = " ".join(f"{k}={v}" for k, v in options.items())
-    return (f"{family:6} {mode:8} {shown:44} {len(report['fusion']['groups']):>6} "
+    return (f"{family:6} {mode:8} {shown:50} {len(report['fusion']['groups']):>6} "
             f"{memory['intermediate_unfused_bytes']:>10} {memory['intermediate_fused_bytes']:>9} "
             f"{memory['fused_to_unfused']:>6.3f} {PAPER_RATIO:>6.3f} {memory['converter_bytes']:>8} "
             f"{memory['kernel_local_bytes']:>8} {memory['fifo_bytes']:>8} {len(converters):>5} {respelled:>9} "
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     args = parser.parse_args()
-    print(f"{'model':6} {'mode':8} {'design point':44} {'groups':>6} {'unfused B':>10} {'fused B':>9} "
+    print(f"{'model':6} {'mode':8} {'design point':50} {'groups':>6} {'unfused B':>10} {'fused B':>9} "
           f"{'ratio':>6} {'paper':>6} {'conv B':>8} {'local B':>8} {'FIFO B':>8} {'convs':>5} {'respelled':>9} "
           f"{'cycles':>10} {'deadlock':>8} {'s':>6}")
     for mode in args.modes:
