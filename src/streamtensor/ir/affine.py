@@ -130,6 +130,11 @@ class AffineMap:
             seen.add(r.position)
         return True
 
+    def is_permutation(self) -> bool:
+        """Every loop dim exactly once, nothing else (an all-parallel op's output map)."""
+        return (self.num_results == self.num_dims and self.is_projected_permutation()
+                and self.used_dims() == set(range(self.num_dims)))
+
     def used_dims(self) -> set[int]:
         out: set[int] = set()
         for r in self.results:

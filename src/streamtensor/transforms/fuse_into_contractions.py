@@ -50,11 +50,6 @@ def _is_expensive(name: str) -> bool:
     return name in _DIVISIONS or (name.startswith("math.") and name not in _CHEAP_MATH)
 
 
-def _is_permutation(amap: AffineMap) -> bool:
-    dims = [amap.result_dim(i) for i in range(amap.num_results)]
-    return sorted(d for d in dims if d is not None) == list(range(amap.num_dims)) and None not in dims
-
-
 def _fusable_producer(op: GenericOp, external: set[int]) -> bool:
     """``external``: the inputs of ``op`` read from external memory (``tiling.external_operands``)."""
     if len(op.results) != 1 or len(op.inits) != 1 or op.reduction_dims:
@@ -62,7 +57,7 @@ def _fusable_producer(op: GenericOp, external: set[int]) -> bool:
     init_arg = op.body.args[len(op.inputs)][0]
     if any(init_arg in o.operands for o in op.body.ops) or init_arg in op.body.yields:
         return False
-    if any(o.name == "linalg.index" for o in op.body.ops) or not _is_permutation(op.indexing_maps[-1]):
+    if any(o.name == "linalg.index" for o in op.body.ops) or not op.indexing_maps[-1].is_permutation():
         return False
     maps = op.indexing_maps[: len(op.inputs)]
     if not all(m.is_projected_permutation() for m in maps):
