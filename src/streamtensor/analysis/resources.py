@@ -236,7 +236,7 @@ def estimate_resources(graph: DataflowGraph, target: Target) -> ResourceReport:
     for s in crossing_streams(graph):
         nodes[graph.streams[s].source].lut += ops.dma_engine_lut
         nodes[graph.streams[s].target].lut += ops.dma_engine_lut
-    allocations = [allocate(b, target.memory) for b in onchip_buffers(graph)]
+    allocations = [allocate(b, target.memory) for b in onchip_buffers(graph, target)]
     for a in allocations:
         res = nodes[a.buffer.owner]
         res.bram36 += a.bram36
