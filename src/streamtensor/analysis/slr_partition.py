@@ -14,8 +14,8 @@ node's SLR index; ``h_e >= 0`` per stream; ``t_r >= 0`` per resource.
   outside the partitioned set, which go through external memory: one per such stream) is charged
   ``w * k * |p_n - hbm|``, as if a ``w``-bit stream tied it to a fixed node there. A DMA thus sits there unless
   its on-chip stream is wider than its AXI link, where crossing with the narrower bus is cheaper.
-- **Capacity.** ``sum_n res_{n,r} x[n,s] <= cap_r = slack * budget_r`` (one die's budget) for r in dsp, bram36, uram, lut
-  (resources from ``estimate_resources``; ``slack < 1`` keeps headroom per die for the platform shell and
+- **Capacity.** ``sum_n res_{n,r} x[n,s] <= cap_r = slack * budget_r`` (one die's budget) for r in dsp, bram36,
+  uram, lut (resources from ``estimate_resources``; ``slack < 1`` keeps headroom per die for the platform shell and
   routing, ``> 1`` lets a die take more than a third).
 - **Imbalance.** ``t_r >= use_{r,s} / cap_r`` for every s: ``t_r`` is the peak per-die utilization of r;
   the objective adds ``imbalance_weight * sum_r t_r`` (bits per unit of peak utilization; the default 1000
@@ -39,10 +39,9 @@ import numpy as np
 
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode
-
-from .memory import node_groups
 from streamtensor.target import RESOURCES, Target
 
+from .memory import node_groups
 from .resources import ResourceReport, estimate_resources
 
 
