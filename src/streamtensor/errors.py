@@ -32,3 +32,7 @@ class ShapeError(StreamTensorError):
 
 class VerificationError(StreamTensorError):
     """An IR verifier or a numerical check failed."""
+
+
+class ParseError(StreamTensorError):
+    """IR text that does not parse: names file:line:col and what was expected there."""
