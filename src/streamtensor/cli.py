@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from streamtensor.driver import CompileOptions, compile_llm_block
-from streamtensor.errors import StreamTensorError
+from streamtensor.errors import OptionError, StreamTensorError
+from streamtensor.passes import PASSES, parse_ir, print_ir, run_passes
 
 _DEFAULTS = CompileOptions()  # the CLI's defaults are the API's
 _TILING = _DEFAULTS.tiling
@@ -77,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="C-simulate a compiled design (bounded FIFOs) and compare it with PyTorch")
     ver.add_argument("outdir", help="output directory of 'streamtensor compile'")
     ver.add_argument("--runs", type=_positive_int, default=2, help="simulation runs (outputs must be identical)")
+    opt = sub.add_parser("opt", help="parse and verify linalg.mlir or dataflow.mlir, run passes on it, print it")
+    opt.add_argument("file", help="IR text as the compiler writes it (linalg.mlir or dataflow.mlir)")
+    opt.add_argument("--pass", dest="passes", action="append", default=[], choices=list(PASSES), metavar="NAME",
+                     help=f"a pass to run, in the order given (repeatable): {', '.join(PASSES)}")
+    opt.add_argument("-o", "--output", help="output file (default: standard output)")
     return parser
 
 
@@ -135,6 +142,21 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _opt(args: argparse.Namespace) -> None:
+    try:
+        text = Path(args.file).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise OptionError(f"cannot read {args.file}: {getattr(err, 'strerror', None) or err}") from None
+    result = print_ir(run_passes(parse_ir(text, args.file), args.passes))
+    if args.output is None:
+        sys.stdout.write(result)
+        return
+    try:
+        Path(args.output).write_text(result)
+    except OSError as err:
+        raise OptionError(f"cannot write {args.output}: {err.strerror}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -142,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             _compile(args)
         elif args.command == "verify":
             return _verify(args)
+        elif args.command == "opt":
+            _opt(args)
     except StreamTensorError as exc:
         print(f"streamtensor: error: {exc}", file=sys.stderr)
         return 2
