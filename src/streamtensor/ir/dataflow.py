@@ -430,10 +430,6 @@ class DataflowGraph:
             for port in node.inputs + node.outputs:
                 if port not in self.streams:
                     raise VerificationError(f"node {node.name} uses unknown stream {port}")
-            if isinstance(node, ForkNode):
-                types = {str(self.streams[p].type) for p in node.inputs + node.outputs}
-                if len(types) != 1:
-                    raise VerificationError(f"fork {node.name} changes the stream type: {sorted(types)}")
             self._verify_node(node)
         for i, name in enumerate(self.outputs):
             node = self.nodes.get(name)

@@ -301,9 +301,8 @@ def print_op(op: Op) -> list[str]:
     if isinstance(op, ConstantOp):
         ttype = op.results[0].type
         return [f"{res} = arith.constant {format_dense(op.value, ttype.dtype)} : {ttype}{loc}"]
-    if isinstance(op, EmptyOp):
-        return [f"{res} = tensor.empty() : {op.results[0].type}{loc}"]
-    raise VerificationError(f"cannot print {op.kind}")
+    assert isinstance(op, EmptyOp), op.kind
+    return [f"{res} = tensor.empty() : {op.results[0].type}{loc}"]
 
 
 def print_graph(graph: Graph) -> str:
