@@ -103,6 +103,7 @@ class _DataflowParser:
         self.connect()
         graph = DataflowGraph(name, self.nodes, self.streams, groups, inputs, outputs, constants)
         graph.verify()
+        self.check_converter_bytes()
         self.ops.run_after_verify()
         return graph
 
@@ -310,7 +311,7 @@ class _DataflowParser:
         return DmaNode(name, inputs, outputs, direction, Value(tensor, tensor_type), role)
 
     def connect(self) -> None:
-        """Stream ends from the nodes' ports; converter buffers get their element type."""
+        """Stream ends from the nodes' ports; converter buffers get their stream's element type."""
         for node in self.nodes.values():
             for ports, end in ((node.outputs, "source"), (node.inputs, "target")):
                 for port in ports:
@@ -338,7 +339,12 @@ class _DataflowParser:
                 raise self.cur.error(f"converter @{name} needs an input stream (its buffer has its element type)",
                                      self.node_at[name])
             node.buffer = replace(node.buffer, dtype=self.streams[node.inputs[0]].type.dtype)
-            written, at = self.converter_bytes[name]
+
+    def check_converter_bytes(self) -> None:
+        """The ``bytes`` written for each converter are its buffer's (once the stream types are verified)."""
+        for name, (written, at) in self.converter_bytes.items():
+            node = self.nodes[name]
+            assert isinstance(node, ConverterNode)
             if written != node.buffer.bytes:
                 raise self.cur.error(f"bytes = {written} but the buffer holds {node.buffer.bytes}", at)
 
