@@ -11,16 +11,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from ir_files import read
+from ir_files import KERNELS, LINALG, MOVEMENT, REPLAY, edited, read
 
 from streamtensor.errors import StreamTensorError, VerificationError
 from streamtensor.ir.dataflow_parser import parse_dataflow
 from streamtensor.passes import parse_ir
-
-LINALG = "build-dataflow/input.mlir"  # exp(x) @ w
-KERNELS = "build-dataflow/expected.mlir"  # its dataflow graph
-REPLAY = "replay/expected.mlir"  # a kernel with a replay port
-MOVEMENT = "movement.mlir"  # converter, fork, chunks, concat, reassociation, DMAs
 
 ROWS = "!itensor<2x2xf32, tensor 4x4, [2, 2] * [2, 2], (d0, d1) -> (d0, d1)>  // read"
 COLS_2 = "%cols_2 = itensor_instance : !itensor<2x2xf32, tensor 4x4, [2, 2] * [2, 2], (d0, d1) -> (d1, d0)>"
@@ -170,14 +165,6 @@ CASES: dict[str, tuple[str, list[tuple[str, str]], str]] = {
                         "tiles of iteration points (0, 0) and (0, 1) overlap at element (0, 1)"),
     "itensor hole": (MOVEMENT, [(ROWS, ROWS.replace("[2, 2] *", "[2, 1] *"))], "element (0, 2) is covered by no tile"),
 }
-
-
-def edited(base: str, edits: list[tuple[str, str]]) -> str:
-    text = base if base.startswith("dataflow.graph") else read(base)
-    for old, new in edits:
-        assert text.count(old) == 1, old
-        text = text.replace(old, new)
-    return text
 
 
 @pytest.mark.parametrize("case", list(CASES))
