@@ -40,6 +40,7 @@ _TILE = re.compile(r"d(\d+):\s*(\d+)x(\d+)/u(\d+)(r?)")
 _BUFFER = re.compile(r"(\d+)x(scalar|\d+(?:x\d+)*)(?![\w.])")
 _INIT = re.compile(r"init(\d+)")
 _ROLE = re.compile(r"input|weight|kv_cache|constant|output")
+_CONSTANT = re.compile(r"%[\w.]+\s*=\s*arith\.constant")
 _VIEW_OPS = ("tensor.expand_shape", "tensor.collapse_shape", "tensor.extract_slice")
 
 
@@ -90,6 +91,7 @@ class _DataflowParser:
         groups: list[list[str]] = []
         if cur.at("dataflow.kernel"):
             while cur.accept("dataflow.kernel"):
+                cur.skip()
                 label_at = cur.pos
                 if cur.symbol("a fusion group @groupN") != f"group{len(groups)}":
                     raise cur.error(f"expected @group{len(groups)} (groups are numbered in order)", label_at)
@@ -109,8 +111,7 @@ class _DataflowParser:
 
     def _is_constant(self) -> bool:
         """Is the ``%name = ...`` at the cursor a constant (not a stream)?"""
-        m = re.compile(r"%[\w.]+\s*=\s*arith\.constant").match(self.cur.text, self.cur.pos)
-        return m is not None
+        return _CONSTANT.match(self.cur.text, self.cur.pos) is not None
 
     def members(self, group: int | None) -> list[str]:
         """Streams and nodes up to the closing ``}`` (consumed when in a group); the node names in order."""

@@ -90,10 +90,6 @@ class Cursor:
         self.pos = m.end()
         return m.group(0)
 
-    def peek(self, pattern: re.Pattern[str]) -> bool:
-        self.skip()
-        return pattern.match(self.text, self.pos) is not None
-
     def trailing_comment(self) -> str | None:
         """The ``// ...`` comment ending the current line, if any (the printers put op locations there)."""
         pos = _INLINE_SPACE.match(self.text, self.pos).end()  # type: ignore[union-attr]
