@@ -257,6 +257,7 @@ def place_allocation(graph: DataflowGraph, result: AllocationResult, allow_unfit
         members = [n for n, g in groups.items() if g == a.group]
         try:
             result.placements[a.group] = partition_slrs(graph, result.resources, nodes=members,
+                                                        budget=result.resources.budget,
                                                         time_limit_s=SLR_TIME_LIMIT_S)
         except SlrPartitionError as err:  # a budget error, like the device's: the same override applies
             _overridden(result, "allow_unfit", allow_unfit, ResourceBudgetError(

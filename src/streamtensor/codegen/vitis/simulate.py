@@ -242,7 +242,7 @@ class SimulationReport:
 
     def verdict(self) -> str:
         if self.failure is None and not self.reference and self.deterministic is not False:
-            return "NO REFERENCE: the simulation ran, its outputs were not checked (not a PASS)"
+            return "NO REFERENCE: the simulation ran; its outputs were not checked against anything"
         return "PASS" if self.ok else "FAIL"
 
     def describe(self) -> str:
