@@ -134,8 +134,8 @@ def _compile(args: argparse.Namespace) -> None:
               f"({report['fifo_lp']['strategy']}); makespan {sim['makespan_cycles']} cycles "
               f"(unbounded FIFOs: {sim['unbounded_makespan_cycles']}), "
               f"deadlock: {'yes' if sim['deadlock'] else 'no'}; resources fit: {res.get('fits')}")
-        for option, error in report["overrides"].items():
-            print(f"  OVERRIDDEN by --{option.replace('_', '-')}: {error}")
+        for option, errors in report["overrides"].items():
+            print("\n".join(f"  OVERRIDDEN by --{option.replace('_', '-')}: {e}" for e in errors))
     print("  stages: " + ", ".join(f"{k} {v:.2f}s" for k, v in report["stages"].items()))
     if design.allocation is None:
         print(f"  stopped after the dataflow graph (FIFOs unsized, at the 2-token default): {out}/dataflow.mlir")

@@ -19,7 +19,7 @@ Sub-steps, each a driver stage (``allocation.<step>``) with its own seconds in t
    it fits one die). A group with no assignment within the per-die budgets is a ``ResourceBudgetError``.
 
 ``allow_deadlock`` / ``allow_unfit`` turn those errors into entries of ``AllocationResult.overrides`` (option ->
-the error it let through), which the report carries; a design over budget then has no SLR placement.
+the errors it let through), which the report carries; a design over budget then has no SLR placement.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class AllocationResult:
     fifos: list[FifoReport] = field(default_factory=list)
     resources: ResourceReport | None = None
     placements: dict[int, SlrPartition] = field(default_factory=dict)
-    overrides: dict[str, str] = field(default_factory=dict)  # option -> the error it let through
+    overrides: dict[str, list[str]] = field(default_factory=dict)  # option -> the errors it let through
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -119,7 +119,7 @@ class AllocationResult:
             "timing": {name: {"latency": t.latency, "delay": t.delay, "ii": round(t.ii, 4)}
                        for name, t in self.timings.items()},
             "allocation_seconds": dict(self.seconds),
-            "overrides": dict(self.overrides),
+            "overrides": {option: list(errors) for option, errors in self.overrides.items()},
         }
         if all(g.simulation is not None and g.unbounded is not None for g in self.groups):
             out["simulation"] = self._simulation_report()
@@ -218,10 +218,10 @@ def check_max_fifo_depth(depth: int) -> int:
 
 
 def _overridden(result: AllocationResult, option: str, allowed: bool, error: Exception) -> None:
-    """Raise ``error`` unless the user passed ``option``; then record it as what the option let through."""
+    """Raise ``error`` unless the user passed ``option``; then record it as one the option let through."""
     if not allowed:
         raise error
-    result.overrides[option] = str(error)
+    result.overrides.setdefault(option, []).append(str(error))
 
 
 def simulate_allocation(result: AllocationResult, allow_deadlock: bool = False) -> None:
