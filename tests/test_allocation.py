@@ -253,13 +253,12 @@ def test_demand_schedule_is_safe_and_never_worse_than_free(build_net) -> None:  
     baseline = simulate(net, {}).makespan_cycles
     assert baseline is not None
     md = minimal_depths(net)
-    free = size_fifos_lp(net, "normal")
     for strategy in ("normal", "conservative"):
         demand = size_fifos_lp(net, strategy, schedule="demand")
         res = simulate(net, demand.depths)
         assert not res.deadlock and res.makespan_cycles is not None
         assert res.makespan_cycles <= demand.predicted_latency
-        assert demand.total_bits <= free.total_bits
+        assert demand.total_bits <= size_fifos_lp(net, strategy).total_bits  # the same strategy, free schedule
     demand = size_fifos_lp(net, "normal", schedule="demand")
     assert demand.predicted_latency <= baseline and demand.total_bits <= 1.1 * md.total_bits
 
@@ -421,7 +420,9 @@ def test_families_lp_depths_against_the_simulator(family: str, mode: str) -> Non
     md = minimal_depths(group.network, 120.0)
     assert md.complete
     assert normal.fifo_total_bits <= 1.25 * md.total_bits
-    assert conservative.fifo_total_bits <= normal.fifo_total_bits
+    # Conservative comes back as solved, under its own name: on the tiny blocks it needs 0.3% (llama decode) to
+    # 30% (GPT-2 prefill) more FIFO bits than Normal (measured).
+    assert conservative.strategy == "conservative"
     (cgroup,) = conservative.groups
     csim = simulate(cgroup.network, cgroup.sizing.depths)
     assert not csim.deadlock and csim.makespan_cycles is not None
@@ -481,7 +482,8 @@ def test_conservative_option_and_errors(tmp_path) -> None:  # noqa: ANN001 - pyt
     design, _ = compile_llm_block("gemma", mode="decode", size="tiny", fifo_strategy="conservative")
     assert design.report["fifo_lp"]["strategy"] == "conservative"
     normal = _compiled("gemma", "decode")
-    assert design.report["fifo_total_bits"] <= sum(s.type.token_bits * (s.depth or 0) for s in normal.streams.values())
+    # Conservative's own depths, not Normal's relabelled: on this block they hold a few more bits.
+    assert design.report["fifo_total_bits"] > sum(s.type.token_bits * (s.depth or 0) for s in normal.streams.values())
     with pytest.raises(OptionError, match="fifo-strategy"):
         compile_llm_block("gemma", mode="decode", size="tiny", fifo_strategy="aggressive")
     with pytest.raises(SystemExit):
@@ -514,7 +516,8 @@ def test_paper_size_families(family: str, mode: str) -> None:
     design, _ = compile_llm_block(family, mode=mode, size="paper")
     assert design.dataflow is not None
     normal, conservative = size_fifos(design.dataflow, "normal"), size_fifos(design.dataflow, "conservative")
-    assert conservative.fifo_total_bits <= normal.fifo_total_bits
+    (cgroup,) = conservative.groups  # Conservative as solved: safe, whatever its bits against Normal's
+    assert not simulate(cgroup.network, cgroup.sizing.depths).deadlock
     (group,) = normal.groups
     net: ProcessNetwork = group.network
     sim = simulate(net, group.sizing.depths)

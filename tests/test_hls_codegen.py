@@ -340,6 +340,26 @@ def test_design_simulate_on_new_inputs_and_build_cache(verified, tmp_path: Path)
     assert build_key(edited) != first.build.key
 
 
+def test_simulate_or_verify_without_a_reference_is_not_a_pass(verified, tmp_path: Path,  # noqa: ANN001
+                                                              capsys: pytest.CaptureFixture) -> None:
+    design, out, _ = verified("qwen2", "decode")
+    _, block = tiny_block("qwen2", "decode")
+    unreferenced = copy.copy(design)
+    unreferenced.module = None  # no PyTorch module: nothing to compare the outputs with
+    report = unreferenced.simulate(*block.example_inputs(0))
+    assert report.failure is None and report.build.cached and report.outputs
+    assert not report.ok and report.checks == []
+    text = report.describe()
+    assert text.splitlines()[-1].startswith("NO REFERENCE: ") and "PASS" not in text
+    # A project without its check data is not verified either: one line saying so, exit status 2.
+    bare = shutil.copytree(out, tmp_path / "bare")
+    shutil.rmtree(bare / "check")
+    assert main(["verify", str(bare)]) == 2
+    captured = capsys.readouterr()
+    assert "PASS" not in captured.out
+    assert captured.err.startswith(f"streamtensor: error: {bare} has no reference to verify against")
+
+
 def test_cli_compile_then_verify(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "gpt2"
     assert main(["compile", "gpt2", "--size", "tiny", "--mode", "prefill", "--seq-len", str(TINY_SEQ_LEN),

@@ -178,7 +178,6 @@ class FifoSizing:
     solve_seconds: float
     status: str
     edge_constraints: list[DelayConstraint]
-    fell_back_to_normal: bool = False  # conservative only: Normal's sizing was smaller and is returned
     _model: _Model | None = field(default=None, repr=False, compare=False)
 
     @cached_property
@@ -669,9 +668,9 @@ def size_fifos_lp(net: ProcessNetwork, strategy: Strategy = "normal", time_limit
                   schedule: Schedule = "free", latency_slack: float = 0.0) -> FifoSizing:
     """Size every FIFO of an acyclic ``net`` by the LP of the module docstring.
 
-    ``conservative`` also solves ``normal`` and returns whichever needs fewer bits (``fell_back_to_normal``
-    says Normal's was kept): exact depths of two heuristic LP optima are not ordered by construction, and
-    Conservative must never cost more FIFO bits than Normal. ``time_limit_s`` applies to each HiGHS solve.
+    The result is the sizing of the strategy asked for (exact depths of two heuristic LP optima are not
+    ordered by construction: on some networks Conservative needs more bits than Normal). ``time_limit_s``
+    applies to each HiGHS solve.
     ``schedule`` picks the profiles: ``free`` (running as early as their inputs allow) or ``demand`` (paced by
     their consumers, then refined by back-pressure; see the module docstring). ``latency_slack`` (schedule
     ``demand`` only) lets every solve end up to that fraction after the starting schedule's latency: FIFO bits
@@ -686,11 +685,4 @@ def size_fifos_lp(net: ProcessNetwork, strategy: Strategy = "normal", time_limit
     if latency_slack and schedule != "demand":
         raise ValueError("a latency slack needs schedule 'demand' (the free schedule keeps its minimal latency)")
     net.topological_order()  # ValueError on a feedback cycle: start-time constraints need a DAG
-    result = _size(net, strategy, time_limit_s, schedule, latency_slack)
-    if strategy == "conservative":
-        normal = _size(net, "normal", time_limit_s, schedule, latency_slack)
-        if normal.total_bits < result.total_bits:
-            normal.strategy = "conservative"
-            normal.fell_back_to_normal = True
-            return normal
-    return result
+    return _size(net, strategy, time_limit_s, schedule, latency_slack)

@@ -177,8 +177,6 @@ class KernelNode(Node):
     # init stream of result index - len(op.inputs)); for each output port: index into op.results.
     input_operands: list[int] = field(default_factory=list)
     output_results: list[int] = field(default_factory=list)
-    # Inputs that are not streamed but held whole in the kernel (e.g. small constants), by operand index.
-    local_operands: dict[int, Value] = field(default_factory=dict)
     # Inits folded from a constant fill, by result index: the accumulator starts at this scalar.
     init_constants: dict[int, float | int | bool] = field(default_factory=dict)
     # Least II of the pipelined point loops: raised above the accumulator recurrence's II so the kernel reads
@@ -200,7 +198,7 @@ class KernelNode(Node):
         n_in = len(self.op.inputs)
         inits = [n_in + r for r in range(len(self.op.inits))
                  if reads_init(self.op, r) and r not in self.init_constants]
-        return [i for i in range(n_in) if i not in self.local_operands] + inits
+        return list(range(n_in)) + inits
 
     @property
     def firings(self) -> int:

@@ -986,10 +986,6 @@ def generate_hls(graph: DataflowGraph, kernel_name: str, plan: HbmPlan) -> dict[
     if len(graph.groups) > 1:
         raise HlsCodegenError(f"dataflow graph @{graph.name} has {len(graph.groups)} fusion groups; the Vitis "
                               "backend builds one accelerator per design (one group)")
-    for node in graph.nodes.values():
-        if isinstance(node, KernelNode) and node.local_operands:
-            raise HlsCodegenError(f"kernel {node.name} holds operands {sorted(node.local_operands)} in the kernel; "
-                                  "the code generator streams every operand")
     reserved = {kernel_name, "load_tile", "store_tile", "element_bits", "tile_words",
                 *_SCALAR_HELPERS, *(a.arg for a in plan.arguments)}
     process = _process_names(graph, reserved)
