@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from streamtensor import __version__
+from streamtensor._version import __version__
 from streamtensor.analysis.allocation import AllocationResult, check_latency_slack, check_strategy, run_allocation
 from streamtensor.analysis.memory import fusion_report, memory_report
 from streamtensor.errors import OptionError, ShapeError

@@ -23,7 +23,7 @@ from functools import cached_property
 
 import numpy as np
 
-from streamtensor import __version__
+from streamtensor._version import __version__
 from streamtensor.codegen.vitis.packing import PackedLayout, pack, unpack
 from streamtensor.errors import StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode

@@ -47,7 +47,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from streamtensor import __version__
+from streamtensor._version import __version__
 from streamtensor.analysis.memory import FIFO_DEFAULT_DEPTH, onchip_buffers
 from streamtensor.analysis.resources import allocate
 from streamtensor.analysis.timing_model import kernel_timing, node_process

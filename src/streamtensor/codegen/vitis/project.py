@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from streamtensor import __version__
+from streamtensor._version import __version__
 from streamtensor.codegen.vitis.hbm import (
     KERNEL_SLR,
     HbmAssignment,

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from streamtensor import __version__
+from streamtensor._version import __version__
 from streamtensor.codegen.vitis.hbm import c_identifier, memory_arguments, plan_hbm
 from streamtensor.codegen.vitis.hls_cpp import generate_hls
 from streamtensor.codegen.vitis.project import (
