@@ -41,6 +41,7 @@ from streamtensor.analysis.timing_sim import minimal_depths, simulate
 from streamtensor.cli import main
 from streamtensor.errors import OptionError
 from streamtensor.ir.affine import parse_affine_map
+from streamtensor.ir.converter_buffer import infer_converter_buffer
 from streamtensor.ir.dataflow import (
     ChunkNode,
     ConverterNode,
@@ -54,7 +55,6 @@ from streamtensor.ir.dataflow import (
 )
 from streamtensor.ir.itensor import parse_itensor_type
 from streamtensor.ir.linalg import GenericOp, Graph, ScalarBody, ScalarOp
-from streamtensor.transforms.converter_buffer import infer_converter_buffer
 from streamtensor.transforms.fusion import apply_fusion
 
 FAMILIES = ["gpt2", "llama", "qwen2", "gemma"]

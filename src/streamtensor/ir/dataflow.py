@@ -26,10 +26,10 @@ import numpy as np
 
 from streamtensor.errors import VerificationError
 from streamtensor.ir.affine import AffineConst, AffineDim, AffineMap
+from streamtensor.ir.converter_buffer import ConverterBuffer, infer_converter_buffer
 from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.layout import chunk_error, concat_sources, reassociation_error
 from streamtensor.ir.linalg import GenericOp, ReshapeOp, SliceOp, Value
-from streamtensor.transforms.converter_buffer import ConverterBuffer, infer_converter_buffer
 
 
 @dataclass

@@ -110,13 +110,13 @@ from streamtensor.analysis.timing_model import (
     kernel_timing,
 )
 from streamtensor.errors import OptionError
-from streamtensor.interp.linalg_interpreter import eval_body
+from streamtensor.ir.converter_buffer import infer_converter_buffer
 from streamtensor.ir.dataflow import LoopTiling, kernel_operand_type, pending_tiles, reads_init
 from streamtensor.ir.dtypes import DTYPE_BITS
 from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.layout import chunk_type, concat_regions, reassociate_type, reassociation_error
 from streamtensor.ir.linalg import ConcatOp, EmptyOp, GenericOp, Graph, Op, ReshapeOp, SliceOp
-from streamtensor.transforms.converter_buffer import infer_converter_buffer
+from streamtensor.ir.scalar_eval import eval_body
 
 
 @dataclass(frozen=True)
