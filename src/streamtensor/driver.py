@@ -39,7 +39,7 @@ from streamtensor.transforms.split_slices import split_sliced_results
 from streamtensor.transforms.tiling import Tiling, TilingOptions, tile_graph
 
 if TYPE_CHECKING:
-    from streamtensor.codegen.vitis.simulate import SimulationReport
+    from streamtensor.verify.simulate import SimulationReport
 
 
 @dataclass(frozen=True)
@@ -153,16 +153,16 @@ class Design:
 
     def simulate(self, *args: torch.Tensor | np.ndarray, runs: int = 1) -> SimulationReport:
         """The generated HLS C++ in the bounded, threaded C simulation on ``args`` (built once per source hash,
-        see ``codegen.vitis.simulate``): outputs, per-stream high-water marks, and the max error of every output
+        see ``verify.simulate``): outputs, per-stream high-water marks, and the max error of every output
         against PyTorch eager. ``report.ok`` is False on a deadlock or a mismatch."""
-        from streamtensor.codegen.vitis.simulate import simulate_design
+        from streamtensor.verify.simulate import simulate_design
 
         return simulate_design(self, args, runs)
 
     def write_project(self, outdir: str | Path, *args: torch.Tensor) -> Path:
         """The Vitis project of the design in ``outdir``, with ``args`` and PyTorch eager's outputs for them as
-        the check data of ``streamtensor verify`` (``codegen.vitis.simulate.write_design_project``)."""
-        from streamtensor.codegen.vitis.simulate import write_design_project
+        the check data of ``streamtensor verify`` (``verify.simulate.write_design_project``)."""
+        from streamtensor.verify.simulate import write_design_project
 
         return write_design_project(self, outdir, args).root
 

@@ -1,7 +1,7 @@
 """Backend-neutral host interface to a generated kernel: the same program drives the simulation and a board.
 
 The model is XRT's: every external-memory argument has a host buffer and a device buffer. ``write`` packs an
-array into the host buffer (``streamtensor.codegen.vitis.packing``), ``sync(name, "to_device")`` copies it to the
+array into the host buffer (``streamtensor.packing``), ``sync(name, "to_device")`` copies it to the
 device, ``run`` executes the kernel once on the device buffers, ``sync(name, "from_device")`` copies results
 back, and ``read`` unpacks the host buffer. Forgetting a sync therefore fails the same way on every backend.
 
@@ -20,9 +20,8 @@ from typing import Literal
 
 import numpy as np
 
-from streamtensor.codegen.vitis.hbm import MemoryArgument
-from streamtensor.codegen.vitis.project import KernelInterface, load_kernel_interface
 from streamtensor.errors import OptionError, StreamTensorError
+from streamtensor.kernel_interface import KernelInterface, MemoryArgument, load_kernel_interface
 
 SyncDirection = Literal["to_device", "from_device"]
 

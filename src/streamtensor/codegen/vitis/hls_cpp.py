@@ -9,7 +9,7 @@ few tokens shallower than the model's minimum. Two files per accelerator (a fuse
 ``KERNEL_tokens.h``
     One ``struct tok_<dtype>x<N> { T data[N]; }`` per token shape: a tile in row-major order (reassociations
     keep the flat order, so a token struct is shared by every stream with the same dtype and element count),
-    and the helpers the processes use: tile <-> packed 512-bit words (``codegen.vitis.packing``) and the scalar
+    and the helpers the processes use: tile <-> packed 512-bit words (``streamtensor.packing``) and the scalar
     ops without a C++ operator.
 ``KERNEL.cpp``
     One ``static void`` function per node, named after it:
@@ -47,7 +47,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from streamtensor._version import __version__
+from streamtensor._version import GENERATOR
 from streamtensor.analysis.memory import FIFO_DEFAULT_DEPTH, onchip_buffers
 from streamtensor.analysis.resources import allocate
 from streamtensor.analysis.timing_model import kernel_timing, node_process
@@ -71,8 +71,6 @@ from streamtensor.ir.dataflow import (
 from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.layout import concat_regions
 from streamtensor.ir.linalg import ScalarOp
-
-GENERATOR = f"streamtensor {__version__}"
 
 C_TYPES: dict[str, str] = {"f64": "double", "f32": "float", "i64": "int64_t", "index": "int64_t", "i32": "int32_t",
                            "i16": "int16_t", "i8": "int8_t", "i1": "bool"}
@@ -180,7 +178,7 @@ class InFlightWrites {
 """
 
 _TILE_HELPERS = """\
-// Tiles <-> words of the packed external-memory layout (streamtensor.codegen.vitis.packing): element j of a
+// Tiles <-> words of the packed external-memory layout (streamtensor.packing): element j of a
 // tile of b-bit elements occupies tile bits [j*b, (j+1)*b), tile bit k is bit k % 512 of word k / 512, words
 // are little-endian byte arrays, and every tile is padded with zero bits to whole words.
 template <typename T>

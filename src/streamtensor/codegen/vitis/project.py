@@ -18,7 +18,7 @@ lives in this module, so a Vitis release that changes them is one edit here. Lay
 
 The top function the kernel C++ must define is ``extern "C" void KERNEL(streamtensor::word512* ARG, ...)``
 with one pointer per external-memory argument in ``plan.arguments`` order (argument ``i`` on m_axi bundle
-``gmem<i>``), each pointing at the argument's packed layout (``streamtensor.codegen.vitis.packing``).
+``gmem<i>``), each pointing at the argument's packed layout (``streamtensor.packing``).
 """
 
 from __future__ import annotations
@@ -33,21 +33,21 @@ from typing import Any
 
 import numpy as np
 
-from streamtensor._version import __version__
-from streamtensor.codegen.vitis.hbm import (
-    KERNEL_SLR,
-    HbmAssignment,
-    HbmPlan,
-    MemoryArgument,
-    ViewStep,
-    c_identifier,
-    memory_arguments,
-    plan_hbm,
-)
-from streamtensor.codegen.vitis.packing import WORD_BITS, PackedLayout
+from streamtensor._version import GENERATOR
+from streamtensor.codegen.vitis.hbm import KERNEL_SLR, c_identifier, link_cfg, memory_arguments, plan_hbm
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph
-from streamtensor.ir.itensor import parse_itensor_type
+from streamtensor.kernel_interface import (
+    INTERFACE_FILE,
+    PARAMS_DIR,
+    SIM_EXECUTABLE,
+    HbmAssignment,
+    HbmPlan,
+    KernelInterface,
+    layout_json,
+    view_json,
+)
+from streamtensor.packing import WORD_BITS
 
 PART = "xcu55c-fsvh2892-2L-e"
 PLATFORM = "xilinx_u55c_gen3x16_xdma_3_202210_1"
@@ -57,114 +57,8 @@ LINK_TARGET = "hw"  # the Makefile's default TARGET (hw_emu and sw_emu also work
 
 INCLUDE_DIR = Path(__file__).resolve().parent / "include"
 SHIPPED_HEADERS = ("hls_stream.h", "hls_dataflow_sim.h")
-SIM_EXECUTABLE = "build/csim/block_sim"
 HOST_EXECUTABLE = "build/host/block_host"
-INTERFACE_FILE = "kernel.json"
-PARAMS_DIR = "params"
 MANIFEST_FILE = f"{PARAMS_DIR}/manifest.json"
-
-GENERATOR = f"streamtensor {__version__}"
-
-
-# --- the interface file (kernel.json) ---------------------------------------------------------------------
-
-
-def view_json(view: tuple[ViewStep, ...]) -> list[dict[str, Any]]:
-    return [{"shape": list(v.shape), "slice": None if v.slice is None else [list(d) for d in v.slice]} for v in view]
-
-
-def _view_from_json(data: list[dict[str, Any]]) -> tuple[ViewStep, ...]:
-    return tuple(
-        ViewStep(tuple(v["shape"]), None if v["slice"] is None else tuple(tuple(d) for d in v["slice"]))
-        for v in data
-    )
-
-
-def layout_json(layout: PackedLayout) -> dict[str, Any]:
-    """The packed layout of an argument as recorded in kernel.json and the parameter manifest."""
-    t = layout.itype
-    return {
-        "itensor": str(t),
-        "element_shape": list(t.element_shape),
-        "trip_counts": list(t.trip_counts),
-        "steps": list(t.steps),
-        "iter_map": str(t.iter_map),
-        "words_per_tile": layout.words_per_tile,
-        "num_tiles": layout.num_tiles,
-        "word_strides": list(layout.word_strides),
-        "padding_bytes": layout.padding_bytes,
-        "total_bytes": layout.total_bytes,
-    }
-
-
-@dataclass(frozen=True)
-class KernelInterface:
-    """What a runtime needs from a project: the arguments with their layouts and banks, and the executables."""
-
-    plan: HbmPlan
-    clock_mhz: int
-    sim_executable: str  # relative to the project
-    xclbin: str  # relative to the project
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "generator": GENERATOR,
-            "kernel": self.plan.kernel_name,
-            "compute_unit": self.plan.compute_unit,
-            "clock_mhz": self.clock_mhz,
-            "word_bits": WORD_BITS,
-            "sim_executable": self.sim_executable,
-            "xclbin": self.xclbin,
-            "arguments": [
-                {
-                    "index": i,
-                    "name": a.argument.name,
-                    "arg": a.argument.arg,
-                    "dma": a.argument.dma,
-                    "direction": a.argument.direction,
-                    "role": a.argument.role,
-                    "tensor_shape": list(a.argument.tensor_shape),
-                    "view": view_json(a.argument.view),
-                    "bank": a.bank,
-                    "channels": list(a.channels),
-                    "layout": layout_json(a.argument.layout),
-                }
-                for i, a in enumerate(self.plan.assignments)
-            ],
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> KernelInterface:
-        assignments = tuple(
-            HbmAssignment(
-                MemoryArgument(
-                    name=a["name"],
-                    arg=a["arg"],
-                    dma=a["dma"],
-                    direction=a["direction"],
-                    role=a["role"],
-                    itype=parse_itensor_type(a["layout"]["itensor"]),
-                    tensor_shape=tuple(a["tensor_shape"]),
-                    view=_view_from_json(a["view"]),
-                ),
-                a["channels"][0],
-                a["channels"][-1],
-            )
-            for a in data["arguments"]
-        )
-        return cls(HbmPlan(data["kernel"], assignments), data["clock_mhz"], data["sim_executable"], data["xclbin"])
-
-
-def load_kernel_interface(project_dir: str | Path) -> KernelInterface:
-    path = Path(project_dir) / INTERFACE_FILE
-    if not path.is_file():
-        raise StreamTensorError(f"{path} not found: not a streamtensor Vitis project (see write_project)")
-    return KernelInterface.from_json(json.loads(path.read_text()))
-
-
-def simulation_build_command(project_dir: str | Path) -> list[str]:
-    """Builds the project's simulation executable (the Makefile's rule for it)."""
-    return ["make", "-C", str(project_dir), SIM_EXECUTABLE]
 
 
 # --- packed parameters ------------------------------------------------------------------------------------
@@ -295,7 +189,7 @@ def _kernel_header(kernel: str, plan: HbmPlan) -> str:
 
 namespace streamtensor {{
 
-// One 512-bit HBM word of the packed layout (streamtensor.codegen.vitis.packing): word bit i is bit i % 8 of
+// One 512-bit HBM word of the packed layout (streamtensor.packing): word bit i is bit i % 8 of
 // bytes[i / 8]; element j of a tile of b-bit elements occupies tile bits [j*b, (j+1)*b), tiles are padded to
 // whole words.
 struct word512 {{
@@ -624,7 +518,7 @@ simulation append one JSON line per stream with its depth and high-water mark. F
 
 ## External-memory arguments
 
-Each argument is stored in the packed layout of `streamtensor.codegen.vitis.packing`: its unique tiles in
+Each argument is stored in the packed layout of `streamtensor.packing`: its unique tiles in
 stream order without repeat loops, each tile row-major and padded with zeros to whole 512-bit words.
 
 | # | argument | tensor | direction | role | HBM bank | bytes | padding bytes |
@@ -686,7 +580,7 @@ def write_project(
         "Makefile": _makefile(kernel_name, names, clock_mhz),
         "README.md": _readme(kernel_name, plan, names, clock_mhz),
         "hls_config.cfg": _hls_config(kernel_name, names, clock_mhz),
-        "link.cfg": plan.link_cfg(),
+        "link.cfg": link_cfg(plan),
         INTERFACE_FILE: json.dumps(interface.to_json(), indent=2) + "\n",
         f"src/{kernel_name}.h": _kernel_header(kernel_name, plan),
         "tb/block_sim.cpp": _testbench(kernel_name, plan),
