@@ -12,7 +12,9 @@ from functools import cache
 import numpy as np
 import pytest
 from conftest import tiny_block
+from fifo_depth_oracle import minimal_depths
 from linalg_builders import build, empty, exp_matmul_graph, fill, graph, matmul_graph, nodes_of, unary, value
+from paper_figures import PAPER_FUSED_TO_UNFUSED
 from process_networks import bursty_fork, late_reader
 from test_fifo_lp import chain, diamond, fork3, mismatched, random_network, reductions
 
@@ -25,7 +27,6 @@ from streamtensor.analysis.fifo_lp import (
     size_fifos_lp,
     trim_fifos,
 )
-from streamtensor.analysis.memory import PAPER_FUSED_TO_UNFUSED
 from streamtensor.analysis.process_network import ProcessNetwork
 from streamtensor.analysis.timing_model import (
     CONVERTER_DEPTH,
@@ -37,7 +38,7 @@ from streamtensor.analysis.timing_model import (
     node_process,
     node_timings,
 )
-from streamtensor.analysis.timing_sim import minimal_depths, simulate
+from streamtensor.analysis.timing_sim import simulate
 from streamtensor.cli import main
 from streamtensor.errors import OptionError
 from streamtensor.ir.affine import parse_affine_map

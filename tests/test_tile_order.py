@@ -10,9 +10,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from linalg_builders import build, check_exec, empty, exp_matmul_graph, fill, graph, matmul, nodes_of, unary, value
+from paper_figures import PAPER_FUSED_TO_UNFUSED as PAPER_RATIO
 
 from streamtensor import compile_llm_block
-from streamtensor.analysis.memory import PAPER_FUSED_TO_UNFUSED as PAPER_RATIO
 from streamtensor.analysis.memory import memory_report, onchip_buffers
 from streamtensor.analysis.timing_model import kernel_timing
 from streamtensor.interp.stream_exec import run_streams
