@@ -180,22 +180,3 @@ class Runtime(ABC):
 
     @abstractmethod
     def _read(self, arg: MemoryArgument) -> bytes: ...
-
-
-def open_runtime(project_dir: str | Path, backend: str = "sim") -> Runtime:
-    """A loaded runtime for a project: ``"sim"`` (bounded threaded C simulation, needs g++ and make) or
-    ``"xrt"`` (a board, needs XRT's pyxrt)."""
-    # Imported here: the backends import this module, and pyxrt must only be touched when chosen.
-    runtime: Runtime
-    if backend == "sim":
-        from streamtensor.runtime.simulation import SimulationBackend
-
-        runtime = SimulationBackend()
-    elif backend == "xrt":
-        from streamtensor.runtime.xrt import XrtBackend
-
-        runtime = XrtBackend()
-    else:
-        raise OptionError(f"unknown runtime backend {backend!r}; expected 'sim' or 'xrt'")
-    runtime.load(project_dir)
-    return runtime
