@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from streamtensor import __version__
+from streamtensor.codegen.vitis.build_files import link_cfg
 from streamtensor.codegen.vitis.hbm import (
     HBM_CHANNEL_BYTES,
     HBM_CHANNELS,
@@ -11,7 +12,6 @@ from streamtensor.codegen.vitis.hbm import (
     HbmPlanError,
     c_identifier,
     interfaces_per_channel,
-    link_cfg,
     memory_arguments,
     plan_hbm,
 )

@@ -23,7 +23,7 @@ from streamtensor.analysis.timing_model import build_process_network
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.cli import main
 from streamtensor.codegen.vitis.hbm import MAX_INTERFACES_PER_BANK, memory_arguments, plan_hbm
-from streamtensor.codegen.vitis.hls_cpp import generate_hls
+from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.frontend.mlir_import import SUPPORTED_SCALAR_OPS
 from streamtensor.interp.linalg_interpreter import run_graph
 from streamtensor.interp.stream_exec import run_streams

@@ -25,7 +25,7 @@ from streamtensor.analysis.resources import U55C, lane_cost
 from streamtensor.analysis.timing_model import build_process_network, kernel_timing, node_timings
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
-from streamtensor.codegen.vitis.hls_cpp import generate_hls
+from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.errors import OptionError
 from streamtensor.ir.affine import AffineMap
 from streamtensor.ir.dataflow import DmaNode, KernelNode, print_dataflow

@@ -13,11 +13,9 @@ import pytest
 
 from streamtensor import __version__
 from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
-from streamtensor.codegen.vitis.project import (
-    INCLUDE_DIR,
-    write_packed_parameters,
-    write_project,
-)
+from streamtensor.codegen.vitis.package_data import INCLUDE_DIR
+from streamtensor.codegen.vitis.parameters import write_packed_parameters
+from streamtensor.codegen.vitis.project import write_project
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode, Node, Stream
 from streamtensor.ir.itensor import parse_itensor_type

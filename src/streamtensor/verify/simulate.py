@@ -2,7 +2,7 @@
 a build cache, ``streamtensor verify OUTDIR`` and ``Design.simulate``.
 
 ``write_design_project(design, outdir, args)`` writes the Vitis project of the design (``codegen.vitis.project``:
-sources from ``codegen.vitis.hls_cpp``, Makefile, link.cfg, ...) into ``outdir`` and adds what ``verify`` needs::
+sources from ``codegen.vitis.hls``, Makefile, link.cfg, ...) into ``outdir`` and adds what ``verify`` needs::
 
     params/<arg>.bin     every tensor the kernel reads, packed: weights, constants and the example inputs
                          (so ``make csim`` and ``verify`` need no Python model)
@@ -41,7 +41,7 @@ import torch
 
 from streamtensor._version import GENERATOR
 from streamtensor.codegen.vitis.hbm import c_identifier, memory_arguments, plan_hbm
-from streamtensor.codegen.vitis.hls_cpp import generate_hls
+from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.codegen.vitis.project import VitisProject, write_project
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph
