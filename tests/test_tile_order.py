@@ -19,7 +19,9 @@ from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.affine import parse_affine_map
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, KernelNode, pending_tiles
 from streamtensor.ir.linalg import GenericOp, Graph, ReshapeOp, ScalarBody, ScalarOp, TensorType, Value
-from streamtensor.transforms.tiling import TileOrderSearch, kernel_ops, tile_graph
+from streamtensor.transforms.tiling import tile_graph
+from streamtensor.transforms.tiling.liveness import kernel_ops
+from streamtensor.transforms.tiling.tile_order import TileOrderSearch
 
 
 def _buffers(dfg: DataflowGraph) -> dict[str, int]:

@@ -31,14 +31,11 @@ from streamtensor.ir.affine import AffineMap
 from streamtensor.ir.dataflow import DmaNode, KernelNode, print_dataflow
 from streamtensor.ir.linalg import Graph
 from streamtensor.transforms.build_dataflow import build_dataflow
-from streamtensor.transforms.tiling import (
-    DATAPATH_SHARE,
-    TilingOptions,
-    initial_tiling,
-    kernel_ops,
-    tile_graph,
-    tile_size,
-)
+from streamtensor.transforms.tiling import tile_graph
+from streamtensor.transforms.tiling.liveness import kernel_ops
+from streamtensor.transforms.tiling.plan import TilingOptions
+from streamtensor.transforms.tiling.tile_sizes import initial_tiling, tile_size
+from streamtensor.transforms.tiling.unroll import DATAPATH_SHARE
 
 
 def test_tile_size_is_the_largest_divisor_up_to_the_default() -> None:

@@ -36,7 +36,8 @@ from streamtensor.transforms.fusion import apply_fusion
 from streamtensor.transforms.replay import replay_forked_accumulators
 from streamtensor.transforms.sink_casts import sink_widening_casts
 from streamtensor.transforms.split_slices import split_sliced_results
-from streamtensor.transforms.tiling import Tiling, TilingOptions, tile_graph
+from streamtensor.transforms.tiling import tile_graph
+from streamtensor.transforms.tiling.plan import Tiling, TilingOptions
 
 if TYPE_CHECKING:
     from streamtensor.verify.simulate import SimulationReport

@@ -39,7 +39,7 @@ from dataclasses import replace
 from streamtensor.ir import linalg
 from streamtensor.ir.affine import AffineDim, AffineMap
 from streamtensor.ir.linalg import EmptyOp, GenericOp, Graph, Op, ScalarBody, TensorType, Value
-from streamtensor.transforms.tiling import external_operands
+from streamtensor.transforms.tiling.edges import external_operands
 
 # Ops whose cores cost several multipliers (resources._OP_COST): not recomputed per point of a contraction.
 _CHEAP_MATH = {"math.absf"}
