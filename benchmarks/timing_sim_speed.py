@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamtensor.analysis.fifo_lp import size_fifos_lp
+from streamtensor.analysis.fifo_search import size_fifos_lp
 from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream
 from streamtensor.analysis.timing_sim import simulate
 

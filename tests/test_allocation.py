@@ -20,13 +20,8 @@ from test_fifo_lp import chain, diamond, fork3, mismatched, random_network, redu
 
 from streamtensor import compile_llm_block
 from streamtensor.analysis.allocation import allocate_resources, size_fifos
-from streamtensor.analysis.fifo_lp import (
-    forwarders_eager,
-    is_forwarder,
-    latest_firing_times,
-    size_fifos_lp,
-    trim_fifos,
-)
+from streamtensor.analysis.fifo_schedules import forwarders_eager, is_forwarder, latest_firing_times
+from streamtensor.analysis.fifo_search import size_fifos_lp, trim_fifos
 from streamtensor.analysis.process_network import ProcessNetwork
 from streamtensor.analysis.timing_model import (
     CONVERTER_DEPTH,

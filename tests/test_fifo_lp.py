@@ -8,7 +8,8 @@ import pytest
 from fifo_depth_oracle import minimal_depths
 from process_networks import paper_network, seq
 
-from streamtensor.analysis.fifo_lp import FifoSizing, paper_max_tokens, size_fifos_lp
+from streamtensor.analysis.fifo_lp import FifoSizing, paper_max_tokens
+from streamtensor.analysis.fifo_search import size_fifos_lp
 from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream, even_firings
 from streamtensor.analysis.timing_sim import simulate
 
