@@ -51,7 +51,7 @@ def _is_expensive(name: str) -> bool:
 
 
 def _fusable_producer(op: GenericOp, external: set[int]) -> bool:
-    """``external``: the inputs of ``op`` read from external memory (``tiling.external_operands``)."""
+    """``external``: the inputs of ``op`` read from external memory (``tiling.edges.external_operands``)."""
     if len(op.results) != 1 or len(op.inits) != 1 or op.reduction_dims:
         return False
     init_arg = op.body.args[len(op.inputs)][0]
