@@ -12,20 +12,16 @@ from functools import cache
 import numpy as np
 import pytest
 from conftest import tiny_block
+from fifo_depth_oracle import minimal_depths
 from linalg_builders import build, empty, exp_matmul_graph, fill, graph, matmul_graph, nodes_of, unary, value
+from paper_figures import PAPER_FUSED_TO_UNFUSED
 from process_networks import bursty_fork, late_reader
 from test_fifo_lp import chain, diamond, fork3, mismatched, random_network, reductions
 
 from streamtensor import compile_llm_block
 from streamtensor.analysis.allocation import allocate_resources, size_fifos
-from streamtensor.analysis.fifo_lp import (
-    forwarders_eager,
-    is_forwarder,
-    latest_firing_times,
-    size_fifos_lp,
-    trim_fifos,
-)
-from streamtensor.analysis.memory import PAPER_FUSED_TO_UNFUSED
+from streamtensor.analysis.fifo_schedules import forwarders_eager, is_forwarder, latest_firing_times
+from streamtensor.analysis.fifo_search import size_fifos_lp, trim_fifos
 from streamtensor.analysis.process_network import ProcessNetwork
 from streamtensor.analysis.timing_model import (
     CONVERTER_DEPTH,
@@ -37,10 +33,11 @@ from streamtensor.analysis.timing_model import (
     node_process,
     node_timings,
 )
-from streamtensor.analysis.timing_sim import minimal_depths, simulate
+from streamtensor.analysis.timing_sim import simulate
 from streamtensor.cli import main
 from streamtensor.errors import OptionError
 from streamtensor.ir.affine import parse_affine_map
+from streamtensor.ir.converter_buffer import infer_converter_buffer
 from streamtensor.ir.dataflow import (
     ChunkNode,
     ConverterNode,
@@ -54,7 +51,6 @@ from streamtensor.ir.dataflow import (
 )
 from streamtensor.ir.itensor import parse_itensor_type
 from streamtensor.ir.linalg import GenericOp, Graph, ScalarBody, ScalarOp
-from streamtensor.transforms.converter_buffer import infer_converter_buffer
 from streamtensor.transforms.fusion import apply_fusion
 
 FAMILIES = ["gpt2", "llama", "qwen2", "gemma"]
@@ -253,13 +249,12 @@ def test_demand_schedule_is_safe_and_never_worse_than_free(build_net) -> None:  
     baseline = simulate(net, {}).makespan_cycles
     assert baseline is not None
     md = minimal_depths(net)
-    free = size_fifos_lp(net, "normal")
     for strategy in ("normal", "conservative"):
         demand = size_fifos_lp(net, strategy, schedule="demand")
         res = simulate(net, demand.depths)
         assert not res.deadlock and res.makespan_cycles is not None
         assert res.makespan_cycles <= demand.predicted_latency
-        assert demand.total_bits <= free.total_bits
+        assert demand.total_bits <= size_fifos_lp(net, strategy).total_bits  # the same strategy, free schedule
     demand = size_fifos_lp(net, "normal", schedule="demand")
     assert demand.predicted_latency <= baseline and demand.total_bits <= 1.1 * md.total_bits
 
@@ -421,7 +416,9 @@ def test_families_lp_depths_against_the_simulator(family: str, mode: str) -> Non
     md = minimal_depths(group.network, 120.0)
     assert md.complete
     assert normal.fifo_total_bits <= 1.25 * md.total_bits
-    assert conservative.fifo_total_bits <= normal.fifo_total_bits
+    # Conservative comes back as solved, under its own name: on the tiny blocks it needs 0.3% (llama decode) to
+    # 30% (GPT-2 prefill) more FIFO bits than Normal (measured).
+    assert conservative.strategy == "conservative"
     (cgroup,) = conservative.groups
     csim = simulate(cgroup.network, cgroup.sizing.depths)
     assert not csim.deadlock and csim.makespan_cycles is not None
@@ -481,7 +478,8 @@ def test_conservative_option_and_errors(tmp_path) -> None:  # noqa: ANN001 - pyt
     design, _ = compile_llm_block("gemma", mode="decode", size="tiny", fifo_strategy="conservative")
     assert design.report["fifo_lp"]["strategy"] == "conservative"
     normal = _compiled("gemma", "decode")
-    assert design.report["fifo_total_bits"] <= sum(s.type.token_bits * (s.depth or 0) for s in normal.streams.values())
+    # Conservative's own depths, not Normal's relabelled: on this block they hold a few more bits.
+    assert design.report["fifo_total_bits"] > sum(s.type.token_bits * (s.depth or 0) for s in normal.streams.values())
     with pytest.raises(OptionError, match="fifo-strategy"):
         compile_llm_block("gemma", mode="decode", size="tiny", fifo_strategy="aggressive")
     with pytest.raises(SystemExit):
@@ -514,7 +512,8 @@ def test_paper_size_families(family: str, mode: str) -> None:
     design, _ = compile_llm_block(family, mode=mode, size="paper")
     assert design.dataflow is not None
     normal, conservative = size_fifos(design.dataflow, "normal"), size_fifos(design.dataflow, "conservative")
-    assert conservative.fifo_total_bits <= normal.fifo_total_bits
+    (cgroup,) = conservative.groups  # Conservative as solved: safe, whatever its bits against Normal's
+    assert not simulate(cgroup.network, cgroup.sizing.depths).deadlock
     (group,) = normal.groups
     net: ProcessNetwork = group.network
     sim = simulate(net, group.sizing.depths)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from process_networks import paper_network, seq
+from fifo_depth_oracle import minimal_depths
+from process_networks import late_reader, paper_network, seq
 
-from streamtensor.analysis.fifo_lp import FifoSizing, paper_max_tokens, size_fifos_lp
+from streamtensor.analysis.fifo_lp import FifoSizing, paper_max_tokens
+from streamtensor.analysis.fifo_search import size_fifos_lp
 from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream, even_firings
-from streamtensor.analysis.timing_sim import minimal_depths, simulate
+from streamtensor.analysis.timing_sim import simulate
 
 
 def proc(name: str, ii: int, depth: int, nf: int, reads: dict | None = None, writes: dict | None = None) -> Process:
@@ -188,8 +190,10 @@ def test_lp_depths_keep_the_makespan_near_the_simulated_minimum(build) -> None:
     conservative = size_fifos_lp(net, "conservative")
     for sizing in (normal, conservative):
         assert check_safe(net, sizing) <= 1.01 * baseline
-        assert sizing.total_bits <= 1.25 * md.total_bits
-    assert conservative.total_bits <= normal.total_bits
+    assert normal.total_bits <= 1.25 * md.total_bits
+    # Conservative paces every process over the slowest one's latency: on fork3 the late branch then holds 39
+    # tokens (2.5x the minimum's bits), elsewhere it needs what Normal needs. Both come back as solved.
+    assert conservative.total_bits == (2.5 * md.total_bits if build is fork3 else normal.total_bits)
 
 
 def test_known_depths_of_bursty_networks() -> None:
@@ -218,13 +222,24 @@ def test_source_faster_case_normal_vs_conservative() -> None:
     )
     assert normal.depths["a"] == eq1 == 192
     conservative = size_fifos_lp(net, "conservative")
-    assert not conservative.fell_back_to_normal
     assert conservative.depths["a"] <= 2 and conservative.depths["b"] == 1
     md = minimal_depths(net)
     baseline = simulate(net, {}).makespan_cycles
     assert baseline is not None
     assert check_safe(net, conservative) <= 1.01 * baseline
     assert conservative.total_bits <= 1.5 * md.total_bits < normal.total_bits / 50
+
+
+def test_conservative_is_returned_as_solved_even_when_normal_is_smaller() -> None:
+    # On the late reader, the demand-paced Conservative profile holds more than Normal's: what comes back is
+    # Conservative's own sizing under its own name, never Normal's relabelled.
+    net = late_reader()
+    normal = size_fifos_lp(net, "normal", schedule="demand")
+    conservative = size_fifos_lp(net, "conservative", schedule="demand")
+    assert conservative.strategy == "conservative" and normal.strategy == "normal"
+    assert conservative.total_bits > normal.total_bits
+    assert conservative.depths != normal.depths
+    assert not simulate(net, conservative.depths).deadlock
 
 
 # --- Eq. 1 / Eq. 2 --------------------------------------------------------------------------------------------
@@ -264,7 +279,6 @@ def test_random_networks_are_safe(seed: int) -> None:
     assert baseline is not None
     assert check_safe(net, normal) <= baseline  # normal's profiles are the unbounded schedule itself
     check_safe(net, conservative)
-    assert conservative.total_bits <= normal.total_bits
     assert normal.predicted_latency <= baseline
 
 

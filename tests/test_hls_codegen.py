@@ -23,14 +23,14 @@ from streamtensor.analysis.timing_model import build_process_network
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.cli import main
 from streamtensor.codegen.vitis.hbm import MAX_INTERFACES_PER_BANK, memory_arguments, plan_hbm
-from streamtensor.codegen.vitis.hls_cpp import generate_hls
-from streamtensor.codegen.vitis.simulate import build_key, build_simulation, simulate_graph, verify_project
+from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.frontend.mlir_import import SUPPORTED_SCALAR_OPS
 from streamtensor.interp.linalg_interpreter import run_graph
 from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.affine import AffineMap, parse_affine_map
 from streamtensor.ir.dataflow import ConverterNode, ForkNode, KernelNode
 from streamtensor.ir.linalg import EmptyOp, GenericOp, Graph, ScalarBody, ScalarOp, TensorType, Value
+from streamtensor.verify.simulate import build_key, build_simulation, simulate_graph, verify_project
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None or shutil.which("make") is None,
                                 reason="the C simulation needs g++ and make")
@@ -338,6 +338,26 @@ def test_design_simulate_on_new_inputs_and_build_cache(verified, tmp_path: Path)
     source = edited / "src" / "qwen2_decode_tokens.h"
     source.write_text(source.read_text() + "// edited\n")
     assert build_key(edited) != first.build.key
+
+
+def test_simulate_or_verify_without_a_reference_is_not_a_pass(verified, tmp_path: Path,  # noqa: ANN001
+                                                              capsys: pytest.CaptureFixture) -> None:
+    design, out, _ = verified("qwen2", "decode")
+    _, block = tiny_block("qwen2", "decode")
+    unreferenced = copy.copy(design)
+    unreferenced.module = None  # no PyTorch module: nothing to compare the outputs with
+    report = unreferenced.simulate(*block.example_inputs(0))
+    assert report.failure is None and report.build.cached and report.outputs
+    assert not report.ok and report.checks == []
+    text = report.describe()
+    assert text.splitlines()[-1].startswith("NO REFERENCE: ") and "PASS" not in text
+    # A project without its check data is not verified either: one line saying so, exit status 2.
+    bare = shutil.copytree(out, tmp_path / "bare")
+    shutil.rmtree(bare / "check")
+    assert main(["verify", str(bare)]) == 2
+    captured = capsys.readouterr()
+    assert "PASS" not in captured.out
+    assert captured.err.startswith(f"streamtensor: error: {bare} has no reference to verify against")
 
 
 def test_cli_compile_then_verify(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

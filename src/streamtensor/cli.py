@@ -1,12 +1,16 @@
-"""Command line: a thin layer over the Python API. Errors print as one line and exit with status 2."""
+"""Command line: a thin layer over the Python API. Errors print as one line and exit with status 2 (``--debug``
+also prints the traceback)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
+from pathlib import Path
 
 from streamtensor.driver import CompileOptions, compile_llm_block
-from streamtensor.errors import StreamTensorError
+from streamtensor.errors import OptionError, StreamTensorError
+from streamtensor.passes import PASSES, parse_ir, print_ir, run_passes
 
 _DEFAULTS = CompileOptions()  # the CLI's defaults are the API's
 _TILING = _DEFAULTS.tiling
@@ -70,13 +74,30 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--fifo-latency-slack", type=float, default=_DEFAULTS.fifo_latency_slack,
                       help="fraction of the unbounded-FIFO makespan the FIFO LP may give up for smaller FIFOs "
                            "(default 0: keep it)")
+    comp.add_argument("--max-fifo-depth", type=int, default=_DEFAULTS.max_fifo_depth,
+                      help="every FIFO holds at most N tokens (0: the LP's depths); the timing simulation checks "
+                           "the result")
+    comp.add_argument("--allow-deadlock", action="store_true",
+                      help="write the design although the compile's timing simulation deadlocks (recorded in the "
+                           "report's overrides; default: an error naming the wait-for cycle)")
+    comp.add_argument("--allow-unfit", action="store_true",
+                      help="write the design although it does not fit the device or no SLR assignment fits the "
+                           "per-die budgets (recorded in the report's overrides; default: an error)")
     comp.add_argument("--stop-after-dataflow", action="store_true",
                       help="write linalg.mlir, dataflow.mlir and report.json after fusion, with unsized FIFOs; no "
                            "FIFO sizing, simulation, resources or Vitis project")
     comp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    comp.add_argument("--debug", action="store_true", help="print the traceback of an error")
     ver = sub.add_parser("verify", help="C-simulate a compiled design (bounded FIFOs) and compare it with PyTorch")
     ver.add_argument("outdir", help="output directory of 'streamtensor compile'")
     ver.add_argument("--runs", type=_positive_int, default=2, help="simulation runs (outputs must be identical)")
+    opt = sub.add_parser("opt", help="parse and verify linalg.mlir or dataflow.mlir, run passes on it, print it")
+    opt.add_argument("file", help="IR text as the compiler writes it (linalg.mlir or dataflow.mlir)")
+    opt.add_argument("--pass", dest="passes", action="append", default=[], choices=list(PASSES), metavar="NAME",
+                     help=f"a pass to run, in the order given (repeatable): {', '.join(PASSES)}")
+    opt.add_argument("-o", "--output", help="output file (default: standard output)")
+    opt.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    ver.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return parser
 
 
@@ -94,7 +115,8 @@ def _compile(args: argparse.Namespace) -> None:
                                       order_search_restarts=args.order_search_restarts,
                                       fifo_strategy=args.fifo_strategy,
                                       fifo_latency_slack=args.fifo_latency_slack,
-                                      size_fifos=not args.stop_after_dataflow)
+                                      max_fifo_depth=args.max_fifo_depth, allow_deadlock=args.allow_deadlock,
+                                      allow_unfit=args.allow_unfit, size_fifos=not args.stop_after_dataflow)
     if design.allocation is not None:  # before save: its stages are reported
         design.write_project(args.output, *block.example_inputs(args.seed))
     out = design.save(args.output)
@@ -120,6 +142,8 @@ def _compile(args: argparse.Namespace) -> None:
               f"({report['fifo_lp']['strategy']}); makespan {sim['makespan_cycles']} cycles "
               f"(unbounded FIFOs: {sim['unbounded_makespan_cycles']}), "
               f"deadlock: {'yes' if sim['deadlock'] else 'no'}; resources fit: {res.get('fits')}")
+        for option, errors in report["overrides"].items():
+            print("\n".join(f"  OVERRIDDEN by --{option.replace('_', '-')}: {e}" for e in errors))
     print("  stages: " + ", ".join(f"{k} {v:.2f}s" for k, v in report["stages"].items()))
     if design.allocation is None:
         print(f"  stopped after the dataflow graph (FIFOs unsized, at the 2-token default): {out}/dataflow.mlir")
@@ -128,11 +152,26 @@ def _compile(args: argparse.Namespace) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from streamtensor.codegen.vitis.simulate import verify_project
+    from streamtensor.verify.simulate import verify_project
 
     report = verify_project(args.outdir, runs=args.runs)
     print(report.describe())
     return 0 if report.ok else 1
+
+
+def _opt(args: argparse.Namespace) -> None:
+    try:
+        text = Path(args.file).read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise OptionError(f"cannot read {args.file}: {getattr(err, 'strerror', None) or err}") from None
+    result = print_ir(run_passes(parse_ir(text, args.file), args.passes))
+    if args.output is None:
+        sys.stdout.write(result)
+        return
+    try:
+        Path(args.output).write_text(result)
+    except OSError as err:
+        raise OptionError(f"cannot write {args.output}: {err.strerror}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,8 +181,17 @@ def main(argv: list[str] | None = None) -> int:
             _compile(args)
         elif args.command == "verify":
             return _verify(args)
-    except StreamTensorError as exc:
-        print(f"streamtensor: error: {exc}", file=sys.stderr)
+        elif args.command == "opt":
+            _opt(args)
+    except Exception as exc:  # one line for the user; the traceback only on request
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        if isinstance(exc, StreamTensorError):
+            print(f"streamtensor: error: {exc}", file=sys.stderr)
+        else:  # outside any compile stage (those raise StageError): a bug
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "(no message)"
+            print(f"streamtensor: error: {args.command} failed: {type(exc).__name__}: {first} -- rerun with "
+                  "--debug for the traceback and report it", file=sys.stderr)
         return 2
     return 0
 

@@ -13,33 +13,41 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 
-from streamtensor import __version__
-from streamtensor.analysis.allocation import AllocationResult, check_latency_slack, check_strategy, run_allocation
+from streamtensor._version import GENERATOR
+from streamtensor.analysis.allocation import (
+    AllocationResult,
+    check_latency_slack,
+    check_max_fifo_depth,
+    check_strategy,
+    run_allocation,
+)
 from streamtensor.analysis.memory import fusion_report, memory_report
-from streamtensor.errors import OptionError, ShapeError
+from streamtensor.errors import OptionError, ShapeError, StageError, StreamTensorError
 from streamtensor.frontend.block import MODES, BlockSpec, DecoderBlock
 from streamtensor.frontend.lowering import torch_to_linalg
 from streamtensor.frontend.mlir_import import import_linalg
 from streamtensor.frontend.models import SIZES, load_model
 from streamtensor.interp.linalg_interpreter import run_graph
 from streamtensor.interp.stream_exec import run_streams
-from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, KernelNode, print_dataflow
-from streamtensor.ir.linalg import Graph, print_graph
+from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, KernelNode
+from streamtensor.ir.linalg import Graph
+from streamtensor.passes import print_ir
 from streamtensor.transforms.build_dataflow import build_dataflow
 from streamtensor.transforms.fuse_into_contractions import fuse_elementwise_into_contractions
 from streamtensor.transforms.fusion import apply_fusion
 from streamtensor.transforms.replay import replay_forked_accumulators
 from streamtensor.transforms.sink_casts import sink_widening_casts
 from streamtensor.transforms.split_slices import split_sliced_results
-from streamtensor.transforms.tiling import Tiling, TilingOptions, tile_graph
+from streamtensor.transforms.tiling import tile_graph
+from streamtensor.transforms.tiling.plan import Tiling, TilingOptions
 
 if TYPE_CHECKING:
-    from streamtensor.codegen.vitis.simulate import SimulationReport
+    from streamtensor.verify.simulate import SimulationReport
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,12 @@ class CompileOptions:
     # False: stop after fusion; the dataflow graph keeps unsized FIFOs (the 2-token hls::stream default) and the
     # design has no allocation (no FIFO sizing, timing simulation, resources or SLR placement).
     size_fifos: bool = True
+    # Every FIFO holds at most this many tokens (0: the LP's depths); the timing simulation checks the result.
+    max_fifo_depth: int = 0
+    # Overrides (analysis.allocation): write the design although its timing simulation deadlocks / it does not
+    # fit the device or its SLRs. What each let through is in report["overrides"].
+    allow_deadlock: bool = False
+    allow_unfit: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -78,13 +92,14 @@ class CompileOptions:
                 raise OptionError(f"bad {name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
         if self.layer < 0:
             raise OptionError(f"bad layer {self.layer}: must be non-negative")
-        for name in ("verbose", "fuse_into_contractions", "size_fifos"):
+        for name in ("verbose", "fuse_into_contractions", "size_fifos", "allow_deadlock", "allow_unfit"):
             if not isinstance(getattr(self, name), bool):
                 raise OptionError(f"bad {name.replace('_', '-')} {getattr(self, name)!r}: must be true or false")
         if not isinstance(self.tiling, TilingOptions):
             raise OptionError(f"bad tiling {self.tiling!r}: expected a TilingOptions")
         check_strategy(self.fifo_strategy)
         check_latency_slack(self.fifo_latency_slack)
+        check_max_fifo_depth(self.max_fifo_depth)
 
     @staticmethod
     def from_kwargs(options: dict[str, Any]) -> CompileOptions:
@@ -123,7 +138,7 @@ class Design:
     @property
     def report(self) -> dict[str, Any]:
         report: dict[str, Any] = {
-            "tool": f"streamtensor {__version__}",
+            "tool": GENERATOR,
             "model": self.model_info.get("model", self.name),
             "mode": self.options.mode,
             "options": asdict(self.options),
@@ -153,26 +168,26 @@ class Design:
 
     def simulate(self, *args: torch.Tensor | np.ndarray, runs: int = 1) -> SimulationReport:
         """The generated HLS C++ in the bounded, threaded C simulation on ``args`` (built once per source hash,
-        see ``codegen.vitis.simulate``): outputs, per-stream high-water marks, and the max error of every output
-        against PyTorch eager. ``report.ok`` is False on a deadlock or a mismatch."""
-        from streamtensor.codegen.vitis.simulate import simulate_design
+        see ``verify.simulate``): outputs, per-stream high-water marks, and the max error of every output
+        against PyTorch eager. ``report.ok`` is False on a deadlock or a mismatch, and for a design without its
+        module (no reference: the report says so instead of PASS)."""
+        from streamtensor.verify.simulate import simulate_design
 
         return simulate_design(self, args, runs)
 
     def write_project(self, outdir: str | Path, *args: torch.Tensor) -> Path:
         """The Vitis project of the design in ``outdir``, with ``args`` and PyTorch eager's outputs for them as
-        the check data of ``streamtensor verify`` (``codegen.vitis.simulate.write_design_project``)."""
-        from streamtensor.codegen.vitis.simulate import write_design_project
+        the check data of ``streamtensor verify`` (``verify.simulate.write_design_project``)."""
+        from streamtensor.verify.simulate import write_design_project
 
-        return write_design_project(self, outdir, args).root
+        return in_stage("codegen", f"design {self.name}", lambda: write_design_project(self, outdir, args)).root
 
     def save(self, outdir: str | Path) -> Path:
         out = Path(outdir)
         out.mkdir(parents=True, exist_ok=True)
-        header = f"// Generated by streamtensor {__version__}\n"
-        (out / "linalg.mlir").write_text(header + print_graph(self.graph))
+        (out / "linalg.mlir").write_text(print_ir(self.graph))
         if self.dataflow is not None:
-            (out / "dataflow.mlir").write_text(header + print_dataflow(self.dataflow))
+            (out / "dataflow.mlir").write_text(print_ir(self.dataflow))
         (out / "report.json").write_text(json.dumps(self.report, indent=2) + "\n")
         return out
 
@@ -221,18 +236,34 @@ def _dataflow_report(dfg: DataflowGraph, tiling: Tiling) -> dict[str, Any]:
     }
 
 
-class Progress:
-    """Stage timing with one line per stage on stderr (when enabled)."""
+T = TypeVar("T")
 
-    def __init__(self, enabled: bool) -> None:
+
+def in_stage(stage: str, construct: str, fn: Callable[[], T]) -> T:
+    """``fn()``, with any exception other than a StreamTensorError (already one line naming the problem) raised
+    as a ``StageError`` naming ``stage`` and the model ``construct`` it was working on."""
+    try:
+        return fn()
+    except StreamTensorError:
+        raise
+    except Exception as exc:
+        raise StageError(stage, construct, exc) from exc
+
+
+class Progress:
+    """Stage timing with one line per stage on stderr (when enabled); ``construct`` names what is compiled (the
+    model, layer or module), for the message of a stage that fails."""
+
+    def __init__(self, enabled: bool, construct: str) -> None:
         self.enabled = enabled
+        self.construct = construct
         self.seconds: dict[str, float] = {}
 
     def run(self, stage: str, fn: Callable[[], Any]) -> Any:
         if self.enabled:
             print(f"[streamtensor] {stage} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
-        result = fn()
+        result = in_stage(stage, self.construct, fn)
         self.seconds[stage] = round(time.perf_counter() - start, 4)
         if self.enabled:
             print(f"[streamtensor] {stage} done in {self.seconds[stage]:.2f} s", file=sys.stderr, flush=True)
@@ -252,7 +283,7 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
             _progress: Progress | None = None, **options: Any) -> Design:
     """Compile any ``torch.nn.Module`` whose graph lowers to supported ops into a ``Design``."""
     opts = CompileOptions.from_kwargs(options)
-    progress = _progress or Progress(opts.verbose)
+    progress = _progress or Progress(opts.verbose, f"module {type(module).__name__}")
     _check_args(module, example_args)
     mlir_module = progress.run("frontend.torch_to_linalg", lambda: torch_to_linalg(module, example_args))
     imported = progress.run("frontend.import_linalg",
@@ -265,7 +296,8 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
     dataflow = progress.run("dataflow", lambda: build_dataflow(graph, tiling))
     progress.run("replay", lambda: replay_forked_accumulators(dataflow))
     progress.run("fusion", lambda: apply_fusion(dataflow))
-    allocation = (run_allocation(dataflow, opts.fifo_strategy, progress.run, opts.fifo_latency_slack)
+    allocation = (run_allocation(dataflow, opts.fifo_strategy, progress.run, opts.fifo_latency_slack,
+                                 opts.max_fifo_depth, opts.allow_deadlock, opts.allow_unfit)
                   if opts.size_fifos else None)
     outs = output_names or [f"out{i}" for i in range(len(graph.outputs))]
     return Design(type(module).__name__, opts, graph, [v.name for v in graph.inputs], outs, progress.seconds,
@@ -275,12 +307,14 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
 def compile_llm_block(model: str, **options: Any) -> tuple[Design, DecoderBlock]:
     """Load a built-in family or a local checkpoint, extract one decoder block and compile it."""
     opts = CompileOptions.from_kwargs(options)
-    progress = Progress(opts.verbose)
+    progress = Progress(opts.verbose, f"model {model}")
     loaded = progress.run("frontend.load_model", lambda: load_model(model, opts.size, opts.seed))
+    progress.construct = f"model {model} ({type(loaded.model).__name__})"
     block = progress.run("frontend.extract_block", lambda: DecoderBlock(loaded, opts.mode, opts.seq_len,
                                                                         opts.max_len, opts.layer).eval())
     args = block.example_inputs(opts.seed)
     spec = block.spec
+    progress.construct = f"layer {spec.layer_index} ({spec.layer_class}, {opts.mode}) of model {model}"
     design = compile(block, args, input_names=spec.input_names, output_names=spec.output_names,
                      weight_names=spec.weight_names, _progress=progress, **options)
     design.name = f"{Path(model).name}_{opts.mode}"

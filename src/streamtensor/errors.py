@@ -32,3 +32,29 @@ class ShapeError(StreamTensorError):
 
 class VerificationError(StreamTensorError):
     """An IR verifier or a numerical check failed."""
+
+
+class ParseError(StreamTensorError):
+    """IR text that does not parse: names file:line:col and what was expected there."""
+
+
+class DeadlockError(StreamTensorError):
+    """The compile's own timing simulation deadlocks with the sized FIFOs; names the wait-for cycle."""
+
+
+class ResourceBudgetError(StreamTensorError):
+    """The design does not fit its device, or no SLR assignment fits the per-die budgets."""
+
+
+class StageError(StreamTensorError):
+    """An unexpected exception inside a compile stage, as one line: the stage, the model construct, what to do.
+    The original exception is its ``__cause__`` (the command line's ``--debug`` prints its traceback)."""
+
+    def __init__(self, stage: str, construct: str, exc: BaseException) -> None:
+        text = str(exc).strip()
+        first_line = text.splitlines()[0] if text else "(no message)"
+        super().__init__(f"stage {stage} failed on {construct}: {type(exc).__name__}: {first_line} -- the "
+                         "construct is likely unsupported; rerun with --debug for the traceback and report it "
+                         "with the model")
+        self.stage = stage
+        self.construct = construct

@@ -7,13 +7,19 @@ Sub-steps, each a driver stage (``allocation.<step>``) with its own seconds in t
    ``conservative``) on demand-paced profiles (``schedule="demand"``: producers stall where that costs no
    cycle, as the simulated minimum lets them), within the latency slack the caller grants (default none).
    Every ``Stream.depth`` of the graph is set; a stream that crosses groups has a FIFO at each end (to the
-   write DMA, from the read DMA) and keeps the deeper one.
+   write DMA, from the read DMA) and keeps the deeper one. ``max_fifo_depth`` (0: none) caps every depth.
 2. ``simulate``: the token-level simulator with the LP depths and with unbounded FIFOs (the baseline): makespan,
    deadlock (with its wait-for cycle), stall cycles. Groups run one after another, so makespans add up.
+   A deadlock is a ``DeadlockError`` naming the wait-for cycle.
 3. ``resources``: the memory of every FIFO (LUTRAM / BRAM / URAM by size, ``resources.memory_kind``) and the
    DSP / BRAM / URAM / LUT estimate of the graph with the sized FIFOs (``resources.estimate_resources``).
-4. ``slr``: die placement of every group by the ILP of ``slr_partition``; a group that cannot be placed is
-   reported with the reason instead of failing the compile (its resources then do not fit either).
+   A group over the device budget is a ``ResourceBudgetError``.
+4. ``slr``: die placement of every group by the ILP of ``slr_partition``: an estimate of where the processes
+   would go, not realised (the design is one kernel, placed whole by the linker; ``single_slr`` says whether
+   it fits one die). A group with no assignment within the per-die budgets is a ``ResourceBudgetError``.
+
+``allow_deadlock`` / ``allow_unfit`` turn those errors into entries of ``AllocationResult.overrides`` (option ->
+the errors it let through), which the report carries; a design over budget then has no SLR placement.
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from streamtensor.errors import OptionError
+from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError
 from streamtensor.ir.dataflow import DataflowGraph
 
-from .fifo_lp import FifoSizing, Strategy, size_fifos_lp
+from .fifo_lp import FifoSizing, Strategy
+from .fifo_search import size_fifos_lp
 from .memory import node_groups
 from .process_network import ProcessNetwork
 from .resources import RESOURCES, ResourceReport, estimate_resources, memory_kind
@@ -79,8 +86,7 @@ class AllocationResult:
     fifos: list[FifoReport] = field(default_factory=list)
     resources: ResourceReport | None = None
     placements: dict[int, SlrPartition] = field(default_factory=dict)
-    placement_errors: dict[int, str] = field(default_factory=dict)
-    resource_error: str | None = None
+    overrides: dict[str, list[str]] = field(default_factory=dict)  # option -> the errors it let through
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -90,6 +96,13 @@ class AllocationResult:
     @property
     def predicted_latency(self) -> int:
         return sum(g.sizing.predicted_latency for g in self.groups)
+
+    @property
+    def single_slr(self) -> bool:
+        """The whole kernel (every group) fits one SLR's share of the device budget."""
+        res = self.resources
+        return res is not None and all(getattr(res, r) <= getattr(res.budget, r) / res.budget.slrs
+                                       for r in RESOURCES)
 
     def report(self) -> dict[str, Any]:
         """The report keys of resource allocation (see ``Design.report``)."""
@@ -102,19 +115,17 @@ class AllocationResult:
                 "latency_slack": self.latency_slack,
                 "predicted_latency_cycles": self.predicted_latency,
                 "status": sorted({g.sizing.status for g in self.groups}),
-                "fell_back_to_normal": any(g.sizing.fell_back_to_normal for g in self.groups),
                 "solve_seconds": round(sum(g.sizing.solve_seconds for g in self.groups), 4),
             },
             "timing": {name: {"latency": t.latency, "delay": t.delay, "ii": round(t.ii, 4)}
                        for name, t in self.timings.items()},
             "allocation_seconds": dict(self.seconds),
+            "overrides": {option: list(errors) for option, errors in self.overrides.items()},
         }
         if all(g.simulation is not None and g.unbounded is not None for g in self.groups):
             out["simulation"] = self._simulation_report()
         if self.resources is not None:
             out["resources"] = self._resources_report(self.resources)
-        elif self.resource_error is not None:
-            out["resources"] = {**dict.fromkeys(RESOURCES), "fits": None, "error": self.resource_error}
         return out
 
     def _simulation_report(self) -> dict[str, Any]:
@@ -141,14 +152,21 @@ class AllocationResult:
             for slr, usage in enumerate(part.usage):
                 per_slr.append({"group": g, "slr": slr, **{r: round(usage[r], 2) for r in RESOURCES},
                                 "nodes": sorted(n for n, s in part.assignment.items() if s == slr)})
+        pinned = "it fits one SLR, so link.cfg pins it to the HBM's SLR" if self.single_slr else \
+            "it needs more than one SLR, so link.cfg leaves its placement to v++"
         return {
             **{r: getattr(res, r) for r in RESOURCES},
-            "fits": res.fits and not self.placement_errors,
+            "fits": res.fits,
             "overflow": list(res.overflow),
             "utilization": {r: round(u, 4) for r, u in res.utilization().items()},
             "per_slr": per_slr,
             "slr_crossing_bits": sum(p.crossing_bits for p in self.placements.values()),
-            "slr_errors": {str(g): e for g, e in self.placement_errors.items()},
+            "slr_plan": {
+                "realised": False,
+                "single_slr": self.single_slr,
+                "why": "an estimate of where the processes would go: the design is one kernel, which v++ places "
+                       f"whole (no per-process floorplan constraints); {pinned}",
+            },
         }
 
 
@@ -167,10 +185,13 @@ def check_latency_slack(slack: float) -> float:
     return float(slack)
 
 
-def size_fifos(graph: DataflowGraph, strategy: str = "normal", latency_slack: float = 0.0) -> AllocationResult:
-    """Sub-step 1: process networks, LP depths, ``Stream.depth`` of every stream set (module docstring)."""
+def size_fifos(graph: DataflowGraph, strategy: str = "normal", latency_slack: float = 0.0,
+               max_fifo_depth: int = 0) -> AllocationResult:
+    """Sub-step 1: process networks, LP depths (each capped at ``max_fifo_depth`` unless 0), ``Stream.depth``
+    of every stream set (module docstring)."""
     strat = check_strategy(strategy)
     slack = check_latency_slack(latency_slack)
+    cap = check_max_fifo_depth(max_fifo_depth)
     groups = node_groups(graph)
     count = max(groups.values(), default=-1) + 1
     allocs: list[GroupAllocation] = []
@@ -178,6 +199,8 @@ def size_fifos(graph: DataflowGraph, strategy: str = "normal", latency_slack: fl
     for g in range(count):
         net = build_process_network(graph, g)
         sizing = size_fifos_lp(net, strat, LP_TIME_LIMIT_S, schedule="demand", latency_slack=slack)
+        if cap:
+            sizing.depths = {s: min(d, cap) for s, d in sizing.depths.items()}
         allocs.append(GroupAllocation(g, net, sizing))
         timings.update(node_timings(net))
     for s in graph.streams.values():
@@ -188,34 +211,59 @@ def size_fifos(graph: DataflowGraph, strategy: str = "normal", latency_slack: fl
     return AllocationResult(strategy, slack, allocs, timings, fifos)
 
 
-def simulate_allocation(result: AllocationResult) -> None:
-    """Sub-step 2: simulate every group with its LP depths and with unbounded FIFOs."""
+def check_max_fifo_depth(depth: int) -> int:
+    """``depth`` if it is a FIFO depth cap (a non-negative int, 0: no cap), else an OptionError."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+        raise OptionError(f"bad max-fifo-depth {depth!r}: expected a number of tokens >= 1, or 0 for no cap")
+    return depth
+
+
+def _overridden(result: AllocationResult, option: str, allowed: bool, error: Exception) -> None:
+    """Raise ``error`` unless the user passed ``option``; then record it as one the option let through."""
+    if not allowed:
+        raise error
+    result.overrides.setdefault(option, []).append(str(error))
+
+
+def simulate_allocation(result: AllocationResult, allow_deadlock: bool = False) -> None:
+    """Sub-step 2: simulate every group with its LP depths and with unbounded FIFOs; a deadlock is an error."""
     for a in result.groups:
         a.simulation = simulate(a.network, a.sizing.depths)
         a.unbounded = simulate(a.network, {})
+        if a.simulation.deadlock:
+            _overridden(result, "allow_deadlock", allow_deadlock, DeadlockError(
+                f"the timing simulation of fusion group {a.group} deadlocks with the sized FIFOs: "
+                f"{a.simulation.describe().removeprefix('DEADLOCK: ')} (deepen those FIFOs, e.g. drop "
+                "--max-fifo-depth, or pass --allow-deadlock to write the design anyway)"))
 
 
-def estimate_allocation(graph: DataflowGraph, result: AllocationResult) -> None:
-    """Sub-step 3: resources of the graph with its sized FIFOs. A node the resource model has no figures for is
-    reported (``resource_error``) rather than failing the compile: depths and timing stand without it."""
-    try:
-        result.resources = estimate_resources(graph)
-    except ValueError as err:
-        result.resource_error = str(err)
+def estimate_allocation(graph: DataflowGraph, result: AllocationResult, allow_unfit: bool = False) -> None:
+    """Sub-step 3: resources of the graph with its sized FIFOs; a group over the device budget is an error."""
+    res = result.resources = estimate_resources(graph)
+    if not res.fits:
+        excess = {g: [f"{r} {use[r]} of {getattr(res.budget, r)}" for r in RESOURCES if use[r] > getattr(res.budget, r)]
+                  for g, use in enumerate(res.groups)}
+        over = "; ".join(f"fusion group {g} needs {', '.join(e)}" for g, e in excess.items() if e)
+        _overridden(result, "allow_unfit", allow_unfit, ResourceBudgetError(
+            f"the design does not fit {res.budget.name}: {over} (lower --overall-unroll-size or the tile sizes, "
+            "or pass --allow-unfit to write it anyway)"))
 
 
-def place_allocation(graph: DataflowGraph, result: AllocationResult) -> None:
-    """Sub-step 4: SLR placement of every group (skipped without a resource estimate)."""
-    if result.resources is None:
+def place_allocation(graph: DataflowGraph, result: AllocationResult, allow_unfit: bool = False) -> None:
+    """Sub-step 4: SLR placement of every group (none for a design over budget: nothing to place)."""
+    if result.resources is None or not result.resources.fits:
         return
     groups = node_groups(graph)
     for a in result.groups:
         members = [n for n, g in groups.items() if g == a.group]
         try:
             result.placements[a.group] = partition_slrs(graph, result.resources, nodes=members,
+                                                        budget=result.resources.budget,
                                                         time_limit_s=SLR_TIME_LIMIT_S)
-        except SlrPartitionError as err:
-            result.placement_errors[a.group] = str(err)
+        except SlrPartitionError as err:  # a budget error, like the device's: the same override applies
+            _overridden(result, "allow_unfit", allow_unfit, ResourceBudgetError(
+                f"fusion group {a.group} has no SLR placement: {err} (lower --overall-unroll-size or the tile "
+                "sizes, or pass --allow-unfit to write it anyway)"))
 
 
 def _timed(seconds: dict[str, float]) -> StageRunner:
@@ -228,20 +276,22 @@ def _timed(seconds: dict[str, float]) -> StageRunner:
 
 
 def run_allocation(graph: DataflowGraph, strategy: str = "normal", run_stage: StageRunner | None = None,
-                   latency_slack: float = 0.0) -> AllocationResult:
+                   latency_slack: float = 0.0, max_fifo_depth: int = 0, allow_deadlock: bool = False,
+                   allow_unfit: bool = False) -> AllocationResult:
     """All four sub-steps in order; ``run_stage(name, fn)`` runs each (the driver passes its progress).
-    ``latency_slack``: the fraction of the unbounded-FIFO makespan the FIFO LP may give up for fewer bits."""
+    ``latency_slack``: the fraction of the unbounded-FIFO makespan the FIFO LP may give up for fewer bits;
+    ``max_fifo_depth``, ``allow_deadlock``, ``allow_unfit``: see the module docstring."""
     seconds: dict[str, float] = {}
     timed = _timed(seconds)
 
     def stage(name: str, fn: Callable[[], T]) -> T:
         return timed(name, fn) if run_stage is None else run_stage(name, lambda: timed(name, fn))
 
-    result = stage("allocation.fifo_lp", lambda: size_fifos(graph, strategy, latency_slack))
+    result = stage("allocation.fifo_lp", lambda: size_fifos(graph, strategy, latency_slack, max_fifo_depth))
     result.seconds = seconds  # later stages keep filling it
-    stage("allocation.simulate", lambda: simulate_allocation(result))
-    stage("allocation.resources", lambda: estimate_allocation(graph, result))
-    stage("allocation.slr", lambda: place_allocation(graph, result))
+    stage("allocation.simulate", lambda: simulate_allocation(result, allow_deadlock))
+    stage("allocation.resources", lambda: estimate_allocation(graph, result, allow_unfit))
+    stage("allocation.slr", lambda: place_allocation(graph, result, allow_unfit))
     return result
 
 

@@ -16,7 +16,6 @@ Fused design (what the graph, grouped by fusion, puts on chip), one ``Buffer`` p
   for a constant). Kernels without reductions write straight to their FIFOs and have none.
   ``input_tile``: one token per input port (registers / partitioned array the body reads from; it also holds
   the token across the loops the operand does not index, see ``KernelNode``), streamed inits included.
-  ``local_operand``: an operand held whole in the kernel (``KernelNode.local_operands``).
   ``reassociate``: a reassociation that changes the token size packs / unpacks tokens through one register
   of the larger token; one that keeps the token size only relabels the stream and needs none.
   Kernel buffers are partitioned by the unroll factors of the loops the operand's map uses: bank word =
@@ -68,11 +67,10 @@ from streamtensor.ir.dtypes import DTYPE_BITS
 from streamtensor.target import Target
 
 FIFO_DEFAULT_DEPTH = 2  # tokens; hls::stream's default depth, used until FIFO sizing sets stream.depth
-PAPER_FUSED_TO_UNFUSED = 0.148  # the low end of the paper's fused / unfused range (spec §4.2): ours must be lower
 
 # Nodes that forward (a reordering or a part of) their input data without computing on it.
 _TRANSPARENT = (ForkNode, ConverterNode, ReassociateNode, ChunkNode, ConcatNode)
-_KERNEL_LOCAL_KINDS = ("accumulator", "input_tile", "local_operand", "reassociate")
+_KERNEL_LOCAL_KINDS = ("accumulator", "input_tile", "reassociate")
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,7 @@ class Buffer:
 
     name: str
     owner: str
-    kind: str  # converter | accumulator | input_tile | local_operand | reassociate | fifo | dma
+    kind: str  # converter | accumulator | input_tile | reassociate | fifo | dma
     width_bits: int
     depth: int
     banks: int
@@ -160,9 +158,6 @@ def _kernel_buffers(graph: DataflowGraph, node: KernelNode, group: int, external
         # input_operands[port] indexes op.operands (inputs, then inits), as the indexing maps do.
         out.append(_partitioned(f"{node.name}.in{port}", node.name, "input_tile", t.token_elements, t.dtype,
                                 _map_lanes(node, node.input_operands[port]), group, stream_name in external))
-    for operand, value in sorted(node.local_operands.items()):
-        out.append(_partitioned(f"{node.name}.local{operand}", node.name, "local_operand", value.type.elements,
-                                value.type.dtype, _map_lanes(node, operand), group))
     return out
 
 

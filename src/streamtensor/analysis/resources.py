@@ -71,6 +71,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from streamtensor.errors import UnsupportedOpError
 from streamtensor.ir.dataflow import DataflowGraph, KernelNode, Node
 from streamtensor.ir.dtypes import DTYPE_BITS
 from streamtensor.ir.linalg import ScalarBody, ScalarOp
@@ -188,7 +189,7 @@ def scalar_op_cost(op: ScalarOp, bits: dict[str, int], constants: dict[str, obje
         dsp, lut = table["arith.mulf"]
         return squarings * dsp, squarings * lut
     if name.startswith("math."):
-        raise ValueError(f"no resource figures for op {name}")
+        raise UnsupportedOpError(name, name.split(".")[0], "the resource model has no figures for it")
     width = max((bits[o] for o in op.operands if o in bits), default=DTYPE_BITS[op.dtype])
     if name == "arith.muli":
         return next(dsp for limit, dsp in ops.int_mul_dsp if width <= limit), ops.int_mul_lut

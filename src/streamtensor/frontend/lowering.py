@@ -5,9 +5,13 @@ This is the only module that talks to torch.export and torch-mlir: the frontend 
 
 from __future__ import annotations
 
+import io
+import logging
 import re
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, redirect_stderr
 
 import torch
 from torch._decomp import get_decompositions
@@ -76,9 +80,29 @@ def _explain_failure(exc: TorchMlirCompilerError, module: torch.nn.Module, args:
                              short_location(f'loc("{location}":0)') if location else None) from exc
 
 
+@contextmanager
+def _quiet_failed_export() -> Iterator[None]:
+    """torch.export logs a failed trace and prints the graph so far (many lines on stderr) before it raises; the
+    compile reports the failure in one line (``driver.in_stage``). So torch's log records are held back and
+    stderr is captured meanwhile: given back when the export succeeds, dropped when it raises."""
+    loggers = [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+               if n == "torch" or n.startswith("torch.")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    captured = io.StringIO()
+    try:
+        with redirect_stderr(captured):
+            yield
+        sys.stderr.write(captured.getvalue())
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def torch_to_linalg(module: torch.nn.Module, args: Sequence[torch.Tensor], func_name: str = "block") -> ir.Module:
     """Export ``module`` on ``args`` and lower it to optimized linalg-on-tensors, weights staying arguments."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_failed_export():
         warnings.simplefilter("ignore", FutureWarning)
         try:
             mlir_module = fx.export_and_import(module, *args, output_type="linalg-on-tensors", func_name=func_name,

@@ -19,6 +19,7 @@ Node semantics (executable in ``interp.stream_exec``; ``verify`` checks every st
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -26,10 +27,17 @@ import numpy as np
 
 from streamtensor.errors import VerificationError
 from streamtensor.ir.affine import AffineConst, AffineDim, AffineMap
+from streamtensor.ir.converter_buffer import ConverterBuffer, infer_converter_buffer
 from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.layout import chunk_error, concat_sources, reassociation_error
-from streamtensor.ir.linalg import GenericOp, ReshapeOp, SliceOp, Value
-from streamtensor.transforms.converter_buffer import ConverterBuffer, infer_converter_buffer
+from streamtensor.ir.linalg import GenericOp, Op, ReshapeOp, SliceOp, Value, print_op, verify_generic
+from streamtensor.ir.text import (
+    CONSTANT_NUMPY_TYPES,
+    AttributeValue,
+    attribute_error,
+    format_attribute_dict,
+    format_dense,
+)
 
 
 @dataclass
@@ -41,6 +49,8 @@ class Stream:
     source: str
     target: str
     depth: int | None = None
+    # Analysis results kept with the stream (printed ``attributes {key = value}``); see ``text.attribute_error``.
+    attributes: dict[str, AttributeValue] = field(default_factory=dict)
 
 
 @dataclass
@@ -111,6 +121,8 @@ class Node:
     name: str
     inputs: list[str]  # stream names, in port order
     outputs: list[str]
+    # Analysis results kept with the node (printed ``attributes {key = value}``); see ``text.attribute_error``.
+    attributes: dict[str, AttributeValue] = field(default_factory=dict, kw_only=True)
 
     @property
     def kind(self) -> str:
@@ -165,8 +177,6 @@ class KernelNode(Node):
     # init stream of result index - len(op.inputs)); for each output port: index into op.results.
     input_operands: list[int] = field(default_factory=list)
     output_results: list[int] = field(default_factory=list)
-    # Inputs that are not streamed but held whole in the kernel (e.g. small constants), by operand index.
-    local_operands: dict[int, Value] = field(default_factory=dict)
     # Inits folded from a constant fill, by result index: the accumulator starts at this scalar.
     init_constants: dict[int, float | int | bool] = field(default_factory=dict)
     # Least II of the pipelined point loops: raised above the accumulator recurrence's II so the kernel reads
@@ -188,7 +198,7 @@ class KernelNode(Node):
         n_in = len(self.op.inputs)
         inits = [n_in + r for r in range(len(self.op.inits))
                  if reads_init(self.op, r) and r not in self.init_constants]
-        return [i for i in range(n_in) if i not in self.local_operands] + inits
+        return list(range(n_in)) + inits
 
     @property
     def firings(self) -> int:
@@ -363,6 +373,7 @@ class DataflowGraph:
         outs = [self.streams[p].type for p in node.outputs]
         err: str | None = None
         if isinstance(node, KernelNode):
+            verify_generic(node.op)
             err = _kernel_error(node, ins, outs)
         elif isinstance(node, ConverterNode):
             self._arity(node, 1, 1)
@@ -409,14 +420,14 @@ class DataflowGraph:
                 if getattr(self.nodes[end], role).count(s.name) != 1:
                     raise VerificationError(f"stream {s.name} is not exactly once in the {role} of {end}")
             s.type.verify()
+            if (err := attribute_error(s.attributes)) is not None:
+                raise VerificationError(f"stream {s.name}: {err}")
         for node in self.nodes.values():
+            if (err := attribute_error(node.attributes)) is not None:
+                raise VerificationError(f"node {node.name}: {err}")
             for port in node.inputs + node.outputs:
                 if port not in self.streams:
                     raise VerificationError(f"node {node.name} uses unknown stream {port}")
-            if isinstance(node, ForkNode):
-                types = {str(self.streams[p].type) for p in node.inputs + node.outputs}
-                if len(types) != 1:
-                    raise VerificationError(f"fork {node.name} changes the stream type: {sorted(types)}")
             self._verify_node(node)
         for i, name in enumerate(self.outputs):
             node = self.nodes.get(name)
@@ -475,29 +486,61 @@ def _concat_error(node: ConcatNode, ins: list[ITensorType], out: ITensorType) ->
 
 
 def print_dataflow(graph: DataflowGraph) -> str:
-    """MLIR-like text: streams with types (and depths), then nodes by fusion group in topological order."""
+    """MLIR-like text: the signature (block inputs, output DMAs), constant data, then per fusion group its streams
+    with types (and depths) and its nodes in group order; without groups, every stream and then every node in
+    topological order. Kernels and DMAs carry the Linalg ops they stand for as a region. Complete: the dataflow
+    parser (``ir.dataflow_parser``) reads it back to the same graph."""
     lines = [f"// Dataflow graph of @{graph.name}: {len(graph.nodes)} nodes, {len(graph.streams)} streams, "
              f"{len(graph.groups)} fusion group(s)"]
-    lines.append(f"dataflow.graph @{graph.name} {{")
-    order = graph.topological_order()
-    groups = graph.groups or [order]
-    position = {n: i for i, n in enumerate(order)}
-    for gi, group in enumerate(groups):
+    sig = ", ".join(f"%{v.name}: {v.type}" for v in graph.inputs)
+    outputs = ", ".join(f"@{n}" for n in graph.outputs)
+    lines.append(f"dataflow.graph @{graph.name}({sig}) -> ({outputs}) {{")
+    for name, array in graph.constants.items():
+        lines.append(f"  %{name} = arith.constant {_format_constant(array)}")
+    if not graph.groups:
+        _print_members(graph, graph.topological_order(), "  ", lines)
+    for gi, group in enumerate(graph.groups):
         lines.append(f"  dataflow.kernel @group{gi} {{  // one accelerator: {len(group)} nodes")
-        members = sorted(group, key=position.__getitem__)
-        member_set = set(members)
-        for s in graph.streams.values():
-            if s.source in member_set:
-                depth = f", depth {s.depth}" if s.depth is not None else ""
-                lines.append(f"    %{s.name} = itensor_instance : !{s.type}{depth}  // {s.source} -> {s.target}")
-        for n in members:
-            lines.append("    " + _print_node(graph, graph.nodes[n]))
+        _print_members(graph, group, "    ", lines)
         lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def _print_node(graph: DataflowGraph, node: Node) -> str:
+_TYPE_OF_NUMPY = {np.dtype(t): name for name, t in CONSTANT_NUMPY_TYPES.items()}
+
+
+def _format_constant(array: np.ndarray) -> str:
+    dtype = _TYPE_OF_NUMPY[array.dtype]
+    return f"{format_dense(array, dtype)} : tensor<{''.join(f'{d}x' for d in array.shape)}{dtype}>"
+
+
+def _print_members(graph: DataflowGraph, members: list[str], indent: str, lines: list[str]) -> None:
+    """The streams the ``members`` produce, then the members."""
+    member_set = set(members)
+    for s in graph.streams.values():
+        if s.source in member_set:
+            depth = f", depth {s.depth}" if s.depth is not None else ""
+            attrs = f" attributes {format_attribute_dict(s.attributes)}" if s.attributes else ""
+            lines.append(f"{indent}%{s.name} = itensor_instance : !{s.type}{depth}{attrs}  // {s.source} -> "
+                         f"{s.target}")
+    for n in members:
+        node = graph.nodes[n]
+        head = _print_node(node)
+        if node.attributes:
+            head += f" attributes {format_attribute_dict(node.attributes)}"
+        region: list[Op] = [node.op] if isinstance(node, KernelNode) else []
+        if isinstance(node, DmaNode):
+            region = list(node.view)
+        if not region:
+            lines.append(indent + head)
+            continue
+        lines.append(indent + head + " {")
+        lines.extend(f"{indent}  {line}" for op in region for line in print_op(op))
+        lines.append(indent + "}")
+
+
+def _print_node(node: Node) -> str:
     ins = ", ".join(f"%{s}" for s in node.inputs)
     outs = ", ".join(f"%{s}" for s in node.outputs)
     head = f"{node.kind} @{node.name}({ins}) -> ({outs})"
@@ -507,24 +550,17 @@ def _print_node(graph: DataflowGraph, node: Node) -> str:
         consts = "".join(f", init{r} = {v}" for r, v in sorted(node.init_constants.items()))
         rate = f", min_pipeline_ii = {node.min_pipeline_ii}" if node.min_pipeline_ii > 1 else ""
         replay = f", replays = {node.replay_results}" if node.replay_results else ""
-        return f"{head} {{op = @{node.op.name}, tiles = [{tiles}], tile_order = {node.tile_order}, " \
-               f"point_order = {node.point_order}, operands = {node.input_operands}{consts}{rate}{replay}}}"
+        return f"{head} {{tiles = [{tiles}], tile_order = {node.tile_order}, point_order = {node.point_order}, " \
+               f"operands = {node.input_operands}{consts}{rate}{replay}}}"
     if isinstance(node, ConverterNode):
         b = node.buffer
         half = "x".join(map(str, b.shape)) or "scalar"
-        return f"{head} {{buffer = {b.banks}x{half}, shared_loops = {b.shared_loops}, bytes = {b.bytes}}}"
+        reason = f", reason = {json.dumps(node.reason)}" if node.reason else ""
+        return f"{head} {{buffer = {b.banks}x{half}, shared_loops = {b.shared_loops}, bytes = {b.bytes}{reason}}}"
     if isinstance(node, ChunkNode):
         return f"{head} {{offsets = {list(node.offsets)}, sizes = {list(node.sizes)}}}"
     if isinstance(node, ConcatNode):
         return f"{head} {{dim = {node.dim}}}"
     if isinstance(node, DmaNode):
-        view = "".join(f", {_print_view(op)}" for op in node.view)
-        return f"{head} {{tensor = %{node.tensor.name} : {node.tensor.type}, role = {node.role}{view}}}"
+        return f"{head} {{tensor = %{node.tensor.name} : {node.tensor.type}, role = {node.role}}}"
     return head
-
-
-def _print_view(op: ReshapeOp | SliceOp) -> str:
-    res = "x".join(map(str, op.results[0].type.shape)) or "scalar"
-    if isinstance(op, SliceOp):
-        return f"slice {list(op.offsets)}{list(op.sizes)}{list(op.strides)} -> {res}"
-    return f"reshape -> {res}"

@@ -16,6 +16,7 @@ import numpy as np
 from streamtensor.errors import VerificationError
 from streamtensor.ir.affine import AffineMap
 from streamtensor.ir.dtypes import DTYPE_BITS
+from streamtensor.ir.text import format_dense
 
 
 @dataclass(frozen=True)
@@ -236,7 +237,7 @@ class Graph:
                 if v.name not in defined:
                     raise VerificationError(f"{op.kind} uses %{v.name} before it is defined")
             if isinstance(op, GenericOp):
-                _verify_generic(op)
+                verify_generic(op)
             for r in op.results:
                 if r.name in defined:
                     raise VerificationError(f"%{r.name} is defined twice")
@@ -246,13 +247,14 @@ class Graph:
                 raise VerificationError(f"output %{v.name} is never defined")
 
 
-def _verify_generic(op: GenericOp) -> None:
+def verify_generic(op: GenericOp) -> None:
     if len(op.indexing_maps) != len(op.operands):
         raise VerificationError(f"{op.name}: {len(op.indexing_maps)} maps for {len(op.operands)} operands")
-    domain = op.domain
     for value, amap in zip(op.operands, op.indexing_maps, strict=True):
         if amap.num_dims != len(op.iterator_types) or amap.num_results != len(value.type.shape):
             raise VerificationError(f"{op.name}: map {amap} does not fit %{value.name} : {value.type}")
+    domain = op.domain  # needs every map to fit (above)
+    for value, amap in zip(op.operands, op.indexing_maps, strict=True):
         for i in range(amap.num_results):
             d = amap.result_dim(i)
             if d is not None and domain[d] != value.type.shape[i]:
@@ -262,56 +264,56 @@ def _verify_generic(op: GenericOp) -> None:
         raise VerificationError(f"{op.name}: body arity does not match its operands and results")
 
 
-def _fmt_scalar_attr(value: object) -> str:
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
+def _format_scalar_attr(value: object) -> str:
+    """Floats with ``repr`` (reads back exactly), the rest (ints, bools, predicate words) as they are."""
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def print_op(op: Op) -> list[str]:
+    """The text of one op, one string per line (a generic spans several), without indentation of its own."""
+    res = ", ".join(str(r) for r in op.results)
+    loc = f"  // {op.location}" if op.location else ""
+    if isinstance(op, GenericOp):
+        maps = ", ".join(f"affine_map<{m}>" for m in op.indexing_maps)
+        iters = ", ".join(f'"{t}"' for t in op.iterator_types)
+        ins = ", ".join(f"{v} : {v.type}" for v in op.inputs)
+        outs = ", ".join(f"{v} : {v.type}" for v in op.inits)
+        lines = [f'{res} = linalg.generic @{op.name} {{domain = {list(op.domain)}, indexing_maps = [{maps}], '
+                 f'iterator_types = [{iters}]}} ins({ins}) outs({outs}) {{{loc}']
+        args = ", ".join(f"%{n}: {t}" for n, t in op.body.args)
+        lines.append(f"^bb0({args}):")
+        for s in op.body.ops:
+            attrs = "".join(f" {{{k} = {_format_scalar_attr(v)}}}" for k, v in s.attrs)
+            operands = ", ".join(f"%{o}" for o in s.operands)
+            line = f"%{s.result} = {s.name} {operands}{attrs} : {s.dtype}".replace("  ", " ")  # no operands
+            lines.append(f"  {line}")
+        lines.append(f"  linalg.yield {', '.join('%' + y for y in op.body.yields)}")
+        lines.append(f"}} -> {', '.join(str(r.type) for r in op.results)}")
+        return lines
+    if isinstance(op, ReshapeOp):
+        return [f"{res} = {op.kind} {op.source} {op.reassociation} : {op.source.type} -> {op.results[0].type}{loc}"]
+    if isinstance(op, SliceOp):
+        return [f"{res} = tensor.extract_slice {op.source}{list(op.offsets)}{list(op.sizes)}{list(op.strides)} : "
+                f"{op.source.type} -> {op.results[0].type}{loc}"]
+    if isinstance(op, ConcatOp):
+        ins = ", ".join(str(v) for v in op.inputs)
+        return [f"{res} = tensor.concat dim({op.dim}) {ins} -> {op.results[0].type}{loc}"]
+    if isinstance(op, ConstantOp):
+        ttype = op.results[0].type
+        return [f"{res} = arith.constant {format_dense(op.value, ttype.dtype)} : {ttype}{loc}"]
+    assert isinstance(op, EmptyOp), op.kind
+    return [f"{res} = tensor.empty() : {op.results[0].type}{loc}"]
 
 
 def print_graph(graph: Graph) -> str:
-    """MLIR-like text: one line per op, generics with their domain, maps, iterators and body."""
+    """MLIR-like text: one line per op, generics with their domain, maps, iterators and body. Complete: the
+    Linalg parser (``ir.linalg_parser``) reads it back to the same graph."""
     lines = [f"// Linalg graph IR of @{graph.name}"]
     sig = ", ".join(f"%{v.name}: {v.type}" + (" {weight}" if v.name in graph.weight_names else "")
                     for v in graph.inputs)
     lines.append(f"func.func @{graph.name}({sig}) -> ({', '.join(str(v.type) for v in graph.outputs)}) {{")
     for op in graph.ops:
-        res = ", ".join(str(r) for r in op.results)
-        loc = f"  // {op.location}" if op.location else ""
-        if isinstance(op, GenericOp):
-            maps = ", ".join(f"affine_map<{m}>" for m in op.indexing_maps)
-            iters = ", ".join(f'"{t}"' for t in op.iterator_types)
-            ins = ", ".join(f"{v} : {v.type}" for v in op.inputs)
-            outs = ", ".join(f"{v} : {v.type}" for v in op.inits)
-            lines.append(f'  {res} = linalg.generic @{op.name} {{domain = {list(op.domain)}, indexing_maps = '
-                         f'[{maps}], iterator_types = [{iters}]}} ins({ins}) outs({outs}) {{{loc}')
-            args = ", ".join(f"%{n}: {t}" for n, t in op.body.args)
-            lines.append(f"  ^bb0({args}):")
-            for s in op.body.ops:
-                attrs = "".join(f" {{{k} = {_fmt_scalar_attr(v)}}}" for k, v in s.attrs)
-                operands = ", ".join(f"%{o}" for o in s.operands)
-                line = f"%{s.result} = {s.name} {operands}{attrs} : {s.dtype}".replace("  ", " ")  # no operands
-                lines.append(f"    {line}")
-            lines.append(f"    linalg.yield {', '.join('%' + y for y in op.body.yields)}")
-            lines.append(f"  }} -> {', '.join(str(r.type) for r in op.results)}")
-        elif isinstance(op, ReshapeOp):
-            lines.append(f"  {res} = {op.kind} {op.source} {op.reassociation} : {op.source.type} -> "
-                         f"{op.results[0].type}{loc}")
-        elif isinstance(op, SliceOp):
-            lines.append(f"  {res} = tensor.extract_slice {op.source}{list(op.offsets)}{list(op.sizes)}"
-                         f"{list(op.strides)} : {op.source.type} -> {op.results[0].type}{loc}")
-        elif isinstance(op, ConcatOp):
-            ins = ", ".join(str(v) for v in op.inputs)
-            lines.append(f"  {res} = tensor.concat dim({op.dim}) {ins} -> {op.results[0].type}{loc}")
-        elif isinstance(op, ConstantOp):
-            lines.append(f"  {res} = arith.constant {_summarize(op.value)} : {op.results[0].type}")
-        elif isinstance(op, EmptyOp):
-            lines.append(f"  {res} = tensor.empty() : {op.results[0].type}")
+        lines.extend("  " + line for line in print_op(op))
     lines.append(f"  return {', '.join(str(v) for v in graph.outputs)}")
     lines.append("}")
     return "\n".join(lines) + "\n"
-
-
-def _summarize(array: np.ndarray) -> str:
-    if array.size <= 8:
-        return "dense<" + np.array2string(array.reshape(-1), separator=", ") + ">"
-    return f"dense<...{array.size} values, sum={float(np.sum(array, dtype=np.float64)):.6g}...>"

@@ -1,8 +1,8 @@
 """Bounded C simulation of a compiled design against PyTorch: the design's Vitis project with its check data,
 a build cache, ``streamtensor verify OUTDIR`` and ``Design.simulate``.
 
-``write_design_project(design, outdir, args)`` writes the Vitis project of the design (``project.write_project``:
-sources from ``hls_cpp``, Makefile, link.cfg, ...) into ``outdir`` and adds what ``verify`` needs::
+``write_design_project(design, outdir, args)`` writes the Vitis project of the design (``codegen.vitis.project``:
+sources from ``codegen.vitis.hls``, Makefile, link.cfg, ...) into ``outdir`` and adds what ``verify`` needs::
 
     params/<arg>.bin     every tensor the kernel reads, packed: weights, constants and the example inputs
                          (so ``make csim`` and ``verify`` need no Python model)
@@ -34,32 +34,34 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from streamtensor import __version__
-from streamtensor.codegen.vitis.hbm import c_identifier, memory_arguments, plan_hbm
-from streamtensor.codegen.vitis.hls_cpp import generate_hls
-from streamtensor.codegen.vitis.project import (
-    PARAMS_DIR,
-    SIM_EXECUTABLE,
-    VitisProject,
-    load_kernel_interface,
-    simulation_build_command,
-    write_project,
-)
+from streamtensor._version import GENERATOR
+from streamtensor.codegen.vitis.hbm import KERNEL_SLR, c_identifier, memory_arguments, plan_hbm
+from streamtensor.codegen.vitis.hls.generate import generate_hls
+from streamtensor.codegen.vitis.project import VitisProject, write_project
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph
+from streamtensor.kernel_interface import PARAMS_DIR, SIM_EXECUTABLE, load_kernel_interface, simulation_build_command
 from streamtensor.runtime.host import RunResult, StreamReport
 from streamtensor.runtime.simulation import SimulationBackend, SimulationError
 
-if TYPE_CHECKING:
-    from streamtensor.driver import Design
-
 CHECK_DIR = "check"
 TOLERANCE = 1e-4  # max absolute error against PyTorch eager (fp32)
+
+
+class Design(Protocol):
+    """What verification reads of a compiled design (``streamtensor.driver.Design``, one layer up)."""
+
+    name: str
+    input_names: list[str]
+    output_names: list[str]
+    stages: dict[str, float]
+    dataflow: DataflowGraph | None
+    module: torch.nn.Module | None
 
 
 def kernel_name(design: Design) -> str:
@@ -120,7 +122,9 @@ def write_design_project(design: Design, outdir: str | Path, args: Sequence[torc
     sources = generate_hls(graph, name, plan)
     design.stages["codegen.hls_cpp"] = round(time.perf_counter() - start, 4)
     start = time.perf_counter()
-    project = write_project(outdir, graph, name, plan, sources, tensors=inputs)
+    single_slr = design.allocation is not None and design.allocation.single_slr
+    project = write_project(outdir, graph, name, plan, sources, tensors=inputs,
+                            kernel_slr=KERNEL_SLR if single_slr else None)
     design.stages["codegen.vitis_project"] = round(time.perf_counter() - start, 4)
     start = time.perf_counter()
     expected, eager_seconds = eager_reference(module, [torch.as_tensor(a) for a in inputs.values()])
@@ -131,7 +135,7 @@ def write_design_project(design: Design, outdir: str | Path, args: Sequence[torc
     np.savez(check / "expected.npz", **dict(zip(design.output_names, expected, strict=True)))
     writes = {a.dma: a.arg for a in plan.arguments}
     meta = {
-        "generator": f"streamtensor {__version__}",
+        "generator": GENERATOR,
         "kernel": name,
         "design": design.name,
         "outputs": [{"name": n, "arg": writes[dma], "shape": list(e.shape), "dtype": str(e.dtype)}
@@ -231,10 +235,17 @@ class SimulationReport:
     failure: str | None = None  # the simulation's message when it failed (deadlock, leftover tokens, ...)
     eager_seconds: float | None = None
     tolerance: float = TOLERANCE
+    reference: bool = False  # outputs compared with a reference (PyTorch eager): without one, never ok
 
     @property
     def ok(self) -> bool:
-        return self.failure is None and all(c.ok for c in self.checks) and self.deterministic is not False
+        return (self.reference and self.failure is None and all(c.ok for c in self.checks)
+                and self.deterministic is not False)
+
+    def verdict(self) -> str:
+        if self.failure is None and not self.reference and self.deterministic is not False:
+            return "NO REFERENCE: the simulation ran; its outputs were not checked against anything"
+        return "PASS" if self.ok else "FAIL"
 
     def describe(self) -> str:
         lines = [f"kernel {self.kernel}: C simulation (bounded FIFOs, one thread per process)"]
@@ -257,7 +268,7 @@ class SimulationReport:
                 lines.append(f"  {c.name:<{width}}  {c.max_abs_error:<11.3g}  {'ok' if c.ok else 'MISMATCH'}")
         if self.streams:
             lines.append(_stream_table(self.streams))
-        lines.append("PASS" if self.ok else "FAIL")
+        lines.append(self.verdict())
         return "\n".join(lines)
 
 
@@ -326,12 +337,13 @@ def verify_project(project_dir: str | Path, runs: int = 2) -> SimulationReport:
     root = Path(project_dir)
     check_file = root / CHECK_DIR / "check.json"
     if not check_file.is_file():
-        raise StreamTensorError(f"{check_file} not found: {root} is not a compiled design (streamtensor compile)")
+        raise StreamTensorError(f"{root} has no reference to verify against ({check_file} not found): write it "
+                                "with streamtensor compile or Design.write_project")
     meta = json.loads(check_file.read_text())
     interface = load_kernel_interface(root)
     load = {a.arg: (root / PARAMS_DIR / f"{a.arg}.bin").read_bytes() for a in interface.plan.arguments if a.reads}
     report = SimulationReport(meta["kernel"], build_simulation(root), eager_seconds=meta["eager_seconds"],
-                              tolerance=meta["tolerance"])
+                              tolerance=meta["tolerance"], reference=True)
     outputs = meta["outputs"]
     run_simulation(root, load, [o["arg"] for o in outputs], runs, report)
     if report.failure is None:
@@ -367,10 +379,11 @@ def simulate_graph(graph: DataflowGraph, name: str, inputs: dict[str, np.ndarray
 
 def simulate_design(design: Design, args: Sequence[torch.Tensor | np.ndarray], runs: int = 1) -> SimulationReport:
     """``Design.simulate``: ``simulate_graph`` of the design on ``args``, compared with PyTorch eager when the
-    design has its module."""
+    design has its module (without one the report says so and is not ok)."""
     inputs = _as_arrays(design.input_names, args)
     report = simulate_graph(_graph(design), kernel_name(design), inputs, runs)
-    if report.failure is None and design.module is not None:
+    report.reference = design.module is not None
+    if report.failure is None and report.reference:
         expected, report.eager_seconds = eager_reference(design.module, [torch.as_tensor(a) for a in inputs.values()])
         report.checks = compare(design.output_names, report.outputs, expected, report.tolerance)
     return report

@@ -1,0 +1,184 @@
+"""Failures that fail: a deadlock in the compile's own timing simulation, a design over its device budget and
+an SLR plan with no assignment are errors unless overridden (and the override is in the report); an exception
+inside a stage is one line naming the stage and the model construct; link.cfg pins the kernel to an SLR only
+when the whole kernel fits one; no IR field is left that no pass sets."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FAMILIES, tiny_block
+
+import streamtensor
+from streamtensor import compile_llm_block
+from streamtensor.analysis import allocation
+from streamtensor.analysis.resources import DeviceBudget, ResourceReport, estimate_resources
+from streamtensor.cli import main
+from streamtensor.errors import DeadlockError, ResourceBudgetError, StageError
+from streamtensor.frontend.block import MODES, DecoderBlock
+from streamtensor.ir.dataflow import DataflowGraph, KernelNode
+
+TINY = ["--seq-len", "8", "--max-len", "16", "-q"]
+CYCLE = re.compile(r"deadlocks with the sized FIFOs: ((?:\w+ blocked (?:writing|reading) \w+ \((?:full|empty)\)"
+                   r"(?: -> )?)+) -> (\w+) \(")
+
+
+def _error_line(err: str) -> str:
+    """The one line the CLI prints for an error (transformers' config notes aside)."""
+    lines = [line for line in err.splitlines() if not line.startswith("[transformers]")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("streamtensor: error: ")
+    return lines[0]
+
+
+def test_deadlock_is_an_error_naming_the_cycle_and_writes_nothing(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    # Every FIFO capped at one token: a fork whose branches reconverge through a reduction cannot hold the
+    # tokens the direct branch needs before the reduction's result exists.
+    out = tmp_path / "dead"
+    assert main(["compile", "gpt2", "--mode", "decode", "-o", str(out), "--max-fifo-depth", "1", *TINY]) == 2
+    line = _error_line(capsys.readouterr().err)
+    cycle = CYCLE.search(line)
+    assert cycle is not None, line
+    links = re.findall(r"(\w+) blocked (writing|reading) (\w+)", cycle.group(1))
+    assert len(links) >= 2 and cycle.group(2) == links[0][0]  # the wait-for cycle closes
+    assert "--allow-deadlock" in line
+    assert not out.exists()  # no Vitis project, no IR, no report
+
+    # The override writes the design and records what it let through, with the simulator's own cycle.
+    assert main(["compile", "gpt2", "--mode", "decode", "-o", str(out), "--max-fifo-depth", "1", "--allow-deadlock",
+                 *TINY]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["options"]["allow_deadlock"] is True and report["options"]["max_fifo_depth"] == 1
+    assert report["simulation"]["deadlock"] is True
+    assert report["overrides"] == {"allow_deadlock": [line.removeprefix("streamtensor: error: ")]}
+    (simulated,) = report["simulation"]["deadlock_cycle"]
+    assert simulated == f"DEADLOCK: {cycle.group(1)} -> {cycle.group(2)}"
+    assert (out / "Makefile").is_file() and (out / "link.cfg").is_file()
+    assert all(f["depth"] == 1 for f in report["fifos"])
+
+
+def test_deadlock_error_from_the_api() -> None:
+    with pytest.raises(DeadlockError, match="timing simulation of fusion group 0 deadlocks"):
+        compile_llm_block("llama", mode="decode", seq_len=8, max_len=16, max_fifo_depth=1)
+    design, _ = compile_llm_block("llama", mode="decode", seq_len=8, max_len=16, max_fifo_depth=1,
+                                  allow_deadlock=True)
+    assert design.report["overrides"].keys() == {"allow_deadlock"}
+    normal, _ = tiny_block("llama", "decode")
+    assert normal.report["overrides"] == {} and not normal.report["simulation"]["deadlock"]
+
+
+def _estimate_on(budget: DeviceBudget) -> Callable[[DataflowGraph], ResourceReport]:
+    """``estimate_resources`` against ``budget`` (the compile's device, until the target is an option)."""
+    def estimate(graph: DataflowGraph) -> ResourceReport:
+        return estimate_resources(graph, budget)
+    return estimate
+
+
+def test_design_over_budget_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture) -> None:
+    small = DeviceBudget("a small device", dsp=10, bram36=10, uram=10, lut=20_000, slrs=3)
+    monkeypatch.setattr(allocation, "estimate_resources", _estimate_on(small))
+    out = tmp_path / "big"
+    assert main(["compile", "llama", "--mode", "decode", "-o", str(out), *TINY]) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert re.fullmatch(r"streamtensor: error: the design does not fit a small device: fusion group 0 needs dsp \d+ "
+                        r"of 10, .*lut \d+ of 20000 \(.*--allow-unfit.*\)", line), line
+    assert not out.exists()
+    design, _ = compile_llm_block("llama", mode="decode", seq_len=8, max_len=16, allow_unfit=True)
+    report = design.report
+    assert report["overrides"] == {"allow_unfit": [line.removeprefix("streamtensor: error: ")]}
+    assert report["resources"]["fits"] is False and report["resources"]["per_slr"] == []  # nothing placed
+
+
+def test_slr_plan_without_assignment_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The device holds the design, but a hundred dies each hold less than its largest node.
+    design, _ = tiny_block("llama", "decode")
+    assert design.allocation is not None and design.allocation.resources is not None
+    total = design.allocation.resources
+    diced = DeviceBudget("a diced device", dsp=max(1, total.dsp), bram36=max(1, total.bram36),
+                         uram=max(1, total.uram), lut=total.lut, slrs=100)
+    monkeypatch.setattr(allocation, "estimate_resources", _estimate_on(diced))
+    with pytest.raises(ResourceBudgetError, match=r"fusion group 0 has no SLR placement: node \w+ alone exceeds "
+                                                   r"one SLR's capacity of .*--allow-unfit"):
+        compile_llm_block("llama", mode="decode", seq_len=8, max_len=16)
+    allowed, _ = compile_llm_block("llama", mode="decode", seq_len=8, max_len=16, allow_unfit=True)
+    (let_through,) = allowed.report["overrides"]["allow_unfit"]
+    assert let_through.startswith("fusion group 0 has no SLR placement: ")
+    assert allowed.report["resources"]["fits"] is True
+
+
+def test_link_cfg_pins_the_kernel_only_when_it_fits_one_slr(tmp_path: Path) -> None:
+    # The default tiny GPT-2 prefill takes about 80% of the device's LUTs: no slr= in link.cfg, and the report's
+    # per-SLR split is marked as an estimate. With one lane per kernel the whole kernel fits one SLR: pinned.
+    assert main(["compile", "gpt2", "-o", str(tmp_path / "wide"), *TINY]) == 0
+    assert main(["compile", "gpt2", "-o", str(tmp_path / "narrow"), "--overall-unroll-size", "1", *TINY]) == 0
+    for name, pinned in (("wide", False), ("narrow", True)):
+        out = tmp_path / name
+        report = json.loads((out / "report.json").read_text())
+        link = (out / "link.cfg").read_text()
+        plan = report["resources"]["slr_plan"]
+        assert plan["realised"] is False and "estimate" in plan["why"]
+        assert plan["single_slr"] is pinned
+        assert ("slr=gpt2_prefill_1:SLR0\n" in link) is pinned
+        assert ("slr=" in link.replace("no slr=", "")) is pinned
+        used = {s["slr"] for s in report["resources"]["per_slr"] if s["nodes"]}
+        if not pinned:
+            assert len(used) > 1  # the estimate spreads the processes over several dies
+            assert report["resources"]["utilization"]["lut"] > 1 / 3
+
+
+class _DataDependent(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2 if x.sum() > 0 else x  # control flow on a tensor's value: torch.export cannot trace it
+
+
+def test_exception_in_a_stage_names_the_stage_and_the_module() -> None:
+    with pytest.raises(StageError) as info:
+        streamtensor.compile(_DataDependent(), [torch.randn(4, 8)])
+    msg = str(info.value)
+    assert msg.startswith("stage frontend.torch_to_linalg failed on module _DataDependent: ")
+    assert "\n" not in msg and "--debug" in msg
+    assert info.value.__cause__ is not None
+
+
+def test_unsupported_model_is_one_line_on_the_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    # A block whose forward branches on data, as an unsupported model would: export raises deep inside torch.
+    def forward(self: DecoderBlock, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (args[0] * 2,) if args[0].sum() > 0 else (args[0],)
+
+    monkeypatch.setattr(DecoderBlock, "forward", forward)
+    out = str(tmp_path / "x")
+    assert main(["compile", "llama", "--mode", "decode", "-o", out, *TINY]) == 2
+    captured = capsys.readouterr()
+    line = _error_line(captured.err)
+    assert line.startswith("streamtensor: error: stage frontend.torch_to_linalg failed on layer 0 "
+                           "(LlamaDecoderLayer, decode) of model llama: ")
+    assert captured.out == ""
+    assert main(["compile", "llama", "--mode", "decode", "-o", out, *TINY, "--debug"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.rstrip().splitlines()[-1] == line
+
+
+def test_no_kernel_field_is_left_unset_by_every_pass() -> None:
+    """Every KernelNode field with a default is set to something else by some pass on the tiny blocks: a field
+    no pass sets (like the removed ``local_operands``) is dead weight its readers pretend to handle."""
+    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()
+                for f in fields(KernelNode) if f.default is not MISSING or f.default_factory is not MISSING}
+    assert defaults  # the fields with defaults: those a pass may leave as they are
+    set_somewhere = set()
+    for family in FAMILIES:
+        for mode in MODES:
+            design, _ = tiny_block(family, mode)
+            assert design.dataflow is not None
+            for node in design.dataflow.nodes.values():
+                if isinstance(node, KernelNode):
+                    set_somewhere |= {n for n, d in defaults.items() if getattr(node, n) != d}
+    assert set_somewhere == set(defaults)
