@@ -335,7 +335,7 @@ def build_process_network(graph: DataflowGraph, target: Target, group: int | Non
         elif s.target in members and s.target not in absorbed:
             streams.append(Stream(s.name, crossing_dma_name(s.name, "read"), s.target, s.type.token_bits,
                                   s.type.num_tokens))
-    return ProcessNetwork(processes, streams)
+    return ProcessNetwork(processes, streams, target.memory.srl_max_bits)
 
 
 # --- node timing for the report ------------------------------------------------------------------------------
