@@ -11,6 +11,7 @@ from conftest import tiny_block
 from ir_files import printed, read
 
 from streamtensor.cli import main
+from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.frontend.block import MODES
 from streamtensor.ir.dataflow import print_dataflow
 from streamtensor.ir.dataflow_parser import parse_dataflow
@@ -36,7 +37,7 @@ def test_the_registry_replays_the_compile_pipeline_from_the_linalg_text() -> Non
     design, _ = tiny_block("gpt2", "decode")
     assert design.dataflow is not None
     graph = parse_ir(print_graph(design.graph), "linalg.mlir")
-    dataflow = run_passes(graph, ["build-dataflow", "replay", "fusion", "size-fifos"])
+    dataflow = run_passes(graph, ["build-dataflow", "replay", "fusion", "size-fifos"], U55C)
     assert printed(dataflow) == print_dataflow(design.dataflow)
 
 

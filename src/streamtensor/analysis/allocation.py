@@ -101,9 +101,9 @@ class AllocationResult:
 
     @property
     def single_slr(self) -> bool:
-        """The whole kernel (every group) fits one SLR's share of the device budget."""
+        """The whole kernel (every group) fits one die (the smallest)."""
         res = self.resources
-        return res is not None and all(getattr(res, r) <= getattr(res.budget, r) / res.budget.slrs
+        return res is not None and all(getattr(res, r) <= getattr(res.die, r)
                                        for r in RESOURCES)
 
     def report(self) -> dict[str, Any]:

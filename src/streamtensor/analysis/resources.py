@@ -118,6 +118,7 @@ class ResourceReport:
     uram: int
     lut: int
     budget: SlrBudget  # the whole device's
+    die: SlrBudget  # the smallest die's
     fits: bool
     overflow: list[str]  # resources some fusion group exceeds, in RESOURCES order
     nodes: dict[str, NodeResources]
@@ -248,5 +249,6 @@ def estimate_resources(graph: DataflowGraph, target: Target) -> ResourceReport:
               for g in range(count)]
     overflow = [r for r in RESOURCES if any(g[r] > getattr(budget, r) for g in groups)]
     totals = {r: sum(getattr(n, r) for n in nodes.values()) for r in RESOURCES}
-    return ResourceReport(**totals, budget=budget, fits=not overflow, overflow=overflow, nodes=nodes,
+    die = SlrBudget(*(min(getattr(s, r) for s in target.slrs) for r in RESOURCES))
+    return ResourceReport(**totals, budget=budget, die=die, fits=not overflow, overflow=overflow, nodes=nodes,
                           allocations=allocations, groups=groups)

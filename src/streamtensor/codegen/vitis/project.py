@@ -38,6 +38,7 @@ from streamtensor.codegen.vitis.parameters import MANIFEST_FILE, ParameterManife
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph
 from streamtensor.kernel_interface import INTERFACE_FILE, SIM_EXECUTABLE, HbmPlan, KernelInterface
+from streamtensor.packing import WORD_BITS
 from streamtensor.target import Target
 
 
@@ -83,6 +84,9 @@ def write_project(
         raise OptionError(f"kernel name {kernel_name!r} is not a C identifier")
     if plan.kernel_name != kernel_name:
         raise OptionError(f"the HBM plan is for kernel {plan.kernel_name!r}, not {kernel_name!r}")
+    if target.axi_word_bits != WORD_BITS:
+        raise OptionError(f"the {target.board} has {target.axi_word_bits}-bit m_axi ports; the Vitis backend packs and "
+                          f"generates {WORD_BITS}-bit words")
     clock_mhz = target.clock_mhz if clock_mhz is None else clock_mhz
     if not 0 < clock_mhz <= target.max_clock_mhz:
         raise OptionError(f"clock {clock_mhz} MHz is outside (0, {target.max_clock_mhz}] of the {target.board}")
