@@ -18,6 +18,7 @@ PACKAGE = "streamtensor"
 LAYERS: dict[str, int] = {
     "streamtensor._version": 0,
     "streamtensor.errors": 0,
+    "streamtensor.target": 0,  # the Target type; the boards themselves belong to the Vitis backend
     "streamtensor.ir": 1,
     "streamtensor.packing": 2,  # the kernel ABI: packed layout and interface, shared by codegen and runtime
     "streamtensor.kernel_interface": 2,

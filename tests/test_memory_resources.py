@@ -202,7 +202,7 @@ def test_dsp_overflow_is_named() -> None:
     b = GraphBuilder("big").add(matmul_kernel("mm", tiles=(64, 64, 2), unroll=(32, 64, 1), size=64))
     graph = b.dma_in("dma_a", "mm.a").dma_in("dma_w", "mm.w", "weight").dma_out("dma_out", "mm.out").graph()
     report = estimate_resources(graph, U55C)
-    assert report.dsp == 10_240 > U55C.dsp
+    assert report.dsp == 10_240 > U55C.totals.dsp
     assert report.overflow == ["dsp"]
     assert not report.fits
     assert report.utilization()["dsp"] == pytest.approx(10_240 / 9_024)

@@ -75,7 +75,7 @@ def test_small_design_stays_on_slr0_next_to_the_hbm() -> None:
     assert result.objective == pytest.approx(0.0)
     report = estimate_resources(graph, U55C)
     assert result.usage[0]["lut"] == report.lut
-    assert result.capacity["lut"] == pytest.approx(U55C.lut / 3)
+    assert result.capacity["lut"] == pytest.approx(U55C.slrs[0].lut)
 
 
 def test_imbalance_weight_spreads_the_design() -> None:

@@ -251,7 +251,7 @@ def test_invalid_requests_are_rejected(tmp_path: Path) -> None:
     graph = block_graph()
     plan = plan_hbm(memory_arguments(graph), "block_top", U55C.hbm)
     with pytest.raises(ValueError, match=r"tensor x_in has shape \(8, 8\), got an array of shape \(4, 4\)"):
-        write_packed_parameters(tmp_path, graph, {"x_in": np.zeros((4, 4), dtype=np.float32)})
+        write_packed_parameters(tmp_path, graph, {"x_in": np.zeros((4, 4), dtype=np.float32)}, plan)
     with pytest.raises(OptionError, match=r"must include block_top.cpp .*\['other.cpp'\]"):
         write_project(tmp_path, graph, "block_top", plan, {"other.cpp": ""}, target=U55C)
     with pytest.raises(OptionError, match="the HBM plan is for kernel 'block_top', not 'top2'"):
@@ -259,7 +259,7 @@ def test_invalid_requests_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(OptionError, match="is not a C identifier"):
         write_project(tmp_path, graph, "block-top", plan, {"block-top.cpp": ""}, target=U55C)
     with pytest.raises(StreamTensorError, match=r"'y_out' is not a tensor the kernel reads \(those are: w, x_in\)"):
-        write_packed_parameters(tmp_path, graph, {"y_out": np.zeros((8, 8), dtype=np.float32)})
+        write_packed_parameters(tmp_path, graph, {"y_out": np.zeros((8, 8), dtype=np.float32)}, plan)
     assert PackedLayout.of(Y).total_bytes == 512
 
 

@@ -4,7 +4,9 @@
 In ``driver.compile`` order: ``sink-casts``, ``split-slices``, ``fuse-into-contractions`` (Linalg to Linalg),
 ``build-dataflow`` (Linalg to dataflow: tiling with the default ``TilingOptions``, then the dataflow graph),
 ``replay``, ``fusion`` and ``size-fifos`` (dataflow to dataflow; the FIFO LP of resource allocation with the
-``normal`` strategy, its depths written into the streams). Passes that weigh device costs (tiling, fusion's
+``normal`` strategy, its depths and the timing and memory attributes written into the IR), ``allocate`` (the
+whole resource allocation of ``compile`` with its defaults: FIFO sizing, timing simulation, resources, SLR
+plan; a deadlock or a design over the target's budget is an error). Passes that weigh device costs (tiling, fusion's
 memory cap, FIFO sizing) read the target given to :func:`run_passes`.
 """
 
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from streamtensor._version import GENERATOR
-from streamtensor.analysis.allocation import size_fifos
+from streamtensor.analysis.allocation import run_allocation, size_fifos
 from streamtensor.errors import OptionError
 from streamtensor.ir.dataflow import DataflowGraph, print_dataflow
 from streamtensor.ir.dataflow_parser import parse_dataflow
@@ -67,6 +69,12 @@ def _size_fifos(graph: IR, target: Target) -> IR:
     return graph
 
 
+def _allocate(graph: IR, target: Target) -> IR:
+    assert isinstance(graph, DataflowGraph)
+    run_allocation(graph, target)
+    return graph
+
+
 def _linalg(rewrite: Callable[[Graph], Graph]) -> Callable[[IR, Target], IR]:
     """A Linalg rewrite as a pass: it weighs no device cost."""
     def run(graph: IR, target: Target) -> IR:
@@ -88,6 +96,8 @@ PASSES: dict[str, Pass] = {p.name: p for p in (
     Pass("fusion", "dataflow", "dataflow", _fusion,
          "group the nodes into accelerators under the target's on-chip memory"),
     Pass("size-fifos", "dataflow", "dataflow", _size_fifos, "FIFO depths of every stream by the LP (normal)"),
+    Pass("allocate", "dataflow", "dataflow", _allocate,
+         "resource allocation: FIFO depths, timing simulation, resources and the SLR plan"),
 )}
 
 
