@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from streamtensor import __version__
+from streamtensor.analysis.hbm import HbmPlanError
 from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.codegen.vitis.build_files import link_cfg
 from streamtensor.codegen.vitis.hbm import (
-    HbmPlanError,
     c_identifier,
     interfaces_per_channel,
     kernel_slr,
@@ -99,17 +99,17 @@ def test_fifteen_interfaces_per_bank_at_most() -> None:
     plan = plan_hbm(full, "k", U55C.hbm)
     check_invariants(plan, full)
     assert interfaces_per_channel(plan, U55C.hbm) == [U55C.hbm.max_interfaces_per_channel] * U55C.hbm.channels
-    with pytest.raises(HbmPlanError, match="cannot place argument zz .* 15 interfaces"):
+    with pytest.raises(HbmPlanError, match=r"cannot place tensor zz .*\(at most 15 per channel\)"):
         plan_hbm([*full, small("zz")], "k", U55C.hbm)
 
 
 def test_capacity_limits() -> None:
-    with pytest.raises(HbmPlanError, match="argument huge needs 18253611008 bytes, more than the whole HBM"):
+    with pytest.raises(HbmPlanError, match="tensor huge needs 18253611008 bytes, more than the whole HBM"):
         plan_hbm([gib_tensor("huge", 17)], "k", U55C.hbm)
     filled = [gib_tensor(f"g{i:02}", 1) for i in range(16)]  # 16 GiB: every channel full
     plan = plan_hbm(filled, "k", U55C.hbm)
     assert [plan.assignment(f"g{i:02}").bank for i in (0, 1, 15)] == ["HBM[0:1]", "HBM[2:3]", "HBM[30:31]"]
-    with pytest.raises(HbmPlanError, match="cannot place argument one .*too little free memory"):
+    with pytest.raises(HbmPlanError, match="cannot place tensor one .*too little free memory"):
         plan_hbm([*filled, small("one")], "k", U55C.hbm)
     with pytest.raises(HbmPlanError, match="duplicate argument names"):
         plan_hbm([small("a"), small("a")], "k", U55C.hbm)
