@@ -22,11 +22,11 @@ from streamtensor import compile_llm_block
 from streamtensor.analysis.allocation import allocate_resources, size_fifos
 from streamtensor.analysis.fifo_schedules import forwarders_eager, is_forwarder, latest_firing_times
 from streamtensor.analysis.fifo_search import size_fifos_lp, trim_fifos
+from streamtensor.analysis.hbm import dma_bytes_per_cycle
 from streamtensor.analysis.process_network import ProcessNetwork
 from streamtensor.analysis.timing_model import (
     build_process_network,
     converter_depth,
-    dma_bytes_per_cycle,
     forward_depth,
     kernel_timing,
     node_process,

@@ -1,13 +1,18 @@
-"""HBM pseudo-channel planning and link.cfg: spreading, spanning, per-bank interface limit, capacity, exact text."""
+"""HBM pseudo-channel planning and link.cfg: spreading, spanning, per-bank interface limit, capacity, exact text;
+the timing model charges every DMA the share of the channel link.cfg connects it to."""
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import tiny_block
 
 from streamtensor import __version__
+from streamtensor.analysis.hbm import ExternalTensor, HbmPlanError, place_tensors
+from streamtensor.analysis.timing_model import build_process_network, node_process
 from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.codegen.vitis.build_files import link_cfg
 from streamtensor.codegen.vitis.hbm import (
-    HbmPlanError,
     c_identifier,
     interfaces_per_channel,
     kernel_slr,
@@ -20,6 +25,7 @@ from streamtensor.ir.itensor import parse_itensor_type
 from streamtensor.ir.linalg import ReshapeOp, TensorType, Value
 from streamtensor.kernel_interface import HbmPlan, MemoryArgument, ViewStep
 from streamtensor.packing import pack
+from streamtensor.target import Target
 
 GIB = 2**30
 
@@ -99,17 +105,17 @@ def test_fifteen_interfaces_per_bank_at_most() -> None:
     plan = plan_hbm(full, "k", U55C.hbm)
     check_invariants(plan, full)
     assert interfaces_per_channel(plan, U55C.hbm) == [U55C.hbm.max_interfaces_per_channel] * U55C.hbm.channels
-    with pytest.raises(HbmPlanError, match="cannot place argument zz .* 15 interfaces"):
+    with pytest.raises(HbmPlanError, match=r"cannot place tensor zz .*\(at most 15 per channel\)"):
         plan_hbm([*full, small("zz")], "k", U55C.hbm)
 
 
 def test_capacity_limits() -> None:
-    with pytest.raises(HbmPlanError, match="argument huge needs 18253611008 bytes, more than the whole HBM"):
+    with pytest.raises(HbmPlanError, match="tensor huge needs 18253611008 bytes, more than the whole HBM"):
         plan_hbm([gib_tensor("huge", 17)], "k", U55C.hbm)
     filled = [gib_tensor(f"g{i:02}", 1) for i in range(16)]  # 16 GiB: every channel full
     plan = plan_hbm(filled, "k", U55C.hbm)
     assert [plan.assignment(f"g{i:02}").bank for i in (0, 1, 15)] == ["HBM[0:1]", "HBM[2:3]", "HBM[30:31]"]
-    with pytest.raises(HbmPlanError, match="cannot place argument one .*too little free memory"):
+    with pytest.raises(HbmPlanError, match="cannot place tensor one .*too little free memory"):
         plan_hbm([*filled, small("one")], "k", U55C.hbm)
     with pytest.raises(HbmPlanError, match="duplicate argument names"):
         plan_hbm([small("a"), small("a")], "k", U55C.hbm)
@@ -181,3 +187,60 @@ def test_memory_arguments_errors() -> None:
     )
     with pytest.raises(StreamTensorError, match="DMAs a and b both map to the C identifier x_y"):
         memory_arguments(g)
+
+
+# --- one placement for the timing model and link.cfg -----------------------------------------------------------
+
+
+def test_round_robin_shares_with_more_tensors_than_channels() -> None:
+    hbm = replace(U55C.hbm, channels=2)
+    tensors = [ExternalTensor("c", ("c0",), 64, 100), ExternalTensor("a", ("a0", "a1"), 128, 300),
+               ExternalTensor("b", ("b0",), 64, 200)]
+    placement = place_tensors(tensors, hbm)
+    assert placement.ranges == {"a": (0, 0), "b": (1, 1), "c": (0, 0)}  # by demand: a, b, then c wraps to 0
+    # Shares are the DMAs on the channel (the old ceil(3 tensors / 2 channels) rule charged a 4 and b, c 2).
+    assert placement.shares == {"c0": 3, "a0": 3, "a1": 3, "b0": 1}
+    with pytest.raises(HbmPlanError, match="tensor a has 2 DMAs, more than the 1 interfaces"):
+        place_tensors(tensors, replace(hbm, max_interfaces_per_channel=1))
+
+
+def check_link_cfg_is_what_the_timing_model_charged(graph: DataflowGraph, target: Target) -> HbmPlan:
+    """Every DMA's link.cfg bank is its tensor's, and its process in the timing model is the DMA process at the
+    share of that bank (the DMAs connected to the busiest channel of it)."""
+    plan = plan_hbm(memory_arguments(graph), "block_top", target.hbm)
+    text = link_cfg(plan, kernel_slr(target))
+    on_channel = interfaces_per_channel(plan, target.hbm)
+    net = {p.name: p for p in build_process_network(graph, target).processes}
+    for a in plan.assignments:
+        assert f"sp=block_top_1.{a.argument.arg}:{a.bank}\n" in text
+        others = [b for b in plan.assignments if b.argument.name == a.argument.name]
+        assert {b.bank for b in others} == {a.bank}  # every DMA of a tensor on the tensor's channels
+        share = max(on_channel[c] for c in a.channels)
+        dma = a.argument.dma
+        charged, expected = net[dma], node_process(graph, graph.nodes[dma], target, share)
+        assert (charged.num_firings, charged.ii, charged.depth) == (expected.num_firings, 1, expected.depth)
+        for ours, theirs in ((charged.reads, expected.reads), (charged.writes, expected.writes)):
+            assert ours.keys() == theirs.keys()
+            assert all(np.array_equal(ours[s], theirs[s]) for s in ours)
+    return plan
+
+
+def test_link_cfg_channels_are_the_timing_models_for_a_tiny_block() -> None:
+    design, _ = tiny_block("gpt2", "decode")
+    plan = check_link_cfg_is_what_the_timing_model_charged(design.dataflow, U55C)
+    tensors = {a.argument.name for a in plan.assignments}
+    assert len(tensors) <= U55C.hbm.channels < len(plan.assignments)  # fewer tensors than channels, shared ones
+    # Each tensor on a channel of its own: a DMA's share is its tensor's DMA count (the figures of before).
+    on_channel = interfaces_per_channel(plan, U55C.hbm)
+    for a in plan.assignments:
+        assert on_channel[a.first] == sum(b.argument.name == a.argument.name for b in plan.assignments)
+    assert max(on_channel) > 1
+
+
+def test_shares_follow_the_placement_with_more_tensors_than_channels() -> None:
+    design, _ = tiny_block("gpt2", "decode")
+    dmas = len(memory_arguments(design.dataflow))
+    two = replace(U55C, name="u55c-2pc", hbm=replace(U55C.hbm, channels=2, max_interfaces_per_channel=dmas))
+    plan = check_link_cfg_is_what_the_timing_model_charged(design.dataflow, two)
+    on_channel = interfaces_per_channel(plan, two.hbm)
+    assert sum(on_channel) == dmas and min(on_channel) > 0 and on_channel[0] != on_channel[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from conftest import tiny_block
@@ -37,7 +38,7 @@ from streamtensor.transforms.tiling import tile_graph
 from streamtensor.transforms.tiling.liveness import kernel_ops
 from streamtensor.transforms.tiling.plan import TilingOptions
 from streamtensor.transforms.tiling.tile_sizes import initial_tiling, tile_size
-from streamtensor.transforms.tiling.unroll import DATAPATH_SHARE
+from streamtensor.transforms.tiling.unroll import DATAPATH_SHARE, external_streams
 
 
 def test_tile_size_is_the_largest_divisor_up_to_the_default() -> None:
@@ -200,6 +201,20 @@ def test_bandwidth_aware_unroll_keeps_pace_with_the_weight_dma() -> None:
         # No prefetch buffer: a 2-token weight FIFO (the DMA back-pressured) keeps the unbounded makespan, also
         # for w2, whose DMA could otherwise fill its FIFO while matmul_2 waits for matmul_1.
         assert simulate(net, {dma.outputs[0]: 2}).makespan_cycles == unbounded.makespan_cycles
+
+
+def test_rate_matching_charges_the_channel_share_of_the_placement() -> None:
+    # analysis.hbm places x, w1, w2 and the output y: each on a channel of its own on the U55C, all four on
+    # one channel of a one-channel HBM, where every DMA gets a quarter of it and the kernels are paced slower.
+    g = _two_gemvs(512)
+    one = replace(U55C, name="u55c-1pc", hbm=replace(U55C.hbm, channels=1))
+    assert external_streams(g, kernel_ops(g), U55C) == [{0: 1, 1: 1}, {1: 1}]  # x, w1; w2 (h comes from matmul_1)
+    assert external_streams(g, kernel_ops(g), one) == [{0: 4, 1: 4}, {1: 4}]
+    wide, narrow = (tile_graph(g, t, TilingOptions(16, 1024)) for t in (U55C, one))
+    for k in ("matmul_1", "matmul_2"):  # paced by their DMAs on both, with 8x fewer lanes at a quarter channel
+        assert wide.ops[k].min_pipeline_ii > 1 and narrow.ops[k].min_pipeline_ii > 1
+        assert narrow.ops[k].lanes * 8 == wide.ops[k].lanes
+        assert narrow.timings[k].latency > 4 * wide.timings[k].latency
 
 
 def test_compute_bound_kernels_keep_the_recurrence_ii() -> None:

@@ -36,15 +36,15 @@ Per node kind (formulas are repeated next to their code):
   and reads it from the input whose region holds it.
 - **DMA** (HBM <-> stream): a token is ``words = ceil(token_bits / 512)`` bus words (``bytes = 64 * words``,
   each tile padded to whole words: ``streamtensor.packing``), moved at ``rate = min(64, 57.5) / share`` bytes
-  per cycle (see :func:`dma_bytes_per_cycle`); ``ii = 1`` cycle per firing with the tokens spread at that exact
-  average rate, ``depth`` = the HBM latency (64 cycles).
+  per cycle (:func:`.hbm.dma_bytes_per_cycle`; ``share``: the DMAs on its pseudo-channel as ``analysis.hbm``
+  places the group's external tensors, the placement ``link.cfg`` realises); ``ii = 1`` cycle per firing with
+  the tokens spread at that exact average rate, ``depth`` = the HBM latency (64 cycles).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 
@@ -61,11 +61,14 @@ from streamtensor.ir.dataflow import (
     ReassociateNode,
     pending_tiles,
 )
+from streamtensor.ir.dataflow import Stream as DataflowStream
 from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.layout import chunk_mask, concat_sources
 from streamtensor.ir.linalg import GenericOp, ScalarBody
+from streamtensor.packing import PackedLayout
 from streamtensor.target import OperatorLibrary, Target
 
+from .hbm import HbmPlacement, dma_bytes_per_cycle, dma_token_bytes, place_tensors, streamed_tensors
 from .memory import absorbed_converters, node_groups
 from .process_network import Process, ProcessNetwork, Stream
 
@@ -207,20 +210,6 @@ def _converter_process(node: ConverterNode, source: ITensorType, result: ITensor
                    {node.outputs[0]: writes})
 
 
-def dma_bytes_per_cycle(share: int, target: Target) -> Fraction:
-    """Bytes per cycle of one DMA: ``min(bus, pseudo-channel) / share``.
-
-    On the U55C a 512-bit m_axi port moves 64 B/cycle but its HBM pseudo-channel only 14.375 GB/s = 57.5
-    B/cycle at 250 MHz, so the channel bounds it. ``share`` DMAs that use one channel concurrently split it
-    evenly (the DMAs of one tensor share its m_axi argument and channel, ``codegen.vitis.hbm``)."""
-    return min(Fraction(target.axi_bytes_per_cycle), target.channel_bytes_per_cycle) / share
-
-
-def dma_token_bytes(t: ITensorType, target: Target) -> int:
-    """Bus bytes per token: the tile padded to whole m_axi words (``streamtensor.packing``)."""
-    return math.ceil(t.token_bits / target.axi_word_bits) * target.axi_bytes_per_cycle
-
-
 def _dma_read_process(name: str, stream: str, t: ITensorType, share: int, target: Target) -> Process:
     # Token k's last byte arrives in cycle ceil((k+1) * bytes / rate) - 1 of the transfer and is pushed into the
     # stream the HBM latency later; the loop has one firing per cycle of the transfer.
@@ -243,16 +232,25 @@ def _dma_write_process(name: str, stream: str, t: ITensorType, share: int, targe
 # --- graphs --------------------------------------------------------------------------------------------------
 
 
-def _dma_shares(graph: DataflowGraph, members: set[str], crossing: int, channels: int) -> tuple[dict[str, int], int]:
-    """Channel shares (see :func:`dma_bytes_per_cycle`) of the DMA nodes among ``members`` and of a crossing
-    stream's DMA. The DMAs of one tensor share its channel; with more tensors than channels (a crossing stream
-    has its own buffer in external memory), ``crowding = ceil(tensors / channels)`` tensors share every channel."""
-    dmas = [node for n in members if isinstance(node := graph.nodes[n], DmaNode)]
-    per_tensor: dict[str, int] = {}
-    for node in dmas:
-        per_tensor[node.tensor.name] = per_tensor.get(node.tensor.name, 0) + 1
-    crowding = max(1, math.ceil((len(per_tensor) + crossing) / channels))
-    return {node.name: per_tensor[node.tensor.name] * crowding for node in dmas}, crowding
+def dma_placement(graph: DataflowGraph, members: set[str], crossing_in: list[DataflowStream],
+                  crossing_out: list[DataflowStream], absorbed: set[str], target: Target) -> HbmPlacement:
+    """Where the external tensors of one fusion group live (``analysis.hbm``): the tensors of its DMA nodes, and
+    every stream crossing into or out of the group (a buffer of its own in external memory, streamed by the
+    implicit DMA or the absorbed converter that reads it)."""
+    dmas: list[tuple[str, str, PackedLayout]] = []
+    for name in (n for n in graph.topological_order() if n in members):
+        node = graph.nodes[name]
+        if isinstance(node, DmaNode):
+            (stream,) = node.outputs if node.direction == "read" else node.inputs
+            dmas.append((node.tensor.name, name, PackedLayout.of(graph.streams[stream].type)))
+        elif name in absorbed:
+            dmas.append((node.inputs[0], name, PackedLayout.of(graph.streams[node.outputs[0]].type)))
+    for s in crossing_in:
+        if s.target not in absorbed:
+            dmas.append((s.name, crossing_dma_name(s.name, "read"), PackedLayout.of(s.type)))
+    for s in crossing_out:
+        dmas.append((s.name, crossing_dma_name(s.name, "write"), PackedLayout.of(s.type)))
+    return place_tensors(streamed_tensors(dmas), target.hbm)
 
 
 def node_process(graph: DataflowGraph, node: Node, target: Target, dma_share: int = 1) -> Process:
@@ -310,21 +308,23 @@ def build_process_network(graph: DataflowGraph, target: Target, group: int | Non
     absorbed = set(absorbed_converters(graph)) & members
     crossing_in = [s for s in graph.streams.values() if s.target in members and s.source not in members]
     crossing_out = [s for s in graph.streams.values() if s.source in members and s.target not in members]
-    shares, crowding = _dma_shares(graph, members, len(crossing_in) + len(crossing_out), target.hbm.channels)
+    shares = dma_placement(graph, members, crossing_in, crossing_out, absorbed, target).shares
     order = [n for n in graph.topological_order() if n in members]
     processes: list[Process] = []
     for name in order:
         node = graph.nodes[name]
         if name in absorbed:
             out = node.outputs[0]
-            processes.append(_dma_read_process(name, out, graph.streams[out].type, crowding, target))
+            processes.append(_dma_read_process(name, out, graph.streams[out].type, shares[name], target))
         else:
             processes.append(node_process(graph, node, target, shares.get(name, 1)))
     for s in crossing_in:
         if s.target not in absorbed:
-            processes.append(_dma_read_process(crossing_dma_name(s.name, "read"), s.name, s.type, crowding, target))
+            name = crossing_dma_name(s.name, "read")
+            processes.append(_dma_read_process(name, s.name, s.type, shares[name], target))
     for s in crossing_out:
-        processes.append(_dma_write_process(crossing_dma_name(s.name, "write"), s.name, s.type, crowding, target))
+        name = crossing_dma_name(s.name, "write")
+        processes.append(_dma_write_process(name, s.name, s.type, shares[name], target))
     streams = []
     for s in graph.streams.values():
         if s.source in members and s.target in members:

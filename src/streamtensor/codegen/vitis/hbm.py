@@ -5,21 +5,19 @@ the DMA's streamed tensor (its view of the tensor: Linalg reshapes/slices) in th
 type. A tensor read by several DMAs (one per consumer, each with its own layout or slice) thus has one buffer
 per DMA, packed from the same host array.
 
-All arguments stream concurrently, so the plan spreads them over the target's pseudo-channels (PCs; 32 of 512 MB
-on the U55C): arguments sorted by bandwidth demand (bytes streamed per run, repeat loops included; then packed
-size; then name), each placed round-robin at the next channel with room, a buffer larger than one PC spanning
-consecutive PCs (``HBM[a:b]``, never wrapping past the last PC). A PC takes at most the target's kernel
-interfaces per bank (15; an argument spanning several PCs counts on each) and its capacity of data; when nothing
-fits, planning fails with ``HbmPlanError``.
+The arguments go on the HBM pseudo-channels the timing model charged their DMAs to: ``plan_hbm`` asks the
+one placement model, ``analysis.hbm`` (every DMA of a tensor on that tensor's channel range, tensors spread
+round-robin by bandwidth demand within the target's capacity and interfaces per channel), with the same
+buffers; a range of several PCs is ``HBM[a:b]``. When nothing fits, planning fails with ``HbmPlanError``.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import Sequence
 
+from streamtensor.analysis.hbm import HbmPlanError, place_tensors, streamed_tensors
 from streamtensor.errors import StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode
 from streamtensor.kernel_interface import HbmAssignment, HbmPlan, MemoryArgument, ViewStep
@@ -34,10 +32,6 @@ _CPP_KEYWORDS = frozenset(
     "template this thread_local throw true try typedef typeid typename union unsigned using virtual void volatile "
     "wchar_t while xor xor_eq main".split()
 )
-
-
-class HbmPlanError(StreamTensorError):
-    """The kernel's external-memory arguments do not fit the HBM (capacity or interfaces per bank)."""
 
 
 def c_identifier(name: str) -> str:
@@ -85,45 +79,12 @@ def kernel_slr(target: Target) -> str:
 
 
 def plan_hbm(arguments: Sequence[MemoryArgument], kernel_name: str, hbm: HbmSpec) -> HbmPlan:
-    """Place every argument on HBM pseudo-channels (see the module docstring)."""
+    """Every argument on its tensor's pseudo-channels (see the module docstring)."""
     names = [a.arg for a in arguments]
     if len(set(names)) != len(names):
         raise HbmPlanError(f"duplicate argument names in {names}")
-    interfaces = [0] * hbm.channels
-    free = [hbm.channel_bytes] * hbm.channels
-    placed: dict[str, tuple[int, int]] = {}
-    cursor = 0
-    order = sorted(arguments, key=lambda a: (-a.layout.streamed_bytes, -a.layout.total_bytes, a.arg))
-    for arg in order:
-        size = arg.layout.total_bytes
-        span = max(1, math.ceil(size / hbm.channel_bytes))
-        if span > hbm.channels:
-            raise HbmPlanError(f"argument {arg.arg} needs {size} bytes, more than the whole HBM")
-        for first in (cursor + i for i in range(hbm.channels)):
-            first %= hbm.channels
-            channels = range(first, first + span)
-            if (
-                first + span <= hbm.channels
-                and all(interfaces[c] < hbm.max_interfaces_per_channel for c in channels)
-                and sum(free[c] for c in channels) >= size
-            ):
-                break
-        else:
-            raise HbmPlanError(
-                f"cannot place argument {arg.arg} ({size} bytes on {span} pseudo-channel(s)): every candidate "
-                f"range already has {hbm.max_interfaces_per_channel} interfaces on a channel or too little free memory "
-                f"({len(arguments)} arguments in all)"
-            )
-        remaining = size
-        for c in channels:
-            interfaces[c] += 1
-            taken = min(free[c], remaining)
-            free[c] -= taken
-            remaining -= taken
-        placed[arg.arg] = (first, first + span - 1)
-        cursor = (first + span) % hbm.channels
-    assignments = tuple(HbmAssignment(a, *placed[a.arg]) for a in arguments)
-    return HbmPlan(kernel_name, assignments)
+    placement = place_tensors(streamed_tensors((a.name, a.dma, a.layout) for a in arguments), hbm)
+    return HbmPlan(kernel_name, tuple(HbmAssignment(a, *placement.dma_ranges[a.dma]) for a in arguments))
 
 
 def interfaces_per_channel(plan: HbmPlan, hbm: HbmSpec) -> list[int]:

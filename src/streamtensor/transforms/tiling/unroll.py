@@ -19,8 +19,8 @@ budget below the number of kernels leaves every kernel at one lane.
   after another, so theirs still add to the makespan. Stop when the slowest kernel's doubling would exceed the
   lane budget.
 - Bandwidth-aware (both strategies): no kernel reads an input streamed from external memory (a weight, a
-  block input) faster than that input's DMA delivers it (``analysis.timing_model``: one HBM pseudo-channel per
-  tensor, split among its DMAs). Where its lanes would, the kernel's pipeline II is raised to the least that
+  block input) faster than that input's DMA delivers it (``analysis.hbm``: its share of the HBM pseudo-channel
+  its tensor is placed on). Where its lanes would, the kernel's pipeline II is raised to the least that
   keeps pace (``min_pipeline_ii``, emitted as the HLS pipeline II), and it is not doubled again: the doubling
   that made it DMA-paced was its last (a further one would at most round the II closer to the DMA's rate, at
   twice the DSPs and LUTs). A faster kernel would only wait for the DMA, or, with the DMA free to run ahead
@@ -40,13 +40,9 @@ import heapq
 import math
 from dataclasses import replace
 
+from streamtensor.analysis.hbm import ExternalTensor, dma_bytes_per_cycle, dma_token_bytes, place_tensors
 from streamtensor.analysis.resources import lane_cost
-from streamtensor.analysis.timing_model import (
-    KernelTiming,
-    dma_bytes_per_cycle,
-    dma_token_bytes,
-    kernel_timing,
-)
+from streamtensor.analysis.timing_model import KernelTiming, kernel_timing
 from streamtensor.ir.dataflow import kernel_operand_type
 from streamtensor.ir.linalg import GenericOp, Graph
 from streamtensor.target import Target
@@ -75,18 +71,24 @@ def tiled_timing(op: GenericOp, t: OpTiling, target: Target) -> KernelTiming:
 def external_streams(graph: Graph, ops: list[GenericOp], target: Target) -> list[dict[int, int]]:
     """Per kernel, its inputs streamed from external memory (operand index -> channel share of its DMA).
 
-    Mirrors ``analysis.timing_model``'s DMA shares: every streamed use of an external tensor has its own DMA on
-    the tensor's pseudo-channel, so ``uses`` DMAs split it; with more tensors than channels ``crowding`` tensors
-    share every channel."""
+    The shares are ``analysis.hbm``'s placement of the tensors the dataflow graph will stream: every streamed
+    use of an external tensor (through reshapes and slices) is a DMA of that tensor, and every block output one
+    written once. Tiles are not known yet, so a tensor's buffers and demand are its bytes once per DMA; the
+    timing model and ``link.cfg`` place the dataflow graph's packed buffers by the same rule."""
     producers = graph.producers()
+    types = {v.name: v.type for v in graph.inputs} | {r.name: r.type for op in graph.ops for r in op.results}
     roots = [{j: trace_movement(op.inputs[j].name, producers)[0] for j in external_operands(op, producers)}
              for op in ops]
-    uses: dict[str, int] = {}
-    for per_op in roots:
-        for root in per_op.values():
-            uses[root] = uses.get(root, 0) + 1
-    crowding = max(1, math.ceil(len(uses) / target.hbm.channels))
-    return [{j: uses[root] * crowding for j, root in per_op.items()} for per_op in roots]
+    dmas: dict[str, list[str]] = {}
+    for op, per_op in zip(ops, roots, strict=True):
+        for j, root in per_op.items():
+            dmas.setdefault(root, []).append(f"{op.name}.{j}")
+    for v in graph.outputs:
+        dmas.setdefault(v.name, []).append(f"{v.name}.store")
+    tensors = [ExternalTensor(name, tuple(names), len(names) * types[name].bytes, len(names) * types[name].bytes)
+               for name, names in dmas.items()]
+    shares = place_tensors(tensors, target.hbm).shares
+    return [{j: shares[f"{op.name}.{j}"] for j in per_op} for op, per_op in zip(ops, roots, strict=True)]
 
 
 def rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, int], target: Target) -> OpTiling:
