@@ -5,8 +5,9 @@
 header on the include path: only ``synthesis_view/`` (the synthesis API of ``hls::stream``; Vitis's own header
 is not redistributable) and Xilinx's Apache-2.0 ``ap_int``/``ap_fixed`` headers (vendored from the hls4ml 1.3.0
 wheel, ``codegen/vitis/include/ap_types``, as system headers: their own warnings are not the kernel's). It then
-lints the sources for what UG1399 requires of a dataflow region (``lint_dataflow``). The lint reads the C++ as ``codegen.vitis.hls`` prints it (one statement per line,
-``{`` at the end of a loop's head), which is what it checks.
+lints the sources for what UG1399 requires of a dataflow region (``lint_dataflow``). The lint reads the C++ as
+``codegen.vitis.hls`` prints it (one statement per line, ``{`` at the end of a loop's head), which is what it
+checks.
 """
 
 from __future__ import annotations
