@@ -155,6 +155,7 @@ def test_hls_config_and_clock_option(tmp_path: Path) -> None:
         "syn.top=block_top",
         "syn.file=src/block_top.cpp",
         "syn.file=src/gemm.cpp",
+        "syn.cflags=-std=c++14",  # the standard Vitis HLS documents; the front-end check compiles with it
         "package.output.format=xo",
         "package.output.file=build/block_top.xo",
     ]

@@ -10,6 +10,7 @@ from streamtensor.target import Target
 
 LINK_TARGET = "hw"  # the Makefile's default TARGET (hw_emu and sw_emu also work with v++ -l)
 HOST_EXECUTABLE = "build/host/block_host"
+SYNTHESIS_CFLAGS = "-std=c++14"
 
 
 def hls_config(kernel: str, sources: list[str], clock_mhz: int, target: Target) -> str:
@@ -26,6 +27,8 @@ flow_target=vitis
 clock={clock_mhz}MHz
 syn.top={kernel}
 {files}
+# C++14: the standard Vitis HLS documents for synthesis (the kernel needs nothing newer).
+syn.cflags={SYNTHESIS_CFLAGS}
 package.output.format=xo
 package.output.file=build/{kernel}.xo
 """

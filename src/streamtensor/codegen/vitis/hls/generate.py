@@ -88,7 +88,7 @@ def generate_hls(graph: DataflowGraph, kernel_name: str, plan: HbmPlan) -> dict[
     if len(graph.groups) > 1:
         raise HlsCodegenError(f"dataflow graph @{graph.name} has {len(graph.groups)} fusion groups; the Vitis "
                               "backend builds one accelerator per design (one group)")
-    reserved = {kernel_name, "load_tile", "store_tile", "element_bits", "tile_words",
+    reserved = {kernel_name, "load_tile", "store_tile", "element_bits", "tile_words", "unpack_element", "pack_element",
                 *SCALAR_HELPERS, *(a.arg for a in plan.arguments)}
     process = _process_names(graph, reserved)
     unannotated = sorted(n for n, node in graph.nodes.items() if "lag" not in node.attributes)

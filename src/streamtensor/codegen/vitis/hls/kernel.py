@@ -128,6 +128,10 @@ class KernelWriter:
         # reads ran too (every counter between the two levels 0).
         depth = len(node.tile_order)
         starts = sorted({level for level in hoist if level < depth} | {depth})
+        pipelined = [d for d in node.point_order if self.loops[d].tile // self.loops[d].unroll > 1]
+        # With every point loop unrolled, the innermost tile loop is the pipeline: its pragma heads its body.
+        counted = [d for d in node.tile_order if self.tile_counter(d) is not None]
+        tile_pipeline = f"pipeline II={node.attributes['pipeline_ii']}" if not pipelined else None
         opened: list[str] = []
         for level, d in enumerate([*node.tile_order, None]):
             if level in starts:
@@ -139,11 +143,8 @@ class KernelWriter:
             for j in hoist.get(level, []):
                 self.read_input(code, j, used)
             if d is not None and (name := self.tile_counter(d)) is not None:
-                code.loop(name, self.loops[d].trip)
+                code.loop(name, self.loops[d].trip, pragma=tile_pipeline if d == counted[-1] else None)
                 opened.append(name)
-        pipelined = [d for d in node.point_order if self.loops[d].tile // self.loops[d].unroll > 1]
-        if not pipelined and opened:
-            code.pragma(f"pipeline II={node.attributes['pipeline_ii']}")
         if self.pending > 1:
             inner = [d for d in self.pending_loops if self.loops[d].trip > 1]
             index = flat_index([f"t{d}" for d in inner], [self.loops[d].trip for d in inner])

@@ -172,6 +172,8 @@ def converter_process(graph: DataflowGraph, node: ConverterNode) -> str:
         middle = f" : p == {s} ? {b}" if s > 1 else ""
         code.line(f"const int length = p == 0 ? {a}{middle} : {b if s == 1 else longest};")
     code.loop("k", length, pragma="pipeline II=1")
+    if a != b:
+        code.pragma(f"loop_tripcount min={min(a, b)} max={longest}")
     writes.firing(code)
     # Dims a shared loop walks exactly are one element wide in the window: their relative offset is 0.
     exact = {j for loop in range(m) for j in range(src.rank) if src.iter_map.result_dim(j) == loop}

@@ -4,7 +4,7 @@
 // simulation reproduces it by holding a process's writes until `lag` firings later; synthesis writes directly.
 #ifdef __SYNTHESIS__
 #define HLS_SIM_IN_FLIGHT(lag)
-#define HLS_SIM_FIRING()
+#define HLS_SIM_FIRING(condition)
 #define HLS_SIM_WRITE(stream, value) stream.write(value)
 #define HLS_SIM_DRAIN()
 #else
@@ -39,7 +39,8 @@ class InFlightWrites {
 
 }  // namespace streamtensor
 #define HLS_SIM_IN_FLIGHT(lag) streamtensor::InFlightWrites hls_sim_in_flight_(lag)
-#define HLS_SIM_FIRING() hls_sim_in_flight_.firing()
+#define HLS_SIM_FIRING(condition) \
+  if (condition) hls_sim_in_flight_.firing()
 #define HLS_SIM_WRITE(stream, value) hls_sim_in_flight_.write(stream, value)
 #define HLS_SIM_DRAIN() hls_sim_in_flight_.drain()
 #endif

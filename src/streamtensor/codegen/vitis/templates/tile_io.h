@@ -3,7 +3,27 @@
 // are little-endian byte arrays, and every tile is padded with zero bits to whole words.
 template <typename T>
 constexpr int element_bits() {
-  return std::is_same_v<T, bool> ? 1 : 8 * static_cast<int>(sizeof(T));
+  return std::is_same<T, bool>::value ? 1 : 8 * static_cast<int>(sizeof(T));
+}
+
+// One element from / into its bytes of a word: a bool is one bit, other types whole bytes (overloads, as the
+// synthesis view is C++14: no `if constexpr`).
+template <typename T>
+void unpack_element(const uint8_t* bytes, int /*bit*/, T& value) {
+  std::memcpy(&value, bytes, sizeof(T));
+}
+
+inline void unpack_element(const uint8_t* bytes, int bit, bool& value) {
+  value = (*bytes >> (bit % 8)) & 1;
+}
+
+template <typename T>
+void pack_element(const T& value, int /*bit*/, uint8_t* bytes) {
+  std::memcpy(bytes, &value, sizeof(T));
+}
+
+inline void pack_element(const bool& value, int bit, uint8_t* bytes) {
+  *bytes = static_cast<uint8_t>(*bytes | (value ? 1 << (bit % 8) : 0));
 }
 
 template <typename T, int N>
@@ -21,12 +41,7 @@ void load_tile(const streamtensor::word512* src, T (&data)[N]) {
   for (int j = 0; j < N; ++j) {
     HLS_PRAGMA(unroll)
     const int bit = j * element_bits<T>();
-    const uint8_t* bytes = &words[bit / 512].bytes[bit % 512 / 8];
-    if constexpr (std::is_same_v<T, bool>) {
-      data[j] = (*bytes >> (bit % 8)) & 1;
-    } else {
-      std::memcpy(&data[j], bytes, sizeof(T));
-    }
+    unpack_element(&words[bit / 512].bytes[bit % 512 / 8], bit, data[j]);
   }
 }
 
@@ -36,12 +51,7 @@ void store_tile(const T (&data)[N], streamtensor::word512* dst) {
   for (int j = 0; j < N; ++j) {
     HLS_PRAGMA(unroll)
     const int bit = j * element_bits<T>();
-    uint8_t* bytes = &words[bit / 512].bytes[bit % 512 / 8];
-    if constexpr (std::is_same_v<T, bool>) {
-      *bytes = static_cast<uint8_t>(*bytes | (data[j] ? 1 << (bit % 8) : 0));
-    } else {
-      std::memcpy(bytes, &data[j], sizeof(T));
-    }
+    pack_element(data[j], bit, &words[bit / 512].bytes[bit % 512 / 8]);
   }
   for (int w = 0; w < tile_words<T, N>(); ++w) {
     HLS_PRAGMA(pipeline II=1)
