@@ -71,6 +71,7 @@ SHRINK_RULES: dict[str, _Rule] = {
     **{k: _at_most(4) for k in _HEADS + ("encoder_attention_heads",)},
     **{k: _kv_heads for k in ("num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num")},
     **{k: _head_dim for k in ("head_dim", "kv_channels", "d_head", "d_kv")},
+    "rotary_dim": _at_most(8),  # rotary features of a head, at most the head's 16
     "is_decoder": lambda value, _: True,  # BERT-like models are causal LMs only as decoders
     "vocab_size": _at_most(256),
     **{k: _at_most(128) for k in ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len",
