@@ -136,8 +136,11 @@ class Row:
 
 
 def _one_line(exc: BaseException) -> str:
+    """The exception's first line; for a failed C++ build, also the compiler's first error."""
     text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else '(no message)'}"
+    line = f"{type(exc).__name__}: {text.splitlines()[0] if text else '(no message)'}"
+    first_error = next((ln.strip() for ln in str(getattr(exc, "stderr", "")).splitlines() if "error:" in ln), None)
+    return f"{line} {first_error}" if first_error else line
 
 
 def check_type(model_type: str, cache_dir: Path) -> Row:
@@ -174,8 +177,8 @@ def check_type(model_type: str, cache_dir: Path) -> Row:
 
 
 def _worst(report: Any) -> str:
-    worst = max(report.checks, key=lambda c: c.max_error)
-    return f"max error {worst.max_error:.1e} ({worst.name})"
+    worst = max(report.checks, key=lambda c: c.max_abs_error)
+    return f"max error {worst.max_abs_error:.1e} ({worst.name})"
 
 
 def _run_worker(model_type: str, cache_dir: Path, timeout: int) -> Row:
