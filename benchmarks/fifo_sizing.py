@@ -5,9 +5,9 @@ For every model family and mode (prefill with 32 prompt tokens, decode with a 12
 and paper sizes (``--quick``: tiny only), one row with
 
 - total FIFO bits of the LP (strategy normal, and conservative), of the simulated minimum
-  (``timing_sim.minimal_depths``: per-FIFO binary search keeping the unbounded makespan; a ``*`` marks a search
-  cut short by ``--min-budget``, whose remaining FIFOs kept their start depths) and of the naive sizing
-  (every FIFO holds its whole stream: depth = tokens per run, so no producer ever waits);
+  (``minimal_depths`` of ``tests/fifo_depth_oracle.py``: per-FIFO binary search keeping the unbounded makespan; a
+  ``*`` marks a search cut short by ``--min-budget``, whose remaining FIFOs kept their start depths) and of the
+  naive sizing (every FIFO holds its whole stream: depth = tokens per run, so no producer ever waits);
 - LP / simulated-minimum bit ratio, makespan with the LP depths vs unbounded FIFOs, deadlocks found;
 - seconds: the LP (``allocation.size_fifos``, both strategies) and the simulated minimum.
 
@@ -25,12 +25,18 @@ Normal). Not a unit test: timings are noisy.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from streamtensor.analysis.allocation import size_fifos
-from streamtensor.analysis.timing_sim import minimal_depths, simulate
+from streamtensor.analysis.timing_sim import simulate
 from streamtensor.driver import compile_llm_block
+
+# The simulated-minimum oracle is a test helper (tests/fifo_depth_oracle.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fifo_depth_oracle import minimal_depths  # noqa: E402
 
 FAMILIES = ("gpt2", "llama", "qwen2", "gemma")
 MODES = ("prefill", "decode")

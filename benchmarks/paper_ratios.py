@@ -21,7 +21,8 @@ import argparse
 import time
 from typing import Any
 
-from streamtensor.analysis.memory import PAPER_FUSED_TO_UNFUSED
+from paper_figures import PAPER_FUSED_TO_UNFUSED
+
 from streamtensor.driver import compile_llm_block
 
 FAMILIES = ("gpt2", "llama", "qwen2", "gemma")

@@ -8,13 +8,19 @@ Not a unit test: timings are noisy.
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from streamtensor.analysis.fifo_lp import size_fifos_lp
+from streamtensor.analysis.fifo_search import size_fifos_lp
 from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream
-from streamtensor.analysis.timing_sim import minimal_depths, simulate
+from streamtensor.analysis.timing_sim import simulate
+
+# The simulated-minimum oracle is a test helper (tests/fifo_depth_oracle.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fifo_depth_oracle import minimal_depths  # noqa: E402
 
 TOKENS = 10_240  # tokens per stream; every process fires about this many times
 ROW = 64  # tokens per row (reduction length, converter buffer)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from functools import cache
+from pathlib import Path
 
 import pytest
 
 from streamtensor import compile_llm_block
 
 warnings.filterwarnings("ignore", category=FutureWarning)
+# The paper's reference figures live with the benchmarks that print them (benchmarks/paper_figures.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 FAMILIES = ["gpt2", "llama", "qwen2", "gemma"]
 TINY_SEQ_LEN = 8

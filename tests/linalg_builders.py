@@ -10,7 +10,8 @@ from streamtensor.ir.affine import AffineMap, parse_affine_map
 from streamtensor.ir.dataflow import DataflowGraph, Node
 from streamtensor.ir.linalg import EmptyOp, GenericOp, Graph, Op, ScalarBody, ScalarOp, TensorType, Value
 from streamtensor.transforms.build_dataflow import build_dataflow
-from streamtensor.transforms.tiling import TilingOptions, tile_graph
+from streamtensor.transforms.tiling import tile_graph
+from streamtensor.transforms.tiling.plan import TilingOptions
 
 
 def value(name: str, *shape: int) -> Value:

@@ -12,20 +12,16 @@ from functools import cache
 import numpy as np
 import pytest
 from conftest import tiny_block
+from fifo_depth_oracle import minimal_depths
 from linalg_builders import build, empty, exp_matmul_graph, fill, graph, matmul_graph, nodes_of, unary, value
+from paper_figures import PAPER_FUSED_TO_UNFUSED
 from process_networks import bursty_fork, late_reader
 from test_fifo_lp import chain, diamond, fork3, mismatched, random_network, reductions
 
 from streamtensor import compile_llm_block
 from streamtensor.analysis.allocation import allocate_resources, size_fifos
-from streamtensor.analysis.fifo_lp import (
-    forwarders_eager,
-    is_forwarder,
-    latest_firing_times,
-    size_fifos_lp,
-    trim_fifos,
-)
-from streamtensor.analysis.memory import PAPER_FUSED_TO_UNFUSED
+from streamtensor.analysis.fifo_schedules import forwarders_eager, is_forwarder, latest_firing_times
+from streamtensor.analysis.fifo_search import size_fifos_lp, trim_fifos
 from streamtensor.analysis.process_network import ProcessNetwork
 from streamtensor.analysis.timing_model import (
     CONVERTER_DEPTH,
@@ -37,10 +33,11 @@ from streamtensor.analysis.timing_model import (
     node_process,
     node_timings,
 )
-from streamtensor.analysis.timing_sim import minimal_depths, simulate
+from streamtensor.analysis.timing_sim import simulate
 from streamtensor.cli import main
 from streamtensor.errors import OptionError
 from streamtensor.ir.affine import parse_affine_map
+from streamtensor.ir.converter_buffer import infer_converter_buffer
 from streamtensor.ir.dataflow import (
     ChunkNode,
     ConverterNode,
@@ -54,7 +51,6 @@ from streamtensor.ir.dataflow import (
 )
 from streamtensor.ir.itensor import parse_itensor_type
 from streamtensor.ir.linalg import GenericOp, Graph, ScalarBody, ScalarOp
-from streamtensor.transforms.converter_buffer import infer_converter_buffer
 from streamtensor.transforms.fusion import apply_fusion
 
 FAMILIES = ["gpt2", "llama", "qwen2", "gemma"]

@@ -13,17 +13,17 @@ from hypothesis import strategies as st
 import streamtensor.interp.converter_exec as converter_exec
 from streamtensor.interp.converter_exec import ConverterBufferError, run_converter
 from streamtensor.ir.affine import AffineConst, AffineDim, AffineExpr, AffineMap
+from streamtensor.ir.converter_buffer import (
+    ConverterBuffer,
+    infer_converter_buffer,
+    needs_converter,
+)
 from streamtensor.ir.itensor import (
     ITensorType,
     ITensorVerificationError,
     assemble_tokens,
     parse_itensor_type,
     stream_tokens,
-)
-from streamtensor.transforms.converter_buffer import (
-    ConverterBuffer,
-    infer_converter_buffer,
-    needs_converter,
 )
 
 A = parse_itensor_type("itensor<2x2xf32, tensor 8x8, [4, 4] * [2, 2], (d0, d1) -> (d0, d1)>")

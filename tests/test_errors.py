@@ -13,7 +13,7 @@ import torch
 import streamtensor
 from streamtensor import CompileOptions, compile_llm_block
 from streamtensor.errors import ModelError, OptionError, ShapeError, UnsupportedOpError
-from streamtensor.transforms.tiling import TilingOptions
+from streamtensor.transforms.tiling.plan import TilingOptions
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fifo_depth_oracle import minimal_depths
 from process_networks import late_reader, paper_network, seq
 
-from streamtensor.analysis.fifo_lp import FifoSizing, paper_max_tokens, size_fifos_lp
+from streamtensor.analysis.fifo_lp import FifoSizing, paper_max_tokens
+from streamtensor.analysis.fifo_search import size_fifos_lp
 from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream, even_firings
-from streamtensor.analysis.timing_sim import minimal_depths, simulate
+from streamtensor.analysis.timing_sim import simulate
 
 
 def proc(name: str, ii: int, depth: int, nf: int, reads: dict | None = None, writes: dict | None = None) -> Process:

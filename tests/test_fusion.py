@@ -12,6 +12,7 @@ import pytest
 from streamtensor.analysis.memory import absorbed_converters, crossing_streams, fusion_report
 from streamtensor.errors import OptionError
 from streamtensor.ir.affine import AffineMap, parse_affine_map
+from streamtensor.ir.converter_buffer import infer_converter_buffer
 from streamtensor.ir.dataflow import (
     ConverterNode,
     DataflowGraph,
@@ -24,7 +25,6 @@ from streamtensor.ir.dataflow import (
 )
 from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.linalg import GenericOp, ScalarBody, ScalarOp, TensorType, Value
-from streamtensor.transforms.converter_buffer import infer_converter_buffer
 from streamtensor.transforms.fusion import U55C_ONCHIP_BYTES, apply_fusion, edge_memory_cost, fuse_kernels
 
 F32 = "f32"

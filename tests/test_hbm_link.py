@@ -4,24 +4,24 @@ import numpy as np
 import pytest
 
 from streamtensor import __version__
+from streamtensor.codegen.vitis.build_files import link_cfg
 from streamtensor.codegen.vitis.hbm import (
     HBM_CHANNEL_BYTES,
     HBM_CHANNELS,
     KERNEL_SLR,
     MAX_INTERFACES_PER_BANK,
-    HbmPlan,
     HbmPlanError,
-    MemoryArgument,
-    ViewStep,
     c_identifier,
+    interfaces_per_channel,
     memory_arguments,
     plan_hbm,
 )
-from streamtensor.codegen.vitis.packing import pack
 from streamtensor.errors import StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode, Node, Stream
 from streamtensor.ir.itensor import parse_itensor_type
 from streamtensor.ir.linalg import ReshapeOp, TensorType, Value
+from streamtensor.kernel_interface import HbmPlan, MemoryArgument, ViewStep
+from streamtensor.packing import pack
 
 GIB = 2**30
 
@@ -44,7 +44,7 @@ def gib_tensor(name: str, gib: int) -> MemoryArgument:
 
 def check_invariants(plan: HbmPlan, arguments: list[MemoryArgument]) -> None:
     assert [a.argument for a in plan.assignments] == arguments  # every argument, in signature order
-    assert max(plan.interfaces_per_channel()) <= MAX_INTERFACES_PER_BANK
+    assert max(interfaces_per_channel(plan)) <= MAX_INTERFACES_PER_BANK
     for a in plan.assignments:
         assert 0 <= a.first <= a.last < HBM_CHANNELS
         assert len(a.channels) * HBM_CHANNEL_BYTES >= a.argument.layout.total_bytes
@@ -64,11 +64,11 @@ def test_link_cfg_text_for_a_small_kernel() -> None:
         "sp=block_top_1.w_qkv:HBM[0:1]\n"
         "sp=block_top_1.y_out:HBM[3]\n"
     )
-    assert plan.link_cfg(KERNEL_SLR) == connectivity + "slr=block_top_1:SLR0\n"  # a kernel that fits one SLR
+    assert link_cfg(plan, KERNEL_SLR) == connectivity + "slr=block_top_1:SLR0\n"  # a kernel that fits one SLR
     # One that needs several is not pinned to one (v++ places it; no per-process floorplan is claimed).
-    assert plan.link_cfg(None) == connectivity + "# no slr=: the kernel needs more than one SLR; v++ places it\n"
+    assert link_cfg(plan, None) == connectivity + "# no slr=: the kernel needs more than one SLR; v++ places it\n"
     assert plan.assignment("w_qkv").channels == (0, 1)
-    assert plan.interfaces_per_channel()[:5] == [1, 1, 1, 1, 0]
+    assert interfaces_per_channel(plan)[:5] == [1, 1, 1, 1, 0]
 
 
 def test_highest_demand_first_and_distinct_channels_while_they_last() -> None:
@@ -80,7 +80,7 @@ def test_highest_demand_first_and_distinct_channels_while_they_last() -> None:
     assert plan.assignment("hot").channels == (0,)
     channels = [plan.assignment(f"a{i:02}").first for i in range(39)]
     assert channels == [*range(1, 32), *range(8)]  # the first 32 arguments get 32 different channels
-    assert plan.interfaces_per_channel() == [2] * 8 + [1] * 24
+    assert interfaces_per_channel(plan) == [2] * 8 + [1] * 24
 
 
 def test_large_tensors_span_consecutive_channels() -> None:
@@ -100,7 +100,7 @@ def test_fifteen_interfaces_per_bank_at_most() -> None:
     full = [small(f"a{i}") for i in range(HBM_CHANNELS * MAX_INTERFACES_PER_BANK)]
     plan = plan_hbm(full, "k")
     check_invariants(plan, full)
-    assert plan.interfaces_per_channel() == [MAX_INTERFACES_PER_BANK] * HBM_CHANNELS
+    assert interfaces_per_channel(plan) == [MAX_INTERFACES_PER_BANK] * HBM_CHANNELS
     with pytest.raises(HbmPlanError, match="cannot place argument zz .* 15 interfaces"):
         plan_hbm([*full, small("zz")], "k")
 

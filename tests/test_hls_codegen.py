@@ -23,14 +23,14 @@ from streamtensor.analysis.timing_model import build_process_network
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.cli import main
 from streamtensor.codegen.vitis.hbm import MAX_INTERFACES_PER_BANK, memory_arguments, plan_hbm
-from streamtensor.codegen.vitis.hls_cpp import generate_hls
-from streamtensor.codegen.vitis.simulate import build_key, build_simulation, simulate_graph, verify_project
+from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.frontend.mlir_import import SUPPORTED_SCALAR_OPS
 from streamtensor.interp.linalg_interpreter import run_graph
 from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.affine import AffineMap, parse_affine_map
 from streamtensor.ir.dataflow import ConverterNode, ForkNode, KernelNode
 from streamtensor.ir.linalg import EmptyOp, GenericOp, Graph, ScalarBody, ScalarOp, TensorType, Value
+from streamtensor.verify.simulate import build_key, build_simulation, simulate_graph, verify_project
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None or shutil.which("make") is None,
                                 reason="the C simulation needs g++ and make")

@@ -15,7 +15,8 @@ from streamtensor.ir.dataflow import ForkNode, KernelNode, print_dataflow
 from streamtensor.ir.linalg import GenericOp, Graph, ScalarBody, ScalarOp
 from streamtensor.transforms.build_dataflow import build_dataflow
 from streamtensor.transforms.replay import replay_forked_accumulators, summarizes
-from streamtensor.transforms.tiling import TilingOptions, tile_graph
+from streamtensor.transforms.tiling import tile_graph
+from streamtensor.transforms.tiling.plan import TilingOptions
 
 
 def projection_then_norm() -> Graph:

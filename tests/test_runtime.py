@@ -13,12 +13,12 @@ import pytest
 
 from streamtensor import __version__
 from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
-from streamtensor.codegen.vitis.packing import PackedLayout, pack, unpack
 from streamtensor.codegen.vitis.project import write_project
 from streamtensor.errors import OptionError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode, Node, Stream
 from streamtensor.ir.itensor import parse_itensor_type
 from streamtensor.ir.linalg import ReshapeOp, TensorType, Value
+from streamtensor.packing import PackedLayout, pack, unpack
 from streamtensor.runtime import RunResult, RuntimeBackendError, open_runtime
 from streamtensor.runtime.simulation import SimulationBackend, SimulationError
 from streamtensor.runtime.xrt import XrtBackend, XrtUnavailableError

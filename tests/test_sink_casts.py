@@ -7,7 +7,6 @@ import pytest
 from linalg_builders import build, check_exec, value
 
 from streamtensor.analysis.allocation import size_fifos
-from streamtensor.codegen.vitis.simulate import simulate_graph
 from streamtensor.interp.linalg_interpreter import run_graph
 from streamtensor.ir.affine import AffineMap, parse_affine_map
 from streamtensor.ir.linalg import (
@@ -23,6 +22,7 @@ from streamtensor.ir.linalg import (
     print_graph,
 )
 from streamtensor.transforms.sink_casts import sink_widening_casts
+from streamtensor.verify.simulate import simulate_graph
 
 
 def wide(name: str, *shape: int) -> Value:

@@ -15,7 +15,8 @@ from streamtensor.ir.dataflow import ConverterNode, KernelNode
 from streamtensor.ir.itensor import ITensorType, parse_itensor_type
 from streamtensor.ir.linalg import EmptyOp, GenericOp, ScalarBody, ScalarOp, TensorType, Value
 from streamtensor.transforms.build_dataflow import build_dataflow
-from streamtensor.transforms.tiling import TilingOptions, tile_graph
+from streamtensor.transforms.tiling import tile_graph
+from streamtensor.transforms.tiling.plan import TilingOptions
 
 CONFIGS = [(4, 16, 2), (8, 64, 2), (16, 256, 2), (16, 256, 1)]  # tile, unroll budget, token rank
 

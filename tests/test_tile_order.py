@@ -10,16 +10,18 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from linalg_builders import build, check_exec, empty, exp_matmul_graph, fill, graph, matmul, nodes_of, unary, value
+from paper_figures import PAPER_FUSED_TO_UNFUSED as PAPER_RATIO
 
 from streamtensor import compile_llm_block
-from streamtensor.analysis.memory import PAPER_FUSED_TO_UNFUSED as PAPER_RATIO
 from streamtensor.analysis.memory import memory_report, onchip_buffers
 from streamtensor.analysis.timing_model import kernel_timing
 from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.affine import parse_affine_map
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, KernelNode, pending_tiles
 from streamtensor.ir.linalg import GenericOp, Graph, ReshapeOp, ScalarBody, ScalarOp, TensorType, Value
-from streamtensor.transforms.tiling import TileOrderSearch, kernel_ops, tile_graph
+from streamtensor.transforms.tiling import tile_graph
+from streamtensor.transforms.tiling.liveness import kernel_ops
+from streamtensor.transforms.tiling.tile_order import TileOrderSearch
 
 
 def _buffers(dfg: DataflowGraph) -> dict[str, int]:

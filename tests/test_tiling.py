@@ -25,20 +25,17 @@ from streamtensor.analysis.resources import U55C, lane_cost
 from streamtensor.analysis.timing_model import build_process_network, kernel_timing, node_timings
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
-from streamtensor.codegen.vitis.hls_cpp import generate_hls
+from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.errors import OptionError
 from streamtensor.ir.affine import AffineMap
 from streamtensor.ir.dataflow import DmaNode, KernelNode, print_dataflow
 from streamtensor.ir.linalg import Graph
 from streamtensor.transforms.build_dataflow import build_dataflow
-from streamtensor.transforms.tiling import (
-    DATAPATH_SHARE,
-    TilingOptions,
-    initial_tiling,
-    kernel_ops,
-    tile_graph,
-    tile_size,
-)
+from streamtensor.transforms.tiling import tile_graph
+from streamtensor.transforms.tiling.liveness import kernel_ops
+from streamtensor.transforms.tiling.plan import TilingOptions
+from streamtensor.transforms.tiling.tile_sizes import initial_tiling, tile_size
+from streamtensor.transforms.tiling.unroll import DATAPATH_SHARE
 
 
 def test_tile_size_is_the_largest_divisor_up_to_the_default() -> None:

@@ -1,10 +1,11 @@
 """Token-level timing simulator: semantics on hand-computed cases, exact deadlock cycles, validation, a naive
-reference cross-check, monotonicity in FIFO depth, and minimal_depths."""
+reference cross-check, monotonicity in FIFO depth, and the minimal-depths oracle (fifo_depth_oracle)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from fifo_depth_oracle import minimal_depths
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from process_networks import paper_network, seq
@@ -15,7 +16,6 @@ from streamtensor.analysis.timing_sim import (
     SimResult,
     StallCycles,
     TokenTimes,
-    minimal_depths,
     peak_occupancy,
     raw_latency,
     simulate,

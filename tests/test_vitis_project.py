@@ -13,17 +13,15 @@ import pytest
 
 from streamtensor import __version__
 from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
-from streamtensor.codegen.vitis.packing import PackedLayout, unpack
-from streamtensor.codegen.vitis.project import (
-    INCLUDE_DIR,
-    load_kernel_interface,
-    write_packed_parameters,
-    write_project,
-)
+from streamtensor.codegen.vitis.package_data import INCLUDE_DIR
+from streamtensor.codegen.vitis.parameters import write_packed_parameters
+from streamtensor.codegen.vitis.project import write_project
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode, Node, Stream
 from streamtensor.ir.itensor import parse_itensor_type
 from streamtensor.ir.linalg import ReshapeOp, SliceOp, TensorType, Value
+from streamtensor.kernel_interface import load_kernel_interface
+from streamtensor.packing import PackedLayout, unpack
 
 PART = "xcu55c-fsvh2892-2L-e"
 PLATFORM = "xilinx_u55c_gen3x16_xdma_3_202210_1"

@@ -152,7 +152,7 @@ def _compile(args: argparse.Namespace) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from streamtensor.codegen.vitis.simulate import verify_project
+    from streamtensor.verify.simulate import verify_project
 
     report = verify_project(args.outdir, runs=args.runs)
     print(report.describe())

@@ -32,7 +32,8 @@ from typing import Any, TypeVar
 from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError
 from streamtensor.ir.dataflow import DataflowGraph
 
-from .fifo_lp import FifoSizing, Strategy, size_fifos_lp
+from .fifo_lp import FifoSizing, Strategy
+from .fifo_search import size_fifos_lp
 from .memory import node_groups
 from .process_network import ProcessNetwork
 from .resources import RESOURCES, ResourceReport, estimate_resources, memory_kind

@@ -67,7 +67,6 @@ from streamtensor.ir.dtypes import DTYPE_BITS
 
 FIFO_DEFAULT_DEPTH = 2  # tokens; hls::stream's default depth, used until FIFO sizing sets stream.depth
 DMA_WORD_BITS = 512  # HBM AXI word width on the U55C (spec §3)
-PAPER_FUSED_TO_UNFUSED = 0.148  # the low end of the paper's fused / unfused range (spec §4.2): ours must be lower
 
 # Nodes that forward (a reordering or a part of) their input data without computing on it.
 _TRANSPARENT = (ForkNode, ConverterNode, ReassociateNode, ChunkNode, ConcatNode)

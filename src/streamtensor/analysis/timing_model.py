@@ -34,7 +34,7 @@ Per node kind (formulas are repeated next to their code):
   stream write). A chunk reads every input token and writes the kept ones; a concat writes every output token
   and reads it from the input whose region holds it.
 - **DMA** (HBM <-> stream): a token is ``words = ceil(token_bits / 512)`` bus words (``bytes = 64 * words``,
-  each tile padded to whole words: ``codegen.vitis.packing``), moved at ``rate = min(64, 57.5) / share`` bytes
+  each tile padded to whole words: ``streamtensor.packing``), moved at ``rate = min(64, 57.5) / share`` bytes
   per cycle (see :func:`dma_bytes_per_cycle`); ``ii = 1`` cycle per firing with the tokens spread at that exact
   average rate, ``depth`` = the HBM latency (64 cycles).
 """
@@ -237,7 +237,7 @@ def dma_bytes_per_cycle(share: int) -> Fraction:
 
 
 def dma_token_bytes(t: ITensorType) -> int:
-    """Bus bytes per token: the tile padded to whole 512-bit words (``codegen.vitis.packing``)."""
+    """Bus bytes per token: the tile padded to whole 512-bit words (``streamtensor.packing``)."""
     return math.ceil(t.token_bits / AXI_WORD_BITS) * AXI_WORD_BITS // 8
 
 

@@ -40,7 +40,6 @@ can cost cycles. Whether a configuration deadlocks does not depend on latencies 
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Mapping
@@ -499,125 +498,44 @@ def _release_list(net: ProcessNetwork, release: Mapping[str, np.ndarray] | None)
     return out
 
 
+class Simulator:
+    """One process network prepared once (its depth-independent tables) and simulated under many FIFO depths."""
+
+    def __init__(self, net: ProcessNetwork) -> None:
+        self._net = net
+        self._compiled = _Compiled(net)
+
+    @property
+    def stream_names(self) -> list[str]:
+        return self._compiled.stream_names
+
+    @property
+    def width_bits(self) -> list[int]:
+        """Per stream, in ``stream_names`` order."""
+        return self._compiled.width
+
+    def run(self, depths: Mapping[str, int | None], release: Mapping[str, np.ndarray] | None = None) -> SimResult:
+        """One run; ``depths[stream]`` is the FIFO depth (None or absent: unbounded).
+
+        ``release[process][f]``, if given, is the earliest cycle at which firing f may issue.
+        """
+        c = self._compiled
+        run = _Run(c, _depth_list(c, depths), _release_list(self._net, release))
+        run.execute(horizon=None)
+        return run.result()
+
+    def finishes_by(self, depths: Mapping[str, int | None], horizon: int) -> bool:
+        """Whether a run with ``depths`` ends without deadlock and with no event after ``horizon``; it stops at
+        the first event past the horizon, so a no costs less than a full ``run``."""
+        c = self._compiled
+        run = _Run(c, _depth_list(c, depths), [None] * len(c.names))
+        return run.execute(horizon=horizon) and run.finished
+
+
 def simulate(
     net: ProcessNetwork,
     depths: Mapping[str, int | None],
     release: Mapping[str, np.ndarray] | None = None,
 ) -> SimResult:
-    """Simulate one run of ``net``; ``depths[stream]`` is the FIFO depth (None or absent: unbounded).
-
-    ``release[process][f]``, if given, is the earliest cycle at which firing f may issue.
-    """
-    c = _Compiled(net)
-    run = _Run(c, _depth_list(c, depths), _release_list(net, release))
-    run.execute(horizon=None)
-    return run.result()
-
-
-@dataclass
-class MinimalDepths:
-    """Result of :func:`minimal_depths`."""
-
-    depths: dict[str, int]
-    baseline_makespan: int  # all FIFOs unbounded
-    makespan: int  # final simulation with ``depths`` (never above the baseline)
-    total_bits: int  # sum of width_bits * depth
-    searched: list[str]  # streams whose search finished, in search order; the rest kept their peak (or start)
-    simulations: int
-
-    @property
-    def complete(self) -> bool:
-        return len(self.searched) == len(self.depths)
-
-
-def minimal_depths(net: ProcessNetwork, time_budget_s: float = 60.0, start: Mapping[str, int] | None = None
-                   ) -> MinimalDepths:
-    """Smallest FIFO depths that keep the unbounded-FIFO makespan, by one binary search per FIFO.
-
-    ``start`` replaces the baseline peaks P_s below by given depths that keep the makespan (checked: a
-    ValueError otherwise), e.g. the LP's: far fewer simulations on paper-size blocks, where each takes
-    seconds, and the result is then the per-FIFO minimum *below those depths* (no single FIFO can be lowered
-    further), not the search from the peaks.
-
-    Definition (sequential, greedy in bits):
-    1. Simulate with every FIFO unbounded: baseline makespan M and peak occupancy P_s of each stream. Depth
-       P_s never back-pressures the baseline schedule, so every stream starts at depth P_s (makespan <= M).
-    2. Visit streams by decreasing baseline bits ``width * P_s`` (ties: network order). During the search of
-       stream s, streams already visited hold their found depth and streams not yet visited hold P_s. The
-       search returns the smallest depth d with no deadlock and makespan <= M; s then keeps d.
-    3. Monotonicity holds within a read-latency class (module docstring), so the search first tests the
-       largest shift-register depth ``1024 // width``: if it keeps M the answer is binary-searched among SRL
-       depths, else among RAM depths up to P_s (P_s is the configuration already known to keep M).
-    Each accepted depth was simulated with the final depths of all earlier streams and the current depths of
-    the later ones, which only shrink afterwards under the same check; so the final set keeps M jointly (no
-    fix-up is ever needed), and a last simulation verifies it. When ``time_budget_s`` runs out, unvisited
-    streams keep P_s (safe; ``searched`` lists the visited ones).
-    """
-    t_start = time.perf_counter()
-    c = _Compiled(net)
-    n = len(c.stream_names)
-    no_release: list[np.ndarray | None] = [None] * len(c.names)
-    base = _Run(c, [None] * n, no_release)
-    base.execute(horizon=None)
-    base_res = base.result()
-    if base_res.makespan_cycles is None:
-        raise ValueError(f"network deadlocks even with unbounded FIFOs: {base_res.describe()}")
-    target = base_res.makespan_cycles
-    depths: list[int] = [base_res.peak_occupancy[s] for s in c.stream_names]
-    sims = 1
-    if start is not None:
-        depths = [start[s] for s in c.stream_names]
-        seed = _Run(c, list(depths), no_release)
-        sims += 1
-        if not (seed.execute(horizon=target) and seed.finished):
-            raise ValueError(f"start depths do not keep the unbounded makespan {target}: "
-                             f"{simulate(net, start).describe()}")
-
-    def keeps(s: int, d: int) -> bool:
-        nonlocal sims
-        sims += 1
-        trial: list[int | None] = list(depths)
-        trial[s] = d
-        run = _Run(c, trial, no_release)
-        # Finishing with no event past the target means no deadlock and makespan <= target.
-        return run.execute(horizon=target) and run.finished
-
-    def search(s: int, lo: int, hi: int) -> int:
-        """Smallest d in [lo, hi] with keeps(s, d), given keeps(s, hi) and monotonicity on [lo, hi]."""
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if keeps(s, mid):
-                hi = mid
-            else:
-                lo = mid + 1
-        return hi
-
-    order = sorted(range(n), key=lambda s: (-c.width[s] * depths[s], s))
-    searched: list[str] = []
-    for s in order:
-        if time.perf_counter() - t_start > time_budget_s:
-            break
-        peak = depths[s]  # P_s, or the start depth
-        srl_max = SRL_FIFO_MAX_BITS // c.width[s]
-        if peak <= srl_max:
-            depths[s] = search(s, 1, peak)
-        elif srl_max >= 1 and keeps(s, srl_max):
-            depths[s] = search(s, 1, srl_max)
-        else:
-            depths[s] = search(s, srl_max + 1, peak)
-        searched.append(c.stream_names[s])
-
-    final = _Run(c, list(depths), no_release)
-    final.execute(horizon=None)
-    final_res = final.result()
-    sims += 1
-    if final_res.makespan_cycles is None or final_res.makespan_cycles > target:
-        raise AssertionError(f"minimal depths do not keep the baseline makespan {target}: {final_res.describe()}")
-    return MinimalDepths(
-        depths=dict(zip(c.stream_names, depths, strict=True)),
-        baseline_makespan=target,
-        makespan=final_res.makespan_cycles,
-        total_bits=sum(w * d for w, d in zip(c.width, depths, strict=True)),
-        searched=searched,
-        simulations=sims,
-    )
+    """Simulate one run of ``net`` (``Simulator.run``)."""
+    return Simulator(net).run(depths, release)

@@ -14,13 +14,13 @@ import math
 import numpy as np
 
 from streamtensor.errors import VerificationError
-from streamtensor.ir.itensor import ITensorType, gather_tiles, scatter_tiles, stack_tokens
-from streamtensor.transforms.converter_buffer import (
+from streamtensor.ir.converter_buffer import (
     ConverterBuffer,
     check_convertible,
     infer_converter_buffer,
     shared_loop_dims,
 )
+from streamtensor.ir.itensor import ITensorType, gather_tiles, scatter_tiles, stack_tokens
 
 
 class ConverterBufferError(VerificationError, RuntimeError):

@@ -23,83 +23,13 @@ from streamtensor.ir.linalg import (
     Graph,
     ReshapeOp,
     ScalarBody,
-    ScalarOp,
     SliceOp,
 )
+from streamtensor.ir.scalar_eval import eval_body, eval_scalar_op, np_dtype
 
-NP_DTYPES: dict[str, type] = {"f64": np.float64, "f32": np.float32, "f16": np.float16, "i64": np.int64,
-                              "i32": np.int32, "i16": np.int16, "i8": np.int8, "i1": np.bool_, "index": np.int64}
-
-
-def _np_dtype(dtype: str) -> type:
-    if dtype not in NP_DTYPES:
-        raise UnsupportedOpError(dtype, "builtin", "element type not supported by the reference interpreter")
-    return NP_DTYPES[dtype]
-
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    return torch.special.erf(torch.from_numpy(np.ascontiguousarray(x))).numpy()
-
-
-_CMP: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "eq": np.equal, "ne": np.not_equal, "slt": np.less, "sle": np.less_equal, "sgt": np.greater,
-    "sge": np.greater_equal, "ult": np.less, "ule": np.less_equal, "ugt": np.greater, "uge": np.greater_equal,
-    "oeq": np.equal, "ogt": np.greater, "oge": np.greater_equal, "olt": np.less, "ole": np.less_equal,
-    "one": np.not_equal, "ueq": np.equal, "une": np.not_equal,
-}
-_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "arith.addf": np.add, "arith.subf": np.subtract, "arith.mulf": np.multiply, "arith.divf": np.divide,
-    "arith.maximumf": np.maximum, "arith.minimumf": np.minimum, "arith.maxnumf": np.fmax,
-    "arith.minnumf": np.fmin, "arith.remf": np.fmod, "arith.addi": np.add, "arith.subi": np.subtract,
-    "arith.muli": np.multiply, "arith.andi": np.bitwise_and, "arith.ori": np.bitwise_or,
-    "arith.xori": np.bitwise_xor, "arith.maxsi": np.maximum, "arith.minsi": np.minimum, "math.powf": np.power,
-}
-_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "arith.negf": np.negative, "math.exp": np.exp, "math.log": np.log, "math.sqrt": np.sqrt,
-    "math.rsqrt": lambda x: np.reciprocal(np.sqrt(x)), "math.tanh": np.tanh, "math.sin": np.sin,
-    "math.cos": np.cos, "math.erf": _erf, "math.absf": np.abs,
-}
-_CASTS = {"arith.sitofp", "arith.uitofp", "arith.fptosi", "arith.extf", "arith.truncf", "arith.extsi",
-          "arith.extui", "arith.trunci", "arith.index_cast"}
 # Associative combiners whose reductions may be evaluated in one numpy reduction.
 _REDUCERS: dict[str, Callable[..., np.ndarray]] = {"arith.addf": np.sum, "arith.maximumf": np.max,
                                                    "arith.minimumf": np.min, "arith.mulf": np.prod}
-
-
-def eval_scalar_op(op: ScalarOp, env: dict[str, np.ndarray], index: Sequence[np.ndarray]) -> np.ndarray:
-    """One scalar op applied elementwise to arrays (shared by every executor of the IR)."""
-    dt = _np_dtype(op.dtype)
-    xs = [env[o] for o in op.operands]
-    name = op.name
-    with np.errstate(all="ignore"):
-        if name in _BINARY:
-            return _BINARY[name](xs[0], xs[1]).astype(dt, copy=False)
-        if name in _UNARY:
-            return _UNARY[name](xs[0]).astype(dt, copy=False)
-        if name in _CASTS:
-            return xs[0].astype(dt)
-        if name == "arith.divsi":
-            return (np.trunc(xs[0] / xs[1])).astype(dt)
-        if name == "arith.remsi":
-            return np.fmod(xs[0], xs[1]).astype(dt)
-        if name in ("arith.cmpf", "arith.cmpi"):
-            return _CMP[str(op.attr("predicate"))](xs[0], xs[1])
-        if name == "arith.select":
-            return np.where(xs[0], xs[1], xs[2]).astype(dt, copy=False)
-        if name == "math.fpowi":
-            return np.power(xs[0], xs[1].astype(xs[0].dtype)).astype(dt, copy=False)
-        if name == "arith.constant":
-            return np.array(op.attr("value"), dtype=dt)
-        if name == "linalg.index":
-            return index[int(op.attr("dim"))]  # type: ignore[arg-type]
-    raise UnsupportedOpError(name, name.split(".")[0], "not implemented by the reference interpreter")
-
-
-def eval_body(body: ScalarBody, args: Sequence[np.ndarray], index: Sequence[np.ndarray]) -> list[np.ndarray]:
-    env: dict[str, np.ndarray] = {name: a for (name, _), a in zip(body.args, args, strict=True)}
-    for op in body.ops:
-        env[op.result] = eval_scalar_op(op, env, index)
-    return [env[y] for y in body.yields]
 
 
 def _gather(array: np.ndarray, amap, domain: tuple[int, ...]) -> np.ndarray:  # noqa: ANN001
@@ -152,7 +82,7 @@ def run_generic(op: GenericOp, operands: Sequence[np.ndarray], index_offset: Seq
     red = op.reduction_dims
     index = _index_grids(domain, index_offset)
     ins = [_gather(a, m, domain) for a, m in zip(operands[:n_in], op.indexing_maps[:n_in], strict=True)]
-    inits = [np.array(a, dtype=_np_dtype(v.type.dtype)) for a, v in zip(operands[n_in:], op.inits, strict=True)]
+    inits = [np.array(a, dtype=np_dtype(v.type.dtype)) for a, v in zip(operands[n_in:], op.inits, strict=True)]
     out_maps = op.indexing_maps[n_in:]
     if not red:
         acc = [_gather(a, m, domain) for a, m in zip(inits, out_maps, strict=True)]
@@ -165,7 +95,7 @@ def run_generic(op: GenericOp, operands: Sequence[np.ndarray], index_offset: Seq
         acc_name = op.body.args[n_in][0]
         x_name = [o for o in last.operands if o != acc_name][0]
         env_body = ScalarBody(op.body.args, op.body.ops[:-1], (x_name,))
-        dummy = [np.zeros((1,) * len(domain), dtype=_np_dtype(v.type.dtype)) for v in op.inits]
+        dummy = [np.zeros((1,) * len(domain), dtype=np_dtype(v.type.dtype)) for v in op.inits]
         (x,) = eval_body(env_body, ins + dummy, index)
         x = np.broadcast_to(x, domain)
         # Sums and products accumulate in float64 and round once: the oracle should be at least as accurate
@@ -214,7 +144,7 @@ def run_graph(graph: Graph, inputs: Sequence[np.ndarray | torch.Tensor]) -> list
         a = array.detach().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
         if tuple(a.shape) != value.type.shape:
             raise ShapeError(f"input %{value.name} has shape {list(a.shape)}, expected {list(value.type.shape)}")
-        env[value.name] = a.astype(_np_dtype(value.type.dtype), copy=False)
+        env[value.name] = a.astype(np_dtype(value.type.dtype), copy=False)
     for op in graph.ops:
         args = [env[v.name] for v in op.operands]
         if isinstance(op, GenericOp):
@@ -230,7 +160,7 @@ def run_graph(graph: Graph, inputs: Sequence[np.ndarray | torch.Tensor]) -> list
         elif isinstance(op, ConstantOp):
             outs = [op.value]
         elif isinstance(op, EmptyOp):
-            outs = [np.zeros(op.results[0].type.shape, dtype=_np_dtype(op.results[0].type.dtype))]
+            outs = [np.zeros(op.results[0].type.shape, dtype=np_dtype(op.results[0].type.dtype))]
         else:
             raise UnsupportedOpError(op.kind, op.kind.split(".")[0], "not implemented by the reference interpreter")
         for r, a in zip(op.results, outs, strict=True):

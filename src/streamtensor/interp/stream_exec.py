@@ -29,7 +29,7 @@ import torch
 
 from streamtensor.errors import ShapeError, VerificationError
 from streamtensor.interp.converter_exec import run_converter
-from streamtensor.interp.linalg_interpreter import NP_DTYPES, run_generic
+from streamtensor.interp.linalg_interpreter import run_generic
 from streamtensor.ir.dataflow import (
     ChunkNode,
     ConcatNode,
@@ -46,6 +46,7 @@ from streamtensor.ir.dataflow import (
 from streamtensor.ir.itensor import assemble_tokens, stream_tokens
 from streamtensor.ir.layout import chunk_mask, concat_sources
 from streamtensor.ir.linalg import GenericOp, TensorType, Value
+from streamtensor.ir.scalar_eval import NP_DTYPES
 
 
 class StreamExecError(VerificationError):

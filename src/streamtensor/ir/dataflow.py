@@ -27,6 +27,7 @@ import numpy as np
 
 from streamtensor.errors import VerificationError
 from streamtensor.ir.affine import AffineConst, AffineDim, AffineMap
+from streamtensor.ir.converter_buffer import ConverterBuffer, infer_converter_buffer
 from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.layout import chunk_error, concat_sources, reassociation_error
 from streamtensor.ir.linalg import GenericOp, Op, ReshapeOp, SliceOp, Value, print_op, verify_generic
@@ -37,7 +38,6 @@ from streamtensor.ir.text import (
     format_attribute_dict,
     format_dense,
 )
-from streamtensor.transforms.converter_buffer import ConverterBuffer, infer_converter_buffer
 
 
 @dataclass

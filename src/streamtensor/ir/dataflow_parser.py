@@ -14,6 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from streamtensor.ir.converter_buffer import ConverterBuffer
 from streamtensor.ir.dataflow import (
     ChunkNode,
     ConcatNode,
@@ -31,7 +32,6 @@ from streamtensor.ir.itensor import parse_itensor_type
 from streamtensor.ir.linalg import GenericOp, ReshapeOp, SliceOp, Value
 from streamtensor.ir.linalg_parser import LinalgParser
 from streamtensor.ir.text import Cursor, dense_array, read_dense
-from streamtensor.transforms.converter_buffer import ConverterBuffer
 
 _NODE_KINDS = ("kernel", "itensor_converter", "itensor_fork", "itensor_reassociate", "itensor_chunk",
                "itensor_concat", "dma_read", "dma_write")

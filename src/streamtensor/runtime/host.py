@@ -1,7 +1,7 @@
 """Backend-neutral host interface to a generated kernel: the same program drives the simulation and a board.
 
 The model is XRT's: every external-memory argument has a host buffer and a device buffer. ``write`` packs an
-array into the host buffer (``streamtensor.codegen.vitis.packing``), ``sync(name, "to_device")`` copies it to the
+array into the host buffer (``streamtensor.packing``), ``sync(name, "to_device")`` copies it to the
 device, ``run`` executes the kernel once on the device buffers, ``sync(name, "from_device")`` copies results
 back, and ``read`` unpacks the host buffer. Forgetting a sync therefore fails the same way on every backend.
 
@@ -20,9 +20,8 @@ from typing import Literal
 
 import numpy as np
 
-from streamtensor.codegen.vitis.hbm import MemoryArgument
-from streamtensor.codegen.vitis.project import KernelInterface, load_kernel_interface
 from streamtensor.errors import OptionError, StreamTensorError
+from streamtensor.kernel_interface import KernelInterface, MemoryArgument, load_kernel_interface
 
 SyncDirection = Literal["to_device", "from_device"]
 
@@ -181,22 +180,3 @@ class Runtime(ABC):
 
     @abstractmethod
     def _read(self, arg: MemoryArgument) -> bytes: ...
-
-
-def open_runtime(project_dir: str | Path, backend: str = "sim") -> Runtime:
-    """A loaded runtime for a project: ``"sim"`` (bounded threaded C simulation, needs g++ and make) or
-    ``"xrt"`` (a board, needs XRT's pyxrt)."""
-    # Imported here: the backends import this module, and pyxrt must only be touched when chosen.
-    runtime: Runtime
-    if backend == "sim":
-        from streamtensor.runtime.simulation import SimulationBackend
-
-        runtime = SimulationBackend()
-    elif backend == "xrt":
-        from streamtensor.runtime.xrt import XrtBackend
-
-        runtime = XrtBackend()
-    else:
-        raise OptionError(f"unknown runtime backend {backend!r}; expected 'sim' or 'xrt'")
-    runtime.load(project_dir)
-    return runtime

@@ -7,7 +7,7 @@ C++, ``tb/block_sim.cpp`` and streamtensor's ``hls_stream.h``)::
 
 * For every external-memory argument the kernel reads (direction ``read`` or ``readwrite``) it reads
   ``IN_DIR/<arg>.bin``: exactly the argument's packed layout (``PackedLayout.total_bytes`` bytes,
-  ``streamtensor.codegen.vitis.packing``); ``<arg>`` is the argument's C identifier from ``kernel.json``.
+  ``streamtensor.packing``); ``<arg>`` is the argument's C identifier from ``kernel.json``.
   Arguments only written start zeroed.
 * It calls the top function once, with one buffer per argument in ``kernel.json`` order.
 * For every argument the kernel writes (``write`` or ``readwrite``) it writes ``OUT_DIR/<arg>.bin``, again
@@ -30,8 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from streamtensor.codegen.vitis.hbm import MemoryArgument
-from streamtensor.codegen.vitis.project import KernelInterface, simulation_build_command
+from streamtensor.kernel_interface import KernelInterface, MemoryArgument, simulation_build_command
 from streamtensor.runtime.host import RunResult, Runtime, RuntimeBackendError, StreamReport
 
 REPORT_ENV = "STREAMTENSOR_SIM_REPORT"

@@ -13,8 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from streamtensor.codegen.vitis.hbm import MemoryArgument
-from streamtensor.codegen.vitis.project import KernelInterface
+from streamtensor.kernel_interface import KernelInterface, MemoryArgument
 from streamtensor.runtime.host import RunResult, Runtime, RuntimeBackendError
 
 

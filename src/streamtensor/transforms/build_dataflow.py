@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamtensor.errors import UnsupportedOpError
+from streamtensor.ir.converter_buffer import infer_converter_buffer, layout_difference
 from streamtensor.ir.dataflow import (
     ChunkNode,
     ConcatNode,
@@ -73,8 +74,9 @@ from streamtensor.ir.linalg import (
     TensorType,
     Value,
 )
-from streamtensor.transforms.converter_buffer import infer_converter_buffer, layout_difference
-from streamtensor.transforms.tiling import Tiling, fill_value, live_values, output_root, tile_size
+from streamtensor.transforms.tiling.liveness import fill_value, live_values, output_root
+from streamtensor.transforms.tiling.plan import Tiling
+from streamtensor.transforms.tiling.tile_sizes import tile_size
 
 _LAYOUT = "layout mismatch"  # the default reason of a converter: producer and consumer stream differently
 

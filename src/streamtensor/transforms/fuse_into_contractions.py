@@ -39,7 +39,7 @@ from dataclasses import replace
 from streamtensor.ir import linalg
 from streamtensor.ir.affine import AffineDim, AffineMap
 from streamtensor.ir.linalg import EmptyOp, GenericOp, Graph, Op, ScalarBody, TensorType, Value
-from streamtensor.transforms.tiling import external_operands
+from streamtensor.transforms.tiling.edges import external_operands
 
 # Ops whose cores cost several multipliers (resources._OP_COST): not recomputed per point of a contraction.
 _CHEAP_MATH = {"math.absf"}
@@ -51,7 +51,7 @@ def _is_expensive(name: str) -> bool:
 
 
 def _fusable_producer(op: GenericOp, external: set[int]) -> bool:
-    """``external``: the inputs of ``op`` read from external memory (``tiling.external_operands``)."""
+    """``external``: the inputs of ``op`` read from external memory (``tiling.edges.external_operands``)."""
     if len(op.results) != 1 or len(op.inits) != 1 or op.reduction_dims:
         return False
     init_arg = op.body.args[len(op.inputs)][0]

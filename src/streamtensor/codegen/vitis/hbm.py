@@ -18,17 +18,10 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cached_property
 
-import numpy as np
-
-from streamtensor import __version__
-from streamtensor.codegen.vitis.packing import PackedLayout, pack, unpack
 from streamtensor.errors import StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode
-from streamtensor.ir.itensor import ITensorType
-from streamtensor.ir.linalg import ReshapeOp, SliceOp
+from streamtensor.kernel_interface import HbmAssignment, HbmPlan, MemoryArgument, ViewStep
 
 HBM_CHANNELS = 32
 HBM_CHANNEL_BYTES = 512 * 2**20
@@ -56,71 +49,6 @@ def c_identifier(name: str) -> str:
     if not ident or ident[0].isdigit() or ident in _CPP_KEYWORDS:
         ident = f"t_{ident}"
     return ident
-
-
-@dataclass(frozen=True)
-class ViewStep:
-    """One op of a DMA view as array code: an optional strided slice ``(offset, size, stride)`` per dim, then a
-    row-major reshape to ``shape`` (the semantics of ``ir.dataflow.apply_view``)."""
-
-    shape: tuple[int, ...]
-    slice: tuple[tuple[int, int, int], ...] | None = None
-
-    @classmethod
-    def of(cls, op: ReshapeOp | SliceOp) -> ViewStep:
-        shape = tuple(op.results[0].type.shape)
-        if isinstance(op, SliceOp):
-            return cls(shape, tuple(zip(op.offsets, op.sizes, op.strides, strict=True)))
-        return cls(shape)
-
-    def apply(self, array: np.ndarray) -> np.ndarray:
-        if self.slice is not None:
-            array = array[tuple(slice(o, o + n * s, s) for o, n, s in self.slice)]
-        return array.reshape(self.shape)
-
-
-@dataclass(frozen=True)
-class MemoryArgument:
-    """One external-memory kernel argument: the buffer of one DMA node, in the packed layout of its stream.
-
-    A read DMA streams ``view(tensor)``; a write DMA stores ``view(streamed tensor)`` as the tensor."""
-
-    name: str  # tensor name in the graph (several arguments may share it)
-    arg: str  # C identifier, unique per kernel: kernel argument, m_axi port and file name
-    dma: str  # DMA node name
-    direction: str  # "read" | "write"
-    role: str  # "input" | "weight" | "kv_cache" | "constant" | "output"
-    itype: ITensorType  # the stream's type: its tensor is the streamed (viewed) tensor
-    tensor_shape: tuple[int, ...]  # shape of the tensor itself
-    view: tuple[ViewStep, ...] = ()
-
-    @cached_property
-    def layout(self) -> PackedLayout:
-        return PackedLayout.of(self.itype)
-
-    @property
-    def reads(self) -> bool:
-        return self.direction == "read"
-
-    @property
-    def writes(self) -> bool:
-        return self.direction == "write"
-
-    def pack_tensor(self, array: np.ndarray) -> bytes:
-        """The buffer of a read argument: ``view(array)`` in the packed layout (``array`` is the whole tensor)."""
-        array = np.asarray(array)
-        if array.shape != self.tensor_shape:
-            raise ValueError(f"tensor {self.name} has shape {self.tensor_shape}, got an array of shape {array.shape}")
-        for step in self.view:
-            array = step.apply(array)
-        return pack(self.itype, array)
-
-    def unpack_tensor(self, data: bytes) -> np.ndarray:
-        """The tensor a write argument's buffer stores: ``view(unpacked stream tensor)``."""
-        array = unpack(self.itype, data)
-        for step in self.view:
-            array = step.apply(array)
-        return array
 
 
 def memory_arguments(graph: DataflowGraph) -> list[MemoryArgument]:
@@ -152,63 +80,6 @@ def memory_arguments(graph: DataflowGraph) -> list[MemoryArgument]:
             raise StreamTensorError(f"DMAs {taken[a.arg]} and {a.dma} both map to the C identifier {a.arg}")
         taken[a.arg] = a.dma
     return args
-
-
-@dataclass(frozen=True)
-class HbmAssignment:
-    argument: MemoryArgument
-    first: int  # first pseudo-channel
-    last: int  # last pseudo-channel (inclusive)
-
-    @property
-    def channels(self) -> tuple[int, ...]:
-        return tuple(range(self.first, self.last + 1))
-
-    @property
-    def bank(self) -> str:
-        """The memory bank as v++ spells it: ``HBM[3]`` or ``HBM[0:1]``."""
-        return f"HBM[{self.first}]" if self.first == self.last else f"HBM[{self.first}:{self.last}]"
-
-
-@dataclass(frozen=True)
-class HbmPlan:
-    kernel_name: str
-    assignments: tuple[HbmAssignment, ...]  # in kernel argument order
-
-    @property
-    def compute_unit(self) -> str:
-        return f"{self.kernel_name}_1"
-
-    @property
-    def arguments(self) -> tuple[MemoryArgument, ...]:
-        return tuple(a.argument for a in self.assignments)
-
-    def assignment(self, arg: str) -> HbmAssignment:
-        """The assignment of an argument, by its C identifier."""
-        for a in self.assignments:
-            if a.argument.arg == arg:
-                return a
-        raise KeyError(f"{arg!r} is not an external-memory argument of {self.kernel_name}")
-
-    def interfaces_per_channel(self) -> list[int]:
-        counts = [0] * HBM_CHANNELS
-        for a in self.assignments:
-            for c in a.channels:
-                counts[c] += 1
-        return counts
-
-    def link_cfg(self, slr: str | None) -> str:
-        """The ``v++ -l --config`` file: one compute unit, one ``sp`` per argument, and the CU pinned to ``slr``
-        (``KERNEL_SLR`` for a kernel that fits one die) or, with None, placed by v++."""
-        cu = self.compute_unit
-        lines = [
-            f"# Generated by streamtensor {__version__}: HBM connectivity of kernel {self.kernel_name}",
-            "[connectivity]",
-            f"nk={self.kernel_name}:1:{cu}",
-            *(f"sp={cu}.{a.argument.arg}:{a.bank}" for a in self.assignments),
-            f"slr={cu}:{slr}" if slr else "# no slr=: the kernel needs more than one SLR; v++ places it",
-        ]
-        return "\n".join(lines) + "\n"
 
 
 def plan_hbm(arguments: Sequence[MemoryArgument], kernel_name: str) -> HbmPlan:
@@ -251,3 +122,12 @@ def plan_hbm(arguments: Sequence[MemoryArgument], kernel_name: str) -> HbmPlan:
         cursor = (first + span) % HBM_CHANNELS
     assignments = tuple(HbmAssignment(a, *placed[a.arg]) for a in arguments)
     return HbmPlan(kernel_name, assignments)
+
+
+def interfaces_per_channel(plan: HbmPlan) -> list[int]:
+    """How many kernel interfaces each pseudo-channel carries."""
+    counts = [0] * HBM_CHANNELS
+    for a in plan.assignments:
+        for c in a.channels:
+            counts[c] += 1
+    return counts

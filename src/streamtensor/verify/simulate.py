@@ -1,8 +1,8 @@
 """Bounded C simulation of a compiled design against PyTorch: the design's Vitis project with its check data,
 a build cache, ``streamtensor verify OUTDIR`` and ``Design.simulate``.
 
-``write_design_project(design, outdir, args)`` writes the Vitis project of the design (``project.write_project``:
-sources from ``hls_cpp``, Makefile, link.cfg, ...) into ``outdir`` and adds what ``verify`` needs::
+``write_design_project(design, outdir, args)`` writes the Vitis project of the design (``codegen.vitis.project``:
+sources from ``codegen.vitis.hls``, Makefile, link.cfg, ...) into ``outdir`` and adds what ``verify`` needs::
 
     params/<arg>.bin     every tensor the kernel reads, packed: weights, constants and the example inputs
                          (so ``make csim`` and ``verify`` need no Python model)
@@ -34,32 +34,34 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from streamtensor import __version__
+from streamtensor._version import GENERATOR
 from streamtensor.codegen.vitis.hbm import KERNEL_SLR, c_identifier, memory_arguments, plan_hbm
-from streamtensor.codegen.vitis.hls_cpp import generate_hls
-from streamtensor.codegen.vitis.project import (
-    PARAMS_DIR,
-    SIM_EXECUTABLE,
-    VitisProject,
-    load_kernel_interface,
-    simulation_build_command,
-    write_project,
-)
+from streamtensor.codegen.vitis.hls.generate import generate_hls
+from streamtensor.codegen.vitis.project import VitisProject, write_project
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph
+from streamtensor.kernel_interface import PARAMS_DIR, SIM_EXECUTABLE, load_kernel_interface, simulation_build_command
 from streamtensor.runtime.host import RunResult, StreamReport
 from streamtensor.runtime.simulation import SimulationBackend, SimulationError
 
-if TYPE_CHECKING:
-    from streamtensor.driver import Design
-
 CHECK_DIR = "check"
 TOLERANCE = 1e-4  # max absolute error against PyTorch eager (fp32)
+
+
+class Design(Protocol):
+    """What verification reads of a compiled design (``streamtensor.driver.Design``, one layer up)."""
+
+    name: str
+    input_names: list[str]
+    output_names: list[str]
+    stages: dict[str, float]
+    dataflow: DataflowGraph | None
+    module: torch.nn.Module | None
 
 
 def kernel_name(design: Design) -> str:
@@ -133,7 +135,7 @@ def write_design_project(design: Design, outdir: str | Path, args: Sequence[torc
     np.savez(check / "expected.npz", **dict(zip(design.output_names, expected, strict=True)))
     writes = {a.dma: a.arg for a in plan.arguments}
     meta = {
-        "generator": f"streamtensor {__version__}",
+        "generator": GENERATOR,
         "kernel": name,
         "design": design.name,
         "outputs": [{"name": n, "arg": writes[dma], "shape": list(e.shape), "dtype": str(e.dtype)}

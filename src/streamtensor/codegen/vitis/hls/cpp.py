@@ -1,0 +1,172 @@
+"""C++ text for the HLS code generator: element and token types, a small indenting writer, affine expressions
+and loop counters as C++."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from streamtensor.analysis.timing_model import node_process
+from streamtensor.codegen.vitis.hbm import c_identifier
+from streamtensor.errors import StreamTensorError
+from streamtensor.ir.affine import AffineBinary, AffineExpr
+from streamtensor.ir.dataflow import DataflowGraph, Node
+from streamtensor.ir.itensor import ITensorType
+
+C_TYPES: dict[str, str] = {"f64": "double", "f32": "float", "i64": "int64_t", "index": "int64_t", "i32": "int32_t",
+                           "i16": "int16_t", "i8": "int8_t", "i1": "bool"}
+
+
+class HlsCodegenError(StreamTensorError):
+    """The dataflow graph has something the Vitis HLS code generator cannot express."""
+
+
+def c_type(dtype: str) -> str:
+    if dtype not in C_TYPES:
+        raise HlsCodegenError(f"element type {dtype} has no C++ type in the generated HLS code "
+                              f"(supported: {', '.join(C_TYPES)})")
+    return C_TYPES[dtype]
+
+
+def token_struct(t: ITensorType) -> str:
+    """The C++ struct of one token of ``t``: its dtype and element count (the tile is row-major)."""
+    return f"tok_{t.dtype}x{t.token_elements}"
+
+
+def stream_var(name: str) -> str:
+    return f"s_{c_identifier(name)}"
+
+
+# --- small C++ writer -------------------------------------------------------------------------------------------
+
+
+class Code:
+    """Lines with two-space indentation; pragmas stay at the indentation of the code they annotate."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.depth = 0
+
+    def line(self, text: str = "") -> None:
+        self.lines.append(("  " * self.depth + text) if text else "")
+
+    def paste(self, text: str) -> None:
+        """Lines of ``text`` as they are (no indentation added)."""
+        self.lines.extend(text.rstrip("\n").split("\n"))
+
+    def pragma(self, directive: str) -> None:
+        self.line(f"HLS_PRAGMA({directive})")
+
+    def open(self, head: str) -> None:
+        self.line(head + " {")
+        self.depth += 1
+
+    def close(self) -> None:
+        self.depth -= 1
+        self.line("}")
+
+    def loop(self, var: str, trip: int | str, step: int = 1, pragma: str | None = None) -> None:
+        inc = f"++{var}" if step == 1 else f"{var} += {step}"
+        self.open(f"for (int {var} = 0; {var} < {trip}; {inc})")
+        if pragma:
+            self.pragma(pragma)
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+class ProcessWrites:
+    """A process's stream writes and firing marks: plain ``write`` when its writes follow its reads in the same
+    firing (lag 1), else through ``HLS_SIM_*`` so the C simulation holds them for ``lag`` firings (tokens header).
+    """
+
+    def __init__(self, graph: DataflowGraph, node: Node) -> None:
+        process = node_process(graph, node)
+        self.lag = -(-process.depth // process.ii) if node.inputs and node.outputs else 1
+
+    def declare(self, code: Code) -> None:
+        if self.lag > 1:
+            code.line(f"HLS_SIM_IN_FLIGHT({self.lag});  // writes trail reads by {self.lag} firings "
+                      "(pipeline depth / II)")
+
+    def firing(self, code: Code, condition: str | None = None) -> None:
+        if self.lag > 1:
+            code.line("HLS_SIM_FIRING();" if condition is None else f"if ({condition}) HLS_SIM_FIRING();")
+
+    def write(self, stream: str, value: str) -> str:
+        return f"{stream}.write({value});" if self.lag == 1 else f"HLS_SIM_WRITE({stream}, {value});"
+
+    def drain(self, code: Code) -> None:
+        if self.lag > 1:
+            code.line("HLS_SIM_DRAIN();")
+
+
+def linear(expr: AffineExpr, names: Sequence[str | None], scale: Sequence[int]) -> str:
+    """C++ for an affine expression of loop counters: dim ``d`` is ``names[d] * scale[d]`` (None: counter 0)."""
+    if not _has_division(expr):
+        n = len(names)
+        zero = (0,) * n
+        base = expr.evaluate(zero)
+        terms: list[str] = []
+        for d in range(n):
+            coeff = (expr.evaluate(tuple(1 if k == d else 0 for k in range(n))) - base) * scale[d]
+            if coeff and names[d] is not None:
+                terms.append(str(names[d]) if coeff == 1 else f"{coeff} * {names[d]}")
+        if base or not terms:
+            terms.append(str(base))
+        return " + ".join(terms)
+    if isinstance(expr, AffineBinary):
+        op = {"floordiv": "/", "mod": "%"}.get(expr.op, expr.op)
+        return f"({linear(expr.lhs, names, scale)}) {op} ({linear(expr.rhs, names, scale)})"
+    raise HlsCodegenError(f"cannot render affine expression {expr}")
+
+
+def _has_division(expr: AffineExpr) -> bool:
+    if isinstance(expr, AffineBinary):
+        return expr.op in ("floordiv", "mod") or _has_division(expr.lhs) or _has_division(expr.rhs)
+    return False
+
+
+def flat_index(indices: Sequence[str], shape: Sequence[int]) -> str:
+    """Row-major flat index of ``indices`` (C++ strings, "0" for none) in an array of ``shape``."""
+    terms: list[str] = []
+    for j, idx in enumerate(indices):
+        stride = math.prod(shape[j + 1:])
+        if idx != "0":
+            terms.append(idx if stride == 1 else f"{stride} * {idx}" if idx.isidentifier() else
+                         f"{stride} * ({idx})")
+    return " + ".join(terms) or "0"
+
+
+def counter_loops(code: Code, t: ITensorType, prefix: str, ii: int = 1) -> list[str | None]:
+    """Open one loop per loop of ``t`` with a trip count above 1, the innermost pipelined at ``ii``; returns the
+    counter name per loop (None: a one-trip loop, counter 0)."""
+    names: list[str | None] = [f"{prefix}{loop}" if trip > 1 else None for loop, trip in enumerate(t.trip_counts)]
+    opened = [(n, trip) for n, trip in zip(names, t.trip_counts, strict=True) if n is not None]
+    for k, (name, trip) in enumerate(opened):
+        code.loop(name, trip, pragma=f"pipeline II={ii}" if k == len(opened) - 1 else None)
+    return names
+
+
+def close_loops(code: Code, names: Sequence[str | None]) -> None:
+    for name in names:
+        if name is not None:
+            code.close()
+
+
+def tile_offsets(t: ITensorType, names: Sequence[str | None]) -> list[str]:
+    """C++ tile offset of the current token along every dim of ``t``'s tensor."""
+    return [linear(r, names, t.steps) for r in t.iter_map.results]
+
+
+def decode_counters(code: Code, flat: str, trips: Sequence[int], names: Sequence[str], needed: set[str]) -> None:
+    """Declare the counters in ``needed`` of the loops ``trips`` (named ``names``) from the row-major step
+    index ``flat``."""
+    for i, (trip, name) in enumerate(zip(trips, names, strict=True)):
+        if name not in needed:
+            continue
+        inner = math.prod(trips[i + 1:])
+        value = flat if inner == 1 else f"{flat} / {inner}"
+        if inner * trip < math.prod(trips):
+            value = f"{value} % {trip}" if inner == 1 else f"({value}) % {trip}"
+        code.line(f"const int {name} = {value};")

@@ -1,0 +1,171 @@
+"""HLS C++ of a dataflow graph for Vitis HLS: one top function, one dataflow process per node.
+
+The generated code implements exactly the stream semantics of ``interp.stream_exec`` (the executable reference of
+every node kind). Processes read and write their tokens at the firings of the timing model
+(``analysis.timing_model``), so the LP's depths for that model are the C++ streams' depths; where the model takes
+a firing's input tokens at once, a C++ process takes them one stream at a time, which can let it run on a FIFO a
+few tokens shallower than the model's minimum. Two files per accelerator (a fused group):
+
+``KERNEL_tokens.h``
+    One ``struct tok_<dtype>x<N> { T data[N]; }`` per token shape: a tile in row-major order (reassociations
+    keep the flat order, so a token struct is shared by every stream with the same dtype and element count),
+    and the helpers the processes use: tile <-> packed 512-bit words (``streamtensor.packing``) and the scalar
+    ops without a C++ operator.
+``KERNEL.cpp``
+    One ``static void`` function per node, named after it:
+
+    - kernel: the tile loop nest in ``tile_order``, one firing per iteration (``KernelNode``): an input token is
+      read at the top of the innermost tile loop its indexing map uses and held by the loops inside; an output
+      tile starts (init token or constant fill) when every reduction counter is 0 and is written when every
+      reduction counter is at its last trip; with a reduction loop outside parallel loops, one accumulator per
+      pending output tile. Inside a firing, the point loops that are not fully unrolled run in ``point_order``,
+      the innermost ``#pragma HLS pipeline II=<pipeline_ii>`` (the timing model's II), with the unrolled lanes
+      inside (``#pragma HLS unroll``); the body is the Linalg scalar body, one C++ statement per op.
+      Accumulators are arrays partitioned for the lanes, with ``bind_storage`` from the memory allocation.
+    - itensor_converter: the ping-pong buffer of ``converter_buffer``; phase ``p`` fills window ``p % 2`` with
+      shared iteration ``p`` while draining window ``(p - 1) % 2``, one token in and one out per step (one
+      window, ``buf[1]``, when there is a single shared iteration: it is filled in phase 0 and drained in 1).
+    - fork / reassociate / chunk / concat: per token, with the tile offsets as loop arithmetic.
+    - DMA: walks its stream's loop nest; token ``(n_0, ...)`` is the tile at word ``sum n_l * word_strides[l]``
+      of its argument (``PackedLayout``), read or written as whole 512-bit words.
+
+    The top function ``extern "C" void KERNEL(word512* ARG, ...)`` has one m_axi bundle per argument
+    (``gmem<i>``, in ``HbmPlan`` order), ``s_axilite`` control, ``#pragma HLS dataflow``, one
+    ``hls::stream<T, DEPTH>`` per stream (``Stream.depth``) and the processes in topological order through
+    ``HLS_SIM_PROCESS`` (threads in the bounded C simulation, plain calls under ``__SYNTHESIS__``).
+
+Kernels are printed by ``hls.kernel``, the data-movement nodes by ``hls.processes``, the top function by
+``hls.top``; ``hls.cpp`` holds the C++ text helpers; static C++ fragments are files in ``templates/``.
+
+Directives are written ``HLS_PRAGMA(pipeline II=1)``: ``_Pragma("HLS pipeline II=1")`` for Vitis HLS and nothing
+for g++, whose ``-Wall`` rejects unknown pragmas (and whose C++ front end ignores ``#pragma GCC diagnostic`` for
+them), so the sources compile warning-free with ``-Wall -Wextra -Werror``.
+"""
+
+from __future__ import annotations
+
+from streamtensor._version import GENERATOR
+from streamtensor.codegen.vitis.hbm import c_identifier
+from streamtensor.codegen.vitis.hls.cpp import Code, HlsCodegenError, c_type, token_struct
+from streamtensor.codegen.vitis.hls.kernel import SCALAR_HELPERS, KernelWriter
+from streamtensor.codegen.vitis.hls.processes import (
+    chunk_process,
+    concat_process,
+    converter_process,
+    dma_process,
+    fork_process,
+    reassociate_process,
+)
+from streamtensor.codegen.vitis.hls.top import storage_kinds, top_function
+from streamtensor.codegen.vitis.package_data import template
+from streamtensor.ir.dataflow import (
+    ChunkNode,
+    ConcatNode,
+    ConverterNode,
+    DataflowGraph,
+    DmaNode,
+    ForkNode,
+    KernelNode,
+    ReassociateNode,
+)
+from streamtensor.ir.itensor import ITensorType
+from streamtensor.kernel_interface import HbmPlan
+
+
+def _process_names(graph: DataflowGraph, reserved: set[str]) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for n in graph.nodes:
+        ident = c_identifier(n)
+        if ident in reserved or ident in names.values() or ident.startswith(("s_", "tok_")):
+            raise HlsCodegenError(f"node {n} maps to the C identifier {ident}, which is already taken")
+        names[n] = ident
+    return names
+
+
+def generate_hls(graph: DataflowGraph, kernel_name: str, plan: HbmPlan) -> dict[str, str]:
+    """The HLS C++ of ``graph`` as one accelerator named ``kernel_name`` (module docstring): file name under
+    ``src/`` -> text, as ``write_project`` takes its ``sources``."""
+    if len(graph.groups) > 1:
+        raise HlsCodegenError(f"dataflow graph @{graph.name} has {len(graph.groups)} fusion groups; the Vitis "
+                              "backend builds one accelerator per design (one group)")
+    reserved = {kernel_name, "load_tile", "store_tile", "element_bits", "tile_words",
+                *SCALAR_HELPERS, *(a.arg for a in plan.arguments)}
+    process = _process_names(graph, reserved)
+    storage = storage_kinds(graph)
+    order = graph.topological_order()
+    helpers: set[str] = set()
+    functions: list[str] = []
+    for name in order:
+        node = graph.nodes[name]
+        if isinstance(node, KernelNode):
+            writer = KernelWriter(graph, node, storage)
+            functions.append(writer.write())
+            helpers |= writer.helpers
+        elif isinstance(node, ConverterNode):
+            functions.append(converter_process(graph, node, storage))
+        elif isinstance(node, ForkNode):
+            functions.append(fork_process(graph, node))
+        elif isinstance(node, ReassociateNode):
+            functions.append(reassociate_process(graph, node))
+        elif isinstance(node, ChunkNode):
+            functions.append(chunk_process(graph, node))
+        elif isinstance(node, ConcatNode):
+            functions.append(concat_process(graph, node))
+        elif isinstance(node, DmaNode):
+            functions.append(dma_process(graph, node, plan))
+        else:
+            raise HlsCodegenError(f"no C++ for {node.kind} {name}")
+    tokens_header = f"{kernel_name}_tokens.h"
+    source = Code()
+    source.line(f"// Generated by {GENERATOR}: HLS C++ of kernel {kernel_name} (dataflow graph @{graph.name}, "
+                f"{len(graph.nodes)} processes, {len(graph.streams)} streams).")
+    source.line(f'#include "{kernel_name}.h"')
+    source.line(f'#include "{tokens_header}"')
+    source.line()
+    for f in functions:
+        source.paste(f)
+        source.line()
+    top_function(source, graph, kernel_name, plan, process, storage, order)
+    in_flight = "HLS_SIM_IN_FLIGHT(" in source.text()
+    return {f"{kernel_name}.cpp": source.text(),
+            tokens_header: _tokens_header(graph, kernel_name, helpers, in_flight)}
+
+
+def _tokens_header(graph: DataflowGraph, kernel_name: str, helpers: set[str], in_flight: bool) -> str:
+    guard = f"STREAMTENSOR_{kernel_name.upper()}_TOKENS_H"
+    structs: dict[str, ITensorType] = {}
+    for s in graph.streams.values():
+        structs.setdefault(token_struct(s.type), s.type)
+    code = Code()
+    code.line(f"// Generated by {GENERATOR}: stream tokens and helpers of kernel {kernel_name}.")
+    code.line(f"#ifndef {guard}")
+    code.line(f"#define {guard}")
+    code.line()
+    for header in ("algorithm", "cmath", "cstdint", "cstring", "limits", "type_traits"):
+        code.line(f"#include <{header}>")
+    if in_flight:
+        code.line("#ifndef __SYNTHESIS__")
+        for header in ("deque", "functional", "vector"):
+            code.line(f"#include <{header}>")
+        code.line("#endif")
+    code.line()
+    code.line(f'#include "{kernel_name}.h"')
+    code.line()
+    code.line("// One token of a stream: a tile of the tensor, row-major (reassociations keep the flat order).")
+    for name, t in sorted(structs.items()):
+        code.line(f"struct {name} {{")
+        code.line(f"  {c_type(t.dtype)} data[{t.token_elements}];")
+        code.line("};")
+    code.line()
+    code.paste(template("hls_pragma.h"))
+    code.line()
+    if in_flight:
+        code.paste(template("in_flight.h"))
+        code.line()
+    code.paste(template("tile_io.h"))
+    for name in sorted(helpers):
+        code.line()
+        code.paste(SCALAR_HELPERS[name])
+    code.line()
+    code.line(f"#endif  // {guard}")
+    return code.text()

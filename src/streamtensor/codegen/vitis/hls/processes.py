@@ -1,0 +1,243 @@
+"""C++ of the data-movement nodes: fork, reassociate, chunk, concat, converter (ping-pong buffer) and DMA."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+from streamtensor.codegen.vitis.hbm import c_identifier
+from streamtensor.codegen.vitis.hls.cpp import (
+    Code,
+    ProcessWrites,
+    c_type,
+    close_loops,
+    counter_loops,
+    decode_counters,
+    flat_index,
+    stream_var,
+    tile_offsets,
+    token_struct,
+)
+from streamtensor.ir.dataflow import (
+    ChunkNode,
+    ConcatNode,
+    ConverterNode,
+    DataflowGraph,
+    DmaNode,
+    ForkNode,
+    Node,
+    ReassociateNode,
+)
+from streamtensor.ir.layout import concat_regions
+from streamtensor.kernel_interface import HbmPlan
+
+
+def _signature(graph: DataflowGraph, node: Node, extra: Sequence[str] = ()) -> str:
+    ports = [f"hls::stream<{token_struct(graph.streams[s].type)}>& {stream_var(s)}" for s in node.inputs + node.outputs]
+    return f"static void {c_identifier(node.name)}({', '.join([*extra, *ports])})"
+
+
+def fork_process(graph: DataflowGraph, node: ForkNode) -> str:
+    t = graph.streams[node.inputs[0]].type
+    code = Code()
+    code.line(f"// {node.name}: itensor_fork, every token to {len(node.outputs)} consumers")
+    code.open(_signature(graph, node))
+    writes = ProcessWrites(graph, node)
+    writes.declare(code)
+    _token_loop(code, t.num_tokens)
+    writes.firing(code)
+    code.line(f"const {token_struct(t)} t = {stream_var(node.inputs[0])}.read();")
+    for s in node.outputs:
+        code.line(writes.write(stream_var(s), "t"))
+    close_loops(code, ["k"] if t.num_tokens > 1 else [])
+    writes.drain(code)
+    code.close()
+    return code.text()
+
+
+def _token_loop(code: Code, tokens: int) -> None:
+    """One pipelined step per token (none for a single token)."""
+    if tokens > 1:
+        code.loop("k", tokens, pragma="pipeline II=1")
+
+
+def reassociate_process(graph: DataflowGraph, node: ReassociateNode) -> str:
+    src, res = graph.streams[node.inputs[0]].type, graph.streams[node.outputs[0]].type
+    code = Code()
+    code.line(f"// {node.name}: itensor_reassociate, tile {'x'.join(map(str, src.element_shape)) or 'scalar'} -> "
+              f"{'x'.join(map(str, res.element_shape)) or 'scalar'} (same row-major data)")
+    code.open(_signature(graph, node))
+    writes = ProcessWrites(graph, node)
+    writes.declare(code)
+    _token_loop(code, src.num_tokens)
+    writes.firing(code)
+    code.line(writes.write(stream_var(node.outputs[0]), f"{stream_var(node.inputs[0])}.read()"))
+    close_loops(code, ["k"] if src.num_tokens > 1 else [])
+    writes.drain(code)
+    code.close()
+    return code.text()
+
+
+def _region_test(offsets: list[str], lo: Sequence[int], hi: Sequence[int], full: Sequence[int]) -> str:
+    """Is the tile starting at ``offsets`` inside [lo, hi)? Only dims the region cuts are tested."""
+    terms = []
+    for j, (o, a, b) in enumerate(zip(offsets, lo, hi, strict=True)):
+        if a > 0:
+            terms.append(f"{o} >= {a}")
+        if b < full[j]:
+            terms.append(f"{o} < {b}")
+    return " && ".join(terms) or "true"
+
+
+def chunk_process(graph: DataflowGraph, node: ChunkNode) -> str:
+    src = graph.streams[node.inputs[0]].type
+    code = Code()
+    hi = [o + s for o, s in zip(node.offsets, node.sizes, strict=True)]
+    code.line(f"// {node.name}: itensor_chunk, forwards the tiles inside offsets {list(node.offsets)} sizes "
+              f"{list(node.sizes)}")
+    code.open(_signature(graph, node))
+    writes = ProcessWrites(graph, node)
+    writes.declare(code)
+    names = counter_loops(code, src, "n")
+    writes.firing(code)
+    code.line(f"const {token_struct(src)} t = {stream_var(node.inputs[0])}.read();")
+    test = _region_test(tile_offsets(src, names), node.offsets, hi, src.tensor_shape)
+    code.line(f"if ({test}) {writes.write(stream_var(node.outputs[0]), 't')}")
+    close_loops(code, names)
+    writes.drain(code)
+    code.close()
+    return code.text()
+
+
+def concat_process(graph: DataflowGraph, node: ConcatNode) -> str:
+    res = graph.streams[node.outputs[0]].type
+    ins = [graph.streams[s].type for s in node.inputs]
+    regions = concat_regions([t.tensor_shape for t in ins], node.dim)
+    code = Code()
+    code.line(f"// {node.name}: itensor_concat along dim {node.dim}; each token from the input whose region "
+              "holds it")
+    code.open(_signature(graph, node))
+    writes = ProcessWrites(graph, node)
+    writes.declare(code)
+    names = counter_loops(code, res, "n")
+    writes.firing(code)
+    offset = tile_offsets(res, names)[node.dim]
+    out = stream_var(node.outputs[0])
+    last = len(node.inputs) - 1
+    for i, (s, (lo, size)) in enumerate(zip(node.inputs, regions, strict=True)):
+        read = writes.write(out, f"{stream_var(s)}.read()")
+        test = f"if ({offset} < {lo[node.dim] + size[node.dim]}) "
+        code.line(read if last == 0 else ("" if i == 0 else "else ") + (test if i < last else "") + read)
+    close_loops(code, names)
+    writes.drain(code)
+    code.close()
+    return code.text()
+
+
+def converter_process(graph: DataflowGraph, node: ConverterNode, storage: dict[str, str]) -> str:
+    src, res = graph.streams[node.inputs[0]].type, graph.streams[node.outputs[0]].type
+    buf = node.buffer
+    m = buf.shared_loops
+    shape = list(buf.shape) or [1]  # a rank-0 tensor is a one-element buffer
+    s = math.prod(src.trip_counts[:m])
+    a, b = src.num_tokens // s, res.num_tokens // s
+    code = Code()
+    code.line(f"// {node.name}: itensor_converter ({node.reason or 'layouts differ'}); ping-pong buffer "
+              f"{buf.banks} x {'x'.join(map(str, buf.shape)) or 'scalar'}, {m} shared loop(s), {s} window(s)")
+    code.line(f"//   source {src}")
+    code.line(f"//   result {res}")
+    code.open(_signature(graph, node))
+    writes = ProcessWrites(graph, node)
+    writes.declare(code)
+    code.line(f"{c_type(buf.dtype)} buf[{buf.banks}]{''.join(f'[{n}]' for n in shape)};")
+    code.pragma("array_partition variable=buf type=complete dim=1")
+    for j, n in enumerate(shape):
+        # One whole tile per step on both sides: lcm of the two element sizes banks along each dim.
+        lanes = math.lcm(src.element_shape[j], res.element_shape[j]) if src.rank else 1
+        if lanes > 1:
+            kind = f"type=cyclic factor={lanes}" if lanes < n else "type=complete"
+            code.pragma(f"array_partition variable=buf {kind} dim={j + 2}")
+    impl = storage.get(f"{node.name}.pingpong")
+    if impl is not None:
+        code.pragma(f"bind_storage variable=buf type=ram_2p impl={impl}")
+    code.line(f"// Phase p fills window p % {buf.banks} with shared iteration p (p < {s}) while it drains window "
+              f"(p - 1) % {buf.banks}:")
+    code.line("// one source token in and one result token out per step.")
+    code.loop("p", s + 1)
+    longest = max(a, b)
+    length = str(a)
+    if a != b:
+        length = "length"
+        middle = f" : p == {s} ? {b}" if s > 1 else ""
+        code.line(f"const int length = p == 0 ? {a}{middle} : {b if s == 1 else longest};")
+    code.loop("k", length, pragma="pipeline II=1")
+    writes.firing(code)
+    # Dims a shared loop walks exactly are one element wide in the window: their relative offset is 0.
+    exact = {j for loop in range(m) for j in range(src.rank) if src.iter_map.result_dim(j) == loop}
+    for fill, t, count in ((True, src, a), (False, res, b)):
+        cond = [f"p < {s}" if fill else "p > 0", *([f"k < {count}"] if count < longest else [])]
+        code.open(f"if ({' && '.join(cond)})")
+        names = [f"q{loop}" for loop in range(m)] + [f"c{loop}" for loop in range(m, t.num_loops)]
+        offsets = tile_offsets(t, [n if trip > 1 else None for n, trip in zip(names, t.trip_counts, strict=True)])
+        relative = ["0" if j in exact else offsets[j] for j in range(t.rank)] or ["0"]
+        needed = {n for n in names if any(re.search(rf"\b{n}\b", r) for r in relative)}
+        decode_counters(code, "p" if fill else "(p - 1)", t.trip_counts[:m], names[:m], needed)
+        decode_counters(code, "k", t.trip_counts[m:], names[m:], needed)
+        element = list(t.element_shape) or [1]
+        half = f"buf[p % {buf.banks}]" if fill else f"buf[(p - 1) % {buf.banks}]"
+        if fill:
+            code.line(f"const {token_struct(t)} t = {stream_var(node.inputs[0])}.read();")
+        else:
+            code.line(f"{token_struct(t)} t;")
+        e = [f"e{j}" if n > 1 else "0" for j, n in enumerate(element)]
+        for j, n in enumerate(element):
+            if n > 1:
+                code.loop(f"e{j}", n, pragma="unroll")
+        at = "".join(f"[{_plus(r, ej)}]" for r, ej in zip(relative, e, strict=True))
+        token = f"t.data[{flat_index(e, element)}]"
+        code.line(f"{half}{at} = {token};" if fill else f"{token} = {half}{at};")
+        for n in element:
+            if n > 1:
+                code.close()
+        if not fill:
+            code.line(writes.write(stream_var(node.outputs[0]), "t"))
+        code.close()
+    code.close()
+    code.close()
+    writes.drain(code)
+    code.close()
+    return code.text()
+
+
+def _plus(a: str, b: str) -> str:
+    if a == "0":
+        return b
+    return a if b == "0" else f"{a} + {b}"
+
+
+def dma_process(graph: DataflowGraph, node: DmaNode, plan: HbmPlan) -> str:
+    (argument,) = [a for a in plan.arguments if a.dma == node.name]
+    layout = argument.layout
+    read = node.direction == "read"
+    stream = node.outputs[0] if read else node.inputs[0]
+    t = graph.streams[stream].type
+    code = Code()
+    code.line(f"// {node.name}: {node.kind} of %{node.tensor.name} ({node.role}) {'->' if read else '<-'} {stream}; "
+              f"packed layout: {layout.num_tiles} tile(s) of {layout.words_per_tile} word(s), word strides "
+              f"{list(layout.word_strides)}")
+    pointer = f"{'const ' if read else ''}streamtensor::word512* {argument.arg}"
+    code.open(_signature(graph, node, [pointer]))
+    names = counter_loops(code, t, "n", layout.words_per_tile)
+    address = " + ".join(f"{n}" if w == 1 else f"{w} * {n}" for n, w in zip(names, layout.word_strides, strict=True)
+                         if n is not None and w) or "0"
+    at = argument.arg if address == "0" else f"&{argument.arg}[{address}]"
+    if read:
+        code.line(f"{token_struct(t)} t;")
+        code.line(f"load_tile({at}, t.data);")
+        code.line(f"{stream_var(stream)}.write(t);")
+    else:
+        code.line(f"store_tile({stream_var(stream)}.read().data, {at});")
+    close_loops(code, names)
+    code.close()
+    return code.text()

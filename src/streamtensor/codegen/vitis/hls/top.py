@@ -1,0 +1,54 @@
+"""C++ of the accelerator's top function: m_axi and control interfaces, the FIFOs with their depths and
+implementations, and one dataflow process per node."""
+
+from __future__ import annotations
+
+from streamtensor.analysis.memory import FIFO_DEFAULT_DEPTH, onchip_buffers
+from streamtensor.analysis.resources import allocate
+from streamtensor.analysis.timing_sim import SRL_FIFO_MAX_BITS
+from streamtensor.codegen.vitis.hls.cpp import Code, stream_var, token_struct
+from streamtensor.ir.dataflow import DataflowGraph, DmaNode
+from streamtensor.kernel_interface import HbmPlan
+
+
+def storage_kinds(graph: DataflowGraph) -> dict[str, str]:
+    """Memory allocation (LUTRAM / BRAM / URAM) of every on-chip buffer, by buffer name."""
+    return {b.name: allocate(b).kind for b in onchip_buffers(graph)}
+
+
+def _fifo_impl(graph: DataflowGraph, stream: str, storage: dict[str, str]) -> str:
+    s = graph.streams[stream]
+    depth = s.depth if s.depth is not None else FIFO_DEFAULT_DEPTH
+    if s.type.token_bits * depth <= SRL_FIFO_MAX_BITS:
+        return "srl"  # a shift register, as the timing model assumes for FIFOs of at most 1024 bits
+    return storage[f"{stream}.fifo"]
+
+
+def top_function(code: Code, graph: DataflowGraph, kernel_name: str, plan: HbmPlan, process: dict[str, str],
+         storage: dict[str, str], order: list[str]) -> None:
+    params = ", ".join(f"streamtensor::word512* {a.arg}" for a in plan.arguments)
+    code.line("// The accelerator: one m_axi bundle per external-memory argument, FIFOs with their sized depths,")
+    code.line("// one dataflow process per node in topological order.")
+    code.open(f'extern "C" void {kernel_name}({params})')
+    for i, a in enumerate(plan.arguments):
+        code.pragma(f"interface m_axi port={a.arg} bundle=gmem{i} offset=slave "
+                  f"depth={a.layout.total_words}")
+    code.pragma("interface s_axilite port=return bundle=control")
+    code.pragma("dataflow")
+    for s in graph.streams.values():
+        depth = s.depth if s.depth is not None else FIFO_DEFAULT_DEPTH
+        var = stream_var(s.name)
+        code.line(f'hls::stream<{token_struct(s.type)}, {depth}> {var}("{s.name}");')
+        code.pragma(f"bind_storage variable={var} type=fifo impl={_fifo_impl(graph, s.name, storage)}")
+    code.line()
+    code.line(f"HLS_SIM_REGION({kernel_name});")
+    for s in graph.streams.values():
+        code.line(f"HLS_SIM_CONNECT({stream_var(s.name)}, {process[s.source]}, {process[s.target]});")
+    by_dma = {a.dma: a.arg for a in plan.arguments}
+    for name in order:
+        node = graph.nodes[name]
+        args = ([by_dma[name]] if isinstance(node, DmaNode) else []) + [stream_var(s) for s in node.inputs
+                                                                         + node.outputs]
+        code.line(f"HLS_SIM_PROCESS({process[name]}, {process[name]}({', '.join(args)}));")
+    code.line("HLS_SIM_END_REGION();")
+    code.close()

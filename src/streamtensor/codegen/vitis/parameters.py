@@ -1,0 +1,112 @@
+"""Packed parameter files of a project: one file per tensor the kernel reads, in its argument's packed layout,
+listed with checksums in ``params/manifest.json``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamtensor._version import GENERATOR
+from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
+from streamtensor.errors import StreamTensorError
+from streamtensor.ir.dataflow import DataflowGraph
+from streamtensor.kernel_interface import PARAMS_DIR, HbmAssignment, HbmPlan, layout_json, view_json
+from streamtensor.packing import WORD_BITS
+
+MANIFEST_FILE = f"{PARAMS_DIR}/manifest.json"
+
+
+@dataclass(frozen=True)
+class ParameterFile:
+    """One packed file: the buffer of one read argument, i.e. ``view(tensor)`` in the DMA's packed layout.
+    ``offset`` is always 0: every argument has a file of its own (one XRT buffer per argument, so a file maps
+    1:1 onto a buffer and a checksum onto what the DMA streams)."""
+
+    name: str  # the tensor
+    arg: str
+    dma: str
+    shape: list[int]  # of the tensor
+    dtype: str
+    role: str
+    view: list[dict[str, Any]]  # tensor -> streamed tensor (the layout's tensor shape)
+    layout: dict[str, Any]
+    bank: str
+    channels: list[int]
+    file: str  # relative to the project
+    offset: int
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ParameterManifest:
+    kernel: str
+    tensors: list[ParameterFile] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "generator": GENERATOR,
+            "kernel": self.kernel,
+            "word_bits": WORD_BITS,
+            "tensors": [asdict(t) for t in self.tensors],
+        }
+
+
+def write_packed_parameters(
+    outdir: str | Path,
+    graph: DataflowGraph,
+    tensors: Mapping[str, np.ndarray],
+    plan: HbmPlan | None = None,
+) -> ParameterManifest:
+    """Pack the graph's constants and ``tensors`` into ``outdir/params/<arg>.bin``, one file per read argument,
+    and write ``params/manifest.json`` listing exactly these files.
+
+    ``tensors`` maps a tensor name (every DMA reading it gets its file, packed from its view of the array) or an
+    argument identifier (that DMA alone) to the whole tensor. Any tensor the kernel reads may be given: weights
+    (the parameter set) and, for a self-contained ``make csim``, sample inputs. ``plan`` defaults to
+    ``plan_hbm`` of the graph's arguments."""
+    plan = plan or plan_hbm(memory_arguments(graph), graph.name)
+    reading = [a for a in plan.assignments if a.argument.reads]
+    chosen: dict[str, tuple[HbmAssignment, np.ndarray]] = {}
+    given = {name: array for name, array in graph.constants.items() if any(a.argument.name == name for a in reading)}
+    for key, array in {**given, **tensors}.items():
+        matches = [a for a in reading if key in (a.argument.name, a.argument.arg)]
+        if not matches:
+            names = ", ".join(sorted({a.argument.name for a in reading}))
+            raise StreamTensorError(f"{key!r} is not a tensor the kernel reads (those are: {names})")
+        chosen.update({a.argument.arg: (a, array) for a in matches})
+    params = Path(outdir) / PARAMS_DIR
+    params.mkdir(parents=True, exist_ok=True)
+    entries: list[ParameterFile] = []
+    for assignment, array in chosen.values():
+        arg = assignment.argument
+        data = arg.pack_tensor(array)
+        relative = f"{PARAMS_DIR}/{arg.arg}.bin"
+        (Path(outdir) / relative).write_bytes(data)
+        entries.append(
+            ParameterFile(
+                name=arg.name,
+                arg=arg.arg,
+                dma=arg.dma,
+                shape=list(arg.tensor_shape),
+                dtype=arg.itype.dtype,
+                role=arg.role,
+                view=view_json(arg.view),
+                layout=layout_json(arg.layout),
+                bank=assignment.bank,
+                channels=list(assignment.channels),
+                file=relative,
+                offset=0,
+                size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+        )
+    manifest = ParameterManifest(plan.kernel_name, entries)
+    (Path(outdir) / MANIFEST_FILE).write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
+    return manifest

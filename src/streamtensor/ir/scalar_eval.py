@@ -1,0 +1,85 @@
+"""Semantics of the scalar ops of a ``linalg.generic`` body, applied elementwise to numpy arrays.
+
+Part of the IR: the reference interpreter executes bodies with it, and passes fold constant bodies with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from streamtensor.errors import UnsupportedOpError
+from streamtensor.ir.linalg import ScalarBody, ScalarOp
+
+NP_DTYPES: dict[str, type] = {"f64": np.float64, "f32": np.float32, "f16": np.float16, "i64": np.int64,
+                              "i32": np.int32, "i16": np.int16, "i8": np.int8, "i1": np.bool_, "index": np.int64}
+
+
+def np_dtype(dtype: str) -> type:
+    """The numpy type of an IR element type."""
+    if dtype not in NP_DTYPES:
+        raise UnsupportedOpError(dtype, "builtin", "element type not supported by the reference interpreter")
+    return NP_DTYPES[dtype]
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    return torch.special.erf(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+
+_CMP: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "eq": np.equal, "ne": np.not_equal, "slt": np.less, "sle": np.less_equal, "sgt": np.greater,
+    "sge": np.greater_equal, "ult": np.less, "ule": np.less_equal, "ugt": np.greater, "uge": np.greater_equal,
+    "oeq": np.equal, "ogt": np.greater, "oge": np.greater_equal, "olt": np.less, "ole": np.less_equal,
+    "one": np.not_equal, "ueq": np.equal, "une": np.not_equal,
+}
+_BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "arith.addf": np.add, "arith.subf": np.subtract, "arith.mulf": np.multiply, "arith.divf": np.divide,
+    "arith.maximumf": np.maximum, "arith.minimumf": np.minimum, "arith.maxnumf": np.fmax,
+    "arith.minnumf": np.fmin, "arith.remf": np.fmod, "arith.addi": np.add, "arith.subi": np.subtract,
+    "arith.muli": np.multiply, "arith.andi": np.bitwise_and, "arith.ori": np.bitwise_or,
+    "arith.xori": np.bitwise_xor, "arith.maxsi": np.maximum, "arith.minsi": np.minimum, "math.powf": np.power,
+}
+_UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "arith.negf": np.negative, "math.exp": np.exp, "math.log": np.log, "math.sqrt": np.sqrt,
+    "math.rsqrt": lambda x: np.reciprocal(np.sqrt(x)), "math.tanh": np.tanh, "math.sin": np.sin,
+    "math.cos": np.cos, "math.erf": _erf, "math.absf": np.abs,
+}
+_CASTS = {"arith.sitofp", "arith.uitofp", "arith.fptosi", "arith.extf", "arith.truncf", "arith.extsi",
+          "arith.extui", "arith.trunci", "arith.index_cast"}
+def eval_scalar_op(op: ScalarOp, env: dict[str, np.ndarray], index: Sequence[np.ndarray]) -> np.ndarray:
+    """One scalar op applied elementwise to arrays (shared by every executor of the IR)."""
+    dt = np_dtype(op.dtype)
+    xs = [env[o] for o in op.operands]
+    name = op.name
+    with np.errstate(all="ignore"):
+        if name in _BINARY:
+            return _BINARY[name](xs[0], xs[1]).astype(dt, copy=False)
+        if name in _UNARY:
+            return _UNARY[name](xs[0]).astype(dt, copy=False)
+        if name in _CASTS:
+            return xs[0].astype(dt)
+        if name == "arith.divsi":
+            return (np.trunc(xs[0] / xs[1])).astype(dt)
+        if name == "arith.remsi":
+            return np.fmod(xs[0], xs[1]).astype(dt)
+        if name in ("arith.cmpf", "arith.cmpi"):
+            return _CMP[str(op.attr("predicate"))](xs[0], xs[1])
+        if name == "arith.select":
+            return np.where(xs[0], xs[1], xs[2]).astype(dt, copy=False)
+        if name == "math.fpowi":
+            return np.power(xs[0], xs[1].astype(xs[0].dtype)).astype(dt, copy=False)
+        if name == "arith.constant":
+            return np.array(op.attr("value"), dtype=dt)
+        if name == "linalg.index":
+            return index[int(op.attr("dim"))]  # type: ignore[arg-type]
+    raise UnsupportedOpError(name, name.split(".")[0], "not implemented by the reference interpreter")
+
+
+def eval_body(body: ScalarBody, args: Sequence[np.ndarray], index: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The yielded values of ``body`` on ``args``, ``index`` holding the iteration-index arrays."""
+    env: dict[str, np.ndarray] = {name: a for (name, _), a in zip(body.args, args, strict=True)}
+    for op in body.ops:
+        env[op.result] = eval_scalar_op(op, env, index)
+    return [env[y] for y in body.yields]

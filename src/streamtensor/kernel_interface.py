@@ -1,0 +1,232 @@
+"""The kernel's external-memory interface: the ABI shared by the code generator, the project writer and the
+host runtimes.
+
+Each external-memory argument (``MemoryArgument``) is the buffer of one DMA node in the packed layout of its
+stream (``streamtensor.packing``); an ``HbmPlan`` lists the arguments in signature order with their HBM
+pseudo-channels; ``KernelInterface`` is that plan plus the project's executables, stored as ``kernel.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamtensor._version import GENERATOR
+from streamtensor.errors import StreamTensorError
+from streamtensor.ir.itensor import ITensorType, parse_itensor_type
+from streamtensor.ir.linalg import ReshapeOp, SliceOp
+from streamtensor.packing import WORD_BITS, PackedLayout, pack, unpack
+
+SIM_EXECUTABLE = "build/csim/block_sim"
+INTERFACE_FILE = "kernel.json"
+PARAMS_DIR = "params"
+
+
+@dataclass(frozen=True)
+class ViewStep:
+    """One op of a DMA view as array code: an optional strided slice ``(offset, size, stride)`` per dim, then a
+    row-major reshape to ``shape`` (the semantics of ``ir.dataflow.apply_view``)."""
+
+    shape: tuple[int, ...]
+    slice: tuple[tuple[int, int, int], ...] | None = None
+
+    @classmethod
+    def of(cls, op: ReshapeOp | SliceOp) -> ViewStep:
+        shape = tuple(op.results[0].type.shape)
+        if isinstance(op, SliceOp):
+            return cls(shape, tuple(zip(op.offsets, op.sizes, op.strides, strict=True)))
+        return cls(shape)
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        if self.slice is not None:
+            array = array[tuple(slice(o, o + n * s, s) for o, n, s in self.slice)]
+        return array.reshape(self.shape)
+
+
+@dataclass(frozen=True)
+class MemoryArgument:
+    """One external-memory kernel argument: the buffer of one DMA node, in the packed layout of its stream.
+
+    A read DMA streams ``view(tensor)``; a write DMA stores ``view(streamed tensor)`` as the tensor."""
+
+    name: str  # tensor name in the graph (several arguments may share it)
+    arg: str  # C identifier, unique per kernel: kernel argument, m_axi port and file name
+    dma: str  # DMA node name
+    direction: str  # "read" | "write"
+    role: str  # "input" | "weight" | "kv_cache" | "constant" | "output"
+    itype: ITensorType  # the stream's type: its tensor is the streamed (viewed) tensor
+    tensor_shape: tuple[int, ...]  # shape of the tensor itself
+    view: tuple[ViewStep, ...] = ()
+
+    @cached_property
+    def layout(self) -> PackedLayout:
+        return PackedLayout.of(self.itype)
+
+    @property
+    def reads(self) -> bool:
+        return self.direction == "read"
+
+    @property
+    def writes(self) -> bool:
+        return self.direction == "write"
+
+    def pack_tensor(self, array: np.ndarray) -> bytes:
+        """The buffer of a read argument: ``view(array)`` in the packed layout (``array`` is the whole tensor)."""
+        array = np.asarray(array)
+        if array.shape != self.tensor_shape:
+            raise ValueError(f"tensor {self.name} has shape {self.tensor_shape}, got an array of shape {array.shape}")
+        for step in self.view:
+            array = step.apply(array)
+        return pack(self.itype, array)
+
+    def unpack_tensor(self, data: bytes) -> np.ndarray:
+        """The tensor a write argument's buffer stores: ``view(unpacked stream tensor)``."""
+        array = unpack(self.itype, data)
+        for step in self.view:
+            array = step.apply(array)
+        return array
+
+
+@dataclass(frozen=True)
+class HbmAssignment:
+    """One argument on a consecutive range of HBM pseudo-channels."""
+
+    argument: MemoryArgument
+    first: int  # first pseudo-channel
+    last: int  # last pseudo-channel (inclusive)
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        return tuple(range(self.first, self.last + 1))
+
+    @property
+    def bank(self) -> str:
+        """The memory bank as v++ spells it: ``HBM[3]`` or ``HBM[0:1]``."""
+        return f"HBM[{self.first}]" if self.first == self.last else f"HBM[{self.first}:{self.last}]"
+
+
+@dataclass(frozen=True)
+class HbmPlan:
+    """The kernel's arguments in signature order, each with its HBM pseudo-channels."""
+
+    kernel_name: str
+    assignments: tuple[HbmAssignment, ...]  # in kernel argument order
+
+    @property
+    def compute_unit(self) -> str:
+        return f"{self.kernel_name}_1"
+
+    @property
+    def arguments(self) -> tuple[MemoryArgument, ...]:
+        return tuple(a.argument for a in self.assignments)
+
+    def assignment(self, arg: str) -> HbmAssignment:
+        """The assignment of an argument, by its C identifier."""
+        for a in self.assignments:
+            if a.argument.arg == arg:
+                return a
+        raise KeyError(f"{arg!r} is not an external-memory argument of {self.kernel_name}")
+
+
+def view_json(view: tuple[ViewStep, ...]) -> list[dict[str, Any]]:
+    return [{"shape": list(v.shape), "slice": None if v.slice is None else [list(d) for d in v.slice]} for v in view]
+
+
+def _view_from_json(data: list[dict[str, Any]]) -> tuple[ViewStep, ...]:
+    return tuple(
+        ViewStep(tuple(v["shape"]), None if v["slice"] is None else tuple(tuple(d) for d in v["slice"]))
+        for v in data
+    )
+
+
+def layout_json(layout: PackedLayout) -> dict[str, Any]:
+    """The packed layout of an argument as recorded in kernel.json and the parameter manifest."""
+    t = layout.itype
+    return {
+        "itensor": str(t),
+        "element_shape": list(t.element_shape),
+        "trip_counts": list(t.trip_counts),
+        "steps": list(t.steps),
+        "iter_map": str(t.iter_map),
+        "words_per_tile": layout.words_per_tile,
+        "num_tiles": layout.num_tiles,
+        "word_strides": list(layout.word_strides),
+        "padding_bytes": layout.padding_bytes,
+        "total_bytes": layout.total_bytes,
+    }
+
+
+@dataclass(frozen=True)
+class KernelInterface:
+    """What a runtime needs from a project: the arguments with their layouts and banks, and the executables."""
+
+    plan: HbmPlan
+    clock_mhz: int
+    sim_executable: str  # relative to the project
+    xclbin: str  # relative to the project
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "generator": GENERATOR,
+            "kernel": self.plan.kernel_name,
+            "compute_unit": self.plan.compute_unit,
+            "clock_mhz": self.clock_mhz,
+            "word_bits": WORD_BITS,
+            "sim_executable": self.sim_executable,
+            "xclbin": self.xclbin,
+            "arguments": [
+                {
+                    "index": i,
+                    "name": a.argument.name,
+                    "arg": a.argument.arg,
+                    "dma": a.argument.dma,
+                    "direction": a.argument.direction,
+                    "role": a.argument.role,
+                    "tensor_shape": list(a.argument.tensor_shape),
+                    "view": view_json(a.argument.view),
+                    "bank": a.bank,
+                    "channels": list(a.channels),
+                    "layout": layout_json(a.argument.layout),
+                }
+                for i, a in enumerate(self.plan.assignments)
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> KernelInterface:
+        assignments = tuple(
+            HbmAssignment(
+                MemoryArgument(
+                    name=a["name"],
+                    arg=a["arg"],
+                    dma=a["dma"],
+                    direction=a["direction"],
+                    role=a["role"],
+                    itype=parse_itensor_type(a["layout"]["itensor"]),
+                    tensor_shape=tuple(a["tensor_shape"]),
+                    view=_view_from_json(a["view"]),
+                ),
+                a["channels"][0],
+                a["channels"][-1],
+            )
+            for a in data["arguments"]
+        )
+        return cls(HbmPlan(data["kernel"], assignments), data["clock_mhz"], data["sim_executable"], data["xclbin"])
+
+
+def load_kernel_interface(project_dir: str | Path) -> KernelInterface:
+    path = Path(project_dir) / INTERFACE_FILE
+    if not path.is_file():
+        raise StreamTensorError(f"{path} not found: not a streamtensor Vitis project (see write_project)")
+    return KernelInterface.from_json(json.loads(path.read_text()))
+
+
+def simulation_build_command(project_dir: str | Path) -> list[str]:
+    """Builds the project's simulation executable (the Makefile's rule for it)."""
+    return ["make", "-C", str(project_dir), SIM_EXECUTABLE]

@@ -1,0 +1,50 @@
+"""Linalg tiling (spec §4.1): tile sizes, loop orders and intensity-aware unroll factors of every kernel.
+
+The pass is ``tile_graph``; its plan types are in ``plan``, and each step in a module of its own: ``liveness``
+(which generics become kernels), ``tile_sizes``, ``tile_order`` (loop orders), ``unroll`` (unroll factors),
+over the kernel-to-kernel ``edges``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from streamtensor.ir.linalg import Graph
+from streamtensor.transforms.tiling.liveness import kernel_ops
+from streamtensor.transforms.tiling.plan import OpTiling, Tiling, TilingOptions
+from streamtensor.transforms.tiling.tile_order import TileOrderSearch, default_orders
+from streamtensor.transforms.tiling.tile_sizes import fit_tiles, impose_token_tile, initial_tiling
+from streamtensor.transforms.tiling.unroll import (
+    external_streams,
+    intensity_aware_unroll,
+    rate_matched,
+    tiled_timing,
+    uniform_unroll,
+)
+
+
+def tile_graph(graph: Graph, options: TilingOptions | None = None) -> Tiling:
+    """Tile every kernel of ``graph``: sizes, orders, then unroll factors (the modules of this package)."""
+    options = options or TilingOptions()
+    ops = kernel_ops(graph)
+    tilings = [initial_tiling(op, options) for op in ops]
+    if options.token_tile_size:
+        impose_token_tile(graph, ops, tilings, options.token_tile_size)
+    if options.agree_tiles or options.max_token_rank or options.token_tile_size:
+        cap = options.default_tile_size ** options.max_token_rank if options.max_token_rank else None
+        fit_tiles(graph, ops, tilings, cap, options.agree_tiles)
+        # Trips changed: one-trip loops go outermost again.
+        tilings = [OpTiling(t.loops, *default_orders(op, t.loops, options)) for op, t in zip(ops, tilings, strict=True)]
+    if options.layout_aware_order:
+        orders = TileOrderSearch(graph, ops, tilings).run(options.order_search_restarts)
+        tilings = [replace(t, tile_order=o) for t, o in zip(tilings, orders, strict=True)]
+        if not options.permute_reductions_outward:
+            tilings = [replace(t, point_order=list(t.tile_order)) for t in tilings]
+    streams = external_streams(graph, ops)
+    if options.intensity_aware_unroll:
+        intensity_aware_unroll(ops, tilings, options.overall_unroll_size, streams)
+    else:
+        uniform_unroll(tilings, options.overall_unroll_size)
+        tilings = [rate_matched(op, t, s) for op, t, s in zip(ops, tilings, streams, strict=True)]
+    return Tiling(options, {op.name: t for op, t in zip(ops, tilings, strict=True)},
+                  {op.name: tiled_timing(op, t) for op, t in zip(ops, tilings, strict=True)})

@@ -1,0 +1,290 @@
+"""Loop orders of every kernel: the default (output-stationary) orders and the layout-aware tile-order search.
+
+**Loop orders.** Default tile order: one-trip loops first (they move nothing; outermost they never keep an
+operand from being held across the loops inside its last used loop, see ``KernelNode``), then the parallel
+loops in the order of the (first) output's dims, then any other parallel loop, then the reduction loops in dim
+order (output-stationary: one output tile pending at a time). With ``layout_aware_order`` the tile orders are
+chosen to minimize the bytes that depend on them: converter buffers on kernel-to-kernel edges (the producer's
+result type carried through reshapes / slices, compared with the consumer's operand type, or with its chunk
+at the region of a concat; ``infer_converter_buffer``) plus accumulators (``pending_tiles`` output tiles per
+result). Candidates per kernel are the permutations of its loops of more than one trip (<= 5 in LLM blocks).
+The search is a coordinate descent, each kernel in turn taking its cheapest order given the others', consumers
+first then producers first until nothing changes; a kernel's move takes its all-parallel neighbours along
+(such a kernel can walk its tiles in any order, so it re-picks, among the orders cheapest on its edges to the
+moved kernel, its cheapest one: the layout is propagated into producers such as a KV-cache update and into
+consumers). Where the descent stops, a leap re-orders one kernel and lets every kernel that no longer fits
+its re-ordered neighbours re-pick its order, breadth first (a head-major attention turned row-major takes its
+projections, norms and softmax along); the first leap that lowers the total is kept and the descent resumes.
+The descent runs from the default orders and from ``order_search_restarts`` random orders (seeded, so
+deterministic); the cheapest local optimum wins, the default-started one on ties. Point loops
+(inside a tile): with ``permute_reductions_outward`` the reduction loops go outward and the parallel ones
+innermost (the pipelined loop then carries no accumulator dependence: lower II, see
+``analysis.timing_model``); without it the point order is the tile order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections import deque
+
+from streamtensor.ir.converter_buffer import infer_converter_buffer
+from streamtensor.ir.dataflow import LoopTiling, kernel_operand_type, pending_tiles
+from streamtensor.ir.dtypes import DTYPE_BITS
+from streamtensor.ir.itensor import ITensorType
+from streamtensor.ir.layout import chunk_type, reassociate_type, reassociation_error
+from streamtensor.ir.linalg import GenericOp, Graph
+from streamtensor.transforms.tiling.edges import MovementStep, kernel_edges
+from streamtensor.transforms.tiling.plan import OpTiling, TilingOptions
+
+
+def default_orders(op: GenericOp, loops: list[LoopTiling], options: TilingOptions) -> tuple[list[int], list[int]]:
+    """Tile and point orders before the layout-aware choice (module docstring)."""
+    reduction = set(op.reduction_dims)
+    out_map = op.indexing_maps[len(op.inputs)]
+    parallel = [d for d in (out_map.result_dim(i) for i in range(out_map.num_results))
+                if d is not None and d not in reduction]
+    parallel += [d for d in range(len(loops)) if d not in reduction and d not in parallel]
+    reductions = sorted(reduction)
+    once = [d for d in range(len(loops)) if loops[d].trip == 1]
+    tile_order = once + [d for d in parallel + reductions if d not in once]
+    point_order = reductions + parallel if options.permute_reductions_outward else list(tile_order)
+    return tile_order, point_order
+
+
+class TileOrderSearch:
+    """Tile orders minimizing converter bytes between kernels plus accumulator bytes (module docstring)."""
+
+    def __init__(self, graph: Graph, ops: list[GenericOp], tilings: list[OpTiling]) -> None:
+        self.ops, self.loops = ops, [t.loops for t in tilings]
+        self.orders = [tuple(t.tile_order) for t in tilings]
+        self.edges = kernel_edges(graph, ops)
+        self.touching: list[list[int]] = [[] for _ in ops]  # edge indices
+        for i, e in enumerate(self.edges):
+            self.touching[e.producer].append(i)
+            if e.consumer != e.producer:
+                self.touching[e.consumer].append(i)
+        self.candidates = [self._candidates(k) for k in range(len(ops))]
+        # All-parallel kernels next to each kernel: they can walk their tiles in any order, so a move of the
+        # kernel takes them along (each re-picks its best order for the kernel's new one).
+        self.followers: list[list[int]] = [[] for _ in ops]
+        for e in self.edges:
+            for k, n in ((e.producer, e.consumer), (e.consumer, e.producer)):
+                if n != k and not ops[n].reduction_dims and n not in self.followers[k]:
+                    self.followers[k].append(n)
+        self.group_edges = [sorted({i for m in [k, *self.followers[k]] for i in self.touching[m]})
+                            for k in range(len(ops))]
+        self.neighbors = [sorted({m for i in self.touching[k] for m in (self.edges[i].producer,
+                                                                        self.edges[i].consumer)} - {k})
+                          for k in range(len(ops))]
+        self._bests: dict[tuple[int, tuple[tuple[int, ...], ...]], tuple[int, ...]] = {}
+        self._types: dict[tuple[int, tuple[int, ...], int], ITensorType] = {}
+        self._moved: dict[tuple[ITensorType | None, tuple[MovementStep, ...], bool], ITensorType | None] = {}
+        self._edge_costs: dict[tuple[int, tuple[int, ...], tuple[int, ...]], int] = {}
+        self._accumulators: dict[tuple[int, tuple[int, ...]], int] = {}
+
+    def _candidates(self, k: int) -> list[tuple[int, ...]]:
+        """Permutations of the loops of more than one trip in their slots of the initial order (one-trip loops
+        move nothing and stay outermost, see ``default_orders``); the initial order first."""
+        order, loops = self.orders[k], self.loops[k]
+        slots = [i for i, d in enumerate(order) if loops[d].trip > 1]
+        out = []
+        for perm in itertools.permutations([order[i] for i in slots]):
+            candidate = list(order)
+            for i, d in zip(slots, perm, strict=True):
+                candidate[i] = d
+            out.append(tuple(candidate))
+        return out
+
+    def _type(self, k: int, order: tuple[int, ...], operand: int) -> ITensorType:
+        key = (k, order, operand)
+        if key not in self._types:
+            self._types[key] = kernel_operand_type(self.ops[k], self.loops[k], list(order), operand)
+        return self._types[key]
+
+    def _move(self, t: ITensorType | None, chain: tuple[MovementStep, ...], backward: bool = False
+              ) -> ITensorType | None:
+        """A stream type carried along the reshapes / slices of ``chain`` (``backward``: from the end of the
+        chain to its start, reshapes only), None when some step needs a converter to stream at all."""
+        key = (t, chain, backward)
+        if key not in self._moved:
+            moved = t
+            for step in reversed(chain) if backward else chain:
+                if moved is None:
+                    break
+                if backward:
+                    moved = reassociate_type(moved, step.source) if step.offsets is None else None
+                elif step.offsets is not None and step.sizes is not None:
+                    moved = chunk_type(moved, step.offsets, step.sizes)
+                    if moved is not None and step.sizes != step.result:
+                        moved = reassociate_type(moved, step.result)
+                else:
+                    moved = reassociate_type(moved, step.result)
+            self._moved[key] = moved
+        return self._moved[key]
+
+    def _edge_cost(self, i: int) -> int:
+        """Converter bytes on edge ``i`` under the current orders (0 for the same tokens); a stream that cannot
+        be carried to the consumer costs the worst case, the whole tensor. Through a concat, the producer must
+        stream the chunk of the consumer's layout at its region (what ``build_dataflow`` wires when it can).
+        Every converter is priced as two windows: one with a single window has one bank, but its consumer then
+        starts only after the producer has filled the whole window, and data forked around it waits in FIFOs
+        for as long (orders priced by the bank count gave paper-size GPT-2 prefill a 131 KB converter and 35%
+        more fused memory)."""
+        e = self.edges[i]
+        key = (i, self.orders[e.producer], self.orders[e.consumer])
+        if key not in self._edge_costs:
+            made = self._type(e.producer, key[1], len(self.ops[e.producer].inputs) + e.result)
+            source = self._move(made, e.chain)
+            result: ITensorType | None = self._type(e.consumer, key[2], e.operand)
+            if e.region is not None:
+                result = self._move(result, e.after, backward=True)
+                result = chunk_type(result, *e.region) if result is not None else None
+            if source is None or result is None:
+                cost = 2 * -(-made.tensor_elements * DTYPE_BITS[made.dtype] // 8)
+            elif source == result or reassociation_error(source, result) is None:
+                cost = 0
+            else:
+                buffer = infer_converter_buffer(source, result, checked=False)
+                cost = 2 * buffer.bytes // buffer.banks
+            self._edge_costs[key] = cost
+        return self._edge_costs[key]
+
+    def _accumulator(self, k: int) -> int:
+        key = (k, self.orders[k])
+        if key not in self._accumulators:
+            op, loops = self.ops[k], self.loops[k]
+            bits = 0
+            for r, value in enumerate(op.results):
+                amap = op.indexing_maps[len(op.inputs) + r]
+                dims = [amap.result_dim(i) for i in range(amap.num_results)]
+                bits += math.prod(1 if d is None else loops[d].tile for d in dims) * DTYPE_BITS[value.type.dtype]
+            pending = pending_tiles(loops, list(key[1])) if op.reduction_dims else 0
+            self._accumulators[key] = pending * -(-bits // 8)
+        return self._accumulators[key]
+
+    def _cost(self, k: int) -> int:
+        """Every byte that depends on kernel ``k``'s order: its accumulators and the converters on its edges."""
+        return self._accumulator(k) + sum(self._edge_cost(i) for i in self.touching[k])
+
+    def _group_cost(self, k: int) -> int:
+        """Every byte that depends on the orders of kernel ``k`` and its followers."""
+        return (self._accumulator(k) + sum(self._accumulator(n) for n in self.followers[k])
+                + sum(self._edge_cost(i) for i in self.group_edges[k]))
+
+    def total(self) -> int:
+        return sum(self._accumulator(k) for k in range(len(self.ops))) + sum(map(self._edge_cost,
+                                                                               range(len(self.edges))))
+
+    def _fitting(self, n: int, shared: list[int]) -> list[tuple[int, ...]]:
+        """Kernel ``n``'s orders cheapest on the edges ``shared``, in candidate order."""
+        costs = []
+        for order in self.candidates[n]:
+            self.orders[n] = order
+            costs.append(sum(self._edge_cost(i) for i in shared))
+        least = min(costs)
+        return [order for order, cost in zip(self.candidates[n], costs, strict=True) if cost == least]
+
+    def _cheapest_of(self, n: int, orders: list[tuple[int, ...]]) -> tuple[int, ...]:
+        """The first of ``orders`` with the fewest bytes depending on kernel ``n``'s order."""
+        def cost(order: tuple[int, ...]) -> int:
+            self.orders[n] = order
+            return self._cost(n)
+        return min(orders, key=cost)
+
+    def _follow(self, n: int, k: int) -> tuple[int, ...]:
+        """Follower ``n``'s order for kernel ``k``'s current one: among the orders cheapest on the edges between
+        the two (the layout propagated into ``n``), the cheapest overall given its neighbors (first on ties)."""
+        key = (n, tuple(self.orders[m] for m in self.neighbors[n]))
+        if key not in self._bests:
+            shared = [i for i in self.touching[n] if k in (self.edges[i].producer, self.edges[i].consumer)]
+            self._bests[key] = self._cheapest_of(n, self._fitting(n, shared))
+        return self._bests[key]
+
+    def _move_kernel(self, k: int) -> bool:
+        """Give kernel ``k`` its cheapest order, each follower re-picking its own best order for it; whether the
+        total dropped (strictly)."""
+        members = [k, *self.followers[k]]
+        start = [self.orders[m] for m in members]
+        best = (self._group_cost(k), start)
+        for order in self.candidates[k]:
+            self.orders[k] = order
+            for n in self.followers[k]:
+                self.orders[n] = self._follow(n, k)
+            cost = self._group_cost(k)
+            if cost < best[0]:
+                best = (cost, [self.orders[m] for m in members])
+        for m, order in zip(members, best[1], strict=True):
+            self.orders[m] = order
+        return best[1] != start
+
+    def descend(self) -> None:
+        """Coordinate descent: each kernel in turn takes its cheapest order (with its followers) given the
+        others, consumers first (reverse program order) then producers first, until a sweep changes nothing. A
+        change must lower the total strictly, so the descent ends."""
+        forward = list(range(len(self.ops)))
+        changed, sweep = True, 0
+        while changed:
+            changed = False
+            for k in reversed(forward) if sweep % 2 == 0 else forward:
+                changed |= self._move_kernel(k)
+            sweep += 1
+
+    def _propagate(self, k: int, order: tuple[int, ...]) -> None:
+        """Kernel ``k`` takes ``order``; breadth first from it, each kernel next to a re-ordered one whose order
+        no longer fits the re-ordered ones as well as another would re-picks, among the orders cheapest on its
+        edges to them, its cheapest one given all others. A layout change travels as far as it must: through
+        the projection, norm and attention kernels of a head-major stream together."""
+        self.orders[k] = order
+        placed, queue = {k}, deque([k])
+        while queue:
+            m = queue.popleft()
+            for n in self.neighbors[m]:
+                if n in placed:
+                    continue
+                shared = [i for i in self.touching[n]
+                          if ({self.edges[i].producer, self.edges[i].consumer} - {n}) & placed]
+                current = self.orders[n]
+                fitting = self._fitting(n, shared)
+                if current in fitting:
+                    self.orders[n] = current
+                    continue
+                self.orders[n] = self._cheapest_of(n, fitting)
+                placed.add(n)
+                queue.append(n)
+
+    def leap(self) -> bool:
+        """From the current orders, the first propagated move (``_propagate``, kernels and their orders in
+        program order) that lowers the total, followed by a descent; whether one did."""
+        total = self.total()
+        for k in range(len(self.ops)):
+            for order in self.candidates[k]:
+                if order == self.orders[k]:
+                    continue
+                start = list(self.orders)
+                self._propagate(k, order)
+                if self.total() < total:
+                    self.descend()
+                    return True
+                self.orders = start
+        return False
+
+    def settle(self) -> None:
+        """Descend, then leap and descend again while that lowers the total."""
+        self.descend()
+        while self.leap():
+            pass
+
+    def run(self, restarts: int) -> list[list[int]]:
+        """The best local optimum of a descent from the default orders and of ``restarts`` descents from
+        random orders (a fixed seed: the result is deterministic); ties keep the earliest."""
+        self.settle()
+        best = (self.total(), list(self.orders))
+        rng = random.Random(0)
+        for _ in range(restarts):
+            self.orders = [rng.choice(c) for c in self.candidates]
+            self.settle()
+            if self.total() < best[0]:
+                best = (self.total(), list(self.orders))
+        return [list(o) for o in best[1]]

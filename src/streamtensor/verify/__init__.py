@@ -1,0 +1,1 @@
+"""Verification: write a design's project, build it, run it, compare it with the reference."""
