@@ -60,7 +60,7 @@ def check_layer(model_type: str, layer: nn.Module, provided: set[str]) -> str:
     if not cache_args:
         raise UnsupportedModelError(
             model_type, f"{type(layer).__name__} takes no KV cache (arguments: {', '.join(params)})",
-            "decoding would need the layer's keys and values as outputs")
+            "it would need the layer's keys and values as outputs, for decoding")
     missing = [n for n, p in list(params.items())[1:] if p.default is inspect.Parameter.empty
                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in provided]
     if missing:
