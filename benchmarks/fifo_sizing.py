@@ -32,6 +32,7 @@ from pathlib import Path
 
 from streamtensor.analysis.allocation import size_fifos
 from streamtensor.analysis.timing_sim import simulate
+from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.driver import compile_llm_block
 
 # The simulated-minimum oracle is a test helper (tests/fifo_depth_oracle.py).
@@ -81,8 +82,8 @@ def measure(family: str, mode: str, size: str, min_budget_s: float, min_from: st
     graph = design.dataflow
     assert graph is not None
     start = time.perf_counter()
-    normal = size_fifos(graph, "normal")
-    conservative = size_fifos(graph, "conservative")
+    normal = size_fifos(graph, U55C, "normal")
+    conservative = size_fifos(graph, U55C, "conservative")
     lp_seconds = time.perf_counter() - start
     makespan: int | None = 0
     unbounded = deadlocks = min_bits = naive_bits = 0

@@ -17,6 +17,7 @@ import numpy as np
 from streamtensor.analysis.fifo_search import size_fifos_lp
 from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream
 from streamtensor.analysis.timing_sim import simulate
+from streamtensor.codegen.vitis.boards import U55C
 
 # The simulated-minimum oracle is a test helper (tests/fifo_depth_oracle.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -62,7 +63,7 @@ def build_network() -> ProcessNetwork:
     for name in reads:
         nf = TOKENS // 4 if name == "dma_out" else TOKENS + (ROW if name.endswith("conv") else 0)
         procs.append(Process(name, 1, 3 + len(name) % 5, nf, reads[name], writes[name]))
-    return ProcessNetwork(procs, streams)
+    return ProcessNetwork(procs, streams, U55C.memory.srl_max_bits)
 
 
 def timed(label: str, net: ProcessNetwork, depths: dict[str, int | None]) -> None:

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from streamtensor.analysis.process_network import ProcessNetwork
-from streamtensor.analysis.timing_sim import SRL_FIFO_MAX_BITS, Simulator, simulate
+from streamtensor.analysis.timing_sim import Simulator, simulate
+from streamtensor.codegen.vitis.boards import U55C
 
 
 @dataclass
@@ -93,7 +94,7 @@ def minimal_depths(net: ProcessNetwork, time_budget_s: float = 60.0, start: Mapp
         if time.perf_counter() - t_start > time_budget_s:
             break
         peak = depths[s]  # P_s, or the start depth
-        srl_max = SRL_FIFO_MAX_BITS // widths[s]
+        srl_max = U55C.memory.srl_max_bits // widths[s]
         if peak <= srl_max:
             depths[s] = search(s, 1, peak)
         elif srl_max >= 1 and keeps(s, srl_max):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.interp.linalg_interpreter import run_graph
 from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.affine import AffineMap, parse_affine_map
@@ -77,7 +78,7 @@ def matmul_graph() -> tuple[Graph, list[Op]]:
 
 
 def build(g: Graph, tile: int, budget: int = 1, **options: bool) -> DataflowGraph:
-    return build_dataflow(g, tile_graph(g, TilingOptions(tile, budget, **options)))
+    return build_dataflow(g, tile_graph(g, U55C, TilingOptions(tile, budget, **options)))
 
 
 def nodes_of(dfg: DataflowGraph, cls: type) -> list[Node]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream
+from streamtensor.codegen.vitis.boards import U55C
 
 
 def seq(n: int, first: int = 0) -> np.ndarray:
@@ -26,7 +27,7 @@ def paper_network(m: int = 8, rows: int = 4) -> ProcessNetwork:
             Stream("K0->K1", "K0", "K1", 32, t),
             Stream("K1->K2", "K1", "K2", 32, rows),
             Stream("K0->K2", "K0", "K2", 32, t),
-        ],
+        ], U55C.memory.srl_max_bits,
     )
 
 
@@ -44,7 +45,7 @@ def bursty_fork(t: int = 64, burst: int = 8) -> ProcessNetwork:
             Process("slow", 3, 5, t, {"r": seq(t)}, {}),
         ],
         [Stream("a", "prod", "fork", 8, t), Stream("f_fast", "fork", "fast", 8, t),
-         Stream("f_slow", "fork", "re", 8, t), Stream("r", "re", "slow", 8, t)],
+         Stream("f_slow", "fork", "re", 8, t), Stream("r", "re", "slow", 8, t)], U55C.memory.srl_max_bits,
     )
 
 
@@ -61,5 +62,5 @@ def late_reader(t: int = 64, wait: int = 40) -> ProcessNetwork:
             Process("b", 1, 2, t, {"s": np.array([0]), "f_b": seq(t)}, {}),
         ],
         [Stream("v", "v", "fork", 1024, t), Stream("f_w", "fork", "w", 8, t),
-         Stream("f_b", "fork", "b", 1024, t), Stream("s", "a", "b", 8, 1)],
+         Stream("f_b", "fork", "b", 1024, t), Stream("s", "a", "b", 8, 1)], U55C.memory.srl_max_bits,
     )

@@ -22,19 +22,19 @@ from streamtensor import compile_llm_block
 from streamtensor.analysis.allocation import allocate_resources, size_fifos
 from streamtensor.analysis.fifo_schedules import forwarders_eager, is_forwarder, latest_firing_times
 from streamtensor.analysis.fifo_search import size_fifos_lp, trim_fifos
+from streamtensor.analysis.hbm import dma_bytes_per_cycle
 from streamtensor.analysis.process_network import ProcessNetwork
 from streamtensor.analysis.timing_model import (
-    CONVERTER_DEPTH,
-    FORWARD_DEPTH,
-    HBM_LATENCY_CYCLES,
     build_process_network,
-    dma_bytes_per_cycle,
+    converter_depth,
+    forward_depth,
     kernel_timing,
     node_process,
     node_timings,
 )
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.cli import main
+from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.errors import OptionError
 from streamtensor.ir.affine import parse_affine_map
 from streamtensor.ir.converter_buffer import infer_converter_buffer
@@ -79,7 +79,7 @@ def softmax_graph(rows: int = 8, cols: int = 32) -> Graph:
 
 def softmax_dataflow() -> DataflowGraph:
     dfg = build(softmax_graph(), 4, 1)
-    apply_fusion(dfg)
+    apply_fusion(dfg, U55C.onchip_bytes)
     return dfg
 
 
@@ -91,7 +91,7 @@ def test_paper_example_through_the_whole_path() -> None:
     k0_k1, k0_k2 = by_target["reduce_sum_1"], by_target["divide_1"]
     k1_k2 = dfg.nodes["reduce_sum_1"].outputs[0]
     assert dfg.streams[k1_k2].target == "divide_1" and not nodes_of(dfg, ConverterNode)
-    result = allocate_resources(dfg)
+    result = allocate_resources(dfg, U55C)
     report = result.report()
     sim = report["simulation"]
     assert not sim["deadlock"] and sim["deadlock_cycle"] == []
@@ -101,7 +101,8 @@ def test_paper_example_through_the_whole_path() -> None:
     # Every stream has its depth, and the dump shows it.
     assert all(s.depth is not None and s.depth >= 1 for s in dfg.streams.values())
     text = print_dataflow(dfg)
-    assert all(f"depth {s.depth}  // {s.source} -> {s.target}" in text for s in dfg.streams.values())
+    lines = {line.rsplit("// ", 1)[-1]: line for line in text.splitlines() if " -> " in line}
+    assert all(f" depth {s.depth} " in lines[f"{s.source} -> {s.target}"] for s in dfg.streams.values())
     fifos = {f["stream"]: f for f in report["fifos"]}
     assert set(fifos) == set(dfg.streams) and report["fifo_total_bits"] == sum(
         f["width_bits"] * f["depth"] for f in fifos.values())
@@ -128,7 +129,7 @@ def test_paper_example_through_the_whole_path() -> None:
 
 def test_lp_constraints_of_the_paper_example_are_the_paths_of_the_graph() -> None:
     dfg = softmax_dataflow()
-    net = build_process_network(dfg)
+    net = build_process_network(dfg, U55C)
     sizing = size_fifos_lp(net, schedule="demand")
     fork = nodes_of(dfg, ForkNode)[0]
     k0_k2 = next(s for s in fork.outputs if dfg.streams[s].target == "divide_1")
@@ -148,31 +149,31 @@ def test_kernel_timing_formulas() -> None:
     tiles = [LoopTiling(8, 4, 1, False), LoopTiling(8, 4, 1, False), LoopTiling(8, 4, 1, True)]
     # Reduction loop outward (point order k, m, n): an accumulator is updated every 16 issues > addf's 4
     # cycles, so II 1; 64 issues per tile; pipeline depth = read 1 + mulf 3 + addf 4 + write 1 = 9.
-    t = kernel_timing(mm, tiles, [0, 1, 2], [2, 0, 1])
+    t = kernel_timing(mm, tiles, [0, 1, 2], [2, 0, 1], U55C.ops)
     assert (t.pipeline_ii, t.ii, t.depth, t.firings, t.first_write) == (1, 64, 63 + 9, 8, 1)
     assert (t.latency, t.delay) == (7 * 64 + 72, 1 * 64 + 72)
     # Reduction loop innermost: every issue waits for the previous addf: II 4.
-    t = kernel_timing(mm, tiles, [0, 1, 2], [0, 1, 2])
+    t = kernel_timing(mm, tiles, [0, 1, 2], [0, 1, 2], U55C.ops)
     assert (t.pipeline_ii, t.ii, t.depth) == (4, 256, 63 * 4 + 9)
     # Unroll n by 4 (fully) and k by 2: 8 lanes, 8 issues, a 1-level adder tree (4 cycles) after the lanes.
     unrolled = [LoopTiling(8, 4, 1, False), LoopTiling(8, 4, 4, False), LoopTiling(8, 4, 2, True)]
-    t = kernel_timing(mm, unrolled, [0, 1, 2], [2, 0, 1])
+    t = kernel_timing(mm, unrolled, [0, 1, 2], [2, 0, 1], U55C.ops)
     assert (t.pipeline_ii, t.ii, t.depth) == (1, 8, 7 + 1 + 7 + 4 + 1)
     # Fully unrolled tile: one issue per tile, but partial sums carried from tile to tile need addf's latency.
     full = [LoopTiling(8, 4, 4, False), LoopTiling(8, 4, 4, False), LoopTiling(8, 4, 4, True)]
-    t = kernel_timing(mm, full, [0, 1, 2], [2, 0, 1])
+    t = kernel_timing(mm, full, [0, 1, 2], [2, 0, 1], U55C.ops)
     assert (t.pipeline_ii, t.ii, t.depth) == (1, 4, 1 + 7 + 2 * 4 + 1)
 
 
 def test_kernel_process_reads_and_writes() -> None:
     dfg = softmax_dataflow()
     k1 = dfg.nodes["reduce_sum_1"]
-    p = node_process(dfg, k1)
+    p = node_process(dfg, k1, U55C)
     # 2 row tiles x 8 column tiles; one input token per firing, one row sum at the end of each row.
     assert p.num_firings == 16
     np.testing.assert_array_equal(p.reads[k1.inputs[0]], np.arange(16))
     np.testing.assert_array_equal(p.writes[k1.outputs[0]], [7, 15])
-    t = node_timings(build_process_network(dfg))["reduce_sum_1"]
+    t = node_timings(build_process_network(dfg, U55C))["reduce_sum_1"]
     assert (t.latency, t.delay, t.ii) == (p.latency, p.initial_delay, 8 * p.ii)
 
 
@@ -190,47 +191,47 @@ def test_converter_lock_step_phases() -> None:
     # column of tiles read twice). Phase p fills iteration p while draining p - 1: lengths 2, 4, 4, 4, 4.
     g, n = _two_node_graph("converter", "itensor<4x2xf32, tensor 8x8, [4, 2] * [2, 4], (d0, d1) -> (d1, d0)>",
                            "itensor<4x2xf32, tensor 8x8, [4, 2, 2] * [2, 1, 4], (d0, d1, d2) -> (d2, d0)>")
-    p = node_process(g, g.nodes[n])
-    assert (p.ii, p.depth, p.num_firings) == (1, CONVERTER_DEPTH, 18)
+    p = node_process(g, g.nodes[n], U55C)
+    assert (p.ii, p.depth, p.num_firings) == (1, converter_depth(U55C.ops), 18)
     np.testing.assert_array_equal(p.reads["in"], [0, 1, 2, 3, 6, 7, 10, 11])
     np.testing.assert_array_equal(p.writes["out"], [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17])
-    assert (p.initial_delay, p.latency) == (2 + CONVERTER_DEPTH, 17 + CONVERTER_DEPTH)
+    assert (p.initial_delay, p.latency) == (2 + converter_depth(U55C.ops), 17 + converter_depth(U55C.ops))
 
 
 def test_chunk_fork_forward_one_token_per_cycle() -> None:
     row_major = "itensor<4x4xf32, tensor 8x8, [2, 2] * [4, 4], (d0, d1) -> (d0, d1)>"
     g, n = _two_node_graph("chunk", row_major, "itensor<4x4xf32, tensor 8x4, [2, 1] * [4, 4], (d0, d1) -> (d0, d1)>")
-    p = node_process(g, g.nodes[n])  # keeps the right column of tiles: tokens 1 and 3
-    assert (p.ii, p.depth, p.num_firings) == (1, FORWARD_DEPTH, 4)
+    p = node_process(g, g.nodes[n], U55C)  # keeps the right column of tiles: tokens 1 and 3
+    assert (p.ii, p.depth, p.num_firings) == (1, forward_depth(U55C.ops), 4)
     np.testing.assert_array_equal(p.writes["out"], [1, 3])
     dfg = softmax_dataflow()
     (fork,) = nodes_of(dfg, ForkNode)
-    p = node_process(dfg, fork)
+    p = node_process(dfg, fork, U55C)
     assert p.num_firings == 16 and all(np.array_equal(w, np.arange(16)) for w in p.writes.values())
 
 
 def test_dma_rate_and_latency() -> None:
     # 57.5 B/cycle per pseudo-channel (14.375 GB/s at 250 MHz) bounds the 64 B/cycle bus.
-    assert dma_bytes_per_cycle(1) == 57.5 and dma_bytes_per_cycle(2) == 28.75
+    assert dma_bytes_per_cycle(1, U55C) == 57.5 and dma_bytes_per_cycle(2, U55C) == 28.75
     dfg = softmax_dataflow()
     dma = next(n for n in nodes_of(dfg, DmaNode) if n.direction == "read")
-    p = node_process(dfg, dma)
+    p = node_process(dfg, dma, U55C)
     # 16 tokens of one 512-bit word: token k done in cycle ceil((k+1) * 64 / 57.5) - 1 (every 9th cycle
     # carries no token), pushed after the 64-cycle HBM latency.
     w = p.writes[dma.outputs[0]]
     np.testing.assert_array_equal(w[:10], [1, 2, 3, 4, 5, 6, 7, 8, 10, 11])
-    assert (p.num_firings, p.depth) == (18, HBM_LATENCY_CYCLES)
+    assert (p.num_firings, p.depth) == (18, U55C.hbm.latency_cycles)
     assert (p.initial_delay, p.latency) == (1 + 64, 17 + 64)
-    shared = node_process(dfg, dma, dma_share=2)  # two DMAs on one channel: half the rate each
+    shared = node_process(dfg, dma, U55C, dma_share=2)  # two DMAs on one channel: half the rate each
     assert shared.writes[dma.outputs[0]][0] == 2 and shared.num_firings == 36
     sink = next(n for n in nodes_of(dfg, DmaNode) if n.direction == "write")
-    p = node_process(dfg, sink)
+    p = node_process(dfg, sink, U55C)
     np.testing.assert_array_equal(p.reads[sink.inputs[0]][:10], [0, 1, 2, 3, 4, 5, 6, 7, 8, 10])
     assert p.latency == p.initial_delay == 17 + 64
 
 
 def test_latest_schedule_is_legal_and_ends_at_the_unbounded_makespan() -> None:
-    net = build_process_network(softmax_dataflow())
+    net = build_process_network(softmax_dataflow(), U55C)
     late = latest_firing_times(net)
     early = simulate(net, {})
     assert max(int(ft.complete[-1]) for ft in late.values()) == early.makespan_cycles
@@ -371,14 +372,14 @@ def test_fusion_groups_run_one_after_another() -> None:
     apply_fusion(dfg, c_max_bytes=0)  # the converter's buffer does not fit: it opens a second accelerator
     assert len(dfg.groups) == 2
     with pytest.raises(ValueError, match="2 fusion groups"):
-        build_process_network(dfg)
-    result = allocate_resources(dfg)
+        build_process_network(dfg, U55C)
+    result = allocate_resources(dfg, U55C)
     first, second = result.groups
     # The converter reads its input from external memory: the read DMA streams its result layout, so it is a
     # source in the second network; streams crossing groups end at implicit DMAs.
     conv = nodes_of(dfg, ConverterNode)[0].name
     absorbed = second.network.process(conv)
-    assert absorbed.reads == {} and absorbed.depth == HBM_LATENCY_CYCLES
+    assert absorbed.reads == {} and absorbed.depth == U55C.hbm.latency_cycles
     (crossing,) = [s for s in dfg.streams.values() if s.target == conv]
     assert first.network.stream(crossing.name).target == f"{crossing.name}.dma_write"
     assert crossing.name not in {s.name for s in second.network.streams}
@@ -405,7 +406,8 @@ def test_families_lp_depths_against_the_simulator(family: str, mode: str) -> Non
     design, _ = tiny_block(family, mode)  # compiled with the default (normal) allocation
     normal = design.allocation
     assert normal is not None and normal.strategy == "normal" and design.dataflow is not None
-    conservative = size_fifos(copy.deepcopy(design.dataflow), "conservative")  # the cached design keeps its depths
+    # The cached design keeps its depths.
+    conservative = size_fifos(copy.deepcopy(design.dataflow), U55C, "conservative")
     (group,) = normal.groups
     sim = simulate(group.network, group.sizing.depths)
     baseline = simulate(group.network, {}).makespan_cycles
@@ -432,7 +434,7 @@ def test_larger_unroll_budget_speeds_kernels_up_and_deepens_fifos() -> None:
     the default budget: kernel latencies summed 0.46x, makespan 0.57x, FIFO bits 1.48x (at 128 lanes most of its
     27 kernels are already paced by their weight DMAs)."""
     small, large = _compiled("gpt2", "decode", overall_unroll_size=64), _compiled("gpt2", "decode")
-    slow, fast = size_fifos(small), size_fifos(large)
+    slow, fast = size_fifos(small, U55C), size_fifos(large, U55C)
     kernels = [n for n, node in small.nodes.items() if isinstance(node, KernelNode)]
     assert all(fast.timings[k].latency <= slow.timings[k].latency for k in kernels)
     assert sum(fast.timings[k].latency for k in kernels) < 0.6 * sum(slow.timings[k].latency for k in kernels)
@@ -498,7 +500,7 @@ def test_paper_size_gpt2_allocation_under_30_seconds() -> None:
     design, _ = compile_llm_block("gpt2", mode="decode", size="paper")
     assert design.dataflow is not None
     start = time.perf_counter()
-    result = allocate_resources(design.dataflow)
+    result = allocate_resources(design.dataflow, U55C)
     seconds = time.perf_counter() - start
     assert seconds < 30.0, result.seconds
     sim = result.report()["simulation"]
@@ -511,7 +513,8 @@ def test_paper_size_gpt2_allocation_under_30_seconds() -> None:
 def test_paper_size_families(family: str, mode: str) -> None:
     design, _ = compile_llm_block(family, mode=mode, size="paper")
     assert design.dataflow is not None
-    normal, conservative = size_fifos(design.dataflow, "normal"), size_fifos(design.dataflow, "conservative")
+    normal = size_fifos(design.dataflow, U55C, "normal")
+    conservative = size_fifos(design.dataflow, U55C, "conservative")
     (cgroup,) = conservative.groups  # Conservative as solved: safe, whatever its bits against Normal's
     assert not simulate(cgroup.network, cgroup.sizing.depths).deadlock
     (group,) = normal.groups

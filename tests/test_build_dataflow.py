@@ -42,12 +42,7 @@ from streamtensor.ir.layout import (
     row_major_type,
     segment_types,
 )
-from streamtensor.ir.linalg import (
-    ConcatOp,
-    Graph,
-    ReshapeOp,
-    SliceOp,
-)
+from streamtensor.ir.linalg import ConcatOp, Graph, ReshapeOp, SliceOp
 
 # --- kernels and DMAs --------------------------------------------------------------------------------------
 

@@ -13,11 +13,7 @@ from hypothesis import strategies as st
 import streamtensor.interp.converter_exec as converter_exec
 from streamtensor.interp.converter_exec import ConverterBufferError, run_converter
 from streamtensor.ir.affine import AffineConst, AffineDim, AffineExpr, AffineMap
-from streamtensor.ir.converter_buffer import (
-    ConverterBuffer,
-    infer_converter_buffer,
-    needs_converter,
-)
+from streamtensor.ir.converter_buffer import ConverterBuffer, infer_converter_buffer, needs_converter
 from streamtensor.ir.itensor import (
     ITensorType,
     ITensorVerificationError,

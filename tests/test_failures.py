@@ -7,22 +7,20 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import FAMILIES, tiny_block
+from devices import device
 
 import streamtensor
 from streamtensor import compile_llm_block
-from streamtensor.analysis import allocation
-from streamtensor.analysis.resources import DeviceBudget, ResourceReport, estimate_resources
 from streamtensor.cli import main
 from streamtensor.errors import DeadlockError, ResourceBudgetError, StageError
 from streamtensor.frontend.block import MODES, DecoderBlock
-from streamtensor.ir.dataflow import DataflowGraph, KernelNode
+from streamtensor.ir.dataflow import KernelNode
 
 TINY = ["--seq-len", "8", "--max-len", "16", "-q"]
 CYCLE = re.compile(r"deadlocks with the sized FIFOs: ((?:\w+ blocked (?:writing|reading) \w+ \((?:full|empty)\)"
@@ -74,41 +72,26 @@ def test_deadlock_error_from_the_api() -> None:
     assert normal.report["overrides"] == {} and not normal.report["simulation"]["deadlock"]
 
 
-def _estimate_on(budget: DeviceBudget) -> Callable[[DataflowGraph], ResourceReport]:
-    """``estimate_resources`` against ``budget`` (the compile's device, until the target is an option)."""
-    def estimate(graph: DataflowGraph) -> ResourceReport:
-        return estimate_resources(graph, budget)
-    return estimate
-
-
-def test_design_over_budget_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                        capsys: pytest.CaptureFixture) -> None:
-    small = DeviceBudget("a small device", dsp=10, bram36=10, uram=10, lut=20_000, slrs=3)
-    monkeypatch.setattr(allocation, "estimate_resources", _estimate_on(small))
-    out = tmp_path / "big"
-    assert main(["compile", "llama", "--mode", "decode", "-o", str(out), *TINY]) == 2
-    line = _error_line(capsys.readouterr().err)
-    assert re.fullmatch(r"streamtensor: error: the design does not fit a small device: fusion group 0 needs dsp \d+ "
-                        r"of 10, .*lut \d+ of 20000 \(.*--allow-unfit.*\)", line), line
-    assert not out.exists()
-    design, _ = compile_llm_block("llama", mode="decode", seq_len=8, max_len=16, allow_unfit=True)
+def test_design_over_budget_is_an_error(tmp_path: Path) -> None:
+    small = device("small", dsp=4, bram36=4, uram=4, lut=7_000)  # 12 DSP, 21,000 LUT in all
+    with pytest.raises(ResourceBudgetError) as err:
+        compile_llm_block("llama", mode="decode", seq_len=8, max_len=16, target=small)
+    line = str(err.value)
+    assert re.fullmatch(r"the design does not fit the small \(small\): fusion group 0 needs dsp \d+ of 12, "
+                        r".*lut \d+ of 21000 \(.*--allow-unfit.*\)", line), line
+    design, _ = compile_llm_block("llama", mode="decode", seq_len=8, max_len=16, target=small, allow_unfit=True)
     report = design.report
-    assert report["overrides"] == {"allow_unfit": [line.removeprefix("streamtensor: error: ")]}
+    assert report["overrides"] == {"allow_unfit": [line]}
     assert report["resources"]["fits"] is False and report["resources"]["per_slr"] == []  # nothing placed
 
 
-def test_slr_plan_without_assignment_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The device holds the design, but a hundred dies each hold less than its largest node.
-    design, _ = tiny_block("llama", "decode")
-    assert design.allocation is not None and design.allocation.resources is not None
-    total = design.allocation.resources
-    diced = DeviceBudget("a diced device", dsp=max(1, total.dsp), bram36=max(1, total.bram36),
-                         uram=max(1, total.uram), lut=total.lut, slrs=100)
-    monkeypatch.setattr(allocation, "estimate_resources", _estimate_on(diced))
+def test_slr_plan_without_assignment_is_an_error() -> None:
+    # The device holds the design, but its dies have one DSP each: an fp32 multiply-accumulate lane needs more.
+    diced = device("diced", dsp=1, bram36=1_000, uram=1_000, lut=10_000_000, slrs=1_000)
     with pytest.raises(ResourceBudgetError, match=r"fusion group 0 has no SLR placement: node \w+ alone exceeds "
                                                    r"one SLR's capacity of .*--allow-unfit"):
-        compile_llm_block("llama", mode="decode", seq_len=8, max_len=16)
-    allowed, _ = compile_llm_block("llama", mode="decode", seq_len=8, max_len=16, allow_unfit=True)
+        compile_llm_block("llama", mode="decode", seq_len=8, max_len=16, target=diced)
+    allowed, _ = compile_llm_block("llama", mode="decode", seq_len=8, max_len=16, target=diced, allow_unfit=True)
     (let_through,) = allowed.report["overrides"]["allow_unfit"]
     assert let_through.startswith("fusion group 0 has no SLR placement: ")
     assert allowed.report["resources"]["fits"] is True

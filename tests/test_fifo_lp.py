@@ -12,6 +12,7 @@ from streamtensor.analysis.fifo_lp import FifoSizing, paper_max_tokens
 from streamtensor.analysis.fifo_search import size_fifos_lp
 from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream, even_firings
 from streamtensor.analysis.timing_sim import simulate
+from streamtensor.codegen.vitis.boards import U55C
 
 
 def proc(name: str, ii: int, depth: int, nf: int, reads: dict | None = None, writes: dict | None = None) -> Process:
@@ -34,7 +35,7 @@ def chain(t: int = 256, buf: int = 16) -> ProcessNetwork:
             Stream("b", "relu", "conv", 64, t),
             Stream("c", "conv", "mm", 64, t),
             Stream("d", "mm", "out", 512, t // 8),
-        ],
+        ], U55C.memory.srl_max_bits,
     )
 
 
@@ -55,7 +56,7 @@ def diamond(t: int = 256, row: int = 32) -> ProcessNetwork:
             Stream("ew_j", "ew", "join", 128, t),
             Stream("red_j", "red", "join", 32, rows),
             Stream("j_out", "join", "out", 128, t),
-        ],
+        ], U55C.memory.srl_max_bits,
     )
 
 
@@ -70,6 +71,7 @@ def fork3(t: int = 256) -> ProcessNetwork:
             proc("late", 1, 3, t + 48, reads={"l": seq(t, 48)}),
         ],
         [Stream("u", "src", "uni", 64, t), Stream("b", "src", "burst", 64, t), Stream("l", "src", "late", 64, t)],
+        U55C.memory.srl_max_bits,
     )
 
 
@@ -91,7 +93,7 @@ def reductions(t: int = 512, k: int = 16) -> ProcessNetwork:
             Stream("r1_r2", "r1", "r2", 256, n1),
             Stream("r2_add", "r2", "add", 256, n2),
             Stream("y", "add", "y_out", 64, t),
-        ],
+        ], U55C.memory.srl_max_bits,
     )
 
 
@@ -103,7 +105,7 @@ def mismatched(t: int = 256) -> ProcessNetwork:
             proc("slow", 4, 6, t, reads={"a": seq(t)}, writes={"b": seq(t)}),
             proc("out", 1, 2, t, reads={"b": seq(t)}),
         ],
-        [Stream("a", "dma", "slow", 64, t), Stream("b", "slow", "out", 64, t)],
+        [Stream("a", "dma", "slow", 64, t), Stream("b", "slow", "out", 64, t)], U55C.memory.srl_max_bits,
     )
 
 
@@ -124,7 +126,7 @@ def random_network(seed: int) -> ProcessNetwork:
             reads[j][name] = even_firings(t, 0, cut_r if rng.random() < 0.5 else nf[j] - 1)
     return ProcessNetwork(
         [proc(f"P{i}", int(rng.integers(1, 4)), int(rng.integers(0, 6)), nf[i], reads[i], writes[i]) for i in range(n)],
-        streams,
+        streams, U55C.memory.srl_max_bits,
     )
 
 
@@ -252,7 +254,7 @@ def test_paper_equations_match_the_simulator(ii_s: int, ii_t: int, extra_delay: 
     t, depth_s = 24, 3
     net = ProcessNetwork(
         [proc("u", ii_s, depth_s, t, writes={"s": seq(t)}), proc("v", ii_t, 1, t, reads={"s": seq(t)})],
-        [Stream("s", "u", "v", 2048, t)],
+        [Stream("s", "u", "v", 2048, t)], U55C.memory.srl_max_bits,
     )
     d = depth_s
     no_starve = d + 2 + max(0, (t - 1) * (ii_s - ii_t))  # earliest start at which v never waits
@@ -296,7 +298,7 @@ def test_errors() -> None:
             proc("A", 1, 1, 2, reads={"B->A": seq(2)}, writes={"A->B": seq(2)}),
             proc("B", 1, 1, 2, reads={"A->B": seq(2)}, writes={"B->A": seq(2)}),
         ],
-        [Stream("A->B", "A", "B", 8, 2), Stream("B->A", "B", "A", 8, 2)],
+        [Stream("A->B", "A", "B", 8, 2), Stream("B->A", "B", "A", 8, 2)], U55C.memory.srl_max_bits,
     )
     with pytest.raises(ValueError, match="feedback cycle"):
         size_fifos_lp(net)

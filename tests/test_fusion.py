@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from streamtensor.analysis.memory import absorbed_converters, crossing_streams, fusion_report
+from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.errors import OptionError
 from streamtensor.ir.affine import AffineMap, parse_affine_map
 from streamtensor.ir.converter_buffer import infer_converter_buffer
@@ -25,7 +26,7 @@ from streamtensor.ir.dataflow import (
 )
 from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.linalg import GenericOp, ScalarBody, ScalarOp, TensorType, Value
-from streamtensor.transforms.fusion import U55C_ONCHIP_BYTES, apply_fusion, edge_memory_cost, fuse_kernels
+from streamtensor.transforms.fusion import apply_fusion, edge_memory_cost, fuse_kernels
 
 F32 = "f32"
 
@@ -180,7 +181,7 @@ FULL_CONVERTER_BYTES = 8 * 8 * 4  # nothing shared: the whole 8x8 f32 tensor, on
 
 
 def test_u55c_capacity_is_bram_plus_uram() -> None:
-    assert U55C_ONCHIP_BYTES == 2016 * 36 * 1024 // 8 + 960 * 288 * 1024 // 8 == 44_679_168
+    assert U55C.onchip_bytes == 2016 * 36 * 1024 // 8 + 960 * 288 * 1024 // 8 == 44_679_168
 
 
 def test_converter_cost_is_charged_on_its_input_edge() -> None:
@@ -192,10 +193,10 @@ def test_converter_cost_is_charged_on_its_input_edge() -> None:
 
 
 def test_chain_fuses_into_one_group_under_the_u55c_cap() -> None:
-    graph = apply_fusion(chain_graph())
+    graph = apply_fusion(chain_graph(), U55C.onchip_bytes)
     assert graph.groups == [["dma_x", "dma_w", "k0", "k1", "conv", "k2", "dma_out"]]
     assert crossing_streams(graph) == absorbed_converters(graph) == []
-    (group,) = fusion_report(graph)["groups"]
+    (group,) = fusion_report(graph, U55C)["groups"]
     assert group["kernels"] == ["k0", "k1", "k2"]
     assert group["converter_bytes"] == CONVERTER_BYTES
     assert group["external_in"] == group["external_out"] == []
@@ -212,7 +213,7 @@ def test_converter_over_the_cap_splits_the_chain() -> None:
     # joins at cost 0; dma_w goes with its consumer k2, dma_out with its producer.
     assert graph.groups == [["dma_x", "k0", "k1"], ["dma_w", "conv", "k2", "dma_out"]]
     assert absorbed_converters(graph) == ["conv"]
-    report = fusion_report(graph)
+    report = fusion_report(graph, U55C)
     assert report["external_streams"] == ["conv.in"]
     assert [g["external_out"] for g in report["groups"]] == [["conv.in"], []]
     assert [g["external_in"] for g in report["groups"]] == [[], ["conv.in"]]
@@ -226,16 +227,16 @@ def test_second_converter_opens_a_group_when_the_first_filled_the_cap() -> None:
     assert graph.groups == [["dma_x", "k0", "conv0", "k1"], ["conv1", "k2", "dma_out"]]
     assert crossing_streams(graph) == ["conv1.in"]
     assert absorbed_converters(graph) == ["conv1"]
-    assert [g["converter_bytes"] for g in fusion_report(graph)["groups"]] == [FULL_CONVERTER_BYTES, 0]
+    assert [g["converter_bytes"] for g in fusion_report(graph, U55C)["groups"]] == [FULL_CONVERTER_BYTES, 0]
     assert fuse_kernels(two_converter_chain(), 2 * FULL_CONVERTER_BYTES) == [
         ["dma_x", "k0", "conv0", "k1", "conv1", "k2", "dma_out"]
     ]
 
 
 def test_diamond_with_fork_fuses_whole() -> None:
-    graph = apply_fusion(diamond_graph())
+    graph = apply_fusion(diamond_graph(), U55C.onchip_bytes)
     assert graph.groups == [["dma_x", "k0", "fork", "k1", "k2", "conv_a", "conv_w", "k3", "dma_out"]]
-    assert fusion_report(graph)["groups"][0]["converter_bytes"] == CONVERTER_BYTES + FULL_CONVERTER_BYTES
+    assert fusion_report(graph, U55C)["groups"][0]["converter_bytes"] == CONVERTER_BYTES + FULL_CONVERTER_BYTES
 
 
 def test_diamond_join_picks_the_most_recent_predecessor_group() -> None:
@@ -245,7 +246,7 @@ def test_diamond_join_picks_the_most_recent_predecessor_group() -> None:
     # most recently opened one, so conv_a -> k3 goes through external memory.
     assert graph.groups == [["dma_x", "k0", "fork", "k1", "k2", "conv_a"], ["conv_w", "k3", "dma_out"]]
     assert crossing_streams(graph) == ["k3.a", "conv_w.in"]
-    report = fusion_report(graph)
+    report = fusion_report(graph, U55C)
     assert report["groups"][0]["external_out"] == ["k3.a", "conv_w.in"]
     assert report["groups"][1]["external_in"] == ["k3.a", "conv_w.in"]
     assert [g["converter_bytes"] for g in report["groups"]] == [CONVERTER_BYTES, 0]
@@ -259,7 +260,8 @@ def test_nodes_fed_only_by_dmas_join_the_current_group() -> None:
                                         matmul_kernel("kc"))
     b.dma_in("dma_a", "ka.in0").dma_in("dma_b", "kb.in0", "weight")
     b.convert("conv_a", "ka.out", "kc.a").convert("conv_b", "kb.out", "kc.w").dma_out("dma_out", "kc.out")
-    assert fuse_kernels(b.graph()) == [["dma_a", "dma_b", "ka", "kb", "conv_a", "conv_b", "kc", "dma_out"]]
+    assert fuse_kernels(b.graph(), U55C.onchip_bytes) == [
+        ["dma_a", "dma_b", "ka", "kb", "conv_a", "conv_b", "kc", "dma_out"]]
 
 
 def test_apply_fusion_sets_groups_on_the_graph() -> None:

@@ -22,7 +22,8 @@ from streamtensor.analysis.allocation import size_fifos
 from streamtensor.analysis.timing_model import build_process_network
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.cli import main
-from streamtensor.codegen.vitis.hbm import MAX_INTERFACES_PER_BANK, memory_arguments, plan_hbm
+from streamtensor.codegen.vitis.boards import U55C
+from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
 from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.frontend.mlir_import import SUPPORTED_SCALAR_OPS
 from streamtensor.interp.linalg_interpreter import run_graph
@@ -96,7 +97,7 @@ def test_generated_sources_and_project_files(verified) -> None:  # noqa: ANN001
                          rf'{s.name}"\);', cpp)
         assert f"HLS_SIM_CONNECT(s_{s.name}, {s.source}, {s.target});" in cpp
     # The top function: one m_axi bundle per argument, in the HBM plan's order, s_axilite control, dataflow.
-    plan = plan_hbm(memory_arguments(graph), kernel)
+    plan = plan_hbm(memory_arguments(graph), kernel, U55C.hbm)
     signature = ", ".join(f"streamtensor::word512* {a.arg}" for a in plan.arguments)
     assert f'extern "C" void {kernel}({signature}) {{' in cpp
     bundles = re.findall(r"HLS_PRAGMA\(interface m_axi port=(\w+) bundle=gmem(\d+) offset=slave depth=(\d+)\)", cpp)
@@ -112,7 +113,7 @@ def test_generated_sources_and_project_files(verified) -> None:  # noqa: ANN001
     for _, first, last in sp:
         for bank in range(int(first), int(last or first) + 1):
             per_bank[bank] = per_bank.get(bank, 0) + 1
-    assert max(per_bank.values()) <= MAX_INTERFACES_PER_BANK
+    assert max(per_bank.values()) <= U55C.hbm.max_interfaces_per_channel
     makefile = (out / "Makefile").read_text()
     for target in ("csim", "hls", "xo", "link", "host", "clean"):
         assert f"\n{target}:" in makefile
@@ -174,7 +175,7 @@ def test_reconvergent_fifo_below_its_minimum_deadlocks(tmp_path: Path, capsys: p
     design, block = tiny_block("gpt2", "decode")
     graph = copy.deepcopy(design.dataflow)
     lp = {s.name: s.depth for s in graph.streams.values()}
-    net = build_process_network(graph)
+    net = build_process_network(graph, U55C)
 
     def minimum(stream: str) -> int:  # the timing simulator's smallest deadlock-free depth, others at LP
         return next(d for d in range(1, lp[stream] + 1) if not simulate(net, {**lp, stream: d}).deadlock)
@@ -262,11 +263,11 @@ def test_every_scalar_op_matches_the_reference_interpreter() -> None:
     assert isinstance(kernel, GenericOp)
     assert {o.name for o in kernel.body.ops} == SUPPORTED_SCALAR_OPS
     dfg = build(g, tile=16, budget=4)  # two tiles (linalg.index gets the tile offset), 4 lanes unrolled
-    size_fifos(dfg)
+    size_fifos(dfg, U55C)
     rng = np.random.default_rng(0)
     inputs = {"x": rng.uniform(-2, 2, 32).astype(np.float32), "y": rng.uniform(0.5, 3, 32).astype(np.float32),
               "m": rng.integers(0, 40, 32), "b": rng.integers(0, 2, 32).astype(bool)}
-    report = simulate_graph(dfg, "scalars", inputs)
+    report = simulate_graph(dfg, "scalars", inputs, U55C)
     assert report.failure is None, report.failure
     want = run_graph(g, list(inputs.values()))
     np.testing.assert_allclose(report.outputs[0], want[0], rtol=1e-6, atol=1e-5)
@@ -302,17 +303,17 @@ def test_reduction_outside_a_parallel_loop_keeps_pending_accumulators() -> None:
     dfg.verify()
     pending = node.pending_tiles
     assert pending == node.loops[1].trip > 1  # every n tile of the current m row is under way
-    size_fifos(dfg)
+    size_fifos(dfg, U55C)
     rng = np.random.default_rng(1)
     args = {name: rng.standard_normal(shape).astype(np.float32)
             for name, shape in (("a", (16, 24)), ("b", (24, 32)), ("e", (16, 32)))}
     inputs = {v.name: args[v.name] for v in dfg.inputs}
-    report = simulate_graph(dfg, "mm", inputs)
+    report = simulate_graph(dfg, "mm", inputs, U55C)
     assert report.failure is None, report.failure
     (want,) = run_streams(dfg, list(inputs.values()))
     np.testing.assert_allclose(report.outputs[0], want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(report.outputs[0], run_graph(g, [args[v.name] for v in g.inputs])[0], atol=1e-4)
-    cpp = generate_hls(dfg, "mm", plan_hbm(memory_arguments(dfg), "mm"))["mm.cpp"]
+    cpp = generate_hls(dfg, "mm", plan_hbm(memory_arguments(dfg), "mm", U55C.hbm))["mm.cpp"]
     tm, tn = node.loops[0].tile, node.loops[1].tile
     assert f"float acc0[{pending}][{tm * tn}] = {{}};  // {pending} pending {tm}x{tn} output tiles" in cpp
     assert "const int tile = t1;  // the pending output tile of this firing" in cpp

@@ -2,8 +2,7 @@
 
 Every module under src/streamtensor is parsed with ``ast``; each ``import`` and ``from ... import`` (relative ones
 resolved, those inside functions and ``if TYPE_CHECKING:`` blocks included) is an edge to the module it names
-(``from pkg import mod`` names ``pkg.mod`` when that is a module). Importing a submodule also runs its parent
-packages' ``__init__``, but that is Python's doing, not a dependency the module chose, so it is no edge.
+(``packages' ``__init__``, but that is Python's doing, not a dependency the module chose, so it is no edge.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ PACKAGE = "streamtensor"
 LAYERS: dict[str, int] = {
     "streamtensor._version": 0,
     "streamtensor.errors": 0,
+    "streamtensor.target": 0,  # the Target type; the boards themselves belong to the Vitis backend
     "streamtensor.ir": 1,
     "streamtensor.packing": 2,  # the kernel ABI: packed layout and interface, shared by codegen and runtime
     "streamtensor.kernel_interface": 2,

@@ -7,14 +7,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import tiny_block
-from test_fusion import (
-    CONVERTER_BYTES,
-    GraphBuilder,
-    chain_graph,
-    diamond_graph,
-    ew_kernel,
-    matmul_kernel,
-)
+from test_fusion import CONVERTER_BYTES, GraphBuilder, chain_graph, diamond_graph, ew_kernel, matmul_kernel
 
 from streamtensor.analysis.memory import (
     Buffer,
@@ -25,7 +18,6 @@ from streamtensor.analysis.memory import (
     onchip_buffers,
 )
 from streamtensor.analysis.resources import (
-    U55C,
     allocate,
     bram36_blocks,
     estimate_resources,
@@ -34,6 +26,7 @@ from streamtensor.analysis.resources import (
     scalar_op_cost,
     uram_blocks,
 )
+from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.errors import UnsupportedOpError
 from streamtensor.ir.affine import parse_affine_map
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode, KernelNode, LoopTiling
@@ -48,7 +41,7 @@ def chain_with_deep_fifo() -> DataflowGraph:
 
 
 def test_chain_memory_by_hand() -> None:
-    report = memory_report(chain_with_deep_fifo())
+    report = memory_report(chain_with_deep_fifo(), U55C)
     # Unfused: k0's and k1's results feed kernels (k1; k2 through conv), 8x8 f32 = 256 B each. k2's result only
     # reaches dma_out: a block output.
     assert report["unfused_tensors"] == {"k1.in0": 256, "conv.in": 256}
@@ -88,8 +81,8 @@ def test_input_streams_are_the_data_read_from_external_memory() -> None:
     for n in graph.nodes.values():
         if isinstance(n, KernelNode):
             assert not set(n.outputs) & external
-    memory = memory_report(graph)
-    buffers = onchip_buffers(graph)
+    memory = memory_report(graph, U55C)
+    buffers = onchip_buffers(graph, U55C)
     assert memory["input_stream_bytes"] == sum(b.bytes for b in buffers if b.input_stream) > 0
     assert memory["intermediate_fused_bytes"] + memory["input_stream_bytes"] + memory["dma_bytes"] == \
         sum(b.bytes for b in buffers)
@@ -102,7 +95,7 @@ def test_fusion_cuts_memory_on_a_long_stream() -> None:
                                    for i in range(3)))
     graph = b.dma_in("dma", "k0.in0").direct("k0.out", "k1.in0").direct("k1.out", "k2.in0").dma_out(
         "out", "k2.out").graph()
-    report = memory_report(graph)
+    report = memory_report(graph, U55C)
     tensor, tile = 256 * 256 * 4, 16 * 16 * 4
     assert report["intermediate_unfused_bytes"] == 2 * tensor
     # The input tiles of k1 and k2 + three FIFOs of two tiles; k0's tile and the FIFO from the DMA hold the
@@ -129,18 +122,18 @@ def test_converter_report() -> None:
 
 def test_split_fusion_moves_the_crossing_through_dmas() -> None:
     graph = apply_fusion(chain_graph(), CONVERTER_BYTES - 1)
-    report = fusion_report(graph)
+    report = fusion_report(graph, U55C)
     # Group 0: dma_x 64 + tiles k0 32, k1 32 + FIFOs k0.in0 64, k1.in0 64 + write DMA of conv.in 64.
     # Group 1: dma_w 128 + k2 tiles/accumulator 128 + dma_out 64 + FIFOs k2.a 64, k2.w 128, k2.out 64
     # + read DMA of conv.in pushing (absorbed) conv's result tokens, 4x2 f32: 64. conv itself: no buffer.
     assert [g["onchip_bytes"] for g in report["groups"]] == [320, 640]
     assert [g["kernels"] for g in report["groups"]] == [["k0", "k1"], ["k2"]]
-    memory = memory_report(graph)
+    memory = memory_report(graph, U55C)
     assert memory["converter_bytes"] == 0
     # k1.in0, k2.a (k1's result, back from external memory) and k2.out; k0.in0 64 and k2.w 128 are input streams.
     assert memory["fifo_bytes"] == 64 + 64 + 64
     assert memory["input_stream_bytes"] == 32 + 64 + 64 + 128
-    names = {b.name: b for b in onchip_buffers(graph)}
+    names = {b.name: b for b in onchip_buffers(graph, U55C)}
     assert (names["conv.in.dma_write"].group, names["conv.in.dma_read"].group) == (0, 1)
     assert "conv.in.fifo" not in names
 
@@ -157,38 +150,39 @@ def test_split_fusion_moves_the_crossing_through_dmas() -> None:
     (4096, 72, "bram"),  # 288 Kib but shallow: would waste URAM depth
 ])
 def test_memory_kind_thresholds(width: int, depth: int, kind: str) -> None:
-    assert memory_kind(width, depth) == kind
+    assert memory_kind(width, depth, U55C.memory) == kind
 
 
 def test_block_counts_by_aspect_ratio() -> None:
-    assert bram36_blocks(36, 1024) == bram36_blocks(18, 2048) == bram36_blocks(9, 4096) == 1
-    assert bram36_blocks(1, 32768) == bram36_blocks(72, 512) == 1
-    assert bram36_blocks(32, 33) == 1  # 36x1K
-    assert bram36_blocks(37, 1024) == 2
-    assert bram36_blocks(72, 4095) == 8  # 9x4K x8, 18x2K x4x2, 36x1K x2x4, 72x512 x8
-    assert bram36_blocks(256, 40) == 4  # 72x512: ceil(256 / 72) = 4
-    assert bram36_blocks(4096, 72) == 57  # 72x512: ceil(4096 / 72)
-    assert uram_blocks(72, 4096) == 1
-    assert uram_blocks(144, 2048) == 2
-    assert uram_blocks(73, 8192) == 4
+    m = U55C.memory
+    assert bram36_blocks(36, 1024, m) == bram36_blocks(18, 2048, m) == bram36_blocks(9, 4096, m) == 1
+    assert bram36_blocks(1, 32768, U55C.memory) == bram36_blocks(72, 512, U55C.memory) == 1
+    assert bram36_blocks(32, 33, U55C.memory) == 1  # 36x1K
+    assert bram36_blocks(37, 1024, U55C.memory) == 2
+    assert bram36_blocks(72, 4095, U55C.memory) == 8  # 9x4K x8, 18x2K x4x2, 36x1K x2x4, 72x512 x8
+    assert bram36_blocks(256, 40, U55C.memory) == 4  # 72x512: ceil(256 / 72) = 4
+    assert bram36_blocks(4096, 72, U55C.memory) == 57  # 72x512: ceil(4096 / 72)
+    assert uram_blocks(72, 4096, U55C.memory) == 1
+    assert uram_blocks(144, 2048, U55C.memory) == 2
+    assert uram_blocks(73, 8192, U55C.memory) == 4
 
 
 def test_allocate_counts_every_bank() -> None:
     pingpong = Buffer("c", "c", "converter", 144, 2048, 2, 2 * 144 * 2048, 0)
-    a = allocate(pingpong)
+    a = allocate(pingpong, U55C.memory)
     assert (a.kind, a.uram, a.bram36, a.lut) == ("uram", 4, 0, 0)
     fifo = Buffer("f", "k", "fifo", 256, 40, 1, 256 * 40, 0)
-    a = allocate(fifo)
+    a = allocate(fifo, U55C.memory)
     assert (a.kind, a.uram, a.bram36, a.lut) == ("bram", 0, 4, 0)
     tile = Buffer("t", "k", "input_tile", 64, 4, 1, 256, 0)
-    a = allocate(tile)
+    a = allocate(tile, U55C.memory)
     assert (a.kind, a.uram, a.bram36, a.lut) == ("lutram", 0, 0, 64)  # 64 bits wide x one 32-deep LUT
 
 
 def test_chain_resources_by_hand() -> None:
     graph = chain_graph()
     graph.streams["k1.in0"].depth = 40  # 256 bits x 40: a BRAM FIFO of 4 blocks (72x512)
-    report = estimate_resources(graph)
+    report = estimate_resources(graph, U55C)
     # DSP: k0 exp 7 x 2 lanes; k1 mulf 3 x 2; k2 (mulf 3 + addf 2) x 8 lanes.
     assert {n: r.dsp for n, r in report.nodes.items() if r.dsp} == {"k0": 14, "k1": 6, "k2": 40}
     assert report.dsp == 60
@@ -207,25 +201,26 @@ def test_dsp_overflow_is_named() -> None:
     # 64x64 matmul with 32 x 64 lanes: 2048 x (3 + 2) = 10,240 DSP > 9,024; everything else fits.
     b = GraphBuilder("big").add(matmul_kernel("mm", tiles=(64, 64, 2), unroll=(32, 64, 1), size=64))
     graph = b.dma_in("dma_a", "mm.a").dma_in("dma_w", "mm.w", "weight").dma_out("dma_out", "mm.out").graph()
-    report = estimate_resources(graph)
-    assert report.dsp == 10_240 > U55C.dsp
+    report = estimate_resources(graph, U55C)
+    assert report.dsp == 10_240 > U55C.totals.dsp
     assert report.overflow == ["dsp"]
     assert not report.fits
     assert report.utilization()["dsp"] == pytest.approx(10_240 / 9_024)
 
 
 def test_composite_and_integer_op_costs() -> None:
-    assert scalar_op_cost(ScalarOp("t", "math.tanh", ("a",), "f32"), {"a": 32}, {}) == (14, 2140)
-    assert scalar_op_cost(ScalarOp("e", "math.erf", ("a",), "f32"), {"a": 32}, {}) == (43, 3620)
+    assert scalar_op_cost(ScalarOp("t", "math.tanh", ("a",), "f32"), {"a": 32}, {}, U55C.ops) == (14, 2140)
+    assert scalar_op_cost(ScalarOp("e", "math.erf", ("a",), "f32"), {"a": 32}, {}, U55C.ops) == (43, 3620)
     # x^4: two squarings.
-    assert scalar_op_cost(ScalarOp("p", "math.fpowi", ("a", "n"), "f32"), {"a": 32, "n": 32}, {"n": 4}) == (6, 160)
+    fpowi = ScalarOp("p", "math.fpowi", ("a", "n"), "f32")
+    assert scalar_op_cost(fpowi, {"a": 32, "n": 32}, {"n": 4}, U55C.ops) == (6, 160)
     # f64 cores are larger than f32 ones; tanh in f64 is built from f64 cores.
-    assert scalar_op_cost(ScalarOp("s", "arith.addf", ("a", "b"), "f64"), {"a": 64, "b": 64}, {}) == (3, 700)
-    tanh = scalar_op_cost(ScalarOp("t", "math.tanh", ("a",), "f64"), {"a": 64}, {})
+    assert scalar_op_cost(ScalarOp("s", "arith.addf", ("a", "b"), "f64"), {"a": 64, "b": 64}, {}, U55C.ops) == (3, 700)
+    tanh = scalar_op_cost(ScalarOp("t", "math.tanh", ("a",), "f64"), {"a": 64}, {}, U55C.ops)
     assert tanh == (26 + 10 + 2 * 3, 2000 + 200 + 2 * 700 + 3200)  # exp + mulf + 2 addf + divf
-    assert scalar_op_cost(ScalarOp("c", "arith.cmpf", ("a", "b"), "f64"), {"a": 64, "b": 64}, {}) == (0, 150)
+    assert scalar_op_cost(ScalarOp("c", "arith.cmpf", ("a", "b"), "f64"), {"a": 64, "b": 64}, {}, U55C.ops) == (0, 150)
     with pytest.raises(UnsupportedOpError, match="unsupported op .math.cbrt. of dialect .math.: the resource model"):
-        scalar_op_cost(ScalarOp("s", "math.cbrt", ("a",), "f32"), {"a": 32}, {})
+        scalar_op_cost(ScalarOp("s", "math.cbrt", ("a",), "f32"), {"a": 32}, {}, U55C.ops)
 
 
 def test_int8_matmul_packs_two_macs_per_dsp() -> None:
@@ -241,14 +236,14 @@ def test_int8_matmul_packs_two_macs_per_dsp() -> None:
                    ["parallel", "parallel", "reduction"], body)
     loops = [LoopTiling(8, 4, 2, False), LoopTiling(8, 4, 1, False), LoopTiling(8, 4, 2, True)]
     node = KernelNode("qmm", [], [], op, loops, [0, 1, 2], [2, 0, 1])
-    assert kernel_compute(node) == (2, 4 * (20 + 32))  # 4 lanes x 0.5 DSP; 4 x (muli glue + adder)
+    assert kernel_compute(node, U55C.ops) == (2, 4 * (20 + 32))  # 4 lanes x 0.5 DSP; 4 x (muli glue + adder)
 
 
 def test_diamond_fork_memory_and_resources() -> None:
     graph = apply_fusion(diamond_graph(), 300)
     # k0's result reaches k1 and k2 through the fork; k1's and k2's reach k3 through the converters.
-    assert memory_report(graph)["unfused_tensors"] == {"fork.in": 256, "conv_a.in": 256, "conv_w.in": 256}
-    report = estimate_resources(graph)
+    assert memory_report(graph, U55C)["unfused_tensors"] == {"fork.in": 256, "conv_a.in": 256, "conv_w.in": 256}
+    report = estimate_resources(graph, U55C)
     # A fork stores nothing: 40 LUTs per output + the FIFO it reads (256 bits x 2 in LUTRAM + 30).
     assert report.nodes["fork"].lut == 2 * 40 + 256 + 30
     assert [n.group for n in report.nodes.values() if n.name in ("conv_a", "conv_w")] == [0, 1]

@@ -12,14 +12,7 @@ from hypothesis import strategies as st
 
 from streamtensor.ir.affine import AffineConst, AffineDim, AffineExpr, AffineMap
 from streamtensor.ir.itensor import ITensorType, ITensorVerificationError, parse_itensor_type, stream_tokens
-from streamtensor.packing import (
-    WORD_BYTES,
-    PackedLayout,
-    host_dtype,
-    pack,
-    read_tokens,
-    unpack,
-)
+from streamtensor.packing import WORD_BYTES, PackedLayout, host_dtype, pack, read_tokens, unpack
 
 # Paper example C (spec §2): 4x2 tiles of an 8x8 tensor, loop d1 (trip 2) is a repeat loop.
 C = "itensor<4x2xf32, tensor 8x8, [4, 2, 2] * [2, 1, 4], (d0, d1, d2) -> (d2, d0)>"

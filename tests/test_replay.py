@@ -9,6 +9,7 @@ from linalg_builders import build, check_exec, empty, fill, graph, matmul, value
 
 from streamtensor.analysis.allocation import run_allocation
 from streamtensor.analysis.memory import memory_report
+from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.errors import VerificationError
 from streamtensor.ir.affine import parse_affine_map
 from streamtensor.ir.dataflow import ForkNode, KernelNode, print_dataflow
@@ -41,7 +42,7 @@ def projection_then_norm() -> Graph:
 
 def test_the_scaling_branch_reads_a_replay_instead_of_holding_the_result() -> None:
     g = projection_then_norm()
-    tiling = tile_graph(g, TilingOptions(4))
+    tiling = tile_graph(g, U55C, TilingOptions(4))
     tiling.ops["matmul_1"].tile_order = [2, 0, 1]  # the reduction outermost: all 4 output tiles pending
     forked = build_dataflow(g, tiling)
     node = forked.nodes["matmul_1"]
@@ -60,11 +61,11 @@ def test_the_scaling_branch_reads_a_replay_instead_of_holding_the_result() -> No
     # Sized FIFOs: with the fork, the scaling branch holds all 4 tokens (64 B) while the sum completes; with the
     # replay it holds one.
     for dfg in (forked, replayed):
-        run_allocation(dfg)
+        run_allocation(dfg, U55C)
     held = forked.streams["y_3"]
     assert held.target == "scale_1" and held.depth == 4
     assert replayed.streams["y_3"].depth == 1  # the replay starts once the sum is complete
-    assert memory_report(replayed)["fifo_bytes"] < memory_report(forked)["fifo_bytes"] - 32  # 68 B, was 116
+    assert memory_report(replayed, U55C)["fifo_bytes"] < memory_report(forked, U55C)["fifo_bytes"] - 32  # 68 B, was 116
 
 
 def test_a_replay_needs_the_whole_result_pending() -> None:

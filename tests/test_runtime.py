@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from streamtensor import __version__
+from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
 from streamtensor.codegen.vitis.project import write_project
 from streamtensor.errors import OptionError
@@ -115,9 +116,9 @@ extern "C" void block_top(streamtensor::word512* x_in, streamtensor::word512* w,
 
 def make_project(outdir: Path, rows: int = 4) -> Path:
     graph = block_graph()
-    plan = plan_hbm(memory_arguments(graph), "block_top")
+    plan = plan_hbm(memory_arguments(graph), "block_top", U55C.hbm)
     write_project(outdir, graph, "block_top", plan, {"block_top.cpp": kernel_source(rows)},
-                  tensors={"w": W_VALUES, "x_in": X_VALUES})
+                  tensors={"w": W_VALUES, "x_in": X_VALUES}, target=U55C)
     return outdir
 
 

@@ -7,6 +7,7 @@ import pytest
 from linalg_builders import build, check_exec, value
 
 from streamtensor.analysis.allocation import size_fifos
+from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.interp.linalg_interpreter import run_graph
 from streamtensor.ir.affine import AffineMap, parse_affine_map
 from streamtensor.ir.linalg import (
@@ -109,9 +110,9 @@ def test_sunk_casts_c_simulate_bit_identically() -> None:
     # The widening result takes its argument's IR name, here torch-mlir's %a0: C++ names must not clash.
     after = sink_widening_casts(layer_norm_statistics())
     dfg = build(after, 4)
-    size_fifos(dfg)
+    size_fifos(dfg, U55C)
     x = np.random.default_rng(1).standard_normal((4, 8)).astype(np.float32)
-    report = simulate_graph(dfg, "stats", {"x": x})
+    report = simulate_graph(dfg, "stats", {"x": x}, U55C)
     assert report.failure is None, report.failure
     for got, want in zip(report.outputs, run_graph(layer_norm_statistics(), [x]), strict=True):
         assert np.array_equal(got, want)

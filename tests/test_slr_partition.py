@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 
 import pytest
+from devices import device
 from test_fusion import CONVERTER_BYTES, GraphBuilder, chain_graph, ew_kernel
 
-from streamtensor.analysis.resources import U55C, DeviceBudget, estimate_resources
+from streamtensor.analysis.resources import estimate_resources
 from streamtensor.analysis.slr_partition import SlrPartitionError, partition_slrs
+from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.errors import OptionError
 from streamtensor.ir.dataflow import DataflowGraph
 from streamtensor.transforms.fusion import apply_fusion
@@ -30,14 +32,15 @@ def three_clusters() -> DataflowGraph:
 
 
 # DSP for exactly two kernels per SLR; LUT, BRAM and URAM never bind.
-TWO_KERNELS_PER_SLR = DeviceBudget("test", dsp=3 * 12, bram36=30, uram=30, lut=30_000_000, slrs=3)
+TEN_DSP_PER_SLR = device("test", dsp=10, bram36=10, uram=10, lut=10_000_000)
+TWO_KERNELS_PER_SLR = device("test", dsp=12, bram36=10, uram=10, lut=10_000_000)
 
 
 def test_heavy_streams_stay_on_one_slr() -> None:
     graph = three_clusters()
     assert [graph.streams[s].type.token_bits for s in ("k1.in0", "k2.in0", "conv2.in", "k5.in0")] == [
         2048, 256, 256, 2048]
-    result = partition_slrs(graph, budget=TWO_KERNELS_PER_SLR, imbalance_weight=0.0)
+    result = partition_slrs(graph, target=TWO_KERNELS_PER_SLR, imbalance_weight=0.0)
     a = result.assignment
     assert result.optimal and not result.time_limit_hit
     # Capacity forces three clusters of two kernels; only the two 256-bit streams are cut.
@@ -58,7 +61,7 @@ def test_heavy_streams_stay_on_one_slr() -> None:
 def test_capacities_are_respected_with_slack() -> None:
     graph = three_clusters()
     # 20% slack: 14.4 DSP per SLR, still two 6-DSP kernels at most.
-    result = partition_slrs(graph, budget=DeviceBudget("test", 30, 30, 30, 30_000_000, 3), slack=1.44)
+    result = partition_slrs(graph, target=TEN_DSP_PER_SLR, slack=1.44)
     assert result.capacity["dsp"] == pytest.approx(14.4)
     assert all(use["dsp"] <= 14.4 for use in result.usage)
     assert sum(use["dsp"] for use in result.usage) == 36
@@ -66,26 +69,26 @@ def test_capacities_are_respected_with_slack() -> None:
 
 def test_small_design_stays_on_slr0_next_to_the_hbm() -> None:
     graph = chain_graph()
-    result = partition_slrs(graph, imbalance_weight=0.0)
+    result = partition_slrs(graph, imbalance_weight=0.0, target=U55C)
     assert set(result.assignment.values()) == {0}
     assert result.crossing_bits == 0 and result.crossing_streams == []
     assert result.objective == pytest.approx(0.0)
-    report = estimate_resources(graph)
+    report = estimate_resources(graph, U55C)
     assert result.usage[0]["lut"] == report.lut
-    assert result.capacity["lut"] == pytest.approx(U55C.lut / 3)
+    assert result.capacity["lut"] == pytest.approx(U55C.slrs[0].lut)
 
 
 def test_imbalance_weight_spreads_the_design() -> None:
     graph = chain_graph()
-    packed = partition_slrs(graph, imbalance_weight=0.0)
-    spread = partition_slrs(graph, imbalance_weight=1e9)
+    packed = partition_slrs(graph, imbalance_weight=0.0, target=U55C)
+    spread = partition_slrs(graph, imbalance_weight=1e9, target=U55C)
     assert len(set(spread.assignment.values())) > 1
     assert max(u["lut"] for u in spread.usage) < max(u["lut"] for u in packed.usage)
 
 
 def test_partitioning_one_fusion_group() -> None:
     graph = apply_fusion(chain_graph(), CONVERTER_BYTES - 1)
-    result = partition_slrs(graph, nodes=graph.groups[1], imbalance_weight=0.0)
+    result = partition_slrs(graph, nodes=graph.groups[1], imbalance_weight=0.0, target=U55C)
     assert sorted(result.assignment) == ["conv", "dma_out", "dma_w", "k2"]
     # conv's input comes from external memory: an AXI port, so the group stays on SLR0 too.
     assert set(result.assignment.values()) == {0}
@@ -93,20 +96,20 @@ def test_partitioning_one_fusion_group() -> None:
 
 def test_node_larger_than_one_slr_is_rejected() -> None:
     with pytest.raises(SlrPartitionError, match="node k0 alone exceeds one SLR's capacity of dsp"):
-        partition_slrs(three_clusters(), budget=DeviceBudget("test", 15, 30, 30, 30_000_000, 3))
+        partition_slrs(three_clusters(), target=device("test", dsp=5, bram36=10, uram=10, lut=10_000_000))
 
 
 def test_design_larger_than_the_device_is_rejected() -> None:
     # Each kernel fits a die (6 <= 10 DSP) but two do not: six kernels need more than three dies.
     with pytest.raises(SlrPartitionError, match="no SLR assignment fits"):
-        partition_slrs(three_clusters(), budget=DeviceBudget("test", 30, 30, 30, 30_000_000, 3))
+        partition_slrs(three_clusters(), target=TEN_DSP_PER_SLR)
 
 
 def test_bad_options_are_rejected() -> None:
     with pytest.raises(OptionError, match="time_limit_s 0"):
-        partition_slrs(chain_graph(), time_limit_s=0)
+        partition_slrs(chain_graph(), time_limit_s=0, target=U55C)
     with pytest.raises(OptionError, match="slack -1"):
-        partition_slrs(chain_graph(), slack=-1)
+        partition_slrs(chain_graph(), slack=-1, target=U55C)
 
 
 def random_dag(kernels: int, seed: int) -> DataflowGraph:
@@ -138,10 +141,10 @@ def random_dag(kernels: int, seed: int) -> DataflowGraph:
 def test_time_limit_returns_the_best_incumbent() -> None:
     graph = random_dag(140, seed=0)
     assert len(graph.nodes) >= 200
-    report = estimate_resources(graph)
+    report = estimate_resources(graph, U55C)
     # DSP and LUT within 5% / 20% of a perfect three-way split: the ILP cannot close its gap in a second.
-    budget = DeviceBudget("tight", dsp=int(report.dsp * 1.05), bram36=30, uram=30, lut=int(report.lut * 1.2), slrs=3)
-    result = partition_slrs(graph, report, budget=budget, time_limit_s=1.0)
+    tight = device("tight", dsp=int(report.dsp * 1.05 / 3), bram36=10, uram=10, lut=int(report.lut * 1.2 / 3))
+    result = partition_slrs(graph, report, target=tight, time_limit_s=1.0)
     assert result.time_limit_hit and not result.optimal
     assert result.status == "Time limit reached"
     assert result.seconds < 10.0  # the limit is honoured (wide margin: shared machines are noisy)

@@ -7,6 +7,7 @@ import pytest
 from conftest import FAMILIES, tiny_block
 from linalg_builders import build, check_exec, empty, graph, matmul, matmul_graph, unary, value
 
+from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.errors import VerificationError
 from streamtensor.interp.linalg_interpreter import run_generic
 from streamtensor.interp.stream_exec import StreamExecError, run_streams
@@ -32,7 +33,7 @@ def _max_err(got: list[np.ndarray], want: list[np.ndarray]) -> float:
 def test_tiny_blocks_stream_like_the_reference(family: str, mode: str, config: tuple[int, int, int]) -> None:
     design, block = tiny_block(family, mode)
     tile, budget, rank = config
-    tiling = tile_graph(design.graph, TilingOptions(tile, budget, max_token_rank=rank))
+    tiling = tile_graph(design.graph, U55C, TilingOptions(tile, budget, max_token_rank=rank))
     dfg = build_dataflow(design.graph, tiling)
     dfg.verify()
     for node in dfg.nodes.values():

@@ -15,6 +15,7 @@ from paper_figures import PAPER_FUSED_TO_UNFUSED as PAPER_RATIO
 from streamtensor import compile_llm_block
 from streamtensor.analysis.memory import memory_report, onchip_buffers
 from streamtensor.analysis.timing_model import kernel_timing
+from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.affine import parse_affine_map
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, KernelNode, pending_tiles
@@ -25,7 +26,7 @@ from streamtensor.transforms.tiling.tile_order import TileOrderSearch
 
 
 def _buffers(dfg: DataflowGraph) -> dict[str, int]:
-    return {b.name: b.bytes for b in onchip_buffers(dfg)}
+    return {b.name: b.bytes for b in onchip_buffers(dfg, U55C)}
 
 
 def test_matmul_in_both_loop_orders() -> None:
@@ -38,13 +39,13 @@ def test_matmul_in_both_loop_orders() -> None:
     assert isinstance(mm, KernelNode) and mm.tile_order == [0, 1, 2] and mm.pending_tiles == 1
     (conv,) = nodes_of(out, ConverterNode)
     assert conv.buffer.shape == (4, 32) and conv.buffer.bytes == 2 * 4 * 32 * 4
-    assert memory_report(out)["converter_bytes"] == 1024 and _buffers(out)["matmul_1.acc0"] == 4 * 4 * 4
+    assert memory_report(out, U55C)["converter_bytes"] == 1024 and _buffers(out)["matmul_1.acc0"] == 4 * 4 * 4
     check_exec(g, out)
 
     a_stat = build(g, 4)
     mm = a_stat.nodes["matmul_1"]
     assert isinstance(mm, KernelNode) and mm.tile_order == [0, 2, 1] and mm.pending_tiles == 2
-    assert not nodes_of(a_stat, ConverterNode) and memory_report(a_stat)["converter_bytes"] == 0
+    assert not nodes_of(a_stat, ConverterNode) and memory_report(a_stat, U55C)["converter_bytes"] == 0
     assert _buffers(a_stat)["matmul_1.acc0"] == 2 * 4 * 4 * 4
     # A is read once per (m, k) tile and held across n; B every firing; C written when k reaches its last trip.
     assert str(mm.operand_type(0)) == "itensor<4x4xf32, tensor 8x32, [2, 8] * [4, 4], (d0, d1) -> (d0, d1)>"
@@ -52,7 +53,7 @@ def test_matmul_in_both_loop_orders() -> None:
     reads, writes = mm.port_firings()
     assert mm.firings == 32 and list(reads[0]) == list(range(0, 32, 2)) and list(reads[1]) == list(range(32))
     assert list(writes[0]) == [14, 15, 30, 31]
-    assert kernel_timing(mm.op, mm.loops, mm.tile_order, mm.point_order).first_write == 14
+    assert kernel_timing(mm.op, mm.loops, mm.tile_order, mm.point_order, U55C.ops).first_write == 14
     check_exec(g, a_stat)
 
 
@@ -146,7 +147,7 @@ def test_cache_update_walks_its_tiles_in_its_consumers_order() -> None:
     # The consumer stays output-stationary (one pending tile) and the update follows its order (d, l).
     assert wsum.tile_order == [0, 1] and wsum.pending_tiles == 1 and update.tile_order == [1, 0]
     assert not nodes_of(dfg, ConverterNode) and update.result_type(0) == wsum.operand_type(1)
-    assert memory_report(dfg)["intermediate_fused_bytes"] < memory_report(plain)["intermediate_fused_bytes"]
+    assert memory_report(dfg, U55C)["intermediate_fused_bytes"] < memory_report(plain, U55C)["intermediate_fused_bytes"]
     check_exec(g, dfg)
 
 
@@ -215,7 +216,7 @@ def test_a_leap_carries_a_layout_change_through_the_kernels_that_must_follow() -
     design, block = compile_llm_block("gpt2", mode="prefill", seq_len=16, max_len=32, size="tiny",
                                       token_tile_size=2)
     options = replace(design.options.tiling, layout_aware_order=False)
-    plain = tile_graph(design.graph, options)
+    plain = tile_graph(design.graph, U55C, options)
     ops = kernel_ops(design.graph)
     search = TileOrderSearch(design.graph, ops, [plain.ops[op.name] for op in ops])
     search.descend()
@@ -240,7 +241,7 @@ def _default_depth_report(dfg: DataflowGraph) -> dict:
     plain = copy.deepcopy(dfg)
     for s in plain.streams.values():
         s.depth = None
-    return memory_report(plain)
+    return memory_report(plain, U55C)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])

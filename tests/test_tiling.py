@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from conftest import tiny_block
@@ -21,9 +22,11 @@ from linalg_builders import (
 )
 
 from streamtensor import compile_llm_block
-from streamtensor.analysis.resources import U55C, lane_cost
+from streamtensor.analysis.allocation import size_fifos
+from streamtensor.analysis.resources import lane_cost
 from streamtensor.analysis.timing_model import build_process_network, kernel_timing, node_timings
 from streamtensor.analysis.timing_sim import simulate
+from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
 from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.errors import OptionError
@@ -35,7 +38,7 @@ from streamtensor.transforms.tiling import tile_graph
 from streamtensor.transforms.tiling.liveness import kernel_ops
 from streamtensor.transforms.tiling.plan import TilingOptions
 from streamtensor.transforms.tiling.tile_sizes import initial_tiling, tile_size
-from streamtensor.transforms.tiling.unroll import DATAPATH_SHARE
+from streamtensor.transforms.tiling.unroll import DATAPATH_SHARE, external_streams
 
 
 def test_tile_size_is_the_largest_divisor_up_to_the_default() -> None:
@@ -62,8 +65,8 @@ def test_permutation_lowers_the_pipeline_ii() -> None:
     _, ops = matmul_graph()
     permuted = initial_tiling(ops[-1], TilingOptions(4, 1))
     plain = initial_tiling(ops[-1], TilingOptions(4, 1, permute_reductions_outward=False))
-    fast = kernel_timing(ops[-1], permuted.loops, permuted.tile_order, permuted.point_order)
-    slow = kernel_timing(ops[-1], plain.loops, plain.tile_order, plain.point_order)
+    fast = kernel_timing(ops[-1], permuted.loops, permuted.tile_order, permuted.point_order, U55C.ops)
+    slow = kernel_timing(ops[-1], plain.loops, plain.tile_order, plain.point_order, U55C.ops)
     assert fast.pipeline_ii == 1 and slow.pipeline_ii > 1 and fast.latency < slow.latency
 
 
@@ -95,8 +98,8 @@ def _unbalanced() -> Graph:
 
 def test_intensity_aware_beats_uniform_on_an_unbalanced_graph() -> None:
     g = _unbalanced()
-    smart = tile_graph(g, TilingOptions(16, 64))
-    uniform = tile_graph(g, TilingOptions(16, 64, intensity_aware_unroll=False))
+    smart = tile_graph(g, U55C, TilingOptions(16, 64))
+    uniform = tile_graph(g, U55C, TilingOptions(16, 64, intensity_aware_unroll=False))
     assert {n: t.lanes for n, t in uniform.ops.items()} == {
         "matmul_1": 16, "elementwise_1": 16, "elementwise_2": 16, "elementwise_3": 16}
     # The heap spends the budget on the slowest kernel: 32 lanes of matmul, the cheap kernels keep one.
@@ -112,7 +115,7 @@ def test_larger_budgets_lower_the_max_latency() -> None:
     kernels = len(kernel_ops(design.graph))
     latencies = []
     for budget in (kernels, 2 * kernels, 256, 1024, 4096):
-        tiling = tile_graph(design.graph, TilingOptions(16, budget))
+        tiling = tile_graph(design.graph, U55C, TilingOptions(16, budget))
         assert tiling.total_lanes <= budget
         for t in tiling.ops.values():
             for lt in t.loops:
@@ -122,12 +125,12 @@ def test_larger_budgets_lower_the_max_latency() -> None:
     assert latencies == sorted(latencies, reverse=True) and latencies[0] > latencies[1] > latencies[2]
     assert latencies[3] == latencies[4]
     # Below the number of kernels nothing can be unrolled.
-    assert tile_graph(design.graph, TilingOptions(16, 1)).total_lanes == kernels
+    assert tile_graph(design.graph, U55C, TilingOptions(16, 1)).total_lanes == kernels
 
 
 def test_uniform_mode_gives_every_kernel_the_same_lanes_or_its_full_tile() -> None:
     design, _ = tiny_block("llama", "decode")
-    tiling = tile_graph(design.graph, TilingOptions(8, 256, intensity_aware_unroll=False))
+    tiling = tile_graph(design.graph, U55C, TilingOptions(8, 256, intensity_aware_unroll=False))
     full = {n: math.prod(lt.tile for lt in t.loops) for n, t in tiling.ops.items()}
     top = max(t.lanes for t in tiling.ops.values())
     for n, t in tiling.ops.items():
@@ -175,11 +178,12 @@ def _two_gemvs(n: int) -> Graph:
 
 def test_bandwidth_aware_unroll_keeps_pace_with_the_weight_dma() -> None:
     g = _two_gemvs(512)
-    dfg = build_dataflow(g, tile_graph(g, TilingOptions(16, 1024)))
-    net = build_process_network(dfg)
+    dfg = build_dataflow(g, tile_graph(g, U55C, TilingOptions(16, 1024)))
+    size_fifos(dfg, U55C)  # codegen prints the timing the allocation writes into the IR
+    net = build_process_network(dfg, U55C)
     timing = node_timings(net)
     unbounded = simulate(net, {})
-    cpp = generate_hls(dfg, "gemv", plan_hbm(memory_arguments(dfg), "gemv"))["gemv.cpp"]
+    cpp = generate_hls(dfg, "gemv", plan_hbm(memory_arguments(dfg), "gemv", U55C.hbm))["gemv.cpp"]
     for kernel, weight in zip(sorted(nodes_of(dfg, KernelNode), key=lambda k: k.name), ("w1", "w2"), strict=True):
         # One multiply-add per weight element: one pseudo-channel (57.5 B/cycle) feeds fewer than 16 f32 lanes,
         # so the lanes the budget buys are paced by a raised pipeline II, emitted as the HLS pipeline pragma.
@@ -188,20 +192,35 @@ def test_bandwidth_aware_unroll_keeps_pace_with_the_weight_dma() -> None:
         assert f"pipeline II={kernel.min_pipeline_ii}" in cpp
         (dma,) = [n for n in nodes_of(dfg, DmaNode) if n.tensor.name == weight]
         transfer = timing[dma.name].latency - timing[dma.name].delay
-        paced = kernel_timing(kernel.op, kernel.loops, kernel.tile_order, kernel.point_order, kernel.min_pipeline_ii)
+        paced = kernel_timing(kernel.op, kernel.loops, kernel.tile_order, kernel.point_order, U55C.ops,
+                              kernel.min_pipeline_ii)
         assert paced.firings * paced.ii >= transfer
         # Without the floor the same lanes would read the weight faster than its DMA delivers it.
-        loose = kernel_timing(kernel.op, kernel.loops, kernel.tile_order, kernel.point_order)
+        loose = kernel_timing(kernel.op, kernel.loops, kernel.tile_order, kernel.point_order, U55C.ops)
         assert loose.firings * loose.ii < transfer
         # No prefetch buffer: a 2-token weight FIFO (the DMA back-pressured) keeps the unbounded makespan, also
         # for w2, whose DMA could otherwise fill its FIFO while matmul_2 waits for matmul_1.
         assert simulate(net, {dma.outputs[0]: 2}).makespan_cycles == unbounded.makespan_cycles
 
 
+def test_rate_matching_charges_the_channel_share_of_the_placement() -> None:
+    # analysis.hbm places x, w1, w2 and the output y: each on a channel of its own on the U55C, all four on
+    # one channel of a one-channel HBM, where every DMA gets a quarter of it and the kernels are paced slower.
+    g = _two_gemvs(512)
+    one = replace(U55C, name="u55c-1pc", hbm=replace(U55C.hbm, channels=1))
+    assert external_streams(g, kernel_ops(g), U55C) == [{0: 1, 1: 1}, {1: 1}]  # x, w1; w2 (h comes from matmul_1)
+    assert external_streams(g, kernel_ops(g), one) == [{0: 4, 1: 4}, {1: 4}]
+    wide, narrow = (tile_graph(g, t, TilingOptions(16, 1024)) for t in (U55C, one))
+    for k in ("matmul_1", "matmul_2"):  # paced by their DMAs on both, with 8x fewer lanes at a quarter channel
+        assert wide.ops[k].min_pipeline_ii > 1 and narrow.ops[k].min_pipeline_ii > 1
+        assert narrow.ops[k].lanes * 8 == wide.ops[k].lanes
+        assert narrow.timings[k].latency > 4 * wide.timings[k].latency
+
+
 def test_compute_bound_kernels_keep_the_recurrence_ii() -> None:
     # A square matmul reuses every weight tile n / tile times: no DMA limits it at this budget.
     g = _unbalanced()
-    tiling = tile_graph(g, TilingOptions(16, 64))
+    tiling = tile_graph(g, U55C, TilingOptions(16, 64))
     assert all(t.min_pipeline_ii == 1 for t in tiling.ops.values())
 
 
@@ -210,12 +229,13 @@ def test_unrolling_stays_within_the_device() -> None:
     # takes more than that share of one SLR.
     design, _ = tiny_block("llama", "prefill")
     ops = kernel_ops(design.graph)
-    tiling = tile_graph(design.graph, TilingOptions(16, 1 << 20))
-    costs = [lane_cost(op.body) for op in ops]
+    tiling = tile_graph(design.graph, U55C, TilingOptions(16, 1 << 20))
+    costs = [lane_cost(op.body, U55C.ops) for op in ops]
     lanes = [tiling.ops[op.name].lanes for op in ops]
-    for r, total in ((0, U55C.dsp), (1, U55C.lut)):
+    die = U55C.slrs[0]
+    for r, total, per_die in ((0, U55C.totals.dsp, die.dsp), (1, U55C.totals.lut, die.lut)):
         assert sum(c[r] * n for c, n in zip(costs, lanes, strict=True)) <= DATAPATH_SHARE * total
-        assert all(c[r] * n <= DATAPATH_SHARE * total / U55C.slrs for c, n in zip(costs, lanes, strict=True))
+        assert all(c[r] * n <= DATAPATH_SHARE * per_die for c, n in zip(costs, lanes, strict=True))
     # ... and the bound is what stopped the unrolling: the slowest kernel's tile still has room for more lanes,
     # and the next doubling of it would overrun the DSP or LUT share.
     slowest = max(range(len(ops)), key=lambda k: tiling.timings[ops[k].name].latency)
@@ -223,5 +243,5 @@ def test_unrolling_stays_within_the_device() -> None:
     assert t.lanes < math.prod(lt.tile for lt in t.loops)
     doubled = [2 * n if k == slowest else n for k, n in enumerate(lanes)]
     assert any(sum(c[r] * n for c, n in zip(costs, doubled, strict=True)) > DATAPATH_SHARE * total
-               or costs[slowest][r] * doubled[slowest] > DATAPATH_SHARE * total / U55C.slrs
-               for r, total in ((0, U55C.dsp), (1, U55C.lut)))
+               or costs[slowest][r] * doubled[slowest] > DATAPATH_SHARE * per_die
+               for r, total, per_die in ((0, U55C.totals.dsp, die.dsp), (1, U55C.totals.lut, die.lut)))

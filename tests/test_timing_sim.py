@@ -11,15 +11,8 @@ from hypothesis import strategies as st
 from process_networks import paper_network, seq
 
 from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream, even_firings
-from streamtensor.analysis.timing_sim import (
-    SRL_FIFO_MAX_BITS,
-    SimResult,
-    StallCycles,
-    TokenTimes,
-    peak_occupancy,
-    raw_latency,
-    simulate,
-)
+from streamtensor.analysis.timing_sim import SimResult, StallCycles, TokenTimes, peak_occupancy, raw_latency, simulate
+from streamtensor.codegen.vitis.boards import U55C
 
 
 def pair(width: int = 32) -> ProcessNetwork:
@@ -29,7 +22,7 @@ def pair(width: int = 32) -> ProcessNetwork:
             Process("P", 1, 2, 3, writes={"s": seq(3)}),
             Process("C", 1, 1, 3, reads={"s": seq(3)}),
         ],
-        [Stream("s", "P", "C", width, 3)],
+        [Stream("s", "P", "C", width, 3)], U55C.memory.srl_max_bits,
     )
 
 
@@ -67,7 +60,7 @@ def random_network(seed: int) -> ProcessNetwork:
         Process(f"P{i}", int(rng.integers(1, 4)), int(rng.integers(0, 6)), firings[i], reads[i], writes[i])
         for i in range(n)
     ]
-    return ProcessNetwork(procs, streams)
+    return ProcessNetwork(procs, streams, U55C.memory.srl_max_bits)
 
 
 def reference_makespan(net: ProcessNetwork, depths: dict[str, int | None]) -> int | None:
@@ -97,7 +90,7 @@ def reference_makespan(net: ProcessNetwork, depths: dict[str, int | None]) -> in
                 cands = [prev + static - (ev[j - 1][0] if j else 0)]
                 if kind == 0:
                     for s in net.inputs(p.name):
-                        raw = raw_latency(s.width_bits, depths.get(s.name))
+                        raw = raw_latency(s.width_bits, depths.get(s.name), U55C.memory.srl_max_bits)
                         src = net.process(s.source)
                         for k in np.nonzero(p.reads[s.name] == f)[0]:
                             cands.append(event_time(src.name, int(src.writes[s.name][k]), 1))
@@ -123,7 +116,7 @@ def reference_makespan(net: ProcessNetwork, depths: dict[str, int | None]) -> in
 
 
 def test_single_process_runs_its_static_latency() -> None:
-    net = ProcessNetwork([Process("A", 3, 5, 10)], [])
+    net = ProcessNetwork([Process("A", 3, 5, 10)], [], U55C.memory.srl_max_bits)
     res = simulate(net, {})
     assert res.makespan_cycles == net.process("A").latency == 9 * 3 + 5
     assert res.stall_cycles["A"] == StallCycles(0, 0)
@@ -162,10 +155,10 @@ def test_latency_class_switch_is_the_only_non_monotonicity() -> None:
 
 
 def test_raw_latency_threshold() -> None:
-    assert raw_latency(32, SRL_FIFO_MAX_BITS // 32) == 1
-    assert raw_latency(32, SRL_FIFO_MAX_BITS // 32 + 1) == 2
-    assert raw_latency(2048, 1) == 2
-    assert raw_latency(8, None) == 2
+    assert raw_latency(32, U55C.memory.srl_max_bits // 32, U55C.memory.srl_max_bits) == 1
+    assert raw_latency(32, U55C.memory.srl_max_bits // 32 + 1, U55C.memory.srl_max_bits) == 2
+    assert raw_latency(2048, 1, U55C.memory.srl_max_bits) == 2
+    assert raw_latency(8, None, U55C.memory.srl_max_bits) == 2
 
 
 def test_release_times_delay_a_start() -> None:
@@ -192,7 +185,8 @@ def all_times(res: SimResult) -> dict[str, tuple[list[int], list[int]]]:
 def test_peak_occupancy_is_the_depth_that_never_back_pressures(seed: int) -> None:
     net = random_network(seed)
     # All-RAM widths so that a finite depth keeps the unbounded read latency.
-    wide = ProcessNetwork(net.processes, [Stream(s.name, s.source, s.target, 2048, s.tokens) for s in net.streams])
+    wide = ProcessNetwork(net.processes, [Stream(s.name, s.source, s.target, 2048, s.tokens) for s in net.streams],
+                          U55C.memory.srl_max_bits)
     base = simulate(wide, {})
     assert all_times(simulate(wide, dict(base.peak_occupancy))) == all_times(base)
     for s in wide.streams:
@@ -237,7 +231,7 @@ def test_feedback_cycle_without_initial_tokens_deadlocks_even_unbounded() -> Non
             Process("A", 1, 1, 4, reads={"B->A": seq(4)}, writes={"A->B": seq(4)}),
             Process("B", 1, 1, 4, reads={"A->B": seq(4)}, writes={"B->A": seq(4)}),
         ],
-        [Stream("A->B", "A", "B", 8, 4), Stream("B->A", "B", "A", 8, 4)],
+        [Stream("A->B", "A", "B", 8, 4), Stream("B->A", "B", "A", 8, 4)], U55C.memory.srl_max_bits,
     )
     res = simulate(net, {})
     assert [(w.process, w.stream, w.kind) for w in res.deadlock_cycle] == [
@@ -255,7 +249,7 @@ def test_token_count_mismatch_is_rejected() -> None:
     with pytest.raises(ValueError, match=r"'s': token-count mismatch.*producer 'P' writes 2 and consumer 'C' reads 3"):
         ProcessNetwork(
             [Process("P", 1, 1, 3, writes={"s": seq(2)}), Process("C", 1, 1, 3, reads={"s": seq(3)})],
-            [Stream("s", "P", "C", 8, 3)],
+            [Stream("s", "P", "C", 8, 3)], U55C.memory.srl_max_bits,
         )
 
 
@@ -282,7 +276,7 @@ def test_token_count_mismatch_is_rejected() -> None:
 )
 def test_network_validation_errors(procs: list[Process], streams: list[Stream], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        ProcessNetwork(procs, streams)
+        ProcessNetwork(procs, streams, U55C.memory.srl_max_bits)
 
 
 def test_process_validation_errors() -> None:
@@ -330,7 +324,7 @@ def test_bigger_depths_never_hurt(seed: int, data: st.DataObject) -> None:
     bigger: dict[str, int | None] = {}
     for s in net.streams:
         d = small[s.name] + data.draw(st.integers(0, 10))
-        srl_max = SRL_FIFO_MAX_BITS // s.width_bits
+        srl_max = U55C.memory.srl_max_bits // s.width_bits
         # Stay in the read-latency class: an SRL FIFO stays SRL; a RAM one may even become unbounded.
         bigger[s.name] = min(d, srl_max) if small[s.name] <= srl_max else (None if d > 15 else d)
     lo, hi = simulate(net, small), simulate(net, bigger)

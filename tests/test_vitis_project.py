@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from streamtensor import __version__
+from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
 from streamtensor.codegen.vitis.package_data import INCLUDE_DIR
 from streamtensor.codegen.vitis.parameters import write_packed_parameters
@@ -67,9 +68,9 @@ def block_graph() -> DataflowGraph:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     graph = block_graph()
-    plan = plan_hbm(memory_arguments(graph), "block_top")
+    plan = plan_hbm(memory_arguments(graph), "block_top", U55C.hbm)
     result = write_project(tmp_path, graph, "block_top", plan, {"block_top.cpp": KERNEL_SOURCE},
-                           tensors={"x_in": X_VALUES})
+                           tensors={"x_in": X_VALUES}, target=U55C)
     assert result.files == (
         "Makefile", "README.md", "hls_config.cfg", "host/block_host.cpp", "include/hls_dataflow_sim.h",
         "include/hls_stream.h", "kernel.json", "link.cfg", "params/manifest.json", "params/w.bin",
@@ -141,9 +142,9 @@ def test_make_dry_runs_show_the_vendor_command_lines(project: Path) -> None:
 
 def test_hls_config_and_clock_option(tmp_path: Path) -> None:
     graph = block_graph()
-    plan = plan_hbm(memory_arguments(graph), "block_top")
+    plan = plan_hbm(memory_arguments(graph), "block_top", U55C.hbm)
     sources = {"block_top.cpp": KERNEL_SOURCE, "gemm.cpp": "// gemm\n", "tiles.h": "// tiles\n"}
-    write_project(tmp_path, graph, "block_top", plan, sources, clock_mhz=300)
+    write_project(tmp_path, graph, "block_top", plan, sources, clock_mhz=300, target=U55C)
     lines = (tmp_path / "hls_config.cfg").read_text().splitlines()
     assert [line for line in lines if not line.startswith("#")] == [
         f"part={PART}",
@@ -164,7 +165,7 @@ def test_hls_config_and_clock_option(tmp_path: Path) -> None:
     # The graph's constants are always packed.
     assert [t["name"] for t in json.loads((tmp_path / "params/manifest.json").read_text())["tensors"]] == ["w"]
     with pytest.raises(OptionError, match=r"clock 0 MHz is outside \(0, 500\]"):
-        write_project(tmp_path, graph, "block_top", plan, sources, clock_mhz=0)
+        write_project(tmp_path, graph, "block_top", plan, sources, clock_mhz=0, target=U55C)
 
 
 def test_readme_explains_files_targets_and_csim_without_vitis(project: Path) -> None:
@@ -177,8 +178,9 @@ def test_readme_explains_files_targets_and_csim_without_vitis(project: Path) -> 
         assert f"`{name}`" in readme
     assert f"part `{PART}`, platform `{PLATFORM}`" in readme
     assert "| 0 | `x_in_0` | x_in | read | input | `HBM[0]` | 512 | 256 |" in readme
-    assert "| 1 | `x_in_1` | x_in | read | input | `HBM[2]` | 128 | 0 |" in readme
-    assert "| 2 | `w` | w | read | constant | `HBM[3]` | 64 | 32 |" in readme
+    # Both DMAs of x_in on x_in's channel: the one the timing model charged them to (share 2).
+    assert "| 1 | `x_in_1` | x_in | read | input | `HBM[0]` | 128 | 0 |" in readme
+    assert "| 2 | `w` | w | read | constant | `HBM[2]` | 64 | 32 |" in readme
     assert "| 3 | `y_out` | y_out | write | output | `HBM[1]` | 512 | 256 |" in readme
 
 
@@ -216,10 +218,10 @@ def test_manifest_is_complete_and_checksums_match(project: Path) -> None:
         "sha256": x["sha256"],
     }
     top, w = entries["x_in_1"], entries["w"]
-    assert (top["dma"], top["shape"], top["bank"], top["size"]) == ("load_x_top", [8, 8], "HBM[2]", 128)
+    assert (top["dma"], top["shape"], top["bank"], top["size"]) == ("load_x_top", [8, 8], "HBM[0]", 128)
     assert top["view"] == [{"shape": [4, 8], "slice": [[0, 4, 1], [0, 8, 1]]}]
     assert (w["shape"], w["view"], w["bank"], w["role"], w["size"]) == (
-        [2, 4], [{"shape": [8], "slice": None}], "HBM[3]", "constant", 64
+        [2, 4], [{"shape": [8], "slice": None}], "HBM[2]", "constant", 64
     )
     for entry in entries.values():
         data = (project / entry["file"]).read_bytes()
@@ -234,7 +236,7 @@ def test_manifest_is_complete_and_checksums_match(project: Path) -> None:
 def test_kernel_json_round_trips_the_plan(project: Path) -> None:
     interface = load_kernel_interface(project)
     graph = block_graph()
-    assert interface.plan == plan_hbm(memory_arguments(graph), "block_top")
+    assert interface.plan == plan_hbm(memory_arguments(graph), "block_top", U55C.hbm)
     assert (interface.clock_mhz, interface.sim_executable, interface.xclbin) == (
         250, "build/csim/block_sim", "build/block_top.hw.xclbin"
     )
@@ -248,17 +250,17 @@ def test_kernel_json_round_trips_the_plan(project: Path) -> None:
 
 def test_invalid_requests_are_rejected(tmp_path: Path) -> None:
     graph = block_graph()
-    plan = plan_hbm(memory_arguments(graph), "block_top")
+    plan = plan_hbm(memory_arguments(graph), "block_top", U55C.hbm)
     with pytest.raises(ValueError, match=r"tensor x_in has shape \(8, 8\), got an array of shape \(4, 4\)"):
-        write_packed_parameters(tmp_path, graph, {"x_in": np.zeros((4, 4), dtype=np.float32)})
+        write_packed_parameters(tmp_path, graph, {"x_in": np.zeros((4, 4), dtype=np.float32)}, plan)
     with pytest.raises(OptionError, match=r"must include block_top.cpp .*\['other.cpp'\]"):
-        write_project(tmp_path, graph, "block_top", plan, {"other.cpp": ""})
+        write_project(tmp_path, graph, "block_top", plan, {"other.cpp": ""}, target=U55C)
     with pytest.raises(OptionError, match="the HBM plan is for kernel 'block_top', not 'top2'"):
-        write_project(tmp_path, graph, "top2", plan, {"top2.cpp": ""})
+        write_project(tmp_path, graph, "top2", plan, {"top2.cpp": ""}, target=U55C)
     with pytest.raises(OptionError, match="is not a C identifier"):
-        write_project(tmp_path, graph, "block-top", plan, {"block-top.cpp": ""})
+        write_project(tmp_path, graph, "block-top", plan, {"block-top.cpp": ""}, target=U55C)
     with pytest.raises(StreamTensorError, match=r"'y_out' is not a tensor the kernel reads \(those are: w, x_in\)"):
-        write_packed_parameters(tmp_path, graph, {"y_out": np.zeros((8, 8), dtype=np.float32)})
+        write_packed_parameters(tmp_path, graph, {"y_out": np.zeros((8, 8), dtype=np.float32)}, plan)
     assert PackedLayout.of(Y).total_bytes == 512
 
 

@@ -8,6 +8,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, TARGETS, get_target
 from streamtensor.driver import CompileOptions, compile_llm_block
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.passes import PASSES, parse_ir, print_ir, run_passes
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--seq-len", type=_positive_int, default=_DEFAULTS.seq_len, help="prompt tokens (prefill)")
     comp.add_argument("--max-len", type=_positive_int, default=_DEFAULTS.max_len, help="KV-cache capacity (decode)")
     comp.add_argument("--size", choices=["tiny", "paper"], default=_DEFAULTS.size, help="built-in model geometry")
+    comp.add_argument("--target", choices=list(TARGETS), default=DEFAULT_TARGET,
+                      help="the board to build for (its resources, HBM, clock, part and platform)")
     comp.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of random weights and example inputs")
     comp.add_argument("--layer", type=int, default=_DEFAULTS.layer, help="index of the decoder layer to compile")
     comp.add_argument("--no-fuse-into-contractions", action="store_true",
@@ -96,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("--pass", dest="passes", action="append", default=[], choices=list(PASSES), metavar="NAME",
                      help=f"a pass to run, in the order given (repeatable): {', '.join(PASSES)}")
     opt.add_argument("-o", "--output", help="output file (default: standard output)")
+    opt.add_argument("--target", choices=list(TARGETS), default=DEFAULT_TARGET,
+                     help="the board whose costs the passes weigh (tiling, fusion, FIFO sizing)")
     opt.add_argument("--debug", action="store_true", help="print the traceback of an error")
     ver.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return parser
@@ -103,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _compile(args: argparse.Namespace) -> None:
     design, block = compile_llm_block(args.model, mode=args.mode, seq_len=args.seq_len, max_len=args.max_len,
-                                      size=args.size, seed=args.seed, layer=args.layer, verbose=not args.quiet,
+                                      size=args.size, target=args.target, seed=args.seed, layer=args.layer,
+                                      verbose=not args.quiet,
                                       fuse_into_contractions=not args.no_fuse_into_contractions,
                                       default_tile_size=args.default_tile_size,
                                       overall_unroll_size=args.overall_unroll_size,
@@ -121,7 +127,7 @@ def _compile(args: argparse.Namespace) -> None:
         design.write_project(args.output, *block.example_inputs(args.seed))
     out = design.save(args.output)
     report = design.report
-    print(f"compiled {report['model']} ({report['mode']}) -> {out}")
+    print(f"compiled {report['model']} ({report['mode']}) for {report['target']['board']} -> {out}")
     print("  ops: " + ", ".join(f"{k}={v}" for k, v in report["op_counts"].items() if not k.startswith("generic.")))
     nodes, tiling = report["dataflow"]["nodes"], report["tiling"]
     conv_bytes = sum(c["bytes"] for c in report["converters"])
@@ -164,7 +170,7 @@ def _opt(args: argparse.Namespace) -> None:
         text = Path(args.file).read_text()
     except (OSError, UnicodeDecodeError) as err:
         raise OptionError(f"cannot read {args.file}: {getattr(err, 'strerror', None) or err}") from None
-    result = print_ir(run_passes(parse_ir(text, args.file), args.passes))
+    result = print_ir(run_passes(parse_ir(text, args.file), args.passes, get_target(args.target)))
     if args.output is None:
         sys.stdout.write(result)
         return

@@ -27,6 +27,7 @@ from streamtensor.analysis.allocation import (
     run_allocation,
 )
 from streamtensor.analysis.memory import fusion_report, memory_report
+from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, get_target
 from streamtensor.errors import OptionError, ShapeError, StageError, StreamTensorError
 from streamtensor.frontend.block import MODES, BlockSpec, DecoderBlock
 from streamtensor.frontend.lowering import torch_to_linalg
@@ -37,6 +38,7 @@ from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, KernelNode
 from streamtensor.ir.linalg import Graph
 from streamtensor.passes import print_ir
+from streamtensor.target import Target
 from streamtensor.transforms.build_dataflow import build_dataflow
 from streamtensor.transforms.fuse_into_contractions import fuse_elementwise_into_contractions
 from streamtensor.transforms.fusion import apply_fusion
@@ -62,6 +64,8 @@ class CompileOptions:
     seq_len: int = 32
     max_len: int = 128
     size: str = "tiny"
+    # The board (``codegen.vitis.boards``): a name, or a Target (e.g. a scaled one) from the API.
+    target: str | Target = DEFAULT_TARGET
     seed: int = 0
     layer: int = 0
     verbose: bool = False
@@ -98,6 +102,7 @@ class CompileOptions:
         if not isinstance(self.tiling, TilingOptions):
             raise OptionError(f"bad tiling {self.tiling!r}: expected a TilingOptions")
         check_strategy(self.fifo_strategy)
+        get_target(self.target)
         check_latency_slack(self.fifo_latency_slack)
         check_max_fifo_depth(self.max_fifo_depth)
 
@@ -136,12 +141,17 @@ class Design:
     module: torch.nn.Module | None = field(default=None, repr=False)  # the compiled module: the eager reference
 
     @property
+    def target(self) -> Target:
+        return get_target(self.options.target)
+
+    @property
     def report(self) -> dict[str, Any]:
         report: dict[str, Any] = {
             "tool": GENERATOR,
             "model": self.model_info.get("model", self.name),
             "mode": self.options.mode,
-            "options": asdict(self.options),
+            "options": {**asdict(self.options), "target": self.target.name},
+            "target": self.target.summary(),
             "inputs": {v.name: {"shape": list(v.type.shape), "dtype": v.type.dtype,
                                 "weight": v.name in self.graph.weight_names} for v in self.graph.inputs},
             "outputs": {n: {"shape": list(v.type.shape), "dtype": v.type.dtype}
@@ -150,7 +160,7 @@ class Design:
             "stages": dict(self.stages),
         }
         if self.tiling is not None and self.dataflow is not None:
-            report.update(_dataflow_report(self.dataflow, self.tiling))
+            report.update(_dataflow_report(self.dataflow, self.tiling, self.target))
         if self.allocation is not None:
             report.update(self.allocation.report())
         report.update(self.model_info)
@@ -192,7 +202,7 @@ class Design:
         return out
 
 
-def _dataflow_report(dfg: DataflowGraph, tiling: Tiling) -> dict[str, Any]:
+def _dataflow_report(dfg: DataflowGraph, tiling: Tiling, target: Target) -> dict[str, Any]:
     """The tiling, kernels, converters, fusion and memory parts of the report."""
     kinds: dict[str, int] = {}
     for node in dfg.nodes.values():
@@ -231,8 +241,8 @@ def _dataflow_report(dfg: DataflowGraph, tiling: Tiling) -> dict[str, Any]:
         "dataflow": {"nodes": dict(sorted(kinds.items())), "streams": len(dfg.streams)},
         "kernels": kernels,
         "converters": converters,
-        "memory": memory_report(dfg),
-        "fusion": fusion_report(dfg),
+        "memory": memory_report(dfg, target),
+        "fusion": fusion_report(dfg, target),
     }
 
 
@@ -292,11 +302,12 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
     split = progress.run("split_slices", lambda: split_sliced_results(cast_free))
     graph = (progress.run("fuse_into_contractions", lambda: fuse_elementwise_into_contractions(split))
              if opts.fuse_into_contractions else split)
-    tiling = progress.run("tiling", lambda: tile_graph(graph, opts.tiling))
+    target = get_target(opts.target)
+    tiling = progress.run("tiling", lambda: tile_graph(graph, target, opts.tiling))
     dataflow = progress.run("dataflow", lambda: build_dataflow(graph, tiling))
     progress.run("replay", lambda: replay_forked_accumulators(dataflow))
-    progress.run("fusion", lambda: apply_fusion(dataflow))
-    allocation = (run_allocation(dataflow, opts.fifo_strategy, progress.run, opts.fifo_latency_slack,
+    progress.run("fusion", lambda: apply_fusion(dataflow, target.onchip_bytes))
+    allocation = (run_allocation(dataflow, target, opts.fifo_strategy, progress.run, opts.fifo_latency_slack,
                                  opts.max_fifo_depth, opts.allow_deadlock, opts.allow_unfit)
                   if opts.size_fifos else None)
     outs = output_names or [f"out{i}" for i in range(len(graph.outputs))]

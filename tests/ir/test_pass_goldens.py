@@ -13,6 +13,7 @@ import pytest
 from ir_files import IR_DIR, printed
 
 from streamtensor.cli import main
+from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.passes import PASSES, parse_ir, print_ir, run_passes
 
 UPDATE = os.environ.get("STREAMTENSOR_UPDATE_GOLDENS") == "1"
@@ -22,7 +23,7 @@ UPDATE = os.environ.get("STREAMTENSOR_UPDATE_GOLDENS") == "1"
 def test_pass_golden(name: str, tmp_path: Path) -> None:
     source = IR_DIR / name / "input.mlir"
     expected = IR_DIR / name / "expected.mlir"
-    result = run_passes(parse_ir(source.read_text(), str(source)), [name])
+    result = run_passes(parse_ir(source.read_text(), str(source)), [name], U55C)
     if UPDATE:
         expected.write_text(printed(result))
     assert printed(result) == expected.read_text()
@@ -36,5 +37,5 @@ def test_pass_golden(name: str, tmp_path: Path) -> None:
 
 def test_passes_run_in_the_order_given() -> None:
     source = IR_DIR / "build-dataflow" / "input.mlir"
-    result = run_passes(parse_ir(source.read_text()), ["build-dataflow", "fusion", "size-fifos"])
+    result = run_passes(parse_ir(source.read_text()), ["build-dataflow", "fusion", "size-fifos"], U55C)
     assert printed(result) == (IR_DIR / "size-fifos" / "expected.mlir").read_text()

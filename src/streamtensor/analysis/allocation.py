@@ -31,7 +31,9 @@ from typing import Any, TypeVar
 
 from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError
 from streamtensor.ir.dataflow import DataflowGraph
+from streamtensor.target import Target
 
+from .annotate import annotate_memory, annotate_slrs, annotate_timing
 from .fifo_lp import FifoSizing, Strategy
 from .fifo_search import size_fifos_lp
 from .memory import node_groups
@@ -99,9 +101,9 @@ class AllocationResult:
 
     @property
     def single_slr(self) -> bool:
-        """The whole kernel (every group) fits one SLR's share of the device budget."""
+        """The whole kernel (every group) fits one die (the smallest)."""
         res = self.resources
-        return res is not None and all(getattr(res, r) <= getattr(res.budget, r) / res.budget.slrs
+        return res is not None and all(getattr(res, r) <= getattr(res.die, r)
                                        for r in RESOURCES)
 
     def report(self) -> dict[str, Any]:
@@ -185,7 +187,7 @@ def check_latency_slack(slack: float) -> float:
     return float(slack)
 
 
-def size_fifos(graph: DataflowGraph, strategy: str = "normal", latency_slack: float = 0.0,
+def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", latency_slack: float = 0.0,
                max_fifo_depth: int = 0) -> AllocationResult:
     """Sub-step 1: process networks, LP depths (each capped at ``max_fifo_depth`` unless 0), ``Stream.depth``
     of every stream set (module docstring)."""
@@ -197,7 +199,7 @@ def size_fifos(graph: DataflowGraph, strategy: str = "normal", latency_slack: fl
     allocs: list[GroupAllocation] = []
     timings: dict[str, NodeTiming] = {}
     for g in range(count):
-        net = build_process_network(graph, g)
+        net = build_process_network(graph, target, g)
         sizing = size_fifos_lp(net, strat, LP_TIME_LIMIT_S, schedule="demand", latency_slack=slack)
         if cap:
             sizing.depths = {s: min(d, cap) for s, d in sizing.depths.items()}
@@ -205,8 +207,10 @@ def size_fifos(graph: DataflowGraph, strategy: str = "normal", latency_slack: fl
         timings.update(node_timings(net))
     for s in graph.streams.values():
         s.depth = max(a.sizing.depths[s.name] for a in allocs if s.name in a.sizing.depths)
+    annotate_timing(graph, [a.network for a in allocs], target)
+    annotate_memory(graph, target)
     fifos = [FifoReport(s.name, s.source, s.target, s.width_bits, a.sizing.depths[s.name],
-                        memory_kind(s.width_bits, a.sizing.depths[s.name]), a.group)
+                        memory_kind(s.width_bits, a.sizing.depths[s.name], target.memory), a.group)
              for a in allocs for s in a.network.streams]
     return AllocationResult(strategy, slack, allocs, timings, fifos)
 
@@ -237,19 +241,21 @@ def simulate_allocation(result: AllocationResult, allow_deadlock: bool = False) 
                 "--max-fifo-depth, or pass --allow-deadlock to write the design anyway)"))
 
 
-def estimate_allocation(graph: DataflowGraph, result: AllocationResult, allow_unfit: bool = False) -> None:
+def estimate_allocation(graph: DataflowGraph, target: Target, result: AllocationResult, allow_unfit: bool = False
+                        ) -> None:
     """Sub-step 3: resources of the graph with its sized FIFOs; a group over the device budget is an error."""
-    res = result.resources = estimate_resources(graph)
+    res = result.resources = estimate_resources(graph, target)
     if not res.fits:
         excess = {g: [f"{r} {use[r]} of {getattr(res.budget, r)}" for r in RESOURCES if use[r] > getattr(res.budget, r)]
                   for g, use in enumerate(res.groups)}
         over = "; ".join(f"fusion group {g} needs {', '.join(e)}" for g, e in excess.items() if e)
         _overridden(result, "allow_unfit", allow_unfit, ResourceBudgetError(
-            f"the design does not fit {res.budget.name}: {over} (lower --overall-unroll-size or the tile sizes, "
-            "or pass --allow-unfit to write it anyway)"))
+            f"the design does not fit the {target.board} ({target.name}): {over} (lower --overall-unroll-size or "
+            "the tile sizes, or pass --allow-unfit to write it anyway)"))
 
 
-def place_allocation(graph: DataflowGraph, result: AllocationResult, allow_unfit: bool = False) -> None:
+def place_allocation(graph: DataflowGraph, target: Target, result: AllocationResult, allow_unfit: bool = False
+                     ) -> None:
     """Sub-step 4: SLR placement of every group (none for a design over budget: nothing to place)."""
     if result.resources is None or not result.resources.fits:
         return
@@ -258,8 +264,9 @@ def place_allocation(graph: DataflowGraph, result: AllocationResult, allow_unfit
         members = [n for n, g in groups.items() if g == a.group]
         try:
             result.placements[a.group] = partition_slrs(graph, result.resources, nodes=members,
-                                                        budget=result.resources.budget,
+                                                        target=target,
                                                         time_limit_s=SLR_TIME_LIMIT_S)
+            annotate_slrs(graph, result.placements[a.group].assignment)
         except SlrPartitionError as err:  # a budget error, like the device's: the same override applies
             _overridden(result, "allow_unfit", allow_unfit, ResourceBudgetError(
                 f"fusion group {a.group} has no SLR placement: {err} (lower --overall-unroll-size or the tile "
@@ -275,7 +282,8 @@ def _timed(seconds: dict[str, float]) -> StageRunner:
     return run
 
 
-def run_allocation(graph: DataflowGraph, strategy: str = "normal", run_stage: StageRunner | None = None,
+def run_allocation(graph: DataflowGraph, target: Target, strategy: str = "normal",
+                   run_stage: StageRunner | None = None,
                    latency_slack: float = 0.0, max_fifo_depth: int = 0, allow_deadlock: bool = False,
                    allow_unfit: bool = False) -> AllocationResult:
     """All four sub-steps in order; ``run_stage(name, fn)`` runs each (the driver passes its progress).
@@ -287,15 +295,15 @@ def run_allocation(graph: DataflowGraph, strategy: str = "normal", run_stage: St
     def stage(name: str, fn: Callable[[], T]) -> T:
         return timed(name, fn) if run_stage is None else run_stage(name, lambda: timed(name, fn))
 
-    result = stage("allocation.fifo_lp", lambda: size_fifos(graph, strategy, latency_slack, max_fifo_depth))
+    result = stage("allocation.fifo_lp", lambda: size_fifos(graph, target, strategy, latency_slack, max_fifo_depth))
     result.seconds = seconds  # later stages keep filling it
     stage("allocation.simulate", lambda: simulate_allocation(result, allow_deadlock))
-    stage("allocation.resources", lambda: estimate_allocation(graph, result, allow_unfit))
-    stage("allocation.slr", lambda: place_allocation(graph, result, allow_unfit))
+    stage("allocation.resources", lambda: estimate_allocation(graph, target, result, allow_unfit))
+    stage("allocation.slr", lambda: place_allocation(graph, target, result, allow_unfit))
     return result
 
 
-def allocate_resources(graph: DataflowGraph, strategy: str = "normal", latency_slack: float = 0.0
+def allocate_resources(graph: DataflowGraph, target: Target, strategy: str = "normal", latency_slack: float = 0.0
                        ) -> AllocationResult:
     """Resource allocation of ``graph`` (module docstring): sets every ``Stream.depth`` and returns the result."""
-    return run_allocation(graph, strategy, latency_slack=latency_slack)
+    return run_allocation(graph, target, strategy, latency_slack=latency_slack)

@@ -9,8 +9,9 @@ own trace legal. On a stream e = (u -> v), token k is written at ``W_k + x_u`` a
   ``bound_e = D_u + raw_e + skew_e`` where ``D_u`` is u's initial delay in the profile (first write after its
   start: the paper's ``delay >= D_u``), ``raw_e`` the FIFO read latency and ``skew_e`` the rest (negative when
   v reads this stream late, positive when u starts writing it late). Longest paths give ``delay02 >= D0 + D1``.
-  raw_e depends on the depth being solved for: it starts at 1 wherever ``width_e <= 1024`` and is raised to 2
-  (then the LP re-solved) for each FIFO whose solved depth turns out wider than 1024 bits; latencies only
+  raw_e depends on the depth being solved for: it starts at 1 wherever ``width_e`` is at most the SRL limit
+  (``ProcessNetwork.srl_max_bits``) and is raised to 2 (then the LP re-solved) for each FIFO whose solved depth
+  turns out wider than that; latencies only
   rise, so this ends after at most one re-solve per stream, with every assumed latency >= the simulator's.
 * exact depth at delay ``d = x_v - x_u``, in the simulator's convention (a token occupies the FIFO from its
   write cycle through its read cycle): ``depth_e(d) = max_k (k + 1 - #{j : R_j + d < W_k})``. For uniform
@@ -314,11 +315,13 @@ def _solve(model: _Model, strategy: Strategy, time_limit_s: float) -> FifoSizing
 
 def solve_profiles(net: ProcessNetwork, profiles: dict[str, FiringTimes], strategy: Strategy,
                    time_limit_s: float, latency_cap: int | None = None) -> FifoSizing:
-    """Solve, raising raw_e to 2 for FIFOs that came out wider than 1024 bits, until the latencies hold."""
-    raws = [raw_latency(s.width_bits, 1) for s in net.streams]  # 1 where a depth-1 FIFO is a shift register
+    """Solve, raising raw_e to 2 for FIFOs that came out wider than the SRL limit, until the latencies hold."""
+    # 1 where a depth-1 FIFO is a shift register
+    raws = [raw_latency(s.width_bits, 1, net.srl_max_bits) for s in net.streams]
     while True:
         result = _solve(_Model(net, profiles, raws, latency_cap), strategy, time_limit_s)
-        wrong = [i for i, s in enumerate(net.streams) if raws[i] < raw_latency(s.width_bits, result.depths[s.name])]
+        wrong = [i for i, s in enumerate(net.streams)
+                 if raws[i] < raw_latency(s.width_bits, result.depths[s.name], net.srl_max_bits)]
         if not wrong:
             return result
         for i in wrong:

@@ -73,7 +73,7 @@ def mirrored(net: ProcessNetwork) -> ProcessNetwork:
         for p in net.processes
     ]
     streams = [Stream(s.name, s.target, s.source, s.width_bits, s.tokens) for s in net.streams]
-    return ProcessNetwork(processes, streams)
+    return ProcessNetwork(processes, streams, net.srl_max_bits)
 
 
 def latest_firing_times(net: ProcessNetwork, depths: dict[str, int] | None = None) -> dict[str, FiringTimes]:
@@ -117,7 +117,7 @@ def forwarders_eager(net: ProcessNetwork, profiles: dict[str, FiringTimes]) -> d
         ready = np.full(p.num_firings, np.iinfo(np.int64).min // 4, dtype=np.int64)
         for s in net.inputs(name):
             src = net.process(s.source)
-            readable = out[src.name].complete[src.writes[s.name]] + raw_latency(s.width_bits, 1)
+            readable = out[src.name].complete[src.writes[s.name]] + raw_latency(s.width_bits, 1, net.srl_max_bits)
             np.maximum.at(ready, p.reads[s.name], readable)
         trace = process_trace(p)
         dep = np.where(trace.is_write, ready.min(), ready[trace.firing])

@@ -64,9 +64,9 @@ from streamtensor.ir.dataflow import (
     Stream,
 )
 from streamtensor.ir.dtypes import DTYPE_BITS
+from streamtensor.target import Target
 
 FIFO_DEFAULT_DEPTH = 2  # tokens; hls::stream's default depth, used until FIFO sizing sets stream.depth
-DMA_WORD_BITS = 512  # HBM AXI word width on the U55C (spec §3)
 
 # Nodes that forward (a reordering or a part of) their input data without computing on it.
 _TRANSPARENT = (ForkNode, ConverterNode, ReassociateNode, ChunkNode, ConcatNode)
@@ -161,13 +161,13 @@ def _kernel_buffers(graph: DataflowGraph, node: KernelNode, group: int, external
     return out
 
 
-def _dma_buffer(name: str, owner: str, token_bits: int, group: int) -> Buffer:
-    words = _ceil_div(token_bits, DMA_WORD_BITS)
-    return Buffer(name, owner, "dma", DMA_WORD_BITS, words, 2, 2 * token_bits, group)
+def _dma_buffer(name: str, owner: str, token_bits: int, group: int, word_bits: int) -> Buffer:
+    words = _ceil_div(token_bits, word_bits)
+    return Buffer(name, owner, "dma", word_bits, words, 2, 2 * token_bits, group)
 
 
-def _node_buffers(graph: DataflowGraph, node: Node, group: int, absorbed: set[str], external: set[str]
-                  ) -> list[Buffer]:
+def _node_buffers(graph: DataflowGraph, node: Node, group: int, absorbed: set[str], external: set[str],
+                  word_bits: int) -> list[Buffer]:
     if isinstance(node, KernelNode):
         return _kernel_buffers(graph, node, group, external)
     input_stream = bool(node.inputs) and node.inputs[0] in external
@@ -188,7 +188,7 @@ def _node_buffers(graph: DataflowGraph, node: Node, group: int, absorbed: set[st
         return [Buffer(f"{node.name}.token", node.name, "reassociate", width, 1, 1, width, group, input_stream)]
     if isinstance(node, DmaNode):
         port = node.outputs[0] if node.direction == "read" else node.inputs[0]
-        return [_dma_buffer(f"{node.name}.pingpong", node.name, graph.streams[port].type.token_bits, group)]
+        return [_dma_buffer(f"{node.name}.pingpong", node.name, graph.streams[port].type.token_bits, group, word_bits)]
     if isinstance(node, ForkNode | ChunkNode | ConcatNode):
         return []  # forward tokens from FIFO to FIFO: no storage of their own
     raise ValueError(f"no memory model for node {node.name} of kind {node.kind}")
@@ -200,22 +200,24 @@ def _fifo(stream: Stream, group: int, input_stream: bool) -> Buffer:
     return Buffer(f"{stream.name}.fifo", stream.target, "fifo", bits, depth, 1, bits * depth, group, input_stream)
 
 
-def onchip_buffers(graph: DataflowGraph) -> list[Buffer]:
-    """Every on-chip memory of the fused design (see the module docstring), nodes in topological order."""
+def onchip_buffers(graph: DataflowGraph, target: Target) -> list[Buffer]:
+    """Every on-chip memory of the fused design (see the module docstring), nodes in topological order; DMA
+    buffers hold whole words of the target's m_axi ports."""
+    word_bits = target.axi_word_bits
     group = node_groups(graph)
     absorbed = set(absorbed_converters(graph))
     external = external_input_streams(graph)
     out: list[Buffer] = []
     for name in graph.topological_order():
-        out.extend(_node_buffers(graph, graph.nodes[name], group[name], absorbed, external))
+        out.extend(_node_buffers(graph, graph.nodes[name], group[name], absorbed, external, word_bits))
     for s in graph.streams.values():
         gs, gt = group[s.source], group[s.target]
         if gs == gt:
             out.append(_fifo(s, gs, s.name in external))
         else:
             pushed = graph.streams[graph.nodes[s.target].outputs[0]].type if s.target in absorbed else s.type
-            out.append(_dma_buffer(f"{s.name}.dma_write", s.source, s.type.token_bits, gs))
-            out.append(_dma_buffer(f"{s.name}.dma_read", s.target, pushed.token_bits, gt))
+            out.append(_dma_buffer(f"{s.name}.dma_write", s.source, s.type.token_bits, gs, word_bits))
+            out.append(_dma_buffer(f"{s.name}.dma_read", s.target, pushed.token_bits, gt, word_bits))
     return out
 
 
@@ -248,13 +250,13 @@ def unfused_intermediates(graph: DataflowGraph) -> dict[str, int]:
     return out
 
 
-def memory_report(graph: DataflowGraph) -> dict:
+def memory_report(graph: DataflowGraph, target: Target) -> dict:
     """Unfused vs fused on-chip memory for intermediate results, in bytes, with the fused breakdown
     (``converter_bytes + kernel_local_bytes + fifo_bytes``); ``input_stream_bytes``: the on-chip buffers of
     data streamed in from external memory, outside the ratio (see the module docstring).
 
     ``fused_to_unfused`` is None for a graph without intermediate tensors (nothing to compare against)."""
-    buffers = onchip_buffers(graph)
+    buffers = onchip_buffers(graph, target)
 
     def total(*kinds: str, input_stream: bool = False) -> int:
         return sum(b.bytes for b in buffers if b.kind in kinds and b.input_stream == input_stream)
@@ -298,13 +300,13 @@ def converter_report(graph: DataflowGraph) -> list[dict]:
     return out
 
 
-def fusion_report(graph: DataflowGraph) -> dict:
+def fusion_report(graph: DataflowGraph, target: Target) -> dict:
     """Per fusion group: members, kernels, on-chip bytes and the streams entering / leaving it through
     external memory; plus the external-memory traffic of one run (bytes streamed over crossing streams)."""
     group = node_groups(graph)
     order = graph.topological_order()
     count = max(group.values(), default=-1) + 1
-    buffers = onchip_buffers(graph)
+    buffers = onchip_buffers(graph, target)
     crossing = crossing_streams(graph)
     groups = []
     for g in range(count):

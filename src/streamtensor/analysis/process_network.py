@@ -113,10 +113,12 @@ class Process:
 
 @dataclass
 class ProcessNetwork:
-    """Processes and the streams between them; validated on construction and immutable afterwards."""
+    """Processes and the streams between them; validated on construction and immutable afterwards.
+    ``srl_max_bits``: FIFOs of at most this many bits are shift registers (the target's; 1-cycle reads)."""
 
     processes: Sequence[Process]
     streams: Sequence[Stream]
+    srl_max_bits: int
     _proc: dict[str, Process] = field(init=False, repr=False)
     _stream: dict[str, Stream] = field(init=False, repr=False)
 

@@ -48,8 +48,11 @@ widened int8 product is still an 8x8 multiply): ``w <= 8``: 0.5 DSP (two int8 MA
 packing, target spec §1), ``<= 18``: 1 (one 27x18 multiplier), ``<= 32``: 3 (Vitis ``mul_32s_32s_32``),
 ``<= 64``: 10; plus 20 LUTs of glue. Integer division/remainder: 0 DSP, ``w^2`` LUTs (array divider). Other
 integer ops (add, sub, compare, select, logic, min/max): ``w`` LUTs. Casts, constants and ``linalg.index``: free.
-f64 floating point has its own table (``_F64_OP_COST``: add/sub 3 DSP 700 LUT, mul 10 DSP 200 LUT, div 3200
-LUT, sqrt 1800 LUT, exp 26 DSP, log 27 DSP); ops it does not list are charged the f32 figures.
+f64 floating point has its own table (``OperatorLibrary.double_cost``: add/sub 3 DSP 700 LUT, mul 10 DSP 200
+LUT, div 3200 LUT, sqrt 1800 LUT, exp 26 DSP, log 27 DSP); ops it does not list are charged the f32 figures.
+
+Every figure here is the target's (``Target.ops``, ``Target.memory``); the numbers quoted are those of the
+UltraScale+ HBM boards (``codegen/vitis/boards/ultrascale_plus.py``).
 
 **LUT** per node = base cost of its kind (control: loop counters, FSM, stream handshakes, address generation)
 + ``lanes x`` the per-op LUTs (kernels) + the LUTRAM of the buffers it owns + 30 LUTs of control per FIFO it
@@ -72,58 +75,11 @@ from streamtensor.errors import UnsupportedOpError
 from streamtensor.ir.dataflow import DataflowGraph, KernelNode, Node
 from streamtensor.ir.dtypes import DTYPE_BITS
 from streamtensor.ir.linalg import ScalarBody, ScalarOp
+from streamtensor.target import RESOURCES, MemoryPrimitives, OperatorLibrary, SlrBudget, Target
 
 from .memory import Buffer, crossing_streams, node_groups, onchip_buffers
 
-
-@dataclass(frozen=True)
-class DeviceBudget:
-    name: str
-    dsp: int
-    bram36: int
-    uram: int
-    lut: int
-    slrs: int
-
-
-# AMD Alveo U55C (target spec §1): xcu55c-fsvh2892-2L-e, 3 SLRs, HBM on SLR0.
-U55C = DeviceBudget("xcu55c-fsvh2892-2L-e", dsp=9_024, bram36=2_016, uram=960, lut=1_303_680, slrs=3)
-RESOURCES = ("dsp", "bram36", "uram", "lut")
-
-BRAM36_BITS = 36 * 1024
-URAM_BITS = 288 * 1024
-BRAM36_ASPECTS = ((1, 32768), (2, 16384), (4, 8192), (9, 4096), (18, 2048), (36, 1024), (72, 512))
-URAM_WIDTH, URAM_DEPTH = 72, 4096
-LUTRAM_MAX_BITS = 1024  # Vitis HLS auto_srl_max_bits default
-LUTRAM_MAX_DEPTH = 32  # SRLC32E: 32 words per LUT per bit
-URAM_MIN_BITS = URAM_BITS  # a memory at least one URAM block large ...
-URAM_MIN_DEPTH = URAM_DEPTH // 2  # ... and deep enough to use half of its words
-
-_BASE_LUT = {"kernel": 500, "itensor_converter": 400, "itensor_reassociate": 100, "itensor_chunk": 150,
-             "itensor_concat": 150, "dma_read": 2000, "dma_write": 2000}
-_FORK_LUT_PER_OUTPUT = 40
-_DMA_ENGINE_LUT = 2000  # implicit DMA at each end of a stream that crosses fusion groups
-_FIFO_CONTROL_LUT = 30
-
-# (DSP48E2, LUT) per lane of one scalar op; see the module docstring for sources.
-_OP_COST: dict[str, tuple[float, int]] = {
-    "arith.addf": (2, 230), "arith.subf": (2, 230), "arith.mulf": (3, 80), "arith.divf": (0, 800),
-    "math.sqrt": (0, 500), "math.rsqrt": (4, 400), "math.exp": (7, 800), "math.log": (12, 900),
-    "math.sin": (8, 1500), "math.cos": (8, 1500), "arith.maximumf": (0, 70), "arith.minimumf": (0, 70),
-    "arith.maxnumf": (0, 70), "arith.minnumf": (0, 70), "arith.cmpf": (0, 70), "arith.remf": (0, 1000),
-    "arith.negf": (0, 0), "math.absf": (0, 0), "arith.sitofp": (0, 200), "arith.uitofp": (0, 200),
-    "arith.fptosi": (0, 200), "arith.extf": (0, 50), "arith.truncf": (0, 50),
-}
-# Double-precision cores (typical Vitis HLS f64 cores at 250 MHz, full-DSP variants): about three times the
-# single-precision DSPs for add/mul (wider mantissa multipliers), fabric dividers and square roots several
-# times larger. Ops not listed take the f32 figures (comparisons, sign wiring, conversions are cheap either way).
-_F64_OP_COST: dict[str, tuple[float, int]] = {
-    "arith.addf": (3, 700), "arith.subf": (3, 700), "arith.mulf": (10, 200), "arith.divf": (0, 3200),
-    "math.sqrt": (0, 1800), "math.rsqrt": (10, 2000), "math.exp": (26, 2000), "math.log": (27, 2500),
-    "arith.maximumf": (0, 150), "arith.minimumf": (0, 150), "arith.maxnumf": (0, 150), "arith.minnumf": (0, 150),
-    "arith.cmpf": (0, 150), "arith.extf": (0, 100), "arith.truncf": (0, 100),
-}
-# Composite functions as counts of the primitive cores above.
+# Composite functions as counts of primitive cores (a property of the function, not of the device).
 _COMPOSITES: dict[str, dict[str, int]] = {
     "math.tanh": {"math.exp": 1, "arith.mulf": 1, "arith.addf": 2, "arith.divf": 1},
     "math.erf": {"arith.mulf": 8, "arith.addf": 6, "math.exp": 1, "arith.divf": 1},
@@ -131,8 +87,6 @@ _COMPOSITES: dict[str, dict[str, int]] = {
 }
 _FREE_OPS = {"arith.constant", "linalg.index", "arith.extsi", "arith.extui", "arith.trunci",
              "arith.index_cast"}
-_INT_MUL_DSP = ((8, 0.5), (18, 1.0), (32, 3.0), (64, 10.0))  # (max operand bits, DSPs)
-_INT_MUL_LUT = 20
 
 
 @dataclass(frozen=True)
@@ -163,7 +117,8 @@ class ResourceReport:
     bram36: int
     uram: int
     lut: int
-    budget: DeviceBudget
+    budget: SlrBudget  # the whole device's
+    die: SlrBudget  # the smallest die's
     fits: bool
     overflow: list[str]  # resources some fusion group exceeds, in RESOURCES order
     nodes: dict[str, NodeResources]
@@ -175,37 +130,37 @@ class ResourceReport:
         return {r: getattr(self, r) / getattr(self.budget, r) for r in RESOURCES}
 
 
-def bram36_blocks(width: int, depth: int) -> int:
+def bram36_blocks(width: int, depth: int, memory: MemoryPrimitives) -> int:
     """BRAM36 blocks for one ``width x depth`` memory: best aspect ratio (see the module docstring)."""
-    return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in BRAM36_ASPECTS)
+    return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in memory.bram36_aspects)
 
 
-def uram_blocks(width: int, depth: int) -> int:
-    return math.ceil(width / URAM_WIDTH) * math.ceil(depth / URAM_DEPTH)
+def uram_blocks(width: int, depth: int, memory: MemoryPrimitives) -> int:
+    return math.ceil(width / memory.uram_width) * math.ceil(depth / memory.uram_depth)
 
 
-def lutram_luts(width: int, depth: int) -> int:
-    return width * math.ceil(depth / LUTRAM_MAX_DEPTH)
+def lutram_luts(width: int, depth: int, memory: MemoryPrimitives) -> int:
+    return width * math.ceil(depth / memory.lutram_max_depth)
 
 
-def memory_kind(width: int, depth: int) -> str:
+def memory_kind(width: int, depth: int, memory: MemoryPrimitives) -> str:
     """LUTRAM, BRAM or URAM for one bank, by the size thresholds of the module docstring."""
     bits = width * depth
-    if bits <= LUTRAM_MAX_BITS or depth <= LUTRAM_MAX_DEPTH:
+    if bits <= memory.srl_max_bits or depth <= memory.lutram_max_depth:
         return "lutram"
-    if bits >= URAM_MIN_BITS and depth >= URAM_MIN_DEPTH:
+    if bits >= memory.uram_bits and depth >= memory.uram_depth // 2:  # one block, half its words used
         return "uram"
     return "bram"
 
 
-def allocate(buffer: Buffer) -> Allocation:
-    kind = memory_kind(buffer.width_bits, buffer.depth)
+def allocate(buffer: Buffer, memory: MemoryPrimitives) -> Allocation:
+    kind = memory_kind(buffer.width_bits, buffer.depth, memory)
     w, d, n = buffer.width_bits, buffer.depth, buffer.banks
     if kind == "lutram":
-        return Allocation(buffer, kind, 0, 0, n * lutram_luts(w, d))
+        return Allocation(buffer, kind, 0, 0, n * lutram_luts(w, d, memory))
     if kind == "uram":
-        return Allocation(buffer, kind, 0, n * uram_blocks(w, d), 0)
-    return Allocation(buffer, kind, n * bram36_blocks(w, d), 0, 0)
+        return Allocation(buffer, kind, 0, n * uram_blocks(w, d, memory), 0)
+    return Allocation(buffer, kind, n * bram36_blocks(w, d, memory), 0, 0)
 
 
 def _value_bits(body: ScalarBody) -> dict[str, int]:
@@ -217,12 +172,13 @@ def _value_bits(body: ScalarBody) -> dict[str, int]:
     return bits
 
 
-def scalar_op_cost(op: ScalarOp, bits: dict[str, int], constants: dict[str, object]) -> tuple[float, int]:
+def scalar_op_cost(op: ScalarOp, bits: dict[str, int], constants: dict[str, object],
+                   ops: OperatorLibrary) -> tuple[float, int]:
     """(DSP, LUT) of one lane of ``op``; ``bits`` from ``_value_bits``, ``constants`` the body's constants."""
     name = op.name
     if name in _FREE_OPS:
         return 0.0, 0
-    table = {**_OP_COST, **_F64_OP_COST} if op.dtype == "f64" else _OP_COST
+    table = {**ops.float_cost, **ops.double_cost} if op.dtype == "f64" else ops.float_cost
     if name in table:
         return table[name]
     if name in _COMPOSITES:
@@ -237,60 +193,62 @@ def scalar_op_cost(op: ScalarOp, bits: dict[str, int], constants: dict[str, obje
         raise UnsupportedOpError(name, name.split(".")[0], "the resource model has no figures for it")
     width = max((bits[o] for o in op.operands if o in bits), default=DTYPE_BITS[op.dtype])
     if name == "arith.muli":
-        return next(dsp for limit, dsp in _INT_MUL_DSP if width <= limit), _INT_MUL_LUT
+        return next(dsp for limit, dsp in ops.int_mul_dsp if width <= limit), ops.int_mul_lut
     if name in ("arith.divsi", "arith.divui", "arith.remsi", "arith.remui"):
         return 0.0, width * width
     return 0.0, width
 
 
-def lane_cost(body: ScalarBody) -> tuple[float, int]:
+def lane_cost(body: ScalarBody, ops: OperatorLibrary) -> tuple[float, int]:
     """(DSP, LUT) of one lane of a kernel's datapath: the per-op costs of its scalar body."""
     bits = _value_bits(body)
     constants = {op.result: op.attr("value") for op in body.ops if op.name == "arith.constant"}
-    costs = [scalar_op_cost(op, bits, constants) for op in body.ops]
+    costs = [scalar_op_cost(op, bits, constants, ops) for op in body.ops]
     return sum(c[0] for c in costs), sum(c[1] for c in costs)
 
 
-def kernel_compute(node: KernelNode) -> tuple[int, int]:
+def kernel_compute(node: KernelNode, ops: OperatorLibrary) -> tuple[int, int]:
     """(DSP, LUT) of a kernel's datapath: lanes x the per-op costs of its body (no base, no memories)."""
-    dsp, lut = lane_cost(node.op.body)
+    dsp, lut = lane_cost(node.op.body, ops)
     lanes = math.prod(lt.unroll for lt in node.loops)
     return math.ceil(lanes * dsp), lanes * lut
 
 
-def _base_lut(node: Node) -> int:
+def _base_lut(node: Node, ops: OperatorLibrary) -> int:
     if node.kind == "itensor_fork":
-        return _FORK_LUT_PER_OUTPUT * len(node.outputs)
-    if node.kind not in _BASE_LUT:
+        return ops.fork_lut_per_output * len(node.outputs)
+    if node.kind not in ops.base_lut:
         raise ValueError(f"no resource model for node {node.name} of kind {node.kind}")
-    return _BASE_LUT[node.kind]
+    return ops.base_lut[node.kind]
 
 
-def estimate_resources(graph: DataflowGraph, budget: DeviceBudget = U55C) -> ResourceReport:
+def estimate_resources(graph: DataflowGraph, target: Target) -> ResourceReport:
     """Allocate every buffer and estimate DSP / BRAM36 / URAM / LUT per node, per fusion group and in total."""
+    ops, budget = target.ops, target.totals
     group = node_groups(graph)
     nodes: dict[str, NodeResources] = {}
     for name in graph.topological_order():
         node = graph.nodes[name]
-        res = NodeResources(name, node.kind, group[name], lut=_base_lut(node))
+        res = NodeResources(name, node.kind, group[name], lut=_base_lut(node, ops))
         if isinstance(node, KernelNode):
-            dsp, lut = kernel_compute(node)
+            dsp, lut = kernel_compute(node, ops)
             res.dsp += dsp
             res.lut += lut
         nodes[name] = res
     for s in crossing_streams(graph):
-        nodes[graph.streams[s].source].lut += _DMA_ENGINE_LUT
-        nodes[graph.streams[s].target].lut += _DMA_ENGINE_LUT
-    allocations = [allocate(b) for b in onchip_buffers(graph)]
+        nodes[graph.streams[s].source].lut += ops.dma_engine_lut
+        nodes[graph.streams[s].target].lut += ops.dma_engine_lut
+    allocations = [allocate(b, target.memory) for b in onchip_buffers(graph, target)]
     for a in allocations:
         res = nodes[a.buffer.owner]
         res.bram36 += a.bram36
         res.uram += a.uram
-        res.lut += a.lut + (_FIFO_CONTROL_LUT if a.buffer.kind == "fifo" else 0)
+        res.lut += a.lut + (ops.fifo_control_lut if a.buffer.kind == "fifo" else 0)
     count = max(group.values(), default=-1) + 1
     groups = [{r: sum(getattr(n, r) for n in nodes.values() if n.group == g) for r in RESOURCES}
               for g in range(count)]
     overflow = [r for r in RESOURCES if any(g[r] > getattr(budget, r) for g in groups)]
     totals = {r: sum(getattr(n, r) for n in nodes.values()) for r in RESOURCES}
-    return ResourceReport(**totals, budget=budget, fits=not overflow, overflow=overflow, nodes=nodes,
+    die = SlrBudget(*(min(getattr(s, r) for s in target.slrs) for r in RESOURCES))
+    return ResourceReport(**totals, budget=budget, die=die, fits=not overflow, overflow=overflow, nodes=nodes,
                           allocations=allocations, groups=groups)

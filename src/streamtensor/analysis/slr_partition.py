@@ -8,19 +8,20 @@ node's SLR index; ``h_e >= 0`` per stream; ``t_r >= 0`` per resource.
   ``h_e >= p_u - p_v`` and ``h_e >= p_v - p_u``; minimization makes ``h_e = |p_u - p_v|``. Cost
   ``sum_e token_bits_e * h_e`` (``crossing_bits``); it is the plain "bits on streams whose ends differ"
   whenever no stream skips a die.
-- **HBM on SLR0.** Every external-memory port is a 512-bit AXI link to the HBM, which attaches to SLR0:
+- **HBM on its SLR** (``Target.hbm.slr``, SLR0 on the U55C and U280; below ``w`` is the target's m_axi width,
+  512 bits). Every external-memory port is a ``w``-bit AXI link to the HBM:
   a node with ``k`` such ports (a DMA node: 1; a node with streams to other fusion groups or to nodes
   outside the partitioned set, which go through external memory: one per such stream) is charged
-  ``512 * k * p_n``, as if a 512-bit stream tied it to a fixed node on SLR0. A DMA thus sits on SLR0 unless
+  ``w * k * |p_n - hbm|``, as if a ``w``-bit stream tied it to a fixed node there. A DMA thus sits there unless
   its on-chip stream is wider than its AXI link, where crossing with the narrower bus is cheaper.
-- **Capacity.** ``sum_n res_{n,r} x[n,s] <= cap_r = slack * budget_r / 3`` for r in dsp, bram36, uram, lut
-  (resources from ``estimate_resources``; ``slack < 1`` keeps headroom per die for the platform shell and
+- **Capacity.** ``sum_n res_{n,r} x[n,s] <= cap_r = slack * budget_r`` (one die's budget) for r in dsp, bram36,
+  uram, lut (resources from ``estimate_resources``; ``slack < 1`` keeps headroom per die for the platform shell and
   routing, ``> 1`` lets a die take more than a third).
 - **Imbalance.** ``t_r >= use_{r,s} / cap_r`` for every s: ``t_r`` is the peak per-die utilization of r;
   the objective adds ``imbalance_weight * sum_r t_r`` (bits per unit of peak utilization; the default 1000
   makes ten points of peak utilization worth 100 crossing bits, a tie-breaker below real wiring).
 
-Objective: ``sum_e bits_e h_e + 512 sum_n k_n p_n + imbalance_weight sum_r t_r``.
+Objective: ``sum_e bits_e h_e + w sum_n k_n |p_n - hbm| + imbalance_weight sum_r t_r``.
 
 The solver runs under ``time_limit_s``. It starts from a feasible greedy assignment when one exists (fill
 SLR0, then SLR1, then SLR2 in topological order), so a time-limited run still returns an assignment: the best
@@ -38,11 +39,10 @@ import numpy as np
 
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode
+from streamtensor.target import RESOURCES, Target
 
 from .memory import node_groups
-from .resources import RESOURCES, U55C, DeviceBudget, ResourceReport, estimate_resources
-
-AXI_BITS = 512  # width of an HBM AXI link (spec §3)
+from .resources import ResourceReport, estimate_resources
 
 
 class SlrPartitionError(StreamTensorError):
@@ -82,24 +82,25 @@ def partition_slrs(
     resources: ResourceReport | None = None,
     *,
     nodes: Iterable[str] | None = None,
-    budget: DeviceBudget = U55C,
+    target: Target,
     slack: float = 1.0,
     imbalance_weight: float = 1000.0,
     time_limit_s: float = 10.0,
 ) -> SlrPartition:
     """Assign ``nodes`` (default: all nodes of ``graph``; pass one fusion group to partition one accelerator)
-    to the SLRs of ``budget`` by the ILP of the module docstring."""
+    to the SLRs of ``target`` by the ILP of the module docstring. Every die is given the capacity of the
+    smallest (the boards we know have identical dies)."""
     if slack <= 0 or imbalance_weight < 0 or time_limit_s <= 0:
         raise OptionError(f"need slack > 0, imbalance_weight >= 0 and time_limit_s > 0; got slack {slack}, "
                           f"imbalance_weight {imbalance_weight}, time_limit_s {time_limit_s}")
-    report = resources if resources is not None else estimate_resources(graph, budget)
+    report = resources if resources is not None else estimate_resources(graph, target)
     part = set(nodes) if nodes is not None else set(graph.nodes)
     order = [n for n in graph.topological_order() if n in part]
     index = {n: i for i, n in enumerate(order)}
-    S, N = budget.slrs, len(order)
+    S, N = len(target.slrs), len(order)
     res = np.array([[getattr(report.nodes[n], r) for r in RESOURCES] for n in order], dtype=np.float64)
     res = res.reshape(N, len(RESOURCES))
-    cap = np.array([slack * getattr(budget, r) / S for r in RESOURCES])
+    cap = np.array([slack * min(getattr(d, r) for d in target.slrs) for r in RESOURCES])
     for i, n in enumerate(order):
         over = [r for k, r in enumerate(RESOURCES) if res[i, k] > cap[k]]
         if over:
@@ -129,7 +130,7 @@ def partition_slrs(
     costs = np.zeros(N * S + E + R)
     for i in range(N):
         for s in range(S):
-            costs[x(i, s)] = AXI_BITS * ports[i] * s
+            costs[x(i, s)] = target.axi_word_bits * ports[i] * abs(s - target.hbm.slr)
     for k, (_, _, bits) in enumerate(edges):
         costs[h_col + k] = bits
     costs[t_col:] = imbalance_weight

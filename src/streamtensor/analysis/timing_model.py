@@ -3,7 +3,8 @@
 This module is the single source of timing for tiling (intensity-aware unrolling), the FIFO-sizing LP, the
 token-level simulator and the report: :func:`build_process_network` turns a dataflow graph into the
 :class:`~.process_network.ProcessNetwork` that the LP and the simulator consume, and :func:`node_timings`
-reads L, D and II off the same processes. Cycles are kernel-clock cycles (250 MHz on the U55C).
+reads L, D and II off the same processes. Cycles are kernel-clock cycles of the target (250 MHz on the U55C);
+every device figure (operator latencies, the m_axi word, the HBM channels) is the target's.
 
 Every node becomes one pipelined loop (a *process*, see :mod:`.process_network`): ``num_firings`` firings
 issued every ``ii`` cycles at best; a firing reads its input tokens at issue and writes its output tokens
@@ -35,15 +36,15 @@ Per node kind (formulas are repeated next to their code):
   and reads it from the input whose region holds it.
 - **DMA** (HBM <-> stream): a token is ``words = ceil(token_bits / 512)`` bus words (``bytes = 64 * words``,
   each tile padded to whole words: ``streamtensor.packing``), moved at ``rate = min(64, 57.5) / share`` bytes
-  per cycle (see :func:`dma_bytes_per_cycle`); ``ii = 1`` cycle per firing with the tokens spread at that exact
-  average rate, ``depth`` = the HBM latency (64 cycles).
+  per cycle (:func:`.hbm.dma_bytes_per_cycle`; ``share``: the DMAs on its pseudo-channel as ``analysis.hbm``
+  places the group's external tensors, the placement ``link.cfg`` realises); ``ii = 1`` cycle per firing with
+  the tokens spread at that exact average rate, ``depth`` = the HBM latency (64 cycles).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 
@@ -60,84 +61,65 @@ from streamtensor.ir.dataflow import (
     ReassociateNode,
     pending_tiles,
 )
+from streamtensor.ir.dataflow import Stream as DataflowStream
 from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.layout import chunk_mask, concat_sources
 from streamtensor.ir.linalg import GenericOp, ScalarBody
+from streamtensor.packing import PackedLayout
+from streamtensor.target import OperatorLibrary, Target
 
+from .hbm import HbmPlacement, dma_bytes_per_cycle, dma_token_bytes, place_tensors, streamed_tensors
 from .memory import absorbed_converters, node_groups
 from .process_network import Process, ProcessNetwork, Stream
 
 # --- constants -----------------------------------------------------------------------------------------------
 
-KERNEL_CLOCK_HZ = 250_000_000  # the paper's kernel clock on the U55C
-STREAM_READ_CYCLES = 1  # hls::stream read (FIFO output register)
-STREAM_WRITE_CYCLES = 1  # hls::stream write
 # A converter writes a result token read from the half the previous phase filled: one cycle for the buffer write
-# to land, two for a registered BRAM/URAM read (LUTRAM is faster; we take the slower memories).
-CONVERTER_DEPTH = 1 + 2
-FORWARD_DEPTH = STREAM_READ_CYCLES + STREAM_WRITE_CYCLES  # fork / reassociate / chunk / concat
-HBM_PC_BYTES_PER_SECOND = 14_375_000_000  # one HBM2 pseudo-channel (target spec §1, AMD UG1393)
-# 14.375 GB/s at 250 MHz = 57.5 bytes per kernel cycle, kept exact as a fraction.
-HBM_PC_BYTES_PER_CYCLE = Fraction(HBM_PC_BYTES_PER_SECOND, KERNEL_CLOCK_HZ)
-AXI_BUS_BYTES_PER_CYCLE = 64  # a 512-bit m_axi port moves one word per cycle
-AXI_WORD_BITS = 512
-HBM_CHANNELS = 32
-# First-word latency of an HBM access through an HLS m_axi adapter: Vitis HLS schedules m_axi reads assuming
-# 64 cycles (the default of the m_axi pragma's ``latency`` option), the figure its burst pipelining is built on.
-HBM_LATENCY_CYCLES = 64
+# to land, then a registered BRAM/URAM read (LUTRAM is faster; we take the slower memories).
+
+
+def converter_depth(ops: OperatorLibrary) -> int:
+    return 1 + ops.memory_read_cycles
+
+
+def forward_depth(ops: OperatorLibrary) -> int:
+    """Fork / reassociate / chunk / concat: a stream read and a stream write."""
+    return ops.stream_read_cycles + ops.stream_write_cycles
+
 
 # --- scalar op latencies -------------------------------------------------------------------------------------
 
-# Pipeline latency in cycles of Vitis HLS floating-point / integer operators at 250 MHz (full-DSP cores,
-# typical values of the Vitis HLS operator library); f16/bf16 use the f32 table. Ops missing here (constants,
-# index) cost nothing.
-_FLOAT_LATENCY = {
-    "arith.addf": 4, "arith.subf": 4, "arith.mulf": 3, "arith.divf": 12, "arith.negf": 0, "arith.maximumf": 2,
-    "arith.minimumf": 2, "arith.maxnumf": 2, "arith.minnumf": 2, "arith.remf": 16, "arith.cmpf": 2,
-    "math.exp": 10, "math.log": 12, "math.sqrt": 12, "math.rsqrt": 10, "math.tanh": 20, "math.sin": 20,
-    "math.cos": 20, "math.erf": 20, "math.absf": 0, "math.powf": 30, "arith.sitofp": 4, "arith.uitofp": 4,
-    "arith.fptosi": 4, "arith.extf": 1, "arith.truncf": 1,
-}
-# Double-precision cores are deeper (wider mantissa datapaths): estimates of the Vitis HLS f64 cores at the
-# same clock; ops not listed take the f32 latency.
-_DOUBLE_LATENCY = {
-    "arith.addf": 5, "arith.subf": 5, "arith.mulf": 6, "arith.divf": 30, "arith.remf": 32, "math.exp": 18,
-    "math.log": 20, "math.sqrt": 30, "math.rsqrt": 30, "math.tanh": 36, "math.sin": 36, "math.cos": 36,
-    "math.erf": 36, "math.powf": 50, "arith.sitofp": 6, "arith.uitofp": 6, "arith.fptosi": 6,
-}
-_INT_LATENCY = {"arith.muli": 2, "arith.divsi": 20, "arith.remsi": 20}
-_DEFAULT_INT_LATENCY = 1  # add/sub/compare/select/logic/casts between integers: one LUT level
 
-
-def op_latency(name: str, dtype: str, exponent: int | None = None) -> int:
-    """Cycles of one scalar op producing ``dtype``."""
+def op_latency(name: str, dtype: str, ops: OperatorLibrary, exponent: int | None = None) -> int:
+    """Cycles of one scalar op producing ``dtype`` (the target's operator library; f16/bf16 use the f32 table;
+    constants and indices cost nothing)."""
     if name in ("arith.constant", "linalg.index"):
         return 0
     if name == "math.fpowi":  # x^n by repeated squaring: ceil(log2 n) multiplies
-        return max(1, math.ceil(math.log2(max(2, exponent or 2)))) * op_latency("arith.mulf", dtype)
-    if dtype == "f64" and name in _DOUBLE_LATENCY:
-        return _DOUBLE_LATENCY[name]
-    if name in _FLOAT_LATENCY:
-        return _FLOAT_LATENCY[name]
+        return max(1, math.ceil(math.log2(max(2, exponent or 2)))) * op_latency("arith.mulf", dtype, ops)
+    if dtype == "f64" and name in ops.double_latency:
+        return ops.double_latency[name]
+    if name in ops.float_latency:
+        return ops.float_latency[name]
     if name == "arith.select":
         return 1
-    return _INT_LATENCY.get(name, _DEFAULT_INT_LATENCY)
+    return ops.int_latency.get(name, ops.default_int_latency)
 
 
-def body_critical_path(body: ScalarBody) -> int:
+def body_critical_path(body: ScalarBody, ops: OperatorLibrary) -> int:
     """Longest chain of op latencies from the block arguments to any yielded value."""
     ready: dict[str, int] = {name: 0 for name, _ in body.args}
     constants = {op.result: op.attr("value") for op in body.ops if op.name == "arith.constant"}
     for op in body.ops:
         start = max((ready[o] for o in op.operands), default=0)
         exponent = int(constants[op.operands[1]]) if op.name == "math.fpowi" and op.operands[1] in constants else None
-        ready[op.result] = start + op_latency(op.name, op.dtype, exponent)
+        ready[op.result] = start + op_latency(op.name, op.dtype, ops, exponent)
     return max((ready[y] for y in body.yields), default=0)
 
 
-def combiner_latency(body: ScalarBody) -> int:
+def combiner_latency(body: ScalarBody, ops: OperatorLibrary) -> int:
     """Latency of the op that folds into the accumulator (the last op of a reduction body)."""
-    return op_latency(body.ops[-1].name, body.ops[-1].dtype) if body.ops else 0
+    return op_latency(body.ops[-1].name, body.ops[-1].dtype, ops) if body.ops else 0
 
 
 # --- kernels -------------------------------------------------------------------------------------------------
@@ -157,12 +139,12 @@ class KernelTiming:
 
 
 def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int], point_order: list[int],
-                  min_pipeline_ii: int = 1) -> KernelTiming:
+                  ops: OperatorLibrary, min_pipeline_ii: int = 1) -> KernelTiming:
     """L, D and II of ``op`` tiled by ``loops`` (indexed by loop dim); see the module docstring.
     ``min_pipeline_ii``: an II floor of the pipelined loop nest (``KernelNode.min_pipeline_ii``)."""
     lanes = math.prod(lp.unroll for lp in loops)
     iterations = math.prod(lp.tile for lp in loops) // lanes
-    comb = combiner_latency(op.body)
+    comb = combiner_latency(op.body, ops)
     # Pipelined point loops: those not fully unrolled, in point order (outermost first).
     pipelined = [d for d in point_order if loops[d].tile // loops[d].unroll > 1]
     reductions = [i for i, d in enumerate(pipelined) if loops[d].reduction]
@@ -174,7 +156,7 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
     # Unrolled reduction lanes are summed by a balanced tree of combiners: ceil(log2(lanes_r)) levels.
     reduction_lanes = math.prod(lp.unroll for lp in loops if lp.reduction)
     tree = math.ceil(math.log2(reduction_lanes)) * comb if reduction_lanes > 1 else 0
-    pipe_depth = STREAM_READ_CYCLES + body_critical_path(op.body) + tree + STREAM_WRITE_CYCLES
+    pipe_depth = ops.stream_read_cycles + body_critical_path(op.body, ops) + tree + ops.stream_write_cycles
     # A firing issues its `iterations` points pipeline_ii apart; its writes follow the last issue by pipe_depth.
     ii = iterations * pipeline_ii
     depth = (iterations - 1) * pipeline_ii + pipe_depth
@@ -195,8 +177,8 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
                         firings=firings, pipeline_ii=pipeline_ii, first_write=first_write)
 
 
-def _kernel_process(node: KernelNode) -> Process:
-    t = kernel_timing(node.op, node.loops, node.tile_order, node.point_order, node.min_pipeline_ii)
+def _kernel_process(node: KernelNode, ops: OperatorLibrary) -> Process:
+    t = kernel_timing(node.op, node.loops, node.tile_order, node.point_order, ops, node.min_pipeline_ii)
     # Which firing reads / writes each token is the kernel's port semantics (``KernelNode.port_firings``):
     # inputs once per iteration of the loops they use, inits at the start and results at the completion of
     # every output tile's reduction, replays one token per firing after the last.
@@ -209,12 +191,13 @@ def _kernel_process(node: KernelNode) -> Process:
 # --- data movement -------------------------------------------------------------------------------------------
 
 
-def _forward_process(name: str, firings: int, reads: dict[str, np.ndarray], writes: dict[str, np.ndarray]
-                     ) -> Process:
-    return Process(name, 1, FORWARD_DEPTH, firings, reads, writes)
+def _forward_process(name: str, firings: int, reads: dict[str, np.ndarray], writes: dict[str, np.ndarray],
+                     ops: OperatorLibrary) -> Process:
+    return Process(name, 1, forward_depth(ops), firings, reads, writes)
 
 
-def _converter_process(node: ConverterNode, source: ITensorType, result: ITensorType) -> Process:
+def _converter_process(node: ConverterNode, source: ITensorType, result: ITensorType, ops: OperatorLibrary
+                       ) -> Process:
     """Lock-step ping-pong schedule of the module docstring."""
     s = math.prod(source.trip_counts[: node.buffer.shared_loops])  # shared iterations (one buffer half each)
     a, b = source.num_tokens // s, result.num_tokens // s  # tokens in / out per shared iteration
@@ -223,84 +206,79 @@ def _converter_process(node: ConverterNode, source: ITensorType, result: ITensor
     start = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     reads = (start[:s, None] + np.arange(a, dtype=np.int64)[None, :]).ravel()
     writes = (start[1 : s + 1, None] + np.arange(b, dtype=np.int64)[None, :]).ravel()
-    return Process(node.name, 1, CONVERTER_DEPTH, int(start[-1]), {node.inputs[0]: reads},
+    return Process(node.name, 1, converter_depth(ops), int(start[-1]), {node.inputs[0]: reads},
                    {node.outputs[0]: writes})
 
 
-def dma_bytes_per_cycle(share: int) -> Fraction:
-    """Bytes per cycle of one DMA: ``min(bus, pseudo-channel) / share``.
-
-    A 512-bit m_axi port moves 64 B/cycle but its HBM pseudo-channel only 14.375 GB/s = 57.5 B/cycle at 250 MHz,
-    so the channel bounds it. ``share`` DMAs that use one channel concurrently split it evenly (the DMAs of one
-    tensor share its m_axi argument and channel, ``codegen.vitis.hbm``)."""
-    return min(Fraction(AXI_BUS_BYTES_PER_CYCLE), HBM_PC_BYTES_PER_CYCLE) / share
-
-
-def dma_token_bytes(t: ITensorType) -> int:
-    """Bus bytes per token: the tile padded to whole 512-bit words (``streamtensor.packing``)."""
-    return math.ceil(t.token_bits / AXI_WORD_BITS) * AXI_WORD_BITS // 8
-
-
-def _dma_read_process(name: str, stream: str, t: ITensorType, share: int) -> Process:
+def _dma_read_process(name: str, stream: str, t: ITensorType, share: int, target: Target) -> Process:
     # Token k's last byte arrives in cycle ceil((k+1) * bytes / rate) - 1 of the transfer and is pushed into the
-    # stream HBM_LATENCY_CYCLES later; the loop has one firing per cycle of the transfer.
-    per_token = dma_token_bytes(t) / dma_bytes_per_cycle(share)  # cycles per token (exact fraction)
+    # stream the HBM latency later; the loop has one firing per cycle of the transfer.
+    per_token = dma_token_bytes(t, target) / dma_bytes_per_cycle(share, target)  # cycles per token (exact fraction)
     k = np.arange(1, t.num_tokens + 1, dtype=np.int64)
     done = -((-k * per_token.numerator) // per_token.denominator) - 1  # ceil(k * per_token) - 1
-    return Process(name, 1, HBM_LATENCY_CYCLES, int(done[-1]) + 1, {}, {stream: done})
+    return Process(name, 1, target.hbm.latency_cycles, int(done[-1]) + 1, {}, {stream: done})
 
 
-def _dma_write_process(name: str, stream: str, t: ITensorType, share: int) -> Process:
+def _dma_write_process(name: str, stream: str, t: ITensorType, share: int, target: Target) -> Process:
     # Token k is taken from the stream when its transfer starts, in cycle floor(k * bytes / rate); the last
-    # burst's write response comes HBM_LATENCY_CYCLES after the transfer's last cycle.
-    per_token = dma_token_bytes(t) / dma_bytes_per_cycle(share)
+    # burst's write response comes the HBM latency after the transfer's last cycle.
+    per_token = dma_token_bytes(t, target) / dma_bytes_per_cycle(share, target)
     k = np.arange(t.num_tokens, dtype=np.int64)
     start = (k * per_token.numerator) // per_token.denominator
     firings = -((-t.num_tokens * per_token.numerator) // per_token.denominator)  # ceil(T * per_token)
-    return Process(name, 1, HBM_LATENCY_CYCLES, firings, {stream: start}, {})
+    return Process(name, 1, target.hbm.latency_cycles, firings, {stream: start}, {})
 
 
 # --- graphs --------------------------------------------------------------------------------------------------
 
 
-def _dma_shares(graph: DataflowGraph, members: set[str], crossing: int) -> tuple[dict[str, int], int]:
-    """Channel shares (see :func:`dma_bytes_per_cycle`) of the DMA nodes among ``members`` and of a crossing
-    stream's DMA. The DMAs of one tensor share its channel; with more tensors than channels (a crossing stream
-    has its own buffer in external memory), ``crowding = ceil(tensors / 32)`` tensors share every channel."""
-    dmas = [node for n in members if isinstance(node := graph.nodes[n], DmaNode)]
-    per_tensor: dict[str, int] = {}
-    for node in dmas:
-        per_tensor[node.tensor.name] = per_tensor.get(node.tensor.name, 0) + 1
-    crowding = max(1, math.ceil((len(per_tensor) + crossing) / HBM_CHANNELS))
-    return {node.name: per_tensor[node.tensor.name] * crowding for node in dmas}, crowding
+def dma_placement(graph: DataflowGraph, members: set[str], crossing_in: list[DataflowStream],
+                  crossing_out: list[DataflowStream], absorbed: set[str], target: Target) -> HbmPlacement:
+    """Where the external tensors of one fusion group live (``analysis.hbm``): the tensors of its DMA nodes, and
+    every stream crossing into or out of the group (a buffer of its own in external memory, streamed by the
+    implicit DMA or the absorbed converter that reads it)."""
+    dmas: list[tuple[str, str, PackedLayout]] = []
+    for name in (n for n in graph.topological_order() if n in members):
+        node = graph.nodes[name]
+        if isinstance(node, DmaNode):
+            (stream,) = node.outputs if node.direction == "read" else node.inputs
+            dmas.append((node.tensor.name, name, PackedLayout.of(graph.streams[stream].type)))
+        elif name in absorbed:
+            dmas.append((node.inputs[0], name, PackedLayout.of(graph.streams[node.outputs[0]].type)))
+    for s in crossing_in:
+        if s.target not in absorbed:
+            dmas.append((s.name, crossing_dma_name(s.name, "read"), PackedLayout.of(s.type)))
+    for s in crossing_out:
+        dmas.append((s.name, crossing_dma_name(s.name, "write"), PackedLayout.of(s.type)))
+    return place_tensors(streamed_tensors(dmas), target.hbm)
 
 
-def node_process(graph: DataflowGraph, node: Node, dma_share: int = 1) -> Process:
+def node_process(graph: DataflowGraph, node: Node, target: Target, dma_share: int = 1) -> Process:
     """The process of one node (module docstring); ``dma_share`` applies to DMA nodes."""
     ins = [graph.streams[s].type for s in node.inputs]
     outs = [graph.streams[s].type for s in node.outputs]
     if isinstance(node, KernelNode):
-        return _kernel_process(node)
+        return _kernel_process(node, target.ops)
     if isinstance(node, ConverterNode):
-        return _converter_process(node, ins[0], outs[0])
+        return _converter_process(node, ins[0], outs[0], target.ops)
     if isinstance(node, ForkNode | ReassociateNode):
         every = np.arange(ins[0].num_tokens, dtype=np.int64)
         return _forward_process(node.name, ins[0].num_tokens, {node.inputs[0]: every},
-                                dict.fromkeys(node.outputs, every))
+                                dict.fromkeys(node.outputs, every), target.ops)
     if isinstance(node, ChunkNode):
         kept = np.flatnonzero(chunk_mask(ins[0], node.offsets, node.sizes)).astype(np.int64)
         return _forward_process(node.name, ins[0].num_tokens,
                                 {node.inputs[0]: np.arange(ins[0].num_tokens, dtype=np.int64)},
-                                {node.outputs[0]: kept})
+                                {node.outputs[0]: kept}, target.ops)
     if isinstance(node, ConcatNode):
         source = concat_sources(ins, node.dim, outs[0])
         reads = {s: np.flatnonzero(source == i).astype(np.int64) for i, s in enumerate(node.inputs)}
         return _forward_process(node.name, outs[0].num_tokens, reads,
-                                {node.outputs[0]: np.arange(outs[0].num_tokens, dtype=np.int64)})
+                                {node.outputs[0]: np.arange(outs[0].num_tokens, dtype=np.int64)}, target.ops)
     if isinstance(node, DmaNode):
         if node.direction == "read":
-            return _dma_read_process(node.name, node.outputs[0], outs[0], dma_share)
-        return _dma_write_process(node.name, node.inputs[0], ins[0], dma_share)
+            return _dma_read_process(node.name, node.outputs[0], outs[0], dma_share, target)
+        return _dma_write_process(node.name, node.inputs[0], ins[0], dma_share, target)
     raise ValueError(f"no timing model for node {node.name} of kind {node.kind}")
 
 
@@ -309,7 +287,7 @@ def crossing_dma_name(stream: str, direction: str) -> str:
     return f"{stream}.dma_{direction}"
 
 
-def build_process_network(graph: DataflowGraph, group: int | None = None) -> ProcessNetwork:
+def build_process_network(graph: DataflowGraph, target: Target, group: int | None = None) -> ProcessNetwork:
     """One process per node of fusion group ``group`` and one stream per dataflow stream inside it.
 
     ``group`` may be omitted when the graph is one accelerator (no groups, or one). A group is its own
@@ -330,21 +308,23 @@ def build_process_network(graph: DataflowGraph, group: int | None = None) -> Pro
     absorbed = set(absorbed_converters(graph)) & members
     crossing_in = [s for s in graph.streams.values() if s.target in members and s.source not in members]
     crossing_out = [s for s in graph.streams.values() if s.source in members and s.target not in members]
-    shares, crowding = _dma_shares(graph, members, len(crossing_in) + len(crossing_out))
+    shares = dma_placement(graph, members, crossing_in, crossing_out, absorbed, target).shares
     order = [n for n in graph.topological_order() if n in members]
     processes: list[Process] = []
     for name in order:
         node = graph.nodes[name]
         if name in absorbed:
             out = node.outputs[0]
-            processes.append(_dma_read_process(name, out, graph.streams[out].type, crowding))
+            processes.append(_dma_read_process(name, out, graph.streams[out].type, shares[name], target))
         else:
-            processes.append(node_process(graph, node, shares.get(name, 1)))
+            processes.append(node_process(graph, node, target, shares.get(name, 1)))
     for s in crossing_in:
         if s.target not in absorbed:
-            processes.append(_dma_read_process(crossing_dma_name(s.name, "read"), s.name, s.type, crowding))
+            name = crossing_dma_name(s.name, "read")
+            processes.append(_dma_read_process(name, s.name, s.type, shares[name], target))
     for s in crossing_out:
-        processes.append(_dma_write_process(crossing_dma_name(s.name, "write"), s.name, s.type, crowding))
+        name = crossing_dma_name(s.name, "write")
+        processes.append(_dma_write_process(name, s.name, s.type, shares[name], target))
     streams = []
     for s in graph.streams.values():
         if s.source in members and s.target in members:
@@ -355,7 +335,7 @@ def build_process_network(graph: DataflowGraph, group: int | None = None) -> Pro
         elif s.target in members and s.target not in absorbed:
             streams.append(Stream(s.name, crossing_dma_name(s.name, "read"), s.target, s.type.token_bits,
                                   s.type.num_tokens))
-    return ProcessNetwork(processes, streams)
+    return ProcessNetwork(processes, streams, target.memory.srl_max_bits)
 
 
 # --- node timing for the report ------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ merged in static-time order (ties: older firing first, a firing's read before it
 * read event of firing f: every token k it reads on stream s needs ``t_write(s, k) + raw(s)``;
 * write event of firing f: every token k it writes on s needs, when ``k >= D_s`` (the FIFO depth),
   ``t_read(s, k - D_s) + 1`` (a slot freed by a read is writable the next cycle);
-* ``raw(s)``, the FIFO read-after-write latency: 1 cycle for a shift-register FIFO (``width_bits * D_s <= 1024``),
-  2 for a RAM FIFO (wider, or unbounded);
+* ``raw(s)``, the FIFO read-after-write latency: 1 cycle for a shift-register FIFO (``width_bits * D_s <=
+  srl_max_bits``, 1024 on the U55C), 2 for a RAM FIFO (wider, or unbounded);
 * optional release times: the read event of firing f also waits for ``release[P][f]`` (a delayed start, or
   the slowed issue of the LP's conservative profiles).
 
@@ -34,7 +34,7 @@ computed once: O(firings + tokens). When no process can advance and some are unf
 processes form a wait-for cycle: a deadlock, reported like a co-simulation would.
 
 Raising a FIFO's depth only removes or relaxes constraints, so the makespan is monotone non-increasing in each
-depth *within a latency class*; crossing 1024 bits switches the FIFO from 1 to 2 cycles of read latency, which
+depth *within a latency class*; crossing the SRL limit switches the FIFO from 1 to 2 cycles of read latency, which
 can cost cycles. Whether a configuration deadlocks does not depend on latencies and is monotone in every depth.
 """
 
@@ -50,16 +50,15 @@ import numpy as np
 
 from .process_network import Process, ProcessNetwork
 
-SRL_FIFO_MAX_BITS = 1024  # FIFOs up to this many bits are shift registers (1-cycle read latency)
-
 _NEG = -(2**62)  # "no constraint" / padding time
 _POS = 2**62  # time of an event not computed (yet)
 _SCALAR_BATCH = 12  # runs of at most this many events are cheaper as a Python loop than as numpy calls
 
 
-def raw_latency(width_bits: int, depth: int | None) -> int:
-    """Read-after-write latency of a FIFO: 1 cycle for an SRL FIFO of <= 1024 bits, 2 for RAM (or unbounded)."""
-    return 1 if depth is not None and width_bits * depth <= SRL_FIFO_MAX_BITS else 2
+def raw_latency(width_bits: int, depth: int | None, srl_max_bits: int) -> int:
+    """Read-after-write latency of a FIFO: 1 cycle for an SRL FIFO of at most ``srl_max_bits``, 2 for RAM (or
+    unbounded)."""
+    return 1 if depth is not None and width_bits * depth <= srl_max_bits else 2
 
 
 def peak_occupancy(write_times: np.ndarray, read_times: np.ndarray) -> int:
@@ -176,6 +175,7 @@ class _Compiled:
         self.stream_names = [s.name for s in net.streams]
         sid = {n: i for i, n in enumerate(self.stream_names)}
         self.width = [s.width_bits for s in net.streams]
+        self.srl_max_bits = net.srl_max_bits
         self.tokens = [s.tokens for s in net.streams]
         self.src = [pid[s.source] for s in net.streams]
         self.tgt = [pid[s.target] for s in net.streams]
@@ -253,7 +253,7 @@ class _Run:
             for t, r in zip(c.traces, release, strict=True)
         ]
         self.release_l = [None if r is None else r.tolist() for r in self.release]
-        self.raw = [raw_latency(c.width[s], d) for s, d in enumerate(depths)]
+        self.raw = [raw_latency(c.width[s], d, c.srl_max_bits) for s, d in enumerate(depths)]
         nproc, nstr = len(c.names), len(c.stream_names)
         # Padded token-time arrays: index 0 holds _NEG ("token -1", no constraint), index k + 1 token k.
         self.wt = [np.full(t + 1, _POS, dtype=np.int64) for t in c.tokens]

@@ -70,11 +70,7 @@ class _DataflowParser:
             inputs.append(Value(arg, self.ops.tensor_type()))
         cur.expect("->", "'->' and the output DMAs")
         cur.expect("(", "'(' opening the output DMAs")
-        outputs: list[str] = []
-        while not cur.accept(")"):
-            if outputs:
-                cur.expect(",", "',' or ')' in the output DMAs")
-            outputs.append(cur.symbol("an output DMA @name"))
+        outputs = cur.separated(")", "the output DMAs", lambda: cur.symbol("an output DMA @name"))
         cur.expect("{", "'{' opening the graph body")
         constants: dict[str, np.ndarray] = {}
         while cur.at("%") and self._is_constant():
@@ -153,12 +149,7 @@ class _DataflowParser:
 
     def ports(self, what: str) -> list[str]:
         self.cur.expect("(", f"'(' opening the {what}")
-        out: list[str] = []
-        while not self.cur.accept(")"):
-            if out:
-                self.cur.expect(",", f"',' or ')' in the {what}")
-            out.append(self.cur.value_name(f"a stream %name in the {what}"))
-        return out
+        return self.cur.separated(")", f"the {what}", lambda: self.cur.value_name(f"a stream %name in the {what}"))
 
     def node(self, group: int | None) -> str:
         cur = self.cur

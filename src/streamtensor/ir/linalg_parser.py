@@ -157,12 +157,7 @@ class LinalgParser:
 
     def int_lists(self) -> list[list[int]]:
         self.cur.expect("[", "'[' opening the reassociation groups")
-        groups: list[list[int]] = []
-        while not self.cur.accept("]"):
-            if groups:
-                self.cur.expect(",", "',' or ']' in the reassociation groups")
-            groups.append(self.cur.int_list("a reassociation group"))
-        return groups
+        return self.cur.separated("]", "the reassociation groups", lambda: self.cur.int_list("a reassociation group"))
 
     def generic(self, names: list[str]) -> GenericOp:
         cur = self.cur
@@ -190,11 +185,8 @@ class LinalgParser:
         cur.expect("iterator_types", "'iterator_types'")
         cur.expect("=", "'='")
         cur.expect("[", "'[' opening the iterator types")
-        iterators: list[str] = []
-        while not cur.accept("]"):
-            if iterators:
-                cur.expect(",", "',' or ']' in the iterator types")
-            iterators.append(cur.match(_ITERATOR, 'an iterator type "parallel" or "reduction"')[1:-1])
+        iterators = cur.separated("]", "the iterator types",
+                                  lambda: cur.match(_ITERATOR, 'an iterator type "parallel" or "reduction"')[1:-1])
         cur.expect("}", "'}' closing the generic's attributes")
         cur.expect("ins(", "'ins('")
         inputs = self.typed_uses(")")
@@ -284,11 +276,7 @@ def parse_graph(text: str, filename: str = "<text>") -> Graph:
             weights.add(arg)
     cur.expect("->", "'->' and the result types")
     cur.expect("(", "'(' opening the result types")
-    output_types: list[TensorType] = []
-    while not cur.accept(")"):
-        if output_types:
-            cur.expect(",", "',' or ')' in the result types")
-        output_types.append(parser.tensor_type())
+    output_types = cur.separated(")", "the result types", parser.tensor_type)
     cur.expect("{", "'{' opening the function body")
     ops: list[Op] = []
     while not cur.at("return"):

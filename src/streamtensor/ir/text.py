@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -17,6 +19,7 @@ from streamtensor.errors import ParseError
 
 _SPACE = re.compile(r"(?:\s+|//[^\n]*)*")
 _INLINE_SPACE = re.compile(r"[ \t]*")
+T = TypeVar("T")
 _INT = re.compile(r"-?\d+(?![\w.])")
 _FLOAT = re.compile(r"-?(?:\d+\.\d*(?:e[-+]?\d+)?|\d+e[-+]?\d+|inf|nan)(?![\w.])")
 _STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
@@ -130,14 +133,18 @@ class Cursor:
     def integer(self, what: str = "an integer") -> int:
         return int(self.match(_INT, what))
 
+    def separated(self, close: str, where: str, item: Callable[[], T]) -> list[T]:
+        """``item()`` repeated, separated by ',', up to ``close`` (consumed); ``where`` names the list in errors."""
+        out: list[T] = []
+        while not self.accept(close):
+            if out:
+                self.expect(",", f"',' or '{close}' in {where}")
+            out.append(item())
+        return out
+
     def int_list(self, what: str = "a list of integers") -> list[int]:
         self.expect("[", what)
-        out: list[int] = []
-        while not self.accept("]"):
-            if out:
-                self.expect(",", f"',' or ']' in {what}")
-            out.append(self.integer(f"an integer in {what}"))
-        return out
+        return self.separated("]", what, lambda: self.integer(f"an integer in {what}"))
 
     def literal(self, what: str = "a value") -> AttributeValue | bool:
         """An int, float, bool (``True``/``False``), quoted string or bare identifier (a string)."""
@@ -223,11 +230,7 @@ def read_dense(cur: Cursor) -> DenseText:
         items: list[str] | bytes = bytes.fromhex(cur.match(_HEX_BLOB, 'a hex blob "0x..."')[3:-1])
     else:
         cur.expect("[", "'[' or a hex blob in constant data")
-        items = []
-        while not cur.accept("]"):
-            if items:
-                cur.expect(",", "',' or ']' in constant data")
-            items.append(cur.match(_DENSE_ITEM, "a number in constant data"))
+        items = cur.separated("]", "constant data", lambda: cur.match(_DENSE_ITEM, "a number in constant data"))
     cur.expect(">", "'>' closing constant data")
     return DenseText(items, start)
 

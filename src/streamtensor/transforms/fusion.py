@@ -43,14 +43,8 @@ A stream whose ends land in different groups goes through external memory (write
 
 from __future__ import annotations
 
-from streamtensor.analysis.resources import BRAM36_BITS, U55C, URAM_BITS
 from streamtensor.errors import OptionError
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, DmaNode
-
-# On-chip memory of the U55C: 2,016 BRAM36 x 36 Kib + 960 URAM x 288 Kib = 9,289,728 + 35,389,440 bytes
-# = 44,679,168 bytes (42.6 MiB). The spec's "about 41 MB" is this figure less some headroom; we take the
-# device's exact capacity and leave headroom to the caller's c_max.
-U55C_ONCHIP_BYTES = (U55C.bram36 * BRAM36_BITS + U55C.uram * URAM_BITS) // 8
 
 
 def edge_memory_cost(graph: DataflowGraph, stream: str) -> int:
@@ -59,9 +53,11 @@ def edge_memory_cost(graph: DataflowGraph, stream: str) -> int:
     return target.buffer.bytes if isinstance(target, ConverterNode) else 0
 
 
-def fuse_kernels(graph: DataflowGraph, c_max_bytes: int = U55C_ONCHIP_BYTES) -> list[list[str]]:
+def fuse_kernels(graph: DataflowGraph, c_max_bytes: int) -> list[list[str]]:
     """Fusion groups of Algorithm 2 (module docstring): node names per group, each in topological order,
-    groups in the order they were opened (empty groups dropped)."""
+    groups in the order they were opened (empty groups dropped). ``c_max_bytes``: the on-chip memory a group
+    may take (the pipeline passes the target's whole BRAM and URAM, ``Target.onchip_bytes``: 44,679,168 bytes
+    on the U55C; the spec's "about 41 MB" is that less headroom, left to the caller)."""
     if c_max_bytes < 0:
         raise OptionError(f"c_max_bytes must be >= 0, got {c_max_bytes}")
     order = graph.topological_order()
@@ -100,7 +96,7 @@ def fuse_kernels(graph: DataflowGraph, c_max_bytes: int = U55C_ONCHIP_BYTES) -> 
     return [sorted(g, key=position.__getitem__) for g in groups if g]
 
 
-def apply_fusion(graph: DataflowGraph, c_max_bytes: int = U55C_ONCHIP_BYTES) -> DataflowGraph:
+def apply_fusion(graph: DataflowGraph, c_max_bytes: int) -> DataflowGraph:
     """Set ``graph.groups`` to the fusion groups (in place) and return the graph, verified."""
     graph.groups = fuse_kernels(graph, c_max_bytes)
     graph.verify()

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from streamtensor._version import GENERATOR
-from streamtensor.codegen.vitis.hbm import KERNEL_SLR, c_identifier, memory_arguments, plan_hbm
+from streamtensor.codegen.vitis.hbm import c_identifier, kernel_slr, memory_arguments, plan_hbm
 from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.codegen.vitis.project import VitisProject, write_project
 from streamtensor.errors import OptionError, StreamTensorError
@@ -48,6 +48,7 @@ from streamtensor.ir.dataflow import DataflowGraph
 from streamtensor.kernel_interface import PARAMS_DIR, SIM_EXECUTABLE, load_kernel_interface, simulation_build_command
 from streamtensor.runtime.host import RunResult, StreamReport
 from streamtensor.runtime.simulation import SimulationBackend, SimulationError
+from streamtensor.target import Target
 
 CHECK_DIR = "check"
 TOLERANCE = 1e-4  # max absolute error against PyTorch eager (fp32)
@@ -62,6 +63,9 @@ class Design(Protocol):
     stages: dict[str, float]
     dataflow: DataflowGraph | None
     module: torch.nn.Module | None
+
+    @property
+    def target(self) -> Target: ...
 
 
 def kernel_name(design: Design) -> str:
@@ -118,13 +122,14 @@ def write_design_project(design: Design, outdir: str | Path, args: Sequence[torc
     inputs = _as_arrays(design.input_names, args)
     module = design.module
     start = time.perf_counter()
-    plan = plan_hbm(memory_arguments(graph), name)
+    target = design.target
+    plan = plan_hbm(memory_arguments(graph), name, target.hbm)
     sources = generate_hls(graph, name, plan)
     design.stages["codegen.hls_cpp"] = round(time.perf_counter() - start, 4)
     start = time.perf_counter()
     single_slr = design.allocation is not None and design.allocation.single_slr
-    project = write_project(outdir, graph, name, plan, sources, tensors=inputs,
-                            kernel_slr=KERNEL_SLR if single_slr else None)
+    project = write_project(outdir, graph, name, plan, sources, target=target, tensors=inputs,
+                            kernel_slr=kernel_slr(target) if single_slr else None)
     design.stages["codegen.vitis_project"] = round(time.perf_counter() - start, 4)
     start = time.perf_counter()
     expected, eager_seconds = eager_reference(module, [torch.as_tensor(a) for a in inputs.values()])
@@ -353,18 +358,19 @@ def verify_project(project_dir: str | Path, runs: int = 2) -> SimulationReport:
     return report
 
 
-def simulate_graph(graph: DataflowGraph, name: str, inputs: dict[str, np.ndarray], runs: int = 1
+def simulate_graph(graph: DataflowGraph, name: str, inputs: dict[str, np.ndarray], target: Target, runs: int = 1
                    ) -> SimulationReport:
-    """The C simulation of ``graph`` as kernel ``name`` on ``inputs`` (block input name -> whole tensor; the
-    graph's constants are added): its project lives in the cache, keyed on the generated sources."""
-    plan = plan_hbm(memory_arguments(graph), name)
+    """The C simulation of ``graph`` (its FIFOs sized for ``target``) as kernel ``name`` on ``inputs`` (block
+    input name -> whole tensor; the graph's constants are added): its project lives in the cache, keyed on the
+    generated sources."""
+    plan = plan_hbm(memory_arguments(graph), name, target.hbm)
     sources = generate_hls(graph, name, plan)
     digest = hashlib.sha256("".join(f"{k}\0{v}\0" for k, v in sorted(sources.items())).encode()).hexdigest()[:32]
     root = cache_root() / "projects" / digest
     if not (root / "kernel.json").is_file():
         root.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f"{digest}.", dir=root.parent))
-        write_project(staging, graph, name, plan, sources)
+        write_project(staging, graph, name, plan, sources, target=target)
         try:
             staging.rename(root)
         except OSError:  # another process wrote the same project meanwhile
@@ -381,7 +387,7 @@ def simulate_design(design: Design, args: Sequence[torch.Tensor | np.ndarray], r
     """``Design.simulate``: ``simulate_graph`` of the design on ``args``, compared with PyTorch eager when the
     design has its module (without one the report says so and is not ok)."""
     inputs = _as_arrays(design.input_names, args)
-    report = simulate_graph(_graph(design), kernel_name(design), inputs, runs)
+    report = simulate_graph(_graph(design), kernel_name(design), inputs, design.target, runs)
     report.reference = design.module is not None
     if report.failure is None and report.reference:
         expected, report.eager_seconds = eager_reference(design.module, [torch.as_tensor(a) for a in inputs.values()])

@@ -1,32 +1,27 @@
-"""External-memory arguments of a kernel and their placement on the U55C's HBM pseudo-channels (spec §1, §2).
+"""External-memory arguments of a kernel and their placement on the target's HBM pseudo-channels (spec §1, §2).
 
 Every DMA node of a dataflow graph is one kernel argument with its own m_axi bundle and its own buffer, holding
 the DMA's streamed tensor (its view of the tensor: Linalg reshapes/slices) in the packed layout of its stream
 type. A tensor read by several DMAs (one per consumer, each with its own layout or slice) thus has one buffer
 per DMA, packed from the same host array.
 
-All arguments stream concurrently, so the plan spreads them over the 32 pseudo-channels (PCs): arguments sorted
-by bandwidth demand (bytes streamed per run, repeat loops included; then packed size; then name), each placed
-round-robin at the next channel with room, a buffer larger than one 512 MB PC spanning consecutive PCs
-(``HBM[a:b]``, never wrapping past PC 31). A PC takes at most 15 kernel interfaces (an argument spanning several
-PCs counts on each) and 512 MB of data; when nothing fits, planning fails with ``HbmPlanError``.
+The arguments go on the HBM pseudo-channels the timing model charged their DMAs to: ``plan_hbm`` asks the
+one placement model, ``analysis.hbm`` (every DMA of a tensor on that tensor's channel range, tensors spread
+round-robin by bandwidth demand within the target's capacity and interfaces per channel), with the same
+buffers; a range of several PCs is ``HBM[a:b]``. When nothing fits, planning fails with ``HbmPlanError``.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import Sequence
 
+from streamtensor.analysis.hbm import HbmPlanError, place_tensors, streamed_tensors
 from streamtensor.errors import StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode
 from streamtensor.kernel_interface import HbmAssignment, HbmPlan, MemoryArgument, ViewStep
-
-HBM_CHANNELS = 32
-HBM_CHANNEL_BYTES = 512 * 2**20
-MAX_INTERFACES_PER_BANK = 15
-KERNEL_SLR = "SLR0"  # HBM attaches to SLR0: where a kernel that fits one die is pinned
+from streamtensor.target import HbmSpec, Target
 
 _CPP_KEYWORDS = frozenset(
     "alignas alignof and and_eq asm auto bitand bitor bool break case catch char char8_t char16_t char32_t class "
@@ -37,10 +32,6 @@ _CPP_KEYWORDS = frozenset(
     "template this thread_local throw true try typedef typeid typename union unsigned using virtual void volatile "
     "wchar_t while xor xor_eq main".split()
 )
-
-
-class HbmPlanError(StreamTensorError):
-    """The kernel's external-memory arguments do not fit the HBM (capacity or interfaces per bank)."""
 
 
 def c_identifier(name: str) -> str:
@@ -82,51 +73,23 @@ def memory_arguments(graph: DataflowGraph) -> list[MemoryArgument]:
     return args
 
 
-def plan_hbm(arguments: Sequence[MemoryArgument], kernel_name: str) -> HbmPlan:
-    """Place every argument on HBM pseudo-channels (see the module docstring)."""
+def kernel_slr(target: Target) -> str:
+    """Where a kernel that fits one die is pinned: the SLR its HBM attaches to."""
+    return f"SLR{target.hbm.slr}"
+
+
+def plan_hbm(arguments: Sequence[MemoryArgument], kernel_name: str, hbm: HbmSpec) -> HbmPlan:
+    """Every argument on its tensor's pseudo-channels (see the module docstring)."""
     names = [a.arg for a in arguments]
     if len(set(names)) != len(names):
         raise HbmPlanError(f"duplicate argument names in {names}")
-    interfaces = [0] * HBM_CHANNELS
-    free = [HBM_CHANNEL_BYTES] * HBM_CHANNELS
-    placed: dict[str, tuple[int, int]] = {}
-    cursor = 0
-    order = sorted(arguments, key=lambda a: (-a.layout.streamed_bytes, -a.layout.total_bytes, a.arg))
-    for arg in order:
-        size = arg.layout.total_bytes
-        span = max(1, math.ceil(size / HBM_CHANNEL_BYTES))
-        if span > HBM_CHANNELS:
-            raise HbmPlanError(f"argument {arg.arg} needs {size} bytes, more than the whole HBM")
-        for first in (cursor + i for i in range(HBM_CHANNELS)):
-            first %= HBM_CHANNELS
-            channels = range(first, first + span)
-            if (
-                first + span <= HBM_CHANNELS
-                and all(interfaces[c] < MAX_INTERFACES_PER_BANK for c in channels)
-                and sum(free[c] for c in channels) >= size
-            ):
-                break
-        else:
-            raise HbmPlanError(
-                f"cannot place argument {arg.arg} ({size} bytes on {span} pseudo-channel(s)): every candidate "
-                f"range already has {MAX_INTERFACES_PER_BANK} interfaces on a channel or too little free memory "
-                f"({len(arguments)} arguments in all)"
-            )
-        remaining = size
-        for c in channels:
-            interfaces[c] += 1
-            taken = min(free[c], remaining)
-            free[c] -= taken
-            remaining -= taken
-        placed[arg.arg] = (first, first + span - 1)
-        cursor = (first + span) % HBM_CHANNELS
-    assignments = tuple(HbmAssignment(a, *placed[a.arg]) for a in arguments)
-    return HbmPlan(kernel_name, assignments)
+    placement = place_tensors(streamed_tensors((a.name, a.dma, a.layout) for a in arguments), hbm)
+    return HbmPlan(kernel_name, tuple(HbmAssignment(a, *placement.dma_ranges[a.dma]) for a in arguments))
 
 
-def interfaces_per_channel(plan: HbmPlan) -> list[int]:
+def interfaces_per_channel(plan: HbmPlan, hbm: HbmSpec) -> list[int]:
     """How many kernel interfaces each pseudo-channel carries."""
-    counts = [0] * HBM_CHANNELS
+    counts = [0] * hbm.channels
     for a in plan.assignments:
         for c in a.channels:
             counts[c] += 1

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from streamtensor._version import GENERATOR
-from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
 from streamtensor.errors import StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph
 from streamtensor.kernel_interface import PARAMS_DIR, HbmAssignment, HbmPlan, layout_json, view_json
@@ -62,16 +61,15 @@ def write_packed_parameters(
     outdir: str | Path,
     graph: DataflowGraph,
     tensors: Mapping[str, np.ndarray],
-    plan: HbmPlan | None = None,
+    plan: HbmPlan,
 ) -> ParameterManifest:
     """Pack the graph's constants and ``tensors`` into ``outdir/params/<arg>.bin``, one file per read argument,
     and write ``params/manifest.json`` listing exactly these files.
 
     ``tensors`` maps a tensor name (every DMA reading it gets its file, packed from its view of the array) or an
     argument identifier (that DMA alone) to the whole tensor. Any tensor the kernel reads may be given: weights
-    (the parameter set) and, for a self-contained ``make csim``, sample inputs. ``plan`` defaults to
-    ``plan_hbm`` of the graph's arguments."""
-    plan = plan or plan_hbm(memory_arguments(graph), graph.name)
+    (the parameter set) and, for a self-contained ``make csim``, sample inputs. ``plan`` places the graph's
+    arguments (``hbm.plan_hbm``)."""
     reading = [a for a in plan.assignments if a.argument.reads]
     chosen: dict[str, tuple[HbmAssignment, np.ndarray]] = {}
     given = {name: array for name, array in graph.constants.items() if any(a.argument.name == name for a in reading)}

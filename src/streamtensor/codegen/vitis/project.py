@@ -38,9 +38,8 @@ from streamtensor.codegen.vitis.parameters import MANIFEST_FILE, ParameterManife
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph
 from streamtensor.kernel_interface import INTERFACE_FILE, SIM_EXECUTABLE, HbmPlan, KernelInterface
-
-DEFAULT_CLOCK_MHZ = 250
-MAX_CLOCK_MHZ = 500
+from streamtensor.packing import WORD_BITS
+from streamtensor.target import Target
 
 
 @dataclass(frozen=True)
@@ -70,21 +69,27 @@ def write_project(
     plan: HbmPlan,
     sources: Mapping[str, str],
     *,
+    target: Target,
     tensors: Mapping[str, np.ndarray] | None = None,
-    clock_mhz: int = DEFAULT_CLOCK_MHZ,
+    clock_mhz: int | None = None,
     kernel_slr: str | None = None,
 ) -> VitisProject:
     """Write the Vitis project of ``graph``'s kernel into ``outdir`` (see the module docstring).
 
     ``sources`` maps file names under ``src/`` to the kernel C++ (``KERNEL.cpp`` defines the top function and
     includes ``KERNEL.h``); ``tensors`` are packed into ``params/`` (``write_packed_parameters``); ``kernel_slr``
-    pins the compute unit to that SLR in ``link.cfg`` (None: v++ places it)."""
+    pins the compute unit to that SLR in ``link.cfg`` (None: v++ places it); the part, platform and kernel clock
+    are the ``target``'s (``clock_mhz`` overrides the clock)."""
     if c_identifier(kernel_name) != kernel_name:
         raise OptionError(f"kernel name {kernel_name!r} is not a C identifier")
     if plan.kernel_name != kernel_name:
         raise OptionError(f"the HBM plan is for kernel {plan.kernel_name!r}, not {kernel_name!r}")
-    if not 0 < clock_mhz <= MAX_CLOCK_MHZ:
-        raise OptionError(f"clock {clock_mhz} MHz is outside (0, {MAX_CLOCK_MHZ}]")
+    if target.axi_word_bits != WORD_BITS:
+        raise OptionError(f"the {target.board} has {target.axi_word_bits}-bit m_axi ports; the Vitis backend packs and "
+                          f"generates {WORD_BITS}-bit words")
+    clock_mhz = target.clock_mhz if clock_mhz is None else clock_mhz
+    if not 0 < clock_mhz <= target.max_clock_mhz:
+        raise OptionError(f"clock {clock_mhz} MHz is outside (0, {target.max_clock_mhz}] of the {target.board}")
     arguments = memory_arguments(graph)
     if not arguments:
         raise StreamTensorError(f"dataflow graph @{graph.name} has no DMA: the kernel has no external memory")
@@ -95,14 +100,14 @@ def write_project(
     root = Path(outdir)
     interface = KernelInterface(plan, clock_mhz, SIM_EXECUTABLE, f"build/{kernel_name}.{LINK_TARGET}.xclbin")
     generated = {
-        "Makefile": makefile(kernel_name, names, clock_mhz),
-        "README.md": readme(kernel_name, plan, names, clock_mhz, kernel_slr),
-        "hls_config.cfg": hls_config(kernel_name, names, clock_mhz),
+        "Makefile": makefile(kernel_name, names, clock_mhz, target),
+        "README.md": readme(kernel_name, plan, names, clock_mhz, kernel_slr, target),
+        "hls_config.cfg": hls_config(kernel_name, names, clock_mhz, target),
         "link.cfg": link_cfg(plan, kernel_slr),
         INTERFACE_FILE: json.dumps(interface.to_json(), indent=2) + "\n",
         f"src/{kernel_name}.h": kernel_header(kernel_name, plan),
         "tb/block_sim.cpp": testbench(kernel_name, plan),
-        "host/block_host.cpp": host_program(kernel_name, plan),
+        "host/block_host.cpp": host_program(kernel_name, plan, target),
         **{f"src/{name}": sources[name] for name in names},
     }
     for relative, text in generated.items():

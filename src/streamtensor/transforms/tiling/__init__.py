@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from streamtensor.ir.linalg import Graph
+from streamtensor.target import Target
 from streamtensor.transforms.tiling.liveness import kernel_ops
 from streamtensor.transforms.tiling.plan import OpTiling, Tiling, TilingOptions
 from streamtensor.transforms.tiling.tile_order import TileOrderSearch, default_orders
@@ -23,8 +24,9 @@ from streamtensor.transforms.tiling.unroll import (
 )
 
 
-def tile_graph(graph: Graph, options: TilingOptions | None = None) -> Tiling:
-    """Tile every kernel of ``graph``: sizes, orders, then unroll factors (the modules of this package)."""
+def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = None) -> Tiling:
+    """Tile every kernel of ``graph``: sizes, orders, then unroll factors (the modules of this package); lanes
+    and DMA rates are the ``target``'s."""
     options = options or TilingOptions()
     ops = kernel_ops(graph)
     tilings = [initial_tiling(op, options) for op in ops]
@@ -40,11 +42,11 @@ def tile_graph(graph: Graph, options: TilingOptions | None = None) -> Tiling:
         tilings = [replace(t, tile_order=o) for t, o in zip(tilings, orders, strict=True)]
         if not options.permute_reductions_outward:
             tilings = [replace(t, point_order=list(t.tile_order)) for t in tilings]
-    streams = external_streams(graph, ops)
+    streams = external_streams(graph, ops, target)
     if options.intensity_aware_unroll:
-        intensity_aware_unroll(ops, tilings, options.overall_unroll_size, streams)
+        intensity_aware_unroll(ops, tilings, options.overall_unroll_size, streams, target)
     else:
         uniform_unroll(tilings, options.overall_unroll_size)
-        tilings = [rate_matched(op, t, s) for op, t, s in zip(ops, tilings, streams, strict=True)]
+        tilings = [rate_matched(op, t, s, target) for op, t, s in zip(ops, tilings, streams, strict=True)]
     return Tiling(options, {op.name: t for op, t in zip(ops, tilings, strict=True)},
-                  {op.name: tiled_timing(op, t) for op, t in zip(ops, tilings, strict=True)})
+                  {op.name: tiled_timing(op, t, target) for op, t in zip(ops, tilings, strict=True)})

@@ -12,15 +12,15 @@ budget below the number of kernels leaves every kernel at one lane.
   innermost first; the candidate giving the lowest latency wins (ties: preference order). Push it back and
   repeat while the doubling fits the budget (it adds the kernel's current lane count) and the device: the
   datapaths (lanes x the DSPs / LUTs of the body, ``analysis.resources``) within ``DATAPATH_SHARE`` of the
-  U55C, and each kernel's within that share of one SLR (a kernel these bounds stop leaves the heap; cheaper
+  target, and each kernel's within that share of one SLR (a kernel these bounds stop leaves the heap; cheaper
   kernels may still grow). A kernel no doubling makes faster (its tiles fully unrolled: with
   ``max_token_rank=1`` a score kernel over 128 positions in 1-element tiles) leaves the heap too and the others
   keep growing: its latency bounds the pipeline's throughput, but a decode block runs its kernels largely one
   after another, so theirs still add to the makespan. Stop when the slowest kernel's doubling would exceed the
   lane budget.
 - Bandwidth-aware (both strategies): no kernel reads an input streamed from external memory (a weight, a
-  block input) faster than that input's DMA delivers it (``analysis.timing_model``: one HBM pseudo-channel per
-  tensor, split among its DMAs). Where its lanes would, the kernel's pipeline II is raised to the least that
+  block input) faster than that input's DMA delivers it (``analysis.hbm``: its share of the HBM pseudo-channel
+  its tensor is placed on). Where its lanes would, the kernel's pipeline II is raised to the least that
   keeps pace (``min_pipeline_ii``, emitted as the HLS pipeline II), and it is not doubled again: the doubling
   that made it DMA-paced was its last (a further one would at most round the II closer to the DMA's rate, at
   twice the DSPs and LUTs). A faster kernel would only wait for the DMA, or, with the DMA free to run ahead
@@ -40,16 +40,12 @@ import heapq
 import math
 from dataclasses import replace
 
-from streamtensor.analysis.resources import U55C, lane_cost
-from streamtensor.analysis.timing_model import (
-    HBM_CHANNELS,
-    KernelTiming,
-    dma_bytes_per_cycle,
-    dma_token_bytes,
-    kernel_timing,
-)
+from streamtensor.analysis.hbm import ExternalTensor, dma_bytes_per_cycle, dma_token_bytes, place_tensors
+from streamtensor.analysis.resources import lane_cost
+from streamtensor.analysis.timing_model import KernelTiming, kernel_timing
 from streamtensor.ir.dataflow import kernel_operand_type
 from streamtensor.ir.linalg import GenericOp, Graph
+from streamtensor.target import Target
 from streamtensor.transforms.tiling.edges import external_operands, trace_movement
 from streamtensor.transforms.tiling.plan import OpTiling
 
@@ -68,36 +64,42 @@ def _doubled(t: OpTiling, d: int) -> OpTiling:
     return OpTiling(loops, t.tile_order, t.point_order)
 
 
-def tiled_timing(op: GenericOp, t: OpTiling) -> KernelTiming:
-    return kernel_timing(op, t.loops, t.tile_order, t.point_order, t.min_pipeline_ii)
+def tiled_timing(op: GenericOp, t: OpTiling, target: Target) -> KernelTiming:
+    return kernel_timing(op, t.loops, t.tile_order, t.point_order, target.ops, t.min_pipeline_ii)
 
 
-def external_streams(graph: Graph, ops: list[GenericOp]) -> list[dict[int, int]]:
+def external_streams(graph: Graph, ops: list[GenericOp], target: Target) -> list[dict[int, int]]:
     """Per kernel, its inputs streamed from external memory (operand index -> channel share of its DMA).
 
-    Mirrors ``analysis.timing_model``'s DMA shares: every streamed use of an external tensor has its own DMA on
-    the tensor's pseudo-channel, so ``uses`` DMAs split it; with more tensors than channels ``crowding`` tensors
-    share every channel."""
+    The shares are ``analysis.hbm``'s placement of the tensors the dataflow graph will stream: every streamed
+    use of an external tensor (through reshapes and slices) is a DMA of that tensor, and every block output one
+    written once. Tiles are not known yet, so a tensor's buffers and demand are its bytes once per DMA; the
+    timing model and ``link.cfg`` place the dataflow graph's packed buffers by the same rule."""
     producers = graph.producers()
+    types = {v.name: v.type for v in graph.inputs} | {r.name: r.type for op in graph.ops for r in op.results}
     roots = [{j: trace_movement(op.inputs[j].name, producers)[0] for j in external_operands(op, producers)}
              for op in ops]
-    uses: dict[str, int] = {}
-    for per_op in roots:
-        for root in per_op.values():
-            uses[root] = uses.get(root, 0) + 1
-    crowding = max(1, math.ceil(len(uses) / HBM_CHANNELS))
-    return [{j: uses[root] * crowding for j, root in per_op.items()} for per_op in roots]
+    dmas: dict[str, list[str]] = {}
+    for op, per_op in zip(ops, roots, strict=True):
+        for j, root in per_op.items():
+            dmas.setdefault(root, []).append(f"{op.name}.{j}")
+    for v in graph.outputs:
+        dmas.setdefault(v.name, []).append(f"{v.name}.store")
+    tensors = [ExternalTensor(name, tuple(names), len(names) * types[name].bytes, len(names) * types[name].bytes)
+               for name, names in dmas.items()]
+    shares = place_tensors(tensors, target.hbm).shares
+    return [{j: shares[f"{op.name}.{j}"] for j in per_op} for op, per_op in zip(ops, roots, strict=True)]
 
 
-def rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, int]) -> OpTiling:
+def rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, int], target: Target) -> OpTiling:
     """``t`` with the least pipeline II at which ``op`` reads no external input faster than its DMA delivers
     it: its firings take at least the cycles the DMA needs for the tokens they read."""
     loose = replace(t, min_pipeline_ii=1)
-    timing = tiled_timing(op, loose)
+    timing = tiled_timing(op, loose, target)
     need = 0
     for j, share in streams.items():
         itype = kernel_operand_type(op, t.loops, t.tile_order, j)
-        need = max(need, itype.num_tokens * dma_token_bytes(itype) / dma_bytes_per_cycle(share))
+        need = max(need, itype.num_tokens * dma_token_bytes(itype, target) / dma_bytes_per_cycle(share, target))
     if timing.firings * timing.ii >= need:
         return loose
     iterations = math.prod(lt.tile for lt in t.loops) // t.lanes
@@ -109,23 +111,25 @@ def rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, int]) -> OpTilin
 DATAPATH_SHARE = 0.5
 
 
-def _fits_datapath(costs: list[tuple[float, int]], lanes: list[int], k: int) -> bool:
+def _fits_datapath(costs: list[tuple[float, int]], lanes: list[int], k: int, target: Target) -> bool:
     """Whether datapaths of ``lanes`` lanes (per kernel, ``costs`` per lane) stay within ``DATAPATH_SHARE`` of
-    the U55C in total and kernel ``k`` within that share of one SLR."""
-    for r, total in ((0, U55C.dsp), (1, U55C.lut)):
+    the target in total and kernel ``k`` within that share of its smallest SLR."""
+    totals = target.totals
+    for r, total, die in ((0, totals.dsp, min(s.dsp for s in target.slrs)),
+                          (1, totals.lut, min(s.lut for s in target.slrs))):
         if sum(c[r] * n for c, n in zip(costs, lanes, strict=True)) > DATAPATH_SHARE * total:
             return False
-        if costs[k][r] * lanes[k] > DATAPATH_SHARE * total / U55C.slrs:
+        if costs[k][r] * lanes[k] > DATAPATH_SHARE * die:
             return False
     return True
 
 
 def intensity_aware_unroll(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
-                     streams: list[dict[int, int]]) -> None:
+                           streams: list[dict[int, int]], target: Target) -> None:
     total = len(ops)
-    costs = [lane_cost(op.body) for op in ops]
-    tilings[:] = [rate_matched(op, t, s) for op, t, s in zip(ops, tilings, streams, strict=True)]
-    heap = [(-tiled_timing(op, t).latency, i) for i, (op, t) in enumerate(zip(ops, tilings, strict=True))]
+    costs = [lane_cost(op.body, target.ops) for op in ops]
+    tilings[:] = [rate_matched(op, t, s, target) for op, t, s in zip(ops, tilings, streams, strict=True)]
+    heap = [(-tiled_timing(op, t, target).latency, i) for i, (op, t) in enumerate(zip(ops, tilings, strict=True))]
     heapq.heapify(heap)
     while heap:
         neg_latency, i = heapq.heappop(heap)
@@ -136,13 +140,13 @@ def intensity_aware_unroll(ops: list[GenericOp], tilings: list[OpTiling], budget
             break
         best: tuple[int, OpTiling] | None = None
         for d in unroll_candidates(tilings[i]):
-            trial = rate_matched(ops[i], _doubled(tilings[i], d), streams[i])
-            latency = tiled_timing(ops[i], trial).latency
+            trial = rate_matched(ops[i], _doubled(tilings[i], d), streams[i], target)
+            latency = tiled_timing(ops[i], trial, target).latency
             if best is None or latency < best[0]:
                 best = (latency, trial)
         if best is None or best[0] >= -neg_latency:
             continue  # its tiles bound it; the others' latencies still add up along the block's critical path
-        if not _fits_datapath(costs, [2 * t.lanes if k == i else t.lanes for k, t in enumerate(tilings)], i):
+        if not _fits_datapath(costs, [2 * t.lanes if k == i else t.lanes for k, t in enumerate(tilings)], i, target):
             continue  # the device's DSPs / LUTs bound this kernel; cheaper ones may still grow
         tilings[i] = best[1]
         total += lanes

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from streamtensor.analysis.timing_model import node_process
 from streamtensor.codegen.vitis.hbm import c_identifier
 from streamtensor.errors import StreamTensorError
 from streamtensor.ir.affine import AffineBinary, AffineExpr
@@ -81,8 +80,9 @@ class ProcessWrites:
     """
 
     def __init__(self, graph: DataflowGraph, node: Node) -> None:
-        process = node_process(graph, node)
-        self.lag = -(-process.depth // process.ii) if node.inputs and node.outputs else 1
+        lag = node.attributes["lag"]
+        assert isinstance(lag, int)
+        self.lag = lag
 
     def declare(self, code: Code) -> None:
         if self.lag > 1:

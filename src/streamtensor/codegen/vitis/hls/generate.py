@@ -56,7 +56,7 @@ from streamtensor.codegen.vitis.hls.processes import (
     fork_process,
     reassociate_process,
 )
-from streamtensor.codegen.vitis.hls.top import storage_kinds, top_function
+from streamtensor.codegen.vitis.hls.top import top_function
 from streamtensor.codegen.vitis.package_data import template
 from streamtensor.ir.dataflow import (
     ChunkNode,
@@ -91,18 +91,21 @@ def generate_hls(graph: DataflowGraph, kernel_name: str, plan: HbmPlan) -> dict[
     reserved = {kernel_name, "load_tile", "store_tile", "element_bits", "tile_words",
                 *SCALAR_HELPERS, *(a.arg for a in plan.arguments)}
     process = _process_names(graph, reserved)
-    storage = storage_kinds(graph)
+    unannotated = sorted(n for n, node in graph.nodes.items() if "lag" not in node.attributes)
+    if unannotated:
+        raise HlsCodegenError(f"dataflow graph @{graph.name} has no timing attributes on {', '.join(unannotated[:3])}"
+                              f"{' ...' if len(unannotated) > 3 else ''}: size its FIFOs first (analysis.allocation)")
     order = graph.topological_order()
     helpers: set[str] = set()
     functions: list[str] = []
     for name in order:
         node = graph.nodes[name]
         if isinstance(node, KernelNode):
-            writer = KernelWriter(graph, node, storage)
+            writer = KernelWriter(graph, node)
             functions.append(writer.write())
             helpers |= writer.helpers
         elif isinstance(node, ConverterNode):
-            functions.append(converter_process(graph, node, storage))
+            functions.append(converter_process(graph, node))
         elif isinstance(node, ForkNode):
             functions.append(fork_process(graph, node))
         elif isinstance(node, ReassociateNode):
@@ -125,7 +128,7 @@ def generate_hls(graph: DataflowGraph, kernel_name: str, plan: HbmPlan) -> dict[
     for f in functions:
         source.paste(f)
         source.line()
-    top_function(source, graph, kernel_name, plan, process, storage, order)
+    top_function(source, graph, kernel_name, plan, process, order)
     in_flight = "HLS_SIM_IN_FLIGHT(" in source.text()
     return {f"{kernel_name}.cpp": source.text(),
             tokens_header: _tokens_header(graph, kernel_name, helpers, in_flight)}

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from streamtensor.analysis.timing_model import kernel_timing
 from streamtensor.codegen.vitis.hbm import c_identifier
 from streamtensor.codegen.vitis.hls.cpp import (
     Code,
@@ -58,13 +57,12 @@ def _partitioning(shape: Sequence[int], lane_offsets: np.ndarray) -> str | None:
 class KernelWriter:
     """C++ of one ``KernelNode`` (see the module docstring)."""
 
-    def __init__(self, graph: DataflowGraph, node: KernelNode, storage: dict[str, str]) -> None:
+    def __init__(self, graph: DataflowGraph, node: KernelNode) -> None:
         self.graph = graph
         self.node = node
         self.op = node.op
         self.loops = node.loops
         self.n_in = len(node.op.inputs)
-        self.storage = storage
         # Reduction loops of more than one trip carry accumulators from firing to firing; the parallel loops
         # inside the outermost of them index the pending output tiles (KernelNode).
         self.reductions = [d for d in node.tile_order if node.loops[d].reduction and node.loops[d].trip > 1]
@@ -112,10 +110,9 @@ class KernelWriter:
                  for s in node.inputs + node.outputs]
         tiles = ", ".join(f"d{d} {lt.trip}x{lt.tile}" + (f" unroll {lt.unroll}" if lt.unroll > 1 else "")
                           + (" reduction" if lt.reduction else "") for d, lt in enumerate(self.loops))
-        timing = kernel_timing(op, self.loops, node.tile_order, node.point_order, node.min_pipeline_ii)
         code.line(f"// {node.name}: linalg.generic @{op.name}" + (f" ({op.location})" if op.location else ""))
         code.line(f"//   loops {tiles}; tile order {node.tile_order}, point order {node.point_order}; "
-                  f"{timing.firings} firings of {timing.ii} cycles"
+                  f"{node.attributes['firings']} firings of {node.attributes['ii']} cycles"
                   + (f"; {self.pending} output tiles pending" if self.pending > 1 else ""))
         code.open(f"static void {c_identifier(node.name)}({', '.join(ports)})")
         if self.accumulate:
@@ -148,13 +145,13 @@ class KernelWriter:
                 opened.append(name)
         pipelined = [d for d in node.point_order if self.loops[d].tile // self.loops[d].unroll > 1]
         if not pipelined and opened:
-            code.pragma(f"pipeline II={timing.pipeline_ii}")
+            code.pragma(f"pipeline II={node.attributes['pipeline_ii']}")
         if self.pending > 1:
             inner = [d for d in self.pending_loops if self.loops[d].trip > 1]
             index = flat_index([f"t{d}" for d in inner], [self.loops[d].trip for d in inner])
             code.line(f"const int tile = {index};  // the pending output tile of this firing")
         self.init_results(code)
-        self.point_loops(code, pipelined, timing.pipeline_ii, used)
+        self.point_loops(code, pipelined, int(node.attributes["pipeline_ii"]), used)
         self.write_results(code)
         for _ in opened:
             code.close()
@@ -202,7 +199,7 @@ class KernelWriter:
         if partition is not None:
             code.pragma(f"array_partition variable=acc{r} {partition}{dim}")
         if partition != "type=complete":
-            impl = self.storage.get(f"{self.node.name}.acc{r}")
+            impl = self.node.attributes.get(f"acc{r}_memory")
             if impl is not None:
                 code.pragma(f"bind_storage variable=acc{r} type=ram_2p impl={impl}")
 

@@ -135,7 +135,7 @@ def concat_process(graph: DataflowGraph, node: ConcatNode) -> str:
     return code.text()
 
 
-def converter_process(graph: DataflowGraph, node: ConverterNode, storage: dict[str, str]) -> str:
+def converter_process(graph: DataflowGraph, node: ConverterNode) -> str:
     src, res = graph.streams[node.inputs[0]].type, graph.streams[node.outputs[0]].type
     buf = node.buffer
     m = buf.shared_loops
@@ -158,7 +158,7 @@ def converter_process(graph: DataflowGraph, node: ConverterNode, storage: dict[s
         if lanes > 1:
             kind = f"type=cyclic factor={lanes}" if lanes < n else "type=complete"
             code.pragma(f"array_partition variable=buf {kind} dim={j + 2}")
-    impl = storage.get(f"{node.name}.pingpong")
+    impl = node.attributes.get("pingpong_memory")
     if impl is not None:
         code.pragma(f"bind_storage variable=buf type=ram_2p impl={impl}")
     code.line(f"// Phase p fills window p % {buf.banks} with shared iteration p (p < {s}) while it drains window "

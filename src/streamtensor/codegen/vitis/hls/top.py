@@ -3,29 +3,14 @@ implementations, and one dataflow process per node."""
 
 from __future__ import annotations
 
-from streamtensor.analysis.memory import FIFO_DEFAULT_DEPTH, onchip_buffers
-from streamtensor.analysis.resources import allocate
-from streamtensor.analysis.timing_sim import SRL_FIFO_MAX_BITS
+from streamtensor.analysis.memory import FIFO_DEFAULT_DEPTH
 from streamtensor.codegen.vitis.hls.cpp import Code, stream_var, token_struct
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode
 from streamtensor.kernel_interface import HbmPlan
 
 
-def storage_kinds(graph: DataflowGraph) -> dict[str, str]:
-    """Memory allocation (LUTRAM / BRAM / URAM) of every on-chip buffer, by buffer name."""
-    return {b.name: allocate(b).kind for b in onchip_buffers(graph)}
-
-
-def _fifo_impl(graph: DataflowGraph, stream: str, storage: dict[str, str]) -> str:
-    s = graph.streams[stream]
-    depth = s.depth if s.depth is not None else FIFO_DEFAULT_DEPTH
-    if s.type.token_bits * depth <= SRL_FIFO_MAX_BITS:
-        return "srl"  # a shift register, as the timing model assumes for FIFOs of at most 1024 bits
-    return storage[f"{stream}.fifo"]
-
-
 def top_function(code: Code, graph: DataflowGraph, kernel_name: str, plan: HbmPlan, process: dict[str, str],
-         storage: dict[str, str], order: list[str]) -> None:
+                 order: list[str]) -> None:
     params = ", ".join(f"streamtensor::word512* {a.arg}" for a in plan.arguments)
     code.line("// The accelerator: one m_axi bundle per external-memory argument, FIFOs with their sized depths,")
     code.line("// one dataflow process per node in topological order.")
@@ -39,7 +24,7 @@ def top_function(code: Code, graph: DataflowGraph, kernel_name: str, plan: HbmPl
         depth = s.depth if s.depth is not None else FIFO_DEFAULT_DEPTH
         var = stream_var(s.name)
         code.line(f'hls::stream<{token_struct(s.type)}, {depth}> {var}("{s.name}");')
-        code.pragma(f"bind_storage variable={var} type=fifo impl={_fifo_impl(graph, s.name, storage)}")
+        code.pragma(f"bind_storage variable={var} type=fifo impl={s.attributes['impl']}")
     code.line()
     code.line(f"HLS_SIM_REGION({kernel_name});")
     for s in graph.streams.values():

@@ -1,0 +1,62 @@
+"""Facts shared by the Virtex UltraScale+ HBM boards: memory blocks and the Vitis HLS operator library.
+
+Operator latencies are pipeline depths of the Vitis HLS floating-point / integer cores at 250 MHz (full-DSP
+variants, typical values of the operator library); costs are (DSP48E2, LUT) per lane from typical Vitis HLS
+reports. Double-precision cores are deeper and larger (wider mantissa datapaths); ops a double table lacks take
+the single-precision figures. These are estimates for design-space decisions, not sign-off.
+"""
+
+from __future__ import annotations
+
+from streamtensor.target import MemoryPrimitives, OperatorLibrary
+
+MEMORY = MemoryPrimitives(
+    bram36_bits=36 * 1024,
+    bram36_aspects=((1, 32768), (2, 16384), (4, 8192), (9, 4096), (18, 2048), (36, 1024), (72, 512)),
+    uram_width=72,
+    uram_depth=4096,
+    srl_max_bits=1024,  # Vitis HLS auto_srl_max_bits default
+    lutram_max_depth=32,  # SRLC32E: 32 one-bit words per LUT
+)
+
+OPERATORS = OperatorLibrary(
+    float_latency={
+        "arith.addf": 4, "arith.subf": 4, "arith.mulf": 3, "arith.divf": 12, "arith.negf": 0, "arith.maximumf": 2,
+        "arith.minimumf": 2, "arith.maxnumf": 2, "arith.minnumf": 2, "arith.remf": 16, "arith.cmpf": 2,
+        "math.exp": 10, "math.log": 12, "math.sqrt": 12, "math.rsqrt": 10, "math.tanh": 20, "math.sin": 20,
+        "math.cos": 20, "math.erf": 20, "math.absf": 0, "math.powf": 30, "arith.sitofp": 4, "arith.uitofp": 4,
+        "arith.fptosi": 4, "arith.extf": 1, "arith.truncf": 1,
+    },
+    double_latency={
+        "arith.addf": 5, "arith.subf": 5, "arith.mulf": 6, "arith.divf": 30, "arith.remf": 32, "math.exp": 18,
+        "math.log": 20, "math.sqrt": 30, "math.rsqrt": 30, "math.tanh": 36, "math.sin": 36, "math.cos": 36,
+        "math.erf": 36, "math.powf": 50, "arith.sitofp": 6, "arith.uitofp": 6, "arith.fptosi": 6,
+    },
+    int_latency={"arith.muli": 2, "arith.divsi": 20, "arith.remsi": 20},
+    default_int_latency=1,
+    float_cost={
+        "arith.addf": (2, 230), "arith.subf": (2, 230), "arith.mulf": (3, 80), "arith.divf": (0, 800),
+        "math.sqrt": (0, 500), "math.rsqrt": (4, 400), "math.exp": (7, 800), "math.log": (12, 900),
+        "math.sin": (8, 1500), "math.cos": (8, 1500), "arith.maximumf": (0, 70), "arith.minimumf": (0, 70),
+        "arith.maxnumf": (0, 70), "arith.minnumf": (0, 70), "arith.cmpf": (0, 70), "arith.remf": (0, 1000),
+        "arith.negf": (0, 0), "math.absf": (0, 0), "arith.sitofp": (0, 200), "arith.uitofp": (0, 200),
+        "arith.fptosi": (0, 200), "arith.extf": (0, 50), "arith.truncf": (0, 50),
+    },
+    double_cost={
+        "arith.addf": (3, 700), "arith.subf": (3, 700), "arith.mulf": (10, 200), "arith.divf": (0, 3200),
+        "math.sqrt": (0, 1800), "math.rsqrt": (10, 2000), "math.exp": (26, 2000), "math.log": (27, 2500),
+        "arith.maximumf": (0, 150), "arith.minimumf": (0, 150), "arith.maxnumf": (0, 150), "arith.minnumf": (0, 150),
+        "arith.cmpf": (0, 150), "arith.extf": (0, 100), "arith.truncf": (0, 100),
+    },
+    # Two int8 products per DSP48E2 with operand packing; one 27x18 multiplier; Vitis mul_32s_32s_32; 64-bit.
+    int_mul_dsp=((8, 0.5), (18, 1.0), (32, 3.0), (64, 10.0)),
+    int_mul_lut=20,
+    stream_read_cycles=1,  # hls::stream read (FIFO output register)
+    stream_write_cycles=1,
+    memory_read_cycles=2,  # registered BRAM/URAM read
+    base_lut={"kernel": 500, "itensor_converter": 400, "itensor_reassociate": 100, "itensor_chunk": 150,
+              "itensor_concat": 150, "dma_read": 2000, "dma_write": 2000},
+    fork_lut_per_output=40,
+    dma_engine_lut=2000,  # 512-bit AXI master adapter + address generator
+    fifo_control_lut=30,  # pointers, full/empty flags
+)
