@@ -58,3 +58,13 @@ class StageError(StreamTensorError):
                          "with the model")
         self.stage = stage
         self.construct = construct
+
+
+class UnsupportedModelError(StreamTensorError):
+    """A model construct outside what the compiler handles (expert routing, recurrent state, cross-attention, ...),
+    refused before export: names the model type, the construct and what supporting it would need."""
+
+    def __init__(self, model_type: str, construct: str, needed: str) -> None:
+        super().__init__(f"model type '{model_type}' is not supported: {construct}; {needed}")
+        self.model_type = model_type
+        self.construct = construct

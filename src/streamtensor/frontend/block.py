@@ -20,27 +20,29 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from streamtensor.errors import ModelError, OptionError
+from streamtensor.errors import ModelError, OptionError, UnsupportedModelError
 from streamtensor.frontend.models import LoadedModel
+from streamtensor.frontend.support import check_layer, check_model, raise_recurrent
 
 MODES = ("prefill", "decode")
 
 
 def find_decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The largest ``nn.ModuleList`` whose members all share one class and hold parameters."""
-    best: tuple[str, nn.ModuleList] | None = None
+    """The decoder layers: the shallowest ``nn.ModuleList`` of composite modules holding parameters (the longest
+    at that depth). Shallowest, because experts, vision towers and sub-blocks nest their own lists deeper."""
+    best: tuple[int, int, str, nn.ModuleList] | None = None
     for name, module in model.named_modules():
         if not isinstance(module, nn.ModuleList) or len(module) == 0:
             continue
-        classes = {type(m) for m in module}
-        if len(classes) != 1 or not any(True for _ in module[0].parameters()):
+        if not all(any(True for _ in m.children()) and any(True for _ in m.parameters()) for m in module):
             continue
-        if best is None or len(module) > len(best[1]):
-            best = (name, module)
+        key = (name.count("."), -len(module), name, module)
+        if best is None or key[:2] < best[:2]:
+            best = key
     if best is None:
         raise ModelError(f"no decoder layers found in {type(model).__name__}: expected a ModuleList of "
-                         "identical layers")
-    return best
+                         "decoder layers")
+    return best[2], best[3]
 
 
 def find_rotary_embedding(model: nn.Module) -> nn.Module | None:
@@ -94,7 +96,8 @@ class BlockSpec:
     weight_names: list[str]  # the subset of inputs that are weights, in input order
     hidden_size: int
     num_kv_heads: int
-    head_dim: int
+    head_dim: int  # of the keys
+    value_head_dim: int  # of the values (differs from head_dim with multi-head latent attention)
     seq_len: int  # tokens per invocation (1 in decode)
     max_len: int  # KV-cache capacity (decode) or prompt length (prefill)
     config: dict[str, object] = field(default_factory=dict)
@@ -107,7 +110,9 @@ class DecoderBlock(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise OptionError(f"bad --mode '{mode}': expected one of {', '.join(MODES)}")
-        layers_name, layers = find_decoder_layers(loaded.model)
+        # A multimodal model's get_decoder() is its language model (vision and audio towers have layers too).
+        decoder = loaded.model.get_decoder() if hasattr(loaded.model, "get_decoder") else loaded.model
+        layers_name, layers = find_decoder_layers(decoder if isinstance(decoder, nn.Module) else loaded.model)
         if not 0 <= layer_index < len(layers):
             raise OptionError(f"bad layer index {layer_index}: the model has {len(layers)} decoder layers")
         self.layer = layers[layer_index]
@@ -115,8 +120,13 @@ class DecoderBlock(nn.Module):
         self.mode = mode
         self.seq_len = seq_len if mode == "prefill" else 1
         self.max_len = max_len if mode == "decode" else seq_len
-        cfg = loaded.config
+        cfg = loaded.config.get_text_config()
         self.config = cfg
+        self.model_type = str(loaded.config.model_type)
+        check_model(self.model_type, loaded.config)
+        self.cache_argument = check_layer(self.model_type, self.layer, {"hidden_states", "attention_mask",
+                                                                        "position_ids", "cache_position",
+                                                                        "position_embeddings", "use_cache"})
         self.rotary = find_rotary_embedding(loaded.model)
         layer_types = getattr(cfg, "layer_types", None)
         self.layer_type = layer_types[layer_index] if layer_types else None
@@ -127,10 +137,11 @@ class DecoderBlock(nn.Module):
             module._non_persistent_buffers_set.clear()
         self.weight_names = [n for n, _ in self.layer.named_parameters()]
         self._layer_params = inspect.signature(self.layer.forward).parameters
-        hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd
-        heads = getattr(cfg, "num_attention_heads", None) or cfg.n_head
-        kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-        head_dim = getattr(cfg, "head_dim", None) or hidden // heads
+        hidden = next((v for k in ("hidden_size", "n_embd", "d_model") if isinstance(v := getattr(cfg, k, None), int)),
+                      None)
+        if hidden is None:
+            raise ModelError(f"{type(cfg).__name__} names no hidden size (hidden_size, n_embd or d_model)")
+        kv_heads, head_dim, value_head_dim = self._probe_kv_geometry(hidden)
         self.spec = BlockSpec(
             model_name=loaded.name, mode=mode, layer_index=layer_index, layer_class=type(self.layer).__name__,
             input_names=(["hidden"] if mode == "prefill" else ["hidden", "position", "key_cache", "value_cache"])
@@ -138,9 +149,34 @@ class DecoderBlock(nn.Module):
             output_names=["hidden_out", "keys", "values"] if mode == "prefill"
             else ["hidden_out", "key_cache_out", "value_cache_out"],
             weight_names=[_arg_name(n) for n in self.weight_names],
-            hidden_size=hidden, num_kv_heads=kv_heads, head_dim=head_dim, seq_len=self.seq_len,
+            hidden_size=hidden, num_kv_heads=kv_heads, head_dim=head_dim, value_head_dim=value_head_dim,
+            seq_len=self.seq_len,
             max_len=self.max_len, config={"layers_module": layers_name, "layer_type": self.layer_type,
                                           "sliding_window": self.sliding_window})
+
+    def _probe_kv_geometry(self, hidden: int) -> tuple[int, int, int]:
+        """Run the layer once on a short prompt (eagerly): what it writes to its cache gives the KV heads and
+        the key and value head sizes, and a layer that asks its cache for more than keys and values, or never
+        writes it, keeps a recurrent state instead (refused)."""
+        probe_len = 2
+        cache = _BlockCache()
+        kwargs = self._layer_kwargs(torch.arange(probe_len), probe_len, torch.zeros(1, probe_len, hidden), cache)
+        try:
+            with torch.no_grad():
+                self.layer(torch.zeros(1, probe_len, hidden), **kwargs)
+        except AttributeError as exc:
+            if "_BlockCache" not in str(exc):
+                raise
+            raise_recurrent(self.model_type, self.layer, f"it asks its cache for '{exc.name}'")
+        if cache.keys is None:
+            raise_recurrent(self.model_type, self.layer, "it never writes keys and values to its cache")
+        assert cache.keys is not None and cache.values is not None
+        keys, values = tuple(cache.keys.shape), tuple(cache.values.shape)
+        if len(keys) != 4 or keys[0] != 1 or keys[2] != probe_len or keys[:3] != values[:3]:
+            raise UnsupportedModelError(self.model_type, f"KV-cache layout {list(keys)}, {list(values)} for "
+                                        f"{probe_len} tokens", "the block expects keys and values as "
+                                        "[batch, kv_heads, tokens, head_dim]")
+        return keys[1], keys[3], values[3]
 
     def _mask(self, query_pos: torch.Tensor, key_len: int) -> torch.Tensor:
         """Additive mask [1,1,q,k] built from positions (no large constants in the graph)."""
@@ -163,8 +199,19 @@ class DecoderBlock(nn.Module):
             positions = position
             cache = _BlockCache(key_cache, value_cache, position)
             key_len = self.max_len
-        kwargs: dict[str, object] = {"attention_mask": self._mask(positions, key_len), "past_key_values": cache,
-                                     "use_cache": True}
+        params = dict(zip(self.weight_names, weights, strict=True))
+        kwargs = self._layer_kwargs(positions, key_len, hidden, cache)
+        out = torch.func.functional_call(self.layer, params, (hidden,), kwargs)
+        hidden_out = out[0] if isinstance(out, tuple) else out
+        assert cache.keys is not None and cache.values is not None, "the probe saw the layer write its KV cache"
+        return hidden_out, cache.keys, cache.values
+
+    def _layer_kwargs(self, positions: torch.Tensor, key_len: int, hidden: torch.Tensor, cache: _BlockCache
+                      ) -> dict[str, object]:
+        """The keyword arguments the layer's forward takes: mask, cache (under its name), positions, rotary."""
+        kwargs: dict[str, object] = {"attention_mask": self._mask(positions, key_len), self.cache_argument: cache}
+        if "use_cache" in self._layer_params:
+            kwargs["use_cache"] = True
         position_ids = positions.view(1, -1)
         if "position_ids" in self._layer_params:
             kwargs["position_ids"] = position_ids
@@ -172,17 +219,13 @@ class DecoderBlock(nn.Module):
             kwargs["cache_position"] = positions
         if "position_embeddings" in self._layer_params:
             if self.rotary is None:
-                raise ModelError(f"{self.spec.layer_class} takes position_embeddings but the model has no "
+                raise ModelError(f"{type(self.layer).__name__} takes position_embeddings but the model has no "
                                  "rotary embedding module (no inv_freq buffer)")
             rotary_args: tuple[object, ...] = (hidden, position_ids)
             if "layer_type" in inspect.signature(self.rotary.forward).parameters:
                 rotary_args += (self.layer_type,)
             kwargs["position_embeddings"] = self.rotary(*rotary_args)
-        params = dict(zip(self.weight_names, weights, strict=True))
-        out = torch.func.functional_call(self.layer, params, (hidden,), kwargs)
-        hidden_out = out[0] if isinstance(out, tuple) else out
-        assert cache.keys is not None and cache.values is not None, "the layer never updated its KV cache"
-        return hidden_out, cache.keys, cache.values
+        return kwargs
 
     def example_inputs(self, seed: int = 0, position: int | None = None) -> list[torch.Tensor]:
         """Seeded random activations (and cache), followed by the layer's real weights."""
@@ -193,9 +236,9 @@ class DecoderBlock(nn.Module):
         if self.mode == "prefill":
             return [hidden, *weights]
         pos = torch.tensor([position if position is not None else self.max_len // 2], dtype=torch.int64)
-        cache_shape = (1, s.num_kv_heads, self.max_len, s.head_dim)
-        return [hidden, pos, torch.randn(cache_shape, generator=gen), torch.randn(cache_shape, generator=gen),
-                *weights]
+        key_cache = torch.randn((1, s.num_kv_heads, self.max_len, s.head_dim), generator=gen)
+        value_cache = torch.randn((1, s.num_kv_heads, self.max_len, s.value_head_dim), generator=gen)
+        return [hidden, pos, key_cache, value_cache, *weights]
 
 
 def _arg_name(param_name: str) -> str:

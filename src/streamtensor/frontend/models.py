@@ -75,7 +75,7 @@ def builtin_config(family: str, size: str) -> transformers.PretrainedConfig:
     return cfg
 
 
-def _randomize_params(model: torch.nn.Module, generator: torch.Generator) -> None:
+def randomize_params(model: torch.nn.Module, generator: torch.Generator) -> None:
     """Seeded weights that keep activations O(1) through a block.
 
     HF's std-0.02 init makes MLP outputs ~1e-3, which post-norms (Gemma) rescale, so any check would compare
@@ -103,7 +103,7 @@ def build_random_model(family: str, size: str, seed: int = 0, num_layers: int = 
             cfg.layer_types = cfg.layer_types[:num_layers]
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
-    _randomize_params(model, torch.Generator().manual_seed(seed + 1))
+    randomize_params(model, torch.Generator().manual_seed(seed + 1))
     return LoadedModel(family, model.eval().float(), model.config, f"random(seed={seed})")
 
 

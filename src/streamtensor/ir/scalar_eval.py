@@ -28,12 +28,36 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return torch.special.erf(torch.from_numpy(np.ascontiguousarray(x))).numpy()
 
 
-_CMP: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "eq": np.equal, "ne": np.not_equal, "slt": np.less, "sle": np.less_equal, "sgt": np.greater,
-    "sge": np.greater_equal, "ult": np.less, "ule": np.less_equal, "ugt": np.greater, "uge": np.greater_equal,
-    "oeq": np.equal, "ogt": np.greater, "oge": np.greater_equal, "olt": np.less, "ole": np.less_equal,
-    "one": np.not_equal, "ueq": np.equal, "une": np.not_equal,
+_ORDER: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal, "gt": np.greater,
+    "ge": np.greater_equal,
 }
+_UNSIGNED: dict[type, type] = {np.int64: np.uint64, np.int32: np.uint32, np.int16: np.uint16, np.int8: np.uint8}
+
+
+def compare_float(predicate: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``arith.cmpf``: ``o*`` predicates are false and ``u*`` true when an operand is NaN; ``ord``/``uno`` test
+    for NaN only; ``false``/``true`` are constants."""
+    unordered = np.isnan(a) | np.isnan(b)
+    if predicate in ("false", "true"):
+        return np.full(np.broadcast(a, b).shape, predicate == "true")
+    if predicate == "ord":
+        return ~unordered
+    if predicate == "uno":
+        return unordered
+    result = _ORDER[predicate[1:]](a, b)
+    return result & ~unordered if predicate[0] == "o" else result | unordered
+
+
+def compare_int(predicate: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``arith.cmpi``: ``s*`` predicates compare as signed, ``u*`` as unsigned (two's complement bits)."""
+    if predicate in ("eq", "ne"):
+        return _ORDER[predicate](a, b)
+    if predicate[0] == "u" and a.dtype.type in _UNSIGNED:
+        a, b = a.astype(_UNSIGNED[a.dtype.type]), b.astype(_UNSIGNED[b.dtype.type])
+    return _ORDER[predicate[1:]](a, b)
+
+
 _BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "arith.addf": np.add, "arith.subf": np.subtract, "arith.mulf": np.multiply, "arith.divf": np.divide,
     "arith.maximumf": np.maximum, "arith.minimumf": np.minimum, "arith.maxnumf": np.fmax,
@@ -64,8 +88,10 @@ def eval_scalar_op(op: ScalarOp, env: dict[str, np.ndarray], index: Sequence[np.
             return (np.trunc(xs[0] / xs[1])).astype(dt)
         if name == "arith.remsi":
             return np.fmod(xs[0], xs[1]).astype(dt)
-        if name in ("arith.cmpf", "arith.cmpi"):
-            return _CMP[str(op.attr("predicate"))](xs[0], xs[1])
+        if name == "arith.cmpf":
+            return compare_float(str(op.attr("predicate")), xs[0], xs[1])
+        if name == "arith.cmpi":
+            return compare_int(str(op.attr("predicate")), np.asarray(xs[0]), np.asarray(xs[1]))
         if name == "arith.select":
             return np.where(xs[0], xs[1], xs[2]).astype(dt, copy=False)
         if name == "math.fpowi":

@@ -34,8 +34,10 @@ _CALLS = {"math.exp": "std::exp", "math.log": "std::log", "math.sqrt": "std::sqr
 _CASTS = {"arith.sitofp", "arith.fptosi", "arith.extf", "arith.truncf", "arith.extsi", "arith.trunci",
           "arith.index_cast"}
 _UNSIGNED_CASTS = {"arith.uitofp", "arith.extui"}
-_COMPARE = {"eq": "==", "ne": "!=", "slt": "<", "sle": "<=", "sgt": ">", "sge": ">=", "ult": "<", "ule": "<=",
-            "ugt": ">", "uge": ">=", "oeq": "==", "ogt": ">", "oge": ">=", "olt": "<", "ole": "<="}
+_COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+# An unordered float predicate is the negation of the ordered inverse (C++ comparisons are false on NaN).
+_ORDERED_INVERSE = {"eq": "({a} < {b} || {a} > {b})", "ne": "{a} == {b}", "lt": "{a} >= {b}", "le": "{a} > {b}",
+                    "gt": "{a} <= {b}", "ge": "{a} < {b}"}
 
 # Helpers emitted into the tokens header only when a body uses them (templates/<name>.h).
 SCALAR_HELPERS = {name: template(f"{name}.h") for name in ("maximumf", "minimumf", "fpowi")}
@@ -363,18 +365,27 @@ class KernelWriter:
 
     @staticmethod
     def compare(predicate: str, x: list[str], dtype: str) -> str:
-        if predicate == "one":
-            return f"({x[0]} < {x[1]} || {x[0]} > {x[1]})"
-        if predicate == "ueq":
-            return f"!({x[0]} < {x[1]} || {x[0]} > {x[1]})"
-        if predicate == "une":
-            return f"!({x[0]} == {x[1]})"
-        if predicate not in _COMPARE:
-            raise UnsupportedOpError("arith.cmp", "arith", f"predicate {predicate} has no C++ translation")
+        """C++ of ``arith.cmpf`` (``dtype`` a float type: ordered, unordered and NaN-test predicates) and of
+        ``arith.cmpi`` (``u*`` predicates on the unsigned type of the same width)."""
         a, b = x
-        if predicate.startswith("u") and dtype != "i1":
+        if dtype.startswith("f"):
+            if predicate in ("false", "true"):  # operands still read: no unused-variable warning
+                return f"((void){a}, (void){b}, {predicate})"
+            if predicate == "ord":
+                return f"({a} == {a} && {b} == {b})"
+            if predicate == "uno":
+                return f"({a} != {a} || {b} != {b})"
+            kind, order = predicate[0], predicate[1:]
+            if kind == "o" and order == "ne":
+                return f"({a} < {b} || {a} > {b})"
+            if kind == "o":
+                return f"{a} {_COMPARE[order]} {b}"
+            return f"!({_ORDERED_INVERSE[order].format(a=a, b=b)})"
+        if predicate in ("eq", "ne"):
+            return f"{a} {_COMPARE[predicate]} {b}"
+        if predicate[0] == "u" and dtype != "i1":
             a, b = (f"static_cast<u{c_type(dtype)}>({v})" for v in x)
-        return f"{a} {_COMPARE[predicate]} {b}"
+        return f"{a} {_COMPARE[predicate[1:]]} {b}"
 
 
 def _literal(value: float | int | bool, dtype: str) -> str:

@@ -1,0 +1,270 @@
+"""Conformance sweep: every causal-LM model type of the pinned transformers, compiled and verified.
+
+Run: ``.venv/bin/python benchmarks/conformance.py [--types llama,phi] [--jobs 2] [--timeout 600]``. For every
+model type in ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`` a tiny random checkpoint is built generically (the config
+class's defaults shrunk by ``SHRINK_RULES``, attribute names only, no per-architecture table), saved with
+``save_pretrained`` under the cache directory, and one decoder block of it compiled and C-simulated against PyTorch
+eager in prefill and decode, each type in a subprocess with a timeout. One row per type: ``passed``, ``refused``
+(the compiler's one-line ``UnsupportedModelError``) or ``failed`` (the stage and the error). The table goes to
+``benchmarks/conformance.md`` (``--types`` updates only those rows) and the last line is the summary
+``N passed, N refused, N failed``. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+TABLE = Path(__file__).with_name("conformance.md")
+SEQ_LEN = 8  # prompt tokens of the prefill block
+MAX_LEN = 32  # KV-cache capacity of the decode block
+MODES = ("prefill", "decode")
+NUM_LAYERS = 2
+
+_Rule = Callable[[Any, dict[str, Any]], Any]
+
+
+def _at_most(limit: int) -> _Rule:
+    return lambda value, _: min(value, limit) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _head_dim(value: Any, _: dict[str, Any]) -> Any:
+    """16, also where the default is None (some configs' defaults leave it unset and do not build)."""
+    return 16 if value is None or isinstance(value, int) else value
+
+
+def _kv_heads(value: Any, cfg: dict[str, Any]) -> Any:
+    """Keep the attention kind: multi-query stays 1, multi-head stays equal to the heads, grouped becomes 2;
+    unset (None) means multi-head."""
+    if value is None:
+        return 4
+    if not isinstance(value, int) or isinstance(value, bool):
+        return value
+    heads = next((cfg[k] for k in _HEADS if isinstance(cfg.get(k), int)), None)
+    return 1 if value == 1 else 4 if value == heads else 2
+
+
+_HEADS = ("num_attention_heads", "n_head", "n_heads", "num_heads", "decoder_attention_heads")
+# Generic shrinking: attribute name -> new value (from the old value and the whole config). Heads x head_dim =
+# hidden keeps the geometry consistent for configs that derive one from the others.
+SHRINK_RULES: dict[str, _Rule] = {
+    **{k: _at_most(NUM_LAYERS) for k in ("num_hidden_layers", "n_layer", "num_layers", "n_layers",
+                                          "decoder_layers", "encoder_layers", "num_decoder_layers",
+                                          "num_encoder_layers")},
+    **{k: _at_most(64) for k in ("hidden_size", "n_embd", "d_model", "n_embed", "embed_dim", "dim",
+                                  "word_embed_proj_dim")},
+    **{k: _at_most(128) for k in ("intermediate_size", "n_inner", "ffn_dim", "decoder_ffn_dim", "encoder_ffn_dim",
+                                   "d_ff", "ffn_hidden_size", "moe_intermediate_size",
+                                   "shared_expert_intermediate_size", "dense_intermediate_size")},
+    **{k: _at_most(4) for k in _HEADS + ("encoder_attention_heads",)},
+    **{k: _kv_heads for k in ("num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num")},
+    **{k: _head_dim for k in ("head_dim", "kv_channels", "d_head", "d_kv")},
+    "rotary_dim": _at_most(8),  # rotary features of a head, at most the head's 16
+    "is_decoder": lambda value, _: True,  # BERT-like models are causal LMs only as decoders
+    "vocab_size": _at_most(256),
+    **{k: _at_most(128) for k in ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len",
+                                   "seq_length", "max_sequence_length")},
+    **{k: _at_most(4) for k in ("sliding_window", "window_size", "attention_window")},  # < SEQ_LEN: the mask bites
+    **{k: _at_most(4) for k in ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")},
+    **{k: _at_most(2) for k in ("num_experts_per_tok", "moe_topk", "top_k")},
+}
+
+
+def shrink_config(values: dict[str, Any]) -> dict[str, Any]:
+    """The changes ``SHRINK_RULES`` make to a config's ``to_dict()`` (only those: values the config derives from
+    others are derived again): nested sub-configs too, token ids kept inside the shrunk vocabulary, per-layer
+    lists (``layer_types``, ...) cut to the shrunk layer count and per-layer dicts (keyed by layer index) to
+    its layers."""
+    layer_keys = [k for k in ("num_hidden_layers", "n_layer", "num_layers", "n_layers") if isinstance(
+        values.get(k), int)]
+    old_layers = values[layer_keys[0]] if layer_keys else None
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and ("model_type" in value or key.endswith("_config")):
+            out[key] = shrink_config(value)
+        elif key in SHRINK_RULES:
+            out[key] = SHRINK_RULES[key](value, values)
+        elif isinstance(value, list) and old_layers and len(value) == old_layers > NUM_LAYERS:
+            out[key] = value[:NUM_LAYERS]
+        elif isinstance(value, dict) and value and all(str(k).isdigit() for k in value):
+            out[key] = {k: v for k, v in value.items() if int(k) < NUM_LAYERS}
+        else:
+            out[key] = value
+    vocab = out.get("vocab_size")
+    if isinstance(vocab, int):
+        for key, value in out.items():
+            if key.endswith("_token_id") and isinstance(value, int) and value >= vocab:
+                out[key] = vocab - 1
+            elif key.endswith("_token_id") and isinstance(value, list):
+                out[key] = [min(v, vocab - 1) for v in value]
+    return {k: v for k, v in out.items() if v != values[k]}
+
+
+def build_checkpoint(model_type: str, directory: Path, seed: int = 0) -> None:
+    """A tiny random checkpoint of ``model_type`` in ``directory`` (config.json + model.safetensors)."""
+    import torch
+    import transformers
+
+    from streamtensor.frontend.models import randomize_params
+
+    config_class = transformers.CONFIG_MAPPING[model_type]
+    config = config_class(**shrink_config(config_class().to_dict()))
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    randomize_params(model, torch.Generator().manual_seed(seed + 1))
+    model.save_pretrained(directory)
+
+
+@dataclass
+class Row:
+    model_type: str
+    status: str  # passed | refused | failed
+    detail: str  # failed: the stage and the error; refused: the reason; passed: max error per mode
+    seconds: float
+
+
+def _one_line(exc: BaseException) -> str:
+    """The exception's first line; for a failed C++ build, also the compiler's first error."""
+    text = str(exc).strip()
+    line = f"{type(exc).__name__}: {text.splitlines()[0] if text else '(no message)'}"
+    first_error = next((ln.strip() for ln in str(getattr(exc, "stderr", "")).splitlines() if "error:" in ln), None)
+    return f"{line} {first_error}" if first_error else line
+
+
+def check_type(model_type: str, cache_dir: Path) -> Row:
+    """Checkpoint, then compile + C simulation in each mode (runs in the worker subprocess)."""
+    from streamtensor import compile_llm_block
+    from streamtensor.errors import StageError, UnsupportedModelError
+
+    start = time.perf_counter()
+
+    def row(status: str, detail: str) -> Row:
+        return Row(model_type, status, detail, round(time.perf_counter() - start, 1))
+
+    directory = cache_dir / model_type
+    if not (directory / "config.json").is_file():
+        try:
+            build_checkpoint(model_type, directory)
+        except Exception as exc:  # the sweep's own generic config did not build: reported, not hidden
+            return row("failed", f"checkpoint: {_one_line(exc)}")
+    errors: list[str] = []
+    for mode in MODES:
+        try:
+            design, block = compile_llm_block(str(directory), mode=mode, seq_len=SEQ_LEN, max_len=MAX_LEN)
+            report = design.simulate(*block.example_inputs(), runs=2)
+        except UnsupportedModelError as exc:
+            return row("refused", str(exc))
+        except StageError as exc:
+            return row("failed", f"{mode}: {exc.stage}: {_one_line(exc.__cause__ or exc)}")
+        except Exception as exc:
+            return row("failed", f"{mode}: {_one_line(exc)}")
+        if not report.ok:
+            return row("failed", f"{mode}: verify: {report.failure or 'mismatch: ' + _worst(report)}")
+        errors.append(f"{mode} {_worst(report)}")
+    return row("passed", ", ".join(errors))
+
+
+def _worst(report: Any) -> str:
+    worst = max(report.checks, key=lambda c: c.max_abs_error)
+    return f"max error {worst.max_abs_error:.1e} ({worst.name})"
+
+
+def _run_worker(model_type: str, cache_dir: Path, timeout: int) -> Row:
+    start = time.perf_counter()
+    cmd = [sys.executable, __file__, "--worker", model_type, "--cache-dir", str(cache_dir)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return Row(model_type, "failed", f"timeout after {timeout} s", float(timeout))
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return Row(model_type, "failed", f"worker exit {done.returncode}: {tail}",
+                   round(time.perf_counter() - start, 1))
+    return Row(**json.loads(lines[-1]))
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def write_table(rows: dict[str, Row], path: Path) -> str:
+    import transformers
+
+    counts = {s: sum(r.status == s for r in rows.values()) for s in ("passed", "refused", "failed")}
+    summary = f"{counts['passed']} passed, {counts['refused']} refused, {counts['failed']} failed"
+    lines = [
+        "<!-- Generated by benchmarks/conformance.py (streamtensor); do not edit -->",
+        "# Conformance: every causal-LM model type",
+        "",
+        f"transformers {transformers.__version__}; tiny random checkpoints (benchmarks/conformance.py); "
+        f"layer 0, prefill ({SEQ_LEN} tokens) and decode (cache of {MAX_LEN}); fp32 C simulation against "
+        "PyTorch eager, tolerance 1e-4.",
+        "",
+        f"**{summary}**",
+        "",
+        "| model type | result | detail | seconds |",
+        "|---|---|---|---|",
+        *(f"| {r.model_type} | {r.status} | {_escape(r.detail)} | {r.seconds:.0f} |"
+          for r in sorted(rows.values(), key=lambda r: r.model_type)),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return summary
+
+
+def _read_table(path: Path) -> dict[str, Row]:
+    rows: dict[str, Row] = {}
+    if not path.is_file():
+        return rows
+    for line in path.read_text().splitlines():
+        cells = [c.strip().replace("\\|", "|") for c in line.strip("|").split(" | ")]
+        if len(cells) == 4 and cells[1] in ("passed", "refused", "failed"):
+            rows[cells[0]] = Row(cells[0], cells[1], cells[2], float(cells[3]))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--types", help="comma-separated model types (default: all)")
+    parser.add_argument("--jobs", type=int, default=1, help="types checked in parallel")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per model type")
+    parser.add_argument("--cache-dir", type=Path,
+                        default=Path(os.environ.get("STREAMTENSOR_CACHE_DIR", Path.home() / ".cache/streamtensor"))
+                        / "conformance", help="where the tiny checkpoints are kept")
+    parser.add_argument("--table", type=Path, default=TABLE, help="the markdown table to write")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(asdict(check_type(args.worker, args.cache_dir))))
+        return
+
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    all_types = list(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    types = args.types.split(",") if args.types else all_types
+    unknown = sorted(set(types) - set(all_types))
+    if unknown:
+        parser.error(f"not causal-LM model types of this transformers: {', '.join(unknown)}")
+    rows = _read_table(args.table) if args.types else {}
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for row in pool.map(lambda t: _run_worker(t, args.cache_dir, args.timeout), types):
+            rows[row.model_type] = row
+            print(f"{row.model_type:28} {row.status:8} {row.seconds:6.0f} s  {row.detail}", flush=True)
+            write_table(rows, args.table)
+    print(write_table(rows, args.table))
+
+
+if __name__ == "__main__":
+    main()

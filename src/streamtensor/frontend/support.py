@@ -1,0 +1,78 @@
+"""What a decoder layer must be for the compiler: constructs outside it are refused in one line, before export.
+
+Each check names the model type, the construct (and the module or argument that shows it) and what supporting
+it would need (``UnsupportedModelError``). Detection is generic: config flags, submodule names and class names,
+the layer's own signature, and what the layer asks of its cache when it runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+from torch import nn
+
+from streamtensor.errors import UnsupportedModelError
+
+# Submodule names or class names that show a construct (matched case-insensitively on word parts).
+_EXPERTS = re.compile(r"moe|experts?|router", re.IGNORECASE)
+_CROSS_ATTENTION = re.compile(r"cross_?attn|crossattention|encoder_attn|cross_attention", re.IGNORECASE)
+_RECURRENT = re.compile(r"mamba|(^|[^a-z])ssm|rwkv|recurrent|lstm|linear_?attn|linearattention|deltanet|"
+                        r"shortconv|rglru", re.IGNORECASE)
+# How the layers take the KV cache, by HF's generations of decoder layers.
+CACHE_ARGUMENTS = ("past_key_values", "past_key_value", "layer_past")
+
+
+def _first_match(layer: nn.Module, pattern: re.Pattern[str]) -> str | None:
+    """The first submodule of ``layer`` whose name or class name matches ``pattern``, as 'name (Class)'."""
+    for name, module in layer.named_modules():
+        cls = type(module).__name__
+        if pattern.search(name) or pattern.search(cls):
+            return f"{name} ({cls})" if name else cls
+    return None
+
+
+def check_model(model_type: str, config: object) -> None:
+    """Model-level constructs: an encoder-decoder model's decoder layers cross-attend to the encoder."""
+    if getattr(config, "is_encoder_decoder", False) or getattr(config, "add_cross_attention", False):
+        raise UnsupportedModelError(
+            model_type, "encoder-decoder model (its decoder layers cross-attend to an encoder's output)",
+            "compiling it would need the encoder as a block of its own and its output as a block input")
+
+
+def check_layer(model_type: str, layer: nn.Module, provided: set[str]) -> str:
+    """Layer-level constructs; returns the name of the layer's KV-cache argument."""
+    found = _first_match(layer, _EXPERTS)
+    if found:
+        raise UnsupportedModelError(
+            model_type, f"mixture-of-experts layer ({found}): data-dependent routing of tokens to experts",
+            "it would need the router run on the host and one kernel per expert (runtime-dependent control flow)")
+    found = _first_match(layer, _CROSS_ATTENTION)
+    if found:
+        raise UnsupportedModelError(
+            model_type, f"cross-attention ({found})",
+            "it would need the encoder states as a block input")
+    found = _first_match(layer, _RECURRENT)
+    if found:
+        raise_recurrent(model_type, layer, f"module {found}")
+    params = inspect.signature(layer.forward).parameters
+    cache_args = [a for a in CACHE_ARGUMENTS if a in params]
+    if not cache_args:
+        raise UnsupportedModelError(
+            model_type, f"{type(layer).__name__} takes no KV cache (arguments: {', '.join(params)})",
+            "it would need the layer's keys and values as outputs, for decoding")
+    missing = [n for n, p in list(params.items())[1:] if p.default is inspect.Parameter.empty
+               and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in provided]
+    if missing:
+        raise UnsupportedModelError(
+            model_type, f"{type(layer).__name__} takes '{', '.join(missing)}' computed outside the layer by the "
+            "model (e.g. an ALiBi or relative position bias, per-language or per-block states)",
+            "it would need that computation inside the block, as a function of the positions")
+    return cache_args[0]
+
+
+def raise_recurrent(model_type: str, layer: nn.Module, evidence: str) -> None:
+    """A layer whose state is not a KV cache (state-space, recurrent, linear attention, convolution state)."""
+    raise UnsupportedModelError(
+        model_type, f"recurrent or state-space layer state in {type(layer).__name__} ({evidence}), not a KV cache",
+        "it would need the state as a block input and output and its scan as a streaming kernel")

@@ -1,0 +1,95 @@
+"""Decoder-only architectures beyond the four built-in families, on tiny random checkpoints built as the
+conformance sweep builds them (benchmarks/conformance.py): one per construct.
+
+- the extracted block computes what the model's own forward computes for its first layer (parallel residuals,
+  partial rotary, QK-norm, sliding window with soft-capping, post-norms, multi-query attention, biases);
+- unsupported constructs are refused before export in one line naming the model type and the construct;
+- compile + C simulation of the blocks the sweep once failed on (slow: tens of seconds each).
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+import torch
+
+from streamtensor import compile_llm_block
+from streamtensor.errors import UnsupportedModelError
+from streamtensor.frontend.block import DecoderBlock
+from streamtensor.frontend.models import load_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from conformance import MAX_LEN, SEQ_LEN, build_checkpoint  # noqa: E402
+
+
+@cache
+def _checkpoint(model_type: str, root: Path) -> str:
+    directory = root / model_type
+    build_checkpoint(model_type, directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("checkpoints")
+
+
+# model type -> the construct its layer 0 exercises
+DENSE = {
+    "gpt_neox": "parallel attention/MLP residual, partial rotary, cache argument 'layer_past'",
+    "phi": "parallel residual with one shared norm, partial rotary, biases",
+    "qwen3": "QK-norm",
+    "gemma2": "sliding-window attention with its mask, logit soft-capping, post-norms",
+    "olmo2": "post-norms only",
+    "gpt_bigcode": "multi-query attention, learned positions outside the layer",
+    "arcee": "ReLU^2 MLP (arith.cmpf unordered predicate)",
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(DENSE))
+def test_block_matches_the_models_own_layer(model_type: str, checkpoints: Path) -> None:
+    """The block's prefill output equals the model's hidden state after layer 0, from the same input."""
+    loaded = load_checkpoint(_checkpoint(model_type, checkpoints))
+    ids = torch.randint(0, loaded.config.get_text_config().vocab_size, (1, SEQ_LEN),
+                        generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        states = loaded.model(input_ids=ids, output_hidden_states=True).hidden_states
+    block = DecoderBlock(loaded, "prefill", SEQ_LEN, SEQ_LEN).eval()
+    weights = block.example_inputs()[1:]
+    with torch.no_grad():
+        hidden_out, keys, _ = block(states[0], *weights)
+    assert keys.shape[2] == SEQ_LEN
+    torch.testing.assert_close(hidden_out, states[1], rtol=1e-5, atol=1e-5)
+
+
+REFUSED = {
+    "mixtral": "mixture-of-experts",
+    "mamba": "recurrent or state-space",
+    "bart": "cross-attention",
+    "bloom": "'alibi' computed outside the layer",
+    "openai-gpt": "takes no KV cache",
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(REFUSED))
+def test_unsupported_construct_refused_in_one_line(model_type: str, checkpoints: Path) -> None:
+    loaded = load_checkpoint(_checkpoint(model_type, checkpoints))
+    with pytest.raises(UnsupportedModelError) as info:
+        DecoderBlock(loaded, "prefill", SEQ_LEN, SEQ_LEN)
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"model type '{model_type}' is not supported" in message and REFUSED[model_type] in message
+    assert "it would need" in message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["prefill", "decode"])
+@pytest.mark.parametrize("model_type", ["arcee", "gpt_neox", "gemma2"])
+def test_compile_and_simulate(model_type: str, mode: str, checkpoints: Path) -> None:
+    design, block = compile_llm_block(_checkpoint(model_type, checkpoints), mode=mode, seq_len=SEQ_LEN,
+                                      max_len=MAX_LEN)
+    report = design.simulate(*block.example_inputs(), runs=1)
+    assert report.ok, report.describe()
