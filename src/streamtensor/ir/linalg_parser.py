@@ -26,7 +26,7 @@ from streamtensor.ir.linalg import (
     TensorType,
     Value,
 )
-from streamtensor.ir.text import Cursor, dense_array, read_dense
+from streamtensor.ir.text import Cursor, T, dense_array, read_dense
 
 _TENSOR = re.compile(r"tensor<((?:\d+x)*)([A-Za-z]\w*)>")
 _OP_NAME = re.compile(r"[a-z_]\w*\.[a-z_]\w*")
@@ -108,32 +108,30 @@ class LinalgParser:
                 self.defined.setdefault(r.name, r.type)  # a second definition is the verifier's to report
         return op
 
+    def view(self, name: str, attributes: Callable[[], T]) -> tuple[Value, Value, T]:
+        """``%source ATTRIBUTES : source-type -> result-type`` of a reshape or a slice; the source is checked
+        against its definition once its type has been read."""
+        cur = self.cur
+        source_at = cur.pos
+        cur.value_name()
+        attrs = attributes()
+        cur.expect(":", "':' and the source type")
+        source_type = self.tensor_type()
+        cur.expect("->", "'->' and the result type")
+        result = Value(name, self.tensor_type())
+        end, cur.pos = cur.pos, source_at
+        source = self.use(source_type)
+        cur.pos = end
+        return source, result, attrs
+
     def single_result_op(self, kind: str, name: str, start: int) -> Op:
         cur = self.cur
         if kind in ("tensor.expand_shape", "tensor.collapse_shape"):
-            source_at = cur.pos
-            cur.value_name()
-            groups = self.int_lists()
-            cur.expect(":", "':' and the source type")
-            source_type = self.tensor_type()
-            cur.expect("->", "'->' and the result type")
-            result = Value(name, self.tensor_type())
-            end, cur.pos = cur.pos, source_at
-            source = self.use(source_type)
-            cur.pos = end
+            source, result, groups = self.view(name, self.int_lists)
             return ReshapeOp([result], source, groups, kind == "tensor.expand_shape")
         if kind == "tensor.extract_slice":
-            source_at = cur.pos
-            cur.value_name()
-            offsets, sizes, strides = (tuple(cur.int_list(f"the slice {what}"))
-                                       for what in ("offsets", "sizes", "strides"))
-            cur.expect(":", "':' and the source type")
-            source_type = self.tensor_type()
-            cur.expect("->", "'->' and the result type")
-            result = Value(name, self.tensor_type())
-            end, cur.pos = cur.pos, source_at
-            source = self.use(source_type)
-            cur.pos = end
+            source, result, (offsets, sizes, strides) = self.view(name, lambda: tuple(
+                tuple(cur.int_list(f"the slice {what}")) for what in ("offsets", "sizes", "strides")))
             return SliceOp([result], source, offsets, sizes, strides)
         if kind == "tensor.concat":
             cur.expect("dim(", "'dim(' and the concat dimension")
