@@ -25,6 +25,22 @@ def tiny_block(family: str, mode: str):  # noqa: ANN201 - (Design, DecoderBlock)
     return compile_llm_block(family, mode=mode, seq_len=TINY_SEQ_LEN, max_len=TINY_MAX_LEN, size="tiny")
 
 
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (family, mode) -> project dir
+    """The Vitis project of a tiny block (with its check data), written once per session."""
+    done: dict[tuple[str, str], Path] = {}
+
+    def get(family: str, mode: str) -> Path:
+        if (family, mode) not in done:
+            design, block = tiny_block(family, mode)
+            out = tmp_path_factory.mktemp(f"{family}_{mode}")
+            design.write_project(out, *block.example_inputs(0))
+            done[family, mode] = out
+        return done[family, mode]
+
+    return get
+
+
 @pytest.fixture(params=FAMILIES)
 def family(request: pytest.FixtureRequest) -> str:
     return request.param

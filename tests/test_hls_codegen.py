@@ -43,16 +43,14 @@ FLAGS = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread"]
 
 
 @pytest.fixture(scope="module")
-def verified(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (family, mode) -> (design, dir, report)
-    """Compile, write the project and verify each tiny block once per test module (builds are cached)."""
+def verified(tiny_project):  # noqa: ANN001, ANN201 - (family, mode) -> (design, dir, report)
+    """Verify each tiny block's project once per test module (projects and builds are cached)."""
     done = {}
 
     def get(family: str, mode: str):  # noqa: ANN202
         if (family, mode) not in done:
-            design, block = tiny_block(family, mode)
-            out = tmp_path_factory.mktemp(f"{family}_{mode}")
-            design.write_project(out, *block.example_inputs(0))
-            done[family, mode] = design, out, verify_project(out, runs=2)
+            out = tiny_project(family, mode)
+            done[family, mode] = tiny_block(family, mode)[0], out, verify_project(out, runs=2)
         return done[family, mode]
 
     return get

@@ -24,15 +24,12 @@ def _is_width(violation: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def checked(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - (family, mode) -> FrontEndReport
+def checked(tiny_project):  # noqa: ANN001, ANN201 - (family, mode) -> FrontEndReport
     done = {}
 
     def get(family: str, mode: str):  # noqa: ANN202
         if (family, mode) not in done:
-            design, block = tiny_block(family, mode)
-            out = tmp_path_factory.mktemp(f"fe_{family}_{mode}")
-            design.write_project(out, *block.example_inputs(0))
-            done[family, mode] = frontend_check(out, U55C)
+            done[family, mode] = frontend_check(tiny_project(family, mode), U55C)
         return done[family, mode]
 
     return get
