@@ -311,7 +311,7 @@ def test_reduction_outside_a_parallel_loop_keeps_pending_accumulators() -> None:
     (want,) = run_streams(dfg, list(inputs.values()))
     np.testing.assert_allclose(report.outputs[0], want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(report.outputs[0], run_graph(g, [args[v.name] for v in g.inputs])[0], atol=1e-4)
-    cpp = generate_hls(dfg, "mm", plan_hbm(memory_arguments(dfg), "mm", U55C.hbm))["mm.cpp"]
+    cpp = generate_hls(dfg, "mm", plan_hbm(memory_arguments(dfg), "mm", U55C.hbm), U55C)["mm.cpp"]
     tm, tn = node.loops[0].tile, node.loops[1].tile
     assert f"float acc0[{pending}][{tm * tn}] = {{}};  // {pending} pending {tm}x{tn} output tiles" in cpp
     assert "const int tile = t1;  // the pending output tile of this firing" in cpp

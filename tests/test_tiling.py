@@ -183,7 +183,7 @@ def test_bandwidth_aware_unroll_keeps_pace_with_the_weight_dma() -> None:
     net = build_process_network(dfg, U55C)
     timing = node_timings(net)
     unbounded = simulate(net, {})
-    cpp = generate_hls(dfg, "gemv", plan_hbm(memory_arguments(dfg), "gemv", U55C.hbm))["gemv.cpp"]
+    cpp = generate_hls(dfg, "gemv", plan_hbm(memory_arguments(dfg), "gemv", U55C.hbm), U55C)["gemv.cpp"]
     for kernel, weight in zip(sorted(nodes_of(dfg, KernelNode), key=lambda k: k.name), ("w1", "w2"), strict=True):
         # One multiply-add per weight element: one pseudo-channel (57.5 B/cycle) feeds fewer than 16 f32 lanes,
         # so the lanes the budget buys are paced by a raised pipeline II, emitted as the HLS pipeline pragma.

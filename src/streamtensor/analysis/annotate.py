@@ -24,7 +24,7 @@ from streamtensor.target import Target
 from .memory import FIFO_DEFAULT_DEPTH, onchip_buffers
 from .process_network import ProcessNetwork
 from .resources import allocate
-from .timing_model import kernel_timing
+from .timing_model import kernel_node_timing
 
 
 def annotate_timing(graph: DataflowGraph, networks: list[ProcessNetwork], target: Target) -> None:
@@ -39,8 +39,7 @@ def annotate_timing(graph: DataflowGraph, networks: list[ProcessNetwork], target
             node.attributes["depth"] = p.depth
             node.attributes["lag"] = -(-p.depth // p.ii) if node.inputs and node.outputs else 1
             if isinstance(node, KernelNode):
-                t = kernel_timing(node.op, node.loops, node.tile_order, node.point_order, target.ops,
-                                  node.min_pipeline_ii)
+                t = kernel_node_timing(graph, node, target)
                 node.attributes["firings"] = t.firings
                 node.attributes["pipeline_ii"] = t.pipeline_ii
 

@@ -138,32 +138,55 @@ class KernelTiming:
     first_write: int  # index of the first firing that writes (completes an output tile)
 
 
+def recurrence_distance(loops: list[LoopTiling], point_order: list[int]) -> int | None:
+    """Pipelined steps between two updates of the same accumulator element inside one firing: the iterations
+    of the pipelined point loops (those not fully unrolled, in point order) inside the innermost pipelined
+    reduction loop. None when no reduction loop is pipelined (no element is updated twice in one pipeline)."""
+    pipelined = [d for d in point_order if loops[d].tile // loops[d].unroll > 1]
+    reductions = [i for i, d in enumerate(pipelined) if loops[d].reduction]
+    if not reductions:
+        return None
+    return math.prod(loops[d].tile // loops[d].unroll for d in pipelined[reductions[-1] + 1:])
+
+
+def accumulator_recurrence(body: ScalarBody, loops: list[LoopTiling], ops: OperatorLibrary) -> int:
+    """Cycles from one update of an accumulator element to the next one that may start: the generated body
+    folds the unrolled reduction lanes into the element one after the other (``codegen.vitis.hls.kernel``), a
+    chain of one combiner per lane."""
+    return combiner_latency(body, ops) * math.prod(lp.unroll for lp in loops if lp.reduction)
+
+
 def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int], point_order: list[int],
-                  ops: OperatorLibrary, min_pipeline_ii: int = 1) -> KernelTiming:
+                  ops: OperatorLibrary, min_pipeline_ii: int = 1, beats: int = 1) -> KernelTiming:
     """L, D and II of ``op`` tiled by ``loops`` (indexed by loop dim); see the module docstring.
-    ``min_pipeline_ii``: an II floor of the pipelined loop nest (``KernelNode.min_pipeline_ii``)."""
+    ``min_pipeline_ii``: an II floor of the pipelined loop nest (``KernelNode.min_pipeline_ii``); ``beats``:
+    the stream beats of the kernel's widest token (a firing moves it in that many cycles)."""
     lanes = math.prod(lp.unroll for lp in loops)
     iterations = math.prod(lp.tile for lp in loops) // lanes
     comb = combiner_latency(op.body, ops)
-    # Pipelined point loops: those not fully unrolled, in point order (outermost first).
+    recurrence = accumulator_recurrence(op.body, loops, ops)
+    # An accumulator element is updated again `distance` issues later (recurrence_distance); the update must
+    # see the previous one: distance * II >= recurrence, so II = ceil(recurrence / distance) (= the recurrence
+    # when the reduction loop is innermost). No pipelined reduction: II = 1. The generated loop states this
+    # distance to the scheduler and asks for this II.
+    distance = recurrence_distance(loops, point_order)
+    pipeline_ii = max(1, -(-recurrence // distance) if distance else 1, min_pipeline_ii)
+    # With every point loop unrolled the tile loop is the pipeline, and it moves a firing's tokens in it.
     pipelined = [d for d in point_order if loops[d].tile // loops[d].unroll > 1]
-    reductions = [i for i, d in enumerate(pipelined) if loops[d].reduction]
-    # An accumulator element is updated again after `inner` issues, the iterations of the pipelined loops inside
-    # the innermost pipelined reduction loop; the update must see the previous one: inner * II >= comb, so
-    # II = ceil(comb / inner) (= comb when the reduction loop is innermost). No pipelined reduction: II = 1.
-    inner = math.prod(loops[d].tile // loops[d].unroll for d in pipelined[reductions[-1] + 1:]) if reductions else 0
-    pipeline_ii = max(1, -(-comb // inner) if reductions else 1, min_pipeline_ii)
-    # Unrolled reduction lanes are summed by a balanced tree of combiners: ceil(log2(lanes_r)) levels.
+    if not pipelined:
+        pipeline_ii = max(pipeline_ii, beats)
+    # Unrolled reduction lanes fold into the element one after the other: a chain of (lanes_r - 1) combiners
+    # after the body's own.
     reduction_lanes = math.prod(lp.unroll for lp in loops if lp.reduction)
-    tree = math.ceil(math.log2(reduction_lanes)) * comb if reduction_lanes > 1 else 0
-    pipe_depth = ops.stream_read_cycles + body_critical_path(op.body, ops) + tree + ops.stream_write_cycles
+    chain = (reduction_lanes - 1) * comb
+    pipe_depth = ops.stream_read_cycles + body_critical_path(op.body, ops) + chain + ops.stream_write_cycles
     # A firing issues its `iterations` points pipeline_ii apart; its writes follow the last issue by pipe_depth.
-    ii = iterations * pipeline_ii
+    ii = max(iterations * pipeline_ii, beats)
     depth = (iterations - 1) * pipeline_ii + pipe_depth
     if any(lp.reduction and lp.trip > 1 for lp in loops):
         # Partial sums carried from tile to tile: the `pending` output tiles under reduction take turns, so a
-        # point is updated again `pending` firings later: pending * ii >= comb, ii >= ceil(comb / pending).
-        ii = max(ii, -(-comb // pending_tiles(loops, tile_order)))
+        # point is updated again `pending` firings later: pending * ii >= recurrence.
+        ii = max(ii, -(-recurrence // pending_tiles(loops, tile_order)))
     firings = math.prod(lp.trip for lp in loops)
     # Firings are enumerated over tile_order (outermost first). The first write is by the first firing with every
     # reduction counter at its last trip and every parallel counter at 0: index sum over reductions of
@@ -177,8 +200,19 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
                         firings=firings, pipeline_ii=pipeline_ii, first_write=first_write)
 
 
-def _kernel_process(node: KernelNode, ops: OperatorLibrary) -> Process:
-    t = kernel_timing(node.op, node.loops, node.tile_order, node.point_order, ops, node.min_pipeline_ii)
+def node_beats(graph: DataflowGraph, node: Node, max_bits: int) -> int:
+    """Stream beats of the widest token ``node`` moves (``ITensorType.beats`` under the target's stream limit
+    ``max_bits``): the cycles one firing spends on that stream."""
+    return max((graph.streams[s].type.beats(max_bits) for s in node.inputs + node.outputs), default=1)
+
+
+def kernel_node_timing(graph: DataflowGraph, node: KernelNode, target: Target) -> KernelTiming:
+    return kernel_timing(node.op, node.loops, node.tile_order, node.point_order, target.ops, node.min_pipeline_ii,
+                         node_beats(graph, node, target.stream_max_bits))
+
+
+def _kernel_process(graph: DataflowGraph, node: KernelNode, target: Target) -> Process:
+    t = kernel_node_timing(graph, node, target)
     # Which firing reads / writes each token is the kernel's port semantics (``KernelNode.port_firings``):
     # inputs once per iteration of the loops they use, inits at the start and results at the completion of
     # every output tile's reduction, replays one token per firing after the last.
@@ -192,12 +226,12 @@ def _kernel_process(node: KernelNode, ops: OperatorLibrary) -> Process:
 
 
 def _forward_process(name: str, firings: int, reads: dict[str, np.ndarray], writes: dict[str, np.ndarray],
-                     ops: OperatorLibrary) -> Process:
-    return Process(name, 1, forward_depth(ops), firings, reads, writes)
+                     ops: OperatorLibrary, beats: int) -> Process:
+    return Process(name, beats, forward_depth(ops), firings, reads, writes)
 
 
-def _converter_process(node: ConverterNode, source: ITensorType, result: ITensorType, ops: OperatorLibrary
-                       ) -> Process:
+def _converter_process(node: ConverterNode, source: ITensorType, result: ITensorType, ops: OperatorLibrary,
+                       beats: int) -> Process:
     """Lock-step ping-pong schedule of the module docstring."""
     s = math.prod(source.trip_counts[: node.buffer.shared_loops])  # shared iterations (one buffer half each)
     a, b = source.num_tokens // s, result.num_tokens // s  # tokens in / out per shared iteration
@@ -206,7 +240,7 @@ def _converter_process(node: ConverterNode, source: ITensorType, result: ITensor
     start = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     reads = (start[:s, None] + np.arange(a, dtype=np.int64)[None, :]).ravel()
     writes = (start[1 : s + 1, None] + np.arange(b, dtype=np.int64)[None, :]).ravel()
-    return Process(node.name, 1, converter_depth(ops), int(start[-1]), {node.inputs[0]: reads},
+    return Process(node.name, beats, converter_depth(ops), int(start[-1]), {node.inputs[0]: reads},
                    {node.outputs[0]: writes})
 
 
@@ -257,24 +291,26 @@ def node_process(graph: DataflowGraph, node: Node, target: Target, dma_share: in
     """The process of one node (module docstring); ``dma_share`` applies to DMA nodes."""
     ins = [graph.streams[s].type for s in node.inputs]
     outs = [graph.streams[s].type for s in node.outputs]
+    beats = node_beats(graph, node, target.stream_max_bits)
     if isinstance(node, KernelNode):
-        return _kernel_process(node, target.ops)
+        return _kernel_process(graph, node, target)
     if isinstance(node, ConverterNode):
-        return _converter_process(node, ins[0], outs[0], target.ops)
+        return _converter_process(node, ins[0], outs[0], target.ops, beats)
     if isinstance(node, ForkNode | ReassociateNode):
         every = np.arange(ins[0].num_tokens, dtype=np.int64)
         return _forward_process(node.name, ins[0].num_tokens, {node.inputs[0]: every},
-                                dict.fromkeys(node.outputs, every), target.ops)
+                                dict.fromkeys(node.outputs, every), target.ops, beats)
     if isinstance(node, ChunkNode):
         kept = np.flatnonzero(chunk_mask(ins[0], node.offsets, node.sizes)).astype(np.int64)
         return _forward_process(node.name, ins[0].num_tokens,
                                 {node.inputs[0]: np.arange(ins[0].num_tokens, dtype=np.int64)},
-                                {node.outputs[0]: kept}, target.ops)
+                                {node.outputs[0]: kept}, target.ops, beats)
     if isinstance(node, ConcatNode):
         source = concat_sources(ins, node.dim, outs[0])
         reads = {s: np.flatnonzero(source == i).astype(np.int64) for i, s in enumerate(node.inputs)}
         return _forward_process(node.name, outs[0].num_tokens, reads,
-                                {node.outputs[0]: np.arange(outs[0].num_tokens, dtype=np.int64)}, target.ops)
+                                {node.outputs[0]: np.arange(outs[0].num_tokens, dtype=np.int64)}, target.ops,
+                                beats)
     if isinstance(node, DmaNode):
         if node.direction == "read":
             return _dma_read_process(node.name, node.outputs[0], outs[0], dma_share, target)

@@ -85,6 +85,19 @@ class ITensorType:
     def token_bits(self) -> int:
         return self.token_elements * dtype_bits(self.dtype)
 
+    def beat_elements(self, max_bits: int) -> int:
+        """Elements per stream beat under a ``max_bits`` limit on one stream element: the whole token when it
+        fits, else the largest divisor of the token's element count that fits (a wide tile then crosses its
+        stream in ``token_elements // beat_elements`` beats, one per cycle)."""
+        n, bits = self.token_elements, dtype_bits(self.dtype)
+        if n * bits <= max_bits:
+            return n
+        return max(d for d in range(1, max(1, max_bits // bits) + 1) if n % d == 0)
+
+    def beats(self, max_bits: int) -> int:
+        """Stream beats (cycles on the stream) one token takes under a ``max_bits`` element limit."""
+        return self.token_elements // self.beat_elements(max_bits)
+
     @property
     def tensor_elements(self) -> int:
         return math.prod(self.tensor_shape)

@@ -36,7 +36,7 @@ _FUNCTION = re.compile(r'^(?:static void|extern "C" void) (\w+)\((.*)\) \{$')
 _STREAM_PARAM = re.compile(r"hls::stream<\w+>& (\w+)")
 _STREAM_DECL = re.compile(r"^hls::stream<(\w+), \d+> (\w+)\(")
 _PROCESS_CALL = re.compile(r"^HLS_SIM_PROCESS\((\w+), (\w+)\((.*)\)\);$")
-_LOOP = re.compile(r"^for \(int (\w+) = [^;]+; \w+ (?:<|<=|!=) ([^;]+); [^)]+\) \{$")
+_LOOP = re.compile(r"^(?:(\w+): )?for \(int (\w+) = [^;]+; \w+ (?:<|<=|!=) ([^;]+); [^)]+\) \{$")
 _PRAGMA = re.compile(r"^HLS_PRAGMA\((\w+)")
 # Lines a canonical dataflow region may hold besides its process calls.
 _REGION_LINE = re.compile(r"^(?:hls::stream<|HLS_PRAGMA\(|HLS_SIM_(?:REGION|CONNECT|END_REGION)\(|//|$)")
@@ -86,7 +86,7 @@ def frontend_check(project: str | Path, target: Target) -> FrontEndReport:
     for source in sources:
         run = subprocess.run(
             [compiler, "-fsyntax-only", f"-std={standard}", "-D__SYNTHESIS__", "-Wall", "-Wextra", "-Werror",
-             "-Wno-unknown-pragmas", f"-I{SYNTHESIS_VIEW_DIR}", "-isystem", str(AP_TYPES_DIR), source],
+             "-Wno-unknown-pragmas", "-Wno-unused-label", f"-I{SYNTHESIS_VIEW_DIR}", "-isystem", str(AP_TYPES_DIR), source],
             cwd=root, capture_output=True, text=True, check=False)
         if run.returncode != 0:
             diagnostics.append(f"{source}: {run.stderr.strip()}")
@@ -146,11 +146,11 @@ def _lint_loops(function: _Function) -> list[str]:
             stack[-1].statements += 1
         loop = _LOOP.match(line)
         if loop:
-            constant = re.fullmatch(r"-?\d+", loop.group(2).strip()) is not None
+            constant = re.fullmatch(r"-?\d+", loop.group(3).strip()) is not None
             if not constant and any(b.pipelined for b in stack):
-                found.append(f"{function.name}: loop {loop.group(1)} inside a pipelined loop has the variable "
-                             f"bound {loop.group(2).strip()} (it cannot be unrolled)")
-            stack.append(_Block(loop.group(1), constant))
+                found.append(f"{function.name}: loop {loop.group(2)} inside a pipelined loop has the variable "
+                             f"bound {loop.group(3).strip()} (it cannot be unrolled)")
+            stack.append(_Block(loop.group(2), constant))
         elif line.endswith("{"):
             stack.append(_Block(None, True))
         elif pragma and stack and stack[-1].loop is not None and pragma.group(1) in LOOP_DIRECTIVES:
@@ -199,9 +199,9 @@ def lint_dataflow(sources: Mapping[str, str], target: Target) -> tuple[list[str]
                 if param not in process.streams:
                     continue
                 body = "\n".join(process.body)
-                if re.search(rf"\b{param}\.read\(", body):
+                if re.search(rf"\b{param}\.read\(|\bread_token\({param},", body):
                     readers.setdefault(arg, []).append(process.name)
-                if re.search(rf"\b{param}\.write\(|HLS_SIM_WRITE\({param},", body):
+                if re.search(rf"\b{param}\.write\(|\b(?:HLS_SIM_WRITE|write_token)\({param},", body):
                     writers.setdefault(arg, []).append(process.name)
         for var in bits:
             if len(writers[var]) != 1 or len(readers[var]) != 1:

@@ -124,7 +124,7 @@ def write_design_project(design: Design, outdir: str | Path, args: Sequence[torc
     start = time.perf_counter()
     target = design.target
     plan = plan_hbm(memory_arguments(graph), name, target.hbm)
-    sources = generate_hls(graph, name, plan)
+    sources = generate_hls(graph, name, plan, target)
     design.stages["codegen.hls_cpp"] = round(time.perf_counter() - start, 4)
     start = time.perf_counter()
     single_slr = design.allocation is not None and design.allocation.single_slr
@@ -364,7 +364,7 @@ def simulate_graph(graph: DataflowGraph, name: str, inputs: dict[str, np.ndarray
     input name -> whole tensor; the graph's constants are added): its project lives in the cache, keyed on the
     generated sources."""
     plan = plan_hbm(memory_arguments(graph), name, target.hbm)
-    sources = generate_hls(graph, name, plan)
+    sources = generate_hls(graph, name, plan, target)
     digest = hashlib.sha256("".join(f"{k}\0{v}\0" for k, v in sorted(sources.items())).encode()).hexdigest()[:32]
     root = cache_root() / "projects" / digest
     if not (root / "kernel.json").is_file():

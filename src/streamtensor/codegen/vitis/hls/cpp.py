@@ -32,8 +32,35 @@ def token_struct(t: ITensorType) -> str:
     return f"tok_{t.dtype}x{t.token_elements}"
 
 
+def stream_struct(t: ITensorType, max_bits: int) -> str:
+    """The C++ struct of one element of a stream of ``t``: the token when it fits ``max_bits`` (the target's
+    stream limit), else one beat of it (``ITensorType.beat_elements``; ``read_token`` / ``write_token`` of the
+    tokens header move a token as its beats, in element order)."""
+    return f"tok_{t.dtype}x{t.beat_elements(max_bits)}"
+
+
+def stream_port(t: ITensorType, var: str, max_bits: int) -> str:
+    return f"hls::stream<{stream_struct(t, max_bits)}>& {var}"
+
+
 def stream_var(name: str) -> str:
     return f"s_{c_identifier(name)}"
+
+
+def declare_token(code: Code, t: ITensorType, var: str) -> None:
+    """A local token at the top of a process, its elements in registers: a whole token moves in one step."""
+    code.line(f"{token_struct(t)} {var};")
+    if t.token_elements > 1:
+        code.pragma(f"array_partition variable={var}.data type=complete")
+
+
+def read_into(code: Code, graph: DataflowGraph, stream: str, var: str, max_bits: int) -> None:
+    """Read one token of dataflow stream ``stream`` into the declared local ``var`` (its beats when wide)."""
+    t = graph.streams[stream].type
+    if t.beats(max_bits) == 1:
+        code.line(f"{var} = {stream_var(stream)}.read();")
+    else:
+        code.line(f"read_token({stream_var(stream)}, {var});")
 
 
 # --- small C++ writer -------------------------------------------------------------------------------------------
@@ -45,6 +72,7 @@ class Code:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.depth = 0
+        self.labels: set[str] = set()
 
     def line(self, text: str = "") -> None:
         self.lines.append(("  " * self.depth + text) if text else "")
@@ -65,8 +93,14 @@ class Code:
         self.line("}")
 
     def loop(self, var: str, trip: int | str, step: int = 1, pragma: str | None = None) -> None:
+        """A counted loop, labelled ``<var>_loop`` (unique in this Code: reports and directives name loops by
+        label), its directive at the top of its body."""
+        label = f"{var}_loop"
+        while label in self.labels:
+            label += "_"
+        self.labels.add(label)
         inc = f"++{var}" if step == 1 else f"{var} += {step}"
-        self.open(f"for (int {var} = 0; {var} < {trip}; {inc})")
+        self.open(f"{label}: for (int {var} = 0; {var} < {trip}; {inc})")
         if pragma:
             self.pragma(pragma)
 
@@ -79,10 +113,12 @@ class ProcessWrites:
     firing (lag 1), else through ``HLS_SIM_*`` so the C simulation holds them for ``lag`` firings (tokens header).
     """
 
-    def __init__(self, graph: DataflowGraph, node: Node) -> None:
+    def __init__(self, graph: DataflowGraph, node: Node, max_bits: int) -> None:
         lag = node.attributes["lag"]
         assert isinstance(lag, int)
         self.lag = lag
+        self.graph = graph
+        self.max_bits = max_bits
 
     def declare(self, code: Code) -> None:
         if self.lag > 1:
@@ -95,7 +131,13 @@ class ProcessWrites:
             code.line(f"HLS_SIM_FIRING({condition or 'true'});")
 
     def write(self, stream: str, value: str) -> str:
-        return f"{stream}.write({value});" if self.lag == 1 else f"HLS_SIM_WRITE({stream}, {value});"
+        """A token to dataflow stream ``stream``: one ``write``, or its beats (``write_token``) when it is wider
+        than a stream element may be."""
+        var = stream_var(stream)
+        if self.lag > 1:
+            return f"HLS_SIM_WRITE({var}, {value});"
+        wide = self.graph.streams[stream].type.beats(self.max_bits) > 1
+        return f"write_token({var}, {value});" if wide else f"{var}.write({value});"
 
     def drain(self, code: Code) -> None:
         if self.lag > 1:

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 from streamtensor._version import GENERATOR
 from streamtensor.codegen.vitis.hbm import c_identifier
-from streamtensor.codegen.vitis.hls.cpp import Code, HlsCodegenError, c_type, token_struct
+from streamtensor.codegen.vitis.hls.cpp import Code, HlsCodegenError, c_type, stream_struct, token_struct
 from streamtensor.codegen.vitis.hls.kernel import SCALAR_HELPERS, KernelWriter
 from streamtensor.codegen.vitis.hls.processes import (
     chunk_process,
@@ -70,6 +70,7 @@ from streamtensor.ir.dataflow import (
 )
 from streamtensor.ir.itensor import ITensorType
 from streamtensor.kernel_interface import HbmPlan
+from streamtensor.target import Target
 
 
 def _process_names(graph: DataflowGraph, reserved: set[str]) -> dict[str, str]:
@@ -82,9 +83,10 @@ def _process_names(graph: DataflowGraph, reserved: set[str]) -> dict[str, str]:
     return names
 
 
-def generate_hls(graph: DataflowGraph, kernel_name: str, plan: HbmPlan) -> dict[str, str]:
-    """The HLS C++ of ``graph`` as one accelerator named ``kernel_name`` (module docstring): file name under
-    ``src/`` -> text, as ``write_project`` takes its ``sources``."""
+def generate_hls(graph: DataflowGraph, kernel_name: str, plan: HbmPlan, target: Target) -> dict[str, str]:
+    """The HLS C++ of ``graph`` as one accelerator named ``kernel_name`` for ``target`` (module docstring): file
+    name under ``src/`` -> text, as ``write_project`` takes its ``sources``."""
+    max_bits = target.stream_max_bits
     if len(graph.groups) > 1:
         raise HlsCodegenError(f"dataflow graph @{graph.name} has {len(graph.groups)} fusion groups; the Vitis "
                               "backend builds one accelerator per design (one group)")
@@ -101,21 +103,21 @@ def generate_hls(graph: DataflowGraph, kernel_name: str, plan: HbmPlan) -> dict[
     for name in order:
         node = graph.nodes[name]
         if isinstance(node, KernelNode):
-            writer = KernelWriter(graph, node)
+            writer = KernelWriter(graph, node, max_bits)
             functions.append(writer.write())
             helpers |= writer.helpers
         elif isinstance(node, ConverterNode):
-            functions.append(converter_process(graph, node))
+            functions.append(converter_process(graph, node, max_bits))
         elif isinstance(node, ForkNode):
-            functions.append(fork_process(graph, node))
+            functions.append(fork_process(graph, node, max_bits))
         elif isinstance(node, ReassociateNode):
-            functions.append(reassociate_process(graph, node))
+            functions.append(reassociate_process(graph, node, max_bits))
         elif isinstance(node, ChunkNode):
-            functions.append(chunk_process(graph, node))
+            functions.append(chunk_process(graph, node, max_bits))
         elif isinstance(node, ConcatNode):
-            functions.append(concat_process(graph, node))
+            functions.append(concat_process(graph, node, max_bits))
         elif isinstance(node, DmaNode):
-            functions.append(dma_process(graph, node, plan))
+            functions.append(dma_process(graph, node, plan, max_bits))
         else:
             raise HlsCodegenError(f"no C++ for {node.kind} {name}")
     tokens_header = f"{kernel_name}_tokens.h"
@@ -128,17 +130,50 @@ def generate_hls(graph: DataflowGraph, kernel_name: str, plan: HbmPlan) -> dict[
     for f in functions:
         source.paste(f)
         source.line()
-    top_function(source, graph, kernel_name, plan, process, order)
+    top_function(source, graph, kernel_name, plan, process, order, max_bits)
     in_flight = "HLS_SIM_IN_FLIGHT(" in source.text()
     return {f"{kernel_name}.cpp": source.text(),
-            tokens_header: _tokens_header(graph, kernel_name, helpers, in_flight)}
+            tokens_header: _tokens_header(graph, kernel_name, helpers, in_flight, max_bits)}
 
 
-def _tokens_header(graph: DataflowGraph, kernel_name: str, helpers: set[str], in_flight: bool) -> str:
+def _beat_functions(t: ITensorType, max_bits: int) -> str:
+    """``read_token`` / ``write_token`` of a token wider than a stream element: its beats in element order, one
+    per cycle (inside a pipelined loop they unroll, and the loop's II counts them: ``timing_model.node_beats``)."""
+    token, beat = token_struct(t), stream_struct(t, max_bits)
+    n, beats = t.beat_elements(max_bits), t.beats(max_bits)
+    code = Code()
+    code.line(f"// {token} ({t.token_bits} bits) crosses its streams as {beats} beats of {beat}.")
+    code.open(f"inline void read_token(hls::stream<{beat}>& s, {token}& t)")
+    code.loop("b", beats, pragma="pipeline II=1")
+    code.line(f"const {beat} beat = s.read();")
+    code.loop("e", n, pragma="unroll")
+    code.line(f"t.data[{n} * b + e] = beat.data[e];")
+    code.close()
+    code.close()
+    code.close()
+    code.open(f"inline void write_token(hls::stream<{beat}>& s, const {token}& t)")
+    code.loop("b", beats, pragma="pipeline II=1")
+    code.line(f"{beat} beat;")
+    code.loop("e", n, pragma="unroll")
+    code.line(f"beat.data[e] = t.data[{n} * b + e];")
+    code.close()
+    code.line("s.write(beat);")
+    code.close()
+    code.close()
+    return code.text()
+
+
+def _tokens_header(graph: DataflowGraph, kernel_name: str, helpers: set[str], in_flight: bool, max_bits: int
+                   ) -> str:
     guard = f"STREAMTENSOR_{kernel_name.upper()}_TOKENS_H"
-    structs: dict[str, ITensorType] = {}
+    structs: dict[str, tuple[int, str]] = {}
+    wide: dict[str, ITensorType] = {}
     for s in graph.streams.values():
-        structs.setdefault(token_struct(s.type), s.type)
+        t = s.type
+        structs.setdefault(token_struct(t), (t.token_elements, t.dtype))
+        structs.setdefault(stream_struct(t, max_bits), (t.beat_elements(max_bits), t.dtype))
+        if t.beats(max_bits) > 1:
+            wide.setdefault(token_struct(t), t)
     code = Code()
     code.line(f"// Generated by {GENERATOR}: stream tokens and helpers of kernel {kernel_name}.")
     code.line(f"#ifndef {guard}")
@@ -154,13 +189,19 @@ def _tokens_header(graph: DataflowGraph, kernel_name: str, helpers: set[str], in
     code.line()
     code.line(f'#include "{kernel_name}.h"')
     code.line()
-    code.line("// One token of a stream: a tile of the tensor, row-major (reassociations keep the flat order).")
-    for name, t in sorted(structs.items()):
+    code.line("// One token of a stream: a tile of the tensor, row-major (reassociations keep the flat order); a token")
+    code.line(f"// over {max_bits} bits (the target's stream element limit) crosses its stream as several beats.")
+    for name, (elements, dtype) in sorted(structs.items()):
         code.line(f"struct {name} {{")
-        code.line(f"  {c_type(t.dtype)} data[{t.token_elements}];")
+        code.line(f"  {c_type(dtype)} data[{elements}];")
         code.line("};")
     code.line()
     code.paste(template("hls_pragma.h"))
+    code.line()
+    code.paste(template("token_io.h"))
+    for _, t in sorted(wide.items()):
+        code.line()
+        code.paste(_beat_functions(t, max_bits))
     code.line()
     if in_flight:
         code.paste(template("in_flight.h"))

@@ -7,19 +7,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from streamtensor.analysis.timing_model import recurrence_distance
 from streamtensor.codegen.vitis.hbm import c_identifier
 from streamtensor.codegen.vitis.hls.cpp import (
     Code,
     ProcessWrites,
     c_type,
+    declare_token,
     flat_index,
+    read_into,
+    stream_port,
     stream_var,
     token_struct,
 )
 from streamtensor.codegen.vitis.package_data import template
 from streamtensor.errors import UnsupportedOpError
-from streamtensor.ir.dataflow import DataflowGraph, KernelNode, input_loops, reads_init
-from streamtensor.ir.itensor import ITensorType
+from streamtensor.ir.dataflow import DataflowGraph, KernelNode, input_loops
 from streamtensor.ir.linalg import ScalarOp
 
 # Scalar ops with a C++ operator or <cmath> function (float overloads of std:: keep f32 math in f32).
@@ -57,12 +60,13 @@ def _partitioning(shape: Sequence[int], lane_offsets: np.ndarray) -> str | None:
 class KernelWriter:
     """C++ of one ``KernelNode`` (see the module docstring)."""
 
-    def __init__(self, graph: DataflowGraph, node: KernelNode) -> None:
+    def __init__(self, graph: DataflowGraph, node: KernelNode, max_bits: int) -> None:
         self.graph = graph
         self.node = node
         self.op = node.op
         self.loops = node.loops
         self.n_in = len(node.op.inputs)
+        self.max_bits = max_bits
         # Reduction loops of more than one trip carry accumulators from firing to firing; the parallel loops
         # inside the outermost of them index the pending output tiles (KernelNode).
         self.reductions = [d for d in node.tile_order if node.loops[d].reduction and node.loops[d].trip > 1]
@@ -70,7 +74,14 @@ class KernelWriter:
         outer = node.tile_order.index(self.reductions[0]) if self.reductions else len(node.tile_order)
         self.pending_loops = [d for d in node.tile_order[outer + 1:] if not node.loops[d].reduction]
         self.pending = node.pending_tiles
-        self.writes = ProcessWrites(graph, node)
+        # Point loops: pipelined (not fully unrolled) in point order, then the unrolled lanes in point order.
+        self.pipelined = [d for d in node.point_order if self.loops[d].tile // self.loops[d].unroll > 1]
+        self.lanes = [d for d in node.point_order if self.loops[d].unroll > 1]
+        # An accumulator array when a result is read-modify-written across pipelined steps or firings; else the
+        # output token itself holds the tile.
+        self.distance = recurrence_distance(self.loops, node.point_order)
+        self.use_acc = self.accumulate or self.distance is not None
+        self.writes = ProcessWrites(graph, node, max_bits)
         self.helpers: set[str] = set()
 
     # Index expressions inside a firing: point index i<d> (0 for a unit tile), tile counter t<d>.
@@ -85,6 +96,10 @@ class KernelWriter:
         dims = [amap.result_dim(j) for j in range(amap.num_results)]
         shape = [1 if d is None else self.loops[d].tile for d in dims]
         return flat_index(["0" if d is None else self.point(d) for d in dims], shape)
+
+    def operand_dims(self, operand: int) -> set[int]:
+        amap = self.op.indexing_maps[operand]
+        return {d for j in range(amap.num_results) if (d := amap.result_dim(j)) is not None}
 
     def result_shape(self, r: int) -> list[int]:
         amap = self.op.indexing_maps[self.n_in + r]
@@ -106,7 +121,7 @@ class KernelWriter:
     def write(self) -> str:
         node, op = self.node, self.op
         code = Code()
-        ports = [f"hls::stream<{token_struct(self.graph.streams[s].type)}>& {stream_var(s)}"
+        ports = [stream_port(self.graph.streams[s].type, stream_var(s), self.max_bits)
                  for s in node.inputs + node.outputs]
         tiles = ", ".join(f"d{d} {lt.trip}x{lt.tile}" + (f" unroll {lt.unroll}" if lt.unroll > 1 else "")
                           + (" reduction" if lt.reduction else "") for d, lt in enumerate(self.loops))
@@ -115,9 +130,18 @@ class KernelWriter:
                   f"{node.attributes['firings']} firings of {node.attributes['ii']} cycles"
                   + (f"; {self.pending} output tiles pending" if self.pending > 1 else ""))
         code.open(f"static void {c_identifier(node.name)}({', '.join(ports)})")
-        if self.accumulate:
+        if self.use_acc:
             for r, value in enumerate(op.results):
                 self.declare_accumulator(code, r, value.type.dtype)
+        # Tokens live at function scope, in registers (a token moves whole): inputs, init tokens, results.
+        for port, s in enumerate(node.inputs):
+            operand = node.input_operands[port]
+            name = f"in{operand}" if operand < self.n_in else f"init{operand - self.n_in}"
+            if operand >= self.n_in and not self.use_acc:
+                continue  # an init token is read into its result token
+            declare_token(code, self.graph.streams[s].type, name)
+        for r in range(len(op.results)):
+            declare_token(code, self.graph.streams[node.outputs[r]].type, f"out{r}")
         # An input's token is read where its tile starts to move: at the top of the innermost tile loop its
         # indexing map uses (input_loops), and held by the loops inside (their firings reuse it).
         used = self.used_values()
@@ -130,10 +154,10 @@ class KernelWriter:
         # reads ran too (every counter between the two levels 0).
         depth = len(node.tile_order)
         starts = sorted({level for level in hoist if level < depth} | {depth})
-        pipelined = [d for d in node.point_order if self.loops[d].tile // self.loops[d].unroll > 1]
-        # With every point loop unrolled, the innermost tile loop is the pipeline: its pragma heads its body.
+        # With every point loop unrolled, the innermost tile loop is the pipeline (at the firing II, which
+        # includes the pending tiles' recurrence and the beats of wide tokens): its pragma heads its body.
         counted = [d for d in node.tile_order if self.tile_counter(d) is not None]
-        tile_pipeline = f"pipeline II={node.attributes['pipeline_ii']}" if not pipelined else None
+        tile_pipeline = f"pipeline II={node.attributes['ii']}" if not self.pipelined else None
         opened: list[str] = []
         for level, d in enumerate([*node.tile_order, None]):
             if level in starts:
@@ -143,7 +167,8 @@ class KernelWriter:
                 if k == 0 or between:
                     self.writes.firing(code, " || ".join(f"{c} != 0" for c in between) or None)
             for j in hoist.get(level, []):
-                self.read_input(code, j, used)
+                port = node.input_operands.index(j)
+                read_into(code, self.graph, node.inputs[port], f"in{j}", self.max_bits)
             if d is not None and (name := self.tile_counter(d)) is not None:
                 code.loop(name, self.loops[d].trip, pragma=tile_pipeline if d == counted[-1] else None)
                 opened.append(name)
@@ -151,8 +176,8 @@ class KernelWriter:
             inner = [d for d in self.pending_loops if self.loops[d].trip > 1]
             index = flat_index([f"t{d}" for d in inner], [self.loops[d].trip for d in inner])
             code.line(f"const int tile = {index};  // the pending output tile of this firing")
-        self.init_results(code)
-        self.point_loops(code, pipelined, int(node.attributes["pipeline_ii"]), used)
+        self.read_inits(code)
+        self.point_loops(code, int(node.attributes["pipeline_ii"]), used)
         self.write_results(code)
         for _ in opened:
             code.close()
@@ -162,29 +187,30 @@ class KernelWriter:
         return code.text()
 
     def write_replays(self, code: Code) -> None:
-        """Replay ports: every pending tile (the whole result, in completion order) drained once more."""
+        """Replay ports: every pending tile (the whole result, in completion order) drained once more, a tile
+        per step as fast as the accumulator's banks give it out (two ports each)."""
         for port, r in enumerate(self.node.replay_results, start=len(self.op.results)):
+            stream = self.node.outputs[port]
+            size = math.prod(self.result_shape(r))
+            banks = self.acc_banks(r)
             code.line(f"// replay of result {r}: the accumulators hold all of it")
-            code.loop("tile", self.pending)
-            code.line(f"{self.result_token(r)} t;")
-            self.copy(code, math.prod(self.result_shape(r)), f"t.data[k] = {self.acc(r)}[k];")
-            code.line(f"{stream_var(self.node.outputs[port])}.write(t);")
+            declare_token(code, self.graph.streams[stream].type, f"replay{r}")
+            code.loop("tile", self.pending, pragma=f"pipeline II={-(-size // (2 * banks))}")
+            code.loop("k", size, pragma="unroll")
+            code.line(f"replay{r}.data[k] = {self.acc(r)}[k];")
             code.close()
-
-    def read_input(self, code: Code, j: int, used: set[str]) -> None:
-        port = self.node.input_operands.index(j)
-        token = f"{stream_var(self.node.inputs[port])}.read()"
-        if self.op.body.args[j][0] in used:
-            code.line(f"const {token_struct(self.port_type(port))} in{j} = {token};")
-        else:
-            code.line(f"{token};  // consumed, not used by the body")
-
-    def port_type(self, port: int) -> ITensorType:
-        return self.graph.streams[self.node.inputs[port]].type
+            code.line(f"write_token({stream_var(stream)}, replay{r});")
+            code.close()
 
     def acc(self, r: int) -> str:
         """The accumulator tile of result ``r`` this firing works on."""
         return f"acc{r}[tile]" if self.pending > 1 else f"acc{r}"
+
+    def acc_banks(self, r: int) -> int:
+        partition = _partitioning(self.result_shape(r), self.lane_offsets(self.n_in + r))
+        if partition is None:
+            return 1
+        return math.prod(self.result_shape(r)) if partition == "type=complete" else int(partition.split("=")[-1])
 
     def declare_accumulator(self, code: Code, r: int, dtype: str) -> None:
         shape = self.result_shape(r)
@@ -193,8 +219,8 @@ class KernelWriter:
             else f"one {'x'.join(map(str, shape)) or 'scalar'} output tile"
         # Zero-initialized because g++ cannot prove that a tile's first firing fills it before every read (the
         # fill is what the kernel relies on; this costs one pass at the start of a run).
-        code.line(f"{c_type(dtype)} acc{r}{tiles}[{math.prod(shape)}] = {{}};  // {what}, live across the "
-                  "reduction firings")
+        code.line(f"{c_type(dtype)} acc{r}{tiles}[{math.prod(shape)}] = {{}};  // {what}, read-modify-written by "
+                  "the reduction")
         dim = " dim=2" if self.pending > 1 else ""
         partition = _partitioning(shape, self.lane_offsets(self.n_in + r))
         if partition is not None:
@@ -204,78 +230,78 @@ class KernelWriter:
             if impl is not None:
                 code.pragma(f"bind_storage variable=acc{r} type=ram_2p impl={impl}")
 
-    def condition(self, last: bool) -> str | None:
-        """First (or last) firing of the current output tile: every reduction loop at 0 (or its last trip)."""
+    def reduction_condition(self, last: bool, points: bool) -> list[str]:
+        """First (or last) update of an output element: every tile reduction counter at 0 (or its last trip)
+        and, with ``points``, every point reduction index too."""
         terms = [f"t{d} == {self.loops[d].trip - 1 if last else 0}" for d in self.reductions]
-        return " && ".join(terms) or None
+        if points:
+            terms += [f"i{d} == {self.loops[d].tile - 1 if last else 0}" for d in self.node.point_order
+                      if self.loops[d].reduction and self.loops[d].tile > 1]
+        return terms
 
     def result_token(self, r: int) -> str:
         return token_struct(self.graph.streams[self.node.outputs[r]].type)
 
-    def init_results(self, code: Code) -> None:
-        """Start of an output tile: the accumulator (or output token) from its init token or constant."""
-        cond = self.condition(last=False)
-        if cond is not None:
-            code.open(f"if ({cond})")
-        for r, value in enumerate(self.op.results):
-            target = self.acc(r) if self.accumulate else f"out{r}.data"
-            size = math.prod(self.result_shape(r))
-            operand = self.n_in + r
-            if operand in self.node.input_operands:
-                token = f"{stream_var(self.node.inputs[self.node.input_operands.index(operand)])}.read()"
-                if self.accumulate:
-                    code.line(f"const {self.result_token(r)} init{r} = {token};")
-                    self.copy(code, size, f"{target}[k] = init{r}.data[k];")
-                else:
-                    code.line(f"{self.result_token(r)} out{r} = {token};")
-                continue
-            if not self.accumulate:
-                code.line(f"{self.result_token(r)} out{r};")
-            if reads_init(self.op, r):
-                fill = _literal(self.node.init_constants.get(r, 0), value.type.dtype)
-                self.copy(code, size, f"{target}[k] = {fill};")
-        if cond is not None:
-            code.close()
+    def init_value(self, r: int) -> str | None:
+        """Value of result ``r``'s element before its reduction: its init token's element or the constant fill
+        (None: the init token was read into the result token itself)."""
+        operand = self.n_in + r
+        if operand in self.node.input_operands:
+            return f"init{r}.data[{self.operand_index(operand)}]" if self.use_acc else None
+        fill = self.node.init_constants.get(r, 0)
+        return _literal(fill, self.op.results[r].type.dtype)
 
-    @staticmethod
-    def copy(code: Code, size: int, statement: str) -> None:
-        code.loop("k", size, pragma="pipeline II=1")
-        code.line(statement)
-        code.close()
+    def read_inits(self, code: Code) -> None:
+        """Start of an output tile: its init tokens read (the first update of each element selects them)."""
+        reads = [(r, self.node.input_operands.index(self.n_in + r)) for r in range(len(self.op.results))
+                 if self.n_in + r in self.node.input_operands]
+        if not reads:
+            return
+        cond = self.reduction_condition(last=False, points=False)
+        if cond:
+            code.open(f"if ({' && '.join(cond)})")
+        for r, port in reads:
+            var = f"init{r}" if self.use_acc else f"out{r}"
+            read_into(code, self.graph, self.node.inputs[port], var, self.max_bits)
+        if cond:
+            code.close()
 
     def write_results(self, code: Code) -> None:
-        cond = self.condition(last=True)
-        if cond is not None:
-            code.open(f"if ({cond})")
+        cond = self.reduction_condition(last=True, points=False)
+        if cond:
+            code.open(f"if ({' && '.join(cond)})")
         for r in range(len(self.op.results)):
-            out = stream_var(self.node.outputs[r])
-            if self.accumulate:
-                code.line(f"{self.result_token(r)} out{r};")
-                self.copy(code, math.prod(self.result_shape(r)), f"out{r}.data[k] = {self.acc(r)}[k];")
-            code.line(self.writes.write(out, f"out{r}"))
-        if cond is not None:
+            code.line(self.writes.write(self.node.outputs[r], f"out{r}"))
+        if cond:
             code.close()
 
-    def point_loops(self, code: Code, pipelined: list[int], pipeline_ii: int, used: set[str]) -> None:
-        """Pipelined point loops (point order), the innermost with the pipeline pragma, then the lanes."""
+    def point_loops(self, code: Code, pipeline_ii: int, used: set[str]) -> None:
+        """Pipelined point loops (point order), the innermost with the pipeline pragma (and the accumulators'
+        recurrence distance), then the lanes; each body value is computed at the shallowest lane loop whose
+        counters it depends on (lane-invariant math once per step, not once per lane)."""
         opened = 0
-        for k, d in enumerate(pipelined):
+        for k, d in enumerate(self.pipelined):
             lt = self.loops[d]
-            pragma = f"pipeline II={pipeline_ii}" if k == len(pipelined) - 1 else None
-            code.loop(f"i{d}" if lt.unroll == 1 else f"p{d}", lt.tile, lt.unroll, pragma)
+            innermost = k == len(self.pipelined) - 1
+            code.loop(f"i{d}" if lt.unroll == 1 else f"p{d}", lt.tile, lt.unroll,
+                      f"pipeline II={pipeline_ii}" if innermost else None)
+            if innermost and self.use_acc and self.distance is not None:
+                # The same accumulator element comes back `distance` steps later (recurrence_distance): stated
+                # so the scheduler needs no conservative guess; the II above honours it.
+                for r in range(len(self.op.results)):
+                    code.pragma(f"dependence variable=acc{r} type=inter direction=RAW dependent=true "
+                                f"distance={self.distance}")
             opened += 1
-        partial: list[int] = []
-        for d in self.node.point_order:
+        levels = self.value_levels(used)
+        self.body(code, used, levels, 0)
+        for level, d in enumerate(self.lanes, start=1):
             lt = self.loops[d]
-            if lt.unroll > 1:
-                full = lt.unroll == lt.tile
-                code.loop(f"i{d}" if full else f"u{d}", lt.unroll, pragma="unroll")
-                opened += 1
-                if not full:
-                    partial.append(d)
-        for d in partial:
-            code.line(f"const int i{d} = p{d} + u{d};")
-        self.body(code, used)
+            full = lt.unroll == lt.tile
+            code.loop(f"i{d}" if full else f"u{d}", lt.unroll, pragma="unroll")
+            opened += 1
+            if not full:
+                code.line(f"const int i{d} = p{d} + u{d};")
+            self.body(code, used, levels, level)
         for _ in range(opened):
             code.close()
 
@@ -294,34 +320,71 @@ class KernelWriter:
                 todo.extend(producers[v].operands)
         return used
 
-    def body(self, code: Code, used: set[str]) -> None:
+    def value_levels(self, used: set[str]) -> dict[str, int]:
+        """The lane loop (1-based position in ``self.lanes``; 0: before the lanes) each body value belongs in:
+        the innermost lane its indices depend on. A result's accumulator read and everything after it are
+        innermost (lanes of an unrolled reduction update it one after the other)."""
+        innermost = len(self.lanes)
+        position = {d: k + 1 for k, d in enumerate(self.lanes)}
+        body = self.op.body
+        level: dict[str, int] = {}
+        for j, (arg, _) in enumerate(body.args):
+            dims = self.operand_dims(j)
+            level[arg] = innermost if j >= self.n_in else max((position.get(d, 0) for d in dims), default=0)
+        for op in body.ops:
+            own = position.get(int(op.attr("dim")), 0) if op.name == "linalg.index" else 0  # type: ignore[call-overload]
+            level[op.result] = max([own, *(level[o] for o in op.operands)])
+        return {v: n for v, n in level.items() if v in used}
+
+    def body(self, code: Code, used: set[str], levels: dict[str, int], level: int) -> None:
+        """The body values of lane level ``level``; at the innermost level also the results' updates."""
         body = self.op.body
         types = dict(body.args)
-        names: dict[str, str] = {}
+        names = self.value_names(used)
         for j, (arg, dtype) in enumerate(body.args):
-            if arg not in used:
+            if arg not in used or levels[arg] != level:
                 continue
-            names[arg] = f"a{j}"
             if j < self.n_in:
                 source = f"in{j}.data[{self.operand_index(j)}]"
             else:
-                r = j - self.n_in
-                source = f"{self.acc(r) if self.accumulate else f'out{r}.data'}[{self.operand_index(j)}]"
-            code.line(f"const {c_type(dtype)} a{j} = {source};")
+                source = self.result_read(j - self.n_in)
+            code.line(f"const {c_type(dtype)} {names[arg]} = {source};")
+        for op in body.ops:
+            if op.result not in used or levels[op.result] != level:
+                continue
+            types[op.result] = op.dtype
+            code.line(f"const {c_type(op.dtype)} {names[op.result]} = {self.scalar(op, names, types)};")
+        if level != len(self.lanes):
+            return
+        for r, y in enumerate(body.yields):
+            index = self.operand_index(self.n_in + r)
+            if self.use_acc:
+                code.line(f"{self.acc(r)}[{index}] = {names[y]};")
+            code.line(f"out{r}.data[{index}] = {names[y]};")
+
+    def result_read(self, r: int) -> str:
+        """Result ``r``'s current element: its init value at the element's first update, else the stored one."""
+        index = self.operand_index(self.n_in + r)
+        stored = f"{self.acc(r)}[{index}]" if self.use_acc else f"out{r}.data[{index}]"
+        init = self.init_value(r)
+        if init is None:
+            return stored
+        first = self.reduction_condition(last=False, points=True)
+        return f"({' && '.join(first)}) ? {init} : {stored}" if first else init
+
+    def value_names(self, used: set[str]) -> dict[str, str]:
+        body = self.op.body
+        names = {arg: f"a{j}" for j, (arg, _) in enumerate(body.args) if arg in used}
         taken = {f"a{j}" for j in range(len(body.args))}  # a result may carry an argument's IR name
         for op in body.ops:
             if op.result not in used:
                 continue
-            types[op.result] = op.dtype
             ident = c_identifier(op.result)
             while ident in taken:
                 ident += "_"
             taken.add(ident)
             names[op.result] = ident
-            code.line(f"const {c_type(op.dtype)} {names[op.result]} = {self.scalar(op, names, types)};")
-        for r, y in enumerate(body.yields):
-            target = self.acc(r) if self.accumulate else f"out{r}.data"
-            code.line(f"{target}[{self.operand_index(self.n_in + r)}] = {names[y]};")
+        return names
 
     def scalar(self, op: ScalarOp, names: dict[str, str], types: dict[str, str]) -> str:
         """C++ expression of one scalar op of the body."""

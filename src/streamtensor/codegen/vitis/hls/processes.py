@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import Sequence
 
+from streamtensor.analysis.timing_model import node_beats
 from streamtensor.codegen.vitis.hbm import c_identifier
 from streamtensor.codegen.vitis.hls.cpp import (
     Code,
@@ -13,11 +14,13 @@ from streamtensor.codegen.vitis.hls.cpp import (
     c_type,
     close_loops,
     counter_loops,
+    declare_token,
     decode_counters,
     flat_index,
+    read_into,
+    stream_port,
     stream_var,
     tile_offsets,
-    token_struct,
 )
 from streamtensor.ir.dataflow import (
     ChunkNode,
@@ -33,46 +36,49 @@ from streamtensor.ir.layout import concat_regions
 from streamtensor.kernel_interface import HbmPlan
 
 
-def _signature(graph: DataflowGraph, node: Node, extra: Sequence[str] = ()) -> str:
-    ports = [f"hls::stream<{token_struct(graph.streams[s].type)}>& {stream_var(s)}" for s in node.inputs + node.outputs]
+def _signature(graph: DataflowGraph, node: Node, max_bits: int, extra: Sequence[str] = ()) -> str:
+    ports = [stream_port(graph.streams[s].type, stream_var(s), max_bits) for s in node.inputs + node.outputs]
     return f"static void {c_identifier(node.name)}({', '.join([*extra, *ports])})"
 
 
-def fork_process(graph: DataflowGraph, node: ForkNode) -> str:
+def fork_process(graph: DataflowGraph, node: ForkNode, max_bits: int) -> str:
     t = graph.streams[node.inputs[0]].type
     code = Code()
     code.line(f"// {node.name}: itensor_fork, every token to {len(node.outputs)} consumers")
-    code.open(_signature(graph, node))
-    writes = ProcessWrites(graph, node)
+    code.open(_signature(graph, node, max_bits))
+    writes = ProcessWrites(graph, node, max_bits)
     writes.declare(code)
-    _token_loop(code, t.num_tokens)
+    declare_token(code, t, "t")
+    _token_loop(code, t.num_tokens, node_beats(graph, node, max_bits))
     writes.firing(code)
-    code.line(f"const {token_struct(t)} t = {stream_var(node.inputs[0])}.read();")
+    read_into(code, graph, node.inputs[0], "t", max_bits)
     for s in node.outputs:
-        code.line(writes.write(stream_var(s), "t"))
+        code.line(writes.write(s, "t"))
     close_loops(code, ["k"] if t.num_tokens > 1 else [])
     writes.drain(code)
     code.close()
     return code.text()
 
 
-def _token_loop(code: Code, tokens: int) -> None:
-    """One pipelined step per token (none for a single token)."""
+def _token_loop(code: Code, tokens: int, beats: int) -> None:
+    """One pipelined step per token (none for a single token), as many cycles as the token's beats."""
     if tokens > 1:
-        code.loop("k", tokens, pragma="pipeline II=1")
+        code.loop("k", tokens, pragma=f"pipeline II={beats}")
 
 
-def reassociate_process(graph: DataflowGraph, node: ReassociateNode) -> str:
+def reassociate_process(graph: DataflowGraph, node: ReassociateNode, max_bits: int) -> str:
     src, res = graph.streams[node.inputs[0]].type, graph.streams[node.outputs[0]].type
     code = Code()
     code.line(f"// {node.name}: itensor_reassociate, tile {'x'.join(map(str, src.element_shape)) or 'scalar'} -> "
               f"{'x'.join(map(str, res.element_shape)) or 'scalar'} (same row-major data)")
-    code.open(_signature(graph, node))
-    writes = ProcessWrites(graph, node)
+    code.open(_signature(graph, node, max_bits))
+    writes = ProcessWrites(graph, node, max_bits)
     writes.declare(code)
-    _token_loop(code, src.num_tokens)
+    declare_token(code, src, "t")
+    _token_loop(code, src.num_tokens, node_beats(graph, node, max_bits))
     writes.firing(code)
-    code.line(writes.write(stream_var(node.outputs[0]), f"{stream_var(node.inputs[0])}.read()"))
+    read_into(code, graph, node.inputs[0], "t", max_bits)
+    code.line(writes.write(node.outputs[0], "t"))
     close_loops(code, ["k"] if src.num_tokens > 1 else [])
     writes.drain(code)
     code.close()
@@ -90,52 +96,62 @@ def _region_test(offsets: list[str], lo: Sequence[int], hi: Sequence[int], full:
     return " && ".join(terms) or "true"
 
 
-def chunk_process(graph: DataflowGraph, node: ChunkNode) -> str:
+def chunk_process(graph: DataflowGraph, node: ChunkNode, max_bits: int) -> str:
     src = graph.streams[node.inputs[0]].type
     code = Code()
     hi = [o + s for o, s in zip(node.offsets, node.sizes, strict=True)]
     code.line(f"// {node.name}: itensor_chunk, forwards the tiles inside offsets {list(node.offsets)} sizes "
               f"{list(node.sizes)}")
-    code.open(_signature(graph, node))
-    writes = ProcessWrites(graph, node)
+    code.open(_signature(graph, node, max_bits))
+    writes = ProcessWrites(graph, node, max_bits)
     writes.declare(code)
-    names = counter_loops(code, src, "n")
+    declare_token(code, src, "t")
+    names = counter_loops(code, src, "n", node_beats(graph, node, max_bits))
     writes.firing(code)
-    code.line(f"const {token_struct(src)} t = {stream_var(node.inputs[0])}.read();")
+    read_into(code, graph, node.inputs[0], "t", max_bits)
     test = _region_test(tile_offsets(src, names), node.offsets, hi, src.tensor_shape)
-    code.line(f"if ({test}) {writes.write(stream_var(node.outputs[0]), 't')}")
+    code.open(f"if ({test})")
+    code.line(writes.write(node.outputs[0], "t"))
+    code.close()
     close_loops(code, names)
     writes.drain(code)
     code.close()
     return code.text()
 
 
-def concat_process(graph: DataflowGraph, node: ConcatNode) -> str:
+def concat_process(graph: DataflowGraph, node: ConcatNode, max_bits: int) -> str:
     res = graph.streams[node.outputs[0]].type
     ins = [graph.streams[s].type for s in node.inputs]
     regions = concat_regions([t.tensor_shape for t in ins], node.dim)
     code = Code()
     code.line(f"// {node.name}: itensor_concat along dim {node.dim}; each token from the input whose region "
               "holds it")
-    code.open(_signature(graph, node))
-    writes = ProcessWrites(graph, node)
+    code.open(_signature(graph, node, max_bits))
+    writes = ProcessWrites(graph, node, max_bits)
     writes.declare(code)
-    names = counter_loops(code, res, "n")
+    declare_token(code, res, "t")
+    names = counter_loops(code, res, "n", node_beats(graph, node, max_bits))
     writes.firing(code)
     offset = tile_offsets(res, names)[node.dim]
-    out = stream_var(node.outputs[0])
     last = len(node.inputs) - 1
     for i, (s, (lo, size)) in enumerate(zip(node.inputs, regions, strict=True)):
-        read = writes.write(out, f"{stream_var(s)}.read()")
-        test = f"if ({offset} < {lo[node.dim] + size[node.dim]}) "
-        code.line(read if last == 0 else ("" if i == 0 else "else ") + (test if i < last else "") + read)
+        if last > 0:
+            test = f"if ({offset} < {lo[node.dim] + size[node.dim]}) " if i < last else ""
+            code.line(("" if i == 0 else "} else ") + test + "{")
+            code.depth += 1
+        read_into(code, graph, s, "t", max_bits)
+        if last > 0:
+            code.depth -= 1
+    if last > 0:
+        code.line("}")
+    code.line(writes.write(node.outputs[0], "t"))
     close_loops(code, names)
     writes.drain(code)
     code.close()
     return code.text()
 
 
-def converter_process(graph: DataflowGraph, node: ConverterNode) -> str:
+def converter_process(graph: DataflowGraph, node: ConverterNode, max_bits: int) -> str:
     src, res = graph.streams[node.inputs[0]].type, graph.streams[node.outputs[0]].type
     buf = node.buffer
     m = buf.shared_loops
@@ -147,9 +163,11 @@ def converter_process(graph: DataflowGraph, node: ConverterNode) -> str:
               f"{buf.banks} x {'x'.join(map(str, buf.shape)) or 'scalar'}, {m} shared loop(s), {s} window(s)")
     code.line(f"//   source {src}")
     code.line(f"//   result {res}")
-    code.open(_signature(graph, node))
-    writes = ProcessWrites(graph, node)
+    code.open(_signature(graph, node, max_bits))
+    writes = ProcessWrites(graph, node, max_bits)
     writes.declare(code)
+    declare_token(code, src, "t_in")
+    declare_token(code, res, "t_out")
     code.line(f"{c_type(buf.dtype)} buf[{buf.banks}]{''.join(f'[{n}]' for n in shape)};")
     code.pragma("array_partition variable=buf type=complete dim=1")
     for j, n in enumerate(shape):
@@ -171,7 +189,7 @@ def converter_process(graph: DataflowGraph, node: ConverterNode) -> str:
         length = "length"
         middle = f" : p == {s} ? {b}" if s > 1 else ""
         code.line(f"const int length = p == 0 ? {a}{middle} : {b if s == 1 else longest};")
-    code.loop("k", length, pragma="pipeline II=1")
+    code.loop("k", length, pragma=f"pipeline II={node_beats(graph, node, max_bits)}")
     if a != b:
         code.pragma(f"loop_tripcount min={min(a, b)} max={longest}")
     writes.firing(code)
@@ -189,21 +207,19 @@ def converter_process(graph: DataflowGraph, node: ConverterNode) -> str:
         element = list(t.element_shape) or [1]
         half = f"buf[p % {buf.banks}]" if fill else f"buf[(p - 1) % {buf.banks}]"
         if fill:
-            code.line(f"const {token_struct(t)} t = {stream_var(node.inputs[0])}.read();")
-        else:
-            code.line(f"{token_struct(t)} t;")
+            read_into(code, graph, node.inputs[0], "t_in", max_bits)
         e = [f"e{j}" if n > 1 else "0" for j, n in enumerate(element)]
         for j, n in enumerate(element):
             if n > 1:
                 code.loop(f"e{j}", n, pragma="unroll")
         at = "".join(f"[{_plus(r, ej)}]" for r, ej in zip(relative, e, strict=True))
-        token = f"t.data[{flat_index(e, element)}]"
+        token = f"{'t_in' if fill else 't_out'}.data[{flat_index(e, element)}]"
         code.line(f"{half}{at} = {token};" if fill else f"{token} = {half}{at};")
         for n in element:
             if n > 1:
                 code.close()
         if not fill:
-            code.line(writes.write(stream_var(node.outputs[0]), "t"))
+            code.line(writes.write(node.outputs[0], "t_out"))
         code.close()
     code.close()
     code.close()
@@ -218,7 +234,7 @@ def _plus(a: str, b: str) -> str:
     return a if b == "0" else f"{a} + {b}"
 
 
-def dma_process(graph: DataflowGraph, node: DmaNode, plan: HbmPlan) -> str:
+def dma_process(graph: DataflowGraph, node: DmaNode, plan: HbmPlan, max_bits: int) -> str:
     (argument,) = [a for a in plan.arguments if a.dma == node.name]
     layout = argument.layout
     read = node.direction == "read"
@@ -229,17 +245,18 @@ def dma_process(graph: DataflowGraph, node: DmaNode, plan: HbmPlan) -> str:
               f"packed layout: {layout.num_tiles} tile(s) of {layout.words_per_tile} word(s), word strides "
               f"{list(layout.word_strides)}")
     pointer = f"{'const ' if read else ''}streamtensor::word512* {argument.arg}"
-    code.open(_signature(graph, node, [pointer]))
+    code.open(_signature(graph, node, max_bits, [pointer]))
+    declare_token(code, t, "t")
     names = counter_loops(code, t, "n", layout.words_per_tile)
     address = " + ".join(f"{n}" if w == 1 else f"{w} * {n}" for n, w in zip(names, layout.word_strides, strict=True)
                          if n is not None and w) or "0"
     at = argument.arg if address == "0" else f"&{argument.arg}[{address}]"
     if read:
-        code.line(f"{token_struct(t)} t;")
         code.line(f"load_tile({at}, t.data);")
-        code.line(f"{stream_var(stream)}.write(t);")
+        code.line(f"write_token({stream_var(stream)}, t);")
     else:
-        code.line(f"store_tile({stream_var(stream)}.read().data, {at});")
+        read_into(code, graph, stream, "t", max_bits)
+        code.line(f"store_tile(t.data, {at});")
     close_loops(code, names)
     code.close()
     return code.text()

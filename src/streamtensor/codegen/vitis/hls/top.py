@@ -4,13 +4,13 @@ implementations, and one dataflow process per node."""
 from __future__ import annotations
 
 from streamtensor.analysis.memory import FIFO_DEFAULT_DEPTH
-from streamtensor.codegen.vitis.hls.cpp import Code, stream_var, token_struct
+from streamtensor.codegen.vitis.hls.cpp import Code, stream_struct, stream_var
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode
 from streamtensor.kernel_interface import HbmPlan
 
 
 def top_function(code: Code, graph: DataflowGraph, kernel_name: str, plan: HbmPlan, process: dict[str, str],
-                 order: list[str]) -> None:
+                 order: list[str], max_bits: int) -> None:
     params = ", ".join(f"streamtensor::word512* {a.arg}" for a in plan.arguments)
     code.line("// The accelerator: one m_axi bundle per external-memory argument, FIFOs with their sized depths,")
     code.line("// one dataflow process per node in topological order.")
@@ -21,9 +21,10 @@ def top_function(code: Code, graph: DataflowGraph, kernel_name: str, plan: HbmPl
     code.pragma("interface s_axilite port=return bundle=control")
     code.pragma("dataflow")
     for s in graph.streams.values():
-        depth = s.depth if s.depth is not None else FIFO_DEFAULT_DEPTH
+        # A wide token is several beats: the FIFO holds its sized depth of tokens as beats.
+        depth = (s.depth if s.depth is not None else FIFO_DEFAULT_DEPTH) * s.type.beats(max_bits)
         var = stream_var(s.name)
-        code.line(f'hls::stream<{token_struct(s.type)}, {depth}> {var}("{s.name}");')
+        code.line(f'hls::stream<{stream_struct(s.type, max_bits)}, {depth}> {var}("{s.name}");')
         code.pragma(f"bind_storage variable={var} type=fifo impl={s.attributes['impl']}")
     code.line()
     code.line(f"HLS_SIM_REGION({kernel_name});")

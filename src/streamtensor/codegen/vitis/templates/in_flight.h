@@ -5,7 +5,7 @@
 #ifdef __SYNTHESIS__
 #define HLS_SIM_IN_FLIGHT(lag)
 #define HLS_SIM_FIRING(condition)
-#define HLS_SIM_WRITE(stream, value) stream.write(value)
+#define HLS_SIM_WRITE(stream, value) write_token(stream, value)
 #define HLS_SIM_DRAIN()
 #else
 namespace streamtensor {
@@ -19,9 +19,9 @@ class InFlightWrites {
     pending_.emplace_back();
     release(lag_);
   }
-  template <typename T>
-  void write(hls::stream<T>& s, const T& value) {
-    pending_.back().emplace_back([&s, value] { s.write(value); });
+  template <typename S, typename T>
+  void write(hls::stream<S>& s, const T& value) {
+    pending_.back().emplace_back([&s, value] { write_token(s, value); });
   }
   // End of the process: the writes still in flight leave in order.
   void drain() { release(0); }
