@@ -40,7 +40,7 @@ extf, truncf                 0     50
 tanh                        14   2140   1 - 2 / (exp(2x) + 1): exp + mulf + 2 addf + divf
 erf                         43   3620   Abramowitz-Stegun 7.1.26: 8 mulf + 6 addf + exp + divf
 powf                        22   1780   exp(y log x): exp + log + mulf
-fpowi x^n                    3k  80k    k = ceil(log2 n) mulf by repeated squaring (as the timing model)
+fpowi x^n                    3k  80k    k = bit length of n mulf by repeated squaring (as the timing model)
 ========================  ====  =====  ======================================================
 
 Integer ``muli`` is charged by its effective operand width ``w`` (the width before ``extsi``/``extui``, since a
@@ -78,6 +78,7 @@ from streamtensor.ir.linalg import ScalarBody, ScalarOp
 from streamtensor.target import RESOURCES, MemoryPrimitives, OperatorLibrary, SlrBudget, Target
 
 from .memory import Buffer, crossing_streams, node_groups, onchip_buffers
+from .timing_model import fpowi_steps
 
 # Composite functions as counts of primitive cores (a property of the function, not of the device).
 _COMPOSITES: dict[str, dict[str, int]] = {
@@ -185,8 +186,8 @@ def scalar_op_cost(op: ScalarOp, bits: dict[str, int], constants: dict[str, obje
         parts = [(table[p], k) for p, k in _COMPOSITES[name].items()]
         return sum(c[0] * k for c, k in parts), sum(c[1] * k for c, k in parts)
     if name == "math.fpowi":
-        exponent = constants.get(op.operands[1], 2)
-        squarings = max(1, math.ceil(math.log2(max(2, int(exponent)))))
+        exponent = constants.get(op.operands[1])
+        squarings = fpowi_steps(None if exponent is None else int(exponent))
         dsp, lut = table["arith.mulf"]
         return squarings * dsp, squarings * lut
     if name.startswith("math."):

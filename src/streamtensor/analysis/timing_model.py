@@ -90,13 +90,23 @@ def forward_depth(ops: OperatorLibrary) -> int:
 # --- scalar op latencies -------------------------------------------------------------------------------------
 
 
+# Bits of math.fpowi's exponent operand: a variable exponent is squared over all of them.
+FPOWI_EXPONENT_BITS = 64
+
+
+def fpowi_steps(exponent: int | None) -> int:
+    """Squaring steps of ``math.fpowi`` as generated (templates/fpowi.h, a constant-trip unrolled loop): the bit
+    length of a constant exponent, every bit of a variable one."""
+    return FPOWI_EXPONENT_BITS if exponent is None else max(1, abs(int(exponent)).bit_length())
+
+
 def op_latency(name: str, dtype: str, ops: OperatorLibrary, exponent: int | None = None) -> int:
     """Cycles of one scalar op producing ``dtype`` (the target's operator library; f16/bf16 use the f32 table;
     constants and indices cost nothing)."""
     if name in ("arith.constant", "linalg.index"):
         return 0
-    if name == "math.fpowi":  # x^n by repeated squaring: ceil(log2 n) multiplies
-        return max(1, math.ceil(math.log2(max(2, exponent or 2)))) * op_latency("arith.mulf", dtype, ops)
+    if name == "math.fpowi":  # x^n by repeated squaring: one multiply per exponent bit on the critical path
+        return fpowi_steps(exponent) * op_latency("arith.mulf", dtype, ops)
     if dtype == "f64" and name in ops.double_latency:
         return ops.double_latency[name]
     if name in ops.float_latency:

@@ -86,7 +86,8 @@ def frontend_check(project: str | Path, target: Target) -> FrontEndReport:
     for source in sources:
         run = subprocess.run(
             [compiler, "-fsyntax-only", f"-std={standard}", "-D__SYNTHESIS__", "-Wall", "-Wextra", "-Werror",
-             "-Wno-unknown-pragmas", "-Wno-unused-label", f"-I{SYNTHESIS_VIEW_DIR}", "-isystem", str(AP_TYPES_DIR), source],
+             "-Wno-unknown-pragmas", "-Wno-unused-label", f"-I{SYNTHESIS_VIEW_DIR}", "-isystem", str(AP_TYPES_DIR),
+             source],
             cwd=root, capture_output=True, text=True, check=False)
         if run.returncode != 0:
             diagnostics.append(f"{source}: {run.stderr.strip()}")

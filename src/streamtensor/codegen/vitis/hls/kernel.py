@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from streamtensor.analysis.timing_model import recurrence_distance
+from streamtensor.analysis.timing_model import fpowi_steps, recurrence_distance
 from streamtensor.codegen.vitis.hbm import c_identifier
 from streamtensor.codegen.vitis.hls.cpp import (
     Code,
@@ -33,7 +33,7 @@ _CALLS = {"math.exp": "std::exp", "math.log": "std::log", "math.sqrt": "std::sqr
           "math.sin": "std::sin", "math.cos": "std::cos", "math.erf": "std::erf", "math.absf": "std::fabs",
           "math.powf": "std::pow", "arith.remf": "std::fmod", "arith.maxnumf": "std::fmax",
           "arith.minnumf": "std::fmin", "arith.maxsi": "std::max", "arith.minsi": "std::min",
-          "arith.maximumf": "maximumf", "arith.minimumf": "minimumf", "math.fpowi": "fpowi"}
+          "arith.maximumf": "maximumf", "arith.minimumf": "minimumf"}
 _CASTS = {"arith.sitofp", "arith.fptosi", "arith.extf", "arith.truncf", "arith.extsi", "arith.trunci",
           "arith.index_cast"}
 _UNSIGNED_CASTS = {"arith.uitofp", "arith.extui"}
@@ -399,6 +399,9 @@ class KernelWriter:
             return f"-{x[0]}"
         if name == "math.rsqrt":
             return f"{ctype}(1) / std::sqrt({x[0]})"
+        if name == "math.fpowi":
+            self.helpers.add("fpowi")
+            return f"fpowi<{fpowi_steps(self.constant(op.operands[1]))}>({', '.join(x)})"
         if name in _CALLS:
             function = _CALLS[name]
             if function in SCALAR_HELPERS:
@@ -425,6 +428,13 @@ class KernelWriter:
             return " + ".join(parts) or "0"
         raise UnsupportedOpError(name, name.split(".")[0], f"no C++ translation (kernel {self.node.name})",
                                  self.op.location)
+
+    def constant(self, value: str) -> int | None:
+        """The integer a body value is, when an ``arith.constant`` defines it."""
+        for op in self.op.body.ops:
+            if op.result == value and op.name == "arith.constant":
+                return int(op.attr("value"))  # type: ignore[call-overload]
+        return None
 
     @staticmethod
     def compare(predicate: str, x: list[str], dtype: str) -> str:
