@@ -175,7 +175,7 @@ def build_key(project_dir: str | Path) -> str:
     root = Path(project_dir)
     digest = hashlib.sha256(_compiler_version().encode())
     files = [root / "Makefile", *sorted((root / "src").iterdir()), root / "tb" / "block_sim.cpp",
-             *sorted((root / "include").iterdir())]
+             *sorted(p for p in (root / "include").rglob("*") if p.is_file())]
     for path in files:
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:32]

@@ -36,18 +36,31 @@ def kernel_header(kernel: str, plan: HbmPlan) -> str:
 // hls::stream: Vitis's own for synthesis, streamtensor's bounded threaded one for csim (-Iinclude).
 #include <hls_stream.h>
 
+// ap_uint: Vitis's own for synthesis, Xilinx's Apache-2.0 copy for csim (-isystem include/ap_types), whose
+// constructors read their top word before clearing its unused bits (g++ -O2 -Wall: "used uninitialized" at
+// every inlined use; harmless, and not the kernel's code).
+#ifndef __SYNTHESIS__
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <ap_int.h>
+#ifndef __SYNTHESIS__
+#pragma GCC diagnostic pop
+#endif
+
 // HLS_SIM_REGION / HLS_SIM_PROCESS / ...: plain calls for synthesis, threads in simulation.
 #include "../include/hls_dataflow_sim.h"
 
 namespace streamtensor {{
 
-// One 512-bit HBM word of the packed layout (streamtensor.packing): word bit i is bit i % 8 of
-// bytes[i / 8]; element j of a tile of b-bit elements occupies tile bits [j*b, (j+1)*b), tiles are padded to
-// whole words.
-struct word512 {{
-  std::uint8_t bytes[64];
-}};
-static_assert(sizeof(word512) == 64, "word512 must be exactly 512 bits");
+// One 512-bit HBM word of the packed layout (streamtensor.packing), the m_axi data width: word bit i is byte
+// i / 8's bit i % 8 in memory; element j of a tile of b-bit elements occupies tile bits [j*b, (j+1)*b), tiles are
+// padded to whole words.
+typedef ap_uint<512> word512;
+#ifndef __SYNTHESIS__
+static_assert(sizeof(word512) == 64, "the simulation's word512 must be exactly 64 bytes (the packed files)");
+#endif
 
 // Words in each argument's packed layout.
 namespace {kernel} {{

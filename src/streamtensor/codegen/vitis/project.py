@@ -7,7 +7,8 @@ and the kernel C++ given to ``write_project``. Layout of a project::
     hls_config.cfg       Vitis HLS component (v++ -c --mode hls): part, clock, top, sources, xo packaging
     link.cfg             v++ -l connectivity: compute unit, HBM bank per argument, SLR
     kernel.json          the external-memory interface: arguments in signature order, layouts, HBM banks
-    include/             streamtensor's simulation-only hls_stream.h and the shared hls_dataflow_sim.h
+    include/             streamtensor's simulation-only hls_stream.h, the shared hls_dataflow_sim.h and Xilinx's
+                         Apache-2.0 ap_types/ (ap_int.h for the C simulation; synthesis uses Vitis's own)
     src/KERNEL.h         generated: word type, argument sizes, the top function's declaration; it includes
                          <hls_stream.h> and the dataflow macros, so the kernel C++ includes just this header
     src/*.cpp, src/*.h   the kernel C++ (the HLS processes and the top function; given to write_project)
@@ -16,6 +17,7 @@ and the kernel C++ given to ``write_project``. Layout of a project::
     params/              packed parameter files and manifest.json (write_packed_parameters)
 
 The top function the kernel C++ must define is ``extern "C" void KERNEL(streamtensor::word512* ARG, ...)``
+(``word512``: ``ap_uint<512>``, the m_axi word)
 with one pointer per external-memory argument in ``plan.arguments`` order (argument ``i`` on m_axi bundle
 ``gmem<i>``), each pointing at the argument's packed layout (``streamtensor.packing``).
 """
@@ -33,7 +35,7 @@ import numpy as np
 from streamtensor.codegen.vitis.build_files import LINK_TARGET, hls_config, link_cfg, makefile, readme
 from streamtensor.codegen.vitis.hbm import c_identifier, memory_arguments
 from streamtensor.codegen.vitis.host_cpp import host_program, kernel_header, testbench
-from streamtensor.codegen.vitis.package_data import INCLUDE_DIR, SHIPPED_HEADERS
+from streamtensor.codegen.vitis.package_data import AP_TYPES, AP_TYPES_DIR, INCLUDE_DIR, SHIPPED_HEADERS
 from streamtensor.codegen.vitis.parameters import MANIFEST_FILE, ParameterManifest, write_packed_parameters
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph
@@ -117,6 +119,10 @@ def write_project(
     (root / "include").mkdir(exist_ok=True)
     for header in SHIPPED_HEADERS:
         shutil.copyfile(INCLUDE_DIR / header, root / "include" / header)
+    shutil.copytree(AP_TYPES_DIR, root / "include" / AP_TYPES, dirs_exist_ok=True)
+    ap_types = [f"include/{p.relative_to(INCLUDE_DIR).as_posix()}" for p in sorted(AP_TYPES_DIR.rglob("*"))
+                if p.is_file()]
     manifest = write_packed_parameters(root, graph, tensors or {}, plan)
-    files = [*generated, *(f"include/{h}" for h in SHIPPED_HEADERS), MANIFEST_FILE, *(t.file for t in manifest.tensors)]
+    files = [*generated, *(f"include/{h}" for h in SHIPPED_HEADERS), *ap_types, MANIFEST_FILE,
+             *(t.file for t in manifest.tensors)]
     return VitisProject(root, kernel_name, tuple(sorted(files)), manifest)

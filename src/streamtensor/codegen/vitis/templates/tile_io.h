@@ -1,29 +1,55 @@
-// Tiles <-> words of the packed external-memory layout (streamtensor.packing): element j of a
-// tile of b-bit elements occupies tile bits [j*b, (j+1)*b), tile bit k is bit k % 512 of word k / 512, words
-// are little-endian byte arrays, and every tile is padded with zero bits to whole words.
+// Tiles <-> words of the packed external-memory layout (streamtensor.packing): element j of a tile of b-bit
+// elements occupies tile bits [j*b, (j+1)*b), tile bit k is bit k % 512 of word k / 512 (an ap_uint<512>: the
+// m_axi word, whole words per beat for burst inference), and every tile is padded with zero bits to whole words.
 template <typename T>
 constexpr int element_bits() {
   return std::is_same<T, bool>::value ? 1 : 8 * static_cast<int>(sizeof(T));
 }
 
-// One element from / into its bytes of a word: a bool is one bit, other types whole bytes (overloads, as the
-// synthesis view is C++14: no `if constexpr`).
+// One element from / into its bits of a word: floats through their bit pattern, integers two's complement, a
+// bool one bit (overloads, as the synthesis view is C++14: no `if constexpr`).
+inline void unpack_element(const streamtensor::word512& word, int e, float& value) {
+  union { uint32_t bits; float value; } x;
+  x.bits = static_cast<uint32_t>(word.range(32 * e + 31, 32 * e).to_uint64());
+  value = x.value;
+}
+
+inline void unpack_element(const streamtensor::word512& word, int e, double& value) {
+  union { uint64_t bits; double value; } x;
+  x.bits = word.range(64 * e + 63, 64 * e).to_uint64();
+  value = x.value;
+}
+
+inline void unpack_element(const streamtensor::word512& word, int e, bool& value) {
+  value = word[e] != 0;
+}
+
 template <typename T>
-void unpack_element(const uint8_t* bytes, int /*bit*/, T& value) {
-  std::memcpy(&value, bytes, sizeof(T));
+void unpack_element(const streamtensor::word512& word, int e, T& value) {
+  constexpr int b = element_bits<T>();
+  value = static_cast<T>(word.range(b * e + b - 1, b * e).to_uint64());
 }
 
-inline void unpack_element(const uint8_t* bytes, int bit, bool& value) {
-  value = (*bytes >> (bit % 8)) & 1;
+inline void pack_element(const float& value, int e, streamtensor::word512& word) {
+  union { float value; uint32_t bits; } x;
+  x.value = value;
+  word.range(32 * e + 31, 32 * e) = x.bits;
+}
+
+inline void pack_element(const double& value, int e, streamtensor::word512& word) {
+  union { double value; uint64_t bits; } x;
+  x.value = value;
+  word.range(64 * e + 63, 64 * e) = x.bits;
+}
+
+inline void pack_element(const bool& value, int e, streamtensor::word512& word) {
+  word[e] = value;
 }
 
 template <typename T>
-void pack_element(const T& value, int /*bit*/, uint8_t* bytes) {
-  std::memcpy(bytes, &value, sizeof(T));
-}
-
-inline void pack_element(const bool& value, int bit, uint8_t* bytes) {
-  *bytes = static_cast<uint8_t>(*bytes | (value ? 1 << (bit % 8) : 0));
+void pack_element(const T& value, int e, streamtensor::word512& word) {
+  constexpr int b = element_bits<T>();
+  word.range(b * e + b - 1, b * e) = static_cast<uint64_t>(value) & ((~uint64_t(0)) >> (64 - b));
 }
 
 template <typename T, int N>
@@ -31,30 +57,30 @@ constexpr int tile_words() {
   return (N * element_bits<T>() + 511) / 512;
 }
 
+// A tile from its words, one word per cycle (inside a caller's pipeline: unrolled, at the caller's II).
 template <typename T, int N>
 void load_tile(const streamtensor::word512* src, T (&data)[N]) {
-  streamtensor::word512 words[tile_words<T, N>()];
-  for (int w = 0; w < tile_words<T, N>(); ++w) {
+  constexpr int per_word = 512 / element_bits<T>();
+  word_loop: for (int w = 0; w < tile_words<T, N>(); ++w) {
     HLS_PRAGMA(pipeline II=1)
-    words[w] = src[w];
-  }
-  for (int j = 0; j < N; ++j) {
-    HLS_PRAGMA(unroll)
-    const int bit = j * element_bits<T>();
-    unpack_element(&words[bit / 512].bytes[bit % 512 / 8], bit, data[j]);
+    const streamtensor::word512 word = src[w];
+    element_loop: for (int e = 0; e < per_word; ++e) {
+      HLS_PRAGMA(unroll)
+      if (w * per_word + e < N) unpack_element(word, e, data[w * per_word + e]);
+    }
   }
 }
 
 template <typename T, int N>
 void store_tile(const T (&data)[N], streamtensor::word512* dst) {
-  streamtensor::word512 words[tile_words<T, N>()] = {};
-  for (int j = 0; j < N; ++j) {
-    HLS_PRAGMA(unroll)
-    const int bit = j * element_bits<T>();
-    pack_element(data[j], bit, &words[bit / 512].bytes[bit % 512 / 8]);
-  }
-  for (int w = 0; w < tile_words<T, N>(); ++w) {
+  constexpr int per_word = 512 / element_bits<T>();
+  word_loop: for (int w = 0; w < tile_words<T, N>(); ++w) {
     HLS_PRAGMA(pipeline II=1)
-    dst[w] = words[w];
+    streamtensor::word512 word = 0;
+    element_loop: for (int e = 0; e < per_word; ++e) {
+      HLS_PRAGMA(unroll)
+      if (w * per_word + e < N) pack_element(data[w * per_word + e], e, word);
+    }
+    dst[w] = word;
   }
 }
