@@ -51,7 +51,8 @@ TARGET ?= {LINK_TARGET}
 KERNEL_SRCS := {cpp}
 KERNEL_HDRS := {headers}
 SIM_HDRS := {shipped}
-CSIM_CXXFLAGS := -std=c++17 -O2 -Wall -Wextra -Werror -Wno-unused-label -pthread -Iinclude -isystem include/ap_types -Isrc
+CSIM_CXXFLAGS := -std=c++17 -O2 -Wall -Wextra -Werror -Wno-unused-label -pthread \\
+  -Iinclude -isystem include/ap_types -Isrc
 SIM_EXE := {SIM_EXECUTABLE}
 SIM_IN ?= {PARAMS_DIR}
 SIM_OUT ?= build/csim/out
