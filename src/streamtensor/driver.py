@@ -11,7 +11,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,7 +35,7 @@ from streamtensor.frontend.mlir_import import import_linalg
 from streamtensor.frontend.models import SIZES, load_model
 from streamtensor.interp.linalg_interpreter import run_graph
 from streamtensor.interp.stream_exec import run_streams
-from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, KernelNode
+from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, DmaNode, KernelNode
 from streamtensor.ir.linalg import Graph
 from streamtensor.passes import print_ir
 from streamtensor.target import Target
@@ -305,14 +305,26 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
     target = get_target(opts.target)
     tiling = progress.run("tiling", lambda: tile_graph(graph, target, opts.tiling))
     dataflow = progress.run("dataflow", lambda: build_dataflow(graph, tiling))
+    outs = output_names or [f"out{i}" for i in range(len(graph.outputs))]
+    _name_outputs(dataflow, outs)
     progress.run("replay", lambda: replay_forked_accumulators(dataflow))
     progress.run("fusion", lambda: apply_fusion(dataflow, target.onchip_bytes))
     allocation = (run_allocation(dataflow, target, opts.fifo_strategy, progress.run, opts.fifo_latency_slack,
                                  opts.max_fifo_depth, opts.allow_deadlock, opts.allow_unfit)
                   if opts.size_fifos else None)
-    outs = output_names or [f"out{i}" for i in range(len(graph.outputs))]
     return Design(type(module).__name__, opts, graph, [v.name for v in graph.inputs], outs, progress.seconds,
                   tiling=tiling, dataflow=dataflow, allocation=allocation, module=module)
+
+
+def _name_outputs(dataflow: DataflowGraph, names: Sequence[str]) -> None:
+    """The block outputs' write DMAs store the tensors the model names (``hidden_out``, ``key_cache_out``): the
+    kernel's arguments, the project's files and the report carry those names, not the IR's temporaries."""
+    taken = {v.name for v in dataflow.inputs}
+    for dma, name in zip(dataflow.outputs, names, strict=True):
+        node = dataflow.nodes[dma]
+        if isinstance(node, DmaNode) and name not in taken:
+            node.tensor = replace(node.tensor, name=name)
+            taken.add(name)
 
 
 def compile_llm_block(model: str, **options: Any) -> tuple[Design, DecoderBlock]:

@@ -22,22 +22,19 @@ from pathlib import Path
 from streamtensor.codegen.vitis.package_data import AP_TYPES_DIR
 from streamtensor.errors import StreamTensorError
 from streamtensor.target import Target
+from streamtensor.verify.hls_lint import lint_preprocessed, lint_processes
 
 SYNTHESIS_VIEW_DIR = Path(__file__).resolve().parent / "synthesis_view"
 # Vitis HLS documents C++14 for synthesis; a config that declares no standard gets it.
 DEFAULT_STANDARD = "c++14"
 # Bits of each C type in an aggregated stream struct (a bool packs to one bit).
 ELEMENT_BITS = {"double": 64, "float": 32, "int64_t": 64, "int32_t": 32, "int16_t": 16, "int8_t": 8, "bool": 1}
-# Loop directives belong at the top of the loop body they annotate.
-LOOP_DIRECTIVES = ("pipeline", "unroll", "loop_tripcount", "loop_flatten")
 
 _TOKEN_STRUCT = re.compile(r"^struct (tok_\w+) \{\n\s*(\w+) data\[(\d+)\];", re.M)
 _FUNCTION = re.compile(r'^(?:static void|extern "C" void) (\w+)\((.*)\) \{$')
 _STREAM_PARAM = re.compile(r"hls::stream<\w+>& (\w+)")
 _STREAM_DECL = re.compile(r"^hls::stream<(\w+), \d+> (\w+)\(")
 _PROCESS_CALL = re.compile(r"^HLS_SIM_PROCESS\((\w+), (\w+)\((.*)\)\);$")
-_LOOP = re.compile(r"^(?:(\w+): )?for \(int (\w+) = [^;]+; \w+ (?:<|<=|!=) ([^;]+); [^)]+\) \{$")
-_PRAGMA = re.compile(r"^HLS_PRAGMA\((\w+)")
 # Lines a canonical dataflow region may hold besides its process calls.
 _REGION_LINE = re.compile(r"^(?:hls::stream<|HLS_PRAGMA\(|HLS_SIM_(?:REGION|CONNECT|END_REGION)\(|//|$)")
 
@@ -82,27 +79,22 @@ def frontend_check(project: str | Path, target: Target) -> FrontEndReport:
     text = config.read_text()
     standard = declared_standard(text)
     sources = [line.split("=", 1)[1].strip() for line in text.splitlines() if line.startswith("syn.file=")]
-    diagnostics = []
+    diagnostics: list[str] = []
+    violations: list[str] = []
+    # Labels name loops for Vitis's reports and directives; g++ -Wall calls them unused.
+    flags = [compiler, f"-std={standard}", "-D__SYNTHESIS__", "-Wall", "-Wextra", "-Werror", "-Wno-unknown-pragmas",
+             "-Wno-unused-label", f"-I{SYNTHESIS_VIEW_DIR}", "-isystem", str(AP_TYPES_DIR)]
     for source in sources:
-        run = subprocess.run(
-            [compiler, "-fsyntax-only", f"-std={standard}", "-D__SYNTHESIS__", "-Wall", "-Wextra", "-Werror",
-             "-Wno-unknown-pragmas", "-Wno-unused-label", f"-I{SYNTHESIS_VIEW_DIR}", "-isystem", str(AP_TYPES_DIR),
-             source],
-            cwd=root, capture_output=True, text=True, check=False)
+        run = subprocess.run([*flags, "-fsyntax-only", source], cwd=root, capture_output=True, text=True,
+                             check=False)
         if run.returncode != 0:
             diagnostics.append(f"{source}: {run.stderr.strip()}")
+            continue
+        expanded = subprocess.run([*flags, "-E", source], cwd=root, capture_output=True, text=True, check=False)
+        violations.extend(lint_preprocessed(expanded.stdout, source))
     texts = {p.name: p.read_text() for p in sorted((root / "src").glob("*")) if p.suffix in (".cpp", ".h")}
-    violations, bits = lint_dataflow(texts, target)
-    return FrontEndReport(standard, tuple(sources), tuple(diagnostics), tuple(violations), bits)
-
-
-@dataclass
-class _Block:
-    loop: str | None  # the loop counter, None for a block that is not a loop body
-    constant: bool  # the loop's bound is a literal
-    pipelined: bool = False
-    tripcount: bool = False
-    statements: int = 0  # statements seen in the block before the current line
+    region, bits = lint_dataflow(texts, target)
+    return FrontEndReport(standard, tuple(sources), tuple(diagnostics), tuple(violations + region), bits)
 
 
 @dataclass
@@ -128,39 +120,6 @@ def _functions(source: str) -> list[_Function]:
         elif current is not None:
             current.body.append(raw.strip())
     return functions
-
-
-def _lint_loops(function: _Function) -> list[str]:
-    """Pipelined loops: the loops inside have literal bounds (they are unrolled), a variable bound of the
-    pipelined loop itself has a loop_tripcount; loop directives come before the loop body's statements."""
-    found: list[str] = []
-    stack: list[_Block] = []
-    for line in function.body:
-        if line.startswith("}"):
-            block = stack.pop()
-            if block.pipelined and not block.constant and not block.tripcount:
-                found.append(f"{function.name}: pipelined loop {block.loop} has a variable trip count and no "
-                             "loop_tripcount")
-            continue
-        pragma = _PRAGMA.match(line)
-        if stack and pragma is None and line and not line.startswith("//"):
-            stack[-1].statements += 1
-        loop = _LOOP.match(line)
-        if loop:
-            constant = re.fullmatch(r"-?\d+", loop.group(3).strip()) is not None
-            if not constant and any(b.pipelined for b in stack):
-                found.append(f"{function.name}: loop {loop.group(2)} inside a pipelined loop has the variable "
-                             f"bound {loop.group(3).strip()} (it cannot be unrolled)")
-            stack.append(_Block(loop.group(2), constant))
-        elif line.endswith("{"):
-            stack.append(_Block(None, True))
-        elif pragma and stack and stack[-1].loop is not None and pragma.group(1) in LOOP_DIRECTIVES:
-            block = stack[-1]
-            if block.statements:
-                found.append(f"{function.name}: HLS {pragma.group(1)} in the middle of the body of loop {block.loop}")
-            block.pipelined |= pragma.group(1) == "pipeline"
-            block.tripcount |= pragma.group(1) == "loop_tripcount"
-    return found
 
 
 def lint_dataflow(sources: Mapping[str, str], target: Target) -> tuple[list[str], dict[str, int]]:
@@ -208,6 +167,5 @@ def lint_dataflow(sources: Mapping[str, str], target: Target) -> tuple[list[str]
             if len(writers[var]) != 1 or len(readers[var]) != 1:
                 violations.append(f"stream {var}: written by {writers[var] or 'no process'} and read by "
                                   f"{readers[var] or 'no process'} (a dataflow stream has one of each)")
-    for function in functions.values():
-        violations.extend(_lint_loops(function))
+    violations.extend(lint_processes(sources, target))
     return violations, bits
