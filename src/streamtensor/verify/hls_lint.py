@@ -392,22 +392,22 @@ def _lint_memory(sources: Mapping[str, str], functions: list[Function], target: 
 
 def synthesis_text(text: str) -> str:
     """``text`` without its simulation-only branches (``#ifndef __SYNTHESIS__`` up to its ``#else`` or
-    ``#endif``): what the synthesis view compiles."""
+    ``#endif``, the ``#else`` of ``#ifdef __SYNTHESIS__``): what the synthesis view compiles."""
     kept: list[str] = []
-    stack: list[bool] = []  # per open #if: are its lines dropped
+    stack: list[tuple[bool, bool]] = []  # per open #if: (its lines are dropped, it tests __SYNTHESIS__)
     for line in text.splitlines():
         directive = line.strip()
+        outer = bool(stack) and stack[-1][0]
         if directive.startswith("#if"):
-            stack.append(directive == "#ifndef __SYNTHESIS__" or bool(stack and stack[-1]))
-            continue
-        if directive.startswith("#else") and stack:
-            outer = len(stack) > 1 and stack[-2]
-            stack[-1] = outer or not stack[-1]
-            continue
-        if directive.startswith("#endif") and stack:
+            synthesis = directive in ("#ifdef __SYNTHESIS__", "#ifndef __SYNTHESIS__")
+            stack.append((outer or directive == "#ifndef __SYNTHESIS__", synthesis))
+        elif directive.startswith("#else") and stack:
+            dropped, synthesis = stack.pop()
+            outside = bool(stack) and stack[-1][0]
+            stack.append((outside or (not dropped if synthesis else dropped), synthesis))
+        elif directive.startswith("#endif") and stack:
             stack.pop()
-            continue
-        if not (stack and stack[-1]):
+        elif not outer:
             kept.append(line)
     return "\n".join(kept)
 
