@@ -107,8 +107,8 @@ def test_the_generated_accumulator_passes() -> None:
 
 def test_an_accumulator_ii_shorter_than_its_recurrence_is_caught() -> None:
     found = _lint(OLD_ACCUMULATOR)
-    assert ("reduce_sum_1: pipelined loop p1: acc0[i1] is updated again 2 step(s) later through 2 chained add(s) "
-            "of 5 cycles: II=4 cannot be reached (needs 5)") in found
+    assert ("reduce_sum_1: pipelined loop p1: acc0[i1] is updated again 2 step(s) later through 2 chained "
+            "arith.addf(s) of 5 cycles: II=4 cannot be reached (needs 5)") in found
     assert ("reduce_sum_1: pipelined loop p1: acc0 recurs every 2 steps but the loop states no dependence distance "
             "(Vitis assumes the nearest)") in found
 

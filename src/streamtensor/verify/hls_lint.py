@@ -298,13 +298,14 @@ def _lint_pipelines(function: Function, element_types: Mapping[str, str], sizes:
                 if inner.counter not in used and trip:
                     lanes *= trip
                 inner = inner.parent
-            latency = target.ops.float_latency["arith.addf"]
+            combiner = _combiner(function, statements, array, index)
+            latency = target.ops.float_latency[combiner]
             if element_types[array] == "double":
-                latency = target.ops.double_latency.get("arith.addf", latency)
+                latency = target.ops.double_latency.get(combiner, latency)
             need = -(-lanes * latency // steps)
             if ii < need:
                 found.append(f"{where}: {array}{index} is updated again {steps} step(s) later through {lanes} "
-                             f"chained add(s) of {latency} cycles: II={ii} cannot be reached (needs {need})")
+                             f"chained {combiner}(s) of {latency} cycles: II={ii} cannot be reached (needs {need})")
             stated = [p for p in loop.pragmas if p.startswith(f"dependence variable={array} ")]
             distances = {int(m.group(1)) for p in stated if (m := re.search(r"distance=(\d+)", p))}
             if any("dependent=false" in p for p in stated):
@@ -327,6 +328,20 @@ def _lint_pipelines(function: Function, element_types: Mapping[str, str], sizes:
                     continue
                 break
     return found
+
+
+# The operator that folds a value into an accumulator, by how the generated C++ spells it.
+_COMBINERS = (("maximumf(", "arith.maximumf"), ("minimumf(", "arith.minimumf"), ("std::fmax(", "arith.maxnumf"),
+              ("std::fmin(", "arith.minnumf"), (" + ", "arith.addf"), (" - ", "arith.subf"), (" * ", "arith.mulf"))
+
+
+def _combiner(function: Function, statements: list[tuple[Loop, str]], array: str, index: str) -> str:
+    """The library op of the value written into ``array[index]`` (an add when it cannot tell)."""
+    written = next((s.split(" = ", 1)[1].rstrip(";") for _, s in statements if s.startswith(f"{array}{index} = ")),
+                   "")
+    definition = next((m.group(3) for _, s in function.statements if (m := _CONST.match(s)) and
+                       m.group(2) == written), written)
+    return next((op for spelling, op in _COMBINERS if spelling in definition), "arith.addf")
 
 
 def _lint_lanes(function: Function, tokens: Mapping[str, str], banks: Mapping[str, int]) -> list[str]:

@@ -1,0 +1,92 @@
+"""Timing model = generated code: for every process of the tiny blocks, the II, pipelined iterations and unrolled
+lanes the timing model assumes are the ones the emitted loop nest asks Vitis for, and an accumulator's II is
+what its recurrence (the distance the loop states, the adds the lanes chain) allows."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from conftest import tiny_block
+
+from streamtensor.analysis.hbm import dma_bytes_per_cycle, dma_token_bytes
+from streamtensor.analysis.timing_model import accumulator_recurrence, node_beats, recurrence_distance
+from streamtensor.codegen.vitis.boards import U55C
+from streamtensor.codegen.vitis.hbm import c_identifier, memory_arguments, plan_hbm
+from streamtensor.codegen.vitis.hls.generate import generate_hls
+from streamtensor.codegen.vitis.host_cpp import kernel_header
+from streamtensor.ir.dataflow import DmaNode, KernelNode
+from streamtensor.verify.hls_lint import Loop, lint_processes, parse_functions
+
+MODES = ("prefill", "decode")
+
+
+def _pipelines(loops: list[Loop]) -> list[Loop]:
+    return [lp for lp in loops if lp.pipeline_ii is not None]
+
+
+def _trip(loop: Loop) -> int:
+    trip = loop.trip({})
+    assert trip is not None, loop.line
+    return trip
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_process_asks_for_the_modelled_ii(family: str, mode: str) -> None:
+    design, _ = tiny_block(family, mode)
+    graph = design.dataflow
+    name = f"{family}_{mode}"
+    hbm = plan_hbm(memory_arguments(graph), name, U55C.hbm)
+    sources = {**generate_hls(graph, name, hbm, U55C), f"{name}.h": kernel_header(name, hbm)}
+    assert lint_processes(sources, U55C) == []
+    functions = {f.name: f for text in sources.values() for f in parse_functions(text)}
+    plan = {a.dma: a for a in hbm.arguments}
+    kinds: set[str] = set()
+    for node in graph.nodes.values():
+        f = functions[c_identifier(node.name)]
+        pipelines = _pipelines(f.all_loops)
+        kinds.add(node.kind)
+        if isinstance(node, KernelNode):
+            # A replay port drains the accumulators after the last firing, in a loop of its own.
+            replays = [lp for lp in pipelines if (lp.label or "").startswith("tile_loop")]
+            assert len(replays) == len(node.replay_results), node.name
+            pipelines = [lp for lp in pipelines if lp not in replays]
+            lanes = math.prod(lp.unroll for lp in node.loops)
+            iterations = math.prod(lp.tile for lp in node.loops) // lanes
+            if iterations == 1:
+                # Every point unrolled: the innermost tile loop is the pipeline, at the firing II.
+                assert [lp.pipeline_ii for lp in pipelines] in ([node.attributes["ii"]], []), node.name
+                continue
+            (pipe,) = pipelines
+            assert pipe.pipeline_ii == node.attributes["pipeline_ii"], node.name
+            # The pipelined loop nest (perfect, so flattened) issues the model's iterations, lanes unrolled.
+            chain = [pipe]
+            while chain[0].parent is not None and not chain[0].parent.statements:
+                chain.insert(0, chain[0].parent)
+            assert math.prod(_trip(lp) for lp in chain) == iterations, node.name
+            unrolled = [lp for lp in f.all_loops if lp.unrolled and lp.parent not in replays]
+            assert math.prod(_trip(lp) for lp in unrolled) == lanes, node.name
+            distance = recurrence_distance(node.loops, node.point_order)
+            stated = {p for p in pipe.pragmas if p.startswith("dependence")}
+            if distance is None:
+                assert not stated, node.name
+            else:
+                assert stated and all(p.endswith(f"distance={distance}") for p in stated), node.name
+                recurrence = accumulator_recurrence(node.op.body, node.loops, U55C.ops)
+                assert pipe.pipeline_ii >= -(-recurrence // distance), node.name
+        elif isinstance(node, DmaNode):
+            # A token of `words` bus words, read or written one word per cycle (a single token: by load_tile's
+            # own pipelined word loop), no faster than the model moves it.
+            layout = plan[node.name].layout
+            stream = node.outputs[0] if node.direction == "read" else node.inputs[0]
+            t = graph.streams[stream].type
+            assert [lp.pipeline_ii for lp in pipelines] == ([layout.words_per_tile] if t.num_tokens > 1 else [])
+            assert dma_token_bytes(t, U55C) / dma_bytes_per_cycle(1, U55C) >= layout.words_per_tile
+        else:
+            # Fork, reassociate, chunk, concat, converter: one token per step, as many cycles as its beats.
+            beats = node_beats(graph, node, U55C.stream_max_bits)
+            assert node.attributes["ii"] == beats, node.name
+            assert all(lp.pipeline_ii == beats for lp in pipelines), node.name
+            tokens = max(graph.streams[s].type.num_tokens for s in node.inputs + node.outputs)
+            assert pipelines or tokens == 1, node.name
+    assert {"kernel", "dma_read", "dma_write"} <= kinds
