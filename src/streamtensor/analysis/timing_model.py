@@ -17,22 +17,27 @@ Per node kind (formulas are repeated next to their code):
 
 - **kernel** (one firing = one tile iteration of the tile loop nest, in ``tile_order``): the point loops of a
   tile run as one pipelined loop nest issuing ``lanes = prod(unroll)`` points at a time, so a tile takes
-  ``iterations = prod(tile) / lanes`` issues, ``pipeline_ii`` cycles apart (> 1 only when an accumulator
-  recurrence is shorter than the combiner's latency, or raised to ``KernelNode.min_pipeline_ii`` so the kernel
-  reads no external-memory input faster than its DMA delivers it). ``ii = iterations * pipeline_ii`` (at least
-  ``ceil(combiner latency / pending tiles)`` when partial sums are carried from tile to tile); ``depth =
-  (iterations - 1) * pipeline_ii + pipeline depth`` (the last point's issue plus its trip through the
-  datapath); pipeline depth = stream read + critical path of the scalar body (op latencies by element type) +
-  reduction tree over the unrolled reduction lanes + stream write. Tokens move at the firings of
-  ``KernelNode.port_firings``: inputs once per iteration of the loops they use, inits at the first and results
-  at the last firing of every output tile's reduction.
+  ``iterations = prod(tile) / lanes`` issues, ``pipeline_ii`` cycles apart: ``ceil(recurrence / distance)``
+  when a reduction loop is pipelined (``recurrence_distance``: the issues between two updates of one
+  accumulator element, which the generated loop states to Vitis; ``accumulator_recurrence``: the combiner's
+  latency times the unrolled reduction lanes, which the generated body folds in one after the other), raised
+  to ``KernelNode.min_pipeline_ii`` so the kernel reads no external-memory input faster than its DMA delivers
+  it, and with every point loop unrolled (the tile loop is the pipeline) to the beats of its widest token.
+  ``ii = max(iterations * pipeline_ii, beats)`` (at least ``ceil(recurrence / pending tiles)`` when partial
+  sums are carried from tile to tile); ``depth = (iterations - 1) * pipeline_ii + pipeline depth`` (the last
+  point's issue plus its trip through the datapath); pipeline depth = stream read + critical path of the
+  scalar body (op latencies by element type) + the chain of the other unrolled reduction lanes' combiners +
+  stream write. Tokens move at the firings of ``KernelNode.port_firings``: inputs once per iteration of the
+  loops they use, inits at the first and results at the last firing of every output tile's reduction.
 - **itensor_converter** (ping-pong buffer over the ``S`` iterations of its shared loops; per iteration ``a``
-  source tokens fill one half, then ``b`` result tokens drain it): one token in and one out per cycle, fill of
-  iteration i in lock step with the drain of iteration i-1 (the two halves), so ``ii = 1`` and phase ``p``
+  source tokens fill one half, then ``b`` result tokens drain it): one token in and one out per step, fill of
+  iteration i in lock step with the drain of iteration i-1 (the two halves), so ``ii = beats`` and phase ``p``
   (0..S) lasts ``max(a if p < S, b if p > 0)`` firings; ``depth = 3`` (buffer write-to-read turnaround plus a
   registered BRAM/URAM read).
-- **fork, reassociate, chunk, concat**: one token per firing at ``ii = 1``, ``depth = 2`` (stream read +
-  stream write). A chunk reads every input token and writes the kept ones; a concat writes every output token
+- **fork, reassociate, chunk, concat**: one token per firing, ``depth = 2`` (stream read + stream write).
+- **stream beats**: a token wider than the target's ``stream_max_bits`` (Vitis: an aggregated struct on a
+  stream is at most 4,096 bits) crosses its stream as ``ITensorType.beats`` beats, one per cycle, so a
+  converter or forwarding node moves a token every ``ii = beats`` cycles (``node_beats``; 1 when it fits). A chunk reads every input token and writes the kept ones; a concat writes every output token
   and reads it from the input whose region holds it.
 - **DMA** (HBM <-> stream): a token is ``words = ceil(token_bits / 512)`` bus words (``bytes = 64 * words``,
   each tile padded to whole words: ``streamtensor.packing``), moved at ``rate = min(64, 57.5) / share`` bytes

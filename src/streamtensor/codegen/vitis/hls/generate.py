@@ -8,9 +8,11 @@ few tokens shallower than the model's minimum. Two files per accelerator (a fuse
 
 ``KERNEL_tokens.h``
     One ``struct tok_<dtype>x<N> { T data[N]; }`` per token shape: a tile in row-major order (reassociations
-    keep the flat order, so a token struct is shared by every stream with the same dtype and element count),
-    and the helpers the processes use: tile <-> packed 512-bit words (``streamtensor.packing``) and the scalar
-    ops without a C++ operator.
+    keep the flat order, so a token struct is shared by every stream with the same dtype and element count).
+    A token wider than the target's stream limit (``Target.stream_max_bits``) crosses its stream as beats, a
+    struct of ``ITensorType.beat_elements`` each, through its ``read_token`` / ``write_token`` overloads (one
+    beat per cycle; the FIFO holds depth x beats). Helpers: tile <-> packed ``ap_uint<512>`` words
+    (``streamtensor.packing``; bit ranges, no byte punning) and the scalar ops without a C++ operator.
 ``KERNEL.cpp``
     One ``static void`` function per node, named after it:
 
@@ -19,9 +21,14 @@ few tokens shallower than the model's minimum. Two files per accelerator (a fuse
       tile starts (init token or constant fill) when every reduction counter is 0 and is written when every
       reduction counter is at its last trip; with a reduction loop outside parallel loops, one accumulator per
       pending output tile. Inside a firing, the point loops that are not fully unrolled run in ``point_order``,
-      the innermost ``#pragma HLS pipeline II=<pipeline_ii>`` (the timing model's II), with the unrolled lanes
-      inside (``#pragma HLS unroll``); the body is the Linalg scalar body, one C++ statement per op.
-      Accumulators are arrays partitioned for the lanes, with ``bind_storage`` from the memory allocation.
+      the innermost ``#pragma HLS pipeline II=<pipeline_ii>`` (the timing model's II) with the accumulators'
+      recurrence distance stated (``dependence ... distance=D``, ``timing_model.recurrence_distance``), the
+      unrolled lanes inside (``#pragma HLS unroll``); the body is the Linalg scalar body, one C++ statement per
+      op, each at the outermost lane loop whose counters it uses (a row's ``rsqrt``, a GELU ``tanh`` once per
+      step, not once per lane). An element's first update selects its init (token element or constant) and
+      every update also writes the output token, so no fill or copy loop runs between firings. Accumulators
+      are arrays partitioned for the lanes, with ``bind_storage`` from the memory allocation; tokens are
+      local registers (partitioned completely).
     - itensor_converter: the ping-pong buffer of ``converter_buffer``; phase ``p`` fills window ``p % 2`` with
       shared iteration ``p`` while draining window ``(p - 1) % 2``, one token in and one out per step (one
       window, ``buf[1]``, when there is a single shared iteration: it is filled in phase 0 and drained in 1).
@@ -29,7 +36,10 @@ few tokens shallower than the model's minimum. Two files per accelerator (a fuse
     - DMA: walks its stream's loop nest; token ``(n_0, ...)`` is the tile at word ``sum n_l * word_strides[l]``
       of its argument (``PackedLayout``), read or written as whole 512-bit words.
 
-    The top function ``extern "C" void KERNEL(word512* ARG, ...)`` has one m_axi bundle per argument
+    Every loop is labelled ``<counter>_loop``.
+
+    The top function ``extern "C" void KERNEL(word512* ARG, ...)`` (``word512``: ``ap_uint<512>``, declared
+    in ``KERNEL.h``; output arguments carry the model's output names) has one m_axi bundle per argument
     (``gmem<i>``, in ``HbmPlan`` order), ``s_axilite`` control, ``#pragma HLS dataflow``, one
     ``hls::stream<T, DEPTH>`` per stream (``Stream.depth``) and the processes in topological order through
     ``HLS_SIM_PROCESS`` (threads in the bounded C simulation, plain calls under ``__SYNTHESIS__``).
