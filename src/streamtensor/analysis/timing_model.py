@@ -34,11 +34,12 @@ Per node kind (formulas are repeated next to their code):
   iteration i in lock step with the drain of iteration i-1 (the two halves), so ``ii = beats`` and phase ``p``
   (0..S) lasts ``max(a if p < S, b if p > 0)`` firings; ``depth = 3`` (buffer write-to-read turnaround plus a
   registered BRAM/URAM read).
-- **fork, reassociate, chunk, concat**: one token per firing, ``depth = 2`` (stream read + stream write).
+- **fork, reassociate, chunk, concat**: one token per firing, ``depth = 2`` (stream read + stream write). A
+  chunk reads every input token and writes the kept ones; a concat writes every output token and reads it from
+  the input whose region holds it.
 - **stream beats**: a token wider than the target's ``stream_max_bits`` (Vitis: an aggregated struct on a
   stream is at most 4,096 bits) crosses its stream as ``ITensorType.beats`` beats, one per cycle, so a
-  converter or forwarding node moves a token every ``ii = beats`` cycles (``node_beats``; 1 when it fits). A chunk reads every input token and writes the kept ones; a concat writes every output token
-  and reads it from the input whose region holds it.
+  converter or forwarding node moves a token every ``ii = beats`` cycles (``node_beats``; 1 when it fits).
 - **DMA** (HBM <-> stream): a token is ``words = ceil(token_bits / 512)`` bus words (``bytes = 64 * words``,
   each tile padded to whole words: ``streamtensor.packing``), moved at ``rate = min(64, 57.5) / share`` bytes
   per cycle (:func:`.hbm.dma_bytes_per_cycle`; ``share``: the DMAs on its pseudo-channel as ``analysis.hbm``
