@@ -83,7 +83,10 @@ HLS_DIR := build/hls
 XO := build/$(KERNEL).xo
 XCLBIN := build/$(KERNEL).$(TARGET).xclbin
 HOST_EXE := {HOST_EXECUTABLE}
-LINK_PROFILE := $(if $(filter 1,$(PROFILE)),{LINK_PROFILE_FLAGS})
+LINK_FLAGS := --kernel_frequency $(CLOCK_MHZ)
+ifeq ($(PROFILE),1)
+LINK_FLAGS += {LINK_PROFILE_FLAGS}
+endif
 # The testbench runs in the tools' work directories: it finds params/ and check/ through this.
 PROJECT_ENV := STREAMTENSOR_PROJECT=$(CURDIR)
 XRT_ENV := XRT_INI_PATH=$(CURDIR)/xrt.ini
@@ -132,7 +135,7 @@ link: $(XCLBIN)
 hw: build/$(KERNEL).hw.xclbin
 
 build/$(KERNEL).%.xclbin: $(XO) link.cfg
-\tv++ -l --platform $(PLATFORM) --config link.cfg -t $* --kernel_frequency $(CLOCK_MHZ) $(LINK_PROFILE) -o $@ $(XO)
+\tv++ -l --platform $(PLATFORM) --config link.cfg -t $* $(LINK_FLAGS) -o $@ $(XO)
 
 build/emconfig.json:
 \temconfigutil --platform $(PLATFORM) --od build
