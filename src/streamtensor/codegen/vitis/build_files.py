@@ -245,6 +245,11 @@ flags the kernel sees Vitis's own `hls_stream.h` and its dataflow processes are 
    the transfer times, then `check_outputs` compares with PyTorch. `xrt.ini` turns on XRT's trace
    (`XRT_INI_PATH`); link with `PROFILE=1` for the device-side trace, open it with `vitis_analyzer`.
 
+`make host` needs `XILINX_XRT`: `/opt/xilinx/xrt` after `source /opt/xilinx/xrt/setup.sh`, or, with Debian's
+`libxrt-dev` (XRT 2.13), a folder whose `include` links to `/usr/include/xrt` and whose `lib` holds links to the
+`libxrt_core*` libraries (XRT also reads `$XILINX_XRT/lib` at run time). Without a card `block_host` exits 1
+with one line.
+
 ## Targets
 
 {_targets_table(kernel, target)}
