@@ -7,6 +7,7 @@ and the kernel C++ given to ``write_project``. Layout of a project::
     hls_config.cfg       Vitis HLS component (v++ -c --mode hls): part, clock, top, sources, testbench,
                          co-simulation settings, xo packaging
     link.cfg             v++ -l connectivity: compute unit, HBM bank per argument, SLR
+    floorplan.tcl        a kernel split over SLRs: every process's RTL instance in its die's pblock
     xrt.ini              XRT trace settings of make run / make hw_emu
     kernel.json          the external-memory interface: arguments in signature order, layouts, HBM banks
     include/             streamtensor's simulation-only hls_stream.h and the shared hls_dataflow_sim.h
@@ -37,6 +38,7 @@ import numpy as np
 from streamtensor.codegen.vitis.build_files import (
     LINK_TARGET,
     TESTBENCH,
+    floorplan_tcl,
     hls_config,
     link_cfg,
     makefile,
@@ -90,8 +92,10 @@ def write_project(
 
     ``sources`` maps file names under ``src/`` to the kernel C++ (``KERNEL.cpp`` defines the top function and
     includes ``KERNEL.h``); ``tensors`` are packed into ``params/`` (``write_packed_parameters``); ``kernel_slr``
-    pins the compute unit to that SLR in ``link.cfg`` (None: v++ places it); the part, platform and kernel clock
-    are the ``target``'s (``clock_mhz`` overrides the clock)."""
+    pins the compute unit to that SLR in ``link.cfg``; without it, a graph whose nodes carry the SLR plan
+    (``slr`` attributes, ``analysis.annotate``) gets ``floorplan.tcl`` placing each process on its die, and one
+    without is placed by v++; the part, platform and kernel clock are the ``target``'s (``clock_mhz`` overrides
+    the clock)."""
     if c_identifier(kernel_name) != kernel_name:
         raise OptionError(f"kernel name {kernel_name!r} is not a C identifier")
     if plan.kernel_name != kernel_name:
@@ -109,13 +113,17 @@ def write_project(
         raise StreamTensorError(f"the HBM plan does not match the DMA arguments of @{graph.name}")
     names = _check_sources(kernel_name, sources)
 
+    plan_slrs = {c_identifier(n): node.attributes["slr"] for n, node in graph.nodes.items() if "slr" in node.attributes}
+    split = not kernel_slr and len(plan_slrs) == len(graph.nodes)  # every process has a die
+    slrs = len(set(plan_slrs.values())) if split else 0
     root = Path(outdir)
     interface = KernelInterface(plan, clock_mhz, SIM_EXECUTABLE, f"build/{kernel_name}.{LINK_TARGET}.xclbin")
     generated = {
-        "Makefile": makefile(kernel_name, names, clock_mhz, target),
-        "README.md": readme(kernel_name, plan, names, clock_mhz, kernel_slr, target),
+        "Makefile": makefile(kernel_name, names, clock_mhz, target, floorplan=split),
+        "README.md": readme(kernel_name, plan, names, clock_mhz, kernel_slr, target, slrs),
         "hls_config.cfg": hls_config(kernel_name, names, clock_mhz, target),
-        "link.cfg": link_cfg(plan, kernel_slr),
+        "link.cfg": link_cfg(plan, kernel_slr, slrs),
+        **({"floorplan.tcl": floorplan_tcl(plan, plan_slrs)} if split else {}),
         "xrt.ini": xrt_ini(kernel_name),
         INTERFACE_FILE: json.dumps(interface.to_json(), indent=2) + "\n",
         f"src/{kernel_name}.h": kernel_header(kernel_name, plan),
