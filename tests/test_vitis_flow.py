@@ -45,7 +45,10 @@ def test_make_dry_run_of_each_target_prints_the_documented_command(project: Path
     env = f"STREAMTENSOR_PROJECT={project}"
     synth = ["v++ -c --mode hls --config hls_config.cfg --work_dir build/hls", "touch build/hls/csynth.stamp"]
     package = "vitis-run --mode hls --package --config hls_config.cfg --work_dir build/hls"
-    link = f"v++ -l --platform {platform} --config link.cfg -t hw --kernel_frequency 250"
+    # A kernel split over SLRs (tiny GPT-2 decode is) gives Vivado its floorplan.
+    floorplan = (f" --vivado.prop run.impl_1.STEPS.OPT_DESIGN.TCL.PRE={project}/floorplan.tcl"
+                 if (project / "floorplan.tcl").is_file() else "")
+    link = f"v++ -l --platform {platform} --config link.cfg -t hw --kernel_frequency 250{floorplan}"
     host = ("g++ -std=c++17 -O2 -Wall -Wextra -I/opt/xilinx/xrt/include host/block_host.cpp -o build/host/block_host "
             "-L/opt/xilinx/xrt/lib -lxrt_coreutil -pthread")
     check = "g++ -std=c++14 -O2 -Wall -Wextra -Werror tb/check_outputs.cpp -o build/check/check_outputs"
@@ -65,7 +68,7 @@ def test_make_dry_run_of_each_target_prints_the_documented_command(project: Path
         f"-o build/{KERNEL}.hw.xclbin build/{KERNEL}.xo")
     assert _make_dry(project, "hw_emu") == [
         *synth, package,
-        f"v++ -l --platform {platform} --config link.cfg -t hw_emu --kernel_frequency 250 "
+        f"v++ -l --platform {platform} --config link.cfg -t hw_emu --kernel_frequency 250{floorplan} "
         f"-o build/{KERNEL}.hw_emu.xclbin build/{KERNEL}.xo",
         f"emconfigutil --platform {platform} --od build",
         'test -n "/opt/xilinx/xrt" || { echo "host: XILINX_XRT is not set; source /opt/xilinx/xrt/setup.sh" >&2; '
