@@ -16,7 +16,9 @@ HOST_EXECUTABLE = "build/host/block_host"
 CHECK_EXECUTABLE = "build/check/check_outputs"
 TESTBENCH = "tb/vitis_tb.cpp"
 SYNTHESIS_CFLAGS = "-std=c++14"
-# streamtensor's bounded threaded simulation: its own hls_stream.h (include/), selected by STREAMTENSOR_CSIM.
+# streamtensor's bounded threaded simulation: its own hls_stream.h (include/), selected by STREAMTENSOR_CSIM. C++17
+# for that runtime (inline variables); the kernel and the testbench are C++14, as Vitis compiles them (syn.cflags,
+# tb.cflags; the front-end check and the tests' Vitis C-simulation build hold them to it).
 CSIM_CXXFLAGS = "-std=c++17 -O2 -Wall -Wextra -Werror -pthread -DSTREAMTENSOR_CSIM -Iinclude -Isrc"
 LINK_PROFILE_FLAGS = "--profile.data all:all:all --profile.stall all:all --profile.exec all:all"
 # A kernel split over several SLRs: its processes' placement, given to Vivado before opt_design.
@@ -272,7 +274,9 @@ either one.
 ## Files
 
 - `Makefile`, `hls_config.cfg` (HLS component: part, clock, top, sources, testbench, co-simulation settings),
-  `link.cfg` (compute unit, HBM bank of every argument, SLR), `xrt.ini` (XRT trace settings).
+  `link.cfg` (compute unit, HBM bank of every argument, SLR), `xrt.ini` (XRT trace settings), and for a
+  kernel split over SLRs `floorplan.tcl` (every process's RTL instance in its die's pblock; `make link` gives it to
+  Vivado before `opt_design`).
 - `kernel.json`: the external-memory arguments in signature order with their itensor layouts and HBM banks.
 - `src/{kernel}.h`: the 512-bit word type, the size of each argument and the top function's declaration
   (it includes `hls_stream.h` and the dataflow macros for the kernel sources).
