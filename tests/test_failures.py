@@ -98,23 +98,37 @@ def test_slr_plan_without_assignment_is_an_error() -> None:
 
 
 def test_link_cfg_pins_the_kernel_only_when_it_fits_one_slr(tmp_path: Path) -> None:
-    # The default tiny GPT-2 prefill takes about 80% of the device's LUTs: no slr= in link.cfg, and the report's
-    # per-SLR split is marked as an estimate. With one lane per kernel the whole kernel fits one SLR: pinned.
+    # The default tiny GPT-2 prefill takes nearly all of the device's LUTs: never pinned to one die, split over
+    # the dies by the SLR plan (floorplan.tcl, given to Vivado by make link). With one lane per kernel the whole
+    # kernel fits one SLR: pinned there whole, every process on that die, no floorplan.
     assert main(["compile", "gpt2", "-o", str(tmp_path / "wide"), *TINY]) == 0
     assert main(["compile", "gpt2", "-o", str(tmp_path / "narrow"), "--overall-unroll-size", "1", *TINY]) == 0
     for name, pinned in (("wide", False), ("narrow", True)):
         out = tmp_path / name
-        report = json.loads((out / "report.json").read_text())
+        res = json.loads((out / "report.json").read_text())["resources"]
         link = (out / "link.cfg").read_text()
-        plan = report["resources"]["slr_plan"]
-        assert plan["realised"] is False and "estimate" in plan["why"]
-        assert plan["single_slr"] is pinned
+        plan = res["slr_plan"]
+        assert plan["realised"] is True and plan["single_slr"] is pinned and plan["split"] is not pinned
+        over_a_die = any(res[r] > res["die"][r] for r in ("dsp", "bram36", "uram", "lut"))
+        assert over_a_die is not pinned
         assert ("slr=gpt2_prefill_1:SLR0\n" in link) is pinned
         assert ("slr=" in link.replace("no slr=", "")) is pinned
-        used = {s["slr"] for s in report["resources"]["per_slr"] if s["nodes"]}
-        if not pinned:
-            assert len(used) > 1  # the estimate spreads the processes over several dies
-            assert report["resources"]["utilization"]["lut"] > 1 / 3
+        slrs = {p["slr"] for p in res["processes"].values()}
+        assert (out / "floorplan.tcl").is_file() is not pinned
+        makefile = (out / "Makefile").read_text()
+        assert ("--vivado.prop run.impl_1.STEPS.OPT_DESIGN.TCL.PRE=$(CURDIR)/floorplan.tcl" in makefile) is not pinned
+        if pinned:
+            assert slrs == {0}
+            continue
+        assert len(slrs) > 1 and f"the kernel needs {len(slrs)} SLRs; floorplan.tcl" in link
+        # floorplan.tcl places exactly the processes of the plan, each on its die, within each die's budget.
+        placed = re.findall(r"^streamtensor_place (\d+) (\w+)$", (out / "floorplan.tcl").read_text(), re.M)
+        assert sorted((name, int(slr)) for slr, name in placed) == sorted((n, p["slr"]) for n, p in
+                                                                          res["processes"].items())
+        for slr in slrs:
+            for r in ("dsp", "bram36", "uram", "lut"):
+                use = sum(p[r] for p in res["processes"].values() if p["slr"] == slr)
+                assert use <= res["die"][r], (slr, r)
 
 
 class _DataDependent(torch.nn.Module):

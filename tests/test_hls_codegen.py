@@ -119,8 +119,8 @@ def test_generated_sources_and_project_files(verified) -> None:  # noqa: ANN001
     for target in ("csim", "hls", "xo", "link", "host", "clean"):
         assert f"\n{target}:" in makefile
     # Loop labels are for Vitis (-Wall calls them unused); the project's ap_types are system headers.
-    assert ("CSIM_CXXFLAGS := " + " ".join(FLAGS[:-1]) + " -Wno-unused-label -pthread \\\n"
-            "  -Iinclude -isystem include/ap_types -Isrc\n") in makefile
+    assert ("CSIM_CXXFLAGS := " + " ".join(FLAGS[:-1]) + " -Wno-unused-label -pthread -DSTREAMTENSOR_CSIM -Iinclude "
+            "-isystem include/ap_types -Isrc\n") in makefile
     # params: every argument the kernel reads, packed (weights, the constant, the example inputs).
     manifest = json.loads((out / "params" / "manifest.json").read_text())
     assert sorted(t["arg"] for t in manifest["tensors"]) == sorted(a.arg for a in plan.arguments if a.reads)
@@ -152,8 +152,8 @@ def test_converters_declare_one_window_per_bank(verified) -> None:  # noqa: ANN0
 def test_generated_sources_are_clean_under_stricter_warnings(verified) -> None:  # noqa: ANN001
     """The build itself uses -Werror; the generated C++ is also clean under -Wpedantic -Wshadow."""
     _, out, _ = verified("gemma", "prefill")
-    proc = subprocess.run(["g++", *FLAGS, "-Wno-unused-label", "-Wpedantic", "-Wshadow", "-fsyntax-only", "-Iinclude",
-                           "-isystem", "include/ap_types", "-Isrc", "src/gemma_prefill.cpp", "tb/block_sim.cpp"],
+    proc = subprocess.run(["g++", *FLAGS, "-Wno-unused-label", "-Wpedantic", "-Wshadow", "-fsyntax-only", "-DSTREAMTENSOR_CSIM",
+                           "-Iinclude", "-isystem", "include/ap_types", "-Isrc", "src/gemma_prefill.cpp", "tb/block_sim.cpp"],
                           cwd=out, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 

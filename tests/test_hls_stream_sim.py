@@ -20,8 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 INCLUDE = ROOT / "src" / "streamtensor" / "codegen" / "vitis" / "include"
 CPP = Path(__file__).resolve().parent / "cpp"
 CXX = shutil.which("g++")
-FLAGS = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wpedantic", "-Wshadow", "-Werror", "-pthread"]
-TSAN_FLAGS = ["-std=c++17", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pthread", "-fsanitize=thread"]
+# STREAMTENSOR_CSIM selects streamtensor's simulation (hls_stream.h #errors without it).
+FLAGS = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wpedantic", "-Wshadow", "-Werror", "-pthread",
+         "-DSTREAMTENSOR_CSIM"]
+TSAN_FLAGS = ["-std=c++17", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pthread", "-fsanitize=thread",
+              "-DSTREAMTENSOR_CSIM"]
 
 pytestmark = pytest.mark.skipif(CXX is None, reason="g++ is not installed")
 
@@ -33,6 +36,10 @@ BUILDS = {
     "errors": ("errors.cpp", FLAGS),
     "nested": ("nested.cpp", FLAGS),
     "synth_macros": ("synth_macros.cpp", [*FLAGS, "-D__SYNTHESIS__"]),
+    # Vitis C simulation and co-simulation: no __SYNTHESIS__, no STREAMTENSOR_CSIM.
+    "vitis_csim_macros": ("synth_macros.cpp", [f for f in FLAGS if f != "-DSTREAMTENSOR_CSIM"]),
+    # A Vitis flow that finds streamtensor's hls_stream.h on its include path (the shadowing the guard stops).
+    "shadowing": ("chain.cpp", [f for f in FLAGS if f != "-DSTREAMTENSOR_CSIM"]),
 }
 TSAN_BUILDS = {
     "tsan_chain": ("chain.cpp", TSAN_FLAGS),
@@ -119,7 +126,7 @@ def test_header_banner_and_compiles_warning_free(builds):
     assert first.startswith("// Part of streamtensor 0.1.0")
     assert "never used for synthesis" in first
     assert (INCLUDE / "hls_dataflow_sim.h").read_text().startswith("// Part of streamtensor 0.1.0")
-    for name in BUILDS:
+    for name in BUILDS.keys() - {"shadowing"}:
         rc, stderr = builds["logs"][name]
         assert rc == 0 and stderr == "", f"{name}: -Werror build not clean:\n{stderr}"
 
@@ -319,8 +326,18 @@ def test_nested_region(builds):
 
 
 def test_synthesis_macros_are_plain_sequential_calls(builds):
-    proc = _run(builds, "synth_macros")
-    assert (proc.returncode, proc.stdout) == (0, "calls 3 1 2 3\n")
+    for name in ("synth_macros", "vitis_csim_macros"):
+        proc = _run(builds, name)
+        assert (proc.returncode, proc.stdout) == (0, "calls 3 1 2 3\n"), name
+
+
+def test_the_simulation_header_refuses_a_vitis_build(builds):
+    """Vitis's C simulation compiles the kernel with its own hls_stream.h; ours stops a build that would shadow
+    it with one line naming the problem."""
+    rc, stderr = builds["logs"]["shadowing"]
+    assert rc != 0 and "shadowing" not in builds["exes"]
+    assert ("#error \"streamtensor's hls_stream.h is for its own C simulation (-DSTREAMTENSOR_CSIM); Vitis C "
+            "simulation and co-simulation must use Vitis's hls_stream.h") in stderr
 
 
 def test_thread_sanitizer_clean(builds):

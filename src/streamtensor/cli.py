@@ -154,7 +154,8 @@ def _compile(args: argparse.Namespace) -> None:
     if design.allocation is None:
         print(f"  stopped after the dataflow graph (FIFOs unsized, at the 2-token default): {out}/dataflow.mlir")
         return
-    print(f"  Vitis project: {out}/Makefile (csim | hls | xo | link | host); check it with: streamtensor verify {out}")
+    print(f"  Vitis project: {out}/Makefile (csim | csim-tb | vitis-csim | hls | cosim | hw_emu | hw | run; "
+          f"README.md); check it with: streamtensor verify {out}")
 
 
 def _verify(args: argparse.Namespace) -> int:

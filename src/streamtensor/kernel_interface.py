@@ -26,6 +26,7 @@ from streamtensor.packing import WORD_BITS, PackedLayout, pack, unpack
 SIM_EXECUTABLE = "build/csim/block_sim"
 INTERFACE_FILE = "kernel.json"
 PARAMS_DIR = "params"
+EXPECTED_DIR = "check/expected"  # PyTorch's outputs, packed, for the self-checking testbench
 
 
 @dataclass(frozen=True)

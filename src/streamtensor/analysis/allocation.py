@@ -14,9 +14,10 @@ Sub-steps, each a driver stage (``allocation.<step>``) with its own seconds in t
 3. ``resources``: the memory of every FIFO (LUTRAM / BRAM / URAM by size, ``resources.memory_kind``) and the
    DSP / BRAM / URAM / LUT estimate of the graph with the sized FIFOs (``resources.estimate_resources``).
    A group over the device budget is a ``ResourceBudgetError``.
-4. ``slr``: die placement of every group by the ILP of ``slr_partition``: an estimate of where the processes
-   would go, not realised (the design is one kernel, placed whole by the linker; ``single_slr`` says whether
-   it fits one die). A group with no assignment within the per-die budgets is a ``ResourceBudgetError``.
+4. ``slr``: die placement of every group by the ILP of ``slr_partition``. A kernel that fits one die
+   (``single_slr``) is pinned whole to the HBM's SLR by ``link.cfg``; one that does not is split as the plan
+   says (the project's ``floorplan.tcl`` puts every process on its die). A group with no assignment within the
+   per-die budgets is a ``ResourceBudgetError``: never a kernel pinned to a die it does not fit.
 
 ``allow_deadlock`` / ``allow_unfit`` turn those errors into entries of ``AllocationResult.overrides`` (option ->
 the errors it let through), which the report carries; a design over budget then has no SLR placement.
@@ -39,7 +40,7 @@ from .fifo_search import size_fifos_lp
 from .memory import node_groups
 from .process_network import ProcessNetwork
 from .resources import RESOURCES, ResourceReport, estimate_resources, memory_kind
-from .slr_partition import SlrPartition, SlrPartitionError, partition_slrs
+from .slr_partition import SlrPartition, SlrPartitionError, one_slr, partition_slrs
 from .timing_model import NodeTiming, build_process_network, node_timings
 from .timing_sim import SimResult, simulate
 
@@ -154,21 +155,26 @@ class AllocationResult:
             for slr, usage in enumerate(part.usage):
                 per_slr.append({"group": g, "slr": slr, **{r: round(usage[r], 2) for r in RESOURCES},
                                 "nodes": sorted(n for n, s in part.assignment.items() if s == slr)})
-        pinned = "it fits one SLR, so link.cfg pins it to the HBM's SLR" if self.single_slr else \
-            "it needs more than one SLR, so link.cfg leaves its placement to v++"
+        placed = {n: s for part in self.placements.values() for n, s in part.assignment.items()}
+        split = bool(placed) and not self.single_slr
+        if self.single_slr:
+            why = "the whole kernel fits one SLR: link.cfg pins it to the HBM's SLR"
+        elif split:
+            why = ("the kernel needs more than one SLR: floorplan.tcl puts every process's RTL instance on the SLR "
+                   "of this plan (Vivado pblocks), and link.cfg pins nothing")
+        else:
+            why = "no SLR plan fits (let through by --allow-unfit): v++ places the kernel"
         return {
             **{r: getattr(res, r) for r in RESOURCES},
             "fits": res.fits,
             "overflow": list(res.overflow),
             "utilization": {r: round(u, 4) for r, u in res.utilization().items()},
+            "die": {r: getattr(res.die, r) for r in RESOURCES},
+            "processes": {n: {"kind": r.kind, **{k: getattr(r, k) for k in RESOURCES}, "slr": placed.get(n)}
+                          for n, r in res.nodes.items()},
             "per_slr": per_slr,
             "slr_crossing_bits": sum(p.crossing_bits for p in self.placements.values()),
-            "slr_plan": {
-                "realised": False,
-                "single_slr": self.single_slr,
-                "why": "an estimate of where the processes would go: the design is one kernel, which v++ places "
-                       f"whole (no per-process floorplan constraints); {pinned}",
-            },
+            "slr_plan": {"realised": bool(placed), "single_slr": self.single_slr, "split": split, "why": why},
         }
 
 
@@ -262,6 +268,10 @@ def place_allocation(graph: DataflowGraph, target: Target, result: AllocationRes
     groups = node_groups(graph)
     for a in result.groups:
         members = [n for n, g in groups.items() if g == a.group]
+        if result.single_slr:  # the kernel fits one die: link.cfg pins it there whole, nothing to split
+            result.placements[a.group] = one_slr(graph, result.resources, members, target)
+            annotate_slrs(graph, result.placements[a.group].assignment)
+            continue
         try:
             result.placements[a.group] = partition_slrs(graph, result.resources, nodes=members,
                                                         target=target,

@@ -18,9 +18,12 @@ Fused design (what the graph, grouped by fusion, puts on chip), one ``Buffer`` p
   the token across the loops the operand does not index, see ``KernelNode``), streamed inits included.
   ``reassociate``: a reassociation that changes the token size packs / unpacks tokens through one register
   of the larger token; one that keeps the token size only relabels the stream and needs none.
-  Kernel buffers are partitioned by the unroll factors of the loops the operand's map uses: bank word =
+  Input tiles are partitioned by the unroll factors of the loops the operand's map uses: bank word =
   ``lanes x dtype bits`` with ``lanes = min(elements, prod(unroll of those loops))``, depth =
-  ``ceil(elements / lanes)``, so every unrolled lane has its own port.
+  ``ceil(elements / lanes)``, so every unrolled lane has its own port. Accumulators are the memories the
+  generated code declares (``accumulator_partition``, the one decision behind its ``array_partition`` pragma):
+  ``cyclic factor=L`` is L banks of ``ceil(elements / L)`` words of the dtype, ``complete`` one register per
+  element of the tile (a bank per element, ``pending`` deep), none a single bank.
 - ``fifo``: every stream whose two ends are in the same fusion group: ``depth x token bits`` with
   ``depth = stream.depth`` when FIFO sizing has run, else 2 tokens (the ``hls::stream`` default depth, the
   least that lets producer and consumer overlap). A stream whose ends are in different groups goes through
@@ -50,6 +53,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+import numpy as np
 
 from streamtensor.ir.dataflow import (
     ChunkNode,
@@ -143,6 +148,46 @@ def _map_lanes(node: KernelNode, operand: int) -> int:
     return math.prod(node.loops[d].unroll for d in node.op.indexing_maps[operand].used_dims())
 
 
+@dataclass(frozen=True)
+class ArrayPartition:
+    """How a kernel array is split so every unrolled lane of one pipelined step has a port of its own: the
+    generated ``array_partition`` pragma (``codegen.vitis.hls.kernel``) and the banks the memory model charges."""
+
+    kind: str  # none | cyclic | complete
+    factor: int  # cyclic: banks; complete: the elements of the partitioned (tile) dimension; none: 1
+
+
+def lane_offsets(node: KernelNode, operand: int) -> np.ndarray:
+    """Flat offsets (relative to lane 0) in the tile of ``operand`` that the unrolled lanes of one pipelined step
+    touch (the tile is row-major over the dims of the operand's indexing map)."""
+    amap = node.op.indexing_maps[operand]
+    dims = [amap.result_dim(j) for j in range(amap.num_results)]
+    shape = [1 if d is None else node.loops[d].tile for d in dims]
+    offsets = np.zeros(1, dtype=np.int64)
+    for j, d in enumerate(dims):
+        if d is not None and node.loops[d].unroll > 1:
+            stride = math.prod(shape[j + 1:])
+            lane = np.arange(node.loops[d].unroll, dtype=np.int64) * stride
+            offsets = (offsets[:, None] + lane[None, :]).ravel()
+    return offsets
+
+
+def accumulator_partition(node: KernelNode, result: int) -> ArrayPartition:
+    """Cyclic partitioning of result ``result``'s accumulator tile when the lanes of one step hit distinct banks,
+    else complete partitioning (registers), none for one lane or a scalar."""
+    operand = len(node.op.inputs) + result
+    amap = node.op.indexing_maps[operand]
+    elements = math.prod(1 if (d := amap.result_dim(j)) is None else node.loops[d].tile
+                         for j in range(amap.num_results))
+    offsets = lane_offsets(node, operand)
+    lanes = len(offsets)
+    if lanes == 1 or elements == 1:
+        return ArrayPartition("none", 1)
+    if len(set((offsets % lanes).tolist())) == lanes:
+        return ArrayPartition("cyclic", lanes)
+    return ArrayPartition("complete", elements)
+
+
 def _kernel_buffers(graph: DataflowGraph, node: KernelNode, group: int, external: set[str]) -> list[Buffer]:
     out: list[Buffer] = []
     op = node.op
@@ -150,9 +195,13 @@ def _kernel_buffers(graph: DataflowGraph, node: KernelNode, group: int, external
         for r, value in enumerate(op.results):
             amap = op.indexing_maps[len(op.inputs) + r]
             dims = [amap.result_dim(j) for j in range(amap.num_results)]
-            elements = node.pending_tiles * math.prod(1 if d is None else node.loops[d].tile for d in dims)
-            out.append(_partitioned(f"{node.name}.acc{r}", node.name, "accumulator", elements, value.type.dtype,
-                                    _map_lanes(node, len(op.inputs) + r), group))
+            tile = math.prod(1 if d is None else node.loops[d].tile for d in dims)
+            elements, bits = node.pending_tiles * tile, DTYPE_BITS[value.type.dtype]
+            part = accumulator_partition(node, r)
+            # complete: one register per tile element, as deep as the pending tiles (array_partition dim=2)
+            depth = node.pending_tiles if part.kind == "complete" else _ceil_div(elements, part.factor)
+            out.append(Buffer(f"{node.name}.acc{r}", node.name, "accumulator", bits, depth, part.factor,
+                              elements * bits, group))
     for port, stream_name in enumerate(node.inputs):
         t = graph.streams[stream_name].type
         # input_operands[port] indexes op.operands (inputs, then inits), as the indexing maps do.

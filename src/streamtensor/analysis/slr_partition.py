@@ -64,6 +64,19 @@ class SlrPartition:
     seconds: float
 
 
+def one_slr(graph: DataflowGraph, resources: ResourceReport, nodes: Iterable[str], target: Target) -> SlrPartition:
+    """Every node of ``nodes`` on the HBM's SLR: the placement of a kernel that fits one die (``link.cfg`` pins it
+    there whole), so no split is planned; the caller checks that it fits."""
+    part = set(nodes)
+    slr = target.hbm.slr
+    usage = [{r: float(sum(getattr(resources.nodes[n], r) for n in part)) if s == slr else 0.0 for r in RESOURCES}
+             for s in range(len(target.slrs))]
+    capacity = {r: float(min(getattr(d, r) for d in target.slrs)) for r in RESOURCES}
+    return SlrPartition(assignment=dict.fromkeys((n for n in graph.topological_order() if n in part), slr),
+                        crossing_bits=0, crossing_streams=[], usage=usage, capacity=capacity, objective=0.0,
+                        status="fits one SLR", optimal=True, time_limit_hit=False, mip_gap=0.0, seconds=0.0)
+
+
 def _greedy_start(order: list[str], res: np.ndarray, cap: np.ndarray, slrs: int) -> list[int] | None:
     """Fill SLR0, then SLR1, ... in topological order; None when the nodes do not fit that way."""
     out, slr, used = [], 0, np.zeros(len(cap))

@@ -9,6 +9,8 @@ sources from ``codegen.vitis.hls``, Makefile, link.cfg, ...) into ``outdir`` and
     check/inputs.npz     the example inputs, by block input name (to re-run PyTorch or the simulation)
     check/expected.npz   PyTorch eager's outputs for them, by block output name
     check/check.json     kernel, the outputs with their write arguments, tolerance, PyTorch eager seconds
+    check/expected/      PyTorch's outputs packed for the self-checking testbench (tb/vitis_tb.cpp) and the
+                         board's output checker (codegen.vitis.parameters.write_expected_outputs)
 
 ``verify_project(outdir)`` builds the simulation (``make`` with the project's flags: g++ -std=c++17 -O2 -Wall
 -Wextra -Werror -pthread), loads every ``params`` file into its device buffer as a board's host program would,
@@ -42,6 +44,7 @@ import torch
 from streamtensor._version import GENERATOR
 from streamtensor.codegen.vitis.hbm import c_identifier, kernel_slr, memory_arguments, plan_hbm
 from streamtensor.codegen.vitis.hls.generate import generate_hls
+from streamtensor.codegen.vitis.parameters import write_expected_outputs
 from streamtensor.codegen.vitis.project import VitisProject, write_project
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph
@@ -139,6 +142,8 @@ def write_design_project(design: Design, outdir: str | Path, args: Sequence[torc
     np.savez(check / "inputs.npz", **inputs)
     np.savez(check / "expected.npz", **dict(zip(design.output_names, expected, strict=True)))
     writes = {a.dma: a.arg for a in plan.arguments}
+    write_expected_outputs(outdir, plan, {writes[dma]: e for dma, e in zip(graph.outputs, expected, strict=True)},
+                           TOLERANCE)
     meta = {
         "generator": GENERATOR,
         "kernel": name,

@@ -2,10 +2,13 @@
 interface header, simulation testbench and XRT host program (``host_cpp``), packed parameters (``parameters``)
 and the kernel C++ given to ``write_project``. Layout of a project::
 
-    Makefile             csim | hls | xo | link | host | clean
-    README.md            what the files and targets are
-    hls_config.cfg       Vitis HLS component (v++ -c --mode hls): part, clock, top, sources, xo packaging
+    Makefile             csim | csim-tb | vitis-csim | hls | cosim | xo | link | hw | hw_emu | run | host | clean
+    README.md            what the files and targets are, from the project to a board run
+    hls_config.cfg       Vitis HLS component (v++ -c --mode hls): part, clock, top, sources, testbench,
+                         co-simulation settings, xo packaging
     link.cfg             v++ -l connectivity: compute unit, HBM bank per argument, SLR
+    floorplan.tcl        a kernel split over SLRs: every process's RTL instance in its die's pblock
+    xrt.ini              XRT trace settings of make run / make hw_emu
     kernel.json          the external-memory interface: arguments in signature order, layouts, HBM banks
     include/             streamtensor's simulation-only hls_stream.h, the shared hls_dataflow_sim.h and Xilinx's
                          Apache-2.0 ap_types/ (ap_int.h for the C simulation; synthesis uses Vitis's own)
@@ -13,7 +16,9 @@ and the kernel C++ given to ``write_project``. Layout of a project::
                          <hls_stream.h> and the dataflow macros, so the kernel C++ includes just this header
     src/*.cpp, src/*.h   the kernel C++ (the HLS processes and the top function; given to write_project)
     tb/block_sim.cpp     generated: the simulation executable's main (protocol: streamtensor.runtime.simulation)
-    host/block_host.cpp  generated: the same protocol on a board, with the XRT native API
+    tb/vitis_tb.cpp      generated: the self-checking testbench (tb.file) against check/expected
+    tb/check_outputs.cpp generated: compares the outputs of a board or emulation run with check/expected
+    host/block_host.cpp  generated: the same protocol on a board, with the XRT native API; times the kernel
     params/              packed parameter files and manifest.json (write_packed_parameters)
 
 The top function the kernel C++ must define is ``extern "C" void KERNEL(streamtensor::word512* ARG, ...)``
@@ -32,9 +37,18 @@ from pathlib import Path
 
 import numpy as np
 
-from streamtensor.codegen.vitis.build_files import LINK_TARGET, hls_config, link_cfg, makefile, readme
+from streamtensor.codegen.vitis.build_files import (
+    LINK_TARGET,
+    TESTBENCH,
+    floorplan_tcl,
+    hls_config,
+    link_cfg,
+    makefile,
+    readme,
+    xrt_ini,
+)
 from streamtensor.codegen.vitis.hbm import c_identifier, memory_arguments
-from streamtensor.codegen.vitis.host_cpp import host_program, kernel_header, testbench
+from streamtensor.codegen.vitis.host_cpp import host_program, kernel_header, output_checker, testbench, vitis_testbench
 from streamtensor.codegen.vitis.package_data import AP_TYPES, AP_TYPES_DIR, INCLUDE_DIR, SHIPPED_HEADERS
 from streamtensor.codegen.vitis.parameters import MANIFEST_FILE, ParameterManifest, write_packed_parameters
 from streamtensor.errors import OptionError, StreamTensorError
@@ -80,8 +94,10 @@ def write_project(
 
     ``sources`` maps file names under ``src/`` to the kernel C++ (``KERNEL.cpp`` defines the top function and
     includes ``KERNEL.h``); ``tensors`` are packed into ``params/`` (``write_packed_parameters``); ``kernel_slr``
-    pins the compute unit to that SLR in ``link.cfg`` (None: v++ places it); the part, platform and kernel clock
-    are the ``target``'s (``clock_mhz`` overrides the clock)."""
+    pins the compute unit to that SLR in ``link.cfg``; without it, a graph whose nodes carry the SLR plan
+    (``slr`` attributes, ``analysis.annotate``) gets ``floorplan.tcl`` placing each process on its die, and one
+    without is placed by v++; the part, platform and kernel clock are the ``target``'s (``clock_mhz`` overrides
+    the clock)."""
     if c_identifier(kernel_name) != kernel_name:
         raise OptionError(f"kernel name {kernel_name!r} is not a C identifier")
     if plan.kernel_name != kernel_name:
@@ -99,16 +115,23 @@ def write_project(
         raise StreamTensorError(f"the HBM plan does not match the DMA arguments of @{graph.name}")
     names = _check_sources(kernel_name, sources)
 
+    plan_slrs = {c_identifier(n): node.attributes["slr"] for n, node in graph.nodes.items() if "slr" in node.attributes}
+    split = not kernel_slr and len(plan_slrs) == len(graph.nodes)  # every process has a die
+    slrs = len(set(plan_slrs.values())) if split else 0
     root = Path(outdir)
     interface = KernelInterface(plan, clock_mhz, SIM_EXECUTABLE, f"build/{kernel_name}.{LINK_TARGET}.xclbin")
     generated = {
-        "Makefile": makefile(kernel_name, names, clock_mhz, target),
-        "README.md": readme(kernel_name, plan, names, clock_mhz, kernel_slr, target),
+        "Makefile": makefile(kernel_name, names, clock_mhz, target, floorplan=split),
+        "README.md": readme(kernel_name, plan, names, clock_mhz, kernel_slr, target, slrs),
         "hls_config.cfg": hls_config(kernel_name, names, clock_mhz, target),
-        "link.cfg": link_cfg(plan, kernel_slr),
+        "link.cfg": link_cfg(plan, kernel_slr, slrs),
+        **({"floorplan.tcl": floorplan_tcl(plan, plan_slrs)} if split else {}),
+        "xrt.ini": xrt_ini(kernel_name),
         INTERFACE_FILE: json.dumps(interface.to_json(), indent=2) + "\n",
         f"src/{kernel_name}.h": kernel_header(kernel_name, plan),
         "tb/block_sim.cpp": testbench(kernel_name, plan),
+        TESTBENCH: vitis_testbench(kernel_name, plan),
+        "tb/check_outputs.cpp": output_checker(kernel_name, plan),
         "host/block_host.cpp": host_program(kernel_name, plan, target),
         **{f"src/{name}": sources[name] for name in names},
     }

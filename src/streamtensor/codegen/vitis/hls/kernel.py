@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-
-import numpy as np
 
 from streamtensor.analysis.timing_model import fpowi_steps, recurrence_distance
+from streamtensor.analysis.memory import accumulator_partition
 from streamtensor.codegen.vitis.hbm import c_identifier
 from streamtensor.codegen.vitis.hls.cpp import (
     Code,
@@ -44,17 +42,6 @@ _ORDERED_INVERSE = {"eq": "({a} < {b} || {a} > {b})", "ne": "{a} == {b}", "lt": 
 
 # Helpers emitted into the tokens header only when a body uses them (templates/<name>.h).
 SCALAR_HELPERS = {name: template(f"{name}.h") for name in ("maximumf", "minimumf", "fpowi")}
-
-
-def _partitioning(shape: Sequence[int], lane_offsets: np.ndarray) -> str | None:
-    """Cyclic partitioning of a flat array when the lanes of one pipelined step hit distinct banks, else
-    complete partitioning (registers)."""
-    lanes = len(lane_offsets)
-    if lanes == 1:
-        return None
-    if len(set((lane_offsets % lanes).tolist())) == lanes:
-        return f"type=cyclic factor={lanes}"
-    return "type=complete" if math.prod(shape) > 1 else None
 
 
 class KernelWriter:
@@ -104,19 +91,6 @@ class KernelWriter:
     def result_shape(self, r: int) -> list[int]:
         amap = self.op.indexing_maps[self.n_in + r]
         return [1 if (d := amap.result_dim(j)) is None else self.loops[d].tile for j in range(amap.num_results)]
-
-    def lane_offsets(self, operand: int) -> np.ndarray:
-        """Flat offsets (relative to lane 0) an operand's array sees in one pipelined step."""
-        amap = self.op.indexing_maps[operand]
-        dims = [amap.result_dim(j) for j in range(amap.num_results)]
-        shape = [1 if d is None else self.loops[d].tile for d in dims]
-        offsets = np.zeros(1, dtype=np.int64)
-        for j, d in enumerate(dims):
-            if d is not None and self.loops[d].unroll > 1:
-                stride = math.prod(shape[j + 1:])
-                lane = np.arange(self.loops[d].unroll, dtype=np.int64) * stride
-                offsets = (offsets[:, None] + lane[None, :]).ravel()
-        return offsets
 
     def write(self) -> str:
         node, op = self.node, self.op
@@ -222,10 +196,12 @@ class KernelWriter:
         code.line(f"{c_type(dtype)} acc{r}{tiles}[{math.prod(shape)}] = {{}};  // {what}, read-modify-written by "
                   "the reduction")
         dim = " dim=2" if self.pending > 1 else ""
-        partition = _partitioning(shape, self.lane_offsets(self.n_in + r))
-        if partition is not None:
-            code.pragma(f"array_partition variable=acc{r} {partition}{dim}")
-        if partition != "type=complete":
+        part = accumulator_partition(self.node, r)  # the banks the memory model charges
+        if part.kind == "cyclic":
+            code.pragma(f"array_partition variable=acc{r} type=cyclic factor={part.factor}{dim}")
+        elif part.kind == "complete":
+            code.pragma(f"array_partition variable=acc{r} type=complete{dim}")
+        if part.kind != "complete":
             impl = self.node.attributes.get(f"acc{r}_memory")
             if impl is not None:
                 code.pragma(f"bind_storage variable=acc{r} type=ram_2p impl={impl}")

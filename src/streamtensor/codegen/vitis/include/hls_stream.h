@@ -61,8 +61,8 @@
 //   region.spawn("attn",   [&] { attn(s_q, y); });
 //   if (!region.join()) { /* failed: deadlock, leftover tokens, ... */ }
 //
-// or with the macros (hls_dataflow_sim.h maps them to plain calls when
-// __SYNTHESIS__ is defined):
+// or with the macros (hls_dataflow_sim.h maps them to plain calls unless
+// STREAMTENSOR_CSIM is defined, which this header requires):
 //
 //   HLS_SIM_REGION(block_top);
 //   HLS_SIM_CONNECT(s_q, gemm_q, attn);
@@ -75,6 +75,9 @@
 
 #ifdef __SYNTHESIS__
 #error "streamtensor's hls_stream.h is simulation-only; synthesis must use the Vitis HLS hls_stream.h"
+#endif
+#ifndef STREAMTENSOR_CSIM
+#error "streamtensor's hls_stream.h is for its own C simulation (-DSTREAMTENSOR_CSIM); Vitis C simulation and co-simulation must use Vitis's hls_stream.h (do not put include/ on their include path)"
 #endif
 
 #include <algorithm>
