@@ -29,6 +29,7 @@ from streamtensor.ir.dataflow import (
     Node,
     ReassociateNode,
 )
+from streamtensor.ir.itensor import dtype_bits
 from streamtensor.ir.layout import concat_regions
 from streamtensor.kernel_interface import HbmPlan
 
@@ -219,25 +220,53 @@ def _plus(a: str, b: str) -> str:
 
 
 def dma_process(graph: DataflowGraph, node: DmaNode, plan: HbmPlan) -> str:
-    (argument,) = [a for a in plan.arguments if a.dma == node.name]
-    layout = argument.layout
     read = node.direction == "read"
     stream = node.outputs[0] if read else node.inputs[0]
     t = graph.streams[stream].type
     code = Code()
+    if node.role == "scalar":  # a register: its value is the one token
+        (argument,) = [a for a in plan.scalars if a.name == node.tensor.name]
+        code.line(f"// {node.name}: scalar argument {argument.arg} (s_axilite) -> {stream}")
+        code.open(_signature(graph, node, [f"{c_type(argument.itype.dtype)} {argument.arg}"]))
+        code.line(f"{token_struct(t)} t;")
+        code.line(f"t.data[0] = {argument.arg};")
+        code.line(f"{stream_var(stream)}.write(t);")
+        code.close()
+        return code.text()
+    (argument,) = [a for a in plan.arguments if a.dma == node.name]
+    layout = argument.layout
     code.line(f"// {node.name}: {node.kind} of %{node.tensor.name} ({node.role}) {'->' if read else '<-'} {stream}; "
               f"packed layout: {layout.num_tiles} tile(s) of {layout.words_per_tile} word(s), word strides "
               f"{list(layout.word_strides)}")
     pointer = f"{'const ' if read else ''}streamtensor::word512* {argument.arg}"
-    code.open(_signature(graph, node, [pointer]))
+    extra = [pointer]
+    if node.rows is not None:
+        (position,) = [a for a in plan.scalars if a.name == node.rows.position]
+        extra.append(f"{c_type(position.itype.dtype)} {position.arg}")
+        code.line(f"// KV cache in place: {'reads the tiles of rows 0..' if read else 'stores only row '}"
+                  f"{position.arg} along dim {node.rows.dim}{' (zero tiles past it)' if read else ''}")
+    code.open(_signature(graph, node, extra))
     names = counter_loops(code, t, "n", layout.words_per_tile)
     address = " + ".join(f"{n}" if w == 1 else f"{w} * {n}" for n, w in zip(names, layout.word_strides, strict=True)
                          if n is not None and w) or "0"
     at = argument.arg if address == "0" else f"&{argument.arg}[{address}]"
-    if read:
+    start = tile_offsets(t, names)[node.rows.dim] if node.rows is not None else ""
+    if read and node.rows is not None:
+        code.line(f"{token_struct(t)} t = {{}};")
+        code.line(f"if ({start} <= {position.arg}) load_tile({at}, t.data);")
+        code.line(f"{stream_var(stream)}.write(t);")
+    elif read:
         code.line(f"{token_struct(t)} t;")
         code.line(f"load_tile({at}, t.data);")
         code.line(f"{stream_var(stream)}.write(t);")
+    elif node.rows is not None:
+        inner = math.prod(t.element_shape[node.rows.dim + 1:]) * dtype_bits(t.dtype)
+        extent = t.element_shape[node.rows.dim]
+        code.line(f"const {token_struct(t)} t = {stream_var(stream)}.read();")
+        code.line(f"const int row = {position.arg} - ({start});")
+        code.open(f"if (row >= 0 && row < {extent})")
+        code.line(f"store_tile_words<{layout.row_write_words(node.rows.dim)}>(t.data, {at}, row * {inner} / 512);")
+        code.close()
     else:
         code.line(f"store_tile({stream_var(stream)}.read().data, {at});")
     close_loops(code, names)

@@ -58,3 +58,20 @@ void store_tile(const T (&data)[N], streamtensor::word512* dst) {
     dst[w] = words[w];
   }
 }
+
+// Words [first, first + Count) of a tile, within the tile: the row of a KV cache written in place (Count is the
+// widest row span, a constant trip count; the words around the row hold what the cache read, so rewriting them
+// changes nothing).
+template <int Count, typename T, int N>
+void store_tile_words(const T (&data)[N], streamtensor::word512* dst, int first) {
+  streamtensor::word512 words[tile_words<T, N>()] = {};
+  for (int j = 0; j < N; ++j) {
+    HLS_PRAGMA(unroll)
+    const int bit = j * element_bits<T>();
+    pack_element(data[j], bit, &words[bit / 512].bytes[bit % 512 / 8]);
+  }
+  for (int w = 0; w < Count; ++w) {
+    HLS_PRAGMA(pipeline II=1)
+    if (first + w < tile_words<T, N>()) dst[first + w] = words[first + w];
+  }
+}
