@@ -16,11 +16,11 @@ import numpy as np
 
 from streamtensor.ir.converter_buffer import ConverterBuffer
 from streamtensor.ir.dataflow import (
+    CacheRows,
     ChunkNode,
     ConcatNode,
     ConverterNode,
     DataflowGraph,
-    CacheRows,
     DmaNode,
     ForkNode,
     KernelNode,

@@ -9,7 +9,6 @@ empty inits are ``ConstantOp`` and ``EmptyOp``. The text form is MLIR-like (see 
 from __future__ import annotations
 
 import math
-
 from collections import Counter
 from dataclasses import dataclass, field
 

@@ -19,12 +19,15 @@ C++, ``tb/block_sim.cpp`` and streamtensor's ``hls_stream.h``)::
 * With ``STREAMTENSOR_SIM_REPORT=FILE`` in the environment, one JSON line per stream is appended to FILE at
   each region exit: ``{"region", "stream", "depth", "high_water", "tokens", "leftover", "producer",
   "consumer"}``.
+* With ``STREAMTENSOR_SIM_TRAFFIC=FILE``, one JSON line per buffer is appended to FILE after the call:
+  ``{"arg", "read_bytes", "written_bytes"}``, the bytes the kernel's tile loads and stores moved on it.
 
 ``block_host XCLBIN IN_DIR OUT_DIR`` (the XRT host program of the same project) follows the same protocol.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -36,6 +39,7 @@ from streamtensor.kernel_interface import KernelInterface, MemoryArgument, simul
 from streamtensor.runtime.host import RunResult, Runtime, RuntimeBackendError, StreamReport
 
 REPORT_ENV = "STREAMTENSOR_SIM_REPORT"
+TRAFFIC_ENV = "STREAMTENSOR_SIM_TRAFFIC"
 
 
 class SimulationError(RuntimeBackendError):
@@ -94,6 +98,7 @@ class SimulationBackend(Runtime):
         kernel = self.interface.plan.kernel_name
         with tempfile.TemporaryDirectory(prefix="streamtensor-sim-") as tmp:
             in_dir, out_dir, report = Path(tmp, "in"), Path(tmp, "out"), Path(tmp, "streams.jsonl")
+            traffic_file = Path(tmp, "traffic.jsonl")
             in_dir.mkdir()
             out_dir.mkdir()
             for a in self.arguments:
@@ -105,7 +110,7 @@ class SimulationBackend(Runtime):
                     [str(self._executable), str(in_dir), str(out_dir)],
                     capture_output=True,
                     text=True,
-                    env={**os.environ, REPORT_ENV: str(report)},
+                    env={**os.environ, REPORT_ENV: str(report), TRAFFIC_ENV: str(traffic_file)},
                     timeout=self.timeout_s,
                 )
             except subprocess.TimeoutExpired as err:
@@ -127,7 +132,9 @@ class SimulationBackend(Runtime):
                 if a.writes and a.shares is None:
                     self._device[a.arg] = self._output(out_dir / f"{a.arg}.bin", a, proc.stderr)
             streams = StreamReport.parse_lines(report.read_text()) if report.exists() else ()
-        return RunResult(self.backend, seconds, streams)
+            lines = traffic_file.read_text().splitlines() if traffic_file.exists() else []
+            traffic = {(t := json.loads(line))["arg"]: (t["read_bytes"], t["written_bytes"]) for line in lines}
+        return RunResult(self.backend, seconds, streams, traffic)
 
     @staticmethod
     def _output(path: Path, arg: MemoryArgument, stderr: str) -> bytes:

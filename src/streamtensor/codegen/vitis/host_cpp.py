@@ -4,8 +4,8 @@ the XRT host program (one file protocol: ``streamtensor.runtime.simulation``).""
 from __future__ import annotations
 
 from streamtensor._version import GENERATOR
-from streamtensor.codegen.vitis.package_data import template
 from streamtensor.codegen.vitis.hls.cpp import c_type
+from streamtensor.codegen.vitis.package_data import template
 from streamtensor.kernel_interface import HbmAssignment, HbmPlan
 from streamtensor.target import Target
 
@@ -43,6 +43,13 @@ def kernel_header(kernel: str, plan: HbmPlan) -> str:
 
 #include <cstddef>
 #include <cstdint>
+#ifndef __SYNTHESIS__
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <vector>
+#endif
 
 // hls::stream: Vitis's own for synthesis, streamtensor's bounded threaded one for csim (-Iinclude).
 #include <hls_stream.h>
@@ -60,6 +67,7 @@ struct word512 {{
 }};
 static_assert(sizeof(word512) == 64, "word512 must be exactly 512 bits");
 
+{template("sim_traffic.h")}
 // Words in each argument's packed layout.
 namespace {kernel} {{
 {words}
@@ -100,8 +108,8 @@ def _argument_table(plan: HbmPlan) -> str:
         f"{_owner(plan, i) if a.shares else -1}}},"
         for i, a in enumerate(plan.arguments)
     )
-    return f"""// The kernel's arguments in signature order, with the size of their packed layouts (a scalar's value is the
-// first bytes of its packed buffer); an argument sharing another's buffer (a KV cache's row write) names it.
+    return f"""// The kernel's arguments in signature order, with the size of their packed layouts (a scalar's value is
+// the first bytes of its packed buffer); an argument sharing another's buffer (a KV cache's row write) names it.
 struct Argument {{
   const char* name;
   std::size_t bytes;
@@ -153,12 +161,17 @@ int main(int argc, char** argv) {{
   for (const Argument& a : kArguments) {{
     buffers.emplace_back(a.shares < 0 ? a.bytes / sizeof(streamtensor::word512) : 0);
     if (a.shares < 0 && a.reads && !load(in_dir + "/" + a.name + ".bin", buffers.back().data(), a.bytes)) return 2;
+    if (a.shares < 0) streamtensor::sim_register_buffer(a.name, buffers.back().data(), buffers.back().size());
   }}
 {_scalars(plan, "buffers[{}].data()")}
   {kernel}({call});
   for (std::size_t i = 0; i < kNumArguments; ++i) {{
     const Argument& a = kArguments[i];
     if (a.shares < 0 && a.writes && !store(out_dir + "/" + a.name + ".bin", buffers[i].data(), a.bytes)) return 2;
+  }}
+  if (!streamtensor::sim_report_traffic()) {{
+    std::fprintf(stderr, "%s: cannot append to STREAMTENSOR_SIM_TRAFFIC\n", kProgram);
+    return 2;
   }}
   return 0;
 }}

@@ -38,6 +38,9 @@ void load_tile(const streamtensor::word512* src, T (&data)[N]) {
     HLS_PRAGMA(pipeline II=1)
     words[w] = src[w];
   }
+#ifndef __SYNTHESIS__
+  streamtensor::sim_traffic(src, tile_words<T, N>(), false);
+#endif
   for (int j = 0; j < N; ++j) {
     HLS_PRAGMA(unroll)
     const int bit = j * element_bits<T>();
@@ -57,6 +60,9 @@ void store_tile(const T (&data)[N], streamtensor::word512* dst) {
     HLS_PRAGMA(pipeline II=1)
     dst[w] = words[w];
   }
+#ifndef __SYNTHESIS__
+  streamtensor::sim_traffic(dst, tile_words<T, N>(), true);
+#endif
 }
 
 // Words [first, first + Count) of a tile, within the tile: the row of a KV cache written in place (Count is the
@@ -72,6 +78,11 @@ void store_tile_words(const T (&data)[N], streamtensor::word512* dst, int first)
   }
   for (int w = 0; w < Count; ++w) {
     HLS_PRAGMA(pipeline II=1)
-    if (first + w < tile_words<T, N>()) dst[first + w] = words[first + w];
+    if (first + w < tile_words<T, N>()) {
+      dst[first + w] = words[first + w];
+#ifndef __SYNTHESIS__
+      streamtensor::sim_traffic(dst + first + w, 1, true);
+#endif
+    }
   }
 }
