@@ -426,7 +426,9 @@ class _Builder:
                                          op.location)
         for i, v in enumerate(g.outputs):
             self._output(i, v)
-        for value, d in list(self.defs.items()):
+        # Reads of external tensors first, in the order of their first use (as their streams are named).
+        shared = set(self.shared_reads.values())
+        for value, d in sorted(self.defs.items(), key=lambda item: item[0] not in shared):
             self._wire(value, d)
         for name, node in self.nodes.items():
             if self.ports_in[name] or self.ports_out[name]:
