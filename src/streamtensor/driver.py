@@ -27,6 +27,7 @@ from streamtensor.analysis.allocation import (
     run_allocation,
 )
 from streamtensor.analysis.memory import fusion_report, memory_report
+from streamtensor.analysis.timing_model import cache_report
 from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, get_target
 from streamtensor.errors import OptionError, ShapeError, StageError, StreamTensorError
 from streamtensor.frontend.block import MODES, BlockSpec, DecoderBlock
@@ -243,6 +244,7 @@ def _dataflow_report(dfg: DataflowGraph, tiling: Tiling, target: Target) -> dict
         "converters": converters,
         "memory": memory_report(dfg, target),
         "fusion": fusion_report(dfg, target),
+        **({"kv_cache": cache} if (cache := cache_report(dfg)) else {}),
     }
 
 

@@ -273,6 +273,20 @@ def cache_dma_bytes(node: DmaNode, t: ITensorType, position: int) -> np.ndarray:
                      for s, h in zip(starts, held, strict=True)], dtype=np.int64)
 
 
+def cache_report(graph: DataflowGraph) -> list[dict[str, object]]:
+    """Per KV-cache DMA: the row it is modelled at and the bytes it moves there, next to a whole-cache copy's."""
+    out: list[dict[str, object]] = []
+    for node in graph.nodes.values():
+        if isinstance(node, DmaNode) and node.rows is not None:
+            t = graph.streams[node.outputs[0] if node.direction == "read" else node.inputs[0]].type
+            position = modelled_position(node, t)
+            out.append({"dma": node.name, "cache": node.rows.into or node.tensor.name, "direction": node.direction,
+                        "modelled_position": position, "rows": t.tensor_shape[node.rows.dim],
+                        "bytes": int(cache_dma_bytes(node, t, position).sum()),
+                        "whole_cache_bytes": PackedLayout.of(t).streamed_bytes})
+    return out
+
+
 # --- graphs --------------------------------------------------------------------------------------------------
 
 
