@@ -18,8 +18,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         exe = Path(tmp) / "chain"
         start = time.perf_counter()
-        subprocess.run(["g++", "-std=c++17", "-O2", "-pthread", "-DSTREAMTENSOR_CSIM", f"-I{INCLUDE}", str(ROOT / "tests/cpp/chain.cpp"),
-                        "-o", str(exe)], check=True)
+        subprocess.run(["g++", "-std=c++17", "-O2", "-pthread", "-DSTREAMTENSOR_CSIM", f"-I{INCLUDE}",
+                        str(ROOT / "tests/cpp/chain.cpp"), "-o", str(exe)], check=True)
         built = time.perf_counter() - start
         stages, tokens = 38, 25_000
         start = time.perf_counter()

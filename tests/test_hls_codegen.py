@@ -97,19 +97,28 @@ def test_generated_sources_and_project_files(verified) -> None:  # noqa: ANN001
         assert re.search(rf'hls::stream<tok_{s.type.dtype}x{s.type.token_elements // beats}, {s.depth * beats}> '
                          rf's_{s.name}\("{s.name}"\);', cpp)
         assert f"HLS_SIM_CONNECT(s_{s.name}, {s.source}, {s.target});" in cpp
-    # The top function: one m_axi bundle per argument, in the HBM plan's order, s_axilite control, dataflow.
+    # The top function: the memory arguments in the HBM plan's order, one m_axi bundle per HBM channel range
+    # (arguments on one range share its port), then the scalar position in a control register; dataflow.
     plan = plan_hbm(memory_arguments(graph), kernel, U55C.hbm)
-    signature = ", ".join(f"streamtensor::word512* {a.arg}" for a in plan.arguments)
+    signature = ", ".join([*(f"streamtensor::word512* {a.argument.arg}" for a in plan.assignments),
+                           "int64_t position"])
     assert f'extern "C" void {kernel}({signature}) {{' in cpp
-    bundles = re.findall(r"HLS_PRAGMA\(interface m_axi port=(\w+) bundle=gmem(\d+) offset=slave depth=(\d+)\)", cpp)
-    assert bundles == [(a.arg, str(i), str(a.layout.total_words)) for i, a in enumerate(plan.arguments)]
+    bundles = re.findall(r"HLS_PRAGMA\(interface m_axi port=(\w+) bundle=(gmem\d+) offset=slave depth=(\d+)\)", cpp)
+    assert bundles == [(a.argument.arg, plan.bundle(a.argument.arg), str(a.argument.layout.total_words))
+                       for a in plan.assignments]
+    ranges = {(a.first, a.last) for a in plan.assignments}
+    assert plan.ports == len(ranges) < len(plan.assignments)
+    for a in plan.assignments:
+        assert all((plan.bundle(b.argument.arg) == plan.bundle(a.argument.arg)) == ((b.first, b.last) == (a.first,
+                   a.last)) for b in plan.assignments)
+    assert "HLS_PRAGMA(interface s_axilite port=position bundle=control)" in cpp
     assert "HLS_PRAGMA(interface s_axilite port=return bundle=control)" in cpp
     assert "HLS_PRAGMA(dataflow)" in cpp
     # Kernels: pipelined point loops at the timing model's II, unrolled lanes.
     assert "HLS_PRAGMA(pipeline II=" in cpp and "HLS_PRAGMA(unroll)" in cpp
     # link.cfg maps every argument to an HBM bank, at most 15 interfaces per bank.
     sp = re.findall(r"^sp=llama_decode_1\.(\w+):HBM\[(\d+)(?::(\d+))?\]$", (out / "link.cfg").read_text(), re.M)
-    assert [arg for arg, _, _ in sp] == [a.arg for a in plan.arguments]
+    assert [arg for arg, _, _ in sp] == [a.argument.arg for a in plan.assignments]
     per_bank: dict[int, int] = {}
     for _, first, last in sp:
         for bank in range(int(first), int(last or first) + 1):
@@ -152,9 +161,9 @@ def test_converters_declare_one_window_per_bank(verified) -> None:  # noqa: ANN0
 def test_generated_sources_are_clean_under_stricter_warnings(verified) -> None:  # noqa: ANN001
     """The build itself uses -Werror; the generated C++ is also clean under -Wpedantic -Wshadow."""
     _, out, _ = verified("gemma", "prefill")
-    proc = subprocess.run(["g++", *FLAGS, "-Wno-unused-label", "-Wpedantic", "-Wshadow", "-fsyntax-only", "-DSTREAMTENSOR_CSIM",
-                           "-Iinclude", "-isystem", "include/ap_types", "-Isrc", "src/gemma_prefill.cpp", "tb/block_sim.cpp"],
-                          cwd=out, capture_output=True, text=True)
+    proc = subprocess.run(["g++", *FLAGS, "-Wno-unused-label", "-Wpedantic", "-Wshadow", "-fsyntax-only",
+                           "-DSTREAMTENSOR_CSIM", "-Iinclude", "-isystem", "include/ap_types", "-Isrc",
+                           "src/gemma_prefill.cpp", "tb/block_sim.cpp"], cwd=out, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
 
 

@@ -137,8 +137,8 @@ def test_the_testbench_builds_and_passes_as_vitis_c_simulation_runs_it(project: 
     and the <ap_int.h> Vitis ships (here the project's Apache-2.0 copy of it)."""
     exe = project / "vitis_tb"
     build = subprocess.run(["g++", "-std=c++14", "-O1", "-Wall", "-Wextra", "-Werror", "-Wno-unused-label",
-                            f"-I{VITIS_CSIM_MODEL}", "-isystem", "include/ap_types", f"src/{KERNEL}.cpp", "tb/vitis_tb.cpp", "-o", str(exe)], cwd=project, capture_output=True,
-                           text=True)
+                            f"-I{VITIS_CSIM_MODEL}", "-isystem", "include/ap_types", f"src/{KERNEL}.cpp",
+                            "tb/vitis_tb.cpp", "-o", str(exe)], cwd=project, capture_output=True, text=True)
     assert build.returncode == 0 and build.stderr == "", build.stderr
     run = subprocess.run([str(exe)], capture_output=True, text=True, env={**os.environ,
                                                                           "STREAMTENSOR_PROJECT": str(project)})

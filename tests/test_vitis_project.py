@@ -192,11 +192,11 @@ def test_readme_explains_files_targets_and_csim_without_vitis(project: Path) -> 
                  "tb/check_outputs.cpp", "xrt.ini"):
         assert f"`{name}`" in readme
     assert f"part `{PART}`, platform `{PLATFORM}`" in readme
-    assert "| 0 | `x_in_0` | x_in | read | input | `HBM[0]` | 512 | 256 |" in readme
-    # Both DMAs of x_in on x_in's channel: the one the timing model charged them to (share 2).
-    assert "| 1 | `x_in_1` | x_in | read | input | `HBM[0]` | 128 | 0 |" in readme
-    assert "| 2 | `w` | w | read | constant | `HBM[2]` | 64 | 32 |" in readme
-    assert "| 3 | `y_out` | y_out | write | output | `HBM[1]` | 512 | 256 |" in readme
+    assert "| 0 | `x_in_0` | x_in | read | input | `HBM[0]` (gmem0) | 512 | 256 |" in readme
+    # Both DMAs of x_in on x_in's channel: the one the timing model charged them to (share 2), on one bundle.
+    assert "| 1 | `x_in_1` | x_in | read | input | `HBM[0]` (gmem0) | 128 | 0 |" in readme
+    assert "| 2 | `w` | w | read | constant | `HBM[2]` (gmem1) | 64 | 32 |" in readme
+    assert "| 3 | `y_out` | y_out | write | output | `HBM[1]` (gmem2) | 512 | 256 |" in readme
 
 
 def test_manifest_is_complete_and_checksums_match(project: Path) -> None:

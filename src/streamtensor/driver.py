@@ -27,6 +27,7 @@ from streamtensor.analysis.allocation import (
     run_allocation,
 )
 from streamtensor.analysis.memory import fusion_report, memory_report
+from streamtensor.analysis.timing_model import cache_report
 from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, get_target
 from streamtensor.errors import OptionError, ShapeError, StageError, StreamTensorError
 from streamtensor.frontend.block import MODES, BlockSpec, DecoderBlock
@@ -36,7 +37,7 @@ from streamtensor.frontend.models import SIZES, load_model
 from streamtensor.interp.linalg_interpreter import run_graph
 from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, DmaNode, KernelNode
-from streamtensor.ir.linalg import Graph
+from streamtensor.ir.linalg import CacheUpdate, Graph
 from streamtensor.passes import print_ir
 from streamtensor.target import Target
 from streamtensor.transforms.build_dataflow import build_dataflow
@@ -243,6 +244,7 @@ def _dataflow_report(dfg: DataflowGraph, tiling: Tiling, target: Target) -> dict
         "converters": converters,
         "memory": memory_report(dfg, target),
         "fusion": fusion_report(dfg, target),
+        **({"kv_cache": cache} if (cache := cache_report(dfg)) else {}),
     }
 
 
@@ -288,8 +290,26 @@ def _check_args(module: torch.nn.Module, args: Sequence[torch.Tensor]) -> None:
             raise ShapeError(f"example argument {i} has an empty shape {list(a.shape)}")
 
 
+def _with_arguments(graph: Graph, output_names: list[str] | None, scalar_names: Sequence[str],
+                    cache_updates: Sequence[tuple[str, str, str, int]]) -> Graph:
+    """The imported graph with its scalar arguments and in-place cache updates (``(output name, cache input,
+    row input, dim)``, outputs named by ``output_names``) declared; verified."""
+    if cache_updates and output_names is None:
+        raise OptionError("cache updates name their outputs: give output_names")
+    outputs = list(output_names or [])
+    for out, *_ in cache_updates:
+        if out not in outputs:
+            raise OptionError(f"cache update of unknown output '{out}' (outputs: {', '.join(outputs)})")
+    graph.scalar_names = set(scalar_names)
+    graph.cache_updates = [CacheUpdate(outputs.index(out), cache, position, dim)
+                           for out, cache, position, dim in cache_updates]
+    graph.verify()
+    return graph
+
+
 def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, input_names: list[str] | None = None,
             output_names: list[str] | None = None, weight_names: Sequence[str] = (),
+            scalar_names: Sequence[str] = (), cache_updates: Sequence[tuple[str, str, str, int]] = (),
             _progress: Progress | None = None, **options: Any) -> Design:
     """Compile any ``torch.nn.Module`` whose graph lowers to supported ops into a ``Design``."""
     opts = CompileOptions.from_kwargs(options)
@@ -297,7 +317,8 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
     _check_args(module, example_args)
     mlir_module = progress.run("frontend.torch_to_linalg", lambda: torch_to_linalg(module, example_args))
     imported = progress.run("frontend.import_linalg",
-                            lambda: import_linalg(mlir_module, input_names, set(weight_names)))
+                            lambda: _with_arguments(import_linalg(mlir_module, input_names, set(weight_names)),
+                                                    output_names, scalar_names, cache_updates))
     cast_free = progress.run("sink_casts", lambda: sink_widening_casts(imported))
     split = progress.run("split_slices", lambda: split_sliced_results(cast_free))
     graph = (progress.run("fuse_into_contractions", lambda: fuse_elementwise_into_contractions(split))
@@ -339,7 +360,8 @@ def compile_llm_block(model: str, **options: Any) -> tuple[Design, DecoderBlock]
     spec = block.spec
     progress.construct = f"layer {spec.layer_index} ({spec.layer_class}, {opts.mode}) of model {model}"
     design = compile(block, args, input_names=spec.input_names, output_names=spec.output_names,
-                     weight_names=spec.weight_names, _progress=progress, **options)
+                     weight_names=spec.weight_names, scalar_names=spec.scalar_names,
+                     cache_updates=spec.cache_updates, _progress=progress, **options)
     design.name = f"{Path(model).name}_{opts.mode}"
     design.block = spec
     design.model_info = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -59,11 +59,14 @@ class MemoryArgument:
     name: str  # tensor name in the graph (several arguments may share it)
     arg: str  # C identifier, unique per kernel: kernel argument, m_axi port and file name
     dma: str  # DMA node name
-    direction: str  # "read" | "write"
-    role: str  # "input" | "weight" | "kv_cache" | "constant" | "output"
+    direction: str  # "read" | "write" | "readwrite" (a KV cache updated in place)
+    role: str  # "input" | "weight" | "kv_cache" | "constant" | "output" | "scalar"
     itype: ITensorType  # the stream's type: its tensor is the streamed (viewed) tensor
     tensor_shape: tuple[int, ...]  # shape of the tensor itself
     view: tuple[ViewStep, ...] = ()
+    # The argument whose buffer this one addresses (the row write of a cache updated in place: its own m_axi
+    # port, as a dataflow region gives each pointer one process, on the cache's buffer); None: its own buffer.
+    shares: str | None = None
 
     @cached_property
     def layout(self) -> PackedLayout:
@@ -71,11 +74,22 @@ class MemoryArgument:
 
     @property
     def reads(self) -> bool:
-        return self.direction == "read"
+        return self.direction in ("read", "readwrite")
 
     @property
     def writes(self) -> bool:
-        return self.direction == "write"
+        return self.direction in ("write", "readwrite")
+
+    @property
+    def scalar(self) -> bool:
+        """Passed by value in a control register (``s_axilite``), not through memory; its file and host buffer
+        hold the packed value like any read argument's."""
+        return self.role == "scalar"
+
+    @property
+    def buffer(self) -> str:
+        """The argument owning the buffer this one addresses (itself unless it ``shares``)."""
+        return self.shares or self.arg
 
     def pack_tensor(self, array: np.ndarray) -> bytes:
         """The buffer of a read argument: ``view(array)`` in the packed layout (``array`` is the whole tensor)."""
@@ -89,6 +103,8 @@ class MemoryArgument:
     def unpack_tensor(self, data: bytes) -> np.ndarray:
         """The tensor a write argument's buffer stores: ``view(unpacked stream tensor)``."""
         array = unpack(self.itype, data)
+        if self.direction == "readwrite":  # the cache as read: its view only adds or drops unit dims
+            return array.reshape(self.tensor_shape)
         for step in self.view:
             array = step.apply(array)
         return array
@@ -118,6 +134,9 @@ class HbmPlan:
 
     kernel_name: str
     assignments: tuple[HbmAssignment, ...]  # in kernel argument order
+    scalars: tuple[MemoryArgument, ...] = ()  # the scalar arguments, after the memory ones in the signature
+    # m_axi bundle of every memory argument (by C identifier); arguments on one bundle share one port
+    bundles: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def compute_unit(self) -> str:
@@ -125,7 +144,19 @@ class HbmPlan:
 
     @property
     def arguments(self) -> tuple[MemoryArgument, ...]:
-        return tuple(a.argument for a in self.assignments)
+        """Every kernel argument in signature order: the memory arguments, then the scalars."""
+        return tuple(a.argument for a in self.assignments) + self.scalars
+
+    def bundle(self, arg: str) -> str:
+        """The m_axi bundle of a memory argument (``gmem<i>``, its own, unless bundled with others)."""
+        if arg in self.bundles:
+            return self.bundles[arg]
+        return f"gmem{[a.argument.arg for a in self.assignments].index(arg)}"
+
+    @property
+    def ports(self) -> int:
+        """m_axi ports: one per bundle."""
+        return len({self.bundle(a.argument.arg) for a in self.assignments})
 
     def assignment(self, arg: str) -> HbmAssignment:
         """The assignment of an argument, by its C identifier."""
@@ -193,32 +224,52 @@ class KernelInterface:
                     "view": view_json(a.argument.view),
                     "bank": a.bank,
                     "channels": list(a.channels),
+                    "bundle": self.plan.bundle(a.argument.arg),
+                    "shares": a.argument.shares,
                     "layout": layout_json(a.argument.layout),
                 }
                 for i, a in enumerate(self.plan.assignments)
+            ] + [
+                {
+                    "index": len(self.plan.assignments) + i,
+                    "name": a.name,
+                    "arg": a.arg,
+                    "dma": a.dma,
+                    "direction": a.direction,
+                    "role": a.role,
+                    "tensor_shape": list(a.tensor_shape),
+                    "view": view_json(a.view),
+                    "bank": None,
+                    "channels": [],
+                    "bundle": "control",
+                    "shares": None,
+                    "layout": layout_json(a.layout),
+                }
+                for i, a in enumerate(self.plan.scalars)
             ],
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> KernelInterface:
-        assignments = tuple(
-            HbmAssignment(
-                MemoryArgument(
-                    name=a["name"],
-                    arg=a["arg"],
-                    dma=a["dma"],
-                    direction=a["direction"],
-                    role=a["role"],
-                    itype=parse_itensor_type(a["layout"]["itensor"]),
-                    tensor_shape=tuple(a["tensor_shape"]),
-                    view=_view_from_json(a["view"]),
-                ),
-                a["channels"][0],
-                a["channels"][-1],
+        arguments = [
+            MemoryArgument(
+                name=a["name"],
+                arg=a["arg"],
+                dma=a["dma"],
+                direction=a["direction"],
+                role=a["role"],
+                itype=parse_itensor_type(a["layout"]["itensor"]),
+                tensor_shape=tuple(a["tensor_shape"]),
+                view=_view_from_json(a["view"]),
+                shares=a.get("shares"),
             )
             for a in data["arguments"]
-        )
-        return cls(HbmPlan(data["kernel"], assignments), data["clock_mhz"], data["sim_executable"], data["xclbin"])
+        ]
+        assignments = tuple(HbmAssignment(m, a["channels"][0], a["channels"][-1])
+                            for m, a in zip(arguments, data["arguments"], strict=True) if not m.scalar)
+        bundles = {a["arg"]: a["bundle"] for a in data["arguments"] if a["channels"] and "bundle" in a}
+        plan = HbmPlan(data["kernel"], assignments, tuple(m for m in arguments if m.scalar), bundles)
+        return cls(plan, data["clock_mhz"], data["sim_executable"], data["xclbin"])
 
 
 def load_kernel_interface(project_dir: str | Path) -> KernelInterface:

@@ -121,6 +121,29 @@ class PackedLayout:
         counters = np.indices(self.itype.trip_counts, dtype=np.int64).reshape(self.itype.num_loops, -1)
         return np.array(self.word_strides, dtype=np.int64) @ counters
 
+    def row_word_span(self, dim: int, row: int) -> tuple[int, int]:
+        """``(first word, words)`` of the tile words holding the tile's row ``row`` along tensor dim ``dim``: the
+        elements whose index along ``dim`` is ``row``, from the first to the last (rows in between, when the row
+        is not contiguous, are in the span too)."""
+        shape = self.itype.element_shape
+        inner = math.prod(shape[dim + 1:])
+        outer = math.prod(shape[:dim])
+        bits = self.itype.token_bits // self.itype.token_elements
+        first = row * inner * bits
+        last = ((outer - 1) * shape[dim] * inner + row * inner + inner) * bits - 1
+        return first // WORD_BITS, last // WORD_BITS - first // WORD_BITS + 1
+
+    def row_write_words(self, dim: int) -> int:
+        """Words a row write stores from the first word of its row: the widest span over the tile's rows (a
+        constant trip count for the generated loop; words past the tile are skipped)."""
+        return max(self.row_word_span(dim, r)[1] for r in range(self.itype.element_shape[dim]))
+
+    def row_write(self, dim: int, row: int) -> tuple[int, int]:
+        """``(first word, words)`` a row write of tile row ``row`` stores: ``row_write_words`` words from the
+        row's first, within the tile."""
+        first = self.row_word_span(dim, row)[0]
+        return first, min(self.row_write_words(dim), self.words_per_tile - first)
+
     def unique_tiles_type(self) -> ITensorType:
         """The same stream with every repeat loop run once: its tokens are the stored tiles, in storage order."""
         repeats = set(self.itype.repeat_loops())

@@ -44,13 +44,18 @@ Per node kind (formulas are repeated next to their code):
   each tile padded to whole words: ``streamtensor.packing``), moved at ``rate = min(64, 57.5) / share`` bytes
   per cycle (:func:`.hbm.dma_bytes_per_cycle`; ``share``: the DMAs on its pseudo-channel as ``analysis.hbm``
   places the group's external tensors, the placement ``link.cfg`` realises); ``ii = 1`` cycle per firing with
-  the tokens spread at that exact average rate, ``depth`` = the HBM latency (64 cycles).
+  the tokens spread at that exact average rate, ``depth`` = the HBM latency (64 cycles). A KV-cache DMA
+  (``CacheRows``) moves bytes only for the tiles of rows ``0..position`` (read; the zero tiles past it cost one
+  cycle each) or the words of row ``position`` (write; every other token one cycle), modelled at the worst
+  case, ``position`` = the last row (:func:`modelled_position`). A scalar read (``role = scalar``) is a
+  register: one token, ``depth`` 1, no HBM.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -71,7 +76,7 @@ from streamtensor.ir.dataflow import Stream as DataflowStream
 from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.layout import chunk_mask, concat_sources
 from streamtensor.ir.linalg import GenericOp, ScalarBody
-from streamtensor.packing import PackedLayout
+from streamtensor.packing import WORD_BYTES, PackedLayout
 from streamtensor.target import OperatorLibrary, Target
 
 from .hbm import HbmPlacement, dma_bytes_per_cycle, dma_token_bytes, place_tensors, streamed_tensors
@@ -260,23 +265,76 @@ def _converter_process(node: ConverterNode, source: ITensorType, result: ITensor
                    {node.outputs[0]: writes})
 
 
-def _dma_read_process(name: str, stream: str, t: ITensorType, share: int, target: Target) -> Process:
-    # Token k's last byte arrives in cycle ceil((k+1) * bytes / rate) - 1 of the transfer and is pushed into the
-    # stream the HBM latency later; the loop has one firing per cycle of the transfer.
-    per_token = dma_token_bytes(t, target) / dma_bytes_per_cycle(share, target)  # cycles per token (exact fraction)
-    k = np.arange(1, t.num_tokens + 1, dtype=np.int64)
-    done = -((-k * per_token.numerator) // per_token.denominator) - 1  # ceil(k * per_token) - 1
+def _token_costs(t: ITensorType, share: int, target: Target, memory_bytes: np.ndarray | None
+                 ) -> tuple[np.ndarray, int]:
+    """Cycles of every token's transfer as integer numerators over one denominator: a token of ``b`` bytes
+    takes ``b / rate`` cycles (``memory_bytes``: bytes per token, else every token a whole tile), a token
+    that moves no bytes (a zero tile read, a tile a row write skips) one cycle of the loop."""
+    rate = dma_bytes_per_cycle(share, target)
+    if memory_bytes is None:
+        per_token = dma_token_bytes(t, target) / rate
+        return np.full(t.num_tokens, per_token.numerator, dtype=np.int64), per_token.denominator
+    per_byte = 1 / rate
+    costs = [b * per_byte if b else Fraction(1) for b in memory_bytes.tolist()]
+    denominator = math.lcm(*(c.denominator for c in costs))
+    return np.array([c.numerator * (denominator // c.denominator) for c in costs], dtype=np.int64), denominator
+
+
+def _dma_read_process(name: str, stream: str, t: ITensorType, share: int, target: Target,
+                      memory_bytes: np.ndarray | None = None) -> Process:
+    # Token k's last byte arrives in cycle ceil(sum of the costs up to k) - 1 of the transfer and is pushed into
+    # the stream the HBM latency later; the loop has one firing per cycle of the transfer.
+    costs, q = _token_costs(t, share, target, memory_bytes)
+    done = -((-np.cumsum(costs)) // q) - 1
     return Process(name, 1, target.hbm.latency_cycles, int(done[-1]) + 1, {}, {stream: done})
 
 
-def _dma_write_process(name: str, stream: str, t: ITensorType, share: int, target: Target) -> Process:
-    # Token k is taken from the stream when its transfer starts, in cycle floor(k * bytes / rate); the last
+def _dma_write_process(name: str, stream: str, t: ITensorType, share: int, target: Target,
+                       memory_bytes: np.ndarray | None = None) -> Process:
+    # Token k is taken from the stream when its transfer starts, in cycle floor(costs before k); the last
     # burst's write response comes the HBM latency after the transfer's last cycle.
-    per_token = dma_token_bytes(t, target) / dma_bytes_per_cycle(share, target)
-    k = np.arange(t.num_tokens, dtype=np.int64)
-    start = (k * per_token.numerator) // per_token.denominator
-    firings = -((-t.num_tokens * per_token.numerator) // per_token.denominator)  # ceil(T * per_token)
-    return Process(name, 1, target.hbm.latency_cycles, firings, {stream: start}, {})
+    costs, q = _token_costs(t, share, target, memory_bytes)
+    total = np.cumsum(costs)
+    start = np.concatenate(([0], total[:-1])) // q
+    return Process(name, 1, target.hbm.latency_cycles, int(-((-total[-1]) // q)), {stream: start}, {})
+
+
+def _scalar_process(name: str, stream: str) -> Process:
+    # A scalar register (s_axilite) is on chip: one token, written the cycle after the start.
+    return Process(name, 1, 1, 1, {}, {stream: np.zeros(1, dtype=np.int64)})
+
+
+def modelled_position(node: DmaNode, t: ITensorType) -> int:
+    """The row a KV-cache DMA is modelled at: the worst case, the last row of the cache (every row valid)."""
+    assert node.rows is not None
+    return t.tensor_shape[node.rows.dim] - 1
+
+
+def cache_dma_bytes(node: DmaNode, t: ITensorType, position: int) -> np.ndarray:
+    """Bytes a KV-cache DMA moves per token at ``position``: a read the tiles of rows ``0..position`` (whole
+    tiles), a write the words of row ``position`` (``PackedLayout.row_write``) of the tiles holding it."""
+    assert node.rows is not None
+    layout = PackedLayout.of(t)
+    if node.direction == "read":
+        return np.where(node.rows.read_tokens(t, position), layout.words_per_tile * WORD_BYTES, 0).astype(np.int64)
+    starts = t.offsets()[:, node.rows.dim]
+    held = node.rows.row_tokens(t, position)
+    return np.array([layout.row_write(node.rows.dim, position - int(s))[1] * WORD_BYTES if h else 0
+                     for s, h in zip(starts, held, strict=True)], dtype=np.int64)
+
+
+def cache_report(graph: DataflowGraph) -> list[dict[str, object]]:
+    """Per KV-cache DMA: the row it is modelled at and the bytes it moves there, next to a whole-cache copy's."""
+    out: list[dict[str, object]] = []
+    for node in graph.nodes.values():
+        if isinstance(node, DmaNode) and node.rows is not None:
+            t = graph.streams[node.outputs[0] if node.direction == "read" else node.inputs[0]].type
+            position = modelled_position(node, t)
+            out.append({"dma": node.name, "cache": node.rows.into or node.tensor.name, "direction": node.direction,
+                        "modelled_position": position, "rows": t.tensor_shape[node.rows.dim],
+                        "bytes": int(cache_dma_bytes(node, t, position).sum()),
+                        "whole_cache_bytes": PackedLayout.of(t).streamed_bytes})
+    return out
 
 
 # --- graphs --------------------------------------------------------------------------------------------------
@@ -290,9 +348,9 @@ def dma_placement(graph: DataflowGraph, members: set[str], crossing_in: list[Dat
     dmas: list[tuple[str, str, PackedLayout]] = []
     for name in (n for n in graph.topological_order() if n in members):
         node = graph.nodes[name]
-        if isinstance(node, DmaNode):
+        if isinstance(node, DmaNode) and node.role != "scalar":  # a scalar is a register, not in memory
             (stream,) = node.outputs if node.direction == "read" else node.inputs
-            dmas.append((node.tensor.name, name, PackedLayout.of(graph.streams[stream].type)))
+            dmas.append((node.buffer_name, name, PackedLayout.of(graph.streams[stream].type)))
         elif name in absorbed:
             dmas.append((node.inputs[0], name, PackedLayout.of(graph.streams[node.outputs[0]].type)))
     for s in crossing_in:
@@ -328,9 +386,13 @@ def node_process(graph: DataflowGraph, node: Node, target: Target, dma_share: in
                                 {node.outputs[0]: np.arange(outs[0].num_tokens, dtype=np.int64)}, target.ops,
                                 beats)
     if isinstance(node, DmaNode):
+        if node.role == "scalar":
+            return _scalar_process(node.name, node.outputs[0])
+        t = outs[0] if node.direction == "read" else ins[0]
+        traffic = None if node.rows is None else cache_dma_bytes(node, t, modelled_position(node, t))
         if node.direction == "read":
-            return _dma_read_process(node.name, node.outputs[0], outs[0], dma_share, target)
-        return _dma_write_process(node.name, node.inputs[0], ins[0], dma_share, target)
+            return _dma_read_process(node.name, node.outputs[0], t, dma_share, target, traffic)
+        return _dma_write_process(node.name, node.inputs[0], t, dma_share, target, traffic)
     raise ValueError(f"no timing model for node {node.name} of kind {node.kind}")
 
 

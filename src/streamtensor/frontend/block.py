@@ -5,7 +5,9 @@ arguments because they live in external memory and change per layer. Two modes:
 
 - prefill: ``(hidden[1,S,H], *weights) -> (hidden[1,S,H], keys[1,KV,S,Dh], values[1,KV,S,Dh])``
 - decode:  ``(hidden[1,1,H], position[1] int64, key_cache[1,KV,L,Dh], value_cache[1,KV,L,Dh], *weights)
-  -> (hidden[1,1,H], key_cache, value_cache)``
+  -> (hidden[1,1,H], key_cache, value_cache)``. The spec declares ``position`` a scalar argument and each
+  returned cache an update of its input cache at row ``position`` along dim 2 (``BlockSpec.cache_updates``):
+  the backend reads rows ``0..position`` only and writes the new row in place.
 
 Decoder layers, rotary embeddings and the cache protocol are found generically (no class names): the layers
 are the model's largest homogeneous ``nn.ModuleList``; the rotary module is the one holding an ``inv_freq``
@@ -25,6 +27,7 @@ from streamtensor.frontend.models import LoadedModel
 from streamtensor.frontend.support import check_layer, check_model, raise_recurrent
 
 MODES = ("prefill", "decode")
+_SEQ_DIM = 2  # the token dim of the KV-cache layout [batch, kv_heads, tokens, head_dim]
 
 
 def find_decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -74,7 +77,7 @@ class _BlockCache:
             self.keys, self.values = key, value
             return key, value
         assert self.value_cache is not None and self.position is not None
-        slot = torch.arange(self.key_cache.shape[2]).view(1, 1, -1, 1) == self.position.view(1, 1, 1, 1)
+        slot = torch.arange(self.key_cache.shape[_SEQ_DIM]).view(1, 1, -1, 1) == self.position.view(1, 1, 1, 1)
         self.keys = torch.where(slot, key, self.key_cache)
         self.values = torch.where(slot, value, self.value_cache)
         return self.keys, self.values
@@ -101,6 +104,9 @@ class BlockSpec:
     seq_len: int  # tokens per invocation (1 in decode)
     max_len: int  # KV-cache capacity (decode) or prompt length (prefill)
     config: dict[str, object] = field(default_factory=dict)
+    scalar_names: list[str] = field(default_factory=list)  # inputs passed as scalar registers
+    # (output name, cache input name, row input name, row dim): the output is the cache with one row rewritten
+    cache_updates: list[tuple[str, str, str, int]] = field(default_factory=list)
 
 
 class DecoderBlock(nn.Module):
@@ -152,7 +158,10 @@ class DecoderBlock(nn.Module):
             hidden_size=hidden, num_kv_heads=kv_heads, head_dim=head_dim, value_head_dim=value_head_dim,
             seq_len=self.seq_len,
             max_len=self.max_len, config={"layers_module": layers_name, "layer_type": self.layer_type,
-                                          "sliding_window": self.sliding_window})
+                                          "sliding_window": self.sliding_window},
+            scalar_names=[] if mode == "prefill" else ["position"],
+            cache_updates=[] if mode == "prefill" else [("key_cache_out", "key_cache", "position", _SEQ_DIM),
+                                                        ("value_cache_out", "value_cache", "position", _SEQ_DIM)])
 
     def _probe_kv_geometry(self, hidden: int) -> tuple[int, int, int]:
         """Run the layer once on a short prompt (eagerly): what it writes to its cache gives the KV heads and

@@ -130,9 +130,22 @@ def _run_node(graph: DataflowGraph, node: Node, ins: list[np.ndarray], memory: d
         results = _run_kernel(node, ins)
         return [results[r] for r in node.output_results]  # replay ports: the result once more
     if isinstance(node, DmaNode):
+        rows = node.rows
+        position = 0 if rows is None else int(memory[rows.position].reshape(-1)[0])
         if node.direction == "read":
-            return [np.stack(stream_tokens(out_types[0], apply_view(node.view, memory[node.tensor.name])))]
-        memory[node.name] = apply_view(node.view, assemble_tokens(in_types[0], ins[0]))
+            tokens = np.stack(stream_tokens(out_types[0], apply_view(node.view, memory[node.tensor.name])))
+            if rows is not None:  # rows past the position are not read: zero tiles
+                tokens[~rows.read_tokens(out_types[0], position)] = 0
+            return [tokens]
+        streamed = assemble_tokens(in_types[0], ins[0])
+        if rows is not None and rows.into is not None:  # only row `position` is stored, into the cache
+            cache = memory[rows.into].reshape(streamed.shape).copy()
+            if 0 <= position < streamed.shape[rows.dim]:
+                at = (slice(None),) * rows.dim + (position,)
+                cache[at] = streamed[at]
+            memory[rows.into] = cache.reshape(memory[rows.into].shape)
+            streamed = cache
+        memory[node.name] = apply_view(node.view, streamed)
         return []
     if isinstance(node, ConverterNode):
         return [np.stack(run_converter(in_types[0], out_types[0], ins[0], node.buffer))]

@@ -295,21 +295,51 @@ class ConcatNode(Node):
         return "itensor_concat"
 
 
+@dataclass(frozen=True)
+class CacheRows:
+    """A KV-cache DMA bounded by a runtime row index (``ir.linalg.CacheUpdate``), its view reshapes only.
+
+    A read streams from memory only the tiles whose first row along ``dim`` is at most ``position`` (rows
+    ``0..position``: the rest are masked out of attention) and zero tiles in place of the others, so the stream
+    keeps its static token count; a write (``into`` the cache input) takes every token of the updated cache but
+    stores only the words holding row ``position`` into the cache's buffer, the read DMA's (same stream type)."""
+
+    position: str  # the scalar input holding the row index
+    dim: int  # of the streamed tensor
+    into: str | None = None  # write: the cache input updated in place
+
+    def read_tokens(self, t: ITensorType, position: int) -> np.ndarray:
+        """Which tokens of stream ``t`` a read takes from memory (the others are zero tiles)."""
+        return t.offsets()[:, self.dim] <= position
+
+    def row_tokens(self, t: ITensorType, position: int) -> np.ndarray:
+        """Which tokens of stream ``t`` hold row ``position`` (the tiles a write stores words of)."""
+        start = t.offsets()[:, self.dim]
+        return (start <= position) & (position < start + t.element_shape[self.dim])
+
+
 @dataclass
 class DmaNode(Node):
-    """The boundary with external memory: ``read`` streams a tensor in, ``write`` streams one out."""
+    """The boundary with external memory: ``read`` streams a tensor in, ``write`` streams one out. A read of role
+    ``scalar`` streams a one-element input passed as a scalar register (``s_axilite``), not through memory."""
 
     direction: str  # "read" | "write"
     tensor: Value
-    role: str  # "input" | "weight" | "kv_cache" | "constant" | "output"
+    role: str  # "input" | "weight" | "kv_cache" | "constant" | "output" | "scalar"
     # Reshapes/slices between ``tensor`` and the streamed tensor, in program order: a read streams
     # view(tensor); a write stores view(streamed tensor) into ``tensor`` (reshapes only). External memory is
     # addressed in any order, so a view costs nothing.
     view: list[ReshapeOp | SliceOp] = field(default_factory=list)
+    rows: CacheRows | None = None
 
     @property
     def kind(self) -> str:
         return f"dma_{self.direction}"
+
+    @property
+    def buffer_name(self) -> str:
+        """The tensor whose external buffer the DMA streams: a cache updated in place is its input's."""
+        return self.rows.into if self.rows is not None and self.rows.into is not None else self.tensor.name
 
     def view_shape(self) -> tuple[int, ...]:
         """Shape of the streamed tensor."""
@@ -405,6 +435,11 @@ class DataflowGraph:
                 err = "a write view may only reshape"
             elif node.role == "constant" and node.tensor.name not in self.constants:
                 err = f"no data for constant %{node.tensor.name}"
+            elif node.rows is not None and (any(isinstance(op, SliceOp) for op in node.view)
+                                            or (node.rows.into is None) != (node.direction == "read")
+                                            or not 0 <= node.rows.dim < len(t.tensor_shape)):
+                err = f"rows {node.rows} need a view without slices, a dim of the stream and 'into' exactly on " \
+                      "a write"
         if err is not None:
             raise VerificationError(f"{node.kind} {node.name}: {err}")
 
@@ -562,5 +597,7 @@ def _print_node(node: Node) -> str:
     if isinstance(node, ConcatNode):
         return f"{head} {{dim = {node.dim}}}"
     if isinstance(node, DmaNode):
-        return f"{head} {{tensor = %{node.tensor.name} : {node.tensor.type}, role = {node.role}}}"
+        rows = "" if node.rows is None else f", rows = %{node.rows.position} dim {node.rows.dim}" + (
+            f" into %{node.rows.into}" if node.rows.into is not None else "")
+        return f"{head} {{tensor = %{node.tensor.name} : {node.tensor.type}, role = {node.role}{rows}}}"
     return head

@@ -16,6 +16,7 @@ import numpy as np
 
 from streamtensor.ir.converter_buffer import ConverterBuffer
 from streamtensor.ir.dataflow import (
+    CacheRows,
     ChunkNode,
     ConcatNode,
     ConverterNode,
@@ -39,7 +40,7 @@ _KIND = re.compile("|".join(sorted(_NODE_KINDS, key=len, reverse=True)) + r"(?![
 _TILE = re.compile(r"d(\d+):\s*(\d+)x(\d+)/u(\d+)(r?)")
 _BUFFER = re.compile(r"(\d+)x(scalar|\d+(?:x\d+)*)(?![\w.])")
 _INIT = re.compile(r"init(\d+)")
-_ROLE = re.compile(r"input|weight|kv_cache|constant|output")
+_ROLE = re.compile(r"input|weight|kv_cache|constant|output|scalar")
 _CONSTANT = re.compile(r"%[\w.]+\s*=\s*arith\.constant")
 _VIEW_OPS = ("tensor.expand_shape", "tensor.collapse_shape", "tensor.extract_slice")
 
@@ -298,9 +299,17 @@ class _DataflowParser:
         tensor_type = self.ops.tensor_type()
         cur.expect(",", "','")
         self.key("role")
-        role = cur.match(_ROLE, "a role (input, weight, kv_cache, constant, output)")
+        role = cur.match(_ROLE, "a role (input, weight, kv_cache, constant, output, scalar)")
+        rows = None
+        if cur.accept(","):
+            self.key("rows")
+            position = cur.value_name("the row's input %name")
+            cur.expect("dim", "'dim'")
+            dim = cur.integer("the row's dim")
+            into = cur.value_name("the updated cache %name") if cur.accept("into") else None
+            rows = CacheRows(position, dim, into)
         cur.expect("}", "'}' closing the DMA's attributes")
-        return DmaNode(name, inputs, outputs, direction, Value(tensor, tensor_type), role)
+        return DmaNode(name, inputs, outputs, direction, Value(tensor, tensor_type), role, rows=rows)
 
     def connect(self) -> None:
         """Stream ends from the nodes' ports; converter buffers get their stream's element type."""

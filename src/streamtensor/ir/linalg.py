@@ -8,6 +8,7 @@ empty inits are ``ConstantOp`` and ``EmptyOp``. The text form is MLIR-like (see 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -202,6 +203,18 @@ def fresh_name(base: str, taken: set[str]) -> str:
     return name
 
 
+@dataclass(frozen=True)
+class CacheUpdate:
+    """Result ``output`` of a graph is input ``cache`` with only row ``position[0]`` along ``dim`` rewritten (a
+    decode block's KV cache). The caller's contract: it lets the backend read rows ``0..position`` of the cache
+    only and write the one new row back in place, the cache an in/out buffer, instead of copying it whole."""
+
+    output: int  # index into ``Graph.outputs``
+    cache: str  # input name
+    position: str  # input name of the row index (a one-element integer tensor, a scalar argument)
+    dim: int
+
+
 @dataclass
 class Graph:
     name: str
@@ -209,6 +222,12 @@ class Graph:
     outputs: list[Value]
     ops: list[Op]
     weight_names: set[str] = field(default_factory=set)  # inputs that live in external memory as weights
+    scalar_names: set[str] = field(default_factory=set)  # one-element inputs passed as scalar registers
+    cache_updates: list[CacheUpdate] = field(default_factory=list)
+
+    def cache_update_of(self, name: str) -> CacheUpdate | None:
+        """The cache update reading input ``name`` as its cache, if any."""
+        return next((u for u in self.cache_updates if u.cache == name), None)
 
     def producers(self) -> dict[str, Op]:
         return {r.name: op for op in self.ops for r in op.results}
@@ -245,6 +264,18 @@ class Graph:
         for v in self.outputs:
             if v.name not in defined:
                 raise VerificationError(f"output %{v.name} is never defined")
+        types = {v.name: v.type for v in self.inputs}
+        for name in self.scalar_names:
+            if name not in types or math.prod(types[name].shape) != 1:
+                raise VerificationError(f"scalar argument %{name} is not a one-element input")
+        for u in self.cache_updates:
+            if u.position not in self.scalar_names:
+                raise VerificationError(f"KV cache %{u.cache}: its row %{u.position} is not a scalar argument")
+            if u.cache not in types or not 0 <= u.output < len(self.outputs):
+                raise VerificationError(f"KV cache %{u.cache} -> result {u.output}: no such input or result")
+            if self.outputs[u.output].type != types[u.cache] or not 0 <= u.dim < len(types[u.cache].shape):
+                raise VerificationError(f"KV cache %{u.cache}: result {u.output} is not of its type, or no dim "
+                                        f"{u.dim}")
 
 
 def verify_generic(op: GenericOp) -> None:
@@ -305,12 +336,22 @@ def print_op(op: Op) -> list[str]:
     return [f"{res} = tensor.empty() : {op.results[0].type}{loc}"]
 
 
+def _argument_attribute(graph: Graph, name: str) -> str:
+    if name in graph.weight_names:
+        return " {weight}"
+    if name in graph.scalar_names:
+        return " {scalar}"
+    update = graph.cache_update_of(name)
+    if update is not None:
+        return f" {{kv_cache = result {update.output} row %{update.position} dim {update.dim}}}"
+    return ""
+
+
 def print_graph(graph: Graph) -> str:
     """MLIR-like text: one line per op, generics with their domain, maps, iterators and body. Complete: the
     Linalg parser (``ir.linalg_parser``) reads it back to the same graph."""
     lines = [f"// Linalg graph IR of @{graph.name}"]
-    sig = ", ".join(f"%{v.name}: {v.type}" + (" {weight}" if v.name in graph.weight_names else "")
-                    for v in graph.inputs)
+    sig = ", ".join(f"%{v.name}: {v.type}{_argument_attribute(graph, v.name)}" for v in graph.inputs)
     lines.append(f"func.func @{graph.name}({sig}) -> ({', '.join(str(v.type) for v in graph.outputs)}) {{")
     for op in graph.ops:
         lines.extend("  " + line for line in print_op(op))

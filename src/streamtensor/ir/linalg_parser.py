@@ -13,6 +13,7 @@ from collections.abc import Callable
 from streamtensor.errors import VerificationError
 from streamtensor.ir.affine import AffineMap, parse_affine_map
 from streamtensor.ir.linalg import (
+    CacheUpdate,
     ConcatOp,
     ConstantOp,
     EmptyOp,
@@ -259,6 +260,8 @@ def parse_graph(text: str, filename: str = "<text>") -> Graph:
     cur.expect("(", "'(' opening the arguments")
     inputs: list[Value] = []
     weights: set[str] = set()
+    scalars: set[str] = set()
+    updates: list[CacheUpdate] = []
     defined: dict[str, TensorType] = {}
     parser = LinalgParser(cur, defined)
     while not cur.accept(")"):
@@ -269,9 +272,20 @@ def parse_graph(text: str, filename: str = "<text>") -> Graph:
         inputs.append(Value(arg, parser.tensor_type()))
         defined[arg] = inputs[-1].type
         if cur.accept("{"):
-            cur.expect("weight", "'weight'")
+            if cur.accept("weight"):
+                weights.add(arg)
+            elif cur.accept("scalar"):
+                scalars.add(arg)
+            else:
+                cur.expect("kv_cache", "'weight', 'scalar' or 'kv_cache'")
+                cur.expect("=", "'='")
+                cur.expect("result", "'result'")
+                output = cur.integer("the index of the updated result")
+                cur.expect("row", "'row'")
+                position = cur.value_name("the row's argument %name")
+                cur.expect("dim", "'dim'")
+                updates.append(CacheUpdate(output, arg, position, cur.integer("the row's dim")))
             cur.expect("}", "'}'")
-            weights.add(arg)
     cur.expect("->", "'->' and the result types")
     cur.expect("(", "'(' opening the result types")
     output_types = cur.separated(")", "the result types", parser.tensor_type)
@@ -293,7 +307,7 @@ def parse_graph(text: str, filename: str = "<text>") -> Graph:
     cur.expect("}", "'}' closing the function")
     if not cur.at_end():
         raise cur.expected("end of file")
-    graph = Graph(name, inputs, outputs, ops, weight_names=weights)
+    graph = Graph(name, inputs, outputs, ops, weight_names=weights, scalar_names=scalars, cache_updates=updates)
     graph.verify()
     parser.run_after_verify()
     return graph

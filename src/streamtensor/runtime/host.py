@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -53,6 +54,8 @@ class RunResult:
     backend: str
     seconds: float  # wall-clock time of the kernel run
     streams: tuple[StreamReport, ...] = ()  # empty when the backend reports none (XRT)
+    # bytes (read, written) per buffer-owning argument, as the tile loads and stores counted them (simulation)
+    traffic: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     def high_water_marks(self) -> dict[str, int]:
         """Peak occupancy per stream name (the maximum over region exits)."""

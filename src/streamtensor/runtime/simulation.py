@@ -5,10 +5,12 @@ C++, ``tb/block_sim.cpp`` and streamtensor's ``hls_stream.h``)::
 
     block_sim IN_DIR OUT_DIR
 
-* For every external-memory argument the kernel reads (direction ``read`` or ``readwrite``) it reads
+* For every argument the kernel reads (direction ``read`` or ``readwrite``) it reads
   ``IN_DIR/<arg>.bin``: exactly the argument's packed layout (``PackedLayout.total_bytes`` bytes,
-  ``streamtensor.packing``); ``<arg>`` is the argument's C identifier from ``kernel.json``.
-  Arguments only written start zeroed.
+  ``streamtensor.packing``); ``<arg>`` is the argument's C identifier from ``kernel.json``. A scalar
+  argument (``role`` ``scalar``) is passed by value: the first bytes of its packed buffer.
+  Arguments only written start zeroed. An argument that ``shares`` another's buffer (the row write of a KV
+  cache updated in place: the cache is ``readwrite``) has no file of its own.
 * It calls the top function once, with one buffer per argument in ``kernel.json`` order.
 * For every argument the kernel writes (``write`` or ``readwrite``) it writes ``OUT_DIR/<arg>.bin``, again
   exactly the packed layout. OUT_DIR must exist.
@@ -17,12 +19,15 @@ C++, ``tb/block_sim.cpp`` and streamtensor's ``hls_stream.h``)::
 * With ``STREAMTENSOR_SIM_REPORT=FILE`` in the environment, one JSON line per stream is appended to FILE at
   each region exit: ``{"region", "stream", "depth", "high_water", "tokens", "leftover", "producer",
   "consumer"}``.
+* With ``STREAMTENSOR_SIM_TRAFFIC=FILE``, one JSON line per buffer is appended to FILE after the call:
+  ``{"arg", "read_bytes", "written_bytes"}``, the bytes the kernel's tile loads and stores moved on it.
 
 ``block_host XCLBIN IN_DIR OUT_DIR`` (the XRT host program of the same project) follows the same protocol.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -34,6 +39,7 @@ from streamtensor.kernel_interface import KernelInterface, MemoryArgument, simul
 from streamtensor.runtime.host import RunResult, Runtime, RuntimeBackendError, StreamReport
 
 REPORT_ENV = "STREAMTENSOR_SIM_REPORT"
+TRAFFIC_ENV = "STREAMTENSOR_SIM_TRAFFIC"
 
 
 class SimulationError(RuntimeBackendError):
@@ -74,27 +80,29 @@ class SimulationBackend(Runtime):
         self._host.clear()
         self._device.clear()
 
+    # Buffers by owner (``MemoryArgument.buffer``): an argument sharing another's buffer addresses that one.
     def _allocate(self, arg: MemoryArgument) -> None:
-        self._host[arg.arg] = bytearray(arg.layout.total_bytes)
-        self._device[arg.arg] = bytes(arg.layout.total_bytes)
+        self._host.setdefault(arg.buffer, bytearray(arg.layout.total_bytes))
+        self._device.setdefault(arg.buffer, bytes(arg.layout.total_bytes))
 
     def _write(self, arg: MemoryArgument, data: bytes) -> None:
-        self._host[arg.arg][:] = data
+        self._host[arg.buffer][:] = data
 
     def _sync(self, arg: MemoryArgument, to_device: bool) -> None:
         if to_device:
-            self._device[arg.arg] = bytes(self._host[arg.arg])
+            self._device[arg.buffer] = bytes(self._host[arg.buffer])
         else:
-            self._host[arg.arg][:] = self._device[arg.arg]
+            self._host[arg.buffer][:] = self._device[arg.buffer]
 
     def _run(self) -> RunResult:
         kernel = self.interface.plan.kernel_name
         with tempfile.TemporaryDirectory(prefix="streamtensor-sim-") as tmp:
             in_dir, out_dir, report = Path(tmp, "in"), Path(tmp, "out"), Path(tmp, "streams.jsonl")
+            traffic_file = Path(tmp, "traffic.jsonl")
             in_dir.mkdir()
             out_dir.mkdir()
             for a in self.arguments:
-                if a.reads:
+                if a.reads and a.shares is None:
                     (in_dir / f"{a.arg}.bin").write_bytes(self._device[a.arg])
             start = time.perf_counter()
             try:
@@ -102,7 +110,7 @@ class SimulationBackend(Runtime):
                     [str(self._executable), str(in_dir), str(out_dir)],
                     capture_output=True,
                     text=True,
-                    env={**os.environ, REPORT_ENV: str(report)},
+                    env={**os.environ, REPORT_ENV: str(report), TRAFFIC_ENV: str(traffic_file)},
                     timeout=self.timeout_s,
                 )
             except subprocess.TimeoutExpired as err:
@@ -121,10 +129,12 @@ class SimulationBackend(Runtime):
                     proc.stderr,
                 )
             for a in self.arguments:
-                if a.writes:
+                if a.writes and a.shares is None:
                     self._device[a.arg] = self._output(out_dir / f"{a.arg}.bin", a, proc.stderr)
             streams = StreamReport.parse_lines(report.read_text()) if report.exists() else ()
-        return RunResult(self.backend, seconds, streams)
+            lines = traffic_file.read_text().splitlines() if traffic_file.exists() else []
+            traffic = {(t := json.loads(line))["arg"]: (t["read_bytes"], t["written_bytes"]) for line in lines}
+        return RunResult(self.backend, seconds, streams, traffic)
 
     @staticmethod
     def _output(path: Path, arg: MemoryArgument, stderr: str) -> bytes:
@@ -140,4 +150,4 @@ class SimulationBackend(Runtime):
         return data
 
     def _read(self, arg: MemoryArgument) -> bytes:
-        return bytes(self._host[arg.arg])
+        return bytes(self._host[arg.buffer])

@@ -45,6 +45,7 @@ class XrtBackend(Runtime):
         self._device: Any = None
         self._kernel: Any = None
         self._bos: dict[str, Any] = {}
+        self._scalars: dict[str, bytes] = {}
 
     def _load(self, project_dir: Path, interface: KernelInterface) -> None:
         xclbin = Path(self.xclbin) if self.xclbin is not None else project_dir / interface.xclbin
@@ -56,24 +57,42 @@ class XrtBackend(Runtime):
         self._bos.clear()
 
     def _allocate(self, arg: MemoryArgument) -> None:
-        index = self.arguments.index(arg)
-        bo = self._pyxrt.bo(self._device, arg.layout.total_bytes, self._pyxrt.bo.normal, self._kernel.group_id(index))
+        if arg.scalar:  # a control register: the host keeps its packed value
+            self._scalars[arg.arg] = bytes(arg.layout.total_bytes)
+            return
+        if arg.buffer in self._bos:  # an argument sharing its owner's buffer
+            return
+        owner = next(a for a in self.arguments if a.arg == arg.buffer)
+        index = self.arguments.index(owner)
+        bo = self._pyxrt.bo(self._device, owner.layout.total_bytes, self._pyxrt.bo.normal,
+                            self._kernel.group_id(index))
         # XRT does not promise zeroed memory; the simulation does, so match it.
-        bo.write(bytes(arg.layout.total_bytes), 0)
-        self._bos[arg.arg] = bo
+        bo.write(bytes(owner.layout.total_bytes), 0)
+        self._bos[arg.buffer] = bo
 
     def _write(self, arg: MemoryArgument, data: bytes) -> None:
-        self._bos[arg.arg].write(data, 0)
+        if arg.scalar:
+            self._scalars[arg.arg] = data
+        else:
+            self._bos[arg.buffer].write(data, 0)
 
     def _sync(self, arg: MemoryArgument, to_device: bool) -> None:
+        if arg.scalar:
+            return
         directions = self._pyxrt.xclBOSyncDirection
-        self._bos[arg.arg].sync(
+        self._bos[arg.buffer].sync(
             directions.XCL_BO_SYNC_BO_TO_DEVICE if to_device else directions.XCL_BO_SYNC_BO_FROM_DEVICE
         )
 
+    def _value(self, arg: MemoryArgument) -> Any:
+        """A kernel call argument: the buffer object, or a scalar's value (its packed buffer unpacked)."""
+        if arg.scalar:
+            return arg.unpack_tensor(self._scalars[arg.arg]).reshape(-1)[0].item()
+        return self._bos[arg.buffer]
+
     def _run(self) -> RunResult:
         start = time.perf_counter()
-        run = self._kernel(*(self._bos[a.arg] for a in self.arguments))
+        run = self._kernel(*(self._value(a) for a in self.arguments))
         state = run.wait()
         seconds = time.perf_counter() - start
         if state != self._pyxrt.ert_cmd_state.ERT_CMD_STATE_COMPLETED:
@@ -81,4 +100,4 @@ class XrtBackend(Runtime):
         return RunResult(self.backend, seconds)
 
     def _read(self, arg: MemoryArgument) -> bytes:
-        return self._bos[arg.arg].read(arg.layout.total_bytes, 0).tobytes()
+        return self._bos[arg.buffer].read(arg.layout.total_bytes, 0).tobytes()

@@ -40,6 +40,7 @@ import numpy as np
 from streamtensor.errors import UnsupportedOpError
 from streamtensor.ir.converter_buffer import infer_converter_buffer, layout_difference
 from streamtensor.ir.dataflow import (
+    CacheRows,
     ChunkNode,
     ConcatNode,
     ConverterNode,
@@ -53,7 +54,7 @@ from streamtensor.ir.dataflow import (
     kernel_operand_type,
     reads_init,
 )
-from streamtensor.ir.itensor import ITensorType
+from streamtensor.ir.itensor import ITensorType, dtype_bits
 from streamtensor.ir.layout import (
     aligned_type,
     chunk_type,
@@ -96,10 +97,19 @@ class _Def:
     stream: str = ""
 
 
+# An external tensor read by several kernels in one layout is read once and forked when it is this small: a fork
+# ties its consumers together, so a consumer that runs late holds back the others by up to the whole tensor,
+# which the fork's FIFOs must then buffer on chip (the FIFO sizing finds how much); a re-read costs an m_axi
+# port and HBM bandwidth instead, the better trade for weights and long activations.
+FORK_EXTERNAL_MAX_BYTES = 16 * 1024
+
+
 def _role(graph: Graph, name: str) -> str:
     if name in graph.weight_names:
         return "weight"
-    return "kv_cache" if name.endswith("cache") else "input"
+    if name in graph.scalar_names:
+        return "scalar"
+    return "kv_cache" if graph.cache_update_of(name) is not None or name.endswith("cache") else "input"
 
 
 class _Builder:
@@ -120,6 +130,7 @@ class _Builder:
         self.external: dict[str, tuple[Value, list[ReshapeOp | SliceOp], str]] = {}
         self.constants: dict[str, np.ndarray] = {}
         self.output_nodes: list[str] = []
+        self.shared_reads: dict[tuple[str, ITensorType], str] = {}  # (external value, type) -> its read's key
 
     # --- bookkeeping ---------------------------------------------------------------------------------------
 
@@ -157,9 +168,41 @@ class _Builder:
     def _dma_read(self, value: str, use: _Use) -> None:
         tensor, view, role = self.external[value]
         t = use.type if use.type is not None else self._default_type(self.values[value])
-        dma = self._add(DmaNode(f"dma_{tensor.name}_to_{use.node}", [], [], "read", tensor, role, list(view)))
+        shared = role not in ("scalar", "constant") and t.tensor_elements * dtype_bits(t.dtype) // 8 \
+            <= FORK_EXTERNAL_MAX_BYTES
+        if shared and (value, t) in self.shared_reads:  # read once, forked when the uses are wired
+            self.uses[self.shared_reads[value, t]].append(use)
+            return
+        dma = self._add(DmaNode(f"dma_{tensor.name}_to_{use.node}", [], [], "read", tensor, role, list(view),
+                                rows=self._cache_rows(tensor.name, view, t.tensor_shape)))
+        if shared:
+            key = self._unique(value, self.defs)
+            self.shared_reads[value, t] = key
+            self.values[key] = self.values[value]
+            self._define(key, dma.name, t)
+            self.uses[key] = [use]
+            return
         use.stream = self._stream(value, t, dma.name, use.node)
         dma.outputs = [use.stream]
+
+    def _cache_rows(self, name: str, view: list[ReshapeOp | SliceOp], streamed: tuple[int, ...],
+                    into: str | None = None) -> CacheRows | None:
+        """The row window of a DMA of a KV cache read or updated in place (``CacheUpdate``), else None; its dim is
+        the streamed tensor's (views may only add or drop unit dims: the stream is the cache as it is stored)."""
+        update = self.graph.cache_update_of(name)
+        if update is None:
+            return None
+        shape = self.graph.inputs[[v.name for v in self.graph.inputs].index(name)].type.shape
+        kept = [n for n in shape if n != 1]
+        if any(isinstance(op, SliceOp) for op in view) or [n for n in streamed if n != 1] != kept:
+            raise UnsupportedOpError("tensor.extract_slice", "tensor", f"KV cache %{name} {list(shape)} is "
+                                     f"streamed as {list(streamed)}: an in-place cache is streamed as it is stored "
+                                     "(unit dims aside)")
+        if shape[update.dim] == 1:
+            return CacheRows(update.position, streamed.index(1), into)
+        rank = sum(1 for n in shape[:update.dim] if n != 1)  # the row dim among the dims above 1
+        dim = [j for j, n in enumerate(streamed) if n != 1][rank]
+        return CacheRows(update.position, dim, into)
 
     def _default_type(self, tt: TensorType) -> ITensorType:
         default = self.tiling.options.default_tile_size
@@ -282,10 +325,13 @@ class _Builder:
             self._use(v.name, node.name, t, "concat inputs must be chunks of its output layout")
         self._define(result.name, node.name, out_type)
 
-    def _output(self, value: Value) -> None:
+    def _output(self, index: int, value: Value) -> None:
         root, chain = output_root(value.name, self.producers)
-        node = self._add(DmaNode(f"dma_{value.name}_to_output", [], [], "write", value, "output",
-                                 list(chain)))
+        update = next((u for u in self.graph.cache_updates if u.output == index), None)
+        streamed = chain[0].operands[0].type.shape if chain else value.type.shape
+        rows = None if update is None else self._cache_rows(update.cache, list(chain), streamed, update.cache)
+        node = self._add(DmaNode(f"dma_{value.name}_to_output", [], [], "write", value,
+                                 "output" if rows is None else "kv_cache", list(chain), rows=rows))
         self.output_nodes.append(node.name)
         self._use(root, node.name, None)
 
@@ -378,9 +424,11 @@ class _Builder:
             elif isinstance(op, EmptyOp):
                 raise UnsupportedOpError("tensor.empty", "tensor", f"%{op.results[0].name} is read as data",
                                          op.location)
-        for v in g.outputs:
-            self._output(v)
-        for value, d in list(self.defs.items()):
+        for i, v in enumerate(g.outputs):
+            self._output(i, v)
+        # Reads of external tensors first, in the order of their first use (as their streams are named).
+        shared = set(self.shared_reads.values())
+        for value, d in sorted(self.defs.items(), key=lambda item: item[0] not in shared):
             self._wire(value, d)
         for name, node in self.nodes.items():
             if self.ports_in[name] or self.ports_out[name]:
@@ -390,7 +438,22 @@ class _Builder:
         dfg = DataflowGraph(g.name, self.nodes, self.streams, inputs=list(g.inputs),
                             outputs=self.output_nodes, constants=dict(self.constants))
         dfg.verify()
+        _check_cache_layouts(dfg)
         return dfg
+
+
+def _check_cache_layouts(graph: DataflowGraph) -> None:
+    """A cache updated in place is one buffer: its row write addresses the packed layout its reads stream."""
+    for w in graph.nodes.values():
+        if not isinstance(w, DmaNode) or w.rows is None or w.rows.into is None:
+            continue
+        written = graph.streams[w.inputs[0]].type
+        reads = [graph.streams[r.outputs[0]].type for r in graph.nodes.values()
+                 if isinstance(r, DmaNode) and r.direction == "read" and r.tensor.name == w.rows.into]
+        if not reads or any(t != written for t in reads):
+            raise UnsupportedOpError("linalg.generic", "linalg", f"KV cache %{w.rows.into} is streamed in "
+                                     f"{sorted(set(map(str, reads)))} but its update in {written}: an in-place "
+                                     "cache needs one layout")
 
 
 def build_dataflow(graph: Graph, tiling: Tiling) -> DataflowGraph:

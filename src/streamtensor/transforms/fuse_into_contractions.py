@@ -199,7 +199,7 @@ def fuse_elementwise_into_contractions(graph: Graph) -> Graph:
     ops = list(graph.ops)
     freed: set[str] = set()  # the inits of the fused producers
     # fusing one producer can leave another one's result read by contractions only
-    while (found := _next_fusion(Graph(graph.name, graph.inputs, graph.outputs, ops, graph.weight_names),
+    while (found := _next_fusion(replace(graph, ops=ops),
                                  outputs, taken)) is not None:
         producer, hoisted, fused_part, consumers = found
         fused = {id(c): _fuse(fused_part, c) for c in consumers}
@@ -208,6 +208,6 @@ def fuse_elementwise_into_contractions(graph: Graph) -> Graph:
         freed.add(producer.inits[0].name)
     used = {v.name for op in ops for v in op.operands} | outputs
     ops = [op for op in ops if not (isinstance(op, EmptyOp) and op.results[0].name in freed - used)]
-    out = Graph(graph.name, graph.inputs, graph.outputs, ops, graph.weight_names)
+    out = replace(graph, ops=ops)
     out.verify()
     return out

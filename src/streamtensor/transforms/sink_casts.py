@@ -80,7 +80,7 @@ def sink_widening_casts(graph: Graph) -> Graph:
     freed: set[str] = set()  # the inits of the sunk casts
     for cast in [op for op in graph.ops if _is_widening_cast(op)]:
         assert isinstance(cast, GenericOp)
-        found = _uses(Graph(graph.name, graph.inputs, graph.outputs, ops, graph.weight_names), cast)
+        found = _uses(replace(graph, ops=ops), cast)
         if found is None:
             continue
         reshapes, consumers = found
@@ -106,6 +106,6 @@ def sink_widening_casts(graph: Graph) -> Graph:
         freed.add(cast.inits[0].name)
     used = {v.name for op in ops for v in op.operands} | {v.name for v in graph.outputs}
     ops = [op for op in ops if not (isinstance(op, EmptyOp) and op.results[0].name in freed - used)]
-    out = Graph(graph.name, graph.inputs, graph.outputs, ops, graph.weight_names)
+    out = replace(graph, ops=ops)
     out.verify()
     return out

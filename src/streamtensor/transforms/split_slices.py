@@ -141,7 +141,7 @@ def _split_one(graph: Graph, names: _Names) -> Graph | None:
                 ops.extend(_split(op, k, d, slices, names))
             elif id(other) not in replaced:
                 ops.append(other)
-        return Graph(graph.name, graph.inputs, graph.outputs, ops, graph.weight_names)
+        return replace(graph, ops=ops)
     return None
 
 

@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -241,6 +241,7 @@ class SimulationReport:
     outputs: list[np.ndarray] = field(default_factory=list)
     checks: list[OutputCheck] = field(default_factory=list)
     streams: tuple[StreamReport, ...] = ()
+    traffic: Mapping[str, tuple[int, int]] = field(default_factory=dict)  # first run: bytes (read, written) per buffer
     deterministic: bool | None = None  # outputs bit-identical across runs (None: one run)
     failure: str | None = None  # the simulation's message when it failed (deadlock, leftover tokens, ...)
     eager_seconds: float | None = None
@@ -324,7 +325,7 @@ def run_simulation(project_dir: str | Path, load: dict[str, bytes], written: lis
             return
         report.run_seconds.append(result.seconds)
         if first is None:
-            first, report.outputs, report.streams = outputs, outputs, result.streams
+            first, report.outputs, report.streams, report.traffic = outputs, outputs, result.streams, result.traffic
         else:
             same = all(a.tobytes() == b.tobytes() for a, b in zip(first, outputs, strict=True))
             report.deterministic = same if report.deterministic is None else report.deterministic and same

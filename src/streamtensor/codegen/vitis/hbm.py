@@ -43,17 +43,19 @@ def c_identifier(name: str) -> str:
 
 
 def memory_arguments(graph: DataflowGraph) -> list[MemoryArgument]:
-    """The kernel's external-memory arguments in signature order: one per DMA node, in topological order.
+    """The kernel's arguments in signature order: one per DMA node, in topological order, then one per scalar.
 
-    An argument is named after its tensor, with ``_<k>`` (k-th DMA of it) when the tensor has several DMAs."""
+    An argument is named after its tensor, with ``_<k>`` (k-th DMA of it) when the tensor has several DMAs. A
+    KV cache updated in place is one buffer: its read argument is ``readwrite`` and its row write an argument
+    ``<cache>_row`` sharing that buffer. The scalar DMAs of one input are one scalar argument."""
     dmas = [node for n in graph.topological_order() if isinstance(node := graph.nodes[n], DmaNode)]
-    per_tensor = Counter(d.tensor.name for d in dmas)
+    memory = [d for d in dmas if d.role != "scalar"]
+    per_tensor = Counter(d.tensor.name for d in memory if d.rows is None or d.rows.into is None)
+    updated = {d.rows.into for d in memory if d.rows is not None and d.rows.into is not None}
     seen: Counter[str] = Counter()
     args: list[MemoryArgument] = []
+    scalars: dict[str, MemoryArgument] = {}
     for d in dmas:
-        name = d.tensor.name
-        ident = c_identifier(name if per_tensor[name] == 1 else f"{name}_{seen[name]}")
-        seen[name] += 1
         (stream,) = d.outputs if d.direction == "read" else d.inputs
         itype = graph.streams[stream].type
         view = tuple(ViewStep.of(op) for op in d.view)
@@ -64,7 +66,21 @@ def memory_arguments(graph: DataflowGraph) -> list[MemoryArgument]:
             source, target = target, source
         if (view[-1].shape if view else source) != target:
             raise StreamTensorError(f"DMA {d.name}: its view of shape {source} does not give shape {target}")
-        args.append(MemoryArgument(name, ident, d.name, d.direction, d.role, itype, tensor_shape, view))
+        name = d.tensor.name
+        if d.role == "scalar":
+            scalars.setdefault(name, MemoryArgument(name, c_identifier(name), d.name, "read", "scalar", itype,
+                                                    tensor_shape, view))
+            continue
+        if d.rows is not None and d.rows.into is not None:
+            owner = next(a.arg for a in args if a.name == d.rows.into)
+            args.append(MemoryArgument(name, c_identifier(f"{d.rows.into}_row"), d.name, "write", d.role, itype,
+                                       tensor_shape, view, shares=owner))
+            continue
+        ident = c_identifier(name if per_tensor[name] == 1 else f"{name}_{seen[name]}")
+        seen[name] += 1
+        direction = "readwrite" if name in updated else d.direction
+        args.append(MemoryArgument(name, ident, d.name, direction, d.role, itype, tensor_shape, view))
+    args.extend(scalars.values())
     taken: dict[str, str] = {}
     for a in args:
         if a.arg in taken:
@@ -79,12 +95,19 @@ def kernel_slr(target: Target) -> str:
 
 
 def plan_hbm(arguments: Sequence[MemoryArgument], kernel_name: str, hbm: HbmSpec) -> HbmPlan:
-    """Every argument on its tensor's pseudo-channels (see the module docstring)."""
+    """Every memory argument on its tensor's pseudo-channels (see the module docstring; an argument sharing a
+    buffer on that buffer's), the scalars apart. Arguments on the same channel range share one m_axi bundle:
+    their DMAs already split that range's bandwidth, so one port serves them at the modelled rate."""
     names = [a.arg for a in arguments]
     if len(set(names)) != len(names):
         raise HbmPlanError(f"duplicate argument names in {names}")
-    placement = place_tensors(streamed_tensors((a.name, a.dma, a.layout) for a in arguments), hbm)
-    return HbmPlan(kernel_name, tuple(HbmAssignment(a, *placement.dma_ranges[a.dma]) for a in arguments))
+    memory = [a for a in arguments if not a.scalar]
+    tensor_of = {a.arg: a.name for a in memory}
+    placement = place_tensors(streamed_tensors((tensor_of[a.buffer], a.dma, a.layout) for a in memory), hbm)
+    assignments = tuple(HbmAssignment(a, *placement.dma_ranges[a.dma]) for a in memory)
+    ranges = list(dict.fromkeys((a.first, a.last) for a in assignments))
+    bundles = {a.argument.arg: f"gmem{ranges.index((a.first, a.last))}" for a in assignments}
+    return HbmPlan(kernel_name, assignments, tuple(a for a in arguments if a.scalar), bundles)
 
 
 def interfaces_per_channel(plan: HbmPlan, hbm: HbmSpec) -> list[int]:

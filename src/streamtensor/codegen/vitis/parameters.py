@@ -20,7 +20,6 @@ from streamtensor.ir.itensor import gather_tiles
 from streamtensor.kernel_interface import (
     EXPECTED_DIR,
     PARAMS_DIR,
-    HbmAssignment,
     HbmPlan,
     MemoryArgument,
     layout_json,
@@ -80,20 +79,22 @@ def write_packed_parameters(
     argument identifier (that DMA alone) to the whole tensor. Any tensor the kernel reads may be given: weights
     (the parameter set) and, for a self-contained ``make csim``, sample inputs. ``plan`` places the graph's
     arguments (``hbm.plan_hbm``)."""
-    reading = [a for a in plan.assignments if a.argument.reads]
-    chosen: dict[str, tuple[HbmAssignment, np.ndarray]] = {}
-    given = {name: array for name, array in graph.constants.items() if any(a.argument.name == name for a in reading)}
+    # Scalars too: their files hold the packed value the host writes into the control register.
+    banks = {a.argument.arg: (a.bank, list(a.channels)) for a in plan.assignments}
+    reading = [a for a in plan.arguments if a.reads]
+    chosen: dict[str, tuple[MemoryArgument, np.ndarray]] = {}
+    given = {name: array for name, array in graph.constants.items() if any(a.name == name for a in reading)}
     for key, array in {**given, **tensors}.items():
-        matches = [a for a in reading if key in (a.argument.name, a.argument.arg)]
+        matches = [a for a in reading if key in (a.name, a.arg)]
         if not matches:
-            names = ", ".join(sorted({a.argument.name for a in reading}))
+            names = ", ".join(sorted({a.name for a in reading}))
             raise StreamTensorError(f"{key!r} is not a tensor the kernel reads (those are: {names})")
-        chosen.update({a.argument.arg: (a, array) for a in matches})
+        chosen.update({a.arg: (a, array) for a in matches})
     params = Path(outdir) / PARAMS_DIR
     params.mkdir(parents=True, exist_ok=True)
     entries: list[ParameterFile] = []
-    for assignment, array in chosen.values():
-        arg = assignment.argument
+    for arg, array in chosen.values():
+        bank, channels = banks.get(arg.arg, ("s_axilite", []))
         data = arg.pack_tensor(array)
         relative = f"{PARAMS_DIR}/{arg.arg}.bin"
         (Path(outdir) / relative).write_bytes(data)
@@ -107,8 +108,8 @@ def write_packed_parameters(
                 role=arg.role,
                 view=view_json(arg.view),
                 layout=layout_json(arg.layout),
-                bank=assignment.bank,
-                channels=list(assignment.channels),
+                bank=bank,
+                channels=channels,
                 file=relative,
                 offset=0,
                 size=len(data),

@@ -22,9 +22,10 @@ and the kernel C++ given to ``write_project``. Layout of a project::
     params/              packed parameter files and manifest.json (write_packed_parameters)
 
 The top function the kernel C++ must define is ``extern "C" void KERNEL(streamtensor::word512* ARG, ...)``
-(``word512``: ``ap_uint<512>``, the m_axi word)
-with one pointer per external-memory argument in ``plan.arguments`` order (argument ``i`` on m_axi bundle
-``gmem<i>``), each pointing at the argument's packed layout (``streamtensor.packing``).
+(``word512``: ``ap_uint<512>``, the m_axi word) with one pointer per external-memory argument in
+``plan.arguments`` order (on the m_axi bundle
+``plan.bundle(ARG)``: one per HBM channel range), each pointing at the argument's packed layout
+(``streamtensor.packing``), then the scalar arguments by value (``s_axilite``).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from streamtensor.analysis.timing_model import fpowi_steps, recurrence_distance
 from streamtensor.analysis.memory import accumulator_partition
+from streamtensor.analysis.timing_model import fpowi_steps, recurrence_distance
 from streamtensor.codegen.vitis.hbm import c_identifier
 from streamtensor.codegen.vitis.hls.cpp import (
     Code,
@@ -181,10 +181,7 @@ class KernelWriter:
         return f"acc{r}[tile]" if self.pending > 1 else f"acc{r}"
 
     def acc_banks(self, r: int) -> int:
-        partition = _partitioning(self.result_shape(r), self.lane_offsets(self.n_in + r))
-        if partition is None:
-            return 1
-        return math.prod(self.result_shape(r)) if partition == "type=complete" else int(partition.split("=")[-1])
+        return accumulator_partition(self.node, r).factor
 
     def declare_accumulator(self, code: Code, r: int, dtype: str) -> None:
         shape = self.result_shape(r)

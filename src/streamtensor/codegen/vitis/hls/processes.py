@@ -32,6 +32,7 @@ from streamtensor.ir.dataflow import (
     Node,
     ReassociateNode,
 )
+from streamtensor.ir.itensor import dtype_bits
 from streamtensor.ir.layout import concat_regions
 from streamtensor.kernel_interface import HbmPlan
 
@@ -235,28 +236,59 @@ def _plus(a: str, b: str) -> str:
 
 
 def dma_process(graph: DataflowGraph, node: DmaNode, plan: HbmPlan, max_bits: int) -> str:
-    (argument,) = [a for a in plan.arguments if a.dma == node.name]
-    layout = argument.layout
     read = node.direction == "read"
     stream = node.outputs[0] if read else node.inputs[0]
     t = graph.streams[stream].type
     code = Code()
+    if node.role == "scalar":  # a register: its value is the one token
+        (scalar,) = [a for a in plan.scalars if a.name == node.tensor.name]
+        code.line(f"// {node.name}: scalar argument {scalar.arg} (s_axilite) -> {stream}")
+        code.open(_signature(graph, node, max_bits, [f"{c_type(scalar.itype.dtype)} {scalar.arg}"]))
+        declare_token(code, t, "t")
+        code.line(f"t.data[0] = {scalar.arg};")
+        code.line(f"write_token({stream_var(stream)}, t);")
+        code.close()
+        return code.text()
+    (argument,) = [a for a in plan.arguments if a.dma == node.name]
+    layout = argument.layout
     code.line(f"// {node.name}: {node.kind} of %{node.tensor.name} ({node.role}) {'->' if read else '<-'} {stream}; "
               f"packed layout: {layout.num_tiles} tile(s) of {layout.words_per_tile} word(s), word strides "
               f"{list(layout.word_strides)}")
-    pointer = f"{'const ' if read else ''}streamtensor::word512* {argument.arg}"
-    code.open(_signature(graph, node, max_bits, [pointer]))
+    extra = [f"{'const ' if read else ''}streamtensor::word512* {argument.arg}"]
+    if node.rows is not None:
+        (position,) = [a for a in plan.scalars if a.name == node.rows.position]
+        extra.append(f"{c_type(position.itype.dtype)} {position.arg}")
+        code.line(f"// KV cache in place: {'reads the tiles of rows 0..' if read else 'stores only row '}"
+                  f"{position.arg} along dim {node.rows.dim}{' (zero tiles past it)' if read else ''}")
+    code.open(_signature(graph, node, max_bits, extra))
     declare_token(code, t, "t")
     names = counter_loops(code, t, "n", layout.words_per_tile)
     address = " + ".join(f"{n}" if w == 1 else f"{w} * {n}" for n, w in zip(names, layout.word_strides, strict=True)
                          if n is not None and w) or "0"
     at = argument.arg if address == "0" else f"&{argument.arg}[{address}]"
+    start = tile_offsets(t, names)[node.rows.dim] if node.rows is not None else ""
     if read:
-        code.line(f"load_tile({at}, t.data);")
+        if node.rows is not None:
+            code.open(f"if ({start} <= {position.arg})")
+            code.line(f"load_tile({at}, t.data);")
+            code.close()
+            code.open("else")
+            code.line("clear_tile(t.data);")
+            code.close()
+        else:
+            code.line(f"load_tile({at}, t.data);")
         code.line(f"write_token({stream_var(stream)}, t);")
     else:
         read_into(code, graph, stream, "t", max_bits)
-        code.line(f"store_tile(t.data, {at});")
+        if node.rows is not None:
+            inner = math.prod(t.element_shape[node.rows.dim + 1:]) * dtype_bits(t.dtype)
+            extent = t.element_shape[node.rows.dim]
+            code.line(f"const int row = {position.arg} - ({start});")
+            code.open(f"if (row >= 0 && row < {extent})")
+            code.line(f"store_tile_words<{layout.row_write_words(node.rows.dim)}>(t.data, {at}, row * {inner} / 512);")
+            code.close()
+        else:
+            code.line(f"store_tile(t.data, {at});")
     close_loops(code, names)
     code.close()
     return code.text()

@@ -4,20 +4,25 @@ implementations, and one dataflow process per node."""
 from __future__ import annotations
 
 from streamtensor.analysis.memory import FIFO_DEFAULT_DEPTH
-from streamtensor.codegen.vitis.hls.cpp import Code, stream_struct, stream_var
+from streamtensor.codegen.vitis.hls.cpp import Code, c_type, stream_struct, stream_var
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode
 from streamtensor.kernel_interface import HbmPlan
 
 
 def top_function(code: Code, graph: DataflowGraph, kernel_name: str, plan: HbmPlan, process: dict[str, str],
                  order: list[str], max_bits: int) -> None:
-    params = ", ".join(f"streamtensor::word512* {a.arg}" for a in plan.arguments)
-    code.line("// The accelerator: one m_axi bundle per external-memory argument, FIFOs with their sized depths,")
-    code.line("// one dataflow process per node in topological order.")
+    params = ", ".join([*(f"streamtensor::word512* {a.argument.arg}" for a in plan.assignments),
+                        *(f"{c_type(a.itype.dtype)} {a.arg}" for a in plan.scalars)])
+    code.line("// The accelerator: one m_axi bundle per HBM channel range (arguments on one range share its port),")
+    code.line("// scalars in control registers, FIFOs with their sized depths, one dataflow process per node in")
+    code.line("// topological order.")
     code.open(f'extern "C" void {kernel_name}({params})')
-    for i, a in enumerate(plan.arguments):
-        code.pragma(f"interface m_axi port={a.arg} bundle=gmem{i} offset=slave "
-                  f"depth={a.layout.total_words}")
+    for a in plan.arguments:
+        if a.scalar:
+            code.pragma(f"interface s_axilite port={a.arg} bundle=control")
+        else:
+            code.pragma(f"interface m_axi port={a.arg} bundle={plan.bundle(a.arg)} offset=slave "
+                        f"depth={a.layout.total_words}")
     code.pragma("interface s_axilite port=return bundle=control")
     code.pragma("dataflow")
     for s in graph.streams.values():
@@ -30,11 +35,14 @@ def top_function(code: Code, graph: DataflowGraph, kernel_name: str, plan: HbmPl
     code.line(f"HLS_SIM_REGION({kernel_name});")
     for s in graph.streams.values():
         code.line(f"HLS_SIM_CONNECT({stream_var(s.name)}, {process[s.source]}, {process[s.target]});")
-    by_dma = {a.dma: a.arg for a in plan.arguments}
+    by_dma = {a.dma: a.arg for a in plan.arguments if not a.scalar}
+    scalar = {a.name: a.arg for a in plan.scalars}
     for name in order:
         node = graph.nodes[name]
-        args = ([by_dma[name]] if isinstance(node, DmaNode) else []) + [stream_var(s) for s in node.inputs
-                                                                         + node.outputs]
+        args = [stream_var(s) for s in node.inputs + node.outputs]
+        if isinstance(node, DmaNode):
+            rows = [] if node.rows is None else [scalar[node.rows.position]]
+            args = [scalar[node.tensor.name] if node.role == "scalar" else by_dma[name], *rows, *args]
         code.line(f"HLS_SIM_PROCESS({process[name]}, {process[name]}({', '.join(args)}));")
     code.line("HLS_SIM_END_REGION();")
     code.close()

@@ -69,6 +69,9 @@ void load_tile(const streamtensor::word512* src, T (&data)[N]) {
       if (w * per_word + e < N) unpack_element(word, e, data[w * per_word + e]);
     }
   }
+#ifndef __SYNTHESIS__
+  streamtensor::sim_traffic(src, tile_words<T, N>(), false);
+#endif
 }
 
 template <typename T, int N>
@@ -82,5 +85,40 @@ void store_tile(const T (&data)[N], streamtensor::word512* dst) {
       if (w * per_word + e < N) pack_element(data[w * per_word + e], e, word);
     }
     dst[w] = word;
+  }
+#ifndef __SYNTHESIS__
+  streamtensor::sim_traffic(dst, tile_words<T, N>(), true);
+#endif
+}
+
+// Words [first, first + Count) of a tile, within the tile: the row of a KV cache written in place (Count is the
+// widest row span, a constant trip count; the words around the row hold what the cache read, so rewriting them
+// changes nothing).
+template <int Count, typename T, int N>
+void store_tile_words(const T (&data)[N], streamtensor::word512* dst, int first) {
+  constexpr int per_word = 512 / element_bits<T>();
+  row_word_loop: for (int i = 0; i < Count; ++i) {
+    HLS_PRAGMA(pipeline II=1)
+    const int w = first + i;
+    if (w < tile_words<T, N>()) {
+      streamtensor::word512 word = 0;
+      element_loop: for (int e = 0; e < per_word; ++e) {
+        HLS_PRAGMA(unroll)
+        if (w * per_word + e < N) pack_element(data[w * per_word + e], e, word);
+      }
+      dst[w] = word;
+#ifndef __SYNTHESIS__
+      streamtensor::sim_traffic(dst + w, 1, true);
+#endif
+    }
+  }
+}
+
+// A zero tile: the KV cache's tiles past the position (their rows are masked; zeros keep them finite).
+template <typename T, int N>
+void clear_tile(T (&data)[N]) {
+  clear_loop: for (int j = 0; j < N; ++j) {
+    HLS_PRAGMA(unroll)
+    data[j] = T();
   }
 }
