@@ -171,7 +171,8 @@ class QuantLinear(nn.Module):
         lo, hi = int_range(ACT_BITS)
         if self.dynamic:
             scale = symmetric_scale((x * self.act_mult).abs().amax(-1, keepdim=True), ACT_BITS)
-            return torch.clamp(torch.round(x * self.act_mult / scale), lo, hi).to(torch.int8), scale
+            # x * act_mult is x in units of the static scale; the row's own scale rescales it to int8.
+            return torch.clamp(torch.round(x * self.act_mult / scale), lo, hi).to(torch.int8), scale * self.act_scale
         return torch.clamp(torch.round(x * self.act_mult), lo, hi).to(torch.int8), self.act_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
