@@ -146,7 +146,7 @@ def main() -> int:
         ("W4A8 g128 RTN, per-token dynamic activations", replace(w4, dynamic=True)),
     ]
     base = perplexity(model, held)
-    print(f"\n| scheme | held-out perplexity | vs fp32 | quantize s |\n|---|---|---|---|")
+    print("\n| scheme | held-out perplexity | vs fp32 | quantize s |\n|---|---|---|---|")
     print(f"| fp32 | {base:.4f} | - | - |")
     for label, scheme in rows[1:]:
         assert scheme is not None
