@@ -35,7 +35,7 @@ from streamtensor.frontend.block import MODES, BlockSpec, DecoderBlock
 from streamtensor.frontend.lowering import torch_to_linalg
 from streamtensor.frontend.mlir_import import import_linalg
 from streamtensor.frontend.models import SIZES, load_model
-from streamtensor.frontend.quant import QuantScheme, quant_scheme, quant_summary, quantize_linears, quantized_copy
+from streamtensor.frontend.quant import QuantLinear, QuantScheme, quant_scheme, quant_summary, quantize_linears, quantized_copy
 from streamtensor.interp.linalg_interpreter import run_graph
 from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, KernelNode
@@ -349,7 +349,7 @@ def _eager_outputs(module: torch.nn.Module, args: Sequence[torch.Tensor]) -> lis
 
 
 def _check_quantized(module: torch.nn.Module, scheme: QuantScheme, construct: str) -> None:
-    if not any(type(m).__name__ == "QuantLinear" for m in module.modules()):
+    if not any(isinstance(m, QuantLinear) for m in module.modules()):
         raise OptionError(f"--quant {scheme.name}: {construct} has no linear layer to quantize")
 
 
