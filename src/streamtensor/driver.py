@@ -35,7 +35,14 @@ from streamtensor.frontend.block import MODES, BlockSpec, DecoderBlock
 from streamtensor.frontend.lowering import torch_to_linalg
 from streamtensor.frontend.mlir_import import import_linalg
 from streamtensor.frontend.models import SIZES, load_model
-from streamtensor.frontend.quant import QuantLinear, QuantScheme, quant_scheme, quant_summary, quantize_linears, quantized_copy
+from streamtensor.frontend.quant import (
+    QuantLinear,
+    QuantScheme,
+    quant_scheme,
+    quant_summary,
+    quantize_linears,
+    quantized_copy,
+)
 from streamtensor.interp.linalg_interpreter import run_graph
 from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, KernelNode
