@@ -11,6 +11,7 @@ from pathlib import Path
 from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, TARGETS, get_target
 from streamtensor.driver import CompileOptions, compile_llm_block
 from streamtensor.errors import OptionError, StreamTensorError
+from streamtensor.frontend.quant import QUANT_SCHEMES
 from streamtensor.passes import PASSES, parse_ir, print_ir, run_passes
 
 _DEFAULTS = CompileOptions()  # the CLI's defaults are the API's
@@ -48,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the board to build for (its resources, HBM, clock, part and platform)")
     comp.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of random weights and example inputs")
     comp.add_argument("--layer", type=int, default=_DEFAULTS.layer, help="index of the decoder layer to compile")
+    comp.add_argument("--quant", choices=list(QUANT_SCHEMES), default=_DEFAULTS.quant,
+                      help="linear layers with int8 activations (static calibrated per-tensor scales) and int8 "
+                           "(w8a8) or int4 (w4a8) weights, int32 accumulation; the rest stays fp32")
+    comp.add_argument("--quant-group", type=int, default=_DEFAULTS.quant_group,
+                      help="weight elements per scale along the reduction dimension (default: 128 for w4a8, one "
+                           "group per output channel for w8a8; 0: per channel; capped at the row length)")
     comp.add_argument("--no-fuse-into-contractions", action="store_true",
                       help="keep a multi-use elementwise kernel (a norm before Q/K/V) a kernel of its own, its "
                            "result forked (default: fused into each contraction that reads it)")
@@ -109,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _compile(args: argparse.Namespace) -> None:
     design, block = compile_llm_block(args.model, mode=args.mode, seq_len=args.seq_len, max_len=args.max_len,
                                       size=args.size, target=args.target, seed=args.seed, layer=args.layer,
-                                      verbose=not args.quiet,
+                                      verbose=not args.quiet, quant=args.quant, quant_group=args.quant_group,
                                       fuse_into_contractions=not args.no_fuse_into_contractions,
                                       default_tile_size=args.default_tile_size,
                                       overall_unroll_size=args.overall_unroll_size,
@@ -128,6 +135,11 @@ def _compile(args: argparse.Namespace) -> None:
     out = design.save(args.output)
     report = design.report
     print(f"compiled {report['model']} ({report['mode']}) for {report['target']['board']} -> {out}")
+    quant = report["quantization"]
+    if quant["scheme"] != "fp32":
+        print(f"  quantization: {quant['scheme']} ({len(quant['layers'])} linear layers, weight scales per "
+              f"{quant['group_size'] or 'row'} elements, {quant['activation_scale']} int8 activations, "
+              f"{quant['accumulator']} accumulation)")
     print("  ops: " + ", ".join(f"{k}={v}" for k, v in report["op_counts"].items() if not k.startswith("generic.")))
     nodes, tiling = report["dataflow"]["nodes"], report["tiling"]
     conv_bytes = sum(c["bytes"] for c in report["converters"])

@@ -6,6 +6,8 @@ name or checkpoint. Each stage takes the previous stage's typed output; later st
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import math
 import sys
@@ -34,6 +36,14 @@ from streamtensor.frontend.block import MODES, BlockSpec, DecoderBlock
 from streamtensor.frontend.lowering import torch_to_linalg
 from streamtensor.frontend.mlir_import import import_linalg
 from streamtensor.frontend.models import SIZES, load_model
+from streamtensor.frontend.quant import (
+    QuantLinear,
+    QuantScheme,
+    quant_scheme,
+    quant_summary,
+    quantize_linears,
+    quantized_copy,
+)
 from streamtensor.interp.linalg_interpreter import run_graph
 from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, DmaNode, KernelNode
@@ -86,6 +96,10 @@ class CompileOptions:
     # fit the device or its SLRs. What each let through is in report["overrides"].
     allow_deadlock: bool = False
     allow_unfit: bool = False
+    # Linear layers with int8 activations and int8/int4 weights (frontend.quant); the group size of the weight
+    # scales along the reduction dimension (None: the scheme's default, 128 for w4a8, per channel for w8a8).
+    quant: str = "fp32"
+    quant_group: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -103,9 +117,13 @@ class CompileOptions:
         if not isinstance(self.tiling, TilingOptions):
             raise OptionError(f"bad tiling {self.tiling!r}: expected a TilingOptions")
         check_strategy(self.fifo_strategy)
+        self.quant_scheme()
         get_target(self.target)
         check_latency_slack(self.fifo_latency_slack)
         check_max_fifo_depth(self.max_fifo_depth)
+
+    def quant_scheme(self) -> QuantScheme | None:
+        return quant_scheme(self.quant, self.quant_group)
 
     @staticmethod
     def from_kwargs(options: dict[str, Any]) -> CompileOptions:
@@ -140,6 +158,9 @@ class Design:
     dataflow: DataflowGraph | None = None
     allocation: AllocationResult | None = None
     module: torch.nn.Module | None = field(default=None, repr=False)  # the compiled module: the eager reference
+    # Under --quant: PyTorch fp32 outputs for the compiled module's inputs (the unquantized model), reported next
+    # to the error against the quantized reference but never asserted.
+    float_reference: Callable[[Sequence[torch.Tensor]], list[np.ndarray]] | None = field(default=None, repr=False)
 
     @property
     def target(self) -> Target:
@@ -159,6 +180,8 @@ class Design:
                         for n, v in zip(self.output_names, self.graph.outputs, strict=True)},
             "op_counts": self.graph.op_counts(),
             "stages": dict(self.stages),
+            "quantization": quant_summary(self.module, self.options.quant_scheme()) if self.module is not None
+            else {"scheme": self.options.quant},
         }
         if self.tiling is not None and self.dataflow is not None:
             report.update(_dataflow_report(self.dataflow, self.tiling, self.target))
@@ -310,11 +333,21 @@ def _with_arguments(graph: Graph, output_names: list[str] | None, scalar_names: 
 def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, input_names: list[str] | None = None,
             output_names: list[str] | None = None, weight_names: Sequence[str] = (),
             scalar_names: Sequence[str] = (), cache_updates: Sequence[tuple[str, str, str, int]] = (),
-            _progress: Progress | None = None, **options: Any) -> Design:
+            _progress: Progress | None = None,
+            _float_reference: Callable[[Sequence[torch.Tensor]], list[np.ndarray]] | None = None,
+            **options: Any) -> Design:
     """Compile any ``torch.nn.Module`` whose graph lowers to supported ops into a ``Design``."""
     opts = CompileOptions.from_kwargs(options)
     progress = _progress or Progress(opts.verbose, f"module {type(module).__name__}")
     _check_args(module, example_args)
+    scheme = opts.quant_scheme()
+    float_reference = _float_reference
+    if scheme is not None and float_reference is None:
+        # A plain module: its linear layers are quantized here, calibrated on the example arguments.
+        float_module = module
+        float_reference = functools.partial(_eager_outputs, float_module)
+        module = progress.run("frontend.quantize", lambda: quantized_copy(float_module, scheme, [example_args]))
+        _check_quantized(module, scheme, f"module {type(float_module).__name__}")
     mlir_module = progress.run("frontend.torch_to_linalg", lambda: torch_to_linalg(module, example_args))
     imported = progress.run("frontend.import_linalg",
                             lambda: _with_arguments(import_linalg(mlir_module, input_names, set(weight_names)),
@@ -334,7 +367,19 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
                                  opts.max_fifo_depth, opts.allow_deadlock, opts.allow_unfit)
                   if opts.size_fifos else None)
     return Design(type(module).__name__, opts, graph, [v.name for v in graph.inputs], outs, progress.seconds,
-                  tiling=tiling, dataflow=dataflow, allocation=allocation, module=module)
+                  tiling=tiling, dataflow=dataflow, allocation=allocation, module=module,
+                  float_reference=float_reference)
+
+
+def _eager_outputs(module: torch.nn.Module, args: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    with torch.no_grad():
+        out = module(*args)
+    return [o.detach().numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))]
+
+
+def _check_quantized(module: torch.nn.Module, scheme: QuantScheme, construct: str) -> None:
+    if not any(isinstance(m, QuantLinear) for m in module.modules()):
+        raise OptionError(f"--quant {scheme.name}: {construct} has no linear layer to quantize")
 
 
 def _name_outputs(dataflow: DataflowGraph, names: Sequence[str]) -> None:
@@ -356,12 +401,18 @@ def compile_llm_block(model: str, **options: Any) -> tuple[Design, DecoderBlock]
     progress.construct = f"model {model} ({type(loaded.model).__name__})"
     block = progress.run("frontend.extract_block", lambda: DecoderBlock(loaded, opts.mode, opts.seq_len,
                                                                         opts.max_len, opts.layer).eval())
+    scheme = opts.quant_scheme()
+    float_reference = None
+    if scheme is not None:
+        block, float_reference = progress.run("frontend.quantize",
+                                              lambda: _quantize_block(block, loaded, opts, scheme))
     args = block.example_inputs(opts.seed)
     spec = block.spec
     progress.construct = f"layer {spec.layer_index} ({spec.layer_class}, {opts.mode}) of model {model}"
     design = compile(block, args, input_names=spec.input_names, output_names=spec.output_names,
                      weight_names=spec.weight_names, scalar_names=spec.scalar_names,
-                     cache_updates=spec.cache_updates, _progress=progress, **options)
+                     cache_updates=spec.cache_updates, _progress=progress, _float_reference=float_reference,
+                     **options)
     design.name = f"{Path(model).name}_{opts.mode}"
     design.block = spec
     design.model_info = {
@@ -370,3 +421,30 @@ def compile_llm_block(model: str, **options: Any) -> tuple[Design, DecoderBlock]
                      "seq_len": spec.seq_len, "max_len": spec.max_len},
     }
     return design, block
+
+
+CALIBRATION_SAMPLES = 8
+
+
+def _quantize_block(block: DecoderBlock, loaded: Any, opts: CompileOptions, scheme: QuantScheme
+                    ) -> tuple[DecoderBlock, Callable[[Sequence[torch.Tensor]], list[np.ndarray]]]:
+    """The block with its layer's linear layers quantized (static activation scales calibrated on
+    ``CALIBRATION_SAMPLES`` example inputs of seeds other than the verification's), and the fp32 reference: the
+    unquantized block run on the same activations (and cache) with its own fp32 weights."""
+    float_block = copy.deepcopy(block)
+    float_weights = [p.detach().clone() for p in float_block.layer.parameters()]
+    calibration = [block.example_inputs(opts.seed + 1 + i) for i in range(CALIBRATION_SAMPLES)]
+
+    def run() -> None:
+        for sample in calibration:
+            block(*sample)
+
+    quantize_linears(block.layer, scheme, run)
+    quantized = DecoderBlock(loaded, opts.mode, opts.seq_len, opts.max_len, opts.layer).eval()
+    _check_quantized(quantized, scheme, f"layer {opts.layer} of model {loaded.name}")
+    activations = len(quantized.spec.input_names) - len(quantized.spec.weight_names)
+
+    def reference(args: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        return _eager_outputs(float_block, [*args[:activations], *float_weights])
+
+    return quantized, reference

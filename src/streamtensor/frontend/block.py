@@ -142,7 +142,7 @@ class DecoderBlock(nn.Module):
         for module in loaded.model.modules():
             module._non_persistent_buffers_set.clear()
         self.weight_names = [n for n, _ in self.layer.named_parameters()]
-        self._layer_params = inspect.signature(self.layer.forward).parameters
+        self._layer_params = set(inspect.signature(self.layer.forward).parameters)
         hidden = next((v for k in ("hidden_size", "n_embd", "d_model") if isinstance(v := getattr(cfg, k, None), int)),
                       None)
         if hidden is None:

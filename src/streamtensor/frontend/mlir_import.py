@@ -37,7 +37,7 @@ SUPPORTED_SCALAR_OPS = {
     "arith.index_cast", "arith.andi", "arith.ori", "arith.xori", "arith.addi", "arith.subi", "arith.muli",
     "arith.divsi", "arith.remsi", "arith.maxsi", "arith.minsi", "arith.constant", "math.exp", "math.log",
     "math.sqrt", "math.rsqrt", "math.tanh", "math.sin", "math.cos", "math.fpowi", "math.powf", "math.erf",
-    "math.absf", "linalg.index",
+    "math.absf", "math.roundeven", "linalg.index",
 }
 _IGNORED_OPS = {"cf.assert", "func.return"}
 
@@ -243,7 +243,7 @@ def _label(body: ScalarBody, iters: list[str], n_inputs: int, maps: list) -> str
     names = [o for o in body.op_names() if o != "arith.constant"]
     reduces = "reduction" in iters
     if reduces:
-        if n_inputs == 2 and names[-2:] in (["arith.mulf", "arith.addf"],):
+        if n_inputs == 2 and names[-2:] in (["arith.mulf", "arith.addf"], ["arith.muli", "arith.addi"]):
             return "matmul"
         if "arith.maximumf" in names or "arith.maxnumf" in names:
             return "reduce_max"

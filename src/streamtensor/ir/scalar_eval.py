@@ -69,6 +69,7 @@ _UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "arith.negf": np.negative, "math.exp": np.exp, "math.log": np.log, "math.sqrt": np.sqrt,
     "math.rsqrt": lambda x: np.reciprocal(np.sqrt(x)), "math.tanh": np.tanh, "math.sin": np.sin,
     "math.cos": np.cos, "math.erf": _erf, "math.absf": np.abs,
+    "math.roundeven": np.rint,  # round half to even (IEEE default rounding)
 }
 _CASTS = {"arith.sitofp", "arith.uitofp", "arith.fptosi", "arith.extf", "arith.truncf", "arith.extsi",
           "arith.extui", "arith.trunci", "arith.index_cast"}

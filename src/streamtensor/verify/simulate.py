@@ -7,7 +7,9 @@ sources from ``codegen.vitis.hls``, Makefile, link.cfg, ...) into ``outdir`` and
     params/<arg>.bin     every tensor the kernel reads, packed: weights, constants and the example inputs
                          (so ``make csim`` and ``verify`` need no Python model)
     check/inputs.npz     the example inputs, by block input name (to re-run PyTorch or the simulation)
-    check/expected.npz   PyTorch eager's outputs for them, by block output name
+    check/expected.npz   PyTorch eager's outputs for them, by block output name (under --quant: of the quantized
+                         reference, ``frontend.quant``)
+    check/expected_fp32.npz  under --quant only: the unquantized model's outputs (reported, never asserted)
     check/check.json     kernel, the outputs with their write arguments, tolerance, PyTorch eager seconds
     check/expected/      PyTorch's outputs packed for the self-checking testbench (tb/vitis_tb.cpp) and the
                          board's output checker (codegen.vitis.parameters.write_expected_outputs)
@@ -33,7 +35,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -54,6 +56,7 @@ from streamtensor.runtime.simulation import SimulationBackend, SimulationError
 from streamtensor.target import Target
 
 CHECK_DIR = "check"
+FLOAT_EXPECTED = "expected_fp32.npz"
 TOLERANCE = 1e-4  # max absolute error against PyTorch eager (fp32)
 
 
@@ -66,6 +69,7 @@ class Design(Protocol):
     stages: dict[str, float]
     dataflow: DataflowGraph | None
     module: torch.nn.Module | None
+    float_reference: Callable[[Sequence[torch.Tensor]], list[np.ndarray]] | None
 
     @property
     def target(self) -> Target: ...
@@ -141,6 +145,9 @@ def write_design_project(design: Design, outdir: str | Path, args: Sequence[torc
     check.mkdir(exist_ok=True)
     np.savez(check / "inputs.npz", **inputs)
     np.savez(check / "expected.npz", **dict(zip(design.output_names, expected, strict=True)))
+    if design.float_reference is not None:
+        float_expected = design.float_reference([torch.as_tensor(a) for a in inputs.values()])
+        np.savez(check / FLOAT_EXPECTED, **dict(zip(design.output_names, float_expected, strict=True)))
     writes = {a.dma: a.arg for a in plan.arguments}
     write_expected_outputs(outdir, plan, {writes[dma]: e for dma, e in zip(graph.outputs, expected, strict=True)},
                            TOLERANCE)
@@ -247,6 +254,7 @@ class SimulationReport:
     eager_seconds: float | None = None
     tolerance: float = TOLERANCE
     reference: bool = False  # outputs compared with a reference (PyTorch eager): without one, never ok
+    float_checks: list[OutputCheck] = field(default_factory=list)  # vs the fp32 model under --quant: reported
 
     @property
     def ok(self) -> bool:
@@ -277,6 +285,9 @@ class SimulationReport:
             lines.append(f"  {'output':<{width}}  max |error|  (tolerance {self.tolerance:g})")
             for c in self.checks:
                 lines.append(f"  {c.name:<{width}}  {c.max_abs_error:<11.3g}  {'ok' if c.ok else 'MISMATCH'}")
+        if self.float_checks:
+            lines.append("  max |error| against the unquantized fp32 model (quantization error; reported, not "
+                         "asserted): " + ", ".join(f"{c.name} {c.max_abs_error:.3g}" for c in self.float_checks))
         if self.streams:
             lines.append(_stream_table(self.streams))
         lines.append(self.verdict())
@@ -361,6 +372,10 @@ def verify_project(project_dir: str | Path, runs: int = 2) -> SimulationReport:
         with np.load(root / CHECK_DIR / "expected.npz") as expected:
             report.checks = compare([o["name"] for o in outputs], report.outputs,
                                     [expected[o["name"]] for o in outputs], report.tolerance)
+        if (root / CHECK_DIR / FLOAT_EXPECTED).is_file():
+            with np.load(root / CHECK_DIR / FLOAT_EXPECTED) as float_expected:
+                report.float_checks = compare([o["name"] for o in outputs], report.outputs,
+                                              [float_expected[o["name"]] for o in outputs], report.tolerance)
     return report
 
 
@@ -398,4 +413,8 @@ def simulate_design(design: Design, args: Sequence[torch.Tensor | np.ndarray], r
     if report.failure is None and report.reference:
         expected, report.eager_seconds = eager_reference(design.module, [torch.as_tensor(a) for a in inputs.values()])
         report.checks = compare(design.output_names, report.outputs, expected, report.tolerance)
+        if design.float_reference is not None:
+            report.float_checks = compare(design.output_names, report.outputs,
+                                          design.float_reference([torch.as_tensor(a) for a in inputs.values()]),
+                                          report.tolerance)
     return report

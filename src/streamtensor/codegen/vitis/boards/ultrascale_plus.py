@@ -25,7 +25,7 @@ OPERATORS = OperatorLibrary(
         "arith.minimumf": 2, "arith.maxnumf": 2, "arith.minnumf": 2, "arith.remf": 16, "arith.cmpf": 2,
         "math.exp": 10, "math.log": 12, "math.sqrt": 12, "math.rsqrt": 10, "math.tanh": 20, "math.sin": 20,
         "math.cos": 20, "math.erf": 20, "math.absf": 0, "math.powf": 30, "arith.sitofp": 4, "arith.uitofp": 4,
-        "arith.fptosi": 4, "arith.extf": 1, "arith.truncf": 1,
+        "arith.fptosi": 4, "arith.extf": 1, "arith.truncf": 1, "math.roundeven": 2,
     },
     double_latency={
         "arith.addf": 5, "arith.subf": 5, "arith.mulf": 6, "arith.divf": 30, "arith.remf": 32, "math.exp": 18,
@@ -40,7 +40,7 @@ OPERATORS = OperatorLibrary(
         "math.sin": (8, 1500), "math.cos": (8, 1500), "arith.maximumf": (0, 70), "arith.minimumf": (0, 70),
         "arith.maxnumf": (0, 70), "arith.minnumf": (0, 70), "arith.cmpf": (0, 70), "arith.remf": (0, 1000),
         "arith.negf": (0, 0), "math.absf": (0, 0), "arith.sitofp": (0, 200), "arith.uitofp": (0, 200),
-        "arith.fptosi": (0, 200), "arith.extf": (0, 50), "arith.truncf": (0, 50),
+        "arith.fptosi": (0, 200), "arith.extf": (0, 50), "arith.truncf": (0, 50), "math.roundeven": (0, 150),
     },
     double_cost={
         "arith.addf": (3, 700), "arith.subf": (3, 700), "arith.mulf": (10, 200), "arith.divf": (0, 3200),

@@ -31,7 +31,9 @@ _CALLS = {"math.exp": "std::exp", "math.log": "std::log", "math.sqrt": "std::sqr
           "math.sin": "std::sin", "math.cos": "std::cos", "math.erf": "std::erf", "math.absf": "std::fabs",
           "math.powf": "std::pow", "arith.remf": "std::fmod", "arith.maxnumf": "std::fmax",
           "arith.minnumf": "std::fmin", "arith.maxsi": "std::max", "arith.minsi": "std::min",
-          "arith.maximumf": "maximumf", "arith.minimumf": "minimumf"}
+          "arith.maximumf": "maximumf", "arith.minimumf": "minimumf",
+          # Under the default rounding mode (to nearest, ties to even) nearbyint is roundeven.
+          "math.roundeven": "std::nearbyint"}
 _CASTS = {"arith.sitofp", "arith.fptosi", "arith.extf", "arith.truncf", "arith.extsi", "arith.trunci",
           "arith.index_cast"}
 _UNSIGNED_CASTS = {"arith.uitofp", "arith.extui"}
