@@ -156,3 +156,23 @@ def execute(order: np.ndarray, nb_off: np.ndarray, nb_idx: np.ndarray, horizon: 
                 queue[(head + count) % nproc] = q
                 count += 1
     return True
+
+
+@numba.njit(cache=True, nogil=True)
+def peak_occupancies(write_times: np.ndarray, read_times: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """``timing_sim.peak_occupancy(write_times, read_times + x)`` for every x in ``shifts``, by one merge of the
+    two sorted arrays per shift: O(tokens) each, no temporaries."""
+    n = write_times.shape[0]
+    out = np.zeros(shifts.shape[0], dtype=np.int64)
+    for i in range(shifts.shape[0]):
+        x = shifts[i]
+        j = 0  # reads strictly before the current write
+        peak = 0
+        for k in range(n):
+            w = write_times[k]
+            while j < read_times.shape[0] and read_times[j] + x < w:
+                j += 1
+            if k + 1 - j > peak:
+                peak = k + 1 - j
+        out[i] = peak
+    return out

@@ -89,15 +89,24 @@ class ProcessTrace:
 
 
 def process_trace(p: Process) -> ProcessTrace:
-    """Merge the read events (``f*ii``) and write events (``f*ii + depth``) of ``p`` in static-time order."""
-    f = np.arange(p.num_firings, dtype=np.int64)
-    static = np.concatenate([f * p.ii, f * p.ii + p.depth])
-    firing = np.concatenate([f, f])
-    kind = np.repeat(np.array([0, 1], dtype=np.int64), p.num_firings)
-    order = np.lexsort((kind, firing, static))  # ties: older firing first, then read before write
-    pos = np.empty_like(order)
-    pos[order] = np.arange(order.size)
-    return ProcessTrace(static[order], firing[order], kind[order] == 1, pos[: p.num_firings], pos[p.num_firings :])
+    """Merge the read events (``f*ii``) and write events (``f*ii + depth``) of ``p`` in static-time order
+    (ties: older firing first, then read before write).
+
+    A merge, not a sort: both sequences are sorted, so an event's position is its index plus the events of
+    the other kind before it. A write of firing g ties a read of f when ``g*ii + depth == f*ii``, i.e.
+    ``f = g + depth/ii >= g``: the write goes first iff ``g < f`` (``depth > 0``)."""
+    n = p.num_firings
+    f = np.arange(n, dtype=np.int64)
+    reads, writes = f * p.ii, f * p.ii + p.depth
+    read_pos = f + np.searchsorted(writes, reads, side="right" if p.depth > 0 else "left")
+    write_pos = f + np.searchsorted(reads, writes, side="left" if p.depth > 0 else "right")
+    static = np.empty(2 * n, dtype=np.int64)
+    firing = np.empty(2 * n, dtype=np.int64)
+    is_write = np.zeros(2 * n, dtype=bool)
+    static[read_pos], static[write_pos] = reads, writes
+    firing[read_pos], firing[write_pos] = f, f
+    is_write[write_pos] = True
+    return ProcessTrace(static, firing, is_write, read_pos, write_pos)
 
 
 @dataclass(frozen=True)
@@ -172,7 +181,7 @@ class _PyTables:
     """The Python engine's list twins of ``_Compiled``'s arrays (scalar indexing of lists is cheaper than of
     numpy arrays), built on its first use only."""
 
-    def __init__(self, c: _Compiled, net: ProcessNetwork) -> None:
+    def __init__(self, c: _Compiled) -> None:
         self.static_l = [a.tolist() for a in c.static]
         self.is_write_l = [a.tolist() for a in c.is_write]
         self.wpos_l = [a.tolist() for a in c.wpos]
@@ -184,15 +193,11 @@ class _PyTables:
         # is implied along the trace.
         self.ev_read = [
             np.where(tr.is_write, 0, np.searchsorted(idx, tr.firing, side="right"))
-            for tr, idx in (
-                (c.traces[c.tgt[i]], net.process(s.target).reads[s.name]) for i, s in enumerate(net.streams)
-            )
+            for tr, idx in zip((c.traces[t] for t in c.tgt), c.read_firing, strict=True)
         ]
         self.ev_written = [
             np.where(tr.is_write, np.searchsorted(idx, tr.firing, side="right"), 0)
-            for tr, idx in (
-                (c.traces[c.src[i]], net.process(s.source).writes[s.name]) for i, s in enumerate(net.streams)
-            )
+            for tr, idx in zip((c.traces[s] for s in c.src), c.write_firing, strict=True)
         ]
         self.ev_read_l = [a.tolist() for a in self.ev_read]
         self.ev_written_l = [a.tolist() for a in self.ev_written]
@@ -233,7 +238,6 @@ class _Compiled:
     """Depth-independent per-network tables, built once and reused by every simulation of the network."""
 
     def __init__(self, net: ProcessNetwork) -> None:
-        self._net = net
         self.names = [p.name for p in net.processes]
         pid = {n: i for i, n in enumerate(self.names)}
         self.stream_names = [s.name for s in net.streams]
@@ -250,13 +254,11 @@ class _Compiled:
         self.nev = [2 * p.num_firings for p in net.processes]
         self.static = [t.static for t in traces]
         self.is_write = [t.is_write for t in traces]
-        # Token -> trace position of the event that writes / reads it (sorted).
-        self.wpos = [
-            traces[self.src[i]].write_pos[net.process(s.source).writes[s.name]] for i, s in enumerate(net.streams)
-        ]
-        self.rpos = [
-            traces[self.tgt[i]].read_pos[net.process(s.target).reads[s.name]] for i, s in enumerate(net.streams)
-        ]
+        # Token -> firing, and trace position, of the event that writes / reads it (sorted).
+        self.write_firing = [net.process(s.source).writes[s.name] for s in net.streams]
+        self.read_firing = [net.process(s.target).reads[s.name] for s in net.streams]
+        self.wpos = [traces[u].write_pos[w] for u, w in zip(self.src, self.write_firing, strict=True)]
+        self.rpos = [traces[v].read_pos[r] for v, r in zip(self.tgt, self.read_firing, strict=True)]
         self.neighbors = [
             sorted({self.src[s] for s in self.ins[p]} | {self.tgt[s] for s in self.outs[p]})
             for p in range(len(self.names))
@@ -265,7 +267,7 @@ class _Compiled:
 
     @cached_property
     def py(self) -> _PyTables:
-        return _PyTables(self, self._net)
+        return _PyTables(self)
 
     @cached_property
     def packed(self) -> _Packed:
@@ -634,7 +636,7 @@ class Simulator:
         if engine not in _ENGINES:
             raise ValueError(f"unknown simulation engine {engine!r} (compiled | python)")
         self._net = net
-        self._compiled = _Compiled(net)
+        self._compiled = net.derived("timing_sim", lambda: _Compiled(net))
         self._engine = _ENGINES[engine]
 
     @property
