@@ -133,6 +133,7 @@ class Design:
     input_names: list[str]
     output_names: list[str]
     stages: dict[str, float] = field(default_factory=dict)
+    stage_cpu_seconds: dict[str, float] = field(default_factory=dict)
     block: BlockSpec | None = None
     model_info: dict[str, Any] = field(default_factory=dict)
     tiling: Tiling | None = None
@@ -158,6 +159,7 @@ class Design:
                         for n, v in zip(self.output_names, self.graph.outputs, strict=True)},
             "op_counts": self.graph.op_counts(),
             "stages": dict(self.stages),
+            "stage_cpu_seconds": dict(self.stage_cpu_seconds),
         }
         if self.tiling is not None and self.dataflow is not None:
             report.update(_dataflow_report(self.dataflow, self.tiling, self.target))
@@ -268,13 +270,15 @@ class Progress:
         self.enabled = enabled
         self.construct = construct
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}  # CPU time of this process: the machine may be shared
 
     def run(self, stage: str, fn: Callable[[], Any]) -> Any:
         if self.enabled:
             print(f"[streamtensor] {stage} ...", file=sys.stderr, flush=True)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = in_stage(stage, self.construct, fn)
         self.seconds[stage] = round(time.perf_counter() - start, 4)
+        self.cpu_seconds[stage] = round(time.process_time() - cpu, 4)
         if self.enabled:
             print(f"[streamtensor] {stage} done in {self.seconds[stage]:.2f} s", file=sys.stderr, flush=True)
         return result
@@ -312,7 +316,7 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
                   if opts.size_fifos else None)
     outs = output_names or [f"out{i}" for i in range(len(graph.outputs))]
     return Design(type(module).__name__, opts, graph, [v.name for v in graph.inputs], outs, progress.seconds,
-                  tiling=tiling, dataflow=dataflow, allocation=allocation, module=module)
+                  progress.cpu_seconds, tiling=tiling, dataflow=dataflow, allocation=allocation, module=module)
 
 
 def compile_llm_block(model: str, **options: Any) -> tuple[Design, DecoderBlock]:
