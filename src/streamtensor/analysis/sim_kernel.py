@@ -9,13 +9,15 @@ the oracle: the tests compare both on every result field.
 
 Layout (flat int64 arrays, built once per network by ``timing_sim._Compiled.packed``):
 
-* per process p: its trace events ``ev_off[p] .. ev_off[p+1]`` of ``static``, ``is_write`` (0/1) and, per
-  run, ``rel`` (release time of a read event, ``NEG`` elsewhere); its input / output stream ids
+* per process p: its trace events ``ev_off[p] .. ev_off[p+1]`` of ``static``, ``firing``, ``is_write`` and,
+  per run, ``rel`` (release time of a read event, ``NEG`` elsewhere); its firings ``ev_off[p] / 2 ..
+  ev_off[p+1] / 2`` of the results ``issue`` / ``complete`` (times of each firing's read / write event, -1
+  where never reached); its input / output stream ids
   ``in_idx[in_off[p]:in_off[p+1]]`` / ``out_idx[...]``; its neighbours ``nb_idx[nb_off[p]:nb_off[p+1]]``;
 * per stream s: its tokens ``tok_off[s] .. tok_off[s+1]`` of ``wpos`` / ``rpos`` (trace position, local to the
   writer / reader, of the event that writes / reads the token), and the padded token times ``wt`` / ``rt`` at
-  ``tok_off[s] + s``: index 0 of a stream's segment is ``NEG`` ("token -1"), index k + 1 token k (the Python
-  engine's layout, so both share the result code);
+  ``tok_off[s] + s``: index k + 1 of a stream's segment is token k (the Python engine's layout, so both share
+  the result code; index 0 is never read here, and a token's time only once it is known);
 * per run: ``depth[s]`` (0: unbounded) and ``raw[s]``, the FIFO read latency.
 """
 
@@ -32,8 +34,9 @@ POS = 2**62  # time of an event not computed (yet) (timing_sim._POS)
 def _advance(p: int, ev_off: np.ndarray, static: np.ndarray, is_write: np.ndarray, rel: np.ndarray,
              in_off: np.ndarray, in_idx: np.ndarray, out_off: np.ndarray, out_idx: np.ndarray,
              tok_off: np.ndarray, wpos: np.ndarray, rpos: np.ndarray, depth: np.ndarray, raw: np.ndarray,
-             times: np.ndarray, wt: np.ndarray, rt: np.ndarray, known_w: np.ndarray, known_r: np.ndarray,
-             next_ev: np.ndarray, slip: np.ndarray, stall_in: np.ndarray, stall_out: np.ndarray) -> int:
+             firing: np.ndarray, issue: np.ndarray, complete: np.ndarray, wt: np.ndarray, rt: np.ndarray,
+             known_w: np.ndarray, known_r: np.ndarray, next_ev: np.ndarray, slip: np.ndarray, stall_in: np.ndarray,
+             stall_out: np.ndarray) -> int:
     """Compute the events of ``p`` from ``next_ev[p]`` on while their dependencies are known; the number done.
 
     Event j (static time s_j): t_j = max(t_{j-1} + s_j - s_{j-1}, dep_j), i.e. the slip t - s grows by
@@ -41,6 +44,7 @@ def _advance(p: int, ev_off: np.ndarray, static: np.ndarray, is_write: np.ndarra
     write). A read's dep: every token it reads written + raw; a write's: for every token k it writes with
     k >= D, the read of token k - D + 1."""
     base = ev_off[p]
+    fbase = base // 2  # firings of p: fbase .. fbase + end / 2 in issue / complete
     end = ev_off[p + 1] - base
     j = next_ev[p]
     start = j
@@ -71,7 +75,7 @@ def _advance(p: int, ev_off: np.ndarray, static: np.ndarray, is_write: np.ndarra
                     sl += grown
                     stall_out[p] += grown
                 t = static[e] + sl
-                times[e] = t
+                complete[fbase + firing[e]] = t
                 for i in range(out_off[p], out_off[p + 1]):
                     s = out_idx[i]
                     t0 = tok_off[s]
@@ -105,7 +109,7 @@ def _advance(p: int, ev_off: np.ndarray, static: np.ndarray, is_write: np.ndarra
                 sl += grown
                 stall_in[p] += grown
             t = static[e] + sl
-            times[e] = t
+            issue[fbase + firing[e]] = t
             for i in range(in_off[p], in_off[p + 1]):
                 s = in_idx[i]
                 t0 = tok_off[s]
@@ -128,8 +132,9 @@ def execute(order: np.ndarray, nb_off: np.ndarray, nb_idx: np.ndarray, horizon: 
             ev_off: np.ndarray, static: np.ndarray, is_write: np.ndarray, rel: np.ndarray,
             in_off: np.ndarray, in_idx: np.ndarray, out_off: np.ndarray, out_idx: np.ndarray,
             tok_off: np.ndarray, wpos: np.ndarray, rpos: np.ndarray, depth: np.ndarray, raw: np.ndarray,
-            times: np.ndarray, wt: np.ndarray, rt: np.ndarray, known_w: np.ndarray, known_r: np.ndarray,
-            next_ev: np.ndarray, slip: np.ndarray, stall_in: np.ndarray, stall_out: np.ndarray) -> bool:
+            firing: np.ndarray, issue: np.ndarray, complete: np.ndarray, wt: np.ndarray, rt: np.ndarray,
+            known_w: np.ndarray, known_r: np.ndarray, next_ev: np.ndarray, slip: np.ndarray, stall_in: np.ndarray,
+            stall_out: np.ndarray) -> bool:
     """Advance processes (a FIFO work queue, in ``order`` first) until none can; False as soon as an event
     happens after ``horizon``. The state reached does not depend on the visiting order: every event is
     computed once, from dependencies that are final when it is."""
@@ -144,10 +149,11 @@ def execute(order: np.ndarray, nb_off: np.ndarray, nb_idx: np.ndarray, horizon: 
         count -= 1
         queued[p] = False
         done = _advance(p, ev_off, static, is_write, rel, in_off, in_idx, out_off, out_idx, tok_off, wpos, rpos,
-                        depth, raw, times, wt, rt, known_w, known_r, next_ev, slip, stall_in, stall_out)
+                        depth, raw, firing, issue, complete, wt, rt, known_w, known_r, next_ev, slip, stall_in,
+                        stall_out)
         if done == 0:
             continue
-        if times[ev_off[p] + next_ev[p] - 1] > horizon:
+        if static[ev_off[p] + next_ev[p] - 1] + slip[p] > horizon:  # its last event so far, the latest
             return False
         for i in range(nb_off[p], nb_off[p + 1]):
             q = nb_idx[i]
@@ -176,3 +182,33 @@ def peak_occupancies(write_times: np.ndarray, read_times: np.ndarray, shifts: np
                 peak = k + 1 - j
         out[i] = peak
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def merge_traces(ii: np.ndarray, depth: np.ndarray, ev_off: np.ndarray, static: np.ndarray, firing: np.ndarray,
+                 is_write: np.ndarray, read_pos: np.ndarray, write_pos: np.ndarray) -> None:
+    """The static traces of processes of pipeline ``ii`` / ``depth`` and ``ev_off[p+1] - ev_off[p]`` events
+    (``timing_sim.process_trace``): the reads ``f*ii`` and writes ``g*ii + depth``, both sorted, merged with
+    ties going to the older firing, then to the read. ``read_pos`` / ``write_pos``: per firing (at
+    ``ev_off[p] / 2``), the trace position of its read / write event."""
+    for p in range(ii.shape[0]):
+        base = ev_off[p]
+        fbase = base // 2
+        n = (ev_off[p + 1] - base) // 2
+        f = 0
+        g = 0
+        for j in range(2 * n):
+            rs = f * ii[p]
+            ws = g * ii[p] + depth[p]
+            if g >= n or (f < n and (rs < ws or (rs == ws and f <= g))):
+                static[base + j] = rs
+                firing[base + j] = f
+                is_write[base + j] = False
+                read_pos[fbase + f] = j
+                f += 1
+            else:
+                static[base + j] = ws
+                firing[base + j] = g
+                is_write[base + j] = True
+                write_pos[fbase + g] = j
+                g += 1

@@ -88,25 +88,28 @@ class ProcessTrace:
     write_pos: np.ndarray  # trace position of firing f's write event
 
 
+def _merged_traces(processes: Sequence[Process]) -> tuple[np.ndarray, list[ProcessTrace]]:
+    """Event offsets and traces of ``processes``, as views into flat arrays (one merge, :mod:`.sim_kernel`)."""
+    ev_off = np.zeros(len(processes) + 1, dtype=np.int64)
+    ev_off[1:] = np.cumsum([2 * p.num_firings for p in processes])
+    n = int(ev_off[-1])
+    static, firing = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    is_write = np.empty(n, dtype=bool)
+    read_pos, write_pos = np.empty(n // 2, dtype=np.int64), np.empty(n // 2, dtype=np.int64)
+    sim_kernel.merge_traces(np.array([p.ii for p in processes], dtype=np.int64),
+                            np.array([p.depth for p in processes], dtype=np.int64), ev_off, static, firing, is_write,
+                            read_pos, write_pos)
+    traces = []
+    for a, b in zip(ev_off[:-1].tolist(), ev_off[1:].tolist(), strict=True):
+        traces.append(ProcessTrace(static[a:b], firing[a:b], is_write[a:b], read_pos[a // 2 : b // 2],
+                                   write_pos[a // 2 : b // 2]))
+    return ev_off, traces
+
+
 def process_trace(p: Process) -> ProcessTrace:
     """Merge the read events (``f*ii``) and write events (``f*ii + depth``) of ``p`` in static-time order
-    (ties: older firing first, then read before write).
-
-    A merge, not a sort: both sequences are sorted, so an event's position is its index plus the events of
-    the other kind before it. A write of firing g ties a read of f when ``g*ii + depth == f*ii``, i.e.
-    ``f = g + depth/ii >= g``: the write goes first iff ``g < f`` (``depth > 0``)."""
-    n = p.num_firings
-    f = np.arange(n, dtype=np.int64)
-    reads, writes = f * p.ii, f * p.ii + p.depth
-    read_pos = f + np.searchsorted(writes, reads, side="right" if p.depth > 0 else "left")
-    write_pos = f + np.searchsorted(reads, writes, side="left" if p.depth > 0 else "right")
-    static = np.empty(2 * n, dtype=np.int64)
-    firing = np.empty(2 * n, dtype=np.int64)
-    is_write = np.zeros(2 * n, dtype=bool)
-    static[read_pos], static[write_pos] = reads, writes
-    firing[read_pos], firing[write_pos] = f, f
-    is_write[write_pos] = True
-    return ProcessTrace(static, firing, is_write, read_pos, write_pos)
+    (ties: older firing first, then read before write)."""
+    return _merged_traces([p])[1][0]
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,7 @@ class _Packed:
 
     ev_off: np.ndarray
     static: np.ndarray
+    firing: np.ndarray
     is_write: np.ndarray
     in_off: np.ndarray
     in_idx: np.ndarray
@@ -249,7 +253,7 @@ class _Compiled:
         self.tgt = [pid[s.target] for s in net.streams]
         self.ins = [[sid[s] for s in p.reads] for p in net.processes]
         self.outs = [[sid[s] for s in p.writes] for p in net.processes]
-        traces = [process_trace(p) for p in net.processes]
+        self.ev_off, traces = _merged_traces(net.processes)
         self.traces = traces
         self.nev = [2 * p.num_firings for p in net.processes]
         self.static = [t.static for t in traces]
@@ -271,19 +275,26 @@ class _Compiled:
 
     @cached_property
     def packed(self) -> _Packed:
-        ev_off = np.zeros(len(self.nev) + 1, dtype=np.int64)
-        ev_off[1:] = np.cumsum(self.nev)
+        ev_off = self.ev_off
         tok_off = np.zeros(len(self.tokens) + 1, dtype=np.int64)
         tok_off[1:] = np.cumsum(self.tokens)
         in_off, in_idx = _csr(self.ins)
         out_off, out_idx = _csr(self.outs)
         nb_off, nb_idx = _csr(self.neighbors)
         return _Packed(
-            ev_off=ev_off, static=_flat(self.static), is_write=_flat(self.is_write), in_off=in_off, in_idx=in_idx,
+            # The traces are views into flat arrays already: their bases.
+            ev_off=ev_off, static=self._base(self.static), firing=self._base([t.firing for t in self.traces]),
+            is_write=self._base(self.is_write), in_off=in_off, in_idx=in_idx,
             out_off=out_off, out_idx=out_idx, nb_off=nb_off, nb_idx=nb_idx,
             order=np.array(self.order, dtype=np.int64), tok_off=tok_off, wpos=_flat(self.wpos),
             rpos=_flat(self.rpos), no_release=np.full(int(ev_off[-1]), _NEG, dtype=np.int64),
         )
+
+    def _base(self, views: list[np.ndarray]) -> np.ndarray:
+        """The flat array of ``_merged_traces`` that the per-process ``views`` slice."""
+        base = views[0].base if views else None
+        assert base is not None and base.shape == (int(self.ev_off[-1]),)
+        return base
 
     def _dataflow_order(self) -> list[int]:
         """Topological order (Kahn) where one exists, remaining processes appended: with unbounded FIFOs an
@@ -311,7 +322,6 @@ class _State:
     fifo_depth: list[int | None]
     wt: list[np.ndarray]
     rt: list[np.ndarray]
-    times: list[np.ndarray]
     known_w: Sequence[int]  # per stream: tokens whose write time is known (a prefix)
     known_r: Sequence[int]  # per stream: tokens whose read time is known (a prefix)
     next_ev: Sequence[int]  # per process: its first event not computed
@@ -365,13 +375,15 @@ class _State:
     def result(self) -> SimResult:
         c = self.c
         cycle = self.deadlock_cycle()
-        makespan = None if cycle else max(int(t[-1]) for t in self.times)
+        firing_times = {n: self.firing_times(p) for p, n in enumerate(c.names)}
+        # The last event of a trace is the write of its last firing.
+        makespan = None if cycle else max(int(ft.complete[-1]) for ft in firing_times.values())
         peaks: dict[str, int] = {}
         token_times: dict[str, TokenTimes] = {}
         for s, name in enumerate(c.stream_names):
             kw, kr = int(self.known_w[s]), int(self.known_r[s])
-            wt, rt = self.wt[s][1 : kw + 1], self.rt[s][1:]
-            peaks[name] = peak_occupancy(wt, rt)  # unread tokens have read time _POS
+            wt, rt = self.wt[s][1 : kw + 1], self.rt[s][1 : kr + 1]
+            peaks[name] = peak_occupancy(wt, rt)  # unread tokens: read after every write, never counted
             token_times[name] = TokenTimes(
                 first_write=int(wt[0]) if kw else None,
                 last_write=int(wt[-1]) if kw else None,
@@ -388,13 +400,11 @@ class _State:
             token_times=token_times,
             firings_done={n: int(np.searchsorted(c.traces[p].write_pos, self.next_ev[p]))
                           for p, n in enumerate(c.names)},
-            firing_times={n: self._firing_times(p) for p, n in enumerate(c.names)},
+            firing_times=firing_times,
         )
 
-    def _firing_times(self, p: int) -> FiringTimes:
-        t = np.where(self.times[p] == _POS, -1, self.times[p])
-        tr = self.c.traces[p]
-        return FiringTimes(issue=t[tr.read_pos], complete=t[tr.write_pos])
+    def firing_times(self, p: int) -> FiringTimes:
+        raise NotImplementedError  # each engine keeps its own form
 
 
 class _CompiledRun(_State):
@@ -414,15 +424,14 @@ class _CompiledRun(_State):
         self.raw = np.array([raw_latency(c.width[s], d, c.srl_max_bits) for s, d in enumerate(depths)],
                             dtype=np.int64)
         nproc, nstr = len(c.names), len(c.stream_names)
-        pad = pk.tok_off + np.arange(nstr + 1)  # stream s's padded segment: pad[s] .. pad[s + 1]
-        self.wt_flat = np.full(int(pad[-1]), _POS, dtype=np.int64)
-        self.rt_flat = np.full(int(pad[-1]), _POS, dtype=np.int64)
-        self.wt_flat[pad[:-1]] = _NEG
-        self.rt_flat[pad[:-1]] = _NEG
+        pad = (pk.tok_off + np.arange(nstr + 1)).tolist()  # stream s's padded segment: pad[s] .. pad[s + 1]
+        # Token times are read only once known (sim_kernel): no initial values needed.
+        self.wt_flat = np.empty(pad[-1], dtype=np.int64)
+        self.rt_flat = np.empty(pad[-1], dtype=np.int64)
         self.wt = [self.wt_flat[pad[s] : pad[s + 1]] for s in range(nstr)]
         self.rt = [self.rt_flat[pad[s] : pad[s + 1]] for s in range(nstr)]
-        self.times_flat = np.full(int(pk.ev_off[-1]), _POS, dtype=np.int64)
-        self.times = [self.times_flat[pk.ev_off[p] : pk.ev_off[p + 1]] for p in range(nproc)]
+        self.issue = np.full(int(pk.ev_off[-1]) // 2, -1, dtype=np.int64)
+        self.complete = np.full(int(pk.ev_off[-1]) // 2, -1, dtype=np.int64)
         self.known_w = np.zeros(nstr, dtype=np.int64)
         self.known_r = np.zeros(nstr, dtype=np.int64)
         self.next_ev = np.zeros(nproc, dtype=np.int64)
@@ -436,8 +445,12 @@ class _CompiledRun(_State):
         return bool(sim_kernel.execute(
             pk.order, pk.nb_off, pk.nb_idx, _POS if horizon is None else horizon, pk.ev_off, pk.static,
             pk.is_write, self.rel, pk.in_off, pk.in_idx, pk.out_off, pk.out_idx, pk.tok_off, pk.wpos, pk.rpos,
-            self.depth, self.raw, self.times_flat, self.wt_flat, self.rt_flat, self.known_w, self.known_r,
-            self.next_ev, self.slip, self.stall_in, self.stall_out))
+            self.depth, self.raw, pk.firing, self.issue, self.complete, self.wt_flat, self.rt_flat, self.known_w,
+            self.known_r, self.next_ev, self.slip, self.stall_in, self.stall_out))
+
+    def firing_times(self, p: int) -> FiringTimes:
+        a, b = int(self.c.ev_off[p]) // 2, int(self.c.ev_off[p + 1]) // 2
+        return FiringTimes(issue=self.issue[a:b], complete=self.complete[a:b])
 
 
 class _PyRun(_State):
@@ -572,6 +585,11 @@ class _PyRun(_State):
                 rt[k + 1] = ts[pos[k] - j0]
                 k += 1
             self.known_r[s] = k
+
+    def firing_times(self, p: int) -> FiringTimes:
+        t = np.where(self.times[p] == _POS, -1, self.times[p])
+        tr = self.c.traces[p]
+        return FiringTimes(issue=t[tr.read_pos], complete=t[tr.write_pos])
 
     def execute(self, horizon: int | None) -> bool:
         """Run until nothing can advance. False as soon as an event happens after ``horizon``."""
