@@ -430,8 +430,9 @@ class _CompiledRun(_State):
         self.rt_flat = np.empty(pad[-1], dtype=np.int64)
         self.wt = [self.wt_flat[pad[s] : pad[s + 1]] for s in range(nstr)]
         self.rt = [self.rt_flat[pad[s] : pad[s + 1]] for s in range(nstr)]
-        self.issue = np.full(int(pk.ev_off[-1]) // 2, -1, dtype=np.int64)
-        self.complete = np.full(int(pk.ev_off[-1]) // 2, -1, dtype=np.int64)
+        # Firing times: -1 written after the run where an event was never reached (firing_times).
+        self.issue = np.empty(int(pk.ev_off[-1]) // 2, dtype=np.int64)
+        self.complete = np.empty(int(pk.ev_off[-1]) // 2, dtype=np.int64)
         self.known_w = np.zeros(nstr, dtype=np.int64)
         self.known_r = np.zeros(nstr, dtype=np.int64)
         self.next_ev = np.zeros(nproc, dtype=np.int64)
@@ -450,7 +451,13 @@ class _CompiledRun(_State):
 
     def firing_times(self, p: int) -> FiringTimes:
         a, b = int(self.c.ev_off[p]) // 2, int(self.c.ev_off[p + 1]) // 2
-        return FiringTimes(issue=self.issue[a:b], complete=self.complete[a:b])
+        issue, complete = self.issue[a:b], self.complete[a:b]
+        done = int(self.next_ev[p])
+        if done < self.c.nev[p]:  # the events from trace position ``done`` on never happened
+            tr = self.c.traces[p]
+            issue[np.searchsorted(tr.read_pos, done) :] = -1
+            complete[np.searchsorted(tr.write_pos, done) :] = -1
+        return FiringTimes(issue=issue, complete=complete)
 
 
 class _PyRun(_State):
