@@ -9,8 +9,9 @@ the oracle: the tests compare both on every result field.
 
 Layout (flat int64 arrays, built once per network by ``timing_sim._Compiled.packed``):
 
-* per process p: its trace events ``ev_off[p] .. ev_off[p+1]`` of ``static``, ``firing``, ``is_write`` and,
-  per run, ``rel`` (release time of a read event, ``NEG`` elsewhere); its firings ``ev_off[p] / 2 ..
+* per process p: its ``ii`` and pipeline depth ``pdepth``; its trace events ``ev_off[p] .. ev_off[p+1]`` of
+  ``firing`` and ``is_write`` (an event's static time is ``firing * ii``, plus ``pdepth`` for a write) and, per
+  run where ``has_rel``, ``rel`` (release time of a read event, ``NEG`` elsewhere); its firings ``ev_off[p] / 2 ..
   ev_off[p+1] / 2`` of the results ``issue`` / ``complete`` (times of each firing's read / write event, -1
   where never reached); its input / output stream ids
   ``in_idx[in_off[p]:in_off[p+1]]`` / ``out_idx[...]``; its neighbours ``nb_idx[nb_off[p]:nb_off[p+1]]``;
@@ -31,7 +32,8 @@ POS = 2**62  # time of an event not computed (yet) (timing_sim._POS)
 
 
 @numba.njit(cache=True, nogil=True)
-def _advance(p: int, ev_off: np.ndarray, static: np.ndarray, is_write: np.ndarray, rel: np.ndarray,
+def _advance(p: int, ev_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray, is_write: np.ndarray,
+             has_rel: bool, rel: np.ndarray,
              in_off: np.ndarray, in_idx: np.ndarray, out_off: np.ndarray, out_idx: np.ndarray,
              tok_off: np.ndarray, wpos: np.ndarray, rpos: np.ndarray, depth: np.ndarray, raw: np.ndarray,
              firing: np.ndarray, issue: np.ndarray, complete: np.ndarray, wt: np.ndarray, rt: np.ndarray,
@@ -49,10 +51,14 @@ def _advance(p: int, ev_off: np.ndarray, static: np.ndarray, is_write: np.ndarra
     j = next_ev[p]
     start = j
     sl = slip[p]
+    iip = ii[p]
+    dp = pdepth[p]
     while j < end:
         e = base + j
-        dep = rel[e]
+        dep = rel[e] if has_rel else NEG
+        fe = firing[e]
         if is_write[e]:
+            st = fe * iip + dp  # static time of the event (not stored: memory traffic is the cost here)
             for i in range(out_off[p], out_off[p + 1]):
                 s = out_idx[i]
                 d = depth[s]
@@ -70,12 +76,12 @@ def _advance(p: int, ev_off: np.ndarray, static: np.ndarray, is_write: np.ndarra
                 if k < n and wpos[t0 + k] == j:
                     break
             else:
-                grown = dep - static[e] - sl
+                grown = dep - st - sl
                 if grown > 0:
                     sl += grown
                     stall_out[p] += grown
-                t = static[e] + sl
-                complete[fbase + firing[e]] = t
+                t = st + sl
+                complete[fbase + fe] = t
                 for i in range(out_off[p], out_off[p + 1]):
                     s = out_idx[i]
                     t0 = tok_off[s]
@@ -104,12 +110,12 @@ def _advance(p: int, ev_off: np.ndarray, static: np.ndarray, is_write: np.ndarra
                 if v > dep:
                     dep = v
         else:
-            grown = dep - static[e] - sl
+            grown = dep - fe * iip - sl
             if grown > 0:
                 sl += grown
                 stall_in[p] += grown
-            t = static[e] + sl
-            issue[fbase + firing[e]] = t
+            t = fe * iip + sl
+            issue[fbase + fe] = t
             for i in range(in_off[p], in_off[p + 1]):
                 s = in_idx[i]
                 t0 = tok_off[s]
@@ -129,7 +135,8 @@ def _advance(p: int, ev_off: np.ndarray, static: np.ndarray, is_write: np.ndarra
 
 @numba.njit(cache=True, nogil=True)
 def execute(order: np.ndarray, nb_off: np.ndarray, nb_idx: np.ndarray, horizon: int,
-            ev_off: np.ndarray, static: np.ndarray, is_write: np.ndarray, rel: np.ndarray,
+            ev_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray, is_write: np.ndarray, has_rel: bool,
+            rel: np.ndarray,
             in_off: np.ndarray, in_idx: np.ndarray, out_off: np.ndarray, out_idx: np.ndarray,
             tok_off: np.ndarray, wpos: np.ndarray, rpos: np.ndarray, depth: np.ndarray, raw: np.ndarray,
             firing: np.ndarray, issue: np.ndarray, complete: np.ndarray, wt: np.ndarray, rt: np.ndarray,
@@ -148,12 +155,13 @@ def execute(order: np.ndarray, nb_off: np.ndarray, nb_idx: np.ndarray, horizon: 
         head = (head + 1) % nproc
         count -= 1
         queued[p] = False
-        done = _advance(p, ev_off, static, is_write, rel, in_off, in_idx, out_off, out_idx, tok_off, wpos, rpos,
-                        depth, raw, firing, issue, complete, wt, rt, known_w, known_r, next_ev, slip, stall_in,
-                        stall_out)
+        done = _advance(p, ev_off, ii, pdepth, is_write, has_rel, rel, in_off, in_idx, out_off, out_idx, tok_off,
+                        wpos, rpos, depth, raw, firing, issue, complete, wt, rt, known_w, known_r, next_ev, slip,
+                        stall_in, stall_out)
         if done == 0:
             continue
-        if static[ev_off[p] + next_ev[p] - 1] + slip[p] > horizon:  # its last event so far, the latest
+        e = ev_off[p] + next_ev[p] - 1  # its last event so far, the latest
+        if firing[e] * ii[p] + (pdepth[p] if is_write[e] else 0) + slip[p] > horizon:
             return False
         for i in range(nb_off[p], nb_off[p + 1]):
             q = nb_idx[i]

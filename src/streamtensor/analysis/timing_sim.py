@@ -54,6 +54,7 @@ from .process_network import Process, ProcessNetwork
 
 _NEG = sim_kernel.NEG  # "no constraint" / padding time
 _POS = sim_kernel.POS  # time of an event not computed (yet)
+_NO_RELEASE = np.zeros(0, dtype=np.int64)  # the compiled engine's release array when there are none
 _SCALAR_BATCH = 12  # runs of at most this many events are cheaper as a Python loop than as numpy calls
 
 
@@ -211,7 +212,8 @@ class _Packed:
     """The compiled engine's flat tables (layout: :mod:`.sim_kernel`)."""
 
     ev_off: np.ndarray
-    static: np.ndarray
+    ii: np.ndarray
+    depth: np.ndarray
     firing: np.ndarray
     is_write: np.ndarray
     in_off: np.ndarray
@@ -224,7 +226,6 @@ class _Packed:
     tok_off: np.ndarray
     wpos: np.ndarray
     rpos: np.ndarray
-    no_release: np.ndarray  # rel when no process has release times: NEG everywhere
 
 
 def _csr(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -254,6 +255,8 @@ class _Compiled:
         self.ins = [[sid[s] for s in p.reads] for p in net.processes]
         self.outs = [[sid[s] for s in p.writes] for p in net.processes]
         self.ev_off, traces = _merged_traces(net.processes)
+        self.ii = np.array([p.ii for p in net.processes], dtype=np.int64)
+        self.depth = np.array([p.depth for p in net.processes], dtype=np.int64)
         self.traces = traces
         self.nev = [2 * p.num_firings for p in net.processes]
         self.static = [t.static for t in traces]
@@ -283,11 +286,11 @@ class _Compiled:
         nb_off, nb_idx = _csr(self.neighbors)
         return _Packed(
             # The traces are views into flat arrays already: their bases.
-            ev_off=ev_off, static=self._base(self.static), firing=self._base([t.firing for t in self.traces]),
+            ev_off=ev_off, ii=self.ii, depth=self.depth, firing=self._base([t.firing for t in self.traces]),
             is_write=self._base(self.is_write), in_off=in_off, in_idx=in_idx,
             out_off=out_off, out_idx=out_idx, nb_off=nb_off, nb_idx=nb_idx,
             order=np.array(self.order, dtype=np.int64), tok_off=tok_off, wpos=_flat(self.wpos),
-            rpos=_flat(self.rpos), no_release=np.full(int(ev_off[-1]), _NEG, dtype=np.int64),
+            rpos=_flat(self.rpos),
         )
 
     def _base(self, views: list[np.ndarray]) -> np.ndarray:
@@ -414,9 +417,9 @@ class _CompiledRun(_State):
         self.c = c
         self.fifo_depth = depths
         pk = c.packed
-        self.rel = pk.no_release
+        self.rel = None  # no process has release times
         if any(r is not None for r in release):
-            self.rel = pk.no_release.copy()
+            self.rel = np.full(int(pk.ev_off[-1]), _NEG, dtype=np.int64)
             for p, (t, r) in enumerate(zip(c.traces, release, strict=True)):
                 if r is not None:
                     self.rel[pk.ev_off[p] : pk.ev_off[p + 1]] = np.where(t.is_write, _NEG, r[t.firing])
@@ -444,8 +447,9 @@ class _CompiledRun(_State):
         """Run until nothing can advance. False as soon as an event happens after ``horizon``."""
         pk = self.c.packed
         return bool(sim_kernel.execute(
-            pk.order, pk.nb_off, pk.nb_idx, _POS if horizon is None else horizon, pk.ev_off, pk.static,
-            pk.is_write, self.rel, pk.in_off, pk.in_idx, pk.out_off, pk.out_idx, pk.tok_off, pk.wpos, pk.rpos,
+            pk.order, pk.nb_off, pk.nb_idx, _POS if horizon is None else horizon, pk.ev_off, pk.ii, pk.depth,
+            pk.is_write, self.rel is not None, _NO_RELEASE if self.rel is None else self.rel, pk.in_off, pk.in_idx,
+            pk.out_off, pk.out_idx, pk.tok_off, pk.wpos, pk.rpos,
             self.depth, self.raw, pk.firing, self.issue, self.complete, self.wt_flat, self.rt_flat, self.known_w,
             self.known_r, self.next_ev, self.slip, self.stall_in, self.stall_out))
 
