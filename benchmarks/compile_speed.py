@@ -55,7 +55,9 @@ def measure(family: str, mode: str, point: str, src: Path) -> dict[str, object]:
                                   "wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
                                   "max_rss_mb": usage.ru_maxrss // 1024, "ok": status == 0}
         if status != 0:
-            row["error"] = err.strip().splitlines()[-1] if err.strip() else f"exit status {status}"
+            # The CLI's one-line error, not a library's warning before it.
+            lines = [line for line in err.splitlines() if line.strip() and not line.startswith("[")]
+            row["error"] = lines[-1] if lines else f"exit status {status}"
             return row
         report = json.loads((Path(out) / "report.json").read_text())
     cpu = report.get("stage_cpu_seconds", {})  # not in reports of older sources (--src)
