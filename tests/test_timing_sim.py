@@ -8,10 +8,20 @@ import pytest
 from fifo_depth_oracle import minimal_depths
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from process_networks import paper_network, seq
+from process_networks import bursty_fork, late_reader, paper_network, seq
 
 from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream, even_firings
-from streamtensor.analysis.timing_sim import SimResult, StallCycles, TokenTimes, peak_occupancy, raw_latency, simulate
+from streamtensor.analysis.sim_kernel import peak_occupancies
+from streamtensor.analysis.timing_sim import (
+    SimResult,
+    Simulator,
+    StallCycles,
+    TokenTimes,
+    peak_occupancy,
+    process_trace,
+    raw_latency,
+    simulate,
+)
 from streamtensor.codegen.vitis.boards import U55C
 
 
@@ -335,6 +345,76 @@ def test_bigger_depths_never_hurt(seed: int, data: st.DataObject) -> None:
     # Deadlock freedom is monotone across latency classes too.
     anything_bigger = {s.name: small[s.name] + data.draw(st.integers(0, 40)) for s in net.streams}
     assert lo.deadlock or not simulate(net, anything_bigger).deadlock
+
+
+# --- the compiled engine against the Python engine (its oracle) ----------------------------------------------
+
+
+def assert_same_result(fast: SimResult, exact: SimResult) -> None:
+    """Every field of two results equal, firing times included."""
+    assert fast.makespan_cycles == exact.makespan_cycles
+    assert fast.deadlock == exact.deadlock
+    assert fast.deadlock_cycle == exact.deadlock_cycle
+    assert fast.stall_cycles == exact.stall_cycles
+    assert fast.peak_occupancy == exact.peak_occupancy
+    assert fast.token_times == exact.token_times
+    assert fast.firings_done == exact.firings_done
+    assert all_times(fast) == all_times(exact)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 10_000), data=st.data())
+def test_compiled_engine_matches_python_engine(seed: int, data: st.DataObject) -> None:
+    net = random_network(seed)
+    depths = {s.name: data.draw(depth_choice) for s in net.streams}
+    release = {p.name: np.sort(np.array(data.draw(st.lists(st.integers(0, 60), min_size=p.num_firings,
+                                                           max_size=p.num_firings)), dtype=np.int64))
+               for p in net.processes if data.draw(st.booleans())}
+    assert_same_result(simulate(net, depths, release), simulate(net, depths, release, engine="python"))
+    horizon = data.draw(st.integers(0, 200))
+    assert Simulator(net).finishes_by(depths, horizon) == Simulator(net, "python").finishes_by(depths, horizon)
+
+
+@pytest.mark.parametrize("net", [paper_network(), paper_network(64, 16), bursty_fork(), bursty_fork(512, 32),
+                                 late_reader(), late_reader(256, 200)], ids=lambda n: f"{len(n.processes)}p")
+@pytest.mark.parametrize("depth", [None, 1, 2, 5])
+def test_compiled_engine_matches_python_engine_on_shared_networks(net: ProcessNetwork, depth: int | None) -> None:
+    depths = {s.name: depth for s in net.streams}
+    fast, exact = simulate(net, depths), simulate(net, depths, engine="python")
+    assert_same_result(fast, exact)
+    if fast.makespan_cycles is not None:
+        for horizon in (fast.makespan_cycles - 1, fast.makespan_cycles):
+            assert Simulator(net).finishes_by(depths, horizon) == (horizon == fast.makespan_cycles)
+
+
+def test_unknown_engine_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown simulation engine"):
+        Simulator(pair(), "fast")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ii", [1, 2, 3])
+@pytest.mark.parametrize("depth", [0, 1, 2, 3, 7])
+def test_merged_trace_matches_a_sort(ii: int, depth: int) -> None:
+    """The merge orders events like a sort by (static time, firing, read before write)."""
+    n = 9
+    trace = process_trace(Process("p", ii, depth, n))
+    f = np.arange(n)
+    static = np.concatenate([f * ii, f * ii + depth])
+    kind = np.repeat([0, 1], n)
+    order = np.lexsort((kind, np.concatenate([f, f]), static))
+    assert trace.static.tolist() == static[order].tolist()
+    assert trace.is_write.tolist() == (kind[order] == 1).tolist()
+    assert trace.firing.tolist() == np.concatenate([f, f])[order].tolist()
+    assert trace.read_pos.tolist() == np.argsort(order)[:n].tolist()
+    assert trace.write_pos.tolist() == np.argsort(order)[n:].tolist()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_peak_occupancies_match_peak_occupancy(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    writes, reads = np.sort(rng.integers(0, 100, 40)), np.sort(rng.integers(0, 100, 40))
+    shifts = np.arange(-80, 80)
+    assert peak_occupancies(writes, reads, shifts).tolist() == [peak_occupancy(writes, reads + x) for x in shifts]
 
 
 # --- minimal depths ---------------------------------------------------------------------------------------

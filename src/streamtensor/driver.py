@@ -152,6 +152,7 @@ class Design:
     input_names: list[str]
     output_names: list[str]
     stages: dict[str, float] = field(default_factory=dict)
+    stage_cpu_seconds: dict[str, float] = field(default_factory=dict)
     block: BlockSpec | None = None
     model_info: dict[str, Any] = field(default_factory=dict)
     tiling: Tiling | None = None
@@ -182,6 +183,7 @@ class Design:
             "stages": dict(self.stages),
             "quantization": quant_summary(self.module, self.options.quant_scheme()) if self.module is not None
             else {"scheme": self.options.quant},
+            "stage_cpu_seconds": dict(self.stage_cpu_seconds),
         }
         if self.tiling is not None and self.dataflow is not None:
             report.update(_dataflow_report(self.dataflow, self.tiling, self.target))
@@ -293,13 +295,15 @@ class Progress:
         self.enabled = enabled
         self.construct = construct
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}  # CPU time of this process: the machine may be shared
 
     def run(self, stage: str, fn: Callable[[], Any]) -> Any:
         if self.enabled:
             print(f"[streamtensor] {stage} ...", file=sys.stderr, flush=True)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         result = in_stage(stage, self.construct, fn)
         self.seconds[stage] = round(time.perf_counter() - start, 4)
+        self.cpu_seconds[stage] = round(time.process_time() - cpu, 4)
         if self.enabled:
             print(f"[streamtensor] {stage} done in {self.seconds[stage]:.2f} s", file=sys.stderr, flush=True)
         return result
@@ -367,7 +371,7 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
                                  opts.max_fifo_depth, opts.allow_deadlock, opts.allow_unfit)
                   if opts.size_fifos else None)
     return Design(type(module).__name__, opts, graph, [v.name for v in graph.inputs], outs, progress.seconds,
-                  tiling=tiling, dataflow=dataflow, allocation=allocation, module=module,
+                  progress.cpu_seconds, tiling=tiling, dataflow=dataflow, allocation=allocation, module=module,
                   float_reference=float_reference)
 
 

@@ -82,7 +82,7 @@ def latest_firing_times(net: ProcessNetwork, depths: dict[str, int] | None = Non
     schedule of :func:`mirrored` read backwards from C. A bounded FIFO mirrors onto itself (the write of token
     k waits for the read of token k - D either way), so every event is then as late as it can be without
     delaying the last event past C."""
-    result = simulate(mirrored(net), depths or {})
+    result = simulate(net.derived("mirrored", lambda: mirrored(net)), depths or {})
     if result.makespan_cycles is None:
         raise ValueError(f"no latest schedule: {result.describe()}")
     end = result.makespan_cycles

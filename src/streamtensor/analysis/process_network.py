@@ -12,10 +12,13 @@ The timing simulator (:mod:`.timing_sim`) and the FIFO-sizing LP (:mod:`.fifo_lp
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ class ProcessNetwork:
     srl_max_bits: int
     _proc: dict[str, Process] = field(init=False, repr=False)
     _stream: dict[str, Stream] = field(init=False, repr=False)
+    _derived: dict[str, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.processes = tuple(self.processes)
@@ -167,6 +171,14 @@ class ProcessNetwork:
 
     def process(self, name: str) -> Process:
         return self._proc[name]
+
+    def derived(self, key: str, build: Callable[[], T]) -> T:
+        """``build()``, computed on first use and kept with the (immutable) network: tables that analyses
+        derive from it once and reuse in every run (a FIFO-sizing search simulates one network dozens of
+        times)."""
+        if key not in self._derived:
+            self._derived[key] = build()
+        return self._derived[key]
 
     def stream(self, name: str) -> Stream:
         return self._stream[name]

@@ -42,16 +42,19 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
 
+from . import sim_kernel
 from .process_network import Process, ProcessNetwork
 
-_NEG = -(2**62)  # "no constraint" / padding time
-_POS = 2**62  # time of an event not computed (yet)
+_NEG = sim_kernel.NEG  # "no constraint" / padding time
+_POS = sim_kernel.POS  # time of an event not computed (yet)
+_NO_RELEASE = np.zeros(0, dtype=np.int64)  # the compiled engine's release array when there are none
 _SCALAR_BATCH = 12  # runs of at most this many events are cheaper as a Python loop than as numpy calls
 
 
@@ -86,16 +89,28 @@ class ProcessTrace:
     write_pos: np.ndarray  # trace position of firing f's write event
 
 
+def _merged_traces(processes: Sequence[Process]) -> tuple[np.ndarray, list[ProcessTrace]]:
+    """Event offsets and traces of ``processes``, as views into flat arrays (one merge, :mod:`.sim_kernel`)."""
+    ev_off = np.zeros(len(processes) + 1, dtype=np.int64)
+    ev_off[1:] = np.cumsum([2 * p.num_firings for p in processes])
+    n = int(ev_off[-1])
+    static, firing = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    is_write = np.empty(n, dtype=bool)
+    read_pos, write_pos = np.empty(n // 2, dtype=np.int64), np.empty(n // 2, dtype=np.int64)
+    sim_kernel.merge_traces(np.array([p.ii for p in processes], dtype=np.int64),
+                            np.array([p.depth for p in processes], dtype=np.int64), ev_off, static, firing, is_write,
+                            read_pos, write_pos)
+    traces = []
+    for a, b in zip(ev_off[:-1].tolist(), ev_off[1:].tolist(), strict=True):
+        traces.append(ProcessTrace(static[a:b], firing[a:b], is_write[a:b], read_pos[a // 2 : b // 2],
+                                   write_pos[a // 2 : b // 2]))
+    return ev_off, traces
+
+
 def process_trace(p: Process) -> ProcessTrace:
-    """Merge the read events (``f*ii``) and write events (``f*ii + depth``) of ``p`` in static-time order."""
-    f = np.arange(p.num_firings, dtype=np.int64)
-    static = np.concatenate([f * p.ii, f * p.ii + p.depth])
-    firing = np.concatenate([f, f])
-    kind = np.repeat(np.array([0, 1], dtype=np.int64), p.num_firings)
-    order = np.lexsort((kind, firing, static))  # ties: older firing first, then read before write
-    pos = np.empty_like(order)
-    pos[order] = np.arange(order.size)
-    return ProcessTrace(static[order], firing[order], kind[order] == 1, pos[: p.num_firings], pos[p.num_firings :])
+    """Merge the read events (``f*ii``) and write events (``f*ii + depth``) of ``p`` in static-time order
+    (ties: older firing first, then read before write)."""
+    return _merged_traces([p])[1][0]
 
 
 @dataclass(frozen=True)
@@ -166,6 +181,64 @@ class SimResult:
         return f"completed in {self.makespan_cycles} cycles"
 
 
+class _PyTables:
+    """The Python engine's list twins of ``_Compiled``'s arrays (scalar indexing of lists is cheaper than of
+    numpy arrays), built on its first use only."""
+
+    def __init__(self, c: _Compiled) -> None:
+        self.static_l = [a.tolist() for a in c.static]
+        self.is_write_l = [a.tolist() for a in c.is_write]
+        self.wpos_l = [a.tolist() for a in c.wpos]
+        self.rpos_l = [a.tolist() for a in c.rpos]
+        # Per trace position, the padded index (1 + token) of the last token the event depends on:
+        # ev_read[s][j]: at a read event, 1 + last token of input s read by firings <= its firing (0: none);
+        # ev_written[s][j]: at a write event, 1 + last token of output s written by firings <= its firing.
+        # Both are 0 at events of the other kind. Cumulative indices are exact: an earlier token's constraint
+        # is implied along the trace.
+        self.ev_read = [
+            np.where(tr.is_write, 0, np.searchsorted(idx, tr.firing, side="right"))
+            for tr, idx in zip((c.traces[t] for t in c.tgt), c.read_firing, strict=True)
+        ]
+        self.ev_written = [
+            np.where(tr.is_write, np.searchsorted(idx, tr.firing, side="right"), 0)
+            for tr, idx in zip((c.traces[s] for s in c.src), c.write_firing, strict=True)
+        ]
+        self.ev_read_l = [a.tolist() for a in self.ev_read]
+        self.ev_written_l = [a.tolist() for a in self.ev_written]
+
+
+@dataclass(frozen=True)
+class _Packed:
+    """The compiled engine's flat tables (layout: :mod:`.sim_kernel`)."""
+
+    ev_off: np.ndarray
+    ii: np.ndarray
+    depth: np.ndarray
+    firing: np.ndarray
+    is_write: np.ndarray
+    in_off: np.ndarray
+    in_idx: np.ndarray
+    out_off: np.ndarray
+    out_idx: np.ndarray
+    nb_off: np.ndarray
+    nb_idx: np.ndarray
+    order: np.ndarray
+    tok_off: np.ndarray
+    wpos: np.ndarray
+    rpos: np.ndarray
+
+
+def _csr(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets and concatenated values of a list of int lists."""
+    off = np.zeros(len(rows) + 1, dtype=np.int64)
+    off[1:] = np.cumsum([len(r) for r in rows])
+    return off, np.array([v for r in rows for v in r], dtype=np.int64)
+
+
+def _flat(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, dtype=np.int64)
+
+
 class _Compiled:
     """Depth-independent per-network tables, built once and reused by every simulation of the network."""
 
@@ -181,48 +254,50 @@ class _Compiled:
         self.tgt = [pid[s.target] for s in net.streams]
         self.ins = [[sid[s] for s in p.reads] for p in net.processes]
         self.outs = [[sid[s] for s in p.writes] for p in net.processes]
-        traces = [process_trace(p) for p in net.processes]
+        self.ev_off, traces = _merged_traces(net.processes)
+        self.ii = np.array([p.ii for p in net.processes], dtype=np.int64)
+        self.depth = np.array([p.depth for p in net.processes], dtype=np.int64)
         self.traces = traces
         self.nev = [2 * p.num_firings for p in net.processes]
         self.static = [t.static for t in traces]
-        self.static_l = [t.static.tolist() for t in traces]
-        self.is_write_l = [t.is_write.tolist() for t in traces]
         self.is_write = [t.is_write for t in traces]
-        self.firing_l = [t.firing.tolist() for t in traces]
-        self.write_pos_l = [t.write_pos.tolist() for t in traces]
-        # Token -> trace position of the event that writes / reads it (sorted), and list twins for lookups.
-        self.wpos = [
-            traces[self.src[i]].write_pos[net.process(s.source).writes[s.name]] for i, s in enumerate(net.streams)
-        ]
-        self.rpos = [
-            traces[self.tgt[i]].read_pos[net.process(s.target).reads[s.name]] for i, s in enumerate(net.streams)
-        ]
-        self.wpos_l = [a.tolist() for a in self.wpos]
-        self.rpos_l = [a.tolist() for a in self.rpos]
-        # Per trace position, the padded index (1 + token) of the last token the event depends on:
-        # ev_read[s][j]: at a read event, 1 + last token of input s read by firings <= its firing (0: none);
-        # ev_written[s][j]: at a write event, 1 + last token of output s written by firings <= its firing.
-        # Both are 0 at events of the other kind. Cumulative indices are exact: an earlier token's constraint
-        # is implied along the trace.
-        self.ev_read = [
-            np.where(tr.is_write, 0, np.searchsorted(idx, tr.firing, side="right"))
-            for tr, idx in (
-                (traces[self.tgt[i]], net.process(s.target).reads[s.name]) for i, s in enumerate(net.streams)
-            )
-        ]
-        self.ev_written = [
-            np.where(tr.is_write, np.searchsorted(idx, tr.firing, side="right"), 0)
-            for tr, idx in (
-                (traces[self.src[i]], net.process(s.source).writes[s.name]) for i, s in enumerate(net.streams)
-            )
-        ]
-        self.ev_read_l = [a.tolist() for a in self.ev_read]
-        self.ev_written_l = [a.tolist() for a in self.ev_written]
+        # Token -> firing, and trace position, of the event that writes / reads it (sorted).
+        self.write_firing = [net.process(s.source).writes[s.name] for s in net.streams]
+        self.read_firing = [net.process(s.target).reads[s.name] for s in net.streams]
+        self.wpos = [traces[u].write_pos[w] for u, w in zip(self.src, self.write_firing, strict=True)]
+        self.rpos = [traces[v].read_pos[r] for v, r in zip(self.tgt, self.read_firing, strict=True)]
         self.neighbors = [
             sorted({self.src[s] for s in self.ins[p]} | {self.tgt[s] for s in self.outs[p]})
             for p in range(len(self.names))
         ]
         self.order = self._dataflow_order()
+
+    @cached_property
+    def py(self) -> _PyTables:
+        return _PyTables(self)
+
+    @cached_property
+    def packed(self) -> _Packed:
+        ev_off = self.ev_off
+        tok_off = np.zeros(len(self.tokens) + 1, dtype=np.int64)
+        tok_off[1:] = np.cumsum(self.tokens)
+        in_off, in_idx = _csr(self.ins)
+        out_off, out_idx = _csr(self.outs)
+        nb_off, nb_idx = _csr(self.neighbors)
+        return _Packed(
+            # The traces are views into flat arrays already: their bases.
+            ev_off=ev_off, ii=self.ii, depth=self.depth, firing=self._base([t.firing for t in self.traces]),
+            is_write=self._base(self.is_write), in_off=in_off, in_idx=in_idx,
+            out_off=out_off, out_idx=out_idx, nb_off=nb_off, nb_idx=nb_idx,
+            order=np.array(self.order, dtype=np.int64), tok_off=tok_off, wpos=_flat(self.wpos),
+            rpos=_flat(self.rpos),
+        )
+
+    def _base(self, views: list[np.ndarray]) -> np.ndarray:
+        """The flat array of ``_merged_traces`` that the per-process ``views`` slice."""
+        base = views[0].base if views else None
+        assert base is not None and base.shape == (int(self.ev_off[-1]),)
+        return base
 
     def _dataflow_order(self) -> list[int]:
         """Topological order (Kahn) where one exists, remaining processes appended: with unbounded FIFOs an
@@ -241,178 +316,40 @@ class _Compiled:
         return order + [p for p in range(len(indeg)) if p not in seen]
 
 
-class _Run:
-    """State of one simulation of a compiled network under one depth assignment."""
+class _State:
+    """What one simulation of a compiled network under one depth assignment has computed, and the results
+    read from it; the engines below fill it. Token-time arrays are padded: index 0 holds _NEG ("token -1",
+    no constraint), index k + 1 token k."""
 
-    def __init__(self, c: _Compiled, depths: list[int | None], release: list[np.ndarray | None]) -> None:
-        self.c = c
-        self.fifo_depth = depths
-        # Per trace position: release time of a read event, _NEG elsewhere (None: no releases).
-        self.release = [
-            None if r is None else np.where(t.is_write, _NEG, r[t.firing])
-            for t, r in zip(c.traces, release, strict=True)
-        ]
-        self.release_l = [None if r is None else r.tolist() for r in self.release]
-        self.raw = [raw_latency(c.width[s], d, c.srl_max_bits) for s, d in enumerate(depths)]
-        nproc, nstr = len(c.names), len(c.stream_names)
-        # Padded token-time arrays: index 0 holds _NEG ("token -1", no constraint), index k + 1 token k.
-        self.wt = [np.full(t + 1, _POS, dtype=np.int64) for t in c.tokens]
-        self.rt = [np.full(t + 1, _POS, dtype=np.int64) for t in c.tokens]
-        for a in (*self.wt, *self.rt):
-            a[0] = _NEG
-        # Per process, the (array, index list, constant) triples the scalar path reads.
-        self.scalar_ins = [[(self.wt[s], c.ev_read_l[s], self.raw[s]) for s in ins] for ins in c.ins]
-        self.scalar_outs = [
-            [(self.rt[s], c.ev_written_l[s], d) for s in outs if (d := depths[s]) is not None] for outs in c.outs
-        ]
-        self.known_w = [0] * nstr  # tokens whose write time is known (a prefix)
-        self.known_r = [0] * nstr  # tokens whose read time is known (a prefix)
-        # Per trace position of a bounded output's writer: padded index of the read that frees the slot.
-        self.space_idx: list[np.ndarray | None] = [
-            None if d is None else np.maximum(c.ev_written[s] - d, 0) for s, d in enumerate(depths)
-        ]
-        self.times = [np.full(n, _POS, dtype=np.int64) for n in c.nev]
-        self.next_ev = [0] * nproc
-        self.slip = [0] * nproc  # t - static of the last computed event (t(e_{-1}) = s_{-1} = 0)
-        self.stall_in = [0] * nproc
-        self.stall_out = [0] * nproc
-
-    def limit(self, p: int) -> int:
-        """First trace position of ``p`` whose dependency is not known yet (``2 * num_firings`` if none)."""
-        c = self.c
-        lim = c.nev[p]
-        for s in c.ins[p]:
-            kw = self.known_w[s]
-            if kw < c.tokens[s]:
-                lim = min(lim, c.rpos_l[s][kw])  # the read of the first unwritten token
-        for s in c.outs[p]:
-            d = self.fifo_depth[s]
-            if d is not None and self.known_r[s] + d < c.tokens[s]:
-                lim = min(lim, c.wpos_l[s][self.known_r[s] + d])  # needs the unknown read of token known_r
-        return lim
-
-    def advance(self, p: int, j0: int, j1: int) -> None:
-        """Compute the times of trace events j0..j1-1 of ``p`` (dependencies known) and publish token times."""
-        if j1 - j0 <= _SCALAR_BATCH:
-            self._advance_scalar(p, j0, j1)
-        else:
-            self._advance_vector(p, j0, j1)
-            c = self.c
-            t = self.times[p]
-            for s in c.outs[p]:
-                k0, k1 = self.known_w[s], bisect_left(c.wpos_l[s], j1, self.known_w[s])
-                self.wt[s][k0 + 1 : k1 + 1] = t[c.wpos[s][k0:k1]]
-                self.known_w[s] = k1
-            for s in c.ins[p]:
-                k0, k1 = self.known_r[s], bisect_left(c.rpos_l[s], j1, self.known_r[s])
-                self.rt[s][k0 + 1 : k1 + 1] = t[c.rpos[s][k0:k1]]
-                self.known_r[s] = k1
-        self.next_ev[p] = j1
-
-    def _advance_vector(self, p: int, j0: int, j1: int) -> None:
-        c = self.c
-        n = j1 - j0
-        rel = self.release[p]
-        dep = np.full(n, _NEG, dtype=np.int64) if rel is None else rel[j0:j1].copy()
-        for s in c.ins[p]:
-            np.maximum(dep, self.wt[s][c.ev_read[s][j0:j1]] + self.raw[s], out=dep)
-        for s in c.outs[p]:
-            idx = self.space_idx[s]
-            if idx is not None:
-                np.maximum(dep, self.rt[s][idx[j0:j1]] + 1, out=dep)
-        static = c.static[p][j0:j1]
-        # t_j = max(t_{j-1} + s_j - s_{j-1}, dep_j)  <=>  t_j - s_j = max(slip_prev, max_{i<=j}(dep_i - s_i))
-        slip = np.maximum(np.maximum.accumulate(dep - static), self.slip[p])
-        # The slip grows only at events whose dependency bound: reads (input empty) or writes (output full).
-        growth = np.diff(slip, prepend=self.slip[p])
-        at_write = c.is_write[p][j0:j1]
-        self.stall_out[p] += int(growth[at_write].sum())
-        self.stall_in[p] += int(growth[~at_write].sum())
-        self.times[p][j0:j1] = static + slip
-        self.slip[p] = int(slip[-1])
-
-    def _advance_scalar(self, p: int, j0: int, j1: int) -> None:
-        """Same as the vector path, one event at a time in Python (cheaper for a handful of events)."""
-        c = self.c
-        static, is_write = c.static_l[p], c.is_write_l[p]
-        rel = self.release_l[p]
-        slip = self.slip[p]
-        ts: list[int] = []
-        for j in range(j0, j1):
-            dep = _NEG if rel is None else rel[j]
-            if is_write[j]:
-                for rt, idx, d in self.scalar_outs[p]:
-                    k = idx[j] - d  # padded index of the read that frees the slot
-                    if k > 0:
-                        dep = max(dep, rt.item(k) + 1)
-            else:
-                for wt, idx, raw in self.scalar_ins[p]:
-                    k = idx[j]
-                    if k:
-                        dep = max(dep, wt.item(k) + raw)
-            grown = dep - static[j] - slip
-            if grown > 0:
-                slip += grown
-                if is_write[j]:
-                    self.stall_out[p] += grown
-                else:
-                    self.stall_in[p] += grown
-            ts.append(static[j] + slip)
-        self.slip[p] = slip
-        self.times[p][j0:j1] = ts
-        for s in c.outs[p]:  # publish write times of the tokens written by these events
-            pos, k, wt = c.wpos_l[s], self.known_w[s], self.wt[s]
-            while k < c.tokens[s] and pos[k] < j1:
-                wt[k + 1] = ts[pos[k] - j0]
-                k += 1
-            self.known_w[s] = k
-        for s in c.ins[p]:  # and read times of the tokens read
-            pos, k, rt = c.rpos_l[s], self.known_r[s], self.rt[s]
-            while k < c.tokens[s] and pos[k] < j1:
-                rt[k + 1] = ts[pos[k] - j0]
-                k += 1
-            self.known_r[s] = k
-
-    def execute(self, horizon: int | None) -> bool:
-        """Run until nothing can advance. False as soon as an event happens after ``horizon``."""
-        c = self.c
-        queue = deque(c.order)
-        queued = [True] * len(c.names)
-        while queue:
-            p = queue.popleft()
-            queued[p] = False
-            j0 = self.next_ev[p]
-            j1 = self.limit(p) if j0 < c.nev[p] else j0
-            if j1 <= j0:
-                continue
-            self.advance(p, j0, j1)
-            if horizon is not None and self.times[p][j1 - 1] > horizon:
-                return False
-            for q in c.neighbors[p]:
-                if not queued[q]:
-                    queued[q] = True
-                    queue.append(q)
-        return True
+    c: _Compiled
+    fifo_depth: list[int | None]
+    wt: list[np.ndarray]
+    rt: list[np.ndarray]
+    known_w: Sequence[int]  # per stream: tokens whose write time is known (a prefix)
+    known_r: Sequence[int]  # per stream: tokens whose read time is known (a prefix)
+    next_ev: Sequence[int]  # per process: its first event not computed
+    stall_in: Sequence[int]
+    stall_out: Sequence[int]
 
     @property
     def finished(self) -> bool:
-        return self.next_ev == self.c.nev
+        return all(int(n) == e for n, e in zip(self.next_ev, self.c.nev, strict=True))
 
     def blocked_on(self, p: int) -> WaitFor:
         """Why the next trace event of the unfinished, non-advancing process ``p`` cannot happen (first cause
         in the order of its reads / writes mappings)."""
         c = self.c
-        j = self.next_ev[p]
-        f = c.firing_l[p][j]
-        if not c.is_write_l[p][j]:
+        j = int(self.next_ev[p])
+        f = int(c.traces[p].firing[j])
+        if not c.is_write[p][j]:
             for s in c.ins[p]:
-                kw = self.known_w[s]
-                if kw < c.tokens[s] and c.rpos_l[s][kw] == j:
+                kw = int(self.known_w[s])
+                if kw < c.tokens[s] and c.rpos[s][kw] == j:
                     return WaitFor(c.names[p], c.stream_names[s], "empty", f, kw)
         for s in c.outs[p]:
             d = self.fifo_depth[s]
-            kr = self.known_r[s] + (d or 0)
-            if d is not None and kr < c.tokens[s] and c.wpos_l[s][kr] == j:
+            kr = int(self.known_r[s]) + (d or 0)
+            if d is not None and kr < c.tokens[s] and c.wpos[s][kr] == j:
                 return WaitFor(c.names[p], c.stream_names[s], "full", f, kr)
         raise AssertionError(f"process {c.names[p]} is not blocked")  # execute() stopped early: a bug
 
@@ -441,13 +378,15 @@ class _Run:
     def result(self) -> SimResult:
         c = self.c
         cycle = self.deadlock_cycle()
-        makespan = None if cycle else max(int(t[-1]) for t in self.times)
+        firing_times = {n: self.firing_times(p) for p, n in enumerate(c.names)}
+        # The last event of a trace is the write of its last firing.
+        makespan = None if cycle else max(int(ft.complete[-1]) for ft in firing_times.values())
         peaks: dict[str, int] = {}
         token_times: dict[str, TokenTimes] = {}
         for s, name in enumerate(c.stream_names):
-            kw, kr = self.known_w[s], self.known_r[s]
-            wt, rt = self.wt[s][1 : kw + 1], self.rt[s][1:]
-            peaks[name] = peak_occupancy(wt, rt)  # unread tokens have read time _POS
+            kw, kr = int(self.known_w[s]), int(self.known_r[s])
+            wt, rt = self.wt[s][1 : kw + 1], self.rt[s][1 : kr + 1]
+            peaks[name] = peak_occupancy(wt, rt)  # unread tokens: read after every write, never counted
             token_times[name] = TokenTimes(
                 first_write=int(wt[0]) if kw else None,
                 last_write=int(wt[-1]) if kw else None,
@@ -458,17 +397,231 @@ class _Run:
             makespan_cycles=makespan,
             deadlock=bool(cycle),
             deadlock_cycle=cycle,
-            stall_cycles={n: StallCycles(self.stall_in[p], self.stall_out[p]) for p, n in enumerate(c.names)},
+            stall_cycles={n: StallCycles(int(self.stall_in[p]), int(self.stall_out[p]))
+                          for p, n in enumerate(c.names)},
             peak_occupancy=peaks,
             token_times=token_times,
-            firings_done={n: bisect_left(c.write_pos_l[p], self.next_ev[p]) for p, n in enumerate(c.names)},
-            firing_times={n: self._firing_times(p) for p, n in enumerate(c.names)},
+            firings_done={n: int(np.searchsorted(c.traces[p].write_pos, self.next_ev[p]))
+                          for p, n in enumerate(c.names)},
+            firing_times=firing_times,
         )
 
-    def _firing_times(self, p: int) -> FiringTimes:
+    def firing_times(self, p: int) -> FiringTimes:
+        raise NotImplementedError  # each engine keeps its own form
+
+
+class _CompiledRun(_State):
+    """One simulation by the compiled event loop (:mod:`.sim_kernel`), the default engine."""
+
+    def __init__(self, c: _Compiled, depths: list[int | None], release: list[np.ndarray | None]) -> None:
+        self.c = c
+        self.fifo_depth = depths
+        pk = c.packed
+        self.rel = None  # no process has release times
+        if any(r is not None for r in release):
+            self.rel = np.full(int(pk.ev_off[-1]), _NEG, dtype=np.int64)
+            for p, (t, r) in enumerate(zip(c.traces, release, strict=True)):
+                if r is not None:
+                    self.rel[pk.ev_off[p] : pk.ev_off[p + 1]] = np.where(t.is_write, _NEG, r[t.firing])
+        self.depth = np.array([d or 0 for d in depths], dtype=np.int64)
+        self.raw = np.array([raw_latency(c.width[s], d, c.srl_max_bits) for s, d in enumerate(depths)],
+                            dtype=np.int64)
+        nproc, nstr = len(c.names), len(c.stream_names)
+        pad = (pk.tok_off + np.arange(nstr + 1)).tolist()  # stream s's padded segment: pad[s] .. pad[s + 1]
+        # Token times are read only once known (sim_kernel): no initial values needed.
+        self.wt_flat = np.empty(pad[-1], dtype=np.int64)
+        self.rt_flat = np.empty(pad[-1], dtype=np.int64)
+        self.wt = [self.wt_flat[pad[s] : pad[s + 1]] for s in range(nstr)]
+        self.rt = [self.rt_flat[pad[s] : pad[s + 1]] for s in range(nstr)]
+        # Firing times: -1 written after the run where an event was never reached (firing_times).
+        self.issue = np.empty(int(pk.ev_off[-1]) // 2, dtype=np.int64)
+        self.complete = np.empty(int(pk.ev_off[-1]) // 2, dtype=np.int64)
+        self.known_w = np.zeros(nstr, dtype=np.int64)
+        self.known_r = np.zeros(nstr, dtype=np.int64)
+        self.next_ev = np.zeros(nproc, dtype=np.int64)
+        self.slip = np.zeros(nproc, dtype=np.int64)
+        self.stall_in = np.zeros(nproc, dtype=np.int64)
+        self.stall_out = np.zeros(nproc, dtype=np.int64)
+
+    def execute(self, horizon: int | None) -> bool:
+        """Run until nothing can advance. False as soon as an event happens after ``horizon``."""
+        pk = self.c.packed
+        return bool(sim_kernel.execute(
+            pk.order, pk.nb_off, pk.nb_idx, _POS if horizon is None else horizon, pk.ev_off, pk.ii, pk.depth,
+            pk.is_write, self.rel is not None, _NO_RELEASE if self.rel is None else self.rel, pk.in_off, pk.in_idx,
+            pk.out_off, pk.out_idx, pk.tok_off, pk.wpos, pk.rpos,
+            self.depth, self.raw, pk.firing, self.issue, self.complete, self.wt_flat, self.rt_flat, self.known_w,
+            self.known_r, self.next_ev, self.slip, self.stall_in, self.stall_out))
+
+    def firing_times(self, p: int) -> FiringTimes:
+        a, b = int(self.c.ev_off[p]) // 2, int(self.c.ev_off[p + 1]) // 2
+        issue, complete = self.issue[a:b], self.complete[a:b]
+        done = int(self.next_ev[p])
+        if done < self.c.nev[p]:  # the events from trace position ``done`` on never happened
+            tr = self.c.traces[p]
+            issue[np.searchsorted(tr.read_pos, done) :] = -1
+            complete[np.searchsorted(tr.write_pos, done) :] = -1
+        return FiringTimes(issue=issue, complete=complete)
+
+
+class _PyRun(_State):
+    """One simulation by the Python engine: batches of events vectorized with numpy, short runs in a
+    scalar loop. Slower than the compiled one where back-pressure splits the runs; kept as its oracle."""
+
+    def __init__(self, c: _Compiled, depths: list[int | None], release: list[np.ndarray | None]) -> None:
+        self.c = c
+        self.fifo_depth = depths
+        # Per trace position: release time of a read event, _NEG elsewhere (None: no releases).
+        self.release = [
+            None if r is None else np.where(t.is_write, _NEG, r[t.firing])
+            for t, r in zip(c.traces, release, strict=True)
+        ]
+        self.release_l = [None if r is None else r.tolist() for r in self.release]
+        self.raw = [raw_latency(c.width[s], d, c.srl_max_bits) for s, d in enumerate(depths)]
+        nproc, nstr = len(c.names), len(c.stream_names)
+        # Padded token-time arrays: index 0 holds _NEG ("token -1", no constraint), index k + 1 token k.
+        self.wt = [np.full(t + 1, _POS, dtype=np.int64) for t in c.tokens]
+        self.rt = [np.full(t + 1, _POS, dtype=np.int64) for t in c.tokens]
+        for a in (*self.wt, *self.rt):
+            a[0] = _NEG
+        # Per process, the (array, index list, constant) triples the scalar path reads.
+        self.scalar_ins = [[(self.wt[s], c.py.ev_read_l[s], self.raw[s]) for s in ins] for ins in c.ins]
+        self.scalar_outs = [
+            [(self.rt[s], c.py.ev_written_l[s], d) for s in outs if (d := depths[s]) is not None] for outs in c.outs
+        ]
+        self.known_w = [0] * nstr  # tokens whose write time is known (a prefix)
+        self.known_r = [0] * nstr  # tokens whose read time is known (a prefix)
+        # Per trace position of a bounded output's writer: padded index of the read that frees the slot.
+        self.space_idx: list[np.ndarray | None] = [
+            None if d is None else np.maximum(c.py.ev_written[s] - d, 0) for s, d in enumerate(depths)
+        ]
+        self.times = [np.full(n, _POS, dtype=np.int64) for n in c.nev]
+        self.next_ev = [0] * nproc
+        self.slip = [0] * nproc  # t - static of the last computed event (t(e_{-1}) = s_{-1} = 0)
+        self.stall_in = [0] * nproc
+        self.stall_out = [0] * nproc
+
+    def limit(self, p: int) -> int:
+        """First trace position of ``p`` whose dependency is not known yet (``2 * num_firings`` if none)."""
+        c = self.c
+        lim = c.nev[p]
+        for s in c.ins[p]:
+            kw = self.known_w[s]
+            if kw < c.tokens[s]:
+                lim = min(lim, c.py.rpos_l[s][kw])  # the read of the first unwritten token
+        for s in c.outs[p]:
+            d = self.fifo_depth[s]
+            if d is not None and self.known_r[s] + d < c.tokens[s]:
+                lim = min(lim, c.py.wpos_l[s][self.known_r[s] + d])  # needs the unknown read of token known_r
+        return lim
+
+    def advance(self, p: int, j0: int, j1: int) -> None:
+        """Compute the times of trace events j0..j1-1 of ``p`` (dependencies known) and publish token times."""
+        if j1 - j0 <= _SCALAR_BATCH:
+            self._advance_scalar(p, j0, j1)
+        else:
+            self._advance_vector(p, j0, j1)
+            c = self.c
+            t = self.times[p]
+            for s in c.outs[p]:
+                k0, k1 = self.known_w[s], bisect_left(c.py.wpos_l[s], j1, self.known_w[s])
+                self.wt[s][k0 + 1 : k1 + 1] = t[c.wpos[s][k0:k1]]
+                self.known_w[s] = k1
+            for s in c.ins[p]:
+                k0, k1 = self.known_r[s], bisect_left(c.py.rpos_l[s], j1, self.known_r[s])
+                self.rt[s][k0 + 1 : k1 + 1] = t[c.rpos[s][k0:k1]]
+                self.known_r[s] = k1
+        self.next_ev[p] = j1
+
+    def _advance_vector(self, p: int, j0: int, j1: int) -> None:
+        c = self.c
+        n = j1 - j0
+        rel = self.release[p]
+        dep = np.full(n, _NEG, dtype=np.int64) if rel is None else rel[j0:j1].copy()
+        for s in c.ins[p]:
+            np.maximum(dep, self.wt[s][c.py.ev_read[s][j0:j1]] + self.raw[s], out=dep)
+        for s in c.outs[p]:
+            idx = self.space_idx[s]
+            if idx is not None:
+                np.maximum(dep, self.rt[s][idx[j0:j1]] + 1, out=dep)
+        static = c.static[p][j0:j1]
+        # t_j = max(t_{j-1} + s_j - s_{j-1}, dep_j)  <=>  t_j - s_j = max(slip_prev, max_{i<=j}(dep_i - s_i))
+        slip = np.maximum(np.maximum.accumulate(dep - static), self.slip[p])
+        # The slip grows only at events whose dependency bound: reads (input empty) or writes (output full).
+        growth = np.diff(slip, prepend=self.slip[p])
+        at_write = c.is_write[p][j0:j1]
+        self.stall_out[p] += int(growth[at_write].sum())
+        self.stall_in[p] += int(growth[~at_write].sum())
+        self.times[p][j0:j1] = static + slip
+        self.slip[p] = int(slip[-1])
+
+    def _advance_scalar(self, p: int, j0: int, j1: int) -> None:
+        """Same as the vector path, one event at a time in Python (cheaper for a handful of events)."""
+        c = self.c
+        static, is_write = c.py.static_l[p], c.py.is_write_l[p]
+        rel = self.release_l[p]
+        slip = self.slip[p]
+        ts: list[int] = []
+        for j in range(j0, j1):
+            dep = _NEG if rel is None else rel[j]
+            if is_write[j]:
+                for rt, idx, d in self.scalar_outs[p]:
+                    k = idx[j] - d  # padded index of the read that frees the slot
+                    if k > 0:
+                        dep = max(dep, rt.item(k) + 1)
+            else:
+                for wt, idx, raw in self.scalar_ins[p]:
+                    k = idx[j]
+                    if k:
+                        dep = max(dep, wt.item(k) + raw)
+            grown = dep - static[j] - slip
+            if grown > 0:
+                slip += grown
+                if is_write[j]:
+                    self.stall_out[p] += grown
+                else:
+                    self.stall_in[p] += grown
+            ts.append(static[j] + slip)
+        self.slip[p] = slip
+        self.times[p][j0:j1] = ts
+        for s in c.outs[p]:  # publish write times of the tokens written by these events
+            pos, k, wt = c.py.wpos_l[s], self.known_w[s], self.wt[s]
+            while k < c.tokens[s] and pos[k] < j1:
+                wt[k + 1] = ts[pos[k] - j0]
+                k += 1
+            self.known_w[s] = k
+        for s in c.ins[p]:  # and read times of the tokens read
+            pos, k, rt = c.py.rpos_l[s], self.known_r[s], self.rt[s]
+            while k < c.tokens[s] and pos[k] < j1:
+                rt[k + 1] = ts[pos[k] - j0]
+                k += 1
+            self.known_r[s] = k
+
+    def firing_times(self, p: int) -> FiringTimes:
         t = np.where(self.times[p] == _POS, -1, self.times[p])
         tr = self.c.traces[p]
         return FiringTimes(issue=t[tr.read_pos], complete=t[tr.write_pos])
+
+    def execute(self, horizon: int | None) -> bool:
+        """Run until nothing can advance. False as soon as an event happens after ``horizon``."""
+        c = self.c
+        queue = deque(c.order)
+        queued = [True] * len(c.names)
+        while queue:
+            p = queue.popleft()
+            queued[p] = False
+            j0 = self.next_ev[p]
+            j1 = self.limit(p) if j0 < c.nev[p] else j0
+            if j1 <= j0:
+                continue
+            self.advance(p, j0, j1)
+            if horizon is not None and self.times[p][j1 - 1] > horizon:
+                return False
+            for q in c.neighbors[p]:
+                if not queued[q]:
+                    queued[q] = True
+                    queue.append(q)
+        return True
 
 
 def _depth_list(c: _Compiled, depths: Mapping[str, int | None]) -> list[int | None]:
@@ -498,12 +651,22 @@ def _release_list(net: ProcessNetwork, release: Mapping[str, np.ndarray] | None)
     return out
 
 
-class Simulator:
-    """One process network prepared once (its depth-independent tables) and simulated under many FIFO depths."""
+Engine = Literal["compiled", "python"]
+_ENGINES: dict[str, type[_CompiledRun] | type[_PyRun]] = {"compiled": _CompiledRun, "python": _PyRun}
 
-    def __init__(self, net: ProcessNetwork) -> None:
+
+class Simulator:
+    """One process network prepared once (its depth-independent tables) and simulated under many FIFO depths.
+
+    ``engine``: ``compiled`` (default; :mod:`.sim_kernel`) or ``python`` (numpy batches, the oracle the tests
+    compare it with). Both compute the same exact schedule, hence identical results."""
+
+    def __init__(self, net: ProcessNetwork, engine: Engine = "compiled") -> None:
+        if engine not in _ENGINES:
+            raise ValueError(f"unknown simulation engine {engine!r} (compiled | python)")
         self._net = net
-        self._compiled = _Compiled(net)
+        self._compiled = net.derived("timing_sim", lambda: _Compiled(net))
+        self._engine = _ENGINES[engine]
 
     @property
     def stream_names(self) -> list[str]:
@@ -520,7 +683,7 @@ class Simulator:
         ``release[process][f]``, if given, is the earliest cycle at which firing f may issue.
         """
         c = self._compiled
-        run = _Run(c, _depth_list(c, depths), _release_list(self._net, release))
+        run = self._engine(c, _depth_list(c, depths), _release_list(self._net, release))
         run.execute(horizon=None)
         return run.result()
 
@@ -528,7 +691,7 @@ class Simulator:
         """Whether a run with ``depths`` ends without deadlock and with no event after ``horizon``; it stops at
         the first event past the horizon, so a no costs less than a full ``run``."""
         c = self._compiled
-        run = _Run(c, _depth_list(c, depths), [None] * len(c.names))
+        run = self._engine(c, _depth_list(c, depths), [None] * len(c.names))
         return run.execute(horizon=horizon) and run.finished
 
 
@@ -536,6 +699,7 @@ def simulate(
     net: ProcessNetwork,
     depths: Mapping[str, int | None],
     release: Mapping[str, np.ndarray] | None = None,
+    engine: Engine = "compiled",
 ) -> SimResult:
     """Simulate one run of ``net`` (``Simulator.run``)."""
-    return Simulator(net).run(depths, release)
+    return Simulator(net, engine).run(depths, release)

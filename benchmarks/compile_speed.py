@@ -1,0 +1,113 @@
+"""Compile speed of the paper-size blocks: seconds per family x mode x design point, stage by stage.
+
+Run: ``.venv/bin/python benchmarks/compile_speed.py [--families gpt2,llama] [--modes decode,prefill]
+[--points default,rank1,tile2,tile4] [--json OUT.json]``. Every row is one ``streamtensor compile MODEL --size paper``
+(prefill: ``--seq-len 32``; decode: ``--max-len 128``) to a Vitis project, in a fresh process, one at a time, and
+prints
+
+- wall and CPU seconds of the whole process (imports, frontend, allocation, codegen, the PyTorch reference; CPU
+  from ``wait4``'s rusage: the figure to compare on a shared machine, next to the load average when it started),
+- CPU seconds of the frontend stages (``frontend.*``), of FIFO sizing (``allocation.fifo_lp``) and of the rest of
+  the allocation (simulation, resources, SLR plan), from the report's ``stage_cpu_seconds``,
+- FIFO bits, the simulated makespan and its unbounded-FIFO baseline (modelled cycles), and whether it deadlocked.
+
+Design points (the ones the search and the hand-picked ``paper_ratios.DESIGN_POINTS`` visit): ``default``,
+``rank1`` (``--max-token-rank 1``), ``tile2`` / ``tile4`` (``--token-tile-size 2 / 4``, prefill only).
+Not a unit test: timings are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FAMILIES = ("gpt2", "llama", "qwen2", "gemma")
+MODES = ("decode", "prefill")
+POINTS: dict[str, list[str]] = {
+    "default": [],
+    "rank1": ["--max-token-rank", "1"],
+    "tile2": ["--token-tile-size", "2"],
+    "tile4": ["--token-tile-size", "4"],
+}
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def measure(family: str, mode: str, point: str, src: Path) -> dict[str, object]:
+    """One compile in a child process (``streamtensor`` from ``src``); its wall and CPU seconds and what its
+    report says."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "streamtensor.cli", "compile", family, "--size", "paper", "--mode", mode,
+               "--seq-len", "32", "--max-len", "128", "--quiet", "-o", out, *POINTS[point]]
+        env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        load = os.getloadavg()[0]
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        err = proc.stderr.read() if proc.stderr else ""
+        row: dict[str, object] = {"family": family, "mode": mode, "point": point, "load": round(load, 2),
+                                  "wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+                                  "max_rss_mb": usage.ru_maxrss // 1024, "ok": status == 0}
+        if status != 0:
+            # The CLI's one-line error, not a library's warning before it.
+            lines = [line for line in err.splitlines() if line.strip() and not line.startswith("[")]
+            row["error"] = lines[-1] if lines else f"exit status {status}"
+            return row
+        report = json.loads((Path(out) / "report.json").read_text())
+    cpu = report.get("stage_cpu_seconds", {})  # not in reports of older sources (--src)
+    sim = report["simulation"]
+    row.update({
+        "frontend_cpu_s": round(sum(v for k, v in cpu.items() if k.startswith("frontend.")), 2),
+        "fifo_lp_cpu_s": cpu.get("allocation.fifo_lp"),
+        "fifo_lp_wall_s": report["stages"].get("allocation.fifo_lp"),
+        "alloc_rest_cpu_s": round(sum(v for k, v in cpu.items()
+                                      if k.startswith("allocation.") and k != "allocation.fifo_lp"), 2),
+        "fifo_bits": report["fifo_total_bits"],
+        "makespan": sim["makespan_cycles"],
+        "unbounded": sim["unbounded_makespan_cycles"],
+        "deadlock": sim["deadlock"],
+    })
+    return row
+
+
+COLUMNS = ("family", "mode", "point", "load", "wall_s", "cpu_s", "frontend_cpu_s", "fifo_lp_cpu_s",
+           "fifo_lp_wall_s", "alloc_rest_cpu_s", "max_rss_mb", "fifo_bits", "makespan", "unbounded", "deadlock")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", default=",".join(FAMILIES))
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--points", default="default,rank1,tile2,tile4",
+                        help="design points (tile2/tile4 apply to prefill only)")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    parser.add_argument("--src", type=Path, default=SRC,
+                        help="the streamtensor sources to time (default: this checkout's; another checkout's "
+                             "src/ gives the before figures)")
+    args = parser.parse_args()
+    rows = []
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|" + "---|" * len(COLUMNS))
+    for family in args.families.split(","):
+        for mode in args.modes.split(","):
+            for point in args.points.split(","):
+                if point.startswith("tile") and mode != "prefill":
+                    continue
+                row = measure(family, mode, point, args.src)
+                rows.append(row)
+                if row["ok"]:
+                    print("| " + " | ".join(str(row.get(c)) for c in COLUMNS) + " |", flush=True)
+                else:
+                    print(f"| {family} | {mode} | {point} | FAILED: {row['error']} |", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Compiled event loop of the timing simulator (:mod:`.timing_sim`): the same trace model and the same exact,
+event-driven evaluation, one event at a time in machine code (numba).
+
+Why compiled: with the small FIFOs the LP sizes, producers and consumers advance a few events at a time in
+alternation, so the Python engine spends its time in per-batch overhead (about 10^5 batches per simulation of a
+paper-size decode block, seconds per simulation); here an event costs nanoseconds, and the sizing search's
+dozens of simulations take well under a second. ``timing_sim``'s Python engine (``engine="python"``) is kept as
+the oracle: the tests compare both on every result field.
+
+Layout (flat int64 arrays, built once per network by ``timing_sim._Compiled.packed``):
+
+* per process p: its ``ii`` and pipeline depth ``pdepth``; its trace events ``ev_off[p] .. ev_off[p+1]`` of
+  ``firing`` and ``is_write`` (an event's static time is ``firing * ii``, plus ``pdepth`` for a write) and, per
+  run where ``has_rel``, ``rel`` (release time of a read event, ``NEG`` elsewhere); its firings ``ev_off[p] / 2 ..
+  ev_off[p+1] / 2`` of the results ``issue`` / ``complete`` (times of each firing's read / write event, -1
+  where never reached); its input / output stream ids
+  ``in_idx[in_off[p]:in_off[p+1]]`` / ``out_idx[...]``; its neighbours ``nb_idx[nb_off[p]:nb_off[p+1]]``;
+* per stream s: its tokens ``tok_off[s] .. tok_off[s+1]`` of ``wpos`` / ``rpos`` (trace position, local to the
+  writer / reader, of the event that writes / reads the token), and the padded token times ``wt`` / ``rt`` at
+  ``tok_off[s] + s``: index k + 1 of a stream's segment is token k (the Python engine's layout, so both share
+  the result code; index 0 is never read here, and a token's time only once it is known);
+* per run: ``depth[s]`` (0: unbounded) and ``raw[s]``, the FIFO read latency.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+NEG = -(2**62)  # "no constraint" / padding time (timing_sim._NEG)
+POS = 2**62  # time of an event not computed (yet) (timing_sim._POS)
+
+
+@numba.njit(cache=True, nogil=True)
+def _advance(p: int, ev_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray, is_write: np.ndarray,
+             has_rel: bool, rel: np.ndarray,
+             in_off: np.ndarray, in_idx: np.ndarray, out_off: np.ndarray, out_idx: np.ndarray,
+             tok_off: np.ndarray, wpos: np.ndarray, rpos: np.ndarray, depth: np.ndarray, raw: np.ndarray,
+             firing: np.ndarray, issue: np.ndarray, complete: np.ndarray, wt: np.ndarray, rt: np.ndarray,
+             known_w: np.ndarray, known_r: np.ndarray, next_ev: np.ndarray, slip: np.ndarray, stall_in: np.ndarray,
+             stall_out: np.ndarray) -> int:
+    """Compute the events of ``p`` from ``next_ev[p]`` on while their dependencies are known; the number done.
+
+    Event j (static time s_j): t_j = max(t_{j-1} + s_j - s_{j-1}, dep_j), i.e. the slip t - s grows by
+    dep_j - s_j - slip where that is positive (a stall, charged to input-empty at a read, output-full at a
+    write). A read's dep: every token it reads written + raw; a write's: for every token k it writes with
+    k >= D, the read of token k - D + 1."""
+    base = ev_off[p]
+    fbase = base // 2  # firings of p: fbase .. fbase + end / 2 in issue / complete
+    end = ev_off[p + 1] - base
+    j = next_ev[p]
+    start = j
+    sl = slip[p]
+    iip = ii[p]
+    dp = pdepth[p]
+    while j < end:
+        e = base + j
+        dep = rel[e] if has_rel else NEG
+        fe = firing[e]
+        if is_write[e]:
+            st = fe * iip + dp  # static time of the event (not stored: memory traffic is the cost here)
+            for i in range(out_off[p], out_off[p + 1]):
+                s = out_idx[i]
+                d = depth[s]
+                t0 = tok_off[s]
+                n = tok_off[s + 1] - t0
+                k = known_w[s]
+                while k < n and wpos[t0 + k] == j:
+                    if d > 0 and k >= d:
+                        if k - d >= known_r[s]:
+                            break  # the read that frees the slot has not happened yet: blocked
+                        v = rt[t0 + s + 1 + k - d] + 1
+                        if v > dep:
+                            dep = v
+                    k += 1
+                if k < n and wpos[t0 + k] == j:
+                    break
+            else:
+                grown = dep - st - sl
+                if grown > 0:
+                    sl += grown
+                    stall_out[p] += grown
+                t = st + sl
+                complete[fbase + fe] = t
+                for i in range(out_off[p], out_off[p + 1]):
+                    s = out_idx[i]
+                    t0 = tok_off[s]
+                    n = tok_off[s + 1] - t0
+                    k = known_w[s]
+                    while k < n and wpos[t0 + k] == j:
+                        wt[t0 + s + 1 + k] = t
+                        k += 1
+                    known_w[s] = k
+                j += 1
+                continue
+            break  # blocked writing
+        for i in range(in_off[p], in_off[p + 1]):
+            s = in_idx[i]
+            t0 = tok_off[s]
+            n = tok_off[s + 1] - t0
+            k = known_r[s]
+            last = -1
+            while k < n and rpos[t0 + k] == j:
+                last = k
+                k += 1
+            if last >= 0:
+                if last >= known_w[s]:
+                    break  # a token it reads is not written yet: blocked
+                v = wt[t0 + s + 1 + last] + raw[s]  # write times rise with the token: the last one binds
+                if v > dep:
+                    dep = v
+        else:
+            grown = dep - fe * iip - sl
+            if grown > 0:
+                sl += grown
+                stall_in[p] += grown
+            t = fe * iip + sl
+            issue[fbase + fe] = t
+            for i in range(in_off[p], in_off[p + 1]):
+                s = in_idx[i]
+                t0 = tok_off[s]
+                n = tok_off[s + 1] - t0
+                k = known_r[s]
+                while k < n and rpos[t0 + k] == j:
+                    rt[t0 + s + 1 + k] = t
+                    k += 1
+                known_r[s] = k
+            j += 1
+            continue
+        break  # blocked reading
+    next_ev[p] = j
+    slip[p] = sl
+    return j - start
+
+
+@numba.njit(cache=True, nogil=True)
+def execute(order: np.ndarray, nb_off: np.ndarray, nb_idx: np.ndarray, horizon: int,
+            ev_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray, is_write: np.ndarray, has_rel: bool,
+            rel: np.ndarray,
+            in_off: np.ndarray, in_idx: np.ndarray, out_off: np.ndarray, out_idx: np.ndarray,
+            tok_off: np.ndarray, wpos: np.ndarray, rpos: np.ndarray, depth: np.ndarray, raw: np.ndarray,
+            firing: np.ndarray, issue: np.ndarray, complete: np.ndarray, wt: np.ndarray, rt: np.ndarray,
+            known_w: np.ndarray, known_r: np.ndarray, next_ev: np.ndarray, slip: np.ndarray, stall_in: np.ndarray,
+            stall_out: np.ndarray) -> bool:
+    """Advance processes (a FIFO work queue, in ``order`` first) until none can; False as soon as an event
+    happens after ``horizon``. The state reached does not depend on the visiting order: every event is
+    computed once, from dependencies that are final when it is."""
+    nproc = order.shape[0]
+    queue = order.copy()
+    queued = np.ones(nproc, dtype=np.bool_)
+    head = 0
+    count = nproc
+    while count > 0:
+        p = queue[head]
+        head = (head + 1) % nproc
+        count -= 1
+        queued[p] = False
+        done = _advance(p, ev_off, ii, pdepth, is_write, has_rel, rel, in_off, in_idx, out_off, out_idx, tok_off,
+                        wpos, rpos, depth, raw, firing, issue, complete, wt, rt, known_w, known_r, next_ev, slip,
+                        stall_in, stall_out)
+        if done == 0:
+            continue
+        e = ev_off[p] + next_ev[p] - 1  # its last event so far, the latest
+        if firing[e] * ii[p] + (pdepth[p] if is_write[e] else 0) + slip[p] > horizon:
+            return False
+        for i in range(nb_off[p], nb_off[p + 1]):
+            q = nb_idx[i]
+            if not queued[q]:
+                queued[q] = True
+                queue[(head + count) % nproc] = q
+                count += 1
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def peak_occupancies(write_times: np.ndarray, read_times: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """``timing_sim.peak_occupancy(write_times, read_times + x)`` for every x in ``shifts``, by one merge of the
+    two sorted arrays per shift: O(tokens) each, no temporaries."""
+    n = write_times.shape[0]
+    out = np.zeros(shifts.shape[0], dtype=np.int64)
+    for i in range(shifts.shape[0]):
+        x = shifts[i]
+        j = 0  # reads strictly before the current write
+        peak = 0
+        for k in range(n):
+            w = write_times[k]
+            while j < read_times.shape[0] and read_times[j] + x < w:
+                j += 1
+            if k + 1 - j > peak:
+                peak = k + 1 - j
+        out[i] = peak
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def merge_traces(ii: np.ndarray, depth: np.ndarray, ev_off: np.ndarray, static: np.ndarray, firing: np.ndarray,
+                 is_write: np.ndarray, read_pos: np.ndarray, write_pos: np.ndarray) -> None:
+    """The static traces of processes of pipeline ``ii`` / ``depth`` and ``ev_off[p+1] - ev_off[p]`` events
+    (``timing_sim.process_trace``): the reads ``f*ii`` and writes ``g*ii + depth``, both sorted, merged with
+    ties going to the older firing, then to the read. ``read_pos`` / ``write_pos``: per firing (at
+    ``ev_off[p] / 2``), the trace position of its read / write event."""
+    for p in range(ii.shape[0]):
+        base = ev_off[p]
+        fbase = base // 2
+        n = (ev_off[p + 1] - base) // 2
+        f = 0
+        g = 0
+        for j in range(2 * n):
+            rs = f * ii[p]
+            ws = g * ii[p] + depth[p]
+            if g >= n or (f < n and (rs < ws or (rs == ws and f <= g))):
+                static[base + j] = rs
+                firing[base + j] = f
+                is_write[base + j] = False
+                read_pos[fbase + f] = j
+                f += 1
+            else:
+                static[base + j] = ws
+                firing[base + j] = g
+                is_write[base + j] = True
+                write_pos[fbase + g] = j
+                g += 1
