@@ -35,9 +35,10 @@ SUPPORTED_SCALAR_OPS = {
     "arith.maxnumf", "arith.minnumf", "arith.remf", "arith.cmpf", "arith.cmpi", "arith.select", "arith.sitofp",
     "arith.uitofp", "arith.fptosi", "arith.extf", "arith.truncf", "arith.extsi", "arith.extui", "arith.trunci",
     "arith.index_cast", "arith.andi", "arith.ori", "arith.xori", "arith.addi", "arith.subi", "arith.muli",
-    "arith.divsi", "arith.remsi", "arith.maxsi", "arith.minsi", "arith.constant", "math.exp", "math.log",
-    "math.sqrt", "math.rsqrt", "math.tanh", "math.sin", "math.cos", "math.fpowi", "math.powf", "math.erf",
-    "math.absf", "linalg.index",
+    "arith.divsi", "arith.remsi", "arith.maxsi", "arith.minsi", "arith.constant", "math.exp", "math.log", "math.log1p",
+    "math.expm1", "math.exp2", "math.log2", "math.log10", "math.tan", "math.floor", "math.ceil", "math.trunc",
+    "math.round", "math.roundeven", "math.sqrt", "math.rsqrt", "math.tanh", "math.sin", "math.cos", "math.fpowi",
+    "math.powf", "math.erf", "math.absf", "linalg.index",
 }
 _IGNORED_OPS = {"cf.assert", "func.return"}
 
