@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from torch_mlir import ir
@@ -137,14 +138,16 @@ class _Importer:
                 outputs = [self.use(v, op) for v in op.operands]
                 continue
             imported = self.import_op(op)
-            if imported is not None:
+            if isinstance(imported, list):
+                ops.extend(imported)
+            elif imported is not None:
                 ops.append(imported)
         graph = Graph(fname, inputs, outputs, _dead_code_elimination(ops, outputs),
                       weight_names={n for n in self.weight_names})
         graph.verify()
         return graph
 
-    def import_op(self, op: ir.Operation) -> Op | None:
+    def import_op(self, op: ir.Operation) -> Op | list[Op] | None:
         loc = short_location(str(op.location))
         name = op.name
         if name in _IGNORED_OPS:
@@ -172,8 +175,10 @@ class _Importer:
             source = self.use(op.operands[0], op)
             sizes = _int_array(op.attributes["static_sizes"])
             result = self.define(op.results[0], self.fresh())
-            return SliceOp([result], source, _int_array(op.attributes["static_offsets"]), sizes,
-                           _int_array(op.attributes["static_strides"]), location=loc)
+            offsets, strides = _int_array(op.attributes["static_offsets"]), _int_array(op.attributes["static_strides"])
+            if any(s != 1 for s in strides):
+                return unit_stride_slices(source, offsets, sizes, strides, result, self.fresh, loc)
+            return SliceOp([result], source, offsets, sizes, strides, location=loc)
         if name == "tensor.concat":
             ins = [self.use(v, op) for v in op.operands]
             return ConcatOp([self.define(op.results[0], self.fresh())], ins,
@@ -257,6 +262,52 @@ def _label(body: ScalarBody, iters: list[str], n_inputs: int, maps: list) -> str
         if stem in names:
             return "elementwise_" + stem.split(".")[1]
     return "elementwise"
+
+
+def unit_stride_slices(source: Value, offsets: Sequence[int], sizes: Sequence[int], strides: Sequence[int],
+                       result: Value, fresh: Callable[[], str], loc: str | None = None) -> list[Op]:
+    """A strided ``extract_slice`` (e.g. the even and odd features of interleaved rotary, ``x[..., ::2]``) as
+    unit-stride ops the dataflow streams: each strided dim, cut to the ``size x stride`` elements it reads (or
+    kept whole when that runs past its end and the stride divides it), is expanded into (elements, stride) and
+    a unit-stride slice keeps position ``offset % stride`` of the stride dim. Same elements, same order."""
+    shape = source.type.shape
+    cut_off: list[int] = []
+    cut_size: list[int] = []
+    for n, o, c, s in zip(shape, offsets, sizes, strides, strict=True):
+        if s == 1 or o + c * s <= n:
+            cut_off.append(0 if s == 1 else o)
+            cut_size.append(n if s == 1 else c * s)
+        elif n % s == 0:
+            cut_off.append(0)
+            cut_size.append(n)
+        else:
+            raise UnsupportedOpError("tensor.extract_slice", "tensor", f"stride {s} over a dim of {n} elements "
+                                     f"from offset {o}: neither {c} x {s} elements fit nor does {s} divide {n}", loc)
+    ops: list[Op] = []
+    cut = source
+    if tuple(cut_size) != shape:
+        cut = Value(fresh(), TensorType(tuple(cut_size), source.type.dtype))
+        ops.append(SliceOp([cut], source, tuple(cut_off), tuple(cut_size), (1,) * len(shape), location=loc))
+    groups: list[list[int]] = []
+    expanded: list[int] = []
+    last_off: list[int] = []
+    last_size: list[int] = []
+    for n, o, c, s, co in zip(cut_size, offsets, sizes, strides, cut_off, strict=True):
+        if s == 1:
+            groups.append([len(expanded)])
+            expanded.append(n)
+            last_off.append(o)
+            last_size.append(c)
+        else:
+            groups.append([len(expanded), len(expanded) + 1])
+            expanded += [n // s, s]
+            rel = o - co  # the offset inside the cut range
+            last_off += [rel // s, rel % s]
+            last_size += [c, 1]
+    wide = Value(fresh(), TensorType(tuple(expanded), source.type.dtype))
+    ops.append(ReshapeOp([wide], cut, groups, expand=True, location=loc))
+    ops.append(SliceOp([result], wide, tuple(last_off), tuple(last_size), (1,) * len(expanded), location=loc))
+    return ops
 
 
 def _dead_code_elimination(ops: list[Op], outputs: list[Value]) -> list[Op]:

@@ -190,7 +190,8 @@ class _Builder:
                         return kernel_operand_type(op, t.loops, t.tile_order, j)
             elif isinstance(op, ReshapeOp) and op.results[0].name in self.live:
                 d = self._demand(op.results[0].name)
-                q = reassociate_type(d, self.values[value].shape) if d is not None else None
+                # the reshape's own source type: a value further down the chain is not walked yet
+                q = reassociate_type(d, op.source.type.shape) if d is not None else None
                 if q is not None:
                     return q
         return None
