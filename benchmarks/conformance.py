@@ -71,6 +71,9 @@ SHRINK_RULES: dict[str, _Rule] = {
     **{k: _at_most(4) for k in _HEADS + ("encoder_attention_heads",)},
     **{k: _kv_heads for k in ("num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num")},
     **{k: _head_dim for k in ("head_dim", "kv_channels", "d_head", "d_kv")},
+    # Multi-head latent attention: the rotary part is the head_dim above (16), the low ranks shrink with hidden.
+    **{k: _at_most(16) for k in ("qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")},
+    **{k: _at_most(32) for k in ("kv_lora_rank", "q_lora_rank")},
     "rotary_dim": _at_most(8),  # rotary features of a head, at most the head's 16
     "is_decoder": lambda value, _: True,  # BERT-like models are causal LMs only as decoders
     "vocab_size": _at_most(256),

@@ -25,6 +25,7 @@ from streamtensor.ir.linalg import (
     SliceOp,
     TensorType,
     Value,
+    unit_dim_groups,
 )
 
 _CMPI = ["eq", "ne", "slt", "sle", "sgt", "sge", "ult", "ule", "ugt", "uge"]
@@ -104,6 +105,8 @@ class _Importer:
         self.input_names = input_names
         self.counter = 0
         self.label_counts: dict[str, int] = {}
+        # tensor.insert_slice chains not yet covering their destination: value -> (offsets, sizes, source) pieces
+        self.partial: dict[ir.Value, list[tuple[tuple[int, ...], tuple[int, ...], Value]]] = {}
 
     def fresh(self, prefix: str = "v") -> str:
         self.counter += 1
@@ -116,6 +119,9 @@ class _Importer:
         return v
 
     def use(self, mlir_value: ir.Value, op: ir.Operation) -> Value:
+        if mlir_value in self.partial:
+            raise UnsupportedOpError("tensor.insert_slice", "tensor", "a tensor read while only part of it is "
+                                     "written (inserts that do not cover it)", short_location(str(op.location)))
         if mlir_value not in self.names:
             raise UnsupportedOpError(op.name, op.name.split(".")[0],
                                      "operand is not a tensor produced by a supported op",
@@ -179,11 +185,53 @@ class _Importer:
             if any(s != 1 for s in strides):
                 return unit_stride_slices(source, offsets, sizes, strides, result, self.fresh, loc)
             return SliceOp([result], source, offsets, sizes, strides, location=loc)
+        if name == "tensor.insert_slice":
+            return self.import_insert(op, loc)
         if name == "tensor.concat":
             ins = [self.use(v, op) for v in op.operands]
             return ConcatOp([self.define(op.results[0], self.fresh())], ins,
                             int(ir.IntegerAttr(op.attributes["dim"]).value), location=loc)
         raise UnsupportedOpError(name, name.split(".")[0], "no dataflow lowering for this op", loc)
+
+    def import_insert(self, op: ir.Operation, loc: str | None) -> list[Op] | None:
+        """``tensor.insert_slice`` chains that together overwrite their whole destination along one dim (the
+        concatenation of rotary and pass-through features, ``torch.cat`` lowered in place) become one
+        ``tensor.concat``; a destination only partly overwritten is not streamed."""
+        if len(op.operands) != 2:
+            raise UnsupportedOpError(op.name, "tensor", "dynamic offsets or sizes", loc)
+        source = self.use(op.operands[0], op)
+        dest = op.operands[1]
+        offsets = tuple(_int_array(op.attributes["static_offsets"]))
+        sizes = tuple(_int_array(op.attributes["static_sizes"]))
+        if any(s != 1 for s in _int_array(op.attributes["static_strides"])):
+            raise UnsupportedOpError(op.name, "tensor", "strided insert", loc)
+        pieces = [*self.partial.pop(dest, []), (offsets, sizes, source)]
+        shape = _tensor_type(op.results[0].type).shape
+        cut = {k for o, s, _ in pieces for k, n in enumerate(shape) if (o[k], s[k]) != (0, n)}
+        if len(cut) > 1:
+            raise UnsupportedOpError(op.name, "tensor", "inserts that cut more than one dim", loc)
+        k = cut.pop() if cut else 0
+        pieces.sort(key=lambda p: p[0][k])
+        ends = [0] + [o[k] + s[k] for o, s, _ in pieces]
+        if any(o[k] != end for (o, _, _), end in zip(pieces, ends, strict=False)):
+            raise UnsupportedOpError(op.name, "tensor", "overlapping or non-adjacent inserts", loc)
+        if ends[-1] != shape[k]:
+            self.partial[op.results[0]] = pieces  # completed by a later insert, else its use is refused
+            return None
+        ops: list[Op] = []
+        parts: list[Value] = []
+        for _, piece_sizes, piece in pieces:
+            if piece.type.shape != piece_sizes:  # rank-reduced source: its unit dims back
+                full = Value(self.fresh(), TensorType(piece_sizes, piece.type.dtype))
+                ops.append(ReshapeOp([full], piece, unit_dim_groups(piece_sizes, piece.type.shape), expand=True,
+                                     location=loc))
+                piece = full
+            parts.append(piece)
+        if len(parts) == 1:  # one insert overwriting everything: the result is its source
+            self.names[op.results[0]] = parts[0].name
+        else:
+            ops.append(ConcatOp([self.define(op.results[0], self.fresh())], parts, k, location=loc))
+        return ops
 
     def import_generic(self, op: ir.Operation, loc: str | None) -> GenericOp:
         maps = [parse_affine_map(str(m)) for m in ir.ArrayAttr(op.attributes["indexing_maps"])]
