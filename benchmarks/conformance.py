@@ -149,7 +149,7 @@ def _one_line(exc: BaseException) -> str:
 def check_type(model_type: str, cache_dir: Path) -> Row:
     """Checkpoint, then compile + C simulation in each mode (runs in the worker subprocess)."""
     from streamtensor import compile_llm_block
-    from streamtensor.errors import StageError, UnsupportedModelError
+    from streamtensor.errors import StageError, UnsupportedModelError, UnsupportedOpError
 
     start = time.perf_counter()
 
@@ -169,6 +169,8 @@ def check_type(model_type: str, cache_dir: Path) -> Row:
             report = design.simulate(*block.example_inputs(), runs=2)
         except UnsupportedModelError as exc:
             return row("refused", str(exc))
+        except UnsupportedOpError as exc:  # refused after export: the op names the construct
+            return row("refused", f"model type '{model_type}' ({mode}): {exc}")
         except StageError as exc:
             return row("failed", f"{mode}: {exc.stage}: {_one_line(exc.__cause__ or exc)}")
         except Exception as exc:

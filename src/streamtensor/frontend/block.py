@@ -22,7 +22,7 @@ from torch import nn
 
 from streamtensor.errors import ModelError, OptionError, UnsupportedModelError
 from streamtensor.frontend.models import LoadedModel
-from streamtensor.frontend.support import check_layer, check_model, raise_recurrent
+from streamtensor.frontend.support import check_layer, check_model, raise_probe_failure, raise_recurrent
 
 MODES = ("prefill", "decode")
 
@@ -166,8 +166,10 @@ class DecoderBlock(nn.Module):
                 self.layer(torch.zeros(1, probe_len, hidden), **kwargs)
         except AttributeError as exc:
             if "_BlockCache" not in str(exc):
-                raise
+                raise_probe_failure(self.model_type, self.layer, set(kwargs), exc)
             raise_recurrent(self.model_type, self.layer, f"it asks its cache for '{exc.name}'")
+        except Exception as exc:  # noqa: BLE001 - any failure of the model's own code is explained in one line
+            raise_probe_failure(self.model_type, self.layer, set(kwargs), exc)
         if cache.keys is None:
             raise_recurrent(self.model_type, self.layer, "it never writes keys and values to its cache")
         assert cache.keys is not None and cache.values is not None

@@ -274,6 +274,12 @@ class _Importer:
             if inner.name == "linalg.yield":
                 yields = tuple(operand(v, inner) for v in inner.operands)
                 continue
+            if inner.name == "cf.assert":  # a bounds check of PyTorch's indexing: no value, nothing to compute
+                continue
+            if inner.name == "tensor.extract":
+                raise UnsupportedOpError(inner.name, "tensor", "a gather: the kernel body reads a tensor at a computed "
+                                         "index (a table looked up by position ids, an embedding lookup); streaming "
+                                         "it would need the table in on-chip memory read at a runtime index", loc)
             if inner.name not in SUPPORTED_SCALAR_OPS:
                 raise UnsupportedOpError(inner.name, inner.name.split(".")[0], "scalar op has no implementation",
                                          loc)
