@@ -82,7 +82,9 @@ SHRINK_RULES: dict[str, _Rule] = {
     **{k: _at_most(4) for k in ("sliding_window", "window_size", "attention_window")},  # < SEQ_LEN: the mask bites
     **{k: _at_most(4) for k in ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")},
     **{k: _at_most(2) for k in ("num_experts_per_tok", "moe_topk", "top_k")},
+    "num_kv_shared_layers": _at_most(0),  # layers reusing an earlier layer's KV cache: none of the two kept
 }
+_HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model", "n_embed", "embed_dim", "dim")
 
 
 def shrink_config(values: dict[str, Any]) -> dict[str, Any]:
@@ -93,16 +95,20 @@ def shrink_config(values: dict[str, Any]) -> dict[str, Any]:
     layer_keys = [k for k in ("num_hidden_layers", "n_layer", "num_layers", "n_layers") if isinstance(
         values.get(k), int)]
     old_layers = values[layer_keys[0]] if layer_keys else None
+    hidden_key = next((k for k in _HIDDEN_KEYS if isinstance(values.get(k), int)), None)
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if isinstance(value, dict) and ("model_type" in value or key.endswith("_config")):
-            out[key] = shrink_config(value)
+        if isinstance(value, dict) and value and all(str(k).isdigit() for k in value):
+            out[key] = {k: v for k, v in value.items() if int(k) < NUM_LAYERS}
+        elif isinstance(value, dict) and ("model_type" in value or key.endswith("_config")):
+            out[key] = {**value, **shrink_config(value)}  # a sub-config given is taken whole
         elif key in SHRINK_RULES:
             out[key] = SHRINK_RULES[key](value, values)
         elif isinstance(value, list) and old_layers and len(value) == old_layers > NUM_LAYERS:
             out[key] = value[:NUM_LAYERS]
-        elif isinstance(value, dict) and value and all(str(k).isdigit() for k in value):
-            out[key] = {k: v for k, v in value.items() if int(k) < NUM_LAYERS}
+        elif (hidden_key and key != hidden_key and isinstance(value, int) and value == values[hidden_key] > 64
+              and ("dim" in key or "size" in key)):
+            out[key] = SHRINK_RULES[hidden_key](value, values)  # a width the config requires equal to the hidden
         else:
             out[key] = value
     vocab = out.get("vocab_size")

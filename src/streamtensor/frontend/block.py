@@ -112,7 +112,9 @@ class DecoderBlock(nn.Module):
             raise OptionError(f"bad --mode '{mode}': expected one of {', '.join(MODES)}")
         # A multimodal model's get_decoder() is its language model (vision and audio towers have layers too).
         decoder = loaded.model.get_decoder() if hasattr(loaded.model, "get_decoder") else loaded.model
-        layers_name, layers = find_decoder_layers(decoder if isinstance(decoder, nn.Module) else loaded.model)
+        if not isinstance(decoder, nn.Module) or not any(isinstance(m, nn.ModuleList) for m in decoder.modules()):
+            decoder = loaded.model  # some models' get_decoder() is their output head
+        layers_name, layers = find_decoder_layers(decoder)
         if not 0 <= layer_index < len(layers):
             raise OptionError(f"bad layer index {layer_index}: the model has {len(layers)} decoder layers")
         self.layer = layers[layer_index]

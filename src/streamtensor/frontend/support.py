@@ -15,7 +15,7 @@ from torch import nn
 from streamtensor.errors import UnsupportedModelError
 
 # Submodule names or class names that show a construct (matched case-insensitively on word parts).
-_EXPERTS = re.compile(r"moe|experts?|router", re.IGNORECASE)
+_EXPERTS = re.compile(r"moe|experts?|(?<!modality_)router", re.IGNORECASE)  # AltUp's modality router: no experts
 _CROSS_ATTENTION = re.compile(r"cross_?attn|crossattention|encoder_attn|cross_attention", re.IGNORECASE)
 _RECURRENT = re.compile(r"mamba|(^|[^a-z])ssm|rwkv|recurrent|lstm|linear_?attn|linearattention|deltanet|"
                         r"delta_?attention|shortconv|rglru", re.IGNORECASE)
