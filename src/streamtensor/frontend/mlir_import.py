@@ -205,7 +205,7 @@ class _Importer:
         sizes = tuple(_int_array(op.attributes["static_sizes"]))
         if any(s != 1 for s in _int_array(op.attributes["static_strides"])):
             raise UnsupportedOpError(op.name, "tensor", "strided insert", loc)
-        pieces = [*self.partial.pop(dest, []), (offsets, sizes, source)]
+        pieces = [*self.partial.get(dest, []), (offsets, sizes, source)]
         shape = _tensor_type(op.results[0].type).shape
         cut = {k for o, s, _ in pieces for k, n in enumerate(shape) if (o[k], s[k]) != (0, n)}
         if len(cut) > 1:
@@ -213,9 +213,9 @@ class _Importer:
         k = cut.pop() if cut else 0
         pieces.sort(key=lambda p: p[0][k])
         ends = [0] + [o[k] + s[k] for o, s, _ in pieces]
-        if any(o[k] != end for (o, _, _), end in zip(pieces, ends, strict=False)):
-            raise UnsupportedOpError(op.name, "tensor", "overlapping or non-adjacent inserts", loc)
-        if ends[-1] != shape[k]:
+        if any(o[k] < end for (o, _, _), end in zip(pieces, ends, strict=False)):
+            raise UnsupportedOpError(op.name, "tensor", "overlapping inserts", loc)
+        if any(o[k] != end for (o, _, _), end in zip(pieces, ends, strict=False)) or ends[-1] != shape[k]:
             self.partial[op.results[0]] = pieces  # completed by a later insert, else its use is refused
             return None
         ops: list[Op] = []
@@ -321,43 +321,31 @@ def _label(body: ScalarBody, iters: list[str], n_inputs: int, maps: list) -> str
 def unit_stride_slices(source: Value, offsets: Sequence[int], sizes: Sequence[int], strides: Sequence[int],
                        result: Value, fresh: Callable[[], str], loc: str | None = None) -> list[Op]:
     """A strided ``extract_slice`` (e.g. the even and odd features of interleaved rotary, ``x[..., ::2]``) as
-    unit-stride ops the dataflow streams: each strided dim, cut to the ``size x stride`` elements it reads (or
-    kept whole when that runs past its end and the stride divides it), is expanded into (elements, stride) and
-    a unit-stride slice keeps position ``offset % stride`` of the stride dim. Same elements, same order."""
+    unit-stride ops the dataflow streams: each strided dim is cut to a window of ``size x stride`` elements that
+    holds the ones it reads, expanded into (size, stride), and a unit-stride slice keeps one position of the
+    stride dim. Same elements, same order."""
     shape = source.type.shape
-    cut_off: list[int] = []
-    cut_size: list[int] = []
+    window: list[int] = []  # first element of each dim's window
     for n, o, c, s in zip(shape, offsets, sizes, strides, strict=True):
-        if s == 1 or o + c * s <= n:
-            cut_off.append(0 if s == 1 else o)
-            cut_size.append(n if s == 1 else c * s)
-        elif n % s == 0:
-            cut_off.append(0)
-            cut_size.append(n)
-        else:
-            raise UnsupportedOpError("tensor.extract_slice", "tensor", f"stride {s} over a dim of {n} elements "
-                                     f"from offset {o}: neither {c} x {s} elements fit nor does {s} divide {n}", loc)
+        if s != 1 and c * s > n:
+            raise UnsupportedOpError("tensor.extract_slice", "tensor", f"stride {s} over a dim of {n} elements: "
+                                     f"{c} x {s} elements do not fit in it", loc)
+        window.append(0 if s == 1 else o - max(0, o + c * s - n))  # as late as needed to end inside the dim
+    cut_size = tuple(n if s == 1 else c * s for n, c, s in zip(shape, sizes, strides, strict=True))
     ops: list[Op] = []
     cut = source
-    if tuple(cut_size) != shape:
-        cut = Value(fresh(), TensorType(tuple(cut_size), source.type.dtype))
-        ops.append(SliceOp([cut], source, tuple(cut_off), tuple(cut_size), (1,) * len(shape), location=loc))
+    if cut_size != shape:
+        cut = Value(fresh(), TensorType(cut_size, source.type.dtype))
+        ops.append(SliceOp([cut], source, tuple(window), cut_size, (1,) * len(shape), location=loc))
     groups: list[list[int]] = []
     expanded: list[int] = []
     last_off: list[int] = []
     last_size: list[int] = []
-    for n, o, c, s, co in zip(cut_size, offsets, sizes, strides, cut_off, strict=True):
-        if s == 1:
-            groups.append([len(expanded)])
-            expanded.append(n)
-            last_off.append(o)
-            last_size.append(c)
-        else:
-            groups.append([len(expanded), len(expanded) + 1])
-            expanded += [n // s, s]
-            rel = o - co  # the offset inside the cut range
-            last_off += [rel // s, rel % s]
-            last_size += [c, 1]
+    for n, o, c, s, w in zip(cut_size, offsets, sizes, strides, window, strict=True):
+        groups.append([len(expanded)] if s == 1 else [len(expanded), len(expanded) + 1])
+        expanded += [n] if s == 1 else [c, s]
+        last_off += [o] if s == 1 else [0, o - w]
+        last_size += [c] if s == 1 else [c, 1]
     wide = Value(fresh(), TensorType(tuple(expanded), source.type.dtype))
     ops.append(ReshapeOp([wide], cut, groups, expand=True, location=loc))
     ops.append(SliceOp([result], wide, tuple(last_off), tuple(last_size), (1,) * len(expanded), location=loc))
