@@ -98,22 +98,27 @@ _HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model", "n_embed", "embed_dim", "dim
 def shrink_config(values: dict[str, Any]) -> dict[str, Any]:
     """The changes ``SHRINK_RULES`` make to a config's ``to_dict()`` (only those: values the config derives from
     others are derived again): nested sub-configs too, token ids kept inside the shrunk vocabulary, per-layer
-    lists (``layer_types``, ...) cut to the shrunk layer count and per-layer dicts (keyed by layer index) to
-    its layers."""
+    lists (``layer_types``, ...) and per-layer dicts (keyed by layer index) cut to the kept layers."""
     layer_keys = [k for k in ("num_hidden_layers", "n_layer", "num_layers", "n_layers") if isinstance(
         values.get(k), int)]
     old_layers = values[layer_keys[0]] if layer_keys else None
+    # The layers kept: layer 0 (the one compiled), then the first layer of each other kind in ``layer_types``
+    # (a hybrid model must keep one attention layer), then the next ones.
+    kinds = values.get("layer_types") if isinstance(values.get("layer_types"), list) else []
+    firsts = [i for i, kind in enumerate(kinds) if kind not in kinds[:i] and i > 0]
+    keep = [0, *firsts][:NUM_LAYERS]
+    keep = sorted(keep + [i for i in range(1, 2 * NUM_LAYERS) if i not in keep][:NUM_LAYERS - len(keep)])
     hidden_key = next((k for k in _HIDDEN_KEYS if isinstance(values.get(k), int)), None)
     out: dict[str, Any] = {}
     for key, value in values.items():
         if isinstance(value, dict) and value and all(str(k).isdigit() for k in value):
-            out[key] = {k: v for k, v in value.items() if int(k) < NUM_LAYERS}
+            out[key] = {type(k)(keep.index(int(k))): v for k, v in value.items() if int(k) in keep}
         elif isinstance(value, dict) and ("model_type" in value or key.endswith("_config")):
             out[key] = {**value, **shrink_config(value)}  # a sub-config given is taken whole
         elif key in SHRINK_RULES:
             out[key] = SHRINK_RULES[key](value, values)
         elif isinstance(value, list) and old_layers and len(value) == old_layers > NUM_LAYERS:
-            out[key] = value[:NUM_LAYERS]
+            out[key] = [value[i] for i in keep]
         elif (hidden_key and key != hidden_key and isinstance(value, int) and value == values[hidden_key] > 64
               and ("dim" in key or "size" in key)):
             out[key] = SHRINK_RULES[hidden_key](value, values)  # a width the config requires equal to the hidden
@@ -133,13 +138,17 @@ def build_checkpoint(model_type: str, directory: Path, seed: int = 0) -> None:
     """A tiny random checkpoint of ``model_type`` in ``directory`` (config.json + model.safetensors)."""
     import torch
     import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     from streamtensor.frontend.models import randomize_params
 
-    config_class = transformers.CONFIG_MAPPING[model_type]
+    # The causal LM's own config class: for some types it is a part of the registered one (a decoder config).
+    model_class = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type], None)
+    config_class = getattr(model_class, "config_class", None) or transformers.CONFIG_MAPPING[model_type]
     config = config_class(**shrink_config(config_class().to_dict()))
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = (model_class._from_config(config, dtype=torch.float32) if model_class is not None
+             else transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32))
     randomize_params(model, torch.Generator().manual_seed(seed + 1))
     model.save_pretrained(directory)
 
