@@ -142,7 +142,9 @@ class DecoderBlock(nn.Module):
         hidden = next((v for k in ("hidden_size", "n_embd", "d_model") if isinstance(v := getattr(cfg, k, None), int)),
                       None)
         if hidden is None:
-            raise ModelError(f"{type(cfg).__name__} names no hidden size (hidden_size, n_embd or d_model)")
+            raise UnsupportedModelError(  # e.g. byte-level models: local and global stacks of their own widths
+                self.model_type, f"{type(cfg).__name__} names no hidden size (hidden_size, n_embd or d_model) for "
+                f"its decoder layers ({layers_name})", "it would need the width of the stack compiled from its config")
         kv_heads, head_dim, value_head_dim = self._probe_kv_geometry(hidden)
         self.spec = BlockSpec(
             model_name=loaded.name, mode=mode, layer_index=layer_index, layer_class=type(self.layer).__name__,
