@@ -1,13 +1,19 @@
 """Conformance sweep: every causal-LM model type of the pinned transformers, compiled and verified.
 
-Run: ``.venv/bin/python benchmarks/conformance.py [--types llama,phi] [--jobs 2] [--timeout 600]``. For every
-model type in ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`` a tiny random checkpoint is built generically (the config
-class's defaults shrunk by ``SHRINK_RULES``, attribute names only, no per-architecture table), saved with
-``save_pretrained`` under the cache directory, and one decoder block of it compiled and C-simulated against PyTorch
-eager in prefill and decode, each type in a subprocess with a timeout. One row per type: ``passed``, ``refused``
-(the compiler's one-line ``UnsupportedModelError``) or ``failed`` (the stage and the error). The table goes to
-``benchmarks/conformance.md`` (``--types`` updates only those rows) and the last line is the summary
-``N passed, N refused, N failed``. Nothing is downloaded.
+Run: ``.venv/bin/python benchmarks/conformance.py [--types llama,phi] [--jobs 2] [--timeout 600]
+[--check interp]``. For every model type in ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`` a tiny random checkpoint is built
+generically (the config class's defaults shrunk by ``SHRINK_RULES``, attribute names only, no per-architecture
+table), saved with ``save_pretrained`` under the cache directory, and one decoder block of it compiled and
+C-simulated against PyTorch eager in prefill and decode, each type in a subprocess with a timeout. One row per type:
+``passed``, ``refused`` (the compiler's one-line ``UnsupportedModelError``, or after export its ``UnsupportedOpError``)
+or ``failed`` (the stage and the error).
+The table goes to ``benchmarks/conformance.md`` (``--types`` updates only those rows) and the last line is the
+summary ``N passed, N refused, N failed``. Nothing is downloaded.
+
+``--check csim`` (the default) verifies with the C simulation of the generated HLS C++ (minutes per type: the C++
+build dominates). ``--check interp`` is the quick tier (seconds per type, table ``conformance_interp.md``): the
+compile up to the dataflow graph without FIFO sizing or C++, and the Linalg reference interpreter against
+PyTorch eager on the same inputs.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ from typing import Any
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-TABLE = Path(__file__).with_name("conformance.md")
+TABLES = {"csim": Path(__file__).with_name("conformance.md"),
+          "interp": Path(__file__).with_name("conformance_interp.md")}
+TOLERANCE = 1e-4
 SEQ_LEN = 8  # prompt tokens of the prefill block
 MAX_LEN = 32  # KV-cache capacity of the decode block
 MODES = ("prefill", "decode")
@@ -71,6 +79,9 @@ SHRINK_RULES: dict[str, _Rule] = {
     **{k: _at_most(4) for k in _HEADS + ("encoder_attention_heads",)},
     **{k: _kv_heads for k in ("num_key_value_heads", "n_kv_heads", "num_kv_heads", "multi_query_group_num")},
     **{k: _head_dim for k in ("head_dim", "kv_channels", "d_head", "d_kv")},
+    # Multi-head latent attention: the rotary part is the head_dim above (16), the low ranks shrink with hidden.
+    **{k: _at_most(16) for k in ("qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")},
+    **{k: _at_most(32) for k in ("kv_lora_rank", "q_lora_rank")},
     "rotary_dim": _at_most(8),  # rotary features of a head, at most the head's 16
     "is_decoder": lambda value, _: True,  # BERT-like models are causal LMs only as decoders
     "vocab_size": _at_most(256),
@@ -79,27 +90,38 @@ SHRINK_RULES: dict[str, _Rule] = {
     **{k: _at_most(4) for k in ("sliding_window", "window_size", "attention_window")},  # < SEQ_LEN: the mask bites
     **{k: _at_most(4) for k in ("num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts")},
     **{k: _at_most(2) for k in ("num_experts_per_tok", "moe_topk", "top_k")},
+    "num_kv_shared_layers": _at_most(0),  # layers reusing an earlier layer's KV cache: none of the two kept
 }
+_HIDDEN_KEYS = ("hidden_size", "n_embd", "d_model", "n_embed", "embed_dim", "dim")
 
 
 def shrink_config(values: dict[str, Any]) -> dict[str, Any]:
     """The changes ``SHRINK_RULES`` make to a config's ``to_dict()`` (only those: values the config derives from
     others are derived again): nested sub-configs too, token ids kept inside the shrunk vocabulary, per-layer
-    lists (``layer_types``, ...) cut to the shrunk layer count and per-layer dicts (keyed by layer index) to
-    its layers."""
+    lists (``layer_types``, ...) and per-layer dicts (keyed by layer index) cut to the kept layers."""
     layer_keys = [k for k in ("num_hidden_layers", "n_layer", "num_layers", "n_layers") if isinstance(
         values.get(k), int)]
     old_layers = values[layer_keys[0]] if layer_keys else None
+    # The layers kept: layer 0 (the one compiled), then the first layer of each other kind in ``layer_types``
+    # (a hybrid model must keep one attention layer), then the next ones.
+    kinds = values.get("layer_types") if isinstance(values.get("layer_types"), list) else []
+    firsts = [i for i, kind in enumerate(kinds) if kind not in kinds[:i] and i > 0]
+    keep = [0, *firsts][:NUM_LAYERS]
+    keep = sorted(keep + [i for i in range(1, 2 * NUM_LAYERS) if i not in keep][:NUM_LAYERS - len(keep)])
+    hidden_key = next((k for k in _HIDDEN_KEYS if isinstance(values.get(k), int)), None)
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if isinstance(value, dict) and ("model_type" in value or key.endswith("_config")):
-            out[key] = shrink_config(value)
+        if isinstance(value, dict) and value and all(str(k).isdigit() for k in value):
+            out[key] = {type(k)(keep.index(int(k))): v for k, v in value.items() if int(k) in keep}
+        elif isinstance(value, dict) and ("model_type" in value or key.endswith("_config")):
+            out[key] = {**value, **shrink_config(value)}  # a sub-config given is taken whole
         elif key in SHRINK_RULES:
             out[key] = SHRINK_RULES[key](value, values)
         elif isinstance(value, list) and old_layers and len(value) == old_layers > NUM_LAYERS:
-            out[key] = value[:NUM_LAYERS]
-        elif isinstance(value, dict) and value and all(str(k).isdigit() for k in value):
-            out[key] = {k: v for k, v in value.items() if int(k) < NUM_LAYERS}
+            out[key] = [value[i] for i in keep]
+        elif (hidden_key and key != hidden_key and isinstance(value, int) and value == values[hidden_key] > 64
+              and ("dim" in key or "size" in key)):
+            out[key] = SHRINK_RULES[hidden_key](value, values)  # a width the config requires equal to the hidden
         else:
             out[key] = value
     vocab = out.get("vocab_size")
@@ -116,13 +138,17 @@ def build_checkpoint(model_type: str, directory: Path, seed: int = 0) -> None:
     """A tiny random checkpoint of ``model_type`` in ``directory`` (config.json + model.safetensors)."""
     import torch
     import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     from streamtensor.frontend.models import randomize_params
 
-    config_class = transformers.CONFIG_MAPPING[model_type]
+    # The causal LM's own config class: for some types it is a part of the registered one (a decoder config).
+    model_class = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type], None)
+    config_class = getattr(model_class, "config_class", None) or transformers.CONFIG_MAPPING[model_type]
     config = config_class(**shrink_config(config_class().to_dict()))
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = (model_class._from_config(config, dtype=torch.float32) if model_class is not None
+             else transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32))
     randomize_params(model, torch.Generator().manual_seed(seed + 1))
     model.save_pretrained(directory)
 
@@ -143,10 +169,11 @@ def _one_line(exc: BaseException) -> str:
     return f"{line} {first_error}" if first_error else line
 
 
-def check_type(model_type: str, cache_dir: Path) -> Row:
-    """Checkpoint, then compile + C simulation in each mode (runs in the worker subprocess)."""
+def check_type(model_type: str, cache_dir: Path, check: str = "csim") -> Row:
+    """Checkpoint, then compile + C simulation (or the reference interpreter) in each mode (runs in the worker
+    subprocess)."""
     from streamtensor import compile_llm_block
-    from streamtensor.errors import StageError, UnsupportedModelError
+    from streamtensor.errors import StageError, UnsupportedModelError, UnsupportedOpError
 
     start = time.perf_counter()
 
@@ -162,10 +189,17 @@ def check_type(model_type: str, cache_dir: Path) -> Row:
     errors: list[str] = []
     for mode in MODES:
         try:
-            design, block = compile_llm_block(str(directory), mode=mode, seq_len=SEQ_LEN, max_len=MAX_LEN)
-            report = design.simulate(*block.example_inputs(), runs=2)
+            if check == "interp":
+                design, block = compile_llm_block(str(directory), mode=mode, seq_len=SEQ_LEN, max_len=MAX_LEN,
+                                                  size_fifos=False)
+                report = _interpret(design, block)
+            else:
+                design, block = compile_llm_block(str(directory), mode=mode, seq_len=SEQ_LEN, max_len=MAX_LEN)
+                report = design.simulate(*block.example_inputs(), runs=2)
         except UnsupportedModelError as exc:
             return row("refused", str(exc))
+        except UnsupportedOpError as exc:  # refused after export: the op names the construct
+            return row("refused", f"model type '{model_type}' ({mode}): {exc}")
         except StageError as exc:
             return row("failed", f"{mode}: {exc.stage}: {_one_line(exc.__cause__ or exc)}")
         except Exception as exc:
@@ -176,14 +210,43 @@ def check_type(model_type: str, cache_dir: Path) -> Row:
     return row("passed", ", ".join(errors))
 
 
+@dataclass
+class _Check:
+    name: str
+    max_abs_error: float
+
+
+@dataclass
+class _InterpReport:
+    checks: list[_Check]
+    failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(c.max_abs_error <= TOLERANCE for c in self.checks)
+
+
+def _interpret(design: Any, block: Any) -> _InterpReport:
+    """The Linalg reference interpreter against PyTorch eager on the block's example inputs."""
+    import numpy as np
+    import torch
+
+    args = block.example_inputs()
+    got = design.run_reference(*args)
+    with torch.no_grad():
+        want = block(*args)
+    return _InterpReport([_Check(name, float(np.max(np.abs(np.asarray(g, np.float64) - w.numpy()))))
+                          for name, g, w in zip(block.spec.output_names, got, want, strict=True)])
+
+
 def _worst(report: Any) -> str:
     worst = max(report.checks, key=lambda c: c.max_abs_error)
     return f"max error {worst.max_abs_error:.1e} ({worst.name})"
 
 
-def _run_worker(model_type: str, cache_dir: Path, timeout: int) -> Row:
+def _run_worker(model_type: str, cache_dir: Path, timeout: int, check: str) -> Row:
     start = time.perf_counter()
-    cmd = [sys.executable, __file__, "--worker", model_type, "--cache-dir", str(cache_dir)]
+    cmd = [sys.executable, __file__, "--worker", model_type, "--cache-dir", str(cache_dir), "--check", check]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -200,7 +263,7 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def write_table(rows: dict[str, Row], path: Path) -> str:
+def write_table(rows: dict[str, Row], path: Path, check: str = "csim") -> str:
     import transformers
 
     counts = {s: sum(r.status == s for r in rows.values()) for s in ("passed", "refused", "failed")}
@@ -210,8 +273,10 @@ def write_table(rows: dict[str, Row], path: Path) -> str:
         "# Conformance: every causal-LM model type",
         "",
         f"transformers {transformers.__version__}; tiny random checkpoints (benchmarks/conformance.py); "
-        f"layer 0, prefill ({SEQ_LEN} tokens) and decode (cache of {MAX_LEN}); fp32 C simulation against "
-        "PyTorch eager, tolerance 1e-4.",
+        f"layer 0, prefill ({SEQ_LEN} tokens) and decode (cache of {MAX_LEN}); "
+        + ("fp32 C simulation of the generated HLS C++" if check == "csim" else
+           "compile to the dataflow graph (no FIFO sizing, no C++) and the fp32 Linalg reference interpreter")
+        + f" against PyTorch eager, tolerance {TOLERANCE:.0e}. {len(rows)} model types checked.",
         "",
         f"**{summary}**",
         "",
@@ -243,12 +308,15 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path,
                         default=Path(os.environ.get("STREAMTENSOR_CACHE_DIR", Path.home() / ".cache/streamtensor"))
                         / "conformance", help="where the tiny checkpoints are kept")
-    parser.add_argument("--table", type=Path, default=TABLE, help="the markdown table to write")
+    parser.add_argument("--check", choices=sorted(TABLES), default="csim",
+                        help="csim: C simulation of the generated C++; interp: the quick tier (reference interpreter)")
+    parser.add_argument("--table", type=Path, help="the markdown table to write (default: by --check)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(asdict(check_type(args.worker, args.cache_dir))))
+        print(json.dumps(asdict(check_type(args.worker, args.cache_dir, args.check))))
         return
+    table = args.table or TABLES[args.check]
 
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
@@ -257,13 +325,13 @@ def main() -> None:
     unknown = sorted(set(types) - set(all_types))
     if unknown:
         parser.error(f"not causal-LM model types of this transformers: {', '.join(unknown)}")
-    rows = _read_table(args.table) if args.types else {}
+    rows = _read_table(table) if args.types else {}
     with ThreadPoolExecutor(args.jobs) as pool:
-        for row in pool.map(lambda t: _run_worker(t, args.cache_dir, args.timeout), types):
+        for row in pool.map(lambda t: _run_worker(t, args.cache_dir, args.timeout, args.check), types):
             rows[row.model_type] = row
             print(f"{row.model_type:28} {row.status:8} {row.seconds:6.0f} s  {row.detail}", flush=True)
-            write_table(rows, args.table)
-    print(write_table(rows, args.table))
+            write_table(rows, table, args.check)
+    print(write_table(rows, table, args.check))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ conformance sweep builds them (benchmarks/conformance.py): one per construct.
 - the extracted block computes what the model's own forward computes for its first layer (parallel residuals,
   partial rotary, QK-norm, sliding window with soft-capping, post-norms, multi-query attention, biases);
 - unsupported constructs are refused before export in one line naming the model type and the construct;
-- compile + C simulation of the blocks the sweep once failed on (slow: tens of seconds each).
+- compile + C simulation of the blocks the sweep once failed on (slow: tens of seconds each); apertus's xIELU
+  activation exercises math.log1p/expm1.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from streamtensor.frontend.block import DecoderBlock
 from streamtensor.frontend.models import load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from conformance import MAX_LEN, SEQ_LEN, build_checkpoint  # noqa: E402
+from conformance import MAX_LEN, SEQ_LEN, build_checkpoint, shrink_config  # noqa: E402
 
 
 @cache
@@ -46,6 +47,9 @@ DENSE = {
     "olmo2": "post-norms only",
     "gpt_bigcode": "multi-query attention, learned positions outside the layer",
     "arcee": "ReLU^2 MLP (arith.cmpf unordered predicate)",
+    "cohere": "interleaved rotary (strided slices), parallel residual",
+    "deepseek_v3": "multi-head latent attention (rope/pass-through concatenation as insert_slice)",
+    "emu3": "a text config the causal-LM auto mapping lacks (loaded through its architectures class)",
 }
 
 
@@ -71,6 +75,9 @@ REFUSED = {
     "bart": "cross-attention",
     "bloom": "'alibi' computed outside the layer",
     "openai-gpt": "takes no KV cache",
+    "hy_v4": "hyper-connections",
+    "cpmant": "takes 'position_bias' from the model outside the layer and fails without it",
+    "kimi_linear": "recurrent or state-space layer state",  # delta-rule linear attention
 }
 
 
@@ -85,9 +92,20 @@ def test_unsupported_construct_refused_in_one_line(model_type: str, checkpoints:
     assert "it would need" in message
 
 
+def test_sweep_config_keeps_layer_zero_and_one_layer_of_each_kind() -> None:
+    """A hybrid's shrunk config keeps an attention layer (its config requires one); per-layer dicts follow."""
+    values = {"num_hidden_layers": 6, "hidden_size": 512, "head_size": 512, "layer_types": ["linear"] * 3 +
+              ["full"] * 3, "per_layer": {"0": 1, "3": 2, "5": 3}, "sub_config": {"hidden_size": 512, "eps": 1.0}}
+    out = shrink_config(values)
+    assert out["num_hidden_layers"] == 2 and out["layer_types"] == ["linear", "full"]
+    assert out["per_layer"] == {"0": 1, "1": 2}
+    assert out["head_size"] == out["hidden_size"] == 64  # a width equal to the hidden size shrinks with it
+    assert out["sub_config"] == {"hidden_size": 64, "eps": 1.0}  # a sub-config is given whole
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["prefill", "decode"])
-@pytest.mark.parametrize("model_type", ["arcee", "gpt_neox", "gemma2"])
+@pytest.mark.parametrize("model_type", ["arcee", "gpt_neox", "gemma2", "cohere", "deepseek_v3", "apertus"])
 def test_compile_and_simulate(model_type: str, mode: str, checkpoints: Path) -> None:
     design, block = compile_llm_block(_checkpoint(model_type, checkpoints), mode=mode, seq_len=SEQ_LEN,
                                       max_len=MAX_LEN)

@@ -239,7 +239,10 @@ def _scalar_op_graph() -> Graph:
     floats.append(op("math.powf", ("y", "x"), "f32"))  # a positive base
     floats += [op(name, ("x",), "f32") for name in ("arith.negf", "math.exp", "math.tanh", "math.sin", "math.cos",
                                                     "math.erf", "math.absf")]
-    floats += [op(name, ("y",), "f32") for name in ("math.log", "math.sqrt", "math.rsqrt")]
+    floats += [op(name, ("x",), "f32") for name in ("math.expm1", "math.exp2", "math.tan", "math.floor", "math.ceil",
+                                                    "math.trunc", "math.round", "math.roundeven")]
+    floats += [op(name, ("y",), "f32") for name in ("math.log", "math.log1p", "math.log2", "math.log10", "math.sqrt",
+                                                    "math.rsqrt")]
     floats.append(op("math.fpowi", ("x", three), "f32"))
     less = op("arith.cmpf", ("x", "y"), "i1", predicate="olt")
     floats.append(op("arith.select", (less, "x", "y"), "f32"))

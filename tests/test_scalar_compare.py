@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from streamtensor.codegen.vitis.hls.cpp import c_type
-from streamtensor.codegen.vitis.hls.kernel import KernelWriter
+from streamtensor.codegen.vitis.hls.kernel import compare_expression
 from streamtensor.frontend.mlir_import import _CMPF, _CMPI
 from streamtensor.ir.linalg import ScalarOp
 from streamtensor.ir.scalar_eval import eval_scalar_op
@@ -79,7 +79,7 @@ def test_cpp_compare_every_predicate(tmp_path: Path) -> None:
                    f"{float(v)!r}f") if dtype == "f32" else (lambda v: f"({int(v) + 1} - 1)")
         lines.append(f"  {{ const {ctype} xs[] = {{{', '.join(literal(v) for v in a)}}};")
         lines.append(f"    const {ctype} ys[] = {{{', '.join(literal(v) for v in b)}}};")
-        expr = KernelWriter.compare(predicate, ["xs[i]", "ys[i]"], dtype)
+        expr = compare_expression(predicate, ["xs[i]", "ys[i]"], dtype)
         lines.append(f"    for (unsigned i = 0; i < {len(a)}; ++i) std::printf(\"%d\", int({expr}));")
         lines.append('    std::printf("\\n"); }')
     lines += ["  return 0;", "}"]

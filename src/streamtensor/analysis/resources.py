@@ -85,6 +85,7 @@ _COMPOSITES: dict[str, dict[str, int]] = {
     "math.tanh": {"math.exp": 1, "arith.mulf": 1, "arith.addf": 2, "arith.divf": 1},
     "math.erf": {"arith.mulf": 8, "arith.addf": 6, "math.exp": 1, "arith.divf": 1},
     "math.powf": {"math.exp": 1, "math.log": 1, "arith.mulf": 1},
+    "math.tan": {"math.sin": 1, "math.cos": 1, "arith.divf": 1},
 }
 _FREE_OPS = {"arith.constant", "linalg.index", "arith.extsi", "arith.extui", "arith.trunci",
              "arith.index_cast"}

@@ -24,7 +24,7 @@ from torch import nn
 
 from streamtensor.errors import ModelError, OptionError, UnsupportedModelError
 from streamtensor.frontend.models import LoadedModel
-from streamtensor.frontend.support import check_layer, check_model, raise_recurrent
+from streamtensor.frontend.support import check_layer, check_model, raise_probe_failure, raise_recurrent
 
 MODES = ("prefill", "decode")
 _SEQ_DIM = 2  # the token dim of the KV-cache layout [batch, kv_heads, tokens, head_dim]
@@ -118,7 +118,9 @@ class DecoderBlock(nn.Module):
             raise OptionError(f"bad --mode '{mode}': expected one of {', '.join(MODES)}")
         # A multimodal model's get_decoder() is its language model (vision and audio towers have layers too).
         decoder = loaded.model.get_decoder() if hasattr(loaded.model, "get_decoder") else loaded.model
-        layers_name, layers = find_decoder_layers(decoder if isinstance(decoder, nn.Module) else loaded.model)
+        if not isinstance(decoder, nn.Module) or not any(isinstance(m, nn.ModuleList) for m in decoder.modules()):
+            decoder = loaded.model  # some models' get_decoder() is their output head
+        layers_name, layers = find_decoder_layers(decoder)
         if not 0 <= layer_index < len(layers):
             raise OptionError(f"bad layer index {layer_index}: the model has {len(layers)} decoder layers")
         self.layer = layers[layer_index]
@@ -146,7 +148,9 @@ class DecoderBlock(nn.Module):
         hidden = next((v for k in ("hidden_size", "n_embd", "d_model") if isinstance(v := getattr(cfg, k, None), int)),
                       None)
         if hidden is None:
-            raise ModelError(f"{type(cfg).__name__} names no hidden size (hidden_size, n_embd or d_model)")
+            raise UnsupportedModelError(  # e.g. byte-level models: local and global stacks of their own widths
+                self.model_type, f"{type(cfg).__name__} names no hidden size (hidden_size, n_embd or d_model) for "
+                f"its decoder layers ({layers_name})", "it would need the width of the stack compiled from its config")
         kv_heads, head_dim, value_head_dim = self._probe_kv_geometry(hidden)
         self.spec = BlockSpec(
             model_name=loaded.name, mode=mode, layer_index=layer_index, layer_class=type(self.layer).__name__,
@@ -175,8 +179,10 @@ class DecoderBlock(nn.Module):
                 self.layer(torch.zeros(1, probe_len, hidden), **kwargs)
         except AttributeError as exc:
             if "_BlockCache" not in str(exc):
-                raise
+                raise_probe_failure(self.model_type, self.layer, set(kwargs), exc)
             raise_recurrent(self.model_type, self.layer, f"it asks its cache for '{exc.name}'")
+        except Exception as exc:  # noqa: BLE001 - any failure of the model's own code is explained in one line
+            raise_probe_failure(self.model_type, self.layer, set(kwargs), exc)
         if cache.keys is None:
             raise_recurrent(self.model_type, self.layer, "it never writes keys and values to its cache")
         assert cache.keys is not None and cache.values is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from torch_mlir import ir
@@ -24,6 +25,7 @@ from streamtensor.ir.linalg import (
     SliceOp,
     TensorType,
     Value,
+    unit_dim_groups,
 )
 
 _CMPI = ["eq", "ne", "slt", "sle", "sgt", "sge", "ult", "ule", "ugt", "uge"]
@@ -35,9 +37,10 @@ SUPPORTED_SCALAR_OPS = {
     "arith.maxnumf", "arith.minnumf", "arith.remf", "arith.cmpf", "arith.cmpi", "arith.select", "arith.sitofp",
     "arith.uitofp", "arith.fptosi", "arith.extf", "arith.truncf", "arith.extsi", "arith.extui", "arith.trunci",
     "arith.index_cast", "arith.andi", "arith.ori", "arith.xori", "arith.addi", "arith.subi", "arith.muli",
-    "arith.divsi", "arith.remsi", "arith.maxsi", "arith.minsi", "arith.constant", "math.exp", "math.log",
-    "math.sqrt", "math.rsqrt", "math.tanh", "math.sin", "math.cos", "math.fpowi", "math.powf", "math.erf",
-    "math.absf", "math.roundeven", "linalg.index",
+    "arith.divsi", "arith.remsi", "arith.maxsi", "arith.minsi", "arith.constant", "math.exp", "math.log", "math.log1p",
+    "math.expm1", "math.exp2", "math.log2", "math.log10", "math.tan", "math.floor", "math.ceil", "math.trunc",
+    "math.round", "math.roundeven", "math.sqrt", "math.rsqrt", "math.tanh", "math.sin", "math.cos", "math.fpowi",
+    "math.powf", "math.erf", "math.absf", "linalg.index",
 }
 _IGNORED_OPS = {"cf.assert", "func.return"}
 
@@ -102,6 +105,8 @@ class _Importer:
         self.input_names = input_names
         self.counter = 0
         self.label_counts: dict[str, int] = {}
+        # tensor.insert_slice chains not yet covering their destination: value -> (offsets, sizes, source) pieces
+        self.partial: dict[ir.Value, list[tuple[tuple[int, ...], tuple[int, ...], Value]]] = {}
 
     def fresh(self, prefix: str = "v") -> str:
         self.counter += 1
@@ -114,6 +119,9 @@ class _Importer:
         return v
 
     def use(self, mlir_value: ir.Value, op: ir.Operation) -> Value:
+        if mlir_value in self.partial:
+            raise UnsupportedOpError("tensor.insert_slice", "tensor", "a tensor read while only part of it is "
+                                     "written (inserts that do not cover it)", short_location(str(op.location)))
         if mlir_value not in self.names:
             raise UnsupportedOpError(op.name, op.name.split(".")[0],
                                      "operand is not a tensor produced by a supported op",
@@ -136,14 +144,16 @@ class _Importer:
                 outputs = [self.use(v, op) for v in op.operands]
                 continue
             imported = self.import_op(op)
-            if imported is not None:
+            if isinstance(imported, list):
+                ops.extend(imported)
+            elif imported is not None:
                 ops.append(imported)
         graph = Graph(fname, inputs, outputs, _dead_code_elimination(ops, outputs),
                       weight_names={n for n in self.weight_names})
         graph.verify()
         return graph
 
-    def import_op(self, op: ir.Operation) -> Op | None:
+    def import_op(self, op: ir.Operation) -> Op | list[Op] | None:
         loc = short_location(str(op.location))
         name = op.name
         if name in _IGNORED_OPS:
@@ -171,13 +181,57 @@ class _Importer:
             source = self.use(op.operands[0], op)
             sizes = _int_array(op.attributes["static_sizes"])
             result = self.define(op.results[0], self.fresh())
-            return SliceOp([result], source, _int_array(op.attributes["static_offsets"]), sizes,
-                           _int_array(op.attributes["static_strides"]), location=loc)
+            offsets, strides = _int_array(op.attributes["static_offsets"]), _int_array(op.attributes["static_strides"])
+            if any(s != 1 for s in strides):
+                return unit_stride_slices(source, offsets, sizes, strides, result, self.fresh, loc)
+            return SliceOp([result], source, offsets, sizes, strides, location=loc)
+        if name == "tensor.insert_slice":
+            return self.import_insert(op, loc)
         if name == "tensor.concat":
             ins = [self.use(v, op) for v in op.operands]
             return ConcatOp([self.define(op.results[0], self.fresh())], ins,
                             int(ir.IntegerAttr(op.attributes["dim"]).value), location=loc)
         raise UnsupportedOpError(name, name.split(".")[0], "no dataflow lowering for this op", loc)
+
+    def import_insert(self, op: ir.Operation, loc: str | None) -> list[Op] | None:
+        """``tensor.insert_slice`` chains that together overwrite their whole destination along one dim (the
+        concatenation of rotary and pass-through features, ``torch.cat`` lowered in place) become one
+        ``tensor.concat``; a destination only partly overwritten is not streamed."""
+        if len(op.operands) != 2:
+            raise UnsupportedOpError(op.name, "tensor", "dynamic offsets or sizes", loc)
+        source = self.use(op.operands[0], op)
+        dest = op.operands[1]
+        offsets = tuple(_int_array(op.attributes["static_offsets"]))
+        sizes = tuple(_int_array(op.attributes["static_sizes"]))
+        if any(s != 1 for s in _int_array(op.attributes["static_strides"])):
+            raise UnsupportedOpError(op.name, "tensor", "strided insert", loc)
+        pieces = [*self.partial.get(dest, []), (offsets, sizes, source)]
+        shape = _tensor_type(op.results[0].type).shape
+        cut = {k for o, s, _ in pieces for k, n in enumerate(shape) if (o[k], s[k]) != (0, n)}
+        if len(cut) > 1:
+            raise UnsupportedOpError(op.name, "tensor", "inserts that cut more than one dim", loc)
+        k = cut.pop() if cut else 0
+        pieces.sort(key=lambda p: p[0][k])
+        ends = [0] + [o[k] + s[k] for o, s, _ in pieces]
+        if any(o[k] < end for (o, _, _), end in zip(pieces, ends, strict=False)):
+            raise UnsupportedOpError(op.name, "tensor", "overlapping inserts", loc)
+        if any(o[k] != end for (o, _, _), end in zip(pieces, ends, strict=False)) or ends[-1] != shape[k]:
+            self.partial[op.results[0]] = pieces  # completed by a later insert, else its use is refused
+            return None
+        ops: list[Op] = []
+        parts: list[Value] = []
+        for _, piece_sizes, piece in pieces:
+            if piece.type.shape != piece_sizes:  # rank-reduced source: its unit dims back
+                full = Value(self.fresh(), TensorType(piece_sizes, piece.type.dtype))
+                ops.append(ReshapeOp([full], piece, unit_dim_groups(piece_sizes, piece.type.shape), expand=True,
+                                     location=loc))
+                piece = full
+            parts.append(piece)
+        if len(parts) == 1:  # one insert overwriting everything: the result is its source
+            self.names[op.results[0]] = parts[0].name
+        else:
+            ops.append(ConcatOp([self.define(op.results[0], self.fresh())], parts, k, location=loc))
+        return ops
 
     def import_generic(self, op: ir.Operation, loc: str | None) -> GenericOp:
         maps = [parse_affine_map(str(m)) for m in ir.ArrayAttr(op.attributes["indexing_maps"])]
@@ -220,6 +274,12 @@ class _Importer:
             if inner.name == "linalg.yield":
                 yields = tuple(operand(v, inner) for v in inner.operands)
                 continue
+            if inner.name == "cf.assert":  # a bounds check of PyTorch's indexing: no value, nothing to compute
+                continue
+            if inner.name == "tensor.extract":
+                raise UnsupportedOpError(inner.name, "tensor", "a gather: the kernel body reads a tensor at a computed "
+                                         "index (a table looked up by position ids, an embedding lookup); streaming "
+                                         "it would need the table in on-chip memory read at a runtime index", loc)
             if inner.name not in SUPPORTED_SCALAR_OPS:
                 raise UnsupportedOpError(inner.name, inner.name.split(".")[0], "scalar op has no implementation",
                                          loc)
@@ -256,6 +316,40 @@ def _label(body: ScalarBody, iters: list[str], n_inputs: int, maps: list) -> str
         if stem in names:
             return "elementwise_" + stem.split(".")[1]
     return "elementwise"
+
+
+def unit_stride_slices(source: Value, offsets: Sequence[int], sizes: Sequence[int], strides: Sequence[int],
+                       result: Value, fresh: Callable[[], str], loc: str | None = None) -> list[Op]:
+    """A strided ``extract_slice`` (e.g. the even and odd features of interleaved rotary, ``x[..., ::2]``) as
+    unit-stride ops the dataflow streams: each strided dim is cut to a window of ``size x stride`` elements that
+    holds the ones it reads, expanded into (size, stride), and a unit-stride slice keeps one position of the
+    stride dim. Same elements, same order."""
+    shape = source.type.shape
+    window: list[int] = []  # first element of each dim's window
+    for n, o, c, s in zip(shape, offsets, sizes, strides, strict=True):
+        if s != 1 and c * s > n:
+            raise UnsupportedOpError("tensor.extract_slice", "tensor", f"stride {s} over a dim of {n} elements: "
+                                     f"{c} x {s} elements do not fit in it", loc)
+        window.append(0 if s == 1 else o - max(0, o + c * s - n))  # as late as needed to end inside the dim
+    cut_size = tuple(n if s == 1 else c * s for n, c, s in zip(shape, sizes, strides, strict=True))
+    ops: list[Op] = []
+    cut = source
+    if cut_size != shape:
+        cut = Value(fresh(), TensorType(cut_size, source.type.dtype))
+        ops.append(SliceOp([cut], source, tuple(window), cut_size, (1,) * len(shape), location=loc))
+    groups: list[list[int]] = []
+    expanded: list[int] = []
+    last_off: list[int] = []
+    last_size: list[int] = []
+    for n, o, c, s, w in zip(cut_size, offsets, sizes, strides, window, strict=True):
+        groups.append([len(expanded)] if s == 1 else [len(expanded), len(expanded) + 1])
+        expanded += [n] if s == 1 else [c, s]
+        last_off += [o] if s == 1 else [0, o - w]
+        last_size += [c] if s == 1 else [c, 1]
+    wide = Value(fresh(), TensorType(tuple(expanded), source.type.dtype))
+    ops.append(ReshapeOp([wide], cut, groups, expand=True, location=loc))
+    ops.append(SliceOp([result], wide, tuple(last_off), tuple(last_size), (1,) * len(expanded), location=loc))
+    return ops
 
 
 def _dead_code_elimination(ops: list[Op], outputs: list[Value]) -> list[Op]:

@@ -121,12 +121,26 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     if not any((directory / f).is_file() for f in _WEIGHT_FILES):
         raise ModelError(f"checkpoint '{directory}' has no weights (expected one of {', '.join(_WEIGHT_FILES)})")
     try:
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            directory, local_files_only=True, attn_implementation="eager", dtype=torch.float32)
+        model = _from_pretrained(directory)
     except (OSError, ValueError, KeyError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot load checkpoint '{directory}': {first_line}") from exc
     return LoadedModel(str(directory), model.eval(), model.config, str(directory))
+
+
+def _from_pretrained(directory: Path) -> torch.nn.Module:
+    """The causal LM of a checkpoint; a config class the auto mapping does not list (the text part of a
+    multimodal model, saved on its own) loads through the class its ``architectures`` names."""
+    kwargs: dict[str, Any] = dict(local_files_only=True, attn_implementation="eager", dtype=torch.float32)
+    try:
+        return transformers.AutoModelForCausalLM.from_pretrained(directory, **kwargs)
+    except ValueError as exc:
+        config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
+        named = [getattr(transformers, a, None) for a in (config.architectures or [])]
+        model_class = next((c for c in named if c is not None), None)
+        if "Unrecognized configuration class" not in str(exc) or model_class is None:
+            raise
+        return model_class.from_pretrained(directory, **kwargs)
 
 
 def load_model(name: str, size: str = "tiny", seed: int = 0) -> LoadedModel:

@@ -15,10 +15,14 @@ from torch import nn
 from streamtensor.errors import UnsupportedModelError
 
 # Submodule names or class names that show a construct (matched case-insensitively on word parts).
-_EXPERTS = re.compile(r"moe|experts?|router", re.IGNORECASE)
+_EXPERTS = re.compile(r"moe|experts?|(?<!modality_)router", re.IGNORECASE)  # AltUp's modality router: no experts
 _CROSS_ATTENTION = re.compile(r"cross_?attn|crossattention|encoder_attn|cross_attention", re.IGNORECASE)
 _RECURRENT = re.compile(r"mamba|(^|[^a-z])ssm|rwkv|recurrent|lstm|linear_?attn|linearattention|deltanet|"
-                        r"shortconv|rglru", re.IGNORECASE)
+                        r"delta_?attention|shortconv|rglru", re.IGNORECASE)
+_HYPER_CONNECTIONS = re.compile(r"hyper_?connection|(^|_)hc$", re.IGNORECASE)
+# Optional layer arguments that only switch outputs off or carry cross-attention inputs (refused separately):
+# a layer runs without them.
+_OPTIONAL_FLAGS = re.compile(r"^output_|use_cache|head_mask|^encoder_|^return_")
 # How the layers take the KV cache, by HF's generations of decoder layers.
 CACHE_ARGUMENTS = ("past_key_values", "past_key_value", "layer_past")
 
@@ -55,6 +59,11 @@ def check_layer(model_type: str, layer: nn.Module, provided: set[str]) -> str:
     found = _first_match(layer, _RECURRENT)
     if found:
         raise_recurrent(model_type, layer, f"module {found}")
+    found = _first_match(layer, _HYPER_CONNECTIONS)
+    if found:
+        raise UnsupportedModelError(
+            model_type, f"hyper-connections ({found}): several residual streams mixed by learned weights, not one "
+            "hidden state", "it would need the residual streams as block inputs and outputs")
     params = inspect.signature(layer.forward).parameters
     cache_args = [a for a in CACHE_ARGUMENTS if a in params]
     if not cache_args:
@@ -69,6 +78,23 @@ def check_layer(model_type: str, layer: nn.Module, provided: set[str]) -> str:
             "model (e.g. an ALiBi or relative position bias, per-language or per-block states)",
             "it would need that computation inside the block, as a function of the positions")
     return cache_args[0]
+
+
+def raise_probe_failure(model_type: str, layer: nn.Module, passed: set[str], exc: Exception) -> None:
+    """The layer failed when run as one block on a short probe: name the optional arguments the model computes
+    outside the layer (a position bias, per-layer inputs, shared states, block-sparse masks) when it takes some,
+    else the layer and its error."""
+    params = inspect.signature(layer.forward).parameters
+    unfed = [n for n, p in list(params.items())[1:] if n not in passed and p.kind not in (p.VAR_POSITIONAL,
+             p.VAR_KEYWORD) and n not in CACHE_ARGUMENTS and not _OPTIONAL_FLAGS.search(n)]
+    error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else '(no message)'}"
+    if unfed:
+        raise UnsupportedModelError(
+            model_type, f"{type(layer).__name__} takes '{', '.join(unfed)}' from the model outside the layer and "
+            f"fails without it ({error})", "it would need that computation inside the block or as block inputs")
+    raise UnsupportedModelError(
+        model_type, f"{type(layer).__name__} does not run as one block with hidden states, mask, positions and a "
+        f"KV cache ({error})", "it would need the layer's other inputs as block inputs")
 
 
 def raise_recurrent(model_type: str, layer: nn.Module, evidence: str) -> None:

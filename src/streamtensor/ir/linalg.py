@@ -278,6 +278,25 @@ class Graph:
                                         f"{u.dim}")
 
 
+def unit_dim_groups(high: tuple[int, ...], low: tuple[int, ...]) -> list[list[int]]:
+    """Reassociation between a shape and the same shape without some unit dims (a rank-reducing slice): groups of
+    ``high``'s dims, one per dim of ``low`` (the dropped dims are units, joined to a neighbouring group)."""
+    groups: list[list[int]] = []
+    i = 0
+    for size in low:
+        group = [i]
+        product = high[i]
+        i += 1
+        while product != size:
+            group.append(i)
+            product *= high[i]
+            i += 1
+        groups.append(group)
+    if groups:
+        groups[-1].extend(range(i, len(high)))
+    return groups
+
+
 def verify_generic(op: GenericOp) -> None:
     if len(op.indexing_maps) != len(op.operands):
         raise VerificationError(f"{op.name}: {len(op.indexing_maps)} maps for {len(op.operands)} operands")

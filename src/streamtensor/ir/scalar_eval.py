@@ -66,10 +66,13 @@ _BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "arith.xori": np.bitwise_xor, "arith.maxsi": np.maximum, "arith.minsi": np.minimum, "math.powf": np.power,
 }
 _UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "arith.negf": np.negative, "math.exp": np.exp, "math.log": np.log, "math.sqrt": np.sqrt,
+    "arith.negf": np.negative, "math.exp": np.exp, "math.log": np.log, "math.log1p": np.log1p,
+    "math.expm1": np.expm1, "math.exp2": np.exp2, "math.log2": np.log2, "math.log10": np.log10, "math.tan": np.tan,
+    "math.floor": np.floor, "math.ceil": np.ceil, "math.trunc": np.trunc, "math.roundeven": np.rint,
+    "math.round": lambda x: np.copysign(np.floor(np.abs(x) + 0.5), x),  # half away from zero
+    "math.sqrt": np.sqrt,
     "math.rsqrt": lambda x: np.reciprocal(np.sqrt(x)), "math.tanh": np.tanh, "math.sin": np.sin,
     "math.cos": np.cos, "math.erf": _erf, "math.absf": np.abs,
-    "math.roundeven": np.rint,  # round half to even (IEEE default rounding)
 }
 _CASTS = {"arith.sitofp", "arith.uitofp", "arith.fptosi", "arith.extf", "arith.truncf", "arith.extsi",
           "arith.extui", "arith.trunci", "arith.index_cast"}
@@ -83,6 +86,8 @@ def eval_scalar_op(op: ScalarOp, env: dict[str, np.ndarray], index: Sequence[np.
             return _BINARY[name](xs[0], xs[1]).astype(dt, copy=False)
         if name in _UNARY:
             return _UNARY[name](xs[0]).astype(dt, copy=False)
+        if name in ("arith.uitofp", "arith.extui") and xs[0].dtype.type in _UNSIGNED:  # the bits as unsigned
+            return xs[0].astype(_UNSIGNED[xs[0].dtype.type]).astype(dt)
         if name in _CASTS:
             return xs[0].astype(dt)
         if name == "arith.divsi":

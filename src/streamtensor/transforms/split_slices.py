@@ -21,7 +21,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from streamtensor.ir.linalg import GenericOp, Graph, Op, ReshapeOp, SliceOp, TensorType, Value, fresh_name
+from streamtensor.ir.linalg import (
+    GenericOp,
+    Graph,
+    Op,
+    ReshapeOp,
+    SliceOp,
+    TensorType,
+    Value,
+    fresh_name,
+    unit_dim_groups,
+)
 
 
 def _sliced_dim(result: Value, slices: list[SliceOp]) -> int | None:
@@ -52,25 +62,6 @@ def _splittable_loop(op: GenericOp, k: int) -> int | None:
     if any(s.name == "linalg.index" and int(s.attr("dim")) == d for s in op.body.ops):
         return None
     return d
-
-
-def _collapse_groups(high: tuple[int, ...], low: tuple[int, ...]) -> list[list[int]]:
-    """Reassociation of a rank-reducing slice: groups of ``high``'s dims, one per dim of ``low`` (the dropped
-    dims are units, joined to a neighbouring group)."""
-    groups: list[list[int]] = []
-    i = 0
-    for size in low:
-        group = [i]
-        product = high[i]
-        i += 1
-        while product != size:
-            group.append(i)
-            product *= high[i]
-            i += 1
-        groups.append(group)
-    if groups:
-        groups[-1].extend(range(i, len(high)))
-    return groups
 
 
 class _Names:
@@ -114,7 +105,7 @@ def _split(op: GenericOp, k: int, d: int, slices: list[SliceOp], names: _Names) 
         out.append(replace(op, results=[result], name=names.label(op.name), inputs=operands[:n_in],
                            inits=operands[n_in:]))
         if not same:
-            groups = _collapse_groups(full, wanted.type.shape)
+            groups = unit_dim_groups(full, wanted.type.shape)
             out.append(ReshapeOp([wanted], result, groups, False, location=s.location))
     return out
 

@@ -27,13 +27,15 @@ from streamtensor.ir.linalg import ScalarOp
 _BINARY_OPERATORS = {"arith.addf": "+", "arith.subf": "-", "arith.mulf": "*", "arith.divf": "/", "arith.addi": "+",
                      "arith.subi": "-", "arith.muli": "*", "arith.divsi": "/", "arith.remsi": "%"}
 _BITWISE = {"arith.andi": ("&", "&&"), "arith.ori": ("|", "||"), "arith.xori": ("^", "!=")}
-_CALLS = {"math.exp": "std::exp", "math.log": "std::log", "math.sqrt": "std::sqrt", "math.tanh": "std::tanh",
-          "math.sin": "std::sin", "math.cos": "std::cos", "math.erf": "std::erf", "math.absf": "std::fabs",
-          "math.powf": "std::pow", "arith.remf": "std::fmod", "arith.maxnumf": "std::fmax",
+_CALLS = {"math.exp": "std::exp", "math.log": "std::log", "math.log1p": "std::log1p",
+          "math.expm1": "std::expm1", "math.exp2": "std::exp2", "math.log2": "std::log2", "math.log10": "std::log10",
+          "math.tan": "std::tan", "math.floor": "std::floor", "math.ceil": "std::ceil", "math.trunc": "std::trunc",
+          "math.round": "std::round", "math.roundeven": "std::nearbyint",  # ties to even in the default mode
+          "math.sqrt": "std::sqrt",
+          "math.tanh": "std::tanh", "math.sin": "std::sin", "math.cos": "std::cos", "math.erf": "std::erf",
+          "math.absf": "std::fabs", "math.powf": "std::pow", "arith.remf": "std::fmod", "arith.maxnumf": "std::fmax",
           "arith.minnumf": "std::fmin", "arith.maxsi": "std::max", "arith.minsi": "std::min",
-          "arith.maximumf": "maximumf", "arith.minimumf": "minimumf",
-          # Under the default rounding mode (to nearest, ties to even) nearbyint is roundeven.
-          "math.roundeven": "std::nearbyint"}
+          "arith.maximumf": "maximumf", "arith.minimumf": "minimumf"}
 _CASTS = {"arith.sitofp", "arith.fptosi", "arith.extf", "arith.truncf", "arith.extsi", "arith.trunci",
           "arith.index_cast"}
 _UNSIGNED_CASTS = {"arith.uitofp", "arith.extui"}
@@ -363,46 +365,22 @@ class KernelWriter:
 
     def scalar(self, op: ScalarOp, names: dict[str, str], types: dict[str, str]) -> str:
         """C++ expression of one scalar op of the body."""
-        x = [names[o] for o in op.operands]
-        name, ctype = op.name, c_type(op.dtype)
-        if name in _BINARY_OPERATORS:
-            return f"{x[0]} {_BINARY_OPERATORS[name]} {x[1]}"
-        if name in _BITWISE:
-            integer, logical = _BITWISE[name]
-            return f"{x[0]} {logical if op.dtype == 'i1' else integer} {x[1]}"
-        if name == "arith.negf":
-            return f"-{x[0]}"
-        if name == "math.rsqrt":
-            return f"{ctype}(1) / std::sqrt({x[0]})"
-        if name == "math.fpowi":
-            self.helpers.add("fpowi")
-            return f"fpowi<{fpowi_steps(self.constant(op.operands[1]))}>({', '.join(x)})"
-        if name in _CALLS:
-            function = _CALLS[name]
-            if function in SCALAR_HELPERS:
-                self.helpers.add(function)
-            return f"{function}({', '.join(x)})"
-        if name in _CASTS:
-            return f"static_cast<{ctype}>({x[0]})"
-        if name in _UNSIGNED_CASTS:
-            source = types[op.operands[0]]
-            unsigned = x[0] if source == "i1" else f"static_cast<u{c_type(source)}>({x[0]})"
-            return f"static_cast<{ctype}>({unsigned})"
-        if name in ("arith.cmpf", "arith.cmpi"):
-            return self.compare(str(op.attr("predicate")), x, types[op.operands[0]])
-        if name == "arith.select":
-            return f"{x[0]} ? {x[1]} : {x[2]}"
-        if name == "arith.constant":
-            return _literal(op.attr("value"), op.dtype)  # type: ignore[arg-type]
-        if name == "linalg.index":
+        if op.name == "linalg.index":
             d = int(op.attr("dim"))  # type: ignore[call-overload]
             t = self.tile_counter(d)
             tile = self.loops[d].tile
             parts = ([f"{tile} * {t}" if tile > 1 else t] if t is not None else []) + \
                     ([self.point(d)] if tile > 1 else [])
             return " + ".join(parts) or "0"
-        raise UnsupportedOpError(name, name.split(".")[0], f"no C++ translation (kernel {self.node.name})",
-                                 self.op.location)
+        if op.name == "math.fpowi":  # unrolled squarings: the exponent's bit length, a constant
+            self.helpers.add("fpowi")
+            steps = fpowi_steps(self.constant(op.operands[1]))
+            return f"fpowi<{steps}>({', '.join(names[o] for o in op.operands)})"
+        expression = scalar_expression(op, [names[o] for o in op.operands], types, self.helpers)
+        if expression is None:
+            raise UnsupportedOpError(op.name, op.name.split(".")[0], f"no C++ translation (kernel {self.node.name})",
+                                     self.op.location)
+        return expression
 
     def constant(self, value: str) -> int | None:
         """The integer a body value is, when an ``arith.constant`` defines it."""
@@ -411,29 +389,61 @@ class KernelWriter:
                 return int(op.attr("value"))  # type: ignore[call-overload]
         return None
 
-    @staticmethod
-    def compare(predicate: str, x: list[str], dtype: str) -> str:
-        """C++ of ``arith.cmpf`` (``dtype`` a float type: ordered, unordered and NaN-test predicates) and of
-        ``arith.cmpi`` (``u*`` predicates on the unsigned type of the same width)."""
-        a, b = x
-        if dtype.startswith("f"):
-            if predicate in ("false", "true"):  # operands still read: no unused-variable warning
-                return f"((void){a}, (void){b}, {predicate})"
-            if predicate == "ord":
-                return f"({a} == {a} && {b} == {b})"
-            if predicate == "uno":
-                return f"({a} != {a} || {b} != {b})"
-            kind, order = predicate[0], predicate[1:]
-            if kind == "o" and order == "ne":
-                return f"({a} < {b} || {a} > {b})"
-            if kind == "o":
-                return f"{a} {_COMPARE[order]} {b}"
-            return f"!({_ORDERED_INVERSE[order].format(a=a, b=b)})"
-        if predicate in ("eq", "ne"):
-            return f"{a} {_COMPARE[predicate]} {b}"
-        if predicate[0] == "u" and dtype != "i1":
-            a, b = (f"static_cast<u{c_type(dtype)}>({v})" for v in x)
-        return f"{a} {_COMPARE[predicate[1:]]} {b}"
+def scalar_expression(op: ScalarOp, x: list[str], types: dict[str, str], helpers: set[str]) -> str | None:
+    """C++ expression of one scalar op (other than ``linalg.index``) on the C++ operands ``x``; ``types`` maps
+    operand names to IR types, ``helpers`` collects the helper functions used; None for an op without one."""
+    name, ctype = op.name, c_type(op.dtype)
+    if name in _BINARY_OPERATORS:
+        return f"{x[0]} {_BINARY_OPERATORS[name]} {x[1]}"
+    if name in _BITWISE:
+        integer, logical = _BITWISE[name]
+        return f"{x[0]} {logical if op.dtype == 'i1' else integer} {x[1]}"
+    if name == "arith.negf":
+        return f"-{x[0]}"
+    if name == "math.rsqrt":
+        return f"{ctype}(1) / std::sqrt({x[0]})"
+    if name in _CALLS:
+        function = _CALLS[name]
+        if function in SCALAR_HELPERS:
+            helpers.add(function)
+        return f"{function}({', '.join(x)})"
+    if name in _CASTS:
+        return f"static_cast<{ctype}>({x[0]})"
+    if name in _UNSIGNED_CASTS:
+        source = types[op.operands[0]]
+        unsigned = x[0] if source == "i1" else f"static_cast<u{c_type(source)}>({x[0]})"
+        return f"static_cast<{ctype}>({unsigned})"
+    if name in ("arith.cmpf", "arith.cmpi"):
+        return compare_expression(str(op.attr("predicate")), x, types[op.operands[0]])
+    if name == "arith.select":
+        return f"{x[0]} ? {x[1]} : {x[2]}"
+    if name == "arith.constant":
+        return _literal(op.attr("value"), op.dtype)  # type: ignore[arg-type]
+    return None
+
+
+def compare_expression(predicate: str, x: list[str], dtype: str) -> str:
+    """C++ of ``arith.cmpf`` (``dtype`` a float type: ordered, unordered and NaN-test predicates) and of
+    ``arith.cmpi`` (``u*`` predicates on the unsigned type of the same width)."""
+    a, b = x
+    if dtype.startswith("f"):
+        if predicate in ("false", "true"):  # operands still read: no unused-variable warning
+            return f"((void){a}, (void){b}, {predicate})"
+        if predicate == "ord":
+            return f"({a} == {a} && {b} == {b})"
+        if predicate == "uno":
+            return f"({a} != {a} || {b} != {b})"
+        kind, order = predicate[0], predicate[1:]
+        if kind == "o" and order == "ne":
+            return f"({a} < {b} || {a} > {b})"
+        if kind == "o":
+            return f"{a} {_COMPARE[order]} {b}"
+        return f"!({_ORDERED_INVERSE[order].format(a=a, b=b)})"
+    if predicate in ("eq", "ne"):
+        return f"{a} {_COMPARE[predicate]} {b}"
+    if predicate[0] == "u" and dtype != "i1":
+        a, b = (f"static_cast<u{c_type(dtype)}>({v})" for v in x)
+    return f"{a} {_COMPARE[predicate[1:]]} {b}"
 
 
 def _literal(value: float | int | bool, dtype: str) -> str:
