@@ -137,3 +137,12 @@ def load_model(name: str, size: str = "tiny", seed: int = 0) -> LoadedModel:
         return load_checkpoint(name)
     raise ModelError(f"unknown model '{name}': expected one of {', '.join(BUILTIN_MODELS)} "
                      "or the path of a local Hugging Face checkpoint directory")
+
+
+def load_full_model(name: str, size: str = "tiny", seed: int = 0) -> LoadedModel:
+    """Like ``load_model``, but a built-in family gets all the decoder layers of its configuration (a whole model
+    to run, not one block to compile)."""
+    if name in _FAMILIES:
+        cfg = builtin_config(name, size)
+        return build_random_model(name, size, seed, num_layers=cfg.n_layer if name == "gpt2" else cfg.num_hidden_layers)
+    return load_model(name, size, seed)
