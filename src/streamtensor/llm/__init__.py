@@ -2,6 +2,6 @@
 loop over the C simulation or a card)."""
 
 from streamtensor.llm.build import LlmDesign, LlmOptions, build, compile_llm
-from streamtensor.llm.generate import LlmRunner, reference_tokens
+from streamtensor.llm.generate import LlmRunner, reference_generation
 
-__all__ = ["LlmDesign", "LlmOptions", "LlmRunner", "build", "compile_llm", "reference_tokens"]
+__all__ = ["LlmDesign", "LlmOptions", "LlmRunner", "build", "compile_llm", "reference_generation"]

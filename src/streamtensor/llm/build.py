@@ -29,7 +29,7 @@ from torch import nn
 
 from streamtensor._version import GENERATOR
 from streamtensor.codegen.vitis.hbm import memory_arguments
-#TMP from streamtensor.codegen.vitis.llm_host import write_llm_host
+from streamtensor.codegen.vitis.llm_host import write_llm_host
 from streamtensor.driver import Design, Progress, compile, compile_model_block
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.frontend.block import DecoderBlock
@@ -157,7 +157,9 @@ class LlmDesign:
         _copy_tokenizer(self.loaded.source, model_dir)
         manifest = self.manifest()
         (out / LLM_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        pass  #TMP write_llm_host(host, manifest, {name: load_kernel_interface(out / name) for name in self.kernels})
+        target = self.kernels[self.head].design.target
+        write_llm_host(host, manifest, {name: load_kernel_interface(out / name) for name in self.kernels},
+                       target.platform, target.clock_mhz)
         (out / "report.json").write_text(json.dumps(self.report, indent=2, default=str) + "\n")
         return out
 
@@ -172,6 +174,12 @@ class LlmDesign:
             for arg in weight_args:
                 (folder / f"{arg.arg}.bin").write_bytes(arg.pack_tensor(tensors[arg.name].numpy()))
 
+    def _kv_geometry(self) -> dict[str, int]:
+        block = self.kernels[self.decode[0]].module
+        assert isinstance(block, DecoderBlock)
+        return {"num_kv_heads": block.spec.num_kv_heads, "head_dim": block.spec.head_dim,
+                "value_head_dim": block.spec.value_head_dim}
+
     def manifest(self) -> dict[str, Any]:
         cfg = self.loaded.config
         return {
@@ -182,6 +190,7 @@ class LlmDesign:
             "num_layers": len(self.prefill),
             "hidden_size": self.tables.tokens.shape[1],
             "vocab_size": self.tables.tokens.shape[0],
+            **self._kv_geometry(),
             "prompt_len": self.options.prompt_len,
             "max_len": self.options.cache_len,
             "max_new_tokens": self.options.max_new_tokens,

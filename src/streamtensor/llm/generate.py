@@ -31,6 +31,7 @@ from streamtensor.runtime.xrt import XrtBackend
 from streamtensor.verify.simulate import build_simulation
 
 BACKENDS = ("emulation", "xrt")
+XCLBIN = "host/llm.hw.xclbin"
 
 
 class KernelRunner:
@@ -43,8 +44,8 @@ class KernelRunner:
         if backend == "emulation":
             build_simulation(root)  # from the cache when these sources were built before
             self.runtime = SimulationBackend()
-        else:
-            self.runtime = XrtBackend()
+        else:  # every kernel of the build in one xclbin (host/Makefile's link target); loading it again is a no-op
+            self.runtime = XrtBackend(xclbin=root.parent / XCLBIN)
         self.runtime.load(root)
         self._weights: dict[int, dict[str, bytes]] = {}
         for arg in self.runtime.arguments:
@@ -111,6 +112,7 @@ class HostKvCache:
 class Step:
     token: int
     position: int  # of the token fed in (prefill: the last prompt token's)
+    logits: np.ndarray
     seconds: float  # wall time of the step here (emulation: mostly the C simulations)
     kernel_seconds: float  # of which inside kernel runs
 
@@ -210,7 +212,7 @@ class LlmRunner:
             kernel_s += seconds
             token = sample(logits, top_k, temperature, rng)
             result.tokens.append(token)
-            result.steps.append(Step(token, position, time.perf_counter() - start, kernel_s))
+            result.steps.append(Step(token, position, logits, time.perf_counter() - start, kernel_s))
             self.progress(f"token {len(result.tokens)}/{max_new_tokens}: {token} "
                           f"({result.steps[-1].seconds:.2f} s)")
             if token in eos:
@@ -229,8 +231,10 @@ class LlmRunner:
         return self.run_model.model(len(generation.prompt), len(generation.tokens))
 
 
-def reference_tokens(outdir: str | Path, prompt: list[int], max_new_tokens: int) -> list[int]:
-    """Hugging Face ``generate(do_sample=False)`` on the build's checkpoint: the new tokens."""
+def reference_generation(outdir: str | Path, prompt: list[int], max_new_tokens: int
+                         ) -> tuple[list[int], list[np.ndarray]]:
+    """Hugging Face ``generate(do_sample=False)`` on the build's checkpoint: the new tokens and each step's
+    logits."""
     import torch
     import transformers
 
@@ -242,8 +246,9 @@ def reference_tokens(outdir: str | Path, prompt: list[int], max_new_tokens: int)
     pad = eos[0] if isinstance(eos, list) else eos
     with torch.no_grad():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=pad if pad is not None else 0)
-    return [int(t) for t in out[0, len(prompt):]]
+                             do_sample=False, pad_token_id=pad if pad is not None else 0, output_logits=True,
+                             return_dict_in_generate=True)
+    return [int(t) for t in out.sequences[0, len(prompt):]], [s[0].numpy() for s in out.logits]
 
 
 def tokenizer_of(outdir: str | Path) -> Any:
