@@ -62,9 +62,12 @@ class LlmOptions:
     size: str = "tiny"
     seed: int = 0
     decode_positions: int = 2  # capacities the decode block's timing is simulated at (1: only max_len)
+    vocab_size: int = 0  # built-in models: this vocabulary instead of the small built-in one (0)
     verbose: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.vocab_size, int) or self.vocab_size < 0:
+            raise OptionError(f"bad vocab-size {self.vocab_size!r}: must be a non-negative integer")
         for name in ("prompt_len", "max_new_tokens", "decode_positions"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise OptionError(f"bad {name.replace('_', '-')} {getattr(self, name)!r}: must be at least 1")
@@ -238,8 +241,9 @@ def _host_token_seconds(tables: EmbeddingTables) -> float:
 
 def _decomposition_error(loaded: LoadedModel, tables: EmbeddingTables, kernels: dict[str, Kernel],
                          prefill: list[str], head: str, prompt_len: int) -> float:
-    """Max |logit error| (relative to the largest logit, at least 1) of the host decomposition against the whole model, both PyTorch eager (a prompt of up to
-    8 tokens, padded to the prefill length as the host program pads it)."""
+    """Max |logit error| (relative to the largest logit, at least 1) of the host decomposition against the
+    whole model, both PyTorch eager (a prompt of up to 8 tokens, padded to the prefill length as the host pads
+    it)."""
     n = min(8, prompt_len)
     ids = [(5 * i + 1) % tables.tokens.shape[0] for i in range(n)]
     hidden = np.zeros((1, prompt_len, tables.tokens.shape[1]), dtype=np.float32)
@@ -266,7 +270,7 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
         if forbidden in options:
             raise OptionError(f"option {forbidden} is set per kernel by the build; it cannot be given")
     progress = Progress(opts.verbose, f"model {model}")
-    loaded = progress.run("llm.load_model", lambda: load_full_model(model, opts.size, opts.seed))
+    loaded = progress.run("llm.load_model", lambda: load_full_model(model, opts.size, opts.seed, opts.vocab_size))
     groups = layer_groups(loaded)
     distinct = list(dict.fromkeys(groups))
     kernels: dict[str, Kernel] = {}
