@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from conftest import TINY_MAX_LEN, TINY_SEQ_LEN
 
 from streamtensor.cli import main
 from streamtensor.codegen.vitis.llm_host import slot_map
@@ -40,22 +41,24 @@ def _build_and_check(model: str, out: Path, capsys: pytest.CaptureFixture, promp
 @pytest.fixture(scope="module")
 def gpt2_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("llm") / "gpt2"
-    assert main(["build", "gpt2", "-o", str(out), "--prompt-len", "4", "--max-new-tokens", "4",
-                 "--decode-positions", "2", "-q"]) == 0
+    # The blocks of conftest's tiny_block (8 tokens, 16 cache rows): their C simulations are cached already.
+    assert main(["build", "gpt2", "-o", str(out), "--prompt-len", str(TINY_SEQ_LEN), "--max-new-tokens",
+                 str(TINY_MAX_LEN - TINY_SEQ_LEN), "--decode-positions", "2", "-q"]) == 0
     return out
 
 
 def test_tiny_gpt2_generates_hugging_face_tokens(gpt2_build: Path, capsys: pytest.CaptureFixture) -> None:
-    # 5 prompt tokens for a 4-token prefill kernel: the fifth goes through a decode step, as the host pads/splits.
+    # 9 prompt tokens for an 8-token prefill kernel: the ninth goes through a decode step.
     capsys.readouterr()
-    code = main(["generate", str(gpt2_build), "--prompt-ids", "3,1,4,1,5", "--max-new-tokens", "3", "--check", "-q"])
+    code = main(["generate", str(gpt2_build), "--prompt-ids", "3,1,4,1,5,9,2,6,5", "--max-new-tokens", "3", "--check",
+                 "-q"])
     text = capsys.readouterr().out
     assert code == 0, text
     assert "check: PASS: 3 tokens here, 3 from Hugging Face generate(do_sample=False); identical" in text
     rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
     assert len(rows) == 3 and all(r[2] == r[5] for r in rows)  # our token, Hugging Face's
     assert all(float(r[6]) < 1e-4 for r in rows)  # and the logits agree, not just their argmax
-    assert "modelled board run: on u55c at 250 MHz, [5:3]" in text
+    assert "modelled board run: on u55c at 250 MHz, [9:3]" in text
 
 
 def test_run_model_terms_add_up(gpt2_build: Path) -> None:
@@ -65,7 +68,7 @@ def test_run_model_terms_add_up(gpt2_build: Path) -> None:
         "host_embedding_and_sampling_measured_here"]
     assert llm["decode_step_ms"] == pytest.approx(parts * 1e3)
     assert llm["decode_tokens_per_s"] == pytest.approx(1e3 / llm["decode_step_ms"])
-    assert llm["latency_ms"] == pytest.approx(llm["ttft_ms"] + 3 * llm["decode_step_ms"])  # 4 new tokens
+    assert llm["latency_ms"] == pytest.approx(llm["ttft_ms"] + 7 * llm["decode_step_ms"])  # 8 new tokens
     assert step["launch"] == pytest.approx(3 * 20e-6)  # two layers and the head, 20 us each (the board's figure)
     assert "assumed, not measured" in llm["overheads"]["source"]
     assert llm["rooflines"]["within_rooflines"]
@@ -73,7 +76,7 @@ def test_run_model_terms_add_up(gpt2_build: Path) -> None:
     assert [layer["decode_cycles"] for layer in llm["layers"]] == [llm["layers"][0]["decode_cycles"]] * 2
     assert llm["energy"]["joules_per_token_upper_bound"] == pytest.approx(150.0 * llm["decode_step_ms"] / 1e3)
     points = llm["decode_position_model"]["decode"]["capacities_and_cycles"]
-    assert [c for c, _ in points] == [4, 8] and points[0][1] < points[1][1]  # a longer cache costs cycles
+    assert [c for c, _ in points] == [8, 16] and points[0][1] < points[1][1]  # a longer cache costs cycles
 
 
 def test_cpp_host_slot_maps_pack_like_the_runtime(gpt2_build: Path) -> None:
@@ -123,14 +126,14 @@ def test_generate_refuses_bad_requests_in_one_line(gpt2_build: Path, tmp_path: P
     capsys.readouterr()
     cases = [
         (["generate", str(gpt2_build), "--prompt-ids", "1,2,300"], "prompt token(s) [300] outside the vocabulary"),
-        (["generate", str(gpt2_build), "--prompt-ids", "1,2,3", "--max-new-tokens", "9"], "need 12 KV-cache rows"),
+        (["generate", str(gpt2_build), "--prompt-ids", "1,2,3", "--max-new-tokens", "14"], "need 17 KV-cache rows"),
         (["generate", str(gpt2_build), "--prompt", "hello"], "has no tokenizer"),
         (["generate", str(tmp_path), "--prompt-ids", "1"], "llm.json not found: build the model first"),
         (["generate", str(gpt2_build), "--prompt-ids", "1", "--check", "--temperature", "1"], "--check compares"),
         (["generate", str(gpt2_build), "--prompt-ids", "1,x"], "bad --prompt-ids '1,x'"),
     ]
     for argv, message in cases:
-        assert main(argv) == 2
+        assert main([*argv, "-q"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("streamtensor: error: ") and message in err and err.count("\n") == 1, err
 

@@ -145,9 +145,9 @@ def load_full_model(name: str, size: str = "tiny", seed: int = 0, vocab_size: in
     to run, not one block to compile) and, when ``vocab_size`` is given, that vocabulary (the real model's, for
     the LM head's cost) instead of the small built-in one."""
     if name in _FAMILIES:
-        cfg = builtin_config(name, size)
+        cfg = builtin_config(name, size, vocab_size or _BUILTIN_VOCAB)
         return build_random_model(name, size, seed, num_layers=cfg.n_layer if name == "gpt2" else cfg.num_hidden_layers,
-                                  vocab_size=vocab_size or _BUILTIN_VOCAB)
+                                  vocab_size=cfg.vocab_size)
     if vocab_size:
         raise ModelError(f"a vocabulary size applies to built-in models only; {name} is a checkpoint")
     return load_model(name, size, seed)

@@ -156,7 +156,10 @@ class LlmDesign:
         model_dir = out / MODEL_DIR
         if model_dir.exists():
             shutil.rmtree(model_dir)
-        self.loaded.model.save_pretrained(model_dir)
+        # Parameters only: block extraction made the rotary buffers persistent, which the checkpoint must not hold.
+        params = {n for n, _ in self.loaded.model.named_parameters(remove_duplicate=False)}
+        self.loaded.model.save_pretrained(model_dir, state_dict={k: v for k, v in
+                                                                 self.loaded.model.state_dict().items() if k in params})
         _copy_tokenizer(self.loaded.source, model_dir)
         manifest = self.manifest()
         (out / LLM_FILE).write_text(json.dumps(manifest, indent=2) + "\n")

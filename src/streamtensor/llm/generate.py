@@ -148,11 +148,14 @@ class LlmRunner:
             positions = np.fromfile(self.root / m["embedding"]["positions"], dtype="<f4").reshape(
                 m["embedding"]["position_rows"], -1)
         self.tables = EmbeddingTables(tokens, positions)
-        self.kernels: dict[str, KernelRunner] = {}
-        for name, k in m["kernels"].items():
-            self.progress(f"loading kernel {name} ({backend})")
-            self.kernels[name] = KernelRunner(self.root / k["dir"], backend, k["outputs"])
+        self.kernels: dict[str, KernelRunner] = {}  # loaded by the first generate, after its request is checked
         self.run_model = RunModel.from_json(m["run_model"])
+
+    def _load_kernels(self) -> None:
+        for name, k in self.manifest["kernels"].items():
+            if name not in self.kernels:
+                self.progress(f"loading kernel {name} ({self.backend})")
+                self.kernels[name] = KernelRunner(self.root / k["dir"], self.backend, k["outputs"])
 
     def _check_prompt(self, prompt: list[int], max_new_tokens: int) -> None:
         m = self.manifest
@@ -187,6 +190,7 @@ class LlmRunner:
     def generate(self, prompt: list[int], max_new_tokens: int, top_k: int = 0, temperature: float = 0.0,
                  seed: int = 0) -> Generation:
         self._check_prompt(prompt, max_new_tokens)
+        self._load_kernels()
         m = self.manifest
         rng = np.random.default_rng(seed)
         eos = set(m["eos_token_ids"])
