@@ -131,6 +131,7 @@ def test_generate_refuses_bad_requests_in_one_line(gpt2_build: Path, tmp_path: P
         (["generate", str(tmp_path), "--prompt-ids", "1"], "llm.json not found: build the model first"),
         (["generate", str(gpt2_build), "--prompt-ids", "1", "--check", "--temperature", "1"], "--check compares"),
         (["generate", str(gpt2_build), "--prompt-ids", "1,x"], "bad --prompt-ids '1,x'"),
+        (["generate", str(gpt2_build), "--prompt-ids", "1", "--backend", "xrt"], "needs the Python module 'pyxrt'"),
     ]
     for argv, message in cases:
         assert main([*argv, "-q"]) == 2

@@ -45,7 +45,7 @@ from streamtensor.llm.host_model import (
     sample,
 )
 from streamtensor.llm.perf import Invocation, RunModel
-from streamtensor.verify.simulate import kernel_name
+from streamtensor.verify.simulate import eager_reference, kernel_name
 
 LLM_FILE = "llm.json"
 HOST_DIR = "host"
@@ -308,7 +308,8 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
     run_model = RunModel(**RunModel.device_figures(head_design.target), prefill_len=opts.prompt_len,
                          max_len=opts.cache_len, prefill=per_mode["prefill"], decode=per_mode["decode"], head="head",
                          invocations={n: k.invocation() for n, k in kernels.items()},
-                         host_token_s=_host_token_seconds(tables), position_points=points)
+                         host_token_s=_host_token_seconds(tables),
+                         host_head_s=eager_reference(head_module, head_args, budget_s=0.5)[1], position_points=points)
     return LlmDesign(model, loaded, opts, kernels, per_mode["prefill"], per_mode["decode"], "head", tables,
                      run_model, error, dict(progress.seconds))
 

@@ -32,6 +32,7 @@ from streamtensor.verify.simulate import build_simulation
 
 BACKENDS = ("emulation", "xrt")
 XCLBIN = "host/llm.hw.xclbin"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 
 
 class KernelRunner:
@@ -260,11 +261,14 @@ def tokenizer_of(outdir: str | Path) -> Any:
     import transformers
 
     model_dir = Path(outdir) / MODEL_DIR
+    missing = OptionError(f"the build in {outdir} has no tokenizer (built-in models have none): use --prompt-ids")
+    # Without these files AutoTokenizer may still build an empty tokenizer from the config alone.
+    if not any((model_dir / f).is_file() for f in _TOKENIZER_FILES):
+        raise missing
     try:
         return transformers.AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise OptionError(f"the build in {outdir} has no tokenizer (built-in models have none): use --prompt-ids "
-                          f"({type(err).__name__})") from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise missing from None
 
 
 def print_progress(line: str) -> None:
