@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "streamtensor.verify": 8,
     "streamtensor.passes": 9,  # the pass registry of `streamtensor opt`
     "streamtensor.driver": 9,
+    "streamtensor.llm": 9,  # the whole model: build (compiles blocks through the driver) and generate
     "streamtensor": 10,  # the package root (the API)
     "streamtensor.cli": 10,
 }

@@ -12,10 +12,12 @@ from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, TARGETS, get_targe
 from streamtensor.driver import CompileOptions, compile_llm_block
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.frontend.quant import QUANT_SCHEMES
+from streamtensor.llm import LlmOptions
 from streamtensor.passes import PASSES, parse_ir, print_ir, run_passes
 
 _DEFAULTS = CompileOptions()  # the CLI's defaults are the API's
 _TILING = _DEFAULTS.tiling
+_LLM = LlmOptions()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -98,6 +100,38 @@ def build_parser() -> argparse.ArgumentParser:
                            "FIFO sizing, simulation, resources or Vitis project")
     comp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     comp.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    bld = sub.add_parser("build", help="build a whole model: prefill, decode and head kernels, per-layer weights, "
+                                       "host tables and program, and the modelled run (report['llm'])")
+    bld.add_argument("model", help="gpt2, llama, qwen2, gemma, or a local Hugging Face checkpoint directory")
+    bld.add_argument("-o", "--output", required=True, help="output directory")
+    bld.add_argument("--size", choices=["tiny", "paper"], default=_DEFAULTS.size, help="built-in model geometry")
+    bld.add_argument("--prompt-len", type=_positive_int, default=_LLM.prompt_len,
+                     help="tokens of the prefill kernel and of the modelled prompt")
+    bld.add_argument("--max-new-tokens", type=_positive_int, default=_LLM.max_new_tokens,
+                     help="tokens of the modelled answer (and generate's default)")
+    bld.add_argument("--max-len", type=_positive_int, default=None,
+                     help="KV-cache rows of the decode kernel (default: prompt-len + max-new-tokens)")
+    bld.add_argument("--decode-positions", type=_positive_int, default=_LLM.decode_positions,
+                     help="capacities the decode kernel's timing is simulated at to model the position (1: none)")
+    bld.add_argument("--target", choices=list(TARGETS), default=DEFAULT_TARGET, help="the board to build for")
+    bld.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of random weights and example inputs")
+    bld.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    bld.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    gen = sub.add_parser("generate", help="generate tokens with a build (emulated accelerator or a card)")
+    gen.add_argument("outdir", help="output directory of 'streamtensor build'")
+    prompt = gen.add_mutually_exclusive_group(required=True)
+    prompt.add_argument("--prompt-ids", help="prompt as comma-separated token ids, e.g. 1,2,3")
+    prompt.add_argument("--prompt", help="prompt text (needs the checkpoint's tokenizer)")
+    gen.add_argument("--max-new-tokens", type=_positive_int, default=None, help="default: the build's")
+    gen.add_argument("--backend", choices=["emulation", "xrt"], default="emulation",
+                     help="emulation: every layer's block in its C simulation; xrt: a card")
+    gen.add_argument("--check", action="store_true",
+                     help="compare token by token with Hugging Face generate(do_sample=False) on the same weights")
+    gen.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0: all)")
+    gen.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    gen.add_argument("--seed", type=int, default=0, help="seed of sampling")
+    gen.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    gen.add_argument("--debug", action="store_true", help="print the traceback of an error")
     ver = sub.add_parser("verify", help="C-simulate a compiled design (bounded FIFOs) and compare it with PyTorch")
     ver.add_argument("outdir", help="output directory of 'streamtensor compile'")
     ver.add_argument("--runs", type=_positive_int, default=2, help="simulation runs (outputs must be identical)")
@@ -170,6 +204,81 @@ def _compile(args: argparse.Namespace) -> None:
           f"README.md); check it with: streamtensor verify {out}")
 
 
+def _build(args: argparse.Namespace) -> None:
+    from streamtensor.llm import build
+
+    design = build(args.model, args.output, size=args.size, prompt_len=args.prompt_len,
+                   max_new_tokens=args.max_new_tokens, max_len=args.max_len or 0,
+                   decode_positions=args.decode_positions, target=args.target, seed=args.seed,
+                   verbose=not args.quiet)
+    llm = design.report["llm"]
+    print(f"built {args.model}: {len(design.prefill)} layers, kernels {', '.join(design.kernels)} -> {args.output}")
+    print(f"  host decomposition (PyTorch eager) vs the model: max relative logit error "
+          f"{llm['decomposition_check']['max_relative_logit_error']:.2g}")
+    print(_modelled_line(llm))
+    step = llm["overheads"]["per_decode_step_s"]
+    print("  decode step (modelled, ms): " + ", ".join(f"{k} {v * 1e3:.4f}" for k, v in step.items()))
+    roof = llm["rooflines"]
+    print(f"  rooflines: HBM {roof['hbm_tokens_per_s']:.0f} tokens/s ({llm['hbm_bytes_per_token']} B/token), "
+          f"compute {roof['compute_tokens_per_s']:.0f} tokens/s; kernels alone {roof['kernel_only_tokens_per_s']:.0f}")
+    print(f"  energy: <= {llm['energy']['joules_per_token_upper_bound'] * 1e3:.3f} mJ/token at "
+          f"{llm['energy']['board_power_w']:.0f} W (card maximum)")
+    print(f"  report: {args.output}/report.json (report['llm']); run it: streamtensor generate {args.output} "
+          "--prompt-ids 1,2,3 --check")
+
+
+def _modelled_line(llm: dict) -> str:
+    return (f"  modelled on {llm['target']} at {llm['clock_mhz']:.0f} MHz, [{llm['prompt_len']}:{llm['new_tokens']}]: "
+            f"TTFT {llm['ttft_ms']:.3f} ms, decode {llm['decode_tokens_per_s']:.1f} tokens/s, "
+            f"latency {llm['latency_ms']:.3f} ms")
+
+
+def _generate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from streamtensor.llm.generate import LlmRunner, print_progress, reference_generation, tokenizer_of
+
+    if args.check and args.temperature != 0:
+        raise OptionError("--check compares with greedy generation: drop --temperature")
+    tokenizer = None
+    if args.prompt is not None:
+        tokenizer = tokenizer_of(args.outdir)
+        prompt = [int(t) for t in tokenizer(args.prompt)["input_ids"]]
+    else:
+        try:
+            prompt = [int(t) for t in args.prompt_ids.split(",") if t.strip()]
+        except ValueError:
+            raise OptionError(f"bad --prompt-ids '{args.prompt_ids}': expected comma-separated integers") from None
+    runner = LlmRunner(args.outdir, args.backend, None if args.quiet else print_progress)
+    new = args.max_new_tokens or runner.manifest["max_new_tokens"]
+    result = runner.generate(prompt, new, args.top_k, args.temperature, args.seed)
+    where = ("the emulated accelerator (every layer's block in its C simulation)" if args.backend == "emulation"
+             else "the card (XRT)")
+    print(f"generated {len(result.tokens)} tokens after a {len(prompt)}-token prompt on {where}; "
+          f"stopped: {result.stopped}")
+    reference: tuple[list[int], list[np.ndarray]] | None = None
+    if args.check:
+        reference = reference_generation(args.outdir, prompt, new)
+    header = "  step  position  token  wall s (measured)  kernel s"
+    print(header + ("  HF token  max |logit diff|" if reference else ""))
+    for i, step in enumerate(result.steps):
+        line = f"  {i + 1:>4}  {step.position:>8}  {step.token:>5}  {step.seconds:>17.3f}  {step.kernel_seconds:>8.3f}"
+        if reference is not None and i < len(reference[0]):
+            diff = float(np.max(np.abs(step.logits - reference[1][i])))
+            line += f"  {reference[0][i]:>8}  {diff:.3g}"
+        print(line)
+    print("tokens: " + " ".join(str(t) for t in result.tokens))
+    if tokenizer is not None:
+        print("text: " + tokenizer.decode(result.tokens))
+    print(_modelled_line(runner.modelled(result)).replace("  modelled", "modelled board run:", 1))
+    if reference is None:
+        return 0
+    same = result.tokens == reference[0]
+    print(f"check: {'PASS' if same else 'FAIL'}: {len(result.tokens)} tokens here, {len(reference[0])} from Hugging "
+          f"Face generate(do_sample=False); " + ("identical" if same else "they differ"))
+    return 0 if same else 1
+
+
 def _verify(args: argparse.Namespace) -> int:
     from streamtensor.verify.simulate import verify_project
 
@@ -198,6 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "compile":
             _compile(args)
+        elif args.command == "build":
+            _build(args)
+        elif args.command == "generate":
+            return _generate(args)
         elif args.command == "verify":
             return _verify(args)
         elif args.command == "opt":

@@ -35,7 +35,7 @@ from streamtensor.errors import OptionError, ShapeError, StageError, StreamTenso
 from streamtensor.frontend.block import MODES, BlockSpec, DecoderBlock
 from streamtensor.frontend.lowering import torch_to_linalg
 from streamtensor.frontend.mlir_import import import_linalg
-from streamtensor.frontend.models import SIZES, load_model
+from streamtensor.frontend.models import SIZES, LoadedModel, load_model
 from streamtensor.frontend.quant import (
     QuantLinear,
     QuantScheme,
@@ -402,6 +402,15 @@ def compile_llm_block(model: str, **options: Any) -> tuple[Design, DecoderBlock]
     opts = CompileOptions.from_kwargs(options)
     progress = Progress(opts.verbose, f"model {model}")
     loaded = progress.run("frontend.load_model", lambda: load_model(model, opts.size, opts.seed))
+    return compile_model_block(loaded, model, _progress=progress, **options)
+
+
+def compile_model_block(loaded: LoadedModel, model: str, *, _progress: Progress | None = None, **options: Any
+                        ) -> tuple[Design, DecoderBlock]:
+    """Extract one decoder block of an already loaded model (``options``: those of ``compile``, ``layer`` picks
+    the block) and compile it; ``model`` names it in the report."""
+    opts = CompileOptions.from_kwargs(options)
+    progress = _progress or Progress(opts.verbose, f"model {model}")
     progress.construct = f"model {model} ({type(loaded.model).__name__})"
     block = progress.run("frontend.extract_block", lambda: DecoderBlock(loaded, opts.mode, opts.seq_len,
                                                                         opts.max_len, opts.layer).eval())

@@ -81,6 +81,17 @@ class OperatorLibrary:
 
 
 @dataclass(frozen=True)
+class HostLink:
+    """The host-to-card path a host program pays for per kernel launch and per buffer transfer. No card is
+    attached here: the board files state these figures and their sources (``source``)."""
+
+    pcie_bytes_per_second: int  # effective host<->card DMA bandwidth (one direction)
+    transfer_latency_s: float  # fixed cost of one buffer sync (``xrt::bo::sync``), whatever its size
+    kernel_launch_s: float  # one ``xrt::run`` start-to-done round trip beyond the kernel's own cycles
+    source: str
+
+
+@dataclass(frozen=True)
 class Target:
     """One board and toolchain: every device number the compiler uses."""
 
@@ -97,6 +108,7 @@ class Target:
     memory: MemoryPrimitives
     ops: OperatorLibrary
     board_power_w: float  # the card's maximum power: an upper bound for energy figures
+    host_link: HostLink
     notes: tuple[str, ...] = field(default=())
 
     @property

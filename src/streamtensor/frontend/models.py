@@ -64,13 +64,13 @@ class LoadedModel:
     source: str  # "random(seed=N)" or the checkpoint directory
 
 
-def builtin_config(family: str, size: str) -> transformers.PretrainedConfig:
+def builtin_config(family: str, size: str, vocab_size: int = _BUILTIN_VOCAB) -> transformers.PretrainedConfig:
     if family not in _FAMILIES:
         raise ModelError(f"unknown model '{family}': expected one of {', '.join(BUILTIN_MODELS)} "
                          "or the path of a local Hugging Face checkpoint directory")
     if size not in SIZES:
         raise ModelError(f"unknown size '{size}': expected one of {', '.join(SIZES)}")
-    cfg = _CONFIG_CLASSES[family](vocab_size=_BUILTIN_VOCAB, **_FAMILIES[family][size])
+    cfg = _CONFIG_CLASSES[family](vocab_size=vocab_size, **_FAMILIES[family][size])
     cfg._attn_implementation = "eager"
     return cfg
 
@@ -92,9 +92,10 @@ def randomize_params(model: torch.nn.Module, generator: torch.Generator) -> None
                 param.add_(0.1 * noise)
 
 
-def build_random_model(family: str, size: str, seed: int = 0, num_layers: int = 1) -> LoadedModel:
+def build_random_model(family: str, size: str, seed: int = 0, num_layers: int = 1, vocab_size: int = _BUILTIN_VOCAB
+                       ) -> LoadedModel:
     """A built-in family with seeded random weights; only ``num_layers`` layers are built (one block compiles)."""
-    cfg = builtin_config(family, size)
+    cfg = builtin_config(family, size, vocab_size)
     if family == "gpt2":
         cfg.n_layer = num_layers
     else:
@@ -151,3 +152,16 @@ def load_model(name: str, size: str = "tiny", seed: int = 0) -> LoadedModel:
         return load_checkpoint(name)
     raise ModelError(f"unknown model '{name}': expected one of {', '.join(BUILTIN_MODELS)} "
                      "or the path of a local Hugging Face checkpoint directory")
+
+
+def load_full_model(name: str, size: str = "tiny", seed: int = 0, vocab_size: int = 0) -> LoadedModel:
+    """Like ``load_model``, but a built-in family gets all the decoder layers of its configuration (a whole model
+    to run, not one block to compile) and, when ``vocab_size`` is given, that vocabulary (the real model's, for
+    the LM head's cost) instead of the small built-in one."""
+    if name in _FAMILIES:
+        cfg = builtin_config(name, size, vocab_size or _BUILTIN_VOCAB)
+        return build_random_model(name, size, seed, num_layers=cfg.n_layer if name == "gpt2" else cfg.num_hidden_layers,
+                                  vocab_size=cfg.vocab_size)
+    if vocab_size:
+        raise ModelError(f"a vocabulary size applies to built-in models only; {name} is a checkpoint")
+    return load_model(name, size, seed)

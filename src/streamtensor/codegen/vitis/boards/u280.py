@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from streamtensor.target import HbmSpec, SlrBudget, Target
 
-from .ultrascale_plus import MEMORY, OPERATORS
+from .ultrascale_plus import GEN3X16_XDMA, MEMORY, OPERATORS
 
 U280 = Target(
     name="u280",
@@ -30,4 +30,5 @@ U280 = Target(
     memory=MEMORY,
     ops=OPERATORS,
     board_power_w=225.0,
+    host_link=GEN3X16_XDMA,
 )

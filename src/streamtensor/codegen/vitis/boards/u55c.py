@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streamtensor.target import HbmSpec, SlrBudget, Target
 
-from .ultrascale_plus import MEMORY, OPERATORS
+from .ultrascale_plus import GEN3X16_XDMA, MEMORY, OPERATORS
 
 U55C = Target(
     name="u55c",
@@ -28,4 +28,5 @@ U55C = Target(
     memory=MEMORY,
     ops=OPERATORS,
     board_power_w=150.0,  # card maximum power
+    host_link=GEN3X16_XDMA,
 )

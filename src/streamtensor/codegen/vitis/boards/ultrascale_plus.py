@@ -8,7 +8,7 @@ the single-precision figures. These are estimates for design-space decisions, no
 
 from __future__ import annotations
 
-from streamtensor.target import MemoryPrimitives, OperatorLibrary
+from streamtensor.target import HostLink, MemoryPrimitives, OperatorLibrary
 
 MEMORY = MemoryPrimitives(
     bram36_bits=36 * 1024,
@@ -66,4 +66,17 @@ OPERATORS = OperatorLibrary(
     fork_lut_per_output=40,
     dma_engine_lut=2000,  # 512-bit AXI master adapter + address generator
     fifo_control_lut=30,  # pointers, full/empty flags
+)
+
+# Both boards' platforms are gen3x16 XDMA shells. Assumed figures (no card here to measure them): PCIe Gen3 x16
+# moves 15.75 GB/s raw (8 GT/s x 16 lanes, 128b/130b); XDMA reaches about 12 GB/s of it in either direction (the
+# DMA test of `xbutil validate` on gen3x16 platforms, AMD PG195). A kernel start-to-done round trip through XRT
+# costs tens of microseconds on these shells (command queue and interrupt); 20 us is taken, and 10 us per buffer
+# sync (a DMA descriptor round trip). A board run replaces all three with measurements.
+GEN3X16_XDMA = HostLink(
+    pcie_bytes_per_second=12_000_000_000,
+    transfer_latency_s=10e-6,
+    kernel_launch_s=20e-6,
+    source="assumed, not measured: PCIe Gen3 x16 XDMA ~12 GB/s effective (xbutil validate DMA test, AMD PG195); "
+           "20 us per kernel launch and 10 us per buffer sync (typical XRT round trips on gen3x16 shells)",
 )

@@ -1,0 +1,346 @@
+// The host token loop of a whole model on the card, with the XRT native API: the C++ twin of
+// streamtensor.llm.generate (same steps, same packing, same sampling rules).
+//
+// Usage: llm_host XCLBIN BUILD_DIR PROMPT_IDS [MAX_NEW_TOKENS [TOP_K TEMPERATURE SEED [DEVICE_INDEX]]]
+//   PROMPT_IDS: comma-separated token ids. TEMPERATURE 0 (the default) is greedy.
+// Exit status: 0 on success, 1 when XRT fails (no card, a kernel error), 2 on a usage or file error.
+//
+// Every kernel argument the host moves per run (activations, the KV cache, outputs) is packed and unpacked with
+// a slot map written by the build (host/maps/<kernel>/<arg>.map, int32 per element slot of the packed buffer:
+// for a read argument the flat tensor index + 1 it holds, 0 for padding; for a written argument, per tensor
+// element, the slot + 1 holding it). Weights and constants are loaded once, packed, per layer.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <xrt/xrt_bo.h>
+#include <xrt/xrt_device.h>
+#include <xrt/xrt_kernel.h>
+
+namespace {
+
+constexpr const char* kProgram = "llm_host";
+
+struct Arg {
+  const char* arg;     // C identifier: kernel argument and file name
+  const char* tensor;  // tensor name (several arguments may share one)
+  const char* role;    // input | kv_cache | weight | constant | output
+  bool reads;
+  std::size_t bytes;       // packed layout
+  std::size_t elem_bytes;  // 4: float32, 8: int64
+};
+
+struct KernelDesc {
+  const char* name;
+  const char* dir;
+  const char* kernel;
+  std::vector<Arg> args;
+  std::map<std::string, std::string> outputs;  // output name -> argument
+};
+
+/*@TABLES@*/
+
+class FileError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+std::vector<char> read_file(const std::string& path, std::size_t bytes) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw FileError("cannot open " + path);
+  std::vector<char> data(bytes);
+  in.read(data.data(), static_cast<std::streamsize>(bytes));
+  if (in.gcount() != static_cast<std::streamsize>(bytes) || in.peek() != EOF) {
+    throw FileError(path + " does not hold exactly " + std::to_string(bytes) + " bytes");
+  }
+  return data;
+}
+
+std::vector<std::int32_t> read_map(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) throw FileError("cannot open " + path);
+  const std::streamsize size = in.tellg();
+  in.seekg(0);
+  std::vector<std::int32_t> map(static_cast<std::size_t>(size) / sizeof(std::int32_t));
+  in.read(reinterpret_cast<char*>(map.data()), size);
+  return map;
+}
+
+// A tensor on the host: float32 values, or int64 ones (the decode kernel's position).
+struct Tensor {
+  std::vector<float> f;
+  std::vector<std::int64_t> i;
+};
+
+class KernelRunner {
+ public:
+  KernelRunner(const xrt::device& device, const xrt::uuid& uuid, const KernelDesc& desc, const std::string& build,
+               const std::vector<int>& layers)
+      : desc_(desc), kernel_(device, uuid, desc.kernel) {
+    const std::string root = build + "/" + desc.dir;
+    for (std::size_t i = 0; i < desc.args.size(); ++i) {
+      const Arg& a = desc.args[i];
+      const bool resident = std::strcmp(a.role, "weight") == 0 || std::strcmp(a.role, "constant") == 0;
+      if (!resident) {
+        bos_[a.arg] = xrt::bo(device, a.bytes, kernel_.group_id(static_cast<int>(i)));
+        maps_[a.arg] = read_map(build + "/host/maps/" + desc.name + "/" + a.arg + ".map");
+        continue;
+      }
+      // One resident buffer per layer for weights (params/ for constants and for the head).
+      const bool per_layer = std::strcmp(a.role, "weight") == 0 && !layers.empty();
+      for (int layer : per_layer ? layers : std::vector<int>{-1}) {
+        const std::string file = layer < 0 ? root + "/params/" + a.arg + ".bin"
+                                           : root + "/layers/" + std::to_string(layer) + "/" + a.arg + ".bin";
+        xrt::bo bo(device, a.bytes, kernel_.group_id(static_cast<int>(i)));
+        const std::vector<char> data = read_file(file, a.bytes);
+        bo.write(data.data(), a.bytes, 0);
+        bo.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+        resident_[std::string(a.arg) + "@" + std::to_string(layer)] = bo;
+      }
+    }
+  }
+
+  // Runs the kernel with `layer`'s weights (-1: params/) on `inputs` (tensor name -> tensor); returns the outputs.
+  std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs, int layer) {
+    xrt::run run(kernel_);
+    for (std::size_t i = 0; i < desc_.args.size(); ++i) {
+      const Arg& a = desc_.args[i];
+      auto resident = resident_.find(std::string(a.arg) + "@" + std::to_string(layer));
+      if (resident == resident_.end()) resident = resident_.find(std::string(a.arg) + "@-1");
+      if (resident != resident_.end()) {
+        run.set_arg(static_cast<int>(i), resident->second);
+        continue;
+      }
+      xrt::bo& bo = bos_.at(a.arg);
+      if (a.reads) {
+        const auto found = inputs.find(a.tensor);
+        if (found == inputs.end()) throw std::runtime_error(std::string("no value for input ") + a.tensor);
+        const std::vector<char> data = pack(a, found->second);
+        bo.write(data.data(), a.bytes, 0);
+        bo.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+      }
+      run.set_arg(static_cast<int>(i), bo);
+    }
+    run.start();
+    const ert_cmd_state state = run.wait();
+    if (state != ERT_CMD_STATE_COMPLETED) {
+      throw std::runtime_error(std::string("kernel ") + desc_.kernel + " ended in state " +
+                               std::to_string(static_cast<int>(state)));
+    }
+    std::map<std::string, Tensor> outputs;
+    for (const auto& [name, arg] : desc_.outputs) {
+      xrt::bo& bo = bos_.at(arg);
+      bo.sync(XCL_BO_SYNC_BO_FROM_DEVICE);
+      std::vector<float> data(bo.size() / sizeof(float));
+      bo.read(data.data(), bo.size(), 0);
+      const std::vector<std::int32_t>& map = maps_.at(arg);
+      Tensor t;
+      t.f.resize(map.size());
+      for (std::size_t e = 0; e < map.size(); ++e) t.f[e] = data[static_cast<std::size_t>(map[e] - 1)];
+      outputs[name] = std::move(t);
+    }
+    return outputs;
+  }
+
+ private:
+  std::vector<char> pack(const Arg& a, const Tensor& t) const {
+    const std::vector<std::int32_t>& map = maps_.at(a.arg);
+    std::vector<char> data(a.bytes, 0);
+    for (std::size_t slot = 0; slot < map.size(); ++slot) {
+      if (map[slot] == 0) continue;  // padding
+      const std::size_t index = static_cast<std::size_t>(map[slot] - 1);
+      if (a.elem_bytes == 8) {
+        std::memcpy(&data[slot * 8], &t.i.at(index), 8);
+      } else {
+        std::memcpy(&data[slot * 4], &t.f.at(index), 4);
+      }
+    }
+    return data;
+  }
+
+  const KernelDesc& desc_;
+  xrt::kernel kernel_;
+  std::map<std::string, xrt::bo> bos_;
+  std::map<std::string, xrt::bo> resident_;
+  std::map<std::string, std::vector<std::int32_t>> maps_;
+};
+
+std::vector<float> embed(const std::vector<float>& tokens, const std::vector<float>& positions,
+                         const std::vector<int>& ids, int first_position) {
+  std::vector<float> rows(ids.size() * kHidden);
+  for (std::size_t r = 0; r < ids.size(); ++r) {
+    for (int h = 0; h < kHidden; ++h) {
+      float v = tokens[static_cast<std::size_t>(ids[r]) * kHidden + h];
+      if (!positions.empty()) v += positions[(first_position + r) * kHidden + h];
+      rows[r * kHidden + h] = v;
+    }
+  }
+  return rows;
+}
+
+// Greedy (temperature 0: the first maximum), else a draw from softmax(logits / T) over the top_k largest (0: all).
+int sample(const std::vector<float>& logits, int top_k, double temperature, std::mt19937_64& rng) {
+  std::size_t best = 0;
+  for (std::size_t v = 1; v < logits.size(); ++v) {
+    if (logits[v] > logits[best]) best = v;
+  }
+  if (temperature == 0.0) return static_cast<int>(best);
+  std::vector<double> scaled(logits.size());
+  for (std::size_t v = 0; v < logits.size(); ++v) scaled[v] = logits[v] / temperature;
+  if (top_k > 0 && static_cast<std::size_t>(top_k) < scaled.size()) {
+    std::vector<double> sorted = scaled;
+    std::nth_element(sorted.begin(), sorted.begin() + (top_k - 1), sorted.end(), std::greater<double>());
+    const double cutoff = sorted[static_cast<std::size_t>(top_k - 1)];
+    for (double& s : scaled) {
+      if (s < cutoff) s = -INFINITY;
+    }
+  }
+  const double peak = scaled[best];
+  std::vector<double> weights(scaled.size());
+  for (std::size_t v = 0; v < scaled.size(); ++v) weights[v] = std::exp(scaled[v] - peak);
+  std::discrete_distribution<int> draw(weights.begin(), weights.end());
+  return draw(rng);
+}
+
+// The host's KV cache of every layer, [kv_heads, max_len, head_dim], fed whole to the decode kernel and taken
+// back whole (the decode block's interface as built; streamtensor.llm.generate.HostKvCache is its twin).
+struct KvCache {
+  std::vector<std::vector<float>> keys, values;
+  KvCache() : keys(kLayers), values(kLayers) {}
+
+  void store_prefill(int layer, const std::vector<float>& k, const std::vector<float>& v, int count) {
+    keys[layer].assign(static_cast<std::size_t>(kKvHeads) * kMaxLen * kHeadDim, 0.0f);
+    values[layer].assign(static_cast<std::size_t>(kKvHeads) * kMaxLen * kValueHeadDim, 0.0f);
+    for (int h = 0; h < kKvHeads; ++h) {
+      for (int r = 0; r < count; ++r) {
+        std::memcpy(&keys[layer][(static_cast<std::size_t>(h) * kMaxLen + r) * kHeadDim],
+                    &k[(static_cast<std::size_t>(h) * kPromptLen + r) * kHeadDim], kHeadDim * sizeof(float));
+        std::memcpy(&values[layer][(static_cast<std::size_t>(h) * kMaxLen + r) * kValueHeadDim],
+                    &v[(static_cast<std::size_t>(h) * kPromptLen + r) * kValueHeadDim], kValueHeadDim * sizeof(float));
+      }
+    }
+  }
+};
+
+std::vector<int> parse_ids(const std::string& text) {
+  std::vector<int> ids;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    char* end = nullptr;
+    const long id = std::strtol(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || id < 0 || id >= kVocab) {
+      throw FileError("bad prompt id '" + item + "' (expected 0.." + std::to_string(kVocab - 1) + ")");
+    }
+    ids.push_back(static_cast<int>(id));
+  }
+  if (ids.empty()) throw FileError("the prompt is empty");
+  return ids;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4 || argc > 9) {
+    std::fprintf(stderr, "usage: %s XCLBIN BUILD_DIR PROMPT_IDS [MAX_NEW_TOKENS [TOP_K TEMPERATURE SEED "
+                 "[DEVICE_INDEX]]]\n", kProgram);
+    return 2;
+  }
+  const std::string build = argv[2];
+  int max_new = argc > 4 ? std::atoi(argv[4]) : kMaxNewTokens;
+  const int top_k = argc > 5 ? std::atoi(argv[5]) : 0;
+  const double temperature = argc > 6 ? std::atof(argv[6]) : 0.0;
+  std::mt19937_64 rng(argc > 7 ? std::strtoull(argv[7], nullptr, 10) : 0);
+  std::vector<int> prompt;
+  std::vector<float> tokens, positions;
+  try {
+    prompt = parse_ids(argv[3]);
+    if (static_cast<int>(prompt.size()) + max_new > kMaxLen) {
+      throw FileError("prompt and new tokens need " + std::to_string(prompt.size() + max_new) +
+                      " KV-cache rows; the build has " + std::to_string(kMaxLen));
+    }
+    const std::vector<char> t = read_file(build + "/host/embed_tokens.bin", sizeof(float) * kVocab * kHidden);
+    tokens.assign(reinterpret_cast<const float*>(t.data()), reinterpret_cast<const float*>(t.data()) + t.size() / 4);
+    if (kPositionRows > 0) {
+      const std::vector<char> p = read_file(build + "/host/embed_positions.bin",
+                                            sizeof(float) * kPositionRows * kHidden);
+      positions.assign(reinterpret_cast<const float*>(p.data()),
+                       reinterpret_cast<const float*>(p.data()) + p.size() / 4);
+    }
+  } catch (const FileError& e) {
+    std::fprintf(stderr, "%s: %s\n", kProgram, e.what());
+    return 2;
+  }
+  try {
+    xrt::device device(static_cast<unsigned int>(argc > 8 ? std::atoi(argv[8]) : 0));
+    const xrt::uuid uuid = device.load_xclbin(argv[1]);
+    std::vector<KernelRunner> kernels;
+    for (std::size_t k = 0; k < kNumKernels; ++k) kernels.emplace_back(device, uuid, kKernels[k], build, kKernelLayers[k]);
+    using clock = std::chrono::steady_clock;
+    auto start = clock::now();
+    KvCache cache;
+    const int n = static_cast<int>(prompt.size());
+    const int prefilled = n < kPromptLen ? n : kPromptLen;
+    Tensor hidden;
+    hidden.f.assign(static_cast<std::size_t>(kPromptLen) * kHidden, 0.0f);
+    const std::vector<float> first = embed(tokens, positions, std::vector<int>(prompt.begin(), prompt.begin() + prefilled), 0);
+    std::copy(first.begin(), first.end(), hidden.f.begin());
+    for (int layer = 0; layer < kLayers; ++layer) {
+      auto out = kernels[kPrefill[layer]].run({{"hidden", hidden}}, layer);
+      cache.store_prefill(layer, out["keys"].f, out["values"].f, prefilled);
+      hidden = out["hidden_out"];
+    }
+    Tensor last;
+    last.f.assign(hidden.f.begin() + static_cast<std::ptrdiff_t>(prefilled - 1) * kHidden,
+                  hidden.f.begin() + static_cast<std::ptrdiff_t>(prefilled) * kHidden);
+    auto decode_layers = [&](int token, int position) {
+      Tensor h;
+      h.f = embed(tokens, positions, {token}, position);
+      Tensor pos;
+      pos.i = {position};
+      for (int layer = 0; layer < kLayers; ++layer) {
+        Tensor k, v;
+        k.f = cache.keys[layer];
+        v.f = cache.values[layer];
+        auto out = kernels[kDecode[layer]].run({{"hidden", h}, {"position", pos}, {"key_cache", k}, {"value_cache", v}},
+                                               layer);
+        cache.keys[layer] = out["key_cache_out"].f;
+        cache.values[layer] = out["value_cache_out"].f;
+        h = out["hidden_out"];
+      }
+      return h;
+    };
+    for (int position = prefilled; position < n; ++position) last = decode_layers(prompt[position], position);
+    int position = n - 1;
+    std::printf("step position token seconds\n");
+    for (int generated = 1;; ++generated) {
+      const std::vector<float> logits = kernels[kHead].run({{"hidden", last}}, -1)["logits"].f;
+      const int token = sample(logits, top_k, temperature, rng);
+      const double seconds = std::chrono::duration<double>(clock::now() - start).count();
+      std::printf("%d %d %d %.6f\n", generated, position, token, seconds);
+      bool eos = false;
+      for (int e : kEos) eos = eos || e == token;
+      if (eos || generated == max_new) break;
+      start = clock::now();
+      ++position;
+      last = decode_layers(token, position);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", kProgram, e.what());
+    return 1;
+  }
+  return 0;
+}

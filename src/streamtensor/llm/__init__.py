@@ -1,0 +1,7 @@
+"""The whole model: ``build`` (kernels, packed weights, host tables, run model) and ``generate`` (the host token
+loop over the C simulation or a card)."""
+
+from streamtensor.llm.build import LlmDesign, LlmOptions, build, compile_llm
+from streamtensor.llm.generate import LlmRunner, reference_generation
+
+__all__ = ["LlmDesign", "LlmOptions", "LlmRunner", "build", "compile_llm", "reference_generation"]

@@ -1,0 +1,347 @@
+"""``streamtensor build MODEL -o OUTDIR``: everything a board needs to run a whole model, and its performance model.
+
+``compile_llm`` compiles, for every group of layers that share a structure (``host_model.layer_groups``), a prefill
+block (``--prompt-len`` tokens) and a decode block (KV cache of ``--max-len`` rows), plus the output head (final
+norm + LM head) as a device GEMV; checks on PyTorch eager that embedding tables + those blocks with each layer's
+weights + head reproduce the model's logits; and models the run (``llm.perf``). ``LlmDesign.write`` lays out::
+
+    OUTDIR/llm.json            manifest: geometry, kernels, which kernel runs which layer, EOS, the run model
+    OUTDIR/report.json         report["llm"] (llm.perf) and each kernel's compile report under "kernels"
+    OUTDIR/<kernel>/           the kernel's Vitis project (``streamtensor verify OUTDIR/<kernel>`` checks it)
+    OUTDIR/<kernel>/layers/<i>/<arg>.bin   layer i's weights packed for that kernel's HBM arguments
+    OUTDIR/host/embed_tokens.bin, embed_positions.bin   float32 tables of the host's embedding
+    OUTDIR/host/llm_host.cpp, Makefile                 the C++ host program against XRT (codegen.vitis.llm_host)
+    OUTDIR/model/              the weights as a Hugging Face checkpoint (the reference of ``generate --check``)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from streamtensor._version import GENERATOR
+from streamtensor.codegen.vitis.hbm import memory_arguments
+from streamtensor.codegen.vitis.llm_host import write_llm_host
+from streamtensor.driver import Design, Progress, compile, compile_model_block
+from streamtensor.errors import OptionError, StreamTensorError
+from streamtensor.frontend.block import DecoderBlock
+from streamtensor.frontend.models import SIZES, LoadedModel, load_full_model
+from streamtensor.kernel_interface import load_kernel_interface
+from streamtensor.llm.host_model import (
+    EmbeddingTables,
+    OutputHead,
+    decoder_layers,
+    embedding_tables,
+    eos_token_ids,
+    layer_groups,
+    sample,
+)
+from streamtensor.llm.perf import Invocation, RunModel
+from streamtensor.verify.simulate import eager_reference, kernel_name
+
+LLM_FILE = "llm.json"
+HOST_DIR = "host"
+MODEL_DIR = "model"
+LAYERS_DIR = "layers"
+DECOMPOSITION_TOLERANCE = 1e-4  # relative to the largest logit: eager blocks vs the whole model, both PyTorch
+
+
+@dataclass(frozen=True)
+class LlmOptions:
+    prompt_len: int = 32  # the prefill block's tokens; the performance model's prompt
+    max_new_tokens: int = 32
+    max_len: int = 0  # KV-cache rows of the decode block (0: prompt_len + max_new_tokens)
+    size: str = "tiny"
+    seed: int = 0
+    decode_positions: int = 2  # capacities the decode block's timing is simulated at (1: only max_len)
+    vocab_size: int = 0  # built-in models: this vocabulary instead of the small built-in one (0)
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.vocab_size, int) or self.vocab_size < 0:
+            raise OptionError(f"bad vocab-size {self.vocab_size!r}: must be a non-negative integer")
+        for name in ("prompt_len", "max_new_tokens", "decode_positions"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise OptionError(f"bad {name.replace('_', '-')} {getattr(self, name)!r}: must be at least 1")
+        if self.size not in SIZES:
+            raise OptionError(f"bad size '{self.size}': expected one of {', '.join(SIZES)}")
+        if self.max_len and self.max_len < self.prompt_len + 1:
+            raise OptionError(f"bad max-len {self.max_len}: the KV cache must hold the prompt ({self.prompt_len}) "
+                              "and at least one new token")
+
+    @property
+    def cache_len(self) -> int:
+        return self.max_len or self.prompt_len + self.max_new_tokens
+
+
+@dataclass
+class Kernel:
+    """One compiled kernel of the model and the layers it runs."""
+
+    name: str
+    mode: str  # prefill | decode | head
+    group: str
+    layers: list[int]
+    design: Design
+    module: nn.Module  # DecoderBlock or OutputHead: the eager reference
+    example: list[torch.Tensor]
+
+    @property
+    def output_args(self) -> dict[str, str]:
+        """Output name -> the C identifier of the argument that returns it."""
+        assert self.design.dataflow is not None
+        writes = {a.dma: a.arg for a in memory_arguments(self.design.dataflow) if a.writes}
+        return {n: writes[d] for n, d in zip(self.design.output_names, self.design.dataflow.outputs, strict=True)}
+
+    def invocation(self) -> Invocation:
+        assert self.design.dataflow is not None
+        sim = self.design.report.get("simulation")
+        if sim is None:
+            raise StreamTensorError(f"kernel {self.name} has no timing simulation (compiled without FIFO sizing)")
+        kv = {arg for name, arg in self.output_args.items() if name in ("keys", "values") or "cache" in name}
+        return Invocation.of(int(sim["makespan_cycles"]), memory_arguments(self.design.dataflow),
+                             self.design.dataflow, kv)
+
+
+@dataclass
+class LlmDesign:
+    """What ``compile_llm`` returns: the kernels, the host's tables, the checked decomposition, the run model."""
+
+    model: str
+    loaded: LoadedModel
+    options: LlmOptions
+    kernels: dict[str, Kernel]
+    prefill: list[str]  # per layer: kernel name
+    decode: list[str]
+    head: str
+    tables: EmbeddingTables
+    run_model: RunModel
+    decomposition_error: float
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def report(self) -> dict[str, Any]:
+        llm = self.run_model.model(self.options.prompt_len, self.options.max_new_tokens)
+        llm["decomposition_check"] = {"max_relative_logit_error": self.decomposition_error,
+                                      "what": "PyTorch eager: host embedding tables + the compiled blocks' modules "
+                                              "with each layer's weights + head, against the whole model"}
+        return {"tool": GENERATOR, "model": self.model, "llm": llm, "stages": dict(self.stages),
+                "kernels": {name: k.design.report for name, k in self.kernels.items()}}
+
+    def layer_weights(self, layer: int) -> list[torch.Tensor]:
+        return [p.detach() for _, p in decoder_layers(self.loaded)[layer].named_parameters()]
+
+    def write(self, outdir: str | Path) -> Path:
+        out = Path(outdir)
+        out.mkdir(parents=True, exist_ok=True)
+        for kernel in self.kernels.values():
+            root = out / kernel.name
+            kernel.design.write_project(root, *kernel.example)
+            kernel.design.save(root)
+            if kernel.mode != "head":
+                self._write_layer_weights(kernel, root)
+        host = out / HOST_DIR
+        host.mkdir(exist_ok=True)
+        (host / "embed_tokens.bin").write_bytes(self.tables.tokens.astype("<f4").tobytes())
+        if self.tables.positions is not None:
+            (host / "embed_positions.bin").write_bytes(self.tables.positions.astype("<f4").tobytes())
+        model_dir = out / MODEL_DIR
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        # Parameters only: block extraction made the rotary buffers persistent, which the checkpoint must not hold.
+        params = {n for n, _ in self.loaded.model.named_parameters(remove_duplicate=False)}
+        self.loaded.model.save_pretrained(model_dir, state_dict={k: v for k, v in
+                                                                 self.loaded.model.state_dict().items() if k in params})
+        _copy_tokenizer(self.loaded.source, model_dir)
+        manifest = self.manifest()
+        (out / LLM_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+        target = self.kernels[self.head].design.target
+        write_llm_host(host, manifest, {name: load_kernel_interface(out / name) for name in self.kernels},
+                       target.platform, target.clock_mhz)
+        (out / "report.json").write_text(json.dumps(self.report, indent=2, default=str) + "\n")
+        return out
+
+    def _write_layer_weights(self, kernel: Kernel, root: Path) -> None:
+        assert isinstance(kernel.module, DecoderBlock)
+        names = kernel.module.spec.weight_names
+        weight_args = [a for a in load_kernel_interface(root).plan.arguments if a.role == "weight"]
+        for layer in kernel.layers:
+            tensors = dict(zip(names, self.layer_weights(layer), strict=True))
+            folder = root / LAYERS_DIR / str(layer)
+            folder.mkdir(parents=True, exist_ok=True)
+            for arg in weight_args:
+                (folder / f"{arg.arg}.bin").write_bytes(arg.pack_tensor(tensors[arg.name].numpy()))
+
+    def _kv_geometry(self) -> dict[str, int]:
+        block = self.kernels[self.decode[0]].module
+        assert isinstance(block, DecoderBlock)
+        return {"num_kv_heads": block.spec.num_kv_heads, "head_dim": block.spec.head_dim,
+                "value_head_dim": block.spec.value_head_dim}
+
+    def manifest(self) -> dict[str, Any]:
+        cfg = self.loaded.config
+        return {
+            "generator": GENERATOR,
+            "model": self.model,
+            "weights": self.loaded.source,
+            "model_type": str(cfg.model_type),
+            "num_layers": len(self.prefill),
+            "hidden_size": self.tables.tokens.shape[1],
+            "vocab_size": self.tables.tokens.shape[0],
+            **self._kv_geometry(),
+            "prompt_len": self.options.prompt_len,
+            "max_len": self.options.cache_len,
+            "max_new_tokens": self.options.max_new_tokens,
+            "eos_token_ids": eos_token_ids(self.loaded),
+            "embedding": {"tokens": f"{HOST_DIR}/embed_tokens.bin",
+                          "positions": None if self.tables.positions is None else f"{HOST_DIR}/embed_positions.bin",
+                          "position_rows": 0 if self.tables.positions is None else len(self.tables.positions)},
+            "kernels": {name: {"mode": k.mode, "group": k.group, "dir": name, "layers": k.layers,
+                               "kernel": kernel_name(k.design), "outputs": k.output_args}
+                        for name, k in self.kernels.items()},
+            "prefill": self.prefill,
+            "decode": self.decode,
+            "head": self.head,
+            "options": asdict(self.options),
+            "run_model": self.run_model.to_json(),
+        }
+
+
+def _copy_tokenizer(source: str, model_dir: Path) -> None:
+    """A checkpoint's tokenizer goes with the build (``generate --prompt`` needs it); built-in models have none."""
+    directory = Path(source)
+    if not directory.is_dir():
+        return
+    import transformers
+
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no tokenizer: --prompt-ids only
+    tokenizer.save_pretrained(model_dir)
+
+
+def _host_token_seconds(tables: EmbeddingTables) -> float:
+    """Embedding lookup and greedy sampling of one token on this host (median of repeated runs): measured here."""
+    logits = np.random.default_rng(0).standard_normal(tables.tokens.shape[0]).astype(np.float32)
+    rng = np.random.default_rng(0)
+    times = []
+    for i in range(200):
+        start = time.perf_counter()
+        tables.embed([i % tables.tokens.shape[0]], 0)
+        sample(logits, 0, 0.0, rng)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _decomposition_error(loaded: LoadedModel, tables: EmbeddingTables, kernels: dict[str, Kernel],
+                         prefill: list[str], head: str, prompt_len: int) -> float:
+    """Max |logit error| (relative to the largest logit, at least 1) of the host decomposition against the
+    whole model, both PyTorch eager (a prompt of up to 8 tokens, padded to the prefill length as the host pads
+    it)."""
+    n = min(8, prompt_len)
+    ids = [(5 * i + 1) % tables.tokens.shape[0] for i in range(n)]
+    hidden = np.zeros((1, prompt_len, tables.tokens.shape[1]), dtype=np.float32)
+    hidden[:, :n] = tables.embed(ids, 0)
+    layers = decoder_layers(loaded)
+    state = torch.from_numpy(hidden)
+    with torch.no_grad():
+        for i, name in enumerate(prefill):
+            weights = [p.detach() for _, p in layers[i].named_parameters()]
+            state = kernels[name].module(state, *weights)[0]
+        head_module = kernels[head].module
+        assert isinstance(head_module, OutputHead)
+        ours = head_module(state[:, n - 1:n], *head_module.weights()).reshape(-1)
+        reference = loaded.model(torch.tensor([ids]), use_cache=False).logits[0, -1]
+    return float((ours - reference).abs().max() / max(1.0, float(reference.abs().max())))
+
+
+def compile_llm(model: str, **options: Any) -> LlmDesign:
+    """Compile the kernels of a whole model (module docstring); ``options``: ``LlmOptions`` fields and those of
+    ``streamtensor.compile`` (target, tiling, FIFO sizing), passed to every kernel."""
+    own = {k: options.pop(k) for k in list(options) if k in LlmOptions.__dataclass_fields__}
+    opts = LlmOptions(**own)
+    for forbidden in ("mode", "seq_len", "max_len", "layer", "size_fifos"):
+        if forbidden in options:
+            raise OptionError(f"option {forbidden} is set per kernel by the build; it cannot be given")
+    progress = Progress(opts.verbose, f"model {model}")
+    loaded = progress.run("llm.load_model", lambda: load_full_model(model, opts.size, opts.seed, opts.vocab_size))
+    groups = layer_groups(loaded)
+    distinct = list(dict.fromkeys(groups))
+    kernels: dict[str, Kernel] = {}
+    per_mode: dict[str, list[str]] = {}
+    common = {"seed": opts.seed, "size": opts.size, "verbose": opts.verbose, **options}
+    for mode in ("prefill", "decode"):
+        names = {}
+        for group in distinct:
+            name = mode if len(distinct) == 1 else f"{mode}_{group}"
+            layers = [i for i, g in enumerate(groups) if g == group]
+            design, block = compile_model_block(loaded, model, mode=mode, seq_len=opts.prompt_len,
+                                                max_len=opts.cache_len, layer=layers[0], _progress=progress,
+                                                **common)
+            design.name = f"{Path(model).name}_{name}"
+            kernels[name] = Kernel(name, mode, group, layers, design, block, block.example_inputs(opts.seed))
+            names[group] = name
+        per_mode[mode] = [names[g] for g in groups]
+    head_module = OutputHead(loaded).eval()
+    head_args = head_module.example_inputs(opts.seed)
+    head_design = compile(head_module, head_args, input_names=head_module.input_names, output_names=["logits"],
+                          weight_names=head_module.weight_names, _progress=progress, **common)
+    head_design.name = f"{Path(model).name}_head"
+    kernels["head"] = Kernel("head", "head", "all", [], head_design, head_module, head_args)
+    tables = progress.run("llm.embedding_tables", lambda: embedding_tables(loaded))
+    error = progress.run("llm.decomposition_check", lambda: _decomposition_error(
+        loaded, tables, kernels, per_mode["prefill"], "head", opts.prompt_len))
+    if not error <= DECOMPOSITION_TOLERANCE:
+        raise StreamTensorError(f"model {model}: embedding tables + blocks + head (PyTorch eager) differ from the "
+                                f"whole model by {error:.3g} in the logits: the host decomposition is wrong")
+    points = progress.run("llm.decode_positions", lambda: _position_points(
+        loaded, model, kernels, opts, common))
+    run_model = RunModel(**RunModel.device_figures(head_design.target), prefill_len=opts.prompt_len,
+                         max_len=opts.cache_len, prefill=per_mode["prefill"], decode=per_mode["decode"], head="head",
+                         invocations={n: k.invocation() for n, k in kernels.items()},
+                         host_token_s=_host_token_seconds(tables),
+                         host_head_s=eager_reference(head_module, head_args, budget_s=0.5)[1], position_points=points)
+    return LlmDesign(model, loaded, opts, kernels, per_mode["prefill"], per_mode["decode"], "head", tables,
+                     run_model, error, dict(progress.seconds))
+
+
+def _position_points(loaded: LoadedModel, model: str, kernels: dict[str, Kernel], opts: LlmOptions,
+                     common: dict[str, Any]) -> dict[str, list[tuple[int, int]]]:
+    """Decode cycles at ``decode_positions`` capacities up to ``max_len`` (the built one included)."""
+    points: dict[str, list[tuple[int, int]]] = {}
+    if opts.decode_positions < 2:
+        return points
+    full = opts.cache_len
+    capacities = sorted({max(2, full * k // opts.decode_positions) for k in range(1, opts.decode_positions)} - {full})
+    for name, kernel in kernels.items():
+        if kernel.mode != "decode":
+            continue
+        found = []
+        for capacity in capacities:
+            design, _ = compile_model_block(loaded, model, mode="decode", max_len=capacity, layer=kernel.layers[0],
+                                            **common)
+            found.append((capacity, int(design.report["simulation"]["makespan_cycles"])))
+        found.append((full, kernel.invocation().cycles))
+        points[name] = found
+    return points
+
+
+def build(model: str, outdir: str | Path, **options: Any) -> LlmDesign:
+    """``compile_llm`` and ``LlmDesign.write`` into ``outdir``."""
+    start = time.perf_counter()
+    design = compile_llm(model, **options)
+    write_start = time.perf_counter()
+    design.write(outdir)
+    design.stages["llm.write"] = round(time.perf_counter() - write_start, 4)
+    design.stages["llm.total"] = round(time.perf_counter() - start, 4)
+    (Path(outdir) / "report.json").write_text(json.dumps(design.report, indent=2, default=str) + "\n")
+    return design

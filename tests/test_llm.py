@@ -1,0 +1,178 @@
+"""The whole model: ``streamtensor build`` then ``streamtensor generate --check`` on the emulated accelerator
+(every layer's block in its C simulation) gives Hugging Face's greedy tokens; the run model's terms add up; the
+C++ host's slot maps pack exactly as the runtime does; sampling follows its rules."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from conftest import TINY_MAX_LEN, TINY_SEQ_LEN
+
+from streamtensor.cli import main
+from streamtensor.codegen.vitis.llm_host import slot_map
+from streamtensor.errors import OptionError
+from streamtensor.frontend.models import randomize_params
+from streamtensor.kernel_interface import load_kernel_interface
+from streamtensor.llm.generate import LlmRunner
+from streamtensor.llm.host_model import sample
+
+PROMPT = "3,1,4,1,5,9,2,6"
+
+
+def _build_and_check(model: str, out: Path, capsys: pytest.CaptureFixture, prompt: str, prompt_len: int,
+                     new_tokens: int) -> tuple[str, dict]:
+    assert main(["build", model, "-o", str(out), "--prompt-len", str(prompt_len), "--max-new-tokens",
+                 str(new_tokens), "--decode-positions", "1", "-q"]) == 0
+    capsys.readouterr()
+    code = main(["generate", str(out), "--prompt-ids", prompt, "--max-new-tokens", str(new_tokens), "--check", "-q"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    return text, json.loads((out / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def gpt2_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("llm") / "gpt2"
+    # The blocks of conftest's tiny_block (8 tokens, 16 cache rows): their C simulations are cached already.
+    assert main(["build", "gpt2", "-o", str(out), "--prompt-len", str(TINY_SEQ_LEN), "--max-new-tokens",
+                 str(TINY_MAX_LEN - TINY_SEQ_LEN), "--decode-positions", "2", "-q"]) == 0
+    return out
+
+
+def test_tiny_gpt2_generates_hugging_face_tokens(gpt2_build: Path, capsys: pytest.CaptureFixture) -> None:
+    # 9 prompt tokens for an 8-token prefill kernel: the ninth goes through a decode step.
+    capsys.readouterr()
+    code = main(["generate", str(gpt2_build), "--prompt-ids", "3,1,4,1,5,9,2,6,5", "--max-new-tokens", "3", "--check",
+                 "-q"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "check: PASS: 3 tokens here, 3 from Hugging Face generate(do_sample=False); identical" in text
+    rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
+    assert len(rows) == 3 and all(r[2] == r[5] for r in rows)  # our token, Hugging Face's
+    assert all(float(r[6]) < 1e-4 for r in rows)  # and the logits agree, not just their argmax
+    assert "modelled board run: on u55c at 250 MHz, [9:3]" in text
+
+
+def test_run_model_terms_add_up(gpt2_build: Path) -> None:
+    llm = json.loads((gpt2_build / "report.json").read_text())["llm"]
+    step = llm["overheads"]["per_decode_step_s"]
+    parts = step["kernels"] + step["launch"] + step["sync"] + step["pcie"] + step[
+        "host_embedding_and_sampling_measured_here"]
+    assert llm["decode_step_ms"] == pytest.approx(parts * 1e3)
+    assert llm["decode_tokens_per_s"] == pytest.approx(1e3 / llm["decode_step_ms"])
+    assert llm["latency_ms"] == pytest.approx(llm["ttft_ms"] + 7 * llm["decode_step_ms"])  # 8 new tokens
+    assert step["launch"] == pytest.approx(3 * 20e-6)  # two layers and the head, 20 us each (the board's figure)
+    assert "assumed, not measured" in llm["overheads"]["source"]
+    assert llm["rooflines"]["within_rooflines"]
+    assert llm["rooflines"]["kernel_only_tokens_per_s"] <= llm["rooflines"]["hbm_tokens_per_s"]
+    assert [layer["decode_cycles"] for layer in llm["layers"]] == [llm["layers"][0]["decode_cycles"]] * 2
+    assert llm["energy"]["joules_per_token_upper_bound"] == pytest.approx(150.0 * llm["decode_step_ms"] / 1e3)
+    points = llm["decode_position_model"]["decode"]["capacities_and_cycles"]
+    assert [c for c, _ in points] == [8, 16] and points[0][1] < points[1][1]  # a longer cache costs cycles
+
+
+def test_cpp_host_slot_maps_pack_like_the_runtime(gpt2_build: Path) -> None:
+    rng = np.random.default_rng(0)
+    for name in ("prefill", "decode", "head"):
+        for arg in load_kernel_interface(gpt2_build / name).plan.arguments:
+            if arg.role in ("weight", "constant"):
+                continue
+            mapping = slot_map(arg)
+            stored = np.fromfile(gpt2_build / "host" / "maps" / name / f"{arg.arg}.map", dtype="<i4")
+            assert np.array_equal(mapping, stored)
+            dtype = np.int64 if arg.itype.dtype.startswith("i") else np.float32
+            if arg.reads:
+                tensor = rng.integers(0, 100, arg.tensor_shape).astype(dtype)
+                packed = np.zeros(arg.layout.total_bytes // np.dtype(dtype).itemsize, dtype=dtype)
+                packed[mapping > 0] = tensor.reshape(-1)[mapping[mapping > 0] - 1]
+                assert packed.tobytes() == arg.pack_tensor(tensor)
+            else:
+                buffer = rng.standard_normal(arg.layout.total_bytes // 4).astype(np.float32)
+                expected = arg.unpack_tensor(buffer.tobytes()).reshape(-1)
+                assert np.array_equal(buffer[mapping - 1], expected)
+
+
+def test_cpp_host_compiles_against_xrt_and_fails_without_a_card(gpt2_build: Path, tmp_path: Path) -> None:
+    include, lib = Path("/usr/include/xrt/xrt/xrt_kernel.h"), Path("/usr/lib/x86_64-linux-gnu")
+    if not include.is_file() or shutil.which("g++") is None:
+        pytest.skip("needs Debian's libxrt-dev (XRT 2.13) and g++")
+    tree = tmp_path / "xrt"
+    (tree / "lib").mkdir(parents=True)
+    (tree / "include").symlink_to("/usr/include/xrt")
+    for name in ("libxrt_coreutil.so", "libxrt_core.so.2", "libxrt_coreutil.so.2"):
+        (tree / "lib" / name).symlink_to(lib / name)
+    host = tmp_path / "host"
+    shutil.copytree(gpt2_build / "host", host)
+    build = subprocess.run(["make", "-C", str(host), f"XILINX_XRT={tree}"], capture_output=True, text=True)
+    assert build.returncode == 0 and "warning" not in build.stderr, build.stderr
+    run = subprocess.run([str(host / "llm_host"), "none.xclbin", str(gpt2_build), "3,1,4", "2"], capture_output=True,
+                         text=True, env={**os.environ, "XILINX_XRT": str(tree)})
+    assert (run.returncode, run.stderr) == (1, "llm_host: Could not open device with index '0'\n")
+    bad = subprocess.run([str(host / "llm_host"), "none.xclbin", str(gpt2_build), "3,999"], capture_output=True,
+                         text=True)
+    assert (bad.returncode, bad.stderr) == (2, "llm_host: bad prompt id '999' (expected 0..255)\n")
+
+
+def test_generate_refuses_bad_requests_in_one_line(gpt2_build: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    capsys.readouterr()
+    cases = [
+        (["generate", str(gpt2_build), "--prompt-ids", "1,2,300"], "prompt token(s) [300] outside the vocabulary"),
+        (["generate", str(gpt2_build), "--prompt-ids", "1,2,3", "--max-new-tokens", "14"], "need 17 KV-cache rows"),
+        (["generate", str(gpt2_build), "--prompt", "hello"], "has no tokenizer"),
+        (["generate", str(tmp_path), "--prompt-ids", "1"], "llm.json not found: build the model first"),
+        (["generate", str(gpt2_build), "--prompt-ids", "1", "--check", "--temperature", "1"], "--check compares"),
+        (["generate", str(gpt2_build), "--prompt-ids", "1,x"], "bad --prompt-ids '1,x'"),
+        (["generate", str(gpt2_build), "--prompt-ids", "1", "--backend", "xrt"], "needs the Python module 'pyxrt'"),
+    ]
+    for argv, message in cases:
+        assert main([*argv, "-q"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("streamtensor: error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_sampling_rules() -> None:
+    rng = np.random.default_rng(0)
+    logits = np.array([0.5, 3.0, 3.0, -1.0], dtype=np.float32)
+    assert sample(logits, 0, 0.0, rng) == 1  # greedy: the first maximum, as torch.argmax
+    draws = {sample(logits, 2, 1.0, rng) for _ in range(200)}
+    assert draws == {1, 2}  # top-2: only the two largest
+    assert len({sample(logits, 0, 100.0, rng) for _ in range(400)}) == 4  # hot: everything
+    with pytest.raises(OptionError, match="must be non-negative"):
+        sample(logits, -1, 1.0, rng)
+
+
+def test_emulation_runs_sampled_generation_reproducibly(gpt2_build: Path) -> None:
+    runner = LlmRunner(gpt2_build)
+    first = runner.generate([1, 2, 3], 3, top_k=5, temperature=1.5, seed=7)
+    again = runner.generate([1, 2, 3], 3, top_k=5, temperature=1.5, seed=7)
+    assert first.tokens == again.tokens and first.stopped == "max_new_tokens" and len(first.steps) == 3
+
+
+def _mistral_checkpoint(directory: Path) -> Path:
+    cfg = transformers.MistralConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    torch.manual_seed(0)
+    model = transformers.MistralForCausalLM(cfg)
+    randomize_params(model, torch.Generator().manual_seed(1))
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["gpt2", "llama", "qwen2", "gemma", "mistral"])
+def test_tiny_models_generate_hugging_face_greedy_tokens(model: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """The acceptance: 16 new tokens after an 8-token prompt, every layer through the C simulation."""
+    name = str(_mistral_checkpoint(tmp_path / "mistral_ckpt")) if model == "mistral" else model
+    text, report = _build_and_check(name, tmp_path / "out", capsys, PROMPT, 8, 16)
+    assert "check: PASS: 16 tokens here, 16 from Hugging Face generate(do_sample=False); identical" in text
+    assert report["llm"]["new_tokens"] == 16 and report["llm"]["rooflines"]["within_rooflines"]
