@@ -142,8 +142,12 @@ def write_expected_outputs(outdir: str | Path, plan: HbmPlan, outputs: Mapping[s
     """The reference outputs of the self-checking testbench and ``check_outputs`` (``host_cpp``): for every write
     argument (``outputs`` maps its identifier to the whole tensor, e.g. PyTorch's output) ``EXPECTED_DIR/<arg>.bin``
     in the argument's packed layout, ``<arg>.mask`` (one byte per element slot, tile-major: 1 where compared) and
-    one line of ``manifest.txt``. Returns the written files, relative to ``outdir``."""
-    writes = [a for a in plan.arguments if a.writes]
+    one line of ``manifest.txt``; an output written into another argument's buffer is expected there. Returns
+    the written files, relative to ``outdir``."""
+    # A write into another argument's buffer (a KV cache's row, in place) is checked as that buffer's contents.
+    owners = {a.arg: a.buffer for a in plan.arguments}
+    outputs = {owners.get(arg, arg): array for arg, array in outputs.items()}
+    writes = [a for a in plan.arguments if a.writes and a.shares is None]
     if sorted(outputs) != sorted(a.arg for a in writes):
         raise StreamTensorError(f"expected outputs for {sorted(outputs)}, but the kernel writes "
                                 f"{sorted(a.arg for a in writes)}")
