@@ -205,5 +205,5 @@ def test_the_host_builds_against_the_real_xrt_and_fails_in_one_line_without_a_ca
     run = subprocess.run([str(project / "build/host/block_host"), str(project / "none.xclbin"), str(project / "params"),
                           str(tmp_path)], capture_output=True, text=True, env=env)
     assert run.returncode == 1
-    assert run.stderr == ("block_host: no device 0 (an Alveo card with XRT's driver, or XCL_EMULATION_MODE for "
-                          "emulation): Could not open device with index '0'\n")
+    assert run.stderr == ("block_host: no device 0 (a card with XRT's driver, or XCL_EMULATION_MODE for emulation): "
+                          "Could not open device with index '0'\n")

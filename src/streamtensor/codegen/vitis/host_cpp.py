@@ -258,7 +258,7 @@ int main(int argc, char** argv) {{
   try {{
     device = xrt::device(index);
   }} catch (const std::exception& e) {{
-    std::fprintf(stderr, "%s: no device %u (an Alveo card with XRT's driver, or XCL_EMULATION_MODE for emulation): "
+    std::fprintf(stderr, "%s: no device %u (a card with XRT's driver, or XCL_EMULATION_MODE for emulation): "
                  "%s\\n", kProgram, index, e.what());
     return 1;
   }}
