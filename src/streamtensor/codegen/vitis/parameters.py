@@ -125,6 +125,13 @@ def _streamed_expected(arg: MemoryArgument, tensor: np.ndarray) -> tuple[np.ndar
     """The stream tensor whose view (``arg.view``) is ``tensor``, and which of its elements the view keeps (only
     those are compared): the view applied to the stream's element indices says where each one goes."""
     shape = arg.itype.tensor_shape
+    if arg.reads:  # a buffer updated in place (a KV cache): its view maps the tensor to the stream, all of it kept
+        if tensor.shape != arg.tensor_shape:
+            raise StreamTensorError(f"output {arg.name} has shape {arg.tensor_shape}, got an array of shape "
+                                    f"{tensor.shape}")
+        for step in arg.view:
+            tensor = step.apply(tensor)
+        return tensor.astype(host_dtype(arg.itype.dtype)).reshape(shape), np.ones(shape, dtype=np.uint8)
     index = np.arange(math.prod(shape), dtype=np.int64).reshape(shape)
     for step in arg.view:
         index = step.apply(index)
