@@ -31,6 +31,7 @@ LAYERS: dict[str, int] = {
     "streamtensor.verify": 8,
     "streamtensor.passes": 9,  # the pass registry of `streamtensor opt`
     "streamtensor.driver": 9,
+    "streamtensor.search": 9,  # the design-space search (Optuna) over driver compiles
     "streamtensor": 10,  # the package root (the API)
     "streamtensor.cli": 10,
 }
