@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "streamtensor.passes": 9,  # the pass registry of `streamtensor opt`
     "streamtensor.driver": 9,
     "streamtensor.llm": 9,  # the whole model: build (compiles blocks through the driver) and generate
+    "streamtensor.search": 9,  # the design-space search (Optuna) over driver compiles
     "streamtensor": 10,  # the package root (the API)
     "streamtensor.cli": 10,
 }

@@ -132,6 +132,27 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0, help="seed of sampling")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     gen.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    dse = sub.add_parser("dse", help="design-space search of one decoder block: an Optuna study of compiles")
+    dse.add_argument("model", help="gpt2, llama, qwen2, gemma, or a local Hugging Face checkpoint directory")
+    dse.add_argument("-o", "--output", required=True,
+                     help="output directory: the study (default storage), summary.md, best.json, best design")
+    dse.add_argument("--trials", type=_positive_int, required=True,
+                     help="trials of the study, counted in its storage (a rerun resumes it)")
+    dse.add_argument("--objective", default="tokens_per_s",
+                     help="one or more (comma-separated, a Pareto front) of tokens_per_s, ttft, cycles, memory, "
+                          "onchip_bytes (all modelled)")
+    dse.add_argument("--storage", help="Optuna storage: a journal file path or an RDB URL (sqlite:///..., "
+                                       "postgresql://...) shared by several machines (default: OUTPUT/study.journal)")
+    dse.add_argument("--study-name", help="study name in the storage (default: model-mode-size-objectives)")
+    dse.add_argument("--workers", type=_positive_int, default=1, help="worker processes on this machine")
+    dse.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    dse.add_argument("--mode", choices=["prefill", "decode"], default=_DEFAULTS.mode)
+    dse.add_argument("--seq-len", type=_positive_int, default=_DEFAULTS.seq_len, help="prompt tokens (prefill)")
+    dse.add_argument("--max-len", type=_positive_int, default=_DEFAULTS.max_len, help="KV-cache capacity (decode)")
+    dse.add_argument("--size", choices=["tiny", "paper"], default=_DEFAULTS.size, help="built-in model geometry")
+    dse.add_argument("--target", choices=list(TARGETS), default=DEFAULT_TARGET, help="the board to build for")
+    dse.add_argument("--seed", type=int, default=0, help="seed of the sampler (worker k: seed + k)")
+    dse.add_argument("--debug", action="store_true", help="print the traceback of an error")
     ver = sub.add_parser("verify", help="C-simulate a compiled design (bounded FIFOs) and compare it with PyTorch")
     ver.add_argument("outdir", help="output directory of 'streamtensor compile'")
     ver.add_argument("--runs", type=_positive_int, default=2, help="simulation runs (outputs must be identical)")
@@ -302,6 +323,26 @@ def _opt(args: argparse.Namespace) -> None:
         raise OptionError(f"cannot write {args.output}: {err.strerror}") from None
 
 
+def _dse(args: argparse.Namespace) -> None:
+    from optuna.trial import TrialState
+
+    from streamtensor.search import OBJECTIVES, dse
+
+    result = dse(args.model, args.output, trials=args.trials, objective=args.objective, storage=args.storage,
+                 workers=args.workers, timeout=args.timeout, study_name=args.study_name, seed=args.seed,
+                 mode=args.mode, seq_len=args.seq_len, max_len=args.max_len, size=args.size, target=args.target)
+    print(f"study {result.study_name} ({result.storage}): {len(result.trials)} trials, "
+          f"{result.count(TrialState.COMPLETE)} complete, {result.count(TrialState.PRUNED)} infeasible, "
+          f"{result.count(TrialState.FAIL)} failed; {result.seconds:.1f} s")
+    for t in result.best:
+        values = ", ".join(f"{n} {v:.6g} {OBJECTIVES[n].unit}" for n, v in zip(result.objectives, t.values or [],
+                                                                                  strict=False))
+        print(f"  best trial {t.number}: {values}; {t.params}")
+    where = "best" if len(result.objectives) == 1 else "front"
+    print(f"  summary: {args.output}/summary.md; best: {args.output}/best.json" +
+          (f", projects under {args.output}/{where}" if result.best else " (no feasible trial)"))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -315,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
             return _verify(args)
         elif args.command == "opt":
             _opt(args)
+        elif args.command == "dse":
+            _dse(args)
     except Exception as exc:  # one line for the user; the traceback only on request
         if getattr(args, "debug", False):
             traceback.print_exc()

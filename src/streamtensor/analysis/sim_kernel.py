@@ -31,6 +31,22 @@ NEG = -(2**62)  # "no constraint" / padding time (timing_sim._NEG)
 POS = 2**62  # time of an event not computed (yet) (timing_sim._POS)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _publish(streams: np.ndarray, lo: int, hi: int, tok_off: np.ndarray, pos: np.ndarray, known: np.ndarray,
+             times: np.ndarray, j: int, t: int) -> None:
+    """Time ``t`` for every token of the streams ``streams[lo:hi]`` that event ``j`` moves (``pos``: the trace
+    position moving each token), and the known prefix of each advanced past them."""
+    for i in range(lo, hi):
+        s = streams[i]
+        t0 = tok_off[s]
+        n = tok_off[s + 1] - t0
+        k = known[s]
+        while k < n and pos[t0 + k] == j:
+            times[t0 + s + 1 + k] = t
+            k += 1
+        known[s] = k
+
+
 @numba.njit(cache=True, nogil=True)
 def _advance(p: int, ev_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray, is_write: np.ndarray,
              has_rel: bool, rel: np.ndarray,
@@ -82,15 +98,7 @@ def _advance(p: int, ev_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray, is_
                     stall_out[p] += grown
                 t = st + sl
                 complete[fbase + fe] = t
-                for i in range(out_off[p], out_off[p + 1]):
-                    s = out_idx[i]
-                    t0 = tok_off[s]
-                    n = tok_off[s + 1] - t0
-                    k = known_w[s]
-                    while k < n and wpos[t0 + k] == j:
-                        wt[t0 + s + 1 + k] = t
-                        k += 1
-                    known_w[s] = k
+                _publish(out_idx, out_off[p], out_off[p + 1], tok_off, wpos, known_w, wt, j, t)
                 j += 1
                 continue
             break  # blocked writing
@@ -116,15 +124,7 @@ def _advance(p: int, ev_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray, is_
                 stall_in[p] += grown
             t = fe * iip + sl
             issue[fbase + fe] = t
-            for i in range(in_off[p], in_off[p + 1]):
-                s = in_idx[i]
-                t0 = tok_off[s]
-                n = tok_off[s + 1] - t0
-                k = known_r[s]
-                while k < n and rpos[t0 + k] == j:
-                    rt[t0 + s + 1 + k] = t
-                    k += 1
-                known_r[s] = k
+            _publish(in_idx, in_off[p], in_off[p + 1], tok_off, rpos, known_r, rt, j, t)
             j += 1
             continue
         break  # blocked reading

@@ -1,0 +1,332 @@
+"""Design-space exploration: an Optuna study over the compile options of one decoder block (issue 21).
+
+Outer level: Optuna samples the tiling (``default_tile_size``, ``overall_unroll_size``, ``max_token_rank``,
+``token_tile_size`` for prefill, the permutation and ordering switches), the fusion switch and the FIFO sizing
+(strategy, latency slack). Inner levels stay the compiler's deterministic heuristics: every trial is one
+``compile_llm_block`` (intensity-aware unrolling, fusion, the FIFO LP, the timing simulation, the resource
+estimate and the SLR plan). A design that does not fit the device or its SLRs, or whose timing simulation
+deadlocks, is infeasible: the trial is pruned (its reason kept in the trial's ``reason`` attribute), which the TPE
+sampler ranks below every feasible trial, so it steers away from such points (the paper's feedback).
+
+Objectives (all *modelled*, for the one compiled block, from its report): ``tokens_per_s`` (decode: one token per
+block run; prefill: ``seq_len`` tokens per run; clock / simulated makespan), ``ttft`` (seconds of one run),
+``cycles`` (simulated makespan), ``memory`` (fused / unfused on-chip intermediate bytes, the paper's ratio) and
+``onchip_bytes`` (fused intermediate + input-stream + DMA buffer bytes). Several objectives give a Pareto front.
+
+Storage: the study lives in Optuna storage, ``OUTDIR/study.journal`` (a journal file) by default; ``storage`` may
+name another journal file or an RDB URL (``sqlite:///...``, ``postgresql://...``, ``mysql://...``) that several
+machines share. ``trials`` counts the trials *in the storage* (complete, pruned and failed, plus those running
+elsewhere): a rerun resumes a study, K workers and other machines share the count. Workers that start trials at
+the same moment may each take the last one: the study then ends with at most ``workers - 1`` trials more. A trial
+left running by a process that died on this machine is marked failed when a worker here starts.
+
+Outputs in OUTDIR: the storage, ``summary.md`` (one row per trial: state, parameters, objectives, reason),
+``best.json`` (the best trial, or the Pareto front) and the Vitis project of the best design (``best/``; with
+several objectives, ``front/trial-N/`` per Pareto trial).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from streamtensor.driver import Design, compile_llm_block
+from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError, StreamTensorError
+
+
+def _clock_hz(report: dict[str, Any]) -> float:
+    return float(report["target"]["clock_mhz"]) * 1e6
+
+
+def _makespan(report: dict[str, Any]) -> int:
+    cycles = report["simulation"]["makespan_cycles"]
+    assert cycles is not None  # a deadlocked design is pruned before its objectives are read
+    return int(cycles)
+
+
+def _tokens_per_run(report: dict[str, Any]) -> int:
+    return 1 if report["mode"] == "decode" else int(report["geometry"]["seq_len"])
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    direction: str  # "minimize" | "maximize"
+    value: Callable[[dict[str, Any]], float]
+    unit: str
+
+
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
+    Objective("tokens_per_s", "maximize", lambda r: _tokens_per_run(r) * _clock_hz(r) / _makespan(r),
+              "tokens/s (modelled, one block)"),
+    Objective("ttft", "minimize", lambda r: _makespan(r) / _clock_hz(r), "s per block run (modelled)"),
+    Objective("cycles", "minimize", lambda r: float(_makespan(r)), "cycles (modelled)"),
+    Objective("memory", "minimize", lambda r: float(r["memory"]["fused_to_unfused"]),
+              "fused / unfused intermediate bytes"),
+    Objective("onchip_bytes", "minimize",
+              lambda r: float(r["memory"]["intermediate_fused_bytes"] + r["memory"]["input_stream_bytes"]
+                              + r["memory"]["dma_bytes"]), "bytes"),
+)}
+
+# The search space: option -> choices (categorical: the compiler's options take these few values).
+SPACE: dict[str, list[Any]] = {
+    "default_tile_size": [4, 8, 16, 32],
+    "overall_unroll_size": [256, 512, 1024, 2048],
+    "max_token_rank": [1, 2],
+    "permute_reductions_outward": [True, False],
+    "agree_tiles": [True, False],
+    "layout_aware_order": [True, False],
+    "fuse_into_contractions": [True, False],
+    "fifo_strategy": ["normal", "conservative"],
+    "fifo_latency_slack": [0.0, 0.01, 0.05],
+}
+PREFILL_SPACE: dict[str, list[Any]] = {"token_tile_size": [0, 2, 4, 8]}  # 0: untiled (16-row tiles)
+
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@dataclass(frozen=True)
+class DseConfig:
+    """What to search and where the study lives (``dse``'s arguments, checked)."""
+
+    model: str
+    output: Path
+    trials: int
+    objectives: tuple[str, ...]
+    storage: str
+    study_name: str
+    workers: int
+    timeout: float | None
+    compile_options: dict[str, Any] = field(default_factory=dict)  # mode, size, seq_len, max_len, target, seed
+    seed: int = 0
+
+
+@dataclass
+class DseResult:
+    """A finished (or timed-out) study: its trials and the best design, or the Pareto front."""
+
+    study_name: str
+    storage: str
+    objectives: tuple[str, ...]
+    trials: list[FrozenTrial]
+    best: list[FrozenTrial]  # one trial for one objective; the Pareto front for several
+    seconds: float
+
+    def count(self, state: TrialState) -> int:
+        return sum(t.state == state for t in self.trials)
+
+
+def parse_objectives(objective: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in (objective.split(",") if isinstance(objective, str) else objective))
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if not names or unknown or len(set(names)) != len(names):
+        raise OptionError(f"bad objective {','.join(names) or '(none)'}: expected one or more distinct of "
+                          f"{', '.join(OBJECTIVES)}")
+    return names
+
+
+def open_storage(url: str) -> BaseStorage:
+    """An RDB URL (``scheme://...``) or a journal file path as Optuna storage."""
+    if "://" in url:
+        return RDBStorage(url)
+    Path(url).parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(url))
+
+
+def _sample(trial: Trial, mode: str) -> dict[str, Any]:
+    space = {**SPACE, **(PREFILL_SPACE if mode == "prefill" else {})}
+    return {name: trial.suggest_categorical(name, choices) for name, choices in space.items()}
+
+
+def _objective(cfg: DseConfig) -> Callable[[Trial], tuple[float, ...]]:
+    def run(trial: Trial) -> tuple[float, ...]:
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        params = _sample(trial, cfg.compile_options.get("mode", "prefill"))
+        start = time.perf_counter()
+        try:
+            design, _ = compile_llm_block(cfg.model, **cfg.compile_options, **params)
+        except (ResourceBudgetError, DeadlockError) as err:  # infeasible: steer away from it
+            trial.set_user_attr("reason", str(err))
+            raise optuna.TrialPruned(str(err)) from err
+        except StreamTensorError as err:  # a point the compiler refuses: a failed trial, the reason kept
+            trial.set_user_attr("reason", str(err))
+            raise
+        trial.set_user_attr("compile_seconds", round(time.perf_counter() - start, 2))
+        report = design.report
+        values = tuple(OBJECTIVES[name].value(report) for name in cfg.objectives)
+        trial.set_user_attr("makespan_cycles", report["simulation"]["makespan_cycles"])
+        trial.set_user_attr("fused_to_unfused", report["memory"]["fused_to_unfused"])
+        return values
+
+    return run
+
+
+def _fail_dead_trials(study: optuna.Study) -> None:
+    """Mark failed the trials still running in the storage that a process of this host started and that is gone
+    (a study interrupted by a kill or a crash); trials of other hosts are theirs to finish."""
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("host") != host or not isinstance(pid, int) or _alive(pid):
+            continue
+        try:
+            study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker got there first
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _counted(study: optuna.Study) -> int:
+    """Trials that count towards ``trials``: finished, or running somewhere."""
+    return len(study.get_trials(deepcopy=False, states=(*_FINISHED, TrialState.RUNNING)))
+
+
+def _describe(t: FrozenTrial, objectives: tuple[str, ...]) -> str:
+    if t.state == TrialState.COMPLETE and t.values is not None:
+        return ", ".join(f"{n} {v:.6g}" for n, v in zip(objectives, t.values, strict=True))
+    reason = t.user_attrs.get("reason", "")
+    return f"{t.state.name.lower()}" + (f": {reason}" if reason else "")
+
+
+def _best_line(study: optuna.Study, objectives: tuple[str, ...]) -> str:
+    try:
+        best = study.best_trials
+    except ValueError:
+        return "none feasible yet"
+    if not best:
+        return "none feasible yet"
+    if len(objectives) == 1:
+        return f"best trial {best[0].number}: {_describe(best[0], objectives)}"
+    return f"Pareto front: {len(best)} trial(s)"
+
+
+def _worker(cfg: DseConfig, worker: int, deadline: float | None) -> None:
+    """One worker: trials until the storage holds ``cfg.trials`` or the deadline passed; a progress line each."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=cfg.study_name, storage=open_storage(cfg.storage),
+                              sampler=optuna.samplers.TPESampler(seed=cfg.seed + worker))
+    _fail_dead_trials(study)
+    objective = _objective(cfg)
+    while _counted(study) < cfg.trials and (deadline is None or time.time() < deadline):
+        study.optimize(objective, n_trials=1, catch=(StreamTensorError,))
+        last = study.get_trials(deepcopy=False)
+        mine = [t for t in last if t.user_attrs.get("pid") == os.getpid() and t.state in _FINISHED]
+        done = len([t for t in last if t.state in _FINISHED])
+        if mine:
+            t = mine[-1]
+            print(f"[dse] worker {worker}: trial {t.number} {_describe(t, cfg.objectives)}; "
+                  f"{done}/{cfg.trials} done; {_best_line(study, cfg.objectives)}", flush=True)
+
+
+def _summary(result: DseResult) -> str:
+    names = sorted({k for t in result.trials for k in t.params})
+    objs = [f"{n} ({OBJECTIVES[n].unit})" for n in result.objectives]
+    lines = [f"# Study {result.study_name}", "",
+             f"Storage: `{result.storage}`. Trials: {len(result.trials)} "
+             f"({result.count(TrialState.COMPLETE)} complete, {result.count(TrialState.PRUNED)} pruned as "
+             f"infeasible, {result.count(TrialState.FAIL)} failed). Best: "
+             + (", ".join(f"trial {t.number}" for t in result.best) or "none") + ".", "",
+             "| trial | state | " + " | ".join(objs) + " | compile s | " + " | ".join(names) + " | reason |",
+             "|" + "---|" * (4 + len(objs) + len(names))]
+    for t in result.trials:
+        values = [f"{v:.6g}" for v in t.values] if t.values else [""] * len(objs)
+        reason = str(t.user_attrs.get("reason", "")).replace("|", "\\|")
+        lines.append(f"| {t.number} | {t.state.name.lower()} | " + " | ".join(values)
+                     + f" | {t.user_attrs.get('compile_seconds', '')} | "
+                     + " | ".join(str(t.params.get(n, "")) for n in names) + f" | {reason} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_design(cfg: DseConfig, trial: FrozenTrial, out: Path) -> Design:
+    """Compile the trial's design point again (deterministic) and write its Vitis project."""
+    design, block = compile_llm_block(cfg.model, **cfg.compile_options, **trial.params)
+    design.write_project(out, *block.example_inputs(cfg.compile_options.get("seed", 0)))
+    design.save(out)
+    return design
+
+
+def dse(model: str, output: str | Path, *, trials: int, objective: str | list[str] | tuple[str, ...] = "tokens_per_s",
+        storage: str | None = None, workers: int = 1, timeout: float | None = None, study_name: str | None = None,
+        seed: int = 0, write_best: bool = True, **compile_options: Any) -> DseResult:
+    """Run (or resume) the study of ``model``'s block until its storage holds ``trials`` trials or ``timeout``
+    seconds passed; write the summary, the best trial(s) and their projects into ``output`` (module docstring).
+    ``compile_options``: ``mode``, ``size``, ``seq_len``, ``max_len``, ``target``, ``layer`` as for compile."""
+    objectives = parse_objectives(objective)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise OptionError(f"bad trials {trials!r}: expected a number of trials >= 1")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise OptionError(f"bad workers {workers!r}: expected a number of processes >= 1")
+    if timeout is not None and timeout <= 0:
+        raise OptionError(f"bad timeout {timeout!r}: expected seconds > 0")
+    searched = set(SPACE) | set(PREFILL_SPACE)
+    if searched & set(compile_options):
+        raise OptionError(f"options {', '.join(sorted(searched & set(compile_options)))} are searched, not given")
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage or str(out / "study.journal")
+    mode = compile_options.get("mode", "prefill")
+    name = study_name or f"{Path(model).name}-{mode}-{compile_options.get('size', 'tiny')}-{'+'.join(objectives)}"
+    cfg = DseConfig(model, out, trials, objectives, url, name, workers, timeout, dict(compile_options), seed)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        optuna.create_study(study_name=name, storage=open_storage(url), load_if_exists=True,
+                            directions=[OBJECTIVES[n].direction for n in objectives])
+    except ValueError as err:  # an existing study of another direction
+        raise OptionError(f"study {name!r} in {url}: {err}") from err
+    start = time.perf_counter()
+    deadline = None if timeout is None else time.time() + timeout
+    if workers == 1:
+        _worker(cfg, 0, deadline)
+    else:
+        # spawn: a forked torch process is not safe to compile in
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=_worker, args=(cfg, w, deadline)) for w in range(workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        failed = [w for w, p in enumerate(procs) if p.exitcode != 0]
+        if failed:
+            raise StreamTensorError(f"dse worker(s) {failed} exited with an error (see their output above)")
+    study = optuna.load_study(study_name=name, storage=open_storage(url))
+    all_trials = study.get_trials(deepcopy=False)
+    try:
+        best = list(study.best_trials)
+    except ValueError:
+        best = []
+    result = DseResult(name, url, objectives, all_trials, best, round(time.perf_counter() - start, 2))
+    (out / "summary.md").write_text(_summary(result))
+    (out / "best.json").write_text(json.dumps({
+        "study": name, "storage": url, "objectives": {n: OBJECTIVES[n].direction for n in objectives},
+        "best": [{"trial": t.number, "values": dict(zip(objectives, t.values or [], strict=False)), "params": t.params}
+                 for t in best],
+    }, indent=1) + "\n")
+    if write_best and best:
+        if len(objectives) == 1:
+            _write_design(cfg, best[0], out / "best")
+        else:
+            for t in best:
+                _write_design(cfg, t, out / "front" / f"trial-{t.number}")
+    return result

@@ -1,0 +1,106 @@
+"""`streamtensor dse` (streamtensor.search): trials counted from the storage, shared by two processes, resumed after
+an interruption; infeasible points pruned with their reason; bad options in one line. Tiny decode blocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from streamtensor import search
+from streamtensor.cli import main
+from streamtensor.errors import OptionError, ResourceBudgetError
+from streamtensor.search import dse, open_storage, parse_objectives
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+TINY = {"mode": "decode", "size": "tiny", "max_len": 16}
+
+
+def study_trials(storage: str, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=open_storage(storage)).get_trials()
+
+
+def dse_process(out: Path, storage: Path, trials: int) -> subprocess.Popen[str]:
+    cmd = [sys.executable, "-m", "streamtensor.cli", "dse", "gpt2", "-o", str(out), "--trials", str(trials),
+           "--storage", str(storage), "--study-name", "shared", "--mode", "decode", "--size", "tiny",
+           "--max-len", "16"]
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_processes_finish_one_study_together(tmp_path: Path) -> None:
+    storage = tmp_path / "study.journal"
+    procs = [dse_process(tmp_path / f"out{i}", storage, trials=3) for i in range(2)]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    trials = study_trials(str(storage), "shared")
+    # Each process asked for 3 trials of the study: together they ran 3 (4 when both took the last at once).
+    assert 3 <= len(trials) <= 4
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert all("study shared" in out for out in outputs)
+    for i in range(2):
+        best = json.loads((tmp_path / f"out{i}" / "best.json").read_text())
+        assert best["best"] and best["objectives"] == {"tokens_per_s": "maximize"}
+        assert (tmp_path / f"out{i}" / "best" / "Makefile").is_file()
+
+
+def test_an_interrupted_study_resumes(tmp_path: Path) -> None:
+    storage = tmp_path / "study.journal"
+    proc = dse_process(tmp_path / "out", storage, trials=5)
+    deadline = time.time() + 600
+    # Kill it (as a crash would) once a trial has finished; the next one may be running.
+    while time.time() < deadline:
+        if storage.exists():
+            done = [t for t in study_trials(str(storage), "shared") if t.state == TrialState.COMPLETE]
+            if done:
+                break
+        time.sleep(0.5)
+    proc.kill()
+    proc.communicate()
+    before = study_trials(str(storage), "shared")
+    assert any(t.state == TrialState.COMPLETE for t in before)
+    result = dse("gpt2", tmp_path / "out", trials=len(before) + 1, storage=str(storage), study_name="shared",
+                 write_best=False, **TINY)
+    states = [t.state for t in result.trials]
+    # The killed trial (if any) is failed, not left running; one more trial ran; the finished ones are kept.
+    assert TrialState.RUNNING not in states
+    assert len(result.trials) == len(before) + 1
+    complete = {t.number for t in result.trials if t.state == TrialState.COMPLETE}
+    assert {t.number for t in before if t.state == TrialState.COMPLETE} <= complete
+    assert states[-1] == TrialState.COMPLETE
+    assert "| trial | state |" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_infeasible_trials_are_pruned_with_their_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def unfit(model: str, **options: object) -> None:
+        raise ResourceBudgetError(f"the design does not fit (tile {options['default_tile_size']})")
+
+    monkeypatch.setattr(search, "compile_llm_block", unfit)
+    result = dse("gpt2", tmp_path, trials=2, objective="memory", **TINY)
+    assert [t.state for t in result.trials] == [TrialState.PRUNED, TrialState.PRUNED]
+    assert all("does not fit" in t.user_attrs["reason"] for t in result.trials)
+    assert result.best == []
+    summary = (tmp_path / "summary.md").read_text()
+    assert "2 pruned as infeasible" in summary and "does not fit (tile" in summary
+    assert json.loads((tmp_path / "best.json").read_text())["best"] == []
+
+
+def test_bad_options_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_objectives("tokens_per_s, memory") == ("tokens_per_s", "memory")
+    for bad in ("speed", "memory,memory", ""):
+        with pytest.raises(OptionError, match="bad objective"):
+            parse_objectives(bad)
+    with pytest.raises(OptionError, match="searched, not given"):
+        dse("gpt2", tmp_path, trials=1, default_tile_size=8, **TINY)
+    with pytest.raises(OptionError, match="bad timeout"):
+        dse("gpt2", tmp_path, trials=1, timeout=0, **TINY)
+    assert main(["dse", "gpt2", "-o", str(tmp_path), "--trials", "1", "--objective", "speed"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("streamtensor: error: bad objective speed")
