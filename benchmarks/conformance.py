@@ -134,23 +134,59 @@ def shrink_config(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v != values[k]}
 
 
+def _classes(model_type: str) -> tuple[Any, Any]:
+    """The causal-LM class of ``model_type`` (None if transformers does not export it) and its own config class:
+    for some types a part of the registered one (a decoder config)."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_class = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type], None)
+    return model_class, getattr(model_class, "config_class", None) or transformers.CONFIG_MAPPING[model_type]
+
+
 def build_checkpoint(model_type: str, directory: Path, seed: int = 0) -> None:
     """A tiny random checkpoint of ``model_type`` in ``directory`` (config.json + model.safetensors)."""
     import torch
     import transformers
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     from streamtensor.frontend.models import randomize_params
 
-    # The causal LM's own config class: for some types it is a part of the registered one (a decoder config).
-    model_class = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type], None)
-    config_class = getattr(model_class, "config_class", None) or transformers.CONFIG_MAPPING[model_type]
+    model_class, config_class = _classes(model_type)
     config = config_class(**shrink_config(config_class().to_dict()))
     torch.manual_seed(seed)
     model = (model_class._from_config(config, dtype=torch.float32) if model_class is not None
              else transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32))
     randomize_params(model, torch.Generator().manual_seed(seed + 1))
     model.save_pretrained(directory)
+
+
+def structural_refusal(model_type: str) -> str | None:
+    """For a type whose tiny config does not build: the compiler's refusal of the model built from its default
+    config on the meta device (no memory, no weights; the constructs checked before export are in the
+    structure), or the reason transformers cannot build that model either (then there is nothing to compile).
+    None when the model builds and its structure shows no unsupported construct."""
+    import torch
+    import transformers
+
+    from streamtensor.errors import UnsupportedModelError
+    from streamtensor.frontend.block import LAYER_INPUTS, model_decoder_layers
+    from streamtensor.frontend.support import check_layer, check_model
+
+    model_class, config_class = _classes(model_type)
+    try:
+        config = config_class(**({"is_decoder": True} if hasattr(config_class(), "is_decoder") else {}))
+        with torch.device("meta"):
+            model = model_class._from_config(config)
+        _, layers = model_decoder_layers(model)
+    except Exception as exc:  # noqa: BLE001 - transformers' own model, from its own defaults
+        return (f"model type '{model_type}' is not built by transformers {transformers.__version__} itself from "
+                f"its default config ({_one_line(exc)}); there is no model to compile")
+    try:
+        check_model(model_type, config)
+        check_layer(model_type, layers[0], set(LAYER_INPUTS))
+    except UnsupportedModelError as exc:
+        return f"{exc} (seen in the default config's structure: no tiny config of it builds)"
+    return None
 
 
 @dataclass
@@ -185,7 +221,8 @@ def check_type(model_type: str, cache_dir: Path, check: str = "csim") -> Row:
         try:
             build_checkpoint(model_type, directory)
         except Exception as exc:  # the sweep's own generic config did not build: reported, not hidden
-            return row("failed", f"checkpoint: {_one_line(exc)}")
+            refusal = structural_refusal(model_type)
+            return row("refused", refusal) if refusal else row("failed", f"checkpoint: {_one_line(exc)}")
     errors: list[str] = []
     for mode in MODES:
         try:

@@ -23,7 +23,7 @@ from streamtensor.frontend.block import DecoderBlock
 from streamtensor.frontend.models import load_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from conformance import MAX_LEN, SEQ_LEN, build_checkpoint, shrink_config  # noqa: E402
+from conformance import MAX_LEN, SEQ_LEN, build_checkpoint, shrink_config, structural_refusal  # noqa: E402
 
 
 @cache
@@ -101,6 +101,16 @@ def test_sweep_config_keeps_layer_zero_and_one_layer_of_each_kind() -> None:
     assert out["per_layer"] == {"0": 1, "1": 2}
     assert out["head_size"] == out["hidden_size"] == 64  # a width equal to the hidden size shrinks with it
     assert out["sub_config"] == {"hidden_size": 64, "eps": 1.0}  # a sub-config is given whole
+
+
+def test_sweep_judges_an_unbuildable_tiny_config_on_the_default_structure() -> None:
+    """mamba2's tiny config fails its own validation; its default structure (meta device) shows the construct.
+    dbrx's default config does not build in this transformers at all: said so, not blamed on the compiler."""
+    refusal = structural_refusal("mamba2")
+    assert refusal is not None and "recurrent or state-space" in refusal and "default config's structure" in refusal
+    refusal = structural_refusal("dbrx")
+    assert refusal is not None and "is not built by transformers" in refusal
+    assert structural_refusal("llama") is None
 
 
 @pytest.mark.slow

@@ -28,6 +28,9 @@ from streamtensor.frontend.support import check_layer, check_model, raise_probe_
 
 MODES = ("prefill", "decode")
 _SEQ_DIM = 2  # the token dim of the KV-cache layout [batch, kv_heads, tokens, head_dim]
+# The layer arguments a block computes itself (from the positions) or passes through.
+LAYER_INPUTS = frozenset({"hidden_states", "attention_mask", "position_ids", "cache_position", "position_embeddings",
+                          "use_cache"})
 
 
 def find_decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
@@ -46,6 +49,16 @@ def find_decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
         raise ModelError(f"no decoder layers found in {type(model).__name__}: expected a ModuleList of "
                          "decoder layers")
     return best[2], best[3]
+
+
+def model_decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The decoder layers of a causal LM: those of its ``get_decoder()`` (a multimodal model's language model:
+    vision and audio towers have layers too), or of the whole model when that has none (some models'
+    ``get_decoder()`` is their output head)."""
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+    if not isinstance(decoder, nn.Module) or not any(isinstance(m, nn.ModuleList) for m in decoder.modules()):
+        decoder = model
+    return find_decoder_layers(decoder)
 
 
 def find_rotary_embedding(model: nn.Module) -> nn.Module | None:
@@ -116,11 +129,7 @@ class DecoderBlock(nn.Module):
         super().__init__()
         if mode not in MODES:
             raise OptionError(f"bad --mode '{mode}': expected one of {', '.join(MODES)}")
-        # A multimodal model's get_decoder() is its language model (vision and audio towers have layers too).
-        decoder = loaded.model.get_decoder() if hasattr(loaded.model, "get_decoder") else loaded.model
-        if not isinstance(decoder, nn.Module) or not any(isinstance(m, nn.ModuleList) for m in decoder.modules()):
-            decoder = loaded.model  # some models' get_decoder() is their output head
-        layers_name, layers = find_decoder_layers(decoder)
+        layers_name, layers = model_decoder_layers(loaded.model)
         if not 0 <= layer_index < len(layers):
             raise OptionError(f"bad layer index {layer_index}: the model has {len(layers)} decoder layers")
         self.layer = layers[layer_index]
@@ -132,9 +141,7 @@ class DecoderBlock(nn.Module):
         self.config = cfg
         self.model_type = str(loaded.config.model_type)
         check_model(self.model_type, loaded.config)
-        self.cache_argument = check_layer(self.model_type, self.layer, {"hidden_states", "attention_mask",
-                                                                        "position_ids", "cache_position",
-                                                                        "position_embeddings", "use_cache"})
+        self.cache_argument = check_layer(self.model_type, self.layer, set(LAYER_INPUTS))
         self.rotary = find_rotary_embedding(loaded.model)
         layer_types = getattr(cfg, "layer_types", None)
         self.layer_type = layer_types[layer_index] if layer_types else None
