@@ -72,7 +72,7 @@ def test_every_process_asks_for_the_modelled_ii(family: str, mode: str) -> None:
                 assert not stated, node.name
             else:
                 assert stated and all(p.endswith(f"distance={distance}") for p in stated), node.name
-                recurrence = accumulator_recurrence(node.op.body, node.loops, U55C.ops)
+                recurrence = accumulator_recurrence(node.op, node.loops, U55C.ops)
                 assert pipe.pipeline_ii >= -(-recurrence // distance), node.name
         elif isinstance(node, DmaNode):
             # A token of `words` bus words, read or written one word per cycle (a single token: by load_tile's
