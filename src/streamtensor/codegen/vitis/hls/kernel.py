@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -76,14 +76,11 @@ class KernelWriter:
         self.pending = node.pending_tiles
         # Point loops: pipelined (not fully unrolled) in point order, then the unrolled lanes in point order.
         self.pipelined = [d for d in node.point_order if self.loops[d].tile // self.loops[d].unroll > 1]
-        # With a tree reduction (timing_model.tree_combiners) the reduction lanes are innermost: their values are
-        # collected, summed by a tree, and folded into each output element once.
+        # With a tree reduction (timing_model.tree_combiners) every lane's value is collected; each output lane
+        # then sums its reduction lanes by a tree and folds the sum into its element once.
         reduction_lanes = math.prod(lp.unroll for lp in self.loops if lp.reduction)
         self.tree = tree_combiners(node.op.body, self.n_in) if reduction_lanes > 1 else None
-        parallel = [d for d in node.point_order if self.loops[d].unroll > 1 and not self.loops[d].reduction]
-        reducing = [d for d in node.point_order if self.loops[d].unroll > 1 and self.loops[d].reduction]
-        self.lanes = parallel + reducing if self.tree else [d for d in node.point_order if self.loops[d].unroll > 1]
-        self.parallel_lanes = len(parallel)
+        self.lanes = [d for d in node.point_order if self.loops[d].unroll > 1]
         self.reduction_lanes = reduction_lanes
         # An accumulator array when a result is read-modify-written across pipelined steps or firings; else the
         # output token itself holds the tile.
@@ -309,38 +306,48 @@ class KernelWriter:
         if self.tree:
             used = self.used_values([op.operands[1 - op.operands.index(self.op.body.args[self.n_in + r][0])]
                                      for r, op in enumerate(self.tree)])
+            parallel = [d for d in self.lanes if not self.loops[d].reduction]
+            reducing = [d for d in self.lanes if self.loops[d].reduction]
+            for r, value in enumerate(self.op.results):
+                code.line(f"{c_type(value.type.dtype)} part{r}[{self.reduction_lanes}]"
+                          f"[{math.prod(self.loops[d].unroll for d in parallel)}];"
+                          "  // each output lane's reduction lane values")
+                code.pragma(f"array_partition variable=part{r} type=complete dim=0")
         levels = self.value_levels(used)
         self.body(code, used, levels, 0)
-        for level, d in enumerate(self.lanes, start=1):
-            lt = self.loops[d]
-            full = lt.unroll == lt.tile
-            if self.tree and level == self.parallel_lanes + 1:
-                for r, value in enumerate(self.op.results):
-                    code.line(f"{c_type(value.type.dtype)} part{r}[{self.reduction_lanes}];  // the reduction "
-                              "lanes' values")
-                    code.pragma(f"array_partition variable=part{r} type=complete")
-            code.loop(f"i{d}" if full else f"u{d}", lt.unroll, pragma="unroll")
-            opened += 1
-            if not full:
-                code.line(f"const int i{d} = p{d} + u{d};")
-            self.body(code, used, levels, level)
+        lanes_opened = self.open_lanes(code, self.lanes, lambda level: self.body(code, used, levels, level))
         if self.tree:
-            reducing = self.lanes[self.parallel_lanes:]
-            lane = flat_index([f"i{d}" if self.loops[d].unroll == self.loops[d].tile else f"u{d}" for d in reducing],
-                              [self.loops[d].unroll for d in reducing])
             names = self.value_names(used)
             for r, op in enumerate(self.tree):
                 value = op.operands[1 - op.operands.index(self.op.body.args[self.n_in + r][0])]
-                code.line(f"part{r}[{lane}] = {names[value]};")
-            for _ in reducing:
+                code.line(f"part{r}[{self.lane_index(reducing)}][{self.lane_index(parallel)}] = {names[value]};")
+            for _ in range(lanes_opened):
                 code.close()
-                opened -= 1
-            self.fold_tree(code)
-        for _ in range(opened):
+            # The output lanes again: each sums its reduction lanes by a tree and folds the sum in once.
+            lanes_opened = self.open_lanes(code, parallel, lambda level: None)
+            self.fold_tree(code, self.lane_index(parallel))
+        for _ in range(opened + lanes_opened):
             code.close()
 
-    def fold_tree(self, code: Code) -> None:
-        """The reduction lanes' values summed by a balanced tree, folded into each result's element once."""
+    def open_lanes(self, code: Code, lanes: list[int], emit: Callable[[int], None]) -> int:
+        """The unrolled lane loops of ``lanes`` (their point indices declared), ``emit(level)`` inside each."""
+        for level, d in enumerate(lanes, start=1):
+            lt = self.loops[d]
+            full = lt.unroll == lt.tile
+            code.loop(f"i{d}" if full else f"u{d}", lt.unroll, pragma="unroll")
+            if not full:
+                code.line(f"const int i{d} = p{d} + u{d};")
+            emit(level)
+        return len(lanes)
+
+    def lane_index(self, lanes: list[int]) -> str:
+        """Flat index of the current lane among the unrolled loops ``lanes``."""
+        return flat_index([f"i{d}" if self.loops[d].unroll == self.loops[d].tile else f"u{d}" for d in lanes],
+                          [self.loops[d].unroll for d in lanes])
+
+    def fold_tree(self, code: Code, lane: str) -> None:
+        """The reduction lanes' values of output lane ``lane`` summed by a balanced tree, folded into each
+        result's element once."""
         body = self.op.body
         types = dict(body.args)
         assert self.tree is not None
@@ -348,7 +355,7 @@ class KernelWriter:
             acc = body.args[self.n_in + r][0]
             value = op.operands[1 - op.operands.index(acc)]
             ctype = c_type(op.dtype)
-            level = [f"part{r}[{k}]" for k in range(self.reduction_lanes)]
+            level = [f"part{r}[{k}][{lane}]" for k in range(self.reduction_lanes)]
             depth = 0
             while len(level) > 1:
                 nxt = []
