@@ -110,7 +110,8 @@ def test_makefile_targets_and_exact_vendor_strings(project: Path) -> None:
         assert f"\n{target}:" in makefile
     assert f"\nPART := {PART}\n" in makefile
     assert f"\nPLATFORM := {PLATFORM}\n" in makefile
-    assert "\nCSIM_CXXFLAGS := -std=c++17 -O2 -Wall -Wextra -Werror -pthread -Iinclude -Isrc\n" in makefile
+    assert ("\nCSIM_CXXFLAGS := -std=c++17 -O2 -Wall -Wextra -Werror -Wno-unused-label -pthread \\\n"
+            "  -Iinclude -isystem include/ap_types -Isrc\n") in makefile
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -130,7 +131,8 @@ def test_make_dry_runs_show_the_vendor_command_lines(project: Path) -> None:
     ]
     csim = dry("csim")
     assert csim[-3:] == [
-        "g++ -std=c++17 -O2 -Wall -Wextra -Werror -pthread -Iinclude -Isrc src/block_top.cpp tb/block_sim.cpp "
+        "g++ -std=c++17 -O2 -Wall -Wextra -Werror -Wno-unused-label -pthread -Iinclude -isystem include/ap_types "
+        "-Isrc src/block_top.cpp tb/block_sim.cpp "
         "-o build/csim/block_sim",
         "mkdir -p build/csim/out",
         "build/csim/block_sim params build/csim/out",
