@@ -75,28 +75,41 @@ struct tile_t {{
   float v[8];
 }};
 
+// Float i of a 512-bit word (ap_uint bit ranges: the packed layout's bit order).
+float word_float(const streamtensor::word512& w, int i) {{
+  union {{ uint32_t bits; float value; }} x;
+  x.bits = static_cast<uint32_t>(w.range(32 * i + 31, 32 * i).to_uint64());
+  return x.value;
+}}
+
+void set_word_float(streamtensor::word512& w, int i, float f) {{
+  union {{ float value; uint32_t bits; }} x;
+  x.value = f;
+  w.range(32 * i + 31, 32 * i) = x.bits;
+}}
+
 // DMA: one token per iteration point; the repeat loop d2 has word stride {sx[2]}, so it re-reads the tile.
 void load_x(const streamtensor::word512* x, hls::stream<tile_t>& out) {{
   for (int d0 = 0; d0 < 4; ++d0)
     for (int d1 = 0; d1 < 2; ++d1)
       for (int d2 = 0; d2 < 2; ++d2) {{
         tile_t t;
-        std::memcpy(t.v, x[d0 * {sx[0]} + d1 * {sx[1]} + d2 * {sx[2]}].bytes, sizeof t.v);
+        for (int i = 0; i < 8; ++i) t.v[i] = word_float(x[d0 * {sx[0]} + d1 * {sx[1]} + d2 * {sx[2]}], i);
         out.write(t);
       }}
 }}
 
 void scale_store(hls::stream<tile_t>& in, const streamtensor::word512* w, streamtensor::word512* y) {{
   float scale[8];
-  std::memcpy(scale, w[0].bytes, sizeof scale);
+  for (int i = 0; i < 8; ++i) scale[i] = word_float(w[0], i);
   for (int d0 = 0; d0 < {rows}; ++d0)
     for (int d1 = 0; d1 < 2; ++d1) {{
       const tile_t a = in.read();
       const tile_t b = in.read();
       float out[8];
       for (int i = 0; i < 8; ++i) out[i] = (a.v[i] + b.v[i]) * scale[d1 * 4 + i % 4];
-      streamtensor::word512 word = {{}};
-      std::memcpy(word.bytes, out, sizeof out);
+      streamtensor::word512 word = 0;
+      for (int i = 0; i < 8; ++i) set_word_float(word, i, out[i]);
       y[d0 * {sy[0]} + d1 * {sy[1]}] = word;
     }}
 }}

@@ -56,6 +56,17 @@ def test_a_cli_project_passes_the_front_end_check(tmp_path: Path) -> None:
     assert main(["verify", str(out)]) == 0
 
 
+@pytest.mark.slow
+def test_paper_gpt2_decode_passes_the_front_end_check(tmp_path: Path) -> None:
+    """The paper-size GPT-2 decode block (a full compile with FIFO sizing: minutes) passes the check, every
+    stream within the target's limit."""
+    out = tmp_path / "paper"
+    assert main(["compile", "gpt2", "--size", "paper", "--mode", "decode", "-o", str(out), "-q"]) == 0
+    report = frontend_check(out, U55C)
+    assert report.diagnostics == () and report.violations == ()
+    assert max(report.stream_bits.values()) <= U55C.stream_max_bits
+
+
 def test_a_cxx17_construct_fails_the_declared_standard(tmp_path: Path) -> None:
     design, block = tiny_block("gpt2", "decode")
     design.write_project(tmp_path, *block.example_inputs(0))

@@ -20,14 +20,15 @@ Per node kind (formulas are repeated next to their code):
   ``iterations = prod(tile) / lanes`` issues, ``pipeline_ii`` cycles apart: ``ceil(recurrence / distance)``
   when a reduction loop is pipelined (``recurrence_distance``: the issues between two updates of one
   accumulator element, which the generated loop states to Vitis; ``accumulator_recurrence``: the combiner's
-  latency times the unrolled reduction lanes, which the generated body folds in one after the other), raised
+  latency, as the generated body sums the unrolled reduction lanes by a tree first, or times the lanes when
+  the body's combiner cannot be regrouped and the lanes fold in one after the other), raised
   to ``KernelNode.min_pipeline_ii`` so the kernel reads no external-memory input faster than its DMA delivers
   it, and with every point loop unrolled (the tile loop is the pipeline) to the beats of its widest token.
   ``ii = max(iterations * pipeline_ii, beats)`` (at least ``ceil(recurrence / pending tiles)`` when partial
   sums are carried from tile to tile); ``depth = (iterations - 1) * pipeline_ii + pipeline depth`` (the last
   point's issue plus its trip through the datapath); pipeline depth = stream read + critical path of the
-  scalar body (op latencies by element type) + the chain of the other unrolled reduction lanes' combiners +
-  stream write. Tokens move at the firings of ``KernelNode.port_firings``: inputs once per iteration of the
+  scalar body (op latencies by element type) + the reduction tree over the unrolled reduction lanes (or their
+  chain) + stream write. Tokens move at the firings of ``KernelNode.port_firings``: inputs once per iteration of the
   loops they use, inits at the first and results at the last firing of every output tile's reduction.
 - **itensor_converter** (ping-pong buffer over the ``S`` iterations of its shared loops; per iteration ``a``
   source tokens fill one half, then ``b`` result tokens drain it): one token in and one out per step, fill of
@@ -75,7 +76,7 @@ from streamtensor.ir.dataflow import (
 from streamtensor.ir.dataflow import Stream as DataflowStream
 from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.layout import chunk_mask, concat_sources
-from streamtensor.ir.linalg import GenericOp, ScalarBody
+from streamtensor.ir.linalg import GenericOp, ScalarBody, ScalarOp
 from streamtensor.packing import WORD_BYTES, PackedLayout
 from streamtensor.target import OperatorLibrary, Target
 
@@ -170,11 +171,37 @@ def recurrence_distance(loops: list[LoopTiling], point_order: list[int]) -> int 
     return math.prod(loops[d].tile // loops[d].unroll for d in pipelined[reductions[-1] + 1:])
 
 
-def accumulator_recurrence(body: ScalarBody, loops: list[LoopTiling], ops: OperatorLibrary) -> int:
-    """Cycles from one update of an accumulator element to the next one that may start: the generated body
-    folds the unrolled reduction lanes into the element one after the other (``codegen.vitis.hls.kernel``), a
-    chain of one combiner per lane."""
-    return combiner_latency(body, ops) * math.prod(lp.unroll for lp in loops if lp.reduction)
+# Combiners a reduction may regroup: the lanes' values are summed by a tree before they meet the accumulator.
+TREE_COMBINERS = frozenset({"arith.addf", "arith.mulf", "arith.addi", "arith.muli", "arith.maximumf",
+                            "arith.minimumf", "arith.maxnumf", "arith.minnumf", "arith.maxsi", "arith.minsi",
+                            "arith.andi", "arith.ori", "arith.xori"})
+
+
+def tree_combiners(body: ScalarBody, n_inputs: int) -> list[ScalarOp] | None:
+    """The op of each yield when every yield folds one value into its result's own block argument (used by
+    nothing else) with a ``TREE_COMBINERS`` op: the generated kernel then sums its unrolled reduction lanes by
+    a balanced tree and folds the tree's value into the accumulator once per step. None otherwise (the lanes
+    fold into the accumulator one after the other)."""
+    producers = {op.result: op for op in body.ops}
+    combiners: list[ScalarOp] = []
+    for r, y in enumerate(body.yields):
+        acc = body.args[n_inputs + r][0]
+        op = producers.get(y)
+        if op is None or op.name not in TREE_COMBINERS or len(op.operands) != 2 or op.operands.count(acc) != 1:
+            return None
+        if any(acc in other.operands for other in body.ops if other is not op) or acc in body.yields:
+            return None
+        combiners.append(op)
+    return combiners
+
+
+def accumulator_recurrence(op: GenericOp, loops: list[LoopTiling], ops: OperatorLibrary) -> int:
+    """Cycles from one update of an accumulator element to the next one that may start, as the generated body
+    does it (``codegen.vitis.hls.kernel``): one combiner when the unrolled reduction lanes are summed by a tree
+    first (``tree_combiners``), else one combiner per lane, chained."""
+    lanes = math.prod(lp.unroll for lp in loops if lp.reduction)
+    comb = combiner_latency(op.body, ops)
+    return comb if tree_combiners(op.body, len(op.inputs)) is not None else comb * lanes
 
 
 def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int], point_order: list[int],
@@ -185,7 +212,7 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
     lanes = math.prod(lp.unroll for lp in loops)
     iterations = math.prod(lp.tile for lp in loops) // lanes
     comb = combiner_latency(op.body, ops)
-    recurrence = accumulator_recurrence(op.body, loops, ops)
+    recurrence = accumulator_recurrence(op, loops, ops)
     # An accumulator element is updated again `distance` issues later (recurrence_distance); the update must
     # see the previous one: distance * II >= recurrence, so II = ceil(recurrence / distance) (= the recurrence
     # when the reduction loop is innermost). No pipelined reduction: II = 1. The generated loop states this
@@ -196,11 +223,14 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
     pipelined = [d for d in point_order if loops[d].tile // loops[d].unroll > 1]
     if not pipelined:
         pipeline_ii = max(pipeline_ii, beats)
-    # Unrolled reduction lanes fold into the element one after the other: a chain of (lanes_r - 1) combiners
-    # after the body's own.
+    # Unrolled reduction lanes are summed by a balanced tree of combiners (ceil(log2 lanes_r) levels) before the
+    # body's own combiner, or fold in one after the other (lanes_r - 1 more combiners; tree_combiners).
     reduction_lanes = math.prod(lp.unroll for lp in loops if lp.reduction)
-    chain = (reduction_lanes - 1) * comb
-    pipe_depth = ops.stream_read_cycles + body_critical_path(op.body, ops) + chain + ops.stream_write_cycles
+    if tree_combiners(op.body, len(op.inputs)) is not None:
+        lanes_path = math.ceil(math.log2(reduction_lanes)) * comb if reduction_lanes > 1 else 0
+    else:
+        lanes_path = (reduction_lanes - 1) * comb
+    pipe_depth = ops.stream_read_cycles + body_critical_path(op.body, ops) + lanes_path + ops.stream_write_cycles
     # A firing issues its `iterations` points pipeline_ii apart; its writes follow the last issue by pipe_depth.
     ii = max(iterations * pipeline_ii, beats)
     depth = (iterations - 1) * pipeline_ii + pipe_depth

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from streamtensor.analysis.memory import accumulator_partition
-from streamtensor.analysis.timing_model import fpowi_steps, recurrence_distance
+from streamtensor.analysis.timing_model import fpowi_steps, recurrence_distance, tree_combiners
 from streamtensor.codegen.vitis.hbm import c_identifier
 from streamtensor.codegen.vitis.hls.cpp import (
     Code,
@@ -67,7 +68,12 @@ class KernelWriter:
         self.pending = node.pending_tiles
         # Point loops: pipelined (not fully unrolled) in point order, then the unrolled lanes in point order.
         self.pipelined = [d for d in node.point_order if self.loops[d].tile // self.loops[d].unroll > 1]
+        # With a tree reduction (timing_model.tree_combiners) every lane's value is collected; each output lane
+        # then sums its reduction lanes by a tree and folds the sum into its element once.
+        reduction_lanes = math.prod(lp.unroll for lp in self.loops if lp.reduction)
+        self.tree = tree_combiners(node.op.body, self.n_in) if reduction_lanes > 1 else None
         self.lanes = [d for d in node.point_order if self.loops[d].unroll > 1]
+        self.reduction_lanes = reduction_lanes
         # An accumulator array when a result is read-modify-written across pipelined steps or firings; else the
         # output token itself holds the tile.
         self.distance = recurrence_distance(self.loops, node.point_order)
@@ -209,11 +215,17 @@ class KernelWriter:
 
     def reduction_condition(self, last: bool, points: bool) -> list[str]:
         """First (or last) update of an output element: every tile reduction counter at 0 (or its last trip)
-        and, with ``points``, every point reduction index too."""
+        and, with ``points``, every point reduction index too (with a tree, the pipelined part of it: the
+        tree sums the unrolled lanes)."""
         terms = [f"t{d} == {self.loops[d].trip - 1 if last else 0}" for d in self.reductions]
         if points:
-            terms += [f"i{d} == {self.loops[d].tile - 1 if last else 0}" for d in self.node.point_order
-                      if self.loops[d].reduction and self.loops[d].tile > 1]
+            for d in self.node.point_order:
+                lt = self.loops[d]
+                if not lt.reduction or lt.tile == 1 or (self.tree and lt.unroll == lt.tile):
+                    continue
+                index = f"p{d}" if self.tree and lt.unroll > 1 else f"i{d}"
+                terms.append(f"{index} == {lt.tile - lt.unroll if self.tree and lt.unroll > 1 else lt.tile - 1}"
+                             if last else f"{index} == 0")
         return terms
 
     def result_token(self, r: int) -> str:
@@ -269,25 +281,83 @@ class KernelWriter:
                     code.pragma(f"dependence variable=acc{r} type=inter direction=RAW dependent=true "
                                 f"distance={self.distance}")
             opened += 1
+        if self.tree:
+            used = self.used_values([op.operands[1 - op.operands.index(self.op.body.args[self.n_in + r][0])]
+                                     for r, op in enumerate(self.tree)])
+            parallel = [d for d in self.lanes if not self.loops[d].reduction]
+            reducing = [d for d in self.lanes if self.loops[d].reduction]
+            for r, value in enumerate(self.op.results):
+                code.line(f"{c_type(value.type.dtype)} part{r}[{self.reduction_lanes}]"
+                          f"[{math.prod(self.loops[d].unroll for d in parallel)}];"
+                          "  // each output lane's reduction lane values")
+                code.pragma(f"array_partition variable=part{r} type=complete dim=0")
         levels = self.value_levels(used)
         self.body(code, used, levels, 0)
-        for level, d in enumerate(self.lanes, start=1):
+        lanes_opened = self.open_lanes(code, self.lanes, lambda level: self.body(code, used, levels, level))
+        if self.tree:
+            names = self.value_names(used)
+            for r, op in enumerate(self.tree):
+                value = op.operands[1 - op.operands.index(self.op.body.args[self.n_in + r][0])]
+                code.line(f"part{r}[{self.lane_index(reducing)}][{self.lane_index(parallel)}] = {names[value]};")
+            for _ in range(lanes_opened):
+                code.close()
+            # The output lanes again: each sums its reduction lanes by a tree and folds the sum in once.
+            lanes_opened = self.open_lanes(code, parallel, lambda level: None)
+            self.fold_tree(code, self.lane_index(parallel))
+        for _ in range(opened + lanes_opened):
+            code.close()
+
+    def open_lanes(self, code: Code, lanes: list[int], emit: Callable[[int], None]) -> int:
+        """The unrolled lane loops of ``lanes`` (their point indices declared), ``emit(level)`` inside each."""
+        for level, d in enumerate(lanes, start=1):
             lt = self.loops[d]
             full = lt.unroll == lt.tile
             code.loop(f"i{d}" if full else f"u{d}", lt.unroll, pragma="unroll")
-            opened += 1
             if not full:
                 code.line(f"const int i{d} = p{d} + u{d};")
-            self.body(code, used, levels, level)
-        for _ in range(opened):
-            code.close()
+            emit(level)
+        return len(lanes)
 
-    def used_values(self) -> set[str]:
-        """Body values a yield depends on (only these are emitted: no dead C++)."""
+    def lane_index(self, lanes: list[int]) -> str:
+        """Flat index of the current lane among the unrolled loops ``lanes``."""
+        return flat_index([f"i{d}" if self.loops[d].unroll == self.loops[d].tile else f"u{d}" for d in lanes],
+                          [self.loops[d].unroll for d in lanes])
+
+    def fold_tree(self, code: Code, lane: str) -> None:
+        """The reduction lanes' values of output lane ``lane`` summed by a balanced tree, folded into each
+        result's element once."""
+        body = self.op.body
+        types = dict(body.args)
+        assert self.tree is not None
+        for r, op in enumerate(self.tree):
+            acc = body.args[self.n_in + r][0]
+            value = op.operands[1 - op.operands.index(acc)]
+            ctype = c_type(op.dtype)
+            level = [f"part{r}[{k}][{lane}]" for k in range(self.reduction_lanes)]
+            depth = 0
+            while len(level) > 1:
+                nxt = []
+                for k in range(0, len(level) - 1, 2):
+                    name = f"tree{r}_{depth}_{k // 2}"
+                    pair = self.scalar(op, {acc: level[k], value: level[k + 1]}, types)
+                    code.line(f"const {ctype} {name} = {pair};")
+                    nxt.append(name)
+                level = nxt + ([level[-1]] if len(level) % 2 else [])
+                depth += 1
+            code.line(f"const {ctype} acc{r}_prev = {self.result_read(r)};")
+            folded = self.scalar(op, {acc: f"acc{r}_prev", value: level[0]}, types)
+            code.line(f"const {ctype} acc{r}_next = {folded};")
+            index = self.operand_index(self.n_in + r)
+            if self.use_acc:
+                code.line(f"{self.acc(r)}[{index}] = acc{r}_next;")
+            code.line(f"out{r}.data[{index}] = acc{r}_next;")
+
+    def used_values(self, roots: list[str] | None = None) -> set[str]:
+        """Body values the yields (or ``roots``) depend on (only these are emitted: no dead C++)."""
         body = self.op.body
         producers = {op.result: op for op in body.ops}
         used: set[str] = set()
-        todo = list(body.yields)
+        todo = list(body.yields if roots is None else roots)
         while todo:
             v = todo.pop()
             if v in used:
@@ -331,7 +401,7 @@ class KernelWriter:
                 continue
             types[op.result] = op.dtype
             code.line(f"const {c_type(op.dtype)} {names[op.result]} = {self.scalar(op, names, types)};")
-        if level != len(self.lanes):
+        if level != len(self.lanes) or self.tree:
             return
         for r, y in enumerate(body.yields):
             index = self.operand_index(self.n_in + r)
