@@ -193,6 +193,7 @@ def test_cpp_against_numpy(tmp_path: Path) -> None:
                   f"      const {c_type(case.result_type)} r = {expr};",
                   f"      std::printf({fmt}, {arg.format('r')});", "    }", '    std::printf("\\n");', "  }"]
     source = ["#include <cmath>", "#include <cstdint>", "#include <cstdio>", "#include <limits>",
+              "#define HLS_PRAGMA(x)",  # the helpers' pragmas (hls_dataflow_sim.h: nothing outside synthesis)
               *(SCALAR_HELPERS[h] for h in sorted(helpers)), "int main() {", *cases, "  return 0;", "}"]
     (tmp_path / "ops.cpp").write_text("\n".join(source) + "\n")
     subprocess.run(["g++", "-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-variable",

@@ -54,7 +54,8 @@ def test_make_dry_run_of_each_target_prints_the_documented_command(project: Path
     check = "g++ -std=c++14 -O2 -Wall -Wextra -Werror tb/check_outputs.cpp -o build/check/check_outputs"
     xrt = f"XRT_INI_PATH={project}/xrt.ini"
     assert _make_dry(project, "csim-tb")[-2:] == [
-        "g++ -std=c++17 -O2 -Wall -Wextra -Werror -pthread -DSTREAMTENSOR_CSIM -Iinclude -Isrc "
+        "g++ -std=c++17 -O2 -Wall -Wextra -Werror -Wno-unused-label -pthread -DSTREAMTENSOR_CSIM -Iinclude "
+        "-isystem include/ap_types -Isrc "
         f"src/{KERNEL}.cpp tb/vitis_tb.cpp -o build/csim/{KERNEL}_tb",
         f"{env} build/csim/{KERNEL}_tb",
     ]

@@ -364,7 +364,7 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
     tiling = progress.run("tiling", lambda: tile_graph(graph, target, opts.tiling))
     dataflow = progress.run("dataflow", lambda: build_dataflow(graph, tiling))
     outs = output_names or [f"out{i}" for i in range(len(graph.outputs))]
-    _name_outputs(dataflow, outs)
+    name_outputs(dataflow, outs)
     progress.run("replay", lambda: replay_forked_accumulators(dataflow))
     progress.run("fusion", lambda: apply_fusion(dataflow, target.onchip_bytes))
     allocation = (run_allocation(dataflow, target, opts.fifo_strategy, progress.run, opts.fifo_latency_slack,
@@ -386,7 +386,7 @@ def _check_quantized(module: torch.nn.Module, scheme: QuantScheme, construct: st
         raise OptionError(f"--quant {scheme.name}: {construct} has no linear layer to quantize")
 
 
-def _name_outputs(dataflow: DataflowGraph, names: Sequence[str]) -> None:
+def name_outputs(dataflow: DataflowGraph, names: Sequence[str]) -> None:
     """The block outputs' write DMAs store the tensors the model names (``hidden_out``, ``key_cache_out``): the
     kernel's arguments, the project's files and the report carry those names, not the IR's temporaries."""
     taken = {v.name for v in dataflow.inputs}

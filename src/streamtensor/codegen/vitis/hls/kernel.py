@@ -442,11 +442,8 @@ class KernelWriter:
             parts = ([f"{tile} * {t}" if tile > 1 else t] if t is not None else []) + \
                     ([self.point(d)] if tile > 1 else [])
             return " + ".join(parts) or "0"
-        if op.name == "math.fpowi":  # unrolled squarings: the exponent's bit length, a constant
-            self.helpers.add("fpowi")
-            steps = fpowi_steps(self.constant(op.operands[1]))
-            return f"fpowi<{steps}>({', '.join(names[o] for o in op.operands)})"
-        expression = scalar_expression(op, [names[o] for o in op.operands], types, self.helpers)
+        expression = scalar_expression(op, [names[o] for o in op.operands], types, self.helpers,
+                                       self.constant(op.operands[1]) if op.name == "math.fpowi" else None)
         if expression is None:
             raise UnsupportedOpError(op.name, op.name.split(".")[0], f"no C++ translation (kernel {self.node.name})",
                                      self.op.location)
@@ -459,9 +456,13 @@ class KernelWriter:
                 return int(op.attr("value"))  # type: ignore[call-overload]
         return None
 
-def scalar_expression(op: ScalarOp, x: list[str], types: dict[str, str], helpers: set[str]) -> str | None:
+def scalar_expression(op: ScalarOp, x: list[str], types: dict[str, str], helpers: set[str],
+                      exponent: int | None = None) -> str | None:
     """C++ expression of one scalar op (other than ``linalg.index``) on the C++ operands ``x``; ``types`` maps
     operand names to IR types, ``helpers`` collects the helper functions used; None for an op without one."""
+    if op.name == "math.fpowi":  # unrolled squarings: the bit length of a constant ``exponent``, else every bit
+        helpers.add("fpowi")
+        return f"fpowi<{fpowi_steps(exponent)}>({', '.join(x)})"
     name, ctype = op.name, c_type(op.dtype)
     if name in _BINARY_OPERATORS:
         return f"{x[0]} {_BINARY_OPERATORS[name]} {x[1]}"

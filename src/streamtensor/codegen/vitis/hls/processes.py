@@ -269,12 +269,8 @@ def dma_process(graph: DataflowGraph, node: DmaNode, plan: HbmPlan, max_bits: in
     start = tile_offsets(t, names)[node.rows.dim] if node.rows is not None else ""
     if read:
         if node.rows is not None:
-            code.open(f"if ({start} <= {position.arg})")
-            code.line(f"load_tile({at}, t.data);")
-            code.close()
-            code.open("else")
-            code.line("clear_tile(t.data);")
-            code.close()
+            code.line(f"if ({start} <= {position.arg}) load_tile({at}, t.data);")
+            code.line("else clear_tile(t.data);")
         else:
             code.line(f"load_tile({at}, t.data);")
         code.line(f"write_token({stream_var(stream)}, t);")
