@@ -75,6 +75,9 @@ def test_every_process_asks_for_the_modelled_ii(family: str, mode: str) -> None:
                 assert stated and all(p.endswith(f"distance={distance}") for p in stated), node.name
                 recurrence = accumulator_recurrence(node.op, node.loops, U55C.ops)
                 assert pipe.pipeline_ii >= -(-recurrence // distance), node.name
+        elif isinstance(node, DmaNode) and node.role == "scalar":
+            # A scalar register (s_axilite): its one token written once, no loop; the model charges one cycle.
+            assert pipelines == [] and node.attributes["ii"] == 1, node.name
         elif isinstance(node, DmaNode):
             # A token of `words` bus words, read or written one word per cycle (a single token: by load_tile's
             # own pipelined word loop), no faster than the model moves it.
