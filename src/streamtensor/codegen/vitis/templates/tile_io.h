@@ -74,17 +74,23 @@ void load_tile(const streamtensor::word512* src, T (&data)[N]) {
 #endif
 }
 
+// Word w of a tile (inlined into the caller's pipelined word loop: the elements unrolled).
+template <typename T, int N>
+streamtensor::word512 tile_word(const T (&data)[N], int w) {
+  constexpr int per_word = 512 / element_bits<T>();
+  streamtensor::word512 word = 0;
+  element_loop: for (int e = 0; e < per_word; ++e) {
+    HLS_PRAGMA(unroll)
+    if (w * per_word + e < N) pack_element(data[w * per_word + e], e, word);
+  }
+  return word;
+}
+
 template <typename T, int N>
 void store_tile(const T (&data)[N], streamtensor::word512* dst) {
-  constexpr int per_word = 512 / element_bits<T>();
   word_loop: for (int w = 0; w < tile_words<T, N>(); ++w) {
     HLS_PRAGMA(pipeline II=1)
-    streamtensor::word512 word = 0;
-    element_loop: for (int e = 0; e < per_word; ++e) {
-      HLS_PRAGMA(unroll)
-      if (w * per_word + e < N) pack_element(data[w * per_word + e], e, word);
-    }
-    dst[w] = word;
+    dst[w] = tile_word(data, w);
   }
 #ifndef __SYNTHESIS__
   streamtensor::sim_traffic(dst, tile_words<T, N>(), true);
@@ -96,17 +102,11 @@ void store_tile(const T (&data)[N], streamtensor::word512* dst) {
 // changes nothing).
 template <int Count, typename T, int N>
 void store_tile_words(const T (&data)[N], streamtensor::word512* dst, int first) {
-  constexpr int per_word = 512 / element_bits<T>();
   row_word_loop: for (int i = 0; i < Count; ++i) {
     HLS_PRAGMA(pipeline II=1)
     const int w = first + i;
     if (w < tile_words<T, N>()) {
-      streamtensor::word512 word = 0;
-      element_loop: for (int e = 0; e < per_word; ++e) {
-        HLS_PRAGMA(unroll)
-        if (w * per_word + e < N) pack_element(data[w * per_word + e], e, word);
-      }
-      dst[w] = word;
+      dst[w] = tile_word(data, w);
 #ifndef __SYNTHESIS__
       streamtensor::sim_traffic(dst + w, 1, true);
 #endif
