@@ -8,7 +8,9 @@ layers of its blocks are then replaced by ``streamtensor.frontend.quant.QuantLin
 compiler exports and the hardware matches bit for bit — calibrated on training text; the embeddings, norms,
 attention and the LM head stay fp32. Rows: round-to-nearest (RTN) weights with the compiler's static per-tensor
 int8 activation scales, then what SmoothQuant-style scale migration and GPTQ rounding add, and per-token dynamic
-activation scales (the alternative the compiler does not use) for comparison.
+activation scales (the alternative the compiler does not use) for comparison, and the int8 KV cache (the
+compiler's default under W4A8: keys and values quantized per (head, channel) with static calibrated scales, the
+rule of ``frontend.quant``).
 
     .venv/bin/python benchmarks/quantization.py [--steps N] [--retrain]
 """
@@ -29,7 +31,14 @@ from pathlib import Path
 import torch
 import transformers
 
-from streamtensor.frontend.quant import QuantScheme, quant_scheme, quantize_linears
+from streamtensor.frontend.quant import (
+    KvObserver,
+    QuantScheme,
+    dequantize_kv,
+    quant_scheme,
+    quantize_kv,
+    quantize_linears,
+)
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 SEED = 0
@@ -123,6 +132,50 @@ def quantized(model: transformers.GPT2LMHeadModel, scheme: QuantScheme, calibrat
     return q
 
 
+def _heads_view(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[batch, tokens, heads * d]`` as one ``[1, heads, batch * tokens, d]`` cache (the block's layout)."""
+    b, t, w = x.shape
+    return x.view(b * t, heads, w // heads).transpose(0, 1).unsqueeze(0)
+
+
+def with_int8_kv_cache(model: torch.nn.Module, calibration: torch.Tensor) -> torch.nn.Module:
+    """``model`` with every block's keys and values passed through the int8 KV cache (quantized and dequantized
+    with static per-(head, channel) scales calibrated on ``calibration``), as the compiled blocks store them."""
+    heads = model.config.n_head
+    width = model.config.n_embd
+    observers = [KvObserver() for _ in model.transformer.h]
+
+    def observe(i: int):  # noqa: ANN202
+        def hook(_: torch.nn.Module, __: object, y: torch.Tensor) -> None:
+            k, v = y[..., width:2 * width], y[..., 2 * width:]
+            observers[i].record(_heads_view(k, heads), _heads_view(v, heads))
+        return hook
+
+    def fake_quantize(i: int):  # noqa: ANN202
+        scales = observers[i].scales()
+
+        def hook(_: torch.nn.Module, __: object, y: torch.Tensor) -> torch.Tensor:
+            parts = []
+            for j, (mult, scale) in enumerate(((scales.key_mult, scales.key_scale),
+                                               (scales.value_mult, scales.value_scale))):
+                x = y[..., (j + 1) * width:(j + 2) * width]
+                kv = _heads_view(x, heads)
+                back = dequantize_kv(quantize_kv(kv, mult), scale)  # [1, heads, b*t, d]
+                parts.append(back.squeeze(0).transpose(0, 1).reshape(x.shape))
+            return torch.cat([y[..., :width], *parts], dim=-1)
+        return hook
+
+    handles = [blk.attn.c_attn.register_forward_hook(observe(i)) for i, blk in enumerate(model.transformer.h)]
+    with torch.no_grad():
+        for b in calibration.split(BATCH):
+            model(b[:, :-1])
+    for h in handles:
+        h.remove()
+    for i, blk in enumerate(model.transformer.h):
+        blk.attn.c_attn.register_forward_hook(fake_quantize(i))
+    return model
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200, help="training steps (cached per step count)")
@@ -158,7 +211,22 @@ def main() -> int:
         seconds = time.perf_counter() - start
         ppl = perplexity(q, held)
         print(f"| {label} | {ppl:.4f} | {100 * (ppl / base - 1):+.2f}% | {seconds:.1f} |", flush=True)
+    for label, scheme in ((f"W4A8 g{GROUP} RTN + int8 KV cache (compiler default under --quant w4a8)", w4),
+                          ("fp32 weights + int8 KV cache", None)):
+        start = time.perf_counter()
+        q = quantized(model, scheme, calibration) if scheme is not None else quantized_fp32(model)
+        q = with_int8_kv_cache(q, calibration)
+        seconds = time.perf_counter() - start
+        ppl = perplexity(q, held)
+        print(f"| {label} | {ppl:.4f} | {100 * (ppl / base - 1):+.2f}% | {seconds:.1f} |", flush=True)
     return 0
+
+
+def quantized_fp32(model: transformers.GPT2LMHeadModel) -> torch.nn.Module:
+    """A copy of ``model`` (fp32 weights)."""
+    q = make_model()
+    q.load_state_dict(model.state_dict())
+    return q.eval()
 
 
 if __name__ == "__main__":

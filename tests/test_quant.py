@@ -19,7 +19,14 @@ from streamtensor.codegen.vitis.hls.kernel import KernelWriter
 from streamtensor.driver import compile_llm_block
 from streamtensor.errors import OptionError
 from streamtensor.frontend import quant
-from streamtensor.frontend.quant import QuantLinear, grouped_int_matmul, quant_scheme, quantized_copy
+from streamtensor.frontend.quant import (
+    QuantLinear,
+    grouped_int_matmul,
+    kv_cache_dtype,
+    quant_scheme,
+    quantize_kv,
+    quantized_copy,
+)
 from streamtensor.ir.linalg import ScalarOp
 from streamtensor.ir.scalar_eval import eval_scalar_op
 
@@ -197,3 +204,47 @@ def test_a_w4a8_decode_block_verifies_against_the_quantized_reference(tmp_path: 
     design.write_project(tmp_path, *args)
     assert (tmp_path / "check" / "expected_fp32.npz").is_file()
     assert main(["verify", str(tmp_path)]) == 0
+
+
+def test_kv_cache_option_and_its_errors() -> None:
+    assert kv_cache_dtype("auto", "fp32") == "fp32" and kv_cache_dtype("auto", "w4a8") == "int8"
+    assert kv_cache_dtype("fp32", "w4a8") == "fp32" and kv_cache_dtype("int8", "fp32") == "int8"
+    with pytest.raises(OptionError, match="bad kv-quant 'int4'"):
+        kv_cache_dtype("int4", "w4a8")
+    q = quantize_kv(torch.tensor([0.25, 0.75, -300.0, 1.25]), torch.tensor(2.0))
+    assert q.dtype == torch.int8 and q.tolist() == [0, 2, -128, 2]  # half to even, saturated
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+@pytest.mark.parametrize("mode", ["prefill", "decode"])
+def test_an_int8_kv_cache_is_written_in_place_and_verifies_exactly(mode: str, tmp_path: Path) -> None:
+    design, block = compile_llm_block("gpt2", mode=mode, seq_len=8, max_len=16, quant="w4a8")
+    inputs, outputs = design.report["inputs"], design.report["outputs"]
+    caches = ("keys", "values") if mode == "prefill" else ("key_cache_out", "value_cache_out")
+    assert all(outputs[c]["dtype"] == "i8" for c in caches)
+    assert design.report["quantization"]["kv_cache"]["dtype"] == "i8"
+    for name in ("key_scale", "value_mult"):  # one scale per (KV head, channel), shaped like a cache row
+        assert inputs[name]["weight"] and inputs[name]["shape"] == [1, block.spec.num_kv_heads, 1,
+                                                                   block.spec.head_dim]
+    args = block.example_inputs(0)
+    with torch.no_grad():
+        want = [o.numpy() for o in block(*args)]
+    if mode == "decode":
+        assert inputs["key_cache"]["dtype"] == "i8"
+        position = int(args[1])
+        # Every row but the position's is the input cache, bit for bit; the row is the quantized new key.
+        untouched = np.arange(16) != position
+        np.testing.assert_array_equal(want[1][:, :, untouched], args[2].numpy()[:, :, untouched])
+        # The cache DMAs move a quarter of the bytes of an fp32 cache.
+        fp32, _ = compile_llm_block("gpt2", mode=mode, max_len=16, quant="w4a8", kv_quant="fp32",
+                                    size_fifos=False)
+        assert fp32.report["inputs"]["key_cache"]["dtype"] == "f32"
+        int8_bytes = sum(d["whole_cache_bytes"] for d in design.report["kv_cache"])
+        fp32_bytes = sum(d["whole_cache_bytes"] for d in fp32.report["kv_cache"])
+        assert 4 * int8_bytes == fp32_bytes
+    design.write_project(tmp_path, *args)
+    assert main(["verify", str(tmp_path)]) == 0
+    sim = design.simulate(*args, runs=1)
+    for got, w in zip(sim.outputs[1:], want[1:], strict=True):  # the integer caches: exact
+        assert got.dtype == np.int8
+        np.testing.assert_array_equal(got, w)

@@ -11,7 +11,7 @@ from pathlib import Path
 from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, TARGETS, get_target
 from streamtensor.driver import CompileOptions, compile_llm_block
 from streamtensor.errors import OptionError, StreamTensorError
-from streamtensor.frontend.quant import QUANT_SCHEMES
+from streamtensor.frontend.quant import KV_SCHEMES, QUANT_SCHEMES
 from streamtensor.llm import LlmOptions
 from streamtensor.passes import PASSES, parse_ir, print_ir, run_passes
 
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--quant-group", type=int, default=_DEFAULTS.quant_group,
                       help="weight elements per scale along the reduction dimension (default: 128 for w4a8, one "
                            "group per output channel for w8a8; 0: per channel; capped at the row length)")
+    comp.add_argument("--kv-quant", choices=list(KV_SCHEMES), default=_DEFAULTS.kv_quant,
+                      help="KV cache element type: int8 with static per-(head, channel) scales, or fp32 (auto: "
+                           "int8 when --quant is not fp32)")
     comp.add_argument("--no-fuse-into-contractions", action="store_true",
                       help="keep a multi-use elementwise kernel (a norm before Q/K/V) a kernel of its own, its "
                            "result forked (default: fused into each contraction that reads it)")
@@ -172,7 +175,7 @@ def _compile(args: argparse.Namespace) -> None:
     design, block = compile_llm_block(args.model, mode=args.mode, seq_len=args.seq_len, max_len=args.max_len,
                                       size=args.size, target=args.target, seed=args.seed, layer=args.layer,
                                       verbose=not args.quiet, quant=args.quant, quant_group=args.quant_group,
-                                      fuse_into_contractions=not args.no_fuse_into_contractions,
+                                      kv_quant=args.kv_quant, fuse_into_contractions=not args.no_fuse_into_contractions,
                                       default_tile_size=args.default_tile_size,
                                       overall_unroll_size=args.overall_unroll_size,
                                       permute_reductions_outward=not args.no_permute,

@@ -37,8 +37,10 @@ from streamtensor.frontend.lowering import torch_to_linalg
 from streamtensor.frontend.mlir_import import import_linalg
 from streamtensor.frontend.models import SIZES, LoadedModel, load_model
 from streamtensor.frontend.quant import (
+    KvObserver,
     QuantLinear,
     QuantScheme,
+    kv_cache_dtype,
     quant_scheme,
     quant_summary,
     quantize_linears,
@@ -100,6 +102,9 @@ class CompileOptions:
     # scales along the reduction dimension (None: the scheme's default, 128 for w4a8, per channel for w8a8).
     quant: str = "fp32"
     quant_group: int | None = None
+    # The KV cache of an LLM block: int8 with static per-(head, channel) scales, or fp32 (auto: int8 when the
+    # linear layers are quantized; frontend.quant).
+    kv_quant: str = "auto"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -118,12 +123,16 @@ class CompileOptions:
             raise OptionError(f"bad tiling {self.tiling!r}: expected a TilingOptions")
         check_strategy(self.fifo_strategy)
         self.quant_scheme()
+        self.kv_cache_dtype()
         get_target(self.target)
         check_latency_slack(self.fifo_latency_slack)
         check_max_fifo_depth(self.max_fifo_depth)
 
     def quant_scheme(self) -> QuantScheme | None:
         return quant_scheme(self.quant, self.quant_group)
+
+    def kv_cache_dtype(self) -> str:
+        return kv_cache_dtype(self.kv_quant, self.quant)
 
     @staticmethod
     def from_kwargs(options: dict[str, Any]) -> CompileOptions:
@@ -181,8 +190,9 @@ class Design:
                         for n, v in zip(self.output_names, self.graph.outputs, strict=True)},
             "op_counts": self.graph.op_counts(),
             "stages": dict(self.stages),
-            "quantization": quant_summary(self.module, self.options.quant_scheme()) if self.module is not None
-            else {"scheme": self.options.quant},
+            "quantization": {**(quant_summary(self.module, self.options.quant_scheme()) if self.module is not None
+                                else {"scheme": self.options.quant}),
+                             "kv_cache": _kv_cache_summary(self.block, self.options)},
             "stage_cpu_seconds": dict(self.stage_cpu_seconds),
         }
         if self.tiling is not None and self.dataflow is not None:
@@ -375,6 +385,16 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
                   float_reference=float_reference)
 
 
+def _kv_cache_summary(block: BlockSpec | None, opts: CompileOptions) -> dict[str, object] | None:
+    """``report["quantization"]["kv_cache"]`` of an LLM block: the cache's element type and scale rule."""
+    if block is None or block.config.get("kv_cache") is None:
+        return None
+    if block.config["kv_cache"] == "fp32":
+        return {"dtype": "f32", "option": opts.kv_quant}
+    return {"dtype": "i8", "option": opts.kv_quant, "scales": "static per (KV head, channel), calibrated",
+            "rounding": "round half to even, saturate to [-128, 127]"}
+
+
 def _eager_outputs(module: torch.nn.Module, args: Sequence[torch.Tensor]) -> list[np.ndarray]:
     with torch.no_grad():
         out = module(*args)
@@ -416,7 +436,7 @@ def compile_model_block(loaded: LoadedModel, model: str, *, _progress: Progress 
                                                                         opts.max_len, opts.layer).eval())
     scheme = opts.quant_scheme()
     float_reference = None
-    if scheme is not None:
+    if scheme is not None or opts.kv_cache_dtype() == "int8":
         block, float_reference = progress.run("frontend.quantize",
                                               lambda: _quantize_block(block, loaded, opts, scheme))
     args = block.example_inputs(opts.seed)
@@ -437,13 +457,15 @@ def compile_model_block(loaded: LoadedModel, model: str, *, _progress: Progress 
 
 
 CALIBRATION_SAMPLES = 8
+KV_SCALES_ATTRIBUTE = "streamtensor_kv_scales"  # a quantized layer's KvScales
 
 
-def _quantize_block(block: DecoderBlock, loaded: Any, opts: CompileOptions, scheme: QuantScheme
+def _quantize_block(block: DecoderBlock, loaded: Any, opts: CompileOptions, scheme: QuantScheme | None
                     ) -> tuple[DecoderBlock, Callable[[Sequence[torch.Tensor]], list[np.ndarray]]]:
     """The block with its layer's linear layers quantized (static activation scales calibrated on
-    ``CALIBRATION_SAMPLES`` example inputs of seeds other than the verification's), and the fp32 reference: the
-    unquantized block run on the same activations (and cache) with its own fp32 weights."""
+    ``CALIBRATION_SAMPLES`` example inputs of seeds other than the verification's) and, under an int8 KV cache,
+    its cache scales calibrated on the keys and values the quantized layer writes; and the fp32 reference: the
+    unquantized block run on the same activations (an int8 cache dequantized) with its own fp32 weights."""
     float_block = copy.deepcopy(block)
     float_weights = [p.detach().clone() for p in float_block.layer.parameters()]
     calibration = [block.example_inputs(opts.seed + 1 + i) for i in range(CALIBRATION_SAMPLES)]
@@ -452,12 +474,33 @@ def _quantize_block(block: DecoderBlock, loaded: Any, opts: CompileOptions, sche
         for sample in calibration:
             block(*sample)
 
-    quantize_linears(block.layer, scheme, run)
-    quantized = DecoderBlock(loaded, opts.mode, opts.seq_len, opts.max_len, opts.layer).eval()
-    _check_quantized(quantized, scheme, f"layer {opts.layer} of model {loaded.name}")
+    if scheme is not None:
+        quantize_linears(block.layer, scheme, run)
+    kv_scales = None
+    if opts.kv_cache_dtype() == "int8":
+        # Kept on the layer like its QuantLinears, so the prefill and decode blocks of one loaded model (an LLM
+        # build) share one cache format.
+        kv_scales = getattr(block.layer, KV_SCALES_ATTRIBUTE, None)
+        if kv_scales is None:
+            block.kv_observer = KvObserver()
+            with torch.no_grad():
+                run()
+            kv_scales = block.kv_observer.scales()
+            setattr(block.layer, KV_SCALES_ATTRIBUTE, kv_scales)
+    quantized = DecoderBlock(loaded, opts.mode, opts.seq_len, opts.max_len, opts.layer, kv_scales).eval()
+    if scheme is not None:
+        _check_quantized(quantized, scheme, f"layer {opts.layer} of model {loaded.name}")
     activations = len(quantized.spec.input_names) - len(quantized.spec.weight_names)
 
     def reference(args: Sequence[torch.Tensor]) -> list[np.ndarray]:
-        return _eager_outputs(float_block, [*args[:activations], *float_weights])
+        acts = list(args[:activations])
+        if kv_scales is not None and opts.mode == "decode":  # inputs hidden, position, key_cache, value_cache
+            acts[2] = acts[2].to(torch.float32) * kv_scales.key_scale
+            acts[3] = acts[3].to(torch.float32) * kv_scales.value_scale
+        outputs = _eager_outputs(float_block, [*acts, *float_weights])
+        if kv_scales is not None:  # fp32 keys and values in units of the int8 codes the block outputs
+            outputs[1] = outputs[1] * kv_scales.key_mult.numpy()
+            outputs[2] = outputs[2] * kv_scales.value_mult.numpy()
+        return outputs
 
     return quantized, reference

@@ -9,6 +9,9 @@ arguments because they live in external memory and change per layer. Two modes:
   returned cache an update of its input cache at row ``position`` along dim 2 (``BlockSpec.cache_updates``):
   the backend reads rows ``0..position`` only and writes the new row in place.
 
+With an int8 KV cache (``kv_scales``, ``frontend.quant``) the caches (and prefill's keys and values) are int8 and
+the block takes the four scale tensors ``KV_SCALE_NAMES`` as its last weights.
+
 Decoder layers, rotary embeddings and the cache protocol are found generically (no class names): the layers
 are the model's largest homogeneous ``nn.ModuleList``; the rotary module is the one holding an ``inv_freq``
 buffer; the cache is a duck-typed object with HF's ``update(key, value, layer_idx, ...)`` protocol.
@@ -24,6 +27,7 @@ from torch import nn
 
 from streamtensor.errors import ModelError, OptionError, UnsupportedModelError
 from streamtensor.frontend.models import LoadedModel
+from streamtensor.frontend.quant import KV_SCALE_NAMES, KvObserver, KvScales, dequantize_kv, quantize_kv
 from streamtensor.frontend.support import check_layer, check_model, raise_probe_failure, raise_recurrent
 
 MODES = ("prefill", "decode")
@@ -74,25 +78,37 @@ class _BlockCache:
     """HF cache protocol for one layer: prefill records K/V; decode writes the new entry at ``position``.
 
     The decode update is ``where(arange(L) == pos, new, cache)``: it lowers to upstream Linalg, where
-    ``index_put`` would need the non-upstream ``tm_tensor.scatter``.
+    ``index_put`` would need the non-upstream ``tm_tensor.scatter``. With ``kv`` (the tensors of
+    ``KV_SCALE_NAMES``) the stored keys and values are int8 and the layer attends over their dequantized values;
+    ``observer`` records the unquantized ones (calibration).
     """
 
     def __init__(self, key_cache: torch.Tensor | None = None, value_cache: torch.Tensor | None = None,
-                 position: torch.Tensor | None = None) -> None:
+                 position: torch.Tensor | None = None, kv: tuple[torch.Tensor, ...] = (),
+                 observer: KvObserver | None = None) -> None:
         self.key_cache, self.value_cache, self.position = key_cache, value_cache, position
+        self.kv, self.observer = kv, observer
         self.keys: torch.Tensor | None = None
         self.values: torch.Tensor | None = None
         self.is_updated: dict[int, bool] = {}
 
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args: object, **kwargs: object
                ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.observer is not None:
+            self.observer.record(key, value)
+        if self.kv:
+            key_mult, _, value_mult, _ = self.kv
+            key, value = quantize_kv(key, key_mult), quantize_kv(value, value_mult)
         if self.key_cache is None:
             self.keys, self.values = key, value
-            return key, value
-        assert self.value_cache is not None and self.position is not None
-        slot = torch.arange(self.key_cache.shape[_SEQ_DIM]).view(1, 1, -1, 1) == self.position.view(1, 1, 1, 1)
-        self.keys = torch.where(slot, key, self.key_cache)
-        self.values = torch.where(slot, value, self.value_cache)
+        else:
+            assert self.value_cache is not None and self.position is not None
+            slot = torch.arange(self.key_cache.shape[_SEQ_DIM]).view(1, 1, -1, 1) == self.position.view(1, 1, 1, 1)
+            self.keys = torch.where(slot, key, self.key_cache)
+            self.values = torch.where(slot, value, self.value_cache)
+        if self.kv:
+            _, key_scale, _, value_scale = self.kv
+            return dequantize_kv(self.keys, key_scale), dequantize_kv(self.values, value_scale)
         return self.keys, self.values
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -125,8 +141,11 @@ class BlockSpec:
 class DecoderBlock(nn.Module):
     """Calls one HF decoder layer with every parameter passed in as an argument."""
 
-    def __init__(self, loaded: LoadedModel, mode: str, seq_len: int, max_len: int, layer_index: int = 0) -> None:
+    def __init__(self, loaded: LoadedModel, mode: str, seq_len: int, max_len: int, layer_index: int = 0,
+                 kv_scales: KvScales | None = None) -> None:
         super().__init__()
+        self.kv_scales = kv_scales
+        self.kv_observer: KvObserver | None = None  # set while calibrating the KV scales
         if mode not in MODES:
             raise OptionError(f"bad --mode '{mode}': expected one of {', '.join(MODES)}")
         layers_name, layers = model_decoder_layers(loaded.model)
@@ -159,17 +178,19 @@ class DecoderBlock(nn.Module):
                 self.model_type, f"{type(cfg).__name__} names no hidden size (hidden_size, n_embd or d_model) for "
                 f"its decoder layers ({layers_name})", "it would need the width of the stack compiled from its config")
         kv_heads, head_dim, value_head_dim = self._probe_kv_geometry(hidden)
+        block_weights = [_arg_name(n) for n in self.weight_names] + (list(KV_SCALE_NAMES) if kv_scales else [])
         self.spec = BlockSpec(
             model_name=loaded.name, mode=mode, layer_index=layer_index, layer_class=type(self.layer).__name__,
             input_names=(["hidden"] if mode == "prefill" else ["hidden", "position", "key_cache", "value_cache"])
-            + [_arg_name(n) for n in self.weight_names],
+            + block_weights,
             output_names=["hidden_out", "keys", "values"] if mode == "prefill"
             else ["hidden_out", "key_cache_out", "value_cache_out"],
-            weight_names=[_arg_name(n) for n in self.weight_names],
+            weight_names=block_weights,
             hidden_size=hidden, num_kv_heads=kv_heads, head_dim=head_dim, value_head_dim=value_head_dim,
             seq_len=self.seq_len,
             max_len=self.max_len, config={"layers_module": layers_name, "layer_type": self.layer_type,
-                                          "sliding_window": self.sliding_window},
+                                          "sliding_window": self.sliding_window,
+                                          "kv_cache": "int8" if kv_scales else "fp32"},
             scalar_names=[] if mode == "prefill" else ["position"],
             cache_updates=[] if mode == "prefill" else [("key_cache_out", "key_cache", "position", _SEQ_DIM),
                                                         ("value_cache_out", "value_cache", "position", _SEQ_DIM)])
@@ -221,7 +242,9 @@ class DecoderBlock(nn.Module):
             positions = position
             cache = _BlockCache(key_cache, value_cache, position)
             key_len = self.max_len
-        params = dict(zip(self.weight_names, weights, strict=True))
+        n = len(self.weight_names)
+        cache.kv, cache.observer = tuple(weights[n:]), self.kv_observer
+        params = dict(zip(self.weight_names, weights[:n], strict=True))
         kwargs = self._layer_kwargs(positions, key_len, hidden, cache)
         out = torch.func.functional_call(self.layer, params, (hidden,), kwargs)
         hidden_out = out[0] if isinstance(out, tuple) else out
@@ -255,11 +278,17 @@ class DecoderBlock(nn.Module):
         s = self.spec
         hidden = torch.randn(1, self.seq_len, s.hidden_size, generator=gen)
         weights = [p.detach().clone() for _, p in self.layer.named_parameters()]
+        if self.kv_scales is not None:
+            weights += self.kv_scales.tensors()
         if self.mode == "prefill":
             return [hidden, *weights]
         pos = torch.tensor([position if position is not None else self.max_len // 2], dtype=torch.int64)
-        key_cache = torch.randn((1, s.num_kv_heads, self.max_len, s.head_dim), generator=gen)
-        value_cache = torch.randn((1, s.num_kv_heads, self.max_len, s.value_head_dim), generator=gen)
+        shapes = [(1, s.num_kv_heads, self.max_len, d) for d in (s.head_dim, s.value_head_dim)]
+        if self.kv_scales is None:
+            key_cache, value_cache = (torch.randn(shape, generator=gen) for shape in shapes)
+        else:  # int8 codes over their whole range: the dequantized values span the calibrated one
+            key_cache, value_cache = (torch.randint(-127, 128, shape, generator=gen, dtype=torch.int8)
+                                      for shape in shapes)
         return [hidden, pos, key_cache, value_cache, *weights]
 
 

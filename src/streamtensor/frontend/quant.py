@@ -24,8 +24,15 @@ Norms, softmax, rotary, activation functions and residual adds stay f32. Differe
 compressed-tensors W4A8 and torchao's int8-dynamic-activation-int4-weight quantize activations per token and
 dynamically (torchao asymmetrically); here they are static per-tensor (above). torchao's default group is 32,
 compressed-tensors' 128 (ours: 128, or the whole row when it is shorter). W8A8 weights are per output channel
-(one group per row), as in compressed-tensors. Attention's own contractions (QK^T, PV) stay f32: only the
-linear layers are quantized.
+(one group per row), as in compressed-tensors. Attention's own contractions (QK^T, PV) stay f32 on the
+(dequantized) cache: only the linear layers' products are integer.
+
+**KV cache** (``--kv-quant int8``, the default under W4A8 and W8A8): keys and values are stored as int8 with
+static scales per (KV head, channel) calibrated like the activations (``max|k| / 127.5`` over the calibration
+runs): ``k_q = clamp(roundeven(k * m), -128, 127)`` with the f32 multiplier ``m = 1 / scale``, and attention
+reads ``float(k_q) * scale``. Per channel, because keys carry outlier channels (KIVI quantizes keys per channel
+for that reason); static, so a row is quantized as it streams into the cache. Both modes attend over the
+dequantized values, so prefill and decode compute the same attention. A quarter of the fp32 cache's HBM bytes.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from torch import nn
 from streamtensor.errors import OptionError
 
 QUANT_SCHEMES = ("fp32", "w8a8", "w4a8")
+KV_SCHEMES = ("auto", "fp32", "int8")
 DEFAULT_GROUP = 128  # compressed-tensors' W4A8 preset
 ACT_BITS = 8
 
@@ -76,6 +84,15 @@ def quant_scheme(name: str, group_size: int | None = None) -> QuantScheme | None
     if name == "w8a8":
         return QuantScheme(name, 8, 0 if group_size is None else group_size)
     return QuantScheme(name, 4, DEFAULT_GROUP if group_size is None else group_size)
+
+
+def kv_cache_dtype(kv_quant: str, quant: str) -> str:
+    """The KV cache's element type under ``--kv-quant`` (``auto``: int8 when the linear layers are quantized)."""
+    if kv_quant not in KV_SCHEMES:
+        raise OptionError(f"bad kv-quant '{kv_quant}': expected one of {', '.join(KV_SCHEMES)}")
+    if kv_quant == "auto":
+        return "fp32" if quant == "fp32" else "int8"
+    return kv_quant
 
 
 def int_range(bits: int) -> tuple[int, int]:
@@ -306,3 +323,59 @@ def quant_summary(model: nn.Module, scheme: QuantScheme | None) -> dict[str, obj
     return {"scheme": scheme.name, "weight_bits": scheme.weight_bits, "activation_bits": ACT_BITS,
             "group_size": scheme.group_size, "activation_scale": "static per-tensor (calibrated)",
             "accumulator": "i32", "weight_payload_bytes": weight_bits // 8, "layers": layers}
+
+
+# --- KV cache ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KvScales:
+    """Static int8 scales of one layer's KV cache, per (KV head, channel), shaped ``[1, kv_heads, 1, head_dim]``
+    like one cache row, with their f32 reciprocals (the multipliers the quantization uses)."""
+
+    key_scale: torch.Tensor
+    value_scale: torch.Tensor
+
+    @property
+    def key_mult(self) -> torch.Tensor:
+        return (1.0 / self.key_scale.double()).float()
+
+    @property
+    def value_mult(self) -> torch.Tensor:
+        return (1.0 / self.value_scale.double()).float()
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The block inputs, in the order of ``KV_SCALE_NAMES``."""
+        return [self.key_mult, self.key_scale, self.value_mult, self.value_scale]
+
+
+KV_SCALE_NAMES = ("key_mult", "key_scale", "value_mult", "value_scale")
+
+
+def quantize_kv(x: torch.Tensor, mult: torch.Tensor) -> torch.Tensor:
+    """``clamp(roundeven(x * mult), -128, 127)`` as int8."""
+    lo, hi = int_range(ACT_BITS)
+    return torch.clamp(torch.round(x * mult), lo, hi).to(torch.int8)
+
+
+def dequantize_kv(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return q.to(torch.float32) * scale
+
+
+class KvObserver:
+    """Running per-(head, channel) maxima of the keys and values a block writes to its cache (calibration)."""
+
+    def __init__(self) -> None:
+        self.key_amax: torch.Tensor | None = None
+        self.value_amax: torch.Tensor | None = None
+
+    def record(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        k = keys.detach().abs().amax(dim=2, keepdim=True).float()
+        v = values.detach().abs().amax(dim=2, keepdim=True).float()
+        self.key_amax = k if self.key_amax is None else torch.maximum(self.key_amax, k)
+        self.value_amax = v if self.value_amax is None else torch.maximum(self.value_amax, v)
+
+    def scales(self) -> KvScales:
+        if self.key_amax is None or self.value_amax is None:
+            raise OptionError("kv-quant int8: calibration never wrote the KV cache")
+        return KvScales(symmetric_scale(self.key_amax, ACT_BITS), symmetric_scale(self.value_amax, ACT_BITS))
