@@ -72,7 +72,7 @@ class KernelWriter:
         # then sums its reduction lanes by a tree and folds the sum into its element once.
         reduction_lanes = math.prod(lp.unroll for lp in self.loops if lp.reduction)
         self.tree = tree_combiners(node.op.body, self.n_in) if reduction_lanes > 1 else None
-        self.lanes = [d for d in node.point_order if self.loops[d].unroll > 1]
+        self.lanes = self.lane_order([d for d in node.point_order if self.loops[d].unroll > 1])
         self.reduction_lanes = reduction_lanes
         # An accumulator array when a result is read-modify-written across pipelined steps or firings; else the
         # output token itself holds the tile.
@@ -80,6 +80,25 @@ class KernelWriter:
         self.use_acc = self.accumulate or self.distance is not None
         self.writes = ProcessWrites(graph, node, max_bits)
         self.helpers: set[str] = set()
+
+    def lane_order(self, lanes: list[int]) -> list[int]:
+        """The unrolled lane loops, outermost first: those more inputs index go outside, so that math on the
+        inputs that a lane loop does not index is computed outside it (once per step of the loops it uses, not
+        once per lane: ``value_levels``); reduction lanes keep their relative order (a chained reduction folds
+        its lanes in that order)."""
+        users = {d: sum(d in self.operand_dims(j) for j in range(self.n_in)) for d in lanes}
+        ordered = sorted(lanes, key=lambda d: -users[d])
+        reductions = iter([d for d in lanes if self.loops[d].reduction])
+        return [next(reductions) if self.loops[d].reduction else d for d in ordered]
+
+    @property
+    def tile_distance(self) -> int:
+        """Firings between two updates of one accumulator element: the trips of the tile loops inside the
+        innermost reduction tile loop of more than one trip."""
+        if not self.reductions:
+            return 1
+        inner = self.node.tile_order[self.node.tile_order.index(self.reductions[-1]) + 1:]
+        return math.prod(self.loops[d].trip for d in inner)
 
     # Index expressions inside a firing: point index i<d> (0 for a unit tile), tile counter t<d>.
     def point(self, d: int) -> str:
@@ -155,6 +174,12 @@ class KernelWriter:
                 read_into(code, self.graph, node.inputs[port], f"in{j}", self.max_bits)
             if d is not None and (name := self.tile_counter(d)) is not None:
                 code.loop(name, self.loops[d].trip, pragma=tile_pipeline if d == counted[-1] else None)
+                if tile_pipeline and d == counted[-1] and self.use_acc and self.tile_distance > 1:
+                    # The pipelined tile loops take the pending output tiles in turn: an accumulator element
+                    # comes back `tile_distance` iterations later (the firing II covers that recurrence).
+                    for r in range(len(self.op.results)):
+                        code.pragma(f"dependence variable=acc{r} type=inter direction=RAW dependent=true "
+                                    f"distance={self.tile_distance}")
                 opened.append(name)
         if self.pending > 1:
             inner = [d for d in self.pending_loops if self.loops[d].trip > 1]
