@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the board whose costs the passes weigh (tiling, fusion, FIFO sizing)")
     opt.add_argument("--debug", action="store_true", help="print the traceback of an error")
     ver.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    rep = sub.add_parser("report", help="rewrite OUTDIR/report.html and OUTDIR/trace.json from what OUTDIR holds")
+    rep.add_argument("outdir", help="output directory of 'streamtensor compile', 'build' or 'dse'")
+    rep.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return parser
 
 
@@ -343,6 +346,12 @@ def _dse(args: argparse.Namespace) -> None:
           (f", projects under {args.output}/{where}" if result.best else " (no feasible trial)"))
 
 
+def _report(args: argparse.Namespace) -> None:
+    from streamtensor.report import write_report
+
+    print("wrote " + ", ".join(str(p) for p in write_report(args.outdir)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -358,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             _opt(args)
         elif args.command == "dse":
             _dse(args)
+        elif args.command == "report":
+            _report(args)
     except Exception as exc:  # one line for the user; the traceback only on request
         if getattr(args, "debug", False):
             traceback.print_exc()
