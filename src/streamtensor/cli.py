@@ -224,6 +224,7 @@ def _compile(args: argparse.Namespace) -> None:
     if design.allocation is None:
         print(f"  stopped after the dataflow graph (FIFOs unsized, at the 2-token default): {out}/dataflow.mlir")
         return
+    print(f"  report: {out}/report.html (open in a browser), {out}/trace.json (Perfetto, chrome://tracing)")
     print(f"  Vitis project: {out}/Makefile (csim | csim-tb | vitis-csim | hls | cosim | hw_emu | hw | run; "
           f"README.md); check it with: streamtensor verify {out}")
 
@@ -247,7 +248,7 @@ def _build(args: argparse.Namespace) -> None:
           f"compute {roof['compute_tokens_per_s']:.0f} tokens/s; kernels alone {roof['kernel_only_tokens_per_s']:.0f}")
     print(f"  energy: <= {llm['energy']['joules_per_token_upper_bound'] * 1e3:.3f} mJ/token at "
           f"{llm['energy']['board_power_w']:.0f} W (card maximum)")
-    print(f"  report: {args.output}/report.json (report['llm']); run it: streamtensor generate {args.output} "
+    print(f"  report: {args.output}/report.json (report['llm']), {args.output}/report.html; run it: streamtensor generate {args.output} "
           "--prompt-ids 1,2,3 --check")
 
 
