@@ -10,6 +10,7 @@ peak always shows.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -21,44 +22,49 @@ from .model import STATES, ReportModel, StreamInfo, occupancy_steps
 COUNTER_POINTS = 1000
 
 
-def trace_events(model: ReportModel) -> dict[str, Any]:
-    """The trace of ``model`` as a JSON-ready object."""
+def trace_json(model: ReportModel) -> str:
+    """The trace of ``model`` as JSON text, one event a line (spans and counters formatted directly: a paper-size
+    block has hundreds of thousands)."""
     mhz = float(model.target.clock_mhz)
-    events: list[dict[str, Any]] = []
+    meta: list[dict[str, Any]] = []
+    lines: list[str] = []
     for g, offset in enumerate(model.group_offsets):
-        events.append({"ph": "M", "name": "process_name", "pid": g, "tid": 0,
-                       "args": {"name": f"fusion group {g} (starts at cycle {offset})"}})
-        events.append({"ph": "M", "name": "process_sort_index", "pid": g, "tid": 0, "args": {"sort_index": g}})
+        meta.append({"ph": "M", "name": "process_name", "pid": g, "tid": 0,
+                     "args": {"name": f"fusion group {g} (starts at cycle {offset})"}})
+        meta.append({"ph": "M", "name": "process_sort_index", "pid": g, "tid": 0, "args": {"sort_index": g}})
+    names = [json.dumps(n) for n in STATES]
+    cats = ['"busy"', '"stall"', '"stall"']
     for tid, p in enumerate(model.processes.values(), start=1):
-        events.append({"ph": "M", "name": "thread_name", "pid": p.group, "tid": tid, "args": {"name": p.name}})
-        events.append({"ph": "M", "name": "thread_sort_index", "pid": p.group, "tid": tid,
-                       "args": {"sort_index": tid}})
+        meta.append({"ph": "M", "name": "thread_name", "pid": p.group, "tid": tid, "args": {"name": p.name}})
+        meta.append({"ph": "M", "name": "thread_sort_index", "pid": p.group, "tid": tid,
+                     "args": {"sort_index": tid}})
         sp = p.spans
-        for start, end, state in zip(sp.start.tolist(), sp.end.tolist(), sp.state.tolist(), strict=True):
-            events.append({"ph": "X", "name": STATES[state], "cat": "busy" if state == 0 else "stall",
-                           "pid": p.group, "tid": tid, "ts": round(start / mhz, 6),
-                           "dur": round((end - start) / mhz, 6)})
+        ts = np.round(sp.start / mhz, 6).tolist()
+        dur = np.round((sp.end - sp.start) / mhz, 6).tolist()
+        lines.extend(f'{{"ph":"X","name":{names[st]},"cat":{cats[st]},"pid":{p.group},"tid":{tid},"ts":{t!r},'
+                     f'"dur":{d!r}}}' for t, d, st in zip(ts, dur, sp.state.tolist(), strict=True))
     for s in model.streams:
-        for t, level in _counter_points(s):
-            events.append({"ph": "C", "name": f"fifo {s.name}", "pid": s.group, "ts": round(t / mhz, 6),
-                           "args": {"tokens": level}})
-    return {
-        "traceEvents": events,
-        "displayTimeUnit": "ns",
-        "otherData": {
-            "tool": GENERATOR, "model": model.report.get("model"), "mode": model.report.get("mode"),
-            "time": f"modelled: timing simulation cycles at {mhz:g} MHz (ts and dur in microseconds)",
-            "clock_mhz": mhz, "makespan_cycles": model.makespan,
-            "counters": f"tokens held by each FIFO; exact up to {COUNTER_POINTS} changes, else the maximum per "
-                        f"1/{COUNTER_POINTS} of its active time",
-        },
+        name = json.dumps(f"fifo {s.name}")
+        times, levels = _counter_points(s)
+        lines.extend(f'{{"ph":"C","name":{name},"pid":{s.group},"ts":{t!r},"args":{{"tokens":{v}}}}}'
+                     for t, v in zip(np.round(times / mhz, 6).tolist(), levels.tolist(), strict=True))
+    other = {
+        "tool": GENERATOR, "model": model.report.get("model"), "mode": model.report.get("mode"),
+        "time": f"modelled: timing simulation cycles at {mhz:g} MHz (ts and dur in microseconds)",
+        "clock_mhz": mhz, "makespan_cycles": model.makespan,
+        "counters": f"tokens held by each FIFO; exact up to {COUNTER_POINTS} changes, else the maximum per "
+                    f"1/{COUNTER_POINTS} of its active time",
     }
+    events = [json.dumps(m, separators=(",", ":")) for m in meta] + lines
+    return ('{"displayTimeUnit":"ns","otherData":' + json.dumps(other, separators=(",", ":")) +
+            ',"traceEvents":[\n' + ",\n".join(events) + "\n]}\n")
 
 
-def _counter_points(s: StreamInfo) -> list[tuple[int, int]]:
+def _counter_points(s: StreamInfo) -> tuple[np.ndarray, np.ndarray]:
+    """(cycles, tokens held) of the FIFO's counter (module docstring)."""
     times, level = occupancy_steps(s.write_times, s.read_times)
     if len(times) <= COUNTER_POINTS:
-        return list(zip(times.tolist(), level.tolist(), strict=True))
+        return times, level
     edges = np.linspace(times[0], times[-1], COUNTER_POINTS + 1)[:-1]
     slot = np.searchsorted(edges, times, side="right") - 1
     peak = np.zeros(COUNTER_POINTS, dtype=np.int64)
@@ -66,6 +72,4 @@ def _counter_points(s: StreamInfo) -> list[tuple[int, int]]:
     # The level a slice starts with: that of the last change at or before its start.
     before = np.searchsorted(times, edges, side="right") - 1
     value = np.maximum(peak, np.where(before >= 0, level[np.maximum(before, 0)], 0))
-    points = [(int(edges[i]), int(value[i])) for i in range(COUNTER_POINTS)]
-    points.append((int(times[-1]), int(level[-1])))
-    return points
+    return (np.concatenate([edges.astype(np.int64), times[-1:]]), np.concatenate([value, level[-1:]]))

@@ -14,7 +14,7 @@ from typing import Any
 
 from .html import build_data, design_data, render_page
 from .model import ReportInputError, load_model
-from .trace import trace_events
+from .trace import trace_json
 
 
 def write_report(outdir: str | Path) -> list[Path]:
@@ -33,7 +33,7 @@ def write_report(outdir: str | Path) -> list[Path]:
     model = load_model(out)
     data = design_data(model)
     return [_write(out / "report.html", render_page(data)),
-            _write(out / "trace.json", json.dumps(trace_events(model), separators=(",", ":")) + "\n")]
+            _write(out / "trace.json", trace_json(model))]
 
 
 def _write(path: Path, text: str) -> Path:
