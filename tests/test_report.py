@@ -218,20 +218,27 @@ class _Cells(HTMLParser):
             self._key = None
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install chromium)")
-def test_page_renders_in_chromium(outdir: Path) -> None:
-    """The page in headless Chromium: no script error, every process and stream of dataflow.mlir in the graph,
-    one timeline row per process, and the numbers of its tables equal report.json."""
+def _render(page: Path) -> tuple[str, dict]:
+    """The DOM of ``page`` after its script ran in headless Chromium, and what the script says it rendered;
+    no script error or console error."""
+    assert CHROMIUM is not None
     proc = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
-         "--virtual-time-budget=20000", "--dump-dom", (outdir / "report.html").as_uri()],
+         "--virtual-time-budget=20000", "--dump-dom", page.as_uri()],
         capture_output=True, text=True, timeout=120, check=True)
-    dom = proc.stdout
-    m = re.search(r'<script type="application/json" id="st-rendered">(.*?)</script>', dom, re.S)
+    m = re.search(r'<script type="application/json" id="st-rendered">(.*?)</script>', proc.stdout, re.S)
     assert m is not None, "the page script did not finish"
     rendered = json.loads(m.group(1))
     assert rendered["errors"] == []
     assert not re.search(r"CONSOLE.*(Uncaught|Error)", proc.stderr), proc.stderr[-2000:]
+    return proc.stdout, rendered
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed (Debian: apt-get install chromium)")
+def test_page_renders_in_chromium(outdir: Path) -> None:
+    """The page in headless Chromium: no script error, every process and stream of dataflow.mlir in the graph,
+    one timeline row per process, and the numbers of its tables equal report.json."""
+    dom, rendered = _render(outdir / "report.html")
     graph = parse_dataflow((outdir / "dataflow.mlir").read_text())
     assert set(graph.nodes) <= set(rendered["graph_nodes"])
     assert set(graph.streams) <= set(rendered["graph_streams"])
@@ -253,3 +260,35 @@ def test_page_renders_in_chromium(outdir: Path) -> None:
     depths = {(r["data-stream"], int(r["data-group"] or 0)): int(v) for r, col, v in cells.cells
               if r.get("data-stream") and col == "depth"}
     assert depths == {(f["stream"], f["group"]): f["depth"] for f in report["fifos"]}
+
+
+def test_study_page(tmp_path: Path) -> None:
+    """A search's directory: the page has every trial of summary.md and the Pareto front of best.json."""
+    import optuna
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from streamtensor.search import DseResult, _summary
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    dist = {"overall_unroll_size": IntDistribution(64, 1024)}
+    for i, (values, state) in enumerate([([10.0, 3.0], TrialState.COMPLETE), ([12.0, 5.0], TrialState.COMPLETE),
+                                         ([8.0, 4.0], TrialState.COMPLETE), (None, TrialState.PRUNED)]):
+        study.add_trial(create_trial(params={"overall_unroll_size": 64 * (i + 1)}, distributions=dist,
+                                     values=values, state=state, user_attrs={"reason": "" if values else "no fit"}))
+    objectives = ("tokens_per_s", "onchip_bytes")
+    result = DseResult("s", "memory", objectives, study.get_trials(), list(study.best_trials), 1.0)
+    (tmp_path / "summary.md").write_text(_summary(result))
+    (tmp_path / "best.json").write_text(json.dumps({
+        "study": "s", "storage": "memory", "objectives": {"tokens_per_s": "maximize", "onchip_bytes": "minimize"},
+        "best": [{"trial": t.number, "values": dict(zip(objectives, t.values, strict=True)), "params": t.params}
+                 for t in study.best_trials]}))
+    assert write_report(tmp_path) == [tmp_path / "report.html"]
+    data = _page_data(tmp_path)
+    trials = data["dse"]["trials"]
+    assert [t["trial"] for t in trials] == [0, 1, 2, 3]
+    assert trials[1]["values"] == {"tokens_per_s": 12.0, "onchip_bytes": 5.0} and trials[3]["values"] is None
+    assert trials[2]["params"] == {"overall_unroll_size": "192"}
+    assert {t["trial"] for t in data["dse"]["best"]} == {0, 1}
+    if CHROMIUM is not None:  # the scatter of the trials with the front
+        assert "dse" in _render(tmp_path / "report.html")[1]["charts"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -92,7 +91,7 @@ def design_data(model: ReportModel) -> dict[str, Any]:
         "converters": r.get("converters", []),
         "hbm": {"channels": r["target"]["hbm_channels"],
                 "bytes_per_channel": {str(c): b for c, b in model.hbm_channels.items()}},
-        "llm": None, "dse": _dse(model.outdir),
+        "llm": None, "dse": None,
     }
 
 
@@ -159,16 +158,3 @@ def _fifo_bits_by_memory(r: dict[str, Any]) -> dict[str, int]:
     for f in r.get("fifos", []):
         out[f["memory"]] = out.get(f["memory"], 0) + f["width_bits"] * f["depth"]
     return dict(sorted(out.items()))
-
-
-def _dse(outdir: Path) -> dict[str, Any] | None:
-    """The study of ``streamtensor dse`` when this design is its best one (``OUTPUT/best``, ``OUTPUT/front/*``):
-    ``best.json`` of the study directory above."""
-    for parent in (outdir.parent, outdir.parent.parent):
-        best = parent / "best.json"
-        if best.is_file():
-            try:
-                return json.loads(best.read_text())
-            except (OSError, json.JSONDecodeError):
-                return None
-    return None

@@ -2,6 +2,7 @@
 // window.stReport keeps the live objects (cy, charts) so a browser test can read what was rendered.
 (function () {
   "use strict";
+  const t0 = performance.now();
   const D = JSON.parse(document.getElementById("st-data").textContent);
   const ST = (window.stReport = { data: D, charts: {}, cy: null });
   const main = document.getElementById("st-main");
@@ -185,8 +186,8 @@
         { selector: "node.bottleneck", style: { "border-width": 6, "border-color": "#b71c1c", "border-style": "double" } },
         { selector: "edge", style: {
           width: 1.3, "line-color": "#90a4ae", "target-arrow-color": "#90a4ae", "target-arrow-shape": "triangle",
-          "curve-style": "bezier", "arrow-scale": 0.8, label: "data(label)", "font-size": 8,
-          "min-zoomed-font-size": 9, "text-rotation": "autorotate", color: "#37474f",
+          "curve-style": "bezier", "arrow-scale": 0.8, label: "data(label)", "font-size": 9,
+          "min-zoomed-font-size": 7, "text-rotation": "autorotate", color: "#37474f",
           "text-background-color": "#fff", "text-background-opacity": 0.8, "text-background-padding": 1 } },
         { selector: "edge.crit", style: { width: 3, "line-color": "#d32f2f", "target-arrow-color": "#d32f2f" } },
         { selector: "edge.crossing", style: { "line-style": "dashed", "line-color": "#6d4c41" } },
@@ -447,6 +448,7 @@
   }
   if (ST.charts.timeline) rendered.timeline_rows = ST.charts.timeline.data.labels.slice();
   rendered.charts = Object.keys(ST.charts);
+  rendered.render_ms = Math.round(performance.now() - t0);
   document.body.append(h("script", { type: "application/json", id: "st-rendered", text: JSON.stringify(rendered) }));
   const errs = document.getElementById("st-errors");
   errs.textContent = window.stErrors.join("\n");
