@@ -292,3 +292,40 @@ def test_study_page(tmp_path: Path) -> None:
     assert {t["trial"] for t in data["dse"]["best"]} == {0, 1}
     if CHROMIUM is not None:  # the scatter of the trials with the front
         assert "dse" in _render(tmp_path / "report.html")[1]["charts"]
+
+
+def _llm_report(model: str, hidden: int, layers: int) -> dict:
+    """The keys of a build's report.json that its page reads."""
+    llm = {"prompt_len": 32, "new_tokens": 32, "target": "u55c", "clock_mhz": 250.0, "latency_ms": 1.0,
+           "ttft_ms": 0.5, "decode_tokens_per_s": 100.0, "figures": "modelled",
+           "overheads": {"per_decode_step_s": {"kernels": 1e-4}},
+           "layers": [{"layer": i, "prefill_cycles": 10, "decode_cycles": 5} for i in range(layers)]}
+    kernels = {"prefill": {"mode": "prefill", "geometry": {"hidden_size": hidden}},
+               "head": {"mode": "prefill", "geometry": {"hidden_size": hidden}}}
+    return {"tool": "t", "model": model, "llm": llm, "kernels": kernels}
+
+
+def test_paper_figures_only_next_to_gpt2_medium() -> None:
+    from streamtensor.report.html import build_data
+
+    medium = build_data(r := _llm_report("gpt2", 1024, 24), r["kernels"])["llm"]
+    assert medium["paper_comparable"] and medium["paper"][0]["ttft_ms"] == 34.59
+    for model, hidden, layers in (("gpt2", 64, 2), ("llama", 1024, 24)):
+        data = build_data(r := _llm_report(model, hidden, layers), r["kernels"])["llm"]
+        assert not data["paper_comparable"] and data["paper"] == []
+
+
+@pytest.mark.slow
+def test_build_page(tmp_path: Path) -> None:
+    """``streamtensor build`` writes the whole-model page (its figures those of report.json) and each kernel's."""
+    out = tmp_path / "gpt2"
+    assert main(["build", "gpt2", "-o", str(out), "--prompt-len", "8", "--max-new-tokens", "8",
+                 "--decode-positions", "1", "-q"]) == 0
+    report = _report(out)
+    data = _page_data(out)
+    assert data["llm"]["figures"]["ttft_ms"] == report["llm"]["ttft_ms"]
+    assert {k["name"] for k in data["kernels"]} == set(report["kernels"])
+    for k in data["kernels"]:
+        assert (out / k["page"]).is_file() and (out / k["name"] / "trace.json").is_file()
+    if CHROMIUM is not None:
+        assert {"decode_step", "layers"} <= set(_render(out / "report.html")[1]["charts"])

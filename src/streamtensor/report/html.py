@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -100,13 +101,16 @@ def build_data(report: dict[str, Any], kernels: dict[str, dict[str, Any]]) -> di
     page is ``<kernel>/report.html``)."""
     llm = report["llm"]
     key = f"{llm['prompt_len']}:{llm['new_tokens']}"
+    # The paper's figures are for GPT-2 medium: next to a GPT-2 of that geometry only.
+    hidden = {k.get("geometry", {}).get("hidden_size") for k in kernels.values() if k.get("mode") != "head"}
+    comparable = Path(str(report.get("model"))).name == "gpt2" and hidden == {1024} and len(llm["layers"]) == 24
     paper = [{"who": who, "latency_ms": rows[key][0], "ttft_ms": rows[key][1], "decode_tokens_per_s": rows[key][2]}
-             for who, rows in PAPER_GPT2_MEDIUM.items() if key in rows]
+             for who, rows in PAPER_GPT2_MEDIUM.items() if key in rows and comparable]
     return {
         "kind": "build",
         "meta": {"tool": report.get("tool"), "model": report.get("model"), "mode": "whole model",
                  "target": llm.get("target"), "clock_mhz": llm.get("clock_mhz")},
-        "llm": {"figures": llm, "paper": paper, "paper_config": key},
+        "llm": {"figures": llm, "paper": paper, "paper_config": key, "paper_comparable": comparable},
         "kernels": [{"name": name, "mode": k.get("mode"), "makespan_cycles": k.get("simulation", {}).get(
             "makespan_cycles"), "fifo_total_bits": k.get("fifo_total_bits"),
             "fits": k.get("resources", {}).get("fits"), "page": f"{name}/report.html"} for name, k in kernels.items()],

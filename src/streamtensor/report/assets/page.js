@@ -378,8 +378,9 @@
     const L = D.llm;
     const f = L.figures;
     const s = section("llm", "Whole model: latency, TTFT, tokens/s",
-      `[${L.paper_config}] (prompt tokens : new tokens). Ours: ${f.figures}. The others: measured on boards by their ` +
-      `authors (GPT-2 medium; a comparison only for that model at the same sizes).`);
+      `[${L.paper_config}] (prompt tokens : new tokens). Ours: ${f.figures}. ` + (L.paper_comparable
+        ? "The others: measured on boards by their authors (GPT-2 medium, the same [in:out])."
+        : "The paper's figures (GPT-2 medium, 24 layers, hidden 1024) are shown only next to a build of that model."));
     const rows = [{ who: `${D.meta.model} on ${f.target} at ${fmt(f.clock_mhz)} MHz (this build)`, how: "modelled",
                     latency_ms: f.latency_ms, ttft_ms: f.ttft_ms, decode_tokens_per_s: f.decode_tokens_per_s }]
       .concat(L.paper.map((p) => Object.assign({ how: "measured (paper)" }, p)));
