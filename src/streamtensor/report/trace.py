@@ -56,8 +56,9 @@ def trace_json(model: ReportModel) -> str:
                     f"1/{COUNTER_POINTS} of its active time",
     }
     events = [json.dumps(m, separators=(",", ":")) for m in meta] + lines
-    return ('{"displayTimeUnit":"ns","otherData":' + json.dumps(other, separators=(",", ":")) +
-            ',"traceEvents":[\n' + ",\n".join(events) + "\n]}\n")
+    # otherData first: the file's first line names the tool.
+    return ('{"otherData":' + json.dumps(other, separators=(",", ":")) + ',"displayTimeUnit":"ns",'
+            '"traceEvents":[\n' + ",\n".join(events) + "\n]}\n")
 
 
 def _counter_points(s: StreamInfo) -> tuple[np.ndarray, np.ndarray]:

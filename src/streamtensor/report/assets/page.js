@@ -441,7 +441,7 @@
   if (D.llm) llm();
   if (D.dse) dse();
   // What was rendered, from the live objects (the browser test compares it with dataflow.mlir and report.json).
-  const rendered = { errors: window.stErrors };
+  const rendered = { errors: window.stErrors, mode: document.compatMode };
   if (ST.cy) {
     rendered.graph_nodes = ST.cy.nodes().filter((n) => !n.data("isGroup")).map((n) => n.id());
     rendered.graph_streams = ST.cy.edges().filter((e) => !e.hasClass("crossing")).map((e) => e.data("stream"));
