@@ -140,7 +140,7 @@
     const search = h("input", { type: "search", placeholder: "find a process or stream", size: "28" });
     controls.append(
       h("button", { text: "fit", on: { click: () => ST.cy.fit(undefined, 20) } }),
-      h("button", { text: "100%", on: { click: () => ST.cy.zoom({ level: 1, position: ST.cy.getElementById(D.bottleneck).position() }) } }),
+      h("button", { text: "100%", on: { click: () => zoomTo(1) } }),
       h("button", { text: "left-to-right / top-to-bottom", on: { click: () => relayout(true) } }),
       h("button", { text: "collapse / expand groups", on: { click: toggleAllGroups } }),
       h("label", {}, h("input", { type: "checkbox", id: "st-edge-labels", on: { change: edgeLabels } }),
@@ -157,9 +157,9 @@
     }
     for (const n of D.nodes) {
       const label = nodeLabel(n);
-      const width = Math.max(...label.split("\n").map((l) => l.length)) * 6.3 + 14;
+      const width = Math.max(...label.split("\n").map((l) => l.length)) * 6.9 + 14;
       els.push({ data: Object.assign({}, n, { parent: `group${n.group}`, label: label, w: width,
-                                              h: 14 * label.split("\n").length + 10,
+                                              h: 15 * label.split("\n").length + 10,
                                               color: KIND_COLORS[n.kind] || "#9e9e9e" }),
                  classes: (n.critical ? "crit " : "") + (n.bottleneck ? "bottleneck" : "") });
     }
@@ -176,8 +176,8 @@
       style: [
         { selector: "node", style: {
           shape: "round-rectangle", "background-color": "data(color)", label: "data(label)", "text-wrap": "wrap",
-          "text-valign": "center", "text-halign": "center", "font-size": 10, color: "#fff", width: "data(w)",
-          height: "data(h)", "min-zoomed-font-size": 4, "text-outline-width": 0 } },
+          "text-valign": "center", "text-halign": "center", "font-size": 11, color: "#fff", width: "data(w)",
+          height: "data(h)", "min-zoomed-font-size": 5, "text-outline-width": 0 } },
         { selector: "node.group", style: {
           "background-color": "#eceff1", "background-opacity": 0.5, "border-color": "#90a4ae", "border-width": 1,
           color: "#37474f", "text-valign": "top", "text-halign": "center", "font-size": 14, label: "data(label)" } },
@@ -197,6 +197,10 @@
       ],
     });
     let rankDir = "TB";
+    function zoomTo(level) {  // centred on the bottleneck
+      ST.cy.zoom(level);
+      ST.cy.center(ST.cy.getElementById(D.bottleneck));
+    }
     function relayout(flip) {
       if (flip) rankDir = rankDir === "TB" ? "LR" : "TB";
       ST.cy.layout({ name: "dagre", rankDir: rankDir, nodeSep: 18, rankSep: 42, edgeSep: 6, animate: false,
@@ -205,7 +209,7 @@
     relayout(false);
     // #zoom=Z (e.g. report.html#zoom=1): open the graph at that zoom, centred on the bottleneck.
     const zoom = /zoom=([0-9.]+)/.exec(location.hash);
-    if (zoom) ST.cy.zoom({ level: Number(zoom[1]), position: ST.cy.getElementById(D.bottleneck).position() });
+    if (zoom) zoomTo(Number(zoom[1]));
     function edgeLabels(ev) { ST.cy.edges().toggleClass("labels", ev.target.checked); }
     function toggleGroup(g) {
       const kids = g.children();
