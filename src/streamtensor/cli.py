@@ -248,8 +248,8 @@ def _build(args: argparse.Namespace) -> None:
           f"compute {roof['compute_tokens_per_s']:.0f} tokens/s; kernels alone {roof['kernel_only_tokens_per_s']:.0f}")
     print(f"  energy: <= {llm['energy']['joules_per_token_upper_bound'] * 1e3:.3f} mJ/token at "
           f"{llm['energy']['board_power_w']:.0f} W (card maximum)")
-    print(f"  report: {args.output}/report.json (report['llm']), {args.output}/report.html; run it: streamtensor generate {args.output} "
-          "--prompt-ids 1,2,3 --check")
+    print(f"  report: {args.output}/report.json (report['llm']), {args.output}/report.html; run it: "
+          f"streamtensor generate {args.output} --prompt-ids 1,2,3 --check")
 
 
 def _modelled_line(llm: dict) -> str:
