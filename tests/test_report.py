@@ -329,3 +329,33 @@ def test_build_page(tmp_path: Path) -> None:
         assert (out / k["page"]).is_file() and (out / k["name"] / "trace.json").is_file()
     if CHROMIUM is not None:
         assert {"decode_step", "layers"} <= set(_render(out / "report.html")[1]["charts"])
+
+
+@pytest.mark.slow
+def test_two_fusion_groups(tmp_path: Path) -> None:
+    """Groups run one after another: the second's spans start where the first ends, the streams between them
+    go through external memory (implicit DMAs), and the critical path crosses into the first group."""
+    from streamtensor import compile_llm_block
+    from streamtensor.analysis.allocation import run_allocation
+    from streamtensor.transforms.fusion import apply_fusion
+
+    design, _ = compile_llm_block("gpt2", size="tiny", seq_len=8, size_fifos=False)
+    apply_fusion(design.dataflow, 0)  # no on-chip memory for any converter: a group ends at each
+    assert len(design.dataflow.groups) >= 2
+    design.allocation = run_allocation(design.dataflow, design.target, "normal", lambda _, fn: fn(), 0.0, 0,
+                                       False, True)
+    design.save(tmp_path)
+    data = _page_data(tmp_path)
+    assert data["crossings"] and [g["offset"] for g in data["groups"]][0] == 0
+    first_end = data["groups"][1]["offset"]
+    assert first_end == design.allocation.groups[0].simulation.makespan_cycles
+    spans = _trace_spans(tmp_path)
+    group_of = {n["id"]: n["group"] for n in data["nodes"]}
+    for name, ss in spans.items():
+        if group_of[name] == 1:
+            assert min(s for s, _, _ in ss) == first_end
+    groups = {group_of[p] for p in data["critical_path"]}
+    assert groups == set(range(len(data["groups"])))
+    if CHROMIUM is not None:
+        _, rendered = _render(tmp_path / "report.html")
+        assert set(design.dataflow.nodes) <= set(rendered["graph_nodes"])

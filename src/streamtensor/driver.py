@@ -227,7 +227,7 @@ class Design:
             (out / "dataflow.mlir").write_text(print_ir(self.dataflow))
         (out / "report.json").write_text(json.dumps(self.report, indent=2) + "\n")
         if self.allocation is not None:  # report.html and trace.json show the sized, simulated design
-            write_report(out)
+            write_report(out, self.target)
         return out
 
 

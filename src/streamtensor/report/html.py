@@ -66,7 +66,8 @@ def design_data(model: ReportModel) -> dict[str, Any]:
         "groups": [{"index": g, "offset": off} for g, off in enumerate(model.group_offsets)],
         "nodes": nodes,
         "edges": edges,
-        "crossings": [{"stream": s, "source": a, "target": b} for s, a, b in model.crossings],
+        "crossings": [{"stream": s, "source": a, "target": b, "critical": (a, b) in crit_edges}
+                      for s, a, b in model.crossings],
         "critical_path": model.critical_path,
         "bottleneck": model.bottleneck,
         "timeline": {"bins": TIMELINE_BINS, "makespan": model.makespan,

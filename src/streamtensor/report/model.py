@@ -96,8 +96,9 @@ class ReportModel:
     dma_channels: dict[str, tuple[int, int]]
 
 
-def load_model(outdir: str | Path) -> ReportModel:
-    """The report model of a ``streamtensor compile`` output directory (see module docstring)."""
+def load_model(outdir: str | Path, target: Target | None = None) -> ReportModel:
+    """The report model of a ``streamtensor compile`` output directory (see module docstring); ``target``: the
+    design's, where it is not one of the named boards (an API user's scaled target)."""
     out = Path(outdir)
     report = _read_json(out / "report.json")
     dataflow = out / "dataflow.mlir"
@@ -107,7 +108,12 @@ def load_model(outdir: str | Path) -> ReportModel:
     if "simulation" not in report or "fifos" not in report:
         raise ReportInputError(f"{out}: the design has no FIFO sizing and simulation (compiled with "
                                "--stop-after-dataflow): nothing to show a timeline of")
-    target = get_target(report["options"]["target"])
+    if target is None:
+        try:
+            target = get_target(report["options"]["target"])
+        except StreamTensorError:
+            raise ReportInputError(f"{out}: target '{report['options']['target']}' is not a board this compiler "
+                                   "knows (a Target of the API: write the report with it)") from None
     groups = node_groups(graph)
     count = max(groups.values(), default=-1) + 1
     depths: dict[int, dict[str, int]] = {}
@@ -147,8 +153,9 @@ def load_model(outdir: str | Path) -> ReportModel:
                                f"says {expected}: the files are from different compiles")
     crossings = [(s.name, f"{s.name}.dma_write", f"{s.name}.dma_read" if f"{s.name}.dma_read" in processes
                   else s.target) for s in graph.streams.values() if groups.get(s.source) != groups.get(s.target)]
+    links = [(s.source, s.target) for s in streams] + [(a, b) for _, a, b in crossings]
     return ReportModel(out, report, target, graph, offsets, offset, processes, streams, crossings,
-                       critical_path(processes, streams), bottleneck(processes), dict(sorted(hbm.items())),
+                       critical_path(processes, links), bottleneck(processes), dict(sorted(hbm.items())),
                        dma_channels)
 
 
@@ -221,15 +228,16 @@ def occupancy_steps(write_times: np.ndarray, read_times: np.ndarray) -> tuple[np
     return times[last], level[last]
 
 
-def critical_path(processes: dict[str, ProcessInfo], streams: list[StreamInfo]) -> list[str]:
-    """The chain of processes, along streams, that ends at the process finishing last and has the most busy
-    cycles in total: the work the end of the run is waiting on (stalls are waits on others, not work). A stream
-    that closes a cycle (none in a dataflow graph built by the compiler) is not followed."""
+def critical_path(processes: dict[str, ProcessInfo], links: list[tuple[str, str]]) -> list[str]:
+    """The chain of processes, along ``links`` (streams, and external memory from one group to the next), that
+    ends at the process finishing last and has the most busy cycles in total: the work the end of the run is
+    waiting on (stalls are waits on others, not work). A link that closes a cycle (none in a dataflow graph
+    built by the compiler) is not followed."""
     preds: dict[str, list[str]] = {n: [] for n in processes}
     succs: dict[str, list[str]] = {n: [] for n in processes}
-    for s in streams:
-        preds[s.target].append(s.source)
-        succs[s.source].append(s.target)
+    for a, b in links:
+        preds[b].append(a)
+        succs[a].append(b)
     indeg = {n: len(v) for n, v in preds.items()}
     ready = sorted(n for n, d in indeg.items() if d == 0)
     weight: dict[str, int] = {}

@@ -12,13 +12,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from streamtensor.target import Target
+
 from .html import build_data, design_data, render_page
 from .model import ReportInputError, load_model
 from .trace import trace_json
 
 
-def write_report(outdir: str | Path) -> list[Path]:
-    """Write the report files of ``outdir`` (module docstring); the paths written."""
+def write_report(outdir: str | Path, target: Target | None = None) -> list[Path]:
+    """Write the report files of ``outdir`` (module docstring); the paths written. ``target``: a compiled
+    design's, where it is not one of the named boards."""
     out = Path(outdir)
     if not out.is_dir():
         raise ReportInputError(f"{out}: no such directory")
@@ -30,7 +33,7 @@ def write_report(outdir: str | Path) -> list[Path]:
     report = json.loads(report_json.read_text())
     if "llm" in report:
         return [_write(out / "report.html", render_page(build_data(report, report.get("kernels", {}))))]
-    model = load_model(out)
+    model = load_model(out, target)
     data = design_data(model)
     return [_write(out / "report.html", render_page(data)),
             _write(out / "trace.json", trace_json(model))]

@@ -169,7 +169,7 @@
     }
     for (const c of D.crossings) {
       els.push({ data: { id: `x:${c.stream}`, source: c.source, target: c.target, label: `${c.stream} via HBM`,
-                         stream: c.stream }, classes: "crossing" });
+                         stream: c.stream }, classes: "crossing" + (c.critical ? " crit" : "") });
     }
     ST.cy = cytoscape({
       container: box, elements: els, wheelSensitivity: 0.3, minZoom: 0.02, maxZoom: 4,
