@@ -359,3 +359,26 @@ def test_two_fusion_groups(tmp_path: Path) -> None:
     if CHROMIUM is not None:
         _, rendered = _render(tmp_path / "report.html")
         assert set(design.dataflow.nodes) <= set(rendered["graph_nodes"])
+
+
+def test_deadlocked_design(tmp_path: Path) -> None:
+    """--allow-deadlock writes the design: its page names the wait-for cycle and its timeline stops where the
+    processes blocked, every stall the simulator counted still in the spans."""
+    design, _ = tiny_block("llama", "decode")
+    from conftest import TINY_MAX_LEN, TINY_SEQ_LEN
+
+    from streamtensor import compile_llm_block
+
+    design, _ = compile_llm_block("llama", mode="decode", seq_len=TINY_SEQ_LEN, max_len=TINY_MAX_LEN,
+                                  max_fifo_depth=1, allow_deadlock=True)
+    design.save(tmp_path)
+    data = _page_data(tmp_path)
+    (sim,) = [g.simulation for g in design.allocation.groups]
+    assert sim.deadlock and data["meta"]["deadlocks"] == [f"fusion group 0: {sim.describe()}"]
+    spans = _trace_spans(tmp_path)
+    for p in design.allocation.groups[0].network.processes:
+        ss = spans[p.name]
+        stalls = sum(e - s for s, e, n in ss if n != "busy")
+        assert stalls == sim.stall_cycles[p.name].total, p.name
+    if CHROMIUM is not None:
+        _render(tmp_path / "report.html")

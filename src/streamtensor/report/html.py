@@ -113,7 +113,7 @@ def _meta(r: dict[str, Any], model: ReportModel) -> dict[str, Any]:
             "fifo_total_bits": r.get("fifo_total_bits"), "fifo_strategy": r.get("fifo_lp", {}).get("strategy"),
             "quantization": r.get("quantization", {}).get("scheme"), "processes": len(model.processes),
             "streams": len(model.streams), "fusion_groups": len(model.group_offsets),
-            "fits": r.get("resources", {}).get("fits")}
+            "fits": r.get("resources", {}).get("fits"), "deadlocks": model.deadlocks}
 
 
 def timeline_segments(spans: Spans, makespan: int, bins: int = TIMELINE_BINS) -> list[list[int]]:

@@ -94,6 +94,7 @@ class ReportModel:
     bottleneck: str
     hbm_channels: dict[int, int]  # pseudo-channel -> bytes streamed per run
     dma_channels: dict[str, tuple[int, int]]
+    deadlocks: list[str]  # the wait-for cycle of each group whose simulation deadlocks (--allow-deadlock)
 
 
 def load_model(outdir: str | Path, target: Target | None = None) -> ReportModel:
@@ -126,19 +127,19 @@ def load_model(outdir: str | Path, target: Target | None = None) -> ReportModel:
     offsets: list[int] = []
     hbm: dict[int, int] = {}
     dma_channels: dict[str, tuple[int, int]] = {}
+    deadlocks: list[str] = []
     offset = 0
     for g in range(count):
         net = build_process_network(graph, target, g)
         sim = simulate(net, depths.get(g, {}))
-        if sim.deadlock or sim.makespan_cycles is None:
-            raise ReportInputError(f"{out}: fusion group {g} deadlocks in the timing simulation ({sim.describe()})")
+        if sim.deadlock:
+            deadlocks.append(f"fusion group {g}: {sim.describe()}")
         offsets.append(offset)
         for p in net.processes:
             spans = process_spans(net, sim, p.name, offset)
             _check_stalls(spans, sim, p.name)
-            processes[p.name] = ProcessInfo(p.name, g, _kind(graph, p.name), spans,
-                                            offset + int(sim.firing_times[p.name].complete[-1]),
-                                            _details(graph, p.name))
+            finish = int(spans.end[-1]) if len(spans.end) else offset
+            processes[p.name] = ProcessInfo(p.name, g, _kind(graph, p.name), spans, finish, _details(graph, p.name))
         for s in net.streams:
             wt, rt = token_times(net, sim, s.name)
             streams.append(StreamInfo(
@@ -146,9 +147,10 @@ def load_model(outdir: str | Path, target: Target | None = None) -> ReportModel:
                 sim.peak_occupancy[s.name], str(graph.streams[s.name].type) if s.name in graph.streams else "",
                 memories.get((g, s.name)), wt + offset, rt + offset))
         _hbm_traffic(graph, net, groups, g, target, hbm, dma_channels)
-        offset += sim.makespan_cycles
+        # A deadlocked group ends (for the page) at its last event.
+        offset = max([offset + (sim.makespan_cycles or 0)] + [processes[p.name].finish for p in net.processes])
     expected = report["simulation"]["makespan_cycles"]
-    if expected != offset:
+    if bool(deadlocks) != report["simulation"]["deadlock"] or (not deadlocks and expected != offset):
         raise ReportInputError(f"{out}: the timing simulation of dataflow.mlir ends at cycle {offset}, report.json "
                                f"says {expected}: the files are from different compiles")
     crossings = [(s.name, f"{s.name}.dma_write", f"{s.name}.dma_read" if f"{s.name}.dma_read" in processes
@@ -156,7 +158,7 @@ def load_model(outdir: str | Path, target: Target | None = None) -> ReportModel:
     links = [(s.source, s.target) for s in streams] + [(a, b) for _, a, b in crossings]
     return ReportModel(out, report, target, graph, offsets, offset, processes, streams, crossings,
                        critical_path(processes, links), bottleneck(processes), dict(sorted(hbm.items())),
-                       dma_channels)
+                       dma_channels, deadlocks)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -174,13 +176,15 @@ def process_spans(net: ProcessNetwork, sim: SimResult, name: str, offset: int = 
     tr = process_trace(proc)
     ft = sim.firing_times[name]
     t = np.where(tr.is_write, ft.complete[tr.firing], ft.issue[tr.firing])
-    if np.any(t < 0):
-        raise ReportInputError(f"process {name} did not finish in the timing simulation")
-    growth = np.diff(t - tr.static, prepend=0)
+    reached = int(np.argmax(t < 0)) if np.any(t < 0) else len(t)  # a deadlock: later events never happen
+    if reached == 0:
+        return Spans(*(np.zeros(0, dtype=np.int64) for _ in range(3)))
+    t, static, is_write = t[:reached], tr.static[:reached], tr.is_write[:reached]
+    growth = np.diff(t - static, prepend=0)
     mask = growth > 0
     st_end = t[mask]
     st_start = st_end - growth[mask]
-    st_state = np.where(tr.is_write[mask], FULL, EMPTY)
+    st_state = np.where(is_write[mask], FULL, EMPTY)
     finish = int(t[-1])
     # Busy between consecutive stalls, before the first and after the last (to the last write).
     gap_start = np.concatenate([[0], st_end])
@@ -208,18 +212,21 @@ def _check_stalls(spans: Spans, sim: SimResult, name: str) -> None:
 
 
 def token_times(net: ProcessNetwork, sim: SimResult, stream: str) -> tuple[np.ndarray, np.ndarray]:
-    """Write and read cycle of every token of ``stream``: the completion of the firing that writes it and the
-    issue of the firing that reads it."""
+    """Write and read cycle of every token of ``stream`` that was written / read: the completion of the firing
+    that writes it and the issue of the firing that reads it."""
     s = next(s for s in net.streams if s.name == stream)
     writes = net.process(s.source).writes[stream]
     reads = net.process(s.target).reads[stream]
-    return (sim.firing_times[s.source].complete[writes].astype(np.int64),
-            sim.firing_times[s.target].issue[reads].astype(np.int64))
+    wt = sim.firing_times[s.source].complete[writes].astype(np.int64)
+    rt = sim.firing_times[s.target].issue[reads].astype(np.int64)
+    return wt[wt >= 0], rt[rt >= 0]  # tokens never written / read (a deadlock) left out
 
 
 def occupancy_steps(write_times: np.ndarray, read_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """FIFO occupancy as a step function: ``(times, tokens held from that cycle on)``. A token is held from its
     write cycle through its read cycle (``timing_sim``'s depth convention), so its -1 lands the cycle after."""
+    if len(write_times) == 0:  # nothing written (a deadlock before the first token)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     times = np.concatenate([write_times, read_times + 1])
     delta = np.concatenate([np.ones(len(write_times), np.int64), -np.ones(len(read_times), np.int64)])
     order = np.argsort(times, kind="stable")

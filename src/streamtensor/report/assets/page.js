@@ -109,6 +109,10 @@
     }
     add("tool", "tool", m.tool);
     s.append(dl);
+    for (const d of m.deadlocks || []) {  // let through by --allow-deadlock: the run stops at the wait-for cycle
+      s.append(h("p", { class: "note", style: "color:#c62828;font-weight:600", "data-key": "deadlock",
+                        text: `${d} (the timeline ends where the processes blocked)` }));
+    }
   }
 
   // ---------------------------------------------------------------- graph
