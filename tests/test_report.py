@@ -382,3 +382,23 @@ def test_deadlocked_design(tmp_path: Path) -> None:
         assert stalls == sim.stall_cycles[p.name].total, p.name
     if CHROMIUM is not None:
         _render(tmp_path / "report.html")
+
+
+def test_hbm_traffic_counts_every_dma_byte(outdir: Path) -> None:
+    """Per pseudo-channel bytes add up to the DMAs' streamed bytes (tokens x bus bytes per token)."""
+    from streamtensor.analysis.hbm import dma_token_bytes
+    from streamtensor.ir.dataflow import DmaNode
+
+    design, _ = tiny_block("gpt2", "prefill")
+    graph, target = design.dataflow, design.target
+    streamed = 0
+    for node in graph.nodes.values():
+        if isinstance(node, DmaNode) and node.role != "scalar":
+            (s,) = node.outputs if node.direction == "read" else node.inputs
+            net = design.allocation.groups[0].network
+            tokens = next(st.tokens for st in net.streams if st.name == s)
+            streamed += tokens * dma_token_bytes(graph.streams[s].type, target)
+    data = _page_data(outdir)
+    assert sum(data["hbm"]["bytes_per_channel"].values()) == streamed
+    assert all(n["hbm"] is not None for n in data["nodes"] if n["kind"].startswith("dma") and
+               n["details"].get("role") != "scalar")

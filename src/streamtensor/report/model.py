@@ -81,10 +81,8 @@ class StreamInfo:
 class ReportModel:
     """Everything the page and the trace show."""
 
-    outdir: Path
     report: dict[str, Any]
     target: Target
-    graph: DataflowGraph
     group_offsets: list[int]
     makespan: int
     processes: dict[str, ProcessInfo]  # keyed by process name (unique over the groups: implicit DMAs are named
@@ -156,7 +154,7 @@ def load_model(outdir: str | Path, target: Target | None = None) -> ReportModel:
     crossings = [(s.name, f"{s.name}.dma_write", f"{s.name}.dma_read" if f"{s.name}.dma_read" in processes
                   else s.target) for s in graph.streams.values() if groups.get(s.source) != groups.get(s.target)]
     links = [(s.source, s.target) for s in streams] + [(a, b) for _, a, b in crossings]
-    return ReportModel(out, report, target, graph, offsets, offset, processes, streams, crossings,
+    return ReportModel(report, target, offsets, offset, processes, streams, crossings,
                        critical_path(processes, links), bottleneck(processes), dict(sorted(hbm.items())),
                        dma_channels, deadlocks)
 
@@ -316,6 +314,6 @@ def _hbm_traffic(graph: DataflowGraph, net: ProcessNetwork, groups: dict[str, in
             dma_channels[dma] = rng
             itype = graph.streams[s.name].type
             moved = s.tokens * dma_token_bytes(itype, target)
-            span = rng[1] - rng[0] + 1
-            for c in range(rng[0], rng[1] + 1):
-                hbm[c] = hbm.get(c, 0) + moved // span
+            share, rest = divmod(moved, rng[1] - rng[0] + 1)
+            for i, c in enumerate(range(rng[0], rng[1] + 1)):
+                hbm[c] = hbm.get(c, 0) + share + (i < rest)  # every byte counted once
