@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "streamtensor.transforms": 5,
     "streamtensor.codegen": 6,
     "streamtensor.runtime": 7,
+    "streamtensor.report": 7,  # report.html / trace.json: an output stage over what a compile wrote
     "streamtensor.verify": 8,
     "streamtensor.passes": 9,  # the pass registry of `streamtensor opt`
     "streamtensor.driver": 9,

@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the board whose costs the passes weigh (tiling, fusion, FIFO sizing)")
     opt.add_argument("--debug", action="store_true", help="print the traceback of an error")
     ver.add_argument("--debug", action="store_true", help="print the traceback of an error")
+    rep = sub.add_parser("report", help="rewrite OUTDIR/report.html and OUTDIR/trace.json from what OUTDIR holds")
+    rep.add_argument("outdir", help="output directory of 'streamtensor compile', 'build' or 'dse'")
+    rep.add_argument("--debug", action="store_true", help="print the traceback of an error")
     return parser
 
 
@@ -224,6 +227,7 @@ def _compile(args: argparse.Namespace) -> None:
     if design.allocation is None:
         print(f"  stopped after the dataflow graph (FIFOs unsized, at the 2-token default): {out}/dataflow.mlir")
         return
+    print(f"  report: {out}/report.html (open in a browser), {out}/trace.json (Perfetto, chrome://tracing)")
     print(f"  Vitis project: {out}/Makefile (csim | csim-tb | vitis-csim | hls | cosim | hw_emu | hw | run; "
           f"README.md); check it with: streamtensor verify {out}")
 
@@ -247,8 +251,8 @@ def _build(args: argparse.Namespace) -> None:
           f"compute {roof['compute_tokens_per_s']:.0f} tokens/s; kernels alone {roof['kernel_only_tokens_per_s']:.0f}")
     print(f"  energy: <= {llm['energy']['joules_per_token_upper_bound'] * 1e3:.3f} mJ/token at "
           f"{llm['energy']['board_power_w']:.0f} W (card maximum)")
-    print(f"  report: {args.output}/report.json (report['llm']); run it: streamtensor generate {args.output} "
-          "--prompt-ids 1,2,3 --check")
+    print(f"  report: {args.output}/report.json (report['llm']), {args.output}/report.html; run it: "
+          f"streamtensor generate {args.output} --prompt-ids 1,2,3 --check")
 
 
 def _modelled_line(llm: dict) -> str:
@@ -346,6 +350,12 @@ def _dse(args: argparse.Namespace) -> None:
           (f", projects under {args.output}/{where}" if result.best else " (no feasible trial)"))
 
 
+def _report(args: argparse.Namespace) -> None:
+    from streamtensor.report import write_report
+
+    print("wrote " + ", ".join(str(p) for p in write_report(args.outdir)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -361,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
             _opt(args)
         elif args.command == "dse":
             _dse(args)
+        elif args.command == "report":
+            _report(args)
     except Exception as exc:  # one line for the user; the traceback only on request
         if getattr(args, "debug", False):
             traceback.print_exc()

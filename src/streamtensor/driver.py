@@ -51,6 +51,7 @@ from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, DmaNode, KernelNode
 from streamtensor.ir.linalg import CacheUpdate, Graph
 from streamtensor.passes import print_ir
+from streamtensor.report import write_report
 from streamtensor.target import Target
 from streamtensor.transforms.build_dataflow import build_dataflow
 from streamtensor.transforms.fuse_into_contractions import fuse_elementwise_into_contractions
@@ -235,6 +236,8 @@ class Design:
         if self.dataflow is not None:
             (out / "dataflow.mlir").write_text(print_ir(self.dataflow))
         (out / "report.json").write_text(json.dumps(self.report, indent=2) + "\n")
+        if self.allocation is not None:  # report.html and trace.json show the sized, simulated design
+            write_report(out, self.target)
         return out
 
 

@@ -44,6 +44,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from streamtensor.driver import Design, compile_llm_block
 from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError, StreamTensorError
+from streamtensor.report import write_report
 
 
 def _clock_hz(report: dict[str, Any]) -> float:
@@ -329,4 +330,5 @@ def dse(model: str, output: str | Path, *, trials: int, objective: str | list[st
         else:
             for t in best:
                 _write_design(cfg, t, out / "front" / f"trial-{t.number}")
+    write_report(out)  # the study page: every trial, the Pareto front
     return result

@@ -45,6 +45,7 @@ from streamtensor.llm.host_model import (
     sample,
 )
 from streamtensor.llm.perf import Invocation, RunModel
+from streamtensor.report import write_report
 from streamtensor.verify.simulate import eager_reference, kernel_name
 
 LLM_FILE = "llm.json"
@@ -344,4 +345,5 @@ def build(model: str, outdir: str | Path, **options: Any) -> LlmDesign:
     design.stages["llm.write"] = round(time.perf_counter() - write_start, 4)
     design.stages["llm.total"] = round(time.perf_counter() - start, 4)
     (Path(outdir) / "report.json").write_text(json.dumps(design.report, indent=2, default=str) + "\n")
+    write_report(outdir)
     return design

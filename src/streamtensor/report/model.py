@@ -1,0 +1,319 @@
+"""What the report shows, gathered from a compile's output directory: ``report.json``, ``dataflow.mlir`` and the
+timing simulation, run again on the process network of every fusion group with the FIFO depths the allocation
+simulated (``report["fifos"]``). The re-run is exact and deterministic, so its makespan must equal
+``report["simulation"]``'s; a difference is an error, not a page that disagrees with the report.
+
+Timeline (per process, from the simulator's per-firing issue / completion times): along the process's static
+trace (``timing_sim.process_trace``) every event whose slip grew waited ``growth`` cycles just before it, on an
+empty input at a read event, on a full output at a write event; the rest of ``[0, last write]`` is busy. The
+stall cycles of these spans add up to the simulator's ``stall_cycles`` (checked here). Groups run one after
+another, so group ``g``'s cycles are offset by the makespans of the groups before it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from streamtensor.analysis.hbm import dma_token_bytes
+from streamtensor.analysis.memory import absorbed_converters, node_groups
+from streamtensor.analysis.process_network import ProcessNetwork
+from streamtensor.analysis.timing_model import build_process_network, dma_placement
+from streamtensor.analysis.timing_sim import SimResult, process_trace, simulate
+from streamtensor.codegen.vitis.boards import get_target
+from streamtensor.errors import StreamTensorError
+from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, DmaNode, KernelNode
+from streamtensor.ir.dataflow_parser import parse_dataflow
+from streamtensor.target import Target
+
+BUSY, EMPTY, FULL = 0, 1, 2
+STATES = ("busy", "stalled: input empty", "stalled: output full")
+
+
+class ReportInputError(StreamTensorError):
+    """The output directory lacks what the report is made from, or its files disagree."""
+
+
+@dataclass(frozen=True)
+class Spans:
+    """One process's timeline: ``[start, end)`` cycles (global: group offset included) of each state."""
+
+    start: np.ndarray
+    end: np.ndarray
+    state: np.ndarray  # BUSY | EMPTY | FULL
+
+    def cycles(self, state: int) -> int:
+        mask = self.state == state
+        return int((self.end[mask] - self.start[mask]).sum())
+
+
+@dataclass
+class ProcessInfo:
+    name: str
+    group: int
+    kind: str
+    spans: Spans
+    finish: int  # global cycle of its last write event
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StreamInfo:
+    name: str
+    group: int
+    source: str
+    target: str
+    width_bits: int
+    tokens: int
+    depth: int | None
+    peak: int
+    itype: str
+    memory: str | None
+    write_times: np.ndarray  # per token, global cycles
+    read_times: np.ndarray
+
+
+@dataclass
+class ReportModel:
+    """Everything the page and the trace show."""
+
+    report: dict[str, Any]
+    target: Target
+    group_offsets: list[int]
+    makespan: int
+    processes: dict[str, ProcessInfo]  # keyed by process name (unique over the groups: implicit DMAs are named
+    streams: list[StreamInfo]  # by their stream, ``<stream>.dma_read`` / ``.dma_write``)
+    crossings: list[tuple[str, str, str]]  # (stream, writer DMA, reader DMA) through external memory
+    critical_path: list[str]
+    bottleneck: str
+    hbm_channels: dict[int, int]  # pseudo-channel -> bytes streamed per run
+    dma_channels: dict[str, tuple[int, int]]
+    deadlocks: list[str]  # the wait-for cycle of each group whose simulation deadlocks (--allow-deadlock)
+
+
+def load_model(outdir: str | Path, target: Target | None = None) -> ReportModel:
+    """The report model of a ``streamtensor compile`` output directory (see module docstring); ``target``: the
+    design's, where it is not one of the named boards (an API user's scaled target)."""
+    out = Path(outdir)
+    report = _read_json(out / "report.json")
+    dataflow = out / "dataflow.mlir"
+    if not dataflow.is_file():
+        raise ReportInputError(f"{out}: no dataflow.mlir (not a compile output directory)")
+    graph = parse_dataflow(dataflow.read_text(), str(dataflow))
+    if "simulation" not in report or "fifos" not in report:
+        raise ReportInputError(f"{out}: the design has no FIFO sizing and simulation (compiled with "
+                               "--stop-after-dataflow): nothing to show a timeline of")
+    if target is None:
+        try:
+            target = get_target(report["options"]["target"])
+        except StreamTensorError:
+            raise ReportInputError(f"{out}: target '{report['options']['target']}' is not a board this compiler "
+                                   "knows (a Target of the API: write the report with it)") from None
+    groups = node_groups(graph)
+    count = max(groups.values(), default=-1) + 1
+    depths: dict[int, dict[str, int]] = {}
+    memories: dict[tuple[int, str], str] = {}
+    for f in report["fifos"]:
+        depths.setdefault(f["group"], {})[f["stream"]] = f["depth"]
+        memories[(f["group"], f["stream"])] = f["memory"]
+    processes: dict[str, ProcessInfo] = {}
+    streams: list[StreamInfo] = []
+    offsets: list[int] = []
+    hbm: dict[int, int] = {}
+    dma_channels: dict[str, tuple[int, int]] = {}
+    deadlocks: list[str] = []
+    offset = 0
+    for g in range(count):
+        net = build_process_network(graph, target, g)
+        sim = simulate(net, depths.get(g, {}))
+        if sim.deadlock:
+            deadlocks.append(f"fusion group {g}: {sim.describe()}")
+        offsets.append(offset)
+        for p in net.processes:
+            spans = process_spans(net, sim, p.name, offset)
+            _check_stalls(spans, sim, p.name)
+            finish = int(spans.end[-1]) if len(spans.end) else offset
+            processes[p.name] = ProcessInfo(p.name, g, _kind(graph, p.name), spans, finish, _details(graph, p.name))
+        for s in net.streams:
+            wt, rt = token_times(net, sim, s.name)
+            streams.append(StreamInfo(
+                s.name, g, s.source, s.target, s.width_bits, s.tokens, depths.get(g, {}).get(s.name),
+                sim.peak_occupancy[s.name], str(graph.streams[s.name].type) if s.name in graph.streams else "",
+                memories.get((g, s.name)), wt + offset, rt + offset))
+        _hbm_traffic(graph, net, groups, g, target, hbm, dma_channels)
+        # A deadlocked group ends (for the page) at its last event.
+        offset = max([offset + (sim.makespan_cycles or 0)] + [processes[p.name].finish for p in net.processes])
+    expected = report["simulation"]["makespan_cycles"]
+    if bool(deadlocks) != report["simulation"]["deadlock"] or (not deadlocks and expected != offset):
+        raise ReportInputError(f"{out}: the timing simulation of dataflow.mlir ends at cycle {offset}, report.json "
+                               f"says {expected}: the files are from different compiles")
+    crossings = [(s.name, f"{s.name}.dma_write", f"{s.name}.dma_read" if f"{s.name}.dma_read" in processes
+                  else s.target) for s in graph.streams.values() if groups.get(s.source) != groups.get(s.target)]
+    links = [(s.source, s.target) for s in streams] + [(a, b) for _, a, b in crossings]
+    return ReportModel(report, target, offsets, offset, processes, streams, crossings,
+                       critical_path(processes, links), bottleneck(processes), dict(sorted(hbm.items())),
+                       dma_channels, deadlocks)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReportInputError(f"{path.parent}: no report.json (not a streamtensor output directory)") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise ReportInputError(f"cannot read {path}: {err}") from None
+
+
+def process_spans(net: ProcessNetwork, sim: SimResult, name: str, offset: int = 0) -> Spans:
+    """Busy / stalled spans of process ``name`` (module docstring), merged where one state continues."""
+    proc = net.process(name)
+    tr = process_trace(proc)
+    ft = sim.firing_times[name]
+    t = np.where(tr.is_write, ft.complete[tr.firing], ft.issue[tr.firing])
+    reached = int(np.argmax(t < 0)) if np.any(t < 0) else len(t)  # a deadlock: later events never happen
+    if reached == 0:
+        return Spans(*(np.zeros(0, dtype=np.int64) for _ in range(3)))
+    t, static, is_write = t[:reached], tr.static[:reached], tr.is_write[:reached]
+    growth = np.diff(t - static, prepend=0)
+    mask = growth > 0
+    st_end = t[mask]
+    st_start = st_end - growth[mask]
+    st_state = np.where(is_write[mask], FULL, EMPTY)
+    finish = int(t[-1])
+    # Busy between consecutive stalls, before the first and after the last (to the last write).
+    gap_start = np.concatenate([[0], st_end])
+    gap_end = np.concatenate([st_start, [finish]])
+    start = np.concatenate([st_start, gap_start])
+    end = np.concatenate([st_end, gap_end])
+    state = np.concatenate([st_state, np.full(len(gap_start), BUSY)])
+    keep = end > start
+    order = np.lexsort((state[keep], start[keep]))
+    start, end, state = start[keep][order], end[keep][order], state[keep][order]
+    if len(start):  # merge a span into the previous one where the state continues without a gap
+        new = np.concatenate([[True], (start[1:] != end[:-1]) | (state[1:] != state[:-1])])
+        idx = np.flatnonzero(new)
+        start, state = start[idx], state[idx]
+        end = end[np.concatenate([idx[1:] - 1, [len(end) - 1]])]
+    return Spans(start + offset, end + offset, state)
+
+
+def _check_stalls(spans: Spans, sim: SimResult, name: str) -> None:
+    """The spans' stall cycles are the simulator's own totals (a bug here, not bad input, if not)."""
+    stalls = sim.stall_cycles[name]
+    got = (spans.cycles(EMPTY), spans.cycles(FULL))
+    if got != (stalls.input_empty, stalls.output_full):
+        raise AssertionError(f"{name}: timeline stalls {got} differ from the simulation's {stalls}")
+
+
+def token_times(net: ProcessNetwork, sim: SimResult, stream: str) -> tuple[np.ndarray, np.ndarray]:
+    """Write and read cycle of every token of ``stream`` that was written / read: the completion of the firing
+    that writes it and the issue of the firing that reads it."""
+    s = next(s for s in net.streams if s.name == stream)
+    writes = net.process(s.source).writes[stream]
+    reads = net.process(s.target).reads[stream]
+    wt = sim.firing_times[s.source].complete[writes].astype(np.int64)
+    rt = sim.firing_times[s.target].issue[reads].astype(np.int64)
+    return wt[wt >= 0], rt[rt >= 0]  # tokens never written / read (a deadlock) left out
+
+
+def occupancy_steps(write_times: np.ndarray, read_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FIFO occupancy as a step function: ``(times, tokens held from that cycle on)``. A token is held from its
+    write cycle through its read cycle (``timing_sim``'s depth convention), so its -1 lands the cycle after."""
+    if len(write_times) == 0:  # nothing written (a deadlock before the first token)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    times = np.concatenate([write_times, read_times + 1])
+    delta = np.concatenate([np.ones(len(write_times), np.int64), -np.ones(len(read_times), np.int64)])
+    order = np.argsort(times, kind="stable")
+    times, level = times[order], np.cumsum(delta[order])
+    last = np.concatenate([times[1:] != times[:-1], [True]])  # the level after every change of one cycle
+    return times[last], level[last]
+
+
+def critical_path(processes: dict[str, ProcessInfo], links: list[tuple[str, str]]) -> list[str]:
+    """The chain of processes, along ``links`` (streams, and external memory from one group to the next), that
+    ends at the process finishing last and has the most busy cycles in total: the work the end of the run is
+    waiting on (stalls are waits on others, not work). A link that closes a cycle (none in a dataflow graph
+    built by the compiler) is not followed."""
+    preds: dict[str, list[str]] = {n: [] for n in processes}
+    succs: dict[str, list[str]] = {n: [] for n in processes}
+    for a, b in links:
+        preds[b].append(a)
+        succs[a].append(b)
+    indeg = {n: len(v) for n, v in preds.items()}
+    ready = sorted(n for n, d in indeg.items() if d == 0)
+    weight: dict[str, int] = {}
+    best: dict[str, str | None] = {}
+    while ready:
+        n = ready.pop()
+        done = [p for p in preds[n] if p in weight]
+        prev = max(done, key=lambda p: (weight[p], p)) if done else None
+        best[n] = prev
+        weight[n] = processes[n].spans.cycles(BUSY) + (weight[prev] if prev is not None else 0)
+        for m in succs[n]:
+            indeg[m] -= 1
+            if indeg[m] == 0:
+                ready.append(m)
+    last = max((p for p in processes.values() if p.name in weight), key=lambda p: (p.finish, p.name)).name
+    path = [last]
+    while (prev := best[path[-1]]) is not None:
+        path.append(prev)
+    return path[::-1]
+
+
+def bottleneck(processes: dict[str, ProcessInfo]) -> str:
+    """The process busy the longest: the one the others wait for."""
+    return max(processes.values(), key=lambda p: (p.spans.cycles(BUSY), p.name)).name
+
+
+def _kind(graph: DataflowGraph, name: str) -> str:
+    node = graph.nodes.get(name)
+    if node is None:  # an implicit DMA of a stream crossing fusion groups
+        return "dma_write" if name.endswith(".dma_write") else "dma_read"
+    if isinstance(node, DmaNode):
+        return f"dma_{node.direction}"
+    return node.kind
+
+
+def _details(graph: DataflowGraph, name: str) -> dict[str, Any]:
+    node = graph.nodes.get(name)
+    if node is None:
+        return {"implicit": "DMA of a stream that crosses fusion groups (through external memory)"}
+    out: dict[str, Any] = {k: v for k, v in node.attributes.items() if isinstance(v, (int, float, str))}
+    if isinstance(node, KernelNode):
+        out["op"] = node.op.name.rsplit("_", 1)[0]
+        out["loops"] = " x ".join(f"{lt.size}/{lt.tile}/{lt.unroll}{'r' if lt.reduction else ''}"
+                                  for lt in node.loops)
+    elif isinstance(node, ConverterNode):
+        out["reason"] = node.reason
+        out["buffer"] = "x".join(map(str, node.buffer.shape))
+        out["buffer_bytes"] = node.buffer.bytes
+    elif isinstance(node, DmaNode):
+        out["tensor"] = node.tensor.name
+        out["role"] = node.role
+    return out
+
+
+def _hbm_traffic(graph: DataflowGraph, net: ProcessNetwork, groups: dict[str, int], g: int, target: Target,
+                 hbm: dict[int, int], dma_channels: dict[str, tuple[int, int]]) -> None:
+    """Bytes each DMA of group ``g`` streams per run (tokens x bus bytes per token), spread evenly over the
+    pseudo-channels of its tensor's range (``analysis.hbm``)."""
+    members = {n for n, gi in groups.items() if gi == g}
+    crossing_in = [s for s in graph.streams.values() if s.target in members and s.source not in members]
+    crossing_out = [s for s in graph.streams.values() if s.source in members and s.target not in members]
+    absorbed = set(absorbed_converters(graph)) & members
+    placement = dma_placement(graph, members, crossing_in, crossing_out, absorbed, target)
+    for s in net.streams:
+        for dma in (s.source, s.target):
+            rng = placement.dma_ranges.get(dma)
+            if rng is None:
+                continue
+            dma_channels[dma] = rng
+            itype = graph.streams[s.name].type
+            moved = s.tokens * dma_token_bytes(itype, target)
+            share, rest = divmod(moved, rng[1] - rng[0] + 1)
+            for i, c in enumerate(range(rng[0], rng[1] + 1)):
+                hbm[c] = hbm.get(c, 0) + share + (i < rest)  # every byte counted once

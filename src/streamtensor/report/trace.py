@@ -1,0 +1,76 @@
+"""``trace.json``: the timing simulation in the Chrome trace-event format (JSON object form), which Perfetto and
+chrome://tracing open. One process (``pid``) per fusion group, one thread (``tid``) per dataflow process with a
+complete event (``ph: "X"``) per busy / stalled span, and a counter (``ph: "C"``) per FIFO with the tokens it
+holds. Times are modelled microseconds at the target clock (``cycle / clock_mhz``); ``otherData`` says so.
+
+Counters are exact (every change of level) for a FIFO that changes level at most ``COUNTER_POINTS`` times; a
+busier one is sampled: the highest level in each of ``COUNTER_POINTS`` equal slices of its active time, so the
+peak always shows.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from streamtensor._version import GENERATOR
+
+from .model import STATES, ReportModel, StreamInfo, occupancy_steps
+
+COUNTER_POINTS = 1000
+
+
+def trace_json(model: ReportModel) -> str:
+    """The trace of ``model`` as JSON text, one event a line (spans and counters formatted directly: a paper-size
+    block has hundreds of thousands)."""
+    mhz = float(model.target.clock_mhz)
+    meta: list[dict[str, Any]] = []
+    lines: list[str] = []
+    for g, offset in enumerate(model.group_offsets):
+        meta.append({"ph": "M", "name": "process_name", "pid": g, "tid": 0,
+                     "args": {"name": f"fusion group {g} (starts at cycle {offset})"}})
+        meta.append({"ph": "M", "name": "process_sort_index", "pid": g, "tid": 0, "args": {"sort_index": g}})
+    names = [json.dumps(n) for n in STATES]
+    cats = ['"busy"', '"stall"', '"stall"']
+    for tid, p in enumerate(model.processes.values(), start=1):
+        meta.append({"ph": "M", "name": "thread_name", "pid": p.group, "tid": tid, "args": {"name": p.name}})
+        meta.append({"ph": "M", "name": "thread_sort_index", "pid": p.group, "tid": tid,
+                     "args": {"sort_index": tid}})
+        sp = p.spans
+        ts = np.round(sp.start / mhz, 6).tolist()
+        dur = np.round((sp.end - sp.start) / mhz, 6).tolist()
+        lines.extend(f'{{"ph":"X","name":{names[st]},"cat":{cats[st]},"pid":{p.group},"tid":{tid},"ts":{t!r},'
+                     f'"dur":{d!r}}}' for t, d, st in zip(ts, dur, sp.state.tolist(), strict=True))
+    for s in model.streams:
+        name = json.dumps(f"fifo {s.name}")
+        times, levels = _counter_points(s)
+        lines.extend(f'{{"ph":"C","name":{name},"pid":{s.group},"ts":{t!r},"args":{{"tokens":{v}}}}}'
+                     for t, v in zip(np.round(times / mhz, 6).tolist(), levels.tolist(), strict=True))
+    other = {
+        "tool": GENERATOR, "model": model.report.get("model"), "mode": model.report.get("mode"),
+        "time": f"modelled: timing simulation cycles at {mhz:g} MHz (ts and dur in microseconds)",
+        "clock_mhz": mhz, "makespan_cycles": model.makespan,
+        "counters": f"tokens held by each FIFO; exact up to {COUNTER_POINTS} changes, else the maximum per "
+                    f"1/{COUNTER_POINTS} of its active time",
+    }
+    events = [json.dumps(m, separators=(",", ":")) for m in meta] + lines
+    # otherData first: the file's first line names the tool.
+    return ('{"otherData":' + json.dumps(other, separators=(",", ":")) + ',"displayTimeUnit":"ns",'
+            '"traceEvents":[\n' + ",\n".join(events) + "\n]}\n")
+
+
+def _counter_points(s: StreamInfo) -> tuple[np.ndarray, np.ndarray]:
+    """(cycles, tokens held) of the FIFO's counter (module docstring)."""
+    times, level = occupancy_steps(s.write_times, s.read_times)
+    if len(times) <= COUNTER_POINTS:
+        return times, level
+    edges = np.linspace(times[0], times[-1], COUNTER_POINTS + 1)[:-1]
+    slot = np.searchsorted(edges, times, side="right") - 1
+    peak = np.zeros(COUNTER_POINTS, dtype=np.int64)
+    np.maximum.at(peak, slot, level)
+    # The level a slice starts with: that of the last change at or before its start.
+    before = np.searchsorted(times, edges, side="right") - 1
+    value = np.maximum(peak, np.where(before >= 0, level[np.maximum(before, 0)], 0))
+    return (np.concatenate([edges.astype(np.int64), times[-1:]]), np.concatenate([value, level[-1:]]))
