@@ -3,7 +3,9 @@
 - a strided ``extract_slice`` (interleaved rotary, ``x[..., ::2]``) becomes ``expand_shape`` + a unit-stride slice;
 - ``insert_slice`` chains that overwrite their destination (MLA's rope/pass-through concatenation) become one
   ``tensor.concat``; one that leaves part of it unwritten is refused in one line;
-- a reshape chain after a concat (collapse then expand, as in interleaved rotary's decode) builds its dataflow.
+- a reshape chain after a concat (collapse then expand, as in interleaved rotary's decode) builds its dataflow;
+- a table looked up by a runtime position (GPT-J's ``gather``, CodeGen's ``table[position_ids]``) becomes an exact
+  one-hot reduction: no ``tensor.extract`` in a kernel body, every op streams.
 """
 
 from __future__ import annotations
@@ -95,3 +97,26 @@ def test_inserts_leaving_part_unwritten_are_refused() -> None:
     only_first = _INSERTS.format(first=0, second=16).replace("return %1", "return %0")
     with ir.Context(), pytest.raises(UnsupportedOpError, match="only part of it is written"):
         import_linalg(ir.Module.parse(only_first))
+
+
+class _PositionTable(torch.nn.Module):
+    """GPT-J's and CodeGen's sin/cos lookup: a constant table read at the runtime positions, two ways."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.randn(32, 8, generator=torch.Generator().manual_seed(1)))
+
+    def forward(self, x: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        ids = position.view(1, -1)
+        gathered = torch.gather(self.table.unsqueeze(0), 1, ids.unsqueeze(-1).repeat(1, 1, 8))
+        return x * gathered + self.table[ids]
+
+
+def test_position_table_lookup_becomes_a_one_hot_reduction() -> None:
+    args = [torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([5, 0, 31])]
+    module = _PositionTable()
+    text = str(torch_to_linalg(module, args))
+    assert "tensor.extract " not in text and "linalg.generic" in text
+    design = compile(module, args, size_fifos=False)
+    assert design.dataflow is not None
+    np.testing.assert_array_equal(design.run_reference(*args)[0], module(*args).numpy())
