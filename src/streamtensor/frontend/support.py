@@ -102,3 +102,13 @@ def raise_recurrent(model_type: str, layer: nn.Module, evidence: str) -> None:
     raise UnsupportedModelError(
         model_type, f"recurrent or state-space layer state in {type(layer).__name__} ({evidence}), not a KV cache",
         "it would need the state as a block input and output and its scan as a streaming kernel")
+
+
+def raise_cache_state(model_type: str, layer: nn.Module, method: str) -> None:
+    """A layer that asks its cache for more than a key/value update keeps another state there: a sparse-attention
+    indexer's keys (top-k key selection, data-dependent), a convolution or recurrent state."""
+    kind = ("a sparse-attention indexer's key cache (data-dependent top-k selection of the keys attended)"
+            if "index" in method else "a recurrent or convolution state")
+    raise UnsupportedModelError(
+        model_type, f"layer state beyond keys and values in {type(layer).__name__} (it asks its cache for "
+        f"'{method}': {kind})", "it would need that state as a block input and output and its update as a kernel")
