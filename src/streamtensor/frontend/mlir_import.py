@@ -397,6 +397,21 @@ def _collapsed_operand(amap: AffineMap, groups: list[list[int]], domain: tuple[i
     return res_groups, results
 
 
+def _regrouped_indices(body: ScalarBody, groups: list[list[int]], domain: tuple[int, ...]) -> ScalarBody | None:
+    """``body`` with its ``linalg.index`` dims renumbered to the joined loop dims; None when one reads a dim
+    joined with another dim above 1 (its index would need a division)."""
+    group_of = {d: k for k, group in enumerate(groups) for d in group}
+    ops: list[ScalarOp] = []
+    for op in body.ops:
+        if op.name == "linalg.index":
+            dim = int(op.attr("dim"))  # type: ignore[call-overload]
+            if any(x != dim and domain[x] != 1 for x in groups[group_of[dim]]):
+                return None
+            op = ScalarOp(op.result, op.name, op.operands, op.dtype, (("dim", group_of[dim]),))
+        ops.append(op)
+    return ScalarBody(body.args, tuple(ops), body.yields)
+
+
 def _fold_expanded_elementwise(ops: list[Op], inputs: list[Value], outputs: list[Value],
                                fresh: Callable[[str], str]) -> list[Op]:
     """A result computed elementwise from an argument of its own shape over an expanded loop domain, as
@@ -419,10 +434,12 @@ def _fold_expanded_elementwise(ops: list[Op], inputs: list[Value], outputs: list
         if not (isinstance(collapse, ReshapeOp) and not collapse.expand and collapse.results[0].name in output_names
                 and isinstance(generic, GenericOp) and len(generic.results) == 1 and id(generic) not in rewrites
                 and set(generic.iterator_types) == {"parallel"}
-                and generic.indexing_maps[-1] == AffineMap.identity(len(generic.iterator_types))
-                and not any(o.name == "linalg.index" for o in generic.body.ops)):
+                and generic.indexing_maps[-1] == AffineMap.identity(len(generic.iterator_types))):
             continue
         groups = collapse.reassociation
+        body = _regrouped_indices(generic.body, groups, generic.domain)
+        if body is None:
+            continue
         if not any(isinstance(p := producers.get(v.name), ReshapeOp) and p.expand and p.source.name in input_names
                    and p.reassociation == groups and amap == generic.indexing_maps[-1]
                    for v, amap in zip(generic.inputs, generic.indexing_maps, strict=False)):
@@ -453,7 +470,7 @@ def _fold_expanded_elementwise(ops: list[Op], inputs: list[Value], outputs: list
             maps.append(AffineMap(len(groups), tuple(results)))
         n_in = len(generic.inputs)
         new_ops.append(GenericOp(list(collapse.results), generic.name, operands[:n_in], operands[n_in:], maps,
-                                 ["parallel"] * len(groups), generic.body, location=generic.location))
+                                 ["parallel"] * len(groups), body, location=generic.location))
         if users[generic.results[0].name] != [collapse]:  # other readers (decode attention) read it expanded
             new_ops.append(ReshapeOp(list(generic.results), collapse.results[0], groups, expand=True,
                                      location=collapse.location))
