@@ -194,8 +194,9 @@ def structural_refusal(model_type: str) -> str | None:
         model.config._attn_implementation = "eager"
         with torch.device("meta"):
             DecoderBlock(LoadedModel(model_type, model.eval(), config, "meta"), "prefill", SEQ_LEN, SEQ_LEN)
-    except UnsupportedModelError as exc:
-        return f"{exc} (seen in the default config's structure: no tiny config of it builds)"
+    except UnsupportedModelError as exc:  # named by the row's type (the layer's config may be a text sub-config's)
+        text = str(exc).replace(f"model type '{exc.model_type}'", f"model type '{model_type}'", 1)
+        return f"{text} (seen in the default config's structure: no tiny config of it builds)"
     except Exception:  # noqa: BLE001 - the probe on meta tensors proves nothing either way: no refusal
         return None
     return None
