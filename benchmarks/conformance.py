@@ -169,7 +169,8 @@ def structural_refusal(model_type: str) -> str | None:
     import transformers
 
     from streamtensor.errors import UnsupportedModelError
-    from streamtensor.frontend.block import LAYER_INPUTS, model_decoder_layers
+    from streamtensor.frontend.block import LAYER_INPUTS, DecoderBlock, model_decoder_layers
+    from streamtensor.frontend.models import LoadedModel
     from streamtensor.frontend.support import check_layer, check_model
 
     model_class, config_class = _classes(model_type)
@@ -178,14 +179,26 @@ def structural_refusal(model_type: str) -> str | None:
         with torch.device("meta"):
             model = model_class._from_config(config)
         _, layers = model_decoder_layers(model)
+    except ImportError as exc:  # a multimodal model's vision or audio tower needs an optional library
+        return (f"model type '{model_type}' is not supported here: {model_class.__name__} builds a tower that needs "
+                f"a library this environment lacks ({_one_line(exc).split(' You can')[0]}); its text decoder would "
+                "need the multimodal model built without that tower (a text-only model type of it, where "
+                "transformers has one, is checked on its own row)")
     except Exception as exc:  # noqa: BLE001 - transformers' own model, from its own defaults
         return (f"model type '{model_type}' is not built by transformers {transformers.__version__} itself from "
                 f"its default config ({_one_line(exc)}); there is no model to compile")
     try:
         check_model(model_type, config)
         check_layer(model_type, layers[0], set(LAYER_INPUTS))
-    except UnsupportedModelError as exc:
-        return f"{exc} (seen in the default config's structure: no tiny config of it builds)"
+        # The layer's own probe (what it asks of its cache) on the meta device too: shapes only, no memory.
+        model.config._attn_implementation = "eager"
+        with torch.device("meta"):
+            DecoderBlock(LoadedModel(model_type, model.eval(), config, "meta"), "prefill", SEQ_LEN, SEQ_LEN)
+    except UnsupportedModelError as exc:  # named by the row's type (the layer's config may be a text sub-config's)
+        text = str(exc).replace(f"model type '{exc.model_type}'", f"model type '{model_type}'", 1)
+        return f"{text} (seen in the default config's structure: no tiny config of it builds)"
+    except Exception:  # noqa: BLE001 - the probe on meta tensors proves nothing either way: no refusal
+        return None
     return None
 
 

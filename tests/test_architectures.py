@@ -78,6 +78,7 @@ REFUSED = {
     "hy_v4": "hyper-connections",
     "cpmant": "takes 'position_bias' from the model outside the layer and fails without it",
     "kimi_linear": "recurrent or state-space layer state",  # delta-rule linear attention
+    "gemma3n_text": "alternating updates (AltUp",  # a learned router that routes to no expert: not MoE
 }
 
 
@@ -111,6 +112,9 @@ def test_sweep_judges_an_unbuildable_tiny_config_on_the_default_structure() -> N
     refusal = structural_refusal("dbrx")
     assert refusal is not None and "is not built by transformers" in refusal
     assert structural_refusal("llama") is None
+    # dots3_note's tiny config fails its validation; its layer's probe on meta tensors asks for an indexer cache
+    refusal = structural_refusal("dots3_note")
+    assert refusal is not None and "sparse-attention indexer" in refusal
 
 
 @pytest.mark.slow

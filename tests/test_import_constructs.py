@@ -3,7 +3,11 @@
 - a strided ``extract_slice`` (interleaved rotary, ``x[..., ::2]``) becomes ``expand_shape`` + a unit-stride slice;
 - ``insert_slice`` chains that overwrite their destination (MLA's rope/pass-through concatenation) become one
   ``tensor.concat``; one that leaves part of it unwritten is refused in one line;
-- a reshape chain after a concat (collapse then expand, as in interleaved rotary's decode) builds its dataflow.
+- a reshape chain after a concat (collapse then expand, as in interleaved rotary's decode) builds its dataflow;
+- a KV cache updated with an interleaved-rotary key (fused over the key's ``[.., d/2, 2]`` domain) is read and
+  written over the cache's own dims, as stored;
+- a table looked up by a runtime position (GPT-J's ``gather``, CodeGen's ``table[position_ids]``) becomes an exact
+  one-hot reduction: no ``tensor.extract`` in a kernel body, every op streams.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from streamtensor.errors import UnsupportedOpError
 from streamtensor.frontend.lowering import torch_to_linalg
 from streamtensor.frontend.mlir_import import import_linalg, unit_stride_slices
 from streamtensor.interp.linalg_interpreter import run_graph
-from streamtensor.ir.linalg import ConcatOp, Graph, ReshapeOp, SliceOp, TensorType, Value
+from streamtensor.ir.linalg import ConcatOp, GenericOp, Graph, ReshapeOp, SliceOp, TensorType, Value
 
 
 @pytest.mark.parametrize(("shape", "offsets", "sizes", "strides", "result"), [
@@ -95,3 +99,52 @@ def test_inserts_leaving_part_unwritten_are_refused() -> None:
     only_first = _INSERTS.format(first=0, second=16).replace("return %1", "return %0")
     with ir.Context(), pytest.raises(UnsupportedOpError, match="only part of it is written"):
         import_linalg(ir.Module.parse(only_first))
+
+
+class _PositionTable(torch.nn.Module):
+    """GPT-J's and CodeGen's sin/cos lookup: a constant table read at the runtime positions, two ways."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.randn(32, 8, generator=torch.Generator().manual_seed(1)))
+
+    def forward(self, x: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        ids = position.view(1, -1)
+        gathered = torch.gather(self.table.unsqueeze(0), 1, ids.unsqueeze(-1).repeat(1, 1, 8))
+        return x * gathered + self.table[ids]
+
+
+def test_position_table_lookup_becomes_a_one_hot_reduction() -> None:
+    args = [torch.randn(1, 3, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([5, 0, 31])]
+    module = _PositionTable()
+    text = str(torch_to_linalg(module, args))
+    assert "tensor.extract " not in text and "linalg.generic" in text
+    design = compile(module, args, size_fifos=False)
+    assert design.dataflow is not None
+    np.testing.assert_array_equal(design.run_reference(*args)[0], module(*args).numpy())
+
+
+class _InterleavedCacheUpdate(torch.nn.Module):
+    """Cohere's decode: the interleaved-rotary key written into the KV cache at the position."""
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: torch.Tensor,
+                position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = _InterleavedRotary()(x, cos, sin)
+        slot = torch.arange(cache.shape[2]).view(1, 1, -1, 1) == position.view(1, 1, 1, 1)
+        updated = torch.where(slot, key, cache)
+        return updated, (updated * 2.0).sum(-1)  # the cache out, and a reader of the updated cache
+
+
+def test_interleaved_key_updates_the_cache_as_stored() -> None:
+    gen = torch.Generator().manual_seed(0)
+    args = [torch.randn(1, 2, 1, 16, generator=gen), torch.randn(1, 1, 1, 16, generator=gen),
+            torch.randn(1, 1, 1, 16, generator=gen), torch.randn(1, 2, 8, 16, generator=gen), torch.tensor([3])]
+    module = _InterleavedCacheUpdate()
+    graph = import_linalg(torch_to_linalg(module, args))
+    producers = graph.producers()
+    update = producers[graph.outputs[0].name]
+    assert isinstance(update, GenericOp) and graph.inputs[3] in update.inputs  # the cache, not a reshape of it
+    assert not any(isinstance(op, ReshapeOp) and op.source == graph.inputs[3] for op in graph.ops)
+    got = run_graph(graph, [a.numpy() for a in args])
+    for g, w in zip(got, module(*args), strict=True):
+        np.testing.assert_allclose(g, w.numpy(), atol=1e-6)

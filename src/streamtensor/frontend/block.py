@@ -28,7 +28,13 @@ from torch import nn
 from streamtensor.errors import ModelError, OptionError, UnsupportedModelError
 from streamtensor.frontend.models import LoadedModel
 from streamtensor.frontend.quant import KV_SCALE_NAMES, KvObserver, KvScales, dequantize_kv, quantize_kv
-from streamtensor.frontend.support import check_layer, check_model, raise_probe_failure, raise_recurrent
+from streamtensor.frontend.support import (
+    check_layer,
+    check_model,
+    raise_cache_state,
+    raise_probe_failure,
+    raise_recurrent,
+)
 
 MODES = ("prefill", "decode")
 _SEQ_DIM = 2  # the token dim of the KV-cache layout [batch, kv_heads, tokens, head_dim]
@@ -208,7 +214,7 @@ class DecoderBlock(nn.Module):
         except AttributeError as exc:
             if "_BlockCache" not in str(exc):
                 raise_probe_failure(self.model_type, self.layer, set(kwargs), exc)
-            raise_recurrent(self.model_type, self.layer, f"it asks its cache for '{exc.name}'")
+            raise_cache_state(self.model_type, self.layer, str(exc.name))
         except Exception as exc:  # noqa: BLE001 - any failure of the model's own code is explained in one line
             raise_probe_failure(self.model_type, self.layer, set(kwargs), exc)
         if cache.keys is None:

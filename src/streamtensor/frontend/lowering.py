@@ -29,15 +29,51 @@ LINALG_PIPELINE = (
 )
 
 
+def _one_hot_gather(table: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """``table`` read at ``index`` along ``dim`` as a reduction: the sum over the table's rows ``n`` of
+    ``where(index == n, row n, 0)``, exact (one term is non-zero). A gather lowers to a ``tensor.extract`` at a
+    computed index inside a kernel body, which a stream cannot do; the reduction streams the table past every
+    output element instead (GPT-J's and CodeGen's sin/cos tables looked up by position, a few rows each)."""
+    dim = dim % table.dim()
+    rows = table.shape[dim]
+    # table[n, ...] with the looked-up dim moved first and kept as a size-1 dim at its place, broadcast over index
+    moved = table.movedim(dim, 0).unsqueeze(dim + 1)
+    hit = index.unsqueeze(0) == torch.arange(rows, device=index.device).view(rows, *[1] * index.dim())
+    return torch.where(hit, moved, torch.zeros((), dtype=table.dtype)).sum(0)
+
+
+def _gather(table: torch.Tensor, dim: int, index: torch.Tensor, sparse_grad: bool = False) -> torch.Tensor:
+    dim = dim % table.dim()
+    for d in range(table.dim()):  # gather reads only the leading index.size(d) entries of the other dims
+        if d != dim and table.shape[d] != index.shape[d]:
+            table = table.narrow(d, 0, index.shape[d])
+    return _one_hot_gather(table, dim, index)
+
+
+def _index(table: torch.Tensor, indices: Sequence[torch.Tensor | None]) -> torch.Tensor:
+    """``table[index]``: one integer index tensor on the leading dim (a row lookup); other forms as before."""
+    if len(indices) != 1 or indices[0] is None or indices[0].dtype in (torch.bool, torch.uint8):
+        return NotImplemented
+    index = indices[0]
+    rows = table.shape[0]
+    # out[*I, ...] = sum_n where(index[*I] == n, table[n, ...], 0)
+    hit = (index.unsqueeze(-1) == torch.arange(rows, device=index.device)).view(
+        *index.shape, rows, *[1] * (table.dim() - 1))
+    return torch.where(hit, table, torch.zeros((), dtype=table.dtype)).sum(index.dim())
+
+
 def _decomposition_table() -> dict:
-    """torch-mlir's table plus PyTorch's own GELU decomposition.
+    """torch-mlir's table plus PyTorch's own GELU decomposition and streamable lookups.
 
     torch-mlir 20261001 lowers ``gelu(approximate="tanh")`` with sqrt(2/pi) computed from pi = 22/7
     (0.797724 instead of 0.797885), which shifts Gemma/GPT-2-style MLP outputs by ~1e-4. Decomposing GELU
-    with PyTorch's reference decomposition first keeps the IR equal to what PyTorch computes.
+    with PyTorch's reference decomposition first keeps the IR equal to what PyTorch computes. Gathers and row
+    lookups become one-hot reductions (``_one_hot_gather``).
     """
     table = dict(get_decomposition_table())
     table.update(get_decompositions([torch.ops.aten.gelu]))
+    table[torch.ops.aten.gather.default] = _gather
+    table[torch.ops.aten.index.Tensor] = _index
     return table
 
 

@@ -11,7 +11,7 @@ from torch_mlir import ir
 
 from streamtensor.errors import UnsupportedOpError
 from streamtensor.frontend.lowering import short_location
-from streamtensor.ir.affine import parse_affine_map
+from streamtensor.ir.affine import AffineConst, AffineDim, AffineExpr, AffineMap, parse_affine_map
 from streamtensor.ir.linalg import (
     ConcatOp,
     ConstantOp,
@@ -148,6 +148,7 @@ class _Importer:
                 ops.extend(imported)
             elif imported is not None:
                 ops.append(imported)
+        ops = _fold_expanded_elementwise(ops, inputs, outputs, self.fresh)
         graph = Graph(fname, inputs, outputs, _dead_code_elimination(ops, outputs),
                       weight_names={n for n in self.weight_names})
         graph.verify()
@@ -350,6 +351,132 @@ def unit_stride_slices(source: Value, offsets: Sequence[int], sizes: Sequence[in
     ops.append(ReshapeOp([wide], cut, groups, expand=True, location=loc))
     ops.append(SliceOp([result], wide, tuple(last_off), tuple(last_size), (1,) * len(expanded), location=loc))
     return ops
+
+
+def _collapsed_operand(amap: AffineMap, groups: list[list[int]], domain: tuple[int, ...]
+                       ) -> tuple[list[list[int]], list[AffineExpr]] | None:
+    """How an operand of a generic reads the domain with ``groups`` of loop dims joined into one: its result dims
+    grouped the same way (a group's dims consecutive and in order; its unit dims may be left out), a unit dim of a
+    group it does not otherwise read becoming the constant 0. None when it reads a group otherwise."""
+    group_of = {d: k for k, group in enumerate(groups) for d in group}
+    # the groups it reads: through a dim above 1, or any dim of a group of unit dims only
+    used = {group_of[d] for d in amap.used_dims()
+            if domain[d] != 1 or all(domain[x] == 1 for x in groups[group_of[d]])}
+    res_groups: list[list[int]] = []
+    results: list[AffineExpr] = []
+    seen: set[int] = set()
+    i = 0
+    while i < amap.num_results:
+        d = amap.result_dim(i)
+        if d is None:
+            if amap.results[i] != AffineConst(0):
+                return None
+            res_groups.append([i])
+            results.append(AffineConst(0))
+            i += 1
+            continue
+        k = group_of[d]
+        if k not in used:  # a unit loop dim of a group read nowhere else by this operand
+            res_groups.append([i])
+            results.append(AffineConst(0))
+            i += 1
+            continue
+        if k in seen:
+            return None
+        seen.add(k)
+        run = [i]
+        while run[-1] + 1 < amap.num_results and (n := amap.result_dim(run[-1] + 1)) is not None and \
+                group_of.get(n) == k:
+            run.append(run[-1] + 1)
+        dims = [amap.result_dim(j) for j in run]
+        if dims != sorted(dims) or [x for x in groups[k] if domain[x] != 1] != [x for x in dims if domain[x] != 1]:
+            return None
+        res_groups.append(run)
+        results.append(AffineDim(k))
+        i = run[-1] + 1
+    return res_groups, results
+
+
+def _regrouped_indices(body: ScalarBody, groups: list[list[int]], domain: tuple[int, ...]) -> ScalarBody | None:
+    """``body`` with its ``linalg.index`` dims renumbered to the joined loop dims; None when one reads a dim
+    joined with another dim above 1 (its index would need a division)."""
+    group_of = {d: k for k, group in enumerate(groups) for d in group}
+    ops: list[ScalarOp] = []
+    for op in body.ops:
+        if op.name == "linalg.index":
+            dim = int(op.attr("dim"))  # type: ignore[call-overload]
+            if any(x != dim and domain[x] != 1 for x in groups[group_of[dim]]):
+                return None
+            op = ScalarOp(op.result, op.name, op.operands, op.dtype, (("dim", group_of[dim]),))
+        ops.append(op)
+    return ScalarBody(body.args, tuple(ops), body.yields)
+
+
+def _fold_expanded_elementwise(ops: list[Op], inputs: list[Value], outputs: list[Value],
+                               fresh: Callable[[str], str]) -> list[Op]:
+    """A result computed elementwise from an argument of its own shape over an expanded loop domain, as
+    ``collapse(generic(expand(arg), ...))``, is computed over the argument's own dims instead: the generic's loop
+    dims joined by the reshape's groups, its other operands collapsed to match (readers of the expanded result
+    read an expand of the new one). Elementwise fusion propagates a reshape of one operand (interleaved
+    rotary's ``[.., d/2, 2] -> [.., d]`` key) through the whole op, the KV cache then read and written as
+    ``[.., d/2, 2]``: a cache updated in place must stream as it is stored."""
+    input_names = {v.name for v in inputs}
+    output_names = {v.name for v in outputs}
+    producers = {r.name: op for op in ops for r in op.results}
+    users: dict[str, list[Op]] = {}
+    for op in ops:
+        for v in op.operands:
+            users.setdefault(v.name, []).append(op)
+    rewrites: dict[int, list[Op]] = {}  # id of the generic replaced -> the ops replacing it
+    dropped: set[int] = set()  # ids of the collapses folded
+    for collapse in ops:
+        generic = producers.get(collapse.operands[0].name) if collapse.operands else None
+        if not (isinstance(collapse, ReshapeOp) and not collapse.expand and collapse.results[0].name in output_names
+                and isinstance(generic, GenericOp) and len(generic.results) == 1 and id(generic) not in rewrites
+                and set(generic.iterator_types) == {"parallel"}
+                and generic.indexing_maps[-1] == AffineMap.identity(len(generic.iterator_types))):
+            continue
+        groups = collapse.reassociation
+        body = _regrouped_indices(generic.body, groups, generic.domain)
+        if body is None:
+            continue
+        if not any(isinstance(p := producers.get(v.name), ReshapeOp) and p.expand and p.source.name in input_names
+                   and p.reassociation == groups and amap == generic.indexing_maps[-1]
+                   for v, amap in zip(generic.inputs, generic.indexing_maps, strict=False)):
+            continue
+        domain = generic.domain
+        plans = [_collapsed_operand(m, groups, domain) for m in generic.indexing_maps]
+        if any(p is None for p in plans):
+            continue
+        new_ops: list[Op] = []
+        operands: list[Value] = []
+        maps: list[AffineMap] = []
+        for v, plan in zip(generic.operands, plans, strict=True):
+            assert plan is not None
+            res_groups, results = plan
+            shape = tuple(int(np.prod([v.type.shape[j] for j in g])) for g in res_groups)
+            p = producers.get(v.name)
+            if all(len(g) == 1 for g in res_groups):
+                new = v
+            elif isinstance(p, EmptyOp):
+                new = Value(fresh("empty"), TensorType(shape, v.type.dtype))
+                new_ops.append(EmptyOp([new], location=p.location))
+            elif isinstance(p, ReshapeOp) and p.expand and p.reassociation == res_groups:
+                new = p.source
+            else:
+                new = Value(fresh("v"), TensorType(shape, v.type.dtype))
+                new_ops.append(ReshapeOp([new], v, res_groups, expand=False, location=collapse.location))
+            operands.append(new)
+            maps.append(AffineMap(len(groups), tuple(results)))
+        n_in = len(generic.inputs)
+        new_ops.append(GenericOp(list(collapse.results), generic.name, operands[:n_in], operands[n_in:], maps,
+                                 ["parallel"] * len(groups), body, location=generic.location))
+        if users[generic.results[0].name] != [collapse]:  # other readers (decode attention) read it expanded
+            new_ops.append(ReshapeOp(list(generic.results), collapse.results[0], groups, expand=True,
+                                     location=collapse.location))
+        rewrites[id(generic)] = new_ops
+        dropped.add(id(collapse))
+    return [new for op in ops if id(op) not in dropped for new in rewrites.get(id(op), [op])]
 
 
 def _dead_code_elimination(ops: list[Op], outputs: list[Value]) -> list[Op]:

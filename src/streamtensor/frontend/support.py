@@ -19,6 +19,7 @@ _EXPERTS = re.compile(r"moe|experts?|(?<!modality_)router", re.IGNORECASE)  # Al
 _CROSS_ATTENTION = re.compile(r"cross_?attn|crossattention|encoder_attn|cross_attention", re.IGNORECASE)
 _RECURRENT = re.compile(r"mamba|(^|[^a-z])ssm|rwkv|recurrent|lstm|linear_?attn|linearattention|deltanet|"
                         r"delta_?attention|shortconv|rglru", re.IGNORECASE)
+_ALTUP = re.compile(r"(^|[._])altup($|[._])|AltUp", re.IGNORECASE)
 _HYPER_CONNECTIONS = re.compile(r"hyper_?connection|(^|_)hc$", re.IGNORECASE)
 # Optional layer arguments that only switch outputs off or carry cross-attention inputs (refused separately):
 # a layer runs without them.
@@ -46,6 +47,12 @@ def check_model(model_type: str, config: object) -> None:
 
 def check_layer(model_type: str, layer: nn.Module, provided: set[str]) -> str:
     """Layer-level constructs; returns the name of the layer's KV-cache argument."""
+    found = _first_match(layer, _ALTUP)  # before the experts: its learned router picks no expert
+    if found:
+        raise UnsupportedModelError(
+            model_type, f"alternating updates (AltUp, {found}): several copies of the hidden state, one updated "
+            "by the layer and the others predicted and corrected by learned mixing", "it would need the copies as "
+            "block inputs and outputs")
     found = _first_match(layer, _EXPERTS)
     if found:
         raise UnsupportedModelError(
@@ -102,3 +109,13 @@ def raise_recurrent(model_type: str, layer: nn.Module, evidence: str) -> None:
     raise UnsupportedModelError(
         model_type, f"recurrent or state-space layer state in {type(layer).__name__} ({evidence}), not a KV cache",
         "it would need the state as a block input and output and its scan as a streaming kernel")
+
+
+def raise_cache_state(model_type: str, layer: nn.Module, method: str) -> None:
+    """A layer that asks its cache for more than a key/value update keeps another state there: a sparse-attention
+    indexer's keys (top-k key selection, data-dependent), a convolution or recurrent state."""
+    kind = ("a sparse-attention indexer's key cache (data-dependent top-k selection of the keys attended)"
+            if "index" in method else "a recurrent or convolution state")
+    raise UnsupportedModelError(
+        model_type, f"layer state beyond keys and values in {type(layer).__name__} (it asks its cache for "
+        f"'{method}': {kind})", "it would need that state as a block input and output and its update as a kernel")
