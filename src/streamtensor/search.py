@@ -20,6 +20,9 @@ elsewhere): a rerun resumes a study, K workers and other machines share the coun
 the same moment may each take the last one: the study then ends with at most ``workers - 1`` trials more. A trial
 left running by a process that died on this machine is marked failed when a worker here starts.
 
+A new study starts with the compiler's default point (``default_point``): the best is never worse than what
+the compiler picks without a search, and the summary shows by how much it is better.
+
 Outputs in OUTDIR: the storage, ``summary.md`` (one row per trial: state, parameters, objectives, reason),
 ``best.json`` (the best trial, or the Pareto front) and the Vitis project of the best design (``best/``; with
 several objectives, ``front/trial-N/`` per Pareto trial).
@@ -33,7 +36,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +45,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from streamtensor.driver import Design, compile_llm_block
+from streamtensor.driver import CompileOptions, Design, compile_llm_block
 from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError, StreamTensorError
 
 
@@ -145,9 +148,32 @@ def open_storage(url: str) -> BaseStorage:
     return JournalStorage(JournalFileBackend(url))
 
 
+def _space(mode: str) -> dict[str, list[Any]]:
+    return {**SPACE, **(PREFILL_SPACE if mode == "prefill" else {})}
+
+
 def _sample(trial: Trial, mode: str) -> dict[str, Any]:
-    space = {**SPACE, **(PREFILL_SPACE if mode == "prefill" else {})}
-    return {name: trial.suggest_categorical(name, choices) for name, choices in space.items()}
+    return {name: trial.suggest_categorical(name, choices) for name, choices in _space(mode).items()}
+
+
+def default_point(mode: str) -> dict[str, Any]:
+    """The compiler's default options as a point of the space: the first trial of every new study, so the
+    study starts from a design the compiler picks without a search and every best is measured against it."""
+    defaults = CompileOptions()
+    values = {**asdict(defaults.tiling), **asdict(defaults)}
+    point = {name: values[name] for name in _space(mode)}
+    assert all(point[n] in choices for n, choices in _space(mode).items())  # the space holds the defaults
+    return point
+
+
+def stored_best(storage: str, study_name: str) -> FrozenTrial:
+    """The best complete trial of a stored single-objective study (for benchmarks and tests that take their
+    design points from a search); an OptionError when the storage holds no such study or no feasible trial."""
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+        return study.best_trial
+    except (KeyError, ValueError) as err:
+        raise OptionError(f"no best trial of study {study_name!r} in {storage}: {err}") from err
 
 
 def _objective(cfg: DseConfig) -> Callable[[Trial], tuple[float, ...]]:
@@ -247,7 +273,11 @@ def _summary(result: DseResult) -> str:
              f"Storage: `{result.storage}`. Trials: {len(result.trials)} "
              f"({result.count(TrialState.COMPLETE)} complete, {result.count(TrialState.PRUNED)} pruned as "
              f"infeasible, {result.count(TrialState.FAIL)} failed). Best: "
-             + (", ".join(f"trial {t.number}" for t in result.best) or "none") + ".", "",
+             + (", ".join(f"trial {t.number}" for t in result.best) or "none") + f". Wall time of this run: "
+             f"{result.seconds:.0f} s; compile seconds of all trials: "
+             f"{sum(float(t.user_attrs.get('compile_seconds', 0)) for t in result.trials):.0f}."
+             + "".join(f" The compiler's default point is trial {t.number}." for t in result.trials
+                       if t.user_attrs.get("enqueued")), "",
              "| trial | state | " + " | ".join(objs) + " | compile s | " + " | ".join(names) + " | reason |",
              "|" + "---|" * (4 + len(objs) + len(names))]
     for t in result.trials:
@@ -291,10 +321,12 @@ def dse(model: str, output: str | Path, *, trials: int, objective: str | list[st
     cfg = DseConfig(model, out, trials, objectives, url, name, workers, timeout, dict(compile_options), seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        optuna.create_study(study_name=name, storage=open_storage(url), load_if_exists=True,
-                            directions=[OBJECTIVES[n].direction for n in objectives])
+        study = optuna.create_study(study_name=name, storage=open_storage(url), load_if_exists=True,
+                                    directions=[OBJECTIVES[n].direction for n in objectives])
     except ValueError as err:  # an existing study of another direction
         raise OptionError(f"study {name!r} in {url}: {err}") from err
+    if not study.get_trials(deepcopy=False):
+        study.enqueue_trial(default_point(mode), user_attrs={"enqueued": "compiler default"}, skip_if_exists=True)
     start = time.perf_counter()
     deadline = None if timeout is None else time.time() + timeout
     if workers == 1:
