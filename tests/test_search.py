@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -35,6 +36,7 @@ def dse_process(out: Path, storage: Path, trials: int) -> subprocess.Popen[str]:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow  # two CLI processes, each importing torch and compiling: over a minute on a loaded machine
 def test_two_processes_finish_one_study_together(tmp_path: Path) -> None:
     storage = tmp_path / "study.journal"
     procs = [dse_process(tmp_path / f"out{i}", storage, trials=3) for i in range(2)]
@@ -51,6 +53,7 @@ def test_two_processes_finish_one_study_together(tmp_path: Path) -> None:
         assert (tmp_path / f"out{i}" / "best" / "Makefile").is_file()
 
 
+@pytest.mark.slow  # a CLI process killed mid-study, then a resume
 def test_an_interrupted_study_resumes(tmp_path: Path) -> None:
     storage = tmp_path / "study.journal"
     proc = dse_process(tmp_path / "out", storage, trials=5)
@@ -76,6 +79,40 @@ def test_an_interrupted_study_resumes(tmp_path: Path) -> None:
     assert {t.number for t in before if t.state == TrialState.COMPLETE} <= complete
     assert states[-1] == TrialState.COMPLETE
     assert "| trial | state |" in (tmp_path / "out" / "summary.md").read_text()
+
+
+def test_a_study_resumes_from_its_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In one process (the quick version of the two tests above, with a stand-in for the compile: the study's
+    bookkeeping is under test): a study left with a trial running by a process that is gone and rerun with a
+    larger count fails that trial, keeps the finished ones and adds the rest; its first trial is the compiler's
+    default point, and the stored best is readable."""
+
+    class Compiled:
+        def __init__(self, options: dict[str, object]) -> None:
+            ratio = 0.5 / int(options["default_tile_size"]) + 0.1 * (options["max_token_rank"] == 2)  # type: ignore[call-overload]
+            self.report = {"memory": {"fused_to_unfused": ratio}, "simulation": {"makespan_cycles": 100}}
+
+    monkeypatch.setattr(search, "compile_llm_block", lambda model, **options: (Compiled(options), None))
+    storage = str(tmp_path / "study.journal")
+    first = dse("gpt2", tmp_path, trials=1, storage=storage, study_name="s", write_best=False, objective="memory",
+                **TINY)
+    assert [t.state for t in first.trials] == [TrialState.COMPLETE]
+    assert first.trials[0].params == search.default_point("decode")
+    study = optuna.load_study(study_name="s", storage=open_storage(storage))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = study.ask()  # as a worker killed mid-trial leaves it
+    orphan.set_user_attr("host", socket.gethostname())
+    orphan.set_user_attr("pid", int(dead.stdout))
+    again = dse("gpt2", tmp_path, trials=3, storage=storage, study_name="s", write_best=False, objective="memory",
+                **TINY)
+    states = [t.state for t in again.trials]
+    assert states[0] == TrialState.COMPLETE and states[1] == TrialState.FAIL and len(states) == 3
+    assert states[2] in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert again.trials[0].values == first.trials[0].values
+    best = search.stored_best(storage, "s")
+    assert best.value == min(t.value for t in again.trials if t.state == TrialState.COMPLETE)
+    with pytest.raises(OptionError, match="no best trial of study 'other'"):
+        search.stored_best(storage, "other")
 
 
 def test_infeasible_trials_are_pruned_with_their_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
