@@ -21,7 +21,10 @@ the same moment may each take the last one: the study then ends with at most ``w
 left running by a process that died on this machine is marked failed when a worker here starts.
 
 A new study starts with the compiler's default point (``default_point``): the best is never worse than what
-the compiler picks without a search, and the summary shows by how much it is better.
+the compiler picks without a search, and the summary shows by how much it is better. With one objective, every
+next trial is first a neighbour of the best so far (one option changed, in a seeded random order, skipping
+points tried already): a greedy local search that a paper-size block's few tens of trials afford; once the best
+has no untried neighbour, TPE samples (after ``STARTUP_TRIALS``). Several objectives: TPE only.
 
 Outputs in OUTDIR: the storage, ``summary.md`` (one row per trial: state, parameters, objectives, reason),
 ``best.json`` (the best trial, or the Pareto front) and the Vitis project of the best design (``best/``; with
@@ -33,6 +36,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -254,6 +258,23 @@ def _best_line(study: optuna.Study, objectives: tuple[str, ...]) -> str:
     return f"Pareto front: {len(best)} trial(s)"
 
 
+def _untried_neighbour(study: optuna.Study, space: dict[str, list[Any]], seed: str) -> dict[str, Any] | None:
+    """A point that differs from the best trial in one option and that no trial of the study has (finished,
+    running or queued; an infeasible one counts as tried), in a seeded random order; None when there is no best
+    yet or all were tried (then TPE samples)."""
+    try:
+        best = study.best_trial
+    except ValueError:
+        return None
+    tried = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)}
+    tried |= {tuple(sorted(t.system_attrs.get("fixed_params", {}).items()))
+              for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
+    neighbours = [{**best.params, name: value} for name, choices in space.items() for value in choices
+                  if value != best.params.get(name)]
+    random.Random(f"{seed}-{best.number}").shuffle(neighbours)
+    return next((n for n in neighbours if tuple(sorted(n.items())) not in tried), None)
+
+
 def _worker(cfg: DseConfig, worker: int, deadline: float | None) -> None:
     """One worker: trials until the storage holds ``cfg.trials`` or the deadline passed; a progress line each."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -262,7 +283,13 @@ def _worker(cfg: DseConfig, worker: int, deadline: float | None) -> None:
                                                                  n_startup_trials=STARTUP_TRIALS))
     _fail_dead_trials(study)
     objective = _objective(cfg)
+    space = _space(cfg.compile_options.get("mode", "prefill"))
     while _counted(study) < cfg.trials and (deadline is None or time.time() < deadline):
+        if len(cfg.objectives) == 1:
+            neighbour = _untried_neighbour(study, space, f"{cfg.seed}-{worker}")
+            if neighbour is not None:
+                study.enqueue_trial(neighbour, user_attrs={"enqueued": "neighbour of the best"},
+                                    skip_if_exists=True)
         study.optimize(objective, n_trials=1, catch=(StreamTensorError,))
         last = study.get_trials(deepcopy=False)
         mine = [t for t in last if t.user_attrs.get("pid") == os.getpid() and t.state in _FINISHED]
