@@ -16,7 +16,7 @@ TINY = {"mode": "decode", "size": "tiny", "max_len": 16, "size_fifos": False}
 
 
 def test_a_second_compile_hits_and_matches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STREAMTENSOR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("STREAMTENSOR_LINALG_CACHE", str(tmp_path))
     first, _ = compile_llm_block("gpt2", **TINY)
     second, _ = compile_llm_block("gpt2", **TINY)
     assert first.report["frontend_cache"]["linalg"] == "miss"
@@ -24,10 +24,7 @@ def test_a_second_compile_hits_and_matches(tmp_path: Path, monkeypatch: pytest.M
     assert "frontend.torch_to_linalg" in first.stages and "frontend.torch_to_linalg" not in second.stages
     assert print_ir(first.graph) == print_ir(second.graph)
     assert print_ir(first.dataflow) == print_ir(second.dataflow)
-    # Other weights (seed), another KV-cache length: other keys.
-    assert compile_llm_block("gpt2", seed=1, **TINY)[0].report["frontend_cache"]["linalg"] == "miss"
-    assert compile_llm_block("gpt2", **{**TINY, "max_len": 8})[0].report["frontend_cache"]["linalg"] == "miss"
-    assert len(list((tmp_path / "linalg").glob("*.pickle"))) == 3
+    assert len(list(tmp_path.glob("*.pickle"))) == 1
 
 
 def test_a_module_attribute_is_part_of_the_key() -> None:
@@ -44,10 +41,15 @@ def test_a_module_attribute_is_part_of_the_key() -> None:
     assert linalg_cache.cache_key(Scale(2.0), args, None, ()) == linalg_cache.cache_key(Scale(2.0), args, None, ())
     assert linalg_cache.cache_key(Scale(2.0), args, None, ()) != linalg_cache.cache_key(Scale(2.0), [torch.ones(4, 2)],
                                                                                         None, ())
+    # Weights and names are part of it too.
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    assert linalg_cache.cache_key(a, args, None, ()) != linalg_cache.cache_key(b, args, None, ())
+    assert linalg_cache.cache_key(a, args, None, ()) != linalg_cache.cache_key(a, args, ["x"], ())
 
 
 def test_unreadable_entries_miss_and_off_exports(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STREAMTENSOR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("STREAMTENSOR_LINALG_CACHE", str(tmp_path))
     module, args = torch.nn.Linear(4, 3), [torch.ones(2, 4)]
     first = compile(module, args, size_fifos=False)
     entry = Path(first.report["frontend_cache"]["path"])
@@ -55,7 +57,7 @@ def test_unreadable_entries_miss_and_off_exports(tmp_path: Path, monkeypatch: py
     again = compile(module, args, size_fifos=False)
     assert again.report["frontend_cache"]["linalg"] == "miss"
     assert compile(module, args, size_fifos=False).report["frontend_cache"]["linalg"] == "hit"
-    monkeypatch.setenv("STREAMTENSOR_CACHE_DIR", "off")
+    monkeypatch.setenv("STREAMTENSOR_LINALG_CACHE", "off")
     off = compile(module, args, size_fifos=False)
     assert off.report["frontend_cache"] == {"linalg": "off", "key": "", "path": ""}
     assert print_ir(off.graph) == print_ir(first.graph)

@@ -9,9 +9,10 @@ buffers; the example arguments' shapes, dtypes and bytes; the input and weight n
 misses. An entry is the pickled ``Graph`` written atomically; an entry that cannot be read is a miss and is
 overwritten.
 
-Where: ``$STREAMTENSOR_CACHE_DIR`` (default ``~/.cache/streamtensor``) ``/linalg/KEY.pickle``;
-``STREAMTENSOR_CACHE_DIR=off`` turns it off. The compile report says whether the graph came from the cache
-(``frontend_cache``).
+Where: ``$STREAMTENSOR_LINALG_CACHE/KEY.pickle`` if set, else ``linalg/`` in the cache directory the C
+simulation's builds use (``$STREAMTENSOR_CACHE_DIR``, ``$XDG_CACHE_HOME/streamtensor`` or
+``~/.cache/streamtensor``); ``STREAMTENSOR_LINALG_CACHE=off`` turns it off. The compile report says whether the
+graph came from the cache (``frontend_cache``).
 """
 
 from __future__ import annotations
@@ -49,11 +50,15 @@ class CacheInfo:
 
 
 def cache_dir() -> Path | None:
-    """The cache directory, or None when ``STREAMTENSOR_CACHE_DIR=off``."""
-    root = os.environ.get("STREAMTENSOR_CACHE_DIR", "")
-    if root.lower() == "off":
+    """The directory of the entries, or None when ``STREAMTENSOR_LINALG_CACHE=off``."""
+    own = os.environ.get("STREAMTENSOR_LINALG_CACHE", "")
+    if own.lower() == "off":
         return None
-    return Path(root) if root else Path.home() / ".cache" / "streamtensor"
+    if own:
+        return Path(own)
+    if os.environ.get("STREAMTENSOR_CACHE_DIR"):
+        return Path(os.environ["STREAMTENSOR_CACHE_DIR"]) / "linalg"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamtensor" / "linalg"
 
 
 @functools.cache
@@ -105,7 +110,7 @@ def load(key: str) -> tuple[Graph | None, Path | None]:
     root = cache_dir()
     if root is None:
         return None, None
-    path = root / "linalg" / f"{key}.pickle"
+    path = root / f"{key}.pickle"
     try:
         with path.open("rb") as f:
             graph = pickle.load(f)
