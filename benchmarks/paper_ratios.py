@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import optuna
 from paper_figures import PAPER_FUSED_TO_UNFUSED
 
 from streamtensor.driver import compile_llm_block
-from streamtensor.search import dse, stored_best
+from streamtensor.search import default_point, dse, open_storage, stored_best
 
 FAMILIES = ("gpt2", "llama", "qwen2", "gemma")
 MODES = ("decode", "prefill")
@@ -59,6 +61,28 @@ def search(family: str, mode: str, trials: int, timeout: float | None, studies: 
     return f"{len(result.trials)} trials, {result.seconds:.0f} s"
 
 
+def study_row(family: str, mode: str, studies: Path) -> str:
+    """One row of ``--summary``: the stored study as it is (no compile): its trials, the default point's ratio and
+    the best one, what the best changed from the default, and the study's wall time (first trial start to last
+    trial end, over every run that added to it) and summed compile seconds."""
+    storage, name = study_of(family, mode, studies)
+    if not Path(storage).exists():
+        return f"| {family} | {mode} | no stored study | | | | | | |"
+    trials = optuna.load_study(study_name=name, storage=open_storage(storage)).get_trials(deepcopy=False)
+    states = Counter(t.state.name.lower() for t in trials)
+    default = default_point(mode)
+    first = next((t for t in trials if t.params == default and t.value is not None), None)
+    best = stored_best(storage, name)
+    changed = " ".join(f"{k}={v}" for k, v in sorted(best.params.items()) if default.get(k) != v) or "(default)"
+    starts = [t.datetime_start for t in trials if t.datetime_start]
+    ends = [t.datetime_complete for t in trials if t.datetime_complete]
+    wall = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0
+    compile_s = sum(float(t.user_attrs.get("compile_seconds", 0)) for t in trials)
+    return (f"| {family} | {mode} | {len(trials)} ({', '.join(f'{n} {k}' for k, n in sorted(states.items()))}) | "
+            f"{first.value if first else float('nan'):.3f} | {best.value:.3f} (trial {best.number}) | "
+            f"{'yes' if best.value < PAPER_FUSED_TO_UNFUSED else 'NO'} | {changed} | {wall:.0f} | {compile_s:.0f} |")
+
+
 def row(family: str, mode: str, searched: str, studies: Path) -> str:
     options, note = design_point(family, mode, studies)
     start = time.perf_counter()
@@ -83,7 +107,17 @@ def main() -> None:
                         help="run (or resume) each block's memory study until it holds this many trials first")
     parser.add_argument("--timeout", type=float, help="seconds per search after which no new trial starts")
     parser.add_argument("--studies", type=Path, default=STUDIES, help="directory of the study journals")
+    parser.add_argument("--summary", action="store_true",
+                        help="only print the stored studies (trials, default and best ratio, wall time); no compile")
     args = parser.parse_args()
+    if args.summary:
+        print("| model | mode | trials | default ratio | best ratio | < 0.148 | best: options changed from default | "
+              "study wall s | compile s (sum) |")
+        print("|" + "---|" * 9)
+        for mode in args.modes:
+            for family in args.families:
+                print(study_row(family, mode, args.studies))
+        return
     print("| model | mode | best | search | design point | groups | unfused B | fused B | ratio | paper | conv B | "
           "local B | FIFO B | convs | respelled | cycles (modelled) | deadlock | compile s |")
     print("|" + "---|" * 18)
