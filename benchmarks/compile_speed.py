@@ -9,7 +9,12 @@ prints
   from ``wait4``'s rusage: the figure to compare on a shared machine, next to the load average when it started),
 - CPU seconds of the frontend stages (``frontend.*``), of FIFO sizing (``allocation.fifo_lp``) and of the rest of
   the allocation (simulation, resources, SLR plan), from the report's ``stage_cpu_seconds``,
-- FIFO bits, the simulated makespan and its unbounded-FIFO baseline (modelled cycles), and whether it deadlocked.
+- FIFO bits, the simulated makespan and its unbounded-FIFO baseline (modelled cycles), and whether it deadlocked;
+- whether the Linalg graph came from the on-disk cache (``frontend.linalg_cache``: ``miss`` exports and stores,
+  ``hit`` skips torch-mlir); the benchmark uses a fresh cache directory, so with ``--runs 2`` the first run of a
+  point misses and the second hits;
+- ``issue_s``: the seconds issue 21 measured for the block before this work (wall seconds of the whole compile,
+  default point; ``-`` where it gave none).
 
 Design points (the ones the search and the hand-picked ``paper_ratios.DESIGN_POINTS`` visit): ``default``,
 ``rank1`` (``--max-token-rank 1``), ``tile2`` / ``tile4`` (``--token-tile-size 2 / 4``, prefill only).
@@ -36,22 +41,30 @@ POINTS: dict[str, list[str]] = {
     "tile4": ["--token-tile-size", "4"],
 }
 SRC = Path(__file__).resolve().parents[1] / "src"
+# Issue 21's figures (default point, whole compile, wall seconds on this 2-core machine) to print next to ours.
+ISSUE_SECONDS: dict[tuple[str, str], float] = {
+    ("gpt2", "decode"): 32.5, ("llama", "decode"): 92.4, ("qwen2", "decode"): 42.2, ("gemma", "decode"): 36.5,
+    ("gpt2", "prefill"): 112.5,
+}
 
 
-def measure(family: str, mode: str, point: str, src: Path) -> dict[str, object]:
+def measure(family: str, mode: str, point: str, src: Path, cache: Path) -> dict[str, object]:
     """One compile in a child process (``streamtensor`` from ``src``); its wall and CPU seconds and what its
     report says."""
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "streamtensor.cli", "compile", family, "--size", "paper", "--mode", mode,
                "--seq-len", "32", "--max-len", "128", "--quiet", "-o", out, *POINTS[point]]
-        env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               "STREAMTENSOR_LINALG_CACHE": str(cache)}
         load = os.getloadavg()[0]
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         err = proc.stderr.read() if proc.stderr else ""
-        row: dict[str, object] = {"family": family, "mode": mode, "point": point, "load": round(load, 2),
+        row: dict[str, object] = {"family": family, "mode": mode, "point": point,
+                                  "issue_s": ISSUE_SECONDS.get((family, mode), "-") if point == "default" else "-",
+                                  "load": round(load, 2),
                                   "wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
                                   "max_rss_mb": usage.ru_maxrss // 1024, "ok": status == 0}
         if status != 0:
@@ -72,12 +85,14 @@ def measure(family: str, mode: str, point: str, src: Path) -> dict[str, object]:
         "makespan": sim["makespan_cycles"],
         "unbounded": sim["unbounded_makespan_cycles"],
         "deadlock": sim["deadlock"],
+        "linalg_cache": report.get("frontend_cache", {}).get("linalg", "-"),
     })
     return row
 
 
-COLUMNS = ("family", "mode", "point", "load", "wall_s", "cpu_s", "frontend_cpu_s", "fifo_lp_cpu_s",
-           "fifo_lp_wall_s", "alloc_rest_cpu_s", "max_rss_mb", "fifo_bits", "makespan", "unbounded", "deadlock")
+COLUMNS = ("family", "mode", "point", "issue_s", "load", "wall_s", "cpu_s", "linalg_cache", "frontend_cpu_s",
+           "fifo_lp_cpu_s", "fifo_lp_wall_s", "alloc_rest_cpu_s", "max_rss_mb", "fifo_bits", "makespan", "unbounded",
+           "deadlock")
 
 
 def main() -> None:
@@ -87,6 +102,7 @@ def main() -> None:
     parser.add_argument("--points", default="default,rank1,tile2,tile4",
                         help="design points (tile2/tile4 apply to prefill only)")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    parser.add_argument("--runs", type=int, default=1, help="compiles per point (the first misses the Linalg cache)")
     parser.add_argument("--src", type=Path, default=SRC,
                         help="the streamtensor sources to time (default: this checkout's; another checkout's "
                              "src/ gives the before figures)")
@@ -94,17 +110,19 @@ def main() -> None:
     rows = []
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
-    for family in args.families.split(","):
-        for mode in args.modes.split(","):
-            for point in args.points.split(","):
-                if point.startswith("tile") and mode != "prefill":
-                    continue
-                row = measure(family, mode, point, args.src)
-                rows.append(row)
-                if row["ok"]:
-                    print("| " + " | ".join(str(row.get(c)) for c in COLUMNS) + " |", flush=True)
-                else:
-                    print(f"| {family} | {mode} | {point} | FAILED: {row['error']} |", flush=True)
+    with tempfile.TemporaryDirectory() as cache:
+        for family in args.families.split(","):
+            for mode in args.modes.split(","):
+                for point in args.points.split(","):
+                    if point.startswith("tile") and mode != "prefill":
+                        continue
+                    for _ in range(args.runs):
+                        row = measure(family, mode, point, args.src, Path(cache))
+                        rows.append(row)
+                        if row["ok"]:
+                            print("| " + " | ".join(str(row.get(c)) for c in COLUMNS) + " |", flush=True)
+                        else:
+                            print(f"| {family} | {mode} | {point} | FAILED: {row['error']} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from functools import cache
@@ -12,6 +13,9 @@ import pytest
 from streamtensor import compile_llm_block
 
 warnings.filterwarnings("ignore", category=FutureWarning)
+# No on-disk Linalg cache (frontend.linalg_cache) in tests: every compile exports, as the stage checks expect;
+# tests of the cache name their own directory. Set before anything compiles; subprocesses inherit it.
+os.environ["STREAMTENSOR_LINALG_CACHE"] = "off"
 # The paper's reference figures live with the benchmarks that print them (benchmarks/paper_figures.py).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -35,6 +37,7 @@ def dse_process(out: Path, storage: Path, trials: int) -> subprocess.Popen[str]:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.slow  # two CLI processes, each importing torch and compiling: over a minute on a loaded machine
 def test_two_processes_finish_one_study_together(tmp_path: Path) -> None:
     storage = tmp_path / "study.journal"
     procs = [dse_process(tmp_path / f"out{i}", storage, trials=3) for i in range(2)]
@@ -51,6 +54,7 @@ def test_two_processes_finish_one_study_together(tmp_path: Path) -> None:
         assert (tmp_path / f"out{i}" / "best" / "Makefile").is_file()
 
 
+@pytest.mark.slow  # a CLI process killed mid-study, then a resume
 def test_an_interrupted_study_resumes(tmp_path: Path) -> None:
     storage = tmp_path / "study.journal"
     proc = dse_process(tmp_path / "out", storage, trials=5)
@@ -76,6 +80,51 @@ def test_an_interrupted_study_resumes(tmp_path: Path) -> None:
     assert {t.number for t in before if t.state == TrialState.COMPLETE} <= complete
     assert states[-1] == TrialState.COMPLETE
     assert "| trial | state |" in (tmp_path / "out" / "summary.md").read_text()
+
+
+class _StandIn:
+    """What the search reads of a compiled design: a memory ratio that falls with the tile size and with one
+    token row (the study's bookkeeping and sampling are under test, not the compiler)."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        ratio = 0.5 / int(options["default_tile_size"]) + 0.1 * (options["max_token_rank"] == 2)
+        self.report = {"memory": {"fused_to_unfused": ratio}, "simulation": {"makespan_cycles": 100}}
+
+
+def _stand_in_compile(model: str, **options: Any) -> tuple[_StandIn, None]:
+    return _StandIn(options), None
+
+
+def test_a_study_resumes_from_its_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In one process (the quick version of the two tests above, with a stand-in for the compile: the study's
+    bookkeeping is under test): a study left with a trial running by a process that is gone and rerun with a
+    larger count fails that trial, keeps the finished ones and adds the rest; its first trial is the compiler's
+    default point, and the stored best is readable."""
+
+    monkeypatch.setattr(search, "compile_llm_block", _stand_in_compile)
+    storage = str(tmp_path / "study.journal")
+    first = dse("gpt2", tmp_path, trials=1, storage=storage, study_name="s", write_best=False, objective="memory",
+                **TINY)
+    assert [t.state for t in first.trials] == [TrialState.COMPLETE]
+    assert first.trials[0].params == search.default_point("decode")
+    study = optuna.load_study(study_name="s", storage=open_storage(storage))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = study.ask()  # as a worker killed mid-trial leaves it
+    orphan.set_user_attr("host", socket.gethostname())
+    orphan.set_user_attr("pid", int(dead.stdout))
+    again = dse("gpt2", tmp_path, trials=3, storage=storage, study_name="s", write_best=False, objective="memory",
+                **TINY)
+    states = [t.state for t in again.trials]
+    assert states[0] == TrialState.COMPLETE and states[1] == TrialState.FAIL and len(states) == 3
+    assert states[2] in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert again.trials[0].values == first.trials[0].values
+    # The next trial is a neighbour of the best (the default): one option changed.
+    default = search.default_point("decode")
+    assert sum(again.trials[2].params[k] != v for k, v in default.items()) == 1
+    best = search.stored_best(storage, "s")
+    assert best.value == min(t.value for t in again.trials if t.state == TrialState.COMPLETE)
+    with pytest.raises(OptionError, match="no best trial of study 'other'"):
+        search.stored_best(storage, "other")
 
 
 def test_infeasible_trials_are_pruned_with_their_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,3 +153,14 @@ def test_bad_options_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["dse", "gpt2", "-o", str(tmp_path), "--trials", "1", "--objective", "speed"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("streamtensor: error: bad objective speed")
+
+
+def test_the_local_search_climbs_from_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One objective: neighbours of the best first. A stand-in compile whose memory ratio falls with the tile size
+    and with one token row; two moves from the default reach its minimum within the default's neighbourhood sizes
+    (1 + 14 + 14 trials), where random sampling of the 4096 points would take about a thousand."""
+
+    monkeypatch.setattr(search, "compile_llm_block", _stand_in_compile)
+    result = dse("gpt2", tmp_path, trials=29, objective="memory", write_best=False, **TINY)
+    assert result.best[0].value == pytest.approx(0.5 / 32)
+    assert result.best[0].params["max_token_rank"] == 1 and result.best[0].params["default_tile_size"] == 32

@@ -32,9 +32,8 @@ from streamtensor.analysis.memory import fusion_report, memory_report
 from streamtensor.analysis.timing_model import cache_report
 from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, get_target
 from streamtensor.errors import OptionError, ShapeError, StageError, StreamTensorError
+from streamtensor.frontend import linalg_cache
 from streamtensor.frontend.block import MODES, BlockSpec, DecoderBlock
-from streamtensor.frontend.lowering import torch_to_linalg
-from streamtensor.frontend.mlir_import import import_linalg
 from streamtensor.frontend.models import SIZES, LoadedModel, load_model
 from streamtensor.frontend.quant import (
     KvObserver,
@@ -169,6 +168,7 @@ class Design:
     dataflow: DataflowGraph | None = None
     allocation: AllocationResult | None = None
     module: torch.nn.Module | None = field(default=None, repr=False)  # the compiled module: the eager reference
+    frontend_cache: linalg_cache.CacheInfo | None = None  # where the Linalg graph came from
     # Under --quant: PyTorch fp32 outputs for the compiled module's inputs (the unquantized model), reported next
     # to the error against the quantized reference but never asserted.
     float_reference: Callable[[Sequence[torch.Tensor]], list[np.ndarray]] | None = field(default=None, repr=False)
@@ -196,6 +196,8 @@ class Design:
                              "kv_cache": _kv_cache_summary(self.block, self.options)},
             "stage_cpu_seconds": dict(self.stage_cpu_seconds),
         }
+        if self.frontend_cache is not None:
+            report["frontend_cache"] = self.frontend_cache.report()
         if self.tiling is not None and self.dataflow is not None:
             report.update(_dataflow_report(self.dataflow, self.tiling, self.target))
         if self.allocation is not None:
@@ -365,10 +367,8 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
         float_reference = functools.partial(_eager_outputs, float_module)
         module = progress.run("frontend.quantize", lambda: quantized_copy(float_module, scheme, [example_args]))
         _check_quantized(module, scheme, f"module {type(float_module).__name__}")
-    mlir_module = progress.run("frontend.torch_to_linalg", lambda: torch_to_linalg(module, example_args))
-    imported = progress.run("frontend.import_linalg",
-                            lambda: _with_arguments(import_linalg(mlir_module, input_names, set(weight_names)),
-                                                    output_names, scalar_names, cache_updates))
+    linalg, cache = _linalg_graph(module, example_args, input_names, weight_names, progress)
+    imported = _with_arguments(linalg, output_names, scalar_names, cache_updates)
     cast_free = progress.run("sink_casts", lambda: sink_widening_casts(imported))
     split = progress.run("split_slices", lambda: split_sliced_results(cast_free))
     graph = (progress.run("fuse_into_contractions", lambda: fuse_elementwise_into_contractions(split))
@@ -385,7 +385,29 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
                   if opts.size_fifos else None)
     return Design(type(module).__name__, opts, graph, [v.name for v in graph.inputs], outs, progress.seconds,
                   progress.cpu_seconds, tiling=tiling, dataflow=dataflow, allocation=allocation, module=module,
-                  float_reference=float_reference)
+                  float_reference=float_reference, frontend_cache=cache)
+
+
+def _linalg_graph(module: torch.nn.Module, example_args: Sequence[torch.Tensor], input_names: list[str] | None,
+                  weight_names: Sequence[str], progress: Progress) -> tuple[Graph, linalg_cache.CacheInfo]:
+    """The imported Linalg graph of ``module`` on ``example_args``: from the on-disk cache
+    (``frontend.linalg_cache``) when an entry of the same key exists, else exported and imported, then stored."""
+    key = progress.run("frontend.linalg_cache_key",
+                       lambda: linalg_cache.cache_key(module, example_args, input_names, weight_names))
+    graph, path = progress.run("frontend.linalg_cache_load", lambda: linalg_cache.load(key))
+    if graph is not None:
+        return graph, linalg_cache.CacheInfo("hit", key, str(path))
+    # Imported here: torch-mlir (seconds of imports) is not needed when the graph comes from the cache.
+    from streamtensor.frontend.lowering import torch_to_linalg
+    from streamtensor.frontend.mlir_import import import_linalg
+
+    mlir_module = progress.run("frontend.torch_to_linalg", lambda: torch_to_linalg(module, example_args))
+    graph = progress.run("frontend.import_linalg",
+                         lambda: import_linalg(mlir_module, input_names, set(weight_names)))
+    if path is None:
+        return graph, linalg_cache.CacheInfo("off", "", "")
+    linalg_cache.store(path, graph)
+    return graph, linalg_cache.CacheInfo("miss", key, str(path))
 
 
 def _kv_cache_summary(block: BlockSpec | None, opts: CompileOptions) -> dict[str, object] | None:

@@ -99,13 +99,16 @@ def partition_slrs(
     slack: float = 1.0,
     imbalance_weight: float = 1000.0,
     time_limit_s: float = 10.0,
+    mip_rel_gap: float = 1e-4,
 ) -> SlrPartition:
     """Assign ``nodes`` (default: all nodes of ``graph``; pass one fusion group to partition one accelerator)
     to the SLRs of ``target`` by the ILP of the module docstring. Every die is given the capacity of the
-    smallest (the boards we know have identical dies)."""
-    if slack <= 0 or imbalance_weight < 0 or time_limit_s <= 0:
-        raise OptionError(f"need slack > 0, imbalance_weight >= 0 and time_limit_s > 0; got slack {slack}, "
-                          f"imbalance_weight {imbalance_weight}, time_limit_s {time_limit_s}")
+    smallest (the boards we know have identical dies). The solver stops once its incumbent is within
+    ``mip_rel_gap`` of its bound (``optimal`` then means: within that gap; HiGHS's default 1e-4 here)."""
+    if slack <= 0 or imbalance_weight < 0 or time_limit_s <= 0 or not 0 <= mip_rel_gap < 1:
+        raise OptionError(f"need slack > 0, imbalance_weight >= 0, time_limit_s > 0 and 0 <= mip_rel_gap < 1; got "
+                          f"slack {slack}, imbalance_weight {imbalance_weight}, time_limit_s {time_limit_s}, "
+                          f"mip_rel_gap {mip_rel_gap}")
     report = resources if resources is not None else estimate_resources(graph, target)
     part = set(nodes) if nodes is not None else set(graph.nodes)
     order = [n for n in graph.topological_order() if n in part]
@@ -140,6 +143,7 @@ def partition_slrs(
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit_s))
+    h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
     costs = np.zeros(N * S + E + R)
     for i in range(N):
         for s in range(S):
