@@ -29,7 +29,7 @@ from streamtensor.analysis.allocation import (
     run_allocation,
 )
 from streamtensor.analysis.memory import fusion_report, memory_report
-from streamtensor.analysis.timing_model import cache_report
+from streamtensor.analysis.timing_model import cache_report, hbm_report
 from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, get_target
 from streamtensor.errors import OptionError, ShapeError, StageError, StreamTensorError
 from streamtensor.frontend.block import MODES, BlockSpec, DecoderBlock
@@ -271,6 +271,7 @@ def _dataflow_report(dfg: DataflowGraph, tiling: Tiling, target: Target) -> dict
         "memory": memory_report(dfg, target),
         "fusion": fusion_report(dfg, target),
         **({"kv_cache": cache} if (cache := cache_report(dfg)) else {}),
+        "hbm": hbm_report(dfg, target),
     }
 
 

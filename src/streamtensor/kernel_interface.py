@@ -109,6 +109,9 @@ class MemoryArgument:
 
     def unpack_tensor(self, data: bytes) -> np.ndarray:
         """The tensor a write argument's buffer stores: ``view(unpacked stream tensor)``."""
+        if self.stripes > 1:  # only read-only buffers are striped (``DmaNode.stripes``)
+            raise StreamTensorError(f"argument {self.arg} is stripe {self.stripe} of {self.stripes} of a read-only "
+                                    "buffer: nothing to unpack")
         array = unpack(self.itype, data)
         if self.direction == "readwrite":  # the cache as read: its view only adds or drops unit dims
             return array.reshape(self.tensor_shape)

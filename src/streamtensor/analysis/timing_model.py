@@ -484,6 +484,32 @@ def _group_members(graph: DataflowGraph, group: int | None
     return members, crossing_in, crossing_out, absorbed
 
 
+def hbm_report(graph: DataflowGraph, target: Target) -> list[dict[str, object]]:
+    """Per fusion group, every external-memory DMA (DMA nodes, absorbed converters, implicit DMAs of crossing
+    streams) with its tensor, stripes, pseudo-channels and share, and the bytes per cycle it streams at (its words
+    per token over the modelled cycles per token), and their total against the target's peak."""
+    groups = node_groups(graph)
+    out: list[dict[str, object]] = []
+    peak = target.hbm.channels * target.channel_bytes_per_cycle
+    for group in range(max(groups.values(), default=-1) + 1):
+        members, crossing_in, crossing_out, absorbed = _group_members(graph, group)
+        dmas, stripes, _ = group_tensors(graph, members, crossing_in, crossing_out, absorbed)
+        placement = place_tensors(streamed_tensors(dmas, stripes), target.hbm)
+        rows = []
+        for tensor, dma, layout in dmas:
+            j = placement.stripes(dma)
+            rate = layout.words_per_tile * WORD_BYTES / dma_token_cycles(layout.words_per_tile, j,
+                                                                         placement.shares[dma], target)
+            rows.append({"dma": dma, "tensor": tensor, "stripes": j,
+                         "channels": [list(r) for r in placement.dma_ranges[dma]], "share": placement.shares[dma],
+                         "bytes": layout.total_bytes, "streamed_bytes": layout.streamed_bytes,
+                         "bytes_per_cycle": round(float(rate), 3)})
+        total = sum(r["bytes_per_cycle"] for r in rows)
+        out.append({"group": group, "dmas": rows, "ports": sum(r["stripes"] for r in rows),
+                    "bytes_per_cycle": round(total, 3), "peak_bytes_per_cycle": float(peak)})
+    return out
+
+
 def build_process_network(graph: DataflowGraph, target: Target, group: int | None = None) -> ProcessNetwork:
     """One process per node of fusion group ``group`` and one stream per dataflow stream inside it.
 

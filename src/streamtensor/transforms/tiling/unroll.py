@@ -51,6 +51,7 @@ from streamtensor.analysis.resources import lane_cost
 from streamtensor.analysis.timing_model import KernelTiming, kernel_timing
 from streamtensor.ir.dataflow import kernel_operand_type
 from streamtensor.ir.linalg import GenericOp, Graph
+from streamtensor.packing import PackedLayout
 from streamtensor.target import Target
 from streamtensor.transforms.tiling.edges import external_operands, trace_movement
 from streamtensor.transforms.tiling.plan import OpTiling
@@ -74,30 +75,35 @@ def tiled_timing(op: GenericOp, t: OpTiling, target: Target) -> KernelTiming:
     return kernel_timing(op, t.loops, t.tile_order, t.point_order, target.ops, t.min_pipeline_ii)
 
 
-def external_streams(graph: Graph, ops: list[GenericOp], target: Target) -> list[dict[int, tuple[int, int]]]:
+def external_streams(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling], target: Target
+                     ) -> list[dict[int, tuple[int, int]]]:
     """Per kernel, its inputs streamed from external memory (operand index -> (channel share, stripes) of its DMA).
 
     The shares and stripes are ``analysis.hbm``'s choice and placement of the tensors the dataflow graph will
-    stream: every streamed use of an external tensor (through reshapes and slices) is a DMA of that tensor, and
-    every block output one written once; the inputs other than KV caches may be striped. Tiles are not known yet,
-    so a tensor's buffers and demand are its bytes once per DMA and its stripes are not capped by its words per
-    tile; ``transforms.stripes`` and ``link.cfg`` stripe and place the dataflow graph's packed buffers by the
-    same rule (on a small tile, with fewer stripes than assumed here, the DMA paces the kernel)."""
+    stream: every streamed use of an external tensor (through reshapes and slices) is a DMA of that tensor, with
+    the packed layout of the kernel operand's stream (its tiles and repeat loops are fixed before unrolling), and
+    every block output one written once (its bytes); the inputs other than KV caches may be striped.
+    ``transforms.stripes`` and ``link.cfg`` stripe and place the dataflow graph's buffers by the same rule."""
     producers = graph.producers()
     types = {v.name: v.type for v in graph.inputs} | {r.name: r.type for op in graph.ops for r in op.results}
     roots = [{j: trace_movement(op.inputs[j].name, producers)[0] for j in external_operands(op, producers)}
              for op in ops]
-    dmas: dict[str, list[str]] = {}
-    for op, per_op in zip(ops, roots, strict=True):
+    dmas: dict[str, list[tuple[str, PackedLayout | None]]] = {}
+    for op, t, per_op in zip(ops, tilings, roots, strict=True):
         for j, root in per_op.items():
-            dmas.setdefault(root, []).append(f"{op.name}.{j}")
+            layout = PackedLayout.of(kernel_operand_type(op, t.loops, t.tile_order, j))
+            dmas.setdefault(root, []).append((f"{op.name}.{j}", layout))
     for v in graph.outputs:
-        dmas.setdefault(v.name, []).append(f"{v.name}.store")
+        dmas.setdefault(v.name, []).append((f"{v.name}.store", None))
     outputs = {v.name for v in graph.outputs}
     stripable = {v.name for v in graph.inputs if graph.cache_update_of(v.name) is None and v.name not in outputs}
-    tensors = [ExternalTensor(name, tuple(names), len(names) * types[name].bytes, len(names) * types[name].bytes,
-                              max_stripes=target.hbm.channels if name in stripable else 1)
-               for name, names in dmas.items()]
+    tensors = []
+    for name, uses in dmas.items():
+        layouts = [lay for _, lay in uses if lay is not None]
+        stored = sum(lay.total_bytes for lay in layouts) + types[name].bytes * (len(uses) - len(layouts))
+        demand = sum(lay.streamed_bytes for lay in layouts) + types[name].bytes * (len(uses) - len(layouts))
+        words = min((lay.words_per_tile for lay in layouts), default=1) if name in stripable else 1
+        tensors.append(ExternalTensor(name, tuple(d for d, _ in uses), stored, demand, max_stripes=words))
     stripes = choose_stripes(tensors, target.hbm)
     placement = place_tensors([replace(t, stripes=stripes[t.name]) for t in tensors], target.hbm)
     return [{j: (placement.shares[f"{op.name}.{j}"], placement.stripes(f"{op.name}.{j}")) for j in per_op}
