@@ -1,14 +1,22 @@
 """HBM pseudo-channel planning and link.cfg: spreading, spanning, per-bank interface limit, capacity, exact text;
 the timing model charges every DMA the share of the channel link.cfg connects it to."""
 
+import copy
 from dataclasses import replace
+from fractions import Fraction
 
 import numpy as np
 import pytest
 from conftest import tiny_block
 
 from streamtensor import __version__
-from streamtensor.analysis.hbm import ExternalTensor, HbmPlanError, place_tensors
+from streamtensor.analysis.hbm import (
+    ExternalTensor,
+    HbmPlanError,
+    choose_stripes,
+    dma_token_cycles,
+    place_tensors,
+)
 from streamtensor.analysis.timing_model import build_process_network, node_process
 from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.codegen.vitis.build_files import link_cfg
@@ -26,6 +34,7 @@ from streamtensor.ir.linalg import ReshapeOp, TensorType, Value
 from streamtensor.kernel_interface import HbmPlan, MemoryArgument, ViewStep
 from streamtensor.packing import pack
 from streamtensor.target import Target
+from streamtensor.transforms.stripes import stripe_dmas
 
 GIB = 2**30
 
@@ -83,8 +92,9 @@ def test_highest_demand_first_and_distinct_channels_while_they_last() -> None:
     check_invariants(plan, args)
     assert plan.assignment("hot").channels == (0,)
     channels = [plan.assignment(f"a{i:02}").first for i in range(39)]
-    assert channels == [*range(1, 32), *range(8)]  # the first 32 arguments get 32 different channels
-    assert interfaces_per_channel(plan, U55C.hbm) == [2] * 8 + [1] * 24
+    # The first 32 arguments get 32 different channels; the rest join the small ones, not the hot channel.
+    assert channels == [*range(1, 32), *range(1, 9)]
+    assert interfaces_per_channel(plan, U55C.hbm) == [1] + [2] * 8 + [1] * 23
 
 
 def test_large_tensors_span_consecutive_channels() -> None:
@@ -197,9 +207,11 @@ def test_round_robin_shares_with_more_tensors_than_channels() -> None:
     tensors = [ExternalTensor("c", ("c0",), 64, 100), ExternalTensor("a", ("a0", "a1"), 128, 300),
                ExternalTensor("b", ("b0",), 64, 200)]
     placement = place_tensors(tensors, hbm)
-    assert placement.ranges == {"a": (0, 0), "b": (1, 1), "c": (0, 0)}  # by demand: a, b, then c wraps to 0
+    # By demand: a, b, then c where its slowest port is fastest: with b (200 B x 2 ports) rather than with a's
+    # two DMAs (150 B x 3 ports).
+    assert placement.ranges == {"a": ((0, 0),), "b": ((1, 1),), "c": ((1, 1),)}
     # Shares are the DMAs on the channel (the old ceil(3 tensors / 2 channels) rule charged a 4 and b, c 2).
-    assert placement.shares == {"c0": 3, "a0": 3, "a1": 3, "b0": 1}
+    assert placement.shares == {"c0": 2, "a0": 2, "a1": 2, "b0": 2}
     with pytest.raises(HbmPlanError, match="tensor a has 2 DMAs, more than the 1 interfaces"):
         place_tensors(tensors, replace(hbm, max_interfaces_per_channel=1))
 
@@ -215,8 +227,12 @@ def check_link_cfg_is_what_the_timing_model_charged(graph: DataflowGraph, target
     for a in plan.assignments:
         assert f"sp=block_top_1.{a.argument.arg}:{a.bank}\n" in text
         others = [b for b in plan.assignments if tensor[b.argument.buffer] == tensor[a.argument.buffer]]
-        assert {b.bank for b in others} == {a.bank}  # every DMA of a tensor on the tensor's channels
-        share = max(on_channel[c] for c in a.channels)
+        # Stripe j of every DMA of a tensor on the tensor's j-th channels; its stripes on distinct ones.
+        assert {b.bank for b in others if b.argument.stripe == a.argument.stripe} == {a.bank}
+        stripes = [b for b in plan.assignments if b.argument.dma == a.argument.dma]
+        assert len(stripes) == a.argument.stripes == graph.nodes[a.argument.dma].stripes
+        assert len({c for b in stripes for c in b.channels}) == sum(len(b.channels) for b in stripes)
+        share = max(on_channel[c] for b in stripes for c in b.channels)  # the lock step waits for the slowest
         dma = a.argument.dma
         charged, expected = net[dma], node_process(graph, graph.nodes[dma], target, share)
         assert (charged.num_firings, charged.ii, charged.depth) == (expected.num_firings, 1, expected.depth)
@@ -233,18 +249,90 @@ def test_link_cfg_channels_are_the_timing_models_for_a_tiny_block() -> None:
     owner = {a.argument.arg: a.argument.name for a in plan.assignments}
     tensors = {owner[a.argument.buffer] for a in plan.assignments}
     assert len(tensors) <= U55C.hbm.channels and len(tensors) < len(plan.assignments)  # some tensors: several DMAs
-    # Each tensor on a channel of its own: a DMA's share is its tensor's DMA count (the figures of before).
+    # Striping spreads the traffic over every channel; a channel carries at least its tensor's DMAs.
     on_channel = interfaces_per_channel(plan, U55C.hbm)
+    assert min(on_channel) > 0 and max(on_channel) > 1
     for a in plan.assignments:
-        assert on_channel[a.first] == sum(owner[b.argument.buffer] == owner[a.argument.buffer]
-                                          for b in plan.assignments)
-    assert max(on_channel) > 1
+        assert on_channel[a.first] >= sum(owner[b.argument.buffer] == owner[a.argument.buffer]
+                                          and b.argument.stripe == a.argument.stripe for b in plan.assignments)
+    # The big weights are striped, one sp= line per stripe port; the KV caches are not.
+    striped = {a.argument.name: a.argument.stripes for a in plan.assignments}
+    assert striped["mlp_c_fc_weight"] > 1 and striped["key_cache"] == 1
+    text = link_cfg(plan, kernel_slr(U55C))
+    assert "sp=block_top_1.mlp_c_fc_weight_s0:HBM[" in text and "sp=block_top_1.mlp_c_fc_weight_s1:HBM[" in text
 
 
 def test_shares_follow_the_placement_with_more_tensors_than_channels() -> None:
     design, _ = tiny_block("gpt2", "decode")
-    dmas = sum(not a.scalar for a in memory_arguments(design.dataflow))
-    two = replace(U55C, name="u55c-2pc", hbm=replace(U55C.hbm, channels=2, max_interfaces_per_channel=dmas))
-    plan = check_link_cfg_is_what_the_timing_model_charged(design.dataflow, two)
+    graph = copy.deepcopy(design.dataflow)
+    for node in graph.nodes.values():  # unstriped: as many ports as DMAs
+        if isinstance(node, DmaNode):
+            node.stripes = 1
+    dmas = sum(not a.scalar for a in memory_arguments(graph))
+    two = replace(U55C, name="u55c-2pc", hbm=replace(U55C.hbm, channels=2, max_interfaces_per_channel=2 * dmas))
+    stripe_dmas(graph, two)  # the stripes of the target it runs on: at most 2
+    assert {n.stripes for n in graph.nodes.values() if isinstance(n, DmaNode)} <= {1, 2}
+    dmas = sum(not a.scalar for a in memory_arguments(graph))  # ports
+    plan = check_link_cfg_is_what_the_timing_model_charged(graph, two)
     on_channel = interfaces_per_channel(plan, two.hbm)
-    assert sum(on_channel) == dmas and min(on_channel) > 0 and on_channel[0] != on_channel[1]
+    assert sum(on_channel) == dmas and min(on_channel) > 0
+
+
+# --- stripes -------------------------------------------------------------------------------------------------
+
+
+def test_stripes_follow_demand_within_caps() -> None:
+    # Two big tensors (one read by two DMAs), a small one and an unstriped cache, on 8 channels.
+    hbm = replace(U55C.hbm, channels=8)
+    tensors = [ExternalTensor("w", ("w0",), 4096, 4096, max_stripes=16),
+               ExternalTensor("v", ("v0", "v1"), 4096, 4096, max_stripes=16),
+               ExternalTensor("s", ("s0",), 64, 64, max_stripes=16),
+               ExternalTensor("kv", ("k0",), 1024, 1024)]
+    stripes = choose_stripes(tensors, hbm)
+    assert stripes == choose_stripes(list(reversed(tensors)), hbm)  # deterministic, order-free
+    assert stripes["kv"] == 1 and stripes["s"] == 1  # not stripable; too small to gain from a port
+    assert stripes["w"] >= 2 and stripes["v"] >= 2
+    assert sum(stripes.values()) <= hbm.channels
+    # Capped by the words per tile: a 3-word tile never gets a 4th port.
+    narrow = [replace(tensors[0], max_stripes=3)]
+    assert choose_stripes(narrow, hbm) == {"w": 3}
+    # ... and by the channels.
+    assert choose_stripes([tensors[0]], replace(hbm, channels=2)) == {"w": 2}
+    # Counts only where they put fewer words on each port: 64 words on 7 ports are 10 per port, as on 7; on 6, 11.
+    wide = [replace(tensors[0], max_stripes=64)]
+    assert choose_stripes(wide, replace(hbm, channels=7)) == {"w": 7}
+    assert choose_stripes(wide, replace(hbm, channels=9)) == {"w": 8}  # 8 words per port; 9 ports would be 8 too
+
+
+def test_striped_placement_and_shares() -> None:
+    hbm = replace(U55C.hbm, channels=4)
+    tensors = [ExternalTensor("w", ("w0", "w1"), 4096, 8192, stripes=3), ExternalTensor("b", ("b0",), 64, 64)]
+    placement = place_tensors(tensors, hbm)
+    assert placement.ranges["w"] == ((0, 0), (1, 1), (2, 2))  # its stripes on distinct channels
+    assert placement.ranges["b"] == ((3, 3),) and placement.stripes("w0") == 3
+    assert placement.shares == {"w0": 2, "w1": 2, "b0": 1}  # two DMAs on each stripe's channel
+    # A fourth stripe of w shares b's channel: its DMAs wait for that slowest port.
+    placement = place_tensors([replace(tensors[0], stripes=4), tensors[1]], hbm)
+    assert placement.shares == {"w0": 3, "w1": 3, "b0": 3}
+    with pytest.raises(HbmPlanError, match="tensor w has 5 stripes; the HBM has 4 pseudo-channels"):
+        place_tensors([replace(tensors[0], stripes=5)], hbm)
+    with pytest.raises(HbmPlanError, match=r"cannot place tensor b .*\(at most 2 per channel\)"):
+        place_tensors(tensors, replace(hbm, channels=3, max_interfaces_per_channel=2))
+
+
+def test_a_striped_dma_moves_each_ports_words() -> None:
+    # 64 words on 6 ports: 11 words each at the channel's 57.5 B/cycle; one port shared by 2 at half that.
+    assert dma_token_cycles(64, 6, 1, U55C) == Fraction(11 * 64, 1) / Fraction(115, 2)
+    assert dma_token_cycles(64, 6, 2, U55C) == 2 * dma_token_cycles(64, 6, 1, U55C)
+    assert dma_token_cycles(64, 1, 1, U55C) == Fraction(64, 11) * dma_token_cycles(64, 6, 1, U55C)  # padded ports
+
+
+def test_stripe_buffers_hold_interleaved_words() -> None:
+    a = arg("w", "itensor<1x48xf32, tensor 2x48, [2] * [1], (d0) -> (d0, 0)>")  # 2 tiles of 3 words
+    data = np.arange(96, dtype=np.float32).reshape(2, 48)
+    whole = np.frombuffer(a.pack_tensor(data), dtype=np.uint8).reshape(2, 3, 64)
+    parts = [replace(a, arg=f"w_s{j}", stripe=j, stripes=2) for j in range(2)]
+    assert [p.layout.words_per_tile for p in parts] == [2, 2] and [p.layout.total_bytes for p in parts] == [256, 256]
+    s0, s1 = (np.frombuffer(p.pack_tensor(data), dtype=np.uint8).reshape(2, 2, 64) for p in parts)
+    assert np.array_equal(s0, whole[:, 0::2]) and np.array_equal(s1[:, :1], whole[:, 1:2]) and not s1[:, 1].any()
+    assert parts[0].layout.padding_bytes == 0 and parts[1].layout.padding_bytes == 2 * 64

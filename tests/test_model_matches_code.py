@@ -9,13 +9,14 @@ import math
 import pytest
 from conftest import tiny_block
 
-from streamtensor.analysis.hbm import dma_bytes_per_cycle, dma_token_bytes
+from streamtensor.analysis.hbm import dma_token_bytes, dma_token_cycles
 from streamtensor.analysis.timing_model import accumulator_recurrence, node_beats, recurrence_distance
 from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.codegen.vitis.hbm import c_identifier, memory_arguments, plan_hbm
 from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.codegen.vitis.host_cpp import kernel_header
 from streamtensor.ir.dataflow import DmaNode, KernelNode
+from streamtensor.packing import PackedLayout
 from streamtensor.verify.hls_lint import Loop, lint_processes, parse_functions
 
 MODES = ("prefill", "decode")
@@ -40,8 +41,8 @@ def test_every_process_asks_for_the_modelled_ii(family: str, mode: str) -> None:
     sources = {**generate_hls(graph, name, hbm, U55C), f"{name}.h": kernel_header(name, hbm)}
     assert lint_processes(sources, U55C) == []
     functions = {f.name: f for text in sources.values() for f in parse_functions(text)}
-    plan = {a.dma: a for a in hbm.arguments}
     kinds: set[str] = set()
+    striped_dmas = 0
     for node in graph.nodes.values():
         f = functions[c_identifier(node.name)]
         pipelines = _pipelines(f.all_loops)
@@ -79,13 +80,22 @@ def test_every_process_asks_for_the_modelled_ii(family: str, mode: str) -> None:
             # A scalar register (s_axilite): its one token written once, no loop; the model charges one cycle.
             assert pipelines == [] and node.attributes["ii"] == 1, node.name
         elif isinstance(node, DmaNode):
-            # A token of `words` bus words, read or written one word per cycle (a single token: by load_tile's
-            # own pipelined word loop), no faster than the model moves it.
-            layout = plan[node.name].layout
+            # A token of `words` bus words, read or written one word per cycle per port (a single unstriped
+            # token: by load_tile's own pipelined word loop; a striped one: a one-step pipeline over its stripes'
+            # word loops), no faster than the model moves it.
+            ports = [a for a in hbm.arguments if a.dma == node.name]
+            assert len(ports) == node.stripes and [a.stripe for a in ports] == list(range(node.stripes))
+            layout = ports[0].layout  # a stripe's: ceil(words / stripes) per tile
             stream = node.outputs[0] if node.direction == "read" else node.inputs[0]
             t = graph.streams[stream].type
-            assert [lp.pipeline_ii for lp in pipelines] == ([layout.words_per_tile] if t.num_tokens > 1 else [])
-            assert dma_token_bytes(t, U55C) / dma_bytes_per_cycle(1, U55C) >= layout.words_per_tile
+            assert layout.words_per_tile == -(-PackedLayout.of(t).words_per_tile // node.stripes)
+            assert [lp.pipeline_ii for lp in pipelines] == (
+                [layout.words_per_tile] if t.num_tokens > 1 or node.stripes > 1 else [])
+            assert dma_token_cycles(dma_token_bytes(t, U55C) // 64, node.stripes, 1, U55C) >= layout.words_per_tile
+            if node.stripes > 1:
+                striped_dmas += 1
+                calls = [s for _, s in f.statements if "load_tile_stripe<" in s]
+                assert len(calls) == node.stripes, node.name
         else:
             # Fork, reassociate, chunk, concat, converter: one token per step, as many cycles as its beats.
             beats = node_beats(graph, node, U55C.stream_max_bits)
@@ -94,3 +104,4 @@ def test_every_process_asks_for_the_modelled_ii(family: str, mode: str) -> None:
             tokens = max(graph.streams[s].type.num_tokens for s in node.inputs + node.outputs)
             assert pipelines or tokens == 1, node.name
     assert {"kernel", "dma_read", "dma_write"} <= kinds
+    assert striped_dmas > 0

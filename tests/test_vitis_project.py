@@ -227,6 +227,8 @@ def test_manifest_is_complete_and_checksums_match(project: Path) -> None:
             "word_strides": [2, 1, 0],
             "padding_bytes": 256,
             "total_bytes": 512,
+            "stripe": 0,
+            "stripes": 1,
         },
         "bank": "HBM[0]",
         "channels": [0],

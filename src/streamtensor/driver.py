@@ -29,7 +29,7 @@ from streamtensor.analysis.allocation import (
     run_allocation,
 )
 from streamtensor.analysis.memory import fusion_report, memory_report
-from streamtensor.analysis.timing_model import cache_report
+from streamtensor.analysis.timing_model import cache_report, hbm_report
 from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, get_target
 from streamtensor.errors import OptionError, ShapeError, StageError, StreamTensorError
 from streamtensor.frontend import linalg_cache
@@ -58,6 +58,7 @@ from streamtensor.transforms.fusion import apply_fusion
 from streamtensor.transforms.replay import replay_forked_accumulators
 from streamtensor.transforms.sink_casts import sink_widening_casts
 from streamtensor.transforms.split_slices import split_sliced_results
+from streamtensor.transforms.stripes import stripe_dmas
 from streamtensor.transforms.tiling import tile_graph
 from streamtensor.transforms.tiling.plan import Tiling, TilingOptions
 
@@ -285,6 +286,7 @@ def _dataflow_report(dfg: DataflowGraph, tiling: Tiling, target: Target) -> dict
         "memory": memory_report(dfg, target),
         "fusion": fusion_report(dfg, target),
         **({"kv_cache": cache} if (cache := cache_report(dfg)) else {}),
+        "hbm": hbm_report(dfg, target),
     }
 
 
@@ -380,6 +382,7 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
     name_outputs(dataflow, outs)
     progress.run("replay", lambda: replay_forked_accumulators(dataflow))
     progress.run("fusion", lambda: apply_fusion(dataflow, target.onchip_bytes))
+    progress.run("stripe", lambda: stripe_dmas(dataflow, target))
     allocation = (run_allocation(dataflow, target, opts.fifo_strategy, progress.run, opts.fifo_latency_slack,
                                  opts.max_fifo_depth, opts.allow_deadlock, opts.allow_unfit)
                   if opts.size_fifos else None)

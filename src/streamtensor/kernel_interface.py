@@ -67,10 +67,16 @@ class MemoryArgument:
     # The argument whose buffer this one addresses (the row write of a cache updated in place: its own m_axi
     # port, as a dataflow region gives each pointer one process, on the cache's buffer); None: its own buffer.
     shares: str | None = None
+    # Stripe ``stripe`` of ``stripes`` of the DMA's buffer (``packing``, module docstring): one argument, m_axi
+    # port and buffer per stripe of a striped DMA.
+    stripe: int = 0
+    stripes: int = 1
 
     @cached_property
     def layout(self) -> PackedLayout:
-        return PackedLayout.of(self.itype)
+        """The layout of this argument's buffer: the DMA's, or its stripe of it."""
+        whole = PackedLayout.of(self.itype)
+        return whole if self.stripes == 1 else whole.striped(self.stripe, self.stripes)
 
     @property
     def reads(self) -> bool:
@@ -98,10 +104,14 @@ class MemoryArgument:
             raise ValueError(f"tensor {self.name} has shape {self.tensor_shape}, got an array of shape {array.shape}")
         for step in self.view:
             array = step.apply(array)
-        return pack(self.itype, array)
+        data = pack(self.itype, array)
+        return data if self.stripes == 1 else self.layout.take_stripe(data)
 
     def unpack_tensor(self, data: bytes) -> np.ndarray:
         """The tensor a write argument's buffer stores: ``view(unpacked stream tensor)``."""
+        if self.stripes > 1:  # only read-only buffers are striped (``DmaNode.stripes``)
+            raise StreamTensorError(f"argument {self.arg} is stripe {self.stripe} of {self.stripes} of a read-only "
+                                    "buffer: nothing to unpack")
         array = unpack(self.itype, data)
         if self.direction == "readwrite":  # the cache as read: its view only adds or drops unit dims
             return array.reshape(self.tensor_shape)
@@ -191,6 +201,8 @@ def layout_json(layout: PackedLayout) -> dict[str, Any]:
         "word_strides": list(layout.word_strides),
         "padding_bytes": layout.padding_bytes,
         "total_bytes": layout.total_bytes,
+        "stripe": layout.stripe,
+        "stripes": layout.stripes,
     }
 
 
@@ -262,6 +274,8 @@ class KernelInterface:
                 tensor_shape=tuple(a["tensor_shape"]),
                 view=_view_from_json(a["view"]),
                 shares=a.get("shares"),
+                stripe=a["layout"].get("stripe", 0),
+                stripes=a["layout"].get("stripes", 1),
             )
             for a in data["arguments"]
         ]

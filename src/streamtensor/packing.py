@@ -23,6 +23,11 @@ A DMA argument of itensor type ``t`` is stored as its **unique tiles**, one tile
   for that), but a 4x4 i8 tile (128 bits) wastes 75% of its word and of the bandwidth that streams it.
 
 A file or buffer of the layout holds exactly ``total_bytes = num_tiles * words_per_tile * 64`` bytes.
+
+* **Stripes.** A read-only buffer may be striped over ``J`` HBM pseudo-channels (``analysis.hbm``): stripe ``j``
+  is a buffer of its own holding words ``j, j + J, ...`` of every tile, in tile order, each tile's share padded
+  to ``ceil(tile_words / J)`` words (:meth:`PackedLayout.striped`, :meth:`PackedLayout.take_stripe`). Its
+  ``words_per_tile`` and ``word_strides`` are the stripe's: what its m_axi port addresses.
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ class PackedLayout:
     words_per_tile: int
     num_tiles: int  # unique tiles stored
     tile_strides: tuple[int, ...]  # per loop, in tiles; 0 for repeat loops
+    stripe: int = 0  # this buffer holds the words w % stripes == stripe of every tile (module docstring)
+    stripes: int = 1
 
     @classmethod
     def of(cls, itype: ITensorType) -> PackedLayout:
@@ -84,6 +91,25 @@ class PackedLayout:
             tile_strides=tuple(strides),
         )
 
+    def striped(self, stripe: int, stripes: int) -> PackedLayout:
+        """Stripe ``stripe`` of ``stripes`` of this (whole) layout."""
+        if self.stripes != 1 or not 0 <= stripe < stripes <= self.words_per_tile:
+            raise ValueError(f"{self.itype}: no stripe {stripe} of {stripes} of a {self.words_per_tile}-word tile")
+        return replace(self, words_per_tile=-(-self.words_per_tile // stripes), stripe=stripe, stripes=stripes)
+
+    @property
+    def tile_words(self) -> int:
+        """Words of a whole tile (over all stripes)."""
+        return math.ceil(self.itype.token_bits / WORD_BITS)
+
+    def take_stripe(self, data: bytes) -> bytes:
+        """This stripe's buffer from the packed bytes of the whole layout."""
+        whole = np.frombuffer(data, dtype=np.uint8).reshape(self.num_tiles, self.tile_words, WORD_BYTES)
+        out = np.zeros((self.num_tiles, self.words_per_tile, WORD_BYTES), dtype=np.uint8)
+        part = whole[:, self.stripe :: self.stripes]
+        out[:, : part.shape[1]] = part
+        return out.tobytes()
+
     @property
     def word_strides(self) -> tuple[int, ...]:
         """Per-loop word-address strides the DMA uses (0 for repeat loops)."""
@@ -91,8 +117,10 @@ class PackedLayout:
 
     @property
     def tile_data_bytes(self) -> int:
-        """Bytes of a tile that carry data (the last one partly, for i1 tiles that are not whole bytes)."""
-        return math.ceil(self.itype.token_bits / 8)
+        """Bytes of a tile that carry data (the last one partly, for i1 tiles that are not whole bytes); of a
+        stripe, those of its words."""
+        data = math.ceil(self.itype.token_bits / 8)
+        return sum(min(WORD_BYTES, data - WORD_BYTES * w) for w in range(self.stripe, self.tile_words, self.stripes))
 
     @property
     def total_words(self) -> int:

@@ -3,11 +3,11 @@
 
 In ``driver.compile`` order: ``sink-casts``, ``split-slices``, ``fuse-into-contractions`` (Linalg to Linalg),
 ``build-dataflow`` (Linalg to dataflow: tiling with the default ``TilingOptions``, then the dataflow graph),
-``replay``, ``fusion`` and ``size-fifos`` (dataflow to dataflow; the FIFO LP of resource allocation with the
-``normal`` strategy, its depths and the timing and memory attributes written into the IR), ``allocate`` (the
-whole resource allocation of ``compile`` with its defaults: FIFO sizing, timing simulation, resources, SLR
-plan; a deadlock or a design over the target's budget is an error). Passes that weigh device costs (tiling, fusion's
-memory cap, FIFO sizing) read the target given to :func:`run_passes`.
+``replay``, ``fusion``, ``stripe`` (HBM stripes of the DMAs) and ``size-fifos`` (dataflow to dataflow; the FIFO LP
+of resource allocation with the ``normal`` strategy, its depths and the timing and memory attributes written into
+the IR), ``allocate`` (the whole resource allocation of ``compile`` with its defaults: FIFO sizing, timing
+simulation, resources, SLR plan; a deadlock or a design over the target's budget is an error). Passes that weigh
+device costs (tiling, fusion's memory cap, FIFO sizing) read the target given to :func:`run_passes`.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from streamtensor.transforms.fusion import apply_fusion
 from streamtensor.transforms.replay import replay_forked_accumulators
 from streamtensor.transforms.sink_casts import sink_widening_casts
 from streamtensor.transforms.split_slices import split_sliced_results
+from streamtensor.transforms.stripes import stripe_dmas
 from streamtensor.transforms.tiling import TilingOptions, tile_graph
 
 IRKind = Literal["linalg", "dataflow"]
@@ -61,6 +62,12 @@ def _replay(graph: IR, target: Target) -> IR:
 def _fusion(graph: IR, target: Target) -> IR:
     assert isinstance(graph, DataflowGraph)
     return apply_fusion(graph, target.onchip_bytes)
+
+
+def _stripe(graph: IR, target: Target) -> IR:
+    assert isinstance(graph, DataflowGraph)
+    stripe_dmas(graph, target)
+    return graph
 
 
 def _size_fifos(graph: IR, target: Target) -> IR:
@@ -95,6 +102,8 @@ PASSES: dict[str, Pass] = {p.name: p for p in (
     Pass("replay", "dataflow", "dataflow", _replay, "replace forks of whole accumulated results by replay ports"),
     Pass("fusion", "dataflow", "dataflow", _fusion,
          "group the nodes into accelerators under the target's on-chip memory"),
+    Pass("stripe", "dataflow", "dataflow", _stripe,
+         "stripe every read-only external tensor over HBM pseudo-channels by its bandwidth demand"),
     Pass("size-fifos", "dataflow", "dataflow", _size_fifos, "FIFO depths of every stream by the LP (normal)"),
     Pass("allocate", "dataflow", "dataflow", _allocate,
          "resource allocation: FIFO depths, timing simulation, resources and the SLR plan"),

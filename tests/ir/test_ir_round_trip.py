@@ -41,13 +41,16 @@ def test_the_registry_replays_the_compile_pipeline_from_the_linalg_text() -> Non
     dataflow = run_passes(graph, ["build-dataflow"], U55C)
     # The block outputs' names come from the model (the compile names the write DMAs after them), not the text.
     name_outputs(dataflow, design.output_names)
-    dataflow = run_passes(dataflow, ["replay", "fusion", "allocate"], U55C)
+    dataflow = run_passes(dataflow, ["replay", "fusion", "stripe", "allocate"], U55C)
     assert printed(dataflow) == print_dataflow(design.dataflow)
 
 
 def test_hand_written_data_movement_round_trips() -> None:
     text = read("movement.mlir")
     assert printed(parse_ir(text, "movement.mlir")) == text
+    striped = text.replace("role = input}", "role = input, stripes = 3}")
+    graph = parse_ir(striped, "movement.mlir")
+    assert printed(graph) == striped and graph.nodes["read"].stripes == 3
 
 
 def test_constants_read_back_exactly_as_lists_and_as_hex_blobs() -> None:

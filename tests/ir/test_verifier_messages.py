@@ -114,6 +114,10 @@ CASES: dict[str, tuple[str, list[tuple[str, str]], str]] = {
                               "dma_write write: a write view may only reshape"),
     "constant without data": (MOVEMENT, [("role = input", "role = constant")],
                               "dma_read read: no data for constant %a"),
+    "no stripes": (MOVEMENT, [("role = input}", "role = input, stripes = 0}")],
+                   "dma_read read: stripes = 0: at least 1, and only a read of a read-only buffer is striped"),
+    "striped write": (MOVEMENT, [("role = output}", "role = output, stripes = 2}")],
+                      "dma_write write: stripes = 2: at least 1, and only a read of a read-only buffer is striped"),
     # --- kernels (_kernel_error, and the generic they carry)
     "kernel generic": (KERNELS, [("indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> "
                                   "(d0, d1)>]", "indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>]")],

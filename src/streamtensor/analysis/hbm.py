@@ -2,29 +2,47 @@
 the bandwidth each of its DMAs gets there.
 
 Tiling (rate matching a kernel to its DMA), the timing model (the DMA processes) and the Vitis backend
-(``link.cfg``'s ``sp=`` lines) all ask :func:`place_tensors`, so a DMA streams at the rate of the channel it is
+(``link.cfg``'s ``sp=`` lines) all ask :func:`place_tensors`, so a DMA streams at the rate of the channels it is
 connected to.
 
-**Placement.** An external tensor is streamed by one or more DMAs, each with its own buffer (its view of the
-tensor in the packed layout of its stream). All DMAs of one tensor go on that tensor's channel range. Tensors
-are taken by bandwidth demand (bytes their DMAs stream per run, repeat loops included; then bytes; then name)
-and each is placed round-robin at the next channel range with room: ``ceil(bytes / channel_bytes)`` consecutive
-pseudo-channels (never wrapping past the last), each with room for the tensor's DMAs within the target's
-interfaces per channel (a DMA on a range counts on each of its channels) and, together, for its bytes. When
-nothing fits, placement fails with :class:`HbmPlanError`.
+**Stripes.** An external tensor may be striped over ``J`` pseudo-channels: every DMA of it then has ``J`` m_axi
+ports, and stripe ``j`` of its buffer holds the words ``w`` with ``w % J == j`` of every packed tile (in tile
+order, each tile's share padded to ``ceil(words_per_tile / J)`` words). The DMA reads the ``J`` stripes in lock
+step, one word per port per cycle, so a tile takes ``ceil(words_per_tile / J)`` port cycles. Only a tensor that
+DMA nodes read and nothing writes (weights, block inputs; not a KV cache updated in place) is striped, at most
+over its narrowest DMA's words per tile (``max_stripes``) and the channel count. :func:`choose_stripes` picks
+the counts of one group (the external tensors of one accelerator, whose DMAs all stream concurrently) greedily:
+every tensor starts with one stripe; its *time* is its bytes per DMA times its share over the words per port
+fraction ``ceil(words / J) / words`` (:func:`dma_token_cycles`, up to the channel rate); repeatedly the slowest
+tensor that can take more gets the next count that puts fewer words on each port, kept while the times, sorted
+slowest first, get lexicographically smaller under the placement below (a stripe that would share a channel
+with a busier port makes things worse and ends the search).
 
-**Shares.** The DMAs connected to one pseudo-channel stream concurrently and split its bandwidth evenly: a DMA's
-*share* is the number of DMAs on the busiest channel of its range (:func:`dma_bytes_per_cycle`). With at most
-``channels`` tensors of one channel each, every tensor has a channel of its own and the share of each of its
-DMAs is the tensor's number of DMAs. With more tensors, round-robin stacks them: on 2 channels, tensors A, B,
-C of one DMA each give A and C share 2 (channel 0) and B share 1 (channel 1), not a uniform ``ceil(3 / 2)``.
+**Placement.** An external tensor is streamed by one or more DMAs, each with its own buffer (its view of the
+tensor in the packed layout of its stream). Stripe ``j`` of every DMA of a tensor goes on that tensor's
+``j``-th channel range. Tensors are taken by bandwidth demand (bytes their DMAs stream per run, repeat loops
+included; then bytes; then name) and each stripe goes on a range of ``ceil(stripe bytes / channel_bytes)``
+consecutive pseudo-channels (never wrapping past the last), none holding another stripe of the same tensor,
+each with room for the tensor's DMAs within the target's interfaces per channel (a DMA on a range counts on each
+of its channels) and, together, for the stripe's bytes. Among those, the range whose slowest port would be
+fastest once the stripe is added (the heaviest port's bytes times the ports, the share below) wins, ties in
+round-robin order from where the last stripe ended: a small tensor joins other small ones rather than halve a
+big stripe's channel. When nothing fits, placement fails with :class:`HbmPlanError`.
+
+**Shares.** The ports connected to one pseudo-channel stream concurrently and split its bandwidth evenly: a
+stripe's *share* is the number of DMA ports on the busiest channel of its range; a DMA's share is the largest of
+its stripes' (the lock step waits for the slowest port). A port moves ``min(64, 57.5 / share)`` B/cycle
+(:func:`dma_bytes_per_cycle`) and a striped DMA ``J`` times that. With at most ``channels`` stripes of one
+channel each, every stripe has a channel of its own and the share of each DMA is its tensor's number of DMAs.
+With more, round-robin stacks them: on 2 channels, tensors A, B, C of one DMA each give A and C share 2
+(channel 0) and B share 1 (channel 1), not a uniform ``ceil(3 / 2)``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from streamtensor.errors import StreamTensorError
@@ -45,79 +63,155 @@ class ExternalTensor:
     dmas: tuple[str, ...]  # names of its DMAs, unique among all tensors placed together
     bytes: int  # the buffers of all its DMAs
     demand: int  # bytes its DMAs stream per run
+    stripes: int = 1  # pseudo-channels (m_axi ports per DMA) it is striped over
+    max_stripes: int = 1  # words per tile of its narrowest DMA, or 1 where it is not striped (choose_stripes)
 
 
 @dataclass(frozen=True)
 class HbmPlacement:
-    """Every tensor's channel range and every DMA's channel share (module docstring)."""
+    """Every tensor's stripe channel ranges and every DMA's channel share (module docstring)."""
 
-    ranges: Mapping[str, tuple[int, int]]  # tensor name -> (first, last) pseudo-channel
-    dma_ranges: Mapping[str, tuple[int, int]]  # DMA name -> its tensor's range
-    shares: Mapping[str, int]  # DMA name -> DMAs on the busiest channel of its range
+    ranges: Mapping[str, tuple[tuple[int, int], ...]]  # tensor name -> (first, last) pseudo-channel per stripe
+    dma_ranges: Mapping[str, tuple[tuple[int, int], ...]]  # DMA name -> its tensor's stripe ranges
+    shares: Mapping[str, int]  # DMA name -> ports on the busiest channel of its stripes' ranges
+
+    def stripes(self, dma: str) -> int:
+        return len(self.dma_ranges[dma])
 
 
-def streamed_tensors(dmas: Iterable[tuple[str, str, PackedLayout]]) -> list[ExternalTensor]:
-    """External tensors of ``(tensor name, DMA name, buffer layout)`` triples, one DMA each (first-seen order)."""
+def streamed_tensors(dmas: Iterable[tuple[str, str, PackedLayout]], stripes: Mapping[str, int] | None = None,
+                     stripable: Collection[str] = ()) -> list[ExternalTensor]:
+    """External tensors of ``(tensor name, DMA name, buffer layout)`` triples, one DMA each (first-seen order),
+    with their stripe counts (``stripes``, by tensor; 1 if absent); a ``stripable`` tensor may get up to its
+    narrowest DMA's words per tile from :func:`choose_stripes`, any other one stripe."""
     grouped: dict[str, list[tuple[str, PackedLayout]]] = {}
     for tensor, dma, layout in dmas:
         grouped.setdefault(tensor, []).append((dma, layout))
+    stripes = stripes or {}
     return [ExternalTensor(name, tuple(d for d, _ in buffers), sum(b.total_bytes for _, b in buffers),
-                           sum(b.streamed_bytes for _, b in buffers))
+                           sum(b.streamed_bytes for _, b in buffers), stripes.get(name, 1),
+                           min(b.words_per_tile for _, b in buffers) if name in stripable else 1)
             for name, buffers in grouped.items()]
 
 
+def stripe_words(words: int, stripes: int) -> int:
+    """Words of a tile of ``words`` words on each of ``stripes`` stripes (the last ones padded)."""
+    return -(-words // stripes)
+
+
+def choose_stripes(tensors: Sequence[ExternalTensor], hbm: HbmSpec) -> dict[str, int]:
+    """Stripes per tensor, greedily (module docstring): deterministic."""
+    stripes = {t.name: 1 for t in tensors}
+    times = _stripe_times(tensors, stripes, hbm)
+    caps = {t.name: min(t.max_stripes, hbm.channels) for t in tensors}
+    words = {t.name: t.max_stripes for t in tensors}
+    while True:
+        growing = [n for n in times if _more_stripes(words[n], stripes[n]) <= caps[n]]
+        if not growing:
+            break
+        slowest = max(growing, key=lambda n: (times[n], n))
+        trial = {**stripes, slowest: _more_stripes(words[slowest], stripes[slowest])}
+        try:
+            trial_times = _stripe_times(tensors, trial, hbm)
+        except HbmPlanError:
+            break
+        if sorted(trial_times.values(), reverse=True) >= sorted(times.values(), reverse=True):
+            break
+        stripes, times = trial, trial_times
+    return stripes
+
+
+def _more_stripes(words: int, stripes: int) -> int:
+    """The next stripe count that puts fewer words of a ``words``-word tile on each port."""
+    now = stripe_words(words, stripes)
+    return words + 1 if now == 1 else -(-words // (now - 1))
+
+
+def _stripe_times(tensors: Sequence[ExternalTensor], stripes: Mapping[str, int], hbm: HbmSpec
+                  ) -> dict[str, Fraction]:
+    """Each tensor's streaming time (in units of a whole channel's byte time) when striped as ``stripes``: a DMA's
+    bytes at its stripes' words per port over its share (:func:`dma_token_cycles` up to the channel rate)."""
+    placement = place_tensors([replace(t, stripes=stripes[t.name]) for t in tensors], hbm)
+    return {t.name: Fraction(t.demand * placement.shares[t.dmas[0]] * stripe_words(t.max_stripes, stripes[t.name]),
+                             len(t.dmas) * t.max_stripes) for t in tensors}
+
+
 def place_tensors(tensors: Sequence[ExternalTensor], hbm: HbmSpec) -> HbmPlacement:
-    """Place every tensor's DMAs on HBM pseudo-channels (see the module docstring)."""
+    """Place every tensor's DMAs (each stripe of them) on HBM pseudo-channels (see the module docstring)."""
     dma_names = [d for t in tensors for d in t.dmas]
     if len(set(dma_names)) != len(dma_names) or len({t.name for t in tensors}) != len(tensors):
         raise HbmPlanError(f"duplicate tensor or DMA names among {dma_names}")
     interfaces = [0] * hbm.channels
     free = [hbm.channel_bytes] * hbm.channels
-    ranges: dict[str, tuple[int, int]] = {}
+    heaviest = [Fraction(0)] * hbm.channels  # bytes of the busiest port on each channel
+    ranges: dict[str, tuple[tuple[int, int], ...]] = {}
     cursor = 0
     for t in sorted(tensors, key=lambda t: (-t.demand, -t.bytes, t.name)):
-        span = max(1, math.ceil(t.bytes / hbm.channel_bytes))
-        if span > hbm.channels:
-            raise HbmPlanError(f"tensor {t.name} needs {t.bytes} bytes, more than the whole HBM")
+        if not 1 <= t.stripes <= hbm.channels:
+            raise HbmPlanError(f"tensor {t.name} has {t.stripes} stripes; the HBM has {hbm.channels} pseudo-channels")
         if len(t.dmas) > hbm.max_interfaces_per_channel:
             raise HbmPlanError(f"tensor {t.name} has {len(t.dmas)} DMAs, more than the "
                                f"{hbm.max_interfaces_per_channel} interfaces one pseudo-channel takes")
-        for first in ((cursor + i) % hbm.channels for i in range(hbm.channels)):
+        stripe_bytes = -(-t.bytes // t.stripes)
+        span = max(1, math.ceil(stripe_bytes / hbm.channel_bytes))
+        if span * t.stripes > hbm.channels:
+            raise HbmPlanError(f"tensor {t.name} needs {t.bytes} bytes, more than the whole HBM")
+        used: set[int] = set()
+        placed: list[tuple[int, int]] = []
+        per_port = Fraction(t.demand, len(t.dmas) * t.stripes)  # bytes each of its ports streams
+        for j in range(t.stripes):
+            fits = []
+            for i in range(hbm.channels):  # round-robin order from the cursor: the tie-break
+                first = (cursor + i) % hbm.channels
+                channels = range(first, first + span)
+                if (
+                    first + span <= hbm.channels
+                    and not used.intersection(channels)
+                    and all(interfaces[c] + len(t.dmas) <= hbm.max_interfaces_per_channel for c in channels)
+                    and sum(free[c] for c in channels) >= stripe_bytes
+                ):
+                    # The slowest port of the range once it is added: the heaviest port's bytes times the ports.
+                    fits.append((max(max(heaviest[c], per_port) * (interfaces[c] + len(t.dmas)) for c in channels), i))
+            if not fits:
+                raise HbmPlanError(
+                    f"cannot place tensor {t.name} (stripe {j} of {t.stripes}; {len(t.dmas)} DMA(s), {stripe_bytes} "
+                    f"bytes on {span} pseudo-channel(s)): every candidate range holds another of its stripes, lacks "
+                    f"room for {len(t.dmas)} more interface(s) (at most {hbm.max_interfaces_per_channel} per "
+                    f"channel) or has too little free memory ({len(tensors)} tensors, {len(dma_names)} DMAs in all)"
+                )
+            first = (cursor + min(fits)[1]) % hbm.channels
             channels = range(first, first + span)
-            if (
-                first + span <= hbm.channels
-                and all(interfaces[c] + len(t.dmas) <= hbm.max_interfaces_per_channel for c in channels)
-                and sum(free[c] for c in channels) >= t.bytes
-            ):
-                break
-        else:
-            raise HbmPlanError(
-                f"cannot place tensor {t.name} ({len(t.dmas)} DMA(s), {t.bytes} bytes on {span} pseudo-channel(s)): "
-                f"every candidate range lacks room for {len(t.dmas)} more interface(s) (at most "
-                f"{hbm.max_interfaces_per_channel} per channel) or has too little free memory ({len(tensors)} "
-                f"tensors, {len(dma_names)} DMAs in all)"
-            )
-        remaining = t.bytes
-        for c in channels:
-            interfaces[c] += len(t.dmas)
-            taken = min(free[c], remaining)
-            free[c] -= taken
-            remaining -= taken
-        ranges[t.name] = (first, first + span - 1)
-        cursor = (first + span) % hbm.channels
+            remaining = stripe_bytes
+            for c in channels:
+                interfaces[c] += len(t.dmas)
+                heaviest[c] = max(heaviest[c], per_port)
+                taken = min(free[c], remaining)
+                free[c] -= taken
+                remaining -= taken
+            used.update(channels)
+            placed.append((first, first + span - 1))
+            cursor = (first + span) % hbm.channels
+        ranges[t.name] = tuple(placed)
     dma_ranges = {d: ranges[t.name] for t in tensors for d in t.dmas}
-    shares = {d: max(interfaces[c] for c in range(first, last + 1)) for d, (first, last) in dma_ranges.items()}
+    shares = {d: max(interfaces[c] for first, last in stripes for c in range(first, last + 1))
+              for d, stripes in dma_ranges.items()}
     return HbmPlacement(ranges, dma_ranges, shares)
 
 
 def dma_bytes_per_cycle(share: int, target: Target) -> Fraction:
-    """Bytes per cycle of one DMA: ``min(bus, pseudo-channel) / share``.
+    """Bytes per cycle of one DMA port: ``min(bus, pseudo-channel) / share``.
 
     On the U55C a 512-bit m_axi port moves 64 B/cycle but its HBM pseudo-channel only 14.375 GB/s = 57.5
-    B/cycle at 250 MHz, so the channel bounds it; ``share`` DMAs on one channel split it evenly."""
+    B/cycle at 250 MHz, so the channel bounds it; ``share`` ports on one channel split it evenly."""
     return min(Fraction(target.axi_bytes_per_cycle), target.channel_bytes_per_cycle) / share
 
 
 def dma_token_bytes(t: ITensorType, target: Target) -> int:
     """Bus bytes per token: the tile padded to whole m_axi words (``streamtensor.packing``)."""
     return math.ceil(t.token_bits / target.axi_word_bits) * target.axi_bytes_per_cycle
+
+
+def dma_token_cycles(words: int, stripes: int, share: int, target: Target) -> Fraction:
+    """Cycles a DMA of ``stripes`` lock-step ports takes for a token of ``words`` bus words: every port moves
+    ``ceil(words / stripes)`` words at its share of its channel (module docstring)."""
+    return stripe_words(words, stripes) * target.axi_bytes_per_cycle / dma_bytes_per_cycle(share, target)

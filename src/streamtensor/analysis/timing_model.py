@@ -42,10 +42,12 @@ Per node kind (formulas are repeated next to their code):
   stream is at most 4,096 bits) crosses its stream as ``ITensorType.beats`` beats, one per cycle, so a
   converter or forwarding node moves a token every ``ii = beats`` cycles (``node_beats``; 1 when it fits).
 - **DMA** (HBM <-> stream): a token is ``words = ceil(token_bits / 512)`` bus words (``bytes = 64 * words``,
-  each tile padded to whole words: ``streamtensor.packing``), moved at ``rate = min(64, 57.5) / share`` bytes
-  per cycle (:func:`.hbm.dma_bytes_per_cycle`; ``share``: the DMAs on its pseudo-channel as ``analysis.hbm``
-  places the group's external tensors, the placement ``link.cfg`` realises); ``ii = 1`` cycle per firing with
-  the tokens spread at that exact average rate, ``depth`` = the HBM latency (64 cycles). A KV-cache DMA
+  each tile padded to whole words: ``streamtensor.packing``), spread over the DMA's ``stripes`` m_axi ports
+  read in lock step, each port moving ``ceil(words / stripes)`` words at ``rate = min(64, 57.5) / share``
+  bytes per cycle (:func:`.hbm.dma_token_cycles`; ``share``: the ports on the busiest pseudo-channel of its
+  stripes as ``analysis.hbm`` places the group's external tensors, the placement ``link.cfg`` realises);
+  ``ii = 1`` cycle per firing with the tokens spread at that exact average rate, ``depth`` = the HBM latency
+  (64 cycles). A KV-cache DMA
   (``CacheRows``) moves bytes only for the tiles of rows ``0..position`` (read; the zero tiles past it cost one
   cycle each) or the words of row ``position`` (write; every other token one cycle), modelled at the worst
   case, ``position`` = the last row (:func:`modelled_position`). A scalar read (``role = scalar``) is a
@@ -80,7 +82,14 @@ from streamtensor.ir.linalg import GenericOp, ScalarBody, ScalarOp
 from streamtensor.packing import WORD_BYTES, PackedLayout
 from streamtensor.target import OperatorLibrary, Target
 
-from .hbm import HbmPlacement, dma_bytes_per_cycle, dma_token_bytes, place_tensors, streamed_tensors
+from .hbm import (
+    HbmPlacement,
+    choose_stripes,
+    dma_token_bytes,
+    dma_token_cycles,
+    place_tensors,
+    streamed_tensors,
+)
 from .memory import absorbed_converters, node_groups
 from .process_network import Process, ProcessNetwork, Stream
 
@@ -295,26 +304,26 @@ def _converter_process(node: ConverterNode, source: ITensorType, result: ITensor
                    {node.outputs[0]: writes})
 
 
-def _token_costs(t: ITensorType, share: int, target: Target, memory_bytes: np.ndarray | None
+def _token_costs(t: ITensorType, share: int, stripes: int, target: Target, memory_bytes: np.ndarray | None
                  ) -> tuple[np.ndarray, int]:
-    """Cycles of every token's transfer as integer numerators over one denominator: a token of ``b`` bytes
-    takes ``b / rate`` cycles (``memory_bytes``: bytes per token, else every token a whole tile), a token
-    that moves no bytes (a zero tile read, a tile a row write skips) one cycle of the loop."""
-    rate = dma_bytes_per_cycle(share, target)
+    """Cycles of every token's transfer as integer numerators over one denominator: a token of ``w`` words takes
+    ``ceil(w / stripes) * 64 / rate`` cycles (its stripes' ports in lock step, :func:`.hbm.dma_token_cycles`;
+    ``memory_bytes``: bytes per token, else every token a whole tile), a token that moves no bytes (a zero tile
+    read, a tile a row write skips) one cycle of the loop."""
     if memory_bytes is None:
-        per_token = dma_token_bytes(t, target) / rate
+        per_token = dma_token_cycles(dma_token_bytes(t, target) // WORD_BYTES, stripes, share, target)
         return np.full(t.num_tokens, per_token.numerator, dtype=np.int64), per_token.denominator
-    per_byte = 1 / rate
-    costs = [b * per_byte if b else Fraction(1) for b in memory_bytes.tolist()]
+    costs = [dma_token_cycles(-(-b // WORD_BYTES), stripes, share, target) if b else Fraction(1)
+             for b in memory_bytes.tolist()]
     denominator = math.lcm(*(c.denominator for c in costs))
     return np.array([c.numerator * (denominator // c.denominator) for c in costs], dtype=np.int64), denominator
 
 
 def _dma_read_process(name: str, stream: str, t: ITensorType, share: int, target: Target,
-                      memory_bytes: np.ndarray | None = None) -> Process:
+                      memory_bytes: np.ndarray | None = None, stripes: int = 1) -> Process:
     # Token k's last byte arrives in cycle ceil(sum of the costs up to k) - 1 of the transfer and is pushed into
     # the stream the HBM latency later; the loop has one firing per cycle of the transfer.
-    costs, q = _token_costs(t, share, target, memory_bytes)
+    costs, q = _token_costs(t, share, stripes, target, memory_bytes)
     done = -((-np.cumsum(costs)) // q) - 1
     return Process(name, 1, target.hbm.latency_cycles, int(done[-1]) + 1, {}, {stream: done})
 
@@ -323,7 +332,7 @@ def _dma_write_process(name: str, stream: str, t: ITensorType, share: int, targe
                        memory_bytes: np.ndarray | None = None) -> Process:
     # Token k is taken from the stream when its transfer starts, in cycle floor(costs before k); the last
     # burst's write response comes the HBM latency after the transfer's last cycle.
-    costs, q = _token_costs(t, share, target, memory_bytes)
+    costs, q = _token_costs(t, share, 1, target, memory_bytes)
     total = np.cumsum(costs)
     start = np.concatenate(([0], total[:-1])) // q
     return Process(name, 1, target.hbm.latency_cycles, int(-((-total[-1]) // q)), {stream: start}, {})
@@ -370,29 +379,54 @@ def cache_report(graph: DataflowGraph) -> list[dict[str, object]]:
 # --- graphs --------------------------------------------------------------------------------------------------
 
 
-def dma_placement(graph: DataflowGraph, members: set[str], crossing_in: list[DataflowStream],
-                  crossing_out: list[DataflowStream], absorbed: set[str], target: Target) -> HbmPlacement:
-    """Where the external tensors of one fusion group live (``analysis.hbm``): the tensors of its DMA nodes, and
-    every stream crossing into or out of the group (a buffer of its own in external memory, streamed by the
-    implicit DMA or the absorbed converter that reads it)."""
+def group_tensors(graph: DataflowGraph, members: set[str], crossing_in: list[DataflowStream],
+                  crossing_out: list[DataflowStream], absorbed: set[str]) -> tuple[list[tuple[str, str, PackedLayout]],
+                                                                              dict[str, int], set[str]]:
+    """The external tensors of one fusion group as ``(tensor, DMA, layout)`` triples (its DMA nodes, and every
+    stream crossing into or out of the group: a buffer of its own in external memory, streamed by the implicit
+    DMA or the absorbed converter that reads it), the stripes of its DMA nodes' tensors, and the tensors that may
+    be striped: those only DMA nodes read, none of them a KV-cache row read (``DmaNode.stripes``)."""
     dmas: list[tuple[str, str, PackedLayout]] = []
+    stripes: dict[str, int] = {}
+    readers: dict[str, bool] = {}
     for name in (n for n in graph.topological_order() if n in members):
         node = graph.nodes[name]
         if isinstance(node, DmaNode) and node.role != "scalar":  # a scalar is a register, not in memory
             (stream,) = node.outputs if node.direction == "read" else node.inputs
             dmas.append((node.buffer_name, name, PackedLayout.of(graph.streams[stream].type)))
+            stripes[node.buffer_name] = node.stripes
+            plain = node.direction == "read" and node.rows is None
+            readers[node.buffer_name] = readers.get(node.buffer_name, True) and plain
         elif name in absorbed:
             dmas.append((node.inputs[0], name, PackedLayout.of(graph.streams[node.outputs[0]].type)))
+            readers[node.inputs[0]] = False
     for s in crossing_in:
         if s.target not in absorbed:
             dmas.append((s.name, crossing_dma_name(s.name, "read"), PackedLayout.of(s.type)))
+            readers[s.name] = False
     for s in crossing_out:
         dmas.append((s.name, crossing_dma_name(s.name, "write"), PackedLayout.of(s.type)))
-    return place_tensors(streamed_tensors(dmas), target.hbm)
+        readers[s.name] = False
+    return dmas, stripes, {t for t, ok in readers.items() if ok}
+
+
+def dma_placement(graph: DataflowGraph, members: set[str], crossing_in: list[DataflowStream],
+                  crossing_out: list[DataflowStream], absorbed: set[str], target: Target) -> HbmPlacement:
+    """Where the external tensors of one fusion group live (``analysis.hbm``; :func:`group_tensors`), each
+    striped as its DMA nodes say."""
+    dmas, stripes, _ = group_tensors(graph, members, crossing_in, crossing_out, absorbed)
+    return place_tensors(streamed_tensors(dmas, stripes), target.hbm)
+
+
+def group_stripes(graph: DataflowGraph, group: int, target: Target) -> dict[str, int]:
+    """Stripes per external tensor of fusion group ``group`` by ``analysis.hbm.choose_stripes``."""
+    members, crossing_in, crossing_out, absorbed = _group_members(graph, group)
+    dmas, _, stripable = group_tensors(graph, members, crossing_in, crossing_out, absorbed)
+    return choose_stripes(streamed_tensors(dmas, stripable=stripable), target.hbm)
 
 
 def node_process(graph: DataflowGraph, node: Node, target: Target, dma_share: int = 1) -> Process:
-    """The process of one node (module docstring); ``dma_share`` applies to DMA nodes."""
+    """The process of one node (module docstring); ``dma_share`` (of its slowest stripe) applies to DMA nodes."""
     ins = [graph.streams[s].type for s in node.inputs]
     outs = [graph.streams[s].type for s in node.outputs]
     beats = node_beats(graph, node, target.stream_max_bits)
@@ -421,7 +455,7 @@ def node_process(graph: DataflowGraph, node: Node, target: Target, dma_share: in
         t = outs[0] if node.direction == "read" else ins[0]
         traffic = None if node.rows is None else cache_dma_bytes(node, t, modelled_position(node, t))
         if node.direction == "read":
-            return _dma_read_process(node.name, node.outputs[0], t, dma_share, target, traffic)
+            return _dma_read_process(node.name, node.outputs[0], t, dma_share, target, traffic, node.stripes)
         return _dma_write_process(node.name, node.inputs[0], t, dma_share, target, traffic)
     raise ValueError(f"no timing model for node {node.name} of kind {node.kind}")
 
@@ -431,15 +465,10 @@ def crossing_dma_name(stream: str, direction: str) -> str:
     return f"{stream}.dma_{direction}"
 
 
-def build_process_network(graph: DataflowGraph, target: Target, group: int | None = None) -> ProcessNetwork:
-    """One process per node of fusion group ``group`` and one stream per dataflow stream inside it.
-
-    ``group`` may be omitted when the graph is one accelerator (no groups, or one). A group is its own
-    accelerator (one bitstream, run after the previous one), so a stream that crosses groups goes through
-    external memory: inside the producer's group it feeds an implicit write DMA (``<stream>.dma_write``), inside
-    the consumer's group an implicit read DMA (``<stream>.dma_read``) streams it back, or, for an absorbed
-    converter (``memory.absorbed_converters``), the converter itself is that read DMA and streams its result
-    layout. Stream widths are the itensor token bits; token counts the itensor token counts."""
+def _group_members(graph: DataflowGraph, group: int | None
+                   ) -> tuple[set[str], list[DataflowStream], list[DataflowStream], set[str]]:
+    """The nodes of fusion group ``group`` (omitted: the one group), the streams crossing into and out of it,
+    and its absorbed converters."""
     groups = node_groups(graph)
     count = max(groups.values(), default=-1) + 1
     if group is None:
@@ -452,6 +481,45 @@ def build_process_network(graph: DataflowGraph, target: Target, group: int | Non
     absorbed = set(absorbed_converters(graph)) & members
     crossing_in = [s for s in graph.streams.values() if s.target in members and s.source not in members]
     crossing_out = [s for s in graph.streams.values() if s.source in members and s.target not in members]
+    return members, crossing_in, crossing_out, absorbed
+
+
+def hbm_report(graph: DataflowGraph, target: Target) -> list[dict[str, object]]:
+    """Per fusion group, every external-memory DMA (DMA nodes, absorbed converters, implicit DMAs of crossing
+    streams) with its tensor, stripes, pseudo-channels and share, and the bytes per cycle it streams at (its words
+    per token over the modelled cycles per token), and their total against the target's peak."""
+    groups = node_groups(graph)
+    out: list[dict[str, object]] = []
+    peak = target.hbm.channels * target.channel_bytes_per_cycle
+    for group in range(max(groups.values(), default=-1) + 1):
+        members, crossing_in, crossing_out, absorbed = _group_members(graph, group)
+        dmas, stripes, _ = group_tensors(graph, members, crossing_in, crossing_out, absorbed)
+        placement = place_tensors(streamed_tensors(dmas, stripes), target.hbm)
+        rows = []
+        for tensor, dma, layout in dmas:
+            j = placement.stripes(dma)
+            rate = layout.words_per_tile * WORD_BYTES / dma_token_cycles(layout.words_per_tile, j,
+                                                                         placement.shares[dma], target)
+            rows.append({"dma": dma, "tensor": tensor, "stripes": j,
+                         "channels": [list(r) for r in placement.dma_ranges[dma]], "share": placement.shares[dma],
+                         "bytes": layout.total_bytes, "streamed_bytes": layout.streamed_bytes,
+                         "bytes_per_cycle": round(float(rate), 3)})
+        total = sum(r["bytes_per_cycle"] for r in rows)
+        out.append({"group": group, "dmas": rows, "ports": sum(r["stripes"] for r in rows),
+                    "bytes_per_cycle": round(total, 3), "peak_bytes_per_cycle": float(peak)})
+    return out
+
+
+def build_process_network(graph: DataflowGraph, target: Target, group: int | None = None) -> ProcessNetwork:
+    """One process per node of fusion group ``group`` and one stream per dataflow stream inside it.
+
+    ``group`` may be omitted when the graph is one accelerator (no groups, or one). A group is its own
+    accelerator (one bitstream, run after the previous one), so a stream that crosses groups goes through
+    external memory: inside the producer's group it feeds an implicit write DMA (``<stream>.dma_write``), inside
+    the consumer's group an implicit read DMA (``<stream>.dma_read``) streams it back, or, for an absorbed
+    converter (``memory.absorbed_converters``), the converter itself is that read DMA and streams its result
+    layout. Stream widths are the itensor token bits; token counts the itensor token counts."""
+    members, crossing_in, crossing_out, absorbed = _group_members(graph, group)
     shares = dma_placement(graph, members, crossing_in, crossing_out, absorbed, target).shares
     order = [n for n in graph.topological_order() if n in members]
     processes: list[Process] = []

@@ -331,6 +331,9 @@ class DmaNode(Node):
     # addressed in any order, so a view costs nothing.
     view: list[ReshapeOp | SliceOp] = field(default_factory=list)
     rows: CacheRows | None = None
+    # HBM pseudo-channels (m_axi ports) its buffer is striped over, read in lock step (``analysis.hbm``): only
+    # a read-only buffer (a read without ``rows``) is striped.
+    stripes: int = 1
 
     @property
     def kind(self) -> str:
@@ -440,6 +443,9 @@ class DataflowGraph:
                                             or not 0 <= node.rows.dim < len(t.tensor_shape)):
                 err = f"rows {node.rows} need a view without slices, a dim of the stream and 'into' exactly on " \
                       "a write"
+            elif node.stripes < 1 or (node.stripes > 1 and (node.direction != "read" or node.rows is not None
+                                                             or node.role == "scalar")):
+                err = f"stripes = {node.stripes}: at least 1, and only a read of a read-only buffer is striped"
         if err is not None:
             raise VerificationError(f"{node.kind} {node.name}: {err}")
 
@@ -599,5 +605,6 @@ def _print_node(node: Node) -> str:
     if isinstance(node, DmaNode):
         rows = "" if node.rows is None else f", rows = %{node.rows.position} dim {node.rows.dim}" + (
             f" into %{node.rows.into}" if node.rows.into is not None else "")
-        return f"{head} {{tensor = %{node.tensor.name} : {node.tensor.type}, role = {node.role}{rows}}}"
+        stripes = f", stripes = {node.stripes}" if node.stripes != 1 else ""
+        return f"{head} {{tensor = %{node.tensor.name} : {node.tensor.type}, role = {node.role}{rows}{stripes}}}"
     return head

@@ -301,15 +301,21 @@ class _DataflowParser:
         self.key("role")
         role = cur.match(_ROLE, "a role (input, weight, kv_cache, constant, output, scalar)")
         rows = None
+        stripes = 1
         if cur.accept(","):
-            self.key("rows")
-            position = cur.value_name("the row's input %name")
-            cur.expect("dim", "'dim'")
-            dim = cur.integer("the row's dim")
-            into = cur.value_name("the updated cache %name") if cur.accept("into") else None
-            rows = CacheRows(position, dim, into)
+            if not cur.at("stripes"):
+                self.key("rows")
+                position = cur.value_name("the row's input %name")
+                cur.expect("dim", "'dim'")
+                dim = cur.integer("the row's dim")
+                into = cur.value_name("the updated cache %name") if cur.accept("into") else None
+                rows = CacheRows(position, dim, into)
+            if cur.at("stripes") or (rows is not None and cur.accept(",")):
+                self.key("stripes")
+                stripes = cur.integer("the number of stripes")
         cur.expect("}", "'}' closing the DMA's attributes")
-        return DmaNode(name, inputs, outputs, direction, Value(tensor, tensor_type), role, rows=rows)
+        return DmaNode(name, inputs, outputs, direction, Value(tensor, tensor_type), role, rows=rows,
+                       stripes=stripes)
 
     def connect(self) -> None:
         """Stream ends from the nodes' ports; converter buffers get their stream's element type."""

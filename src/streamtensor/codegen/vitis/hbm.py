@@ -6,9 +6,10 @@ type. A tensor read by several DMAs (one per consumer, each with its own layout 
 per DMA, packed from the same host array.
 
 The arguments go on the HBM pseudo-channels the timing model charged their DMAs to: ``plan_hbm`` asks the
-one placement model, ``analysis.hbm`` (every DMA of a tensor on that tensor's channel range, tensors spread
-round-robin by bandwidth demand within the target's capacity and interfaces per channel), with the same
-buffers; a range of several PCs is ``HBM[a:b]``. When nothing fits, planning fails with ``HbmPlanError``.
+one placement model, ``analysis.hbm`` (stripe ``j`` of every DMA of a tensor on that tensor's ``j``-th channel
+range, tensors spread round-robin by bandwidth demand within the target's capacity and interfaces per channel),
+with the same buffers and stripes (a striped DMA: one argument and ``sp=`` line per stripe); a range of several
+PCs is ``HBM[a:b]``. When nothing fits, planning fails with ``HbmPlanError``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from streamtensor.analysis.hbm import HbmPlanError, place_tensors, streamed_tens
 from streamtensor.errors import StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode
 from streamtensor.kernel_interface import HbmAssignment, HbmPlan, MemoryArgument, ViewStep
+from streamtensor.packing import PackedLayout
 from streamtensor.target import HbmSpec, Target
 
 _CPP_KEYWORDS = frozenset(
@@ -47,7 +49,8 @@ def memory_arguments(graph: DataflowGraph) -> list[MemoryArgument]:
 
     An argument is named after its tensor, with ``_<k>`` (k-th DMA of it) when the tensor has several DMAs. A
     KV cache updated in place is one buffer: its read argument is ``readwrite`` and its row write an argument
-    ``<cache>_row`` sharing that buffer. The scalar DMAs of one input are one scalar argument."""
+    ``<cache>_row`` sharing that buffer. A DMA striped over ``J`` pseudo-channels (``DmaNode.stripes``) is ``J``
+    arguments ``<name>_s<j>``, one per stripe. The scalar DMAs of one input are one scalar argument."""
     dmas = [node for n in graph.topological_order() if isinstance(node := graph.nodes[n], DmaNode)]
     memory = [d for d in dmas if d.role != "scalar"]
     per_tensor = Counter(d.tensor.name for d in memory if d.rows is None or d.rows.into is None)
@@ -76,10 +79,14 @@ def memory_arguments(graph: DataflowGraph) -> list[MemoryArgument]:
             args.append(MemoryArgument(name, c_identifier(f"{d.rows.into}_row"), d.name, "write", d.role, itype,
                                        tensor_shape, view, shares=owner))
             continue
-        ident = c_identifier(name if per_tensor[name] == 1 else f"{name}_{seen[name]}")
+        base = name if per_tensor[name] == 1 else f"{name}_{seen[name]}"
         seen[name] += 1
         direction = "readwrite" if name in updated else d.direction
-        args.append(MemoryArgument(name, ident, d.name, direction, d.role, itype, tensor_shape, view))
+        # A striped DMA: one argument (m_axi port, buffer) per stripe, ``<arg>_s<j>``.
+        for j in range(d.stripes):
+            ident = c_identifier(base if d.stripes == 1 else f"{base}_s{j}")
+            args.append(MemoryArgument(name, ident, d.name, direction, d.role, itype, tensor_shape, view,
+                                       stripe=j, stripes=d.stripes))
     args.extend(scalars.values())
     taken: dict[str, str] = {}
     for a in args:
@@ -103,8 +110,11 @@ def plan_hbm(arguments: Sequence[MemoryArgument], kernel_name: str, hbm: HbmSpec
         raise HbmPlanError(f"duplicate argument names in {names}")
     memory = [a for a in arguments if not a.scalar]
     tensor_of = {a.arg: a.name for a in memory}
-    placement = place_tensors(streamed_tensors((tensor_of[a.buffer], a.dma, a.layout) for a in memory), hbm)
-    assignments = tuple(HbmAssignment(a, *placement.dma_ranges[a.dma]) for a in memory)
+    # One buffer per DMA (its whole layout), striped as its arguments say.
+    whole = {a.dma: (tensor_of[a.buffer], a.dma, PackedLayout.of(a.itype)) for a in memory}
+    stripes = {tensor_of[a.buffer]: a.stripes for a in memory}
+    placement = place_tensors(streamed_tensors(whole.values(), stripes), hbm)
+    assignments = tuple(HbmAssignment(a, *placement.dma_ranges[a.dma][a.stripe]) for a in memory)
     ranges = list(dict.fromkeys((a.first, a.last) for a in assignments))
     bundles = {a.argument.arg: f"gmem{ranges.index((a.first, a.last))}" for a in assignments}
     return HbmPlan(kernel_name, assignments, tuple(a for a in arguments if a.scalar), bundles)

@@ -42,7 +42,7 @@ def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = Non
         tilings = [replace(t, tile_order=o) for t, o in zip(tilings, orders, strict=True)]
         if not options.permute_reductions_outward:
             tilings = [replace(t, point_order=list(t.tile_order)) for t in tilings]
-    streams = external_streams(graph, ops, target)
+    streams = external_streams(graph, ops, tilings, target)
     if options.intensity_aware_unroll:
         intensity_aware_unroll(ops, tilings, options.overall_unroll_size, streams, target)
     else:

@@ -19,9 +19,9 @@ budget below the number of kernels leaves every kernel at one lane.
   after another, so theirs still add to the makespan. Stop when the slowest kernel's doubling would exceed the
   lane budget.
 - Bandwidth-aware (both strategies): no kernel reads an input streamed from external memory (a weight, a
-  block input) faster than that input's DMA delivers it (``analysis.hbm``: its share of the HBM pseudo-channel
-  its tensor is placed on). Where its lanes would, the kernel's pipeline II is raised to the least that
-  keeps pace (``min_pipeline_ii``, emitted as the HLS pipeline II), and it is not doubled again: the doubling
+  block input) faster than that input's DMA delivers it (``analysis.hbm``: its stripes and their share of the
+  HBM pseudo-channels its tensor is placed on). Where its lanes would, the kernel's pipeline II is raised to the
+  least that keeps pace (``min_pipeline_ii``, emitted as the HLS pipeline II), and it is not doubled again: the doubling
   that made it DMA-paced was its last (a further one would at most round the II closer to the DMA's rate, at
   twice the DSPs and LUTs). A faster kernel would only wait for the DMA, or, with the DMA free to run ahead
   while the kernel waits for its other inputs, turn the FIFO between them into a prefetch buffer of the whole
@@ -40,11 +40,18 @@ import heapq
 import math
 from dataclasses import replace
 
-from streamtensor.analysis.hbm import ExternalTensor, dma_bytes_per_cycle, dma_token_bytes, place_tensors
+from streamtensor.analysis.hbm import (
+    ExternalTensor,
+    choose_stripes,
+    dma_token_bytes,
+    dma_token_cycles,
+    place_tensors,
+)
 from streamtensor.analysis.resources import lane_cost
 from streamtensor.analysis.timing_model import KernelTiming, kernel_timing
 from streamtensor.ir.dataflow import kernel_operand_type
 from streamtensor.ir.linalg import GenericOp, Graph
+from streamtensor.packing import PackedLayout
 from streamtensor.target import Target
 from streamtensor.transforms.tiling.edges import external_operands, trace_movement
 from streamtensor.transforms.tiling.plan import OpTiling
@@ -68,38 +75,51 @@ def tiled_timing(op: GenericOp, t: OpTiling, target: Target) -> KernelTiming:
     return kernel_timing(op, t.loops, t.tile_order, t.point_order, target.ops, t.min_pipeline_ii)
 
 
-def external_streams(graph: Graph, ops: list[GenericOp], target: Target) -> list[dict[int, int]]:
-    """Per kernel, its inputs streamed from external memory (operand index -> channel share of its DMA).
+def external_streams(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling], target: Target
+                     ) -> list[dict[int, tuple[int, int]]]:
+    """Per kernel, its inputs streamed from external memory (operand index -> (channel share, stripes) of its DMA).
 
-    The shares are ``analysis.hbm``'s placement of the tensors the dataflow graph will stream: every streamed
-    use of an external tensor (through reshapes and slices) is a DMA of that tensor, and every block output one
-    written once. Tiles are not known yet, so a tensor's buffers and demand are its bytes once per DMA; the
-    timing model and ``link.cfg`` place the dataflow graph's packed buffers by the same rule."""
+    The shares and stripes are ``analysis.hbm``'s choice and placement of the tensors the dataflow graph will
+    stream: every streamed use of an external tensor (through reshapes and slices) is a DMA of that tensor, with
+    the packed layout of the kernel operand's stream (its tiles and repeat loops are fixed before unrolling), and
+    every block output one written once (its bytes); the inputs other than KV caches may be striped.
+    ``transforms.stripes`` and ``link.cfg`` stripe and place the dataflow graph's buffers by the same rule."""
     producers = graph.producers()
     types = {v.name: v.type for v in graph.inputs} | {r.name: r.type for op in graph.ops for r in op.results}
     roots = [{j: trace_movement(op.inputs[j].name, producers)[0] for j in external_operands(op, producers)}
              for op in ops]
-    dmas: dict[str, list[str]] = {}
-    for op, per_op in zip(ops, roots, strict=True):
+    dmas: dict[str, list[tuple[str, PackedLayout | None]]] = {}
+    for op, t, per_op in zip(ops, tilings, roots, strict=True):
         for j, root in per_op.items():
-            dmas.setdefault(root, []).append(f"{op.name}.{j}")
+            layout = PackedLayout.of(kernel_operand_type(op, t.loops, t.tile_order, j))
+            dmas.setdefault(root, []).append((f"{op.name}.{j}", layout))
     for v in graph.outputs:
-        dmas.setdefault(v.name, []).append(f"{v.name}.store")
-    tensors = [ExternalTensor(name, tuple(names), len(names) * types[name].bytes, len(names) * types[name].bytes)
-               for name, names in dmas.items()]
-    shares = place_tensors(tensors, target.hbm).shares
-    return [{j: shares[f"{op.name}.{j}"] for j in per_op} for op, per_op in zip(ops, roots, strict=True)]
+        dmas.setdefault(v.name, []).append((f"{v.name}.store", None))
+    outputs = {v.name for v in graph.outputs}
+    stripable = {v.name for v in graph.inputs if graph.cache_update_of(v.name) is None and v.name not in outputs}
+    tensors = []
+    for name, uses in dmas.items():
+        layouts = [lay for _, lay in uses if lay is not None]
+        stored = sum(lay.total_bytes for lay in layouts) + types[name].bytes * (len(uses) - len(layouts))
+        demand = sum(lay.streamed_bytes for lay in layouts) + types[name].bytes * (len(uses) - len(layouts))
+        words = min((lay.words_per_tile for lay in layouts), default=1) if name in stripable else 1
+        tensors.append(ExternalTensor(name, tuple(d for d, _ in uses), stored, demand, max_stripes=words))
+    stripes = choose_stripes(tensors, target.hbm)
+    placement = place_tensors([replace(t, stripes=stripes[t.name]) for t in tensors], target.hbm)
+    return [{j: (placement.shares[f"{op.name}.{j}"], placement.stripes(f"{op.name}.{j}")) for j in per_op}
+            for op, per_op in zip(ops, roots, strict=True)]
 
 
-def rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, int], target: Target) -> OpTiling:
+def rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], target: Target) -> OpTiling:
     """``t`` with the least pipeline II at which ``op`` reads no external input faster than its DMA delivers
     it: its firings take at least the cycles the DMA needs for the tokens they read."""
     loose = replace(t, min_pipeline_ii=1)
     timing = tiled_timing(op, loose, target)
     need = 0
-    for j, share in streams.items():
+    for j, (share, stripes) in streams.items():
         itype = kernel_operand_type(op, t.loops, t.tile_order, j)
-        need = max(need, itype.num_tokens * dma_token_bytes(itype, target) / dma_bytes_per_cycle(share, target))
+        words = dma_token_bytes(itype, target) // target.axi_bytes_per_cycle
+        need = max(need, itype.num_tokens * dma_token_cycles(words, stripes, share, target))
     if timing.firings * timing.ii >= need:
         return loose
     iterations = math.prod(lt.tile for lt in t.loops) // t.lanes
@@ -125,7 +145,7 @@ def _fits_datapath(costs: list[tuple[float, int]], lanes: list[int], k: int, tar
 
 
 def intensity_aware_unroll(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
-                           streams: list[dict[int, int]], target: Target) -> None:
+                           streams: list[dict[int, tuple[int, int]]], target: Target) -> None:
     total = len(ops)
     costs = [lane_cost(op.body, target.ops) for op in ops]
     tilings[:] = [rate_matched(op, t, s, target) for op, t, s in zip(ops, tilings, streams, strict=True)]

@@ -249,12 +249,15 @@ def dma_process(graph: DataflowGraph, node: DmaNode, plan: HbmPlan, max_bits: in
         code.line(f"write_token({stream_var(stream)}, t);")
         code.close()
         return code.text()
-    (argument,) = [a for a in plan.arguments if a.dma == node.name]
-    layout = argument.layout
+    arguments = [a for a in plan.arguments if a.dma == node.name]  # one per stripe, in stripe order
+    argument = arguments[0]
+    layout = argument.layout  # a stripe's: its words per tile and word strides (the same for every stripe)
+    stripes = node.stripes
+    striping = f", striped over {stripes} m_axi ports in lock step" if stripes > 1 else ""
     code.line(f"// {node.name}: {node.kind} of %{node.tensor.name} ({node.role}) {'->' if read else '<-'} {stream}; "
-              f"packed layout: {layout.num_tiles} tile(s) of {layout.words_per_tile} word(s), word strides "
-              f"{list(layout.word_strides)}")
-    extra = [f"{'const ' if read else ''}streamtensor::word512* {argument.arg}"]
+              f"packed layout: {layout.num_tiles} tile(s) of {layout.words_per_tile} word(s){striping}, word "
+              f"strides {list(layout.word_strides)}")
+    extra = [f"{'const ' if read else ''}streamtensor::word512* {a.arg}" for a in arguments]
     if node.rows is not None:
         (position,) = [a for a in plan.scalars if a.name == node.rows.position]
         extra.append(f"{c_type(position.itype.dtype)} {position.arg}")
@@ -263,7 +266,11 @@ def dma_process(graph: DataflowGraph, node: DmaNode, plan: HbmPlan, max_bits: in
     code.open(_signature(graph, node, max_bits, extra))
     declare_token(code, t, "t")
     names = counter_loops(code, t, "n", layout.words_per_tile)
-    address = " + ".join(f"{n}" if w == 1 else f"{w} * {n}" for n, w in zip(names, layout.word_strides, strict=True)
+    if stripes > 1 and t.num_tokens == 1:
+        # One tile: a one-step pipeline, so the stripes' word loops unroll side by side as in a token loop.
+        code.loop("k", 1, pragma=f"pipeline II={layout.words_per_tile}")
+        names = [*names, "k"]
+    address = " + ".join(f"{n}" if w == 1 else f"{w} * {n}" for n, w in zip(names, layout.word_strides, strict=False)
                          if n is not None and w) or "0"
     at = argument.arg if address == "0" else f"&{argument.arg}[{address}]"
     start = tile_offsets(t, names)[node.rows.dim] if node.rows is not None else ""
@@ -271,6 +278,10 @@ def dma_process(graph: DataflowGraph, node: DmaNode, plan: HbmPlan, max_bits: in
         if node.rows is not None:
             code.line(f"if ({start} <= {position.arg}) load_tile({at}, t.data);")
             code.line("else clear_tile(t.data);")
+        elif stripes > 1:
+            for j, a in enumerate(arguments):
+                code.line(f"load_tile_stripe<{stripes}, {j}>({a.arg if address == '0' else f'&{a.arg}[{address}]'}, "
+                          "t.data);")
         else:
             code.line(f"load_tile({at}, t.data);")
         code.line(f"write_token({stream_var(stream)}, t);")

@@ -35,14 +35,18 @@ def top_function(code: Code, graph: DataflowGraph, kernel_name: str, plan: HbmPl
     code.line(f"HLS_SIM_REGION({kernel_name});")
     for s in graph.streams.values():
         code.line(f"HLS_SIM_CONNECT({stream_var(s.name)}, {process[s.source]}, {process[s.target]});")
-    by_dma = {a.dma: a.arg for a in plan.arguments if not a.scalar}
+    by_dma: dict[str, list[str]] = {}  # a striped DMA's arguments, one per stripe in stripe order
+    for a in plan.arguments:
+        if not a.scalar:
+            by_dma.setdefault(a.dma, []).append(a.arg)
     scalar = {a.name: a.arg for a in plan.scalars}
     for name in order:
         node = graph.nodes[name]
         args = [stream_var(s) for s in node.inputs + node.outputs]
         if isinstance(node, DmaNode):
             rows = [] if node.rows is None else [scalar[node.rows.position]]
-            args = [scalar[node.tensor.name] if node.role == "scalar" else by_dma[name], *rows, *args]
+            memory = [scalar[node.tensor.name]] if node.role == "scalar" else by_dma[name]
+            args = [*memory, *rows, *args]
         code.line(f"HLS_SIM_PROCESS({process[name]}, {process[name]}({', '.join(args)}));")
     code.line("HLS_SIM_END_REGION();")
     code.close()

@@ -74,6 +74,27 @@ void load_tile(const streamtensor::word512* src, T (&data)[N]) {
 #endif
 }
 
+// Stripe S of J of a tile (words S, S + J, ... from the stripe's own buffer, one word per cycle; see
+// streamtensor.packing): inside the DMA's pipeline the J stripes' loops are unrolled side by side, one m_axi
+// port each, so the tile takes ceil(words / J) cycles.
+template <int J, int S, typename T, int N>
+void load_tile_stripe(const streamtensor::word512* src, T (&data)[N]) {
+  constexpr int per_word = 512 / element_bits<T>();
+  constexpr int words = (tile_words<T, N>() + J - 1) / J;
+  stripe_word_loop: for (int i = 0; i < words; ++i) {
+    HLS_PRAGMA(pipeline II=1)
+    const int w = i * J + S;
+    const streamtensor::word512 word = src[i];
+    element_loop: for (int e = 0; e < per_word; ++e) {
+      HLS_PRAGMA(unroll)
+      if (w < tile_words<T, N>() && w * per_word + e < N) unpack_element(word, e, data[w * per_word + e]);
+    }
+  }
+#ifndef __SYNTHESIS__
+  streamtensor::sim_traffic(src, words, false);
+#endif
+}
+
 // Word w of a tile (inlined into the caller's pipelined word loop: the elements unrolled).
 template <typename T, int N>
 streamtensor::word512 tile_word(const T (&data)[N], int w) {
