@@ -41,10 +41,10 @@ import math
 from dataclasses import replace
 
 from streamtensor.analysis.hbm import ExternalTensor, dma_bytes_per_cycle, dma_token_bytes, place_tensors
-from streamtensor.analysis.resources import lane_cost
+from streamtensor.analysis.resources import datapath_cost, lane_cost, value_copies
 from streamtensor.analysis.timing_model import KernelTiming, kernel_timing
 from streamtensor.ir.dataflow import kernel_operand_type
-from streamtensor.ir.linalg import GenericOp, Graph
+from streamtensor.ir.linalg import GenericOp, Graph, ScalarBody
 from streamtensor.target import Target
 from streamtensor.transforms.tiling.edges import external_operands, trace_movement
 from streamtensor.transforms.tiling.plan import OpTiling
@@ -111,45 +111,87 @@ def rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, int], target: Ta
 DATAPATH_SHARE = 0.5
 
 
-def _fits_datapath(costs: list[tuple[float, int]], lanes: list[int], k: int, target: Target) -> bool:
-    """Whether datapaths of ``lanes`` lanes (per kernel, ``costs`` per lane) stay within ``DATAPATH_SHARE`` of
-    the target in total and kernel ``k`` within that share of its smallest SLR."""
+def tiling_cost(op: GenericOp, t: OpTiling, target: Target) -> tuple[float, int]:
+    """(DSP, LUT) of ``op``'s datapath under ``t``, as generated: lane-invariant ops built once
+    (``analysis.resources.datapath_cost``)."""
+    return datapath_cost(op, t.loops, t.point_order, target.ops)
+
+
+def _fits_datapath(costs: list[tuple[float, int]], k: int, target: Target) -> bool:
+    """Whether datapaths costing ``costs`` (per kernel) stay within ``DATAPATH_SHARE`` of the target in total
+    and kernel ``k``'s within that share of its smallest SLR."""
     totals = target.totals
     for r, total, die in ((0, totals.dsp, min(s.dsp for s in target.slrs)),
                           (1, totals.lut, min(s.lut for s in target.slrs))):
-        if sum(c[r] * n for c, n in zip(costs, lanes, strict=True)) > DATAPATH_SHARE * total:
+        if sum(c[r] for c in costs) > DATAPATH_SHARE * total:
             return False
-        if costs[k][r] * lanes[k] > DATAPATH_SHARE * die:
+        if costs[k][r] > DATAPATH_SHARE * die:
             return False
     return True
 
 
+def fp32_mac_cost(target: Target) -> tuple[float, int]:
+    """(DSP, LUT) of one f32 multiply-accumulate lane (``arith.mulf`` + ``arith.addf``): the unit of the lane
+    budget."""
+    mul, add = target.ops.float_cost["arith.mulf"], target.ops.float_cost["arith.addf"]
+    return mul[0] + add[0], mul[1] + add[1]
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype in ("f16", "bf16", "f32", "f64")
+
+
+def budget_units(op: GenericOp, t: OpTiling, target: Target) -> int:
+    """Lane-budget units ``op`` takes under ``t``: ``overall_unroll_size`` counts lanes as costly as an f32
+    multiply-accumulate. A lane counts one unit, as before (f32 designs are budgeted as lane counts), unless it
+    is an integer MAC lane: its replicated ops (those built once per lane) are all integer and include a
+    multiply (an int8 product packed two per DSP48E2 and an int32 adder). Such a lane counts its cost relative
+    to the f32 MAC lane, the larger of the DSP and LUT ratios: a W4A8 contraction gets several times the lanes
+    of an f32 one for the same silicon."""
+    lanes = t.lanes
+    if lanes == 1:
+        return 1
+    body = op.body
+    copies = value_copies(op, t.loops, t.point_order)
+    replicated = [o for o in body.ops if copies.get(o.result, 0) == lanes and o.name != "arith.constant"]
+    types = dict(body.args) | {o.result: o.dtype for o in body.ops}
+    if (not any(o.name == "arith.muli" for o in replicated)
+            or any(_is_float(t) for o in replicated for t in (o.dtype, *(types[x] for x in o.operands)))):
+        return lanes
+    ratio = [c / m for c, m in zip(lane_cost(ScalarBody(body.args, tuple(replicated), body.yields), target.ops),
+                                   fp32_mac_cost(target), strict=True)]
+    return max(1, math.ceil(lanes * min(1.0, max(ratio))))
+
+
 def intensity_aware_unroll(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
                            streams: list[dict[int, int]], target: Target) -> None:
-    total = len(ops)
-    costs = [lane_cost(op.body, target.ops) for op in ops]
     tilings[:] = [rate_matched(op, t, s, target) for op, t, s in zip(ops, tilings, streams, strict=True)]
+    costs = [tiling_cost(op, t, target) for op, t in zip(ops, tilings, strict=True)]
+    units = [budget_units(op, t, target) for op, t in zip(ops, tilings, strict=True)]
     heap = [(-tiled_timing(op, t, target).latency, i) for i, (op, t) in enumerate(zip(ops, tilings, strict=True))]
     heapq.heapify(heap)
     while heap:
         neg_latency, i = heapq.heappop(heap)
         if tilings[i].min_pipeline_ii > 1:
             continue  # paced by its DMA: more lanes would mostly idle; the other kernels may still grow
-        lanes = tilings[i].lanes
-        if total + lanes > budget:
-            break
-        best: tuple[int, OpTiling] | None = None
+        # The fastest doubling; among equally fast ones the cheapest datapath (a lane loop that the kernel's
+        # expensive lane-invariant math does not depend on), then preference order.
+        best: tuple[int, float, OpTiling, tuple[float, int]] | None = None
         for d in unroll_candidates(tilings[i]):
             trial = rate_matched(ops[i], _doubled(tilings[i], d), streams[i], target)
             latency = tiled_timing(ops[i], trial, target).latency
-            if best is None or latency < best[0]:
-                best = (latency, trial)
+            cost = tiling_cost(ops[i], trial, target)
+            share = max(cost[0] / target.totals.dsp, cost[1] / target.totals.lut)
+            if best is None or (latency, share) < best[:2]:
+                best = (latency, share, trial, cost)
         if best is None or best[0] >= -neg_latency:
             continue  # its tiles bound it; the others' latencies still add up along the block's critical path
-        if not _fits_datapath(costs, [2 * t.lanes if k == i else t.lanes for k, t in enumerate(tilings)], i, target):
+        grown = budget_units(ops[i], best[2], target)
+        if sum(units) - units[i] + grown > budget:
+            continue  # its doubling exceeds what is left of the budget; cheaper kernels may still grow
+        if not _fits_datapath([best[3] if k == i else c for k, c in enumerate(costs)], i, target):
             continue  # the device's DSPs / LUTs bound this kernel; cheaper ones may still grow
-        tilings[i] = best[1]
-        total += lanes
+        tilings[i], costs[i], units[i] = best[2], best[3], grown
         heapq.heappush(heap, (-best[0], i))
 
 
