@@ -165,7 +165,7 @@ def allocate(buffer: Buffer, memory: MemoryPrimitives) -> Allocation:
     return Allocation(buffer, kind, n * bram36_blocks(w, d, memory), 0, 0)
 
 
-def _value_bits(body: ScalarBody) -> dict[str, int]:
+def value_bits(body: ScalarBody) -> dict[str, int]:
     """Effective width of every body value: an ``extsi``/``extui`` result keeps its operand's width."""
     bits = {name: DTYPE_BITS[dtype] for name, dtype in body.args}
     for op in body.ops:
@@ -176,7 +176,7 @@ def _value_bits(body: ScalarBody) -> dict[str, int]:
 
 def scalar_op_cost(op: ScalarOp, bits: dict[str, int], constants: dict[str, object],
                    ops: OperatorLibrary) -> tuple[float, int]:
-    """(DSP, LUT) of one lane of ``op``; ``bits`` from ``_value_bits``, ``constants`` the body's constants."""
+    """(DSP, LUT) of one lane of ``op``; ``bits`` from ``value_bits``, ``constants`` the body's constants."""
     name = op.name
     if name in _FREE_OPS:
         return 0.0, 0
@@ -203,7 +203,7 @@ def scalar_op_cost(op: ScalarOp, bits: dict[str, int], constants: dict[str, obje
 
 def lane_cost(body: ScalarBody, ops: OperatorLibrary) -> tuple[float, int]:
     """(DSP, LUT) of one lane of a kernel's datapath: the per-op costs of its scalar body."""
-    bits = _value_bits(body)
+    bits = value_bits(body)
     constants = {op.result: op.attr("value") for op in body.ops if op.name == "arith.constant"}
     costs = [scalar_op_cost(op, bits, constants, ops) for op in body.ops]
     return sum(c[0] for c in costs), sum(c[1] for c in costs)
@@ -284,7 +284,7 @@ def datapath_cost(op: GenericOp, loops: list[LoopTiling], point_order: list[int]
     """(DSP, LUT) of a kernel's datapath as generated: every op's cost times its instances (``value_copies``):
     an op that no unrolled loop indexes is built once, however many lanes read it."""
     body = op.body
-    bits = _value_bits(body)
+    bits = value_bits(body)
     constants = {o.result: o.attr("value") for o in body.ops if o.name == "arith.constant"}
     copies = value_copies(op, loops, point_order)
     dsp, lut = 0.0, 0
