@@ -240,9 +240,11 @@ def test_unrolling_stays_within_the_device() -> None:
     tiling = tile_graph(design.graph, U55C, TilingOptions(16, 1 << 20))
     costs = [tiling_cost(op, tiling.ops[op.name], U55C) for op in ops]
     die = U55C.slrs[0]
-    for r, total, per_die in ((0, U55C.totals.dsp, die.dsp), (1, U55C.totals.lut, die.lut)):
-        assert sum(c[r] for c in costs) <= DATAPATH_SHARE * total
-        assert all(c[r] <= DATAPATH_SHARE * per_die for c in costs)
+    bounds = [(r, DATAPATH_SHARE[name] * getattr(U55C.totals, name), DATAPATH_SHARE[name] * getattr(die, name))
+              for r, name in enumerate(("dsp", "lut"))]
+    for r, total, per_die in bounds:
+        assert sum(c[r] for c in costs) <= total
+        assert all(c[r] <= per_die for c in costs)
     # ... and the bound is what stopped the unrolling: the slowest kernel's tile still has room for more lanes,
     # and each doubling of it would overrun the DSP or LUT share.
     slowest = max(range(len(ops)), key=lambda k: tiling.timings[ops[k].name].latency)
@@ -251,8 +253,7 @@ def test_unrolling_stays_within_the_device() -> None:
     for d in unroll_candidates(t):
         grown = tiling_cost(ops[slowest], _doubled(t, d), U55C)
         doubled = [grown if k == slowest else c for k, c in enumerate(costs)]
-        assert any(sum(c[r] for c in doubled) > DATAPATH_SHARE * total or grown[r] > DATAPATH_SHARE * per_die
-                   for r, total, per_die in ((0, U55C.totals.dsp, die.dsp), (1, U55C.totals.lut, die.lut)))
+        assert any(sum(c[r] for c in doubled) > total or grown[r] > per_die for r, total, per_die in bounds)
 
 
 def test_integer_mac_lanes_take_a_fraction_of_the_lane_budget() -> None:

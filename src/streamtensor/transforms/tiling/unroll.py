@@ -2,22 +2,31 @@
 paced to the DMAs that feed it.
 
 **Unrolling.** Unroll factors are powers of two dividing the tile. ``overall_unroll_size`` is the budget of
-*parallel lanes of the whole design*: ``sum over kernels of prod over loops of unroll`` (body instances that
-issue per cycle; a kernel without unrolling has one lane). Every kernel always has at least one lane, so a
-budget below the number of kernels leaves every kernel at one lane.
+*parallel lanes of the whole design*, counted in lanes as costly as an f32 multiply-accumulate
+(``budget_units``): ``sum over kernels of prod over loops of unroll`` (body instances that issue per cycle; a
+kernel without unrolling has one lane), except that an integer MAC lane (an int8 x int8/int4 product, two per
+DSP48E2, and an int32 adder: its replicated ops all integer) counts its DSP/LUT cost relative to an f32 MAC lane
+(about a sixth on the UltraScale+ boards), so a W4A8 contraction gets several times the lanes of an f32 one.
+f32 designs count plain lanes. Every kernel always has at least one lane, so a budget below the number of
+kernels leaves every kernel at one lane. Its default (0) is the f32 MAC lanes that ``DATAPATH_SHARE`` of the
+target holds (``default_unroll_budget``).
+
+**Datapath cost** is that of the generated code (``analysis.resources.datapath_cost``): a body value is built
+once per lane of the lane loops its indices depend on, not once per lane (the normalised, quantized activation
+that a GEMV's output lanes share is built once), so fusing float prologues into integer contractions does not
+multiply their cost by the MAC lanes.
 
 - Intensity-aware (spec §4.1): a max-heap of kernel latencies (``kernel_timing``). Pop the slowest kernel and
   double the unroll of one of its loops: candidates are the loops whose doubled unroll still divides the tile,
   in preference order innermost parallel point loop first, then outer parallel ones, then reduction loops
-  innermost first; the candidate giving the lowest latency wins (ties: preference order). Push it back and
-  repeat while the doubling fits the budget (it adds the kernel's current lane count) and the device: the
-  datapaths (lanes x the DSPs / LUTs of the body, ``analysis.resources``) within ``DATAPATH_SHARE`` of the
-  target, and each kernel's within that share of one SLR (a kernel these bounds stop leaves the heap; cheaper
-  kernels may still grow). A kernel no doubling makes faster (its tiles fully unrolled: with
-  ``max_token_rank=1`` a score kernel over 128 positions in 1-element tiles) leaves the heap too and the others
-  keep growing: its latency bounds the pipeline's throughput, but a decode block runs its kernels largely one
-  after another, so theirs still add to the makespan. Stop when the slowest kernel's doubling would exceed the
-  lane budget.
+  innermost first; the candidate giving the lowest latency wins (ties: the cheaper datapath, then preference
+  order). Push it back and repeat while the doubling fits the budget and the device: the datapaths within
+  ``DATAPATH_SHARE`` of the target's DSPs and LUTs, and each kernel's within that share of one SLR. A kernel
+  that these bounds or the budget stop leaves the heap and cheaper kernels may still grow: a decode block runs
+  its kernels largely one after another, so every kernel's latency adds to the makespan, and a LayerNorm
+  reduction left at one lane costs thousands of cycles. A kernel no doubling makes faster (its tiles fully
+  unrolled: with ``max_token_rank=1`` a score kernel over 128 positions in 1-element tiles) leaves the heap
+  too. Stop when the heap is empty.
 - Bandwidth-aware (both strategies): no kernel reads an input streamed from external memory (a weight, a
   block input) faster than that input's DMA delivers it (``analysis.hbm``: its share of the HBM pseudo-channel
   its tensor is placed on). Where its lanes would, the kernel's pipeline II is raised to the least that
@@ -106,9 +115,11 @@ def rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, int], target: Ta
     return replace(t, min_pipeline_ii=math.ceil(need / (timing.firings * iterations)))
 
 
-# Share of the device's DSPs and LUTs the kernels' datapaths may take in all, and one kernel within one SLR (the
-# rest: memories in LUTRAM, stream and DMA control, routing headroom; a kernel must not straddle dies).
-DATAPATH_SHARE = 0.5
+# Share of the device's DSPs and of its LUTs the kernels' datapaths may take in all, and one kernel within one
+# SLR (a kernel must not straddle dies). LUTs also build the memories in LUTRAM, stream and DMA control and the
+# converters, and need routing headroom: half. Only datapaths use DSPs: most of them, the rest placement
+# headroom (DSP columns are fixed sites).
+DATAPATH_SHARE = {"dsp": 0.8, "lut": 0.5}
 
 
 def tiling_cost(op: GenericOp, t: OpTiling, target: Target) -> tuple[float, int]:
@@ -118,14 +129,14 @@ def tiling_cost(op: GenericOp, t: OpTiling, target: Target) -> tuple[float, int]
 
 
 def _fits_datapath(costs: list[tuple[float, int]], k: int, target: Target) -> bool:
-    """Whether datapaths costing ``costs`` (per kernel) stay within ``DATAPATH_SHARE`` of the target in total
-    and kernel ``k``'s within that share of its smallest SLR."""
+    """Whether datapaths costing ``costs`` (per kernel) stay within ``DATAPATH_SHARE`` of the target's DSPs
+    and LUTs in total and kernel ``k``'s within those shares of its smallest SLR."""
     totals = target.totals
-    for r, total, die in ((0, totals.dsp, min(s.dsp for s in target.slrs)),
-                          (1, totals.lut, min(s.lut for s in target.slrs))):
-        if sum(c[r] for c in costs) > DATAPATH_SHARE * total:
+    for r, name in enumerate(("dsp", "lut")):
+        share = DATAPATH_SHARE[name]
+        if sum(c[r] for c in costs) > share * getattr(totals, name):
             return False
-        if costs[k][r] > DATAPATH_SHARE * die:
+        if costs[k][r] > share * min(getattr(s, name) for s in target.slrs):
             return False
     return True
 
@@ -139,6 +150,14 @@ def fp32_mac_cost(target: Target) -> tuple[float, int]:
 
 def _is_float(dtype: str) -> bool:
     return dtype in ("f16", "bf16", "f32", "f64")
+
+
+def default_unroll_budget(target: Target) -> int:
+    """The lane budget when ``overall_unroll_size`` is 0 (the default): the f32 MAC lanes the target's
+    ``DATAPATH_SHARE`` of DSPs and LUTs holds (1,443 on the U55C: its DSPs bound it)."""
+    mac = fp32_mac_cost(target)
+    return math.floor(min(DATAPATH_SHARE["dsp"] * target.totals.dsp / mac[0],
+                          DATAPATH_SHARE["lut"] * target.totals.lut / mac[1]))
 
 
 def budget_units(op: GenericOp, t: OpTiling, target: Target) -> int:
