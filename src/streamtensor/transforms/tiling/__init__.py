@@ -16,7 +16,6 @@ from streamtensor.transforms.tiling.plan import OpTiling, Tiling, TilingOptions
 from streamtensor.transforms.tiling.tile_order import TileOrderSearch, default_orders
 from streamtensor.transforms.tiling.tile_sizes import fit_tiles, impose_token_tile, initial_tiling
 from streamtensor.transforms.tiling.unroll import (
-    default_unroll_budget,
     external_streams,
     intensity_aware_unroll,
     rate_matched,
@@ -44,11 +43,10 @@ def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = Non
         if not options.permute_reductions_outward:
             tilings = [replace(t, point_order=list(t.tile_order)) for t in tilings]
     streams = external_streams(graph, ops, target)
-    budget = options.overall_unroll_size or default_unroll_budget(target)
     if options.intensity_aware_unroll:
-        intensity_aware_unroll(ops, tilings, budget, streams, target)
+        intensity_aware_unroll(ops, tilings, options.overall_unroll_size, streams, target)
     else:
-        uniform_unroll(tilings, budget)
+        uniform_unroll(tilings, options.overall_unroll_size)
         tilings = [rate_matched(op, t, s, target) for op, t, s in zip(ops, tilings, streams, strict=True)]
     return Tiling(options, {op.name: t for op, t in zip(ops, tilings, strict=True)},
                   {op.name: tiled_timing(op, t, target) for op, t in zip(ops, tilings, strict=True)})

@@ -16,7 +16,7 @@ class TilingOptions:
     """The Linalg tiling design space (semantics: the modules of ``transforms.tiling``)."""
 
     default_tile_size: int = 16
-    overall_unroll_size: int = 0  # 0: the f32 MAC lanes the target's datapath share holds (tiling.unroll)
+    overall_unroll_size: int = 1024
     permute_reductions_outward: bool = True
     intensity_aware_unroll: bool = True
     max_token_rank: int = 2
@@ -26,7 +26,7 @@ class TilingOptions:
     order_search_restarts: int = 8
 
     def __post_init__(self) -> None:
-        for name, least in (("default_tile_size", 1), ("overall_unroll_size", 0), ("max_token_rank", 0),
+        for name, least in (("default_tile_size", 1), ("overall_unroll_size", 1), ("max_token_rank", 0),
                             ("token_tile_size", 0), ("order_search_restarts", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:

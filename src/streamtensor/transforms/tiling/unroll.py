@@ -8,8 +8,7 @@ kernel without unrolling has one lane), except that an integer MAC lane (an int8
 DSP48E2, and an int32 adder: its replicated ops all integer) counts its DSP/LUT cost relative to an f32 MAC lane
 (about a sixth on the UltraScale+ boards), so a W4A8 contraction gets several times the lanes of an f32 one.
 f32 designs count plain lanes. Every kernel always has at least one lane, so a budget below the number of
-kernels leaves every kernel at one lane. Its default (0) is the f32 MAC lanes that ``DATAPATH_SHARE`` of the
-target holds (``default_unroll_budget``).
+kernels leaves every kernel at one lane.
 
 **Datapath cost** is that of the generated code (``analysis.resources.datapath_cost``): a body value is built
 once per lane of the lane loops its indices depend on, not once per lane (the normalised, quantized activation
@@ -116,11 +115,10 @@ def rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, int], target: Ta
 
 
 # Share of the device's DSPs and of its LUTs the kernels' datapaths may take in all, and one kernel within one
-# SLR (a kernel must not straddle dies). LUTs also build the memories in LUTRAM (partitioned input tiles and
-# accumulators grow with the lanes), stream and DMA control and the converters, and need routing headroom:
-# 0.4 (at 0.5 a paper-size W4A8 GPT-2 prefill block overran the U55C's LUTs). Only datapaths use DSPs: most of
-# them, the rest placement headroom (DSP columns are fixed sites).
-DATAPATH_SHARE = {"dsp": 0.8, "lut": 0.4}
+# SLR (the rest: memories in LUTRAM, stream and DMA control, routing headroom; a kernel must not straddle dies).
+# LUTs also build the memories in LUTRAM (partitioned input tiles and accumulators grow with the lanes): 0.4 (at
+# 0.5 a paper-size W4A8 GPT-2 prefill block, whose datapath is charged as generated, overran the U55C's LUTs).
+DATAPATH_SHARE = {"dsp": 0.5, "lut": 0.4}
 
 
 def tiling_cost(op: GenericOp, t: OpTiling, target: Target) -> tuple[float, int]:
@@ -151,14 +149,6 @@ def fp32_mac_cost(target: Target) -> tuple[float, int]:
 
 def _is_float(dtype: str) -> bool:
     return dtype in ("f16", "bf16", "f32", "f64")
-
-
-def default_unroll_budget(target: Target) -> int:
-    """The lane budget when ``overall_unroll_size`` is 0 (the default): the f32 MAC lanes the target's
-    ``DATAPATH_SHARE`` of DSPs and LUTs holds (1,443 on the U55C: its DSPs bound it)."""
-    mac = fp32_mac_cost(target)
-    return math.floor(min(DATAPATH_SHARE["dsp"] * target.totals.dsp / mac[0],
-                          DATAPATH_SHARE["lut"] * target.totals.lut / mac[1]))
 
 
 def budget_units(op: GenericOp, t: OpTiling, target: Target) -> int:
