@@ -20,11 +20,14 @@ from streamtensor.analysis.memory import (
 from streamtensor.analysis.resources import (
     allocate,
     bram36_blocks,
+    datapath_cost,
     estimate_resources,
     kernel_compute,
+    lane_dims,
     memory_kind,
     scalar_op_cost,
     uram_blocks,
+    value_copies,
 )
 from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.errors import UnsupportedOpError
@@ -238,6 +241,38 @@ def test_int8_matmul_packs_two_macs_per_dsp() -> None:
     loops = [LoopTiling(8, 4, 2, False), LoopTiling(8, 4, 1, False), LoopTiling(8, 4, 2, True)]
     node = KernelNode("qmm", [], [], op, loops, [0, 1, 2], [2, 0, 1])
     assert kernel_compute(node, U55C.ops) == (2, 4 * (20 + 32))  # 4 lanes x 0.5 DSP; 4 x (muli glue + adder)
+
+
+def _quantized_gemv() -> GenericOp:
+    """acc(i32) += extsi(fptosi(roundeven(x * s))) * extsi(w): a GEMV whose activation is quantized inside the
+    contraction (as fuse_into_contractions builds it): the float math reads x[k] only."""
+    f32, i8, i32 = TensorType((64,), "f32"), TensorType((32, 64), "i8"), TensorType((32,), "i32")
+    body = ScalarBody((("x", "f32"), ("w", "i8"), ("acc", "i32")), (
+        ScalarOp("c", "arith.constant", (), "f32", (("value", 0.5),)),
+        ScalarOp("m", "arith.mulf", ("x", "c"), "f32"), ScalarOp("r", "math.roundeven", ("m",), "f32"),
+        ScalarOp("q", "arith.fptosi", ("r",), "i8"), ScalarOp("eq", "arith.extsi", ("q",), "i32"),
+        ScalarOp("ew", "arith.extsi", ("w",), "i32"), ScalarOp("p", "arith.muli", ("eq", "ew"), "i32"),
+        ScalarOp("s", "arith.addi", ("acc", "p"), "i32"),
+    ), ("s",))
+    maps = [parse_affine_map(m) for m in ("(d0, d1) -> (d1)", "(d0, d1) -> (d0, d1)", "(d0, d1) -> (d0)")]
+    return GenericOp([Value("y", i32)], "qgemv", [Value("x", f32), Value("w", i8)], [Value("init", i32)], maps,
+                     ["parallel", "reduction"], body)
+
+
+def test_lane_invariant_math_is_charged_once_per_lane_that_indexes_it() -> None:
+    op = _quantized_gemv()
+    # A MAC lane: 0.5 DSP (8x8 multiply packed two per DSP48E2), 20 + 32 LUTs (glue, 32-bit adder); the
+    # quantizer: mulf (3 DSP, 80 LUT), roundeven (100), fptosi (200).
+    # 16 output lanes share one quantized x[k]: its float math is built once, the MACs 16 times.
+    outputs = [LoopTiling(32, 16, 16, False), LoopTiling(64, 16, 1, True)]
+    assert value_copies(op, outputs, [1, 0])["q"] == 1 and value_copies(op, outputs, [1, 0])["p"] == 16
+    node = KernelNode("qgemv", [], [], op, outputs, [0, 1], [1, 0])
+    assert kernel_compute(node, U55C.ops) == (3 + 8, 380 + 16 * 52)
+    # 4 reduction lanes read 4 elements of x: 4 quantizers, whichever loop is nested outside.
+    both = [LoopTiling(32, 16, 4, False), LoopTiling(64, 16, 4, True)]
+    for order in ([1, 0], [0, 1]):
+        assert lane_dims(op, both, order) == [1, 0]  # the loop the float math reads goes outermost
+        assert datapath_cost(op, both, order, U55C.ops) == (4 * 3 + 16 * 0.5, 4 * 380 + 16 * 52)
 
 
 def test_diamond_fork_memory_and_resources() -> None:

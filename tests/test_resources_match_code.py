@@ -4,14 +4,16 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
 from conftest import tiny_block
 
 from streamtensor.analysis.memory import onchip_buffers
-from streamtensor.analysis.resources import allocate
+from streamtensor.analysis.resources import allocate, used_values, value_copies
 from streamtensor.codegen.vitis.hls.cpp import stream_var
+from streamtensor.codegen.vitis.hls.kernel import KernelWriter
 from streamtensor.ir.dataflow import KernelNode
 from streamtensor.ir.dtypes import DTYPE_BITS
 from streamtensor.target import RESOURCES
@@ -70,3 +72,48 @@ def test_per_process_estimates_add_up_per_slr(family: str, mode: str) -> None:
             assert slr[r] <= res["die"][r]
     for name, p in processes.items():
         assert design.dataflow.nodes[name].attributes["slr"] == p["slr"]
+
+
+def _emitted_copies(function: str) -> dict[str, int]:
+    """Per ``const T name = ...;`` of a kernel function: the product of the trips of the unrolled loops
+    around it (how many instances of it the HLS tool builds)."""
+    copies: dict[str, int] = {}
+    stack: list[int] = []  # per open brace: the trip of an unrolled loop, else 1
+    lines = function.splitlines()
+    for k, text in enumerate(lines):
+        text = text.strip()
+        if text.startswith("}"):
+            stack.pop()
+        loop = re.match(r"\w+: for \(int \w+ = 0; \w+ < (\d+);", text)
+        if text.endswith("{"):
+            unrolled = loop is not None and lines[k + 1].strip() == "HLS_PRAGMA(unroll)"
+            stack.append(int(loop.group(1)) if unrolled else 1)  # type: ignore[union-attr]
+        const = re.match(r"const [\w:<>, ]+ (\w+) = ", text)
+        if const:
+            copies[const.group(1)] = math.prod(stack)
+    return copies
+
+
+@pytest.mark.parametrize(("family", "mode"), [("gpt2", "prefill"), ("llama", "decode")])
+def test_datapath_ops_are_charged_as_often_as_the_code_builds_them(tiny_project, family: str, mode: str) -> None:
+    design, _ = tiny_block(family, mode)
+    graph = design.dataflow
+    cpp = (tiny_project(family, mode) / "src" / f"{family}_{mode}.cpp").read_text()
+    hoisted = 0
+    for node in graph.nodes.values():
+        if not isinstance(node, KernelNode):
+            continue
+        writer = KernelWriter(graph, node, design.target.stream_max_bits)
+        names = writer.value_names(used_values(node.op.body))
+        emitted = _emitted_copies(cpp.split(f"static void {node.name}(")[1].split("\nstatic void ")[0])
+        lanes = math.prod(lt.unroll for lt in node.loops)
+        for value, n in value_copies(node.op, node.loops, node.point_order).items():
+            if value in dict(node.op.body.args) or any(o.result == value and o.name == "arith.constant"
+                                                       for o in node.op.body.ops):
+                continue  # operand reads and literals cost no datapath
+            if names[value] not in emitted:  # a tree-summed combiner: one per lane, in the tree
+                assert writer.tree is not None and value in node.op.body.yields
+                continue
+            assert emitted[names[value]] == n, (node.name, value)
+            hoisted += n < lanes
+    assert hoisted  # some lane-invariant math is built fewer times than the kernel has lanes

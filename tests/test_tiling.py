@@ -20,10 +20,10 @@ from linalg_builders import (
     unary,
     value,
 )
+from test_memory_resources import _quantized_gemv
 
 from streamtensor import compile_llm_block
 from streamtensor.analysis.allocation import size_fifos
-from streamtensor.analysis.resources import lane_cost
 from streamtensor.analysis.timing_model import build_process_network, kernel_timing, node_timings
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.codegen.vitis.boards import U55C
@@ -31,14 +31,21 @@ from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
 from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.errors import OptionError
 from streamtensor.ir.affine import AffineMap
-from streamtensor.ir.dataflow import DmaNode, KernelNode, print_dataflow
+from streamtensor.ir.dataflow import DmaNode, KernelNode, LoopTiling, print_dataflow
 from streamtensor.ir.linalg import Graph
 from streamtensor.transforms.build_dataflow import build_dataflow
 from streamtensor.transforms.tiling import tile_graph
 from streamtensor.transforms.tiling.liveness import kernel_ops
-from streamtensor.transforms.tiling.plan import TilingOptions
+from streamtensor.transforms.tiling.plan import OpTiling, TilingOptions
 from streamtensor.transforms.tiling.tile_sizes import initial_tiling, tile_size
-from streamtensor.transforms.tiling.unroll import DATAPATH_SHARE, external_streams
+from streamtensor.transforms.tiling.unroll import (
+    DATAPATH_SHARE,
+    _doubled,
+    budget_units,
+    external_streams,
+    tiling_cost,
+    unroll_candidates,
+)
 
 
 def test_tile_size_is_the_largest_divisor_up_to_the_default() -> None:
@@ -102,10 +109,11 @@ def test_intensity_aware_beats_uniform_on_an_unbalanced_graph() -> None:
     uniform = tile_graph(g, U55C, TilingOptions(16, 64, intensity_aware_unroll=False))
     assert {n: t.lanes for n, t in uniform.ops.items()} == {
         "matmul_1": 16, "elementwise_1": 16, "elementwise_2": 16, "elementwise_3": 16}
-    # The heap spends the budget on the slowest kernel: 32 lanes of matmul, the cheap kernels keep one.
+    # The heap spends the budget on the slowest kernel first: 32 lanes of matmul; once its next doubling no
+    # longer fits, the cheap kernels take what is left (a decode block runs them one after the other).
     assert {n: t.lanes for n, t in smart.ops.items()} == {
-        "matmul_1": 32, "elementwise_1": 1, "elementwise_2": 1, "elementwise_3": 1}
-    assert smart.total_lanes == 35 and uniform.total_lanes == 64
+        "matmul_1": 32, "elementwise_1": 16, "elementwise_2": 8, "elementwise_3": 8}
+    assert smart.total_lanes == 64 and uniform.total_lanes == 64
     assert smart.max_latency < uniform.max_latency
     assert smart.max_latency == smart.timings["matmul_1"].latency
 
@@ -229,23 +237,35 @@ def test_compute_bound_kernels_keep_the_recurrence_ii() -> None:
 
 
 def test_unrolling_stays_within_the_device() -> None:
-    # An unbounded lane budget: the datapaths stop at DATAPATH_SHARE of the U55C's DSPs / LUTs, and no kernel
-    # takes more than that share of one SLR.
+    # An unbounded lane budget: the datapaths (as generated: lane-invariant ops built once) stop at
+    # DATAPATH_SHARE of the U55C's DSPs / LUTs, and no kernel takes more than that share of one SLR.
     design, _ = tiny_block("llama", "prefill")
     ops = kernel_ops(design.graph)
     tiling = tile_graph(design.graph, U55C, TilingOptions(16, 1 << 20))
-    costs = [lane_cost(op.body, U55C.ops) for op in ops]
-    lanes = [tiling.ops[op.name].lanes for op in ops]
+    costs = [tiling_cost(op, tiling.ops[op.name], U55C) for op in ops]
     die = U55C.slrs[0]
-    for r, total, per_die in ((0, U55C.totals.dsp, die.dsp), (1, U55C.totals.lut, die.lut)):
-        assert sum(c[r] * n for c, n in zip(costs, lanes, strict=True)) <= DATAPATH_SHARE * total
-        assert all(c[r] * n <= DATAPATH_SHARE * per_die for c, n in zip(costs, lanes, strict=True))
+    bounds = [(r, DATAPATH_SHARE[name] * getattr(U55C.totals, name), DATAPATH_SHARE[name] * getattr(die, name))
+              for r, name in enumerate(("dsp", "lut"))]
+    for r, total, per_die in bounds:
+        assert sum(c[r] for c in costs) <= total
+        assert all(c[r] <= per_die for c in costs)
     # ... and the bound is what stopped the unrolling: the slowest kernel's tile still has room for more lanes,
-    # and the next doubling of it would overrun the DSP or LUT share.
+    # and each doubling of it would overrun the DSP or LUT share.
     slowest = max(range(len(ops)), key=lambda k: tiling.timings[ops[k].name].latency)
     t = tiling.ops[ops[slowest].name]
     assert t.lanes < math.prod(lt.tile for lt in t.loops)
-    doubled = [2 * n if k == slowest else n for k, n in enumerate(lanes)]
-    assert any(sum(c[r] * n for c, n in zip(costs, doubled, strict=True)) > DATAPATH_SHARE * total
-               or costs[slowest][r] * doubled[slowest] > DATAPATH_SHARE * per_die
-               for r, total, per_die in ((0, U55C.totals.dsp, die.dsp), (1, U55C.totals.lut, die.lut)))
+    for d in unroll_candidates(t):
+        grown = tiling_cost(ops[slowest], _doubled(t, d), U55C)
+        doubled = [grown if k == slowest else c for k, c in enumerate(costs)]
+        assert any(sum(c[r] for c in doubled) > total or grown[r] > per_die for r, total, per_die in bounds)
+
+
+def test_integer_mac_lanes_take_a_fraction_of_the_lane_budget() -> None:
+    # An int8 MAC lane (0.5 DSP, 52 LUTs) against an f32 MAC lane (5 DSP, 310 LUTs): 52/310 of a budget unit.
+    op = _quantized_gemv()
+    outputs = OpTiling([LoopTiling(32, 16, 16, False), LoopTiling(64, 16, 1, True)], [0, 1], [1, 0])
+    assert budget_units(op, outputs, U55C) == math.ceil(16 * 52 / 310)
+    # A float lane counts one unit: the reduction lanes replicate the quantizer's float math.
+    reduction = OpTiling([LoopTiling(32, 16, 1, False), LoopTiling(64, 16, 4, True)], [0, 1], [1, 0])
+    assert budget_units(op, reduction, U55C) == 4
+

@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="tile of every loop: its largest divisor up to this size")
     comp.add_argument("--overall-unroll-size", type=_positive_int,
                       default=_TILING.overall_unroll_size,
-                      help="budget of parallel lanes summed over all kernels")
+                      help="budget of parallel lanes summed over all kernels, in f32 multiply-accumulate lanes "
+                           "(an int8 MAC lane counts its cost relative to one)")
     comp.add_argument("--no-permute", action="store_true",
                       help="keep reduction loops innermost inside a tile (default: move them outward)")
     comp.add_argument("--uniform-unroll", action="store_true",

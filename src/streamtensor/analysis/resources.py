@@ -72,9 +72,9 @@ import math
 from dataclasses import dataclass, field
 
 from streamtensor.errors import UnsupportedOpError
-from streamtensor.ir.dataflow import DataflowGraph, KernelNode, Node
+from streamtensor.ir.dataflow import DataflowGraph, KernelNode, LoopTiling, Node
 from streamtensor.ir.dtypes import DTYPE_BITS
-from streamtensor.ir.linalg import ScalarBody, ScalarOp
+from streamtensor.ir.linalg import GenericOp, ScalarBody, ScalarOp
 from streamtensor.target import RESOURCES, MemoryPrimitives, OperatorLibrary, SlrBudget, Target
 
 from .memory import Buffer, crossing_streams, node_groups, onchip_buffers
@@ -165,7 +165,7 @@ def allocate(buffer: Buffer, memory: MemoryPrimitives) -> Allocation:
     return Allocation(buffer, kind, n * bram36_blocks(w, d, memory), 0, 0)
 
 
-def _value_bits(body: ScalarBody) -> dict[str, int]:
+def value_bits(body: ScalarBody) -> dict[str, int]:
     """Effective width of every body value: an ``extsi``/``extui`` result keeps its operand's width."""
     bits = {name: DTYPE_BITS[dtype] for name, dtype in body.args}
     for op in body.ops:
@@ -176,7 +176,7 @@ def _value_bits(body: ScalarBody) -> dict[str, int]:
 
 def scalar_op_cost(op: ScalarOp, bits: dict[str, int], constants: dict[str, object],
                    ops: OperatorLibrary) -> tuple[float, int]:
-    """(DSP, LUT) of one lane of ``op``; ``bits`` from ``_value_bits``, ``constants`` the body's constants."""
+    """(DSP, LUT) of one lane of ``op``; ``bits`` from ``value_bits``, ``constants`` the body's constants."""
     name = op.name
     if name in _FREE_OPS:
         return 0.0, 0
@@ -203,17 +203,107 @@ def scalar_op_cost(op: ScalarOp, bits: dict[str, int], constants: dict[str, obje
 
 def lane_cost(body: ScalarBody, ops: OperatorLibrary) -> tuple[float, int]:
     """(DSP, LUT) of one lane of a kernel's datapath: the per-op costs of its scalar body."""
-    bits = _value_bits(body)
+    bits = value_bits(body)
     constants = {op.result: op.attr("value") for op in body.ops if op.name == "arith.constant"}
     costs = [scalar_op_cost(op, bits, constants, ops) for op in body.ops]
     return sum(c[0] for c in costs), sum(c[1] for c in costs)
 
 
+def _operand_dims(op: GenericOp, j: int) -> set[int]:
+    amap = op.indexing_maps[j]
+    return {d for k in range(amap.num_results) if (d := amap.result_dim(k)) is not None}
+
+
+def lane_dims(op: GenericOp, loops: list[LoopTiling], point_order: list[int]) -> list[int]:
+    """The unrolled point loops in the order the generated kernel nests its lane loops, outermost first: the
+    loops more body ops depend on first (ties in point order), so a value that only some lane loops index
+    (the normalised, quantized activation of a GEMV, read by every output lane) sits outside the others and
+    is built once per lane of those loops only. Reduction lanes keep their relative order."""
+    unrolled = [d for d in point_order if loops[d].unroll > 1]
+    if len(unrolled) < 2:
+        return unrolled
+    dims: dict[str, set[int]] = {}
+    for j, (arg, _) in enumerate(op.body.args):
+        dims[arg] = _operand_dims(op, j) if j < len(op.inputs) else set()
+    for sop in op.body.ops:
+        own = {int(sop.attr("dim"))} if sop.name == "linalg.index" else set()  # type: ignore[call-overload]
+        dims[sop.result] = own.union(*(dims[o] for o in sop.operands))
+    used = used_values(op.body)
+    counts = {d: sum(1 for sop in op.body.ops if sop.result in used and d in dims[sop.result]
+                     and sop.name not in _FREE_OPS) for d in unrolled}
+    ordered = sorted(unrolled, key=lambda d: -counts[d])  # stable: ties keep point order
+    # Reduction lanes keep their relative order: a chained reduction folds its lanes in that order.
+    reductions = iter([d for d in unrolled if loops[d].reduction])
+    return [next(reductions) if loops[d].reduction else d for d in ordered]
+
+
+def used_values(body: ScalarBody, roots: list[str] | None = None) -> set[str]:
+    """Body values the yields (or ``roots``) depend on: only these are emitted."""
+    producers = {op.result: op for op in body.ops}
+    used: set[str] = set()
+    todo = list(body.yields if roots is None else roots)
+    while todo:
+        v = todo.pop()
+        if v in used:
+            continue
+        used.add(v)
+        if v in producers:
+            todo.extend(producers[v].operands)
+    return used
+
+
+def value_lane_levels(op: GenericOp, loops: list[LoopTiling], point_order: list[int]) -> dict[str, int]:
+    """The lane loop (1-based position in ``lane_dims``; 0: before the lanes) every body value is computed in:
+    the innermost lane loop whose counter its indices depend on (lane-invariant math once per step, not once
+    per lane). A result's accumulator read and everything after it are innermost (lanes of an unrolled
+    reduction update it one after the other). The kernel generator emits each value at this level."""
+    lanes = lane_dims(op, loops, point_order)
+    position = {d: k + 1 for k, d in enumerate(lanes)}
+    n_in = len(op.inputs)
+    level: dict[str, int] = {}
+    for j, (arg, _) in enumerate(op.body.args):
+        dims = _operand_dims(op, j)
+        level[arg] = len(lanes) if j >= n_in else max((position.get(d, 0) for d in dims), default=0)
+    for sop in op.body.ops:
+        own = position.get(int(sop.attr("dim")), 0) if sop.name == "linalg.index" else 0  # type: ignore[call-overload]
+        level[sop.result] = max([own, *(level[o] for o in sop.operands)])
+    return level
+
+
+def value_copies(op: GenericOp, loops: list[LoopTiling], point_order: list[int]) -> dict[str, int]:
+    """Instances of every used body value in the generated datapath: the product of the unrolls of the lane
+    loops around its level (``value_lane_levels``). A tree-summed reduction's combiner has one instance per
+    lane too: each output lane sums its ``r`` reduction lanes by ``r - 1`` combiners and folds the sum in once."""
+    lanes = lane_dims(op, loops, point_order)
+    prefix = [1]
+    for d in lanes:
+        prefix.append(prefix[-1] * loops[d].unroll)
+    levels = value_lane_levels(op, loops, point_order)
+    return {v: prefix[levels[v]] for v in used_values(op.body)}
+
+
+def datapath_cost(op: GenericOp, loops: list[LoopTiling], point_order: list[int], ops: OperatorLibrary
+                  ) -> tuple[float, int]:
+    """(DSP, LUT) of a kernel's datapath as generated: every op's cost times its instances (``value_copies``):
+    an op that no unrolled loop indexes is built once, however many lanes read it."""
+    body = op.body
+    bits = value_bits(body)
+    constants = {o.result: o.attr("value") for o in body.ops if o.name == "arith.constant"}
+    copies = value_copies(op, loops, point_order)
+    dsp, lut = 0.0, 0
+    for sop in body.ops:
+        n = copies.get(sop.result, 0)
+        if n:
+            c = scalar_op_cost(sop, bits, constants, ops)
+            dsp += n * c[0]
+            lut += n * c[1]
+    return dsp, lut
+
+
 def kernel_compute(node: KernelNode, ops: OperatorLibrary) -> tuple[int, int]:
-    """(DSP, LUT) of a kernel's datapath: lanes x the per-op costs of its body (no base, no memories)."""
-    dsp, lut = lane_cost(node.op.body, ops)
-    lanes = math.prod(lt.unroll for lt in node.loops)
-    return math.ceil(lanes * dsp), lanes * lut
+    """(DSP, LUT) of a kernel's datapath (``datapath_cost``; no base, no memories)."""
+    dsp, lut = datapath_cost(node.op, node.loops, node.point_order, ops)
+    return math.ceil(dsp), lut
 
 
 def _base_lut(node: Node, ops: OperatorLibrary) -> int:

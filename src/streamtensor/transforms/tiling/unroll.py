@@ -2,22 +2,30 @@
 paced to the DMAs that feed it.
 
 **Unrolling.** Unroll factors are powers of two dividing the tile. ``overall_unroll_size`` is the budget of
-*parallel lanes of the whole design*: ``sum over kernels of prod over loops of unroll`` (body instances that
-issue per cycle; a kernel without unrolling has one lane). Every kernel always has at least one lane, so a
-budget below the number of kernels leaves every kernel at one lane.
+*parallel lanes of the whole design*, counted in lanes as costly as an f32 multiply-accumulate
+(``budget_units``): ``sum over kernels of prod over loops of unroll`` (body instances that issue per cycle; a
+kernel without unrolling has one lane), except that an integer MAC lane (an int8 x int8/int4 product, two per
+DSP48E2, and an int32 adder: its replicated ops all integer) counts its DSP/LUT cost relative to an f32 MAC lane
+(about a sixth on the UltraScale+ boards), so a W4A8 contraction gets several times the lanes of an f32 one.
+f32 designs count plain lanes. Every kernel always has at least one lane, so a budget below the number of
+kernels leaves every kernel at one lane.
+
+**Datapath cost** is that of the generated code (``analysis.resources.datapath_cost``): a body value is built
+once per lane of the lane loops its indices depend on, not once per lane (the normalised, quantized activation
+that a GEMV's output lanes share is built once), so fusing float prologues into integer contractions does not
+multiply their cost by the MAC lanes.
 
 - Intensity-aware (spec §4.1): a max-heap of kernel latencies (``kernel_timing``). Pop the slowest kernel and
   double the unroll of one of its loops: candidates are the loops whose doubled unroll still divides the tile,
   in preference order innermost parallel point loop first, then outer parallel ones, then reduction loops
-  innermost first; the candidate giving the lowest latency wins (ties: preference order). Push it back and
-  repeat while the doubling fits the budget (it adds the kernel's current lane count) and the device: the
-  datapaths (lanes x the DSPs / LUTs of the body, ``analysis.resources``) within ``DATAPATH_SHARE`` of the
-  target, and each kernel's within that share of one SLR (a kernel these bounds stop leaves the heap; cheaper
-  kernels may still grow). A kernel no doubling makes faster (its tiles fully unrolled: with
-  ``max_token_rank=1`` a score kernel over 128 positions in 1-element tiles) leaves the heap too and the others
-  keep growing: its latency bounds the pipeline's throughput, but a decode block runs its kernels largely one
-  after another, so theirs still add to the makespan. Stop when the slowest kernel's doubling would exceed the
-  lane budget.
+  innermost first; the candidate giving the lowest latency wins (ties: the cheaper datapath, then preference
+  order). Push it back and repeat while the doubling fits the budget and the device: the datapaths within
+  ``DATAPATH_SHARE`` of the target's DSPs and LUTs, and each kernel's within that share of one SLR. A kernel
+  that these bounds or the budget stop leaves the heap and cheaper kernels may still grow: a decode block runs
+  its kernels largely one after another, so every kernel's latency adds to the makespan, and a LayerNorm
+  reduction left at one lane costs thousands of cycles. A kernel no doubling makes faster (its tiles fully
+  unrolled: with ``max_token_rank=1`` a score kernel over 128 positions in 1-element tiles) leaves the heap
+  too. Stop when the heap is empty.
 - Bandwidth-aware (both strategies): no kernel reads an input streamed from external memory (a weight, a
   block input) faster than that input's DMA delivers it (``analysis.hbm``: its stripes and their share of the
   HBM pseudo-channels its tensor is placed on). Where its lanes would, the kernel's pipeline II is raised to the
@@ -47,10 +55,10 @@ from streamtensor.analysis.hbm import (
     dma_token_cycles,
     place_tensors,
 )
-from streamtensor.analysis.resources import lane_cost
+from streamtensor.analysis.resources import datapath_cost, lane_cost, value_copies
 from streamtensor.analysis.timing_model import KernelTiming, kernel_timing
 from streamtensor.ir.dataflow import kernel_operand_type
-from streamtensor.ir.linalg import GenericOp, Graph
+from streamtensor.ir.linalg import GenericOp, Graph, ScalarBody
 from streamtensor.packing import PackedLayout
 from streamtensor.target import Target
 from streamtensor.transforms.tiling.edges import external_operands, trace_movement
@@ -126,50 +134,94 @@ def rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]]
     return replace(t, min_pipeline_ii=math.ceil(need / (timing.firings * iterations)))
 
 
-# Share of the device's DSPs and LUTs the kernels' datapaths may take in all, and one kernel within one SLR (the
-# rest: memories in LUTRAM, stream and DMA control, routing headroom; a kernel must not straddle dies).
-DATAPATH_SHARE = 0.5
+# Share of the device's DSPs and of its LUTs the kernels' datapaths may take in all, and one kernel within one
+# SLR (the rest: memories in LUTRAM, stream and DMA control, routing headroom; a kernel must not straddle dies).
+# LUTs also build the memories in LUTRAM (partitioned input tiles and accumulators grow with the lanes): 0.4 (at
+# 0.5 a paper-size W4A8 GPT-2 prefill block, whose datapath is charged as generated, overran the U55C's LUTs).
+DATAPATH_SHARE = {"dsp": 0.5, "lut": 0.4}
 
 
-def _fits_datapath(costs: list[tuple[float, int]], lanes: list[int], k: int, target: Target) -> bool:
-    """Whether datapaths of ``lanes`` lanes (per kernel, ``costs`` per lane) stay within ``DATAPATH_SHARE`` of
-    the target in total and kernel ``k`` within that share of its smallest SLR."""
+def tiling_cost(op: GenericOp, t: OpTiling, target: Target) -> tuple[float, int]:
+    """(DSP, LUT) of ``op``'s datapath under ``t``, as generated: lane-invariant ops built once
+    (``analysis.resources.datapath_cost``)."""
+    return datapath_cost(op, t.loops, t.point_order, target.ops)
+
+
+def _fits_datapath(costs: list[tuple[float, int]], k: int, target: Target) -> bool:
+    """Whether datapaths costing ``costs`` (per kernel) stay within ``DATAPATH_SHARE`` of the target's DSPs
+    and LUTs in total and kernel ``k``'s within those shares of its smallest SLR."""
     totals = target.totals
-    for r, total, die in ((0, totals.dsp, min(s.dsp for s in target.slrs)),
-                          (1, totals.lut, min(s.lut for s in target.slrs))):
-        if sum(c[r] * n for c, n in zip(costs, lanes, strict=True)) > DATAPATH_SHARE * total:
+    for r, name in enumerate(("dsp", "lut")):
+        share = DATAPATH_SHARE[name]
+        if sum(c[r] for c in costs) > share * getattr(totals, name):
             return False
-        if costs[k][r] * lanes[k] > DATAPATH_SHARE * die:
+        if costs[k][r] > share * min(getattr(s, name) for s in target.slrs):
             return False
     return True
 
 
+def fp32_mac_cost(target: Target) -> tuple[float, int]:
+    """(DSP, LUT) of one f32 multiply-accumulate lane (``arith.mulf`` + ``arith.addf``): the unit of the lane
+    budget."""
+    mul, add = target.ops.float_cost["arith.mulf"], target.ops.float_cost["arith.addf"]
+    return mul[0] + add[0], mul[1] + add[1]
+
+
+def _is_float(dtype: str) -> bool:
+    return dtype in ("f16", "bf16", "f32", "f64")
+
+
+def budget_units(op: GenericOp, t: OpTiling, target: Target) -> int:
+    """Lane-budget units ``op`` takes under ``t``: ``overall_unroll_size`` counts lanes as costly as an f32
+    multiply-accumulate. A lane counts one unit, as before (f32 designs are budgeted as lane counts), unless it
+    is an integer MAC lane: its replicated ops (those built once per lane) are all integer and include a
+    multiply (an int8 product packed two per DSP48E2 and an int32 adder). Such a lane counts its cost relative
+    to the f32 MAC lane, the larger of the DSP and LUT ratios: a W4A8 contraction gets several times the lanes
+    of an f32 one for the same silicon."""
+    lanes = t.lanes
+    if lanes == 1:
+        return 1
+    body = op.body
+    copies = value_copies(op, t.loops, t.point_order)
+    replicated = [o for o in body.ops if copies.get(o.result, 0) == lanes and o.name != "arith.constant"]
+    types = dict(body.args) | {o.result: o.dtype for o in body.ops}
+    if (not any(o.name == "arith.muli" for o in replicated)
+            or any(_is_float(t) for o in replicated for t in (o.dtype, *(types[x] for x in o.operands)))):
+        return lanes
+    ratio = [c / m for c, m in zip(lane_cost(ScalarBody(body.args, tuple(replicated), body.yields), target.ops),
+                                   fp32_mac_cost(target), strict=True)]
+    return max(1, math.ceil(lanes * min(1.0, max(ratio))))
+
+
 def intensity_aware_unroll(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
                            streams: list[dict[int, tuple[int, int]]], target: Target) -> None:
-    total = len(ops)
-    costs = [lane_cost(op.body, target.ops) for op in ops]
     tilings[:] = [rate_matched(op, t, s, target) for op, t, s in zip(ops, tilings, streams, strict=True)]
+    costs = [tiling_cost(op, t, target) for op, t in zip(ops, tilings, strict=True)]
+    units = [budget_units(op, t, target) for op, t in zip(ops, tilings, strict=True)]
     heap = [(-tiled_timing(op, t, target).latency, i) for i, (op, t) in enumerate(zip(ops, tilings, strict=True))]
     heapq.heapify(heap)
     while heap:
         neg_latency, i = heapq.heappop(heap)
         if tilings[i].min_pipeline_ii > 1:
             continue  # paced by its DMA: more lanes would mostly idle; the other kernels may still grow
-        lanes = tilings[i].lanes
-        if total + lanes > budget:
-            break
-        best: tuple[int, OpTiling] | None = None
+        # The fastest doubling; among equally fast ones the cheapest datapath (a lane loop that the kernel's
+        # expensive lane-invariant math does not depend on), then preference order.
+        best: tuple[int, float, OpTiling, tuple[float, int]] | None = None
         for d in unroll_candidates(tilings[i]):
             trial = rate_matched(ops[i], _doubled(tilings[i], d), streams[i], target)
             latency = tiled_timing(ops[i], trial, target).latency
-            if best is None or latency < best[0]:
-                best = (latency, trial)
+            cost = tiling_cost(ops[i], trial, target)
+            share = max(cost[0] / target.totals.dsp, cost[1] / target.totals.lut)
+            if best is None or (latency, share) < best[:2]:
+                best = (latency, share, trial, cost)
         if best is None or best[0] >= -neg_latency:
             continue  # its tiles bound it; the others' latencies still add up along the block's critical path
-        if not _fits_datapath(costs, [2 * t.lanes if k == i else t.lanes for k, t in enumerate(tilings)], i, target):
+        grown = budget_units(ops[i], best[2], target)
+        if sum(units) - units[i] + grown > budget:
+            continue  # its doubling exceeds what is left of the budget; cheaper kernels may still grow
+        if not _fits_datapath([best[3] if k == i else c for k, c in enumerate(costs)], i, target):
             continue  # the device's DSPs / LUTs bound this kernel; cheaper ones may still grow
-        tilings[i] = best[1]
-        total += lanes
+        tilings[i], costs[i], units[i] = best[2], best[3], grown
         heapq.heappush(heap, (-best[0], i))
 
 

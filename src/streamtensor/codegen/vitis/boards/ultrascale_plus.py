@@ -55,7 +55,14 @@ OPERATORS = OperatorLibrary(
         "arith.minnumf": (0, 150), "arith.cmpf": (0, 150), "arith.extf": (0, 100), "arith.truncf": (0, 100),
         "math.expm1": (26, 2000), "math.exp2": (26, 2000), "math.log2": (27, 2500), "math.log10": (27, 2500),
     },
-    # Two int8 products per DSP48E2 with operand packing; one 27x18 multiplier; Vitis mul_32s_32s_32; 64-bit.
+    # Integer multiply lanes by effective operand width (the width before extsi). <= 8 bits: two int8 products
+    # share one DSP48E2 when they share an operand (AMD WP486 "Deep Learning with INT8 Optimization on Xilinx
+    # Devices": the 27x18 multiplier computes (a << 18 + b) * c, two 8x8 products with one operand in common;
+    # a GEMV's output lanes share the activation), 0.5 DSP per lane; int4 weights are sign-extended to int8
+    # and charged the same. <= 18 bits: one 27x18 multiplier (UG579 DSP48E2); <= 32: Vitis mul_32s_32s_32
+    # (3 DSPs); 64-bit: 10. Plus ~20 LUTs of glue (operand packing, product split). The int32 accumulator adder
+    # is fabric (one LUT per bit, resources.py), so an int8 MAC lane is (0.5 DSP, 52 LUT) against an f32 MAC
+    # lane's (5 DSP, 310 LUT): the lane budget (tiling.unroll.budget_units) charges it that fraction.
     int_mul_dsp=((8, 0.5), (18, 1.0), (32, 3.0), (64, 10.0)),
     int_mul_lut=20,
     stream_read_cycles=1,  # hls::stream read (FIFO output register)

@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 
 from streamtensor.analysis.memory import accumulator_partition
+from streamtensor.analysis.resources import lane_dims, used_values, value_lane_levels
 from streamtensor.analysis.timing_model import fpowi_steps, recurrence_distance, tree_combiners
 from streamtensor.codegen.vitis.hbm import c_identifier
 from streamtensor.codegen.vitis.hls.cpp import (
@@ -72,7 +73,7 @@ class KernelWriter:
         # then sums its reduction lanes by a tree and folds the sum into its element once.
         reduction_lanes = math.prod(lp.unroll for lp in self.loops if lp.reduction)
         self.tree = tree_combiners(node.op.body, self.n_in) if reduction_lanes > 1 else None
-        self.lanes = self.lane_order([d for d in node.point_order if self.loops[d].unroll > 1])
+        self.lanes = lane_dims(node.op, self.loops, node.point_order)
         self.reduction_lanes = reduction_lanes
         # An accumulator array when a result is read-modify-written across pipelined steps or firings; else the
         # output token itself holds the tile.
@@ -80,16 +81,6 @@ class KernelWriter:
         self.use_acc = self.accumulate or self.distance is not None
         self.writes = ProcessWrites(graph, node, max_bits)
         self.helpers: set[str] = set()
-
-    def lane_order(self, lanes: list[int]) -> list[int]:
-        """The unrolled lane loops, outermost first: those more inputs index go outside, so that math on the
-        inputs that a lane loop does not index is computed outside it (once per step of the loops it uses, not
-        once per lane: ``value_levels``); reduction lanes keep their relative order (a chained reduction folds
-        its lanes in that order)."""
-        users = {d: sum(d in self.operand_dims(j) for j in range(self.n_in)) for d in lanes}
-        ordered = sorted(lanes, key=lambda d: -users[d])
-        reductions = iter([d for d in lanes if self.loops[d].reduction])
-        return [next(reductions) if self.loops[d].reduction else d for d in ordered]
 
     @property
     def tile_distance(self) -> int:
@@ -379,34 +370,13 @@ class KernelWriter:
 
     def used_values(self, roots: list[str] | None = None) -> set[str]:
         """Body values the yields (or ``roots``) depend on (only these are emitted: no dead C++)."""
-        body = self.op.body
-        producers = {op.result: op for op in body.ops}
-        used: set[str] = set()
-        todo = list(body.yields if roots is None else roots)
-        while todo:
-            v = todo.pop()
-            if v in used:
-                continue
-            used.add(v)
-            if v in producers:
-                todo.extend(producers[v].operands)
-        return used
+        return used_values(self.op.body, roots)
 
     def value_levels(self, used: set[str]) -> dict[str, int]:
-        """The lane loop (1-based position in ``self.lanes``; 0: before the lanes) each body value belongs in:
-        the innermost lane its indices depend on. A result's accumulator read and everything after it are
-        innermost (lanes of an unrolled reduction update it one after the other)."""
-        innermost = len(self.lanes)
-        position = {d: k + 1 for k, d in enumerate(self.lanes)}
-        body = self.op.body
-        level: dict[str, int] = {}
-        for j, (arg, _) in enumerate(body.args):
-            dims = self.operand_dims(j)
-            level[arg] = innermost if j >= self.n_in else max((position.get(d, 0) for d in dims), default=0)
-        for op in body.ops:
-            own = position.get(int(op.attr("dim")), 0) if op.name == "linalg.index" else 0  # type: ignore[call-overload]
-            level[op.result] = max([own, *(level[o] for o in op.operands)])
-        return {v: n for v, n in level.items() if v in used}
+        """The lane loop (1-based position in ``self.lanes``; 0: before the lanes) each used body value belongs
+        in (``analysis.resources.value_lane_levels``, which the resource estimate charges)."""
+        levels = value_lane_levels(self.op, self.loops, self.node.point_order)
+        return {v: n for v, n in levels.items() if v in used}
 
     def body(self, code: Code, used: set[str], levels: dict[str, int], level: int) -> None:
         """The body values of lane level ``level``; at the innermost level also the results' updates."""
