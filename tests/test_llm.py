@@ -17,7 +17,7 @@ import transformers
 from conftest import TINY_MAX_LEN, TINY_SEQ_LEN
 
 from streamtensor.cli import main
-from streamtensor.codegen.vitis.llm_host import slot_map
+from streamtensor.codegen.vitis.llm_host import host_moved, slot_map
 from streamtensor.errors import OptionError
 from streamtensor.frontend.models import randomize_params
 from streamtensor.kernel_interface import load_kernel_interface
@@ -56,9 +56,36 @@ def test_tiny_gpt2_generates_hugging_face_tokens(gpt2_build: Path, capsys: pytes
     assert code == 0, text
     assert "check: PASS: 3 tokens here, 3 from Hugging Face generate(do_sample=False); identical" in text
     rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
-    assert len(rows) == 3 and all(r[2] == r[5] for r in rows)  # our token, Hugging Face's
-    assert all(float(r[6]) < 1e-4 for r in rows)  # and the logits agree, not just their argmax
+    assert len(rows) == 3 and all(r[2] == r[6] for r in rows)  # our token, Hugging Face's
+    assert all(float(r[7]) < 1e-4 for r in rows)  # and the logits agree, not just their argmax
     assert "modelled board run: on u55c at 250 MHz, [9:3]" in text
+    # Per decode step the host moved what the run model charges: activations only, no KV-cache bytes.
+    transfers = json.loads((gpt2_build / "report.json").read_text())["llm"]["overheads"]["per_decode_step_transfers"]
+    assert transfers["kv_cache_bytes"] == 0
+    assert [int(r[5]) for r in rows[1:]] == [transfers["to_device_bytes"] + transfers["from_device_bytes"]] * 2
+
+
+def test_decode_updates_the_device_cache_in_place(gpt2_build: Path) -> None:
+    """After a generation each layer's resident cache holds Hugging Face's keys and values of every position fed
+    (prefill rows and the rows the decode kernel wrote in place) and nothing past them; per decode step the
+    host moved no cache byte."""
+    runner = LlmRunner(gpt2_build)
+    prompt = [3, 1, 4, 1, 5]
+    result = runner.generate(prompt, 4)
+    fed = prompt + result.tokens[:-1]
+    model = transformers.AutoModelForCausalLM.from_pretrained(gpt2_build / "model", attn_implementation="eager").eval()
+    with torch.no_grad():
+        cache = model(torch.tensor([fed]), use_cache=True).past_key_values
+    for layer in range(2):
+        runtime = runner.kernels["decode"].runtimes[layer]
+        for name, expected in (("key_cache", cache.layers[layer].keys), ("value_cache", cache.layers[layer].values)):
+            runtime.sync(name, "from_device")
+            held = runtime.read(name)
+            assert np.abs(held[:, :, :len(fed)] - expected.numpy()).max() < 1e-4
+            assert not held[:, :, len(fed):].any()
+    # Two layers' hidden rows in (two read arguments each) and out, the head's row in and 256 logits out.
+    assert all(s.transfers.to_device_bytes + s.transfers.from_device_bytes == 2 * 3 * 256 + 256 + 1024
+               for s in result.steps[1:])
 
 
 def test_run_model_terms_add_up(gpt2_build: Path) -> None:
@@ -67,6 +94,13 @@ def test_run_model_terms_add_up(gpt2_build: Path) -> None:
     parts = step["kernels"] + step["launch"] + step["sync"] + step["pcie"] + step[
         "host_embedding_and_sampling_measured_here"]
     assert llm["decode_step_ms"] == pytest.approx(parts * 1e3)
+    assert llm["ttft_ms"] == pytest.approx(sum(llm["overheads"]["ttft_s"].values()) * 1e3)
+    assert llm["overheads"]["ttft_s"]["kv_cache_fill"] > 0  # the resident caches are written once, at prefill
+    # The cache DMAs' HBM bytes follow the position: the run's mean lies between its first and last step.
+    detail = llm["hbm_bytes_per_token_detail"]
+    assert detail["first_step"] <= detail["mean_over_this_run"] <= detail["last_step"] <= detail[
+        "worst_case_position"]
+    assert detail["kv_cache_share_at_worst_case"] > 0
     assert llm["decode_tokens_per_s"] == pytest.approx(1e3 / llm["decode_step_ms"])
     assert llm["latency_ms"] == pytest.approx(llm["ttft_ms"] + 7 * llm["decode_step_ms"])  # 8 new tokens
     assert step["launch"] == pytest.approx(3 * 20e-6)  # two layers and the head, 20 us each (the board's figure)
@@ -83,7 +117,8 @@ def test_cpp_host_slot_maps_pack_like_the_runtime(gpt2_build: Path) -> None:
     rng = np.random.default_rng(0)
     for name in ("prefill", "decode", "head"):
         for arg in load_kernel_interface(gpt2_build / name).plan.arguments:
-            if arg.role in ("weight", "constant"):
+            if not host_moved(arg):
+                assert not (gpt2_build / "host" / "maps" / name / f"{arg.arg}.map").exists()
                 continue
             mapping = slot_map(arg)
             stored = np.fromfile(gpt2_build / "host" / "maps" / name / f"{arg.arg}.map", dtype="<i4")

@@ -280,10 +280,12 @@ def _generate(args: argparse.Namespace) -> int:
     reference: tuple[list[int], list[np.ndarray]] | None = None
     if args.check:
         reference = reference_generation(args.outdir, prompt, new)
-    header = "  step  position  token  wall s (measured)  kernel s"
+    header = "  step  position  token  wall s (measured)  kernel s  host<->card bytes"
     print(header + ("  HF token  max |logit diff|" if reference else ""))
     for i, step in enumerate(result.steps):
-        line = f"  {i + 1:>4}  {step.position:>8}  {step.token:>5}  {step.seconds:>17.3f}  {step.kernel_seconds:>8.3f}"
+        moved = step.transfers.to_device_bytes + step.transfers.from_device_bytes
+        line = (f"  {i + 1:>4}  {step.position:>8}  {step.token:>5}  {step.seconds:>17.3f}  "
+                f"{step.kernel_seconds:>8.3f}  {moved:>17}")
         if reference is not None and i < len(reference[0]):
             diff = float(np.max(np.abs(step.logits - reference[1][i])))
             line += f"  {reference[0][i]:>8}  {diff:.3g}"

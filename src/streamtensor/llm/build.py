@@ -96,19 +96,20 @@ class Kernel:
 
     @property
     def output_args(self) -> dict[str, str]:
-        """Output name -> the C identifier of the argument that returns it."""
+        """Output name -> the C identifier of the argument that returns it to the host. A KV cache updated in
+        place is no such output: it stays in its device buffer."""
         assert self.design.dataflow is not None
-        writes = {a.dma: a.arg for a in memory_arguments(self.design.dataflow) if a.writes}
-        return {n: writes[d] for n, d in zip(self.design.output_names, self.design.dataflow.outputs, strict=True)}
+        writes = {a.dma: a for a in memory_arguments(self.design.dataflow) if a.writes}
+        found = {n: writes[d] for n, d in zip(self.design.output_names, self.design.dataflow.outputs, strict=True)}
+        return {n: a.arg for n, a in found.items() if a.role != "kv_cache"}
 
     def invocation(self) -> Invocation:
         assert self.design.dataflow is not None
         sim = self.design.report.get("simulation")
         if sim is None:
             raise StreamTensorError(f"kernel {self.name} has no timing simulation (compiled without FIFO sizing)")
-        kv = {arg for name, arg in self.output_args.items() if name in ("keys", "values") or "cache" in name}
         return Invocation.of(int(sim["makespan_cycles"]), memory_arguments(self.design.dataflow),
-                             self.design.dataflow, kv)
+                             self.design.dataflow)
 
 
 @dataclass
@@ -180,11 +181,14 @@ class LlmDesign:
             for arg in weight_args:
                 (folder / f"{arg.arg}.bin").write_bytes(arg.pack_tensor(tensors[arg.name].numpy()))
 
-    def _kv_geometry(self) -> dict[str, int]:
-        block = self.kernels[self.decode[0]].module
-        assert isinstance(block, DecoderBlock)
+    def _kv_geometry(self) -> dict[str, Any]:
+        block, prefill = self.kernels[self.decode[0]].module, self.kernels[self.prefill[0]].module
+        assert isinstance(block, DecoderBlock) and isinstance(prefill, DecoderBlock)
+        # Which prefill output fills which resident cache of the decode kernel (keys, then values).
+        caches = [[out, update[1]] for out, update in zip(prefill.spec.output_names[1:], block.spec.cache_updates,
+                                                          strict=True)]
         return {"num_kv_heads": block.spec.num_kv_heads, "head_dim": block.spec.head_dim,
-                "value_head_dim": block.spec.value_head_dim}
+                "value_head_dim": block.spec.value_head_dim, "kv_caches": caches}
 
     def manifest(self) -> dict[str, Any]:
         cfg = self.loaded.config
