@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     bld.add_argument("--decode-positions", type=_positive_int, default=_LLM.decode_positions,
                      help="capacities the decode kernel's timing is simulated at to model the position (1: none)")
     bld.add_argument("--target", choices=list(TARGETS), default=DEFAULT_TARGET, help="the board to build for")
+    bld.add_argument("--quant", choices=list(QUANT_SCHEMES), default=_DEFAULTS.quant,
+                     help="quantize every linear layer of the model (decoder layers and LM head), static activation "
+                          "scales calibrated on seeded token sequences; generate --check then compares with that "
+                          "quantized PyTorch model")
+    bld.add_argument("--quant-group", type=int, default=_DEFAULTS.quant_group,
+                     help="reduction elements per weight scale (default: 128 for w4a8, a row for w8a8)")
     bld.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of random weights and example inputs")
     bld.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     bld.add_argument("--debug", action="store_true", help="print the traceback of an error")
@@ -231,9 +237,10 @@ def _build(args: argparse.Namespace) -> None:
     design = build(args.model, args.output, size=args.size, prompt_len=args.prompt_len,
                    max_new_tokens=args.max_new_tokens, max_len=args.max_len or 0,
                    decode_positions=args.decode_positions, target=args.target, seed=args.seed,
-                   verbose=not args.quiet)
+                   quant=args.quant, quant_group=args.quant_group, verbose=not args.quiet)
     llm = design.report["llm"]
-    print(f"built {args.model}: {len(design.prefill)} layers, kernels {', '.join(design.kernels)} -> {args.output}")
+    print(f"built {args.model} ({design.quant}): {len(design.prefill)} layers, kernels {', '.join(design.kernels)} "
+          f"-> {args.output}")
     print(f"  host decomposition (PyTorch eager) vs the model: max relative logit error "
           f"{llm['decomposition_check']['max_relative_logit_error']:.2g}")
     print(_modelled_line(llm))
@@ -297,8 +304,10 @@ def _generate(args: argparse.Namespace) -> int:
     if reference is None:
         return 0
     same = result.tokens == reference[0]
+    quant = runner.manifest.get("quant", "fp32")
+    what = "" if quant == "fp32" else f" on the {quant} quantized PyTorch model (frontend.quant.QuantLinear)"
     print(f"check: {'PASS' if same else 'FAIL'}: {len(result.tokens)} tokens here, {len(reference[0])} from Hugging "
-          f"Face generate(do_sample=False); " + ("identical" if same else "they differ"))
+          f"Face generate(do_sample=False){what}; " + ("identical" if same else "they differ"))
     return 0 if same else 1
 
 

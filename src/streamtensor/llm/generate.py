@@ -24,7 +24,7 @@ import numpy as np
 
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.kernel_interface import PARAMS_DIR
-from streamtensor.llm.build import LAYERS_DIR, LLM_FILE, MODEL_DIR
+from streamtensor.llm.build import LAYERS_DIR, LLM_FILE, MODEL_DIR, QUANT_FILE
 from streamtensor.llm.host_model import EmbeddingTables, sample
 from streamtensor.llm.perf import RunModel
 from streamtensor.runtime.host import Runtime
@@ -263,16 +263,35 @@ class LlmRunner:
         return self.run_model.model(len(generation.prompt), len(generation.tokens))
 
 
-def reference_generation(outdir: str | Path, prompt: list[int], max_new_tokens: int
-                         ) -> tuple[list[int], list[np.ndarray]]:
-    """Hugging Face ``generate(do_sample=False)`` on the build's checkpoint: the new tokens and each step's
-    logits."""
+def reference_model(outdir: str | Path) -> Any:
+    """The build's reference: its checkpoint in Hugging Face transformers (eager attention, fp32), with the
+    quantized linear layers of a ``--quant`` build put back (``frontend.quant.QuantLinear``, the tensors the
+    build saved): the quantized PyTorch model the kernels were compiled from."""
     import torch
     import transformers
+
+    from streamtensor.frontend.quant import QuantLinear
 
     model_dir = Path(outdir) / MODEL_DIR
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True,
                                                               attn_implementation="eager", dtype=torch.float32).eval()
+    quant_file = model_dir / QUANT_FILE
+    if quant_file.is_file():
+        for name, q in torch.load(quant_file, weights_only=True).items():
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, QuantLinear(q["weight_q"], q["weight_scale"], q["act_mult"], q["act_scale"],
+                                               q["bias"], q["group"]))
+    return model
+
+
+def reference_generation(outdir: str | Path, prompt: list[int], max_new_tokens: int
+                         ) -> tuple[list[int], list[np.ndarray]]:
+    """Hugging Face ``generate(do_sample=False)`` on the build's reference model (``reference_model``): the new
+    tokens and each step's logits."""
+    import torch
+
+    model = reference_model(outdir)
     ids = torch.tensor([prompt])
     eos = model.generation_config.eos_token_id
     pad = eos[0] if isinstance(eos, list) else eos
