@@ -130,17 +130,19 @@ class KernelRunner {
     }
   }
 
-  // Writes `layer`'s resident KV-cache buffer of tensor `cache` (the whole cache tensor), once per generation.
+  // Writes `layer`'s resident KV-cache buffers of tensor `cache` (each its view of the whole cache tensor `t`),
+  // once per generation.
   void fill_cache(const std::string& cache, const Tensor& t, int layer) {
+    int written = 0;
     for (const Arg& a : desc_.args) {
       if (cache != a.tensor || std::strcmp(a.role, "kv_cache") != 0 || a.shares >= 0) continue;
       xrt::bo& bo = resident_.at(std::string(a.arg) + "@" + std::to_string(layer));
       const std::vector<char> data = pack(a, t);
       bo.write(data.data(), a.bytes, 0);
       bo.sync(XCL_BO_SYNC_BO_TO_DEVICE);
-      return;
+      ++written;
     }
-    throw std::runtime_error("kernel " + std::string(desc_.kernel) + " has no KV cache " + cache);
+    if (written == 0) throw std::runtime_error("kernel " + std::string(desc_.kernel) + " has no KV cache " + cache);
   }
 
   // Runs the kernel with `layer`'s weights and caches (-1: params/) on `inputs` (tensor name -> tensor); returns
