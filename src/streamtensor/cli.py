@@ -247,7 +247,8 @@ def _build(args: argparse.Namespace) -> None:
     step = llm["overheads"]["per_decode_step_s"]
     print("  decode step (modelled, ms): " + ", ".join(f"{k} {v * 1e3:.4f}" for k, v in step.items()))
     roof = llm["rooflines"]
-    print(f"  rooflines: HBM {roof['hbm_tokens_per_s']:.0f} tokens/s ({llm['hbm_bytes_per_token']} B/token), "
+    print(f"  rooflines: HBM {roof['hbm_tokens_per_s']:.0f} tokens/s ({llm['hbm_bytes_per_token']:.0f} B/token, "
+          "mean over the run), "
           f"compute {roof['compute_tokens_per_s']:.0f} tokens/s; kernels alone {roof['kernel_only_tokens_per_s']:.0f}")
     print(f"  energy: <= {llm['energy']['joules_per_token_upper_bound'] * 1e3:.3f} mJ/token at "
           f"{llm['energy']['board_power_w']:.0f} W (card maximum)")
