@@ -17,7 +17,7 @@ import transformers
 from conftest import TINY_MAX_LEN, TINY_SEQ_LEN
 
 from streamtensor.cli import main
-from streamtensor.codegen.vitis.llm_host import slot_map
+from streamtensor.codegen.vitis.llm_host import host_moved, slot_map
 from streamtensor.errors import OptionError
 from streamtensor.frontend.models import randomize_params
 from streamtensor.kernel_interface import load_kernel_interface
@@ -28,9 +28,9 @@ PROMPT = "3,1,4,1,5,9,2,6"
 
 
 def _build_and_check(model: str, out: Path, capsys: pytest.CaptureFixture, prompt: str, prompt_len: int,
-                     new_tokens: int) -> tuple[str, dict]:
+                     new_tokens: int, quant: str = "fp32") -> tuple[str, dict]:
     assert main(["build", model, "-o", str(out), "--prompt-len", str(prompt_len), "--max-new-tokens",
-                 str(new_tokens), "--decode-positions", "1", "-q"]) == 0
+                 str(new_tokens), "--decode-positions", "1", "--quant", quant, "-q"]) == 0
     capsys.readouterr()
     code = main(["generate", str(out), "--prompt-ids", prompt, "--max-new-tokens", str(new_tokens), "--check", "-q"])
     text = capsys.readouterr().out
@@ -56,9 +56,40 @@ def test_tiny_gpt2_generates_hugging_face_tokens(gpt2_build: Path, capsys: pytes
     assert code == 0, text
     assert "check: PASS: 3 tokens here, 3 from Hugging Face generate(do_sample=False); identical" in text
     rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
-    assert len(rows) == 3 and all(r[2] == r[5] for r in rows)  # our token, Hugging Face's
-    assert all(float(r[6]) < 1e-4 for r in rows)  # and the logits agree, not just their argmax
+    assert len(rows) == 3 and all(r[2] == r[6] for r in rows)  # our token, Hugging Face's
+    assert all(float(r[7]) < 1e-4 for r in rows)  # and the logits agree, not just their argmax
     assert "modelled board run: on u55c at 250 MHz, [9:3]" in text
+    # Per decode step the host moved what the run model charges: activations only, no KV-cache bytes.
+    transfers = json.loads((gpt2_build / "report.json").read_text())["llm"]["overheads"]["per_decode_step_transfers"]
+    assert transfers["kv_cache_bytes"] == 0
+    assert [int(r[5]) for r in rows[1:]] == [transfers["to_device_bytes"] + transfers["from_device_bytes"]] * 2
+
+
+def test_decode_updates_the_device_cache_in_place(gpt2_build: Path) -> None:
+    """After a generation each layer's resident cache holds Hugging Face's keys and values of every position fed
+    (prefill rows and the rows the decode kernel wrote in place) and nothing past them; per decode step the
+    host moved no cache byte."""
+    runner = LlmRunner(gpt2_build)
+    prompt = [3, 1, 4, 1, 5]
+    result = runner.generate(prompt, 4)
+    fed = prompt + result.tokens[:-1]
+    model = transformers.AutoModelForCausalLM.from_pretrained(gpt2_build / "model", attn_implementation="eager").eval()
+    with torch.no_grad():
+        cache = model(torch.tensor([fed]), use_cache=True).past_key_values
+    for layer in range(2):
+        runtime = runner.kernels["decode"].runtimes[layer]
+        for name, expected in (("key_cache", cache.layers[layer].keys), ("value_cache", cache.layers[layer].values)):
+            runtime.sync(name, "from_device")
+            held = runtime.read(name)
+            assert np.abs(held[:, :, :len(fed)] - expected.numpy()).max() < 1e-4
+            assert not held[:, :, len(fed):].any()
+    # Per decode step: the hidden rows in and out and the logits, as the run model charges them.
+    modelled = runner.run_model.step_transfers()
+    assert modelled["to_device_bytes"] + modelled["from_device_bytes"] < 4096
+    assert all((s.transfers.to_device_bytes, s.transfers.from_device_bytes, s.transfers.buffer_syncs,
+                s.transfers.scalar_registers, s.transfers.launches) == (
+                   modelled["to_device_bytes"], modelled["from_device_bytes"], modelled["buffer_syncs"],
+                   modelled["scalar_registers"], modelled["kernel_launches"]) for s in result.steps[1:])
 
 
 def test_run_model_terms_add_up(gpt2_build: Path) -> None:
@@ -67,6 +98,13 @@ def test_run_model_terms_add_up(gpt2_build: Path) -> None:
     parts = step["kernels"] + step["launch"] + step["sync"] + step["pcie"] + step[
         "host_embedding_and_sampling_measured_here"]
     assert llm["decode_step_ms"] == pytest.approx(parts * 1e3)
+    assert llm["ttft_ms"] == pytest.approx(sum(llm["overheads"]["ttft_s"].values()) * 1e3)
+    assert llm["overheads"]["ttft_s"]["kv_cache_fill"] > 0  # the resident caches are written once, at prefill
+    # The cache DMAs' HBM bytes follow the position: the run's mean lies between its first and last step.
+    detail = llm["hbm_bytes_per_token_detail"]
+    assert detail["first_step"] <= detail["mean_over_this_run"] <= detail["last_step"] <= detail[
+        "worst_case_position"]
+    assert detail["kv_cache_share_at_worst_case"] > 0
     assert llm["decode_tokens_per_s"] == pytest.approx(1e3 / llm["decode_step_ms"])
     assert llm["latency_ms"] == pytest.approx(llm["ttft_ms"] + 7 * llm["decode_step_ms"])  # 8 new tokens
     assert step["launch"] == pytest.approx(3 * 20e-6)  # two layers and the head, 20 us each (the board's figure)
@@ -83,7 +121,8 @@ def test_cpp_host_slot_maps_pack_like_the_runtime(gpt2_build: Path) -> None:
     rng = np.random.default_rng(0)
     for name in ("prefill", "decode", "head"):
         for arg in load_kernel_interface(gpt2_build / name).plan.arguments:
-            if arg.role in ("weight", "constant"):
+            if not host_moved(arg):
+                assert not (gpt2_build / "host" / "maps" / name / f"{arg.arg}.map").exists()
                 continue
             mapping = slot_map(arg)
             stored = np.fromfile(gpt2_build / "host" / "maps" / name / f"{arg.arg}.map", dtype="<i4")
@@ -176,3 +215,19 @@ def test_tiny_models_generate_hugging_face_greedy_tokens(model: str, tmp_path: P
     text, report = _build_and_check(name, tmp_path / "out", capsys, PROMPT, 8, 16)
     assert "check: PASS: 16 tokens here, 16 from Hugging Face generate(do_sample=False); identical" in text
     assert report["llm"]["new_tokens"] == 16 and report["llm"]["rooflines"]["within_rooflines"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["gpt2", "llama", "qwen2", "gemma", "mistral"])
+def test_tiny_w4a8_models_generate_the_quantized_reference_tokens(model: str, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """W4A8: every linear layer (decoder layers and LM head) quantized; the emulated accelerator's 16 greedy
+    tokens are those of the quantized PyTorch model's Hugging Face generate."""
+    name = str(_mistral_checkpoint(tmp_path / "mistral_ckpt")) if model == "mistral" else model
+    text, report = _build_and_check(name, tmp_path / "out", capsys, PROMPT, 8, 16, quant="w4a8")
+    assert ("check: PASS: 16 tokens here, 16 from Hugging Face generate(do_sample=False) on the w4a8 quantized "
+            "PyTorch model") in text
+    rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
+    assert all(float(r[7]) < 1e-3 for r in rows)  # the logits agree, not just their argmax
+    assert {k["quantization"]["scheme"] for k in report["kernels"].values()} == {"w4a8"}
+    assert (tmp_path / "out" / "model" / "quantization.pt").is_file()

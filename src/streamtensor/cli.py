@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     bld.add_argument("--decode-positions", type=_positive_int, default=_LLM.decode_positions,
                      help="capacities the decode kernel's timing is simulated at to model the position (1: none)")
     bld.add_argument("--target", choices=list(TARGETS), default=DEFAULT_TARGET, help="the board to build for")
+    bld.add_argument("--quant", choices=list(QUANT_SCHEMES), default=_DEFAULTS.quant,
+                     help="quantize every linear layer of the model (decoder layers and LM head), static activation "
+                          "scales calibrated on seeded token sequences; generate --check then compares with that "
+                          "quantized PyTorch model")
+    bld.add_argument("--quant-group", type=int, default=_DEFAULTS.quant_group,
+                     help="reduction elements per weight scale (default: 128 for w4a8, a row for w8a8)")
     bld.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of random weights and example inputs")
     bld.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     bld.add_argument("--debug", action="store_true", help="print the traceback of an error")
@@ -239,16 +245,18 @@ def _build(args: argparse.Namespace) -> None:
     design = build(args.model, args.output, size=args.size, prompt_len=args.prompt_len,
                    max_new_tokens=args.max_new_tokens, max_len=args.max_len or 0,
                    decode_positions=args.decode_positions, target=args.target, seed=args.seed,
-                   verbose=not args.quiet)
+                   quant=args.quant, quant_group=args.quant_group, verbose=not args.quiet)
     llm = design.report["llm"]
-    print(f"built {args.model}: {len(design.prefill)} layers, kernels {', '.join(design.kernels)} -> {args.output}")
+    print(f"built {args.model} ({design.quant}): {len(design.prefill)} layers, kernels {', '.join(design.kernels)} "
+          f"-> {args.output}")
     print(f"  host decomposition (PyTorch eager) vs the model: max relative logit error "
           f"{llm['decomposition_check']['max_relative_logit_error']:.2g}")
     print(_modelled_line(llm))
     step = llm["overheads"]["per_decode_step_s"]
     print("  decode step (modelled, ms): " + ", ".join(f"{k} {v * 1e3:.4f}" for k, v in step.items()))
     roof = llm["rooflines"]
-    print(f"  rooflines: HBM {roof['hbm_tokens_per_s']:.0f} tokens/s ({llm['hbm_bytes_per_token']} B/token), "
+    print(f"  rooflines: HBM {roof['hbm_tokens_per_s']:.0f} tokens/s ({llm['hbm_bytes_per_token']:.0f} B/token, "
+          "mean over the run), "
           f"compute {roof['compute_tokens_per_s']:.0f} tokens/s; kernels alone {roof['kernel_only_tokens_per_s']:.0f}")
     print(f"  energy: <= {llm['energy']['joules_per_token_upper_bound'] * 1e3:.3f} mJ/token at "
           f"{llm['energy']['board_power_w']:.0f} W (card maximum)")
@@ -288,10 +296,12 @@ def _generate(args: argparse.Namespace) -> int:
     reference: tuple[list[int], list[np.ndarray]] | None = None
     if args.check:
         reference = reference_generation(args.outdir, prompt, new)
-    header = "  step  position  token  wall s (measured)  kernel s"
+    header = "  step  position  token  wall s (measured)  kernel s  host<->card bytes"
     print(header + ("  HF token  max |logit diff|" if reference else ""))
     for i, step in enumerate(result.steps):
-        line = f"  {i + 1:>4}  {step.position:>8}  {step.token:>5}  {step.seconds:>17.3f}  {step.kernel_seconds:>8.3f}"
+        moved = step.transfers.to_device_bytes + step.transfers.from_device_bytes
+        line = (f"  {i + 1:>4}  {step.position:>8}  {step.token:>5}  {step.seconds:>17.3f}  "
+                f"{step.kernel_seconds:>8.3f}  {moved:>17}")
         if reference is not None and i < len(reference[0]):
             diff = float(np.max(np.abs(step.logits - reference[1][i])))
             line += f"  {reference[0][i]:>8}  {diff:.3g}"
@@ -303,8 +313,10 @@ def _generate(args: argparse.Namespace) -> int:
     if reference is None:
         return 0
     same = result.tokens == reference[0]
+    quant = runner.manifest.get("quant", "fp32")
+    what = "" if quant == "fp32" else f" on the {quant} quantized PyTorch model (frontend.quant.QuantLinear)"
     print(f"check: {'PASS' if same else 'FAIL'}: {len(result.tokens)} tokens here, {len(reference[0])} from Hugging "
-          f"Face generate(do_sample=False); " + ("identical" if same else "they differ"))
+          f"Face generate(do_sample=False){what}; " + ("identical" if same else "they differ"))
     return 0 if same else 1
 
 

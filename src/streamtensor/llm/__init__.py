@@ -2,6 +2,8 @@
 loop over the C simulation or a card)."""
 
 from streamtensor.llm.build import LlmDesign, LlmOptions, build, compile_llm
+from streamtensor.llm.estimate import Estimate, estimate_run
 from streamtensor.llm.generate import LlmRunner, reference_generation
 
-__all__ = ["LlmDesign", "LlmOptions", "LlmRunner", "build", "compile_llm", "reference_generation"]
+__all__ = ["Estimate", "LlmDesign", "LlmOptions", "LlmRunner", "build", "compile_llm", "estimate_run",
+           "reference_generation"]

@@ -34,15 +34,17 @@ from streamtensor.driver import Design, Progress, compile, compile_model_block
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.frontend.block import DecoderBlock
 from streamtensor.frontend.models import SIZES, LoadedModel, load_full_model
+from streamtensor.frontend.quant import QuantLinear, QuantScheme, quant_scheme, quantize_linears
 from streamtensor.kernel_interface import load_kernel_interface
+from streamtensor.llm.estimate import design_invocation
 from streamtensor.llm.host_model import (
     EmbeddingTables,
     OutputHead,
     decoder_layers,
     embedding_tables,
     eos_token_ids,
+    host_token_seconds,
     layer_groups,
-    sample,
 )
 from streamtensor.llm.perf import Invocation, RunModel
 from streamtensor.report import write_report
@@ -52,6 +54,8 @@ LLM_FILE = "llm.json"
 HOST_DIR = "host"
 MODEL_DIR = "model"
 LAYERS_DIR = "layers"
+QUANT_FILE = "quantization.pt"  # in MODEL_DIR: the QuantLinear tensors the quantized reference is rebuilt from
+CALIBRATION_PROMPTS = 8  # token sequences (seeded, of the prompt length) the static activation scales see
 DECOMPOSITION_TOLERANCE = 1e-4  # relative to the largest logit: eager blocks vs the whole model, both PyTorch
 
 
@@ -97,19 +101,15 @@ class Kernel:
 
     @property
     def output_args(self) -> dict[str, str]:
-        """Output name -> the C identifier of the argument that returns it."""
+        """Output name -> the C identifier of the argument that returns it to the host. A KV cache updated in
+        place is no such output: it stays in its device buffer."""
         assert self.design.dataflow is not None
-        writes = {a.dma: a.arg for a in memory_arguments(self.design.dataflow) if a.writes}
-        return {n: writes[d] for n, d in zip(self.design.output_names, self.design.dataflow.outputs, strict=True)}
+        writes = {a.dma: a for a in memory_arguments(self.design.dataflow) if a.writes}
+        found = {n: writes[d] for n, d in zip(self.design.output_names, self.design.dataflow.outputs, strict=True)}
+        return {n: a.arg for n, a in found.items() if a.role != "kv_cache"}
 
     def invocation(self) -> Invocation:
-        assert self.design.dataflow is not None
-        sim = self.design.report.get("simulation")
-        if sim is None:
-            raise StreamTensorError(f"kernel {self.name} has no timing simulation (compiled without FIFO sizing)")
-        kv = {arg for name, arg in self.output_args.items() if name in ("keys", "values") or "cache" in name}
-        return Invocation.of(int(sim["makespan_cycles"]), memory_arguments(self.design.dataflow),
-                             self.design.dataflow, kv)
+        return design_invocation(self.design)
 
 
 @dataclass
@@ -127,6 +127,9 @@ class LlmDesign:
     run_model: RunModel
     decomposition_error: float
     stages: dict[str, float] = field(default_factory=dict)
+    # The fp32 weights as a Hugging Face checkpoint holds them (the model's own state before quantization)
+    checkpoint_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    quant: str = "fp32"
 
     @property
     def report(self) -> dict[str, Any]:
@@ -158,9 +161,13 @@ class LlmDesign:
         if model_dir.exists():
             shutil.rmtree(model_dir)
         # Parameters only: block extraction made the rotary buffers persistent, which the checkpoint must not hold.
-        params = {n for n, _ in self.loaded.model.named_parameters(remove_duplicate=False)}
-        self.loaded.model.save_pretrained(model_dir, state_dict={k: v for k, v in
-                                                                 self.loaded.model.state_dict().items() if k in params})
+        self.loaded.model.save_pretrained(model_dir, state_dict=self.checkpoint_state)
+        quantized = {name: {"weight_q": m.weight_q.detach(), "weight_scale": m.weight_scale.detach(),
+                            "act_mult": m.act_mult.detach(), "act_scale": m.act_scale, "group": m.group,
+                            "bias": None if m.bias is None else m.bias.detach()}
+                     for name, m in self.loaded.model.named_modules() if isinstance(m, QuantLinear)}
+        if quantized:
+            torch.save(quantized, model_dir / QUANT_FILE)
         _copy_tokenizer(self.loaded.source, model_dir)
         manifest = self.manifest()
         (out / LLM_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -181,11 +188,14 @@ class LlmDesign:
             for arg in weight_args:
                 (folder / f"{arg.arg}.bin").write_bytes(arg.pack_tensor(tensors[arg.name].numpy()))
 
-    def _kv_geometry(self) -> dict[str, int]:
-        block = self.kernels[self.decode[0]].module
-        assert isinstance(block, DecoderBlock)
+    def _kv_geometry(self) -> dict[str, Any]:
+        block, prefill = self.kernels[self.decode[0]].module, self.kernels[self.prefill[0]].module
+        assert isinstance(block, DecoderBlock) and isinstance(prefill, DecoderBlock)
+        # Which prefill output fills which resident cache of the decode kernel (keys, then values).
+        caches = [[out, update[1]] for out, update in zip(prefill.spec.output_names[1:], block.spec.cache_updates,
+                                                          strict=True)]
         return {"num_kv_heads": block.spec.num_kv_heads, "head_dim": block.spec.head_dim,
-                "value_head_dim": block.spec.value_head_dim}
+                "value_head_dim": block.spec.value_head_dim, "kv_caches": caches}
 
     def manifest(self) -> dict[str, Any]:
         cfg = self.loaded.config
@@ -201,6 +211,7 @@ class LlmDesign:
             "prompt_len": self.options.prompt_len,
             "max_len": self.options.cache_len,
             "max_new_tokens": self.options.max_new_tokens,
+            "quant": self.quant,
             "eos_token_ids": eos_token_ids(self.loaded),
             "embedding": {"tokens": f"{HOST_DIR}/embed_tokens.bin",
                           "positions": None if self.tables.positions is None else f"{HOST_DIR}/embed_positions.bin",
@@ -228,19 +239,6 @@ def _copy_tokenizer(source: str, model_dir: Path) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         return  # no tokenizer: --prompt-ids only
     tokenizer.save_pretrained(model_dir)
-
-
-def _host_token_seconds(tables: EmbeddingTables) -> float:
-    """Embedding lookup and greedy sampling of one token on this host (median of repeated runs): measured here."""
-    logits = np.random.default_rng(0).standard_normal(tables.tokens.shape[0]).astype(np.float32)
-    rng = np.random.default_rng(0)
-    times = []
-    for i in range(200):
-        start = time.perf_counter()
-        tables.embed([i % tables.tokens.shape[0]], 0)
-        sample(logits, 0, 0.0, rng)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def _decomposition_error(loaded: LoadedModel, tables: EmbeddingTables, kernels: dict[str, Kernel],
@@ -275,6 +273,11 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
             raise OptionError(f"option {forbidden} is set per kernel by the build; it cannot be given")
     progress = Progress(opts.verbose, f"model {model}")
     loaded = progress.run("llm.load_model", lambda: load_full_model(model, opts.size, opts.seed, opts.vocab_size))
+    params = {n for n, _ in loaded.model.named_parameters(remove_duplicate=False)}
+    checkpoint_state = {k: v for k, v in loaded.model.state_dict().items() if k in params}
+    scheme = quant_scheme(options.get("quant", "fp32"), options.get("quant_group"))
+    if scheme is not None:
+        progress.run("llm.quantize", lambda: quantize_model(loaded, scheme, opts.prompt_len, opts.seed))
     groups = layer_groups(loaded)
     distinct = list(dict.fromkeys(groups))
     kernels: dict[str, Kernel] = {}
@@ -309,10 +312,36 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
     run_model = RunModel(**RunModel.device_figures(head_design.target), prefill_len=opts.prompt_len,
                          max_len=opts.cache_len, prefill=per_mode["prefill"], decode=per_mode["decode"], head="head",
                          invocations={n: k.invocation() for n, k in kernels.items()},
-                         host_token_s=_host_token_seconds(tables),
+                         host_token_s=host_token_seconds(*tables.tokens.shape),
                          host_head_s=eager_reference(head_module, head_args, budget_s=0.5)[1], position_points=points)
     return LlmDesign(model, loaded, opts, kernels, per_mode["prefill"], per_mode["decode"], "head", tables,
-                     run_model, error, dict(progress.seconds))
+                     run_model, error, dict(progress.seconds), checkpoint_state,
+                     "fp32" if scheme is None else scheme.name)
+
+
+def quantize_model(loaded: LoadedModel, scheme: QuantScheme, prompt_len: int, seed: int) -> None:
+    """Replace every linear layer of the whole model (decoder layers and LM head) by ``frontend.quant``'s
+    ``QuantLinear``, its static activation scale calibrated on ``CALIBRATION_PROMPTS`` seeded token sequences run
+    through the fp32 model: the quantized PyTorch reference, which the blocks are then compiled from.
+
+    The layers of a group share one compiled block, whose constants are its first layer's; a ``QuantLinear``'s
+    activation scale is such a constant (its dequantizing multiply), so each layer's is folded into its weight
+    scales (a per-layer kernel argument: ``(acc * w_scale) * s_x`` becomes ``acc * (w_scale * s_x)``, one f32
+    rounding moved) and the constant becomes 1. The reference keeps exactly these modules."""
+    vocab = loaded.model.get_input_embeddings().num_embeddings
+    generator = torch.Generator().manual_seed(seed + 1)
+    prompts = [torch.randint(0, vocab, (1, prompt_len), generator=generator) for _ in range(CALIBRATION_PROMPTS)]
+
+    def run() -> None:
+        for ids in prompts:
+            loaded.model(ids, use_cache=False)
+
+    quantize_linears(loaded.model, scheme, run)
+    with torch.no_grad():
+        for module in loaded.model.modules():
+            if isinstance(module, QuantLinear):
+                module.weight_scale.mul_(module.act_scale)
+                module.act_scale = 1.0
 
 
 def _position_points(loaded: LoadedModel, model: str, kernels: dict[str, Kernel], opts: LlmOptions,

@@ -3,9 +3,11 @@ layer's block runs in its compiled C simulation, each kernel's executable built 
 layer's weights) or over XRT (a card).
 
 The loop (the C++ host, ``host/llm_host.cpp``, does the same): embed the prompt on the host, run each layer's
-prefill kernel (the prompt padded to the compiled length; prompt tokens beyond it go through decode steps), keep
-each layer's keys and values in the host's KV cache, run the head kernel on the last hidden row, sample (greedy,
-top-k, temperature), then one decode step per new token until EOS or ``max_new_tokens``.
+prefill kernel (the prompt padded to the compiled length; prompt tokens beyond it go through decode steps), write
+its keys and values once into that layer's resident KV-cache buffers on the device, run the head kernel on the
+last hidden row, sample (greedy, top-k, temperature), then one decode step per new token until EOS or
+``max_new_tokens``: per layer the hidden row and the position go in, the hidden row comes back, and the decode
+kernel updates the layer's cache in place.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.kernel_interface import PARAMS_DIR
-from streamtensor.llm.build import LAYERS_DIR, LLM_FILE, MODEL_DIR
+from streamtensor.llm.build import LAYERS_DIR, LLM_FILE, MODEL_DIR, QUANT_FILE
 from streamtensor.llm.host_model import EmbeddingTables, sample
 from streamtensor.llm.perf import RunModel
 from streamtensor.runtime.host import Runtime
@@ -35,78 +37,97 @@ XCLBIN = "host/llm.hw.xclbin"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
 
 
-class KernelRunner:
-    """One kernel of the build on a runtime: constants loaded once, a layer's weights and the activations per run."""
+@dataclass
+class Transfers:
+    """What the host program moved between host and device: buffers synced and their bytes, scalar registers."""
 
-    def __init__(self, root: Path, backend: str, outputs: dict[str, str]) -> None:
+    to_device_bytes: int = 0
+    from_device_bytes: int = 0
+    buffer_syncs: int = 0
+    scalar_registers: int = 0
+    launches: int = 0
+
+    def add(self, other: Transfers) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class KernelRunner:
+    """One kernel of the build with one runtime per layer it runs, as the card holds them: that layer's weights
+    (constants, and a decode kernel's KV cache) stay in the runtime's device buffers, written once; a run moves
+    only the activations, the scalar position and the results the host reads."""
+
+    def __init__(self, root: Path, backend: str, outputs: dict[str, str], layers: list[int]) -> None:
         self.root = root
         self.outputs = outputs  # output name -> argument
-        self.runtime: Runtime
         if backend == "emulation":
             build_simulation(root)  # from the cache when these sources were built before
-            self.runtime = SimulationBackend()
-        else:  # every kernel of the build in one xclbin (host/Makefile's link target); loading it again is a no-op
-            self.runtime = XrtBackend(xclbin=root.parent / XCLBIN)
-        self.runtime.load(root)
-        self._weights: dict[int, dict[str, bytes]] = {}
-        for arg in self.runtime.arguments:
-            if arg.reads and arg.role in ("constant", "weight"):
-                self._load(arg.arg, (root / PARAMS_DIR / f"{arg.arg}.bin").read_bytes())
-        for arg in self.runtime.arguments:
-            self.runtime.allocate(arg.arg)
+        self.runtimes: dict[int | None, Runtime] = {}
+        for layer in layers or [None]:
+            # XRT: every kernel of the build in one xclbin (host/Makefile's link target); loading it again is a
+            # no-op, and each runtime allocates its own buffers (the per-layer resident weights and caches).
+            runtime = SimulationBackend() if backend == "emulation" else XrtBackend(xclbin=root.parent / XCLBIN)
+            runtime.load(root)
+            for arg in runtime.arguments:
+                if arg.reads and arg.role in ("constant", "weight"):
+                    folder = PARAMS_DIR if layer is None or arg.role == "constant" else f"{LAYERS_DIR}/{layer}"
+                    runtime.write_packed(arg.arg, (root / folder / f"{arg.arg}.bin").read_bytes())
+                    runtime.sync(arg.arg, "to_device")
+            for arg in runtime.arguments:
+                runtime.allocate(arg.arg)
+            self.runtimes[layer] = runtime
 
-    def _load(self, arg: str, data: bytes) -> None:
-        self.runtime.write_packed(arg, data)
-        self.runtime.sync(arg, "to_device")
-
-    def _layer_weights(self, layer: int) -> dict[str, bytes]:
-        if layer not in self._weights:
-            folder = self.root / LAYERS_DIR / str(layer)
-            self._weights[layer] = {p.stem: p.read_bytes() for p in sorted(folder.glob("*.bin"))}
-        return self._weights[layer]
-
-    def run(self, inputs: dict[str, np.ndarray], layer: int | None = None) -> tuple[dict[str, np.ndarray], float]:
-        """The kernel on ``inputs`` (tensor name -> array) with ``layer``'s weights (None: those in params/)."""
-        if layer is not None:
-            for arg, data in self._layer_weights(layer).items():
-                self._load(arg, data)
+    def write(self, inputs: dict[str, np.ndarray], layer: int | None) -> Transfers:
+        """Pack and sync ``inputs`` (tensor name -> whole array) into ``layer``'s device buffers."""
+        runtime = self.runtimes[layer]
+        moved = Transfers()
         for name, array in inputs.items():
-            self.runtime.write(name, array)
-            self.runtime.sync(name, "to_device")
-        result = self.runtime.run()
+            runtime.write(name, array)
+            runtime.sync(name, "to_device")
+            for arg in runtime.arguments_named(name):
+                if arg.scalar:
+                    moved.scalar_registers += 1
+                elif arg.reads:
+                    moved.to_device_bytes += arg.layout.total_bytes
+                    moved.buffer_syncs += 1
+        return moved
+
+    def run(self, inputs: dict[str, np.ndarray], layer: int | None = None
+            ) -> tuple[dict[str, np.ndarray], float, Transfers]:
+        """The kernel on ``inputs`` with ``layer``'s resident buffers (None: the head's); the outputs the host
+        reads, the kernel's wall time here and what the host moved."""
+        moved = self.write(inputs, layer)
+        runtime = self.runtimes[layer]
+        result = runtime.run()
+        moved.launches += 1
         outputs = {}
         for name, arg in self.outputs.items():
-            self.runtime.sync(arg, "from_device")
-            outputs[name] = self.runtime.read(arg)
-        return outputs, result.seconds
+            runtime.sync(arg, "from_device")
+            outputs[name] = runtime.read(arg)
+            moved.from_device_bytes += runtime.arguments_named(arg)[0].layout.total_bytes
+            moved.buffer_syncs += 1
+        return outputs, result.seconds, moved
 
 
-class HostKvCache:
-    """The decode block's KV-cache interface as built today, in one place: the host keeps every layer's cache
-    ``[1, kv_heads, max_len, head_dim]``, passes it whole to the decode kernel (``key_cache``, ``value_cache``)
-    and takes the updated cache back (``key_cache_out``, ``value_cache_out``). An in-place device cache changes
-    only this class."""
+class DeviceKvCache:
+    """The KV cache as the decode kernel keeps it: one resident buffer per cache and layer (in that layer's
+    runtime), which the kernel reads up to the position and writes one row of in place. The host writes it once
+    per generation, from the prefill kernel's keys and values; no cache byte moves per token."""
 
-    def __init__(self, layers: int) -> None:
-        self.keys: list[np.ndarray | None] = [None] * layers
-        self.values: list[np.ndarray | None] = [None] * layers
+    def __init__(self, decode: list[KernelRunner], caches: list[list[str]], max_len: int) -> None:
+        self.decode = decode  # per layer
+        self.caches = caches  # [prefill output, decode cache tensor]
+        self.max_len = max_len
 
-    def store_prefill(self, layer: int, outputs: dict[str, np.ndarray], count: int, max_len: int) -> None:
-        """The first ``count`` rows of a prefill kernel's ``keys``/``values`` become the layer's cache."""
-        for store, name in ((self.keys, "keys"), (self.values, "values")):
-            rows = outputs[name]
-            cache = np.zeros((*rows.shape[:2], max_len, rows.shape[3]), dtype=rows.dtype)
-            cache[:, :, :count] = rows[:, :, :count]
-            store[layer] = cache
-
-    def decode_inputs(self, layer: int) -> dict[str, np.ndarray]:
-        keys, values = self.keys[layer], self.values[layer]
-        assert keys is not None and values is not None, "prefill fills the cache first"
-        return {"key_cache": keys, "value_cache": values}
-
-    def absorb_decode_outputs(self, layer: int, outputs: dict[str, np.ndarray]) -> None:
-        self.keys[layer] = outputs["key_cache_out"]
-        self.values[layer] = outputs["value_cache_out"]
+    def fill(self, layer: int, outputs: dict[str, np.ndarray], count: int) -> Transfers:
+        """Layer ``layer``'s caches hold the first ``count`` rows of the prefill kernel's keys and values."""
+        inputs = {}
+        for output, cache in self.caches:
+            rows = outputs[output]
+            full = np.zeros((*rows.shape[:2], self.max_len, *rows.shape[3:]), dtype=rows.dtype)
+            full[:, :, :count] = rows[:, :, :count]
+            inputs[cache] = full
+        return self.decode[layer].write(inputs, layer)
 
 
 @dataclass
@@ -116,6 +137,7 @@ class Step:
     logits: np.ndarray
     seconds: float  # wall time of the step here (emulation: mostly the C simulations)
     kernel_seconds: float  # of which inside kernel runs
+    transfers: Transfers  # what the host moved to and from the device for this token
 
 
 @dataclass
@@ -156,7 +178,7 @@ class LlmRunner:
         for name, k in self.manifest["kernels"].items():
             if name not in self.kernels:
                 self.progress(f"loading kernel {name} ({self.backend})")
-                self.kernels[name] = KernelRunner(self.root / k["dir"], self.backend, k["outputs"])
+                self.kernels[name] = KernelRunner(self.root / k["dir"], self.backend, k["outputs"], k["layers"])
 
     def _check_prompt(self, prompt: list[int], max_new_tokens: int) -> None:
         m = self.manifest
@@ -173,17 +195,18 @@ class LlmRunner:
         if rows and len(prompt) + max_new_tokens > rows:
             raise OptionError(f"the model has {rows} learned positions; {len(prompt) + max_new_tokens} requested")
 
-    def _head(self, hidden_row: np.ndarray) -> tuple[np.ndarray, float]:
-        out, seconds = self.kernels[self.manifest["head"]].run({"hidden": hidden_row})
-        return out["logits"].reshape(-1), seconds
+    def _head(self, hidden_row: np.ndarray) -> tuple[np.ndarray, float, Transfers]:
+        out, seconds, moved = self.kernels[self.manifest["head"]].run({"hidden": hidden_row})
+        return out["logits"].reshape(-1), seconds, moved
 
-    def _decode_layers(self, hidden: np.ndarray, position: int, cache: HostKvCache) -> tuple[np.ndarray, float]:
+    def _decode_layers(self, hidden: np.ndarray, position: int, moved: Transfers) -> tuple[np.ndarray, float]:
+        """Every layer's decode kernel for one token at ``position``: the hidden row and the position go in, the
+        hidden row comes back; the layer's cache is updated in place on the device."""
         total = 0.0
         for layer, name in enumerate(self.manifest["decode"]):
-            inputs = {"hidden": hidden, "position": np.array([position], dtype=np.int64),
-                      **cache.decode_inputs(layer)}
-            out, seconds = self.kernels[name].run(inputs, layer)
-            cache.absorb_decode_outputs(layer, out)
+            inputs = {"hidden": hidden, "position": np.array([position], dtype=np.int64)}
+            out, seconds, step_moved = self.kernels[name].run(inputs, layer)
+            moved.add(step_moved)
             hidden = out["hidden_out"]
             total += seconds
         return hidden, total
@@ -195,29 +218,32 @@ class LlmRunner:
         m = self.manifest
         rng = np.random.default_rng(seed)
         eos = set(m["eos_token_ids"])
-        cache = HostKvCache(m["num_layers"])
+        cache = DeviceKvCache([self.kernels[n] for n in m["decode"]], m["kv_caches"], m["max_len"])
         result = Generation(list(prompt), backend=self.backend)
         start = time.perf_counter()
+        moved = Transfers()
         prefilled = min(len(prompt), m["prompt_len"])
         hidden = np.zeros((1, m["prompt_len"], m["hidden_size"]), dtype=np.float32)
         hidden[:, :prefilled] = self.tables.embed(prompt[:prefilled], 0)
         kernel_s = 0.0
         for layer, name in enumerate(m["prefill"]):
-            out, seconds = self.kernels[name].run({"hidden": hidden}, layer)
-            cache.store_prefill(layer, out, prefilled, m["max_len"])
+            out, seconds, layer_moved = self.kernels[name].run({"hidden": hidden}, layer)
+            moved.add(layer_moved)
+            moved.add(cache.fill(layer, out, prefilled))
             hidden = out["hidden_out"]
             kernel_s += seconds
         last = hidden[:, prefilled - 1:prefilled]
         for position in range(prefilled, len(prompt)):  # prompt tokens beyond the prefill length
-            last, seconds = self._decode_layers(self.tables.embed([prompt[position]], position), position, cache)
+            last, seconds = self._decode_layers(self.tables.embed([prompt[position]], position), position, moved)
             kernel_s += seconds
         position = len(prompt) - 1
         while True:
-            logits, seconds = self._head(last)
+            logits, seconds, head_moved = self._head(last)
+            moved.add(head_moved)
             kernel_s += seconds
             token = sample(logits, top_k, temperature, rng)
             result.tokens.append(token)
-            result.steps.append(Step(token, position, logits, time.perf_counter() - start, kernel_s))
+            result.steps.append(Step(token, position, logits, time.perf_counter() - start, kernel_s, moved))
             self.progress(f"token {len(result.tokens)}/{max_new_tokens}: {token} "
                           f"({result.steps[-1].seconds:.2f} s)")
             if token in eos:
@@ -228,7 +254,8 @@ class LlmRunner:
                 break
             position += 1
             start = time.perf_counter()
-            last, kernel_s = self._decode_layers(self.tables.embed([token], position), position, cache)
+            moved = Transfers()
+            last, kernel_s = self._decode_layers(self.tables.embed([token], position), position, moved)
         return result
 
     def modelled(self, generation: Generation) -> dict[str, Any]:
@@ -236,16 +263,35 @@ class LlmRunner:
         return self.run_model.model(len(generation.prompt), len(generation.tokens))
 
 
-def reference_generation(outdir: str | Path, prompt: list[int], max_new_tokens: int
-                         ) -> tuple[list[int], list[np.ndarray]]:
-    """Hugging Face ``generate(do_sample=False)`` on the build's checkpoint: the new tokens and each step's
-    logits."""
+def reference_model(outdir: str | Path) -> Any:
+    """The build's reference: its checkpoint in Hugging Face transformers (eager attention, fp32), with the
+    quantized linear layers of a ``--quant`` build put back (``frontend.quant.QuantLinear``, the tensors the
+    build saved): the quantized PyTorch model the kernels were compiled from."""
     import torch
     import transformers
+
+    from streamtensor.frontend.quant import QuantLinear
 
     model_dir = Path(outdir) / MODEL_DIR
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True,
                                                               attn_implementation="eager", dtype=torch.float32).eval()
+    quant_file = model_dir / QUANT_FILE
+    if quant_file.is_file():
+        for name, q in torch.load(quant_file, weights_only=True).items():
+            parent_name, _, child = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, child, QuantLinear(q["weight_q"], q["weight_scale"], q["act_mult"], q["act_scale"],
+                                               q["bias"], q["group"]))
+    return model
+
+
+def reference_generation(outdir: str | Path, prompt: list[int], max_new_tokens: int
+                         ) -> tuple[list[int], list[np.ndarray]]:
+    """Hugging Face ``generate(do_sample=False)`` on the build's reference model (``reference_model``): the new
+    tokens and each step's logits."""
+    import torch
+
+    model = reference_model(outdir)
     ids = torch.tensor([prompt])
     eos = model.generation_config.eos_token_id
     pad = eos[0] if isinstance(eos, list) else eos

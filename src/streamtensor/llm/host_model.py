@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +22,7 @@ from torch import nn
 from streamtensor.errors import ModelError, OptionError, UnsupportedModelError
 from streamtensor.frontend.block import find_decoder_layers
 from streamtensor.frontend.models import LoadedModel
+from streamtensor.frontend.quant import QuantLinear
 
 _FINAL_NORMS = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
 
@@ -137,17 +139,18 @@ class OutputHead(nn.Module):
         norm = next((getattr(decoder, n) for n in _FINAL_NORMS if isinstance(getattr(decoder, n, None), nn.Module)),
                     None)
         lm_head = loaded.model.get_output_embeddings()
-        if norm is None or not isinstance(lm_head, nn.Linear):
+        if norm is None or not isinstance(lm_head, nn.Linear | QuantLinear):
             raise UnsupportedModelError(str(loaded.config.model_type), "its output head",
                                         f"expected a final norm named one of {', '.join(_FINAL_NORMS)} and a "
                                         "linear LM head")
+        # A quantized head (--quant) keeps its weight as [vocab, hidden] integers.
+        shape = lm_head.weight_q.shape if isinstance(lm_head, QuantLinear) else lm_head.weight.shape
         softcap = getattr(loaded.config.get_text_config(), "final_logit_softcapping", None)
         self.inner = _Head(norm, lm_head, float(softcap) if softcap else None)
         self.param_names = [n for n, _ in self.inner.named_parameters()]
         self.input_names = ["hidden", *(_arg(n) for n in self.param_names)]
         self.weight_names = [_arg(n) for n in self.param_names]
-        self.hidden_size = lm_head.in_features
-        self.vocab_size = lm_head.out_features
+        self.vocab_size, self.hidden_size = int(shape[0]), int(shape[1])
 
     def forward(self, hidden: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
         return torch.func.functional_call(self.inner, dict(zip(self.param_names, weights, strict=True)), (hidden,))
@@ -178,3 +181,18 @@ def sample(logits: np.ndarray, top_k: int, temperature: float, rng: np.random.Ge
         scaled = np.where(scaled >= cutoff, scaled, -np.inf)
     probs = np.exp(scaled - scaled.max())
     return int(rng.choice(flat.size, p=probs / probs.sum()))
+
+
+def host_token_seconds(vocab: int, hidden: int, rows: int = 4096) -> float:
+    """Embedding lookup (one row of a ``rows``-row table: its cost does not depend on the table's length) and
+    greedy sampling over ``vocab`` logits on this host, median of repeated runs: measured here."""
+    rng = np.random.default_rng(0)
+    tables = EmbeddingTables(rng.standard_normal((min(rows, vocab), hidden)).astype(np.float32), None)
+    logits = rng.standard_normal(vocab).astype(np.float32)
+    times = []
+    for i in range(200):
+        start = time.perf_counter()
+        tables.embed([i % tables.tokens.shape[0]], 0)
+        sample(logits, 0, 0.0, rng)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))

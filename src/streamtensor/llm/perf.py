@@ -2,20 +2,27 @@
 
 All kernel figures are *modelled*: cycles from each compiled block's timing simulation (FIFOs as sized) at the
 target's clock. The host program (``llm.generate``; the C++ host does the same) runs, per token and per layer, one
-kernel invocation: it pays the target's kernel-launch round trip, one buffer sync per activation argument it
-writes or reads and the bytes of those buffers over PCIe (``Target.host_link``, whose figures and sources the
-report repeats). Weights are resident in HBM (written once at load). The KV cache is held by the host as today's
-decode block requires (it reads the whole cache and writes it back whole), so its buffers cross PCIe every layer
-of every step: the report shows that term apart. Embedding lookup and sampling are host work, *measured* here.
+kernel invocation: it pays the target's kernel-launch round trip, one buffer sync per activation buffer it writes
+or reads and the bytes of those buffers over PCIe (``Target.host_link``, whose figures and sources the report
+repeats); a scalar argument (the decode position) is a register written with the launch. Weights are resident in
+HBM (written once at load). The KV cache is resident too: one cache buffer pair per layer on the device, updated
+in place by the decode kernel (it reads rows ``0..position`` and writes row ``position``), filled once per
+generation from the prefill kernel's keys and values (read back, packed into the cache layout, written: the
+``cache_fill`` term of TTFT). No cache byte crosses PCIe during decode. Embedding lookup and sampling are host
+work, *measured* here.
 
 Prefill: a prompt of n <= prefill length runs one prefill invocation per layer (padded to the compiled length);
-longer prompts prefill the first part and feed the rest through decode steps. TTFT = prefill layers + head +
-host. Every later token is one decode step: layers + head + host. latency = TTFT + (new_tokens - 1) * step.
+longer prompts prefill the first part and feed the rest through decode steps. TTFT = prefill layers + cache fill
++ head + host. Every later token is one decode step: layers + head + host. latency = TTFT + (new_tokens - 1) *
+step.
 
-Decode attention and the position: the decode block as built streams all ``max_len`` cache rows every step
-(the mask selects the valid ones), so every step costs the cycles simulated at capacity ``max_len``. The
-position-dependent cost a cache that reads only the valid rows would have is modelled separately (blocks
-compiled at smaller capacities, cycles interpolated linearly in the capacity) and reported, not used.
+Decode and the position: the decode block as built runs its attention over all ``max_len`` cache rows (the rows
+past the position are zero tiles the cache DMA streams without reading HBM, and the mask drops them); the timing
+model charges the cache DMAs at the worst case, ``position = max_len - 1``, so every step is modelled at those
+cycles (an upper bound: a zero tile costs one cycle, a loaded one its HBM transfer). The HBM bytes of the cache
+DMAs are exact per position (``analysis.timing_model.cache_dma_bytes``) and the report gives them per position.
+What a design whose attention ran only up to the position would cost is modelled separately (blocks compiled at
+smaller capacities, cycles interpolated linearly in the capacity) and reported, not used.
 """
 
 from __future__ import annotations
@@ -25,37 +32,75 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from streamtensor.ir.dataflow import DataflowGraph, KernelNode
+from streamtensor.analysis.timing_model import cache_dma_bytes
+from streamtensor.ir.dataflow import DataflowGraph, DmaNode, KernelNode
 from streamtensor.kernel_interface import MemoryArgument
 from streamtensor.target import Target
-
-_HOST_ROLES = ("input", "kv_cache")  # arguments the host program writes per invocation (weights stay resident)
 
 
 @dataclass(frozen=True)
 class Invocation:
     """One kernel run as the host program performs it."""
 
-    cycles: int  # timing simulation makespan
-    to_device_bytes: int
+    cycles: int  # timing simulation makespan (a decode block: at the worst-case position)
+    to_device_bytes: int  # activation buffers the host writes per run (weights and the KV cache stay resident)
     to_device_buffers: int
-    from_device_bytes: int
+    registers: int  # scalar arguments written with the launch (the decode position)
+    from_device_bytes: int  # results the host reads back per run (the in-place cache update stays on the device)
     from_device_buffers: int
-    kv_cache_bytes: int  # of the transfer bytes above, those of the host-held KV cache (both directions)
-    hbm_bytes: int  # bytes the kernel's DMAs move over HBM per run (repeat passes included)
+    hbm_bytes: int  # bytes the kernel's DMAs move over HBM per run (repeat passes included), KV cache excluded
     work: int  # multiply-accumulate work items of its reductions (points of kernels with a reduction loop)
+    cache_hbm_bytes: list[int] = field(default_factory=list)  # KV-cache DMA bytes per run at position 0, 1, ...
+    cache_fill_bytes: int = 0  # the resident cache buffers, written once per generation after the prefill
+    cache_fill_buffers: int = 0
 
     @classmethod
-    def of(cls, cycles: int, arguments: Sequence[MemoryArgument], graph: DataflowGraph, kv_outputs: set[str]
-           ) -> Invocation:
-        """``kv_outputs``: the write arguments (C identifiers) that return keys and values to the host."""
-        ins = [a for a in arguments if a.reads and a.role in _HOST_ROLES]
-        outs = [a for a in arguments if a.writes]
-        kv = sum(a.layout.total_bytes for a in arguments if a.role == "kv_cache" or a.arg in kv_outputs)
+    def of(cls, cycles: int, arguments: Sequence[MemoryArgument], graph: DataflowGraph) -> Invocation:
+        """The transfers and HBM bytes of a compiled kernel from its arguments and dataflow graph."""
+        ins = [a for a in arguments if a.reads and a.role == "input"]
+        outs = [a for a in arguments if a.writes and a.role != "kv_cache"]
+        cache = [a for a in arguments if a.role == "kv_cache"]
+        fixed = sum(a.layout.streamed_bytes for a in arguments if a.role not in ("kv_cache", "scalar"))
+        per_position: list[int] = []
+        rows = [graph.nodes[a.dma] for a in cache]
+        dmas = [n for n in rows if isinstance(n, DmaNode) and n.rows is not None]
+        if len(dmas) != len(cache):
+            # A cache DMA without a row range would move the whole cache every run: counted as such.
+            fixed += sum(a.layout.streamed_bytes for a, n in zip(cache, rows, strict=True)
+                         if not (isinstance(n, DmaNode) and n.rows is not None))
+        if dmas:
+            types = [graph.streams[n.outputs[0] if n.direction == "read" else n.inputs[0]].type for n in dmas]
+            length = types[0].tensor_shape[dmas[0].rows.dim]  # type: ignore[union-attr]
+            per_position = [sum(int(cache_dma_bytes(n, t, p).sum()) for n, t in zip(dmas, types, strict=True))
+                            for p in range(length)]
+        owners = [a for a in cache if a.reads and a.shares is None]
         work = sum(math.prod(lt.size for lt in n.loops) for n in graph.nodes.values()
                    if isinstance(n, KernelNode) and any(lt.reduction for lt in n.loops))
-        return cls(cycles, sum(a.layout.total_bytes for a in ins), len(ins), sum(a.layout.total_bytes for a in outs),
-                   len(outs), kv, sum(a.layout.streamed_bytes for a in arguments), work)
+        return cls(cycles, sum(a.layout.total_bytes for a in ins), len(ins),
+                   sum(1 for a in arguments if a.scalar), sum(a.layout.total_bytes for a in outs), len(outs), fixed,
+                   work, per_position, sum(a.layout.total_bytes for a in owners), len(owners))
+
+    @classmethod
+    def extrapolate(cls, points: Sequence[tuple[int, Invocation]], x: int) -> Invocation:
+        """The invocation at size ``x`` from two compiled ones at other sizes, every figure affine in the size
+        (an LM head's cycles, logits and weight bytes in its vocabulary): the line through the two points."""
+        (x0, a), (x1, b) = points
+        if x0 == x1 or a.cache_hbm_bytes or b.cache_hbm_bytes:
+            raise ValueError("extrapolation needs two sizes and kernels without a KV cache")
+
+        def line(name: str) -> int:
+            y0, y1 = getattr(a, name), getattr(b, name)
+            return max(0, round(y0 + (y1 - y0) * (x - x0) / (x1 - x0)))
+
+        return cls(**{name: line(name) for name in ("cycles", "to_device_bytes", "to_device_buffers", "registers",
+                                                     "from_device_bytes", "from_device_buffers", "hbm_bytes",
+                                                     "work")})
+
+    def hbm_at(self, position: int) -> int:
+        """HBM bytes of one run at ``position`` (the cache DMAs' share grows with it)."""
+        if not self.cache_hbm_bytes:
+            return self.hbm_bytes
+        return self.hbm_bytes + self.cache_hbm_bytes[min(position, len(self.cache_hbm_bytes) - 1)]
 
 
 @dataclass
@@ -79,7 +124,7 @@ class RunModel:
     head: str
     invocations: dict[str, Invocation]
     host_token_s: float  # measured here: embedding lookup + sampling of one token
-    host_head_s: float  # measured here: the output head in PyTorch eager on the host (the alternative placement)
+    host_head_s: float | None  # measured here: the output head in PyTorch eager on the host (None: not measured)
     position_points: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # decode: (capacity, cycles)
 
     @staticmethod
@@ -113,46 +158,79 @@ class RunModel:
         buffers = inv.to_device_buffers + inv.from_device_buffers
         moved = inv.to_device_bytes + inv.from_device_bytes
         return {"launch": self.kernel_launch_s, "sync": buffers * self.transfer_latency_s,
-                "pcie": moved / self.pcie_bytes_per_second,
-                "pcie_kv_cache": inv.kv_cache_bytes / self.pcie_bytes_per_second}
+                "pcie": moved / self.pcie_bytes_per_second}
 
     def invocation_s(self, name: str) -> float:
         o = self.overhead_s(name)
         return self.kernel_s(name) + o["launch"] + o["sync"] + o["pcie"]
 
+    def cache_fill_s(self) -> float:
+        """Once per generation, per layer: the decode kernel's resident cache buffers written from the prefill's
+        keys and values (which the prefill invocation's outputs already brought back)."""
+        return sum(self.invocations[n].cache_fill_buffers * self.transfer_latency_s
+                   + self.invocations[n].cache_fill_bytes / self.pcie_bytes_per_second for n in self.decode)
+
     def prefill_s(self) -> float:
         return sum(self.invocation_s(n) for n in self.prefill)
 
+    def layers_step_s(self) -> float:
+        return sum(self.invocation_s(n) for n in self.decode)
+
     def step_s(self) -> float:
         """One decode step: every layer's decode invocation, the head, the host's embedding and sampling."""
-        return sum(self.invocation_s(n) for n in self.decode) + self.invocation_s(self.head) + self.host_token_s
+        return self.layers_step_s() + self.invocation_s(self.head) + self.host_token_s
+
+    def hbm_bytes_at(self, position: int) -> int:
+        """HBM bytes of one decode step (every layer and the head) feeding the token at ``position``."""
+        return sum(self.invocations[n].hbm_at(position) for n in self.decode) + self.invocations[self.head].hbm_bytes
+
+    def step_transfers(self) -> dict[str, int]:
+        """Host <-> card traffic of one decode step (every layer and the head): what the host program moves."""
+        names = [*self.decode, self.head]
+        inv = [self.invocations[n] for n in names]
+        return {"to_device_bytes": sum(i.to_device_bytes for i in inv),
+                "from_device_bytes": sum(i.from_device_bytes for i in inv),
+                "buffer_syncs": sum(i.to_device_buffers + i.from_device_buffers for i in inv),
+                "scalar_registers": sum(i.registers for i in inv), "kernel_launches": len(names),
+                "kv_cache_bytes": 0}
 
     def model(self, prompt_len: int, new_tokens: int) -> dict[str, Any]:
         """``report["llm"]`` for a prompt of ``prompt_len`` tokens and ``new_tokens`` generated ones."""
         prefilled = min(prompt_len, self.prefill_len)
         extra_prompt_steps = prompt_len - prefilled
         step = self.step_s()
-        layers_step = sum(self.invocation_s(n) for n in self.decode)  # a prompt token past the prefill: no head
-        ttft = self.prefill_s() + extra_prompt_steps * layers_step + self.invocation_s(self.head) + self.host_token_s
+        head = self.invocation_s(self.head)
+        ttft = (self.prefill_s() + self.cache_fill_s() + extra_prompt_steps * self.layers_step_s() + head
+                + self.host_token_s)
         latency = ttft + max(new_tokens - 1, 0) * step
-        decode_hbm = sum(self.invocations[n].hbm_bytes for n in self.decode) + self.invocations[self.head].hbm_bytes
+        # Decode steps feed the tokens at these positions (the prompt's past the prefill, then the answer's).
+        positions = [*range(prefilled, prompt_len), *range(prompt_len, prompt_len + max(new_tokens - 1, 0))]
+        per_position = [self.hbm_bytes_at(p) for p in positions] or [self.hbm_bytes_at(prompt_len)]
+        mean_hbm = sum(per_position) / len(per_position)
+        worst_hbm = self.hbm_bytes_at(self.max_len - 1)
         decode_work = sum(self.invocations[n].work for n in self.decode) + self.invocations[self.head].work
-        hbm_roofline = self.hbm_bytes_per_second / decode_hbm
         compute_roofline = self.mac_lanes * self.clock_hz / decode_work
+        kernel_tokens_per_s = 1 / sum(self.kernel_s(n) for n in [*self.decode, self.head])
         layers = [{"layer": i, "prefill_design": p, "prefill_cycles": self.invocations[p].cycles,
                    "decode_design": d, "decode_cycles": self.invocations[d].cycles}
                   for i, (p, d) in enumerate(zip(self.prefill, self.decode, strict=True))]
+        names = [*self.decode, self.head]
         overheads = {
             "kernel_launch_s_each": self.kernel_launch_s, "buffer_sync_s_each": self.transfer_latency_s,
             "pcie_bytes_per_s": self.pcie_bytes_per_second, "source": self.host_link_source,
             "per_decode_step_s": {
-                "kernels": sum(self.kernel_s(n) for n in [*self.decode, self.head]),
-                **{k: sum(self.overhead_s(n)[k] for n in [*self.decode, self.head])
-                   for k in ("launch", "sync", "pcie", "pcie_kv_cache")},
+                "kernels": sum(self.kernel_s(n) for n in names),
+                **{k: sum(self.overhead_s(n)[k] for n in names) for k in ("launch", "sync", "pcie")},
                 "host_embedding_and_sampling_measured_here": self.host_token_s,
             },
+            "per_decode_step_transfers": self.step_transfers(),
+            "ttft_s": {"prefill_kernels": sum(self.kernel_s(n) for n in self.prefill),
+                       **{f"prefill_{k}": sum(self.overhead_s(n)[k] for n in self.prefill)
+                          for k in ("launch", "sync", "pcie")},
+                       "kv_cache_fill": self.cache_fill_s(),
+                       "prompt_tokens_through_decode": extra_prompt_steps * self.layers_step_s(),
+                       "head": head, "host_embedding_and_sampling_measured_here": self.host_token_s},
         }
-        kernel_tokens_per_s = 1 / sum(self.kernel_s(n) for n in [*self.decode, self.head])
         return {
             "figures": "modelled (timing simulation at the target clock + host-link figures); host work measured here",
             "target": self.target, "clock_mhz": self.clock_hz / 1e6,
@@ -165,16 +243,25 @@ class RunModel:
             "layers": layers,
             "lm_head": self._head_placement(),
             "overheads": overheads,
-            "hbm_bytes_per_token": decode_hbm,
+            "hbm_bytes_per_token": mean_hbm,
+            "hbm_bytes_per_token_detail": {
+                "mean_over_this_run": mean_hbm, "first_step": per_position[0], "last_step": per_position[-1],
+                "worst_case_position": worst_hbm,
+                "kv_cache_share_at_worst_case": sum(self.invocations[n].hbm_at(self.max_len - 1)
+                                                    - self.invocations[n].hbm_bytes for n in self.decode),
+                "note": "weights, activations and the KV-cache DMAs (rows 0..position read, row position written)"},
             "work_per_token": decode_work,
             "rooflines": {
-                "hbm_tokens_per_s": hbm_roofline,
+                "hbm_tokens_per_s": self.hbm_bytes_per_second / mean_hbm,
+                "hbm_tokens_per_s_worst_case_position": self.hbm_bytes_per_second / worst_hbm,
                 "compute_tokens_per_s": compute_roofline,
                 "kernel_only_tokens_per_s": kernel_tokens_per_s,
                 "hbm_bytes_per_s": self.hbm_bytes_per_second,
                 "compute": f"{self.mac_lanes} fp32 MAC lanes ({self.dsp_per_mac} DSP each) at "
                            f"{self.clock_hz / 1e6:.0f} MHz",
-                "within_rooflines": kernel_tokens_per_s <= min(hbm_roofline, compute_roofline) * (1 + 1e-9),
+                # The kernels' cycles are at the worst-case position, so they are held to its bytes.
+                "within_rooflines": kernel_tokens_per_s <= min(self.hbm_bytes_per_second / worst_hbm,
+                                                               compute_roofline) * (1 + 1e-9),
             },
             "energy": {"board_power_w": self.board_power_w,
                        "joules_per_token_upper_bound": self.board_power_w * step,
@@ -187,19 +274,24 @@ class RunModel:
         """Device (as built: a kernel run, its launch, syncs and the logits over PCIe) against the host (the last
         layer's hidden row is on the host already: only the head's own time, measured here in PyTorch eager)."""
         device = self.invocation_s(self.head)
+        out: dict[str, Any] = {"placement": "device (compiled GEMV with the final norm)", "design": self.head,
+                               "cycles": self.invocations[self.head].cycles, "seconds_per_token": device,
+                               "hbm_bytes": self.invocations[self.head].hbm_bytes}
+        if self.host_head_s is None:
+            out["host_alternative"] = "not measured"
+            return out
         faster = "device" if device <= self.host_head_s else "host"
-        return {"placement": "device (compiled GEMV with the final norm)", "design": self.head,
-                "cycles": self.invocations[self.head].cycles, "seconds_per_token": device,
-                "host_alternative_seconds_per_token_measured_here": self.host_head_s,
-                "model_prefers": faster,
-                "note": "figures use the device head as built" + (
-                    "; the host would be faster at this size, but the C++ host computes no final norm, so the head "
-                    "stays a kernel" if faster == "host" else "")}
+        out.update({"host_alternative_seconds_per_token_measured_here": self.host_head_s, "model_prefers": faster,
+                    "note": "figures use the device head as built" + (
+                        "; the host would be faster at this size, but the C++ host computes no final norm, so "
+                        "the head stays a kernel" if faster == "host" else "")})
+        return out
 
     def _position_model(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "as_built": f"every decode step streams all {self.max_len} KV-cache rows: per-step cycles are those at "
-                        f"capacity {self.max_len} whatever the position (used above)"}
+            "as_built": f"every decode step runs attention over all {self.max_len} KV-cache rows (zero tiles past "
+                        "the position): per-step cycles are those at the worst-case position whatever the position "
+                        "(used above); HBM bytes follow the position exactly"}
         for design, points in self.position_points.items():
             if len(points) < 2:
                 continue
@@ -207,5 +299,6 @@ class RunModel:
             slope = (y1 - y0) / (c1 - c0)
             out[design] = {"capacities_and_cycles": [list(p) for p in points],
                            "fit": f"cycles(position p) = {y0 - slope * c0:.1f} + {slope:.3f} * (p + 1)",
-                           "meaning": "a cache read only up to the position (in-place KV cache): not used above"}
+                           "meaning": "attention over rows 0..position only (a cache as long as the position): "
+                                      "not the design as built, not used above"}
         return out

@@ -5,10 +5,13 @@
 //   PROMPT_IDS: comma-separated token ids. TEMPERATURE 0 (the default) is greedy.
 // Exit status: 0 on success, 1 when XRT fails (no card, a kernel error), 2 on a usage or file error.
 //
-// Every kernel argument the host moves per run (activations, the KV cache, outputs) is packed and unpacked with
-// a slot map written by the build (host/maps/<kernel>/<arg>.map, int32 per element slot of the packed buffer:
-// for a read argument the flat tensor index + 1 it holds, 0 for padding; for a written argument, per tensor
-// element, the slot + 1 holding it). Weights and constants are loaded once, packed, per layer.
+// Every buffer the host writes or reads (activations, outputs, the KV cache once per generation) is packed and
+// unpacked with a slot map written by the build (host/maps/<kernel>/<arg>.map, int32 per element slot of the
+// packed buffer: for a read argument the flat tensor index + 1 it holds, 0 for padding; for a written argument,
+// per tensor element, the slot + 1 holding it). Weights and constants are loaded once, packed, per layer. Each
+// decode layer has its own resident KV-cache buffers: written once from the prefill's keys and values, then
+// updated in place by the kernel (its row-write argument addresses the same buffer); per token only the hidden
+// row and the position (a scalar register) go in and the hidden row comes back.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -24,6 +27,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <xrt/xrt_bo.h>
@@ -37,10 +41,11 @@ constexpr const char* kProgram = "llm_host";
 struct Arg {
   const char* arg;     // C identifier: kernel argument and file name
   const char* tensor;  // tensor name (several arguments may share one)
-  const char* role;    // input | kv_cache | weight | constant | output
+  const char* role;    // input | kv_cache | weight | constant | output | scalar
   bool reads;
   std::size_t bytes;       // packed layout
   std::size_t elem_bytes;  // 4: float32, 8: int64
+  int shares;              // index of the argument whose buffer this one addresses, -1: its own
 };
 
 struct KernelDesc {
@@ -93,6 +98,18 @@ class KernelRunner {
     const std::string root = build + "/" + desc.dir;
     for (std::size_t i = 0; i < desc.args.size(); ++i) {
       const Arg& a = desc.args[i];
+      if (std::strcmp(a.role, "scalar") == 0 || a.shares >= 0) continue;  // a register, or another's buffer
+      if (std::strcmp(a.role, "kv_cache") == 0) {  // one resident cache buffer per layer
+        maps_[a.arg] = read_map(build + "/host/maps/" + desc.name + "/" + a.arg + ".map");
+        for (int layer : layers) {
+          xrt::bo bo(device, a.bytes, kernel_.group_id(static_cast<int>(i)));
+          const std::vector<char> zeros(a.bytes, 0);  // XRT does not promise zeroed memory
+          bo.write(zeros.data(), a.bytes, 0);
+          bo.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+          resident_[std::string(a.arg) + "@" + std::to_string(layer)] = bo;
+        }
+        continue;
+      }
       const bool resident = std::strcmp(a.role, "weight") == 0 || std::strcmp(a.role, "constant") == 0;
       if (!resident) {
         bos_[a.arg] = xrt::bo(device, a.bytes, kernel_.group_id(static_cast<int>(i)));
@@ -113,12 +130,39 @@ class KernelRunner {
     }
   }
 
-  // Runs the kernel with `layer`'s weights (-1: params/) on `inputs` (tensor name -> tensor); returns the outputs.
+  // Writes `layer`'s resident KV-cache buffers of tensor `cache` (each its view of the whole cache tensor `t`),
+  // once per generation.
+  void fill_cache(const std::string& cache, const Tensor& t, int layer) {
+    int written = 0;
+    for (const Arg& a : desc_.args) {
+      if (cache != a.tensor || std::strcmp(a.role, "kv_cache") != 0 || a.shares >= 0) continue;
+      xrt::bo& bo = resident_.at(std::string(a.arg) + "@" + std::to_string(layer));
+      const std::vector<char> data = pack(a, t);
+      bo.write(data.data(), a.bytes, 0);
+      bo.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+      ++written;
+    }
+    if (written == 0) throw std::runtime_error("kernel " + std::string(desc_.kernel) + " has no KV cache " + cache);
+  }
+
+  // Runs the kernel with `layer`'s weights and caches (-1: params/) on `inputs` (tensor name -> tensor); returns
+  // the outputs the host reads.
   std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs, int layer) {
     xrt::run run(kernel_);
     for (std::size_t i = 0; i < desc_.args.size(); ++i) {
       const Arg& a = desc_.args[i];
-      auto resident = resident_.find(std::string(a.arg) + "@" + std::to_string(layer));
+      if (std::strcmp(a.role, "scalar") == 0) {  // a register: the value itself
+        const auto found = inputs.find(a.tensor);
+        if (found == inputs.end()) throw std::runtime_error(std::string("no value for scalar ") + a.tensor);
+        if (a.elem_bytes == 8) {
+          run.set_arg(static_cast<int>(i), static_cast<std::int64_t>(found->second.i.at(0)));
+        } else {
+          run.set_arg(static_cast<int>(i), found->second.f.at(0));
+        }
+        continue;
+      }
+      const Arg& owner = a.shares >= 0 ? desc_.args[static_cast<std::size_t>(a.shares)] : a;
+      auto resident = resident_.find(std::string(owner.arg) + "@" + std::to_string(layer));
       if (resident == resident_.end()) resident = resident_.find(std::string(a.arg) + "@-1");
       if (resident != resident_.end()) {
         run.set_arg(static_cast<int>(i), resident->second);
@@ -215,25 +259,22 @@ int sample(const std::vector<float>& logits, int top_k, double temperature, std:
   return draw(rng);
 }
 
-// The host's KV cache of every layer, [kv_heads, max_len, head_dim], fed whole to the decode kernel and taken
-// back whole (the decode block's interface as built; streamtensor.llm.generate.HostKvCache is its twin).
-struct KvCache {
-  std::vector<std::vector<float>> keys, values;
-  KvCache() : keys(kLayers), values(kLayers) {}
-
-  void store_prefill(int layer, const std::vector<float>& k, const std::vector<float>& v, int count) {
-    keys[layer].assign(static_cast<std::size_t>(kKvHeads) * kMaxLen * kHeadDim, 0.0f);
-    values[layer].assign(static_cast<std::size_t>(kKvHeads) * kMaxLen * kValueHeadDim, 0.0f);
+// Layer `layer`'s KV caches on the device: the first `count` rows of the prefill kernel's keys and values
+// ([kv_heads, prompt_len, head_dim] each) placed in a [kv_heads, max_len, head_dim] cache tensor and written once
+// into the decode kernel's resident buffers (streamtensor.llm.generate.DeviceKvCache is its twin).
+void fill_caches(KernelRunner& decode, std::map<std::string, Tensor>& prefill_out, int layer, int count) {
+  for (const auto& [output, cache] : kCaches) {
+    const std::vector<float>& rows = prefill_out.at(output).f;
+    const std::size_t dim = rows.size() / (static_cast<std::size_t>(kKvHeads) * kPromptLen);
+    Tensor full;
+    full.f.assign(static_cast<std::size_t>(kKvHeads) * kMaxLen * dim, 0.0f);
     for (int h = 0; h < kKvHeads; ++h) {
-      for (int r = 0; r < count; ++r) {
-        std::memcpy(&keys[layer][(static_cast<std::size_t>(h) * kMaxLen + r) * kHeadDim],
-                    &k[(static_cast<std::size_t>(h) * kPromptLen + r) * kHeadDim], kHeadDim * sizeof(float));
-        std::memcpy(&values[layer][(static_cast<std::size_t>(h) * kMaxLen + r) * kValueHeadDim],
-                    &v[(static_cast<std::size_t>(h) * kPromptLen + r) * kValueHeadDim], kValueHeadDim * sizeof(float));
-      }
+      std::memcpy(&full.f[static_cast<std::size_t>(h) * kMaxLen * dim],
+                  &rows[static_cast<std::size_t>(h) * kPromptLen * dim], count * dim * sizeof(float));
     }
+    decode.fill_cache(cache, full, layer);
   }
-};
+}
 
 std::vector<int> parse_ids(const std::string& text) {
   std::vector<int> ids;
@@ -291,7 +332,6 @@ int main(int argc, char** argv) {
     for (std::size_t k = 0; k < kNumKernels; ++k) kernels.emplace_back(device, uuid, kKernels[k], build, kKernelLayers[k]);
     using clock = std::chrono::steady_clock;
     auto start = clock::now();
-    KvCache cache;
     const int n = static_cast<int>(prompt.size());
     const int prefilled = n < kPromptLen ? n : kPromptLen;
     Tensor hidden;
@@ -300,7 +340,7 @@ int main(int argc, char** argv) {
     std::copy(first.begin(), first.end(), hidden.f.begin());
     for (int layer = 0; layer < kLayers; ++layer) {
       auto out = kernels[kPrefill[layer]].run({{"hidden", hidden}}, layer);
-      cache.store_prefill(layer, out["keys"].f, out["values"].f, prefilled);
+      fill_caches(kernels[kDecode[layer]], out, layer, prefilled);
       hidden = out["hidden_out"];
     }
     Tensor last;
@@ -312,14 +352,7 @@ int main(int argc, char** argv) {
       Tensor pos;
       pos.i = {position};
       for (int layer = 0; layer < kLayers; ++layer) {
-        Tensor k, v;
-        k.f = cache.keys[layer];
-        v.f = cache.values[layer];
-        auto out = kernels[kDecode[layer]].run({{"hidden", h}, {"position", pos}, {"key_cache", k}, {"value_cache", v}},
-                                               layer);
-        cache.keys[layer] = out["key_cache_out"].f;
-        cache.values[layer] = out["value_cache_out"].f;
-        h = out["hidden_out"];
+        h = kernels[kDecode[layer]].run({{"hidden", h}, {"position", pos}}, layer)["hidden_out"];
       }
       return h;
     };
