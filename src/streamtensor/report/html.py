@@ -51,7 +51,7 @@ def design_data(model: ReportModel) -> dict[str, Any]:
             "id": p.name, "group": p.group, "kind": p.kind, "finish": p.finish,
             "busy": p.spans.cycles(BUSY), "input_empty": p.spans.cycles(EMPTY), "output_full": p.spans.cycles(FULL),
             "critical": p.name in crit, "bottleneck": p.name == model.bottleneck,
-            "hbm": list(model.dma_channels[p.name]) if p.name in model.dma_channels else None,
+            "hbm": [list(r) for r in model.dma_channels[p.name]] if p.name in model.dma_channels else None,
             "details": p.details,
         })
     edges = [{

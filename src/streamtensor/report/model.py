@@ -91,7 +91,7 @@ class ReportModel:
     critical_path: list[str]
     bottleneck: str
     hbm_channels: dict[int, int]  # pseudo-channel -> bytes streamed per run
-    dma_channels: dict[str, tuple[int, int]]
+    dma_channels: dict[str, tuple[tuple[int, int], ...]]  # DMA -> (first, last) pseudo-channel per stripe
     deadlocks: list[str]  # the wait-for cycle of each group whose simulation deadlocks (--allow-deadlock)
 
 
@@ -124,7 +124,7 @@ def load_model(outdir: str | Path, target: Target | None = None) -> ReportModel:
     streams: list[StreamInfo] = []
     offsets: list[int] = []
     hbm: dict[int, int] = {}
-    dma_channels: dict[str, tuple[int, int]] = {}
+    dma_channels: dict[str, tuple[tuple[int, int], ...]] = {}
     deadlocks: list[str] = []
     offset = 0
     for g in range(count):
@@ -298,9 +298,9 @@ def _details(graph: DataflowGraph, name: str) -> dict[str, Any]:
 
 
 def _hbm_traffic(graph: DataflowGraph, net: ProcessNetwork, groups: dict[str, int], g: int, target: Target,
-                 hbm: dict[int, int], dma_channels: dict[str, tuple[int, int]]) -> None:
+                 hbm: dict[int, int], dma_channels: dict[str, tuple[tuple[int, int], ...]]) -> None:
     """Bytes each DMA of group ``g`` streams per run (tokens x bus bytes per token), spread evenly over the
-    pseudo-channels of its tensor's range (``analysis.hbm``)."""
+    pseudo-channels of its tensor's stripe ranges (``analysis.hbm``)."""
     members = {n for n, gi in groups.items() if gi == g}
     crossing_in = [s for s in graph.streams.values() if s.target in members and s.source not in members]
     crossing_out = [s for s in graph.streams.values() if s.source in members and s.target not in members]
@@ -308,12 +308,13 @@ def _hbm_traffic(graph: DataflowGraph, net: ProcessNetwork, groups: dict[str, in
     placement = dma_placement(graph, members, crossing_in, crossing_out, absorbed, target)
     for s in net.streams:
         for dma in (s.source, s.target):
-            rng = placement.dma_ranges.get(dma)
-            if rng is None:
+            ranges = placement.dma_ranges.get(dma)
+            if ranges is None:
                 continue
-            dma_channels[dma] = rng
+            dma_channels[dma] = ranges
             itype = graph.streams[s.name].type
             moved = s.tokens * dma_token_bytes(itype, target)
-            share, rest = divmod(moved, rng[1] - rng[0] + 1)
-            for i, c in enumerate(range(rng[0], rng[1] + 1)):
+            channels = [c for first, last in ranges for c in range(first, last + 1)]
+            share, rest = divmod(moved, len(channels))
+            for i, c in enumerate(channels):
                 hbm[c] = hbm.get(c, 0) + share + (i < rest)  # every byte counted once

@@ -120,12 +120,17 @@
     const m = /^!?itensor<([^,]+),/.exec(t || "");
     return m ? m[1] : t || "";
   }
+  // A DMA's pseudo-channels, one (first, last) range per stripe: "3", "3-4" or "0-1,2-3".
+  function hbmRanges(ranges) {
+    return ranges.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(",");
+  }
+
   function nodeLabel(n) {
     const d = n.details || {};
     let sub = "";
     if (n.kind === "kernel") sub = `${d.op || ""} II=${d.ii ?? "?"}`;
     else if (n.kind === "itensor_converter") sub = `${fmt(d.buffer_bytes)} B: ${(d.reason || "").slice(0, 40)}`;
-    else if (n.hbm) sub = n.hbm[0] === n.hbm[1] ? `HBM[${n.hbm[0]}]` : `HBM[${n.hbm[0]}-${n.hbm[1]}]`;
+    else if (n.hbm) sub = `HBM[${hbmRanges(n.hbm)}]`;
     return (n.bottleneck ? "▲ bottleneck\n" : "") + n.id + (sub ? "\n" + sub : "");
   }
   function graph() {
@@ -240,7 +245,7 @@
       const skip = new Set(["parent", "label", "w", "h", "color", "details", "isGroup"]);
       for (const [k, v] of Object.entries(d)) if (!skip.has(k) && typeof v !== "object") rows.push([k, v]);
       for (const [k, v] of Object.entries(d.details || {})) rows.push([k, v]);
-      if (d.hbm) rows.push(["HBM pseudo-channels", d.hbm.join("–")]);
+      if (d.hbm) rows.push(["HBM pseudo-channels", hbmRanges(d.hbm)]);
       details.replaceChildren(h("b", { text: d.isGroup ? d.label : d.id }),
         h("table", {}, h("tbody", {}, ...rows.map(([k, v]) => h("tr", {}, h("td", { text: k }),
                                                                   h("td", { text: fmt(v) }))))));
