@@ -68,6 +68,7 @@ exceeds. The top-level figures are block totals.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -214,11 +215,20 @@ def _operand_dims(op: GenericOp, j: int) -> set[int]:
     return {d for k in range(amap.num_results) if (d := amap.result_dim(k)) is not None}
 
 
+def _costly(sop: ScalarOp) -> bool:
+    """A division or a math-library call: an op the generated kernel must not repeat per lane of a loop its
+    value does not depend on (``verify.hls_lint``'s lane-invariant rule)."""
+    return sop.name == "arith.divf" or sop.name.startswith("math.")
+
+
 def lane_dims(op: GenericOp, loops: list[LoopTiling], point_order: list[int]) -> list[int]:
-    """The unrolled point loops in the order the generated kernel nests its lane loops, outermost first: the
-    loops more body ops depend on first (ties in point order), so a value that only some lane loops index
-    (the normalised, quantized activation of a GEMV, read by every output lane) sits outside the others and
-    is built once per lane of those loops only. Reduction lanes keep their relative order."""
+    """The unrolled point loops in the order the generated kernel nests its lane loops, outermost first.
+
+    A body value is built once per lane of the lane loops around the innermost one it depends on, so a value
+    that only some lane loops index (the normalised, quantized activation of a GEMV, read by every output lane)
+    is cheapest when those loops are outside the others. Among the orders that keep reduction lanes in their
+    relative order (a chained reduction folds its lanes in that order), the one with the fewest instances of
+    divisions and math calls wins, then the fewest instances of the other ops (ties: point order)."""
     unrolled = [d for d in point_order if loops[d].unroll > 1]
     if len(unrolled) < 2:
         return unrolled
@@ -229,12 +239,33 @@ def lane_dims(op: GenericOp, loops: list[LoopTiling], point_order: list[int]) ->
         own = {int(sop.attr("dim"))} if sop.name == "linalg.index" else set()  # type: ignore[call-overload]
         dims[sop.result] = own.union(*(dims[o] for o in sop.operands))
     used = used_values(op.body)
-    counts = {d: sum(1 for sop in op.body.ops if sop.result in used and d in dims[sop.result]
-                     and sop.name not in _FREE_OPS) for d in unrolled}
-    ordered = sorted(unrolled, key=lambda d: -counts[d])  # stable: ties keep point order
-    # Reduction lanes keep their relative order: a chained reduction folds its lanes in that order.
-    reductions = iter([d for d in unrolled if loops[d].reduction])
-    return [next(reductions) if loops[d].reduction else d for d in ordered]
+    counted = [sop for sop in op.body.ops if sop.result in used and sop.name not in _FREE_OPS]
+    after_acc = _after_accumulators(op)
+    reductions = [d for d in unrolled if loops[d].reduction]
+
+    def instances(order: tuple[int, ...]) -> tuple[int, int]:
+        costly = other = 0
+        for sop in counted:
+            inner = len(order) if sop.result in after_acc else max(
+                (k + 1 for k, d in enumerate(order) if d in dims[sop.result]), default=0)
+            n = math.prod(loops[d].unroll for d in order[:inner])
+            if _costly(sop):
+                costly += n
+            else:
+                other += n
+        return costly, other
+
+    orders = [o for o in itertools.permutations(unrolled) if [d for d in o if loops[d].reduction] == reductions]
+    return list(min(orders, key=instances))  # min keeps the first of equals: point order first
+
+
+def _after_accumulators(op: GenericOp) -> set[str]:
+    """Body values that depend on an accumulator (the block arguments after the inputs): computed innermost."""
+    found = {arg for j, (arg, _) in enumerate(op.body.args) if j >= len(op.inputs)}
+    for sop in op.body.ops:
+        if found.intersection(sop.operands):
+            found.add(sop.result)
+    return found
 
 
 def used_values(body: ScalarBody, roots: list[str] | None = None) -> set[str]:
