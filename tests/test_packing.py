@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamtensor.ir.affine import AffineConst, AffineDim, AffineExpr, AffineMap
+from streamtensor.ir.dtypes import DTYPE_BITS, int_range
 from streamtensor.ir.itensor import ITensorType, ITensorVerificationError, parse_itensor_type, stream_tokens
 from streamtensor.packing import WORD_BYTES, PackedLayout, host_dtype, pack, read_tokens, unpack
 
@@ -80,6 +81,28 @@ def test_i1_and_bf16_encodings() -> None:
     assert np.isnan(back[0]) and back[1:].tolist() == [np.inf, -np.inf, 0.0] and np.signbit(back[3])
 
 
+def test_i4_two_per_byte_low_nibble_first() -> None:
+    # A 3x5 int4 tile (60 bits, 8 data bytes): element 2m in the low nibble of byte m, two's complement.
+    t = parse_itensor_type("itensor<3x5xi4, tensor 6x5, [2] * [3], (d0) -> (d0, 0)>")
+    x = (np.arange(30, dtype=np.int8) % 16 - 8).reshape(6, 5)
+    layout = PackedLayout.of(t)
+    assert (layout.num_tiles, layout.words_per_tile, layout.tile_data_bytes) == (2, 1, 8)
+    data = pack(t, x)
+    assert data[:8] == bytes([0x98, 0xBA, 0xDC, 0xFE, 0x10, 0x32, 0x54, 0x06])  # odd count: high nibble 0
+    assert data[64:72] == bytes([0x87, 0xA9, 0xCB, 0xED, 0x0F, 0x21, 0x43, 0x05])
+    assert not np.frombuffer(data, dtype=np.uint8).reshape(2, 64)[:, 8:].any()
+    back = unpack(t, data)
+    assert back.dtype == np.int8
+    np.testing.assert_array_equal(back, x)
+    # Half the words of the same tensor as int8 once a tile fills words: 32x32 tiles of a 64x64 weight.
+    w4 = parse_itensor_type("itensor<32x32xi4, tensor 64x64, [2, 2] * [32, 32], (d0, d1) -> (d0, d1)>")
+    w8 = parse_itensor_type("itensor<32x32xi8, tensor 64x64, [2, 2] * [32, 32], (d0, d1) -> (d0, d1)>")
+    assert PackedLayout.of(w4).total_bytes * 2 == PackedLayout.of(w8).total_bytes == 64 * 64
+    assert PackedLayout.of(w4).streamed_bytes * 2 == PackedLayout.of(w8).streamed_bytes
+    with pytest.raises(ValueError, match=r"out of range for i4 \[-8, 7\]"):
+        pack(t, np.full((6, 5), 8, dtype=np.int8))
+
+
 def test_bad_inputs_are_rejected() -> None:
     t = parse_itensor_type("itensor<2xi8, tensor 4, [2] * [2], (d0) -> (d0)>")
     with pytest.raises(ValueError, match=r"has shape \(3,\), expected \(4,\)"):
@@ -99,7 +122,7 @@ def test_bad_inputs_are_rejected() -> None:
 
 # --- property: random valid layouts -----------------------------------------------------------------------
 
-DTYPES = ("i8", "f32", "i64", "i1", "f16", "bf16", "i16")
+DTYPES = ("i8", "f32", "i64", "i1", "f16", "bf16", "i16", "i4")
 SIZES = (1, 2, 3, 4, 6, 8, 12)
 
 
@@ -145,8 +168,8 @@ def random_tensor(t: ITensorType, seed: int) -> np.ndarray:
     if t.dtype == "i1":
         return rng.integers(0, 2, size=t.tensor_shape).astype(bool)
     if dtype.kind == "i":
-        info = np.iinfo(dtype)
-        return rng.integers(info.min, info.max, size=t.tensor_shape, dtype=dtype, endpoint=True)
+        lo, hi = int_range(t.dtype) if t.dtype in DTYPE_BITS and t.dtype != "index" else (0, 0)
+        return rng.integers(lo, hi, size=t.tensor_shape, dtype=dtype, endpoint=True)
     values = rng.standard_normal(t.tensor_shape).astype(dtype)
     if t.dtype == "bf16":  # exactly representable in bf16, so the round trip is exact
         values = (values.view("<u4") & np.uint32(0xFFFF0000)).view("<f4")
