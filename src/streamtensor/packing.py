@@ -15,7 +15,8 @@ A DMA argument of itensor type ``t`` is stored as its **unique tiles**, one tile
   ``b`` bits occupies bits ``[j*b, (j+1)*b)`` of the tile, and tile bit ``k`` is bit ``k % 512`` of the tile's
   word ``k // 512``. A word is 64 bytes, little-endian: word bit ``i`` is bit ``i % 8`` of byte ``i // 8``.
   Every dtype width divides 512, so no element straddles two words. Values are little-endian two's complement
-  (``i*``, ``index`` as 64-bit; ``i4`` two per byte, element ``2m`` in the low nibble of byte ``m``), IEEE-754 (``f16``/``f32``/``f64``), the upper half of an IEEE-754 binary32
+  (``i*``, ``index`` as 64-bit; ``i4`` two per byte, element ``2m`` in the low nibble of byte ``m``; hosts hold
+  i4 tensors as int8 in [-8, 7]), IEEE-754 (``f16``/``f32``/``f64``), the upper half of an IEEE-754 binary32
   (``bf16``; hosts hold bf16 tensors as float32 and packing rounds to nearest even), or one bit (``i1``).
 * **Padding.** Each tile is padded with zero bits to a whole number of words (``words_per_tile``), so a DMA
   token is always a whole burst of words and tile ``i`` starts at word ``i * words_per_tile``. The cost is
