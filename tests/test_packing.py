@@ -4,13 +4,18 @@ the stride addresses of every token reproduces the itensor's token stream) on ra
 import functools
 import math
 import operator
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamtensor.codegen.vitis.package_data import AP_TYPES_DIR, template
 from streamtensor.ir.affine import AffineConst, AffineDim, AffineExpr, AffineMap
+from streamtensor.ir.dtypes import DTYPE_BITS, int_range
 from streamtensor.ir.itensor import ITensorType, ITensorVerificationError, parse_itensor_type, stream_tokens
 from streamtensor.packing import WORD_BYTES, PackedLayout, host_dtype, pack, read_tokens, unpack
 
@@ -80,6 +85,28 @@ def test_i1_and_bf16_encodings() -> None:
     assert np.isnan(back[0]) and back[1:].tolist() == [np.inf, -np.inf, 0.0] and np.signbit(back[3])
 
 
+def test_i4_two_per_byte_low_nibble_first() -> None:
+    # A 3x5 int4 tile (60 bits, 8 data bytes): element 2m in the low nibble of byte m, two's complement.
+    t = parse_itensor_type("itensor<3x5xi4, tensor 6x5, [2] * [3], (d0) -> (d0, 0)>")
+    x = (np.arange(30, dtype=np.int8) % 16 - 8).reshape(6, 5)
+    layout = PackedLayout.of(t)
+    assert (layout.num_tiles, layout.words_per_tile, layout.tile_data_bytes) == (2, 1, 8)
+    data = pack(t, x)
+    assert data[:8] == bytes([0x98, 0xBA, 0xDC, 0xFE, 0x10, 0x32, 0x54, 0x06])  # odd count: high nibble 0
+    assert data[64:72] == bytes([0x87, 0xA9, 0xCB, 0xED, 0x0F, 0x21, 0x43, 0x05])
+    assert not np.frombuffer(data, dtype=np.uint8).reshape(2, 64)[:, 8:].any()
+    back = unpack(t, data)
+    assert back.dtype == np.int8
+    np.testing.assert_array_equal(back, x)
+    # Half the words of the same tensor as int8 once a tile fills words: 32x32 tiles of a 64x64 weight.
+    w4 = parse_itensor_type("itensor<32x32xi4, tensor 64x64, [2, 2] * [32, 32], (d0, d1) -> (d0, d1)>")
+    w8 = parse_itensor_type("itensor<32x32xi8, tensor 64x64, [2, 2] * [32, 32], (d0, d1) -> (d0, d1)>")
+    assert PackedLayout.of(w4).total_bytes * 2 == PackedLayout.of(w8).total_bytes == 64 * 64
+    assert PackedLayout.of(w4).streamed_bytes * 2 == PackedLayout.of(w8).streamed_bytes
+    with pytest.raises(ValueError, match=r"out of range for i4 \[-8, 7\]"):
+        pack(t, np.full((6, 5), 8, dtype=np.int8))
+
+
 def test_bad_inputs_are_rejected() -> None:
     t = parse_itensor_type("itensor<2xi8, tensor 4, [2] * [2], (d0) -> (d0)>")
     with pytest.raises(ValueError, match=r"has shape \(3,\), expected \(4,\)"):
@@ -99,7 +126,7 @@ def test_bad_inputs_are_rejected() -> None:
 
 # --- property: random valid layouts -----------------------------------------------------------------------
 
-DTYPES = ("i8", "f32", "i64", "i1", "f16", "bf16", "i16")
+DTYPES = ("i8", "f32", "i64", "i1", "f16", "bf16", "i16", "i4")
 SIZES = (1, 2, 3, 4, 6, 8, 12)
 
 
@@ -145,8 +172,8 @@ def random_tensor(t: ITensorType, seed: int) -> np.ndarray:
     if t.dtype == "i1":
         return rng.integers(0, 2, size=t.tensor_shape).astype(bool)
     if dtype.kind == "i":
-        info = np.iinfo(dtype)
-        return rng.integers(info.min, info.max, size=t.tensor_shape, dtype=dtype, endpoint=True)
+        lo, hi = int_range(t.dtype) if t.dtype in DTYPE_BITS and t.dtype != "index" else (0, 0)
+        return rng.integers(lo, hi, size=t.tensor_shape, dtype=dtype, endpoint=True)
     values = rng.standard_normal(t.tensor_shape).astype(dtype)
     if t.dtype == "bf16":  # exactly representable in bf16, so the round trip is exact
         values = (values.view("<u4") & np.uint32(0xFFFF0000)).view("<f4")
@@ -178,3 +205,83 @@ def test_random_layouts_round_trip_and_dma_addressing(t: ITensorType, seed: int)
     # Padding is zero.
     words = np.frombuffer(data, dtype=np.uint8).reshape(unique, -1)
     assert not words[:, layout.tile_data_bytes :].any()
+
+
+# --- the C++ side: tile_io.h against the Python packer -------------------------------------------------------
+
+_TILE_IO_PROGRAM = """
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <type_traits>
+#include <vector>
+#include <ap_int.h>
+namespace streamtensor {
+typedef ap_uint<512> word512;
+%(sim_traffic)s
+}
+%(hls_pragma)s
+%(tile_io)s
+
+constexpr int N = %(elements)d;
+constexpr int WORDS = %(words)d;
+constexpr int STRIPE_WORDS = (WORDS + 1) / 2;
+
+static void read_words(const char* path, streamtensor::word512* words, int count) {
+  FILE* f = std::fopen(path, "rb");
+  for (int w = 0; w < count; ++w) {
+    unsigned char bytes[64];
+    if (std::fread(bytes, 1, 64, f) != 64) std::exit(2);
+    for (int b = 0; b < 64; ++b) words[w].range(8 * b + 7, 8 * b) = bytes[b];
+  }
+  std::fclose(f);
+}
+
+int main(int, char** argv) {
+  // argv: whole tile, stripe 0 of 2, stripe 1 of 2, output file (the stored tile)
+  static streamtensor::word512 whole[WORDS], s0[STRIPE_WORDS], s1[STRIPE_WORDS], out[WORDS];
+  read_words(argv[1], whole, WORDS);
+  read_words(argv[2], s0, STRIPE_WORDS);
+  read_words(argv[3], s1, STRIPE_WORDS);
+  ap_int<4> a[N], b[N];
+  load_tile(whole, a);
+  load_tile_stripe<2, 0>(s0, b);
+  load_tile_stripe<2, 1>(s1, b);
+  for (int j = 0; j < N; ++j) std::printf("%%d %%d\\n", static_cast<int>(a[j]), static_cast<int>(b[j]));
+  store_tile(a, out);
+  FILE* f = std::fopen(argv[4], "wb");
+  for (int w = 0; w < WORDS; ++w)
+    for (int b8 = 0; b8 < 64; ++b8) std::fputc(static_cast<int>(out[w].range(8 * b8 + 7, 8 * b8).to_uint()), f);
+  std::fclose(f);
+  return 0;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+def test_i4_tile_io_matches_the_python_packer(tmp_path: Path) -> None:
+    """load_tile / load_tile_stripe unpack (sign-extending) and store_tile packs int4 tiles exactly as ``pack``
+    / ``unpack`` do: a 3-word tile of 300 elements (the last word partly padding), whole and over 2 stripes."""
+    t = parse_itensor_type("itensor<300xi4, tensor 300, [1] * [300], (d0) -> (d0)>")
+    layout = PackedLayout.of(t)
+    assert layout.words_per_tile == 3
+    x = np.random.default_rng(7).integers(-8, 7, size=300, endpoint=True, dtype=np.int8)
+    data = pack(t, x)
+    files = [tmp_path / name for name in ("whole.bin", "s0.bin", "s1.bin", "out.bin")]
+    files[0].write_bytes(data)
+    for j in range(2):
+        files[1 + j].write_bytes(layout.striped(j, 2).take_stripe(data))
+    source = tmp_path / "tile_io_i4.cpp"
+    source.write_text(_TILE_IO_PROGRAM % {
+        "sim_traffic": template("sim_traffic.h"), "hls_pragma": template("hls_pragma.h"),
+        "tile_io": template("tile_io.h"), "elements": 300, "words": layout.words_per_tile})
+    exe = tmp_path / "tile_io_i4"
+    build = subprocess.run([shutil.which("g++"), "-std=c++14", "-O1", "-w", "-isystem", str(AP_TYPES_DIR),
+                            str(source), "-o", str(exe)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-3000:]
+    run = subprocess.run([str(exe), *map(str, files)], capture_output=True, text=True, timeout=60, check=True)
+    values = np.array([line.split() for line in run.stdout.splitlines()], dtype=np.int64)
+    np.testing.assert_array_equal(values[:, 0], x)  # load_tile
+    np.testing.assert_array_equal(values[:, 1], x)  # load_tile_stripe, both stripes
+    assert files[3].read_bytes() == data  # store_tile: the packer's bytes, padding included

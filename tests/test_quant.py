@@ -195,11 +195,16 @@ def test_a_w4a8_decode_block_verifies_against_the_quantized_reference(tmp_path: 
     quantization = design.report["quantization"]
     assert quantization["scheme"] == "w4a8" and len(quantization["layers"]) == 4
     weights = {v.name: v.type.dtype for v in design.graph.inputs if v.name in design.graph.weight_names}
-    assert weights["mlp_c_fc_weight_q"] == "i8" and weights["mlp_c_fc_weight_scale"] == "f32"
+    # int4 weights are stored as i4, two per byte: half the bytes of their int8 containers.
+    assert weights["mlp_c_fc_weight_q"] == "i4" and weights["mlp_c_fc_weight_scale"] == "f32"
+    weight_q = [v for v in design.graph.inputs if v.name.endswith("_weight_q")]
+    assert len(weight_q) == 4 and all(2 * v.type.bytes == v.type.elements for v in weight_q)
     args = block.example_inputs(0)
     with torch.no_grad():
         want = [o.numpy() for o in block(*args)]
     for got, w in zip(design.run_reference(*args), want, strict=True):
+        np.testing.assert_allclose(got, w, rtol=0, atol=1e-5)
+    for got, w in zip(design.simulate_streams(*args), want, strict=True):
         np.testing.assert_allclose(got, w, rtol=0, atol=1e-5)
     design.write_project(tmp_path, *args)
     assert (tmp_path / "check" / "expected_fp32.npz").is_file()

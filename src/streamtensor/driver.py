@@ -55,6 +55,7 @@ from streamtensor.target import Target
 from streamtensor.transforms.build_dataflow import build_dataflow
 from streamtensor.transforms.fuse_into_contractions import fuse_elementwise_into_contractions
 from streamtensor.transforms.fusion import apply_fusion
+from streamtensor.transforms.narrow_weights import narrow_int4_weights
 from streamtensor.transforms.replay import replay_forked_accumulators
 from streamtensor.transforms.sink_casts import sink_widening_casts
 from streamtensor.transforms.split_slices import split_sliced_results
@@ -371,6 +372,9 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
         _check_quantized(module, scheme, f"module {type(float_module).__name__}")
     linalg, cache = _linalg_graph(module, example_args, input_names, weight_names, progress)
     imported = _with_arguments(linalg, output_names, scalar_names, cache_updates)
+    if scheme is not None and scheme.weight_bits == 4:
+        names = _int4_weight_inputs(imported, module)
+        imported = progress.run("narrow_weights", lambda: narrow_int4_weights(imported, names))
     cast_free = progress.run("sink_casts", lambda: sink_widening_casts(imported))
     split = progress.run("split_slices", lambda: split_sliced_results(cast_free))
     graph = (progress.run("fuse_into_contractions", lambda: fuse_elementwise_into_contractions(split))
@@ -411,6 +415,18 @@ def _linalg_graph(module: torch.nn.Module, example_args: Sequence[torch.Tensor],
         return graph, linalg_cache.CacheInfo("off", "", "")
     linalg_cache.store(path, graph)
     return graph, linalg_cache.CacheInfo("miss", key, str(path))
+
+
+def _int4_weight_inputs(graph: Graph, module: torch.nn.Module) -> list[str]:
+    """The weight inputs holding a 4-bit scheme's int4 weights: its only i8 weights (``QuantLinear.weight_q``; the
+    int8 KV cache is an activation), one per quantized layer. None when the weights are not inputs (a plain
+    module's parameters, which stay int8 containers)."""
+    names = [v.name for v in graph.inputs if v.name in graph.weight_names and v.type.dtype == "i8"]
+    layers = sum(isinstance(m, QuantLinear) for m in module.modules())
+    if names and len(names) != layers:
+        raise OptionError(f"--quant w4a8: {len(names)} int8 weight inputs ({', '.join(names)}) for {layers} "
+                          "quantized layers: cannot tell which hold int4 weights")
+    return names
 
 
 def _kv_cache_summary(block: BlockSpec | None, opts: CompileOptions) -> dict[str, object] | None:

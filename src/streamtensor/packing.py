@@ -15,7 +15,8 @@ A DMA argument of itensor type ``t`` is stored as its **unique tiles**, one tile
   ``b`` bits occupies bits ``[j*b, (j+1)*b)`` of the tile, and tile bit ``k`` is bit ``k % 512`` of the tile's
   word ``k // 512``. A word is 64 bytes, little-endian: word bit ``i`` is bit ``i % 8`` of byte ``i // 8``.
   Every dtype width divides 512, so no element straddles two words. Values are little-endian two's complement
-  (``i*``, ``index`` as 64-bit), IEEE-754 (``f16``/``f32``/``f64``), the upper half of an IEEE-754 binary32
+  (``i*``, ``index`` as 64-bit; ``i4`` two per byte, element ``2m`` in the low nibble of byte ``m``; hosts hold
+  i4 tensors as int8 in [-8, 7]), IEEE-754 (``f16``/``f32``/``f64``), the upper half of an IEEE-754 binary32
   (``bf16``; hosts hold bf16 tensors as float32 and packing rounds to nearest even), or one bit (``i1``).
 * **Padding.** Each tile is padded with zero bits to a whole number of words (``words_per_tile``), so a DMA
   token is always a whole burst of words and tile ``i`` starts at word ``i * words_per_tile``. The cost is
@@ -37,6 +38,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from streamtensor.ir.dtypes import int_range
 from streamtensor.ir.itensor import ITensorType, dtype_bits, gather_tiles, scatter_tiles
 
 WORD_BITS = 512
@@ -52,13 +54,14 @@ _HOST_DTYPES: dict[str, np.dtype] = {
     "i32": np.dtype("<i4"),
     "i16": np.dtype("<i2"),
     "i8": np.dtype("i1"),
+    "i4": np.dtype("i1"),  # int4 values in int8, stored two per byte
     "i1": np.dtype("bool"),
     "index": np.dtype("<i8"),
 }
 
 
 def host_dtype(dtype: str) -> np.dtype:
-    """The numpy dtype that holds an itensor dtype on the host (bf16 as float32, i1 as bool)."""
+    """The numpy dtype that holds an itensor dtype on the host (bf16 as float32, i1 as bool, i4 as int8)."""
     dtype_bits(dtype)  # raises ValueError naming the known dtypes
     return _HOST_DTYPES[dtype]
 
@@ -192,8 +195,10 @@ def _to_host(itype: ITensorType, array: np.ndarray) -> np.ndarray:
     if not np.can_cast(array.dtype, target, casting="same_kind"):
         raise ValueError(f"{itype}: cannot store {array.dtype} values as {itype.dtype}")
     converted = array.astype(target)
-    if target.kind == "i" and not np.array_equal(converted, array):
-        raise ValueError(f"{itype}: values out of range for {itype.dtype}")
+    lo, hi = int_range(itype.dtype) if target.kind == "i" else (0, 0)
+    if target.kind == "i" and (not np.array_equal(converted, array)
+                               or (converted.size and (converted.min() < lo or converted.max() > hi))):
+        raise ValueError(f"{itype}: values out of range for {itype.dtype} [{lo}, {hi}]")
     return converted
 
 
@@ -209,6 +214,10 @@ def _encode(itype: ITensorType, tiles: np.ndarray) -> np.ndarray:
     """Host tiles ``(K, tile_elements)`` -> their data bytes ``(K, tile_data_bytes)``."""
     if itype.dtype == "i1":
         return np.packbits(tiles, axis=1, bitorder="little")
+    if itype.dtype == "i4":
+        nibbles = np.zeros((len(tiles), 2 * -(-tiles.shape[1] // 2)), dtype=np.uint8)
+        nibbles[:, : tiles.shape[1]] = tiles.view(np.uint8) & np.uint8(0xF)
+        return nibbles[:, 0::2] | (nibbles[:, 1::2] << np.uint8(4))
     if itype.dtype == "bf16":
         tiles = _bf16_bits(tiles)
     return np.ascontiguousarray(tiles).view(np.uint8).reshape(len(tiles), -1)
@@ -219,6 +228,10 @@ def _decode(itype: ITensorType, data: np.ndarray) -> np.ndarray:
     count, elements = len(data), itype.token_elements
     if itype.dtype == "i1":
         values = np.unpackbits(data, axis=1, count=elements, bitorder="little").astype(np.bool_)
+    elif itype.dtype == "i4":
+        raw = data[:, : -(-elements // 2)]
+        nibbles = np.stack([raw & np.uint8(0xF), raw >> np.uint8(4)], axis=-1).reshape(count, -1)[:, :elements]
+        values = (nibbles.astype(np.int8) ^ np.int8(8)) - np.int8(8)  # sign-extend the 4-bit two's complement
     else:
         raw = np.ascontiguousarray(data[:, : elements * dtype_bits(itype.dtype) // 8])
         if itype.dtype == "bf16":

@@ -7,8 +7,9 @@ interpreter, the stream execution and the C++ reproduce them. The arithmetic, ex
 
 - weights ``W[N, K]``: symmetric signed ``b``-bit integers in groups of ``g`` consecutive reduction (``K``)
   elements; per (row, group) ``scale = max|W| / ((qmax - qmin) / 2)`` (7.5 for int4, 127.5 for int8, the rule of
-  compressed-tensors and torchao), ``W_q = clamp(roundeven(W / scale), qmin, qmax)``. Stored as int8 (int4
-  values in int8 containers) with an f32 ``[N, K/g]`` scale tensor next to them (both are block inputs).
+  compressed-tensors and torchao), ``W_q = clamp(roundeven(W / scale), qmin, qmax)``. Held as int8 tensors
+  (PyTorch has no int4) with an f32 ``[N, K/g]`` scale tensor next to them (both are block inputs); a compiled
+  block reads int4 weights as the IR's ``i4`` (``transforms.narrow_weights``): two per byte in HBM and streams.
 - activations: int8, one static per-tensor scale ``s_x`` calibrated on sample inputs (``max|x| / 127.5``):
   ``x_q = clamp(roundeven(x * m), -128, 127)`` with the f32 multiplier vector ``m[K] = 1 / (s_x * smooth)``
   (``smooth`` = 1 unless SmoothQuant migration is on). Static, because a dataflow kernel can then quantize each

@@ -25,7 +25,7 @@ from streamtensor.ir.linalg import (
     ScalarBody,
     SliceOp,
 )
-from streamtensor.ir.scalar_eval import eval_body, eval_scalar_op, np_dtype
+from streamtensor.ir.scalar_eval import eval_body, eval_scalar_op, input_array, np_dtype
 
 # Associative combiners whose reductions may be evaluated in one numpy reduction.
 _REDUCERS: dict[str, Callable[..., np.ndarray]] = {"arith.addf": np.sum, "arith.maximumf": np.max,
@@ -144,7 +144,7 @@ def run_graph(graph: Graph, inputs: Sequence[np.ndarray | torch.Tensor]) -> list
         a = array.detach().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
         if tuple(a.shape) != value.type.shape:
             raise ShapeError(f"input %{value.name} has shape {list(a.shape)}, expected {list(value.type.shape)}")
-        env[value.name] = a.astype(np_dtype(value.type.dtype), copy=False)
+        env[value.name] = input_array(value.name, a, value.type.dtype)
     for op in graph.ops:
         args = [env[v.name] for v in op.operands]
         if isinstance(op, GenericOp):

@@ -46,7 +46,7 @@ from streamtensor.ir.dataflow import (
 from streamtensor.ir.itensor import assemble_tokens, stream_tokens
 from streamtensor.ir.layout import chunk_mask, concat_sources
 from streamtensor.ir.linalg import GenericOp, TensorType, Value
-from streamtensor.ir.scalar_eval import NP_DTYPES
+from streamtensor.ir.scalar_eval import NP_DTYPES, input_array
 
 
 class StreamExecError(VerificationError):
@@ -179,7 +179,7 @@ def run_streams(graph: DataflowGraph, inputs: Sequence[np.ndarray | torch.Tensor
         if tuple(a.shape) != value.type.shape:
             raise ShapeError(f"input %{value.name} has shape {list(a.shape)}, "
                              f"expected {list(value.type.shape)}")
-        memory[value.name] = a.astype(NP_DTYPES[value.type.dtype], copy=False)
+        memory[value.name] = input_array(value.name, a, value.type.dtype)
     tokens: dict[str, np.ndarray] = {}
     for name in graph.topological_order():
         node = graph.nodes[name]

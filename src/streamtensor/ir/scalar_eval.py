@@ -10,11 +10,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from streamtensor.errors import UnsupportedOpError
+from streamtensor.errors import ShapeError, UnsupportedOpError
+from streamtensor.ir.dtypes import STORAGE_DTYPES, int_range
 from streamtensor.ir.linalg import ScalarBody, ScalarOp
 
 NP_DTYPES: dict[str, type] = {"f64": np.float64, "f32": np.float32, "f16": np.float16, "i64": np.int64,
-                              "i32": np.int32, "i16": np.int16, "i8": np.int8, "i1": np.bool_, "index": np.int64}
+                              "i32": np.int32, "i16": np.int16, "i8": np.int8, "i4": np.int8, "i1": np.bool_,
+                              "index": np.int64}  # i4: int8 on the host (a storage type)
 
 
 def np_dtype(dtype: str) -> type:
@@ -22,6 +24,17 @@ def np_dtype(dtype: str) -> type:
     if dtype not in NP_DTYPES:
         raise UnsupportedOpError(dtype, "builtin", "element type not supported by the reference interpreter")
     return NP_DTYPES[dtype]
+
+
+def input_array(name: str, array: np.ndarray, dtype: str) -> np.ndarray:
+    """A graph input as the host type of ``dtype``; a storage type's values must fit its width (an int4 weight
+    outside [-8, 7] would be a different weight in packed memory)."""
+    a = array.astype(np_dtype(dtype), copy=False)
+    if dtype in STORAGE_DTYPES and a.size:
+        lo, hi = int_range(dtype)
+        if a.min() < lo or a.max() > hi or not np.array_equal(a, array):
+            raise ShapeError(f"input %{name}: values out of range for {dtype} [{lo}, {hi}]")
+    return a
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -78,9 +91,11 @@ _CASTS = {"arith.sitofp", "arith.uitofp", "arith.fptosi", "arith.extf", "arith.t
           "arith.extui", "arith.trunci", "arith.index_cast"}
 def eval_scalar_op(op: ScalarOp, env: dict[str, np.ndarray], index: Sequence[np.ndarray]) -> np.ndarray:
     """One scalar op applied elementwise to arrays (shared by every executor of the IR)."""
+    name = op.name
+    if op.dtype in STORAGE_DTYPES:  # int8 on the host: computing one would not wrap at its width
+        raise UnsupportedOpError(name, name.split(".")[0], f"computes a {op.dtype}, a storage-only type")
     dt = np_dtype(op.dtype)
     xs = [env[o] for o in op.operands]
-    name = op.name
     with np.errstate(all="ignore"):
         if name in _BINARY:
             return _BINARY[name](xs[0], xs[1]).astype(dt, copy=False)

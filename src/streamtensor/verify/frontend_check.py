@@ -19,8 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamtensor.codegen.vitis.hls.cpp import C_TYPES
 from streamtensor.codegen.vitis.package_data import AP_TYPES_DIR
 from streamtensor.errors import StreamTensorError
+from streamtensor.ir.dtypes import DTYPE_BITS
 from streamtensor.target import Target
 from streamtensor.verify.hls_lint import lint_preprocessed, lint_processes
 
@@ -28,9 +30,10 @@ SYNTHESIS_VIEW_DIR = Path(__file__).resolve().parent / "synthesis_view"
 # Vitis HLS documents C++14 for synthesis; a config that declares no standard gets it.
 DEFAULT_STANDARD = "c++14"
 # Bits of each C type in an aggregated stream struct (a bool packs to one bit).
-ELEMENT_BITS = {"double": 64, "float": 32, "int64_t": 64, "int32_t": 32, "int16_t": 16, "int8_t": 8, "bool": 1}
+# Bits of each generated element type (an aggregated struct packs its ap_int<4> elements to 4 bits each).
+ELEMENT_BITS = {ctype: DTYPE_BITS[dtype] for dtype, ctype in C_TYPES.items()}
 
-_TOKEN_STRUCT = re.compile(r"^struct (tok_\w+) \{\n\s*(\w+) data\[(\d+)\];", re.M)
+_TOKEN_STRUCT = re.compile(r"^struct (tok_\w+) \{\n\s*([\w<>]+) data\[(\d+)\];", re.M)
 _FUNCTION = re.compile(r'^(?:static void|extern "C" void) (\w+)\((.*)\) \{$')
 _STREAM_PARAM = re.compile(r"hls::stream<\w+>& (\w+)")
 _STREAM_DECL = re.compile(r"^hls::stream<(\w+), \d+> (\w+)\(")

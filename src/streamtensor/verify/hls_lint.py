@@ -37,7 +37,7 @@ from streamtensor.target import Target
 LOOP_DIRECTIVES = ("pipeline", "unroll", "loop_tripcount", "loop_flatten", "dependence")
 # Element types of the arrays the accumulator rule applies to, with the latency table of their adder.
 FLOAT_TYPES = {"float": "float", "double": "double"}
-ARRAY_TYPES = {"float", "double", "int64_t", "int32_t", "int16_t", "int8_t", "bool"}
+ARRAY_TYPES = {"float", "double", "int64_t", "int32_t", "int16_t", "int8_t", "ap_int<4>", "bool"}
 # Math the lanes of an unrolled loop should not each compute for one shared value.
 EXPENSIVE = re.compile(r"\bstd::(?:tanh|exp|log|sqrt|sin|cos|erf|pow)\(|\bfpowi<|\s/\s")
 
@@ -47,13 +47,13 @@ _TEMPLATE = re.compile(r"^template <(.*)>$")
 _FOR = re.compile(r"^(?:(?P<label>\w+): )?for \((?P<header>.*)\) \{$")
 _COUNTED = re.compile(r"^int (\w+) = 0; \1 < ([^;]+); (?:\+\+\1|\1 \+= (\d+))$")
 _PRAGMA = re.compile(r"^HLS_PRAGMA\((\w+)(.*)\)$")
-_ARRAY = re.compile(r"^(?:static )?(\w+) (\w+)((?:\[\d+\])+)(?: = \{\})?;")
+_ARRAY = re.compile(r"^(?:static )?([\w<>]+) (\w+)((?:\[\d+\])+)(?: = \{\})?;")
 _TOKEN_LOCAL = re.compile(r"^(?:const )?(tok_\w+) (\w+)(?: = .*)?;")
 _CONST = re.compile(r"^const (\w+) (\w+) = (.*);")
 _CONSTEXPR = re.compile(r"^constexpr int (\w+) = ")
 _ACCESS = re.compile(r"\b(\w+(?:\.data)?)((?:\[[^\]]+\])+)")
 _IDENT = re.compile(r"\b[A-Za-z_]\w*\b")
-_TOKEN_STRUCT = re.compile(r"^struct (tok_\w+) \{\n\s*(\w+) data\[(\d+)\];", re.M)
+_TOKEN_STRUCT = re.compile(r"^struct (tok_\w+) \{\n\s*([\w<>]+) data\[(\d+)\];", re.M)
 _WORD_TYPE = re.compile(r"(?:typedef ap_uint<(\d+)> (\w+);|using (\w+) = ap_uint<(\d+)>;)")
 _SSA_NAME = re.compile(r"^v\d+(?:_\d+)?$")
 _EMPTY_IF = re.compile(r"\bif\s*\((?:[^()]|\([^()]*\))*\)\s*;")

@@ -13,7 +13,7 @@ from streamtensor.ir.dataflow import DataflowGraph, Node
 from streamtensor.ir.itensor import ITensorType
 
 C_TYPES: dict[str, str] = {"f64": "double", "f32": "float", "i64": "int64_t", "index": "int64_t", "i32": "int32_t",
-                           "i16": "int16_t", "i8": "int8_t", "i1": "bool"}
+                           "i16": "int16_t", "i8": "int8_t", "i4": "ap_int<4>", "i1": "bool"}
 
 
 class HlsCodegenError(StreamTensorError):

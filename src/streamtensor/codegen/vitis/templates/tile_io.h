@@ -1,9 +1,21 @@
 // Tiles <-> words of the packed external-memory layout (streamtensor.packing): element j of a tile of b-bit
 // elements occupies tile bits [j*b, (j+1)*b), tile bit k is bit k % 512 of word k / 512 (an ap_uint<512>: the
 // m_axi word, whole words per beat for burst inference), and every tile is padded with zero bits to whole words.
+// Element widths in bits: a bool is one bit, an ap_int<W> (i4: W4A8's weights, two per byte) W bits, any
+// other type its bytes.
+template <typename T>
+struct element_width {
+  static constexpr int bits = std::is_same<T, bool>::value ? 1 : 8 * static_cast<int>(sizeof(T));
+};
+
+template <int W>
+struct element_width<ap_int<W>> {
+  static constexpr int bits = W;
+};
+
 template <typename T>
 constexpr int element_bits() {
-  return std::is_same<T, bool>::value ? 1 : 8 * static_cast<int>(sizeof(T));
+  return element_width<T>::bits;
 }
 
 // One element from / into its bits of a word: floats through their bit pattern, integers two's complement, a
@@ -22,6 +34,12 @@ inline void unpack_element(const streamtensor::word512& word, int e, double& val
 
 inline void unpack_element(const streamtensor::word512& word, int e, bool& value) {
   value = word[e] != 0;
+}
+
+// ap_int<W>: the W bits, sign-extended by the ap_int's own two's complement.
+template <int W>
+void unpack_element(const streamtensor::word512& word, int e, ap_int<W>& value) {
+  value.range(W - 1, 0) = word.range(W * e + W - 1, W * e);
 }
 
 template <typename T>
@@ -44,6 +62,11 @@ inline void pack_element(const double& value, int e, streamtensor::word512& word
 
 inline void pack_element(const bool& value, int e, streamtensor::word512& word) {
   word[e] = value;
+}
+
+template <int W>
+void pack_element(const ap_int<W>& value, int e, streamtensor::word512& word) {
+  word.range(W * e + W - 1, W * e) = value.range(W - 1, 0);
 }
 
 template <typename T>
