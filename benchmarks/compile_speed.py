@@ -103,6 +103,9 @@ def main() -> None:
                         help="design points (tile2/tile4 apply to prefill only)")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     parser.add_argument("--runs", type=int, default=1, help="compiles per point (the first misses the Linalg cache)")
+    parser.add_argument("--cache", type=Path,
+                        help="Linalg cache directory to use and keep (default: a fresh one per invocation, so the "
+                             "first compile of each block misses); a warm one times a user's second compile")
     parser.add_argument("--src", type=Path, default=SRC,
                         help="the streamtensor sources to time (default: this checkout's; another checkout's "
                              "src/ gives the before figures)")
@@ -110,14 +113,15 @@ def main() -> None:
     rows = []
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as fresh:
+        cache = args.cache or Path(fresh)
         for family in args.families.split(","):
             for mode in args.modes.split(","):
                 for point in args.points.split(","):
                     if point.startswith("tile") and mode != "prefill":
                         continue
                     for _ in range(args.runs):
-                        row = measure(family, mode, point, args.src, Path(cache))
+                        row = measure(family, mode, point, args.src, cache)
                         rows.append(row)
                         if row["ok"]:
                             print("| " + " | ".join(str(row.get(c)) for c in COLUMNS) + " |", flush=True)

@@ -9,8 +9,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from streamtensor.analysis.process_network import ProcessNetwork
+from streamtensor.analysis.timing_sim import SimResult
 
 from streamtensor.target import Target
 
@@ -19,9 +23,11 @@ from .model import ReportInputError, load_model
 from .trace import trace_json
 
 
-def write_report(outdir: str | Path, target: Target | None = None) -> list[Path]:
+def write_report(outdir: str | Path, target: Target | None = None,
+                 simulated: Sequence[tuple[ProcessNetwork, SimResult]] | None = None) -> list[Path]:
     """Write the report files of ``outdir`` (module docstring); the paths written. ``target``: a compiled
-    design's, where it is not one of the named boards."""
+    design's, where it is not one of the named boards; ``simulated``: a compiled design's process network and
+    simulation per fusion group, from the compile that wrote ``outdir`` (``model.load_model``)."""
     out = Path(outdir)
     if not out.is_dir():
         raise ReportInputError(f"{out}: no such directory")
@@ -33,7 +39,7 @@ def write_report(outdir: str | Path, target: Target | None = None) -> list[Path]
     report = json.loads(report_json.read_text())
     if "llm" in report:
         return [_write(out / "report.html", render_page(build_data(report, report.get("kernels", {}))))]
-    model = load_model(out, target)
+    model = load_model(out, target, simulated)
     data = design_data(model)
     return [_write(out / "report.html", render_page(data)),
             _write(out / "trace.json", trace_json(model))]
@@ -56,14 +62,15 @@ def study_data(outdir: Path) -> dict[str, Any]:
 
 def _summary_trials(path: Path, objectives: list[str]) -> list[dict[str, Any]]:
     """The rows of the trial table ``search._summary`` writes: ``| trial | state | <objectives> | compile s |
-    <parameters> | reason |``."""
+    CPU s | <parameters> | reason |``."""
     if not path.is_file():
         raise ReportInputError(f"{path.parent}: best.json without summary.md (not a finished search)")
     lines = [ln for ln in path.read_text().splitlines() if ln.startswith("| ")]
     if not lines:
         raise ReportInputError(f"{path}: no trial table")
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    params = header[3 + len(objectives):-1]
+    first = 2 + len(objectives) + 2  # the parameters follow the objectives, compile s and CPU s
+    params = header[first:-1]
     trials = []
     for line in lines[1:]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -71,5 +78,5 @@ def _summary_trials(path: Path, objectives: list[str]) -> list[dict[str, Any]]:
             continue  # a reason with an escaped bar: the row is still shown in summary.md
         values = {n: float(v) for n, v in zip(objectives, cells[2:2 + len(objectives)], strict=True) if v}
         trials.append({"trial": int(cells[0]), "state": cells[1], "values": values or None,
-                       "params": dict(zip(params, cells[3 + len(objectives):-1], strict=True))})
+                       "params": dict(zip(params, cells[first:-1], strict=True))})
     return trials
