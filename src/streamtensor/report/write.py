@@ -15,7 +15,6 @@ from typing import Any
 
 from streamtensor.analysis.process_network import ProcessNetwork
 from streamtensor.analysis.timing_sim import SimResult
-
 from streamtensor.target import Target
 
 from .html import build_data, design_data, render_page
