@@ -36,7 +36,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from streamtensor.errors import OptionError
+SRC = Path(__file__).resolve().parents[1] / "src"
+sys.path.insert(0, str(SRC))  # this checkout's streamtensor (the stored studies' parameters, its errors)
+
+from streamtensor.errors import OptionError  # noqa: E402
 
 FAMILIES = ("gpt2", "llama", "qwen2", "gemma")
 MODES = ("decode", "prefill")
@@ -46,7 +49,6 @@ POINTS: dict[str, list[str]] = {
     "tile2": ["--token-tile-size", "2"],
     "tile4": ["--token-tile-size", "4"],
 }
-SRC = Path(__file__).resolve().parents[1] / "src"
 # Issue 21's figures (default point, whole compile, wall seconds on this 2-core machine) to print next to ours.
 ISSUE_SECONDS: dict[tuple[str, str], float] = {
     ("gpt2", "decode"): 32.5, ("llama", "decode"): 92.4, ("qwen2", "decode"): 42.2, ("gemma", "decode"): 36.5,
