@@ -59,6 +59,9 @@ def study_data(outdir: Path) -> dict[str, Any]:
             "llm": None, "dse": {**best, "trials": trials}}
 
 
+_TIMING_COLUMNS = ("compile s", "CPU s")  # between the objectives and the parameters
+
+
 def _summary_trials(path: Path, objectives: list[str]) -> list[dict[str, Any]]:
     """The rows of the trial table ``search._summary`` writes: ``| trial | state | <objectives> | compile s |
     CPU s | <parameters> | reason |``."""
@@ -68,8 +71,8 @@ def _summary_trials(path: Path, objectives: list[str]) -> list[dict[str, Any]]:
     if not lines:
         raise ReportInputError(f"{path}: no trial table")
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    first = 2 + len(objectives) + 2  # the parameters follow the objectives, compile s and CPU s
-    params = header[first:-1]
+    first_param = 2 + len(objectives) + len(_TIMING_COLUMNS)
+    params = header[first_param:-1]
     trials = []
     for line in lines[1:]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -77,5 +80,5 @@ def _summary_trials(path: Path, objectives: list[str]) -> list[dict[str, Any]]:
             continue  # a reason with an escaped bar: the row is still shown in summary.md
         values = {n: float(v) for n, v in zip(objectives, cells[2:2 + len(objectives)], strict=True) if v}
         trials.append({"trial": int(cells[0]), "state": cells[1], "values": values or None,
-                       "params": dict(zip(params, cells[first:-1], strict=True))})
+                       "params": dict(zip(params, cells[first_param:-1], strict=True))})
     return trials
