@@ -16,8 +16,10 @@ prints
 - ``issue_s``: the seconds issue 21 measured for the block before this work (wall seconds of the whole compile,
   default point; ``-`` where it gave none).
 
-Design points (the ones the search and the hand-picked ``paper_ratios.DESIGN_POINTS`` visit): ``default``,
-``rank1`` (``--max-token-rank 1``), ``tile2`` / ``tile4`` (``--token-tile-size 2 / 4``, prefill only).
+Design points: ``default``, ``rank1`` (``--max-token-rank 1``), ``tile2`` / ``tile4`` (``--token-tile-size 2 / 4``,
+prefill only), and ``best``: the best trial of the block's stored memory study
+(``benchmarks/studies/FAMILY-MODE-paper-memory.journal``, ``paper_ratios.study_of``), its parameters passed as the
+CLI's flags (``cli_flags``); a block without a stored study prints so.
 Not a unit test: timings are noisy.
 """
 
@@ -30,7 +32,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+sys.path.insert(0, str(SRC))  # this checkout's streamtensor (the stored studies' parameters, its errors)
+
+from streamtensor.errors import OptionError  # noqa: E402
 
 FAMILIES = ("gpt2", "llama", "qwen2", "gemma")
 MODES = ("decode", "prefill")
@@ -40,7 +49,6 @@ POINTS: dict[str, list[str]] = {
     "tile2": ["--token-tile-size", "2"],
     "tile4": ["--token-tile-size", "4"],
 }
-SRC = Path(__file__).resolve().parents[1] / "src"
 # Issue 21's figures (default point, whole compile, wall seconds on this 2-core machine) to print next to ours.
 ISSUE_SECONDS: dict[tuple[str, str], float] = {
     ("gpt2", "decode"): 32.5, ("llama", "decode"): 92.4, ("qwen2", "decode"): 42.2, ("gemma", "decode"): 36.5,
@@ -48,12 +56,50 @@ ISSUE_SECONDS: dict[tuple[str, str], float] = {
 }
 
 
+# A search parameter (``search.SPACE``) -> the CLI flags that set it.
+_FLAGS: dict[str, Callable[[Any], list[str]]] = {
+    "default_tile_size": lambda v: ["--default-tile-size", str(v)],
+    "overall_unroll_size": lambda v: ["--overall-unroll-size", str(v)],
+    "max_token_rank": lambda v: ["--max-token-rank", str(v)],
+    "token_tile_size": lambda v: ["--token-tile-size", str(v)],
+    "permute_reductions_outward": lambda v: [] if v else ["--no-permute"],
+    "agree_tiles": lambda v: [] if v else ["--no-agree-tiles"],
+    "layout_aware_order": lambda v: [] if v else ["--no-layout-order"],
+    "fuse_into_contractions": lambda v: [] if v else ["--no-fuse-into-contractions"],
+    "fifo_strategy": lambda v: ["--fifo-strategy", str(v)],
+    "fifo_latency_slack": lambda v: ["--fifo-latency-slack", str(v)],
+}
+
+
+def cli_flags(params: dict[str, Any]) -> list[str]:
+    """``streamtensor compile`` flags of a search trial's parameters (a KeyError names one this table lacks)."""
+    return [flag for name, value in sorted(params.items()) for flag in _FLAGS[name](value)]
+
+
+def point_flags(family: str, mode: str, point: str) -> tuple[list[str], str]:
+    """The flags of a design point and a note ("trial k" for ``best``); an OptionError where the block has no
+    stored study."""
+    if point != "best":
+        return POINTS[point], ""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from paper_ratios import study_of
+
+    from streamtensor.search import stored_best
+
+    storage, name = study_of(family, mode)
+    if not Path(storage).exists():
+        raise OptionError(f"no stored study {name}")
+    best = stored_best(storage, name)
+    return cli_flags(dict(best.params)), f"trial {best.number}"
+
+
 def measure(family: str, mode: str, point: str, src: Path, cache: Path) -> dict[str, object]:
     """One compile in a child process (``streamtensor`` from ``src``); its wall and CPU seconds and what its
     report says."""
+    flags, note = point_flags(family, mode, point)
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "streamtensor.cli", "compile", family, "--size", "paper", "--mode", mode,
-               "--seq-len", "32", "--max-len", "128", "--quiet", "-o", out, *POINTS[point]]
+               "--seq-len", "32", "--max-len", "128", "--quiet", "-o", out, *flags]
         env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                "STREAMTENSOR_LINALG_CACHE": str(cache)}
         load = os.getloadavg()[0]
@@ -62,7 +108,7 @@ def measure(family: str, mode: str, point: str, src: Path, cache: Path) -> dict[
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         err = proc.stderr.read() if proc.stderr else ""
-        row: dict[str, object] = {"family": family, "mode": mode, "point": point,
+        row: dict[str, object] = {"family": family, "mode": mode, "point": f"{point} ({note})" if note else point,
                                   "issue_s": ISSUE_SECONDS.get((family, mode), "-") if point == "default" else "-",
                                   "load": round(load, 2),
                                   "wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
@@ -99,10 +145,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--families", default=",".join(FAMILIES))
     parser.add_argument("--modes", default=",".join(MODES))
-    parser.add_argument("--points", default="default,rank1,tile2,tile4",
-                        help="design points (tile2/tile4 apply to prefill only)")
+    parser.add_argument("--points", default="default,best,rank1,tile2,tile4",
+                        help="design points (tile2/tile4 apply to prefill only; best: the stored study's)")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     parser.add_argument("--runs", type=int, default=1, help="compiles per point (the first misses the Linalg cache)")
+    parser.add_argument("--cache", type=Path,
+                        help="Linalg cache directory to use and keep (default: a fresh one per invocation, so the "
+                             "first compile of each block misses); a warm one times a user's second compile")
     parser.add_argument("--src", type=Path, default=SRC,
                         help="the streamtensor sources to time (default: this checkout's; another checkout's "
                              "src/ gives the before figures)")
@@ -110,14 +159,19 @@ def main() -> None:
     rows = []
     print("| " + " | ".join(COLUMNS) + " |")
     print("|" + "---|" * len(COLUMNS))
-    with tempfile.TemporaryDirectory() as cache:
+    with tempfile.TemporaryDirectory() as fresh:
+        cache = args.cache or Path(fresh)
         for family in args.families.split(","):
             for mode in args.modes.split(","):
                 for point in args.points.split(","):
                     if point.startswith("tile") and mode != "prefill":
                         continue
                     for _ in range(args.runs):
-                        row = measure(family, mode, point, args.src, Path(cache))
+                        try:
+                            row = measure(family, mode, point, args.src, cache)
+                        except OptionError as err:
+                            print(f"| {family} | {mode} | {point} | {err} |", flush=True)
+                            break
                         rows.append(row)
                         if row["ok"]:
                             print("| " + " | ".join(str(row.get(c)) for c in COLUMNS) + " |", flush=True)

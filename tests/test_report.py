@@ -19,7 +19,7 @@ from streamtensor.analysis.timing_sim import simulate
 from streamtensor.cli import main
 from streamtensor.ir.dataflow_parser import parse_dataflow
 from streamtensor.report import write_report
-from streamtensor.report.model import BUSY, EMPTY, FULL, occupancy_steps, process_spans
+from streamtensor.report.model import BUSY, EMPTY, FULL, ReportInputError, occupancy_steps, process_spans
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -359,6 +359,18 @@ def test_two_fusion_groups(tmp_path: Path) -> None:
     if CHROMIUM is not None:
         _, rendered = _render(tmp_path / "report.html")
         assert set(design.dataflow.nodes) <= set(rendered["graph_nodes"])
+
+
+def test_compile_hands_its_simulations_to_the_report(tmp_path: Path) -> None:
+    """``Design.save`` writes the report from the compile's own simulations (no second simulation); the files
+    are those ``streamtensor report`` writes from the directory alone."""
+    design, _ = tiny_block("gpt2", "decode")
+    design.save(tmp_path)
+    saved = {n: (tmp_path / n).read_text() for n in ("report.html", "trace.json")}
+    write_report(tmp_path, design.target)  # from the files: rebuilt networks, simulated again
+    assert {n: (tmp_path / n).read_text() for n in saved} == saved
+    with pytest.raises(ReportInputError, match="simulated fusion groups handed over"):
+        write_report(tmp_path, design.target, [])
 
 
 def test_deadlocked_design(tmp_path: Path) -> None:

@@ -241,7 +241,9 @@ class Design:
             (out / "dataflow.mlir").write_text(print_ir(self.dataflow))
         (out / "report.json").write_text(json.dumps(self.report, indent=2) + "\n")
         if self.allocation is not None:  # report.html and trace.json show the sized, simulated design
-            write_report(out, self.target)
+            # The compile's own simulations: the report does not simulate the block again.
+            write_report(out, self.target, [(a.network, a.simulation) for a in self.allocation.groups
+                                            if a.simulation is not None])
         return out
 
 

@@ -47,7 +47,7 @@ def _publish(streams: np.ndarray, lo: int, hi: int, tok_off: np.ndarray, pos: np
         known[s] = k
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _advance(p: int, ev_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray, is_write: np.ndarray,
              has_rel: bool, rel: np.ndarray,
              in_off: np.ndarray, in_idx: np.ndarray, out_off: np.ndarray, out_idx: np.ndarray,

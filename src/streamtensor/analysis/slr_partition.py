@@ -139,19 +139,20 @@ def partition_slrs(
     def x(i: int, s: int) -> int:
         return i * S + s
 
-    h_col, t_col = N * S, N * S + E
+    B = S - 1  # die boundaries
+    h_col, t_col = N * S, N * S + E * B
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit_s))
     h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
-    costs = np.zeros(N * S + E + R)
+    costs = np.zeros(N * S + E * B + R)
     for i in range(N):
         for s in range(S):
             costs[x(i, s)] = target.axi_word_bits * ports[i] * abs(s - target.hbm.slr)
     for k, (_, _, bits) in enumerate(edges):
-        costs[h_col + k] = bits
+        costs[h_col + k * B : h_col + (k + 1) * B] = bits
     costs[t_col:] = imbalance_weight
-    upper = np.concatenate([np.ones(N * S), np.full(E + R, highspy.kHighsInf)])
+    upper = np.concatenate([np.ones(N * S), np.full(E * B + R, highspy.kHighsInf)])
     h.addVars(len(costs), np.zeros(len(costs)), upper)
     h.changeColsCost(len(costs), np.arange(len(costs), dtype=np.int32), costs)
     h.changeColsIntegrality(N * S, np.arange(N * S, dtype=np.int32),
@@ -169,10 +170,12 @@ def partition_slrs(
     for i in range(N):
         row(1, 1, [(x(i, s), 1.0) for s in range(S)])
     for k, (u, v, _) in enumerate(edges):
-        # h_e - (p_u - p_v) >= 0 and h_e + (p_u - p_v) >= 0, with p = sum_s s x[., s]
-        for sign in (1.0, -1.0):
-            row(0, inf, [(h_col + k, 1.0)] + [(x(u, s), -sign * s) for s in range(1, S)]
-                + [(x(v, s), sign * s) for s in range(1, S)])
+        # Per boundary b: h_eb >= |y_ub - y_vb| with y_nb = sum_{s >= b} x[n, s] (node n above boundary b), so
+        # sum_b h_eb = |p_u - p_v| at integer points; tighter than h_e >= |p_u - p_v| in the relaxation.
+        for b in range(1, S):
+            for sign in (1.0, -1.0):
+                row(0, inf, [(h_col + k * B + b - 1, 1.0)] + [(x(u, s), -sign) for s in range(b, S)]
+                    + [(x(v, s), sign) for s in range(b, S)])
     for r in range(R):
         active = [i for i in range(N) if res[i, r] > 0]
         for s in range(S):
@@ -219,14 +222,16 @@ def partition_slrs(
 def _start_solution(start: list[int], edges: list[tuple[int, int, int]], res: np.ndarray, cap: np.ndarray,
                     N: int, S: int) -> highspy.HighsSolution:
     """Column values of the greedy assignment (crossing and peak-utilization columns at their least values)."""
-    values = np.zeros(N * S + len(edges) + len(cap))
+    B = S - 1
+    values = np.zeros(N * S + len(edges) * B + len(cap))
     for i, s in enumerate(start):
         values[i * S + s] = 1.0
     for k, (u, v, _) in enumerate(edges):
-        values[N * S + k] = abs(start[u] - start[v])
+        for b in range(1, S):
+            values[N * S + k * B + b - 1] = abs((start[u] >= b) - (start[v] >= b))
     slr = np.array(start)
     for r in range(len(cap)):
-        values[N * S + len(edges) + r] = max(res[slr == s, r].sum() / cap[r] for s in range(S)) if cap[r] else 0
+        values[N * S + len(edges) * B + r] = max(res[slr == s, r].sum() / cap[r] for s in range(S)) if cap[r] else 0
     sol = highspy.HighsSolution()
     sol.col_value = values.tolist()
     return sol

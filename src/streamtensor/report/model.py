@@ -1,7 +1,9 @@
 """What the report shows, gathered from a compile's output directory: ``report.json``, ``dataflow.mlir`` and the
 timing simulation, run again on the process network of every fusion group with the FIFO depths the allocation
 simulated (``report["fifos"]``). The re-run is exact and deterministic, so its makespan must equal
-``report["simulation"]``'s; a difference is an error, not a page that disagrees with the report.
+``report["simulation"]``'s; a difference is an error, not a page that disagrees with the report. The compile
+itself, which holds each group's network and simulation already, hands them over instead (``simulated``): the
+same exact results, without a second simulation of a paper-size block (issue 21: compile speed).
 
 Timeline (per process, from the simulator's per-firing issue / completion times): along the process's static
 trace (``timing_sim.process_trace``) every event whose slip grew waited ``growth`` cycles just before it, on an
@@ -13,6 +15,7 @@ another, so group ``g``'s cycles are offset by the makespans of the groups befor
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,9 +98,12 @@ class ReportModel:
     deadlocks: list[str]  # the wait-for cycle of each group whose simulation deadlocks (--allow-deadlock)
 
 
-def load_model(outdir: str | Path, target: Target | None = None) -> ReportModel:
+def load_model(outdir: str | Path, target: Target | None = None,
+               simulated: Sequence[tuple[ProcessNetwork, SimResult]] | None = None) -> ReportModel:
     """The report model of a ``streamtensor compile`` output directory (see module docstring); ``target``: the
-    design's, where it is not one of the named boards (an API user's scaled target)."""
+    design's, where it is not one of the named boards (an API user's scaled target); ``simulated``: per fusion
+    group, the compile's process network and its simulation with the sized FIFOs (default: built and simulated
+    again from the files)."""
     out = Path(outdir)
     report = _read_json(out / "report.json")
     dataflow = out / "dataflow.mlir"
@@ -127,9 +133,15 @@ def load_model(outdir: str | Path, target: Target | None = None) -> ReportModel:
     dma_channels: dict[str, tuple[tuple[int, int], ...]] = {}
     deadlocks: list[str] = []
     offset = 0
+    if simulated is not None and len(simulated) != count:
+        raise ReportInputError(f"{out}: {len(simulated)} simulated fusion groups handed over, dataflow.mlir has "
+                               f"{count}")
     for g in range(count):
-        net = build_process_network(graph, target, g)
-        sim = simulate(net, depths.get(g, {}))
+        if simulated is None:
+            net = build_process_network(graph, target, g)
+            sim = simulate(net, depths.get(g, {}))
+        else:
+            net, sim = simulated[g]
         if sim.deadlock:
             deadlocks.append(f"fusion group {g}: {sim.describe()}")
         offsets.append(offset)

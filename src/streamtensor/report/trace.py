@@ -41,12 +41,14 @@ def trace_json(model: ReportModel) -> str:
         sp = p.spans
         ts = np.round(sp.start / mhz, 6).tolist()
         dur = np.round((sp.end - sp.start) / mhz, 6).tolist()
-        lines.extend(f'{{"ph":"X","name":{names[st]},"cat":{cats[st]},"pid":{p.group},"tid":{tid},"ts":{t!r},'
-                     f'"dur":{d!r}}}' for t, d, st in zip(ts, dur, sp.state.tolist(), strict=True))
+        # The part of a span's line fixed by its process and state, formatted once per process, not per span.
+        head = [f'{{"ph":"X","name":{names[st]},"cat":{cats[st]},"pid":{p.group},"tid":{tid},"ts":'
+                for st in range(len(STATES))]
+        lines.extend(f'{head[st]}{t!r},"dur":{d!r}}}' for t, d, st in zip(ts, dur, sp.state.tolist(), strict=True))
     for s in model.streams:
-        name = json.dumps(f"fifo {s.name}")
+        head = f'{{"ph":"C","name":{json.dumps(f"fifo {s.name}")},"pid":{s.group},"ts":'
         times, levels = _counter_points(s)
-        lines.extend(f'{{"ph":"C","name":{name},"pid":{s.group},"ts":{t!r},"args":{{"tokens":{v}}}}}'
+        lines.extend(f'{head}{t!r},"args":{{"tokens":{v}}}}}'
                      for t, v in zip(np.round(times / mhz, 6).tolist(), levels.tolist(), strict=True))
     other = {
         "tool": GENERATOR, "model": model.report.get("model"), "mode": model.report.get("mode"),

@@ -9,9 +9,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from streamtensor.analysis.process_network import ProcessNetwork
+from streamtensor.analysis.timing_sim import SimResult
 from streamtensor.target import Target
 
 from .html import build_data, design_data, render_page
@@ -19,9 +22,11 @@ from .model import ReportInputError, load_model
 from .trace import trace_json
 
 
-def write_report(outdir: str | Path, target: Target | None = None) -> list[Path]:
+def write_report(outdir: str | Path, target: Target | None = None,
+                 simulated: Sequence[tuple[ProcessNetwork, SimResult]] | None = None) -> list[Path]:
     """Write the report files of ``outdir`` (module docstring); the paths written. ``target``: a compiled
-    design's, where it is not one of the named boards."""
+    design's, where it is not one of the named boards; ``simulated``: a compiled design's process network and
+    simulation per fusion group, from the compile that wrote ``outdir`` (``model.load_model``)."""
     out = Path(outdir)
     if not out.is_dir():
         raise ReportInputError(f"{out}: no such directory")
@@ -33,7 +38,7 @@ def write_report(outdir: str | Path, target: Target | None = None) -> list[Path]
     report = json.loads(report_json.read_text())
     if "llm" in report:
         return [_write(out / "report.html", render_page(build_data(report, report.get("kernels", {}))))]
-    model = load_model(out, target)
+    model = load_model(out, target, simulated)
     data = design_data(model)
     return [_write(out / "report.html", render_page(data)),
             _write(out / "trace.json", trace_json(model))]
