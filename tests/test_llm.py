@@ -17,12 +17,17 @@ import transformers
 from conftest import TINY_MAX_LEN, TINY_SEQ_LEN
 
 from streamtensor.cli import main
+from streamtensor.codegen.vitis.hbm import memory_arguments
 from streamtensor.codegen.vitis.llm_host import host_moved, slot_map
+from streamtensor.driver import KV_SCALES_ATTRIBUTE, compile_model_block
 from streamtensor.errors import OptionError
-from streamtensor.frontend.models import randomize_params
+from streamtensor.frontend.block import DecoderBlock
+from streamtensor.frontend.models import load_full_model, randomize_params
+from streamtensor.frontend.quant import KV_SCALE_NAMES, quant_scheme
 from streamtensor.kernel_interface import load_kernel_interface
+from streamtensor.llm.build import decomposition_error, layer_weights, quantize_kv_cache, quantize_model
 from streamtensor.llm.generate import LlmRunner
-from streamtensor.llm.host_model import sample
+from streamtensor.llm.host_model import OutputHead, QuantizedKvCache, decoder_layers, embedding_tables, sample
 
 PROMPT = "3,1,4,1,5,9,2,6"
 
@@ -194,6 +199,53 @@ def test_emulation_runs_sampled_generation_reproducibly(gpt2_build: Path) -> Non
     first = runner.generate([1, 2, 3], 3, top_k=5, temperature=1.5, seed=7)
     again = runner.generate([1, 2, 3], 3, top_k=5, temperature=1.5, seed=7)
     assert first.tokens == again.tokens and first.stopped == "max_new_tokens" and len(first.steps) == 3
+
+
+def test_int8_kv_cache_scales_are_per_layer_and_travel_as_kernel_arguments() -> None:
+    """A W4A8 whole model: every layer's int8 KV-cache scales are its own (calibrated on the whole model), its
+    kernel arguments end with them, the compiled decode kernel takes them as weights next to an int8 cache, the
+    C++ host's slot maps pack the int8 cache like the runtime, and the reference's quantizing cache is exactly
+    what the blocks compute (without it the logits differ)."""
+    loaded = load_full_model("gpt2", "tiny", 0, 0)
+    quantize_model(loaded, quant_scheme("w4a8"), TINY_SEQ_LEN, 0)
+    quantize_kv_cache(loaded, TINY_MAX_LEN, 0)
+    scales = [getattr(layer, KV_SCALES_ATTRIBUTE) for layer in decoder_layers(loaded)]
+    assert len(scales) == 2
+    assert not torch.equal(scales[0].key_scale, scales[1].key_scale)
+    assert not torch.equal(scales[0].value_scale, scales[1].value_scale)
+    for layer, own in enumerate(scales):
+        weights = layer_weights(loaded, layer, "int8")
+        assert len(weights) == len(layer_weights(loaded, layer, "fp32")) + 4
+        assert all(torch.equal(a, b) for a, b in zip(weights[-4:], own.tensors(), strict=True))
+    design, block = compile_model_block(loaded, "gpt2", mode="decode", seq_len=TINY_SEQ_LEN, max_len=TINY_MAX_LEN,
+                                       layer=1, quant="w4a8", size_fifos=False)
+    assert block.kv_scales is scales[1]  # the layer's own, set before the block was compiled
+    assert block.spec.weight_names[-4:] == list(KV_SCALE_NAMES)
+    assert design.report["quantization"]["kv_cache"]["dtype"] == "i8"
+    args = memory_arguments(design.dataflow)
+    assert set(KV_SCALE_NAMES) <= {a.name for a in args if a.role == "weight"}
+    cache_args = [a for a in args if a.role == "kv_cache" and host_moved(a)]
+    assert len(cache_args) == 2 and {a.itype.dtype for a in cache_args} == {"i8"}
+    rng = np.random.default_rng(0)
+    for arg in cache_args:  # the C++ host packs int8 codes, one byte per element, with its slot map
+        mapping = slot_map(arg)
+        assert mapping.size == arg.layout.total_bytes
+        codes = rng.integers(-128, 128, arg.tensor_shape).astype(np.int8)
+        packed = np.zeros(arg.layout.total_bytes, dtype=np.int8)
+        packed[mapping > 0] = codes.reshape(-1)[mapping[mapping > 0] - 1]
+        assert packed.tobytes() == arg.pack_tensor(codes)
+    tables = embedding_tables(loaded)
+    blocks = [DecoderBlock(loaded, "prefill", TINY_SEQ_LEN, TINY_SEQ_LEN, i, scales[i]).eval() for i in range(2)]
+    head = OutputHead(loaded).eval()
+    assert decomposition_error(loaded, tables, blocks, head, TINY_SEQ_LEN, "int8") < 1e-6
+    fp32_blocks = [DecoderBlock(loaded, "prefill", TINY_SEQ_LEN, TINY_SEQ_LEN, i).eval() for i in range(2)]
+    assert decomposition_error(loaded, tables, fp32_blocks, head, TINY_SEQ_LEN, "fp32") < 1e-6
+    # The int8 blocks against the model with Hugging Face's fp32 cache: the quantized cache is no no-op.
+    with torch.no_grad():
+        ids = torch.tensor([[1, 6, 11, 16, 21, 26, 31, 36]])
+        int8 = loaded.model(ids, past_key_values=QuantizedKvCache(loaded.config, scales), use_cache=True).logits
+        fp32 = loaded.model(ids, use_cache=False).logits
+    assert float((int8 - fp32).abs().max()) > 1e-4
 
 
 def _mistral_checkpoint(directory: Path) -> Path:

@@ -300,22 +300,20 @@ def reference_cache(loaded: LoadedModel, kv_cache: str) -> QuantizedKvCache | No
     return QuantizedKvCache(loaded.config, [_layer_kv_scales(loaded, i) for i in range(len(decoder_layers(loaded)))])
 
 
-def _decomposition_error(loaded: LoadedModel, tables: EmbeddingTables, kernels: dict[str, Kernel],
-                         prefill: list[str], head: str, prompt_len: int, kv_cache: str) -> float:
-    """Max |logit error| (relative to the largest logit, at least 1) of the host decomposition against the
-    whole model, both PyTorch eager (a prompt of up to 8 tokens, padded to the prefill length as the host pads
-    it; an int8 KV cache in both)."""
+def decomposition_error(loaded: LoadedModel, tables: EmbeddingTables, blocks: list[nn.Module], head: OutputHead,
+                        prompt_len: int, kv_cache: str) -> float:
+    """Max |logit error| (relative to the largest logit, at least 1) of the host decomposition (``blocks``: each
+    layer's prefill block, run with that layer's weights) against the whole model, both PyTorch eager (a prompt
+    of up to 8 tokens, padded to the prefill length as the host pads it; an int8 KV cache in both)."""
     n = min(8, prompt_len)
     ids = [(5 * i + 1) % tables.tokens.shape[0] for i in range(n)]
     hidden = np.zeros((1, prompt_len, tables.tokens.shape[1]), dtype=np.float32)
     hidden[:, :n] = tables.embed(ids, 0)
     state = torch.from_numpy(hidden)
     with torch.no_grad():
-        for i, name in enumerate(prefill):
-            state = kernels[name].module(state, *layer_weights(loaded, i, kv_cache))[0]
-        head_module = kernels[head].module
-        assert isinstance(head_module, OutputHead)
-        ours = head_module(state[:, n - 1:n], *head_module.weights()).reshape(-1)
+        for i, block in enumerate(blocks):
+            state = block(state, *layer_weights(loaded, i, kv_cache))[0]
+        ours = head(state[:, n - 1:n], *head.weights()).reshape(-1)
         cache = reference_cache(loaded, kv_cache)
         reference = loaded.model(torch.tensor([ids]), past_key_values=cache,
                                  use_cache=cache is not None).logits[0, -1]
@@ -364,8 +362,8 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
     head_design.name = f"{Path(model).name}_head"
     kernels["head"] = Kernel("head", "head", "all", [], head_design, head_module, head_args)
     tables = progress.run("llm.embedding_tables", lambda: embedding_tables(loaded))
-    error = progress.run("llm.decomposition_check", lambda: _decomposition_error(
-        loaded, tables, kernels, per_mode["prefill"], "head", opts.prompt_len, kv_cache))
+    error = progress.run("llm.decomposition_check", lambda: decomposition_error(
+        loaded, tables, [kernels[n].module for n in per_mode["prefill"]], head_module, opts.prompt_len, kv_cache))
     if not error <= DECOMPOSITION_TOLERANCE:
         raise StreamTensorError(f"model {model}: embedding tables + blocks + head (PyTorch eager) differ from the "
                                 f"whole model by {error:.3g} in the logits: the host decomposition is wrong")
