@@ -33,9 +33,9 @@ PROMPT = "3,1,4,1,5,9,2,6"
 
 
 def _build_and_check(model: str, out: Path, capsys: pytest.CaptureFixture, prompt: str, prompt_len: int,
-                     new_tokens: int, quant: str = "fp32") -> tuple[str, dict]:
+                     new_tokens: int, quant: str = "fp32", kv_quant: str = "auto") -> tuple[str, dict]:
     assert main(["build", model, "-o", str(out), "--prompt-len", str(prompt_len), "--max-new-tokens",
-                 str(new_tokens), "--decode-positions", "1", "--quant", quant, "-q"]) == 0
+                 str(new_tokens), "--decode-positions", "1", "--quant", quant, "--kv-quant", kv_quant, "-q"]) == 0
     capsys.readouterr()
     code = main(["generate", str(out), "--prompt-ids", prompt, "--max-new-tokens", str(new_tokens), "--check", "-q"])
     text = capsys.readouterr().out
@@ -270,16 +270,30 @@ def test_tiny_models_generate_hugging_face_greedy_tokens(model: str, tmp_path: P
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["gpt2", "llama", "qwen2", "gemma", "mistral"])
-def test_tiny_w4a8_models_generate_the_quantized_reference_tokens(model: str, tmp_path: Path,
+@pytest.mark.parametrize(("model", "kv_quant"), [("gpt2", "auto"), ("llama", "auto"), ("qwen2", "auto"),
+                                                 ("gemma", "auto"), ("mistral", "auto"), ("gpt2", "fp32")])
+def test_tiny_w4a8_models_generate_the_quantized_reference_tokens(model: str, kv_quant: str, tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture) -> None:
-    """W4A8: every linear layer (decoder layers and LM head) quantized; the emulated accelerator's 16 greedy
-    tokens are those of the quantized PyTorch model's Hugging Face generate."""
+    """W4A8: every linear layer (decoder layers and LM head) quantized and (``auto``) an int8 KV cache with each
+    layer's own scales; the emulated accelerator's 16 greedy tokens are those of the quantized PyTorch model's
+    Hugging Face generate with the same quantizing cache. ``--kv-quant fp32`` keeps an fp32 cache."""
     name = str(_mistral_checkpoint(tmp_path / "mistral_ckpt")) if model == "mistral" else model
-    text, report = _build_and_check(name, tmp_path / "out", capsys, PROMPT, 8, 16, quant="w4a8")
+    text, report = _build_and_check(name, tmp_path / "out", capsys, PROMPT, 8, 16, quant="w4a8", kv_quant=kv_quant)
+    int8 = kv_quant == "auto"
     assert ("check: PASS: 16 tokens here, 16 from Hugging Face generate(do_sample=False) on the w4a8 quantized "
             "PyTorch model") in text
+    assert ("with its int8 KV cache" in text) == int8
     rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
     assert all(float(r[7]) < 1e-3 for r in rows)  # the logits agree, not just their argmax
     assert {k["quantization"]["scheme"] for k in report["kernels"].values()} == {"w4a8"}
+    assert {k["quantization"]["kv_cache"]["dtype"] for n, k in report["kernels"].items() if n != "head"} == {
+        "i8" if int8 else "f32"}
+    kv = report["llm"]["kv_cache"]
+    assert (kv["dtype"], kv["bytes_per_element"]) == (("int8", 1) if int8 else ("fp32", 4))
+    manifest = json.loads((tmp_path / "out" / "llm.json").read_text())
+    elements = manifest["num_kv_heads"] * 24 * (manifest["head_dim"] + manifest["value_head_dim"])
+    # The resident caches hold one byte (int8) or four per element, padded to whole 64-byte words at most.
+    assert all(elements * kv["bytes_per_element"] <= b < elements * kv["bytes_per_element"] + 4096
+               for b in kv["resident_bytes_per_layer"])
     assert (tmp_path / "out" / "model" / "quantization.pt").is_file()
+    assert (tmp_path / "out" / "model" / "kv_scales.pt").is_file() == int8
