@@ -7,7 +7,8 @@ prefill kernel (the prompt padded to the compiled length; prompt tokens beyond i
 its keys and values once into that layer's resident KV-cache buffers on the device, run the head kernel on the
 last hidden row, sample (greedy, top-k, temperature), then one decode step per new token until EOS or
 ``max_new_tokens``: per layer the hidden row and the position go in, the hidden row comes back, and the decode
-kernel updates the layer's cache in place.
+kernel updates the layer's cache in place. An int8 KV cache holds the int8 codes the kernels write (the prefill
+kernel returns its keys and values quantized).
 """
 
 from __future__ import annotations
