@@ -26,7 +26,7 @@ from streamtensor.frontend.models import load_full_model, randomize_params
 from streamtensor.frontend.quant import KV_SCALE_NAMES, quant_scheme
 from streamtensor.kernel_interface import load_kernel_interface
 from streamtensor.llm.build import decomposition_error, layer_weights, quantize_kv_cache, quantize_model
-from streamtensor.llm.generate import LlmRunner
+from streamtensor.llm.generate import LlmRunner, reference_model
 from streamtensor.llm.host_model import OutputHead, QuantizedKvCache, decoder_layers, embedding_tables, sample
 
 PROMPT = "3,1,4,1,5,9,2,6"
@@ -246,6 +246,32 @@ def test_int8_kv_cache_scales_are_per_layer_and_travel_as_kernel_arguments() -> 
         int8 = loaded.model(ids, past_key_values=QuantizedKvCache(loaded.config, scales), use_cache=True).logits
         fp32 = loaded.model(ids, use_cache=False).logits
     assert float((int8 - fp32).abs().max()) > 1e-4
+
+
+@pytest.mark.slow
+def test_int8_kv_cache_on_the_device_holds_the_reference_codes(tmp_path: Path) -> None:
+    """A W4A8 build's resident caches (emulation) hold, after a generation, exactly the int8 codes of the
+    reference's quantizing cache for every position fed, one byte per element, and nothing past them."""
+    out = tmp_path / "gpt2"
+    assert main(["build", "gpt2", "-o", str(out), "--prompt-len", "8", "--max-new-tokens", "8", "--decode-positions",
+                 "1", "--quant", "w4a8", "-q"]) == 0
+    runner = LlmRunner(out)
+    assert runner.manifest["kv_cache_dtype"] == "int8"
+    prompt = [3, 1, 4, 1, 5]
+    result = runner.generate(prompt, 4)
+    fed = prompt + result.tokens[:-1]
+    model, cache = reference_model(out)
+    with torch.no_grad():
+        model(torch.tensor([fed]), past_key_values=cache, use_cache=True)
+    for layer in range(2):
+        runtime = runner.kernels["decode"].runtimes[layer]
+        for name, expected in (("key_cache", cache.layers[layer].keys), ("value_cache", cache.layers[layer].values)):
+            runtime.sync(name, "from_device")
+            held = runtime.read(name)
+            assert held.dtype == np.int8 and expected.dtype == torch.int8
+            assert np.array_equal(held[:, :, :len(fed)], expected.numpy())
+            assert not held[:, :, len(fed):].any()
+            assert runtime.arguments_named(name)[0].layout.total_bytes == held.size  # one byte per element
 
 
 def _mistral_checkpoint(directory: Path) -> Path:
