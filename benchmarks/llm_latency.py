@@ -1,7 +1,7 @@
 """End-to-end latency, TTFT and decode tokens/s of whole paper-size models, ours (modelled) next to the paper's.
 
     .venv/bin/python benchmarks/llm_latency.py [--configs 32:32,64:64,128:128,256:256] [--others qwen2,llama,gemma]
-        [--quant w4a8] [--target u55c]
+        [--quant w4a8] [--kv-quant auto] [--target u55c]
 
 GPT-2 medium at each [prompt:answer] configuration, then Qwen2.5-0.5B, TinyLlama and Gemma-3-1B geometries at the
 first configuration. Each is ``streamtensor.llm.estimate.estimate_run``: the prefill block at the prompt length and
@@ -9,8 +9,9 @@ the decode block with a KV cache of prompt + answer rows compiled (random weight
 group, their timing simulations at the target clock; the output head at the model's real vocabulary extrapolated
 from heads compiled at two small vocabularies; plus the host program's terms (``llm.perf``: launches, buffer syncs,
 PCIe from the board description, the KV cache resident and updated in place, embedding and sampling measured
-here). The whole model's weights are never built. Designs that exceed the device are compiled anyway
-(``allow_unfit``) and flagged. The other rows are measured on boards by their authors
+here). The KV cache is int8 under ``--kv-quant auto`` and a quantized ``--quant`` (one byte per element: its HBM
+bytes per token and fill bytes follow). The whole model's weights are never built. Designs that exceed the device
+are compiled anyway (``allow_unfit``) and flagged. The other rows are measured on boards by their authors
 (../shared/spec/performance.md): the paper's U55C W4A8 design, Allo (U280 W4A8), DFX (U280 FP16), an A100 (W8A8).
 """
 
@@ -48,6 +49,7 @@ def _details(name: str, config: str, llm: dict[str, Any], estimate: Any) -> list
     per_design = ", ".join(f"{k} {v['cycles']:,} cycles" for k, v in estimate.designs.items())
     unfit = sorted({k for k, v in estimate.designs.items() if v["overrides"]})
     layers = len(llm["layers"])
+    fill = sum(estimate.run_model.invocations[n].cache_fill_bytes for n in estimate.run_model.decode)
     lines = [
         f"- **{name} [{config}]** ({layers} layers; compiled in {estimate.seconds:.0f} s): {per_design} "
         f"(decode at its worst-case position {llm['max_len'] - 1}: attention over all {llm['max_len']} rows).",
@@ -55,6 +57,9 @@ def _details(name: str, config: str, llm: dict[str, Any], estimate: Any) -> list
         f"{ttft['prefill_launch'] * 1e3:.3f} + syncs {ttft['prefill_sync'] * 1e3:.3f} + PCIe "
         f"{ttft['prefill_pcie'] * 1e3:.3f} + KV-cache fill {ttft['kv_cache_fill'] * 1e3:.3f} + head "
         f"{ttft['head'] * 1e3:.3f} + host {ttft['host_embedding_and_sampling_measured_here'] * 1e3:.4f}.",
+        f"  - KV cache {estimate.kv_cache} ({'1 byte' if estimate.kv_cache == 'i8' else '4 bytes'} per element), "
+        f"resident on the device: {fill / 1e6:.2f} MB for {layers} layers x {llm['max_len']} rows, written once "
+        "per generation.",
         f"  - decode step {llm['decode_step_ms']:.3f} ms = kernels {step['kernels'] * 1e3:.3f} ({layers} layers + "
         f"head) + launches {step['launch'] * 1e3:.3f} ({moved['kernel_launches']} x "
         f"{llm['overheads']['kernel_launch_s_each'] * 1e6:.0f} us) + buffer syncs {step['sync'] * 1e3:.3f} "
@@ -86,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default="32:32,64:64,128:128,256:256", help="GPT-2 [prompt:answer] list")
     parser.add_argument("--others", default="qwen2,llama,gemma", help="other models, at the first configuration")
     parser.add_argument("--quant", default="w4a8", help="fp32 | w8a8 | w4a8")
+    parser.add_argument("--kv-quant", default="auto", help="auto | fp32 | int8 (auto: int8 when --quant is not fp32)")
     parser.add_argument("--target", default="u55c")
     args = parser.parse_args(argv)
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -97,13 +103,15 @@ def main(argv: list[str] | None = None) -> int:
         prompt, answer = (int(x) for x in config.split(":"))
         start = time.perf_counter()
         print(f"[llm_latency] {model} [{config}] ...", file=sys.stderr, flush=True)
-        estimate = estimate_run(model, prompt, answer, vocab_size=VOCAB[model], quant=args.quant, target=args.target,
-                                allow_unfit=True)
+        estimate = estimate_run(model, prompt, answer, vocab_size=VOCAB[model], quant=args.quant,
+                                kv_quant=args.kv_quant, target=args.target, allow_unfit=True)
         llm = estimate.run_model.model(prompt, answer)
         print(f"[llm_latency] {model} [{config}] done in {time.perf_counter() - start:.0f} s: "
               f"{llm['decode_tokens_per_s']:.1f} tokens/s", file=sys.stderr, flush=True)
         unfit = " (exceeds the device)" if any(v["overrides"] for v in estimate.designs.values()) else ""
-        lines.append(_row(NAMES[model], config, f"ours, {args.quant}, {llm['target']} {llm['clock_mhz']:.0f} MHz, "
+        kv = "int8" if estimate.kv_cache == "i8" else "fp32"
+        lines.append(_row(NAMES[model], config, f"ours, {args.quant}, {kv} KV, {llm['target']} "
+                          f"{llm['clock_mhz']:.0f} MHz, "
                           f"{VOCAB[model]}-token head{unfit}",
                           (llm["latency_ms"], llm["ttft_ms"], llm["decode_tokens_per_s"]), "modelled"))
         if model == "gpt2":

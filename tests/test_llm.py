@@ -17,20 +17,25 @@ import transformers
 from conftest import TINY_MAX_LEN, TINY_SEQ_LEN
 
 from streamtensor.cli import main
+from streamtensor.codegen.vitis.hbm import memory_arguments
 from streamtensor.codegen.vitis.llm_host import host_moved, slot_map
+from streamtensor.driver import KV_SCALES_ATTRIBUTE, compile_model_block
 from streamtensor.errors import OptionError
-from streamtensor.frontend.models import randomize_params
+from streamtensor.frontend.block import DecoderBlock
+from streamtensor.frontend.models import load_full_model, randomize_params
+from streamtensor.frontend.quant import KV_SCALE_NAMES, quant_scheme
 from streamtensor.kernel_interface import load_kernel_interface
-from streamtensor.llm.generate import LlmRunner
-from streamtensor.llm.host_model import sample
+from streamtensor.llm.build import decomposition_error, layer_weights, quantize_kv_cache, quantize_model
+from streamtensor.llm.generate import LlmRunner, reference_model
+from streamtensor.llm.host_model import OutputHead, QuantizedKvCache, decoder_layers, embedding_tables, sample
 
 PROMPT = "3,1,4,1,5,9,2,6"
 
 
 def _build_and_check(model: str, out: Path, capsys: pytest.CaptureFixture, prompt: str, prompt_len: int,
-                     new_tokens: int, quant: str = "fp32") -> tuple[str, dict]:
+                     new_tokens: int, quant: str = "fp32", kv_quant: str = "auto") -> tuple[str, dict]:
     assert main(["build", model, "-o", str(out), "--prompt-len", str(prompt_len), "--max-new-tokens",
-                 str(new_tokens), "--decode-positions", "1", "--quant", quant, "-q"]) == 0
+                 str(new_tokens), "--decode-positions", "1", "--quant", quant, "--kv-quant", kv_quant, "-q"]) == 0
     capsys.readouterr()
     code = main(["generate", str(out), "--prompt-ids", prompt, "--max-new-tokens", str(new_tokens), "--check", "-q"])
     text = capsys.readouterr().out
@@ -198,6 +203,79 @@ def test_emulation_runs_sampled_generation_reproducibly(gpt2_build: Path) -> Non
     assert first.tokens == again.tokens and first.stopped == "max_new_tokens" and len(first.steps) == 3
 
 
+def test_int8_kv_cache_scales_are_per_layer_and_travel_as_kernel_arguments() -> None:
+    """A W4A8 whole model: every layer's int8 KV-cache scales are its own (calibrated on the whole model), its
+    kernel arguments end with them, the compiled decode kernel takes them as weights next to an int8 cache, the
+    C++ host's slot maps pack the int8 cache like the runtime, and the reference's quantizing cache is exactly
+    what the blocks compute (without it the logits differ)."""
+    loaded = load_full_model("gpt2", "tiny", 0, 0)
+    quantize_model(loaded, quant_scheme("w4a8"), TINY_SEQ_LEN, 0)
+    quantize_kv_cache(loaded, TINY_MAX_LEN, 0)
+    scales = [getattr(layer, KV_SCALES_ATTRIBUTE) for layer in decoder_layers(loaded)]
+    assert len(scales) == 2
+    assert not torch.equal(scales[0].key_scale, scales[1].key_scale)
+    assert not torch.equal(scales[0].value_scale, scales[1].value_scale)
+    for layer, own in enumerate(scales):
+        weights = layer_weights(loaded, layer, "int8")
+        assert len(weights) == len(layer_weights(loaded, layer, "fp32")) + 4
+        assert all(torch.equal(a, b) for a, b in zip(weights[-4:], own.tensors(), strict=True))
+    design, block = compile_model_block(loaded, "gpt2", mode="decode", seq_len=TINY_SEQ_LEN, max_len=TINY_MAX_LEN,
+                                       layer=1, quant="w4a8", size_fifos=False)
+    assert block.kv_scales is scales[1]  # the layer's own, set before the block was compiled
+    assert block.spec.weight_names[-4:] == list(KV_SCALE_NAMES)
+    assert design.report["quantization"]["kv_cache"]["dtype"] == "i8"
+    args = memory_arguments(design.dataflow)
+    assert set(KV_SCALE_NAMES) <= {a.name for a in args if a.role == "weight"}
+    cache_args = [a for a in args if a.role == "kv_cache" and host_moved(a)]
+    assert len(cache_args) == 2 and {a.itype.dtype for a in cache_args} == {"i8"}
+    rng = np.random.default_rng(0)
+    for arg in cache_args:  # the C++ host packs int8 codes, one byte per element, with its slot map
+        mapping = slot_map(arg)
+        assert mapping.size == arg.layout.total_bytes
+        codes = rng.integers(-128, 128, arg.tensor_shape).astype(np.int8)
+        packed = np.zeros(arg.layout.total_bytes, dtype=np.int8)
+        packed[mapping > 0] = codes.reshape(-1)[mapping[mapping > 0] - 1]
+        assert packed.tobytes() == arg.pack_tensor(codes)
+    tables = embedding_tables(loaded)
+    blocks = [DecoderBlock(loaded, "prefill", TINY_SEQ_LEN, TINY_SEQ_LEN, i, scales[i]).eval() for i in range(2)]
+    head = OutputHead(loaded).eval()
+    assert decomposition_error(loaded, tables, blocks, head, TINY_SEQ_LEN, "int8") < 1e-6
+    fp32_blocks = [DecoderBlock(loaded, "prefill", TINY_SEQ_LEN, TINY_SEQ_LEN, i).eval() for i in range(2)]
+    assert decomposition_error(loaded, tables, fp32_blocks, head, TINY_SEQ_LEN, "fp32") < 1e-6
+    # The int8 blocks against the model with Hugging Face's fp32 cache: the quantized cache is no no-op.
+    with torch.no_grad():
+        ids = torch.tensor([[1, 6, 11, 16, 21, 26, 31, 36]])
+        int8 = loaded.model(ids, past_key_values=QuantizedKvCache(loaded.config, scales), use_cache=True).logits
+        fp32 = loaded.model(ids, use_cache=False).logits
+    assert float((int8 - fp32).abs().max()) > 1e-4
+
+
+@pytest.mark.slow
+def test_int8_kv_cache_on_the_device_holds_the_reference_codes(tmp_path: Path) -> None:
+    """A W4A8 build's resident caches (emulation) hold, after a generation, exactly the int8 codes of the
+    reference's quantizing cache for every position fed, one byte per element, and nothing past them."""
+    out = tmp_path / "gpt2"
+    assert main(["build", "gpt2", "-o", str(out), "--prompt-len", "8", "--max-new-tokens", "8", "--decode-positions",
+                 "1", "--quant", "w4a8", "-q"]) == 0
+    runner = LlmRunner(out)
+    assert runner.manifest["kv_cache_dtype"] == "int8"
+    prompt = [3, 1, 4, 1, 5]
+    result = runner.generate(prompt, 4)
+    fed = prompt + result.tokens[:-1]
+    model, cache = reference_model(out)
+    with torch.no_grad():
+        model(torch.tensor([fed]), past_key_values=cache, use_cache=True)
+    for layer in range(2):
+        runtime = runner.kernels["decode"].runtimes[layer]
+        for name, expected in (("key_cache", cache.layers[layer].keys), ("value_cache", cache.layers[layer].values)):
+            runtime.sync(name, "from_device")
+            held = runtime.read(name)
+            assert held.dtype == np.int8 and expected.dtype == torch.int8
+            assert np.array_equal(held[:, :, :len(fed)], expected.numpy())
+            assert not held[:, :, len(fed):].any()
+            assert runtime.arguments_named(name)[0].layout.total_bytes == held.size  # one byte per element
+
+
 def _mistral_checkpoint(directory: Path) -> Path:
     cfg = transformers.MistralConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
@@ -220,16 +298,30 @@ def test_tiny_models_generate_hugging_face_greedy_tokens(model: str, tmp_path: P
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["gpt2", "llama", "qwen2", "gemma", "mistral"])
-def test_tiny_w4a8_models_generate_the_quantized_reference_tokens(model: str, tmp_path: Path,
+@pytest.mark.parametrize(("model", "kv_quant"), [("gpt2", "auto"), ("llama", "auto"), ("qwen2", "auto"),
+                                                 ("gemma", "auto"), ("mistral", "auto"), ("gpt2", "fp32")])
+def test_tiny_w4a8_models_generate_the_quantized_reference_tokens(model: str, kv_quant: str, tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture) -> None:
-    """W4A8: every linear layer (decoder layers and LM head) quantized; the emulated accelerator's 16 greedy
-    tokens are those of the quantized PyTorch model's Hugging Face generate."""
+    """W4A8: every linear layer (decoder layers and LM head) quantized and (``auto``) an int8 KV cache with each
+    layer's own scales; the emulated accelerator's 16 greedy tokens are those of the quantized PyTorch model's
+    Hugging Face generate with the same quantizing cache. ``--kv-quant fp32`` keeps an fp32 cache."""
     name = str(_mistral_checkpoint(tmp_path / "mistral_ckpt")) if model == "mistral" else model
-    text, report = _build_and_check(name, tmp_path / "out", capsys, PROMPT, 8, 16, quant="w4a8")
+    text, report = _build_and_check(name, tmp_path / "out", capsys, PROMPT, 8, 16, quant="w4a8", kv_quant=kv_quant)
+    int8 = kv_quant == "auto"
     assert ("check: PASS: 16 tokens here, 16 from Hugging Face generate(do_sample=False) on the w4a8 quantized "
             "PyTorch model") in text
+    assert ("with its int8 KV cache" in text) == int8
     rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
     assert all(float(r[7]) < 1e-3 for r in rows)  # the logits agree, not just their argmax
     assert {k["quantization"]["scheme"] for k in report["kernels"].values()} == {"w4a8"}
+    assert {k["quantization"]["kv_cache"]["dtype"] for n, k in report["kernels"].items() if n != "head"} == {
+        "i8" if int8 else "f32"}
+    kv = report["llm"]["kv_cache"]
+    assert (kv["dtype"], kv["bytes_per_element"]) == (("int8", 1) if int8 else ("fp32", 4))
+    manifest = json.loads((tmp_path / "out" / "llm.json").read_text())
+    elements = manifest["num_kv_heads"] * 24 * (manifest["head_dim"] + manifest["value_head_dim"])
+    # The resident caches hold one byte (int8) or four per element, padded to whole 64-byte words at most.
+    assert all(elements * kv["bytes_per_element"] <= b < elements * kv["bytes_per_element"] + 4096
+               for b in kv["resident_bytes_per_layer"])
     assert (tmp_path / "out" / "model" / "quantization.pt").is_file()
+    assert (tmp_path / "out" / "model" / "kv_scales.pt").is_file() == int8

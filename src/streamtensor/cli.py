@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "quantized PyTorch model")
     bld.add_argument("--quant-group", type=int, default=_DEFAULTS.quant_group,
                      help="reduction elements per weight scale (default: 128 for w4a8, a row for w8a8)")
+    bld.add_argument("--kv-quant", choices=list(KV_SCHEMES), default=_DEFAULTS.kv_quant,
+                     help="KV cache element type: int8 with static per-(head, channel) scales of every layer "
+                          "calibrated on the whole model, or fp32 (auto: int8 when --quant is not fp32)")
     bld.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of random weights and example inputs")
     bld.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     bld.add_argument("--debug", action="store_true", help="print the traceback of an error")
@@ -245,10 +248,10 @@ def _build(args: argparse.Namespace) -> None:
     design = build(args.model, args.output, size=args.size, prompt_len=args.prompt_len,
                    max_new_tokens=args.max_new_tokens, max_len=args.max_len or 0,
                    decode_positions=args.decode_positions, target=args.target, seed=args.seed,
-                   quant=args.quant, quant_group=args.quant_group, verbose=not args.quiet)
+                   quant=args.quant, quant_group=args.quant_group, kv_quant=args.kv_quant, verbose=not args.quiet)
     llm = design.report["llm"]
-    print(f"built {args.model} ({design.quant}): {len(design.prefill)} layers, kernels {', '.join(design.kernels)} "
-          f"-> {args.output}")
+    print(f"built {args.model} ({design.quant}, {design.kv_cache} KV cache): {len(design.prefill)} layers, kernels "
+          f"{', '.join(design.kernels)} -> {args.output}")
     print(f"  host decomposition (PyTorch eager) vs the model: max relative logit error "
           f"{llm['decomposition_check']['max_relative_logit_error']:.2g}")
     print(_modelled_line(llm))
@@ -313,8 +316,9 @@ def _generate(args: argparse.Namespace) -> int:
     if reference is None:
         return 0
     same = result.tokens == reference[0]
-    quant = runner.manifest.get("quant", "fp32")
+    quant, kv = runner.manifest.get("quant", "fp32"), runner.manifest.get("kv_cache_dtype", "fp32")
     what = "" if quant == "fp32" else f" on the {quant} quantized PyTorch model (frontend.quant.QuantLinear)"
+    what += "" if kv == "fp32" else " with its int8 KV cache (llm.host_model.QuantizedKvCache)"
     print(f"check: {'PASS' if same else 'FAIL'}: {len(result.tokens)} tokens here, {len(reference[0])} from Hugging "
           f"Face generate(do_sample=False){what}; " + ("identical" if same else "they differ"))
     return 0 if same else 1

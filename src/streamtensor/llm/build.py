@@ -11,7 +11,13 @@ weights + head reproduce the model's logits; and models the run (``llm.perf``). 
     OUTDIR/<kernel>/layers/<i>/<arg>.bin   layer i's weights packed for that kernel's HBM arguments
     OUTDIR/host/embed_tokens.bin, embed_positions.bin   float32 tables of the host's embedding
     OUTDIR/host/llm_host.cpp, Makefile                 the C++ host program against XRT (codegen.vitis.llm_host)
-    OUTDIR/model/              the weights as a Hugging Face checkpoint (the reference of ``generate --check``)
+    OUTDIR/model/              the weights as a Hugging Face checkpoint (the reference of ``generate --check``),
+                               with the quantized linear layers and the per-layer KV-cache scales of a quantized build
+
+With an int8 KV cache (``--kv-quant``; ``auto``: whenever ``--quant`` is not fp32) every layer gets its own cache
+scales, calibrated on the whole model (``host_model.calibrate_kv_scales``) and set on the layer
+(``KV_SCALES_ATTRIBUTE``) before any block is compiled: the prefill and decode blocks of a group are compiled with
+its first layer's, and every layer's kernel arguments carry its own four scale tensors (``layer_weights``).
 """
 
 from __future__ import annotations
@@ -30,16 +36,25 @@ from torch import nn
 from streamtensor._version import GENERATOR
 from streamtensor.codegen.vitis.hbm import memory_arguments
 from streamtensor.codegen.vitis.llm_host import write_llm_host
-from streamtensor.driver import Design, Progress, compile, compile_model_block
+from streamtensor.driver import KV_SCALES_ATTRIBUTE, Design, Progress, compile, compile_model_block
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.frontend.block import DecoderBlock
 from streamtensor.frontend.models import SIZES, LoadedModel, load_full_model
-from streamtensor.frontend.quant import QuantLinear, QuantScheme, quant_scheme, quantize_linears
+from streamtensor.frontend.quant import (
+    KvScales,
+    QuantLinear,
+    QuantScheme,
+    kv_cache_dtype,
+    quant_scheme,
+    quantize_linears,
+)
 from streamtensor.kernel_interface import load_kernel_interface
 from streamtensor.llm.estimate import design_invocation
 from streamtensor.llm.host_model import (
     EmbeddingTables,
     OutputHead,
+    QuantizedKvCache,
+    calibrate_kv_scales,
     decoder_layers,
     embedding_tables,
     eos_token_ids,
@@ -55,6 +70,7 @@ HOST_DIR = "host"
 MODEL_DIR = "model"
 LAYERS_DIR = "layers"
 QUANT_FILE = "quantization.pt"  # in MODEL_DIR: the QuantLinear tensors the quantized reference is rebuilt from
+KV_SCALES_FILE = "kv_scales.pt"  # in MODEL_DIR: per layer, the int8 KV cache's key and value scales
 CALIBRATION_PROMPTS = 8  # token sequences (seeded, of the prompt length) the static activation scales see
 DECOMPOSITION_TOLERANCE = 1e-4  # relative to the largest logit: eager blocks vs the whole model, both PyTorch
 
@@ -130,6 +146,7 @@ class LlmDesign:
     # The fp32 weights as a Hugging Face checkpoint holds them (the model's own state before quantization)
     checkpoint_state: dict[str, torch.Tensor] = field(default_factory=dict)
     quant: str = "fp32"
+    kv_cache: str = "fp32"  # the KV cache's element type: fp32 or int8 (per-layer scales)
 
     @property
     def report(self) -> dict[str, Any]:
@@ -137,11 +154,23 @@ class LlmDesign:
         llm["decomposition_check"] = {"max_relative_logit_error": self.decomposition_error,
                                       "what": "PyTorch eager: host embedding tables + the compiled blocks' modules "
                                               "with each layer's weights + head, against the whole model"}
+        llm["kv_cache"] = self.kv_cache_summary()
         return {"tool": GENERATOR, "model": self.model, "llm": llm, "stages": dict(self.stages),
                 "kernels": {name: k.design.report for name, k in self.kernels.items()}}
 
+    def kv_cache_summary(self) -> dict[str, Any]:
+        """The resident KV cache: element type, bytes per layer and in all (the decode kernels' cache buffers)."""
+        per_layer = [self.run_model.invocations[n].cache_fill_bytes for n in self.decode]
+        out: dict[str, Any] = {"dtype": self.kv_cache, "bytes_per_element": 1 if self.kv_cache == "int8" else 4,
+                               "rows": self.options.cache_len, "resident_bytes_per_layer": per_layer,
+                               "resident_bytes": sum(per_layer)}
+        if self.kv_cache == "int8":
+            out["scales"] = ("static per (KV head, channel), per layer, calibrated on the whole model over "
+                             f"{CALIBRATION_PROMPTS} seeded sequences of {self.options.cache_len} tokens")
+        return out
+
     def layer_weights(self, layer: int) -> list[torch.Tensor]:
-        return [p.detach() for _, p in decoder_layers(self.loaded)[layer].named_parameters()]
+        return layer_weights(self.loaded, layer, self.kv_cache)
 
     def write(self, outdir: str | Path) -> Path:
         out = Path(outdir)
@@ -168,6 +197,10 @@ class LlmDesign:
                      for name, m in self.loaded.model.named_modules() if isinstance(m, QuantLinear)}
         if quantized:
             torch.save(quantized, model_dir / QUANT_FILE)
+        if self.kv_cache == "int8":
+            scales = [_layer_kv_scales(self.loaded, i) for i in range(len(self.prefill))]
+            torch.save([{"key_scale": s.key_scale, "value_scale": s.value_scale} for s in scales],
+                       model_dir / KV_SCALES_FILE)
         _copy_tokenizer(self.loaded.source, model_dir)
         manifest = self.manifest()
         (out / LLM_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -182,7 +215,11 @@ class LlmDesign:
         names = kernel.module.spec.weight_names
         weight_args = [a for a in load_kernel_interface(root).plan.arguments if a.role == "weight"]
         for layer in kernel.layers:
-            tensors = dict(zip(names, self.layer_weights(layer), strict=True))
+            weights = self.layer_weights(layer)
+            if len(weights) != len(names):
+                raise StreamTensorError(f"layer {layer} has {len(weights)} weight tensors; kernel {kernel.name} "
+                                        f"takes {len(names)}")
+            tensors = dict(zip(names, weights, strict=True))
             folder = root / LAYERS_DIR / str(layer)
             folder.mkdir(parents=True, exist_ok=True)
             for arg in weight_args:
@@ -208,6 +245,7 @@ class LlmDesign:
             "hidden_size": self.tables.tokens.shape[1],
             "vocab_size": self.tables.tokens.shape[0],
             **self._kv_geometry(),
+            "kv_cache_dtype": self.kv_cache,
             "prompt_len": self.options.prompt_len,
             "max_len": self.options.cache_len,
             "max_new_tokens": self.options.max_new_tokens,
@@ -241,25 +279,44 @@ def _copy_tokenizer(source: str, model_dir: Path) -> None:
     tokenizer.save_pretrained(model_dir)
 
 
-def _decomposition_error(loaded: LoadedModel, tables: EmbeddingTables, kernels: dict[str, Kernel],
-                         prefill: list[str], head: str, prompt_len: int) -> float:
-    """Max |logit error| (relative to the largest logit, at least 1) of the host decomposition against the
-    whole model, both PyTorch eager (a prompt of up to 8 tokens, padded to the prefill length as the host pads
-    it)."""
+def _layer_kv_scales(loaded: LoadedModel, layer: int) -> KvScales:
+    scales = getattr(decoder_layers(loaded)[layer], KV_SCALES_ATTRIBUTE, None)
+    if not isinstance(scales, KvScales):
+        raise StreamTensorError(f"layer {layer} has no int8 KV-cache scales: the build calibrates them first")
+    return scales
+
+
+def layer_weights(loaded: LoadedModel, layer: int, kv_cache: str) -> list[torch.Tensor]:
+    """Layer ``layer``'s block weights in the block's order: its parameters, then under an int8 KV cache its
+    own four cache-scale tensors (``frontend.quant.KV_SCALE_NAMES``)."""
+    params = [p.detach() for _, p in decoder_layers(loaded)[layer].named_parameters()]
+    return params + (_layer_kv_scales(loaded, layer).tensors() if kv_cache == "int8" else [])
+
+
+def reference_cache(loaded: LoadedModel, kv_cache: str) -> QuantizedKvCache | None:
+    """The KV cache of the quantized PyTorch reference: int8 with every layer's scales, or None (Hugging Face's)."""
+    if kv_cache != "int8":
+        return None
+    return QuantizedKvCache(loaded.config, [_layer_kv_scales(loaded, i) for i in range(len(decoder_layers(loaded)))])
+
+
+def decomposition_error(loaded: LoadedModel, tables: EmbeddingTables, blocks: list[nn.Module], head: OutputHead,
+                        prompt_len: int, kv_cache: str) -> float:
+    """Max |logit error| (relative to the largest logit, at least 1) of the host decomposition (``blocks``: each
+    layer's prefill block, run with that layer's weights) against the whole model, both PyTorch eager (a prompt
+    of up to 8 tokens, padded to the prefill length as the host pads it; an int8 KV cache in both)."""
     n = min(8, prompt_len)
     ids = [(5 * i + 1) % tables.tokens.shape[0] for i in range(n)]
     hidden = np.zeros((1, prompt_len, tables.tokens.shape[1]), dtype=np.float32)
     hidden[:, :n] = tables.embed(ids, 0)
-    layers = decoder_layers(loaded)
     state = torch.from_numpy(hidden)
     with torch.no_grad():
-        for i, name in enumerate(prefill):
-            weights = [p.detach() for _, p in layers[i].named_parameters()]
-            state = kernels[name].module(state, *weights)[0]
-        head_module = kernels[head].module
-        assert isinstance(head_module, OutputHead)
-        ours = head_module(state[:, n - 1:n], *head_module.weights()).reshape(-1)
-        reference = loaded.model(torch.tensor([ids]), use_cache=False).logits[0, -1]
+        for i, block in enumerate(blocks):
+            state = block(state, *layer_weights(loaded, i, kv_cache))[0]
+        ours = head(state[:, n - 1:n], *head.weights()).reshape(-1)
+        cache = reference_cache(loaded, kv_cache)
+        reference = loaded.model(torch.tensor([ids]), past_key_values=cache,
+                                 use_cache=cache is not None).logits[0, -1]
     return float((ours - reference).abs().max() / max(1.0, float(reference.abs().max())))
 
 
@@ -276,8 +333,11 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
     params = {n for n, _ in loaded.model.named_parameters(remove_duplicate=False)}
     checkpoint_state = {k: v for k, v in loaded.model.state_dict().items() if k in params}
     scheme = quant_scheme(options.get("quant", "fp32"), options.get("quant_group"))
+    kv_cache = kv_cache_dtype(options.get("kv_quant", "auto"), options.get("quant", "fp32"))
     if scheme is not None:
         progress.run("llm.quantize", lambda: quantize_model(loaded, scheme, opts.prompt_len, opts.seed))
+    if kv_cache == "int8":
+        progress.run("llm.calibrate_kv_cache", lambda: quantize_kv_cache(loaded, opts.cache_len, opts.seed))
     groups = layer_groups(loaded)
     distinct = list(dict.fromkeys(groups))
     kernels: dict[str, Kernel] = {}
@@ -302,8 +362,8 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
     head_design.name = f"{Path(model).name}_head"
     kernels["head"] = Kernel("head", "head", "all", [], head_design, head_module, head_args)
     tables = progress.run("llm.embedding_tables", lambda: embedding_tables(loaded))
-    error = progress.run("llm.decomposition_check", lambda: _decomposition_error(
-        loaded, tables, kernels, per_mode["prefill"], "head", opts.prompt_len))
+    error = progress.run("llm.decomposition_check", lambda: decomposition_error(
+        loaded, tables, [kernels[n].module for n in per_mode["prefill"]], head_module, opts.prompt_len, kv_cache))
     if not error <= DECOMPOSITION_TOLERANCE:
         raise StreamTensorError(f"model {model}: embedding tables + blocks + head (PyTorch eager) differ from the "
                                 f"whole model by {error:.3g} in the logits: the host decomposition is wrong")
@@ -316,7 +376,7 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
                          host_head_s=eager_reference(head_module, head_args, budget_s=0.5)[1], position_points=points)
     return LlmDesign(model, loaded, opts, kernels, per_mode["prefill"], per_mode["decode"], "head", tables,
                      run_model, error, dict(progress.seconds), checkpoint_state,
-                     "fp32" if scheme is None else scheme.name)
+                     "fp32" if scheme is None else scheme.name, kv_cache)
 
 
 def quantize_model(loaded: LoadedModel, scheme: QuantScheme, prompt_len: int, seed: int) -> None:
@@ -342,6 +402,20 @@ def quantize_model(loaded: LoadedModel, scheme: QuantScheme, prompt_len: int, se
             if isinstance(module, QuantLinear):
                 module.weight_scale.mul_(module.act_scale)
                 module.act_scale = 1.0
+
+
+def quantize_kv_cache(loaded: LoadedModel, cache_len: int, seed: int) -> None:
+    """Calibrate every layer's int8 KV-cache scales on the whole model (``host_model.calibrate_kv_scales``) over
+    ``CALIBRATION_PROMPTS`` seeded token sequences as long as the cache (every position it will hold, up to the
+    model's learned positions) and set them on the layers (``KV_SCALES_ATTRIBUTE``), where block extraction finds
+    them: each layer's blocks and kernel arguments use its own."""
+    vocab = loaded.model.get_input_embeddings().num_embeddings
+    limit = getattr(loaded.config.get_text_config(), "max_position_embeddings", None) or cache_len
+    generator = torch.Generator().manual_seed(seed + 2)
+    prompts = [torch.randint(0, vocab, (1, min(cache_len, limit)), generator=generator)
+               for _ in range(CALIBRATION_PROMPTS)]
+    for layer, scales in zip(decoder_layers(loaded), calibrate_kv_scales(loaded, prompts), strict=True):
+        setattr(layer, KV_SCALES_ATTRIBUTE, scales)
 
 
 def _position_points(loaded: LoadedModel, model: str, kernels: dict[str, Kernel], opts: LlmOptions,

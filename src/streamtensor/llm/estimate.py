@@ -33,6 +33,14 @@ class Estimate:
     seconds: float
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def kv_cache(self) -> str:
+        """The decode blocks' KV-cache element type (``i8`` or ``f32``, as their reports state it)."""
+        found = {d["kv_cache"] for d in self.designs.values() if d["mode"] == "decode"}
+        if len(found) != 1:
+            raise StreamTensorError(f"the decode blocks disagree on the KV cache's element type: {sorted(found)}")
+        return found.pop()
+
 
 def design_invocation(design: Design) -> Invocation:
     """A compiled kernel's invocation as the host program performs it (``llm.perf``)."""
@@ -67,7 +75,8 @@ def estimate_run(model: str, prompt_len: int, max_new_tokens: int, *, size: str 
                                             layer=layer, seed=seed, size=size, **options)
             invocations[name] = design_invocation(design)
             designs[name] = {"mode": mode, "layer": layer, "cycles": invocations[name].cycles,
-                             "overrides": design.report.get("overrides", {})}
+                             "overrides": design.report.get("overrides", {}),
+                             "kv_cache": design.report["quantization"]["kv_cache"]["dtype"]}
             names[group] = name
         per_mode[mode] = [names[g] for g in groups]
     points = []

@@ -7,7 +7,8 @@ prefill kernel (the prompt padded to the compiled length; prompt tokens beyond i
 its keys and values once into that layer's resident KV-cache buffers on the device, run the head kernel on the
 last hidden row, sample (greedy, top-k, temperature), then one decode step per new token until EOS or
 ``max_new_tokens``: per layer the hidden row and the position go in, the hidden row comes back, and the decode
-kernel updates the layer's cache in place.
+kernel updates the layer's cache in place. An int8 KV cache holds the int8 codes the kernels write (the prefill
+kernel returns its keys and values quantized).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import numpy as np
 
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.kernel_interface import PARAMS_DIR
-from streamtensor.llm.build import LAYERS_DIR, LLM_FILE, MODEL_DIR, QUANT_FILE
-from streamtensor.llm.host_model import EmbeddingTables, sample
+from streamtensor.llm.build import KV_SCALES_FILE, LAYERS_DIR, LLM_FILE, MODEL_DIR, QUANT_FILE
+from streamtensor.llm.host_model import EmbeddingTables, QuantizedKvCache, sample
 from streamtensor.llm.perf import RunModel
 from streamtensor.runtime.host import Runtime
 from streamtensor.runtime.simulation import SimulationBackend
@@ -112,7 +113,8 @@ class KernelRunner:
 class DeviceKvCache:
     """The KV cache as the decode kernel keeps it: one resident buffer per cache and layer (in that layer's
     runtime), which the kernel reads up to the position and writes one row of in place. The host writes it once
-    per generation, from the prefill kernel's keys and values; no cache byte moves per token."""
+    per generation, from the prefill kernel's keys and values (int8 codes under an int8 KV cache: the prefill
+    kernel quantizes them, and the buffers hold one byte per element); no cache byte moves per token."""
 
     def __init__(self, decode: list[KernelRunner], caches: list[list[str]], max_len: int) -> None:
         self.decode = decode  # per layer
@@ -263,14 +265,15 @@ class LlmRunner:
         return self.run_model.model(len(generation.prompt), len(generation.tokens))
 
 
-def reference_model(outdir: str | Path) -> Any:
+def reference_model(outdir: str | Path) -> tuple[Any, QuantizedKvCache | None]:
     """The build's reference: its checkpoint in Hugging Face transformers (eager attention, fp32), with the
     quantized linear layers of a ``--quant`` build put back (``frontend.quant.QuantLinear``, the tensors the
-    build saved): the quantized PyTorch model the kernels were compiled from."""
+    build saved): the quantized PyTorch model the kernels were compiled from; and, for an int8 KV cache, a
+    fresh cache quantizing with every layer's saved scales (``host_model.QuantizedKvCache``), else None."""
     import torch
     import transformers
 
-    from streamtensor.frontend.quant import QuantLinear
+    from streamtensor.frontend.quant import KvScales, QuantLinear
 
     model_dir = Path(outdir) / MODEL_DIR
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True,
@@ -282,7 +285,16 @@ def reference_model(outdir: str | Path) -> Any:
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, child, QuantLinear(q["weight_q"], q["weight_scale"], q["act_mult"], q["act_scale"],
                                                q["bias"], q["group"]))
-    return model
+    cache = None
+    scales_file = model_dir / KV_SCALES_FILE
+    int8 = json.loads((Path(outdir) / LLM_FILE).read_text()).get("kv_cache_dtype") == "int8"
+    if int8 != scales_file.is_file():
+        raise StreamTensorError(f"{outdir}: the build's KV cache is {'int8' if int8 else 'fp32'} but {scales_file} "
+                                f"{'is missing' if int8 else 'exists'}: rebuild it")
+    if int8:
+        scales = [KvScales(s["key_scale"], s["value_scale"]) for s in torch.load(scales_file, weights_only=True)]
+        cache = QuantizedKvCache(model.config, scales)
+    return model, cache
 
 
 def reference_generation(outdir: str | Path, prompt: list[int], max_new_tokens: int
@@ -291,12 +303,13 @@ def reference_generation(outdir: str | Path, prompt: list[int], max_new_tokens: 
     tokens and each step's logits."""
     import torch
 
-    model = reference_model(outdir)
+    model, cache = reference_model(outdir)
     ids = torch.tensor([prompt])
     eos = model.generation_config.eos_token_id
     pad = eos[0] if isinstance(eos, list) else eos
     with torch.no_grad():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                             past_key_values=cache,
                              do_sample=False, pad_token_id=pad if pad is not None else 0, output_logits=True,
                              return_dict_in_generate=True)
     return [int(t) for t in out.sequences[0, len(prompt):]], [s[0].numpy() for s in out.logits]

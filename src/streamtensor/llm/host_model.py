@@ -8,21 +8,25 @@
 - **Layer groups**: layers that share one compiled block (same layer type: Gemma's sliding and full attention
   layers differ in mask and rotary base, so each type gets its own design).
 - **Sampling**: greedy, top-k and temperature over the logits.
+- **KV cache of the reference** (``QuantizedKvCache``): Hugging Face's cache holding int8 codes as the build's
+  int8 KV cache does, and the per-layer calibration of its scales on the whole model (``calibrate_kv_scales``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from streamtensor.errors import ModelError, OptionError, UnsupportedModelError
 from streamtensor.frontend.block import find_decoder_layers
 from streamtensor.frontend.models import LoadedModel
-from streamtensor.frontend.quant import QuantLinear
+from streamtensor.frontend.quant import KvObserver, KvScales, QuantLinear, dequantize_kv, quantize_kv
 
 _FINAL_NORMS = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
 
@@ -196,3 +200,37 @@ def host_token_seconds(vocab: int, hidden: int, rows: int = 4096) -> float:
         sample(logits, 0, 0.0, rng)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+class QuantizedKvCache(DynamicCache):
+    """Hugging Face's dynamic cache as the build's int8 KV cache holds it: each key and value row the layer
+    writes is quantized with that layer's static scales (``frontend.quant.quantize_kv``) and stored as int8 codes,
+    and the layer attends over the dequantized cache, as the compiled blocks do (``frontend.block._BlockCache``).
+    With ``observers`` (calibration) it stores the rows as given and records each layer's per-(head, channel)
+    maxima instead."""
+
+    def __init__(self, config: object, scales: Sequence[KvScales] = (), observers: Sequence[KvObserver] = ()
+                 ) -> None:
+        super().__init__(config=config)
+        self.kv_scales, self.observers = list(scales), list(observers)
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: object,
+               **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.observers:
+            self.observers[layer_idx].record(key_states, value_states)
+            return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+        scales = self.kv_scales[layer_idx]
+        keys, values = super().update(quantize_kv(key_states, scales.key_mult),
+                                      quantize_kv(value_states, scales.value_mult), layer_idx, *args, **kwargs)
+        return dequantize_kv(keys, scales.key_scale), dequantize_kv(values, scales.value_scale)
+
+
+def calibrate_kv_scales(loaded: LoadedModel, prompts: Sequence[torch.Tensor]) -> list[KvScales]:
+    """Every decoder layer's int8 KV-cache scales: the per-(KV head, channel) maxima of the keys and values the
+    layer writes while the whole model (as it is: quantized linear layers included, an fp32 cache) runs the
+    token sequences ``prompts``. Per layer, because each layer's keys and values have their own ranges."""
+    observers = [KvObserver() for _ in decoder_layers(loaded)]
+    with torch.no_grad():
+        for ids in prompts:
+            loaded.model(ids, past_key_values=QuantizedKvCache(loaded.config, observers=observers), use_cache=True)
+    return [o.scales() for o in observers]

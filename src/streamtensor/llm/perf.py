@@ -8,8 +8,9 @@ repeats); a scalar argument (the decode position) is a register written with the
 HBM (written once at load). The KV cache is resident too: one cache buffer pair per layer on the device, updated
 in place by the decode kernel (it reads rows ``0..position`` and writes row ``position``), filled once per
 generation from the prefill kernel's keys and values (read back, packed into the cache layout, written: the
-``cache_fill`` term of TTFT). No cache byte crosses PCIe during decode. Embedding lookup and sampling are host
-work, *measured* here.
+``cache_fill`` term of TTFT). No cache byte crosses PCIe during decode. Every byte figure follows the cache's
+element type from the kernels' layouts: an int8 KV cache moves and holds one byte per element. Embedding lookup
+and sampling are host work, *measured* here.
 
 Prefill: a prompt of n <= prefill length runs one prefill invocation per layer (padded to the compiled length);
 longer prompts prefill the first part and feed the rest through decode steps. TTFT = prefill layers + cache fill

@@ -19,26 +19,50 @@ from streamtensor.kernel_interface import KernelInterface, MemoryArgument
 MAPS_DIR = "maps"
 _EXACT_F32 = 2**24  # slot indices travel through float32 packing: exact up to here
 _RESIDENT = ("weight", "constant")
+# The element types the C++ host holds tensors in: f32 values, i64 positions, i8 KV-cache codes.
+_HOST_ELEMENTS = {"f32": np.dtype(np.float32), "i64": np.dtype(np.int64), "index": np.dtype(np.int64),
+                  "i8": np.dtype(np.int8)}
 
 
 def _element_dtype(arg: MemoryArgument) -> np.dtype:
-    return np.dtype(np.int64) if arg.itype.dtype.startswith("i") else np.dtype(np.float32)
+    found = _HOST_ELEMENTS.get(arg.itype.dtype)
+    if found is None:
+        raise StreamTensorError(f"argument {arg.arg} holds {arg.itype.dtype} elements: the C++ host moves only "
+                                f"{', '.join(_HOST_ELEMENTS)}")
+    return found
+
+
+def _byte_planes(index: np.ndarray, dtype: np.dtype) -> list[np.ndarray]:
+    """``index`` (non-negative, below 2^24) as a wide enough integer split over elements of ``dtype``: one int8
+    array per byte for 1-byte elements (an int8 cannot hold an index), else the index itself."""
+    if dtype.itemsize > 1:
+        return [index.astype(dtype)]
+    return [((index >> (8 * b)) & 0xFF).astype(np.uint8).view(np.int8) for b in range(3)]
+
+
+def _join_planes(planes: list[np.ndarray]) -> np.ndarray:
+    if len(planes) == 1:
+        return planes[0].astype(np.int32)
+    return sum(p.view(np.uint8).astype(np.int32) << (8 * b) for b, p in enumerate(planes))
 
 
 def slot_map(arg: MemoryArgument) -> np.ndarray:
     """int32 slot map of a host-moved argument (see the template): packs an index tensor with the argument's own
-    packing, so the C++ host needs no layout arithmetic of its own."""
+    packing, so the C++ host needs no layout arithmetic of its own (1-byte elements: each byte of the index packed
+    on its own, the same slots)."""
     dtype = _element_dtype(arg)
     if arg.reads:
         count = int(np.prod(arg.tensor_shape))
         if count >= _EXACT_F32:
             raise StreamTensorError(f"argument {arg.arg} has {count} elements: too many for the host's slot map")
-        data = arg.pack_tensor((np.arange(count) + 1).reshape(arg.tensor_shape).astype(dtype))
-        return np.frombuffer(data, dtype=dtype).astype(np.int32)
+        index = (np.arange(count) + 1).reshape(arg.tensor_shape)
+        return _join_planes([np.frombuffer(arg.pack_tensor(plane), dtype=dtype)
+                             for plane in _byte_planes(index, dtype)])
     slots = arg.layout.total_bytes // dtype.itemsize
     if slots >= _EXACT_F32:
         raise StreamTensorError(f"argument {arg.arg} has {slots} slots: too many for the host's slot map")
-    return arg.unpack_tensor((np.arange(slots) + 1).astype(dtype).tobytes()).reshape(-1).astype(np.int32)
+    index = np.arange(slots) + 1
+    return _join_planes([arg.unpack_tensor(plane.tobytes()).reshape(-1) for plane in _byte_planes(index, dtype)])
 
 
 def _cpp_list(values: list[int]) -> str:

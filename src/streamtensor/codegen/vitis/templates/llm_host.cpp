@@ -11,7 +11,8 @@
 // per tensor element, the slot + 1 holding it). Weights and constants are loaded once, packed, per layer. Each
 // decode layer has its own resident KV-cache buffers: written once from the prefill's keys and values, then
 // updated in place by the kernel (its row-write argument addresses the same buffer); per token only the hidden
-// row and the position (a scalar register) go in and the hidden row comes back.
+// row and the position (a scalar register) go in and the hidden row comes back. An int8 KV cache holds int8 codes
+// (one byte per element): the prefill kernel returns its keys and values quantized, and the host copies the codes.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -44,7 +45,7 @@ struct Arg {
   const char* role;    // input | kv_cache | weight | constant | output | scalar
   bool reads;
   std::size_t bytes;       // packed layout
-  std::size_t elem_bytes;  // 4: float32, 8: int64
+  std::size_t elem_bytes;  // 4: float32, 8: int64, 1: int8
   int shares;              // index of the argument whose buffer this one addresses, -1: its own
 };
 
@@ -84,10 +85,12 @@ std::vector<std::int32_t> read_map(const std::string& path) {
   return map;
 }
 
-// A tensor on the host: float32 values, or int64 ones (the decode kernel's position).
+// A tensor on the host: float32 values, int64 ones (the decode kernel's position) or int8 codes (an int8 KV
+// cache's keys and values).
 struct Tensor {
   std::vector<float> f;
   std::vector<std::int64_t> i;
+  std::vector<std::int8_t> q;
 };
 
 class KernelRunner {
@@ -188,18 +191,37 @@ class KernelRunner {
     for (const auto& [name, arg] : desc_.outputs) {
       xrt::bo& bo = bos_.at(arg);
       bo.sync(XCL_BO_SYNC_BO_FROM_DEVICE);
-      std::vector<float> data(bo.size() / sizeof(float));
+      std::vector<char> data(bo.size());
       bo.read(data.data(), bo.size(), 0);
       const std::vector<std::int32_t>& map = maps_.at(arg);
+      const std::size_t width = arg_named(arg).elem_bytes;
       Tensor t;
-      t.f.resize(map.size());
-      for (std::size_t e = 0; e < map.size(); ++e) t.f[e] = data[static_cast<std::size_t>(map[e] - 1)];
+      if (width == 4) {
+        t.f.resize(map.size());
+        for (std::size_t e = 0; e < map.size(); ++e) {
+          std::memcpy(&t.f[e], &data[static_cast<std::size_t>(map[e] - 1) * 4], 4);
+        }
+      } else if (width == 1) {
+        t.q.resize(map.size());
+        for (std::size_t e = 0; e < map.size(); ++e) {
+          t.q[e] = static_cast<std::int8_t>(data[static_cast<std::size_t>(map[e] - 1)]);
+        }
+      } else {
+        throw std::runtime_error("output " + arg + " has " + std::to_string(width) + "-byte elements");
+      }
       outputs[name] = std::move(t);
     }
     return outputs;
   }
 
  private:
+  const Arg& arg_named(const std::string& name) const {
+    for (const Arg& a : desc_.args) {
+      if (name == a.arg) return a;
+    }
+    throw std::runtime_error("kernel " + std::string(desc_.kernel) + " has no argument " + name);
+  }
+
   std::vector<char> pack(const Arg& a, const Tensor& t) const {
     const std::vector<std::int32_t>& map = maps_.at(a.arg);
     std::vector<char> data(a.bytes, 0);
@@ -208,6 +230,8 @@ class KernelRunner {
       const std::size_t index = static_cast<std::size_t>(map[slot] - 1);
       if (a.elem_bytes == 8) {
         std::memcpy(&data[slot * 8], &t.i.at(index), 8);
+      } else if (a.elem_bytes == 1) {
+        data[slot] = static_cast<char>(t.q.at(index));
       } else {
         std::memcpy(&data[slot * 4], &t.f.at(index), 4);
       }
@@ -259,19 +283,28 @@ int sample(const std::vector<float>& logits, int top_k, double temperature, std:
   return draw(rng);
 }
 
-// Layer `layer`'s KV caches on the device: the first `count` rows of the prefill kernel's keys and values
-// ([kv_heads, prompt_len, head_dim] each) placed in a [kv_heads, max_len, head_dim] cache tensor and written once
-// into the decode kernel's resident buffers (streamtensor.llm.generate.DeviceKvCache is its twin).
+// The first `count` rows of every head of `rows` ([kv_heads, prompt_len, dim]) in a zeroed [kv_heads, max_len,
+// dim] cache tensor (float32 values or int8 codes; an empty `rows` gives an empty tensor).
+template <typename T>
+std::vector<T> place_rows(const std::vector<T>& rows, int count) {
+  const std::size_t dim = rows.size() / (static_cast<std::size_t>(kKvHeads) * kPromptLen);
+  std::vector<T> full(static_cast<std::size_t>(kKvHeads) * kMaxLen * dim, T{});
+  for (int h = 0; h < kKvHeads; ++h) {
+    std::copy_n(rows.begin() + static_cast<std::ptrdiff_t>(h * kPromptLen * dim), count * dim,
+                full.begin() + static_cast<std::ptrdiff_t>(h * kMaxLen * dim));
+  }
+  return full;
+}
+
+// Layer `layer`'s KV caches on the device: the first `count` rows of the prefill kernel's keys and values placed
+// in the cache tensor and written once into the decode kernel's resident buffers
+// (streamtensor.llm.generate.DeviceKvCache is its twin).
 void fill_caches(KernelRunner& decode, std::map<std::string, Tensor>& prefill_out, int layer, int count) {
   for (const auto& [output, cache] : kCaches) {
-    const std::vector<float>& rows = prefill_out.at(output).f;
-    const std::size_t dim = rows.size() / (static_cast<std::size_t>(kKvHeads) * kPromptLen);
+    const Tensor& rows = prefill_out.at(output);
     Tensor full;
-    full.f.assign(static_cast<std::size_t>(kKvHeads) * kMaxLen * dim, 0.0f);
-    for (int h = 0; h < kKvHeads; ++h) {
-      std::memcpy(&full.f[static_cast<std::size_t>(h) * kMaxLen * dim],
-                  &rows[static_cast<std::size_t>(h) * kPromptLen * dim], count * dim * sizeof(float));
-    }
+    full.f = place_rows(rows.f, count);
+    full.q = place_rows(rows.q, count);
     decode.fill_cache(cache, full, layer);
   }
 }
