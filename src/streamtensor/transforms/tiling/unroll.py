@@ -58,10 +58,11 @@ from streamtensor.analysis.hbm import (
 from streamtensor.analysis.resources import datapath_cost, lane_cost, value_copies
 from streamtensor.analysis.timing_model import KernelTiming, kernel_timing
 from streamtensor.ir.dataflow import kernel_operand_type
+from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.linalg import GenericOp, Graph, ScalarBody
 from streamtensor.packing import PackedLayout
 from streamtensor.target import Target
-from streamtensor.transforms.tiling.edges import external_operands, trace_movement
+from streamtensor.transforms.tiling.edges import external_operands, forks_external_read, trace_movement
 from streamtensor.transforms.tiling.plan import OpTiling
 
 
@@ -97,10 +98,23 @@ def external_streams(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling]
     roots = [{j: trace_movement(op.inputs[j].name, producers)[0] for j in external_operands(op, producers)}
              for op in ops]
     dmas: dict[str, list[tuple[str, PackedLayout | None]]] = {}
+    # A small external value read in one layout by several kernels is one DMA, forked (``build_dataflow``'s
+    # rule): its uses share that DMA's stream and its channel, so they must not count as ports of their own.
+    shared: dict[tuple[str, ITensorType], str] = {}
+    reads: dict[str, str] = {}  # "kernel.operand" -> the DMA it reads
     for op, t, per_op in zip(ops, tilings, roots, strict=True):
         for j, root in per_op.items():
-            layout = PackedLayout.of(kernel_operand_type(op, t.loops, t.tile_order, j))
-            dmas.setdefault(root, []).append((f"{op.name}.{j}", layout))
+            use = f"{op.name}.{j}"
+            itype = kernel_operand_type(op, t.loops, t.tile_order, j)
+            key = (op.inputs[j].name, itype)
+            forked = forks_external_read(itype, op.inputs[j].name in graph.scalar_names)
+            if forked and key in shared:
+                reads[use] = shared[key]
+                continue
+            if forked:
+                shared[key] = use
+            reads[use] = use
+            dmas.setdefault(root, []).append((use, PackedLayout.of(itype)))
     for v in graph.outputs:
         dmas.setdefault(v.name, []).append((f"{v.name}.store", None))
     outputs = {v.name for v in graph.outputs}
@@ -114,8 +128,8 @@ def external_streams(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling]
         tensors.append(ExternalTensor(name, tuple(d for d, _ in uses), stored, demand, max_stripes=words))
     stripes = choose_stripes(tensors, target.hbm)
     placement = place_tensors([replace(t, stripes=stripes[t.name]) for t in tensors], target.hbm)
-    return [{j: (placement.shares[f"{op.name}.{j}"], placement.stripes(f"{op.name}.{j}")) for j in per_op}
-            for op, per_op in zip(ops, roots, strict=True)]
+    return [{j: (placement.shares[reads[f"{op.name}.{j}"]], placement.stripes(reads[f"{op.name}.{j}"]))
+             for j in per_op} for op, per_op in zip(ops, roots, strict=True)]
 
 
 def rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], target: Target) -> OpTiling:
