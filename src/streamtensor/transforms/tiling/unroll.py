@@ -62,7 +62,12 @@ from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.linalg import GenericOp, Graph, ScalarBody
 from streamtensor.packing import PackedLayout
 from streamtensor.target import Target
-from streamtensor.transforms.tiling.edges import external_operands, forks_external_read, trace_movement
+from streamtensor.transforms.tiling.edges import (
+    KernelEdge,
+    external_operands,
+    forks_external_read,
+    trace_movement,
+)
 from streamtensor.transforms.tiling.plan import OpTiling
 
 
@@ -207,17 +212,33 @@ def budget_units(op: GenericOp, t: OpTiling, target: Target) -> int:
     return max(1, math.ceil(lanes * min(1.0, max(ratio))))
 
 
+def whole_result_feeds(edges: list[KernelEdge], kernels: int) -> list[set[int]]:
+    """Per kernel, the kernels whose whole result it streams in (through reshapes or a concat; a slice reads a
+    part, which its producer may deliver early): it cannot finish before they do."""
+    feeds: list[set[int]] = [set() for _ in range(kernels)]
+    for e in edges:
+        if all(step.offsets is None for step in (*e.chain, *e.after)):
+            feeds[e.consumer].add(e.producer)
+    return feeds
+
+
 def intensity_aware_unroll(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
-                           streams: list[dict[int, tuple[int, int]]], target: Target) -> None:
+                           streams: list[dict[int, tuple[int, int]]], target: Target,
+                           feeds: list[set[int]]) -> None:
     tilings[:] = [rate_matched(op, t, s, target) for op, t, s in zip(ops, tilings, streams, strict=True)]
     costs = [tiling_cost(op, t, target) for op, t in zip(ops, tilings, strict=True)]
     units = [budget_units(op, t, target) for op, t in zip(ops, tilings, strict=True)]
-    heap = [(-tiled_timing(op, t, target).latency, i) for i, (op, t) in enumerate(zip(ops, tilings, strict=True))]
+    latencies = [tiled_timing(op, t, target).latency for op, t in zip(ops, tilings, strict=True)]
+    heap = [(-latency, i) for i, latency in enumerate(latencies)]
     heapq.heapify(heap)
+    parked: set[int] = set()  # no slower than a kernel feeding it: back on the heap when one of those speeds up
     while heap:
         neg_latency, i = heapq.heappop(heap)
         if tilings[i].min_pipeline_ii > 1:
             continue  # paced by its DMA: more lanes would mostly idle; the other kernels may still grow
+        if any(latencies[p] >= -neg_latency for p in feeds[i]):
+            parked.add(i)  # it waits for that kernel's last result anyway: its lanes would idle
+            continue
         # The fastest doubling; among equally fast ones the cheapest datapath (a lane loop that the kernel's
         # expensive lane-invariant math does not depend on), then preference order.
         best: tuple[int, float, OpTiling, tuple[float, int]] | None = None
@@ -235,8 +256,70 @@ def intensity_aware_unroll(ops: list[GenericOp], tilings: list[OpTiling], budget
             continue  # its doubling exceeds what is left of the budget; cheaper kernels may still grow
         if not _fits_datapath([best[3] if k == i else c for k, c in enumerate(costs)], i, target):
             continue  # the device's DSPs / LUTs bound this kernel; cheaper ones may still grow
-        tilings[i], costs[i], units[i] = best[2], best[3], grown
+        tilings[i], costs[i], units[i], latencies[i] = best[2], best[3], grown, best[0]
         heapq.heappush(heap, (-best[0], i))
+        for k in [k for k in parked if i in feeds[k]]:
+            parked.discard(k)
+            heapq.heappush(heap, (-latencies[k], k))
+    _spend_leftover(ops, tilings, budget, streams, target, feeds, costs, units, latencies)
+
+
+def _spend_leftover(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
+                    streams: list[dict[int, tuple[int, int]]], target: Target, feeds: list[set[int]],
+                    costs: list[tuple[float, int]], units: list[int], latencies: list[int]) -> None:
+    """Second round (module docstring): what the first left of the budget and the device goes, one growth at a
+    time, to the kernel whose growth saves the most cycles per share of the device or of the budget it adds, a
+    DMA-paced kernel possibly doubled past its II's plateau; a kernel no slower than one feeding it does not
+    grow."""
+    while True:
+        best: tuple[float, int, OpTiling, tuple[float, int], int, int] | None = None
+        for i, (op, t) in enumerate(zip(ops, tilings, strict=True)):
+            if any(latencies[p] >= latencies[i] for p in feeds[i]):
+                continue
+            interval = _interval(op, t, target)
+            for d in unroll_candidates(t):
+                trial = _past_plateau(op, rate_matched(op, _doubled(t, d), streams[i], target), interval,
+                                      streams[i], target)
+                if _interval(op, trial, target) >= interval:
+                    continue  # no fewer cycles per run: at most a shorter pipeline depth
+                latency = tiled_timing(op, trial, target).latency
+                cost = tiling_cost(op, trial, target)
+                grown = budget_units(op, trial, target)
+                if (sum(units) - units[i] + grown > budget
+                        or not _fits_datapath([cost if k == i else c for k, c in enumerate(costs)], i, target)):
+                    continue
+                added = max((cost[0] - costs[i][0]) / target.totals.dsp, (cost[1] - costs[i][1]) / target.totals.lut,
+                            (grown - units[i]) / budget)
+                score = (latencies[i] - latency) / max(added, 1e-9)
+                if best is None or score > best[0]:
+                    best = (score, i, trial, cost, grown, latency)
+        if best is None:
+            return
+        _, i, tilings[i], costs[i], units[i], latencies[i] = best
+
+
+# Doublings past the first that the second round may give a kernel paced by its DMA (module docstring).
+PLATEAU_DOUBLINGS = 2
+
+
+def _interval(op: GenericOp, t: OpTiling, target: Target) -> int:
+    """Cycles ``op``'s firings take under ``t`` (its latency less the pipeline depth of the last)."""
+    timing = tiled_timing(op, t, target)
+    return timing.firings * timing.ii
+
+
+def _past_plateau(op: GenericOp, trial: OpTiling, interval: int, streams: dict[int, tuple[int, int]],
+                  target: Target) -> OpTiling:
+    """``trial`` (a doubling of a kernel whose firings now take ``interval`` cycles), doubled again in
+    preference order while it is paced by its DMA and its firings take no fewer cycles (its II rounded up to
+    the same interval), at most ``PLATEAU_DOUBLINGS`` times: a paced kernel's firings take iterations x II,
+    so its latency falls in steps of its iterations, finer the more lanes."""
+    for _ in range(PLATEAU_DOUBLINGS):
+        cands = unroll_candidates(trial)
+        if trial.min_pipeline_ii == 1 or not cands or _interval(op, trial, target) < interval:
+            break
+        trial = rate_matched(op, _doubled(trial, cands[0]), streams, target)
+    return trial
 
 
 def _grown_to(t: OpTiling, lanes: int) -> OpTiling:
