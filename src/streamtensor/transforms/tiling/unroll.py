@@ -37,6 +37,17 @@ multiply their cost by the MAC lanes.
   unbounded FIFOs. A kernel paced by its DMA leaves the heap and
   the others keep growing: a decode block runs its kernels one after the other, so they all add to its
   latency.
+- Fed kernels (intensity-aware): a kernel that streams in the whole result of another kernel (through
+  reshapes or a concat, not a slice: ``whole_result_feeds``) cannot finish before that one does, so while it is
+  no slower than one feeding it, it takes no lanes; it returns to the heap when that kernel gets faster. (A
+  paper-size GPT-2 decode block gave its two attention contractions behind the KV-cache dequantization 1,024
+  DSPs each for a latency sixteen times shorter than their feed's.)
+- Second round (intensity-aware): what the heap left of the budget and of the device goes, one growth at a
+  time, to the kernel whose growth removes the most cycles from its firings per share of the DSPs, LUTs or
+  budget it adds (fed kernels as above excluded). A DMA-paced kernel grows too: its firings take iterations x
+  II, and the II that keeps pace is rounded up, so doubling its lanes may leave its latency where it was while
+  one or two more doublings (``PLATEAU_DOUBLINGS``) bring it closer to its DMA's rate; such a growth takes
+  them all at once.
 - Uniform: the same lane count ``f`` (a power of two) for every kernel, each reaching it by doubling loops in
   preference order (capped where its tile is fully unrolled), with the largest ``f`` whose total fits the
   budget.
@@ -94,7 +105,8 @@ def external_streams(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling]
     """Per kernel, its inputs streamed from external memory (operand index -> (channel share, stripes) of its DMA).
 
     The shares and stripes are ``analysis.hbm``'s choice and placement of the tensors the dataflow graph will
-    stream: every streamed use of an external tensor (through reshapes and slices) is a DMA of that tensor, with
+    stream: every streamed use of an external tensor (through reshapes and slices) is a DMA of that tensor (the uses
+    of a small value in one stream type share one, forked: ``forks_external_read``), with
     the packed layout of the kernel operand's stream (its tiles and repeat loops are fixed before unrolling), and
     every block output one written once (its bytes); the inputs other than KV caches may be striped.
     ``transforms.stripes`` and ``link.cfg`` stripe and place the dataflow graph's buffers by the same rule."""
@@ -298,7 +310,7 @@ def _spend_leftover(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
         _, i, tilings[i], costs[i], units[i], latencies[i] = best
 
 
-# Doublings past the first that the second round may give a kernel paced by its DMA (module docstring).
+# Doublings past the first that the second round may give a kernel paced by its DMA at once (module docstring).
 PLATEAU_DOUBLINGS = 2
 
 
