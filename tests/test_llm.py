@@ -114,7 +114,9 @@ def test_run_model_terms_add_up(gpt2_build: Path) -> None:
     assert [layer["decode_cycles"] for layer in llm["layers"]] == [llm["layers"][0]["decode_cycles"]] * 2
     assert llm["energy"]["joules_per_token_upper_bound"] == pytest.approx(150.0 * llm["decode_step_ms"] / 1e3)
     points = llm["decode_position_model"]["decode"]["capacities_and_cycles"]
-    assert [c for c, _ in points] == [8, 16] and points[0][1] < points[1][1]  # a longer cache costs cycles
+    # The what-if of attention over rows 0..position: a block compiled at each smaller capacity (its own
+    # tiling, so not necessarily cheaper at this tiny size) and the built one at full capacity.
+    assert [c for c, _ in points] == [8, 16] and points[1][1] == llm["layers"][0]["decode_cycles"]
 
 
 def test_cpp_host_slot_maps_pack_like_the_runtime(gpt2_build: Path) -> None:

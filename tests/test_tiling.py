@@ -186,29 +186,28 @@ def _two_gemvs(n: int) -> Graph:
 
 
 def test_bandwidth_aware_unroll_keeps_pace_with_the_weight_dma() -> None:
-    # One pseudo-channel for all (the U55C's 32 stripe the weights until the lanes keep up with them).
+    # One pseudo-channel: no striping, so the weight DMAs are slower than the lanes the budget buys.
+    one_channel = replace(U55C, hbm=replace(U55C.hbm, channels=1))
     g = _two_gemvs(512)
-    one = replace(U55C, name="u55c-1pc", hbm=replace(U55C.hbm, channels=1))
-    dfg = build_dataflow(g, tile_graph(g, one, TilingOptions(16, 1024)))
-    size_fifos(dfg, one)  # codegen prints the timing the allocation writes into the IR
-    net = build_process_network(dfg, one)
+    dfg = build_dataflow(g, tile_graph(g, one_channel, TilingOptions(16, 1024)))
+    size_fifos(dfg, one_channel)  # codegen prints the timing the allocation writes into the IR
+    net = build_process_network(dfg, one_channel)
     timing = node_timings(net)
     unbounded = simulate(net, {})
-    cpp = generate_hls(dfg, "gemv", plan_hbm(memory_arguments(dfg), "gemv", one.hbm), one)["gemv.cpp"]
+    cpp = generate_hls(dfg, "gemv", plan_hbm(memory_arguments(dfg), "gemv", one_channel.hbm), one_channel)["gemv.cpp"]
     for kernel, weight in zip(sorted(nodes_of(dfg, KernelNode), key=lambda k: k.name), ("w1", "w2"), strict=True):
-        # One multiply-add per weight element: a share of one pseudo-channel (57.5 B/cycle) feeds fewer than 16
-        # f32 lanes, so the lanes the budget buys are paced by a raised pipeline II, emitted as the HLS pipeline
-        # pragma.
+        # One multiply-add per weight element: the pseudo-channel (57.5 B/cycle) feeds fewer than 16 f32 lanes,
+        # so the lanes the budget buys are paced by a raised pipeline II, emitted as the HLS pipeline pragma.
         assert kernel.min_pipeline_ii > 1
         assert f"min_pipeline_ii = {kernel.min_pipeline_ii}" in print_dataflow(dfg)
         assert f"pipeline II={kernel.min_pipeline_ii}" in cpp
         (dma,) = [n for n in nodes_of(dfg, DmaNode) if n.tensor.name == weight]
         transfer = timing[dma.name].latency - timing[dma.name].delay
-        paced = kernel_timing(kernel.op, kernel.loops, kernel.tile_order, kernel.point_order, one.ops,
+        paced = kernel_timing(kernel.op, kernel.loops, kernel.tile_order, kernel.point_order, one_channel.ops,
                               kernel.min_pipeline_ii)
         assert paced.firings * paced.ii >= transfer
         # Without the floor the same lanes would read the weight faster than its DMA delivers it.
-        loose = kernel_timing(kernel.op, kernel.loops, kernel.tile_order, kernel.point_order, one.ops)
+        loose = kernel_timing(kernel.op, kernel.loops, kernel.tile_order, kernel.point_order, one_channel.ops)
         assert loose.firings * loose.ii < transfer
         # No prefetch buffer: a 2-token weight FIFO (the DMA back-pressured) keeps the unbounded makespan, also
         # for w2, whose DMA could otherwise fill its FIFO while matmul_2 waits for matmul_1.

@@ -54,16 +54,20 @@ def study_data(outdir: Path) -> dict[str, Any]:
             "llm": None, "dse": {**best, "trials": trials}}
 
 
+_TIMING_COLUMNS = ("compile s", "CPU s")  # between the objectives and the parameters
+
+
 def _summary_trials(path: Path, objectives: list[str]) -> list[dict[str, Any]]:
     """The rows of the trial table ``search._summary`` writes: ``| trial | state | <objectives> | compile s |
-    <parameters> | reason |``."""
+    CPU s | <parameters> | reason |``."""
     if not path.is_file():
         raise ReportInputError(f"{path.parent}: best.json without summary.md (not a finished search)")
     lines = [ln for ln in path.read_text().splitlines() if ln.startswith("| ")]
     if not lines:
         raise ReportInputError(f"{path}: no trial table")
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    params = header[3 + len(objectives):-1]
+    first_param = 2 + len(objectives) + len(_TIMING_COLUMNS)
+    params = header[first_param:-1]
     trials = []
     for line in lines[1:]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -71,5 +75,5 @@ def _summary_trials(path: Path, objectives: list[str]) -> list[dict[str, Any]]:
             continue  # a reason with an escaped bar: the row is still shown in summary.md
         values = {n: float(v) for n, v in zip(objectives, cells[2:2 + len(objectives)], strict=True) if v}
         trials.append({"trial": int(cells[0]), "state": cells[1], "values": values or None,
-                       "params": dict(zip(params, cells[3 + len(objectives):-1], strict=True))})
+                       "params": dict(zip(params, cells[first_param:-1], strict=True))})
     return trials
