@@ -54,7 +54,7 @@ from streamtensor.ir.dataflow import (
     kernel_operand_type,
     reads_init,
 )
-from streamtensor.ir.itensor import ITensorType, dtype_bits
+from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.layout import (
     aligned_type,
     chunk_type,
@@ -75,6 +75,7 @@ from streamtensor.ir.linalg import (
     TensorType,
     Value,
 )
+from streamtensor.transforms.tiling.edges import forks_external_read
 from streamtensor.transforms.tiling.liveness import fill_value, live_values, output_root
 from streamtensor.transforms.tiling.plan import Tiling
 from streamtensor.transforms.tiling.tile_sizes import tile_size
@@ -95,13 +96,6 @@ class _Def:
     node: str
     type: ITensorType
     stream: str = ""
-
-
-# An external tensor read by several kernels in one layout is read once and forked when it is this small: a fork
-# ties its consumers together, so a consumer that runs late holds back the others by up to the whole tensor,
-# which the fork's FIFOs must then buffer on chip (the FIFO sizing finds how much); a re-read costs an m_axi
-# port and HBM bandwidth instead, the better trade for weights and long activations.
-FORK_EXTERNAL_MAX_BYTES = 16 * 1024
 
 
 def _role(graph: Graph, name: str) -> str:
@@ -168,8 +162,7 @@ class _Builder:
     def _dma_read(self, value: str, use: _Use) -> None:
         tensor, view, role = self.external[value]
         t = use.type if use.type is not None else self._default_type(self.values[value])
-        shared = role not in ("scalar", "constant") and t.tensor_elements * dtype_bits(t.dtype) // 8 \
-            <= FORK_EXTERNAL_MAX_BYTES
+        shared = role != "constant" and forks_external_read(t, role == "scalar")
         if shared and (value, t) in self.shared_reads:  # read once, forked when the uses are wired
             self.uses[self.shared_reads[value, t]].append(use)
             return

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 from streamtensor.ir.linalg import Graph
 from streamtensor.target import Target
+from streamtensor.transforms.tiling.edges import kernel_edges
 from streamtensor.transforms.tiling.liveness import kernel_ops
 from streamtensor.transforms.tiling.plan import OpTiling, Tiling, TilingOptions
 from streamtensor.transforms.tiling.tile_order import TileOrderSearch, default_orders
@@ -21,6 +22,7 @@ from streamtensor.transforms.tiling.unroll import (
     rate_matched,
     tiled_timing,
     uniform_unroll,
+    whole_result_feeds,
 )
 
 
@@ -44,7 +46,8 @@ def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = Non
             tilings = [replace(t, point_order=list(t.tile_order)) for t in tilings]
     streams = external_streams(graph, ops, tilings, target)
     if options.intensity_aware_unroll:
-        intensity_aware_unroll(ops, tilings, options.overall_unroll_size, streams, target)
+        intensity_aware_unroll(ops, tilings, options.overall_unroll_size, streams, target,
+                               whole_result_feeds(kernel_edges(graph, ops), len(ops)))
     else:
         uniform_unroll(tilings, options.overall_unroll_size)
         tilings = [rate_matched(op, t, s, target) for op, t, s in zip(ops, tilings, streams, strict=True)]

@@ -6,9 +6,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streamtensor.ir.dataflow import reads_init
+from streamtensor.ir.itensor import ITensorType, dtype_bits
 from streamtensor.ir.layout import concat_regions
 from streamtensor.ir.linalg import ConcatOp, GenericOp, Graph, Op, ReshapeOp, SliceOp
 from streamtensor.transforms.tiling.liveness import fill_value
+
+# An external tensor read by several kernels in one layout is read once and forked when it is this small: a fork
+# ties its consumers together, so a consumer that runs late holds back the others by up to the whole tensor,
+# which the fork's FIFOs must then buffer on chip (the FIFO sizing finds how much); a re-read costs an m_axi
+# port and HBM bandwidth instead, the better trade for weights and long activations.
+FORK_EXTERNAL_MAX_BYTES = 16 * 1024
+
+
+def forks_external_read(t: ITensorType, scalar: bool) -> bool:
+    """Whether reads of an external value in stream type ``t`` share one DMA, forked (scalars never do): the
+    dataflow builder's rule, which the tiling's DMA model follows."""
+    return not scalar and t.tensor_elements * dtype_bits(t.dtype) // 8 <= FORK_EXTERNAL_MAX_BYTES
 
 
 @dataclass(frozen=True)

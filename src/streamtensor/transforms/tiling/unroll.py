@@ -37,6 +37,17 @@ multiply their cost by the MAC lanes.
   unbounded FIFOs. A kernel paced by its DMA leaves the heap and
   the others keep growing: a decode block runs its kernels one after the other, so they all add to its
   latency.
+- Fed kernels (intensity-aware): a kernel that streams in the whole result of another kernel (through
+  reshapes or a concat, not a slice: ``whole_result_feeds``) cannot finish before that one does, so while it is
+  no slower than one feeding it, it takes no lanes; it returns to the heap when that kernel gets faster. (A
+  paper-size GPT-2 decode block gave its two attention contractions behind the KV-cache dequantization 1,024
+  DSPs each for a latency sixteen times shorter than their feed's.)
+- Second round (intensity-aware): what the heap left of the budget and of the device goes, one growth at a
+  time, to the kernel whose growth removes the most cycles from its firings per share of the DSPs, LUTs or
+  budget it adds (fed kernels as above excluded). A DMA-paced kernel grows too: its firings take iterations x
+  II, and the II that keeps pace is rounded up, so doubling its lanes may leave its latency where it was while
+  one or two more doublings (``PLATEAU_DOUBLINGS``) bring it closer to its DMA's rate; such a growth takes
+  them all at once.
 - Uniform: the same lane count ``f`` (a power of two) for every kernel, each reaching it by doubling loops in
   preference order (capped where its tile is fully unrolled), with the largest ``f`` whose total fits the
   budget.
@@ -58,10 +69,16 @@ from streamtensor.analysis.hbm import (
 from streamtensor.analysis.resources import datapath_cost, lane_cost, value_copies
 from streamtensor.analysis.timing_model import KernelTiming, kernel_timing
 from streamtensor.ir.dataflow import kernel_operand_type
+from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.linalg import GenericOp, Graph, ScalarBody
 from streamtensor.packing import PackedLayout
 from streamtensor.target import Target
-from streamtensor.transforms.tiling.edges import external_operands, trace_movement
+from streamtensor.transforms.tiling.edges import (
+    KernelEdge,
+    external_operands,
+    forks_external_read,
+    trace_movement,
+)
 from streamtensor.transforms.tiling.plan import OpTiling
 
 
@@ -88,7 +105,8 @@ def external_streams(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling]
     """Per kernel, its inputs streamed from external memory (operand index -> (channel share, stripes) of its DMA).
 
     The shares and stripes are ``analysis.hbm``'s choice and placement of the tensors the dataflow graph will
-    stream: every streamed use of an external tensor (through reshapes and slices) is a DMA of that tensor, with
+    stream: every streamed use of an external tensor (through reshapes and slices) is a DMA of that tensor (the uses
+    of a small value in one stream type share one, forked: ``forks_external_read``), with
     the packed layout of the kernel operand's stream (its tiles and repeat loops are fixed before unrolling), and
     every block output one written once (its bytes); the inputs other than KV caches may be striped.
     ``transforms.stripes`` and ``link.cfg`` stripe and place the dataflow graph's buffers by the same rule."""
@@ -97,10 +115,23 @@ def external_streams(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling]
     roots = [{j: trace_movement(op.inputs[j].name, producers)[0] for j in external_operands(op, producers)}
              for op in ops]
     dmas: dict[str, list[tuple[str, PackedLayout | None]]] = {}
+    # A small external value read in one layout by several kernels is one DMA, forked (``build_dataflow``'s
+    # rule): its uses share that DMA's stream and its channel, so they must not count as ports of their own.
+    shared: dict[tuple[str, ITensorType], str] = {}
+    reads: dict[str, str] = {}  # "kernel.operand" -> the DMA it reads
     for op, t, per_op in zip(ops, tilings, roots, strict=True):
         for j, root in per_op.items():
-            layout = PackedLayout.of(kernel_operand_type(op, t.loops, t.tile_order, j))
-            dmas.setdefault(root, []).append((f"{op.name}.{j}", layout))
+            use = f"{op.name}.{j}"
+            itype = kernel_operand_type(op, t.loops, t.tile_order, j)
+            key = (op.inputs[j].name, itype)
+            forked = forks_external_read(itype, op.inputs[j].name in graph.scalar_names)
+            if forked and key in shared:
+                reads[use] = shared[key]
+                continue
+            if forked:
+                shared[key] = use
+            reads[use] = use
+            dmas.setdefault(root, []).append((use, PackedLayout.of(itype)))
     for v in graph.outputs:
         dmas.setdefault(v.name, []).append((f"{v.name}.store", None))
     outputs = {v.name for v in graph.outputs}
@@ -114,8 +145,8 @@ def external_streams(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling]
         tensors.append(ExternalTensor(name, tuple(d for d, _ in uses), stored, demand, max_stripes=words))
     stripes = choose_stripes(tensors, target.hbm)
     placement = place_tensors([replace(t, stripes=stripes[t.name]) for t in tensors], target.hbm)
-    return [{j: (placement.shares[f"{op.name}.{j}"], placement.stripes(f"{op.name}.{j}")) for j in per_op}
-            for op, per_op in zip(ops, roots, strict=True)]
+    return [{j: (placement.shares[reads[f"{op.name}.{j}"]], placement.stripes(reads[f"{op.name}.{j}"]))
+             for j in per_op} for op, per_op in zip(ops, roots, strict=True)]
 
 
 def rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], target: Target) -> OpTiling:
@@ -193,17 +224,33 @@ def budget_units(op: GenericOp, t: OpTiling, target: Target) -> int:
     return max(1, math.ceil(lanes * min(1.0, max(ratio))))
 
 
+def whole_result_feeds(edges: list[KernelEdge], kernels: int) -> list[set[int]]:
+    """Per kernel, the kernels whose whole result it streams in (through reshapes or a concat; a slice reads a
+    part, which its producer may deliver early): it cannot finish before they do."""
+    feeds: list[set[int]] = [set() for _ in range(kernels)]
+    for e in edges:
+        if all(step.offsets is None for step in (*e.chain, *e.after)):
+            feeds[e.consumer].add(e.producer)
+    return feeds
+
+
 def intensity_aware_unroll(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
-                           streams: list[dict[int, tuple[int, int]]], target: Target) -> None:
+                           streams: list[dict[int, tuple[int, int]]], target: Target,
+                           feeds: list[set[int]]) -> None:
     tilings[:] = [rate_matched(op, t, s, target) for op, t, s in zip(ops, tilings, streams, strict=True)]
     costs = [tiling_cost(op, t, target) for op, t in zip(ops, tilings, strict=True)]
     units = [budget_units(op, t, target) for op, t in zip(ops, tilings, strict=True)]
-    heap = [(-tiled_timing(op, t, target).latency, i) for i, (op, t) in enumerate(zip(ops, tilings, strict=True))]
+    latencies = [tiled_timing(op, t, target).latency for op, t in zip(ops, tilings, strict=True)]
+    heap = [(-latency, i) for i, latency in enumerate(latencies)]
     heapq.heapify(heap)
+    parked: set[int] = set()  # no slower than a kernel feeding it: back on the heap when one of those speeds up
     while heap:
         neg_latency, i = heapq.heappop(heap)
         if tilings[i].min_pipeline_ii > 1:
             continue  # paced by its DMA: more lanes would mostly idle; the other kernels may still grow
+        if any(latencies[p] >= -neg_latency for p in feeds[i]):
+            parked.add(i)  # it waits for that kernel's last result anyway: its lanes would idle
+            continue
         # The fastest doubling; among equally fast ones the cheapest datapath (a lane loop that the kernel's
         # expensive lane-invariant math does not depend on), then preference order.
         best: tuple[int, float, OpTiling, tuple[float, int]] | None = None
@@ -221,8 +268,70 @@ def intensity_aware_unroll(ops: list[GenericOp], tilings: list[OpTiling], budget
             continue  # its doubling exceeds what is left of the budget; cheaper kernels may still grow
         if not _fits_datapath([best[3] if k == i else c for k, c in enumerate(costs)], i, target):
             continue  # the device's DSPs / LUTs bound this kernel; cheaper ones may still grow
-        tilings[i], costs[i], units[i] = best[2], best[3], grown
+        tilings[i], costs[i], units[i], latencies[i] = best[2], best[3], grown, best[0]
         heapq.heappush(heap, (-best[0], i))
+        for k in [k for k in parked if i in feeds[k]]:
+            parked.discard(k)
+            heapq.heappush(heap, (-latencies[k], k))
+    _spend_leftover(ops, tilings, budget, streams, target, feeds, costs, units, latencies)
+
+
+def _spend_leftover(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
+                    streams: list[dict[int, tuple[int, int]]], target: Target, feeds: list[set[int]],
+                    costs: list[tuple[float, int]], units: list[int], latencies: list[int]) -> None:
+    """Second round (module docstring): what the first left of the budget and the device goes, one growth at a
+    time, to the kernel whose growth saves the most cycles per share of the device or of the budget it adds, a
+    DMA-paced kernel possibly doubled past its II's plateau; a kernel no slower than one feeding it does not
+    grow."""
+    while True:
+        best: tuple[float, int, OpTiling, tuple[float, int], int, int] | None = None
+        for i, (op, t) in enumerate(zip(ops, tilings, strict=True)):
+            if any(latencies[p] >= latencies[i] for p in feeds[i]):
+                continue
+            interval = _interval(op, t, target)
+            for d in unroll_candidates(t):
+                trial = _past_plateau(op, rate_matched(op, _doubled(t, d), streams[i], target), interval,
+                                      streams[i], target)
+                if _interval(op, trial, target) >= interval:
+                    continue  # no fewer cycles per run: at most a shorter pipeline depth
+                latency = tiled_timing(op, trial, target).latency
+                cost = tiling_cost(op, trial, target)
+                grown = budget_units(op, trial, target)
+                if (sum(units) - units[i] + grown > budget
+                        or not _fits_datapath([cost if k == i else c for k, c in enumerate(costs)], i, target)):
+                    continue
+                added = max((cost[0] - costs[i][0]) / target.totals.dsp, (cost[1] - costs[i][1]) / target.totals.lut,
+                            (grown - units[i]) / budget)
+                score = (latencies[i] - latency) / max(added, 1e-9)
+                if best is None or score > best[0]:
+                    best = (score, i, trial, cost, grown, latency)
+        if best is None:
+            return
+        _, i, tilings[i], costs[i], units[i], latencies[i] = best
+
+
+# Doublings past the first that the second round may give a kernel paced by its DMA at once (module docstring).
+PLATEAU_DOUBLINGS = 2
+
+
+def _interval(op: GenericOp, t: OpTiling, target: Target) -> int:
+    """Cycles ``op``'s firings take under ``t`` (its latency less the pipeline depth of the last)."""
+    timing = tiled_timing(op, t, target)
+    return timing.firings * timing.ii
+
+
+def _past_plateau(op: GenericOp, trial: OpTiling, interval: int, streams: dict[int, tuple[int, int]],
+                  target: Target) -> OpTiling:
+    """``trial`` (a doubling of a kernel whose firings now take ``interval`` cycles), doubled again in
+    preference order while it is paced by its DMA and its firings take no fewer cycles (its II rounded up to
+    the same interval), at most ``PLATEAU_DOUBLINGS`` times: a paced kernel's firings take iterations x II,
+    so its latency falls in steps of its iterations, finer the more lanes."""
+    for _ in range(PLATEAU_DOUBLINGS):
+        cands = unroll_candidates(trial)
+        if trial.min_pipeline_ii == 1 or not cands or _interval(op, trial, target) < interval:
+            break
+        trial = rate_matched(op, _doubled(trial, cands[0]), streams, target)
+    return trial
 
 
 def _grown_to(t: OpTiling, lanes: int) -> OpTiling:
