@@ -27,6 +27,14 @@ from torch import nn
 
 from streamtensor.errors import ModelError, OptionError, UnsupportedModelError
 from streamtensor.frontend.models import LoadedModel
+from streamtensor.frontend.position_bias import (
+    PROBE_LEN,
+    AffineBias,
+    MaskForm,
+    capture_layer_inputs,
+    fit_affine,
+    fit_mask,
+)
 from streamtensor.frontend.quant import KV_SCALE_NAMES, KvObserver, KvScales, dequantize_kv, quantize_kv
 from streamtensor.frontend.support import (
     check_layer,
@@ -34,6 +42,7 @@ from streamtensor.frontend.support import (
     raise_cache_state,
     raise_probe_failure,
     raise_recurrent,
+    required_extras,
 )
 
 MODES = ("prefill", "decode")
@@ -166,12 +175,18 @@ class DecoderBlock(nn.Module):
         self.config = cfg
         self.model_type = str(loaded.config.model_type)
         check_model(self.model_type, loaded.config)
-        self.cache_argument = check_layer(self.model_type, self.layer, set(LAYER_INPUTS))
-        self.rotary = find_rotary_embedding(loaded.model)
         layer_types = getattr(cfg, "layer_types", None)
         self.layer_type = layer_types[layer_index] if layer_types else None
         window = getattr(cfg, "sliding_window", None)
         self.sliding_window = window if window and self.layer_type == "sliding_attention" else None
+        # Position biases the model computes outside the layer (ALiBi): rebuilt here from the positions.
+        self.position_biases: dict[str, AffineBias | None] = {}
+        self.mask_form = MaskForm()
+        extras = required_extras(self.layer, set(LAYER_INPUTS))
+        if extras:
+            self._capture_position_biases(loaded, extras)
+        self.cache_argument = check_layer(self.model_type, self.layer, set(LAYER_INPUTS) | set(self.position_biases))
+        self.rotary = find_rotary_embedding(loaded.model)
         # Non-persistent buffers (rotary inv_freq, Gemma's embed scale) must be persistent for torch-mlir.
         for module in loaded.model.modules():
             module._non_persistent_buffers_set.clear()
@@ -200,6 +215,40 @@ class DecoderBlock(nn.Module):
             scalar_names=[] if mode == "prefill" else ["position"],
             cache_updates=[] if mode == "prefill" else [("key_cache_out", "key_cache", "position", _SEQ_DIM),
                                                         ("value_cache_out", "value_cache", "position", _SEQ_DIM)])
+
+    def _capture_position_biases(self, loaded: LoadedModel, names: list[str]) -> None:
+        """The layer arguments ``names`` the model computes: each must be None or an affine function of the key
+        position (ALiBi); then the model's attention mask is matched too (boolean, or with the bias folded in).
+        A model that does not run on a plain prompt is left to ``check_layer``'s refusal of those arguments."""
+        vocab = getattr(self.config, "vocab_size", None) or getattr(loaded.config, "vocab_size", None) or 2
+        try:
+            seen = capture_layer_inputs(loaded.model, self.layer, int(vocab))
+        except Exception:  # noqa: BLE001 - the model's own forward; the refusal names the arguments instead
+            return
+        if any(isinstance(v, torch.Tensor) and v.is_meta for v in seen.values()):
+            return  # a structure-only model: no values to fit
+        for name in names:
+            if name not in seen:
+                continue
+            value = seen[name]
+            if value is None:
+                self.position_biases[name] = None
+                continue
+            bias = fit_affine(value) if isinstance(value, torch.Tensor) else None
+            if bias is None:
+                raise UnsupportedModelError(
+                    self.model_type, f"{type(self.layer).__name__} takes '{name}' from the model, and it is not a "
+                    f"bias linear in the key position like ALiBi ({type(value).__name__}"
+                    f"{list(value.shape) if isinstance(value, torch.Tensor) else ''}: e.g. a relative-position "
+                    "bucket bias or a per-layer state)", "it would need that computation inside the block")
+            self.position_biases[name] = bias
+        if any(b is not None for b in self.position_biases.values()):
+            if self.sliding_window is not None:
+                raise UnsupportedModelError(
+                    self.model_type, "an ALiBi position bias with a sliding-window mask",
+                    "it would need the model's mask matched over a window")
+            q = torch.arange(PROBE_LEN)
+            self.mask_form = fit_mask(self.model_type, seen.get("attention_mask"), q.view(1, -1) <= q.view(-1, 1))
 
     def _probe_kv_geometry(self, hidden: int) -> tuple[int, int, int]:
         """Run the layer once on a short prompt (eagerly): what it writes to its cache gives the KV heads and
@@ -233,8 +282,14 @@ class DecoderBlock(nn.Module):
         allowed = key_pos <= query_pos.view(-1, 1)
         if self.sliding_window is not None:
             allowed = allowed & (key_pos > query_pos.view(-1, 1) - self.sliding_window)
+        shape = (1, 1, query_pos.numel(), key_len)
+        if self.mask_form.boolean is not None:  # the model's mask is boolean (MPT: True where masked)
+            return (~allowed if self.mask_form.boolean == "masked" else allowed).view(shape)
+        lowest = torch.finfo(torch.float32).min
+        if self.mask_form.bias is not None:  # the model folds its ALiBi bias into the mask (Falcon)
+            return torch.where(allowed.view(shape), self.mask_form.bias.tensor(key_len), lowest)
         zero = torch.zeros((), dtype=torch.float32)
-        return torch.where(allowed, zero, torch.finfo(torch.float32).min).view(1, 1, query_pos.numel(), key_len)
+        return torch.where(allowed, zero, lowest).view(shape)
 
     def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.mode == "prefill":
@@ -261,6 +316,8 @@ class DecoderBlock(nn.Module):
                       ) -> dict[str, object]:
         """The keyword arguments the layer's forward takes: mask, cache (under its name), positions, rotary."""
         kwargs: dict[str, object] = {"attention_mask": self._mask(positions, key_len), self.cache_argument: cache}
+        for name, bias in self.position_biases.items():
+            kwargs[name] = None if bias is None else bias.tensor(key_len)
         if "use_cache" in self._layer_params:
             kwargs["use_cache"] = True
         position_ids = positions.view(1, -1)
