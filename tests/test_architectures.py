@@ -10,26 +10,37 @@ conformance sweep builds them (benchmarks/conformance.py): one per construct.
 
 from __future__ import annotations
 
+import json
 import sys
 from functools import cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from streamtensor import compile_llm_block
 from streamtensor.errors import UnsupportedModelError
 from streamtensor.frontend.block import DecoderBlock
+from streamtensor.frontend.lowering import _index
 from streamtensor.frontend.models import load_checkpoint
+from streamtensor.frontend.position_bias import PROBE_LEN, fit_affine, fit_mask
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from conformance import MAX_LEN, SEQ_LEN, build_checkpoint, shrink_config, structural_refusal  # noqa: E402
+
+# Variants of a model type the sweep's default config does not exercise: (model type, config changes)
+VARIANTS = {"falcon_alibi": ("falcon", {"alibi": True})}
 
 
 @cache
 def _checkpoint(model_type: str, root: Path) -> str:
     directory = root / model_type
-    build_checkpoint(model_type, directory)
+    base, changes = VARIANTS.get(model_type, (model_type, {}))
+    build_checkpoint(base, directory)
+    if changes:
+        config = json.loads((directory / "config.json").read_text())
+        (directory / "config.json").write_text(json.dumps({**config, **changes}))
     return str(directory)
 
 
@@ -50,6 +61,10 @@ DENSE = {
     "cohere": "interleaved rotary (strided slices), parallel residual",
     "deepseek_v3": "multi-head latent attention (rope/pass-through concatenation as insert_slice)",
     "emu3": "a text config the causal-LM auto mapping lacks (loaded through its architectures class)",
+    "bloom": "ALiBi bias computed by the model ('alibi'), rebuilt in the block from the key positions",
+    "mpt": "ALiBi over a fixed length the layer slices ('position_bias'), boolean attention mask",
+    "falcon": "multi-query fused QKV split by index lists (one-hot lookups), rotary",
+    "falcon_alibi": "ALiBi folded into the attention mask by the model as well as passed to the layer",
 }
 
 
@@ -73,7 +88,6 @@ REFUSED = {
     "mixtral": "mixture-of-experts",
     "mamba": "recurrent or state-space",
     "bart": "cross-attention",
-    "bloom": "'alibi' computed outside the layer",
     "openai-gpt": "takes no KV cache",
     "hy_v4": "hyper-connections",
     "cpmant": "takes 'position_bias' from the model outside the layer and fails without it",
@@ -119,9 +133,68 @@ def test_sweep_judges_an_unbuildable_tiny_config_on_the_default_structure() -> N
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["prefill", "decode"])
-@pytest.mark.parametrize("model_type", ["arcee", "gpt_neox", "gemma2", "cohere", "deepseek_v3", "apertus"])
+@pytest.mark.parametrize("model_type", ["arcee", "gpt_neox", "gemma2", "cohere", "deepseek_v3", "apertus", "bloom",
+                                        "mpt", "falcon_alibi"])
 def test_compile_and_simulate(model_type: str, mode: str, checkpoints: Path) -> None:
     design, block = compile_llm_block(_checkpoint(model_type, checkpoints), mode=mode, seq_len=SEQ_LEN,
                                       max_len=MAX_LEN)
     report = design.simulate(*block.example_inputs(), runs=1)
     assert report.ok, report.describe()
+
+
+ALIBI = ["bloom", "mpt", "falcon_alibi"]
+
+
+@pytest.mark.parametrize("mode", ["prefill", "decode"])
+@pytest.mark.parametrize("model_type", ALIBI)
+def test_alibi_block_compiles_and_matches_pytorch(model_type: str, mode: str, checkpoints: Path) -> None:
+    """ALiBi: the bias is computed in the block from the positions (slopes and offsets per head are the only
+    constants), so the compiled graph matches PyTorch in prefill and decode (reference interpreter)."""
+    design, block = compile_llm_block(_checkpoint(model_type, checkpoints), mode=mode, seq_len=SEQ_LEN,
+                                      max_len=MAX_LEN, size_fifos=False)
+    assert any(b is not None for b in block.position_biases.values())
+    if model_type == "falcon_alibi":
+        assert block.mask_form.bias is not None  # the model's mask carries the bias too
+    args = block.example_inputs()
+    got = design.run_reference(*args)
+    with torch.no_grad():
+        want = block(*args)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(np.asarray(g, np.float64), w.numpy(), rtol=0, atol=1e-4)
+
+
+def test_position_bias_fit_accepts_affine_and_names_the_rest() -> None:
+    """An affine bias in the key position is rebuilt exactly; a relative-position bucket bias is not ALiBi."""
+    slopes = torch.tensor([0.5, 0.25]).view(2, 1, 1)
+    alibi = slopes * torch.arange(PROBE_LEN, dtype=torch.float32) - 3.0
+    bias = fit_affine(alibi)
+    assert bias is not None and bias.length is None
+    torch.testing.assert_close(bias.tensor(PROBE_LEN), alibi, rtol=0, atol=0)
+    fixed = fit_affine(slopes * torch.arange(16, dtype=torch.float32))  # built over a fixed length (MPT)
+    assert fixed is not None and fixed.length == 16
+    buckets = torch.arange(PROBE_LEN, dtype=torch.float32).clamp(max=3).view(1, 1, -1)  # saturating buckets
+    assert fit_affine(buckets) is None
+    assert fit_affine(torch.zeros(2, PROBE_LEN, PROBE_LEN)) is None  # depends on the query position too
+
+
+def test_attention_mask_forms() -> None:
+    """The model's mask for the probe prompt: boolean (either polarity) or additive with an ALiBi bias."""
+    q = torch.arange(PROBE_LEN)
+    allowed = q.view(1, -1) <= q.view(-1, 1)
+    assert fit_mask("m", (~allowed).view(1, 1, PROBE_LEN, PROBE_LEN), allowed).boolean == "masked"
+    assert fit_mask("m", allowed.view(1, 1, PROBE_LEN, PROBE_LEN), allowed).boolean == "allowed"
+    lowest = torch.finfo(torch.float32).min
+    slopes = torch.tensor([0.5, 0.25]).view(1, 2, 1, 1)
+    mask = torch.where(allowed, slopes * q.float(), lowest)
+    form = fit_mask("m", mask, allowed)
+    assert form.bias is not None and form.boolean is None
+    with pytest.raises(UnsupportedModelError, match="neither a causal mask"):
+        fit_mask("m", torch.where(allowed, torch.rand(PROBE_LEN, PROBE_LEN), lowest), allowed)
+
+
+def test_index_lookup_on_any_dim_matches_torch() -> None:
+    """``table[..., idx, ...]`` with one index tensor (negative entries included) as a one-hot reduction."""
+    table = torch.randn(2, 3, 6, 5)
+    for indices in ([None, None, torch.tensor([-2])], [torch.tensor([[1, 0]])], [None, torch.tensor([2, 0, -1])]):
+        want = table[tuple(slice(None) if i is None else i for i in indices)]
+        torch.testing.assert_close(_index(table, indices), want, rtol=0, atol=0)
