@@ -21,7 +21,7 @@ import torch
 
 from streamtensor import compile_llm_block
 from streamtensor.errors import UnsupportedModelError
-from streamtensor.frontend.block import DecoderBlock
+from streamtensor.frontend.block import DecoderBlock, model_decoder_layers
 from streamtensor.frontend.lowering import _index
 from streamtensor.frontend.models import load_checkpoint
 from streamtensor.frontend.position_bias import PROBE_LEN, fit_affine, fit_mask
@@ -198,3 +198,38 @@ def test_index_lookup_on_any_dim_matches_torch() -> None:
     for indices in ([None, None, torch.tensor([-2])], [torch.tensor([[1, 0]])], [None, torch.tensor([2, 0, -1])]):
         want = table[tuple(slice(None) if i is None else i for i in indices)]
         torch.testing.assert_close(_index(table, indices), want, rtol=0, atol=0)
+
+
+def test_per_token_inputs_become_block_inputs(checkpoints: Path) -> None:
+    """Gemma 4's per-layer embeddings (computed by the model from the token ids, passed positionally) are a
+    block input after the hidden state; its KV-sharing dict a new one per call. Fed the model's own per-layer
+    input, the block's output equals the model's hidden state after layer 0."""
+    loaded = load_checkpoint(_checkpoint("gemma4_text", checkpoints))
+    ids = torch.randint(0, loaded.config.get_text_config().vocab_size, (1, SEQ_LEN),
+                        generator=torch.Generator().manual_seed(0))
+    _, layers = model_decoder_layers(loaded.model)
+    seen: dict[str, torch.Tensor] = {}
+    handle = layers[0].register_forward_pre_hook(lambda _, args, kwargs: seen.update(per_layer=args[1]),
+                                                 with_kwargs=True)
+    with torch.no_grad():
+        states = loaded.model(input_ids=ids, output_hidden_states=True).hidden_states
+    handle.remove()
+    block = DecoderBlock(loaded, "prefill", SEQ_LEN, SEQ_LEN).eval()
+    assert block.spec.token_inputs == ["per_layer_input"] and block.spec.input_names[1] == "per_layer_input"
+    assert block.fresh_dicts == ["shared_kv_states"]
+    weights = block.example_inputs()[2:]
+    with torch.no_grad():
+        hidden_out, _, _ = block(states[0], seen["per_layer"], *weights)
+    torch.testing.assert_close(hidden_out, states[1], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["prefill", "decode"])
+def test_per_token_input_block_compiles_and_matches_pytorch(mode: str, checkpoints: Path) -> None:
+    design, block = compile_llm_block(_checkpoint("gemma4_text", checkpoints), mode=mode, seq_len=SEQ_LEN,
+                                      max_len=MAX_LEN, size_fifos=False)
+    args = block.example_inputs()
+    got = design.run_reference(*args)
+    with torch.no_grad():
+        want = block(*args)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(np.asarray(g, np.float64), w.numpy(), rtol=0, atol=1e-4)

@@ -11,6 +11,7 @@ model passes (relative-position buckets, per-layer inputs) is refused by ``suppo
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -40,11 +41,14 @@ class AffineBias:
 
 
 def capture_layer_inputs(model: nn.Module, layer: nn.Module, vocab_size: int) -> dict[str, object]:
-    """The keyword arguments the model passes ``layer`` on a ``PROBE_LEN``-token prompt (eager, no grad)."""
+    """The arguments the model passes ``layer`` on a ``PROBE_LEN``-token prompt (eager, no grad), by name."""
     seen: dict[str, object] = {}
 
     def hook(_: nn.Module, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
-        seen.update(kwargs)
+        try:  # positional arguments under their names (Gemma 4 passes its per-layer input positionally)
+            seen.update(inspect.signature(layer.forward).bind_partial(*args, **kwargs).arguments)
+        except TypeError:
+            seen.update(kwargs)
         raise _Captured
 
     handle = layer.register_forward_pre_hook(hook, with_kwargs=True)

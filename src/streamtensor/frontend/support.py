@@ -94,13 +94,19 @@ def required_extras(layer: nn.Module, provided: set[str]) -> list[str]:
             and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in provided]
 
 
+def unfed_arguments(layer: nn.Module, passed: set[str]) -> list[str]:
+    """The layer's arguments (after the hidden states) not in ``passed`` that may carry what the model computes
+    outside the layer: neither its cache nor output switches."""
+    params = inspect.signature(layer.forward).parameters
+    return [n for n, p in list(params.items())[1:] if n not in passed and p.kind not in (p.VAR_POSITIONAL,
+            p.VAR_KEYWORD) and n not in CACHE_ARGUMENTS and not _OPTIONAL_FLAGS.search(n)]
+
+
 def raise_probe_failure(model_type: str, layer: nn.Module, passed: set[str], exc: Exception) -> None:
     """The layer failed when run as one block on a short probe: name the optional arguments the model computes
     outside the layer (a position bias, per-layer inputs, shared states, block-sparse masks) when it takes some,
     else the layer and its error."""
-    params = inspect.signature(layer.forward).parameters
-    unfed = [n for n, p in list(params.items())[1:] if n not in passed and p.kind not in (p.VAR_POSITIONAL,
-             p.VAR_KEYWORD) and n not in CACHE_ARGUMENTS and not _OPTIONAL_FLAGS.search(n)]
+    unfed = unfed_arguments(layer, passed)
     error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else '(no message)'}"
     if unfed:
         raise UnsupportedModelError(
