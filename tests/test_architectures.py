@@ -150,17 +150,23 @@ ALIBI = ["bloom", "mpt", "falcon_alibi"]
 def test_alibi_block_compiles_and_matches_pytorch(model_type: str, mode: str, checkpoints: Path) -> None:
     """ALiBi: the bias is computed in the block from the positions (slopes and offsets per head are the only
     constants), so the compiled graph matches PyTorch in prefill and decode (reference interpreter)."""
-    design, block = compile_llm_block(_checkpoint(model_type, checkpoints), mode=mode, seq_len=SEQ_LEN,
-                                      max_len=MAX_LEN, size_fifos=False)
+    block = _compiled_matches_pytorch(model_type, mode, checkpoints)
     assert any(b is not None for b in block.position_biases.values())
     if model_type == "falcon_alibi":
         assert block.mask_form.bias is not None  # the model's mask carries the bias too
+
+
+def _compiled_matches_pytorch(model_type: str, mode: str, checkpoints: Path) -> DecoderBlock:
+    """Compile to the dataflow graph; the reference interpreter matches the block in PyTorch (fp32, 1e-4)."""
+    design, block = compile_llm_block(_checkpoint(model_type, checkpoints), mode=mode, seq_len=SEQ_LEN,
+                                      max_len=MAX_LEN, size_fifos=False)
     args = block.example_inputs()
     got = design.run_reference(*args)
     with torch.no_grad():
         want = block(*args)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(np.asarray(g, np.float64), w.numpy(), rtol=0, atol=1e-4)
+    return block
 
 
 def test_position_bias_fit_accepts_affine_and_names_the_rest() -> None:
@@ -225,11 +231,5 @@ def test_per_token_inputs_become_block_inputs(checkpoints: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["prefill", "decode"])
 def test_per_token_input_block_compiles_and_matches_pytorch(mode: str, checkpoints: Path) -> None:
-    design, block = compile_llm_block(_checkpoint("gemma4_text", checkpoints), mode=mode, seq_len=SEQ_LEN,
-                                      max_len=MAX_LEN, size_fifos=False)
-    args = block.example_inputs()
-    got = design.run_reference(*args)
-    with torch.no_grad():
-        want = block(*args)
-    for g, w in zip(got, want, strict=True):
-        np.testing.assert_allclose(np.asarray(g, np.float64), w.numpy(), rtol=0, atol=1e-4)
+    block = _compiled_matches_pytorch("gemma4_text", mode, checkpoints)
+    assert block.spec.token_inputs == ["per_layer_input"]
