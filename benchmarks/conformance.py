@@ -489,12 +489,16 @@ def _csim_sweep(types: list[str], modes: tuple[str, ...], args: argparse.Namespa
     print(f"{len(pairs)} (model type, mode) pairs to run, {len(types) * len(modes) - len(pairs)} already in "
           f"{args.results}", flush=True)
 
-    def run(pair: tuple[str, str]) -> ModeRow:
+    def run(pair: tuple[str, str]) -> ModeRow | None:
+        if args.resume and pair in read_results(args.results):
+            return None  # another sweep running on the same file finished it meanwhile
         row = _run_worker(pair[0], args.cache_dir, args.timeout, "csim", (pair[1],))
         return ModeRow(row.model_type, pair[1], row.status, row.detail, row.seconds)
 
     with ThreadPoolExecutor(args.jobs) as pool:
         for record in pool.map(run, pairs):
+            if record is None:
+                continue
             with args.results.open("a") as out:
                 out.write(json.dumps(asdict(record)) + "\n")
             print(f"{record.model_type:28} {record.mode:8} {record.status:8} {record.seconds:6.0f} s  "
