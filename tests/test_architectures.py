@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 from functools import cache
 from pathlib import Path
 
@@ -27,7 +28,16 @@ from streamtensor.frontend.models import load_checkpoint
 from streamtensor.frontend.position_bias import PROBE_LEN, fit_affine, fit_mask
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from conformance import MAX_LEN, SEQ_LEN, build_checkpoint, shrink_config, structural_refusal  # noqa: E402
+from conformance import (  # noqa: E402
+    MAX_LEN,
+    SEQ_LEN,
+    ModeRow,
+    build_checkpoint,
+    read_results,
+    shrink_config,
+    structural_refusal,
+    write_csim_table,
+)
 
 # Variants of a model type the sweep's default config does not exercise: (model type, config changes)
 VARIANTS = {"falcon_alibi": ("falcon", {"alibi": True})}
@@ -233,3 +243,19 @@ def test_per_token_inputs_become_block_inputs(checkpoints: Path) -> None:
 def test_per_token_input_block_compiles_and_matches_pytorch(mode: str, checkpoints: Path) -> None:
     block = _compiled_matches_pytorch("gemma4_text", mode, checkpoints)
     assert block.spec.token_inputs == ["per_layer_input"]
+
+
+def test_csim_table_never_shows_a_mode_not_run_as_passed(tmp_path: Path) -> None:
+    """The C-simulation tier's results file: the last record per (type, mode) wins; a type with a mode not run
+    is 'incomplete', its cell 'not run', and is not counted as passed."""
+    results = tmp_path / "results.jsonl"
+    lines = [ModeRow("llama", "prefill", "failed", "verify: mismatch", 5.0), ModeRow("llama", "prefill", "passed",
+             "max error 1e-06 (hidden_out)", 6.0), ModeRow("llama", "decode", "passed", "max error 1e-06", 7.0),
+             ModeRow("gpt2", "prefill", "passed", "max error 1e-06", 8.0)]
+    results.write_text("".join(json.dumps(asdict(r)) + "\n" for r in lines))
+    records = read_results(results)
+    assert records[("llama", "prefill")].status == "passed"
+    summary = write_csim_table(records, tmp_path / "table.md", total_types=189)
+    assert summary == "1 passed, 0 refused, 0 failed, 1 incomplete (a mode not run yet) (2 of 189 model types run)"
+    table = (tmp_path / "table.md").read_text()
+    assert "| gpt2 | incomplete | passed: max error 1e-06 (8 s) | not run |" in table
