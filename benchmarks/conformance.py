@@ -149,15 +149,16 @@ def _classes(model_type: str) -> tuple[Any, Any]:
     return model_class, getattr(model_class, "config_class", None) or transformers.CONFIG_MAPPING[model_type]
 
 
-def build_checkpoint(model_type: str, directory: Path, seed: int = 0) -> None:
-    """A tiny random checkpoint of ``model_type`` in ``directory`` (config.json + model.safetensors)."""
+def build_checkpoint(model_type: str, directory: Path, seed: int = 0, changes: dict[str, Any] | None = None) -> None:
+    """A tiny random checkpoint of ``model_type`` in ``directory`` (config.json + model.safetensors); ``changes``
+    set config attributes after shrinking (a variant the default config does not exercise)."""
     import torch
     import transformers
 
     from streamtensor.frontend.models import randomize_params
 
     model_class, config_class = _classes(model_type)
-    config = config_class(**shrink_config(config_class().to_dict()))
+    config = config_class(**{**shrink_config(config_class().to_dict()), **(changes or {})})
     torch.manual_seed(seed)
     model = (model_class._from_config(config, dtype=torch.float32) if model_class is not None
              else transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32))
