@@ -30,6 +30,7 @@ from streamtensor.frontend.position_bias import PROBE_LEN, fit_affine, fit_mask
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from conformance import (  # noqa: E402
     MAX_LEN,
+    RESULTS_HEADER,
     SEQ_LEN,
     ModeRow,
     build_checkpoint,
@@ -251,7 +252,7 @@ def test_csim_table_never_shows_a_mode_not_run_as_passed(tmp_path: Path) -> None
     lines = [ModeRow("llama", "prefill", "failed", "verify: mismatch", 5.0), ModeRow("llama", "prefill", "passed",
              "max error 1e-06 (hidden_out)", 6.0), ModeRow("llama", "decode", "passed", "max error 1e-06", 7.0),
              ModeRow("gpt2", "prefill", "passed", "max error 1e-06", 8.0)]
-    results.write_text("".join(json.dumps(asdict(r)) + "\n" for r in lines))
+    results.write_text(RESULTS_HEADER + "".join(json.dumps(asdict(r)) + "\n" for r in lines))
     records = read_results(results)
     assert records[("llama", "prefill")].status == "passed"
     summary = write_csim_table(records, tmp_path / "table.md", total_types=189)
