@@ -1,19 +1,24 @@
 """Conformance sweep: every causal-LM model type of the pinned transformers, compiled and verified.
 
 Run: ``.venv/bin/python benchmarks/conformance.py [--types llama,phi] [--jobs 2] [--timeout 600]
-[--check interp]``. For every model type in ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`` a tiny random checkpoint is built
-generically (the config class's defaults shrunk by ``SHRINK_RULES``, attribute names only, no per-architecture
-table), saved with ``save_pretrained`` under the cache directory, and one decoder block of it compiled and
-C-simulated against PyTorch eager in prefill and decode, each type in a subprocess with a timeout. One row per type:
-``passed``, ``refused`` (the compiler's one-line ``UnsupportedModelError``, or after export its ``UnsupportedOpError``)
-or ``failed`` (the stage and the error).
-The table goes to ``benchmarks/conformance.md`` (``--types`` updates only those rows) and the last line is the
-summary ``N passed, N refused, N failed``. Nothing is downloaded.
+[--check interp|csim] [--modes prefill,decode] [--passed-in-interp] [--resume]``. For every model type in
+``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`` a tiny random checkpoint is built generically (the config class's defaults
+shrunk by ``SHRINK_RULES``, attribute names only, no per-architecture table), saved with ``save_pretrained`` under
+the cache directory, and one decoder block of it compiled and checked against PyTorch eager in prefill and decode,
+in a subprocess with a timeout. Results: ``passed``, ``refused`` (the compiler's one-line
+``UnsupportedModelError``, or after export its ``UnsupportedOpError``) or ``failed`` (the stage and the error).
+Nothing is downloaded.
 
-``--check csim`` (the default) verifies with the C simulation of the generated HLS C++ (minutes per type: the C++
-build dominates). ``--check interp`` is the quick tier (seconds per type, table ``conformance_interp.md``): the
-compile up to the dataflow graph without FIFO sizing or C++, and the Linalg reference interpreter against
-PyTorch eager on the same inputs.
+``--check csim`` (the default) verifies with the C simulation of the generated HLS C++, what ``streamtensor
+verify`` runs (minutes per type and mode: the C++ build dominates). Each (model type, mode) is one worker whose
+result is appended to ``conformance_csim.jsonl`` as it ends, so the sweep runs in pieces (``--resume`` skips the
+pairs done; ``--passed-in-interp`` takes the types the quick tier passed); the table ``conformance.md`` is rebuilt
+from that file, a mode not run shown as such.
+
+``--check interp`` is the quick tier (seconds per type, table ``conformance_interp.md``, one row per type,
+``--types`` updating only those rows): the compile up to the dataflow graph without FIFO sizing or C++, and the
+Linalg reference interpreter against PyTorch eager on the same inputs. The last line printed is the summary
+``N passed, N refused, N failed``.
 """
 
 from __future__ import annotations
@@ -144,15 +149,16 @@ def _classes(model_type: str) -> tuple[Any, Any]:
     return model_class, getattr(model_class, "config_class", None) or transformers.CONFIG_MAPPING[model_type]
 
 
-def build_checkpoint(model_type: str, directory: Path, seed: int = 0) -> None:
-    """A tiny random checkpoint of ``model_type`` in ``directory`` (config.json + model.safetensors)."""
+def build_checkpoint(model_type: str, directory: Path, seed: int = 0, changes: dict[str, Any] | None = None) -> None:
+    """A tiny random checkpoint of ``model_type`` in ``directory`` (config.json + model.safetensors); ``changes``
+    set config attributes after shrinking (a variant the default config does not exercise)."""
     import torch
     import transformers
 
     from streamtensor.frontend.models import randomize_params
 
     model_class, config_class = _classes(model_type)
-    config = config_class(**shrink_config(config_class().to_dict()))
+    config = config_class(**{**shrink_config(config_class().to_dict()), **(changes or {})})
     torch.manual_seed(seed)
     model = (model_class._from_config(config, dtype=torch.float32) if model_class is not None
              else transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32))
@@ -218,9 +224,9 @@ def _one_line(exc: BaseException) -> str:
     return f"{line} {first_error}" if first_error else line
 
 
-def check_type(model_type: str, cache_dir: Path, check: str = "csim") -> Row:
-    """Checkpoint, then compile + C simulation (or the reference interpreter) in each mode (runs in the worker
-    subprocess)."""
+def check_type(model_type: str, cache_dir: Path, check: str = "csim", modes: tuple[str, ...] = MODES) -> Row:
+    """Checkpoint, then compile + C simulation (or the reference interpreter) in each of ``modes`` (runs in the
+    worker subprocess)."""
     from streamtensor import compile_llm_block
     from streamtensor.errors import StageError, UnsupportedModelError, UnsupportedOpError
 
@@ -237,7 +243,7 @@ def check_type(model_type: str, cache_dir: Path, check: str = "csim") -> Row:
             refusal = structural_refusal(model_type)
             return row("refused", refusal) if refusal else row("failed", f"checkpoint: {_one_line(exc)}")
     errors: list[str] = []
-    for mode in MODES:
+    for mode in modes:
         try:
             if check == "interp":
                 design, block = compile_llm_block(str(directory), mode=mode, seq_len=SEQ_LEN, max_len=MAX_LEN,
@@ -294,9 +300,10 @@ def _worst(report: Any) -> str:
     return f"max error {worst.max_abs_error:.1e} ({worst.name})"
 
 
-def _run_worker(model_type: str, cache_dir: Path, timeout: int, check: str) -> Row:
+def _run_worker(model_type: str, cache_dir: Path, timeout: int, check: str, modes: tuple[str, ...] = MODES) -> Row:
     start = time.perf_counter()
-    cmd = [sys.executable, __file__, "--worker", model_type, "--cache-dir", str(cache_dir), "--check", check]
+    cmd = [sys.executable, __file__, "--worker", model_type, "--cache-dir", str(cache_dir), "--check", check,
+           "--modes", ",".join(modes)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -339,6 +346,82 @@ def write_table(rows: dict[str, Row], path: Path, check: str = "csim") -> str:
     return summary
 
 
+@dataclass
+class ModeRow:
+    """One (model type, mode) result of the C-simulation tier, as appended to ``RESULTS``."""
+
+    model_type: str
+    mode: str
+    status: str  # passed | refused | failed
+    detail: str
+    seconds: float
+
+
+RESULTS = Path(__file__).with_name("conformance_csim.jsonl")  # C-simulation tier: one JSON line per (type, mode)
+RESULTS_HEADER = ("# Generated by benchmarks/conformance.py (streamtensor): one JSON line per (model type, mode) "
+                  "of the C-simulation tier, appended as each ends; the last one per pair wins\n")
+
+
+def read_results(path: Path) -> dict[tuple[str, str], ModeRow]:
+    """The results file's records, the last one per (model type, mode) winning (a rerun replaces a row)."""
+    records: dict[tuple[str, str], ModeRow] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip() and not line.startswith("#"):  # the header names the tool
+                record = ModeRow(**json.loads(line))
+                records[(record.model_type, record.mode)] = record
+    return records
+
+
+def _mode_cell(record: ModeRow | None) -> str:
+    if record is None:
+        return "not run"
+    return f"{record.status}: {record.detail} ({record.seconds:.0f} s)"
+
+
+def write_csim_table(records: dict[tuple[str, str], ModeRow], path: Path, total_types: int) -> str:
+    """The C-simulation table, one row per model type with a result per mode. A type is passed only when every
+    mode ran and passed; a mode not run yet is shown as such, never counted as passed."""
+    import transformers
+
+    types = sorted({t for t, _ in records})
+    statuses: dict[str, str] = {}
+    for t in types:
+        got = [records.get((t, m)) for m in MODES]
+        done = [r for r in got if r is not None]
+        if any(r.status == "failed" for r in done):
+            statuses[t] = "failed"
+        elif any(r.status == "refused" for r in done):
+            statuses[t] = "refused"
+        elif len(done) < len(MODES):
+            statuses[t] = "incomplete"
+        else:
+            statuses[t] = "passed"
+    counts = {s: sum(v == s for v in statuses.values()) for s in ("passed", "refused", "failed", "incomplete")}
+    summary = (f"{counts['passed']} passed, {counts['refused']} refused, {counts['failed']} failed"
+               + (f", {counts['incomplete']} incomplete (a mode not run yet)" if counts["incomplete"] else "")
+               + f" ({len(types)} of {total_types} model types run)")
+    lines = [
+        "<!-- Generated by benchmarks/conformance.py (streamtensor) from conformance_csim.jsonl; do not edit -->",
+        "# Conformance: every causal-LM model type, compile + C simulation",
+        "",
+        f"transformers {transformers.__version__}; tiny random checkpoints (benchmarks/conformance.py); "
+        f"layer 0, prefill ({SEQ_LEN} tokens) and decode (cache of {MAX_LEN}); compile (FIFO sizing, HLS C++) and "
+        f"`streamtensor verify`'s fp32 C simulation of the generated C++ against PyTorch eager, tolerance "
+        f"{TOLERANCE:.0e}. Measured here (seconds: wall-clock of each mode's compile + C++ build + simulation, "
+        "machine shared). Only the model types run so far are listed (`--check csim --resume` continues).",
+        "",
+        f"**{summary}**",
+        "",
+        "| model type | result | prefill | decode |",
+        "|---|---|---|---|",
+        *(f"| {t} | {statuses[t]} | {_escape(_mode_cell(records.get((t, 'prefill'))))} | "
+          f"{_escape(_mode_cell(records.get((t, 'decode'))))} |" for t in types),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return summary
+
+
 def _read_table(path: Path) -> dict[str, Row]:
     rows: dict[str, Row] = {}
     if not path.is_file():
@@ -361,10 +444,20 @@ def main() -> None:
     parser.add_argument("--check", choices=sorted(TABLES), default="csim",
                         help="csim: C simulation of the generated C++; interp: the quick tier (reference interpreter)")
     parser.add_argument("--table", type=Path, help="the markdown table to write (default: by --check)")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes (default: both)")
+    parser.add_argument("--passed-in-interp", action="store_true",
+                        help="only the model types passed in the interp tier's table (conformance_interp.md)")
+    parser.add_argument("--resume", action="store_true",
+                        help="csim: skip the (model type, mode) pairs already in the results file")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="csim: the results file, one JSON line appended per (model type, mode)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    modes = tuple(args.modes.split(","))
+    if set(modes) - set(MODES):
+        parser.error(f"bad --modes '{args.modes}': expected some of {', '.join(MODES)}")
     if args.worker:
-        print(json.dumps(asdict(check_type(args.worker, args.cache_dir, args.check))))
+        print(json.dumps(asdict(check_type(args.worker, args.cache_dir, args.check, modes))))
         return
     table = args.table or TABLES[args.check]
 
@@ -375,6 +468,12 @@ def main() -> None:
     unknown = sorted(set(types) - set(all_types))
     if unknown:
         parser.error(f"not causal-LM model types of this transformers: {', '.join(unknown)}")
+    if args.passed_in_interp:
+        passed = {t for t, r in _read_table(TABLES["interp"]).items() if r.status == "passed"}
+        types = [t for t in types if t in passed]
+    if args.check == "csim":
+        _csim_sweep(types, modes, args, table, len(all_types))
+        return
     rows = _read_table(table) if args.types else {}
     with ThreadPoolExecutor(args.jobs) as pool:
         for row in pool.map(lambda t: _run_worker(t, args.cache_dir, args.timeout, args.check), types):
@@ -382,6 +481,35 @@ def main() -> None:
             print(f"{row.model_type:28} {row.status:8} {row.seconds:6.0f} s  {row.detail}", flush=True)
             write_table(rows, table, args.check)
     print(write_table(rows, table, args.check))
+
+
+def _csim_sweep(types: list[str], modes: tuple[str, ...], args: argparse.Namespace, table: Path,
+                total_types: int) -> None:
+    """Compile + C simulation per (model type, mode), each appended to the results file as it ends (so a sweep
+    runs in pieces: ``--resume`` skips the pairs done), and the table rewritten from that file."""
+    done = read_results(args.results) if args.resume else {}
+    pairs = [(t, m) for t in types for m in modes if (t, m) not in done]
+    print(f"{len(pairs)} (model type, mode) pairs to run, {len(types) * len(modes) - len(pairs)} already in "
+          f"{args.results}", flush=True)
+
+    def run(pair: tuple[str, str]) -> ModeRow | None:
+        if args.resume and pair in read_results(args.results):
+            return None  # another sweep running on the same file finished it meanwhile
+        row = _run_worker(pair[0], args.cache_dir, args.timeout, "csim", (pair[1],))
+        return ModeRow(row.model_type, pair[1], row.status, row.detail, row.seconds)
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        for record in pool.map(run, pairs):
+            if record is None:
+                continue
+            if not args.results.is_file():
+                args.results.write_text(RESULTS_HEADER)
+            with args.results.open("a") as out:
+                out.write(json.dumps(asdict(record)) + "\n")
+            print(f"{record.model_type:28} {record.mode:8} {record.status:8} {record.seconds:6.0f} s  "
+                  f"{record.detail}", flush=True)
+            write_csim_table(read_results(args.results), table, total_types)
+    print(write_csim_table(read_results(args.results), table, total_types))
 
 
 if __name__ == "__main__":

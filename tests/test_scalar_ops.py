@@ -1,7 +1,8 @@
 """Every scalar op the frontend imports (``SUPPORTED_SCALAR_OPS``), one by one: the interpreter
 (``ir.scalar_eval``) and the generated C++ expression (``codegen.vitis.hls.kernel.scalar_expression``) against
-numpy references written here from the MLIR definitions. Comparisons (every predicate) are in
-``test_scalar_compare.py``; ``linalg.index`` needs a loop nest and is covered by the kernel tests.
+numpy references written here from the MLIR definitions, in the i64 and i1 forms the frontend emits too.
+Comparisons (every predicate, i32 and i64) are in ``test_scalar_compare.py``; ``linalg.index`` needs a loop nest
+and is covered by the kernel tests.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ _FLOATS = [-2.5, -1.0, -0.0, 0.0, 0.25, 1.0, 3.0, _NAN, _INF, -_INF]  # any floa
 _FINITE = [-100.75, -2.5, -1.0, -0.5, 0.0, 0.5, 1.0, 2.75, 100.25]  # float to integer: in range
 _ROUNDING = [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, -0.75, 0.25, 1.75]  # ties both ways
 _INTS = [-(2**31), -7, -1, 0, 1, 5, 2**31 - 1]
+_INTS64 = [-(2**40) - 3, -(2**31) - 1, -7, -1, 0, 1, 5, 2**31, 2**40 + 9]  # positions, indices: i64
 _DIVISORS = [-3, -2, 2, 7]  # no zero divisor, no INT_MIN / -1 (undefined in C++ and MLIR)
 
 
@@ -118,6 +120,24 @@ _CASES = [
     Case("arith.ori", ("i1", "i1"), "i1", np.logical_or, ([False, True], [False, True])),
     Case("arith.xori", ("i1", "i1"), "i1", np.logical_xor, ([False, True], [False, True])),
     Case("arith.select", ("i1", _F, _F), _F, np.where, ([False, True], [-1.5, _NAN], [2.0, _INF])),
+    # The i64 and i1 forms the frontend emits (positions, indices, masks; PyTorch's integers are i64)
+    Case("arith.sitofp", (_I64,), _F, lambda x: x.astype(np.float32), (_INTS64,)),
+    Case("arith.uitofp", ("i1",), _F, lambda x: x.astype(np.float32), ([False, True],)),
+    Case("arith.fptosi", (_F,), _I64, lambda x: np.trunc(x).astype(np.int64), (_FINITE + [3e9, -3e9],)),
+    Case("arith.extui", ("i1",), _I32, lambda x: x.astype(np.int32), ([False, True],)),
+    Case("arith.trunci", (_I64,), "i1", lambda x: (x & 1).astype(np.bool_), ([-3, -2, 0, 1, 2**40 + 1],)),
+    Case("arith.addi", (_I64, _I64), _I64, np.add, (_INTS64, _INTS64)),
+    Case("arith.subi", (_I64, _I64), _I64, np.subtract, (_INTS64, _INTS64)),
+    Case("arith.divsi", (_I64, _I64), _I64, _trunc_div, (_INTS64, _DIVISORS)),
+    Case("arith.remsi", (_I64, _I64), _I64, lambda a, b: a - _trunc_div(a, b) * b, (_INTS64, _DIVISORS)),
+    Case("arith.maxsi", (_I64, _I64), _I64, np.maximum, (_INTS64, _INTS64)),
+    Case("arith.minsi", (_I64, _I64), _I64, np.minimum, (_INTS64, _INTS64)),
+    Case("arith.andi", (_I64, _I64), _I64, np.bitwise_and, (_INTS64, _INTS64)),
+    Case("arith.ori", (_I64, _I64), _I64, np.bitwise_or, (_INTS64, _INTS64)),
+    Case("arith.xori", (_I64, _I64), _I64, np.bitwise_xor, (_INTS64, _INTS64)),
+    Case("arith.select", ("i1", _I64, _I64), _I64, np.where, ([False, True], [-7, 2**40], [3, -(2**40)])),
+    Case("arith.select", ("i1", "i1", "i1"), "i1", np.where, ([False, True], [False, True], [True, False])),
+    Case("arith.constant", (), "i1", lambda: np.bool_(True), (), (("value", True),)),
     Case("arith.constant", (), _F, lambda: np.float32(-0.1), (), (("value", -0.1),)),
     Case("arith.constant", (), _I64, lambda: np.int64(-(2**63)), (), (("value", -(2**63)),)),
 ]

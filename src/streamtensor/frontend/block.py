@@ -20,6 +20,7 @@ buffer; the cache is a duck-typed object with HF's ``update(key, value, layer_id
 from __future__ import annotations
 
 import inspect
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +28,14 @@ from torch import nn
 
 from streamtensor.errors import ModelError, OptionError, UnsupportedModelError
 from streamtensor.frontend.models import LoadedModel
+from streamtensor.frontend.position_bias import (
+    PROBE_LEN,
+    AffineBias,
+    MaskForm,
+    capture_layer_inputs,
+    fit_affine,
+    fit_mask,
+)
 from streamtensor.frontend.quant import KV_SCALE_NAMES, KvObserver, KvScales, dequantize_kv, quantize_kv
 from streamtensor.frontend.support import (
     check_layer,
@@ -34,6 +43,8 @@ from streamtensor.frontend.support import (
     raise_cache_state,
     raise_probe_failure,
     raise_recurrent,
+    required_extras,
+    unfed_arguments,
 )
 
 MODES = ("prefill", "decode")
@@ -142,6 +153,9 @@ class BlockSpec:
     scalar_names: list[str] = field(default_factory=list)  # inputs passed as scalar registers
     # (output name, cache input name, row input name, row dim): the output is the cache with one row rewritten
     cache_updates: list[tuple[str, str, str, int]] = field(default_factory=list)
+    # activations [1, tokens, ...] the model computes per token outside the layers (after the hidden state, and
+    # in decode after the caches): a runner must compute them as it computes the embeddings
+    token_inputs: list[str] = field(default_factory=list)
 
 
 class DecoderBlock(nn.Module):
@@ -166,12 +180,18 @@ class DecoderBlock(nn.Module):
         self.config = cfg
         self.model_type = str(loaded.config.model_type)
         check_model(self.model_type, loaded.config)
-        self.cache_argument = check_layer(self.model_type, self.layer, set(LAYER_INPUTS))
-        self.rotary = find_rotary_embedding(loaded.model)
         layer_types = getattr(cfg, "layer_types", None)
         self.layer_type = layer_types[layer_index] if layer_types else None
         window = getattr(cfg, "sliding_window", None)
         self.sliding_window = window if window and self.layer_type == "sliding_attention" else None
+        # Position biases the model computes outside the layer (ALiBi): rebuilt here from the positions.
+        self.position_biases: dict[str, AffineBias | None] = {}
+        self.mask_form = MaskForm()
+        extras = required_extras(self.layer, set(LAYER_INPUTS))
+        if extras:
+            self._capture_position_biases(loaded, extras)
+        self.cache_argument = check_layer(self.model_type, self.layer, set(LAYER_INPUTS) | set(self.position_biases))
+        self.rotary = find_rotary_embedding(loaded.model)
         # Non-persistent buffers (rotary inv_freq, Gemma's embed scale) must be persistent for torch-mlir.
         for module in loaded.model.modules():
             module._non_persistent_buffers_set.clear()
@@ -183,12 +203,15 @@ class DecoderBlock(nn.Module):
             raise UnsupportedModelError(  # e.g. byte-level models: local and global stacks of their own widths
                 self.model_type, f"{type(cfg).__name__} names no hidden size (hidden_size, n_embd or d_model) for "
                 f"its decoder layers ({layers_name})", "it would need the width of the stack compiled from its config")
-        kv_heads, head_dim, value_head_dim = self._probe_kv_geometry(hidden)
+        # Per-token inputs the model computes outside the layer (Gemma 4's per-layer embeddings): block inputs.
+        self.token_inputs: dict[str, tuple[int, ...]] = {}  # name -> feature shape after [1, tokens]
+        self.fresh_dicts: list[str] = []  # dict arguments the layer writes to (a KV-sharing dict): a new one per call
+        kv_heads, head_dim, value_head_dim = self._probe_kv_geometry(hidden, loaded)
         block_weights = [_arg_name(n) for n in self.weight_names] + (list(KV_SCALE_NAMES) if kv_scales else [])
         self.spec = BlockSpec(
             model_name=loaded.name, mode=mode, layer_index=layer_index, layer_class=type(self.layer).__name__,
             input_names=(["hidden"] if mode == "prefill" else ["hidden", "position", "key_cache", "value_cache"])
-            + block_weights,
+            + list(self.token_inputs) + block_weights,
             output_names=["hidden_out", "keys", "values"] if mode == "prefill"
             else ["hidden_out", "key_cache_out", "value_cache_out"],
             weight_names=block_weights,
@@ -197,25 +220,94 @@ class DecoderBlock(nn.Module):
             max_len=self.max_len, config={"layers_module": layers_name, "layer_type": self.layer_type,
                                           "sliding_window": self.sliding_window,
                                           "kv_cache": "int8" if kv_scales else "fp32"},
-            scalar_names=[] if mode == "prefill" else ["position"],
+            scalar_names=[] if mode == "prefill" else ["position"], token_inputs=list(self.token_inputs),
             cache_updates=[] if mode == "prefill" else [("key_cache_out", "key_cache", "position", _SEQ_DIM),
                                                         ("value_cache_out", "value_cache", "position", _SEQ_DIM)])
 
-    def _probe_kv_geometry(self, hidden: int) -> tuple[int, int, int]:
+    def _capture_position_biases(self, loaded: LoadedModel, names: list[str]) -> None:
+        """The layer arguments ``names`` the model computes: each must be None or an affine function of the key
+        position (ALiBi); then the model's attention mask is matched too (boolean, or with the bias folded in).
+        A model that does not run on a plain prompt is left to ``check_layer``'s refusal of those arguments."""
+        vocab = getattr(self.config, "vocab_size", None) or getattr(loaded.config, "vocab_size", None) or 2
+        try:
+            seen = capture_layer_inputs(loaded.model, self.layer, int(vocab))
+        except Exception:  # noqa: BLE001 - the model's own forward; the refusal names the arguments instead
+            return
+        if any(isinstance(v, torch.Tensor) and v.is_meta for v in seen.values()):
+            return  # a structure-only model: no values to fit
+        for name in names:
+            if name not in seen:
+                continue
+            value = seen[name]
+            if value is None:
+                self.position_biases[name] = None
+                continue
+            bias = fit_affine(value) if isinstance(value, torch.Tensor) else None
+            if bias is None:
+                raise UnsupportedModelError(
+                    self.model_type, f"{type(self.layer).__name__} takes '{name}' from the model, and it is not a "
+                    f"bias linear in the key position like ALiBi ({type(value).__name__}"
+                    f"{list(value.shape) if isinstance(value, torch.Tensor) else ''}: e.g. a relative-position "
+                    "bucket bias or a per-layer state)", "it would need that computation inside the block")
+            self.position_biases[name] = bias
+        if any(b is not None for b in self.position_biases.values()):
+            if self.sliding_window is not None:
+                raise UnsupportedModelError(
+                    self.model_type, "an ALiBi position bias with a sliding-window mask",
+                    "it would need the model's mask matched over a window")
+            q = torch.arange(PROBE_LEN)
+            self.mask_form = fit_mask(self.model_type, seen.get("attention_mask"), q.view(1, -1) <= q.view(-1, 1))
+
+    def _capture_token_inputs(self, loaded: LoadedModel, passed: set[str]) -> bool:
+        """The layer's optional arguments the block does not pass, as the model passes them: per-token float
+        tensors [1, tokens, ...] become block inputs (``token_inputs``), empty dicts the layer fills (Gemma 4's
+        KV-sharing dict, read only by later layers) a new empty dict per call. True when all of them are of these
+        kinds (or None) and some were found; False leaves the failure to ``raise_probe_failure``."""
+        vocab = getattr(self.config, "vocab_size", None) or getattr(loaded.config, "vocab_size", None) or 2
+        try:
+            seen = capture_layer_inputs(loaded.model, self.layer, int(vocab))
+        except Exception:  # noqa: BLE001 - the model's own forward: the probe's failure is reported instead
+            return False
+        tokens: dict[str, tuple[int, ...]] = {}
+        dicts: list[str] = []
+        for name in unfed_arguments(self.layer, passed):
+            value = seen.get(name)
+            if value is None:
+                continue
+            if (isinstance(value, torch.Tensor) and not value.is_meta and value.is_floating_point()
+                    and value.dim() >= 2 and tuple(value.shape[:2]) == (1, PROBE_LEN)):
+                tokens[name] = tuple(value.shape[2:])
+            elif isinstance(value, MutableMapping) and not value:
+                dicts.append(name)
+            else:
+                return False
+        if not tokens and not dicts:
+            return False
+        self.token_inputs, self.fresh_dicts = tokens, dicts
+        return True
+
+    def _probe_kv_geometry(self, hidden: int, loaded: LoadedModel) -> tuple[int, int, int]:
         """Run the layer once on a short prompt (eagerly): what it writes to its cache gives the KV heads and
         the key and value head sizes, and a layer that asks its cache for more than keys and values, or never
-        writes it, keeps a recurrent state instead (refused)."""
+        writes it, keeps a recurrent state instead (refused). A layer that fails without optional arguments the
+        model computes is probed again with them when they are per-token inputs (``_capture_token_inputs``)."""
         probe_len = 2
         cache = _BlockCache()
-        kwargs = self._layer_kwargs(torch.arange(probe_len), probe_len, torch.zeros(1, probe_len, hidden), cache)
+        tokens = {n: torch.zeros(1, probe_len, *shape) for n, shape in self.token_inputs.items()}
+        kwargs = self._layer_kwargs(torch.arange(probe_len), probe_len, torch.zeros(1, probe_len, hidden), cache,
+                                    tokens)
         try:
             with torch.no_grad():
                 self.layer(torch.zeros(1, probe_len, hidden), **kwargs)
         except AttributeError as exc:
-            if "_BlockCache" not in str(exc):
-                raise_probe_failure(self.model_type, self.layer, set(kwargs), exc)
-            raise_cache_state(self.model_type, self.layer, str(exc.name))
+            if "_BlockCache" in str(exc):
+                raise_cache_state(self.model_type, self.layer, str(exc.name))
+            if not self.token_inputs and self._capture_token_inputs(loaded, set(kwargs)):
+                return self._probe_kv_geometry(hidden, loaded)
+            raise_probe_failure(self.model_type, self.layer, set(kwargs), exc)
         except Exception as exc:  # noqa: BLE001 - any failure of the model's own code is explained in one line
+            if not self.token_inputs and self._capture_token_inputs(loaded, set(kwargs)):
+                return self._probe_kv_geometry(hidden, loaded)
             raise_probe_failure(self.model_type, self.layer, set(kwargs), exc)
         if cache.keys is None:
             raise_recurrent(self.model_type, self.layer, "it never writes keys and values to its cache")
@@ -233,34 +325,46 @@ class DecoderBlock(nn.Module):
         allowed = key_pos <= query_pos.view(-1, 1)
         if self.sliding_window is not None:
             allowed = allowed & (key_pos > query_pos.view(-1, 1) - self.sliding_window)
+        shape = (1, 1, query_pos.numel(), key_len)
+        if self.mask_form.boolean is not None:  # the model's mask is boolean (MPT: True where masked)
+            return (~allowed if self.mask_form.boolean == "masked" else allowed).view(shape)
+        lowest = torch.finfo(torch.float32).min
+        if self.mask_form.bias is not None:  # the model folds its ALiBi bias into the mask (Falcon)
+            return torch.where(allowed.view(shape), self.mask_form.bias.tensor(key_len), lowest)
         zero = torch.zeros((), dtype=torch.float32)
-        return torch.where(allowed, zero, torch.finfo(torch.float32).min).view(1, 1, query_pos.numel(), key_len)
+        return torch.where(allowed, zero, lowest).view(shape)
 
     def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.mode == "prefill":
-            hidden, weights = args[0], args[1:]
+            hidden, args = args[0], args[1:]
             positions = torch.arange(self.seq_len)
             cache = _BlockCache()
             key_len = self.seq_len
         else:
             hidden, position, key_cache, value_cache = args[:4]
-            weights = args[4:]
+            args = args[4:]
             positions = position
             cache = _BlockCache(key_cache, value_cache, position)
             key_len = self.max_len
+        tokens = dict(zip(self.token_inputs, args, strict=False))
+        weights = args[len(self.token_inputs):]
         n = len(self.weight_names)
         cache.kv, cache.observer = tuple(weights[n:]), self.kv_observer
         params = dict(zip(self.weight_names, weights[:n], strict=True))
-        kwargs = self._layer_kwargs(positions, key_len, hidden, cache)
+        kwargs = self._layer_kwargs(positions, key_len, hidden, cache, tokens)
         out = torch.func.functional_call(self.layer, params, (hidden,), kwargs)
         hidden_out = out[0] if isinstance(out, tuple) else out
         assert cache.keys is not None and cache.values is not None, "the probe saw the layer write its KV cache"
         return hidden_out, cache.keys, cache.values
 
-    def _layer_kwargs(self, positions: torch.Tensor, key_len: int, hidden: torch.Tensor, cache: _BlockCache
-                      ) -> dict[str, object]:
-        """The keyword arguments the layer's forward takes: mask, cache (under its name), positions, rotary."""
-        kwargs: dict[str, object] = {"attention_mask": self._mask(positions, key_len), self.cache_argument: cache}
+    def _layer_kwargs(self, positions: torch.Tensor, key_len: int, hidden: torch.Tensor, cache: _BlockCache,
+                      tokens: dict[str, torch.Tensor]) -> dict[str, object]:
+        """The keyword arguments the layer's forward takes: mask, cache (under its name), positions, rotary,
+        position biases, per-token inputs."""
+        kwargs: dict[str, object] = {"attention_mask": self._mask(positions, key_len), self.cache_argument: cache,
+                                     **tokens, **{name: {} for name in self.fresh_dicts}}
+        for name, bias in self.position_biases.items():
+            kwargs[name] = None if bias is None else bias.tensor(key_len)
         if "use_cache" in self._layer_params:
             kwargs["use_cache"] = True
         position_ids = positions.view(1, -1)
@@ -286,8 +390,9 @@ class DecoderBlock(nn.Module):
         weights = [p.detach().clone() for _, p in self.layer.named_parameters()]
         if self.kv_scales is not None:
             weights += self.kv_scales.tensors()
+        tokens = [torch.randn(1, self.seq_len, *shape, generator=gen) for shape in self.token_inputs.values()]
         if self.mode == "prefill":
-            return [hidden, *weights]
+            return [hidden, *tokens, *weights]
         pos = torch.tensor([position if position is not None else self.max_len // 2], dtype=torch.int64)
         shapes = [(1, s.num_kv_heads, self.max_len, d) for d in (s.head_dim, s.value_head_dim)]
         if self.kv_scales is None:
@@ -295,7 +400,7 @@ class DecoderBlock(nn.Module):
         else:  # int8 codes over their whole range: the dequantized values span the calibrated one
             key_cache, value_cache = (torch.randint(-127, 128, shape, generator=gen, dtype=torch.int8)
                                       for shape in shapes)
-        return [hidden, pos, key_cache, value_cache, *weights]
+        return [hidden, pos, key_cache, value_cache, *tokens, *weights]
 
 
 def _arg_name(param_name: str) -> str:

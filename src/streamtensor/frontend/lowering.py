@@ -51,15 +51,23 @@ def _gather(table: torch.Tensor, dim: int, index: torch.Tensor, sparse_grad: boo
 
 
 def _index(table: torch.Tensor, indices: Sequence[torch.Tensor | None]) -> torch.Tensor:
-    """``table[index]``: one integer index tensor on the leading dim (a row lookup); other forms as before."""
-    if len(indices) != 1 or indices[0] is None or indices[0].dtype in (torch.bool, torch.uint8):
+    """``table[..., index, ...]``: one integer index tensor on one dim, full slices on the others (a row lookup;
+    Falcon's ``fused_qkv[..., [-2], :]``); other forms as before. Negative indices count from the end."""
+    given = [d for d, i in enumerate(indices) if i is not None]
+    if len(given) != 1 or indices[given[0]].dtype in (torch.bool, torch.uint8):  # type: ignore[union-attr]
         return NotImplemented
-    index = indices[0]
-    rows = table.shape[0]
+    dim = given[0]
+    index = indices[dim]
+    assert index is not None
+    rows = table.shape[dim]
+    index = torch.where(index < 0, index + rows, index)
+    rest = table.movedim(dim, 0)
     # out[*I, ...] = sum_n where(index[*I] == n, table[n, ...], 0)
     hit = (index.unsqueeze(-1) == torch.arange(rows, device=index.device)).view(
-        *index.shape, rows, *[1] * (table.dim() - 1))
-    return torch.where(hit, table, torch.zeros((), dtype=table.dtype)).sum(index.dim())
+        *index.shape, rows, *[1] * (rest.dim() - 1))
+    out = torch.where(hit, rest, torch.zeros((), dtype=table.dtype)).sum(index.dim())
+    # the index's dims stand where the indexed dim stood
+    return out.movedim(list(range(index.dim())), list(range(dim, dim + index.dim())))
 
 
 def _decomposition_table() -> dict:

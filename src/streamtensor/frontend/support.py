@@ -77,23 +77,36 @@ def check_layer(model_type: str, layer: nn.Module, provided: set[str]) -> str:
         raise UnsupportedModelError(
             model_type, f"{type(layer).__name__} takes no KV cache (arguments: {', '.join(params)})",
             "it would need the layer's keys and values as outputs, for decoding")
-    missing = [n for n, p in list(params.items())[1:] if p.default is inspect.Parameter.empty
-               and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in provided]
+    missing = required_extras(layer, provided)
     if missing:
         raise UnsupportedModelError(
             model_type, f"{type(layer).__name__} takes '{', '.join(missing)}' computed outside the layer by the "
-            "model (e.g. an ALiBi or relative position bias, per-language or per-block states)",
+            "model (e.g. a relative position bias, per-language or per-block states)",
             "it would need that computation inside the block, as a function of the positions")
     return cache_args[0]
+
+
+def required_extras(layer: nn.Module, provided: set[str]) -> list[str]:
+    """The layer's required arguments (after the hidden states) beyond ``provided``: what the model computes for
+    it outside the layer."""
+    params = inspect.signature(layer.forward).parameters
+    return [n for n, p in list(params.items())[1:] if p.default is inspect.Parameter.empty
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n not in provided]
+
+
+def unfed_arguments(layer: nn.Module, passed: set[str]) -> list[str]:
+    """The layer's arguments (after the hidden states) not in ``passed`` that may carry what the model computes
+    outside the layer: neither its cache nor output switches."""
+    params = inspect.signature(layer.forward).parameters
+    return [n for n, p in list(params.items())[1:] if n not in passed and p.kind not in (p.VAR_POSITIONAL,
+            p.VAR_KEYWORD) and n not in CACHE_ARGUMENTS and not _OPTIONAL_FLAGS.search(n)]
 
 
 def raise_probe_failure(model_type: str, layer: nn.Module, passed: set[str], exc: Exception) -> None:
     """The layer failed when run as one block on a short probe: name the optional arguments the model computes
     outside the layer (a position bias, per-layer inputs, shared states, block-sparse masks) when it takes some,
     else the layer and its error."""
-    params = inspect.signature(layer.forward).parameters
-    unfed = [n for n, p in list(params.items())[1:] if n not in passed and p.kind not in (p.VAR_POSITIONAL,
-             p.VAR_KEYWORD) and n not in CACHE_ARGUMENTS and not _OPTIONAL_FLAGS.search(n)]
+    unfed = unfed_arguments(layer, passed)
     error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else '(no message)'}"
     if unfed:
         raise UnsupportedModelError(

@@ -103,6 +103,8 @@ def eval_scalar_op(op: ScalarOp, env: dict[str, np.ndarray], index: Sequence[np.
             return _UNARY[name](xs[0]).astype(dt, copy=False)
         if name in ("arith.uitofp", "arith.extui") and xs[0].dtype.type in _UNSIGNED:  # the bits as unsigned
             return xs[0].astype(_UNSIGNED[xs[0].dtype.type]).astype(dt)
+        if name == "arith.trunci" and dt == np.bool_:  # keeps the low bit (not "nonzero" as a bool cast)
+            return (xs[0] & 1).astype(dt)
         if name in _CASTS:
             return xs[0].astype(dt)
         if name == "arith.divsi":

@@ -473,6 +473,8 @@ def scalar_expression(op: ScalarOp, x: list[str], types: dict[str, str], helpers
         if function in SCALAR_HELPERS:
             helpers.add(function)
         return f"{function}({', '.join(x)})"
+    if name == "arith.trunci" and op.dtype == "i1":  # keeps the low bit (a bool cast would test nonzero)
+        return f"((({x[0]}) & 1) != 0)"
     if name in _CASTS:
         return f"static_cast<{ctype}>({x[0]})"
     if name in _UNSIGNED_CASTS:
