@@ -245,6 +245,14 @@ def test_per_token_input_block_compiles_and_matches_pytorch(mode: str, checkpoin
     assert block.spec.token_inputs == ["per_layer_input"]
 
 
+def test_whole_model_build_refuses_per_token_inputs(checkpoints: Path, tmp_path: Path) -> None:
+    """The whole-model runner passes a layer only its hidden state: Gemma 4 is refused in one line."""
+    from streamtensor.llm.build import build
+
+    with pytest.raises(UnsupportedModelError, match=r"'gemma4_text' .*per-token inputs .*per_layer_input"):
+        build(_checkpoint("gemma4_text", checkpoints), tmp_path / "out", prompt_len=4, max_new_tokens=4)
+
+
 def test_csim_table_never_shows_a_mode_not_run_as_passed(tmp_path: Path) -> None:
     """The C-simulation tier's results file: the last record per (type, mode) wins; a type with a mode not run
     is 'incomplete', its cell 'not run', and is not counted as passed."""

@@ -37,7 +37,7 @@ from streamtensor._version import GENERATOR
 from streamtensor.codegen.vitis.hbm import memory_arguments
 from streamtensor.codegen.vitis.llm_host import write_llm_host
 from streamtensor.driver import KV_SCALES_ATTRIBUTE, Design, Progress, compile, compile_model_block
-from streamtensor.errors import OptionError, StreamTensorError
+from streamtensor.errors import OptionError, StreamTensorError, UnsupportedModelError
 from streamtensor.frontend.block import DecoderBlock
 from streamtensor.frontend.models import SIZES, LoadedModel, load_full_model
 from streamtensor.frontend.quant import (
@@ -351,6 +351,12 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
             design, block = compile_model_block(loaded, model, mode=mode, seq_len=opts.prompt_len,
                                                 max_len=opts.cache_len, layer=layers[0], _progress=progress,
                                                 **common)
+            if block.spec.token_inputs:
+                raise UnsupportedModelError(
+                    loaded.model.config.model_type, f"its layers take per-token inputs the model computes outside "
+                    f"them ({', '.join(block.spec.token_inputs)}, e.g. Gemma 4's per-layer embeddings)",
+                    "the whole-model runner passes a layer only its hidden state (`streamtensor compile` builds "
+                    "such a block alone)")
             design.name = f"{Path(model).name}_{name}"
             kernels[name] = Kernel(name, mode, group, layers, design, block, block.example_inputs(opts.seed))
             names[group] = name
