@@ -6,8 +6,8 @@
 GPT-2 medium at each [prompt:answer] configuration, then Qwen2.5-0.5B, TinyLlama and Gemma-3-1B geometries at the
 first configuration. Each is ``streamtensor.llm.estimate.estimate_run``: the prefill block at the prompt length and
 the decode block with a KV cache of prompt + answer rows compiled (random weights, ``--quant``), one per layer
-group, their timing simulations at the target clock; the output head at the model's real vocabulary extrapolated
-from heads compiled at two small vocabularies; plus the host program's terms (``llm.perf``: launches, buffer syncs,
+group, their timing simulations at the target clock; the output head compiled at the model's real vocabulary
+(quantized and padded as the build's); plus the host program's terms (``llm.perf``: launches, buffer syncs,
 PCIe from the board description, the KV cache resident and updated in place, embedding and sampling measured
 here). The KV cache is int8 under ``--kv-quant auto`` and a quantized ``--quant`` (one byte per element: its HBM
 bytes per token and fill bytes follow). The whole model's weights are never built. Designs that exceed the device
@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     print()
     print("\n".join(details))
-    print("\nmodelled: timing simulation of the compiled blocks at the target clock, the LM head extrapolated in "
-          "its vocabulary, plus the board description's host-link figures (report['llm']['overheads']['source'])."
+    print("\nmodelled: timing simulation of the compiled blocks at the target clock, the LM head compiled at "
+          "its real vocabulary, plus the board description's host-link figures (report['llm']['overheads']['source'])."
           " measured on board: the authors' own figures.")
     return 0
 

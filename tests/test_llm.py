@@ -203,6 +203,23 @@ def test_emulation_runs_sampled_generation_reproducibly(gpt2_build: Path) -> Non
     assert first.tokens == again.tokens and first.stopped == "max_new_tokens" and len(first.steps) == 3
 
 
+@pytest.mark.parametrize("quant", ["fp32", "w4a8"])
+def test_output_head_pads_an_awkward_vocabulary_with_zero_logits(quant: str) -> None:
+    """A vocabulary the tiler could tile only by 1 (GPT-2's 50,257 = 29 x 1733; here 300 = 2^2 x 3 x 5^2) gets
+    zero rows up to a multiple of 128: the first ``V`` logits are the model's own, the padding's are 0."""
+    loaded = load_full_model("gpt2", "tiny", 0, vocab_size=300)
+    if quant != "fp32":
+        quantize_model(loaded, quant_scheme(quant), TINY_SEQ_LEN, 0)
+    head = OutputHead(loaded).eval()
+    assert (head.vocab_size, head.padded_vocab) == (300, 384)
+    hidden = torch.randn(1, 1, head.hidden_size, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        logits = head(hidden, *head.weights()).reshape(-1)
+        expected = loaded.model.lm_head(loaded.model.transformer.ln_f(hidden)).reshape(-1)
+    assert logits.shape == (384,) and not logits[300:].any()
+    assert torch.equal(logits[:300], expected)
+
+
 def test_int8_kv_cache_scales_are_per_layer_and_travel_as_kernel_arguments() -> None:
     """A W4A8 whole model: every layer's int8 KV-cache scales are its own (calibrated on the whole model), its
     kernel arguments end with them, the compiled decode kernel takes them as weights next to an int8 cache, the

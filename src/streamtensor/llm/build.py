@@ -43,14 +43,13 @@ from streamtensor.frontend.models import SIZES, LoadedModel, load_full_model
 from streamtensor.frontend.quant import (
     KvScales,
     QuantLinear,
-    QuantScheme,
     kv_cache_dtype,
     quant_scheme,
-    quantize_linears,
 )
 from streamtensor.kernel_interface import load_kernel_interface
 from streamtensor.llm.estimate import design_invocation
 from streamtensor.llm.host_model import (
+    CALIBRATION_PROMPTS,
     EmbeddingTables,
     OutputHead,
     QuantizedKvCache,
@@ -60,6 +59,7 @@ from streamtensor.llm.host_model import (
     eos_token_ids,
     host_token_seconds,
     layer_groups,
+    quantize_model,
 )
 from streamtensor.llm.perf import Invocation, RunModel
 from streamtensor.report import write_report
@@ -71,7 +71,6 @@ MODEL_DIR = "model"
 LAYERS_DIR = "layers"
 QUANT_FILE = "quantization.pt"  # in MODEL_DIR: the QuantLinear tensors the quantized reference is rebuilt from
 KV_SCALES_FILE = "kv_scales.pt"  # in MODEL_DIR: per layer, the int8 KV cache's key and value scales
-CALIBRATION_PROMPTS = 8  # token sequences (seeded, of the prompt length) the static activation scales see
 DECOMPOSITION_TOLERANCE = 1e-4  # relative to the largest logit: eager blocks vs the whole model, both PyTorch
 
 
@@ -313,7 +312,7 @@ def decomposition_error(loaded: LoadedModel, tables: EmbeddingTables, blocks: li
     with torch.no_grad():
         for i, block in enumerate(blocks):
             state = block(state, *layer_weights(loaded, i, kv_cache))[0]
-        ours = head(state[:, n - 1:n], *head.weights()).reshape(-1)
+        ours = head(state[:, n - 1:n], *head.weights()).reshape(-1)[:head.vocab_size]  # padding dropped
         cache = reference_cache(loaded, kv_cache)
         reference = loaded.model(torch.tensor([ids]), past_key_values=cache,
                                  use_cache=cache is not None).logits[0, -1]
@@ -383,31 +382,6 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
     return LlmDesign(model, loaded, opts, kernels, per_mode["prefill"], per_mode["decode"], "head", tables,
                      run_model, error, dict(progress.seconds), checkpoint_state,
                      "fp32" if scheme is None else scheme.name, kv_cache)
-
-
-def quantize_model(loaded: LoadedModel, scheme: QuantScheme, prompt_len: int, seed: int) -> None:
-    """Replace every linear layer of the whole model (decoder layers and LM head) by ``frontend.quant``'s
-    ``QuantLinear``, its static activation scale calibrated on ``CALIBRATION_PROMPTS`` seeded token sequences run
-    through the fp32 model: the quantized PyTorch reference, which the blocks are then compiled from.
-
-    The layers of a group share one compiled block, whose constants are its first layer's; a ``QuantLinear``'s
-    activation scale is such a constant (its dequantizing multiply), so each layer's is folded into its weight
-    scales (a per-layer kernel argument: ``(acc * w_scale) * s_x`` becomes ``acc * (w_scale * s_x)``, one f32
-    rounding moved) and the constant becomes 1. The reference keeps exactly these modules."""
-    vocab = loaded.model.get_input_embeddings().num_embeddings
-    generator = torch.Generator().manual_seed(seed + 1)
-    prompts = [torch.randint(0, vocab, (1, prompt_len), generator=generator) for _ in range(CALIBRATION_PROMPTS)]
-
-    def run() -> None:
-        for ids in prompts:
-            loaded.model(ids, use_cache=False)
-
-    quantize_linears(loaded.model, scheme, run)
-    with torch.no_grad():
-        for module in loaded.model.modules():
-            if isinstance(module, QuantLinear):
-                module.weight_scale.mul_(module.act_scale)
-                module.act_scale = 1.0
 
 
 def quantize_kv_cache(loaded: LoadedModel, cache_len: int, seed: int) -> None:

@@ -1,12 +1,13 @@
 """The run model of a large built-in model without building it: one prefill and one decode block per layer group
-compiled (timing simulation), and the LM head extrapolated from heads compiled at two small vocabularies.
+compiled (timing simulation), and the output head compiled at the real vocabulary.
 
 ``streamtensor build`` compiles the same kernels but also holds the whole model's weights (a paper-size GPT-2 with
 its 50,257-token head nearly exhausts this machine's memory); the performance model needs only the kernels'
 cycles, transfers and HBM bytes (``llm.perf``). The blocks are layer ``i`` of a random model of the family's
-geometry built with only ``i + 1`` layers (the first layer of each group); the head's figures (cycles, logits and
-weight bytes, work) are affine in the vocabulary, so the line through heads compiled at ``head_vocabs`` gives them
-at the real vocabulary (stated in the result).
+geometry built with only ``i + 1`` layers (the first layer of each group); the head is that of a one-layer model
+with the real vocabulary, quantized and padded as the build's (``OutputHead``). An earlier version extrapolated
+the head from heads compiled at 512 and 1024 tokens: the line missed that the tiler tiles a loop only by a divisor
+of its trip count, so an unpadded 50,257-row head (29 x 1733) runs one logit per firing.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from streamtensor.codegen.vitis.hbm import memory_arguments
 from streamtensor.driver import Design, compile, compile_model_block
 from streamtensor.errors import StreamTensorError
 from streamtensor.frontend.models import build_random_model, builtin_config
-from streamtensor.llm.host_model import OutputHead, host_token_seconds
+from streamtensor.frontend.quant import quant_scheme
+from streamtensor.llm.host_model import OutputHead, host_token_seconds, quantize_model
 from streamtensor.llm.perf import Invocation, RunModel
-
-HEAD_VOCABS = (512, 1024)
 
 
 @dataclass
@@ -52,7 +52,7 @@ def design_invocation(design: Design) -> Invocation:
 
 
 def estimate_run(model: str, prompt_len: int, max_new_tokens: int, *, size: str = "paper", vocab_size: int,
-                 seed: int = 0, head_vocabs: tuple[int, int] = HEAD_VOCABS, **options: Any) -> Estimate:
+                 seed: int = 0, **options: Any) -> Estimate:
     """The run model of built-in ``model`` at ``size`` with a ``vocab_size``-token head, its prefill block at
     ``prompt_len`` tokens and its decode block with ``prompt_len + max_new_tokens`` cache rows; ``options``: those
     of ``streamtensor.compile`` (quant, target, tiling, allow_unfit, ...), given to every kernel."""
@@ -79,22 +79,26 @@ def estimate_run(model: str, prompt_len: int, max_new_tokens: int, *, size: str 
                              "kv_cache": design.report["quantization"]["kv_cache"]["dtype"]}
             names[group] = name
         per_mode[mode] = [names[g] for g in groups]
-    points = []
-    for vocab in head_vocabs:
-        head_model = build_random_model(model, size, seed, num_layers=1, vocab_size=vocab)
-        head = OutputHead(head_model).eval()
-        design = compile(head, head.example_inputs(seed), input_names=head.input_names, output_names=["logits"],
-                         weight_names=head.weight_names, seed=seed, **options)
-        points.append((vocab, design_invocation(design)))
-        designs[f"head@{vocab}"] = {"mode": "head", "vocab": vocab, "cycles": points[-1][1].cycles,
-                                    "overrides": design.report.get("overrides", {})}
-    invocations["head"] = Invocation.extrapolate(points, vocab_size)
+    scheme = quant_scheme(options.get("quant", "fp32"), options.get("quant_group"))
+    # The head as the build compiles it, at the real vocabulary: a one-layer model of that vocabulary, its linear
+    # layers quantized as the build quantizes them (``quantize_model``: the LM head a QuantLinear, its activation
+    # scale folded into its weight scales; handing ``compile`` the fp32 head with ``quant`` instead would quantize
+    # a plain module with the scale kept as a separate multiply, not the kernel the build runs), its rows padded
+    # (``OutputHead``).
+    head_model = build_random_model(model, size, seed, num_layers=1, vocab_size=vocab_size)
+    if scheme is not None:
+        quantize_model(head_model, scheme, prompt_len, seed)
+    head = OutputHead(head_model).eval()
+    design = compile(head, head.example_inputs(seed), input_names=head.input_names, output_names=["logits"],
+                     weight_names=head.weight_names, seed=seed, **options)
+    invocations["head"] = design_invocation(design)
+    designs["head"] = {"mode": "head", "vocab": vocab_size, "rows": head.padded_vocab,
+                       "cycles": invocations["head"].cycles, "overrides": design.report.get("overrides", {})}
     target = design.target
     run_model = RunModel(**RunModel.device_figures(target), prefill_len=prompt_len, max_len=max_len,
                          prefill=per_mode["prefill"], decode=per_mode["decode"], head="head",
                          invocations=invocations, host_token_s=host_token_seconds(vocab_size, head.hidden_size),
                          host_head_s=None)
-    how = (f"head (final norm + LM head) at {vocab_size} tokens: cycles, bytes and work on the line through heads "
-           f"compiled at {head_vocabs[0]} and {head_vocabs[1]} tokens "
-           f"({points[0][1].cycles} and {points[1][1].cycles} cycles)")
+    how = (f"head (final norm + LM head{', quantized' if scheme is not None else ''}) compiled at {vocab_size} "
+           f"tokens ({head.padded_vocab} rows with its zero padding): {invocations['head'].cycles} cycles")
     return Estimate(run_model, designs, how, time.perf_counter() - start)

@@ -199,7 +199,8 @@ class LlmRunner:
 
     def _head(self, hidden_row: np.ndarray) -> tuple[np.ndarray, float, Transfers]:
         out, seconds, moved = self.kernels[self.manifest["head"]].run({"hidden": hidden_row})
-        return out["logits"].reshape(-1), seconds, moved
+        # The head kernel's logits past the vocabulary are its zero padding rows (host_model.OutputHead).
+        return out["logits"].reshape(-1)[:self.manifest["vocab_size"]], seconds, moved
 
     def _decode_layers(self, hidden: np.ndarray, position: int, moved: Transfers) -> tuple[np.ndarray, float]:
         """Every layer's decode kernel for one token at ``position``: the hidden row and the position go in, the

@@ -26,9 +26,20 @@ from transformers import DynamicCache
 from streamtensor.errors import ModelError, OptionError, UnsupportedModelError
 from streamtensor.frontend.block import find_decoder_layers
 from streamtensor.frontend.models import LoadedModel
-from streamtensor.frontend.quant import KvObserver, KvScales, QuantLinear, dequantize_kv, quantize_kv
+from streamtensor.frontend.quant import (
+    KvObserver,
+    KvScales,
+    QuantLinear,
+    QuantScheme,
+    dequantize_kv,
+    quantize_kv,
+    quantize_linears,
+)
 
 _FINAL_NORMS = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
+
+HEAD_VOCAB_MULTIPLE = 128  # the head kernel's logits: a multiple of this (``OutputHead``)
+CALIBRATION_PROMPTS = 8  # token sequences (seeded, of the prompt length) the static activation scales see
 
 
 def decoder_of(loaded: LoadedModel) -> nn.Module:
@@ -134,8 +145,43 @@ class _Head(nn.Module):
         return logits
 
 
+def padded_vocab(vocab: int) -> int:
+    """The head kernel's logit rows: ``vocab`` rounded up to a multiple of ``HEAD_VOCAB_MULTIPLE``."""
+    return -(-vocab // HEAD_VOCAB_MULTIPLE) * HEAD_VOCAB_MULTIPLE
+
+
+def _pad_rows(lm_head: nn.Module, rows: int) -> nn.Module:
+    """``lm_head`` with zero output rows appended up to ``rows`` (itself when it has them): their logits are 0
+    (a bias's padding is 0 too) and the host drops them before sampling."""
+    if isinstance(lm_head, QuantLinear):
+        extra = rows - lm_head.weight_q.shape[0]
+        if extra == 0:
+            return lm_head
+
+        def pad(t: torch.Tensor) -> torch.Tensor:
+            return torch.cat([t.detach(), t.new_zeros((extra, *t.shape[1:]))])
+
+        return QuantLinear(pad(lm_head.weight_q), pad(lm_head.weight_scale), lm_head.act_mult.detach().clone(),
+                           lm_head.act_scale, None if lm_head.bias is None else pad(lm_head.bias), lm_head.group,
+                           lm_head.dynamic)
+    assert isinstance(lm_head, nn.Linear)
+    if lm_head.out_features == rows:
+        return lm_head
+    padded = nn.Linear(lm_head.in_features, rows, bias=lm_head.bias is not None)
+    with torch.no_grad():
+        padded.weight.zero_()
+        padded.weight[:lm_head.out_features] = lm_head.weight
+        if lm_head.bias is not None:
+            padded.bias.zero_()
+            padded.bias[:lm_head.out_features] = lm_head.bias
+    return padded
+
+
 class OutputHead(nn.Module):
-    """``(hidden[1,1,H], *weights) -> logits[1,1,V]``: final norm, LM head (, soft-capping), weights as inputs."""
+    """``(hidden[1,1,H], *weights) -> logits[1,1,P]``: final norm, LM head (, soft-capping), weights as inputs.
+    ``P = padded_vocab(V)``: the LM head's rows padded with zeros to a multiple of ``HEAD_VOCAB_MULTIPLE``, as the
+    tiler tiles a loop only by a divisor of its trip count (GPT-2's 50,257 = 29 x 1733 tokens would be tiled by 1:
+    one logit per firing, ~14x slower). Logits ``V..P-1`` are 0; the host samples from the first ``V``."""
 
     def __init__(self, loaded: LoadedModel) -> None:
         super().__init__()
@@ -150,11 +196,12 @@ class OutputHead(nn.Module):
         # A quantized head (--quant) keeps its weight as [vocab, hidden] integers.
         shape = lm_head.weight_q.shape if isinstance(lm_head, QuantLinear) else lm_head.weight.shape
         softcap = getattr(loaded.config.get_text_config(), "final_logit_softcapping", None)
-        self.inner = _Head(norm, lm_head, float(softcap) if softcap else None)
+        self.vocab_size, self.hidden_size = int(shape[0]), int(shape[1])
+        self.padded_vocab = padded_vocab(self.vocab_size)
+        self.inner = _Head(norm, _pad_rows(lm_head, self.padded_vocab), float(softcap) if softcap else None)
         self.param_names = [n for n, _ in self.inner.named_parameters()]
         self.input_names = ["hidden", *(_arg(n) for n in self.param_names)]
         self.weight_names = [_arg(n) for n in self.param_names]
-        self.vocab_size, self.hidden_size = int(shape[0]), int(shape[1])
 
     def forward(self, hidden: torch.Tensor, *weights: torch.Tensor) -> torch.Tensor:
         return torch.func.functional_call(self.inner, dict(zip(self.param_names, weights, strict=True)), (hidden,))
@@ -234,3 +281,28 @@ def calibrate_kv_scales(loaded: LoadedModel, prompts: Sequence[torch.Tensor]) ->
         for ids in prompts:
             loaded.model(ids, past_key_values=QuantizedKvCache(loaded.config, observers=observers), use_cache=True)
     return [o.scales() for o in observers]
+
+
+def quantize_model(loaded: LoadedModel, scheme: QuantScheme, prompt_len: int, seed: int) -> None:
+    """Replace every linear layer of the whole model (decoder layers and LM head) by ``frontend.quant``'s
+    ``QuantLinear``, its static activation scale calibrated on ``CALIBRATION_PROMPTS`` seeded token sequences run
+    through the fp32 model: the quantized PyTorch reference, which the blocks are then compiled from.
+
+    The layers of a group share one compiled block, whose constants are its first layer's; a ``QuantLinear``'s
+    activation scale is such a constant (its dequantizing multiply), so each layer's is folded into its weight
+    scales (a per-layer kernel argument: ``(acc * w_scale) * s_x`` becomes ``acc * (w_scale * s_x)``, one f32
+    rounding moved) and the constant becomes 1. The reference keeps exactly these modules."""
+    vocab = loaded.model.get_input_embeddings().num_embeddings
+    generator = torch.Generator().manual_seed(seed + 1)
+    prompts = [torch.randint(0, vocab, (1, prompt_len), generator=generator) for _ in range(CALIBRATION_PROMPTS)]
+
+    def run() -> None:
+        for ids in prompts:
+            loaded.model(ids, use_cache=False)
+
+    quantize_linears(loaded.model, scheme, run)
+    with torch.no_grad():
+        for module in loaded.model.modules():
+            if isinstance(module, QuantLinear):
+                module.weight_scale.mul_(module.act_scale)
+                module.act_scale = 1.0

@@ -81,22 +81,6 @@ class Invocation:
                    sum(1 for a in arguments if a.scalar), sum(a.layout.total_bytes for a in outs), len(outs), fixed,
                    work, per_position, sum(a.layout.total_bytes for a in owners), len(owners))
 
-    @classmethod
-    def extrapolate(cls, points: Sequence[tuple[int, Invocation]], x: int) -> Invocation:
-        """The invocation at size ``x`` from two compiled ones at other sizes, every figure affine in the size
-        (an LM head's cycles, logits and weight bytes in its vocabulary): the line through the two points."""
-        (x0, a), (x1, b) = points
-        if x0 == x1 or a.cache_hbm_bytes or b.cache_hbm_bytes:
-            raise ValueError("extrapolation needs two sizes and kernels without a KV cache")
-
-        def line(name: str) -> int:
-            y0, y1 = getattr(a, name), getattr(b, name)
-            return max(0, round(y0 + (y1 - y0) * (x - x0) / (x1 - x0)))
-
-        return cls(**{name: line(name) for name in ("cycles", "to_device_bytes", "to_device_buffers", "registers",
-                                                     "from_device_bytes", "from_device_buffers", "hbm_bytes",
-                                                     "work")})
-
     def hbm_at(self, position: int) -> int:
         """HBM bytes of one run at ``position`` (the cache DMAs' share grows with it)."""
         if not self.cache_hbm_bytes:

@@ -393,7 +393,8 @@ int main(int argc, char** argv) {
     int position = n - 1;
     std::printf("step position token seconds\n");
     for (int generated = 1;; ++generated) {
-      const std::vector<float> logits = kernels[kHead].run({{"hidden", last}}, -1)["logits"].f;
+      std::vector<float> logits = kernels[kHead].run({{"hidden", last}}, -1)["logits"].f;
+      logits.resize(kVocab);  // the head kernel's rows past the vocabulary are zero padding
       const int token = sample(logits, top_k, temperature, rng);
       const double seconds = std::chrono::duration<double>(clock::now() - start).count();
       std::printf("%d %d %d %.6f\n", generated, position, token, seconds);
