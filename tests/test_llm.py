@@ -25,7 +25,7 @@ from streamtensor.frontend.block import DecoderBlock
 from streamtensor.frontend.models import load_full_model, randomize_params
 from streamtensor.frontend.quant import KV_SCALE_NAMES, quant_scheme
 from streamtensor.kernel_interface import load_kernel_interface
-from streamtensor.llm.build import decomposition_error, layer_weights, quantize_kv_cache, quantize_model
+from streamtensor.llm.build import build, decomposition_error, layer_weights, quantize_kv_cache, quantize_model
 from streamtensor.llm.generate import LlmRunner, reference_model
 from streamtensor.llm.host_model import OutputHead, QuantizedKvCache, decoder_layers, embedding_tables, sample
 
@@ -291,6 +291,21 @@ def test_int8_kv_cache_on_the_device_holds_the_reference_codes(tmp_path: Path) -
             assert np.array_equal(held[:, :, :len(fed)], expected.numpy())
             assert not held[:, :, len(fed):].any()
             assert runtime.arguments_named(name)[0].layout.total_bytes == held.size  # one byte per element
+
+
+@pytest.mark.slow
+def test_padded_head_generates_the_quantized_reference_tokens(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A 300-token vocabulary: the head kernel computes 384 logits (zero rows past 300); the host samples from the
+    first 300 and generates the quantized reference's greedy tokens."""
+    out = tmp_path / "gpt2"
+    build("gpt2", out, prompt_len=8, max_new_tokens=8, decode_positions=1, vocab_size=300, quant="w4a8")
+    logits = [a for a in load_kernel_interface(out / "head").plan.arguments if a.name == "logits"]
+    assert [a.tensor_shape[-1] for a in logits] == [384]
+    capsys.readouterr()
+    code = main(["generate", str(out), "--prompt-ids", PROMPT, "--max-new-tokens", "8", "--check", "-q"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "check: PASS: 8 tokens here, 8 from Hugging Face generate(do_sample=False)" in text
 
 
 def _mistral_checkpoint(directory: Path) -> Path:

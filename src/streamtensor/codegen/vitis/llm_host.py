@@ -46,6 +46,12 @@ def _join_planes(planes: list[np.ndarray]) -> np.ndarray:
     return sum(p.view(np.uint8).astype(np.int32) << (8 * b) for b, p in enumerate(planes))
 
 
+def _host_element_bytes(arg: MemoryArgument) -> int:
+    """Bytes per element of an argument the host packs or unpacks; 0 for a resident one (weights and constants:
+    their packed files are written whole, whatever their elements, e.g. W4A8's int4 weights)."""
+    return 0 if arg.role in _RESIDENT else _element_dtype(arg).itemsize
+
+
 def slot_map(arg: MemoryArgument) -> np.ndarray:
     """int32 slot map of a host-moved argument (see the template): packs an index tensor with the argument's own
     packing, so the C++ host needs no layout arithmetic of its own (1-byte elements: each byte of the index packed
@@ -78,7 +84,7 @@ def _tables(manifest: Mapping[str, Any], interfaces: Mapping[str, KernelInterfac
         position = {a.arg: i for i, a in enumerate(arguments)}
         args = ",\n".join(
             f'      {{"{a.arg}", "{a.name}", "{a.role}", {str(a.reads).lower()}, {a.layout.total_bytes}, '
-            f"{_element_dtype(a).itemsize}, {-1 if a.shares is None else position[a.shares]}}}" for a in arguments)
+            f"{_host_element_bytes(a)}, {-1 if a.shares is None else position[a.shares]}}}" for a in arguments)
         outputs = ", ".join(f'{{"{o}", "{arg}"}}' for o, arg in k["outputs"].items())
         kernels.append(f'  {{"{name}", "{k["dir"]}", "{k["kernel"]}",\n    {{\n{args}\n    }},\n    {{{outputs}}}}}')
     index = {n: i for i, n in enumerate(names)}

@@ -45,7 +45,7 @@ struct Arg {
   const char* role;    // input | kv_cache | weight | constant | output | scalar
   bool reads;
   std::size_t bytes;       // packed layout
-  std::size_t elem_bytes;  // 4: float32, 8: int64, 1: int8
+  std::size_t elem_bytes;  // 4: float32, 8: int64, 1: int8; 0: resident (its file is written whole)
   int shares;              // index of the argument whose buffer this one addresses, -1: its own
 };
 
