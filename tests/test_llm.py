@@ -26,6 +26,7 @@ from streamtensor.frontend.models import load_full_model, randomize_params
 from streamtensor.frontend.quant import KV_SCALE_NAMES, quant_scheme
 from streamtensor.kernel_interface import load_kernel_interface
 from streamtensor.llm.build import build, decomposition_error, layer_weights, quantize_kv_cache, quantize_model
+from streamtensor.llm.estimate import estimate_run
 from streamtensor.llm.generate import LlmRunner, reference_model
 from streamtensor.llm.host_model import OutputHead, QuantizedKvCache, decoder_layers, embedding_tables, sample
 
@@ -306,6 +307,11 @@ def test_padded_head_generates_the_quantized_reference_tokens(tmp_path: Path, ca
     text = capsys.readouterr().out
     assert code == 0, text
     assert "check: PASS: 8 tokens here, 8 from Hugging Face generate(do_sample=False)" in text
+    # The estimate (no whole-model weights) models the head the build compiled: quantized and padded alike.
+    built = json.loads((out / "llm.json").read_text())["run_model"]["invocations"]["head"]
+    estimated = estimate_run("gpt2", 8, 8, size="tiny", vocab_size=300, quant="w4a8").run_model.invocations["head"]
+    assert (estimated.cycles, estimated.hbm_bytes, estimated.from_device_bytes) == (
+        built["cycles"], built["hbm_bytes"], built["from_device_bytes"])
 
 
 def _mistral_checkpoint(directory: Path) -> Path:
