@@ -144,7 +144,7 @@ def test_sweep_judges_an_unbuildable_tiny_config_on_the_default_structure() -> N
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["prefill", "decode"])
 @pytest.mark.parametrize("model_type", ["arcee", "gpt_neox", "gemma2", "cohere", "deepseek_v3", "apertus", "bloom",
-                                        "mpt", "falcon_alibi"])
+                                        "mpt", "falcon_alibi", "codegen"])
 def test_compile_and_simulate(model_type: str, mode: str, checkpoints: Path) -> None:
     design, block = compile_llm_block(_checkpoint(model_type, checkpoints), mode=mode, seq_len=SEQ_LEN,
                                       max_len=MAX_LEN)

@@ -381,7 +381,7 @@ class KernelWriter:
     def body(self, code: Code, used: set[str], levels: dict[str, int], level: int) -> None:
         """The body values of lane level ``level``; at the innermost level also the results' updates."""
         body = self.op.body
-        types = dict(body.args)
+        types = dict(body.args) | {op.result: op.dtype for op in body.ops}  # operands may sit at outer levels
         names = self.value_names(used)
         for j, (arg, dtype) in enumerate(body.args):
             if arg not in used or levels[arg] != level:
@@ -394,7 +394,6 @@ class KernelWriter:
         for op in body.ops:
             if op.result not in used or levels[op.result] != level:
                 continue
-            types[op.result] = op.dtype
             code.line(f"const {c_type(op.dtype)} {names[op.result]} = {self.scalar(op, names, types)};")
         if level != len(self.lanes) or self.tree:
             return
