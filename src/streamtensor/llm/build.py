@@ -36,7 +36,7 @@ from torch import nn
 from streamtensor._version import GENERATOR
 from streamtensor.codegen.vitis.hbm import memory_arguments
 from streamtensor.codegen.vitis.llm_host import write_llm_host
-from streamtensor.driver import KV_SCALES_ATTRIBUTE, Design, Progress, compile, compile_model_block
+from streamtensor.driver import KV_SCALES_ATTRIBUTE, Design, Progress, compile_model_block
 from streamtensor.errors import OptionError, StreamTensorError, UnsupportedModelError
 from streamtensor.frontend.block import DecoderBlock
 from streamtensor.frontend.models import SIZES, LoadedModel, load_full_model
@@ -47,7 +47,7 @@ from streamtensor.frontend.quant import (
     quant_scheme,
 )
 from streamtensor.kernel_interface import load_kernel_interface
-from streamtensor.llm.estimate import design_invocation
+from streamtensor.llm.estimate import compile_head, design_invocation
 from streamtensor.llm.host_model import (
     CALIBRATION_PROMPTS,
     EmbeddingTables,
@@ -146,6 +146,7 @@ class LlmDesign:
     checkpoint_state: dict[str, torch.Tensor] = field(default_factory=dict)
     quant: str = "fp32"
     kv_cache: str = "fp32"  # the KV cache's element type: fp32 or int8 (per-layer scales)
+    head_tiling: dict[str, Any] = field(default_factory=dict)  # the head's tile and refused ones (compile_head)
 
     @property
     def report(self) -> dict[str, Any]:
@@ -154,6 +155,7 @@ class LlmDesign:
                                       "what": "PyTorch eager: host embedding tables + the compiled blocks' modules "
                                               "with each layer's weights + head, against the whole model"}
         llm["kv_cache"] = self.kv_cache_summary()
+        llm["lm_head"]["tiling"] = self.head_tiling
         return {"tool": GENERATOR, "model": self.model, "llm": llm, "stages": dict(self.stages),
                 "kernels": {name: k.design.report for name, k in self.kernels.items()}}
 
@@ -362,8 +364,8 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
         per_mode[mode] = [names[g] for g in groups]
     head_module = OutputHead(loaded).eval()
     head_args = head_module.example_inputs(opts.seed)
-    head_design = compile(head_module, head_args, input_names=head_module.input_names, output_names=["logits"],
-                          weight_names=head_module.weight_names, _progress=progress, **common)
+    head_design, head_tiling = compile_head(head_module, opts.seed, progress, **{k: v for k, v in common.items()
+                                                                                 if k != "seed"})
     head_design.name = f"{Path(model).name}_head"
     kernels["head"] = Kernel("head", "head", "all", [], head_design, head_module, head_args)
     tables = progress.run("llm.embedding_tables", lambda: embedding_tables(loaded))
@@ -381,7 +383,7 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
                          host_head_s=eager_reference(head_module, head_args, budget_s=0.5)[1], position_points=points)
     return LlmDesign(model, loaded, opts, kernels, per_mode["prefill"], per_mode["decode"], "head", tables,
                      run_model, error, dict(progress.seconds), checkpoint_state,
-                     "fp32" if scheme is None else scheme.name, kv_cache)
+                     "fp32" if scheme is None else scheme.name, kv_cache, head_tiling)
 
 
 def quantize_kv_cache(loaded: LoadedModel, cache_len: int, seed: int) -> None:

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamtensor.codegen.vitis.hbm import memory_arguments
-from streamtensor.driver import Design, compile, compile_model_block
-from streamtensor.errors import StreamTensorError
+from streamtensor.driver import Design, Progress, compile, compile_model_block
+from streamtensor.errors import ResourceBudgetError, StreamTensorError
 from streamtensor.frontend.models import build_random_model, builtin_config
 from streamtensor.frontend.quant import quant_scheme
-from streamtensor.llm.host_model import OutputHead, host_token_seconds, quantize_model
+from streamtensor.llm.host_model import HEAD_VOCAB_MULTIPLE, OutputHead, host_token_seconds, quantize_model
 from streamtensor.llm.perf import Invocation, RunModel
+from streamtensor.transforms.tiling.plan import TilingOptions
 
 
 @dataclass
@@ -49,6 +50,54 @@ def design_invocation(design: Design) -> Invocation:
     if sim is None:
         raise StreamTensorError(f"kernel {design.name} has no timing simulation (compiled without FIFO sizing)")
     return Invocation.of(int(sim["makespan_cycles"]), memory_arguments(design.dataflow), design.dataflow)
+
+
+# The head's vectors re-streamed per vocabulary tile (module docstring of ``head_tile_size``) may cost at most this
+# share of the weight bytes of that tile: at 1/4 the head's HBM traffic is within 25% of its weights'.
+HEAD_RESTREAM_SHARE = 0.25
+
+
+def head_tile_size(head: OutputHead, weight_bits: int, least: int) -> int:
+    """The tile the head is compiled at (``default_tile_size``), from its shape: the smallest power of two, at least
+    ``least`` (the tiling's default) and at most ``HEAD_VOCAB_MULTIPLE`` (so it divides the padded vocabulary), at
+    which the hidden-sized vectors the head's GEMV reads alongside its weights (the hidden row, the final norm's
+    weight and bias, a quantized head's activation multiplier: fp32, one element per weight column) cost at most
+    ``HEAD_RESTREAM_SHARE`` of the weight bytes of one vocabulary tile. The GEMV's vocabulary loop is outermost
+    (its weights are read once), so those vectors are streamed again for every vocabulary tile: at the default
+    tile of 16 logits, a W4A8 GPT-2 head streamed 2x its weight bytes in vectors (79 MB per token, 18 cycles per
+    16 x 128 weights, paced by the hidden row's DMA)."""
+    vectors = sum(1 for t in head.example_inputs() if t.numel() == head.hidden_size)
+    tile = least
+    while tile < HEAD_VOCAB_MULTIPLE and vectors * 32 > HEAD_RESTREAM_SHARE * tile * weight_bits:
+        tile *= 2
+    return max(least, min(tile, HEAD_VOCAB_MULTIPLE))
+
+
+def compile_head(head: OutputHead, seed: int, progress: Progress | None = None, **options: Any
+                 ) -> tuple[Design, dict[str, Any]]:
+    """The head's kernel as the build compiles it and the estimate models it (one function, so the two agree),
+    and how its tile was chosen. ``options``: those of ``streamtensor.compile``. Unless the tile size is given,
+    the head is compiled at ``head_tile_size``; a tile at which it does not fit the device is halved (down to the
+    tiling's default, where ``options`` decide as for any kernel) and the refusal kept in the record."""
+    scheme = quant_scheme(options.get("quant", "fp32"), options.get("quant_group"))
+    given = isinstance(options.get("tiling"), TilingOptions) or "default_tile_size" in options
+    least = TilingOptions().default_tile_size
+    tile = least if given else head_tile_size(head, 32 if scheme is None else scheme.weight_bits, least)
+    record: dict[str, Any] = {"tile": None if given else tile, "refused": {}}
+    while True:
+        tiled = options if given else {**options, "default_tile_size": tile}
+        strict = {**tiled, "allow_unfit": False} if tile > least and not given else tiled
+        try:
+            design = compile(head, head.example_inputs(seed), input_names=head.input_names, output_names=["logits"],
+                             weight_names=head.weight_names, seed=seed, _progress=progress, **strict)
+        except ResourceBudgetError as err:
+            if given or tile <= least:
+                raise
+            record["refused"][tile] = str(err)
+            tile //= 2
+            record["tile"] = tile
+            continue
+        return design, record
 
 
 def estimate_run(model: str, prompt_len: int, max_new_tokens: int, *, size: str = "paper", vocab_size: int,
@@ -89,10 +138,9 @@ def estimate_run(model: str, prompt_len: int, max_new_tokens: int, *, size: str 
     if scheme is not None:
         quantize_model(head_model, scheme, prompt_len, seed)
     head = OutputHead(head_model).eval()
-    design = compile(head, head.example_inputs(seed), input_names=head.input_names, output_names=["logits"],
-                     weight_names=head.weight_names, seed=seed, **options)
+    design, tiling = compile_head(head, seed, **options)
     invocations["head"] = design_invocation(design)
-    designs["head"] = {"mode": "head", "vocab": vocab_size, "rows": head.padded_vocab,
+    designs["head"] = {"mode": "head", "vocab": vocab_size, "rows": head.padded_vocab, "tiling": tiling,
                        "cycles": invocations["head"].cycles, "overrides": design.report.get("overrides", {})}
     target = design.target
     run_model = RunModel(**RunModel.device_figures(target), prefill_len=prompt_len, max_len=max_len,
@@ -100,5 +148,7 @@ def estimate_run(model: str, prompt_len: int, max_new_tokens: int, *, size: str 
                          invocations=invocations, host_token_s=host_token_seconds(vocab_size, head.hidden_size),
                          host_head_s=None)
     how = (f"head (final norm + LM head{', quantized' if scheme is not None else ''}) compiled at {vocab_size} "
-           f"tokens ({head.padded_vocab} rows with its zero padding): {invocations['head'].cycles} cycles")
+           f"tokens ({head.padded_vocab} rows with its zero padding) at tile {tiling['tile'] or 'as given'}"
+           + "".join(f" (tile {t} refused: does not fit)" for t in tiling["refused"])
+           + f": {invocations['head'].cycles} cycles")
     return Estimate(run_model, designs, how, time.perf_counter() - start)
