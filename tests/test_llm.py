@@ -26,7 +26,7 @@ from streamtensor.frontend.models import load_full_model, randomize_params
 from streamtensor.frontend.quant import KV_SCALE_NAMES, quant_scheme
 from streamtensor.kernel_interface import load_kernel_interface
 from streamtensor.llm.build import build, decomposition_error, layer_weights, quantize_kv_cache, quantize_model
-from streamtensor.llm.estimate import estimate_run
+from streamtensor.llm.estimate import HEAD_RESTREAM_SHARE, compile_head, design_invocation, estimate_run, head_tile_size
 from streamtensor.llm.generate import LlmRunner, reference_model
 from streamtensor.llm.host_model import OutputHead, QuantizedKvCache, decoder_layers, embedding_tables, sample
 
@@ -219,6 +219,29 @@ def test_output_head_pads_an_awkward_vocabulary_with_zero_logits(quant: str) -> 
         expected = loaded.model.lm_head(loaded.model.transformer.ln_f(hidden)).reshape(-1)
     assert logits.shape == (384,) and not logits[300:].any()
     assert torch.equal(logits[:300], expected)
+
+
+def test_head_tile_follows_its_shape_and_cuts_the_vectors_it_streams_again() -> None:
+    """The head's tile comes from its shape: an int4 head (its weight bytes per logit an eighth of an fp32 one's)
+    gets a larger vocabulary tile than an fp32 head; compiled there (as the build and the estimate both compile
+    it), the hidden-sized vectors it streams again per vocabulary tile stay within the share of its weight bytes,
+    and it is faster and moves fewer HBM bytes than at the tiling's default tile."""
+    fp32 = OutputHead(load_full_model("gpt2", "tiny", 0, vocab_size=300)).eval()
+    assert head_tile_size(fp32, 32, 16) == 16  # 3 fp32 vectors against 16 fp32 weight columns: within 1/4
+    loaded = load_full_model("gpt2", "tiny", 0, vocab_size=300)
+    quantize_model(loaded, quant_scheme("w4a8"), TINY_SEQ_LEN, 0)
+    head = OutputHead(loaded).eval()
+    tile = head_tile_size(head, 4, 16)
+    vectors = 4  # hidden row, final norm weight and bias, activation multiplier
+    assert tile == 128 and vectors * 32 <= HEAD_RESTREAM_SHARE * tile * 4 < vectors * 32 * 2
+    design, record = compile_head(head, 0, quant="w4a8")
+    assert record == {"tile": 128, "refused": {}}
+    assert design.options.tiling.default_tile_size == 128
+    chosen = design_invocation(design)
+    default, given = compile_head(head, 0, quant="w4a8", default_tile_size=16)
+    assert given == {"tile": None, "refused": {}}  # a tile the caller gives is kept
+    at_default = design_invocation(default)
+    assert chosen.cycles < at_default.cycles and chosen.hbm_bytes < at_default.hbm_bytes
 
 
 def test_int8_kv_cache_scales_are_per_layer_and_travel_as_kernel_arguments() -> None:

@@ -88,7 +88,7 @@ class KernelRunner:
             for arg in runtime.arguments_named(name):
                 if arg.scalar:
                     moved.scalar_registers += 1
-                elif arg.reads:
+                elif arg.reads and arg.shares is None:  # a DMA reading another's buffer: synced with it
                     moved.to_device_bytes += arg.layout.total_bytes
                     moved.buffer_syncs += 1
         return moved

@@ -58,7 +58,8 @@ class Invocation:
     @classmethod
     def of(cls, cycles: int, arguments: Sequence[MemoryArgument], graph: DataflowGraph) -> Invocation:
         """The transfers and HBM bytes of a compiled kernel from its arguments and dataflow graph."""
-        ins = [a for a in arguments if a.reads and a.role == "input"]
+        # A buffer the host writes is synced once, whichever DMAs read it (``MemoryArgument.shares``).
+        ins = [a for a in arguments if a.reads and a.role == "input" and a.shares is None]
         outs = [a for a in arguments if a.writes and a.role != "kv_cache"]
         cache = [a for a in arguments if a.role == "kv_cache"]
         fixed = sum(a.layout.streamed_bytes for a in arguments if a.role not in ("kv_cache", "scalar"))

@@ -6,8 +6,9 @@ device, ``run`` executes the kernel once on the device buffers, ``sync(name, "fr
 back, and ``read`` unpacks the host buffer. Forgetting a sync therefore fails the same way on every backend.
 
 Names are tensor names or argument identifiers. A tensor read by several DMAs has one argument (buffer) per
-DMA: ``write(tensor, array)`` packs each DMA's view of the whole array into its own buffer, and ``allocate`` /
-``sync`` by tensor name act on all of them.
+DMA (``codegen.vitis.hbm.memory_arguments``), except DMAs of a block input whose buffers would be the same bytes,
+which share one: ``write(tensor, array)`` packs each DMA's view of the whole array into its buffer (a shared one
+once), and ``allocate`` / ``sync`` by tensor name act on all of them (a shared buffer synced once).
 """
 
 from __future__ import annotations
@@ -123,10 +124,11 @@ class Runtime(ABC):
         args = [a for a in self.arguments_named(name) if a.reads]
         if not args:
             raise RuntimeBackendError(f"{name!r} is not read by kernel {self.interface.plan.kernel_name}")
+        owners = {a.arg for a in args}
         for arg in args:
-            data = arg.pack_tensor(array)
             self.allocate(arg.arg)
-            self._write(arg, data)
+            if arg.shares not in owners:  # else the same bytes in the same buffer: packed once, by its owner
+                self._write(arg, arg.pack_tensor(array))
 
     def write_packed(self, arg: str, data: bytes) -> None:
         """Copy an argument's buffer as stored on disk (a packed parameter file, ``params/<arg>.bin``) into its
@@ -144,8 +146,11 @@ class Runtime(ABC):
     def sync(self, name: str, direction: SyncDirection) -> None:
         if direction not in ("to_device", "from_device"):
             raise OptionError(f"sync direction must be 'to_device' or 'from_device', got {direction!r}")
+        synced: set[str] = set()
         for arg in self._allocated_arguments(name):
-            self._sync(arg, direction == "to_device")
+            if arg.buffer not in synced:  # arguments sharing a buffer: one sync
+                synced.add(arg.buffer)
+                self._sync(arg, direction == "to_device")
 
     def run(self) -> RunResult:
         """Run the kernel once on the device buffers; every argument must be allocated."""

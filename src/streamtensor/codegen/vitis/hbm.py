@@ -3,7 +3,11 @@
 Every DMA node of a dataflow graph is one kernel argument with its own m_axi bundle and its own buffer, holding
 the DMA's streamed tensor (its view of the tensor: Linalg reshapes/slices) in the packed layout of its stream
 type. A tensor read by several DMAs (one per consumer, each with its own layout or slice) thus has one buffer
-per DMA, packed from the same host array.
+per DMA, packed from the same host array, except that the DMAs of a block input (an activation the host writes
+every run) whose buffers would be byte for byte the same (the same stripe of the same packing, whatever their
+views and stream types) read the first one's buffer (``MemoryArgument.shares``): the host packs and syncs it
+once. Their ports are on that buffer's channels, where the placement puts every DMA of the tensor anyway (stripe
+``j`` of each on its ``j``-th range).
 
 The arguments go on the HBM pseudo-channels the timing model charged their DMAs to: ``plan_hbm`` asks the
 one placement model, ``analysis.hbm`` (stripe ``j`` of every DMA of a tensor on that tensor's ``j``-th channel
@@ -14,9 +18,13 @@ PCs is ``HBM[a:b]``. When nothing fits, planning fails with ``HbmPlanError``.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
 
 from streamtensor.analysis.hbm import HbmPlanError, place_tensors, streamed_tensors
 from streamtensor.errors import StreamTensorError
@@ -49,7 +57,8 @@ def memory_arguments(graph: DataflowGraph) -> list[MemoryArgument]:
 
     An argument is named after its tensor, with ``_<k>`` (k-th DMA of it) when the tensor has several DMAs. A
     KV cache updated in place is one buffer: its read argument is ``readwrite`` and its row write an argument
-    ``<cache>_row`` sharing that buffer. A DMA striped over ``J`` pseudo-channels (``DmaNode.stripes``) is ``J``
+    ``<cache>_row`` sharing that buffer; a block input's DMA whose buffer would equal an earlier DMA's shares
+    that one's (module docstring). A DMA striped over ``J`` pseudo-channels (``DmaNode.stripes``) is ``J``
     arguments ``<name>_s<j>``, one per stripe. The scalar DMAs of one input are one scalar argument."""
     dmas = [node for n in graph.topological_order() if isinstance(node := graph.nodes[n], DmaNode)]
     memory = [d for d in dmas if d.role != "scalar"]
@@ -87,6 +96,7 @@ def memory_arguments(graph: DataflowGraph) -> list[MemoryArgument]:
             ident = c_identifier(base if d.stripes == 1 else f"{base}_s{j}")
             args.append(MemoryArgument(name, ident, d.name, direction, d.role, itype, tensor_shape, view,
                                        stripe=j, stripes=d.stripes))
+    args = _share_identical_inputs(args)
     args.extend(scalars.values())
     taken: dict[str, str] = {}
     for a in args:
@@ -94,6 +104,37 @@ def memory_arguments(graph: DataflowGraph) -> list[MemoryArgument]:
             raise StreamTensorError(f"DMAs {taken[a.arg]} and {a.dma} both map to the C identifier {a.arg}")
         taken[a.arg] = a.dma
     return args
+
+
+# Inputs up to this many elements are compared by packing their element indices as f32 (exact below 2^24).
+_EXACT_F32 = 1 << 24
+
+
+def _input_fingerprint(arg: MemoryArgument) -> bytes | None:
+    """Where each element of a block input lands in this argument's buffer (its indices packed as the argument
+    packs the tensor), or None for any other argument: two arguments with the same fingerprint hold the same
+    bytes for every input array, whatever their views and stream types say."""
+    if arg.role != "input" or arg.direction != "read" or arg.shares is not None or arg.itype.dtype != "f32":
+        return None
+    count = math.prod(arg.tensor_shape)
+    if count >= _EXACT_F32:
+        return None
+    return arg.pack_tensor(np.arange(1, count + 1, dtype=np.float32).reshape(arg.tensor_shape))
+
+
+def _share_identical_inputs(args: list[MemoryArgument]) -> list[MemoryArgument]:
+    """Every block-input argument whose buffer would hold the same bytes as an earlier one's (same stripe of the
+    same tensor) addresses that one's buffer instead (module docstring)."""
+    first: dict[tuple[str, int, int, bytes], str] = {}
+    out = []
+    for a in args:
+        fingerprint = _input_fingerprint(a)
+        if fingerprint is None:
+            out.append(a)
+            continue
+        owner = first.setdefault((a.name, a.stripes, a.stripe, fingerprint), a.arg)
+        out.append(a if owner == a.arg else replace(a, shares=owner))
+    return out
 
 
 def kernel_slr(target: Target) -> str:

@@ -171,8 +171,9 @@ class KernelRunner {
         run.set_arg(static_cast<int>(i), resident->second);
         continue;
       }
-      xrt::bo& bo = bos_.at(a.arg);
-      if (a.reads) {
+      // An input DMA sharing another's buffer (the same bytes): packed and synced once, by its owner.
+      xrt::bo& bo = bos_.at(owner.arg);
+      if (a.reads && a.shares < 0) {
         const auto found = inputs.find(a.tensor);
         if (found == inputs.end()) throw std::runtime_error(std::string("no value for input ") + a.tensor);
         const std::vector<char> data = pack(a, found->second);
