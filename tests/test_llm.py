@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import TINY_MAX_LEN, TINY_SEQ_LEN
+from conftest import TINY_MAX_LEN, TINY_SEQ_LEN, tiny_block
 
 from streamtensor.cli import main
 from streamtensor.codegen.vitis.hbm import memory_arguments
@@ -242,6 +242,22 @@ def test_head_tile_follows_its_shape_and_cuts_the_vectors_it_streams_again() -> 
     assert given == {"tile": None, "refused": {}}  # a tile the caller gives is kept
     at_default = design_invocation(default)
     assert chosen.cycles < at_default.cycles and chosen.hbm_bytes < at_default.hbm_bytes
+
+
+@pytest.mark.parametrize("mode", ["prefill", "decode"])
+def test_dmas_of_a_block_input_holding_the_same_bytes_share_one_buffer(mode: str) -> None:
+    """The hidden state is read by several DMAs; those whose buffers would hold the same bytes (the same stripe of
+    the same packing, whatever their views) address the first one's buffer, which the host writes and syncs once
+    per run: the run model counts one sync per buffer the host writes."""
+    design, _ = tiny_block("gpt2", mode)
+    hidden = [a for a in memory_arguments(design.dataflow) if a.name == "hidden"]
+    array = np.random.default_rng(0).standard_normal(hidden[0].tensor_shape).astype(np.float32)
+    owners = [a for a in hidden if a.shares is None]
+    for a in hidden:
+        same = [o.arg for o in owners if (o.stripe, o.pack_tensor(array)) == (a.stripe, a.pack_tensor(array))]
+        assert same[:1] == [a.shares or a.arg]  # shares the first buffer of the same bytes, if any
+    assert len(owners) < len(hidden)
+    assert design_invocation(design).to_device_buffers == len(owners)
 
 
 def test_int8_kv_cache_scales_are_per_layer_and_travel_as_kernel_arguments() -> None:
