@@ -145,6 +145,12 @@ def test_exception_in_a_stage_names_the_stage_and_the_module() -> None:
     assert info.value.__cause__ is not None
 
 
+def test_running_out_of_memory_blames_the_design_point_not_the_construct() -> None:
+    msg = str(StageError("allocation.fifo_lp", "layer 0 of model llama", MemoryError("Unable to allocate 918. MiB")))
+    assert msg.startswith("stage allocation.fifo_lp failed on layer 0 of model llama: MemoryError: Unable to ")
+    assert "needs more memory than this machine has" in msg and "unsupported" not in msg
+
+
 def test_unsupported_model_is_one_line_on_the_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
     # A block whose forward branches on data, as an unsupported model would: export raises deep inside torch.

@@ -53,9 +53,12 @@ class StageError(StreamTensorError):
     def __init__(self, stage: str, construct: str, exc: BaseException) -> None:
         text = str(exc).strip()
         first_line = text.splitlines()[0] if text else "(no message)"
-        super().__init__(f"stage {stage} failed on {construct}: {type(exc).__name__}: {first_line} -- the "
-                         "construct is likely unsupported; rerun with --debug for the traceback and report it "
-                         "with the model")
+        # Running out of memory says nothing about the construct: it is the design point that is too large.
+        hint = ("the design point needs more memory than this machine has: try smaller tiles or unroll budget"
+                if isinstance(exc, MemoryError) else
+                "the construct is likely unsupported; rerun with --debug for the traceback and report it with the "
+                "model")
+        super().__init__(f"stage {stage} failed on {construct}: {type(exc).__name__}: {first_line} -- {hint}")
         self.stage = stage
         self.construct = construct
 
