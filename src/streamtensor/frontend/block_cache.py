@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from streamtensor.errors import OptionError
 from streamtensor.frontend import linalg_cache
 from streamtensor.frontend.block import BlockSpec
 
@@ -63,7 +64,8 @@ class CachedBlock:
 
     def example_inputs(self, seed: int = 0) -> list[torch.Tensor]:
         if seed != self.seed:
-            raise ValueError(f"this cached block holds the inputs of seed {self.seed}, not {seed}")
+            raise OptionError(f"this cached block holds the example inputs of seed {self.seed}, not {seed}: compile "
+                              f"with seed {seed} for those")
         return list(self.reference.inputs)
 
 
