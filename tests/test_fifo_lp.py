@@ -304,3 +304,14 @@ def test_errors() -> None:
         size_fifos_lp(net)
     with pytest.raises(ValueError, match="unknown FIFO sizing strategy"):
         size_fifos_lp(paper_network(), "aggressive")  # type: ignore[arg-type]
+
+
+def test_demand_sizing_drops_the_mirrored_network_but_not_its_results() -> None:
+    """The backward schedules' mirrored network is as large as the network's simulator tables (gigabytes at the
+    finest paper-size tilings): sizing forgets it once the backward schedules are done; sizing again (which
+    builds it anew) gives the same depths."""
+    net = paper_network()
+    sized = size_fifos_lp(net, "normal", schedule="demand")
+    again = size_fifos_lp(net, "normal", schedule="demand")
+    assert net.derived("mirrored", lambda: "rebuilt") == "rebuilt"  # forgotten: the next use builds it again
+    assert again.depths == sized.depths and again.total_bits == sized.total_bits

@@ -12,7 +12,7 @@ from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, TARGETS, get_targe
 from streamtensor.driver import CompileOptions, compile_llm_block
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.frontend.quant import KV_SCHEMES, QUANT_SCHEMES
-from streamtensor.llm import LlmOptions
+from streamtensor.llm.options import LlmOptions
 from streamtensor.passes import PASSES, parse_ir, print_ir, run_passes
 
 _DEFAULTS = CompileOptions()  # the CLI's defaults are the API's
@@ -243,7 +243,7 @@ def _compile(args: argparse.Namespace) -> None:
 
 
 def _build(args: argparse.Namespace) -> None:
-    from streamtensor.llm import build
+    from streamtensor.llm.build import build
 
     design = build(args.model, args.output, size=args.size, prompt_len=args.prompt_len,
                    max_new_tokens=args.max_new_tokens, max_len=args.max_len or 0,

@@ -32,9 +32,10 @@ from streamtensor.analysis.memory import fusion_report, memory_report
 from streamtensor.analysis.timing_model import cache_report, hbm_report
 from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, get_target
 from streamtensor.errors import OptionError, ShapeError, StageError, StreamTensorError
-from streamtensor.frontend import linalg_cache
+from streamtensor.frontend import block_cache, linalg_cache
 from streamtensor.frontend.block import MODES, BlockSpec, DecoderBlock
-from streamtensor.frontend.models import SIZES, LoadedModel, load_model
+from streamtensor.frontend.block_cache import CachedBlock, EagerReference
+from streamtensor.frontend.models import BUILTIN_MODELS, SIZES, LoadedModel, load_model
 from streamtensor.frontend.quant import (
     KvObserver,
     QuantLinear,
@@ -174,6 +175,11 @@ class Design:
     # Under --quant: PyTorch fp32 outputs for the compiled module's inputs (the unquantized model), reported next
     # to the error against the quantized reference but never asserted.
     float_reference: Callable[[Sequence[torch.Tensor]], list[np.ndarray]] | None = field(default=None, repr=False)
+    # PyTorch eager's outputs for the example inputs, computed with the frontend or taken from its cache
+    # (``frontend.block_cache``): the project's check data without the module.
+    reference: EagerReference | None = field(default=None, repr=False)
+    # The report's quantization summary when there is no module to read it from (a cached frontend).
+    quantization: dict[str, Any] | None = None
 
     @property
     def target(self) -> Target:
@@ -193,7 +199,8 @@ class Design:
                         for n, v in zip(self.output_names, self.graph.outputs, strict=True)},
             "op_counts": self.graph.op_counts(),
             "stages": dict(self.stages),
-            "quantization": {**(quant_summary(self.module, self.options.quant_scheme()) if self.module is not None
+            "quantization": {**(self.quantization if self.quantization is not None
+                                else quant_summary(self.module, self.options.quant_scheme()) if self.module is not None
                                 else {"scheme": self.options.quant}),
                              "kv_cache": _kv_cache_summary(self.block, self.options)},
             "stage_cpu_seconds": dict(self.stage_cpu_seconds),
@@ -373,9 +380,21 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
         module = progress.run("frontend.quantize", lambda: quantized_copy(float_module, scheme, [example_args]))
         _check_quantized(module, scheme, f"module {type(float_module).__name__}")
     linalg, cache = _linalg_graph(module, example_args, input_names, weight_names, progress)
+    design = _compile_graph(linalg, cache, opts, progress, output_names, scalar_names, cache_updates,
+                            sum(isinstance(m, QuantLinear) for m in module.modules()))
+    design.name, design.module, design.float_reference = type(module).__name__, module, float_reference
+    return design
+
+
+def _compile_graph(linalg: Graph, cache: linalg_cache.CacheInfo, opts: CompileOptions, progress: Progress,
+                   output_names: list[str] | None, scalar_names: Sequence[str],
+                   cache_updates: Sequence[tuple[str, str, str, int]], quant_layers: int) -> Design:
+    """Everything after the frontend: the imported Linalg graph (``quant_layers``: the module's quantized linear
+    layers) compiled to a design without its module (``compile`` or a cached frontend adds what it has)."""
+    scheme = opts.quant_scheme()
     imported = _with_arguments(linalg, output_names, scalar_names, cache_updates)
     if scheme is not None and scheme.weight_bits == 4:
-        names = _int4_weight_inputs(imported, module)
+        names = _int4_weight_inputs(imported, quant_layers)
         imported = progress.run("narrow_weights", lambda: narrow_int4_weights(imported, names))
     cast_free = progress.run("sink_casts", lambda: sink_widening_casts(imported))
     split = progress.run("split_slices", lambda: split_sliced_results(cast_free))
@@ -392,9 +411,8 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
     allocation = (run_allocation(dataflow, target, opts.fifo_strategy, progress.run, opts.fifo_latency_slack,
                                  opts.max_fifo_depth, opts.allow_deadlock, opts.allow_unfit)
                   if opts.size_fifos else None)
-    return Design(type(module).__name__, opts, graph, [v.name for v in graph.inputs], outs, progress.seconds,
-                  progress.cpu_seconds, tiling=tiling, dataflow=dataflow, allocation=allocation, module=module,
-                  float_reference=float_reference, frontend_cache=cache)
+    return Design("", opts, graph, [v.name for v in graph.inputs], outs, progress.seconds, progress.cpu_seconds,
+                  tiling=tiling, dataflow=dataflow, allocation=allocation, frontend_cache=cache)
 
 
 def _linalg_graph(module: torch.nn.Module, example_args: Sequence[torch.Tensor], input_names: list[str] | None,
@@ -419,12 +437,11 @@ def _linalg_graph(module: torch.nn.Module, example_args: Sequence[torch.Tensor],
     return graph, linalg_cache.CacheInfo("miss", key, str(path))
 
 
-def _int4_weight_inputs(graph: Graph, module: torch.nn.Module) -> list[str]:
+def _int4_weight_inputs(graph: Graph, layers: int) -> list[str]:
     """The weight inputs holding a 4-bit scheme's int4 weights: its only i8 weights (``QuantLinear.weight_q``; the
     int8 KV cache is an activation), one per quantized layer. None when the weights are not inputs (a plain
     module's parameters, which stay int8 containers)."""
     names = [v.name for v in graph.inputs if v.name in graph.weight_names and v.type.dtype == "i8"]
-    layers = sum(isinstance(m, QuantLinear) for m in module.modules())
     if names and len(names) != layers:
         raise OptionError(f"--quant w4a8: {len(names)} int8 weight inputs ({', '.join(names)}) for {layers} "
                           "quantized layers: cannot tell which hold int4 weights")
@@ -463,18 +480,54 @@ def name_outputs(dataflow: DataflowGraph, names: Sequence[str]) -> None:
             taken.add(name)
 
 
-def compile_llm_block(model: str, **options: Any) -> tuple[Design, DecoderBlock]:
-    """Load a built-in family or a local checkpoint, extract one decoder block and compile it."""
+def compile_llm_block(model: str, **options: Any) -> tuple[Design, DecoderBlock | CachedBlock]:
+    """Load a built-in family or a local checkpoint, extract one decoder block and compile it.
+
+    A built-in family's block whose frontend is cached (``frontend.block_cache``, next to the Linalg cache) builds
+    no model: the design then has no module, and its ``reference`` and the returned ``CachedBlock`` (its spec and
+    example inputs) stand in for it."""
     opts = CompileOptions.from_kwargs(options)
     progress = Progress(opts.verbose, f"model {model}")
+    key = _block_key(model, opts)
+    if key is not None:
+        cached = progress.run("frontend.block_cache_load", lambda: block_cache.load(key))
+        if cached is not None:
+            graph, path = progress.run("frontend.linalg_cache_load", lambda: linalg_cache.load(cached.linalg_key))
+            if graph is not None:  # else the Linalg entry is gone: compile from the model, storing both again
+                return _compile_cached_block(cached, graph, path, model, opts, progress), cached
     loaded = progress.run("frontend.load_model", lambda: load_model(model, opts.size, opts.seed))
-    return compile_model_block(loaded, model, _progress=progress, **options)
+    return compile_model_block(loaded, model, _progress=progress, _block_key=key, **options)
 
 
-def compile_model_block(loaded: LoadedModel, model: str, *, _progress: Progress | None = None, **options: Any
-                        ) -> tuple[Design, DecoderBlock]:
+def _block_key(model: str, opts: CompileOptions) -> str | None:
+    """The ``frontend.block_cache`` key of a built-in family's block (None: a checkpoint, or the cache off). Every
+    option the frontend reads; the driver's own frontend step (``_quantize_block``) is hashed with it."""
+    if model not in BUILTIN_MODELS or linalg_cache.cache_dir() is None:
+        return None
+    frontend = {"model": model, "size": opts.size, "seed": opts.seed, "layer": opts.layer, "mode": opts.mode,
+                "seq_len": opts.seq_len, "max_len": opts.max_len, "quant": opts.quant, "quant_group": opts.quant_group,
+                "kv_quant": opts.kv_quant}
+    return block_cache.block_key(frontend, [Path(__file__)])
+
+
+def _compile_cached_block(cached: CachedBlock, graph: Graph, path: Path | None, model: str, opts: CompileOptions,
+                          progress: Progress) -> Design:
+    spec = cached.spec
+    progress.construct = f"layer {spec.layer_index} ({spec.layer_class}, {opts.mode}) of model {model}"
+    design = _compile_graph(graph, linalg_cache.CacheInfo("hit", cached.linalg_key, str(path)), opts, progress,
+                            spec.output_names, spec.scalar_names, spec.cache_updates, cached.quant_layers)
+    design.name = f"{Path(model).name}_{opts.mode}"
+    design.block, design.model_info = spec, cached.model_info
+    design.reference, design.quantization = cached.reference, cached.quantization
+    return design
+
+
+def compile_model_block(loaded: LoadedModel, model: str, *, _progress: Progress | None = None,
+                        _block_key: str | None = None, **options: Any) -> tuple[Design, DecoderBlock]:
     """Extract one decoder block of an already loaded model (``options``: those of ``compile``, ``layer`` picks
-    the block) and compile it; ``model`` names it in the report."""
+    the block) and compile it; ``model`` names it in the report. With ``_block_key`` (a built-in family's block,
+    ``compile_llm_block``) the frontend is stored in ``frontend.block_cache`` before the rest of the compile runs
+    (a design point that then fails still leaves it for the next)."""
     opts = CompileOptions.from_kwargs(options)
     progress = _progress or Progress(opts.verbose, f"model {model}")
     progress.construct = f"model {model} ({type(loaded.model).__name__})"
@@ -488,18 +541,38 @@ def compile_model_block(loaded: LoadedModel, model: str, *, _progress: Progress 
     args = block.example_inputs(opts.seed)
     spec = block.spec
     progress.construct = f"layer {spec.layer_index} ({spec.layer_class}, {opts.mode}) of model {model}"
-    design = compile(block, args, input_names=spec.input_names, output_names=spec.output_names,
-                     weight_names=spec.weight_names, scalar_names=spec.scalar_names,
-                     cache_updates=spec.cache_updates, _progress=progress, _float_reference=float_reference,
-                     **options)
-    design.name = f"{Path(model).name}_{opts.mode}"
-    design.block = spec
-    design.model_info = {
+    _check_args(block, args)
+    linalg, cache = _linalg_graph(block, args, spec.input_names, spec.weight_names, progress)
+    quant_layers = sum(isinstance(m, QuantLinear) for m in block.modules())
+    model_info = {
         "model": model, "weights": loaded.source, "layer_class": spec.layer_class, "layer_index": spec.layer_index,
         "geometry": {"hidden_size": spec.hidden_size, "num_kv_heads": spec.num_kv_heads, "head_dim": spec.head_dim,
                      "seq_len": spec.seq_len, "max_len": spec.max_len},
     }
+    reference = None
+    if _block_key is not None and cache.state != "off":
+        reference = progress.run("frontend.block_cache_store", lambda: _store_block(
+            _block_key, block, args, float_reference, model_info, quant_layers, cache.key, opts))
+    design = _compile_graph(linalg, cache, opts, progress, spec.output_names, spec.scalar_names, spec.cache_updates,
+                            quant_layers)
+    design.name = f"{Path(model).name}_{opts.mode}"
+    design.module, design.float_reference, design.reference = block, float_reference, reference
+    design.block, design.model_info = spec, model_info
     return design, block
+
+
+def _store_block(key: str, block: DecoderBlock, args: list[torch.Tensor],
+                 float_reference: Callable[[Sequence[torch.Tensor]], list[np.ndarray]] | None,
+                 model_info: dict[str, Any], quant_layers: int, linalg_key: str, opts: CompileOptions
+                 ) -> EagerReference:
+    """PyTorch eager's outputs of ``block`` for its example inputs, stored with the rest of its frontend."""
+    from streamtensor.verify.simulate import eager_reference
+
+    outputs, seconds = eager_reference(block, args)
+    reference = EagerReference(args, outputs, seconds, float_reference(args) if float_reference else None)
+    block_cache.store(key, CachedBlock(block.spec, model_info, quant_summary(block, opts.quant_scheme()),
+                                       quant_layers, linalg_key, opts.seed, reference))
+    return reference
 
 
 CALIBRATION_SAMPLES = 8

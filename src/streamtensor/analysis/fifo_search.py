@@ -64,6 +64,7 @@ import numpy as np
 from .fifo_lp import FifoSizing, Strategy, solve_profiles
 from .fifo_schedules import (
     Schedule,
+    forget_mirrored,
     forwarders_eager,
     latest_firing_times,
     release_times,
@@ -245,6 +246,10 @@ def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float, schedule
         if trial.total_bits >= best.total_bits or trial.predicted_latency > limit:
             break
         best = trial
+    # Trim simulates forward only, and nothing after sizing runs backward: the mirrored network's tables need
+    # not stay through the trim, the allocation's simulations and the report (issue 21: memory of the finest
+    # tilings, linear in their firings).
+    forget_mirrored(net)
     return trim_fifos(net, best, release, limit, time_limit_s)
 
 

@@ -180,6 +180,12 @@ class ProcessNetwork:
             self._derived[key] = build()
         return self._derived[key]
 
+    def forget(self, key: str) -> None:
+        """Drop the tables ``derived`` keeps under ``key`` (rebuilt on the next use): for an analysis that will
+        not use them again and whose tables are large (linear in the firings: gigabytes at a paper-size block's
+        finest tilings)."""
+        self._derived.pop(key, None)
+
     def stream(self, name: str) -> Stream:
         return self._stream[name]
 

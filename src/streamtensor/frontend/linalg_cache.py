@@ -62,7 +62,7 @@ def cache_dir() -> Path | None:
 
 
 @functools.cache
-def _code_fingerprint() -> str:
+def code_fingerprint() -> str:
     """Versions of the packages the export runs through and a hash of the sources that build the graph."""
     h = hashlib.sha256(f"format {_FORMAT} streamtensor {__version__}".encode())
     for pkg in ("torch", "torch-mlir", "transformers"):
@@ -88,7 +88,7 @@ def _tensor_digest(h: hashlib._Hash, name: str, t: torch.Tensor) -> None:
 def cache_key(module: torch.nn.Module, args: Sequence[torch.Tensor], input_names: Sequence[str] | None,
               weight_names: Sequence[str]) -> str:
     """The key of ``module`` exported on ``args`` (module docstring)."""
-    h = hashlib.sha256(_code_fingerprint().encode())
+    h = hashlib.sha256(code_fingerprint().encode())
     h.update(_ADDRESS.sub("", repr(module)).encode())
     for name, sub in module.named_modules():
         attrs = sorted((k, _ADDRESS.sub("", repr(v))) for k, v in vars(sub).items()
@@ -121,11 +121,16 @@ def load(key: str) -> tuple[Graph | None, Path | None]:
 
 def store(path: Path, graph: Graph) -> None:
     """Write ``graph`` to ``path`` atomically (another process may read or write the same key)."""
+    write_atomically(path, graph)
+
+
+def write_atomically(path: Path, entry: object) -> None:
+    """Pickle ``entry`` to ``path`` through a temporary file and a rename: a reader sees all of it or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            pickle.dump(graph, f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(entry, f, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
-import transformers  # noqa: E402
 
 from streamtensor.errors import ModelError  # noqa: E402
+
+if TYPE_CHECKING:
+    import transformers
 
 SIZES = ("tiny", "paper")
 
@@ -46,11 +48,14 @@ _FAMILIES: dict[str, dict[str, dict[str, Any]]] = {
                      query_pre_attn_scalar=16),
     },
 }
+# Names, not classes: ``transformers`` (3-4 CPU s of imports: its model modules pull in torch._dynamo and
+# torch.distributed) is imported only by a compile that builds or loads a model, not by one whose whole frontend
+# comes from the cache (``frontend.block_cache``, issue 21).
 _CONFIG_CLASSES = {
-    "gpt2": transformers.GPT2Config,
-    "llama": transformers.LlamaConfig,
-    "qwen2": transformers.Qwen2Config,
-    "gemma": transformers.Gemma3TextConfig,
+    "gpt2": "GPT2Config",
+    "llama": "LlamaConfig",
+    "qwen2": "Qwen2Config",
+    "gemma": "Gemma3TextConfig",
 }
 BUILTIN_MODELS = tuple(_FAMILIES)
 _BUILTIN_VOCAB = 256
@@ -70,7 +75,9 @@ def builtin_config(family: str, size: str, vocab_size: int = _BUILTIN_VOCAB) -> 
                          "or the path of a local Hugging Face checkpoint directory")
     if size not in SIZES:
         raise ModelError(f"unknown size '{size}': expected one of {', '.join(SIZES)}")
-    cfg = _CONFIG_CLASSES[family](vocab_size=vocab_size, **_FAMILIES[family][size])
+    import transformers
+
+    cfg = getattr(transformers, _CONFIG_CLASSES[family])(vocab_size=vocab_size, **_FAMILIES[family][size])
     cfg._attn_implementation = "eager"
     return cfg
 
@@ -102,6 +109,8 @@ def build_random_model(family: str, size: str, seed: int = 0, num_layers: int = 
         cfg.num_hidden_layers = num_layers
         if getattr(cfg, "layer_types", None):
             cfg.layer_types = cfg.layer_types[:num_layers]
+    import transformers
+
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
     randomize_params(model, torch.Generator().manual_seed(seed + 1))
@@ -132,6 +141,8 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
 def _from_pretrained(directory: Path) -> torch.nn.Module:
     """The causal LM of a checkpoint; a config class the auto mapping does not list (the text part of a
     multimodal model, saved on its own) loads through the class its ``architectures`` names."""
+    import transformers
+
     kwargs: dict[str, Any] = dict(local_files_only=True, attn_implementation="eager", dtype=torch.float32)
     try:
         return transformers.AutoModelForCausalLM.from_pretrained(directory, **kwargs)

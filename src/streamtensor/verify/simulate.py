@@ -49,6 +49,7 @@ from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.codegen.vitis.parameters import write_expected_outputs
 from streamtensor.codegen.vitis.project import VitisProject, write_project
 from streamtensor.errors import OptionError, StreamTensorError
+from streamtensor.frontend.block_cache import EagerReference
 from streamtensor.ir.dataflow import DataflowGraph
 from streamtensor.kernel_interface import PARAMS_DIR, SIM_EXECUTABLE, load_kernel_interface, simulation_build_command
 from streamtensor.runtime.host import RunResult, StreamReport
@@ -70,6 +71,7 @@ class Design(Protocol):
     dataflow: DataflowGraph | None
     module: torch.nn.Module | None
     float_reference: Callable[[Sequence[torch.Tensor]], list[np.ndarray]] | None
+    reference: EagerReference | None
 
     @property
     def target(self) -> Target: ...
@@ -119,15 +121,29 @@ def eager_reference(module: torch.nn.Module, args: Sequence[torch.Tensor], budge
     return [o.detach().numpy() for o in outputs], best
 
 
+def design_reference(design: Design, inputs: Mapping[str, np.ndarray]) -> EagerReference | None:
+    """PyTorch eager's outputs of the design for ``inputs``: those the design holds (``Design.reference``, from its
+    frontend or the frontend's cache) when they are for these inputs, else computed by its module; None without
+    either."""
+    tensors = [torch.as_tensor(a) for a in inputs.values()]
+    if design.reference is not None and design.reference.matches(tensors):
+        return design.reference
+    if design.module is None:
+        return None
+    outputs, seconds = eager_reference(design.module, tensors)
+    floats = design.float_reference(tensors) if design.float_reference is not None else None
+    return EagerReference(tensors, outputs, seconds, floats)
+
+
 def write_design_project(design: Design, outdir: str | Path, args: Sequence[torch.Tensor]) -> VitisProject:
     """The design's Vitis project with the example inputs ``args`` packed into ``params/`` and PyTorch eager's
-    outputs for them in ``check/`` (module docstring). Needs the design's module (``compile`` keeps it)."""
-    if design.module is None:
+    outputs for them in ``check/`` (module docstring). Needs the design's module or its reference outputs for
+    ``args`` (``compile`` keeps the module; a cached frontend, the outputs)."""
+    if design.module is None and design.reference is None:
         raise OptionError(f"design {design.name} has no PyTorch module to compute the reference outputs with")
     graph = _graph(design)
     name = kernel_name(design)
     inputs = _as_arrays(design.input_names, args)
-    module = design.module
     start = time.perf_counter()
     target = design.target
     plan = plan_hbm(memory_arguments(graph), name, target.hbm)
@@ -139,15 +155,18 @@ def write_design_project(design: Design, outdir: str | Path, args: Sequence[torc
                             kernel_slr=kernel_slr(target) if single_slr else None)
     design.stages["codegen.vitis_project"] = round(time.perf_counter() - start, 4)
     start = time.perf_counter()
-    expected, eager_seconds = eager_reference(module, [torch.as_tensor(a) for a in inputs.values()])
+    reference = design_reference(design, inputs)
+    if reference is None:
+        raise OptionError(f"design {design.name} has reference outputs for other inputs and no PyTorch module to "
+                          "compute them for these")
+    expected, eager_seconds = reference.outputs, reference.eager_seconds
     design.stages["reference.pytorch_eager"] = round(time.perf_counter() - start, 4)
     check = Path(outdir) / CHECK_DIR
     check.mkdir(exist_ok=True)
     np.savez(check / "inputs.npz", **inputs)
     np.savez(check / "expected.npz", **dict(zip(design.output_names, expected, strict=True)))
-    if design.float_reference is not None:
-        float_expected = design.float_reference([torch.as_tensor(a) for a in inputs.values()])
-        np.savez(check / FLOAT_EXPECTED, **dict(zip(design.output_names, float_expected, strict=True)))
+    if reference.float_outputs is not None:
+        np.savez(check / FLOAT_EXPECTED, **dict(zip(design.output_names, reference.float_outputs, strict=True)))
     writes = {a.dma: a.arg for a in plan.arguments}
     write_expected_outputs(outdir, plan, {writes[dma]: e for dma, e in zip(graph.outputs, expected, strict=True)},
                            TOLERANCE)
@@ -406,15 +425,15 @@ def simulate_graph(graph: DataflowGraph, name: str, inputs: dict[str, np.ndarray
 
 def simulate_design(design: Design, args: Sequence[torch.Tensor | np.ndarray], runs: int = 1) -> SimulationReport:
     """``Design.simulate``: ``simulate_graph`` of the design on ``args``, compared with PyTorch eager when the
-    design has its module (without one the report says so and is not ok)."""
+    design has its module or reference outputs for ``args`` (without either the report says so and is not ok)."""
     inputs = _as_arrays(design.input_names, args)
     report = simulate_graph(_graph(design), kernel_name(design), inputs, design.target, runs)
-    report.reference = design.module is not None
-    if report.failure is None and report.reference:
-        expected, report.eager_seconds = eager_reference(design.module, [torch.as_tensor(a) for a in inputs.values()])
-        report.checks = compare(design.output_names, report.outputs, expected, report.tolerance)
-        if design.float_reference is not None:
-            report.float_checks = compare(design.output_names, report.outputs,
-                                          design.float_reference([torch.as_tensor(a) for a in inputs.values()]),
+    reference = design_reference(design, inputs)
+    report.reference = reference is not None
+    if report.failure is None and reference is not None:
+        report.eager_seconds = reference.eager_seconds
+        report.checks = compare(design.output_names, report.outputs, reference.outputs, report.tolerance)
+        if reference.float_outputs is not None:
+            report.float_checks = compare(design.output_names, report.outputs, reference.float_outputs,
                                           report.tolerance)
     return report
