@@ -30,18 +30,7 @@ from dataclasses import replace
 
 from streamtensor.ir import linalg
 from streamtensor.ir.affine import AffineMap
-from streamtensor.ir.linalg import (
-    EmptyOp,
-    GenericOp,
-    Graph,
-    Op,
-    ReshapeOp,
-    ScalarBody,
-    ScalarOp,
-    SliceOp,
-    TensorType,
-    Value,
-)
+from streamtensor.ir.linalg import EmptyOp, GenericOp, Graph, Op, ReshapeOp, ScalarBody, ScalarOp, SliceOp
 
 _WIDEN = ("arith.extf", "arith.extsi")
 
@@ -148,11 +137,11 @@ def _sink_one(graph: Graph, ops: list[Op], names: set[str], freed: set[str]) -> 
             out.remove(producer)
             freed.add(producer.inits[0].name)
         else:
-            narrow_value = Value(linalg.fresh_name(f"{wide_result.name}_{narrow_dtype}", names),
-                                 TensorType(wide_result.type.shape, narrow_dtype))
+            narrow_value = linalg.Value(linalg.fresh_name(f"{wide_result.name}_{narrow_dtype}", names),
+                                        linalg.TensorType(wide_result.type.shape, narrow_dtype))
             init = producer.inits[0]
-            empty = EmptyOp([Value(linalg.fresh_name(f"{init.name}_{narrow_dtype}", names),
-                                   TensorType(init.type.shape, narrow_dtype))])
+            empty = EmptyOp([linalg.Value(linalg.fresh_name(f"{init.name}_{narrow_dtype}", names),
+                                          linalg.TensorType(init.type.shape, narrow_dtype))])
             narrow = {wide_result.name: narrow_value}
             at = position[id(producer)]
             out[at] = replace(producer, results=[narrow_value], inits=[empty.results[0]],
@@ -162,8 +151,8 @@ def _sink_one(graph: Graph, ops: list[Op], names: set[str], freed: set[str]) -> 
         rebuilt: dict[int, Op] = {}
         for mover in sorted(movers, key=lambda m: position[id(m)]):  # sources are rebuilt before their uses
             wide = mover.results[0]
-            narrow[wide.name] = Value(linalg.fresh_name(f"{wide.name}_{narrow_dtype}", names),
-                                      TensorType(wide.type.shape, narrow_dtype))
+            narrow[wide.name] = linalg.Value(linalg.fresh_name(f"{wide.name}_{narrow_dtype}", names),
+                                             linalg.TensorType(wide.type.shape, narrow_dtype))
             rebuilt[id(mover)] = replace(mover, results=[narrow[wide.name]], source=narrow[mover.source.name])
         consumer_ids = {id(c) for c in consumers}
         for i, op in enumerate(out):
