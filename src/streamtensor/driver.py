@@ -53,7 +53,10 @@ from streamtensor.passes import print_ir
 from streamtensor.report import write_report
 from streamtensor.target import Target
 from streamtensor.transforms.build_dataflow import build_dataflow
-from streamtensor.transforms.fuse_into_contractions import fuse_elementwise_into_contractions
+from streamtensor.transforms.fuse_into_contractions import (
+    fuse_elementwise_into_contractions,
+    hoist_recomputed_prologues,
+)
 from streamtensor.transforms.fusion import apply_fusion
 from streamtensor.transforms.narrow_weights import narrow_int4_weights
 from streamtensor.transforms.replay import replay_forked_accumulators
@@ -378,7 +381,8 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
         names = _int4_weight_inputs(imported, module)
         imported = progress.run("narrow_weights", lambda: narrow_int4_weights(imported, names))
     cast_free = progress.run("sink_casts", lambda: sink_widening_casts(imported))
-    split = progress.run("split_slices", lambda: split_sliced_results(cast_free))
+    hoisted = progress.run("hoist_prologues", lambda: hoist_recomputed_prologues(cast_free))
+    split = progress.run("split_slices", lambda: split_sliced_results(hoisted))
     graph = (progress.run("fuse_into_contractions", lambda: fuse_elementwise_into_contractions(split))
              if opts.fuse_into_contractions else split)
     target = get_target(opts.target)
