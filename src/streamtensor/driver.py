@@ -381,9 +381,10 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
         names = _int4_weight_inputs(imported, module)
         imported = progress.run("narrow_weights", lambda: narrow_int4_weights(imported, names))
     cast_free = progress.run("sink_casts", lambda: sink_widening_casts(imported))
-    hoisted = progress.run("hoist_prologues", lambda: hoist_recomputed_prologues(cast_free))
+    tile = opts.tiling.default_tile_size
+    hoisted = progress.run("hoist_prologues", lambda: hoist_recomputed_prologues(cast_free, tile))
     split = progress.run("split_slices", lambda: split_sliced_results(hoisted))
-    graph = (progress.run("fuse_into_contractions", lambda: fuse_elementwise_into_contractions(split))
+    graph = (progress.run("fuse_into_contractions", lambda: fuse_elementwise_into_contractions(split, tile))
              if opts.fuse_into_contractions else split)
     target = get_target(opts.target)
     tiling = progress.run("tiling", lambda: tile_graph(graph, target, opts.tiling))

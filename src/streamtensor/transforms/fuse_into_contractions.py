@@ -34,12 +34,15 @@ and V projections a sixteenth of the lanes they have unfused (a quarter with the
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 
 from streamtensor.ir import linalg
 from streamtensor.ir.affine import AffineDim, AffineMap
 from streamtensor.ir.linalg import EmptyOp, GenericOp, Graph, Op, ScalarBody, ScalarOp, TensorType, Value
 from streamtensor.transforms.tiling.edges import FORK_EXTERNAL_MAX_BYTES, external_operands
+from streamtensor.transforms.tiling.plan import TilingOptions
+from streamtensor.transforms.tiling.tile_sizes import tile_size
 
 # Ops whose cores cost several multipliers (resources._OP_COST): not recomputed per point of a contraction.
 _CHEAP_MATH = {"math.absf"}
@@ -192,7 +195,7 @@ def _fuse(producer: GenericOp, consumer: GenericOp) -> GenericOp:
                    body=_fused_body(consumer.body, k, n, producer.body, len(producer.inputs)))
 
 
-def _next_fusion(graph: Graph, outputs: set[str], taken: set[str]
+def _next_fusion(graph: Graph, outputs: set[str], taken: set[str], tile: int
                  ) -> tuple[GenericOp, list[Op], GenericOp, list[GenericOp]] | None:
     """The first fusable producer of ``graph``: (the producer, the ops hoisted out of it to stay, the part to
     fuse, its consumers); None when there is none."""
@@ -201,7 +204,9 @@ def _next_fusion(graph: Graph, outputs: set[str], taken: set[str]
         if not (isinstance(p, GenericOp) and _fusable_producer(p, external_operands(p, producers))
                 and (consumers := _contraction_uses(users, outputs, p)) is not None):
             continue
-        if _own_kernel(p.results[0].type, p.body.ops, math.prod(p.domain), consumers):
+        uses = [(c, c.indexing_maps[[v.name for v in c.inputs].index(p.results[0].name)].used_dims())
+                for c in consumers]
+        if _own_kernel(p.results[0].type, p.body.ops, uses, tile):
             continue  # a small prologue the contractions would recompute: ``hoist_recomputed_prologues``' rule
         if not any(_is_expensive(o.name) for o in p.body.ops):
             return p, [], p, consumers
@@ -210,15 +215,15 @@ def _next_fusion(graph: Graph, outputs: set[str], taken: set[str]
     return None
 
 
-def fuse_elementwise_into_contractions(graph: Graph) -> Graph:
-    """``graph`` with every fusable elementwise producer (module docstring) folded into its contractions."""
+def fuse_elementwise_into_contractions(graph: Graph, tile: int = TilingOptions.default_tile_size) -> Graph:
+    """``graph`` with every fusable elementwise producer (module docstring) folded into its contractions, but for
+    those that ``hoist_recomputed_prologues`` would make kernels of their own (``tile``: the default tile size)."""
     outputs = {v.name for v in graph.outputs}
     taken = {v.name for v in graph.inputs} | {r.name for op in graph.ops for r in op.results}
     ops = list(graph.ops)
     freed: set[str] = set()  # the inits of the fused producers
     # fusing one producer can leave another one's result read by contractions only
-    while (found := _next_fusion(replace(graph, ops=ops),
-                                 outputs, taken)) is not None:
+    while (found := _next_fusion(replace(graph, ops=ops), outputs, taken, tile)) is not None:
         producer, hoisted, fused_part, consumers = found
         fused = {id(c): _fuse(fused_part, c) for c in consumers}
         at = ops.index(producer)
@@ -231,16 +236,18 @@ def fuse_elementwise_into_contractions(graph: Graph) -> Graph:
     return out
 
 
-def _own_kernel(result: TensorType, ops: tuple[ScalarOp, ...] | list[ScalarOp], points: int,
-                consumers: list[GenericOp]) -> bool:
-    """Whether a prologue of ``ops`` computing ``result`` over ``points`` loop points is a kernel of its own
-    rather than part of the ``consumers`` (``hoist_recomputed_prologues``): it computes more than casts, a
-    consumer would compute it at more points (once per output tile it re-reads the prologue's operands for),
-    and its result is small enough to be held on chip whole (the bound under which an external tensor is read
-    once and forked)."""
+def _own_kernel(result: TensorType, ops: Sequence[ScalarOp], uses: list[tuple[GenericOp, set[int]]],
+                tile: int) -> bool:
+    """Whether a prologue of ``ops`` computing ``result`` is a kernel of its own rather than part of the
+    contractions that read it (``hoist_recomputed_prologues``): it computes more than casts, its result is small
+    enough to be held on chip whole (the bound under which an external tensor is read once and forked), and a
+    contraction tiles a loop it does not vary with more than once (``uses``: each contraction with the loops the
+    prologue varies with in it; ``tile``: the default tile size), so that contraction would compute it and
+    re-stream its operands once per tile of those loops."""
     return (any(o.name not in _CASTS and o.name != "arith.constant" for o in ops)
             and result.bytes <= FORK_EXTERNAL_MAX_BYTES
-            and any(math.prod(c.domain) > points for c in consumers))
+            and any(math.prod(n // tile_size(n, tile) for d, n in enumerate(c.domain) if d not in varying) > 1
+                    for c, varying in uses))
 
 
 def _prologue(op: GenericOp) -> set[str]:
@@ -261,9 +268,9 @@ def _prologue(op: GenericOp) -> set[str]:
     return prologue | {x for o in op.body.ops if o.result in prologue for x in o.operands}
 
 
-def hoist_recomputed_prologues(graph: Graph) -> Graph:
+def hoist_recomputed_prologues(graph: Graph, tile: int = TilingOptions.default_tile_size) -> Graph:
     """``graph`` with the elementwise prologue of every contraction that computes it again per output tile a
-    kernel of its own, where that pays by construction (``_own_kernel``).
+    kernel of its own, where that pays by construction (``_own_kernel``; ``tile``: the default tile size).
 
     The front end's elementwise fusion (``linalg-fuse-elementwise-ops``) puts a single-use producer into its
     consumer: a LayerNorm's apply and the int8 quantization of its result, or GELU and its quantization, end up
@@ -287,7 +294,8 @@ def hoist_recomputed_prologues(graph: Graph) -> Graph:
         label = next(f"elementwise_{k}" for k in range(1, len(labels) + 2) if f"elementwise_{k}" not in labels)
         split = _split_off(op, needed, label, taken) if needed else None
         if split is None or not _own_kernel(split[0][1].results[0].type, split[0][1].body.ops,
-                                            math.prod(split[0][1].domain), [op]):
+                                            [(op, split[1].indexing_maps[len(split[1].inputs) - 1].used_dims())],
+                                            tile):
             ops.append(op)
             continue
         labels.add(label)
