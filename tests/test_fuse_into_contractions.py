@@ -216,9 +216,18 @@ def test_a_recomputed_quantizing_prologue_becomes_its_own_kernel_bit_identically
     assert print_graph(hoist_recomputed_prologues(g, tile=32)) == print_graph(g)
 
 
-def test_a_small_prologue_that_a_contraction_would_recompute_is_not_fused() -> None:
-    """The reverse rule in ``fuse_elementwise_into_contractions``: the scale feeding both projections stays a
-    kernel when the projections tile their columns more than once (2-column tiles of 6), so that fusing would
-    compute it three times per element."""
+def test_a_hoisted_prologue_is_not_fused_back() -> None:
+    """The reverse rule in ``fuse_elementwise_into_contractions``: a quantization without a ``math`` op (which
+    alone would keep it out: ``_is_expensive``), hoisted, stays a kernel while the GEMV tiles its columns more
+    than once; at one 32-column tile it is fused back. An f32 scale (as wide as what it reads) is fused at any
+    tile size."""
+    text = (Path(__file__).parent / "ir" / "hoist-prologues" / "input.mlir").read_text()
+    hoisted = hoist_recomputed_prologues(parse_graph(text.replace("math.roundeven %q", "arith.negf %q")))
+    assert "@elementwise_1" in print_graph(hoisted)
+    assert print_graph(fuse_elementwise_into_contractions(hoisted)) == print_graph(hoisted)
+    refused = fuse_elementwise_into_contractions(hoisted, tile=32)
+    assert "@elementwise_1" not in print_graph(refused)
+    for got, want in zip(_run_ints(refused), _run_ints(hoisted), strict=True):
+        assert np.array_equal(got, want)
     g = norm_then_two_projections()
-    assert print_graph(fuse_elementwise_into_contractions(g, tile=2)) == print_graph(g)
+    assert "@scale_1" not in print_graph(fuse_elementwise_into_contractions(g, tile=2))

@@ -212,9 +212,8 @@ def test_token_cap_cuts_the_loop_that_streams_fewer_bytes_again() -> None:
 def test_a_leap_carries_a_layout_change_through_the_kernels_that_must_follow() -> None:
     """Tiny GPT-2 prefill in 2-row token tiles: the coordinate descent stops where re-ordering any one kernel
     (with its all-parallel neighbours) costs a converter; re-ordering one kernel and letting every kernel it
-    no longer fits re-pick its order, breadth first, finds orders holding about 60% of the bytes (measured
-    32,240 B of converters and accumulators against 19,936, the LayerNorm and GELU prologues kernels of their own:
-    ``hoist_recomputed_prologues``). The design keeps the reference's numbers."""
+    no longer fits re-pick its order, breadth first, finds orders holding about half the bytes (measured
+    24,688 B of converters and accumulators against 12,512). The design keeps the reference's numbers."""
     design, block = compile_llm_block("gpt2", mode="prefill", seq_len=16, max_len=32, size="tiny",
                                       token_tile_size=2)
     options = replace(design.options.tiling, layout_aware_order=False)
@@ -225,7 +224,7 @@ def test_a_leap_carries_a_layout_change_through_the_kernels_that_must_follow() -
     descended = search.total()
     search.settle()
     settled = search.total()
-    assert settled < 0.65 * descended
+    assert settled < 0.55 * descended
     assert design.tiling is not None  # the compiled orders: the best of this and of random restarts
     search.orders = [tuple(design.tiling.ops[op.name].tile_order) for op in ops]
     assert search.total() <= settled
