@@ -3,13 +3,19 @@ results, the uses and inputs that forbid it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from linalg_builders import build, check_exec, empty, fill, graph, matmul, unary, value
 
 from streamtensor.interp.linalg_interpreter import run_graph
 from streamtensor.ir.affine import parse_affine_map
 from streamtensor.ir.linalg import GenericOp, Graph, Op, ScalarBody, ScalarOp, Value, print_graph
-from streamtensor.transforms.fuse_into_contractions import fuse_elementwise_into_contractions
+from streamtensor.ir.linalg_parser import parse_graph
+from streamtensor.transforms.fuse_into_contractions import (
+    fuse_elementwise_into_contractions,
+    hoist_recomputed_prologues,
+)
 
 
 def _sum_of_squares(x: Value) -> list[Op]:
@@ -178,3 +184,50 @@ def test_the_statistic_of_one_row_is_hoisted_into_a_one_point_generic() -> None:
     check_exec(fused, build(fused, 4))
     # a second run finds nothing to do: the one-point generic computes no fewer points than it would hoisted
     assert print_graph(fuse_elementwise_into_contractions(fused)) == print_graph(fused)
+
+
+def _quantized_gemv() -> Graph:
+    """y[32] = sum_k q(x[k] * s * m[k]) * w[j, k]: an int8 quantization of a scaled input fused into the GEMV
+    (as the front end's elementwise fusion leaves a W8A8 projection), the output 32 columns wide."""
+    return parse_graph((Path(__file__).parent / "ir" / "hoist-prologues" / "input.mlir").read_text())
+
+
+def _run_ints(g: Graph, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return run_graph(g, [rng.integers(-128, 128, v.type.shape).astype(np.int8) if v.type.dtype == "i8"
+                         else (rng.standard_normal(v.type.shape) * 40).astype(np.float32) for v in g.inputs])
+
+
+def test_a_recomputed_quantizing_prologue_becomes_its_own_kernel_bit_identically() -> None:
+    """At the default 16-column tiles the GEMV computes the quantized input once per output tile (twice); hoisted,
+    it is computed once per element, in i8 (the widening cast stays in the GEMV), and the results are the same."""
+    g = _quantized_gemv()
+    hoisted = hoist_recomputed_prologues(g)
+    generics = {op.name: op for op in hoisted.ops if isinstance(op, GenericOp)}
+    prologue = generics["elementwise_1"]
+    assert [v.name for v in prologue.inputs] == ["x", "s", "m"] and prologue.results[0].type.dtype == "i8"
+    assert prologue.results[0].type.shape == (64,) and prologue.iterator_types == ["parallel"]
+    gemv = generics["matmul_1"]
+    assert [v.name for v in gemv.inputs] == ["w", prologue.results[0].name]
+    assert gemv.body.op_names() == ["arith.extsi", "arith.extsi", "arith.muli", "arith.addi"]
+    for got, want in zip(_run_ints(hoisted), _run_ints(g), strict=True):
+        assert np.array_equal(got, want)
+    # One output tile (32-column tiles): nothing is computed twice, the prologue stays fused.
+    assert print_graph(hoist_recomputed_prologues(g, tile=32)) == print_graph(g)
+
+
+def test_a_hoisted_prologue_is_not_fused_back() -> None:
+    """The reverse rule in ``fuse_elementwise_into_contractions``: a quantization without a ``math`` op (which
+    alone would keep it out: ``_is_expensive``), hoisted, stays a kernel while the GEMV tiles its columns more
+    than once; at one 32-column tile it is fused back. An f32 scale (as wide as what it reads) is fused at any
+    tile size."""
+    text = (Path(__file__).parent / "ir" / "hoist-prologues" / "input.mlir").read_text()
+    hoisted = hoist_recomputed_prologues(parse_graph(text.replace("math.roundeven %q", "arith.negf %q")))
+    assert "@elementwise_1" in print_graph(hoisted)
+    assert print_graph(fuse_elementwise_into_contractions(hoisted)) == print_graph(hoisted)
+    refused = fuse_elementwise_into_contractions(hoisted, tile=32)
+    assert "@elementwise_1" not in print_graph(refused)
+    for got, want in zip(_run_ints(refused), _run_ints(hoisted), strict=True):
+        assert np.array_equal(got, want)
+    g = norm_then_two_projections()
+    assert "@scale_1" not in print_graph(fuse_elementwise_into_contractions(g, tile=2))

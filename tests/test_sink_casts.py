@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from linalg_builders import build, check_exec, value
@@ -22,6 +24,7 @@ from streamtensor.ir.linalg import (
     Value,
     print_graph,
 )
+from streamtensor.ir.linalg_parser import parse_graph
 from streamtensor.transforms.sink_casts import sink_widening_casts
 from streamtensor.verify.simulate import simulate_graph
 
@@ -116,3 +119,54 @@ def test_sunk_casts_c_simulate_bit_identically() -> None:
     assert report.failure is None, report.failure
     for got, want in zip(report.outputs, run_graph(layer_norm_statistics(), [x]), strict=True):
         assert np.array_equal(got, want)
+
+
+QUANTIZE = Path(__file__).parent / "ir" / "sink-casts"
+
+
+def quantize_graph(edits: tuple[tuple[str, str], ...] = ()) -> Graph:
+    """An int8 quantize yielding ``extsi`` to i32, read through a collapse by an i32 GEMV and through a transpose
+    by an elementwise square."""
+    text = (QUANTIZE / "quantize-input.mlir").read_text()
+    for old, new in edits:
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    return parse_graph(text)
+
+
+def test_trailing_cast_leaves_a_quantize_past_reshapes_and_a_transpose() -> None:
+    # The stream into the GEMV carries i8 and the GEMV widens in its body, as a fused W8A8 projection does; the
+    # transpose only copies, so it carries i8 too and the square after it widens.
+    before = quantize_graph()
+    after = sink_widening_casts(before)
+    assert print_graph(after) == (QUANTIZE / "quantize-expected.mlir").read_text()
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((2, 4)) * 100).astype(np.float32)  # past the clamp on both sides
+    w = rng.integers(-8, 8, (3, 8)).astype(np.int8)
+    for got, want in zip(run_graph(after, [x, w]), run_graph(before, [x, w]), strict=True):
+        assert got.dtype == want.dtype == np.int32 and np.array_equal(got, want)
+
+
+FILL_INIT = """%e0 = tensor.empty() : tensor<2x4xi32>
+  %e = linalg.generic @fill_2 {domain = [2, 4], indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>], \
+iterator_types = ["parallel", "parallel"]} ins() outs(%e0 : tensor<2x4xi32>) {
+  ^bb0(%a0: i32):
+    %c0 = arith.constant {value = 0} : i32
+    linalg.yield %c0
+  } -> tensor<2x4xi32>"""
+
+
+@pytest.mark.parametrize("case", ["output", "init_read", "init_not_empty"])
+def test_trailing_cast_stays_where_the_kernel_or_a_use_forbids(case: str) -> None:
+    edits = {
+        # the wide tensor is a block result: it must stay wide
+        "output": (("-> (tensor<3xi32>, tensor<4x2xi32>)", "-> (tensor<3xi32>, tensor<2x4xi32>)"),
+                   ("return %y, %n", "return %y, %xq")),
+        # the body reads its init: a narrow init would change what it reads
+        "init_read": (("%s0 = math.roundeven %a0 : f32\n",
+                       "%s0 = math.roundeven %a0 : f32\n    %u = arith.addi %a1, %a1 : i32\n"),),
+        # the init is computed, not a tensor.empty the kernel could swap for a narrow one
+        "init_not_empty": (("%e = tensor.empty() : tensor<2x4xi32>", FILL_INIT),),
+    }[case]
+    g = quantize_graph(edits)
+    assert print_graph(sink_widening_casts(g)) == print_graph(g)

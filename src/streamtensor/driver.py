@@ -54,7 +54,10 @@ from streamtensor.passes import print_ir
 from streamtensor.report import write_report
 from streamtensor.target import Target
 from streamtensor.transforms.build_dataflow import build_dataflow
-from streamtensor.transforms.fuse_into_contractions import fuse_elementwise_into_contractions
+from streamtensor.transforms.fuse_into_contractions import (
+    fuse_elementwise_into_contractions,
+    hoist_recomputed_prologues,
+)
 from streamtensor.transforms.fusion import apply_fusion
 from streamtensor.transforms.narrow_weights import narrow_int4_weights
 from streamtensor.transforms.replay import replay_forked_accumulators
@@ -397,8 +400,10 @@ def _compile_graph(linalg: Graph, cache: linalg_cache.CacheInfo, opts: CompileOp
         names = _int4_weight_inputs(imported, quant_layers)
         imported = progress.run("narrow_weights", lambda: narrow_int4_weights(imported, names))
     cast_free = progress.run("sink_casts", lambda: sink_widening_casts(imported))
-    split = progress.run("split_slices", lambda: split_sliced_results(cast_free))
-    graph = (progress.run("fuse_into_contractions", lambda: fuse_elementwise_into_contractions(split))
+    tile = opts.tiling.default_tile_size
+    hoisted = progress.run("hoist_prologues", lambda: hoist_recomputed_prologues(cast_free, tile))
+    split = progress.run("split_slices", lambda: split_sliced_results(hoisted))
+    graph = (progress.run("fuse_into_contractions", lambda: fuse_elementwise_into_contractions(split, tile))
              if opts.fuse_into_contractions else split)
     target = get_target(opts.target)
     tiling = progress.run("tiling", lambda: tile_graph(graph, target, opts.tiling))

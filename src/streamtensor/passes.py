@@ -26,7 +26,10 @@ from streamtensor.ir.linalg_parser import parse_graph
 from streamtensor.ir.text import Cursor
 from streamtensor.target import Target
 from streamtensor.transforms.build_dataflow import build_dataflow
-from streamtensor.transforms.fuse_into_contractions import fuse_elementwise_into_contractions
+from streamtensor.transforms.fuse_into_contractions import (
+    fuse_elementwise_into_contractions,
+    hoist_recomputed_prologues,
+)
 from streamtensor.transforms.fusion import apply_fusion
 from streamtensor.transforms.replay import replay_forked_accumulators
 from streamtensor.transforms.sink_casts import sink_widening_casts
@@ -93,6 +96,8 @@ def _linalg(rewrite: Callable[[Graph], Graph]) -> Callable[[IR, Target], IR]:
 PASSES: dict[str, Pass] = {p.name: p for p in (
     Pass("sink-casts", "linalg", "linalg", _linalg(sink_widening_casts),
          "move widening casts past reshapes into their consumers"),
+    Pass("hoist-prologues", "linalg", "linalg", _linalg(hoist_recomputed_prologues),
+         "make a contraction's small, recomputed elementwise prologue a kernel of its own"),
     Pass("split-slices", "linalg", "linalg", _linalg(split_sliced_results),
          "split generics whose result is only read in slices"),
     Pass("fuse-into-contractions", "linalg", "linalg", _linalg(fuse_elementwise_into_contractions),

@@ -34,16 +34,26 @@ and V projections a sixteenth of the lanes they have unfused (a quarter with the
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 
 from streamtensor.ir import linalg
 from streamtensor.ir.affine import AffineDim, AffineMap
-from streamtensor.ir.linalg import EmptyOp, GenericOp, Graph, Op, ScalarBody, TensorType, Value
-from streamtensor.transforms.tiling.edges import external_operands
+from streamtensor.ir.linalg import DTYPE_BITS, EmptyOp, GenericOp, Graph, Op, ScalarBody, ScalarOp, TensorType, Value
+from streamtensor.transforms.tiling.edges import FORK_EXTERNAL_MAX_BYTES, external_operands
+from streamtensor.transforms.tiling.plan import TilingOptions
+from streamtensor.transforms.tiling.tile_sizes import tile_size
 
 # Ops whose cores cost several multipliers (resources._OP_COST): not recomputed per point of a contraction.
 _CHEAP_MATH = {"math.absf"}
 _DIVISIONS = {"arith.divf", "arith.divsi", "arith.divui", "arith.remf", "arith.remsi", "arith.remui"}
+
+
+# Casts: a prologue of casts alone costs a few LUTs per lane and is not worth a kernel of its own; a widening
+# cast at its end stays in the contraction, so the prologue's result crosses in the narrow type.
+_CASTS = {"arith.extf", "arith.extsi", "arith.extui", "arith.truncf", "arith.trunci", "arith.sitofp",
+          "arith.uitofp", "arith.fptosi", "arith.fptoui"}
+_WIDENING = {"arith.extf", "arith.extsi", "arith.extui"}
 
 
 def _is_expensive(name: str) -> bool:
@@ -67,24 +77,23 @@ def _fusable_producer(op: GenericOp, external: set[int]) -> bool:
 
 
 def _loop_dims(op: GenericOp) -> dict[str, set[int]]:
-    """The loops every body value of ``op`` varies with: those of the input maps it is computed from."""
+    """The loops every body value of ``op`` varies with: those of the operand maps it is computed from (an
+    accumulator, read from the init, varies with every loop)."""
+    every = set(range(len(op.iterator_types)))
     dims = {name: op.indexing_maps[j].used_dims() for j, (name, _) in enumerate(op.body.args[: len(op.inputs)])}
+    dims |= {name: every for name, _ in op.body.args[len(op.inputs):]}
     for o in op.body.ops:
         dims[o.result] = set().union(*(dims[x] for x in o.operands))
     return dims
 
 
-def _hoist_expensive(op: GenericOp, taken: set[str]) -> tuple[list[Op], GenericOp] | None:
-    """Split ``op`` into a generic computing its expensive ops over the loops they vary with (and an empty init
-    for it) and the rest of ``op``, which reads that generic's result broadcast. None when an expensive op
-    varies with every loop (the hoisted ops would compute no fewer points than ``op``), or when they would leave
-    more than one value to the rest."""
+def _split_off(op: GenericOp, needed: set[str], label: str, taken: set[str]) -> tuple[list[Op], GenericOp] | None:
+    """Split ``op`` into a generic (labelled ``label``) computing the body values ``needed`` (closed under their
+    operands) over the loops they vary with, with an empty init for it, and the rest of ``op``, which reads that
+    generic's one result broadcast. None when the split would compute no fewer points than ``op``, or when it
+    would leave more than one value to the rest."""
     dims = _loop_dims(op)
     n = len(op.iterator_types)
-    needed: set[str] = set()  # the expensive ops, what they read, and so on up to the block arguments
-    for o in reversed(op.body.ops):
-        if _is_expensive(o.name) or o.result in needed:
-            needed |= {o.result, *o.operands}
     hoisted_ops = [o for o in op.body.ops if o.result in needed]
     read_by_rest = {x for o in op.body.ops if o.result not in needed for x in o.operands} | set(op.body.yields)
     crossing = [o for o in hoisted_ops if o.result in read_by_rest and o.name != "arith.constant"]
@@ -104,7 +113,7 @@ def _hoist_expensive(op: GenericOp, taken: set[str]) -> tuple[list[Op], GenericO
     result = Value(linalg.fresh_name(f"{op.results[0].name}_{value.result}", taken), TensorType(shape, value.dtype))
     init_arg = linalg.fresh_name("out", {a for a, _ in op.body.args} | {o.result for o in op.body.ops})
     hoist = GenericOp(
-        [result], op.name, [op.inputs[j] for j in read], [init.results[0]],
+        [result], label, [op.inputs[j] for j in read], [init.results[0]],
         [AffineMap(rank, tuple(AffineDim(renumber[r.position]) if isinstance(r, AffineDim) else r
                                for r in op.indexing_maps[j].results)) for j in read]
         + [AffineMap.identity(rank)],
@@ -123,6 +132,16 @@ def _hoist_expensive(op: GenericOp, taken: set[str]) -> tuple[list[Op], GenericO
         body=ScalarBody(tuple(op.body.args[j] for j in keep) + ((value.result, value.dtype),)
                         + op.body.args[len(op.inputs):], rest_ops, op.body.yields))
     return [init, hoist], rest
+
+
+def _hoist_expensive(op: GenericOp, taken: set[str]) -> tuple[list[Op], GenericOp] | None:
+    """Split ``op`` into a generic computing its expensive ops (and what they read) over the loops they vary
+    with and the rest of ``op`` (``_split_off``). None when an expensive op varies with every loop."""
+    needed: set[str] = set()  # the expensive ops, what they read, and so on up to the block arguments
+    for o in reversed(op.body.ops):
+        if _is_expensive(o.name) or o.result in needed:
+            needed |= {o.result, *o.operands}
+    return _split_off(op, needed, op.name, taken)
 
 
 def _contraction_uses(users: dict[str, list[Op]], outputs: set[str], producer: GenericOp
@@ -176,7 +195,7 @@ def _fuse(producer: GenericOp, consumer: GenericOp) -> GenericOp:
                    body=_fused_body(consumer.body, k, n, producer.body, len(producer.inputs)))
 
 
-def _next_fusion(graph: Graph, outputs: set[str], taken: set[str]
+def _next_fusion(graph: Graph, outputs: set[str], taken: set[str], tile: int
                  ) -> tuple[GenericOp, list[Op], GenericOp, list[GenericOp]] | None:
     """The first fusable producer of ``graph``: (the producer, the ops hoisted out of it to stay, the part to
     fuse, its consumers); None when there is none."""
@@ -185,6 +204,11 @@ def _next_fusion(graph: Graph, outputs: set[str], taken: set[str]
         if not (isinstance(p, GenericOp) and _fusable_producer(p, external_operands(p, producers))
                 and (consumers := _contraction_uses(users, outputs, p)) is not None):
             continue
+        uses = [(c, c.indexing_maps[[v.name for v in c.inputs].index(p.results[0].name)].used_dims())
+                for c in consumers]
+        external = [p.inputs[j].type for j in external_operands(p, producers)]
+        if _own_kernel(p.results[0].type, p.body.ops, external, uses, tile):
+            continue  # a small prologue the contractions would recompute: ``hoist_recomputed_prologues``' rule
         if not any(_is_expensive(o.name) for o in p.body.ops):
             return p, [], p, consumers
         if (split := _hoist_expensive(p, taken)) is not None:
@@ -192,15 +216,15 @@ def _next_fusion(graph: Graph, outputs: set[str], taken: set[str]
     return None
 
 
-def fuse_elementwise_into_contractions(graph: Graph) -> Graph:
-    """``graph`` with every fusable elementwise producer (module docstring) folded into its contractions."""
+def fuse_elementwise_into_contractions(graph: Graph, tile: int = TilingOptions.default_tile_size) -> Graph:
+    """``graph`` with every fusable elementwise producer (module docstring) folded into its contractions, but for
+    those that ``hoist_recomputed_prologues`` would make kernels of their own (``tile``: the default tile size)."""
     outputs = {v.name for v in graph.outputs}
     taken = {v.name for v in graph.inputs} | {r.name for op in graph.ops for r in op.results}
     ops = list(graph.ops)
     freed: set[str] = set()  # the inits of the fused producers
     # fusing one producer can leave another one's result read by contractions only
-    while (found := _next_fusion(replace(graph, ops=ops),
-                                 outputs, taken)) is not None:
+    while (found := _next_fusion(replace(graph, ops=ops), outputs, taken, tile)) is not None:
         producer, hoisted, fused_part, consumers = found
         fused = {id(c): _fuse(fused_part, c) for c in consumers}
         at = ops.index(producer)
@@ -208,6 +232,90 @@ def fuse_elementwise_into_contractions(graph: Graph) -> Graph:
         freed.add(producer.inits[0].name)
     used = {v.name for op in ops for v in op.operands} | outputs
     ops = [op for op in ops if not (isinstance(op, EmptyOp) and op.results[0].name in freed - used)]
+    out = replace(graph, ops=ops)
+    out.verify()
+    return out
+
+
+def _own_kernel(result: TensorType, ops: Sequence[ScalarOp], external: list[TensorType],
+                uses: list[tuple[GenericOp, set[int]]], tile: int) -> bool:
+    """Whether a prologue of ``ops`` computing ``result`` is a kernel of its own rather than part of the
+    contractions that read it (``hoist_recomputed_prologues``): it computes more than casts; it reads operands
+    from external memory (``external``, their types) in a wider element type than its result (an int8
+    quantization of f32 data), so that an on-chip buffer replaying its result holds fewer bytes than the stream
+    it replaces; its result is small enough to be held on chip whole (the bound under which an external tensor
+    is read once and forked); and a contraction tiles a loop it does not vary with more than once (``uses``:
+    each contraction with the loops the prologue varies with in it; ``tile``: the default tile size), so that
+    contraction would compute it and stream those operands from HBM again once per tile of those loops."""
+    return (any(o.name not in _CASTS and o.name != "arith.constant" for o in ops)
+            and any(DTYPE_BITS[t.dtype] > DTYPE_BITS[result.dtype] for t in external)
+            and result.bytes <= FORK_EXTERNAL_MAX_BYTES
+            and any(math.prod(n // tile_size(n, tile) for d, n in enumerate(c.domain) if d not in varying) > 1
+                    for c, varying in uses))
+
+
+def _prologue(op: GenericOp) -> set[str]:
+    """The body values of contraction ``op`` that vary with fewer than all of its loops (with the constants and
+    block arguments they read), less widening casts at their end: what ``op`` computes again at every point of
+    the loops they do not vary with."""
+    dims = _loop_dims(op)
+    every = set(range(len(op.iterator_types)))
+    prologue = {o.result for o in op.body.ops if o.name != "arith.constant" and dims[o.result] != every}
+    readers: dict[str, set[str]] = {}
+    for o in op.body.ops:
+        for x in o.operands:
+            readers.setdefault(x, set()).add(o.result)
+    widening = [o for o in op.body.ops if o.name in _WIDENING]
+    while trailing := [o for o in widening if o.result in prologue and o.result not in op.body.yields
+                       and not readers.get(o.result, set()) & prologue]:
+        prologue -= {o.result for o in trailing}
+    return prologue | {x for o in op.body.ops if o.result in prologue for x in o.operands}
+
+
+def hoist_recomputed_prologues(graph: Graph, tile: int = TilingOptions.default_tile_size) -> Graph:
+    """``graph`` with the elementwise prologue of every contraction that computes it again per output tile a
+    kernel of its own, where that pays by construction (``_own_kernel``; ``tile``: the default tile size).
+
+    The front end's elementwise fusion (``linalg-fuse-elementwise-ops``) puts a single-use producer into its
+    consumer: a LayerNorm's apply and the int8 quantization of its result, or GELU and its quantization, end up
+    in the body of the projection reading them. There they vary with the reduction loop only, so the projection
+    computes them once per point of its output loops as well: a paper-size GPT-2 decode block rebuilt the
+    normalised, quantized row (1,024 elements) once per 16-column output tile of each of the Q, K and V
+    projections, re-streaming the row and the norm's weight, bias and quantization multiplier from HBM 64
+    times, and its MLP down projection computed GELU once per lane group (700 of its 832 DSPs) and streamed
+    its bias and quantization multiplier (16 KiB each) 64 times. Hoisted, the
+    prologue runs once per element of its own (smaller) domain and the contraction reads its int8 result from an
+    on-chip buffer that replays it. A result larger than the small-tensor bound stays fused: a prefill block's
+    normalised rows, which a buffer would hold whole (the memory that ``fuse_elementwise_into_contractions``
+    saves there). So does a prologue that reads nothing from external memory (a LayerNorm's mean, its row sum
+    divided by the width): it re-streams nothing, and as a kernel of its own in a paper-size GPT-2 prefill block
+    it cost 62 KiB more FIFOs and 0.9% more cycles than the divisions it saved. And so does one whose result is
+    as wide as the external data it reads (an f32 LayerNorm apply): there the tile order can read the row once
+    (reduction loop outermost) at no cost in buffer bytes, and hoisted, the paper-size fp32 GPT-2 decode block's
+    Q, K and V projections took 162,355 cycles against 130,954 fused."""
+    taken = {v.name for v in graph.inputs} | {r.name for op in graph.ops for r in op.results}
+    labels = {op.name for op in graph.ops if isinstance(op, GenericOp)}
+    producers = graph.producers()
+    ops: list[Op] = []
+    for op in graph.ops:
+        if not isinstance(op, GenericOp) or not op.reduction_dims:
+            ops.append(op)
+            continue
+        needed = _prologue(op)
+        label = next(f"elementwise_{k}" for k in range(1, len(labels) + 2) if f"elementwise_{k}" not in labels)
+        split = _split_off(op, needed, label, taken) if needed else None
+        if split is None:
+            ops.append(op)
+            continue
+        (init, prologue), rest = split
+        external = {op.inputs[j].name for j in external_operands(op, producers)}
+        if not _own_kernel(prologue.results[0].type, prologue.body.ops,
+                           [v.type for v in prologue.inputs if v.name in external],
+                           [(op, rest.indexing_maps[len(rest.inputs) - 1].used_dims())], tile):
+            ops.append(op)
+            continue
+        labels.add(label)
+        ops += [init, prologue, rest]
     out = replace(graph, ops=ops)
     out.verify()
     return out

@@ -1,8 +1,11 @@
 """Tile sizes of every kernel: divisors of its loops, agreed along kernel-to-kernel edges and capped per token.
 
-**Tile sizes.** Loop of range ``n``: the largest divisor of ``n`` that is ``<= default_tile_size`` (tiles must
-cover a loop exactly: kernels, itensor types and converters all assume uniform tiles, so a prime range larger
-than the default gets tile 1; the tile is the range itself when it fits). Two refinements, both of which only
+**Tile sizes.** Loop of range ``n``: a divisor of ``n`` that is ``<= default_tile_size`` (tiles must cover a
+loop exactly: kernels, itensor types and converters all assume uniform tiles, so a prime range larger than the
+default gets tile 1; the tile is the range itself when it fits), the one with the largest power-of-two factor,
+then the largest: unroll factors are powers of two dividing the tile, so a tile's power-of-two factor is the
+most lanes it can take (Llama's 5,632-wide MLP in groups of 128 is 44 groups: a tile of 11 would run them one
+after the other, a tile of 4 takes four lanes). Two refinements, both of which only
 shrink tiles to divisors (``fit_tiles``):
 
 - ``agree_tiles``: along every kernel-to-kernel edge (a result read by an operand, through reshapes, slices
@@ -51,8 +54,9 @@ from streamtensor.transforms.tiling.tile_order import default_orders
 
 
 def tile_size(size: int, default: int) -> int:
-    """Largest divisor of ``size`` that is at most ``default``."""
-    return max(t for t in range(1, min(size, default) + 1) if size % t == 0)
+    """The divisor of ``size`` at most ``default`` with the largest power-of-two factor, then the largest
+    (module docstring)."""
+    return max((t for t in range(1, min(size, default) + 1) if size % t == 0), key=lambda t: (t & -t, t))
 
 
 def initial_tiling(op: GenericOp, options: TilingOptions) -> OpTiling:
