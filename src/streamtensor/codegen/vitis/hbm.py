@@ -110,9 +110,11 @@ def plan_hbm(arguments: Sequence[MemoryArgument], kernel_name: str, hbm: HbmSpec
         raise HbmPlanError(f"duplicate argument names in {names}")
     memory = [a for a in arguments if not a.scalar]
     tensor_of = {a.arg: a.name for a in memory}
-    # One buffer per DMA (its whole layout), striped as its arguments say.
-    whole = {a.dma: (tensor_of[a.buffer], a.dma, PackedLayout.of(a.itype)) for a in memory}
-    stripes = {tensor_of[a.buffer]: a.stripes for a in memory}
+    # One buffer per DMA (its whole layout), striped as its arguments say; a plain read's buffer is placed on its
+    # own, a cache's read and row write together (``DmaNode.placement_name``).
+    unit = {a.arg: a.dma if a.direction == "read" and a.role != "kv_cache" else tensor_of[a.buffer] for a in memory}
+    whole = {a.dma: (unit[a.arg], a.dma, PackedLayout.of(a.itype)) for a in memory}
+    stripes = {unit[a.arg]: a.stripes for a in memory}
     placement = place_tensors(streamed_tensors(whole.values(), stripes), hbm)
     assignments = tuple(HbmAssignment(a, *placement.dma_ranges[a.dma][a.stripe]) for a in memory)
     ranges = list(dict.fromkeys((a.first, a.last) for a in assignments))

@@ -15,7 +15,7 @@ from streamtensor.transforms.tiling.edges import kernel_edges
 from streamtensor.transforms.tiling.liveness import kernel_ops
 from streamtensor.transforms.tiling.plan import OpTiling, Tiling, TilingOptions
 from streamtensor.transforms.tiling.tile_order import TileOrderSearch, default_orders
-from streamtensor.transforms.tiling.tile_sizes import fit_tiles, impose_token_tile, initial_tiling
+from streamtensor.transforms.tiling.tile_sizes import feature_tile_bound, fit_tiles, impose_token_tile, initial_tiling
 from streamtensor.transforms.tiling.unroll import (
     external_streams,
     intensity_aware_unroll,
@@ -31,7 +31,7 @@ def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = Non
     and DMA rates are the ``target``'s."""
     options = options or TilingOptions()
     ops = kernel_ops(graph)
-    tilings = [initial_tiling(op, options) for op in ops]
+    tilings = [initial_tiling(op, options, feature_tile_bound(options)) for op in ops]
     if options.token_tile_size:
         impose_token_tile(graph, ops, tilings, options.token_tile_size)
     if options.agree_tiles or options.max_token_rank or options.token_tile_size:

@@ -55,11 +55,19 @@ def tile_size(size: int, default: int) -> int:
     return max(t for t in range(1, min(size, default) + 1) if size % t == 0)
 
 
-def initial_tiling(op: GenericOp, options: TilingOptions) -> OpTiling:
-    """Tiles and orders of one op, every unroll factor 1."""
+def feature_tile_bound(options: TilingOptions) -> int:
+    """The largest initial tile of a loop (module docstring): ``default_tile_size``, or with a token tile of
+    ``t < default_tile_size`` rows that times ``default_tile_size / t``, the rows the token tile gives up."""
+    t, default = options.token_tile_size, options.default_tile_size
+    return default * (default // t) if 0 < t < default and options.max_token_rank >= 2 else default
+
+
+def initial_tiling(op: GenericOp, options: TilingOptions, bound: int | None = None) -> OpTiling:
+    """Tiles and orders of one op (each loop's tile the largest divisor of at most ``bound``, by default
+    ``default_tile_size``), every unroll factor 1."""
     reduction = set(op.reduction_dims)
-    loops = [LoopTiling(n, tile_size(n, options.default_tile_size), 1, d in reduction)
-             for d, n in enumerate(op.domain)]
+    bound = bound or options.default_tile_size
+    loops = [LoopTiling(n, tile_size(n, bound), 1, d in reduction) for d, n in enumerate(op.domain)]
     return OpTiling(loops, *default_orders(op, loops, options))
 
 
