@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "operands read from external memory keep their tiles)")
     comp.add_argument("--token-tile-size", type=int, default=_TILING.token_tile_size,
                       help="tile of the loops over the sequence (tokens) of the block input, carried downstream "
-                           "by tile agreement (0: default-tile-size); smaller tiles hold fewer rows on chip")
+                           "by tile agreement (0: default-tile-size; default: the candidate whose slowest kernel "
+                           "is fastest); smaller tiles hold fewer rows on chip and give them to the feature tiles")
     comp.add_argument("--no-agree-tiles", action="store_true",
                       help="keep each kernel's own tiles (default: producer and consumer tiles agree)")
     comp.add_argument("--no-layout-order", action="store_true",

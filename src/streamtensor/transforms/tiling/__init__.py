@@ -28,8 +28,33 @@ from streamtensor.transforms.tiling.unroll import (
 
 def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = None) -> Tiling:
     """Tile every kernel of ``graph``: sizes, orders, then unroll factors (the modules of this package); lanes
-    and DMA rates are the ``target``'s."""
+    and DMA rates are the ``target``'s.
+
+    With ``token_tile_size`` None the token tile is chosen here: ``graph`` is tiled at each candidate
+    (``token_tile_candidates``) and the tiling whose slowest kernel is fastest wins, ties to the larger tile
+    (fewer re-streams of the weights). A prefill block's kernels pipeline over its row tiles, so its slowest
+    kernel, not their sum, sets its pace; at one token (decode) the only candidate is the untiled one.
+    ``Tiling.options`` records the tile chosen."""
     options = options or TilingOptions()
+    if options.token_tile_size is not None:
+        return _tile_graph(graph, target, options)
+    trials = [_tile_graph(graph, target, replace(options, token_tile_size=t))
+              for t in token_tile_candidates(graph, options)]
+    return min(trials, key=lambda t: (t.max_latency, -(t.options.token_tile_size or options.default_tile_size)))
+
+
+def token_tile_candidates(graph: Graph, options: TilingOptions) -> list[int]:
+    """The token tiles ``tile_graph`` chooses among: untiled (0), and where on-chip tokens hold several rows
+    (``max_token_rank >= 2``, so a smaller token tile widens the feature tiles: ``feature_tile_bound``) every
+    divisor of at least 2 of the block's token count below its untiled tile."""
+    shape = graph.inputs[0].type.shape if graph.inputs else ()
+    if len(shape) < 2 or options.max_token_rank < 2:
+        return [0]
+    rows = shape[-2]
+    return [0, *(t for t in range(2, min(rows, options.default_tile_size)) if rows % t == 0)]
+
+
+def _tile_graph(graph: Graph, target: Target, options: TilingOptions) -> Tiling:
     ops = kernel_ops(graph)
     tilings = [initial_tiling(op, options, feature_tile_bound(options)) for op in ops]
     if options.token_tile_size:

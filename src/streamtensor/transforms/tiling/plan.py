@@ -20,7 +20,7 @@ class TilingOptions:
     permute_reductions_outward: bool = True
     intensity_aware_unroll: bool = True
     max_token_rank: int = 2
-    token_tile_size: int = 0
+    token_tile_size: int | None = None  # None: chosen per block (``transforms.tiling.tile_graph``)
     agree_tiles: bool = True
     layout_aware_order: bool = True
     order_search_restarts: int = 8
@@ -29,6 +29,8 @@ class TilingOptions:
         for name, least in (("default_tile_size", 1), ("overall_unroll_size", 1), ("max_token_rank", 0),
                             ("token_tile_size", 0), ("order_search_restarts", 0)):
             value = getattr(self, name)
+            if name == "token_tile_size" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise OptionError(f"bad {name.replace('_', '-')} {value!r}: must be an integer of at least {least}")
         for name in ("permute_reductions_outward", "intensity_aware_unroll", "agree_tiles", "layout_aware_order"):
