@@ -7,6 +7,7 @@ over the kernel-to-kernel ``edges``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from streamtensor.ir.linalg import Graph
@@ -26,21 +27,31 @@ from streamtensor.transforms.tiling.unroll import (
 )
 
 
-def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = None) -> Tiling:
+def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = None,
+               judge: Callable[[Tiling], tuple[float, ...]] | None = None) -> Tiling:
     """Tile every kernel of ``graph``: sizes, orders, then unroll factors (the modules of this package); lanes
     and DMA rates are the ``target``'s.
 
     With ``token_tile_size`` None the token tile is chosen here: ``graph`` is tiled at each candidate
-    (``token_tile_candidates``) and the tiling whose slowest kernel is fastest wins, ties to the larger tile
-    (fewer re-streams of the weights). A prefill block's kernels pipeline over its row tiles, so its slowest
-    kernel, not their sum, sets its pace; at one token (decode) the only candidate is the untiled one.
-    ``Tiling.options`` records the tile chosen."""
+    (``token_tile_candidates``, each with ``wide_feature_tiles``) and the tiling ``judge`` scores lowest wins, ties to the larger tile (fewer
+    re-streams of the weights); by default the judge is the latency of the slowest kernel (a prefill block's
+    kernels pipeline over its row tiles, so its slowest kernel, not their sum, sets its pace; the compiler
+    judges by the resource fit and the simulated makespan of the dataflow graph). At one token (decode) the
+    only candidate is the untiled one. ``Tiling.options`` records the tile chosen, ``Tiling.trials`` the scores."""
     options = options or TilingOptions()
     if options.token_tile_size is not None:
         return _tile_graph(graph, target, options)
-    trials = [_tile_graph(graph, target, replace(options, token_tile_size=t))
-              for t in token_tile_candidates(graph, options)]
-    return min(trials, key=lambda t: (t.max_latency, -(t.options.token_tile_size or options.default_tile_size)))
+    candidates = token_tile_candidates(graph, options)
+    if len(candidates) == 1:
+        return _tile_graph(graph, target, replace(options, token_tile_size=candidates[0]))
+    judge = judge or (lambda t: (t.max_latency,))
+    trials = []
+    for t in candidates:
+        # A token tile gives its rows to the feature tiles (``tile_sizes.feature_tile_bound``).
+        tiling = _tile_graph(graph, target, replace(options, token_tile_size=t, wide_feature_tiles=t > 0))
+        trials.append((judge(tiling), -(t or options.default_tile_size), tiling))
+    best = min(trials, key=lambda s: s[:2])[2]
+    return replace(best, trials={s[2].options.token_tile_size: [float(x) for x in s[0]] for s in trials})
 
 
 def token_tile_candidates(graph: Graph, options: TilingOptions) -> list[int]:
