@@ -33,11 +33,12 @@ def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = Non
     and DMA rates are the ``target``'s.
 
     With ``token_tile_size`` None the token tile is chosen here: ``graph`` is tiled at each candidate
-    (``token_tile_candidates``, each with ``wide_feature_tiles``) and the tiling ``judge`` scores lowest wins, ties to the larger tile (fewer
-    re-streams of the weights); by default the judge is the latency of the slowest kernel (a prefill block's
-    kernels pipeline over its row tiles, so its slowest kernel, not their sum, sets its pace; the compiler
-    judges by the resource fit and the simulated makespan of the dataflow graph). At one token (decode) the
-    only candidate is the untiled one. ``Tiling.options`` records the tile chosen, ``Tiling.trials`` the scores."""
+    (``token_tile_candidates``, each with ``wide_feature_tiles``) and the tiling ``judge`` scores lowest wins,
+    ties to the larger tile (fewer re-streams of the weights); by default the judge is the latency of the
+    slowest kernel (a prefill block's kernels pipeline over its row tiles, so its slowest kernel, not their sum,
+    sets its pace; the compiler judges by the resource fit and the simulated makespan of the dataflow graph). At
+    one token (decode) the only candidate is the untiled one. ``Tiling.options`` records the tile chosen,
+    ``Tiling.trials`` the scores."""
     options = options or TilingOptions()
     if options.token_tile_size is not None:
         return _tile_graph(graph, target, options)

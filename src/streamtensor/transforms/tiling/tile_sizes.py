@@ -31,13 +31,14 @@ shrink tiles to divisors (``fit_tiles``):
   first (two-pass norms, matmuls re-reading their input per column tile, the residual across the MLP):
   64 KiB per hold at GPT-2 paper size. Smaller token tiles re-stream the weights once per row tile instead.
   ``tile_graph`` picks the tile when the option is None (``compile``'s default).
-- ``wide_feature_tiles`` (``feature_tile_bound``): with a token tile ``t`` below ``default_tile_size`` (and
-  on-chip tokens of several rows, ``max_token_rank >= 2``), every loop's initial tile may reach
-  ``default_tile_size x default_tile_size / t``: the rows the token tile gives up go to the feature dims, and
-  the token cap then cuts each kernel back to the same number of elements per token. A contraction can then put its lanes on the
+- ``wide_feature_tiles`` (``feature_tile_bound``): with a token tile ``t`` below ``default_tile_size`` (and on-
+  chip tokens of several rows, ``max_token_rank >= 2``), every loop's initial tile may reach ``default_tile_size
+  x default_tile_size / t``: the rows the token tile gives up go to the feature dims, and the token cap then
+  cuts each kernel back to the same number of elements per token. A contraction can then put its lanes on the
   output features of its weight rather than on its tokens: a prologue fused into it (a norm, an activation
   quantized to int8) is built once per token and reduction lane, not per output lane, so lanes on the tokens
-  multiply it; wider output tiles also re-read its input (and re-stream a block input it normalises) fewer times.
+  multiply it; wider output tiles also re-read its input (and re-stream a block input it normalises) fewer
+  times.
 """
 
 from __future__ import annotations
