@@ -5,11 +5,12 @@ the DMA's streamed tensor (its view of the tensor: Linalg reshapes/slices) in th
 type. A tensor read by several DMAs (one per consumer, each with its own layout or slice) thus has one buffer
 per DMA, packed from the same host array.
 
-The arguments go on the HBM pseudo-channels the timing model charged their DMAs to: ``plan_hbm`` asks the
-one placement model, ``analysis.hbm`` (a read-only DMA's buffer placed on its own, a KV cache's DMAs together;
-stripe ``j`` of every DMA of such a unit on its ``j``-th channel range, tensors spread round-robin by bandwidth demand within the target's capacity and interfaces per channel),
-with the same buffers and stripes (a striped DMA: one argument and ``sp=`` line per stripe); a range of several
-PCs is ``HBM[a:b]``. When nothing fits, planning fails with ``HbmPlanError``.
+The arguments go on the HBM pseudo-channels the timing model charged their DMAs to: ``plan_hbm`` asks the one
+placement model, ``analysis.hbm`` (a read-only DMA's buffer placed on its own, a KV cache's DMAs together;
+stripe ``j`` of every DMA of such a unit on its ``j``-th channel range, units spread round-robin by bandwidth
+demand within the target's capacity and interfaces per channel), with the same buffers and stripes (a striped
+DMA: one argument and ``sp=`` line per stripe); a range of several PCs is ``HBM[a:b]``. When nothing fits,
+planning fails with ``HbmPlanError``.
 """
 
 from __future__ import annotations
