@@ -2,6 +2,7 @@
 the timing model charges every DMA the share of the channel link.cfg connects it to."""
 
 import copy
+from collections.abc import Callable
 from dataclasses import replace
 from fractions import Fraction
 
@@ -115,17 +116,17 @@ def test_fifteen_interfaces_per_bank_at_most() -> None:
     plan = plan_hbm(full, "k", U55C.hbm)
     check_invariants(plan, full)
     assert interfaces_per_channel(plan, U55C.hbm) == [U55C.hbm.max_interfaces_per_channel] * U55C.hbm.channels
-    with pytest.raises(HbmPlanError, match=r"cannot place tensor zz .*\(at most 15 per channel\)"):
+    with pytest.raises(HbmPlanError, match=r"cannot place tensor dma_zz .*\(at most 15 per channel\)"):
         plan_hbm([*full, small("zz")], "k", U55C.hbm)
 
 
 def test_capacity_limits() -> None:
-    with pytest.raises(HbmPlanError, match="tensor huge needs 18253611008 bytes, more than the whole HBM"):
+    with pytest.raises(HbmPlanError, match="tensor dma_huge needs 18253611008 bytes, more than the whole HBM"):
         plan_hbm([gib_tensor("huge", 17)], "k", U55C.hbm)
     filled = [gib_tensor(f"g{i:02}", 1) for i in range(16)]  # 16 GiB: every channel full
     plan = plan_hbm(filled, "k", U55C.hbm)
     assert [plan.assignment(f"g{i:02}").bank for i in (0, 1, 15)] == ["HBM[0:1]", "HBM[2:3]", "HBM[30:31]"]
-    with pytest.raises(HbmPlanError, match="cannot place tensor one .*too little free memory"):
+    with pytest.raises(HbmPlanError, match="cannot place tensor dma_one .*too little free memory"):
         plan_hbm([*filled, small("one")], "k", U55C.hbm)
     with pytest.raises(HbmPlanError, match="duplicate argument names"):
         plan_hbm([small("a"), small("a")], "k", U55C.hbm)
@@ -216,6 +217,12 @@ def test_round_robin_shares_with_more_tensors_than_channels() -> None:
         place_tensors(tensors, replace(hbm, max_interfaces_per_channel=1))
 
 
+def placement_units(plan: HbmPlan) -> Callable[[MemoryArgument], str]:
+    """What ``analysis.hbm`` places together: a plain read's buffer on its own, a KV cache's DMAs together."""
+    tensor = {a.argument.arg: a.argument.name for a in plan.assignments}  # of a buffer's owner
+    return lambda m: m.dma if m.direction == "read" and m.role != "kv_cache" else tensor[m.buffer]
+
+
 def check_link_cfg_is_what_the_timing_model_charged(graph: DataflowGraph, target: Target) -> HbmPlan:
     """Every DMA's link.cfg bank is its tensor's, and its process in the timing model is the DMA process at the
     share of that bank (the DMAs connected to the busiest channel of it)."""
@@ -223,11 +230,11 @@ def check_link_cfg_is_what_the_timing_model_charged(graph: DataflowGraph, target
     text = link_cfg(plan, kernel_slr(target))
     on_channel = interfaces_per_channel(plan, target.hbm)
     net = {p.name: p for p in build_process_network(graph, target).processes}
-    tensor = {a.argument.arg: a.argument.name for a in plan.assignments}  # of a buffer's owner
+    unit = placement_units(plan)
     for a in plan.assignments:
         assert f"sp=block_top_1.{a.argument.arg}:{a.bank}\n" in text
-        others = [b for b in plan.assignments if tensor[b.argument.buffer] == tensor[a.argument.buffer]]
-        # Stripe j of every DMA of a tensor on the tensor's j-th channels; its stripes on distinct ones.
+        others = [b for b in plan.assignments if unit(b.argument) == unit(a.argument)]
+        # Stripe j of every DMA placed together on the unit's j-th channels; its stripes on distinct ones.
         assert {b.bank for b in others if b.argument.stripe == a.argument.stripe} == {a.bank}
         stripes = [b for b in plan.assignments if b.argument.dma == a.argument.dma]
         assert len(stripes) == a.argument.stripes == graph.nodes[a.argument.dma].stripes
@@ -249,11 +256,12 @@ def test_link_cfg_channels_are_the_timing_models_for_a_tiny_block() -> None:
     owner = {a.argument.arg: a.argument.name for a in plan.assignments}
     tensors = {owner[a.argument.buffer] for a in plan.assignments}
     assert len(tensors) <= U55C.hbm.channels and len(tensors) < len(plan.assignments)  # some tensors: several DMAs
-    # Striping spreads the traffic over every channel; a channel carries at least its tensor's DMAs.
+    # Striping spreads the traffic over every channel; a channel carries at least the DMAs placed with it.
     on_channel = interfaces_per_channel(plan, U55C.hbm)
     assert min(on_channel) > 0 and max(on_channel) > 1
+    unit = placement_units(plan)
     for a in plan.assignments:
-        assert on_channel[a.first] >= sum(owner[b.argument.buffer] == owner[a.argument.buffer]
+        assert on_channel[a.first] >= sum(unit(b.argument) == unit(a.argument)
                                           and b.argument.stripe == a.argument.stripe for b in plan.assignments)
     # The big weights are striped, one sp= line per stripe port; the KV caches are not.
     striped = {a.argument.name: a.argument.stripes for a in plan.assignments}

@@ -165,6 +165,28 @@ def test_bad_tiling_options() -> None:
         TilingOptions(4, 4, token_tile_size=-1)
 
 
+def test_wide_feature_tiles_take_the_rows_a_token_tile_gives_up() -> None:
+    # 2-row token tiles of 4: the feature loops may reach 4 x 4 / 2 = 8, within the cap of 16 elements per
+    # on-chip token; the design still computes what the graph does.
+    g = exp_matmul_graph(m=8, k=16, n=8)
+    dfg = build(g, 4, token_tile_size=2, wide_feature_tiles=True)
+    assert [lt.tile for lt in dfg.nodes["exp_1"].loops] == [2, 8]
+    assert [lt.tile for lt in dfg.nodes["matmul_1"].loops] == [2, 8, 8]
+    check_exec(g, dfg)
+
+
+def test_the_token_tile_is_the_candidate_the_judge_scores_lowest() -> None:
+    g = exp_matmul_graph(m=8, k=16, n=8)
+    options = TilingOptions(4, 64, token_tile_size=None)
+    tiling = tile_graph(g, U55C, options)
+    assert set(tiling.trials) == {0, 2}  # untiled, and the divisors of the 8 rows from 2 below the 4-row tile
+    best = min(tiling.trials, key=lambda t: (tiling.trials[t], -(t or 4)))  # ties: the larger tile
+    assert tiling.options.token_tile_size == best and tiling.trials[best] == [tiling.max_latency]
+    chosen = tile_graph(g, U55C, options, judge=lambda t: (-(t.options.token_tile_size or 0),)).options
+    assert chosen.token_tile_size == 2 and chosen.wide_feature_tiles
+    assert tile_graph(g, U55C, options, judge=lambda t: (0,)).options.token_tile_size == 0
+
+
 def test_token_tile_reaches_the_kernels_downstream_of_the_activations() -> None:
     # x (8 tokens x 16 features) is the first input: its token loops take tile 2, and tile agreement carries
     # that tile into the matmul reading exp(x); the weight's loops keep the default tile.

@@ -78,7 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
                            "operands read from external memory keep their tiles)")
     comp.add_argument("--token-tile-size", type=int, default=_TILING.token_tile_size,
                       help="tile of the loops over the sequence (tokens) of the block input, carried downstream "
-                           "by tile agreement (0: default-tile-size); smaller tiles hold fewer rows on chip")
+                           "by tile agreement (0: default-tile-size; default: the candidate whose slowest kernel "
+                           "is fastest); smaller tiles hold fewer rows on chip and give them to the feature tiles")
+    comp.add_argument("--wide-feature-tiles", action="store_true",
+                      help="with --token-tile-size N, the rows a token tile gives up widen the other tiles "
+                           "(up to default-tile-size ** 2 / N; the default token tile choice always does)")
     comp.add_argument("--no-agree-tiles", action="store_true",
                       help="keep each kernel's own tiles (default: producer and consumer tiles agree)")
     comp.add_argument("--no-layout-order", action="store_true",
@@ -194,6 +198,7 @@ def _compile(args: argparse.Namespace) -> None:
                                       permute_reductions_outward=not args.no_permute,
                                       intensity_aware_unroll=not args.uniform_unroll,
                                       max_token_rank=args.max_token_rank, token_tile_size=args.token_tile_size,
+                                      wide_feature_tiles=args.wide_feature_tiles,
                                       agree_tiles=not args.no_agree_tiles,
                                       layout_aware_order=not args.no_layout_order,
                                       order_search_restarts=args.order_search_restarts,

@@ -28,8 +28,10 @@ from streamtensor.analysis.allocation import (
     check_strategy,
     run_allocation,
 )
-from streamtensor.analysis.memory import fusion_report, memory_report
-from streamtensor.analysis.timing_model import cache_report, hbm_report
+from streamtensor.analysis.memory import fusion_report, memory_report, node_groups
+from streamtensor.analysis.resources import estimate_resources
+from streamtensor.analysis.timing_model import build_process_network, cache_report, hbm_report
+from streamtensor.analysis.timing_sim import simulate
 from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, get_target
 from streamtensor.errors import OptionError, ShapeError, StageError, StreamTensorError
 from streamtensor.frontend import block_cache, linalg_cache
@@ -88,7 +90,8 @@ class CompileOptions:
     seed: int = 0
     layer: int = 0
     verbose: bool = False
-    tiling: TilingOptions = field(default_factory=TilingOptions)
+    # The compiler chooses the token tile unless one is given (``transforms.tiling.tile_graph``).
+    tiling: TilingOptions = field(default_factory=lambda: TilingOptions(token_tile_size=None))
     # Fuse multi-use elementwise kernels into the contractions that read them (transforms.fuse_into_contractions).
     fuse_into_contractions: bool = True
     # Resource allocation (spec §4.3): FIFO sizing strategy of the LP, and the fraction of the unbounded-FIFO
@@ -153,7 +156,7 @@ class CompileOptions:
         if tiling:
             if "tiling" in rest:
                 raise OptionError(f"give the tiling either as tiling= or as {', '.join(sorted(tiling))}, not both")
-            rest["tiling"] = TilingOptions(**tiling)
+            rest["tiling"] = TilingOptions(**{"token_tile_size": None, **tiling})
         return CompileOptions(**rest)
 
 
@@ -292,7 +295,8 @@ def _dataflow_report(dfg: DataflowGraph, tiling: Tiling, target: Target) -> dict
     } for node in dfg.nodes.values() if isinstance(node, ConverterNode)]
     options = tiling.options
     return {
-        "tiling": {**asdict(options), "total_lanes": tiling.total_lanes, "max_kernel_latency": tiling.max_latency},
+        "tiling": {**asdict(options), "total_lanes": tiling.total_lanes, "max_kernel_latency": tiling.max_latency,
+                   **({"token_tile_trials": {str(t): s for t, s in tiling.trials.items()}} if tiling.trials else {})},
         "dataflow": {"nodes": dict(sorted(kinds.items())), "streams": len(dfg.streams)},
         "kernels": kernels,
         "converters": converters,
@@ -406,9 +410,10 @@ def _compile_graph(linalg: Graph, cache: linalg_cache.CacheInfo, opts: CompileOp
     graph = (progress.run("fuse_into_contractions", lambda: fuse_elementwise_into_contractions(split, tile))
              if opts.fuse_into_contractions else split)
     target = get_target(opts.target)
-    tiling = progress.run("tiling", lambda: tile_graph(graph, target, opts.tiling))
-    dataflow = progress.run("dataflow", lambda: build_dataflow(graph, tiling))
     outs = output_names or [f"out{i}" for i in range(len(graph.outputs))]
+    judge = functools.partial(_judge_tiling, graph, target, outs)
+    tiling = progress.run("tiling", lambda: tile_graph(graph, target, opts.tiling, judge))
+    dataflow = progress.run("dataflow", lambda: build_dataflow(graph, tiling))
     name_outputs(dataflow, outs)
     progress.run("replay", lambda: replay_forked_accumulators(dataflow))
     progress.run("fusion", lambda: apply_fusion(dataflow, target.onchip_bytes))
@@ -418,6 +423,21 @@ def _compile_graph(linalg: Graph, cache: linalg_cache.CacheInfo, opts: CompileOp
                   if opts.size_fifos else None)
     return Design("", opts, graph, [v.name for v in graph.inputs], outs, progress.seconds, progress.cpu_seconds,
                   tiling=tiling, dataflow=dataflow, allocation=allocation, frontend_cache=cache)
+
+
+def _judge_tiling(graph: Graph, target: Target, outs: list[str], tiling: Tiling) -> tuple[float, float]:
+    """How ``tile_graph`` scores a candidate token tile: (1 if its design's resource estimate exceeds the target
+    at the unsized FIFO depths else 0, the makespan of its timing simulation with unbounded FIFOs), the dataflow
+    graph built as ``compile`` builds it."""
+    dataflow = build_dataflow(graph, tiling)
+    name_outputs(dataflow, outs)
+    replay_forked_accumulators(dataflow)
+    apply_fusion(dataflow, target.onchip_bytes)
+    stripe_dmas(dataflow, target)
+    fits = estimate_resources(dataflow, target).fits
+    groups = max(node_groups(dataflow).values(), default=-1) + 1
+    makespan = sum(simulate(build_process_network(dataflow, target, g), {}).makespan_cycles or 0 for g in range(groups))
+    return 0.0 if fits else 1.0, float(makespan)
 
 
 def _linalg_graph(module: torch.nn.Module, example_args: Sequence[torch.Tensor], input_names: list[str] | None,

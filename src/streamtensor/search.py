@@ -173,6 +173,10 @@ def default_point(mode: str) -> dict[str, Any]:
     study starts from a design the compiler picks without a search and every best is measured against it."""
     defaults = CompileOptions()
     values = {**asdict(defaults.tiling), **asdict(defaults)}
+    # The compiler chooses a prefill block's token tile itself (None: ``transforms.tiling.tile_graph``), a
+    # choice that is no point of the space (it depends on the block and its candidates are the space's own
+    # values): the study starts untiled.
+    values["token_tile_size"] = values["token_tile_size"] or 0
     point = {name: values[name] for name in _space(mode)}
     assert all(point[n] in choices for n, choices in _space(mode).items())  # the space holds the defaults
     return point

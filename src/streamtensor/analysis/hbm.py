@@ -19,8 +19,11 @@ slowest first, get lexicographically smaller under the placement below (a stripe
 with a busier port makes things worse and ends the search).
 
 **Placement.** An external tensor is streamed by one or more DMAs, each with its own buffer (its view of the
-tensor in the packed layout of its stream). Stripe ``j`` of every DMA of a tensor goes on that tensor's
-``j``-th channel range. Tensors are taken by bandwidth demand (bytes their DMAs stream per run, repeat loops
+tensor in the packed layout of its stream). The unit placed is an ``ExternalTensor``: the callers make every
+read-only DMA one of its own (its buffer is its own packed copy, so a DMA that re-streams a block input per
+output tile need not split a channel with the tensor's other, short-lived reads: ``DmaNode.placement_name``)
+and keep a KV cache's read and row write together (one buffer). Stripe ``j`` of every DMA of a unit goes on
+that unit's ``j``-th channel range. Tensors are taken by bandwidth demand (bytes their DMAs stream per run, repeat loops
 included; then bytes; then name) and each stripe goes on a range of ``ceil(stripe bytes / channel_bytes)``
 consecutive pseudo-channels (never wrapping past the last), none holding another stripe of the same tensor,
 each with room for the tensor's DMAs within the target's interfaces per channel (a DMA on a range counts on each

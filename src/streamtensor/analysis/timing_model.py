@@ -393,10 +393,10 @@ def group_tensors(graph: DataflowGraph, members: set[str], crossing_in: list[Dat
         node = graph.nodes[name]
         if isinstance(node, DmaNode) and node.role != "scalar":  # a scalar is a register, not in memory
             (stream,) = node.outputs if node.direction == "read" else node.inputs
-            dmas.append((node.buffer_name, name, PackedLayout.of(graph.streams[stream].type)))
-            stripes[node.buffer_name] = node.stripes
+            dmas.append((node.placement_name, name, PackedLayout.of(graph.streams[stream].type)))
+            stripes[node.placement_name] = node.stripes
             plain = node.direction == "read" and node.rows is None
-            readers[node.buffer_name] = readers.get(node.buffer_name, True) and plain
+            readers[node.placement_name] = readers.get(node.placement_name, True) and plain
         elif name in absorbed:
             dmas.append((node.inputs[0], name, PackedLayout.of(graph.streams[node.outputs[0]].type)))
             readers[node.inputs[0]] = False
@@ -500,7 +500,8 @@ def hbm_report(graph: DataflowGraph, target: Target) -> list[dict[str, object]]:
             j = placement.stripes(dma)
             rate = layout.words_per_tile * WORD_BYTES / dma_token_cycles(layout.words_per_tile, j,
                                                                          placement.shares[dma], target)
-            rows.append({"dma": dma, "tensor": tensor, "stripes": j,
+            node = graph.nodes.get(dma)
+            rows.append({"dma": dma, "tensor": node.tensor.name if isinstance(node, DmaNode) else tensor, "stripes": j,
                          "channels": [list(r) for r in placement.dma_ranges[dma]], "share": placement.shares[dma],
                          "bytes": layout.total_bytes, "streamed_bytes": layout.streamed_bytes,
                          "bytes_per_cycle": round(float(rate), 3)})

@@ -344,6 +344,13 @@ class DmaNode(Node):
         """The tensor whose external buffer the DMA streams: a cache updated in place is its input's."""
         return self.rows.into if self.rows is not None and self.rows.into is not None else self.tensor.name
 
+    @property
+    def placement_name(self) -> str:
+        """The unit ``analysis.hbm`` places on pseudo-channels: a read of anything but a KV cache streams a packed
+        copy of its tensor of its own (one buffer per DMA, ``codegen.vitis.hbm``), placed apart from the tensor's
+        other DMAs under its own name; a KV cache's DMAs (its read, its row write) stay on its buffer's channels."""
+        return self.name if self.direction == "read" and self.role != "kv_cache" else self.buffer_name
+
     def view_shape(self) -> tuple[int, ...]:
         """Shape of the streamed tensor."""
         if self.direction == "read":

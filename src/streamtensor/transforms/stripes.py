@@ -17,5 +17,5 @@ def stripe_dmas(graph: DataflowGraph, target: Target) -> None:
     chosen = [group_stripes(graph, g, target) for g in range(max(groups.values(), default=-1) + 1)]
     for name, node in graph.nodes.items():
         if isinstance(node, DmaNode):
-            node.stripes = 1 if node.role == "scalar" else chosen[groups[name]].get(node.buffer_name, 1)
+            node.stripes = 1 if node.role == "scalar" else chosen[groups[name]].get(node.placement_name, 1)
     graph.verify()

@@ -9,11 +9,12 @@ views and stream types) read the first one's buffer (``MemoryArgument.shares``):
 once. Their ports are on that buffer's channels, where the placement puts every DMA of the tensor anyway (stripe
 ``j`` of each on its ``j``-th range).
 
-The arguments go on the HBM pseudo-channels the timing model charged their DMAs to: ``plan_hbm`` asks the
-one placement model, ``analysis.hbm`` (stripe ``j`` of every DMA of a tensor on that tensor's ``j``-th channel
-range, tensors spread round-robin by bandwidth demand within the target's capacity and interfaces per channel),
-with the same buffers and stripes (a striped DMA: one argument and ``sp=`` line per stripe); a range of several
-PCs is ``HBM[a:b]``. When nothing fits, planning fails with ``HbmPlanError``.
+The arguments go on the HBM pseudo-channels the timing model charged their DMAs to: ``plan_hbm`` asks the one
+placement model, ``analysis.hbm`` (a read-only DMA's buffer placed on its own, a KV cache's DMAs together;
+stripe ``j`` of every DMA of such a unit on its ``j``-th channel range, units spread round-robin by bandwidth
+demand within the target's capacity and interfaces per channel), with the same buffers and stripes (a striped
+DMA: one argument and ``sp=`` line per stripe); a range of several PCs is ``HBM[a:b]``. When nothing fits,
+planning fails with ``HbmPlanError``.
 """
 
 from __future__ import annotations
@@ -151,9 +152,11 @@ def plan_hbm(arguments: Sequence[MemoryArgument], kernel_name: str, hbm: HbmSpec
         raise HbmPlanError(f"duplicate argument names in {names}")
     memory = [a for a in arguments if not a.scalar]
     tensor_of = {a.arg: a.name for a in memory}
-    # One buffer per DMA (its whole layout), striped as its arguments say.
-    whole = {a.dma: (tensor_of[a.buffer], a.dma, PackedLayout.of(a.itype)) for a in memory}
-    stripes = {tensor_of[a.buffer]: a.stripes for a in memory}
+    # One buffer per DMA (its whole layout), striped as its arguments say; a plain read's buffer is placed on its
+    # own, a cache's read and row write together (``DmaNode.placement_name``).
+    unit = {a.arg: a.dma if a.direction == "read" and a.role != "kv_cache" else tensor_of[a.buffer] for a in memory}
+    whole = {a.dma: (unit[a.arg], a.dma, PackedLayout.of(a.itype)) for a in memory}
+    stripes = {unit[a.arg]: a.stripes for a in memory}
     placement = place_tensors(streamed_tensors(whole.values(), stripes), hbm)
     assignments = tuple(HbmAssignment(a, *placement.dma_ranges[a.dma][a.stripe]) for a in memory)
     ranges = list(dict.fromkeys((a.first, a.last) for a in assignments))

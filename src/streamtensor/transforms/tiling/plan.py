@@ -20,8 +20,9 @@ class TilingOptions:
     permute_reductions_outward: bool = True
     intensity_aware_unroll: bool = True
     max_token_rank: int = 2
-    token_tile_size: int = 0
+    token_tile_size: int | None = 0  # None: chosen per block (``transforms.tiling.tile_graph``; compile's default)
     agree_tiles: bool = True
+    wide_feature_tiles: bool = False  # a token tile's rows go to the feature tiles (``tiling.tile_sizes``)
     layout_aware_order: bool = True
     order_search_restarts: int = 8
 
@@ -29,9 +30,12 @@ class TilingOptions:
         for name, least in (("default_tile_size", 1), ("overall_unroll_size", 1), ("max_token_rank", 0),
                             ("token_tile_size", 0), ("order_search_restarts", 0)):
             value = getattr(self, name)
+            if name == "token_tile_size" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise OptionError(f"bad {name.replace('_', '-')} {value!r}: must be an integer of at least {least}")
-        for name in ("permute_reductions_outward", "intensity_aware_unroll", "agree_tiles", "layout_aware_order"):
+        for name in ("permute_reductions_outward", "intensity_aware_unroll", "agree_tiles", "layout_aware_order",
+                     "wide_feature_tiles"):
             if not isinstance(getattr(self, name), bool):
                 raise OptionError(f"bad {name.replace('_', '-')} {getattr(self, name)!r}: "
                                   "must be true or false")
@@ -58,6 +62,8 @@ class Tiling:
     options: TilingOptions
     ops: dict[str, OpTiling]
     timings: dict[str, KernelTiming] = field(default_factory=dict)
+    # Token tile chosen by ``tile_graph``: each candidate's score (``options.token_tile_size`` is the winner's).
+    trials: dict[int, list[float]] = field(default_factory=dict)
 
     @property
     def total_lanes(self) -> int:

@@ -33,6 +33,15 @@ shrink tiles to divisors (``fit_tiles``):
   downstream. A prefill block otherwise holds ``default_tile_size`` rows wherever a kernel needs a whole row
   first (two-pass norms, matmuls re-reading their input per column tile, the residual across the MLP):
   64 KiB per hold at GPT-2 paper size. Smaller token tiles re-stream the weights once per row tile instead.
+  ``tile_graph`` picks the tile when the option is None (``compile``'s default).
+- ``wide_feature_tiles`` (``feature_tile_bound``): with a token tile ``t`` below ``default_tile_size`` (and on-
+  chip tokens of several rows, ``max_token_rank >= 2``), every loop's initial tile may reach ``default_tile_size
+  x default_tile_size / t``: the rows the token tile gives up go to the feature dims, and the token cap then
+  cuts each kernel back to the same number of elements per token. A contraction can then put its lanes on the
+  output features of its weight rather than on its tokens: a prologue fused into it (a norm, an activation
+  quantized to int8) is built once per token and reduction lane, not per output lane, so lanes on the tokens
+  multiply it; wider output tiles also re-read its input (and re-stream a block input it normalises) fewer
+  times.
 """
 
 from __future__ import annotations
@@ -59,11 +68,21 @@ def tile_size(size: int, default: int) -> int:
     return max((t for t in range(1, min(size, default) + 1) if size % t == 0), key=lambda t: (t & -t, t))
 
 
-def initial_tiling(op: GenericOp, options: TilingOptions) -> OpTiling:
-    """Tiles and orders of one op, every unroll factor 1."""
+def feature_tile_bound(options: TilingOptions) -> int:
+    """The largest initial tile of a loop (module docstring): ``default_tile_size``, or with
+    ``wide_feature_tiles`` and a token tile of ``t < default_tile_size`` rows that times ``default_tile_size /
+    t``, the rows the token tile gives up."""
+    t, default = options.token_tile_size or 0, options.default_tile_size
+    wide = options.wide_feature_tiles and 0 < t < default and options.max_token_rank >= 2
+    return default * (default // t) if wide else default
+
+
+def initial_tiling(op: GenericOp, options: TilingOptions, bound: int | None = None) -> OpTiling:
+    """Tiles and orders of one op (each loop's tile the largest divisor of at most ``bound``, by default
+    ``default_tile_size``), every unroll factor 1."""
     reduction = set(op.reduction_dims)
-    loops = [LoopTiling(n, tile_size(n, options.default_tile_size), 1, d in reduction)
-             for d, n in enumerate(op.domain)]
+    bound = bound or options.default_tile_size
+    loops = [LoopTiling(n, tile_size(n, bound), 1, d in reduction) for d, n in enumerate(op.domain)]
     return OpTiling(loops, *default_orders(op, loops, options))
 
 

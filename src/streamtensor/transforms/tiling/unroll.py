@@ -119,6 +119,8 @@ def external_streams(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling]
     # rule): its uses share that DMA's stream and its channel, so they must not count as ports of their own.
     shared: dict[tuple[str, ITensorType], str] = {}
     reads: dict[str, str] = {}  # "kernel.operand" -> the DMA it reads
+    outputs = {v.name for v in graph.outputs}
+    stripable = {v.name for v in graph.inputs if graph.cache_update_of(v.name) is None and v.name not in outputs}
     for op, t, per_op in zip(ops, tilings, roots, strict=True):
         for j, root in per_op.items():
             use = f"{op.name}.{j}"
@@ -131,16 +133,19 @@ def external_streams(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling]
             if forked:
                 shared[key] = use
             reads[use] = use
-            dmas.setdefault(root, []).append((use, PackedLayout.of(itype)))
+            # A read-only tensor's DMAs each stream a buffer of their own (``DmaNode.placement_name``): each is
+            # placed and striped on its own.
+            if root in stripable:
+                stripable.add(use)
+            dmas.setdefault(use if root in stripable else root, []).append((use, PackedLayout.of(itype)))
     for v in graph.outputs:
         dmas.setdefault(v.name, []).append((f"{v.name}.store", None))
-    outputs = {v.name for v in graph.outputs}
-    stripable = {v.name for v in graph.inputs if graph.cache_update_of(v.name) is None and v.name not in outputs}
     tensors = []
     for name, uses in dmas.items():
         layouts = [lay for _, lay in uses if lay is not None]
-        stored = sum(lay.total_bytes for lay in layouts) + types[name].bytes * (len(uses) - len(layouts))
-        demand = sum(lay.streamed_bytes for lay in layouts) + types[name].bytes * (len(uses) - len(layouts))
+        written = types[name].bytes * (len(uses) - len(layouts)) if name in types else 0  # block outputs
+        stored = sum(lay.total_bytes for lay in layouts) + written
+        demand = sum(lay.streamed_bytes for lay in layouts) + written
         words = min((lay.words_per_tile for lay in layouts), default=1) if name in stripable else 1
         tensors.append(ExternalTensor(name, tuple(d for d, _ in uses), stored, demand, max_stripes=words))
     stripes = choose_stripes(tensors, target.hbm)
