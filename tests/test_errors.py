@@ -69,7 +69,9 @@ def test_bad_options_api() -> None:
 
 def test_flat_tiling_keywords_fill_the_tiling_options() -> None:
     opts = CompileOptions.from_kwargs({"mode": "decode", "default_tile_size": 8, "agree_tiles": False})
-    assert opts.tiling == TilingOptions(default_tile_size=8, agree_tiles=False) and opts.mode == "decode"
+    # No token tile given: the compiler chooses it (None), as for a compile without tiling keywords.
+    assert opts.tiling == TilingOptions(default_tile_size=8, agree_tiles=False, token_tile_size=None)
+    assert opts.mode == "decode"
     given = TilingOptions(overall_unroll_size=64)
     assert CompileOptions.from_kwargs({"tiling": given}).tiling is given
 
