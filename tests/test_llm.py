@@ -225,7 +225,7 @@ def test_head_tile_follows_its_shape_and_cuts_the_vectors_it_streams_again() -> 
     """The head's tile comes from its shape: an int4 head (its weight bytes per logit an eighth of an fp32 one's)
     gets a larger vocabulary tile than an fp32 head; compiled there (as the build and the estimate both compile
     it), the hidden-sized vectors it streams again per vocabulary tile stay within the share of its weight bytes,
-    and it is faster and moves fewer HBM bytes than at the tiling's default tile."""
+    and it is faster than at the tiling's default tile."""
     fp32 = OutputHead(load_full_model("gpt2", "tiny", 0, vocab_size=300)).eval()
     assert head_tile_size(fp32, 32, 16) == 16  # 3 fp32 vectors against 16 fp32 weight columns: within 1/4
     loaded = load_full_model("gpt2", "tiny", 0, vocab_size=300)
@@ -241,7 +241,12 @@ def test_head_tile_follows_its_shape_and_cuts_the_vectors_it_streams_again() -> 
     default, given = compile_head(head, 0, quant="w4a8", default_tile_size=16)
     assert given == {"tile": None, "refused": {}}  # a tile the caller gives is kept
     at_default = design_invocation(default)
-    assert chosen.cycles < at_default.cycles and chosen.hbm_bytes < at_default.hbm_bytes
+    assert chosen.cycles < at_default.cycles
+    # The final norm + quantize prologue is a kernel of its own (hoist-prologues) at either tile: the vectors
+    # are streamed once, whatever the vocabulary tile.
+    for d in (design, default):
+        vectors = [x for g in d.report["hbm"] for x in g["dmas"] if "weight_q" not in x["dma"]]
+        assert vectors and all(x["streamed_bytes"] == x["bytes"] for x in vectors)
 
 
 @pytest.mark.parametrize("mode", ["prefill", "decode"])

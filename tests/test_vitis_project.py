@@ -196,10 +196,11 @@ def test_readme_explains_files_targets_and_csim_without_vitis(project: Path) -> 
         assert f"`{name}`" in readme
     assert f"part `{PART}`, platform `{PLATFORM}`" in readme
     assert "| 0 | `x_in_0` | x_in | read | input | `HBM[0]` (gmem0) | 512 | 256 |" in readme
-    # Both DMAs of x_in on x_in's channel: the one the timing model charged them to (share 2), on one bundle.
-    assert "| 1 | `x_in_1` | x_in | read | input | `HBM[0]` (gmem0) | 128 | 0 |" in readme
-    assert "| 2 | `w` | w | read | constant | `HBM[2]` (gmem1) | 64 | 32 |" in readme
-    assert "| 3 | `y_out` | y_out | write | output | `HBM[1]` (gmem2) | 512 | 256 |" in readme
+    # Each read DMA streams its own copy of x_in, so it is placed on a channel (and bundle) of its own, the one
+    # the timing model charged it to.
+    assert "| 1 | `x_in_1` | x_in | read | input | `HBM[2]` (gmem1) | 128 | 0 |" in readme
+    assert "| 2 | `w` | w | read | constant | `HBM[3]` (gmem2) | 64 | 32 |" in readme
+    assert "| 3 | `y_out` | y_out | write | output | `HBM[1]` (gmem3) | 512 | 256 |" in readme
 
 
 def test_manifest_is_complete_and_checksums_match(project: Path) -> None:
@@ -238,10 +239,10 @@ def test_manifest_is_complete_and_checksums_match(project: Path) -> None:
         "sha256": x["sha256"],
     }
     top, w = entries["x_in_1"], entries["w"]
-    assert (top["dma"], top["shape"], top["bank"], top["size"]) == ("load_x_top", [8, 8], "HBM[0]", 128)
+    assert (top["dma"], top["shape"], top["bank"], top["size"]) == ("load_x_top", [8, 8], "HBM[2]", 128)
     assert top["view"] == [{"shape": [4, 8], "slice": [[0, 4, 1], [0, 8, 1]]}]
     assert (w["shape"], w["view"], w["bank"], w["role"], w["size"]) == (
-        [2, 4], [{"shape": [8], "slice": None}], "HBM[2]", "constant", 64
+        [2, 4], [{"shape": [8], "slice": None}], "HBM[3]", "constant", 64
     )
     for entry in entries.values():
         data = (project / entry["file"]).read_bytes()
