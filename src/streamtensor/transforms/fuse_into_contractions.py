@@ -240,15 +240,18 @@ def fuse_elementwise_into_contractions(graph: Graph, tile: int = TilingOptions.d
 def _own_kernel(result: TensorType, ops: Sequence[ScalarOp], external: list[TensorType],
                 uses: list[tuple[GenericOp, set[int]]], tile: int) -> bool:
     """Whether a prologue of ``ops`` computing ``result`` is a kernel of its own rather than part of the
-    contractions that read it (``hoist_recomputed_prologues``): it computes more than casts; it reads operands
-    from external memory (``external``, their types) in a wider element type than its result (an int8
-    quantization of f32 data), so that an on-chip buffer replaying its result holds fewer bytes than the stream
+    contractions that read it (``hoist_recomputed_prologues``): it computes more than casts; it quantizes: its
+    result is an integer narrower than float operands it reads from external memory (``external``, their types;
+    an f32 prologue of integer positions, a rotary embedding, stays fused: hoisting one broke CodeGen's decode
+    keys), so that an on-chip buffer replaying its result holds fewer bytes than the stream
     it replaces; its result is small enough to be held on chip whole (the bound under which an external tensor
     is read once and forked); and a contraction tiles a loop it does not vary with more than once (``uses``:
     each contraction with the loops the prologue varies with in it; ``tile``: the default tile size), so that
     contraction would compute it and stream those operands from HBM again once per tile of those loops."""
     return (any(o.name not in _CASTS and o.name != "arith.constant" for o in ops)
-            and any(DTYPE_BITS[t.dtype] > DTYPE_BITS[result.dtype] for t in external)
+            and result.dtype.startswith("i")
+            and any(t.dtype.startswith(("f", "bf")) and DTYPE_BITS[t.dtype] > DTYPE_BITS[result.dtype]
+                    for t in external)
             and result.bytes <= FORK_EXTERNAL_MAX_BYTES
             and any(math.prod(n // tile_size(n, tile) for d, n in enumerate(c.domain) if d not in varying) > 1
                     for c, varying in uses))
