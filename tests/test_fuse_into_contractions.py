@@ -231,3 +231,11 @@ def test_a_hoisted_prologue_is_not_fused_back() -> None:
         assert np.array_equal(got, want)
     g = norm_then_two_projections()
     assert "@scale_1" not in print_graph(fuse_elementwise_into_contractions(g, tile=2))
+
+
+def test_a_float_prologue_of_integer_positions_stays_fused() -> None:
+    """Only quantizations are hoisted: an f32 prologue computed from i64 positions (a rotary angle) is narrower
+    than what it reads but quantizes nothing, so it stays in the contraction (hoisting one broke CodeGen's
+    decode keys)."""
+    g = parse_graph((Path(__file__).parent / "ir" / "hoist-prologues" / "positions.mlir").read_text())
+    assert print_graph(hoist_recomputed_prologues(g)) == print_graph(g)
