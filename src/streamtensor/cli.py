@@ -14,6 +14,7 @@ from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.frontend.quant import KV_SCHEMES, QUANT_SCHEMES
 from streamtensor.llm.options import LlmOptions
 from streamtensor.passes import PASSES, parse_ir, print_ir, run_passes
+from streamtensor.transforms.tiling.plan import ORDER_OBJECTIVES
 
 _DEFAULTS = CompileOptions()  # the CLI's defaults are the API's
 _TILING = _DEFAULTS.tiling
@@ -89,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output-stationary tile orders (default: orders minimizing converter + accumulator bytes)")
     comp.add_argument("--order-search-restarts", type=int, default=_TILING.order_search_restarts,
                       help="random restarts of the tile-order search (seeded: deterministic)")
+    comp.add_argument("--order-objective", choices=list(ORDER_OBJECTIVES), default=_TILING.order_objective,
+                      help="what the tile-order search minimizes: converter + accumulator bytes (memory), an "
+                           "estimate of the makespan then the bytes (latency), or auto (latency for one-token "
+                           "decode blocks, memory otherwise)")
     comp.add_argument("--fifo-strategy", choices=["normal", "conservative"], default=_DEFAULTS.fifo_strategy,
                       help="FIFO sizing LP: kernels at their own II, or all paced to the slowest (smaller FIFOs)")
     comp.add_argument("--fifo-latency-slack", type=float, default=_DEFAULTS.fifo_latency_slack,
@@ -202,6 +207,7 @@ def _compile(args: argparse.Namespace) -> None:
                                       agree_tiles=not args.no_agree_tiles,
                                       layout_aware_order=not args.no_layout_order,
                                       order_search_restarts=args.order_search_restarts,
+                                      order_objective=args.order_objective,
                                       fifo_strategy=args.fifo_strategy,
                                       fifo_latency_slack=args.fifo_latency_slack,
                                       max_fifo_depth=args.max_fifo_depth, allow_deadlock=args.allow_deadlock,

@@ -15,7 +15,7 @@ from streamtensor.target import Target
 from streamtensor.transforms.tiling.edges import kernel_edges
 from streamtensor.transforms.tiling.liveness import kernel_ops
 from streamtensor.transforms.tiling.plan import OpTiling, Tiling, TilingOptions
-from streamtensor.transforms.tiling.tile_order import TileOrderSearch, default_orders
+from streamtensor.transforms.tiling.tile_order import TileOrderSearch, default_orders, resolve_objective
 from streamtensor.transforms.tiling.tile_sizes import feature_tile_bound, fit_tiles, impose_token_tile, initial_tiling
 from streamtensor.transforms.tiling.unroll import (
     external_streams,
@@ -77,7 +77,8 @@ def _tile_graph(graph: Graph, target: Target, options: TilingOptions) -> Tiling:
         # Trips changed: one-trip loops go outermost again.
         tilings = [OpTiling(t.loops, *default_orders(op, t.loops, options)) for op, t in zip(ops, tilings, strict=True)]
     if options.layout_aware_order:
-        orders = TileOrderSearch(graph, ops, tilings).run(options.order_search_restarts)
+        objective = resolve_objective(options.order_objective, graph)
+        orders = TileOrderSearch(graph, ops, tilings, objective).run(options.order_search_restarts)
         tilings = [replace(t, tile_order=o) for t, o in zip(tilings, orders, strict=True)]
         if not options.permute_reductions_outward:
             tilings = [replace(t, point_order=list(t.tile_order)) for t in tilings]

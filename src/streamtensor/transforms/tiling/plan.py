@@ -10,6 +10,8 @@ from streamtensor.analysis.timing_model import KernelTiming
 from streamtensor.errors import OptionError
 from streamtensor.ir.dataflow import LoopTiling
 
+ORDER_OBJECTIVES = ("auto", "memory", "latency")
+
 
 @dataclass(frozen=True)
 class TilingOptions:
@@ -25,6 +27,7 @@ class TilingOptions:
     wide_feature_tiles: bool = False  # a token tile's rows go to the feature tiles (``tiling.tile_sizes``)
     layout_aware_order: bool = True
     order_search_restarts: int = 8
+    order_objective: str = "auto"  # what the tile-order search minimizes (``tiling.tile_order``)
 
     def __post_init__(self) -> None:
         for name, least in (("default_tile_size", 1), ("overall_unroll_size", 1), ("max_token_rank", 0),
@@ -34,6 +37,9 @@ class TilingOptions:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise OptionError(f"bad {name.replace('_', '-')} {value!r}: must be an integer of at least {least}")
+        if self.order_objective not in ORDER_OBJECTIVES:
+            raise OptionError(f"bad order-objective {self.order_objective!r}: must be one of "
+                              + ", ".join(ORDER_OBJECTIVES))
         for name in ("permute_reductions_outward", "intensity_aware_unroll", "agree_tiles", "layout_aware_order",
                      "wide_feature_tiles"):
             if not isinstance(getattr(self, name), bool):

@@ -16,7 +16,15 @@ consumers). Where the descent stops, a leap re-orders one kernel and lets every 
 its re-ordered neighbours re-pick its order, breadth first (a head-major attention turned row-major takes its
 projections, norms and softmax along); the first leap that lowers the total is kept and the descent resumes.
 The descent runs from the default orders and from ``order_search_restarts`` random orders (seeded, so
-deterministic); the cheapest local optimum wins, the default-started one on ties. Point loops
+deterministic); the cheapest local optimum wins, the default-started one on ties.
+
+**Objectives.** ``memory`` minimizes those bytes. ``latency`` first minimizes an estimate of the block's
+makespan in which a kernel runs for its iteration count and a consumer starts once its producer has emitted
+its first token (``emission``: a kernel whose reduction loops are outermost emits only at its end) and, behind
+a converter, filled its first window: a decode block's kernels run one after another unless their orders let
+them overlap (a GEMV walking its reduction outermost streams in the output of the GEMV before it as that one
+makes it, at the price of one accumulator per output tile), which the bytes alone never favour; then the
+bytes. ``auto`` is ``latency`` for a one-token (decode) block, ``memory`` otherwise. Point loops
 (inside a tile): with ``permute_reductions_outward`` the reduction loops go outward and the parallel ones
 innermost (the pipelined loop then carries no accumulator dependence: lower II, see
 ``analysis.timing_model``); without it the point order is the tile order.
@@ -53,11 +61,23 @@ def default_orders(op: GenericOp, loops: list[LoopTiling], options: TilingOption
     return tile_order, point_order
 
 
-class TileOrderSearch:
-    """Tile orders minimizing converter bytes between kernels plus accumulator bytes (module docstring)."""
+def resolve_objective(objective: str, graph: Graph) -> str:
+    """``auto``: ``latency`` for a block of one token (decode), ``memory`` otherwise (module docstring)."""
+    if objective != "auto":
+        return objective
+    shape = graph.inputs[0].type.shape if graph.inputs else ()
+    return "latency" if len(shape) >= 2 and shape[-2] == 1 else "memory"
 
-    def __init__(self, graph: Graph, ops: list[GenericOp], tilings: list[OpTiling]) -> None:
+
+class TileOrderSearch:
+    """Tile orders minimizing converter bytes between kernels plus accumulator bytes, with the ``latency``
+    objective after an estimate of the makespan (module docstring)."""
+
+    def __init__(self, graph: Graph, ops: list[GenericOp], tilings: list[OpTiling], objective: str = "memory"
+                 ) -> None:
         self.ops, self.loops = ops, [t.loops for t in tilings]
+        self.latency = objective == "latency"
+        self.work = [math.prod(lt.size for lt in loops) for loops in self.loops]
         self.orders = [tuple(t.tile_order) for t in tilings]
         self.edges = kernel_edges(graph, ops)
         self.touching: list[list[int]] = [[] for _ in ops]  # edge indices
@@ -81,8 +101,11 @@ class TileOrderSearch:
         self._bests: dict[tuple[int, tuple[tuple[int, ...], ...]], tuple[int, ...]] = {}
         self._types: dict[tuple[int, tuple[int, ...], int], ITensorType] = {}
         self._moved: dict[tuple[ITensorType | None, tuple[MovementStep, ...], bool], ITensorType | None] = {}
-        self._edge_costs: dict[tuple[int, tuple[int, ...], tuple[int, ...]], int] = {}
+        self._edge_costs: dict[tuple[int, tuple[int, ...], tuple[int, ...]], tuple[int, float]] = {}
         self._accumulators: dict[tuple[int, tuple[int, ...]], int] = {}
+        self._emissions: dict[tuple[int, tuple[int, ...]], float] = {}
+        self.in_edges = [[i for i in self.touching[k] if self.edges[i].consumer == k and self.edges[i].producer < k]
+                         for k in range(len(ops))]
 
     def _candidates(self, k: int) -> list[tuple[int, ...]]:
         """Permutations of the loops of more than one trip in their slots of the initial order (one-trip loops
@@ -125,7 +148,11 @@ class TileOrderSearch:
         return self._moved[key]
 
     def _edge_cost(self, i: int) -> int:
-        """Converter bytes on edge ``i`` under the current orders (0 for the same tokens); a stream that cannot
+        return self._edge(i)[0]
+
+    def _edge(self, i: int) -> tuple[int, float]:
+        """Converter bytes on edge ``i`` under the current orders, and the fraction of the tensor its consumer
+        waits for before its first read (a converter's window); (0, 0) for the same tokens. A stream that cannot
         be carried to the consumer costs the worst case, the whole tensor. Through a concat, the producer must
         stream the chunk of the consumer's layout at its region (what ``build_dataflow`` wires when it can).
         Every converter is priced as two windows: one with a single window has one bank, but its consumer then
@@ -142,14 +169,39 @@ class TileOrderSearch:
                 result = self._move(result, e.after, backward=True)
                 result = chunk_type(result, *e.region) if result is not None else None
             if source is None or result is None:
-                cost = 2 * -(-made.tensor_elements * DTYPE_BITS[made.dtype] // 8)
+                cost = (2 * -(-made.tensor_elements * DTYPE_BITS[made.dtype] // 8), 1.0)
             elif source == result or reassociation_error(source, result) is None:
-                cost = 0
+                cost = (0, 0.0)
             else:
                 buffer = infer_converter_buffer(source, result, checked=False)
-                cost = 2 * buffer.bytes // buffer.banks
+                cost = (2 * buffer.bytes // buffer.banks, buffer.window_elements / made.tensor_elements)
             self._edge_costs[key] = cost
         return self._edge_costs[key]
+
+    def _emission(self, k: int) -> float:
+        """Fraction of kernel ``k``'s iterations before its first output tile is complete: those of the loops
+        from its outermost reduction loop inwards."""
+        key = (k, self.orders[k])
+        if key not in self._emissions:
+            loops, order = self.loops[k], key[1]
+            outer = next((i for i, d in enumerate(order) if loops[d].reduction and loops[d].trip > 1), len(order))
+            self._emissions[key] = (math.prod(loops[d].trip for d in order[outer:])
+                                    / math.prod(loops[d].trip for d in order))
+        return self._emissions[key]
+
+    def makespan(self) -> float:
+        """Estimated makespan in iterations (module docstring): kernels in program order, each starting when
+        every producer has emitted its first token and filled its consumer's first converter window, and ending
+        no earlier than its producers."""
+        start, end = [0.0] * len(self.ops), [0.0] * len(self.ops)
+        for c in range(len(self.ops)):
+            for i in self.in_edges[c]:
+                p = self.edges[i].producer
+                wait = max(self._emission(p), self._edge(i)[1])
+                start[c] = max(start[c], start[p] + wait * (end[p] - start[p]))
+                end[c] = max(end[c], end[p])
+            end[c] = max(end[c], start[c] + self.work[c])
+        return max(end, default=0.0)
 
     def _accumulator(self, k: int) -> int:
         key = (k, self.orders[k])
@@ -176,6 +228,10 @@ class TileOrderSearch:
     def total(self) -> int:
         return sum(self._accumulator(k) for k in range(len(self.ops))) + sum(map(self._edge_cost,
                                                                                range(len(self.edges))))
+
+    def score(self) -> tuple[float, int]:
+        """What the search minimizes: (estimated makespan, bytes) with the latency objective, else bytes."""
+        return (self.makespan() if self.latency else 0.0, self.total())
 
     def _fitting(self, n: int, shared: list[int]) -> list[tuple[int, ...]]:
         """Kernel ``n``'s orders cheapest on the edges ``shared``, in candidate order."""
@@ -207,14 +263,16 @@ class TileOrderSearch:
         total dropped (strictly)."""
         members = [k, *self.followers[k]]
         start = [self.orders[m] for m in members]
-        best = (self._group_cost(k), start)
+
+        def cost() -> tuple[float, int]:  # the other kernels' bytes do not change
+            return (self.makespan() if self.latency else 0.0, self._group_cost(k))
+        best = (cost(), start)
         for order in self.candidates[k]:
             self.orders[k] = order
             for n in self.followers[k]:
                 self.orders[n] = self._follow(n, k)
-            cost = self._group_cost(k)
-            if cost < best[0]:
-                best = (cost, [self.orders[m] for m in members])
+            if (c := cost()) < best[0]:
+                best = (c, [self.orders[m] for m in members])
         for m, order in zip(members, best[1], strict=True):
             self.orders[m] = order
         return best[1] != start
@@ -257,14 +315,14 @@ class TileOrderSearch:
     def leap(self) -> bool:
         """From the current orders, the first propagated move (``_propagate``, kernels and their orders in
         program order) that lowers the total, followed by a descent; whether one did."""
-        total = self.total()
+        score = self.score()
         for k in range(len(self.ops)):
             for order in self.candidates[k]:
                 if order == self.orders[k]:
                     continue
                 start = list(self.orders)
                 self._propagate(k, order)
-                if self.total() < total:
+                if self.score() < score:
                     self.descend()
                     return True
                 self.orders = start
@@ -280,11 +338,11 @@ class TileOrderSearch:
         """The best local optimum of a descent from the default orders and of ``restarts`` descents from
         random orders (a fixed seed: the result is deterministic); ties keep the earliest."""
         self.settle()
-        best = (self.total(), list(self.orders))
+        best = (self.score(), list(self.orders))
         rng = random.Random(0)
         for _ in range(restarts):
             self.orders = [rng.choice(c) for c in self.candidates]
             self.settle()
-            if self.total() < best[0]:
-                best = (self.total(), list(self.orders))
+            if self.score() < best[0]:
+                best = (self.score(), list(self.orders))
         return [list(o) for o in best[1]]
