@@ -116,6 +116,14 @@ def pending_tiles(loops: list[LoopTiling], tile_order: list[int]) -> int:
     return math.prod(loops[d].trip for d in tile_order[outer + 1:] if not loops[d].reduction)
 
 
+def first_output_fraction(loops: list[LoopTiling], tile_order: list[int]) -> float:
+    """Fraction of a kernel's tile iterations before its first output tile is complete: those of the loops from
+    its outermost reduction loop of more than one trip inwards (one tile when there is none)."""
+    outer = next((i for i, d in enumerate(tile_order) if loops[d].reduction and loops[d].trip > 1), len(tile_order))
+    inner = math.prod(loops[d].trip for d in tile_order[outer:])
+    return inner / math.prod(loops[d].trip for d in tile_order)
+
+
 @dataclass
 class Node:
     name: str

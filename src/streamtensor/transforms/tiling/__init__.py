@@ -85,7 +85,7 @@ def _tile_graph(graph: Graph, target: Target, options: TilingOptions) -> Tiling:
     streams = external_streams(graph, ops, tilings, target)
     if options.intensity_aware_unroll:
         intensity_aware_unroll(ops, tilings, options.overall_unroll_size, streams, target,
-                               whole_result_feeds(kernel_edges(graph, ops), len(ops)))
+                               whole_result_feeds(kernel_edges(graph, ops), tilings))
     else:
         uniform_unroll(tilings, options.overall_unroll_size)
         tilings = [rate_matched(op, t, s, target) for op, t, s in zip(ops, tilings, streams, strict=True)]

@@ -20,7 +20,8 @@ deterministic); the cheapest local optimum wins, the default-started one on ties
 
 **Objectives.** ``memory`` minimizes those bytes. ``latency`` first minimizes an estimate of the block's
 makespan in which a kernel runs for its iteration count and a consumer starts once its producer has emitted
-its first token (``emission``: a kernel whose reduction loops are outermost emits only at its end) and, behind
+its first token (``ir.dataflow.first_output_fraction``: a kernel whose reduction loops are outermost emits
+only at its end) and, behind
 a converter, filled its first window: a decode block's kernels run one after another unless their orders let
 them overlap (a GEMV walking its reduction outermost streams in the output of the GEMV before it as that one
 makes it, at the price of one accumulator per output tile), which the bytes alone never favour; then the
@@ -38,7 +39,7 @@ import random
 from collections import deque
 
 from streamtensor.ir.converter_buffer import infer_converter_buffer
-from streamtensor.ir.dataflow import LoopTiling, kernel_operand_type, pending_tiles
+from streamtensor.ir.dataflow import LoopTiling, first_output_fraction, kernel_operand_type, pending_tiles
 from streamtensor.ir.dtypes import DTYPE_BITS
 from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.layout import chunk_type, reassociate_type, reassociation_error
@@ -179,14 +180,9 @@ class TileOrderSearch:
         return self._edge_costs[key]
 
     def _emission(self, k: int) -> float:
-        """Fraction of kernel ``k``'s iterations before its first output tile is complete: those of the loops
-        from its outermost reduction loop inwards."""
         key = (k, self.orders[k])
         if key not in self._emissions:
-            loops, order = self.loops[k], key[1]
-            outer = next((i for i, d in enumerate(order) if loops[d].reduction and loops[d].trip > 1), len(order))
-            self._emissions[key] = (math.prod(loops[d].trip for d in order[outer:])
-                                    / math.prod(loops[d].trip for d in order))
+            self._emissions[key] = first_output_fraction(self.loops[k], list(key[1]))
         return self._emissions[key]
 
     def makespan(self) -> float:

@@ -68,7 +68,7 @@ from streamtensor.analysis.hbm import (
 )
 from streamtensor.analysis.resources import datapath_cost, lane_cost, value_copies
 from streamtensor.analysis.timing_model import KernelTiming, kernel_timing
-from streamtensor.ir.dataflow import kernel_operand_type
+from streamtensor.ir.dataflow import kernel_operand_type, pending_tiles
 from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.linalg import GenericOp, Graph, ScalarBody
 from streamtensor.packing import PackedLayout
@@ -229,12 +229,18 @@ def budget_units(op: GenericOp, t: OpTiling, target: Target) -> int:
     return max(1, math.ceil(lanes * min(1.0, max(ratio))))
 
 
-def whole_result_feeds(edges: list[KernelEdge], kernels: int) -> list[set[int]]:
+def whole_result_feeds(edges: list[KernelEdge], tilings: list[OpTiling]) -> list[set[int]]:
     """Per kernel, the kernels whose whole result it streams in (through reshapes or a concat; a slice reads a
-    part, which its producer may deliver early): it cannot finish before they do."""
-    feeds: list[set[int]] = [set() for _ in range(kernels)]
+    part, which its producer may deliver early) as they make it: it cannot finish before they do. A producer
+    whose reduction loops enclose more than a quarter of its output tiles (``pending_tiles``) completes them in
+    bursts, the last one at its end, and the consumer's share of work for that burst follows it instead of
+    hiding under it (a decode GEMV walking its reduction outermost, then its group scales: their latencies add),
+    so it is no feed."""
+    feeds: list[set[int]] = [set() for _ in tilings]
     for e in edges:
-        if all(step.offsets is None for step in (*e.chain, *e.after)):
+        loops, order = tilings[e.producer].loops, tilings[e.producer].tile_order
+        tiles = math.prod(lt.trip for lt in loops if not lt.reduction)
+        if all(step.offsets is None for step in (*e.chain, *e.after)) and 4 * pending_tiles(loops, order) <= tiles:
             feeds[e.consumer].add(e.producer)
     return feeds
 
