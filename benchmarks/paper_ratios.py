@@ -33,7 +33,7 @@ import optuna
 from paper_figures import PAPER_FUSED_TO_UNFUSED
 
 from streamtensor.driver import compile_llm_block
-from streamtensor.search import default_point, dse, open_storage, stored_best
+from streamtensor.search import default_point, dse, open_storage, stored_best, trial_options
 
 FAMILIES = ("gpt2", "llama", "qwen2", "gemma")
 MODES = ("decode", "prefill")
@@ -51,7 +51,7 @@ def design_point(family: str, mode: str, studies: Path = STUDIES) -> tuple[dict[
     """The options of the stored study's best trial and a note naming it (trial k of n)."""
     storage, name = study_of(family, mode, studies)
     best = stored_best(storage, name)
-    return dict(best.params), f"trial {best.number}"
+    return trial_options(best.params), f"trial {best.number}"
 
 
 def search(family: str, mode: str, trials: int, timeout: float | None, studies: Path) -> str:
@@ -71,9 +71,12 @@ def study_row(family: str, mode: str, studies: Path) -> str:
     trials = optuna.load_study(study_name=name, storage=open_storage(storage)).get_trials(deepcopy=False)
     states = Counter(t.state.name.lower() for t in trials)
     default = default_point(mode)
-    first = next((t for t in trials if t.params == default and t.value is not None), None)
+    # The enqueued default point (its options then: ``trial_options``).
+    first = next((t for t in trials if t.user_attrs.get("enqueued") == "compiler default" and t.value is not None),
+                 None)
     best = stored_best(storage, name)
-    changed = " ".join(f"{k}={v}" for k, v in sorted(best.params.items()) if default.get(k) != v) or "(default)"
+    changed = " ".join(f"{k}={v}" for k, v in sorted(trial_options(best.params).items())
+                       if default.get(k) != v) or "(default)"
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]
     wall = (max(ends) - min(starts)).total_seconds() if starts and ends else 0.0

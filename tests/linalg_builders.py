@@ -77,7 +77,7 @@ def matmul_graph() -> tuple[Graph, list[Op]]:
     return graph([a, b], [e, z, mm], [mm.results[0]]), [e, z, mm]
 
 
-def build(g: Graph, tile: int, budget: int = 1, **options: bool) -> DataflowGraph:
+def build(g: Graph, tile: int, budget: int = 1, **options: bool | str) -> DataflowGraph:
     return build_dataflow(g, tile_graph(g, U55C, TilingOptions(tile, budget, **options)))
 
 

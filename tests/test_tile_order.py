@@ -17,13 +17,15 @@ from streamtensor import compile_llm_block
 from streamtensor.analysis.memory import memory_report, onchip_buffers
 from streamtensor.analysis.timing_model import kernel_timing
 from streamtensor.codegen.vitis.boards import U55C
+from streamtensor.errors import OptionError
 from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.affine import parse_affine_map
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, KernelNode, pending_tiles
 from streamtensor.ir.linalg import GenericOp, Graph, ReshapeOp, ScalarBody, ScalarOp, TensorType, Value
 from streamtensor.transforms.tiling import tile_graph
 from streamtensor.transforms.tiling.liveness import kernel_ops
-from streamtensor.transforms.tiling.tile_order import TileOrderSearch
+from streamtensor.transforms.tiling.plan import TilingOptions
+from streamtensor.transforms.tiling.tile_order import TileOrderSearch, resolve_objective
 
 
 def _buffers(dfg: DataflowGraph) -> dict[str, int]:
@@ -233,6 +235,50 @@ def test_a_leap_carries_a_layout_change_through_the_kernels_that_must_follow() -
         assert float(np.max(np.abs(got.astype(np.float64) - want))) <= 1e-5
 
 
+def _gemv_chain() -> Graph:
+    """y = (x @ w1) @ w2 for one token: x 1 x 32, w1 32 x 8, w2 8 x 64 (a decode block's two GEMVs)."""
+    x, w1, w2 = value("x", 1, 32), value("w1", 32, 8), value("w2", 8, 64)
+    h0, y0 = empty("h0", 1, 8), empty("y0", 1, 64)
+    z1 = fill("z1", h0.results[0], "fill_1")
+    m1 = matmul("h", x, w1, z1.results[0], "matmul_1")
+    z2 = fill("z2", y0.results[0], "fill_2")
+    m2 = matmul("y", m1.results[0], w2, z2.results[0], "matmul_2")
+    return graph([x, w1, w2], [h0, z1, m1, y0, z2, m2], [m2.results[0]])
+
+
+def test_the_latency_objective_lets_a_gemv_stream_in_the_one_before_it() -> None:
+    """Bytes alone pick output-stationary for the second GEMV: it re-reads h for each of its 16 output tiles
+    through a converter holding all of h (2 x 8 f32 = 64 B < 16 pending accumulator tiles = 256 B), so it starts
+    only once the first GEMV has finished. The latency objective (``auto`` for one token) walks its reduction
+    outermost instead: it reads h as the first GEMV makes it (no converter, 16 tiles pending), and the estimated
+    makespan drops. Both designs compute the reference."""
+    g = _gemv_chain()
+    memory = build(g, 4, 4, order_objective="memory")
+    assert memory.nodes["matmul_2"].tile_order == [0, 1, 2]  # type: ignore[union-attr]
+    assert [c.name for c in nodes_of(memory, ConverterNode)] == ["conv_matmul_1_to_matmul_2"]
+    latency = build(g, 4, 4)
+    mm = latency.nodes["matmul_2"]
+    assert isinstance(mm, KernelNode) and mm.tile_order == [0, 2, 1] and mm.pending_tiles == 16
+    assert not nodes_of(latency, ConverterNode)
+    check_exec(g, memory)
+    check_exec(g, latency)
+
+    ops = kernel_ops(g)
+    tiled = tile_graph(g, U55C, TilingOptions(4, 4, order_objective="memory"))
+    search = TileOrderSearch(g, ops, [tiled.ops[op.name] for op in ops], "latency")
+    before = search.makespan()
+    search.orders = [tuple(o) for o in search.run(0)]
+    assert search.makespan() < before
+
+
+def test_auto_order_objective_is_latency_for_one_token_only() -> None:
+    assert resolve_objective("auto", _gemv_chain()) == "latency"
+    assert resolve_objective("auto", exp_matmul_graph()) == "memory"  # 8 rows
+    assert resolve_objective("memory", _gemv_chain()) == "memory"
+    with pytest.raises(OptionError, match="bad order-objective 'fast'"):
+        TilingOptions(order_objective="fast")
+
+
 # --- acceptance: one fusion group, fused / unfused below the paper's ratio -------------------------------------
 
 
@@ -247,7 +293,9 @@ def _default_depth_report(dfg: DataflowGraph) -> dict:
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
 def test_tiny_decode_with_a_long_cache_fuses_below_the_paper_ratio(family: str) -> None:
-    design, _ = compile_llm_block(family, mode="decode", max_len=1024, size="tiny")
+    """With the memory objective of the tile-order search (a decode block's default, latency, spends bytes on
+    overlapping its kernels)."""
+    design, _ = compile_llm_block(family, mode="decode", max_len=1024, size="tiny", order_objective="memory")
     assert design.dataflow is not None and len(design.dataflow.groups) == 1
     report = _default_depth_report(design.dataflow)
     assert report["fused_to_unfused"] < PAPER_RATIO
@@ -279,7 +327,7 @@ _CASES = [pytest.param(f, m, marks=pytest.mark.xfail(strict=True, reason=_ABOVE[
 @pytest.mark.slow
 @pytest.mark.parametrize(("family", "mode"), _CASES)
 def test_paper_size_block_fuses_below_the_paper_ratio(family: str, mode: str) -> None:
-    design, _ = compile_llm_block(family, mode=mode, seq_len=32, max_len=128, size="paper")
+    design, _ = compile_llm_block(family, mode=mode, seq_len=32, max_len=128, size="paper", order_objective="memory")
     assert design.dataflow is not None and len(design.dataflow.groups) == 1
     assert _default_depth_report(design.dataflow)["fused_to_unfused"] < PAPER_RATIO
 

@@ -96,10 +96,21 @@ SPACE: dict[str, list[Any]] = {
     "permute_reductions_outward": [True, False],
     "agree_tiles": [True, False],
     "layout_aware_order": [True, False],
+    "order_objective": ["auto", "memory", "latency"],
     "fuse_into_contractions": [True, False],
     "fifo_strategy": ["normal", "conservative"],
     "fifo_latency_slack": [0.0, 0.01, 0.05],
 }
+# Options that joined the space after stored studies (benchmarks/studies) ran, with the value that reproduces
+# what the compiler did then: a stored trial without the option compiles as it did.
+ADDED_OPTIONS: dict[str, Any] = {"order_objective": "memory"}
+
+
+def trial_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The compile options of a (stored) trial's parameters (``ADDED_OPTIONS`` for those it predates)."""
+    return {**ADDED_OPTIONS, **params}
+
+
 PREFILL_SPACE: dict[str, list[Any]] = {"token_tile_size": [0, 2, 4, 8]}  # 0: untiled (16-row tiles)
 
 # Random trials before TPE models the space (Optuna's default is 10). A paper-size compile costs seconds to
@@ -274,11 +285,12 @@ def _untried_neighbour(study: optuna.Study, space: dict[str, list[Any]], seed: s
         best = study.best_trial
     except ValueError:
         return None
-    tried = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)}
+    tried = {tuple(sorted(trial_options(t.params).items())) for t in study.get_trials(deepcopy=False)}
     tried |= {tuple(sorted(t.system_attrs.get("fixed_params", {}).items()))
               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
-    neighbours = [{**best.params, name: value} for name, choices in space.items() for value in choices
-                  if value != best.params.get(name)]
+    params = trial_options(best.params)
+    neighbours = [{**params, name: value} for name, choices in space.items() for value in choices
+                  if value != params.get(name)]
     random.Random(f"{seed}-{best.number}").shuffle(neighbours)
     return next((n for n in neighbours if tuple(sorted(n.items())) not in tried), None)
 
@@ -334,7 +346,7 @@ def _summary(result: DseResult) -> str:
 
 def _write_design(cfg: DseConfig, trial: FrozenTrial, out: Path) -> Design:
     """Compile the trial's design point again (deterministic) and write its Vitis project."""
-    design, block = compile_llm_block(cfg.model, **cfg.compile_options, **trial.params)
+    design, block = compile_llm_block(cfg.model, **cfg.compile_options, **trial_options(trial.params))
     design.write_project(out, *block.example_inputs(cfg.compile_options.get("seed", 0)))
     design.save(out)
     return design
