@@ -105,8 +105,9 @@ class TileOrderSearch:
         self._edge_costs: dict[tuple[int, tuple[int, ...], tuple[int, ...]], tuple[int, float]] = {}
         self._accumulators: dict[tuple[int, tuple[int, ...]], int] = {}
         self._emissions: dict[tuple[int, tuple[int, ...]], float] = {}
-        self.in_edges = [[i for i in self.touching[k] if self.edges[i].consumer == k and self.edges[i].producer < k]
-                         for k in range(len(ops))]
+        self.in_edges = [[(i, self.edges[i].producer) for i in self.touching[k]
+                          if self.edges[i].consumer == k and self.edges[i].producer < k] for k in range(len(ops))]
+        self._makespans: dict[tuple[tuple[int, ...], ...], float] = {}
 
     def _candidates(self, k: int) -> list[tuple[int, ...]]:
         """Permutations of the loops of more than one trip in their slots of the initial order (one-trip loops
@@ -189,15 +190,19 @@ class TileOrderSearch:
         """Estimated makespan in iterations (module docstring): kernels in program order, each starting when
         every producer has emitted its first token and filled its consumer's first converter window, and ending
         no earlier than its producers."""
-        start, end = [0.0] * len(self.ops), [0.0] * len(self.ops)
-        for c in range(len(self.ops)):
-            for i in self.in_edges[c]:
-                p = self.edges[i].producer
-                wait = max(self._emission(p), self._edge(i)[1])
-                start[c] = max(start[c], start[p] + wait * (end[p] - start[p]))
-                end[c] = max(end[c], end[p])
-            end[c] = max(end[c], start[c] + self.work[c])
-        return max(end, default=0.0)
+        key = tuple(self.orders)
+        if key not in self._makespans:
+            start, end = [0.0] * len(self.ops), [0.0] * len(self.ops)
+            emission = [self._emission(k) for k in range(len(self.ops))]
+            for c, inputs in enumerate(self.in_edges):
+                first = last = 0.0
+                for i, p in inputs:
+                    wait = max(emission[p], self._edge(i)[1])
+                    first = max(first, start[p] + wait * (end[p] - start[p]))
+                    last = max(last, end[p])
+                start[c], end[c] = first, max(last, first + self.work[c])
+            self._makespans[key] = max(end, default=0.0)
+        return self._makespans[key]
 
     def _accumulator(self, k: int) -> int:
         key = (k, self.orders[k])
