@@ -36,7 +36,7 @@ from streamtensor.ir.linalg import Graph
 from streamtensor.transforms.build_dataflow import build_dataflow
 from streamtensor.transforms.tiling import tile_graph
 from streamtensor.transforms.tiling.liveness import kernel_ops
-from streamtensor.transforms.tiling.plan import OpTiling, TilingOptions
+from streamtensor.transforms.tiling.plan import OpTiling, Tiling, TilingOptions
 from streamtensor.transforms.tiling.tile_sizes import initial_tiling, tile_size
 from streamtensor.transforms.tiling.unroll import (
     DATAPATH_SHARE,
@@ -182,9 +182,27 @@ def test_the_token_tile_is_the_candidate_the_judge_scores_lowest() -> None:
     assert set(tiling.trials) == {0, 2}  # untiled, and the divisors of the 8 rows from 2 below the 4-row tile
     best = min(tiling.trials, key=lambda t: (tiling.trials[t], -(t or 4)))  # ties: the larger tile
     assert tiling.options.token_tile_size == best and tiling.trials[best] == [tiling.max_latency]
-    chosen = tile_graph(g, U55C, options, judge=lambda t: (-(t.options.token_tile_size or 0),)).options
+    chosen = tile_graph(g, U55C, options, judge=lambda t, _: (-(t.options.token_tile_size or 0),)).options
     assert chosen.token_tile_size == 2 and chosen.wide_feature_tiles
-    assert tile_graph(g, U55C, options, judge=lambda t: (0,)).options.token_tile_size == 0
+    assert tile_graph(g, U55C, options, judge=lambda t, _: (0,)).options.token_tile_size == 0
+
+
+def test_a_partial_score_prunes_a_candidate_only_when_it_cannot_win() -> None:
+    # The judge sees the best score so far; a prefix of a score that already exceeds the best's is kept as the
+    # candidate's trial and never chosen. One that does not exceed it is the judge's bug, named.
+    g = exp_matmul_graph(m=8, k=16, n=8)
+    options = TilingOptions(4, 64, token_tile_size=None)
+    seen: list[tuple[float, ...] | None] = []
+
+    def judge(t: Tiling, best: tuple[float, ...] | None) -> tuple[float, ...]:
+        seen.append(best)
+        return (0.0, 5.0) if best is None else (1.0,)
+
+    tiling = tile_graph(g, U55C, options, judge=judge)
+    assert seen == [None, (0.0, 5.0)]
+    assert tiling.options.token_tile_size == 0 and tiling.trials == {0: [0.0, 5.0], 2: [1.0]}
+    with pytest.raises(ValueError, match="partial score"):
+        tile_graph(g, U55C, options, judge=lambda t, best: (0.0, 5.0) if best is None else (0.0,))
 
 
 def test_token_tile_reaches_the_kernels_downstream_of_the_activations() -> None:
