@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 from conftest import tiny_block
+from devices import device
 from linalg_builders import (
     build,
     check_exec,
@@ -29,6 +30,7 @@ from streamtensor.analysis.timing_sim import simulate
 from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
 from streamtensor.codegen.vitis.hls.generate import generate_hls
+from streamtensor.driver import _judge_tiling
 from streamtensor.errors import OptionError
 from streamtensor.ir.affine import AffineMap
 from streamtensor.ir.dataflow import DmaNode, KernelNode, LoopTiling, print_dataflow
@@ -203,6 +205,20 @@ def test_a_partial_score_prunes_a_candidate_only_when_it_cannot_win() -> None:
     assert tiling.options.token_tile_size == 0 and tiling.trials == {0: [0.0, 5.0], 2: [1.0]}
     with pytest.raises(ValueError, match="partial score"):
         tile_graph(g, U55C, options, judge=lambda t, best: (0.0, 5.0) if best is None else (0.0,))
+
+
+def test_the_compilers_judge_does_not_simulate_an_unfit_candidate_once_one_fits() -> None:
+    # A die too small for anything: every candidate is unfit. Scored alone (or after an unfit best) it gets its
+    # makespan; after a fitting best, only its fit flag, which loses to that best.
+    g = exp_matmul_graph(m=8, k=16, n=8)
+    tiny = device("tiny", dsp=1, bram36=1, uram=0, lut=100)
+    tiling = tile_graph(g, tiny, TilingOptions(4, 64, token_tile_size=0))
+    full = _judge_tiling(g, tiny, ["out0"], tiling, None)
+    assert full[0] == 1.0 and full[1] > 0
+    assert _judge_tiling(g, tiny, ["out0"], tiling, (1.0, 5.0)) == full
+    assert _judge_tiling(g, tiny, ["out0"], tiling, (0.0, 5.0)) == (1.0,)
+    fitting = _judge_tiling(g, U55C, ["out0"], tiling, (0.0, 5.0))
+    assert fitting[0] == 0.0 and fitting[1] == full[1]
 
 
 def test_token_tile_reaches_the_kernels_downstream_of_the_activations() -> None:
