@@ -171,6 +171,19 @@ def test_invalid_types_are_rejected() -> None:
         infer_converter_buffer(holey, C)
 
 
+def test_the_memoized_inference_answers_like_a_fresh_one_and_rejects_bad_types_every_time() -> None:
+    # The inference is memoized (the tile-order search asks the same pairs again): a repeated question gets
+    # the first answer, equal to one computed afresh; a rejected pair is not remembered as an answer.
+    first = infer_converter_buffer(B, C)
+    assert infer_converter_buffer(B, C) is first
+    assert first == infer_converter_buffer.__wrapped__(B, C)
+    holey = parse_itensor_type("itensor<4x2xf32, tensor 8x8, [3, 2] * [2, 4], (d0, d1) -> (d1, d0)>")
+    for _ in range(2):
+        with pytest.raises(ITensorVerificationError, match="covered by no tile"):
+            infer_converter_buffer(holey, C)
+    assert infer_converter_buffer(holey, C, checked=False) == infer_converter_buffer.__wrapped__(holey, C, False)
+
+
 @pytest.mark.parametrize(
     ("source", "result", "shrunk", "x"),
     [

@@ -32,7 +32,7 @@ from streamtensor.errors import StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode, Node, Stream
 from streamtensor.ir.itensor import parse_itensor_type
 from streamtensor.ir.linalg import ReshapeOp, TensorType, Value
-from streamtensor.kernel_interface import HbmPlan, MemoryArgument, ViewStep
+from streamtensor.kernel_interface import HbmPlan, MemoryArgument, ViewStep, pack_arguments
 from streamtensor.packing import pack
 from streamtensor.target import Target
 from streamtensor.transforms.stripes import stripe_dmas
@@ -344,3 +344,11 @@ def test_stripe_buffers_hold_interleaved_words() -> None:
     s0, s1 = (np.frombuffer(p.pack_tensor(data), dtype=np.uint8).reshape(2, 2, 64) for p in parts)
     assert np.array_equal(s0, whole[:, 0::2]) and np.array_equal(s1[:, :1], whole[:, 1:2]) and not s1[:, 1].any()
     assert parts[0].layout.padding_bytes == 0 and parts[1].layout.padding_bytes == 2 * 64
+
+
+def test_pack_arguments_packs_a_striped_buffer_once_with_the_same_bytes() -> None:
+    a = arg("w", "itensor<1x48xf32, tensor 2x48, [2] * [1], (d0) -> (d0, 0)>")
+    data, other = np.arange(96, dtype=np.float32).reshape(2, 48), -np.arange(96, dtype=np.float32).reshape(2, 48)
+    parts = [replace(a, arg=f"w_s{j}", stripe=j, stripes=2) for j in range(2)]
+    pairs = [(parts[0], data), (a, data), (parts[1], data), (parts[0], other), (parts[1], other)]
+    assert pack_arguments(pairs) == [p.pack_tensor(x) for p, x in pairs]

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 from conftest import tiny_block
+from devices import device
 from linalg_builders import (
     build,
     check_exec,
@@ -29,6 +30,7 @@ from streamtensor.analysis.timing_sim import simulate
 from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
 from streamtensor.codegen.vitis.hls.generate import generate_hls
+from streamtensor.driver import _judge_tiling
 from streamtensor.errors import OptionError
 from streamtensor.ir.affine import AffineMap
 from streamtensor.ir.dataflow import DmaNode, KernelNode, LoopTiling, print_dataflow
@@ -36,7 +38,7 @@ from streamtensor.ir.linalg import Graph
 from streamtensor.transforms.build_dataflow import build_dataflow
 from streamtensor.transforms.tiling import tile_graph
 from streamtensor.transforms.tiling.liveness import kernel_ops
-from streamtensor.transforms.tiling.plan import OpTiling, TilingOptions
+from streamtensor.transforms.tiling.plan import OpTiling, Tiling, TilingOptions
 from streamtensor.transforms.tiling.tile_sizes import initial_tiling, tile_size
 from streamtensor.transforms.tiling.unroll import (
     DATAPATH_SHARE,
@@ -182,9 +184,41 @@ def test_the_token_tile_is_the_candidate_the_judge_scores_lowest() -> None:
     assert set(tiling.trials) == {0, 2}  # untiled, and the divisors of the 8 rows from 2 below the 4-row tile
     best = min(tiling.trials, key=lambda t: (tiling.trials[t], -(t or 4)))  # ties: the larger tile
     assert tiling.options.token_tile_size == best and tiling.trials[best] == [tiling.max_latency]
-    chosen = tile_graph(g, U55C, options, judge=lambda t: (-(t.options.token_tile_size or 0),)).options
+    chosen = tile_graph(g, U55C, options, judge=lambda t, _: (-(t.options.token_tile_size or 0),)).options
     assert chosen.token_tile_size == 2 and chosen.wide_feature_tiles
-    assert tile_graph(g, U55C, options, judge=lambda t: (0,)).options.token_tile_size == 0
+    assert tile_graph(g, U55C, options, judge=lambda t, _: (0,)).options.token_tile_size == 0
+
+
+def test_a_partial_score_prunes_a_candidate_only_when_it_cannot_win() -> None:
+    # The judge sees the best score so far; a prefix of a score that already exceeds the best's is kept as the
+    # candidate's trial and never chosen. One that does not exceed it is the judge's bug, named.
+    g = exp_matmul_graph(m=8, k=16, n=8)
+    options = TilingOptions(4, 64, token_tile_size=None)
+    seen: list[tuple[float, ...] | None] = []
+
+    def judge(t: Tiling, best: tuple[float, ...] | None) -> tuple[float, ...]:
+        seen.append(best)
+        return (0.0, 5.0) if best is None else (1.0,)
+
+    tiling = tile_graph(g, U55C, options, judge=judge)
+    assert seen == [None, (0.0, 5.0)]
+    assert tiling.options.token_tile_size == 0 and tiling.trials == {0: [0.0, 5.0], 2: [1.0]}
+    with pytest.raises(ValueError, match="partial score"):
+        tile_graph(g, U55C, options, judge=lambda t, best: (0.0, 5.0) if best is None else (0.0,))
+
+
+def test_the_compilers_judge_does_not_simulate_an_unfit_candidate_once_one_fits() -> None:
+    # A die too small for anything: every candidate is unfit. Scored alone (or after an unfit best) it gets its
+    # makespan; after a fitting best, only its fit flag, which loses to that best.
+    g = exp_matmul_graph(m=8, k=16, n=8)
+    tiny = device("tiny", dsp=1, bram36=1, uram=0, lut=100)
+    tiling = tile_graph(g, tiny, TilingOptions(4, 64, token_tile_size=0))
+    full = _judge_tiling(g, tiny, ["out0"], tiling, None)
+    assert full[0] == 1.0 and full[1] > 0
+    assert _judge_tiling(g, tiny, ["out0"], tiling, (1.0, 5.0)) == full
+    assert _judge_tiling(g, tiny, ["out0"], tiling, (0.0, 5.0)) == (1.0,)
+    fitting = _judge_tiling(g, U55C, ["out0"], tiling, (0.0, 5.0))
+    assert fitting[0] == 0.0 and fitting[1] == full[1]
 
 
 def test_token_tile_reaches_the_kernels_downstream_of_the_activations() -> None:

@@ -425,16 +425,20 @@ def _compile_graph(linalg: Graph, cache: linalg_cache.CacheInfo, opts: CompileOp
                   tiling=tiling, dataflow=dataflow, allocation=allocation, frontend_cache=cache)
 
 
-def _judge_tiling(graph: Graph, target: Target, outs: list[str], tiling: Tiling) -> tuple[float, float]:
+def _judge_tiling(graph: Graph, target: Target, outs: list[str], tiling: Tiling,
+                  best: tuple[float, ...] | None) -> tuple[float, ...]:
     """How ``tile_graph`` scores a candidate token tile: (1 if its design's resource estimate exceeds the target
     at the unsized FIFO depths else 0, the makespan of its timing simulation with unbounded FIFOs), the dataflow
-    graph built as ``compile`` builds it."""
+    graph built as ``compile`` builds it. A candidate that does not fit when one that fits is known (``best``)
+    cannot win: it scores (1,), without its simulation (seconds of a paper-size prefill block's compile)."""
     dataflow = build_dataflow(graph, tiling)
     name_outputs(dataflow, outs)
     replay_forked_accumulators(dataflow)
     apply_fusion(dataflow, target.onchip_bytes)
     stripe_dmas(dataflow, target)
     fits = estimate_resources(dataflow, target).fits
+    if not fits and best is not None and best[0] == 0.0:
+        return (1.0,)
     groups = max(node_groups(dataflow).values(), default=-1) + 1
     makespan = sum(simulate(build_process_network(dataflow, target, g), {}).makespan_cycles or 0 for g in range(groups))
     return 0.0 if fits else 1.0, float(makespan)

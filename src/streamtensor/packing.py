@@ -194,7 +194,7 @@ def _to_host(itype: ITensorType, array: np.ndarray) -> np.ndarray:
         return array.astype(np.bool_)
     if not np.can_cast(array.dtype, target, casting="same_kind"):
         raise ValueError(f"{itype}: cannot store {array.dtype} values as {itype.dtype}")
-    converted = array.astype(target)
+    converted = array.astype(target, copy=False)  # read only (pack gathers its tiles): no copy when it is one
     lo, hi = int_range(itype.dtype) if target.kind == "i" else (0, 0)
     if target.kind == "i" and (not np.array_equal(converted, array)
                                or (converted.size and (converted.min() < lo or converted.max() > hi))):
@@ -246,8 +246,11 @@ def pack(itype: ITensorType, array: np.ndarray) -> bytes:
     layout = PackedLayout.of(itype)
     host = _to_host(itype, array)
     tiles = gather_tiles(host, itype.element_shape, layout.unique_tiles_type().offsets())
+    data = _encode(itype, tiles.reshape(layout.num_tiles, itype.token_elements))
+    if layout.tile_data_bytes == layout.words_per_tile * WORD_BYTES:  # whole words: no padding to add
+        return data.tobytes()
     out = np.zeros((layout.num_tiles, layout.words_per_tile * WORD_BYTES), dtype=np.uint8)
-    out[:, : layout.tile_data_bytes] = _encode(itype, tiles.reshape(layout.num_tiles, itype.token_elements))
+    out[:, : layout.tile_data_bytes] = data
     return out.tobytes()
 
 

@@ -11,6 +11,7 @@ two windows ping-pong when there is more than one shared iteration, one suffices
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -93,6 +94,10 @@ def check_convertible(source: ITensorType, result: ITensorType) -> None:
     result.verify()
 
 
+# Memoized: a pure function of two immutable types that the tile-order search asks about again and again (98k
+# calls, 30k distinct pairs, on a paper-size Llama prefill block's four token-tile candidates). A failed check
+# raises and is not cached.
+@functools.lru_cache(maxsize=1 << 16)
 def infer_converter_buffer(source: ITensorType, result: ITensorType, checked: bool = True) -> ConverterBuffer:
     """Smallest converter buffer of the reconstructed Algorithm 1 (scan loops outermost first, stop at the
     first loop that is not shared). Nothing shared gives the whole tensor. Equal types need no converter:

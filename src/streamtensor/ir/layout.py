@@ -18,6 +18,7 @@ Three relations between token streams, each with a *checker* (the exact semantic
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -90,6 +91,9 @@ def flat_offsets(t: ITensorType) -> np.ndarray:
 # --- reassociation -----------------------------------------------------------------------------------------
 
 
+# Memoized like ``converter_buffer.infer_converter_buffer``: the tile-order search asks about the same pairs of
+# (immutable) types many times.
+@functools.lru_cache(maxsize=1 << 16)
 def reassociation_error(source: ITensorType, result: ITensorType) -> str | None:
     """Why ``result`` is not a reassociation of ``source`` (module docstring), or None when it is."""
     if source.dtype != result.dtype or source.tensor_elements != result.tensor_elements:

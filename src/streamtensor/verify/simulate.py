@@ -51,7 +51,13 @@ from streamtensor.codegen.vitis.project import VitisProject, write_project
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.frontend.block_cache import EagerReference
 from streamtensor.ir.dataflow import DataflowGraph
-from streamtensor.kernel_interface import PARAMS_DIR, SIM_EXECUTABLE, load_kernel_interface, simulation_build_command
+from streamtensor.kernel_interface import (
+    PARAMS_DIR,
+    SIM_EXECUTABLE,
+    load_kernel_interface,
+    pack_arguments,
+    simulation_build_command,
+)
 from streamtensor.runtime.host import RunResult, StreamReport
 from streamtensor.runtime.simulation import SimulationBackend, SimulationError
 from streamtensor.target import Target
@@ -416,7 +422,8 @@ def simulate_graph(graph: DataflowGraph, name: str, inputs: dict[str, np.ndarray
         except OSError:  # another process wrote the same project meanwhile
             shutil.rmtree(staging)
     tensors = {**graph.constants, **inputs}
-    load = {a.arg: a.pack_tensor(tensors[a.name]) for a in plan.arguments if a.reads}
+    reading = [a for a in plan.arguments if a.reads]
+    load = dict(zip([a.arg for a in reading], pack_arguments((a, tensors[a.name]) for a in reading), strict=True))
     report = SimulationReport(name, build_simulation(root))
     writes = {a.dma: a.arg for a in plan.arguments}
     run_simulation(root, load, [writes[dma] for dma in graph.outputs], runs, report)

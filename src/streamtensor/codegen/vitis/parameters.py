@@ -23,6 +23,7 @@ from streamtensor.kernel_interface import (
     HbmPlan,
     MemoryArgument,
     layout_json,
+    pack_arguments,
     view_json,
 )
 from streamtensor.packing import WORD_BITS, host_dtype, pack
@@ -93,9 +94,8 @@ def write_packed_parameters(
     params = Path(outdir) / PARAMS_DIR
     params.mkdir(parents=True, exist_ok=True)
     entries: list[ParameterFile] = []
-    for arg, array in chosen.values():
+    for (arg, _), data in zip(chosen.values(), pack_arguments(chosen.values()), strict=True):
         bank, channels = banks.get(arg.arg, ("s_axilite", []))
-        data = arg.pack_tensor(array)
         relative = f"{PARAMS_DIR}/{arg.arg}.bin"
         (Path(outdir) / relative).write_bytes(data)
         entries.append(

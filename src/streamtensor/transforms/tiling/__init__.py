@@ -26,9 +26,13 @@ from streamtensor.transforms.tiling.unroll import (
     whole_result_feeds,
 )
 
+Score = tuple[float, ...]
+# A tiling judge: the candidate's score, given the best score so far (None for the first candidate).
+Judge = Callable[[Tiling, Score | None], Score]
+
 
 def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = None,
-               judge: Callable[[Tiling], tuple[float, ...]] | None = None) -> Tiling:
+               judge: Judge | None = None) -> Tiling:
     """Tile every kernel of ``graph``: sizes, orders, then unroll factors (the modules of this package); lanes
     and DMA rates are the ``target``'s.
 
@@ -38,21 +42,32 @@ def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = Non
     slowest kernel (a prefill block's kernels pipeline over its row tiles, so its slowest kernel, not their sum,
     sets its pace; the compiler judges by the resource fit and the simulated makespan of the dataflow graph). At
     one token (decode) the only candidate is the untiled one. ``Tiling.options`` records the tile chosen,
-    ``Tiling.trials`` the scores."""
+    ``Tiling.trials`` the scores.
+
+    The judge gets the best score so far and may return a shorter score, a prefix of the full one, when that
+    prefix alone is worse than the best's (the compiler's judge does not simulate a candidate that does not fit
+    once one that fits is known: it cannot win); such a candidate is never chosen."""
     options = options or TilingOptions()
     if options.token_tile_size is not None:
         return _tile_graph(graph, target, options)
     candidates = token_tile_candidates(graph, options)
     if len(candidates) == 1:
         return _tile_graph(graph, target, replace(options, token_tile_size=candidates[0]))
-    judge = judge or (lambda t: (t.max_latency,))
-    trials = []
+    judge = judge or (lambda t, _: (t.max_latency,))
+    trials: list[tuple[Score, int, Tiling]] = []
+    best: tuple[Score, int] | None = None
     for t in candidates:
         # A token tile gives its rows to the feature tiles (``tile_sizes.feature_tile_bound``).
         tiling = _tile_graph(graph, target, replace(options, token_tile_size=t, wide_feature_tiles=t > 0))
-        trials.append((judge(tiling), -(t or options.default_tile_size), tiling))
-    best = min(trials, key=lambda s: s[:2])[2]
-    return replace(best, trials={s[2].options.token_tile_size: [float(x) for x in s[0]] for s in trials})
+        score = judge(tiling, None if best is None else best[0])
+        if best is not None and len(score) < len(best[0]) and not score > best[0][: len(score)]:
+            raise ValueError(f"token tile {t}: the judge's partial score {score} does not exceed the best "
+                             f"{best[0]}")
+        trials.append((score, -(t or options.default_tile_size), tiling))
+        if best is None or trials[-1][:2] < best:
+            best = trials[-1][:2]
+    best_tiling = min(trials, key=lambda s: s[:2])[2]
+    return replace(best_tiling, trials={s[2].options.token_tile_size: [float(x) for x in s[0]] for s in trials})
 
 
 def token_tile_candidates(graph: Graph, options: TilingOptions) -> list[int]:
