@@ -108,6 +108,7 @@ class TileOrderSearch:
         self.in_edges = [[(i, self.edges[i].producer) for i in self.touching[k]
                           if self.edges[i].consumer == k and self.edges[i].producer < k] for k in range(len(ops))]
         self._makespans: dict[tuple[tuple[int, ...], ...], float] = {}
+        self._fittings: dict[tuple[int, tuple[int, ...], tuple[tuple[int, ...], ...]], list[tuple[int, ...]]] = {}
 
     def _candidates(self, k: int) -> list[tuple[int, ...]]:
         """Permutations of the loops of more than one trip in their slots of the initial order (one-trip loops
@@ -235,13 +236,21 @@ class TileOrderSearch:
         return (self.makespan() if self.latency else 0.0, self.total())
 
     def _fitting(self, n: int, shared: list[int]) -> list[tuple[int, ...]]:
-        """Kernel ``n``'s orders cheapest on the edges ``shared``, in candidate order."""
-        costs = []
-        for order in self.candidates[n]:
-            self.orders[n] = order
-            costs.append(sum(self._edge_cost(i) for i in shared))
-        least = min(costs)
-        return [order for order, cost in zip(self.candidates[n], costs, strict=True) if cost == least]
+        """Kernel ``n``'s orders cheapest on the edges ``shared``, in candidate order. A function of the orders
+        of the edges' other ends only: memoized on them (the leaps ask the same question many times)."""
+        ends = tuple(self.orders[m] for i in shared for m in (self.edges[i].producer, self.edges[i].consumer)
+                     if m != n)
+        key = (n, tuple(shared), ends)
+        found = self._fittings.get(key)
+        if found is None:
+            costs = []
+            for order in self.candidates[n]:
+                self.orders[n] = order
+                costs.append(sum(self._edge_cost(i) for i in shared))
+            least = min(costs)
+            found = self._fittings[key] = [order for order, cost in zip(self.candidates[n], costs, strict=True)
+                                           if cost == least]
+        return found
 
     def _cheapest_of(self, n: int, orders: list[tuple[int, ...]]) -> tuple[int, ...]:
         """The first of ``orders`` with the fewest bytes depending on kernel ``n``'s order."""
