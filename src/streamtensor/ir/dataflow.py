@@ -107,20 +107,22 @@ def kernel_operand_type(op: GenericOp, loops: list[LoopTiling], tile_order: list
                        AffineMap(len(order), tuple(results)))
 
 
+def _outermost_reduction(loops: list[LoopTiling], tile_order: list[int]) -> int:
+    """Position in ``tile_order`` of the outermost reduction loop of more than one trip (its length when none)."""
+    return next((i for i, d in enumerate(tile_order) if loops[d].reduction and loops[d].trip > 1), len(tile_order))
+
+
 def pending_tiles(loops: list[LoopTiling], tile_order: list[int]) -> int:
     """Output tiles whose reduction is under way at once (``KernelNode``): the product of the trips of the
     parallel loops inside the outermost reduction loop of more than one trip (1 when there is none)."""
-    outer = next((i for i, d in enumerate(tile_order) if loops[d].reduction and loops[d].trip > 1), None)
-    if outer is None:
-        return 1
+    outer = _outermost_reduction(loops, tile_order)
     return math.prod(loops[d].trip for d in tile_order[outer + 1:] if not loops[d].reduction)
 
 
 def first_output_fraction(loops: list[LoopTiling], tile_order: list[int]) -> float:
     """Fraction of a kernel's tile iterations before its first output tile is complete: those of the loops from
     its outermost reduction loop of more than one trip inwards (one tile when there is none)."""
-    outer = next((i for i, d in enumerate(tile_order) if loops[d].reduction and loops[d].trip > 1), len(tile_order))
-    inner = math.prod(loops[d].trip for d in tile_order[outer:])
+    inner = math.prod(loops[d].trip for d in tile_order[_outermost_reduction(loops, tile_order):])
     return inner / math.prod(loops[d].trip for d in tile_order)
 
 

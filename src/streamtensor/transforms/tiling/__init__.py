@@ -14,7 +14,7 @@ from streamtensor.ir.linalg import Graph
 from streamtensor.target import Target
 from streamtensor.transforms.tiling.edges import kernel_edges
 from streamtensor.transforms.tiling.liveness import kernel_ops
-from streamtensor.transforms.tiling.plan import OpTiling, Tiling, TilingOptions
+from streamtensor.transforms.tiling.plan import OpTiling, Tiling, TilingOptions, block_rows
 from streamtensor.transforms.tiling.tile_order import TileOrderSearch, default_orders, resolve_objective
 from streamtensor.transforms.tiling.tile_sizes import feature_tile_bound, fit_tiles, impose_token_tile, initial_tiling
 from streamtensor.transforms.tiling.unroll import (
@@ -55,7 +55,7 @@ def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = Non
         return _tile_graph(graph, target, replace(options, token_tile_size=candidates[0]))
     judge = judge or (lambda t, _: (t.max_latency,))
     trials: list[tuple[Score, int, Tiling]] = []
-    best: tuple[Score, int] | None = None
+    best: tuple[Score, int, Tiling] | None = None  # the first of the least (score, -tile)
     for t in candidates:
         # A token tile gives its rows to the feature tiles (``tile_sizes.feature_tile_bound``).
         tiling = _tile_graph(graph, target, replace(options, token_tile_size=t, wide_feature_tiles=t > 0))
@@ -64,20 +64,19 @@ def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = Non
             raise ValueError(f"token tile {t}: the judge's partial score {score} does not exceed the best "
                              f"{best[0]}")
         trials.append((score, -(t or options.default_tile_size), tiling))
-        if best is None or trials[-1][:2] < best:
-            best = trials[-1][:2]
-    best_tiling = min(trials, key=lambda s: s[:2])[2]
-    return replace(best_tiling, trials={s[2].options.token_tile_size: [float(x) for x in s[0]] for s in trials})
+        if best is None or trials[-1][:2] < best[:2]:
+            best = trials[-1]
+    assert best is not None  # at least two candidates
+    return replace(best[2], trials={s[2].options.token_tile_size: [float(x) for x in s[0]] for s in trials})
 
 
 def token_tile_candidates(graph: Graph, options: TilingOptions) -> list[int]:
     """The token tiles ``tile_graph`` chooses among: untiled (0), and where on-chip tokens hold several rows
     (``max_token_rank >= 2``, so a smaller token tile widens the feature tiles: ``feature_tile_bound``) every
     divisor of at least 2 of the block's token count below its untiled tile."""
-    shape = graph.inputs[0].type.shape if graph.inputs else ()
-    if len(shape) < 2 or options.max_token_rank < 2:
+    rows = block_rows(graph)
+    if rows is None or options.max_token_rank < 2:
         return [0]
-    rows = shape[-2]
     return [0, *(t for t in range(2, min(rows, options.default_tile_size)) if rows % t == 0)]
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from streamtensor.analysis.timing_model import KernelTiming
 from streamtensor.errors import OptionError
 from streamtensor.ir.dataflow import LoopTiling
+from streamtensor.ir.linalg import Graph
 
 ORDER_OBJECTIVES = ("auto", "memory", "latency")
 
@@ -45,6 +46,12 @@ class TilingOptions:
             if not isinstance(getattr(self, name), bool):
                 raise OptionError(f"bad {name.replace('_', '-')} {getattr(self, name)!r}: "
                                   "must be true or false")
+
+
+def block_rows(graph: Graph) -> int | None:
+    """Tokens of the block: the rows of its first input (None without a row dim)."""
+    shape = graph.inputs[0].type.shape if graph.inputs else ()
+    return shape[-2] if len(shape) >= 2 else None
 
 
 @dataclass

@@ -45,7 +45,7 @@ from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.layout import chunk_type, reassociate_type, reassociation_error
 from streamtensor.ir.linalg import GenericOp, Graph
 from streamtensor.transforms.tiling.edges import MovementStep, kernel_edges
-from streamtensor.transforms.tiling.plan import OpTiling, TilingOptions
+from streamtensor.transforms.tiling.plan import OpTiling, TilingOptions, block_rows
 
 
 def default_orders(op: GenericOp, loops: list[LoopTiling], options: TilingOptions) -> tuple[list[int], list[int]]:
@@ -66,8 +66,7 @@ def resolve_objective(objective: str, graph: Graph) -> str:
     """``auto``: ``latency`` for a block of one token (decode), ``memory`` otherwise (module docstring)."""
     if objective != "auto":
         return objective
-    shape = graph.inputs[0].type.shape if graph.inputs else ()
-    return "latency" if len(shape) >= 2 and shape[-2] == 1 else "memory"
+    return "latency" if block_rows(graph) == 1 else "memory"
 
 
 class TileOrderSearch:
@@ -231,9 +230,13 @@ class TileOrderSearch:
         return sum(self._accumulator(k) for k in range(len(self.ops))) + sum(map(self._edge_cost,
                                                                                range(len(self.edges))))
 
+    def _estimate(self) -> float:
+        """The latency term of the score: the estimated makespan with the latency objective, else 0."""
+        return self.makespan() if self.latency else 0.0
+
     def score(self) -> tuple[float, int]:
         """What the search minimizes: (estimated makespan, bytes) with the latency objective, else bytes."""
-        return (self.makespan() if self.latency else 0.0, self.total())
+        return (self._estimate(), self.total())
 
     def _fitting(self, n: int, shared: list[int]) -> list[tuple[int, ...]]:
         """Kernel ``n``'s orders cheapest on the edges ``shared``, in candidate order. A function of the orders
@@ -275,7 +278,7 @@ class TileOrderSearch:
         start = [self.orders[m] for m in members]
 
         def cost() -> tuple[float, int]:  # the other kernels' bytes do not change
-            return (self.makespan() if self.latency else 0.0, self._group_cost(k))
+            return (self._estimate(), self._group_cost(k))
         best = (cost(), start)
         for order in self.candidates[k]:
             self.orders[k] = order
