@@ -23,7 +23,7 @@ from streamtensor.analysis.timing_model import build_process_network
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.cli import main
 from streamtensor.codegen.vitis.boards import U55C
-from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
+from streamtensor.codegen.vitis.hbm import graph_hbm_plan
 from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.frontend.mlir_import import SUPPORTED_SCALAR_OPS
 from streamtensor.interp.linalg_interpreter import run_graph
@@ -99,7 +99,7 @@ def test_generated_sources_and_project_files(verified) -> None:  # noqa: ANN001
         assert f"HLS_SIM_CONNECT(s_{s.name}, {s.source}, {s.target});" in cpp
     # The top function: the memory arguments in the HBM plan's order, one m_axi bundle per HBM channel range
     # (arguments on one range share its port), then the scalar position in a control register; dataflow.
-    plan = plan_hbm(memory_arguments(graph), kernel, U55C.hbm)
+    plan = graph_hbm_plan(graph, kernel, U55C.hbm)
     signature = ", ".join([*(f"streamtensor::word512* {a.argument.arg}" for a in plan.assignments),
                            "int64_t position"])
     assert f'extern "C" void {kernel}({signature}) {{' in cpp
@@ -329,7 +329,7 @@ def test_reduction_outside_a_parallel_loop_keeps_pending_accumulators() -> None:
     (want,) = run_streams(dfg, list(inputs.values()))
     np.testing.assert_allclose(report.outputs[0], want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(report.outputs[0], run_graph(g, [args[v.name] for v in g.inputs])[0], atol=1e-4)
-    cpp = generate_hls(dfg, "mm", plan_hbm(memory_arguments(dfg), "mm", U55C.hbm), U55C)["mm.cpp"]
+    cpp = generate_hls(dfg, "mm", graph_hbm_plan(dfg, "mm", U55C.hbm), U55C)["mm.cpp"]
     tm, tn = node.loops[0].tile, node.loops[1].tile
     assert f"float acc0[{pending}][{tm * tn}] = {{}};  // {pending} pending {tm}x{tn} output tiles" in cpp
     assert "const int tile = t1;  // the pending output tile of this firing" in cpp

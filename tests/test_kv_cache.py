@@ -19,7 +19,7 @@ from conftest import TINY_MAX_LEN, tiny_block
 from streamtensor import compile_llm_block
 from streamtensor.analysis.timing_model import cache_dma_bytes, modelled_position, node_process
 from streamtensor.codegen.vitis.boards import U55C
-from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
+from streamtensor.codegen.vitis.hbm import graph_hbm_plan
 from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.dataflow import DmaNode
 from streamtensor.ir.dataflow_parser import parse_dataflow
@@ -189,7 +189,7 @@ def test_simulation_traffic_on_the_cache_is_the_valid_rows_and_one_row(position:
     assert rows_read < length
     # The other tensors are read whole (a buffer once per DMA reading it: its own and those that share it) and
     # the output written whole.
-    plan = plan_hbm(memory_arguments(design.dataflow), "gpt2_decode", U55C.hbm)
+    plan = graph_hbm_plan(design.dataflow, "gpt2_decode", U55C.hbm)
     for a in plan.arguments:
         if a.role in ("weight", "input") and a.shares is None:
             readers = [b for b in plan.arguments if b.arg == a.arg or b.shares == a.arg]

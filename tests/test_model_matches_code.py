@@ -12,7 +12,7 @@ from conftest import tiny_block
 from streamtensor.analysis.hbm import dma_token_bytes, dma_token_cycles
 from streamtensor.analysis.timing_model import accumulator_recurrence, node_beats, recurrence_distance
 from streamtensor.codegen.vitis.boards import U55C
-from streamtensor.codegen.vitis.hbm import c_identifier, memory_arguments, plan_hbm
+from streamtensor.codegen.vitis.hbm import c_identifier, graph_hbm_plan
 from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.codegen.vitis.host_cpp import kernel_header
 from streamtensor.ir.dataflow import DmaNode, KernelNode
@@ -37,7 +37,7 @@ def test_every_process_asks_for_the_modelled_ii(family: str, mode: str) -> None:
     design, _ = tiny_block(family, mode)
     graph = design.dataflow
     name = f"{family}_{mode}"
-    hbm = plan_hbm(memory_arguments(graph), name, U55C.hbm)
+    hbm = graph_hbm_plan(graph, name, U55C.hbm)
     sources = {**generate_hls(graph, name, hbm, U55C), f"{name}.h": kernel_header(name, hbm)}
     assert lint_processes(sources, U55C) == []
     functions = {f.name: f for text in sources.values() for f in parse_functions(text)}

@@ -13,7 +13,7 @@ import pytest
 
 from streamtensor import __version__
 from streamtensor.codegen.vitis.boards import U55C
-from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
+from streamtensor.codegen.vitis.hbm import graph_hbm_plan
 from streamtensor.codegen.vitis.project import write_project
 from streamtensor.errors import OptionError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode, Node, Stream
@@ -129,7 +129,7 @@ extern "C" void block_top(streamtensor::word512* x_in, streamtensor::word512* w,
 
 def make_project(outdir: Path, rows: int = 4) -> Path:
     graph = block_graph()
-    plan = plan_hbm(memory_arguments(graph), "block_top", U55C.hbm)
+    plan = graph_hbm_plan(graph, "block_top", U55C.hbm)
     write_project(outdir, graph, "block_top", plan, {"block_top.cpp": kernel_source(rows)},
                   tensors={"w": W_VALUES, "x_in": X_VALUES}, target=U55C)
     return outdir

@@ -28,7 +28,7 @@ from streamtensor.analysis.allocation import size_fifos
 from streamtensor.analysis.timing_model import build_process_network, kernel_timing, node_timings
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.codegen.vitis.boards import U55C
-from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
+from streamtensor.codegen.vitis.hbm import graph_hbm_plan
 from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.driver import _judge_tiling
 from streamtensor.errors import OptionError
@@ -232,11 +232,12 @@ def test_token_tile_reaches_the_kernels_downstream_of_the_activations() -> None:
     check_exec(g, dfg)
 
 
-def _two_gemvs(n: int) -> Graph:
-    """y = (x @ w1) @ w2 with x 1 x n and the weights n x n read from external memory (two decode-mode
-    projections: the second waits for the first's reduction, while its weight DMA could run ahead)."""
-    x, w1, w2 = value("x", 1, n), value("w1", n, n), value("w2", n, n)
-    e = empty("e", 1, n)
+def _two_gemvs(n: int, rows: int = 2) -> Graph:
+    """y = (x @ w1) @ w2 with x rows x n and the weights n x n read from external memory (two projections: the
+    second waits for the first's reduction, while its weight DMA could run ahead). Two rows by default: a block
+    of several tokens, whose DMAs share their channels for the whole run (one token: ``transforms.stripes``)."""
+    x, w1, w2 = value("x", rows, n), value("w1", n, n), value("w2", n, n)
+    e = empty("e", rows, n)
     z = fill("z", e.results[0], "fill_1")
     h = matmul("h", x, w1, z.results[0], "matmul_1")
     y = matmul("y", h.results[0], w2, z.results[0], "matmul_2")
@@ -252,7 +253,7 @@ def test_bandwidth_aware_unroll_keeps_pace_with_the_weight_dma() -> None:
     net = build_process_network(dfg, one_channel)
     timing = node_timings(net)
     unbounded = simulate(net, {})
-    cpp = generate_hls(dfg, "gemv", plan_hbm(memory_arguments(dfg), "gemv", one_channel.hbm), one_channel)["gemv.cpp"]
+    cpp = generate_hls(dfg, "gemv", graph_hbm_plan(dfg, "gemv", one_channel.hbm), one_channel)["gemv.cpp"]
     for kernel, weight in zip(sorted(nodes_of(dfg, KernelNode), key=lambda k: k.name), ("w1", "w2"), strict=True):
         # One multiply-add per weight element: the pseudo-channel (57.5 B/cycle) feeds fewer than 16 f32 lanes,
         # so the lanes the budget buys are paced by a raised pipeline II, emitted as the HLS pipeline pragma.

@@ -13,7 +13,7 @@ import pytest
 
 from streamtensor import __version__
 from streamtensor.codegen.vitis.boards import U55C
-from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
+from streamtensor.codegen.vitis.hbm import graph_hbm_plan
 from streamtensor.codegen.vitis.package_data import AP_TYPES_DIR, INCLUDE_DIR
 from streamtensor.codegen.vitis.parameters import write_packed_parameters
 from streamtensor.codegen.vitis.project import write_project
@@ -69,7 +69,7 @@ def block_graph() -> DataflowGraph:
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     graph = block_graph()
-    plan = plan_hbm(memory_arguments(graph), "block_top", U55C.hbm)
+    plan = graph_hbm_plan(graph, "block_top", U55C.hbm)
     result = write_project(tmp_path, graph, "block_top", plan, {"block_top.cpp": KERNEL_SOURCE},
                            tensors={"x_in": X_VALUES}, target=U55C)
     # Xilinx's ap_types ship with the project for its C simulation (the m_axi word is an ap_uint<512>).
@@ -152,7 +152,7 @@ def test_make_dry_runs_show_the_vendor_command_lines(project: Path) -> None:
 
 def test_hls_config_and_clock_option(tmp_path: Path) -> None:
     graph = block_graph()
-    plan = plan_hbm(memory_arguments(graph), "block_top", U55C.hbm)
+    plan = graph_hbm_plan(graph, "block_top", U55C.hbm)
     sources = {"block_top.cpp": KERNEL_SOURCE, "gemm.cpp": "// gemm\n", "tiles.h": "// tiles\n"}
     write_project(tmp_path, graph, "block_top", plan, sources, clock_mhz=300, target=U55C)
     lines = (tmp_path / "hls_config.cfg").read_text().splitlines()
@@ -257,7 +257,7 @@ def test_manifest_is_complete_and_checksums_match(project: Path) -> None:
 def test_kernel_json_round_trips_the_plan(project: Path) -> None:
     interface = load_kernel_interface(project)
     graph = block_graph()
-    assert interface.plan == plan_hbm(memory_arguments(graph), "block_top", U55C.hbm)
+    assert interface.plan == graph_hbm_plan(graph, "block_top", U55C.hbm)
     assert (interface.clock_mhz, interface.sim_executable, interface.xclbin) == (
         250, "build/csim/block_sim", "build/block_top.hw.xclbin"
     )
@@ -271,7 +271,7 @@ def test_kernel_json_round_trips_the_plan(project: Path) -> None:
 
 def test_invalid_requests_are_rejected(tmp_path: Path) -> None:
     graph = block_graph()
-    plan = plan_hbm(memory_arguments(graph), "block_top", U55C.hbm)
+    plan = graph_hbm_plan(graph, "block_top", U55C.hbm)
     with pytest.raises(ValueError, match=r"tensor x_in has shape \(8, 8\), got an array of shape \(4, 4\)"):
         write_packed_parameters(tmp_path, graph, {"x_in": np.zeros((4, 4), dtype=np.float32)}, plan)
     with pytest.raises(OptionError, match=r"must include block_top.cpp .*\['other.cpp'\]"):

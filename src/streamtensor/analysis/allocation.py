@@ -2,6 +2,9 @@
 
 Sub-steps, each a driver stage (``allocation.<step>``) with its own seconds in the report:
 
+0. ``contention`` (a one-token block, whose DMAs carry ``DmaNode.share``): the HBM contention shares settled on
+   unbounded FIFOs (``analysis.contention``); after step 2, while the simulation with the sized FIFOs shows a
+   DMA more contention than its share, the shares are raised and steps 1-2 run again (``contention_resizes``).
 1. ``fifo_lp``: the process network of every fusion group (``timing_model.build_process_network``: one
    accelerator each) and its FIFO depths by the LP of ``fifo_lp`` with the chosen strategy (``normal`` or
    ``conservative``) on demand-paced profiles (``schedule="demand"``: producers stall where that costs no
@@ -35,18 +38,20 @@ from streamtensor.ir.dataflow import DataflowGraph
 from streamtensor.target import Target
 
 from .annotate import annotate_memory, annotate_slrs, annotate_timing
+from .contention import prefetch_caps, raise_shares, settle_shares, to_static
 from .fifo_lp import FifoSizing, Strategy
 from .fifo_search import size_fifos_lp
 from .memory import node_groups
 from .process_network import ProcessNetwork
 from .resources import RESOURCES, ResourceReport, estimate_resources, memory_kind
 from .slr_partition import SlrPartition, SlrPartitionError, one_slr, partition_slrs
-from .timing_model import NodeTiming, build_process_network, node_timings
+from .timing_model import NodeTiming, build_process_network, node_timings, serial_dmas
 from .timing_sim import SimResult, simulate
 
 FIFO_STRATEGIES: tuple[Strategy, ...] = ("normal", "conservative")
 LP_TIME_LIMIT_S = 10.0  # per HiGHS solve
 SLR_TIME_LIMIT_S = 10.0  # per group
+RESIZE_ROUNDS = 3  # FIFO sizings after the first while the sized design shows more HBM contention than assumed
 # The SLR ILP's root bound is weak (the peak-utilization terms): proving the last percent took 1.8 CPU s of a
 # paper-size GPT-2 decode block's compile, and a wall-clock limit on a loaded machine made the plan depend on the
 # load. Stopping within 20% of the bound found the same crossing bits there in 0.6 s (issue 21).
@@ -95,6 +100,7 @@ class AllocationResult:
     placements: dict[int, SlrPartition] = field(default_factory=dict)
     overrides: dict[str, list[str]] = field(default_factory=dict)  # option -> the errors it let through
     seconds: dict[str, float] = field(default_factory=dict)
+    contention_resizes: int = 0  # FIFO sizings redone because the sized design showed more HBM contention
 
     @property
     def fifo_total_bits(self) -> int:
@@ -127,6 +133,7 @@ class AllocationResult:
             "timing": {name: {"latency": t.latency, "delay": t.delay, "ii": round(t.ii, 4)}
                        for name, t in self.timings.items()},
             "allocation_seconds": dict(self.seconds),
+            "contention_resizes": self.contention_resizes,
             "overrides": {option: list(errors) for option, errors in self.overrides.items()},
         }
         if all(g.simulation is not None and g.unbounded is not None for g in self.groups):
@@ -208,11 +215,13 @@ def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", l
     count = max(groups.values(), default=-1) + 1
     allocs: list[GroupAllocation] = []
     timings: dict[str, NodeTiming] = {}
+    prefetch = prefetch_caps(graph, target)  # a one-token block's read DMAs (analysis.contention)
     for g in range(count):
         net = build_process_network(graph, target, g)
         sizing = size_fifos_lp(net, strat, LP_TIME_LIMIT_S, schedule="demand", latency_slack=slack)
         if cap:
             sizing.depths = {s: min(d, cap) for s, d in sizing.depths.items()}
+        sizing.depths = {s: min(d, prefetch[s]) if s in prefetch else d for s, d in sizing.depths.items()}
         allocs.append(GroupAllocation(g, net, sizing))
         timings.update(node_timings(net))
     for s in graph.streams.values():
@@ -292,7 +301,7 @@ def _timed(seconds: dict[str, float]) -> StageRunner:
     def run(stage: str, fn: Callable[[], T]) -> T:
         start = time.perf_counter()
         value = fn()
-        seconds[stage] = round(time.perf_counter() - start, 4)
+        seconds[stage] = round(seconds.get(stage, 0.0) + time.perf_counter() - start, 4)  # a re-run adds up
         return value
     return run
 
@@ -310,9 +319,27 @@ def run_allocation(graph: DataflowGraph, target: Target, strategy: str = "normal
     def stage(name: str, fn: Callable[[], T]) -> T:
         return timed(name, fn) if run_stage is None else run_stage(name, lambda: timed(name, fn))
 
-    result = stage("allocation.fifo_lp", lambda: size_fifos(graph, target, strategy, latency_slack, max_fifo_depth))
-    result.seconds = seconds  # later stages keep filling it
-    stage("allocation.simulate", lambda: simulate_allocation(result, allow_deadlock))
+    def size_and_simulate() -> AllocationResult:
+        sized = stage("allocation.fifo_lp", lambda: size_fifos(graph, target, strategy, latency_slack, max_fifo_depth))
+        sized.seconds = seconds  # later stages keep filling it
+        stage("allocation.simulate", lambda: simulate_allocation(sized, allow_deadlock))
+        return sized
+
+    if serial_dmas(graph):
+        stage("allocation.contention", lambda: settle_shares(graph, target))
+    result = size_and_simulate()
+    # The sized FIFOs change when each DMA transfers: re-size while the simulation with them shows a DMA more
+    # contention than its share (analysis.contention). From round RESIZE_ROUNDS on, a DMA raised again gets the
+    # static count, which no simulation exceeds: each such round leaves one DMA fewer to raise, so this ends.
+    resizes = 0
+    while raised := [(a.group, names) for a in result.groups if a.simulation is not None
+                     and (names := raise_shares(graph, target, a.group, a.simulation))]:
+        resizes += 1
+        if resizes >= RESIZE_ROUNDS:
+            for g, names in raised:
+                to_static(graph, target, g, names)
+        result = size_and_simulate()
+    result.contention_resizes = resizes
     stage("allocation.resources", lambda: estimate_allocation(graph, target, result, allow_unfit))
     stage("allocation.slr", lambda: place_allocation(graph, target, result, allow_unfit))
     return result

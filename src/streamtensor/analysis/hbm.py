@@ -32,6 +32,10 @@ fastest once the stripe is added (the heaviest port's bytes times the ports, the
 round-robin order from where the last stripe ended: a small tensor joins other small ones rather than halve a
 big stripe's channel. When nothing fits, placement fails with :class:`HbmPlanError`.
 
+**Contention.** That count assumes every port streams for the whole run, as a many-token block's do. A one-token
+block's stages run one after another: its DMAs carry the share the timing simulation shows instead
+(``DmaNode.share``, :func:`contention_shares`, settled by ``analysis.contention``), at most the static count.
+
 **Shares.** The ports connected to one pseudo-channel stream concurrently and split its bandwidth evenly: a
 stripe's *share* is the number of DMA ports on the busiest channel of its range; a DMA's share is the largest of
 its stripes' (the lock step waits for the slowest port). A port moves ``min(64, 57.5 / share)`` B/cycle
@@ -47,6 +51,8 @@ import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
+
+import numpy as np
 
 from streamtensor.errors import StreamTensorError
 from streamtensor.ir.itensor import ITensorType
@@ -78,6 +84,15 @@ class HbmPlacement:
     dma_ranges: Mapping[str, tuple[tuple[int, int], ...]]  # DMA name -> its tensor's stripe ranges
     shares: Mapping[str, int]  # DMA name -> ports on the busiest channel of its stripes' ranges
 
+    def channel_ports(self, channels: int) -> list[list[str]]:
+        """Per pseudo-channel, the DMA of each port on it (a DMA has one port per stripe)."""
+        ports: list[list[str]] = [[] for _ in range(channels)]
+        for dma, stripes in self.dma_ranges.items():
+            for first, last in stripes:
+                for c in range(first, last + 1):
+                    ports[c].append(dma)
+        return ports
+
     def stripes(self, dma: str) -> int:
         return len(self.dma_ranges[dma])
 
@@ -95,6 +110,45 @@ def streamed_tensors(dmas: Iterable[tuple[str, str, PackedLayout]], stripes: Map
                            sum(b.streamed_bytes for _, b in buffers), stripes.get(name, 1),
                            min(b.words_per_tile for _, b in buffers) if name in stripable else 1)
             for name, buffers in grouped.items()]
+
+
+def stripes_for_rate(words: int, bytes_per_cycle: Fraction, target: Target) -> int:
+    """The fewest stripes (up to ``words`` and the channel count) at which a DMA of ``words``-word tiles, its
+    channels to itself, streams ``bytes_per_cycle``: a tensor whose consumer runs while no other DMA streams
+    needs no more ports than that consumer absorbs."""
+    most = min(words, target.hbm.channels)
+    for j in range(1, most + 1):
+        if words * target.axi_bytes_per_cycle / dma_token_cycles(words, j, 1, target) >= bytes_per_cycle:
+            return j
+    return most
+
+
+def contention_shares(placement: HbmPlacement, busy: Mapping[str, np.ndarray], channels: int
+                      ) -> dict[str, Fraction]:
+    """Per DMA of ``busy`` (the cycles in which it transfers), the ports it shares a channel with on average
+    while it transfers, on its busiest channel: the mean over its busy cycles of the ports on that channel whose
+    DMAs transfer in the same cycle (itself included, so at least 1), rounded up to a quarter. A DMA not in
+    ``busy`` (it moved nothing) gets 1."""
+    ports = placement.channel_ports(channels)
+    horizon = 1 + max((int(b.max()) for b in busy.values() if b.size), default=0)
+    active = {d: np.bincount(b, minlength=horizon) > 0 for d, b in busy.items() if b.size}
+    load = []
+    for on in ports:
+        count = np.zeros(horizon, dtype=np.int64)
+        for d in on:
+            if d in active:
+                count += active[d]
+        load.append(count)
+    shares: dict[str, Fraction] = {}
+    for d in placement.dma_ranges:
+        if d not in active:
+            shares[d] = Fraction(1)
+            continue
+        cycles = int(active[d].sum())
+        worst = max(int(load[c][active[d]].sum()) for first, last in placement.dma_ranges[d]
+                    for c in range(first, last + 1))
+        shares[d] = Fraction(math.ceil(4 * worst / cycles), 4)
+    return shares
 
 
 def stripe_words(words: int, stripes: int) -> int:
@@ -139,8 +193,11 @@ def _stripe_times(tensors: Sequence[ExternalTensor], stripes: Mapping[str, int],
                              len(t.dmas) * t.max_stripes) for t in tensors}
 
 
-def place_tensors(tensors: Sequence[ExternalTensor], hbm: HbmSpec) -> HbmPlacement:
-    """Place every tensor's DMAs (each stripe of them) on HBM pseudo-channels (see the module docstring)."""
+def place_tensors(tensors: Sequence[ExternalTensor], hbm: HbmSpec, serial: bool = False) -> HbmPlacement:
+    """Place every tensor's DMAs (each stripe of them) on HBM pseudo-channels (see the module docstring).
+    ``serial``: the tensors are given in the order their stages run, one after another (a one-token block):
+    each stripe goes on the next range round-robin that fits, whatever streams there, so the DMAs of one stage
+    land on distinct channels and later stages reuse the channels of earlier ones."""
     dma_names = [d for t in tensors for d in t.dmas]
     if len(set(dma_names)) != len(dma_names) or len({t.name for t in tensors}) != len(tensors):
         raise HbmPlanError(f"duplicate tensor or DMA names among {dma_names}")
@@ -149,7 +206,7 @@ def place_tensors(tensors: Sequence[ExternalTensor], hbm: HbmSpec) -> HbmPlaceme
     heaviest = [Fraction(0)] * hbm.channels  # bytes of the busiest port on each channel
     ranges: dict[str, tuple[tuple[int, int], ...]] = {}
     cursor = 0
-    for t in sorted(tensors, key=lambda t: (-t.demand, -t.bytes, t.name)):
+    for t in tensors if serial else sorted(tensors, key=lambda t: (-t.demand, -t.bytes, t.name)):
         if not 1 <= t.stripes <= hbm.channels:
             raise HbmPlanError(f"tensor {t.name} has {t.stripes} stripes; the HBM has {hbm.channels} pseudo-channels")
         if len(t.dmas) > hbm.max_interfaces_per_channel:
@@ -173,8 +230,11 @@ def place_tensors(tensors: Sequence[ExternalTensor], hbm: HbmSpec) -> HbmPlaceme
                     and all(interfaces[c] + len(t.dmas) <= hbm.max_interfaces_per_channel for c in channels)
                     and sum(free[c] for c in channels) >= stripe_bytes
                 ):
-                    # The slowest port of the range once it is added: the heaviest port's bytes times the ports.
-                    fits.append((max(max(heaviest[c], per_port) * (interfaces[c] + len(t.dmas)) for c in channels), i))
+                    # The slowest port of the range once it is added: the heaviest port's bytes times the ports
+                    # (serial: no port streams for the whole run, so the next range round-robin).
+                    slowest = Fraction(0) if serial else max(max(heaviest[c], per_port) * (interfaces[c] + len(t.dmas))
+                                                             for c in channels)
+                    fits.append((slowest, i))
             if not fits:
                 raise HbmPlanError(
                     f"cannot place tensor {t.name} (stripe {j} of {t.stripes}; {len(t.dmas)} DMA(s), {stripe_bytes} "
@@ -201,7 +261,7 @@ def place_tensors(tensors: Sequence[ExternalTensor], hbm: HbmSpec) -> HbmPlaceme
     return HbmPlacement(ranges, dma_ranges, shares)
 
 
-def dma_bytes_per_cycle(share: int, target: Target) -> Fraction:
+def dma_bytes_per_cycle(share: int | Fraction, target: Target) -> Fraction:
     """Bytes per cycle of one DMA port: ``min(bus, pseudo-channel) / share``.
 
     On the U55C a 512-bit m_axi port moves 64 B/cycle but its HBM pseudo-channel only 14.375 GB/s = 57.5
@@ -214,7 +274,7 @@ def dma_token_bytes(t: ITensorType, target: Target) -> int:
     return math.ceil(t.token_bits / target.axi_word_bits) * target.axi_bytes_per_cycle
 
 
-def dma_token_cycles(words: int, stripes: int, share: int, target: Target) -> Fraction:
+def dma_token_cycles(words: int, stripes: int, share: int | Fraction, target: Target) -> Fraction:
     """Cycles a DMA of ``stripes`` lock-step ports takes for a token of ``words`` bus words: every port moves
     ``ceil(words / stripes)`` words at its share of its channel (module docstring)."""
     return stripe_words(words, stripes) * target.axi_bytes_per_cycle / dma_bytes_per_cycle(share, target)

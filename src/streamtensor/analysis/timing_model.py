@@ -45,7 +45,8 @@ Per node kind (formulas are repeated next to their code):
   each tile padded to whole words: ``streamtensor.packing``), spread over the DMA's ``stripes`` m_axi ports
   read in lock step, each port moving ``ceil(words / stripes)`` words at ``rate = min(64, 57.5) / share``
   bytes per cycle (:func:`.hbm.dma_token_cycles`; ``share``: the ports on the busiest pseudo-channel of its
-  stripes as ``analysis.hbm`` places the group's external tensors, the placement ``link.cfg`` realises);
+  stripes as ``analysis.hbm`` places the group's external tensors, the placement ``link.cfg`` realises; a
+  one-token block's DMAs at the contention share ``analysis.contention`` settled, ``DmaNode.share``);
   ``ii = 1`` cycle per firing with the tokens spread at that exact average rate, ``depth`` = the HBM latency
   (64 cycles). A KV-cache DMA
   (``CacheRows``) moves bytes only for the tiles of rows ``0..position`` (read; the zero tiles past it cost one
@@ -304,7 +305,7 @@ def _converter_process(node: ConverterNode, source: ITensorType, result: ITensor
                    {node.outputs[0]: writes})
 
 
-def _token_costs(t: ITensorType, share: int, stripes: int, target: Target, memory_bytes: np.ndarray | None
+def _token_costs(t: ITensorType, share: int | Fraction, stripes: int, target: Target, memory_bytes: np.ndarray | None
                  ) -> tuple[np.ndarray, int]:
     """Cycles of every token's transfer as integer numerators over one denominator: a token of ``w`` words takes
     ``ceil(w / stripes) * 64 / rate`` cycles (its stripes' ports in lock step, :func:`.hbm.dma_token_cycles`;
@@ -319,7 +320,7 @@ def _token_costs(t: ITensorType, share: int, stripes: int, target: Target, memor
     return np.array([c.numerator * (denominator // c.denominator) for c in costs], dtype=np.int64), denominator
 
 
-def _dma_read_process(name: str, stream: str, t: ITensorType, share: int, target: Target,
+def _dma_read_process(name: str, stream: str, t: ITensorType, share: int | Fraction, target: Target,
                       memory_bytes: np.ndarray | None = None, stripes: int = 1) -> Process:
     # Token k's last byte arrives in cycle ceil(sum of the costs up to k) - 1 of the transfer and is pushed into
     # the stream the HBM latency later; the loop has one firing per cycle of the transfer.
@@ -328,7 +329,7 @@ def _dma_read_process(name: str, stream: str, t: ITensorType, share: int, target
     return Process(name, 1, target.hbm.latency_cycles, int(done[-1]) + 1, {}, {stream: done})
 
 
-def _dma_write_process(name: str, stream: str, t: ITensorType, share: int, target: Target,
+def _dma_write_process(name: str, stream: str, t: ITensorType, share: int | Fraction, target: Target,
                        memory_bytes: np.ndarray | None = None) -> Process:
     # Token k is taken from the stream when its transfer starts, in cycle floor(costs before k); the last
     # burst's write response comes the HBM latency after the transfer's last cycle.
@@ -415,7 +416,29 @@ def dma_placement(graph: DataflowGraph, members: set[str], crossing_in: list[Dat
     """Where the external tensors of one fusion group live (``analysis.hbm``; :func:`group_tensors`), each
     striped as its DMA nodes say."""
     dmas, stripes, _ = group_tensors(graph, members, crossing_in, crossing_out, absorbed)
-    return place_tensors(streamed_tensors(dmas, stripes), target.hbm)
+    return place_tensors(streamed_tensors(dmas, stripes), target.hbm, serial_dmas(graph))
+
+
+def serial_dmas(graph: DataflowGraph) -> bool:
+    """Whether the graph's DMAs run in stages one after another (a one-token block, ``transforms.stripes``): their
+    shares are the contention the simulation settles (``DmaNode.share``) and they are placed in stage order."""
+    return any(isinstance(n, DmaNode) and n.share is not None for n in graph.nodes.values())
+
+
+def dma_placement_of_group(graph: DataflowGraph, group: int | None, target: Target) -> HbmPlacement:
+    """:func:`dma_placement` of fusion group ``group`` (omitted: the one group)."""
+    return dma_placement(graph, *_group_members(graph, group), target)
+
+
+def dma_shares(graph: DataflowGraph, placement: HbmPlacement) -> dict[str, int | Fraction]:
+    """The share every DMA of ``placement`` streams at: its node's contention share (``DmaNode.share``) where
+    set, else the placement's static count."""
+    shares: dict[str, int | Fraction] = dict(placement.shares)
+    for name in shares:
+        node = graph.nodes.get(name)
+        if isinstance(node, DmaNode) and node.share is not None:
+            shares[name] = node.share
+    return shares
 
 
 def group_stripes(graph: DataflowGraph, group: int, target: Target) -> dict[str, int]:
@@ -425,7 +448,7 @@ def group_stripes(graph: DataflowGraph, group: int, target: Target) -> dict[str,
     return choose_stripes(streamed_tensors(dmas, stripable=stripable), target.hbm)
 
 
-def node_process(graph: DataflowGraph, node: Node, target: Target, dma_share: int = 1) -> Process:
+def node_process(graph: DataflowGraph, node: Node, target: Target, dma_share: int | Fraction = 1) -> Process:
     """The process of one node (module docstring); ``dma_share`` (of its slowest stripe) applies to DMA nodes."""
     ins = [graph.streams[s].type for s in node.inputs]
     outs = [graph.streams[s].type for s in node.outputs]
@@ -494,15 +517,16 @@ def hbm_report(graph: DataflowGraph, target: Target) -> list[dict[str, object]]:
     for group in range(max(groups.values(), default=-1) + 1):
         members, crossing_in, crossing_out, absorbed = _group_members(graph, group)
         dmas, stripes, _ = group_tensors(graph, members, crossing_in, crossing_out, absorbed)
-        placement = place_tensors(streamed_tensors(dmas, stripes), target.hbm)
+        placement = place_tensors(streamed_tensors(dmas, stripes), target.hbm, serial_dmas(graph))
+        shares = dma_shares(graph, placement)
         rows = []
         for tensor, dma, layout in dmas:
             j = placement.stripes(dma)
-            rate = layout.words_per_tile * WORD_BYTES / dma_token_cycles(layout.words_per_tile, j,
-                                                                         placement.shares[dma], target)
+            rate = layout.words_per_tile * WORD_BYTES / dma_token_cycles(layout.words_per_tile, j, shares[dma], target)
             node = graph.nodes.get(dma)
             rows.append({"dma": dma, "tensor": node.tensor.name if isinstance(node, DmaNode) else tensor, "stripes": j,
-                         "channels": [list(r) for r in placement.dma_ranges[dma]], "share": placement.shares[dma],
+                         "channels": [list(r) for r in placement.dma_ranges[dma]], "share": float(shares[dma]),
+                         "ports_on_busiest_channel": placement.shares[dma],
                          "bytes": layout.total_bytes, "streamed_bytes": layout.streamed_bytes,
                          "bytes_per_cycle": round(float(rate), 3)})
         total = sum(r["bytes_per_cycle"] for r in rows)
@@ -521,7 +545,7 @@ def build_process_network(graph: DataflowGraph, target: Target, group: int | Non
     converter (``memory.absorbed_converters``), the converter itself is that read DMA and streams its result
     layout. Stream widths are the itensor token bits; token counts the itensor token counts."""
     members, crossing_in, crossing_out, absorbed = _group_members(graph, group)
-    shares = dma_placement(graph, members, crossing_in, crossing_out, absorbed, target).shares
+    shares = dma_shares(graph, dma_placement(graph, members, crossing_in, crossing_out, absorbed, target))
     order = [n for n in graph.topological_order() if n in members]
     processes: list[Process] = []
     for name in order:

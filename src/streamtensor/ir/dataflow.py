@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 
@@ -344,6 +345,9 @@ class DmaNode(Node):
     # HBM pseudo-channels (m_axi ports) its buffer is striped over, read in lock step (``analysis.hbm``): only
     # a read-only buffer (a read without ``rows``) is striped.
     stripes: int = 1
+    # The ports it shares its pseudo-channels' bandwidth with, on average while it transfers (``analysis.hbm``,
+    # contention): None where the placement's static count applies (every port on the busiest channel).
+    share: Fraction | None = None
 
     @property
     def kind(self) -> str:
@@ -463,6 +467,8 @@ class DataflowGraph:
             elif node.stripes < 1 or (node.stripes > 1 and (node.direction != "read" or node.rows is not None
                                                              or node.role == "scalar")):
                 err = f"stripes = {node.stripes}: at least 1, and only a read of a read-only buffer is striped"
+            elif node.share is not None and (node.share < 1 or node.role == "scalar"):
+                err = f"share = {node.share}: at least 1 (its own port), and a scalar register has none"
         if err is not None:
             raise VerificationError(f"{node.kind} {node.name}: {err}")
 
@@ -623,5 +629,6 @@ def _print_node(node: Node) -> str:
         rows = "" if node.rows is None else f", rows = %{node.rows.position} dim {node.rows.dim}" + (
             f" into %{node.rows.into}" if node.rows.into is not None else "")
         stripes = f", stripes = {node.stripes}" if node.stripes != 1 else ""
-        return f"{head} {{tensor = %{node.tensor.name} : {node.tensor.type}, role = {node.role}{rows}{stripes}}}"
+        share = f", share = {node.share}" if node.share is not None else ""
+        return f"{head} {{tensor = %{node.tensor.name} : {node.tensor.type}, role = {node.role}{rows}{stripes}{share}}}"
     return head

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from fractions import Fraction
 
 import numpy as np
 
@@ -302,20 +303,26 @@ class _DataflowParser:
         role = cur.match(_ROLE, "a role (input, weight, kv_cache, constant, output, scalar)")
         rows = None
         stripes = 1
-        if cur.accept(","):
-            if not cur.at("stripes"):
+        share: Fraction | None = None
+        # Optional, in this order: rows, stripes, share.
+        while cur.accept(","):
+            if rows is None and stripes == 1 and share is None and cur.at("rows"):
                 self.key("rows")
                 position = cur.value_name("the row's input %name")
                 cur.expect("dim", "'dim'")
                 dim = cur.integer("the row's dim")
                 into = cur.value_name("the updated cache %name") if cur.accept("into") else None
                 rows = CacheRows(position, dim, into)
-            if cur.at("stripes") or (rows is not None and cur.accept(",")):
+            elif stripes == 1 and share is None and cur.at("stripes"):
                 self.key("stripes")
                 stripes = cur.integer("the number of stripes")
+            else:
+                self.key("share")
+                numerator = cur.integer("the share (ports, a fraction n/d)")
+                share = Fraction(numerator, cur.integer("the share's denominator") if cur.accept("/") else 1)
         cur.expect("}", "'}' closing the DMA's attributes")
         return DmaNode(name, inputs, outputs, direction, Value(tensor, tensor_type), role, rows=rows,
-                       stripes=stripes)
+                       stripes=stripes, share=share)
 
     def connect(self) -> None:
         """Stream ends from the nodes' ports; converter buffers get their stream's element type."""

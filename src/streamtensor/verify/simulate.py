@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from streamtensor._version import GENERATOR
-from streamtensor.codegen.vitis.hbm import c_identifier, kernel_slr, memory_arguments, plan_hbm
+from streamtensor.codegen.vitis.hbm import c_identifier, graph_hbm_plan, kernel_slr
 from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.codegen.vitis.parameters import write_expected_outputs
 from streamtensor.codegen.vitis.project import VitisProject, write_project
@@ -152,7 +152,7 @@ def write_design_project(design: Design, outdir: str | Path, args: Sequence[torc
     inputs = _as_arrays(design.input_names, args)
     start = time.perf_counter()
     target = design.target
-    plan = plan_hbm(memory_arguments(graph), name, target.hbm)
+    plan = graph_hbm_plan(graph, name, target.hbm)
     sources = generate_hls(graph, name, plan, target)
     design.stages["codegen.hls_cpp"] = round(time.perf_counter() - start, 4)
     start = time.perf_counter()
@@ -409,7 +409,7 @@ def simulate_graph(graph: DataflowGraph, name: str, inputs: dict[str, np.ndarray
     """The C simulation of ``graph`` (its FIFOs sized for ``target``) as kernel ``name`` on ``inputs`` (block
     input name -> whole tensor; the graph's constants are added): its project lives in the cache, keyed on the
     generated sources."""
-    plan = plan_hbm(memory_arguments(graph), name, target.hbm)
+    plan = graph_hbm_plan(graph, name, target.hbm)
     sources = generate_hls(graph, name, plan, target)
     digest = hashlib.sha256("".join(f"{k}\0{v}\0" for k, v in sorted(sources.items())).encode()).hexdigest()[:32]
     root = cache_root() / "projects" / digest

@@ -28,6 +28,7 @@ from dataclasses import replace
 import numpy as np
 
 from streamtensor.analysis.hbm import HbmPlanError, place_tensors, streamed_tensors
+from streamtensor.analysis.timing_model import serial_dmas
 from streamtensor.errors import StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode
 from streamtensor.kernel_interface import HbmAssignment, HbmPlan, MemoryArgument, ViewStep
@@ -143,7 +144,13 @@ def kernel_slr(target: Target) -> str:
     return f"SLR{target.hbm.slr}"
 
 
-def plan_hbm(arguments: Sequence[MemoryArgument], kernel_name: str, hbm: HbmSpec) -> HbmPlan:
+def graph_hbm_plan(graph: DataflowGraph, kernel_name: str, hbm: HbmSpec) -> HbmPlan:
+    """:func:`plan_hbm` of the graph's arguments, in stage order where its DMAs run one stage after another
+    (``analysis.timing_model.serial_dmas``), as the timing model places them."""
+    return plan_hbm(memory_arguments(graph), kernel_name, hbm, serial_dmas(graph))
+
+
+def plan_hbm(arguments: Sequence[MemoryArgument], kernel_name: str, hbm: HbmSpec, serial: bool = False) -> HbmPlan:
     """Every memory argument on its tensor's pseudo-channels (see the module docstring; an argument sharing a
     buffer on that buffer's), the scalars apart. Arguments on the same channel range share one m_axi bundle:
     their DMAs already split that range's bandwidth, so one port serves them at the modelled rate."""
@@ -157,7 +164,7 @@ def plan_hbm(arguments: Sequence[MemoryArgument], kernel_name: str, hbm: HbmSpec
     unit = {a.arg: a.dma if a.direction == "read" and a.role != "kv_cache" else tensor_of[a.buffer] for a in memory}
     whole = {a.dma: (unit[a.arg], a.dma, PackedLayout.of(a.itype)) for a in memory}
     stripes = {unit[a.arg]: a.stripes for a in memory}
-    placement = place_tensors(streamed_tensors(whole.values(), stripes), hbm)
+    placement = place_tensors(streamed_tensors(whole.values(), stripes), hbm, serial)
     assignments = tuple(HbmAssignment(a, *placement.dma_ranges[a.dma][a.stripe]) for a in memory)
     ranges = list(dict.fromkeys((a.first, a.last) for a in assignments))
     bundles = {a.argument.arg: f"gmem{ranges.index((a.first, a.last))}" for a in assignments}

@@ -96,12 +96,13 @@ def _tile_graph(graph: Graph, target: Target, options: TilingOptions) -> Tiling:
         tilings = [replace(t, tile_order=o) for t, o in zip(tilings, orders, strict=True)]
         if not options.permute_reductions_outward:
             tilings = [replace(t, point_order=list(t.tile_order)) for t in tilings]
-    streams = external_streams(graph, ops, tilings, target)
+    serial = block_rows(graph) == 1  # one token: the stages run one after another
+    streams = external_streams(graph, ops, tilings, target, serial)
     if options.intensity_aware_unroll:
         intensity_aware_unroll(ops, tilings, options.overall_unroll_size, streams, target,
-                               whole_result_feeds(kernel_edges(graph, ops), tilings))
+                               whole_result_feeds(kernel_edges(graph, ops), tilings), serial)
     else:
         uniform_unroll(tilings, options.overall_unroll_size)
-        tilings = [rate_matched(op, t, s, target) for op, t, s in zip(ops, tilings, streams, strict=True)]
+        tilings = [rate_matched(op, t, s, target, serial) for op, t, s in zip(ops, tilings, streams, strict=True)]
     return Tiling(options, {op.name: t for op, t in zip(ops, tilings, strict=True)},
                   {op.name: tiled_timing(op, t, target) for op, t in zip(ops, tilings, strict=True)})

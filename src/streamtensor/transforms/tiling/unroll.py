@@ -15,6 +15,11 @@ once per lane of the lane loops its indices depend on, not once per lane (the no
 that a GEMV's output lanes share is built once), so fusing float prologues into integer contractions does not
 multiply their cost by the MAC lanes.
 
+- Serial stages (a block of one token, decode): its kernels run largely one after another, so every kernel's
+  latency adds to the makespan; the lanes go by the second round's rule below (cycles saved per share of the
+  device) from the start, not to the slowest kernel first (which starved the LayerNorm reductions on a
+  paper-size GPT-2 decode block). Its DMAs are rate-matched as if each had the HBM to itself
+  (``external_streams``: its tiles' words in stripes, share 1), as ``transforms.stripes`` then stripes them.
 - Intensity-aware (spec §4.1): a max-heap of kernel latencies (``kernel_timing``). Pop the slowest kernel and
   double the unroll of one of its loops: candidates are the loops whose doubled unroll still divides the tile,
   in preference order innermost parallel point loop first, then outer parallel ones, then reduction loops
@@ -58,6 +63,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import replace
+from fractions import Fraction
 
 from streamtensor.analysis.hbm import (
     ExternalTensor,
@@ -100,9 +106,10 @@ def tiled_timing(op: GenericOp, t: OpTiling, target: Target) -> KernelTiming:
     return kernel_timing(op, t.loops, t.tile_order, t.point_order, target.ops, t.min_pipeline_ii)
 
 
-def external_streams(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling], target: Target
-                     ) -> list[dict[int, tuple[int, int]]]:
+def external_streams(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling], target: Target,
+                     serial: bool = False) -> list[dict[int, tuple[int, int]]]:
     """Per kernel, its inputs streamed from external memory (operand index -> (channel share, stripes) of its DMA).
+    ``serial``: the block's stages run one after another (a one-token block): every DMA as if alone on the HBM.
 
     The shares and stripes are ``analysis.hbm``'s choice and placement of the tensors the dataflow graph will
     stream: every streamed use of an external tensor (through reshapes and slices) is a DMA of that tensor (the uses
@@ -148,26 +155,54 @@ def external_streams(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling]
         demand = sum(lay.streamed_bytes for lay in layouts) + written
         words = min((lay.words_per_tile for lay in layouts), default=1) if name in stripable else 1
         tensors.append(ExternalTensor(name, tuple(d for d, _ in uses), stored, demand, max_stripes=words))
+    if serial:
+        # Its stages run one after another (``transforms.stripes``): a DMA may get the channels to itself, as
+        # many as its tiles' words, and the stripe pass then keeps those its consumer absorbs.
+        by_name = {t.name: t for t in tensors}
+        return [{j: (1, min(by_name[reads[f"{op.name}.{j}"]].max_stripes if reads[f"{op.name}.{j}"] in by_name
+                            else 1, target.hbm.channels)) for j in per_op}
+                for op, per_op in zip(ops, roots, strict=True)]
     stripes = choose_stripes(tensors, target.hbm)
     placement = place_tensors([replace(t, stripes=stripes[t.name]) for t in tensors], target.hbm)
     return [{j: (placement.shares[reads[f"{op.name}.{j}"]], placement.stripes(reads[f"{op.name}.{j}"]))
              for j in per_op} for op, per_op in zip(ops, roots, strict=True)]
 
 
-def rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], target: Target) -> OpTiling:
-    """``t`` with the least pipeline II at which ``op`` reads no external input faster than its DMA delivers
-    it: its firings take at least the cycles the DMA needs for the tokens they read."""
-    loose = replace(t, min_pipeline_ii=1)
-    timing = tiled_timing(op, loose, target)
-    need = 0
+def dma_cycles(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], target: Target) -> Fraction:
+    """Cycles the slowest DMA feeding ``op`` under ``t`` needs for all the tokens it streams."""
+    need = Fraction(0)
     for j, (share, stripes) in streams.items():
         itype = kernel_operand_type(op, t.loops, t.tile_order, j)
         words = dma_token_bytes(itype, target) // target.axi_bytes_per_cycle
         need = max(need, itype.num_tokens * dma_token_cycles(words, stripes, share, target))
+    return need
+
+
+def rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], target: Target,
+                 serial: bool = False) -> OpTiling:
+    """``t`` with the least pipeline II at which ``op`` reads no external input faster than its DMA delivers
+    it: its firings take at least the cycles the DMA needs for the tokens they read. ``serial`` (a one-token
+    block, whose read DMAs' FIFOs hold no prefetch: ``analysis.contention``): no floor, the kernel stalls on its
+    DMA's FIFO at the DMA's exact rate instead of at an II rounded up (``paced_latency`` charges that rate)."""
+    loose = replace(t, min_pipeline_ii=1)
+    if serial:
+        return loose
+    timing = tiled_timing(op, loose, target)
+    need = dma_cycles(op, t, streams, target)
     if timing.firings * timing.ii >= need:
         return loose
     iterations = math.prod(lt.tile for lt in t.loops) // t.lanes
     return replace(t, min_pipeline_ii=math.ceil(need / (timing.firings * iterations)))
+
+
+def paced_latency(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], target: Target,
+                  serial: bool) -> int:
+    """``op``'s latency under ``t``, at least its DMAs' transfer and its pipeline depth where the kernel stalls
+    on them (``serial``; otherwise ``rate_matched`` put that in its II)."""
+    timing = tiled_timing(op, t, target)
+    if not serial or not streams:
+        return timing.latency
+    return max(timing.latency, math.ceil(dma_cycles(op, t, streams, target)) + timing.depth)
 
 
 # Share of the device's DSPs and of its LUTs the kernels' datapaths may take in all, and one kernel within one
@@ -247,12 +282,14 @@ def whole_result_feeds(edges: list[KernelEdge], tilings: list[OpTiling]) -> list
 
 def intensity_aware_unroll(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
                            streams: list[dict[int, tuple[int, int]]], target: Target,
-                           feeds: list[set[int]]) -> None:
-    tilings[:] = [rate_matched(op, t, s, target) for op, t, s in zip(ops, tilings, streams, strict=True)]
+                           feeds: list[set[int]], serial: bool = False) -> None:
+    tilings[:] = [rate_matched(op, t, s, target, serial) for op, t, s in zip(ops, tilings, streams, strict=True)]
     costs = [tiling_cost(op, t, target) for op, t in zip(ops, tilings, strict=True)]
     units = [budget_units(op, t, target) for op, t in zip(ops, tilings, strict=True)]
-    latencies = [tiled_timing(op, t, target).latency for op, t in zip(ops, tilings, strict=True)]
-    heap = [(-latency, i) for i, latency in enumerate(latencies)]
+    latencies = [paced_latency(op, t, s, target, serial) for op, t, s in zip(ops, tilings, streams, strict=True)]
+    # Serial stages (a one-token block): every kernel's latency adds to the makespan, so the lanes go by cycles
+    # saved per share of the device from the start (the second round alone), not to the slowest kernel first.
+    heap = [] if serial else [(-latency, i) for i, latency in enumerate(latencies)]
     heapq.heapify(heap)
     parked: set[int] = set()  # no slower than a kernel feeding it: back on the heap when one of those speeds up
     while heap:
@@ -266,8 +303,8 @@ def intensity_aware_unroll(ops: list[GenericOp], tilings: list[OpTiling], budget
         # expensive lane-invariant math does not depend on), then preference order.
         best: tuple[int, float, OpTiling, tuple[float, int]] | None = None
         for d in unroll_candidates(tilings[i]):
-            trial = rate_matched(ops[i], _doubled(tilings[i], d), streams[i], target)
-            latency = tiled_timing(ops[i], trial, target).latency
+            trial = rate_matched(ops[i], _doubled(tilings[i], d), streams[i], target, serial)
+            latency = paced_latency(ops[i], trial, streams[i], target, serial)
             cost = tiling_cost(ops[i], trial, target)
             share = max(cost[0] / target.totals.dsp, cost[1] / target.totals.lut)
             if best is None or (latency, share) < best[:2]:
@@ -284,12 +321,12 @@ def intensity_aware_unroll(ops: list[GenericOp], tilings: list[OpTiling], budget
         for k in [k for k in parked if i in feeds[k]]:
             parked.discard(k)
             heapq.heappush(heap, (-latencies[k], k))
-    _spend_leftover(ops, tilings, budget, streams, target, feeds, costs, units, latencies)
+    _spend_leftover(ops, tilings, budget, streams, target, feeds, costs, units, latencies, serial)
 
 
 def _spend_leftover(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
                     streams: list[dict[int, tuple[int, int]]], target: Target, feeds: list[set[int]],
-                    costs: list[tuple[float, int]], units: list[int], latencies: list[int]) -> None:
+                    costs: list[tuple[float, int]], units: list[int], latencies: list[int], serial: bool) -> None:
     """Second round (module docstring): what the first left of the budget and the device goes, one growth at a
     time, to the kernel whose growth saves the most cycles per share of the device or of the budget it adds, a
     DMA-paced kernel possibly doubled past its II's plateau; a kernel no slower than one feeding it does not
@@ -299,13 +336,13 @@ def _spend_leftover(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
         for i, (op, t) in enumerate(zip(ops, tilings, strict=True)):
             if any(latencies[p] >= latencies[i] for p in feeds[i]):
                 continue
-            interval = _interval(op, t, target)
+            interval = _interval(op, t, streams[i], target, serial)
             for d in unroll_candidates(t):
-                trial = _past_plateau(op, rate_matched(op, _doubled(t, d), streams[i], target), interval,
+                trial = _past_plateau(op, rate_matched(op, _doubled(t, d), streams[i], target, serial), interval,
                                       streams[i], target)
-                if _interval(op, trial, target) >= interval:
+                if _interval(op, trial, streams[i], target, serial) >= interval:
                     continue  # no fewer cycles per run: at most a shorter pipeline depth
-                latency = tiled_timing(op, trial, target).latency
+                latency = paced_latency(op, trial, streams[i], target, serial)
                 cost = tiling_cost(op, trial, target)
                 grown = budget_units(op, trial, target)
                 if (sum(units) - units[i] + grown > budget
@@ -325,10 +362,13 @@ def _spend_leftover(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
 PLATEAU_DOUBLINGS = 2
 
 
-def _interval(op: GenericOp, t: OpTiling, target: Target) -> int:
-    """Cycles ``op``'s firings take under ``t`` (its latency less the pipeline depth of the last)."""
+def _interval(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], target: Target,
+              serial: bool = False) -> int:
+    """Cycles ``op``'s firings take under ``t`` (its latency less the pipeline depth of the last), at least its
+    DMAs' transfer where it stalls on them (``serial``)."""
     timing = tiled_timing(op, t, target)
-    return timing.firings * timing.ii
+    interval = timing.firings * timing.ii
+    return max(interval, math.ceil(dma_cycles(op, t, streams, target))) if serial and streams else interval
 
 
 def _past_plateau(op: GenericOp, trial: OpTiling, interval: int, streams: dict[int, tuple[int, int]],
@@ -339,7 +379,7 @@ def _past_plateau(op: GenericOp, trial: OpTiling, interval: int, streams: dict[i
     so its latency falls in steps of its iterations, finer the more lanes."""
     for _ in range(PLATEAU_DOUBLINGS):
         cands = unroll_candidates(trial)
-        if trial.min_pipeline_ii == 1 or not cands or _interval(op, trial, target) < interval:
+        if trial.min_pipeline_ii == 1 or not cands or _interval(op, trial, streams, target) < interval:
             break
         trial = rate_matched(op, _doubled(trial, cands[0]), streams, target)
     return trial
