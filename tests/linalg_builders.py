@@ -91,3 +91,15 @@ def check_exec(g: Graph, dfg: DataflowGraph, seed: int = 0) -> None:
     args = [rng.standard_normal(v.type.shape).astype(np.float32) for v in g.inputs]
     for got, want in zip(run_streams(dfg, args), run_graph(g, args), strict=True):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+def two_gemvs(n: int, rows: int = 2) -> Graph:
+    """y = (x @ w1) @ w2 with x rows x n and the weights n x n read from external memory (two projections: the
+    second waits for the first's reduction, while its weight DMA could run ahead). Two rows by default: a block
+    of several tokens, whose DMAs share their channels for the whole run (one token: ``transforms.stripes``)."""
+    x, w1, w2 = value("x", rows, n), value("w1", n, n), value("w2", n, n)
+    e = empty("e", rows, n)
+    z = fill("z", e.results[0], "fill_1")
+    h = matmul("h", x, w1, z.results[0], "matmul_1")
+    y = matmul("y", h.results[0], w2, z.results[0], "matmul_2")
+    return graph([x, w1, w2], [e, z, h, y], [y.results[0]])

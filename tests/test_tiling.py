@@ -18,6 +18,7 @@ from linalg_builders import (
     matmul,
     matmul_graph,
     nodes_of,
+    two_gemvs,
     unary,
     value,
 )
@@ -232,22 +233,10 @@ def test_token_tile_reaches_the_kernels_downstream_of_the_activations() -> None:
     check_exec(g, dfg)
 
 
-def _two_gemvs(n: int, rows: int = 2) -> Graph:
-    """y = (x @ w1) @ w2 with x rows x n and the weights n x n read from external memory (two projections: the
-    second waits for the first's reduction, while its weight DMA could run ahead). Two rows by default: a block
-    of several tokens, whose DMAs share their channels for the whole run (one token: ``transforms.stripes``)."""
-    x, w1, w2 = value("x", rows, n), value("w1", n, n), value("w2", n, n)
-    e = empty("e", rows, n)
-    z = fill("z", e.results[0], "fill_1")
-    h = matmul("h", x, w1, z.results[0], "matmul_1")
-    y = matmul("y", h.results[0], w2, z.results[0], "matmul_2")
-    return graph([x, w1, w2], [e, z, h, y], [y.results[0]])
-
-
 def test_bandwidth_aware_unroll_keeps_pace_with_the_weight_dma() -> None:
     # One pseudo-channel: no striping, so the weight DMAs are slower than the lanes the budget buys.
     one_channel = replace(U55C, hbm=replace(U55C.hbm, channels=1))
-    g = _two_gemvs(512)
+    g = two_gemvs(512)
     dfg = build_dataflow(g, tile_graph(g, one_channel, TilingOptions(16, 1024)))
     size_fifos(dfg, one_channel)  # codegen prints the timing the allocation writes into the IR
     net = build_process_network(dfg, one_channel)
@@ -277,7 +266,7 @@ def test_rate_matching_charges_the_channel_share_of_the_placement() -> None:
     # analysis.hbm places x, w1, w2 and the output y: on the U55C each on channels of its own, the weights striped
     # (w2, streamed twice as often per byte as w1, over twice the channels); all four on one channel of a
     # one-channel HBM, where every DMA gets a quarter of it and the kernels are paced slower.
-    g = _two_gemvs(512)
+    g = two_gemvs(512)
     one = replace(U55C, name="u55c-1pc", hbm=replace(U55C.hbm, channels=1))
     ops = kernel_ops(g)
     tilings = [initial_tiling(op, TilingOptions(16, 1024)) for op in ops]
