@@ -21,8 +21,9 @@ from streamtensor.driver import Design, Progress, compile, compile_model_block
 from streamtensor.errors import ResourceBudgetError, StreamTensorError
 from streamtensor.frontend.models import build_random_model, builtin_config
 from streamtensor.frontend.quant import quant_scheme
+from streamtensor.kernel_interface import MemoryArgument
 from streamtensor.llm.host_model import HEAD_VOCAB_MULTIPLE, OutputHead, host_token_seconds, quantize_model
-from streamtensor.llm.perf import Invocation, RunModel
+from streamtensor.llm.perf import Invocation, RunModel, chain_handoffs, output_argument
 from streamtensor.transforms.tiling.plan import TilingOptions
 
 
@@ -50,6 +51,21 @@ def design_invocation(design: Design) -> Invocation:
     if sim is None:
         raise StreamTensorError(f"kernel {design.name} has no timing simulation (compiled without FIFO sizing)")
     return Invocation.of(int(sim["makespan_cycles"]), memory_arguments(design.dataflow), design.dataflow)
+
+
+def design_ports(design: Design) -> tuple[MemoryArgument, list[MemoryArgument]]:
+    """A compiled kernel's first output argument and the arguments reading its activation input
+    (``perf.chain_handoffs``)."""
+    assert design.dataflow is not None
+    arguments = memory_arguments(design.dataflow)
+    return output_argument(arguments, design.dataflow), [a for a in arguments if a.role == "input"]
+
+
+def handoff_fields(ports: dict[str, tuple[MemoryArgument, list[MemoryArgument]]], prefill: list[str],
+                   decode: list[str], head: str, word_bits: int) -> dict[str, Any]:
+    """``RunModel``'s ``chained`` and ``head_row_offsets`` for these kernels."""
+    chained, rows = chain_handoffs(ports, prefill, decode, head, word_bits // 8)
+    return {"chained": chained, "head_row_offsets": rows}
 
 
 # The head's vectors re-streamed per vocabulary tile (module docstring of ``head_tile_size``) may cost at most this
@@ -114,6 +130,7 @@ def estimate_run(model: str, prompt_len: int, max_new_tokens: int, *, size: str 
     loaded = build_random_model(model, size, seed, num_layers=max(first.values()) + 1)
     max_len = prompt_len + max_new_tokens
     invocations: dict[str, Invocation] = {}
+    ports: dict[str, tuple[MemoryArgument, list[MemoryArgument]]] = {}
     designs: dict[str, dict[str, Any]] = {}
     per_mode: dict[str, list[str]] = {}
     for mode in ("prefill", "decode"):
@@ -123,6 +140,7 @@ def estimate_run(model: str, prompt_len: int, max_new_tokens: int, *, size: str 
             design, _ = compile_model_block(loaded, model, mode=mode, seq_len=prompt_len, max_len=max_len,
                                             layer=layer, seed=seed, size=size, **options)
             invocations[name] = design_invocation(design)
+            ports[name] = design_ports(design)
             designs[name] = {"mode": mode, "layer": layer, "cycles": invocations[name].cycles,
                              "overrides": design.report.get("overrides", {}),
                              "kv_cache": design.report["quantization"]["kv_cache"]["dtype"]}
@@ -140,13 +158,15 @@ def estimate_run(model: str, prompt_len: int, max_new_tokens: int, *, size: str 
     head = OutputHead(head_model).eval()
     design, tiling = compile_head(head, seed, **options)
     invocations["head"] = design_invocation(design)
+    ports["head"] = design_ports(design)
     designs["head"] = {"mode": "head", "vocab": vocab_size, "rows": head.padded_vocab, "tiling": tiling,
                        "cycles": invocations["head"].cycles, "overrides": design.report.get("overrides", {})}
     target = design.target
     run_model = RunModel(**RunModel.device_figures(target), prefill_len=prompt_len, max_len=max_len,
                          prefill=per_mode["prefill"], decode=per_mode["decode"], head="head",
                          invocations=invocations, host_token_s=host_token_seconds(vocab_size, head.hidden_size),
-                         host_head_s=None)
+                         host_head_s=None, **handoff_fields(ports, per_mode["prefill"], per_mode["decode"], "head",
+                                                            target.axi_word_bits))
     how = (f"head (final norm + LM head{', quantized' if scheme is not None else ''}) compiled at {vocab_size} "
            f"tokens ({head.padded_vocab} rows with its zero padding) at tile {tiling['tile'] or 'as given'}"
            + "".join(f" (tile {t} refused: does not fit)" for t in tiling["refused"])
