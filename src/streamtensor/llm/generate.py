@@ -10,8 +10,9 @@ top-k, temperature), then one decode step per new token until EOS or ``max_new_t
 in once, every layer runs with the position as a register, and the logits come back; the decode kernels update
 their layer's cache in place. Activations stay on the device: a layer reads the previous layer's output buffer
 and the head the last layer's (the prompt row of the last prefill layer's at its offset), wherever the build
-found their packings equal (``RunModel.chained``, ``head_row_offsets``); elsewhere the host reads the buffer back
-and writes the next kernel's. ``Transfers`` counts what the host moved, which the run model predicts
+found their packings equal (``RunModel.chained``, ``head_row_offsets``: per input buffer, as a kernel's input
+may be several buffers, one per DMA packing); for the others the host reads the output back once and writes
+them. ``Transfers`` counts what the host moved, which the run model predicts
 (``RunModel.step_transfers``, ``ttft_transfers``). An int8 KV cache holds the int8 codes the kernels write (the
 prefill kernel returns its keys and values quantized).
 """
@@ -68,21 +69,31 @@ class KernelRunner:
             for arg in runtime.arguments:
                 runtime.allocate(arg.arg)
             self.runtimes[layer] = runtime
+        # Per layer: the input buffers read in place in another kernel's output buffer (``read_from``).
+        self.bound: dict[int | None, set[str]] = {layer: set() for layer in self.runtimes}
 
     def write(self, inputs: dict[str, np.ndarray], layer: int | None) -> Transfers:
-        """Pack and sync ``inputs`` (tensor name -> whole array) into ``layer``'s device buffers."""
+        """Pack and sync ``inputs`` (tensor name -> whole array) into ``layer``'s device buffers, but those read
+        in place in another kernel's output; a scalar is a register of the launch."""
         runtime = self.runtimes[layer]
         moved = Transfers()
         for name, array in inputs.items():
-            runtime.write(name, array)
-            runtime.sync(name, "to_device")
             for arg in runtime.arguments_named(name):
-                if arg.scalar:
+                if arg.scalar:  # a register on the card (XrtBackend._sync skips it); the simulation reads a file
+                    runtime.write(arg.arg, array)
+                    runtime.sync(arg.arg, "to_device")
                     moved.scalar_registers += 1
-                elif arg.reads and arg.shares is None:  # a DMA reading another's buffer: synced with it
+                elif arg.reads and arg.shares is None and arg.arg not in self.bound[layer]:
+                    # one buffer per packing: a DMA reading another's buffer is written and synced with it
+                    runtime.write(arg.arg, array)
+                    runtime.sync(arg.arg, "to_device")
                     moved.to_device_bytes += arg.layout.total_bytes
                     moved.buffer_syncs += 1
         return moved
+
+    def input_buffers(self) -> list[str]:
+        """The buffers of the activation input (``perf.input_owners``)."""
+        return [a.arg for a in next(iter(self.runtimes.values())).arguments if a.role == "input" and a.shares is None]
 
     @property
     def primary(self) -> str:
@@ -114,10 +125,16 @@ class KernelRunner:
         out, moved = self.read([next(iter(self.outputs))], layer)
         return next(iter(out.values())), moved
 
-    def read_from(self, layer: int | None, source: KernelRunner, source_layer: int | None, offset: int = 0) -> None:
-        """``layer``'s run reads its activation input where ``source``'s run of ``source_layer`` wrote its first
-        output, from byte ``offset``: the same device buffer."""
-        self.runtimes[layer].bind(HIDDEN, source.runtimes[source_layer], source.primary, offset)
+    def read_from(self, layer: int | None, source: KernelRunner, source_layer: int | None,
+                  offsets: dict[str, int]) -> None:
+        """``layer``'s runs read their input buffers ``offsets`` (argument -> byte offset) where ``source``'s run
+        of ``source_layer`` wrote its first output: the same device buffer; the host writes the others."""
+        runtime = self.runtimes[layer]
+        for arg in self.bound[layer] - set(offsets):
+            runtime.unbind(arg)
+        for arg, offset in offsets.items():
+            runtime.bind(arg, source.runtimes[source_layer], source.primary, offset)
+        self.bound[layer] = set(offsets)
 
 
 class DeviceKvCache:
@@ -208,34 +225,37 @@ class LlmRunner:
         if rows and len(prompt) + max_new_tokens > rows:
             raise OptionError(f"the model has {rows} learned positions; {len(prompt) + max_new_tokens} requested")
 
-    def _chained(self, producer: str, consumer: str) -> bool:
-        return self.run_model.chained.get(chain_key(producer, consumer), False)
+    def _in_place(self, producer: str, consumer: str) -> list[str]:
+        """The input buffers of ``consumer`` that are ``producer``'s output buffer (``RunModel.chained``)."""
+        return self.run_model.chained.get(chain_key(producer, consumer), [])
 
     def _bind_layers(self) -> None:
-        """Each layer reads the previous layer's output buffer where the build found their packings equal (the
-        same binding every run)."""
+        """Each layer reads the previous layer's output buffer as those of its input buffers the build found
+        packed the same (the same binding every run)."""
         for names in (self.manifest["prefill"], self.manifest["decode"]):
             for layer in range(1, len(names)):
-                if self._chained(names[layer - 1], names[layer]):
-                    self.kernels[names[layer]].read_from(layer, self.kernels[names[layer - 1]], layer - 1)
+                self.kernels[names[layer]].read_from(layer, self.kernels[names[layer - 1]], layer - 1, dict.fromkeys(
+                    self._in_place(names[layer - 1], names[layer]), 0))
 
     def _layers(self, names: list[str], hidden: np.ndarray, position: int | None, moved: Transfers,
                 outputs: tuple[str, ...] = ()) -> tuple[list[dict[str, np.ndarray]], float]:
         """Run the kernels ``names`` (one per layer) on the activation ``hidden``, written once; ``position``:
         the decode position register. Per layer the outputs ``outputs`` are read back (the prefill's keys and
-        values); the hidden state stays on the device where the next layer reads it in place."""
+        values); the hidden state stays on the device where the next layer reads it in place (where a buffer of
+        the next layer's input is packed otherwise, the host reads it back once and writes that buffer)."""
         total = 0.0
         read: list[dict[str, np.ndarray]] = []
         for layer, name in enumerate(names):
+            kernel = self.kernels[name]
             inputs = {} if position is None else {"position": np.array([position], dtype=np.int64)}
             if layer == 0:
                 inputs[HIDDEN] = hidden
-            elif not self._chained(names[layer - 1], name):
+            elif set(kernel.input_buffers()) - kernel.bound[layer]:
                 inputs[HIDDEN], step = self.kernels[names[layer - 1]].read_primary(layer - 1)
                 moved.add(step)
-            seconds, step = self.kernels[name].launch(inputs, layer)
+            seconds, step = kernel.launch(inputs, layer)
             moved.add(step)
-            out, step = self.kernels[name].read(list(outputs), layer)
+            out, step = kernel.read(list(outputs), layer)
             moved.add(step)
             read.append(out)
             total += seconds
@@ -243,20 +263,21 @@ class LlmRunner:
 
     def _head(self, producer: str, layer: int, row: int | None, moved: Transfers) -> tuple[np.ndarray, float]:
         """The head on the output of kernel ``producer``'s run of ``layer`` (``row``: that row of a prefill
-        output, read in place at its offset where the build found one); its logits read back."""
+        output), read in place where the build found its input buffers packed the same (a prefill row at its
+        offset); its logits read back."""
         head = self.kernels[self.manifest["head"]]
         source = self.kernels[producer]
-        offsets = self.run_model.head_row_offsets
-        offset = (0 if self._chained(producer, self.manifest["head"]) else None) if row is None else (
-            offsets[row] if row < len(offsets) else None)
+        if row is None:
+            offsets = dict.fromkeys(self._in_place(producer, self.manifest["head"]), 0)
+        else:
+            offsets = {arg: rows[row] for arg, rows in self.run_model.head_row_offsets.items()
+                       if row < len(rows) and rows[row] is not None}
+        head.read_from(None, source, layer, offsets)
         inputs = {}
-        if offset is None:
-            head.runtimes[None].unbind(HIDDEN)
+        if set(head.input_buffers()) - set(offsets):
             hidden, step = source.read_primary(layer)
             moved.add(step)
             inputs[HIDDEN] = hidden if row is None else hidden[:, row:row + 1]
-        else:
-            head.read_from(None, source, layer, offset)
         seconds, step = head.launch(inputs)
         moved.add(step)
         logits, step = head.read_primary()

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from streamtensor.analysis.timing_model import cache_dma_bytes
-from streamtensor.codegen.vitis.llm_host import slot_map
+from streamtensor.codegen.vitis.llm_host import chain_key, slot_map
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode, KernelNode
 from streamtensor.kernel_interface import MemoryArgument
 from streamtensor.target import Target
@@ -73,13 +73,10 @@ def output_argument(arguments: Sequence[MemoryArgument], graph: DataflowGraph) -
     return next(a for a in arguments if a.dma == graph.outputs[0])
 
 
-def _read_slots(arguments: Sequence[MemoryArgument]) -> np.ndarray | None:
-    """Per slot of the activation input's one buffer, the flat tensor index + 1 it holds (0: padding); None when
-    the input has several buffers (DMAs with their own packings) or stripes: no single buffer to hand over."""
-    owners = [a for a in arguments if a.shares is None]
-    if len(owners) != 1 or owners[0].stripes != 1:
-        return None
-    return slot_map(owners[0])
+def input_owners(arguments: Sequence[MemoryArgument]) -> list[MemoryArgument]:
+    """The buffers of the kernel's activation input: one per DMA packing of it (DMAs holding the same bytes share
+    one, ``MemoryArgument.shares``), one per stripe of a striped one."""
+    return [a for a in arguments if a.role == "input" and a.shares is None]
 
 
 def _written_slots(out: MemoryArgument, slots: int) -> np.ndarray:
@@ -90,26 +87,26 @@ def _written_slots(out: MemoryArgument, slots: int) -> np.ndarray:
     return held
 
 
-def same_buffer(out: MemoryArgument, inputs: Sequence[MemoryArgument]) -> bool:
-    """Whether a kernel whose activation input is read by ``inputs`` can read ``out``'s buffer as it is: one
-    input buffer, every slot holding the same tensor element in both packings (no padding)."""
-    wanted = _read_slots(inputs)
-    if wanted is None or out.tensor_shape != inputs[0].tensor_shape:
+def same_buffer(out: MemoryArgument, buffer: MemoryArgument) -> bool:
+    """Whether the input buffer ``buffer`` of a kernel can be ``out``'s buffer as another kernel wrote it: every
+    slot holding the same tensor element in both packings, no padding, no stripe."""
+    if buffer.stripes != 1 or out.tensor_shape != buffer.tensor_shape:
         return False
-    if out.layout.total_bytes != inputs[0].layout.total_bytes or not wanted.all():
+    if out.layout.total_bytes != buffer.layout.total_bytes:
         return False
-    return np.array_equal(_written_slots(out, len(wanted)), wanted)
+    wanted = slot_map(buffer)
+    return bool(wanted.all()) and np.array_equal(_written_slots(out, len(wanted)), wanted)
 
 
-def row_offsets(out: MemoryArgument, inputs: Sequence[MemoryArgument], word_bytes: int) -> list[int | None]:
-    """Per row ``r`` of ``out``'s [1, rows, hidden] tensor: the byte offset at which the buffer holds row ``r``
-    exactly as ``inputs`` (a [1, 1, hidden] activation) pack it, so the consumer can read a sub-buffer there;
+def row_offsets(out: MemoryArgument, buffer: MemoryArgument, word_bytes: int) -> list[int | None]:
+    """Per row ``r`` of ``out``'s [1, rows, hidden] tensor: the byte offset at which its buffer holds row ``r``
+    exactly as the [1, 1, hidden] input buffer ``buffer`` packs it, so the consumer can read a sub-buffer there;
     None where it does not (the row scattered over tiles, or not on a ``word_bytes`` boundary of the m_axi port)."""
-    wanted = _read_slots(inputs)
     rows, hidden = out.tensor_shape[-2], out.tensor_shape[-1]
-    if wanted is None or not wanted.all() or inputs[0].tensor_shape[-1] != hidden or len(wanted) != hidden:
+    wanted = slot_map(buffer).astype(np.int64) if buffer.stripes == 1 else np.zeros(0, dtype=np.int64)
+    if len(wanted) != hidden or not wanted.all() or buffer.tensor_shape[-1] != hidden:
         return [None] * rows
-    slot_bytes = inputs[0].layout.total_bytes // len(wanted)
+    slot_bytes = buffer.layout.total_bytes // len(wanted)
     where = slot_map(out).astype(np.int64) - 1  # per element of out's tensor: its slot
     found: list[int | None] = []
     for r in range(rows):
@@ -121,19 +118,18 @@ def row_offsets(out: MemoryArgument, inputs: Sequence[MemoryArgument], word_byte
 
 
 def chain_handoffs(ports: dict[str, tuple[MemoryArgument, Sequence[MemoryArgument]]], prefill: Sequence[str],
-                   decode: Sequence[str], head: str, word_bytes: int) -> tuple[dict[str, bool], list[int | None]]:
+                   decode: Sequence[str], head: str, word_bytes: int
+                   ) -> tuple[dict[str, list[str]], dict[str, list[int | None]]]:
     """Which kernel reads which kernel's output buffer in place. ``ports``: per kernel, its output argument and
-    the arguments reading its activation input. Returns ``producer->consumer`` -> whether the consumer reads the
-    producer's output buffer as it is (consecutive prefill layers, consecutive decode layers, the last decode
-    layer and the head) and, per prefill row, where the head finds it in the last prefill layer's output buffer
-    (``row_offsets``)."""
+    its arguments. Returns, per ``producer->consumer`` (consecutive prefill layers, consecutive decode layers, the
+    last decode layer and the head), the consumer's input buffers that are the producer's output buffer as it is
+    (``same_buffer``; the others the host writes); and per input buffer of the head, per prefill row, where it
+    finds that row in the last prefill layer's output buffer (``row_offsets``)."""
     pairs = [*pairwise(prefill), *pairwise(decode), (decode[-1], head)]
-    chained = {chain_key(p, c): same_buffer(ports[p][0], ports[c][1]) for p, c in dict.fromkeys(pairs)}
-    return chained, row_offsets(ports[prefill[-1]][0], ports[head][1], word_bytes)
-
-
-def chain_key(producer: str, consumer: str) -> str:
-    return f"{producer}->{consumer}"
+    chained = {chain_key(p, c): [b.arg for b in input_owners(ports[c][1]) if same_buffer(ports[p][0], b)]
+               for p, c in dict.fromkeys(pairs)}
+    rows = {b.arg: row_offsets(ports[prefill[-1]][0], b, word_bytes) for b in input_owners(ports[head][1])}
+    return chained, rows
 
 
 @dataclass(frozen=True)
@@ -152,6 +148,7 @@ class Invocation:
     cache_fill_bytes: int = 0  # the resident cache buffers, written once per generation after the prefill
     cache_fill_buffers: int = 0
     out_bytes: int = 0  # of from_device_bytes: the first output (hidden state, logits), which the next kernel reads
+    input_bytes: dict[str, int] = field(default_factory=dict)  # per buffer of the activation input: its bytes
 
     @classmethod
     def of(cls, cycles: int, arguments: Sequence[MemoryArgument], graph: DataflowGraph) -> Invocation:
@@ -179,7 +176,8 @@ class Invocation:
         return cls(cycles, sum(a.layout.total_bytes for a in ins), len(ins),
                    sum(1 for a in arguments if a.scalar), sum(a.layout.total_bytes for a in outs), len(outs), fixed,
                    work, per_position, sum(a.layout.total_bytes for a in owners), len(owners),
-                   output_argument(arguments, graph).layout.total_bytes)
+                   output_argument(arguments, graph).layout.total_bytes,
+                   {a.arg: a.layout.total_bytes for a in input_owners(arguments)})
 
     def hbm_at(self, position: int) -> int:
         """HBM bytes of one run at ``position`` (the cache DMAs' share grows with it)."""
@@ -211,11 +209,12 @@ class RunModel:
     host_token_s: float  # measured here: embedding lookup + sampling of one token
     host_head_s: float | None  # measured here: the output head in PyTorch eager on the host (None: not measured)
     position_points: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # decode: (capacity, cycles)
-    # ``producer->consumer``: the consumer reads the producer's output buffer on the device (``chain_handoffs``)
-    chained: dict[str, bool] = field(default_factory=dict)
-    # per prefill row: its byte offset in the last prefill layer's output buffer, read there by the head; None:
-    # the host reads that buffer back and writes the head's input
-    head_row_offsets: list[int | None] = field(default_factory=list)
+    # ``producer->consumer`` -> the consumer's input buffers that are the producer's output buffer on the device
+    # (``chain_handoffs``); the host writes the others
+    chained: dict[str, list[str]] = field(default_factory=dict)
+    # per input buffer of the head, per prefill row: its byte offset in the last prefill layer's output buffer,
+    # where the head reads it; None: the host writes that buffer
+    head_row_offsets: dict[str, list[int | None]] = field(default_factory=dict)
 
     @staticmethod
     def device_figures(target: Target) -> dict[str, Any]:
@@ -251,10 +250,10 @@ class RunModel:
         return sum(self.host_s(moved).values())
 
     # What the host program does (``llm.generate`` and the C++ host do exactly this; tests count it).
-    def write_input(self, name: str) -> Transfers:
-        """The host writes kernel ``name``'s activation input (the embedded tokens)."""
-        inv = self.invocations[name]
-        return Transfers(to_device_bytes=inv.to_device_bytes, buffer_syncs=inv.to_device_buffers)
+    def write_input(self, name: str, skip: Sequence[str] = ()) -> Transfers:
+        """The host writes kernel ``name``'s activation input buffers but ``skip`` (read in place)."""
+        written = [b for arg, b in self.invocations[name].input_bytes.items() if arg not in skip]
+        return Transfers(to_device_bytes=sum(written), buffer_syncs=len(written))
 
     def run(self, name: str) -> Transfers:
         """One launch of ``name``: its scalar registers, and its outputs besides the first read back (a prefill's
@@ -267,11 +266,15 @@ class RunModel:
         """The host reads ``name``'s first output back (the logits; an activation the next kernel cannot read)."""
         return Transfers(from_device_bytes=self.invocations[name].out_bytes, buffer_syncs=1)
 
-    def handoff(self, producer: str, consumer: str) -> Transfers:
-        """``consumer`` gets ``producer``'s output: in place on the device, or through the host."""
-        if self.chained.get(chain_key(producer, consumer), False):
+    def handoff(self, producer: str, consumer: str, in_place: Sequence[str] | None = None) -> Transfers:
+        """``consumer`` gets ``producer``'s output: its input buffers ``in_place`` (default: those the build
+        found equal, ``chained``) read on the device; for the others the host reads the output back once and
+        writes them."""
+        if in_place is None:
+            in_place = self.chained.get(chain_key(producer, consumer), [])
+        if set(in_place) >= set(self.invocations[consumer].input_bytes):
             return Transfers()
-        return self.read_output(producer).add(self.write_input(consumer))
+        return self.read_output(producer).add(self.write_input(consumer, in_place))
 
     def layers(self, names: list[str]) -> Transfers:
         """The host runs ``names`` one after the other on one activation it writes once."""
@@ -284,13 +287,13 @@ class RunModel:
 
     def head_from(self, producer: str, row: int | None = None) -> Transfers:
         """The head on ``producer``'s output (``row``: that row of the last prefill layer's), its logits read."""
-        if row is None:
-            moved = self.handoff(producer, self.head)
-        elif row < len(self.head_row_offsets) and self.head_row_offsets[row] is not None:
-            moved = Transfers()
-        else:
-            moved = self.read_output(producer).add(self.write_input(self.head))
-        return moved.add(self.run(self.head)).add(self.read_output(self.head))
+        in_place = None if row is None else self.head_rows_in_place(row)
+        return self.handoff(producer, self.head, in_place).add(self.run(self.head)).add(self.read_output(self.head))
+
+    def head_rows_in_place(self, row: int) -> list[str]:
+        """The head's input buffers it reads in place in the last prefill layer's output, at prompt row ``row``."""
+        return [arg for arg, offsets in self.head_row_offsets.items()
+                if row < len(offsets) and offsets[row] is not None]
 
     def cache_fill(self) -> Transfers:
         """Once per generation, per layer: the decode kernel's resident cache buffers written from the prefill's
@@ -367,7 +370,9 @@ class RunModel:
                    "decode_design": d, "decode_cycles": self.invocations[d].cycles}
                   for i, (p, d) in enumerate(zip(self.prefill, self.decode, strict=True))]
         names = [*self.decode, self.head]
-        chained = [k for k, v in self.chained.items() if v]
+        row = prefilled - 1
+        prompt_row = self.head_rows_in_place(row) if extra_prompt_steps == 0 else self.chained.get(
+            chain_key(self.decode[-1], self.head), [])
         overheads = {
             "kernel_launch_s_each": self.kernel_launch_s, "buffer_sync_s_each": self.transfer_latency_s,
             "pcie_bytes_per_s": self.pcie_bytes_per_second, "source": self.host_link_source,
@@ -380,12 +385,14 @@ class RunModel:
             "ttft_s": ttft_s,
             "ttft_transfers": asdict(self.ttft_transfers(prompt_len)),
             "activations_on_device": {
-                "read_in_place": chained,
-                "through_the_host": [k for k, v in self.chained.items() if not v],
-                "head_reads_the_prompt_row_in_place": extra_prompt_steps == 0 and prefilled - 1 < len(
-                    self.head_row_offsets) and self.head_row_offsets[prefilled - 1] is not None,
+                "read_in_place": {k: v for k, v in self.chained.items() if v},
+                "written_by_the_host": {k: sorted(set(self.invocations[k.split("->")[1]].input_bytes) - set(v))
+                                        for k, v in self.chained.items()
+                                        if set(self.invocations[k.split("->")[1]].input_bytes) - set(v)},
+                "head_reads_the_prompt_row_in_place": prompt_row,
                 "host_loop": "one run per layer and token, each waited for (one launch round trip per run); a "
-                             "layer's output buffer is the next layer's input buffer where their packings agree"},
+                             "kernel reads the previous kernel's output buffer as its input buffers wherever their "
+                             "packed layouts agree, and the host reads it back once and writes the others"},
         }
         return {
             "figures": "modelled (timing simulation at the target clock + host-link figures); host work measured here",
