@@ -31,7 +31,7 @@ from streamtensor.llm.build import build, decomposition_error, layer_weights, qu
 from streamtensor.llm.estimate import HEAD_RESTREAM_SHARE, compile_head, design_invocation, estimate_run, head_tile_size
 from streamtensor.llm.generate import LlmRunner, reference_model
 from streamtensor.llm.host_model import OutputHead, QuantizedKvCache, decoder_layers, embedding_tables, sample
-from streamtensor.llm.perf import input_owners, row_offsets, same_buffer
+from streamtensor.llm.perf import RunModel, input_owners, row_offsets, same_buffer
 
 PROMPT = "3,1,4,1,5,9,2,6"
 
@@ -215,6 +215,53 @@ def test_cpp_host_compiles_against_xrt_and_fails_without_a_card(gpt2_build: Path
     bad = subprocess.run([str(host / "llm_host"), "none.xclbin", str(gpt2_build), "3,999"], capture_output=True,
                          text=True)
     assert (bad.returncode, bad.stderr) == (2, "llm_host: bad prompt id '999' (expected 0..255)\n")
+
+
+FAKE_XRT = Path(__file__).parent / "fake_xrt"
+
+
+def _xrt_events(lines: list[str]) -> tuple[int, int, int, int]:
+    """Buffer syncs, bytes to and from the device, kernel starts among the stand-in XRT's printed events."""
+    syncs = [line.split() for line in lines if line.startswith("xrt-sync ")]
+    return (len(syncs), sum(int(s[2]) for s in syncs if s[1] == "to"), sum(int(s[2]) for s in syncs if s[1] == "from"),
+            sum(1 for line in lines if line == "xrt-start"))
+
+
+@pytest.mark.parametrize("prompt", ["3,1,4,1,5", "3,1,4,1,5,9,2,6,5"], ids=["prefill", "past-prefill"])
+def test_cpp_host_moves_what_the_run_model_counts(gpt2_build: Path, tmp_path: Path, prompt: str) -> None:
+    """The generated C++ host, built against a stand-in XRT that prints every buffer sync and kernel start and
+    computes nothing (``tests/fake_xrt``), moves per decode step exactly what the run model counts (here one sync
+    in, one out: the activations stay on the device), and before the first token what it counts for the TTFT
+    plus loading the resident weights, constants and zeroed caches once."""
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++")
+    exe = tmp_path / "llm_host"
+    build = subprocess.run(["g++", "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{FAKE_XRT}",
+                            str(gpt2_build / "host" / "llm_host.cpp"), "-o", str(exe)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe), "none.xclbin", str(gpt2_build), prompt, "3"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    phases: list[list[str]] = [[]]
+    for line in run.stdout.splitlines():
+        if line.startswith("xrt-"):
+            phases[-1].append(line)
+        elif line[:1].isdigit():  # "step position token seconds": a token came out
+            phases.append([])
+    assert len(phases) == 4 and not phases[-1]  # 3 tokens
+    manifest = json.loads((gpt2_build / "llm.json").read_text())
+    model = RunModel.from_json(manifest["run_model"])
+    step = model.step_transfers()
+    assert step.buffer_syncs == 2
+    for events in phases[1:-1]:
+        assert _xrt_events(events) == (step.buffer_syncs, step.to_device_bytes, step.from_device_bytes, step.launches)
+    # Loading: one buffer per layer for weights and caches (zeroed), one for constants and the head's weights.
+    load = [(len(k["layers"]) if a.role in ("weight", "kv_cache") and k["layers"] else 1, a.layout.total_bytes)
+            for k in manifest["kernels"].values() for a in load_kernel_interface(gpt2_build / k["dir"]).plan.arguments
+            if a.role in ("weight", "constant", "kv_cache") and a.shares is None]
+    ttft = model.ttft_transfers(len(prompt.split(",")))
+    assert _xrt_events(phases[0]) == (ttft.buffer_syncs + sum(n for n, _ in load),
+                                      ttft.to_device_bytes + sum(n * b for n, b in load), ttft.from_device_bytes,
+                                      ttft.launches)
 
 
 def test_generate_refuses_bad_requests_in_one_line(gpt2_build: Path, tmp_path: Path,
