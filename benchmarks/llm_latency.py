@@ -70,7 +70,9 @@ def _details(name: str, config: str, llm: dict[str, Any], estimate: Any) -> list
         f"  - activations on the device (input buffers that are the previous kernel's output buffer): "
         f"{_handoffs(on_device['read_in_place']) or 'none'}; written by the host (packed otherwise): "
         f"{_handoffs(on_device['written_by_the_host']) or 'none'}; the head reads the prompt row in place as "
-        f"{', '.join(on_device['head_reads_the_prompt_row_in_place']) or 'none of its buffers'}.",
+        f"{', '.join(on_device['head_reads_the_prompt_row_in_place']) or 'none of its buffers'}; arguments on "
+        f"other pseudo-channels than the buffer they read in place (XRT copies it into their bank, not counted): "
+        f"{_handoffs(on_device['on_other_pseudo_channels_than_the_producer']) or 'none'}.",
         f"  - KV cache {estimate.kv_cache} ({'1 byte' if estimate.kv_cache == 'i8' else '4 bytes'} per element), "
         f"resident on the device: {fill / 1e6:.2f} MB for {layers} layers x {llm['max_len']} rows, written once "
         "per generation.",

@@ -107,6 +107,7 @@ def test_host_moves_what_the_run_model_counts(gpt2_build: Path, prompt: list[int
     runner = LlmRunner(gpt2_build)
     model = runner.run_model
     assert all(model.chained.values())
+    assert set(model.other_banks) <= set(model.chained)  # pseudo-channels: reported where they differ
     # This fp32 prefill writes tiles of 8 rows x 16 columns: a row lies in 4 pieces, so the host hands it over.
     assert model.head_row_offsets == {"hidden_0": [None] * TINY_SEQ_LEN}
     chained = runner.generate(prompt, 3)

@@ -355,7 +355,7 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
                          host_token_s=host_token_seconds(*tables.tokens.shape),
                          host_head_s=eager_reference(head_module, head_args, budget_s=0.5)[1], position_points=points,
                          **handoff_fields({n: design_ports(k.design) for n, k in kernels.items()}, per_mode["prefill"],
-                                          per_mode["decode"], "head", head_design.target.axi_word_bits))
+                                          per_mode["decode"], "head", head_design.target))
     return LlmDesign(model, loaded, opts, kernels, per_mode["prefill"], per_mode["decode"], "head", tables,
                      run_model, error, dict(progress.seconds), checkpoint_state,
                      "fp32" if scheme is None else scheme.name, kv_cache, head_tiling)

@@ -215,6 +215,9 @@ class RunModel:
     # per input buffer of the head, per prefill row: its byte offset in the last prefill layer's output buffer,
     # where the head reads it; None: the host writes that buffer
     head_row_offsets: dict[str, list[int | None]] = field(default_factory=dict)
+    # ``producer->consumer`` -> the consumer's arguments on a buffer read in place that are placed on other
+    # pseudo-channels than the producer's output: XRT copies the buffer into their bank (not counted)
+    other_banks: dict[str, list[str]] = field(default_factory=dict)
 
     @staticmethod
     def device_figures(target: Target) -> dict[str, Any]:
@@ -390,6 +393,11 @@ class RunModel:
                                         for k, v in self.chained.items()
                                         if set(self.invocations[k.split("->")[1]].input_bytes) - set(v)},
                 "head_reads_the_prompt_row_in_place": prompt_row,
+                "on_other_pseudo_channels_than_the_producer": self.other_banks,
+                "other_pseudo_channels": "an argument not connected to the bank of the buffer it is given gets a "
+                                         "copy in its own bank from XRT when the run is set up (xrt::run::set_arg): "
+                                         "a device copy per run not counted here; placing both on one "
+                                         "pseudo-channel range removes it",
                 "host_loop": "one run per layer and token, each waited for (one launch round trip per run); a "
                              "kernel reads the previous kernel's output buffer as its input buffers wherever their "
                              "packed layouts agree, and the host reads it back once and writes the others"},
