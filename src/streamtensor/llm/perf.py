@@ -3,15 +3,17 @@
 All kernel figures are *modelled*: cycles from each compiled block's timing simulation (FIFOs as sized) at the
 target's clock. The host program (``llm.generate``; the C++ host does the same) runs one kernel invocation per
 token and layer and waits for each (``Target.host_link``: one launch round trip per run, whose figure and source
-the report repeats). Activations stay on the device between kernels: a layer's output buffer IS the next
-layer's input buffer, and the head reads the last layer's (``chain_handoffs``: where the producer's packed
-layout of the hidden state equals the consumer's; where it does not, the host reads the buffer back and writes
-the consumer's, and the model charges those syncs and bytes). Per decode step the host so syncs the embedded
-hidden row to the device once and the logits back once; the position is a register written with each launch.
-Per prefill the host writes the embedded prompt once, reads each layer's keys and values back and writes them
-into that layer's resident cache buffers (the ``cache_fill`` term), and the head reads the last prompt row of the
-last layer's output in place (a sub-buffer at that row's offset, when that row is contiguous and word-aligned in
-the output's packing). Each buffer sync costs the link's fixed latency plus its bytes over PCIe. Weights are
+the report repeats; the kernels are ``ap_ctrl_chain``, under which XRT may start a queued run before the previous
+one is done, so runs are not queued back to back). Activations stay on the device: a layer's output buffer IS the
+next layer's input buffer, and the head reads the last layer's (``chain_handoffs``: per input buffer, as a kernel
+input read by DMAs of different packings has one buffer per packing, where that buffer's packing equals the
+producer's output's slot for slot; for the other buffers the host reads the output back once and writes them,
+and the model charges those syncs and bytes). Where every buffer agrees, a decode step syncs the embedded hidden
+row to the device once and the logits back once; the position is a register written with each launch. A prefill
+writes the embedded prompt once, reads each layer's keys and values back and writes them into that layer's
+resident cache buffers (the ``cache_fill`` term), and the head reads the last prompt row of the last layer's
+output in place (a sub-buffer at that row's offset) where that row is contiguous and word-aligned in the output's
+packing. Each buffer sync costs the link's fixed latency plus its bytes over PCIe. Weights are
 resident in HBM (written once at load). The KV cache is resident too: one cache buffer pair per layer on the
 device, updated in place by the decode kernel (it reads rows ``0..position`` and writes row ``position``). No
 cache byte crosses PCIe during decode. Every byte figure follows the element types of the kernels' layouts: an

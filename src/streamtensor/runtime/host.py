@@ -9,6 +9,10 @@ Names are tensor names or argument identifiers. A tensor read by several DMAs ha
 DMA (``codegen.vitis.hbm.memory_arguments``), except DMAs of a block input whose buffers would be the same bytes,
 which share one: ``write(tensor, array)`` packs each DMA's view of the whole array into its buffer (a shared one
 once), and ``allocate`` / ``sync`` by tensor name act on all of them (a shared buffer synced once).
+
+``bind`` makes an input buffer of one runtime the output buffer (or a sub-buffer of it) of another runtime of the
+same backend, as a host program passes one kernel's output ``xrt::bo`` to the next kernel: the next run reads what
+the previous one wrote on the device, with no sync and no copy.
 """
 
 from __future__ import annotations
