@@ -228,18 +228,25 @@ def _xrt_events(lines: list[str]) -> tuple[int, int, int, int]:
             sum(1 for line in lines if line == "xrt-start"))
 
 
+@pytest.fixture(scope="module")
+def fake_xrt_host(gpt2_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The build's C++ host compiled against the stand-in XRT of ``tests/fake_xrt``."""
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++")
+    exe = tmp_path_factory.mktemp("fake_xrt") / "llm_host"
+    build = subprocess.run(["g++", "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{FAKE_XRT}",
+                            str(gpt2_build / "host" / "llm_host.cpp"), "-o", str(exe)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return exe
+
+
 @pytest.mark.parametrize("prompt", ["3,1,4,1,5", "3,1,4,1,5,9,2,6,5"], ids=["prefill", "past-prefill"])
-def test_cpp_host_moves_what_the_run_model_counts(gpt2_build: Path, tmp_path: Path, prompt: str) -> None:
+def test_cpp_host_moves_what_the_run_model_counts(gpt2_build: Path, fake_xrt_host: Path, prompt: str) -> None:
     """The generated C++ host, built against a stand-in XRT that prints every buffer sync and kernel start and
     computes nothing (``tests/fake_xrt``), moves per decode step exactly what the run model counts (here one sync
     in, one out: the activations stay on the device), and before the first token what it counts for the TTFT
     plus loading the resident weights, constants and zeroed caches once."""
-    if shutil.which("g++") is None:
-        pytest.skip("needs g++")
-    exe = tmp_path / "llm_host"
-    build = subprocess.run(["g++", "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{FAKE_XRT}",
-                            str(gpt2_build / "host" / "llm_host.cpp"), "-o", str(exe)], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
+    exe = fake_xrt_host
     run = subprocess.run([str(exe), "none.xclbin", str(gpt2_build), prompt, "3"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     phases: list[list[str]] = [[]]
