@@ -19,7 +19,7 @@ from conftest import TINY_MAX_LEN, TINY_SEQ_LEN, tiny_block
 
 from streamtensor.cli import main
 from streamtensor.codegen.vitis.hbm import memory_arguments
-from streamtensor.codegen.vitis.llm_host import host_moved, slot_map
+from streamtensor.codegen.vitis.llm_host import host_moved, slot_map, write_llm_host
 from streamtensor.driver import KV_SCALES_ATTRIBUTE, compile_model_block
 from streamtensor.errors import OptionError
 from streamtensor.frontend.block import DecoderBlock
@@ -228,25 +228,38 @@ def _xrt_events(lines: list[str]) -> tuple[int, int, int, int]:
             sum(1 for line in lines if line == "xrt-start"))
 
 
-@pytest.fixture(scope="module")
-def fake_xrt_host(gpt2_build: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The build's C++ host compiled against the stand-in XRT of ``tests/fake_xrt``."""
+@pytest.fixture(scope="module", params=["in-place", "through-the-host"])
+def fake_xrt_host(gpt2_build: Path, tmp_path_factory: pytest.TempPathFactory,
+                  request: pytest.FixtureRequest) -> tuple[Path, RunModel]:
+    """The build's C++ host compiled against the stand-in XRT of ``tests/fake_xrt``, and the run model it follows:
+    as built, or generated from a run model in which no kernel reads another's output in place (the host hands
+    every activation over, as it does where packings differ)."""
     if shutil.which("g++") is None:
         pytest.skip("needs g++")
-    exe = tmp_path_factory.mktemp("fake_xrt") / "llm_host"
-    build = subprocess.run(["g++", "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{FAKE_XRT}",
-                            str(gpt2_build / "host" / "llm_host.cpp"), "-o", str(exe)], capture_output=True, text=True)
+    folder = tmp_path_factory.mktemp("fake_xrt")
+    manifest = json.loads((gpt2_build / "llm.json").read_text())
+    source = gpt2_build / "host" / "llm_host.cpp"
+    if request.param == "through-the-host":
+        run_model = manifest["run_model"]
+        run_model.update(chained={k: [] for k in run_model["chained"]}, head_row_offsets={}, other_banks={})
+        write_llm_host(folder, manifest, {n: load_kernel_interface(gpt2_build / n) for n in manifest["kernels"]},
+                       "platform", 250)
+        source = folder / "llm_host.cpp"
+    exe = folder / "llm_host"
+    build = subprocess.run(["g++", "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{FAKE_XRT}", str(source),
+                            "-o", str(exe)], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
-    return exe
+    return exe, RunModel.from_json(manifest["run_model"])
 
 
 @pytest.mark.parametrize("prompt", ["3,1,4,1,5", "3,1,4,1,5,9,2,6,5"], ids=["prefill", "past-prefill"])
-def test_cpp_host_moves_what_the_run_model_counts(gpt2_build: Path, fake_xrt_host: Path, prompt: str) -> None:
+def test_cpp_host_moves_what_the_run_model_counts(gpt2_build: Path, fake_xrt_host: tuple[Path, RunModel],
+                                                  prompt: str) -> None:
     """The generated C++ host, built against a stand-in XRT that prints every buffer sync and kernel start and
-    computes nothing (``tests/fake_xrt``), moves per decode step exactly what the run model counts (here one sync
-    in, one out: the activations stay on the device), and before the first token what it counts for the TTFT
-    plus loading the resident weights, constants and zeroed caches once."""
-    exe = fake_xrt_host
+    computes nothing (``tests/fake_xrt``), moves per decode step exactly what the run model counts (as built here
+    one sync in, one out: the activations stay on the device), and before the first token what it counts for the
+    TTFT plus loading the resident weights, constants and zeroed caches once."""
+    exe, model = fake_xrt_host
     run = subprocess.run([str(exe), "none.xclbin", str(gpt2_build), prompt, "3"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     phases: list[list[str]] = [[]]
@@ -256,13 +269,12 @@ def test_cpp_host_moves_what_the_run_model_counts(gpt2_build: Path, fake_xrt_hos
         elif line[:1].isdigit():  # "step position token seconds": a token came out
             phases.append([])
     assert len(phases) == 4 and not phases[-1]  # 3 tokens
-    manifest = json.loads((gpt2_build / "llm.json").read_text())
-    model = RunModel.from_json(manifest["run_model"])
     step = model.step_transfers()
-    assert step.buffer_syncs == 2
+    assert step.buffer_syncs == (2 if model.chained["decode->decode"] else 2 + 2 * 2)
     for events in phases[1:-1]:
         assert _xrt_events(events) == (step.buffer_syncs, step.to_device_bytes, step.from_device_bytes, step.launches)
     # Loading: one buffer per layer for weights and caches (zeroed), one for constants and the head's weights.
+    manifest = json.loads((gpt2_build / "llm.json").read_text())
     load = [(len(k["layers"]) if a.role in ("weight", "kv_cache") and k["layers"] else 1, a.layout.total_bytes)
             for k in manifest["kernels"].values() for a in load_kernel_interface(gpt2_build / k["dir"]).plan.arguments
             if a.role in ("weight", "constant", "kv_cache") and a.shares is None]
