@@ -7,11 +7,12 @@ GPT-2 medium at each [prompt:answer] configuration, then Qwen2.5-0.5B, TinyLlama
 first configuration. Each is ``streamtensor.llm.estimate.estimate_run``: the prefill block at the prompt length and
 the decode block with a KV cache of prompt + answer rows compiled (random weights, ``--quant``), one per layer
 group, their timing simulations at the target clock; the output head compiled at the model's real vocabulary
-(quantized and padded as the build's); plus the host program's terms (``llm.perf``: launches, buffer syncs,
-PCIe from the board description, the KV cache resident and updated in place, embedding and sampling measured
-here). The KV cache is int8 under ``--kv-quant auto`` and a quantized ``--quant`` (one byte per element: its HBM
-bytes per token and fill bytes follow). The whole model's weights are never built. Designs that exceed the device
-are compiled anyway (``allow_unfit``) and flagged. The other rows are measured on boards by their authors
+(quantized and padded as the build's); plus the host program's terms (``llm.perf``: launches, buffer syncs, PCIe
+from the board description, activations handed from kernel to kernel on the device, the KV cache resident and
+updated in place, embedding and sampling measured here). The KV cache is int8 under ``--kv-quant auto`` and a
+quantized ``--quant`` (one byte per element: its HBM bytes per token and fill bytes follow). The whole model's
+weights are never built. Designs that exceed the device are compiled anyway (``allow_unfit``) and flagged. The
+other rows are measured on boards by their authors
 (../shared/spec/performance.md): the paper's U55C W4A8 design, Allo (U280 W4A8), DFX (U280 FP16), an A100 (W8A8).
 """
 
@@ -39,6 +40,10 @@ def _row(model: str, config: str, who: str, figures: tuple[float, float, float],
     return f"| {model} | [{config}] | {who} | {latency:.2f} | {ttft:.2f} | {speed:.2f} | {kind} |"
 
 
+def _handoffs(found: dict[str, list[str]]) -> str:
+    return "; ".join(f"{k}: {', '.join(v)}" for k, v in found.items())
+
+
 def _details(name: str, config: str, llm: dict[str, Any], estimate: Any) -> list[str]:
     """Every term of the modelled figures, stated."""
     step = llm["overheads"]["per_decode_step_s"]
@@ -50,13 +55,24 @@ def _details(name: str, config: str, llm: dict[str, Any], estimate: Any) -> list
     unfit = sorted({k for k, v in estimate.designs.items() if v["overrides"]})
     layers = len(llm["layers"])
     fill = sum(estimate.run_model.invocations[n].cache_fill_bytes for n in estimate.run_model.decode)
+    fill_syncs = estimate.run_model.cache_fill().buffer_syncs
+    moved_ttft = llm["overheads"]["ttft_transfers"]
+    on_device = llm["overheads"]["activations_on_device"]
     lines = [
         f"- **{name} [{config}]** ({layers} layers; compiled in {estimate.seconds:.0f} s): {per_design} "
         f"(decode at its worst-case position {llm['max_len'] - 1}: attention over all {llm['max_len']} rows).",
-        f"  - TTFT {llm['ttft_ms']:.3f} ms = prefill kernels {ttft['prefill_kernels'] * 1e3:.3f} + launches "
-        f"{ttft['prefill_launch'] * 1e3:.3f} + syncs {ttft['prefill_sync'] * 1e3:.3f} + PCIe "
-        f"{ttft['prefill_pcie'] * 1e3:.3f} + KV-cache fill {ttft['kv_cache_fill'] * 1e3:.3f} + head "
-        f"{ttft['head'] * 1e3:.3f} + host {ttft['host_embedding_and_sampling_measured_here'] * 1e3:.4f}.",
+        f"  - TTFT {llm['ttft_ms']:.3f} ms = prefill kernels {ttft['prefill_kernels'] * 1e3:.3f} + head kernel "
+        f"{ttft['head_kernel'] * 1e3:.3f} + launches {ttft['host_launch'] * 1e3:.3f} ({moved_ttft['launches']} x "
+        f"{llm['overheads']['kernel_launch_s_each'] * 1e6:.0f} us) + syncs {ttft['host_sync'] * 1e3:.3f} "
+        f"({moved_ttft['buffer_syncs'] - fill_syncs} x {llm['overheads']['buffer_sync_s_each'] * 1e6:.0f} us) + "
+        f"PCIe {ttft['host_pcie'] * 1e3:.3f} + KV-cache fill {ttft['kv_cache_fill'] * 1e3:.3f} ({fill_syncs} syncs) + "
+        f"host {ttft['host_embedding_and_sampling_measured_here'] * 1e3:.4f}.",
+        f"  - activations on the device (input buffers that are the previous kernel's output buffer): "
+        f"{_handoffs(on_device['read_in_place']) or 'none'}; written by the host (packed otherwise): "
+        f"{_handoffs(on_device['written_by_the_host']) or 'none'}; the head reads the prompt row in place as "
+        f"{', '.join(on_device['head_reads_the_prompt_row_in_place']) or 'none of its buffers'}; arguments on "
+        f"other pseudo-channels than the buffer they read in place (XRT copies it into their bank, not counted): "
+        f"{_handoffs(on_device['on_other_pseudo_channels_than_the_producer']) or 'none'}.",
         f"  - KV cache {estimate.kv_cache} ({'1 byte' if estimate.kv_cache == 'i8' else '4 bytes'} per element), "
         f"resident on the device: {fill / 1e6:.2f} MB for {layers} layers x {llm['max_len']} rows, written once "
         "per generation.",
@@ -69,7 +85,7 @@ def _details(name: str, config: str, llm: dict[str, Any], estimate: Any) -> list
         f"host embedding and sampling {step['host_embedding_and_sampling_measured_here'] * 1e3:.4f} (measured "
         "here).",
         f"  - LM head {llm['lm_head']['cycles']:,} cycles, {llm['lm_head']['seconds_per_token'] * 1e3:.3f} ms/token "
-        f"with its launch and logits transfer; {estimate.head}.",
+        f"with its launch and logits transfer (its input read in place); {estimate.head}.",
         f"  - HBM {hbm['mean_over_this_run'] / 1e6:.2f} MB/token over this run (first step "
         f"{hbm['first_step'] / 1e6:.2f}, last {hbm['last_step'] / 1e6:.2f}, worst-case position "
         f"{hbm['worst_case_position'] / 1e6:.2f}, of which KV cache {hbm['kv_cache_share_at_worst_case'] / 1e6:.2f})."

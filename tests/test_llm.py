@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +19,19 @@ from conftest import TINY_MAX_LEN, TINY_SEQ_LEN, tiny_block
 
 from streamtensor.cli import main
 from streamtensor.codegen.vitis.hbm import memory_arguments
-from streamtensor.codegen.vitis.llm_host import host_moved, slot_map
+from streamtensor.codegen.vitis.llm_host import host_moved, slot_map, write_llm_host
 from streamtensor.driver import KV_SCALES_ATTRIBUTE, compile_model_block
 from streamtensor.errors import OptionError
 from streamtensor.frontend.block import DecoderBlock
 from streamtensor.frontend.models import load_full_model, randomize_params
 from streamtensor.frontend.quant import KV_SCALE_NAMES, quant_scheme
+from streamtensor.ir.itensor import parse_itensor_type
 from streamtensor.kernel_interface import load_kernel_interface
 from streamtensor.llm.build import build, decomposition_error, layer_weights, quantize_kv_cache, quantize_model
 from streamtensor.llm.estimate import HEAD_RESTREAM_SHARE, compile_head, design_invocation, estimate_run, head_tile_size
 from streamtensor.llm.generate import LlmRunner, reference_model
 from streamtensor.llm.host_model import OutputHead, QuantizedKvCache, decoder_layers, embedding_tables, sample
+from streamtensor.llm.perf import RunModel, input_owners, row_offsets, same_buffer
 
 PROMPT = "3,1,4,1,5,9,2,6"
 
@@ -89,13 +92,60 @@ def test_decode_updates_the_device_cache_in_place(gpt2_build: Path) -> None:
             held = runtime.read(name)
             assert np.abs(held[:, :, :len(fed)] - expected.numpy()).max() < 1e-4
             assert not held[:, :, len(fed):].any()
-    # Per decode step: the hidden rows in and out and the logits, as the run model charges them.
+    # Per decode step: the embedded row in and the logits out, as the run model charges them.
     modelled = runner.run_model.step_transfers()
-    assert modelled["to_device_bytes"] + modelled["from_device_bytes"] < 4096
-    assert all((s.transfers.to_device_bytes, s.transfers.from_device_bytes, s.transfers.buffer_syncs,
-                s.transfers.scalar_registers, s.transfers.launches) == (
-                   modelled["to_device_bytes"], modelled["from_device_bytes"], modelled["buffer_syncs"],
-                   modelled["scalar_registers"], modelled["kernel_launches"]) for s in result.steps[1:])
+    assert modelled.to_device_bytes + modelled.from_device_bytes < 4096
+    assert all(s.transfers == modelled for s in result.steps[1:])
+
+
+@pytest.mark.parametrize("prompt", [[3, 1, 4, 1, 5], [3, 1, 4, 1, 5, 9, 2, 6, 5]], ids=["prefill", "past-prefill"])
+def test_host_moves_what_the_run_model_counts(gpt2_build: Path, prompt: list[int]) -> None:
+    """Activations stay on the device: each layer reads the previous layer's output buffer and the head the last
+    layer's (the prompt row at its offset in the last prefill layer's), so a decode step syncs the embedded row in
+    and the logits out, nothing else. The emulated host moves exactly what the run model counts, and handing
+    the activations over through the host instead (what it does where packings differ) gives the same logits."""
+    runner = LlmRunner(gpt2_build)
+    model = runner.run_model
+    assert all(model.chained.values())
+    assert set(model.other_banks) <= set(model.chained)  # pseudo-channels: reported where they differ
+    # This fp32 prefill writes tiles of 8 rows x 16 columns: a row lies in 4 pieces, so the host hands it over.
+    assert model.head_row_offsets == {"hidden_0": [None] * TINY_SEQ_LEN}
+    chained = runner.generate(prompt, 3)
+    assert chained.steps[0].transfers == model.ttft_transfers(len(prompt))
+    step = model.step_transfers()
+    hidden_row = model.invocations["decode"].to_device_bytes
+    assert (step.buffer_syncs, step.to_device_bytes, step.launches) == (2, hidden_row, 3)  # 2 layers + head
+    assert step.from_device_bytes == model.invocations["head"].out_bytes  # the logits only
+    assert all(s.transfers == step for s in chained.steps[1:])
+    model.chained = {k: [] for k in model.chained}
+    model.head_row_offsets = {}
+    through_host = LlmRunner.__new__(LlmRunner)
+    through_host.__dict__.update({**runner.__dict__, "kernels": {}, "run_model": model})
+    result = through_host.generate(prompt, 3)
+    assert result.tokens == chained.tokens
+    assert all(np.array_equal(a.logits, b.logits) for a, b in zip(result.steps, chained.steps, strict=True))
+    assert result.steps[0].transfers == model.ttft_transfers(len(prompt))
+    assert all(s.transfers == model.step_transfers() for s in result.steps[1:])
+    assert model.step_transfers().buffer_syncs == 2 + 2 * 2  # each layer's output read back, the next one written
+
+
+def test_handoffs_follow_the_packed_layouts(gpt2_build: Path) -> None:
+    """A kernel reads another's output buffer in place only where both pack the tensor the same, slot for slot;
+    the head finds a prompt row of the prefill output only where that row is contiguous and word-aligned."""
+    args = {n: load_kernel_interface(gpt2_build / n).plan.arguments for n in ("prefill", "decode", "head")}
+    out = {n: next(a for a in args[n] if a.arg == ("logits" if n == "head" else "hidden_out")) for n in args}
+    decode_in = input_owners(args["decode"])
+    assert same_buffer(out["decode"], decode_in[0]) and same_buffer(out["decode"], input_owners(args["head"])[0])
+    assert not same_buffer(out["prefill"], decode_in[0])  # 8 rows against 1
+    # The same row streamed in tiles of 8 (each padded to a 512-bit word) is another buffer.
+    other = replace(decode_in[0], itype=parse_itensor_type("itensor<8xf32, tensor 64, [8] * [8], (d0) -> (d0)>"))
+    assert not same_buffer(out["decode"], other)
+    head_in = input_owners(args["head"])[0]
+    assert row_offsets(out["prefill"], head_in, 64) == [None] * TINY_SEQ_LEN  # tiles of 8 rows x 16 columns
+    rows = replace(out["prefill"], view=(), itype=parse_itensor_type(
+        "itensor<1x2x64xf32, tensor 1x8x64, [4] * [2], (d0) -> (0, d0, 0)>"))  # tiles of 2 whole rows
+    assert row_offsets(rows, head_in, 64) == [r * 64 * 4 for r in range(TINY_SEQ_LEN)]
+    assert row_offsets(rows, head_in, 512) == [0, None, 512, None, 1024, None, 1536, None]
 
 
 def test_run_model_terms_add_up(gpt2_build: Path) -> None:
@@ -166,6 +216,72 @@ def test_cpp_host_compiles_against_xrt_and_fails_without_a_card(gpt2_build: Path
     bad = subprocess.run([str(host / "llm_host"), "none.xclbin", str(gpt2_build), "3,999"], capture_output=True,
                          text=True)
     assert (bad.returncode, bad.stderr) == (2, "llm_host: bad prompt id '999' (expected 0..255)\n")
+
+
+FAKE_XRT = Path(__file__).parent / "fake_xrt"
+
+
+def _xrt_events(lines: list[str]) -> tuple[int, int, int, int]:
+    """Buffer syncs, bytes to and from the device, kernel starts among the stand-in XRT's printed events."""
+    syncs = [line.split() for line in lines if line.startswith("xrt-sync ")]
+    return (len(syncs), sum(int(s[2]) for s in syncs if s[1] == "to"), sum(int(s[2]) for s in syncs if s[1] == "from"),
+            sum(1 for line in lines if line == "xrt-start"))
+
+
+@pytest.fixture(scope="module", params=["in-place", "through-the-host"])
+def fake_xrt_host(gpt2_build: Path, tmp_path_factory: pytest.TempPathFactory,
+                  request: pytest.FixtureRequest) -> tuple[Path, RunModel]:
+    """The build's C++ host compiled against the stand-in XRT of ``tests/fake_xrt``, and the run model it follows:
+    as built, or generated from a run model in which no kernel reads another's output in place (the host hands
+    every activation over, as it does where packings differ)."""
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++")
+    folder = tmp_path_factory.mktemp("fake_xrt")
+    manifest = json.loads((gpt2_build / "llm.json").read_text())
+    source = gpt2_build / "host" / "llm_host.cpp"
+    if request.param == "through-the-host":
+        run_model = manifest["run_model"]
+        run_model.update(chained={k: [] for k in run_model["chained"]}, head_row_offsets={}, other_banks={})
+        write_llm_host(folder, manifest, {n: load_kernel_interface(gpt2_build / n) for n in manifest["kernels"]},
+                       "platform", 250)
+        source = folder / "llm_host.cpp"
+    exe = folder / "llm_host"
+    build = subprocess.run(["g++", "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{FAKE_XRT}", str(source),
+                            "-o", str(exe)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return exe, RunModel.from_json(manifest["run_model"])
+
+
+@pytest.mark.parametrize("prompt", ["3,1,4,1,5", "3,1,4,1,5,9,2,6,5"], ids=["prefill", "past-prefill"])
+def test_cpp_host_moves_what_the_run_model_counts(gpt2_build: Path, fake_xrt_host: tuple[Path, RunModel],
+                                                  prompt: str) -> None:
+    """The generated C++ host, built against a stand-in XRT that prints every buffer sync and kernel start and
+    computes nothing (``tests/fake_xrt``), moves per decode step exactly what the run model counts (as built here
+    one sync in, one out: the activations stay on the device), and before the first token what it counts for the
+    TTFT plus loading the resident weights, constants and zeroed caches once."""
+    exe, model = fake_xrt_host
+    run = subprocess.run([str(exe), "none.xclbin", str(gpt2_build), prompt, "3"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    phases: list[list[str]] = [[]]
+    for line in run.stdout.splitlines():
+        if line.startswith("xrt-"):
+            phases[-1].append(line)
+        elif line[:1].isdigit():  # "step position token seconds": a token came out
+            phases.append([])
+    assert len(phases) == 4 and not phases[-1]  # 3 tokens
+    step = model.step_transfers()
+    assert step.buffer_syncs == (2 if model.chained["decode->decode"] else 2 + 2 * 2)
+    for events in phases[1:-1]:
+        assert _xrt_events(events) == (step.buffer_syncs, step.to_device_bytes, step.from_device_bytes, step.launches)
+    # Loading: one buffer per layer for weights and caches (zeroed), one for constants and the head's weights.
+    manifest = json.loads((gpt2_build / "llm.json").read_text())
+    load = [(len(k["layers"]) if a.role in ("weight", "kv_cache") and k["layers"] else 1, a.layout.total_bytes)
+            for k in manifest["kernels"].values() for a in load_kernel_interface(gpt2_build / k["dir"]).plan.arguments
+            if a.role in ("weight", "constant", "kv_cache") and a.shares is None]
+    ttft = model.ttft_transfers(len(prompt.split(",")))
+    assert _xrt_events(phases[0]) == (ttft.buffer_syncs + sum(n for n, _ in load),
+                                      ttft.to_device_bytes + sum(n * b for n, b in load), ttft.from_device_bytes,
+                                      ttft.launches)
 
 
 def test_generate_refuses_bad_requests_in_one_line(gpt2_build: Path, tmp_path: Path,

@@ -2,13 +2,19 @@
 layer's block runs in its compiled C simulation, each kernel's executable built once and run per layer with that
 layer's weights) or over XRT (a card).
 
-The loop (the C++ host, ``host/llm_host.cpp``, does the same): embed the prompt on the host, run each layer's
-prefill kernel (the prompt padded to the compiled length; prompt tokens beyond it go through decode steps), write
-its keys and values once into that layer's resident KV-cache buffers on the device, run the head kernel on the
-last hidden row, sample (greedy, top-k, temperature), then one decode step per new token until EOS or
-``max_new_tokens``: per layer the hidden row and the position go in, the hidden row comes back, and the decode
-kernel updates the layer's cache in place. An int8 KV cache holds the int8 codes the kernels write (the prefill
-kernel returns its keys and values quantized).
+The loop (the C++ host, ``host/llm_host.cpp``, does the same): embed the prompt on the host and write it once to
+the first prefill layer's input buffer, run each layer's prefill kernel (the prompt padded to the compiled
+length; prompt tokens beyond it go through decode steps), read its keys and values back and write them once into
+that layer's resident KV-cache buffers on the device, run the head kernel on the last prompt row, sample (greedy,
+top-k, temperature), then one decode step per new token until EOS or ``max_new_tokens``: the embedded token goes
+in once, every layer runs with the position as a register, and the logits come back; the decode kernels update
+their layer's cache in place. Activations stay on the device: a layer reads the previous layer's output buffer
+and the head the last layer's (the prompt row of the last prefill layer's at its offset), wherever the build
+found their packings equal (``RunModel.chained``, ``head_row_offsets``: per input buffer, as a kernel's input
+may be several buffers, one per DMA packing); for the others the host reads the output back once and writes
+them. ``Transfers`` counts what the host moved, which the run model predicts
+(``RunModel.step_transfers``, ``ttft_transfers``). An int8 KV cache holds the int8 codes the kernels write (the
+prefill kernel returns its keys and values quantized).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.kernel_interface import PARAMS_DIR
 from streamtensor.llm.build import KV_SCALES_FILE, LAYERS_DIR, LLM_FILE, MODEL_DIR, QUANT_FILE
 from streamtensor.llm.host_model import EmbeddingTables, QuantizedKvCache, sample
-from streamtensor.llm.perf import RunModel
+from streamtensor.llm.perf import RunModel, Transfers, chain_key
 from streamtensor.runtime.host import Runtime
 from streamtensor.runtime.simulation import SimulationBackend
 from streamtensor.runtime.xrt import XrtBackend
@@ -35,22 +41,8 @@ from streamtensor.verify.simulate import build_simulation
 
 BACKENDS = ("emulation", "xrt")
 XCLBIN = "host/llm.hw.xclbin"
+HIDDEN = "hidden"  # every kernel's activation input
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
-
-
-@dataclass
-class Transfers:
-    """What the host program moved between host and device: buffers synced and their bytes, scalar registers."""
-
-    to_device_bytes: int = 0
-    from_device_bytes: int = 0
-    buffer_syncs: int = 0
-    scalar_registers: int = 0
-    launches: int = 0
-
-    def add(self, other: Transfers) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 class KernelRunner:
@@ -77,37 +69,72 @@ class KernelRunner:
             for arg in runtime.arguments:
                 runtime.allocate(arg.arg)
             self.runtimes[layer] = runtime
+        # Per layer: the input buffers read in place in another kernel's output buffer (``read_from``).
+        self.bound: dict[int | None, set[str]] = {layer: set() for layer in self.runtimes}
 
     def write(self, inputs: dict[str, np.ndarray], layer: int | None) -> Transfers:
-        """Pack and sync ``inputs`` (tensor name -> whole array) into ``layer``'s device buffers."""
+        """Pack and sync ``inputs`` (tensor name -> whole array) into ``layer``'s device buffers, but those read
+        in place in another kernel's output; a scalar is a register of the launch."""
         runtime = self.runtimes[layer]
         moved = Transfers()
         for name, array in inputs.items():
-            runtime.write(name, array)
-            runtime.sync(name, "to_device")
             for arg in runtime.arguments_named(name):
-                if arg.scalar:
+                if arg.scalar:  # a register on the card (XrtBackend._sync skips it); the simulation reads a file
+                    runtime.write(arg.arg, array)
+                    runtime.sync(arg.arg, "to_device")
                     moved.scalar_registers += 1
-                elif arg.reads and arg.shares is None:  # a DMA reading another's buffer: synced with it
+                elif arg.reads and arg.shares is None and arg.arg not in self.bound[layer]:
+                    # one buffer per packing: a DMA reading another's buffer is written and synced with it
+                    runtime.write(arg.arg, array)
+                    runtime.sync(arg.arg, "to_device")
                     moved.to_device_bytes += arg.layout.total_bytes
                     moved.buffer_syncs += 1
         return moved
 
-    def run(self, inputs: dict[str, np.ndarray], layer: int | None = None
-            ) -> tuple[dict[str, np.ndarray], float, Transfers]:
-        """The kernel on ``inputs`` with ``layer``'s resident buffers (None: the head's); the outputs the host
-        reads, the kernel's wall time here and what the host moved."""
+    def input_buffers(self) -> list[str]:
+        """The buffers of the activation input (``perf.input_owners``)."""
+        return [a.arg for a in next(iter(self.runtimes.values())).arguments if a.role == "input" and a.shares is None]
+
+    @property
+    def primary(self) -> str:
+        """The argument of the kernel's first output (a block's hidden state, the head's logits)."""
+        return next(iter(self.outputs.values()))
+
+    def launch(self, inputs: dict[str, np.ndarray], layer: int | None = None) -> tuple[float, Transfers]:
+        """Write ``inputs`` into ``layer``'s buffers (None: the head's) and run the kernel on them; the kernel's
+        wall time here and what the host moved."""
         moved = self.write(inputs, layer)
-        runtime = self.runtimes[layer]
-        result = runtime.run()
+        result = self.runtimes[layer].run()
         moved.launches += 1
+        return result.seconds, moved
+
+    def read(self, names: list[str], layer: int | None = None) -> tuple[dict[str, np.ndarray], Transfers]:
+        """Sync back and unpack the outputs ``names`` of ``layer``'s last run."""
+        runtime = self.runtimes[layer]
+        moved = Transfers()
         outputs = {}
-        for name, arg in self.outputs.items():
+        for name in names:
+            arg = self.outputs[name]
             runtime.sync(arg, "from_device")
             outputs[name] = runtime.read(arg)
             moved.from_device_bytes += runtime.arguments_named(arg)[0].layout.total_bytes
             moved.buffer_syncs += 1
-        return outputs, result.seconds, moved
+        return outputs, moved
+
+    def read_primary(self, layer: int | None = None) -> tuple[np.ndarray, Transfers]:
+        out, moved = self.read([next(iter(self.outputs))], layer)
+        return next(iter(out.values())), moved
+
+    def read_from(self, layer: int | None, source: KernelRunner, source_layer: int | None,
+                  offsets: dict[str, int]) -> None:
+        """``layer``'s runs read their input buffers ``offsets`` (argument -> byte offset) where ``source``'s run
+        of ``source_layer`` wrote its first output: the same device buffer; the host writes the others."""
+        runtime = self.runtimes[layer]
+        for arg in self.bound[layer] - set(offsets):
+            runtime.unbind(arg)
+        for arg, offset in offsets.items():
+            runtime.bind(arg, source.runtimes[source_layer], source.primary, offset)
+        self.bound[layer] = set(offsets)
 
 
 class DeviceKvCache:
@@ -181,6 +208,7 @@ class LlmRunner:
             if name not in self.kernels:
                 self.progress(f"loading kernel {name} ({self.backend})")
                 self.kernels[name] = KernelRunner(self.root / k["dir"], self.backend, k["outputs"], k["layers"])
+        self._bind_layers()
 
     def _check_prompt(self, prompt: list[int], max_new_tokens: int) -> None:
         m = self.manifest
@@ -197,22 +225,69 @@ class LlmRunner:
         if rows and len(prompt) + max_new_tokens > rows:
             raise OptionError(f"the model has {rows} learned positions; {len(prompt) + max_new_tokens} requested")
 
-    def _head(self, hidden_row: np.ndarray) -> tuple[np.ndarray, float, Transfers]:
-        out, seconds, moved = self.kernels[self.manifest["head"]].run({"hidden": hidden_row})
-        # The head kernel's logits past the vocabulary are its zero padding rows (host_model.OutputHead).
-        return out["logits"].reshape(-1)[:self.manifest["vocab_size"]], seconds, moved
+    def _in_place(self, producer: str, consumer: str) -> list[str]:
+        """The input buffers of ``consumer`` that are ``producer``'s output buffer (``RunModel.chained``)."""
+        return self.run_model.chained.get(chain_key(producer, consumer), [])
 
-    def _decode_layers(self, hidden: np.ndarray, position: int, moved: Transfers) -> tuple[np.ndarray, float]:
-        """Every layer's decode kernel for one token at ``position``: the hidden row and the position go in, the
-        hidden row comes back; the layer's cache is updated in place on the device."""
+    def _bind_layers(self) -> None:
+        """Each layer reads the previous layer's output buffer as those of its input buffers the build found
+        packed the same (the same binding every run)."""
+        for names in (self.manifest["prefill"], self.manifest["decode"]):
+            for layer in range(1, len(names)):
+                self.kernels[names[layer]].read_from(layer, self.kernels[names[layer - 1]], layer - 1, dict.fromkeys(
+                    self._in_place(names[layer - 1], names[layer]), 0))
+
+    def _layers(self, names: list[str], hidden: np.ndarray, position: int | None, moved: Transfers,
+                outputs: tuple[str, ...] = ()) -> tuple[list[dict[str, np.ndarray]], float]:
+        """Run the kernels ``names`` (one per layer) on the activation ``hidden``, written once; ``position``:
+        the decode position register. Per layer the outputs ``outputs`` are read back (the prefill's keys and
+        values); the hidden state stays on the device where the next layer reads it in place (where a buffer of
+        the next layer's input is packed otherwise, the host reads it back once and writes that buffer)."""
         total = 0.0
-        for layer, name in enumerate(self.manifest["decode"]):
-            inputs = {"hidden": hidden, "position": np.array([position], dtype=np.int64)}
-            out, seconds, step_moved = self.kernels[name].run(inputs, layer)
-            moved.add(step_moved)
-            hidden = out["hidden_out"]
+        read: list[dict[str, np.ndarray]] = []
+        for layer, name in enumerate(names):
+            kernel = self.kernels[name]
+            inputs = {} if position is None else {"position": np.array([position], dtype=np.int64)}
+            if layer == 0:
+                inputs[HIDDEN] = hidden
+            elif set(kernel.input_buffers()) - kernel.bound[layer]:
+                inputs[HIDDEN], step = self.kernels[names[layer - 1]].read_primary(layer - 1)
+                moved.add(step)
+            seconds, step = kernel.launch(inputs, layer)
+            moved.add(step)
+            out, step = kernel.read(list(outputs), layer)
+            moved.add(step)
+            read.append(out)
             total += seconds
-        return hidden, total
+        return read, total
+
+    def _head(self, producer: str, layer: int, row: int | None, moved: Transfers) -> tuple[np.ndarray, float]:
+        """The head on the output of kernel ``producer``'s run of ``layer`` (``row``: that row of a prefill
+        output), read in place where the build found its input buffers packed the same (a prefill row at its
+        offset); its logits read back."""
+        head = self.kernels[self.manifest["head"]]
+        source = self.kernels[producer]
+        if row is None:
+            offsets = dict.fromkeys(self._in_place(producer, self.manifest["head"]), 0)
+        else:
+            offsets = {arg: rows[row] for arg, rows in self.run_model.head_row_offsets.items()
+                       if row < len(rows) and rows[row] is not None}
+        head.read_from(None, source, layer, offsets)
+        inputs = {}
+        if set(head.input_buffers()) - set(offsets):
+            hidden, step = source.read_primary(layer)
+            moved.add(step)
+            inputs[HIDDEN] = hidden if row is None else hidden[:, row:row + 1]
+        seconds, step = head.launch(inputs)
+        moved.add(step)
+        logits, step = head.read_primary()
+        moved.add(step)
+        # The head kernel's logits past the vocabulary are its zero padding rows (host_model.OutputHead).
+        return logits.reshape(-1)[:self.manifest["vocab_size"]], seconds
+
+    def _decode(self, token: int, position: int, moved: Transfers) -> float:
+        """Every decode layer on the embedded ``token`` at ``position``; the hidden state stays on the device."""
+        return self._layers(self.manifest["decode"], self.tables.embed([token], position), position, moved)[1]
 
     def generate(self, prompt: list[int], max_new_tokens: int, top_k: int = 0, temperature: float = 0.0,
                  seed: int = 0) -> Generation:
@@ -228,21 +303,17 @@ class LlmRunner:
         prefilled = min(len(prompt), m["prompt_len"])
         hidden = np.zeros((1, m["prompt_len"], m["hidden_size"]), dtype=np.float32)
         hidden[:, :prefilled] = self.tables.embed(prompt[:prefilled], 0)
-        kernel_s = 0.0
-        for layer, name in enumerate(m["prefill"]):
-            out, seconds, layer_moved = self.kernels[name].run({"hidden": hidden}, layer)
-            moved.add(layer_moved)
+        caches = tuple(output for output, _ in m["kv_caches"])
+        outputs, kernel_s = self._layers(m["prefill"], hidden, None, moved, caches)
+        for layer, out in enumerate(outputs):
             moved.add(cache.fill(layer, out, prefilled))
-            hidden = out["hidden_out"]
-            kernel_s += seconds
-        last = hidden[:, prefilled - 1:prefilled]
+        producer, layer, row = m["prefill"][-1], len(m["prefill"]) - 1, prefilled - 1
         for position in range(prefilled, len(prompt)):  # prompt tokens beyond the prefill length
-            last, seconds = self._decode_layers(self.tables.embed([prompt[position]], position), position, moved)
-            kernel_s += seconds
+            kernel_s += self._decode(prompt[position], position, moved)
+            producer, row = m["decode"][-1], None
         position = len(prompt) - 1
         while True:
-            logits, seconds, head_moved = self._head(last)
-            moved.add(head_moved)
+            logits, seconds = self._head(producer, layer, row, moved)
             kernel_s += seconds
             token = sample(logits, top_k, temperature, rng)
             result.tokens.append(token)
@@ -258,7 +329,8 @@ class LlmRunner:
             position += 1
             start = time.perf_counter()
             moved = Transfers()
-            last, kernel_s = self._decode_layers(self.tables.embed([token], position), position, moved)
+            kernel_s = self._decode(token, position, moved)
+            producer, row = m["decode"][-1], None
         return result
 
     def modelled(self, generation: Generation) -> dict[str, Any]:

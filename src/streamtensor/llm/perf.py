@@ -1,16 +1,23 @@
 """Performance model of a whole generation run on the board: TTFT, decode tokens/s, latency, with every term.
 
 All kernel figures are *modelled*: cycles from each compiled block's timing simulation (FIFOs as sized) at the
-target's clock. The host program (``llm.generate``; the C++ host does the same) runs, per token and per layer, one
-kernel invocation: it pays the target's kernel-launch round trip, one buffer sync per activation buffer it writes
-or reads and the bytes of those buffers over PCIe (``Target.host_link``, whose figures and sources the report
-repeats); a scalar argument (the decode position) is a register written with the launch. Weights are resident in
-HBM (written once at load). The KV cache is resident too: one cache buffer pair per layer on the device, updated
-in place by the decode kernel (it reads rows ``0..position`` and writes row ``position``), filled once per
-generation from the prefill kernel's keys and values (read back, packed into the cache layout, written: the
-``cache_fill`` term of TTFT). No cache byte crosses PCIe during decode. Every byte figure follows the cache's
-element type from the kernels' layouts: an int8 KV cache moves and holds one byte per element. Embedding lookup
-and sampling are host work, *measured* here.
+target's clock. The host program (``llm.generate``; the C++ host does the same) runs one kernel invocation per
+token and layer and waits for each (``Target.host_link``: one launch round trip per run, whose figure and source
+the report repeats; the kernels are ``ap_ctrl_chain``, under which XRT may start a queued run before the previous
+one is done, so runs are not queued back to back). Activations stay on the device: a layer's output buffer IS the
+next layer's input buffer, and the head reads the last layer's (``chain_handoffs``: per input buffer, as a kernel
+input read by DMAs of different packings has one buffer per packing, where that buffer's packing equals the
+producer's output's slot for slot; for the other buffers the host reads the output back once and writes them,
+and the model charges those syncs and bytes). Where every buffer agrees, a decode step syncs the embedded hidden
+row to the device once and the logits back once; the position is a register written with each launch. A prefill
+writes the embedded prompt once, reads each layer's keys and values back and writes them into that layer's
+resident cache buffers (the ``cache_fill`` term), and the head reads the last prompt row of the last layer's
+output in place (a sub-buffer at that row's offset) where that row is contiguous and word-aligned in the output's
+packing. Each buffer sync costs the link's fixed latency plus its bytes over PCIe. Weights are
+resident in HBM (written once at load). The KV cache is resident too: one cache buffer pair per layer on the
+device, updated in place by the decode kernel (it reads rows ``0..position`` and writes row ``position``). No
+cache byte crosses PCIe during decode. Every byte figure follows the element types of the kernels' layouts: an
+int8 KV cache moves and holds one byte per element. Embedding lookup and sampling are host work, *measured* here.
 
 Prefill: a prompt of n <= prefill length runs one prefill invocation per layer (padded to the compiled length);
 longer prompts prefill the first part and feed the rest through decode steps. TTFT = prefill layers + cache fill
@@ -31,12 +38,100 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from typing import Any
 
+import numpy as np
+
 from streamtensor.analysis.timing_model import cache_dma_bytes
+from streamtensor.codegen.vitis.llm_host import chain_key, slot_map
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode, KernelNode
 from streamtensor.kernel_interface import MemoryArgument
 from streamtensor.target import Target
+
+
+@dataclass
+class Transfers:
+    """What the host program moves between host and device: buffers synced and their bytes, scalar registers
+    written with a launch, kernel runs. The emulation host counts them as it runs; the run model predicts them."""
+
+    to_device_bytes: int = 0
+    from_device_bytes: int = 0
+    buffer_syncs: int = 0
+    scalar_registers: int = 0
+    launches: int = 0
+
+    def add(self, other: Transfers) -> Transfers:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
+    def times(self, count: int) -> Transfers:
+        return Transfers(*(count * getattr(self, n) for n in self.__dataclass_fields__))
+
+
+def output_argument(arguments: Sequence[MemoryArgument], graph: DataflowGraph) -> MemoryArgument:
+    """The argument returning the kernel's first output: a block's hidden state, the head's logits."""
+    return next(a for a in arguments if a.dma == graph.outputs[0])
+
+
+def input_owners(arguments: Sequence[MemoryArgument]) -> list[MemoryArgument]:
+    """The buffers of the kernel's activation input: one per DMA packing of it (DMAs holding the same bytes share
+    one, ``MemoryArgument.shares``), one per stripe of a striped one."""
+    return [a for a in arguments if a.role == "input" and a.shares is None]
+
+
+def _written_slots(out: MemoryArgument, slots: int) -> np.ndarray:
+    """Per slot of ``out``'s buffer, the flat tensor index + 1 the kernel writes there (0: none)."""
+    held = np.zeros(slots, dtype=np.int64)
+    where = slot_map(out).astype(np.int64) - 1
+    held[where] = np.arange(1, len(where) + 1)
+    return held
+
+
+def same_buffer(out: MemoryArgument, buffer: MemoryArgument) -> bool:
+    """Whether the input buffer ``buffer`` of a kernel can be ``out``'s buffer as another kernel wrote it: every
+    slot holding the same tensor element in both packings, no padding, no stripe."""
+    if buffer.stripes != 1 or out.tensor_shape != buffer.tensor_shape:
+        return False
+    if out.layout.total_bytes != buffer.layout.total_bytes:
+        return False
+    wanted = slot_map(buffer)
+    return bool(wanted.all()) and np.array_equal(_written_slots(out, len(wanted)), wanted)
+
+
+def row_offsets(out: MemoryArgument, buffer: MemoryArgument, word_bytes: int) -> list[int | None]:
+    """Per row ``r`` of ``out``'s [1, rows, hidden] tensor: the byte offset at which its buffer holds row ``r``
+    exactly as the [1, 1, hidden] input buffer ``buffer`` packs it, so the consumer can read a sub-buffer there;
+    None where it does not (the row scattered over tiles, or not on a ``word_bytes`` boundary of the m_axi port)."""
+    rows, hidden = out.tensor_shape[-2], out.tensor_shape[-1]
+    wanted = slot_map(buffer).astype(np.int64) if buffer.stripes == 1 else np.zeros(0, dtype=np.int64)
+    if len(wanted) != hidden or not wanted.all() or buffer.tensor_shape[-1] != hidden:
+        return [None] * rows
+    slot_bytes = buffer.layout.total_bytes // len(wanted)
+    where = slot_map(out).astype(np.int64) - 1  # per element of out's tensor: its slot
+    found: list[int | None] = []
+    for r in range(rows):
+        slots = where[r * hidden + wanted - 1]  # the slot of the element each input slot wants
+        first = int(slots[0])
+        ok = np.array_equal(slots, np.arange(first, first + hidden)) and first * slot_bytes % word_bytes == 0
+        found.append(first * slot_bytes if ok else None)
+    return found
+
+
+def chain_handoffs(ports: dict[str, tuple[MemoryArgument, Sequence[MemoryArgument]]], prefill: Sequence[str],
+                   decode: Sequence[str], head: str, word_bytes: int
+                   ) -> tuple[dict[str, list[str]], dict[str, list[int | None]]]:
+    """Which kernel reads which kernel's output buffer in place. ``ports``: per kernel, its output argument and
+    its arguments. Returns, per ``producer->consumer`` (consecutive prefill layers, consecutive decode layers, the
+    last decode layer and the head), the consumer's input buffers that are the producer's output buffer as it is
+    (``same_buffer``; the others the host writes); and per input buffer of the head, per prefill row, where it
+    finds that row in the last prefill layer's output buffer (``row_offsets``)."""
+    pairs = [*pairwise(prefill), *pairwise(decode), (decode[-1], head)]
+    chained = {chain_key(p, c): [b.arg for b in input_owners(ports[c][1]) if same_buffer(ports[p][0], b)]
+               for p, c in dict.fromkeys(pairs)}
+    rows = {b.arg: row_offsets(ports[prefill[-1]][0], b, word_bytes) for b in input_owners(ports[head][1])}
+    return chained, rows
 
 
 @dataclass(frozen=True)
@@ -54,6 +149,8 @@ class Invocation:
     cache_hbm_bytes: list[int] = field(default_factory=list)  # KV-cache DMA bytes per run at position 0, 1, ...
     cache_fill_bytes: int = 0  # the resident cache buffers, written once per generation after the prefill
     cache_fill_buffers: int = 0
+    out_bytes: int = 0  # of from_device_bytes: the first output (hidden state, logits), which the next kernel reads
+    input_bytes: dict[str, int] = field(default_factory=dict)  # per buffer of the activation input: its bytes
 
     @classmethod
     def of(cls, cycles: int, arguments: Sequence[MemoryArgument], graph: DataflowGraph) -> Invocation:
@@ -80,7 +177,9 @@ class Invocation:
                    if isinstance(n, KernelNode) and any(lt.reduction for lt in n.loops))
         return cls(cycles, sum(a.layout.total_bytes for a in ins), len(ins),
                    sum(1 for a in arguments if a.scalar), sum(a.layout.total_bytes for a in outs), len(outs), fixed,
-                   work, per_position, sum(a.layout.total_bytes for a in owners), len(owners))
+                   work, per_position, sum(a.layout.total_bytes for a in owners), len(owners),
+                   output_argument(arguments, graph).layout.total_bytes,
+                   {a.arg: a.layout.total_bytes for a in input_owners(arguments)})
 
     def hbm_at(self, position: int) -> int:
         """HBM bytes of one run at ``position`` (the cache DMAs' share grows with it)."""
@@ -112,6 +211,15 @@ class RunModel:
     host_token_s: float  # measured here: embedding lookup + sampling of one token
     host_head_s: float | None  # measured here: the output head in PyTorch eager on the host (None: not measured)
     position_points: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # decode: (capacity, cycles)
+    # ``producer->consumer`` -> the consumer's input buffers that are the producer's output buffer on the device
+    # (``chain_handoffs``); the host writes the others
+    chained: dict[str, list[str]] = field(default_factory=dict)
+    # per input buffer of the head, per prefill row: its byte offset in the last prefill layer's output buffer,
+    # where the head reads it; None: the host writes that buffer
+    head_row_offsets: dict[str, list[int | None]] = field(default_factory=dict)
+    # ``producer->consumer`` -> the consumer's arguments on a buffer read in place that are placed on other
+    # pseudo-channels than the producer's output: XRT copies the buffer into their bank (not counted)
+    other_banks: dict[str, list[str]] = field(default_factory=dict)
 
     @staticmethod
     def device_figures(target: Target) -> dict[str, Any]:
@@ -138,56 +246,122 @@ class RunModel:
     def kernel_s(self, name: str) -> float:
         return self.invocations[name].cycles / self.clock_hz
 
-    def overhead_s(self, name: str) -> dict[str, float]:
-        """Launch, sync and PCIe seconds of one invocation (the host program's, beyond the kernel's cycles)."""
-        inv = self.invocations[name]
-        buffers = inv.to_device_buffers + inv.from_device_buffers
-        moved = inv.to_device_bytes + inv.from_device_bytes
-        return {"launch": self.kernel_launch_s, "sync": buffers * self.transfer_latency_s,
-                "pcie": moved / self.pcie_bytes_per_second}
+    def host_s(self, moved: Transfers) -> dict[str, float]:
+        """Launch, sync and PCIe seconds of what the host program moved and ran (beyond the kernels' cycles)."""
+        return {"launch": moved.launches * self.kernel_launch_s, "sync": moved.buffer_syncs * self.transfer_latency_s,
+                "pcie": (moved.to_device_bytes + moved.from_device_bytes) / self.pcie_bytes_per_second}
 
-    def invocation_s(self, name: str) -> float:
-        o = self.overhead_s(name)
-        return self.kernel_s(name) + o["launch"] + o["sync"] + o["pcie"]
+    def _seconds(self, moved: Transfers) -> float:
+        return sum(self.host_s(moved).values())
+
+    # What the host program does (``llm.generate`` and the C++ host do exactly this; tests count it).
+    def write_input(self, name: str, skip: Sequence[str] = ()) -> Transfers:
+        """The host writes kernel ``name``'s activation input buffers but ``skip`` (read in place)."""
+        written = [b for arg, b in self.invocations[name].input_bytes.items() if arg not in skip]
+        return Transfers(to_device_bytes=sum(written), buffer_syncs=len(written))
+
+    def run(self, name: str) -> Transfers:
+        """One launch of ``name``: its scalar registers, and its outputs besides the first read back (a prefill's
+        keys and values)."""
+        inv = self.invocations[name]
+        return Transfers(from_device_bytes=inv.from_device_bytes - inv.out_bytes,
+                         buffer_syncs=inv.from_device_buffers - 1, scalar_registers=inv.registers, launches=1)
+
+    def read_output(self, name: str) -> Transfers:
+        """The host reads ``name``'s first output back (the logits; an activation the next kernel cannot read)."""
+        return Transfers(from_device_bytes=self.invocations[name].out_bytes, buffer_syncs=1)
+
+    def handoff(self, producer: str, consumer: str, in_place: Sequence[str] | None = None) -> Transfers:
+        """``consumer`` gets ``producer``'s output: its input buffers ``in_place`` (default: those the build
+        found equal, ``chained``) read on the device; for the others the host reads the output back once and
+        writes them."""
+        if in_place is None:
+            in_place = self.chained.get(chain_key(producer, consumer), [])
+        if set(in_place) >= set(self.invocations[consumer].input_bytes):
+            return Transfers()
+        return self.read_output(producer).add(self.write_input(consumer, in_place))
+
+    def layers(self, names: list[str]) -> Transfers:
+        """The host runs ``names`` one after the other on one activation it writes once."""
+        moved = self.write_input(names[0])
+        for i, name in enumerate(names):
+            moved.add(self.run(name))
+            if i + 1 < len(names):
+                moved.add(self.handoff(name, names[i + 1]))
+        return moved
+
+    def head_from(self, producer: str, row: int | None = None) -> Transfers:
+        """The head on ``producer``'s output (``row``: that row of the last prefill layer's), its logits read."""
+        in_place = None if row is None else self.head_rows_in_place(row)
+        return self.handoff(producer, self.head, in_place).add(self.run(self.head)).add(self.read_output(self.head))
+
+    def head_rows_in_place(self, row: int) -> list[str]:
+        """The head's input buffers it reads in place in the last prefill layer's output, at prompt row ``row``."""
+        return [arg for arg, offsets in self.head_row_offsets.items()
+                if row < len(offsets) and offsets[row] is not None]
+
+    def cache_fill(self) -> Transfers:
+        """Once per generation, per layer: the decode kernel's resident cache buffers written from the prefill's
+        keys and values (which the prefill runs read back)."""
+        moved = Transfers()
+        for n in self.decode:
+            inv = self.invocations[n]
+            moved.add(Transfers(to_device_bytes=inv.cache_fill_bytes, buffer_syncs=inv.cache_fill_buffers))
+        return moved
+
+    def step_transfers(self) -> Transfers:
+        """One decode step: every decode layer on the embedded row, the head on the last layer's output."""
+        return self.layers(self.decode).add(self.head_from(self.decode[-1]))
+
+    def ttft_transfers(self, prompt_len: int, with_cache_fill: bool = True) -> Transfers:
+        """From the prompt to the first token: the prefill layers, the cache fill, the prompt tokens past the
+        prefill length through the decode layers, the head."""
+        prefilled = min(prompt_len, self.prefill_len)
+        moved = self.layers(self.prefill)
+        if with_cache_fill:
+            moved.add(self.cache_fill())
+        extra = prompt_len - prefilled
+        moved.add(self.layers(self.decode).times(extra))
+        return moved.add(self.head_from(self.decode[-1]) if extra else self.head_from(self.prefill[-1], prefilled - 1))
 
     def cache_fill_s(self) -> float:
-        """Once per generation, per layer: the decode kernel's resident cache buffers written from the prefill's
-        keys and values (which the prefill invocation's outputs already brought back)."""
-        return sum(self.invocations[n].cache_fill_buffers * self.transfer_latency_s
-                   + self.invocations[n].cache_fill_bytes / self.pcie_bytes_per_second for n in self.decode)
-
-    def prefill_s(self) -> float:
-        return sum(self.invocation_s(n) for n in self.prefill)
-
-    def layers_step_s(self) -> float:
-        return sum(self.invocation_s(n) for n in self.decode)
+        return self._seconds(self.cache_fill())
 
     def step_s(self) -> float:
         """One decode step: every layer's decode invocation, the head, the host's embedding and sampling."""
-        return self.layers_step_s() + self.invocation_s(self.head) + self.host_token_s
+        kernels = sum(self.kernel_s(n) for n in [*self.decode, self.head])
+        return kernels + self._seconds(self.step_transfers()) + self.host_token_s
+
+    def head_s(self) -> float:
+        """The head's share of a decode step: its kernel, launch, the logits read back (and its input, when it
+        cannot read the last layer's output in place)."""
+        return self.kernel_s(self.head) + self._seconds(self.head_from(self.decode[-1]))
 
     def hbm_bytes_at(self, position: int) -> int:
         """HBM bytes of one decode step (every layer and the head) feeding the token at ``position``."""
         return sum(self.invocations[n].hbm_at(position) for n in self.decode) + self.invocations[self.head].hbm_bytes
 
-    def step_transfers(self) -> dict[str, int]:
+    def step_transfer_report(self) -> dict[str, int]:
         """Host <-> card traffic of one decode step (every layer and the head): what the host program moves."""
-        names = [*self.decode, self.head]
-        inv = [self.invocations[n] for n in names]
-        return {"to_device_bytes": sum(i.to_device_bytes for i in inv),
-                "from_device_bytes": sum(i.from_device_bytes for i in inv),
-                "buffer_syncs": sum(i.to_device_buffers + i.from_device_buffers for i in inv),
-                "scalar_registers": sum(i.registers for i in inv), "kernel_launches": len(names),
-                "kv_cache_bytes": 0}
+        moved = self.step_transfers()
+        return {"to_device_bytes": moved.to_device_bytes, "from_device_bytes": moved.from_device_bytes,
+                "buffer_syncs": moved.buffer_syncs, "scalar_registers": moved.scalar_registers,
+                "kernel_launches": moved.launches, "kv_cache_bytes": 0}
 
     def model(self, prompt_len: int, new_tokens: int) -> dict[str, Any]:
         """``report["llm"]`` for a prompt of ``prompt_len`` tokens and ``new_tokens`` generated ones."""
         prefilled = min(prompt_len, self.prefill_len)
         extra_prompt_steps = prompt_len - prefilled
         step = self.step_s()
-        head = self.invocation_s(self.head)
-        ttft = (self.prefill_s() + self.cache_fill_s() + extra_prompt_steps * self.layers_step_s() + head
-                + self.host_token_s)
+        ttft_host = self.host_s(self.ttft_transfers(prompt_len, with_cache_fill=False))
+        ttft_s = {"prefill_kernels": sum(self.kernel_s(n) for n in self.prefill),
+                  "prompt_tokens_through_decode_kernels": extra_prompt_steps * sum(self.kernel_s(n)
+                                                                                   for n in self.decode),
+                  "head_kernel": self.kernel_s(self.head),
+                  **{f"host_{k}": v for k, v in ttft_host.items()},
+                  "kv_cache_fill": self.cache_fill_s(),
+                  "host_embedding_and_sampling_measured_here": self.host_token_s}
+        ttft = sum(ttft_s.values())
         latency = ttft + max(new_tokens - 1, 0) * step
         # Decode steps feed the tokens at these positions (the prompt's past the prefill, then the answer's).
         positions = [*range(prefilled, prompt_len), *range(prompt_len, prompt_len + max(new_tokens - 1, 0))]
@@ -201,21 +375,34 @@ class RunModel:
                    "decode_design": d, "decode_cycles": self.invocations[d].cycles}
                   for i, (p, d) in enumerate(zip(self.prefill, self.decode, strict=True))]
         names = [*self.decode, self.head]
+        row = prefilled - 1
+        prompt_row = self.head_rows_in_place(row) if extra_prompt_steps == 0 else self.chained.get(
+            chain_key(self.decode[-1], self.head), [])
         overheads = {
             "kernel_launch_s_each": self.kernel_launch_s, "buffer_sync_s_each": self.transfer_latency_s,
             "pcie_bytes_per_s": self.pcie_bytes_per_second, "source": self.host_link_source,
             "per_decode_step_s": {
                 "kernels": sum(self.kernel_s(n) for n in names),
-                **{k: sum(self.overhead_s(n)[k] for n in names) for k in ("launch", "sync", "pcie")},
+                **self.host_s(self.step_transfers()),
                 "host_embedding_and_sampling_measured_here": self.host_token_s,
             },
-            "per_decode_step_transfers": self.step_transfers(),
-            "ttft_s": {"prefill_kernels": sum(self.kernel_s(n) for n in self.prefill),
-                       **{f"prefill_{k}": sum(self.overhead_s(n)[k] for n in self.prefill)
-                          for k in ("launch", "sync", "pcie")},
-                       "kv_cache_fill": self.cache_fill_s(),
-                       "prompt_tokens_through_decode": extra_prompt_steps * self.layers_step_s(),
-                       "head": head, "host_embedding_and_sampling_measured_here": self.host_token_s},
+            "per_decode_step_transfers": self.step_transfer_report(),
+            "ttft_s": ttft_s,
+            "ttft_transfers": asdict(self.ttft_transfers(prompt_len)),
+            "activations_on_device": {
+                "read_in_place": {k: v for k, v in self.chained.items() if v},
+                "written_by_the_host": {k: sorted(set(self.invocations[k.split("->")[1]].input_bytes) - set(v))
+                                        for k, v in self.chained.items()
+                                        if set(self.invocations[k.split("->")[1]].input_bytes) - set(v)},
+                "head_reads_the_prompt_row_in_place": prompt_row,
+                "on_other_pseudo_channels_than_the_producer": self.other_banks,
+                "other_pseudo_channels": "an argument not connected to the bank of the buffer it is given gets a "
+                                         "copy in its own bank from XRT when the run is set up (xrt::run::set_arg): "
+                                         "a device copy per run not counted here; placing both on one "
+                                         "pseudo-channel range removes it",
+                "host_loop": "one run per layer and token, each waited for (one launch round trip per run); a "
+                             "kernel reads the previous kernel's output buffer as its input buffers wherever their "
+                             "packed layouts agree, and the host reads it back once and writes the others"},
         }
         return {
             "figures": "modelled (timing simulation at the target clock + host-link figures); host work measured here",
@@ -257,17 +444,20 @@ class RunModel:
         }
 
     def _head_placement(self) -> dict[str, Any]:
-        """Device (as built: a kernel run, its launch, syncs and the logits over PCIe) against the host (the last
-        layer's hidden row is on the host already: only the head's own time, measured here in PyTorch eager)."""
-        device = self.invocation_s(self.head)
+        """Device (as built: a kernel run on the last layer's output in place, its launch, the logits over PCIe)
+        against the host (the head's own time, measured here in PyTorch eager, after reading the last layer's hidden
+        row back)."""
+        device = self.head_s()
         out: dict[str, Any] = {"placement": "device (compiled GEMV with the final norm)", "design": self.head,
                                "cycles": self.invocations[self.head].cycles, "seconds_per_token": device,
                                "hbm_bytes": self.invocations[self.head].hbm_bytes}
         if self.host_head_s is None:
             out["host_alternative"] = "not measured"
             return out
-        faster = "device" if device <= self.host_head_s else "host"
-        out.update({"host_alternative_seconds_per_token_measured_here": self.host_head_s, "model_prefers": faster,
+        host = self.host_head_s + self._seconds(self.read_output(self.decode[-1]))
+        faster = "device" if device <= host else "host"
+        out.update({"host_alternative_seconds_per_token": host,
+                    "host_head_seconds_measured_here": self.host_head_s, "model_prefers": faster,
                     "note": "figures use the device head as built" + (
                         "; the host would be faster at this size, but the C++ host computes no final norm, so "
                         "the head stays a kernel" if faster == "host" else "")})

@@ -9,6 +9,10 @@ Names are tensor names or argument identifiers. A tensor read by several DMAs ha
 DMA (``codegen.vitis.hbm.memory_arguments``), except DMAs of a block input whose buffers would be the same bytes,
 which share one: ``write(tensor, array)`` packs each DMA's view of the whole array into its buffer (a shared one
 once), and ``allocate`` / ``sync`` by tensor name act on all of them (a shared buffer synced once).
+
+``bind`` makes an input buffer of one runtime the output buffer (or a sub-buffer of it) of another runtime of the
+same backend, as a host program passes one kernel's output ``xrt::bo`` to the next kernel: the next run reads what
+the previous one wrote on the device, with no sync and no copy.
 """
 
 from __future__ import annotations
@@ -152,6 +156,37 @@ class Runtime(ABC):
                 synced.add(arg.buffer)
                 self._sync(arg, direction == "to_device")
 
+    def bind(self, name: str, source: Runtime, source_name: str, offset: int = 0) -> None:
+        """The kernel reads its input ``name`` from ``source``'s device buffer of the argument ``source_name`` (an
+        output of another kernel, or of another runtime of this one), from byte ``offset`` on: one buffer on the
+        device, read where the other kernel wrote it, no copy and no sync (a sub-buffer, as ``xrt::bo(parent,
+        size, offset)``). Writing ``name`` afterwards would write ``source``'s buffer; ``unbind`` gives it its own
+        buffer again."""
+        owner = self._input_owner(name)
+        found = [a for a in source.arguments_named(source_name) if a.writes and a.shares is None]
+        if len(found) != 1 or type(source) is not type(self):
+            raise RuntimeBackendError(f"{source_name!r} is not one output buffer of a {self.backend} runtime")
+        if offset < 0 or offset + owner.layout.total_bytes > found[0].layout.total_bytes:
+            raise RuntimeBackendError(f"{owner.arg} ({owner.layout.total_bytes} bytes) does not fit in "
+                                      f"{found[0].arg} ({found[0].layout.total_bytes} bytes) at offset {offset}")
+        source.allocate(found[0].arg)
+        self.allocate(name)
+        self._bind(owner, source, found[0], offset)
+
+    def unbind(self, name: str) -> None:
+        """The kernel reads its input ``name`` from a (zeroed) buffer of its own again."""
+        owner = self._input_owner(name)
+        self.allocate(name)
+        self._unbind(owner)
+
+    def _input_owner(self, name: str) -> MemoryArgument:
+        owners = [a for a in self.arguments_named(name) if a.reads and not a.writes and a.shares is None
+                  and not a.scalar]
+        if len(owners) != 1:
+            raise RuntimeBackendError(f"{name!r} names {len(owners)} input buffers of kernel "
+                                      f"{self.interface.plan.kernel_name}; binding needs exactly one")
+        return owners[0]
+
     def run(self) -> RunResult:
         """Run the kernel once on the device buffers; every argument must be allocated."""
         missing = [a.name for a in self.arguments if a.arg not in self._allocated]
@@ -188,3 +223,9 @@ class Runtime(ABC):
 
     @abstractmethod
     def _read(self, arg: MemoryArgument) -> bytes: ...
+
+    @abstractmethod
+    def _bind(self, arg: MemoryArgument, source: Runtime, source_arg: MemoryArgument, offset: int) -> None: ...
+
+    @abstractmethod
+    def _unbind(self, arg: MemoryArgument) -> None: ...

@@ -64,7 +64,9 @@ class SimulationBackend(Runtime):
         self.timeout_s = timeout_s
         self._executable = Path()
         self._host: dict[str, bytearray] = {}
-        self._device: dict[str, bytes] = {}
+        # Device buffers: owner -> (memory, byte offset). Runtimes bound to one buffer (``bind``) hold the same
+        # bytearray, so what one kernel writes the other reads.
+        self._device: dict[str, tuple[bytearray, int]] = {}
 
     def _load(self, project_dir: Path, interface: KernelInterface) -> None:
         if shutil.which("make") is None:
@@ -83,16 +85,30 @@ class SimulationBackend(Runtime):
     # Buffers by owner (``MemoryArgument.buffer``): an argument sharing another's buffer addresses that one.
     def _allocate(self, arg: MemoryArgument) -> None:
         self._host.setdefault(arg.buffer, bytearray(arg.layout.total_bytes))
-        self._device.setdefault(arg.buffer, bytes(arg.layout.total_bytes))
+        self._device.setdefault(arg.buffer, (bytearray(arg.layout.total_bytes), 0))
 
     def _write(self, arg: MemoryArgument, data: bytes) -> None:
         self._host[arg.buffer][:] = data
 
+    def _span(self, arg: MemoryArgument) -> tuple[bytearray, slice]:
+        owner = next(a for a in self.arguments if a.arg == arg.buffer)
+        memory, offset = self._device[arg.buffer]
+        return memory, slice(offset, offset + owner.layout.total_bytes)
+
     def _sync(self, arg: MemoryArgument, to_device: bool) -> None:
+        memory, span = self._span(arg)
         if to_device:
-            self._device[arg.buffer] = bytes(self._host[arg.buffer])
+            memory[span] = self._host[arg.buffer]
         else:
-            self._host[arg.buffer][:] = self._device[arg.buffer]
+            self._host[arg.buffer][:] = memory[span]
+
+    def _bind(self, arg: MemoryArgument, source: Runtime, source_arg: MemoryArgument, offset: int) -> None:
+        assert isinstance(source, SimulationBackend)
+        memory, base = source._device[source_arg.buffer]
+        self._device[arg.buffer] = (memory, base + offset)
+
+    def _unbind(self, arg: MemoryArgument) -> None:
+        self._device[arg.buffer] = (bytearray(arg.layout.total_bytes), 0)
 
     def _run(self) -> RunResult:
         kernel = self.interface.plan.kernel_name
@@ -103,7 +119,8 @@ class SimulationBackend(Runtime):
             out_dir.mkdir()
             for a in self.arguments:
                 if a.reads and a.shares is None:
-                    (in_dir / f"{a.arg}.bin").write_bytes(self._device[a.arg])
+                    memory, span = self._span(a)
+                    (in_dir / f"{a.arg}.bin").write_bytes(memory[span])
             start = time.perf_counter()
             try:
                 proc = subprocess.run(
@@ -130,7 +147,8 @@ class SimulationBackend(Runtime):
                 )
             for a in self.arguments:
                 if a.writes and a.shares is None:
-                    self._device[a.arg] = self._output(out_dir / f"{a.arg}.bin", a, proc.stderr)
+                    memory, span = self._span(a)
+                    memory[span] = self._output(out_dir / f"{a.arg}.bin", a, proc.stderr)
             streams = StreamReport.parse_lines(report.read_text()) if report.exists() else ()
             lines = traffic_file.read_text().splitlines() if traffic_file.exists() else []
             traffic = {(t := json.loads(line))["arg"]: (t["read_bytes"], t["written_bytes"]) for line in lines}

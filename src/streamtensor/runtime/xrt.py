@@ -99,5 +99,14 @@ class XrtBackend(Runtime):
             raise RuntimeBackendError(f"kernel {self.interface.plan.kernel_name} ended in state {state}")
         return RunResult(self.backend, seconds)
 
+    def _bind(self, arg: MemoryArgument, source: Runtime, source_arg: MemoryArgument, offset: int) -> None:
+        assert isinstance(source, XrtBackend)
+        # A sub-buffer of the other kernel's buffer (same device: one xclbin holds every kernel of a build).
+        self._bos[arg.buffer] = self._pyxrt.bo(source._bos[source_arg.buffer], arg.layout.total_bytes, offset)
+
+    def _unbind(self, arg: MemoryArgument) -> None:
+        del self._bos[arg.buffer]
+        self._allocate(arg)
+
     def _read(self, arg: MemoryArgument) -> bytes:
         return self._bos[arg.buffer].read(arg.layout.total_bytes, 0).tobytes()

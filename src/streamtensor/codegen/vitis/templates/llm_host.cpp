@@ -10,9 +10,20 @@
 // packed buffer: for a read argument the flat tensor index + 1 it holds, 0 for padding; for a written argument,
 // per tensor element, the slot + 1 holding it). Weights and constants are loaded once, packed, per layer. Each
 // decode layer has its own resident KV-cache buffers: written once from the prefill's keys and values, then
-// updated in place by the kernel (its row-write argument addresses the same buffer); per token only the hidden
-// row and the position (a scalar register) go in and the hidden row comes back. An int8 KV cache holds int8 codes
-// (one byte per element): the prefill kernel returns its keys and values quantized, and the host copies the codes.
+// updated in place by the kernel (its row-write argument addresses the same buffer). An int8 KV cache holds int8
+// codes (one byte per element): the prefill kernel returns its keys and values quantized, and the host copies the
+// codes. Activations stay on the device: every layer writes its own output buffers, and the next layer (the
+// head, after the last) reads the previous one's output buffer as its input where the build found their packed
+// layouts equal, per input buffer (an input read by DMAs of different packings has a buffer per packing):
+// kPrefillInPlace, kDecodeInPlace, kDecodeToHeadInPlace; the head reads the last prompt row of the last prefill
+// layer's output through a sub-buffer at kHeadRowOffsets[buffer][row]. For the other buffers the host reads the
+// output back once and writes them. Where every buffer agrees, per decode step the host syncs the embedded
+// token's row in once and the logits back once; the position is a register of every launch. Each run is waited
+// for before the next starts (the kernels are ap_ctrl_chain, Vitis HLS's default: XRT may start a queued run of a
+// compute unit before the previous one is done, which would read an input the previous run is still writing).
+// A buffer whose memory bank is not connected to the argument reading it is copied by XRT into a connected bank
+// when the argument is set (xrt::run::set_arg: "Allocating local copy of argument buffer in connected bank"):
+// correct here, since the run writing it has completed, but a device copy the run model does not count.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -97,7 +108,7 @@ class KernelRunner {
  public:
   KernelRunner(const xrt::device& device, const xrt::uuid& uuid, const KernelDesc& desc, const std::string& build,
                const std::vector<int>& layers)
-      : desc_(desc), kernel_(device, uuid, desc.kernel) {
+      : desc_(desc), device_(device), kernel_(device, uuid, desc.kernel) {
     const std::string root = build + "/" + desc.dir;
     for (std::size_t i = 0; i < desc.args.size(); ++i) {
       const Arg& a = desc.args[i];
@@ -115,7 +126,8 @@ class KernelRunner {
       }
       const bool resident = std::strcmp(a.role, "weight") == 0 || std::strcmp(a.role, "constant") == 0;
       if (!resident) {
-        bos_[a.arg] = xrt::bo(device, a.bytes, kernel_.group_id(static_cast<int>(i)));
+        group_[a.arg] = kernel_.group_id(static_cast<int>(i));
+        if (a.reads) bos_[a.arg] = xrt::bo(device, a.bytes, group_[a.arg]);  // an output: one buffer per layer
         maps_[a.arg] = read_map(build + "/host/maps/" + desc.name + "/" + a.arg + ".map");
         continue;
       }
@@ -148,9 +160,11 @@ class KernelRunner {
     if (written == 0) throw std::runtime_error("kernel " + std::string(desc_.kernel) + " has no KV cache " + cache);
   }
 
-  // Runs the kernel with `layer`'s weights and caches (-1: params/) on `inputs` (tensor name -> tensor); returns
-  // the outputs the host reads.
-  std::map<std::string, Tensor> run(const std::map<std::string, Tensor>& inputs, int layer) {
+  // Runs the kernel with `layer`'s weights and caches (-1: params/) on `inputs` (tensor name -> tensor), and waits
+  // for it. `in_place`: input buffers (argument -> buffer) read where another run wrote them (its output buffer,
+  // or a sub-buffer of it); nothing is written for them.
+  void run(const std::map<std::string, Tensor>& inputs, int layer,
+           const std::map<std::string, const xrt::bo*>& in_place = {}) {
     xrt::run run(kernel_);
     for (std::size_t i = 0; i < desc_.args.size(); ++i) {
       const Arg& a = desc_.args[i];
@@ -171,9 +185,18 @@ class KernelRunner {
         run.set_arg(static_cast<int>(i), resident->second);
         continue;
       }
+      if (!a.reads) {  // an output: this layer's own buffer
+        run.set_arg(static_cast<int>(i), output_bo(a.arg, layer));
+        continue;
+      }
+      const auto shared = in_place.find(owner.arg);
+      if (shared != in_place.end()) {
+        run.set_arg(static_cast<int>(i), *shared->second);
+        continue;
+      }
       // An input DMA sharing another's buffer (the same bytes): packed and synced once, by its owner.
       xrt::bo& bo = bos_.at(owner.arg);
-      if (a.reads && a.shares < 0) {
+      if (a.shares < 0) {
         const auto found = inputs.find(a.tensor);
         if (found == inputs.end()) throw std::runtime_error(std::string("no value for input ") + a.tensor);
         const std::vector<char> data = pack(a, found->second);
@@ -188,31 +211,44 @@ class KernelRunner {
       throw std::runtime_error(std::string("kernel ") + desc_.kernel + " ended in state " +
                                std::to_string(static_cast<int>(state)));
     }
-    std::map<std::string, Tensor> outputs;
-    for (const auto& [name, arg] : desc_.outputs) {
-      xrt::bo& bo = bos_.at(arg);
-      bo.sync(XCL_BO_SYNC_BO_FROM_DEVICE);
-      std::vector<char> data(bo.size());
-      bo.read(data.data(), bo.size(), 0);
-      const std::vector<std::int32_t>& map = maps_.at(arg);
-      const std::size_t width = arg_named(arg).elem_bytes;
-      Tensor t;
-      if (width == 4) {
-        t.f.resize(map.size());
-        for (std::size_t e = 0; e < map.size(); ++e) {
-          std::memcpy(&t.f[e], &data[static_cast<std::size_t>(map[e] - 1) * 4], 4);
-        }
-      } else if (width == 1) {
-        t.q.resize(map.size());
-        for (std::size_t e = 0; e < map.size(); ++e) {
-          t.q[e] = static_cast<std::int8_t>(data[static_cast<std::size_t>(map[e] - 1)]);
-        }
-      } else {
-        throw std::runtime_error("output " + arg + " has " + std::to_string(width) + "-byte elements");
+  }
+
+  // The buffer `layer`'s runs write output `output` (tensor name) into.
+  xrt::bo& output(const std::string& output, int layer) { return output_bo(desc_.outputs.at(output), layer); }
+
+  // How many buffers the activation input has (one per DMA packing of it, one per stripe).
+  std::size_t input_buffers() const {
+    std::size_t count = 0;
+    for (const Arg& a : desc_.args) count += std::strcmp(a.role, "input") == 0 && a.shares < 0 ? 1 : 0;
+    return count;
+  }
+
+  std::size_t bytes(const std::string& arg) const { return arg_named(arg).bytes; }
+
+  // Output `output` of `layer`'s last run, synced back and unpacked.
+  Tensor read(const std::string& output, int layer) {
+    const std::string& arg = desc_.outputs.at(output);
+    xrt::bo& bo = output_bo(arg, layer);
+    bo.sync(XCL_BO_SYNC_BO_FROM_DEVICE);
+    std::vector<char> data(bo.size());
+    bo.read(data.data(), bo.size(), 0);
+    const std::vector<std::int32_t>& map = maps_.at(arg);
+    const std::size_t width = arg_named(arg).elem_bytes;
+    Tensor t;
+    if (width == 4) {
+      t.f.resize(map.size());
+      for (std::size_t e = 0; e < map.size(); ++e) {
+        std::memcpy(&t.f[e], &data[static_cast<std::size_t>(map[e] - 1) * 4], 4);
       }
-      outputs[name] = std::move(t);
+    } else if (width == 1) {
+      t.q.resize(map.size());
+      for (std::size_t e = 0; e < map.size(); ++e) {
+        t.q[e] = static_cast<std::int8_t>(data[static_cast<std::size_t>(map[e] - 1)]);
+      }
+    } else {
+      throw std::runtime_error("output " + arg + " has " + std::to_string(width) + "-byte elements");
     }
-    return outputs;
+    return t;
   }
 
  private:
@@ -240,9 +276,21 @@ class KernelRunner {
     return data;
   }
 
+  xrt::bo& output_bo(const std::string& arg, int layer) {
+    const std::string key = arg + "@" + std::to_string(layer);
+    auto found = outputs_.find(key);
+    if (found == outputs_.end()) {
+      found = outputs_.emplace(key, xrt::bo(device_, arg_named(arg).bytes, group_.at(arg))).first;
+    }
+    return found->second;
+  }
+
   const KernelDesc& desc_;
+  xrt::device device_;
   xrt::kernel kernel_;
   std::map<std::string, xrt::bo> bos_;
+  std::map<std::string, xrt::bo> outputs_;  // per argument and layer
+  std::map<std::string, xrt::memory_group> group_;
   std::map<std::string, xrt::bo> resident_;
   std::map<std::string, std::vector<std::int32_t>> maps_;
 };
@@ -297,12 +345,12 @@ std::vector<T> place_rows(const std::vector<T>& rows, int count) {
   return full;
 }
 
-// Layer `layer`'s KV caches on the device: the first `count` rows of the prefill kernel's keys and values placed
-// in the cache tensor and written once into the decode kernel's resident buffers
+// Layer `layer`'s KV caches on the device: the first `count` rows of the prefill kernel's keys and values (read
+// back) placed in the cache tensor and written once into the decode kernel's resident buffers
 // (streamtensor.llm.generate.DeviceKvCache is its twin).
-void fill_caches(KernelRunner& decode, std::map<std::string, Tensor>& prefill_out, int layer, int count) {
+void fill_caches(KernelRunner& decode, KernelRunner& prefill, int layer, int count) {
   for (const auto& [output, cache] : kCaches) {
-    const Tensor& rows = prefill_out.at(output);
+    const Tensor rows = prefill.read(output, layer);
     Tensor full;
     full.f = place_rows(rows.f, count);
     full.q = place_rows(rows.q, count);
@@ -372,30 +420,73 @@ int main(int argc, char** argv) {
     hidden.f.assign(static_cast<std::size_t>(kPromptLen) * kHidden, 0.0f);
     const std::vector<float> first = embed(tokens, positions, std::vector<int>(prompt.begin(), prompt.begin() + prefilled), 0);
     std::copy(first.begin(), first.end(), hidden.f.begin());
-    for (int layer = 0; layer < kLayers; ++layer) {
-      auto out = kernels[kPrefill[layer]].run({{"hidden", hidden}}, layer);
-      fill_caches(kernels[kDecode[layer]], out, layer, prefilled);
-      hidden = out["hidden_out"];
-    }
-    Tensor last;
-    last.f.assign(hidden.f.begin() + static_cast<std::ptrdiff_t>(prefilled - 1) * kHidden,
-                  hidden.f.begin() + static_cast<std::ptrdiff_t>(prefilled) * kHidden);
+    // Runs `chain` (kernel per layer) on `input`, written once: each layer reads the previous layer's output
+    // buffer where `chained` says so, else the host hands the hidden state over. `after(layer)` runs after each.
+    auto run_layers = [&](const int* chain, const std::vector<std::vector<std::string>>& in_place,
+                          std::map<std::string, Tensor> input, const std::function<void(int)>& after) {
+      for (int layer = 0; layer < kLayers; ++layer) {
+        KernelRunner& kernel = kernels[chain[layer]];
+        std::map<std::string, const xrt::bo*> shared;
+        for (const std::string& arg : in_place[static_cast<std::size_t>(layer)]) {
+          shared[arg] = &kernels[chain[layer - 1]].output("hidden_out", layer - 1);
+        }
+        if (layer > 0 && shared.size() < kernel.input_buffers()) {
+          input["hidden"] = kernels[chain[layer - 1]].read("hidden_out", layer - 1);
+        }
+        kernel.run(input, layer, shared);
+        input.erase("hidden");
+        after(layer);
+      }
+    };
+    run_layers(kPrefill, kPrefillInPlace, {{"hidden", hidden}}, [&](int layer) {
+      fill_caches(kernels[kDecode[layer]], kernels[kPrefill[layer]], layer, prefilled);
+    });
     auto decode_layers = [&](int token, int position) {
       Tensor h;
       h.f = embed(tokens, positions, {token}, position);
       Tensor pos;
       pos.i = {position};
-      for (int layer = 0; layer < kLayers; ++layer) {
-        h = kernels[kDecode[layer]].run({{"hidden", h}, {"position", pos}}, layer)["hidden_out"];
-      }
-      return h;
+      run_layers(kDecode, kDecodeInPlace, {{"hidden", h}, {"position", pos}}, [](int) {});
     };
-    for (int position = prefilled; position < n; ++position) last = decode_layers(prompt[position], position);
+    for (int position = prefilled; position < n; ++position) decode_layers(prompt[position], position);
+    // The head on the last layer's output (row >= 0: that row of the last prefill layer's), its logits read back.
+    auto head_logits = [&](int producer, int row) {
+      KernelRunner& head = kernels[kHead];
+      KernelRunner& source = kernels[producer];
+      xrt::bo& out = source.output("hidden_out", kLayers - 1);
+      std::map<std::string, const xrt::bo*> shared;
+      std::vector<xrt::bo> rows;  // sub-buffers at the prompt row
+      rows.reserve(kHeadRowOffsets.size());
+      if (row < 0) {
+        for (const std::string& arg : kDecodeToHeadInPlace) shared[arg] = &out;
+      } else {
+        for (const auto& [arg, offsets] : kHeadRowOffsets) {
+          const long offset = offsets.at(static_cast<std::size_t>(row));
+          if (offset < 0) continue;
+          rows.emplace_back(out, head.bytes(arg), static_cast<std::size_t>(offset));
+          shared[arg] = &rows.back();
+        }
+      }
+      std::map<std::string, Tensor> input;
+      if (shared.size() < head.input_buffers()) {
+        Tensor h = source.read("hidden_out", kLayers - 1);
+        if (row >= 0) {
+          h.f.assign(h.f.begin() + static_cast<std::ptrdiff_t>(row) * kHidden,
+                     h.f.begin() + static_cast<std::ptrdiff_t>(row + 1) * kHidden);
+        }
+        input["hidden"] = h;
+      }
+      head.run(input, -1, shared);
+      std::vector<float> logits = head.read("logits", -1).f;
+      logits.resize(kVocab);  // the head kernel's rows past the vocabulary are zero padding
+      return logits;
+    };
+    int producer = n > prefilled ? kDecode[kLayers - 1] : kPrefill[kLayers - 1];
+    int row = n > prefilled ? -1 : prefilled - 1;
     int position = n - 1;
     std::printf("step position token seconds\n");
     for (int generated = 1;; ++generated) {
-      std::vector<float> logits = kernels[kHead].run({{"hidden", last}}, -1)["logits"].f;
-      logits.resize(kVocab);  // the head kernel's rows past the vocabulary are zero padding
+      const std::vector<float> logits = head_logits(producer, row);
       const int token = sample(logits, top_k, temperature, rng);
       const double seconds = std::chrono::duration<double>(clock::now() - start).count();
       std::printf("%d %d %d %.6f\n", generated, position, token, seconds);
@@ -404,7 +495,9 @@ int main(int argc, char** argv) {
       if (eos || generated == max_new) break;
       start = clock::now();
       ++position;
-      last = decode_layers(token, position);
+      decode_layers(token, position);
+      producer = kDecode[kLayers - 1];
+      row = -1;
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: %s\n", kProgram, e.what());
