@@ -13,6 +13,8 @@ prints
 - whether the Linalg graph came from the on-disk cache (``frontend.linalg_cache``: ``miss`` exports and stores,
   ``hit`` skips torch-mlir); the benchmark uses a fresh cache directory, so with ``--runs 2`` the first run of a
   point misses and the second hits;
+- ``design``: a digest of the design (the report without the compile's timings, and the dataflow IR): equal
+  digests of two sources' compiles of a point are the same design;
 - ``issue_s``: the seconds issue 21 measured for the block before this work (wall seconds of the whole compile,
   default point; ``-`` where it gave none).
 
@@ -26,6 +28,7 @@ Not a unit test: timings are noisy.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
@@ -123,6 +126,7 @@ def measure(family: str, mode: str, point: str, src: Path, cache: Path, quant: s
             row["error"] = lines[-1] if lines else f"exit status {status}"
             return row
         report = json.loads((Path(out) / "report.json").read_text())
+        dataflow_ir = (Path(out) / "dataflow.mlir").read_text()
     cpu = report.get("stage_cpu_seconds", {})  # not in reports of older sources (--src)
     sim = report["simulation"]
     row.update({
@@ -136,13 +140,27 @@ def measure(family: str, mode: str, point: str, src: Path, cache: Path, quant: s
         "unbounded": sim["unbounded_makespan_cycles"],
         "deadlock": sim["deadlock"],
         "linalg_cache": report.get("frontend_cache", {}).get("linalg", "-"),
+        "design": design_digest(report, dataflow_ir),
     })
     return row
 
 
+# Report entries that time the compile rather than describe the design.
+_TIMING_KEYS = ("stages", "stage_cpu_seconds", "frontend_cache", "allocation_seconds")
+
+
+def design_digest(report: dict[str, Any], dataflow_ir: str) -> str:
+    """A digest of the design a compile made: its report without the compile's timings and its dataflow IR (the
+    same digest before and after a change of the compiler's speed: the same design)."""
+    design = {k: v for k, v in report.items() if k not in _TIMING_KEYS}
+    design["fifo_lp"] = {k: v for k, v in design.get("fifo_lp", {}).items() if k != "solve_seconds"}
+    text = json.dumps(design, sort_keys=True) + dataflow_ir
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 COLUMNS = ("family", "mode", "point", "quant", "issue_s", "load", "wall_s", "cpu_s", "linalg_cache", "frontend_cpu_s",
            "fifo_lp_cpu_s", "fifo_lp_wall_s", "alloc_rest_cpu_s", "max_rss_mb", "fifo_bits", "makespan", "unbounded",
-           "deadlock")
+           "deadlock", "design")
 
 
 def main() -> None:
