@@ -102,6 +102,11 @@ class TileOrderSearch:
         self._types: dict[tuple[int, tuple[int, ...], int], ITensorType] = {}
         self._moved: dict[tuple[ITensorType | None, tuple[MovementStep, ...], bool], ITensorType | None] = {}
         self._edge_costs: dict[tuple[int, tuple[int, ...], tuple[int, ...]], tuple[int, float]] = {}
+        self._type_ids: dict[ITensorType, int] = {}
+        self._type_list: list[ITensorType] = []
+        self._sources: dict[tuple[int, tuple[int, ...]], tuple[int, int]] = {}
+        self._results: dict[tuple[int, tuple[int, ...]], int] = {}
+        self._type_costs: dict[tuple[int, int, int], tuple[int, float]] = {}
         self._accumulators: dict[tuple[int, tuple[int, ...]], int] = {}
         self._emissions: dict[tuple[int, tuple[int, ...]], float] = {}
         self.in_edges = [[(i, self.edges[i].producer) for i in self.touching[k]
@@ -153,32 +158,78 @@ class TileOrderSearch:
         return self._edge(i)[0]
 
     def _edge(self, i: int) -> tuple[int, float]:
-        """Converter bytes on edge ``i`` under the current orders, and the fraction of the tensor its consumer
-        waits for before its first read (a converter's window); (0, 0) for the same tokens. A stream that cannot
+        """``_edge_of`` memoized on the orders of the edge's two ends (the search's innermost question)."""
+        e = self.edges[i]
+        key = (i, self.orders[e.producer], self.orders[e.consumer])
+        cost = self._edge_costs.get(key)
+        if cost is None:
+            cost = self._edge_costs[key] = self._edge_of(i, key[1], key[2])
+        return cost
+
+    def _intern(self, t: ITensorType | None) -> int:
+        """A number per distinct stream type (-1: None), so that costs are memoized on numbers: hashing a type
+        walks all of it."""
+        if t is None:
+            return -1
+        found = self._type_ids.get(t)
+        if found is None:
+            found = self._type_ids[t] = len(self._type_list)
+            self._type_list.append(t)
+        return found
+
+    def _made(self, i: int, producer: tuple[int, ...]) -> tuple[int, int]:
+        """Edge ``i``'s stream as its producer makes it under order ``producer`` and as carried to the consumer
+        (``_move`` along the chain): their ``_intern`` numbers."""
+        key = (i, producer)
+        found = self._sources.get(key)
+        if found is None:
+            e = self.edges[i]
+            made = self._type(e.producer, producer, len(self.ops[e.producer].inputs) + e.result)
+            found = self._sources[key] = (self._intern(made), self._intern(self._move(made, e.chain)))
+        return found
+
+    def _wanted(self, i: int, consumer: tuple[int, ...]) -> int:
+        """Edge ``i``'s stream as its consumer reads it under order ``consumer`` (at its region of a concat): its
+        ``_intern`` number."""
+        key = (i, consumer)
+        found = self._results.get(key)
+        if found is None:
+            e = self.edges[i]
+            result: ITensorType | None = self._type(e.consumer, consumer, e.operand)
+            if e.region is not None:
+                result = self._move(result, e.after, backward=True)
+                result = chunk_type(result, *e.region) if result is not None else None
+            found = self._results[key] = self._intern(result)
+        return found
+
+    def _edge_of(self, i: int, producer: tuple[int, ...], consumer: tuple[int, ...]) -> tuple[int, float]:
+        """``_edge_of_types`` of the edge's stream types under these orders, memoized on the types."""
+        key = (*self._made(i, producer), self._wanted(i, consumer))
+        cost = self._type_costs.get(key)
+        if cost is None:
+            made, source, result = (None if n < 0 else self._type_list[n] for n in key)
+            assert made is not None  # a kernel's result type
+            cost = self._type_costs[key] = self._edge_of_types(made, source, result)
+        return cost
+
+    @staticmethod
+    def _edge_of_types(made: ITensorType, source: ITensorType | None, result: ITensorType | None
+                       ) -> tuple[int, float]:
+        """Converter bytes on an edge whose producer makes ``made``, carried to the consumer as ``source`` (None:
+        it cannot be) where the consumer reads ``result``, and the fraction of the tensor the consumer waits for
+        before its first read (a converter's window); (0, 0) for the same tokens. A stream that cannot
         be carried to the consumer costs the worst case, the whole tensor. Through a concat, the producer must
         stream the chunk of the consumer's layout at its region (what ``build_dataflow`` wires when it can).
         Every converter is priced as two windows: one with a single window has one bank, but its consumer then
         starts only after the producer has filled the whole window, and data forked around it waits in FIFOs
         for as long (orders priced by the bank count gave paper-size GPT-2 prefill a 131 KB converter and 35%
         more fused memory)."""
-        e = self.edges[i]
-        key = (i, self.orders[e.producer], self.orders[e.consumer])
-        if key not in self._edge_costs:
-            made = self._type(e.producer, key[1], len(self.ops[e.producer].inputs) + e.result)
-            source = self._move(made, e.chain)
-            result: ITensorType | None = self._type(e.consumer, key[2], e.operand)
-            if e.region is not None:
-                result = self._move(result, e.after, backward=True)
-                result = chunk_type(result, *e.region) if result is not None else None
-            if source is None or result is None:
-                cost = (2 * -(-made.tensor_elements * DTYPE_BITS[made.dtype] // 8), 1.0)
-            elif source == result or reassociation_error(source, result) is None:
-                cost = (0, 0.0)
-            else:
-                buffer = infer_converter_buffer(source, result, checked=False)
-                cost = (2 * buffer.bytes // buffer.banks, buffer.window_elements / made.tensor_elements)
-            self._edge_costs[key] = cost
-        return self._edge_costs[key]
+        if source is None or result is None:
+            return (2 * -(-made.tensor_elements * DTYPE_BITS[made.dtype] // 8), 1.0)
+        if source == result or reassociation_error(source, result) is None:
+            return (0, 0.0)
+        buffer = infer_converter_buffer(source, result, checked=False)
+        return (2 * buffer.bytes // buffer.banks, buffer.window_elements / made.tensor_elements)
 
     def _emission(self, k: int) -> float:
         key = (k, self.orders[k])
@@ -302,11 +353,12 @@ class TileOrderSearch:
                 changed |= self._move_kernel(k)
             sweep += 1
 
-    def _propagate(self, k: int, order: tuple[int, ...]) -> None:
+    def _propagate(self, k: int, order: tuple[int, ...]) -> set[int]:
         """Kernel ``k`` takes ``order``; breadth first from it, each kernel next to a re-ordered one whose order
         no longer fits the re-ordered ones as well as another would re-picks, among the orders cheapest on its
         edges to them, its cheapest one given all others. A layout change travels as far as it must: through
-        the projection, norm and attention kernels of a head-major stream together."""
+        the projection, norm and attention kernels of a head-major stream together. The kernels re-ordered
+        (the others keep their orders)."""
         self.orders[k] = order
         placed, queue = {k}, deque([k])
         while queue:
@@ -324,18 +376,26 @@ class TileOrderSearch:
                 self.orders[n] = self._cheapest_of(n, fitting)
                 placed.add(n)
                 queue.append(n)
+        return placed
 
     def leap(self) -> bool:
         """From the current orders, the first propagated move (``_propagate``, kernels and their orders in
-        program order) that lowers the total, followed by a descent; whether one did."""
+        program order) that lowers the total, followed by a descent; whether one did. A move's total is the
+        current one updated on the kernels it re-ordered and their edges (issue 21: rescoring every kernel and
+        edge per move was a third of a paper-size prefill block's order search)."""
         score = self.score()
+        accumulators = [self._accumulator(k) for k in range(len(self.ops))]
+        edges = [self._edge_cost(i) for i in range(len(self.edges))]
         for k in range(len(self.ops)):
             for order in self.candidates[k]:
                 if order == self.orders[k]:
                     continue
                 start = list(self.orders)
-                self._propagate(k, order)
-                if self.score() < score:
+                placed = self._propagate(k, order)
+                touched = {i for m in placed for i in self.touching[m]}
+                total = (score[1] + sum(self._accumulator(m) - accumulators[m] for m in placed)
+                         + sum(self._edge_cost(i) - edges[i] for i in touched))
+                if (self._estimate(), total) < score:
                     self.descend()
                     return True
                 self.orders = start
