@@ -80,6 +80,7 @@ class TileOrderSearch:
         self.work = [math.prod(lt.size for lt in loops) for loops in self.loops]
         self.orders = [tuple(t.tile_order) for t in tilings]
         self.edges = kernel_edges(graph, ops)
+        self.ends = [(e.producer, e.consumer) for e in self.edges]
         self.touching: list[list[int]] = [[] for _ in ops]  # edge indices
         for i, e in enumerate(self.edges):
             self.touching[e.producer].append(i)
@@ -113,6 +114,7 @@ class TileOrderSearch:
                           if self.edges[i].consumer == k and self.edges[i].producer < k] for k in range(len(ops))]
         self._makespans: dict[tuple[tuple[int, ...], ...], float] = {}
         self._fittings: dict[tuple[int, tuple[int, ...], tuple[tuple[int, ...], ...]], list[tuple[int, ...]]] = {}
+        self._leaps: dict[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...] | None] = {}
 
     def _candidates(self, k: int) -> list[tuple[int, ...]]:
         """Permutations of the loops of more than one trip in their slots of the initial order (one-trip loops
@@ -159,12 +161,21 @@ class TileOrderSearch:
 
     def _edge(self, i: int) -> tuple[int, float]:
         """``_edge_of`` memoized on the orders of the edge's two ends (the search's innermost question)."""
-        e = self.edges[i]
-        key = (i, self.orders[e.producer], self.orders[e.consumer])
+        producer, consumer = self.ends[i]
+        key = (i, self.orders[producer], self.orders[consumer])
         cost = self._edge_costs.get(key)
         if cost is None:
             cost = self._edge_costs[key] = self._edge_of(i, key[1], key[2])
         return cost
+
+    def _edges_cost(self, edges: list[int]) -> int:
+        """``_edge_cost`` summed over ``edges`` (inlined: it runs a million times in a paper-size search)."""
+        orders, costs, ends, total = self.orders, self._edge_costs, self.ends, 0
+        for i in edges:
+            producer, consumer = ends[i]
+            cost = costs.get((i, orders[producer], orders[consumer]))
+            total += (cost or self._edge(i))[0]
+        return total
 
     def _intern(self, t: ITensorType | None) -> int:
         """A number per distinct stream type (-1: None), so that costs are memoized on numbers: hashing a type
@@ -270,12 +281,12 @@ class TileOrderSearch:
 
     def _cost(self, k: int) -> int:
         """Every byte that depends on kernel ``k``'s order: its accumulators and the converters on its edges."""
-        return self._accumulator(k) + sum(self._edge_cost(i) for i in self.touching[k])
+        return self._accumulator(k) + self._edges_cost(self.touching[k])
 
     def _group_cost(self, k: int) -> int:
         """Every byte that depends on the orders of kernel ``k`` and its followers."""
         return (self._accumulator(k) + sum(self._accumulator(n) for n in self.followers[k])
-                + sum(self._edge_cost(i) for i in self.group_edges[k]))
+                + self._edges_cost(self.group_edges[k]))
 
     def total(self) -> int:
         return sum(self._accumulator(k) for k in range(len(self.ops))) + sum(map(self._edge_cost,
@@ -300,7 +311,7 @@ class TileOrderSearch:
             costs = []
             for order in self.candidates[n]:
                 self.orders[n] = order
-                costs.append(sum(self._edge_cost(i) for i in shared))
+                costs.append(self._edges_cost(shared))
             least = min(costs)
             found = self._fittings[key] = [order for order, cost in zip(self.candidates[n], costs, strict=True)
                                            if cost == least]
@@ -382,24 +393,39 @@ class TileOrderSearch:
         """From the current orders, the first propagated move (``_propagate``, kernels and their orders in
         program order) that lowers the total, followed by a descent; whether one did. A move's total is the
         current one updated on the kernels it re-ordered and their edges (issue 21: rescoring every kernel and
-        edge per move was a third of a paper-size prefill block's order search)."""
+        edge per move was a third of a paper-size prefill block's order search). The move found from given
+        orders, or that none is, is memoized on them: restarts often settle in the same local optimum, and the
+        scan (pure functions of the orders) would only find the same again."""
+        key = tuple(self.orders)
+        if key not in self._leaps:
+            self._leaps[key] = self._leap_move()
+        moved = self._leaps[key]
+        if moved is None:
+            return False
+        self.orders = list(moved)
+        self.descend()
+        return True
+
+    def _leap_move(self) -> tuple[tuple[int, ...], ...] | None:
+        """The orders after the first propagated move that lowers the score (``leap``), None if none does; the
+        orders are left as they were."""
         score = self.score()
         accumulators = [self._accumulator(k) for k in range(len(self.ops))]
         edges = [self._edge_cost(i) for i in range(len(self.edges))]
+        start = list(self.orders)
         for k in range(len(self.ops)):
             for order in self.candidates[k]:
-                if order == self.orders[k]:
+                if order == start[k]:
                     continue
-                start = list(self.orders)
                 placed = self._propagate(k, order)
                 touched = {i for m in placed for i in self.touching[m]}
                 total = (score[1] + sum(self._accumulator(m) - accumulators[m] for m in placed)
                          + sum(self._edge_cost(i) - edges[i] for i in touched))
-                if (self._estimate(), total) < score:
-                    self.descend()
-                    return True
-                self.orders = start
-        return False
+                moved, estimate = tuple(self.orders), self._estimate()
+                self.orders = list(start)
+                if (estimate, total) < score:
+                    return moved
+        return None
 
     def settle(self) -> None:
         """Descend, then leap and descend again while that lowers the total."""
