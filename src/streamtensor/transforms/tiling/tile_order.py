@@ -303,9 +303,8 @@ class TileOrderSearch:
     def _fitting(self, n: int, shared: list[int]) -> list[tuple[int, ...]]:
         """Kernel ``n``'s orders cheapest on the edges ``shared``, in candidate order. A function of the orders
         of the edges' other ends only: memoized on them (the leaps ask the same question many times)."""
-        ends = tuple(self.orders[m] for i in shared for m in (self.edges[i].producer, self.edges[i].consumer)
-                     if m != n)
-        key = (n, tuple(shared), ends)
+        orders = self.orders
+        key = (n, tuple(shared), tuple([orders[m] for i in shared for m in self.ends[i] if m != n]))
         found = self._fittings.get(key)
         if found is None:
             costs = []
@@ -327,11 +326,13 @@ class TileOrderSearch:
     def _follow(self, n: int, k: int) -> tuple[int, ...]:
         """Follower ``n``'s order for kernel ``k``'s current one: among the orders cheapest on the edges between
         the two (the layout propagated into ``n``), the cheapest overall given its neighbors (first on ties)."""
-        key = (n, tuple(self.orders[m] for m in self.neighbors[n]))
-        if key not in self._bests:
-            shared = [i for i in self.touching[n] if k in (self.edges[i].producer, self.edges[i].consumer)]
-            self._bests[key] = self._cheapest_of(n, self._fitting(n, shared))
-        return self._bests[key]
+        orders = self.orders
+        key = (n, tuple([orders[m] for m in self.neighbors[n]]))
+        found = self._bests.get(key)
+        if found is None:
+            shared = [i for i in self.touching[n] if k in self.ends[i]]
+            found = self._bests[key] = self._cheapest_of(n, self._fitting(n, shared))
+        return found
 
     def _move_kernel(self, k: int) -> bool:
         """Give kernel ``k`` its cheapest order, each follower re-picking its own best order for it; whether the
