@@ -13,6 +13,8 @@ prints
 - whether the Linalg graph came from the on-disk cache (``frontend.linalg_cache``: ``miss`` exports and stores,
   ``hit`` skips torch-mlir); the benchmark uses a fresh cache directory, so with ``--runs 2`` the first run of a
   point misses and the second hits;
+- ``design``: a digest of the design (the report without the compile's timings, and the dataflow IR): equal
+  digests of two sources' compiles of a point are the same design;
 - ``issue_s``: the seconds issue 21 measured for the block before this work (wall seconds of the whole compile,
   default point; ``-`` where it gave none).
 
@@ -26,6 +28,8 @@ Not a unit test: timings are noisy.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -93,10 +97,12 @@ def point_flags(family: str, mode: str, point: str) -> tuple[list[str], str]:
     return cli_flags(dict(best.params)), f"trial {best.number}"
 
 
-def measure(family: str, mode: str, point: str, src: Path, cache: Path) -> dict[str, object]:
+def measure(family: str, mode: str, point: str, src: Path, cache: Path, quant: str = "fp32") -> dict[str, object]:
     """One compile in a child process (``streamtensor`` from ``src``); its wall and CPU seconds and what its
     report says."""
     flags, note = point_flags(family, mode, point)
+    if quant != "fp32":
+        flags = [*flags, "--quant", quant]
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "streamtensor.cli", "compile", family, "--size", "paper", "--mode", mode,
                "--seq-len", "32", "--max-len", "128", "--quiet", "-o", out, *flags]
@@ -109,6 +115,7 @@ def measure(family: str, mode: str, point: str, src: Path, cache: Path) -> dict[
         wall = time.perf_counter() - start
         err = proc.stderr.read() if proc.stderr else ""
         row: dict[str, object] = {"family": family, "mode": mode, "point": f"{point} ({note})" if note else point,
+                                  "quant": quant,
                                   "issue_s": ISSUE_SECONDS.get((family, mode), "-") if point == "default" else "-",
                                   "load": round(load, 2),
                                   "wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
@@ -119,6 +126,7 @@ def measure(family: str, mode: str, point: str, src: Path, cache: Path) -> dict[
             row["error"] = lines[-1] if lines else f"exit status {status}"
             return row
         report = json.loads((Path(out) / "report.json").read_text())
+        dataflow_ir = (Path(out) / "dataflow.mlir").read_text()
     cpu = report.get("stage_cpu_seconds", {})  # not in reports of older sources (--src)
     sim = report["simulation"]
     row.update({
@@ -132,13 +140,27 @@ def measure(family: str, mode: str, point: str, src: Path, cache: Path) -> dict[
         "unbounded": sim["unbounded_makespan_cycles"],
         "deadlock": sim["deadlock"],
         "linalg_cache": report.get("frontend_cache", {}).get("linalg", "-"),
+        "design": design_digest(report, dataflow_ir),
     })
     return row
 
 
-COLUMNS = ("family", "mode", "point", "issue_s", "load", "wall_s", "cpu_s", "linalg_cache", "frontend_cpu_s",
+# Report entries that time the compile rather than describe the design.
+_TIMING_KEYS = ("stages", "stage_cpu_seconds", "frontend_cache", "allocation_seconds")
+
+
+def design_digest(report: dict[str, Any], dataflow_ir: str) -> str:
+    """A digest of the design a compile made: its report without the compile's timings and its dataflow IR (the
+    same digest before and after a change of the compiler's speed: the same design)."""
+    design = {k: v for k, v in report.items() if k not in _TIMING_KEYS}
+    design["fifo_lp"] = {k: v for k, v in design.get("fifo_lp", {}).items() if k != "solve_seconds"}
+    text = json.dumps(design, sort_keys=True) + dataflow_ir
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+COLUMNS = ("family", "mode", "point", "quant", "issue_s", "load", "wall_s", "cpu_s", "linalg_cache", "frontend_cpu_s",
            "fifo_lp_cpu_s", "fifo_lp_wall_s", "alloc_rest_cpu_s", "max_rss_mb", "fifo_bits", "makespan", "unbounded",
-           "deadlock")
+           "deadlock", "design")
 
 
 def main() -> None:
@@ -147,6 +169,8 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--points", default="default,best,rank1,tile2,tile4",
                         help="design points (tile2/tile4 apply to prefill only; best: the stored study's)")
+    parser.add_argument("--quant", default="fp32",
+                        help="comma-separated quantization schemes, each point compiled under each (fp32, w8a8, w4a8)")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     parser.add_argument("--runs", type=int, default=1, help="compiles per point (the first misses the Linalg cache)")
     parser.add_argument("--cache", type=Path,
@@ -166,9 +190,9 @@ def main() -> None:
                 for point in args.points.split(","):
                     if point.startswith("tile") and mode != "prefill":
                         continue
-                    for _ in range(args.runs):
+                    for quant, _ in itertools.product(args.quant.split(","), range(args.runs)):
                         try:
-                            row = measure(family, mode, point, args.src, cache)
+                            row = measure(family, mode, point, args.src, cache, quant)
                         except OptionError as err:
                             print(f"| {family} | {mode} | {point} | {err} |", flush=True)
                             break

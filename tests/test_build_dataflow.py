@@ -400,6 +400,7 @@ def test_paper_size_dataflow(family: str, mode: str) -> None:
     design, _ = compile_llm_block(family, mode=mode, seq_len=32, max_len=128, size="paper")
     assert design.dataflow is not None
     design.dataflow.verify()
-    assert design.stages["tiling"] + design.stages["dataflow"] < 2.0
+    # A prefill block's dataflow graph is built by the token-tile judge, inside "tiling".
+    assert design.stages["tiling"] + design.stages.get("dataflow", 0.0) < 2.0
     for c in design.report["converters"]:
         assert c["source_type"] != c["result_type"]

@@ -372,3 +372,54 @@ def test_paper_size_prefill_with_small_token_tiles_fuses_below_the_paper_ratio_w
     assert not report["simulation"]["deadlock"]
     for c in report["converters"]:
         assert c["source_type"] != c["result_type"] and c["bytes"] > 0 and c["reason"]
+
+
+class _Forgetful(dict):  # type: ignore[type-arg]
+    """A memo table that stores nothing: every question is answered afresh."""
+
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+    def get(self, key: object, default: object = None) -> object:
+        return default
+
+    def __contains__(self, key: object) -> bool:
+        return False
+
+    def __getitem__(self, key: object) -> object:
+        raise KeyError(key)
+
+
+@pytest.mark.parametrize(("family", "mode"), [("gpt2", "prefill"), ("llama", "prefill"), ("llama", "decode")])
+def test_memoized_moves_and_leaps_find_the_orders_of_the_search_without_them(family: str, mode: str) -> None:
+    # Issue 21: a kernel's move is memoized on the orders it reads, a leap on the orders it starts from, the leap's
+    # score updated on the kernels it re-orders. With those memos forgetting everything (every move and leap
+    # computed again, leaps rescored from scratch through ``_leap_move``'s own totals) the search must end in the
+    # same orders, at the memory and at the latency objective.
+    design, _ = compile_llm_block(family, mode=mode, seq_len=16, max_len=32, size="tiny", size_fifos=False,
+                                  token_tile_size=2 if mode == "prefill" else None)
+    ops = kernel_ops(design.graph)
+    tilings = [design.tiling.ops[op.name] for op in ops]
+    objective = resolve_objective("auto", design.graph)
+    memoized = TileOrderSearch(design.graph, ops, tilings, objective)
+    forgetful = TileOrderSearch(design.graph, ops, tilings, objective)
+    forgetful._moves, forgetful._leaps = _Forgetful(), _Forgetful()
+    forgetful.leap = lambda: _plain_leap(forgetful)  # type: ignore[method-assign]
+    assert memoized.run(4) == forgetful.run(4)
+    assert memoized.score() == forgetful.score()
+
+
+def _plain_leap(search: TileOrderSearch) -> bool:
+    """The leap before issue 21's memo and incremental scoring: each move rescored over every kernel and edge."""
+    score = search.score()
+    for k in range(len(search.ops)):
+        for order in search.candidates[k]:
+            if order == search.orders[k]:
+                continue
+            start = list(search.orders)
+            search._propagate(k, order)
+            if search.score() < score:
+                search.descend()
+                return True
+            search.orders = start
+    return False

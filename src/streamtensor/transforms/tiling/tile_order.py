@@ -80,6 +80,7 @@ class TileOrderSearch:
         self.work = [math.prod(lt.size for lt in loops) for loops in self.loops]
         self.orders = [tuple(t.tile_order) for t in tilings]
         self.edges = kernel_edges(graph, ops)
+        self.ends = [(e.producer, e.consumer) for e in self.edges]
         self.touching: list[list[int]] = [[] for _ in ops]  # edge indices
         for i, e in enumerate(self.edges):
             self.touching[e.producer].append(i)
@@ -95,6 +96,8 @@ class TileOrderSearch:
                     self.followers[k].append(n)
         self.group_edges = [sorted({i for m in [k, *self.followers[k]] for i in self.touching[m]})
                             for k in range(len(ops))]
+        self.group_ends = [sorted({k, *self.followers[k], *(m for i in self.group_edges[k] for m in self.ends[i])})
+                           for k in range(len(ops))]
         self.neighbors = [sorted({m for i in self.touching[k] for m in (self.edges[i].producer,
                                                                         self.edges[i].consumer)} - {k})
                           for k in range(len(ops))]
@@ -102,12 +105,19 @@ class TileOrderSearch:
         self._types: dict[tuple[int, tuple[int, ...], int], ITensorType] = {}
         self._moved: dict[tuple[ITensorType | None, tuple[MovementStep, ...], bool], ITensorType | None] = {}
         self._edge_costs: dict[tuple[int, tuple[int, ...], tuple[int, ...]], tuple[int, float]] = {}
+        self._type_ids: dict[ITensorType, int] = {}
+        self._type_list: list[ITensorType] = []
+        self._sources: dict[tuple[int, tuple[int, ...]], tuple[int, int]] = {}
+        self._results: dict[tuple[int, tuple[int, ...]], int] = {}
+        self._type_costs: dict[tuple[int, int, int], tuple[int, float]] = {}
         self._accumulators: dict[tuple[int, tuple[int, ...]], int] = {}
         self._emissions: dict[tuple[int, tuple[int, ...]], float] = {}
         self.in_edges = [[(i, self.edges[i].producer) for i in self.touching[k]
                           if self.edges[i].consumer == k and self.edges[i].producer < k] for k in range(len(ops))]
         self._makespans: dict[tuple[tuple[int, ...], ...], float] = {}
         self._fittings: dict[tuple[int, tuple[int, ...], tuple[tuple[int, ...], ...]], list[tuple[int, ...]]] = {}
+        self._leaps: dict[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...] | None] = {}
+        self._moves: dict[tuple[int, tuple[tuple[int, ...], ...]], list[tuple[int, ...]]] = {}
 
     def _candidates(self, k: int) -> list[tuple[int, ...]]:
         """Permutations of the loops of more than one trip in their slots of the initial order (one-trip loops
@@ -153,32 +163,87 @@ class TileOrderSearch:
         return self._edge(i)[0]
 
     def _edge(self, i: int) -> tuple[int, float]:
-        """Converter bytes on edge ``i`` under the current orders, and the fraction of the tensor its consumer
-        waits for before its first read (a converter's window); (0, 0) for the same tokens. A stream that cannot
+        """``_edge_of`` memoized on the orders of the edge's two ends (the search's innermost question)."""
+        producer, consumer = self.ends[i]
+        key = (i, self.orders[producer], self.orders[consumer])
+        cost = self._edge_costs.get(key)
+        if cost is None:
+            cost = self._edge_costs[key] = self._edge_of(i, key[1], key[2])
+        return cost
+
+    def _edges_cost(self, edges: list[int]) -> int:
+        """``_edge_cost`` summed over ``edges`` (inlined: it runs a million times in a paper-size search)."""
+        orders, costs, ends, total = self.orders, self._edge_costs, self.ends, 0
+        for i in edges:
+            producer, consumer = ends[i]
+            cost = costs.get((i, orders[producer], orders[consumer]))
+            total += (cost or self._edge(i))[0]
+        return total
+
+    def _intern(self, t: ITensorType | None) -> int:
+        """A number per distinct stream type (-1: None), so that costs are memoized on numbers: hashing a type
+        walks all of it."""
+        if t is None:
+            return -1
+        found = self._type_ids.get(t)
+        if found is None:
+            found = self._type_ids[t] = len(self._type_list)
+            self._type_list.append(t)
+        return found
+
+    def _made(self, i: int, producer: tuple[int, ...]) -> tuple[int, int]:
+        """Edge ``i``'s stream as its producer makes it under order ``producer`` and as carried to the consumer
+        (``_move`` along the chain): their ``_intern`` numbers."""
+        key = (i, producer)
+        found = self._sources.get(key)
+        if found is None:
+            e = self.edges[i]
+            made = self._type(e.producer, producer, len(self.ops[e.producer].inputs) + e.result)
+            found = self._sources[key] = (self._intern(made), self._intern(self._move(made, e.chain)))
+        return found
+
+    def _wanted(self, i: int, consumer: tuple[int, ...]) -> int:
+        """Edge ``i``'s stream as its consumer reads it under order ``consumer`` (at its region of a concat): its
+        ``_intern`` number."""
+        key = (i, consumer)
+        found = self._results.get(key)
+        if found is None:
+            e = self.edges[i]
+            result: ITensorType | None = self._type(e.consumer, consumer, e.operand)
+            if e.region is not None:
+                result = self._move(result, e.after, backward=True)
+                result = chunk_type(result, *e.region) if result is not None else None
+            found = self._results[key] = self._intern(result)
+        return found
+
+    def _edge_of(self, i: int, producer: tuple[int, ...], consumer: tuple[int, ...]) -> tuple[int, float]:
+        """``_edge_of_types`` of the edge's stream types under these orders, memoized on the types."""
+        key = (*self._made(i, producer), self._wanted(i, consumer))
+        cost = self._type_costs.get(key)
+        if cost is None:
+            made, source, result = (None if n < 0 else self._type_list[n] for n in key)
+            assert made is not None  # a kernel's result type
+            cost = self._type_costs[key] = self._edge_of_types(made, source, result)
+        return cost
+
+    @staticmethod
+    def _edge_of_types(made: ITensorType, source: ITensorType | None, result: ITensorType | None
+                       ) -> tuple[int, float]:
+        """Converter bytes on an edge whose producer makes ``made``, carried to the consumer as ``source`` (None:
+        it cannot be) where the consumer reads ``result``, and the fraction of the tensor the consumer waits for
+        before its first read (a converter's window); (0, 0) for the same tokens. A stream that cannot
         be carried to the consumer costs the worst case, the whole tensor. Through a concat, the producer must
         stream the chunk of the consumer's layout at its region (what ``build_dataflow`` wires when it can).
         Every converter is priced as two windows: one with a single window has one bank, but its consumer then
         starts only after the producer has filled the whole window, and data forked around it waits in FIFOs
         for as long (orders priced by the bank count gave paper-size GPT-2 prefill a 131 KB converter and 35%
         more fused memory)."""
-        e = self.edges[i]
-        key = (i, self.orders[e.producer], self.orders[e.consumer])
-        if key not in self._edge_costs:
-            made = self._type(e.producer, key[1], len(self.ops[e.producer].inputs) + e.result)
-            source = self._move(made, e.chain)
-            result: ITensorType | None = self._type(e.consumer, key[2], e.operand)
-            if e.region is not None:
-                result = self._move(result, e.after, backward=True)
-                result = chunk_type(result, *e.region) if result is not None else None
-            if source is None or result is None:
-                cost = (2 * -(-made.tensor_elements * DTYPE_BITS[made.dtype] // 8), 1.0)
-            elif source == result or reassociation_error(source, result) is None:
-                cost = (0, 0.0)
-            else:
-                buffer = infer_converter_buffer(source, result, checked=False)
-                cost = (2 * buffer.bytes // buffer.banks, buffer.window_elements / made.tensor_elements)
-            self._edge_costs[key] = cost
-        return self._edge_costs[key]
+        if source is None or result is None:
+            return (2 * -(-made.tensor_elements * DTYPE_BITS[made.dtype] // 8), 1.0)
+        if source == result or reassociation_error(source, result) is None:
+            return (0, 0.0)
+        buffer = infer_converter_buffer(source, result, checked=False)
+        return (2 * buffer.bytes // buffer.banks, buffer.window_elements / made.tensor_elements)
 
     def _emission(self, k: int) -> float:
         key = (k, self.orders[k])
@@ -219,12 +284,12 @@ class TileOrderSearch:
 
     def _cost(self, k: int) -> int:
         """Every byte that depends on kernel ``k``'s order: its accumulators and the converters on its edges."""
-        return self._accumulator(k) + sum(self._edge_cost(i) for i in self.touching[k])
+        return self._accumulator(k) + self._edges_cost(self.touching[k])
 
     def _group_cost(self, k: int) -> int:
         """Every byte that depends on the orders of kernel ``k`` and its followers."""
         return (self._accumulator(k) + sum(self._accumulator(n) for n in self.followers[k])
-                + sum(self._edge_cost(i) for i in self.group_edges[k]))
+                + self._edges_cost(self.group_edges[k]))
 
     def total(self) -> int:
         return sum(self._accumulator(k) for k in range(len(self.ops))) + sum(map(self._edge_cost,
@@ -241,15 +306,14 @@ class TileOrderSearch:
     def _fitting(self, n: int, shared: list[int]) -> list[tuple[int, ...]]:
         """Kernel ``n``'s orders cheapest on the edges ``shared``, in candidate order. A function of the orders
         of the edges' other ends only: memoized on them (the leaps ask the same question many times)."""
-        ends = tuple(self.orders[m] for i in shared for m in (self.edges[i].producer, self.edges[i].consumer)
-                     if m != n)
-        key = (n, tuple(shared), ends)
+        orders = self.orders
+        key = (n, tuple(shared), tuple([orders[m] for i in shared for m in self.ends[i] if m != n]))
         found = self._fittings.get(key)
         if found is None:
             costs = []
             for order in self.candidates[n]:
                 self.orders[n] = order
-                costs.append(sum(self._edge_cost(i) for i in shared))
+                costs.append(self._edges_cost(shared))
             least = min(costs)
             found = self._fittings[key] = [order for order, cost in zip(self.candidates[n], costs, strict=True)
                                            if cost == least]
@@ -265,30 +329,38 @@ class TileOrderSearch:
     def _follow(self, n: int, k: int) -> tuple[int, ...]:
         """Follower ``n``'s order for kernel ``k``'s current one: among the orders cheapest on the edges between
         the two (the layout propagated into ``n``), the cheapest overall given its neighbors (first on ties)."""
-        key = (n, tuple(self.orders[m] for m in self.neighbors[n]))
-        if key not in self._bests:
-            shared = [i for i in self.touching[n] if k in (self.edges[i].producer, self.edges[i].consumer)]
-            self._bests[key] = self._cheapest_of(n, self._fitting(n, shared))
-        return self._bests[key]
+        orders = self.orders
+        key = (n, tuple([orders[m] for m in self.neighbors[n]]))
+        found = self._bests.get(key)
+        if found is None:
+            shared = [i for i in self.touching[n] if k in self.ends[i]]
+            found = self._bests[key] = self._cheapest_of(n, self._fitting(n, shared))
+        return found
 
     def _move_kernel(self, k: int) -> bool:
         """Give kernel ``k`` its cheapest order, each follower re-picking its own best order for it; whether the
-        total dropped (strictly)."""
+        total dropped (strictly). The move is memoized on the orders it reads: those of the kernels on the
+        edges of ``k`` and its followers (their bytes; the followers' picks read no others), all orders with
+        the latency objective (the makespan estimate). Descents revisit most moves (a sweep that changes
+        nothing, restarts that settle in the same optimum: 60% of a paper-size Llama prefill block's)."""
         members = [k, *self.followers[k]]
         start = [self.orders[m] for m in members]
-
-        def cost() -> tuple[float, int]:  # the other kernels' bytes do not change
-            return (self._estimate(), self._group_cost(k))
-        best = (cost(), start)
-        for order in self.candidates[k]:
-            self.orders[k] = order
-            for n in self.followers[k]:
-                self.orders[n] = self._follow(n, k)
-            if (c := cost()) < best[0]:
-                best = (c, [self.orders[m] for m in members])
-        for m, order in zip(members, best[1], strict=True):
+        key = (k, tuple(self.orders) if self.latency else tuple([self.orders[m] for m in self.group_ends[k]]))
+        found = self._moves.get(key)
+        if found is None:
+            def cost() -> tuple[float, int]:  # the other kernels' bytes do not change
+                return (self._estimate(), self._group_cost(k))
+            best = (cost(), start)
+            for order in self.candidates[k]:
+                self.orders[k] = order
+                for n in self.followers[k]:
+                    self.orders[n] = self._follow(n, k)
+                if (c := cost()) < best[0]:
+                    best = (c, [self.orders[m] for m in members])
+            found = self._moves[key] = best[1]
+        for m, order in zip(members, found, strict=True):
             self.orders[m] = order
-        return best[1] != start
+        return found != start
 
     def descend(self) -> None:
         """Coordinate descent: each kernel in turn takes its cheapest order (with its followers) given the
@@ -302,11 +374,12 @@ class TileOrderSearch:
                 changed |= self._move_kernel(k)
             sweep += 1
 
-    def _propagate(self, k: int, order: tuple[int, ...]) -> None:
+    def _propagate(self, k: int, order: tuple[int, ...]) -> set[int]:
         """Kernel ``k`` takes ``order``; breadth first from it, each kernel next to a re-ordered one whose order
         no longer fits the re-ordered ones as well as another would re-picks, among the orders cheapest on its
         edges to them, its cheapest one given all others. A layout change travels as far as it must: through
-        the projection, norm and attention kernels of a head-major stream together."""
+        the projection, norm and attention kernels of a head-major stream together. The kernels re-ordered
+        (the others keep their orders)."""
         self.orders[k] = order
         placed, queue = {k}, deque([k])
         while queue:
@@ -324,22 +397,45 @@ class TileOrderSearch:
                 self.orders[n] = self._cheapest_of(n, fitting)
                 placed.add(n)
                 queue.append(n)
+        return placed
 
     def leap(self) -> bool:
         """From the current orders, the first propagated move (``_propagate``, kernels and their orders in
-        program order) that lowers the total, followed by a descent; whether one did."""
+        program order) that lowers the total, followed by a descent; whether one did. A move's total is the
+        current one updated on the kernels it re-ordered and their edges (issue 21: rescoring every kernel and
+        edge per move was a third of a paper-size prefill block's order search). The move found from given
+        orders, or that none is, is memoized on them: restarts often settle in the same local optimum, and the
+        scan (pure functions of the orders) would only find the same again."""
+        key = tuple(self.orders)
+        if key not in self._leaps:
+            self._leaps[key] = self._leap_move()
+        moved = self._leaps[key]
+        if moved is None:
+            return False
+        self.orders = list(moved)
+        self.descend()
+        return True
+
+    def _leap_move(self) -> tuple[tuple[int, ...], ...] | None:
+        """The orders after the first propagated move that lowers the score (``leap``), None if none does; the
+        orders are left as they were."""
         score = self.score()
+        accumulators = [self._accumulator(k) for k in range(len(self.ops))]
+        edges = [self._edge_cost(i) for i in range(len(self.edges))]
+        start = list(self.orders)
         for k in range(len(self.ops)):
             for order in self.candidates[k]:
-                if order == self.orders[k]:
+                if order == start[k]:
                     continue
-                start = list(self.orders)
-                self._propagate(k, order)
-                if self.score() < score:
-                    self.descend()
-                    return True
-                self.orders = start
-        return False
+                placed = self._propagate(k, order)
+                touched = {i for m in placed for i in self.touching[m]}
+                total = (score[1] + sum(self._accumulator(m) - accumulators[m] for m in placed)
+                         + sum(self._edge_cost(i) - edges[i] for i in touched))
+                moved, estimate = tuple(self.orders), self._estimate()
+                self.orders = list(start)
+                if (estimate, total) < score:
+                    return moved
+        return None
 
     def settle(self) -> None:
         """Descend, then leap and descend again while that lowers the total."""
