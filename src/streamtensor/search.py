@@ -179,6 +179,9 @@ def _sample(trial: Trial, mode: str) -> dict[str, Any]:
     return {name: trial.suggest_categorical(name, choices) for name, choices in _space(mode).items()}
 
 
+DEFAULT_ENQUEUED = "compiler default"  # the ``enqueued`` attribute of a study's first trial (others: neighbours)
+
+
 def default_point(mode: str) -> dict[str, Any]:
     """The compiler's default options as a point of the space: the first trial of every new study, so the
     study starts from a design the compiler picks without a search and every best is measured against it."""
@@ -331,7 +334,7 @@ def _summary(result: DseResult) -> str:
              f"{result.seconds:.0f} s; compile seconds of all trials: "
              f"{sum(float(t.user_attrs.get('compile_seconds', 0)) for t in result.trials):.0f}."
              + "".join(f" The compiler's default point is trial {t.number}." for t in result.trials
-                       if t.user_attrs.get("enqueued")), "",
+                       if t.user_attrs.get("enqueued") == DEFAULT_ENQUEUED), "",
              "| trial | state | " + " | ".join(objs) + " | compile s | CPU s | " + " | ".join(names) + " | reason |",
              "|" + "---|" * (5 + len(objs) + len(names))]
     for t in result.trials:
@@ -381,7 +384,7 @@ def dse(model: str, output: str | Path, *, trials: int, objective: str | list[st
     except ValueError as err:  # an existing study of another direction
         raise OptionError(f"study {name!r} in {url}: {err}") from err
     if not study.get_trials(deepcopy=False):
-        study.enqueue_trial(default_point(mode), user_attrs={"enqueued": "compiler default"}, skip_if_exists=True)
+        study.enqueue_trial(default_point(mode), user_attrs={"enqueued": DEFAULT_ENQUEUED}, skip_if_exists=True)
     start = time.perf_counter()
     deadline = None if timeout is None else time.time() + timeout
     if workers == 1:
