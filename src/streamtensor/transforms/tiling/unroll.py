@@ -331,31 +331,48 @@ def _spend_leftover(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
     time, to the kernel whose growth saves the most cycles per share of the device or of the budget it adds, a
     DMA-paced kernel possibly doubled past its II's plateau; a kernel no slower than one feeding it does not
     grow."""
+    # A kernel's growths depend on its own tiling only: kept until it grows. Whether one fits the budget and the
+    # device is checked each round (the others' growth only removes growths that fit).
+    growths: dict[int, list[tuple[float, OpTiling, tuple[float, int], int, int]]] = {}
     while True:
         best: tuple[float, int, OpTiling, tuple[float, int], int, int] | None = None
+        total = sum(units)
         for i, (op, t) in enumerate(zip(ops, tilings, strict=True)):
             if any(latencies[p] >= latencies[i] for p in feeds[i]):
                 continue
-            interval = _interval(op, t, streams[i], target, serial)
-            for d in unroll_candidates(t):
-                trial = _past_plateau(op, rate_matched(op, _doubled(t, d), streams[i], target, serial), interval,
-                                      streams[i], target)
-                if _interval(op, trial, streams[i], target, serial) >= interval:
-                    continue  # no fewer cycles per run: at most a shorter pipeline depth
-                latency = paced_latency(op, trial, streams[i], target, serial)
-                cost = tiling_cost(op, trial, target)
-                grown = budget_units(op, trial, target)
-                if (sum(units) - units[i] + grown > budget
+            if i not in growths:
+                growths[i] = _growths(op, t, streams[i], target, serial, costs[i], units[i], latencies[i], budget)
+            for score, trial, cost, grown, latency in growths[i]:
+                if (total - units[i] + grown > budget
                         or not _fits_datapath([cost if k == i else c for k, c in enumerate(costs)], i, target)):
                     continue
-                added = max((cost[0] - costs[i][0]) / target.totals.dsp, (cost[1] - costs[i][1]) / target.totals.lut,
-                            (grown - units[i]) / budget)
-                score = (latencies[i] - latency) / max(added, 1e-9)
                 if best is None or score > best[0]:
                     best = (score, i, trial, cost, grown, latency)
         if best is None:
             return
         _, i, tilings[i], costs[i], units[i], latencies[i] = best
+        del growths[i]
+
+
+def _growths(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], target: Target, serial: bool,
+             cost: tuple[float, int], units: int, latency: int, budget: int
+             ) -> list[tuple[float, OpTiling, tuple[float, int], int, int]]:
+    """Every growth of ``op`` from ``t`` that saves cycles per run, in candidate order: (cycles saved per share of
+    the device or the budget it adds, tiling, datapath cost, budget units, latency)."""
+    out = []
+    interval = _interval(op, t, streams, target, serial)
+    for d in unroll_candidates(t):
+        trial = _past_plateau(op, rate_matched(op, _doubled(t, d), streams, target, serial), interval, streams,
+                              target)
+        if _interval(op, trial, streams, target, serial) >= interval:
+            continue  # no fewer cycles per run: at most a shorter pipeline depth
+        grown_latency = paced_latency(op, trial, streams, target, serial)
+        grown_cost = tiling_cost(op, trial, target)
+        grown = budget_units(op, trial, target)
+        added = max((grown_cost[0] - cost[0]) / target.totals.dsp, (grown_cost[1] - cost[1]) / target.totals.lut,
+                    (grown - units) / budget)
+        out.append(((latency - grown_latency) / max(added, 1e-9), trial, grown_cost, grown, grown_latency))
+    return out
 
 
 # Doublings past the first that the second round may give a kernel paced by its DMA at once (module docstring).
