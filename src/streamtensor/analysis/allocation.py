@@ -2,9 +2,10 @@
 
 Sub-steps, each a driver stage (``allocation.<step>``) with its own seconds in the report:
 
-0. ``contention`` (a one-token block, whose DMAs carry ``DmaNode.share``): the HBM contention shares settled on
-   unbounded FIFOs (``analysis.contention``); after step 2, while the simulation with the sized FIFOs shows a
-   DMA more contention than its share, the shares are raised and steps 1-2 run again (``contention_resizes``).
+0. ``contention`` (a one-token block, whose DMAs carry ``DmaNode.share``): the HBM contention shares settled
+   with the read DMAs' FIFOs at their prefetch caps and the others unbounded (``analysis.contention``); after
+   step 2, while the simulation with the sized FIFOs shows a DMA more contention than its share, the shares are
+   raised and steps 1-2 run again (``contention_resizes``).
 1. ``fifo_lp``: the process network of every fusion group (``timing_model.build_process_network``: one
    accelerator each) and its FIFO depths by the LP of ``fifo_lp`` with the chosen strategy (``normal`` or
    ``conservative``) on demand-paced profiles (``schedule="demand"``: producers stall where that costs no

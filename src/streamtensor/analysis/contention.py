@@ -26,7 +26,6 @@ the same way and re-sizes while a share is below it (``analysis.allocation``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
@@ -79,10 +78,9 @@ def prefetch_caps(graph: DataflowGraph, target: Target) -> dict[str, int]:
     return caps
 
 
-def settle_shares(graph: DataflowGraph, target: Target,
-                  run: Callable[[int], SimResult] | None = None) -> int:
-    """Settle every group's shares (module docstring) by ``run(group)`` (default: the simulation with the read
-    DMAs' FIFOs at their prefetch caps, the others unbounded); the simulations it took."""
+def settle_shares(graph: DataflowGraph, target: Target) -> int:
+    """Settle every group's shares (module docstring) on the simulation with the read DMAs' FIFOs at their
+    prefetch caps and the others unbounded; the simulations it took."""
     if not serial_dmas(graph):
         return 0
     groups = node_groups(graph)
@@ -92,7 +90,7 @@ def settle_shares(graph: DataflowGraph, target: Target,
     for g in range(count):
         raised: list[str] = []
         for _ in range(MAX_ROUNDS):
-            sim = run(g) if run is not None else simulate(build_process_network(graph, target, g), caps)
+            sim = simulate(build_process_network(graph, target, g), caps)
             sims += 1
             raised = raise_shares(graph, target, g, sim)
             if not raised:

@@ -52,7 +52,7 @@ def _stripe_by_consumer(graph: DataflowGraph, target: Target) -> None:
             continue
         (stream,) = node.outputs
         t = graph.streams[stream].type
+        words = PackedLayout.of(t).words_per_tile
         consumer = node_process(graph, graph.consumer(stream), target)
-        need = Fraction(t.num_tokens * PackedLayout.of(t).words_per_tile * target.axi_bytes_per_cycle,
-                        max(1, consumer.num_firings * consumer.ii))
-        node.stripes = stripes_for_rate(PackedLayout.of(t).words_per_tile, need, target)
+        need = Fraction(t.num_tokens * words * target.axi_bytes_per_cycle, max(1, consumer.num_firings * consumer.ii))
+        node.stripes = stripes_for_rate(words, need, target)
