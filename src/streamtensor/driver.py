@@ -56,6 +56,7 @@ from streamtensor.passes import print_ir
 from streamtensor.report import write_report
 from streamtensor.target import Target
 from streamtensor.transforms.build_dataflow import build_dataflow
+from streamtensor.transforms.chain_input import read_input_as_output
 from streamtensor.transforms.fuse_into_contractions import (
     fuse_elementwise_into_contractions,
     hoist_recomputed_prologues,
@@ -432,6 +433,7 @@ def _tiled_dataflow(graph: Graph, tiling: Tiling, target: Target, outs: list[str
     striped (``run``: how each stage runs, the compile's ``Progress.run``)."""
     dataflow = run("dataflow", lambda: build_dataflow(graph, tiling))
     name_outputs(dataflow, outs)
+    run("chain_input", lambda: read_input_as_output(dataflow))
     run("replay", lambda: replay_forked_accumulators(dataflow))
     run("fusion", lambda: apply_fusion(dataflow, target.onchip_bytes))
     run("stripe", lambda: stripe_dmas(dataflow, target))

@@ -3,11 +3,12 @@
 
 In ``driver.compile`` order: ``sink-casts``, ``split-slices``, ``fuse-into-contractions`` (Linalg to Linalg),
 ``build-dataflow`` (Linalg to dataflow: tiling with the default ``TilingOptions``, then the dataflow graph),
-``replay``, ``fusion``, ``stripe`` (HBM stripes of the DMAs) and ``size-fifos`` (dataflow to dataflow; the FIFO LP
-of resource allocation with the ``normal`` strategy, its depths and the timing and memory attributes written into
-the IR), ``allocate`` (the whole resource allocation of ``compile`` with its defaults: FIFO sizing, timing
-simulation, resources, SLR plan; a deadlock or a design over the target's budget is an error). Passes that weigh
-device costs (tiling, fusion's memory cap, FIFO sizing) read the target given to :func:`run_passes`.
+``chain-input``, ``replay``, ``fusion``, ``stripe`` (HBM stripes of the DMAs) and ``size-fifos`` (dataflow to
+dataflow; the FIFO LP of resource allocation with the ``normal`` strategy, its depths and the timing and memory
+attributes written into the IR), ``allocate`` (the whole resource allocation of ``compile`` with its defaults: FIFO
+sizing, timing simulation, resources, SLR plan; a deadlock or a design over the target's budget is an error).
+Passes that weigh device costs (tiling, fusion's memory cap, FIFO sizing) read the target given to
+:func:`run_passes`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from streamtensor.ir.linalg_parser import parse_graph
 from streamtensor.ir.text import Cursor
 from streamtensor.target import Target
 from streamtensor.transforms.build_dataflow import build_dataflow
+from streamtensor.transforms.chain_input import read_input_as_output
 from streamtensor.transforms.fuse_into_contractions import (
     fuse_elementwise_into_contractions,
     hoist_recomputed_prologues,
@@ -54,6 +56,12 @@ class Pass:
 def _build_dataflow(graph: IR, target: Target) -> IR:
     assert isinstance(graph, Graph)
     return build_dataflow(graph, tile_graph(graph, target, TilingOptions()))
+
+
+def _chain_input(graph: IR, target: Target) -> IR:
+    assert isinstance(graph, DataflowGraph)
+    read_input_as_output(graph)
+    return graph
 
 
 def _replay(graph: IR, target: Target) -> IR:
@@ -104,6 +112,8 @@ PASSES: dict[str, Pass] = {p.name: p for p in (
          "fuse multi-use elementwise generics into the contractions reading them"),
     Pass("build-dataflow", "linalg", "dataflow", _build_dataflow,
          "tile every generic (default tiling options) and build the dataflow graph"),
+    Pass("chain-input", "dataflow", "dataflow", _chain_input,
+         "read a one-token block's activation input in its output's packing (a converter where a use differs)"),
     Pass("replay", "dataflow", "dataflow", _replay, "replace forks of whole accumulated results by replay ports"),
     Pass("fusion", "dataflow", "dataflow", _fusion,
          "group the nodes into accelerators under the target's on-chip memory"),
