@@ -9,8 +9,9 @@ from linalg_builders import build, check_exec, empty, graph, nodes_of, unary, va
 
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, DmaNode, print_dataflow
 from streamtensor.ir.dataflow_parser import parse_dataflow
+from streamtensor.ir.layout import element_order
 from streamtensor.ir.linalg import Graph, ReshapeOp
-from streamtensor.transforms.chain_input import element_order, read_input_as_output
+from streamtensor.transforms.chain_input import read_input_as_output
 
 
 def transposed_block(rows: int = 1) -> Graph:

@@ -78,7 +78,7 @@ from streamtensor.ir.dataflow import (
 )
 from streamtensor.ir.dataflow import Stream as DataflowStream
 from streamtensor.ir.itensor import ITensorType
-from streamtensor.ir.layout import chunk_mask, concat_sources
+from streamtensor.ir.layout import chunk_mask, concat_sources, same_packing
 from streamtensor.ir.linalg import GenericOp, ScalarBody, ScalarOp
 from streamtensor.packing import WORD_BYTES, PackedLayout
 from streamtensor.target import OperatorLibrary, Target
@@ -390,14 +390,16 @@ def group_tensors(graph: DataflowGraph, members: set[str], crossing_in: list[Dat
     dmas: list[tuple[str, str, PackedLayout]] = []
     stripes: dict[str, int] = {}
     readers: dict[str, bool] = {}
+    units = placement_units(graph)
     for name in (n for n in graph.topological_order() if n in members):
         node = graph.nodes[name]
         if isinstance(node, DmaNode) and node.role != "scalar":  # a scalar is a register, not in memory
             (stream,) = node.outputs if node.direction == "read" else node.inputs
-            dmas.append((node.placement_name, name, PackedLayout.of(graph.streams[stream].type)))
-            stripes[node.placement_name] = node.stripes
+            unit = units[name]
+            dmas.append((unit, name, PackedLayout.of(graph.streams[stream].type)))
+            stripes[unit] = node.stripes
             plain = node.direction == "read" and node.rows is None
-            readers[node.placement_name] = readers.get(node.placement_name, True) and plain
+            readers[unit] = readers.get(unit, True) and plain
         elif name in absorbed:
             dmas.append((node.inputs[0], name, PackedLayout.of(graph.streams[node.outputs[0]].type)))
             readers[node.inputs[0]] = False
@@ -423,6 +425,26 @@ def serial_dmas(graph: DataflowGraph) -> bool:
     """Whether the graph's DMAs run in stages one after another (a one-token block, ``transforms.stripes``): their
     shares are the contention the simulation settles (``DmaNode.share``) and they are placed in stage order."""
     return any(isinstance(n, DmaNode) and n.share is not None for n in graph.nodes.values())
+
+
+def placement_units(graph: DataflowGraph) -> dict[str, str]:
+    """Per DMA node, the unit ``analysis.hbm`` places its buffer as (``DmaNode.placement_name``), but in a one-token
+    block (:func:`serial_dmas`) an unstriped read of the activation input packed as the block's output goes with
+    that output: the next layer reads this layer's output buffer as that input in place, and XRT gives an
+    argument whose banks do not hold the buffer it is given a copy of it when the run is set up (which a queued
+    run would take before the previous run has written it)."""
+    dmas = {name: n for name, n in graph.nodes.items() if isinstance(n, DmaNode)}
+    units = {name: n.placement_name for name, n in dmas.items()}
+    out = graph.nodes.get(graph.outputs[0]) if graph.outputs else None
+    if not graph.inputs or not isinstance(out, DmaNode) or out.role != "output" or out.stripes != 1 \
+            or not serial_dmas(graph):
+        return units
+    written = graph.streams[out.inputs[0]].type
+    for name, n in dmas.items():
+        if (n.direction == "read" and n.role == "input" and n.stripes == 1 and n.tensor.name == graph.inputs[0].name
+                and same_packing(graph.streams[n.outputs[0]].type, written)):
+            units[name] = out.placement_name
+    return units
 
 
 def dma_placement_of_group(graph: DataflowGraph, group: int | None, target: Target) -> HbmPlacement:

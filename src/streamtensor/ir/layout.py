@@ -88,6 +88,20 @@ def flat_offsets(t: ITensorType) -> np.ndarray:
     return t.offsets() @ _strides(t.tensor_shape)
 
 
+def element_order(t: ITensorType) -> np.ndarray:
+    """Flat index of every element of ``t``'s tiles, in stream order: the order a packed buffer stores them
+    (for a type without repeat loops)."""
+    return (flat_offsets(t)[:, None] + tile_pattern(t.tensor_shape, t.element_shape)[None, :]).reshape(-1)
+
+
+def same_packing(a: ITensorType, b: ITensorType) -> bool:
+    """Whether streams of ``a`` and ``b`` (no repeat loops; tensors that are reshapes of one another) store the
+    same bytes in a packed buffer: the same elements in the same order, in tiles of as many elements."""
+    return (a.dtype == b.dtype and math.prod(a.element_shape) == math.prod(b.element_shape)
+            and not a.repeat_loops() and not b.repeat_loops()
+            and np.array_equal(element_order(a), element_order(b)))
+
+
 # --- reassociation -----------------------------------------------------------------------------------------
 
 

@@ -47,7 +47,7 @@ from streamtensor.frontend.quant import (
     quant_scheme,
 )
 from streamtensor.kernel_interface import load_kernel_interface
-from streamtensor.llm.estimate import compile_head, design_invocation, design_ports, handoff_fields
+from streamtensor.llm.estimate import compile_head, design_invocation, handoff_fields
 from streamtensor.llm.host_model import (
     CALIBRATION_PROMPTS,
     EmbeddingTables,
@@ -354,7 +354,7 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
                          invocations={n: k.invocation() for n, k in kernels.items()},
                          host_token_s=host_token_seconds(*tables.tokens.shape),
                          host_head_s=eager_reference(head_module, head_args, budget_s=0.5)[1], position_points=points,
-                         **handoff_fields({n: design_ports(k.design) for n, k in kernels.items()}, per_mode["prefill"],
+                         **handoff_fields({n: k.design for n, k in kernels.items()}, per_mode["prefill"],
                                           per_mode["decode"], "head", head_design.target))
     return LlmDesign(model, loaded, opts, kernels, per_mode["prefill"], per_mode["decode"], "head", tables,
                      run_model, error, dict(progress.seconds), checkpoint_state,

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamtensor.codegen.vitis.hbm import memory_arguments, plan_hbm
+from streamtensor.codegen.vitis.hbm import graph_hbm_plan, memory_arguments
 from streamtensor.driver import Design, Progress, compile, compile_model_block
 from streamtensor.errors import ResourceBudgetError, StreamTensorError
 from streamtensor.frontend.models import build_random_model, builtin_config
@@ -61,17 +61,19 @@ def design_ports(design: Design) -> tuple[MemoryArgument, list[MemoryArgument]]:
     return output_argument(arguments, design.dataflow), arguments
 
 
-def handoff_fields(ports: dict[str, tuple[MemoryArgument, list[MemoryArgument]]], prefill: list[str],
-                   decode: list[str], head: str, target: Target) -> dict[str, Any]:
+def handoff_fields(designs: dict[str, Design], prefill: list[str], decode: list[str], head: str, target: Target
+                   ) -> dict[str, Any]:
     """``RunModel``'s ``chained``, ``head_row_offsets`` and ``other_banks`` for these kernels: per handoff read
     in place, the consumer's arguments on that buffer placed on other pseudo-channels than the producer's output
     (``codegen.vitis.hbm.plan_hbm``). XRT gives such an argument a copy of the buffer in its own bank when the run
     is set up (``xrt::run::set_arg``): correct, as each run is waited for, but a device copy the model does not
     count; the placement removes it by putting both on one range."""
+    ports = {n: design_ports(d) for n, d in designs.items()}
     chained, rows = chain_handoffs(ports, prefill, decode, head, target.axi_word_bits // 8)
     ranges = {}
-    for name, (_, arguments) in ports.items():
-        plan = plan_hbm(arguments, name, target.hbm)  # as the project's link.cfg places them
+    for name, design in designs.items():
+        assert design.dataflow is not None
+        plan = graph_hbm_plan(design.dataflow, name, target.hbm)  # as the project's link.cfg places them
         ranges[name] = {a.argument.arg: (a.first, a.last) for a in plan.assignments}
     other: dict[str, list[str]] = {}
     for key, buffers in chained.items():
@@ -145,7 +147,7 @@ def estimate_run(model: str, prompt_len: int, max_new_tokens: int, *, size: str 
     loaded = build_random_model(model, size, seed, num_layers=max(first.values()) + 1)
     max_len = prompt_len + max_new_tokens
     invocations: dict[str, Invocation] = {}
-    ports: dict[str, tuple[MemoryArgument, list[MemoryArgument]]] = {}
+    compiled: dict[str, Design] = {}
     designs: dict[str, dict[str, Any]] = {}
     per_mode: dict[str, list[str]] = {}
     for mode in ("prefill", "decode"):
@@ -155,7 +157,7 @@ def estimate_run(model: str, prompt_len: int, max_new_tokens: int, *, size: str 
             design, _ = compile_model_block(loaded, model, mode=mode, seq_len=prompt_len, max_len=max_len,
                                             layer=layer, seed=seed, size=size, **options)
             invocations[name] = design_invocation(design)
-            ports[name] = design_ports(design)
+            compiled[name] = design
             designs[name] = {"mode": mode, "layer": layer, "cycles": invocations[name].cycles,
                              "overrides": design.report.get("overrides", {}),
                              "kv_cache": design.report["quantization"]["kv_cache"]["dtype"]}
@@ -173,14 +175,14 @@ def estimate_run(model: str, prompt_len: int, max_new_tokens: int, *, size: str 
     head = OutputHead(head_model).eval()
     design, tiling = compile_head(head, seed, **options)
     invocations["head"] = design_invocation(design)
-    ports["head"] = design_ports(design)
+    compiled["head"] = design
     designs["head"] = {"mode": "head", "vocab": vocab_size, "rows": head.padded_vocab, "tiling": tiling,
                        "cycles": invocations["head"].cycles, "overrides": design.report.get("overrides", {})}
     target = design.target
     run_model = RunModel(**RunModel.device_figures(target), prefill_len=prompt_len, max_len=max_len,
                          prefill=per_mode["prefill"], decode=per_mode["decode"], head="head",
                          invocations=invocations, host_token_s=host_token_seconds(vocab_size, head.hidden_size),
-                         host_head_s=None, **handoff_fields(ports, per_mode["prefill"], per_mode["decode"], "head",
+                         host_head_s=None, **handoff_fields(compiled, per_mode["prefill"], per_mode["decode"], "head",
                                                             target))
     how = (f"head (final norm + LM head{', quantized' if scheme is not None else ''}) compiled at {vocab_size} "
            f"tokens ({head.padded_vocab} rows with its zero padding) at tile {tiling['tile'] or 'as given'}"

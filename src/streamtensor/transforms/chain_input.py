@@ -17,19 +17,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from streamtensor.ir.converter_buffer import infer_converter_buffer, layout_difference
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, DmaNode, Stream
-from streamtensor.ir.itensor import ITensorType
-from streamtensor.ir.layout import flat_offsets, reassociate_type, tile_pattern
+from streamtensor.ir.layout import reassociate_type, same_packing
 from streamtensor.ir.linalg import SliceOp
-
-
-def element_order(t: ITensorType) -> np.ndarray:
-    """Flat index of every element of ``t``'s tiles, in stream order: the order a packed buffer stores them
-    (for a type without repeat loops)."""
-    return (flat_offsets(t)[:, None] + tile_pattern(t.tensor_shape, t.element_shape)[None, :]).reshape(-1)
 
 
 def chained_reads(graph: DataflowGraph) -> list[DmaNode]:
@@ -57,7 +48,6 @@ def read_input_as_output(graph: DataflowGraph) -> list[str]:
     written = graph.streams[out.inputs[0]].type
     if written.repeat_loops():
         return []
-    order = element_order(written)
     added: list[str] = []
     for dma in reads:
         (name,) = dma.outputs
@@ -65,8 +55,7 @@ def read_input_as_output(graph: DataflowGraph) -> list[str]:
         wanted = stream.type
         if wanted.repeat_loops() or any(isinstance(op, SliceOp) for op in dma.view):
             continue
-        if (math.prod(wanted.element_shape) == math.prod(written.element_shape)
-                and np.array_equal(element_order(wanted), order)):
+        if same_packing(wanted, written):
             continue  # already the output's packing
         packed = reassociate_type(written, wanted.tensor_shape)
         if packed is None or packed == wanted:

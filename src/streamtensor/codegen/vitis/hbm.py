@@ -22,13 +22,13 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
 
 from streamtensor.analysis.hbm import HbmPlanError, place_tensors, streamed_tensors
-from streamtensor.analysis.timing_model import serial_dmas
+from streamtensor.analysis.timing_model import placement_units, serial_dmas
 from streamtensor.errors import StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode
 from streamtensor.kernel_interface import HbmAssignment, HbmPlan, MemoryArgument, ViewStep
@@ -147,10 +147,11 @@ def kernel_slr(target: Target) -> str:
 def graph_hbm_plan(graph: DataflowGraph, kernel_name: str, hbm: HbmSpec) -> HbmPlan:
     """:func:`plan_hbm` of the graph's arguments, in stage order where its DMAs run one stage after another
     (``analysis.timing_model.serial_dmas``), as the timing model places them."""
-    return plan_hbm(memory_arguments(graph), kernel_name, hbm, serial_dmas(graph))
+    return plan_hbm(memory_arguments(graph), kernel_name, hbm, serial_dmas(graph), placement_units(graph))
 
 
-def plan_hbm(arguments: Sequence[MemoryArgument], kernel_name: str, hbm: HbmSpec, serial: bool = False) -> HbmPlan:
+def plan_hbm(arguments: Sequence[MemoryArgument], kernel_name: str, hbm: HbmSpec, serial: bool = False,
+             units: Mapping[str, str] | None = None) -> HbmPlan:
     """Every memory argument on its tensor's pseudo-channels (see the module docstring; an argument sharing a
     buffer on that buffer's), the scalars apart. Arguments on the same channel range share one m_axi bundle:
     their DMAs already split that range's bandwidth, so one port serves them at the modelled rate."""
@@ -161,7 +162,9 @@ def plan_hbm(arguments: Sequence[MemoryArgument], kernel_name: str, hbm: HbmSpec
     tensor_of = {a.arg: a.name for a in memory}
     # One buffer per DMA (its whole layout), striped as its arguments say; a plain read's buffer is placed on its
     # own, a cache's read and row write together (``DmaNode.placement_name``).
-    unit = {a.arg: a.dma if a.direction == "read" and a.role != "kv_cache" else tensor_of[a.buffer] for a in memory}
+    # ``units`` (by DMA, ``analysis.timing_model.placement_units``) overrides where the graph says so.
+    unit = {a.arg: (units or {}).get(a.dma) or (a.dma if a.direction == "read" and a.role != "kv_cache"
+                                                  else tensor_of[a.buffer]) for a in memory}
     whole = {a.dma: (unit[a.arg], a.dma, PackedLayout.of(a.itype)) for a in memory}
     stripes = {unit[a.arg]: a.stripes for a in memory}
     placement = place_tensors(streamed_tensors(whole.values(), stripes), hbm, serial)
