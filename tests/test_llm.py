@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -114,11 +115,14 @@ def test_host_moves_what_the_run_model_counts(gpt2_build: Path, prompt: list[int
     assert chained.steps[0].transfers == model.ttft_transfers(len(prompt))
     step = model.step_transfers()
     hidden_row = model.invocations["decode"].to_device_bytes
-    assert (step.buffer_syncs, step.to_device_bytes, step.launches) == (2, hidden_row, 3)  # 2 layers + head
+    # The second layer's run queued behind the first's (one compute unit, its input in place on the same banks).
+    assert model.queued == ["decode->decode"] and not model.other_banks.get("decode->decode")
+    assert (step.buffer_syncs, step.to_device_bytes, step.launches, step.queued_launches) == (2, hidden_row, 2, 1)
     assert step.from_device_bytes == model.invocations["head"].out_bytes  # the logits only
     assert all(s.transfers == step for s in chained.steps[1:])
     model.chained = {k: [] for k in model.chained}
     model.head_row_offsets = {}
+    model.queued = []
     through_host = LlmRunner.__new__(LlmRunner)
     through_host.__dict__.update({**runner.__dict__, "kernels": {}, "run_model": model})
     result = through_host.generate(prompt, 3)
@@ -163,7 +167,8 @@ def test_run_model_terms_add_up(gpt2_build: Path) -> None:
     assert detail["kv_cache_share_at_worst_case"] > 0
     assert llm["decode_tokens_per_s"] == pytest.approx(1e3 / llm["decode_step_ms"])
     assert llm["latency_ms"] == pytest.approx(llm["ttft_ms"] + 7 * llm["decode_step_ms"])  # 8 new tokens
-    assert step["launch"] == pytest.approx(3 * 20e-6)  # two layers and the head, 20 us each (the board's figure)
+    # The first layer and the head, 20 us each, and the second layer queued behind the first (the board's figures).
+    assert step["launch"] == pytest.approx(2 * 20e-6 + 1 / 206_313)
     assert "assumed, not measured" in llm["overheads"]["source"]
     assert llm["rooflines"]["within_rooflines"]
     assert llm["rooflines"]["kernel_only_tokens_per_s"] <= llm["rooflines"]["hbm_tokens_per_s"]
@@ -221,11 +226,14 @@ def test_cpp_host_compiles_against_xrt_and_fails_without_a_card(gpt2_build: Path
 FAKE_XRT = Path(__file__).parent / "fake_xrt"
 
 
-def _xrt_events(lines: list[str]) -> tuple[int, int, int, int]:
-    """Buffer syncs, bytes to and from the device, kernel starts among the stand-in XRT's printed events."""
+def _xrt_events(lines: list[str]) -> tuple[int, int, int, int, int]:
+    """Buffer syncs, bytes to and from the device, kernel starts waited for before the next start and those
+    started behind a run not yet waited for (queued), among the stand-in XRT's printed events."""
     syncs = [line.split() for line in lines if line.startswith("xrt-sync ")]
+    runs = [line for line in lines if line in ("xrt-start", "xrt-wait")]
+    queued = sum(1 for a, b in pairwise(runs) if a == b == "xrt-start")
     return (len(syncs), sum(int(s[2]) for s in syncs if s[1] == "to"), sum(int(s[2]) for s in syncs if s[1] == "from"),
-            sum(1 for line in lines if line == "xrt-start"))
+            runs.count("xrt-start") - queued, queued)
 
 
 @pytest.fixture(scope="module", params=["in-place", "through-the-host"])
@@ -241,7 +249,8 @@ def fake_xrt_host(gpt2_build: Path, tmp_path_factory: pytest.TempPathFactory,
     source = gpt2_build / "host" / "llm_host.cpp"
     if request.param == "through-the-host":
         run_model = manifest["run_model"]
-        run_model.update(chained={k: [] for k in run_model["chained"]}, head_row_offsets={}, other_banks={})
+        run_model.update(chained={k: [] for k in run_model["chained"]}, head_row_offsets={}, other_banks={},
+                         queued=[])
         write_llm_host(folder, manifest, {n: load_kernel_interface(gpt2_build / n) for n in manifest["kernels"]},
                        "platform", 250)
         source = folder / "llm_host.cpp"
@@ -272,7 +281,8 @@ def test_cpp_host_moves_what_the_run_model_counts(gpt2_build: Path, fake_xrt_hos
     step = model.step_transfers()
     assert step.buffer_syncs == (2 if model.chained["decode->decode"] else 2 + 2 * 2)
     for events in phases[1:-1]:
-        assert _xrt_events(events) == (step.buffer_syncs, step.to_device_bytes, step.from_device_bytes, step.launches)
+        assert _xrt_events(events) == (step.buffer_syncs, step.to_device_bytes, step.from_device_bytes, step.launches,
+                                       step.queued_launches)
     # Loading: one buffer per layer for weights and caches (zeroed), one for constants and the head's weights.
     manifest = json.loads((gpt2_build / "llm.json").read_text())
     load = [(len(k["layers"]) if a.role in ("weight", "kv_cache") and k["layers"] else 1, a.layout.total_bytes)
@@ -281,7 +291,7 @@ def test_cpp_host_moves_what_the_run_model_counts(gpt2_build: Path, fake_xrt_hos
     ttft = model.ttft_transfers(len(prompt.split(",")))
     assert _xrt_events(phases[0]) == (ttft.buffer_syncs + sum(n for n, _ in load),
                                       ttft.to_device_bytes + sum(n * b for n, b in load), ttft.from_device_bytes,
-                                      ttft.launches)
+                                      ttft.launches, ttft.queued_launches)
 
 
 def test_generate_refuses_bad_requests_in_one_line(gpt2_build: Path, tmp_path: Path,

@@ -88,6 +88,9 @@ class HostLink:
     pcie_bytes_per_second: int  # effective host<->card DMA bandwidth (one direction)
     transfer_latency_s: float  # fixed cost of one buffer sync (``xrt::bo::sync``), whatever its size
     kernel_launch_s: float  # one ``xrt::run`` start-to-done round trip beyond the kernel's own cycles
+    # A run started while an earlier run of the same compute unit is still queued or running: the scheduler starts
+    # it when that one is done, so only its dispatch gap adds to the kernels' cycles.
+    queued_run_s: float
     source: str
 
 

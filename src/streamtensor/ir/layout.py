@@ -18,6 +18,7 @@ Three relations between token streams, each with a *checker* (the exact semantic
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -89,16 +90,17 @@ def flat_offsets(t: ITensorType) -> np.ndarray:
 
 
 def element_order(t: ITensorType) -> np.ndarray:
-    """Flat index of every element of ``t``'s tiles, in stream order: the order a packed buffer stores them
-    (for a type without repeat loops)."""
-    return (flat_offsets(t)[:, None] + tile_pattern(t.tensor_shape, t.element_shape)[None, :]).reshape(-1)
+    """Flat index of every element of ``t``'s stored tiles (its repeat loops run once), in stream order: the order
+    a packed buffer holds them (``streamtensor.packing``)."""
+    repeats = set(t.repeat_loops())
+    stored = dataclasses.replace(t, trip_counts=tuple(1 if k in repeats else n for k, n in enumerate(t.trip_counts)))
+    return (flat_offsets(stored)[:, None] + tile_pattern(t.tensor_shape, t.element_shape)[None, :]).reshape(-1)
 
 
 def same_packing(a: ITensorType, b: ITensorType) -> bool:
-    """Whether streams of ``a`` and ``b`` (no repeat loops; tensors that are reshapes of one another) store the
-    same bytes in a packed buffer: the same elements in the same order, in tiles of as many elements."""
+    """Whether streams of ``a`` and ``b`` (over tensors that are reshapes of one another) are stored as the same
+    bytes in a packed buffer: the same elements in the same order, in tiles of as many elements."""
     return (a.dtype == b.dtype and math.prod(a.element_shape) == math.prod(b.element_shape)
-            and not a.repeat_loops() and not b.repeat_loops()
             and np.array_equal(element_order(a), element_order(b)))
 
 

@@ -23,7 +23,14 @@ from streamtensor.frontend.models import build_random_model, builtin_config
 from streamtensor.frontend.quant import quant_scheme
 from streamtensor.kernel_interface import MemoryArgument
 from streamtensor.llm.host_model import HEAD_VOCAB_MULTIPLE, OutputHead, host_token_seconds, quantize_model
-from streamtensor.llm.perf import Invocation, RunModel, chain_handoffs, output_argument
+from streamtensor.llm.perf import (
+    Invocation,
+    RunModel,
+    chain_handoffs,
+    input_owners,
+    output_argument,
+    queued_handoffs,
+)
 from streamtensor.target import Target
 from streamtensor.transforms.tiling.plan import TilingOptions
 
@@ -82,7 +89,9 @@ def handoff_fields(designs: dict[str, Design], prefill: list[str], decode: list[
         found = [a.arg for a in ports[consumer][1] if a.buffer in buffers and ranges[consumer][a.arg] != theirs]
         if found:
             other[key] = found
-    return {"chained": chained, "head_row_offsets": rows, "other_banks": other}
+    inputs = {n: [b.arg for b in input_owners(arguments)] for n, (_, arguments) in ports.items()}
+    return {"chained": chained, "head_row_offsets": rows, "other_banks": other,
+            "queued": queued_handoffs(chained, other, inputs)}
 
 
 # The head's vectors re-streamed per vocabulary tile (module docstring of ``head_tile_size``) may cost at most this

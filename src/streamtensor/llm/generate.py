@@ -100,12 +100,17 @@ class KernelRunner:
         """The argument of the kernel's first output (a block's hidden state, the head's logits)."""
         return next(iter(self.outputs.values()))
 
-    def launch(self, inputs: dict[str, np.ndarray], layer: int | None = None) -> tuple[float, Transfers]:
-        """Write ``inputs`` into ``layer``'s buffers (None: the head's) and run the kernel on them; the kernel's
-        wall time here and what the host moved."""
+    def launch(self, inputs: dict[str, np.ndarray], layer: int | None = None, queued: bool = False
+               ) -> tuple[float, Transfers]:
+        """Write ``inputs`` into ``layer``'s buffers (None: the head's) and run the kernel on them (``queued``: on
+        the card, started behind the previous run of this compute unit; here the runs are in order anyway); the
+        kernel's wall time here and what the host moved."""
         moved = self.write(inputs, layer)
         result = self.runtimes[layer].run()
-        moved.launches += 1
+        if queued:
+            moved.queued_launches += 1
+        else:
+            moved.launches += 1
         return result.seconds, moved
 
     def read(self, names: list[str], layer: int | None = None) -> tuple[dict[str, np.ndarray], Transfers]:
@@ -253,7 +258,8 @@ class LlmRunner:
             elif set(kernel.input_buffers()) - kernel.bound[layer]:
                 inputs[HIDDEN], step = self.kernels[names[layer - 1]].read_primary(layer - 1)
                 moved.add(step)
-            seconds, step = kernel.launch(inputs, layer)
+            queued = layer > 0 and chain_key(names[layer - 1], name) in self.run_model.queued
+            seconds, step = kernel.launch(inputs, layer, queued)
             moved.add(step)
             out, step = kernel.read(list(outputs), layer)
             moved.add(step)

@@ -60,6 +60,7 @@ class Transfers:
     buffer_syncs: int = 0
     scalar_registers: int = 0
     launches: int = 0
+    queued_launches: int = 0  # runs started behind a run of the same compute unit, without waiting for it
 
     def add(self, other: Transfers) -> Transfers:
         for name in self.__dataclass_fields__:
@@ -134,6 +135,20 @@ def chain_handoffs(ports: dict[str, tuple[MemoryArgument, Sequence[MemoryArgumen
     return chained, rows
 
 
+def queued_handoffs(chained: dict[str, list[str]], other_banks: dict[str, list[str]],
+                    inputs: dict[str, list[str]]) -> list[str]:
+    """The handoffs (``chain_handoffs`` keys) whose consumer run the host may queue behind the producer's: one
+    kernel to itself (one compute unit runs its queue in order, ``ap_ctrl_hs``), every input buffer of the consumer
+    read in place (``inputs``: per kernel, its input buffers), none on other banks than the producer's output (XRT
+    would copy the buffer into them when the run is set up, before the producer has written it)."""
+    queued = []
+    for key, buffers in chained.items():
+        producer, consumer = key.split("->")
+        if producer == consumer and set(buffers) >= set(inputs[consumer]) and not other_banks.get(key):
+            queued.append(key)
+    return queued
+
+
 @dataclass(frozen=True)
 class Invocation:
     """One kernel run as the host program performs it."""
@@ -195,6 +210,7 @@ class RunModel:
     target: str
     clock_hz: int
     kernel_launch_s: float
+    queued_run_s: float
     transfer_latency_s: float
     pcie_bytes_per_second: int
     host_link_source: str
@@ -220,13 +236,18 @@ class RunModel:
     # ``producer->consumer`` -> the consumer's arguments on a buffer read in place that are placed on other
     # pseudo-channels than the producer's output: XRT copies the buffer into their bank (not counted)
     other_banks: dict[str, list[str]] = field(default_factory=dict)
+    # ``producer->consumer`` handoffs of one kernel to itself (consecutive layers on one compute unit) where the
+    # consumer reads all of its input in place, on the producer's banks: the host queues its run behind the
+    # producer's instead of waiting for it (``queued_handoffs``)
+    queued: list[str] = field(default_factory=list)
 
     @staticmethod
     def device_figures(target: Target) -> dict[str, Any]:
         link = target.host_link
         dsp_per_mac = round(sum(target.ops.float_cost[op][0] for op in ("arith.mulf", "arith.addf")))
         return {"target": target.name, "clock_hz": target.clock_hz, "kernel_launch_s": link.kernel_launch_s,
-                "transfer_latency_s": link.transfer_latency_s, "pcie_bytes_per_second": link.pcie_bytes_per_second,
+                "queued_run_s": link.queued_run_s, "transfer_latency_s": link.transfer_latency_s,
+                "pcie_bytes_per_second": link.pcie_bytes_per_second,
                 "host_link_source": link.source, "board_power_w": target.board_power_w,
                 "hbm_bytes_per_second": target.hbm.channels * target.hbm.channel_bytes_per_second,
                 "mac_lanes": target.totals.dsp // dsp_per_mac, "dsp_per_mac": dsp_per_mac}
@@ -248,7 +269,8 @@ class RunModel:
 
     def host_s(self, moved: Transfers) -> dict[str, float]:
         """Launch, sync and PCIe seconds of what the host program moved and ran (beyond the kernels' cycles)."""
-        return {"launch": moved.launches * self.kernel_launch_s, "sync": moved.buffer_syncs * self.transfer_latency_s,
+        return {"launch": moved.launches * self.kernel_launch_s + moved.queued_launches * self.queued_run_s,
+                "sync": moved.buffer_syncs * self.transfer_latency_s,
                 "pcie": (moved.to_device_bytes + moved.from_device_bytes) / self.pcie_bytes_per_second}
 
     def _seconds(self, moved: Transfers) -> float:
@@ -260,12 +282,13 @@ class RunModel:
         written = [b for arg, b in self.invocations[name].input_bytes.items() if arg not in skip]
         return Transfers(to_device_bytes=sum(written), buffer_syncs=len(written))
 
-    def run(self, name: str) -> Transfers:
-        """One launch of ``name``: its scalar registers, and its outputs besides the first read back (a prefill's
-        keys and values)."""
+    def run(self, name: str, queued: bool = False) -> Transfers:
+        """One launch of ``name`` (``queued``: behind the previous run of its compute unit): its scalar registers,
+        and its outputs besides the first read back (a prefill's keys and values)."""
         inv = self.invocations[name]
         return Transfers(from_device_bytes=inv.from_device_bytes - inv.out_bytes,
-                         buffer_syncs=inv.from_device_buffers - 1, scalar_registers=inv.registers, launches=1)
+                         buffer_syncs=inv.from_device_buffers - 1, scalar_registers=inv.registers,
+                         launches=0 if queued else 1, queued_launches=1 if queued else 0)
 
     def read_output(self, name: str) -> Transfers:
         """The host reads ``name``'s first output back (the logits; an activation the next kernel cannot read)."""
@@ -282,10 +305,11 @@ class RunModel:
         return self.read_output(producer).add(self.write_input(consumer, in_place))
 
     def layers(self, names: list[str]) -> Transfers:
-        """The host runs ``names`` one after the other on one activation it writes once."""
+        """The host runs ``names`` one after the other on one activation it writes once, each run queued behind
+        the previous one where the handoff allows (``queued``), else started once the previous one is done."""
         moved = self.write_input(names[0])
         for i, name in enumerate(names):
-            moved.add(self.run(name))
+            moved.add(self.run(name, i > 0 and chain_key(names[i - 1], name) in self.queued))
             if i + 1 < len(names):
                 moved.add(self.handoff(name, names[i + 1]))
         return moved
@@ -346,7 +370,8 @@ class RunModel:
         moved = self.step_transfers()
         return {"to_device_bytes": moved.to_device_bytes, "from_device_bytes": moved.from_device_bytes,
                 "buffer_syncs": moved.buffer_syncs, "scalar_registers": moved.scalar_registers,
-                "kernel_launches": moved.launches, "kv_cache_bytes": 0}
+                "kernel_launches": moved.launches, "queued_kernel_launches": moved.queued_launches,
+                "kv_cache_bytes": 0}
 
     def model(self, prompt_len: int, new_tokens: int) -> dict[str, Any]:
         """``report["llm"]`` for a prompt of ``prompt_len`` tokens and ``new_tokens`` generated ones."""
@@ -379,7 +404,8 @@ class RunModel:
         prompt_row = self.head_rows_in_place(row) if extra_prompt_steps == 0 else self.chained.get(
             chain_key(self.decode[-1], self.head), [])
         overheads = {
-            "kernel_launch_s_each": self.kernel_launch_s, "buffer_sync_s_each": self.transfer_latency_s,
+            "kernel_launch_s_each": self.kernel_launch_s, "queued_run_s_each": self.queued_run_s,
+            "buffer_sync_s_each": self.transfer_latency_s,
             "pcie_bytes_per_s": self.pcie_bytes_per_second, "source": self.host_link_source,
             "per_decode_step_s": {
                 "kernels": sum(self.kernel_s(n) for n in names),
@@ -400,9 +426,12 @@ class RunModel:
                                          "copy in its own bank from XRT when the run is set up (xrt::run::set_arg): "
                                          "a device copy per run not counted here; placing both on one "
                                          "pseudo-channel range removes it",
-                "host_loop": "one run per layer and token, each waited for (one launch round trip per run); a "
-                             "kernel reads the previous kernel's output buffer as its input buffers wherever their "
-                             "packed layouts agree, and the host reads it back once and writes the others"},
+                "queued_handoffs": self.queued,
+                "host_loop": "one run per layer and token; a layer whose input is all the previous layer's output "
+                             "buffer, on its banks, on the same compute unit, is queued behind it (a queued run's "
+                             "dispatch gap), every other run waited for (one launch round trip); a kernel reads the "
+                             "previous kernel's output buffer as its input buffers wherever their packed layouts "
+                             "agree, and the host reads it back once and writes the others"},
         }
         return {
             "figures": "modelled (timing simulation at the target clock + host-link figures); host work measured here",

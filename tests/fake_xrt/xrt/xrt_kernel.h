@@ -1,5 +1,5 @@
 // A stand-in for XRT's xrt::kernel and xrt::run (tests only): a run prints "xrt-start" and completes at once
-// without computing (its outputs keep what their buffers held).
+// without computing (its outputs keep what their buffers held); waiting for it prints "xrt-wait".
 #pragma once
 #include <cstdint>
 #include <cstdio>
@@ -24,7 +24,10 @@ class run {
   void set_arg(int, std::int64_t) {}
   void set_arg(int, float) {}
   void start() { std::printf("xrt-start\n"); }
-  ert_cmd_state wait() { return ERT_CMD_STATE_COMPLETED; }
+  ert_cmd_state wait() {
+    std::printf("xrt-wait\n");
+    return ERT_CMD_STATE_COMPLETED;
+  }
 };
 
 }  // namespace xrt

@@ -93,6 +93,10 @@ def _in_place(names: list[str], chained: Mapping[str, list[str]]) -> list[list[s
     return [[]] + [chained.get(chain_key(p, c), []) for p, c in pairwise(names)]
 
 
+def _queued(names: list[str], queued: list[str]) -> str:
+    return "{" + ", ".join(["false"] + [str(chain_key(p, c) in queued).lower() for p, c in pairwise(names)]) + "}"
+
+
 def _tables(manifest: Mapping[str, Any], interfaces: Mapping[str, KernelInterface]) -> str:
     names = list(manifest["kernels"])
     kernels = []
@@ -109,6 +113,7 @@ def _tables(manifest: Mapping[str, Any], interfaces: Mapping[str, KernelInterfac
     m = manifest
     chained: dict[str, list[str]] = m["run_model"].get("chained", {})
     to_head = chained.get(chain_key(m["decode"][-1], m["head"]), [])
+    queued: list[str] = m["run_model"].get("queued", [])
     rows = ", ".join(f'{{"{arg}", {_cpp_list([-1 if o is None else o for o in offsets])}}}'
                      for arg, offsets in m["run_model"].get("head_row_offsets", {}).items())
     caches = ", ".join(f'{{"{out}", "{cache}"}}' for out, cache in m["kv_caches"])
@@ -138,6 +143,9 @@ constexpr int kHead = {index[m['head']]};
 // head, per prefill row, its byte offset in the last prefill layer's output buffer (-1: the host writes it).
 const std::vector<std::vector<std::string>> kPrefillInPlace = {_cpp_names(_in_place(m['prefill'], chained))};
 const std::vector<std::vector<std::string>> kDecodeInPlace = {_cpp_names(_in_place(m['decode'], chained))};
+// Per layer: whether its run is queued behind the previous layer's (llm.perf.queued_handoffs).
+const std::vector<bool> kPrefillQueued = {_queued(m['prefill'], queued)};
+const std::vector<bool> kDecodeQueued = {_queued(m['decode'], queued)};
 const std::vector<std::string> kDecodeToHeadInPlace = {_cpp_strings(to_head)};
 const std::map<std::string, std::vector<long>> kHeadRowOffsets = {{{rows}}};"""
 

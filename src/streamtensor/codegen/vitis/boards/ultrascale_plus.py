@@ -79,11 +79,16 @@ OPERATORS = OperatorLibrary(
 # moves 15.75 GB/s raw (8 GT/s x 16 lanes, 128b/130b); XDMA reaches about 12 GB/s of it in either direction (the
 # DMA test of `xbutil validate` on gen3x16 platforms, AMD PG195). A kernel start-to-done round trip through XRT
 # costs tens of microseconds on these shells (command queue and interrupt); 20 us is taken, and 10 us per buffer
-# sync (a DMA descriptor round trip). A board run replaces all three with measurements.
+# sync (a DMA descriptor round trip). Runs queued on one compute unit (ap_ctrl_hs: one run at a time, in order) are
+# dispatched by the card's scheduler as each finishes: XRT's own measurement of that path is 206,313 runs/s of a
+# no-op kernel with 32 queued (Xilinx/XRT pull request 4071, U50 gen3x16 XDMA, KDS + ERT 3.0), 4.85 us per run,
+# taken as the gap a queued run adds. A board run replaces all four with measurements.
 GEN3X16_XDMA = HostLink(
     pcie_bytes_per_second=12_000_000_000,
     transfer_latency_s=10e-6,
     kernel_launch_s=20e-6,
+    queued_run_s=1 / 206_313,
     source="assumed, not measured: PCIe Gen3 x16 XDMA ~12 GB/s effective (xbutil validate DMA test, AMD PG195); "
-           "20 us per kernel launch and 10 us per buffer sync (typical XRT round trips on gen3x16 shells)",
+           "20 us per kernel launch and 10 us per buffer sync (typical XRT round trips on gen3x16 shells); 4.85 us per "
+           "run queued behind another on its compute unit (206,313 runs/s, Xilinx/XRT pull request 4071)",
 )

@@ -24,6 +24,9 @@ def top_function(code: Code, graph: DataflowGraph, kernel_name: str, plan: HbmPl
             code.pragma(f"interface m_axi port={a.arg} bundle={plan.bundle(a.arg)} offset=slave "
                         f"depth={a.layout.total_words}")
     code.pragma("interface s_axilite port=return bundle=control")
+    # One run at a time, in order: a host may queue a layer's run behind the previous layer's, which writes the
+    # buffer it reads (ap_ctrl_chain, the default, would let the next run start before this one is done).
+    code.pragma("interface ap_ctrl_hs port=return")
     code.pragma("dataflow")
     for s in graph.streams.values():
         # A wide token is several beats: the FIFO holds its sized depth of tokens as beats.

@@ -18,9 +18,11 @@
 // kPrefillInPlace, kDecodeInPlace, kDecodeToHeadInPlace; the head reads the last prompt row of the last prefill
 // layer's output through a sub-buffer at kHeadRowOffsets[buffer][row]. For the other buffers the host reads the
 // output back once and writes them. Where every buffer agrees, per decode step the host syncs the embedded
-// token's row in once and the logits back once; the position is a register of every launch. Each run is waited
-// for before the next starts (the kernels are ap_ctrl_chain, Vitis HLS's default: XRT may start a queued run of a
-// compute unit before the previous one is done, which would read an input the previous run is still writing).
+// token's row in once and the logits back once; the position is a register of every launch. A layer's run is
+// queued behind the previous layer's, without waiting for it, where kPrefillQueued/kDecodeQueued say so: the same
+// kernel (one compute unit; the kernels are ap_ctrl_hs, so it runs its queue one run at a time, in order), its
+// whole input the previous layer's output buffer, on that buffer's banks. Every other run is waited for before the
+// next starts or the host reads an output; the prefill's keys and values are read once all its layers are done.
 // A buffer whose memory bank is not connected to the argument reading it is copied by XRT into a connected bank
 // when the argument is set (xrt::run::set_arg: "Allocating local copy of argument buffer in connected bank"):
 // correct here, since the run writing it has completed, but a device copy the run model does not count.
@@ -165,6 +167,22 @@ class KernelRunner {
   // or a sub-buffer of it); nothing is written for them.
   void run(const std::map<std::string, Tensor>& inputs, int layer,
            const std::map<std::string, const xrt::bo*>& in_place = {}) {
+    xrt::run run = start(inputs, layer, in_place);
+    finish(run);
+  }
+
+  // Waits for a run started by `start` and checks how it ended.
+  void finish(xrt::run& run) const {
+    const ert_cmd_state state = run.wait();
+    if (state != ERT_CMD_STATE_COMPLETED) {
+      throw std::runtime_error(std::string("kernel ") + desc_.kernel + " ended in state " +
+                               std::to_string(static_cast<int>(state)));
+    }
+  }
+
+  // As `run`, but returns the started run without waiting for it.
+  xrt::run start(const std::map<std::string, Tensor>& inputs, int layer,
+                 const std::map<std::string, const xrt::bo*>& in_place = {}) {
     xrt::run run(kernel_);
     for (std::size_t i = 0; i < desc_.args.size(); ++i) {
       const Arg& a = desc_.args[i];
@@ -206,11 +224,7 @@ class KernelRunner {
       run.set_arg(static_cast<int>(i), bo);
     }
     run.start();
-    const ert_cmd_state state = run.wait();
-    if (state != ERT_CMD_STATE_COMPLETED) {
-      throw std::runtime_error(std::string("kernel ") + desc_.kernel + " ended in state " +
-                               std::to_string(static_cast<int>(state)));
-    }
+    return run;
   }
 
   // The buffer `layer`'s runs write output `output` (tensor name) into.
@@ -421,9 +435,12 @@ int main(int argc, char** argv) {
     const std::vector<float> first = embed(tokens, positions, std::vector<int>(prompt.begin(), prompt.begin() + prefilled), 0);
     std::copy(first.begin(), first.end(), hidden.f.begin());
     // Runs `chain` (kernel per layer) on `input`, written once: each layer reads the previous layer's output
-    // buffer where `chained` says so, else the host hands the hidden state over. `after(layer)` runs after each.
+    // buffer where `in_place` says so, else the host hands the hidden state over; a layer marked in `queued` is
+    // started behind the previous one without waiting for it. `after(layer)` runs once every layer is done.
     auto run_layers = [&](const int* chain, const std::vector<std::vector<std::string>>& in_place,
-                          std::map<std::string, Tensor> input, const std::function<void(int)>& after) {
+                          const std::vector<bool>& queued, std::map<std::string, Tensor> input,
+                          const std::function<void(int)>& after) {
+      std::vector<std::pair<KernelRunner*, xrt::run>> pending;
       for (int layer = 0; layer < kLayers; ++layer) {
         KernelRunner& kernel = kernels[chain[layer]];
         std::map<std::string, const xrt::bo*> shared;
@@ -433,12 +450,16 @@ int main(int argc, char** argv) {
         if (layer > 0 && shared.size() < kernel.input_buffers()) {
           input["hidden"] = kernels[chain[layer - 1]].read("hidden_out", layer - 1);
         }
-        kernel.run(input, layer, shared);
+        pending.emplace_back(&kernel, kernel.start(input, layer, shared));
         input.erase("hidden");
-        after(layer);
+        if (layer + 1 == kLayers || !queued[static_cast<std::size_t>(layer + 1)]) {
+          for (auto& [runner, run] : pending) runner->finish(run);
+          pending.clear();
+        }
       }
+      for (int layer = 0; layer < kLayers; ++layer) after(layer);
     };
-    run_layers(kPrefill, kPrefillInPlace, {{"hidden", hidden}}, [&](int layer) {
+    run_layers(kPrefill, kPrefillInPlace, kPrefillQueued, {{"hidden", hidden}}, [&](int layer) {
       fill_caches(kernels[kDecode[layer]], kernels[kPrefill[layer]], layer, prefilled);
     });
     auto decode_layers = [&](int token, int position) {
@@ -446,7 +467,7 @@ int main(int argc, char** argv) {
       h.f = embed(tokens, positions, {token}, position);
       Tensor pos;
       pos.i = {position};
-      run_layers(kDecode, kDecodeInPlace, {{"hidden", h}, {"position", pos}}, [](int) {});
+      run_layers(kDecode, kDecodeInPlace, kDecodeQueued, {{"hidden", h}, {"position", pos}}, [](int) {});
     };
     for (int position = prefilled; position < n; ++position) decode_layers(prompt[position], position);
     // The head on the last layer's output (row >= 0: that row of the last prefill layer's), its logits read back.
