@@ -63,7 +63,8 @@ def _details(name: str, config: str, llm: dict[str, Any], estimate: Any) -> list
         f"(decode at its worst-case position {llm['max_len'] - 1}: attention over all {llm['max_len']} rows).",
         f"  - TTFT {llm['ttft_ms']:.3f} ms = prefill kernels {ttft['prefill_kernels'] * 1e3:.3f} + head kernel "
         f"{ttft['head_kernel'] * 1e3:.3f} + launches {ttft['host_launch'] * 1e3:.3f} ({moved_ttft['launches']} x "
-        f"{llm['overheads']['kernel_launch_s_each'] * 1e6:.0f} us) + syncs {ttft['host_sync'] * 1e3:.3f} "
+        f"{llm['overheads']['kernel_launch_s_each'] * 1e6:.0f} us + {moved_ttft['queued_launches']} queued x "
+        f"{llm['overheads']['queued_run_s_each'] * 1e6:.2f} us) + syncs {ttft['host_sync'] * 1e3:.3f} "
         f"({moved_ttft['buffer_syncs'] - fill_syncs} x {llm['overheads']['buffer_sync_s_each'] * 1e6:.0f} us) + "
         f"PCIe {ttft['host_pcie'] * 1e3:.3f} + KV-cache fill {ttft['kv_cache_fill'] * 1e3:.3f} ({fill_syncs} syncs) + "
         f"host {ttft['host_embedding_and_sampling_measured_here'] * 1e3:.4f}.",
@@ -78,7 +79,8 @@ def _details(name: str, config: str, llm: dict[str, Any], estimate: Any) -> list
         "per generation.",
         f"  - decode step {llm['decode_step_ms']:.3f} ms = kernels {step['kernels'] * 1e3:.3f} ({layers} layers + "
         f"head) + launches {step['launch'] * 1e3:.3f} ({moved['kernel_launches']} x "
-        f"{llm['overheads']['kernel_launch_s_each'] * 1e6:.0f} us) + buffer syncs {step['sync'] * 1e3:.3f} "
+        f"{llm['overheads']['kernel_launch_s_each'] * 1e6:.0f} us + {moved['queued_kernel_launches']} queued x "
+        f"{llm['overheads']['queued_run_s_each'] * 1e6:.2f} us) + buffer syncs {step['sync'] * 1e3:.3f} "
         f"({moved['buffer_syncs']} x {llm['overheads']['buffer_sync_s_each'] * 1e6:.0f} us) + PCIe "
         f"{step['pcie'] * 1e3:.4f} ({moved['to_device_bytes'] + moved['from_device_bytes']:,} B at "
         f"{llm['overheads']['pcie_bytes_per_s'] / 1e9:.0f} GB/s; KV cache {moved['kv_cache_bytes']} B: resident) + "
