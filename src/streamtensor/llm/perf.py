@@ -5,8 +5,8 @@ target's clock. The host program (``llm.generate``; the C++ host does the same) 
 token and layer. A run whose whole input is the previous run's output buffer, on its banks, of the same kernel, is
 queued behind it (``queued_handoffs``: the kernels are ``ap_ctrl_hs``, so one compute unit runs its queue in
 order) and costs its dispatch gap (``Target.host_link.queued_run_s``); every other run is waited for, one launch
-round trip (``kernel_launch_s``); the report repeats both figures and their source. Activations stay on the device: a layer's output buffer IS the
-next layer's input buffer, and the head reads the last layer's (``chain_handoffs``: per input buffer, as a kernel
+round trip (``kernel_launch_s``); the report repeats both figures and their source. Activations stay on the
+device: a layer's output buffer IS the next layer's input buffer, and the head reads the last layer's (``chain_handoffs``: per input buffer, as a kernel
 input read by DMAs of different packings has one buffer per packing, where that buffer's packing equals the
 producer's output's slot for slot; for the other buffers the host reads the output back once and writes them,
 and the model charges those syncs and bytes). Where every buffer agrees, a decode step syncs the embedded hidden
