@@ -1,24 +1,24 @@
 """Performance model of a whole generation run on the board: TTFT, decode tokens/s, latency, with every term.
 
 All kernel figures are *modelled*: cycles from each compiled block's timing simulation (FIFOs as sized) at the
-target's clock. The host program (``llm.generate``; the C++ host does the same) runs one kernel invocation per
-token and layer. A run whose whole input is the previous run's output buffer, on its banks, of the same kernel, is
-queued behind it (``queued_handoffs``: the kernels are ``ap_ctrl_hs``, so one compute unit runs its queue in
-order) and costs its dispatch gap (``Target.host_link.queued_run_s``); every other run is waited for, one launch
-round trip (``kernel_launch_s``); the report repeats both figures and their source. Activations stay on the
-device: a layer's output buffer IS the next layer's input buffer, and the head reads the last layer's (``chain_handoffs``: per input buffer, as a kernel
-input read by DMAs of different packings has one buffer per packing, where that buffer's packing equals the
-producer's output's slot for slot; for the other buffers the host reads the output back once and writes them,
-and the model charges those syncs and bytes). Where every buffer agrees, a decode step syncs the embedded hidden
-row to the device once and the logits back once; the position is a register written with each launch. A prefill
-writes the embedded prompt once, reads each layer's keys and values back and writes them into that layer's
-resident cache buffers (the ``cache_fill`` term), and the head reads the last prompt row of the last layer's
-output in place (a sub-buffer at that row's offset) where that row is contiguous and word-aligned in the output's
-packing. Each buffer sync costs the link's fixed latency plus its bytes over PCIe. Weights are
-resident in HBM (written once at load). The KV cache is resident too: one cache buffer pair per layer on the
-device, updated in place by the decode kernel (it reads rows ``0..position`` and writes row ``position``). No
-cache byte crosses PCIe during decode. Every byte figure follows the element types of the kernels' layouts: an
-int8 KV cache moves and holds one byte per element. Embedding lookup and sampling are host work, *measured* here.
+target's clock. The host program (``llm.generate``; the C++ host does the same) runs one kernel invocation per token
+and layer. A run whose whole input is the previous run's output buffer, on its banks, of the same kernel, is queued
+behind it (``queued_handoffs``: the kernels are ``ap_ctrl_hs``, so one compute unit runs its queue in order) and
+costs its dispatch gap (``Target.host_link.queued_run_s``); every other run is waited for, one launch round trip
+(``kernel_launch_s``); the report repeats both figures and their source. Activations stay on the device: a layer's
+output buffer IS the next layer's input buffer, and the head reads the last layer's (``chain_handoffs``: per input
+buffer, as a kernel input read by DMAs of different packings has one buffer per packing, where that buffer's packing
+equals the producer's output's slot for slot; for the other buffers the host reads the output back once and writes
+them, and the model charges those syncs and bytes). Where every buffer agrees, a decode step syncs the embedded
+hidden row to the device once and the logits back once; the position is a register written with each launch. A
+prefill writes the embedded prompt once, reads each layer's keys and values back and writes them into that layer's
+resident cache buffers (the ``cache_fill`` term), and the head reads the last prompt row of the last layer's output
+in place (a sub-buffer at that row's offset) where that row is contiguous and word-aligned in the output's packing.
+Each buffer sync costs the link's fixed latency plus its bytes over PCIe. Weights are resident in HBM (written once
+at load). The KV cache is resident too: one cache buffer pair per layer on the device, updated in place by the
+decode kernel (it reads rows ``0..position`` and writes row ``position``). No cache byte crosses PCIe during decode.
+Every byte figure follows the element types of the kernels' layouts: an int8 KV cache moves and holds one byte per
+element. Embedding lookup and sampling are host work, *measured* here.
 
 Prefill: a prompt of n <= prefill length runs one prefill invocation per layer (padded to the compiled length);
 longer prompts prefill the first part and feed the rest through decode steps. TTFT = prefill layers + cache fill
