@@ -100,8 +100,13 @@ class FifoSizing:
     delays: dict[str, int]  # per stream: S[target] - S[source]
     solve_seconds: float
     status: str
-    edge_constraints: list[DelayConstraint]
     _model: _Model | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def edge_constraints(self) -> list[DelayConstraint]:
+        """One per stream. Computed on first use, like the implied ones: the sizing search solves dozens of LPs
+        whose results it discards."""
+        return self._model.edge_constraints() if self._model is not None else []
 
     @cached_property
     def implied_constraints(self) -> list[DelayConstraint]:
@@ -211,6 +216,12 @@ class _Model:
                 out[e.v] = max(out[e.v], out[u] + e.min_shift)
         return out
 
+    def edge_constraints(self) -> list[DelayConstraint]:
+        """The direct constraint of every stream."""
+        return [DelayConstraint(source=e.stream.source, target=e.stream.target,
+                                path=(e.stream.source, e.stream.target), bound=e.bound, terms=e.terms())
+                for e in self.edges]
+
     def implied_constraints(self) -> list[DelayConstraint]:
         """The paper's path constraints that the edge constraints imply: for every pair, the longest path of
         >= 2 edges (bounds summed), where it is stronger than any direct edge. O(V * (V + E)), for display."""
@@ -314,16 +325,6 @@ def _solve(model: _Model, strategy: Strategy, time_limit_s: float) -> FifoSizing
         delays={e.stream.name: start[e.v] - start[e.u] for e in model.edges},
         solve_seconds=solve_seconds,
         status=status,
-        edge_constraints=[
-            DelayConstraint(
-                source=e.stream.source,
-                target=e.stream.target,
-                path=(e.stream.source, e.stream.target),
-                bound=e.bound,
-                terms=e.terms(),
-            )
-            for e in model.edges
-        ],
         _model=model,
     )
 
