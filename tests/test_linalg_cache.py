@@ -1,7 +1,7 @@
 """The on-disk Linalg cache (frontend.linalg_cache): a hit gives the graph an export gives and says so in the
 report; other weights, another geometry or other sources miss; an unreadable entry is a miss, rewritten. The
 frontend cache of built-in blocks (frontend.block_cache): a hit builds no model, imports no transformers, and
-gives the report and check data a miss gives."""
+gives the report and check data a miss gives; the command line's compile on a hit imports no PyTorch at all."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import streamtensor
+import streamtensor.cli
 from streamtensor.driver import CompileOptions, _block_key, compile, compile_llm_block
 from streamtensor.errors import OptionError
 from streamtensor.frontend import block_cache, linalg_cache
@@ -128,3 +129,19 @@ def test_a_cache_hit_imports_no_transformers(tmp_path: Path, monkeypatch: pytest
     env = {**os.environ, "PYTHONPATH": str(Path(streamtensor.__file__).parents[1])}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_cli_compile_on_a_hit_imports_no_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue 21: ``import torch`` alone costs 2-3 CPU s of every compile; a cached frontend needs none of it, through
+    # the FIFO sizing, the report and the Vitis project with its check data.
+    monkeypatch.setenv("STREAMTENSOR_LINALG_CACHE", str(tmp_path / "cache"))
+    argv = ["compile", "gpt2", "--size", "tiny", "--mode", "decode", "--max-len", "16", "--quiet"]
+    assert streamtensor.cli.main([*argv, "-o", str(tmp_path / "first")]) == 0
+    code = ("import sys; from streamtensor.cli import main; "
+            f"assert main({[*argv, '-o', str(tmp_path / 'second')]!r}) == 0; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'transformers', 'torch_mlir'}))")
+    env = {**os.environ, "PYTHONPATH": str(Path(streamtensor.__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    first, second = (np.load(tmp_path / d / "check" / "expected.npz") for d in ("first", "second"))
+    assert sorted(first) == sorted(second) and all(np.array_equal(first[k], second[k]) for k in first)

@@ -154,3 +154,16 @@ def test_time_limit_returns_the_best_incumbent() -> None:
         for r in ("dsp", "lut"):
             assert use[r] <= result.capacity[r] + 1e-6
     assert sum(use["dsp"] for use in result.usage) == report.dsp
+
+
+def test_node_limit_is_a_deterministic_work_limit() -> None:
+    # The instance above cannot close its gap in one node: a node limit stops it there with the same incumbent
+    # every time, whatever the machine's load (a wall-clock limit does not).
+    graph = random_dag(140, seed=0)
+    report = estimate_resources(graph, U55C)
+    tight = device("tight", dsp=int(report.dsp * 1.05 / 3), bram36=10, uram=10, lut=int(report.lut * 1.2 / 3))
+    first, second = (partition_slrs(graph, report, target=tight, time_limit_s=120.0, max_nodes=1) for _ in range(2))
+    assert first.node_limit_hit and not first.time_limit_hit and not first.optimal
+    assert first.assignment == second.assignment and first.objective == second.objective
+    with pytest.raises(OptionError, match="max_nodes 0"):
+        partition_slrs(chain_graph(), max_nodes=0, target=U55C)

@@ -11,7 +11,8 @@ from pathlib import Path
 from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, TARGETS, get_target
 from streamtensor.driver import CompileOptions, compile_llm_block
 from streamtensor.errors import OptionError, StreamTensorError
-from streamtensor.frontend.quant import KV_SCHEMES, QUANT_SCHEMES
+from streamtensor.frontend.block_cache import CachedBlock
+from streamtensor.frontend.quant_scheme import KV_SCHEMES, QUANT_SCHEMES
 from streamtensor.llm.options import LlmOptions
 from streamtensor.passes import PASSES, parse_ir, print_ir, run_passes
 from streamtensor.transforms.tiling.plan import ORDER_OBJECTIVES
@@ -213,7 +214,9 @@ def _compile(args: argparse.Namespace) -> None:
                                       max_fifo_depth=args.max_fifo_depth, allow_deadlock=args.allow_deadlock,
                                       allow_unfit=args.allow_unfit, size_fifos=not args.stop_after_dataflow)
     if design.allocation is not None:  # before save: its stages are reported
-        design.write_project(args.output, *block.example_inputs(args.seed))
+        # A cached frontend's inputs as arrays: the project needs no PyTorch then (issue 21).
+        inputs = block.example_arrays(args.seed) if isinstance(block, CachedBlock) else block.example_inputs(args.seed)
+        design.write_project(args.output, *inputs)
     out = design.save(args.output)
     report = design.report
     print(f"compiled {report['model']} ({report['mode']}) for {report['target']['board']} -> {out}")

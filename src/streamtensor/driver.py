@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 
 from streamtensor._version import GENERATOR
 from streamtensor.analysis.allocation import (
@@ -35,21 +34,10 @@ from streamtensor.analysis.timing_sim import simulate
 from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, get_target
 from streamtensor.errors import OptionError, ShapeError, StageError, StreamTensorError
 from streamtensor.frontend import block_cache, linalg_cache
-from streamtensor.frontend.block import MODES, BlockSpec, DecoderBlock
 from streamtensor.frontend.block_cache import CachedBlock, EagerReference
 from streamtensor.frontend.models import BUILTIN_MODELS, SIZES, LoadedModel, load_model
-from streamtensor.frontend.quant import (
-    KvObserver,
-    QuantLinear,
-    QuantScheme,
-    kv_cache_dtype,
-    quant_scheme,
-    quant_summary,
-    quantize_linears,
-    quantized_copy,
-)
-from streamtensor.interp.linalg_interpreter import run_graph
-from streamtensor.interp.stream_exec import run_streams
+from streamtensor.frontend.quant_scheme import QuantScheme, kv_cache_dtype, quant_scheme
+from streamtensor.frontend.spec import MODES, BlockSpec
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, DmaNode, KernelNode
 from streamtensor.ir.linalg import CacheUpdate, Graph
 from streamtensor.passes import print_ir
@@ -71,7 +59,13 @@ from streamtensor.transforms.tiling import tile_graph
 from streamtensor.transforms.tiling.plan import Tiling, TilingOptions
 
 if TYPE_CHECKING:
+    import torch
+
+    from streamtensor.frontend.block import DecoderBlock
     from streamtensor.verify.simulate import SimulationReport
+
+# PyTorch, the model classes, the quantizer and the interpreters are imported where they are used: a compile whose
+# frontend is cached (frontend.block_cache) needs none of them, and ``import torch`` alone costs 2-3 CPU s (issue 21).
 
 
 @dataclass(frozen=True)
@@ -206,9 +200,7 @@ class Design:
                         for n, v in zip(self.output_names, self.graph.outputs, strict=True)},
             "op_counts": self.graph.op_counts(),
             "stages": dict(self.stages),
-            "quantization": {**(self.quantization if self.quantization is not None
-                                else quant_summary(self.module, self.options.quant_scheme()) if self.module is not None
-                                else {"scheme": self.options.quant}),
+            "quantization": {**self._quantization(),
                              "kv_cache": _kv_cache_summary(self.block, self.options)},
             "stage_cpu_seconds": dict(self.stage_cpu_seconds),
         }
@@ -221,12 +213,26 @@ class Design:
         report.update(self.model_info)
         return report
 
+    def _quantization(self) -> dict[str, Any]:
+        """The report's quantization summary: the cached frontend's, else the module's (its linear layers)."""
+        if self.quantization is not None:
+            return self.quantization
+        if self.module is None:
+            return {"scheme": self.options.quant}
+        from streamtensor.frontend.quant import quant_summary
+
+        return quant_summary(self.module, self.options.quant_scheme())
+
     def run_reference(self, *args: torch.Tensor | np.ndarray) -> list[np.ndarray]:
         """The Linalg reference interpreter on the block's inputs (the numerical oracle)."""
+        from streamtensor.interp.linalg_interpreter import run_graph
+
         return run_graph(self.graph, args)
 
     def simulate_streams(self, *args: torch.Tensor | np.ndarray) -> list[np.ndarray]:
         """The dataflow graph run token by token (``interp.stream_exec``); must match ``run_reference``."""
+        from streamtensor.interp.stream_exec import run_streams
+
         if self.dataflow is None:
             raise OptionError("this design has no dataflow graph")
         return run_streams(self.dataflow, args)
@@ -240,7 +246,7 @@ class Design:
 
         return simulate_design(self, args, runs)
 
-    def write_project(self, outdir: str | Path, *args: torch.Tensor) -> Path:
+    def write_project(self, outdir: str | Path, *args: torch.Tensor | np.ndarray) -> Path:
         """The Vitis project of the design in ``outdir``, with ``args`` and PyTorch eager's outputs for them as
         the check data of ``streamtensor verify`` (``verify.simulate.write_design_project``)."""
         from streamtensor.verify.simulate import write_design_project
@@ -345,6 +351,8 @@ class Progress:
 
 
 def _check_args(module: torch.nn.Module, args: Sequence[torch.Tensor]) -> None:
+    import torch
+
     for i, a in enumerate(args):
         if not isinstance(a, torch.Tensor):
             raise ShapeError(f"example argument {i} is a {type(a).__name__}, expected a torch.Tensor")
@@ -376,6 +384,8 @@ def compile(module: torch.nn.Module, example_args: Sequence[torch.Tensor], *, in
             _float_reference: Callable[[Sequence[torch.Tensor]], list[np.ndarray]] | None = None,
             **options: Any) -> Design:
     """Compile any ``torch.nn.Module`` whose graph lowers to supported ops into a ``Design``."""
+    from streamtensor.frontend.quant import QuantLinear, quantized_copy
+
     opts = CompileOptions.from_kwargs(options)
     progress = _progress or Progress(opts.verbose, f"module {type(module).__name__}")
     _check_args(module, example_args)
@@ -503,12 +513,16 @@ def _kv_cache_summary(block: BlockSpec | None, opts: CompileOptions) -> dict[str
 
 
 def _eager_outputs(module: torch.nn.Module, args: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    import torch
+
     with torch.no_grad():
         out = module(*args)
     return [o.detach().numpy() for o in (out if isinstance(out, (tuple, list)) else (out,))]
 
 
 def _check_quantized(module: torch.nn.Module, scheme: QuantScheme, construct: str) -> None:
+    from streamtensor.frontend.quant import QuantLinear
+
     if not any(isinstance(m, QuantLinear) for m in module.modules()):
         raise OptionError(f"--quant {scheme.name}: {construct} has no linear layer to quantize")
 
@@ -572,6 +586,9 @@ def compile_model_block(loaded: LoadedModel, model: str, *, _progress: Progress 
     the block) and compile it; ``model`` names it in the report. With ``_block_key`` (a built-in family's block,
     ``compile_llm_block``) the frontend is stored in ``frontend.block_cache`` before the rest of the compile runs
     (a design point that then fails still leaves it for the next)."""
+    from streamtensor.frontend.block import DecoderBlock
+    from streamtensor.frontend.quant import QuantLinear
+
     opts = CompileOptions.from_kwargs(options)
     progress = _progress or Progress(opts.verbose, f"model {model}")
     progress.construct = f"model {model} ({type(loaded.model).__name__})"
@@ -610,10 +627,12 @@ def _store_block(key: str, block: DecoderBlock, args: list[torch.Tensor],
                  model_info: dict[str, Any], quant_layers: int, linalg_key: str, opts: CompileOptions
                  ) -> EagerReference:
     """PyTorch eager's outputs of ``block`` for its example inputs, stored with the rest of its frontend."""
+    from streamtensor.frontend.quant import quant_summary
     from streamtensor.verify.simulate import eager_reference
 
     outputs, seconds = eager_reference(block, args)
-    reference = EagerReference(args, outputs, seconds, float_reference(args) if float_reference else None)
+    reference = EagerReference([a.detach().numpy() for a in args], outputs, seconds,
+                               float_reference(args) if float_reference else None)
     block_cache.store(key, CachedBlock(block.spec, model_info, quant_summary(block, opts.quant_scheme()),
                                        quant_layers, linalg_key, opts.seed, reference))
     return reference
@@ -629,6 +648,11 @@ def _quantize_block(block: DecoderBlock, loaded: Any, opts: CompileOptions, sche
     ``CALIBRATION_SAMPLES`` example inputs of seeds other than the verification's) and, under an int8 KV cache,
     its cache scales calibrated on the keys and values the quantized layer writes; and the fp32 reference: the
     unquantized block run on the same activations (an int8 cache dequantized) with its own fp32 weights."""
+    import torch
+
+    from streamtensor.frontend.block import DecoderBlock
+    from streamtensor.frontend.quant import KvObserver, quantize_linears
+
     float_block = copy.deepcopy(block)
     float_weights = [p.detach().clone() for p in float_block.layer.parameters()]
     calibration = [block.example_inputs(opts.seed + 1 + i) for i in range(CALIBRATION_SAMPLES)]

@@ -51,7 +51,11 @@ from .timing_sim import SimResult, simulate
 
 FIFO_STRATEGIES: tuple[Strategy, ...] = ("normal", "conservative")
 LP_TIME_LIMIT_S = 10.0  # per HiGHS solve
-SLR_TIME_LIMIT_S = 10.0  # per group
+# The SLR plan is bounded by branch-and-bound nodes, a deterministic work limit: a wall-clock limit of 10 s made
+# it depend on the machine's load (a paper-size Qwen2 prefill block crossed 70656 bits when loaded, 58368 when
+# not, issue 21). The paper-size blocks reach the gap below within 1-46 nodes; the time limit is a backstop only.
+SLR_MAX_NODES = 200  # per group
+SLR_TIME_LIMIT_S = 120.0  # per group
 RESIZE_ROUNDS = 3  # FIFO sizings after the first while the sized design shows more HBM contention than assumed
 # The SLR ILP's root bound is weak (the peak-utilization terms): proving the last percent took 1.8 CPU s of a
 # paper-size GPT-2 decode block's compile, and a wall-clock limit on a loaded machine made the plan depend on the
@@ -290,7 +294,8 @@ def place_allocation(graph: DataflowGraph, target: Target, result: AllocationRes
             result.placements[a.group] = partition_slrs(graph, result.resources, nodes=members,
                                                         target=target,
                                                         time_limit_s=SLR_TIME_LIMIT_S,
-                                                        mip_rel_gap=SLR_MIP_REL_GAP)
+                                                        mip_rel_gap=SLR_MIP_REL_GAP,
+                                                        max_nodes=SLR_MAX_NODES)
             annotate_slrs(graph, result.placements[a.group].assignment)
         except SlrPartitionError as err:  # a budget error, like the device's: the same override applies
             _overridden(result, "allow_unfit", allow_unfit, ResourceBudgetError(

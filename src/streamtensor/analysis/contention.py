@@ -44,6 +44,10 @@ MAX_ROUNDS = 8
 
 def raise_shares(graph: DataflowGraph, target: Target, group: int, sim: SimResult) -> list[str]:
     """Raise the share of every DMA node of ``group`` to the contention ``sim`` shows; the names raised."""
+    if not any(isinstance(node := graph.nodes.get(d), DmaNode) and node.share is not None for d in sim.firing_times):
+        # No DMA with a share (not a one-token block): nothing to raise, and the measurement over every cycle of
+        # a paper-size prefill block cost 2 CPU s (issue 21).
+        return []
     placement = dma_placement_of_group(graph, group, target)
     busy = {d: busy_cycles(sim, d) for d in sim.firing_times if d in placement.dma_ranges}
     measured = contention_shares(placement, busy, target.hbm.channels)

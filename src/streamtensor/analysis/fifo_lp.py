@@ -39,11 +39,12 @@ from functools import cached_property
 from typing import Literal
 
 import highspy
+import numba
 import numpy as np
 
 from .process_network import ProcessNetwork, Stream
 from .sim_kernel import peak_occupancies
-from .timing_sim import FiringTimes, peak_occupancy, raw_latency
+from .timing_sim import FiringTimes, raw_latency
 
 Strategy = Literal["normal", "conservative"]
 
@@ -99,8 +100,13 @@ class FifoSizing:
     delays: dict[str, int]  # per stream: S[target] - S[source]
     solve_seconds: float
     status: str
-    edge_constraints: list[DelayConstraint]
     _model: _Model | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def edge_constraints(self) -> list[DelayConstraint]:
+        """One per stream. Computed on first use, like the implied ones: the sizing search solves dozens of LPs
+        whose results it discards."""
+        return self._model.edge_constraints() if self._model is not None else []
 
     @cached_property
     def implied_constraints(self) -> list[DelayConstraint]:
@@ -129,7 +135,7 @@ class _Edge:
     source_delay: int  # D_u in the profile: first write of u (any stream) after its start
 
     def depth(self, shift: int) -> int:
-        return peak_occupancy(self.write_times, self.read_times + shift)
+        return int(peak_occupancies(self.write_times, self.read_times, np.array([shift], dtype=np.int64))[0])
 
     def depths(self, shifts: np.ndarray) -> np.ndarray:
         """``depth`` at every shift of ``shifts``, in one compiled pass each."""
@@ -140,22 +146,31 @@ class _Edge:
         return ((f"D[{self.stream.source}]", self.source_delay), ("raw", self.raw), ("skew", skew))
 
 
-def _lower_hull(xs: np.ndarray, ys: np.ndarray) -> list[tuple[float, float]]:
-    """Segments (slope, intercept) of the lower convex hull of points sorted by x (Andrew's monotone chain)."""
-    hull: list[tuple[float, float]] = []
-    for x, y in zip(xs.tolist(), ys.tolist(), strict=True):
-        while len(hull) >= 2:
-            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+@numba.njit(cache=True, nogil=True)
+def _lower_hull(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Slopes and intercepts of the segments of the lower convex hull of points sorted by x (Andrew's monotone
+    chain), compiled: the LPs of one paper-size sizing fit thousands of curves (issue 21)."""
+    n = xs.shape[0]
+    hx = np.empty(n, dtype=np.int64)
+    hy = np.empty(n, dtype=np.float64)
+    m = 0
+    for i in range(n):
+        x, y = xs[i], ys[i]
+        while m >= 2:
+            x1, y1, x2, y2 = hx[m - 2], hy[m - 2], hx[m - 1], hy[m - 1]
             if (x2 - x1) * (y - y1) - (y2 - y1) * (x - x1) <= 0:  # hull[-1] not below the chord: drop it
-                hull.pop()
+                m -= 1
             else:
                 break
-        hull.append((x, y))
-    segments = []
-    for (x1, y1), (x2, y2) in zip(hull, hull[1:], strict=False):
-        slope = (y2 - y1) / (x2 - x1)
-        segments.append((slope, y1 - slope * x1))
-    return segments
+        hx[m], hy[m] = x, y
+        m += 1
+    slopes = np.empty(max(m - 1, 0), dtype=np.float64)
+    icpts = np.empty(max(m - 1, 0), dtype=np.float64)
+    for i in range(m - 1):
+        slope = (hy[i + 1] - hy[i]) / (hx[i + 1] - hx[i])
+        slopes[i] = slope
+        icpts[i] = hy[i] - slope * hx[i]
+    return slopes, icpts
 
 
 class _Model:
@@ -200,6 +215,12 @@ class _Model:
             for e in self.out_edges[u]:
                 out[e.v] = max(out[e.v], out[u] + e.min_shift)
         return out
+
+    def edge_constraints(self) -> list[DelayConstraint]:
+        """The direct constraint of every stream."""
+        return [DelayConstraint(source=e.stream.source, target=e.stream.target,
+                                path=(e.stream.source, e.stream.target), bound=e.bound, terms=e.terms())
+                for e in self.edges]
 
     def implied_constraints(self) -> list[DelayConstraint]:
         """The paper's path constraints that the edge constraints imply: for every pair, the longest path of
@@ -268,7 +289,7 @@ def _solve(model: _Model, strategy: Strategy, time_limit_s: float) -> FifoSizing
         ys = e.depths(xs).astype(np.float64)
         col = n + len(costs)
         costs.append(float(e.stream.width_bits))
-        for slope, icpt in _lower_hull(xs, ys):
+        for slope, icpt in zip(*(a.tolist() for a in _lower_hull(xs, ys)), strict=True):
             row(icpt, [(col, 1.0), (e.v, -slope), (e.u, slope)])  # c_e - a (x_v - x_u) >= b
     if costs:
         h.addVars(len(costs), np.zeros(len(costs)), np.full(len(costs), highspy.kHighsInf))
@@ -304,16 +325,6 @@ def _solve(model: _Model, strategy: Strategy, time_limit_s: float) -> FifoSizing
         delays={e.stream.name: start[e.v] - start[e.u] for e in model.edges},
         solve_seconds=solve_seconds,
         status=status,
-        edge_constraints=[
-            DelayConstraint(
-                source=e.stream.source,
-                target=e.stream.target,
-                path=(e.stream.source, e.stream.target),
-                bound=e.bound,
-                terms=e.terms(),
-            )
-            for e in model.edges
-        ],
         _model=model,
     )
 

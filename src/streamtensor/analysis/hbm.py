@@ -203,7 +203,10 @@ def place_tensors(tensors: Sequence[ExternalTensor], hbm: HbmSpec, serial: bool 
         raise HbmPlanError(f"duplicate tensor or DMA names among {dma_names}")
     interfaces = [0] * hbm.channels
     free = [hbm.channel_bytes] * hbm.channels
-    heaviest = [Fraction(0)] * hbm.channels  # bytes of the busiest port on each channel
+    # Port bytes scaled by the least common multiple of every tensor's port count: the exact fractions compared
+    # as integers (Fraction arithmetic was most of a paper-size prefill compile's stripe choice, issue 21).
+    scale = math.lcm(*(max(1, len(t.dmas) * t.stripes) for t in tensors)) if tensors else 1
+    heaviest = [0] * hbm.channels  # bytes of the busiest port on each channel, times ``scale``
     ranges: dict[str, tuple[tuple[int, int], ...]] = {}
     cursor = 0
     for t in tensors if serial else sorted(tensors, key=lambda t: (-t.demand, -t.bytes, t.name)):
@@ -218,7 +221,7 @@ def place_tensors(tensors: Sequence[ExternalTensor], hbm: HbmSpec, serial: bool 
             raise HbmPlanError(f"tensor {t.name} needs {t.bytes} bytes, more than the whole HBM")
         used: set[int] = set()
         placed: list[tuple[int, int]] = []
-        per_port = Fraction(t.demand, len(t.dmas) * t.stripes)  # bytes each of its ports streams
+        per_port = t.demand * scale // (len(t.dmas) * t.stripes)  # bytes each of its ports streams, times scale
         for j in range(t.stripes):
             fits = []
             for i in range(hbm.channels):  # round-robin order from the cursor: the tie-break
@@ -232,8 +235,8 @@ def place_tensors(tensors: Sequence[ExternalTensor], hbm: HbmSpec, serial: bool 
                 ):
                     # The slowest port of the range once it is added: the heaviest port's bytes times the ports
                     # (serial: no port streams for the whole run, so the next range round-robin).
-                    slowest = Fraction(0) if serial else max(max(heaviest[c], per_port) * (interfaces[c] + len(t.dmas))
-                                                             for c in channels)
+                    slowest = 0 if serial else max(max(heaviest[c], per_port) * (interfaces[c] + len(t.dmas))
+                                                   for c in channels)
                     fits.append((slowest, i))
             if not fits:
                 raise HbmPlanError(

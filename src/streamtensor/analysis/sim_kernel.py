@@ -31,108 +31,6 @@ NEG = -(2**62)  # "no constraint" / padding time (timing_sim._NEG)
 POS = 2**62  # time of an event not computed (yet) (timing_sim._POS)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _publish(streams: np.ndarray, lo: int, hi: int, tok_off: np.ndarray, pos: np.ndarray, known: np.ndarray,
-             times: np.ndarray, j: int, t: int) -> None:
-    """Time ``t`` for every token of the streams ``streams[lo:hi]`` that event ``j`` moves (``pos``: the trace
-    position moving each token), and the known prefix of each advanced past them."""
-    for i in range(lo, hi):
-        s = streams[i]
-        t0 = tok_off[s]
-        n = tok_off[s + 1] - t0
-        k = known[s]
-        while k < n and pos[t0 + k] == j:
-            times[t0 + s + 1 + k] = t
-            k += 1
-        known[s] = k
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _advance(p: int, ev_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray, is_write: np.ndarray,
-             has_rel: bool, rel: np.ndarray,
-             in_off: np.ndarray, in_idx: np.ndarray, out_off: np.ndarray, out_idx: np.ndarray,
-             tok_off: np.ndarray, wpos: np.ndarray, rpos: np.ndarray, depth: np.ndarray, raw: np.ndarray,
-             firing: np.ndarray, issue: np.ndarray, complete: np.ndarray, wt: np.ndarray, rt: np.ndarray,
-             known_w: np.ndarray, known_r: np.ndarray, next_ev: np.ndarray, slip: np.ndarray, stall_in: np.ndarray,
-             stall_out: np.ndarray) -> int:
-    """Compute the events of ``p`` from ``next_ev[p]`` on while their dependencies are known; the number done.
-
-    Event j (static time s_j): t_j = max(t_{j-1} + s_j - s_{j-1}, dep_j), i.e. the slip t - s grows by
-    dep_j - s_j - slip where that is positive (a stall, charged to input-empty at a read, output-full at a
-    write). A read's dep: every token it reads written + raw; a write's: for every token k it writes with
-    k >= D, the read of token k - D + 1."""
-    base = ev_off[p]
-    fbase = base // 2  # firings of p: fbase .. fbase + end / 2 in issue / complete
-    end = ev_off[p + 1] - base
-    j = next_ev[p]
-    start = j
-    sl = slip[p]
-    iip = ii[p]
-    dp = pdepth[p]
-    while j < end:
-        e = base + j
-        dep = rel[e] if has_rel else NEG
-        fe = firing[e]
-        if is_write[e]:
-            st = fe * iip + dp  # static time of the event (not stored: memory traffic is the cost here)
-            for i in range(out_off[p], out_off[p + 1]):
-                s = out_idx[i]
-                d = depth[s]
-                t0 = tok_off[s]
-                n = tok_off[s + 1] - t0
-                k = known_w[s]
-                while k < n and wpos[t0 + k] == j:
-                    if d > 0 and k >= d:
-                        if k - d >= known_r[s]:
-                            break  # the read that frees the slot has not happened yet: blocked
-                        v = rt[t0 + s + 1 + k - d] + 1
-                        if v > dep:
-                            dep = v
-                    k += 1
-                if k < n and wpos[t0 + k] == j:
-                    break
-            else:
-                grown = dep - st - sl
-                if grown > 0:
-                    sl += grown
-                    stall_out[p] += grown
-                t = st + sl
-                complete[fbase + fe] = t
-                _publish(out_idx, out_off[p], out_off[p + 1], tok_off, wpos, known_w, wt, j, t)
-                j += 1
-                continue
-            break  # blocked writing
-        for i in range(in_off[p], in_off[p + 1]):
-            s = in_idx[i]
-            t0 = tok_off[s]
-            n = tok_off[s + 1] - t0
-            k = known_r[s]
-            last = -1
-            while k < n and rpos[t0 + k] == j:
-                last = k
-                k += 1
-            if last >= 0:
-                if last >= known_w[s]:
-                    break  # a token it reads is not written yet: blocked
-                v = wt[t0 + s + 1 + last] + raw[s]  # write times rise with the token: the last one binds
-                if v > dep:
-                    dep = v
-        else:
-            grown = dep - fe * iip - sl
-            if grown > 0:
-                sl += grown
-                stall_in[p] += grown
-            t = fe * iip + sl
-            issue[fbase + fe] = t
-            _publish(in_idx, in_off[p], in_off[p + 1], tok_off, rpos, known_r, rt, j, t)
-            j += 1
-            continue
-        break  # blocked reading
-    next_ev[p] = j
-    slip[p] = sl
-    return j - start
-
-
 @numba.njit(cache=True, nogil=True)
 def execute(order: np.ndarray, nb_off: np.ndarray, nb_idx: np.ndarray, horizon: int,
             ev_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray, is_write: np.ndarray, has_rel: bool,
@@ -144,7 +42,17 @@ def execute(order: np.ndarray, nb_off: np.ndarray, nb_idx: np.ndarray, horizon: 
             stall_out: np.ndarray) -> bool:
     """Advance processes (a FIFO work queue, in ``order`` first) until none can; False as soon as an event
     happens after ``horizon``. The state reached does not depend on the visiting order: every event is
-    computed once, from dependencies that are final when it is."""
+    computed once, from dependencies that are final when it is.
+
+    Advancing p computes its events from ``next_ev[p]`` on while their dependencies are known. Event j (static
+    time s_j): t_j = max(t_{j-1} + s_j - s_{j-1}, dep_j), i.e. the slip t - s grows by dep_j - s_j - slip where
+    that is positive (a stall, charged to input-empty at a read, output-full at a write). A read's dep: every
+    token it reads written + raw; a write's: for every token k it writes with k >= D, the read of token
+    k - D + 1. Each event then publishes its time to the tokens it moves and advances their known prefix.
+
+    One flat function on purpose (issue 21): numba passes every array argument of a helper call with an atomic
+    reference count increment and decrement, even when it inlines the helper, and with the few events per visit
+    that small FIFOs allow those atomics took three quarters of the time."""
     nproc = order.shape[0]
     queue = order.copy()
     queued = np.ones(nproc, dtype=np.bool_)
@@ -152,22 +60,112 @@ def execute(order: np.ndarray, nb_off: np.ndarray, nb_idx: np.ndarray, horizon: 
     count = nproc
     while count > 0:
         p = queue[head]
-        head = (head + 1) % nproc
+        head += 1
+        if head == nproc:
+            head = 0
         count -= 1
         queued[p] = False
-        done = _advance(p, ev_off, ii, pdepth, is_write, has_rel, rel, in_off, in_idx, out_off, out_idx, tok_off,
-                        wpos, rpos, depth, raw, firing, issue, complete, wt, rt, known_w, known_r, next_ev, slip,
-                        stall_in, stall_out)
-        if done == 0:
+        base = ev_off[p]
+        fbase = base // 2  # firings of p: fbase .. fbase + end / 2 in issue / complete
+        end = ev_off[p + 1] - base
+        j = next_ev[p]
+        start = j
+        sl = slip[p]
+        iip = ii[p]
+        dp = pdepth[p]
+        o0, o1, i0, i1 = out_off[p], out_off[p + 1], in_off[p], in_off[p + 1]
+        while j < end:
+            e = base + j
+            dep = rel[e] if has_rel else NEG
+            fe = firing[e]
+            blocked = False
+            if is_write[e]:
+                st = fe * iip + dp  # static time of the event (not stored: memory traffic is the cost here)
+                for i in range(o0, o1):
+                    s = out_idx[i]
+                    d = depth[s]
+                    t0 = tok_off[s]
+                    n = tok_off[s + 1] - t0
+                    k = known_w[s]
+                    while k < n and wpos[t0 + k] == j:
+                        if d > 0 and k >= d:
+                            if k - d >= known_r[s]:
+                                blocked = True  # the read that frees the slot has not happened yet
+                                break
+                            v = rt[t0 + s + 1 + k - d] + 1
+                            if v > dep:
+                                dep = v
+                        k += 1
+                    if blocked:
+                        break
+                if blocked:
+                    break
+                grown = dep - st - sl
+                if grown > 0:
+                    sl += grown
+                    stall_out[p] += grown
+                t = st + sl
+                complete[fbase + fe] = t
+                for i in range(o0, o1):  # publish the write times of the tokens it writes
+                    s = out_idx[i]
+                    t0 = tok_off[s]
+                    n = tok_off[s + 1] - t0
+                    k = known_w[s]
+                    while k < n and wpos[t0 + k] == j:
+                        wt[t0 + s + 1 + k] = t
+                        k += 1
+                    known_w[s] = k
+                j += 1
+                continue
+            for i in range(i0, i1):
+                s = in_idx[i]
+                t0 = tok_off[s]
+                n = tok_off[s + 1] - t0
+                k = known_r[s]
+                last = -1
+                while k < n and rpos[t0 + k] == j:
+                    last = k
+                    k += 1
+                if last >= 0:
+                    if last >= known_w[s]:
+                        blocked = True  # a token it reads is not written yet
+                        break
+                    v = wt[t0 + s + 1 + last] + raw[s]  # write times rise with the token: the last one binds
+                    if v > dep:
+                        dep = v
+            if blocked:
+                break
+            grown = dep - fe * iip - sl
+            if grown > 0:
+                sl += grown
+                stall_in[p] += grown
+            t = fe * iip + sl
+            issue[fbase + fe] = t
+            for i in range(i0, i1):  # publish the read times of the tokens it reads
+                s = in_idx[i]
+                t0 = tok_off[s]
+                n = tok_off[s + 1] - t0
+                k = known_r[s]
+                while k < n and rpos[t0 + k] == j:
+                    rt[t0 + s + 1 + k] = t
+                    k += 1
+                known_r[s] = k
+            j += 1
+        next_ev[p] = j
+        slip[p] = sl
+        if j == start:
             continue
-        e = ev_off[p] + next_ev[p] - 1  # its last event so far, the latest
-        if firing[e] * ii[p] + (pdepth[p] if is_write[e] else 0) + slip[p] > horizon:
+        e = base + j - 1  # its last event so far, the latest
+        if firing[e] * iip + (dp if is_write[e] else 0) + sl > horizon:
             return False
         for i in range(nb_off[p], nb_off[p + 1]):
             q = nb_idx[i]
             if not queued[q]:
                 queued[q] = True
-                queue[(head + count) % nproc] = q
+                tail = head + count
+                if tail >= nproc:
+                    tail -= nproc
+                queue[tail] = q
                 count += 1
     return True
 

@@ -23,9 +23,11 @@ node's SLR index; ``h_e >= 0`` per stream; ``t_r >= 0`` per resource.
 
 Objective: ``sum_e bits_e h_e + w sum_n k_n |p_n - hbm| + imbalance_weight sum_r t_r``.
 
-The solver runs under ``time_limit_s``. It starts from a feasible greedy assignment when one exists (fill
-SLR0, then SLR1, then SLR2 in topological order), so a time-limited run still returns an assignment: the best
-incumbent, flagged by ``time_limit_hit`` and a non-optimal ``status``.
+The solver runs under ``time_limit_s`` and, if given, ``max_nodes`` branch-and-bound nodes (HiGHS's
+``mip_max_nodes``: a work limit, so the plan does not depend on the machine's load as a wall-clock limit's does).
+It starts from a feasible greedy assignment when one exists (fill SLR0, then SLR1, then SLR2 in topological
+order), so a limited run still returns an assignment: the best incumbent, flagged by ``time_limit_hit`` (or
+``node_limit_hit``) and a non-optimal ``status``.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class SlrPartition:
     status: str  # HiGHS model status
     optimal: bool
     time_limit_hit: bool  # the solver stopped at the time limit: assignment is the best incumbent
+    node_limit_hit: bool  # ... or at the node limit
     mip_gap: float
     seconds: float
 
@@ -74,7 +77,8 @@ def one_slr(graph: DataflowGraph, resources: ResourceReport, nodes: Iterable[str
     capacity = {r: float(min(getattr(d, r) for d in target.slrs)) for r in RESOURCES}
     return SlrPartition(assignment=dict.fromkeys((n for n in graph.topological_order() if n in part), slr),
                         crossing_bits=0, crossing_streams=[], usage=usage, capacity=capacity, objective=0.0,
-                        status="fits one SLR", optimal=True, time_limit_hit=False, mip_gap=0.0, seconds=0.0)
+                        status="fits one SLR", optimal=True, time_limit_hit=False, node_limit_hit=False, mip_gap=0.0,
+                        seconds=0.0)
 
 
 def _greedy_start(order: list[str], res: np.ndarray, cap: np.ndarray, slrs: int) -> list[int] | None:
@@ -100,15 +104,18 @@ def partition_slrs(
     imbalance_weight: float = 1000.0,
     time_limit_s: float = 10.0,
     mip_rel_gap: float = 1e-4,
+    max_nodes: int | None = None,
 ) -> SlrPartition:
     """Assign ``nodes`` (default: all nodes of ``graph``; pass one fusion group to partition one accelerator)
     to the SLRs of ``target`` by the ILP of the module docstring. Every die is given the capacity of the
     smallest (the boards we know have identical dies). The solver stops once its incumbent is within
-    ``mip_rel_gap`` of its bound (``optimal`` then means: within that gap; HiGHS's default 1e-4 here)."""
-    if slack <= 0 or imbalance_weight < 0 or time_limit_s <= 0 or not 0 <= mip_rel_gap < 1:
-        raise OptionError(f"need slack > 0, imbalance_weight >= 0, time_limit_s > 0 and 0 <= mip_rel_gap < 1; got "
-                          f"slack {slack}, imbalance_weight {imbalance_weight}, time_limit_s {time_limit_s}, "
-                          f"mip_rel_gap {mip_rel_gap}")
+    ``mip_rel_gap`` of its bound (``optimal`` then means: within that gap; HiGHS's default 1e-4 here), or after
+    ``max_nodes`` branch-and-bound nodes (None: no node limit)."""
+    if (slack <= 0 or imbalance_weight < 0 or time_limit_s <= 0 or not 0 <= mip_rel_gap < 1
+            or (max_nodes is not None and max_nodes < 1)):
+        raise OptionError(f"need slack > 0, imbalance_weight >= 0, time_limit_s > 0, 0 <= mip_rel_gap < 1 and "
+                          f"max_nodes >= 1; got slack {slack}, imbalance_weight {imbalance_weight}, time_limit_s "
+                          f"{time_limit_s}, mip_rel_gap {mip_rel_gap}, max_nodes {max_nodes}")
     report = resources if resources is not None else estimate_resources(graph, target)
     part = set(nodes) if nodes is not None else set(graph.nodes)
     order = [n for n in graph.topological_order() if n in part]
@@ -145,6 +152,8 @@ def partition_slrs(
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit_s))
     h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
+    if max_nodes is not None:
+        h.setOptionValue("mip_max_nodes", int(max_nodes))
     costs = np.zeros(N * S + E * B + R)
     for i in range(N):
         for s in range(S):
@@ -214,6 +223,8 @@ def partition_slrs(
         status=status,
         optimal=model_status == highspy.HighsModelStatus.kOptimal,
         time_limit_hit=model_status == highspy.HighsModelStatus.kTimeLimit,
+        # HiGHS reports a node limit as its solution limit status.
+        node_limit_hit=model_status == highspy.HighsModelStatus.kSolutionLimit,
         mip_gap=float(h.getInfo().mip_gap),
         seconds=seconds,
     )

@@ -55,6 +55,7 @@ from .process_network import Process, ProcessNetwork
 _NEG = sim_kernel.NEG  # "no constraint" / padding time
 _POS = sim_kernel.POS  # time of an event not computed (yet)
 _NO_RELEASE = np.zeros(0, dtype=np.int64)  # the compiled engine's release array when there are none
+_NO_SHIFT = np.zeros(1, dtype=np.int64)  # peak_occupancies at the times as they are
 _SCALAR_BATCH = 12  # runs of at most this many events are cheaper as a Python loop than as numpy calls
 
 
@@ -386,7 +387,9 @@ class _State:
         for s, name in enumerate(c.stream_names):
             kw, kr = int(self.known_w[s]), int(self.known_r[s])
             wt, rt = self.wt[s][1 : kw + 1], self.rt[s][1 : kr + 1]
-            peaks[name] = peak_occupancy(wt, rt)  # unread tokens: read after every write, never counted
+            # Unread tokens: read after every write, never counted. The compiled merge: a simulation's result
+            # takes one per stream, and the sizing search takes thousands of results (issue 21).
+            peaks[name] = int(sim_kernel.peak_occupancies(wt, rt, _NO_SHIFT)[0])
             token_times[name] = TokenTimes(
                 first_write=int(wt[0]) if kw else None,
                 last_write=int(wt[-1]) if kw else None,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import MutableMapping
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -37,6 +36,7 @@ from streamtensor.frontend.position_bias import (
     fit_mask,
 )
 from streamtensor.frontend.quant import KV_SCALE_NAMES, KvObserver, KvScales, dequantize_kv, quantize_kv
+from streamtensor.frontend.spec import MODES, BlockSpec  # noqa: F401  (re-exported)
 from streamtensor.frontend.support import (
     check_layer,
     check_model,
@@ -47,7 +47,6 @@ from streamtensor.frontend.support import (
     unfed_arguments,
 )
 
-MODES = ("prefill", "decode")
 _SEQ_DIM = 2  # the token dim of the KV-cache layout [batch, kv_heads, tokens, head_dim]
 # The layer arguments a block computes itself (from the positions) or passes through.
 LAYER_INPUTS = frozenset({"hidden_states", "attention_mask", "position_ids", "cache_position", "position_embeddings",
@@ -130,32 +129,6 @@ class _BlockCache:
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return 0 if self.key_cache is None else self.key_cache.shape[2]
-
-
-@dataclass
-class BlockSpec:
-    """What was extracted: names and shapes of the block's inputs and outputs."""
-
-    model_name: str
-    mode: str
-    layer_index: int
-    layer_class: str
-    input_names: list[str]
-    output_names: list[str]
-    weight_names: list[str]  # the subset of inputs that are weights, in input order
-    hidden_size: int
-    num_kv_heads: int
-    head_dim: int  # of the keys
-    value_head_dim: int  # of the values (differs from head_dim with multi-head latent attention)
-    seq_len: int  # tokens per invocation (1 in decode)
-    max_len: int  # KV-cache capacity (decode) or prompt length (prefill)
-    config: dict[str, object] = field(default_factory=dict)
-    scalar_names: list[str] = field(default_factory=list)  # inputs passed as scalar registers
-    # (output name, cache input name, row input name, row dim): the output is the cache with one row rewritten
-    cache_updates: list[tuple[str, str, str, int]] = field(default_factory=list)
-    # activations [1, tokens, ...] the model computes per token outside the layers (after the hidden state, and
-    # in decode after the caches): a runner must compute them as it computes the embeddings
-    token_inputs: list[str] = field(default_factory=list)
 
 
 class DecoderBlock(nn.Module):

@@ -19,16 +19,20 @@ import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from streamtensor.errors import OptionError
 from streamtensor.frontend import linalg_cache
-from streamtensor.frontend.block import BlockSpec
+from streamtensor.frontend.spec import BlockSpec
 
-_FORMAT = 1  # bump when the entry layout changes
+if TYPE_CHECKING:
+    import torch
+
+# Bump when the entry layout changes. 2: inputs as numpy arrays and BlockSpec from frontend.spec, so that loading
+# an entry imports no PyTorch (issue 21).
+_FORMAT = 2
 
 
 @dataclass
@@ -37,7 +41,7 @@ class EagerReference:
     wall time (``eager_seconds``, measured when the outputs were computed). ``float_outputs``: the fp32 model's,
     under quantization."""
 
-    inputs: list[torch.Tensor]
+    inputs: list[np.ndarray]
     outputs: list[np.ndarray]
     eager_seconds: float
     float_outputs: list[np.ndarray] | None = None
@@ -45,7 +49,7 @@ class EagerReference:
     def matches(self, args: Sequence[torch.Tensor | np.ndarray]) -> bool:
         """``args`` are the inputs these outputs belong to."""
         return len(args) == len(self.inputs) and all(
-            np.array_equal(a.detach().numpy() if isinstance(a, torch.Tensor) else np.asarray(a), b.numpy())
+            np.array_equal(a.detach().numpy() if hasattr(a, "detach") else np.asarray(a), b)  # a tensor or an array
             for a, b in zip(args, self.inputs, strict=True))
 
 
@@ -63,6 +67,12 @@ class CachedBlock:
     reference: EagerReference
 
     def example_inputs(self, seed: int = 0) -> list[torch.Tensor]:
+        import torch
+
+        return [torch.from_numpy(a.copy()) for a in self.example_arrays(seed)]
+
+    def example_arrays(self, seed: int = 0) -> list[np.ndarray]:
+        """The example inputs of ``seed`` as arrays (what a Vitis project packs; no PyTorch needed)."""
         if seed != self.seed:
             raise OptionError(f"this cached block holds the example inputs of seed {self.seed}, not {seed}: compile "
                               f"with seed {seed} for those")

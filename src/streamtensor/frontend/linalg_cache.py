@@ -27,11 +27,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from streamtensor._version import __version__
 from streamtensor.ir.linalg import Graph
+
+if TYPE_CHECKING:
+    import torch
 
 _FORMAT = 1  # bump when the entry layout changes
 _ADDRESS = re.compile(r" at 0x[0-9a-f]+")  # object reprs carry addresses: not part of what a module computes
@@ -79,6 +81,8 @@ def code_fingerprint() -> str:
 
 
 def _tensor_digest(h: hashlib._Hash, name: str, t: torch.Tensor) -> None:
+    import torch
+
     t = t.detach()
     h.update(f"{name} {tuple(t.shape)} {t.dtype}".encode())
     h.update(t.contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes()
@@ -88,6 +92,8 @@ def _tensor_digest(h: hashlib._Hash, name: str, t: torch.Tensor) -> None:
 def cache_key(module: torch.nn.Module, args: Sequence[torch.Tensor], input_names: Sequence[str] | None,
               weight_names: Sequence[str]) -> str:
     """The key of ``module`` exported on ``args`` (module docstring)."""
+    import torch  # here: loading a cached entry needs no PyTorch (issue 21: seconds of imports)
+
     h = hashlib.sha256(code_fingerprint().encode())
     h.update(_ADDRESS.sub("", repr(module)).encode())
     for name, sub in module.named_modules():

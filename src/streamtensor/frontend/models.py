@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import torch  # noqa: E402
-
 from streamtensor.errors import ModelError  # noqa: E402
 
 if TYPE_CHECKING:
+    import torch
     import transformers
 
 SIZES = ("tiny", "paper")
@@ -90,6 +89,8 @@ def randomize_params(model: torch.nn.Module, generator: torch.Generator) -> None
     layout: nn.Linear is [out, in], GPT-2's Conv1D is [in, out]); vectors (norm weights, biases) keep HF's
     init plus a 0.1-std perturbation so they are exercised.
     """
+    import torch  # here: a compile whose frontend is cached builds no model (issue 21)
+
     with torch.no_grad():
         for param in model.parameters():
             noise = torch.randn(param.shape, generator=generator)
@@ -102,6 +103,8 @@ def randomize_params(model: torch.nn.Module, generator: torch.Generator) -> None
 def build_random_model(family: str, size: str, seed: int = 0, num_layers: int = 1, vocab_size: int = _BUILTIN_VOCAB
                        ) -> LoadedModel:
     """A built-in family with seeded random weights; only ``num_layers`` layers are built (one block compiles)."""
+    import torch  # here: a compile whose frontend is cached builds no model (issue 21)
+
     cfg = builtin_config(family, size, vocab_size)
     if family == "gpt2":
         cfg.n_layer = num_layers
@@ -141,6 +144,7 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
 def _from_pretrained(directory: Path) -> torch.nn.Module:
     """The causal LM of a checkpoint; a config class the auto mapping does not list (the text part of a
     multimodal model, saved on its own) loads through the class its ``architectures`` names."""
+    import torch  # here: a compile whose frontend is cached builds no model (issue 21)
     import transformers
 
     kwargs: dict[str, Any] = dict(local_files_only=True, attn_implementation="eager", dtype=torch.float32)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import torch
 
 from streamtensor.errors import ShapeError, UnsupportedOpError
 from streamtensor.ir.dtypes import STORAGE_DTYPES, int_range
@@ -38,6 +37,8 @@ def input_array(name: str, array: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
+    import torch  # here: importing the IR needs no PyTorch (issue 21: seconds of imports per compile)
+
     return torch.special.erf(torch.from_numpy(np.ascontiguousarray(x))).numpy()
 
 

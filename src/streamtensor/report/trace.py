@@ -39,12 +39,15 @@ def trace_json(model: ReportModel) -> str:
         meta.append({"ph": "M", "name": "thread_sort_index", "pid": p.group, "tid": tid,
                      "args": {"sort_index": tid}})
         sp = p.spans
-        ts = np.round(sp.start / mhz, 6).tolist()
-        dur = np.round((sp.end - sp.start) / mhz, 6).tolist()
+        ts = map(repr, np.round(sp.start / mhz, 6).tolist())
+        # A float's repr is most of a line's cost: the few distinct durations are formatted once each.
+        cycles, inverse = np.unique(sp.end - sp.start, return_inverse=True)
+        dur = [f',"dur":{d!r}}}' for d in np.round(cycles / mhz, 6).tolist()]
         # The part of a span's line fixed by its process and state, formatted once per process, not per span.
         head = [f'{{"ph":"X","name":{names[st]},"cat":{cats[st]},"pid":{p.group},"tid":{tid},"ts":'
                 for st in range(len(STATES))]
-        lines.extend(f'{head[st]}{t!r},"dur":{d!r}}}' for t, d, st in zip(ts, dur, sp.state.tolist(), strict=True))
+        lines.extend(map("".join, zip(map(head.__getitem__, sp.state.tolist()), ts,
+                                      map(dur.__getitem__, inverse.tolist()), strict=True)))
     for s in model.streams:
         head = f'{{"ph":"C","name":{json.dumps(f"fifo {s.name}")},"pid":{s.group},"ts":'
         times, levels = _counter_points(s)

@@ -38,10 +38,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 
 from streamtensor._version import GENERATOR
 from streamtensor.codegen.vitis.hbm import c_identifier, graph_hbm_plan, kernel_slr
@@ -61,6 +60,9 @@ from streamtensor.kernel_interface import (
 from streamtensor.runtime.host import RunResult, StreamReport
 from streamtensor.runtime.simulation import SimulationBackend, SimulationError
 from streamtensor.target import Target
+
+if TYPE_CHECKING:
+    import torch
 
 CHECK_DIR = "check"
 FLOAT_EXPECTED = "expected_fp32.npz"
@@ -96,7 +98,7 @@ def _graph(design: Design) -> DataflowGraph:
 def _as_arrays(names: Sequence[str], args: Sequence[torch.Tensor | np.ndarray]) -> dict[str, np.ndarray]:
     if len(args) != len(names):
         raise OptionError(f"expected {len(names)} inputs ({', '.join(names)}), got {len(args)}")
-    return {n: (a.detach().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)) for n, a in
+    return {n: (a.detach().numpy() if hasattr(a, "detach") else np.asarray(a)) for n, a in  # tensor or array
             zip(names, args, strict=True)}
 
 
@@ -105,6 +107,8 @@ def eager_reference(module: torch.nn.Module, args: Sequence[torch.Tensor], budge
     """PyTorch eager outputs of ``module(*args)`` and its best wall time over repeated calls after a warm-up,
     with PyTorch's default intra-op threads and with one thread (on a loaded machine, OpenMP threads that spin
     for a busy core can be 100x slower than one thread; the better of the two is PyTorch's fair figure)."""
+    import torch
+
     threads = torch.get_num_threads()
     best = float("inf")
     with torch.no_grad():
@@ -131,14 +135,16 @@ def design_reference(design: Design, inputs: Mapping[str, np.ndarray]) -> EagerR
     """PyTorch eager's outputs of the design for ``inputs``: those the design holds (``Design.reference``, from its
     frontend or the frontend's cache) when they are for these inputs, else computed by its module; None without
     either."""
-    tensors = [torch.as_tensor(a) for a in inputs.values()]
-    if design.reference is not None and design.reference.matches(tensors):
+    if design.reference is not None and design.reference.matches(list(inputs.values())):
         return design.reference
     if design.module is None:
         return None
+    import torch  # here: a design whose reference is cached needs no PyTorch (issue 21)
+
+    tensors = [torch.as_tensor(a) for a in inputs.values()]
     outputs, seconds = eager_reference(design.module, tensors)
     floats = design.float_reference(tensors) if design.float_reference is not None else None
-    return EagerReference(tensors, outputs, seconds, floats)
+    return EagerReference(list(inputs.values()), outputs, seconds, floats)
 
 
 def write_design_project(design: Design, outdir: str | Path, args: Sequence[torch.Tensor]) -> VitisProject:
