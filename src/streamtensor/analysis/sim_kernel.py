@@ -106,7 +106,8 @@ def execute(order: np.ndarray, nb_off: np.ndarray, nb_idx: np.ndarray, horizon: 
                     stall_out[p] += grown
                 t = st + sl
                 complete[fbase + fe] = t
-                for i in range(o0, o1):  # publish the write times of the tokens it writes
+                for i in range(o0, o1):  # publish the write times (inline, as the read times below: a numba helper call
+                    # refcounts its array arguments, most of a simulation's time)
                     s = out_idx[i]
                     t0 = tok_off[s]
                     n = tok_off[s + 1] - t0
