@@ -30,9 +30,11 @@ class MinimalDepths:
         return len(self.searched) == len(self.depths)
 
 
-def minimal_depths(net: ProcessNetwork, time_budget_s: float = 60.0, start: Mapping[str, int] | None = None
-                   ) -> MinimalDepths:
-    """Smallest FIFO depths that keep the unbounded-FIFO makespan, by one binary search per FIFO.
+def minimal_depths(net: ProcessNetwork, time_budget_s: float = 60.0, start: Mapping[str, int] | None = None,
+                   target: int | None = None) -> MinimalDepths:
+    """Smallest FIFO depths that keep the unbounded-FIFO makespan (or ``target``, a makespan ``start`` reaches: a
+    decode block whose read DMAs prefetch at most one HBM latency cannot reach the unbounded one), by one binary
+    search per FIFO.
 
     ``start`` replaces the baseline peaks P_s below by given depths that keep the makespan (checked: a
     ValueError otherwise), e.g. the LP's: far fewer simulations on paper-size blocks, where each takes
@@ -61,14 +63,15 @@ def minimal_depths(net: ProcessNetwork, time_budget_s: float = 60.0, start: Mapp
     base_res = sim.run({})
     if base_res.makespan_cycles is None:
         raise ValueError(f"network deadlocks even with unbounded FIFOs: {base_res.describe()}")
-    target = base_res.makespan_cycles
+    if target is None:
+        target = base_res.makespan_cycles
     depths: list[int] = [base_res.peak_occupancy[s] for s in names]
     sims = 1
     if start is not None:
         depths = [start[s] for s in names]
         sims += 1
         if not sim.finishes_by(dict(zip(names, depths, strict=True)), target):
-            raise ValueError(f"start depths do not keep the unbounded makespan {target}: "
+            raise ValueError(f"start depths do not keep the makespan {target}: "
                              f"{simulate(net, start).describe()}")
 
     def keeps(s: int, d: int) -> bool:
