@@ -63,6 +63,7 @@ def minimal_depths(net: ProcessNetwork, time_budget_s: float = 60.0, start: Mapp
     base_res = sim.run({})
     if base_res.makespan_cycles is None:
         raise ValueError(f"network deadlocks even with unbounded FIFOs: {base_res.describe()}")
+    kind = "the makespan" if target is not None else "the unbounded makespan"
     if target is None:
         target = base_res.makespan_cycles
     depths: list[int] = [base_res.peak_occupancy[s] for s in names]
@@ -71,7 +72,7 @@ def minimal_depths(net: ProcessNetwork, time_budget_s: float = 60.0, start: Mapp
         depths = [start[s] for s in names]
         sims += 1
         if not sim.finishes_by(dict(zip(names, depths, strict=True)), target):
-            raise ValueError(f"start depths do not keep the makespan {target}: "
+            raise ValueError(f"start depths do not keep {kind} {target}: "
                              f"{simulate(net, start).describe()}")
 
     def keeps(s: int, d: int) -> bool:
