@@ -433,17 +433,15 @@ def placement_units(graph: DataflowGraph) -> dict[str, str]:
     that output: the next layer reads this layer's output buffer as that input in place, and XRT gives an
     argument whose banks do not hold the buffer it is given a copy of it when the run is set up (which a queued
     run would take before the previous run has written it)."""
-    dmas = {name: n for name, n in graph.nodes.items() if isinstance(n, DmaNode)}
-    units = {name: n.placement_name for name, n in dmas.items()}
-    out = graph.nodes.get(graph.outputs[0]) if graph.outputs else None
-    if not graph.inputs or not isinstance(out, DmaNode) or out.role != "output" or out.stripes != 1 \
-            or not serial_dmas(graph):
+    units = {name: n.placement_name for name, n in graph.nodes.items() if isinstance(n, DmaNode)}
+    chain = graph.chained_activation()
+    if chain is None or chain[0].stripes != 1 or not serial_dmas(graph):
         return units
+    out, reads = chain
     written = graph.streams[out.inputs[0]].type
-    for name, n in dmas.items():
-        if (n.direction == "read" and n.role == "input" and n.stripes == 1 and n.tensor.name == graph.inputs[0].name
-                and same_packing(graph.streams[n.outputs[0]].type, written)):
-            units[name] = out.placement_name
+    for n in reads:
+        if n.stripes == 1 and same_packing(graph.streams[n.outputs[0]].type, written):
+            units[n.name] = out.placement_name
     return units
 
 

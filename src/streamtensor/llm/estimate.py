@@ -70,11 +70,12 @@ def design_ports(design: Design) -> tuple[MemoryArgument, list[MemoryArgument]]:
 
 def handoff_fields(designs: dict[str, Design], prefill: list[str], decode: list[str], head: str, target: Target
                    ) -> dict[str, Any]:
-    """``RunModel``'s ``chained``, ``head_row_offsets`` and ``other_banks`` for these kernels: per handoff read
-    in place, the consumer's arguments on that buffer placed on other pseudo-channels than the producer's output
-    (``codegen.vitis.hbm.plan_hbm``). XRT gives such an argument a copy of the buffer in its own bank when the run
-    is set up (``xrt::run::set_arg``): correct, as each run is waited for, but a device copy the model does not
-    count; the placement removes it by putting both on one range."""
+    """``RunModel``'s ``chained``, ``head_row_offsets``, ``other_banks`` and ``queued`` for these kernels: per
+    handoff read in place, the consumer's arguments on that buffer placed on other pseudo-channels than the
+    producer's output (``codegen.vitis.hbm.graph_hbm_plan``), and the handoffs whose consumer run is queued
+    (``perf.queued_handoffs``).
+    XRT gives such an argument a copy of the buffer in its own bank when the run is set up (``xrt::run::set_arg``):
+    correct where the run is waited for, but a device copy the model does not count, and no queued run."""
     ports = {n: design_ports(d) for n, d in designs.items()}
     chained, rows = chain_handoffs(ports, prefill, decode, head, target.axi_word_bits // 8)
     ranges = {}

@@ -258,8 +258,7 @@ class LlmRunner:
             elif set(kernel.input_buffers()) - kernel.bound[layer]:
                 inputs[HIDDEN], step = self.kernels[names[layer - 1]].read_primary(layer - 1)
                 moved.add(step)
-            queued = layer > 0 and chain_key(names[layer - 1], name) in self.run_model.queued
-            seconds, step = kernel.launch(inputs, layer, queued)
+            seconds, step = kernel.launch(inputs, layer, self.run_model.queued_at(names, layer))
             moved.add(step)
             out, step = kernel.read(list(outputs), layer)
             moved.add(step)

@@ -305,12 +305,16 @@ class RunModel:
             return Transfers()
         return self.read_output(producer).add(self.write_input(consumer, in_place))
 
+    def queued_at(self, names: Sequence[str], i: int) -> bool:
+        """Whether the host queues the run of ``names[i]`` behind that of ``names[i - 1]`` (``queued``)."""
+        return i > 0 and chain_key(names[i - 1], names[i]) in self.queued
+
     def layers(self, names: list[str]) -> Transfers:
         """The host runs ``names`` one after the other on one activation it writes once, each run queued behind
         the previous one where the handoff allows (``queued``), else started once the previous one is done."""
         moved = self.write_input(names[0])
         for i, name in enumerate(names):
-            moved.add(self.run(name, i > 0 and chain_key(names[i - 1], name) in self.queued))
+            moved.add(self.run(name, self.queued_at(names, i)))
             if i + 1 < len(names):
                 moved.add(self.handoff(name, names[i + 1]))
         return moved

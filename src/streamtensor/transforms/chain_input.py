@@ -15,36 +15,19 @@ buffers the host writes).
 
 from __future__ import annotations
 
-import math
-
 from streamtensor.ir.converter_buffer import infer_converter_buffer, layout_difference
-from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, DmaNode, Stream
+from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, Stream
 from streamtensor.ir.layout import reassociate_type, same_packing
 from streamtensor.ir.linalg import SliceOp
-
-
-def chained_reads(graph: DataflowGraph) -> list[DmaNode]:
-    """The read DMAs of the block's activation input (its first input) when its first output has the input's
-    shape and is one token (row) of it."""
-    if not graph.inputs or not graph.outputs:
-        return []
-    out = graph.nodes[graph.outputs[0]]
-    shape = graph.inputs[0].type.shape
-    if not isinstance(out, DmaNode) or out.role != "output" or out.tensor.type.shape != shape:
-        return []
-    if math.prod(shape[:-1]) != 1:
-        return []
-    return [n for n in graph.nodes.values() if isinstance(n, DmaNode) and n.direction == "read"
-            and n.role == "input" and n.tensor.name == graph.inputs[0].name]
 
 
 def read_input_as_output(graph: DataflowGraph) -> list[str]:
     """Rewrite the chained reads of a one-token block (module docstring) in place; the names of the converters
     added."""
-    reads = chained_reads(graph)
-    if not reads:
+    chain = graph.chained_activation()
+    if chain is None:
         return []
-    out = graph.nodes[graph.outputs[0]]
+    out, reads = chain
     written = graph.streams[out.inputs[0]].type
     if written.repeat_loops():
         return []
