@@ -32,6 +32,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -145,16 +146,18 @@ def measure(family: str, mode: str, point: str, src: Path, cache: Path, quant: s
     return row
 
 
+_SOURCE_LOCATION = re.compile(r"  // [\w/.]+\.py:\d+$", re.MULTILINE)
 # Report entries that time the compile rather than describe the design.
 _TIMING_KEYS = ("stages", "stage_cpu_seconds", "frontend_cache", "allocation_seconds")
 
 
 def design_digest(report: dict[str, Any], dataflow_ir: str) -> str:
     """A digest of the design a compile made: its report without the compile's timings and its dataflow IR (the
-    same digest before and after a change of the compiler's speed: the same design)."""
+    same digest before and after a change of the compiler's speed: the same design). The IR's source-location
+    comments (``// block.py:313``) name lines of the compiler, not the design, so they are left out."""
     design = {k: v for k, v in report.items() if k not in _TIMING_KEYS}
     design["fifo_lp"] = {k: v for k, v in design.get("fifo_lp", {}).items() if k != "solve_seconds"}
-    text = json.dumps(design, sort_keys=True) + dataflow_ir
+    text = json.dumps(design, sort_keys=True) + _SOURCE_LOCATION.sub("", dataflow_ir)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
