@@ -73,6 +73,7 @@ _FLAGS: dict[str, Callable[[Any], list[str]]] = {
     "fuse_into_contractions": lambda v: [] if v else ["--no-fuse-into-contractions"],
     "fifo_strategy": lambda v: ["--fifo-strategy", str(v)],
     "fifo_latency_slack": lambda v: ["--fifo-latency-slack", str(v)],
+    "quant": lambda v: ["--quant", str(v)],
 }
 
 

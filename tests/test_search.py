@@ -149,8 +149,8 @@ def test_bad_options_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureF
     for bad in ("speed", "memory,memory", ""):
         with pytest.raises(OptionError, match="bad objective"):
             parse_objectives(bad)
-    with pytest.raises(OptionError, match="searched, not given"):
-        dse("gpt2", tmp_path, trials=1, default_tile_size=8, **TINY)
+    with pytest.raises(OptionError, match="bad quant 'w2a8' to fix in the search: expected one of fp32, w8a8, w4a8"):
+        dse("gpt2", tmp_path, trials=1, quant="w2a8", **TINY)
     with pytest.raises(OptionError, match="bad timeout"):
         dse("gpt2", tmp_path, trials=1, timeout=0, **TINY)
     assert main(["dse", "gpt2", "-o", str(tmp_path), "--trials", "1", "--objective", "speed"]) == 2
@@ -161,9 +161,29 @@ def test_bad_options_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureF
 def test_the_local_search_climbs_from_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One objective: neighbours of the best first. A stand-in compile whose memory ratio falls with the tile size
     and with one token row; two moves from the default reach its minimum within the default's neighbourhood sizes
-    (1 + 14 + 14 trials), where random sampling of the 4096 points would take about a thousand."""
+    (1 + 2 x 18 trials), where random sampling of the 27,648 points would take thousands."""
 
     monkeypatch.setattr(search, "compile_llm_block", _stand_in_compile)
-    result = dse("gpt2", tmp_path, trials=29, objective="memory", write_best=False, **TINY)
+    neighbours = sum(len(choices) - 1 for choices in search.SPACE.values())
+    assert neighbours == 18
+    result = dse("gpt2", tmp_path, trials=1 + 2 * neighbours, objective="memory", write_best=False, **TINY)
     assert result.best[0].value == pytest.approx(0.5 / 32)
     assert result.best[0].params["max_token_rank"] == 1 and result.best[0].params["default_tile_size"] == 32
+
+
+def test_an_option_given_to_the_search_is_fixed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--quant w4a8``: every trial compiles W4A8 (the option narrowed to that value); the other options move."""
+    compiled: list[dict[str, Any]] = []
+
+    def recording(model: str, **options: Any) -> tuple[_StandIn, None]:
+        compiled.append(options)
+        return _stand_in_compile(model, **options)
+
+    monkeypatch.setattr(search, "compile_llm_block", recording)
+    result = dse("gpt2", tmp_path, trials=4, objective="memory", write_best=False, quant="w4a8", **TINY)
+    assert [o["quant"] for o in compiled] == ["w4a8"] * 4
+    assert all(t.params["quant"] == "w4a8" for t in result.trials)
+    assert len({tuple(sorted(o.items())) for o in compiled}) == 4  # the neighbours differ in other options
+    # Unfixed, the quantization is a dimension of the space: the default point is fp32, a neighbour may change it.
+    assert search.default_point("decode")["quant"] == "fp32"
+    assert search.default_point("decode", {"quant": "w8a8"})["quant"] == "w8a8"

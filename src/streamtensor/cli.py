@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     dse.add_argument("--max-len", type=_positive_int, default=_DEFAULTS.max_len, help="KV-cache capacity (decode)")
     dse.add_argument("--size", choices=["tiny", "paper"], default=_DEFAULTS.size, help="built-in model geometry")
     dse.add_argument("--target", choices=list(TARGETS), default=DEFAULT_TARGET, help="the board to build for")
+    dse.add_argument("--quant", choices=["fp32", "w8a8", "w4a8"],
+                     help="fix the quantization of the linear layers (default: searched)")
     dse.add_argument("--seed", type=int, default=0, help="seed of the sampler (worker k: seed + k)")
     dse.add_argument("--debug", action="store_true", help="print the traceback of an error")
     ver = sub.add_parser("verify", help="C-simulate a compiled design (bounded FIFOs) and compare it with PyTorch")
@@ -368,7 +370,8 @@ def _dse(args: argparse.Namespace) -> None:
 
     result = dse(args.model, args.output, trials=args.trials, objective=args.objective, storage=args.storage,
                  workers=args.workers, timeout=args.timeout, study_name=args.study_name, seed=args.seed,
-                 mode=args.mode, seq_len=args.seq_len, max_len=args.max_len, size=args.size, target=args.target)
+                 mode=args.mode, seq_len=args.seq_len, max_len=args.max_len, size=args.size, target=args.target,
+                 **({"quant": args.quant} if args.quant else {}))
     print(f"study {result.study_name} ({result.storage}): {len(result.trials)} trials, "
           f"{result.count(TrialState.COMPLETE)} complete, {result.count(TrialState.PRUNED)} infeasible, "
           f"{result.count(TrialState.FAIL)} failed; {result.seconds:.1f} s")

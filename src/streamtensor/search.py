@@ -1,8 +1,11 @@
 """Design-space exploration: an Optuna study over the compile options of one decoder block (issue 21).
 
 Outer level: Optuna samples the tiling (``default_tile_size``, ``overall_unroll_size``, ``max_token_rank``,
-``token_tile_size`` for prefill, the permutation and ordering switches), the fusion switch and the FIFO sizing
-(strategy, latency slack). Inner levels stay the compiler's deterministic heuristics: every trial is one
+``token_tile_size`` for prefill, the permutation and ordering switches), the fusion switch, the quantization
+(``quant``: fp32, W8A8 or W4A8 linear layers) and the FIFO sizing (strategy, latency slack). An option of the space
+that the caller gives (``streamtensor dse --quant w4a8``) is fixed: its choices narrow to that value. HBM striping
+is no knob: every DMA's stripes follow from its kernel's rate (``transforms.stripes``), so each trial's tiling
+decides them. Inner levels stay the compiler's deterministic heuristics: every trial is one
 ``compile_llm_block`` (intensity-aware unrolling, fusion, the FIFO LP, the timing simulation, the resource
 estimate and the SLR plan). A design that does not fit the device or its SLRs, or whose timing simulation
 deadlocks, is infeasible: the trial is pruned (its reason kept in the trial's ``reason`` attribute), which the TPE
@@ -100,10 +103,11 @@ SPACE: dict[str, list[Any]] = {
     "fuse_into_contractions": [True, False],
     "fifo_strategy": ["normal", "conservative"],
     "fifo_latency_slack": [0.0, 0.01, 0.05],
+    "quant": ["fp32", "w8a8", "w4a8"],
 }
 # Options that joined the space after stored studies (benchmarks/studies) ran, with the value that reproduces
 # what the compiler did then: a stored trial without the option compiles as it did.
-ADDED_OPTIONS: dict[str, Any] = {"order_objective": "memory"}
+ADDED_OPTIONS: dict[str, Any] = {"order_objective": "memory", "quant": "fp32"}
 
 
 def trial_options(params: dict[str, Any]) -> dict[str, Any]:
@@ -138,6 +142,21 @@ class DseConfig:
     compile_options: dict[str, Any] = field(default_factory=dict)  # mode, size, seq_len, max_len, target, seed
     seed: int = 0
 
+    @property
+    def fixed(self) -> dict[str, Any]:
+        """Options of the space the caller gave: each trial takes them as its (one-choice) parameters."""
+        mode = self.compile_options.get("mode", "prefill")
+        return {k: v for k, v in self.compile_options.items() if k in _space(mode)}
+
+    @property
+    def space(self) -> dict[str, list[Any]]:
+        return _space(self.compile_options.get("mode", "prefill"), self.fixed)
+
+    @property
+    def block_options(self) -> dict[str, Any]:
+        """The compile options every trial shares (the fixed ones come with the trial's parameters)."""
+        return {k: v for k, v in self.compile_options.items() if k not in self.fixed}
+
 
 @dataclass
 class DseResult:
@@ -171,28 +190,32 @@ def open_storage(url: str) -> BaseStorage:
     return JournalStorage(JournalFileBackend(url))
 
 
-def _space(mode: str) -> dict[str, list[Any]]:
-    return {**SPACE, **(PREFILL_SPACE if mode == "prefill" else {})}
+def _space(mode: str, fixed: dict[str, Any] | None = None) -> dict[str, list[Any]]:
+    """The space of a block's study; ``fixed``: options the caller gave, each narrowed to its value."""
+    space = {**SPACE, **(PREFILL_SPACE if mode == "prefill" else {})}
+    return {name: [fixed[name]] if fixed and name in fixed else choices for name, choices in space.items()}
 
 
-def _sample(trial: Trial, mode: str) -> dict[str, Any]:
-    return {name: trial.suggest_categorical(name, choices) for name, choices in _space(mode).items()}
+def _sample(trial: Trial, space: dict[str, list[Any]]) -> dict[str, Any]:
+    return {name: trial.suggest_categorical(name, choices) for name, choices in space.items()}
 
 
 DEFAULT_ENQUEUED = "compiler default"  # the ``enqueued`` attribute of a study's first trial (others: neighbours)
 
 
-def default_point(mode: str) -> dict[str, Any]:
-    """The compiler's default options as a point of the space: the first trial of every new study, so the
-    study starts from a design the compiler picks without a search and every best is measured against it."""
+def default_point(mode: str, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The compiler's default options as a point of the space (``fixed``: as ``_space``): the first trial of
+    every new study, so the study starts from a design the compiler picks without a search and every best is
+    measured against it."""
     defaults = CompileOptions()
     values = {**asdict(defaults.tiling), **asdict(defaults)}
     # The compiler chooses a prefill block's token tile itself (None: ``transforms.tiling.tile_graph``), a
     # choice that is no point of the space (it depends on the block and its candidates are the space's own
     # values): the study starts untiled.
     values["token_tile_size"] = values["token_tile_size"] or 0
-    point = {name: values[name] for name in _space(mode)}
-    assert all(point[n] in choices for n, choices in _space(mode).items())  # the space holds the defaults
+    space = _space(mode, fixed)
+    point = {name: choices[0] if len(choices) == 1 else values[name] for name, choices in space.items()}
+    assert all(point[n] in choices for n, choices in space.items())  # the space holds the defaults
     return point
 
 
@@ -210,10 +233,10 @@ def _objective(cfg: DseConfig) -> Callable[[Trial], tuple[float, ...]]:
     def run(trial: Trial) -> tuple[float, ...]:
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
-        params = _sample(trial, cfg.compile_options.get("mode", "prefill"))
+        params = _sample(trial, cfg.space)
         start, cpu = time.perf_counter(), time.process_time()
         try:
-            design, _ = compile_llm_block(cfg.model, **cfg.compile_options, **params)
+            design, _ = compile_llm_block(cfg.model, **cfg.block_options, **params)
         except (ResourceBudgetError, DeadlockError) as err:  # infeasible: steer away from it
             trial.set_user_attr("reason", str(err))
             raise optuna.TrialPruned(str(err)) from err
@@ -306,7 +329,7 @@ def _worker(cfg: DseConfig, worker: int, deadline: float | None) -> None:
                                                                  n_startup_trials=STARTUP_TRIALS))
     _fail_dead_trials(study)
     objective = _objective(cfg)
-    space = _space(cfg.compile_options.get("mode", "prefill"))
+    space = cfg.space
     while _counted(study) < cfg.trials and (deadline is None or time.time() < deadline):
         if len(cfg.objectives) == 1:
             neighbour = _untried_neighbour(study, space, f"{cfg.seed}-{worker}")
@@ -349,7 +372,7 @@ def _summary(result: DseResult) -> str:
 
 def _write_design(cfg: DseConfig, trial: FrozenTrial, out: Path) -> Design:
     """Compile the trial's design point again (deterministic) and write its Vitis project."""
-    design, block = compile_llm_block(cfg.model, **cfg.compile_options, **trial_options(trial.params))
+    design, block = compile_llm_block(cfg.model, **cfg.block_options, **trial_options(trial.params))
     design.write_project(out, *block.example_inputs(cfg.compile_options.get("seed", 0)))
     design.save(out)
     return design
@@ -360,7 +383,8 @@ def dse(model: str, output: str | Path, *, trials: int, objective: str | list[st
         seed: int = 0, write_best: bool = True, **compile_options: Any) -> DseResult:
     """Run (or resume) the study of ``model``'s block until its storage holds ``trials`` trials or ``timeout``
     seconds passed; write the summary, the best trial(s) and their projects into ``output`` (module docstring).
-    ``compile_options``: ``mode``, ``size``, ``seq_len``, ``max_len``, ``target``, ``layer`` as for compile."""
+    ``compile_options``: ``mode``, ``size``, ``seq_len``, ``max_len``, ``target``, ``layer`` as for compile, and
+    options of the space to fix (e.g. ``quant``)."""
     objectives = parse_objectives(objective)
     if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
         raise OptionError(f"bad trials {trials!r}: expected a number of trials >= 1")
@@ -368,13 +392,15 @@ def dse(model: str, output: str | Path, *, trials: int, objective: str | list[st
         raise OptionError(f"bad workers {workers!r}: expected a number of processes >= 1")
     if timeout is not None and timeout <= 0:
         raise OptionError(f"bad timeout {timeout!r}: expected seconds > 0")
-    searched = set(SPACE) | set(PREFILL_SPACE)
-    if searched & set(compile_options):
-        raise OptionError(f"options {', '.join(sorted(searched & set(compile_options)))} are searched, not given")
+    mode = compile_options.get("mode", "prefill")
+    space = _space(mode)
+    for name in set(space) & set(compile_options):
+        if compile_options[name] not in space[name]:
+            raise OptionError(f"bad {name.replace('_', '-')} {compile_options[name]!r} to fix in the search: "
+                              f"expected one of {', '.join(map(str, space[name]))}")
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or str(out / "study.journal")
-    mode = compile_options.get("mode", "prefill")
     name = study_name or f"{Path(model).name}-{mode}-{compile_options.get('size', 'tiny')}-{'+'.join(objectives)}"
     cfg = DseConfig(model, out, trials, objectives, url, name, workers, timeout, dict(compile_options), seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -384,7 +410,8 @@ def dse(model: str, output: str | Path, *, trials: int, objective: str | list[st
     except ValueError as err:  # an existing study of another direction
         raise OptionError(f"study {name!r} in {url}: {err}") from err
     if not study.get_trials(deepcopy=False):
-        study.enqueue_trial(default_point(mode), user_attrs={"enqueued": DEFAULT_ENQUEUED}, skip_if_exists=True)
+        study.enqueue_trial(default_point(mode, cfg.fixed), user_attrs={"enqueued": DEFAULT_ENQUEUED},
+                            skip_if_exists=True)
     start = time.perf_counter()
     deadline = None if timeout is None else time.time() + timeout
     if workers == 1:
