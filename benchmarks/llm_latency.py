@@ -11,7 +11,9 @@ group, their timing simulations at the target clock; the output head compiled at
 from the board description, activations handed from kernel to kernel on the device, the KV cache resident and
 updated in place, embedding and sampling measured here). The KV cache is int8 under ``--kv-quant auto`` and a
 quantized ``--quant`` (one byte per element: its HBM bytes per token and fill bytes follow). The whole model's
-weights are never built. Designs that exceed the device are compiled anyway (``allow_unfit``) and flagged. The
+weights are never built. A layer block that does not fit the device at the default lane budget is compiled at half
+of it, down to 128 (``llm.estimate.compile_layer_block``, as the build does; the refusals are printed); a design
+that exceeds the device even then is compiled anyway (``allow_unfit``) and flagged. The
 other rows are measured on boards by their authors
 (../shared/spec/performance.md): the paper's U55C W4A8 design, Allo (U280 W4A8), DFX (U280 FP16), an A100 (W8A8).
 """
@@ -23,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from streamtensor.llm.estimate import estimate_run
+from streamtensor.llm.estimate import estimate_run, refusals
 from streamtensor.report.paper import PAPER_GPT2_MEDIUM
 
 # Measured on boards by their authors (latency ms, TTFT ms, decode tokens/s), GPT-2 medium.
@@ -51,7 +53,9 @@ def _details(name: str, config: str, llm: dict[str, Any], estimate: Any) -> list
     moved = llm["overheads"]["per_decode_step_transfers"]
     roof = llm["rooflines"]
     hbm = llm["hbm_bytes_per_token_detail"]
-    per_design = ", ".join(f"{k} {v['cycles']:,} cycles" for k, v in estimate.designs.items())
+    per_design = ", ".join(f"{k} {v['cycles']:,} cycles" + (
+        f" at lane budget {v['lanes']['lane_budget']}{refusals(v['lanes'], 'budget')}"
+        if v.get("lanes", {}).get("refused") else "") for k, v in estimate.designs.items())
     unfit = sorted({k for k, v in estimate.designs.items() if v["overrides"]})
     layers = len(llm["layers"])
     fill = sum(estimate.run_model.invocations[n].cache_fill_bytes for n in estimate.run_model.decode)

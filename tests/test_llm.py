@@ -11,6 +11,7 @@ import subprocess
 from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,12 +23,13 @@ from streamtensor.cli import main
 from streamtensor.codegen.vitis.hbm import memory_arguments
 from streamtensor.codegen.vitis.llm_host import host_moved, slot_map, write_llm_host
 from streamtensor.driver import KV_SCALES_ATTRIBUTE, compile_model_block
-from streamtensor.errors import OptionError
+from streamtensor.errors import OptionError, ResourceBudgetError
 from streamtensor.frontend.block import DecoderBlock
 from streamtensor.frontend.models import load_full_model, randomize_params
 from streamtensor.frontend.quant import KV_SCALE_NAMES, quant_scheme
 from streamtensor.ir.itensor import parse_itensor_type
 from streamtensor.kernel_interface import load_kernel_interface
+from streamtensor.llm import estimate
 from streamtensor.llm.build import build, decomposition_error, layer_weights, quantize_kv_cache, quantize_model
 from streamtensor.llm.estimate import HEAD_RESTREAM_SHARE, compile_head, design_invocation, estimate_run, head_tile_size
 from streamtensor.llm.generate import LlmRunner, reference_model
@@ -373,6 +375,41 @@ def test_head_tile_follows_its_shape_and_cuts_the_vectors_it_streams_again() -> 
     for d in (design, default):
         vectors = [x for g in d.report["hbm"] for x in g["dmas"] if "weight_q" not in x["dma"]]
         assert vectors and all(x["streamed_bytes"] == x["bytes"] for x in vectors)
+
+
+def test_a_layer_block_that_does_not_fit_is_compiled_at_half_the_lane_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The build's and the estimate's layer blocks (``compile_layer_block``): a block over the device at the lane
+    budget is compiled again at half of it, with ``allow_unfit`` off until the least budget; the refusals are kept.
+    A budget the caller gives is kept (the error is theirs). Stand-in compiles: the halving is under test."""
+    calls: list[dict[str, Any]] = []
+
+    def fits_at_256(loaded: object, model: str, **options: Any) -> tuple[str, str]:
+        calls.append(options)
+        if options["overall_unroll_size"] > 256:
+            raise ResourceBudgetError(f"does not fit at {options['overall_unroll_size']}")
+        return "design", "block"
+
+    monkeypatch.setattr(estimate, "compile_model_block", fits_at_256)
+    design, block, record = estimate.compile_layer_block(None, "gpt2", mode="prefill", allow_unfit=True)
+    assert (design, block) == ("design", "block")
+    assert record == {"lane_budget": 256, "refused": {1024: "does not fit at 1024", 512: "does not fit at 512"}}
+    assert [(c["overall_unroll_size"], c["allow_unfit"]) for c in calls] == [(1024, False), (512, False), (256, False)]
+    assert estimate.refusals(record, "budget") == (" (budget 1024 refused: does not fit)"
+                                                    " (budget 512 refused: does not fit)")
+    with pytest.raises(ResourceBudgetError, match="does not fit at 512"):
+        estimate.compile_layer_block(None, "gpt2", mode="prefill", overall_unroll_size=512)
+
+    def never_fits(loaded: object, model: str, **options: Any) -> tuple[str, str]:
+        calls.append(options)
+        if not options.get("allow_unfit"):
+            raise ResourceBudgetError(f"does not fit at {options['overall_unroll_size']}")
+        return "unfit design", "block"
+
+    calls.clear()
+    monkeypatch.setattr(estimate, "compile_model_block", never_fits)
+    design, _, record = estimate.compile_layer_block(None, "gpt2", mode="prefill", allow_unfit=True)
+    assert design == "unfit design" and record["lane_budget"] == estimate.LEAST_LANE_BUDGET
+    assert calls[-1]["allow_unfit"] is True and len(record["refused"]) == 3  # 1024, 512, 256
 
 
 @pytest.mark.parametrize("mode", ["prefill", "decode"])

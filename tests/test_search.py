@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from streamtensor import search
 from streamtensor.cli import main
-from streamtensor.errors import OptionError, ResourceBudgetError
+from streamtensor.errors import OptionError, ResourceBudgetError, StageError
 from streamtensor.search import dse, open_storage, parse_objectives
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -187,3 +187,37 @@ def test_an_option_given_to_the_search_is_fixed(tmp_path: Path, monkeypatch: pyt
     # Unfixed, the quantization is a dimension of the space: the default point is fp32, a neighbour may change it.
     assert search.default_point("decode")["quant"] == "fp32"
     assert search.default_point("decode", {"quant": "w8a8"})["quant"] == "w8a8"
+
+
+def test_a_trial_out_of_memory_is_pruned_under_the_workers_cap(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A design point too large to compile here fails its allocation under the worker's address-space cap (a
+    MemoryError in a stage), and the trial is pruned as infeasible with that reason; the study goes on and the
+    process's limit is restored afterwards."""
+    import resource
+
+    before = resource.getrlimit(resource.RLIMIT_AS)
+    seen: list[tuple[int, int]] = []
+
+    def huge_at_tile_4(model: str, **options: Any) -> tuple[_StandIn, None]:
+        seen.append(resource.getrlimit(resource.RLIMIT_AS))
+        if options["default_tile_size"] == 4:
+            try:
+                bytearray(seen[-1][0])  # the whole cap at once: over it, as the address space holds more
+            except MemoryError as err:
+                raise StageError("allocation.fifo_lp", "layer 0", err) from err
+            raise AssertionError("the cap did not hold")
+        return _stand_in_compile(model, **options)
+
+    monkeypatch.setattr(search, "compile_llm_block", huge_at_tile_4)
+    monkeypatch.setattr(search, "_untried_neighbour", lambda study, space, seed: (
+        None if len(study.trials) > 1 else {**search.default_point("decode"), "default_tile_size": 4}))
+    result = dse("gpt2", tmp_path, trials=3, objective="memory", write_best=False, **TINY)
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert all(0 < soft <= search.MEMORY_SHARE * total for soft, _ in seen)
+    assert resource.getrlimit(resource.RLIMIT_AS) == before
+    pruned = [t for t in result.trials if t.state == TrialState.PRUNED]
+    assert pruned and all(t.params["default_tile_size"] == 4 for t in pruned)
+    assert result.trials[1] in pruned  # the neighbour at 4-element tiles
+    assert "needs more memory than this machine has" in pruned[0].user_attrs["reason"]
+    assert len(result.trials) == 3

@@ -51,10 +51,12 @@ class StageError(StreamTensorError):
     The original exception is its ``__cause__`` (the command line's ``--debug`` prints its traceback)."""
 
     def __init__(self, stage: str, construct: str, exc: BaseException) -> None:
+        self.out_of_memory = isinstance(exc, MemoryError)
         text = str(exc).strip()
         first_line = text.splitlines()[0] if text else "(no message)"
         # Running out of memory says nothing about the construct: it is the design point that is too large.
-        hint = ("the design point needs more memory than this machine has: try smaller tiles or unroll budget"
+        hint = ("the design point needs more memory than this machine has (finer tiles mean more firings for the "
+                "timing simulation to hold)"
                 if isinstance(exc, MemoryError) else
                 "the construct is likely unsupported; rerun with --debug for the traceback and report it with the "
                 "model")

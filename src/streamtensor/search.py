@@ -36,13 +36,15 @@ several objectives, ``front/trial-N/`` per Pareto trial).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
 import random
+import resource
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +55,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from streamtensor.driver import CompileOptions, Design, compile_llm_block
-from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError, StreamTensorError
+from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError, StageError, StreamTensorError
 from streamtensor.report import write_report
 
 
@@ -240,6 +242,11 @@ def _objective(cfg: DseConfig) -> Callable[[Trial], tuple[float, ...]]:
         except (ResourceBudgetError, DeadlockError) as err:  # infeasible: steer away from it
             trial.set_user_attr("reason", str(err))
             raise optuna.TrialPruned(str(err)) from err
+        except StageError as err:
+            trial.set_user_attr("reason", str(err))
+            if err.out_of_memory:  # too large to compile on this machine (``_memory_cap``): infeasible too
+                raise optuna.TrialPruned(str(err)) from err
+            raise
         except StreamTensorError as err:  # a point the compiler refuses: a failed trial, the reason kept
             trial.set_user_attr("reason", str(err))
             raise
@@ -321,8 +328,34 @@ def _untried_neighbour(study: optuna.Study, space: dict[str, list[Any]], seed: s
     return next((n for n in neighbours if tuple(sorted(n.items())) not in tried), None)
 
 
+# The share of this machine's memory a worker's trials may take together (``_memory_cap``).
+MEMORY_SHARE = 0.8
+
+
+@contextlib.contextmanager
+def _memory_cap(workers: int) -> Iterator[None]:
+    """Cap this process's address space at ``MEMORY_SHARE`` of the machine's memory over ``workers`` while its
+    trials run: a design point too large to compile here (a paper-size Gemma prefill at 4-element tiles simulated
+    24 GB of firings) then fails its allocation with a MemoryError, a pruned trial, instead of waking the kernel's
+    OOM killer, which kills the whole study (and whatever else runs). The previous limit is restored after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = int(MEMORY_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / workers)
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def _worker(cfg: DseConfig, worker: int, deadline: float | None) -> None:
     """One worker: trials until the storage holds ``cfg.trials`` or the deadline passed; a progress line each."""
+    with _memory_cap(cfg.workers):
+        _trials(cfg, worker, deadline)
+
+
+def _trials(cfg: DseConfig, worker: int, deadline: float | None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=cfg.study_name, storage=open_storage(cfg.storage),
                               sampler=optuna.samplers.TPESampler(seed=cfg.seed + worker,

@@ -47,7 +47,7 @@ from streamtensor.frontend.quant import (
     quant_scheme,
 )
 from streamtensor.kernel_interface import load_kernel_interface
-from streamtensor.llm.estimate import compile_head, design_invocation, handoff_fields
+from streamtensor.llm.estimate import compile_head, compile_layer_block, design_invocation, handoff_fields
 from streamtensor.llm.host_model import (
     CALIBRATION_PROMPTS,
     EmbeddingTables,
@@ -86,6 +86,7 @@ class Kernel:
     design: Design
     module: nn.Module  # DecoderBlock or OutputHead: the eager reference
     example: list[torch.Tensor]
+    lanes: dict[str, Any] = field(default_factory=dict)  # a layer block's lane budget and refused ones
 
     @property
     def output_args(self) -> dict[str, str]:
@@ -129,6 +130,7 @@ class LlmDesign:
                                               "with each layer's weights + head, against the whole model"}
         llm["kv_cache"] = self.kv_cache_summary()
         llm["lm_head"]["tiling"] = self.head_tiling
+        llm["layer_lane_budgets"] = {n: k.lanes for n, k in self.kernels.items() if k.mode != "head"}
         return {"tool": GENERATOR, "model": self.model, "llm": llm, "stages": dict(self.stages),
                 "kernels": {name: k.design.report for name, k in self.kernels.items()}}
 
@@ -322,9 +324,8 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
         for group in distinct:
             name = mode if len(distinct) == 1 else f"{mode}_{group}"
             layers = [i for i, g in enumerate(groups) if g == group]
-            design, block = compile_model_block(loaded, model, mode=mode, seq_len=opts.prompt_len,
-                                                max_len=opts.cache_len, layer=layers[0], _progress=progress,
-                                                **common)
+            design, block, lanes = compile_layer_block(loaded, model, progress, mode=mode, seq_len=opts.prompt_len,
+                                                       max_len=opts.cache_len, layer=layers[0], **common)
             if block.spec.token_inputs:
                 raise UnsupportedModelError(
                     loaded.model.config.model_type, f"its layers take per-token inputs the model computes outside "
@@ -332,7 +333,7 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
                     "the whole-model runner passes a layer only its hidden state (`streamtensor compile` builds "
                     "such a block alone)")
             design.name = f"{Path(model).name}_{name}"
-            kernels[name] = Kernel(name, mode, group, layers, design, block, block.example_inputs(opts.seed))
+            kernels[name] = Kernel(name, mode, group, layers, design, block, block.example_inputs(opts.seed), lanes)
             names[group] = name
         per_mode[mode] = [names[g] for g in groups]
     head_module = OutputHead(loaded).eval()
@@ -387,9 +388,11 @@ def _position_points(loaded: LoadedModel, model: str, kernels: dict[str, Kernel]
         if kernel.mode != "decode":
             continue
         found = []
+        # The kernel's own lane budget where the build lowered it to fit (``compile_layer_block``).
+        budget = {"overall_unroll_size": kernel.lanes["lane_budget"]} if kernel.lanes.get("refused") else {}
         for capacity in capacities:
             design, _ = compile_model_block(loaded, model, mode="decode", max_len=capacity, layer=kernel.layers[0],
-                                            **common)
+                                            **common, **budget)
             found.append((capacity, int(design.report["simulation"]["makespan_cycles"])))
         found.append((full, kernel.invocation().cycles))
         points[name] = found

@@ -19,7 +19,8 @@ from typing import Any
 from streamtensor.codegen.vitis.hbm import graph_hbm_plan, memory_arguments
 from streamtensor.driver import Design, Progress, compile, compile_model_block
 from streamtensor.errors import ResourceBudgetError, StreamTensorError
-from streamtensor.frontend.models import build_random_model, builtin_config
+from streamtensor.frontend.block import DecoderBlock
+from streamtensor.frontend.models import LoadedModel, build_random_model, builtin_config
 from streamtensor.frontend.quant import quant_scheme
 from streamtensor.kernel_interface import MemoryArgument
 from streamtensor.llm.host_model import HEAD_VOCAB_MULTIPLE, OutputHead, host_token_seconds, quantize_model
@@ -143,6 +144,42 @@ def compile_head(head: OutputHead, seed: int, progress: Progress | None = None, 
         return design, record
 
 
+# The least lane budget a layer block is refitted at (``compile_layer_block``): below it every kernel is nearly at
+# one lane, and a block that does not fit there does not fit at all.
+LEAST_LANE_BUDGET = 128
+
+
+def compile_layer_block(loaded: LoadedModel, model: str, progress: Progress | None = None, **options: Any
+                        ) -> tuple[Design, DecoderBlock, dict[str, Any]]:
+    """One layer block as the build compiles it and the estimate models it (one function, so the two agree), and
+    how its lane budget was chosen. Unless the tiling options are given, a block that does not fit the device at
+    the tiling's lane budget (``overall_unroll_size``) is compiled again at half the budget, down to
+    ``LEAST_LANE_BUDGET`` (where ``options`` decide as for any kernel: ``allow_unfit``), the refusals kept in the
+    record: the whole model needs every block on the card (a paper-size W4A8 Llama prefill block needs 1.43 M
+    LUTs of the U55C's 1.30 M at the default budget)."""
+    given = isinstance(options.get("tiling"), TilingOptions) or "overall_unroll_size" in options
+    budget = TilingOptions().overall_unroll_size
+    record: dict[str, Any] = {"lane_budget": None if given else budget, "refused": {}}
+    while True:
+        tiled = options if given else {**options, "overall_unroll_size": budget}
+        strict = {**tiled, "allow_unfit": False} if budget > LEAST_LANE_BUDGET and not given else tiled
+        try:
+            design, block = compile_model_block(loaded, model, _progress=progress, **strict)
+        except ResourceBudgetError as err:
+            if given or budget <= LEAST_LANE_BUDGET:
+                raise
+            record["refused"][budget] = str(err)
+            budget //= 2
+            record["lane_budget"] = budget
+            continue
+        return design, block, record
+
+
+def refusals(record: dict[str, Any], knob: str) -> str:
+    """`` (KNOB N refused: does not fit)`` per refusal of a ``compile_head`` / ``compile_layer_block`` record."""
+    return "".join(f" ({knob} {value} refused: does not fit)" for value in record["refused"])
+
+
 def estimate_run(model: str, prompt_len: int, max_new_tokens: int, *, size: str = "paper", vocab_size: int,
                  seed: int = 0, **options: Any) -> Estimate:
     """The run model of built-in ``model`` at ``size`` with a ``vocab_size``-token head, its prefill block at
@@ -164,11 +201,11 @@ def estimate_run(model: str, prompt_len: int, max_new_tokens: int, *, size: str 
         names = {}
         for group, layer in first.items():
             name = mode if len(first) == 1 else f"{mode}_{group}"
-            design, _ = compile_model_block(loaded, model, mode=mode, seq_len=prompt_len, max_len=max_len,
-                                            layer=layer, seed=seed, size=size, **options)
+            design, _, lanes = compile_layer_block(loaded, model, mode=mode, seq_len=prompt_len, max_len=max_len,
+                                                   layer=layer, seed=seed, size=size, **options)
             invocations[name] = design_invocation(design)
             compiled[name] = design
-            designs[name] = {"mode": mode, "layer": layer, "cycles": invocations[name].cycles,
+            designs[name] = {"mode": mode, "layer": layer, "cycles": invocations[name].cycles, "lanes": lanes,
                              "overrides": design.report.get("overrides", {}),
                              "kv_cache": design.report["quantization"]["kv_cache"]["dtype"]}
             names[group] = name
@@ -196,6 +233,6 @@ def estimate_run(model: str, prompt_len: int, max_new_tokens: int, *, size: str 
                                                             target))
     how = (f"head (final norm + LM head{', quantized' if scheme is not None else ''}) compiled at {vocab_size} "
            f"tokens ({head.padded_vocab} rows with its zero padding) at tile {tiling['tile'] or 'as given'}"
-           + "".join(f" (tile {t} refused: does not fit)" for t in tiling["refused"])
+           + refusals(tiling, "tile")
            + f": {invocations['head'].cycles} cycles")
     return Estimate(run_model, designs, how, time.perf_counter() - start)
