@@ -328,8 +328,9 @@ def _untried_neighbour(study: optuna.Study, space: dict[str, list[Any]], seed: s
     return next((n for n in neighbours if tuple(sorted(n.items())) not in tried), None)
 
 
-# The share of this machine's memory a worker's trials may take together (``_memory_cap``).
-MEMORY_SHARE = 0.8
+# The share of this machine's memory the workers' trials may take together (``_memory_cap``); the rest is left to
+# whatever else runs (the compiles of the paper-size blocks take 0.3-2.5 GB at the default points).
+MEMORY_SHARE = 0.5
 
 
 @contextlib.contextmanager
