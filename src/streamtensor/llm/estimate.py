@@ -13,8 +13,9 @@ of its trip count, so an unpadded 50,257-row head (29 x 1733) runs one logit per
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from streamtensor.codegen.vitis.hbm import graph_hbm_plan, memory_arguments
 from streamtensor.driver import Design, Progress, compile, compile_model_block
@@ -34,6 +35,8 @@ from streamtensor.llm.perf import (
 )
 from streamtensor.target import Target
 from streamtensor.transforms.tiling.plan import TilingOptions
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -117,31 +120,41 @@ def head_tile_size(head: OutputHead, weight_bits: int, least: int) -> int:
     return max(least, min(tile, HEAD_VOCAB_MULTIPLE))
 
 
+def halve_until_fits(compile_at: Callable[[dict[str, Any]], T], options: dict[str, Any], knob: str, start: int,
+                     least: int) -> tuple[T, dict[str, Any]]:
+    """``compile_at(options with knob = start)``; while the design does not fit the device (``ResourceBudgetError``),
+    again at half the value, down to ``least``: there ``options`` decide as for any kernel (``allow_unfit``), above
+    it the fit is required. A ``knob`` the caller gives is kept (the error is theirs). Returns the design and the
+    record: the value it was compiled at (None: given) and the refusals."""
+    tiling_given = isinstance(options.get("tiling"), TilingOptions) or knob in options
+    if tiling_given:
+        return compile_at(options), {knob: None, "refused": {}}
+    value, refused = start, {}
+    while True:
+        strict = {"allow_unfit": False} if value > least else {}
+        try:
+            return compile_at({**options, knob: value, **strict}), {knob: value, "refused": refused}
+        except ResourceBudgetError as err:
+            if value <= least:
+                raise
+            refused[value] = str(err)
+            value //= 2
+
+
 def compile_head(head: OutputHead, seed: int, progress: Progress | None = None, **options: Any
                  ) -> tuple[Design, dict[str, Any]]:
     """The head's kernel as the build compiles it and the estimate models it (one function, so the two agree),
     and how its tile was chosen. ``options``: those of ``streamtensor.compile``. Unless the tile size is given,
     the head is compiled at ``head_tile_size``; a tile at which it does not fit the device is halved (down to the
-    tiling's default, where ``options`` decide as for any kernel) and the refusal kept in the record."""
+    tiling's default: ``halve_until_fits``) and the refusal kept in the record."""
     scheme = quant_scheme(options.get("quant", "fp32"), options.get("quant_group"))
-    given = isinstance(options.get("tiling"), TilingOptions) or "default_tile_size" in options
     least = TilingOptions().default_tile_size
-    tile = least if given else head_tile_size(head, 32 if scheme is None else scheme.weight_bits, least)
-    record: dict[str, Any] = {"tile": None if given else tile, "refused": {}}
-    while True:
-        tiled = options if given else {**options, "default_tile_size": tile}
-        strict = {**tiled, "allow_unfit": False} if tile > least and not given else tiled
-        try:
-            design = compile(head, head.example_inputs(seed), input_names=head.input_names, output_names=["logits"],
-                             weight_names=head.weight_names, seed=seed, _progress=progress, **strict)
-        except ResourceBudgetError as err:
-            if given or tile <= least:
-                raise
-            record["refused"][tile] = str(err)
-            tile //= 2
-            record["tile"] = tile
-            continue
-        return design, record
+    design, record = halve_until_fits(
+        lambda opts: compile(head, head.example_inputs(seed), input_names=head.input_names, output_names=["logits"],
+                             weight_names=head.weight_names, seed=seed, _progress=progress, **opts),
+        options, "default_tile_size", head_tile_size(head, 32 if scheme is None else scheme.weight_bits, least),
+        least)
+    return design, {"tile": record["default_tile_size"], "refused": record["refused"]}
 
 
 # The least lane budget a layer block is refitted at (``compile_layer_block``): below it every kernel is nearly at
@@ -154,25 +167,13 @@ def compile_layer_block(loaded: LoadedModel, model: str, progress: Progress | No
     """One layer block as the build compiles it and the estimate models it (one function, so the two agree), and
     how its lane budget was chosen. Unless the tiling options are given, a block that does not fit the device at
     the tiling's lane budget (``overall_unroll_size``) is compiled again at half the budget, down to
-    ``LEAST_LANE_BUDGET`` (where ``options`` decide as for any kernel: ``allow_unfit``), the refusals kept in the
-    record: the whole model needs every block on the card (a paper-size W4A8 Llama prefill block needs 1.43 M
-    LUTs of the U55C's 1.30 M at the default budget)."""
-    given = isinstance(options.get("tiling"), TilingOptions) or "overall_unroll_size" in options
-    budget = TilingOptions().overall_unroll_size
-    record: dict[str, Any] = {"lane_budget": None if given else budget, "refused": {}}
-    while True:
-        tiled = options if given else {**options, "overall_unroll_size": budget}
-        strict = {**tiled, "allow_unfit": False} if budget > LEAST_LANE_BUDGET and not given else tiled
-        try:
-            design, block = compile_model_block(loaded, model, _progress=progress, **strict)
-        except ResourceBudgetError as err:
-            if given or budget <= LEAST_LANE_BUDGET:
-                raise
-            record["refused"][budget] = str(err)
-            budget //= 2
-            record["lane_budget"] = budget
-            continue
-        return design, block, record
+    ``LEAST_LANE_BUDGET`` (``halve_until_fits``), the refusals kept in the record: the whole model needs every
+    block on the card (a paper-size W4A8 Llama prefill block needs 1.43 M LUTs of the U55C's 1.30 M at the
+    default budget)."""
+    (design, block), record = halve_until_fits(
+        lambda opts: compile_model_block(loaded, model, _progress=progress, **opts), options, "overall_unroll_size",
+        TilingOptions().overall_unroll_size, LEAST_LANE_BUDGET)
+    return design, block, {"lane_budget": record["overall_unroll_size"], "refused": record["refused"]}
 
 
 def refusals(record: dict[str, Any], knob: str) -> str:
