@@ -70,6 +70,7 @@ _FLAGS: dict[str, Callable[[Any], list[str]]] = {
     "permute_reductions_outward": lambda v: [] if v else ["--no-permute"],
     "agree_tiles": lambda v: [] if v else ["--no-agree-tiles"],
     "layout_aware_order": lambda v: [] if v else ["--no-layout-order"],
+    "order_objective": lambda v: ["--order-objective", str(v)],
     "fuse_into_contractions": lambda v: [] if v else ["--no-fuse-into-contractions"],
     "fifo_strategy": lambda v: ["--fifo-strategy", str(v)],
     "fifo_latency_slack": lambda v: ["--fifo-latency-slack", str(v)],
@@ -90,13 +91,13 @@ def point_flags(family: str, mode: str, point: str) -> tuple[list[str], str]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from paper_ratios import study_of
 
-    from streamtensor.search import stored_best
+    from streamtensor.search import stored_best, trial_options
 
     storage, name = study_of(family, mode)
     if not Path(storage).exists():
         raise OptionError(f"no stored study {name}")
     best = stored_best(storage, name)
-    return cli_flags(dict(best.params)), f"trial {best.number}"
+    return cli_flags(trial_options(best.params)), f"trial {best.number}"
 
 
 def measure(family: str, mode: str, point: str, src: Path, cache: Path, quant: str = "fp32") -> dict[str, object]:
