@@ -223,10 +223,10 @@ def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", l
     prefetch = prefetch_caps(graph, target)  # a one-token block's read DMAs (analysis.contention)
     for g in range(count):
         net = build_process_network(graph, target, g)
-        sizing = size_fifos_lp(net, strat, LP_TIME_LIMIT_S, schedule="demand", latency_slack=slack)
+        sizing = size_fifos_lp(net, strat, LP_TIME_LIMIT_S, schedule="demand", latency_slack=slack,
+                               depth_caps={s.name: prefetch[s.name] for s in net.streams if s.name in prefetch})
         if cap:
             sizing.depths = {s: min(d, cap) for s, d in sizing.depths.items()}
-        sizing.depths = {s: min(d, prefetch[s]) if s in prefetch else d for s, d in sizing.depths.items()}
         allocs.append(GroupAllocation(g, net, sizing))
         timings.update(node_timings(net))
     for s in graph.streams.values():
