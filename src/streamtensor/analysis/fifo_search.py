@@ -48,8 +48,11 @@ builds profiles in which they stall:
    holding at least ``_TRIM_SHARE`` of the bits are lowered to ``_TRIM_DEPTH`` (1, the floor: the simulation
    judges what the stream needs) together and simulated. A deadlock names the FIFOs it waits on full: those
    of the group go back (they must stay deeper) and the rest is tried again; a run that ends too late splits
-   the group in halves. What went back is then bisected one FIFO at a time, widest first, to within
-   ``1 / _TRIM_PRECISION`` of the depth found; the last passing schedule is solved again. The budget is
+   the group in halves. What went back is then bisected one FIFO at a time to within ``1 / _TRIM_PRECISION``
+   of the depth found, widest first, those a deadlock named before those that only made the run late (a
+   buffer the LP sized on a rigid profile, such as the updated values waiting for their scores in the Llama
+   decode block, 50 tokens of 8192 bits where 20 keep the makespan, against a critical weight prefetch whose LP
+   depth tends to be close); the last passing schedule is solved again. The budget is
    ``_TRIM_FIRINGS`` simulated firings but at least ``_TRIM_SIMULATIONS`` simulations: a paper-size Gemma
    prefill block in 2-row token tiles simulates 33 M firings at once (15 to 50 s), and one FIFO at a time its
    first 12 simulations lowered three FIFOs; together, with the culprits of each deadlock named, 16 lower 10
@@ -172,7 +175,8 @@ def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.nd
     """Step 4 of the demand schedule (module docstring): the FIFOs holding at least ``_TRIM_SHARE`` of the bits
     are lowered to ``_TRIM_DEPTH`` together; a deadlock names the lowered FIFOs it waits on full, which go back
     and are tried again later, and a run that ends too late splits the group in halves. The FIFOs put back are
-    then bisected one by one, widest first, between ``_TRIM_DEPTH`` and their depth. The last schedule that
+    then bisected one by one between ``_TRIM_DEPTH`` and their depth: those a deadlock named first, each kind
+    widest first. The last schedule that
     keeps the latency limit is solved again (a legal profile with those occupancies: the LP can only do
     better). ``depth_caps``: those of the sizing (trials only lower its depths)."""
     budget = _SimBudget(max(_TRIM_FIRINGS, _TRIM_SIMULATIONS * net.total_firings))
