@@ -140,4 +140,3 @@ def forwarders_eager(net: ProcessNetwork, profiles: dict[str, FiringTimes]) -> d
         t = trace.static + np.maximum.accumulate(dep - trace.static)  # t_j = max(t_{j-1} + s_j - s_{j-1}, dep_j)
         out[name] = FiringTimes(issue=t[trace.read_pos], complete=t[trace.write_pos])
     return out
-
