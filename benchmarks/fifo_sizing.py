@@ -1,6 +1,7 @@
 """FIFO sizing of real decoder blocks: the LP against the simulated minimum and the naive sizing.
 
-Run: ``.venv/bin/python benchmarks/fifo_sizing.py [--quick | --sizes paper] [--families gpt2] [--min-budget 900]``.
+Run: ``.venv/bin/python benchmarks/fifo_sizing.py [--quick | --sizes paper] [--families gpt2] [--modes decode]
+[--min-budget 900]``.
 For every model family and mode (prefill with 32 prompt tokens, decode with a 128-token KV cache) at the tiny
 and paper sizes (``--quick``: tiny only), one row with
 
@@ -127,16 +128,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny sizes only (same as --sizes tiny)")
     parser.add_argument("--sizes", default="tiny,paper", help="comma-separated model sizes")
     parser.add_argument("--families", default=",".join(FAMILIES), help="comma-separated model families")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated block modes (prefill, decode)")
     parser.add_argument("--min-budget", type=float, default=900.0,
                         help="seconds for each simulated-minimum search (default 900)")
     parser.add_argument("--min-from", choices=("auto", "peaks", "lp"), default="auto",
                         help="start depths of the simulated-minimum search (default: peaks at tiny, LP at paper size)")
     args = parser.parse_args()
     sizes = ("tiny",) if args.quick else tuple(args.sizes.split(","))
+    modes = args.modes.split(",")
+    if unknown := [m for m in modes if m not in MODES]:
+        parser.error(f"unknown mode(s) {', '.join(unknown)}: expected {', '.join(MODES)}")
     rows = []
     for size in sizes:
         for family in args.families.split(","):
-            for mode in MODES:
+            for mode in modes:
                 min_from = args.min_from if args.min_from != "auto" else ("peaks" if size == "tiny" else "lp")
                 rows.append(measure(family, mode, size, args.min_budget, min_from))
                 print(f"[{family} {mode} {size}] LP/min {rows[-1].ratio:.3f}", flush=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream
+from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream, even_firings
 from streamtensor.codegen.vitis.boards import U55C
 
 
@@ -63,4 +63,23 @@ def late_reader(t: int = 64, wait: int = 40) -> ProcessNetwork:
         ],
         [Stream("v", "v", "fork", 1024, t), Stream("f_w", "fork", "w", 8, t),
          Stream("f_b", "fork", "b", 1024, t), Stream("s", "a", "b", 8, 1)], U55C.memory.srl_max_bits,
+    )
+
+
+def shared_channel_reads(t: int = 64, hidden_delay: int = 100) -> ProcessNetwork:
+    """Two matmuls of a decode block, each streaming a weight from its own read DMA (one token per 2 and per 3
+    cycles: slower than the matmuls' ii 1) and waiting first for the hidden state, which arrives late
+    (``hidden_delay``: its read shares the output's pseudo-channel); ``sum`` takes both results side by side."""
+    return ProcessNetwork(
+        [
+            Process("hid", 1, hidden_delay, 1, {}, {"h1": [0], "h2": [0]}),
+            Process("w1", 1, 3, 2 * t, {}, {"w1": even_firings(t, 0, 2 * t - 1)}),
+            Process("w2", 1, 3, 3 * t, {}, {"w2": even_firings(t, 0, 3 * t - 1)}),
+            Process("mm1", 1, 4, t, {"w1": seq(t), "h1": [0]}, {"o1": seq(t)}),
+            Process("mm2", 1, 4, t, {"w2": seq(t), "h2": [0]}, {"o2": seq(t)}),
+            Process("sum", 1, 2, t, {"o1": seq(t), "o2": seq(t)}, {}),
+        ],
+        [Stream("h1", "hid", "mm1", 64, 1), Stream("h2", "hid", "mm2", 64, 1), Stream("w1", "w1", "mm1", 512, t),
+         Stream("w2", "w2", "mm2", 512, t), Stream("o1", "mm1", "sum", 64, t), Stream("o2", "mm2", "sum", 64, t)],
+        U55C.memory.srl_max_bits,
     )

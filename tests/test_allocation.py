@@ -304,14 +304,14 @@ def test_demand_schedule_buffers_a_fork_on_its_slow_branch() -> None:
 
 def test_trim_puts_back_what_deadlocks_and_bisects_it() -> None:
     # The diamond's join reads a row's reduced token before the row's elementwise tokens: the elementwise branch
-    # must hold a row (32 tokens). Starting from every FIFO 64 deep, the trim lowers all to 2 at once; that
+    # must hold a row (32 tokens). Starting from every FIFO 64 deep, the trim lowers all to 1 at once; that
     # deadlocks on a full FIFO of that branch, which goes back and is bisected; the others stay low.
     net = diamond()
     limit = simulate(net, {}).makespan_cycles
     assert limit is not None
     oversized = replace(size_fifos_lp(net), depths={s.name: 64 for s in net.streams})
     oversized.total_bits = sum(64 * s.width_bits for s in net.streams)
-    dead = simulate(net, {s.name: 2 for s in net.streams})
+    dead = simulate(net, {s.name: 1 for s in net.streams})
     held = {w.stream for w in dead.deadlock_cycle if w.kind == "full"}
     assert dead.deadlock and held <= {"s_ew", "ew_j"}
     trimmed = trim_fifos(net, oversized, {}, limit, 10.0)

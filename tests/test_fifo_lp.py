@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fifo_depth_oracle import minimal_depths
-from process_networks import late_reader, paper_network, seq
+from process_networks import late_reader, paper_network, seq, shared_channel_reads
 
 from streamtensor.analysis.fifo_lp import FifoSizing, paper_max_tokens
 from streamtensor.analysis.fifo_search import size_fifos_lp
@@ -315,3 +315,25 @@ def test_demand_sizing_drops_the_mirrored_network_but_not_its_results() -> None:
     again = size_fifos_lp(net, "normal", schedule="demand")
     assert net.derived("mirrored", lambda: "rebuilt") == "rebuilt"  # forgotten: the next use builds it again
     assert again.depths == sized.depths and again.total_bits == sized.total_bits
+
+
+def test_depth_caps_size_for_the_schedule_the_capped_design_runs() -> None:
+    """A one-token block's read DMAs prefetch at most their cap (analysis.contention). Sized without it, the LP plans
+    both weights prefetched while the late hidden state arrives (makespan 201) and w1's FIFO is then cut to its cap,
+    8 tokens of which the capped design, paced by the slower w2, needs 1. Sized with it, the LP plans the capped
+    schedule: w1 at 1, w2 at its cap, its predicted latency the simulated makespan, and the simulated minimum."""
+    net = shared_channel_reads()
+    caps = {"w1": 8, "w2": 8}
+    unaware = size_fifos_lp(net, schedule="demand")
+    assert unaware.predicted_latency == 201 and unaware.depths["w1"] > 8
+    cut = {s: min(d, caps.get(s, d)) for s, d in unaware.depths.items()}
+    assert simulate(net, cut).makespan_cycles == 276  # the plan does not survive the cap
+
+    sized = size_fifos_lp(net, schedule="demand", depth_caps=caps)
+    assert sized.depths == {"h1": 1, "h2": 1, "w1": 1, "w2": 8, "o1": 2, "o2": 2}
+    assert sized.total_bits == 4992 < sum(s.width_bits * cut[s.name] for s in net.streams) == 8576
+    assert simulate(net, sized.depths).makespan_cycles == sized.predicted_latency == 276
+    assert simulate(net, caps).makespan_cycles == 278  # the starting schedule: capped, the rest unbounded (RAM reads)
+    assert minimal_depths(net, 10.0, start=sized.depths, target=276).depths == sized.depths
+    with pytest.raises(ValueError, match="bad FIFO depth caps.*nope: 4"):
+        size_fifos_lp(net, schedule="demand", depth_caps={"nope": 4})

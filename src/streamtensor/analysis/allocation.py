@@ -9,7 +9,8 @@ Sub-steps, each a driver stage (``allocation.<step>``) with its own seconds in t
 1. ``fifo_lp``: the process network of every fusion group (``timing_model.build_process_network``: one
    accelerator each) and its FIFO depths by the LP of ``fifo_lp`` with the chosen strategy (``normal`` or
    ``conservative``) on demand-paced profiles (``schedule="demand"``: producers stall where that costs no
-   cycle, as the simulated minimum lets them), within the latency slack the caller grants (default none).
+   cycle, as the simulated minimum lets them), within the latency slack the caller grants (default none); a
+   one-token block's read DMAs' FIFOs within their prefetch caps (the LP plans the schedule they allow).
    Every ``Stream.depth`` of the graph is set; a stream that crosses groups has a FIFO at each end (to the
    write DMA, from the read DMA) and keeps the deeper one. ``max_fifo_depth`` (0: none) caps every depth.
 2. ``simulate``: the token-level simulator with the LP depths and with unbounded FIFOs (the baseline): makespan,
@@ -223,10 +224,10 @@ def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", l
     prefetch = prefetch_caps(graph, target)  # a one-token block's read DMAs (analysis.contention)
     for g in range(count):
         net = build_process_network(graph, target, g)
-        sizing = size_fifos_lp(net, strat, LP_TIME_LIMIT_S, schedule="demand", latency_slack=slack)
+        sizing = size_fifos_lp(net, strat, LP_TIME_LIMIT_S, schedule="demand", latency_slack=slack,
+                               depth_caps={s.name: prefetch[s.name] for s in net.streams if s.name in prefetch})
         if cap:
             sizing.depths = {s: min(d, cap) for s, d in sizing.depths.items()}
-        sizing.depths = {s: min(d, prefetch[s]) if s in prefetch else d for s, d in sizing.depths.items()}
         allocs.append(GroupAllocation(g, net, sizing))
         timings.update(node_timings(net))
     for s in graph.streams.values():

@@ -12,8 +12,8 @@ A weight's stage starts when the stage before it ends, but its DMA may start at 
 its kernel: with a deep FIFO it would stream the weight during the earlier stages, on channels those stages'
 DMAs stream on, buying the kernel a head start with on-chip memory and slowing the others (an unbounded-FIFO
 simulation streams every weight at once). So the FIFO behind a read DMA holds at most what the DMA moves in one
-HBM latency at its channels' full rate (:func:`prefetch_caps`; the FIFO sizing caps its depth there): enough to
-keep the DMA streaming once its kernel runs.
+HBM latency at its channels' full rate (:func:`prefetch_caps`; the FIFO sizing keeps its depth there and plans
+the schedule those caps allow, ``analysis.fifo_search``): enough to keep the DMA streaming once its kernel runs.
 
 :func:`settle_shares` starts from the shares the nodes carry (1: every DMA alone) and repeats: simulate, measure
 the contention, raise every share below it. Shares only grow, so this ends: when no share is below the

@@ -17,6 +17,12 @@ own trace legal. On a stream e = (u -> v), token k is written at ``W_k + x_u`` a
   write cycle through its read cycle): ``depth_e(d) = max_k (k + 1 - #{j : R_j + d < W_k})``. For uniform
   streams this is :func:`paper_max_tokens` (Eq. 1 / Eq. 2 with our off-by-one); for bursty kernels (a reduction
   writing at the end of a row, a converter writing after a buffer fills) it is exact where those undersize.
+* depth cap (``depth_caps``: a one-token block's read DMA prefetches at most one HBM latency,
+  ``analysis.contention``): ``x_v - x_u <= max_shift_e``, the largest delay with ``depth_e(d) <= cap``, i.e. the
+  simulator's full-FIFO rule ``R_{k-cap} + d < W_k`` for every token k. The profiles are schedules run with the
+  cap (``fifo_search``), so the zero shift keeps it; the LP plans the schedule the capped design runs instead of a
+  faster one that needs a deeper prefetch (which the cap would then cut, leaving the other FIFOs sized for a
+  schedule that never runs and the predicted latency below the simulated one).
 
 Why these depths are safe: the shifted profiles satisfy every simulator constraint (trace gaps, token ready,
 FIFO space), so the simulator's least schedule is no later anywhere: no deadlock, and simulated makespan <=
@@ -27,13 +33,14 @@ hull of ``depth_e`` sampled over the feasible delay range (exact where the curve
 under-estimate elsewhere; better than one slope per edge because ``depth_e`` saturates at T), subject to the
 edge constraints, no event before cycle 0 and every process done by ``T_min``, the longest-path latency of the
 shifted profiles (schedule ``demand``: by the latency of its starting schedule where that is later): FIFO bits
-are minimized at minimal latency. Depths are then recomputed exactly at the
-solved (integer) delays.
+are minimized at minimal latency. Depths are then recomputed exactly at the solved delays, rounded and settled
+onto the integer constraints (both kinds are differences of start times).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
@@ -133,6 +140,7 @@ class _Edge:
     min_shift: int  # x_v - x_u >= min_shift
     bound: int  # the same in start-time form: S_v - S_u >= bound
     source_delay: int  # D_u in the profile: first write of u (any stream) after its start
+    max_shift: int | None  # x_v - x_u <= max_shift: the FIFO's depth cap (None: no cap, or one never reached)
 
     def depth(self, shift: int) -> int:
         return int(peak_occupancies(self.write_times, self.read_times, np.array([shift], dtype=np.int64))[0])
@@ -144,6 +152,15 @@ class _Edge:
     def terms(self) -> tuple[tuple[str, int], ...]:
         skew = self.bound - self.source_delay - self.raw
         return ((f"D[{self.stream.source}]", self.source_delay), ("raw", self.raw), ("skew", skew))
+
+
+def _max_shift(write_times: np.ndarray, read_times: np.ndarray, cap: int) -> int | None:
+    """The largest delay ``d`` with ``depth_e(d) <= cap``, or None where the stream has at most ``cap`` tokens (no
+    delay fills it): the simulator's full-FIFO rule, token k written only after token ``k - cap`` was read
+    (``R_{k-cap} + d < W_k`` for every k >= cap)."""
+    if write_times.shape[0] <= cap:
+        return None
+    return int(np.min(write_times[cap:] - read_times[: write_times.shape[0] - cap])) - 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -177,7 +194,7 @@ class _Model:
     """Profiles, edges and longest-path bounds of one strategy, in shift variables x_v."""
 
     def __init__(self, net: ProcessNetwork, profiles: dict[str, FiringTimes], raws: list[int],
-                 latency_cap: int | None) -> None:
+                 latency_cap: int | None, depth_caps: Mapping[str, int]) -> None:
         self.net = net
         procs = net.processes
         pid = {p.name: i for i, p in enumerate(procs)}
@@ -194,27 +211,51 @@ class _Model:
             first_write = src.first_write_firing
             assert first_write is not None  # it writes s
             d_u = int(profiles[src.name].complete[first_write]) - self.first[u]
-            self.edges.append(_Edge(s, u, v, w, r, raw, shift, shift + self.first[v] - self.first[u], d_u))
+            top = _max_shift(w, r, depth_caps[s.name]) if s.name in depth_caps else None
+            if top is not None and top < shift:
+                raise ValueError(f"stream {s.name!r}: these profiles cannot keep its FIFO within its depth cap "
+                                 f"{depth_caps[s.name]} (delay {shift} needed, {top} allowed)")
+            self.edges.append(_Edge(s, u, v, w, r, raw, shift, shift + self.first[v] - self.first[u], d_u, top))
         self.out_edges: list[list[_Edge]] = [[] for _ in procs]
         for e in self.edges:
             self.out_edges[e.u].append(e)
+        self.capped = [(e, e.max_shift) for e in self.edges if e.max_shift is not None]
         self.lowest = [-f for f in self.first]  # no event before cycle 0
         self.earliest = self.settle(self.lowest)
         self.min_latency = max(x + last for x, last in zip(self.earliest, self.last, strict=True))
         # Every process must end by the latency bound: T_min, or the given cap where that is later.
         self.latency_bound = max(self.min_latency, latency_cap or 0)
-        self.latest = [self.latency_bound - last for last in self.last]
-        for u in reversed(self.order):
-            for e in self.out_edges[u]:
-                self.latest[u] = min(self.latest[u], self.latest[e.v] - e.min_shift)
+        self.latest = self._lowered([self.latency_bound - last for last in self.last])
 
     def settle(self, shifts: list[int]) -> list[int]:
-        """Smallest shifts >= ``shifts`` that satisfy every edge constraint (one pass in topological order)."""
+        """Smallest shifts >= ``shifts`` that satisfy every edge constraint: one pass in topological order, and
+        where a capped FIFO's reader then starts too late for its writer, the writer raised and passes repeated
+        (a difference-constraint system: at most one pass per process where it is feasible)."""
         out = list(shifts)
-        for u in self.order:
-            for e in self.out_edges[u]:
-                out[e.v] = max(out[e.v], out[u] + e.min_shift)
-        return out
+        for _ in range(len(out) + 1):
+            for u in self.order:
+                for e in self.out_edges[u]:
+                    out[e.v] = max(out[e.v], out[u] + e.min_shift)
+            late = [(e, top) for e, top in self.capped if out[e.v] - out[e.u] > top]
+            if not late:
+                return out
+            for e, top in late:
+                out[e.u] = max(out[e.u], out[e.v] - top)
+        raise ValueError("the FIFO depth caps contradict the edge constraints: no start times keep both")
+
+    def _lowered(self, shifts: list[int]) -> list[int]:
+        """Largest shifts <= ``shifts`` that satisfy every edge constraint (``settle`` mirrored)."""
+        out = list(shifts)
+        for _ in range(len(out) + 1):
+            for u in reversed(self.order):
+                for e in self.out_edges[u]:
+                    out[u] = min(out[u], out[e.v] - e.min_shift)
+            late = [(e, top) for e, top in self.capped if out[e.v] - out[e.u] > top]
+            if not late:
+                return out
+            for e, top in late:
+                out[e.v] = min(out[e.v], out[e.u] + top)
+        raise ValueError("the FIFO depth caps contradict the edge constraints: no start times keep both")
 
     def edge_constraints(self) -> list[DelayConstraint]:
         """The direct constraint of every stream."""
@@ -283,6 +324,9 @@ def _solve(model: _Model, strategy: Strategy, time_limit_s: float) -> FifoSizing
     for e in model.edges:
         row(e.min_shift, [(e.v, 1.0), (e.u, -1.0)])  # x_v - x_u >= min_shift_e
         hi = model.latest[e.v] - model.earliest[e.u]  # largest delay the latency cap allows
+        if e.max_shift is not None:
+            row(-e.max_shift, [(e.u, 1.0), (e.v, -1.0)])  # x_v - x_u <= max_shift_e: the depth cap
+            hi = min(hi, e.max_shift)
         if hi <= e.min_shift:
             continue  # the delay is forced: constant cost
         xs = np.unique(np.linspace(e.min_shift, hi, _HULL_SAMPLES).round().astype(np.int64))
@@ -330,12 +374,14 @@ def _solve(model: _Model, strategy: Strategy, time_limit_s: float) -> FifoSizing
 
 
 def solve_profiles(net: ProcessNetwork, profiles: dict[str, FiringTimes], strategy: Strategy,
-                   time_limit_s: float, latency_cap: int | None = None) -> FifoSizing:
-    """Solve, raising raw_e to 2 for FIFOs that came out wider than the SRL limit, until the latencies hold."""
+                   time_limit_s: float, latency_cap: int | None = None,
+                   depth_caps: Mapping[str, int] | None = None) -> FifoSizing:
+    """Solve, raising raw_e to 2 for FIFOs that came out wider than the SRL limit, until the latencies hold.
+    ``depth_caps``: per stream, a depth its FIFO may not exceed (the profiles must keep it)."""
     # 1 where a depth-1 FIFO is a shift register
     raws = [raw_latency(s.width_bits, 1, net.srl_max_bits) for s in net.streams]
     while True:
-        result = _solve(_Model(net, profiles, raws, latency_cap), strategy, time_limit_s)
+        result = _solve(_Model(net, profiles, raws, latency_cap, depth_caps or {}), strategy, time_limit_s)
         wrong = [i for i, s in enumerate(net.streams)
                  if raws[i] < raw_latency(s.width_bits, result.depths[s.name], net.srl_max_bits)]
         if not wrong:

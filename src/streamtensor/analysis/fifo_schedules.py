@@ -17,6 +17,7 @@ simulator (:mod:`.timing_sim`), which the LP may shift in time by ``x_v`` (an LP
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
@@ -41,20 +42,26 @@ def release_times(net: ProcessNetwork, strategy: Strategy) -> dict[str, np.ndarr
     return release
 
 
-def start_profiles(net: ProcessNetwork, strategy: Strategy, schedule: Schedule) -> dict[str, FiringTimes]:
+def start_profiles(net: ProcessNetwork, strategy: Strategy, schedule: Schedule,
+                   depth_caps: Mapping[str, int] | None = None) -> dict[str, FiringTimes]:
     """Firing times of every process in one unbounded-FIFO simulation (see module docstring), or the latest
-    schedule for ``normal`` under the ``demand`` schedule."""
+    schedule for ``normal`` under the ``demand`` schedule; the FIFOs of ``depth_caps`` hold at most their cap
+    (a DMA's prefetch, ``analysis.contention``)."""
     if strategy == "normal" and schedule == "demand":
-        return latest_firing_times(net)
-    result = simulate(net, {}, release_times(net, strategy))
-    assert not result.deadlock  # acyclic (checked by the caller) with unbounded FIFOs
+        return latest_firing_times(net, depth_caps)
+    result = simulate(net, depth_caps or {}, release_times(net, strategy))
+    if result.deadlock:  # acyclic (checked by the caller): only a cap can deadlock it
+        raise ValueError(f"the FIFO depth caps deadlock the network: {result.describe()}")
     return result.firing_times
 
 
-def sources_released_at(net: ProcessNetwork, late: dict[str, FiringTimes]) -> dict[str, FiringTimes]:
-    """Unbounded-FIFO schedule with every source (no input) released at its times in ``late``."""
-    result = simulate(net, {}, {p.name: late[p.name].issue for p in net.processes if not p.reads})
-    assert not result.deadlock  # acyclic with unbounded FIFOs
+def sources_released_at(net: ProcessNetwork, late: dict[str, FiringTimes],
+                        depth_caps: Mapping[str, int] | None = None) -> dict[str, FiringTimes]:
+    """Unbounded-FIFO schedule (but for the FIFOs of ``depth_caps``) with every source (no input) released at its
+    times in ``late``."""
+    result = simulate(net, depth_caps or {}, {p.name: late[p.name].issue for p in net.processes if not p.reads})
+    if result.deadlock:  # acyclic: only a cap can deadlock it
+        raise ValueError(f"the FIFO depth caps deadlock the network: {result.describe()}")
     return result.firing_times
 
 
@@ -85,7 +92,7 @@ def forget_mirrored(net: ProcessNetwork) -> None:
     net.forget(_MIRRORED)
 
 
-def latest_firing_times(net: ProcessNetwork, depths: dict[str, int] | None = None) -> dict[str, FiringTimes]:
+def latest_firing_times(net: ProcessNetwork, depths: Mapping[str, int] | None = None) -> dict[str, FiringTimes]:
     """As-late-as-possible schedule of an acyclic ``net`` with FIFO ``depths`` (default: unbounded), ending at
     its critical-path length C (the makespan of the earliest schedule with the same depths): the earliest
     schedule of :func:`mirrored` read backwards from C. A bounded FIFO mirrors onto itself (the write of token

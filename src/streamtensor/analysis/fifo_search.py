@@ -43,20 +43,31 @@ builds profiles in which they stall:
 
 4. trim: a paper-size block affords no squeeze, and a profile can still keep a wide FIFO deep where the
    producer could simply have stalled (the value cache in front of attention in the GPT-2 decode block: 28
-   tokens of 8192 bits where 1 keeps the makespan). The FIFOs holding at least ``_TRIM_SHARE`` of the bits
-   are lowered to ``_TRIM_DEPTH`` together and simulated. A deadlock names the FIFOs it waits on full: those
+   tokens of 8192 bits where 1 keeps the makespan; a weight DMA slower than its matmul's ii, whose profile
+   has the matmul drain a prefetch at its own pace, where following the DMA's pace costs no cycle). The FIFOs
+   holding at least ``_TRIM_SHARE`` of the bits are lowered to ``_TRIM_DEPTH`` (1, the floor: the simulation
+   judges what the stream needs) together and simulated. A deadlock names the FIFOs it waits on full: those
    of the group go back (they must stay deeper) and the rest is tried again; a run that ends too late splits
-   the group in halves. What went back is then bisected one FIFO at a time, widest first, to within
-   ``1 / _TRIM_PRECISION`` of the depth found; the last passing schedule is solved again. The budget is
+   the group in halves. What went back is then bisected one FIFO at a time to within ``1 / _TRIM_PRECISION``
+   of the depth found, widest first, those a deadlock named before those that only made the run late (a
+   buffer the LP sized on a rigid profile, such as the updated values waiting for their scores in the Llama
+   decode block, 50 tokens of 8192 bits where 20 keep the makespan, against a critical weight prefetch whose LP
+   depth tends to be close); the last passing schedule is solved again. The budget is
    ``_TRIM_FIRINGS`` simulated firings but at least ``_TRIM_SIMULATIONS`` simulations: a paper-size Gemma
    prefill block in 2-row token tiles simulates 33 M firings at once (15 to 50 s), and one FIFO at a time its
    first 12 simulations lowered three FIFOs; together, with the culprits of each deadlock named, 16 lower 10
    of the 13 above 2% and hold 23% fewer bits (2.68 M against 3.46 M).
+
+Depth caps (``depth_caps``, the read DMAs' prefetch of a one-token block): every schedule above is simulated
+with the capped FIFOs at most at their caps (the starting schedules: at their caps, the rest unbounded), and
+every LP keeps them within (``fifo_lp``): the latency every solve must keep is then that of the capped design,
+not the unbounded one it cannot reach.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,7 +93,7 @@ _REFINE_MIN_GAIN = 0.01  # a round that saves less than this fraction of the bit
 _REFINE_FIRINGS = 8_000_000
 _SQUEEZE_FIRINGS = 1_000_000
 _TRIM_SHARE = 0.02  # step 4 tries the FIFOs holding at least this share of the bits
-_TRIM_DEPTH = 2  # ... at this depth
+_TRIM_DEPTH = 1  # ... at this depth
 _TRIM_FIRINGS = 8_000_000
 _TRIM_SIMULATIONS = 16  # ... but at least this many simulations, whatever the block's size
 _TRIM_PRECISION = 8  # the bisection of one FIFO's depth stops within 1/8 of the depth found
@@ -101,7 +112,8 @@ class _SimBudget:
 
 
 def _refine(net: ProcessNetwork, best: FifoSizing, strategy: Strategy, time_limit_s: float,
-            release: dict[str, np.ndarray], budget: _SimBudget, latency_limit: int) -> FifoSizing:
+            release: dict[str, np.ndarray], budget: _SimBudget, latency_limit: int,
+            depth_caps: Mapping[str, int]) -> FifoSizing:
     """Step 2 of the demand schedule (module docstring): forward / backward schedules with the solved depths,
     and (``normal``) the same with eager forwarders."""
     for _ in range(_REFINE_ROUNDS):
@@ -115,7 +127,7 @@ def _refine(net: ProcessNetwork, best: FifoSizing, strategy: Strategy, time_limi
             schedules.append(latest_firing_times(net, best.depths))
         if strategy == "normal":  # conservative's release times pace forwarders too
             schedules += [forwarders_eager(net, schedule) for schedule in schedules]
-        trials = [solve_profiles(net, p, strategy, time_limit_s, latency_limit) for p in schedules]
+        trials = [solve_profiles(net, p, strategy, time_limit_s, latency_limit, depth_caps) for p in schedules]
         trial = min((t for t in trials if t.predicted_latency <= latency_limit),
                     key=lambda t: t.total_bits, default=best)
         if trial.total_bits >= best.total_bits:
@@ -159,13 +171,14 @@ def _squeeze(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.ndar
 
 
 def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.ndarray], latency_limit: int,
-          time_limit_s: float) -> FifoSizing:
+               time_limit_s: float, depth_caps: Mapping[str, int] | None = None) -> FifoSizing:
     """Step 4 of the demand schedule (module docstring): the FIFOs holding at least ``_TRIM_SHARE`` of the bits
     are lowered to ``_TRIM_DEPTH`` together; a deadlock names the lowered FIFOs it waits on full, which go back
     and are tried again later, and a run that ends too late splits the group in halves. The FIFOs put back are
-    then bisected one by one, widest first, between ``_TRIM_DEPTH`` and their depth. The last schedule that
+    then bisected one by one between ``_TRIM_DEPTH`` and their depth: those a deadlock named first, each kind
+    widest first. The last schedule that
     keeps the latency limit is solved again (a legal profile with those occupancies: the LP can only do
-    better)."""
+    better). ``depth_caps``: those of the sizing (trials only lower its depths)."""
     budget = _SimBudget(max(_TRIM_FIRINGS, _TRIM_SIMULATIONS * net.total_firings))
     width = {s.name: s.width_bits for s in net.streams}
     depths = dict(sizing.depths)
@@ -184,7 +197,7 @@ def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.nd
 
     wide = [n for n in sorted(depths, key=lambda n: -width[n] * depths[n])
             if depths[n] > _TRIM_DEPTH and width[n] * depths[n] >= _TRIM_SHARE * sizing.total_bits]
-    pending, put_back = [wide], []
+    pending, held, late = [wide], [], []
     while pending:
         group = pending.pop(0)
         result = attempt({**depths, **{n: _TRIM_DEPTH for n in group}})
@@ -194,14 +207,21 @@ def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.nd
             continue
         full = {w.stream for w in result.deadlock_cycle if w.kind == "full"} & set(group)
         if full:  # those FIFOs must stay deeper; the rest may not
-            put_back += [n for n in group if n in full]
+            held += [n for n in group if n in full]
             rest = [n for n in group if n not in full]
             pending[:0] = [rest] if rest else []
         elif len(group) > 1:
             pending[:0] = [group[: len(group) // 2], group[len(group) // 2 :]]
         else:
-            put_back += group
-    for name in sorted(put_back, key=lambda n: -width[n] * depths[n]):
+            late += group
+    # A FIFO a deadlock waited on holds tokens its reader takes only later (values waiting for their scores): its
+    # depth is a buffer the LP sized on a rigid profile, often well above what the schedule needs. One whose
+    # lowering only made the run late paces a critical stream (a weight prefetch), where the LP's depth tends to
+    # be close: bisect the held ones first.
+    def widest(names: list[str]) -> list[str]:
+        return sorted(names, key=lambda n: -width[n] * depths[n])
+
+    for name in widest(held) + widest(late):
         # Bisect between the failing _TRIM_DEPTH and the passing depth.
         low, high = _TRIM_DEPTH, depths[name]
         while high - low > max(1, high // _TRIM_PRECISION):
@@ -215,34 +235,35 @@ def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.nd
                 low = middle
     if found is None:
         return sizing
-    trimmed = solve_profiles(net, found, sizing.strategy, time_limit_s, latency_limit)
+    trimmed = solve_profiles(net, found, sizing.strategy, time_limit_s, latency_limit, depth_caps)
     ok = trimmed.total_bits < sizing.total_bits and trimmed.predicted_latency <= latency_limit
     return trimmed if ok else sizing
 
 
 def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float, schedule: Schedule,
-          latency_slack: float) -> FifoSizing:
+          latency_slack: float, depth_caps: Mapping[str, int]) -> FifoSizing:
     """One strategy: solve on its profiles, then (schedule ``demand``) refine and squeeze them."""
-    profiles = start_profiles(net, strategy, schedule)
+    profiles = start_profiles(net, strategy, schedule, depth_caps)
     if schedule == "free":
-        return solve_profiles(net, profiles, strategy, time_limit_s)
-    # The latency of the starting schedule (normal: the unbounded-FIFO makespan), raised by the slack the
-    # caller grants, caps every solve.
+        return solve_profiles(net, profiles, strategy, time_limit_s, depth_caps=depth_caps)
+    # The latency of the starting schedule (normal: the unbounded-FIFO makespan, the capped FIFOs at their caps),
+    # raised by the slack the caller grants, caps every solve.
     cap = math.floor(max(int(ft.complete[-1]) for ft in profiles.values()) * (1 + latency_slack))
-    best = solve_profiles(net, profiles, strategy, time_limit_s, cap)
+    best = solve_profiles(net, profiles, strategy, time_limit_s, cap, depth_caps)
     if strategy == "normal":  # profiles: the latest schedule
-        trial = solve_profiles(net, sources_released_at(net, profiles), strategy, time_limit_s, cap)
+        trial = solve_profiles(net, sources_released_at(net, profiles, depth_caps), strategy, time_limit_s, cap,
+                               depth_caps)
         if trial.total_bits < best.total_bits and trial.predicted_latency <= best.predicted_latency:
             best = trial
     release = release_times(net, strategy)
     refining, squeezing = _SimBudget(_REFINE_FIRINGS), _SimBudget(_SQUEEZE_FIRINGS)
     limit = max(best.predicted_latency, cap)
     while True:
-        best = _refine(net, best, strategy, time_limit_s, release, refining, limit)
+        best = _refine(net, best, strategy, time_limit_s, release, refining, limit, depth_caps)
         squeezed = _squeeze(net, best, release, squeezing, limit)
         if squeezed is None:
             break
-        trial = solve_profiles(net, squeezed, strategy, time_limit_s, limit)
+        trial = solve_profiles(net, squeezed, strategy, time_limit_s, limit, depth_caps)
         if trial.total_bits >= best.total_bits or trial.predicted_latency > limit:
             break
         best = trial
@@ -250,11 +271,12 @@ def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float, schedule
     # not stay through the trim, the allocation's simulations and the report (issue 21: memory of the finest
     # tilings, linear in their firings).
     forget_mirrored(net)
-    return trim_fifos(net, best, release, limit, time_limit_s)
+    return trim_fifos(net, best, release, limit, time_limit_s, depth_caps)
 
 
 def size_fifos_lp(net: ProcessNetwork, strategy: Strategy = "normal", time_limit_s: float = 10.0,
-                  schedule: Schedule = "free", latency_slack: float = 0.0) -> FifoSizing:
+                  schedule: Schedule = "free", latency_slack: float = 0.0,
+                  depth_caps: Mapping[str, int] | None = None) -> FifoSizing:
     """Size every FIFO of an acyclic ``net`` by the LP of ``fifo_lp``.
 
     The result is the sizing of the strategy asked for (exact depths of two heuristic LP optima are not
@@ -263,7 +285,11 @@ def size_fifos_lp(net: ProcessNetwork, strategy: Strategy = "normal", time_limit
     ``schedule`` picks the profiles: ``free`` (running as early as their inputs allow) or ``demand`` (paced by
     their consumers, then refined by back-pressure; see the module docstring). ``latency_slack`` (schedule
     ``demand`` only) lets every solve end up to that fraction after the starting schedule's latency: FIFO bits
-    bought with makespan (0: none, the unbounded-FIFO makespan is kept).
+    bought with makespan (0: none, the unbounded-FIFO makespan is kept). ``depth_caps``: per stream, a depth
+    its FIFO never exceeds (a one-token block's read DMAs prefetch at most one HBM latency,
+    ``analysis.contention``): every schedule is simulated with those FIFOs at their caps and the LP keeps each
+    within its cap, so it sizes the other FIFOs for the schedule the capped design runs, and its latency is
+    that design's.
     """
     if strategy not in ("normal", "conservative"):
         raise ValueError(f"unknown FIFO sizing strategy {strategy!r} (normal | conservative)")
@@ -273,5 +299,9 @@ def size_fifos_lp(net: ProcessNetwork, strategy: Strategy = "normal", time_limit
         raise ValueError(f"latency slack {latency_slack!r} is not a fraction in [0, 1]")
     if latency_slack and schedule != "demand":
         raise ValueError("a latency slack needs schedule 'demand' (the free schedule keeps its minimal latency)")
+    caps = dict(depth_caps or {})
+    bad = [f"{s}: {d}" for s, d in caps.items() if d < 1 or s not in {t.name for t in net.streams}]
+    if bad:
+        raise ValueError(f"bad FIFO depth caps (a stream of the network, at least 1): {', '.join(bad)}")
     net.topological_order()  # ValueError on a feedback cycle: start-time constraints need a DAG
-    return _size(net, strategy, time_limit_s, schedule, latency_slack)
+    return _size(net, strategy, time_limit_s, schedule, latency_slack, caps)
