@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from streamtensor._version import GENERATOR
+from streamtensor.analysis import solve_memo
 from streamtensor.analysis.allocation import (
     AllocationResult,
     check_latency_slack,
@@ -424,17 +425,34 @@ def _compile_graph(linalg: Graph, cache: linalg_cache.CacheInfo, opts: CompileOp
     outs = output_names or [f"out{i}" for i in range(len(graph.outputs))]
     built: dict[int | None, DataflowGraph] = {}
     judge = functools.partial(_judge_tiling, graph, target, outs, built=built)
-    tiling = progress.run("tiling", lambda: tile_graph(graph, target, opts.tiling, judge))
+    memo = _memo_dir()
+    # The token tile's scores are kept (``analysis.solve_memo``) by the Linalg graph's key and all that the
+    # passes since and the judge read: a second compile of the block tiles the winner alone.
+    key = (solve_memo.memo_key("token_tile_scores", cache.key, repr(replace(opts, verbose=False)), repr(outs),
+                               repr(list(scalar_names)), repr(list(cache_updates)), str(quant_layers))
+           if memo is not None and cache.state != "off" and opts.tiling.token_tile_size is None else "")
+    known = solve_memo.load(memo, key) if key else None
+    known = known if isinstance(known, dict) else None
+    tiling = progress.run("tiling", lambda: tile_graph(graph, target, opts.tiling, judge, known))
+    if key and known is None and tiling.trials:
+        solve_memo.store(memo, key, tiling.trials)
     # The judge built the dataflow graph of every candidate token tile as this does (issue 21: the winner's
     # stripe plan alone is most of a second of a paper-size prefill compile): the winner's is taken as it is.
     judged = built.pop(tiling.options.token_tile_size, None)
     built.clear()
     dataflow = judged if judged is not None else _tiled_dataflow(graph, tiling, target, outs, progress.run)
     allocation = (run_allocation(dataflow, target, opts.fifo_strategy, progress.run, opts.fifo_latency_slack,
-                                 opts.max_fifo_depth, opts.allow_deadlock, opts.allow_unfit)
+                                 opts.max_fifo_depth, opts.allow_deadlock, opts.allow_unfit, memo)
                   if opts.size_fifos else None)
     return Design("", opts, graph, [v.name for v in graph.inputs], outs, progress.seconds, progress.cpu_seconds,
                   tiling=tiling, dataflow=dataflow, allocation=allocation, frontend_cache=cache)
+
+
+def _memo_dir() -> Path | None:
+    """Where the compile's costly decisions are kept (``analysis.solve_memo``): ``memo/`` in the Linalg cache
+    directory, None when that cache is off."""
+    root = linalg_cache.cache_dir()
+    return None if root is None else root / "memo"
 
 
 def _tiled_dataflow(graph: Graph, tiling: Tiling, target: Target, outs: list[str],

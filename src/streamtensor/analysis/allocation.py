@@ -32,6 +32,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError
@@ -278,9 +279,10 @@ def estimate_allocation(graph: DataflowGraph, target: Target, result: Allocation
             "the tile sizes, or pass --allow-unfit to write it anyway)"))
 
 
-def place_allocation(graph: DataflowGraph, target: Target, result: AllocationResult, allow_unfit: bool = False
-                     ) -> None:
-    """Sub-step 4: SLR placement of every group (none for a design over budget: nothing to place)."""
+def place_allocation(graph: DataflowGraph, target: Target, result: AllocationResult, allow_unfit: bool = False,
+                     memo: Path | None = None) -> None:
+    """Sub-step 4: SLR placement of every group (none for a design over budget: nothing to place); ``memo``: the
+    directory of the SLR ILP's kept answers (``slr_partition``)."""
     if result.resources is None or not result.resources.fits:
         return
     groups = node_groups(graph)
@@ -295,7 +297,7 @@ def place_allocation(graph: DataflowGraph, target: Target, result: AllocationRes
                                                         target=target,
                                                         time_limit_s=SLR_TIME_LIMIT_S,
                                                         mip_rel_gap=SLR_MIP_REL_GAP,
-                                                        max_nodes=SLR_MAX_NODES)
+                                                        max_nodes=SLR_MAX_NODES, memo=memo)
             annotate_slrs(graph, result.placements[a.group].assignment)
         except SlrPartitionError as err:  # a budget error, like the device's: the same override applies
             _overridden(result, "allow_unfit", allow_unfit, ResourceBudgetError(
@@ -315,10 +317,11 @@ def _timed(seconds: dict[str, float]) -> StageRunner:
 def run_allocation(graph: DataflowGraph, target: Target, strategy: str = "normal",
                    run_stage: StageRunner | None = None,
                    latency_slack: float = 0.0, max_fifo_depth: int = 0, allow_deadlock: bool = False,
-                   allow_unfit: bool = False) -> AllocationResult:
+                   allow_unfit: bool = False, memo: Path | None = None) -> AllocationResult:
     """All four sub-steps in order; ``run_stage(name, fn)`` runs each (the driver passes its progress).
     ``latency_slack``: the fraction of the unbounded-FIFO makespan the FIFO LP may give up for fewer bits;
-    ``max_fifo_depth``, ``allow_deadlock``, ``allow_unfit``: see the module docstring."""
+    ``max_fifo_depth``, ``allow_deadlock``, ``allow_unfit``: see the module docstring; ``memo``: the directory of
+    the SLR ILP's kept answers (``slr_partition``; None: solve every time)."""
     seconds: dict[str, float] = {}
     timed = _timed(seconds)
 
@@ -347,7 +350,7 @@ def run_allocation(graph: DataflowGraph, target: Target, strategy: str = "normal
         result = size_and_simulate()
     result.contention_resizes = resizes
     stage("allocation.resources", lambda: estimate_allocation(graph, target, result, allow_unfit))
-    stage("allocation.slr", lambda: place_allocation(graph, target, result, allow_unfit))
+    stage("allocation.slr", lambda: place_allocation(graph, target, result, allow_unfit, memo))
     return result
 
 
