@@ -29,9 +29,10 @@ the errors it let through), which the report carries; a design over budget then 
 
 from __future__ import annotations
 
+import pickle
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +40,7 @@ from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError
 from streamtensor.ir.dataflow import DataflowGraph
 from streamtensor.target import Target
 
+from . import solve_memo
 from .annotate import annotate_memory, annotate_slrs, annotate_timing
 from .contention import prefetch_caps, raise_shares, settle_shares, to_static
 from .fifo_lp import FifoSizing, Strategy
@@ -211,9 +213,9 @@ def check_latency_slack(slack: float) -> float:
 
 
 def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", latency_slack: float = 0.0,
-               max_fifo_depth: int = 0) -> AllocationResult:
+               max_fifo_depth: int = 0, memo: Path | None = None) -> AllocationResult:
     """Sub-step 1: process networks, LP depths (each capped at ``max_fifo_depth`` unless 0), ``Stream.depth``
-    of every stream set (module docstring)."""
+    of every stream set (module docstring); ``memo``: the directory of the LP's kept answers (``_sized``)."""
     strat = check_strategy(strategy)
     slack = check_latency_slack(latency_slack)
     cap = check_max_fifo_depth(max_fifo_depth)
@@ -224,7 +226,7 @@ def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", l
     prefetch = prefetch_caps(graph, target)  # a one-token block's read DMAs (analysis.contention)
     for g in range(count):
         net = build_process_network(graph, target, g)
-        sizing = size_fifos_lp(net, strat, LP_TIME_LIMIT_S, schedule="demand", latency_slack=slack)
+        sizing = _sized(net, strat, slack, memo)
         if cap:
             sizing.depths = {s: min(d, cap) for s, d in sizing.depths.items()}
         sizing.depths = {s: min(d, prefetch[s]) if s in prefetch else d for s, d in sizing.depths.items()}
@@ -238,6 +240,24 @@ def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", l
                         memory_kind(s.width_bits, a.sizing.depths[s.name], target.memory), a.group)
              for a in allocs for s in a.network.streams]
     return AllocationResult(strategy, slack, allocs, timings, fifos)
+
+
+def _sized(net: ProcessNetwork, strategy: Strategy, latency_slack: float, memo: Path | None) -> FifoSizing:
+    """``size_fifos_lp`` of ``net`` on demand-paced profiles, kept in ``memo`` (``solve_memo``) by the whole
+    network and the options: the search and its HiGHS solves are deterministic, so the same network gets the same
+    depths (issue 21: 1-5 s of a second compile of a paper-size block). A sizing whose last solve stopped at
+    the time limit depends on the machine's load: it is not kept."""
+    key = ""
+    if memo is not None:
+        key = solve_memo.memo_key("fifo_lp", repr((strategy, LP_TIME_LIMIT_S, latency_slack)),
+                                  pickle.dumps((net.processes, net.streams, net.srl_max_bits), protocol=5))
+    kept = solve_memo.load(memo, key)
+    if isinstance(kept, FifoSizing):
+        return replace(kept, solve_seconds=0.0)
+    sizing = size_fifos_lp(net, strategy, LP_TIME_LIMIT_S, schedule="demand", latency_slack=latency_slack)
+    if sizing.status != "Time limit reached":
+        solve_memo.store(memo, key, replace(sizing, _model=None))  # the model: constraints for display only
+    return sizing
 
 
 def check_max_fifo_depth(depth: int) -> int:
@@ -329,7 +349,8 @@ def run_allocation(graph: DataflowGraph, target: Target, strategy: str = "normal
         return timed(name, fn) if run_stage is None else run_stage(name, lambda: timed(name, fn))
 
     def size_and_simulate() -> AllocationResult:
-        sized = stage("allocation.fifo_lp", lambda: size_fifos(graph, target, strategy, latency_slack, max_fifo_depth))
+        sized = stage("allocation.fifo_lp",
+                      lambda: size_fifos(graph, target, strategy, latency_slack, max_fifo_depth, memo))
         sized.seconds = seconds  # later stages keep filling it
         stage("allocation.simulate", lambda: simulate_allocation(sized, allow_deadlock))
         return sized
