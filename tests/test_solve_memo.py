@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 from linalg_builders import build, exp_matmul_graph
 from test_slr_partition import TWO_KERNELS_PER_SLR, three_clusters
@@ -90,4 +91,7 @@ def test_a_second_compile_decides_nothing_again(tmp_path: Path, monkeypatch: pyt
 def test_keys_tell_their_parts_apart() -> None:
     assert solve_memo.memo_key("k", "ab", "c") != solve_memo.memo_key("k", "a", "bc")
     assert solve_memo.memo_key("k", b"x") == solve_memo.memo_key("k", "x") != solve_memo.memo_key("j", "x")
+    ints = np.arange(5, dtype=np.int64)
+    assert solve_memo.memo_key("k", memoryview(ints)) == solve_memo.memo_key("k", ints.tobytes())
+    assert solve_memo.memo_key("k", memoryview(ints)) != solve_memo.memo_key("k", memoryview(ints[:4]))
     assert solve_memo.load(None, "any") is None

@@ -29,9 +29,8 @@ the errors it let through), which the report carries; a design over budget then 
 
 from __future__ import annotations
 
-import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -250,7 +249,7 @@ def _sized(net: ProcessNetwork, strategy: Strategy, latency_slack: float, memo: 
     key = ""
     if memo is not None:
         key = solve_memo.memo_key("fifo_lp", repr((strategy, LP_TIME_LIMIT_S, latency_slack)),
-                                  pickle.dumps((net.processes, net.streams, net.srl_max_bits), protocol=5))
+                                  *_network_parts(net))
     kept = solve_memo.load(memo, key)
     if isinstance(kept, FifoSizing):
         return replace(kept, solve_seconds=0.0)
@@ -258,6 +257,16 @@ def _sized(net: ProcessNetwork, strategy: Strategy, latency_slack: float, memo: 
     if sizing.status != "Time limit reached":
         solve_memo.store(memo, key, replace(sizing, _model=None))  # the model: constraints for display only
     return sizing
+
+
+def _network_parts(net: ProcessNetwork) -> Iterator[str | memoryview]:
+    """Everything a process network holds, for its memo key: the streams, and per process its numbers and
+    token -> firing maps (their buffers as they are: the finest tilings' maps are hundreds of MB)."""
+    yield repr((net.srl_max_bits, net.streams))
+    for p in net.processes:
+        yield repr((p.name, p.ii, p.depth, p.num_firings, list(p.reads), list(p.writes)))
+        for a in (*p.reads.values(), *p.writes.values()):
+            yield memoryview(a)  # contiguous int64 (``process_network._as_index_array``)
 
 
 def check_max_fifo_depth(depth: int) -> int:

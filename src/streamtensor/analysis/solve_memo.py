@@ -35,13 +35,13 @@ def _fingerprint() -> str:
     return h.hexdigest()
 
 
-def memo_key(kind: str, *parts: bytes | str) -> str:
-    """The key of a ``kind`` of decision made from ``parts`` (each hashed with its length: no two part lists
-    collide by concatenation)."""
+def memo_key(kind: str, *parts: bytes | memoryview | str) -> str:
+    """The key of a ``kind`` of decision made from ``parts`` (each hashed with its length in bytes: no two part
+    lists collide by concatenation)."""
     h = hashlib.sha256(f"{_fingerprint()} {kind}".encode())
     for part in parts:
         data = part.encode() if isinstance(part, str) else part
-        h.update(f" {len(data)}:".encode())
+        h.update(f" {memoryview(data).nbytes}:".encode())
         h.update(data)
     return h.hexdigest()
 
