@@ -79,10 +79,18 @@ def test_a_second_compile_decides_nothing_again(tmp_path: Path, monkeypatch: pyt
     assert len(first.tiling.trials) == 3
     monkeypatch.setattr(driver, "_judge_tiling", _refuse)
     monkeypatch.setattr(allocation, "size_fifos_lp", _refuse)
+    monkeypatch.setattr(slr_partition, "_solve", _refuse)
     second, _ = compile_llm_block("gpt2", **options)
     untimed = [{k: v for k, v in d.report.items() if k not in _TIMING_KEYS} for d in (first, second)]
     assert untimed[0] == untimed[1]
     assert driver.print_ir(first.dataflow) == driver.print_ir(second.dataflow)
+    assert first.allocation is not None
+    groups = len(first.allocation.groups)
+    plans = sum(p.status != slr_partition.ONE_SLR for p in first.allocation.placements.values())
+    assert first.report["frontend_cache"]["memo"] == {"token_tile": "miss", "fifo_lp": f"0/{groups}",
+                                                      "slr": f"0/{plans}"}
+    assert second.report["frontend_cache"]["memo"] == {"token_tile": "hit", "fifo_lp": f"{groups}/{groups}",
+                                                       "slr": f"{plans}/{plans}"}
     # Other options: another key.
     with pytest.raises(StageError, match="memo missed"):
         compile_llm_block("gpt2", **options, overall_unroll_size=512)

@@ -30,6 +30,7 @@ from streamtensor.analysis.allocation import (
 )
 from streamtensor.analysis.memory import fusion_report, memory_report, node_groups
 from streamtensor.analysis.resources import estimate_resources
+from streamtensor.analysis.slr_partition import ONE_SLR
 from streamtensor.analysis.timing_model import build_process_network, cache_report, hbm_report
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, get_target
@@ -174,6 +175,9 @@ class Design:
     allocation: AllocationResult | None = None
     module: torch.nn.Module | None = field(default=None, repr=False)  # the compiled module: the eager reference
     frontend_cache: linalg_cache.CacheInfo | None = None  # where the Linalg graph came from
+    # The token tile's scores: from the memo (analysis.solve_memo) "hit", judged and kept "miss", judged with the
+    # memo off "off", or no choice to make "none".
+    token_tile_memo: str = "off"
     # Under --quant: PyTorch fp32 outputs for the compiled module's inputs (the unquantized model), reported next
     # to the error against the quantized reference but never asserted.
     float_reference: Callable[[Sequence[torch.Tensor]], list[np.ndarray]] | None = field(default=None, repr=False)
@@ -207,12 +211,26 @@ class Design:
         }
         if self.frontend_cache is not None:
             report["frontend_cache"] = self.frontend_cache.report()
+            if self.token_tile_memo != "off":
+                report["frontend_cache"]["memo"] = self._memo_report()
         if self.tiling is not None and self.dataflow is not None:
             report.update(_dataflow_report(self.dataflow, self.tiling, self.target))
         if self.allocation is not None:
             report.update(self.allocation.report())
         report.update(self.model_info)
         return report
+
+    def _memo_report(self) -> dict[str, str]:
+        """``report["frontend_cache"]["memo"]``: which of the compile's costly decisions were read from the memo
+        (``analysis.solve_memo``): the token tile's scores (``token_tile_memo``), and of the fusion groups' FIFO
+        sizings and SLR ILP plans how many ("k/n"; a group that fits one SLR solves no ILP)."""
+        out = {"token_tile": self.token_tile_memo}
+        if self.allocation is not None:
+            groups = self.allocation.groups
+            plans = [p for p in self.allocation.placements.values() if p.status != ONE_SLR]
+            out["fifo_lp"] = f"{sum(g.sizing_from_memo for g in groups)}/{len(groups)}"
+            out["slr"] = f"{sum(p.from_memo for p in plans)}/{len(plans)}"
+        return out
 
     def _quantization(self) -> dict[str, Any]:
         """The report's quantization summary: the cached frontend's, else the module's (its linear layers)."""
@@ -436,6 +454,7 @@ def _compile_graph(linalg: Graph, cache: linalg_cache.CacheInfo, opts: CompileOp
     tiling = progress.run("tiling", lambda: tile_graph(graph, target, opts.tiling, judge, known))
     if key and known is None and tiling.trials:
         solve_memo.store(memo, key, tiling.trials)
+    token_tile_memo = "off" if memo is None else "none" if not tiling.trials else "hit" if known is not None else "miss"
     # The judge built the dataflow graph of every candidate token tile as this does (issue 21: the winner's
     # stripe plan alone is most of a second of a paper-size prefill compile): the winner's is taken as it is.
     judged = built.pop(tiling.options.token_tile_size, None)
@@ -445,7 +464,8 @@ def _compile_graph(linalg: Graph, cache: linalg_cache.CacheInfo, opts: CompileOp
                                  opts.max_fifo_depth, opts.allow_deadlock, opts.allow_unfit, memo)
                   if opts.size_fifos else None)
     return Design("", opts, graph, [v.name for v in graph.inputs], outs, progress.seconds, progress.cpu_seconds,
-                  tiling=tiling, dataflow=dataflow, allocation=allocation, frontend_cache=cache)
+                  tiling=tiling, dataflow=dataflow, allocation=allocation, frontend_cache=cache,
+                  token_tile_memo=token_tile_memo)
 
 
 def _memo_dir() -> Path | None:

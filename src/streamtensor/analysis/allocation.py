@@ -76,6 +76,7 @@ class GroupAllocation:
     network: ProcessNetwork
     sizing: FifoSizing
     simulation: SimResult | None = None  # with the LP depths
+    sizing_from_memo: bool = False  # the LP's depths were read from the memo (``_sized``)
     unbounded: SimResult | None = None  # every FIFO unbounded
 
 
@@ -225,11 +226,11 @@ def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", l
     prefetch = prefetch_caps(graph, target)  # a one-token block's read DMAs (analysis.contention)
     for g in range(count):
         net = build_process_network(graph, target, g)
-        sizing = _sized(net, strat, slack, memo)
+        sizing, kept = _sized(net, strat, slack, memo)
         if cap:
             sizing.depths = {s: min(d, cap) for s, d in sizing.depths.items()}
         sizing.depths = {s: min(d, prefetch[s]) if s in prefetch else d for s, d in sizing.depths.items()}
-        allocs.append(GroupAllocation(g, net, sizing))
+        allocs.append(GroupAllocation(g, net, sizing, sizing_from_memo=kept))
         timings.update(node_timings(net))
     for s in graph.streams.values():
         s.depth = max(a.sizing.depths[s.name] for a in allocs if s.name in a.sizing.depths)
@@ -241,22 +242,23 @@ def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", l
     return AllocationResult(strategy, slack, allocs, timings, fifos)
 
 
-def _sized(net: ProcessNetwork, strategy: Strategy, latency_slack: float, memo: Path | None) -> FifoSizing:
+def _sized(net: ProcessNetwork, strategy: Strategy, latency_slack: float, memo: Path | None
+           ) -> tuple[FifoSizing, bool]:
     """``size_fifos_lp`` of ``net`` on demand-paced profiles, kept in ``memo`` (``solve_memo``) by the whole
     network and the options: the search and its HiGHS solves are deterministic, so the same network gets the same
     depths (issue 21: 1-5 s of a second compile of a paper-size block). A sizing whose last solve stopped at
-    the time limit depends on the machine's load: it is not kept."""
+    the time limit depends on the machine's load: it is not kept. With whether it was read from the memo."""
     key = ""
     if memo is not None:
         key = solve_memo.memo_key("fifo_lp", repr((strategy, LP_TIME_LIMIT_S, latency_slack)),
                                   *_network_parts(net))
     kept = solve_memo.load(memo, key)
     if isinstance(kept, FifoSizing):
-        return replace(kept, solve_seconds=0.0)
+        return replace(kept, solve_seconds=0.0), True
     sizing = size_fifos_lp(net, strategy, LP_TIME_LIMIT_S, schedule="demand", latency_slack=latency_slack)
     if sizing.status != "Time limit reached":
         solve_memo.store(memo, key, replace(sizing, _model=None))  # the model: constraints for display only
-    return sizing
+    return sizing, False
 
 
 def _network_parts(net: ProcessNetwork) -> Iterator[str | memoryview]:

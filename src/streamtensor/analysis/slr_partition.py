@@ -53,6 +53,8 @@ from . import solve_memo
 from .memory import node_groups
 from .resources import ResourceReport, estimate_resources
 
+ONE_SLR = "fits one SLR"  # the status of ``one_slr``'s placement: no ILP solved
+
 
 class SlrPartitionError(StreamTensorError):
     """No assignment of the nodes to the dies fits the per-die capacities."""
@@ -72,6 +74,7 @@ class SlrPartition:
     node_limit_hit: bool  # ... or at the node limit
     mip_gap: float
     seconds: float
+    from_memo: bool = False  # the solver's answer was read from the memo (module docstring)
 
 
 def one_slr(graph: DataflowGraph, resources: ResourceReport, nodes: Iterable[str], target: Target) -> SlrPartition:
@@ -84,7 +87,7 @@ def one_slr(graph: DataflowGraph, resources: ResourceReport, nodes: Iterable[str
     capacity = {r: float(min(getattr(d, r) for d in target.slrs)) for r in RESOURCES}
     return SlrPartition(assignment=dict.fromkeys((n for n in graph.topological_order() if n in part), slr),
                         crossing_bits=0, crossing_streams=[], usage=usage, capacity=capacity, objective=0.0,
-                        status="fits one SLR", optimal=True, time_limit_hit=False, node_limit_hit=False, mip_gap=0.0,
+                        status=ONE_SLR, optimal=True, time_limit_hit=False, node_limit_hit=False, mip_gap=0.0,
                         seconds=0.0)
 
 
@@ -211,6 +214,7 @@ def partition_slrs(
                                                                       val)),
                                   b"" if start_values is None else start_values.tobytes())
     answer = solve_memo.load(memo, key)
+    from_memo = isinstance(answer, _Answer)
     if isinstance(answer, _Answer):
         answer = replace(answer, seconds=0.0)
     else:
@@ -240,6 +244,7 @@ def partition_slrs(
         node_limit_hit=answer.node_limit_hit,
         mip_gap=answer.mip_gap,
         seconds=answer.seconds,
+        from_memo=from_memo,
     )
 
 
