@@ -76,8 +76,8 @@ class GroupAllocation:
     network: ProcessNetwork
     sizing: FifoSizing
     simulation: SimResult | None = None  # with the LP depths
-    sizing_from_memo: bool = False  # the LP's depths were read from the memo (``_sized``)
     unbounded: SimResult | None = None  # every FIFO unbounded
+    sizing_from_memo: bool = False  # the LP's depths were read from the memo (``_sized``)
 
 
 @dataclass(frozen=True)
@@ -352,7 +352,7 @@ def run_allocation(graph: DataflowGraph, target: Target, strategy: str = "normal
     """All four sub-steps in order; ``run_stage(name, fn)`` runs each (the driver passes its progress).
     ``latency_slack``: the fraction of the unbounded-FIFO makespan the FIFO LP may give up for fewer bits;
     ``max_fifo_depth``, ``allow_deadlock``, ``allow_unfit``: see the module docstring; ``memo``: the directory of
-    the SLR ILP's kept answers (``slr_partition``; None: solve every time)."""
+    the FIFO LP's and the SLR ILP's kept answers (``analysis.solve_memo``; None: solve every time)."""
     seconds: dict[str, float] = {}
     timed = _timed(seconds)
 
