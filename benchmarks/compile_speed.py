@@ -13,6 +13,8 @@ prints
 - whether the Linalg graph came from the on-disk cache (``frontend.linalg_cache``: ``miss`` exports and stores,
   ``hit`` skips torch-mlir); the benchmark uses a fresh cache directory, so with ``--runs 2`` the first run of a
   point misses and the second hits;
+- ``memo``: which costly decisions came from the memo beside that cache (``analysis.solve_memo``): the token tile's
+  scores (``hit``, ``miss``, ``none``: no choice), and of the fusion groups' FIFO LPs and SLR ILPs how many;
 - ``design``: a digest of the design (the report without the compile's timings, and the dataflow IR): equal
   digests of two sources' compiles of a point are the same design;
 - ``issue_s``: the seconds issue 21 measured for the block before this work (wall seconds of the whole compile,
@@ -143,9 +145,17 @@ def measure(family: str, mode: str, point: str, src: Path, cache: Path, quant: s
         "unbounded": sim["unbounded_makespan_cycles"],
         "deadlock": sim["deadlock"],
         "linalg_cache": report.get("frontend_cache", {}).get("linalg", "-"),
+        "memo": _memo_cell(report.get("frontend_cache", {}).get("memo")),
         "design": design_digest(report, dataflow_ir),
     })
     return row
+
+
+def _memo_cell(memo: dict[str, str] | None) -> str:
+    """The decisions a compile read from the memo (``analysis.solve_memo``): token tile, FIFO LP, SLR ILP."""
+    if memo is None:
+        return "-"  # the memo off, or a source without it (--src)
+    return f"tile {memo['token_tile']}, lp {memo.get('fifo_lp', '-')}, slr {memo.get('slr', '-')}"
 
 
 _SOURCE_LOCATION = re.compile(r"  // [\w/.]+\.py:\d+$", re.MULTILINE)
@@ -163,9 +173,9 @@ def design_digest(report: dict[str, Any], dataflow_ir: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-COLUMNS = ("family", "mode", "point", "quant", "issue_s", "load", "wall_s", "cpu_s", "linalg_cache", "frontend_cpu_s",
-           "fifo_lp_cpu_s", "fifo_lp_wall_s", "alloc_rest_cpu_s", "max_rss_mb", "fifo_bits", "makespan", "unbounded",
-           "deadlock", "design")
+COLUMNS = ("family", "mode", "point", "quant", "issue_s", "load", "wall_s", "cpu_s", "linalg_cache", "memo",
+           "frontend_cpu_s", "fifo_lp_cpu_s", "fifo_lp_wall_s", "alloc_rest_cpu_s", "max_rss_mb", "fifo_bits",
+           "makespan", "unbounded", "deadlock", "design")
 
 
 def main() -> None:

@@ -208,6 +208,24 @@ def test_a_partial_score_prunes_a_candidate_only_when_it_cannot_win() -> None:
         tile_graph(g, U55C, options, judge=lambda t, best: (0.0, 5.0) if best is None else (0.0,))
 
 
+def test_known_scores_tile_the_winner_alone() -> None:
+    # The compiler's memo gives tile_graph the scores an earlier choice gave every candidate: no candidate is
+    # judged, and the tiling is the one the judged choice returns (the same rule, ties to the larger tile).
+    g = exp_matmul_graph(m=8, k=16, n=8)
+    options = TilingOptions(4, 64, token_tile_size=None)
+    for scores in ({0: [0.0, 5.0], 2: [1.0]}, {0: [0.0, 9.0], 2: [0.0, 5.0]}, {0: [0.0, 5.0], 2: [0.0, 5.0]}):
+        judged = tile_graph(g, U55C, options, judge=lambda t, _, s=scores: tuple(s[t.options.token_tile_size]))
+
+        def judge(t: Tiling, best: tuple[float, ...] | None) -> tuple[float, ...]:
+            raise AssertionError("a known choice judges no candidate")
+
+        known = tile_graph(g, U55C, options, judge=judge, known=scores)
+        assert known.options == judged.options and known.trials == judged.trials == scores
+        assert known.ops == judged.ops and known.timings == judged.timings
+    with pytest.raises(ValueError, match="candidates"):
+        tile_graph(g, U55C, options, known={0: [0.0, 5.0]})
+
+
 def test_the_compilers_judge_does_not_simulate_an_unfit_candidate_once_one_fits() -> None:
     # A die too small for anything: every candidate is unfit. Scored alone (or after an unfit best) it gets its
     # makespan; after a fitting best, only its fit flag, which loses to that best.

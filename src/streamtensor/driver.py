@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from streamtensor._version import GENERATOR
+from streamtensor.analysis import solve_memo
 from streamtensor.analysis.allocation import (
     AllocationResult,
     check_latency_slack,
@@ -29,6 +30,7 @@ from streamtensor.analysis.allocation import (
 )
 from streamtensor.analysis.memory import fusion_report, memory_report, node_groups
 from streamtensor.analysis.resources import estimate_resources
+from streamtensor.analysis.slr_partition import ONE_SLR
 from streamtensor.analysis.timing_model import build_process_network, cache_report, hbm_report
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, get_target
@@ -173,6 +175,9 @@ class Design:
     allocation: AllocationResult | None = None
     module: torch.nn.Module | None = field(default=None, repr=False)  # the compiled module: the eager reference
     frontend_cache: linalg_cache.CacheInfo | None = None  # where the Linalg graph came from
+    # The token tile's scores: from the memo (analysis.solve_memo) "hit", judged and kept "miss", judged with the
+    # memo off "off", or no choice to make "none".
+    token_tile_memo: str = "off"
     # Under --quant: PyTorch fp32 outputs for the compiled module's inputs (the unquantized model), reported next
     # to the error against the quantized reference but never asserted.
     float_reference: Callable[[Sequence[torch.Tensor]], list[np.ndarray]] | None = field(default=None, repr=False)
@@ -206,12 +211,26 @@ class Design:
         }
         if self.frontend_cache is not None:
             report["frontend_cache"] = self.frontend_cache.report()
+            if self.token_tile_memo != "off":
+                report["frontend_cache"]["memo"] = self._memo_report()
         if self.tiling is not None and self.dataflow is not None:
             report.update(_dataflow_report(self.dataflow, self.tiling, self.target))
         if self.allocation is not None:
             report.update(self.allocation.report())
         report.update(self.model_info)
         return report
+
+    def _memo_report(self) -> dict[str, str]:
+        """``report["frontend_cache"]["memo"]``: which of the compile's costly decisions were read from the memo
+        (``analysis.solve_memo``): the token tile's scores (``token_tile_memo``), and of the fusion groups' FIFO
+        sizings and SLR ILP plans how many ("k/n"; a group that fits one SLR solves no ILP)."""
+        out = {"token_tile": self.token_tile_memo}
+        if self.allocation is not None:
+            groups = self.allocation.groups
+            plans = [p for p in self.allocation.placements.values() if p.status != ONE_SLR]
+            out["fifo_lp"] = f"{sum(g.sizing_from_memo for g in groups)}/{len(groups)}"
+            out["slr"] = f"{sum(p.from_memo for p in plans)}/{len(plans)}"
+        return out
 
     def _quantization(self) -> dict[str, Any]:
         """The report's quantization summary: the cached frontend's, else the module's (its linear layers)."""
@@ -424,17 +443,36 @@ def _compile_graph(linalg: Graph, cache: linalg_cache.CacheInfo, opts: CompileOp
     outs = output_names or [f"out{i}" for i in range(len(graph.outputs))]
     built: dict[int | None, DataflowGraph] = {}
     judge = functools.partial(_judge_tiling, graph, target, outs, built=built)
-    tiling = progress.run("tiling", lambda: tile_graph(graph, target, opts.tiling, judge))
+    memo = _memo_dir()
+    # The token tile's scores are kept (``analysis.solve_memo``) by the Linalg graph's key and all that the
+    # passes since and the judge read: a second compile of the block tiles the winner alone.
+    key = (solve_memo.memo_key("token_tile_scores", cache.key, repr(replace(opts, verbose=False)), repr(outs),
+                               repr(list(scalar_names)), repr(list(cache_updates)), str(quant_layers))
+           if memo is not None and cache.state != "off" and opts.tiling.token_tile_size is None else "")
+    known = solve_memo.load(memo, key) if key else None
+    known = known if isinstance(known, dict) else None
+    tiling = progress.run("tiling", lambda: tile_graph(graph, target, opts.tiling, judge, known))
+    if key and known is None and tiling.trials:
+        solve_memo.store(memo, key, tiling.trials)
+    token_tile_memo = "off" if memo is None else "none" if not tiling.trials else "hit" if known is not None else "miss"
     # The judge built the dataflow graph of every candidate token tile as this does (issue 21: the winner's
     # stripe plan alone is most of a second of a paper-size prefill compile): the winner's is taken as it is.
     judged = built.pop(tiling.options.token_tile_size, None)
     built.clear()
     dataflow = judged if judged is not None else _tiled_dataflow(graph, tiling, target, outs, progress.run)
     allocation = (run_allocation(dataflow, target, opts.fifo_strategy, progress.run, opts.fifo_latency_slack,
-                                 opts.max_fifo_depth, opts.allow_deadlock, opts.allow_unfit)
+                                 opts.max_fifo_depth, opts.allow_deadlock, opts.allow_unfit, memo)
                   if opts.size_fifos else None)
     return Design("", opts, graph, [v.name for v in graph.inputs], outs, progress.seconds, progress.cpu_seconds,
-                  tiling=tiling, dataflow=dataflow, allocation=allocation, frontend_cache=cache)
+                  tiling=tiling, dataflow=dataflow, allocation=allocation, frontend_cache=cache,
+                  token_tile_memo=token_tile_memo)
+
+
+def _memo_dir() -> Path | None:
+    """Where the compile's costly decisions are kept (``analysis.solve_memo``): ``memo/`` in the Linalg cache
+    directory, None when that cache is off."""
+    root = linalg_cache.cache_dir()
+    return None if root is None else root / "memo"
 
 
 def _tiled_dataflow(graph: Graph, tiling: Tiling, target: Target, outs: list[str],

@@ -31,14 +31,16 @@ the errors it let through), which the report carries; a design over budget then 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError
 from streamtensor.ir.dataflow import DataflowGraph
 from streamtensor.target import Target
 
+from . import solve_memo
 from .annotate import annotate_memory, annotate_slrs, annotate_timing
 from .contention import prefetch_caps, raise_shares, settle_shares, to_static
 from .fifo_lp import FifoSizing, Strategy
@@ -76,6 +78,7 @@ class GroupAllocation:
     sizing: FifoSizing
     simulation: SimResult | None = None  # with the LP depths
     unbounded: SimResult | None = None  # every FIFO unbounded
+    sizing_from_memo: bool = False  # the LP's depths were read from the memo (``_sized``)
 
 
 @dataclass(frozen=True)
@@ -211,9 +214,9 @@ def check_latency_slack(slack: float) -> float:
 
 
 def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", latency_slack: float = 0.0,
-               max_fifo_depth: int = 0) -> AllocationResult:
+               max_fifo_depth: int = 0, memo: Path | None = None) -> AllocationResult:
     """Sub-step 1: process networks, LP depths (each capped at ``max_fifo_depth`` unless 0), ``Stream.depth``
-    of every stream set (module docstring)."""
+    of every stream set (module docstring); ``memo``: the directory of the LP's kept answers (``_sized``)."""
     strat = check_strategy(strategy)
     slack = check_latency_slack(latency_slack)
     cap = check_max_fifo_depth(max_fifo_depth)
@@ -224,11 +227,11 @@ def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", l
     prefetch = prefetch_caps(graph, target)  # a one-token block's read DMAs (analysis.contention)
     for g in range(count):
         net = build_process_network(graph, target, g)
-        sizing = size_fifos_lp(net, strat, LP_TIME_LIMIT_S, schedule="demand", latency_slack=slack,
-                               depth_caps={s.name: prefetch[s.name] for s in net.streams if s.name in prefetch})
+        caps = {s.name: prefetch[s.name] for s in net.streams if s.name in prefetch}
+        sizing, kept = _sized(net, strat, slack, caps, memo)
         if cap:
             sizing.depths = {s: min(d, cap) for s, d in sizing.depths.items()}
-        allocs.append(GroupAllocation(g, net, sizing))
+        allocs.append(GroupAllocation(g, net, sizing, sizing_from_memo=kept))
         timings.update(node_timings(net))
     for s in graph.streams.values():
         s.depth = max(a.sizing.depths[s.name] for a in allocs if s.name in a.sizing.depths)
@@ -238,6 +241,37 @@ def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", l
                         memory_kind(s.width_bits, a.sizing.depths[s.name], target.memory), a.group)
              for a in allocs for s in a.network.streams]
     return AllocationResult(strategy, slack, allocs, timings, fifos)
+
+
+def _sized(net: ProcessNetwork, strategy: Strategy, latency_slack: float, depth_caps: dict[str, int],
+           memo: Path | None) -> tuple[FifoSizing, bool]:
+    """``size_fifos_lp`` of ``net`` on demand-paced profiles within ``depth_caps``, kept in ``memo``
+    (``solve_memo``) by the whole network and the options: the search and its HiGHS solves are deterministic, so
+    the same network gets the same depths (issue 21: 1-5 s of a second compile of a paper-size block). A sizing
+    whose last solve stopped at the time limit depends on the machine's load: it is not kept. With whether it was
+    read from the memo."""
+    key = ""
+    if memo is not None:
+        options = (strategy, LP_TIME_LIMIT_S, latency_slack, sorted(depth_caps.items()))
+        key = solve_memo.memo_key("fifo_lp", repr(options), *_network_parts(net))
+    kept = solve_memo.load(memo, key)
+    if isinstance(kept, FifoSizing):
+        return replace(kept, solve_seconds=0.0), True
+    sizing = size_fifos_lp(net, strategy, LP_TIME_LIMIT_S, schedule="demand", latency_slack=latency_slack,
+                           depth_caps=depth_caps)
+    if sizing.status != "Time limit reached":
+        solve_memo.store(memo, key, replace(sizing, _model=None))  # the model: constraints for display only
+    return sizing, False
+
+
+def _network_parts(net: ProcessNetwork) -> Iterator[str | memoryview]:
+    """Everything a process network holds, for its memo key: the streams, and per process its numbers and
+    token -> firing maps (their buffers as they are: the finest tilings' maps are hundreds of MB)."""
+    yield repr((net.srl_max_bits, net.streams))
+    for p in net.processes:
+        yield repr((p.name, p.ii, p.depth, p.num_firings, list(p.reads), list(p.writes)))
+        for a in (*p.reads.values(), *p.writes.values()):
+            yield memoryview(a)  # contiguous int64 (``process_network._as_index_array``)
 
 
 def check_max_fifo_depth(depth: int) -> int:
@@ -279,9 +313,10 @@ def estimate_allocation(graph: DataflowGraph, target: Target, result: Allocation
             "the tile sizes, or pass --allow-unfit to write it anyway)"))
 
 
-def place_allocation(graph: DataflowGraph, target: Target, result: AllocationResult, allow_unfit: bool = False
-                     ) -> None:
-    """Sub-step 4: SLR placement of every group (none for a design over budget: nothing to place)."""
+def place_allocation(graph: DataflowGraph, target: Target, result: AllocationResult, allow_unfit: bool = False,
+                     memo: Path | None = None) -> None:
+    """Sub-step 4: SLR placement of every group (none for a design over budget: nothing to place); ``memo``: the
+    directory of the SLR ILP's kept answers (``slr_partition``)."""
     if result.resources is None or not result.resources.fits:
         return
     groups = node_groups(graph)
@@ -296,7 +331,7 @@ def place_allocation(graph: DataflowGraph, target: Target, result: AllocationRes
                                                         target=target,
                                                         time_limit_s=SLR_TIME_LIMIT_S,
                                                         mip_rel_gap=SLR_MIP_REL_GAP,
-                                                        max_nodes=SLR_MAX_NODES)
+                                                        max_nodes=SLR_MAX_NODES, memo=memo)
             annotate_slrs(graph, result.placements[a.group].assignment)
         except SlrPartitionError as err:  # a budget error, like the device's: the same override applies
             _overridden(result, "allow_unfit", allow_unfit, ResourceBudgetError(
@@ -316,10 +351,11 @@ def _timed(seconds: dict[str, float]) -> StageRunner:
 def run_allocation(graph: DataflowGraph, target: Target, strategy: str = "normal",
                    run_stage: StageRunner | None = None,
                    latency_slack: float = 0.0, max_fifo_depth: int = 0, allow_deadlock: bool = False,
-                   allow_unfit: bool = False) -> AllocationResult:
+                   allow_unfit: bool = False, memo: Path | None = None) -> AllocationResult:
     """All four sub-steps in order; ``run_stage(name, fn)`` runs each (the driver passes its progress).
     ``latency_slack``: the fraction of the unbounded-FIFO makespan the FIFO LP may give up for fewer bits;
-    ``max_fifo_depth``, ``allow_deadlock``, ``allow_unfit``: see the module docstring."""
+    ``max_fifo_depth``, ``allow_deadlock``, ``allow_unfit``: see the module docstring; ``memo``: the directory of
+    the FIFO LP's and the SLR ILP's kept answers (``analysis.solve_memo``; None: solve every time)."""
     seconds: dict[str, float] = {}
     timed = _timed(seconds)
 
@@ -327,7 +363,8 @@ def run_allocation(graph: DataflowGraph, target: Target, strategy: str = "normal
         return timed(name, fn) if run_stage is None else run_stage(name, lambda: timed(name, fn))
 
     def size_and_simulate() -> AllocationResult:
-        sized = stage("allocation.fifo_lp", lambda: size_fifos(graph, target, strategy, latency_slack, max_fifo_depth))
+        sized = stage("allocation.fifo_lp",
+                      lambda: size_fifos(graph, target, strategy, latency_slack, max_fifo_depth, memo))
         sized.seconds = seconds  # later stages keep filling it
         stage("allocation.simulate", lambda: simulate_allocation(sized, allow_deadlock))
         return sized
@@ -348,7 +385,7 @@ def run_allocation(graph: DataflowGraph, target: Target, strategy: str = "normal
         result = size_and_simulate()
     result.contention_resizes = resizes
     stage("allocation.resources", lambda: estimate_allocation(graph, target, result, allow_unfit))
-    stage("allocation.slr", lambda: place_allocation(graph, target, result, allow_unfit))
+    stage("allocation.slr", lambda: place_allocation(graph, target, result, allow_unfit, memo))
     return result
 
 

@@ -28,13 +28,19 @@ The solver runs under ``time_limit_s`` and, if given, ``max_nodes`` branch-and-b
 It starts from a feasible greedy assignment when one exists (fill SLR0, then SLR1, then SLR2 in topological
 order), so a limited run still returns an assignment: the best incumbent, flagged by ``time_limit_hit`` (or
 ``node_limit_hit``) and a non-optimal ``status``.
+
+With a ``memo`` directory the solver's answer is kept on disk (``solve_memo``), keyed by the whole model it was
+given (columns, rows, start, options): HiGHS is deterministic on one thread, so the same model gets the same
+answer, and a second compile of a block reads it instead of solving again (issue 21: 3-7 s of a paper-size
+prefill block's compile). An answer cut short by the time limit depends on the machine's load: it is not kept.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import highspy
 import numpy as np
@@ -43,8 +49,11 @@ from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode
 from streamtensor.target import RESOURCES, Target
 
+from . import solve_memo
 from .memory import node_groups
 from .resources import ResourceReport, estimate_resources
+
+ONE_SLR = "fits one SLR"  # the status of ``one_slr``'s placement: no ILP solved
 
 
 class SlrPartitionError(StreamTensorError):
@@ -65,6 +74,7 @@ class SlrPartition:
     node_limit_hit: bool  # ... or at the node limit
     mip_gap: float
     seconds: float
+    from_memo: bool = False  # the solver's answer was read from the memo (module docstring)
 
 
 def one_slr(graph: DataflowGraph, resources: ResourceReport, nodes: Iterable[str], target: Target) -> SlrPartition:
@@ -77,7 +87,7 @@ def one_slr(graph: DataflowGraph, resources: ResourceReport, nodes: Iterable[str
     capacity = {r: float(min(getattr(d, r) for d in target.slrs)) for r in RESOURCES}
     return SlrPartition(assignment=dict.fromkeys((n for n in graph.topological_order() if n in part), slr),
                         crossing_bits=0, crossing_streams=[], usage=usage, capacity=capacity, objective=0.0,
-                        status="fits one SLR", optimal=True, time_limit_hit=False, node_limit_hit=False, mip_gap=0.0,
+                        status=ONE_SLR, optimal=True, time_limit_hit=False, node_limit_hit=False, mip_gap=0.0,
                         seconds=0.0)
 
 
@@ -105,12 +115,14 @@ def partition_slrs(
     time_limit_s: float = 10.0,
     mip_rel_gap: float = 1e-4,
     max_nodes: int | None = None,
+    memo: Path | None = None,
 ) -> SlrPartition:
     """Assign ``nodes`` (default: all nodes of ``graph``; pass one fusion group to partition one accelerator)
     to the SLRs of ``target`` by the ILP of the module docstring. Every die is given the capacity of the
     smallest (the boards we know have identical dies). The solver stops once its incumbent is within
     ``mip_rel_gap`` of its bound (``optimal`` then means: within that gap; HiGHS's default 1e-4 here), or after
-    ``max_nodes`` branch-and-bound nodes (None: no node limit)."""
+    ``max_nodes`` branch-and-bound nodes (None: no node limit). ``memo``: the directory of the solver's kept
+    answers (module docstring; None: solve every time)."""
     if (slack <= 0 or imbalance_weight < 0 or time_limit_s <= 0 or not 0 <= mip_rel_gap < 1
             or (max_nodes is not None and max_nodes < 1)):
         raise OptionError(f"need slack > 0, imbalance_weight >= 0, time_limit_s > 0, 0 <= mip_rel_gap < 1 and "
@@ -194,19 +206,25 @@ def partition_slrs(
     h.addRows(len(lower), np.array(lower, dtype=np.float64), np.array(upper_rows, dtype=np.float64), len(idx),
               np.array(starts, dtype=np.int32), np.array(idx, dtype=np.int32), np.array(val, dtype=np.float64))
     start = _greedy_start(order, res, cap, S)
-    if start is not None:
-        h.setSolution(_start_solution(start, edges, res, cap, N, S))
-    t0 = time.perf_counter()
-    h.run()
-    seconds = time.perf_counter() - t0
-    model_status = h.getModelStatus()
-    status = h.modelStatusToString(model_status)
-    solution = h.getSolution()
-    if h.getInfo().primal_solution_status != 2:  # 2 = feasible solution available
+    start_values = None if start is None else _start_values(start, edges, res, cap, N, S)
+    key = ""
+    if memo is not None:  # the whole model HiGHS is given (the first N * S columns integer) and its options
+        key = solve_memo.memo_key("slr_partition", repr((N * S, time_limit_s, mip_rel_gap, max_nodes)),
+                                  *(np.asarray(a).tobytes() for a in (costs, upper, lower, upper_rows, starts, idx,
+                                                                      val)),
+                                  b"" if start_values is None else start_values.tobytes())
+    answer = solve_memo.load(memo, key)
+    from_memo = isinstance(answer, _Answer)
+    if isinstance(answer, _Answer):
+        answer = replace(answer, seconds=0.0)
+    else:
+        answer = _solve(h, start_values, N, S)
+        if not answer.time_limit_hit:
+            solve_memo.store(memo, key, answer)
+    if answer.slr_of is None:
         caps = ", ".join(f"{r} {c:g}" for r, c in zip(RESOURCES, cap, strict=True))
-        raise SlrPartitionError(f"no SLR assignment fits the per-die capacities ({caps}); HiGHS: {status}")
-    values = np.array(solution.col_value)
-    slr_of = [int(np.argmax(values[x(i, 0): x(i, 0) + S])) for i in range(N)]
+        raise SlrPartitionError(f"no SLR assignment fits the per-die capacities ({caps}); HiGHS: {answer.status}")
+    slr_of = answer.slr_of
     assignment = dict(zip(order, slr_of, strict=True))
     crossing = [s.name for s in graph.streams.values()
                 if s.source in part and s.target in part and group[s.source] == group[s.target]
@@ -219,19 +237,56 @@ def partition_slrs(
         crossing_streams=crossing,
         usage=usage,
         capacity=dict(zip(RESOURCES, (float(c) for c in cap), strict=True)),
-        objective=float(h.getInfo().objective_function_value),
-        status=status,
-        optimal=model_status == highspy.HighsModelStatus.kOptimal,
-        time_limit_hit=model_status == highspy.HighsModelStatus.kTimeLimit,
-        # HiGHS reports a node limit as its solution limit status.
-        node_limit_hit=model_status == highspy.HighsModelStatus.kSolutionLimit,
-        mip_gap=float(h.getInfo().mip_gap),
-        seconds=seconds,
+        objective=answer.objective,
+        status=answer.status,
+        optimal=answer.optimal,
+        time_limit_hit=answer.time_limit_hit,
+        node_limit_hit=answer.node_limit_hit,
+        mip_gap=answer.mip_gap,
+        seconds=answer.seconds,
+        from_memo=from_memo,
     )
 
 
-def _start_solution(start: list[int], edges: list[tuple[int, int, int]], res: np.ndarray, cap: np.ndarray,
-                    N: int, S: int) -> highspy.HighsSolution:
+@dataclass(frozen=True)
+class _Answer:
+    """What one HiGHS run of the ILP answered (``slr_of`` None: no feasible assignment)."""
+
+    slr_of: list[int] | None  # node index -> SLR
+    status: str
+    optimal: bool
+    time_limit_hit: bool
+    node_limit_hit: bool
+    objective: float
+    mip_gap: float
+    seconds: float  # of the run that found it (0 when read from the memo)
+
+
+def _solve(h: highspy.Highs, start_values: np.ndarray | None, N: int, S: int) -> _Answer:
+    """Run HiGHS on the built model from the greedy start (if any)."""
+    if start_values is not None:
+        sol = highspy.HighsSolution()
+        sol.col_value = start_values.tolist()
+        h.setSolution(sol)
+    t0 = time.perf_counter()
+    h.run()
+    seconds = time.perf_counter() - t0
+    model_status = h.getModelStatus()
+    slr_of = None
+    if h.getInfo().primal_solution_status == 2:  # 2 = feasible solution available
+        values = np.array(h.getSolution().col_value)
+        slr_of = [int(np.argmax(values[i * S: (i + 1) * S])) for i in range(N)]
+    return _Answer(slr_of=slr_of, status=h.modelStatusToString(model_status),
+                   optimal=model_status == highspy.HighsModelStatus.kOptimal,
+                   time_limit_hit=model_status == highspy.HighsModelStatus.kTimeLimit,
+                   # HiGHS reports a node limit as its solution limit status.
+                   node_limit_hit=model_status == highspy.HighsModelStatus.kSolutionLimit,
+                   objective=float(h.getInfo().objective_function_value), mip_gap=float(h.getInfo().mip_gap),
+                   seconds=seconds)
+
+
+def _start_values(start: list[int], edges: list[tuple[int, int, int]], res: np.ndarray, cap: np.ndarray,
+                  N: int, S: int) -> np.ndarray:
     """Column values of the greedy assignment (crossing and peak-utilization columns at their least values)."""
     B = S - 1
     values = np.zeros(N * S + len(edges) * B + len(cap))
@@ -243,6 +298,4 @@ def _start_solution(start: list[int], edges: list[tuple[int, int, int]], res: np
     slr = np.array(start)
     for r in range(len(cap)):
         values[N * S + len(edges) * B + r] = max(res[slr == s, r].sum() / cap[r] for s in range(S)) if cap[r] else 0
-    sol = highspy.HighsSolution()
-    sol.col_value = values.tolist()
-    return sol
+    return values

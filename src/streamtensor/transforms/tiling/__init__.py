@@ -32,7 +32,7 @@ Judge = Callable[[Tiling, Score | None], Score]
 
 
 def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = None,
-               judge: Judge | None = None) -> Tiling:
+               judge: Judge | None = None, known: dict[int, list[float]] | None = None) -> Tiling:
     """Tile every kernel of ``graph``: sizes, orders, then unroll factors (the modules of this package); lanes
     and DMA rates are the ``target``'s.
 
@@ -46,19 +46,28 @@ def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = Non
 
     The judge gets the best score so far and may return a shorter score, a prefix of the full one, when that
     prefix alone is worse than the best's (the compiler's judge does not simulate a candidate that does not fit
-    once one that fits is known: it cannot win); such a candidate is never chosen."""
+    once one that fits is known: it cannot win); such a candidate is never chosen.
+
+    ``known``: the scores (``Tiling.trials``) an earlier choice on the same graph, target, options and judge gave
+    every candidate (the compiler's memo, ``analysis.solve_memo``): the winner is taken from them by the same rule
+    and only it is tiled (issue 21: tiling every candidate was seconds of a paper-size prefill compile)."""
     options = options or TilingOptions()
     if options.token_tile_size is not None:
         return _tile_graph(graph, target, options)
     candidates = token_tile_candidates(graph, options)
     if len(candidates) == 1:
         return _tile_graph(graph, target, replace(options, token_tile_size=candidates[0]))
+    if known is not None:
+        if list(known) != candidates:
+            raise ValueError(f"scores of token tiles {list(known)} given for the candidates {candidates}")
+        t = min(candidates, key=lambda t: (tuple(known[t]), -(t or options.default_tile_size)))
+        tiling = _tile_graph(graph, target, _candidate(options, t))
+        return replace(tiling, trials={c: list(known[c]) for c in candidates})
     judge = judge or (lambda t, _: (t.max_latency,))
     trials: list[tuple[Score, int, Tiling]] = []
     best: tuple[Score, int, Tiling] | None = None  # the first of the least (score, -tile)
     for t in candidates:
-        # A token tile gives its rows to the feature tiles (``tile_sizes.feature_tile_bound``).
-        tiling = _tile_graph(graph, target, replace(options, token_tile_size=t, wide_feature_tiles=t > 0))
+        tiling = _tile_graph(graph, target, _candidate(options, t))
         score = judge(tiling, None if best is None else best[0])
         if best is not None and len(score) < len(best[0]) and not score > best[0][: len(score)]:
             raise ValueError(f"token tile {t}: the judge's partial score {score} does not exceed the best "
@@ -68,6 +77,12 @@ def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = Non
             best = trials[-1]
     assert best is not None  # at least two candidates
     return replace(best[2], trials={s[2].options.token_tile_size: [float(x) for x in s[0]] for s in trials})
+
+
+def _candidate(options: TilingOptions, token_tile: int) -> TilingOptions:
+    """The options of one candidate token tile: a token tile gives its rows to the feature tiles
+    (``tile_sizes.feature_tile_bound``)."""
+    return replace(options, token_tile_size=token_tile, wide_feature_tiles=token_tile > 0)
 
 
 def token_tile_candidates(graph: Graph, options: TilingOptions) -> list[int]:
