@@ -14,7 +14,9 @@ prints
   ``hit`` skips torch-mlir); the benchmark uses a fresh cache directory, so with ``--runs 2`` the first run of a
   point misses and the second hits;
 - ``memo``: which costly decisions came from the memo beside that cache (``analysis.solve_memo``): the token tile's
-  scores (``hit``, ``miss``, ``none``: no choice), and of the fusion groups' FIFO LPs and SLR ILPs how many;
+  scores (``hit``, ``miss``, ``none``: no choice), and of the fusion groups' FIFO LPs and SLR ILPs how many
+  (``--new-points`` empties the memo before every compile: a design point compiled for the first time with the
+  Linalg cache warm, which is what a search trial costs);
 - ``design``: a digest of the design (the report without the compile's timings, and the dataflow IR): equal
   digests of two sources' compiles of a point are the same design;
 - ``issue_s``: the seconds issue 21 measured for the block before this work (wall seconds of the whole compile,
@@ -35,6 +37,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -191,6 +194,10 @@ def main() -> None:
     parser.add_argument("--cache", type=Path,
                         help="Linalg cache directory to use and keep (default: a fresh one per invocation, so the "
                              "first compile of each block misses); a warm one times a user's second compile")
+    parser.add_argument("--new-points", action="store_true",
+                        help="empty the memo of decisions (analysis.solve_memo) before every compile: each compile "
+                             "is then of a design point seen for the first time, the Linalg cache still warm (what a "
+                             "search trial costs)")
     parser.add_argument("--src", type=Path, default=SRC,
                         help="the streamtensor sources to time (default: this checkout's; another checkout's "
                              "src/ gives the before figures)")
@@ -206,6 +213,8 @@ def main() -> None:
                     if point.startswith("tile") and mode != "prefill":
                         continue
                     for quant, _ in itertools.product(args.quant.split(","), range(args.runs)):
+                        if args.new_points:
+                            shutil.rmtree(cache / "memo", ignore_errors=True)
                         try:
                             row = measure(family, mode, point, args.src, cache, quant)
                         except OptionError as err:
