@@ -169,6 +169,14 @@ def test_the_local_search_climbs_from_the_default(tmp_path: Path, monkeypatch: p
     result = dse("gpt2", tmp_path, trials=1 + 2 * neighbours, objective="memory", write_best=False, **TINY)
     assert result.best[0].value == pytest.approx(0.5 / 32)
     assert result.best[0].params["max_token_rank"] == 1 and result.best[0].params["default_tile_size"] == 32
+    # Steepest ascent: the default's whole neighbourhood comes first (the tile-32 neighbour, a smaller gain than
+    # one token row, does not pull the search away before the rest was tried), then the best move's.
+    default = search.default_point("decode")
+    first = result.trials[1:1 + neighbours]
+    assert all(sum(t.params[k] != v for k, v in default.items()) == 1 for t in first)
+    moved = {**default, "max_token_rank": 1}  # its neighbourhood less the default, tried already
+    assert all(sum(t.params[k] != v for k, v in moved.items()) == 1
+               for t in result.trials[1 + neighbours:2 * neighbours])
 
 
 def test_an_option_given_to_the_search_is_fixed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,9 +25,10 @@ left running by a process that died on this machine is marked failed when a work
 
 A new study starts with the compiler's default point (``default_point``): the best is never worse than what
 the compiler picks without a search, and the summary shows by how much it is better. With one objective, every
-next trial is first a neighbour of the best so far (one option changed, in a seeded random order, skipping
-points tried already): a greedy local search that a paper-size block's few tens of trials afford; once the best
-has no untried neighbour, TPE samples (after ``STARTUP_TRIALS``). Several objectives: TPE only.
+next trial is first a neighbour of the current centre (one option changed, in a seeded random order, skipping
+points tried already), the centre moving to the best of its neighbourhood once all of it was tried: a
+steepest-ascent local search from the default that a paper-size block's few tens of trials afford; at a local
+optimum TPE samples (after ``STARTUP_TRIALS``). Several objectives: TPE only.
 
 Outputs in OUTDIR: the storage, ``summary.md`` (one row per trial: state, parameters, objectives, reason),
 ``best.json`` (the best trial, or the Pareto front) and the Vitis project of the best design (``best/``; with
@@ -310,22 +311,41 @@ def _best_line(study: optuna.Study, objectives: tuple[str, ...]) -> str:
     return f"Pareto front: {len(best)} trial(s)"
 
 
+def _point(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(trial_options(params).items()))
+
+
 def _untried_neighbour(study: optuna.Study, space: dict[str, list[Any]], seed: str) -> dict[str, Any] | None:
-    """A point that differs from the best trial in one option and that no trial of the study has (finished,
-    running or queued; an infeasible one counts as tried), in a seeded random order; None when there is no best
-    yet or all were tried (then TPE samples)."""
-    try:
-        best = study.best_trial
-    except ValueError:
-        return None
-    tried = {tuple(sorted(trial_options(t.params).items())) for t in study.get_trials(deepcopy=False)}
-    tried |= {tuple(sorted(t.system_attrs.get("fixed_params", {}).items()))
+    """The next point of a steepest-ascent local search from the study's first trial (the compiler's default):
+    every neighbour of the centre (one option changed) is tried, in a seeded random order, before the search
+    moves to the best of them where it beats the centre; a point no trial has (finished, running or queued; an
+    infeasible one counts as tried). None at a local optimum, or before the first trial finished (then TPE
+    samples). Trying the whole neighbourhood first keeps the search from leaving a good move untried because an
+    earlier, smaller one won: from an fp32 default, W4A8 is such a move."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state in _FINISHED or t.state == TrialState.RUNNING]
+    tried = {_point(t.params) for t in trials}
+    tried |= {_point(t.system_attrs.get("fixed_params", {}))
               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
-    params = trial_options(best.params)
-    neighbours = [{**params, name: value} for name, choices in space.items() for value in choices
-                  if value != params.get(name)]
-    random.Random(f"{seed}-{best.number}").shuffle(neighbours)
-    return next((n for n in neighbours if tuple(sorted(n.items())) not in tried), None)
+    value = {_point(t.params): t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None}
+    sign = 1 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    if not done:
+        return None
+    centre = dict(trial_options(min(done, key=lambda t: t.number).params))
+    for _ in range(len(tried) + 1):
+        neighbours = [{**centre, name: v} for name, choices in space.items() for v in choices
+                      if v != centre.get(name)]
+        random.Random(f"{seed}-{_point(centre)}").shuffle(neighbours)
+        untried = [n for n in neighbours if tuple(sorted(n.items())) not in tried]
+        if untried:
+            return untried[0]
+        scored = [(sign * value[k], n) for n in neighbours if (k := tuple(sorted(n.items()))) in value]
+        here = value.get(tuple(sorted(centre.items())))
+        best = min(scored, key=lambda x: x[0], default=None)
+        if best is None or (here is not None and best[0] >= sign * here):
+            return None  # a local optimum: TPE samples from here on
+        centre = best[1]
+    return None
 
 
 # The share of this machine's memory the workers' trials may take together (``_memory_cap``); the rest is left to
