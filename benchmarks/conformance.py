@@ -90,6 +90,9 @@ SHRINK_RULES: dict[str, _Rule] = {
     "rotary_dim": _at_most(8),  # rotary features of a head, at most the head's 16
     "is_decoder": lambda value, _: True,  # BERT-like models are causal LMs only as decoders
     "vocab_size": _at_most(256),
+    # Per-layer embedding tables (Gemma 3n / 4: one row of hidden_size_per_layer_input per layer for each of
+    # 262,144 tokens) indexed by the same token ids: 0.5 GB per checkpoint at full size, which filled CI's disk.
+    "vocab_size_per_layer_input": _at_most(256),
     **{k: _at_most(128) for k in ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len",
                                    "seq_length", "max_sequence_length")},
     **{k: _at_most(4) for k in ("sliding_window", "window_size", "attention_window")},  # < SEQ_LEN: the mask bites
