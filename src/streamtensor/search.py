@@ -326,25 +326,24 @@ def _untried_neighbour(study: optuna.Study, space: dict[str, list[Any]], seed: s
     tried = {_point(t.params) for t in trials}
     tried |= {_point(t.system_attrs.get("fixed_params", {}))
               for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))}
-    value = {_point(t.params): t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None}
-    sign = 1 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     if not done:
         return None
-    centre = dict(trial_options(min(done, key=lambda t: t.number).params))
+    sign = 1 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1
+    score = {_point(t.params): sign * t.value for t in done}  # lower is better
+    centre = _point(min(done, key=lambda t: t.number).params)  # a complete trial: it has a score
     for _ in range(len(tried) + 1):
-        neighbours = [{**centre, name: v} for name, choices in space.items() for v in choices
-                      if v != centre.get(name)]
-        random.Random(f"{seed}-{_point(centre)}").shuffle(neighbours)
-        untried = [n for n in neighbours if tuple(sorted(n.items())) not in tried]
+        params = dict(centre)
+        neighbours = [_point({**params, name: v}) for name, choices in space.items() for v in choices
+                      if v != params.get(name)]
+        random.Random(f"{seed}-{centre}").shuffle(neighbours)
+        untried = [n for n in neighbours if n not in tried]
         if untried:
-            return untried[0]
-        scored = [(sign * value[k], n) for n in neighbours if (k := tuple(sorted(n.items()))) in value]
-        here = value.get(tuple(sorted(centre.items())))
-        best = min(scored, key=lambda x: x[0], default=None)
-        if best is None or (here is not None and best[0] >= sign * here):
+            return dict(untried[0])
+        best = min((n for n in neighbours if n in score), key=score.__getitem__, default=None)
+        if best is None or score[best] >= score[centre]:
             return None  # a local optimum: TPE samples from here on
-        centre = best[1]
+        centre = best
     return None
 
 

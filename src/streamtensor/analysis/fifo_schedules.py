@@ -49,18 +49,21 @@ def start_profiles(net: ProcessNetwork, strategy: Strategy, schedule: Schedule,
     (a DMA's prefetch, ``analysis.contention``)."""
     if strategy == "normal" and schedule == "demand":
         return latest_firing_times(net, depth_caps)
-    result = simulate(net, depth_caps or {}, release_times(net, strategy))
-    if result.deadlock:  # acyclic (checked by the caller): only a cap can deadlock it
-        raise ValueError(f"the FIFO depth caps deadlock the network: {result.describe()}")
-    return result.firing_times
+    return _capped_schedule(net, depth_caps, release_times(net, strategy))
 
 
 def sources_released_at(net: ProcessNetwork, late: dict[str, FiringTimes],
                         depth_caps: Mapping[str, int] | None = None) -> dict[str, FiringTimes]:
     """Unbounded-FIFO schedule (but for the FIFOs of ``depth_caps``) with every source (no input) released at its
     times in ``late``."""
-    result = simulate(net, depth_caps or {}, {p.name: late[p.name].issue for p in net.processes if not p.reads})
-    if result.deadlock:  # acyclic: only a cap can deadlock it
+    return _capped_schedule(net, depth_caps, {p.name: late[p.name].issue for p in net.processes if not p.reads})
+
+
+def _capped_schedule(net: ProcessNetwork, depth_caps: Mapping[str, int] | None,
+                     release: dict[str, np.ndarray]) -> dict[str, FiringTimes]:
+    """Firing times of one simulation with every FIFO unbounded but those of ``depth_caps``."""
+    result = simulate(net, depth_caps or {}, release)
+    if result.deadlock:  # acyclic (checked by the caller): only a cap can deadlock it
         raise ValueError(f"the FIFO depth caps deadlock the network: {result.describe()}")
     return result.firing_times
 

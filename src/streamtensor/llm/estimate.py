@@ -121,19 +121,18 @@ def head_tile_size(head: OutputHead, weight_bits: int, least: int) -> int:
 
 
 def halve_until_fits(compile_at: Callable[[dict[str, Any]], T], options: dict[str, Any], knob: str, start: int,
-                     least: int) -> tuple[T, dict[str, Any]]:
+                     least: int) -> tuple[T, int | None, dict[int, str]]:
     """``compile_at(options with knob = start)``; while the design does not fit the device (``ResourceBudgetError``),
     again at half the value, down to ``least``: there ``options`` decide as for any kernel (``allow_unfit``), above
-    it the fit is required. A ``knob`` the caller gives is kept (the error is theirs). Returns the design and the
-    record: the value it was compiled at (None: given) and the refusals."""
-    tiling_given = isinstance(options.get("tiling"), TilingOptions) or knob in options
-    if tiling_given:
-        return compile_at(options), {knob: None, "refused": {}}
+    it the fit is required. A ``knob`` the caller gives is kept (the error is theirs). Returns the design, the value
+    it was compiled at (None: given) and the refusals (value -> why)."""
+    if isinstance(options.get("tiling"), TilingOptions) or knob in options:
+        return compile_at(options), None, {}
     value, refused = start, {}
     while True:
         strict = {"allow_unfit": False} if value > least else {}
         try:
-            return compile_at({**options, knob: value, **strict}), {knob: value, "refused": refused}
+            return compile_at({**options, knob: value, **strict}), value, refused
         except ResourceBudgetError as err:
             if value <= least:
                 raise
@@ -149,12 +148,12 @@ def compile_head(head: OutputHead, seed: int, progress: Progress | None = None, 
     tiling's default: ``halve_until_fits``) and the refusal kept in the record."""
     scheme = quant_scheme(options.get("quant", "fp32"), options.get("quant_group"))
     least = TilingOptions().default_tile_size
-    design, record = halve_until_fits(
+    design, tile, refused = halve_until_fits(
         lambda opts: compile(head, head.example_inputs(seed), input_names=head.input_names, output_names=["logits"],
                              weight_names=head.weight_names, seed=seed, _progress=progress, **opts),
         options, "default_tile_size", head_tile_size(head, 32 if scheme is None else scheme.weight_bits, least),
         least)
-    return design, {"tile": record["default_tile_size"], "refused": record["refused"]}
+    return design, {"tile": tile, "refused": refused}
 
 
 # The least lane budget a layer block is refitted at (``compile_layer_block``): below it every kernel is nearly at
@@ -170,10 +169,10 @@ def compile_layer_block(loaded: LoadedModel, model: str, progress: Progress | No
     ``LEAST_LANE_BUDGET`` (``halve_until_fits``), the refusals kept in the record: the whole model needs every
     block on the card (a paper-size W4A8 Llama prefill block needs 1.43 M LUTs of the U55C's 1.30 M at the
     default budget)."""
-    (design, block), record = halve_until_fits(
+    (design, block), budget, refused = halve_until_fits(
         lambda opts: compile_model_block(loaded, model, _progress=progress, **opts), options, "overall_unroll_size",
         TilingOptions().overall_unroll_size, LEAST_LANE_BUDGET)
-    return design, block, {"lane_budget": record["overall_unroll_size"], "refused": record["refused"]}
+    return design, block, {"lane_budget": budget, "refused": refused}
 
 
 def refusals(record: dict[str, Any], knob: str) -> str:
