@@ -18,8 +18,18 @@ from streamtensor.analysis.process_network import Process, ProcessNetwork, Strea
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.cli import main
 from streamtensor.ir.dataflow_parser import parse_dataflow
-from streamtensor.report import write_report
-from streamtensor.report.model import BUSY, EMPTY, FULL, ReportInputError, occupancy_steps, process_spans
+from streamtensor.report import trace, write_report
+from streamtensor.report.model import (
+    BUSY,
+    EMPTY,
+    FULL,
+    STATES,
+    ReportInputError,
+    Spans,
+    load_model,
+    occupancy_steps,
+    process_spans,
+)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -108,6 +118,43 @@ def test_trace_spans_equal_the_simulation(outdir: Path) -> None:
     by_process = _report(outdir)["simulation"]["stall_cycles_by_process"]
     for name, c in by_process.items():
         assert sum(e - s for s, e, n in spans[name] if n != "busy") == c["input_empty"] + c["output_full"]
+
+
+def test_coalesced_slices_keep_every_state_s_cycles() -> None:
+    """A busy process's slices: they tile its run, each slice's cycles add up to its length, and the cycles of
+    every state over all slices are the spans' own."""
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 50, 5000)
+    end = np.cumsum(lengths)
+    sp = Spans(end - lengths, end, rng.integers(0, 3, 5000))
+    edges, cycles = trace.coalesced_spans(sp, 37)
+    assert edges[0] == 0 and edges[-1] == end[-1] and len(edges) == 38
+    assert (cycles.sum(axis=1) == np.diff(edges)).all()
+    assert cycles.sum(axis=0).tolist() == [sp.cycles(s) for s in range(3)]
+
+
+def test_a_busy_process_s_trace_is_coalesced_with_its_stall_totals(outdir: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    design, _ = tiny_block("gpt2", "prefill")
+    sim = design.allocation.groups[0].simulation
+    monkeypatch.setattr(trace, "SPAN_POINTS", 3)
+    events = json.loads(trace.trace_json(load_model(outdir)))["traceEvents"]
+    names = {e["tid"]: e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    mhz = design.target.clock_mhz
+    totals: dict[str, list[int]] = {}
+    for e in events:
+        if e["ph"] != "X":
+            continue
+        row = totals.setdefault(names[e["tid"]], [0, 0, 0])
+        if e["cat"] == "coalesced":
+            assert e["args"][e["name"]] == max(e["args"].values())
+            for i, state in enumerate(STATES):
+                row[i] += e["args"][state]
+        else:  # a process of at most 3 spans: exact
+            row[STATES.index(e["name"])] += round(e["dur"] * mhz)
+    assert any(e.get("cat") == "coalesced" for e in events)
+    for name, (_, empty, full) in totals.items():
+        assert (empty, full) == (sim.stall_cycles[name].input_empty, sim.stall_cycles[name].output_full), name
 
 
 def test_trace_counters_peak_at_the_simulated_occupancy(outdir: Path) -> None:

@@ -3,6 +3,11 @@ chrome://tracing open. One process (``pid``) per fusion group, one thread (``tid
 complete event (``ph: "X"``) per busy / stalled span, and a counter (``ph: "C"``) per FIFO with the tokens it
 holds. Times are modelled microseconds at the target clock (``cycle / clock_mhz``); ``otherData`` says so.
 
+Spans are exact for a process with at most ``SPAN_POINTS`` of them; a busier one (a fine tiling alternates busy and
+stalled millions of times: a 650 MB trace that no viewer opens) is shown as ``SPAN_POINTS`` equal slices of its
+run, each named by the state it spent most cycles in, with every state's cycles in its ``args`` (category
+``coalesced``), so the stall totals still add up.
+
 Counters are exact (every change of level) for a FIFO that changes level at most ``COUNTER_POINTS`` times; a
 busier one is sampled: the highest level in each of ``COUNTER_POINTS`` equal slices of its active time, so the
 peak always shows.
@@ -17,9 +22,10 @@ import numpy as np
 
 from streamtensor._version import GENERATOR
 
-from .model import STATES, ReportModel, StreamInfo, occupancy_steps
+from .model import STATES, ReportModel, Spans, StreamInfo, occupancy_steps
 
 COUNTER_POINTS = 1000
+SPAN_POINTS = 2000
 
 
 def trace_json(model: ReportModel) -> str:
@@ -39,6 +45,9 @@ def trace_json(model: ReportModel) -> str:
         meta.append({"ph": "M", "name": "thread_sort_index", "pid": p.group, "tid": tid,
                      "args": {"sort_index": tid}})
         sp = p.spans
+        if len(sp.start) > SPAN_POINTS:
+            lines.extend(_coalesced_lines(sp, p.group, tid, mhz))
+            continue
         ts = map(repr, np.round(sp.start / mhz, 6).tolist())
         # A float's repr is most of a line's cost: the few distinct durations are formatted once each.
         cycles, inverse = np.unique(sp.end - sp.start, return_inverse=True)
@@ -64,6 +73,37 @@ def trace_json(model: ReportModel) -> str:
     # otherData first: the file's first line names the tool.
     return ('{"otherData":' + json.dumps(other, separators=(",", ":")) + ',"displayTimeUnit":"ns",'
             '"traceEvents":[\n' + ",\n".join(events) + "\n]}\n")
+
+
+def coalesced_spans(sp: Spans, points: int = SPAN_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """(edges, cycles): ``points`` + 1 slice edges over ``sp``'s run and, per slice, the cycles of each state
+    (shape ``points`` x len(STATES)); the spans tile the run, so a slice's cycles add up to its length."""
+    edges = np.unique(np.linspace(sp.start[0], sp.end[-1], points + 1).round().astype(np.int64))
+    cycles = np.zeros((len(edges) - 1, len(STATES)), dtype=np.int64)
+    for state in range(len(STATES)):
+        mask = sp.state == state
+        start, end = sp.start[mask], sp.end[mask]
+        if not len(start):
+            continue
+        # Cycles in ``state`` before each edge: whole spans that ended, plus the part of one still running.
+        done = np.concatenate([[0], np.cumsum(end - start)])
+        k = np.searchsorted(start, edges, side="right")  # spans started at or before the edge
+        running = np.clip(edges - start[np.maximum(k - 1, 0)], 0, (end - start)[np.maximum(k - 1, 0)])
+        before = np.where(k > 0, done[np.maximum(k - 1, 0)] + running, 0)
+        cycles[:, state] = np.diff(before)
+    return edges, cycles
+
+
+def _coalesced_lines(sp: Spans, pid: int, tid: int, mhz: float) -> list[str]:
+    """The complete events of a busy process's slices (module docstring)."""
+    edges, cycles = coalesced_spans(sp)
+    lines = []
+    for start, end, row in zip(edges[:-1].tolist(), edges[1:].tolist(), cycles.tolist(), strict=True):
+        args = json.dumps(dict(zip(STATES, row, strict=True)), separators=(",", ":"))
+        lines.append(f'{{"ph":"X","name":{json.dumps(STATES[row.index(max(row))])},"cat":"coalesced",'
+                     f'"pid":{pid},"tid":{tid},"ts":{round(start / mhz, 6)!r},'
+                     f'"dur":{round((end - start) / mhz, 6)!r},"args":{args}}}')
+    return lines
 
 
 def _counter_points(s: StreamInfo) -> tuple[np.ndarray, np.ndarray]:
