@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
+import torch
 from linalg_builders import build as _build
 from linalg_builders import check_exec as _check_exec
 from linalg_builders import empty as _empty
@@ -17,8 +19,9 @@ from linalg_builders import nodes_of as _of
 from linalg_builders import unary as _unary
 from linalg_builders import value as _v
 
-from streamtensor import compile_llm_block
+from streamtensor import compile, compile_llm_block
 from streamtensor.cli import main
+from streamtensor.driver import Progress
 from streamtensor.errors import VerificationError
 from streamtensor.ir.affine import parse_affine_map
 from streamtensor.ir.dataflow import (
@@ -404,3 +407,21 @@ def test_paper_size_dataflow(family: str, mode: str) -> None:
     assert design.stages["tiling"] + design.stages.get("dataflow", 0.0) < 2.0
     for c in design.report["converters"]:
         assert c["source_type"] != c["result_type"]
+
+
+def test_a_stage_run_again_adds_up_and_each_design_keeps_its_own_times() -> None:
+    """The FIFO sizing runs again after a contention re-size: its stage time is both runs'. A progress shared by
+    several compiles (an LLM build's kernels) keeps adding up, but each design keeps the times of its own."""
+    progress = Progress(False, "test")
+    for _ in range(2):
+        progress.run("allocation.fifo_lp", lambda: time.sleep(0.01))
+    assert progress.seconds["allocation.fifo_lp"] >= 0.02
+    other = Progress(False, "kernel")
+    other.run("tiling", lambda: time.sleep(0.01))
+    progress.merge(other)
+    assert progress.seconds["tiling"] == other.seconds["tiling"]
+    module, args = torch.nn.Linear(4, 3), [torch.ones(2, 4)]
+    first = compile(module, args, size_fifos=False, _progress=progress)
+    before = dict(first.stages)
+    compile(module, args, size_fifos=False, _progress=progress)
+    assert first.stages == before  # the second compile's stages went to the progress, not to the first design
