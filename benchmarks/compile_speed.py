@@ -161,7 +161,7 @@ def _memo_cell(memo: dict[str, str] | None) -> str:
     return f"tile {memo['token_tile']}, lp {memo.get('fifo_lp', '-')}, slr {memo.get('slr', '-')}"
 
 
-_SOURCE_LOCATION = re.compile(r"  // [\w/.]+\.py:\d+$", re.MULTILINE)
+_SOURCE_LOCATION = re.compile(r"  // (?:[\w/.]+\.py|<eval_with_key>\.\d+):\d+$", re.MULTILINE)
 # Report entries that time the compile rather than describe the design.
 _TIMING_KEYS = ("stages", "stage_cpu_seconds", "frontend_cache", "allocation_seconds")
 
@@ -169,7 +169,8 @@ _TIMING_KEYS = ("stages", "stage_cpu_seconds", "frontend_cache", "allocation_sec
 def design_digest(report: dict[str, Any], dataflow_ir: str) -> str:
     """A digest of the design a compile made: its report without the compile's timings and its dataflow IR (the
     same digest before and after a change of the compiler's speed: the same design). The IR's source-location
-    comments (``// block.py:313``) name lines of the compiler, not the design, so they are left out."""
+    comments (``// block.py:313``, or ``// <eval_with_key>.42:10`` for torch.fx's generated code, numbered by how
+    many graphs the process traced before) name lines of the compiler, not the design, so they are left out."""
     design = {k: v for k, v in report.items() if k not in _TIMING_KEYS}
     design["fifo_lp"] = {k: v for k, v in design.get("fifo_lp", {}).items() if k != "solve_seconds"}
     text = json.dumps(design, sort_keys=True) + _SOURCE_LOCATION.sub("", dataflow_ir)
