@@ -155,10 +155,12 @@ def measure(family: str, mode: str, point: str, src: Path, cache: Path, quant: s
 
 
 def _memo_cell(memo: dict[str, str] | None) -> str:
-    """The decisions a compile read from the memo (``analysis.solve_memo``): token tile, FIFO LP, SLR ILP."""
+    """The decisions a compile read from the memo (``analysis.solve_memo``): token tile, tile orders, FIFO LP,
+    SLR ILP."""
     if memo is None:
         return "-"  # the memo off, or a source without it (--src)
-    return f"tile {memo['token_tile']}, lp {memo.get('fifo_lp', '-')}, slr {memo.get('slr', '-')}"
+    return (f"tile {memo['token_tile']}, orders {memo.get('tile_orders', '-')}, lp {memo.get('fifo_lp', '-')}, "
+            f"slr {memo.get('slr', '-')}")
 
 
 _SOURCE_LOCATION = re.compile(r"  // (?:[\w/.]+\.py|<eval_with_key>\.\d+):\d+$", re.MULTILINE)

@@ -21,6 +21,7 @@ from streamtensor.analysis.allocation import run_allocation
 from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.driver import compile_llm_block
 from streamtensor.errors import StageError
+from streamtensor.transforms.tiling.tile_order import TileOrderSearch
 
 
 def _refuse(*args: object, **kwargs: object) -> None:
@@ -80,6 +81,7 @@ def test_a_second_compile_decides_nothing_again(tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(driver, "_judge_tiling", _refuse)
     monkeypatch.setattr(allocation, "size_fifos_lp", _refuse)
     monkeypatch.setattr(slr_partition, "_solve", _refuse)
+    monkeypatch.setattr(TileOrderSearch, "run", _refuse)
     second, _ = compile_llm_block("gpt2", **options)
     untimed = [{k: v for k, v in d.report.items() if k not in _TIMING_KEYS} for d in (first, second)]
     assert untimed[0] == untimed[1]
@@ -87,13 +89,34 @@ def test_a_second_compile_decides_nothing_again(tmp_path: Path, monkeypatch: pyt
     assert first.allocation is not None
     groups = len(first.allocation.groups)
     plans = sum(p.status != slr_partition.ONE_SLR for p in first.allocation.placements.values())
-    assert first.report["frontend_cache"]["memo"] == {"token_tile": "miss", "fifo_lp": f"0/{groups}",
-                                                      "slr": f"0/{plans}"}
-    assert second.report["frontend_cache"]["memo"] == {"token_tile": "hit", "fifo_lp": f"{groups}/{groups}",
-                                                       "slr": f"{plans}/{plans}"}
+    assert first.report["frontend_cache"]["memo"] == {"token_tile": "miss", "tile_orders": "0/3",
+                                                      "fifo_lp": f"0/{groups}", "slr": f"0/{plans}"}
+    # The token tile's winner alone is tiled again, its orders read back.
+    assert second.report["frontend_cache"]["memo"] == {"token_tile": "hit", "tile_orders": "1/1",
+                                                       "fifo_lp": f"{groups}/{groups}", "slr": f"{plans}/{plans}"}
     # Other options: another key.
     with pytest.raises(StageError, match="memo missed"):
         compile_llm_block("gpt2", **options, overall_unroll_size=512)
+
+
+def test_tile_orders_are_read_back_at_another_lane_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The orders are searched before the lanes are given: a design point with another lane budget reads every
+    candidate token tile's orders back, and gets the same orders as a search would."""
+    monkeypatch.setenv("STREAMTENSOR_LINALG_CACHE", str(tmp_path))
+    options = {"mode": "prefill", "size": "tiny", "seq_len": 8}
+    compile_llm_block("gpt2", **options)
+    searched, _ = compile_llm_block("gpt2", **options, overall_unroll_size=512, fifo_strategy="conservative")
+    assert searched.report["frontend_cache"]["memo"]["tile_orders"] == "3/3"
+    monkeypatch.setenv("STREAMTENSOR_LINALG_CACHE", "off")
+    fresh, _ = compile_llm_block("gpt2", **options, overall_unroll_size=512, fifo_strategy="conservative")
+    assert searched.tiling is not None and fresh.tiling is not None
+    assert ({n: t.tile_order for n, t in searched.tiling.ops.items()}
+            == {n: t.tile_order for n, t in fresh.tiling.ops.items()})
+    # Another order objective: another search.
+    monkeypatch.setenv("STREAMTENSOR_LINALG_CACHE", str(tmp_path))
+    monkeypatch.setattr(TileOrderSearch, "run", _refuse)
+    with pytest.raises(StageError, match="memo missed"):
+        compile_llm_block("gpt2", **options, order_objective="latency")
 
 
 def test_keys_tell_their_parts_apart() -> None:

@@ -178,6 +178,8 @@ class Design:
     # The token tile's scores: from the memo (analysis.solve_memo) "hit", judged and kept "miss", judged with the
     # memo off "off", or no choice to make "none".
     token_tile_memo: str = "off"
+    # Of the compile's tile-order searches, how many the memo answered ("k/n"; "" with the memo off).
+    tile_order_memo: str = ""
     # Under --quant: PyTorch fp32 outputs for the compiled module's inputs (the unquantized model), reported next
     # to the error against the quantized reference but never asserted.
     float_reference: Callable[[Sequence[torch.Tensor]], list[np.ndarray]] | None = field(default=None, repr=False)
@@ -222,9 +224,10 @@ class Design:
 
     def _memo_report(self) -> dict[str, str]:
         """``report["frontend_cache"]["memo"]``: which of the compile's costly decisions were read from the memo
-        (``analysis.solve_memo``): the token tile's scores (``token_tile_memo``), and of the fusion groups' FIFO
+        (``analysis.solve_memo``): the token tile's scores (``token_tile_memo``), of the tile-order searches how
+        many (``tile_order_memo``), and of the fusion groups' FIFO
         sizings and SLR ILP plans how many ("k/n"; a group that fits one SLR solves no ILP)."""
-        out = {"token_tile": self.token_tile_memo}
+        out = {"token_tile": self.token_tile_memo, "tile_orders": self.tile_order_memo}
         if self.allocation is not None:
             groups = self.allocation.groups
             plans = [p for p in self.allocation.placements.values() if p.status != ONE_SLR]
@@ -460,7 +463,8 @@ def _compile_graph(linalg: Graph, cache: linalg_cache.CacheInfo, opts: CompileOp
            if memo is not None and cache.state != "off" and opts.tiling.token_tile_size is None else "")
     known = solve_memo.load(memo, key) if key else None
     known = known if isinstance(known, dict) else None
-    tiling = progress.run("tiling", lambda: tile_graph(graph, target, opts.tiling, judge, known))
+    orders = _OrderMemo(memo) if memo is not None else None
+    tiling = progress.run("tiling", lambda: tile_graph(graph, target, opts.tiling, judge, known, orders))
     if key and known is None and tiling.trials:
         solve_memo.store(memo, key, tiling.trials)
     token_tile_memo = "off" if memo is None else "none" if not tiling.trials else "hit" if known is not None else "miss"
@@ -476,7 +480,31 @@ def _compile_graph(linalg: Graph, cache: linalg_cache.CacheInfo, opts: CompileOp
     return Design("", opts, graph, [v.name for v in graph.inputs], outs, dict(progress.seconds),
                   dict(progress.cpu_seconds),
                   tiling=tiling, dataflow=dataflow, allocation=allocation, frontend_cache=cache,
-                  token_tile_memo=token_tile_memo)
+                  token_tile_memo=token_tile_memo, tile_order_memo=orders.count() if orders is not None else "")
+
+
+@dataclass
+class _OrderMemo:
+    """The tile-order searches' memo (``tiling.OrderMemo``) in ``solve_memo``, and how many of a compile's
+    searches it answered."""
+
+    root: Path
+    hits: int = 0
+    searches: int = 0
+
+    def __call__(self, inputs: str, search: Callable[[], list[list[int]]]) -> list[list[int]]:
+        self.searches += 1
+        key = solve_memo.memo_key("tile_orders", inputs)
+        kept = solve_memo.load(self.root, key)
+        if isinstance(kept, list):
+            self.hits += 1
+            return kept
+        found = search()
+        solve_memo.store(self.root, key, found)
+        return found
+
+    def count(self) -> str:
+        return f"{self.hits}/{self.searches}"
 
 
 def _memo_dir() -> Path | None:

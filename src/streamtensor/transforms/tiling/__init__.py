@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from streamtensor.ir.linalg import Graph
+from streamtensor.ir.linalg import Graph, print_graph
 from streamtensor.target import Target
 from streamtensor.transforms.tiling.edges import kernel_edges
 from streamtensor.transforms.tiling.liveness import kernel_ops
@@ -29,10 +29,14 @@ from streamtensor.transforms.tiling.unroll import (
 Score = tuple[float, ...]
 # A tiling judge: the candidate's score, given the best score so far (None for the first candidate).
 Judge = Callable[[Tiling, Score | None], Score]
+# A memo of tile orders (the compiler's: ``analysis.solve_memo``): ``remember(inputs, search)`` returns the orders
+# kept for ``inputs``, a text of everything the search reads, or runs ``search`` and keeps what it returns.
+OrderMemo = Callable[[str, Callable[[], list[list[int]]]], list[list[int]]]
 
 
 def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = None,
-               judge: Judge | None = None, known: dict[int, list[float]] | None = None) -> Tiling:
+               judge: Judge | None = None, known: dict[int, list[float]] | None = None,
+               orders: OrderMemo | None = None) -> Tiling:
     """Tile every kernel of ``graph``: sizes, orders, then unroll factors (the modules of this package); lanes
     and DMA rates are the ``target``'s.
 
@@ -50,24 +54,34 @@ def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = Non
 
     ``known``: the scores (``Tiling.trials``) an earlier choice on the same graph, target, options and judge gave
     every candidate (the compiler's memo, ``analysis.solve_memo``): the winner is taken from them by the same rule
-    and only it is tiled (issue 21: tiling every candidate was seconds of a paper-size prefill compile)."""
+    and only it is tiled (issue 21: tiling every candidate was seconds of a paper-size prefill compile).
+
+    ``orders``: a memo of the layout-aware tile-order search, the search's own inputs its key (the graph as
+    text, every kernel's loops and initial orders, the objective and restarts): it is deterministic, and a
+    design point that changes only what comes after it (lanes, FIFO sizing) or a second compile of the same
+    point reads the orders instead of searching again (1-2 s per token tile of a paper-size prefill block)."""
     options = options or TilingOptions()
+    text = print_graph(graph) if orders is not None and options.layout_aware_order else ""
+
+    def tiled(opts: TilingOptions) -> Tiling:
+        return _tile_graph(graph, target, opts, orders, text)
+
     if options.token_tile_size is not None:
-        return _tile_graph(graph, target, options)
+        return tiled(options)
     candidates = token_tile_candidates(graph, options)
     if len(candidates) == 1:
-        return _tile_graph(graph, target, replace(options, token_tile_size=candidates[0]))
+        return tiled(replace(options, token_tile_size=candidates[0]))
     if known is not None:
         if list(known) != candidates:
             raise ValueError(f"scores of token tiles {list(known)} given for the candidates {candidates}")
         t = min(candidates, key=lambda t: (tuple(known[t]), -(t or options.default_tile_size)))
-        tiling = _tile_graph(graph, target, _candidate(options, t))
+        tiling = tiled(_candidate(options, t))
         return replace(tiling, trials={c: list(known[c]) for c in candidates})
     judge = judge or (lambda t, _: (t.max_latency,))
     trials: list[tuple[Score, int, Tiling]] = []
     best: tuple[Score, int, Tiling] | None = None  # the first of the least (score, -tile)
     for t in candidates:
-        tiling = _tile_graph(graph, target, _candidate(options, t))
+        tiling = tiled(_candidate(options, t))
         score = judge(tiling, None if best is None else best[0])
         if best is not None and len(score) < len(best[0]) and not score > best[0][: len(score)]:
             raise ValueError(f"token tile {t}: the judge's partial score {score} does not exceed the best "
@@ -95,7 +109,8 @@ def token_tile_candidates(graph: Graph, options: TilingOptions) -> list[int]:
     return [0, *(t for t in range(2, min(rows, options.default_tile_size)) if rows % t == 0)]
 
 
-def _tile_graph(graph: Graph, target: Target, options: TilingOptions) -> Tiling:
+def _tile_graph(graph: Graph, target: Target, options: TilingOptions, orders: OrderMemo | None = None,
+                graph_text: str = "") -> Tiling:
     ops = kernel_ops(graph)
     tilings = [initial_tiling(op, options, feature_tile_bound(options)) for op in ops]
     if options.token_tile_size:
@@ -107,8 +122,14 @@ def _tile_graph(graph: Graph, target: Target, options: TilingOptions) -> Tiling:
         tilings = [OpTiling(t.loops, *default_orders(op, t.loops, options)) for op, t in zip(ops, tilings, strict=True)]
     if options.layout_aware_order:
         objective = resolve_objective(options.order_objective, graph)
-        orders = TileOrderSearch(graph, ops, tilings, objective).run(options.order_search_restarts)
-        tilings = [replace(t, tile_order=o) for t, o in zip(tilings, orders, strict=True)]
+
+        def search() -> list[list[int]]:
+            return TileOrderSearch(graph, ops, tilings, objective).run(options.order_search_restarts)
+
+        inputs = repr((graph_text, [(op.name, t) for op, t in zip(ops, tilings, strict=True)], objective,
+                       options.order_search_restarts))
+        found = search() if orders is None else orders(inputs, search)
+        tilings = [replace(t, tile_order=o) for t, o in zip(tilings, found, strict=True)]
         if not options.permute_reductions_outward:
             tilings = [replace(t, point_order=list(t.tile_order)) for t in tilings]
     serial = block_rows(graph) == 1  # one token: the stages run one after another
