@@ -107,6 +107,9 @@ def test_tile_orders_are_read_back_at_another_lane_budget(tmp_path: Path, monkey
     compile_llm_block("gpt2", **options)
     searched, _ = compile_llm_block("gpt2", **options, overall_unroll_size=512, fifo_strategy="conservative")
     assert searched.report["frontend_cache"]["memo"]["tile_orders"] == "3/3"
+    # The token tile's judge reads no FIFO sizing option: another strategy alone reads its scores back.
+    resized, _ = compile_llm_block("gpt2", **options, fifo_strategy="conservative", fifo_latency_slack=0.05)
+    assert resized.report["frontend_cache"]["memo"]["token_tile"] == "hit"
     monkeypatch.setenv("STREAMTENSOR_LINALG_CACHE", "off")
     fresh, _ = compile_llm_block("gpt2", **options, overall_unroll_size=512, fifo_strategy="conservative")
     assert searched.tiling is not None and fresh.tiling is not None

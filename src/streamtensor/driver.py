@@ -457,8 +457,11 @@ def _compile_graph(linalg: Graph, cache: linalg_cache.CacheInfo, opts: CompileOp
     judge = functools.partial(_judge_tiling, graph, target, outs, built=built)
     memo = _memo_dir()
     # The token tile's scores are kept (``analysis.solve_memo``) by the Linalg graph's key and all that the
-    # passes since and the judge read: a second compile of the block tiles the winner alone.
-    key = (solve_memo.memo_key("token_tile_scores", cache.key, repr(replace(opts, verbose=False)), repr(outs),
+    # passes since and the judge read (not the FIFO sizing's options, which come after): a second compile of the
+    # block, or a design point that differs in FIFO sizing alone, tiles the winner alone.
+    judged_options = replace(opts, verbose=False, fifo_strategy="normal", fifo_latency_slack=0.0, max_fifo_depth=0,
+                             allow_deadlock=False, allow_unfit=False)
+    key = (solve_memo.memo_key("token_tile_scores", cache.key, repr(judged_options), repr(outs),
                                repr(list(scalar_names)), repr(list(cache_updates)), str(quant_layers))
            if memo is not None and cache.state != "off" and opts.tiling.token_tile_size is None else "")
     known = solve_memo.load(memo, key) if key else None
