@@ -132,13 +132,14 @@ def contention_shares(placement: HbmPlacement, busy: Mapping[str, np.ndarray], c
     ports = placement.channel_ports(channels)
     horizon = 1 + max((int(b.max()) for b in busy.values() if b.size), default=0)
     active = {d: np.bincount(b, minlength=horizon) > 0 for d, b in busy.items() if b.size}
-    load = []
-    for on in ports:
-        count = np.zeros(horizon, dtype=np.int64)
+    # Per channel with an active port, the active ports in each cycle (a few: int16; a fine tiling's decode block
+    # runs millions of cycles, and int64 counts of every channel were half a GB).
+    load: dict[int, np.ndarray] = {}
+    for c, on in enumerate(ports):
         for d in on:
             if d in active:
+                count = load.setdefault(c, np.zeros(horizon, dtype=np.int16))
                 count += active[d]
-        load.append(count)
     shares: dict[str, Fraction] = {}
     for d in placement.dma_ranges:
         if d not in active:
