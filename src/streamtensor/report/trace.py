@@ -97,13 +97,13 @@ def coalesced_spans(sp: Spans, points: int = SPAN_POINTS) -> tuple[np.ndarray, n
 def _coalesced_lines(sp: Spans, pid: int, tid: int, mhz: float) -> list[str]:
     """The complete events of a busy process's slices (module docstring)."""
     edges, cycles = coalesced_spans(sp)
-    lines = []
-    for start, end, row in zip(edges[:-1].tolist(), edges[1:].tolist(), cycles.tolist(), strict=True):
-        args = json.dumps(dict(zip(STATES, row, strict=True)), separators=(",", ":"))
-        lines.append(f'{{"ph":"X","name":{json.dumps(STATES[row.index(max(row))])},"cat":"coalesced",'
-                     f'"pid":{pid},"tid":{tid},"ts":{round(start / mhz, 6)!r},'
-                     f'"dur":{round((end - start) / mhz, 6)!r},"args":{args}}}')
-    return lines
+    names = [json.dumps(n) for n in STATES]
+    head = [f'{{"ph":"X","name":{n},"cat":"coalesced","pid":{pid},"tid":{tid},"ts":' for n in names]
+    ts = np.round(edges[:-1] / mhz, 6).tolist()
+    dur = np.round(np.diff(edges) / mhz, 6).tolist()
+    return [f'{head[row.index(max(row))]}{t!r},"dur":{d!r},"args":{{'
+            + ",".join(f"{n}:{v}" for n, v in zip(names, row, strict=True)) + "}}"
+            for t, d, row in zip(ts, dur, cycles.tolist(), strict=True)]
 
 
 def _counter_points(s: StreamInfo) -> tuple[np.ndarray, np.ndarray]:
