@@ -44,9 +44,12 @@ from streamtensor.transforms.tiling.plan import OpTiling, Tiling, TilingOptions
 from streamtensor.transforms.tiling.tile_sizes import initial_tiling, tile_size
 from streamtensor.transforms.tiling.unroll import (
     DATAPATH_SHARE,
+    _chains,
     _doubled,
+    _Lanes,
     budget_units,
     external_streams,
+    fed_downstream,
     tiling_cost,
     unroll_candidates,
 )
@@ -107,6 +110,20 @@ def _unbalanced() -> Graph:
         ops.append(unary(f"y{i}", x, ops[0].results[0], f"elementwise_{i + 1}", "(d0, d1) -> (d0, d1)"))
         x = ops[-1].results[0]
     return graph([a, b], ops, [x])
+
+
+def test_the_heap_keys_kernels_by_the_cycles_they_add() -> None:
+    # Kernel 1 waits for kernel 0's whole result and 3 for 2's: their latencies add along those chains.
+    assert _chains([10, 100, 5, 50], [set(), {0}, set(), {2}]) == [110, 110, 55, 55]
+    assert _chains([10, 100, 5], [set(), set(), {0, 1}]) == [15, 105, 105]  # the longer chain into 2
+    # 0 streams into 1, 1 into 2: 0's result reaches 2 through 1.
+    downstream = fed_downstream([set(), {0}, {1}, set()])
+    assert downstream == [{1, 2}, {2}, set(), set()]
+    # 2 is stuck at 60 cycles: 0 (40 cycles) runs at its pace and adds only the quarter of its run that 1 waits
+    # for; 1 (100 cycles) is slower than 2 and adds its latency; 3 streams into nothing.
+    lanes = _Lanes([], [], [], [], [], [40, 100, 60, 30], [set()] * 4, downstream, [0.25, 0.5, 0.0, 0.0], {2})
+    assert [lanes.holder(i) for i in range(4)] == [2, None, None, None]
+    assert lanes.keys() == [(10.0, 40), (100.0, 100), (60.0, 60), (30.0, 30)]
 
 
 def test_intensity_aware_beats_uniform_on_an_unbalanced_graph() -> None:

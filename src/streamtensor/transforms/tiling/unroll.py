@@ -20,28 +20,29 @@ multiply their cost by the MAC lanes.
   device) from the start, not to the slowest kernel first (which starved the LayerNorm reductions on a
   paper-size GPT-2 decode block). Its DMAs are rate-matched as if each had the HBM to itself
   (``external_streams``: its tiles' words in stripes, share 1), as ``transforms.stripes`` then stripes them.
-- Intensity-aware (spec §4.1): a max-heap of kernel latencies (``kernel_timing``), in a block of many tokens
-  keyed first by the longest chain of kernels through the kernel whose latencies add (``barrier_edges``: a
-  consumer that waits for its producer's whole result, the LayerNorm statistics before projections that walk
-  their feature tiles outermost: the statistics' latency counts as much as the projection's). Pop the slowest
-  kernel and double the unroll of one of its loops: candidates are the loops whose doubled unroll still divides
-  the tile, in preference order innermost parallel point loop first, then outer parallel ones, then reduction
-  loops innermost first; the candidate giving the lowest latency wins (ties: the cheaper datapath, then preference
-  order). Push it back and repeat while the doubling fits the budget and the device: the datapaths within
-  ``DATAPATH_SHARE`` of the target's DSPs and LUTs, and each kernel's within that share of one SLR. A kernel
+- Intensity-aware (spec §4.1): a max-heap of kernel latencies (``kernel_timing``); in a block of many tokens
+  keyed first by the cycles the kernel adds to the makespan (``_Lanes.keys``): where a consumer waits for its
+  producer's whole result (``edge_waits``: the LayerNorm statistics before projections that walk their feature
+  tiles outermost) their latencies add, so the key is the longest chain of such latencies through the kernel.
+  Pop the slowest kernel and double the unroll of one of its loops: candidates are the loops whose doubled
+  unroll still divides the tile, in preference order innermost parallel point loop first, then outer parallel
+  ones, then reduction loops innermost first; the candidate giving the lowest latency wins (ties: the cheaper
+  datapath, then preference order). Push it back and repeat while the doubling fits the budget and the device:
+  the datapaths within ``DATAPATH_SHARE`` of the target's DSPs and LUTs, and each kernel's within that share of
+  one SLR. A kernel
   that these bounds or the budget stop leaves the heap and cheaper kernels may still grow: a decode block runs
   its kernels largely one after another, so every kernel's latency adds to the makespan, and a LayerNorm
   reduction left at one lane costs thousands of cycles. A kernel no doubling makes faster (its tiles fully
   unrolled: with ``max_token_rank=1`` a score kernel over 128 positions in 1-element tiles) leaves the heap
   too. Stop when the heap is empty.
 - Held back (intensity-aware, many tokens): a kernel whose result streams, through whole-result feeds that are
-  no barriers (``fed_downstream``), into a kernel that is no faster and has left the heap for good runs at that
-  kernel's pace through the FIFOs between them: it leaves the heap too, and when the heap is empty, every such
-  kernel gives back the doublings it took before (halved while no slower than that kernel) and the kernels the
-  budget or the device stopped go back on the heap, until none gives back. (A paper-size W4A8 GPT-2 prefill
-  block's MLP up projection took 732 DSPs to halve a latency that its down projection, at the device's bound,
-  kept; its QKV projection then got the DSPs to halve its own: 293,824 -> 250,966 modelled cycles with the fair
-  HBM shares.)
+  no barriers (``fed_downstream``), into a kernel no faster than it that has left the heap for good runs at that
+  kernel's pace through the FIFOs between them: it adds only the wait for its first results (the fraction of
+  its run its consumers wait for, ``edge_waits``, times its latency), its key. When the budget or the device
+  stops the popped kernel, held-back kernels whose key is smaller even at half their lanes give those back
+  (least key first, each then leaving the heap) while that makes its doubling fit. (A paper-size W4A8 GPT-2
+  prefill block's MLP up projection took 732 DSPs to halve a latency that its down projection, at the device's
+  bound, kept; its QKV projection and LayerNorm statistics now take them: 291,607 -> 248,548 modelled cycles.)
 - Bandwidth-aware (both strategies): no kernel reads an input streamed from external memory (a weight, a
   block input) faster than that input's DMA delivers it (``analysis.hbm``: its stripes and their share of the
   HBM pseudo-channels its tensor is placed on). Where its lanes would, the kernel's pipeline II is raised to the
@@ -344,7 +345,7 @@ class _Lanes:
         results (its fill fraction of its latency)."""
         chains = _chains(self.latencies, self.barriers)
         return [(self.fills[i] * self.latencies[i] if self.holder(i) is not None else float(chains[i]),
-                 self.latencies[i]) for i in range(len(self.ops))]
+                 self.latencies[i]) for i in range(len(self.latencies))]
 
 
 def intensity_aware_unroll(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
