@@ -484,8 +484,6 @@ def _spend_leftover(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
         total = sum(units)
         fitting: dict[int, tuple[float, OpTiling, tuple[float, int], int, int]] = {}
         for i, (op, t) in enumerate(zip(ops, tilings, strict=True)):
-            if any(latencies[p] >= latencies[i] for p in feeds[i]) and not downstream[i]:
-                continue  # (its growths matter only to the kernels it streams to)
             if i not in growths:
                 growths[i] = _growths(op, t, streams[i], target, serial, costs[i], units[i], latencies[i], budget)
             for growth in growths[i]:
