@@ -386,6 +386,8 @@ def _first_round(state: _Lanes, budget: int, feeds: list[set[int]], target: Targ
     parked: set[int] = set()  # no slower than a kernel feeding it: back on the heap when one of those speeds up
     while heap:
         neg_key, neg_latency, i = heapq.heappop(heap)
+        if i in state.stuck:
+            continue  # it gave lanes back to a kernel the device stopped (``_make_room``)
         keys = state.keys()
         if (-neg_key, -neg_latency) != keys[i]:
             heapq.heappush(heap, (-keys[i][0], -keys[i][1], i))  # a kernel of its chain, or its holder, changed
