@@ -16,6 +16,7 @@ from streamtensor.analysis.hbm import (
     HbmPlanError,
     choose_stripes,
     dma_token_cycles,
+    fair_share,
     place_tensors,
 )
 from streamtensor.analysis.timing_model import build_process_network, node_process
@@ -209,13 +210,37 @@ def test_round_robin_shares_with_more_tensors_than_channels() -> None:
     tensors = [ExternalTensor("c", ("c0",), 64, 100), ExternalTensor("a", ("a0", "a1"), 128, 300),
                ExternalTensor("b", ("b0",), 64, 200)]
     placement = place_tensors(tensors, hbm)
-    # By demand: a, b, then c where its slowest port is fastest: with b (200 B x 2 ports) rather than with a's
-    # two DMAs (150 B x 3 ports).
+    # By demand: a, b, then c where its channel's slowest port is fastest: with b (200 + 100 B moved) rather than
+    # with a's two DMAs (300 + 100 B).
     assert placement.ranges == {"a": ((0, 0),), "b": ((1, 1),), "c": ((1, 1),)}
-    # Shares are the DMAs on the channel (the old ceil(3 tensors / 2 channels) rule charged a 4 and b, c 2).
-    assert placement.shares == {"c0": 2, "a0": 2, "a1": 2, "b0": 2}
+    # Ports are the DMAs on the channel (the old ceil(3 tensors / 2 channels) rule charged a 4 and b, c 2) ...
+    assert placement.ports == {"c0": 2, "a0": 2, "a1": 2, "b0": 2}
+    # ... and shares their fair split: c's 100 B cost b's port 100 B of channel time, b's 200 B cost c's 100 B.
+    assert placement.shares == {"c0": 2, "a0": 2, "a1": 2, "b0": Fraction(3, 2)}
     with pytest.raises(HbmPlanError, match="tensor a has 2 DMAs, more than the 1 interfaces"):
         place_tensors(tensors, replace(hbm, max_interfaces_per_channel=1))
+
+
+def test_ports_split_a_channel_fairly_by_their_bytes() -> None:
+    # A port waits for the bytes of every port on its channel, each up to its own: equal ports share as their
+    # count, a port of no bytes counts them all (rounded up to 1/64 of its time alone).
+    assert fair_share(100, [100, 100, 100]) == 3
+    assert fair_share(100, [100, 10, 1000]) == Fraction(135, 64)  # 1 + 0.1 + 1
+    assert fair_share(0, [0, 5]) == 2
+    # Two weights and four small reads on two channels: each weight keeps most of its channel (the count charged
+    # it 3: every small read for the weight's whole stream), a read waits for the weight's first 100 B and the
+    # other read beside it, the 10 B read for its 10 B of each.
+    hbm = replace(U55C.hbm, channels=2)
+    tensors = [ExternalTensor("w1", ("w1",), 1000, 1000), ExternalTensor("w2", ("w2",), 1000, 1000),
+               *(ExternalTensor(f"r{i}", (f"r{i}",), 100, 100) for i in range(3)), ExternalTensor("t", ("t",), 10, 10)]
+    placement = place_tensors(tensors, hbm)
+    assert placement.ranges == {"w1": ((0, 0),), "w2": ((1, 1),), "r0": ((0, 0),), "r1": ((1, 1),),
+                                "r2": ((0, 0),), "t": ((1, 1),)}
+    assert placement.ports == dict.fromkeys(("w1", "w2", "r0", "r1", "r2", "t"), 3)
+    assert placement.shares == {"w1": Fraction(77, 64), "w2": Fraction(9, 8), "r0": 3, "r1": Fraction(135, 64),
+                                "r2": 3, "t": 3}
+    # A one-token block's stages stream one after another: its placement starts from the count.
+    assert place_tensors(tensors, hbm, serial=True).shares == placement.ports
 
 
 def placement_units(plan: HbmPlan) -> Callable[[MemoryArgument], str]:
@@ -305,7 +330,11 @@ def test_stripes_follow_demand_within_caps() -> None:
     assert stripes == choose_stripes(list(reversed(tensors)), hbm)  # deterministic, order-free
     assert stripes["kv"] == 1 and stripes["s"] == 1  # not stripable; too small to gain from a port
     assert stripes["w"] >= 2 and stripes["v"] >= 2
-    assert sum(stripes.values()) <= hbm.channels
+    # A stripe may share a channel with a small port (s's 64 B cost it 64 B of channel time), never with another
+    # big tensor's stripe.
+    placement = place_tensors([replace(t, stripes=stripes[t.name]) for t in tensors], hbm)
+    big = [[d for d in on if d[0] in "wvk"] for on in placement.channel_ports(hbm.channels)]
+    assert all(len(set(d[0] for d in on)) <= 1 for on in big)
     # Capped by the words per tile: a 3-word tile never gets a 4th port.
     narrow = [replace(tensors[0], max_stripes=3)]
     assert choose_stripes(narrow, hbm) == {"w": 3}
@@ -324,9 +353,11 @@ def test_striped_placement_and_shares() -> None:
     assert placement.ranges["w"] == ((0, 0), (1, 1), (2, 2))  # its stripes on distinct channels
     assert placement.ranges["b"] == ((3, 3),) and placement.stripes("w0") == 3
     assert placement.shares == {"w0": 2, "w1": 2, "b0": 1}  # two DMAs on each stripe's channel
-    # A fourth stripe of w shares b's channel: its DMAs wait for that slowest port.
+    # A fourth stripe of w shares b's channel: its DMAs wait for that slowest port, 1024 B each and b's 64 B; b
+    # waits for all three ports.
     placement = place_tensors([replace(tensors[0], stripes=4), tensors[1]], hbm)
-    assert placement.shares == {"w0": 3, "w1": 3, "b0": 3}
+    assert placement.ports == {"w0": 3, "w1": 3, "b0": 3}
+    assert placement.shares == {"w0": Fraction(33, 16), "w1": Fraction(33, 16), "b0": 3}
     with pytest.raises(HbmPlanError, match="tensor w has 5 stripes; the HBM has 4 pseudo-channels"):
         place_tensors([replace(tensors[0], stripes=5)], hbm)
     with pytest.raises(HbmPlanError, match=r"cannot place tensor b .*\(at most 2 per channel\)"):

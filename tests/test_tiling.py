@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from fractions import Fraction
 
 import pytest
 from conftest import tiny_block
@@ -43,9 +44,12 @@ from streamtensor.transforms.tiling.plan import OpTiling, Tiling, TilingOptions
 from streamtensor.transforms.tiling.tile_sizes import initial_tiling, tile_size
 from streamtensor.transforms.tiling.unroll import (
     DATAPATH_SHARE,
+    _chains,
     _doubled,
+    _Lanes,
     budget_units,
     external_streams,
+    fed_downstream,
     tiling_cost,
     unroll_candidates,
 )
@@ -106,6 +110,20 @@ def _unbalanced() -> Graph:
         ops.append(unary(f"y{i}", x, ops[0].results[0], f"elementwise_{i + 1}", "(d0, d1) -> (d0, d1)"))
         x = ops[-1].results[0]
     return graph([a, b], ops, [x])
+
+
+def test_the_heap_keys_kernels_by_the_cycles_they_add() -> None:
+    # Kernel 1 waits for kernel 0's whole result and 3 for 2's: their latencies add along those chains.
+    assert _chains([10, 100, 5, 50], [set(), {0}, set(), {2}]) == [110, 110, 55, 55]
+    assert _chains([10, 100, 5], [set(), set(), {0, 1}]) == [15, 105, 105]  # the longer chain into 2
+    # 0 streams into 1, 1 into 2: 0's result reaches 2 through 1.
+    downstream = fed_downstream([set(), {0}, {1}, set()])
+    assert downstream == [{1, 2}, {2}, set(), set()]
+    # 2 is stuck at 60 cycles: 0 (40 cycles) runs at its pace and adds only the quarter of its run that 1 waits
+    # for; 1 (100 cycles) is slower than 2 and adds its latency; 3 streams into nothing.
+    lanes = _Lanes([], [], [], [], [], [40, 100, 60, 30], [set()] * 4, downstream, [0.25, 0.5, 0.0, 0.0], {2})
+    assert [lanes.holder(i) for i in range(4)] == [2, None, None, None]
+    assert lanes.keys() == [(10.0, 40), (100.0, 100), (60.0, 60), (30.0, 30)]
 
 
 def test_intensity_aware_beats_uniform_on_an_unbalanced_graph() -> None:
@@ -283,20 +301,23 @@ def test_bandwidth_aware_unroll_keeps_pace_with_the_weight_dma() -> None:
 def test_rate_matching_charges_the_channel_share_of_the_placement() -> None:
     # analysis.hbm places x, w1, w2 and the output y: on the U55C each on channels of its own, the weights striped
     # (w2, streamed twice as often per byte as w1, over twice the channels); all four on one channel of a
-    # one-channel HBM, where every DMA gets a quarter of it and the kernels are paced slower.
+    # one-channel HBM, split fairly: x, the smallest, waits for three ports' as many bytes and a third of y's, the
+    # weights for about half the channel, and the kernels are paced slower.
     g = two_gemvs(512)
     one = replace(U55C, name="u55c-1pc", hbm=replace(U55C.hbm, channels=1))
     ops = kernel_ops(g)
     tilings = [initial_tiling(op, TilingOptions(16, 1024)) for op in ops]
     # (share, stripes) of x, w1; w2 (h comes from matmul_1)
     assert external_streams(g, ops, tilings, U55C) == [{0: (1, 1), 1: (1, 8)}, {1: (1, 16)}]
-    assert external_streams(g, ops, tilings, one) == [{0: (4, 1), 1: (4, 1)}, {1: (4, 1)}]
+    assert external_streams(g, ops, tilings, one) == [{0: (Fraction(97, 32), 1), 1: (Fraction(137, 64), 1)},
+                                                      {1: (Fraction(137, 64), 1)}]
     wide, narrow = (tile_graph(g, t, TilingOptions(16, 1024)) for t in (U55C, one))
-    for k in ("matmul_1", "matmul_2"):  # paced by their DMAs at a quarter channel, with far fewer lanes (those
-        # past the first doubling that paced them only round its II closer to the DMA's rate)
+    for k in ("matmul_1", "matmul_2"):  # paced by their DMAs at under half a channel (not 8 or 16 whole ones),
+        # with far fewer lanes (those past the first doubling that paced them only round its II closer to the
+        # DMA's rate)
         assert narrow.ops[k].min_pipeline_ii > 1
         assert narrow.ops[k].lanes * 4 <= wide.ops[k].lanes
-        assert narrow.timings[k].latency > 16 * wide.timings[k].latency
+        assert narrow.timings[k].latency > 8 * wide.timings[k].latency
 
 
 def test_compute_bound_kernels_keep_the_recurrence_ii() -> None:

@@ -66,7 +66,7 @@ def to_static(graph: DataflowGraph, target: Target, group: int, names: list[str]
     for name in names:
         node = graph.nodes[name]
         assert isinstance(node, DmaNode)
-        node.share = max(node.share or Fraction(1), Fraction(placement.shares[name]))
+        node.share = max(node.share or Fraction(1), Fraction(placement.ports[name]))
 
 
 def prefetch_caps(graph: DataflowGraph, target: Target) -> dict[str, int]:

@@ -28,21 +28,25 @@ included; then bytes; then name) and each stripe goes on a range of ``ceil(strip
 consecutive pseudo-channels (never wrapping past the last), none holding another stripe of the same tensor,
 each with room for the tensor's DMAs within the target's interfaces per channel (a DMA on a range counts on each
 of its channels) and, together, for the stripe's bytes. Among those, the range whose slowest port would be
-fastest once the stripe is added (the heaviest port's bytes times the ports, the share below) wins, ties in
-round-robin order from where the last stripe ended: a small tensor joins other small ones rather than halve a
-big stripe's channel. When nothing fits, placement fails with :class:`HbmPlanError`.
+fastest once the stripe is added wins (under the fair split below, a channel's largest port finishes when the
+channel has moved every port's bytes: the range whose busiest channel then holds the fewest bytes), ties in
+round-robin order from where the last stripe ended. When nothing fits, placement fails with
+:class:`HbmPlanError`.
 
-**Contention.** That count assumes every port streams for the whole run, as a many-token block's do. A one-token
+**Contention.** That split assumes every port streams from the start, as a many-token block's do. A one-token
 block's stages run one after another: its DMAs carry the share the timing simulation shows instead
 (``DmaNode.share``, :func:`contention_shares`, settled by ``analysis.contention``), at most the static count.
 
-**Shares.** The ports connected to one pseudo-channel stream concurrently and split its bandwidth evenly: a
-stripe's *share* is the number of DMA ports on the busiest channel of its range; a DMA's share is the largest of
-its stripes' (the lock step waits for the slowest port). A port moves ``min(64, 57.5 / share)`` B/cycle
-(:func:`dma_bytes_per_cycle`) and a striped DMA ``J`` times that. With at most ``channels`` stripes of one
-channel each, every stripe has a channel of its own and the share of each DMA is its tensor's number of DMAs.
-With more, round-robin stacks them: on 2 channels, tensors A, B, C of one DMA each give A and C share 2
-(channel 0) and B share 1 (channel 1), not a uniform ``ceil(3 / 2)``.
+**Shares.** The ports connected to one pseudo-channel stream concurrently and split its bandwidth evenly among
+those still streaming: a port of ``b`` bytes finishes when the channel has moved ``sum(min(b_q, b))`` over its
+ports ``q`` (itself included), so its *share* of that channel is ``sum(min(1, b_q / b))`` (:func:`fair_share`):
+the number of ports where they stream equal bytes, near 1 for a weight stripe beside a few small reads, which
+wait for the weight only as long as they stream themselves. (Charging every port the count of ports on its
+channel, as if each streamed for the whole run, put a paper-size W4A8 GPT-2 prefill block's LayerNorm reads of
+the hidden state, 128 KiB each, with ten other small ports at an eleventh of a channel.) A DMA's share is the
+largest of its stripes' (the lock step waits for the slowest port); ``HbmPlacement.ports`` keeps the count. A
+port moves ``min(64, 57.5 / share)`` B/cycle (:func:`dma_bytes_per_cycle`) and a striped DMA ``J`` times that.
+A one-token block's placement (``serial``) starts from the count, which its contention fixed point lowers.
 """
 
 from __future__ import annotations
@@ -82,7 +86,8 @@ class HbmPlacement:
 
     ranges: Mapping[str, tuple[tuple[int, int], ...]]  # tensor name -> (first, last) pseudo-channel per stripe
     dma_ranges: Mapping[str, tuple[tuple[int, int], ...]]  # DMA name -> its tensor's stripe ranges
-    shares: Mapping[str, int]  # DMA name -> ports on the busiest channel of its stripes' ranges
+    shares: Mapping[str, int | Fraction]  # DMA name -> its share of the busiest channel of its ranges (fair_share)
+    ports: Mapping[str, int]  # DMA name -> ports on the busiest channel of its stripes' ranges
 
     def channel_ports(self, channels: int) -> list[list[str]]:
         """Per pseudo-channel, the DMA of each port on it (a DMA has one port per stripe)."""
@@ -207,7 +212,8 @@ def place_tensors(tensors: Sequence[ExternalTensor], hbm: HbmSpec, serial: bool 
     # Port bytes scaled by the least common multiple of every tensor's port count: the exact fractions compared
     # as integers (Fraction arithmetic was most of a paper-size prefill compile's stripe choice, issue 21).
     scale = math.lcm(*(max(1, len(t.dmas) * t.stripes) for t in tensors)) if tensors else 1
-    heaviest = [0] * hbm.channels  # bytes of the busiest port on each channel, times ``scale``
+    load = [0] * hbm.channels  # bytes of every port on each channel, times ``scale``
+    port_bytes: dict[str, int] = {}  # bytes each port of a DMA streams, times ``scale``
     ranges: dict[str, tuple[tuple[int, int], ...]] = {}
     cursor = 0
     for t in tensors if serial else sorted(tensors, key=lambda t: (-t.demand, -t.bytes, t.name)):
@@ -234,10 +240,10 @@ def place_tensors(tensors: Sequence[ExternalTensor], hbm: HbmSpec, serial: bool 
                     and all(interfaces[c] + len(t.dmas) <= hbm.max_interfaces_per_channel for c in channels)
                     and sum(free[c] for c in channels) >= stripe_bytes
                 ):
-                    # The slowest port of the range once it is added: the heaviest port's bytes times the ports
-                    # (serial: no port streams for the whole run, so the next range round-robin).
-                    slowest = 0 if serial else max(max(heaviest[c], per_port) * (interfaces[c] + len(t.dmas))
-                                                   for c in channels)
+                    # The slowest port of the range once it is added: fairly shared, a channel's largest port
+                    # finishes when the channel has moved all its ports' bytes (serial: no port streams for the
+                    # whole run, so the next range round-robin).
+                    slowest = 0 if serial else max(load[c] for c in channels) + per_port * len(t.dmas)
                     fits.append((slowest, i))
             if not fits:
                 raise HbmPlanError(
@@ -251,7 +257,7 @@ def place_tensors(tensors: Sequence[ExternalTensor], hbm: HbmSpec, serial: bool 
             remaining = stripe_bytes
             for c in channels:
                 interfaces[c] += len(t.dmas)
-                heaviest[c] = max(heaviest[c], per_port)
+                load[c] += per_port * len(t.dmas)
                 taken = min(free[c], remaining)
                 free[c] -= taken
                 remaining -= taken
@@ -259,10 +265,37 @@ def place_tensors(tensors: Sequence[ExternalTensor], hbm: HbmSpec, serial: bool 
             placed.append((first, first + span - 1))
             cursor = (first + span) % hbm.channels
         ranges[t.name] = tuple(placed)
+        port_bytes.update(dict.fromkeys(t.dmas, per_port))
     dma_ranges = {d: ranges[t.name] for t in tensors for d in t.dmas}
-    shares = {d: max(interfaces[c] for first, last in stripes for c in range(first, last + 1))
+    ports = {d: max(interfaces[c] for first, last in stripes for c in range(first, last + 1))
+             for d, stripes in dma_ranges.items()}
+    if serial:
+        return HbmPlacement(ranges, dma_ranges, ports, ports)
+    on_channel: list[list[int]] = [[] for _ in range(hbm.channels)]
+    for d, stripes in dma_ranges.items():
+        for first, last in stripes:
+            for c in range(first, last + 1):
+                on_channel[c].append(port_bytes[d])
+    shares = {d: max(fair_share(port_bytes[d], on_channel[c]) for first, last in stripes
+                     for c in range(first, last + 1))
               for d, stripes in dma_ranges.items()}
-    return HbmPlacement(ranges, dma_ranges, shares)
+    return HbmPlacement(ranges, dma_ranges, shares, ports)
+
+
+# Fair shares are rounded up to this fraction of a port: small denominators for the timing model's integer
+# token costs (``timing_model._token_costs``), at most 1/64 of a port's time given away.
+SHARE_STEP = 64
+
+
+def fair_share(own: int, ports: Sequence[int]) -> Fraction:
+    """The share of a port streaming ``own`` bytes on a channel whose ports (itself included) stream ``ports``
+    bytes, all from the start, the channel split evenly among the ports still streaming: it finishes when the
+    channel has moved ``sum(min(b, own))``, i.e. at ``sum(min(1, b / own))`` times its time alone (rounded up to
+    ``1 / SHARE_STEP``). Ports of equal bytes share as their count; a port of no bytes counts every port."""
+    if own == 0:
+        return Fraction(len(ports))
+    moved = sum(min(b, own) for b in ports)
+    return Fraction(-(-moved * SHARE_STEP // own), SHARE_STEP)
 
 
 def dma_bytes_per_cycle(share: int | Fraction, target: Target) -> Fraction:

@@ -546,7 +546,7 @@ def hbm_report(graph: DataflowGraph, target: Target) -> list[dict[str, object]]:
             node = graph.nodes.get(dma)
             rows.append({"dma": dma, "tensor": node.tensor.name if isinstance(node, DmaNode) else tensor, "stripes": j,
                          "channels": [list(r) for r in placement.dma_ranges[dma]], "share": float(shares[dma]),
-                         "ports_on_busiest_channel": placement.shares[dma],
+                         "ports_on_busiest_channel": placement.ports[dma],
                          "bytes": layout.total_bytes, "streamed_bytes": layout.streamed_bytes,
                          "bytes_per_cycle": round(float(rate), 3)})
         total = sum(r["bytes_per_cycle"] for r in rows)

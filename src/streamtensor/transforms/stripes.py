@@ -5,8 +5,8 @@ Two regimes, by how the block's kernels overlap in time:
 
 - A block of many tokens (prefill) streams its external tensors concurrently for most of its run: every
   read-only tensor is striped over the pseudo-channels in proportion to its bandwidth demand
-  (``analysis.hbm.choose_stripes``), and each DMA streams at the placement's static share (every port on its
-  busiest channel).
+  (``analysis.hbm.choose_stripes``), and each DMA streams at the placement's static share (its fair split of its
+  busiest channel with the ports there, by their bytes).
 - A block of one token (decode) runs its stages largely one after another, so one stage's weights may use the
   channels that the other stages' weights also live on: a read-only tensor gets the fewest stripes that keep
   pace with its consumer as tiled (``analysis.hbm.stripes_for_rate``, its channels to itself), and every DMA

@@ -18,6 +18,7 @@ from streamtensor.transforms.tiling.plan import OpTiling, Tiling, TilingOptions,
 from streamtensor.transforms.tiling.tile_order import TileOrderSearch, default_orders, resolve_objective
 from streamtensor.transforms.tiling.tile_sizes import feature_tile_bound, fit_tiles, impose_token_tile, initial_tiling
 from streamtensor.transforms.tiling.unroll import (
+    edge_waits,
     external_streams,
     intensity_aware_unroll,
     rate_matched,
@@ -136,7 +137,8 @@ def _tile_graph(graph: Graph, target: Target, options: TilingOptions, orders: Or
     streams = external_streams(graph, ops, tilings, target, serial)
     if options.intensity_aware_unroll:
         intensity_aware_unroll(ops, tilings, options.overall_unroll_size, streams, target,
-                               whole_result_feeds(kernel_edges(graph, ops), tilings), serial)
+                               whole_result_feeds(kernel_edges(graph, ops), tilings), serial,
+                               None if serial else edge_waits(graph, ops, tilings))
     else:
         uniform_unroll(tilings, options.overall_unroll_size)
         tilings = [rate_matched(op, t, s, target, serial) for op, t, s in zip(ops, tilings, streams, strict=True)]

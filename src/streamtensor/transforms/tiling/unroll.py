@@ -20,17 +20,29 @@ multiply their cost by the MAC lanes.
   device) from the start, not to the slowest kernel first (which starved the LayerNorm reductions on a
   paper-size GPT-2 decode block). Its DMAs are rate-matched as if each had the HBM to itself
   (``external_streams``: its tiles' words in stripes, share 1), as ``transforms.stripes`` then stripes them.
-- Intensity-aware (spec §4.1): a max-heap of kernel latencies (``kernel_timing``). Pop the slowest kernel and
-  double the unroll of one of its loops: candidates are the loops whose doubled unroll still divides the tile,
-  in preference order innermost parallel point loop first, then outer parallel ones, then reduction loops
-  innermost first; the candidate giving the lowest latency wins (ties: the cheaper datapath, then preference
-  order). Push it back and repeat while the doubling fits the budget and the device: the datapaths within
-  ``DATAPATH_SHARE`` of the target's DSPs and LUTs, and each kernel's within that share of one SLR. A kernel
+- Intensity-aware (spec §4.1): a max-heap of kernel latencies (``kernel_timing``); in a block of many tokens
+  keyed first by the cycles the kernel adds to the makespan (``_Lanes.keys``): where a consumer waits for its
+  producer's whole result (``edge_waits``: the LayerNorm statistics before projections that walk their feature
+  tiles outermost) their latencies add, so the key is the longest chain of such latencies through the kernel.
+  Pop the slowest kernel and double the unroll of one of its loops: candidates are the loops whose doubled
+  unroll still divides the tile, in preference order innermost parallel point loop first, then outer parallel
+  ones, then reduction loops innermost first; the candidate giving the lowest latency wins (ties: the cheaper
+  datapath, then preference order). Push it back and repeat while the doubling fits the budget and the device:
+  the datapaths within ``DATAPATH_SHARE`` of the target's DSPs and LUTs, and each kernel's within that share of
+  one SLR. A kernel
   that these bounds or the budget stop leaves the heap and cheaper kernels may still grow: a decode block runs
   its kernels largely one after another, so every kernel's latency adds to the makespan, and a LayerNorm
   reduction left at one lane costs thousands of cycles. A kernel no doubling makes faster (its tiles fully
   unrolled: with ``max_token_rank=1`` a score kernel over 128 positions in 1-element tiles) leaves the heap
   too. Stop when the heap is empty.
+- Held back (intensity-aware, many tokens): a kernel whose result streams, through whole-result feeds that are
+  no barriers (``fed_downstream``), into a kernel no faster than it that has left the heap for good runs at that
+  kernel's pace through the FIFOs between them: it adds only the wait for its first results (the fraction of
+  its run its consumers wait for, ``edge_waits``, times its latency), its key. When the budget or the device
+  stops the popped kernel, held-back kernels whose key is smaller even at half their lanes give those back
+  (least key first, each then leaving the heap) while that makes its doubling fit. (A paper-size W4A8 GPT-2
+  prefill block's MLP up projection took 732 DSPs to halve a latency that its down projection, at the device's
+  bound, kept; its QKV projection and LayerNorm statistics now take them: 291,607 -> 248,548 modelled cycles.)
 - Bandwidth-aware (both strategies): no kernel reads an input streamed from external memory (a weight, a
   block input) faster than that input's DMA delivers it (``analysis.hbm``: its stripes and their share of the
   HBM pseudo-channels its tensor is placed on). Where its lanes would, the kernel's pipeline II is raised to the
@@ -49,7 +61,8 @@ multiply their cost by the MAC lanes.
   DSPs each for a latency sixteen times shorter than their feed's.)
 - Second round (intensity-aware): what the heap left of the budget and of the device goes, one growth at a
   time, to the kernel whose growth removes the most cycles from its firings per share of the DSPs, LUTs or
-  budget it adds (fed kernels as above excluded). A DMA-paced kernel grows too: its firings take iterations x
+  budget it adds (fed kernels as above excluded, and held-back ones: behind a slower kernel, or one as slow that
+  cannot grow). A DMA-paced kernel grows too: its firings take iterations x
   II, and the II that keeps pace is rounded up, so doubling its lanes may leave its latency where it was while
   one or two more doublings (``PLATEAU_DOUBLINGS``) bring it closer to its DMA's rate; such a growth takes
   them all at once.
@@ -62,7 +75,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from streamtensor.analysis.hbm import (
@@ -86,6 +99,7 @@ from streamtensor.transforms.tiling.edges import (
     trace_movement,
 )
 from streamtensor.transforms.tiling.plan import OpTiling
+from streamtensor.transforms.tiling.tile_order import TileOrderSearch
 
 
 def unroll_candidates(t: OpTiling) -> list[int]:
@@ -280,21 +294,106 @@ def whole_result_feeds(edges: list[KernelEdge], tilings: list[OpTiling]) -> list
     return feeds
 
 
+def edge_waits(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling]) -> list[list[tuple[int, float]]]:
+    """Per kernel, its producers among the kernels before it, each with the fraction of the producer's run the
+    kernel waits for before it can start: until the producer's first output (``first_output_fraction``) or the
+    first window of the converter between their orders, whichever is later (the latency objective's estimate,
+    ``tile_order.TileOrderSearch.makespan``). 1: the whole result first, and their latencies add up (a
+    paper-size prefill block's projections walking their feature tiles outermost need every row's LayerNorm
+    statistics first)."""
+    search = TileOrderSearch(graph, ops, tilings, "latency")
+    return [[(p, max(search._emission(p), search._edge(i)[1])) for i, p in inputs] for inputs in search.in_edges]
+
+
+def _chains(latencies: list[int], barriers: list[set[int]]) -> list[int]:
+    """Per kernel, the longest chain of kernels through it whose latencies add (``barriers``: per kernel, the
+    producers it waits for to the end)."""
+    up = list(latencies)
+    for c, producers in enumerate(barriers):  # producers come before their consumers
+        up[c] += max((up[p] for p in producers), default=0)
+    down = list(latencies)
+    for c in reversed(range(len(barriers))):
+        for p in barriers[c]:
+            down[p] = max(down[p], latencies[p] + down[c])
+    return [u + d - x for u, d, x in zip(up, down, latencies, strict=True)]
+
+
+@dataclass
+class _Lanes:
+    """The state of the first round: every kernel's tiling and what it costs, and the heap's bookkeeping."""
+
+    ops: list[GenericOp]
+    tilings: list[OpTiling]
+    streams: list[dict[int, tuple[int, int]]]
+    costs: list[tuple[float, int]]
+    units: list[int]
+    latencies: list[int]
+    barriers: list[set[int]]  # per kernel, the producers it waits for to the end
+    downstream: list[set[int]]  # per kernel, the kernels its result streams into (``fed_downstream``)
+    fills: list[float]  # per kernel, the fraction of its run those kernels wait for (``edge_waits``)
+    stuck: set[int]  # left the heap for good
+
+    def holder(self, i: int) -> int | None:
+        """The slowest stuck kernel that kernel ``i``'s result streams into, if no faster than ``i``."""
+        held = [k for k in self.downstream[i] & self.stuck if self.latencies[k] >= self.latencies[i]]
+        return max(held, key=lambda k: self.latencies[k]) if held else None
+
+    def keys(self) -> list[tuple[float, int]]:
+        """Each kernel's heap key: the cycles it adds to the makespan, then its latency. A kernel whose consumers
+        wait for its whole result adds the longest chain of such latencies through it (``_chains``); one held back
+        by a stuck kernel its result streams into runs at that one's pace and adds only the wait for its first
+        results (its fill fraction of its latency)."""
+        chains = _chains(self.latencies, self.barriers)
+        return [(self.fills[i] * self.latencies[i] if self.holder(i) is not None else float(chains[i]),
+                 self.latencies[i]) for i in range(len(self.latencies))]
+
+
 def intensity_aware_unroll(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
                            streams: list[dict[int, tuple[int, int]]], target: Target,
-                           feeds: list[set[int]], serial: bool = False) -> None:
+                           feeds: list[set[int]], serial: bool = False,
+                           waits: list[list[tuple[int, float]]] | None = None) -> None:
+    """Intensity-aware unrolling (module docstring); ``waits``: :func:`edge_waits`, for a block of many tokens."""
     tilings[:] = [rate_matched(op, t, s, target, serial) for op, t, s in zip(ops, tilings, streams, strict=True)]
     costs = [tiling_cost(op, t, target) for op, t in zip(ops, tilings, strict=True)]
     units = [budget_units(op, t, target) for op, t in zip(ops, tilings, strict=True)]
     latencies = [paced_latency(op, t, s, target, serial) for op, t, s in zip(ops, tilings, streams, strict=True)]
-    # Serial stages (a one-token block): every kernel's latency adds to the makespan, so the lanes go by cycles
-    # saved per share of the device from the start (the second round alone), not to the slowest kernel first.
-    heap = [] if serial else [(-latency, i) for i, latency in enumerate(latencies)]
+    if serial or waits is None:
+        # Serial stages (a one-token block): every kernel's latency adds to the makespan, so the lanes go by
+        # cycles saved per share of the device from the start (the second round alone), not to the slowest
+        # kernel first.
+        none: list[set[int]] = [set() for _ in ops]
+        _spend_leftover(ops, tilings, budget, streams, target, feeds, none, costs, units, latencies, serial)
+        return
+    barriers = [{p for p, w in inputs if w >= 1} for inputs in waits]
+    fills = [0.0] * len(ops)
+    for inputs in waits:
+        for p, w in inputs:
+            if w < 1:
+                fills[p] = max(fills[p], w)
+    # Streaming into: along whole-result feeds that are no barriers.
+    downstream = fed_downstream([f - b for f, b in zip(feeds, barriers, strict=True)])
+    state = _Lanes(ops, tilings, streams, costs, units, latencies, barriers, downstream, fills, set())
+    _first_round(state, budget, feeds, target)
+    _spend_leftover(ops, tilings, budget, streams, target, feeds, downstream, costs, units, latencies, serial)
+
+
+def _first_round(state: _Lanes, budget: int, feeds: list[set[int]], target: Target) -> None:
+    """The max-heap of the first round (module docstring), keyed by ``_Lanes.keys``."""
+    ops, tilings, streams, latencies = state.ops, state.tilings, state.streams, state.latencies
+    keys = state.keys()
+    heap = [(-keys[i][0], -keys[i][1], i) for i in range(len(ops))]
     heapq.heapify(heap)
     parked: set[int] = set()  # no slower than a kernel feeding it: back on the heap when one of those speeds up
     while heap:
-        neg_latency, i = heapq.heappop(heap)
+        neg_key, neg_latency, i = heapq.heappop(heap)
+        if i in state.stuck:
+            continue  # it gave lanes back to a kernel the device stopped (``_make_room``)
+        keys = state.keys()
+        if (-neg_key, -neg_latency) != keys[i]:
+            heapq.heappush(heap, (-keys[i][0], -keys[i][1], i))  # a kernel of its chain, or its holder, changed
+            continue
         if tilings[i].min_pipeline_ii > 1:
+            state.stuck.add(i)
             continue  # paced by its DMA: more lanes would mostly idle; the other kernels may still grow
         if any(latencies[p] >= -neg_latency for p in feeds[i]):
             parked.add(i)  # it waits for that kernel's last result anyway: its lanes would idle
@@ -303,55 +402,132 @@ def intensity_aware_unroll(ops: list[GenericOp], tilings: list[OpTiling], budget
         # expensive lane-invariant math does not depend on), then preference order.
         best: tuple[int, float, OpTiling, tuple[float, int]] | None = None
         for d in unroll_candidates(tilings[i]):
-            trial = rate_matched(ops[i], _doubled(tilings[i], d), streams[i], target, serial)
-            latency = paced_latency(ops[i], trial, streams[i], target, serial)
+            trial = rate_matched(ops[i], _doubled(tilings[i], d), streams[i], target)
+            latency = paced_latency(ops[i], trial, streams[i], target, False)
             cost = tiling_cost(ops[i], trial, target)
             share = max(cost[0] / target.totals.dsp, cost[1] / target.totals.lut)
             if best is None or (latency, share) < best[:2]:
                 best = (latency, share, trial, cost)
         if best is None or best[0] >= -neg_latency:
+            state.stuck.add(i)
             continue  # its tiles bound it; the others' latencies still add up along the block's critical path
-        grown = budget_units(ops[i], best[2], target)
-        if sum(units) - units[i] + grown > budget:
-            continue  # its doubling exceeds what is left of the budget; cheaper kernels may still grow
-        if not _fits_datapath([best[3] if k == i else c for k, c in enumerate(costs)], i, target):
-            continue  # the device's DSPs / LUTs bound this kernel; cheaper ones may still grow
-        tilings[i], costs[i], units[i], latencies[i] = best[2], best[3], grown, best[0]
-        heapq.heappush(heap, (-best[0], i))
+        if not _make_room(state, i, best[2], best[3], keys[i][0], budget, target):
+            state.stuck.add(i)
+            continue  # the budget or the device's DSPs / LUTs bound this kernel; cheaper ones may still grow
+        tilings[i], state.costs[i], state.units[i], latencies[i] = (best[2], best[3],
+                                                                     budget_units(ops[i], best[2], target), best[0])
+        keys = state.keys()
+        heapq.heappush(heap, (-keys[i][0], -keys[i][1], i))
         for k in [k for k in parked if i in feeds[k]]:
             parked.discard(k)
-            heapq.heappush(heap, (-latencies[k], k))
-    _spend_leftover(ops, tilings, budget, streams, target, feeds, costs, units, latencies, serial)
+            heapq.heappush(heap, (-keys[k][0], -keys[k][1], k))
+
+
+def _fits(state: _Lanes, i: int, cost: tuple[float, int], grown: int, budget: int, target: Target) -> bool:
+    return (sum(state.units) - state.units[i] + grown <= budget
+            and _fits_datapath([cost if k == i else c for k, c in enumerate(state.costs)], i, target))
+
+
+def _make_room(state: _Lanes, i: int, trial: OpTiling, cost: tuple[float, int], key: float, budget: int,
+               target: Target) -> bool:
+    """Whether kernel ``i``'s growth to ``trial`` fits the budget and the device, once kernels held back by a stuck
+    kernel (``_Lanes.holder``) give back doublings that now add fewer cycles than ``i``'s ``key`` (they took them
+    before that kernel stopped), least first; such a kernel leaves the heap. Nothing changes when it does not
+    fit even then."""
+    grown = budget_units(state.ops[i], trial, target)
+    if _fits(state, i, cost, grown, budget, target):
+        return True
+    saved = (list(state.tilings), list(state.costs), list(state.units), list(state.latencies), set(state.stuck))
+    while True:
+        halvings = []
+        for h in range(len(state.ops)):
+            holder = state.holder(h) if h != i else None
+            if holder is None:
+                continue
+            op, t = state.ops[h], state.tilings[h]
+            for d in (d for d, lt in enumerate(t.loops) if lt.unroll > 1):
+                half = rate_matched(op, _halved(t, d), state.streams[h], target)
+                latency = paced_latency(op, half, state.streams[h], target, False)
+                if latency <= state.latencies[holder] and state.fills[h] * latency < key:
+                    halvings.append((state.fills[h] * latency, latency, h, half))
+        if not halvings:
+            state.tilings[:], state.costs[:], state.units[:], state.latencies[:] = saved[:4]
+            state.stuck.clear()
+            state.stuck.update(saved[4])
+            return False
+        _, latency, h, half = min(halvings, key=lambda x: x[:3])
+        op = state.ops[h]
+        state.tilings[h], state.costs[h], state.units[h] = half, tiling_cost(op, half, target), budget_units(op, half,
+                                                                                                            target)
+        state.latencies[h] = latency
+        state.stuck.add(h)
+        if _fits(state, i, cost, grown, budget, target):
+            return True
+
+
+def _halved(t: OpTiling, d: int) -> OpTiling:
+    loops = list(t.loops)
+    loops[d] = replace(loops[d], unroll=loops[d].unroll // 2)
+    return OpTiling(loops, t.tile_order, t.point_order)
 
 
 def _spend_leftover(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
                     streams: list[dict[int, tuple[int, int]]], target: Target, feeds: list[set[int]],
-                    costs: list[tuple[float, int]], units: list[int], latencies: list[int], serial: bool) -> None:
+                    downstream: list[set[int]], costs: list[tuple[float, int]], units: list[int],
+                    latencies: list[int], serial: bool) -> None:
     """Second round (module docstring): what the first left of the budget and the device goes, one growth at a
     time, to the kernel whose growth saves the most cycles per share of the device or of the budget it adds, a
     DMA-paced kernel possibly doubled past its II's plateau; a kernel no slower than one feeding it does not
-    grow."""
+    grow, nor one behind a streaming consumer (``downstream``) that is slower, or as slow and cannot grow."""
     # A kernel's growths depend on its own tiling only: kept until it grows. Whether one fits the budget and the
     # device is checked each round (the others' growth only removes growths that fit).
     growths: dict[int, list[tuple[float, OpTiling, tuple[float, int], int, int]]] = {}
     while True:
-        best: tuple[float, int, OpTiling, tuple[float, int], int, int] | None = None
         total = sum(units)
+        fitting: dict[int, tuple[float, OpTiling, tuple[float, int], int, int]] = {}
         for i, (op, t) in enumerate(zip(ops, tilings, strict=True)):
-            if any(latencies[p] >= latencies[i] for p in feeds[i]):
-                continue
             if i not in growths:
                 growths[i] = _growths(op, t, streams[i], target, serial, costs[i], units[i], latencies[i], budget)
-            for score, trial, cost, grown, latency in growths[i]:
+            for growth in growths[i]:
+                score, _, cost, grown, _ = growth
                 if (total - units[i] + grown > budget
                         or not _fits_datapath([cost if k == i else c for k, c in enumerate(costs)], i, target)):
                     continue
-                if best is None or score > best[0]:
-                    best = (score, i, trial, cost, grown, latency)
+                if i not in fitting or score > fitting[i][0]:
+                    fitting[i] = growth
+        best: tuple[float, int, OpTiling, tuple[float, int], int, int] | None = None
+        for i, (score, trial, cost, grown, latency) in fitting.items():
+            if any(latencies[p] >= latencies[i] for p in feeds[i]):
+                continue
+            if any(latencies[k] > latencies[i] or (latencies[k] == latencies[i] and k not in fitting)
+                   for k in downstream[i]):
+                continue
+            if best is None or score > best[0]:
+                best = (score, i, trial, cost, grown, latency)
         if best is None:
             return
         _, i, tilings[i], costs[i], units[i], latencies[i] = best
         del growths[i]
+
+
+def fed_downstream(feeds: list[set[int]]) -> list[set[int]]:
+    """Per kernel, the kernels that stream in its whole result as it makes it, directly or through others that do
+    (``feeds`` followed forwards): the FIFOs between them hold a few tiles, so none runs ahead of the slowest."""
+    direct: list[set[int]] = [set() for _ in feeds]
+    for consumer, producers in enumerate(feeds):
+        for p in producers:
+            direct[p].add(consumer)
+    closure: list[set[int]] = []
+    for i in range(len(feeds)):
+        seen: set[int] = set()
+        todo = list(direct[i])
+        while todo:
+            k = todo.pop()
+            if k not in seen:
+                seen.add(k)
+                todo.extend(direct[k])
+        closure.append(seen)
+    return closure
 
 
 def _growths(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], target: Target, serial: bool,
