@@ -269,6 +269,12 @@ class TileOrderSearch:
             self._makespans[key] = max(end, default=0.0)
         return self._makespans[key]
 
+    def waits(self) -> list[list[tuple[int, float]]]:
+        """Per kernel, each producer before it with the fraction of the producer's run it waits for before it
+        starts, under the current orders: the later of the producer's first output and the first window of the
+        converter between them (the terms of ``makespan``)."""
+        return [[(p, max(self._emission(p), self._edge(i)[1])) for i, p in inputs] for inputs in self.in_edges]
+
     def _accumulator(self, k: int) -> int:
         key = (k, self.orders[k])
         if key not in self._accumulators:

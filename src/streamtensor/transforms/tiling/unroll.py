@@ -301,8 +301,7 @@ def edge_waits(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling]) -> l
     ``tile_order.TileOrderSearch.makespan``). 1: the whole result first, and their latencies add up (a
     paper-size prefill block's projections walking their feature tiles outermost need every row's LayerNorm
     statistics first)."""
-    search = TileOrderSearch(graph, ops, tilings, "latency")
-    return [[(p, max(search._emission(p), search._edge(i)[1])) for i, p in inputs] for inputs in search.in_edges]
+    return TileOrderSearch(graph, ops, tilings, "latency").waits()
 
 
 def _chains(latencies: list[int], barriers: list[set[int]]) -> list[int]:
