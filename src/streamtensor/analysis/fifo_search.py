@@ -48,11 +48,12 @@ builds profiles in which they stall:
    holding at least ``_TRIM_SHARE`` of the bits are lowered to ``_TRIM_DEPTH`` (1, the floor: the simulation
    judges what the stream needs) together and simulated. A deadlock names the FIFOs it waits on full: those
    of the group go back (they must stay deeper) and the rest is tried again; a run that ends too late splits
-   the group in halves. What went back is then bisected one FIFO at a time to within ``1 / _TRIM_PRECISION``
-   of the depth found, widest first, those a deadlock named before those that only made the run late (a
-   buffer the LP sized on a rigid profile, such as the updated values waiting for their scores in the Llama
-   decode block, 50 tokens of 8192 bits where 20 keep the makespan, against a critical weight prefetch whose LP
-   depth tends to be close); the last passing schedule is solved again. The budget is
+   the group in halves. What went back is then probed one FIFO at a time just below its depth (``1 /
+   _TRIM_PRECISION`` lower: one that fails there is as small as the precision asks, for one simulation) and the
+   others bisected to within ``1 / _TRIM_PRECISION`` of the depth found, widest first, those a deadlock named
+   before those that only made the run late (a buffer the LP sized on a rigid profile, such as the updated values
+   waiting for their scores in the Llama decode block, 50 tokens of 8192 bits where 20 keep the makespan, against a
+   critical weight prefetch whose LP depth tends to be close); the last passing schedule is solved again. The budget is
    ``_TRIM_FIRINGS`` simulated firings but at least ``_TRIM_SIMULATIONS`` simulations: a paper-size Gemma
    prefill block in 2-row token tiles simulates 33 M firings at once (15 to 50 s), and one FIFO at a time its
    first 12 simulations lowered three FIFOs; together, with the culprits of each deadlock named, 16 lower 10
@@ -222,10 +223,15 @@ def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.nd
         return sorted(names, key=lambda n: -width[n] * depths[n])
 
     for name in widest(held) + widest(late):
-        # Bisect between the failing _TRIM_DEPTH and the passing depth.
+        # Bisect between the failing _TRIM_DEPTH and the passing depth, after one probe just below the passing
+        # depth: a FIFO the LP sized within the precision already fails it and costs one simulation, not the
+        # bisection's three or more (a paper-size GPT-2 prefill block's budget went to three such FIFOs before
+        # the two 8192-bit ones that the LP had sized at twice their need).
         low, high = _TRIM_DEPTH, depths[name]
+        probe = high - max(1, high // _TRIM_PRECISION)
         while high - low > max(1, high // _TRIM_PRECISION):
-            middle = (low + high + 1) // 2
+            middle = probe if probe > low else (low + high + 1) // 2
+            probe = low
             result = attempt({**depths, name: middle})
             if result is None:
                 break
