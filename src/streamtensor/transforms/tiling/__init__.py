@@ -127,9 +127,9 @@ def _tile_graph(graph: Graph, target: Target, options: TilingOptions, orders: Or
         def search() -> list[list[int]]:
             return TileOrderSearch(graph, ops, tilings, objective).run(options.order_search_restarts)
 
-        inputs = repr((graph_text, [(op.name, t) for op, t in zip(ops, tilings, strict=True)], objective,
-                       options.order_search_restarts))
-        found = search() if orders is None else orders(inputs, search)
+        found = search() if orders is None else orders(
+            repr((graph_text, [(op.name, t) for op, t in zip(ops, tilings, strict=True)], objective,
+                  options.order_search_restarts)), search)
         tilings = [replace(t, tile_order=o) for t, o in zip(tilings, found, strict=True)]
         if not options.permute_reductions_outward:
             tilings = [replace(t, point_order=list(t.tile_order)) for t in tilings]

@@ -258,22 +258,25 @@ class TileOrderSearch:
         key = tuple(self.orders)
         if key not in self._makespans:
             start, end = [0.0] * len(self.ops), [0.0] * len(self.ops)
-            emission = [self._emission(k) for k in range(len(self.ops))]
             for c, inputs in enumerate(self.in_edges):
                 first = last = 0.0
                 for i, p in inputs:
-                    wait = max(emission[p], self._edge(i)[1])
+                    wait = self._wait(i, p)
                     first = max(first, start[p] + wait * (end[p] - start[p]))
                     last = max(last, end[p])
                 start[c], end[c] = first, max(last, first + self.work[c])
             self._makespans[key] = max(end, default=0.0)
         return self._makespans[key]
 
+    def _wait(self, i: int, p: int) -> float:
+        """The fraction of producer ``p``'s run its consumer on edge ``i`` waits for before it starts: the later of
+        ``p``'s first output and the first window of the converter between their orders."""
+        return max(self._emission(p), self._edge(i)[1])
+
     def waits(self) -> list[list[tuple[int, float]]]:
-        """Per kernel, each producer before it with the fraction of the producer's run it waits for before it
-        starts, under the current orders: the later of the producer's first output and the first window of the
-        converter between them (the terms of ``makespan``)."""
-        return [[(p, max(self._emission(p), self._edge(i)[1])) for i, p in inputs] for inputs in self.in_edges]
+        """Per kernel, each producer before it with the fraction of its run the kernel waits for (``_wait``),
+        under the current orders (the terms of ``makespan``)."""
+        return [[(p, self._wait(i, p)) for i, p in inputs] for inputs in self.in_edges]
 
     def _accumulator(self, k: int) -> int:
         key = (k, self.orders[k])

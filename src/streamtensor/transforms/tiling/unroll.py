@@ -110,10 +110,14 @@ def unroll_candidates(t: OpTiling) -> list[int]:
     return [d for d in ordered if t.loops[d].tile % (2 * t.loops[d].unroll) == 0]
 
 
-def _doubled(t: OpTiling, d: int) -> OpTiling:
+def _unrolled(t: OpTiling, d: int, unroll: int) -> OpTiling:
     loops = list(t.loops)
-    loops[d] = replace(loops[d], unroll=loops[d].unroll * 2)
+    loops[d] = replace(loops[d], unroll=unroll)
     return OpTiling(loops, t.tile_order, t.point_order)
+
+
+def _doubled(t: OpTiling, d: int) -> OpTiling:
+    return _unrolled(t, d, t.loops[d].unroll * 2)
 
 
 def tiled_timing(op: GenericOp, t: OpTiling, target: Target) -> KernelTiming:
@@ -444,8 +448,10 @@ def _make_room(state: _Lanes, i: int, trial: OpTiling, cost: tuple[float, int], 
             if holder is None:
                 continue
             op, t = state.ops[h], state.tilings[h]
-            for d in (d for d, lt in enumerate(t.loops) if lt.unroll > 1):
-                half = rate_matched(op, _halved(t, d), state.streams[h], target)
+            for d, lt in enumerate(t.loops):
+                if lt.unroll == 1:
+                    continue
+                half = rate_matched(op, _unrolled(t, d, lt.unroll // 2), state.streams[h], target)
                 latency = paced_latency(op, half, state.streams[h], target, False)
                 if latency <= state.latencies[holder] and state.fills[h] * latency < key:
                     halvings.append((state.fills[h] * latency, latency, h, half))
@@ -462,12 +468,6 @@ def _make_room(state: _Lanes, i: int, trial: OpTiling, cost: tuple[float, int], 
         state.stuck.add(h)
         if _fits(state, i, cost, grown, budget, target):
             return True
-
-
-def _halved(t: OpTiling, d: int) -> OpTiling:
-    loops = list(t.loops)
-    loops[d] = replace(loops[d], unroll=loops[d].unroll // 2)
-    return OpTiling(loops, t.tile_order, t.point_order)
 
 
 def _spend_leftover(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
