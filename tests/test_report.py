@@ -15,7 +15,7 @@ import pytest
 from conftest import tiny_block
 
 from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream
-from streamtensor.analysis.timing_sim import simulate
+from streamtensor.analysis.timing_sim import SimResult, process_trace, simulate
 from streamtensor.cli import main
 from streamtensor.ir.dataflow_parser import parse_dataflow
 from streamtensor.report import trace, write_report
@@ -191,6 +191,53 @@ def test_spans_of_a_back_pressured_producer() -> None:
         assert np.all(sp.state[1:] != sp.state[:-1]) or len(sp.state) == 1  # neighbours merged
     assert sim.makespan_cycles == dst.end[-1]
     assert dst.cycles(BUSY) + dst.cycles(EMPTY) + dst.cycles(FULL) == sim.makespan_cycles
+
+
+def _spans_from_trace(net: ProcessNetwork, sim: SimResult, name: str) -> list[tuple[int, int, int]]:
+    """The spans of ``process_spans`` spelled out from the materialized static trace, one event at a time."""
+    tr = process_trace(net.process(name))
+    ft = sim.firing_times[name]
+    spans: list[tuple[int, int, int]] = []
+
+    def add(a: int, b: int, k: int) -> None:
+        if b > a:
+            if spans and spans[-1][1] == a and spans[-1][2] == k:
+                spans[-1] = (spans[-1][0], b, k)
+            else:
+                spans.append((a, b, k))
+
+    slip, pos, finish = 0, 0, None
+    for static, firing, is_write in zip(tr.static.tolist(), tr.firing.tolist(), tr.is_write.tolist(), strict=True):
+        t = int(ft.complete[firing] if is_write else ft.issue[firing])
+        if t < 0:
+            break
+        finish, grown = t, t - static - slip
+        if grown > 0:
+            slip += grown
+            add(pos, t - grown, BUSY)
+            add(t - grown, t, FULL if is_write else EMPTY)
+            pos = t
+    if finish is not None:
+        add(pos, finish, BUSY)
+    return spans
+
+
+@pytest.mark.parametrize("depth", [1, 2, 0])
+def test_spans_kernel_matches_the_trace(depth: int) -> None:
+    # A chain whose middle process both waits for input and is held back by a slower reader; depth 0: unbounded.
+    n = 40
+    idx = np.arange(n)
+    net = ProcessNetwork(
+        [Process("src", 3, 2, n, writes={"a": idx}), Process("mid", 1, 4, n, reads={"a": idx}, writes={"b": idx}),
+         Process("dst", 5, 3, n, reads={"b": idx})],
+        [Stream("a", "src", "mid", 32, n), Stream("b", "mid", "dst", 32, n)], srl_max_bits=1024)
+    sim = simulate(net, {"a": depth, "b": depth} if depth else {})
+    for name in ("src", "mid", "dst"):
+        sp = process_spans(net, sim, name)
+        assert list(zip(sp.start.tolist(), sp.end.tolist(), sp.state.tolist(), strict=True)) == \
+            _spans_from_trace(net, sim, name)
+        assert (sp.cycles(EMPTY), sp.cycles(FULL)) == (sim.stall_cycles[name].input_empty,
+                                                       sim.stall_cycles[name].output_full)
 
 
 def test_occupancy_steps() -> None:

@@ -219,3 +219,83 @@ def merge_traces(ii: np.ndarray, depth: np.ndarray, ev_off: np.ndarray, static: 
                 is_write[base + j] = True
                 write_pos[fbase + g] = j
                 g += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def stall_spans(ii: int, depth: int, issue: np.ndarray, complete: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(start, end, state)`` of the busy (0), input-empty (1) and output-full (2) spans of one simulated process
+    of pipeline ``ii`` / ``depth`` from its firings' ``issue`` / ``complete`` times, along its static trace as
+    ``merge_traces`` orders it, without building the trace: every event whose slip grew waited ``growth`` cycles
+    just before it (empty at a read, full at a write); the rest of ``[0, last event]`` is busy. Spans in time
+    order, a state that continues without a gap merged into one span; the events after the first never reached
+    (time -1, a deadlock) left out. Two passes: the count, then the spans (arrays of the exact size)."""
+    empty = np.empty(0, dtype=np.int64)
+    m = _walk_spans(ii, depth, issue, complete, empty, empty, empty, False)
+    start = np.empty(m, dtype=np.int64)
+    end = np.empty(m, dtype=np.int64)
+    state = np.empty(m, dtype=np.int64)
+    _walk_spans(ii, depth, issue, complete, start, end, state, True)
+    return start, end, state
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk_spans(ii: int, depth: int, issue: np.ndarray, complete: np.ndarray, start: np.ndarray, end: np.ndarray,
+                state: np.ndarray, fill: bool) -> int:
+    """The spans of ``stall_spans``, written where ``fill``; their count. The span being built is kept in
+    ``a`` .. ``b`` / ``k`` until one that does not continue it comes."""
+    n = issue.shape[0]
+    m = 0
+    a, b, k = 0, 0, -1  # the open span (k -1: none yet)
+    f = 0
+    g = 0
+    slip = 0
+    pos = 0  # where the busy stretch since the last stall began
+    finish = -1
+    for _ in range(2 * n):
+        rs = f * ii
+        ws = g * ii + depth
+        if g >= n or (f < n and (rs < ws or (rs == ws and f <= g))):
+            t = issue[f]
+            st = 1
+            s = rs
+            f += 1
+        else:
+            t = complete[g]
+            st = 2
+            s = ws
+            g += 1
+        if t < 0:
+            break
+        grown = t - s - slip
+        finish = t
+        if grown <= 0:
+            continue
+        slip += grown
+        for j in range(2):  # the busy stretch before the stall, then the stall
+            lo, hi, kind = (pos, t - grown, 0) if j == 0 else (t - grown, t, st)
+            if hi <= lo:
+                continue
+            if k == kind and b == lo:
+                b = hi
+                continue
+            if k >= 0:
+                if fill:
+                    start[m], end[m], state[m] = a, b, k
+                m += 1
+            a, b, k = lo, hi, kind
+        pos = t
+    if finish > pos:
+        if k == 0 and b == pos:
+            b = finish
+        else:
+            if k >= 0:
+                if fill:
+                    start[m], end[m], state[m] = a, b, k
+                m += 1
+            a, b, k = pos, finish, 0
+    if k >= 0:
+        if fill:
+            start[m], end[m], state[m] = a, b, k
+        m += 1
+    return m

@@ -125,8 +125,7 @@ def timeline_segments(spans: Spans, makespan: int, bins: int = TIMELINE_BINS) ->
     edges = np.linspace(0, makespan, bins + 1)
     share = np.zeros((3, bins))
     for state in (BUSY, EMPTY, FULL):
-        mask = spans.state == state
-        start, end = spans.start[mask], spans.end[mask]
+        start, end = spans.by_state[state]
         length = end - start
         cum = np.concatenate([[0], np.cumsum(length)])
         # Time in this state before cycle x: whole spans ending by x, plus the part of the one containing x.

@@ -6,7 +6,7 @@ itself, which holds each group's network and simulation already, hands them over
 same exact results, without a second simulation of a paper-size block (issue 21: compile speed).
 
 Timeline (per process, from the simulator's per-firing issue / completion times): along the process's static
-trace (``timing_sim.process_trace``) every event whose slip grew waited ``growth`` cycles just before it, on an
+trace (``timing_sim.process_trace``, walked by ``sim_kernel.stall_spans``) every event whose slip grew waited ``growth`` cycles just before it, on an
 empty input at a read event, on a full output at a write event; the rest of ``[0, last write]`` is busy. The
 stall cycles of these spans add up to the simulator's ``stall_cycles`` (checked here). Groups run one after
 another, so group ``g``'s cycles are offset by the makespans of the groups before it.
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ import numpy as np
 from streamtensor.analysis.hbm import dma_token_bytes
 from streamtensor.analysis.memory import absorbed_converters, node_groups
 from streamtensor.analysis.process_network import ProcessNetwork
+from streamtensor.analysis.sim_kernel import stall_spans
 from streamtensor.analysis.timing_model import build_process_network, dma_placement
-from streamtensor.analysis.timing_sim import SimResult, process_trace, simulate
+from streamtensor.analysis.timing_sim import SimResult, simulate
 from streamtensor.codegen.vitis.boards import get_target
 from streamtensor.errors import StreamTensorError
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, DmaNode, KernelNode
@@ -49,9 +51,18 @@ class Spans:
     end: np.ndarray
     state: np.ndarray  # BUSY | EMPTY | FULL
 
+    @cached_property
+    def by_state(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+        """Per state, the ``(start, end)`` of its spans: the page, the trace and the totals each read them (a
+        fine tiling's process has millions of spans)."""
+        return tuple((self.start[mask], self.end[mask]) for mask in (self.state == s for s in range(len(STATES))))
+
+    @cached_property
+    def _cycles(self) -> tuple[int, ...]:
+        return tuple(int((end - start).sum()) for start, end in self.by_state)
+
     def cycles(self, state: int) -> int:
-        mask = self.state == state
-        return int((self.end[mask] - self.start[mask]).sum())
+        return self._cycles[state]
 
 
 @dataclass
@@ -181,35 +192,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def process_spans(net: ProcessNetwork, sim: SimResult, name: str, offset: int = 0) -> Spans:
-    """Busy / stalled spans of process ``name`` (module docstring), merged where one state continues."""
+    """Busy / stalled spans of process ``name`` (module docstring), merged where one state continues
+    (``sim_kernel.stall_spans``: one pass over its firings, no trace built)."""
     proc = net.process(name)
-    tr = process_trace(proc)
     ft = sim.firing_times[name]
-    t = np.where(tr.is_write, ft.complete[tr.firing], ft.issue[tr.firing])
-    reached = int(np.argmax(t < 0)) if np.any(t < 0) else len(t)  # a deadlock: later events never happen
-    if reached == 0:
-        return Spans(*(np.zeros(0, dtype=np.int64) for _ in range(3)))
-    t, static, is_write = t[:reached], tr.static[:reached], tr.is_write[:reached]
-    growth = np.diff(t - static, prepend=0)
-    mask = growth > 0
-    st_end = t[mask]
-    st_start = st_end - growth[mask]
-    st_state = np.where(is_write[mask], FULL, EMPTY)
-    finish = int(t[-1])
-    # Busy between consecutive stalls, before the first and after the last (to the last write).
-    gap_start = np.concatenate([[0], st_end])
-    gap_end = np.concatenate([st_start, [finish]])
-    start = np.concatenate([st_start, gap_start])
-    end = np.concatenate([st_end, gap_end])
-    state = np.concatenate([st_state, np.full(len(gap_start), BUSY)])
-    keep = end > start
-    order = np.lexsort((state[keep], start[keep]))
-    start, end, state = start[keep][order], end[keep][order], state[keep][order]
-    if len(start):  # merge a span into the previous one where the state continues without a gap
-        new = np.concatenate([[True], (start[1:] != end[:-1]) | (state[1:] != state[:-1])])
-        idx = np.flatnonzero(new)
-        start, state = start[idx], state[idx]
-        end = end[np.concatenate([idx[1:] - 1, [len(end) - 1]])]
+    start, end, state = stall_spans(proc.ii, proc.depth, ft.issue.astype(np.int64, copy=False),
+                                    ft.complete.astype(np.int64, copy=False))
     return Spans(start + offset, end + offset, state)
 
 

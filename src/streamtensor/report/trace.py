@@ -80,9 +80,7 @@ def coalesced_spans(sp: Spans, points: int = SPAN_POINTS) -> tuple[np.ndarray, n
     (shape ``points`` x len(STATES)); the spans tile the run, so a slice's cycles add up to its length."""
     edges = np.unique(np.linspace(sp.start[0], sp.end[-1], points + 1).round().astype(np.int64))
     cycles = np.zeros((len(edges) - 1, len(STATES)), dtype=np.int64)
-    for state in range(len(STATES)):
-        mask = sp.state == state
-        start, end = sp.start[mask], sp.end[mask]
+    for state, (start, end) in enumerate(sp.by_state):
         if not len(start):
             continue
         # Cycles in ``state`` before each edge: whole spans that ended, plus the part of one still running.
