@@ -5,7 +5,9 @@ Sub-steps, each a driver stage (``allocation.<step>``) with its own seconds in t
 0. ``contention`` (a one-token block, whose DMAs carry ``DmaNode.share``): the HBM contention shares settled
    with the read DMAs' FIFOs at their prefetch caps and the others unbounded (``analysis.contention``); after
    step 2, while the simulation with the sized FIFOs shows a DMA more contention than its share, the shares are
-   raised and steps 1-2 run again (``contention_resizes``).
+   raised and steps 1-2 run again (``contention_resizes``). Such a block's FIFO sizing leaves out its last and
+   costliest step, the trim (``fifo_search.trim_sizing``), until the shares have settled, then trims and checks
+   again (unless ``max_fifo_depth`` caps the depths: the cap applies to the trimmed sizing).
 1. ``fifo_lp``: the process network of every fusion group (``timing_model.build_process_network``: one
    accelerator each) and its FIFO depths by the LP of ``fifo_lp`` with the chosen strategy (``normal`` or
    ``conservative``) on demand-paced profiles (``schedule="demand"``: producers stall where that costs no
@@ -13,8 +15,8 @@ Sub-steps, each a driver stage (``allocation.<step>``) with its own seconds in t
    one-token block's read DMAs' FIFOs within their prefetch caps (the LP plans the schedule they allow).
    Every ``Stream.depth`` of the graph is set; a stream that crosses groups has a FIFO at each end (to the
    write DMA, from the read DMA) and keeps the deeper one. ``max_fifo_depth`` (0: none) caps every depth.
-2. ``simulate``: the token-level simulator with the LP depths and with unbounded FIFOs (the baseline): makespan,
-   deadlock (with its wait-for cycle), stall cycles. Groups run one after another, so makespans add up.
+2. ``simulate``: the token-level simulator with the LP depths and, once they are final, with unbounded FIFOs (the
+   baseline): makespan, deadlock (with its wait-for cycle), stall cycles. Groups run one after another, so makespans add up.
    A deadlock is a ``DeadlockError`` naming the wait-for cycle.
 3. ``resources``: the memory of every FIFO (LUTRAM / BRAM / URAM by size, ``resources.memory_kind``) and the
    DSP / BRAM / URAM / LUT estimate of the graph with the sized FIFOs (``resources.estimate_resources``).
@@ -44,7 +46,7 @@ from . import solve_memo
 from .annotate import annotate_memory, annotate_slrs, annotate_timing
 from .contention import prefetch_caps, raise_shares, settle_shares, to_static
 from .fifo_lp import FifoSizing, Strategy
-from .fifo_search import size_fifos_lp
+from .fifo_search import size_fifos_lp, trim_sizing
 from .memory import node_groups
 from .process_network import ProcessNetwork
 from .resources import RESOURCES, ResourceReport, estimate_resources, memory_kind
@@ -214,37 +216,68 @@ def check_latency_slack(slack: float) -> float:
 
 
 def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", latency_slack: float = 0.0,
-               max_fifo_depth: int = 0, memo: Path | None = None) -> AllocationResult:
+               max_fifo_depth: int = 0, memo: Path | None = None, trim: bool = True) -> AllocationResult:
     """Sub-step 1: process networks, LP depths (each capped at ``max_fifo_depth`` unless 0), ``Stream.depth``
-    of every stream set (module docstring); ``memo``: the directory of the LP's kept answers (``_sized``)."""
+    of every stream set (module docstring); ``memo``: the directory of the LP's kept answers (``_sized``);
+    ``trim``: the sizing search's last step included (else ``trim_allocation`` does it)."""
     strat = check_strategy(strategy)
     slack = check_latency_slack(latency_slack)
     cap = check_max_fifo_depth(max_fifo_depth)
     groups = node_groups(graph)
     count = max(groups.values(), default=-1) + 1
     allocs: list[GroupAllocation] = []
-    timings: dict[str, NodeTiming] = {}
     prefetch = prefetch_caps(graph, target)  # a one-token block's read DMAs (analysis.contention)
     for g in range(count):
         net = build_process_network(graph, target, g)
         caps = {s.name: prefetch[s.name] for s in net.streams if s.name in prefetch}
-        sizing, kept = _sized(net, strat, slack, caps, memo)
+        sizing, kept = _sized(net, strat, slack, caps, memo, trim)
         if cap:
             sizing.depths = {s: min(d, cap) for s, d in sizing.depths.items()}
         allocs.append(GroupAllocation(g, net, sizing, sizing_from_memo=kept))
-        timings.update(node_timings(net))
+    return _with_depths(graph, target, AllocationResult(strategy, slack, allocs, {}))
+
+
+def trim_allocation(graph: DataflowGraph, target: Target, result: AllocationResult, memo: Path | None = None
+                    ) -> None:
+    """Step 4 of the sizing search (``fifo_search.trim_sizing``) on every group of ``result``, sized without it;
+    ``Stream.depth`` of every stream set again; ``memo``: as for ``size_fifos``."""
+    prefetch = prefetch_caps(graph, target)
+    for a in result.groups:
+        caps = {s.name: prefetch[s.name] for s in a.network.streams if s.name in prefetch}
+        key = ""
+        if memo is not None:
+            options = (LP_TIME_LIMIT_S, sorted(caps.items()), a.sizing)
+            key = solve_memo.memo_key("fifo_trim", repr(options), *_network_parts(a.network))
+        kept = solve_memo.load(memo, key)
+        if isinstance(kept, FifoSizing):
+            a.sizing = replace(kept, solve_seconds=0.0)
+            continue
+        a.sizing = trim_sizing(a.network, a.sizing, LP_TIME_LIMIT_S, caps)
+        a.sizing_from_memo = False
+        if a.sizing.status != "Time limit reached":
+            solve_memo.store(memo, key, replace(a.sizing, _model=None))
+    _with_depths(graph, target, result)
+
+
+def _with_depths(graph: DataflowGraph, target: Target, result: AllocationResult) -> AllocationResult:
+    """``result`` with its timings and FIFO reports from its groups' sizings, and those depths set on the
+    graph's streams: a stream that crosses groups has a FIFO at each end and keeps the deeper one."""
+    allocs = result.groups
+    result.timings = {}
+    for a in allocs:
+        result.timings.update(node_timings(a.network))
     for s in graph.streams.values():
         s.depth = max(a.sizing.depths[s.name] for a in allocs if s.name in a.sizing.depths)
     annotate_timing(graph, [a.network for a in allocs], target)
     annotate_memory(graph, target)
-    fifos = [FifoReport(s.name, s.source, s.target, s.width_bits, a.sizing.depths[s.name],
-                        memory_kind(s.width_bits, a.sizing.depths[s.name], target.memory), a.group)
-             for a in allocs for s in a.network.streams]
-    return AllocationResult(strategy, slack, allocs, timings, fifos)
+    result.fifos = [FifoReport(s.name, s.source, s.target, s.width_bits, a.sizing.depths[s.name],
+                               memory_kind(s.width_bits, a.sizing.depths[s.name], target.memory), a.group)
+                    for a in allocs for s in a.network.streams]
+    return result
 
 
 def _sized(net: ProcessNetwork, strategy: Strategy, latency_slack: float, depth_caps: dict[str, int],
-           memo: Path | None) -> tuple[FifoSizing, bool]:
+           memo: Path | None, trim: bool) -> tuple[FifoSizing, bool]:
     """``size_fifos_lp`` of ``net`` on demand-paced profiles within ``depth_caps``, kept in ``memo``
     (``solve_memo``) by the whole network and the options: the search and its HiGHS solves are deterministic, so
     the same network gets the same depths (issue 21: 1-5 s of a second compile of a paper-size block). A sizing
@@ -252,13 +285,13 @@ def _sized(net: ProcessNetwork, strategy: Strategy, latency_slack: float, depth_
     read from the memo."""
     key = ""
     if memo is not None:
-        options = (strategy, LP_TIME_LIMIT_S, latency_slack, sorted(depth_caps.items()))
+        options = (strategy, LP_TIME_LIMIT_S, latency_slack, sorted(depth_caps.items()), trim)
         key = solve_memo.memo_key("fifo_lp", repr(options), *_network_parts(net))
     kept = solve_memo.load(memo, key)
     if isinstance(kept, FifoSizing):
         return replace(kept, solve_seconds=0.0), True
     sizing = size_fifos_lp(net, strategy, LP_TIME_LIMIT_S, schedule="demand", latency_slack=latency_slack,
-                           depth_caps=depth_caps)
+                           depth_caps=depth_caps, trim=trim)
     if sizing.status != "Time limit reached":
         solve_memo.store(memo, key, replace(sizing, _model=None))  # the model: constraints for display only
     return sizing, False
@@ -289,15 +322,20 @@ def _overridden(result: AllocationResult, option: str, allowed: bool, error: Exc
 
 
 def simulate_allocation(result: AllocationResult, allow_deadlock: bool = False) -> None:
-    """Sub-step 2: simulate every group with its LP depths and with unbounded FIFOs; a deadlock is an error."""
+    """Sub-step 2: simulate every group with its LP depths; a deadlock is an error."""
     for a in result.groups:
         a.simulation = simulate(a.network, a.sizing.depths)
-        a.unbounded = simulate(a.network, {})
         if a.simulation.deadlock:
             _overridden(result, "allow_deadlock", allow_deadlock, DeadlockError(
                 f"the timing simulation of fusion group {a.group} deadlocks with the sized FIFOs: "
                 f"{a.simulation.describe().removeprefix('DEADLOCK: ')} (deepen those FIFOs, e.g. drop "
                 "--max-fifo-depth, or pass --allow-deadlock to write the design anyway)"))
+
+
+def simulate_unbounded(result: AllocationResult) -> None:
+    """Sub-step 2, the baseline: simulate every group with unbounded FIFOs."""
+    for a in result.groups:
+        a.unbounded = simulate(a.network, {})
 
 
 def estimate_allocation(graph: DataflowGraph, target: Target, result: AllocationResult, allow_unfit: bool = False
@@ -362,28 +400,47 @@ def run_allocation(graph: DataflowGraph, target: Target, strategy: str = "normal
     def stage(name: str, fn: Callable[[], T]) -> T:
         return timed(name, fn) if run_stage is None else run_stage(name, lambda: timed(name, fn))
 
-    def size_and_simulate() -> AllocationResult:
+    def size_and_simulate(trim: bool) -> AllocationResult:
         sized = stage("allocation.fifo_lp",
-                      lambda: size_fifos(graph, target, strategy, latency_slack, max_fifo_depth, memo))
+                      lambda: size_fifos(graph, target, strategy, latency_slack, max_fifo_depth, memo, trim))
         sized.seconds = seconds  # later stages keep filling it
         stage("allocation.simulate", lambda: simulate_allocation(sized, allow_deadlock))
         return sized
 
-    if serial_dmas(graph):
+    def trim_and_simulate(sized: AllocationResult) -> None:
+        stage("allocation.fifo_lp", lambda: trim_allocation(graph, target, sized, memo))
+        stage("allocation.simulate", lambda: simulate_allocation(sized, allow_deadlock))
+
+    serial = serial_dmas(graph)
+    if serial:
         stage("allocation.contention", lambda: settle_shares(graph, target))
-    result = size_and_simulate()
+    # A one-token block is sized again while its sized design shows more HBM contention than its shares: it trims
+    # its FIFOs (the search's last and costliest step) once they have settled, and checks them again after.
+    # A depth cap applies to the trimmed sizing: such a block trims as it sizes.
+    trim_later = serial and not max_fifo_depth
+    result = size_and_simulate(not trim_later)
+    trimmed = not trim_later
     # The sized FIFOs change when each DMA transfers: re-size while the simulation with them shows a DMA more
     # contention than its share (analysis.contention). From round RESIZE_ROUNDS on, a DMA raised again gets the
     # static count, which no simulation exceeds: each such round leaves one DMA fewer to raise, so this ends.
     resizes = 0
-    while raised := [(a.group, names) for a in result.groups if a.simulation is not None
-                     and (names := raise_shares(graph, target, a.group, a.simulation))]:
-        resizes += 1
-        if resizes >= RESIZE_ROUNDS:
-            for g, names in raised:
-                to_static(graph, target, g, names)
-        result = size_and_simulate()
+    while True:
+        raised = [(a.group, names) for a in result.groups if a.simulation is not None
+                  and (names := raise_shares(graph, target, a.group, a.simulation))]
+        if raised:
+            resizes += 1
+            if resizes >= RESIZE_ROUNDS:
+                for g, names in raised:
+                    to_static(graph, target, g, names)
+            result = size_and_simulate(not trim_later)
+            trimmed = not trim_later
+        elif trimmed:
+            break
+        else:
+            trim_and_simulate(result)
+            trimmed = True
     result.contention_resizes = resizes
+    stage("allocation.simulate", lambda: simulate_unbounded(result))
     stage("allocation.resources", lambda: estimate_allocation(graph, target, result, allow_unfit))
     stage("allocation.slr", lambda: place_allocation(graph, target, result, allow_unfit, memo))
     return result

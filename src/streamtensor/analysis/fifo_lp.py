@@ -108,6 +108,9 @@ class FifoSizing:
     solve_seconds: float
     status: str
     _model: _Model | None = field(default=None, repr=False, compare=False)
+    # The latency every solve and trial of the sizing search kept (``fifo_search``; 0: no such bound), which a
+    # trim after the search keeps too.
+    latency_limit: int = 0
 
     @cached_property
     def edge_constraints(self) -> list[DelayConstraint]:

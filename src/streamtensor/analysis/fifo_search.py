@@ -69,7 +69,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -247,8 +247,8 @@ def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.nd
 
 
 def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float, schedule: Schedule,
-          latency_slack: float, depth_caps: Mapping[str, int]) -> FifoSizing:
-    """One strategy: solve on its profiles, then (schedule ``demand``) refine and squeeze them."""
+          latency_slack: float, depth_caps: Mapping[str, int], trim: bool) -> FifoSizing:
+    """One strategy: solve on its profiles, then (schedule ``demand``) refine, squeeze and (``trim``) trim."""
     profiles = start_profiles(net, strategy, schedule, depth_caps)
     if schedule == "free":
         return solve_profiles(net, profiles, strategy, time_limit_s, depth_caps=depth_caps)
@@ -277,12 +277,22 @@ def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float, schedule
     # not stay through the trim, the allocation's simulations and the report (issue 21: memory of the finest
     # tilings, linear in their firings).
     forget_mirrored(net)
-    return trim_fifos(net, best, release, limit, time_limit_s, depth_caps)
+    best = replace(best, latency_limit=limit)
+    return trim_sizing(net, best, time_limit_s, depth_caps) if trim else best
+
+
+def trim_sizing(net: ProcessNetwork, sizing: FifoSizing, time_limit_s: float,
+                depth_caps: Mapping[str, int] | None = None) -> FifoSizing:
+    """Step 4 (``trim_fifos``) of a sizing the search returned untrimmed (``size_fifos_lp(trim=False)``), within
+    the latency it kept: a one-token block trims once its HBM shares have settled (``analysis.allocation``)."""
+    trimmed = trim_fifos(net, sizing, release_times(net, sizing.strategy), sizing.latency_limit, time_limit_s,
+                         depth_caps)
+    return replace(trimmed, latency_limit=sizing.latency_limit)
 
 
 def size_fifos_lp(net: ProcessNetwork, strategy: Strategy = "normal", time_limit_s: float = 10.0,
                   schedule: Schedule = "free", latency_slack: float = 0.0,
-                  depth_caps: Mapping[str, int] | None = None) -> FifoSizing:
+                  depth_caps: Mapping[str, int] | None = None, trim: bool = True) -> FifoSizing:
     """Size every FIFO of an acyclic ``net`` by the LP of ``fifo_lp``.
 
     The result is the sizing of the strategy asked for (exact depths of two heuristic LP optima are not
@@ -295,7 +305,7 @@ def size_fifos_lp(net: ProcessNetwork, strategy: Strategy = "normal", time_limit
     its FIFO never exceeds (a one-token block's read DMAs prefetch at most one HBM latency,
     ``analysis.contention``): every schedule is simulated with those FIFOs at their caps and the LP keeps each
     within its cap, so it sizes the other FIFOs for the schedule the capped design runs, and its latency is
-    that design's.
+    that design's. ``trim`` (schedule ``demand``): end with step 4; without it, ``trim_sizing`` does it later.
     """
     if strategy not in ("normal", "conservative"):
         raise ValueError(f"unknown FIFO sizing strategy {strategy!r} (normal | conservative)")
@@ -310,4 +320,4 @@ def size_fifos_lp(net: ProcessNetwork, strategy: Strategy = "normal", time_limit
     if bad:
         raise ValueError(f"bad FIFO depth caps (a stream of the network, at least 1): {', '.join(bad)}")
     net.topological_order()  # ValueError on a feedback cycle: start-time constraints need a DAG
-    return _size(net, strategy, time_limit_s, schedule, latency_slack, caps)
+    return _size(net, strategy, time_limit_s, schedule, latency_slack, caps, trim)

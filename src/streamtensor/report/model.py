@@ -6,10 +6,11 @@ itself, which holds each group's network and simulation already, hands them over
 same exact results, without a second simulation of a paper-size block (issue 21: compile speed).
 
 Timeline (per process, from the simulator's per-firing issue / completion times): along the process's static
-trace (``timing_sim.process_trace``, walked by ``sim_kernel.stall_spans``) every event whose slip grew waited ``growth`` cycles just before it, on an
-empty input at a read event, on a full output at a write event; the rest of ``[0, last write]`` is busy. The
-stall cycles of these spans add up to the simulator's ``stall_cycles`` (checked here). Groups run one after
-another, so group ``g``'s cycles are offset by the makespans of the groups before it.
+trace (``timing_sim.process_trace``, walked by ``sim_kernel.stall_spans``) every event whose slip grew waited
+``growth`` cycles just before it, on an empty input at a read event, on a full output at a write event; the rest
+of ``[0, last write]`` is busy. The stall cycles of these spans add up to the simulator's ``stall_cycles``
+(checked here). Groups run one after another, so group ``g``'s cycles are offset by the makespans of the groups
+before it.
 """
 
 from __future__ import annotations
