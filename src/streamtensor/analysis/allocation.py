@@ -16,8 +16,8 @@ Sub-steps, each a driver stage (``allocation.<step>``) with its own seconds in t
    Every ``Stream.depth`` of the graph is set; a stream that crosses groups has a FIFO at each end (to the
    write DMA, from the read DMA) and keeps the deeper one. ``max_fifo_depth`` (0: none) caps every depth.
 2. ``simulate``: the token-level simulator with the LP depths and, once they are final, with unbounded FIFOs (the
-   baseline): makespan, deadlock (with its wait-for cycle), stall cycles. Groups run one after another, so makespans add up.
-   A deadlock is a ``DeadlockError`` naming the wait-for cycle.
+   baseline): makespan, deadlock (with its wait-for cycle), stall cycles. Groups run one after another, so
+   makespans add up. A deadlock is a ``DeadlockError`` naming the wait-for cycle.
 3. ``resources``: the memory of every FIFO (LUTRAM / BRAM / URAM by size, ``resources.memory_kind``) and the
    DSP / BRAM / URAM / LUT estimate of the graph with the sized FIFOs (``resources.estimate_resources``).
    A group over the device budget is a ``ResourceBudgetError``.
