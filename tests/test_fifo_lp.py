@@ -8,9 +8,10 @@ import pytest
 from fifo_depth_oracle import minimal_depths
 from process_networks import late_reader, paper_network, seq, shared_channel_reads
 
-from streamtensor.analysis.fifo_lp import FifoSizing, paper_max_tokens
+from streamtensor.analysis.fifo_lp import DepthCurves, FifoSizing, paper_max_tokens, solve_profiles
 from streamtensor.analysis.fifo_search import size_fifos_lp
 from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream, even_firings
+from streamtensor.analysis.sim_kernel import peak_occupancies
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.codegen.vitis.boards import U55C
 
@@ -337,3 +338,23 @@ def test_depth_caps_size_for_the_schedule_the_capped_design_runs() -> None:
     assert minimal_depths(net, 10.0, start=sized.depths, target=276).depths == sized.depths
     with pytest.raises(ValueError, match="bad FIFO depth caps.*nope: 4"):
         size_fifos_lp(net, schedule="demand", depth_caps={"nope": 4})
+
+
+def test_depth_curves_shared_by_solves_give_the_same_sizing_and_evaluate_once() -> None:
+    net = paper_network()
+    profiles = simulate(net, {}).firing_times
+    curves = DepthCurves()
+    first = solve_profiles(net, profiles, "normal", 10.0, curves=curves)
+    evaluated = {s.name: dict(curves.known(profiles[s.source], profiles[s.target], s.name)) for s in net.streams}
+    assert all(evaluated.values())
+    again = solve_profiles(net, profiles, "normal", 10.0, curves=curves)
+    alone = solve_profiles(net, profiles, "normal", 10.0)
+    assert first.depths == again.depths == alone.depths
+    # The second solve read every depth it needed from the first's evaluations.
+    assert {s.name: curves.known(profiles[s.source], profiles[s.target], s.name) for s in net.streams} == evaluated
+    # Each is the exact peak occupancy at its delay (the simulator's rule), whatever the order it was asked in.
+    for s in net.streams:
+        w = profiles[s.source].complete[net.process(s.source).writes[s.name]]
+        r = profiles[s.target].issue[net.process(s.target).reads[s.name]]
+        for shift, depth in evaluated[s.name].items():
+            assert depth == int(peak_occupancies(w, r, np.array([shift], dtype=np.int64))[0])

@@ -144,13 +144,18 @@ class _Edge:
     bound: int  # the same in start-time form: S_v - S_u >= bound
     source_delay: int  # D_u in the profile: first write of u (any stream) after its start
     max_shift: int | None  # x_v - x_u <= max_shift: the FIFO's depth cap (None: no cap, or one never reached)
+    known: dict[int, int]  # depth at the shifts evaluated so far (shared by the edges of the same profiles)
 
     def depth(self, shift: int) -> int:
-        return int(peak_occupancies(self.write_times, self.read_times, np.array([shift], dtype=np.int64))[0])
+        return int(self.depths(np.array([shift], dtype=np.int64))[0])
 
     def depths(self, shifts: np.ndarray) -> np.ndarray:
-        """``depth`` at every shift of ``shifts``, in one compiled pass each."""
-        return peak_occupancies(self.write_times, self.read_times, shifts)
+        """``depth`` at every shift of ``shifts`` (increasing), in one compiled pass per shift not known yet."""
+        todo = [x for x in shifts.tolist() if x not in self.known]
+        if todo:
+            found = peak_occupancies(self.write_times, self.read_times, np.array(todo, dtype=np.int64))
+            self.known.update(zip(todo, found.tolist(), strict=True))
+        return np.array([self.known[x] for x in shifts.tolist()], dtype=np.int64)
 
     def terms(self) -> tuple[tuple[str, int], ...]:
         skew = self.bound - self.source_delay - self.raw
@@ -193,11 +198,29 @@ def _lower_hull(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return slopes, icpts
 
 
+class DepthCurves:
+    """The depths of every stream's FIFO evaluated so far, per pair of writer and reader profiles: the sizing
+    search solves the same profiles again (wider raw latencies) and schedules that share most processes' times
+    (forwarders re-timed), and its LPs evaluated the same curves at the same delays (issue 21: four fifths of a
+    paper-size Llama decode block's evaluations). Keyed by the profiles' identity, each entry holds them, so an
+    identity is not reused while it lives: keep one for schedules that live together anyway (a refinement round)."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[int, int, str], tuple[FiringTimes, FiringTimes, dict[int, int]]] = {}
+
+    def known(self, writer: FiringTimes, reader: FiringTimes, stream: str) -> dict[int, int]:
+        """The depths of ``stream``'s FIFO (written by ``writer``, read by ``reader``) at the delays known."""
+        key = (id(writer), id(reader), stream)
+        if key not in self._known:
+            self._known[key] = (writer, reader, {})
+        return self._known[key][2]
+
+
 class _Model:
     """Profiles, edges and longest-path bounds of one strategy, in shift variables x_v."""
 
     def __init__(self, net: ProcessNetwork, profiles: dict[str, FiringTimes], raws: list[int],
-                 latency_cap: int | None, depth_caps: Mapping[str, int]) -> None:
+                 latency_cap: int | None, depth_caps: Mapping[str, int], curves: DepthCurves) -> None:
         self.net = net
         procs = net.processes
         pid = {p.name: i for i, p in enumerate(procs)}
@@ -218,7 +241,8 @@ class _Model:
             if top is not None and top < shift:
                 raise ValueError(f"stream {s.name!r}: these profiles cannot keep its FIFO within its depth cap "
                                  f"{depth_caps[s.name]} (delay {shift} needed, {top} allowed)")
-            self.edges.append(_Edge(s, u, v, w, r, raw, shift, shift + self.first[v] - self.first[u], d_u, top))
+            self.edges.append(_Edge(s, u, v, w, r, raw, shift, shift + self.first[v] - self.first[u], d_u, top,
+                                    curves.known(profiles[src.name], profiles[dst.name], s.name)))
         self.out_edges: list[list[_Edge]] = [[] for _ in procs]
         for e in self.edges:
             self.out_edges[e.u].append(e)
@@ -378,13 +402,15 @@ def _solve(model: _Model, strategy: Strategy, time_limit_s: float) -> FifoSizing
 
 def solve_profiles(net: ProcessNetwork, profiles: dict[str, FiringTimes], strategy: Strategy,
                    time_limit_s: float, latency_cap: int | None = None,
-                   depth_caps: Mapping[str, int] | None = None) -> FifoSizing:
+                   depth_caps: Mapping[str, int] | None = None, curves: DepthCurves | None = None) -> FifoSizing:
     """Solve, raising raw_e to 2 for FIFOs that came out wider than the SRL limit, until the latencies hold.
-    ``depth_caps``: per stream, a depth its FIFO may not exceed (the profiles must keep it)."""
+    ``depth_caps``: per stream, a depth its FIFO may not exceed (the profiles must keep it); ``curves``: the
+    depths evaluated by earlier solves of schedules still alive (default: those of this call)."""
     # 1 where a depth-1 FIFO is a shift register
     raws = [raw_latency(s.width_bits, 1, net.srl_max_bits) for s in net.streams]
+    curves = curves or DepthCurves()
     while True:
-        result = _solve(_Model(net, profiles, raws, latency_cap, depth_caps or {}), strategy, time_limit_s)
+        result = _solve(_Model(net, profiles, raws, latency_cap, depth_caps or {}, curves), strategy, time_limit_s)
         wrong = [i for i, s in enumerate(net.streams)
                  if raws[i] < raw_latency(s.width_bits, result.depths[s.name], net.srl_max_bits)]
         if not wrong:

@@ -73,7 +73,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .fifo_lp import FifoSizing, Strategy, solve_profiles
+from .fifo_lp import DepthCurves, FifoSizing, Strategy, solve_profiles
 from .fifo_schedules import (
     Schedule,
     forget_mirrored,
@@ -128,7 +128,9 @@ def _refine(net: ProcessNetwork, best: FifoSizing, strategy: Strategy, time_limi
             schedules.append(latest_firing_times(net, best.depths))
         if strategy == "normal":  # conservative's release times pace forwarders too
             schedules += [forwarders_eager(net, schedule) for schedule in schedules]
-        trials = [solve_profiles(net, p, strategy, time_limit_s, latency_limit, depth_caps) for p in schedules]
+        curves = DepthCurves()  # the schedules share most processes' times
+        trials = [solve_profiles(net, p, strategy, time_limit_s, latency_limit, depth_caps, curves)
+                  for p in schedules]
         trial = min((t for t in trials if t.predicted_latency <= latency_limit),
                     key=lambda t: t.total_bits, default=best)
         if trial.total_bits >= best.total_bits:
