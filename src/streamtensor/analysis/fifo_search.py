@@ -84,7 +84,7 @@ from .fifo_schedules import (
     start_profiles,
 )
 from .process_network import ProcessNetwork
-from .timing_sim import FiringTimes, SimResult, simulate
+from .timing_sim import FiringTimes, SimResult, raw_latency, simulate
 
 # Schedule "demand": at most this many refinement rounds (one or two usually suffice), and the firings the
 # refinements / the squeezes of one strategy may simulate in all (deterministic budgets that scale with the
@@ -185,17 +185,25 @@ def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.nd
     budget = _SimBudget(max(_TRIM_FIRINGS, _TRIM_SIMULATIONS * net.total_firings))
     width = {s.name: s.width_bits for s in net.streams}
     depths = dict(sizing.depths)
-    found: dict[str, FiringTimes] | None = None
+    found: SimResult | None = None  # the last run that ended in time, with ``depths``
 
     def attempt(trial: dict[str, int]) -> SimResult | None:
         """The simulation of ``trial`` (None when the budget is spent); ``depths`` and ``found`` take it when it
-        ends in time."""
+        ends in time. Where the last run in time never held more tokens in a lowered FIFO than ``trial`` leaves
+        it, at the same read latency, no write of that run waits for it: ``trial`` runs the same schedule, and
+        nothing is simulated (a bisection's upper half, a FIFO the LP sized above what the schedule holds). Such a
+        trial still takes its simulation from the budget: the trim decides as if it had run it."""
         nonlocal depths, found
         if not budget.spend(net):
             return None
+        if found is not None and all(
+                found.peak_occupancy[n] <= d and raw_latency(width[n], d, net.srl_max_bits)
+                == raw_latency(width[n], depths[n], net.srl_max_bits) for n, d in trial.items() if d != depths[n]):
+            depths = trial
+            return found
         result = simulate(net, trial, release)
         if _in_time(result, latency_limit):
-            depths, found = trial, result.firing_times
+            depths, found = trial, result
         return result
 
     wide = [n for n in sorted(depths, key=lambda n: -width[n] * depths[n])
@@ -243,7 +251,7 @@ def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.nd
                 low = middle
     if found is None:
         return sizing
-    trimmed = solve_profiles(net, found, sizing.strategy, time_limit_s, latency_limit, depth_caps)
+    trimmed = solve_profiles(net, found.firing_times, sizing.strategy, time_limit_s, latency_limit, depth_caps)
     ok = trimmed.total_bits < sizing.total_bits and trimmed.predicted_latency <= latency_limit
     return trimmed if ok else sizing
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
@@ -170,10 +170,19 @@ class SimResult:
     deadlock: bool
     deadlock_cycle: list[WaitFor]
     stall_cycles: dict[str, StallCycles]  # release waits count as input_empty
-    peak_occupancy: dict[str, int]
     token_times: dict[str, TokenTimes]
     firings_done: dict[str, int]
     firing_times: dict[str, FiringTimes]
+    # Per stream, the write and read times of its tokens that were written / read: ``peak_occupancy`` on first
+    # use (a merge of every stream's tokens, a seventh of a paper-size block's simulation; the sizing search
+    # reads none of the thousands of results it takes, issue 21).
+    stream_times: dict[str, tuple[np.ndarray, np.ndarray]] = field(repr=False, compare=False)
+
+    @cached_property
+    def peak_occupancy(self) -> dict[str, int]:
+        """Per stream, the most tokens its FIFO held (unread tokens: read after every write, never counted)."""
+        return {name: int(sim_kernel.peak_occupancies(wt, rt, _NO_SHIFT)[0])
+                for name, (wt, rt) in self.stream_times.items()}
 
     def describe(self) -> str:
         if self.deadlock:
@@ -382,14 +391,12 @@ class _State:
         firing_times = {n: self.firing_times(p) for p, n in enumerate(c.names)}
         # The last event of a trace is the write of its last firing.
         makespan = None if cycle else max(int(ft.complete[-1]) for ft in firing_times.values())
-        peaks: dict[str, int] = {}
+        stream_times: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         token_times: dict[str, TokenTimes] = {}
         for s, name in enumerate(c.stream_names):
             kw, kr = int(self.known_w[s]), int(self.known_r[s])
             wt, rt = self.wt[s][1 : kw + 1], self.rt[s][1 : kr + 1]
-            # Unread tokens: read after every write, never counted. The compiled merge: a simulation's result
-            # takes one per stream, and the sizing search takes thousands of results (issue 21).
-            peaks[name] = int(sim_kernel.peak_occupancies(wt, rt, _NO_SHIFT)[0])
+            stream_times[name] = (wt, rt)
             token_times[name] = TokenTimes(
                 first_write=int(wt[0]) if kw else None,
                 last_write=int(wt[-1]) if kw else None,
@@ -402,11 +409,11 @@ class _State:
             deadlock_cycle=cycle,
             stall_cycles={n: StallCycles(int(self.stall_in[p]), int(self.stall_out[p]))
                           for p, n in enumerate(c.names)},
-            peak_occupancy=peaks,
             token_times=token_times,
             firings_done={n: int(np.searchsorted(c.traces[p].write_pos, self.next_ev[p]))
                           for p, n in enumerate(c.names)},
             firing_times=firing_times,
+            stream_times=stream_times,
         )
 
     def firing_times(self, p: int) -> FiringTimes:
