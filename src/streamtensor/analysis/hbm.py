@@ -229,22 +229,26 @@ def place_tensors(tensors: Sequence[ExternalTensor], hbm: HbmSpec, serial: bool 
         used: set[int] = set()
         placed: list[tuple[int, int]] = []
         per_port = t.demand * scale // (len(t.dmas) * t.stripes)  # bytes each of its ports streams, times scale
+        added = per_port * len(t.dmas)
+        room = hbm.max_interfaces_per_channel - len(t.dmas)  # interfaces a channel may hold before it
         for j in range(t.stripes):
             fits = []
             for i in range(hbm.channels):  # round-robin order from the cursor: the tie-break
                 first = (cursor + i) % hbm.channels
-                channels = range(first, first + span)
-                if (
-                    first + span <= hbm.channels
-                    and not used.intersection(channels)
-                    and all(interfaces[c] + len(t.dmas) <= hbm.max_interfaces_per_channel for c in channels)
-                    and sum(free[c] for c in channels) >= stripe_bytes
-                ):
+                if span == 1:  # most tensors: one channel a stripe, tested without building its range
+                    ok = first not in used and interfaces[first] <= room and free[first] >= stripe_bytes
+                    top = load[first]
+                else:
+                    channels = range(first, first + span)
+                    ok = (first + span <= hbm.channels and not used.intersection(channels)
+                          and all(interfaces[c] <= room for c in channels)
+                          and sum(free[c] for c in channels) >= stripe_bytes)
+                    top = max(load[c] for c in channels) if ok else 0
+                if ok:
                     # The slowest port of the range once it is added: fairly shared, a channel's largest port
                     # finishes when the channel has moved all its ports' bytes (serial: no port streams for the
                     # whole run, so the next range round-robin).
-                    slowest = 0 if serial else max(load[c] for c in channels) + per_port * len(t.dmas)
-                    fits.append((slowest, i))
+                    fits.append((0 if serial else top + added, i))
             if not fits:
                 raise HbmPlanError(
                     f"cannot place tensor {t.name} (stripe {j} of {t.stripes}; {len(t.dmas)} DMA(s), {stripe_bytes} "
