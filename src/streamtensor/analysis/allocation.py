@@ -35,11 +35,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
 from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError
-from streamtensor.ir.dataflow import DataflowGraph
+from streamtensor.ir.dataflow import DataflowGraph, DmaNode
 from streamtensor.target import Target
 
 from . import solve_memo
@@ -216,10 +217,12 @@ def check_latency_slack(slack: float) -> float:
 
 
 def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", latency_slack: float = 0.0,
-               max_fifo_depth: int = 0, memo: Path | None = None, trim: bool = True) -> AllocationResult:
+               max_fifo_depth: int = 0, memo: Path | None = None, trim: bool = True,
+               networks: Callable[[int], ProcessNetwork] | None = None) -> AllocationResult:
     """Sub-step 1: process networks, LP depths (each capped at ``max_fifo_depth`` unless 0), ``Stream.depth``
     of every stream set (module docstring); ``memo``: the directory of the LP's kept answers (``_sized``);
-    ``trim``: the sizing search's last step included (else ``trim_allocation`` does it)."""
+    ``trim``: the sizing search's last step included (else ``trim_allocation`` does it); ``networks``: a group's
+    process network (default: built here)."""
     strat = check_strategy(strategy)
     slack = check_latency_slack(latency_slack)
     cap = check_max_fifo_depth(max_fifo_depth)
@@ -228,7 +231,7 @@ def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", l
     allocs: list[GroupAllocation] = []
     prefetch = prefetch_caps(graph, target)  # a one-token block's read DMAs (analysis.contention)
     for g in range(count):
-        net = build_process_network(graph, target, g)
+        net = networks(g) if networks else build_process_network(graph, target, g)
         caps = {s.name: prefetch[s.name] for s in net.streams if s.name in prefetch}
         sizing, kept = _sized(net, strat, slack, caps, memo, trim)
         if cap:
@@ -257,6 +260,24 @@ def trim_allocation(graph: DataflowGraph, target: Target, result: AllocationResu
         if a.sizing.status != "Time limit reached":
             solve_memo.store(memo, key, replace(a.sizing, _model=None))
     _with_depths(graph, target, result)
+
+
+class _Networks:
+    """The process network of a group of ``graph``, kept while the DMA shares it was built with hold: the
+    contention settling's last round, the sizing after it and its checks simulate one network, whose tables
+    (``timing_sim``) are built once (issue 21)."""
+
+    def __init__(self, graph: DataflowGraph, target: Target) -> None:
+        self.graph, self.target = graph, target
+        self._kept: dict[tuple[int, tuple[tuple[str, Fraction | int], ...]], ProcessNetwork] = {}
+
+    def __call__(self, group: int) -> ProcessNetwork:
+        shares = tuple((n, node.share) for n, node in self.graph.nodes.items()
+                       if isinstance(node, DmaNode) and node.share is not None)
+        if (group, shares) not in self._kept:
+            self._kept = {k: net for k, net in self._kept.items() if k[1] == shares}  # stale ones go
+            self._kept[(group, shares)] = build_process_network(self.graph, self.target, group)
+        return self._kept[(group, shares)]
 
 
 def _with_depths(graph: DataflowGraph, target: Target, result: AllocationResult) -> AllocationResult:
@@ -400,9 +421,11 @@ def run_allocation(graph: DataflowGraph, target: Target, strategy: str = "normal
     def stage(name: str, fn: Callable[[], T]) -> T:
         return timed(name, fn) if run_stage is None else run_stage(name, lambda: timed(name, fn))
 
+    networks = _Networks(graph, target)
+
     def size_and_simulate(trim: bool) -> AllocationResult:
-        sized = stage("allocation.fifo_lp",
-                      lambda: size_fifos(graph, target, strategy, latency_slack, max_fifo_depth, memo, trim))
+        sized = stage("allocation.fifo_lp", lambda: size_fifos(graph, target, strategy, latency_slack,
+                                                                 max_fifo_depth, memo, trim, networks))
         sized.seconds = seconds  # later stages keep filling it
         stage("allocation.simulate", lambda: simulate_allocation(sized, allow_deadlock))
         return sized
@@ -413,7 +436,7 @@ def run_allocation(graph: DataflowGraph, target: Target, strategy: str = "normal
 
     serial = serial_dmas(graph)
     if serial:
-        stage("allocation.contention", lambda: settle_shares(graph, target))
+        stage("allocation.contention", lambda: settle_shares(graph, target, networks))
     # A one-token block is sized again while its sized design shows more HBM contention than its shares: it trims
     # its FIFOs (the search's last and costliest step) once they have settled, and checks them again after.
     # A depth cap applies to the trimmed sizing: such a block trims as it sizes.

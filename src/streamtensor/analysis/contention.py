@@ -26,6 +26,7 @@ the same way and re-sizes while a share is below it (``analysis.allocation``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
@@ -36,6 +37,7 @@ from streamtensor.target import Target
 
 from .hbm import contention_shares, dma_token_cycles
 from .memory import node_groups
+from .process_network import ProcessNetwork
 from .timing_model import build_process_network, dma_placement_of_group, serial_dmas
 from .timing_sim import SimResult, simulate
 
@@ -82,9 +84,11 @@ def prefetch_caps(graph: DataflowGraph, target: Target) -> dict[str, int]:
     return caps
 
 
-def settle_shares(graph: DataflowGraph, target: Target) -> int:
+def settle_shares(graph: DataflowGraph, target: Target,
+                  networks: Callable[[int], ProcessNetwork] | None = None) -> int:
     """Settle every group's shares (module docstring) on the simulation with the read DMAs' FIFOs at their
-    prefetch caps and the others unbounded; the simulations it took."""
+    prefetch caps and the others unbounded; the simulations it took. ``networks``: the process network of a
+    group with the graph as it is (default: built each time)."""
     if not serial_dmas(graph):
         return 0
     groups = node_groups(graph)
@@ -94,7 +98,7 @@ def settle_shares(graph: DataflowGraph, target: Target) -> int:
     for g in range(count):
         raised: list[str] = []
         for _ in range(MAX_ROUNDS):
-            sim = simulate(build_process_network(graph, target, g), caps)
+            sim = simulate(networks(g) if networks else build_process_network(graph, target, g), caps)
             sims += 1
             raised = raise_shares(graph, target, g, sim)
             if not raised:
