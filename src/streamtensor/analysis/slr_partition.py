@@ -1,13 +1,15 @@
 """Die (SLR) partitioning as an integer linear program solved by HiGHS (spec §4.3).
 
 Variables: ``x[n,s]`` binary, node n on SLR s (one-hot: ``sum_s x[n,s] = 1``); ``p_n = sum_s s x[n,s]``, the
-node's SLR index; ``h_e >= 0`` per stream; ``t_r >= 0`` per resource.
+node's SLR index; ``h_eb >= 0`` per stream e and die boundary b (between SLR b-1 and SLR b); ``t_r >= 0`` per
+resource.
 
 - **Die crossings.** SLRs are stacked in a row (SLR0-SLR1-SLR2), so a stream between SLRs a and b passes
-  ``|a - b|`` die boundaries and takes its token width in super-long lines at each. Linearized:
-  ``h_e >= p_u - p_v`` and ``h_e >= p_v - p_u``; minimization makes ``h_e = |p_u - p_v|``. Cost
-  ``sum_e token_bits_e * h_e`` (``crossing_bits``); it is the plain "bits on streams whose ends differ"
-  whenever no stream skips a die.
+  ``|a - b|`` die boundaries and takes its token width in super-long lines at each. Linearized per boundary:
+  with ``y_nb = sum_{s >= b} x[n,s]`` (node n above boundary b), ``h_eb >= y_ub - y_vb`` and
+  ``h_eb >= y_vb - y_ub``; minimization makes ``sum_b h_eb = |p_u - p_v|`` at integer points, and the relaxation
+  is tighter than one ``h_e >= |p_u - p_v|``. Cost ``sum_e token_bits_e * sum_b h_eb`` (``crossing_bits``); it is
+  the plain "bits on streams whose ends differ" whenever no stream skips a die.
 - **HBM on its SLR** (``Target.hbm.slr``, SLR0 on the U55C and U280; below ``w`` is the target's m_axi width,
   512 bits). Every external-memory port is a ``w``-bit AXI link to the HBM:
   a node with ``k`` such ports (a DMA node: 1; a node with streams to other fusion groups or to nodes
@@ -21,7 +23,7 @@ node's SLR index; ``h_e >= 0`` per stream; ``t_r >= 0`` per resource.
   the objective adds ``imbalance_weight * sum_r t_r`` (bits per unit of peak utilization; the default 1000
   makes ten points of peak utilization worth 100 crossing bits, a tie-breaker below real wiring).
 
-Objective: ``sum_e bits_e h_e + w sum_n k_n |p_n - hbm| + imbalance_weight sum_r t_r``.
+Objective: ``sum_e bits_e sum_b h_eb + w sum_n k_n |p_n - hbm| + imbalance_weight sum_r t_r``.
 
 The solver runs under ``time_limit_s`` and, if given, ``max_nodes`` branch-and-bound nodes (HiGHS's
 ``mip_max_nodes``: a work limit, so the plan does not depend on the machine's load as a wall-clock limit's does).
