@@ -6,7 +6,7 @@ SLR b or above, with ``y[n,b] >= y[n,b+1]``; the node's SLR index is ``p_n = sum
 iff ``y[n,s] - y[n,s+1] = 1`` (``y[n,0] = 1``, ``y[n,S] = 0``); ``h_eb >= 0`` per stream e and boundary b;
 ``t_r >= 0`` per resource. (Binaries per boundary rather than one-hot ``x[n,s]``: the same integer points and
 objective, but a branch decides one side of one boundary and a crossing row has two binaries, not 2(S-b).
-HiGHS proves the optimum of every paper-size block in 21 CPU s, all 29 together, where the one-hot model took
+HiGHS proves the optimum of every paper-size block in 21 CPU s, all 30 together, where the one-hot model took
 28 s, and 22 s to get only within 20% of it; issue 21.)
 
 - **Die crossings.** A stream between SLRs a and b passes ``|a - b|`` die boundaries and takes its token
