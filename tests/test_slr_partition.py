@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import random
+from dataclasses import replace
 
 import pytest
 from devices import device
 from test_fusion import CONVERTER_BYTES, GraphBuilder, chain_graph, ew_kernel
 
+from streamtensor.analysis.memory import node_groups
 from streamtensor.analysis.resources import estimate_resources
 from streamtensor.analysis.slr_partition import SlrPartitionError, partition_slrs
 from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.errors import OptionError
-from streamtensor.ir.dataflow import DataflowGraph
+from streamtensor.ir.dataflow import DataflowGraph, DmaNode
+from streamtensor.target import Target
 from streamtensor.transforms.fusion import apply_fusion
 
 
@@ -167,3 +171,41 @@ def test_node_limit_is_a_deterministic_work_limit() -> None:
     assert first.assignment == second.assignment and first.objective == second.objective
     with pytest.raises(OptionError, match="max_nodes 0"):
         partition_slrs(chain_graph(), max_nodes=0, target=U55C)
+
+
+def brute_force_objective(graph: DataflowGraph, target: Target, imbalance_weight: float) -> float:
+    """The least objective of the module docstring over every assignment that fits, by enumeration."""
+    report = estimate_resources(graph, target)
+    names = list(graph.nodes)
+    S, hbm, w = len(target.slrs), target.hbm.slr, target.axi_word_bits
+    caps = {r: min(getattr(d, r) for d in target.slrs) for r in ("dsp", "bram36", "uram", "lut")}
+    ports = {n: int(isinstance(graph.nodes[n], DmaNode)) for n in names}
+    best = float("inf")
+    for slrs in itertools.product(range(S), repeat=len(names)):
+        p = dict(zip(names, slrs, strict=True))
+        use = [{r: sum(getattr(report.nodes[n], r) for n in names if p[n] == s) for r in caps} for s in range(S)]
+        if any(u[r] > caps[r] for u in use for r in caps):
+            continue
+        cost = sum(s.type.token_bits * abs(p[s.source] - p[s.target]) for s in graph.streams.values())
+        cost += sum(w * ports[n] * abs(p[n] - hbm) for n in names)
+        cost += imbalance_weight * sum(max(u[r] for u in use) / caps[r] for r in caps if caps[r])
+        best = min(best, cost)
+    return best
+
+
+@pytest.mark.parametrize("hbm_slr", [0, 1])
+@pytest.mark.parametrize("seed", range(4))
+def test_optimum_matches_enumeration(seed: int, hbm_slr: int) -> None:
+    # The per-boundary model (y[n,b], module docstring) has the same optimum as trying every assignment; the HBM
+    # on the middle die checks the |p - hbm| terms' constant part.
+    graph = random_dag(3, seed)
+    assert len(graph.nodes) <= 8 and set(node_groups(graph).values()) == {0}
+    report = estimate_resources(graph, U55C)
+    most = {r: max(getattr(report.nodes[n], r) for n in graph.nodes) for r in ("dsp", "lut")}
+    # DSP for about 2/5 of the block per die and LUT for half (or the largest node): a split is forced.
+    tight = device("tight", dsp=max(most["dsp"], -(-report.dsp * 2 // 5)), bram36=10, uram=10,
+                   lut=max(most["lut"], -(-report.lut // 2)))
+    tight = replace(tight, hbm=replace(tight.hbm, slr=hbm_slr))
+    result = partition_slrs(graph, target=tight, mip_rel_gap=0.0)
+    assert result.optimal
+    assert result.objective == pytest.approx(brute_force_objective(graph, tight, 1000.0))

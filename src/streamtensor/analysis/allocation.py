@@ -59,14 +59,14 @@ FIFO_STRATEGIES: tuple[Strategy, ...] = ("normal", "conservative")
 LP_TIME_LIMIT_S = 10.0  # per HiGHS solve
 # The SLR plan is bounded by branch-and-bound nodes, a deterministic work limit: a wall-clock limit of 10 s made
 # it depend on the machine's load (a paper-size Qwen2 prefill block crossed 70656 bits when loaded, 58368 when
-# not, issue 21). The paper-size blocks reach the gap below within 1-46 nodes; the time limit is a backstop only.
+# not, issue 21). The paper-size blocks reach the gap below within 1-49 nodes; the time limit is a backstop only.
 SLR_MAX_NODES = 200  # per group
 SLR_TIME_LIMIT_S = 120.0  # per group
 RESIZE_ROUNDS = 3  # FIFO sizings after the first while the sized design shows more HBM contention than assumed
-# The SLR ILP's root bound is weak (the peak-utilization terms): proving the last percent took 1.8 CPU s of a
-# paper-size GPT-2 decode block's compile, and a wall-clock limit on a loaded machine made the plan depend on the
-# load. Stopping within 20% of the bound found the same crossing bits there in 0.6 s (issue 21).
-SLR_MIP_REL_GAP = 0.2
+# The SLR ILP is solved to its optimum (HiGHS's default gap): with binaries per die boundary (slr_partition) that
+# takes no more CPU, all paper-size blocks together, than stopping within 20% of the bound did with one-hot
+# binaries, whose answers were up to 22% above the optimum (GPT-2 prefill: 31764 against 26010; issue 21).
+SLR_MIP_REL_GAP = 1e-4
 
 T = TypeVar("T")
 StageRunner = Callable[[str, Callable[[], T]], T]
