@@ -389,11 +389,11 @@ def _plain_leap(search: TileOrderSearch) -> bool:
     """The leap before issue 21's memo and incremental scoring: each move rescored over every kernel and edge."""
     score = search.score()
     for k in range(len(search.ops)):
-        for order in search.candidates[k]:
+        for a, order in enumerate(search.candidates[k]):
             if order == search.orders[k]:
                 continue
             start = list(search.orders)
-            search._propagate(k, order)
+            search._propagate(k, a)
             if search.score() < score:
                 search.descend()
                 return True

@@ -130,6 +130,21 @@ def reassociation_error(source: ITensorType, result: ITensorType) -> str | None:
     return None
 
 
+def stream_counts(t: ITensorType) -> tuple[str, int, int, int]:
+    """The cheap part of ``reassociation_key``: dtype, tensor elements, tokens and token elements (types that
+    differ in these are no reassociation of one another)."""
+    return (t.dtype, t.tensor_elements, t.num_tokens, t.token_elements)
+
+
+def reassociation_key(t: ITensorType) -> tuple[object, ...]:
+    """What ``reassociation_error`` compares, as one value: ``reassociation_error(a, b)`` is None exactly when
+    ``reassociation_key(a) == reassociation_key(b)`` (``stream_counts``, the tile's flat index pattern and every
+    token's flat tile origin; with equal tensor and tile shapes equal origins are equal offsets). One key per type
+    answers the question for every pair of many types (the tile-order search's); it walks every token, so compare
+    ``stream_counts`` first."""
+    return (*stream_counts(t), tile_pattern(t.tensor_shape, t.element_shape).tobytes(), flat_offsets(t).tobytes())
+
+
 def _fit(coords: np.ndarray, trips: tuple[int, ...]) -> np.ndarray | None:
     """Coefficients (rank x loops) with ``coords = coords[0] + counters @ coeff.T`` over the loop nest ``trips``
     (counters in stream order), non-negative, or None."""
