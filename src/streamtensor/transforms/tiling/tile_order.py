@@ -135,12 +135,15 @@ class TileOrderSearch:
         self._operand_types: dict[tuple[int, int, tuple[int, ...]], int] = {}
         self._chains: dict[tuple[MovementStep, ...], int] = {}
         self._chain_ids = [self._intern_chain(e.chain) for e in self.edges]
+        self._after_ids = [self._intern_chain(e.after) for e in self.edges]
+        self._before_concat: dict[tuple[int, int], int] = {}
         self._carried: dict[tuple[int, int], int] = {}
         self._read: dict[tuple[int, int], int] = {}
         self._type_costs: dict[tuple[int, int, int], tuple[int, float]] = {}
         self._counts: dict[int, tuple[str, int, int, int]] = {}
         self._reassociation_keys: dict[int, tuple[object, ...]] = {}
         self._signatures: dict[int, tuple[LoopEntry, ...]] = {}
+        self._windows: dict[tuple[int, int, int], tuple[int, float]] = {}  # by source, shared loops, made
         # Per edge, [producer candidate][consumer candidate]: converter bytes, the same by consumer candidate
         # first, and the fraction of the producer's run the consumer waits for (``_wait``).
         self._tables: dict[int, tuple[list[list[int]], list[list[float]]]] = {}
@@ -245,7 +248,8 @@ class TileOrderSearch:
 
     def _wanted(self, i: int, b: int) -> int:
         """Edge ``i``'s stream as its consumer reads it under its candidate ``b`` (at its region of a concat):
-        its ``_intern`` number."""
+        its ``_intern`` number. The read carried back through the reshapes after the concat is the same for
+        every input of the concat: it is kept by the chain, and only the chunk taken per region."""
         e = self.edges[i]
         read = self._operand_type(e.consumer, b, e.operand)
         if e.region is None:
@@ -253,9 +257,13 @@ class TileOrderSearch:
         key = (read, i)
         found = self._read.get(key)
         if found is None:
-            result = self._move(self._type_list[read], e.after, backward=True)
-            result = chunk_type(result, *e.region) if result is not None else None
-            found = self._read[key] = self._intern(result)
+            before_key = (read, self._after_ids[i])
+            before = self._before_concat.get(before_key)
+            if before is None:
+                before = self._before_concat[before_key] = self._intern(
+                    self._move(self._type_list[read], e.after, backward=True))
+            found = self._read[key] = -1 if before < 0 else self._intern(chunk_type(self._type_list[before],
+                                                                                   *e.region))
         return found
 
     def _types_cost(self, made: int, source: int, result: int) -> tuple[int, float]:
@@ -282,9 +290,12 @@ class TileOrderSearch:
                 cost = (0, 0.0)
             else:
                 signature = self._signature(source)
-                buffer = shared_buffer(self._type_list[source], signature,
-                                       shared_loop_count(signature, self._signature(result)))
-                cost = (2 * buffer.bytes // buffer.banks, buffer.window_elements / tensor.tensor_elements)
+                window = (source, shared_loop_count(signature, self._signature(result)), made)
+                cost = self._windows.get(window)
+                if cost is None:
+                    buffer = shared_buffer(self._type_list[source], signature, window[1])
+                    cost = self._windows[window] = (2 * buffer.bytes // buffer.banks,
+                                                    buffer.window_elements / tensor.tensor_elements)
             self._type_costs[key] = cost
         return cost
 
@@ -367,12 +378,6 @@ class TileOrderSearch:
             return self.bytes_by_consumer[i][self.choice[consumer]]
         return self.bytes[i][self.choice[producer]]
 
-    def _group_cost(self, k: int) -> int:
-        """Every byte that depends on the orders of kernel ``k`` and its followers."""
-        choice, accumulators = self.choice, self.accumulators
-        return (accumulators[k][choice[k]] + sum(accumulators[n][choice[n]] for n in self.followers[k])
-                + self._edges_cost(self.group_edges[k]))
-
     def total(self) -> int:
         return (sum(acc[a] for acc, a in zip(self.accumulators, self.choice, strict=True))
                 + self._edges_cost(list(range(len(self.edges)))))
@@ -431,19 +436,39 @@ class TileOrderSearch:
         key = (k, tuple(choice) if self.latency else tuple([choice[m] for m in self.group_ends[k]]))
         found = self._moves.get(key)
         if found is None:
-            def cost() -> tuple[float, int]:  # the other kernels' bytes do not change
-                return (self._estimate(), self._group_cost(k))
-            best = (cost(), start)
-            for a in range(len(self.candidates[k])):
-                choice[k] = a
-                for n in self.followers[k]:
-                    choice[n] = self._follow(n, k)
-                if (c := cost()) < best[0]:
-                    best = (c, [choice[m] for m in members])
-            found = self._moves[key] = best[1]
+            found = self._moves[key] = self._best_move(k, members, start)
         for m, a in zip(members, found, strict=True):
             choice[m] = a
         return found != start
+
+    def _best_move(self, k: int, members: list[int], start: list[int]) -> list[int]:
+        """The orders of ``members`` (kernel ``k`` and its followers) after ``_move_kernel``'s move: the first
+        candidate of ``k`` (with its followers' picks) whose cost is the least and below the current one, else
+        the current orders. Without followers at the memory objective the costs of all candidates are one sum of
+        ``k``'s accumulator and edge vectors."""
+        choice = self.choice
+        if not self.latency and len(members) == 1:
+            vectors = [self._vector(i, k) for i in self.group_edges[k]]
+            costs = [sum(c) for c in zip(self.accumulators[k], *vectors, strict=True)]
+            least = min(costs)
+            return [costs.index(least)] if least < costs[start[0]] else start
+        accumulators = [(self.accumulators[m], m) for m in members]
+        tables = [(self.bytes[i], p, c) for i in self.group_edges[k] for p, c in [self.ends[i]]]
+
+        def cost() -> tuple[float, int]:  # the other kernels' bytes do not change
+            return (self._estimate(), sum([acc[choice[m]] for acc, m in accumulators])
+                    + sum([table[choice[p]][choice[c]] for table, p, c in tables]))
+        best = (cost(), start)
+        # ``_follow`` with its memo looked up here (a call per follower and candidate: the bulk of a move).
+        bests, follow = self._bests, [(n, self.neighbors[n]) for n in self.followers[k]]
+        for a in range(len(self.candidates[k])):
+            choice[k] = a
+            for n, neighbors in follow:
+                found = bests.get((n, tuple([choice[m] for m in neighbors])))
+                choice[n] = self._follow(n, k) if found is None else found
+            if (c := cost()) < best[0]:
+                best = (c, [choice[m] for m in members])
+        return best[1]
 
     def descend(self) -> None:
         """Coordinate descent: each kernel in turn takes its cheapest order (with its followers) given the
