@@ -444,19 +444,21 @@ class TileOrderSearch:
     def _best_move(self, k: int, members: list[int], start: list[int]) -> list[int]:
         """The orders of ``members`` (kernel ``k`` and its followers) after ``_move_kernel``'s move: the first
         candidate of ``k`` (with its followers' picks) whose cost is the least and below the current one, else
-        the current orders. Without followers at the memory objective the costs of all candidates are one sum of
-        ``k``'s accumulator and edge vectors."""
-        choice = self.choice
-        if not self.latency and len(members) == 1:
-            vectors = [self._vector(i, k) for i in self.group_edges[k]]
-            costs = [sum(c) for c in zip(self.accumulators[k], *vectors, strict=True)]
-            least = min(costs)
-            return [costs.index(least)] if least < costs[start[0]] else start
-        accumulators = [(self.accumulators[m], m) for m in members]
-        tables = [(self.bytes[i], p, c) for i in self.group_edges[k] for p, c in [self.ends[i]]]
+        the current orders. The bytes of ``k``'s accumulators and of its edges to kernels other than its
+        followers are one vector over its candidates; the followers' are priced per candidate (with the latency
+        objective, the makespan estimate too)."""
+        choice, moving = self.choice, set(self.followers[k])
+        alone = [i for i in self.group_edges[k] if not moving & set(self.ends[i])]
+        fixed = [sum(c) for c in zip(self.accumulators[k], *[self._vector(i, k) for i in alone], strict=True)]
+        if not moving and not self.latency:
+            least = min(fixed)
+            return [fixed.index(least)] if least < fixed[start[0]] else start
+        accumulators = [(self.accumulators[n], n) for n in self.followers[k]]
+        tables = [(self.bytes[i], p, c) for i in self.group_edges[k] if moving & set(self.ends[i])
+                  for p, c in [self.ends[i]]]
 
         def cost() -> tuple[float, int]:  # the other kernels' bytes do not change
-            return (self._estimate(), sum([acc[choice[m]] for acc, m in accumulators])
+            return (self._estimate(), fixed[choice[k]] + sum([acc[choice[n]] for acc, n in accumulators])
                     + sum([table[choice[p]][choice[c]] for table, p, c in tables]))
         best = (cost(), start)
         # ``_follow`` with its memo looked up here (a call per follower and candidate: the bulk of a move).
