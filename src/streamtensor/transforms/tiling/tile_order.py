@@ -490,15 +490,19 @@ class TileOrderSearch:
         cheapest on its edges to them, its cheapest one given all others. A layout change travels as far as it
         must: through the projection, norm and attention kernels of a head-major stream together. The kernels
         re-ordered (the others keep their orders)."""
-        choice = self.choice
+        choice, neighbors, others, fittings = self.choice, self.neighbors, self.others, self._fittings
         choice[k] = a
         placed, queue = {k}, deque([k])
         while queue:
             m = queue.popleft()
-            for n in self.neighbors[m]:
+            for n in neighbors[m]:
                 if n in placed:
                     continue
-                fitting = self._fitting(n, [i for i, other in self.others[n] if other in placed])
+                shared = [(i, other) for i, other in others[n] if other in placed]
+                # ``_fitting``'s memo looked up here (most look-ups hit).
+                fitting = fittings.get((n, tuple([i for i, _ in shared]), tuple([choice[o] for _, o in shared])))
+                if fitting is None:
+                    fitting = self._fitting(n, [i for i, _ in shared])
                 if choice[n] in fitting:
                     continue
                 choice[n] = self._cheapest_of(n, fitting)
@@ -525,25 +529,26 @@ class TileOrderSearch:
 
     def _leap_move(self) -> tuple[int, ...] | None:
         """The orders (candidate indices) after the first propagated move that lowers the score (``leap``), None
-        if none does; the orders are left as they were."""
+        if none does; the orders are left as they were (a move changes only the kernels it re-orders)."""
         score = self.score()
-        start = list(self.choice)
+        choice, start, ends, tables, touching = self.choice, list(self.choice), self.ends, self.bytes, self.touching
         accumulators = [acc[a] for acc, a in zip(self.accumulators, start, strict=True)]
-        edges = [self.bytes[i][start[p]][start[c]] for i, (p, c) in enumerate(self.ends)]
+        edges = [tables[i][start[p]][start[c]] for i, (p, c) in enumerate(ends)]
         for k in range(len(self.ops)):
             for a in range(len(self.candidates[k])):
                 if a == start[k]:
                     continue
                 placed = self._propagate(k, a)
-                choice = self.choice
-                touched = {i for m in placed for i in self.touching[m]}
-                total = (score[1] + sum(self.accumulators[m][choice[m]] - accumulators[m] for m in placed)
-                         + sum(self.bytes[i][choice[p]][choice[c]] - edges[i]
-                               for i in touched for p, c in [self.ends[i]]))
-                moved, estimate = tuple(choice), self._estimate()
-                self.choice = list(start)
-                if (estimate, total) < score:
+                total = (score[1] + sum([self.accumulators[m][choice[m]] - accumulators[m] for m in placed])
+                         + sum([tables[i][choice[p]][choice[c]] - edges[i]
+                                for i in {i for m in placed for i in touching[m]} for p, c in [ends[i]]]))
+                if (self._estimate(), total) < score:
+                    moved = tuple(choice)
+                    for m in placed:
+                        choice[m] = start[m]
                     return moved
+                for m in placed:
+                    choice[m] = start[m]
         return None
 
     def settle(self) -> None:
