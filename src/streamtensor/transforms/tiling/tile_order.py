@@ -152,6 +152,9 @@ class TileOrderSearch:
         self.wait_fractions: _Lazy = _Lazy(lambda i: self._table(i)[1])
         self._bests: dict[tuple[int, tuple[int, ...]], int] = {}
         self._makespans: dict[tuple[int, ...], float] = {}
+        # The orders of the last makespan computed, and every kernel's start and end under them.
+        self._timed: tuple[tuple[int, ...], list[float], list[float]] = ((-1,) * len(ops), [0.0] * len(ops),
+                                                                       [0.0] * len(ops))
         self._fittings: dict[tuple[int, tuple[int, ...], tuple[int, ...]], list[int]] = {}
         self._leaps: dict[tuple[int, ...], tuple[int, ...] | None] = {}
         self._moves: dict[tuple[int, tuple[int, ...]], list[int]] = {}
@@ -335,19 +338,26 @@ class TileOrderSearch:
     def makespan(self) -> float:
         """Estimated makespan in iterations (module docstring): kernels in program order, each starting when
         every producer has emitted its first token and filled its consumer's first converter window, and ending
-        no earlier than its producers."""
+        no earlier than its producers. A kernel's start and end read only the kernels before it: those before
+        the first kernel whose order differs from the last makespan's keep their times (a move re-orders a few
+        kernels; issue 21: the latency objective's makespans were a sixth of a prefill block's search)."""
         key = tuple(self.choice)
         found = self._makespans.get(key)
         if found is None:
-            choice, emissions, waits = self.choice, self.emissions, self.wait_fractions
-            start, end = [0.0] * len(self.ops), [0.0] * len(self.ops)
-            for c, inputs in enumerate(self.in_edges):
-                first = last = 0.0
-                for i, p in inputs:
-                    wait = max(emissions[p][choice[p]], waits[i][choice[p]][choice[c]])
-                    first = max(first, start[p] + wait * (end[p] - start[p]))
-                    last = max(last, end[p])
-                start[c], end[c] = first, max(last, first + self.work[c])
+            choice, emissions, waits, work = self.choice, self.emissions, self.wait_fractions, self.work
+            last, start, end = self._timed
+            first = next((c for c, (a, b) in enumerate(zip(key, last, strict=True)) if a != b), len(key))
+            for c in range(first, len(key)):
+                begin = latest = 0.0
+                for i, p in self.in_edges[c]:
+                    emitted, window = emissions[p][choice[p]], waits[i][choice[p]][choice[c]]
+                    wait = window if window > emitted else emitted
+                    ready = start[p] + wait * (end[p] - start[p])
+                    begin = ready if ready > begin else begin
+                    latest = end[p] if end[p] > latest else latest
+                finish = begin + work[c]
+                start[c], end[c] = begin, finish if finish > latest else latest
+            self._timed = (key, start, end)
             found = self._makespans[key] = max(end, default=0.0)
         return found
 
