@@ -38,6 +38,7 @@ import math
 import random
 from collections import deque
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from streamtensor.ir.converter_buffer import LoopEntry, loop_signature, shared_buffer, shared_loop_count
@@ -83,6 +84,11 @@ class _Lazy(dict):  # type: ignore[type-arg]
         return value
 
 
+def _orders_of(kernels: list[int]) -> Callable[[list[int]], object]:
+    """A key of the orders of ``kernels`` (candidate indices), taken in one call: a memo key built per look-up."""
+    return itemgetter(*kernels) if kernels else lambda _: ()
+
+
 class TileOrderSearch:
     """Tile orders minimizing converter bytes between kernels plus accumulator bytes, with the ``latency``
     objective after an estimate of the makespan (module docstring).
@@ -124,6 +130,9 @@ class TileOrderSearch:
         self.group_ends = [sorted({k, *self.followers[k], *(m for i in self.group_edges[k] for m in self.ends[i])})
                            for k in range(len(ops))]
         self.neighbors = [sorted({m for i in self.touching[k] for m in self.ends[i]} - {k}) for k in range(len(ops))]
+        # Memo keys: the orders of a kernel's neighbors, and of the kernels a move of it reads (``_move_kernel``).
+        self._neighbor_orders = [_orders_of(m) for m in self.neighbors]
+        self._group_orders = [_orders_of(m) for m in self.group_ends]
         self.in_edges = [[(i, self.edges[i].producer) for i in self.touching[k]
                           if self.edges[i].consumer == k and self.edges[i].producer < k] for k in range(len(ops))]
         self.accumulators = [[self._accumulator_of(k, order) for order in c] for k, c in enumerate(self.candidates)]
@@ -427,7 +436,7 @@ class TileOrderSearch:
         """Follower ``n``'s order for kernel ``k``'s current one: among the orders cheapest on the edges between
         the two (the layout propagated into ``n``), the cheapest overall given its neighbors (first on ties)."""
         choice = self.choice
-        key = (n, tuple([choice[m] for m in self.neighbors[n]]))
+        key = (n, self._neighbor_orders[n](choice))
         found = self._bests.get(key)
         if found is None:
             shared = [i for i in self.touching[n] if k in self.ends[i]]
@@ -443,7 +452,7 @@ class TileOrderSearch:
         choice = self.choice
         members = [k, *self.followers[k]]
         start = [choice[m] for m in members]
-        key = (k, tuple(choice) if self.latency else tuple([choice[m] for m in self.group_ends[k]]))
+        key = (k, tuple(choice) if self.latency else self._group_orders[k](choice))
         found = self._moves.get(key)
         if found is None:
             found = self._moves[key] = self._best_move(k, members, start)
@@ -472,11 +481,11 @@ class TileOrderSearch:
                     + sum([table[choice[p]][choice[c]] for table, p, c in tables]))
         best = (cost(), start)
         # ``_follow`` with its memo looked up here (a call per follower and candidate: the bulk of a move).
-        bests, follow = self._bests, [(n, self.neighbors[n]) for n in self.followers[k]]
+        bests, follow = self._bests, [(n, self._neighbor_orders[n]) for n in self.followers[k]]
         for a in range(len(self.candidates[k])):
             choice[k] = a
-            for n, neighbors in follow:
-                found = bests.get((n, tuple([choice[m] for m in neighbors])))
+            for n, neighbor_orders in follow:
+                found = bests.get((n, neighbor_orders(choice)))
                 choice[n] = self._follow(n, k) if found is None else found
             if (c := cost()) < best[0]:
                 best = (c, [choice[m] for m in members])
