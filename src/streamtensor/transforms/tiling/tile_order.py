@@ -135,9 +135,11 @@ class TileOrderSearch:
         self._group_orders = [_orders_of(m) for m in self.group_ends]
         self.in_edges = [[(i, self.edges[i].producer) for i in self.touching[k]
                           if self.edges[i].consumer == k and self.edges[i].producer < k] for k in range(len(ops))]
-        self.accumulators = [[self._accumulator_of(k, order) for order in c] for k, c in enumerate(self.candidates)]
-        self.emissions = [[first_output_fraction(self.loops[k], list(order)) for order in c]
-                          for k, c in enumerate(self.candidates)]
+        # Per kernel and candidate, filled on first use (``waits`` alone needs few): accumulator bytes, and the
+        # fraction of its run before its first output (``first_output_fraction``).
+        self.accumulators: _Lazy = _Lazy(self._accumulators_of)
+        self.emissions: _Lazy = _Lazy(lambda k: [first_output_fraction(self.loops[k], list(order))
+                                                 for order in self.candidates[k]])
         # Stream types, interned: a number per distinct type (hashing a type walks all of it).
         self._type_ids: dict[ITensorType, int] = {}
         self._type_list: list[ITensorType] = []
@@ -190,17 +192,18 @@ class TileOrderSearch:
             out.append(tuple(candidate))
         return out
 
-    def _accumulator_of(self, k: int, order: tuple[int, ...]) -> int:
-        """Accumulator bytes of kernel ``k`` under ``order``: its pending output tiles of every result."""
+    def _accumulators_of(self, k: int) -> list[int]:
+        """Accumulator bytes of kernel ``k`` under each of its candidates: its pending output tiles of every
+        result."""
         op, loops = self.ops[k], self.loops[k]
         if not op.reduction_dims:
-            return 0
+            return [0] * len(self.candidates[k])
         bits = 0
         for r, value in enumerate(op.results):
             amap = op.indexing_maps[len(op.inputs) + r]
             dims = [amap.result_dim(i) for i in range(amap.num_results)]
             bits += math.prod(1 if d is None else loops[d].tile for d in dims) * DTYPE_BITS[value.type.dtype]
-        return pending_tiles(loops, list(order)) * -(-bits // 8)
+        return [pending_tiles(loops, list(order)) * -(-bits // 8) for order in self.candidates[k]]
 
     def _intern(self, t: ITensorType | None) -> int:
         """A number per distinct stream type (-1: None)."""
@@ -398,7 +401,7 @@ class TileOrderSearch:
         return self.bytes[i][self.choice[producer]]
 
     def total(self) -> int:
-        return (sum(acc[a] for acc, a in zip(self.accumulators, self.choice, strict=True))
+        return (sum(self.accumulators[k][a] for k, a in enumerate(self.choice))
                 + self._edges_cost(list(range(len(self.edges)))))
 
     def _estimate(self) -> float:
@@ -551,7 +554,7 @@ class TileOrderSearch:
         if none does; the orders are left as they were (a move changes only the kernels it re-orders)."""
         score = self.score()
         choice, start, ends, tables, touching = self.choice, list(self.choice), self.ends, self.bytes, self.touching
-        accumulators = [acc[a] for acc, a in zip(self.accumulators, start, strict=True)]
+        accumulators = [self.accumulators[k][a] for k, a in enumerate(start)]
         edges = [tables[i][start[p]][start[c]] for i, (p, c) in enumerate(ends)]
         for k in range(len(self.ops)):
             for a in range(len(self.candidates[k])):
