@@ -72,7 +72,7 @@ def resolve_objective(objective: str, graph: Graph) -> str:
     return "latency" if block_rows(graph) == 1 else "memory"
 
 
-class _Lazy(dict):  # type: ignore[type-arg]
+class _Lazy(dict[int, Any]):
     """A table filled on first look-up of each key by ``make(key)``."""
 
     def __init__(self, make: Callable[[int], Any]) -> None:
@@ -94,11 +94,12 @@ class TileOrderSearch:
     objective after an estimate of the makespan (module docstring).
 
     A kernel's order is held as its index among its candidates (``choice``; ``orders`` spells them out), and
-    the costs as tables over those indices (issue 21: memo keys of order tuples, hashed afresh at every look-up,
-    were most of a paper-size prefill block's search): per kernel its accumulator bytes and first-output
-    fraction, per edge its converter bytes and wait under every pair of its ends' candidates. An edge's table is
-    filled on first use from the distinct stream types its ends make and read under their candidates (few: a
-    type reads only some of a kernel's loops), each distinct pair of types priced once (``_types_cost``)."""
+    the costs as tables over those indices: per kernel its accumulator bytes and first-output fraction, per edge
+    its converter bytes and wait under every pair of its ends' candidates. An edge's table is filled on first use
+    from the distinct stream types its ends make and read under their candidates (few: a type reads only some of
+    a kernel's loops), each distinct pair of types priced once (``_types_cost``). Issue 21: memos keyed by order
+    tuples (hashed afresh at every look-up) and the pair functions asked about every pair of types were most of
+    the search; the tables find the same orders in less than half the time."""
 
     def __init__(self, graph: Graph, ops: list[GenericOp], tilings: list[OpTiling], objective: str = "memory"
                  ) -> None:
@@ -156,19 +157,19 @@ class TileOrderSearch:
         self._signatures: dict[int, tuple[LoopEntry, ...]] = {}
         self._windows: dict[tuple[int, int, int], tuple[int, float]] = {}  # by source, shared loops, made
         # Per edge, [producer candidate][consumer candidate]: converter bytes, the same by consumer candidate
-        # first, and the fraction of the producer's run the consumer waits for (``_wait``).
+        # first, and the fraction of the producer's run the consumer waits for (``waits``).
         self._tables: dict[int, tuple[list[list[int]], list[list[float]]]] = {}
         self.bytes: _Lazy = _Lazy(lambda i: self._table(i)[0])
         self.bytes_by_consumer: _Lazy = _Lazy(lambda i: [list(col) for col in zip(*self.bytes[i], strict=True)])
         self.wait_fractions: _Lazy = _Lazy(lambda i: self._table(i)[1])
-        self._bests: dict[tuple[int, tuple[int, ...]], int] = {}
+        self._bests: dict[tuple[int, object], int] = {}  # ``_follow``'s
         self._makespans: dict[tuple[int, ...], float] = {}
         # The orders of the last makespan computed, and every kernel's start and end under them.
         self._timed: tuple[tuple[int, ...], list[float], list[float]] = ((-1,) * len(ops), [0.0] * len(ops),
                                                                        [0.0] * len(ops))
         self._fittings: dict[tuple[int, tuple[int, ...], tuple[int, ...]], list[int]] = {}
         self._leaps: dict[tuple[int, ...], tuple[int, ...] | None] = {}
-        self._moves: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+        self._moves: dict[tuple[int, object], list[int]] = {}
 
     @property
     def orders(self) -> list[tuple[int, ...]]:
