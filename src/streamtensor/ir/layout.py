@@ -107,8 +107,8 @@ def same_packing(a: ITensorType, b: ITensorType) -> bool:
 # --- reassociation -----------------------------------------------------------------------------------------
 
 
-# Memoized like ``converter_buffer.infer_converter_buffer``: the tile-order search asks about the same pairs of
-# (immutable) types many times.
+# Memoized like ``converter_buffer.infer_converter_buffer``: passes ask about the same pairs of (immutable) types
+# many times (the tile-order search, about many more pairs, compares ``reassociation_key``s instead).
 @functools.lru_cache(maxsize=1 << 16)
 def reassociation_error(source: ITensorType, result: ITensorType) -> str | None:
     """Why ``result`` is not a reassociation of ``source`` (module docstring), or None when it is."""
