@@ -7,8 +7,9 @@ prints
 
 - wall and CPU seconds of the whole process (imports, frontend, allocation, codegen, the PyTorch reference; CPU
   from ``wait4``'s rusage: the figure to compare on a shared machine, next to the load average when it started),
-- CPU seconds of the frontend stages (``frontend.*``), of FIFO sizing (``allocation.fifo_lp``) and of the rest of
-  the allocation (simulation, resources, SLR plan), from the report's ``stage_cpu_seconds``,
+- CPU seconds of the frontend stages (``frontend.*``), of the tiling (``tiling``: the token tile's choice and the
+  tile-order searches), of FIFO sizing (``allocation.fifo_lp``) and of the rest of the allocation (simulation,
+  resources, SLR plan), from the report's ``stage_cpu_seconds``,
 - FIFO bits, the simulated makespan and its unbounded-FIFO baseline (modelled cycles), and whether it deadlocked;
 - whether the Linalg graph came from the on-disk cache (``frontend.linalg_cache``: ``miss`` exports and stores,
   ``hit`` skips torch-mlir); the benchmark uses a fresh cache directory, so with ``--runs 2`` the first run of a
@@ -139,6 +140,7 @@ def measure(family: str, mode: str, point: str, src: Path, cache: Path, quant: s
     sim = report["simulation"]
     row.update({
         "frontend_cpu_s": round(sum(v for k, v in cpu.items() if k.startswith("frontend.")), 2),
+        "tiling_cpu_s": cpu.get("tiling"),
         "fifo_lp_cpu_s": cpu.get("allocation.fifo_lp"),
         "fifo_lp_wall_s": report["stages"].get("allocation.fifo_lp"),
         "alloc_rest_cpu_s": round(sum(v for k, v in cpu.items()
@@ -180,8 +182,8 @@ def design_digest(report: dict[str, Any], dataflow_ir: str) -> str:
 
 
 COLUMNS = ("family", "mode", "point", "quant", "issue_s", "load", "wall_s", "cpu_s", "linalg_cache", "memo",
-           "frontend_cpu_s", "fifo_lp_cpu_s", "fifo_lp_wall_s", "alloc_rest_cpu_s", "max_rss_mb", "fifo_bits",
-           "makespan", "unbounded", "deadlock", "design")
+           "frontend_cpu_s", "tiling_cpu_s", "fifo_lp_cpu_s", "fifo_lp_wall_s", "alloc_rest_cpu_s", "max_rss_mb",
+           "fifo_bits", "makespan", "unbounded", "deadlock", "design")
 
 
 def main() -> None:

@@ -42,6 +42,7 @@ from streamtensor.ir.layout import (
     concat_sources,
     reassociate_type,
     reassociation_error,
+    reassociation_key,
     row_major_type,
     segment_types,
 )
@@ -279,6 +280,25 @@ def test_reassociate_type_fits_and_rejects() -> None:
     cols = parse_itensor_type("itensor<8x4xf32, tensor 8x8, [2] * [4], (d0) -> (0, d0)>")
     assert reassociate_type(cols, (64,)) is None
     assert "flat index patterns" in reassociation_error(cols, row_major_type((64,), (32,), "f32"))
+
+
+def test_reassociation_key_is_equal_exactly_when_reassociation_error_is_none() -> None:
+    """The tile-order search compares ``reassociation_key``s (one per type) instead of asking
+    ``reassociation_error`` about every pair: over reshapes, splits, segment layouts, another order, other tiles
+    and an uneven split of one tensor, the two must agree on every pair."""
+    rows = parse_itensor_type("itensor<4x8xf32, tensor 8x8, [2] * [4], (d0) -> (d0, 0)>")
+    quarter = row_major_type((64,), (4,), "f32")
+    q = parse_itensor_type("itensor<16x16xf32, tensor 32x1024, [2, 64] * [16, 16], (d0, d1) -> (d0, d1)>")
+    q_cols = parse_itensor_type("itensor<16x16xf32, tensor 32x1024, [64, 2] * [16, 16], (d0, d1) -> (d1, d0)>")
+    types = [rows, reassociate_type(rows, (64,)), quarter, reassociate_type(quarter, (8, 8)),
+             parse_itensor_type("itensor<8x4xf32, tensor 8x8, [2] * [4], (d0) -> (0, d0)>"),
+             row_major_type((64,), (32,), "f32"), row_major_type((8, 8), (8, 4), "f32"),
+             q, q_cols, reassociate_type(q, (32, 16, 64)), reassociate_type(q_cols, (32, 16, 64)),
+             *(t for pair in segment_types((2, 4, 6), (8, 6), "f32") for t in pair)]
+    agree = {(reassociation_key(a) == reassociation_key(b), reassociation_error(a, b) is None)
+             for a in types for b in types if a is not None and b is not None}
+    assert agree == {(True, True), (False, False)}
+    assert any(a != b and reassociation_error(a, b) is None for a in types for b in types)  # not only equal types
 
 
 def test_segment_layouts_reassociate() -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import streamtensor.interp.converter_exec as converter_exec
 from streamtensor.interp.converter_exec import ConverterBufferError, run_converter
 from streamtensor.ir.affine import AffineConst, AffineDim, AffineExpr, AffineMap
-from streamtensor.ir.converter_buffer import ConverterBuffer, infer_converter_buffer, needs_converter
+from streamtensor.ir.converter_buffer import ConverterBuffer, infer_converter_buffer, needs_converter, shared_loop_dims
 from streamtensor.ir.itensor import (
     ITensorType,
     ITensorVerificationError,
@@ -403,6 +403,11 @@ def check_pair(pair: Pair) -> None:
         assert source == result
         return
     assert buf.shared_loops >= pair.min_shared
+    # The loop signatures the inference compares share exactly the loops ``shared_loop_dims`` shares one by one.
+    scan = 0
+    while shared_loop_dims(source, result, scan) is not None:
+        scan += 1
+    assert buf.shared_loops == scan
     assert math.prod(buf.shape) <= source.tensor_elements
     if pair.shrinks:
         assert math.prod(buf.shape) < source.tensor_elements

@@ -20,7 +20,10 @@ from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.errors import OptionError
 from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.affine import parse_affine_map
+from streamtensor.ir.converter_buffer import infer_converter_buffer
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, KernelNode, pending_tiles
+from streamtensor.ir.dtypes import DTYPE_BITS
+from streamtensor.ir.layout import reassociation_error
 from streamtensor.ir.linalg import GenericOp, Graph, ReshapeOp, ScalarBody, ScalarOp, TensorType, Value
 from streamtensor.transforms.tiling import tile_graph
 from streamtensor.transforms.tiling.liveness import kernel_ops
@@ -389,13 +392,44 @@ def _plain_leap(search: TileOrderSearch) -> bool:
     """The leap before issue 21's memo and incremental scoring: each move rescored over every kernel and edge."""
     score = search.score()
     for k in range(len(search.ops)):
-        for order in search.candidates[k]:
+        for a, order in enumerate(search.candidates[k]):
             if order == search.orders[k]:
                 continue
             start = list(search.orders)
-            search._propagate(k, order)
+            search._propagate(k, a)
             if search.score() < score:
                 search.descend()
                 return True
             search.orders = start
     return False
+
+
+@pytest.mark.parametrize("objective", ["memory", "latency"])
+def test_stream_types_priced_per_type_cost_what_the_pair_functions_say(objective: str) -> None:
+    # Issue 21: the search prices a pair of stream types from each type's ``reassociation_key`` and
+    # ``loop_signature`` (one per type, not per pair); every price it made must be the one
+    # ``reassociation_error`` and ``infer_converter_buffer`` give for the pair, and its tables must hold them.
+    design, _ = compile_llm_block("llama", mode="prefill", seq_len=16, max_len=32, size="tiny", size_fifos=False,
+                                  token_tile_size=2)
+    ops = kernel_ops(design.graph)
+    search = TileOrderSearch(design.graph, ops, [design.tiling.ops[op.name] for op in ops], objective)
+    search.run(2)
+    types = search._type_list
+    prices = set()
+    for (made, source, result), cost in search._type_costs.items():
+        tensor = types[made]
+        if source < 0 or result < 0:
+            want = (2 * -(-tensor.tensor_elements * DTYPE_BITS[tensor.dtype] // 8), 1.0)
+        elif reassociation_error(types[source], types[result]) is None:
+            want = (0, 0.0)
+        else:
+            buffer = infer_converter_buffer(types[source], types[result])
+            want = (2 * buffer.bytes // buffer.banks, buffer.window_elements / tensor.tensor_elements)
+        assert cost == want
+        prices.add(cost[0] > 0)
+    assert prices == {True, False}  # converters and direct streams both priced
+    for i, (producer, consumer) in enumerate(search.ends):
+        a, b = search.choice[producer], search.choice[consumer]
+        made, source = search._made(i, a)
+        assert (search.bytes[i][a][b], search.wait_fractions[i][a][b]) == search._types_cost(made, source,
+                                                                                             search._wanted(i, b))

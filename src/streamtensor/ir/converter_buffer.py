@@ -94,28 +94,65 @@ def check_convertible(source: ITensorType, result: ITensorType) -> None:
     result.verify()
 
 
-# Memoized: a pure function of two immutable types that the tile-order search asks about again and again (98k
-# calls, 30k distinct pairs, on a paper-size Llama prefill block's four token-tile candidates). A failed check
-# raises and is not cached.
+# A loop's entry in ``loop_signature``: the dims it walks exactly with its trip, step and element sizes along
+# them; a repeat loop's trip; None for a loop that is never shared.
+LoopEntry = tuple[tuple[int, ...], int, int, tuple[int, ...]] | int | None
+
+
+def loop_signature(t: ITensorType) -> tuple[LoopEntry, ...]:
+    """Per loop of ``t``, all that sharing it with the same loop of another layout compares (``shared_loop_dims``):
+    two layouts share a loop exactly when their entries are equal and not None. A loop walking dims exactly: those
+    dims, its trip, step and element sizes along them; a loop walking no dim exactly: its trip if it is a repeat
+    loop (whose steps never matter), else None (it feeds only compound results)."""
+    used = t.iter_map.used_dims()
+    out: list[LoopEntry] = []
+    for loop in range(t.num_loops):
+        dims = _exact_dims(t, loop)
+        if dims:
+            out.append((dims, t.trip_counts[loop], t.steps[loop], tuple(t.element_shape[j] for j in dims)))
+        else:
+            out.append(None if loop in used else t.trip_counts[loop])
+    return tuple(out)
+
+
+def shared_loop_count(source: tuple[LoopEntry, ...], result: tuple[LoopEntry, ...]) -> int:
+    """Leading loops two layouts of one tensor share, from their ``loop_signature``s: the scan of Algorithm 1,
+    outermost first, up to the first loop not shared (or the end of the shorter nest)."""
+    shared = 0
+    for a, b in zip(source, result, strict=False):
+        if a is None or a != b:
+            break
+        shared += 1
+    return shared
+
+
+def shared_buffer(source: ITensorType, signature: tuple[LoopEntry, ...], shared: int) -> ConverterBuffer:
+    """The buffer of a converter from ``source`` (its ``loop_signature``) sharing its ``shared`` outer loops:
+    a window one element wide along each dim those loops walk, the whole tensor elsewhere."""
+    shape = list(source.tensor_shape)
+    for entry in signature[:shared]:
+        if isinstance(entry, tuple):
+            for j in entry[0]:
+                shape[j] = source.element_shape[j]
+    banks = 2 if math.prod(source.trip_counts[:shared]) > 1 else 1
+    return ConverterBuffer(tuple(shape), shared, source.dtype, banks=banks)
+
+
+# Memoized: a pure function of two immutable types that passes ask about again and again. A failed check raises
+# and is not cached.
 @functools.lru_cache(maxsize=1 << 16)
 def infer_converter_buffer(source: ITensorType, result: ITensorType, checked: bool = True) -> ConverterBuffer:
     """Smallest converter buffer of the reconstructed Algorithm 1 (scan loops outermost first, stop at the
-    first loop that is not shared). Nothing shared gives the whole tensor. Equal types need no converter:
-    the answer is then the empty ``direct`` buffer with every loop shared (see ``ConverterBuffer``).
-    ``checked=False`` skips verifying the two types (a full walk of their tokens), for callers that build them
-    valid and only need the size, e.g. the tile-order search."""
+    first loop that is not shared: ``shared_loop_count``). Nothing shared gives the whole tensor. Equal types
+    need no converter: the answer is then the empty ``direct`` buffer with every loop shared (see
+    ``ConverterBuffer``). ``checked=False`` skips verifying the two types (a full walk of their tokens), for
+    callers that build them valid and only need the size."""
     if checked:
         check_convertible(source, result)
     if not needs_converter(source, result):
         return ConverterBuffer((0,) * source.rank, source.num_loops, source.dtype, direct=True)
-    shape = list(source.tensor_shape)
-    shared = 0
-    while (dims := shared_loop_dims(source, result, shared)) is not None:
-        for j in dims:
-            shape[j] = source.element_shape[j]
-        shared += 1
-    banks = 2 if math.prod(source.trip_counts[:shared]) > 1 else 1
-    return ConverterBuffer(tuple(shape), shared, source.dtype, banks=banks)
+    signature = loop_signature(source)
+    return shared_buffer(source, signature, shared_loop_count(signature, loop_signature(result)))
 
 
 def layout_difference(source: ITensorType, result: ITensorType) -> str:

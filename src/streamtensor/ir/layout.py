@@ -107,8 +107,8 @@ def same_packing(a: ITensorType, b: ITensorType) -> bool:
 # --- reassociation -----------------------------------------------------------------------------------------
 
 
-# Memoized like ``converter_buffer.infer_converter_buffer``: the tile-order search asks about the same pairs of
-# (immutable) types many times.
+# Memoized like ``converter_buffer.infer_converter_buffer``: passes ask about the same pairs of (immutable) types
+# many times (the tile-order search, about many more pairs, compares ``reassociation_key``s instead).
 @functools.lru_cache(maxsize=1 << 16)
 def reassociation_error(source: ITensorType, result: ITensorType) -> str | None:
     """Why ``result`` is not a reassociation of ``source`` (module docstring), or None when it is."""
@@ -128,6 +128,21 @@ def reassociation_error(source: ITensorType, result: ITensorType) -> str | None:
     if diff.any():
         return f"token {int(np.argmax(diff))} starts at a different flat index"
     return None
+
+
+def stream_counts(t: ITensorType) -> tuple[str, int, int, int]:
+    """The cheap part of ``reassociation_key``: dtype, tensor elements, tokens and token elements (types that
+    differ in these are no reassociation of one another)."""
+    return (t.dtype, t.tensor_elements, t.num_tokens, t.token_elements)
+
+
+def reassociation_key(t: ITensorType) -> tuple[object, ...]:
+    """What ``reassociation_error`` compares, as one value: ``reassociation_error(a, b)`` is None exactly when
+    ``reassociation_key(a) == reassociation_key(b)`` (``stream_counts``, the tile's flat index pattern and every
+    token's flat tile origin; with equal tensor and tile shapes equal origins are equal offsets). One key per type
+    answers the question for every pair of many types (the tile-order search's); it walks every token, so compare
+    ``stream_counts`` first."""
+    return (*stream_counts(t), tile_pattern(t.tensor_shape, t.element_shape).tobytes(), flat_offsets(t).tobytes())
 
 
 def _fit(coords: np.ndarray, trips: tuple[int, ...]) -> np.ndarray | None:

@@ -60,7 +60,8 @@ def tile_graph(graph: Graph, target: Target, options: TilingOptions | None = Non
     ``orders``: a memo of the layout-aware tile-order search, the search's own inputs its key (the graph as
     text, every kernel's loops and initial orders, the objective and restarts): it is deterministic, and a
     design point that changes only what comes after it (lanes, FIFO sizing) or a second compile of the same
-    point reads the orders instead of searching again (1-2 s per token tile of a paper-size prefill block)."""
+    point reads the orders instead of searching again (up to half a second per token tile of a paper-size
+    prefill block)."""
     options = options or TilingOptions()
     text = print_graph(graph) if orders is not None and options.layout_aware_order else ""
 

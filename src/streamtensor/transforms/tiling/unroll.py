@@ -236,15 +236,21 @@ def tiling_cost(op: GenericOp, t: OpTiling, target: Target) -> tuple[float, int]
     return datapath_cost(op, t.loops, t.point_order, target.ops)
 
 
-def _fits_datapath(costs: list[tuple[float, int]], k: int, target: Target) -> bool:
-    """Whether datapaths costing ``costs`` (per kernel) stay within ``DATAPATH_SHARE`` of the target's DSPs
-    and LUTs in total and kernel ``k``'s within those shares of its smallest SLR."""
+def datapath_limits(target: Target) -> tuple[tuple[float, float], ...]:
+    """Per resource (DSP, LUT): the most the kernels' datapaths may take in all and one kernel's may take
+    (``DATAPATH_SHARE`` of the target's and of its smallest SLR's)."""
     totals = target.totals
-    for r, name in enumerate(("dsp", "lut")):
-        share = DATAPATH_SHARE[name]
-        if sum(c[r] for c in costs) > share * getattr(totals, name):
+    return tuple((DATAPATH_SHARE[name] * getattr(totals, name),
+                  DATAPATH_SHARE[name] * min(getattr(s, name) for s in target.slrs)) for name in ("dsp", "lut"))
+
+
+def _fits_datapath(costs: list[tuple[float, int]], k: int, limits: tuple[tuple[float, float], ...]) -> bool:
+    """Whether datapaths costing ``costs`` (per kernel) stay within the ``datapath_limits`` in total and kernel
+    ``k``'s within those of one SLR (the limits are the caller's: a growth round checks thousands of trials)."""
+    for r, (total, one) in enumerate(limits):
+        if sum(c[r] for c in costs) > total:
             return False
-        if costs[k][r] > share * min(getattr(s, name) for s in target.slrs):
+        if costs[k][r] > one:
             return False
     return True
 
@@ -428,7 +434,7 @@ def _first_round(state: _Lanes, budget: int, feeds: list[set[int]], target: Targ
 
 def _fits(state: _Lanes, i: int, cost: tuple[float, int], grown: int, budget: int, target: Target) -> bool:
     return (sum(state.units) - state.units[i] + grown <= budget
-            and _fits_datapath([cost if k == i else c for k, c in enumerate(state.costs)], i, target))
+            and _fits_datapath([cost if k == i else c for k, c in enumerate(state.costs)], i, datapath_limits(target)))
 
 
 def _make_room(state: _Lanes, i: int, trial: OpTiling, cost: tuple[float, int], key: float, budget: int,
@@ -481,6 +487,7 @@ def _spend_leftover(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
     # A kernel's growths depend on its own tiling only: kept until it grows. Whether one fits the budget and the
     # device is checked each round (the others' growth only removes growths that fit).
     growths: dict[int, list[tuple[float, OpTiling, tuple[float, int], int, int]]] = {}
+    limits = datapath_limits(target)
     while True:
         total = sum(units)
         fitting: dict[int, tuple[float, OpTiling, tuple[float, int], int, int]] = {}
@@ -490,7 +497,7 @@ def _spend_leftover(ops: list[GenericOp], tilings: list[OpTiling], budget: int,
             for growth in growths[i]:
                 score, _, cost, grown, _ = growth
                 if (total - units[i] + grown > budget
-                        or not _fits_datapath([cost if k == i else c for k, c in enumerate(costs)], i, target)):
+                        or not _fits_datapath([cost if k == i else c for k, c in enumerate(costs)], i, limits)):
                     continue
                 if i not in fitting or score > fitting[i][0]:
                     fitting[i] = growth
