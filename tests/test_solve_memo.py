@@ -99,6 +99,23 @@ def test_a_second_compile_decides_nothing_again(tmp_path: Path, monkeypatch: pyt
         compile_llm_block("gpt2", **options, overall_unroll_size=512)
 
 
+def test_a_second_compile_of_a_one_token_block_sizes_and_trims_nothing_again(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    # A decode block sizes its FIFOs untrimmed while its HBM shares settle, then trims (allocation.trim_allocation):
+    # both are read back.
+    monkeypatch.setenv("STREAMTENSOR_LINALG_CACHE", str(tmp_path))
+    options = {"mode": "decode", "size": "tiny", "max_len": 16}
+    first, _ = compile_llm_block("gpt2", **options)
+    assert first.allocation is not None
+    groups = len(first.allocation.groups)
+    monkeypatch.setattr(allocation, "size_fifos_lp", _refuse)
+    monkeypatch.setattr(allocation, "trim_sizing", _refuse)
+    second, _ = compile_llm_block("gpt2", **options)
+    assert second.report["frontend_cache"]["memo"]["fifo_lp"] == f"{groups}/{groups}"
+    untimed = [{k: v for k, v in d.report.items() if k not in _TIMING_KEYS} for d in (first, second)]
+    assert untimed[0] == untimed[1]
+
+
 def test_tile_orders_are_read_back_at_another_lane_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The orders are searched before the lanes are given: a design point with another lane budget reads every
     candidate token tile's orders back, and gets the same orders as a search would."""

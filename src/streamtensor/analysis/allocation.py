@@ -248,8 +248,8 @@ def trim_allocation(graph: DataflowGraph, target: Target, result: AllocationResu
     for a in result.groups:
         caps = {s.name: prefetch[s.name] for s in a.network.streams if s.name in prefetch}
         key = ""
-        if memo is not None:
-            options = (LP_TIME_LIMIT_S, sorted(caps.items()), a.sizing)
+        if memo is not None:  # the sizing trimmed, less its solve seconds (zero where it came from the memo)
+            options = (LP_TIME_LIMIT_S, sorted(caps.items()), replace(a.sizing, solve_seconds=0.0))
             key = solve_memo.memo_key("fifo_trim", repr(options), *_network_parts(a.network))
         kept = solve_memo.load(memo, key)
         if isinstance(kept, FifoSizing):
