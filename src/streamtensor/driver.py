@@ -366,6 +366,14 @@ class Progress:
             for stage, value in theirs.items():
                 mine[stage] = round(mine.get(stage, 0.0) + value, 4)
 
+    def apart(self, fn: Callable[[Progress], T]) -> T:
+        """``fn`` given a progress of its own (the design it compiles keeps its own stage times), whose times are
+        then added to this one's."""
+        own = Progress(self.enabled, self.construct)
+        value = fn(own)
+        self.merge(own)
+        return value
+
     def run(self, stage: str, fn: Callable[[], Any]) -> Any:
         if self.enabled:
             print(f"[streamtensor] {stage} ...", file=sys.stderr, flush=True)

@@ -35,12 +35,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError
-from streamtensor.ir.dataflow import DataflowGraph, DmaNode
+from streamtensor.ir.dataflow import DataflowGraph
 from streamtensor.target import Target
 
 from . import solve_memo
@@ -52,7 +52,7 @@ from .memory import node_groups
 from .process_network import ProcessNetwork
 from .resources import RESOURCES, ResourceReport, estimate_resources, memory_kind
 from .slr_partition import SlrPartition, SlrPartitionError, one_slr, partition_slrs
-from .timing_model import NodeTiming, build_process_network, node_timings, serial_dmas
+from .timing_model import GroupNetworks, NodeTiming, node_timings, serial_dmas
 from .timing_sim import SimResult, simulate
 
 FIFO_STRATEGIES: tuple[Strategy, ...] = ("normal", "conservative")
@@ -81,7 +81,7 @@ class GroupAllocation:
     sizing: FifoSizing
     simulation: SimResult | None = None  # with the LP depths
     unbounded: SimResult | None = None  # every FIFO unbounded
-    sizing_from_memo: bool = False  # the LP's depths were read from the memo (``_sized``)
+    sizing_from_memo: bool = False  # the LP's depths were read from the memo (``_memoized``)
 
 
 @dataclass(frozen=True)
@@ -218,11 +218,11 @@ def check_latency_slack(slack: float) -> float:
 
 def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", latency_slack: float = 0.0,
                max_fifo_depth: int = 0, memo: Path | None = None, trim: bool = True,
-               networks: Callable[[int], ProcessNetwork] | None = None) -> AllocationResult:
+               networks: GroupNetworks | None = None) -> AllocationResult:
     """Sub-step 1: process networks, LP depths (each capped at ``max_fifo_depth`` unless 0), ``Stream.depth``
-    of every stream set (module docstring); ``memo``: the directory of the LP's kept answers (``_sized``);
-    ``trim``: the sizing search's last step included (else ``trim_allocation`` does it); ``networks``: a group's
-    process network (default: built here)."""
+    of every stream set (module docstring); ``memo``: the directory of the LP's kept answers (``_memoized``);
+    ``trim``: the sizing search's last step included (else ``trim_allocation`` does it); ``networks``: the groups'
+    process networks kept so far (default: none)."""
     strat = check_strategy(strategy)
     slack = check_latency_slack(latency_slack)
     cap = check_max_fifo_depth(max_fifo_depth)
@@ -230,10 +230,14 @@ def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", l
     count = max(groups.values(), default=-1) + 1
     allocs: list[GroupAllocation] = []
     prefetch = prefetch_caps(graph, target)  # a one-token block's read DMAs (analysis.contention)
+    networks = networks or GroupNetworks(graph, target)
     for g in range(count):
-        net = networks(g) if networks else build_process_network(graph, target, g)
-        caps = {s.name: prefetch[s.name] for s in net.streams if s.name in prefetch}
-        sizing, kept = _sized(net, strat, slack, caps, memo, trim)
+        net = networks(g)
+        caps = _caps_of(net, prefetch)
+        options = (strat, LP_TIME_LIMIT_S, slack, sorted(caps.items()), trim)
+        sizing, kept = _memoized(memo, "fifo_lp", options, net, partial(
+            size_fifos_lp, net, strat, LP_TIME_LIMIT_S, schedule="demand", latency_slack=slack, depth_caps=caps,
+            trim=trim))
         if cap:
             sizing.depths = {s: min(d, cap) for s, d in sizing.depths.items()}
         allocs.append(GroupAllocation(g, net, sizing, sizing_from_memo=kept))
@@ -246,38 +250,18 @@ def trim_allocation(graph: DataflowGraph, target: Target, result: AllocationResu
     ``Stream.depth`` of every stream set again; ``memo``: as for ``size_fifos``."""
     prefetch = prefetch_caps(graph, target)
     for a in result.groups:
-        caps = {s.name: prefetch[s.name] for s in a.network.streams if s.name in prefetch}
-        key = ""
-        if memo is not None:  # the sizing trimmed, less its solve seconds (zero where it came from the memo)
-            options = (LP_TIME_LIMIT_S, sorted(caps.items()), replace(a.sizing, solve_seconds=0.0))
-            key = solve_memo.memo_key("fifo_trim", repr(options), *_network_parts(a.network))
-        kept = solve_memo.load(memo, key)
-        if isinstance(kept, FifoSizing):
-            a.sizing = replace(kept, solve_seconds=0.0)
-            continue
-        a.sizing = trim_sizing(a.network, a.sizing, LP_TIME_LIMIT_S, caps)
-        a.sizing_from_memo = False
-        if a.sizing.status != "Time limit reached":
-            solve_memo.store(memo, key, replace(a.sizing, _model=None))
+        caps = _caps_of(a.network, prefetch)
+        # The sizing trimmed, less its solve seconds (zero where it came from the memo).
+        options = (LP_TIME_LIMIT_S, sorted(caps.items()), replace(a.sizing, solve_seconds=0.0))
+        a.sizing, kept = _memoized(memo, "fifo_trim", options, a.network,
+                                   partial(trim_sizing, a.network, a.sizing, LP_TIME_LIMIT_S, caps))
+        a.sizing_from_memo = a.sizing_from_memo and kept
     _with_depths(graph, target, result)
 
 
-class _Networks:
-    """The process network of a group of ``graph``, kept while the DMA shares it was built with hold: the
-    contention settling's last round, the sizing after it and its checks simulate one network, whose tables
-    (``timing_sim``) are built once (issue 21)."""
-
-    def __init__(self, graph: DataflowGraph, target: Target) -> None:
-        self.graph, self.target = graph, target
-        self._kept: dict[tuple[int, tuple[tuple[str, Fraction | int], ...]], ProcessNetwork] = {}
-
-    def __call__(self, group: int) -> ProcessNetwork:
-        shares = tuple((n, node.share) for n, node in self.graph.nodes.items()
-                       if isinstance(node, DmaNode) and node.share is not None)
-        if (group, shares) not in self._kept:
-            self._kept = {k: net for k, net in self._kept.items() if k[1] == shares}  # stale ones go
-            self._kept[(group, shares)] = build_process_network(self.graph, self.target, group)
-        return self._kept[(group, shares)]
+def _caps_of(net: ProcessNetwork, prefetch: dict[str, int]) -> dict[str, int]:
+    """The depth caps of ``net``'s streams among the read DMAs' prefetch caps (``contention.prefetch_caps``)."""
+    return {s.name: prefetch[s.name] for s in net.streams if s.name in prefetch}
 
 
 def _with_depths(graph: DataflowGraph, target: Target, result: AllocationResult) -> AllocationResult:
@@ -297,22 +281,17 @@ def _with_depths(graph: DataflowGraph, target: Target, result: AllocationResult)
     return result
 
 
-def _sized(net: ProcessNetwork, strategy: Strategy, latency_slack: float, depth_caps: dict[str, int],
-           memo: Path | None, trim: bool) -> tuple[FifoSizing, bool]:
-    """``size_fifos_lp`` of ``net`` on demand-paced profiles within ``depth_caps``, kept in ``memo``
-    (``solve_memo``) by the whole network and the options: the search and its HiGHS solves are deterministic, so
-    the same network gets the same depths (issue 21: 1-5 s of a second compile of a paper-size block). A sizing
-    whose last solve stopped at the time limit depends on the machine's load: it is not kept. With whether it was
-    read from the memo."""
-    key = ""
-    if memo is not None:
-        options = (strategy, LP_TIME_LIMIT_S, latency_slack, sorted(depth_caps.items()), trim)
-        key = solve_memo.memo_key("fifo_lp", repr(options), *_network_parts(net))
+def _memoized(memo: Path | None, kind: str, options: tuple[object, ...], net: ProcessNetwork,
+              solve: Callable[[], FifoSizing]) -> tuple[FifoSizing, bool]:
+    """``solve()``, kept in ``memo`` (``solve_memo``) by the whole network and the options: the sizing search
+    and its HiGHS solves are deterministic, so the same network gets the same depths (issue 21: 1-5 s of a second
+    compile of a paper-size block). A sizing whose last solve stopped at the time limit depends on the machine's
+    load: it is not kept. With whether it was read from the memo."""
+    key = solve_memo.memo_key(kind, repr(options), *_network_parts(net)) if memo is not None else ""
     kept = solve_memo.load(memo, key)
     if isinstance(kept, FifoSizing):
         return replace(kept, solve_seconds=0.0), True
-    sizing = size_fifos_lp(net, strategy, LP_TIME_LIMIT_S, schedule="demand", latency_slack=latency_slack,
-                           depth_caps=depth_caps, trim=trim)
+    sizing = solve()
     if sizing.status != "Time limit reached":
         solve_memo.store(memo, key, replace(sizing, _model=None))  # the model: constraints for display only
     return sizing, False
@@ -421,7 +400,7 @@ def run_allocation(graph: DataflowGraph, target: Target, strategy: str = "normal
     def stage(name: str, fn: Callable[[], T]) -> T:
         return timed(name, fn) if run_stage is None else run_stage(name, lambda: timed(name, fn))
 
-    networks = _Networks(graph, target)
+    networks = GroupNetworks(graph, target)
 
     def size_and_simulate(trim: bool) -> AllocationResult:
         sized = stage("allocation.fifo_lp", lambda: size_fifos(graph, target, strategy, latency_slack,

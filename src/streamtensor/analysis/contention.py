@@ -26,7 +26,6 @@ the same way and re-sizes while a share is below it (``analysis.allocation``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
@@ -37,8 +36,7 @@ from streamtensor.target import Target
 
 from .hbm import contention_shares, dma_token_cycles
 from .memory import node_groups
-from .process_network import ProcessNetwork
-from .timing_model import build_process_network, dma_placement_of_group, serial_dmas
+from .timing_model import GroupNetworks, dma_placement_of_group, serial_dmas
 from .timing_sim import SimResult, simulate
 
 MAX_ROUNDS = 8
@@ -84,21 +82,21 @@ def prefetch_caps(graph: DataflowGraph, target: Target) -> dict[str, int]:
     return caps
 
 
-def settle_shares(graph: DataflowGraph, target: Target,
-                  networks: Callable[[int], ProcessNetwork] | None = None) -> int:
+def settle_shares(graph: DataflowGraph, target: Target, networks: GroupNetworks | None = None) -> int:
     """Settle every group's shares (module docstring) on the simulation with the read DMAs' FIFOs at their
-    prefetch caps and the others unbounded; the simulations it took. ``networks``: the process network of a
-    group with the graph as it is (default: built each time)."""
+    prefetch caps and the others unbounded; the simulations it took. ``networks``: the groups' process networks
+    kept so far (default: none)."""
     if not serial_dmas(graph):
         return 0
     groups = node_groups(graph)
     count = max(groups.values(), default=-1) + 1
     caps = prefetch_caps(graph, target)
+    networks = networks or GroupNetworks(graph, target)
     sims = 0
     for g in range(count):
         raised: list[str] = []
         for _ in range(MAX_ROUNDS):
-            sim = simulate(networks(g) if networks else build_process_network(graph, target, g), caps)
+            sim = simulate(networks(g), caps)
             sims += 1
             raised = raise_shares(graph, target, g, sim)
             if not raised:

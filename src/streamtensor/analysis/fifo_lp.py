@@ -150,7 +150,7 @@ class _Edge:
         return int(self.depths(np.array([shift], dtype=np.int64))[0])
 
     def depths(self, shifts: np.ndarray) -> np.ndarray:
-        """``depth`` at every shift of ``shifts`` (increasing), in one compiled pass per shift not known yet."""
+        """``depth`` at every shift of ``shifts``, in one compiled pass per shift not known yet."""
         todo = [x for x in shifts.tolist() if x not in self.known]
         if todo:
             found = peak_occupancies(self.write_times, self.read_times, np.array(todo, dtype=np.int64))

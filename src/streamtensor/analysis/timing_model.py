@@ -595,6 +595,25 @@ def build_process_network(graph: DataflowGraph, target: Target, group: int | Non
     return ProcessNetwork(processes, streams, target.memory.srl_max_bits)
 
 
+class GroupNetworks:
+    """The process network of a group of ``graph`` (:func:`build_process_network`), kept while the DMA shares it
+    was built with hold (``DmaNode.share``, which the contention settling raises): the settling's last round, the
+    FIFO sizing after it and its checks simulate one network, whose tables (``timing_sim``) are built once
+    (issue 21)."""
+
+    def __init__(self, graph: DataflowGraph, target: Target) -> None:
+        self.graph, self.target = graph, target
+        self._kept: dict[tuple[int, tuple[tuple[str, Fraction | int], ...]], ProcessNetwork] = {}
+
+    def __call__(self, group: int) -> ProcessNetwork:
+        shares = tuple((n, node.share) for n, node in self.graph.nodes.items()
+                       if isinstance(node, DmaNode) and node.share is not None)
+        if (group, shares) not in self._kept:
+            self._kept = {k: net for k, net in self._kept.items() if k[1] == shares}  # stale ones go
+            self._kept[(group, shares)] = build_process_network(self.graph, self.target, group)
+        return self._kept[(group, shares)]
+
+
 # --- node timing for the report ------------------------------------------------------------------------------
 
 

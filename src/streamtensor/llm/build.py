@@ -26,6 +26,7 @@ import json
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -324,12 +325,9 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
         for group in distinct:
             name = mode if len(distinct) == 1 else f"{mode}_{group}"
             layers = [i for i, g in enumerate(groups) if g == group]
-            # One progress per kernel (its design's stage times), added to the build's totals.
-            kernel_progress = Progress(opts.verbose, f"model {model}")
-            design, block, lanes = compile_layer_block(loaded, model, kernel_progress, mode=mode,
-                                                       seq_len=opts.prompt_len, max_len=opts.cache_len,
-                                                       layer=layers[0], **common)
-            progress.merge(kernel_progress)
+            design, block, lanes = progress.apart(partial(
+                compile_layer_block, loaded, model, mode=mode, seq_len=opts.prompt_len, max_len=opts.cache_len,
+                layer=layers[0], **common))
             if block.spec.token_inputs:
                 raise UnsupportedModelError(
                     loaded.model.config.model_type, f"its layers take per-token inputs the model computes outside "
@@ -342,10 +340,8 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
         per_mode[mode] = [names[g] for g in groups]
     head_module = OutputHead(loaded).eval()
     head_args = head_module.example_inputs(opts.seed)
-    head_progress = Progress(opts.verbose, f"model {model}")
-    head_design, head_tiling = compile_head(head_module, opts.seed, head_progress,
-                                            **{k: v for k, v in common.items() if k != "seed"})
-    progress.merge(head_progress)
+    head_design, head_tiling = progress.apart(lambda own: compile_head(
+        head_module, opts.seed, own, **{k: v for k, v in common.items() if k != "seed"}))
     head_design.name = f"{Path(model).name}_head"
     kernels["head"] = Kernel("head", "head", "all", [], head_design, head_module, head_args)
     tables = progress.run("llm.embedding_tables", lambda: embedding_tables(loaded))
