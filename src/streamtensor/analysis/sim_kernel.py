@@ -299,3 +299,39 @@ def _walk_spans(ii: int, depth: int, issue: np.ndarray, complete: np.ndarray, st
             start[m], end[m], state[m] = a, b, k
         m += 1
     return m
+
+
+@numba.njit(cache=True, nogil=True)
+def resume_state(cut: int, ev_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray, is_write: np.ndarray,
+                 firing: np.ndarray, issue: np.ndarray, complete: np.ndarray, next_ev: np.ndarray, slip: np.ndarray,
+                 stall_in: np.ndarray, stall_out: np.ndarray) -> None:
+    """Per process, the ``next_ev`` / ``slip`` / stalls ``execute`` holds once it has computed exactly the events of
+    the firing times ``issue`` / ``complete`` (a finished run) that happen before ``cut``: event times never fall
+    along a trace, so those events are a prefix of it, and the slip after an event is its time less its static
+    time (``execute``'s recurrence)."""
+    for p in range(ii.shape[0]):
+        base = ev_off[p]
+        fbase = base // 2
+        end = ev_off[p + 1] - base
+        sl = 0
+        j = 0
+        while j < end:
+            e = base + j
+            f = firing[e]
+            if is_write[e]:
+                t = complete[fbase + f]
+                grown = t - (f * ii[p] + pdepth[p]) - sl
+            else:
+                t = issue[fbase + f]
+                grown = t - f * ii[p] - sl
+            if t >= cut:
+                break
+            if grown > 0:
+                sl += grown
+                if is_write[e]:
+                    stall_out[p] += grown
+                else:
+                    stall_in[p] += grown
+            j += 1
+        next_ev[p] = j
+        slip[p] = sl

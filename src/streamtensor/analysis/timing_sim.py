@@ -31,7 +31,10 @@ Evaluation is event driven and exact: a process advances over the longest run of
 dependencies (token write times upstream, token read times downstream) are known, as one vectorized batch
 (``t_j = s_j + cummax(dep_j - s_j)`` solves the recurrence) or, for short runs, a scalar loop. Each event is
 computed once: O(firings + tokens). When no process can advance and some are unfinished, the blocked
-processes form a wait-for cycle: a deadlock, reported like a co-simulation would.
+processes form a wait-for cycle: a deadlock, reported like a co-simulation would. Every dependency of an event is
+at an earlier cycle but along its own trace, so a run under other depths repeats a finished run's events up to the
+first one the change can move (a write a lowered FIFO holds back, a read whose latency class changed):
+``Simulator.run(resume_from=...)`` starts there.
 
 Raising a FIFO's depth only removes or relaxes constraints, so the makespan is monotone non-increasing in each
 depth *within a latency class*; crossing the SRL limit switches the FIFO from 1 to 2 cycles of read latency, which
@@ -177,6 +180,8 @@ class SimResult:
     # use (a merge of every stream's tokens, a seventh of a paper-size block's simulation; the sizing search
     # reads none of the thousands of results it takes, issue 21).
     stream_times: dict[str, tuple[np.ndarray, np.ndarray]] = field(repr=False, compare=False)
+    # The compiled run that computed a finished result: ``Simulator.run(resume_from=...)`` starts from it.
+    run_state: _CompiledRun | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def peak_occupancy(self) -> dict[str, int]:
@@ -414,6 +419,7 @@ class _State:
                           for p, n in enumerate(c.names)},
             firing_times=firing_times,
             stream_times=stream_times,
+            run_state=self if isinstance(self, _CompiledRun) and not cycle else None,
         )
 
     def firing_times(self, p: int) -> FiringTimes:
@@ -452,6 +458,46 @@ class _CompiledRun(_State):
         self.slip = np.zeros(nproc, dtype=np.int64)
         self.stall_in = np.zeros(nproc, dtype=np.int64)
         self.stall_out = np.zeros(nproc, dtype=np.int64)
+
+    def resume(self, prev: _CompiledRun) -> None:
+        """Take the events of ``prev`` (a finished run of the same network, release times and engine) that happen
+        before the first one these depths can change: every event before it depends only on earlier ones, so it
+        happens here at the same time (module docstring: every dependency is at an earlier cycle, but along a
+        trace)."""
+        c, pk = self.c, self.c.packed
+        cut = self._first_change(prev)
+        np.copyto(self.issue, prev.issue)
+        np.copyto(self.complete, prev.complete)
+        np.copyto(self.wt_flat, prev.wt_flat)
+        np.copyto(self.rt_flat, prev.rt_flat)
+        sim_kernel.resume_state(cut, pk.ev_off, pk.ii, pk.depth, pk.is_write, pk.firing, self.issue, self.complete,
+                                self.next_ev, self.slip, self.stall_in, self.stall_out)
+        for s in range(len(c.stream_names)):
+            self.known_w[s] = np.searchsorted(c.wpos[s], self.next_ev[c.src[s]])
+            self.known_r[s] = np.searchsorted(c.rpos[s], self.next_ev[c.tgt[s]])
+
+    def _first_change(self, prev: _CompiledRun) -> int:
+        """A cycle no later than the first event of ``prev`` whose constraints differ here in a way that could move
+        it: a write a lowered FIFO holds back (or a raised one held back: binding in ``prev``), a read whose FIFO
+        read latency changed and that was within the larger latency of its token's write."""
+        cut = _POS
+        for s in range(len(self.c.stream_names)):
+            d0, d1, r0, r1 = int(prev.depth[s]), int(self.depth[s]), int(prev.raw[s]), int(self.raw[s])
+            n = self.c.tokens[s]
+            wt, rt = prev.wt[s][1 : n + 1], prev.rt[s][1 : n + 1]
+            if d0 != d1:
+                # The tighter depth's constraint may be violated; the looser one's may have bound in ``prev``.
+                tighter = d0 == 0 or 0 < d1 < d0
+                d = d1 if tighter else d0
+                if 0 < d < n:
+                    near = wt[d:] <= rt[: n - d] + (0 if tighter else 1)
+                    if near.any():
+                        cut = min(cut, int(wt[d + int(np.argmax(near))]))
+            if r0 != r1:
+                near = rt <= wt + max(r0, r1)
+                if near.any():
+                    cut = min(cut, int(rt[int(np.argmax(near))]))
+        return cut
 
     def execute(self, horizon: int | None) -> bool:
         """Run until nothing can advance. False as soon as an event happens after ``horizon``."""
@@ -687,13 +733,22 @@ class Simulator:
         """Per stream, in ``stream_names`` order."""
         return self._compiled.width
 
-    def run(self, depths: Mapping[str, int | None], release: Mapping[str, np.ndarray] | None = None) -> SimResult:
+    def run(self, depths: Mapping[str, int | None], release: Mapping[str, np.ndarray] | None = None,
+            resume_from: SimResult | None = None) -> SimResult:
         """One run; ``depths[stream]`` is the FIFO depth (None or absent: unbounded).
 
-        ``release[process][f]``, if given, is the earliest cycle at which firing f may issue.
+        ``release[process][f]``, if given, is the earliest cycle at which firing f may issue. ``resume_from``: a
+        finished run of this network with the same release times (other depths); the compiled engine takes its
+        events up to the first one the change of depths can move and computes only the rest (the result is the
+        same; the Python engine, the oracle, always starts from cycle 0).
         """
         c = self._compiled
         run = self._engine(c, _depth_list(c, depths), _release_list(self._net, release))
+        if isinstance(run, _CompiledRun) and resume_from is not None:
+            prev = resume_from.run_state
+            if prev is None or prev.c is not c or not _same_release(prev.rel, run.rel):
+                raise ValueError("resume_from is not a finished compiled run of this network with these release times")
+            run.resume(prev)
         run.execute(horizon=None)
         return run.result()
 
@@ -705,11 +760,16 @@ class Simulator:
         return run.execute(horizon=horizon) and run.finished
 
 
+def _same_release(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+
+
 def simulate(
     net: ProcessNetwork,
     depths: Mapping[str, int | None],
     release: Mapping[str, np.ndarray] | None = None,
     engine: Engine = "compiled",
+    resume_from: SimResult | None = None,
 ) -> SimResult:
     """Simulate one run of ``net`` (``Simulator.run``)."""
-    return Simulator(net, engine).run(depths, release)
+    return Simulator(net, engine).run(depths, release, resume_from)
