@@ -80,7 +80,11 @@ def _details(name: str, config: str, llm: dict[str, Any], estimate: Any) -> list
         f"{_handoffs(on_device['on_other_pseudo_channels_than_the_producer']) or 'none'}.",
         f"  - KV cache {estimate.kv_cache} ({'1 byte' if estimate.kv_cache == 'i8' else '4 bytes'} per element), "
         f"resident on the device: {fill / 1e6:.2f} MB for {layers} layers x {llm['max_len']} rows, written once "
-        "per generation.",
+        f"per generation: in place by the prefill kernel: "
+        f"{_handoffs(on_device['kv_cache_written_in_place_by_the_prefill']) or 'none'}; by the host from the "
+        "prefill's keys and values read back: " + ("; ".join(
+            f"{k}: " + ", ".join(f"{c} ({why})" for c, why in v.items())
+            for k, v in on_device["kv_cache_written_by_the_host"].items()) or "none") + ".",
         f"  - decode step {llm['decode_step_ms']:.3f} ms = kernels {step['kernels'] * 1e3:.3f} ({layers} layers + "
         f"head) + launches {step['launch'] * 1e3:.3f} ({moved['kernel_launches']} x "
         f"{llm['overheads']['kernel_launch_s_each'] * 1e6:.0f} us + {moved['queued_kernel_launches']} queued x "

@@ -48,7 +48,13 @@ from streamtensor.frontend.quant import (
     quant_scheme,
 )
 from streamtensor.kernel_interface import load_kernel_interface
-from streamtensor.llm.estimate import compile_head, compile_layer_block, design_invocation, handoff_fields
+from streamtensor.llm.estimate import (
+    compile_head,
+    compile_layer_block,
+    design_invocation,
+    handoff_fields,
+    kv_cache_pairs,
+)
 from streamtensor.llm.host_model import (
     CALIBRATION_PROMPTS,
     EmbeddingTables,
@@ -205,9 +211,7 @@ class LlmDesign:
     def _kv_geometry(self) -> dict[str, Any]:
         block, prefill = self.kernels[self.decode[0]].module, self.kernels[self.prefill[0]].module
         assert isinstance(block, DecoderBlock) and isinstance(prefill, DecoderBlock)
-        # Which prefill output fills which resident cache of the decode kernel (keys, then values).
-        caches = [[out, update[1]] for out, update in zip(prefill.spec.output_names[1:], block.spec.cache_updates,
-                                                          strict=True)]
+        caches = [list(pair) for pair in kv_cache_pairs(prefill, block)]
         return {"num_kv_heads": block.spec.num_kv_heads, "head_dim": block.spec.head_dim,
                 "value_head_dim": block.spec.value_head_dim, "kv_caches": caches}
 
@@ -352,13 +356,16 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
                                 f"whole model by {error:.3g} in the logits: the host decomposition is wrong")
     points = progress.run("llm.decode_positions", lambda: _position_points(
         loaded, model, kernels, opts, common))
+    first_prefill, first_decode = (kernels[per_mode[mode][0]].module for mode in ("prefill", "decode"))
+    assert isinstance(first_prefill, DecoderBlock) and isinstance(first_decode, DecoderBlock)
     run_model = RunModel(**RunModel.device_figures(head_design.target), prefill_len=opts.prompt_len,
                          max_len=opts.cache_len, prefill=per_mode["prefill"], decode=per_mode["decode"], head="head",
                          invocations={n: k.invocation() for n, k in kernels.items()},
                          host_token_s=host_token_seconds(*tables.tokens.shape),
                          host_head_s=eager_reference(head_module, head_args, budget_s=0.5)[1], position_points=points,
                          **handoff_fields({n: k.design for n, k in kernels.items()}, per_mode["prefill"],
-                                          per_mode["decode"], "head", head_design.target))
+                                          per_mode["decode"], "head", head_design.target,
+                                          kv_cache_pairs(first_prefill, first_decode)))
     return LlmDesign(model, loaded, opts, kernels, per_mode["prefill"], per_mode["decode"], "head", tables,
                      run_model, error, dict(progress.seconds), checkpoint_state,
                      "fp32" if scheme is None else scheme.name, kv_cache, head_tiling)

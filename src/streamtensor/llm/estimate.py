@@ -28,6 +28,7 @@ from streamtensor.llm.host_model import HEAD_VOCAB_MULTIPLE, OutputHead, host_to
 from streamtensor.llm.perf import (
     Invocation,
     RunModel,
+    cache_handoffs,
     chain_handoffs,
     input_owners,
     output_argument,
@@ -72,14 +73,29 @@ def design_ports(design: Design) -> tuple[MemoryArgument, list[MemoryArgument]]:
     return output_argument(arguments, design.dataflow), arguments
 
 
-def handoff_fields(designs: dict[str, Design], prefill: list[str], decode: list[str], head: str, target: Target
-                   ) -> dict[str, Any]:
-    """``RunModel``'s ``chained``, ``head_row_offsets``, ``other_banks`` and ``queued`` for these kernels: per
-    handoff read in place, the consumer's arguments on that buffer placed on other pseudo-channels than the
-    producer's output (``codegen.vitis.hbm.graph_hbm_plan``), and the handoffs whose consumer run is queued
-    (``perf.queued_handoffs``).
+def _channels(first_last: tuple[int, int]) -> str:
+    first, last = first_last
+    return f"HBM[{first}]" if first == last else f"HBM[{first}:{last}]"
+
+
+def kv_cache_pairs(prefill: DecoderBlock, decode: DecoderBlock) -> list[tuple[str, str]]:
+    """Which prefill output fills which resident cache of the decode kernel (keys, then values)."""
+    return [(out, update[1]) for out, update in zip(prefill.spec.output_names[1:], decode.spec.cache_updates,
+                                                     strict=True)]
+
+
+def handoff_fields(designs: dict[str, Design], prefill: list[str], decode: list[str], head: str, target: Target,
+                   kv_caches: list[tuple[str, str]]) -> dict[str, Any]:
+    """``RunModel``'s ``chained``, ``head_row_offsets``, ``other_banks``, ``queued`` and ``cache_in_place`` for
+    these kernels: per handoff read in place, the consumer's arguments on that buffer placed on other
+    pseudo-channels than the producer's output (``codegen.vitis.hbm.graph_hbm_plan``), the handoffs whose consumer
+    run is queued (``perf.queued_handoffs``), and the prefill keys and values written into the decode kernel's
+    cache buffers (``perf.cache_handoffs``) where the prefill's output argument is on the cache argument's
+    pseudo-channels.
     XRT gives such an argument a copy of the buffer in its own bank when the run is set up (``xrt::run::set_arg``):
-    correct where the run is waited for, but a device copy the model does not count, and no queued run."""
+    correct for an input whose producer run is waited for, but a device copy the model does not count, and no
+    queued run; an output written into such a copy would never reach the cache, so it is written in place only on
+    the cache's banks."""
     ports = {n: design_ports(d) for n, d in designs.items()}
     chained, rows = chain_handoffs(ports, prefill, decode, head, target.axi_word_bits // 8)
     ranges = {}
@@ -95,8 +111,23 @@ def handoff_fields(designs: dict[str, Design], prefill: list[str], decode: list[
         if found:
             other[key] = found
     inputs = {n: [b.arg for b in input_owners(arguments)] for n, (_, arguments) in ports.items()}
+    placed: dict[str, list[list[str]]] = {}
+    copied: dict[str, dict[str, str]] = {}
+    for key, pairs in cache_handoffs(ports, prefill, decode, kv_caches).items():
+        producer, consumer = key.split("->")
+        args = {n: {a.name: a.arg for a in ports[n][1] if a.writes and a.shares is None}
+                for n in (producer, consumer)}
+        placed[key], copied[key] = [], {}
+        for (output, cache), why in pairs.items():
+            theirs, ours = ranges[consumer][args[consumer][cache]], ranges[producer][args[producer][output]]
+            if why is None and ours != theirs:
+                why = f"on {_channels(ours)} against the cache's {_channels(theirs)}"
+            if why is None:
+                placed[key].append([output, cache])
+            else:
+                copied[key][cache] = why
     return {"chained": chained, "head_row_offsets": rows, "other_banks": other,
-            "queued": queued_handoffs(chained, other, inputs)}
+            "queued": queued_handoffs(chained, other, inputs), "cache_in_place": placed, "cache_copied": copied}
 
 
 # The head's vectors re-streamed per vocabulary tile (module docstring of ``head_tile_size``) may cost at most this
@@ -197,12 +228,14 @@ def estimate_run(model: str, prompt_len: int, max_new_tokens: int, *, size: str 
     compiled: dict[str, Design] = {}
     designs: dict[str, dict[str, Any]] = {}
     per_mode: dict[str, list[str]] = {}
+    blocks: dict[str, DecoderBlock] = {}
     for mode in ("prefill", "decode"):
         names = {}
         for group, layer in first.items():
             name = mode if len(first) == 1 else f"{mode}_{group}"
-            design, _, lanes = compile_layer_block(loaded, model, mode=mode, seq_len=prompt_len, max_len=max_len,
-                                                   layer=layer, seed=seed, size=size, **options)
+            design, blocks[name], lanes = compile_layer_block(loaded, model, mode=mode, seq_len=prompt_len,
+                                                              max_len=max_len, layer=layer, seed=seed, size=size,
+                                                              **options)
             invocations[name] = design_invocation(design)
             compiled[name] = design
             designs[name] = {"mode": mode, "layer": layer, "cycles": invocations[name].cycles, "lanes": lanes,
@@ -230,7 +263,8 @@ def estimate_run(model: str, prompt_len: int, max_new_tokens: int, *, size: str 
                          prefill=per_mode["prefill"], decode=per_mode["decode"], head="head",
                          invocations=invocations, host_token_s=host_token_seconds(vocab_size, head.hidden_size),
                          host_head_s=None, **handoff_fields(compiled, per_mode["prefill"], per_mode["decode"], "head",
-                                                            target))
+                                                            target, kv_cache_pairs(blocks[per_mode["prefill"][0]],
+                                                                                   blocks[per_mode["decode"][0]])))
     how = (f"head (final norm + LM head{', quantized' if scheme is not None else ''}) compiled at {vocab_size} "
            f"tokens ({head.padded_vocab} rows with its zero padding) at tile {tiling['tile'] or 'as given'}"
            + refusals(tiling, "tile")

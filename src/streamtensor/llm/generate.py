@@ -4,8 +4,10 @@ layer's weights) or over XRT (a card).
 
 The loop (the C++ host, ``host/llm_host.cpp``, does the same): embed the prompt on the host and write it once to
 the first prefill layer's input buffer, run each layer's prefill kernel (the prompt padded to the compiled
-length; prompt tokens beyond it go through decode steps), read its keys and values back and write them once into
-that layer's resident KV-cache buffers on the device, run the head kernel on the last prompt row, sample (greedy,
+length; prompt tokens beyond it go through decode steps), which writes its keys and values straight into that
+layer's resident KV-cache buffers on the device where the build found the packings agree
+(``RunModel.cache_in_place``: its output buffer a sub-buffer at offset 0 of the cache buffer), else the host reads
+them back and writes them once into those buffers, run the head kernel on the last prompt row, sample (greedy,
 top-k, temperature), then one decode step per new token until EOS or ``max_new_tokens``: the embedded token goes
 in once, every layer runs with the position as a register, and the logits come back; the decode kernels update
 their layer's cache in place. Activations stay on the device: a layer reads the previous layer's output buffer
@@ -130,6 +132,12 @@ class KernelRunner:
         out, moved = self.read([next(iter(self.outputs))], layer)
         return next(iter(out.values())), moved
 
+    def write_into(self, layer: int, caches: list[list[str]], target: KernelRunner) -> None:
+        """``layer``'s runs write the outputs of ``caches`` (``[output, cache]`` pairs) into ``target``'s resident
+        cache buffers of that layer, from their first byte on (``RunModel.cache_in_place``)."""
+        for output, cache in caches:
+            self.runtimes[layer].bind(self.outputs[output], target.runtimes[layer], cache)
+
     def read_from(self, layer: int | None, source: KernelRunner, source_layer: int | None,
                   offsets: dict[str, int]) -> None:
         """``layer``'s runs read their input buffers ``offsets`` (argument -> byte offset) where ``source``'s run
@@ -144,19 +152,21 @@ class KernelRunner:
 
 class DeviceKvCache:
     """The KV cache as the decode kernel keeps it: one resident buffer per cache and layer (in that layer's
-    runtime), which the kernel reads up to the position and writes one row of in place. The host writes it once
-    per generation, from the prefill kernel's keys and values (int8 codes under an int8 KV cache: the prefill
-    kernel quantizes them, and the buffers hold one byte per element); no cache byte moves per token."""
+    runtime), which the kernel reads up to the position and writes one row of in place. Once per generation the
+    prefill kernel writes it in place, or the host writes it from the prefill kernel's keys and values (int8 codes
+    under an int8 KV cache: the prefill kernel quantizes them, and the buffers hold one byte per element); no
+    cache byte moves per token."""
 
-    def __init__(self, decode: list[KernelRunner], caches: list[list[str]], max_len: int) -> None:
+    def __init__(self, decode: list[KernelRunner], caches: list[list[list[str]]], max_len: int) -> None:
         self.decode = decode  # per layer
-        self.caches = caches  # [prefill output, decode cache tensor]
+        self.caches = caches  # per layer: the [prefill output, decode cache tensor] pairs the host writes
         self.max_len = max_len
 
     def fill(self, layer: int, outputs: dict[str, np.ndarray], count: int) -> Transfers:
-        """Layer ``layer``'s caches hold the first ``count`` rows of the prefill kernel's keys and values."""
+        """Layer ``layer``'s caches the host writes hold the first ``count`` rows of the prefill kernel's keys and
+        values (``outputs``: those read back)."""
         inputs = {}
-        for output, cache in self.caches:
+        for output, cache in self.caches[layer]:
             rows = outputs[output]
             full = np.zeros((*rows.shape[:2], self.max_len, *rows.shape[3:]), dtype=rows.dtype)
             full[:, :, :count] = rows[:, :, :count]
@@ -236,18 +246,28 @@ class LlmRunner:
 
     def _bind_layers(self) -> None:
         """Each layer reads the previous layer's output buffer as those of its input buffers the build found
-        packed the same (the same binding every run)."""
+        packed the same, and each prefill layer writes the keys and values the build found packed as the decode
+        kernel's cache into that layer's cache buffers (the same binding every run)."""
         for names in (self.manifest["prefill"], self.manifest["decode"]):
             for layer in range(1, len(names)):
                 self.kernels[names[layer]].read_from(layer, self.kernels[names[layer - 1]], layer - 1, dict.fromkeys(
                     self._in_place(names[layer - 1], names[layer]), 0))
+        for layer, (prefill, decode) in enumerate(zip(self.manifest["prefill"], self.manifest["decode"],
+                                                      strict=True)):
+            self.kernels[prefill].write_into(layer, self.run_model.kv_in_place(layer), self.kernels[decode])
+
+    def _host_caches(self) -> list[list[list[str]]]:
+        """Per layer: the ``[prefill output, decode cache]`` pairs the host copies (not written in place)."""
+        return [[pair for pair in self.manifest["kv_caches"] if pair not in self.run_model.kv_in_place(layer)]
+                for layer in range(len(self.manifest["prefill"]))]
 
     def _layers(self, names: list[str], hidden: np.ndarray, position: int | None, moved: Transfers,
-                outputs: tuple[str, ...] = ()) -> tuple[list[dict[str, np.ndarray]], float]:
+                outputs: list[list[str]] | None = None) -> tuple[list[dict[str, np.ndarray]], float]:
         """Run the kernels ``names`` (one per layer) on the activation ``hidden``, written once; ``position``:
-        the decode position register. Per layer the outputs ``outputs`` are read back (the prefill's keys and
-        values); the hidden state stays on the device where the next layer reads it in place (where a buffer of
-        the next layer's input is packed otherwise, the host reads it back once and writes that buffer)."""
+        the decode position register. Per layer its ``outputs`` are read back (the prefill's keys and values the
+        host copies into the cache); the hidden state stays on the device where the next layer reads it in place
+        (where a buffer of the next layer's input is packed otherwise, the host reads it back once and writes that
+        buffer)."""
         total = 0.0
         read: list[dict[str, np.ndarray]] = []
         for layer, name in enumerate(names):
@@ -260,7 +280,7 @@ class LlmRunner:
                 moved.add(step)
             seconds, step = kernel.launch(inputs, layer, self.run_model.queued_at(names, layer))
             moved.add(step)
-            out, step = kernel.read(list(outputs), layer)
+            out, step = kernel.read(outputs[layer] if outputs else [], layer)
             moved.add(step)
             read.append(out)
             total += seconds
@@ -301,15 +321,16 @@ class LlmRunner:
         m = self.manifest
         rng = np.random.default_rng(seed)
         eos = set(m["eos_token_ids"])
-        cache = DeviceKvCache([self.kernels[n] for n in m["decode"]], m["kv_caches"], m["max_len"])
+        copied = self._host_caches()
+        cache = DeviceKvCache([self.kernels[n] for n in m["decode"]], copied, m["max_len"])
         result = Generation(list(prompt), backend=self.backend)
         start = time.perf_counter()
         moved = Transfers()
         prefilled = min(len(prompt), m["prompt_len"])
         hidden = np.zeros((1, m["prompt_len"], m["hidden_size"]), dtype=np.float32)
         hidden[:, :prefilled] = self.tables.embed(prompt[:prefilled], 0)
-        caches = tuple(output for output, _ in m["kv_caches"])
-        outputs, kernel_s = self._layers(m["prefill"], hidden, None, moved, caches)
+        outputs, kernel_s = self._layers(m["prefill"], hidden, None, moved,
+                                         [[output for output, _ in pairs] for pairs in copied])
         for layer, out in enumerate(outputs):
             moved.add(cache.fill(layer, out, prefilled))
         producer, layer, row = m["prefill"][-1], len(m["prefill"]) - 1, prefilled - 1

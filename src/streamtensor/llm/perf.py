@@ -11,8 +11,14 @@ buffer, as a kernel input read by DMAs of different packings has one buffer per 
 equals the producer's output's slot for slot; for the other buffers the host reads the output back once and writes
 them, and the model charges those syncs and bytes). Where every buffer agrees, a decode step syncs the embedded
 hidden row to the device once and the logits back once; the position is a register written with each launch. A
-prefill writes the embedded prompt once, reads each layer's keys and values back and writes them into that layer's
-resident cache buffers (the ``cache_fill`` term), and the head reads the last prompt row of the last layer's output
+prefill writes the embedded prompt once; each layer's prefill kernel writes its keys and values straight into that
+layer's resident decode-cache buffers (its output a sub-buffer at offset 0 of the cache buffer, on the cache's
+banks: ``cache_handoffs``) where its output's packing is the cache's over the prompt rows slot for slot
+(``cache_prefix``), else the host reads them back and writes them into the cache buffers (the ``cache_fill``
+term; e.g. a cache tiled per head, whose heads lie ``max_len`` rows apart against the prefill's ``prompt_len``).
+Written in place, the cache rows past the prompt hold the padded prompt's rows and, past the prefill length, the
+previous generation's: the decode kernel reads them only in tiles holding rows up to its position, and the mask
+gives them weight exactly 0 (finite values: exact). The head reads the last prompt row of the last layer's output
 in place (a sub-buffer at that row's offset) where that row is contiguous and word-aligned in the output's packing.
 Each buffer sync costs the link's fixed latency plus its bytes over PCIe. Weights are resident in HBM (written once
 at load). The KV cache is resident too: one cache buffer pair per layer on the device, updated in place by the
@@ -121,6 +127,48 @@ def row_offsets(out: MemoryArgument, buffer: MemoryArgument, word_bytes: int) ->
     return found
 
 
+def cache_prefix(out: MemoryArgument, cache: MemoryArgument) -> bool:
+    """Whether a kernel writing ``out`` (a prefill's keys or values, [..., rows, dim]) into the first bytes of the
+    cache buffer ``cache`` ([..., max_len, dim], as the decode kernel packs it) leaves there, slot for slot, what
+    the cache holds over rows ``0..rows-1``: every slot ``out``'s packing spans holds the same element of both
+    (or padding in both), no stripe, one element type."""
+    if out.stripes != 1 or cache.stripes != 1 or out.itype.dtype != cache.itype.dtype:
+        return False
+    shape, full = out.tensor_shape, cache.tensor_shape
+    if len(shape) != len(full) or shape[:-2] != full[:-2] or shape[-1] != full[-1] or shape[-2] > full[-2]:
+        return False
+    wanted = slot_map(cache).astype(np.int64)  # per cache slot: the flat cache index + 1 it holds (0: padding)
+    held = _written_slots(out, len(wanted))  # per slot: the flat index + 1 of out's tensor written there
+    span = out.layout.total_bytes * len(wanted) // cache.layout.total_bytes
+    if out.layout.total_bytes > cache.layout.total_bytes or span > len(held):
+        return False
+    # out's element (..., r, d) is the cache's element (..., r, d): its flat index in the cache's shape.
+    where = held[:span] - 1
+    expected = np.where(held[:span] > 0, np.ravel_multi_index(np.unravel_index(np.maximum(where, 0), shape), full)
+                        + 1, 0)
+    return bool(np.array_equal(expected, wanted[:span]))
+
+
+def cache_handoffs(ports: dict[str, tuple[MemoryArgument, Sequence[MemoryArgument]]], prefill: Sequence[str],
+                   decode: Sequence[str], kv_caches: Sequence[tuple[str, str]]
+                   ) -> dict[str, dict[tuple[str, str], str | None]]:
+    """Per ``prefill->decode`` pair of kernels of one layer, per ``(prefill output, decode cache)`` of
+    ``kv_caches``: None where the prefill kernel can write its output straight into the decode kernel's resident
+    cache buffer (a sub-buffer at its offset 0, ``cache_prefix``; the cache one buffer), else why not."""
+    found: dict[str, dict[tuple[str, str], str | None]] = {}
+    for p, d in dict.fromkeys(zip(prefill, decode, strict=True)):
+        outs = {a.name: a for a in ports[p][1] if a.writes and a.role != "kv_cache"}
+        pairs: dict[tuple[str, str], str | None] = {}
+        for output, cache in kv_caches:
+            owners = [a for a in ports[d][1] if a.name == cache and a.role == "kv_cache" and a.reads
+                      and a.shares is None]
+            pairs[output, cache] = (f"{len(owners)} cache buffers" if len(owners) != 1 else
+                                    None if cache_prefix(outs[output], owners[0]) else
+                                    f"packed otherwise: {outs[output].itype} against {owners[0].itype}")
+        found[chain_key(p, d)] = pairs
+    return found
+
+
 def chain_handoffs(ports: dict[str, tuple[MemoryArgument, Sequence[MemoryArgument]]], prefill: Sequence[str],
                    decode: Sequence[str], head: str, word_bytes: int
                    ) -> tuple[dict[str, list[str]], dict[str, list[int | None]]]:
@@ -167,6 +215,8 @@ class Invocation:
     cache_fill_buffers: int = 0
     out_bytes: int = 0  # of from_device_bytes: the first output (hidden state, logits), which the next kernel reads
     input_bytes: dict[str, int] = field(default_factory=dict)  # per buffer of the activation input: its bytes
+    output_bytes: dict[str, int] = field(default_factory=dict)  # per output tensor the host may read: its bytes
+    cache_buffers: dict[str, list[int]] = field(default_factory=dict)  # per cache tensor: its buffers' bytes
 
     @classmethod
     def of(cls, cycles: int, arguments: Sequence[MemoryArgument], graph: DataflowGraph) -> Invocation:
@@ -195,7 +245,10 @@ class Invocation:
                    sum(1 for a in arguments if a.scalar), sum(a.layout.total_bytes for a in outs), len(outs), fixed,
                    work, per_position, sum(a.layout.total_bytes for a in owners), len(owners),
                    output_argument(arguments, graph).layout.total_bytes,
-                   {a.arg: a.layout.total_bytes for a in input_owners(arguments)})
+                   {a.arg: a.layout.total_bytes for a in input_owners(arguments)},
+                   {a.name: a.layout.total_bytes for a in outs},
+                   {c: [a.layout.total_bytes for a in owners if a.name == c] for c in dict.fromkeys(
+                       a.name for a in owners)})
 
     def hbm_at(self, position: int) -> int:
         """HBM bytes of one run at ``position`` (the cache DMAs' share grows with it)."""
@@ -241,6 +294,12 @@ class RunModel:
     # consumer reads all of its input in place, on the producer's banks: the host queues its run behind the
     # producer's instead of waiting for it (``queued_handoffs``)
     queued: list[str] = field(default_factory=list)
+    # ``prefill->decode`` (one layer's kernels) -> the ``[prefill output, decode cache]`` pairs the prefill kernel
+    # writes straight into the decode kernel's resident cache buffer (``cache_handoffs``, on its banks): no read
+    # back, no cache fill for them
+    cache_in_place: dict[str, list[list[str]]] = field(default_factory=dict)
+    # ``prefill->decode`` -> per decode cache the host writes from the prefill's output read back: why
+    cache_copied: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @staticmethod
     def device_figures(target: Target) -> dict[str, Any]:
@@ -283,12 +342,14 @@ class RunModel:
         written = [b for arg, b in self.invocations[name].input_bytes.items() if arg not in skip]
         return Transfers(to_device_bytes=sum(written), buffer_syncs=len(written))
 
-    def run(self, name: str, queued: bool = False) -> Transfers:
+    def run(self, name: str, queued: bool = False, kept: Sequence[str] = ()) -> Transfers:
         """One launch of ``name`` (``queued``: behind the previous run of its compute unit): its scalar registers,
-        and its outputs besides the first read back (a prefill's keys and values)."""
+        and its outputs besides the first read back (a prefill's keys and values) but those ``kept`` on the
+        device (written into a decode kernel's cache)."""
         inv = self.invocations[name]
-        return Transfers(from_device_bytes=inv.from_device_bytes - inv.out_bytes,
-                         buffer_syncs=inv.from_device_buffers - 1, scalar_registers=inv.registers,
+        return Transfers(from_device_bytes=inv.from_device_bytes - inv.out_bytes - sum(inv.output_bytes[o]
+                                                                                       for o in kept),
+                         buffer_syncs=inv.from_device_buffers - 1 - len(kept), scalar_registers=inv.registers,
                          launches=0 if queued else 1, queued_launches=1 if queued else 0)
 
     def read_output(self, name: str) -> Transfers:
@@ -309,12 +370,21 @@ class RunModel:
         """Whether the host queues the run of ``names[i]`` behind that of ``names[i - 1]`` (``queued``)."""
         return i > 0 and chain_key(names[i - 1], names[i]) in self.queued
 
-    def layers(self, names: list[str]) -> Transfers:
+    def kv_in_place(self, layer: int) -> list[list[str]]:
+        """Layer ``layer``'s ``[prefill output, decode cache]`` pairs written in place (``cache_in_place``)."""
+        return self.cache_in_place.get(chain_key(self.prefill[layer], self.decode[layer]), [])
+
+    def kept_outputs(self) -> list[list[str]]:
+        """Per prefill layer: its outputs written in place into its decode kernel's cache, not read back."""
+        return [[o for o, _ in self.kv_in_place(i)] for i in range(len(self.prefill))]
+
+    def layers(self, names: list[str], kept: Sequence[Sequence[str]] = ()) -> Transfers:
         """The host runs ``names`` one after the other on one activation it writes once, each run queued behind
-        the previous one where the handoff allows (``queued``), else started once the previous one is done."""
+        the previous one where the handoff allows (``queued``), else started once the previous one is done;
+        ``kept``: per layer, outputs not read back (``kept_outputs``)."""
         moved = self.write_input(names[0])
         for i, name in enumerate(names):
-            moved.add(self.run(name, self.queued_at(names, i)))
+            moved.add(self.run(name, self.queued_at(names, i), kept[i] if kept else ()))
             if i + 1 < len(names):
                 moved.add(self.handoff(name, names[i + 1]))
         return moved
@@ -331,11 +401,13 @@ class RunModel:
 
     def cache_fill(self) -> Transfers:
         """Once per generation, per layer: the decode kernel's resident cache buffers written from the prefill's
-        keys and values (which the prefill runs read back)."""
+        keys and values (which the prefill runs read back), but those the prefill kernel wrote in place."""
         moved = Transfers()
-        for n in self.decode:
+        for layer, n in enumerate(self.decode):
             inv = self.invocations[n]
-            moved.add(Transfers(to_device_bytes=inv.cache_fill_bytes, buffer_syncs=inv.cache_fill_buffers))
+            placed = [b for _, cache in self.kv_in_place(layer) for b in inv.cache_buffers[cache]]
+            moved.add(Transfers(to_device_bytes=inv.cache_fill_bytes - sum(placed),
+                                buffer_syncs=inv.cache_fill_buffers - len(placed)))
         return moved
 
     def step_transfers(self) -> Transfers:
@@ -346,7 +418,7 @@ class RunModel:
         """From the prompt to the first token: the prefill layers, the cache fill, the prompt tokens past the
         prefill length through the decode layers, the head."""
         prefilled = min(prompt_len, self.prefill_len)
-        moved = self.layers(self.prefill)
+        moved = self.layers(self.prefill, self.kept_outputs())
         if with_cache_fill:
             moved.add(self.cache_fill())
         extra = prompt_len - prefilled
@@ -432,6 +504,9 @@ class RunModel:
                                          "a device copy per run not counted here; placing both on one "
                                          "pseudo-channel range removes it",
                 "queued_handoffs": self.queued,
+                "kv_cache_written_in_place_by_the_prefill": {k: [c for _, c in v]
+                                                             for k, v in self.cache_in_place.items() if v},
+                "kv_cache_written_by_the_host": {k: v for k, v in self.cache_copied.items() if v},
                 "host_loop": "one run per layer and token; a layer whose input is all the previous layer's output "
                              "buffer, on its banks, on the same compute unit, is queued behind it (a queued run's "
                              "dispatch gap), every other run waited for (one launch round trip); a kernel reads the "

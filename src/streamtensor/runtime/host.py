@@ -12,7 +12,8 @@ once), and ``allocate`` / ``sync`` by tensor name act on all of them (a shared b
 
 ``bind`` makes an input buffer of one runtime the output buffer (or a sub-buffer of it) of another runtime of the
 same backend, as a host program passes one kernel's output ``xrt::bo`` to the next kernel: the next run reads what
-the previous one wrote on the device, with no sync and no copy.
+the previous one wrote on the device, with no sync and no copy. An output buffer bound so (a prefill kernel's keys
+into the decode kernel's resident cache buffer) is written where the other kernel reads it.
 """
 
 from __future__ import annotations
@@ -157,12 +158,12 @@ class Runtime(ABC):
                 self._sync(arg, direction == "to_device")
 
     def bind(self, name: str, source: Runtime, source_name: str, offset: int = 0) -> None:
-        """The kernel reads its input ``name`` from ``source``'s device buffer of the argument ``source_name`` (an
-        output of another kernel, or of another runtime of this one), from byte ``offset`` on: one buffer on the
-        device, read where the other kernel wrote it, no copy and no sync (a sub-buffer, as ``xrt::bo(parent,
-        size, offset)``). Writing ``name`` afterwards would write ``source``'s buffer; ``unbind`` gives it its own
-        buffer again."""
-        owner = self._input_owner(name)
+        """The kernel reads its input ``name`` (or writes its output ``name``) in ``source``'s device buffer of the
+        argument ``source_name`` (one another kernel, or another runtime of this one, writes), from byte
+        ``offset`` on: one buffer on the device, no copy and no sync (a sub-buffer, as ``xrt::bo(parent, size,
+        offset)``). Writing or syncing ``name`` afterwards acts on ``source``'s buffer; ``unbind`` gives it its
+        own buffer again."""
+        owner = self._bound_owner(name)
         found = [a for a in source.arguments_named(source_name) if a.writes and a.shares is None]
         if len(found) != 1 or type(source) is not type(self):
             raise RuntimeBackendError(f"{source_name!r} is not one output buffer of a {self.backend} runtime")
@@ -174,16 +175,16 @@ class Runtime(ABC):
         self._bind(owner, source, found[0], offset)
 
     def unbind(self, name: str) -> None:
-        """The kernel reads its input ``name`` from a (zeroed) buffer of its own again."""
-        owner = self._input_owner(name)
+        """The kernel reads its input (writes its output) ``name`` in a (zeroed) buffer of its own again."""
+        owner = self._bound_owner(name)
         self.allocate(name)
         self._unbind(owner)
 
-    def _input_owner(self, name: str) -> MemoryArgument:
-        owners = [a for a in self.arguments_named(name) if a.reads and not a.writes and a.shares is None
-                  and not a.scalar]
+    def _bound_owner(self, name: str) -> MemoryArgument:
+        """The one buffer ``name`` names that may be bound: only read, or only written."""
+        owners = [a for a in self.arguments_named(name) if a.reads != a.writes and a.shares is None and not a.scalar]
         if len(owners) != 1:
-            raise RuntimeBackendError(f"{name!r} names {len(owners)} input buffers of kernel "
+            raise RuntimeBackendError(f"{name!r} names {len(owners)} input or output buffers of kernel "
                                       f"{self.interface.plan.kernel_name}; binding needs exactly one")
         return owners[0]
 

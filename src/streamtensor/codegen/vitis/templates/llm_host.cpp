@@ -9,10 +9,12 @@
 // unpacked with a slot map written by the build (host/maps/<kernel>/<arg>.map, int32 per element slot of the
 // packed buffer: for a read argument the flat tensor index + 1 it holds, 0 for padding; for a written argument,
 // per tensor element, the slot + 1 holding it). Weights and constants are loaded once, packed, per layer. Each
-// decode layer has its own resident KV-cache buffers: written once from the prefill's keys and values, then
-// updated in place by the kernel (its row-write argument addresses the same buffer). An int8 KV cache holds int8
-// codes (one byte per element): the prefill kernel returns its keys and values quantized, and the host copies the
-// codes. Activations stay on the device: every layer writes its own output buffers, and the next layer (the
+// decode layer has its own resident KV-cache buffers: written once per generation by the prefill kernel in place
+// (kCachesInPlace: its keys or values output buffer is a sub-buffer at offset 0 of the cache buffer, where the
+// build found the packings equal over the prompt rows) or by the host from the prefill's keys and values read back
+// (kCachesCopied), then updated in place by the decode kernel (its row-write argument addresses the same buffer).
+// An int8 KV cache holds int8 codes (one byte per element): the prefill kernel returns its keys and values
+// quantized, and the host copies the codes. Activations stay on the device: every layer writes its own output buffers, and the next layer (the
 // head, after the last) reads the previous one's output buffer as its input where the build found their packed
 // layouts equal, per input buffer (an input read by DMAs of different packings has a buffer per packing):
 // kPrefillInPlace, kDecodeInPlace, kDecodeToHeadInPlace; the head reads the last prompt row of the last prefill
@@ -230,6 +232,22 @@ class KernelRunner {
   // The buffer `layer`'s runs write output `output` (tensor name) into.
   xrt::bo& output(const std::string& output, int layer) { return output_bo(desc_.outputs.at(output), layer); }
 
+  // `layer`'s runs write output `output` (tensor name) into `parent` from its first byte on (a sub-buffer).
+  void place_output(const std::string& output, int layer, const xrt::bo& parent) {
+    const std::string& arg = desc_.outputs.at(output);
+    outputs_.insert_or_assign(arg + "@" + std::to_string(layer), xrt::bo(parent, arg_named(arg).bytes, 0));
+  }
+
+  // `layer`'s resident buffer of the KV cache `cache` (tensor name).
+  const xrt::bo& cache_buffer(const std::string& cache, int layer) const {
+    for (const Arg& a : desc_.args) {
+      if (cache == a.tensor && std::strcmp(a.role, "kv_cache") == 0 && a.shares < 0) {
+        return resident_.at(std::string(a.arg) + "@" + std::to_string(layer));
+      }
+    }
+    throw std::runtime_error("kernel " + std::string(desc_.kernel) + " has no KV cache " + cache);
+  }
+
   // How many buffers the activation input has (one per DMA packing of it, one per stripe).
   std::size_t input_buffers() const {
     std::size_t count = 0;
@@ -359,11 +377,11 @@ std::vector<T> place_rows(const std::vector<T>& rows, int count) {
   return full;
 }
 
-// Layer `layer`'s KV caches on the device: the first `count` rows of the prefill kernel's keys and values (read
+// Layer `layer`'s KV caches the host copies: the first `count` rows of the prefill kernel's keys and values (read
 // back) placed in the cache tensor and written once into the decode kernel's resident buffers
 // (streamtensor.llm.generate.DeviceKvCache is its twin).
 void fill_caches(KernelRunner& decode, KernelRunner& prefill, int layer, int count) {
-  for (const auto& [output, cache] : kCaches) {
+  for (const auto& [output, cache] : kCachesCopied[static_cast<std::size_t>(layer)]) {
     const Tensor rows = prefill.read(output, layer);
     Tensor full;
     full.f = place_rows(rows.f, count);
@@ -426,6 +444,11 @@ int main(int argc, char** argv) {
     const xrt::uuid uuid = device.load_xclbin(argv[1]);
     std::vector<KernelRunner> kernels;
     for (std::size_t k = 0; k < kNumKernels; ++k) kernels.emplace_back(device, uuid, kKernels[k], build, kKernelLayers[k]);
+    for (int layer = 0; layer < kLayers; ++layer) {
+      for (const auto& [output, cache] : kCachesInPlace[static_cast<std::size_t>(layer)]) {
+        kernels[kPrefill[layer]].place_output(output, layer, kernels[kDecode[layer]].cache_buffer(cache, layer));
+      }
+    }
     using clock = std::chrono::steady_clock;
     auto start = clock::now();
     const int n = static_cast<int>(prompt.size());
