@@ -34,7 +34,7 @@ from streamtensor.llm.build import build, decomposition_error, layer_weights, qu
 from streamtensor.llm.estimate import HEAD_RESTREAM_SHARE, compile_head, design_invocation, estimate_run, head_tile_size
 from streamtensor.llm.generate import LlmRunner, reference_model
 from streamtensor.llm.host_model import OutputHead, QuantizedKvCache, decoder_layers, embedding_tables, sample
-from streamtensor.llm.perf import RunModel, input_owners, row_offsets, same_buffer
+from streamtensor.llm.perf import RunModel, cache_prefix, input_owners, row_offsets, same_buffer
 
 PROMPT = "3,1,4,1,5,9,2,6"
 
@@ -154,6 +154,32 @@ def test_handoffs_follow_the_packed_layouts(gpt2_build: Path) -> None:
     assert row_offsets(rows, head_in, 512) == [0, None, 512, None, 1024, None, 1536, None]
 
 
+def test_prefill_writes_a_cache_in_place_only_where_packed_alike(gpt2_build: Path) -> None:
+    """A prefill output fills the decode kernel's cache in place only where its packing is the cache's over the
+    prompt rows, slot for slot: not when the cache is tiled per head (each head's rows lie 16 rows apart in the
+    cache, 8 in the prefill's keys), nor when its tiles split the columns (a tile of the cache holds more rows)."""
+    prefill = {a.name: a for a in load_kernel_interface(gpt2_build / "prefill").plan.arguments}
+    decode = {a.arg: a for a in load_kernel_interface(gpt2_build / "decode").plan.arguments}
+    keys, cache = prefill["keys"], decode["key_cache"]
+    assert keys.tensor_shape == (1, 4, 8, 16) and cache.tensor_shape == (1, 4, 16, 16)
+    assert not cache_prefix(keys, cache)
+    model = RunModel.from_json(json.loads((gpt2_build / "llm.json").read_text())["run_model"])
+    assert model.cache_in_place == {"prefill->decode": []}
+    assert set(model.cache_copied["prefill->decode"]) == {"key_cache", "value_cache"}
+
+    def packed(arg: Any, itype: str) -> Any:
+        parsed = parse_itensor_type(itype)
+        return replace(arg, view=(), itype=parsed, tensor_shape=parsed.tensor_shape)
+
+    cols = "(d0) -> (0, 0, 0, d0)>"  # one head: one tile of it, or tiles of 8 columns over all its rows
+    assert cache_prefix(packed(keys, "itensor<1x1x8x16xf32, tensor 1x1x8x16, [1] * [1], " + cols),
+                        packed(cache, "itensor<1x1x16x16xf32, tensor 1x1x16x16, [1] * [1], " + cols))
+    assert not cache_prefix(packed(keys, "itensor<1x1x8x8xf32, tensor 1x1x8x16, [2] * [8], " + cols),
+                            packed(cache, "itensor<1x1x16x8xf32, tensor 1x1x16x16, [2] * [8], " + cols))
+    assert not cache_prefix(packed(cache, "itensor<1x1x16x16xf32, tensor 1x1x16x16, [1] * [1], " + cols),
+                            packed(keys, "itensor<1x1x8x16xf32, tensor 1x1x8x16, [1] * [1], " + cols))
+
+
 def test_run_model_terms_add_up(gpt2_build: Path) -> None:
     llm = json.loads((gpt2_build / "report.json").read_text())["llm"]
     step = llm["overheads"]["per_decode_step_s"]
@@ -271,7 +297,15 @@ def test_cpp_host_moves_what_the_run_model_counts(gpt2_build: Path, fake_xrt_hos
     one sync in, one out: the activations stay on the device), and before the first token what it counts for the
     TTFT plus loading the resident weights, constants and zeroed caches once."""
     exe, model = fake_xrt_host
-    run = subprocess.run([str(exe), "none.xclbin", str(gpt2_build), prompt, "3"], capture_output=True, text=True)
+    _check_cpp_host_events(exe, gpt2_build, model, prompt, 3)
+    assert model.step_transfers().buffer_syncs == (2 if model.chained["decode->decode"] else 2 + 2 * 2)
+
+
+def _check_cpp_host_events(exe: Path, build_dir: Path, model: RunModel, prompt: str, tokens: int) -> None:
+    """``exe`` (a C++ host against the stand-in XRT) moves per decode step what ``model`` counts, and before the
+    first token what it counts for the TTFT plus loading the resident weights, constants and zeroed caches once."""
+    run = subprocess.run([str(exe), "none.xclbin", str(build_dir), prompt, str(tokens)], capture_output=True,
+                         text=True)
     assert run.returncode == 0, run.stderr
     phases: list[list[str]] = [[]]
     for line in run.stdout.splitlines():
@@ -279,21 +313,63 @@ def test_cpp_host_moves_what_the_run_model_counts(gpt2_build: Path, fake_xrt_hos
             phases[-1].append(line)
         elif line[:1].isdigit():  # "step position token seconds": a token came out
             phases.append([])
-    assert len(phases) == 4 and not phases[-1]  # 3 tokens
+    assert len(phases) == tokens + 1 and not phases[-1]
     step = model.step_transfers()
-    assert step.buffer_syncs == (2 if model.chained["decode->decode"] else 2 + 2 * 2)
     for events in phases[1:-1]:
         assert _xrt_events(events) == (step.buffer_syncs, step.to_device_bytes, step.from_device_bytes, step.launches,
                                        step.queued_launches)
     # Loading: one buffer per layer for weights and caches (zeroed), one for constants and the head's weights.
-    manifest = json.loads((gpt2_build / "llm.json").read_text())
+    manifest = json.loads((build_dir / "llm.json").read_text())
     load = [(len(k["layers"]) if a.role in ("weight", "kv_cache") and k["layers"] else 1, a.layout.total_bytes)
-            for k in manifest["kernels"].values() for a in load_kernel_interface(gpt2_build / k["dir"]).plan.arguments
+            for k in manifest["kernels"].values() for a in load_kernel_interface(build_dir / k["dir"]).plan.arguments
             if a.role in ("weight", "constant", "kv_cache") and a.shares is None]
     ttft = model.ttft_transfers(len(prompt.split(",")))
     assert _xrt_events(phases[0]) == (ttft.buffer_syncs + sum(n for n, _ in load),
                                       ttft.to_device_bytes + sum(n * b for n, b in load), ttft.from_device_bytes,
                                       ttft.launches, ttft.queued_launches)
+
+
+def test_a_cache_written_in_place_by_the_prefill_generates_alike(tmp_path: Path) -> None:
+    """Gemma's tiny layer (one KV head): its prefill's values are packed as the decode kernel's value cache over
+    the prompt rows (its keys are not: tiles of 8 columns, over 8 rows against 16), but on another pseudo-channel,
+    so the build copies both through the host. Written in place (as a build placing both on one pseudo-channel
+    would; the emulation and the stand-in XRT have no banks), the prefill kernel fills the cache itself: the same
+    logits bit for bit, also in a second generation over the first one's rows, two buffer syncs per layer fewer,
+    and both hosts move what the run model counts."""
+    out = tmp_path / "gemma"
+    assert main(["build", "gemma", "-o", str(out), "--prompt-len", "8", "--max-new-tokens", "8", "--decode-positions",
+                 "1", "-q"]) == 0
+    copied = LlmRunner(out)
+    assert copied.run_model.cache_in_place == {"prefill->decode": []}
+    why = copied.run_model.cache_copied["prefill->decode"]
+    assert why["key_cache"].startswith("packed otherwise") and why["value_cache"].startswith("on HBM[")
+    placed = LlmRunner(out)
+    placed.run_model.cache_in_place = {"prefill->decode": [["values", "value_cache"]]}
+    for prompt in ([3, 1, 4, 1, 5], [2, 7, 1, 8, 2, 8, 1, 8, 2]):  # the second one past the prefill length
+        ours, theirs = placed.generate(prompt, 3), copied.generate(prompt, 3)
+        assert ours.tokens == theirs.tokens
+        assert all(np.array_equal(a.logits, b.logits) for a, b in zip(ours.steps, theirs.steps, strict=True))
+        assert ours.steps[0].transfers == placed.run_model.ttft_transfers(len(prompt))
+        assert theirs.steps[0].transfers.buffer_syncs - ours.steps[0].transfers.buffer_syncs == 2 * 2
+        fed = len(prompt) + 2
+        for layer in range(2):
+            held = []
+            for runner in (placed, copied):
+                runtime = runner.kernels["decode"].runtimes[layer]
+                runtime.sync("value_cache", "from_device")
+                held.append(runtime.read("value_cache")[:, :, :fed])
+            assert np.array_equal(*held)
+    if shutil.which("g++") is None:
+        return
+    manifest = json.loads((out / "llm.json").read_text())
+    manifest["run_model"]["cache_in_place"] = placed.run_model.cache_in_place
+    host = tmp_path / "host"
+    write_llm_host(host, manifest, {n: load_kernel_interface(out / n) for n in manifest["kernels"]}, "platform", 250)
+    build_cpp = subprocess.run(["g++", "-std=c++17", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{FAKE_XRT}",
+                                str(host / "llm_host.cpp"), "-o", str(host / "llm_host")], capture_output=True,
+                               text=True)
+    assert build_cpp.returncode == 0, build_cpp.stderr
+    _check_cpp_host_events(host / "llm_host", out, placed.run_model, "3,1,4,1,5", 3)
 
 
 def test_generate_refuses_bad_requests_in_one_line(gpt2_build: Path, tmp_path: Path,
