@@ -15,7 +15,8 @@ prefill writes the embedded prompt once; each layer's prefill kernel writes its 
 layer's resident decode-cache buffers (its output a sub-buffer at offset 0 of the cache buffer, on the cache's
 banks: ``cache_handoffs``) where its output's packing is the cache's over the prompt rows slot for slot
 (``cache_prefix``), else the host reads them back and writes them into the cache buffers (the ``cache_fill``
-term; e.g. a cache tiled per head, whose heads lie ``max_len`` rows apart against the prefill's ``prompt_len``).
+term; e.g. a cache in tiles of other shapes or order than the prefill's output, or tiled per head: each head's
+rows lie ``max_len`` rows apart in the cache, ``prompt_len`` in the prefill's output).
 Written in place, the cache rows past the prompt hold the padded prompt's rows and, past the prefill length, the
 previous generation's: the decode kernel reads them only in tiles holding rows up to its position, and the mask
 gives them weight exactly 0 (finite values: exact). The head reads the last prompt row of the last layer's output
