@@ -166,6 +166,12 @@ def test_prefill_writes_a_cache_in_place_only_where_packed_alike(gpt2_build: Pat
     model = RunModel.from_json(json.loads((gpt2_build / "llm.json").read_text())["run_model"])
     assert model.cache_in_place == {"prefill->decode": []}
     assert set(model.cache_copied["prefill->decode"]) == {"key_cache", "value_cache"}
+    # The host copies them: the keys (values) of both layers read back in one sync, written in one.
+    read, fill = model.kv_read_back(), model.cache_fill()
+    assert (read.buffer_syncs, read.from_device_bytes) == (2, 2 * (keys.layout.total_bytes
+                                                                   + prefill["values"].layout.total_bytes))
+    assert (fill.buffer_syncs, fill.to_device_bytes) == (2, 2 * (cache.layout.total_bytes
+                                                                 + decode["value_cache"].layout.total_bytes))
 
     def packed(arg: Any, itype: str) -> Any:
         parsed = parse_itensor_type(itype)
@@ -318,14 +324,16 @@ def _check_cpp_host_events(exe: Path, build_dir: Path, model: RunModel, prompt: 
     for events in phases[1:-1]:
         assert _xrt_events(events) == (step.buffer_syncs, step.to_device_bytes, step.from_device_bytes, step.launches,
                                        step.queued_launches)
-    # Loading: one buffer per layer for weights and caches (zeroed), one for constants and the head's weights.
+    # Loading: one buffer per layer for weights, one for constants and the head's weights, and per cache one
+    # (zeroed) holding every layer's: (syncs, bytes).
     manifest = json.loads((build_dir / "llm.json").read_text())
-    load = [(len(k["layers"]) if a.role in ("weight", "kv_cache") and k["layers"] else 1, a.layout.total_bytes)
+    load = [(1 if a.role == "kv_cache" else len(layers), len(layers) * a.layout.total_bytes)
             for k in manifest["kernels"].values() for a in load_kernel_interface(build_dir / k["dir"]).plan.arguments
-            if a.role in ("weight", "constant", "kv_cache") and a.shares is None]
+            if a.role in ("weight", "constant", "kv_cache") and a.shares is None
+            for layers in [k["layers"] if a.role in ("weight", "kv_cache") and k["layers"] else [None]]]
     ttft = model.ttft_transfers(len(prompt.split(",")))
     assert _xrt_events(phases[0]) == (ttft.buffer_syncs + sum(n for n, _ in load),
-                                      ttft.to_device_bytes + sum(n * b for n, b in load), ttft.from_device_bytes,
+                                      ttft.to_device_bytes + sum(b for _, b in load), ttft.from_device_bytes,
                                       ttft.launches, ttft.queued_launches)
 
 
@@ -334,8 +342,8 @@ def test_a_cache_written_in_place_by_the_prefill_generates_alike(tmp_path: Path)
     the prompt rows (its keys are not: tiles of 8 columns, over 8 rows against 16), but on another pseudo-channel,
     so the build copies both through the host. Written in place (as a build placing both on one pseudo-channel
     would; the emulation and the stand-in XRT have no banks), the prefill kernel fills the cache itself: the same
-    logits bit for bit, also in a second generation over the first one's rows, two buffer syncs per layer fewer,
-    and both hosts move what the run model counts."""
+    logits bit for bit, also in a second generation over the first one's rows, two buffer syncs fewer (the values
+    of both layers read back in one, written in one), and both hosts move what the run model counts."""
     out = tmp_path / "gemma"
     assert main(["build", "gemma", "-o", str(out), "--prompt-len", "8", "--max-new-tokens", "8", "--decode-positions",
                  "1", "-q"]) == 0
@@ -350,7 +358,7 @@ def test_a_cache_written_in_place_by_the_prefill_generates_alike(tmp_path: Path)
         assert ours.tokens == theirs.tokens
         assert all(np.array_equal(a.logits, b.logits) for a, b in zip(ours.steps, theirs.steps, strict=True))
         assert ours.steps[0].transfers == placed.run_model.ttft_transfers(len(prompt))
-        assert theirs.steps[0].transfers.buffer_syncs - ours.steps[0].transfers.buffer_syncs == 2 * 2
+        assert theirs.steps[0].transfers.buffer_syncs - ours.steps[0].transfers.buffer_syncs == 2
         fed = len(prompt) + 2
         for layer in range(2):
             held = []

@@ -127,7 +127,8 @@ def handoff_fields(designs: dict[str, Design], prefill: list[str], decode: list[
             else:
                 copied[key][cache] = why
     return {"chained": chained, "head_row_offsets": rows, "other_banks": other,
-            "queued": queued_handoffs(chained, other, inputs), "cache_in_place": placed, "cache_copied": copied}
+            "queued": queued_handoffs(chained, other, inputs), "cache_in_place": placed, "cache_copied": copied,
+            "kv_caches": [list(pair) for pair in kv_caches]}
 
 
 # The head's vectors re-streamed per vocabulary tile (module docstring of ``head_tile_size``) may cost at most this

@@ -7,7 +7,9 @@ the first prefill layer's input buffer, run each layer's prefill kernel (the pro
 length; prompt tokens beyond it go through decode steps), which writes its keys and values straight into that
 layer's resident KV-cache buffers on the device where the build found the packings agree
 (``RunModel.cache_in_place``: its output buffer a sub-buffer at offset 0 of the cache buffer), else the host reads
-them back and writes them once into those buffers, run the head kernel on the last prompt row, sample (greedy,
+them back once all layers are done and writes them once into those buffers (every layer's buffer of one kernel
+argument a slice of one pool, ``runtime.host.pool_buffers``: one sync per pool), run the head kernel on the last
+prompt row, sample (greedy,
 top-k, temperature), then one decode step per new token until EOS or ``max_new_tokens``: the embedded token goes
 in once, every layer runs with the position as a register, and the logits come back; the decode kernels update
 their layer's cache in place. Activations stay on the device: a layer reads the previous layer's output buffer
@@ -36,7 +38,7 @@ from streamtensor.kernel_interface import PARAMS_DIR
 from streamtensor.llm.build import KV_SCALES_FILE, LAYERS_DIR, LLM_FILE, MODEL_DIR, QUANT_FILE
 from streamtensor.llm.host_model import EmbeddingTables, QuantizedKvCache, sample
 from streamtensor.llm.perf import RunModel, Transfers, chain_key
-from streamtensor.runtime.host import Runtime
+from streamtensor.runtime.host import BufferPool, Runtime, SyncDirection, pool_buffers
 from streamtensor.runtime.simulation import SimulationBackend
 from streamtensor.runtime.xrt import XrtBackend
 from streamtensor.verify.simulate import build_simulation
@@ -73,6 +75,25 @@ class KernelRunner:
             self.runtimes[layer] = runtime
         # Per layer: the input buffers read in place in another kernel's output buffer (``read_from``).
         self.bound: dict[int | None, set[str]] = {layer: set() for layer in self.runtimes}
+        self.pools: dict[str, BufferPool] = {}  # argument -> its buffers of every layer, synced at once
+
+    def pool(self, arg: str) -> None:
+        """Argument ``arg``'s buffers of every layer become slices of one (``pool_buffers``), synced at once."""
+        if arg not in self.pools:
+            self.pools[arg] = pool_buffers(list(self.runtimes.values()), arg)
+
+    def sync_pools(self, direction: SyncDirection) -> Transfers:
+        """Sync every pool of this kernel (its layers' keys and values, or caches) in ``direction``: one buffer
+        sync each."""
+        moved = Transfers()
+        for pool in self.pools.values():
+            pool.sync(direction)
+            if direction == "to_device":
+                moved.to_device_bytes += pool.total_bytes
+            else:
+                moved.from_device_bytes += pool.total_bytes
+            moved.buffer_syncs += 1
+        return moved
 
     def write(self, inputs: dict[str, np.ndarray], layer: int | None) -> Transfers:
         """Pack and sync ``inputs`` (tensor name -> whole array) into ``layer``'s device buffers, but those read
@@ -152,26 +173,36 @@ class KernelRunner:
 
 class DeviceKvCache:
     """The KV cache as the decode kernel keeps it: one resident buffer per cache and layer (in that layer's
-    runtime), which the kernel reads up to the position and writes one row of in place. Once per generation the
-    prefill kernel writes it in place, or the host writes it from the prefill kernel's keys and values (int8 codes
-    under an int8 KV cache: the prefill kernel quantizes them, and the buffers hold one byte per element); no
-    cache byte moves per token."""
+    runtime; every layer's buffer of one decode kernel a slice of one pool), which the kernel reads up to the
+    position and writes one row of in place. Once per generation the prefill kernel writes it in place, or the
+    host writes it from the prefill kernel's keys and values (int8 codes under an int8 KV cache: the prefill
+    kernel quantizes them, and the buffers hold one byte per element), one sync per pool; no cache byte moves per
+    token."""
 
-    def __init__(self, decode: list[KernelRunner], caches: list[list[list[str]]], max_len: int) -> None:
-        self.decode = decode  # per layer
-        self.caches = caches  # per layer: the [prefill output, decode cache tensor] pairs the host writes
+    def __init__(self, prefill: list[KernelRunner], decode: list[KernelRunner], caches: list[list[list[str]]],
+                 max_len: int) -> None:
+        self.prefill = prefill  # per layer
+        self.decode = decode
+        self.caches = caches  # per layer: the [prefill output, decode cache tensor] pairs the host copies
         self.max_len = max_len
 
-    def fill(self, layer: int, outputs: dict[str, np.ndarray], count: int) -> Transfers:
-        """Layer ``layer``'s caches the host writes hold the first ``count`` rows of the prefill kernel's keys and
-        values (``outputs``: those read back)."""
-        inputs = {}
-        for output, cache in self.caches[layer]:
-            rows = outputs[output]
-            full = np.zeros((*rows.shape[:2], self.max_len, *rows.shape[3:]), dtype=rows.dtype)
-            full[:, :, :count] = rows[:, :, :count]
-            inputs[cache] = full
-        return self.decode[layer].write(inputs, layer)
+    def fill(self, count: int) -> Transfers:
+        """Every layer's caches the host copies hold the first ``count`` rows of its prefill kernel's keys and
+        values: read back with one sync per pool of the prefill kernels, written with one per pool of the decode
+        kernels."""
+        moved = Transfers()
+        for kernel in dict.fromkeys(self.prefill):
+            moved.add(kernel.sync_pools("from_device"))
+        for layer, pairs in enumerate(self.caches):
+            prefill, decode = self.prefill[layer].runtimes[layer], self.decode[layer].runtimes[layer]
+            for output, cache in pairs:
+                rows = prefill.read(self.prefill[layer].outputs[output])
+                full = np.zeros((*rows.shape[:2], self.max_len, *rows.shape[3:]), dtype=rows.dtype)
+                full[:, :, :count] = rows[:, :, :count]
+                decode.write(cache, full)
+        for kernel in dict.fromkeys(self.decode):
+            moved.add(kernel.sync_pools("to_device"))
+        return moved
 
 
 @dataclass
@@ -223,6 +254,7 @@ class LlmRunner:
             if name not in self.kernels:
                 self.progress(f"loading kernel {name} ({self.backend})")
                 self.kernels[name] = KernelRunner(self.root / k["dir"], self.backend, k["outputs"], k["layers"])
+        self._pool_caches()
         self._bind_layers()
 
     def _check_prompt(self, prompt: list[int], max_new_tokens: int) -> None:
@@ -258,18 +290,28 @@ class LlmRunner:
 
     def _host_caches(self) -> list[list[list[str]]]:
         """Per layer: the ``[prefill output, decode cache]`` pairs the host copies (not written in place)."""
-        return [[pair for pair in self.manifest["kv_caches"] if pair not in self.run_model.kv_in_place(layer)]
+        return [[pair for pair in self.run_model.kv_caches if pair not in self.run_model.kv_in_place(layer)]
                 for layer in range(len(self.manifest["prefill"]))]
 
-    def _layers(self, names: list[str], hidden: np.ndarray, position: int | None, moved: Transfers,
-                outputs: list[list[str]] | None = None) -> tuple[list[dict[str, np.ndarray]], float]:
+    def _pool_caches(self) -> None:
+        """Per kernel, the keys and values outputs the host copies and the caches it writes: every layer's buffer
+        a slice of one pool (``RunModel.kv_read_back``, ``cache_fill``)."""
+        for name, outputs in self.run_model.kv_copied(self.manifest["prefill"], 0).items():
+            for output in outputs:
+                self.kernels[name].pool(self.kernels[name].outputs[output])
+        for name, caches in self.run_model.kv_copied(self.manifest["decode"], 1).items():
+            kernel = self.kernels[name]
+            for cache in caches:
+                for arg in next(iter(kernel.runtimes.values())).arguments:
+                    if arg.name == cache and arg.role == "kv_cache" and arg.reads and arg.shares is None:
+                        kernel.pool(arg.arg)
+
+    def _layers(self, names: list[str], hidden: np.ndarray, position: int | None, moved: Transfers) -> float:
         """Run the kernels ``names`` (one per layer) on the activation ``hidden``, written once; ``position``:
-        the decode position register. Per layer its ``outputs`` are read back (the prefill's keys and values the
-        host copies into the cache); the hidden state stays on the device where the next layer reads it in place
+        the decode position register. The hidden state stays on the device where the next layer reads it in place
         (where a buffer of the next layer's input is packed otherwise, the host reads it back once and writes that
         buffer)."""
         total = 0.0
-        read: list[dict[str, np.ndarray]] = []
         for layer, name in enumerate(names):
             kernel = self.kernels[name]
             inputs = {} if position is None else {"position": np.array([position], dtype=np.int64)}
@@ -280,11 +322,8 @@ class LlmRunner:
                 moved.add(step)
             seconds, step = kernel.launch(inputs, layer, self.run_model.queued_at(names, layer))
             moved.add(step)
-            out, step = kernel.read(outputs[layer] if outputs else [], layer)
-            moved.add(step)
-            read.append(out)
             total += seconds
-        return read, total
+        return total
 
     def _head(self, producer: str, layer: int, row: int | None, moved: Transfers) -> tuple[np.ndarray, float]:
         """The head on the output of kernel ``producer``'s run of ``layer`` (``row``: that row of a prefill
@@ -312,7 +351,7 @@ class LlmRunner:
 
     def _decode(self, token: int, position: int, moved: Transfers) -> float:
         """Every decode layer on the embedded ``token`` at ``position``; the hidden state stays on the device."""
-        return self._layers(self.manifest["decode"], self.tables.embed([token], position), position, moved)[1]
+        return self._layers(self.manifest["decode"], self.tables.embed([token], position), position, moved)
 
     def generate(self, prompt: list[int], max_new_tokens: int, top_k: int = 0, temperature: float = 0.0,
                  seed: int = 0) -> Generation:
@@ -321,18 +360,16 @@ class LlmRunner:
         m = self.manifest
         rng = np.random.default_rng(seed)
         eos = set(m["eos_token_ids"])
-        copied = self._host_caches()
-        cache = DeviceKvCache([self.kernels[n] for n in m["decode"]], copied, m["max_len"])
+        cache = DeviceKvCache([self.kernels[n] for n in m["prefill"]], [self.kernels[n] for n in m["decode"]],
+                              self._host_caches(), m["max_len"])
         result = Generation(list(prompt), backend=self.backend)
         start = time.perf_counter()
         moved = Transfers()
         prefilled = min(len(prompt), m["prompt_len"])
         hidden = np.zeros((1, m["prompt_len"], m["hidden_size"]), dtype=np.float32)
         hidden[:, :prefilled] = self.tables.embed(prompt[:prefilled], 0)
-        outputs, kernel_s = self._layers(m["prefill"], hidden, None, moved,
-                                         [[output for output, _ in pairs] for pairs in copied])
-        for layer, out in enumerate(outputs):
-            moved.add(cache.fill(layer, out, prefilled))
+        kernel_s = self._layers(m["prefill"], hidden, None, moved)
+        moved.add(cache.fill(prefilled))
         producer, layer, row = m["prefill"][-1], len(m["prefill"]) - 1, prefilled - 1
         for position in range(prefilled, len(prompt)):  # prompt tokens beyond the prefill length
             kernel_s += self._decode(prompt[position], position, moved)

@@ -14,9 +14,11 @@ hidden row to the device once and the logits back once; the position is a regist
 prefill writes the embedded prompt once; each layer's prefill kernel writes its keys and values straight into that
 layer's resident decode-cache buffers (its output a sub-buffer at offset 0 of the cache buffer, on the cache's
 banks: ``cache_handoffs``) where its output's packing is the cache's over the prompt rows slot for slot
-(``cache_prefix``), else the host reads them back and writes them into the cache buffers (the ``cache_fill``
-term; e.g. a cache in tiles of other shapes or order than the prefill's output, or tiled per head: each head's
-rows lie ``max_len`` rows apart in the cache, ``prompt_len`` in the prefill's output).
+(``cache_prefix``). Where they are packed otherwise (e.g. a cache in tiles of other shapes or order than the
+prefill's output, or tiled per head: each head's rows lie ``max_len`` rows apart in the cache, ``prompt_len`` in
+the prefill's output) the host reads them back once all layers are done and writes them into the cache buffers
+(``kv_read_back`` and the ``cache_fill`` term), each kernel's buffers of one argument over all its layers slices
+of one buffer, so one sync moves them all.
 Written in place, the cache rows past the prompt hold the padded prompt's rows and, past the prefill length, the
 previous generation's: the decode kernel reads them only in tiles holding rows up to its position, and the mask
 gives them weight exactly 0 (finite values: exact). The head reads the last prompt row of the last layer's output
@@ -281,6 +283,7 @@ class RunModel:
     invocations: dict[str, Invocation]
     host_token_s: float  # measured here: embedding lookup + sampling of one token
     host_head_s: float | None  # measured here: the output head in PyTorch eager on the host (None: not measured)
+    kv_caches: list[list[str]]  # [prefill output, decode cache it fills]: keys, then values
     position_points: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # decode: (capacity, cycles)
     # ``producer->consumer`` -> the consumer's input buffers that are the producer's output buffer on the device
     # (``chain_handoffs``); the host writes the others
@@ -343,15 +346,12 @@ class RunModel:
         written = [b for arg, b in self.invocations[name].input_bytes.items() if arg not in skip]
         return Transfers(to_device_bytes=sum(written), buffer_syncs=len(written))
 
-    def run(self, name: str, queued: bool = False, kept: Sequence[str] = ()) -> Transfers:
-        """One launch of ``name`` (``queued``: behind the previous run of its compute unit): its scalar registers,
-        and its outputs besides the first read back (a prefill's keys and values) but those ``kept`` on the
-        device (written into a decode kernel's cache)."""
-        inv = self.invocations[name]
-        return Transfers(from_device_bytes=inv.from_device_bytes - inv.out_bytes - sum(inv.output_bytes[o]
-                                                                                       for o in kept),
-                         buffer_syncs=inv.from_device_buffers - 1 - len(kept), scalar_registers=inv.registers,
-                         launches=0 if queued else 1, queued_launches=1 if queued else 0)
+    def run(self, name: str, queued: bool = False) -> Transfers:
+        """One launch of ``name`` (``queued``: behind the previous run of its compute unit): its scalar registers.
+        Its first output stays on the device for the next kernel (``handoff``); a prefill's keys and values are
+        read back once all prefill layers are done (``kv_read_back``)."""
+        return Transfers(scalar_registers=self.invocations[name].registers, launches=0 if queued else 1,
+                         queued_launches=1 if queued else 0)
 
     def read_output(self, name: str) -> Transfers:
         """The host reads ``name``'s first output back (the logits; an activation the next kernel cannot read)."""
@@ -375,17 +375,34 @@ class RunModel:
         """Layer ``layer``'s ``[prefill output, decode cache]`` pairs written in place (``cache_in_place``)."""
         return self.cache_in_place.get(chain_key(self.prefill[layer], self.decode[layer]), [])
 
-    def kept_outputs(self) -> list[list[str]]:
-        """Per prefill layer: its outputs written in place into its decode kernel's cache, not read back."""
-        return [[o for o, _ in self.kv_in_place(i)] for i in range(len(self.prefill))]
+    def kv_copied(self, names: Sequence[str], side: int) -> dict[str, list[str]]:
+        """Per kernel of ``names`` (``prefill`` or ``decode``): the outputs (``side`` 0) or caches (1) of the
+        ``kv_caches`` pairs the host copies for any of its layers (all but those written in place)."""
+        found: dict[str, list[str]] = {}
+        for layer, name in enumerate(names):
+            placed = self.kv_in_place(layer)
+            found.setdefault(name, [])
+            found[name] += [pair[side] for pair in self.kv_caches
+                            if pair not in placed and pair[side] not in found[name]]
+        return found
 
-    def layers(self, names: list[str], kept: Sequence[Sequence[str]] = ()) -> Transfers:
+    def kv_read_back(self) -> Transfers:
+        """After the prefill, the keys and values the host copies into the caches read back: one buffer sync per
+        output of each prefill kernel, its layers' buffers slices of one (``runtime.host.pool_buffers``)."""
+        moved = Transfers()
+        for name, outputs in self.kv_copied(self.prefill, 0).items():
+            count = self.prefill.count(name)
+            for output in outputs:
+                moved.add(Transfers(from_device_bytes=count * self.invocations[name].output_bytes[output],
+                                    buffer_syncs=1))
+        return moved
+
+    def layers(self, names: list[str]) -> Transfers:
         """The host runs ``names`` one after the other on one activation it writes once, each run queued behind
-        the previous one where the handoff allows (``queued``), else started once the previous one is done;
-        ``kept``: per layer, outputs not read back (``kept_outputs``)."""
+        the previous one where the handoff allows (``queued``), else started once the previous one is done."""
         moved = self.write_input(names[0])
         for i, name in enumerate(names):
-            moved.add(self.run(name, self.queued_at(names, i), kept[i] if kept else ()))
+            moved.add(self.run(name, self.queued_at(names, i)))
             if i + 1 < len(names):
                 moved.add(self.handoff(name, names[i + 1]))
         return moved
@@ -401,14 +418,15 @@ class RunModel:
                 if row < len(offsets) and offsets[row] is not None]
 
     def cache_fill(self) -> Transfers:
-        """Once per generation, per layer: the decode kernel's resident cache buffers written from the prefill's
-        keys and values (which the prefill runs read back), but those the prefill kernel wrote in place."""
+        """Once per generation: the decode kernels' resident cache buffers written from the prefill's keys and
+        values (``kv_read_back``), but those the prefill kernel wrote in place; one buffer sync per cache buffer
+        of each decode kernel, its layers' buffers slices of one (``runtime.host.pool_buffers``)."""
         moved = Transfers()
-        for layer, n in enumerate(self.decode):
-            inv = self.invocations[n]
-            placed = [b for _, cache in self.kv_in_place(layer) for b in inv.cache_buffers[cache]]
-            moved.add(Transfers(to_device_bytes=inv.cache_fill_bytes - sum(placed),
-                                buffer_syncs=inv.cache_fill_buffers - len(placed)))
+        for name, caches in self.kv_copied(self.decode, 1).items():
+            count = self.decode.count(name)
+            for cache in caches:
+                for size in self.invocations[name].cache_buffers[cache]:
+                    moved.add(Transfers(to_device_bytes=count * size, buffer_syncs=1))
         return moved
 
     def step_transfers(self) -> Transfers:
@@ -419,7 +437,7 @@ class RunModel:
         """From the prompt to the first token: the prefill layers, the cache fill, the prompt tokens past the
         prefill length through the decode layers, the head."""
         prefilled = min(prompt_len, self.prefill_len)
-        moved = self.layers(self.prefill, self.kept_outputs())
+        moved = self.layers(self.prefill).add(self.kv_read_back())
         if with_cache_fill:
             moved.add(self.cache_fill())
         extra = prompt_len - prefilled

@@ -13,14 +13,16 @@ once), and ``allocate`` / ``sync`` by tensor name act on all of them (a shared b
 ``bind`` makes an input buffer of one runtime the output buffer (or a sub-buffer of it) of another runtime of the
 same backend, as a host program passes one kernel's output ``xrt::bo`` to the next kernel: the next run reads what
 the previous one wrote on the device, with no sync and no copy. An output buffer bound so (a prefill kernel's keys
-into the decode kernel's resident cache buffer) is written where the other kernel reads it.
+into the decode kernel's resident cache buffer) is written where the other kernel reads it. ``pool_buffers`` gives
+one argument of several runtimes of a kernel (one per layer) one host and device buffer, each runtime's a slice of
+it (a sub-buffer): one sync moves all of them.
 """
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -69,6 +71,46 @@ class RunResult:
         for s in self.streams:
             marks[s.stream] = max(marks.get(s.stream, 0), s.high_water)
         return marks
+
+
+@dataclass(frozen=True)
+class BufferPool:
+    """One host and device buffer holding the buffer of argument ``arg`` of each of ``runtimes`` in turn
+    (``pool_buffers``)."""
+
+    runtimes: tuple[Runtime, ...]
+    arg: MemoryArgument
+    handle: object  # the backend's buffer
+
+    @property
+    def total_bytes(self) -> int:
+        return len(self.runtimes) * self.arg.layout.total_bytes
+
+    def sync(self, direction: SyncDirection) -> None:
+        """Copy every runtime's buffer of the pool to (from) the device at once: one buffer sync."""
+        if direction not in ("to_device", "from_device"):
+            raise OptionError(f"sync direction must be 'to_device' or 'from_device', got {direction!r}")
+        self.runtimes[0]._sync_pool(self.handle, direction == "to_device")
+
+
+def pool_buffers(runtimes: Sequence[Runtime], name: str) -> BufferPool:
+    """The buffer of argument ``name`` (one buffer: not a scalar, not another's) of each of ``runtimes`` (one
+    kernel loaded several times, of one backend) becomes a slice of one buffer, in their order, as
+    ``xrt::bo(parent, size, offset)`` sub-buffers of one parent: zeroed, written and read as before, and synced
+    all at once by the pool (``BufferPool.sync``). Before any ``bind`` to them."""
+    first = runtimes[0]
+    owners = [a for a in first.arguments_named(name) if a.shares is None and not a.scalar]
+    if len(owners) != 1:
+        raise RuntimeBackendError(f"{name!r} names {len(owners)} buffers of kernel "
+                                  f"{first.interface.plan.kernel_name}; a pool needs exactly one")
+    if any(type(r) is not type(first) or r.interface.plan.kernel_name != first.interface.plan.kernel_name
+           for r in runtimes):
+        raise RuntimeBackendError(f"a pool of {owners[0].arg} needs runtimes of one kernel on one backend")
+    handle = first._make_pool(owners[0], len(runtimes))
+    for i, runtime in enumerate(runtimes):
+        runtime.allocate(owners[0].arg)
+        runtime._join_pool(owners[0], handle, i * owners[0].layout.total_bytes)
+    return BufferPool(tuple(runtimes), owners[0], handle)
 
 
 class Runtime(ABC):
@@ -230,3 +272,14 @@ class Runtime(ABC):
 
     @abstractmethod
     def _unbind(self, arg: MemoryArgument) -> None: ...
+
+    @abstractmethod
+    def _make_pool(self, arg: MemoryArgument, count: int) -> object:
+        """A zeroed host and device buffer of ``count`` buffers of ``arg``."""
+
+    @abstractmethod
+    def _join_pool(self, arg: MemoryArgument, pool: object, offset: int) -> None:
+        """``arg``'s host and device buffer become ``pool``'s from byte ``offset`` on."""
+
+    @abstractmethod
+    def _sync_pool(self, pool: object, to_device: bool) -> None: ...

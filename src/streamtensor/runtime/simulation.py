@@ -63,7 +63,7 @@ class SimulationBackend(Runtime):
         super().__init__()
         self.timeout_s = timeout_s
         self._executable = Path()
-        self._host: dict[str, bytearray] = {}
+        self._host: dict[str, bytearray | memoryview] = {}  # a memoryview: a slice of a pool's
         # Device buffers: owner -> (memory, byte offset). Runtimes bound to one buffer (``bind``) hold the same
         # bytearray, so what one kernel writes the other reads.
         self._device: dict[str, tuple[bytearray, int]] = {}
@@ -109,6 +109,23 @@ class SimulationBackend(Runtime):
 
     def _unbind(self, arg: MemoryArgument) -> None:
         self._device[arg.buffer] = (bytearray(arg.layout.total_bytes), 0)
+
+    def _make_pool(self, arg: MemoryArgument, count: int) -> object:
+        return bytearray(count * arg.layout.total_bytes), bytearray(count * arg.layout.total_bytes)
+
+    def _join_pool(self, arg: MemoryArgument, pool: object, offset: int) -> None:
+        assert isinstance(pool, tuple)
+        host, device = pool
+        self._host[arg.buffer] = memoryview(host)[offset:offset + arg.layout.total_bytes]
+        self._device[arg.buffer] = (device, offset)
+
+    def _sync_pool(self, pool: object, to_device: bool) -> None:
+        assert isinstance(pool, tuple)
+        host, device = pool
+        if to_device:
+            device[:] = host
+        else:
+            host[:] = device
 
     def _run(self) -> RunResult:
         kernel = self.interface.plan.kernel_name

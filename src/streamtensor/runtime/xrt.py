@@ -108,5 +108,21 @@ class XrtBackend(Runtime):
         del self._bos[arg.buffer]
         self._allocate(arg)
 
+    def _make_pool(self, arg: MemoryArgument, count: int) -> object:
+        size = count * arg.layout.total_bytes
+        bo = self._pyxrt.bo(self._device, size, self._pyxrt.bo.normal,
+                            self._kernel.group_id(self.arguments.index(arg)))
+        bo.write(bytes(size), 0)
+        return bo
+
+    def _join_pool(self, arg: MemoryArgument, pool: object, offset: int) -> None:
+        # A sub-buffer shares the parent's host and device memory: syncing the parent moves it.
+        self._bos[arg.buffer] = self._pyxrt.bo(pool, arg.layout.total_bytes, offset)
+
+    def _sync_pool(self, pool: object, to_device: bool) -> None:
+        directions = self._pyxrt.xclBOSyncDirection
+        pool.sync(directions.XCL_BO_SYNC_BO_TO_DEVICE if to_device  # type: ignore[attr-defined]
+                  else directions.XCL_BO_SYNC_BO_FROM_DEVICE)
+
     def _read(self, arg: MemoryArgument) -> bytes:
         return self._bos[arg.buffer].read(arg.layout.total_bytes, 0).tobytes()

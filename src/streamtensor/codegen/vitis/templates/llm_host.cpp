@@ -12,9 +12,10 @@
 // decode layer has its own resident KV-cache buffers: written once per generation by the prefill kernel in place
 // (kCachesInPlace: its keys or values output buffer is a sub-buffer at offset 0 of the cache buffer, where the
 // build found the packings equal over the prompt rows) or by the host from the prefill's keys and values read back
-// (kCachesCopied), then updated in place by the decode kernel (its row-write argument addresses the same buffer).
-// An int8 KV cache holds int8 codes (one byte per element): the prefill kernel returns its keys and values
-// quantized, and the host copies the codes. Activations stay on the device: every layer writes its own output buffers, and the next layer (the
+// (kCachesCopied: every layer's buffers of one kernel argument slices of one pool, synced once), then updated in
+// place by the decode kernel (its row-write argument addresses the same buffer). An int8 KV cache holds int8
+// codes (one byte per element): the prefill kernel returns its keys and values quantized, and the host copies the
+// codes. Activations stay on the device: every layer writes its own output buffers, and the next layer (the
 // head, after the last) reads the previous one's output buffer as its input where the build found their packed
 // layouts equal, per input buffer (an input read by DMAs of different packings has a buffer per packing):
 // kPrefillInPlace, kDecodeInPlace, kDecodeToHeadInPlace; the head reads the last prompt row of the last prefill
@@ -40,6 +41,7 @@
 #include <functional>
 #include <map>
 #include <random>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -112,20 +114,21 @@ class KernelRunner {
  public:
   KernelRunner(const xrt::device& device, const xrt::uuid& uuid, const KernelDesc& desc, const std::string& build,
                const std::vector<int>& layers)
-      : desc_(desc), device_(device), kernel_(device, uuid, desc.kernel) {
+      : desc_(desc), layers_(layers), device_(device), kernel_(device, uuid, desc.kernel) {
     const std::string root = build + "/" + desc.dir;
     for (std::size_t i = 0; i < desc.args.size(); ++i) {
       const Arg& a = desc.args[i];
       if (std::strcmp(a.role, "scalar") == 0 || a.shares >= 0) continue;  // a register, or another's buffer
-      if (std::strcmp(a.role, "kv_cache") == 0) {  // one resident cache buffer per layer
+      if (std::strcmp(a.role, "kv_cache") == 0) {  // one resident cache buffer per layer, slices of one pool
         maps_[a.arg] = read_map(build + "/host/maps/" + desc.name + "/" + a.arg + ".map");
-        for (int layer : layers) {
-          xrt::bo bo(device, a.bytes, kernel_.group_id(static_cast<int>(i)));
-          const std::vector<char> zeros(a.bytes, 0);  // XRT does not promise zeroed memory
-          bo.write(zeros.data(), a.bytes, 0);
-          bo.sync(XCL_BO_SYNC_BO_TO_DEVICE);
-          resident_[std::string(a.arg) + "@" + std::to_string(layer)] = bo;
+        xrt::bo pool(device, a.bytes * layers.size(), kernel_.group_id(static_cast<int>(i)));
+        const std::vector<char> zeros(pool.size(), 0);  // XRT does not promise zeroed memory
+        pool.write(zeros.data(), pool.size(), 0);
+        pool.sync(XCL_BO_SYNC_BO_TO_DEVICE);
+        for (std::size_t l = 0; l < layers.size(); ++l) {
+          resident_[std::string(a.arg) + "@" + std::to_string(layers[l])] = xrt::bo(pool, a.bytes, l * a.bytes);
         }
+        pools_[a.arg] = pool;
         continue;
       }
       const bool resident = std::strcmp(a.role, "weight") == 0 || std::strcmp(a.role, "constant") == 0;
@@ -149,19 +152,44 @@ class KernelRunner {
     }
   }
 
-  // Writes `layer`'s resident KV-cache buffers of tensor `cache` (each its view of the whole cache tensor `t`),
-  // once per generation.
+  // Writes `layer`'s resident KV-cache buffers of tensor `cache` (each its view of the whole cache tensor `t`) on
+  // the host, once per generation; `sync_cache` moves every layer's to the device.
   void fill_cache(const std::string& cache, const Tensor& t, int layer) {
-    int written = 0;
-    for (const Arg& a : desc_.args) {
-      if (cache != a.tensor || std::strcmp(a.role, "kv_cache") != 0 || a.shares >= 0) continue;
-      xrt::bo& bo = resident_.at(std::string(a.arg) + "@" + std::to_string(layer));
-      const std::vector<char> data = pack(a, t);
-      bo.write(data.data(), a.bytes, 0);
-      bo.sync(XCL_BO_SYNC_BO_TO_DEVICE);
-      ++written;
+    for (const Arg* a : cache_args(cache)) {
+      const std::vector<char> data = pack(*a, t);
+      resident_.at(std::string(a->arg) + "@" + std::to_string(layer)).write(data.data(), a->bytes, 0);
     }
-    if (written == 0) throw std::runtime_error("kernel " + std::string(desc_.kernel) + " has no KV cache " + cache);
+  }
+
+  // Syncs every layer's buffers of KV cache `cache` (tensor name) to the device: one sync per pool.
+  void sync_cache(const std::string& cache) {
+    for (const Arg* a : cache_args(cache)) pools_.at(a->arg).sync(XCL_BO_SYNC_BO_TO_DEVICE);
+  }
+
+  // `layer`'s resident buffer of the KV cache `cache` (tensor name, one buffer) as its pool and offset.
+  std::pair<const xrt::bo*, std::size_t> cache_slot(const std::string& cache, int layer) const {
+    const std::vector<const Arg*> args = cache_args(cache);
+    if (args.size() != 1) {
+      throw std::runtime_error("KV cache " + cache + " has " + std::to_string(args.size()) + " buffers");
+    }
+    return {&pools_.at(args[0]->arg), layer_index(layer) * args[0]->bytes};
+  }
+
+  // Every layer's buffer of output `output` (tensor name) becomes a slice of one pool, read back at once
+  // (`sync_output`).
+  void pool_output(const std::string& output) {
+    const std::string& arg = desc_.outputs.at(output);
+    const std::size_t bytes = arg_named(arg).bytes;
+    xrt::bo pool(device_, bytes * layers_.size(), group_.at(arg));
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      outputs_.insert_or_assign(arg + "@" + std::to_string(layers_[l]), xrt::bo(pool, bytes, l * bytes));
+    }
+    pools_[arg] = pool;
+  }
+
+  // Syncs every layer's buffer of the pooled output `output` back from the device: one sync.
+  void sync_output(const std::string& output) {
+    pools_.at(desc_.outputs.at(output)).sync(XCL_BO_SYNC_BO_FROM_DEVICE);
   }
 
   // Runs the kernel with `layer`'s weights and caches (-1: params/) on `inputs` (tensor name -> tensor), and waits
@@ -232,20 +260,11 @@ class KernelRunner {
   // The buffer `layer`'s runs write output `output` (tensor name) into.
   xrt::bo& output(const std::string& output, int layer) { return output_bo(desc_.outputs.at(output), layer); }
 
-  // `layer`'s runs write output `output` (tensor name) into `parent` from its first byte on (a sub-buffer).
-  void place_output(const std::string& output, int layer, const xrt::bo& parent) {
+  // `layer`'s runs write output `output` (tensor name) into `slot` (a buffer and a byte offset in it).
+  void place_output(const std::string& output, int layer, const std::pair<const xrt::bo*, std::size_t>& slot) {
     const std::string& arg = desc_.outputs.at(output);
-    outputs_.insert_or_assign(arg + "@" + std::to_string(layer), xrt::bo(parent, arg_named(arg).bytes, 0));
-  }
-
-  // `layer`'s resident buffer of the KV cache `cache` (tensor name).
-  const xrt::bo& cache_buffer(const std::string& cache, int layer) const {
-    for (const Arg& a : desc_.args) {
-      if (cache == a.tensor && std::strcmp(a.role, "kv_cache") == 0 && a.shares < 0) {
-        return resident_.at(std::string(a.arg) + "@" + std::to_string(layer));
-      }
-    }
-    throw std::runtime_error("kernel " + std::string(desc_.kernel) + " has no KV cache " + cache);
+    outputs_.insert_or_assign(arg + "@" + std::to_string(layer),
+                              xrt::bo(*slot.first, arg_named(arg).bytes, slot.second));
   }
 
   // How many buffers the activation input has (one per DMA packing of it, one per stripe).
@@ -257,11 +276,11 @@ class KernelRunner {
 
   std::size_t bytes(const std::string& arg) const { return arg_named(arg).bytes; }
 
-  // Output `output` of `layer`'s last run, synced back and unpacked.
-  Tensor read(const std::string& output, int layer) {
+  // Output `output` of `layer`'s last run, synced back (`sync`; else its pool was) and unpacked.
+  Tensor read(const std::string& output, int layer, bool sync = true) {
     const std::string& arg = desc_.outputs.at(output);
     xrt::bo& bo = output_bo(arg, layer);
-    bo.sync(XCL_BO_SYNC_BO_FROM_DEVICE);
+    if (sync) bo.sync(XCL_BO_SYNC_BO_FROM_DEVICE);
     std::vector<char> data(bo.size());
     bo.read(data.data(), bo.size(), 0);
     const std::vector<std::int32_t>& map = maps_.at(arg);
@@ -284,6 +303,23 @@ class KernelRunner {
   }
 
  private:
+  std::vector<const Arg*> cache_args(const std::string& cache) const {
+    std::vector<const Arg*> found;
+    for (const Arg& a : desc_.args) {
+      if (cache == a.tensor && std::strcmp(a.role, "kv_cache") == 0 && a.shares < 0) found.push_back(&a);
+    }
+    if (found.empty()) throw std::runtime_error("kernel " + std::string(desc_.kernel) + " has no KV cache " + cache);
+    return found;
+  }
+
+  std::size_t layer_index(int layer) const {
+    const auto found = std::find(layers_.begin(), layers_.end(), layer);
+    if (found == layers_.end()) {
+      throw std::runtime_error("kernel " + std::string(desc_.kernel) + " runs no layer " + std::to_string(layer));
+    }
+    return static_cast<std::size_t>(found - layers_.begin());
+  }
+
   const Arg& arg_named(const std::string& name) const {
     for (const Arg& a : desc_.args) {
       if (name == a.arg) return a;
@@ -318,12 +354,14 @@ class KernelRunner {
   }
 
   const KernelDesc& desc_;
+  std::vector<int> layers_;
   xrt::device device_;
   xrt::kernel kernel_;
   std::map<std::string, xrt::bo> bos_;
   std::map<std::string, xrt::bo> outputs_;  // per argument and layer
   std::map<std::string, xrt::memory_group> group_;
   std::map<std::string, xrt::bo> resident_;
+  std::map<std::string, xrt::bo> pools_;  // per argument: every layer's buffer of it (a KV cache, copied keys)
   std::map<std::string, std::vector<std::int32_t>> maps_;
 };
 
@@ -378,11 +416,11 @@ std::vector<T> place_rows(const std::vector<T>& rows, int count) {
 }
 
 // Layer `layer`'s KV caches the host copies: the first `count` rows of the prefill kernel's keys and values (read
-// back) placed in the cache tensor and written once into the decode kernel's resident buffers
-// (streamtensor.llm.generate.DeviceKvCache is its twin).
+// back: their pools synced) placed in the cache tensor and written into the decode kernel's resident buffers
+// (synced by their pools after; streamtensor.llm.generate.DeviceKvCache is its twin).
 void fill_caches(KernelRunner& decode, KernelRunner& prefill, int layer, int count) {
   for (const auto& [output, cache] : kCachesCopied[static_cast<std::size_t>(layer)]) {
-    const Tensor rows = prefill.read(output, layer);
+    const Tensor rows = prefill.read(output, layer, false);
     Tensor full;
     full.f = place_rows(rows.f, count);
     full.q = place_rows(rows.q, count);
@@ -444,9 +482,16 @@ int main(int argc, char** argv) {
     const xrt::uuid uuid = device.load_xclbin(argv[1]);
     std::vector<KernelRunner> kernels;
     for (std::size_t k = 0; k < kNumKernels; ++k) kernels.emplace_back(device, uuid, kKernels[k], build, kKernelLayers[k]);
+    // The keys and values the host copies: per prefill kernel and output, and per decode kernel and cache, every
+    // layer's buffer a slice of one pool, synced once (llm.perf.RunModel.kv_read_back, cache_fill).
+    std::set<std::pair<int, std::string>> copied_outputs, copied_caches;
     for (int layer = 0; layer < kLayers; ++layer) {
+      for (const auto& [output, cache] : kCachesCopied[static_cast<std::size_t>(layer)]) {
+        if (copied_outputs.insert({kPrefill[layer], output}).second) kernels[kPrefill[layer]].pool_output(output);
+        copied_caches.insert({kDecode[layer], cache});
+      }
       for (const auto& [output, cache] : kCachesInPlace[static_cast<std::size_t>(layer)]) {
-        kernels[kPrefill[layer]].place_output(output, layer, kernels[kDecode[layer]].cache_buffer(cache, layer));
+        kernels[kPrefill[layer]].place_output(output, layer, kernels[kDecode[layer]].cache_slot(cache, layer));
       }
     }
     using clock = std::chrono::steady_clock;
@@ -459,10 +504,9 @@ int main(int argc, char** argv) {
     std::copy(first.begin(), first.end(), hidden.f.begin());
     // Runs `chain` (kernel per layer) on `input`, written once: each layer reads the previous layer's output
     // buffer where `in_place` says so, else the host hands the hidden state over; a layer marked in `queued` is
-    // started behind the previous one without waiting for it. `after(layer)` runs once every layer is done.
+    // started behind the previous one without waiting for it.
     auto run_layers = [&](const int* chain, const std::vector<std::vector<std::string>>& in_place,
-                          const std::vector<bool>& queued, std::map<std::string, Tensor> input,
-                          const std::function<void(int)>& after) {
+                          const std::vector<bool>& queued, std::map<std::string, Tensor> input) {
       std::vector<std::pair<KernelRunner*, xrt::run>> pending;
       for (int layer = 0; layer < kLayers; ++layer) {
         KernelRunner& kernel = kernels[chain[layer]];
@@ -480,17 +524,19 @@ int main(int argc, char** argv) {
           pending.clear();
         }
       }
-      for (int layer = 0; layer < kLayers; ++layer) after(layer);
     };
-    run_layers(kPrefill, kPrefillInPlace, kPrefillQueued, {{"hidden", hidden}}, [&](int layer) {
+    run_layers(kPrefill, kPrefillInPlace, kPrefillQueued, {{"hidden", hidden}});
+    for (const auto& [kernel, output] : copied_outputs) kernels[kernel].sync_output(output);
+    for (int layer = 0; layer < kLayers; ++layer) {
       fill_caches(kernels[kDecode[layer]], kernels[kPrefill[layer]], layer, prefilled);
-    });
+    }
+    for (const auto& [kernel, cache] : copied_caches) kernels[kernel].sync_cache(cache);
     auto decode_layers = [&](int token, int position) {
       Tensor h;
       h.f = embed(tokens, positions, {token}, position);
       Tensor pos;
       pos.i = {position};
-      run_layers(kDecode, kDecodeInPlace, kDecodeQueued, {{"hidden", h}, {"position", pos}}, [](int) {});
+      run_layers(kDecode, kDecodeInPlace, kDecodeQueued, {{"hidden", h}, {"position", pos}});
     };
     for (int position = prefilled; position < n; ++position) decode_layers(prompt[position], position);
     // The head on the last layer's output (row >= 0: that row of the last prefill layer's), its logits read back.
