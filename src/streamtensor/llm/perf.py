@@ -209,13 +209,13 @@ class Invocation:
     to_device_bytes: int  # activation buffers the host writes per run (weights and the KV cache stay resident)
     to_device_buffers: int
     registers: int  # scalar arguments written with the launch (the decode position)
-    from_device_bytes: int  # results the host reads back per run (the in-place cache update stays on the device)
-    from_device_buffers: int
+    # every output the host may read back (the in-place cache update stays on the device): the first where the next
+    # kernel cannot read it in place, a prefill's keys and values once per generation where it copies them
+    from_device_bytes: int
     hbm_bytes: int  # bytes the kernel's DMAs move over HBM per run (repeat passes included), KV cache excluded
     work: int  # multiply-accumulate work items of its reductions (points of kernels with a reduction loop)
     cache_hbm_bytes: list[int] = field(default_factory=list)  # KV-cache DMA bytes per run at position 0, 1, ...
     cache_fill_bytes: int = 0  # the resident cache buffers, written once per generation after the prefill
-    cache_fill_buffers: int = 0
     out_bytes: int = 0  # of from_device_bytes: the first output (hidden state, logits), which the next kernel reads
     input_bytes: dict[str, int] = field(default_factory=dict)  # per buffer of the activation input: its bytes
     output_bytes: dict[str, int] = field(default_factory=dict)  # per output tensor the host may read: its bytes
@@ -245,8 +245,8 @@ class Invocation:
         work = sum(math.prod(lt.size for lt in n.loops) for n in graph.nodes.values()
                    if isinstance(n, KernelNode) and any(lt.reduction for lt in n.loops))
         return cls(cycles, sum(a.layout.total_bytes for a in ins), len(ins),
-                   sum(1 for a in arguments if a.scalar), sum(a.layout.total_bytes for a in outs), len(outs), fixed,
-                   work, per_position, sum(a.layout.total_bytes for a in owners), len(owners),
+                   sum(1 for a in arguments if a.scalar), sum(a.layout.total_bytes for a in outs), fixed,
+                   work, per_position, sum(a.layout.total_bytes for a in owners),
                    output_argument(arguments, graph).layout.total_bytes,
                    {a.arg: a.layout.total_bytes for a in input_owners(arguments)},
                    {a.name: a.layout.total_bytes for a in outs},
