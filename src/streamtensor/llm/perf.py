@@ -47,7 +47,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from itertools import pairwise
 from typing import Any
 
@@ -55,6 +56,7 @@ import numpy as np
 
 from streamtensor.analysis.timing_model import cache_dma_bytes
 from streamtensor.codegen.vitis.llm_host import chain_key, slot_map
+from streamtensor.errors import StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode, KernelNode
 from streamtensor.kernel_interface import MemoryArgument
 from streamtensor.target import Target
@@ -321,6 +323,13 @@ class RunModel:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunModel:
+        for kind, given in ((cls, [data]), (Invocation, list(data["invocations"].values()))):
+            known = {f.name for f in dataclass_fields(kind)}
+            needed = {f.name for f in dataclass_fields(kind) if f.default is MISSING and f.default_factory is MISSING}
+            odd = sorted(set().union(*(set(g) ^ known for g in given)) - (known - needed))
+            if odd:
+                raise StreamTensorError(f"the build's run model does not match this streamtensor's {kind.__name__} "
+                                        f"({', '.join(odd)}): rebuild it")
         fields = dict(data)
         fields["invocations"] = {k: Invocation(**v) for k, v in data["invocations"].items()}
         fields["position_points"] = {k: [tuple(p) for p in v] for k, v in data.get("position_points", {}).items()}
