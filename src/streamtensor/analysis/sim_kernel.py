@@ -32,14 +32,12 @@ POS = 2**62  # time of an event not computed (yet) (timing_sim._POS)
 
 
 @numba.njit(cache=True, nogil=True)
-def execute(order: np.ndarray, nb_off: np.ndarray, nb_idx: np.ndarray, horizon: int,
-            ev_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray, is_write: np.ndarray, has_rel: bool,
-            rel: np.ndarray,
-            in_off: np.ndarray, in_idx: np.ndarray, out_off: np.ndarray, out_idx: np.ndarray,
-            tok_off: np.ndarray, wpos: np.ndarray, rpos: np.ndarray, depth: np.ndarray, raw: np.ndarray,
-            firing: np.ndarray, issue: np.ndarray, complete: np.ndarray, wt: np.ndarray, rt: np.ndarray,
-            known_w: np.ndarray, known_r: np.ndarray, next_ev: np.ndarray, slip: np.ndarray, stall_in: np.ndarray,
-            stall_out: np.ndarray) -> bool:
+def execute(order: np.ndarray, horizon: int, fire_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray,
+            has_rel: bool, rel: np.ndarray, in_off: np.ndarray, in_idx: np.ndarray, out_off: np.ndarray,
+            out_idx: np.ndarray, src: np.ndarray, tgt: np.ndarray, tok_off: np.ndarray, wfir: np.ndarray,
+            rfir: np.ndarray, depth: np.ndarray, raw: np.ndarray, issue: np.ndarray, complete: np.ndarray,
+            wt: np.ndarray, rt: np.ndarray, known_w: np.ndarray, known_r: np.ndarray, reads_done: np.ndarray,
+            writes_done: np.ndarray, slip: np.ndarray, stall_in: np.ndarray, stall_out: np.ndarray) -> bool:
     """Advance processes (a FIFO work queue, in ``order`` first) until none can; False as soon as an event
     happens after ``horizon``. The state reached does not depend on the visiting order: every event is
     computed once, from dependencies that are final when it is.
@@ -54,119 +52,134 @@ def execute(order: np.ndarray, nb_off: np.ndarray, nb_idx: np.ndarray, horizon: 
     reference count increment and decrement, even when it inlines the helper, and with the few events per visit
     that small FIFOs allow those atomics took three quarters of the time."""
     nproc = order.shape[0]
+    nstr = depth.shape[0]
     queue = order.copy()
-    queued = np.ones(nproc, dtype=np.bool_)
     head = 0
     count = nproc
+    # What a blocked process waits for: the reader of s, the write of token need_w[s]; the writer of s, the read
+    # of token need_r[s] (POS: nothing).
+    need_w = np.full(nstr, POS, dtype=np.int64)
+    need_r = np.full(nstr, POS, dtype=np.int64)
     while count > 0:
         p = queue[head]
         head += 1
         if head == nproc:
             head = 0
         count -= 1
-        queued[p] = False
-        base = ev_off[p]
-        fbase = base // 2  # firings of p: fbase .. fbase + end / 2 in issue / complete
-        end = ev_off[p + 1] - base
-        j = next_ev[p]
-        start = j
+        fbase = fire_off[p]
+        n = fire_off[p + 1] - fbase
+        f = reads_done[p]
+        g = writes_done[p]
+        start = f + g
         sl = slip[p]
         iip = ii[p]
         dp = pdepth[p]
+        t = NEG
         o0, o1, i0, i1 = out_off[p], out_off[p + 1], in_off[p], in_off[p + 1]
-        while j < end:
-            e = base + j
-            dep = rel[e] if has_rel else NEG
-            fe = firing[e]
-            blocked = False
-            if is_write[e]:
-                st = fe * iip + dp  # static time of the event (not stored: memory traffic is the cost here)
-                for i in range(o0, o1):
-                    s = out_idx[i]
-                    d = depth[s]
+        while g < n:
+            rs = f * iip
+            ws = g * iip + dp
+            if f < n and (rs < ws or (rs == ws and f <= g)):  # the read of firing f comes next
+                dep = rel[fbase + f] if has_rel else NEG
+                blocked = False
+                for i in range(i0, i1):
+                    s = in_idx[i]
                     t0 = tok_off[s]
-                    n = tok_off[s + 1] - t0
-                    k = known_w[s]
-                    while k < n and wpos[t0 + k] == j:
-                        if d > 0 and k >= d:
-                            if k - d >= known_r[s]:
-                                blocked = True  # the read that frees the slot has not happened yet
-                                break
-                            v = rt[t0 + s + 1 + k - d] + 1
-                            if v > dep:
-                                dep = v
+                    m = tok_off[s + 1] - t0
+                    k = known_r[s]
+                    last = -1
+                    while k < m and rfir[t0 + k] == f:
+                        last = k
                         k += 1
-                    if blocked:
-                        break
+                    if last >= 0:
+                        if last >= known_w[s]:
+                            need_w[s] = last  # a token it reads is not written yet
+                            blocked = True
+                            break
+                        v = wt[t0 + s + 1 + last] + raw[s]  # write times rise with the token: the last one binds
+                        if v > dep:
+                            dep = v
                 if blocked:
                     break
-                grown = dep - st - sl
+                grown = dep - rs - sl
                 if grown > 0:
                     sl += grown
-                    stall_out[p] += grown
-                t = st + sl
-                complete[fbase + fe] = t
-                for i in range(o0, o1):  # publish the write times (inline, as the read times below: a numba helper call
-                    # refcounts its array arguments, most of a simulation's time)
-                    s = out_idx[i]
+                    stall_in[p] += grown
+                t = rs + sl
+                issue[fbase + f] = t
+                for i in range(i0, i1):  # publish the read times of the tokens it reads
+                    s = in_idx[i]
                     t0 = tok_off[s]
-                    n = tok_off[s + 1] - t0
-                    k = known_w[s]
-                    while k < n and wpos[t0 + k] == j:
-                        wt[t0 + s + 1 + k] = t
+                    m = tok_off[s + 1] - t0
+                    k = known_r[s]
+                    while k < m and rfir[t0 + k] == f:
+                        rt[t0 + s + 1 + k] = t
                         k += 1
-                    known_w[s] = k
-                j += 1
+                    known_r[s] = k
+                f += 1
                 continue
-            for i in range(i0, i1):
-                s = in_idx[i]
+            dep = NEG
+            blocked = False
+            for i in range(o0, o1):
+                s = out_idx[i]
+                d = depth[s]
                 t0 = tok_off[s]
-                n = tok_off[s + 1] - t0
-                k = known_r[s]
-                last = -1
-                while k < n and rpos[t0 + k] == j:
-                    last = k
+                m = tok_off[s + 1] - t0
+                k = known_w[s]
+                while k < m and wfir[t0 + k] == g:
+                    if d > 0 and k >= d:
+                        if k - d >= known_r[s]:
+                            need_r[s] = k - d  # the read that frees the slot has not happened yet
+                            blocked = True
+                            break
+                        v = rt[t0 + s + 1 + k - d] + 1
+                        if v > dep:
+                            dep = v
                     k += 1
-                if last >= 0:
-                    if last >= known_w[s]:
-                        blocked = True  # a token it reads is not written yet
-                        break
-                    v = wt[t0 + s + 1 + last] + raw[s]  # write times rise with the token: the last one binds
-                    if v > dep:
-                        dep = v
+                if blocked:
+                    break
             if blocked:
                 break
-            grown = dep - fe * iip - sl
+            grown = dep - ws - sl
             if grown > 0:
                 sl += grown
-                stall_in[p] += grown
-            t = fe * iip + sl
-            issue[fbase + fe] = t
-            for i in range(i0, i1):  # publish the read times of the tokens it reads
-                s = in_idx[i]
+                stall_out[p] += grown
+            t = ws + sl
+            complete[fbase + g] = t
+            for i in range(o0, o1):  # publish the write times
+                s = out_idx[i]
                 t0 = tok_off[s]
-                n = tok_off[s + 1] - t0
-                k = known_r[s]
-                while k < n and rpos[t0 + k] == j:
-                    rt[t0 + s + 1 + k] = t
+                m = tok_off[s + 1] - t0
+                k = known_w[s]
+                while k < m and wfir[t0 + k] == g:
+                    wt[t0 + s + 1 + k] = t
                     k += 1
-                known_r[s] = k
-            j += 1
-        next_ev[p] = j
+                known_w[s] = k
+            g += 1
+        reads_done[p] = f
+        writes_done[p] = g
         slip[p] = sl
-        if j == start:
+        if f + g == start:
             continue
-        e = base + j - 1  # its last event so far, the latest
-        if firing[e] * iip + (dp if is_write[e] else 0) + sl > horizon:
+        if t > horizon:  # its last event so far, the latest
             return False
-        for i in range(nb_off[p], nb_off[p + 1]):
-            q = nb_idx[i]
-            if not queued[q]:
-                queued[q] = True
+        for i in range(o0, o1):  # wake the readers whose token came, the writers whose slot was freed
+            s = out_idx[i]
+            if known_w[s] > need_w[s]:
+                need_w[s] = POS
                 tail = head + count
                 if tail >= nproc:
                     tail -= nproc
-                queue[tail] = q
+                queue[tail] = tgt[s]
+                count += 1
+        for i in range(i0, i1):
+            s = in_idx[i]
+            if known_r[s] > need_r[s]:
+                need_r[s] = POS
+                tail = head + count
+                if tail >= nproc:
+                    tail -= nproc
+                queue[tail] = src[s]
                 count += 1
     return True
 

@@ -221,21 +221,19 @@ class _PyTables:
 class _Packed:
     """The compiled engine's flat tables (layout: :mod:`.sim_kernel`)."""
 
-    ev_off: np.ndarray
+    fire_off: np.ndarray
     ii: np.ndarray
     depth: np.ndarray
-    firing: np.ndarray
-    is_write: np.ndarray
     in_off: np.ndarray
     in_idx: np.ndarray
     out_off: np.ndarray
     out_idx: np.ndarray
-    nb_off: np.ndarray
-    nb_idx: np.ndarray
+    src: np.ndarray
+    tgt: np.ndarray
     order: np.ndarray
     tok_off: np.ndarray
-    wpos: np.ndarray
-    rpos: np.ndarray
+    wfir: np.ndarray
+    rfir: np.ndarray
 
 
 def _csr(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -288,26 +286,16 @@ class _Compiled:
 
     @cached_property
     def packed(self) -> _Packed:
-        ev_off = self.ev_off
         tok_off = np.zeros(len(self.tokens) + 1, dtype=np.int64)
         tok_off[1:] = np.cumsum(self.tokens)
         in_off, in_idx = _csr(self.ins)
         out_off, out_idx = _csr(self.outs)
-        nb_off, nb_idx = _csr(self.neighbors)
         return _Packed(
-            # The traces are views into flat arrays already: their bases.
-            ev_off=ev_off, ii=self.ii, depth=self.depth, firing=self._base([t.firing for t in self.traces]),
-            is_write=self._base(self.is_write), in_off=in_off, in_idx=in_idx,
-            out_off=out_off, out_idx=out_idx, nb_off=nb_off, nb_idx=nb_idx,
-            order=np.array(self.order, dtype=np.int64), tok_off=tok_off, wpos=_flat(self.wpos),
-            rpos=_flat(self.rpos),
+            fire_off=self.ev_off // 2, ii=self.ii, depth=self.depth, in_off=in_off, in_idx=in_idx,
+            out_off=out_off, out_idx=out_idx, src=np.array(self.src, dtype=np.int64),
+            tgt=np.array(self.tgt, dtype=np.int64), order=np.array(self.order, dtype=np.int64), tok_off=tok_off,
+            wfir=_flat(self.write_firing), rfir=_flat(self.read_firing),
         )
-
-    def _base(self, views: list[np.ndarray]) -> np.ndarray:
-        """The flat array of ``_merged_traces`` that the per-process ``views`` slice."""
-        base = views[0].base if views else None
-        assert base is not None and base.shape == (int(self.ev_off[-1]),)
-        return base
 
     def _dataflow_order(self) -> list[int]:
         """Topological order (Kahn) where one exists, remaining processes appended: with unbounded FIFOs an
@@ -427,12 +415,13 @@ class _CompiledRun(_State):
         self.c = c
         self.fifo_depth = depths
         pk = c.packed
+        nfire = int(pk.fire_off[-1])
         self.rel = None  # no process has release times
         if any(r is not None for r in release):
-            self.rel = np.full(int(pk.ev_off[-1]), _NEG, dtype=np.int64)
-            for p, (t, r) in enumerate(zip(c.traces, release, strict=True)):
+            self.rel = np.full(nfire, _NEG, dtype=np.int64)
+            for p, r in enumerate(release):
                 if r is not None:
-                    self.rel[pk.ev_off[p] : pk.ev_off[p + 1]] = np.where(t.is_write, _NEG, r[t.firing])
+                    self.rel[pk.fire_off[p] : pk.fire_off[p + 1]] = r
         self.depth = np.array([d or 0 for d in depths], dtype=np.int64)
         self.raw = np.array([raw_latency(c.width[s], d, c.srl_max_bits) for s, d in enumerate(depths)],
                             dtype=np.int64)
@@ -444,11 +433,13 @@ class _CompiledRun(_State):
         self.wt = [self.wt_flat[pad[s] : pad[s + 1]] for s in range(nstr)]
         self.rt = [self.rt_flat[pad[s] : pad[s + 1]] for s in range(nstr)]
         # Firing times: -1 written after the run where an event was never reached (firing_times).
-        self.issue = np.empty(int(pk.ev_off[-1]) // 2, dtype=np.int64)
-        self.complete = np.empty(int(pk.ev_off[-1]) // 2, dtype=np.int64)
+        self.issue = np.empty(nfire, dtype=np.int64)
+        self.complete = np.empty(nfire, dtype=np.int64)
         self.known_w = np.zeros(nstr, dtype=np.int64)
         self.known_r = np.zeros(nstr, dtype=np.int64)
-        self.next_ev = np.zeros(nproc, dtype=np.int64)
+        self.reads_done = np.zeros(nproc, dtype=np.int64)
+        self.writes_done = np.zeros(nproc, dtype=np.int64)
+        self.next_ev = self.reads_done  # per process: reads_done + writes_done, once executed
         self.slip = np.zeros(nproc, dtype=np.int64)
         self.stall_in = np.zeros(nproc, dtype=np.int64)
         self.stall_out = np.zeros(nproc, dtype=np.int64)
@@ -456,21 +447,20 @@ class _CompiledRun(_State):
     def execute(self, horizon: int | None) -> bool:
         """Run until nothing can advance. False as soon as an event happens after ``horizon``."""
         pk = self.c.packed
-        return bool(sim_kernel.execute(
-            pk.order, pk.nb_off, pk.nb_idx, _POS if horizon is None else horizon, pk.ev_off, pk.ii, pk.depth,
-            pk.is_write, self.rel is not None, _NO_RELEASE if self.rel is None else self.rel, pk.in_off, pk.in_idx,
-            pk.out_off, pk.out_idx, pk.tok_off, pk.wpos, pk.rpos,
-            self.depth, self.raw, pk.firing, self.issue, self.complete, self.wt_flat, self.rt_flat, self.known_w,
-            self.known_r, self.next_ev, self.slip, self.stall_in, self.stall_out))
+        done = bool(sim_kernel.execute(
+            pk.order, _POS if horizon is None else horizon, pk.fire_off, pk.ii, pk.depth, self.rel is not None,
+            _NO_RELEASE if self.rel is None else self.rel, pk.in_off, pk.in_idx, pk.out_off, pk.out_idx, pk.src,
+            pk.tgt, pk.tok_off, pk.wfir, pk.rfir, self.depth, self.raw, self.issue, self.complete, self.wt_flat,
+            self.rt_flat, self.known_w, self.known_r, self.reads_done, self.writes_done, self.slip, self.stall_in,
+            self.stall_out))
+        self.next_ev = self.reads_done + self.writes_done
+        return done
 
     def firing_times(self, p: int) -> FiringTimes:
         a, b = int(self.c.ev_off[p]) // 2, int(self.c.ev_off[p + 1]) // 2
         issue, complete = self.issue[a:b], self.complete[a:b]
-        done = int(self.next_ev[p])
-        if done < self.c.nev[p]:  # the events from trace position ``done`` on never happened
-            tr = self.c.traces[p]
-            issue[np.searchsorted(tr.read_pos, done) :] = -1
-            complete[np.searchsorted(tr.write_pos, done) :] = -1
+        issue[self.reads_done[p] :] = -1  # the events never reached
+        complete[self.writes_done[p] :] = -1
         return FiringTimes(issue=issue, complete=complete)
 
 
