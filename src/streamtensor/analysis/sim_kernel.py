@@ -60,6 +60,24 @@ def execute(order: np.ndarray, horizon: int, fire_off: np.ndarray, ii: np.ndarra
     # of token need_r[s] (POS: nothing).
     need_w = np.full(nstr, POS, dtype=np.int64)
     need_r = np.full(nstr, POS, dtype=np.int64)
+    next_rf = np.empty(nproc, dtype=np.int64)
+    next_wf = np.empty(nproc, dtype=np.int64)
+    for p in range(nproc):
+        n = fire_off[p + 1] - fire_off[p]
+        rf = n
+        for i in range(in_off[p], in_off[p + 1]):
+            s = in_idx[i]
+            k = tok_off[s] + known_r[s]
+            if k < tok_off[s + 1] and rfir[k] < rf:
+                rf = rfir[k]
+        wf = n
+        for i in range(out_off[p], out_off[p + 1]):
+            s = out_idx[i]
+            k = tok_off[s] + known_w[s]
+            if k < tok_off[s + 1] and wfir[k] < wf:
+                wf = wfir[k]
+        next_rf[p] = rf
+        next_wf[p] = wf
     while count > 0:
         p = queue[head]
         head += 1
@@ -76,87 +94,105 @@ def execute(order: np.ndarray, horizon: int, fire_off: np.ndarray, ii: np.ndarra
         dp = pdepth[p]
         t = NEG
         o0, o1, i0, i1 = out_off[p], out_off[p + 1], in_off[p], in_off[p + 1]
+        # The next firing whose read moves a token (rf) and whose write does (wf): the events before them have no
+        # dependency but a release, and skip the streams.
+        rf = next_rf[p]
+        wf = next_wf[p]
         while g < n:
             rs = f * iip
             ws = g * iip + dp
             if f < n and (rs < ws or (rs == ws and f <= g)):  # the read of firing f comes next
                 dep = rel[fbase + f] if has_rel else NEG
-                blocked = False
-                for i in range(i0, i1):
-                    s = in_idx[i]
-                    t0 = tok_off[s]
-                    m = tok_off[s + 1] - t0
-                    k = known_r[s]
-                    last = -1
-                    while k < m and rfir[t0 + k] == f:
-                        last = k
-                        k += 1
-                    if last >= 0:
-                        if last >= known_w[s]:
-                            need_w[s] = last  # a token it reads is not written yet
-                            blocked = True
-                            break
-                        v = wt[t0 + s + 1 + last] + raw[s]  # write times rise with the token: the last one binds
-                        if v > dep:
-                            dep = v
-                if blocked:
-                    break
+                if f == rf:
+                    blocked = False
+                    for i in range(i0, i1):
+                        s = in_idx[i]
+                        t0 = tok_off[s]
+                        m = tok_off[s + 1] - t0
+                        k = known_r[s]
+                        last = -1
+                        while k < m and rfir[t0 + k] == f:
+                            last = k
+                            k += 1
+                        if last >= 0:
+                            if last >= known_w[s]:
+                                need_w[s] = last  # a token it reads is not written yet
+                                blocked = True
+                                break
+                            v = wt[t0 + s + 1 + last] + raw[s]  # write times rise with the token: the last binds
+                            if v > dep:
+                                dep = v
+                    if blocked:
+                        break
                 grown = dep - rs - sl
                 if grown > 0:
                     sl += grown
                     stall_in[p] += grown
                 t = rs + sl
                 issue[fbase + f] = t
-                for i in range(i0, i1):  # publish the read times of the tokens it reads
-                    s = in_idx[i]
-                    t0 = tok_off[s]
-                    m = tok_off[s + 1] - t0
-                    k = known_r[s]
-                    while k < m and rfir[t0 + k] == f:
-                        rt[t0 + s + 1 + k] = t
-                        k += 1
-                    known_r[s] = k
+                if f == rf:
+                    rf = n
+                    for i in range(i0, i1):  # publish the read times of the tokens it reads
+                        s = in_idx[i]
+                        t0 = tok_off[s]
+                        m = tok_off[s + 1] - t0
+                        k = known_r[s]
+                        while k < m and rfir[t0 + k] == f:
+                            rt[t0 + s + 1 + k] = t
+                            k += 1
+                        known_r[s] = k
+                        if k < m and rfir[t0 + k] < rf:
+                            rf = rfir[t0 + k]
                 f += 1
                 continue
-            dep = NEG
-            blocked = False
-            for i in range(o0, o1):
-                s = out_idx[i]
-                d = depth[s]
-                t0 = tok_off[s]
-                m = tok_off[s + 1] - t0
-                k = known_w[s]
-                while k < m and wfir[t0 + k] == g:
-                    if d > 0 and k >= d:
-                        if k - d >= known_r[s]:
-                            need_r[s] = k - d  # the read that frees the slot has not happened yet
-                            blocked = True
-                            break
-                        v = rt[t0 + s + 1 + k - d] + 1
-                        if v > dep:
-                            dep = v
-                    k += 1
+            if g == wf:
+                dep = NEG
+                blocked = False
+                for i in range(o0, o1):
+                    s = out_idx[i]
+                    d = depth[s]
+                    t0 = tok_off[s]
+                    m = tok_off[s + 1] - t0
+                    k = known_w[s]
+                    while k < m and wfir[t0 + k] == g:
+                        if d > 0 and k >= d:
+                            if k - d >= known_r[s]:
+                                need_r[s] = k - d  # the read that frees the slot has not happened yet
+                                blocked = True
+                                break
+                            v = rt[t0 + s + 1 + k - d] + 1
+                            if v > dep:
+                                dep = v
+                        k += 1
+                    if blocked:
+                        break
                 if blocked:
                     break
-            if blocked:
-                break
-            grown = dep - ws - sl
-            if grown > 0:
-                sl += grown
-                stall_out[p] += grown
-            t = ws + sl
-            complete[fbase + g] = t
-            for i in range(o0, o1):  # publish the write times
-                s = out_idx[i]
-                t0 = tok_off[s]
-                m = tok_off[s + 1] - t0
-                k = known_w[s]
-                while k < m and wfir[t0 + k] == g:
-                    wt[t0 + s + 1 + k] = t
-                    k += 1
-                known_w[s] = k
+                grown = dep - ws - sl
+                if grown > 0:
+                    sl += grown
+                    stall_out[p] += grown
+                t = ws + sl
+                complete[fbase + g] = t
+                wf = n
+                for i in range(o0, o1):  # publish the write times
+                    s = out_idx[i]
+                    t0 = tok_off[s]
+                    m = tok_off[s + 1] - t0
+                    k = known_w[s]
+                    while k < m and wfir[t0 + k] == g:
+                        wt[t0 + s + 1 + k] = t
+                        k += 1
+                    known_w[s] = k
+                    if k < m and wfir[t0 + k] < wf:
+                        wf = wfir[t0 + k]
+            else:
+                t = ws + sl
+                complete[fbase + g] = t
             g += 1
         reads_done[p] = f
+        next_rf[p] = rf
+        next_wf[p] = wf
         writes_done[p] = g
         slip[p] = sl
         if f + g == start:
