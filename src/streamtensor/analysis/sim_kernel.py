@@ -9,16 +9,15 @@ the oracle: the tests compare both on every result field.
 
 Layout (flat int64 arrays, built once per network by ``timing_sim._Compiled.packed``):
 
-* per process p: its ``ii`` and pipeline depth ``pdepth``; its trace events ``ev_off[p] .. ev_off[p+1]`` of
-  ``firing`` and ``is_write`` (an event's static time is ``firing * ii``, plus ``pdepth`` for a write) and, per
-  run where ``has_rel``, ``rel`` (release time of a read event, ``NEG`` elsewhere); its firings ``ev_off[p] / 2 ..
-  ev_off[p+1] / 2`` of the results ``issue`` / ``complete`` (times of each firing's read / write event, -1
-  where never reached); its input / output stream ids
-  ``in_idx[in_off[p]:in_off[p+1]]`` / ``out_idx[...]``; its neighbours ``nb_idx[nb_off[p]:nb_off[p+1]]``;
-* per stream s: its tokens ``tok_off[s] .. tok_off[s+1]`` of ``wpos`` / ``rpos`` (trace position, local to the
-  writer / reader, of the event that writes / reads the token), and the padded token times ``wt`` / ``rt`` at
-  ``tok_off[s] + s``: index k + 1 of a stream's segment is token k (the Python engine's layout, so both share
-  the result code; index 0 is never read here, and a token's time only once it is known);
+* per process p: its ``ii`` and pipeline depth ``pdepth``; its firings ``fire_off[p] .. fire_off[p+1]`` of the
+  results ``issue`` / ``complete`` (times of each firing's read / write event, -1 where never reached) and, per
+  run where ``has_rel``, ``rel`` (release time of each firing's read); its input / output stream ids
+  ``in_idx[in_off[p]:in_off[p+1]]`` / ``out_idx[...]``. Its trace is not stored: the kernel walks it from the
+  firings read and written so far (``reads_done`` / ``writes_done``), in ``merge_traces``'s order;
+* per stream s: its writer / reader ``src[s]`` / ``tgt[s]``; its tokens ``tok_off[s] .. tok_off[s+1]`` of
+  ``wfir`` / ``rfir`` (the firing whose write / read event moves the token), and the padded token times ``wt`` /
+  ``rt`` at ``tok_off[s] + s``: index k + 1 of a stream's segment is token k (the Python engine's layout, so both
+  share the result code; index 0 is never read here, and a token's time only once it is known);
 * per run: ``depth[s]`` (0: unbounded) and ``raw[s]``, the FIFO read latency.
 """
 
@@ -42,11 +41,20 @@ def execute(order: np.ndarray, horizon: int, fire_off: np.ndarray, ii: np.ndarra
     happens after ``horizon``. The state reached does not depend on the visiting order: every event is
     computed once, from dependencies that are final when it is.
 
-    Advancing p computes its events from ``next_ev[p]`` on while their dependencies are known. Event j (static
-    time s_j): t_j = max(t_{j-1} + s_j - s_{j-1}, dep_j), i.e. the slip t - s grows by dep_j - s_j - slip where
-    that is positive (a stall, charged to input-empty at a read, output-full at a write). A read's dep: every
-    token it reads written + raw; a write's: for every token k it writes with k >= D, the read of token
-    k - D + 1. Each event then publishes its time to the tokens it moves and advances their known prefix.
+    Advancing p computes its events from the read of firing ``reads_done[p]`` / the write of ``writes_done[p]``
+    on, in trace order, while their dependencies are known. Event j (static time s_j): t_j = max(t_{j-1} + s_j -
+    s_{j-1}, dep_j), i.e. the slip t - s grows by dep_j - s_j - slip where that is positive (a stall, charged to
+    input-empty at a read, output-full at a write). A read's dep: its release, and every token it reads written
+    + raw; a write's: for every token k it writes with k >= D, the read of token k - D, + 1. Each event then
+    publishes its time to the tokens it moves and advances their known prefix. An event that moves no token
+    (before the next read firing ``rf`` / write firing ``wf`` that does) skips the streams.
+
+    Wake-ups are exact (issue 21: with small FIFOs a visit moves a token or two, and waking every neighbour after
+    each cost a visit in four that advanced nothing): a process that stops records the one token it waits for,
+    as ``need_w[s]`` (the reader of s: that token's write) or ``need_r[s]`` (the writer of s: the read that frees
+    its slot), and the visit that makes it known queues that process. Each process is therefore queued, running,
+    waiting for one token, or finished, and the queue never holds it twice. Nothing is lost: what it waits for
+    was unknown when it stopped, and only a later visit of the stream's other end can publish it.
 
     One flat function on purpose (issue 21): numba passes every array argument of a helper call with an atomic
     reference count increment and decrement, even when it inlines the helper, and with the few events per visit
@@ -60,6 +68,8 @@ def execute(order: np.ndarray, horizon: int, fire_off: np.ndarray, ii: np.ndarra
     # of token need_r[s] (POS: nothing).
     need_w = np.full(nstr, POS, dtype=np.int64)
     need_r = np.full(nstr, POS, dtype=np.int64)
+    # Per process, the next firing whose read / write moves a token (its firing count: none). Only the reader of
+    # a stream advances its read prefix, and only the writer its write prefix: these stay valid between visits.
     next_rf = np.empty(nproc, dtype=np.int64)
     next_wf = np.empty(nproc, dtype=np.int64)
     for p in range(nproc):

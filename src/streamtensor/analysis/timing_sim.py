@@ -28,10 +28,12 @@ inclusive; a depth-``D`` FIFO never holds more than ``D`` tokens, and a FIFO who
 occupancy of a schedule never back-pressures that schedule.
 
 Evaluation is event driven and exact: a process advances over the longest run of trace events whose
-dependencies (token write times upstream, token read times downstream) are known, as one vectorized batch
-(``t_j = s_j + cummax(dep_j - s_j)`` solves the recurrence) or, for short runs, a scalar loop. Each event is
-computed once: O(firings + tokens). When no process can advance and some are unfinished, the blocked
-processes form a wait-for cycle: a deadlock, reported like a co-simulation would.
+dependencies (token write times upstream, token read times downstream) are known: in the compiled engine
+(:mod:`.sim_kernel`, the default) one event at a time, a stopped process woken when the token it waits for is
+known; in the Python engine as one vectorized batch (``t_j = s_j + cummax(dep_j - s_j)`` solves the recurrence)
+or, for short runs, a scalar loop. Each event is computed once: O(firings + tokens). When no process can
+advance and some are unfinished, the blocked processes form a wait-for cycle: a deadlock, reported like a
+co-simulation would.
 
 Raising a FIFO's depth only removes or relaxes constraints, so the makespan is monotone non-increasing in each
 depth *within a latency class*; crossing the SRL limit switches the FIFO from 1 to 2 cycles of read latency, which
@@ -204,6 +206,8 @@ class _PyTables:
         # Trace position of the event that writes / reads each token (sorted).
         self.wpos = [self.traces[u].write_pos[w] for u, w in zip(c.src, c.write_firing, strict=True)]
         self.rpos = [self.traces[v].read_pos[r] for v, r in zip(c.tgt, c.read_firing, strict=True)]
+        self.neighbors = [sorted({c.src[s] for s in c.ins[p]} | {c.tgt[s] for s in c.outs[p]})
+                          for p in range(len(c.names))]
         self.static_l = [a.tolist() for a in self.static]
         self.is_write_l = [a.tolist() for a in self.is_write]
         self.wpos_l = [a.tolist() for a in self.wpos]
@@ -279,10 +283,6 @@ class _Compiled:
         # Token -> firing of the event that writes / reads it (sorted).
         self.write_firing = [net.process(s.source).writes[s.name] for s in net.streams]
         self.read_firing = [net.process(s.target).reads[s.name] for s in net.streams]
-        self.neighbors = [
-            sorted({self.src[s] for s in self.ins[p]} | {self.tgt[s] for s in self.outs[p]})
-            for p in range(len(self.names))
-        ]
         self.order = self._dataflow_order()
 
     @cached_property
@@ -645,7 +645,7 @@ class _PyRun(_State):
             self.advance(p, j0, j1)
             if horizon is not None and self.times[p][j1 - 1] > horizon:
                 return False
-            for q in c.neighbors[p]:
+            for q in c.py.neighbors[p]:
                 if not queued[q]:
                     queued[q] = True
                     queue.append(q)
