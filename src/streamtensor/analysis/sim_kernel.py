@@ -9,90 +9,216 @@ the oracle: the tests compare both on every result field.
 
 Layout (flat int64 arrays, built once per network by ``timing_sim._Compiled.packed``):
 
-* per process p: its ``ii`` and pipeline depth ``pdepth``; its trace events ``ev_off[p] .. ev_off[p+1]`` of
-  ``firing`` and ``is_write`` (an event's static time is ``firing * ii``, plus ``pdepth`` for a write) and, per
-  run where ``has_rel``, ``rel`` (release time of a read event, ``NEG`` elsewhere); its firings ``ev_off[p] / 2 ..
-  ev_off[p+1] / 2`` of the results ``issue`` / ``complete`` (times of each firing's read / write event, -1
-  where never reached); its input / output stream ids
-  ``in_idx[in_off[p]:in_off[p+1]]`` / ``out_idx[...]``; its neighbours ``nb_idx[nb_off[p]:nb_off[p+1]]``;
-* per stream s: its tokens ``tok_off[s] .. tok_off[s+1]`` of ``wpos`` / ``rpos`` (trace position, local to the
-  writer / reader, of the event that writes / reads the token), and the padded token times ``wt`` / ``rt`` at
-  ``tok_off[s] + s``: index k + 1 of a stream's segment is token k (the Python engine's layout, so both share
-  the result code; index 0 is never read here, and a token's time only once it is known);
+* per process p: its ``ii`` and pipeline depth ``pdepth``; its firings ``fire_off[p] .. fire_off[p+1]`` of the
+  results ``issue`` / ``complete`` (times of each firing's read / write event, -1 where never reached) and, per
+  run where ``has_rel``, ``rel`` (release time of each firing's read); its input / output stream ids
+  ``in_idx[in_off[p]:in_off[p+1]]`` / ``out_idx[...]``. Its trace is not stored: the kernel walks it from the
+  firings read and written so far (``reads_done`` / ``writes_done``), in ``merge_traces``'s order;
+* per stream s: its writer / reader ``src[s]`` / ``tgt[s]``; its tokens ``tok_off[s] .. tok_off[s+1]`` of
+  ``wfir`` / ``rfir`` (the firing whose write / read event moves the token), and the padded token times ``wt`` /
+  ``rt`` at ``tok_off[s] + s``: index k + 1 of a stream's segment is token k (the Python engine's layout, so both
+  share the result code; index 0 is never read here, and a token's time only once it is known);
 * per run: ``depth[s]`` (0: unbounded) and ``raw[s]``, the FIFO read latency.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.base import BaseContext
+from numba.core.typing.templates import Signature
+from numba.extending import intrinsic
+
+# Every array index of ``execute`` goes through this cast: numba wraps a signed index around (a negative one counts
+# from the end) with a shift and a mask per access, an unsigned one not. Its indices are never negative, and the
+# cast costs no instruction (issue 21: a quarter of a simulation).
+_u = numba.uint64
+
+
+@intrinsic
+def _prefetch(typingctx: object, arr: types.Array, idx: types.Integer
+              ) -> tuple[Signature, Callable[..., object]]:
+    """``arr[idx]``'s cache line fetched ahead of its use (LLVM's prefetch: a hint, so an index past the end is
+    harmless). Why: a visit touches the next tokens and firings of a few streams and one process among dozens,
+    too many sequential streams for the hardware prefetcher to follow, and a line fetched only when read stalls
+    the visit (issue 21: a fifth of a simulation)."""
+    sig = types.void(arr, idx)
+
+    def codegen(context: BaseContext, builder: ir.IRBuilder, signature: Signature, args: list[ir.Value]
+                ) -> ir.Value:
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        # read (0), keep in every cache level (3), data (1)
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+    return sig, codegen
+
 
 NEG = -(2**62)  # "no constraint" / padding time (timing_sim._NEG)
 POS = 2**62  # time of an event not computed (yet) (timing_sim._POS)
 
 
 @numba.njit(cache=True, nogil=True)
-def execute(order: np.ndarray, nb_off: np.ndarray, nb_idx: np.ndarray, horizon: int,
-            ev_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray, is_write: np.ndarray, has_rel: bool,
-            rel: np.ndarray,
-            in_off: np.ndarray, in_idx: np.ndarray, out_off: np.ndarray, out_idx: np.ndarray,
-            tok_off: np.ndarray, wpos: np.ndarray, rpos: np.ndarray, depth: np.ndarray, raw: np.ndarray,
-            firing: np.ndarray, issue: np.ndarray, complete: np.ndarray, wt: np.ndarray, rt: np.ndarray,
-            known_w: np.ndarray, known_r: np.ndarray, next_ev: np.ndarray, slip: np.ndarray, stall_in: np.ndarray,
-            stall_out: np.ndarray) -> bool:
+def execute(order: np.ndarray, horizon: int, fire_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray,
+            has_rel: bool, rel: np.ndarray, in_off: np.ndarray, in_idx: np.ndarray, out_off: np.ndarray,
+            out_idx: np.ndarray, src: np.ndarray, tgt: np.ndarray, tok_off: np.ndarray, wfir: np.ndarray,
+            rfir: np.ndarray, depth: np.ndarray, raw: np.ndarray, issue: np.ndarray, complete: np.ndarray,
+            wt: np.ndarray, rt: np.ndarray, known_w: np.ndarray, known_r: np.ndarray, reads_done: np.ndarray,
+            writes_done: np.ndarray, slip: np.ndarray, stall_in: np.ndarray, stall_out: np.ndarray) -> bool:
     """Advance processes (a FIFO work queue, in ``order`` first) until none can; False as soon as an event
     happens after ``horizon``. The state reached does not depend on the visiting order: every event is
     computed once, from dependencies that are final when it is.
 
-    Advancing p computes its events from ``next_ev[p]`` on while their dependencies are known. Event j (static
-    time s_j): t_j = max(t_{j-1} + s_j - s_{j-1}, dep_j), i.e. the slip t - s grows by dep_j - s_j - slip where
-    that is positive (a stall, charged to input-empty at a read, output-full at a write). A read's dep: every
-    token it reads written + raw; a write's: for every token k it writes with k >= D, the read of token
-    k - D + 1. Each event then publishes its time to the tokens it moves and advances their known prefix.
+    Advancing p computes its events from the read of firing ``reads_done[p]`` / the write of ``writes_done[p]``
+    on, in trace order, while their dependencies are known. Event j (static time s_j): t_j = max(t_{j-1} + s_j -
+    s_{j-1}, dep_j), i.e. the slip t - s grows by dep_j - s_j - slip where that is positive (a stall, charged to
+    input-empty at a read, output-full at a write). A read's dep: its release, and every token it reads written
+    + raw; a write's: for every token k it writes with k >= D, the read of token k - D, + 1. Each event then
+    publishes its time to the tokens it moves and advances their known prefix. An event that moves no token
+    (before the next read firing ``rf`` / write firing ``wf`` that does) skips the streams.
+
+    Wake-ups are exact (issue 21: with small FIFOs a visit moves a token or two, and waking every neighbour after
+    each cost a visit in four that advanced nothing): a process that stops records the one token it waits for,
+    as ``need_w[s]`` (the reader of s: that token's write) or ``need_r[s]`` (the writer of s: the read that frees
+    its slot), and the visit that makes it known queues that process. Each process is therefore queued, running,
+    waiting for one token, or finished, and the queue never holds it twice. Nothing is lost: what it waits for
+    was unknown when it stopped, and only a later visit of the stream's other end can publish it.
+
+    The lines a visit will touch next (its process's next firings, its streams' next tokens) are prefetched:
+    the hardware prefetcher cannot follow the dozens of sequential streams that the visits interleave.
 
     One flat function on purpose (issue 21): numba passes every array argument of a helper call with an atomic
     reference count increment and decrement, even when it inlines the helper, and with the few events per visit
     that small FIFOs allow those atomics took three quarters of the time."""
     nproc = order.shape[0]
+    nstr = depth.shape[0]
     queue = order.copy()
-    queued = np.ones(nproc, dtype=np.bool_)
     head = 0
     count = nproc
+    # What a blocked process waits for: the reader of s, the write of token need_w[s]; the writer of s, the read
+    # of token need_r[s] (POS: nothing).
+    need_w = np.full(nstr, POS, dtype=np.int64)
+    need_r = np.full(nstr, POS, dtype=np.int64)
+    # Per process, the next firing whose read / write moves a token (its firing count: none). Only the reader of
+    # a stream advances its read prefix, and only the writer its write prefix: these stay valid between visits.
+    next_rf = np.empty(nproc, dtype=np.int64)
+    next_wf = np.empty(nproc, dtype=np.int64)
+    for p in range(nproc):
+        n = fire_off[_u(p + 1)] - fire_off[_u(p)]
+        rf = n
+        for i in range(in_off[_u(p)], in_off[_u(p + 1)]):
+            s = in_idx[_u(i)]
+            k = tok_off[_u(s)] + known_r[_u(s)]
+            if k < tok_off[_u(s + 1)] and rfir[_u(k)] < rf:
+                rf = rfir[_u(k)]
+        wf = n
+        for i in range(out_off[_u(p)], out_off[_u(p + 1)]):
+            s = out_idx[_u(i)]
+            k = tok_off[_u(s)] + known_w[_u(s)]
+            if k < tok_off[_u(s + 1)] and wfir[_u(k)] < wf:
+                wf = wfir[_u(k)]
+        next_rf[_u(p)] = rf
+        next_wf[_u(p)] = wf
     while count > 0:
-        p = queue[head]
+        p = queue[_u(head)]
         head += 1
         if head == nproc:
             head = 0
         count -= 1
-        queued[p] = False
-        base = ev_off[p]
-        fbase = base // 2  # firings of p: fbase .. fbase + end / 2 in issue / complete
-        end = ev_off[p + 1] - base
-        j = next_ev[p]
-        start = j
-        sl = slip[p]
-        iip = ii[p]
-        dp = pdepth[p]
-        o0, o1, i0, i1 = out_off[p], out_off[p + 1], in_off[p], in_off[p + 1]
-        while j < end:
-            e = base + j
-            dep = rel[e] if has_rel else NEG
-            fe = firing[e]
-            blocked = False
-            if is_write[e]:
-                st = fe * iip + dp  # static time of the event (not stored: memory traffic is the cost here)
-                for i in range(o0, o1):
-                    s = out_idx[i]
-                    d = depth[s]
-                    t0 = tok_off[s]
-                    n = tok_off[s + 1] - t0
-                    k = known_w[s]
-                    while k < n and wpos[t0 + k] == j:
-                        if d > 0 and k >= d:
-                            if k - d >= known_r[s]:
-                                blocked = True  # the read that frees the slot has not happened yet
+        fbase = fire_off[_u(p)]
+        n = fire_off[_u(p + 1)] - fbase
+        f = reads_done[_u(p)]
+        g = writes_done[_u(p)]
+        start = f + g
+        sl = slip[_u(p)]
+        iip = ii[_u(p)]
+        dp = pdepth[_u(p)]
+        t = NEG
+        o0, o1, i0, i1 = out_off[_u(p)], out_off[_u(p + 1)], in_off[_u(p)], in_off[_u(p + 1)]
+        # The next firing whose read moves a token (rf) and whose write does (wf): the events before them have no
+        # dependency but a release, and skip the streams.
+        rf = next_rf[_u(p)]
+        wf = next_wf[_u(p)]
+        _prefetch(issue, _u(fbase + f + 8))  # the lines after the ones this visit starts on (8 int64 a line)
+        _prefetch(complete, _u(fbase + g + 8))
+        if has_rel:
+            _prefetch(rel, _u(fbase + f + 8))
+        while g < n:
+            rs = f * iip
+            ws = g * iip + dp
+            if f < n and (rs < ws or (rs == ws and f <= g)):  # the read of firing f comes next
+                dep = rel[_u(fbase + f)] if has_rel else NEG
+                if f == rf:
+                    blocked = False
+                    for i in range(i0, i1):
+                        s = in_idx[_u(i)]
+                        t0 = tok_off[_u(s)]
+                        m = tok_off[_u(s + 1)] - t0
+                        k = known_r[_u(s)]
+                        last = -1
+                        while k < m and rfir[_u(t0 + k)] == f:
+                            last = k
+                            k += 1
+                        if last >= 0:
+                            if last >= known_w[_u(s)]:
+                                need_w[_u(s)] = last  # a token it reads is not written yet
+                                blocked = True
                                 break
-                            v = rt[t0 + s + 1 + k - d] + 1
+                            # Write times rise with the token: the last one binds.
+                            v = wt[_u(t0 + s + 1 + last)] + raw[_u(s)]
+                            if v > dep:
+                                dep = v
+                    if blocked:
+                        break
+                grown = dep - rs - sl
+                if grown > 0:
+                    sl += grown
+                    stall_in[_u(p)] += grown
+                t = rs + sl
+                issue[_u(fbase + f)] = t
+                if f == rf:
+                    rf = n
+                    for i in range(i0, i1):  # publish the read times of the tokens it reads
+                        s = in_idx[_u(i)]
+                        t0 = tok_off[_u(s)]
+                        m = tok_off[_u(s + 1)] - t0
+                        k = known_r[_u(s)]
+                        while k < m and rfir[_u(t0 + k)] == f:
+                            rt[_u(t0 + s + 1 + k)] = t
+                            k += 1
+                        known_r[_u(s)] = k
+                        _prefetch(rfir, _u(t0 + k + 8))  # the stream's next line, for a later visit
+                        _prefetch(rt, _u(t0 + s + 1 + k + 8))
+                        if k < m and rfir[_u(t0 + k)] < rf:
+                            rf = rfir[_u(t0 + k)]
+                f += 1
+                continue
+            if g == wf:
+                dep = NEG
+                blocked = False
+                for i in range(o0, o1):
+                    s = out_idx[_u(i)]
+                    d = depth[_u(s)]
+                    t0 = tok_off[_u(s)]
+                    m = tok_off[_u(s + 1)] - t0
+                    k = known_w[_u(s)]
+                    while k < m and wfir[_u(t0 + k)] == g:
+                        if d > 0 and k >= d:
+                            if k - d >= known_r[_u(s)]:
+                                need_r[_u(s)] = k - d  # the read that frees the slot has not happened yet
+                                blocked = True
+                                break
+                            v = rt[_u(t0 + s + 1 + k - d)] + 1
                             if v > dep:
                                 dep = v
                         k += 1
@@ -100,73 +226,56 @@ def execute(order: np.ndarray, nb_off: np.ndarray, nb_idx: np.ndarray, horizon: 
                         break
                 if blocked:
                     break
-                grown = dep - st - sl
+                grown = dep - ws - sl
                 if grown > 0:
                     sl += grown
-                    stall_out[p] += grown
-                t = st + sl
-                complete[fbase + fe] = t
-                for i in range(o0, o1):  # publish the write times (inline, as the read times below: a numba helper call
-                    # refcounts its array arguments, most of a simulation's time)
-                    s = out_idx[i]
-                    t0 = tok_off[s]
-                    n = tok_off[s + 1] - t0
-                    k = known_w[s]
-                    while k < n and wpos[t0 + k] == j:
-                        wt[t0 + s + 1 + k] = t
+                    stall_out[_u(p)] += grown
+                t = ws + sl
+                complete[_u(fbase + g)] = t
+                wf = n
+                for i in range(o0, o1):  # publish the write times
+                    s = out_idx[_u(i)]
+                    t0 = tok_off[_u(s)]
+                    m = tok_off[_u(s + 1)] - t0
+                    k = known_w[_u(s)]
+                    while k < m and wfir[_u(t0 + k)] == g:
+                        wt[_u(t0 + s + 1 + k)] = t
                         k += 1
-                    known_w[s] = k
-                j += 1
-                continue
-            for i in range(i0, i1):
-                s = in_idx[i]
-                t0 = tok_off[s]
-                n = tok_off[s + 1] - t0
-                k = known_r[s]
-                last = -1
-                while k < n and rpos[t0 + k] == j:
-                    last = k
-                    k += 1
-                if last >= 0:
-                    if last >= known_w[s]:
-                        blocked = True  # a token it reads is not written yet
-                        break
-                    v = wt[t0 + s + 1 + last] + raw[s]  # write times rise with the token: the last one binds
-                    if v > dep:
-                        dep = v
-            if blocked:
-                break
-            grown = dep - fe * iip - sl
-            if grown > 0:
-                sl += grown
-                stall_in[p] += grown
-            t = fe * iip + sl
-            issue[fbase + fe] = t
-            for i in range(i0, i1):  # publish the read times of the tokens it reads
-                s = in_idx[i]
-                t0 = tok_off[s]
-                n = tok_off[s + 1] - t0
-                k = known_r[s]
-                while k < n and rpos[t0 + k] == j:
-                    rt[t0 + s + 1 + k] = t
-                    k += 1
-                known_r[s] = k
-            j += 1
-        next_ev[p] = j
-        slip[p] = sl
-        if j == start:
+                    known_w[_u(s)] = k
+                    _prefetch(wfir, _u(t0 + k + 8))
+                    _prefetch(wt, _u(t0 + s + 1 + k + 8))
+                    if k < m and wfir[_u(t0 + k)] < wf:
+                        wf = wfir[_u(t0 + k)]
+            else:
+                t = ws + sl
+                complete[_u(fbase + g)] = t
+            g += 1
+        reads_done[_u(p)] = f
+        next_rf[_u(p)] = rf
+        next_wf[_u(p)] = wf
+        writes_done[_u(p)] = g
+        slip[_u(p)] = sl
+        if f + g == start:
             continue
-        e = base + j - 1  # its last event so far, the latest
-        if firing[e] * iip + (dp if is_write[e] else 0) + sl > horizon:
+        if t > horizon:  # its last event so far, the latest
             return False
-        for i in range(nb_off[p], nb_off[p + 1]):
-            q = nb_idx[i]
-            if not queued[q]:
-                queued[q] = True
+        for i in range(o0, o1):  # wake the readers whose token came, the writers whose slot was freed
+            s = out_idx[_u(i)]
+            if known_w[_u(s)] > need_w[_u(s)]:
+                need_w[_u(s)] = POS
                 tail = head + count
                 if tail >= nproc:
                     tail -= nproc
-                queue[tail] = q
+                queue[_u(tail)] = tgt[_u(s)]
+                count += 1
+        for i in range(i0, i1):
+            s = in_idx[_u(i)]
+            if known_r[_u(s)] > need_r[_u(s)]:
+                need_r[_u(s)] = POS
+                tail = head + count
+                if tail >= nproc:
+                    tail -= nproc
+                queue[_u(tail)] = src[_u(s)]
                 count += 1
     return True
 
@@ -302,36 +411,39 @@ def _walk_spans(ii: int, depth: int, issue: np.ndarray, complete: np.ndarray, st
 
 
 @numba.njit(cache=True, nogil=True)
-def resume_state(cut: int, ev_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray, is_write: np.ndarray,
-                 firing: np.ndarray, issue: np.ndarray, complete: np.ndarray, next_ev: np.ndarray, slip: np.ndarray,
+def resume_state(cut: int, fire_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray, issue: np.ndarray,
+                 complete: np.ndarray, reads_done: np.ndarray, writes_done: np.ndarray, slip: np.ndarray,
                  stall_in: np.ndarray, stall_out: np.ndarray) -> None:
-    """Per process, the ``next_ev`` / ``slip`` / stalls ``execute`` holds once it has computed exactly the events of
-    the firing times ``issue`` / ``complete`` (a finished run) that happen before ``cut``: event times never fall
-    along a trace, so those events are a prefix of it, and the slip after an event is its time less its static
-    time (``execute``'s recurrence)."""
+    """Per process, the firings read / written, slip and stalls ``execute`` holds once it has computed exactly the
+    events of the firing times ``issue`` / ``complete`` (a finished run) that happen before ``cut``: event times
+    never fall along a trace, so those events are a prefix of it (walked in ``merge_traces``'s order), and the
+    slip after an event is its time less its static time (``execute``'s recurrence)."""
     for p in range(ii.shape[0]):
-        base = ev_off[p]
-        fbase = base // 2
-        end = ev_off[p + 1] - base
+        fbase = fire_off[p]
+        n = fire_off[p + 1] - fbase
+        iip = ii[p]
         sl = 0
-        j = 0
-        while j < end:
-            e = base + j
-            f = firing[e]
-            if is_write[e]:
-                t = complete[fbase + f]
-                grown = t - (f * ii[p] + pdepth[p]) - sl
-            else:
+        f = 0
+        g = 0
+        while f < n or g < n:
+            rs = f * iip
+            ws = g * iip + pdepth[p]
+            if g >= n or (f < n and (rs < ws or (rs == ws and f <= g))):
                 t = issue[fbase + f]
-                grown = t - f * ii[p] - sl
-            if t >= cut:
-                break
-            if grown > 0:
-                sl += grown
-                if is_write[e]:
-                    stall_out[p] += grown
-                else:
-                    stall_in[p] += grown
-            j += 1
-        next_ev[p] = j
+                if t >= cut:
+                    break
+                if t - rs > sl:
+                    stall_in[p] += t - rs - sl
+                    sl = t - rs
+                f += 1
+            else:
+                t = complete[fbase + g]
+                if t >= cut:
+                    break
+                if t - ws > sl:
+                    stall_out[p] += t - ws - sl
+                    sl = t - ws
+                g += 1
+        reads_done[p] = f
+        writes_done[p] = g
         slip[p] = sl

@@ -28,13 +28,14 @@ inclusive; a depth-``D`` FIFO never holds more than ``D`` tokens, and a FIFO who
 occupancy of a schedule never back-pressures that schedule.
 
 Evaluation is event driven and exact: a process advances over the longest run of trace events whose
-dependencies (token write times upstream, token read times downstream) are known, as one vectorized batch
-(``t_j = s_j + cummax(dep_j - s_j)`` solves the recurrence) or, for short runs, a scalar loop. Each event is
-computed once: O(firings + tokens). When no process can advance and some are unfinished, the blocked
-processes form a wait-for cycle: a deadlock, reported like a co-simulation would. Every dependency of an event is
-at an earlier cycle but along its own trace, so a run under other depths repeats a finished run's events up to the
-first one the change can move (a write a lowered FIFO holds back, a read whose latency class changed):
-``Simulator.run(resume_from=...)`` starts there.
+dependencies (token write times upstream, token read times downstream) are known: in the compiled engine
+(:mod:`.sim_kernel`, the default) one event at a time, a stopped process woken when the token it waits for is
+known; in the Python engine as one vectorized batch (``t_j = s_j + cummax(dep_j - s_j)`` solves the recurrence)
+or, for short runs, a scalar loop. Each event is computed once: O(firings + tokens). When no process can
+advance and some are unfinished, the blocked processes form a wait-for cycle: a deadlock, reported like a
+co-simulation would. Every dependency of an event is at an earlier cycle but along its own trace, so a run under
+other depths repeats a finished run's events up to the first one the change can move (a write a lowered FIFO
+holds back, a read whose latency class changed): ``Simulator.run(resume_from=...)`` starts there.
 
 Raising a FIFO's depth only removes or relaxes constraints, so the makespan is monotone non-increasing in each
 depth *within a latency class*; crossing the SRL limit switches the FIFO from 1 to 2 cycles of read latency, which
@@ -93,8 +94,8 @@ class ProcessTrace:
     write_pos: np.ndarray  # trace position of firing f's write event
 
 
-def _merged_traces(processes: Sequence[Process]) -> tuple[np.ndarray, list[ProcessTrace]]:
-    """Event offsets and traces of ``processes``, as views into flat arrays (one merge, :mod:`.sim_kernel`)."""
+def _merged_traces(processes: Sequence[Process]) -> list[ProcessTrace]:
+    """The traces of ``processes``, as views into flat arrays (one merge, :mod:`.sim_kernel`)."""
     ev_off = np.zeros(len(processes) + 1, dtype=np.int64)
     ev_off[1:] = np.cumsum([2 * p.num_firings for p in processes])
     n = int(ev_off[-1])
@@ -108,13 +109,13 @@ def _merged_traces(processes: Sequence[Process]) -> tuple[np.ndarray, list[Proce
     for a, b in zip(ev_off[:-1].tolist(), ev_off[1:].tolist(), strict=True):
         traces.append(ProcessTrace(static[a:b], firing[a:b], is_write[a:b], read_pos[a // 2 : b // 2],
                                    write_pos[a // 2 : b // 2]))
-    return ev_off, traces
+    return traces
 
 
 def process_trace(p: Process) -> ProcessTrace:
     """Merge the read events (``f*ii``) and write events (``f*ii + depth``) of ``p`` in static-time order
     (ties: older firing first, then read before write)."""
-    return _merged_traces([p])[1][0]
+    return _merged_traces([p])[0]
 
 
 @dataclass(frozen=True)
@@ -197,14 +198,24 @@ class SimResult:
 
 
 class _PyTables:
-    """The Python engine's list twins of ``_Compiled``'s arrays (scalar indexing of lists is cheaper than of
-    numpy arrays), built on its first use only."""
+    """The Python engine's tables, built on its first use only: the merged traces, every token's trace position,
+    and list twins of those arrays (scalar indexing of lists is cheaper than of numpy arrays). The compiled
+    engine walks the traces from its firing counters and needs none of them (issue 21: the merge of a paper-size
+    block's traces cost half a simulation)."""
 
     def __init__(self, c: _Compiled) -> None:
-        self.static_l = [a.tolist() for a in c.static]
-        self.is_write_l = [a.tolist() for a in c.is_write]
-        self.wpos_l = [a.tolist() for a in c.wpos]
-        self.rpos_l = [a.tolist() for a in c.rpos]
+        self.traces = _merged_traces(c.net.processes)
+        self.static = [t.static for t in self.traces]
+        self.is_write = [t.is_write for t in self.traces]
+        # Trace position of the event that writes / reads each token (sorted).
+        self.wpos = [self.traces[u].write_pos[w] for u, w in zip(c.src, c.write_firing, strict=True)]
+        self.rpos = [self.traces[v].read_pos[r] for v, r in zip(c.tgt, c.read_firing, strict=True)]
+        self.neighbors = [sorted({c.src[s] for s in c.ins[p]} | {c.tgt[s] for s in c.outs[p]})
+                          for p in range(len(c.names))]
+        self.static_l = [a.tolist() for a in self.static]
+        self.is_write_l = [a.tolist() for a in self.is_write]
+        self.wpos_l = [a.tolist() for a in self.wpos]
+        self.rpos_l = [a.tolist() for a in self.rpos]
         # Per trace position, the padded index (1 + token) of the last token the event depends on:
         # ev_read[s][j]: at a read event, 1 + last token of input s read by firings <= its firing (0: none);
         # ev_written[s][j]: at a write event, 1 + last token of output s written by firings <= its firing.
@@ -212,11 +223,11 @@ class _PyTables:
         # is implied along the trace.
         self.ev_read = [
             np.where(tr.is_write, 0, np.searchsorted(idx, tr.firing, side="right"))
-            for tr, idx in zip((c.traces[t] for t in c.tgt), c.read_firing, strict=True)
+            for tr, idx in zip((self.traces[t] for t in c.tgt), c.read_firing, strict=True)
         ]
         self.ev_written = [
             np.where(tr.is_write, np.searchsorted(idx, tr.firing, side="right"), 0)
-            for tr, idx in zip((c.traces[s] for s in c.src), c.write_firing, strict=True)
+            for tr, idx in zip((self.traces[s] for s in c.src), c.write_firing, strict=True)
         ]
         self.ev_read_l = [a.tolist() for a in self.ev_read]
         self.ev_written_l = [a.tolist() for a in self.ev_written]
@@ -226,21 +237,19 @@ class _PyTables:
 class _Packed:
     """The compiled engine's flat tables (layout: :mod:`.sim_kernel`)."""
 
-    ev_off: np.ndarray
+    fire_off: np.ndarray
     ii: np.ndarray
     depth: np.ndarray
-    firing: np.ndarray
-    is_write: np.ndarray
     in_off: np.ndarray
     in_idx: np.ndarray
     out_off: np.ndarray
     out_idx: np.ndarray
-    nb_off: np.ndarray
-    nb_idx: np.ndarray
+    src: np.ndarray
+    tgt: np.ndarray
     order: np.ndarray
     tok_off: np.ndarray
-    wpos: np.ndarray
-    rpos: np.ndarray
+    wfir: np.ndarray
+    rfir: np.ndarray
 
 
 def _csr(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -269,22 +278,15 @@ class _Compiled:
         self.tgt = [pid[s.target] for s in net.streams]
         self.ins = [[sid[s] for s in p.reads] for p in net.processes]
         self.outs = [[sid[s] for s in p.writes] for p in net.processes]
-        self.ev_off, traces = _merged_traces(net.processes)
+        self.net = net
         self.ii = np.array([p.ii for p in net.processes], dtype=np.int64)
         self.depth = np.array([p.depth for p in net.processes], dtype=np.int64)
-        self.traces = traces
         self.nev = [2 * p.num_firings for p in net.processes]
-        self.static = [t.static for t in traces]
-        self.is_write = [t.is_write for t in traces]
-        # Token -> firing, and trace position, of the event that writes / reads it (sorted).
+        self.fire_off = np.zeros(len(self.names) + 1, dtype=np.int64)  # firings of p: fire_off[p] .. [p + 1]
+        self.fire_off[1:] = np.cumsum([p.num_firings for p in net.processes])
+        # Token -> firing of the event that writes / reads it (sorted).
         self.write_firing = [net.process(s.source).writes[s.name] for s in net.streams]
         self.read_firing = [net.process(s.target).reads[s.name] for s in net.streams]
-        self.wpos = [traces[u].write_pos[w] for u, w in zip(self.src, self.write_firing, strict=True)]
-        self.rpos = [traces[v].read_pos[r] for v, r in zip(self.tgt, self.read_firing, strict=True)]
-        self.neighbors = [
-            sorted({self.src[s] for s in self.ins[p]} | {self.tgt[s] for s in self.outs[p]})
-            for p in range(len(self.names))
-        ]
         self.order = self._dataflow_order()
 
     @cached_property
@@ -293,26 +295,16 @@ class _Compiled:
 
     @cached_property
     def packed(self) -> _Packed:
-        ev_off = self.ev_off
         tok_off = np.zeros(len(self.tokens) + 1, dtype=np.int64)
         tok_off[1:] = np.cumsum(self.tokens)
         in_off, in_idx = _csr(self.ins)
         out_off, out_idx = _csr(self.outs)
-        nb_off, nb_idx = _csr(self.neighbors)
         return _Packed(
-            # The traces are views into flat arrays already: their bases.
-            ev_off=ev_off, ii=self.ii, depth=self.depth, firing=self._base([t.firing for t in self.traces]),
-            is_write=self._base(self.is_write), in_off=in_off, in_idx=in_idx,
-            out_off=out_off, out_idx=out_idx, nb_off=nb_off, nb_idx=nb_idx,
-            order=np.array(self.order, dtype=np.int64), tok_off=tok_off, wpos=_flat(self.wpos),
-            rpos=_flat(self.rpos),
+            fire_off=self.fire_off, ii=self.ii, depth=self.depth, in_off=in_off, in_idx=in_idx,
+            out_off=out_off, out_idx=out_idx, src=np.array(self.src, dtype=np.int64),
+            tgt=np.array(self.tgt, dtype=np.int64), order=np.array(self.order, dtype=np.int64), tok_off=tok_off,
+            wfir=_flat(self.write_firing), rfir=_flat(self.read_firing),
         )
-
-    def _base(self, views: list[np.ndarray]) -> np.ndarray:
-        """The flat array of ``_merged_traces`` that the per-process ``views`` slice."""
-        base = views[0].base if views else None
-        assert base is not None and base.shape == (int(self.ev_off[-1]),)
-        return base
 
     def _dataflow_order(self) -> list[int]:
         """Topological order (Kahn) where one exists, remaining processes appended: with unbounded FIFOs an
@@ -354,17 +346,16 @@ class _State:
         """Why the next trace event of the unfinished, non-advancing process ``p`` cannot happen (first cause
         in the order of its reads / writes mappings)."""
         c = self.c
-        j = int(self.next_ev[p])
-        f = int(c.traces[p].firing[j])
-        if not c.is_write[p][j]:
+        write, f = self.next_event(p)
+        if not write:
             for s in c.ins[p]:
                 kw = int(self.known_w[s])
-                if kw < c.tokens[s] and c.rpos[s][kw] == j:
+                if kw < c.tokens[s] and c.read_firing[s][kw] == f:
                     return WaitFor(c.names[p], c.stream_names[s], "empty", f, kw)
         for s in c.outs[p]:
             d = self.fifo_depth[s]
             kr = int(self.known_r[s]) + (d or 0)
-            if d is not None and kr < c.tokens[s] and c.wpos[s][kr] == j:
+            if write and d is not None and kr < c.tokens[s] and c.write_firing[s][kr] == f:
                 return WaitFor(c.names[p], c.stream_names[s], "full", f, kr)
         raise AssertionError(f"process {c.names[p]} is not blocked")  # execute() stopped early: a bug
 
@@ -415,8 +406,7 @@ class _State:
             stall_cycles={n: StallCycles(int(self.stall_in[p]), int(self.stall_out[p]))
                           for p, n in enumerate(c.names)},
             token_times=token_times,
-            firings_done={n: int(np.searchsorted(c.traces[p].write_pos, self.next_ev[p]))
-                          for p, n in enumerate(c.names)},
+            firings_done={n: self.firings_done(p) for p, n in enumerate(c.names)},
             firing_times=firing_times,
             stream_times=stream_times,
             run_state=self if isinstance(self, _CompiledRun) and not cycle else None,
@@ -424,6 +414,14 @@ class _State:
 
     def firing_times(self, p: int) -> FiringTimes:
         raise NotImplementedError  # each engine keeps its own form
+
+    def next_event(self, p: int) -> tuple[bool, int]:
+        """Whether the next trace event of the unfinished ``p`` is a write, and its firing."""
+        raise NotImplementedError
+
+    def firings_done(self, p: int) -> int:
+        """Firings of ``p`` whose write event happened."""
+        raise NotImplementedError
 
 
 class _CompiledRun(_State):
@@ -433,12 +431,13 @@ class _CompiledRun(_State):
         self.c = c
         self.fifo_depth = depths
         pk = c.packed
+        nfire = int(pk.fire_off[-1])
         self.rel = None  # no process has release times
         if any(r is not None for r in release):
-            self.rel = np.full(int(pk.ev_off[-1]), _NEG, dtype=np.int64)
-            for p, (t, r) in enumerate(zip(c.traces, release, strict=True)):
+            self.rel = np.full(nfire, _NEG, dtype=np.int64)
+            for p, r in enumerate(release):
                 if r is not None:
-                    self.rel[pk.ev_off[p] : pk.ev_off[p + 1]] = np.where(t.is_write, _NEG, r[t.firing])
+                    self.rel[pk.fire_off[p] : pk.fire_off[p + 1]] = r
         self.depth = np.array([d or 0 for d in depths], dtype=np.int64)
         self.raw = np.array([raw_latency(c.width[s], d, c.srl_max_bits) for s, d in enumerate(depths)],
                             dtype=np.int64)
@@ -450,11 +449,13 @@ class _CompiledRun(_State):
         self.wt = [self.wt_flat[pad[s] : pad[s + 1]] for s in range(nstr)]
         self.rt = [self.rt_flat[pad[s] : pad[s + 1]] for s in range(nstr)]
         # Firing times: -1 written after the run where an event was never reached (firing_times).
-        self.issue = np.empty(int(pk.ev_off[-1]) // 2, dtype=np.int64)
-        self.complete = np.empty(int(pk.ev_off[-1]) // 2, dtype=np.int64)
+        self.issue = np.empty(nfire, dtype=np.int64)
+        self.complete = np.empty(nfire, dtype=np.int64)
         self.known_w = np.zeros(nstr, dtype=np.int64)
         self.known_r = np.zeros(nstr, dtype=np.int64)
-        self.next_ev = np.zeros(nproc, dtype=np.int64)
+        self.reads_done = np.zeros(nproc, dtype=np.int64)
+        self.writes_done = np.zeros(nproc, dtype=np.int64)
+        self.next_ev = self.reads_done  # per process: reads_done + writes_done, once executed
         self.slip = np.zeros(nproc, dtype=np.int64)
         self.stall_in = np.zeros(nproc, dtype=np.int64)
         self.stall_out = np.zeros(nproc, dtype=np.int64)
@@ -470,11 +471,11 @@ class _CompiledRun(_State):
         np.copyto(self.complete, prev.complete)
         np.copyto(self.wt_flat, prev.wt_flat)
         np.copyto(self.rt_flat, prev.rt_flat)
-        sim_kernel.resume_state(cut, pk.ev_off, pk.ii, pk.depth, pk.is_write, pk.firing, self.issue, self.complete,
-                                self.next_ev, self.slip, self.stall_in, self.stall_out)
-        for s in range(len(c.stream_names)):
-            self.known_w[s] = np.searchsorted(c.wpos[s], self.next_ev[c.src[s]])
-            self.known_r[s] = np.searchsorted(c.rpos[s], self.next_ev[c.tgt[s]])
+        sim_kernel.resume_state(cut, pk.fire_off, pk.ii, pk.depth, self.issue, self.complete, self.reads_done,
+                                self.writes_done, self.slip, self.stall_in, self.stall_out)
+        for s in range(len(c.stream_names)):  # the tokens moved by the firings done
+            self.known_w[s] = np.searchsorted(c.write_firing[s], self.writes_done[c.src[s]])
+            self.known_r[s] = np.searchsorted(c.read_firing[s], self.reads_done[c.tgt[s]])
 
     def _first_change(self, prev: _CompiledRun) -> int:
         """A cycle no later than the first event of ``prev`` whose constraints differ here in a way that could move
@@ -502,21 +503,30 @@ class _CompiledRun(_State):
     def execute(self, horizon: int | None) -> bool:
         """Run until nothing can advance. False as soon as an event happens after ``horizon``."""
         pk = self.c.packed
-        return bool(sim_kernel.execute(
-            pk.order, pk.nb_off, pk.nb_idx, _POS if horizon is None else horizon, pk.ev_off, pk.ii, pk.depth,
-            pk.is_write, self.rel is not None, _NO_RELEASE if self.rel is None else self.rel, pk.in_off, pk.in_idx,
-            pk.out_off, pk.out_idx, pk.tok_off, pk.wpos, pk.rpos,
-            self.depth, self.raw, pk.firing, self.issue, self.complete, self.wt_flat, self.rt_flat, self.known_w,
-            self.known_r, self.next_ev, self.slip, self.stall_in, self.stall_out))
+        done = bool(sim_kernel.execute(
+            pk.order, _POS if horizon is None else horizon, pk.fire_off, pk.ii, pk.depth, self.rel is not None,
+            _NO_RELEASE if self.rel is None else self.rel, pk.in_off, pk.in_idx, pk.out_off, pk.out_idx, pk.src,
+            pk.tgt, pk.tok_off, pk.wfir, pk.rfir, self.depth, self.raw, self.issue, self.complete, self.wt_flat,
+            self.rt_flat, self.known_w, self.known_r, self.reads_done, self.writes_done, self.slip, self.stall_in,
+            self.stall_out))
+        self.next_ev = self.reads_done + self.writes_done
+        return done
+
+    def next_event(self, p: int) -> tuple[bool, int]:
+        f, g = int(self.reads_done[p]), int(self.writes_done[p])
+        n, ii, depth = self.c.nev[p] // 2, int(self.c.ii[p]), int(self.c.depth[p])
+        if f < n and (f * ii < g * ii + depth or (f * ii == g * ii + depth and f <= g)):  # merge_traces's order
+            return False, f
+        return True, g
+
+    def firings_done(self, p: int) -> int:
+        return int(self.writes_done[p])
 
     def firing_times(self, p: int) -> FiringTimes:
-        a, b = int(self.c.ev_off[p]) // 2, int(self.c.ev_off[p + 1]) // 2
+        a, b = int(self.c.fire_off[p]), int(self.c.fire_off[p + 1])
         issue, complete = self.issue[a:b], self.complete[a:b]
-        done = int(self.next_ev[p])
-        if done < self.c.nev[p]:  # the events from trace position ``done`` on never happened
-            tr = self.c.traces[p]
-            issue[np.searchsorted(tr.read_pos, done) :] = -1
-            complete[np.searchsorted(tr.write_pos, done) :] = -1
+        issue[self.reads_done[p] :] = -1  # the events never reached
+        complete[self.writes_done[p] :] = -1
         return FiringTimes(issue=issue, complete=complete)
 
 
@@ -530,7 +540,7 @@ class _PyRun(_State):
         # Per trace position: release time of a read event, _NEG elsewhere (None: no releases).
         self.release = [
             None if r is None else np.where(t.is_write, _NEG, r[t.firing])
-            for t, r in zip(c.traces, release, strict=True)
+            for t, r in zip(c.py.traces, release, strict=True)
         ]
         self.release_l = [None if r is None else r.tolist() for r in self.release]
         self.raw = [raw_latency(c.width[s], d, c.srl_max_bits) for s, d in enumerate(depths)]
@@ -581,11 +591,11 @@ class _PyRun(_State):
             t = self.times[p]
             for s in c.outs[p]:
                 k0, k1 = self.known_w[s], bisect_left(c.py.wpos_l[s], j1, self.known_w[s])
-                self.wt[s][k0 + 1 : k1 + 1] = t[c.wpos[s][k0:k1]]
+                self.wt[s][k0 + 1 : k1 + 1] = t[c.py.wpos[s][k0:k1]]
                 self.known_w[s] = k1
             for s in c.ins[p]:
                 k0, k1 = self.known_r[s], bisect_left(c.py.rpos_l[s], j1, self.known_r[s])
-                self.rt[s][k0 + 1 : k1 + 1] = t[c.rpos[s][k0:k1]]
+                self.rt[s][k0 + 1 : k1 + 1] = t[c.py.rpos[s][k0:k1]]
                 self.known_r[s] = k1
         self.next_ev[p] = j1
 
@@ -600,12 +610,12 @@ class _PyRun(_State):
             idx = self.space_idx[s]
             if idx is not None:
                 np.maximum(dep, self.rt[s][idx[j0:j1]] + 1, out=dep)
-        static = c.static[p][j0:j1]
+        static = c.py.static[p][j0:j1]
         # t_j = max(t_{j-1} + s_j - s_{j-1}, dep_j)  <=>  t_j - s_j = max(slip_prev, max_{i<=j}(dep_i - s_i))
         slip = np.maximum(np.maximum.accumulate(dep - static), self.slip[p])
         # The slip grows only at events whose dependency bound: reads (input empty) or writes (output full).
         growth = np.diff(slip, prepend=self.slip[p])
-        at_write = c.is_write[p][j0:j1]
+        at_write = c.py.is_write[p][j0:j1]
         self.stall_out[p] += int(growth[at_write].sum())
         self.stall_in[p] += int(growth[~at_write].sum())
         self.times[p][j0:j1] = static + slip
@@ -655,8 +665,15 @@ class _PyRun(_State):
 
     def firing_times(self, p: int) -> FiringTimes:
         t = np.where(self.times[p] == _POS, -1, self.times[p])
-        tr = self.c.traces[p]
+        tr = self.c.py.traces[p]
         return FiringTimes(issue=t[tr.read_pos], complete=t[tr.write_pos])
+
+    def next_event(self, p: int) -> tuple[bool, int]:
+        tr, j = self.c.py.traces[p], int(self.next_ev[p])
+        return bool(tr.is_write[j]), int(tr.firing[j])
+
+    def firings_done(self, p: int) -> int:
+        return int(np.searchsorted(self.c.py.traces[p].write_pos, self.next_ev[p]))
 
     def execute(self, horizon: int | None) -> bool:
         """Run until nothing can advance. False as soon as an event happens after ``horizon``."""
@@ -673,7 +690,7 @@ class _PyRun(_State):
             self.advance(p, j0, j1)
             if horizon is not None and self.times[p][j1 - 1] > horizon:
                 return False
-            for q in c.neighbors[p]:
+            for q in c.py.neighbors[p]:
                 if not queued[q]:
                     queued[q] = True
                     queue.append(q)
