@@ -466,16 +466,19 @@ class _CompiledRun(_State):
         happens here at the same time (module docstring: every dependency is at an earlier cycle, but along a
         trace)."""
         c, pk = self.c, self.c.packed
-        cut = self._first_change(prev)
-        np.copyto(self.issue, prev.issue)
-        np.copyto(self.complete, prev.complete)
-        np.copyto(self.wt_flat, prev.wt_flat)
-        np.copyto(self.rt_flat, prev.rt_flat)
-        sim_kernel.resume_state(cut, pk.fire_off, pk.ii, pk.depth, self.issue, self.complete, self.reads_done,
-                                self.writes_done, self.slip, self.stall_in, self.stall_out)
+        sim_kernel.resume_state(self._first_change(prev), pk.fire_off, pk.ii, pk.depth, prev.issue, prev.complete,
+                                self.reads_done, self.writes_done, self.slip, self.stall_in, self.stall_out)
+        # Only the times taken are copied (the kernel writes the others, or they are never read): the arrays are
+        # hundreds of MB at a paper-size prefill block's finest tilings.
+        for p in range(len(c.names)):
+            a = int(pk.fire_off[p])
+            self.issue[a : a + self.reads_done[p]] = prev.issue[a : a + self.reads_done[p]]
+            self.complete[a : a + self.writes_done[p]] = prev.complete[a : a + self.writes_done[p]]
         for s in range(len(c.stream_names)):  # the tokens moved by the firings done
             self.known_w[s] = np.searchsorted(c.write_firing[s], self.writes_done[c.src[s]])
             self.known_r[s] = np.searchsorted(c.read_firing[s], self.reads_done[c.tgt[s]])
+            self.wt[s][1 : self.known_w[s] + 1] = prev.wt[s][1 : self.known_w[s] + 1]
+            self.rt[s][1 : self.known_r[s] + 1] = prev.rt[s][1 : self.known_r[s] + 1]
 
     def _first_change(self, prev: _CompiledRun) -> int:
         """A cycle no later than the first event of ``prev`` whose constraints differ here in a way that could move
