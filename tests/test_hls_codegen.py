@@ -376,7 +376,8 @@ def test_a_row_statistic_read_drains_the_pipeline_first() -> None:
     dfg = build(g, 4)
     cpp = _c_simulation_matches(dfg, g, "var")
     node = dfg.nodes["matmul_1"]
-    assert isinstance(node, KernelNode) and node.attributes["lag"] == 3 and drained_inputs(node, 2) == [1]
+    assert isinstance(node, KernelNode) and node.attributes["lag"] == 3
+    assert drained_inputs(node.op, node.loops, node.tile_order, 2) == [1]
     (p,) = [p for p in build_process_network(dfg, U55C).processes if p.name == "matmul_1"]
     mean, out = node.inputs[1], node.outputs[0]
     assert p.num_firings == 18 and list(p.reads[mean]) == [0, 10] and list(p.writes[out]) == [7, 17]
@@ -388,7 +389,8 @@ def test_a_row_statistic_read_drains_the_pipeline_first() -> None:
     short = build(_variance_graph(32, 8), 4)  # 8 rows of 2 firings
     size_fifos(short, U55C)
     node = short.nodes["matmul_1"]
-    assert isinstance(node, KernelNode) and node.attributes["lag"] == 3 and drained_inputs(node, 2) == []
+    assert isinstance(node, KernelNode) and node.attributes["lag"] == 3
+    assert drained_inputs(node.op, node.loops, node.tile_order, 2) == []
     assert "HLS_SIM_DRAINED_FIRING" not in generate_hls(short, "var", graph_hbm_plan(short, "var", U55C.hbm),
                                                         U55C)["var.cpp"]
 

@@ -167,9 +167,14 @@ class KernelTiming:
     delay: int  # D: issue of the first firing to the first write
     ii: int  # cycles per firing (tile)
     depth: int  # issue of a firing to its writes
-    firings: int
+    firings: int  # tiles
     pipeline_ii: int  # II of the pipelined point loop nest
     first_write: int  # index of the first firing that writes (completes an output tile)
+    drained: tuple[int, ...]  # the tiles that drain the pipeline first, lag - 1 idle firings each (drained_firings)
+
+    @property
+    def idle_firings(self) -> int:
+        return (-(-self.depth // self.ii) - 1) * len(self.drained)
 
 
 def recurrence_distance(loops: list[LoopTiling], point_order: list[int]) -> int | None:
@@ -259,8 +264,45 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
         if loops[d].reduction:
             first_write += (loops[d].trip - 1) * stride
         stride *= loops[d].trip
-    return KernelTiming(latency=(firings - 1) * ii + depth, delay=first_write * ii + depth, ii=ii, depth=depth,
-                        firings=firings, pipeline_ii=pipeline_ii, first_write=first_write)
+    bubbles = -(-depth // ii) - 1
+    drained = drained_firings(op, loops, tile_order, bubbles)
+    before = bubbles * int(np.searchsorted(drained, first_write, side="right"))
+    return KernelTiming(latency=(firings + bubbles * len(drained) - 1) * ii + depth,
+                        delay=(first_write + before) * ii + depth, ii=ii, depth=depth, firings=firings,
+                        pipeline_ii=pipeline_ii, first_write=first_write, drained=tuple(drained.tolist()))
+
+
+def drained_inputs(op: GenericOp, loops: list[LoopTiling], tile_order: list[int], bubbles: int) -> list[int]:
+    """Input operands before whose reads the pipeline drains, ``bubbles`` (lag - 1) idle firings.
+
+    An input token held across reduction tile loops only (read at the top of an outer tile loop,
+    ``input_loops``; the loops inside it of more than one trip all reduce) starts a *period* of firings that is
+    one output tile, whose results leave at its last firing. In a stall pipeline the next period's read issues
+    before those writes and keeps them in flight until its token comes; a row statistic (LayerNorm's mean, read
+    by its variance) comes only once the next row tile is whole, so the results wait at least a period. The
+    pipeline drains before such reads when all the drains together cost fewer firings than one period (the
+    generated code reads the token between two tile loops, at an ``HLS_SIM_DRAINED_FIRING``)."""
+    if not bubbles:
+        return []
+    firings = math.prod(lp.trip for lp in loops)
+    drained = []
+    for j in range(len(op.inputs)):
+        inner = tile_order[len(input_loops(op, tile_order, j)):]
+        moving = [d for d in inner if loops[d].trip > 1]
+        period = math.prod(loops[d].trip for d in moving)
+        if moving and all(loops[d].reduction for d in moving) and (firings // period - 1) * bubbles < period:
+            drained.append(j)
+    return drained
+
+
+def drained_firings(op: GenericOp, loops: list[LoopTiling], tile_order: list[int], bubbles: int) -> np.ndarray:
+    """The tiles (tile loop nest order) after the first that read a ``drained_inputs`` token, sorted."""
+    firings = math.prod(lp.trip for lp in loops)
+    reads = []
+    for j in drained_inputs(op, loops, tile_order, bubbles):
+        period = math.prod(loops[d].trip for d in tile_order[len(input_loops(op, tile_order, j)):])
+        reads.append(np.arange(period, firings, period, dtype=np.int64))
+    return np.unique(np.concatenate(reads)) if reads else np.zeros(0, dtype=np.int64)
 
 
 def node_beats(graph: DataflowGraph, node: Node, max_bits: int) -> int:
@@ -281,42 +323,16 @@ def _kernel_process(graph: DataflowGraph, node: KernelNode, target: Target) -> P
     # every output tile's reduction, replays one token per firing after the last.
     reads, writes = node.port_firings()
     # Before a read that could hold a finished output tile in flight the pipeline drains (``drained_inputs``):
-    # ``lag - 1`` idle firings before each firing (but the first) that reads such an input let the writes still
-    # in flight leave first.
-    bubbles = -(-t.depth // t.ii) - 1
-    held = [reads[node.input_operands.index(j)][1:] for j in drained_inputs(node, bubbles)]
-    if held:
-        drained = np.unique(np.concatenate(held))
+    # ``lag - 1`` idle firings before each such tile let the writes still in flight leave first.
+    if t.drained:
+        bubbles, drained = t.idle_firings // len(t.drained), np.array(t.drained, dtype=np.int64)
 
         def shift(firings: np.ndarray) -> np.ndarray:
             return firings + bubbles * np.searchsorted(drained, firings, side="right")
         reads, writes = [shift(r) for r in reads], [shift(w) for w in writes]
-    extra = bubbles * len(drained) if held else 0
-    return Process(node.name, t.ii, t.depth, t.firings + extra + node.replay_firings,
+    return Process(node.name, t.ii, t.depth, t.firings + t.idle_firings + node.replay_firings,
                    dict(zip(node.inputs, reads, strict=True)),
                    dict(zip(node.outputs, writes, strict=True)))
-
-
-def drained_inputs(node: KernelNode, bubbles: int) -> list[int]:
-    """Input operands of ``node`` before whose reads its pipeline drains, ``bubbles`` (lag - 1) idle firings.
-
-    An input token held across reduction tile loops only (read at the top of an outer tile loop,
-    ``input_loops``; the loops inside it of more than one trip all reduce) starts a *period* of firings that is
-    one output tile, whose results leave at its last firing. In a stall pipeline the next period's read issues
-    before those writes and keeps them in flight until its token comes; a row statistic (LayerNorm's mean, read
-    by its variance) comes only once the next row tile is whole, so the results wait at least a period. The
-    pipeline drains before such reads when all the drains together cost fewer firings than one period (the
-    generated code reads the token between two tile loops, at an ``HLS_SIM_DRAINED_FIRING``)."""
-    if not bubbles:
-        return []
-    drained = []
-    for j in range(len(node.op.inputs)):
-        inner = node.tile_order[len(input_loops(node.op, node.tile_order, j)):]
-        moving = [d for d in inner if node.loops[d].trip > 1]
-        period = math.prod(node.loops[d].trip for d in moving)
-        if moving and all(node.loops[d].reduction for d in moving) and (node.firings // period - 1) * bubbles < period:
-            drained.append(j)
-    return drained
 
 
 # --- data movement -------------------------------------------------------------------------------------------

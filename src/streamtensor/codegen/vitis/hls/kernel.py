@@ -151,7 +151,8 @@ class KernelWriter:
         # A firing that reads a drained input starts at its level or outside it.
         lag = node.attributes["lag"]
         assert isinstance(lag, int)
-        drained = max((len(input_loops(op, node.tile_order, j)) for j in drained_inputs(node, lag - 1)), default=-1)
+        drained = max((len(input_loops(op, node.tile_order, j))
+                       for j in drained_inputs(op, node.loops, node.tile_order, lag - 1)), default=-1)
         # With every point loop unrolled, the innermost tile loop is the pipeline (at the firing II, which
         # includes the pending tiles' recurrence and the beats of wide tokens): its pragma heads its body.
         counted = [d for d in node.tile_order if self.tile_counter(d) is not None]
