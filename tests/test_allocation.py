@@ -189,12 +189,13 @@ def _two_node_graph(kind: str, source: str, result: str) -> tuple[DataflowGraph,
 
 def test_converter_lock_step_phases() -> None:
     # Spec example (b) -> (c): one shared loop of 4 iterations, 2 tokens in and 4 out per iteration (each
-    # column of tiles read twice). Phase p fills iteration p while draining p - 1: lengths 2, 4, 4, 4, 4.
+    # column of tiles read twice). Phase p fills iteration p while draining p - 1: lengths 2, 4, 4, 4, 4; a
+    # phase of 4 steps spreads its 2 reads (every second step).
     g, n = _two_node_graph("converter", "itensor<4x2xf32, tensor 8x8, [4, 2] * [2, 4], (d0, d1) -> (d1, d0)>",
                            "itensor<4x2xf32, tensor 8x8, [4, 2, 2] * [2, 1, 4], (d0, d1, d2) -> (d2, d0)>")
     p = node_process(g, g.nodes[n], U55C)
     assert (p.ii, p.depth, p.num_firings) == (1, converter_depth(U55C.ops), 18)
-    np.testing.assert_array_equal(p.reads["in"], [0, 1, 2, 3, 6, 7, 10, 11])
+    np.testing.assert_array_equal(p.reads["in"], [0, 1, 2, 4, 6, 8, 10, 12])
     np.testing.assert_array_equal(p.writes["out"], [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17])
     assert (p.initial_delay, p.latency) == (2 + converter_depth(U55C.ops), 17 + converter_depth(U55C.ops))
 

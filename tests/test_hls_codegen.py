@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import FAMILIES, TINY_MAX_LEN, TINY_SEQ_LEN, tiny_block
-from linalg_builders import build, value
+from linalg_builders import build, empty, exp_matmul_graph, fill, graph, nodes_of, value
 
 from streamtensor import __version__
 from streamtensor.analysis.allocation import size_fifos
-from streamtensor.analysis.timing_model import build_process_network
+from streamtensor.analysis.timing_model import build_process_network, drained_inputs
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.cli import main
 from streamtensor.codegen.vitis.boards import U55C
@@ -29,7 +29,7 @@ from streamtensor.frontend.mlir_import import SUPPORTED_SCALAR_OPS
 from streamtensor.interp.linalg_interpreter import run_graph
 from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.affine import AffineMap, parse_affine_map
-from streamtensor.ir.dataflow import ConverterNode, ForkNode, KernelNode
+from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, ForkNode, KernelNode
 from streamtensor.ir.linalg import EmptyOp, GenericOp, Graph, ScalarBody, ScalarOp, TensorType, Value
 from streamtensor.verify.simulate import build_key, build_simulation, simulate_graph, verify_project
 
@@ -333,6 +333,83 @@ def test_reduction_outside_a_parallel_loop_keeps_pending_accumulators() -> None:
     tm, tn = node.loops[0].tile, node.loops[1].tile
     assert f"float acc0[{pending}][{tm * tn}] = {{}};  // {pending} pending {tm}x{tn} output tiles" in cpp
     assert "const int tile = t1;  // the pending output tile of this firing" in cpp
+
+
+def _variance_graph(m: int, k: int) -> Graph:
+    """LayerNorm's two passes over x (m x k): s = row sums, then v = sum over k of (x - s / k)^2."""
+    x = value("x", m, k)
+    e = empty("e", m)
+    z = fill("z", e.results[0], "fill_1")
+    rows, row = parse_affine_map("(d0, d1) -> (d0, d1)"), parse_affine_map("(d0, d1) -> (d0)")
+    kinds = ["parallel", "reduction"]
+    total = ScalarBody((("x", "f32"), ("acc", "f32")), (ScalarOp("s", "arith.addf", ("acc", "x"), "f32"),), ("s",))
+    s = GenericOp([value("s", m)], "reduce_sum_1", [x], [z.results[0]], [rows, row], kinds, total)
+    squares = ScalarBody((("x", "f32"), ("s", "f32"), ("acc", "f32")), (
+        ScalarOp("c", "arith.constant", (), "f32", (("value", float(k)),)),
+        ScalarOp("mean", "arith.divf", ("s", "c"), "f32"),
+        ScalarOp("d", "arith.subf", ("x", "mean"), "f32"),
+        ScalarOp("q", "arith.mulf", ("d", "d"), "f32"),
+        ScalarOp("v", "arith.addf", ("acc", "q"), "f32")), ("v",))
+    v = GenericOp([value("v", m)], "matmul_1", [x, s.results[0]], [z.results[0]], [rows, row, row], kinds, squares)
+    return graph([x], [e, z, s, v], [v.results[0]])
+
+
+def _c_simulation_matches(dfg: DataflowGraph, g: Graph, name: str) -> str:
+    """Size the FIFOs, run the bounded C simulation against the Linalg reference; the generated C++."""
+    size_fifos(dfg, U55C)
+    rng = np.random.default_rng(2)
+    args = [rng.standard_normal(v.type.shape).astype(np.float32) for v in g.inputs]
+    report = simulate_graph(dfg, name, dict(zip([v.name for v in g.inputs], args, strict=True)), U55C)
+    assert report.failure is None, report.failure
+    for got, want in zip(report.outputs, run_graph(g, args), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    return generate_hls(dfg, name, graph_hbm_plan(dfg, name, U55C.hbm), U55C)[f"{name}.cpp"]
+
+
+def test_a_row_statistic_read_drains_the_pipeline_first() -> None:
+    """The variance reads a row's mean at the first of the row's firings (held across the reduction loop only):
+    in the stall pipeline that read would keep the previous row's variance in flight until the next mean
+    exists, a whole row later (issue 20: GPT-2's MLP waited a row tile for it). The model gives lag - 1 idle
+    firings before the read, the code marks the firing drained (the C simulation releases every write in flight
+    there), and the results match. With rows of 2 firings, 7 drains would cost more than a row: none."""
+    g = _variance_graph(8, 32)  # tiles of 4: 2 rows of 8 firings
+    dfg = build(g, 4)
+    cpp = _c_simulation_matches(dfg, g, "var")
+    node = dfg.nodes["matmul_1"]
+    assert isinstance(node, KernelNode) and node.attributes["lag"] == 3
+    assert drained_inputs(node.op, node.loops, node.tile_order, 2) == [1]
+    (p,) = [p for p in build_process_network(dfg, U55C).processes if p.name == "matmul_1"]
+    mean, out = node.inputs[1], node.outputs[0]
+    assert p.num_firings == 18 and list(p.reads[mean]) == [0, 10] and list(p.writes[out]) == [7, 17]
+    assert p.ii * 7 + p.depth <= p.ii * 10  # the first row's variance leaves before the next mean is read
+    body = cpp.split("static void matmul_1(")[1].split("static void ")[0]
+    assert body.count("HLS_SIM_DRAINED_FIRING(true);") == 1
+    assert body.index("HLS_SIM_DRAINED_FIRING(true);") < body.index(f"{mean}.read()")
+
+    short = build(_variance_graph(32, 8), 4)  # 8 rows of 2 firings
+    size_fifos(short, U55C)
+    node = short.nodes["matmul_1"]
+    assert isinstance(node, KernelNode) and node.attributes["lag"] == 3
+    assert drained_inputs(node.op, node.loops, node.tile_order, 2) == []
+    assert "HLS_SIM_DRAINED_FIRING" not in generate_hls(short, "var", graph_hbm_plan(short, "var", U55C.hbm),
+                                                        U55C)["var.cpp"]
+
+
+def test_a_converter_spreads_its_reads_over_a_longer_drain() -> None:
+    """An output-stationary matmul re-reads each row of exp's tiles once per column tile: the converter fills
+    a row (8 tokens) while it drains the previous one (16). Its reads spread over the 16 steps, one every
+    second, so a drain token waits for the same fraction of the next row rather than for its first 8 tokens
+    (which a slow producer makes a whole row later). Model, code and C simulation agree."""
+    g = exp_matmul_graph()
+    dfg = build(g, 4, layout_aware_order=False)
+    cpp = _c_simulation_matches(dfg, g, "em")
+    (conv,) = nodes_of(dfg, ConverterNode)
+    (p,) = [p for p in build_process_network(dfg, U55C).processes if p.name == conv.name]
+    assert list(p.reads[conv.inputs[0]]) == [*range(8), *range(8, 24, 2)]
+    assert list(p.writes[conv.outputs[0]]) == list(range(8, 40))
+    body = cpp.split(f"static void {conv.name}(")[1].split("static void ")[0]
+    assert "if (p < 2 && (p == 0 || k * 8LL % 16 < 8))" in body
+    assert "(p == 0 ? k : static_cast<int>(k * 8LL / 16))" in body
 
 
 def test_design_simulate_on_new_inputs_and_build_cache(verified, tmp_path: Path) -> None:  # noqa: ANN001

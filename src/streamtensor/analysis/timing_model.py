@@ -29,12 +29,13 @@ Per node kind (formulas are repeated next to their code):
   point's issue plus its trip through the datapath); pipeline depth = stream read + critical path of the
   scalar body (op latencies by element type) + the reduction tree over the unrolled reduction lanes (or their
   chain) + stream write. Tokens move at the firings of ``KernelNode.port_firings``: inputs once per iteration of the
-  loops they use, inits at the first and results at the last firing of every output tile's reduction.
+  loops they use, inits at the first and results at the last firing of every output tile's reduction; ``lag - 1``
+  idle firings drain the pipeline before a read that would hold a finished output tile (``drained_inputs``).
 - **itensor_converter** (ping-pong buffer over the ``S`` iterations of its shared loops; per iteration ``a``
   source tokens fill one half, then ``b`` result tokens drain it): one token in and one out per step, fill of
   iteration i in lock step with the drain of iteration i-1 (the two halves), so ``ii = beats`` and phase ``p``
-  (0..S) lasts ``max(a if p < S, b if p > 0)`` firings; ``depth = 3`` (buffer write-to-read turnaround plus a
-  registered BRAM/URAM read).
+  (0..S) lasts ``max(a if p < S, b if p > 0)`` firings, its reads spread over it when it is longer than ``a``;
+  ``depth = 3`` (buffer write-to-read turnaround plus a registered BRAM/URAM read).
 - **fork, reassociate, chunk, concat**: one token per firing, ``depth = 2`` (stream read + stream write). A
   chunk reads every input token and writes the kept ones; a concat writes every output token and reads it from
   the input whose region holds it.
@@ -74,6 +75,7 @@ from streamtensor.ir.dataflow import (
     LoopTiling,
     Node,
     ReassociateNode,
+    input_loops,
     pending_tiles,
 )
 from streamtensor.ir.dataflow import Stream as DataflowStream
@@ -165,9 +167,14 @@ class KernelTiming:
     delay: int  # D: issue of the first firing to the first write
     ii: int  # cycles per firing (tile)
     depth: int  # issue of a firing to its writes
-    firings: int
+    firings: int  # tiles
     pipeline_ii: int  # II of the pipelined point loop nest
     first_write: int  # index of the first firing that writes (completes an output tile)
+    drained: tuple[int, ...]  # the tiles that drain the pipeline first, lag - 1 idle firings each (drained_firings)
+
+    @property
+    def idle_firings(self) -> int:
+        return (-(-self.depth // self.ii) - 1) * len(self.drained)
 
 
 def recurrence_distance(loops: list[LoopTiling], point_order: list[int]) -> int | None:
@@ -257,8 +264,45 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
         if loops[d].reduction:
             first_write += (loops[d].trip - 1) * stride
         stride *= loops[d].trip
-    return KernelTiming(latency=(firings - 1) * ii + depth, delay=first_write * ii + depth, ii=ii, depth=depth,
-                        firings=firings, pipeline_ii=pipeline_ii, first_write=first_write)
+    bubbles = -(-depth // ii) - 1
+    drained = drained_firings(op, loops, tile_order, bubbles)
+    before = bubbles * int(np.searchsorted(drained, first_write, side="right"))
+    return KernelTiming(latency=(firings + bubbles * len(drained) - 1) * ii + depth,
+                        delay=(first_write + before) * ii + depth, ii=ii, depth=depth, firings=firings,
+                        pipeline_ii=pipeline_ii, first_write=first_write, drained=tuple(drained.tolist()))
+
+
+def drained_inputs(op: GenericOp, loops: list[LoopTiling], tile_order: list[int], bubbles: int) -> list[int]:
+    """Input operands before whose reads the pipeline drains, ``bubbles`` (lag - 1) idle firings.
+
+    An input token held across reduction tile loops only (read at the top of an outer tile loop,
+    ``input_loops``; the loops inside it of more than one trip all reduce) starts a *period* of firings that is
+    one output tile, whose results leave at its last firing. In a stall pipeline the next period's read issues
+    before those writes and keeps them in flight until its token comes; a row statistic (LayerNorm's mean, read
+    by its variance) comes only once the next row tile is whole, so the results wait at least a period. The
+    pipeline drains before such reads when all the drains together cost fewer firings than one period (the
+    generated code reads the token between two tile loops, at an ``HLS_SIM_DRAINED_FIRING``)."""
+    if not bubbles:
+        return []
+    firings = math.prod(lp.trip for lp in loops)
+    drained = []
+    for j in range(len(op.inputs)):
+        inner = tile_order[len(input_loops(op, tile_order, j)):]
+        moving = [d for d in inner if loops[d].trip > 1]
+        period = math.prod(loops[d].trip for d in moving)
+        if moving and all(loops[d].reduction for d in moving) and (firings // period - 1) * bubbles < period:
+            drained.append(j)
+    return drained
+
+
+def drained_firings(op: GenericOp, loops: list[LoopTiling], tile_order: list[int], bubbles: int) -> np.ndarray:
+    """The tiles (tile loop nest order) after the first that read a ``drained_inputs`` token, sorted."""
+    firings = math.prod(lp.trip for lp in loops)
+    reads = []
+    for j in drained_inputs(op, loops, tile_order, bubbles):
+        period = math.prod(loops[d].trip for d in tile_order[len(input_loops(op, tile_order, j)):])
+        reads.append(np.arange(period, firings, period, dtype=np.int64))
+    return np.unique(np.concatenate(reads)) if reads else np.zeros(0, dtype=np.int64)
 
 
 def node_beats(graph: DataflowGraph, node: Node, max_bits: int) -> int:
@@ -278,7 +322,15 @@ def _kernel_process(graph: DataflowGraph, node: KernelNode, target: Target) -> P
     # inputs once per iteration of the loops they use, inits at the start and results at the completion of
     # every output tile's reduction, replays one token per firing after the last.
     reads, writes = node.port_firings()
-    return Process(node.name, t.ii, t.depth, t.firings + node.replay_firings,
+    # Before a read that could hold a finished output tile in flight the pipeline drains (``drained_inputs``):
+    # ``lag - 1`` idle firings before each such tile let the writes still in flight leave first.
+    if t.drained:
+        bubbles, drained = t.idle_firings // len(t.drained), np.array(t.drained, dtype=np.int64)
+
+        def shift(firings: np.ndarray) -> np.ndarray:
+            return firings + bubbles * np.searchsorted(drained, firings, side="right")
+        reads, writes = [shift(r) for r in reads], [shift(w) for w in writes]
+    return Process(node.name, t.ii, t.depth, t.firings + t.idle_firings + node.replay_firings,
                    dict(zip(node.inputs, reads, strict=True)),
                    dict(zip(node.outputs, writes, strict=True)))
 
@@ -299,7 +351,11 @@ def _converter_process(node: ConverterNode, source: ITensorType, result: ITensor
     # Phase p fills iteration p (p < S) while draining iteration p - 1 (p > 0): max of the two lengths.
     lengths = [max(a if p < s else 0, b if p > 0 else 0) for p in range(s + 1)]
     start = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    reads = (start[:s, None] + np.arange(a, dtype=np.int64)[None, :]).ravel()
+    # A phase longer than its fill spreads the reads over it (read j at step ceil(j * length / a)): a drain
+    # token then waits only for the same fraction of the next iteration's source tokens, not for the first
+    # ``a`` of them, which a slow producer delivers a whole iteration later.
+    steps = -(-np.arange(a, dtype=np.int64)[None, :] * np.array(lengths[:s], dtype=np.int64)[:, None] // a)
+    reads = (start[:s, None] + steps).ravel()
     writes = (start[1 : s + 1, None] + np.arange(b, dtype=np.int64)[None, :]).ravel()
     return Process(node.name, beats, converter_depth(ops), int(start[-1]), {node.inputs[0]: reads},
                    {node.outputs[0]: writes})

@@ -125,10 +125,12 @@ class ProcessWrites:
             code.line(f"HLS_SIM_IN_FLIGHT({self.lag});  // writes trail reads by {self.lag} firings "
                       "(pipeline depth / II)")
 
-    def firing(self, code: Code, condition: str | None = None) -> None:
+    def firing(self, code: Code, condition: str | None = None, drained: bool = False) -> None:
+        """The start of a firing; ``drained``: its writes in flight leave first (``drained_inputs``)."""
         if self.lag > 1:
             # A macro, not an `if` around one: the synthesis view has no firing marks, and no empty statements.
-            code.line(f"HLS_SIM_FIRING({condition or 'true'});")
+            mark = "HLS_SIM_DRAINED_FIRING" if drained else "HLS_SIM_FIRING"
+            code.line(f"{mark}({condition or 'true'});")
 
     def write(self, stream: str, value: str) -> str:
         """A token to dataflow stream ``stream``: one ``write``, or its beats (``write_token``) when it is wider

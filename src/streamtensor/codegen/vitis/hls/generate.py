@@ -31,7 +31,8 @@ few tokens shallower than the model's minimum. Two files per accelerator (a fuse
       local registers (partitioned completely).
     - itensor_converter: the ping-pong buffer of ``converter_buffer``; phase ``p`` fills window ``p % 2`` with
       shared iteration ``p`` while draining window ``(p - 1) % 2``, one token in and one out per step (one
-      window, ``buf[1]``, when there is a single shared iteration: it is filled in phase 0 and drained in 1).
+      window, ``buf[1]``, when there is a single shared iteration: it is filled in phase 0 and drained in 1);
+      a phase that drains more tokens than it fills spreads its reads over its steps.
     - fork / reassociate / chunk / concat: per token, with the tile offsets as loop arithmetic.
     - DMA: walks its stream's loop nest; token ``(n_0, ...)`` is the tile at word ``sum n_l * word_strides[l]``
       of its argument (``PackedLayout``), read or written as whole 512-bit words.

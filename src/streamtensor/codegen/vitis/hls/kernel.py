@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from streamtensor.analysis.memory import accumulator_partition
 from streamtensor.analysis.resources import lane_dims, used_values, value_lane_levels
-from streamtensor.analysis.timing_model import fpowi_steps, recurrence_distance, tree_combiners
+from streamtensor.analysis.timing_model import drained_inputs, fpowi_steps, recurrence_distance, tree_combiners
 from streamtensor.codegen.vitis.hbm import c_identifier
 from streamtensor.codegen.vitis.hls.cpp import (
     Code,
@@ -148,6 +148,11 @@ class KernelWriter:
         # reads ran too (every counter between the two levels 0).
         depth = len(node.tile_order)
         starts = sorted({level for level in hoist if level < depth} | {depth})
+        # A firing that reads a drained input starts at its level or outside it.
+        lag = node.attributes["lag"]
+        assert isinstance(lag, int)
+        drained = max((len(input_loops(op, node.tile_order, j))
+                       for j in drained_inputs(op, node.loops, node.tile_order, lag - 1)), default=-1)
         # With every point loop unrolled, the innermost tile loop is the pipeline (at the firing II, which
         # includes the pending tiles' recurrence and the beats of wide tokens): its pragma heads its body.
         counted = [d for d in node.tile_order if self.tile_counter(d) is not None]
@@ -159,7 +164,7 @@ class KernelWriter:
                 between = [] if k == 0 else [c for e in node.tile_order[starts[k - 1]:level]
                                                if (c := self.tile_counter(e)) is not None]
                 if k == 0 or between:
-                    self.writes.firing(code, " || ".join(f"{c} != 0" for c in between) or None)
+                    self.writes.firing(code, " || ".join(f"{c} != 0" for c in between) or None, level <= drained)
             for j in hoist.get(level, []):
                 port = node.input_operands.index(j)
                 read_into(code, self.graph, node.inputs[port], f"in{j}", self.max_bits)

@@ -182,7 +182,7 @@ def converter_process(graph: DataflowGraph, node: ConverterNode, max_bits: int) 
         code.pragma(f"bind_storage variable=buf type=ram_2p impl={impl}")
     code.line(f"// Phase p fills window p % {buf.banks} with shared iteration p (p < {s}) while it drains window "
               f"(p - 1) % {buf.banks}:")
-    code.line("// one source token in and one result token out per step.")
+    code.line("// one source token in and one result token out per step, the reads spread over a longer drain.")
     code.loop("p", s + 1)
     longest = max(a, b)
     length = str(a)
@@ -198,13 +198,20 @@ def converter_process(graph: DataflowGraph, node: ConverterNode, max_bits: int) 
     exact = {j for loop in range(m) for j in range(src.rank) if src.iter_map.result_dim(j) == loop}
     for fill, t, count in ((True, src, a), (False, res, b)):
         cond = [f"p < {s}" if fill else "p > 0", *([f"k < {count}"] if count < longest else [])]
+        step = "k"
+        if fill and count < longest and s > 1:
+            # A phase that drains more than it fills spreads its reads (timing_model._converter_process): token
+            # j at step ceil(j * length / a), so step k reads token k * a / length when that division leaves
+            # less than a; phase 0 only fills, a token a step.
+            cond[1] = f"(p == 0 || k * {count}LL % {longest} < {count})"
+            step = f"(p == 0 ? k : static_cast<int>(k * {count}LL / {longest}))"
         code.open(f"if ({' && '.join(cond)})")
         names = [f"q{loop}" for loop in range(m)] + [f"c{loop}" for loop in range(m, t.num_loops)]
         offsets = tile_offsets(t, [n if trip > 1 else None for n, trip in zip(names, t.trip_counts, strict=True)])
         relative = ["0" if j in exact else offsets[j] for j in range(t.rank)] or ["0"]
         needed = {n for n in names if any(re.search(rf"\b{n}\b", r) for r in relative)}
         decode_counters(code, "p" if fill else "(p - 1)", t.trip_counts[:m], names[:m], needed)
-        decode_counters(code, "k", t.trip_counts[m:], names[m:], needed)
+        decode_counters(code, step if fill else "k", t.trip_counts[m:], names[m:], needed)
         element = list(t.element_shape) or [1]
         half = f"buf[p % {buf.banks}]" if fill else f"buf[(p - 1) % {buf.banks}]"
         if fill:

@@ -2,9 +2,12 @@
 // of the timing model's process) reads firing f + lag - 1 before its write of firing f leaves: the stall
 // pipeline of the hardware, and the event order the FIFO-sizing LP and the timing simulator assume. The C
 // simulation reproduces it by holding a process's writes until `lag` firings later; synthesis writes directly.
+// A drained firing reads a token between two tile loops, after the pipeline of the loops inside drained: every
+// write still in flight leaves before it (the timing model's idle firings, timing_model.drained_inputs).
 #ifdef __SYNTHESIS__
 #define HLS_SIM_IN_FLIGHT(lag)
 #define HLS_SIM_FIRING(condition)
+#define HLS_SIM_DRAINED_FIRING(condition)
 #define HLS_SIM_WRITE(stream, value) write_token(stream, value)
 #define HLS_SIM_DRAIN()
 #else
@@ -18,6 +21,11 @@ class InFlightWrites {
   void firing() {
     pending_.emplace_back();
     release(lag_);
+  }
+  // Start of a drained firing: every write in flight leaves first.
+  void drained_firing() {
+    release(0);
+    firing();
   }
   template <typename S, typename T>
   void write(hls::stream<S>& s, const T& value) {
@@ -41,6 +49,8 @@ class InFlightWrites {
 #define HLS_SIM_IN_FLIGHT(lag) streamtensor::InFlightWrites hls_sim_in_flight_(lag)
 #define HLS_SIM_FIRING(condition) \
   if (condition) hls_sim_in_flight_.firing()
+#define HLS_SIM_DRAINED_FIRING(condition) \
+  if (condition) hls_sim_in_flight_.drained_firing()
 #define HLS_SIM_WRITE(stream, value) hls_sim_in_flight_.write(stream, value)
 #define HLS_SIM_DRAIN() hls_sim_in_flight_.drain()
 #endif
