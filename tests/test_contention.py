@@ -40,6 +40,26 @@ def test_contention_is_the_mean_of_the_ports_busy_with_a_dma() -> None:
     assert contention_shares(placement, {"a0": np.arange(3)}, 1) == {"a0": 1, "b0": 1}  # b moved nothing
 
 
+def test_contention_counts_the_ports_busy_in_each_cycle_of_a_dma() -> None:
+    # The shares from the sorted busy cycles (hbm.contention_shares) against the definition, cycle by cycle: two
+    # tensors striped over shared channels, busy cycles unsorted and repeated (a DMA busy once per cycle).
+    hbm = U55C.hbm.__class__(**{**U55C.hbm.__dict__, "channels": 3})
+    placement = place_tensors([ExternalTensor("a", ("a0",), 64, 64, stripes=2),
+                               ExternalTensor("b", ("b0",), 64, 64, stripes=2),
+                               ExternalTensor("c", ("c0",), 64, 64)], hbm)
+    rng = np.random.default_rng(7)
+    busy = {d: rng.integers(0, 300, size=n) for d, n in (("a0", 200), ("b0", 120), ("c0", 90))}
+    ports = placement.channel_ports(3)
+    expected = {}
+    for d, cycles in busy.items():
+        mine = set(cycles.tolist())
+        worst = max(sum(len(mine & set(busy[e].tolist())) for e in ports[c])
+                    for first, last in placement.dma_ranges[d] for c in range(first, last + 1))
+        expected[d] = Fraction(-(-4 * worst // len(mine)), 4)
+    assert contention_shares(placement, busy, 3) == expected
+    assert any(share > 1 for share in expected.values())
+
+
 def test_stripes_for_rate_keep_pace_with_the_fewest_ports() -> None:
     # A 16-word tile: one port moves 57.5 B/cycle, so 200 B/cycle needs 4 words per port (4 stripes) ...
     assert stripes_for_rate(16, Fraction(200), U55C) == 4

@@ -8,7 +8,14 @@ import pytest
 from fifo_depth_oracle import minimal_depths
 from process_networks import late_reader, paper_network, seq, shared_channel_reads
 
-from streamtensor.analysis.fifo_lp import DepthCurves, FifoSizing, paper_max_tokens, solve_profiles
+import streamtensor.analysis.fifo_lp as fifo_lp
+from streamtensor.analysis.fifo_lp import (
+    DepthCurves,
+    FifoSizing,
+    paper_max_tokens,
+    share_evaluated_depths,
+    solve_profiles,
+)
 from streamtensor.analysis.fifo_search import size_fifos_lp
 from streamtensor.analysis.process_network import Process, ProcessNetwork, Stream, even_firings
 from streamtensor.analysis.sim_kernel import peak_occupancies
@@ -358,3 +365,21 @@ def test_depth_curves_shared_by_solves_give_the_same_sizing_and_evaluate_once() 
         r = profiles[s.target].issue[net.process(s.target).reads[s.name]]
         for shift, depth in evaluated[s.name].items():
             assert depth == int(peak_occupancies(w, r, np.array([shift], dtype=np.int64))[0])
+
+
+def test_a_network_sharing_the_evaluated_depths_sizes_alike_and_evaluates_nothing_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A network built again (timing_model.GroupNetworks: other DMA shares) reads the depth curves its predecessor's
+    # LPs evaluated: they are keyed by the streams' token times, whatever network or profile objects hold them.
+    net, again = paper_network(), paper_network()
+    first = size_fifos_lp(net, schedule="demand")
+    share_evaluated_depths(again, net)
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("a depth was evaluated again")
+
+    monkeypatch.setattr(fifo_lp, "peak_occupancies", refuse)
+    shared = size_fifos_lp(again, schedule="demand")
+    assert shared.depths == first.depths and shared.total_bits == first.total_bits
+    with pytest.raises(AssertionError, match="evaluated again"):  # on its own it evaluates them
+        size_fifos_lp(paper_network(), schedule="demand")

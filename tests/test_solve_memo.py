@@ -105,13 +105,27 @@ def test_a_second_compile_of_a_one_token_block_sizes_and_trims_nothing_again(tmp
     # both are read back.
     monkeypatch.setenv("STREAMTENSOR_LINALG_CACHE", str(tmp_path))
     options = {"mode": "decode", "size": "tiny", "max_len": 16}
+    simulated: list[object] = []
+    simulate = allocation.simulate
+
+    def counted(*args: object, **kwargs: object) -> object:
+        simulated.append(args[0])
+        return simulate(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(allocation, "simulate", counted)
     first, _ = compile_llm_block("gpt2", **options)
     assert first.allocation is not None
     groups = len(first.allocation.groups)
+    assert len(simulated) > 2 * groups  # the untrimmed design too
     monkeypatch.setattr(allocation, "size_fifos_lp", _refuse)
     monkeypatch.setattr(allocation, "trim_sizing", _refuse)
+    # The HBM shares are read back too (allocation.settle_memoized), and of the designs the sizing went through
+    # only the last is simulated (with its FIFOs and unbounded): what the others' simulations raised is kept.
+    monkeypatch.setattr(allocation, "settle_shares", _refuse)
+    simulated.clear()
     second, _ = compile_llm_block("gpt2", **options)
     assert second.report["frontend_cache"]["memo"]["fifo_lp"] == f"{groups}/{groups}"
+    assert len(simulated) == 2 * groups
     untimed = [{k: v for k, v in d.report.items() if k not in _TIMING_KEYS} for d in (first, second)]
     assert untimed[0] == untimed[1]
 

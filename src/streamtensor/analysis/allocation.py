@@ -7,7 +7,9 @@ Sub-steps, each a driver stage (``allocation.<step>``) with its own seconds in t
    step 2, while the simulation with the sized FIFOs shows a DMA more contention than its share, the shares are
    raised and steps 1-2 run again (``contention_resizes``). Such a block's FIFO sizing leaves out its last and
    costliest step, the trim (``fifo_search.trim_sizing``), until the shares have settled, then trims and checks
-   again (unless ``max_fifo_depth`` caps the depths: the cap applies to the trimmed sizing).
+   again (unless ``max_fifo_depth`` caps the depths: the cap applies to the trimmed sizing). The memo keeps the
+   settled shares and what each sized design's simulation raised (``settle_memoized``, ``_raised_key``): a
+   recompile simulates only the final design.
 1. ``fifo_lp``: the process network of every fusion group (``timing_model.build_process_network``: one
    accelerator each) and its FIFO depths by the LP of ``fifo_lp`` with the chosen strategy (``normal`` or
    ``conservative``) on demand-paced profiles (``schedule="demand"``: producers stall where that costs no
@@ -33,26 +35,26 @@ the errors it let through), which the report carries; a design over budget then 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError
-from streamtensor.ir.dataflow import DataflowGraph
+from streamtensor.ir.dataflow import DataflowGraph, DmaNode, print_dataflow
 from streamtensor.target import Target
 
 from . import solve_memo
 from .annotate import annotate_memory, annotate_slrs, annotate_timing
-from .contention import prefetch_caps, raise_shares, settle_shares, to_static
+from .contention import MAX_ROUNDS, prefetch_caps, raise_shares, settle_shares, to_static
 from .fifo_lp import FifoSizing, Strategy
 from .fifo_search import size_fifos_lp, trim_sizing
 from .memory import node_groups
 from .process_network import ProcessNetwork
 from .resources import RESOURCES, ResourceReport, estimate_resources, memory_kind
 from .slr_partition import SlrPartition, SlrPartitionError, one_slr, partition_slrs
-from .timing_model import GroupNetworks, NodeTiming, node_timings, serial_dmas
+from .timing_model import GroupNetworks, NodeTiming, dma_placement_of_group, node_timings, serial_dmas
 from .timing_sim import SimResult, simulate
 
 FIFO_STRATEGIES: tuple[Strategy, ...] = ("normal", "conservative")
@@ -287,7 +289,7 @@ def _memoized(memo: Path | None, kind: str, options: tuple[object, ...], net: Pr
     and its HiGHS solves are deterministic, so the same network gets the same depths (issue 21: 1-5 s of a second
     compile of a paper-size block). A sizing whose last solve stopped at the time limit depends on the machine's
     load: it is not kept. With whether it was read from the memo."""
-    key = solve_memo.memo_key(kind, repr(options), *_network_parts(net)) if memo is not None else ""
+    key = solve_memo.memo_key(kind, repr(options), *net.memo_parts()) if memo is not None else ""
     kept = solve_memo.load(memo, key)
     if isinstance(kept, FifoSizing):
         return replace(kept, solve_seconds=0.0), True
@@ -297,14 +299,27 @@ def _memoized(memo: Path | None, kind: str, options: tuple[object, ...], net: Pr
     return sizing, False
 
 
-def _network_parts(net: ProcessNetwork) -> Iterator[str | memoryview]:
-    """Everything a process network holds, for its memo key: the streams, and per process its numbers and
-    token -> firing maps (their buffers as they are: the finest tilings' maps are hundreds of MB)."""
-    yield repr((net.srl_max_bits, net.streams))
-    for p in net.processes:
-        yield repr((p.name, p.ii, p.depth, p.num_firings, list(p.reads), list(p.writes)))
-        for a in (*p.reads.values(), *p.writes.values()):
-            yield memoryview(a)  # contiguous int64 (``process_network._as_index_array``)
+def settle_memoized(graph: DataflowGraph, target: Target, networks: GroupNetworks, memo: Path | None) -> None:
+    """``contention.settle_shares``, its shares kept in ``memo`` (``solve_memo``) by the graph, every group's
+    process network and HBM placement at the shares it starts from, and the prefetch caps: the settling is
+    deterministic, and a recompile of a paper-size decode block simulated it again (issue 21: four simulations,
+    2 CPU s of a Gemma decode block)."""
+    count = max(node_groups(graph).values(), default=-1) + 1
+    key = ""
+    if memo is not None:
+        placements = [dma_placement_of_group(graph, g, target) for g in range(count)]
+        options = (MAX_ROUNDS, sorted(prefetch_caps(graph, target).items()),
+                   [(p.dma_ranges, p.ports) for p in placements])
+        key = solve_memo.memo_key("contention_shares", repr(options), print_dataflow(graph), repr(target),
+                                  *(part for g in range(count) for part in networks(g).memo_parts()))
+    kept = solve_memo.load(memo, key)
+    dmas = {n: node for n, node in graph.nodes.items() if isinstance(node, DmaNode) and node.share is not None}
+    if isinstance(kept, dict) and kept.keys() == dmas.keys():
+        for name, share in kept.items():
+            dmas[name].share = share
+        return
+    settle_shares(graph, target, networks)
+    solve_memo.store(memo, key, {name: node.share for name, node in dmas.items()})
 
 
 def check_max_fifo_depth(depth: int) -> int:
@@ -321,15 +336,27 @@ def _overridden(result: AllocationResult, option: str, allowed: bool, error: Exc
     result.overrides.setdefault(option, []).append(str(error))
 
 
-def simulate_allocation(result: AllocationResult, allow_deadlock: bool = False) -> None:
-    """Sub-step 2: simulate every group with its LP depths; a deadlock is an error."""
-    for a in result.groups:
-        a.simulation = simulate(a.network, a.sizing.depths)
-        if a.simulation.deadlock:
-            _overridden(result, "allow_deadlock", allow_deadlock, DeadlockError(
-                f"the timing simulation of fusion group {a.group} deadlocks with the sized FIFOs: "
-                f"{a.simulation.describe().removeprefix('DEADLOCK: ')} (deepen those FIFOs, e.g. drop "
-                "--max-fifo-depth, or pass --allow-deadlock to write the design anyway)"))
+def simulate_group(result: AllocationResult, a: GroupAllocation, allow_deadlock: bool = False) -> SimResult:
+    """Sub-step 2 for group ``a`` of ``result``: its simulation with its LP depths (a deadlock is an error)."""
+    a.simulation = simulate(a.network, a.sizing.depths)
+    if a.simulation.deadlock:
+        _overridden(result, "allow_deadlock", allow_deadlock, DeadlockError(
+            f"the timing simulation of fusion group {a.group} deadlocks with the sized FIFOs: "
+            f"{a.simulation.describe().removeprefix('DEADLOCK: ')} (deepen those FIFOs, e.g. drop "
+            "--max-fifo-depth, or pass --allow-deadlock to write the design anyway)"))
+    return a.simulation
+
+
+def _raised_key(graph: DataflowGraph, target: Target, a: GroupAllocation, memo: Path | None) -> str:
+    """The memo key of what the simulation of group ``a`` with its depths raises (``contention.raise_shares``):
+    its network, depths, HBM placement and the shares of the graph's DMAs ("": the memo off)."""
+    if memo is None:
+        return ""
+    placement = dma_placement_of_group(graph, a.group, target)
+    shares = sorted((n, node.share) for n, node in graph.nodes.items() if isinstance(node, DmaNode)
+                    and node.share is not None)
+    options = (a.group, sorted(a.sizing.depths.items()), placement.dma_ranges, placement.ports, shares)
+    return solve_memo.memo_key("contention_raised", repr(options), repr(target), *a.network.memo_parts())
 
 
 def simulate_unbounded(result: AllocationResult) -> None:
@@ -402,44 +429,62 @@ def run_allocation(graph: DataflowGraph, target: Target, strategy: str = "normal
 
     networks = GroupNetworks(graph, target)
 
-    def size_and_simulate(trim: bool) -> AllocationResult:
+    def size(trim: bool) -> AllocationResult:
         sized = stage("allocation.fifo_lp", lambda: size_fifos(graph, target, strategy, latency_slack,
                                                                  max_fifo_depth, memo, trim, networks))
         sized.seconds = seconds  # later stages keep filling it
-        stage("allocation.simulate", lambda: simulate_allocation(sized, allow_deadlock))
         return sized
 
-    def trim_and_simulate(sized: AllocationResult) -> None:
-        stage("allocation.fifo_lp", lambda: trim_allocation(graph, target, sized, memo))
-        stage("allocation.simulate", lambda: simulate_allocation(sized, allow_deadlock))
+    def simulate_raising(sized: AllocationResult, last: bool) -> list[tuple[int, list[str]]]:
+        """Sub-step 2 on every group of ``sized`` and the DMAs whose shares its simulation raised (``raise_shares``),
+        by group. ``last``: the design is final unless a share is raised; one that another round replaces (a
+        share raised, or the trim still to come) is not simulated where ``memo`` keeps what its simulation raised
+        (``_raised_key``): a recompile of a paper-size decode block simulated two such designs (issue 21)."""
+        raised = []
+        for a in sized.groups:
+            key = _raised_key(graph, target, a, memo if serial else None)
+            kept = solve_memo.load(memo, key)
+            if isinstance(kept, dict) and (kept or not last):
+                names = list(kept)
+                for name in names:
+                    node = graph.nodes[name]
+                    assert isinstance(node, DmaNode)
+                    node.share = kept[name]
+            else:
+                sim = stage("allocation.simulate", lambda a=a: simulate_group(sized, a, allow_deadlock))
+                names = raise_shares(graph, target, a.group, sim)
+                if not sim.deadlock:
+                    solve_memo.store(memo, key, {name: graph.nodes[name].share for name in names})
+            if names:
+                raised.append((a.group, names))
+        return raised
 
     serial = serial_dmas(graph)
     if serial:
-        stage("allocation.contention", lambda: settle_shares(graph, target, networks))
+        stage("allocation.contention", lambda: settle_memoized(graph, target, networks, memo))
     # A one-token block is sized again while its sized design shows more HBM contention than its shares: it trims
     # its FIFOs (the search's last and costliest step) once they have settled, and checks them again after.
     # A depth cap applies to the trimmed sizing: such a block trims as it sizes.
     trim_later = serial and not max_fifo_depth
-    result = size_and_simulate(not trim_later)
+    result = size(not trim_later)
     trimmed = not trim_later
     # The sized FIFOs change when each DMA transfers: re-size while the simulation with them shows a DMA more
     # contention than its share (analysis.contention). From round RESIZE_ROUNDS on, a DMA raised again gets the
     # static count, which no simulation exceeds: each such round leaves one DMA fewer to raise, so this ends.
     resizes = 0
     while True:
-        raised = [(a.group, names) for a in result.groups if a.simulation is not None
-                  and (names := raise_shares(graph, target, a.group, a.simulation))]
+        raised = simulate_raising(result, trimmed)
         if raised:
             resizes += 1
             if resizes >= RESIZE_ROUNDS:
                 for g, names in raised:
                     to_static(graph, target, g, names)
-            result = size_and_simulate(not trim_later)
+            result = size(not trim_later)
             trimmed = not trim_later
         elif trimmed:
             break
         else:
-            trim_and_simulate(result)
+            stage("allocation.fifo_lp", partial(trim_allocation, graph, target, result, memo))
             trimmed = True
     result.contention_resizes = resizes
     stage("allocation.simulate", lambda: simulate_unbounded(result))

@@ -39,6 +39,7 @@ onto the integer constraints (both kinds are differences of start times).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -198,22 +199,65 @@ def _lower_hull(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return slopes, icpts
 
 
+_EVALUATED = "fifo_lp.evaluated_depths"  # ProcessNetwork.derived key of ``evaluated_depths``
+
+
+def evaluated_depths(net: ProcessNetwork) -> dict[bytes, dict[int, int]]:
+    """The FIFO depths the LPs on ``net`` evaluated so far, by a digest of the stream's token write and read
+    times and by delay: the depth is a function of those alone, so the curves of streams (and networks) whose
+    times are the same are evaluated once (``share_evaluated_depths``)."""
+    return net.derived(_EVALUATED, dict)
+
+
+def share_evaluated_depths(net: ProcessNetwork, source: ProcessNetwork) -> None:
+    """Let the LPs on ``net`` read (and add to) the depths evaluated on ``source``: a decode block's network
+    rebuilt with other DMA shares (``timing_model.GroupNetworks``) keeps most processes' times, and its sizing
+    evaluated the same curves again (issue 21: two thirds of a paper-size Gemma decode block's evaluations)."""
+    net.derived(_EVALUATED, lambda: evaluated_depths(source))
+
+
+@dataclass
+class _Curve:
+    """One stream's FIFO between a writer's and a reader's profile: its token times and the depths known."""
+
+    writer: FiringTimes  # held: the key is its identity
+    reader: FiringTimes
+    write_times: np.ndarray  # W_k
+    read_times: np.ndarray  # R_k
+    spread: int  # max_k (W_k - R_k)
+    known: dict[int, int]  # depth by delay: the entry of ``evaluated_depths`` for these times
+
+
 class DepthCurves:
-    """The depths of every stream's FIFO evaluated so far, per pair of writer and reader profiles: the sizing
-    search solves the same profiles again (wider raw latencies) and schedules that share most processes' times
-    (forwarders re-timed), and its LPs evaluated the same curves at the same delays (issue 21: four fifths of a
-    paper-size Llama decode block's evaluations). Keyed by the profiles' identity, each entry holds them, so an
-    identity is not reused while it lives: keep one for schedules that live together anyway (a refinement round)."""
+    """The depth curve of every stream's FIFO per pair of writer and reader profiles: the token times gathered
+    once, and the depths evaluated so far (``evaluated_depths``). The sizing search solves the same profiles
+    again (wider raw latencies) and schedules that share most processes' times (forwarders re-timed), and its
+    LPs evaluated the same curves at the same delays (issue 21: four fifths of a paper-size Llama decode block's
+    evaluations; gathering the same times again took a second of a Gemma decode block's). Keyed by the profiles'
+    identity, each entry holds them, so an identity is not reused while it lives: keep one for schedules that
+    live together anyway (a refinement round)."""
 
     def __init__(self) -> None:
-        self._known: dict[tuple[int, int, str], tuple[FiringTimes, FiringTimes, dict[int, int]]] = {}
+        self._curves: dict[tuple[int, int, str], _Curve] = {}
+
+    def curve(self, net: ProcessNetwork, writer: FiringTimes, reader: FiringTimes, stream: Stream) -> _Curve:
+        """The curve of ``stream`` of ``net`` written in profile ``writer`` and read in profile ``reader``."""
+        key = (id(writer), id(reader), stream.name)
+        if key not in self._curves:
+            w = writer.complete[net.process(stream.source).writes[stream.name]]
+            r = reader.issue[net.process(stream.target).reads[stream.name]]
+            digest = hashlib.sha256(f"{w.dtype} {w.size}".encode())
+            digest.update(memoryview(w))
+            digest.update(memoryview(r))
+            known = evaluated_depths(net).setdefault(digest.digest(), {})
+            self._curves[key] = _Curve(writer, reader, w, r, int(np.max(w - r)), known)
+        return self._curves[key]
 
     def known(self, writer: FiringTimes, reader: FiringTimes, stream: str) -> dict[int, int]:
-        """The depths of ``stream``'s FIFO (written by ``writer``, read by ``reader``) at the delays known."""
-        key = (id(writer), id(reader), stream)
-        if key not in self._known:
-            self._known[key] = (writer, reader, {})
-        return self._known[key][2]
+        """The depths of ``stream``'s FIFO (written by ``writer``, read by ``reader``) at the delays known (none
+        where no LP used those profiles)."""
+        curve = self._curves.get((id(writer), id(reader), stream))
+        return curve.known if curve is not None else {}
 
 
 class _Model:
@@ -231,9 +275,9 @@ class _Model:
         for s, raw in zip(net.streams, raws, strict=True):
             u, v = pid[s.source], pid[s.target]
             src, dst = procs[u], procs[v]
-            w = profiles[src.name].complete[src.writes[s.name]]
-            r = profiles[dst.name].issue[dst.reads[s.name]]
-            shift = int(np.max(w + raw - r))
+            curve = curves.curve(net, profiles[src.name], profiles[dst.name], s)
+            w, r = curve.write_times, curve.read_times
+            shift = curve.spread + raw
             first_write = src.first_write_firing
             assert first_write is not None  # it writes s
             d_u = int(profiles[src.name].complete[first_write]) - self.first[u]
@@ -242,7 +286,7 @@ class _Model:
                 raise ValueError(f"stream {s.name!r}: these profiles cannot keep its FIFO within its depth cap "
                                  f"{depth_caps[s.name]} (delay {shift} needed, {top} allowed)")
             self.edges.append(_Edge(s, u, v, w, r, raw, shift, shift + self.first[v] - self.first[u], d_u, top,
-                                    curves.known(profiles[src.name], profiles[dst.name], s.name)))
+                                    curve.known))
         self.out_edges: list[list[_Edge]] = [[] for _ in procs]
         for e in self.edges:
             self.out_edges[e.u].append(e)

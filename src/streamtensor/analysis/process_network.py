@@ -12,7 +12,7 @@ The timing simulator (:mod:`.timing_sim`) and the FIFO-sizing LP (:mod:`.fifo_lp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -188,6 +188,16 @@ class ProcessNetwork:
 
     def stream(self, name: str) -> Stream:
         return self._stream[name]
+
+    def memo_parts(self) -> Iterator[str | memoryview]:
+        """Everything the network holds, for a memo key (``solve_memo``): the streams, and per process its
+        numbers and token -> firing maps (their buffers as they are: the finest tilings' maps are hundreds of
+        MB)."""
+        yield repr((self.srl_max_bits, self.streams))
+        for p in self.processes:
+            yield repr((p.name, p.ii, p.depth, p.num_firings, list(p.reads), list(p.writes)))
+            for a in (*p.reads.values(), *p.writes.values()):
+                yield memoryview(a)  # contiguous int64 (``_as_index_array``)
 
     def inputs(self, process: str) -> list[Stream]:
         """Streams read by ``process``, in the order of its ``reads`` mapping."""

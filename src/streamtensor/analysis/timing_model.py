@@ -85,6 +85,7 @@ from streamtensor.ir.linalg import GenericOp, ScalarBody, ScalarOp
 from streamtensor.packing import WORD_BYTES, PackedLayout
 from streamtensor.target import OperatorLibrary, Target
 
+from .fifo_lp import share_evaluated_depths
 from .hbm import (
     HbmPlacement,
     choose_stripes,
@@ -660,13 +661,17 @@ class GroupNetworks:
     def __init__(self, graph: DataflowGraph, target: Target) -> None:
         self.graph, self.target = graph, target
         self._kept: dict[tuple[int, tuple[tuple[str, Fraction | int], ...]], ProcessNetwork] = {}
+        self._latest: dict[int, ProcessNetwork] = {}  # per group, the network built last
 
     def __call__(self, group: int) -> ProcessNetwork:
         shares = tuple((n, node.share) for n, node in self.graph.nodes.items()
                        if isinstance(node, DmaNode) and node.share is not None)
         if (group, shares) not in self._kept:
             self._kept = {k: net for k, net in self._kept.items() if k[1] == shares}  # stale ones go
-            self._kept[(group, shares)] = build_process_network(self.graph, self.target, group)
+            net = build_process_network(self.graph, self.target, group)
+            if group in self._latest:  # most of its processes run as they did: their FIFOs' depth curves too
+                share_evaluated_depths(net, self._latest[group])
+            self._kept[(group, shares)] = self._latest[group] = net
         return self._kept[(group, shares)]
 
 
