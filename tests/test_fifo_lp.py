@@ -12,8 +12,8 @@ import streamtensor.analysis.fifo_lp as fifo_lp
 from streamtensor.analysis.fifo_lp import (
     DepthCurves,
     FifoSizing,
+    keep_evaluated_depths,
     paper_max_tokens,
-    share_evaluated_depths,
     solve_profiles,
 )
 from streamtensor.analysis.fifo_search import size_fifos_lp
@@ -372,8 +372,9 @@ def test_a_network_sharing_the_evaluated_depths_sizes_alike_and_evaluates_nothin
     # A network built again (timing_model.GroupNetworks: other DMA shares) reads the depth curves its predecessor's
     # LPs evaluated: they are keyed by the streams' token times, whatever network or profile objects hold them.
     net, again = paper_network(), paper_network()
+    keep_evaluated_depths(net)
     first = size_fifos_lp(net, schedule="demand")
-    share_evaluated_depths(again, net)
+    keep_evaluated_depths(again, net)
 
     def refuse(*args: object) -> None:
         raise AssertionError("a depth was evaluated again")
@@ -383,3 +384,7 @@ def test_a_network_sharing_the_evaluated_depths_sizes_alike_and_evaluates_nothin
     assert shared.depths == first.depths and shared.total_bits == first.total_bits
     with pytest.raises(AssertionError, match="evaluated again"):  # on its own it evaluates them
         size_fifos_lp(paper_network(), schedule="demand")
+    alone = paper_network()
+    keep_evaluated_depths(alone)
+    with pytest.raises(AssertionError, match="evaluated again"):
+        size_fifos_lp(alone, schedule="demand")

@@ -199,21 +199,24 @@ def _lower_hull(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return slopes, icpts
 
 
-_EVALUATED = "fifo_lp.evaluated_depths"  # ProcessNetwork.derived key of ``evaluated_depths``
+_EVALUATED = "fifo_lp.evaluated_depths"  # ProcessNetwork.derived key of the depths kept (keep_evaluated_depths)
 
 
-def evaluated_depths(net: ProcessNetwork) -> dict[bytes, dict[int, int]]:
-    """The FIFO depths the LPs on ``net`` evaluated so far, by a digest of the stream's token write and read
-    times and by delay: the depth is a function of those alone, so the curves of streams (and networks) whose
-    times are the same are evaluated once (``share_evaluated_depths``)."""
-    return net.derived(_EVALUATED, dict)
+def keep_evaluated_depths(net: ProcessNetwork, source: ProcessNetwork | None = None) -> None:
+    """Let the LPs on ``net`` keep the FIFO depths they evaluate, by a digest of the stream's token write and read
+    times and by delay (the depth is a function of those alone), together with those kept on ``source`` (if
+    given); before any LP on ``net``. A decode block's network rebuilt with other DMA shares
+    (``timing_model.GroupNetworks``) keeps most processes' times, and its sizing evaluated the same curves again
+    (issue 21: two thirds of a paper-size Gemma decode block's evaluations); a network built once is not worth
+    the digests."""
+    shared = None if source is None else _kept_depths(source)
+    net.derived(_EVALUATED, lambda: {} if shared is None else shared)
 
 
-def share_evaluated_depths(net: ProcessNetwork, source: ProcessNetwork) -> None:
-    """Let the LPs on ``net`` read (and add to) the depths evaluated on ``source``: a decode block's network
-    rebuilt with other DMA shares (``timing_model.GroupNetworks``) keeps most processes' times, and its sizing
-    evaluated the same curves again (issue 21: two thirds of a paper-size Gemma decode block's evaluations)."""
-    net.derived(_EVALUATED, lambda: evaluated_depths(source))
+def _kept_depths(net: ProcessNetwork) -> dict[bytes, dict[int, int]] | None:
+    """The depths ``keep_evaluated_depths`` lets the LPs on ``net`` keep (None: none kept)."""
+    kept: dict[bytes, dict[int, int]] | None = net.derived(_EVALUATED, lambda: None)
+    return kept
 
 
 @dataclass
@@ -225,17 +228,17 @@ class _Curve:
     write_times: np.ndarray  # W_k
     read_times: np.ndarray  # R_k
     spread: int  # max_k (W_k - R_k)
-    known: dict[int, int]  # depth by delay: the entry of ``evaluated_depths`` for these times
+    known: dict[int, int]  # depth by delay (the entry kept for these times: keep_evaluated_depths)
 
 
 class DepthCurves:
     """The depth curve of every stream's FIFO per pair of writer and reader profiles: the token times gathered
-    once, and the depths evaluated so far (``evaluated_depths``). The sizing search solves the same profiles
-    again (wider raw latencies) and schedules that share most processes' times (forwarders re-timed), and its
-    LPs evaluated the same curves at the same delays (issue 21: four fifths of a paper-size Llama decode block's
-    evaluations; gathering the same times again took a second of a Gemma decode block's). Keyed by the profiles'
-    identity, each entry holds them, so an identity is not reused while it lives: keep one for schedules that
-    live together anyway (a refinement round)."""
+    once, and the depths evaluated so far (with those the network keeps: ``keep_evaluated_depths``). The sizing
+    search solves the same profiles again (wider raw latencies) and schedules that share most processes' times
+    (forwarders re-timed), and its LPs evaluated the same curves at the same delays (issue 21: four fifths of a
+    paper-size Llama decode block's evaluations; gathering the same times again took a second of a Gemma decode
+    block's). Keyed by the profiles' identity, each entry holds them, so an identity is not reused while it
+    lives: keep one for schedules that live together anyway (a refinement round)."""
 
     def __init__(self) -> None:
         self._curves: dict[tuple[int, int, str], _Curve] = {}
@@ -246,10 +249,13 @@ class DepthCurves:
         if key not in self._curves:
             w = writer.complete[net.process(stream.source).writes[stream.name]]
             r = reader.issue[net.process(stream.target).reads[stream.name]]
-            digest = hashlib.sha256(f"{w.dtype} {w.size}".encode())
-            digest.update(memoryview(w))
-            digest.update(memoryview(r))
-            known = evaluated_depths(net).setdefault(digest.digest(), {})
+            kept = _kept_depths(net)
+            known: dict[int, int] = {}
+            if kept is not None:
+                digest = hashlib.sha256(f"{w.dtype} {w.size}".encode())
+                digest.update(memoryview(w))
+                digest.update(memoryview(r))
+                known = kept.setdefault(digest.digest(), known)
             self._curves[key] = _Curve(writer, reader, w, r, int(np.max(w - r)), known)
         return self._curves[key]
 

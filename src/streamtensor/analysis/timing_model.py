@@ -85,7 +85,7 @@ from streamtensor.ir.linalg import GenericOp, ScalarBody, ScalarOp
 from streamtensor.packing import WORD_BYTES, PackedLayout
 from streamtensor.target import OperatorLibrary, Target
 
-from .fifo_lp import share_evaluated_depths
+from .fifo_lp import keep_evaluated_depths
 from .hbm import (
     HbmPlacement,
     choose_stripes,
@@ -669,8 +669,8 @@ class GroupNetworks:
         if (group, shares) not in self._kept:
             self._kept = {k: net for k, net in self._kept.items() if k[1] == shares}  # stale ones go
             net = build_process_network(self.graph, self.target, group)
-            if group in self._latest:  # most of its processes run as they did: their FIFOs' depth curves too
-                share_evaluated_depths(net, self._latest[group])
+            if serial_dmas(self.graph):  # rebuilt as the shares rise: most processes run as they did before
+                keep_evaluated_depths(net, self._latest.get(group))
             self._kept[(group, shares)] = self._latest[group] = net
         return self._kept[(group, shares)]
 
