@@ -289,7 +289,7 @@ def _memoized(memo: Path | None, kind: str, options: tuple[object, ...], net: Pr
     and its HiGHS solves are deterministic, so the same network gets the same depths (issue 21: 1-5 s of a second
     compile of a paper-size block). A sizing whose last solve stopped at the time limit depends on the machine's
     load: it is not kept. With whether it was read from the memo."""
-    key = solve_memo.memo_key(kind, repr(options), *net.memo_parts()) if memo is not None else ""
+    key = solve_memo.memo_key(kind, repr(options), net.digest()) if memo is not None else ""
     kept = solve_memo.load(memo, key)
     if isinstance(kept, FifoSizing):
         return replace(kept, solve_seconds=0.0), True
@@ -311,7 +311,7 @@ def settle_memoized(graph: DataflowGraph, target: Target, networks: GroupNetwork
         options = (MAX_ROUNDS, sorted(prefetch_caps(graph, target).items()),
                    [(p.dma_ranges, p.ports) for p in placements])
         key = solve_memo.memo_key("contention_shares", repr(options), print_dataflow(graph), repr(target),
-                                  *(part for g in range(count) for part in networks(g).memo_parts()))
+                                  *(networks(g).digest() for g in range(count)))
     kept = solve_memo.load(memo, key)
     dmas = {n: node for n, node in graph.nodes.items() if isinstance(node, DmaNode) and node.share is not None}
     if isinstance(kept, dict) and kept.keys() == dmas.keys():
@@ -356,7 +356,7 @@ def _raised_key(graph: DataflowGraph, target: Target, a: GroupAllocation, memo: 
     shares = sorted((n, node.share) for n, node in graph.nodes.items() if isinstance(node, DmaNode)
                     and node.share is not None)
     options = (a.group, sorted(a.sizing.depths.items()), placement.dma_ranges, placement.ports, shares)
-    return solve_memo.memo_key("contention_raised", repr(options), repr(target), *a.network.memo_parts())
+    return solve_memo.memo_key("contention_raised", repr(options), repr(target), a.network.digest())
 
 
 def simulate_unbounded(result: AllocationResult) -> None:

@@ -12,7 +12,8 @@ The timing simulator (:mod:`.timing_sim`) and the FIFO-sizing LP (:mod:`.fifo_lp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -189,15 +190,23 @@ class ProcessNetwork:
     def stream(self, name: str) -> Stream:
         return self._stream[name]
 
-    def memo_parts(self) -> Iterator[str | memoryview]:
-        """Everything the network holds, for a memo key (``solve_memo``): the streams, and per process its
-        numbers and token -> firing maps (their buffers as they are: the finest tilings' maps are hundreds of
-        MB)."""
-        yield repr((self.srl_max_bits, self.streams))
+    def digest(self) -> str:
+        """A SHA-256 of everything the network holds, for memo keys (``solve_memo``): the streams, and per process
+        its numbers and token -> firing maps (their buffers as they are: the finest tilings' maps are hundreds
+        of MB). Kept with the network: the allocation keys several decisions by one network."""
+        return self.derived("digest", self._digest)
+
+    def _digest(self) -> str:
+        h = hashlib.sha256()
+        parts: list[str | memoryview] = [repr((self.srl_max_bits, self.streams))]
         for p in self.processes:
-            yield repr((p.name, p.ii, p.depth, p.num_firings, list(p.reads), list(p.writes)))
-            for a in (*p.reads.values(), *p.writes.values()):
-                yield memoryview(a)  # contiguous int64 (``_as_index_array``)
+            parts.append(repr((p.name, p.ii, p.depth, p.num_firings, list(p.reads), list(p.writes))))
+            parts += [memoryview(a) for a in (*p.reads.values(), *p.writes.values())]  # contiguous int64
+        for part in parts:
+            data = part.encode() if isinstance(part, str) else part
+            h.update(f" {memoryview(data).nbytes}:".encode())  # no two part lists collide by concatenation
+            h.update(data)
+        return h.hexdigest()
 
     def inputs(self, process: str) -> list[Stream]:
         """Streams read by ``process``, in the order of its ``reads`` mapping."""

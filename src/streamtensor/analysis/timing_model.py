@@ -371,10 +371,14 @@ def _token_costs(t: ITensorType, share: int | Fraction, stripes: int, target: Ta
     if memory_bytes is None:
         per_token = dma_token_cycles(dma_token_bytes(t, target) // WORD_BYTES, stripes, share, target)
         return np.full(t.num_tokens, per_token.numerator, dtype=np.int64), per_token.denominator
+    # A few distinct byte counts (whole tiles, none, a row's words): each costed once (a paper-size decode block's
+    # KV-cache DMAs have thousands of tokens, and its network is built again as the HBM shares rise).
+    sizes, index = np.unique(memory_bytes, return_inverse=True)
     costs = [dma_token_cycles(-(-b // WORD_BYTES), stripes, share, target) if b else Fraction(1)
-             for b in memory_bytes.tolist()]
+             for b in sizes.tolist()]
     denominator = math.lcm(*(c.denominator for c in costs))
-    return np.array([c.numerator * (denominator // c.denominator) for c in costs], dtype=np.int64), denominator
+    numerators = np.array([c.numerator * (denominator // c.denominator) for c in costs], dtype=np.int64)
+    return numerators[index.reshape(-1)], denominator
 
 
 def _dma_read_process(name: str, stream: str, t: ITensorType, share: int | Fraction, target: Target,
