@@ -231,6 +231,22 @@ class _Curve:
     known: dict[int, int]  # depth by delay (the entry kept for these times: keep_evaluated_depths)
 
 
+def _every_firing(net: ProcessNetwork) -> dict[str, tuple[bool, bool]]:
+    """Per stream of ``net``, whether its token k is written by firing k of its writer, every firing writing one,
+    and read by firing k of its reader, every firing reading one: its token times are then the profiles' own (no
+    gather; most reads of a decode block's streams, half its writes). Kept with the network."""
+    def build() -> dict[str, tuple[bool, bool]]:
+        def every(firings: np.ndarray, num_firings: int) -> bool:
+            return firings.shape[0] == num_firings and bool(np.array_equal(firings, np.arange(num_firings)))
+
+        out = {}
+        for s in net.streams:
+            src, dst = net.process(s.source), net.process(s.target)
+            out[s.name] = (every(src.writes[s.name], src.num_firings), every(dst.reads[s.name], dst.num_firings))
+        return out
+    return net.derived("fifo_lp.every_firing", build)
+
+
 class DepthCurves:
     """The depth curve of every stream's FIFO per pair of writer and reader profiles: the token times gathered
     once, and the depths evaluated so far (with those the network keeps: ``keep_evaluated_depths``). The sizing
@@ -247,8 +263,11 @@ class DepthCurves:
         """The curve of ``stream`` of ``net`` written in profile ``writer`` and read in profile ``reader``."""
         key = (id(writer), id(reader), stream.name)
         if key not in self._curves:
-            w = writer.complete[net.process(stream.source).writes[stream.name]]
-            r = reader.issue[net.process(stream.target).reads[stream.name]]
+            writes, reads = _every_firing(net)[stream.name]
+            w = np.ascontiguousarray(writer.complete) if writes else writer.complete[
+                net.process(stream.source).writes[stream.name]]
+            r = np.ascontiguousarray(reader.issue) if reads else reader.issue[
+                net.process(stream.target).reads[stream.name]]
             kept = _kept_depths(net)
             known: dict[int, int] = {}
             if kept is not None:
