@@ -13,7 +13,7 @@ from streamtensor.analysis import contention
 from streamtensor.analysis.contention import raise_shares, settle_shares
 from streamtensor.analysis.hbm import ExternalTensor, contention_shares, place_tensors, stripes_for_rate
 from streamtensor.analysis.memory import node_groups
-from streamtensor.analysis.timing_model import build_process_network, dma_placement_of_group
+from streamtensor.analysis.timing_model import GroupNetworks, build_process_network, dma_placement_of_group
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.errors import VerificationError
@@ -121,3 +121,18 @@ def test_unsettled_shares_fall_back_to_the_static_count(decode_design, monkeypat
     static = dma_placement_of_group(graph, 0, U55C).shares
     fell_back = [n for n in graph.nodes.values() if isinstance(n, DmaNode) and n.share not in (None, 1)]
     assert fell_back and all(n.share == static[n.name] for n in fell_back)
+
+
+def test_a_network_built_again_for_raised_shares_is_the_one_built_afresh(decode_design) -> None:  # noqa: ANN001
+    # GroupNetworks builds again only the processes of the DMAs whose shares changed.
+    graph = copy.deepcopy(decode_design.dataflow)
+    networks = GroupNetworks(graph, U55C)
+    before = networks(0)
+    dmas = [n for n in graph.nodes.values() if isinstance(n, DmaNode) and n.share is not None and n.role != "scalar"]
+    for n in dmas[::2]:
+        n.share += 1
+    after = networks(0)
+    assert after is not before and after is networks(0)
+    assert after.digest() == build_process_network(graph, U55C, 0).digest() != before.digest()
+    raised = {n.name for n in dmas[::2]}
+    assert all((p is before.process(p.name)) == (p.name not in raised) for p in after.processes)

@@ -660,23 +660,36 @@ class GroupNetworks:
     """The process network of a group of ``graph`` (:func:`build_process_network`), kept while the DMA shares it
     was built with hold (``DmaNode.share``, which the contention settling raises): the settling's last round, the
     FIFO sizing after it and its checks simulate one network, whose tables (``timing_sim``) are built once
-    (issue 21)."""
+    (issue 21). A network built again for other shares takes the previous one's processes but for the DMAs whose
+    shares changed (only those depend on them: a paper-size decode block's network was built five times)."""
 
     def __init__(self, graph: DataflowGraph, target: Target) -> None:
         self.graph, self.target = graph, target
         self._kept: dict[tuple[int, tuple[tuple[str, Fraction | int], ...]], ProcessNetwork] = {}
-        self._latest: dict[int, ProcessNetwork] = {}  # per group, the network built last
+        # Per group, the network built last and the shares it was built with.
+        self._latest: dict[int, tuple[dict[str, Fraction | int], ProcessNetwork]] = {}
 
     def __call__(self, group: int) -> ProcessNetwork:
         shares = tuple((n, node.share) for n, node in self.graph.nodes.items()
                        if isinstance(node, DmaNode) and node.share is not None)
         if (group, shares) not in self._kept:
             self._kept = {k: net for k, net in self._kept.items() if k[1] == shares}  # stale ones go
-            net = build_process_network(self.graph, self.target, group)
+            latest = self._latest.get(group)
+            net = (build_process_network(self.graph, self.target, group) if latest is None
+                   else self._rebuilt(*latest, dict(shares)))
             if serial_dmas(self.graph):  # rebuilt as the shares rise: most processes run as they did before
-                keep_evaluated_depths(net, self._latest.get(group))
-            self._kept[(group, shares)] = self._latest[group] = net
+                keep_evaluated_depths(net, None if latest is None else latest[1])
+            self._kept[(group, shares)] = net
+            self._latest[group] = (dict(shares), net)
         return self._kept[(group, shares)]
+
+    def _rebuilt(self, built: dict[str, Fraction | int], net: ProcessNetwork, shares: dict[str, Fraction | int]
+                 ) -> ProcessNetwork:
+        """``net``, built with ``built``, with the processes of the DMA nodes whose share is not that any more
+        built again (:func:`node_process`, as :func:`build_process_network` builds them)."""
+        processes = [node_process(self.graph, self.graph.nodes[p.name], self.target, shares[p.name])
+                     if p.name in shares and shares[p.name] != built.get(p.name) else p for p in net.processes]
+        return ProcessNetwork(processes, net.streams, net.srl_max_bits)
 
 
 # --- node timing for the report ------------------------------------------------------------------------------
