@@ -94,6 +94,8 @@ def test_a_second_compile_decides_nothing_again(tmp_path: Path, monkeypatch: pyt
     # The token tile's winner alone is tiled again, its orders read back.
     assert second.report["frontend_cache"]["memo"] == {"token_tile": "hit", "tile_orders": "1/1",
                                                        "fifo_lp": f"{groups}/{groups}", "slr": f"{plans}/{plans}"}
+    # A prefill block has no HBM shares to keep: no entry without a key.
+    assert not (tmp_path / "memo" / ".pickle").exists()
     # Other options: another key.
     with pytest.raises(StageError, match="memo missed"):
         compile_llm_block("gpt2", **options, overall_unroll_size=512)

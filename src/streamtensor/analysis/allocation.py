@@ -441,9 +441,10 @@ def run_allocation(graph: DataflowGraph, target: Target, strategy: str = "normal
         share raised, or the trim still to come) is not simulated where ``memo`` keeps what its simulation raised
         (``_raised_key``): a recompile of a paper-size decode block simulated two such designs (issue 21)."""
         raised = []
+        kept_in = memo if serial else None  # no shares to raise otherwise
         for a in sized.groups:
-            key = _raised_key(graph, target, a, memo if serial else None)
-            kept = solve_memo.load(memo, key)
+            key = _raised_key(graph, target, a, kept_in)
+            kept = solve_memo.load(kept_in, key)
             if isinstance(kept, dict) and (kept or not last):
                 names = list(kept)
                 for name in names:
@@ -454,7 +455,7 @@ def run_allocation(graph: DataflowGraph, target: Target, strategy: str = "normal
                 sim = stage("allocation.simulate", lambda a=a: simulate_group(sized, a, allow_deadlock))
                 names = raise_shares(graph, target, a.group, sim)
                 if not sim.deadlock:
-                    solve_memo.store(memo, key, {name: graph.nodes[name].share for name in names})
+                    solve_memo.store(kept_in, key, {name: graph.nodes[name].share for name in names})
             if names:
                 raised.append((a.group, names))
         return raised
