@@ -143,9 +143,12 @@ def cache_prefix(out: MemoryArgument, cache: MemoryArgument) -> bool:
     if len(shape) != len(full) or shape[:-2] != full[:-2] or shape[-1] != full[-1] or shape[-2] > full[-2]:
         return False
     wanted = slot_map(cache).astype(np.int64)  # per cache slot: the flat cache index + 1 it holds (0: padding)
+    # An output larger than the cache, or packed over more slots than it has, is no prefix of it.
+    if out.layout.total_bytes > cache.layout.total_bytes or int(slot_map(out).max(initial=0)) > len(wanted):
+        return False
     held = _written_slots(out, len(wanted))  # per slot: the flat index + 1 of out's tensor written there
     span = out.layout.total_bytes * len(wanted) // cache.layout.total_bytes
-    if out.layout.total_bytes > cache.layout.total_bytes or span > len(held):
+    if span > len(held):
         return False
     # out's element (..., r, d) is the cache's element (..., r, d): its flat index in the cache's shape.
     where = held[:span] - 1
