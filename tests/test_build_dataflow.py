@@ -423,8 +423,9 @@ def test_paper_size_dataflow(family: str, mode: str) -> None:
     design, _ = compile_llm_block(family, mode=mode, seq_len=32, max_len=128, size="paper")
     assert design.dataflow is not None
     design.dataflow.verify()
-    # A prefill block's dataflow graph is built by the token-tile judge, inside "tiling".
-    assert design.stages["tiling"] + design.stages.get("dataflow", 0.0) < 2.0
+    # A prefill block's dataflow graph is built by the token-tile judge, inside "tiling", and taken as it is: no
+    # second build (a decode block has one candidate, no judge: it is built after the tiling).
+    assert ("dataflow" in design.stages) == (mode == "decode")
     for c in design.report["converters"]:
         assert c["source_type"] != c["result_type"]
 

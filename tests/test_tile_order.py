@@ -319,8 +319,6 @@ _ABOVE = {
                          "down)",
     ("qwen2", "prefill"): _PREFILL + "164 KB converters (GQA repeats, P in another order), 160 KB kernel-local "
                           "(ratio 0.198)",
-    ("llama", "prefill"): _PREFILL + "344 KB converters (GQA repeats, P in another order), 307 KB kernel-local "
-                          "(ratio 0.200)",
     ("gemma", "prefill"): _PREFILL + "190 KB converters, 208 KB kernel-local (ratio 0.181)",
 }
 _CASES = [pytest.param(f, m, marks=pytest.mark.xfail(strict=True, reason=_ABOVE[f, m])) if (f, m) in _ABOVE
