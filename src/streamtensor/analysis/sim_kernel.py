@@ -68,6 +68,17 @@ NEG = -(2**62)  # "no constraint" / padding time (timing_sim._NEG)
 POS = 2**62  # time of an event not computed (yet) (timing_sim._POS)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def read_first(f: int, g: int, n: int, ii: int, depth: int) -> bool:
+    """Whether a trace of ``n`` firings of pipeline ``ii`` / ``depth`` whose firings ``< f`` have read and ``< g``
+    have written goes on with the read of firing f (else the write of firing g): ``merge_traces``'s order, by static
+    time (``f * ii``, ``g * ii + depth``), ties to the older firing, then to the read. Scalars only: inlined, it costs
+    the kernel nothing (array arguments would, ``execute``)."""
+    rs = f * ii
+    ws = g * ii + depth
+    return g >= n or (f < n and (rs < ws or (rs == ws and f <= g)))
+
+
 @numba.njit(cache=True, nogil=True)
 def execute(order: np.ndarray, horizon: int, fire_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray,
             has_rel: bool, rel: np.ndarray, in_off: np.ndarray, in_idx: np.ndarray, out_off: np.ndarray,
@@ -156,7 +167,7 @@ def execute(order: np.ndarray, horizon: int, fire_off: np.ndarray, ii: np.ndarra
         while g < n:
             rs = f * iip
             ws = g * iip + dp
-            if f < n and (rs < ws or (rs == ws and f <= g)):  # the read of firing f comes next
+            if read_first(f, g, n, iip, dp):  # the read of firing f comes next
                 dep = rel[_u(fbase + f)] if has_rel else NEG
                 if f == rf:
                     blocked = False
@@ -316,7 +327,7 @@ def merge_traces(ii: np.ndarray, depth: np.ndarray, ev_off: np.ndarray, static: 
         for j in range(2 * n):
             rs = f * ii[p]
             ws = g * ii[p] + depth[p]
-            if g >= n or (f < n and (rs < ws or (rs == ws and f <= g))):
+            if read_first(f, g, n, ii[p], depth[p]):
                 static[base + j] = rs
                 firing[base + j] = f
                 is_write[base + j] = False
@@ -364,7 +375,7 @@ def _walk_spans(ii: int, depth: int, issue: np.ndarray, complete: np.ndarray, st
     for _ in range(2 * n):
         rs = f * ii
         ws = g * ii + depth
-        if g >= n or (f < n and (rs < ws or (rs == ws and f <= g))):
+        if read_first(f, g, n, ii, depth):
             t = issue[f]
             st = 1
             s = rs
@@ -428,7 +439,7 @@ def resume_state(cut: int, fire_off: np.ndarray, ii: np.ndarray, pdepth: np.ndar
         while f < n or g < n:
             rs = f * iip
             ws = g * iip + pdepth[p]
-            if g >= n or (f < n and (rs < ws or (rs == ws and f <= g))):
+            if read_first(f, g, n, iip, pdepth[p]):
                 t = issue[fbase + f]
                 if t >= cut:
                     break

@@ -518,7 +518,7 @@ class _CompiledRun(_State):
     def next_event(self, p: int) -> tuple[bool, int]:
         f, g = int(self.reads_done[p]), int(self.writes_done[p])
         n, ii, depth = self.c.nev[p] // 2, int(self.c.ii[p]), int(self.c.depth[p])
-        if f < n and (f * ii < g * ii + depth or (f * ii == g * ii + depth and f <= g)):  # merge_traces's order
+        if sim_kernel.read_first(f, g, n, ii, depth):
             return False, f
         return True, g
 
