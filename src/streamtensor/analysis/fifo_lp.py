@@ -51,7 +51,7 @@ import numba
 import numpy as np
 
 from .process_network import ProcessNetwork, Stream
-from .sim_kernel import peak_occupancies
+from .sim_kernel import peak_candidates, peak_occupancies
 from .timing_sim import FiringTimes, raw_latency
 
 Strategy = Literal["normal", "conservative"]
@@ -138,25 +138,26 @@ class _Edge:
     stream: Stream
     u: int
     v: int
-    write_times: np.ndarray  # W_k (profile of u)
-    read_times: np.ndarray  # R_k (profile of v)
+    curve: _Curve  # W_k (profile of u), R_k (profile of v) and the depths known
     raw: int  # assumed FIFO read latency raw_e
     min_shift: int  # x_v - x_u >= min_shift
     bound: int  # the same in start-time form: S_v - S_u >= bound
     source_delay: int  # D_u in the profile: first write of u (any stream) after its start
     max_shift: int | None  # x_v - x_u <= max_shift: the FIFO's depth cap (None: no cap, or one never reached)
-    known: dict[int, int]  # depth at the shifts evaluated so far (shared by the edges of the same profiles)
 
     def depth(self, shift: int) -> int:
         return int(self.depths(np.array([shift], dtype=np.int64))[0])
 
     def depths(self, shifts: np.ndarray) -> np.ndarray:
-        """``depth`` at every shift of ``shifts``, in one compiled pass per shift not known yet."""
-        todo = [x for x in shifts.tolist() if x not in self.known]
+        """``depth`` at every shift of ``shifts``, in one compiled pass per shift not known yet (the depths known
+        are shared by the edges of the same profiles)."""
+        curve = self.curve
+        todo = [x for x in shifts.tolist() if x not in curve.known]
         if todo:
-            found = peak_occupancies(self.write_times, self.read_times, np.array(todo, dtype=np.int64))
-            self.known.update(zip(todo, found.tolist(), strict=True))
-        return np.array([self.known[x] for x in shifts.tolist()], dtype=np.int64)
+            found = peak_occupancies(curve.write_times, curve.read_times, np.array(todo, dtype=np.int64),
+                                     curve.candidates)
+            curve.known.update(zip(todo, found.tolist(), strict=True))
+        return np.array([curve.known[x] for x in shifts.tolist()], dtype=np.int64)
 
     def terms(self) -> tuple[tuple[str, int], ...]:
         skew = self.bound - self.source_delay - self.raw
@@ -229,6 +230,12 @@ class _Curve:
     read_times: np.ndarray  # R_k
     spread: int  # max_k (W_k - R_k)
     known: dict[int, int]  # depth by delay (the entry kept for these times: keep_evaluated_depths)
+
+    @cached_property
+    def candidates(self) -> np.ndarray:
+        """The writes the depth can peak at, at any delay (``sim_kernel.peak_candidates``): found once, for the
+        dozens of delays the LPs evaluate."""
+        return peak_candidates(self.write_times, self.read_times)
 
 
 def _every_firing(net: ProcessNetwork) -> dict[str, tuple[bool, bool]]:
@@ -310,8 +317,7 @@ class _Model:
             if top is not None and top < shift:
                 raise ValueError(f"stream {s.name!r}: these profiles cannot keep its FIFO within its depth cap "
                                  f"{depth_caps[s.name]} (delay {shift} needed, {top} allowed)")
-            self.edges.append(_Edge(s, u, v, w, r, raw, shift, shift + self.first[v] - self.first[u], d_u, top,
-                                    curve.known))
+            self.edges.append(_Edge(s, u, v, curve, raw, shift, shift + self.first[v] - self.first[u], d_u, top))
         self.out_edges: list[list[_Edge]] = [[] for _ in procs]
         for e in self.edges:
             self.out_edges[e.u].append(e)
