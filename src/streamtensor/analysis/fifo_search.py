@@ -188,14 +188,18 @@ def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.nd
     width = {s.name: s.width_bits for s in net.streams}
     depths = dict(sizing.depths)
     found: SimResult | None = None  # the last run that ended in time, with ``depths``
+    last: SimResult | None = None  # the last run
 
     def attempt(trial: dict[str, int]) -> SimResult | None:
         """The simulation of ``trial`` (None when the budget is spent); ``depths`` and ``found`` take it when it
         ends in time. Where the last run in time never held more tokens in a lowered FIFO than ``trial`` leaves
         it, at the same read latency, no write of that run waits for it: ``trial`` runs the same schedule, and
         nothing is simulated (a bisection's upper half, a FIFO the LP sized above what the schedule holds). Such a
-        trial still takes its simulation from the budget: the trim decides as if it had run it."""
-        nonlocal depths, found
+        trial still takes its simulation from the budget: the trim decides as if it had run it. A simulation
+        resumes from the last run in time or the last run, whichever it can take more events of (the run after a
+        deadlock puts back the FIFOs it named: the deadlocked run's events up to the first time one of them held
+        more than the depth it had there)."""
+        nonlocal depths, found, last
         if not budget.spend(net):
             return None
         if found is not None and all(
@@ -203,7 +207,8 @@ def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.nd
                 == raw_latency(width[n], depths[n], net.srl_max_bits) for n, d in trial.items() if d != depths[n]):
             depths = trial
             return found
-        result = simulate(net, trial, release, resume_from=found)  # trials only lower the depths of ``found``
+        result = simulate(net, trial, release, resume_from=[r for r in (found, last) if r is not None])
+        last = result
         if _in_time(result, latency_limit):
             depths, found = trial, result
         return result

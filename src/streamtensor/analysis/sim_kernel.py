@@ -471,12 +471,13 @@ def _walk_spans(ii: int, depth: int, issue: np.ndarray, complete: np.ndarray, st
 
 @numba.njit(cache=True, nogil=True)
 def resume_state(cut: int, fire_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray, issue: np.ndarray,
-                 complete: np.ndarray, reads_done: np.ndarray, writes_done: np.ndarray, slip: np.ndarray,
-                 stall_in: np.ndarray, stall_out: np.ndarray) -> None:
+                 complete: np.ndarray, reads_before: np.ndarray, writes_before: np.ndarray, reads_done: np.ndarray,
+                 writes_done: np.ndarray, slip: np.ndarray, stall_in: np.ndarray, stall_out: np.ndarray) -> None:
     """Per process, the firings read / written, slip and stalls ``execute`` holds once it has computed exactly the
-    events of the firing times ``issue`` / ``complete`` (a finished run) that happen before ``cut``: event times
-    never fall along a trace, so those events are a prefix of it (walked in ``merge_traces``'s order), and the
-    slip after an event is its time less its static time (``execute``'s recurrence)."""
+    events of the firing times ``issue`` / ``complete`` of a run that happen before ``cut``, of those that run
+    computed (its firings ``reads_before`` / ``writes_before`` read / written: all, unless it deadlocked): event
+    times never fall along a trace, so those events are a prefix of it (walked in ``merge_traces``'s order), and
+    the slip after an event is its time less its static time (``execute``'s recurrence)."""
     for p in range(ii.shape[0]):
         fbase = fire_off[p]
         n = fire_off[p + 1] - fbase
@@ -488,6 +489,8 @@ def resume_state(cut: int, fire_off: np.ndarray, ii: np.ndarray, pdepth: np.ndar
             rs = f * iip
             ws = g * iip + pdepth[p]
             if read_first(f, g, n, iip, pdepth[p]):
+                if f >= reads_before[p]:
+                    break
                 t = issue[fbase + f]
                 if t >= cut:
                     break
@@ -496,6 +499,8 @@ def resume_state(cut: int, fire_off: np.ndarray, ii: np.ndarray, pdepth: np.ndar
                     sl = t - rs
                 f += 1
             else:
+                if g >= writes_before[p]:
+                    break
                 t = complete[fbase + g]
                 if t >= cut:
                     break

@@ -181,7 +181,8 @@ class SimResult:
     # use (a merge of every stream's tokens, a seventh of a paper-size block's simulation; the sizing search
     # reads none of the thousands of results it takes, issue 21).
     stream_times: dict[str, tuple[np.ndarray, np.ndarray]] = field(repr=False, compare=False)
-    # The compiled run that computed a finished result: ``Simulator.run(resume_from=...)`` starts from it.
+    # The compiled run that computed the result (finished or deadlocked): ``Simulator.run(resume_from=...)`` starts
+    # from it.
     run_state: _CompiledRun | None = field(default=None, repr=False, compare=False)
 
     @cached_property
@@ -409,7 +410,7 @@ class _State:
             firings_done={n: self.firings_done(p) for p, n in enumerate(c.names)},
             firing_times=firing_times,
             stream_times=stream_times,
-            run_state=self if isinstance(self, _CompiledRun) and not cycle else None,
+            run_state=self if isinstance(self, _CompiledRun) else None,
         )
 
     def firing_times(self, p: int) -> FiringTimes:
@@ -460,14 +461,18 @@ class _CompiledRun(_State):
         self.stall_in = np.zeros(nproc, dtype=np.int64)
         self.stall_out = np.zeros(nproc, dtype=np.int64)
 
-    def resume(self, prev: _CompiledRun) -> None:
-        """Take the events of ``prev`` (a finished run of the same network, release times and engine) that happen
-        before the first one these depths can change: every event before it depends only on earlier ones, so it
-        happens here at the same time (module docstring: every dependency is at an earlier cycle, but along a
-        trace)."""
+    def resume(self, runs: Sequence[_CompiledRun]) -> None:
+        """Take the events of one of ``runs`` (runs of the same network, release times and engine) that it computed
+        and that happen before the first one these depths can change: every event before it depends only on
+        earlier ones, so it happens here at the same time (module docstring: every dependency is at an earlier
+        cycle, but along a trace). Of several runs, the one whose first change comes last. A deadlocked run
+        computed its events up to the deadlock: those before the cut are taken too (an event it never reached
+        depends on nothing it computed before the cut)."""
         c, pk = self.c, self.c.packed
-        sim_kernel.resume_state(self._first_change(prev), pk.fire_off, pk.ii, pk.depth, prev.issue, prev.complete,
-                                self.reads_done, self.writes_done, self.slip, self.stall_in, self.stall_out)
+        cut, prev = max(((self._first_change(r), r) for r in runs), key=lambda cr: cr[0])
+        sim_kernel.resume_state(cut, pk.fire_off, pk.ii, pk.depth, prev.issue, prev.complete, prev.reads_done,
+                                prev.writes_done, self.reads_done, self.writes_done, self.slip, self.stall_in,
+                                self.stall_out)
         # Only the times taken are copied (the kernel writes the others, or they are never read): the arrays are
         # hundreds of MB at a paper-size prefill block's finest tilings.
         for p in range(len(c.names)):
@@ -483,22 +488,27 @@ class _CompiledRun(_State):
     def _first_change(self, prev: _CompiledRun) -> int:
         """A cycle no later than the first event of ``prev`` whose constraints differ here in a way that could move
         it: a write a lowered FIFO holds back (or a raised one held back: binding in ``prev``), a read whose FIFO
-        read latency changed and that was within the larger latency of its token's write."""
+        read latency changed and that was within the larger latency of its token's write. Only the tokens ``prev``
+        wrote and read count (all of them, unless it deadlocked)."""
         cut = _POS
         for s in range(len(self.c.stream_names)):
             d0, d1, r0, r1 = int(prev.depth[s]), int(self.depth[s]), int(prev.raw[s]), int(self.raw[s])
             n = self.c.tokens[s]
-            wt, rt = prev.wt[s][1 : n + 1], prev.rt[s][1 : n + 1]
+            kw, kr = int(prev.known_w[s]), int(prev.known_r[s])
+            wt, rt = prev.wt[s][1 : kw + 1], prev.rt[s][1 : kr + 1]
             if d0 != d1:
                 # The tighter depth's constraint may be violated; the looser one's may have bound in ``prev``.
                 tighter = d0 == 0 or 0 < d1 < d0
                 d = d1 if tighter else d0
-                if 0 < d < n:
-                    near = wt[d:] <= rt[: n - d] + (0 if tighter else 1)
+                if 0 < d < n and kw > d:
+                    m = min(kw - d, kr)  # tokens d .. d + m - 1 written, the tokens d earlier read
+                    near = wt[d : d + m] <= rt[:m] + (0 if tighter else 1)
                     if near.any():
                         cut = min(cut, int(wt[d + int(np.argmax(near))]))
+                    if kw - d > kr:  # the write of token kr + d waits for a read ``prev`` never reached
+                        cut = min(cut, int(wt[d + kr]))
             if r0 != r1:
-                near = rt <= wt + max(r0, r1)
+                near = rt <= wt[:kr] + max(r0, r1)
                 if near.any():
                     cut = min(cut, int(rt[int(np.argmax(near))]))
         return cut
@@ -754,21 +764,24 @@ class Simulator:
         return self._compiled.width
 
     def run(self, depths: Mapping[str, int | None], release: Mapping[str, np.ndarray] | None = None,
-            resume_from: SimResult | None = None) -> SimResult:
+            resume_from: SimResult | Sequence[SimResult] = ()) -> SimResult:
         """One run; ``depths[stream]`` is the FIFO depth (None or absent: unbounded).
 
         ``release[process][f]``, if given, is the earliest cycle at which firing f may issue. ``resume_from``: a
-        finished run of this network with the same release times (other depths); the compiled engine takes its
-        events up to the first one the change of depths can move and computes only the rest (the result is the
-        same; the Python engine, the oracle, always starts from cycle 0).
+        run of this network with the same release times (other depths; finished or deadlocked), or several; the
+        compiled engine takes the events of the one it can take the most of, up to the first one the change of
+        depths can move, and computes only the rest (the result is the same; the Python engine, the oracle,
+        always starts from cycle 0).
         """
         c = self._compiled
         run = self._engine(c, _depth_list(c, depths), _release_list(self._net, release))
-        if isinstance(run, _CompiledRun) and resume_from is not None:
-            prev = resume_from.run_state
-            if prev is None or prev.c is not c or not _same_release(prev.rel, run.rel):
-                raise ValueError("resume_from is not a finished compiled run of this network with these release times")
-            run.resume(prev)
+        runs = [resume_from] if isinstance(resume_from, SimResult) else list(resume_from)
+        if isinstance(run, _CompiledRun) and runs:
+            prevs = [r.run_state for r in runs]
+            for prev in prevs:
+                if prev is None or prev.c is not c or not _same_release(prev.rel, run.rel):
+                    raise ValueError("resume_from is not a compiled run of this network with these release times")
+            run.resume([prev for prev in prevs if prev is not None])
         run.execute(horizon=None)
         return run.result()
 
@@ -789,7 +802,7 @@ def simulate(
     depths: Mapping[str, int | None],
     release: Mapping[str, np.ndarray] | None = None,
     engine: Engine = "compiled",
-    resume_from: SimResult | None = None,
+    resume_from: SimResult | Sequence[SimResult] = (),
 ) -> SimResult:
     """Simulate one run of ``net`` (``Simulator.run``)."""
     return Simulator(net, engine).run(depths, release, resume_from)
