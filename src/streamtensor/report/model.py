@@ -22,6 +22,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 
 from streamtensor.analysis.hbm import dma_token_bytes
@@ -55,8 +56,9 @@ class Spans:
     @cached_property
     def by_state(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
         """Per state, the ``(start, end)`` of its spans: the page, the trace and the totals each read them (a
-        fine tiling's process has millions of spans)."""
-        return tuple((self.start[mask], self.end[mask]) for mask in (self.state == s for s in range(len(STATES))))
+        fine tiling's process has millions of spans: split in one compiled pass, not a mask per state)."""
+        start, end, off = _split_states(self.start, self.end, self.state, len(STATES))
+        return tuple((start[a:b], end[a:b]) for a, b in zip(off[:-1].tolist(), off[1:].tolist(), strict=True))
 
     @cached_property
     def _cycles(self) -> tuple[int, ...]:
@@ -163,11 +165,13 @@ def load_model(outdir: str | Path, target: Target | None = None,
             finish = int(spans.end[-1]) if len(spans.end) else offset
             processes[p.name] = ProcessInfo(p.name, g, _kind(graph, p.name), spans, finish, _details(graph, p.name))
         for s in net.streams:
-            wt, rt = token_times(net, sim, s.name)
+            # The times of the tokens written / read (a deadlock leaves the rest out), as the simulation keeps them
+            # (read only here: shifted by the group's offset into copies).
+            wt, rt = sim.stream_times[s.name]
             streams.append(StreamInfo(
                 s.name, g, s.source, s.target, s.width_bits, s.tokens, depths.get(g, {}).get(s.name),
                 sim.peak_occupancy[s.name], str(graph.streams[s.name].type) if s.name in graph.streams else "",
-                memories.get((g, s.name)), wt + offset, rt + offset))
+                memories.get((g, s.name)), wt + offset if offset else wt, rt + offset if offset else rt))
         _hbm_traffic(graph, net, groups, g, target, hbm, dma_channels)
         # A deadlocked group ends (for the page) at its last event.
         offset = max([offset + (sim.makespan_cycles or 0)] + [processes[p.name].finish for p in net.processes])
@@ -199,7 +203,9 @@ def process_spans(net: ProcessNetwork, sim: SimResult, name: str, offset: int = 
     ft = sim.firing_times[name]
     start, end, state = stall_spans(proc.ii, proc.depth, ft.issue.astype(np.int64, copy=False),
                                     ft.complete.astype(np.int64, copy=False))
-    return Spans(start + offset, end + offset, state)
+    start += offset  # arrays of its own: shifted in place
+    end += offset
+    return Spans(start, end, state)
 
 
 def _check_stalls(spans: Spans, sim: SimResult, name: str) -> None:
@@ -210,28 +216,65 @@ def _check_stalls(spans: Spans, sim: SimResult, name: str) -> None:
         raise AssertionError(f"{name}: timeline stalls {got} differ from the simulation's {stalls}")
 
 
-def token_times(net: ProcessNetwork, sim: SimResult, stream: str) -> tuple[np.ndarray, np.ndarray]:
-    """Write and read cycle of every token of ``stream`` that was written / read: the completion of the firing
-    that writes it and the issue of the firing that reads it."""
-    s = next(s for s in net.streams if s.name == stream)
-    writes = net.process(s.source).writes[stream]
-    reads = net.process(s.target).reads[stream]
-    wt = sim.firing_times[s.source].complete[writes].astype(np.int64)
-    rt = sim.firing_times[s.target].issue[reads].astype(np.int64)
-    return wt[wt >= 0], rt[rt >= 0]  # tokens never written / read (a deadlock) left out
-
-
 def occupancy_steps(write_times: np.ndarray, read_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """FIFO occupancy as a step function: ``(times, tokens held from that cycle on)``. A token is held from its
-    write cycle through its read cycle (``timing_sim``'s depth convention), so its -1 lands the cycle after."""
+    write cycle through its read cycle (``timing_sim``'s depth convention), so its -1 lands the cycle after. Both
+    sorted (a FIFO's token times): one compiled merge (a fine tiling's FIFO moves millions of tokens)."""
     if len(write_times) == 0:  # nothing written (a deadlock before the first token)
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    times = np.concatenate([write_times, read_times + 1])
-    delta = np.concatenate([np.ones(len(write_times), np.int64), -np.ones(len(read_times), np.int64)])
-    order = np.argsort(times, kind="stable")
-    times, level = times[order], np.cumsum(delta[order])
-    last = np.concatenate([times[1:] != times[:-1], [True]])  # the level after every change of one cycle
-    return times[last], level[last]
+    return _occupancy_steps(np.ascontiguousarray(write_times, dtype=np.int64),
+                            np.ascontiguousarray(read_times, dtype=np.int64))
+
+
+@numba.njit(cache=True, nogil=True)
+def _occupancy_steps(write_times: np.ndarray, read_times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``occupancy_steps``: the +1 of every write and the -1 of every read (the cycle after it) merged in time
+    order, one step per cycle that changes the level (the level after all of that cycle's changes)."""
+    nw, nr = write_times.shape[0], read_times.shape[0]
+    times = np.empty(nw + nr, dtype=np.int64)
+    level = np.empty(nw + nr, dtype=np.int64)
+    i = j = m = held = 0
+    while i < nw or j < nr:
+        if i < nw and (j == nr or write_times[i] <= read_times[j] + 1):
+            t = write_times[i]
+            if i + 1 < nw and write_times[i + 1] < t:
+                raise ValueError("FIFO write times out of order")
+            held += 1
+            i += 1
+        else:
+            t = read_times[j] + 1
+            if j + 1 < nr and read_times[j + 1] + 1 < t:
+                raise ValueError("FIFO read times out of order")
+            held -= 1
+            j += 1
+        if m > 0 and times[m - 1] == t:
+            level[m - 1] = held
+        else:
+            times[m] = t
+            level[m] = held
+            m += 1
+    return times[:m].copy(), level[:m].copy()
+
+
+@numba.njit(cache=True, nogil=True)
+def _split_states(start: np.ndarray, end: np.ndarray, state: np.ndarray, states: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``Spans.by_state`` as one array pair, the spans of each state together in their order, and the offsets
+    of each state's run."""
+    off = np.zeros(states + 1, dtype=np.int64)
+    for k in range(state.shape[0]):
+        off[state[k] + 1] += 1
+    for k in range(states):
+        off[k + 1] += off[k]
+    at = off[:-1].copy()
+    s_out = np.empty(start.shape[0], dtype=start.dtype)
+    e_out = np.empty(end.shape[0], dtype=end.dtype)
+    for k in range(state.shape[0]):
+        q = at[state[k]]
+        s_out[q] = start[k]
+        e_out[q] = end[k]
+        at[state[k]] = q + 1
+    return s_out, e_out, off
 
 
 def critical_path(processes: dict[str, ProcessInfo], links: list[tuple[str, str]]) -> list[str]:

@@ -99,9 +99,10 @@ def _coalesced_lines(sp: Spans, pid: int, tid: int, mhz: float) -> list[str]:
     head = [f'{{"ph":"X","name":{n},"cat":"coalesced","pid":{pid},"tid":{tid},"ts":' for n in names]
     ts = np.round(edges[:-1] / mhz, 6).tolist()
     dur = np.round(np.diff(edges) / mhz, 6).tolist()
-    return [f'{head[row.index(max(row))]}{t!r},"dur":{d!r},"args":{{'
-            + ",".join(f"{n}:{v}" for n, v in zip(names, row, strict=True)) + "}}"
-            for t, d, row in zip(ts, dur, cycles.tolist(), strict=True)]
+    # Named after the state of the most cycles (the first of equals); every state's cycles in one format.
+    args = ",".join(f"{n}:{{}}" for n in names)  # the states' names hold no braces
+    return [f'{head[w]}{t!r},"dur":{d!r},"args":{{{args.format(*row)}}}}}'
+            for t, d, w, row in zip(ts, dur, np.argmax(cycles, axis=1).tolist(), cycles.tolist(), strict=True)]
 
 
 def _counter_points(s: StreamInfo) -> tuple[np.ndarray, np.ndarray]:
@@ -110,9 +111,11 @@ def _counter_points(s: StreamInfo) -> tuple[np.ndarray, np.ndarray]:
     if len(times) <= COUNTER_POINTS:
         return times, level
     edges = np.linspace(times[0], times[-1], COUNTER_POINTS + 1)[:-1]
-    slot = np.searchsorted(edges, times, side="right") - 1
-    peak = np.zeros(COUNTER_POINTS, dtype=np.int64)
-    np.maximum.at(peak, slot, level)
+    # The changes in each slice (edges[i] <= time < edges[i + 1]) are a run of ``times``: its highest level (0 for a
+    # slice without any).
+    first = np.searchsorted(times, edges, side="left")
+    empty = first == np.append(first[1:], len(times))
+    peak = np.where(empty, 0, np.maximum(np.maximum.reduceat(level, first), 0))
     # The level a slice starts with: that of the last change at or before its start.
     before = np.searchsorted(times, edges, side="right") - 1
     value = np.maximum(peak, np.where(before >= 0, level[np.maximum(before, 0)], 0))
