@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
+import sys
+
 import numpy as np
 
 from . import sim_kernel
@@ -61,6 +63,7 @@ _POS = sim_kernel.POS  # time of an event not computed (yet)
 _NO_RELEASE = np.zeros(0, dtype=np.int64)  # the compiled engine's release array when there are none
 _NO_SHIFT = np.zeros(1, dtype=np.int64)  # peak_occupancies at the times as they are
 _SCALAR_BATCH = 12  # runs of at most this many events are cheaper as a Python loop than as numpy calls
+_KEPT_RUNS = 3  # sets of a compiled run's time arrays a network keeps for later runs (the trim holds two at once)
 
 
 def raw_latency(width_bits: int, depth: int | None, srl_max_bits: int) -> int:
@@ -289,6 +292,24 @@ class _Compiled:
         self.write_firing = [net.process(s.source).writes[s.name] for s in net.streams]
         self.read_firing = [net.process(s.target).reads[s.name] for s in net.streams]
         self.order = self._dataflow_order()
+        self._buffers: list[tuple[np.ndarray, ...]] = []  # the runs' time arrays (``run_buffers``)
+
+    def run_buffers(self) -> tuple[np.ndarray, ...]:
+        """The four time arrays of a compiled run (token write and read times, firing issue and completion
+        times; contents undefined), reused from a run nothing refers to any more: a fresh array of hundreds of
+        MB (a paper-size prefill block) costs as much to fault in as half a simulation (issue 21). Whether an
+        array is free is told by its reference count (a view of it counts: a result's firing times, a profile);
+        up to ``_KEPT_RUNS`` sets are kept with the network."""
+        for bufs in self._buffers:
+            # References: the set's tuple, the loop's name, the argument of getrefcount.
+            if all(sys.getrefcount(a) == 3 for a in bufs):
+                return bufs
+        tokens, firings = int(self.packed.tok_off[-1]) + len(self.tokens), int(self.fire_off[-1])
+        bufs = (np.empty(tokens, dtype=np.int64), np.empty(tokens, dtype=np.int64),
+                np.empty(firings, dtype=np.int64), np.empty(firings, dtype=np.int64))
+        if len(self._buffers) < _KEPT_RUNS:
+            self._buffers.append(bufs)
+        return bufs
 
     @cached_property
     def py(self) -> _PyTables:
@@ -444,14 +465,11 @@ class _CompiledRun(_State):
                             dtype=np.int64)
         nproc, nstr = len(c.names), len(c.stream_names)
         pad = (pk.tok_off + np.arange(nstr + 1)).tolist()  # stream s's padded segment: pad[s] .. pad[s + 1]
-        # Token times are read only once known (sim_kernel): no initial values needed.
-        self.wt_flat = np.empty(pad[-1], dtype=np.int64)
-        self.rt_flat = np.empty(pad[-1], dtype=np.int64)
+        # Token times are read only once known (sim_kernel), and firing times get -1 after the run where an event
+        # was never reached (firing_times): no initial values needed, so those of a dropped run serve.
+        self.wt_flat, self.rt_flat, self.issue, self.complete = c.run_buffers()
         self.wt = [self.wt_flat[pad[s] : pad[s + 1]] for s in range(nstr)]
         self.rt = [self.rt_flat[pad[s] : pad[s + 1]] for s in range(nstr)]
-        # Firing times: -1 written after the run where an event was never reached (firing_times).
-        self.issue = np.empty(nfire, dtype=np.int64)
-        self.complete = np.empty(nfire, dtype=np.int64)
         self.known_w = np.zeros(nstr, dtype=np.int64)
         self.known_r = np.zeros(nstr, dtype=np.int64)
         self.reads_done = np.zeros(nproc, dtype=np.int64)
