@@ -413,6 +413,27 @@ def test_resuming_a_run_of_other_release_times_or_another_network_is_rejected() 
             simulate(other, {}, times, resume_from=base)
 
 
+def test_a_run_takes_the_arrays_of_a_dropped_run_but_not_of_one_still_referred_to() -> None:
+    net = paper_network()
+    name = net.processes[-1].name
+
+    def address(a: np.ndarray) -> int:
+        return int(a.__array_interface__["data"][0])
+
+    first = simulate(net, {})
+    kept = first.firing_times[name].complete  # a view: the run's arrays stay in use
+    expected = kept.copy()
+    del first
+    second = simulate(net, {s.name: 1 for s in net.streams})
+    dropped = address(second.firing_times[name].complete)
+    assert dropped != address(kept)
+    del second
+    third = simulate(net, {})
+    assert address(third.firing_times[name].complete) == dropped  # the dropped run's array, not a fresh one
+    assert (kept == expected).all()  # the one still referred to is intact
+    assert_same_result(third, simulate(net, {}, engine="python"))
+
+
 def test_unknown_engine_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown simulation engine"):
         Simulator(pair(), "fast")  # type: ignore[arg-type]
