@@ -360,6 +360,15 @@ def _peaks_at(write_times: np.ndarray, read_times: np.ndarray, candidates: np.nd
 
 
 @numba.njit(cache=True, nogil=True)
+def reflect(end: int, times: np.ndarray) -> None:
+    """``times[:] = end - times[::-1]`` in place: a mirrored run's times read backwards from ``end``."""
+    n = times.shape[0]
+    for i in range((n + 1) // 2):
+        a, b = times[i], times[n - 1 - i]
+        times[i], times[n - 1 - i] = end - b, end - a
+
+
+@numba.njit(cache=True, nogil=True)
 def merge_traces(ii: np.ndarray, depth: np.ndarray, ev_off: np.ndarray, static: np.ndarray, firing: np.ndarray,
                  is_write: np.ndarray, read_pos: np.ndarray, write_pos: np.ndarray) -> None:
     """The static traces of processes of pipeline ``ii`` / ``depth`` and ``ev_off[p+1] - ev_off[p]`` events
