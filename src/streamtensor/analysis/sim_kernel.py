@@ -326,10 +326,11 @@ def peak_candidates(write_times: np.ndarray, read_times: np.ndarray) -> np.ndarr
 @numba.njit(cache=True, nogil=True)
 def _peaks_at(write_times: np.ndarray, read_times: np.ndarray, candidates: np.ndarray, shifts: np.ndarray
               ) -> np.ndarray:
-    """``peak_occupancies`` from the candidate writes: at each, the reads strictly before it (shifted by x) found
-    by a galloping search from the previous candidate's count, O(candidates * log(reads between them)) per
-    shift instead of a merge of every token."""
+    """``peak_occupancies`` from the candidate writes: at each, the reads strictly before it (shifted by x) counted
+    on from the previous candidate's count: by a galloping search where candidates are sparse (O(candidates *
+    log(reads between them)) per shift instead of a merge of every token), by the merge where they are not."""
     nr = read_times.shape[0]
+    sparse = 4 * candidates.shape[0] < nr
     out = np.zeros(shifts.shape[0], dtype=np.int64)
     for i in range(shifts.shape[0]):
         x = shifts[i]
@@ -338,7 +339,10 @@ def _peaks_at(write_times: np.ndarray, read_times: np.ndarray, candidates: np.nd
         for c in range(candidates.shape[0]):
             k = candidates[c]
             w = write_times[k] - x  # read j is before write k iff read_times[j] + x < write_times[k]
-            if j < nr and read_times[j] < w:
+            if not sparse:
+                while j < nr and read_times[j] < w:
+                    j += 1
+            elif j < nr and read_times[j] < w:
                 # Gallop: read_times[lo] < w, then find the first index at or past w.
                 lo = j
                 step = 1
