@@ -483,14 +483,20 @@ class _CompiledRun(_State):
         """Take the events of one of ``runs`` (runs of the same network, release times and engine) that it computed
         and that happen before the first one these depths can change: every event before it depends only on
         earlier ones, so it happens here at the same time (module docstring: every dependency is at an earlier
-        cycle, but along a trace). Of several runs, the one whose first change comes last. A deadlocked run
-        computed its events up to the deadlock: those before the cut are taken too (an event it never reached
-        depends on nothing it computed before the cut)."""
+        cycle, but along a trace). Of several runs, the one that gives the most events. A deadlocked run computed
+        its events up to the deadlock: those before the cut are taken too (an event it never reached depends on
+        nothing it computed before the cut)."""
         c, pk = self.c, self.c.packed
-        cut, prev = max(((self._first_change(r), r) for r in runs), key=lambda cr: cr[0])
-        sim_kernel.resume_state(cut, pk.fire_off, pk.ii, pk.depth, prev.issue, prev.complete, prev.reads_done,
-                                prev.writes_done, self.reads_done, self.writes_done, self.slip, self.stall_in,
-                                self.stall_out)
+        taken = -1
+        for run in runs:
+            # Per process: firings read and written, slip, stalls.
+            state = [np.zeros(len(c.names), dtype=np.int64) for _ in range(5)]
+            sim_kernel.resume_state(self._first_change(run), pk.fire_off, pk.ii, pk.depth, run.issue, run.complete,
+                                    run.reads_done, run.writes_done, *state)
+            events = int(state[0].sum() + state[1].sum())
+            if events > taken:
+                taken, prev = events, run
+                self.reads_done, self.writes_done, self.slip, self.stall_in, self.stall_out = state
         # Only the times taken are copied (the kernel writes the others, or they are never read): the arrays are
         # hundreds of MB at a paper-size prefill block's finest tilings.
         for p in range(len(c.names)):
