@@ -265,10 +265,28 @@ def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.nd
 
 def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float, schedule: Schedule,
           latency_slack: float, depth_caps: Mapping[str, int], trim: bool) -> FifoSizing:
-    """One strategy: solve on its profiles, then (schedule ``demand``) refine, squeeze and (``trim``) trim."""
-    profiles = start_profiles(net, strategy, schedule, depth_caps)
+    """One strategy: solve on its profiles, then (schedule ``demand``) refine, squeeze and (``trim``) trim. The
+    steps are functions of their own: a schedule no sizing refers to any more is dropped with its step (its times
+    are a simulation's arrays, which a later simulation then takes: ``timing_sim``)."""
     if schedule == "free":
-        return solve_profiles(net, profiles, strategy, time_limit_s, depth_caps=depth_caps)
+        return solve_profiles(net, start_profiles(net, strategy, schedule, depth_caps), strategy, time_limit_s,
+                              depth_caps=depth_caps)
+    best, cap = _start(net, strategy, time_limit_s, latency_slack, depth_caps)
+    limit = max(best.predicted_latency, cap)
+    best = _refine_and_squeeze(net, best, strategy, time_limit_s, limit, depth_caps)
+    # Trim simulates forward only, and nothing after sizing runs backward: the mirrored network's tables need
+    # not stay through the trim, the allocation's simulations and the report (issue 21: memory of the finest
+    # tilings, linear in their firings).
+    forget_mirrored(net)
+    best = replace(best, latency_limit=limit)
+    return trim_sizing(net, best, time_limit_s, depth_caps) if trim else best
+
+
+def _start(net: ProcessNetwork, strategy: Strategy, time_limit_s: float, latency_slack: float,
+           depth_caps: Mapping[str, int]) -> tuple[FifoSizing, int]:
+    """Step 1 of the demand schedule: the sizing on the starting profiles (``normal``: the better of the latest
+    schedule's and the one with sources released at its times), and the latency every later solve keeps."""
+    profiles = start_profiles(net, strategy, "demand", depth_caps)
     # The latency of the starting schedule (normal: the unbounded-FIFO makespan, the capped FIFOs at their caps),
     # raised by the slack the caller grants, caps every solve.
     cap = math.floor(max(int(ft.complete[-1]) for ft in profiles.values()) * (1 + latency_slack))
@@ -278,24 +296,23 @@ def _size(net: ProcessNetwork, strategy: Strategy, time_limit_s: float, schedule
                                depth_caps)
         if trial.total_bits < best.total_bits and trial.predicted_latency <= best.predicted_latency:
             best = trial
+    return best, cap
+
+
+def _refine_and_squeeze(net: ProcessNetwork, best: FifoSizing, strategy: Strategy, time_limit_s: float,
+                        limit: int, depth_caps: Mapping[str, int]) -> FifoSizing:
+    """Steps 2 and 3 of the demand schedule, in turn while a squeeze lowers the bits."""
     release = release_times(net, strategy)
     refining, squeezing = _SimBudget(_REFINE_FIRINGS), _SimBudget(_SQUEEZE_FIRINGS)
-    limit = max(best.predicted_latency, cap)
     while True:
         best = _refine(net, best, strategy, time_limit_s, release, refining, limit, depth_caps)
         squeezed = _squeeze(net, best, release, squeezing, limit)
         if squeezed is None:
-            break
+            return best
         trial = solve_profiles(net, squeezed, strategy, time_limit_s, limit, depth_caps)
         if trial.total_bits >= best.total_bits or trial.predicted_latency > limit:
-            break
+            return best
         best = trial
-    # Trim simulates forward only, and nothing after sizing runs backward: the mirrored network's tables need
-    # not stay through the trim, the allocation's simulations and the report (issue 21: memory of the finest
-    # tilings, linear in their firings).
-    forget_mirrored(net)
-    best = replace(best, latency_limit=limit)
-    return trim_sizing(net, best, time_limit_s, depth_caps) if trim else best
 
 
 def trim_sizing(net: ProcessNetwork, sizing: FifoSizing, time_limit_s: float,

@@ -63,7 +63,33 @@ _POS = sim_kernel.POS  # time of an event not computed (yet)
 _NO_RELEASE = np.zeros(0, dtype=np.int64)  # the compiled engine's release array when there are none
 _NO_SHIFT = np.zeros(1, dtype=np.int64)  # peak_occupancies at the times as they are
 _SCALAR_BATCH = 12  # runs of at most this many events are cheaper as a Python loop than as numpy calls
-_KEPT_RUNS = 3  # sets of a compiled run's time arrays a network keeps for later runs (the trim holds two at once)
+_KEPT_RUNS = 4  # sets of a compiled run's time arrays kept for later runs (the trim holds two, its input one)
+# The sets kept (``_run_buffers``): token write and read times, firing issue and completion times.
+_KEPT: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+
+def _run_buffers(tokens: int, firings: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The four time arrays of a compiled run of a network of ``tokens`` padded token slots and ``firings``
+    firings (contents undefined), those of a run nothing refers to any more where one of that size is kept: a
+    fresh array of hundreds of MB (a paper-size prefill block) costs as much to fault in as half a simulation
+    (issue 21). Whether an array is free is told by its reference count (a view of it counts: a result's firing
+    times, a profile). Kept by size, not by network: the mirrored network a latest schedule runs on, and the
+    networks a decode block is rebuilt with at other DMA shares, have the sizes of the network. A new set takes
+    the place of a free one of another size when ``_KEPT_RUNS`` are kept."""
+    sizes = (tokens, tokens, firings, firings)
+    for bufs in _KEPT:
+        # References: the list's tuple, the loop's name, the argument of getrefcount.
+        if tuple(a.shape[0] for a in bufs) == sizes and all(sys.getrefcount(a) == 3 for a in bufs):
+            return bufs
+    fresh = (np.empty(tokens, dtype=np.int64), np.empty(tokens, dtype=np.int64), np.empty(firings, dtype=np.int64),
+             np.empty(firings, dtype=np.int64))
+    if len(_KEPT) >= _KEPT_RUNS:
+        free = [i for i, bufs in enumerate(_KEPT) if all(sys.getrefcount(a) == 3 for a in bufs)]
+        if not free:
+            return fresh
+        del _KEPT[free[0]]
+    _KEPT.append(fresh)
+    return fresh
 
 
 def raw_latency(width_bits: int, depth: int | None, srl_max_bits: int) -> int:
@@ -292,24 +318,6 @@ class _Compiled:
         self.write_firing = [net.process(s.source).writes[s.name] for s in net.streams]
         self.read_firing = [net.process(s.target).reads[s.name] for s in net.streams]
         self.order = self._dataflow_order()
-        self._buffers: list[tuple[np.ndarray, ...]] = []  # the runs' time arrays (``run_buffers``)
-
-    def run_buffers(self) -> tuple[np.ndarray, ...]:
-        """The four time arrays of a compiled run (token write and read times, firing issue and completion
-        times; contents undefined), reused from a run nothing refers to any more: a fresh array of hundreds of
-        MB (a paper-size prefill block) costs as much to fault in as half a simulation (issue 21). Whether an
-        array is free is told by its reference count (a view of it counts: a result's firing times, a profile);
-        up to ``_KEPT_RUNS`` sets are kept with the network."""
-        for bufs in self._buffers:
-            # References: the set's tuple, the loop's name, the argument of getrefcount.
-            if all(sys.getrefcount(a) == 3 for a in bufs):
-                return bufs
-        tokens, firings = int(self.packed.tok_off[-1]) + len(self.tokens), int(self.fire_off[-1])
-        bufs = (np.empty(tokens, dtype=np.int64), np.empty(tokens, dtype=np.int64),
-                np.empty(firings, dtype=np.int64), np.empty(firings, dtype=np.int64))
-        if len(self._buffers) < _KEPT_RUNS:
-            self._buffers.append(bufs)
-        return bufs
 
     @cached_property
     def py(self) -> _PyTables:
@@ -467,7 +475,7 @@ class _CompiledRun(_State):
         pad = (pk.tok_off + np.arange(nstr + 1)).tolist()  # stream s's padded segment: pad[s] .. pad[s + 1]
         # Token times are read only once known (sim_kernel), and firing times get -1 after the run where an event
         # was never reached (firing_times): no initial values needed, so those of a dropped run serve.
-        self.wt_flat, self.rt_flat, self.issue, self.complete = c.run_buffers()
+        self.wt_flat, self.rt_flat, self.issue, self.complete = _run_buffers(pad[-1], nfire)
         self.wt = [self.wt_flat[pad[s] : pad[s + 1]] for s in range(nstr)]
         self.rt = [self.rt_flat[pad[s] : pad[s + 1]] for s in range(nstr)]
         self.known_w = np.zeros(nstr, dtype=np.int64)
