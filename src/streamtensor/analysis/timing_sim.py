@@ -44,14 +44,13 @@ can cost cycles. Whether a configuration deadlocks does not depend on latencies 
 
 from __future__ import annotations
 
+import sys
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
-
-import sys
 
 import numpy as np
 
