@@ -410,21 +410,21 @@ def stall_spans(ii: int, depth: int, issue: np.ndarray, complete: np.ndarray
     ``merge_traces`` orders it, without building the trace: every event whose slip grew waited ``growth`` cycles
     just before it (empty at a read, full at a write); the rest of ``[0, last event]`` is busy. Spans in time
     order, a state that continues without a gap merged into one span; the events after the first never reached
-    (time -1, a deadlock) left out. One pass into arrays of the most spans there can be (a busy stretch and a stall
-    per event, and the last busy one): their pages are touched only as far as they are written."""
-    cap = 4 * issue.shape[0] + 1
-    start = np.empty(cap, dtype=np.int64)
-    end = np.empty(cap, dtype=np.int64)
-    state = np.empty(cap, dtype=np.int64)
-    m = _walk_spans(ii, depth, issue, complete, start, end, state)
-    return start[:m].copy(), end[:m].copy(), state[:m].copy()
+    (time -1, a deadlock) left out. Two passes: the count, then the spans (arrays of the exact size)."""
+    empty = np.empty(0, dtype=np.int64)
+    m = _walk_spans(ii, depth, issue, complete, empty, empty, empty, False)
+    start = np.empty(m, dtype=np.int64)
+    end = np.empty(m, dtype=np.int64)
+    state = np.empty(m, dtype=np.int64)
+    _walk_spans(ii, depth, issue, complete, start, end, state, True)
+    return start, end, state
 
 
 @numba.njit(cache=True, nogil=True)
 def _walk_spans(ii: int, depth: int, issue: np.ndarray, complete: np.ndarray, start: np.ndarray, end: np.ndarray,
-                state: np.ndarray) -> int:
-    """The spans of ``stall_spans``, written; their count. The span being built is kept in ``a`` .. ``b`` / ``k``
-    until one that does not continue it comes."""
+                state: np.ndarray, fill: bool) -> int:
+    """The spans of ``stall_spans``, written where ``fill``; their count. The span being built is kept in
+    ``a`` .. ``b`` / ``k`` until one that does not continue it comes."""
     n = issue.shape[0]
     m = 0
     a, b, k = 0, 0, -1  # the open span (k -1: none yet)
@@ -461,7 +461,8 @@ def _walk_spans(ii: int, depth: int, issue: np.ndarray, complete: np.ndarray, st
                 b = hi
                 continue
             if k >= 0:
-                start[m], end[m], state[m] = a, b, k
+                if fill:
+                    start[m], end[m], state[m] = a, b, k
                 m += 1
             a, b, k = lo, hi, kind
         pos = t
@@ -470,11 +471,13 @@ def _walk_spans(ii: int, depth: int, issue: np.ndarray, complete: np.ndarray, st
             b = finish
         else:
             if k >= 0:
-                start[m], end[m], state[m] = a, b, k
+                if fill:
+                    start[m], end[m], state[m] = a, b, k
                 m += 1
             a, b, k = pos, finish, 0
     if k >= 0:
-        start[m], end[m], state[m] = a, b, k
+        if fill:
+            start[m], end[m], state[m] = a, b, k
         m += 1
     return m
 

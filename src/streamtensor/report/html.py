@@ -126,13 +126,16 @@ def timeline_segments(spans: Spans, makespan: int, bins: int = TIMELINE_BINS) ->
     share = np.zeros((3, bins))
     for state in (BUSY, EMPTY, FULL):
         start, end = spans.by_state[state]
+        if not len(start):
+            continue  # no time in this state
         length = end - start
-        cum = np.concatenate([[0], np.cumsum(length)])
-        # Time in this state before cycle x: whole spans ending by x, plus the part of the one containing x.
+        # Time in this state before cycle x: whole spans ending by x, plus the part of the one containing x (none
+        # past the last span). Read at the edges only (a fine tiling's process has millions of spans).
         idx = np.searchsorted(end, edges, side="right")
-        part = np.clip(edges - np.concatenate([start, [0]])[idx], 0, np.concatenate([length, [0]])[idx])
-        before = cum[idx] + part
-        share[state] = np.diff(before)
+        cum = np.where(idx > 0, np.cumsum(length)[np.maximum(idx - 1, 0)], 0)
+        held, inside = idx < len(start), np.minimum(idx, len(start) - 1)
+        part = np.clip(edges - np.where(held, start[inside], 0), 0, np.where(held, length[inside], 0))
+        share[state] = np.diff(cum + part)
     active = share.sum(axis=0) > 0
     winner = np.argmax(share, axis=0)
     segments: list[list[int]] = []

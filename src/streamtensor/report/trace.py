@@ -83,11 +83,14 @@ def coalesced_spans(sp: Spans, points: int = SPAN_POINTS) -> tuple[np.ndarray, n
     for state, (start, end) in enumerate(sp.by_state):
         if not len(start):
             continue
-        # Cycles in ``state`` before each edge: whole spans that ended, plus the part of one still running.
-        done = np.concatenate([[0], np.cumsum(end - start)])
+        # Cycles in ``state`` before each edge: whole spans that ended, plus the part of one still running (read at
+        # the edges only: a busy process has millions of spans).
         k = np.searchsorted(start, edges, side="right")  # spans started at or before the edge
-        running = np.clip(edges - start[np.maximum(k - 1, 0)], 0, (end - start)[np.maximum(k - 1, 0)])
-        before = np.where(k > 0, done[np.maximum(k - 1, 0)] + running, 0)
+        last = np.maximum(k - 1, 0)
+        length = end[last] - start[last]
+        running = np.clip(edges - start[last], 0, length)
+        done = np.cumsum(end - start)[last] - length  # the spans before the last one started
+        before = np.where(k > 0, done + running, 0)
         cycles[:, state] = np.diff(before)
     return edges, cycles
 
