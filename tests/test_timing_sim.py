@@ -414,7 +414,9 @@ def test_resuming_a_run_of_other_release_times_or_another_network_is_rejected() 
             simulate(other, {}, times, resume_from=base)
 
 
-def test_a_run_takes_the_arrays_of_a_dropped_run_but_not_of_one_still_referred_to() -> None:
+def test_a_run_takes_the_arrays_of_a_dropped_run_but_not_of_one_still_referred_to(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(timing_sim, "_KEPT", [])  # none kept by earlier tests' runs, still in use or not
     net = paper_network()
     name = net.processes[-1].name
     first = simulate(net, {})
