@@ -138,7 +138,7 @@ class _Edge:
     stream: Stream
     u: int
     v: int
-    curve: _Curve  # W_k (profile of u), R_k (profile of v) and the depths known
+    curve: _Curve | None  # W_k (profile of u), R_k (profile of v) and the depths known (None: ``_Model.detach``)
     raw: int  # assumed FIFO read latency raw_e
     min_shift: int  # x_v - x_u >= min_shift
     bound: int  # the same in start-time form: S_v - S_u >= bound
@@ -152,6 +152,7 @@ class _Edge:
         """``depth`` at every shift of ``shifts``, in one compiled pass per shift not known yet (the depths known
         are shared by the edges of the same profiles)."""
         curve = self.curve
+        assert curve is not None, "the depth curves of a sizing's model are detached"
         todo = [x for x in shifts.tolist() if x not in curve.known]
         if todo:
             found = peak_occupancies(curve.write_times, curve.read_times, np.array(todo, dtype=np.int64),
@@ -329,6 +330,13 @@ class _Model:
         self.latency_bound = max(self.min_latency, latency_cap or 0)
         self.latest = self._lowered([self.latency_bound - last for last in self.last])
 
+    def detach(self) -> None:
+        """Drop the depth curves once solved: a sizing keeps its model for its constraints alone, and the curves
+        hold the profiles' times, a simulation's arrays, which a later simulation takes once nothing refers to them
+        (``timing_sim``: fresh arrays of a paper-size block cost as much as a third of a simulation)."""
+        for e in self.edges:
+            e.curve = None
+
     def settle(self, shifts: list[int]) -> list[int]:
         """Smallest shifts >= ``shifts`` that satisfy every edge constraint: one pass in topological order, and
         where a capped FIFO's reader then starts too late for its writer, the writer raised and passes repeated
@@ -489,6 +497,8 @@ def solve_profiles(net: ProcessNetwork, profiles: dict[str, FiringTimes], strate
         wrong = [i for i, s in enumerate(net.streams)
                  if raws[i] < raw_latency(s.width_bits, result.depths[s.name], net.srl_max_bits)]
         if not wrong:
+            if result._model is not None:
+                result._model.detach()
             return result
         for i in wrong:
             raws[i] = 2
