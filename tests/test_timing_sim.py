@@ -392,7 +392,7 @@ def test_compiled_engine_matches_python_engine_on_shared_networks(net: ProcessNe
 @given(seed=st.integers(0, 10_000), data=st.data())
 def test_a_resumed_run_equals_a_run_from_cycle_0(seed: int, data: st.DataObject) -> None:
     """Any change of depths (lowered, raised, unbounded, across the SRL latency class) from a finished or deadlocked
-    run, or from the better of two."""
+    run, or from the better of two, in the arrays of one of them or not."""
     net = random_network(seed)
     release = {p.name: np.sort(np.array(data.draw(st.lists(st.integers(0, 60), min_size=p.num_firings,
                                                            max_size=p.num_firings)), dtype=np.int64))
@@ -403,6 +403,10 @@ def test_a_resumed_run_equals_a_run_from_cycle_0(seed: int, data: st.DataObject)
     fresh = simulate(net, depths, release)
     assert_same_result(simulate(net, depths, release, resume_from=base), fresh)
     assert_same_result(simulate(net, depths, release, resume_from=[base, other]), fresh)
+    # Going on in the arrays of a run the caller drops (emptied): the same result, the other run intact.
+    assert_same_result(simulate(net, depths, release, resume_from=[base, other], dropping=other), fresh)
+    assert other.run_state is None and not other.firing_times
+    assert_same_result(simulate(net, depths, release, resume_from=base), fresh)
 
 
 def test_resuming_a_run_of_other_release_times_or_another_network_is_rejected() -> None:

@@ -207,7 +207,10 @@ def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.nd
                 == raw_latency(width[n], depths[n], net.srl_max_bits) for n, d in trial.items() if d != depths[n]):
             depths = trial
             return found
-        result = simulate(net, trial, release, resume_from=[r for r in (found, last) if r is not None])
+        # The last run is dropped after this one unless it is the last run in time: this one may go on in its arrays.
+        dropped = None if last is found else last
+        result = simulate(net, trial, release, resume_from=[r for r in (found, dropped) if r is not None],
+                          dropping=dropped)
         last = result
         if _in_time(result, latency_limit):
             depths, found = trial, result

@@ -474,9 +474,7 @@ class _CompiledRun(_State):
         pad = (pk.tok_off + np.arange(nstr + 1)).tolist()  # stream s's padded segment: pad[s] .. pad[s + 1]
         # Token times are read only once known (sim_kernel), and firing times get -1 after the run where an event
         # was never reached (firing_times): no initial values needed, so those of a dropped run serve.
-        self.wt_flat, self.rt_flat, self.issue, self.complete = _run_buffers(pad[-1], nfire)
-        self.wt = [self.wt_flat[pad[s] : pad[s + 1]] for s in range(nstr)]
-        self.rt = [self.rt_flat[pad[s] : pad[s + 1]] for s in range(nstr)]
+        self._take(*_run_buffers(pad[-1], nfire))
         self.known_w = np.zeros(nstr, dtype=np.int64)
         self.known_r = np.zeros(nstr, dtype=np.int64)
         self.reads_done = np.zeros(nproc, dtype=np.int64)
@@ -486,13 +484,21 @@ class _CompiledRun(_State):
         self.stall_in = np.zeros(nproc, dtype=np.int64)
         self.stall_out = np.zeros(nproc, dtype=np.int64)
 
-    def resume(self, runs: Sequence[_CompiledRun]) -> None:
+    def _take(self, wt: np.ndarray, rt: np.ndarray, issue: np.ndarray, complete: np.ndarray) -> None:
+        """Compute into these time arrays (token write and read times, firing issue and completion times)."""
+        pad = (self.c.packed.tok_off + np.arange(len(self.c.tokens) + 1)).tolist()  # stream s: pad[s] .. pad[s + 1]
+        self.wt_flat, self.rt_flat, self.issue, self.complete = wt, rt, issue, complete
+        self.wt = [wt[pad[s] : pad[s + 1]] for s in range(len(pad) - 1)]
+        self.rt = [rt[pad[s] : pad[s + 1]] for s in range(len(pad) - 1)]
+
+    def resume(self, runs: Sequence[_CompiledRun], dropped: _CompiledRun | None = None) -> None:
         """Take the events of one of ``runs`` (runs of the same network, release times and engine) that it computed
         and that happen before the first one these depths can change: every event before it depends only on
         earlier ones, so it happens here at the same time (module docstring: every dependency is at an earlier
         cycle, but along a trace). Of several runs, the one that gives the most events. A deadlocked run computed
         its events up to the deadlock: those before the cut are taken too (an event it never reached depends on
-        nothing it computed before the cut)."""
+        nothing it computed before the cut). Where that run is ``dropped`` (no longer needed), this run goes on in
+        its arrays, where those times already are."""
         c, pk = self.c, self.c.packed
         taken = -1
         for run in runs:
@@ -504,17 +510,22 @@ class _CompiledRun(_State):
             if events > taken:
                 taken, prev = events, run
                 self.reads_done, self.writes_done, self.slip, self.stall_in, self.stall_out = state
-        # Only the times taken are copied (the kernel writes the others, or they are never read): the arrays are
-        # hundreds of MB at a paper-size prefill block's finest tilings.
+        in_place = prev is dropped
+        if in_place:
+            self._take(prev.wt_flat, prev.rt_flat, prev.issue, prev.complete)
+        # Otherwise only the times taken are copied (the kernel writes the others, or they are never read): the
+        # arrays are hundreds of MB at a paper-size prefill block's finest tilings.
         for p in range(len(c.names)):
-            a = int(pk.fire_off[p])
-            self.issue[a : a + self.reads_done[p]] = prev.issue[a : a + self.reads_done[p]]
-            self.complete[a : a + self.writes_done[p]] = prev.complete[a : a + self.writes_done[p]]
+            if not in_place:
+                a = int(pk.fire_off[p])
+                self.issue[a : a + self.reads_done[p]] = prev.issue[a : a + self.reads_done[p]]
+                self.complete[a : a + self.writes_done[p]] = prev.complete[a : a + self.writes_done[p]]
         for s in range(len(c.stream_names)):  # the tokens moved by the firings done
             self.known_w[s] = np.searchsorted(c.write_firing[s], self.writes_done[c.src[s]])
             self.known_r[s] = np.searchsorted(c.read_firing[s], self.reads_done[c.tgt[s]])
-            self.wt[s][1 : self.known_w[s] + 1] = prev.wt[s][1 : self.known_w[s] + 1]
-            self.rt[s][1 : self.known_r[s] + 1] = prev.rt[s][1 : self.known_r[s] + 1]
+            if not in_place:
+                self.wt[s][1 : self.known_w[s] + 1] = prev.wt[s][1 : self.known_w[s] + 1]
+                self.rt[s][1 : self.known_r[s] + 1] = prev.rt[s][1 : self.known_r[s] + 1]
 
     def _first_change(self, prev: _CompiledRun) -> int:
         """A cycle no later than the first event of ``prev`` whose constraints differ here in a way that could move
@@ -795,24 +806,33 @@ class Simulator:
         return self._compiled.width
 
     def run(self, depths: Mapping[str, int | None], release: Mapping[str, np.ndarray] | None = None,
-            resume_from: SimResult | Sequence[SimResult] = ()) -> SimResult:
+            resume_from: SimResult | Sequence[SimResult] = (), dropping: SimResult | None = None) -> SimResult:
         """One run; ``depths[stream]`` is the FIFO depth (None or absent: unbounded).
 
         ``release[process][f]``, if given, is the earliest cycle at which firing f may issue. ``resume_from``: a
         run of this network with the same release times (other depths; finished or deadlocked), or several; the
         compiled engine takes the events of the one it can take the most of, up to the first one the change of
         depths can move, and computes only the rest (the result is the same; the Python engine, the oracle,
-        always starts from cycle 0).
+        always starts from cycle 0). ``dropping``: one of ``resume_from`` that the caller drops: the run may go on
+        in its arrays instead of copying the times it takes (hundreds of MB a paper-size block's run need not fault
+        in), and it is emptied.
         """
         c = self._compiled
         run = self._engine(c, _depth_list(c, depths), _release_list(self._net, release))
         runs = [resume_from] if isinstance(resume_from, SimResult) else list(resume_from)
+        if dropping is not None and not any(r is dropping for r in runs):
+            raise ValueError("dropping is not one of resume_from")
         if isinstance(run, _CompiledRun) and runs:
             prevs = [r.run_state for r in runs]
             for prev in prevs:
                 if prev is None or prev.c is not c or not _same_release(prev.rel, run.rel):
                     raise ValueError("resume_from is not a compiled run of this network with these release times")
-            run.resume([prev for prev in prevs if prev is not None])
+            run.resume([prev for prev in prevs if prev is not None],
+                       None if dropping is None else dropping.run_state)
+        if dropping is not None:  # its times are this run's now
+            dropping.run_state = None
+            dropping.firing_times.clear()
+            dropping.stream_times.clear()
         run.execute(horizon=None)
         return run.result()
 
@@ -834,6 +854,7 @@ def simulate(
     release: Mapping[str, np.ndarray] | None = None,
     engine: Engine = "compiled",
     resume_from: SimResult | Sequence[SimResult] = (),
+    dropping: SimResult | None = None,
 ) -> SimResult:
     """Simulate one run of ``net`` (``Simulator.run``)."""
-    return Simulator(net, engine).run(depths, release, resume_from)
+    return Simulator(net, engine).run(depths, release, resume_from, dropping)
