@@ -521,11 +521,15 @@ class TileOrderSearch:
             for n in neighbors[m]:
                 if n in placed:
                     continue
-                shared = [(i, other) for i, other in others[n] if other in placed]
+                edges, ends = [], []  # the edges to re-ordered kernels, and those kernels' orders
+                for i, other in others[n]:
+                    if other in placed:
+                        edges.append(i)
+                        ends.append(choice[other])
                 # ``_fitting``'s memo looked up here (most look-ups hit).
-                fitting = fittings.get((n, tuple([i for i, _ in shared]), tuple([choice[o] for _, o in shared])))
+                fitting = fittings.get((n, tuple(edges), tuple(ends)))
                 if fitting is None:
-                    fitting = self._fitting(n, [i for i, _ in shared])
+                    fitting = self._fitting(n, edges)
                 if choice[n] in fitting:
                     continue
                 choice[n] = self._cheapest_of(n, fitting)
