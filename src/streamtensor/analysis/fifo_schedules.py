@@ -53,11 +53,17 @@ def start_profiles(net: ProcessNetwork, strategy: Strategy, schedule: Schedule,
     return _capped_schedule(net, depth_caps, release_times(net, strategy))
 
 
-def sources_released_at(net: ProcessNetwork, late: dict[str, FiringTimes],
+def source_release(net: ProcessNetwork, late: dict[str, FiringTimes]) -> dict[str, np.ndarray]:
+    """Every source's (no input) issue times in ``late``, copied: a caller that drops ``late`` then holds no
+    simulation's arrays (``timing_sim``: a later simulation takes those)."""
+    return {p.name: late[p.name].issue.copy() for p in net.processes if not p.reads}
+
+
+def sources_released_at(net: ProcessNetwork, release: dict[str, np.ndarray],
                         depth_caps: Mapping[str, int] | None = None) -> dict[str, FiringTimes]:
-    """Unbounded-FIFO schedule (but for the FIFOs of ``depth_caps``) with every source (no input) released at its
-    times in ``late``."""
-    return _capped_schedule(net, depth_caps, {p.name: late[p.name].issue for p in net.processes if not p.reads})
+    """Unbounded-FIFO schedule (but for the FIFOs of ``depth_caps``) with every source released at its times in
+    ``release`` (``source_release``)."""
+    return _capped_schedule(net, depth_caps, release)
 
 
 def _capped_schedule(net: ProcessNetwork, depth_caps: Mapping[str, int] | None,

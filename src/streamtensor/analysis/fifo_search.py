@@ -82,6 +82,7 @@ from .fifo_schedules import (
     forwarders_eager,
     latest_firing_times,
     release_times,
+    source_release,
     sources_released_at,
     start_profiles,
 )
@@ -295,7 +296,9 @@ def _start(net: ProcessNetwork, strategy: Strategy, time_limit_s: float, latency
     cap = math.floor(max(int(ft.complete[-1]) for ft in profiles.values()) * (1 + latency_slack))
     best = solve_profiles(net, profiles, strategy, time_limit_s, cap, depth_caps)
     if strategy == "normal":  # profiles: the latest schedule
-        trial = solve_profiles(net, sources_released_at(net, profiles, depth_caps), strategy, time_limit_s, cap,
+        release = source_release(net, profiles)
+        del profiles  # its simulation's arrays serve the next one
+        trial = solve_profiles(net, sources_released_at(net, release, depth_caps), strategy, time_limit_s, cap,
                                depth_caps)
         if trial.total_bits < best.total_bits and trial.predicted_latency <= best.predicted_latency:
             best = trial
