@@ -98,6 +98,52 @@ class KernelWriter:
     def tile_counter(self, d: int) -> str | None:
         return None if self.loops[d].trip == 1 else f"t{d}"
 
+    def point_counter(self, d: int) -> str:
+        """Counter of pipelined point loop ``d`` (a step of ``unroll`` lanes when it has more than one)."""
+        return f"i{d}" if self.loops[d].unroll == 1 else f"p{d}"
+
+    def point_last(self, d: int) -> str:
+        lt = self.loops[d]
+        return f"{self.point_counter(d)} == {lt.tile - lt.unroll}"
+
+    def level_mark(self, level: int, starts: list[int], drained: int) -> tuple[str | None, bool] | None:
+        """The firing mark at tile level ``level`` (see ``write``): its condition (None: always) and whether the
+        firing is drained; None when the level marks no firing."""
+        if level not in starts:
+            return None
+        k = starts.index(level)
+        between = [] if k == 0 else [c for e in self.node.tile_order[starts[k - 1]:level]
+                                       if (c := self.tile_counter(e)) is not None]
+        if k != 0 and not between:
+            return None
+        return " || ".join(f"{c} != 0" for c in between) or None, level <= drained
+
+    def level_statements(self, code: Code, mark: tuple[str | None, bool] | None, reads: list[tuple[str, str]],
+                         guard: list[str]) -> None:
+        """A tile level's firing mark and token reads, run where every counter in ``guard`` holds."""
+        if mark is not None:
+            condition, drained = mark
+            if condition is not None and guard and " || " in condition:
+                condition = f"({condition})"
+            terms = [*guard, condition] if condition is not None else guard
+            self.writes.firing(code, " && ".join(terms) or None, drained)
+        if not reads:
+            return
+        if guard:
+            code.open(f"if ({' && '.join(guard)})")
+        for stream, var in reads:
+            read_into(code, self.graph, stream, var, self.max_bits)
+        if guard:
+            code.close()
+
+    def start_tile(self, code: Code, guard: list[str]) -> None:
+        """Start of a firing's point loops: its pending output tile and its init tokens."""
+        if self.pending > 1:
+            inner = [d for d in self.pending_loops if self.loops[d].trip > 1]
+            index = flat_index([f"t{d}" for d in inner], [self.loops[d].trip for d in inner])
+            code.line(f"const int tile = {index};  // the pending output tile of this firing")
+        self.read_inits(code, guard)
+
     def operand_index(self, operand: int) -> str:
         amap = self.op.indexing_maps[operand]
         dims = [amap.result_dim(j) for j in range(amap.num_results)]
@@ -157,18 +203,34 @@ class KernelWriter:
         # includes the pending tiles' recurrence and the beats of wide tokens): its pragma heads its body.
         counted = [d for d in node.tile_order if self.tile_counter(d) is not None]
         tile_pipeline = f"pipeline II={node.attributes['ii']}" if not self.pipelined else None
-        opened: list[str] = []
-        for level, d in enumerate([*node.tile_order, None]):
-            if level in starts:
-                k = starts.index(level)
-                between = [] if k == 0 else [c for e in node.tile_order[starts[k - 1]:level]
-                                               if (c := self.tile_counter(e)) is not None]
-                if k == 0 or between:
-                    self.writes.firing(code, " || ".join(f"{c} != 0" for c in between) or None, level <= drained)
-            for j in hoist.get(level, []):
-                port = node.input_operands.index(j)
-                read_into(code, self.graph, node.inputs[port], f"in{j}", self.max_bits)
-            if d is not None and (name := self.tile_counter(d)) is not None:
+        # The loops from the drained level inward (all of them without a drain) and the pipelined point loops
+        # form one perfect nest, which Vitis flattens into one pipeline: the firings overlap as the timing
+        # model has them. What a level runs between those loops moves to the head of the pipeline's body,
+        # under the condition it runs at (every counter inside its level at 0); a drained read stays between
+        # its loops, where the pipeline is meant to drain.
+        outer = max(drained, 0)
+        pipeline = bool(self.pipelined or counted)
+
+        def moved(level: int) -> bool:
+            return pipeline and any(self.tile_counter(e) is not None for e in node.tile_order[outer:level])
+
+        def zeros(level: int) -> list[str]:
+            return [f"{c} == 0" for e in node.tile_order[level:] if (c := self.tile_counter(e)) is not None] + \
+                [f"{self.point_counter(d)} == 0" for d in self.pipelined]
+
+        head: list[Callable[[Code], None]] = []
+        for level in range(depth + 1):
+            marks = self.level_mark(level, starts, drained)
+            reads = [(node.inputs[node.input_operands.index(j)], f"in{j}") for j in hoist.get(level, [])]
+            if moved(level):
+                head.append(lambda c, level=level, marks=marks, reads=reads: self.level_statements(
+                    c, marks, reads, zeros(level)))
+            else:
+                self.level_statements(code, marks, reads, [])
+            if level == depth:
+                break
+            d = node.tile_order[level]
+            if (name := self.tile_counter(d)) is not None:
                 code.loop(name, self.loops[d].trip, pragma=tile_pipeline if d == counted[-1] else None)
                 if tile_pipeline and d == counted[-1] and self.use_acc and self.tile_distance > 1:
                     # The pipelined tile loops take the pending output tiles in turn: an accumulator element
@@ -176,15 +238,21 @@ class KernelWriter:
                     for r in range(len(self.op.results)):
                         code.pragma(f"dependence variable=acc{r} type=inter direction=RAW dependent=true "
                                     f"distance={self.tile_distance}")
-                opened.append(name)
-        if self.pending > 1:
-            inner = [d for d in self.pending_loops if self.loops[d].trip > 1]
-            index = flat_index([f"t{d}" for d in inner], [self.loops[d].trip for d in inner])
-            code.line(f"const int tile = {index};  // the pending output tile of this firing")
-        self.read_inits(code)
-        self.point_loops(code, int(node.attributes["pipeline_ii"]), used)
-        self.write_results(code)
-        for _ in opened:
+        inner = moved(depth)
+        if inner:
+            head.append(lambda c: self.start_tile(c, zeros(depth)))
+        else:
+            self.start_tile(code, [])
+
+        def tail(c: Code) -> None:
+            self.write_results(c, inner)
+        # Flattened across the innermost reduction tile loop, an accumulator element comes back to the pipeline
+        # `tile_distance` firings later (sooner when a point loop recurs within the firing).
+        across = inner and bool(self.reductions) and self.reductions[-1] in node.tile_order[outer:]
+        self.point_loops(code, int(node.attributes["pipeline_ii"]), used, head, tail if inner else None, across)
+        if not inner:
+            tail(code)
+        for _ in counted:
             code.close()
         self.writes.drain(code)
         self.write_replays(code)
@@ -261,13 +329,14 @@ class KernelWriter:
         fill = self.node.init_constants.get(r, 0)
         return _literal(fill, self.op.results[r].type.dtype)
 
-    def read_inits(self, code: Code) -> None:
-        """Start of an output tile: its init tokens read (the first update of each element selects them)."""
+    def read_inits(self, code: Code, guard: list[str]) -> None:
+        """Start of an output tile: its init tokens read (the first update of each element selects them), where
+        every counter in ``guard`` holds too."""
         reads = [(r, self.node.input_operands.index(self.n_in + r)) for r in range(len(self.op.results))
                  if self.n_in + r in self.node.input_operands]
         if not reads:
             return
-        cond = self.reduction_condition(last=False, points=False)
+        cond = [*guard, *self.reduction_condition(last=False, points=False)]
         if cond:
             code.open(f"if ({' && '.join(cond)})")
         for r, port in reads:
@@ -276,8 +345,11 @@ class KernelWriter:
         if cond:
             code.close()
 
-    def write_results(self, code: Code) -> None:
-        cond = self.reduction_condition(last=True, points=False)
+    def write_results(self, code: Code, in_pipeline: bool) -> None:
+        """End of a firing: its results written at the end of their output tile (``in_pipeline``: at the last
+        step of the pipelined point loops)."""
+        points = [self.point_last(d) for d in self.pipelined] if in_pipeline else []
+        cond = [*points, *self.reduction_condition(last=True, points=False)]
         if cond:
             code.open(f"if ({' && '.join(cond)})")
         for r in range(len(self.op.results)):
@@ -285,23 +357,33 @@ class KernelWriter:
         if cond:
             code.close()
 
-    def point_loops(self, code: Code, pipeline_ii: int, used: set[str]) -> None:
+    def point_loops(self, code: Code, pipeline_ii: int, used: set[str], head: list[Callable[[Code], None]],
+                    tail: Callable[[Code], None] | None, across: bool) -> None:
         """Pipelined point loops (point order), the innermost with the pipeline pragma (and the accumulators'
         recurrence distance), then the lanes; each body value is computed at the shallowest lane loop whose
-        counters it depends on (lane-invariant math once per step, not once per lane)."""
+        counters it depends on (lane-invariant math once per step, not once per lane). ``head`` and ``tail``
+        run at the top and the bottom of the pipeline's body; ``across``: the pipeline runs on across the
+        innermost reduction tile loop."""
         opened = 0
+        distance = self.distance
+        if distance is None and across:
+            distance = self.tile_distance * math.prod(self.loops[d].tile // self.loops[d].unroll
+                                                      for d in self.pipelined)
         for k, d in enumerate(self.pipelined):
             lt = self.loops[d]
             innermost = k == len(self.pipelined) - 1
             code.loop(f"i{d}" if lt.unroll == 1 else f"p{d}", lt.tile, lt.unroll,
                       f"pipeline II={pipeline_ii}" if innermost else None)
-            if innermost and self.use_acc and self.distance is not None:
-                # The same accumulator element comes back `distance` steps later (recurrence_distance): stated
-                # so the scheduler needs no conservative guess; the II above honours it.
+            if innermost and self.use_acc and distance is not None:
+                # The same accumulator element comes back `distance` steps later (recurrence_distance, or the
+                # next firing of its output tile): stated so the scheduler needs no conservative guess; the II
+                # above honours it.
                 for r in range(len(self.op.results)):
                     code.pragma(f"dependence variable=acc{r} type=inter direction=RAW dependent=true "
-                                f"distance={self.distance}")
+                                f"distance={distance}")
             opened += 1
+        for emit in head:
+            emit(code)
         if self.tree:
             used = self.used_values([op.operands[1 - op.operands.index(self.op.body.args[self.n_in + r][0])]
                                      for r, op in enumerate(self.tree)])
@@ -325,7 +407,11 @@ class KernelWriter:
             # The output lanes again: each sums its reduction lanes by a tree and folds the sum in once.
             lanes_opened = self.open_lanes(code, parallel, lambda level: None)
             self.fold_tree(code, self.lane_index(parallel))
-        for _ in range(opened + lanes_opened):
+        for _ in range(lanes_opened):
+            code.close()
+        if tail is not None:
+            tail(code)
+        for _ in range(opened):
             code.close()
 
     def open_lanes(self, code: Code, lanes: list[int], emit: Callable[[int], None]) -> int:
