@@ -258,7 +258,7 @@ def _flattened(loop: Loop) -> list[Loop]:
     return chain
 
 
-_READ = re.compile(r"\.read\(\)|\bread_token\(")
+_READ = re.compile(r"\.read\(\)|\bread_(?:token|beat<\d+>)\(")
 
 
 def _lint_perfect_nests(function: Function) -> list[str]:

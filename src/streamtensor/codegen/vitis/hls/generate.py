@@ -178,7 +178,8 @@ def _beat_functions(t: ITensorType, max_bits: int) -> str:
     # One beat ``B`` of a token, for a pipelined loop that moves a token's beats in different steps.
     code.line("template <int B>")
     code.open(f"inline void read_beat(hls::stream<{beat}>& s, {token}& t)")
-    code.line(f"const {beat} beat = s.read();")
+    code.line(f"{beat} beat = s.read();")
+    code.pragma("array_partition variable=beat.data type=complete")
     code.loop("e", n, pragma="unroll")
     code.line(f"t.data[{n} * B + e] = beat.data[e];")
     code.close()
