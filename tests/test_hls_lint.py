@@ -66,9 +66,49 @@ OLD_ACCUMULATOR = """static void reduce_sum_1(hls::stream<tok_f32x128>& s_in, hl
 }
 """
 
-# The same kernel as generated now: labelled loops, the init and the output folded into the pipelined body,
-# the recurrence distance stated and met (the two lanes are one reduction lane here: II=3 covers 5 / 2).
+# The same kernel as generated now: labelled loops, the init, the token read and the output write folded
+# into the pipelined body under the condition they run at (one perfect nest, flattened), the recurrence distance
+# stated and met (the two lanes are one reduction lane here: II=3 covers 5 / 2).
 NEW_ACCUMULATOR = """static void reduce_sum_1(hls::stream<tok_f32x128>& s_in, hls::stream<tok_f64x8>& s_out) {
+  double acc0[8] = {};
+  HLS_PRAGMA(array_partition variable=acc0 type=cyclic factor=4)
+  tok_f32x128 in0;
+  HLS_PRAGMA(array_partition variable=in0.data type=complete)
+  tok_f64x8 out0;
+  HLS_PRAGMA(array_partition variable=out0.data type=complete)
+  t2_loop: for (int t2 = 0; t2 < 4; ++t2) {
+    i2_loop: for (int i2 = 0; i2 < 16; ++i2) {
+      p1_loop: for (int p1 = 0; p1 < 8; p1 += 4) {
+        HLS_PRAGMA(pipeline II=3)
+        HLS_PRAGMA(dependence variable=acc0 type=inter direction=RAW dependent=true distance=2)
+        if (i2 == 0 && p1 == 0) {
+          in0 = s_in.read();
+        }
+        u1_loop: for (int u1 = 0; u1 < 4; ++u1) {
+          HLS_PRAGMA(unroll)
+          const int i1 = p1 + u1;
+          const float a0 = in0.data[16 * i1 + i2];
+          const double a1 = (t2 == 0 && i2 == 0) ? 0.0 : acc0[i1];
+          const double a0_ = static_cast<double>(a0);
+          const double s0 = a0_ + a1;
+          acc0[i1] = s0;
+          out0.data[i1] = s0;
+        }
+        if (i2 == 15 && p1 == 4 && t2 == 3) {
+          s_out.write(out0);
+        }
+      }
+    }
+  }
+}
+"""
+
+
+
+# The same kernel as generated later: labelled loops, the init folded into the pipelined body, the recurrence
+# distance stated and met (the two lanes are one reduction lane here: II=3 covers 5 / 2), but the token read
+# and the result write between the tile loop and the point loops: Vitis does not flatten t2 into the pipeline.
+IMPERFECT_ACCUMULATOR = """static void reduce_sum_1(hls::stream<tok_f32x128>& s_in, hls::stream<tok_f64x8>& s_out) {
   double acc0[8] = {};
   HLS_PRAGMA(array_partition variable=acc0 type=cyclic factor=4)
   tok_f32x128 in0;
@@ -103,6 +143,29 @@ NEW_ACCUMULATOR = """static void reduce_sum_1(hls::stream<tok_f32x128>& s_in, hl
 
 def test_the_generated_accumulator_passes() -> None:
     assert _lint(NEW_ACCUMULATOR) == []
+
+
+def test_an_imperfect_nest_around_a_pipeline_is_caught() -> None:
+    assert _lint(IMPERFECT_ACCUMULATOR) == [
+        "reduce_sum_1: loop t2_loop around the pipelined loop p1_loop holds 3 statement(s) ('in0 = s_in.read();', "
+        "...), not one loop: the nest is not perfect, so Vitis does not flatten it and the pipeline fills and "
+        "drains once per iteration of t2_loop"]
+    # Two loops in one body are no perfect nest either.
+    twice = NEW_ACCUMULATOR.replace("    i2_loop: for", "    k_loop: for (int k = 0; k < 2; ++k) {\n    }\n"
+                                    "    i2_loop: for")
+    assert any("loop t2_loop around the pipelined loop p1_loop holds 2 loops, not one loop" in v
+               for v in _lint(twice))
+
+
+def test_only_a_drained_read_may_stand_between_the_loops() -> None:
+    # A read at a drained firing: the pipeline is meant to drain there (timing_model.drained_inputs).
+    drained = IMPERFECT_ACCUMULATOR.replace("    in0 = s_in.read();\n", "    HLS_SIM_DRAINED_FIRING(true);\n"
+                                            "    in0 = s_in.read();\n")
+    assert _lint(drained) == []
+    # A drained mark with no read there does not excuse the nest.
+    unread = drained.replace("    in0 = s_in.read();\n", "").replace("        u1_loop:", "        in0 = s_in.read();\n"
+                                                                          "        u1_loop:")
+    assert any("loop t2_loop around the pipelined loop p1_loop holds 3 statement(s)" in v for v in _lint(unread))
 
 
 def test_an_accumulator_ii_shorter_than_its_recurrence_is_caught() -> None:

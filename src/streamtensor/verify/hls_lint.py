@@ -12,6 +12,11 @@ line, ``{`` ending a loop's head, directives as ``HLS_PRAGMA(...)``) and returns
   innermost flattened loop its index does not use; the unrolled lanes that update the same element chain
   their adds. II x D must cover lanes x the adder latency of the target, and for D > 1 the loop must state
   ``dependence ... distance=D`` (Vitis otherwise assumes the nearest distance).
+- **perfect nests**: every loop around a pipelined loop holds nothing but its one loop, up to the outermost
+  loop or up to a loop that reads a token at a drained firing (``HLS_SIM_DRAINED_FIRING``, where the pipeline
+  is meant to drain): Vitis flattens only a perfect nest into the pipeline; around anything else the pipeline
+  fills and drains once per iteration of the outer loop, and consecutive firings do not overlap. A pipelined
+  loop with a variable bound is not checked (Vitis cannot flatten it into the loops around it at all).
 - **copies**: a pipelined loop with nothing unrolled inside that indexes an array partitioned F > 1 ways by its
   own counter moves one element per cycle over F banks.
 - **tokens**: a local token whose elements unrolled lanes touch is partitioned (``array_partition
@@ -253,6 +258,32 @@ def _flattened(loop: Loop) -> list[Loop]:
     return chain
 
 
+_READ = re.compile(r"\.read\(\)|\bread_(?:token|beat<\d+>)\(")
+
+
+def _lint_perfect_nests(function: Function) -> list[str]:
+    found: list[str] = []
+    for loop in function.all_loops:
+        if loop.pipeline_ii is None or not _constant_bound(loop.bound, function):
+            continue
+        outer = loop.parent
+        while outer is not None:
+            statements = outer.statements
+            if any(s.startswith("HLS_SIM_DRAINED_FIRING(") for s in statements) and \
+                    any(_READ.search(s) for s in statements):
+                break  # the pipeline drains here, as meant
+            if statements or len(outer.children) != 1:
+                what = [f"{len(statements)} statement(s) ({statements[0]!r}, ...)"] if statements else []
+                if len(outer.children) != 1:
+                    what.append(f"{len(outer.children)} loops")
+                found.append(f"{function.name}: loop {outer.name()} around the pipelined loop {loop.name()} holds "
+                             f"{' and '.join(what)}, not one loop: the nest is not perfect, so Vitis does not "
+                             f"flatten it and the pipeline fills and drains once per iteration of {outer.name()}")
+                break
+            outer = outer.parent
+    return found
+
+
 def _lint_pipelines(function: Function, element_types: Mapping[str, str], sizes: Mapping[str, int],
                     target: Target) -> list[str]:
     found: list[str] = []
@@ -445,6 +476,7 @@ def lint_processes(sources: Mapping[str, str], target: Target) -> list[str]:
                 tokens[m.group(2)] = m.group(1)
                 arrays[f"{m.group(2)}.data"] = element_types[m.group(1)]
         found += _lint_loop_forms(f)
+        found += _lint_perfect_nests(f)
         found += _lint_pipelines(f, arrays, sizes, target)
         found += _lint_lanes(f, tokens, _partitions(f, sizes))
     found += _lint_memory(sources, functions, target)

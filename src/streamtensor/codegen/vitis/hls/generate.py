@@ -149,7 +149,8 @@ def generate_hls(graph: DataflowGraph, kernel_name: str, plan: HbmPlan, target: 
 
 def _beat_functions(t: ITensorType, max_bits: int) -> str:
     """``read_token`` / ``write_token`` of a token wider than a stream element: its beats in element order, one
-    per cycle (inside a pipelined loop they unroll, and the loop's II counts them: ``timing_model.node_beats``)."""
+    per cycle (inside a pipelined loop they unroll, and the loop's II counts them: ``timing_model.node_beats``);
+    ``read_beat<B>`` / ``write_beat<B>``: beat B alone."""
     token, beat = token_struct(t), stream_struct(t, max_bits)
     n, beats = t.beat_elements(max_bits), t.beats(max_bits)
     code = Code()
@@ -173,6 +174,24 @@ def _beat_functions(t: ITensorType, max_bits: int) -> str:
     code.close()
     code.line("s.write(beat);")
     code.close()
+    code.close()
+    # One beat ``B`` of a token, for a pipelined loop that moves a token's beats in different steps.
+    code.line("template <int B>")
+    code.open(f"inline void read_beat(hls::stream<{beat}>& s, {token}& t)")
+    code.line(f"{beat} beat = s.read();")
+    code.pragma("array_partition variable=beat.data type=complete")
+    code.loop("e", n, pragma="unroll")
+    code.line(f"t.data[{n} * B + e] = beat.data[e];")
+    code.close()
+    code.close()
+    code.line("template <int B>")
+    code.open(f"inline void write_beat(hls::stream<{beat}>& s, const {token}& t)")
+    code.line(f"{beat} beat;")
+    code.pragma("array_partition variable=beat.data type=complete")
+    code.loop("e", n, pragma="unroll")
+    code.line(f"beat.data[e] = t.data[{n} * B + e];")
+    code.close()
+    code.line("s.write(beat);")
     code.close()
     return code.text()
 

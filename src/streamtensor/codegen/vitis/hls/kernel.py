@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
+
 from streamtensor.analysis.memory import accumulator_partition
 from streamtensor.analysis.resources import lane_dims, used_values, value_lane_levels
 from streamtensor.analysis.timing_model import drained_inputs, fpowi_steps, recurrence_distance, tree_combiners
@@ -98,6 +100,113 @@ class KernelWriter:
     def tile_counter(self, d: int) -> str | None:
         return None if self.loops[d].trip == 1 else f"t{d}"
 
+    def point_counter(self, d: int) -> str:
+        """Counter of pipelined point loop ``d`` (a step of ``unroll`` lanes when it has more than one)."""
+        return f"i{d}" if self.loops[d].unroll == 1 else f"p{d}"
+
+    def level_mark(self, level: int, starts: list[int], drained: int) -> tuple[str | None, bool] | None:
+        """The firing mark at tile level ``level`` (see ``write``): its condition (None: always) and whether the
+        firing is drained; None when the level marks no firing."""
+        if level not in starts:
+            return None
+        k = starts.index(level)
+        between = [] if k == 0 else [c for e in self.node.tile_order[starts[k - 1]:level]
+                                       if (c := self.tile_counter(e)) is not None]
+        if k != 0 and not between:
+            return None
+        return " || ".join(f"{c} != 0" for c in between) or None, level <= drained
+
+    def level_statements(self, code: Code, mark: tuple[str | None, bool] | None,
+                         reads: list[tuple[int, str, str]], guard: list[str], in_pipeline: bool) -> None:
+        """A tile level's firing mark and token reads, run where every counter in ``guard`` holds (and, in the
+        pipeline's body, at the firing's first step)."""
+        if mark is not None:
+            condition, drained = mark
+            first = [*guard, *self.step_condition(0)] if in_pipeline else guard
+            if condition is not None and first and " || " in condition:
+                condition = f"({condition})"
+            terms = [*first, condition] if condition is not None else first
+            self.writes.firing(code, " && ".join(terms) or None, drained)
+        self.read_tokens(code, reads, guard, in_pipeline)
+
+    def step_condition(self, step: int) -> list[str]:
+        """The pipelined point loops' counters at step ``step`` of a firing (row-major over them)."""
+        terms: list[str] = []
+        for d in reversed(self.pipelined):
+            lt = self.loops[d]
+            step, digit = divmod(step, lt.tile // lt.unroll)
+            terms.insert(0, f"{self.point_counter(d)} == {digit * lt.unroll}")
+        return terms
+
+    def beat_steps(self, operand: int, stream: str, reading: bool) -> list[int] | None:
+        """The firing's step at which each beat of ``operand``'s token on ``stream`` moves when the pipelined
+        point loops move it beat by beat, at most ``pipeline_ii`` beats a step (the stream's one port): a beat
+        read no later than the first step that uses one of its elements, written no earlier than the last step
+        that sets one; None when the steps of the firing cannot hold them so."""
+        t = self.graph.streams[stream].type
+        beats, size = t.beats(self.max_bits), t.beat_elements(self.max_bits)
+        per_step = int(self.node.attributes["pipeline_ii"])
+        points = np.indices([lt.tile for lt in self.loops]).reshape(len(self.loops), -1)
+        step = np.zeros(points.shape[1], dtype=np.int64)
+        for d in self.pipelined:
+            lt = self.loops[d]
+            step = step * (lt.tile // lt.unroll) + points[d] // lt.unroll
+        amap = self.op.indexing_maps[operand]
+        element = np.zeros(points.shape[1], dtype=np.int64)
+        for j in range(amap.num_results):
+            if (d := amap.result_dim(j)) is not None:
+                element = element * self.loops[d].tile + points[d]
+        beat = element // size
+        steps = math.prod(self.loops[d].tile // self.loops[d].unroll for d in self.pipelined)
+        if reading:
+            first = np.full(beats, steps, dtype=np.int64)
+            np.minimum.at(first, beat, step)
+            moves = [b // per_step for b in range(beats)]
+            return moves if all(m <= f for m, f in zip(moves, first.tolist(), strict=True)) else None
+        last = np.full(beats, 0, dtype=np.int64)
+        np.maximum.at(last, beat, step)
+        moves: list[int] = []
+        for b in range(beats):
+            at = max(int(last[b]), moves[-1] if moves else 0)
+            if moves.count(at) == per_step:
+                at += 1
+            moves.append(at)
+        return moves if moves[-1] < steps else None
+
+    def read_tokens(self, code: Code, reads: list[tuple[int, str, str]], guard: list[str],
+                    in_pipeline: bool) -> None:
+        """Tokens (operand, stream, local) read where every counter in ``guard`` holds; in the pipeline's body
+        at the firing's first step, a token wider than a stream element beat by beat (``beat_steps``)."""
+        at: dict[int, list[str]] = {}
+        for operand, stream, var in reads:
+            t = self.graph.streams[stream].type
+            wide = in_pipeline and bool(self.pipelined) and t.beats(self.max_bits) > 1
+            moves = self.beat_steps(operand, stream, True) if wide else None
+            if moves is None:
+                line = Code()
+                read_into(line, self.graph, stream, var, self.max_bits)
+                at.setdefault(0, []).extend(line.lines)
+            else:
+                for b, m in enumerate(moves):
+                    at.setdefault(m, []).append(f"read_beat<{b}>({stream_var(stream)}, {var});")
+        for m in sorted(at):
+            cond = [*guard, *self.step_condition(m)] if in_pipeline else guard
+            if cond:
+                code.open(f"if ({' && '.join(cond)})")
+            for text in at[m]:
+                code.line(text)
+            if cond:
+                code.close()
+
+    def start_tile(self, code: Code, in_pipeline: bool) -> None:
+        """Start of a firing's point loops (``in_pipeline``: in the pipeline's body): its pending output tile
+        and its init tokens."""
+        if self.pending > 1:
+            inner = [d for d in self.pending_loops if self.loops[d].trip > 1]
+            index = flat_index([f"t{d}" for d in inner], [self.loops[d].trip for d in inner])
+            code.line(f"const int tile = {index};  // the pending output tile of this firing")
+        self.read_inits(code, in_pipeline)
+
     def operand_index(self, operand: int) -> str:
         amap = self.op.indexing_maps[operand]
         dims = [amap.result_dim(j) for j in range(amap.num_results)]
@@ -157,18 +266,33 @@ class KernelWriter:
         # includes the pending tiles' recurrence and the beats of wide tokens): its pragma heads its body.
         counted = [d for d in node.tile_order if self.tile_counter(d) is not None]
         tile_pipeline = f"pipeline II={node.attributes['ii']}" if not self.pipelined else None
-        opened: list[str] = []
-        for level, d in enumerate([*node.tile_order, None]):
-            if level in starts:
-                k = starts.index(level)
-                between = [] if k == 0 else [c for e in node.tile_order[starts[k - 1]:level]
-                                               if (c := self.tile_counter(e)) is not None]
-                if k == 0 or between:
-                    self.writes.firing(code, " || ".join(f"{c} != 0" for c in between) or None, level <= drained)
-            for j in hoist.get(level, []):
-                port = node.input_operands.index(j)
-                read_into(code, self.graph, node.inputs[port], f"in{j}", self.max_bits)
-            if d is not None and (name := self.tile_counter(d)) is not None:
+        # The loops from the drained level inward (all of them without a drain) and the pipelined point loops
+        # form one perfect nest, which Vitis flattens into one pipeline: the firings overlap as the timing
+        # model has them. What a level runs between those loops moves to the head of the pipeline's body,
+        # under the condition it runs at (every counter inside its level at 0); a drained read stays between
+        # its loops, where the pipeline is meant to drain.
+        outer = max(drained, 0)
+        pipeline = bool(self.pipelined or counted)
+
+        def moved(level: int) -> bool:
+            return pipeline and any(self.tile_counter(e) is not None for e in node.tile_order[outer:level])
+
+        def zeros(level: int) -> list[str]:
+            return [f"{c} == 0" for e in node.tile_order[level:] if (c := self.tile_counter(e)) is not None]
+
+        head: list[Callable[[Code], None]] = []
+        for level in range(depth + 1):
+            marks = self.level_mark(level, starts, drained)
+            reads = [(j, node.inputs[node.input_operands.index(j)], f"in{j}") for j in hoist.get(level, [])]
+            if moved(level):
+                head.append(lambda c, level=level, marks=marks, reads=reads: self.level_statements(
+                    c, marks, reads, zeros(level), True))
+            else:
+                self.level_statements(code, marks, reads, [], False)
+            if level == depth:
+                break
+            d = node.tile_order[level]
+            if (name := self.tile_counter(d)) is not None:
                 code.loop(name, self.loops[d].trip, pragma=tile_pipeline if d == counted[-1] else None)
                 if tile_pipeline and d == counted[-1] and self.use_acc and self.tile_distance > 1:
                     # The pipelined tile loops take the pending output tiles in turn: an accumulator element
@@ -176,15 +300,21 @@ class KernelWriter:
                     for r in range(len(self.op.results)):
                         code.pragma(f"dependence variable=acc{r} type=inter direction=RAW dependent=true "
                                     f"distance={self.tile_distance}")
-                opened.append(name)
-        if self.pending > 1:
-            inner = [d for d in self.pending_loops if self.loops[d].trip > 1]
-            index = flat_index([f"t{d}" for d in inner], [self.loops[d].trip for d in inner])
-            code.line(f"const int tile = {index};  // the pending output tile of this firing")
-        self.read_inits(code)
-        self.point_loops(code, int(node.attributes["pipeline_ii"]), used)
-        self.write_results(code)
-        for _ in opened:
+        inner = moved(depth)
+        if inner:
+            head.append(lambda c: self.start_tile(c, True))
+        else:
+            self.start_tile(code, False)
+
+        def tail(c: Code) -> None:
+            self.write_results(c, inner)
+        # Flattened across the innermost reduction tile loop, an accumulator element comes back to the pipeline
+        # `tile_distance` firings later (sooner when a point loop recurs within the firing).
+        across = inner and bool(self.reductions) and self.reductions[-1] in node.tile_order[outer:]
+        self.point_loops(code, int(node.attributes["pipeline_ii"]), used, head, tail if inner else None, across)
+        if not inner:
+            tail(code)
+        for _ in counted:
             code.close()
         self.writes.drain(code)
         self.write_replays(code)
@@ -261,47 +391,64 @@ class KernelWriter:
         fill = self.node.init_constants.get(r, 0)
         return _literal(fill, self.op.results[r].type.dtype)
 
-    def read_inits(self, code: Code) -> None:
+    def read_inits(self, code: Code, in_pipeline: bool) -> None:
         """Start of an output tile: its init tokens read (the first update of each element selects them)."""
-        reads = [(r, self.node.input_operands.index(self.n_in + r)) for r in range(len(self.op.results))
+        reads = [(self.n_in + r, self.node.inputs[self.node.input_operands.index(self.n_in + r)],
+                  f"init{r}" if self.use_acc else f"out{r}") for r in range(len(self.op.results))
                  if self.n_in + r in self.node.input_operands]
-        if not reads:
-            return
-        cond = self.reduction_condition(last=False, points=False)
-        if cond:
-            code.open(f"if ({' && '.join(cond)})")
-        for r, port in reads:
-            var = f"init{r}" if self.use_acc else f"out{r}"
-            read_into(code, self.graph, self.node.inputs[port], var, self.max_bits)
-        if cond:
-            code.close()
+        self.read_tokens(code, reads, self.reduction_condition(last=False, points=False), in_pipeline)
 
-    def write_results(self, code: Code) -> None:
-        cond = self.reduction_condition(last=True, points=False)
-        if cond:
-            code.open(f"if ({' && '.join(cond)})")
+    def write_results(self, code: Code, in_pipeline: bool) -> None:
+        """End of a firing: its results written at the end of their output tile (``in_pipeline``: at the last
+        step of the pipelined point loops)."""
+        steps = math.prod(self.loops[d].tile // self.loops[d].unroll for d in self.pipelined)
+        at: dict[int, list[str]] = {}
         for r in range(len(self.op.results)):
-            code.line(self.writes.write(self.node.outputs[r], f"out{r}"))
-        if cond:
-            code.close()
+            stream = self.node.outputs[r]
+            wide = self.graph.streams[stream].type.beats(self.max_bits) > 1
+            moves = self.beat_steps(self.n_in + r, stream, False) if in_pipeline and self.pipelined and wide else None
+            if moves is None:
+                at.setdefault(steps - 1, []).append(self.writes.write(stream, f"out{r}"))
+            else:
+                for b, m in enumerate(moves):
+                    at.setdefault(m, []).append(self.writes.write_beat(stream, f"out{r}", b))
+        for m in sorted(at):
+            cond = [*(self.step_condition(m) if in_pipeline else []),
+                    *self.reduction_condition(last=True, points=False)]
+            if cond:
+                code.open(f"if ({' && '.join(cond)})")
+            for text in at[m]:
+                code.line(text)
+            if cond:
+                code.close()
 
-    def point_loops(self, code: Code, pipeline_ii: int, used: set[str]) -> None:
+    def point_loops(self, code: Code, pipeline_ii: int, used: set[str], head: list[Callable[[Code], None]],
+                    tail: Callable[[Code], None] | None, across: bool) -> None:
         """Pipelined point loops (point order), the innermost with the pipeline pragma (and the accumulators'
         recurrence distance), then the lanes; each body value is computed at the shallowest lane loop whose
-        counters it depends on (lane-invariant math once per step, not once per lane)."""
+        counters it depends on (lane-invariant math once per step, not once per lane). ``head`` and ``tail``
+        run at the top and the bottom of the pipeline's body; ``across``: the pipeline runs on across the
+        innermost reduction tile loop."""
         opened = 0
+        distance = self.distance
+        if distance is None and across:
+            distance = self.tile_distance * math.prod(self.loops[d].tile // self.loops[d].unroll
+                                                      for d in self.pipelined)
         for k, d in enumerate(self.pipelined):
             lt = self.loops[d]
             innermost = k == len(self.pipelined) - 1
             code.loop(f"i{d}" if lt.unroll == 1 else f"p{d}", lt.tile, lt.unroll,
                       f"pipeline II={pipeline_ii}" if innermost else None)
-            if innermost and self.use_acc and self.distance is not None:
-                # The same accumulator element comes back `distance` steps later (recurrence_distance): stated
-                # so the scheduler needs no conservative guess; the II above honours it.
+            if innermost and self.use_acc and distance is not None:
+                # The same accumulator element comes back `distance` steps later (recurrence_distance, or the
+                # next firing of its output tile): stated so the scheduler needs no conservative guess; the II
+                # above honours it.
                 for r in range(len(self.op.results)):
                     code.pragma(f"dependence variable=acc{r} type=inter direction=RAW dependent=true "
-                                f"distance={self.distance}")
+                                f"distance={distance}")
             opened += 1
+        for emit in head:
+            emit(code)
         if self.tree:
             used = self.used_values([op.operands[1 - op.operands.index(self.op.body.args[self.n_in + r][0])]
                                      for r, op in enumerate(self.tree)])
@@ -325,7 +472,11 @@ class KernelWriter:
             # The output lanes again: each sums its reduction lanes by a tree and folds the sum in once.
             lanes_opened = self.open_lanes(code, parallel, lambda level: None)
             self.fold_tree(code, self.lane_index(parallel))
-        for _ in range(opened + lanes_opened):
+        for _ in range(lanes_opened):
+            code.close()
+        if tail is not None:
+            tail(code)
+        for _ in range(opened):
             code.close()
 
     def open_lanes(self, code: Code, lanes: list[int], emit: Callable[[int], None]) -> int:

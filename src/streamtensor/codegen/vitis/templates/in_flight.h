@@ -9,6 +9,7 @@
 #define HLS_SIM_FIRING(condition)
 #define HLS_SIM_DRAINED_FIRING(condition)
 #define HLS_SIM_WRITE(stream, value) write_token(stream, value)
+#define HLS_SIM_WRITE_BEAT(stream, value, beat, last) write_beat<beat>(stream, value)
 #define HLS_SIM_DRAIN()
 #else
 namespace streamtensor {
@@ -52,5 +53,8 @@ class InFlightWrites {
 #define HLS_SIM_DRAINED_FIRING(condition) \
   if (condition) hls_sim_in_flight_.drained_firing()
 #define HLS_SIM_WRITE(stream, value) hls_sim_in_flight_.write(stream, value)
+// The beats of one token leave in one firing: the simulation holds the whole token at its last beat.
+#define HLS_SIM_WRITE_BEAT(stream, value, beat, last) \
+  if ((beat) == (last)) hls_sim_in_flight_.write(stream, value)
 #define HLS_SIM_DRAIN() hls_sim_in_flight_.drain()
 #endif
