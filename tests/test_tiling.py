@@ -81,8 +81,9 @@ def test_permutation_lowers_the_pipeline_ii() -> None:
     _, ops = matmul_graph()
     permuted = initial_tiling(ops[-1], TilingOptions(4, 1))
     plain = initial_tiling(ops[-1], TilingOptions(4, 1, permute_reductions_outward=False))
-    fast = kernel_timing(ops[-1], permuted.loops, permuted.tile_order, permuted.point_order, U55C.ops)
-    slow = kernel_timing(ops[-1], plain.loops, plain.tile_order, plain.point_order, U55C.ops)
+    fast = kernel_timing(ops[-1], permuted.loops, permuted.tile_order, permuted.point_order, U55C.ops,
+                         U55C.stream_max_bits)
+    slow = kernel_timing(ops[-1], plain.loops, plain.tile_order, plain.point_order, U55C.ops, U55C.stream_max_bits)
     assert fast.pipeline_ii == 1 and slow.pipeline_ii > 1 and fast.latency < slow.latency
 
 
@@ -288,10 +289,11 @@ def test_bandwidth_aware_unroll_keeps_pace_with_the_weight_dma() -> None:
         (dma,) = [n for n in nodes_of(dfg, DmaNode) if n.tensor.name == weight]
         transfer = timing[dma.name].latency - timing[dma.name].delay
         paced = kernel_timing(kernel.op, kernel.loops, kernel.tile_order, kernel.point_order, one_channel.ops,
-                              kernel.min_pipeline_ii)
+                              one_channel.stream_max_bits, kernel.min_pipeline_ii)
         assert paced.firings * paced.ii >= transfer
         # Without the floor the same lanes would read the weight faster than its DMA delivers it.
-        loose = kernel_timing(kernel.op, kernel.loops, kernel.tile_order, kernel.point_order, one_channel.ops)
+        loose = kernel_timing(kernel.op, kernel.loops, kernel.tile_order, kernel.point_order, one_channel.ops,
+                              one_channel.stream_max_bits)
         assert loose.firings * loose.ii < transfer
         # No prefetch buffer: a 2-token weight FIFO (the DMA back-pressured) keeps the unbounded makespan, also
         # for w2, whose DMA could otherwise fill its FIFO while matmul_2 waits for matmul_1.

@@ -23,7 +23,10 @@ Per node kind (formulas are repeated next to their code):
   latency, as the generated body sums the unrolled reduction lanes by a tree first, or times the lanes when
   the body's combiner cannot be regrouped and the lanes fold in one after the other), raised
   to ``KernelNode.min_pipeline_ii`` so the kernel reads no external-memory input faster than its DMA delivers
-  it, and with every point loop unrolled (the tile loop is the pipeline) to the beats of its widest token.
+  it, to the beats its wide tokens move in one step (``stream_beats``: the tile loops and the pipelined point
+  loops are one flattened pipeline that moves a wide token beat by beat, in the steps before its first use or
+  after its last set), and with every point loop unrolled (the tile loop is the pipeline) to the beats of its
+  widest token.
   ``ii = max(iterations * pipeline_ii, beats)`` (at least ``ceil(recurrence / pending tiles)`` when partial
   sums are carried from tile to tile); ``depth = (iterations - 1) * pipeline_ii + pipeline depth`` (the last
   point's issue plus its trip through the datapath); pipeline depth = stream read + critical path of the
@@ -77,6 +80,7 @@ from streamtensor.ir.dataflow import (
     ReassociateNode,
     input_loops,
     pending_tiles,
+    reads_init,
 )
 from streamtensor.ir.dataflow import Stream as DataflowStream
 from streamtensor.ir.itensor import ITensorType
@@ -96,6 +100,7 @@ from .hbm import (
 )
 from .memory import absorbed_converters, node_groups
 from .process_network import Process, ProcessNetwork, Stream
+from .stream_beats import kernel_beats, pipelined_loops, token_geometry
 
 # --- constants -----------------------------------------------------------------------------------------------
 
@@ -182,7 +187,7 @@ def recurrence_distance(loops: list[LoopTiling], point_order: list[int]) -> int 
     """Pipelined steps between two updates of the same accumulator element inside one firing: the iterations
     of the pipelined point loops (those not fully unrolled, in point order) inside the innermost pipelined
     reduction loop. None when no reduction loop is pipelined (no element is updated twice in one pipeline)."""
-    pipelined = [d for d in point_order if loops[d].tile // loops[d].unroll > 1]
+    pipelined = pipelined_loops(loops, point_order)
     reductions = [i for i, d in enumerate(pipelined) if loops[d].reduction]
     if not reductions:
         return None
@@ -223,10 +228,13 @@ def accumulator_recurrence(op: GenericOp, loops: list[LoopTiling], ops: Operator
 
 
 def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int], point_order: list[int],
-                  ops: OperatorLibrary, min_pipeline_ii: int = 1, beats: int = 1) -> KernelTiming:
+                  ops: OperatorLibrary, max_bits: int, min_pipeline_ii: int = 1,
+                  read_operands: list[int] | None = None) -> KernelTiming:
     """L, D and II of ``op`` tiled by ``loops`` (indexed by loop dim); see the module docstring.
-    ``min_pipeline_ii``: an II floor of the pipelined loop nest (``KernelNode.min_pipeline_ii``); ``beats``:
-    the stream beats of the kernel's widest token (a firing moves it in that many cycles)."""
+    ``max_bits``: the target's stream element limit (wider tokens move as beats, ``stream_beats``);
+    ``min_pipeline_ii``: an II floor of the pipelined loop nest (``KernelNode.min_pipeline_ii``);
+    ``read_operands``: the operands read through input ports (``KernelNode.input_operands``; by default every
+    input and every init the body reads)."""
     lanes = math.prod(lp.unroll for lp in loops)
     iterations = math.prod(lp.tile for lp in loops) // lanes
     comb = combiner_latency(op.body, ops)
@@ -237,10 +245,17 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
     # distance to the scheduler and asks for this II.
     distance = recurrence_distance(loops, point_order)
     pipeline_ii = max(1, -(-recurrence // distance) if distance else 1, min_pipeline_ii)
-    # With every point loop unrolled the tile loop is the pipeline, and it moves a firing's tokens in it.
-    pipelined = [d for d in point_order if loops[d].tile // loops[d].unroll > 1]
-    if not pipelined:
+    # With every point loop unrolled the tile loop is the pipeline, and it moves a firing's tokens in it; else
+    # the pipelined point loops move a wide token's beats in the steps that can hold them (stream_beats).
+    if read_operands is None:
+        read_operands = [*range(len(op.inputs)),
+                         *(len(op.inputs) + r for r in range(len(op.inits)) if reads_init(op, r))]
+    beats = max(token_geometry(op, loops, j, max_bits)[0] for j in [*read_operands, *range(len(op.inputs),
+                                                                                          len(op.operands))])
+    if not pipelined_loops(loops, point_order):
         pipeline_ii = max(pipeline_ii, beats)
+    else:
+        pipeline_ii = max(pipeline_ii, kernel_beats(op, loops, point_order, read_operands, max_bits).pipeline_ii)
     # Unrolled reduction lanes are summed by a balanced tree of combiners (ceil(log2 lanes_r) levels) before the
     # body's own combiner, or fold in one after the other (lanes_r - 1 more combiners; tree_combiners).
     reduction_lanes = math.prod(lp.unroll for lp in loops if lp.reduction)
@@ -313,8 +328,8 @@ def node_beats(graph: DataflowGraph, node: Node, max_bits: int) -> int:
 
 
 def kernel_node_timing(graph: DataflowGraph, node: KernelNode, target: Target) -> KernelTiming:
-    return kernel_timing(node.op, node.loops, node.tile_order, node.point_order, target.ops, node.min_pipeline_ii,
-                         node_beats(graph, node, target.stream_max_bits))
+    return kernel_timing(node.op, node.loops, node.tile_order, node.point_order, target.ops, target.stream_max_bits,
+                         node.min_pipeline_ii, node.input_operands)
 
 
 def _kernel_process(graph: DataflowGraph, node: KernelNode, target: Target) -> Process:

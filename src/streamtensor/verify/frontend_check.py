@@ -162,9 +162,9 @@ def lint_dataflow(sources: Mapping[str, str], target: Target) -> tuple[list[str]
                 if param not in process.streams:
                     continue
                 body = "\n".join(process.body)
-                if re.search(rf"\b{param}\.read\(|\bread_(?:token|beat<\d+>)\({param},", body):
+                if re.search(rf"\b{param}\.read\(|\bread_(?:token|beat)\({param},", body):
                     readers.setdefault(arg, []).append(process.name)
-                writes = r"HLS_SIM_WRITE(?:_BEAT)?|write_token|write_beat<\d+>"
+                writes = r"HLS_SIM_WRITE(?:_BEAT)?|write_token|write_beat"
                 if re.search(rf"\b{param}\.write\(|\b(?:{writes})\({param},", body):
                     writers.setdefault(arg, []).append(process.name)
         for var in bits:

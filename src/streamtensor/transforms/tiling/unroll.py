@@ -121,7 +121,8 @@ def _doubled(t: OpTiling, d: int) -> OpTiling:
 
 
 def tiled_timing(op: GenericOp, t: OpTiling, target: Target) -> KernelTiming:
-    return kernel_timing(op, t.loops, t.tile_order, t.point_order, target.ops, t.min_pipeline_ii)
+    return kernel_timing(op, t.loops, t.tile_order, t.point_order, target.ops, target.stream_max_bits,
+                         t.min_pipeline_ii)
 
 
 def external_streams(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling], target: Target,

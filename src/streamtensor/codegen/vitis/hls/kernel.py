@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
-
 from streamtensor.analysis.memory import accumulator_partition
 from streamtensor.analysis.resources import lane_dims, used_values, value_lane_levels
+from streamtensor.analysis.stream_beats import BeatSchedule, kernel_beats, pipelined_loops
 from streamtensor.analysis.timing_model import drained_inputs, fpowi_steps, recurrence_distance, tree_combiners
 from streamtensor.codegen.vitis.hbm import c_identifier
 from streamtensor.codegen.vitis.hls.cpp import (
@@ -70,7 +69,8 @@ class KernelWriter:
         self.pending_loops = [d for d in node.tile_order[outer + 1:] if not node.loops[d].reduction]
         self.pending = node.pending_tiles
         # Point loops: pipelined (not fully unrolled) in point order, then the unrolled lanes in point order.
-        self.pipelined = [d for d in node.point_order if self.loops[d].tile // self.loops[d].unroll > 1]
+        self.pipelined = pipelined_loops(self.loops, node.point_order)
+        self.beats = kernel_beats(node.op, self.loops, node.point_order, node.input_operands, max_bits)
         # With a tree reduction (timing_model.tree_combiners) every lane's value is collected; each output lane
         # then sums its reduction lanes by a tree and folds the sum into its element once.
         reduction_lanes = math.prod(lp.unroll for lp in self.loops if lp.reduction)
@@ -138,65 +138,53 @@ class KernelWriter:
             terms.insert(0, f"{self.point_counter(d)} == {digit * lt.unroll}")
         return terms
 
-    def beat_steps(self, operand: int, stream: str, reading: bool) -> list[int] | None:
-        """The firing's step at which each beat of ``operand``'s token on ``stream`` moves when the pipelined
-        point loops move it beat by beat, at most ``pipeline_ii`` beats a step (the stream's one port): a beat
-        read no later than the first step that uses one of its elements, written no earlier than the last step
-        that sets one; None when the steps of the firing cannot hold them so."""
-        t = self.graph.streams[stream].type
-        beats, size = t.beats(self.max_bits), t.beat_elements(self.max_bits)
-        per_step = int(self.node.attributes["pipeline_ii"])
-        points = np.indices([lt.tile for lt in self.loops]).reshape(len(self.loops), -1)
-        step = np.zeros(points.shape[1], dtype=np.int64)
+    def step_index(self) -> str:
+        """The step of a firing the pipelined point loops are at (row-major over them)."""
+        index = ""
         for d in self.pipelined:
             lt = self.loops[d]
-            step = step * (lt.tile // lt.unroll) + points[d] // lt.unroll
-        amap = self.op.indexing_maps[operand]
-        element = np.zeros(points.shape[1], dtype=np.int64)
-        for j in range(amap.num_results):
-            if (d := amap.result_dim(j)) is not None:
-                element = element * self.loops[d].tile + points[d]
-        beat = element // size
-        steps = math.prod(self.loops[d].tile // self.loops[d].unroll for d in self.pipelined)
-        if reading:
-            first = np.full(beats, steps, dtype=np.int64)
-            np.minimum.at(first, beat, step)
-            moves = [b // per_step for b in range(beats)]
-            return moves if all(m <= f for m, f in zip(moves, first.tolist(), strict=True)) else None
-        last = np.full(beats, 0, dtype=np.int64)
-        np.maximum.at(last, beat, step)
-        moves: list[int] = []
-        for b in range(beats):
-            at = max(int(last[b]), moves[-1] if moves else 0)
-            if moves.count(at) == per_step:
-                at += 1
-            moves.append(at)
-        return moves if moves[-1] < steps else None
+            digit = self.point_counter(d) if lt.unroll == 1 else f"{self.point_counter(d)} / {lt.unroll}"
+            index = digit if not index else f"({index}) * {lt.tile // lt.unroll} + {digit}"
+        return index
+
+    def beat_moves(self, schedule: BeatSchedule) -> list[tuple[list[str], str]]:
+        """The stream accesses that move a token by ``schedule``, one per access slot of a step: (the conditions
+        on the firing's step, the beat index)."""
+        if schedule.steps == 1:
+            return [(self.step_condition(schedule.first), str(slot)) for slot in range(schedule.beats)]
+        step = self.step_index()
+        relative = step if schedule.first == 0 else f"({step} - {schedule.first})"
+        moves = []
+        for slot in range(schedule.per_step):
+            steps = -(-(schedule.beats - slot) // schedule.per_step)  # the steps of this slot's beats
+            cond = [f"{step} >= {schedule.first}"] if schedule.first else []
+            cond.append(f"{relative} < {steps}")
+            beat = relative if schedule.per_step == 1 else f"{relative} * {schedule.per_step} + {slot}"
+            moves.append((cond, beat))
+        return moves
 
     def read_tokens(self, code: Code, reads: list[tuple[int, str, str]], guard: list[str],
                     in_pipeline: bool) -> None:
         """Tokens (operand, stream, local) read where every counter in ``guard`` holds; in the pipeline's body
-        at the firing's first step, a token wider than a stream element beat by beat (``beat_steps``)."""
-        at: dict[int, list[str]] = {}
+        at the firing's first step, a token wider than a stream element beat by beat (``stream_beats``)."""
         for operand, stream, var in reads:
-            t = self.graph.streams[stream].type
-            wide = in_pipeline and bool(self.pipelined) and t.beats(self.max_bits) > 1
-            moves = self.beat_steps(operand, stream, True) if wide else None
-            if moves is None:
-                line = Code()
-                read_into(line, self.graph, stream, var, self.max_bits)
-                at.setdefault(0, []).extend(line.lines)
-            else:
-                for b, m in enumerate(moves):
-                    at.setdefault(m, []).append(f"read_beat<{b}>({stream_var(stream)}, {var});")
-        for m in sorted(at):
-            cond = [*guard, *self.step_condition(m)] if in_pipeline else guard
-            if cond:
-                code.open(f"if ({' && '.join(cond)})")
-            for text in at[m]:
-                code.line(text)
-            if cond:
-                code.close()
+            schedule = self.beats.reads.get(operand) if in_pipeline else None
+            if schedule is None:
+                cond = [*guard, *self.step_condition(0)] if in_pipeline else guard
+                self.guarded(code, cond, lambda c, stream=stream, var=var: read_into(
+                    c, self.graph, stream, var, self.max_bits))
+                continue
+            for step, beat in self.beat_moves(schedule):
+                self.guarded(code, [*guard, *step], lambda c, stream=stream, var=var, beat=beat: c.line(
+                    f"read_beat({stream_var(stream)}, {var}, {beat});"))
+
+    @staticmethod
+    def guarded(code: Code, cond: list[str], emit: Callable[[Code], None]) -> None:
+        if cond:
+            code.open(f"if ({' && '.join(cond)})")
+        emit(code)
+        if cond:
+            code.close()
 
     def start_tile(self, code: Code, in_pipeline: bool) -> None:
         """Start of a firing's point loops (``in_pipeline``: in the pipeline's body): its pending output tile
@@ -400,27 +388,20 @@ class KernelWriter:
 
     def write_results(self, code: Code, in_pipeline: bool) -> None:
         """End of a firing: its results written at the end of their output tile (``in_pipeline``: at the last
-        step of the pipelined point loops)."""
+        step of the pipelined point loops, a token wider than a stream element beat by beat)."""
         steps = math.prod(self.loops[d].tile // self.loops[d].unroll for d in self.pipelined)
-        at: dict[int, list[str]] = {}
+        reduction = self.reduction_condition(last=True, points=False)
         for r in range(len(self.op.results)):
             stream = self.node.outputs[r]
-            wide = self.graph.streams[stream].type.beats(self.max_bits) > 1
-            moves = self.beat_steps(self.n_in + r, stream, False) if in_pipeline and self.pipelined and wide else None
-            if moves is None:
-                at.setdefault(steps - 1, []).append(self.writes.write(stream, f"out{r}"))
-            else:
-                for b, m in enumerate(moves):
-                    at.setdefault(m, []).append(self.writes.write_beat(stream, f"out{r}", b))
-        for m in sorted(at):
-            cond = [*(self.step_condition(m) if in_pipeline else []),
-                    *self.reduction_condition(last=True, points=False)]
-            if cond:
-                code.open(f"if ({' && '.join(cond)})")
-            for text in at[m]:
-                code.line(text)
-            if cond:
-                code.close()
+            schedule = self.beats.writes.get(r) if in_pipeline else None
+            if schedule is None:
+                step = self.step_condition(steps - 1) if in_pipeline else []
+                self.guarded(code, [*step, *reduction], lambda c, stream=stream, r=r: c.line(
+                    self.writes.write(stream, f"out{r}")))
+                continue
+            for step, beat in self.beat_moves(schedule):
+                self.guarded(code, [*step, *reduction], lambda c, stream=stream, r=r, beat=beat: c.line(
+                    self.writes.write_beat(stream, f"out{r}", beat)))
 
     def point_loops(self, code: Code, pipeline_ii: int, used: set[str], head: list[Callable[[Code], None]],
                     tail: Callable[[Code], None] | None, across: bool) -> None:

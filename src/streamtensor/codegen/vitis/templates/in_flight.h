@@ -9,7 +9,7 @@
 #define HLS_SIM_FIRING(condition)
 #define HLS_SIM_DRAINED_FIRING(condition)
 #define HLS_SIM_WRITE(stream, value) write_token(stream, value)
-#define HLS_SIM_WRITE_BEAT(stream, value, beat, last) write_beat<beat>(stream, value)
+#define HLS_SIM_WRITE_BEAT(stream, value, beat, last) write_beat(stream, value, beat)
 #define HLS_SIM_DRAIN()
 #else
 namespace streamtensor {
