@@ -100,7 +100,14 @@ from .hbm import (
 )
 from .memory import absorbed_converters, node_groups
 from .process_network import Process, ProcessNetwork, Stream
-from .stream_beats import kernel_beats, pipelined_loops, token_geometry
+from .stream_beats import (
+    inputs_ahead,
+    kernel_beats,
+    pipelined_loops,
+    read_in_pipeline,
+    results_behind,
+    token_geometry,
+)
 
 # --- constants -----------------------------------------------------------------------------------------------
 
@@ -177,6 +184,8 @@ class KernelTiming:
     pipeline_ii: int  # II of the pipelined point loop nest
     first_write: int  # index of the first firing that writes (completes an output tile)
     drained: tuple[int, ...]  # the tiles that drain the pipeline first, lag - 1 idle firings each (drained_firings)
+    write_behind: tuple[int, ...]  # the wide results that leave in the next firing's first steps (stream_beats)
+    read_ahead: tuple[int, ...]  # the wide inputs read in the previous firing's first steps (stream_beats)
 
     @property
     def idle_firings(self) -> int:
@@ -252,10 +261,6 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
                          *(len(op.inputs) + r for r in range(len(op.inits)) if reads_init(op, r))]
     beats = max(token_geometry(op, loops, j, max_bits)[0] for j in [*read_operands, *range(len(op.inputs),
                                                                                           len(op.operands))])
-    if not pipelined_loops(loops, point_order):
-        pipeline_ii = max(pipeline_ii, beats)
-    else:
-        pipeline_ii = max(pipeline_ii, kernel_beats(op, loops, point_order, read_operands, max_bits).pipeline_ii)
     # Unrolled reduction lanes are summed by a balanced tree of combiners (ceil(log2 lanes_r) levels) before the
     # body's own combiner, or fold in one after the other (lanes_r - 1 more combiners; tree_combiners).
     reduction_lanes = math.prod(lp.unroll for lp in loops if lp.reduction)
@@ -264,13 +269,6 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
     else:
         lanes_path = (reduction_lanes - 1) * comb
     pipe_depth = ops.stream_read_cycles + body_critical_path(op.body, ops) + lanes_path + ops.stream_write_cycles
-    # A firing issues its `iterations` points pipeline_ii apart; its writes follow the last issue by pipe_depth.
-    ii = max(iterations * pipeline_ii, beats)
-    depth = (iterations - 1) * pipeline_ii + pipe_depth
-    if any(lp.reduction and lp.trip > 1 for lp in loops):
-        # Partial sums carried from tile to tile: the `pending` output tiles under reduction take turns, so a
-        # point is updated again `pending` firings later: pending * ii >= recurrence.
-        ii = max(ii, -(-recurrence // pending_tiles(loops, tile_order)))
     firings = math.prod(lp.trip for lp in loops)
     # Firings are enumerated over tile_order (outermost first). The first write is by the first firing with every
     # reduction counter at its last trip and every parallel counter at 0: index sum over reductions of
@@ -280,12 +278,37 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
         if loops[d].reduction:
             first_write += (loops[d].trip - 1) * stride
         stride *= loops[d].trip
-    bubbles = -(-depth // ii) - 1
-    drained = drained_firings(op, loops, tile_order, bubbles)
-    before = bubbles * int(np.searchsorted(drained, first_write, side="right"))
-    return KernelTiming(latency=(firings + bubbles * len(drained) - 1) * ii + depth,
-                        delay=(first_write + before) * ii + depth, ii=ii, depth=depth, firings=firings,
-                        pipeline_ii=pipeline_ii, first_write=first_write, drained=tuple(drained.tolist()))
+
+    def timing(pipeline_ii: int, behind_steps: int, behind: tuple[int, ...], ahead: tuple[int, ...]
+               ) -> KernelTiming:
+        # A firing issues its `iterations` points pipeline_ii apart; its writes follow the last issue by
+        # pipe_depth, or the steps of the next firing that write its wide results behind (stream_beats).
+        ii = max(iterations * pipeline_ii, beats)
+        depth = (iterations - 1 + behind_steps) * pipeline_ii + pipe_depth
+        if any(lp.reduction and lp.trip > 1 for lp in loops):
+            # Partial sums carried from tile to tile: the `pending` output tiles under reduction take turns, so a
+            # point is updated again `pending` firings later: pending * ii >= recurrence.
+            ii = max(ii, -(-recurrence // pending_tiles(loops, tile_order)))
+        bubbles = -(-depth // ii) - 1
+        drained = drained_firings(op, loops, tile_order, bubbles)
+        before = bubbles * int(np.searchsorted(drained, first_write, side="right"))
+        return KernelTiming(latency=(firings + bubbles * len(drained) - 1) * ii + depth,
+                            delay=(first_write + before) * ii + depth, ii=ii, depth=depth, firings=firings,
+                            pipeline_ii=pipeline_ii, first_write=first_write, drained=tuple(drained.tolist()),
+                            write_behind=behind, read_ahead=ahead)
+
+    if not pipelined_loops(loops, point_order):
+        return timing(max(pipeline_ii, beats), 0, (), ())
+    behind = results_behind(op, loops, point_order, max_bits, pipeline_ii)
+    read_operands = read_in_pipeline(op, loops, tile_order, read_operands)
+    ahead = inputs_ahead(op, loops, point_order, read_operands, max_bits, pipeline_ii)
+    moves = kernel_beats(op, loops, point_order, read_operands, max_bits, behind, ahead)
+    found = timing(max(pipeline_ii, moves.pipeline_ii), moves.behind_steps, behind, ahead)
+    if (behind or ahead) and found.drained:
+        # Only the loops inside a drained read are one pipeline: a firing before it does not reach past it.
+        moves = kernel_beats(op, loops, point_order, read_operands, max_bits)
+        found = timing(max(pipeline_ii, moves.pipeline_ii), moves.behind_steps, (), ())
+    return found
 
 
 def drained_inputs(op: GenericOp, loops: list[LoopTiling], tile_order: list[int], bubbles: int) -> list[int]:
@@ -346,6 +369,10 @@ def _kernel_process(graph: DataflowGraph, node: KernelNode, target: Target) -> P
         def shift(firings: np.ndarray) -> np.ndarray:
             return firings + bubbles * np.searchsorted(drained, firings, side="right")
         reads, writes = [shift(r) for r in reads], [shift(w) for w in writes]
+    # An input read ahead moves its next token in the firing before the one that takes it (``stream_beats``).
+    for operand in t.read_ahead:
+        port = node.input_operands.index(operand)
+        reads[port] = np.maximum(reads[port] - 1, 0)
     return Process(node.name, t.ii, t.depth, t.firings + t.idle_firings + node.replay_firings,
                    dict(zip(node.inputs, reads, strict=True)),
                    dict(zip(node.outputs, writes, strict=True)))
@@ -382,15 +409,17 @@ def _token_costs(t: ITensorType, share: int | Fraction, stripes: int, target: Ta
     """Cycles of every token's transfer as integer numerators over one denominator: a token of ``w`` words takes
     ``ceil(w / stripes) * 64 / rate`` cycles (its stripes' ports in lock step, :func:`.hbm.dma_token_cycles`;
     ``memory_bytes``: bytes per token, else every token a whole tile), a token that moves no bytes (a zero tile
-    read, a tile a row write skips) one cycle of the loop."""
+    read, a tile a row write skips) one cycle of the loop; every token at least its stream beats (one a cycle)."""
+    beats = t.beats(target.stream_max_bits)
     if memory_bytes is None:
-        per_token = dma_token_cycles(dma_token_bytes(t, target) // WORD_BYTES, stripes, share, target)
+        per_token = max(dma_token_cycles(dma_token_bytes(t, target) // WORD_BYTES, stripes, share, target),
+                        Fraction(beats))
         return np.full(t.num_tokens, per_token.numerator, dtype=np.int64), per_token.denominator
     # A few distinct byte counts (whole tiles, none, a row's words): each costed once (a paper-size decode block's
     # KV-cache DMAs have thousands of tokens, and its network is built again as the HBM shares rise).
     sizes, index = np.unique(memory_bytes, return_inverse=True)
-    costs = [dma_token_cycles(-(-b // WORD_BYTES), stripes, share, target) if b else Fraction(1)
-             for b in sizes.tolist()]
+    costs = [max(dma_token_cycles(-(-b // WORD_BYTES), stripes, share, target) if b else Fraction(1),
+                 Fraction(beats)) for b in sizes.tolist()]
     denominator = math.lcm(*(c.denominator for c in costs))
     numerators = np.array([c.numerator * (denominator // c.denominator) for c in costs], dtype=np.int64)
     return numerators[index.reshape(-1)], denominator

@@ -164,7 +164,7 @@ def lint_dataflow(sources: Mapping[str, str], target: Target) -> tuple[list[str]
                 body = "\n".join(process.body)
                 if re.search(rf"\b{param}\.read\(|\bread_(?:token|beat)\({param},", body):
                     readers.setdefault(arg, []).append(process.name)
-                writes = r"HLS_SIM_WRITE(?:_BEAT)?|write_token|write_beat"
+                writes = r"HLS_SIM_WRITE(?:_BEAT|_BEHIND)?|write_token|write_beat"
                 if re.search(rf"\b{param}\.write\(|\b(?:{writes})\({param},", body):
                     writers.setdefault(arg, []).append(process.name)
         for var in bits:

@@ -289,7 +289,7 @@ def _lint_perfect_nests(function: Function) -> list[str]:
 
 _STREAM_PARAM = re.compile(r"^hls::stream<(tok_\w+)>& (\w+)$")
 _ACCESS_CALL = re.compile(r"\b(?:(?P<whole>read_token|write_token|HLS_SIM_WRITE)|read_beat|write_beat"
-                          r"|HLS_SIM_WRITE_BEAT)\((?P<stream>\w+), (?P<token>\w+)")
+                          r"|HLS_SIM_WRITE_BEAT|HLS_SIM_WRITE_BEHIND)\((?P<stream>\w+), (?P<token>\w+)")
 _ACCESS_METHOD = re.compile(r"\b(\w+)\.(?:read\(\)|write\()")
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from streamtensor.analysis.memory import accumulator_partition
 from streamtensor.analysis.resources import lane_dims, used_values, value_lane_levels
-from streamtensor.analysis.stream_beats import BeatSchedule, kernel_beats, pipelined_loops
+from streamtensor.analysis.stream_beats import BeatSchedule, kernel_beats, pipelined_loops, read_in_pipeline
 from streamtensor.analysis.timing_model import drained_inputs, fpowi_steps, recurrence_distance, tree_combiners
 from streamtensor.codegen.vitis.hbm import c_identifier
 from streamtensor.codegen.vitis.hls.cpp import (
@@ -70,7 +70,11 @@ class KernelWriter:
         self.pending = node.pending_tiles
         # Point loops: pipelined (not fully unrolled) in point order, then the unrolled lanes in point order.
         self.pipelined = pipelined_loops(self.loops, node.point_order)
-        self.beats = kernel_beats(node.op, self.loops, node.point_order, node.input_operands, max_bits)
+        self.behind, self.ahead = (tuple(int(r) for r in str(node.attributes.get(key, "")).split(",") if r)
+                                   for key in ("write_behind", "read_ahead"))
+        self.beats = kernel_beats(node.op, self.loops, node.point_order,
+                                  read_in_pipeline(node.op, self.loops, node.tile_order, node.input_operands),
+                                  max_bits, self.behind, self.ahead)
         # With a tree reduction (timing_model.tree_combiners) every lane's value is collected; each output lane
         # then sums its reduction lanes by a tree and folds the sum into its element once.
         reduction_lanes = math.prod(lp.unroll for lp in self.loops if lp.reduction)
@@ -117,9 +121,11 @@ class KernelWriter:
         return " || ".join(f"{c} != 0" for c in between) or None, level <= drained
 
     def level_statements(self, code: Code, mark: tuple[str | None, bool] | None,
-                         reads: list[tuple[int, str, str]], guard: list[str], in_pipeline: bool) -> None:
+                         reads: list[tuple[int, str, str]], guard: list[str], in_pipeline: bool,
+                         period_end: list[str] | None = None) -> None:
         """A tile level's firing mark and token reads, run where every counter in ``guard`` holds (and, in the
-        pipeline's body, at the firing's first step)."""
+        pipeline's body, at the firing's first step); ``period_end``: where the firing before the next read of
+        this level runs (None: no next read), for the inputs read ahead."""
         if mark is not None:
             condition, drained = mark
             first = [*guard, *self.step_condition(0)] if in_pipeline else guard
@@ -127,7 +133,7 @@ class KernelWriter:
                 condition = f"({condition})"
             terms = [*first, condition] if condition is not None else first
             self.writes.firing(code, " && ".join(terms) or None, drained)
-        self.read_tokens(code, reads, guard, in_pipeline)
+        self.read_tokens(code, reads, guard, in_pipeline, period_end)
 
     def step_condition(self, step: int) -> list[str]:
         """The pipelined point loops' counters at step ``step`` of a firing (row-major over them)."""
@@ -164,11 +170,20 @@ class KernelWriter:
         return moves
 
     def read_tokens(self, code: Code, reads: list[tuple[int, str, str]], guard: list[str],
-                    in_pipeline: bool) -> None:
+                    in_pipeline: bool, period_end: list[str] | None = None) -> None:
         """Tokens (operand, stream, local) read where every counter in ``guard`` holds; in the pipeline's body
-        at the firing's first step, a token wider than a stream element beat by beat (``stream_beats``)."""
+        at the firing's first step, a token wider than a stream element beat by beat (``stream_beats``); one
+        read ahead taken from its copy there, and the next one read into the copy where ``period_end`` holds."""
         for operand, stream, var in reads:
             schedule = self.beats.reads.get(operand) if in_pipeline else None
+            if schedule is not None and schedule.ahead:
+                self.guarded(code, [*guard, *self.step_condition(0)], lambda c, operand=operand, var=var: c.line(
+                    f"{var} = ahead{operand};"))
+                if period_end is not None:
+                    for step, beat in self.beat_moves(schedule):
+                        self.guarded(code, [*period_end, *step], lambda c, stream=stream, operand=operand,
+                                     beat=beat: c.line(f"read_beat({stream_var(stream)}, ahead{operand}, {beat});"))
+                continue
             if schedule is None:
                 cond = [*guard, *self.step_condition(0)] if in_pipeline else guard
                 self.guarded(code, cond, lambda c, stream=stream, var=var: read_into(
@@ -233,6 +248,13 @@ class KernelWriter:
             declare_token(code, self.graph.streams[s].type, name)
         for r in range(len(op.results)):
             declare_token(code, self.graph.streams[node.outputs[r]].type, f"out{r}")
+        for j in self.ahead:
+            # Read ahead (stream_beats): the next token comes into a copy in the previous firing's first steps.
+            declare_token(code, self.graph.streams[node.inputs[node.input_operands.index(j)]].type, f"ahead{j}")
+        for r in self.behind:
+            # Written behind (stream_beats): a copy of the result leaves in the next firing's first steps.
+            declare_token(code, self.graph.streams[node.outputs[r]].type, f"behind{r}")
+            code.line(f"bool behind{r}_pending = false;")
         # An input's token is read where its tile starts to move: at the top of the innermost tile loop its
         # indexing map uses (input_loops), and held by the loops inside (their firings reuse it).
         used = self.used_values()
@@ -240,6 +262,8 @@ class KernelWriter:
         for j in range(self.n_in):
             hoist.setdefault(len(input_loops(op, node.tile_order, j)), []).append(j)
         self.writes.declare(code)
+        for j in self.ahead:
+            read_into(code, self.graph, node.inputs[node.input_operands.index(j)], f"ahead{j}", self.max_bits)
         # A firing's first read is at the shallowest level that runs for it: level m runs at the firings whose
         # counters of the loops from m inward are 0, so it starts the firing unless the previous level that
         # reads ran too (every counter between the two levels 0).
@@ -268,13 +292,22 @@ class KernelWriter:
         def zeros(level: int) -> list[str]:
             return [f"{c} == 0" for e in node.tile_order[level:] if (c := self.tile_counter(e)) is not None]
 
+        def period_end(level: int) -> list[str] | None:
+            """The last firing before the next read at ``level`` (None: it reads once)."""
+            def lasts(dims: list[int]) -> list[str]:
+                return [f"{c} == {self.loops[e].trip - 1}" for e in dims if (c := self.tile_counter(e)) is not None]
+            outer_lasts = lasts(node.tile_order[:level])
+            if not outer_lasts:
+                return None
+            return [*lasts(node.tile_order[level:]), f"!({' && '.join(outer_lasts)})"]
+
         head: list[Callable[[Code], None]] = []
         for level in range(depth + 1):
             marks = self.level_mark(level, starts, drained)
             reads = [(j, node.inputs[node.input_operands.index(j)], f"in{j}") for j in hoist.get(level, [])]
             if moved(level):
                 head.append(lambda c, level=level, marks=marks, reads=reads: self.level_statements(
-                    c, marks, reads, zeros(level), True))
+                    c, marks, reads, zeros(level), True, period_end(level)))
             else:
                 self.level_statements(code, marks, reads, [], False)
             if level == depth:
@@ -304,6 +337,8 @@ class KernelWriter:
             tail(code)
         for _ in counted:
             code.close()
+        if inner:
+            self.write_last_behind(code)
         self.writes.drain(code)
         self.write_replays(code)
         code.close()
@@ -399,9 +434,39 @@ class KernelWriter:
                 self.guarded(code, [*step, *reduction], lambda c, stream=stream, r=r: c.line(
                     self.writes.write(stream, f"out{r}")))
                 continue
+            if schedule.behind:
+                self.write_behind(code, r, schedule, [*self.step_condition(steps - 1), *reduction])
+                continue
             for step, beat in self.beat_moves(schedule):
                 self.guarded(code, [*step, *reduction], lambda c, stream=stream, r=r, beat=beat: c.line(
                     self.writes.write_beat(stream, f"out{r}", beat)))
+
+    def write_behind(self, code: Code, r: int, schedule: BeatSchedule, last: list[str]) -> None:
+        """Result ``r`` written behind: the copy of the previous result leaves in this firing's first steps
+        (before this firing's copy, which its last step may make), and a finished result is copied where
+        ``last`` holds."""
+        stream = self.node.outputs[r]
+        for step, beat in self.beat_moves(schedule):
+            self.guarded(code, [f"behind{r}_pending", *step], lambda c, beat=beat: c.line(
+                self.writes.write_beat(stream, f"behind{r}", beat, behind=True)))
+        self.guarded(code, [f"behind{r}_pending", *self.step_condition(schedule.steps - 1)],
+                     lambda c: c.line(f"behind{r}_pending = false;"))
+
+        def copy(c: Code) -> None:
+            c.line(f"behind{r} = out{r};")
+            c.line(f"behind{r}_pending = true;")
+        self.guarded(code, last, copy)
+
+    def write_last_behind(self, code: Code) -> None:
+        """After the loops: the last result written behind leaves (no next firing moves it)."""
+        for r in self.behind:
+            stream = self.node.outputs[r]
+            beats = self.graph.streams[stream].type.beats(self.max_bits)
+            code.open(f"if (behind{r}_pending)")
+            code.loop(f"b{r}", beats, pragma="pipeline II=1")
+            code.line(self.writes.write_beat(stream, f"behind{r}", f"b{r}"))
+            code.close()
+            code.close()
 
     def point_loops(self, code: Code, pipeline_ii: int, used: set[str], head: list[Callable[[Code], None]],
                     tail: Callable[[Code], None] | None, across: bool) -> None:

@@ -280,10 +280,12 @@ def dma_process(graph: DataflowGraph, node: DmaNode, plan: HbmPlan, max_bits: in
                   f"{position.arg} along dim {node.rows.dim}{' (zero tiles past it)' if read else ''}")
     code.open(_signature(graph, node, max_bits, extra))
     declare_token(code, t, "t")
-    names = counter_loops(code, t, "n", layout.words_per_tile)
+    # A token a step: its words on every stripe's port, its beats on the stream's (timing_model._token_costs).
+    ii = max(layout.words_per_tile, t.beats(max_bits))
+    names = counter_loops(code, t, "n", ii)
     if stripes > 1 and t.num_tokens == 1:
         # One tile: a one-step pipeline, so the stripes' word loops unroll side by side as in a token loop.
-        code.loop("k", 1, pragma=f"pipeline II={layout.words_per_tile}")
+        code.loop("k", 1, pragma=f"pipeline II={ii}")
         names = [*names, "k"]
     address = " + ".join(f"{n}" if w == 1 else f"{w} * {n}" for n, w in zip(names, layout.word_strides, strict=False)
                          if n is not None and w) or "0"
