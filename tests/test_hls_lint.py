@@ -268,6 +268,11 @@ def test_a_variable_bound_loop_is_caught() -> None:
     counted = variable.replace("HLS_PRAGMA(pipeline II=1)", "HLS_PRAGMA(pipeline II=1)\n    "
                                "HLS_PRAGMA(loop_tripcount min=1 max=8)")
     assert _lint(counted) == []
+    # Inside a loop (a converter's phases as generated before) its pipeline drains once per outer iteration.
+    phases = counted.replace("  k_loop: for (int k = 0; k < n; ++k) {\n", "  p_loop: for (int p = 0; p < 4; ++p) {\n"
+                             "  k_loop: for (int k = 0; k < n; ++k) {\n").replace("  }\n}\n", "  }\n  }\n}\n")
+    assert _lint(phases) == ["drain: pipelined loop k_loop has a variable bound inside loop p_loop: Vitis cannot "
+                             "flatten it, so its pipeline fills and drains once per iteration of p_loop"]
 
 
 # The old external-memory word: a byte struct with memcpy punning; outputs named after SSA temporaries.
@@ -307,3 +312,44 @@ def test_an_empty_if_in_the_synthesis_view_is_caught() -> None:
 def test_simulation_branches_are_not_linted() -> None:
     text = "#ifdef __SYNTHESIS__\nA\n#else\nB\n#endif\n#ifndef __SYNTHESIS__\nC\n#if X\nD\n#endif\n#else\nE\n#endif\n"
     assert synthesis_text(text).split() == ["A", "E"]
+
+
+# A wide token (tok_f32x256 over a tok_f32x128 stream: 2 beats) read whole at a firing's first step of an II=1
+# pipeline, as the flattened code did before the beats were spread over the firing's steps: two accesses of the
+# stream in one iteration.
+WIDE_READ = """static void scale_1(hls::stream<tok_f32x128>& s_in, hls::stream<tok_f32x8>& s_out) {
+  tok_f32x256 in0;
+  HLS_PRAGMA(array_partition variable=in0.data type=complete)
+  tok_f32x8 out0;
+  HLS_PRAGMA(array_partition variable=out0.data type=complete)
+  t0_loop: for (int t0 = 0; t0 < 4; ++t0) {
+    i1_loop: for (int i1 = 0; i1 < 32; ++i1) {
+      HLS_PRAGMA(pipeline II=1)
+      if (i1 == 0) {
+        read_token(s_in, in0);
+      }
+      i2_loop: for (int i2 = 0; i2 < 8; ++i2) {
+        HLS_PRAGMA(unroll)
+        out0.data[i2] = in0.data[8 * i1 + i2];
+      }
+      s_out.write(out0);
+    }
+  }
+}
+"""
+
+
+def test_a_stream_accessed_more_often_than_the_ii_is_caught() -> None:
+    wide = {"k_tokens.h": TOKENS + "struct tok_f32x256 {\n  float data[256];\n};\n", "k.cpp": WIDE_READ}
+    assert lint_processes(wide, U55C) == [
+        "scale_1: pipelined loop i1_loop (II=1) accesses stream s_in 2 times an iteration: its one port needs II >= 2"]
+    # Its beats one a step (analysis.stream_beats): one access an iteration.
+    spread = WIDE_READ.replace("if (i1 == 0) {\n        read_token(s_in, in0);",
+                               "if (i1 < 2) {\n        read_beat(s_in, in0, i1);")
+    assert lint_processes({**wide, "k.cpp": spread}, U55C) == []
+    # A write in an unrolled loop is one access per lane.
+    lanes = WIDE_READ.replace("      s_out.write(out0);\n", "").replace(
+        "        out0.data[i2] = in0.data[8 * i1 + i2];\n",
+        "        out0.data[i2] = in0.data[8 * i1 + i2];\n        s_out.write(out0);\n")
+    assert ("scale_1: pipelined loop i1_loop (II=1) accesses stream s_out 8 times an iteration: its one port needs "
+            "II >= 8") in lint_processes({**wide, "k.cpp": lanes}, U55C)

@@ -12,6 +12,7 @@ from conftest import tiny_block
 from streamtensor.analysis.hbm import dma_token_bytes, dma_token_cycles
 from streamtensor.analysis.timing_model import (
     accumulator_recurrence,
+    dma_token_costs,
     drained_inputs,
     node_beats,
     recurrence_distance,
@@ -113,9 +114,12 @@ def test_every_process_asks_for_the_modelled_ii(family: str, mode: str) -> None:
             stream = node.outputs[0] if node.direction == "read" else node.inputs[0]
             t = graph.streams[stream].type
             assert layout.words_per_tile == -(-PackedLayout.of(t).words_per_tile // node.stripes)
-            assert [lp.pipeline_ii for lp in pipelines] == (
-                [layout.words_per_tile] if t.num_tokens > 1 or node.stripes > 1 else [])
+            # A token a step, as slow as its words on a port or its beats on the stream (one access a cycle).
+            step = max(layout.words_per_tile, t.beats(U55C.stream_max_bits))
+            assert [lp.pipeline_ii for lp in pipelines] == ([step] if t.num_tokens > 1 or node.stripes > 1 else [])
             assert dma_token_cycles(dma_token_bytes(t, U55C) // 64, node.stripes, 1, U55C) >= layout.words_per_tile
+            assert dma_token_costs(t, 1, node.stripes, U55C, None)[0].min() >= step * dma_token_costs(
+                t, 1, node.stripes, U55C, None)[1]
             if node.stripes > 1:
                 striped_dmas += 1
                 calls = [s for _, s in f.statements if "load_tile_stripe<" in s]

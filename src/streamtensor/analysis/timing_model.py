@@ -299,11 +299,19 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
 
     if not pipelined_loops(loops, point_order):
         return timing(max(pipeline_ii, beats), 0, (), ())
-    behind = results_behind(op, loops, point_order, max_bits, pipeline_ii)
     read_operands = read_in_pipeline(op, loops, tile_order, read_operands)
-    ahead = inputs_ahead(op, loops, point_order, read_operands, max_bits, pipeline_ii)
-    moves = kernel_beats(op, loops, point_order, read_operands, max_bits, behind, ahead)
-    found = timing(max(pipeline_ii, moves.pipeline_ii), moves.behind_steps, behind, ahead)
+    # The tokens that would raise the II move in the neighbouring firings where those can hold them; what must
+    # still move inside the firing (an init, a token too wide for the steps) may raise the II, and at that II
+    # fewer tokens need to move out: repeat until the II holds.
+    target_ii = pipeline_ii
+    while True:
+        behind = results_behind(op, loops, point_order, max_bits, target_ii)
+        ahead = inputs_ahead(op, loops, point_order, read_operands, max_bits, target_ii)
+        moves = kernel_beats(op, loops, point_order, read_operands, max_bits, behind, ahead)
+        if moves.pipeline_ii <= target_ii:
+            break
+        target_ii = moves.pipeline_ii
+    found = timing(target_ii, moves.behind_steps, behind, ahead)
     if (behind or ahead) and found.drained:
         # Only the loops inside a drained read are one pipeline: a firing before it does not reach past it.
         moves = kernel_beats(op, loops, point_order, read_operands, max_bits)
@@ -404,7 +412,7 @@ def _converter_process(node: ConverterNode, source: ITensorType, result: ITensor
                    {node.outputs[0]: writes})
 
 
-def _token_costs(t: ITensorType, share: int | Fraction, stripes: int, target: Target, memory_bytes: np.ndarray | None
+def dma_token_costs(t: ITensorType, share: int | Fraction, stripes: int, target: Target, memory_bytes: np.ndarray | None
                  ) -> tuple[np.ndarray, int]:
     """Cycles of every token's transfer as integer numerators over one denominator: a token of ``w`` words takes
     ``ceil(w / stripes) * 64 / rate`` cycles (its stripes' ports in lock step, :func:`.hbm.dma_token_cycles`;
@@ -429,7 +437,7 @@ def _dma_read_process(name: str, stream: str, t: ITensorType, share: int | Fract
                       memory_bytes: np.ndarray | None = None, stripes: int = 1) -> Process:
     # Token k's last byte arrives in cycle ceil(sum of the costs up to k) - 1 of the transfer and is pushed into
     # the stream the HBM latency later; the loop has one firing per cycle of the transfer.
-    costs, q = _token_costs(t, share, stripes, target, memory_bytes)
+    costs, q = dma_token_costs(t, share, stripes, target, memory_bytes)
     done = -((-np.cumsum(costs)) // q) - 1
     return Process(name, 1, target.hbm.latency_cycles, int(done[-1]) + 1, {}, {stream: done})
 
@@ -438,7 +446,7 @@ def _dma_write_process(name: str, stream: str, t: ITensorType, share: int | Frac
                        memory_bytes: np.ndarray | None = None) -> Process:
     # Token k is taken from the stream when its transfer starts, in cycle floor(costs before k); the last
     # burst's write response comes the HBM latency after the transfer's last cycle.
-    costs, q = _token_costs(t, share, 1, target, memory_bytes)
+    costs, q = dma_token_costs(t, share, 1, target, memory_bytes)
     total = np.cumsum(costs)
     start = np.concatenate(([0], total[:-1])) // q
     return Process(name, 1, target.hbm.latency_cycles, int(-((-total[-1]) // q)), {stream: start}, {})

@@ -16,7 +16,7 @@ line, ``{`` ending a loop's head, directives as ``HLS_PRAGMA(...)``) and returns
   loop or up to a loop that reads a token at a drained firing (``HLS_SIM_DRAINED_FIRING``, where the pipeline
   is meant to drain): Vitis flattens only a perfect nest into the pipeline; around anything else the pipeline
   fills and drains once per iteration of the outer loop, and consecutive firings do not overlap. A pipelined
-  loop with a variable bound is not checked (Vitis cannot flatten it into the loops around it at all).
+  loop with a variable bound stands in no loop (Vitis cannot flatten it into the loops around it at all).
 - **stream ports**: a pipelined loop's body (its unrolled loops by their trips, a whole token wider than the
   stream's element by its beats) accesses each stream at most II times: a stream has one port, one access a
   cycle.
@@ -267,7 +267,13 @@ _READ = re.compile(r"\.read\(\)|\bread_(?:token|beat)\(")
 def _lint_perfect_nests(function: Function) -> list[str]:
     found: list[str] = []
     for loop in function.all_loops:
-        if loop.pipeline_ii is None or not _constant_bound(loop.bound, function):
+        if loop.pipeline_ii is None:
+            continue
+        if not _constant_bound(loop.bound, function):
+            if loop.parent is not None:
+                found.append(f"{function.name}: pipelined loop {loop.name()} has a variable bound inside loop "
+                             f"{loop.parent.name()}: Vitis cannot flatten it, so its pipeline fills and drains once "
+                             f"per iteration of {loop.parent.name()}")
             continue
         outer = loop.parent
         while outer is not None:

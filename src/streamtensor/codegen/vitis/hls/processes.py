@@ -280,7 +280,7 @@ def dma_process(graph: DataflowGraph, node: DmaNode, plan: HbmPlan, max_bits: in
                   f"{position.arg} along dim {node.rows.dim}{' (zero tiles past it)' if read else ''}")
     code.open(_signature(graph, node, max_bits, extra))
     declare_token(code, t, "t")
-    # A token a step: its words on every stripe's port, its beats on the stream's (timing_model._token_costs).
+    # A token a step: its words on every stripe's port, its beats on the stream's (timing_model.dma_token_costs).
     ii = max(layout.words_per_tile, t.beats(max_bits))
     names = counter_loops(code, t, "n", ii)
     if stripes > 1 and t.num_tokens == 1:
