@@ -150,7 +150,8 @@ class KernelWriter:
         for d in self.pipelined:
             lt = self.loops[d]
             digit = self.point_counter(d) if lt.unroll == 1 else f"{self.point_counter(d)} / {lt.unroll}"
-            index = digit if not index else f"({index}) * {lt.tile // lt.unroll} + {digit}"
+            scaled = f"({index})" if " " in index else index
+            index = digit if not index else f"{scaled} * {lt.tile // lt.unroll} + {digit}"
         return index
 
     def beat_moves(self, schedule: BeatSchedule) -> list[tuple[list[str], str]]:
