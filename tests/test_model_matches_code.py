@@ -10,6 +10,7 @@ import pytest
 from conftest import tiny_block
 
 from streamtensor.analysis.hbm import dma_token_bytes, dma_token_cycles
+from streamtensor.analysis.stream_beats import token_geometry
 from streamtensor.analysis.timing_model import (
     accumulator_recurrence,
     dma_token_costs,
@@ -68,6 +69,14 @@ def test_every_process_asks_for_the_modelled_ii(family: str, mode: str) -> None:
             pipelines = [lp for lp in pipelines if lp not in replays]
             lanes = math.prod(lp.unroll for lp in node.loops)
             iterations = math.prod(lp.tile for lp in node.loops) // lanes
+            # The beats the model schedules are those of the streams' tokens.
+            max_bits = U55C.stream_max_bits
+            ports = [*zip(node.input_operands, node.inputs, strict=True),
+                     *((len(node.op.inputs) + r, s) for r, s in enumerate(node.outputs[:len(node.op.results)]))]
+            for operand, s in ports:
+                t = graph.streams[s].type
+                assert token_geometry(node.op, node.loops, operand, max_bits) == (
+                    t.beats(max_bits), t.beat_elements(max_bits)), (node.name, s)
             # The pipelined loop nest (perfect, so flattened) runs the firings the model overlaps: every firing
             # inside the loop that reads a drained input (all of them without one), the model's iterations
             # each, lanes unrolled.

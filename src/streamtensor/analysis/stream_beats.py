@@ -43,9 +43,6 @@ class BeatSchedule:
         """Steps of the firing that move a beat."""
         return -(-self.beats // self.per_step)
 
-    def step(self, beat: int) -> int:
-        return self.first + beat // self.per_step
-
 
 def pipelined_loops(loops: list[LoopTiling], point_order: list[int]) -> list[int]:
     """The point loops not fully unrolled, in point order: the pipeline's steps are their iterations."""
