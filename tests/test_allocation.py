@@ -150,19 +150,19 @@ def test_kernel_timing_formulas() -> None:
     tiles = [LoopTiling(8, 4, 1, False), LoopTiling(8, 4, 1, False), LoopTiling(8, 4, 1, True)]
     # Reduction loop outward (point order k, m, n): an accumulator is updated every 16 issues > addf's 4
     # cycles, so II 1; 64 issues per tile; pipeline depth = read 1 + mulf 3 + addf 4 + write 1 = 9.
-    t = kernel_timing(mm, tiles, [0, 1, 2], [2, 0, 1], U55C.ops)
+    t = kernel_timing(mm, tiles, [0, 1, 2], [2, 0, 1], U55C.ops, U55C.stream_max_bits)
     assert (t.pipeline_ii, t.ii, t.depth, t.firings, t.first_write) == (1, 64, 63 + 9, 8, 1)
     assert (t.latency, t.delay) == (7 * 64 + 72, 1 * 64 + 72)
     # Reduction loop innermost: every issue waits for the previous addf: II 4.
-    t = kernel_timing(mm, tiles, [0, 1, 2], [0, 1, 2], U55C.ops)
+    t = kernel_timing(mm, tiles, [0, 1, 2], [0, 1, 2], U55C.ops, U55C.stream_max_bits)
     assert (t.pipeline_ii, t.ii, t.depth) == (4, 256, 63 * 4 + 9)
     # Unroll n by 4 (fully) and k by 2: 8 lanes, 8 issues, a 1-level adder tree (4 cycles) after the lanes.
     unrolled = [LoopTiling(8, 4, 1, False), LoopTiling(8, 4, 4, False), LoopTiling(8, 4, 2, True)]
-    t = kernel_timing(mm, unrolled, [0, 1, 2], [2, 0, 1], U55C.ops)
+    t = kernel_timing(mm, unrolled, [0, 1, 2], [2, 0, 1], U55C.ops, U55C.stream_max_bits)
     assert (t.pipeline_ii, t.ii, t.depth) == (1, 8, 7 + 1 + 7 + 4 + 1)
     # Fully unrolled tile: one issue per tile, but partial sums carried from tile to tile need addf's latency.
     full = [LoopTiling(8, 4, 4, False), LoopTiling(8, 4, 4, False), LoopTiling(8, 4, 4, True)]
-    t = kernel_timing(mm, full, [0, 1, 2], [2, 0, 1], U55C.ops)
+    t = kernel_timing(mm, full, [0, 1, 2], [2, 0, 1], U55C.ops, U55C.stream_max_bits)
     assert (t.pipeline_ii, t.ii, t.depth) == (1, 4, 1 + 7 + 2 * 4 + 1)
 
 

@@ -9,13 +9,14 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import FAMILIES, TINY_MAX_LEN, TINY_SEQ_LEN, tiny_block
-from linalg_builders import build, empty, exp_matmul_graph, fill, graph, nodes_of, value
+from linalg_builders import build, empty, exp_matmul_graph, fill, graph, matmul_graph, nodes_of, value
 
 from streamtensor import __version__
 from streamtensor.analysis.allocation import size_fifos
@@ -25,12 +26,14 @@ from streamtensor.cli import main
 from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.codegen.vitis.hbm import graph_hbm_plan
 from streamtensor.codegen.vitis.hls.generate import generate_hls
+from streamtensor.codegen.vitis.host_cpp import kernel_header
 from streamtensor.frontend.mlir_import import SUPPORTED_SCALAR_OPS
 from streamtensor.interp.linalg_interpreter import run_graph
 from streamtensor.interp.stream_exec import run_streams
 from streamtensor.ir.affine import AffineMap, parse_affine_map
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, ForkNode, KernelNode
 from streamtensor.ir.linalg import EmptyOp, GenericOp, Graph, ScalarBody, ScalarOp, TensorType, Value
+from streamtensor.verify.hls_lint import lint_processes
 from streamtensor.verify.simulate import build_key, build_simulation, simulate_graph, verify_project
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None or shutil.which("make") is None,
@@ -410,6 +413,42 @@ def test_a_converter_spreads_its_reads_over_a_longer_drain() -> None:
     body = cpp.split(f"static void {conv.name}(")[1].split("static void ")[0]
     assert "if (p < 2 && (p == 0 || k * 8LL % 16 < 8))" in body
     assert "(p == 0 ? k : static_cast<int>(k * 8LL / 16))" in body
+
+
+def test_wide_tokens_read_ahead_and_written_behind_match_the_reference() -> None:
+    """Under a 64-bit stream element a matmul's 4 x 4 f32 tiles cross their streams in 8 beats. With m unrolled
+    and point order k, n (16 steps, II 1) every step uses all of A's rows and sets all of C's: inside the firing
+    they would need 4 and 8 beats in one step. A is read ahead (its next token's beats in the first steps of the
+    firing before, the first one before the loops), C written behind (its beats in the next firing's first steps,
+    the last one after the loops), B's beats each before its first use; the model reads A a firing early and
+    delays C's writes; the lint finds no stream accessed more than once a step; C simulation matches."""
+    narrow = replace(U55C, stream_max_bits=64)
+    g = matmul_graph()[0]
+    dfg = build(g, 4)
+    (mm,) = nodes_of(dfg, KernelNode)
+    mm.loops[0] = replace(mm.loops[0], unroll=4)
+    mm.point_order = [2, 1, 0]
+    size_fifos(dfg, narrow)
+    assert {k: mm.attributes[k] for k in ("pipeline_ii", "ii", "read_ahead", "write_behind")} == {
+        "pipeline_ii": 1, "ii": 16, "read_ahead": "0", "write_behind": "0"}
+    rng = np.random.default_rng(2)
+    args = [rng.standard_normal(v.type.shape).astype(np.float32) for v in g.inputs]
+    report = simulate_graph(dfg, "mm", dict(zip([v.name for v in g.inputs], args, strict=True)), narrow)
+    assert report.failure is None, report.failure
+    for got, want in zip(report.outputs, run_graph(g, args), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    hbm = graph_hbm_plan(dfg, "mm", narrow.hbm)
+    sources = {**generate_hls(dfg, "mm", hbm, narrow), "mm.h": kernel_header("mm", hbm)}
+    assert lint_processes(sources, narrow) == []
+    (p,) = [p for p in build_process_network(dfg, narrow).processes if p.name == mm.name]
+    a, c = mm.inputs[0], mm.outputs[0]
+    assert list(p.reads[a]) == [0, 0, 1, 2, 3, 4, 5, 6] and list(p.writes[c]) == [1, 3, 5, 7]
+    assert p.depth == (16 - 1 + 8) + 9  # C's 8 beats in the next firing's steps; read, mulf, addf, write
+    body = sources["mm.cpp"].split(f"static void {mm.name}(")[1].split("\nstatic void ")[0]
+    assert "read_token(s_a, ahead0);\n  t0_loop:" in body
+    assert "if (!(t0 == 1 && t1 == 1 && t2 == 1) && i2 * 4 + i1 < 8) {\n              read_beat(s_a, ahead0, " in body
+    assert "HLS_SIM_WRITE_BEHIND(s_c, behind0, i2 * 4 + i1, 7);" in body
+    assert "if (behind0_pending) {\n    b0_loop:" in body
 
 
 def test_design_simulate_on_new_inputs_and_build_cache(verified, tmp_path: Path) -> None:  # noqa: ANN001

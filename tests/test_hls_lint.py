@@ -66,8 +66,9 @@ OLD_ACCUMULATOR = """static void reduce_sum_1(hls::stream<tok_f32x128>& s_in, hl
 }
 """
 
-# The same kernel as generated now: labelled loops, the init and the output folded into the pipelined body,
-# the recurrence distance stated and met (the two lanes are one reduction lane here: II=3 covers 5 / 2).
+# The same kernel as generated now: labelled loops, the init, the token read and the output write folded
+# into the pipelined body under the condition they run at (one perfect nest, flattened), the recurrence distance
+# stated and met (the two lanes are one reduction lane here: II=3 covers 5 / 2).
 NEW_ACCUMULATOR = """static void reduce_sum_1(hls::stream<tok_f32x128>& s_in, hls::stream<tok_f64x8>& s_out) {
   double acc0[8] = {};
   HLS_PRAGMA(array_partition variable=acc0 type=cyclic factor=4)
@@ -76,11 +77,13 @@ NEW_ACCUMULATOR = """static void reduce_sum_1(hls::stream<tok_f32x128>& s_in, hl
   tok_f64x8 out0;
   HLS_PRAGMA(array_partition variable=out0.data type=complete)
   t2_loop: for (int t2 = 0; t2 < 4; ++t2) {
-    in0 = s_in.read();
     i2_loop: for (int i2 = 0; i2 < 16; ++i2) {
       p1_loop: for (int p1 = 0; p1 < 8; p1 += 4) {
         HLS_PRAGMA(pipeline II=3)
         HLS_PRAGMA(dependence variable=acc0 type=inter direction=RAW dependent=true distance=2)
+        if (i2 == 0 && p1 == 0) {
+          in0 = s_in.read();
+        }
         u1_loop: for (int u1 = 0; u1 < 4; ++u1) {
           HLS_PRAGMA(unroll)
           const int i1 = p1 + u1;
@@ -91,18 +94,52 @@ NEW_ACCUMULATOR = """static void reduce_sum_1(hls::stream<tok_f32x128>& s_in, hl
           acc0[i1] = s0;
           out0.data[i1] = s0;
         }
+        if (i2 == 15 && p1 == 4 && t2 == 3) {
+          s_out.write(out0);
+        }
       }
-    }
-    if (t2 == 3) {
-      s_out.write(out0);
     }
   }
 }
 """
 
 
+# The same kernel as generated later: labelled loops, the init folded into the pipelined body, the recurrence
+# distance stated and met (the two lanes are one reduction lane here: II=3 covers 5 / 2), but the token read
+# and the result write between the tile loop and the point loops: Vitis does not flatten t2 into the pipeline.
+IMPERFECT_ACCUMULATOR = NEW_ACCUMULATOR.replace(
+    "        if (i2 == 0 && p1 == 0) {\n          in0 = s_in.read();\n        }\n", "").replace(
+    "        if (i2 == 15 && p1 == 4 && t2 == 3) {\n          s_out.write(out0);\n        }\n", "").replace(
+    "  t2_loop: for (int t2 = 0; t2 < 4; ++t2) {\n",
+    "  t2_loop: for (int t2 = 0; t2 < 4; ++t2) {\n    in0 = s_in.read();\n"
+).replace("      }\n    }\n  }\n}\n", "      }\n    }\n    if (t2 == 3) {\n      s_out.write(out0);\n    }\n  }\n}\n")
+
+
 def test_the_generated_accumulator_passes() -> None:
     assert _lint(NEW_ACCUMULATOR) == []
+
+
+def test_an_imperfect_nest_around_a_pipeline_is_caught() -> None:
+    assert _lint(IMPERFECT_ACCUMULATOR) == [
+        "reduce_sum_1: loop t2_loop around the pipelined loop p1_loop holds 3 statement(s) ('in0 = s_in.read();', "
+        "...), not one loop: the nest is not perfect, so Vitis does not flatten it and the pipeline fills and "
+        "drains once per iteration of t2_loop"]
+    # Two loops in one body are no perfect nest either.
+    twice = NEW_ACCUMULATOR.replace("    i2_loop: for", "    k_loop: for (int k = 0; k < 2; ++k) {\n    }\n"
+                                    "    i2_loop: for")
+    assert any("loop t2_loop around the pipelined loop p1_loop holds 2 loops, not one loop" in v
+               for v in _lint(twice))
+
+
+def test_only_a_drained_read_may_stand_between_the_loops() -> None:
+    # A read at a drained firing: the pipeline is meant to drain there (timing_model.drained_inputs).
+    drained = IMPERFECT_ACCUMULATOR.replace("    in0 = s_in.read();\n", "    HLS_SIM_DRAINED_FIRING(true);\n"
+                                            "    in0 = s_in.read();\n")
+    assert _lint(drained) == []
+    # A drained mark with no read there does not excuse the nest.
+    unread = drained.replace("    in0 = s_in.read();\n", "").replace("        u1_loop:", "        in0 = s_in.read();\n"
+                                                                          "        u1_loop:")
+    assert any("loop t2_loop around the pipelined loop p1_loop holds 3 statement(s)" in v for v in _lint(unread))
 
 
 def test_an_accumulator_ii_shorter_than_its_recurrence_is_caught() -> None:
@@ -205,6 +242,11 @@ def test_a_variable_bound_loop_is_caught() -> None:
     counted = variable.replace("HLS_PRAGMA(pipeline II=1)", "HLS_PRAGMA(pipeline II=1)\n    "
                                "HLS_PRAGMA(loop_tripcount min=1 max=8)")
     assert _lint(counted) == []
+    # Inside a loop (a converter's phases as generated before) its pipeline drains once per outer iteration.
+    phases = counted.replace("  k_loop: for (int k = 0; k < n; ++k) {\n", "  p_loop: for (int p = 0; p < 4; ++p) {\n"
+                             "  k_loop: for (int k = 0; k < n; ++k) {\n").replace("  }\n}\n", "  }\n  }\n}\n")
+    assert _lint(phases) == ["drain: pipelined loop k_loop has a variable bound inside loop p_loop: Vitis cannot "
+                             "flatten it, so its pipeline fills and drains once per iteration of p_loop"]
 
 
 # The old external-memory word: a byte struct with memcpy punning; outputs named after SSA temporaries.
@@ -244,3 +286,44 @@ def test_an_empty_if_in_the_synthesis_view_is_caught() -> None:
 def test_simulation_branches_are_not_linted() -> None:
     text = "#ifdef __SYNTHESIS__\nA\n#else\nB\n#endif\n#ifndef __SYNTHESIS__\nC\n#if X\nD\n#endif\n#else\nE\n#endif\n"
     assert synthesis_text(text).split() == ["A", "E"]
+
+
+# A wide token (tok_f32x256 over a tok_f32x128 stream: 2 beats) read whole at a firing's first step of an II=1
+# pipeline, as the flattened code did before the beats were spread over the firing's steps: two accesses of the
+# stream in one iteration.
+WIDE_READ = """static void scale_1(hls::stream<tok_f32x128>& s_in, hls::stream<tok_f32x8>& s_out) {
+  tok_f32x256 in0;
+  HLS_PRAGMA(array_partition variable=in0.data type=complete)
+  tok_f32x8 out0;
+  HLS_PRAGMA(array_partition variable=out0.data type=complete)
+  t0_loop: for (int t0 = 0; t0 < 4; ++t0) {
+    i1_loop: for (int i1 = 0; i1 < 32; ++i1) {
+      HLS_PRAGMA(pipeline II=1)
+      if (i1 == 0) {
+        read_token(s_in, in0);
+      }
+      i2_loop: for (int i2 = 0; i2 < 8; ++i2) {
+        HLS_PRAGMA(unroll)
+        out0.data[i2] = in0.data[8 * i1 + i2];
+      }
+      s_out.write(out0);
+    }
+  }
+}
+"""
+
+
+def test_a_stream_accessed_more_often_than_the_ii_is_caught() -> None:
+    wide = {"k_tokens.h": TOKENS + "struct tok_f32x256 {\n  float data[256];\n};\n", "k.cpp": WIDE_READ}
+    assert lint_processes(wide, U55C) == [
+        "scale_1: pipelined loop i1_loop (II=1) accesses stream s_in 2 times an iteration: its one port needs II >= 2"]
+    # Its beats one a step (analysis.stream_beats): one access an iteration.
+    spread = WIDE_READ.replace("if (i1 == 0) {\n        read_token(s_in, in0);",
+                               "if (i1 < 2) {\n        read_beat(s_in, in0, i1);")
+    assert lint_processes({**wide, "k.cpp": spread}, U55C) == []
+    # A write in an unrolled loop is one access per lane.
+    lanes = WIDE_READ.replace("      s_out.write(out0);\n", "").replace(
+        "        out0.data[i2] = in0.data[8 * i1 + i2];\n",
+        "        out0.data[i2] = in0.data[8 * i1 + i2];\n        s_out.write(out0);\n")
+    assert ("scale_1: pipelined loop i1_loop (II=1) accesses stream s_out 8 times an iteration: its one port needs "
+            "II >= 8") in lint_processes({**wide, "k.cpp": lanes}, U55C)

@@ -10,12 +10,19 @@ import pytest
 from conftest import tiny_block
 
 from streamtensor.analysis.hbm import dma_token_bytes, dma_token_cycles
-from streamtensor.analysis.timing_model import accumulator_recurrence, node_beats, recurrence_distance
+from streamtensor.analysis.stream_beats import token_geometry
+from streamtensor.analysis.timing_model import (
+    accumulator_recurrence,
+    dma_token_costs,
+    drained_inputs,
+    node_beats,
+    recurrence_distance,
+)
 from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.codegen.vitis.hbm import c_identifier, graph_hbm_plan
 from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.codegen.vitis.host_cpp import kernel_header
-from streamtensor.ir.dataflow import DmaNode, KernelNode
+from streamtensor.ir.dataflow import DmaNode, KernelNode, input_loops
 from streamtensor.packing import PackedLayout
 from streamtensor.verify.hls_lint import Loop, lint_processes, parse_functions
 
@@ -24,6 +31,14 @@ MODES = ("prefill", "decode")
 
 def _pipelines(loops: list[Loop]) -> list[Loop]:
     return [lp for lp in loops if lp.pipeline_ii is not None]
+
+
+def _flattened(loop: Loop) -> list[Loop]:
+    """``loop`` and the loops around it that hold nothing else."""
+    chain = [loop]
+    while (parent := chain[0].parent) is not None and not parent.statements and len(parent.children) == 1:
+        chain.insert(0, parent)
+    return chain
 
 
 def _trip(loop: Loop) -> int:
@@ -54,21 +69,40 @@ def test_every_process_asks_for_the_modelled_ii(family: str, mode: str) -> None:
             pipelines = [lp for lp in pipelines if lp not in replays]
             lanes = math.prod(lp.unroll for lp in node.loops)
             iterations = math.prod(lp.tile for lp in node.loops) // lanes
+            # The beats the model schedules are those of the streams' tokens.
+            max_bits = U55C.stream_max_bits
+            ports = [*zip(node.input_operands, node.inputs, strict=True),
+                     *((len(node.op.inputs) + r, s) for r, s in enumerate(node.outputs[:len(node.op.results)]))]
+            for operand, s in ports:
+                t = graph.streams[s].type
+                assert token_geometry(node.op, node.loops, operand, max_bits) == (
+                    t.beats(max_bits), t.beat_elements(max_bits)), (node.name, s)
+            # The pipelined loop nest (perfect, so flattened) runs the firings the model overlaps: every firing
+            # inside the loop that reads a drained input (all of them without one), the model's iterations
+            # each, lanes unrolled.
+            lag = node.attributes["lag"]
+            assert isinstance(lag, int)
+            outer = max((len(input_loops(node.op, node.tile_order, j))
+                         for j in drained_inputs(node.op, node.loops, node.tile_order, lag - 1)), default=0)
+            overlapped = math.prod(node.loops[d].trip for d in node.tile_order[outer:])
             if iterations == 1:
                 # Every point unrolled: the innermost tile loop is the pipeline, at the firing II.
                 assert [lp.pipeline_ii for lp in pipelines] in ([node.attributes["ii"]], []), node.name
+                if pipelines:
+                    assert math.prod(_trip(lp) for lp in _flattened(pipelines[0])) == overlapped, node.name
                 continue
             (pipe,) = pipelines
             assert pipe.pipeline_ii == node.attributes["pipeline_ii"], node.name
-            # The pipelined loop nest (perfect, so flattened) issues the model's iterations, lanes unrolled.
-            chain = [pipe]
-            while chain[0].parent is not None and not chain[0].parent.statements:
-                chain.insert(0, chain[0].parent)
-            assert math.prod(_trip(lp) for lp in chain) == iterations, node.name
+            assert math.prod(_trip(lp) for lp in _flattened(pipe)) == overlapped * iterations, node.name
             # (a tree reduction opens the output lanes a second time, to fold each lane's tree: counted once)
             unrolled = {lp.counter: lp for lp in f.all_loops if lp.unrolled and lp.parent not in replays}
             assert math.prod(_trip(lp) for lp in unrolled.values()) == lanes, node.name
             distance = recurrence_distance(node.loops, node.point_order)
+            reductions = [d for d in node.tile_order if node.loops[d].reduction and node.loops[d].trip > 1]
+            if distance is None and reductions and reductions[-1] in node.tile_order[outer:]:
+                # Flattened across the reduction: an element comes back at the next firing of its output tile.
+                inner = node.tile_order[node.tile_order.index(reductions[-1]) + 1:]
+                distance = math.prod(node.loops[d].trip for d in inner) * iterations
             stated = {p for p in pipe.pragmas if p.startswith("dependence")}
             if distance is None:
                 assert not stated, node.name
@@ -89,9 +123,12 @@ def test_every_process_asks_for_the_modelled_ii(family: str, mode: str) -> None:
             stream = node.outputs[0] if node.direction == "read" else node.inputs[0]
             t = graph.streams[stream].type
             assert layout.words_per_tile == -(-PackedLayout.of(t).words_per_tile // node.stripes)
-            assert [lp.pipeline_ii for lp in pipelines] == (
-                [layout.words_per_tile] if t.num_tokens > 1 or node.stripes > 1 else [])
+            # A token a step, as slow as its words on a port or its beats on the stream (one access a cycle).
+            step = max(layout.words_per_tile, t.beats(U55C.stream_max_bits))
+            assert [lp.pipeline_ii for lp in pipelines] == ([step] if t.num_tokens > 1 or node.stripes > 1 else [])
             assert dma_token_cycles(dma_token_bytes(t, U55C) // 64, node.stripes, 1, U55C) >= layout.words_per_tile
+            assert dma_token_costs(t, 1, node.stripes, U55C, None)[0].min() >= step * dma_token_costs(
+                t, 1, node.stripes, U55C, None)[1]
             if node.stripes > 1:
                 striped_dmas += 1
                 calls = [s for _, s in f.statements if "load_tile_stripe<" in s]

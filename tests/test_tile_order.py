@@ -59,7 +59,8 @@ def test_matmul_in_both_loop_orders() -> None:
     reads, writes = mm.port_firings()
     assert mm.firings == 32 and list(reads[0]) == list(range(0, 32, 2)) and list(reads[1]) == list(range(32))
     assert list(writes[0]) == [14, 15, 30, 31]
-    assert kernel_timing(mm.op, mm.loops, mm.tile_order, mm.point_order, U55C.ops).first_write == 14
+    assert kernel_timing(mm.op, mm.loops, mm.tile_order, mm.point_order, U55C.ops,
+                         U55C.stream_max_bits).first_write == 14
     check_exec(g, a_stat)
 
 

@@ -27,16 +27,16 @@ from test_memory_resources import _quantized_gemv
 
 from streamtensor import compile_llm_block
 from streamtensor.analysis.allocation import size_fifos
-from streamtensor.analysis.timing_model import build_process_network, kernel_timing, node_timings
+from streamtensor.analysis.timing_model import build_process_network, kernel_node_timing, kernel_timing, node_timings
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.codegen.vitis.hbm import graph_hbm_plan
 from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.driver import _judge_tiling
 from streamtensor.errors import OptionError
-from streamtensor.ir.affine import AffineMap
+from streamtensor.ir.affine import AffineMap, parse_affine_map
 from streamtensor.ir.dataflow import DmaNode, KernelNode, LoopTiling, print_dataflow
-from streamtensor.ir.linalg import Graph
+from streamtensor.ir.linalg import EmptyOp, GenericOp, Graph, ScalarBody, ScalarOp, TensorType, Value
 from streamtensor.transforms.build_dataflow import build_dataflow
 from streamtensor.transforms.tiling import tile_graph
 from streamtensor.transforms.tiling.liveness import kernel_ops
@@ -81,8 +81,9 @@ def test_permutation_lowers_the_pipeline_ii() -> None:
     _, ops = matmul_graph()
     permuted = initial_tiling(ops[-1], TilingOptions(4, 1))
     plain = initial_tiling(ops[-1], TilingOptions(4, 1, permute_reductions_outward=False))
-    fast = kernel_timing(ops[-1], permuted.loops, permuted.tile_order, permuted.point_order, U55C.ops)
-    slow = kernel_timing(ops[-1], plain.loops, plain.tile_order, plain.point_order, U55C.ops)
+    fast = kernel_timing(ops[-1], permuted.loops, permuted.tile_order, permuted.point_order, U55C.ops,
+                         U55C.stream_max_bits)
+    slow = kernel_timing(ops[-1], plain.loops, plain.tile_order, plain.point_order, U55C.ops, U55C.stream_max_bits)
     assert fast.pipeline_ii == 1 and slow.pipeline_ii > 1 and fast.latency < slow.latency
 
 
@@ -288,10 +289,11 @@ def test_bandwidth_aware_unroll_keeps_pace_with_the_weight_dma() -> None:
         (dma,) = [n for n in nodes_of(dfg, DmaNode) if n.tensor.name == weight]
         transfer = timing[dma.name].latency - timing[dma.name].delay
         paced = kernel_timing(kernel.op, kernel.loops, kernel.tile_order, kernel.point_order, one_channel.ops,
-                              kernel.min_pipeline_ii)
+                              one_channel.stream_max_bits, kernel.min_pipeline_ii)
         assert paced.firings * paced.ii >= transfer
         # Without the floor the same lanes would read the weight faster than its DMA delivers it.
-        loose = kernel_timing(kernel.op, kernel.loops, kernel.tile_order, kernel.point_order, one_channel.ops)
+        loose = kernel_timing(kernel.op, kernel.loops, kernel.tile_order, kernel.point_order, one_channel.ops,
+                              one_channel.stream_max_bits)
         assert loose.firings * loose.ii < transfer
         # No prefetch buffer: a 2-token weight FIFO (the DMA back-pressured) keeps the unbounded makespan, also
         # for w2, whose DMA could otherwise fill its FIFO while matmul_2 waits for matmul_1.
@@ -360,3 +362,39 @@ def test_integer_mac_lanes_take_a_fraction_of_the_lane_budget() -> None:
     reduction = OpTiling([LoopTiling(32, 16, 1, False), LoopTiling(64, 16, 4, True)], [0, 1], [1, 0])
     assert budget_units(op, reduction, U55C) == 4
 
+
+
+def _grouped_int4_gemv(vocab: int, groups: int, group: int) -> Graph:
+    """y[v, g] = sum_k w[v, g, k] * x[g, k] (int4 weights, int8 activations, an int32 accumulator from a zero
+    fill): the group-wise GEMV of a W4A8 LM head."""
+    x, w = Value("x", TensorType((groups, group), "i8")), Value("w", TensorType((vocab, groups, group), "i4"))
+    acc = TensorType((vocab, groups), "i32")
+    e = EmptyOp([Value("e", acc)])
+    zero = GenericOp([Value("z", acc)], "fill_1", [], [e.results[0]], [AffineMap.identity(2)], ["parallel"] * 2,
+                     ScalarBody((("o", "i32"),), (ScalarOp("c", "arith.constant", (), "i32", (("value", 0),)),),
+                                ("c",)))
+    body = ScalarBody((("x", "i8"), ("w", "i4"), ("acc", "i32")), (
+        ScalarOp("ex", "arith.extsi", ("x",), "i32"), ScalarOp("ew", "arith.extsi", ("w",), "i32"),
+        ScalarOp("p", "arith.muli", ("ex", "ew"), "i32"), ScalarOp("s", "arith.addi", ("acc", "p"), "i32")), ("s",))
+    maps = [parse_affine_map(m) for m in ("(d0, d1, d2) -> (d1, d2)", "(d0, d1, d2) -> (d0, d1, d2)",
+                                          "(d0, d1, d2) -> (d0, d1)")]
+    y = GenericOp([Value("y", acc)], "gemv", [x, w], [zero.results[0]], maps, ["parallel", "parallel", "reduction"],
+                  body)
+    return graph([x, w], [e, zero, y], [y.results[0]])
+
+
+@pytest.mark.parametrize("tile", [32, 64])
+def test_the_unroller_times_a_kernel_with_the_ports_it_is_built_with(tile: int) -> None:
+    """An accumulator folded from a zero fill has no input port (``init_constants``), so its beats move in no
+    step: the unroller times the kernel as the dataflow graph builds it. (Timed as a port, the 6-beat int32
+    accumulator of a Gemma-3-like head GEMV, read in the firing's first steps, asked for II 2 at 1024 lanes: the
+    unroller stopped at half the lanes, at twice the weight token's beats.)"""
+    g = _grouped_int4_gemv(1024, 9, 128)
+    tiling = tile_graph(g, U55C, TilingOptions(tile, 1024))
+    dfg = build_dataflow(g, tiling)
+    (node,) = nodes_of(dfg, KernelNode)
+    assert node.init_constants == {0: 0} and tiling.ops["gemv"].read_operands == node.input_operands == [0, 1]
+    assert tiling.timings["gemv"] == kernel_node_timing(dfg, node, U55C)
+    # The pipeline moves a weight token a beat a step: a firing takes its beats, no more.
+    weight = dfg.streams[node.inputs[1]].type
+    assert tiling.timings["gemv"].ii == weight.beats(U55C.stream_max_bits)

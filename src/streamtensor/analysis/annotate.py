@@ -42,6 +42,10 @@ def annotate_timing(graph: DataflowGraph, networks: list[ProcessNetwork], target
                 t = kernel_node_timing(graph, node, target)
                 node.attributes["firings"] = t.firings
                 node.attributes["pipeline_ii"] = t.pipeline_ii
+                if t.write_behind:
+                    node.attributes["write_behind"] = ",".join(map(str, t.write_behind))
+                if t.read_ahead:
+                    node.attributes["read_ahead"] = ",".join(map(str, t.read_ahead))
 
 
 def annotate_memory(graph: DataflowGraph, target: Target) -> None:

@@ -303,7 +303,7 @@ def place_tensors(tensors: Sequence[ExternalTensor], hbm: HbmSpec, serial: bool 
 
 
 # Fair shares are rounded up to this fraction of a port: small denominators for the timing model's integer
-# token costs (``timing_model._token_costs``), at most 1/64 of a port's time given away.
+# token costs (``timing_model.dma_token_costs``), at most 1/64 of a port's time given away.
 SHARE_STEP = 64
 
 

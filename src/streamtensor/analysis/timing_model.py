@@ -23,7 +23,10 @@ Per node kind (formulas are repeated next to their code):
   latency, as the generated body sums the unrolled reduction lanes by a tree first, or times the lanes when
   the body's combiner cannot be regrouped and the lanes fold in one after the other), raised
   to ``KernelNode.min_pipeline_ii`` so the kernel reads no external-memory input faster than its DMA delivers
-  it, and with every point loop unrolled (the tile loop is the pipeline) to the beats of its widest token.
+  it, to the beats its wide tokens move in one step (``stream_beats``: the tile loops and the pipelined point
+  loops are one flattened pipeline that moves a wide token beat by beat, in the steps before its first use or
+  after its last set), and with every point loop unrolled (the tile loop is the pipeline) to the beats of its
+  widest token.
   ``ii = max(iterations * pipeline_ii, beats)`` (at least ``ceil(recurrence / pending tiles)`` when partial
   sums are carried from tile to tile); ``depth = (iterations - 1) * pipeline_ii + pipeline depth`` (the last
   point's issue plus its trip through the datapath); pipeline depth = stream read + critical path of the
@@ -77,6 +80,7 @@ from streamtensor.ir.dataflow import (
     ReassociateNode,
     input_loops,
     pending_tiles,
+    reads_init,
 )
 from streamtensor.ir.dataflow import Stream as DataflowStream
 from streamtensor.ir.itensor import ITensorType
@@ -96,6 +100,14 @@ from .hbm import (
 )
 from .memory import absorbed_converters, node_groups
 from .process_network import Process, ProcessNetwork, Stream
+from .stream_beats import (
+    inputs_ahead,
+    kernel_beats,
+    pipelined_loops,
+    read_in_pipeline,
+    results_behind,
+    token_geometry,
+)
 
 # --- constants -----------------------------------------------------------------------------------------------
 
@@ -172,6 +184,8 @@ class KernelTiming:
     pipeline_ii: int  # II of the pipelined point loop nest
     first_write: int  # index of the first firing that writes (completes an output tile)
     drained: tuple[int, ...]  # the tiles that drain the pipeline first, lag - 1 idle firings each (drained_firings)
+    write_behind: tuple[int, ...]  # the wide results that leave in the next firing's first steps (stream_beats)
+    read_ahead: tuple[int, ...]  # the wide inputs read in the previous firing's first steps (stream_beats)
 
     @property
     def idle_firings(self) -> int:
@@ -182,7 +196,7 @@ def recurrence_distance(loops: list[LoopTiling], point_order: list[int]) -> int 
     """Pipelined steps between two updates of the same accumulator element inside one firing: the iterations
     of the pipelined point loops (those not fully unrolled, in point order) inside the innermost pipelined
     reduction loop. None when no reduction loop is pipelined (no element is updated twice in one pipeline)."""
-    pipelined = [d for d in point_order if loops[d].tile // loops[d].unroll > 1]
+    pipelined = pipelined_loops(loops, point_order)
     reductions = [i for i, d in enumerate(pipelined) if loops[d].reduction]
     if not reductions:
         return None
@@ -223,10 +237,13 @@ def accumulator_recurrence(op: GenericOp, loops: list[LoopTiling], ops: Operator
 
 
 def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int], point_order: list[int],
-                  ops: OperatorLibrary, min_pipeline_ii: int = 1, beats: int = 1) -> KernelTiming:
+                  ops: OperatorLibrary, max_bits: int, min_pipeline_ii: int = 1,
+                  read_operands: list[int] | None = None) -> KernelTiming:
     """L, D and II of ``op`` tiled by ``loops`` (indexed by loop dim); see the module docstring.
-    ``min_pipeline_ii``: an II floor of the pipelined loop nest (``KernelNode.min_pipeline_ii``); ``beats``:
-    the stream beats of the kernel's widest token (a firing moves it in that many cycles)."""
+    ``max_bits``: the target's stream element limit (wider tokens move as beats, ``stream_beats``);
+    ``min_pipeline_ii``: an II floor of the pipelined loop nest (``KernelNode.min_pipeline_ii``);
+    ``read_operands``: the operands read through input ports (``KernelNode.input_operands``; by default every
+    input and every init the body reads)."""
     lanes = math.prod(lp.unroll for lp in loops)
     iterations = math.prod(lp.tile for lp in loops) // lanes
     comb = combiner_latency(op.body, ops)
@@ -237,10 +254,13 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
     # distance to the scheduler and asks for this II.
     distance = recurrence_distance(loops, point_order)
     pipeline_ii = max(1, -(-recurrence // distance) if distance else 1, min_pipeline_ii)
-    # With every point loop unrolled the tile loop is the pipeline, and it moves a firing's tokens in it.
-    pipelined = [d for d in point_order if loops[d].tile // loops[d].unroll > 1]
-    if not pipelined:
-        pipeline_ii = max(pipeline_ii, beats)
+    # With every point loop unrolled the tile loop is the pipeline, and it moves a firing's tokens in it; else
+    # the pipelined point loops move a wide token's beats in the steps that can hold them (stream_beats).
+    if read_operands is None:
+        read_operands = [*range(len(op.inputs)),
+                         *(len(op.inputs) + r for r in range(len(op.inits)) if reads_init(op, r))]
+    beats = max(token_geometry(op, loops, j, max_bits)[0] for j in [*read_operands, *range(len(op.inputs),
+                                                                                          len(op.operands))])
     # Unrolled reduction lanes are summed by a balanced tree of combiners (ceil(log2 lanes_r) levels) before the
     # body's own combiner, or fold in one after the other (lanes_r - 1 more combiners; tree_combiners).
     reduction_lanes = math.prod(lp.unroll for lp in loops if lp.reduction)
@@ -249,13 +269,6 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
     else:
         lanes_path = (reduction_lanes - 1) * comb
     pipe_depth = ops.stream_read_cycles + body_critical_path(op.body, ops) + lanes_path + ops.stream_write_cycles
-    # A firing issues its `iterations` points pipeline_ii apart; its writes follow the last issue by pipe_depth.
-    ii = max(iterations * pipeline_ii, beats)
-    depth = (iterations - 1) * pipeline_ii + pipe_depth
-    if any(lp.reduction and lp.trip > 1 for lp in loops):
-        # Partial sums carried from tile to tile: the `pending` output tiles under reduction take turns, so a
-        # point is updated again `pending` firings later: pending * ii >= recurrence.
-        ii = max(ii, -(-recurrence // pending_tiles(loops, tile_order)))
     firings = math.prod(lp.trip for lp in loops)
     # Firings are enumerated over tile_order (outermost first). The first write is by the first firing with every
     # reduction counter at its last trip and every parallel counter at 0: index sum over reductions of
@@ -265,12 +278,45 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
         if loops[d].reduction:
             first_write += (loops[d].trip - 1) * stride
         stride *= loops[d].trip
-    bubbles = -(-depth // ii) - 1
-    drained = drained_firings(op, loops, tile_order, bubbles)
-    before = bubbles * int(np.searchsorted(drained, first_write, side="right"))
-    return KernelTiming(latency=(firings + bubbles * len(drained) - 1) * ii + depth,
-                        delay=(first_write + before) * ii + depth, ii=ii, depth=depth, firings=firings,
-                        pipeline_ii=pipeline_ii, first_write=first_write, drained=tuple(drained.tolist()))
+
+    def timing(pipeline_ii: int, behind_steps: int, behind: tuple[int, ...], ahead: tuple[int, ...]
+               ) -> KernelTiming:
+        # A firing issues its `iterations` points pipeline_ii apart; its writes follow the last issue by
+        # pipe_depth, or the steps of the next firing that write its wide results behind (stream_beats).
+        ii = max(iterations * pipeline_ii, beats)
+        depth = (iterations - 1 + behind_steps) * pipeline_ii + pipe_depth
+        if any(lp.reduction and lp.trip > 1 for lp in loops):
+            # Partial sums carried from tile to tile: the `pending` output tiles under reduction take turns, so a
+            # point is updated again `pending` firings later: pending * ii >= recurrence.
+            ii = max(ii, -(-recurrence // pending_tiles(loops, tile_order)))
+        bubbles = -(-depth // ii) - 1
+        drained = drained_firings(op, loops, tile_order, bubbles)
+        before = bubbles * int(np.searchsorted(drained, first_write, side="right"))
+        return KernelTiming(latency=(firings + bubbles * len(drained) - 1) * ii + depth,
+                            delay=(first_write + before) * ii + depth, ii=ii, depth=depth, firings=firings,
+                            pipeline_ii=pipeline_ii, first_write=first_write, drained=tuple(drained.tolist()),
+                            write_behind=behind, read_ahead=ahead)
+
+    if not pipelined_loops(loops, point_order):
+        return timing(max(pipeline_ii, beats), 0, (), ())
+    read_operands = read_in_pipeline(op, loops, tile_order, read_operands)
+    # The tokens that would raise the II move in the neighbouring firings where those can hold them; what must
+    # still move inside the firing (an init, a token too wide for the steps) may raise the II, and at that II
+    # fewer tokens need to move out: repeat until the II holds.
+    target_ii = pipeline_ii
+    while True:
+        behind = results_behind(op, loops, point_order, max_bits, target_ii)
+        ahead = inputs_ahead(op, loops, point_order, read_operands, max_bits, target_ii)
+        moves = kernel_beats(op, loops, point_order, read_operands, max_bits, behind, ahead)
+        if moves.pipeline_ii <= target_ii:
+            break
+        target_ii = moves.pipeline_ii
+    found = timing(target_ii, moves.behind_steps, behind, ahead)
+    if (behind or ahead) and found.drained:
+        # Only the loops inside a drained read are one pipeline: a firing before it does not reach past it.
+        moves = kernel_beats(op, loops, point_order, read_operands, max_bits)
+        found = timing(max(pipeline_ii, moves.pipeline_ii), moves.behind_steps, (), ())
+    return found
 
 
 def drained_inputs(op: GenericOp, loops: list[LoopTiling], tile_order: list[int], bubbles: int) -> list[int]:
@@ -313,8 +359,8 @@ def node_beats(graph: DataflowGraph, node: Node, max_bits: int) -> int:
 
 
 def kernel_node_timing(graph: DataflowGraph, node: KernelNode, target: Target) -> KernelTiming:
-    return kernel_timing(node.op, node.loops, node.tile_order, node.point_order, target.ops, node.min_pipeline_ii,
-                         node_beats(graph, node, target.stream_max_bits))
+    return kernel_timing(node.op, node.loops, node.tile_order, node.point_order, target.ops, target.stream_max_bits,
+                         node.min_pipeline_ii, node.input_operands)
 
 
 def _kernel_process(graph: DataflowGraph, node: KernelNode, target: Target) -> Process:
@@ -331,6 +377,10 @@ def _kernel_process(graph: DataflowGraph, node: KernelNode, target: Target) -> P
         def shift(firings: np.ndarray) -> np.ndarray:
             return firings + bubbles * np.searchsorted(drained, firings, side="right")
         reads, writes = [shift(r) for r in reads], [shift(w) for w in writes]
+    # An input read ahead moves its next token in the firing before the one that takes it (``stream_beats``).
+    for operand in t.read_ahead:
+        port = node.input_operands.index(operand)
+        reads[port] = np.maximum(reads[port] - 1, 0)
     return Process(node.name, t.ii, t.depth, t.firings + t.idle_firings + node.replay_firings,
                    dict(zip(node.inputs, reads, strict=True)),
                    dict(zip(node.outputs, writes, strict=True)))
@@ -362,20 +412,22 @@ def _converter_process(node: ConverterNode, source: ITensorType, result: ITensor
                    {node.outputs[0]: writes})
 
 
-def _token_costs(t: ITensorType, share: int | Fraction, stripes: int, target: Target, memory_bytes: np.ndarray | None
+def dma_token_costs(t: ITensorType, share: int | Fraction, stripes: int, target: Target, memory_bytes: np.ndarray | None
                  ) -> tuple[np.ndarray, int]:
     """Cycles of every token's transfer as integer numerators over one denominator: a token of ``w`` words takes
     ``ceil(w / stripes) * 64 / rate`` cycles (its stripes' ports in lock step, :func:`.hbm.dma_token_cycles`;
     ``memory_bytes``: bytes per token, else every token a whole tile), a token that moves no bytes (a zero tile
-    read, a tile a row write skips) one cycle of the loop."""
+    read, a tile a row write skips) one cycle of the loop; every token at least its stream beats (one a cycle)."""
+    beats = t.beats(target.stream_max_bits)
     if memory_bytes is None:
-        per_token = dma_token_cycles(dma_token_bytes(t, target) // WORD_BYTES, stripes, share, target)
+        per_token = max(dma_token_cycles(dma_token_bytes(t, target) // WORD_BYTES, stripes, share, target),
+                        Fraction(beats))
         return np.full(t.num_tokens, per_token.numerator, dtype=np.int64), per_token.denominator
     # A few distinct byte counts (whole tiles, none, a row's words): each costed once (a paper-size decode block's
     # KV-cache DMAs have thousands of tokens, and its network is built again as the HBM shares rise).
     sizes, index = np.unique(memory_bytes, return_inverse=True)
-    costs = [dma_token_cycles(-(-b // WORD_BYTES), stripes, share, target) if b else Fraction(1)
-             for b in sizes.tolist()]
+    costs = [max(dma_token_cycles(-(-b // WORD_BYTES), stripes, share, target) if b else Fraction(1),
+                 Fraction(beats)) for b in sizes.tolist()]
     denominator = math.lcm(*(c.denominator for c in costs))
     numerators = np.array([c.numerator * (denominator // c.denominator) for c in costs], dtype=np.int64)
     return numerators[index.reshape(-1)], denominator
@@ -385,7 +437,7 @@ def _dma_read_process(name: str, stream: str, t: ITensorType, share: int | Fract
                       memory_bytes: np.ndarray | None = None, stripes: int = 1) -> Process:
     # Token k's last byte arrives in cycle ceil(sum of the costs up to k) - 1 of the transfer and is pushed into
     # the stream the HBM latency later; the loop has one firing per cycle of the transfer.
-    costs, q = _token_costs(t, share, stripes, target, memory_bytes)
+    costs, q = dma_token_costs(t, share, stripes, target, memory_bytes)
     done = -((-np.cumsum(costs)) // q) - 1
     return Process(name, 1, target.hbm.latency_cycles, int(done[-1]) + 1, {}, {stream: done})
 
@@ -394,7 +446,7 @@ def _dma_write_process(name: str, stream: str, t: ITensorType, share: int | Frac
                        memory_bytes: np.ndarray | None = None) -> Process:
     # Token k is taken from the stream when its transfer starts, in cycle floor(costs before k); the last
     # burst's write response comes the HBM latency after the transfer's last cycle.
-    costs, q = _token_costs(t, share, 1, target, memory_bytes)
+    costs, q = dma_token_costs(t, share, 1, target, memory_bytes)
     total = np.cumsum(costs)
     start = np.concatenate(([0], total[:-1])) // q
     return Process(name, 1, target.hbm.latency_cycles, int(-((-total[-1]) // q)), {stream: start}, {})

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Container
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -72,6 +73,13 @@ def reads_init(op: GenericOp, result: int) -> bool:
     """Does the body read the block argument of init ``result`` (an accumulator or an in-place update)?"""
     arg = op.body.args[len(op.inputs) + result][0]
     return arg in op.body.yields or any(arg in s.operands for s in op.body.ops)
+
+
+def port_operands(op: GenericOp, folded: Container[int]) -> list[int]:
+    """The operands of ``op``'s kernel that have an input port, in port order: its inputs, then the inits its
+    body reads (by operand index) but those ``folded`` (result indices of inits folded from a constant fill)."""
+    n_in = len(op.inputs)
+    return list(range(n_in)) + [n_in + r for r in range(len(op.inits)) if reads_init(op, r) and r not in folded]
 
 
 def input_loops(op: GenericOp, tile_order: list[int], operand: int) -> list[int]:
@@ -206,10 +214,7 @@ class KernelNode(Node):
 
     def streamed_operands(self) -> list[int]:
         """The operands that must have an input port, in port order."""
-        n_in = len(self.op.inputs)
-        inits = [n_in + r for r in range(len(self.op.inits))
-                 if reads_init(self.op, r) and r not in self.init_constants]
-        return list(range(n_in)) + inits
+        return port_operands(self.op, self.init_constants)
 
     @property
     def firings(self) -> int:

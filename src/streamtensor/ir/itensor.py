@@ -38,6 +38,14 @@ def dtype_bits(dtype: str) -> int:
     return DTYPE_BITS[dtype]
 
 
+def beat_elements(elements: int, bits: int, max_bits: int) -> int:
+    """Elements per stream beat of a token of ``elements`` elements of ``bits`` bits each under a ``max_bits``
+    limit on one stream element (``ITensorType.beat_elements``)."""
+    if elements * bits <= max_bits:
+        return elements
+    return max(d for d in range(1, max(1, max_bits // bits) + 1) if elements % d == 0)
+
+
 class ITensorVerificationError(VerificationError, ValueError):
     """An itensor type that does not describe a valid token stream of its tensor."""
 
@@ -89,10 +97,7 @@ class ITensorType:
         """Elements per stream beat under a ``max_bits`` limit on one stream element: the whole token when it
         fits, else the largest divisor of the token's element count that fits (a wide tile then crosses its
         stream in ``token_elements // beat_elements`` beats, one per cycle)."""
-        n, bits = self.token_elements, dtype_bits(self.dtype)
-        if n * bits <= max_bits:
-            return n
-        return max(d for d in range(1, max(1, max_bits // bits) + 1) if n % d == 0)
+        return beat_elements(self.token_elements, dtype_bits(self.dtype), max_bits)
 
     def beats(self, max_bits: int) -> int:
         """Stream beats (cycles on the stream) one token takes under a ``max_bits`` element limit."""

@@ -76,7 +76,7 @@ from streamtensor.ir.linalg import (
     Value,
 )
 from streamtensor.transforms.tiling.edges import forks_external_read
-from streamtensor.transforms.tiling.liveness import fill_value, live_values, output_root
+from streamtensor.transforms.tiling.liveness import fill_value, init_constants, live_values, output_root
 from streamtensor.transforms.tiling.plan import Tiling
 from streamtensor.transforms.tiling.tile_sizes import tile_size
 
@@ -236,10 +236,7 @@ class _Builder:
         t = self.tiling.ops[op.name]
         node = KernelNode(op.name, [], [], op, t.loops, t.tile_order, t.point_order,
                           min_pipeline_ii=t.min_pipeline_ii)
-        for r, v in enumerate(op.inits):
-            value = fill_value(self.graph, v.name, self.producers) if reads_init(op, r) else None
-            if value is not None:
-                node.init_constants[r] = value
+        node.init_constants = init_constants(self.graph, op, self.producers)
         node.input_operands = node.streamed_operands()
         node.output_results = list(range(len(op.results)))
         self._add(node)

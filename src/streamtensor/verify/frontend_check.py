@@ -162,9 +162,10 @@ def lint_dataflow(sources: Mapping[str, str], target: Target) -> tuple[list[str]
                 if param not in process.streams:
                     continue
                 body = "\n".join(process.body)
-                if re.search(rf"\b{param}\.read\(|\bread_token\({param},", body):
+                if re.search(rf"\b{param}\.read\(|\bread_(?:token|beat)\({param},", body):
                     readers.setdefault(arg, []).append(process.name)
-                if re.search(rf"\b{param}\.write\(|\b(?:HLS_SIM_WRITE|write_token)\({param},", body):
+                writes = r"HLS_SIM_WRITE(?:_BEAT|_BEHIND)?|write_token|write_beat"
+                if re.search(rf"\b{param}\.write\(|\b(?:{writes})\({param},", body):
                     writers.setdefault(arg, []).append(process.name)
         for var in bits:
             if len(writers[var]) != 1 or len(readers[var]) != 1:

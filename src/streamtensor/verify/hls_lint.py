@@ -12,6 +12,14 @@ line, ``{`` ending a loop's head, directives as ``HLS_PRAGMA(...)``) and returns
   innermost flattened loop its index does not use; the unrolled lanes that update the same element chain
   their adds. II x D must cover lanes x the adder latency of the target, and for D > 1 the loop must state
   ``dependence ... distance=D`` (Vitis otherwise assumes the nearest distance).
+- **perfect nests**: every loop around a pipelined loop holds nothing but its one loop, up to the outermost
+  loop or up to a loop that reads a token at a drained firing (``HLS_SIM_DRAINED_FIRING``, where the pipeline
+  is meant to drain): Vitis flattens only a perfect nest into the pipeline; around anything else the pipeline
+  fills and drains once per iteration of the outer loop, and consecutive firings do not overlap. A pipelined
+  loop with a variable bound stands in no loop (Vitis cannot flatten it into the loops around it at all).
+- **stream ports**: a pipelined loop's body (its unrolled loops by their trips, a whole token wider than the
+  stream's element by its beats) accesses each stream at most II times: a stream has one port, one access a
+  cycle.
 - **copies**: a pipelined loop with nothing unrolled inside that indexes an array partitioned F > 1 ways by its
   own counter moves one element per cycle over F banks.
 - **tokens**: a local token whose elements unrolled lanes touch is partitioned (``array_partition
@@ -253,6 +261,87 @@ def _flattened(loop: Loop) -> list[Loop]:
     return chain
 
 
+_READ = re.compile(r"\.read\(\)|\bread_(?:token|beat)\(")
+
+
+def _lint_perfect_nests(function: Function) -> list[str]:
+    found: list[str] = []
+    for loop in function.all_loops:
+        if loop.pipeline_ii is None:
+            continue
+        if not _constant_bound(loop.bound, function):
+            if loop.parent is not None:
+                found.append(f"{function.name}: pipelined loop {loop.name()} has a variable bound inside loop "
+                             f"{loop.parent.name()}: Vitis cannot flatten it, so its pipeline fills and drains once "
+                             f"per iteration of {loop.parent.name()}")
+            continue
+        outer = loop.parent
+        while outer is not None:
+            statements = outer.statements
+            if any(s.startswith("HLS_SIM_DRAINED_FIRING(") for s in statements) and \
+                    any(_READ.search(s) for s in statements):
+                break  # the pipeline drains here, as meant
+            if statements or len(outer.children) != 1:
+                what = [f"{len(statements)} statement(s) ({statements[0]!r}, ...)"] if statements else []
+                if len(outer.children) != 1:
+                    what.append(f"{len(outer.children)} loops")
+                found.append(f"{function.name}: loop {outer.name()} around the pipelined loop {loop.name()} holds "
+                             f"{' and '.join(what)}, not one loop: the nest is not perfect, so Vitis does not "
+                             f"flatten it and the pipeline fills and drains once per iteration of {outer.name()}")
+                break
+            outer = outer.parent
+    return found
+
+
+_STREAM_PARAM = re.compile(r"^hls::stream<(tok_\w+)>& (\w+)$")
+_ACCESS_CALL = re.compile(r"\b(?:(?P<whole>read_token|write_token|HLS_SIM_WRITE)|read_beat|write_beat"
+                          r"|HLS_SIM_WRITE_BEAT|HLS_SIM_WRITE_BEHIND)\((?P<stream>\w+), (?P<token>\w+)")
+_ACCESS_METHOD = re.compile(r"\b(\w+)\.(?:read\(\)|write\()")
+
+
+def _stream_accesses(statement: str, streams: Mapping[str, str], tokens: Mapping[str, str],
+                     token_sizes: Mapping[str, int]) -> dict[str, int]:
+    """Accesses of each stream parameter in one statement: a whole token wider than the stream's element moves
+    as its beats, one access each."""
+    found: dict[str, int] = {}
+    for m in _ACCESS_CALL.finditer(statement):
+        stream = m.group("stream")
+        if stream not in streams:
+            continue
+        beats = 1
+        if m.group("whole") and m.group("token") in tokens:
+            beats = token_sizes[tokens[m.group("token")]] // token_sizes[streams[stream]]
+        found[stream] = found.get(stream, 0) + beats
+    for m in _ACCESS_METHOD.finditer(statement):
+        if m.group(1) in streams:
+            found[m.group(1)] = found.get(m.group(1), 0) + 1
+    return found
+
+
+def _lint_stream_ports(function: Function, tokens: Mapping[str, str], token_sizes: Mapping[str, int]
+                       ) -> list[str]:
+    found: list[str] = []
+    streams = {m.group(2): m.group(1) for p in function.params if (m := _STREAM_PARAM.match(p))}
+    for loop in function.all_loops:
+        ii = loop.pipeline_ii
+        if ii is None:
+            continue
+        counts: dict[str, int] = {}
+        for inner, statement in loop.subtree():
+            lanes = 1
+            at = inner
+            while at is not loop and at is not None:
+                lanes *= at.trip({}) or 1
+                at = at.parent
+            for stream, n in _stream_accesses(statement, streams, tokens, token_sizes).items():
+                counts[stream] = counts.get(stream, 0) + n * lanes
+        for stream, n in sorted(counts.items()):
+            if n > ii:
+                found.append(f"{function.name}: pipelined loop {loop.name()} (II={ii}) accesses stream {stream} {n} "
+                             f"times an iteration: its one port needs II >= {n}")
+    return found
+
+
 def _lint_pipelines(function: Function, element_types: Mapping[str, str], sizes: Mapping[str, int],
                     target: Target) -> list[str]:
     found: list[str] = []
@@ -431,6 +520,7 @@ def lint_processes(sources: Mapping[str, str], target: Target) -> list[str]:
     """The loop, array and port rules of the module docstring on the generated sources (file name -> text)."""
     sources = {name: synthesis_text(text) for name, text in sources.items()}
     element_types = {name: ctype for text in sources.values() for name, ctype, _ in _TOKEN_STRUCT.findall(text)}
+    token_sizes = {name: int(n) for text in sources.values() for name, _, n in _TOKEN_STRUCT.findall(text)}
     functions = [f for text in sources.values() for f in parse_functions(text)]
     found: list[str] = []
     for f in functions:
@@ -445,6 +535,8 @@ def lint_processes(sources: Mapping[str, str], target: Target) -> list[str]:
                 tokens[m.group(2)] = m.group(1)
                 arrays[f"{m.group(2)}.data"] = element_types[m.group(1)]
         found += _lint_loop_forms(f)
+        found += _lint_perfect_nests(f)
+        found += _lint_stream_ports(f, tokens, token_sizes)
         found += _lint_pipelines(f, arrays, sizes, target)
         found += _lint_lanes(f, tokens, _partitions(f, sizes))
     found += _lint_memory(sources, functions, target)

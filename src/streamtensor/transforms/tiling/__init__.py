@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from streamtensor.ir.dataflow import port_operands
 from streamtensor.ir.linalg import Graph, print_graph
 from streamtensor.target import Target
 from streamtensor.transforms.tiling.edges import kernel_edges
-from streamtensor.transforms.tiling.liveness import kernel_ops
+from streamtensor.transforms.tiling.liveness import init_constants, kernel_ops
 from streamtensor.transforms.tiling.plan import OpTiling, Tiling, TilingOptions, block_rows
 from streamtensor.transforms.tiling.tile_order import TileOrderSearch, default_orders, resolve_objective
 from streamtensor.transforms.tiling.tile_sizes import feature_tile_bound, fit_tiles, impose_token_tile, initial_tiling
@@ -134,6 +135,10 @@ def _tile_graph(graph: Graph, target: Target, options: TilingOptions, orders: Or
         tilings = [replace(t, tile_order=o) for t, o in zip(tilings, found, strict=True)]
         if not options.permute_reductions_outward:
             tilings = [replace(t, point_order=list(t.tile_order)) for t in tilings]
+    # The unroller times each kernel as built: an init folded from a constant fill is no port, and no beats.
+    producers = graph.producers()
+    tilings = [replace(t, read_operands=port_operands(op, init_constants(graph, op, producers)))
+               for op, t in zip(ops, tilings, strict=True)]
     serial = block_rows(graph) == 1  # one token: the stages run one after another
     streams = external_streams(graph, ops, tilings, target, serial)
     if options.intensity_aware_unroll:

@@ -38,6 +38,15 @@ def fill_value(graph: Graph, name: str, producers: dict[str, Op] | None = None) 
     return _fill_scalar(op) if isinstance(op, GenericOp) else None
 
 
+def init_constants(graph: Graph, op: GenericOp, producers: dict[str, Op] | None = None
+                   ) -> dict[int, float | int | bool]:
+    """The inits of ``op`` folded into its kernel as constants (``KernelNode.init_constants``), by result index:
+    those its body reads that are (a reshape/slice of) a constant fill. They have no input port."""
+    producers = producers if producers is not None else graph.producers()
+    found = {r: fill_value(graph, v.name, producers) for r, v in enumerate(op.inits) if reads_init(op, r)}
+    return {r: value for r, value in found.items() if value is not None}
+
+
 def output_root(name: str, producers: dict[str, Op]) -> tuple[str, list[ReshapeOp]]:
     """The value a block output is a reshape chain of, and that chain in program order."""
     chain: list[ReshapeOp] = []

@@ -62,6 +62,9 @@ class OpTiling:
     tile_order: list[int]
     point_order: list[int]
     min_pipeline_ii: int = 1  # bandwidth-aware unrolling (``tiling.unroll``)
+    # The operands the kernel reads through input ports (``KernelNode.input_operands``: an init folded from a
+    # constant fill has none), which its timing moves as beats; None: every input and every init the body reads.
+    read_operands: list[int] | None = None
 
     @property
     def lanes(self) -> int:

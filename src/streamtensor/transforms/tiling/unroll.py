@@ -113,7 +113,7 @@ def unroll_candidates(t: OpTiling) -> list[int]:
 def _unrolled(t: OpTiling, d: int, unroll: int) -> OpTiling:
     loops = list(t.loops)
     loops[d] = replace(loops[d], unroll=unroll)
-    return OpTiling(loops, t.tile_order, t.point_order)
+    return replace(t, loops=loops, min_pipeline_ii=1)
 
 
 def _doubled(t: OpTiling, d: int) -> OpTiling:
@@ -121,7 +121,8 @@ def _doubled(t: OpTiling, d: int) -> OpTiling:
 
 
 def tiled_timing(op: GenericOp, t: OpTiling, target: Target) -> KernelTiming:
-    return kernel_timing(op, t.loops, t.tile_order, t.point_order, target.ops, t.min_pipeline_ii)
+    return kernel_timing(op, t.loops, t.tile_order, t.point_order, target.ops, target.stream_max_bits,
+                         t.min_pipeline_ii, t.read_operands)
 
 
 def external_streams(graph: Graph, ops: list[GenericOp], tilings: list[OpTiling], target: Target,

@@ -141,6 +141,16 @@ class ProcessWrites:
         wide = self.graph.streams[stream].type.beats(self.max_bits) > 1
         return f"write_token({var}, {value});" if wide else f"{var}.write({value});"
 
+    def write_beat(self, stream: str, value: str, beat: str, behind: bool = False) -> str:
+        """Beat ``beat`` (an index expression) of a token wider than a stream element to dataflow stream
+        ``stream``; ``behind``: the token of the previous firing (``analysis.stream_beats``)."""
+        var = stream_var(stream)
+        if self.lag > 1:
+            last = self.graph.streams[stream].type.beats(self.max_bits) - 1
+            mark = "HLS_SIM_WRITE_BEHIND" if behind else "HLS_SIM_WRITE_BEAT"
+            return f"{mark}({var}, {value}, {beat}, {last});"
+        return f"write_beat({var}, {value}, {beat});"
+
     def drain(self, code: Code) -> None:
         if self.lag > 1:
             code.line("HLS_SIM_DRAIN();")

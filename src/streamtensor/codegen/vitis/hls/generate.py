@@ -149,7 +149,8 @@ def generate_hls(graph: DataflowGraph, kernel_name: str, plan: HbmPlan, target: 
 
 def _beat_functions(t: ITensorType, max_bits: int) -> str:
     """``read_token`` / ``write_token`` of a token wider than a stream element: its beats in element order, one
-    per cycle (inside a pipelined loop they unroll, and the loop's II counts them: ``timing_model.node_beats``)."""
+    per cycle (inside a pipelined loop they unroll, and the loop's II counts them: ``timing_model.node_beats``);
+    ``read_beat`` / ``write_beat``: beat ``b`` alone."""
     token, beat = token_struct(t), stream_struct(t, max_bits)
     n, beats = t.beat_elements(max_bits), t.beats(max_bits)
     code = Code()
@@ -173,6 +174,23 @@ def _beat_functions(t: ITensorType, max_bits: int) -> str:
     code.close()
     code.line("s.write(beat);")
     code.close()
+    code.close()
+    # One beat of a token, for a pipelined loop that moves a token's beats in different steps
+    # (analysis.stream_beats): one stream access, the beat chosen by the step.
+    code.open(f"inline void read_beat(hls::stream<{beat}>& s, {token}& t, int b)")
+    code.line(f"{beat} beat = s.read();")
+    code.pragma("array_partition variable=beat.data type=complete")
+    code.loop("e", n, pragma="unroll")
+    code.line(f"t.data[{n} * b + e] = beat.data[e];")
+    code.close()
+    code.close()
+    code.open(f"inline void write_beat(hls::stream<{beat}>& s, const {token}& t, int b)")
+    code.line(f"{beat} beat;")
+    code.pragma("array_partition variable=beat.data type=complete")
+    code.loop("e", n, pragma="unroll")
+    code.line(f"beat.data[e] = t.data[{n} * b + e];")
+    code.close()
+    code.line("s.write(beat);")
     code.close()
     return code.text()
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from streamtensor.analysis.memory import accumulator_partition
 from streamtensor.analysis.resources import lane_dims, used_values, value_lane_levels
+from streamtensor.analysis.stream_beats import BeatSchedule, kernel_beats, pipelined_loops, read_in_pipeline
 from streamtensor.analysis.timing_model import drained_inputs, fpowi_steps, recurrence_distance, tree_combiners
 from streamtensor.codegen.vitis.hbm import c_identifier
 from streamtensor.codegen.vitis.hls.cpp import (
@@ -68,7 +69,12 @@ class KernelWriter:
         self.pending_loops = [d for d in node.tile_order[outer + 1:] if not node.loops[d].reduction]
         self.pending = node.pending_tiles
         # Point loops: pipelined (not fully unrolled) in point order, then the unrolled lanes in point order.
-        self.pipelined = [d for d in node.point_order if self.loops[d].tile // self.loops[d].unroll > 1]
+        self.pipelined = pipelined_loops(self.loops, node.point_order)
+        self.behind, self.ahead = (tuple(int(r) for r in str(node.attributes.get(key, "")).split(",") if r)
+                                   for key in ("write_behind", "read_ahead"))
+        self.beats = kernel_beats(node.op, self.loops, node.point_order,
+                                  read_in_pipeline(node.op, self.loops, node.tile_order, node.input_operands),
+                                  max_bits, self.behind, self.ahead)
         # With a tree reduction (timing_model.tree_combiners) every lane's value is collected; each output lane
         # then sums its reduction lanes by a tree and folds the sum into its element once.
         reduction_lanes = math.prod(lp.unroll for lp in self.loops if lp.reduction)
@@ -97,6 +103,113 @@ class KernelWriter:
 
     def tile_counter(self, d: int) -> str | None:
         return None if self.loops[d].trip == 1 else f"t{d}"
+
+    def point_counter(self, d: int) -> str:
+        """Counter of pipelined point loop ``d`` (a step of ``unroll`` lanes when it has more than one)."""
+        return f"i{d}" if self.loops[d].unroll == 1 else f"p{d}"
+
+    def level_mark(self, level: int, starts: list[int], drained: int) -> tuple[str | None, bool] | None:
+        """The firing mark at tile level ``level`` (see ``write``): its condition (None: always) and whether the
+        firing is drained; None when the level marks no firing."""
+        if level not in starts:
+            return None
+        k = starts.index(level)
+        between = [] if k == 0 else [c for e in self.node.tile_order[starts[k - 1]:level]
+                                       if (c := self.tile_counter(e)) is not None]
+        if k != 0 and not between:
+            return None
+        return " || ".join(f"{c} != 0" for c in between) or None, level <= drained
+
+    def level_statements(self, code: Code, mark: tuple[str | None, bool] | None,
+                         reads: list[tuple[int, str, str]], guard: list[str], in_pipeline: bool,
+                         period_end: list[str] | None = None) -> None:
+        """A tile level's firing mark and token reads, run where every counter in ``guard`` holds (and, in the
+        pipeline's body, at the firing's first step); ``period_end``: where the firing before the next read of
+        this level runs (None: no next read), for the inputs read ahead."""
+        if mark is not None:
+            condition, drained = mark
+            first = [*guard, *self.step_condition(0)] if in_pipeline else guard
+            if condition is not None and first and " || " in condition:
+                condition = f"({condition})"
+            terms = [*first, condition] if condition is not None else first
+            self.writes.firing(code, " && ".join(terms) or None, drained)
+        self.read_tokens(code, reads, guard, in_pipeline, period_end)
+
+    def step_condition(self, step: int) -> list[str]:
+        """The pipelined point loops' counters at step ``step`` of a firing (row-major over them)."""
+        terms: list[str] = []
+        for d in reversed(self.pipelined):
+            lt = self.loops[d]
+            step, digit = divmod(step, lt.tile // lt.unroll)
+            terms.insert(0, f"{self.point_counter(d)} == {digit * lt.unroll}")
+        return terms
+
+    def step_index(self) -> str:
+        """The step of a firing the pipelined point loops are at (row-major over them)."""
+        index = ""
+        for d in self.pipelined:
+            lt = self.loops[d]
+            digit = self.point_counter(d) if lt.unroll == 1 else f"{self.point_counter(d)} / {lt.unroll}"
+            scaled = f"({index})" if " " in index else index
+            index = digit if not index else f"{scaled} * {lt.tile // lt.unroll} + {digit}"
+        return index
+
+    def beat_moves(self, schedule: BeatSchedule) -> list[tuple[list[str], str]]:
+        """The stream accesses that move a token by ``schedule``, one per access slot of a step: (the conditions
+        on the firing's step, the beat index)."""
+        if schedule.steps == 1:
+            return [(self.step_condition(schedule.first), str(slot)) for slot in range(schedule.beats)]
+        step = self.step_index()
+        relative = step if schedule.first == 0 else f"({step} - {schedule.first})"
+        moves = []
+        for slot in range(schedule.per_step):
+            steps = -(-(schedule.beats - slot) // schedule.per_step)  # the steps of this slot's beats
+            cond = [f"{step} >= {schedule.first}"] if schedule.first else []
+            cond.append(f"{relative} < {steps}")
+            beat = relative if schedule.per_step == 1 else f"{relative} * {schedule.per_step} + {slot}"
+            moves.append((cond, beat))
+        return moves
+
+    def read_tokens(self, code: Code, reads: list[tuple[int, str, str]], guard: list[str],
+                    in_pipeline: bool, period_end: list[str] | None = None) -> None:
+        """Tokens (operand, stream, local) read where every counter in ``guard`` holds; in the pipeline's body
+        at the firing's first step, a token wider than a stream element beat by beat (``stream_beats``); one
+        read ahead taken from its copy there, and the next one read into the copy where ``period_end`` holds."""
+        for operand, stream, var in reads:
+            schedule = self.beats.reads.get(operand) if in_pipeline else None
+            if schedule is not None and schedule.ahead:
+                self.guarded(code, [*guard, *self.step_condition(0)], lambda c, operand=operand, var=var: c.line(
+                    f"{var} = ahead{operand};"))
+                if period_end is not None:
+                    for step, beat in self.beat_moves(schedule):
+                        self.guarded(code, [*period_end, *step], lambda c, stream=stream, operand=operand,
+                                     beat=beat: c.line(f"read_beat({stream_var(stream)}, ahead{operand}, {beat});"))
+                continue
+            if schedule is None:
+                cond = [*guard, *self.step_condition(0)] if in_pipeline else guard
+                self.guarded(code, cond, lambda c, stream=stream, var=var: read_into(
+                    c, self.graph, stream, var, self.max_bits))
+                continue
+            for step, beat in self.beat_moves(schedule):
+                self.guarded(code, [*guard, *step], lambda c, stream=stream, var=var, beat=beat: c.line(
+                    f"read_beat({stream_var(stream)}, {var}, {beat});"))
+
+    @staticmethod
+    def guarded(code: Code, cond: list[str], emit: Callable[[Code], None]) -> None:
+        if cond:
+            code.open(f"if ({' && '.join(cond)})")
+        emit(code)
+        if cond:
+            code.close()
+
+    def start_tile(self, code: Code, in_pipeline: bool) -> None:
+        """Start of a firing's point loops (``in_pipeline``: in the pipeline's body): its pending output tile
+        and its init tokens."""
+        if self.pending > 1:
+            inner = [d for d in self.pending_loops if self.loops[d].trip > 1]
+            index = flat_index([f"t{d}" for d in inner], [self.loops[d].trip for d in inner])
+            code.line(f"const int tile = {index};  // the pending output tile of this firing")
+        self.read_inits(code, in_pipeline)
 
     def operand_index(self, operand: int) -> str:
         amap = self.op.indexing_maps[operand]
@@ -136,6 +249,13 @@ class KernelWriter:
             declare_token(code, self.graph.streams[s].type, name)
         for r in range(len(op.results)):
             declare_token(code, self.graph.streams[node.outputs[r]].type, f"out{r}")
+        for j in self.ahead:
+            # Read ahead (stream_beats): the next token comes into a copy in the previous firing's first steps.
+            declare_token(code, self.graph.streams[node.inputs[node.input_operands.index(j)]].type, f"ahead{j}")
+        for r in self.behind:
+            # Written behind (stream_beats): a copy of the result leaves in the next firing's first steps.
+            declare_token(code, self.graph.streams[node.outputs[r]].type, f"behind{r}")
+            code.line(f"bool behind{r}_pending = false;")
         # An input's token is read where its tile starts to move: at the top of the innermost tile loop its
         # indexing map uses (input_loops), and held by the loops inside (their firings reuse it).
         used = self.used_values()
@@ -143,6 +263,8 @@ class KernelWriter:
         for j in range(self.n_in):
             hoist.setdefault(len(input_loops(op, node.tile_order, j)), []).append(j)
         self.writes.declare(code)
+        for j in self.ahead:
+            read_into(code, self.graph, node.inputs[node.input_operands.index(j)], f"ahead{j}", self.max_bits)
         # A firing's first read is at the shallowest level that runs for it: level m runs at the firings whose
         # counters of the loops from m inward are 0, so it starts the firing unless the previous level that
         # reads ran too (every counter between the two levels 0).
@@ -157,18 +279,42 @@ class KernelWriter:
         # includes the pending tiles' recurrence and the beats of wide tokens): its pragma heads its body.
         counted = [d for d in node.tile_order if self.tile_counter(d) is not None]
         tile_pipeline = f"pipeline II={node.attributes['ii']}" if not self.pipelined else None
-        opened: list[str] = []
-        for level, d in enumerate([*node.tile_order, None]):
-            if level in starts:
-                k = starts.index(level)
-                between = [] if k == 0 else [c for e in node.tile_order[starts[k - 1]:level]
-                                               if (c := self.tile_counter(e)) is not None]
-                if k == 0 or between:
-                    self.writes.firing(code, " || ".join(f"{c} != 0" for c in between) or None, level <= drained)
-            for j in hoist.get(level, []):
-                port = node.input_operands.index(j)
-                read_into(code, self.graph, node.inputs[port], f"in{j}", self.max_bits)
-            if d is not None and (name := self.tile_counter(d)) is not None:
+        # The loops from the drained level inward (all of them without a drain) and the pipelined point loops
+        # form one perfect nest, which Vitis flattens into one pipeline: the firings overlap as the timing
+        # model has them. What a level runs between those loops moves to the head of the pipeline's body,
+        # under the condition it runs at (every counter inside its level at 0); a drained read stays between
+        # its loops, where the pipeline is meant to drain.
+        outer = max(drained, 0)
+        pipeline = bool(self.pipelined or counted)
+
+        def moved(level: int) -> bool:
+            return pipeline and any(self.tile_counter(e) is not None for e in node.tile_order[outer:level])
+
+        def zeros(level: int) -> list[str]:
+            return [f"{c} == 0" for e in node.tile_order[level:] if (c := self.tile_counter(e)) is not None]
+
+        def period_end(level: int) -> list[str] | None:
+            """The last firing before the next read at ``level`` (None: it reads once)."""
+            def lasts(dims: list[int]) -> list[str]:
+                return [f"{c} == {self.loops[e].trip - 1}" for e in dims if (c := self.tile_counter(e)) is not None]
+            outer_lasts = lasts(node.tile_order[:level])
+            if not outer_lasts:
+                return None
+            return [*lasts(node.tile_order[level:]), f"!({' && '.join(outer_lasts)})"]
+
+        head: list[Callable[[Code], None]] = []
+        for level in range(depth + 1):
+            marks = self.level_mark(level, starts, drained)
+            reads = [(j, node.inputs[node.input_operands.index(j)], f"in{j}") for j in hoist.get(level, [])]
+            if moved(level):
+                head.append(lambda c, level=level, marks=marks, reads=reads: self.level_statements(
+                    c, marks, reads, zeros(level), True, period_end(level)))
+            else:
+                self.level_statements(code, marks, reads, [], False)
+            if level == depth:
+                break
+            d = node.tile_order[level]
+            if (name := self.tile_counter(d)) is not None:
                 code.loop(name, self.loops[d].trip, pragma=tile_pipeline if d == counted[-1] else None)
                 if tile_pipeline and d == counted[-1] and self.use_acc and self.tile_distance > 1:
                     # The pipelined tile loops take the pending output tiles in turn: an accumulator element
@@ -176,16 +322,24 @@ class KernelWriter:
                     for r in range(len(self.op.results)):
                         code.pragma(f"dependence variable=acc{r} type=inter direction=RAW dependent=true "
                                     f"distance={self.tile_distance}")
-                opened.append(name)
-        if self.pending > 1:
-            inner = [d for d in self.pending_loops if self.loops[d].trip > 1]
-            index = flat_index([f"t{d}" for d in inner], [self.loops[d].trip for d in inner])
-            code.line(f"const int tile = {index};  // the pending output tile of this firing")
-        self.read_inits(code)
-        self.point_loops(code, int(node.attributes["pipeline_ii"]), used)
-        self.write_results(code)
-        for _ in opened:
+        inner = moved(depth)
+        if inner:
+            head.append(lambda c: self.start_tile(c, True))
+        else:
+            self.start_tile(code, False)
+
+        def tail(c: Code) -> None:
+            self.write_results(c, inner)
+        # Flattened across the innermost reduction tile loop, an accumulator element comes back to the pipeline
+        # `tile_distance` firings later (sooner when a point loop recurs within the firing).
+        across = inner and bool(self.reductions) and self.reductions[-1] in node.tile_order[outer:]
+        self.point_loops(code, int(node.attributes["pipeline_ii"]), used, head, tail if inner else None, across)
+        if not inner:
+            tail(code)
+        for _ in counted:
             code.close()
+        if inner:
+            self.write_last_behind(code)
         self.writes.drain(code)
         self.write_replays(code)
         code.close()
@@ -261,47 +415,87 @@ class KernelWriter:
         fill = self.node.init_constants.get(r, 0)
         return _literal(fill, self.op.results[r].type.dtype)
 
-    def read_inits(self, code: Code) -> None:
+    def read_inits(self, code: Code, in_pipeline: bool) -> None:
         """Start of an output tile: its init tokens read (the first update of each element selects them)."""
-        reads = [(r, self.node.input_operands.index(self.n_in + r)) for r in range(len(self.op.results))
+        reads = [(self.n_in + r, self.node.inputs[self.node.input_operands.index(self.n_in + r)],
+                  f"init{r}" if self.use_acc else f"out{r}") for r in range(len(self.op.results))
                  if self.n_in + r in self.node.input_operands]
-        if not reads:
-            return
-        cond = self.reduction_condition(last=False, points=False)
-        if cond:
-            code.open(f"if ({' && '.join(cond)})")
-        for r, port in reads:
-            var = f"init{r}" if self.use_acc else f"out{r}"
-            read_into(code, self.graph, self.node.inputs[port], var, self.max_bits)
-        if cond:
-            code.close()
+        self.read_tokens(code, reads, self.reduction_condition(last=False, points=False), in_pipeline)
 
-    def write_results(self, code: Code) -> None:
-        cond = self.reduction_condition(last=True, points=False)
-        if cond:
-            code.open(f"if ({' && '.join(cond)})")
+    def write_results(self, code: Code, in_pipeline: bool) -> None:
+        """End of a firing: its results written at the end of their output tile (``in_pipeline``: at the last
+        step of the pipelined point loops, a token wider than a stream element beat by beat)."""
+        steps = math.prod(self.loops[d].tile // self.loops[d].unroll for d in self.pipelined)
+        reduction = self.reduction_condition(last=True, points=False)
         for r in range(len(self.op.results)):
-            code.line(self.writes.write(self.node.outputs[r], f"out{r}"))
-        if cond:
+            stream = self.node.outputs[r]
+            schedule = self.beats.writes.get(r) if in_pipeline else None
+            if schedule is None:
+                step = self.step_condition(steps - 1) if in_pipeline else []
+                self.guarded(code, [*step, *reduction], lambda c, stream=stream, r=r: c.line(
+                    self.writes.write(stream, f"out{r}")))
+                continue
+            if schedule.behind:
+                self.write_behind(code, r, schedule, [*self.step_condition(steps - 1), *reduction])
+                continue
+            for step, beat in self.beat_moves(schedule):
+                self.guarded(code, [*step, *reduction], lambda c, stream=stream, r=r, beat=beat: c.line(
+                    self.writes.write_beat(stream, f"out{r}", beat)))
+
+    def write_behind(self, code: Code, r: int, schedule: BeatSchedule, last: list[str]) -> None:
+        """Result ``r`` written behind: the copy of the previous result leaves in this firing's first steps
+        (before this firing's copy, which its last step may make), and a finished result is copied where
+        ``last`` holds."""
+        stream = self.node.outputs[r]
+        for step, beat in self.beat_moves(schedule):
+            self.guarded(code, [f"behind{r}_pending", *step], lambda c, beat=beat: c.line(
+                self.writes.write_beat(stream, f"behind{r}", beat, behind=True)))
+        self.guarded(code, [f"behind{r}_pending", *self.step_condition(schedule.steps - 1)],
+                     lambda c: c.line(f"behind{r}_pending = false;"))
+
+        def copy(c: Code) -> None:
+            c.line(f"behind{r} = out{r};")
+            c.line(f"behind{r}_pending = true;")
+        self.guarded(code, last, copy)
+
+    def write_last_behind(self, code: Code) -> None:
+        """After the loops: the last result written behind leaves (no next firing moves it)."""
+        for r in self.behind:
+            stream = self.node.outputs[r]
+            beats = self.graph.streams[stream].type.beats(self.max_bits)
+            code.open(f"if (behind{r}_pending)")
+            code.loop(f"b{r}", beats, pragma="pipeline II=1")
+            code.line(self.writes.write_beat(stream, f"behind{r}", f"b{r}"))
+            code.close()
             code.close()
 
-    def point_loops(self, code: Code, pipeline_ii: int, used: set[str]) -> None:
+    def point_loops(self, code: Code, pipeline_ii: int, used: set[str], head: list[Callable[[Code], None]],
+                    tail: Callable[[Code], None] | None, across: bool) -> None:
         """Pipelined point loops (point order), the innermost with the pipeline pragma (and the accumulators'
         recurrence distance), then the lanes; each body value is computed at the shallowest lane loop whose
-        counters it depends on (lane-invariant math once per step, not once per lane)."""
+        counters it depends on (lane-invariant math once per step, not once per lane). ``head`` and ``tail``
+        run at the top and the bottom of the pipeline's body; ``across``: the pipeline runs on across the
+        innermost reduction tile loop."""
         opened = 0
+        distance = self.distance
+        if distance is None and across:
+            distance = self.tile_distance * math.prod(self.loops[d].tile // self.loops[d].unroll
+                                                      for d in self.pipelined)
         for k, d in enumerate(self.pipelined):
             lt = self.loops[d]
             innermost = k == len(self.pipelined) - 1
             code.loop(f"i{d}" if lt.unroll == 1 else f"p{d}", lt.tile, lt.unroll,
                       f"pipeline II={pipeline_ii}" if innermost else None)
-            if innermost and self.use_acc and self.distance is not None:
-                # The same accumulator element comes back `distance` steps later (recurrence_distance): stated
-                # so the scheduler needs no conservative guess; the II above honours it.
+            if innermost and self.use_acc and distance is not None:
+                # The same accumulator element comes back `distance` steps later (recurrence_distance, or the
+                # next firing of its output tile): stated so the scheduler needs no conservative guess; the II
+                # above honours it.
                 for r in range(len(self.op.results)):
                     code.pragma(f"dependence variable=acc{r} type=inter direction=RAW dependent=true "
-                                f"distance={self.distance}")
+                                f"distance={distance}")
             opened += 1
+        for emit in head:
+            emit(code)
         if self.tree:
             used = self.used_values([op.operands[1 - op.operands.index(self.op.body.args[self.n_in + r][0])]
                                      for r, op in enumerate(self.tree)])
@@ -325,7 +519,11 @@ class KernelWriter:
             # The output lanes again: each sums its reduction lanes by a tree and folds the sum in once.
             lanes_opened = self.open_lanes(code, parallel, lambda level: None)
             self.fold_tree(code, self.lane_index(parallel))
-        for _ in range(opened + lanes_opened):
+        for _ in range(lanes_opened):
+            code.close()
+        if tail is not None:
+            tail(code)
+        for _ in range(opened):
             code.close()
 
     def open_lanes(self, code: Code, lanes: list[int], emit: Callable[[int], None]) -> int:

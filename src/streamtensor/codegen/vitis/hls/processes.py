@@ -183,16 +183,17 @@ def converter_process(graph: DataflowGraph, node: ConverterNode, max_bits: int) 
     code.line(f"// Phase p fills window p % {buf.banks} with shared iteration p (p < {s}) while it drains window "
               f"(p - 1) % {buf.banks}:")
     code.line("// one source token in and one result token out per step, the reads spread over a longer drain.")
-    code.loop("p", s + 1)
+    # One pipelined loop over every step of every phase, its phase p and step k counted by hand: a loop per
+    # phase (of a variable length) would fill and drain its pipeline once per phase.
     longest = max(a, b)
+    total = a + (s - 1) * longest + b if s > 1 else a + b
+    code.line("int p = 0, k = 0;  // the phase and its step")
+    code.loop("f", total, pragma=f"pipeline II={node_beats(graph, node, max_bits)}")
     length = str(a)
     if a != b:
         length = "length"
         middle = f" : p == {s} ? {b}" if s > 1 else ""
         code.line(f"const int length = p == 0 ? {a}{middle} : {b if s == 1 else longest};")
-    code.loop("k", length, pragma=f"pipeline II={node_beats(graph, node, max_bits)}")
-    if a != b:
-        code.pragma(f"loop_tripcount min={min(a, b)} max={longest}")
     writes.firing(code)
     # Dims a shared loop walks exactly are one element wide in the window: their relative offset is 0.
     exact = {j for loop in range(m) for j in range(src.rank) if src.iter_map.result_dim(j) == loop}
@@ -229,6 +230,13 @@ def converter_process(graph: DataflowGraph, node: ConverterNode, max_bits: int) 
         if not fill:
             code.line(writes.write(node.outputs[0], "t_out"))
         code.close()
+    code.open(f"if (k == {length} - 1)")
+    code.line("k = 0;")
+    code.line("++p;")
+    code.depth -= 1
+    code.line("} else {")
+    code.depth += 1
+    code.line("++k;")
     code.close()
     code.close()
     writes.drain(code)
@@ -272,10 +280,12 @@ def dma_process(graph: DataflowGraph, node: DmaNode, plan: HbmPlan, max_bits: in
                   f"{position.arg} along dim {node.rows.dim}{' (zero tiles past it)' if read else ''}")
     code.open(_signature(graph, node, max_bits, extra))
     declare_token(code, t, "t")
-    names = counter_loops(code, t, "n", layout.words_per_tile)
+    # A token a step: its words on every stripe's port, its beats on the stream's (timing_model.dma_token_costs).
+    ii = max(layout.words_per_tile, t.beats(max_bits))
+    names = counter_loops(code, t, "n", ii)
     if stripes > 1 and t.num_tokens == 1:
         # One tile: a one-step pipeline, so the stripes' word loops unroll side by side as in a token loop.
-        code.loop("k", 1, pragma=f"pipeline II={layout.words_per_tile}")
+        code.loop("k", 1, pragma=f"pipeline II={ii}")
         names = [*names, "k"]
     address = " + ".join(f"{n}" if w == 1 else f"{w} * {n}" for n, w in zip(names, layout.word_strides, strict=False)
                          if n is not None and w) or "0"

@@ -9,6 +9,8 @@
 #define HLS_SIM_FIRING(condition)
 #define HLS_SIM_DRAINED_FIRING(condition)
 #define HLS_SIM_WRITE(stream, value) write_token(stream, value)
+#define HLS_SIM_WRITE_BEAT(stream, value, beat, last) write_beat(stream, value, beat)
+#define HLS_SIM_WRITE_BEHIND(stream, value, beat, last) write_beat(stream, value, beat)
 #define HLS_SIM_DRAIN()
 #else
 namespace streamtensor {
@@ -31,6 +33,11 @@ class InFlightWrites {
   void write(hls::stream<S>& s, const T& value) {
     pending_.back().emplace_back([&s, value] { write_token(s, value); });
   }
+  // A write of the previous firing, made in this one (a result written behind, analysis.stream_beats).
+  template <typename S, typename T>
+  void write_behind(hls::stream<S>& s, const T& value) {
+    pending_[pending_.size() - 2].emplace_back([&s, value] { write_token(s, value); });
+  }
   // End of the process: the writes still in flight leave in order.
   void drain() { release(0); }
 
@@ -52,5 +59,10 @@ class InFlightWrites {
 #define HLS_SIM_DRAINED_FIRING(condition) \
   if (condition) hls_sim_in_flight_.drained_firing()
 #define HLS_SIM_WRITE(stream, value) hls_sim_in_flight_.write(stream, value)
+// The beats of one token leave in one firing: the simulation holds the whole token at its last beat.
+#define HLS_SIM_WRITE_BEAT(stream, value, beat, last) \
+  if ((beat) == (last)) hls_sim_in_flight_.write(stream, value)
+#define HLS_SIM_WRITE_BEHIND(stream, value, beat, last) \
+  if ((beat) == (last)) hls_sim_in_flight_.write_behind(stream, value)
 #define HLS_SIM_DRAIN() hls_sim_in_flight_.drain()
 #endif
