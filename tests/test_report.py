@@ -126,7 +126,8 @@ def test_coalesced_slices_keep_every_state_s_cycles() -> None:
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 50, 5000)
     end = np.cumsum(lengths)
-    sp = Spans(end - lengths, end, rng.integers(0, 3, 5000))
+    state = rng.integers(0, 3, 5000)
+    sp = Spans(tuple((end[state == k] - lengths[state == k], end[state == k]) for k in range(3)))
     edges, cycles = trace.coalesced_spans(sp, 37)
     assert edges[0] == 0 and edges[-1] == end[-1] and len(edges) == 38
     assert (cycles.sum(axis=1) == np.diff(edges)).all()
@@ -186,11 +187,18 @@ def test_spans_of_a_back_pressured_producer() -> None:
     assert src.cycles(FULL) == sim.stall_cycles["src"].output_full > 0
     assert dst.cycles(EMPTY) == sim.stall_cycles["dst"].input_empty > 0  # it waits for the first token
     for sp, name in ((src, "src"), (dst, "dst")):
-        assert sp.start[0] == 0 and np.all(sp.start[1:] == sp.end[:-1])
-        assert sp.end[-1] == sim.firing_times[name].complete[-1]
-        assert np.all(sp.state[1:] != sp.state[:-1]) or len(sp.state) == 1  # neighbours merged
-    assert sim.makespan_cycles == dst.end[-1]
+        start, end, state = (np.array(column) for column in zip(*_in_time_order(sp), strict=True))
+        assert start[0] == 0 and np.all(start[1:] == end[:-1])
+        assert end[-1] == sim.firing_times[name].complete[-1]
+        assert np.all(state[1:] != state[:-1]) or len(state) == 1  # neighbours merged
+    assert sim.makespan_cycles == _in_time_order(dst)[-1][1]
     assert dst.cycles(BUSY) + dst.cycles(EMPTY) + dst.cycles(FULL) == sim.makespan_cycles
+
+
+def _in_time_order(sp: Spans) -> list[tuple[int, int, int]]:
+    """``(start, end, state)`` of every span of ``sp``, all states together in time order."""
+    return sorted((a, b, k) for k, (start, end) in enumerate(sp.by_state)
+                  for a, b in zip(start.tolist(), end.tolist(), strict=True))
 
 
 def _spans_from_trace(net: ProcessNetwork, sim: SimResult, name: str) -> list[tuple[int, int, int]]:
@@ -234,8 +242,7 @@ def test_spans_kernel_matches_the_trace(depth: int) -> None:
     sim = simulate(net, {"a": depth, "b": depth} if depth else {})
     for name in ("src", "mid", "dst"):
         sp = process_spans(net, sim, name)
-        assert list(zip(sp.start.tolist(), sp.end.tolist(), sp.state.tolist(), strict=True)) == \
-            _spans_from_trace(net, sim, name)
+        assert _in_time_order(sp) == _spans_from_trace(net, sim, name)
         assert (sp.cycles(EMPTY), sp.cycles(FULL)) == (sim.stall_cycles[name].input_empty,
                                                        sim.stall_cycles[name].output_full)
 

@@ -11,7 +11,8 @@ Layout (flat int64 arrays, built once per network by ``timing_sim._Compiled.pack
 
 * per process p: its ``ii`` and pipeline depth ``pdepth``; its firings ``fire_off[p] .. fire_off[p+1]`` of the
   results ``issue`` / ``complete`` (times of each firing's read / write event, -1 where never reached) and, per
-  run where ``has_rel``, ``rel`` (release time of each firing's read); its input / output stream ids
+  run, where ``rel_off[p]`` is not -1, its firings' release times (of each one's read) ``rel[rel_off[p]] ..`` (only
+  the processes released, a network's sources: not an array over every firing); its input / output stream ids
   ``in_idx[in_off[p]:in_off[p+1]]`` / ``out_idx[...]``. Its trace is not stored: the kernel walks it from the
   firings read and written so far (``reads_done`` / ``writes_done``), in ``merge_traces``'s order;
 * per stream s: its writer / reader ``src[s]`` / ``tgt[s]``; its tokens ``tok_off[s] .. tok_off[s+1]`` of
@@ -48,7 +49,7 @@ def read_first(f: int, g: int, n: int, ii: int, depth: int) -> bool:
 
 @numba.njit(cache=True, nogil=True)
 def execute(order: np.ndarray, horizon: int, fire_off: np.ndarray, ii: np.ndarray, pdepth: np.ndarray,
-            has_rel: bool, rel: np.ndarray, in_off: np.ndarray, in_idx: np.ndarray, out_off: np.ndarray,
+            rel_off: np.ndarray, rel: np.ndarray, in_off: np.ndarray, in_idx: np.ndarray, out_off: np.ndarray,
             out_idx: np.ndarray, src: np.ndarray, tgt: np.ndarray, tok_off: np.ndarray, wfir: np.ndarray,
             rfir: np.ndarray, depth: np.ndarray, raw: np.ndarray, issue: np.ndarray, complete: np.ndarray,
             wt: np.ndarray, rt: np.ndarray, known_w: np.ndarray, known_r: np.ndarray, reads_done: np.ndarray,
@@ -115,6 +116,7 @@ def execute(order: np.ndarray, horizon: int, fire_off: np.ndarray, ii: np.ndarra
             head = 0
         count -= 1
         fbase = fire_off[_u(p)]
+        rbase = rel_off[_u(p)]
         n = fire_off[_u(p + 1)] - fbase
         f = reads_done[_u(p)]
         g = writes_done[_u(p)]
@@ -132,7 +134,7 @@ def execute(order: np.ndarray, horizon: int, fire_off: np.ndarray, ii: np.ndarra
             rs = f * iip
             ws = g * iip + dp
             if read_first(f, g, n, iip, dp):  # the read of firing f comes next
-                dep = rel[_u(fbase + f)] if has_rel else NEG
+                dep = rel[_u(rbase + f)] if rbase >= 0 else NEG
                 if f == rf:
                     blocked = False
                     for i in range(i0, i1):
@@ -365,28 +367,41 @@ def merge_traces(ii: np.ndarray, depth: np.ndarray, ev_off: np.ndarray, static: 
 @numba.njit(cache=True, nogil=True)
 def stall_spans(ii: int, depth: int, issue: np.ndarray, complete: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(start, end, state)`` of the busy (0), input-empty (1) and output-full (2) spans of one simulated process
-    of pipeline ``ii`` / ``depth`` from its firings' ``issue`` / ``complete`` times, along its static trace as
-    ``merge_traces`` orders it, without building the trace: every event whose slip grew waited ``growth`` cycles
-    just before it (empty at a read, full at a write); the rest of ``[0, last event]`` is busy. Spans in time
-    order, a state that continues without a gap merged into one span; the events after the first never reached
-    (time -1, a deadlock) left out. Two passes: the count, then the spans (arrays of the exact size)."""
+    """``(start, end, off)``: the spans of the busy (0), input-empty (1) and output-full (2) states of one
+    simulated process of pipeline ``ii`` / ``depth`` from its firings' ``issue`` / ``complete`` times, along its
+    static trace as ``merge_traces`` orders it, without building the trace: every event whose slip grew waited
+    ``growth`` cycles just before it (empty at a read, full at a write); the rest of ``[0, last event]`` is busy.
+    A state that continues without a gap is merged into one span; the events after the first never reached (time
+    -1, a deadlock) are left out. State k's spans, in time order, are ``off[k] .. off[k + 1]`` (every reader
+    takes the spans of one state: grouped as they are written, not split afterwards). Two passes: the counts,
+    then the spans (arrays of the exact size)."""
+    at = np.zeros(3, dtype=np.int64)
     empty = np.empty(0, dtype=np.int64)
-    m = _walk_spans(ii, depth, issue, complete, empty, empty, empty, False)
-    start = np.empty(m, dtype=np.int64)
-    end = np.empty(m, dtype=np.int64)
-    state = np.empty(m, dtype=np.int64)
-    _walk_spans(ii, depth, issue, complete, start, end, state, True)
-    return start, end, state
+    _walk_spans(ii, depth, issue, complete, empty, empty, at, False)
+    off = np.zeros(4, dtype=np.int64)
+    off[1:] = np.cumsum(at)
+    start = np.empty(off[3], dtype=np.int64)
+    end = np.empty(off[3], dtype=np.int64)
+    at[:] = off[:3]
+    _walk_spans(ii, depth, issue, complete, start, end, at, True)
+    return start, end, off
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _emit_span(start: np.ndarray, end: np.ndarray, at: np.ndarray, fill: bool, a: int, b: int, k: int) -> None:
+    """Span ``[a, b)`` of state ``k`` at its state's next place ``at[k]`` (written where ``fill``)."""
+    if fill:
+        start[at[k]] = a
+        end[at[k]] = b
+    at[k] += 1
 
 
 @numba.njit(cache=True, nogil=True)
 def _walk_spans(ii: int, depth: int, issue: np.ndarray, complete: np.ndarray, start: np.ndarray, end: np.ndarray,
-                state: np.ndarray, fill: bool) -> int:
-    """The spans of ``stall_spans``, written where ``fill``; their count. The span being built is kept in
-    ``a`` .. ``b`` / ``k`` until one that does not continue it comes."""
+                at: np.ndarray, fill: bool) -> None:
+    """The spans of ``stall_spans``, counted per state in ``at`` (and written at its places where ``fill``).
+    The span being built is kept in ``a`` .. ``b`` / ``k`` until one that does not continue it comes."""
     n = issue.shape[0]
-    m = 0
     a, b, k = 0, 0, -1  # the open span (k -1: none yet)
     f = 0
     g = 0
@@ -421,9 +436,7 @@ def _walk_spans(ii: int, depth: int, issue: np.ndarray, complete: np.ndarray, st
                 b = hi
                 continue
             if k >= 0:
-                if fill:
-                    start[m], end[m], state[m] = a, b, k
-                m += 1
+                _emit_span(start, end, at, fill, a, b, k)
             a, b, k = lo, hi, kind
         pos = t
     if finish > pos:
@@ -431,15 +444,10 @@ def _walk_spans(ii: int, depth: int, issue: np.ndarray, complete: np.ndarray, st
             b = finish
         else:
             if k >= 0:
-                if fill:
-                    start[m], end[m], state[m] = a, b, k
-                m += 1
+                _emit_span(start, end, at, fill, a, b, k)
             a, b, k = pos, finish, 0
     if k >= 0:
-        if fill:
-            start[m], end[m], state[m] = a, b, k
-        m += 1
-    return m
+        _emit_span(start, end, at, fill, a, b, k)
 
 
 @numba.njit(cache=True, nogil=True)

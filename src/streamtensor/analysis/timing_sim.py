@@ -59,7 +59,6 @@ from .process_network import Process, ProcessNetwork
 
 _NEG = sim_kernel.NEG  # "no constraint" / padding time
 _POS = sim_kernel.POS  # time of an event not computed (yet)
-_NO_RELEASE = np.zeros(0, dtype=np.int64)  # the compiled engine's release array when there are none
 _NO_SHIFT = np.zeros(1, dtype=np.int64)  # peak_occupancies at the times as they are
 _SCALAR_BATCH = 12  # runs of at most this many events are cheaper as a Python loop than as numpy calls
 _KEPT_RUNS = 4  # sets of a compiled run's time arrays kept for later runs (the trim holds two, its input one)
@@ -461,12 +460,10 @@ class _CompiledRun(_State):
         self.fifo_depth = depths
         pk = c.packed
         nfire = int(pk.fire_off[-1])
-        self.rel = None  # no process has release times
-        if any(r is not None for r in release):
-            self.rel = np.full(nfire, _NEG, dtype=np.int64)
-            for p, r in enumerate(release):
-                if r is not None:
-                    self.rel[pk.fire_off[p] : pk.fire_off[p + 1]] = r
+        # Release times of the processes that have them (sources: a few firings), at ``rel_off[p]`` (-1: none).
+        sizes = [0 if r is None else len(r) for r in release]
+        self.rel_off = np.where([r is not None for r in release], np.cumsum([0] + sizes[:-1]), -1).astype(np.int64)
+        self.rel = _flat([r for r in release if r is not None])
         self.depth = np.array([d or 0 for d in depths], dtype=np.int64)
         self.raw = np.array([raw_latency(c.width[s], d, c.srl_max_bits) for s, d in enumerate(depths)],
                             dtype=np.int64)
@@ -559,8 +556,8 @@ class _CompiledRun(_State):
         """Run until nothing can advance. False as soon as an event happens after ``horizon``."""
         pk = self.c.packed
         done = bool(sim_kernel.execute(
-            pk.order, _POS if horizon is None else horizon, pk.fire_off, pk.ii, pk.depth, self.rel is not None,
-            _NO_RELEASE if self.rel is None else self.rel, pk.in_off, pk.in_idx, pk.out_off, pk.out_idx, pk.src,
+            pk.order, _POS if horizon is None else horizon, pk.fire_off, pk.ii, pk.depth, self.rel_off,
+            self.rel, pk.in_off, pk.in_idx, pk.out_off, pk.out_idx, pk.src,
             pk.tgt, pk.tok_off, pk.wfir, pk.rfir, self.depth, self.raw, self.issue, self.complete, self.wt_flat,
             self.rt_flat, self.known_w, self.known_r, self.reads_done, self.writes_done, self.slip, self.stall_in,
             self.stall_out))
@@ -825,7 +822,7 @@ class Simulator:
         if isinstance(run, _CompiledRun) and runs:
             prevs = [r.run_state for r in runs]
             for prev in prevs:
-                if prev is None or prev.c is not c or not _same_release(prev.rel, run.rel):
+                if prev is None or prev.c is not c or not _same_release(prev, run):
                     raise ValueError("resume_from is not a compiled run of this network with these release times")
             run.resume([prev for prev in prevs if prev is not None],
                        None if dropping is None else dropping.run_state)
@@ -844,8 +841,8 @@ class Simulator:
         return run.execute(horizon=horizon) and run.finished
 
 
-def _same_release(a: np.ndarray | None, b: np.ndarray | None) -> bool:
-    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+def _same_release(a: _CompiledRun, b: _CompiledRun) -> bool:
+    return np.array_equal(a.rel_off, b.rel_off) and np.array_equal(a.rel, b.rel)
 
 
 def simulate(

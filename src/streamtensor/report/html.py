@@ -120,7 +120,7 @@ def timeline_segments(spans: Spans, makespan: int, bins: int = TIMELINE_BINS) ->
     """``[start, end, state]`` segments for the page: the run cut into ``bins`` equal slices, each shown in the
     state the process spent most of it in (busy wins ties), equal neighbours merged; slices after the process's
     last write are left out. The exact spans are in trace.json and the totals in the page's tables."""
-    if len(spans.start) == 0 or makespan <= 0:
+    if spans.count == 0 or makespan <= 0:
         return []
     edges = np.linspace(0, makespan, bins + 1)
     share = np.zeros((3, bins))

@@ -47,18 +47,25 @@ class ReportInputError(StreamTensorError):
 
 @dataclass(frozen=True)
 class Spans:
-    """One process's timeline: ``[start, end)`` cycles (global: group offset included) of each state."""
+    """One process's timeline: per state (BUSY, EMPTY, FULL), the ``[start, end)`` cycles (global: group offset
+    included) of its spans, in time order. A fine tiling's process has millions of spans: the page, the trace and
+    the totals each read one state's, so they are kept apart as the compiled walk writes them."""
 
-    start: np.ndarray
-    end: np.ndarray
-    state: np.ndarray  # BUSY | EMPTY | FULL
+    by_state: tuple[tuple[np.ndarray, np.ndarray], ...]
 
-    @cached_property
-    def by_state(self) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-        """Per state, the ``(start, end)`` of its spans: the page, the trace and the totals each read them (a
-        fine tiling's process has millions of spans: split in one compiled pass, not a mask per state)."""
-        start, end, off = _split_states(self.start, self.end, self.state, len(STATES))
-        return tuple((start[a:b], end[a:b]) for a, b in zip(off[:-1].tolist(), off[1:].tolist(), strict=True))
+    @property
+    def count(self) -> int:
+        return sum(len(start) for start, _ in self.by_state)
+
+    @property
+    def first(self) -> int:
+        """The cycle the first span starts (0 with no span)."""
+        return min((int(start[0]) for start, _ in self.by_state if len(start)), default=0)
+
+    @property
+    def last(self) -> int:
+        """The cycle the last span ends (0 with no span)."""
+        return max((int(end[-1]) for _, end in self.by_state if len(end)), default=0)
 
     @cached_property
     def _cycles(self) -> tuple[int, ...]:
@@ -162,7 +169,7 @@ def load_model(outdir: str | Path, target: Target | None = None,
         for p in net.processes:
             spans = process_spans(net, sim, p.name, offset)
             _check_stalls(spans, sim, p.name)
-            finish = int(spans.end[-1]) if len(spans.end) else offset
+            finish = spans.last if spans.count else offset
             processes[p.name] = ProcessInfo(p.name, g, _kind(graph, p.name), spans, finish, _details(graph, p.name))
         for s in net.streams:
             # The times of the tokens written / read (a deadlock leaves the rest out), as the simulation keeps them
@@ -201,11 +208,12 @@ def process_spans(net: ProcessNetwork, sim: SimResult, name: str, offset: int = 
     (``sim_kernel.stall_spans``: one pass over its firings, no trace built)."""
     proc = net.process(name)
     ft = sim.firing_times[name]
-    start, end, state = stall_spans(proc.ii, proc.depth, ft.issue.astype(np.int64, copy=False),
-                                    ft.complete.astype(np.int64, copy=False))
+    start, end, off = stall_spans(proc.ii, proc.depth, ft.issue.astype(np.int64, copy=False),
+                                  ft.complete.astype(np.int64, copy=False))
     start += offset  # arrays of its own: shifted in place
     end += offset
-    return Spans(start, end, state)
+    bounds = off.tolist()
+    return Spans(tuple((start[a:b], end[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)))
 
 
 def _check_stalls(spans: Spans, sim: SimResult, name: str) -> None:
@@ -254,27 +262,6 @@ def _occupancy_steps(write_times: np.ndarray, read_times: np.ndarray) -> tuple[n
             level[m] = held
             m += 1
     return times[:m].copy(), level[:m].copy()
-
-
-@numba.njit(cache=True, nogil=True)
-def _split_states(start: np.ndarray, end: np.ndarray, state: np.ndarray, states: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``Spans.by_state`` as one array pair, the spans of each state together in their order, and the offsets
-    of each state's run."""
-    off = np.zeros(states + 1, dtype=np.int64)
-    for k in range(state.shape[0]):
-        off[state[k] + 1] += 1
-    for k in range(states):
-        off[k + 1] += off[k]
-    at = off[:-1].copy()
-    s_out = np.empty(start.shape[0], dtype=start.dtype)
-    e_out = np.empty(end.shape[0], dtype=end.dtype)
-    for k in range(state.shape[0]):
-        q = at[state[k]]
-        s_out[q] = start[k]
-        e_out[q] = end[k]
-        at[state[k]] = q + 1
-    return s_out, e_out, off
 
 
 def critical_path(processes: dict[str, ProcessInfo], links: list[tuple[str, str]]) -> list[str]:

@@ -45,18 +45,19 @@ def trace_json(model: ReportModel) -> str:
         meta.append({"ph": "M", "name": "thread_sort_index", "pid": p.group, "tid": tid,
                      "args": {"sort_index": tid}})
         sp = p.spans
-        if len(sp.start) > SPAN_POINTS:
+        if sp.count > SPAN_POINTS:
             lines.extend(_coalesced_lines(sp, p.group, tid, mhz))
             continue
-        ts = map(repr, np.round(sp.start / mhz, 6).tolist())
-        # A float's repr is most of a line's cost: the few distinct durations are formatted once each.
-        cycles, inverse = np.unique(sp.end - sp.start, return_inverse=True)
-        dur = [f',"dur":{d!r}}}' for d in np.round(cycles / mhz, 6).tolist()]
-        # The part of a span's line fixed by its process and state, formatted once per process, not per span.
-        head = [f'{{"ph":"X","name":{names[st]},"cat":{cats[st]},"pid":{p.group},"tid":{tid},"ts":'
-                for st in range(len(STATES))]
-        lines.extend(map("".join, zip(map(head.__getitem__, sp.state.tolist()), ts,
-                                      map(dur.__getitem__, inverse.tolist()), strict=True)))
+        for st, (start, end) in enumerate(sp.by_state):
+            if not len(start):
+                continue
+            # A float's repr is most of a line's cost: the few distinct durations are formatted once each, and the
+            # part of a line fixed by its process and state once per state.
+            ts = map(repr, np.round(start / mhz, 6).tolist())
+            cycles, inverse = np.unique(end - start, return_inverse=True)
+            dur = [f',"dur":{d!r}}}' for d in np.round(cycles / mhz, 6).tolist()]
+            head = f'{{"ph":"X","name":{names[st]},"cat":{cats[st]},"pid":{p.group},"tid":{tid},"ts":'
+            lines.extend(head + t + dur[i] for t, i in zip(ts, inverse.tolist(), strict=True))
     for s in model.streams:
         head = f'{{"ph":"C","name":{json.dumps(f"fifo {s.name}")},"pid":{s.group},"ts":'
         times, levels = _counter_points(s)
@@ -78,7 +79,7 @@ def trace_json(model: ReportModel) -> str:
 def coalesced_spans(sp: Spans, points: int = SPAN_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """(edges, cycles): ``points`` + 1 slice edges over ``sp``'s run and, per slice, the cycles of each state
     (shape ``points`` x len(STATES)); the spans tile the run, so a slice's cycles add up to its length."""
-    edges = np.unique(np.linspace(sp.start[0], sp.end[-1], points + 1).round().astype(np.int64))
+    edges = np.unique(np.linspace(sp.first, sp.last, points + 1).round().astype(np.int64))
     cycles = np.zeros((len(edges) - 1, len(STATES)), dtype=np.int64)
     for state, (start, end) in enumerate(sp.by_state):
         if not len(start):
