@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "streamtensor.driver": 9,
     "streamtensor.llm": 9,  # the whole model: build (compiles blocks through the driver) and generate
     "streamtensor.search": 9,  # the design-space search (Optuna) over driver compiles
+    "streamtensor.host": 9,  # settings of the processes the CLI and the search own
     "streamtensor": 10,  # the package root (the API)
     "streamtensor.cli": 10,
 }

@@ -13,6 +13,7 @@ from streamtensor.driver import CompileOptions, compile_llm_block
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.frontend.block_cache import CachedBlock
 from streamtensor.frontend.quant_scheme import KV_SCHEMES, QUANT_SCHEMES
+from streamtensor.host import use_small_pages
 from streamtensor.llm.options import LlmOptions
 from streamtensor.passes import PASSES, parse_ir, print_ir, run_passes
 from streamtensor.transforms.tiling.plan import ORDER_OBJECTIVES
@@ -392,6 +393,7 @@ def _report(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    use_small_pages()
     try:
         if args.command == "compile":
             _compile(args)

@@ -57,6 +57,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from streamtensor.driver import CompileOptions, Design, compile_llm_block
 from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError, StageError, StreamTensorError
+from streamtensor.host import use_small_pages
 from streamtensor.report import write_report
 
 
@@ -371,6 +372,8 @@ def _memory_cap(workers: int) -> Iterator[None]:
 
 def _worker(cfg: DseConfig, worker: int, deadline: float | None) -> None:
     """One worker: trials until the storage holds ``cfg.trials`` or the deadline passed; a progress line each."""
+    if multiprocessing.parent_process() is not None:  # a spawned worker: its process is the compiler's
+        use_small_pages()
     with _memory_cap(cfg.workers):
         _trials(cfg, worker, deadline)
 
