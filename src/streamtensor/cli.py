@@ -13,7 +13,7 @@ from streamtensor.driver import CompileOptions, compile_llm_block
 from streamtensor.errors import OptionError, StreamTensorError
 from streamtensor.frontend.block_cache import CachedBlock
 from streamtensor.frontend.quant_scheme import KV_SCHEMES, QUANT_SCHEMES
-from streamtensor.host import use_small_pages
+from streamtensor.host import CLI_MEMORY_SHARE, memory_cap, use_small_pages
 from streamtensor.llm.options import LlmOptions
 from streamtensor.passes import PASSES, parse_ir, print_ir, run_passes
 from streamtensor.transforms.tiling.plan import ORDER_OBJECTIVES
@@ -395,20 +395,21 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     use_small_pages()
     try:
-        if args.command == "compile":
-            _compile(args)
-        elif args.command == "build":
-            _build(args)
-        elif args.command == "generate":
-            return _generate(args)
-        elif args.command == "verify":
-            return _verify(args)
-        elif args.command == "opt":
-            _opt(args)
-        elif args.command == "dse":
-            _dse(args)
-        elif args.command == "report":
-            _report(args)
+        with memory_cap(CLI_MEMORY_SHARE):
+            if args.command == "compile":
+                _compile(args)
+            elif args.command == "build":
+                _build(args)
+            elif args.command == "generate":
+                return _generate(args)
+            elif args.command == "verify":
+                return _verify(args)
+            elif args.command == "opt":
+                _opt(args)
+            elif args.command == "dse":
+                _dse(args)
+            elif args.command == "report":
+                _report(args)
     except Exception as exc:  # one line for the user; the traceback only on request
         if getattr(args, "debug", False):
             traceback.print_exc()

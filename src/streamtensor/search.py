@@ -37,15 +37,13 @@ several objectives, ``front/trial-N/`` per Pareto trial).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import multiprocessing
 import os
 import random
-import resource
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +55,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 
 from streamtensor.driver import CompileOptions, Design, compile_llm_block
 from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError, StageError, StreamTensorError
-from streamtensor.host import use_small_pages
+from streamtensor.host import memory_cap, use_small_pages
 from streamtensor.report import write_report
 
 
@@ -246,7 +244,7 @@ def _objective(cfg: DseConfig) -> Callable[[Trial], tuple[float, ...]]:
             raise optuna.TrialPruned(str(err)) from err
         except StageError as err:
             trial.set_user_attr("reason", str(err))
-            if err.out_of_memory:  # too large to compile on this machine (``_memory_cap``): infeasible too
+            if err.out_of_memory:  # too large to compile on this machine (``host.memory_cap``): infeasible too
                 raise optuna.TrialPruned(str(err)) from err
             raise
         except StreamTensorError as err:  # a point the compiler refuses: a failed trial, the reason kept
@@ -348,33 +346,16 @@ def _untried_neighbour(study: optuna.Study, space: dict[str, list[Any]], seed: s
     return None
 
 
-# The share of this machine's memory the workers' trials may take together (``_memory_cap``); the rest is left to
-# whatever else runs (the compiles of the paper-size blocks take 0.3-2.5 GB at the default points).
+# The share of this machine's memory the workers' trials may take together (``host.memory_cap``); the rest is left
+# to whatever else runs (the compiles of the paper-size blocks take 0.3-2.5 GB at the default points).
 MEMORY_SHARE = 0.5
-
-
-@contextlib.contextmanager
-def _memory_cap(workers: int) -> Iterator[None]:
-    """Cap this process's address space at ``MEMORY_SHARE`` of the machine's memory over ``workers`` while its
-    trials run: a design point too large to compile here (a paper-size Gemma prefill at 4-element tiles simulated
-    24 GB of firings) then fails its allocation with a MemoryError, a pruned trial, instead of waking the kernel's
-    OOM killer, which kills the whole study (and whatever else runs). The previous limit is restored after."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = int(MEMORY_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / workers)
-    if hard != resource.RLIM_INFINITY:
-        cap = min(cap, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def _worker(cfg: DseConfig, worker: int, deadline: float | None) -> None:
     """One worker: trials until the storage holds ``cfg.trials`` or the deadline passed; a progress line each."""
     if multiprocessing.parent_process() is not None:  # a spawned worker: its process is the compiler's
         use_small_pages()
-    with _memory_cap(cfg.workers):
+    with memory_cap(MEMORY_SHARE / cfg.workers):
         _trials(cfg, worker, deadline)
 
 
