@@ -176,9 +176,22 @@ class ITensorType:
         table.flags.writeable = False
         return table
 
+    def loop_values(self) -> tuple[np.ndarray, ...]:
+        """Per loop k, its counter times its step along axis k of the loop nest (length 1 on the other axes): the
+        iteration map evaluated on these broadcasts over the nest without a table of every token's counters.
+        Needs a structurally valid type, as ``offsets``."""
+        self._check_structure()
+        ones = (1,) * self.num_loops
+        return tuple((np.arange(n, dtype=np.int64) * step).reshape(ones[:k] + (n,) + ones[k + 1 :])
+                     for k, (n, step) in enumerate(zip(self.trip_counts, self.steps, strict=True)))
+
     @cached_property
     def _offset_table(self) -> np.ndarray:
-        table = self._offsets_at(self._counter_table)
+        # AffineExpr.evaluate is duck-typed: on ``loop_values`` each result is an array broadcast over the nest.
+        table = np.empty((*self.trip_counts, self.rank), dtype=np.int64)
+        for j, value in enumerate(self.iter_map.evaluate(self.loop_values())):
+            table[..., j] = value
+        table = table.reshape(self.num_tokens, self.rank)
         table.flags.writeable = False
         return table
 

@@ -85,8 +85,12 @@ def tile_pattern(shape: tuple[int, ...], element: tuple[int, ...]) -> np.ndarray
 
 
 def flat_offsets(t: ITensorType) -> np.ndarray:
-    """Flat index of every token's tile origin, in stream order."""
-    return t.offsets() @ _strides(t.tensor_shape)
+    """Flat index of every token's tile origin, in stream order: the iteration map's results weighted by the
+    strides, broadcast over the loop nest (no table of every token's offsets, no integer matrix product)."""
+    flat = sum((value * int(stride) for value, stride in zip(t.iter_map.evaluate(t.loop_values()),
+                                                              _strides(t.tensor_shape), strict=True)),
+               np.zeros((), dtype=np.int64))
+    return np.broadcast_to(flat, t.trip_counts).reshape(-1)
 
 
 def element_order(t: ITensorType) -> np.ndarray:
@@ -146,15 +150,19 @@ def reassociation_key(t: ITensorType) -> tuple[object, ...]:
 
 
 def _fit(coords: np.ndarray, trips: tuple[int, ...]) -> np.ndarray | None:
-    """Coefficients (rank x loops) with ``coords = coords[0] + counters @ coeff.T`` over the loop nest ``trips``
-    (counters in stream order), non-negative, or None."""
-    counters = np.indices(trips, dtype=np.int64).reshape(len(trips), math.prod(trips)).T
-    coeff = np.zeros((coords.shape[1], len(trips)), dtype=np.int64)
+    """Coefficients (rank x loops) with ``coords[:, i] = coords[:, 0] + coeff @ counters_i`` over the loop nest
+    ``trips`` (``coords``: rank x tokens, counters in stream order), non-negative, or None. Checked as every step
+    along each loop moving by its coefficient (affine by telescoping): no table of counters, no integer matrix
+    product (a rank-1 token stream of a paper-size weight has millions of tokens)."""
+    rank = coords.shape[0]
+    grid = coords.reshape(rank, *trips)
+    coeff = np.zeros((rank, len(trips)), dtype=np.int64)
     for k, trip in enumerate(trips):
         if trip > 1:
-            coeff[:, k] = coords[math.prod(trips[k + 1 :])] - coords[0]
-    if not np.array_equal(coords, coords[0] + counters @ coeff.T) or (coeff < 0).any():
-        return None
+            coeff[:, k] = coords[:, math.prod(trips[k + 1 :])] - coords[:, 0]
+            step = coeff[:, k].reshape((rank,) + (1,) * len(trips))
+            if (coeff[:, k] < 0).any() or not (np.diff(grid, axis=k + 1) == step).all():
+                return None
     return coeff
 
 
@@ -162,10 +170,10 @@ def _split_trips(coords: np.ndarray, trips: tuple[int, ...]) -> list[list[int]]:
     """Per loop, the trips (outermost first) of the loops it splits into so that each walks the target shape
     affinely: the innermost part is the longest affine run of the loop's offsets whose length divides its trip,
     and the rest is split again the same way (a 64-trip loop over columns of 1024 = 16 heads x 64, in steps of
-    16, becomes 16 x 4)."""
+    16, becomes 16 x 4). ``coords``: rank x tokens."""
     out = []
     for k, trip in enumerate(trips):
-        seq = coords[np.arange(trip) * math.prod(trips[k + 1 :])] - coords[0]
+        seq = (coords[:, np.arange(trip) * math.prod(trips[k + 1 :])] - coords[:, :1]).T
         parts: list[int] = []
         while trip > 1:
             run = 2
@@ -180,6 +188,8 @@ def _split_trips(coords: np.ndarray, trips: tuple[int, ...]) -> list[list[int]]:
     return out
 
 
+# Memoized: the tile-order search asks about the same (immutable) types again for every move it ranks.
+@functools.lru_cache(maxsize=1 << 12)
 def reassociate_type(t: ITensorType, shape: tuple[int, ...]) -> ITensorType | None:
     """A type over ``shape`` streaming the same tokens as ``t``, or None.
 
@@ -198,10 +208,10 @@ def reassociate_type(t: ITensorType, shape: tuple[int, ...]) -> ITensorType | No
         element = tuple(int(c) + 1 for c in np.unravel_index(int(pattern[-1]), shape))
         if not np.array_equal(tile_pattern(shape, element), pattern):
             return None
-        coords = np.stack(np.unravel_index(flat_offsets(t), shape), axis=1).astype(np.int64)
+        coords = np.array(np.unravel_index(flat_offsets(t), shape), dtype=np.int64)  # rank x tokens
     else:
         element = ()
-        coords = np.zeros((t.num_tokens, 0), dtype=np.int64)
+        coords = np.zeros((0, t.num_tokens), dtype=np.int64)
     trips, steps = tuple(t.trip_counts), list(t.steps)
     coeff = _fit(coords, trips)
     if coeff is None and shape:
@@ -209,7 +219,7 @@ def reassociate_type(t: ITensorType, shape: tuple[int, ...]) -> ITensorType | No
         trips = tuple(p for ps in parts for p in ps)
         steps = [s for ps, s in zip(parts, t.steps, strict=True) for _ in ps]
         coeff = _fit(coords, trips)
-    base = coords[0]
+    base = coords[:, 0]
     if coeff is None or (base < 0).any():
         return None
     # Merge a loop into the loop inside it when it continues that loop's walk (e.g. kv heads x group over
