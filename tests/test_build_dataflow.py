@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from linalg_builders import build as _build
 from linalg_builders import check_exec as _check_exec
 from linalg_builders import empty as _empty
@@ -23,7 +27,8 @@ from streamtensor import compile, compile_llm_block
 from streamtensor.cli import main
 from streamtensor.driver import Progress
 from streamtensor.errors import VerificationError
-from streamtensor.ir.affine import parse_affine_map
+from streamtensor.ir import layout
+from streamtensor.ir.affine import AffineDim, AffineMap, parse_affine_map
 from streamtensor.ir.dataflow import (
     ChunkNode,
     ConcatNode,
@@ -40,6 +45,7 @@ from streamtensor.ir.layout import (
     chunk_error,
     chunk_type,
     concat_sources,
+    flat_offsets,
     reassociate_type,
     reassociation_error,
     reassociation_key,
@@ -446,3 +452,40 @@ def test_a_stage_run_again_adds_up_and_each_design_keeps_its_own_times() -> None
     before = dict(first.stages)
     compile(module, args, size_fifos=False, _progress=progress)
     assert first.stages == before  # the second compile's stages went to the progress, not to the first design
+
+
+def _fit_token_by_token(coords: np.ndarray, trips: tuple[int, ...]) -> np.ndarray | None:
+    """The affine fit spelled out over every token's coordinates (rank x tokens) and loop counters."""
+    counters = np.indices(trips, dtype=np.int64).reshape(len(trips), -1)
+    coeff = np.zeros((coords.shape[0], len(trips)), dtype=np.int64)
+    for k, trip in enumerate(trips):
+        if trip > 1:
+            coeff[:, k] = coords[:, math.prod(trips[k + 1 :])] - coords[:, 0]
+    if not np.array_equal(coords, coords[:, :1] + coeff @ counters) or (coeff < 0).any():
+        return None
+    return coeff
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_the_affine_fit_equals_the_token_by_token_fit(data: st.DataObject) -> None:
+    """``layout._fit`` checks the flat origins and the corners, not every token's coordinates: on the tile streams
+    of random tilings, loop orders and reshapes it answers as the fit over every token does."""
+    dims = data.draw(st.lists(st.sampled_from([1, 2, 3, 4, 6, 8]), min_size=1, max_size=3))
+    tile = [data.draw(st.sampled_from([d for d in range(1, n + 1) if n % d == 0])) for n in dims]
+    order = data.draw(st.permutations(range(len(dims))))
+    t = ITensorType(tuple(tile), "f32", tuple(dims), tuple(dims[k] // tile[k] for k in order),
+                    tuple(tile[k] for k in order),
+                    AffineMap(len(dims), tuple(AffineDim(order.index(j)) for j in range(len(dims)))))
+    elements = math.prod(dims)
+    factors = [f for f in range(1, elements + 1) if elements % f == 0]
+    first = data.draw(st.sampled_from(factors))
+    second = data.draw(st.sampled_from([f for f in range(1, elements // first + 1) if elements // first % f == 0]))
+    shape = tuple(n for n in (first, second, elements // first // second))
+    flat = flat_offsets(t)
+    coords = np.array(np.unravel_index(flat, shape), dtype=np.int64).reshape(len(shape), -1)
+    want = _fit_token_by_token(coords, t.trip_counts)
+    got = layout._fit(flat, shape, t.trip_counts)
+    assert (got is None) == (want is None) and (got is None or np.array_equal(got, want))
+    r = reassociate_type(t, shape)
+    assert r is None or reassociation_error(t, r) is None

@@ -149,31 +149,51 @@ def reassociation_key(t: ITensorType) -> tuple[object, ...]:
     return (*stream_counts(t), tile_pattern(t.tensor_shape, t.element_shape).tobytes(), flat_offsets(t).tobytes())
 
 
-def _fit(coords: np.ndarray, trips: tuple[int, ...]) -> np.ndarray | None:
-    """Coefficients (rank x loops) with ``coords[:, i] = coords[:, 0] + coeff @ counters_i`` over the loop nest
-    ``trips`` (``coords``: rank x tokens, counters in stream order), non-negative, or None. Checked as every step
-    along each loop moving by its coefficient (affine by telescoping): no table of counters, no integer matrix
-    product (a rank-1 token stream of a paper-size weight has millions of tokens)."""
-    rank = coords.shape[0]
-    grid = coords.reshape(rank, *trips)
-    coeff = np.zeros((rank, len(trips)), dtype=np.int64)
+def _coords(flat: np.ndarray, tokens: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Coordinates in ``shape`` (rank x len(tokens)) of the tile origins of ``tokens`` (flat origins ``flat``)."""
+    if not shape:
+        return np.zeros((0, len(tokens)), dtype=np.int64)
+    return np.array(np.unravel_index(flat[tokens], shape), dtype=np.int64).reshape(len(shape), len(tokens))
+
+
+def _fit(flat: np.ndarray, shape: tuple[int, ...], trips: tuple[int, ...]) -> np.ndarray | None:
+    """Coefficients (rank x loops) with the tile origins' coordinates in ``shape`` equal to ``base + coeff @
+    counters`` over the loop nest ``trips`` (counters in stream order; ``flat``: the origins' flat indices, ``base``
+    the first token's coordinates), non-negative, or None.
+
+    Checked without every token's coordinates (a rank-1 token stream of a paper-size weight has millions of
+    tokens): with non-negative coefficients the predicted coordinates span the box from ``base`` to ``base +
+    coeff @ (trips - 1)``; where that box lies inside ``shape``, each prediction is a valid coordinate, so the
+    unravelled origins equal the predictions exactly when the flat origins equal their flat indices, an affine
+    function of the counters with slopes ``coeff.T @ strides``; that is checked as every step along each loop
+    moving the flat origin by its slope (affine by telescoping)."""
+    strides = _strides(shape)
+    grid = flat.reshape(trips)
+    firsts = np.array([0] + [math.prod(trips[k + 1 :]) if trip > 1 else 0 for k, trip in enumerate(trips)],
+                      dtype=np.int64)
+    at = _coords(flat, firsts, shape)
+    base = at[:, 0]
+    coeff = np.zeros((len(shape), len(trips)), dtype=np.int64)
     for k, trip in enumerate(trips):
         if trip > 1:
-            coeff[:, k] = coords[:, math.prod(trips[k + 1 :])] - coords[:, 0]
-            step = coeff[:, k].reshape((rank,) + (1,) * len(trips))
-            if (coeff[:, k] < 0).any() or not (np.diff(grid, axis=k + 1) == step).all():
-                return None
+            coeff[:, k] = at[:, k + 1] - base
+    if (coeff < 0).any() or (base + coeff @ (np.array(trips, dtype=np.int64) - 1) >= np.array(shape)).any():
+        return None
+    for k, trip in enumerate(trips):
+        if trip > 1 and not (np.diff(grid, axis=k) == int(coeff[:, k] @ strides)).all():
+            return None
     return coeff
 
 
-def _split_trips(coords: np.ndarray, trips: tuple[int, ...]) -> list[list[int]]:
+def _split_trips(flat: np.ndarray, shape: tuple[int, ...], trips: tuple[int, ...]) -> list[list[int]]:
     """Per loop, the trips (outermost first) of the loops it splits into so that each walks the target shape
     affinely: the innermost part is the longest affine run of the loop's offsets whose length divides its trip,
     and the rest is split again the same way (a 64-trip loop over columns of 1024 = 16 heads x 64, in steps of
-    16, becomes 16 x 4). ``coords``: rank x tokens."""
+    16, becomes 16 x 4). ``flat``: the tile origins' flat indices."""
     out = []
     for k, trip in enumerate(trips):
-        seq = (coords[:, np.arange(trip) * math.prod(trips[k + 1 :])] - coords[:, :1]).T
+        walk = _coords(flat, np.arange(trip) * math.prod(trips[k + 1 :]), shape)
+        seq = (walk - walk[:, :1]).T
         parts: list[int] = []
         while trip > 1:
             run = 2
@@ -208,20 +228,19 @@ def reassociate_type(t: ITensorType, shape: tuple[int, ...]) -> ITensorType | No
         element = tuple(int(c) + 1 for c in np.unravel_index(int(pattern[-1]), shape))
         if not np.array_equal(tile_pattern(shape, element), pattern):
             return None
-        coords = np.array(np.unravel_index(flat_offsets(t), shape), dtype=np.int64)  # rank x tokens
     else:
         element = ()
-        coords = np.zeros((0, t.num_tokens), dtype=np.int64)
+    flat = flat_offsets(t)
     trips, steps = tuple(t.trip_counts), list(t.steps)
-    coeff = _fit(coords, trips)
+    coeff = _fit(flat, shape, trips)
     if coeff is None and shape:
-        parts = _split_trips(coords, trips)
+        parts = _split_trips(flat, shape, trips)
         trips = tuple(p for ps in parts for p in ps)
         steps = [s for ps, s in zip(parts, t.steps, strict=True) for _ in ps]
-        coeff = _fit(coords, trips)
-    base = coords[:, 0]
-    if coeff is None or (base < 0).any():
+        coeff = _fit(flat, shape, trips)
+    if coeff is None:
         return None
+    base = _coords(flat, np.zeros(1, dtype=np.int64), shape)[:, 0]
     # Merge a loop into the loop inside it when it continues that loop's walk (e.g. kv heads x group over
     # the heads dim): the same tokens with fewer loops, as a kernel walking the merged dim spells them.
     k = len(trips) - 2
