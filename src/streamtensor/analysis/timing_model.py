@@ -80,7 +80,7 @@ from streamtensor.ir.dataflow import (
     ReassociateNode,
     input_loops,
     pending_tiles,
-    reads_init,
+    port_operands,
 )
 from streamtensor.ir.dataflow import Stream as DataflowStream
 from streamtensor.ir.itensor import ITensorType
@@ -257,8 +257,7 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
     # With every point loop unrolled the tile loop is the pipeline, and it moves a firing's tokens in it; else
     # the pipelined point loops move a wide token's beats in the steps that can hold them (stream_beats).
     if read_operands is None:
-        read_operands = [*range(len(op.inputs)),
-                         *(len(op.inputs) + r for r in range(len(op.inits)) if reads_init(op, r))]
+        read_operands = port_operands(op, ())
     beats = max(token_geometry(op, loops, j, max_bits)[0] for j in [*read_operands, *range(len(op.inputs),
                                                                                           len(op.operands))])
     # Unrolled reduction lanes are summed by a balanced tree of combiners (ceil(log2 lanes_r) levels) before the

@@ -322,6 +322,11 @@ class _Compiled:
         return _PyTables(self)
 
     @cached_property
+    def pad(self) -> list[int]:
+        """Stream s's padded segment of the flat token-time arrays: ``pad[s] .. pad[s + 1]`` (index 0 unused)."""
+        return (self.packed.tok_off + np.arange(len(self.tokens) + 1)).tolist()
+
+    @cached_property
     def packed(self) -> _Packed:
         tok_off = np.zeros(len(self.tokens) + 1, dtype=np.int64)
         tok_off[1:] = np.cumsum(self.tokens)
@@ -468,10 +473,9 @@ class _CompiledRun(_State):
         self.raw = np.array([raw_latency(c.width[s], d, c.srl_max_bits) for s, d in enumerate(depths)],
                             dtype=np.int64)
         nproc, nstr = len(c.names), len(c.stream_names)
-        pad = (pk.tok_off + np.arange(nstr + 1)).tolist()  # stream s's padded segment: pad[s] .. pad[s + 1]
         # Token times are read only once known (sim_kernel), and firing times get -1 after the run where an event
         # was never reached (firing_times): no initial values needed, so those of a dropped run serve.
-        self._take(*_run_buffers(pad[-1], nfire))
+        self._take(*_run_buffers(c.pad[-1], nfire))
         self.known_w = np.zeros(nstr, dtype=np.int64)
         self.known_r = np.zeros(nstr, dtype=np.int64)
         self.reads_done = np.zeros(nproc, dtype=np.int64)
@@ -483,7 +487,7 @@ class _CompiledRun(_State):
 
     def _take(self, wt: np.ndarray, rt: np.ndarray, issue: np.ndarray, complete: np.ndarray) -> None:
         """Compute into these time arrays (token write and read times, firing issue and completion times)."""
-        pad = (self.c.packed.tok_off + np.arange(len(self.c.tokens) + 1)).tolist()  # stream s: pad[s] .. pad[s + 1]
+        pad = self.c.pad
         self.wt_flat, self.rt_flat, self.issue, self.complete = wt, rt, issue, complete
         self.wt = [wt[pad[s] : pad[s + 1]] for s in range(len(pad) - 1)]
         self.rt = [rt[pad[s] : pad[s + 1]] for s in range(len(pad) - 1)]
@@ -510,10 +514,10 @@ class _CompiledRun(_State):
         in_place = prev is dropped
         if in_place:
             self._take(prev.wt_flat, prev.rt_flat, prev.issue, prev.complete)
-        # Otherwise only the times taken are copied (the kernel writes the others, or they are never read): the
-        # arrays are hundreds of MB at a paper-size prefill block's finest tilings.
-        for p in range(len(c.names)):
-            if not in_place:
+        else:
+            # Only the times taken are copied (the kernel writes the others, or they are never read): the arrays
+            # are hundreds of MB at a paper-size prefill block's finest tilings.
+            for p in range(len(c.names)):
                 a = int(pk.fire_off[p])
                 self.issue[a : a + self.reads_done[p]] = prev.issue[a : a + self.reads_done[p]]
                 self.complete[a : a + self.writes_done[p]] = prev.complete[a : a + self.writes_done[p]]

@@ -94,10 +94,11 @@ def input_owners(arguments: Sequence[MemoryArgument]) -> list[MemoryArgument]:
     return [a for a in arguments if a.role == "input" and a.shares is None]
 
 
-def _written_slots(out: MemoryArgument, slots: int) -> np.ndarray:
-    """Per slot of ``out``'s buffer, the flat tensor index + 1 the kernel writes there (0: none)."""
+def _written_slots(out_slots: np.ndarray, slots: int) -> np.ndarray:
+    """Per slot of a buffer of ``slots``, the flat tensor index + 1 a kernel writes there (0: none), from
+    ``out_slots`` (``slot_map`` of its output: per element, its slot + 1)."""
     held = np.zeros(slots, dtype=np.int64)
-    where = slot_map(out).astype(np.int64) - 1
+    where = out_slots.astype(np.int64) - 1
     held[where] = np.arange(1, len(where) + 1)
     return held
 
@@ -110,7 +111,7 @@ def same_buffer(out: MemoryArgument, buffer: MemoryArgument) -> bool:
     if out.layout.total_bytes != buffer.layout.total_bytes:
         return False
     wanted = slot_map(buffer)
-    return bool(wanted.all()) and np.array_equal(_written_slots(out, len(wanted)), wanted)
+    return bool(wanted.all()) and np.array_equal(_written_slots(slot_map(out), len(wanted)), wanted)
 
 
 def row_offsets(out: MemoryArgument, buffer: MemoryArgument, word_bytes: int) -> list[int | None]:
@@ -143,13 +144,12 @@ def cache_prefix(out: MemoryArgument, cache: MemoryArgument) -> bool:
     if len(shape) != len(full) or shape[:-2] != full[:-2] or shape[-1] != full[-1] or shape[-2] > full[-2]:
         return False
     wanted = slot_map(cache).astype(np.int64)  # per cache slot: the flat cache index + 1 it holds (0: padding)
+    out_slots = slot_map(out)
     # An output larger than the cache, or packed over more slots than it has, is no prefix of it.
-    if out.layout.total_bytes > cache.layout.total_bytes or int(slot_map(out).max(initial=0)) > len(wanted):
+    if out.layout.total_bytes > cache.layout.total_bytes or int(out_slots.max(initial=0)) > len(wanted):
         return False
-    held = _written_slots(out, len(wanted))  # per slot: the flat index + 1 of out's tensor written there
-    span = out.layout.total_bytes * len(wanted) // cache.layout.total_bytes
-    if span > len(held):
-        return False
+    held = _written_slots(out_slots, len(wanted))  # per slot: the flat index + 1 of out's tensor written there
+    span = out.layout.total_bytes * len(wanted) // cache.layout.total_bytes  # within the cache: its bytes are more
     # out's element (..., r, d) is the cache's element (..., r, d): its flat index in the cache's shape.
     where = held[:span] - 1
     expected = np.where(held[:span] > 0, np.ravel_multi_index(np.unravel_index(np.maximum(where, 0), shape), full)

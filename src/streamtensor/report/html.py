@@ -125,17 +125,7 @@ def timeline_segments(spans: Spans, makespan: int, bins: int = TIMELINE_BINS) ->
     edges = np.linspace(0, makespan, bins + 1)
     share = np.zeros((3, bins))
     for state in (BUSY, EMPTY, FULL):
-        start, end = spans.by_state[state]
-        if not len(start):
-            continue  # no time in this state
-        length = end - start
-        # Time in this state before cycle x: whole spans ending by x, plus the part of the one containing x (none
-        # past the last span). Read at the edges only (a fine tiling's process has millions of spans).
-        idx = np.searchsorted(end, edges, side="right")
-        cum = np.where(idx > 0, np.cumsum(length)[np.maximum(idx - 1, 0)], 0)
-        held, inside = idx < len(start), np.minimum(idx, len(start) - 1)
-        part = np.clip(edges - np.where(held, start[inside], 0), 0, np.where(held, length[inside], 0))
-        share[state] = np.diff(cum + part)
+        share[state] = np.diff(spans.cycles_before(state, edges))
     active = share.sum(axis=0) > 0
     winner = np.argmax(share, axis=0)
     segments: list[list[int]] = []

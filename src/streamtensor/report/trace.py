@@ -81,18 +81,8 @@ def coalesced_spans(sp: Spans, points: int = SPAN_POINTS) -> tuple[np.ndarray, n
     (shape ``points`` x len(STATES)); the spans tile the run, so a slice's cycles add up to its length."""
     edges = np.unique(np.linspace(sp.first, sp.last, points + 1).round().astype(np.int64))
     cycles = np.zeros((len(edges) - 1, len(STATES)), dtype=np.int64)
-    for state, (start, end) in enumerate(sp.by_state):
-        if not len(start):
-            continue
-        # Cycles in ``state`` before each edge: whole spans that ended, plus the part of one still running (read at
-        # the edges only: a busy process has millions of spans).
-        k = np.searchsorted(start, edges, side="right")  # spans started at or before the edge
-        last = np.maximum(k - 1, 0)
-        length = end[last] - start[last]
-        running = np.clip(edges - start[last], 0, length)
-        done = np.cumsum(end - start)[last] - length  # the spans before the last one started
-        before = np.where(k > 0, done + running, 0)
-        cycles[:, state] = np.diff(before)
+    for state in range(len(STATES)):
+        cycles[:, state] = np.diff(sp.cycles_before(state, edges))
     return edges, cycles
 
 

@@ -484,7 +484,7 @@ class KernelWriter:
         for k, d in enumerate(self.pipelined):
             lt = self.loops[d]
             innermost = k == len(self.pipelined) - 1
-            code.loop(f"i{d}" if lt.unroll == 1 else f"p{d}", lt.tile, lt.unroll,
+            code.loop(self.point_counter(d), lt.tile, lt.unroll,
                       f"pipeline II={pipeline_ii}" if innermost else None)
             if innermost and self.use_acc and distance is not None:
                 # The same accumulator element comes back `distance` steps later (recurrence_distance, or the
