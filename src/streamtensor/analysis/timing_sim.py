@@ -460,7 +460,9 @@ class _State:
 class _CompiledRun(_State):
     """One simulation by the compiled event loop (:mod:`.sim_kernel`), the default engine."""
 
-    def __init__(self, c: _Compiled, depths: list[int | None], release: list[np.ndarray | None]) -> None:
+    def __init__(self, c: _Compiled, depths: list[int | None], release: list[np.ndarray | None],
+                 arrays: _CompiledRun | None = None) -> None:
+        """``arrays``: a run nothing needs any more, whose time arrays this one computes in (else a free set)."""
         self.c = c
         self.fifo_depth = depths
         pk = c.packed
@@ -475,7 +477,10 @@ class _CompiledRun(_State):
         nproc, nstr = len(c.names), len(c.stream_names)
         # Token times are read only once known (sim_kernel), and firing times get -1 after the run where an event
         # was never reached (firing_times): no initial values needed, so those of a dropped run serve.
-        self._take(*_run_buffers(c.pad[-1], nfire))
+        if arrays is None:
+            self._take(*_run_buffers(c.pad[-1], nfire))
+        else:
+            self._take(arrays.wt_flat, arrays.rt_flat, arrays.issue, arrays.complete)
         self.known_w = np.zeros(nstr, dtype=np.int64)
         self.known_r = np.zeros(nstr, dtype=np.int64)
         self.reads_done = np.zeros(nproc, dtype=np.int64)
@@ -498,8 +503,10 @@ class _CompiledRun(_State):
         earlier ones, so it happens here at the same time (module docstring: every dependency is at an earlier
         cycle, but along a trace). Of several runs, the one that gives the most events. A deadlocked run computed
         its events up to the deadlock: those before the cut are taken too (an event it never reached depends on
-        nothing it computed before the cut). Where that run is ``dropped`` (no longer needed), this run goes on in
-        its arrays, where those times already are."""
+        nothing it computed before the cut). ``dropped``: one of ``runs`` no longer needed, whose arrays this run
+        was built on (``arrays``): where it is the one taken, its times are already in place; otherwise those
+        taken are copied over its own (a third set of hundreds of MB at a paper-size prefill block's finest
+        tilings would be faulted in for nothing: issue 21)."""
         c, pk = self.c, self.c.packed
         taken = -1
         for run in runs:
@@ -512,9 +519,7 @@ class _CompiledRun(_State):
                 taken, prev = events, run
                 self.reads_done, self.writes_done, self.slip, self.stall_in, self.stall_out = state
         in_place = prev is dropped
-        if in_place:
-            self._take(prev.wt_flat, prev.rt_flat, prev.issue, prev.complete)
-        else:
+        if not in_place:
             # Only the times taken are copied (the kernel writes the others, or they are never read): the arrays
             # are hundreds of MB at a paper-size prefill block's finest tilings.
             for p in range(len(c.names)):
@@ -819,17 +824,21 @@ class Simulator:
         in), and it is emptied.
         """
         c = self._compiled
-        run = self._engine(c, _depth_list(c, depths), _release_list(self._net, release))
         runs = [resume_from] if isinstance(resume_from, SimResult) else list(resume_from)
         if dropping is not None and not any(r is dropping for r in runs):
             raise ValueError("dropping is not one of resume_from")
+        dropped = None if dropping is None else dropping.run_state
+        if self._engine is _CompiledRun:
+            run = _CompiledRun(c, _depth_list(c, depths), _release_list(self._net, release),
+                               dropped if isinstance(dropped, _CompiledRun) and dropped.c is c else None)
+        else:
+            run = self._engine(c, _depth_list(c, depths), _release_list(self._net, release))
         if isinstance(run, _CompiledRun) and runs:
             prevs = [r.run_state for r in runs]
             for prev in prevs:
                 if prev is None or prev.c is not c or not _same_release(prev, run):
                     raise ValueError("resume_from is not a compiled run of this network with these release times")
-            run.resume([prev for prev in prevs if prev is not None],
-                       None if dropping is None else dropping.run_state)
+            run.resume(prevs, dropped)
         if dropping is not None:  # its times are this run's now
             dropping.run_state = None
             dropping.firing_times.clear()
