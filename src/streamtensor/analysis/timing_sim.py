@@ -316,6 +316,22 @@ class _Compiled:
         self.write_firing = [net.process(s.source).writes[s.name] for s in net.streams]
         self.read_firing = [net.process(s.target).reads[s.name] for s in net.streams]
         self.order = self._dataflow_order()
+        self._release: tuple[list[int], list[np.ndarray | None], np.ndarray, np.ndarray] | None = None
+
+    def flat_release(self, release: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+        """The release times of the processes that have them, flat (``rel``), and where each process's begin
+        (``rel_off[p]``, -1: none). The last one is kept by the arrays it came from: the trim's simulations share
+        one set of release times, which at a paper-size block's finest tilings (sources of millions of firings)
+        cost a third of a second to copy and as much to compare per run (issue 21). Release arrays are never
+        changed in place (no caller does)."""
+        key = [id(r) for r in release]
+        if self._release is not None and self._release[0] == key:
+            return self._release[2], self._release[3]
+        sizes = [0 if r is None else len(r) for r in release]
+        rel_off = np.where([r is not None for r in release], np.cumsum([0] + sizes[:-1]), -1).astype(np.int64)
+        rel = _flat([r for r in release if r is not None])
+        self._release = (key, release, rel_off, rel)  # the arrays kept alive: their ids stay theirs
+        return rel_off, rel
 
     @cached_property
     def py(self) -> _PyTables:
@@ -467,10 +483,7 @@ class _CompiledRun(_State):
         self.fifo_depth = depths
         pk = c.packed
         nfire = int(pk.fire_off[-1])
-        # Release times of the processes that have them (sources: a few firings), at ``rel_off[p]`` (-1: none).
-        sizes = [0 if r is None else len(r) for r in release]
-        self.rel_off = np.where([r is not None for r in release], np.cumsum([0] + sizes[:-1]), -1).astype(np.int64)
-        self.rel = _flat([r for r in release if r is not None])
+        self.rel_off, self.rel = c.flat_release(release)
         self.depth = np.array([d or 0 for d in depths], dtype=np.int64)
         self.raw = np.array([raw_latency(c.width[s], d, c.srl_max_bits) for s, d in enumerate(depths)],
                             dtype=np.int64)
@@ -855,7 +868,8 @@ class Simulator:
 
 
 def _same_release(a: _CompiledRun, b: _CompiledRun) -> bool:
-    return np.array_equal(a.rel_off, b.rel_off) and np.array_equal(a.rel, b.rel)
+    return (a.rel is b.rel and a.rel_off is b.rel_off) or (
+        np.array_equal(a.rel_off, b.rel_off) and np.array_equal(a.rel, b.rel))
 
 
 def simulate(
