@@ -376,6 +376,35 @@ def test_compiled_engine_matches_python_engine(seed: int, data: st.DataObject) -
     assert Simulator(net).finishes_by(depths, horizon) == Simulator(net, "python").finishes_by(depths, horizon)
 
 
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 10_000), data=st.data())
+def test_no_event_happens_after_the_time_bound(seed: int, data: st.DataObject) -> None:
+    """The bound that lets a run keep its times in int32 holds: every event of every run (any depths, releases)."""
+    net = random_network(seed)
+    release = {p.name: np.sort(np.array(data.draw(st.lists(st.integers(0, 60), min_size=p.num_firings,
+                                                           max_size=p.num_firings)), dtype=np.int64))
+               for p in net.processes if data.draw(st.booleans())}
+    result = simulate(net, {s.name: data.draw(depth_choice) for s in net.streams}, release)
+    latest = max((int(ft.complete.max(initial=-1)) for ft in result.firing_times.values()), default=-1)
+    assert latest <= Simulator(net).time_bound + max((int(r.max()) for r in release.values()), default=0)
+
+
+@pytest.mark.parametrize("offset", [0, 2**31])
+def test_runs_released_past_the_int32_range_keep_int64_times(offset: int) -> None:
+    """A run whose times could pass the int32 range (released late here) computes in int64 arrays: the same
+    results as the oracle's, shifted."""
+    net = paper_network(64, 16)
+    source = net.processes[0]
+    release = {source.name: np.arange(source.num_firings, dtype=np.int64) + offset}
+    fast, exact = simulate(net, {}, release), simulate(net, {}, release, engine="python")
+    assert_same_result(fast, exact)
+    assert fast.firing_times[source.name].issue.dtype == (np.int64 if offset else np.int32)
+    assert fast.makespan_cycles > offset
+    lowered = {s.name: 4 for s in net.streams}
+    assert_same_result(simulate(net, lowered, release, resume_from=fast, dropping=fast),
+                       simulate(net, lowered, release, engine="python"))
+
+
 @pytest.mark.parametrize("net", [paper_network(), paper_network(64, 16), bursty_fork(), bursty_fork(512, 32),
                                  late_reader(), late_reader(256, 200)], ids=lambda n: f"{len(n.processes)}p")
 @pytest.mark.parametrize("depth", [None, 1, 2, 5])

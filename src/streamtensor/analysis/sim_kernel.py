@@ -7,7 +7,8 @@ paper-size decode block, seconds per simulation); here an event costs nanosecond
 dozens of simulations take well under a second. ``timing_sim``'s Python engine (``engine="python"``) is kept as
 the oracle: the tests compare both on every result field.
 
-Layout (flat int64 arrays, built once per network by ``timing_sim._Compiled.packed``):
+Layout (flat int64 arrays but for the int32 token -> firing tables ``wfir`` / ``rfir``, built once per network by
+``timing_sim._Compiled.packed``):
 
 * per process p: its ``ii`` and pipeline depth ``pdepth``; its firings ``fire_off[p] .. fire_off[p+1]`` of the
   results ``issue`` / ``complete`` (times of each firing's read / write event, -1 where never reached) and, per

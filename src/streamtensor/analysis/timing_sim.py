@@ -61,26 +61,34 @@ _NEG = sim_kernel.NEG  # "no constraint" / padding time
 _POS = sim_kernel.POS  # time of an event not computed (yet)
 _NO_SHIFT = np.zeros(1, dtype=np.int64)  # peak_occupancies at the times as they are
 _SCALAR_BATCH = 12  # runs of at most this many events are cheaper as a Python loop than as numpy calls
+# The token -> firing tables of the compiled engine: half the bytes of int64 (hundreds of MB at a paper-size
+# prefill block's finest tilings, issue 21); a process of 2**31 firings would not fit in memory anyway.
+_FIRING_INDEX = np.int32
+# A compiled run's times are int32 (half the bytes again) where no time of the run can reach this bound
+# (``_Compiled.time_bound``): sums of two times and a time plus a shift stay within int32.
+_INT32_TIMES = 2**30
 _KEPT_RUNS = 4  # sets of a compiled run's time arrays kept for later runs (the trim holds two, its input one)
 # The sets kept (``_run_buffers``): token write and read times, firing issue and completion times.
 _KEPT: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
 
-def _run_buffers(tokens: int, firings: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The four time arrays of a compiled run of a network of ``tokens`` padded token slots and ``firings``
-    firings (contents undefined), those of a run nothing refers to any more where one of that size is kept: a
-    fresh array of hundreds of MB (a paper-size prefill block) costs as much to fault in as half a simulation
-    (issue 21). Whether an array is free is told by its reference count (a view of it counts: a result's firing
-    times, a profile). Kept by size, not by network: the mirrored network a latest schedule runs on, and the
-    networks a decode block is rebuilt with at other DMA shares, have the sizes of the network. A new set takes
-    the place of a free one of another size when ``_KEPT_RUNS`` are kept."""
+def _run_buffers(tokens: int, firings: int, dtype: type[np.integer]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The four time arrays (of ``dtype``) of a compiled run of a network of ``tokens`` padded token slots and
+    ``firings`` firings (contents undefined), those of a run nothing refers to any more where one of that size
+    and type is kept: a fresh array of hundreds of MB (a paper-size prefill block) costs as much to fault in as
+    half a simulation (issue 21). Whether an array is free is told by its reference count (a view of it counts: a
+    result's firing times, a profile). Kept by size, not by network: the mirrored network a latest schedule runs
+    on, and the networks a decode block is rebuilt with at other DMA shares, have the sizes of the network. A new
+    set takes the place of a free one of another size when ``_KEPT_RUNS`` are kept."""
     sizes = (tokens, tokens, firings, firings)
     for bufs in _KEPT:
         # References: the list's tuple, the loop's name, the argument of getrefcount.
-        if tuple(a.shape[0] for a in bufs) == sizes and all(sys.getrefcount(a) == 3 for a in bufs):
+        if (tuple(a.shape[0] for a in bufs) == sizes and bufs[0].dtype == dtype
+                and all(sys.getrefcount(a) == 3 for a in bufs)):
             return bufs
-    fresh = (np.empty(tokens, dtype=np.int64), np.empty(tokens, dtype=np.int64), np.empty(firings, dtype=np.int64),
-             np.empty(firings, dtype=np.int64))
+    fresh = (np.empty(tokens, dtype=dtype), np.empty(tokens, dtype=dtype), np.empty(firings, dtype=dtype),
+             np.empty(firings, dtype=dtype))
     if len(_KEPT) >= _KEPT_RUNS:
         free = [i for i, bufs in enumerate(_KEPT) if all(sys.getrefcount(a) == 3 for a in bufs)]
         if not free:
@@ -287,8 +295,14 @@ def _csr(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return off, np.array([v for r in rows for v in r], dtype=np.int64)
 
 
-def _flat(arrays: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(arrays).astype(np.int64, copy=False) if arrays else np.zeros(0, dtype=np.int64)
+def _flat(arrays: list[np.ndarray], dtype: type[np.integer] = np.int64) -> np.ndarray:
+    """The arrays one after the other, as ``dtype`` (copied once, not concatenated then cast)."""
+    out = np.empty(sum(len(a) for a in arrays), dtype=dtype)
+    at = 0
+    for a in arrays:
+        out[at : at + len(a)] = a
+        at += len(a)
+    return out
 
 
 class _Compiled:
@@ -318,6 +332,17 @@ class _Compiled:
         self.order = self._dataflow_order()
         self._release: tuple[list[int], list[np.ndarray | None], np.ndarray, np.ndarray] | None = None
 
+    @cached_property
+    def time_bound(self) -> int:
+        """A bound on every event time of a run released at cycle 0 (a release at r adds at most r): along the
+        chain of events that sets the last one's time, each step is the previous event of the same trace (the
+        static gap: a trace's steps add up to at most its static span ``(n - 1) * ii + depth``) or a token
+        dependency (at most 2 cycles: a FIFO's read latency, or 1 after the read that frees a slot), and the
+        chain visits each event at most once."""
+        n = np.diff(self.fire_off)
+        spans = np.where(n > 0, (n - 1) * self.ii + self.depth, 0)
+        return int(spans.sum()) + 4 * int(n.sum()) + 2
+
     def flat_release(self, release: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
         """The release times of the processes that have them, flat (``rel``), and where each process's begin
         (``rel_off[p]``, -1: none). The last one is kept by the arrays it came from: the trim's simulations share
@@ -344,6 +369,8 @@ class _Compiled:
 
     @cached_property
     def packed(self) -> _Packed:
+        if max(p.num_firings for p in self.net.processes) > np.iinfo(_FIRING_INDEX).max:
+            raise ValueError("a process of more than 2**31 firings cannot be simulated")
         tok_off = np.zeros(len(self.tokens) + 1, dtype=np.int64)
         tok_off[1:] = np.cumsum(self.tokens)
         in_off, in_idx = _csr(self.ins)
@@ -352,7 +379,7 @@ class _Compiled:
             fire_off=self.fire_off, ii=self.ii, depth=self.depth, in_off=in_off, in_idx=in_idx,
             out_off=out_off, out_idx=out_idx, src=np.array(self.src, dtype=np.int64),
             tgt=np.array(self.tgt, dtype=np.int64), order=np.array(self.order, dtype=np.int64), tok_off=tok_off,
-            wfir=_flat(self.write_firing), rfir=_flat(self.read_firing),
+            wfir=_flat(self.write_firing, _FIRING_INDEX), rfir=_flat(self.read_firing, _FIRING_INDEX),
         )
 
     def _dataflow_order(self) -> list[int]:
@@ -490,10 +517,11 @@ class _CompiledRun(_State):
         nproc, nstr = len(c.names), len(c.stream_names)
         # Token times are read only once known (sim_kernel), and firing times get -1 after the run where an event
         # was never reached (firing_times): no initial values needed, so those of a dropped run serve.
-        if arrays is None:
-            self._take(*_run_buffers(c.pad[-1], nfire))
-        else:
+        dtype = np.int32 if c.time_bound + int(self.rel.max(initial=0)) < _INT32_TIMES else np.int64
+        if arrays is not None and arrays.issue.dtype == dtype:
             self._take(arrays.wt_flat, arrays.rt_flat, arrays.issue, arrays.complete)
+        else:
+            self._take(*_run_buffers(c.pad[-1], nfire, dtype))
         self.known_w = np.zeros(nstr, dtype=np.int64)
         self.known_r = np.zeros(nstr, dtype=np.int64)
         self.reads_done = np.zeros(nproc, dtype=np.int64)
@@ -531,7 +559,7 @@ class _CompiledRun(_State):
             if events > taken:
                 taken, prev = events, run
                 self.reads_done, self.writes_done, self.slip, self.stall_in, self.stall_out = state
-        in_place = prev is dropped
+        in_place = prev is dropped and prev.issue is self.issue
         if not in_place:
             # Only the times taken are copied (the kernel writes the others, or they are never read): the arrays
             # are hundreds of MB at a paper-size prefill block's finest tilings.
@@ -823,6 +851,11 @@ class Simulator:
     def width_bits(self) -> list[int]:
         """Per stream, in ``stream_names`` order."""
         return self._compiled.width
+
+    @property
+    def time_bound(self) -> int:
+        """No event of a run happens later than this plus its latest release time (``_Compiled.time_bound``)."""
+        return self._compiled.time_bound
 
     def run(self, depths: Mapping[str, int | None], release: Mapping[str, np.ndarray] | None = None,
             resume_from: SimResult | Sequence[SimResult] = (), dropping: SimResult | None = None) -> SimResult:
