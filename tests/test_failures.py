@@ -155,6 +155,36 @@ def test_running_out_of_memory_blames_the_design_point_not_the_construct() -> No
     assert "needs more memory than this machine has" in msg and "unsupported" not in msg
 
 
+def test_running_out_of_memory_writing_the_report_is_one_line_on_the_cli(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The report of a huge network's simulation can exhaust the memory cap after every compile stage: its stage is
+    named, and the design point is blamed (no "report it": not a bug)."""
+    import streamtensor.driver as driver
+
+    def exhausted(*args: object) -> None:
+        raise MemoryError("Unable to allocate 56.8 MiB")
+
+    monkeypatch.setattr(driver, "write_report", exhausted)
+    assert main(["compile", "gpt2", "--mode", "decode", "-o", str(tmp_path / "x"), *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after the model's own warnings
+    assert err.startswith("streamtensor: error: stage report failed on ")
+    assert "needs more memory than this machine has" in err and "report it" not in err
+
+
+def test_running_out_of_memory_outside_a_stage_blames_the_design_point(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import streamtensor.cli as cli
+
+    def exhausted(args: object) -> None:
+        raise MemoryError("Unable to allocate 56.8 MiB")
+
+    monkeypatch.setattr(cli, "_compile", exhausted)
+    assert main(["compile", "gpt2", "-o", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip() == ("streamtensor: error: compile ran out of memory -- the design point "
+                                               "needs more memory than this machine has (finer tiles mean more "
+                                               "firings for the timing simulation to hold)")
+
+
 def test_unsupported_model_is_one_line_on_the_cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
     # A block whose forward branches on data, as an unsupported model would: export raises deep inside torch.

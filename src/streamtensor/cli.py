@@ -10,7 +10,7 @@ from pathlib import Path
 
 from streamtensor.codegen.vitis.boards import DEFAULT_TARGET, TARGETS, get_target
 from streamtensor.driver import CompileOptions, compile_llm_block
-from streamtensor.errors import OptionError, StreamTensorError
+from streamtensor.errors import OUT_OF_MEMORY_HINT, OptionError, StreamTensorError
 from streamtensor.frontend.block_cache import CachedBlock
 from streamtensor.frontend.quant_scheme import KV_SCHEMES, QUANT_SCHEMES
 from streamtensor.host import CLI_MEMORY_SHARE, memory_cap, use_small_pages
@@ -415,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         if isinstance(exc, StreamTensorError):
             print(f"streamtensor: error: {exc}", file=sys.stderr)
+        elif isinstance(exc, MemoryError):  # the design point, not a bug: the same hint as inside a stage
+            print(f"streamtensor: error: {args.command} ran out of memory -- {OUT_OF_MEMORY_HINT}", file=sys.stderr)
         else:  # outside any compile stage (those raise StageError): a bug
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "(no message)"
             print(f"streamtensor: error: {args.command} failed: {type(exc).__name__}: {first} -- rerun with "

@@ -284,8 +284,8 @@ class Design:
         (out / "report.json").write_text(json.dumps(self.report, indent=2) + "\n")
         if self.allocation is not None:  # report.html and trace.json show the sized, simulated design
             # The compile's own simulations: the report does not simulate the block again.
-            write_report(out, self.target, [(a.network, a.simulation) for a in self.allocation.groups
-                                            if a.simulation is not None])
+            simulated = [(a.network, a.simulation) for a in self.allocation.groups if a.simulation is not None]
+            in_stage("report", f"design {self.name}", lambda: write_report(out, self.target, simulated))
         return out
 
 

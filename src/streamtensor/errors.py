@@ -46,6 +46,10 @@ class ResourceBudgetError(StreamTensorError):
     """The design does not fit its device, or no SLR assignment fits the per-die budgets."""
 
 
+OUT_OF_MEMORY_HINT = ("the design point needs more memory than this machine has (finer tiles mean more firings for "
+                      "the timing simulation to hold)")
+
+
 class StageError(StreamTensorError):
     """An unexpected exception inside a compile stage, as one line: the stage, the model construct, what to do.
     The original exception is its ``__cause__`` (the command line's ``--debug`` prints its traceback)."""
@@ -55,9 +59,7 @@ class StageError(StreamTensorError):
         text = str(exc).strip()
         first_line = text.splitlines()[0] if text else "(no message)"
         # Running out of memory says nothing about the construct: it is the design point that is too large.
-        hint = ("the design point needs more memory than this machine has (finer tiles mean more firings for the "
-                "timing simulation to hold)"
-                if isinstance(exc, MemoryError) else
+        hint = (OUT_OF_MEMORY_HINT if isinstance(exc, MemoryError) else
                 "the construct is likely unsupported; rerun with --debug for the traceback and report it with the "
                 "model")
         super().__init__(f"stage {stage} failed on {construct}: {type(exc).__name__}: {first_line} -- {hint}")
