@@ -375,14 +375,14 @@ def stall_spans(ii: int, depth: int, issue: np.ndarray, complete: np.ndarray
     A state that continues without a gap is merged into one span; the events after the first never reached (time
     -1, a deadlock) are left out. State k's spans, in time order, are ``off[k] .. off[k + 1]`` (every reader
     takes the spans of one state: grouped as they are written, not split afterwards). Two passes: the counts,
-    then the spans (arrays of the exact size)."""
+    then the spans (arrays of the exact size, of the times' type: a run's int32 times give int32 spans)."""
     at = np.zeros(3, dtype=np.int64)
-    empty = np.empty(0, dtype=np.int64)
+    empty = np.empty(0, dtype=issue.dtype)
     _walk_spans(ii, depth, issue, complete, empty, empty, at, False)
     off = np.zeros(4, dtype=np.int64)
     off[1:] = np.cumsum(at)
-    start = np.empty(off[3], dtype=np.int64)
-    end = np.empty(off[3], dtype=np.int64)
+    start = np.empty(off[3], dtype=issue.dtype)
+    end = np.empty(off[3], dtype=issue.dtype)
     at[:] = off[:3]
     _walk_spans(ii, depth, issue, complete, start, end, at, True)
     return start, end, off

@@ -220,10 +220,10 @@ def process_spans(net: ProcessNetwork, sim: SimResult, name: str, offset: int = 
     (``sim_kernel.stall_spans``: one pass over its firings, no trace built)."""
     proc = net.process(name)
     ft = sim.firing_times[name]
-    start, end, off = stall_spans(proc.ii, proc.depth, ft.issue.astype(np.int64, copy=False),
-                                  ft.complete.astype(np.int64, copy=False))
-    start += offset  # arrays of its own: shifted in place
-    end += offset
+    start, end, off = stall_spans(proc.ii, proc.depth, ft.issue, ft.complete)
+    if offset:  # a later group's: in int64 (the offset and a time of an int32 run may pass int32 together)
+        start = start.astype(np.int64) + offset
+        end = end.astype(np.int64) + offset
     bounds = off.tolist()
     return Spans(tuple((start[a:b], end[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)))
 
