@@ -345,10 +345,10 @@ class _Compiled:
 
     def flat_release(self, release: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
         """The release times of the processes that have them, flat (``rel``), and where each process's begin
-        (``rel_off[p]``, -1: none). The last one is kept by the arrays it came from: the trim's simulations share
-        one set of release times, which at a paper-size block's finest tilings (sources of millions of firings)
-        cost a third of a second to copy and as much to compare per run (issue 21). Release arrays are never
-        changed in place (no caller does)."""
+        (``rel_off[p]``, -1: none). The last one is kept by the arrays it came from: a sizing's simulations share
+        one set of release times (the conservative strategy's releases every firing of every process: at a
+        paper-size block's finest tilings, hundreds of MB to copy and compare per run; issue 21). Release arrays
+        are never changed in place (no caller does)."""
         key = [id(r) for r in release]
         if self._release is not None and self._release[0] == key:
             return self._release[2], self._release[3]
