@@ -185,12 +185,12 @@ def load_model(outdir: str | Path, target: Target | None = None,
             processes[p.name] = ProcessInfo(p.name, g, _kind(graph, p.name), spans, finish, _details(graph, p.name))
         for s in net.streams:
             # The times of the tokens written / read (a deadlock leaves the rest out), as the simulation keeps them
-            # (read only here: shifted by the group's offset into copies).
+            # (read only here: shifted by the group's offset into int64 copies, as the spans).
             wt, rt = sim.stream_times[s.name]
             streams.append(StreamInfo(
                 s.name, g, s.source, s.target, s.width_bits, s.tokens, depths.get(g, {}).get(s.name),
                 sim.peak_occupancy[s.name], str(graph.streams[s.name].type) if s.name in graph.streams else "",
-                memories.get((g, s.name)), wt + offset if offset else wt, rt + offset if offset else rt))
+                memories.get((g, s.name)), _shifted(wt, offset), _shifted(rt, offset)))
         _hbm_traffic(graph, net, groups, g, target, hbm, dma_channels)
         # A deadlocked group ends (for the page) at its last event.
         offset = max([offset + (sim.makespan_cycles or 0)] + [processes[p.name].finish for p in net.processes])
@@ -221,11 +221,15 @@ def process_spans(net: ProcessNetwork, sim: SimResult, name: str, offset: int = 
     proc = net.process(name)
     ft = sim.firing_times[name]
     start, end, off = stall_spans(proc.ii, proc.depth, ft.issue, ft.complete)
-    if offset:  # a later group's: in int64 (the offset and a time of an int32 run may pass int32 together)
-        start = start.astype(np.int64) + offset
-        end = end.astype(np.int64) + offset
+    start, end = _shifted(start, offset), _shifted(end, offset)
     bounds = off.tolist()
     return Spans(tuple((start[a:b], end[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)))
+
+
+def _shifted(times: np.ndarray, offset: int) -> np.ndarray:
+    """``times`` of a later fusion group shifted by its ``offset``, in int64: the offset and a time of an int32 run
+    may pass int32 together. Group 0's (offset 0) as they are."""
+    return times.astype(np.int64) + offset if offset else times
 
 
 def _check_stalls(spans: Spans, sim: SimResult, name: str) -> None:
