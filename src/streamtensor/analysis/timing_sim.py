@@ -568,8 +568,10 @@ class _CompiledRun(_State):
                 self.issue[a : a + self.reads_done[p]] = prev.issue[a : a + self.reads_done[p]]
                 self.complete[a : a + self.writes_done[p]] = prev.complete[a : a + self.writes_done[p]]
         for s in range(len(c.stream_names)):  # the tokens moved by the firings done
-            self.known_w[s] = np.searchsorted(c.write_firing[s], self.writes_done[c.src[s]])
-            self.known_r[s] = np.searchsorted(c.read_firing[s], self.reads_done[c.tgt[s]])
+            # Searched for in the maps' own type: numpy would copy a whole int32 map to compare it with an int64.
+            w, r = c.write_firing[s], c.read_firing[s]
+            self.known_w[s] = np.searchsorted(w, w.dtype.type(self.writes_done[c.src[s]]))
+            self.known_r[s] = np.searchsorted(r, r.dtype.type(self.reads_done[c.tgt[s]]))
             if not in_place:
                 self.wt[s][1 : self.known_w[s] + 1] = prev.wt[s][1 : self.known_w[s] + 1]
                 self.rt[s][1 : self.known_r[s] + 1] = prev.rt[s][1 : self.known_r[s] + 1]

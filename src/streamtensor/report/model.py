@@ -73,7 +73,9 @@ class Spans:
         start, end = self.by_state[state]
         if not len(start):
             return np.zeros(len(at), dtype=np.int64)
-        k = np.searchsorted(start, at, side="right")  # spans started at or before each cycle
+        # Spans started at or before each cycle; the cycles in the spans' type (numpy would copy int32 spans to
+        # compare them with int64 cycles), those past its range clipped to it (past every span either way).
+        k = np.searchsorted(start, np.minimum(at, np.iinfo(start.dtype).max).astype(start.dtype), side="right")
         last = np.maximum(k - 1, 0)
         length = end[last] - start[last]
         done = np.cumsum(end - start)[last] - length  # the spans before the last one started
@@ -246,8 +248,7 @@ def occupancy_steps(write_times: np.ndarray, read_times: np.ndarray) -> tuple[np
     sorted (a FIFO's token times): one compiled merge (a fine tiling's FIFO moves millions of tokens)."""
     if len(write_times) == 0:  # nothing written (a deadlock before the first token)
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return _occupancy_steps(np.ascontiguousarray(write_times, dtype=np.int64),
-                            np.ascontiguousarray(read_times, dtype=np.int64))
+    return _occupancy_steps(np.ascontiguousarray(write_times), np.ascontiguousarray(read_times))  # int32 or int64
 
 
 @numba.njit(cache=True, nogil=True)
