@@ -305,6 +305,15 @@ def test_process_validation_errors() -> None:
         simulate(pair(), {"s": 0})
 
 
+def test_token_maps_are_int32_unless_the_firings_need_int64() -> None:
+    """Half the memory of a fine tiling's maps; a process of 2**31 firings or more keeps int64 (its indices would
+    not fit), and a map given in int64 is validated before it is narrowed (no index wraps around unseen)."""
+    assert Process("P", 1, 1, 4, writes={"s": np.array([0, 3], dtype=np.int64)}).writes["s"].dtype == np.int32
+    assert Process("P", 1, 1, 2**31, writes={"s": np.array([0, 2**31 - 1])}).writes["s"].dtype == np.int64
+    with pytest.raises(ValueError, match=r"must lie in \[0, 4\)"):
+        Process("P", 1, 1, 4, writes={"s": np.array([0, 2**32 + 1])})
+
+
 def test_derived_timing() -> None:
     k1 = paper_network().process("K1")
     assert (k1.latency, k1.initial_delay, k1.first_write_firing) == (31 + 3, 7 + 3, 7)
