@@ -125,23 +125,32 @@ def _bounds(op: GenericOp, loops: list[LoopTiling], pipelined: list[int], operan
     return element.max(axis=1) if writing else element.min(axis=1)
 
 
-def results_behind(op: GenericOp, loops: list[LoopTiling], point_order: list[int], max_bits: int,
-                   pipeline_ii: int) -> tuple[int, ...]:
-    """The wide results whose beats the firing's steps cannot move within ``pipeline_ii`` accesses a step (set
-    up to the last steps) but the next firing's first steps can: they are best written behind."""
+def _moved_out(op: GenericOp, loops: list[LoopTiling], point_order: list[int], operands: list[int], max_bits: int,
+               pipeline_ii: int, writing: bool) -> list[int]:
+    """The wide tokens among ``operands`` whose beats the firing's steps cannot move within ``pipeline_ii``
+    accesses a step (read from the first steps; ``writing``: set up to the last) but the neighbouring firing's
+    steps can."""
     pipelined = pipelined_loops(loops, point_order)
     if not pipelined:
-        return ()
-    steps, n_in = _steps(loops, pipelined), len(op.inputs)
+        return []
+    steps = _steps(loops, pipelined)
     found = []
-    for r in range(len(op.inits)):
-        beats = token_geometry(op, loops, n_in + r, max_bits)[0]
+    for operand in operands:
+        beats = token_geometry(op, loops, operand, max_bits)[0]
         if beats == 1 or -(-beats // steps) > pipeline_ii:
             continue
-        if _least_schedule(_bounds(op, loops, pipelined, n_in + r, max_bits, True), steps, False).per_step > \
-                pipeline_ii:
-            found.append(r)
-    return tuple(found)
+        bound = _bounds(op, loops, pipelined, operand, max_bits, writing)
+        if _least_schedule(bound, steps, not writing).per_step > pipeline_ii:
+            found.append(operand)
+    return found
+
+
+def results_behind(op: GenericOp, loops: list[LoopTiling], point_order: list[int], max_bits: int,
+                   pipeline_ii: int) -> tuple[int, ...]:
+    """The wide results (by result index) best written behind (``_moved_out``)."""
+    n_in = len(op.inputs)
+    results = range(n_in, n_in + len(op.inits))
+    return tuple(j - n_in for j in _moved_out(op, loops, point_order, list(results), max_bits, pipeline_ii, True))
 
 
 def read_in_pipeline(op: GenericOp, loops: list[LoopTiling], tile_order: list[int], operands: list[int]
@@ -154,22 +163,9 @@ def read_in_pipeline(op: GenericOp, loops: list[LoopTiling], tile_order: list[in
 
 def inputs_ahead(op: GenericOp, loops: list[LoopTiling], point_order: list[int], read_operands: list[int],
                  max_bits: int, pipeline_ii: int) -> tuple[int, ...]:
-    """The wide inputs (operands in ``read_operands`` below the inits) whose beats the firing's steps cannot move
-    within ``pipeline_ii`` accesses a step (used from the first steps) but the previous firing's steps can: they
-    are best read ahead."""
-    pipelined = pipelined_loops(loops, point_order)
-    if not pipelined:
-        return ()
-    steps = _steps(loops, pipelined)
-    found = []
-    for operand in read_operands:
-        beats = token_geometry(op, loops, operand, max_bits)[0]
-        if operand >= len(op.inputs) or beats == 1 or -(-beats // steps) > pipeline_ii:
-            continue
-        bound = _bounds(op, loops, pipelined, operand, max_bits, False)
-        if _least_schedule(bound, steps, True).per_step > pipeline_ii:
-            found.append(operand)
-    return tuple(found)
+    """The wide inputs (operands in ``read_operands`` below the inits) best read ahead (``_moved_out``)."""
+    inputs = [j for j in read_operands if j < len(op.inputs)]
+    return tuple(_moved_out(op, loops, point_order, inputs, max_bits, pipeline_ii, False))
 
 
 def kernel_beats(op: GenericOp, loops: list[LoopTiling], point_order: list[int], read_operands: list[int],

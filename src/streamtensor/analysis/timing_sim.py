@@ -876,11 +876,11 @@ class Simulator:
         if dropping is not None and not any(r is dropping for r in runs):
             raise ValueError("dropping is not one of resume_from")
         dropped = None if dropping is None else dropping.run_state
-        if self._engine is _CompiledRun:
-            run = _CompiledRun(c, _depth_list(c, depths), _release_list(self._net, release),
-                               dropped if isinstance(dropped, _CompiledRun) and dropped.c is c else None)
+        args = (c, _depth_list(c, depths), _release_list(self._net, release))
+        if self._engine is _CompiledRun:  # it computes in the dropped run's arrays
+            run = _CompiledRun(*args, dropped if isinstance(dropped, _CompiledRun) and dropped.c is c else None)
         else:
-            run = self._engine(c, _depth_list(c, depths), _release_list(self._net, release))
+            run = self._engine(*args)
         if isinstance(run, _CompiledRun) and runs:
             prevs = [r.run_state for r in runs]
             for prev in prevs:
