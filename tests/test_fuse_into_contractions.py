@@ -239,3 +239,16 @@ def test_a_float_prologue_of_integer_positions_stays_fused() -> None:
     decode keys)."""
     g = parse_graph((Path(__file__).parent / "ir" / "hoist-prologues" / "positions.mlir").read_text())
     assert print_graph(hoist_recomputed_prologues(g)) == print_graph(g)
+
+
+def test_a_large_quantized_input_is_hoisted_before_an_expanding_projection_only() -> None:
+    """A prefill block's quantized rows (32 x 1024 int8, 32 KiB: above the small-tensor bound) become a kernel of
+    their own before a projection whose output is at least as wide as its input (2,048 or 1,024 columns: the
+    buffer holds no more than the projection streams out); before a narrowing one (512 columns, as a down
+    projection reads GELU's quantized rows) they stay fused."""
+    text = (Path(__file__).parent / "ir" / "hoist-prologues" / "rows.mlir").read_text()
+    for cols, hoisted in ((2048, True), (1024, True), (512, False)):
+        g = parse_graph(text.replace("COLS", str(cols)))
+        assert ("@elementwise_1" in print_graph(hoist_recomputed_prologues(g))) is hoisted, cols
+        assert ("@elementwise_1" in print_graph(fuse_elementwise_into_contractions(hoist_recomputed_prologues(g)))
+                ) is hoisted, cols

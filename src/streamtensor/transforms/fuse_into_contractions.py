@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from streamtensor.ir import linalg
 from streamtensor.ir.affine import AffineDim, AffineMap
@@ -204,8 +204,7 @@ def _next_fusion(graph: Graph, outputs: set[str], taken: set[str], tile: int
         if not (isinstance(p, GenericOp) and _fusable_producer(p, external_operands(p, producers))
                 and (consumers := _contraction_uses(users, outputs, p)) is not None):
             continue
-        uses = [(c, c.indexing_maps[[v.name for v in c.inputs].index(p.results[0].name)].used_dims())
-                for c in consumers]
+        uses = [_use(c, [v.name for v in c.inputs].index(p.results[0].name)) for c in consumers]
         external = [p.inputs[j].type for j in external_operands(p, producers)]
         if _own_kernel(p.results[0].type, p.body.ops, external, uses, tile):
             continue  # a small prologue the contractions would recompute: ``hoist_recomputed_prologues``' rule
@@ -237,24 +236,56 @@ def fuse_elementwise_into_contractions(graph: Graph, tile: int = TilingOptions.d
     return out
 
 
-def _own_kernel(result: TensorType, ops: Sequence[ScalarOp], external: list[TensorType],
-                uses: list[tuple[GenericOp, set[int]]], tile: int) -> bool:
+@dataclass(frozen=True)
+class _Use:
+    """A contraction reading a prologue's result: the loops that result varies with there (``varying``), and
+    those of them that another operand of the contraction varies with too (``shared``: its reduction over the
+    input features, with their groups; not the tokens, which only the result and the output vary with)."""
+
+    contraction: GenericOp
+    varying: set[int]
+    shared: set[int]
+
+    def features(self, dims: set[int] | Sequence[int]) -> int:
+        return math.prod(self.contraction.domain[d] for d in dims)
+
+    def expands(self) -> bool:
+        """Each element of the result feeds at least as many output features as the input features each output
+        sums: the normalised rows before a Q/K/V or up projection, not the GELU before a down projection."""
+        others = [d for d in range(len(self.contraction.domain)) if d not in self.varying]
+        return self.features(others) >= self.features(self.shared)
+
+
+def _use(contraction: GenericOp, k: int) -> _Use:
+    """How ``contraction`` reads its input ``k`` (a prologue's result): ``_Use``."""
+    maps = contraction.indexing_maps
+    varying = maps[k].used_dims()
+    others: set[int] = set()
+    for j in range(len(contraction.inputs)):
+        if j != k:
+            others |= maps[j].used_dims()
+    return _Use(contraction, varying, varying & others)
+
+
+def _own_kernel(result: TensorType, ops: Sequence[ScalarOp], external: list[TensorType], uses: list[_Use],
+                tile: int) -> bool:
     """Whether a prologue of ``ops`` computing ``result`` is a kernel of its own rather than part of the
     contractions that read it (``hoist_recomputed_prologues``): it computes more than casts; it quantizes: its
     result is an integer narrower than float operands it reads from external memory (``external``, their types;
     an f32 prologue of integer positions, a rotary embedding, stays fused: hoisting one broke CodeGen's decode
     keys), so that an on-chip buffer replaying its result holds fewer bytes than the stream
-    it replaces; its result is small enough to be held on chip whole (the bound under which an external tensor
-    is read once and forked); and a contraction tiles a loop it does not vary with more than once (``uses``:
-    each contraction with the loops the prologue varies with in it; ``tile``: the default tile size), so that
+    it replaces; a buffer of its result is cheap: the result is small (the bound under which an external tensor
+    is read once and forked), or a contraction reading it expands (``_Use.expands``: its output is at least as
+    wide as the result, so the buffer holds no more than the contraction streams out anyway); and a contraction
+    tiles a loop it does not vary with more than once (``uses``; ``tile``: the default tile size), so that
     contraction would compute it and stream those operands from HBM again once per tile of those loops."""
     return (any(o.name not in _CASTS and o.name != "arith.constant" for o in ops)
             and result.dtype.startswith("i")
             and any(t.dtype.startswith(("f", "bf")) and DTYPE_BITS[t.dtype] > DTYPE_BITS[result.dtype]
                     for t in external)
-            and result.bytes <= FORK_EXTERNAL_MAX_BYTES
-            and any(math.prod(n // tile_size(n, tile) for d, n in enumerate(c.domain) if d not in varying) > 1
-                    for c, varying in uses))
+            and (result.bytes <= FORK_EXTERNAL_MAX_BYTES or any(u.expands() for u in uses))
+            and any(math.prod(n // tile_size(n, tile) for d, n in enumerate(u.contraction.domain)
+                              if d not in u.varying) > 1 for u in uses))
 
 
 def _prologue(op: GenericOp) -> set[str]:
@@ -288,14 +319,20 @@ def hoist_recomputed_prologues(graph: Graph, tile: int = TilingOptions.default_t
     times, and its MLP down projection computed GELU once per lane group (700 of its 832 DSPs) and streamed
     its bias and quantization multiplier (16 KiB each) 64 times. Hoisted, the
     prologue runs once per element of its own (smaller) domain and the contraction reads its int8 result from an
-    on-chip buffer that replays it. A result larger than the small-tensor bound stays fused: a prefill block's
-    normalised rows, which a buffer would hold whole (the memory that ``fuse_elementwise_into_contractions``
-    saves there). So does a prologue that reads nothing from external memory (a LayerNorm's mean, its row sum
-    divided by the width): it re-streams nothing, and as a kernel of its own in a paper-size GPT-2 prefill block
-    it cost 62 KiB more FIFOs and 0.9% more cycles than the divisions it saved. And so does one whose result is
-    as wide as the external data it reads (an f32 LayerNorm apply): there the tile order can read the row once
-    (reduction loop outermost) at no cost in buffer bytes, and hoisted, the paper-size fp32 GPT-2 decode block's
-    Q, K and V projections took 162,355 cycles against 130,954 fused."""
+    on-chip buffer that replays it. A result larger than the small-tensor bound is hoisted only before a
+    projection that expands (``_Use.expands``): a prefill block's normalised, quantized rows before its Q/K/V and
+    up projections. Fused, those projections re-read the block's input from HBM once per output tile, in a
+    packing of their own (so the host re-packed each layer's output for the next), and rebuilt the rows in every
+    reduction lane; hoisted (W4A8, 32 tokens, paper size, modelled): GPT-2 249,735 -> 243,294 cycles,
+    TinyLlama 901,152 -> 577,184, Qwen2 (lane budget 512) 544,560 -> 373,059; GPT-2's input is then read in one
+    packing, its output's, so its prefill layers chain on the device (``llm.perf``). Before a narrowing projection
+    a large result stays fused: hoisted, GPT-2's quantized GELU rows before its down projection (128 KiB) cost
+    285,216 cycles against 243,294. So does a prologue that reads nothing from external memory (a LayerNorm's
+    mean, its row sum divided by the width): it re-streams nothing, and as a kernel of its own in a paper-size
+    GPT-2 prefill block it cost 62 KiB more FIFOs and 0.9% more cycles than the divisions it saved. And so does
+    one whose result is as wide as the external data it reads (an f32 LayerNorm apply): there the tile order can
+    read the row once (reduction loop outermost) at no cost in buffer bytes, and hoisted, the paper-size fp32
+    GPT-2 decode block's Q, K and V projections took 162,355 cycles against 130,954 fused."""
     taken = {v.name for v in graph.inputs} | {r.name for op in graph.ops for r in op.results}
     labels = {op.name for op in graph.ops if isinstance(op, GenericOp)}
     producers = graph.producers()
@@ -314,7 +351,7 @@ def hoist_recomputed_prologues(graph: Graph, tile: int = TilingOptions.default_t
         external = {op.inputs[j].name for j in external_operands(op, producers)}
         if not _own_kernel(prologue.results[0].type, prologue.body.ops,
                            [v.type for v in prologue.inputs if v.name in external],
-                           [(op, rest.indexing_maps[len(rest.inputs) - 1].used_dims())], tile):
+                           [_use(rest, len(rest.inputs) - 1)], tile):
             ops.append(op)
             continue
         labels.add(label)
