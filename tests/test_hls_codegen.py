@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.codegen.vitis.hbm import graph_hbm_plan
 from streamtensor.codegen.vitis.hls.generate import generate_hls
 from streamtensor.codegen.vitis.host_cpp import kernel_header
+from streamtensor.driver import compile_llm_block
 from streamtensor.frontend.mlir_import import SUPPORTED_SCALAR_OPS
 from streamtensor.interp.linalg_interpreter import run_graph
 from streamtensor.interp.stream_exec import run_streams
@@ -143,22 +145,43 @@ def test_generated_sources_and_project_files(verified) -> None:  # noqa: ANN001
         assert sorted(inputs.files) == sorted(design.input_names)
 
 
+def _converter_kinds(design, cpp: str) -> set[tuple[int, bool]]:  # noqa: ANN001
+    """(banks, several windows) of every converter of ``design``, checking that its code declares and uses
+    those banks: one window (``buf[1]``, drained and then filled again) or a ping-pong pair."""
+    kinds = set()
+    for node in design.dataflow.nodes.values():
+        if isinstance(node, ConverterNode):
+            banks = node.buffer.banks
+            body = cpp.split(f"static void {node.name}(")[1].split("static void ")[0]
+            assert re.search(rf" buf\[{banks}\](\[\d+\])+;", body)
+            assert ("buf[0]" in body and "buf[p %" not in body) if banks == 1 else "buf[p % 2]" in body
+            source = design.dataflow.streams[node.inputs[0]].type
+            kinds.add((banks, math.prod(source.trip_counts[: node.buffer.shared_loops]) > 1))
+    return kinds
+
+
 def test_converters_declare_one_window_per_bank(verified) -> None:  # noqa: ANN001
-    """A converter whose shared loops have a single iteration gets one window (``buf[1]``), the others a
-    ping-pong pair; the single-window kind runs in the C simulation of the tiny blocks, which matches PyTorch."""
+    """A converter whose shared loops have a single iteration gets one window; those of the tiny blocks all do,
+    and they run in their C simulation, which matches PyTorch."""
     seen = set()
     for family in FAMILIES:
         for mode in MODES:
             design, out, report = verified(family, mode)
             assert report.ok
-            cpp = (out / "src" / f"{family}_{mode}.cpp").read_text()
-            for node in design.dataflow.nodes.values():
-                if isinstance(node, ConverterNode):
-                    banks = node.buffer.banks
-                    body = cpp.split(f"static void {node.name}(")[1].split("static void ")[0]
-                    assert re.search(rf" buf\[{banks}\](\[\d+\])+;", body) and f"buf[p % {banks}]" in body
-                    seen.add(banks)
-    assert 1 in seen
+            seen |= _converter_kinds(design, (out / "src" / f"{family}_{mode}.cpp").read_text())
+    assert (1, False) in seen
+
+
+def test_converters_over_several_windows_run_in_the_c_simulation(tmp_path: Path) -> None:
+    """With 4-element tiles a tiny GPT-2 prefill block's converters share their outer loops: a ping-pong pair
+    (fill one window while the other drains) and one window drained and then filled again
+    (``analysis.converter_banks``: a replay of short fills); its bounded C simulation matches PyTorch."""
+    design, block = compile_llm_block("gpt2", mode="prefill", seq_len=TINY_SEQ_LEN, max_len=TINY_MAX_LEN,
+                                      size="tiny", default_tile_size=4)
+    design.write_project(tmp_path, *block.example_inputs(0))
+    assert {(1, True), (2, True)} <= _converter_kinds(design, (tmp_path / "src" / "gpt2_prefill.cpp").read_text())
+    report = verify_project(tmp_path)
+    assert report.ok, report.describe()
 
 
 def test_generated_sources_are_clean_under_stricter_warnings(verified) -> None:  # noqa: ANN001
@@ -398,6 +421,52 @@ def test_a_row_statistic_read_drains_the_pipeline_first() -> None:
                                                         U55C)["var.cpp"]
 
 
+def _centered_graph(m: int, k: int) -> Graph:
+    """x minus its row means (m x k): s = row sums, then c = x - s / k, every loop parallel."""
+    x = value("x", m, k)
+    e, ec = empty("e", m), empty("ec", m, k)
+    z = fill("z", e.results[0], "fill_1")
+    rows, row = parse_affine_map("(d0, d1) -> (d0, d1)"), parse_affine_map("(d0, d1) -> (d0)")
+    total = ScalarBody((("x", "f32"), ("acc", "f32")), (ScalarOp("s", "arith.addf", ("acc", "x"), "f32"),), ("s",))
+    s = GenericOp([value("s", m)], "reduce_sum_1", [x], [z.results[0]], [rows, row], ["parallel", "reduction"], total)
+    center = ScalarBody((("x", "f32"), ("s", "f32"), ("out", "f32")), (
+        ScalarOp("c", "arith.constant", (), "f32", (("value", float(k)),)),
+        ScalarOp("mean", "arith.divf", ("s", "c"), "f32"),
+        ScalarOp("d", "arith.subf", ("x", "mean"), "f32")), ("d",))
+    c = GenericOp([value("c", m, k)], "elementwise_1", [x, s.results[0]], [ec.results[0]], [rows, row, rows],
+                  ["parallel", "parallel"], center)
+    return graph([x], [e, ec, z, s, c], [c.results[0]])
+
+
+def test_a_row_statistic_read_by_parallel_loops_drains_the_pipeline_first() -> None:
+    """Centering reads a row's mean once per row tile and writes a result every firing: in the stall pipeline the
+    next row's read would hold the row's last results in flight until the next mean exists (issue 20: a W4A8
+    GPT-2 prefill's normalised rows waited a row tile of the output projection). The model gives lag - 1 idle
+    firings before that read, the code marks the firing drained, and the C simulation matches. With a reduction
+    loop outside the held token (its periods mostly write nothing) there is nothing to drain."""
+    g = _centered_graph(8, 128)  # tiles of 4: 2 rows of 32 firings
+    dfg = build(g, 4)
+    cpp = _c_simulation_matches(dfg, g, "ctr")
+    node = dfg.nodes["elementwise_1"]
+    assert isinstance(node, KernelNode)
+    lag = node.attributes["lag"]
+    assert isinstance(lag, int) and 1 < lag <= 32
+    assert drained_inputs(node.op, node.loops, node.tile_order, lag - 1) == [1]
+    (p,) = [p for p in build_process_network(dfg, U55C).processes if p.name == "elementwise_1"]
+    mean, out = node.inputs[1], node.outputs[0]
+    assert list(p.reads[mean]) == [0, 32 + lag - 1] and p.num_firings == 64 + lag - 1
+    assert p.writes[out][31] * p.ii + p.depth <= p.reads[mean][1] * p.ii  # row 0 leaves before row 1's mean
+    body = cpp.split("static void elementwise_1(")[1].split("static void ")[0]
+    assert body.count("HLS_SIM_DRAINED_FIRING(true);") == 1
+    assert body.index("HLS_SIM_DRAINED_FIRING(true);") < body.index(f"{mean}.read()")
+
+    mm = build(exp_matmul_graph(m=4, k=8, n=64), 4).nodes["matmul_1"]  # loops m, n, k: 1, 16, 2 tiles
+    assert isinstance(mm, KernelNode)
+    # exp's row tile held across the 16 column tiles, inside the 2 reduction tiles: cheap to drain, but only
+    # the second period writes.
+    assert drained_inputs(mm.op, mm.loops, [0, 2, 1], 2) == []
+
+
 def test_a_converter_spreads_its_reads_over_a_longer_drain() -> None:
     """An output-stationary matmul re-reads each row of exp's tiles once per column tile: the converter fills
     a row (8 tokens) while it drains the previous one (16). Its reads spread over the 16 steps, one every
@@ -413,6 +482,26 @@ def test_a_converter_spreads_its_reads_over_a_longer_drain() -> None:
     body = cpp.split(f"static void {conv.name}(")[1].split("static void ")[0]
     assert "if (p < 2 && (p == 0 || k * 8LL % 16 < 8))" in body
     assert "(p == 0 ? k : static_cast<int>(k * 8LL / 16))" in body
+
+
+def test_a_converter_with_one_window_drains_before_it_fills() -> None:
+    """The same converter with one window over its 2 row tiles (``one_window_candidate``: 8 extra steps against
+    a 16-step drain): phase 1 drains the first row's 16 tokens and only then reads the second row's 8, so the
+    drain never waits for the next row. Model, code and C simulation agree."""
+    g = exp_matmul_graph()
+    dfg = build(g, 4, layout_aware_order=False)
+    (conv,) = nodes_of(dfg, ConverterNode)
+    assert isinstance(conv, ConverterNode) and conv.buffer.banks == 2
+    conv.buffer = replace(conv.buffer, banks=1)
+    dfg.verify()
+    cpp = _c_simulation_matches(dfg, g, "em")
+    (p,) = [p for p in build_process_network(dfg, U55C).processes if p.name == conv.name]
+    assert p.num_firings == 2 * (8 + 16)
+    assert list(p.reads[conv.inputs[0]]) == [*range(8), *range(24, 32)]
+    assert list(p.writes[conv.outputs[0]]) == [*range(8, 24), *range(32, 48)]
+    body = cpp.split(f"static void {conv.name}(")[1].split("static void ")[0]
+    assert "if (p < 2 && (p == 0 || k >= 16))" in body and "(p == 0 ? k : k - 16)" in body
+    assert "if (p > 0 && k < 16)" in body and "buf[1][" in body
 
 
 def test_wide_tokens_read_ahead_and_written_behind_match_the_reference() -> None:

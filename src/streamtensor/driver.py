@@ -28,6 +28,7 @@ from streamtensor.analysis.allocation import (
     check_strategy,
     run_allocation,
 )
+from streamtensor.analysis.converter_banks import choose_converter_banks
 from streamtensor.analysis.memory import fusion_report, memory_report, node_groups
 from streamtensor.analysis.resources import estimate_resources
 from streamtensor.analysis.slr_partition import ONE_SLR
@@ -319,6 +320,7 @@ def _dataflow_report(dfg: DataflowGraph, tiling: Tiling, target: Target) -> dict
         "source_type": str(dfg.streams[node.inputs[0]].type),
         "result_type": str(dfg.streams[node.outputs[0]].type),
         "buffer_shape": list(node.buffer.shape),
+        "banks": node.buffer.banks,
         "shared_loops": node.buffer.shared_loops,
         "bytes": node.buffer.bytes,
     } for node in dfg.nodes.values() if isinstance(node, ConverterNode)]
@@ -535,6 +537,7 @@ def _tiled_dataflow(graph: Graph, tiling: Tiling, target: Target, outs: list[str
     run("replay", lambda: replay_forked_accumulators(dataflow))
     run("fusion", lambda: apply_fusion(dataflow, target.onchip_bytes))
     run("stripe", lambda: stripe_dmas(dataflow, target))
+    run("converter_banks", lambda: choose_converter_banks(dataflow, target))
     return dataflow
 
 

@@ -74,9 +74,13 @@ CASES: dict[str, tuple[str, list[tuple[str, str]], str]] = {
                                                 "!itensor<2x2xf32, tensor 4x2, [2] * [2], (d0) -> (d0, 0)>")],
                                     "itensor_converter transpose: changes the tensor shape"),
     "converter buffer": (MOVEMENT, [("buffer = 1x4x4, shared_loops = 0, bytes = 64",
-                                     "buffer = 2x4x4, shared_loops = 0, bytes = 128")],
-                         "itensor_converter transpose: buffer ConverterBuffer(shape=(4, 4), shared_loops=0, "
-                         "dtype='f32', direct=False, banks=2) is not the inferred one"),
+                                     "buffer = 1x2x4, shared_loops = 0, bytes = 32")],
+                         "itensor_converter transpose: buffer ConverterBuffer(shape=(2, 4), shared_loops=0, "
+                         "dtype='f32', direct=False, banks=1) is not the inferred one"),
+    "converter banks": (MOVEMENT, [("buffer = 1x4x4, shared_loops = 0, bytes = 64",
+                                    "buffer = 2x4x4, shared_loops = 0, bytes = 128")],
+                        "itensor_converter transpose: buffer ConverterBuffer(shape=(4, 4), shared_loops=0, "
+                        "dtype='f32', direct=False, banks=2) has 2 banks, not 1"),
     "fork changes the type": (MOVEMENT, [(COLS_2, COLS_2.replace("(d1, d0)", "(d0, d1)"))],
                               "itensor_fork fork: changes the stream type"),
     "reassociation dtype": (MOVEMENT, [(BATCHED, BATCHED.replace("1x2x2xf32", "1x2x2xf64"))],

@@ -34,11 +34,13 @@ Per node kind (formulas are repeated next to their code):
   chain) + stream write. Tokens move at the firings of ``KernelNode.port_firings``: inputs once per iteration of the
   loops they use, inits at the first and results at the last firing of every output tile's reduction; ``lag - 1``
   idle firings drain the pipeline before a read that would hold a finished output tile (``drained_inputs``).
-- **itensor_converter** (ping-pong buffer over the ``S`` iterations of its shared loops; per iteration ``a``
-  source tokens fill one half, then ``b`` result tokens drain it): one token in and one out per step, fill of
-  iteration i in lock step with the drain of iteration i-1 (the two halves), so ``ii = beats`` and phase ``p``
-  (0..S) lasts ``max(a if p < S, b if p > 0)`` firings, its reads spread over it when it is longer than ``a``;
-  ``depth = 3`` (buffer write-to-read turnaround plus a registered BRAM/URAM read).
+- **itensor_converter** (a buffer over the ``S`` iterations of its shared loops; per iteration ``a`` source
+  tokens fill a window, then ``b`` result tokens drain it; ``ii = beats``). Two banks (ping-pong): one token in
+  and one out per step, fill of iteration i in lock step with the drain of iteration i-1, so phase ``p`` (0..S)
+  lasts ``max(a if p < S, b if p > 0)`` firings, its reads spread over it when it is longer than ``a``. One bank
+  (``analysis.converter_banks``): phase ``p`` drains iteration p-1 (``b`` firings, p > 0) and then fills
+  iteration p (``a`` firings, p < S). ``depth = 3`` (buffer write-to-read turnaround plus a registered
+  BRAM/URAM read).
 - **fork, reassociate, chunk, concat**: one token per firing, ``depth = 2`` (stream read + stream write). A
   chunk reads every input token and writes the kept ones; a concat writes every output token and reads it from
   the input whose region holds it.
@@ -321,11 +323,12 @@ def kernel_timing(op: GenericOp, loops: list[LoopTiling], tile_order: list[int],
 def drained_inputs(op: GenericOp, loops: list[LoopTiling], tile_order: list[int], bubbles: int) -> list[int]:
     """Input operands before whose reads the pipeline drains, ``bubbles`` (lag - 1) idle firings.
 
-    An input token held across reduction tile loops only (read at the top of an outer tile loop,
-    ``input_loops``; the loops inside it of more than one trip all reduce) starts a *period* of firings that is
-    one output tile, whose results leave at its last firing. In a stall pipeline the next period's read issues
-    before those writes and keeps them in flight until its token comes; a row statistic (LayerNorm's mean, read
-    by its variance) comes only once the next row tile is whole, so the results wait at least a period. The
+    An input token held across tile loops (read at the top of an outer tile loop, ``input_loops``) starts a
+    *period* of firings that ends with writes: one output tile whose results leave at its last firing (the loops
+    inside of more than one trip all reduce), or, with no reduction loop outside, output tiles that each firing
+    writes. In a stall pipeline the next period's read issues before the last writes and keeps them in flight
+    until its token comes; a row statistic (LayerNorm's mean, read by its variance; mean and variance, read by
+    the normalisation) comes only once the next row tile is whole, so those results wait at least a period. The
     pipeline drains before such reads when all the drains together cost fewer firings than one period (the
     generated code reads the token between two tile loops, at an ``HLS_SIM_DRAINED_FIRING``)."""
     if not bubbles:
@@ -333,10 +336,12 @@ def drained_inputs(op: GenericOp, loops: list[LoopTiling], tile_order: list[int]
     firings = math.prod(lp.trip for lp in loops)
     drained = []
     for j in range(len(op.inputs)):
-        inner = tile_order[len(input_loops(op, tile_order, j)):]
-        moving = [d for d in inner if loops[d].trip > 1]
+        level = len(input_loops(op, tile_order, j))
+        moving = [d for d in tile_order[level:] if loops[d].trip > 1]
+        outer_reduces = any(loops[d].reduction and loops[d].trip > 1 for d in tile_order[:level])
+        writes_last = all(loops[d].reduction for d in moving) or not outer_reduces
         period = math.prod(loops[d].trip for d in moving)
-        if moving and all(loops[d].reduction for d in moving) and (firings // period - 1) * bubbles < period:
+        if moving and writes_last and (firings // period - 1) * bubbles < period:
             drained.append(j)
     return drained
 
@@ -396,8 +401,16 @@ def _forward_process(name: str, firings: int, reads: dict[str, np.ndarray], writ
 def _converter_process(node: ConverterNode, source: ITensorType, result: ITensorType, ops: OperatorLibrary,
                        beats: int) -> Process:
     """Lock-step ping-pong schedule of the module docstring."""
-    s = math.prod(source.trip_counts[: node.buffer.shared_loops])  # shared iterations (one buffer half each)
+    s = math.prod(source.trip_counts[: node.buffer.shared_loops])  # shared iterations (one window each)
     a, b = source.num_tokens // s, result.num_tokens // s  # tokens in / out per shared iteration
+    if node.buffer.banks == 1:  # phase p drains iteration p - 1 (p > 0), then fills iteration p (p < S)
+        drains = np.array([b if p > 0 else 0 for p in range(s + 1)], dtype=np.int64)
+        lengths = drains + np.array([a if p < s else 0 for p in range(s + 1)], dtype=np.int64)
+        start = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        reads = (start[:s, None] + drains[:s, None] + np.arange(a, dtype=np.int64)[None, :]).ravel()
+        writes = (start[1 : s + 1, None] + np.arange(b, dtype=np.int64)[None, :]).ravel()
+        return Process(node.name, beats, converter_depth(ops), int(start[-1]), {node.inputs[0]: reads},
+                       {node.outputs[0]: writes})
     # Phase p fills iteration p (p < S) while draining iteration p - 1 (p > 0): max of the two lengths.
     lengths = [max(a if p < s else 0, b if p > 0 else 0) for p in range(s + 1)]
     start = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Container
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import numpy as np
@@ -453,8 +453,11 @@ class DataflowGraph:
                 err = "converts a stream to its own type"
             elif ins[0].tensor_shape != outs[0].tensor_shape:
                 err = "changes the tensor shape"
-            elif node.buffer != infer_converter_buffer(ins[0], outs[0]):
+            elif replace(node.buffer, banks=(inferred := infer_converter_buffer(ins[0], outs[0])).banks) != inferred:
                 err = f"buffer {node.buffer} is not the inferred one"
+            elif node.buffer.banks not in {1, inferred.banks}:  # one window may serve a ping-pong pair's iterations
+                allowed = "1" if inferred.banks == 1 else f"1 or {inferred.banks}"
+                err = f"buffer {node.buffer} has {node.buffer.banks} banks, not {allowed}"
         elif isinstance(node, ForkNode):
             self._arity(node, 1, None)
             if len({str(t) for t in ins + outs}) != 1:

@@ -29,10 +29,12 @@ few tokens shallower than the model's minimum. Two files per accelerator (a fuse
       every update also writes the output token, so no fill or copy loop runs between firings. Accumulators
       are arrays partitioned for the lanes, with ``bind_storage`` from the memory allocation; tokens are
       local registers (partitioned completely).
-    - itensor_converter: the ping-pong buffer of ``converter_buffer``; phase ``p`` fills window ``p % 2`` with
-      shared iteration ``p`` while draining window ``(p - 1) % 2``, one token in and one out per step (one
-      window, ``buf[1]``, when there is a single shared iteration: it is filled in phase 0 and drained in 1);
-      a phase that drains more tokens than it fills spreads its reads over its steps.
+    - itensor_converter: the buffer of ``converter_buffer``; with two banks (ping-pong) phase ``p`` fills
+      window ``p % 2`` with shared iteration ``p`` while draining window ``(p - 1) % 2``, one token in and one
+      out per step, a phase that drains more tokens than it fills spreading its reads over its steps; with one
+      window (``buf[1]``: a single shared iteration, or where the simulation keeps one,
+      ``analysis.converter_banks``) phase ``p`` drains iteration ``p - 1`` and then fills the window with
+      iteration ``p``.
     - fork / reassociate / chunk / concat: per token, with the tile offsets as loop arithmetic.
     - DMA: walks its stream's loop nest; token ``(n_0, ...)`` is the tile at word ``sum n_l * word_strides[l]``
       of its argument (``PackedLayout``), read or written as whole 512-bit words.

@@ -160,7 +160,7 @@ def converter_process(graph: DataflowGraph, node: ConverterNode, max_bits: int) 
     s = math.prod(src.trip_counts[:m])
     a, b = src.num_tokens // s, res.num_tokens // s
     code = Code()
-    code.line(f"// {node.name}: itensor_converter ({node.reason or 'layouts differ'}); ping-pong buffer "
+    code.line(f"// {node.name}: itensor_converter ({node.reason or 'layouts differ'}); buffer "
               f"{buf.banks} x {'x'.join(map(str, buf.shape)) or 'scalar'}, {m} shared loop(s), {s} window(s)")
     code.line(f"//   source {src}")
     code.line(f"//   result {res}")
@@ -180,17 +180,23 @@ def converter_process(graph: DataflowGraph, node: ConverterNode, max_bits: int) 
     impl = node.attributes.get("pingpong_memory")
     if impl is not None:
         code.pragma(f"bind_storage variable=buf type=ram_2p impl={impl}")
-    code.line(f"// Phase p fills window p % {buf.banks} with shared iteration p (p < {s}) while it drains window "
-              f"(p - 1) % {buf.banks}:")
-    code.line("// one source token in and one result token out per step, the reads spread over a longer drain.")
+    one = buf.banks == 1
+    if one:
+        code.line(f"// Phase p drains shared iteration p - 1 (p > 0), then fills the window with iteration p "
+                  f"(p < {s}):")
+        code.line("// one token a step (one window: analysis.converter_banks).")
+    else:
+        code.line(f"// Phase p fills window p % 2 with shared iteration p (p < {s}) while it drains window "
+                  "(p - 1) % 2:")
+        code.line("// one source token in and one result token out per step, the reads spread over a longer drain.")
     # One pipelined loop over every step of every phase, its phase p and step k counted by hand: a loop per
     # phase (of a variable length) would fill and drain its pipeline once per phase.
-    longest = max(a, b)
-    total = a + (s - 1) * longest + b if s > 1 else a + b
+    longest = a + b if one else max(a, b)
+    total = s * (a + b) if one else a + (s - 1) * longest + b
     code.line("int p = 0, k = 0;  // the phase and its step")
     code.loop("f", total, pragma=f"pipeline II={node_beats(graph, node, max_bits)}")
     length = str(a)
-    if a != b:
+    if a != b or (one and s > 1):
         length = "length"
         middle = f" : p == {s} ? {b}" if s > 1 else ""
         code.line(f"const int length = p == 0 ? {a}{middle} : {b if s == 1 else longest};")
@@ -198,9 +204,12 @@ def converter_process(graph: DataflowGraph, node: ConverterNode, max_bits: int) 
     # Dims a shared loop walks exactly are one element wide in the window: their relative offset is 0.
     exact = {j for loop in range(m) for j in range(src.rank) if src.iter_map.result_dim(j) == loop}
     for fill, t, count in ((True, src, a), (False, res, b)):
-        cond = [f"p < {s}" if fill else "p > 0", *([f"k < {count}"] if count < longest else [])]
+        cond = [f"p < {s}" if fill else "p > 0", *([f"k < {count}"] if count < longest and not one else [])]
         step = "k"
-        if fill and count < longest and s > 1:
+        if one and s > 1:  # a middle phase drains in its first b steps and fills in the rest
+            cond.append(f"(p == 0 || k >= {b})" if fill else f"k < {b}")
+            step = f"(p == 0 ? k : k - {b})" if fill else "k"
+        elif fill and count < longest and s > 1:
             # A phase that drains more than it fills spreads its reads (timing_model._converter_process): token
             # j at step ceil(j * length / a), so step k reads token k * a / length when that division leaves
             # less than a; phase 0 only fills, a token a step.
@@ -214,7 +223,7 @@ def converter_process(graph: DataflowGraph, node: ConverterNode, max_bits: int) 
         decode_counters(code, "p" if fill else "(p - 1)", t.trip_counts[:m], names[:m], needed)
         decode_counters(code, step if fill else "k", t.trip_counts[m:], names[m:], needed)
         element = list(t.element_shape) or [1]
-        half = f"buf[p % {buf.banks}]" if fill else f"buf[(p - 1) % {buf.banks}]"
+        half = "buf[0]" if one else "buf[p % 2]" if fill else "buf[(p - 1) % 2]"
         if fill:
             read_into(code, graph, node.inputs[0], "t_in", max_bits)
         e = [f"e{j}" if n > 1 else "0" for j, n in enumerate(element)]

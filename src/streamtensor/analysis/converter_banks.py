@@ -1,0 +1,52 @@
+"""One window or a ping-pong pair for each converter over several shared iterations, by timing simulation.
+
+A ping-pong converter fills shared iteration p in lock step with the drain of p - 1, so the drain of p - 1 ends
+only with the fill of p: behind a slow producer (a row tile of a prefill block's projection every tens of
+thousands of cycles) its consumer runs a whole producer iteration late. One window, drained and then filled
+again, has no such wait, at a few more steps (``converter_buffer.one_window_candidate``) and half the buffer;
+behind a fast producer it only moves the next iteration's tokens into the FIFO in front of it. Which one a
+converter's consumer runs faster with is the design's whole schedule: each candidate, in topological order, keeps
+one window where the simulation of its group with unbounded FIFOs (the makespan the FIFO sizing then keeps)
+finishes sooner, and its pair otherwise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from streamtensor.ir.converter_buffer import one_window_candidate, window_phases
+from streamtensor.ir.dataflow import ConverterNode, DataflowGraph
+from streamtensor.target import Target
+
+from .memory import node_groups
+from .process_network import ProcessNetwork
+from .timing_model import build_process_network, node_process
+from .timing_sim import simulate
+
+
+def choose_converter_banks(graph: DataflowGraph, target: Target) -> list[str]:
+    """Give one window to every candidate converter of ``graph`` whose group's unbounded-FIFO simulation then
+    finishes sooner (module docstring); the names of those converters, in topological order."""
+    groups = node_groups(graph)
+    candidates: dict[int, list[ConverterNode]] = {}
+    for name in graph.topological_order():
+        node = graph.nodes[name]
+        if isinstance(node, ConverterNode) and node.buffer.banks == 2:
+            source, result = graph.streams[node.inputs[0]].type, graph.streams[node.outputs[0]].type
+            if one_window_candidate(*window_phases(source, result, node.buffer)):
+                candidates.setdefault(groups[name], []).append(node)
+    chosen = []
+    for group, nodes in candidates.items():
+        net = build_process_network(graph, target, group)
+        best = simulate(net, {}).makespan_cycles
+        for node in nodes:
+            node.buffer = replace(node.buffer, banks=1)
+            trial = ProcessNetwork([node_process(graph, node, target) if p.name == node.name else p
+                                    for p in net.processes], net.streams, net.srl_max_bits)
+            makespan = simulate(trial, {}).makespan_cycles
+            if makespan is not None and (best is None or makespan < best):
+                net, best = trial, makespan
+                chosen.append(node.name)
+            else:
+                node.buffer = replace(node.buffer, banks=2)
+    return chosen
