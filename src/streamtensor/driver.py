@@ -486,6 +486,9 @@ def _compile_graph(linalg: Graph, cache: linalg_cache.CacheInfo, opts: CompileOp
     judged = built.pop(tiling.options.token_tile_size, None)
     built.clear()
     dataflow = judged if judged is not None else _tiled_dataflow(graph, tiling, target, outs, progress.run)
+    # The token tile is judged with ping-pong converters (a simulation per candidate converter and token tile
+    # would cost seconds of a paper-size prefill compile); the winner's converters are chosen here.
+    progress.run("converter_banks", lambda: choose_converter_banks(dataflow, target))
     allocation = (run_allocation(dataflow, target, opts.fifo_strategy, progress.run, opts.fifo_latency_slack,
                                  opts.max_fifo_depth, opts.allow_deadlock, opts.allow_unfit, memo)
                   if opts.size_fifos else None)
@@ -537,7 +540,6 @@ def _tiled_dataflow(graph: Graph, tiling: Tiling, target: Target, outs: list[str
     run("replay", lambda: replay_forked_accumulators(dataflow))
     run("fusion", lambda: apply_fusion(dataflow, target.onchip_bytes))
     run("stripe", lambda: stripe_dmas(dataflow, target))
-    run("converter_banks", lambda: choose_converter_banks(dataflow, target))
     return dataflow
 
 
