@@ -42,7 +42,7 @@ CASES: dict[str, tuple[str, list[tuple[str, str]], str]] = {
                         "stream %cols_1 has a second consumer @right (the first is @left)"),
     "node defined twice": (MOVEMENT, [("itensor_fork @fork", "itensor_fork @read")], "node @read defined twice"),
     "converter bytes": (MOVEMENT, [("bytes = 64", "bytes = 65")], "bytes = 65 but the buffer holds 64"),
-    "kernel attribute": (KERNELS, [("min_pipeline_ii = 2", "max_ii = 2")],
+    "kernel attribute": (KERNELS, [("operands = [0]}", "operands = [0], max_ii = 2}")],
                          "unknown kernel attribute 'max_ii' (expected initN, min_pipeline_ii or replays)"),
     "loop tile order": (KERNELS, [("d1: 2x16/u16", "d2: 2x16/u16")], "expected the tile of loop d1"),
     "kernel region": (KERNELS, [("    %e = linalg.generic @exp_1", "    %e = tensor.empty() : tensor<8x32xf32>\n"

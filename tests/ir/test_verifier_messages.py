@@ -22,7 +22,7 @@ COLS_2 = "%cols_2 = itensor_instance : !itensor<2x2xf32, tensor 4x4, [2, 2] * [2
 LEFT = "%left = itensor_instance : !itensor<2x2xf32, tensor 4x2, [2] * [2], (d0) -> (d0, 0)>"
 JOINED = "%joined = itensor_instance : !itensor<2x2xf32, tensor 4x4, [2, 2] * [2, 2], (d0, d1) -> (d1, d0)>"
 BATCHED = "%batched = itensor_instance : !itensor<1x2x2xf32, tensor 1x4x4, [2, 2] * [2, 2], (d0, d1) -> (0, d1, d0)>"
-EXP_ORDERS = "tile_order = [0, 1], point_order = [0, 1], operands = [0], min_pipeline_ii = 2"
+EXP_ORDERS = "tile_order = [0, 1], point_order = [0, 1], operands = [0]"
 X_STREAM = "%x = itensor_instance : !itensor<8x16xf32, tensor 8x32, [2] * [16], (d0) -> (0, d0)>"
 CYCLE = """dataflow.graph @loop() -> () {
   %a = itensor_instance : !itensor<4xf32, tensor 4, [] * [], () -> (0)>

@@ -7,7 +7,7 @@ dataflow.graph @g(%x: tensor<8x32xf32>, %w: tensor<32x8xf32>) -> (@dma_y_to_outp
     %y = itensor_instance : !itensor<8x8xf32, tensor 8x8, [] * [], () -> (0, 0)>  // matmul_1 -> dma_y_to_output
     dma_read @dma_x_to_exp_1() -> (%x) {tensor = %x : tensor<8x32xf32>, role = input}
     dma_read @dma_w_to_matmul_1() -> (%w) {tensor = %w : tensor<32x8xf32>, role = input}
-    kernel @exp_1(%x) -> (%e) {tiles = [d0: 1x8/u8, d1: 2x16/u16], tile_order = [0, 1], point_order = [0, 1], operands = [0], min_pipeline_ii = 2} {
+    kernel @exp_1(%x) -> (%e) {tiles = [d0: 1x8/u8, d1: 2x16/u16], tile_order = [0, 1], point_order = [0, 1], operands = [0]} {
       %e = linalg.generic @exp_1 {domain = [8, 32], indexing_maps = [affine_map<(d0, d1) -> (d0, d1)>, affine_map<(d0, d1) -> (d0, d1)>], iterator_types = ["parallel", "parallel"]} ins(%x : tensor<8x32xf32>) outs(%e0 : tensor<8x32xf32>) {
       ^bb0(%x: f32, %o: f32):
         %r = math.exp %x : f32

@@ -43,15 +43,15 @@ multiply their cost by the MAC lanes.
   (least key first, each then leaving the heap) while that makes its doubling fit. (A paper-size W4A8 GPT-2
   prefill block's MLP up projection took 732 DSPs to halve a latency that its down projection, at the device's
   bound, kept; its QKV projection and LayerNorm statistics now take them: 291,607 -> 248,548 modelled cycles.)
-- Bandwidth-aware (both strategies): no kernel reads an input streamed from external memory (a weight, a
-  block input) faster than that input's DMA delivers it (``analysis.hbm``: its stripes and their share of the
-  HBM pseudo-channels its tensor is placed on). Where its lanes would, the kernel's pipeline II is raised to the
-  least that keeps pace (``min_pipeline_ii``, emitted as the HLS pipeline II), and it is not doubled again: the doubling
-  that made it DMA-paced was its last (a further one would at most round the II closer to the DMA's rate, at
-  twice the DSPs and LUTs). A faster kernel would only wait for the DMA, or, with the DMA free to run ahead
-  while the kernel waits for its other inputs, turn the FIFO between them into a prefetch buffer of the whole
-  weight: megabytes in a decode block, which the FIFO-sizing LP would have to keep to match the latency of
-  unbounded FIFOs. A kernel paced by its DMA leaves the heap and
+- Bandwidth-aware (both strategies): a kernel that reads an input streamed from external memory (a weight, a
+  block input) takes at least that input's DMA transfer (``analysis.hbm``: its stripes and their share of the
+  HBM pseudo-channels its tensor is placed on; ``paced_latency``). Where its lanes would read faster than the
+  DMA delivers, the kernel's pipeline II is raised to the greatest at which it still keeps pace
+  (``min_pipeline_ii``, emitted as the HLS pipeline II): it stalls on the DMA's FIFO at the DMA's rate instead
+  of idling the DMA at an II rounded up past it, and it is not doubled again: the doubling that made it
+  DMA-paced was its last (a further one would only raise its II, at twice the DSPs and LUTs). The DMA runs
+  ahead of such a kernel only while it waits for its other inputs: a head start the FIFO-sizing LP keeps where
+  it shortens the run. A kernel paced by its DMA leaves the heap and
   the others keep growing: a decode block runs its kernels one after the other, so they all add to its
   latency.
 - Fed kernels (intensity-aware): a kernel that streams in the whole result of another kernel (through
@@ -62,10 +62,7 @@ multiply their cost by the MAC lanes.
 - Second round (intensity-aware): what the heap left of the budget and of the device goes, one growth at a
   time, to the kernel whose growth removes the most cycles from its firings per share of the DSPs, LUTs or
   budget it adds (fed kernels as above excluded, and held-back ones: behind a slower kernel, or one as slow that
-  cannot grow). A DMA-paced kernel grows too: its firings take iterations x
-  II, and the II that keeps pace is rounded up, so doubling its lanes may leave its latency where it was while
-  one or two more doublings (``PLATEAU_DOUBLINGS``) bring it closer to its DMA's rate; such a growth takes
-  them all at once.
+  cannot grow). A DMA-paced kernel does not grow: no lanes take it below its DMA's transfer.
 - Uniform: the same lane count ``f`` (a power of two) for every kernel, each reaching it by doubling loops in
   preference order (capped where its tile is fully unrolled), with the largest ``f`` whose total fits the
   budget.
@@ -199,10 +196,11 @@ def dma_cycles(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], 
 
 def rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], target: Target,
                  serial: bool = False) -> OpTiling:
-    """``t`` with the least pipeline II at which ``op`` reads no external input faster than its DMA delivers
-    it: its firings take at least the cycles the DMA needs for the tokens they read. ``serial`` (a one-token
-    block, whose read DMAs' FIFOs hold no prefetch: ``analysis.contention``): no floor, the kernel stalls on its
-    DMA's FIFO at the DMA's exact rate instead of at an II rounded up (``paced_latency`` charges that rate)."""
+    """``t`` with the greatest pipeline II at which ``op`` still reads every external input at least as fast as
+    its DMA delivers it: the kernel stalls on its DMA's FIFO at the DMA's rate (``paced_latency`` charges that
+    rate), rather than idling the DMA at an II rounded up past it (up to half the DMA's rate: a prefill block's
+    LayerNorm rows were read at 8 of the 14.4 bytes a cycle their DMA delivers). ``serial`` (a one-token block,
+    whose read DMAs' FIFOs hold no prefetch: ``analysis.contention``): II 1."""
     loose = replace(t, min_pipeline_ii=1)
     if serial:
         return loose
@@ -211,15 +209,15 @@ def rate_matched(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]]
     if timing.firings * timing.ii >= need:
         return loose
     iterations = math.prod(lt.tile for lt in t.loops) // t.lanes
-    return replace(t, min_pipeline_ii=math.ceil(need / (timing.firings * iterations)))
+    ii = math.floor(need / (timing.firings * iterations))
+    return replace(t, min_pipeline_ii=ii) if ii > 1 else loose
 
 
-def paced_latency(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], target: Target,
-                  serial: bool) -> int:
-    """``op``'s latency under ``t``, at least its DMAs' transfer and its pipeline depth where the kernel stalls
-    on them (``serial``; otherwise ``rate_matched`` put that in its II)."""
+def paced_latency(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], target: Target) -> int:
+    """``op``'s latency under ``t``, at least its DMAs' transfer and its pipeline depth (the kernel stalls on
+    them: ``rate_matched``)."""
     timing = tiled_timing(op, t, target)
-    if not serial or not streams:
+    if not streams:
         return timing.latency
     return max(timing.latency, math.ceil(dma_cycles(op, t, streams, target)) + timing.depth)
 
@@ -366,7 +364,7 @@ def intensity_aware_unroll(ops: list[GenericOp], tilings: list[OpTiling], budget
     tilings[:] = [rate_matched(op, t, s, target, serial) for op, t, s in zip(ops, tilings, streams, strict=True)]
     costs = [tiling_cost(op, t, target) for op, t in zip(ops, tilings, strict=True)]
     units = [budget_units(op, t, target) for op, t in zip(ops, tilings, strict=True)]
-    latencies = [paced_latency(op, t, s, target, serial) for op, t, s in zip(ops, tilings, streams, strict=True)]
+    latencies = [paced_latency(op, t, s, target) for op, t, s in zip(ops, tilings, streams, strict=True)]
     if serial or waits is None:
         # Serial stages (a one-token block): every kernel's latency adds to the makespan, so the lanes go by
         # cycles saved per share of the device from the start (the second round alone), not to the slowest
@@ -413,7 +411,7 @@ def _first_round(state: _Lanes, budget: int, feeds: list[set[int]], target: Targ
         best: tuple[int, float, OpTiling, tuple[float, int]] | None = None
         for d in unroll_candidates(tilings[i]):
             trial = rate_matched(ops[i], _doubled(tilings[i], d), streams[i], target)
-            latency = paced_latency(ops[i], trial, streams[i], target, False)
+            latency = paced_latency(ops[i], trial, streams[i], target)
             cost = tiling_cost(ops[i], trial, target)
             share = max(cost[0] / target.totals.dsp, cost[1] / target.totals.lut)
             if best is None or (latency, share) < best[:2]:
@@ -459,7 +457,7 @@ def _make_room(state: _Lanes, i: int, trial: OpTiling, cost: tuple[float, int], 
                 if lt.unroll == 1:
                     continue
                 half = rate_matched(op, _unrolled(t, d, lt.unroll // 2), state.streams[h], target)
-                latency = paced_latency(op, half, state.streams[h], target, False)
+                latency = paced_latency(op, half, state.streams[h], target)
                 if latency <= state.latencies[holder] and state.fills[h] * latency < key:
                     halvings.append((state.fills[h] * latency, latency, h, half))
         if not halvings:
@@ -543,13 +541,12 @@ def _growths(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], ta
     """Every growth of ``op`` from ``t`` that saves cycles per run, in candidate order: (cycles saved per share of
     the device or the budget it adds, tiling, datapath cost, budget units, latency)."""
     out = []
-    interval = _interval(op, t, streams, target, serial)
+    interval = _interval(op, t, streams, target)
     for d in unroll_candidates(t):
-        trial = _past_plateau(op, rate_matched(op, _doubled(t, d), streams, target, serial), interval, streams,
-                              target)
-        if _interval(op, trial, streams, target, serial) >= interval:
+        trial = rate_matched(op, _doubled(t, d), streams, target, serial)
+        if _interval(op, trial, streams, target) >= interval:
             continue  # no fewer cycles per run: at most a shorter pipeline depth
-        grown_latency = paced_latency(op, trial, streams, target, serial)
+        grown_latency = paced_latency(op, trial, streams, target)
         grown_cost = tiling_cost(op, trial, target)
         grown = budget_units(op, trial, target)
         added = max((grown_cost[0] - cost[0]) / target.totals.dsp, (grown_cost[1] - cost[1]) / target.totals.lut,
@@ -558,31 +555,12 @@ def _growths(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], ta
     return out
 
 
-# Doublings past the first that the second round may give a kernel paced by its DMA at once (module docstring).
-PLATEAU_DOUBLINGS = 2
-
-
-def _interval(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], target: Target,
-              serial: bool = False) -> int:
+def _interval(op: GenericOp, t: OpTiling, streams: dict[int, tuple[int, int]], target: Target) -> int:
     """Cycles ``op``'s firings take under ``t`` (its latency less the pipeline depth of the last), at least its
-    DMAs' transfer where it stalls on them (``serial``)."""
+    DMAs' transfer (the kernel stalls on them)."""
     timing = tiled_timing(op, t, target)
     interval = timing.firings * timing.ii
-    return max(interval, math.ceil(dma_cycles(op, t, streams, target))) if serial and streams else interval
-
-
-def _past_plateau(op: GenericOp, trial: OpTiling, interval: int, streams: dict[int, tuple[int, int]],
-                  target: Target) -> OpTiling:
-    """``trial`` (a doubling of a kernel whose firings now take ``interval`` cycles), doubled again in
-    preference order while it is paced by its DMA and its firings take no fewer cycles (its II rounded up to
-    the same interval), at most ``PLATEAU_DOUBLINGS`` times: a paced kernel's firings take iterations x II,
-    so its latency falls in steps of its iterations, finer the more lanes."""
-    for _ in range(PLATEAU_DOUBLINGS):
-        cands = unroll_candidates(trial)
-        if trial.min_pipeline_ii == 1 or not cands or _interval(op, trial, streams, target) < interval:
-            break
-        trial = rate_matched(op, _doubled(trial, cands[0]), streams, target)
-    return trial
+    return max(interval, math.ceil(dma_cycles(op, t, streams, target))) if streams else interval
 
 
 def _grown_to(t: OpTiling, lanes: int) -> OpTiling:
