@@ -27,6 +27,7 @@ from test_memory_resources import _quantized_gemv
 
 from streamtensor import compile_llm_block
 from streamtensor.analysis.allocation import size_fifos
+from streamtensor.analysis.contention import prefetch_cap
 from streamtensor.analysis.timing_model import build_process_network, kernel_node_timing, kernel_timing, node_timings
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.codegen.vitis.boards import U55C
@@ -304,6 +305,8 @@ def test_bandwidth_aware_unroll_keeps_pace_with_the_weight_dma() -> None:
         # DMA, never lets it run further ahead).
         head_start = 0 if weight == "w1" else timing["matmul_1"].delay
         assert 0 <= simulate(net, {dma.outputs[0]: 2}).makespan_cycles - unbounded.makespan_cycles <= head_start
+        # The sizing keeps no more head start than one HBM latency's tokens (analysis.allocation._caps_of).
+        assert dfg.streams[dma.outputs[0]].depth <= prefetch_cap(dfg, dma, one_channel)
 
 
 def test_rate_matching_charges_the_channel_share_of_the_placement() -> None:

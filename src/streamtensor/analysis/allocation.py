@@ -47,7 +47,7 @@ from streamtensor.target import Target
 
 from . import solve_memo
 from .annotate import annotate_memory, annotate_slrs, annotate_timing
-from .contention import MAX_ROUNDS, prefetch_caps, raise_shares, settle_shares, to_static
+from .contention import MAX_ROUNDS, prefetch_cap, prefetch_caps, raise_shares, settle_shares, to_static
 from .fifo_lp import FifoSizing, Strategy
 from .fifo_search import size_fifos_lp, trim_sizing
 from .memory import node_groups
@@ -235,7 +235,7 @@ def size_fifos(graph: DataflowGraph, target: Target, strategy: str = "normal", l
     networks = networks or GroupNetworks(graph, target)
     for g in range(count):
         net = networks(g)
-        caps = _caps_of(net, prefetch)
+        caps = _caps_of(graph, target, net, prefetch)
         options = (strat, LP_TIME_LIMIT_S, slack, sorted(caps.items()), trim)
         sizing, kept = _memoized(memo, "fifo_lp", options, net, partial(
             size_fifos_lp, net, strat, LP_TIME_LIMIT_S, schedule="demand", latency_slack=slack, depth_caps=caps,
@@ -252,7 +252,7 @@ def trim_allocation(graph: DataflowGraph, target: Target, result: AllocationResu
     ``Stream.depth`` of every stream set again; ``memo``: as for ``size_fifos``."""
     prefetch = prefetch_caps(graph, target)
     for a in result.groups:
-        caps = _caps_of(a.network, prefetch)
+        caps = _caps_of(graph, target, a.network, prefetch)
         # The sizing trimmed, less its solve seconds (zero where it came from the memo).
         options = (LP_TIME_LIMIT_S, sorted(caps.items()), replace(a.sizing, solve_seconds=0.0))
         a.sizing, kept = _memoized(memo, "fifo_trim", options, a.network,
@@ -261,9 +261,21 @@ def trim_allocation(graph: DataflowGraph, target: Target, result: AllocationResu
     _with_depths(graph, target, result)
 
 
-def _caps_of(net: ProcessNetwork, prefetch: dict[str, int]) -> dict[str, int]:
-    """The depth caps of ``net``'s streams among the read DMAs' prefetch caps (``contention.prefetch_caps``)."""
-    return {s.name: prefetch[s.name] for s in net.streams if s.name in prefetch}
+def _caps_of(graph: DataflowGraph, target: Target, net: ProcessNetwork, prefetch: dict[str, int]
+             ) -> dict[str, int]:
+    """The depth caps of ``net``'s streams: the read DMAs' prefetch caps of a one-token block
+    (``contention.prefetch_caps``), and in any block those of the read DMAs whose kernel reads faster than they
+    deliver (``tiling.unroll.rate_matched``: it stalls on them). Such a DMA would otherwise stream ahead while its
+    kernel waits for its other inputs, for the kernel to catch up later: a paper-size fp32 Qwen2 prefill block's
+    LP kept a 2 MB weight prefetch so."""
+    caps = {s.name: prefetch[s.name] for s in net.streams if s.name in prefetch}
+    for s in net.streams:
+        node = graph.nodes.get(s.source)
+        if s.name not in caps and isinstance(node, DmaNode) and node.direction == "read":
+            dma, kernel = net.process(s.source), net.process(s.target)
+            if kernel.num_firings * kernel.ii < dma.num_firings * dma.ii:
+                caps[s.name] = prefetch_cap(graph, node, target)
+    return caps
 
 
 def _with_depths(graph: DataflowGraph, target: Target, result: AllocationResult) -> AllocationResult:

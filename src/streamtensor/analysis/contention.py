@@ -70,16 +70,17 @@ def to_static(graph: DataflowGraph, target: Target, group: int, names: list[str]
 
 
 def prefetch_caps(graph: DataflowGraph, target: Target) -> dict[str, int]:
-    """The depth of the FIFO behind every read DMA of a one-token block: the tokens it moves in one HBM latency
-    at its channels' full rate, at least 2 (module docstring)."""
-    caps: dict[str, int] = {}
-    for node in graph.nodes.values():
-        if isinstance(node, DmaNode) and node.share is not None and node.direction == "read":
-            (stream,) = node.outputs
-            t = graph.streams[stream].type
-            token = dma_token_cycles(PackedLayout.of(t).words_per_tile, node.stripes, 1, target)
-            caps[stream] = max(2, math.ceil(target.hbm.latency_cycles / token))
-    return caps
+    """The depth of the FIFO behind every read DMA of a one-token block (module docstring)."""
+    return {node.outputs[0]: prefetch_cap(graph, node, target) for node in graph.nodes.values()
+            if isinstance(node, DmaNode) and node.share is not None and node.direction == "read"}
+
+
+def prefetch_cap(graph: DataflowGraph, node: DmaNode, target: Target) -> int:
+    """The tokens read DMA ``node`` moves in one HBM latency at its channels' full rate, at least 2: a FIFO that
+    deep keeps it streaming once its kernel runs, and holds no head start beyond that."""
+    t = graph.streams[node.outputs[0]].type
+    token = dma_token_cycles(PackedLayout.of(t).words_per_tile, node.stripes, 1, target)
+    return max(2, math.ceil(target.hbm.latency_cycles / token))
 
 
 def settle_shares(graph: DataflowGraph, target: Target, networks: GroupNetworks | None = None) -> int:
