@@ -69,6 +69,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from streamtensor.ir.converter_buffer import window_phases
 from streamtensor.ir.dataflow import (
     ChunkNode,
     ConcatNode,
@@ -400,9 +401,8 @@ def _forward_process(name: str, firings: int, reads: dict[str, np.ndarray], writ
 
 def _converter_process(node: ConverterNode, source: ITensorType, result: ITensorType, ops: OperatorLibrary,
                        beats: int) -> Process:
-    """Lock-step ping-pong schedule of the module docstring."""
-    s = math.prod(source.trip_counts[: node.buffer.shared_loops])  # shared iterations (one window each)
-    a, b = source.num_tokens // s, result.num_tokens // s  # tokens in / out per shared iteration
+    """The schedule of the module docstring: one window drained and then filled, or a lock-step ping-pong pair."""
+    s, a, b = window_phases(source, result, node.buffer)  # shared iterations; tokens in / out per iteration
     if node.buffer.banks == 1:  # phase p drains iteration p - 1 (p > 0), then fills iteration p (p < S)
         drains = np.array([b if p > 0 else 0 for p in range(s + 1)], dtype=np.int64)
         lengths = drains + np.array([a if p < s else 0 for p in range(s + 1)], dtype=np.int64)

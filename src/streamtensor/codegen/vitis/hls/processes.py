@@ -22,6 +22,7 @@ from streamtensor.codegen.vitis.hls.cpp import (
     stream_var,
     tile_offsets,
 )
+from streamtensor.ir.converter_buffer import window_phases
 from streamtensor.ir.dataflow import (
     ChunkNode,
     ConcatNode,
@@ -157,8 +158,7 @@ def converter_process(graph: DataflowGraph, node: ConverterNode, max_bits: int) 
     buf = node.buffer
     m = buf.shared_loops
     shape = list(buf.shape) or [1]  # a rank-0 tensor is a one-element buffer
-    s = math.prod(src.trip_counts[:m])
-    a, b = src.num_tokens // s, res.num_tokens // s
+    s, a, b = window_phases(src, res, buf)
     code = Code()
     code.line(f"// {node.name}: itensor_converter ({node.reason or 'layouts differ'}); buffer "
               f"{buf.banks} x {'x'.join(map(str, buf.shape)) or 'scalar'}, {m} shared loop(s), {s} window(s)")
