@@ -3,7 +3,8 @@
 
 In ``driver.compile`` order: ``sink-casts``, ``split-slices``, ``fuse-into-contractions`` (Linalg to Linalg),
 ``build-dataflow`` (Linalg to dataflow: tiling with the default ``TilingOptions``, then the dataflow graph),
-``chain-input``, ``replay``, ``fusion``, ``stripe`` (HBM stripes of the DMAs) and ``size-fifos`` (dataflow to
+``chain-input``, ``replay``, ``fusion``, ``stripe`` (HBM stripes of the DMAs), ``converter-banks`` (one window
+or a ping-pong pair per converter, by timing simulation) and ``size-fifos`` (dataflow to
 dataflow; the FIFO LP of resource allocation with the ``normal`` strategy, its depths and the timing and memory
 attributes written into the IR), ``allocate`` (the whole resource allocation of ``compile`` with its defaults: FIFO
 sizing, timing simulation, resources, SLR plan; a deadlock or a design over the target's budget is an error).
@@ -19,6 +20,7 @@ from typing import Literal
 
 from streamtensor._version import GENERATOR
 from streamtensor.analysis.allocation import run_allocation, size_fifos
+from streamtensor.analysis.converter_banks import choose_converter_banks
 from streamtensor.errors import OptionError
 from streamtensor.ir.dataflow import DataflowGraph, print_dataflow
 from streamtensor.ir.dataflow_parser import parse_dataflow
@@ -81,6 +83,12 @@ def _stripe(graph: IR, target: Target) -> IR:
     return graph
 
 
+def _converter_banks(graph: IR, target: Target) -> IR:
+    assert isinstance(graph, DataflowGraph)
+    choose_converter_banks(graph, target)
+    return graph
+
+
 def _size_fifos(graph: IR, target: Target) -> IR:
     assert isinstance(graph, DataflowGraph)
     size_fifos(graph, target)
@@ -119,6 +127,8 @@ PASSES: dict[str, Pass] = {p.name: p for p in (
          "group the nodes into accelerators under the target's on-chip memory"),
     Pass("stripe", "dataflow", "dataflow", _stripe,
          "stripe every read-only external tensor over HBM pseudo-channels by its bandwidth demand"),
+    Pass("converter-banks", "dataflow", "dataflow", _converter_banks,
+         "one window instead of a ping-pong pair for every converter whose group then finishes sooner"),
     Pass("size-fifos", "dataflow", "dataflow", _size_fifos, "FIFO depths of every stream by the LP (normal)"),
     Pass("allocate", "dataflow", "dataflow", _allocate,
          "resource allocation: FIFO depths, timing simulation, resources and the SLR plan"),
