@@ -7,7 +7,7 @@ from conftest import TINY_MAX_LEN, TINY_SEQ_LEN
 from linalg_builders import build, exp_matmul_graph, nodes_of
 
 from streamtensor.analysis.converter_banks import choose_converter_banks
-from streamtensor.analysis.memory import node_groups
+from streamtensor.analysis.memory import absorbed_converters, node_groups
 from streamtensor.analysis.timing_model import build_process_network
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.codegen.vitis.boards import U55C
@@ -15,6 +15,7 @@ from streamtensor.driver import compile_llm_block
 from streamtensor.errors import VerificationError
 from streamtensor.ir.converter_buffer import one_window_candidate, window_phases
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph
+from streamtensor.transforms.fusion import apply_fusion
 
 
 @pytest.mark.parametrize(("windows", "fill", "drain", "candidate"), [
@@ -95,3 +96,14 @@ def test_the_verifier_takes_one_window_for_a_pair_but_no_other_buffer() -> None:
     conv.buffer = replace(pair, shape=(8, 32))
     with pytest.raises(VerificationError, match="is not the inferred one"):
         dfg.verify()
+
+
+def test_a_converter_read_from_external_memory_has_no_buffer_to_choose() -> None:
+    """With its buffer over the on-chip cap, exp_matmul's converter opens a second accelerator and reads its input
+    from external memory: its read DMA streams the result layout (``memory.absorbed_converters``), so it is no
+    candidate, as it is when on chip."""
+    dfg = build(exp_matmul_graph(), 4, layout_aware_order=False)
+    apply_fusion(dfg, c_max_bytes=0)
+    (conv,) = nodes_of(dfg, ConverterNode)
+    assert isinstance(conv, ConverterNode) and absorbed_converters(dfg) == [conv.name]
+    assert choose_converter_banks(dfg, U55C) == [] and conv.buffer.banks == 2

@@ -18,7 +18,7 @@ from streamtensor.ir.converter_buffer import one_window_candidate, window_phases
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph
 from streamtensor.target import Target
 
-from .memory import node_groups
+from .memory import absorbed_converters, node_groups
 from .process_network import ProcessNetwork
 from .timing_model import build_process_network, node_process
 from .timing_sim import simulate
@@ -28,10 +28,11 @@ def choose_converter_banks(graph: DataflowGraph, target: Target) -> list[str]:
     """Give one window to every candidate converter of ``graph`` whose group's unbounded-FIFO simulation then
     finishes sooner (module docstring); the names of those converters, in topological order."""
     groups = node_groups(graph)
+    absorbed = set(absorbed_converters(graph))  # realised by their read DMA: no buffer
     candidates: dict[int, list[ConverterNode]] = {}
     for name in graph.topological_order():
         node = graph.nodes[name]
-        if isinstance(node, ConverterNode) and node.buffer.banks == 2:
+        if isinstance(node, ConverterNode) and node.buffer.banks == 2 and name not in absorbed:
             source, result = graph.streams[node.inputs[0]].type, graph.streams[node.outputs[0]].type
             if one_window_candidate(*window_phases(source, result, node.buffer)):
                 candidates.setdefault(groups[name], []).append(node)
