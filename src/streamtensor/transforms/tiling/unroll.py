@@ -50,8 +50,8 @@ multiply their cost by the MAC lanes.
   (``min_pipeline_ii``, emitted as the HLS pipeline II): it stalls on the DMA's FIFO at the DMA's rate instead
   of idling the DMA at an II rounded up past it, and it is not doubled again: the doubling that made it
   DMA-paced was its last (a further one would only raise its II, at twice the DSPs and LUTs). The DMA runs
-  ahead of such a kernel only while it waits for its other inputs: a head start the FIFO-sizing LP keeps where
-  it shortens the run. A kernel paced by its DMA leaves the heap and
+  ahead of such a kernel only while it waits for its other inputs, a head start the FIFO sizing caps at one
+  HBM latency's tokens (``analysis.allocation``). A kernel paced by its DMA leaves the heap and
   the others keep growing: a decode block runs its kernels one after the other, so they all add to its
   latency.
 - Fed kernels (intensity-aware): a kernel that streams in the whole result of another kernel (through
