@@ -6,14 +6,14 @@ import pytest
 from conftest import TINY_MAX_LEN, TINY_SEQ_LEN
 from linalg_builders import build, exp_matmul_graph, nodes_of
 
-from streamtensor.analysis.converter_banks import choose_converter_banks
+from streamtensor.analysis.converter_banks import choose_converter_banks, one_window_candidate
 from streamtensor.analysis.memory import absorbed_converters, node_groups
 from streamtensor.analysis.timing_model import build_process_network
 from streamtensor.analysis.timing_sim import simulate
 from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.driver import compile_llm_block
 from streamtensor.errors import VerificationError
-from streamtensor.ir.converter_buffer import one_window_candidate, window_phases
+from streamtensor.ir.converter_buffer import window_phases
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph
 from streamtensor.transforms.fusion import apply_fusion
 

@@ -272,8 +272,8 @@ def _caps_of(graph: DataflowGraph, target: Target, net: ProcessNetwork, prefetch
     for s in net.streams:
         node = graph.nodes.get(s.source)
         if s.name not in caps and isinstance(node, DmaNode) and node.direction == "read":
-            dma, kernel = net.process(s.source), net.process(s.target)
-            if kernel.num_firings * kernel.ii < dma.num_firings * dma.ii:
+            dma, reader = net.process(s.source), net.process(s.target)
+            if reader.num_firings * reader.ii < dma.num_firings * dma.ii:
                 caps[s.name] = prefetch_cap(graph, node, target)
     return caps
 

@@ -3,7 +3,7 @@
 A ping-pong converter fills shared iteration p in lock step with the drain of p - 1, so the drain of p - 1 ends
 only with the fill of p: behind a slow producer (a row tile of a prefill block's projection every tens of
 thousands of cycles) its consumer runs a whole producer iteration late. One window, drained and then filled
-again, has no such wait, at a few more steps (``converter_buffer.one_window_candidate``) and half the buffer;
+again, has no such wait, at a few more steps (``one_window_candidate``) and half the buffer;
 behind a fast producer it only moves the next iteration's tokens into the FIFO in front of it. Which one a
 converter's consumer runs faster with is the design's whole schedule: each candidate, in topological order, keeps
 one window where the simulation of its group with unbounded FIFOs (the makespan the FIFO sizing then keeps)
@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from streamtensor.ir.converter_buffer import one_window_candidate, window_phases
+from streamtensor.ir.converter_buffer import window_phases
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph
 from streamtensor.target import Target
 
 from .memory import absorbed_converters, node_groups
-from .process_network import ProcessNetwork
 from .timing_model import build_process_network, node_process
 from .timing_sim import simulate
 
@@ -42,8 +41,7 @@ def choose_converter_banks(graph: DataflowGraph, target: Target) -> list[str]:
         best = simulate(net, {}).makespan_cycles
         for node in nodes:
             node.buffer = replace(node.buffer, banks=1)
-            trial = ProcessNetwork([node_process(graph, node, target) if p.name == node.name else p
-                                    for p in net.processes], net.streams, net.srl_max_bits)
+            trial = net.with_processes({node.name: node_process(graph, node, target)})
             makespan = simulate(trial, {}).makespan_cycles
             if makespan is not None and (best is None or makespan < best):
                 net, best = trial, makespan
@@ -51,3 +49,18 @@ def choose_converter_banks(graph: DataflowGraph, target: Target) -> list[str]:
             else:
                 node.buffer = replace(node.buffer, banks=2)
     return chosen
+
+
+def one_window_candidate(windows: int, fill: int, drain: int) -> bool:
+    """Whether a converter over ``windows`` shared iterations of ``fill`` source and ``drain`` result tokens may
+    keep one window instead of a ping-pong pair and stay about as fast.
+
+    The pair fills iteration p in lock step with the drain of iteration p - 1: ``fill + (windows - 1) * max(fill,
+    drain) + drain`` steps, but the drain of p - 1 ends only with the fill of p, so its consumer runs a whole
+    producer iteration behind (a slow producer's period: a prefill MLP that replays each normalised row tile once
+    per output tile waits a row tile of the projection before it). One window drains iteration p - 1 and then
+    fills it with p: ``windows * (fill + drain)`` steps, ``(windows - 1) * min(fill, drain)`` more, and no wait
+    for the next iteration. A candidate where those extra steps are at most one iteration's (``max(fill,
+    drain)``): a converter that replays short fills many times. Whether its consumer is then faster is the timing
+    simulation's to tell (``choose_converter_banks``)."""
+    return windows > 1 and (windows - 1) * min(fill, drain) <= max(fill, drain)

@@ -174,6 +174,10 @@ class ProcessNetwork:
                 f"producer {src.name!r} writes {n_w} and consumer {tgt.name!r} reads {n_r}"
             )
 
+    def with_processes(self, replaced: Mapping[str, Process]) -> ProcessNetwork:
+        """This network with the processes of ``replaced`` (by name) in place of its own, the streams unchanged."""
+        return ProcessNetwork([replaced.get(p.name, p) for p in self.processes], self.streams, self.srl_max_bits)
+
     def process(self, name: str) -> Process:
         return self._proc[name]
 

@@ -403,23 +403,21 @@ def _converter_process(node: ConverterNode, source: ITensorType, result: ITensor
                        beats: int) -> Process:
     """The schedule of the module docstring: one window drained and then filled, or a lock-step ping-pong pair."""
     s, a, b = window_phases(source, result, node.buffer)  # shared iterations; tokens in / out per iteration
+    fills = np.array([a if p < s else 0 for p in range(s + 1)], dtype=np.int64)
+    drains = np.array([b if p > 0 else 0 for p in range(s + 1)], dtype=np.int64)
     if node.buffer.banks == 1:  # phase p drains iteration p - 1 (p > 0), then fills iteration p (p < S)
-        drains = np.array([b if p > 0 else 0 for p in range(s + 1)], dtype=np.int64)
-        lengths = drains + np.array([a if p < s else 0 for p in range(s + 1)], dtype=np.int64)
-        start = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        reads = (start[:s, None] + drains[:s, None] + np.arange(a, dtype=np.int64)[None, :]).ravel()
-        writes = (start[1 : s + 1, None] + np.arange(b, dtype=np.int64)[None, :]).ravel()
-        return Process(node.name, beats, converter_depth(ops), int(start[-1]), {node.inputs[0]: reads},
-                       {node.outputs[0]: writes})
-    # Phase p fills iteration p (p < S) while draining iteration p - 1 (p > 0): max of the two lengths.
-    lengths = [max(a if p < s else 0, b if p > 0 else 0) for p in range(s + 1)]
-    start = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    # A phase longer than its fill spreads the reads over it (read j at step ceil(j * length / a)): a drain
-    # token then waits only for the same fraction of the next iteration's source tokens, not for the first
-    # ``a`` of them, which a slow producer delivers a whole iteration later.
-    steps = -(-np.arange(a, dtype=np.int64)[None, :] * np.array(lengths[:s], dtype=np.int64)[:, None] // a)
+        lengths = drains + fills
+        start = np.concatenate([[0], np.cumsum(lengths)])
+        steps = drains[:s, None] + np.arange(a, dtype=np.int64)[None, :]
+    else:  # phase p fills iteration p (p < S) while draining iteration p - 1 (p > 0): the longer of the two
+        lengths = np.maximum(fills, drains)
+        start = np.concatenate([[0], np.cumsum(lengths)])
+        # A phase longer than its fill spreads the reads over it (read j at step ceil(j * length / a)): a drain
+        # token then waits only for the same fraction of the next iteration's source tokens, not for the first
+        # ``a`` of them, which a slow producer delivers a whole iteration later.
+        steps = -(-np.arange(a, dtype=np.int64)[None, :] * lengths[:s, None] // a)
     reads = (start[:s, None] + steps).ravel()
-    writes = (start[1 : s + 1, None] + np.arange(b, dtype=np.int64)[None, :]).ravel()
+    writes = (start[1 : s + 1, None] + np.arange(b, dtype=np.int64)[None, :]).ravel()  # a phase drains first
     return Process(node.name, beats, converter_depth(ops), int(start[-1]), {node.inputs[0]: reads},
                    {node.outputs[0]: writes})
 
@@ -751,9 +749,9 @@ class GroupNetworks:
                  ) -> ProcessNetwork:
         """``net``, built with ``built``, with the processes of the DMA nodes whose share is not that any more
         built again (:func:`node_process`, as :func:`build_process_network` builds them)."""
-        processes = [node_process(self.graph, self.graph.nodes[p.name], self.target, shares[p.name])
-                     if p.name in shares and shares[p.name] != built.get(p.name) else p for p in net.processes]
-        return ProcessNetwork(processes, net.streams, net.srl_max_bits)
+        return net.with_processes({p.name: node_process(self.graph, self.graph.nodes[p.name], self.target,
+                                                        shares[p.name])
+                                   for p in net.processes if p.name in shares and shares[p.name] != built.get(p.name)})
 
 
 # --- node timing for the report ------------------------------------------------------------------------------

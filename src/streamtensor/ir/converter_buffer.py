@@ -6,7 +6,7 @@ loop is shared too; a loop walking no dim exactly is shared only when it is a re
 (any steps). The shared loops are materialized around the converter: per shared iteration the buffer
 is a window holding one element size along each dim a shared loop walks and the full tensor elsewhere;
 two windows ping-pong when there is more than one shared iteration, one suffices otherwise (and one window,
-drained and then filled again, may serve several iterations: ``one_window_candidate``).
+drained and then filled again, may serve several iterations: ``analysis.converter_banks``).
 ``interp.converter_exec.run_converter`` simulates a converter with this buffer to prove it suffices.
 """
 
@@ -26,7 +26,7 @@ class ConverterBuffer:
     ``banks`` is 2 (ping-pong: the source fills one window while the result drains the previous one) when the
     shared loops have more than one iteration, and 1 when they have a single one: the window is then filled
     once and drained once per run, and a second bank would never be written. Over several iterations one bank
-    is valid too (the result drains the window, then the source fills it again: ``one_window_candidate``).
+    is valid too (the result drains the window, then the source fills it again: ``analysis.converter_banks``).
     ``direct`` marks identical layouts: no converter is needed, the stream is wired straight through, and
     the buffer is empty (``shape`` all zeros, ``()`` for rank 0; ``elements == bytes == 0``)."""
 
@@ -144,21 +144,6 @@ def window_phases(source: ITensorType, result: ITensorType, buffer: ConverterBuf
     """(shared iterations, source tokens that fill a window, result tokens that drain it) of a converter."""
     windows = math.prod(source.trip_counts[: buffer.shared_loops])
     return windows, source.num_tokens // windows, result.num_tokens // windows
-
-
-def one_window_candidate(windows: int, fill: int, drain: int) -> bool:
-    """Whether a converter over ``windows`` shared iterations of ``fill`` source and ``drain`` result tokens may
-    keep one window instead of a ping-pong pair and stay about as fast.
-
-    The pair fills iteration p in lock step with the drain of iteration p - 1: ``fill + (windows - 1) * max(fill,
-    drain) + drain`` steps, but the drain of p - 1 ends only with the fill of p, so its consumer runs a whole
-    producer iteration behind (a slow producer's period: a prefill MLP that replays each normalised row tile once
-    per output tile waits a row tile of the projection before it). One window drains iteration p - 1 and then
-    fills it with p: ``windows * (fill + drain)`` steps, ``(windows - 1) * min(fill, drain)`` more, and no wait
-    for the next iteration. A candidate where those extra steps are at most one iteration's (``max(fill,
-    drain)``): a converter that replays short fills many times. Whether its consumer is then faster is the timing
-    simulation's to tell (``analysis.converter_banks``)."""
-    return windows > 1 and (windows - 1) * min(fill, drain) <= max(fill, drain)
 
 
 # Memoized: a pure function of two immutable types that passes ask about again and again. A failed check raises
