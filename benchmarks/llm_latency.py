@@ -12,7 +12,8 @@ from the board description, activations handed from kernel to kernel on the devi
 updated in place, embedding and sampling measured here). The KV cache is int8 under ``--kv-quant auto`` and a
 quantized ``--quant`` (one byte per element: its HBM bytes per token and fill bytes follow). The whole model's
 weights are never built. A layer block that does not fit the device at the default lane budget is compiled at half
-of it, down to 128 (``llm.estimate.compile_layer_block``, as the build does; the refusals are printed); a design
+of it, down to 128, and one that fits is compiled at twice it while that fits and is faster
+(``llm.estimate.compile_layer_block``, as the build does; the budgets tried and refused are printed); a design
 that exceeds the device even then is compiled anyway (``allow_unfit``) and flagged. The
 other rows are measured on boards by their authors
 (../shared/spec/performance.md): the paper's U55C W4A8 design, Allo (U280 W4A8), DFX (U280 FP16), an A100 (W8A8).
@@ -46,6 +47,15 @@ def _handoffs(found: dict[str, list[str]]) -> str:
     return "; ".join(f"{k}: {', '.join(v)}" for k, v in found.items())
 
 
+def _lane_budget(lanes: dict[str, Any] | None) -> str:
+    """A layer block's lane budget, the budgets tried (cycles) and those refused; nothing for the head."""
+    if lanes is None:
+        return ""
+    tried = lanes["cycles"]
+    shown = f" (tried: {', '.join(f'{b} -> {c:,}' for b, c in tried.items())})" if len(tried) > 1 else ""
+    return f" at lane budget {lanes['lane_budget']}{shown}{refusals(lanes, 'budget')}"
+
+
 def _details(name: str, config: str, llm: dict[str, Any], estimate: Any) -> list[str]:
     """Every term of the modelled figures, stated."""
     step = llm["overheads"]["per_decode_step_s"]
@@ -53,9 +63,8 @@ def _details(name: str, config: str, llm: dict[str, Any], estimate: Any) -> list
     moved = llm["overheads"]["per_decode_step_transfers"]
     roof = llm["rooflines"]
     hbm = llm["hbm_bytes_per_token_detail"]
-    per_design = ", ".join(f"{k} {v['cycles']:,} cycles" + (
-        f" at lane budget {v['lanes']['lane_budget']}{refusals(v['lanes'], 'budget')}"
-        if v.get("lanes", {}).get("refused") else "") for k, v in estimate.designs.items())
+    per_design = ", ".join(f"{k} {v['cycles']:,} cycles" + _lane_budget(v.get("lanes"))
+                           for k, v in estimate.designs.items())
     unfit = sorted({k for k, v in estimate.designs.items() if v["overrides"]})
     layers = len(llm["layers"])
     fill = sum(estimate.run_model.invocations[n].cache_fill_bytes for n in estimate.run_model.decode)

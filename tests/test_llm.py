@@ -8,9 +8,10 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -478,7 +479,8 @@ def test_a_layer_block_that_does_not_fit_is_compiled_at_half_the_lane_budget(mon
     monkeypatch.setattr(estimate, "compile_model_block", fits_at_256)
     design, block, record = estimate.compile_layer_block(None, "gpt2", mode="prefill", allow_unfit=True)
     assert (design, block) == ("design", "block")
-    assert record == {"lane_budget": 256, "refused": {1024: "does not fit at 1024", 512: "does not fit at 512"}}
+    assert record == {"lane_budget": 256, "refused": {1024: "does not fit at 1024", 512: "does not fit at 512"},
+                      "cycles": {}}
     assert [(c["overall_unroll_size"], c["allow_unfit"]) for c in calls] == [(1024, False), (512, False), (256, False)]
     assert estimate.refusals(record, "budget") == (" (budget 1024 refused: does not fit)"
                                                     " (budget 512 refused: does not fit)")
@@ -496,6 +498,41 @@ def test_a_layer_block_that_does_not_fit_is_compiled_at_half_the_lane_budget(mon
     design, _, record = estimate.compile_layer_block(None, "gpt2", mode="prefill", allow_unfit=True)
     assert design == "unfit design" and record["lane_budget"] == estimate.LEAST_LANE_BUDGET
     assert calls[-1]["allow_unfit"] is True and len(record["refused"]) == 3  # 1024, 512, 256
+
+
+def test_a_layer_block_that_fits_is_tried_at_twice_the_lane_budget_while_that_is_faster(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block that fits at the default lane budget is compiled again at twice it while that fits and takes fewer
+    cycles; the fastest is kept, every budget tried is in the record, a budget over the device is refused, and a
+    budget that gains nothing ends the search. Stand-in compiles: the search is under test."""
+    @dataclass
+    class Compiled:
+        budget: int
+        report: dict[str, Any]
+
+    def with_cycles(table: dict[int, int | None]) -> Any:
+        def compile_at(loaded: object, model: str, **options: Any) -> tuple[Compiled, str]:
+            budget = options["overall_unroll_size"]
+            if table[budget] is None:
+                raise ResourceBudgetError(f"does not fit at {budget}")
+            return Compiled(budget, {"simulation": {"makespan_cycles": table[budget]}}), "block"
+        return compile_at
+
+    monkeypatch.setattr(estimate, "design_invocation",
+                        lambda d: SimpleNamespace(cycles=d.report["simulation"]["makespan_cycles"]))
+    cases = [({1024: 300, 2048: 200, 4096: 200}, 2048, {1024: 300, 2048: 200, 4096: 200}, {}),
+             ({1024: 300, 2048: 200, 4096: None}, 2048, {1024: 300, 2048: 200}, {4096: "does not fit at 4096"}),
+             ({1024: 300, 2048: 310}, 1024, {1024: 300, 2048: 310}, {})]
+    for table, chosen, cycles, refused in cases:
+        monkeypatch.setattr(estimate, "compile_model_block", with_cycles(table))
+        design, _, record = estimate.compile_layer_block(None, "gpt2", mode="prefill")
+        assert design.budget == chosen
+        assert record == {"lane_budget": chosen, "refused": refused, "cycles": cycles}
+    # Each doubling faster: the search stops at MOST_LANE_BUDGET_FACTOR times the default.
+    factor = estimate.MOST_LANE_BUDGET_FACTOR
+    monkeypatch.setattr(estimate, "compile_model_block", with_cycles({1024 << k: 1000 - k for k in range(8)}))
+    design, _, record = estimate.compile_layer_block(None, "gpt2", mode="prefill")
+    assert design.budget == 1024 * factor and max(record["cycles"]) == 1024 * factor
 
 
 @pytest.mark.parametrize("mode", ["prefill", "decode"])

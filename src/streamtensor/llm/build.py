@@ -397,8 +397,9 @@ def _position_points(loaded: LoadedModel, model: str, kernels: dict[str, Kernel]
         if kernel.mode != "decode":
             continue
         found = []
-        # The kernel's own lane budget where the build lowered it to fit (``compile_layer_block``).
-        budget = {"overall_unroll_size": kernel.lanes["lane_budget"]} if kernel.lanes.get("refused") else {}
+        # The kernel's own lane budget as the build chose it (``compile_layer_block``; None: the caller's).
+        budget = ({"overall_unroll_size": kernel.lanes["lane_budget"]} if kernel.lanes["lane_budget"] is not None
+                  else {})
         for capacity in capacities:
             design, _ = compile_model_block(loaded, model, mode="decode", max_len=capacity, layer=kernel.layers[0],
                                             **common, **budget)

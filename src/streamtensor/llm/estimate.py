@@ -191,20 +191,47 @@ def compile_head(head: OutputHead, seed: int, progress: Progress | None = None, 
 # The least lane budget a layer block is refitted at (``compile_layer_block``): below it every kernel is nearly at
 # one lane, and a block that does not fit there does not fit at all.
 LEAST_LANE_BUDGET = 128
+# The most lane budget a layer block is tried at, as a multiple of the tiling's default (``compile_layer_block``).
+MOST_LANE_BUDGET_FACTOR = 8
 
 
 def compile_layer_block(loaded: LoadedModel, model: str, progress: Progress | None = None, **options: Any
                         ) -> tuple[Design, DecoderBlock, dict[str, Any]]:
-    """One layer block as the build compiles it and the estimate models it (one function, so the two agree), and
-    how its lane budget was chosen. Unless the tiling options are given, a block that does not fit the device at
-    the tiling's lane budget (``overall_unroll_size``) is compiled again at half the budget, down to
-    ``LEAST_LANE_BUDGET`` (``halve_until_fits``), the refusals kept in the record: the whole model needs every
-    block on the card (a paper-size W4A8 Llama prefill block needs 1.43 M LUTs of the U55C's 1.30 M at the
-    default budget)."""
-    (design, block), budget, refused = halve_until_fits(
-        lambda opts: compile_model_block(loaded, model, _progress=progress, **opts), options, "overall_unroll_size",
-        TilingOptions().overall_unroll_size, LEAST_LANE_BUDGET)
-    return design, block, {"lane_budget": budget, "refused": refused}
+    """One layer block as the build compiles it and the estimate models it (one function, so the two agree), and how
+    its lane budget was chosen. Unless the tiling options are given, a block that does not fit the device at the
+    tiling's lane budget (``overall_unroll_size``) is compiled again at half the budget, down to
+    ``LEAST_LANE_BUDGET`` (``halve_until_fits``), the refusals kept in the record: the whole model needs every block
+    on the card (a paper-size W4A8 Llama prefill block needs 1.43 M LUTs of the U55C's 1.30 M at the default
+    budget). A block that fits at the default is compiled again at twice the budget while that fits and takes fewer
+    cycles (up to ``MOST_LANE_BUDGET_FACTOR`` times the default), the fastest kept; the record's ``cycles`` holds
+    the cycles at every budget so tried (none where the budget was given or lowered). The budget counts an integer
+    MAC lane at its LUTs' share of an f32 MAC lane's (``transforms.tiling.unroll.budget_units``), so at the default
+    a W4A8 block may leave DSPs idle that a larger budget gives its projections: the paper-size W4A8 GPT-2 prefill
+    block takes 259,624 cycles at 1024 and 158,532 at 2048 (the same at 4096, bounded by the DSPs); fp32 blocks,
+    bounded by the DSPs at the default, gain nothing and keep it."""
+    def compile_at(opts: dict[str, Any]) -> tuple[Design, DecoderBlock]:
+        return compile_model_block(loaded, model, _progress=progress, **opts)
+
+    default = TilingOptions().overall_unroll_size
+    (design, block), budget, refused = halve_until_fits(compile_at, options, "overall_unroll_size", default,
+                                                        LEAST_LANE_BUDGET)
+    cycles: dict[int, int] = {}
+    if budget != default or design.report.get("simulation") is None:  # given or lowered; or nothing to compare
+        return design, block, {"lane_budget": budget, "refused": refused, "cycles": cycles}
+    cycles[budget] = design_invocation(design).cycles
+    larger = 2 * budget
+    while larger <= MOST_LANE_BUDGET_FACTOR * default:
+        try:
+            trial, trial_block = compile_at({**options, "overall_unroll_size": larger, "allow_unfit": False})
+        except ResourceBudgetError as err:
+            refused[larger] = str(err)
+            break
+        cycles[larger] = design_invocation(trial).cycles
+        if cycles[larger] >= cycles[budget]:
+            break
+        design, block, budget = trial, trial_block, larger
+        larger *= 2
+    return design, block, {"lane_budget": budget, "refused": refused, "cycles": cycles}
 
 
 def refusals(record: dict[str, Any], knob: str) -> str:

@@ -60,6 +60,15 @@ def _is_expensive(name: str) -> bool:
     return name in _DIVISIONS or (name.startswith("math.") and name not in _CHEAP_MATH)
 
 
+# Rounding to an integer (a quantization's step) is fabric logic, not a core of its own.
+_ROUNDING = {"math.roundeven", "math.round", "math.floor", "math.ceil", "math.trunc"}
+
+
+def _builds_a_core(name: str) -> bool:
+    """An expensive op (a division or a math function) that is more than rounding."""
+    return _is_expensive(name) and name not in _ROUNDING
+
+
 def _fusable_producer(op: GenericOp, external: set[int]) -> bool:
     """``external``: the inputs of ``op`` read from external memory (``tiling.edges.external_operands``)."""
     if len(op.results) != 1 or len(op.inits) != 1 or op.reduction_dims:
@@ -276,14 +285,17 @@ def _own_kernel(result: TensorType, ops: Sequence[ScalarOp], external: list[Tens
     keys), so that an on-chip buffer replaying its result holds fewer bytes than the stream
     it replaces; a buffer of its result is cheap: the result is small (the bound under which an external tensor
     is read once and forked), or a contraction reading it expands (``_Use.expands``: its output is at least as
-    wide as the result, so the buffer holds no more than the contraction streams out anyway); and a contraction
+    wide as the result, so the buffer holds no more than the contraction streams out anyway), or the buffer
+    pays for itself: the prologue computes a division or a math function other than rounding (``_builds_a_core``:
+    a GELU's ``tanh``, a SiLU's ``exp``), which the contraction would build in every lane group; and a contraction
     tiles a loop it does not vary with more than once (``uses``; ``tile``: the default tile size), so that
     contraction would compute it and stream those operands from HBM again once per tile of those loops."""
     return (any(o.name not in _CASTS and o.name != "arith.constant" for o in ops)
             and result.dtype.startswith("i")
             and any(t.dtype.startswith(("f", "bf")) and DTYPE_BITS[t.dtype] > DTYPE_BITS[result.dtype]
                     for t in external)
-            and (result.bytes <= FORK_EXTERNAL_MAX_BYTES or any(u.expands() for u in uses))
+            and (result.bytes <= FORK_EXTERNAL_MAX_BYTES or any(u.expands() for u in uses)
+                 or any(_builds_a_core(o.name) for o in ops))
             and any(math.prod(n // tile_size(n, tile) for d, n in enumerate(u.contraction.domain)
                               if d not in u.varying) > 1 for u in uses))
 
@@ -325,13 +337,17 @@ def hoist_recomputed_prologues(graph: Graph, tile: int = TilingOptions.default_t
     packing of their own (so the host re-packed each layer's output for the next), and rebuilt the rows in every
     reduction lane; hoisted (W4A8, 32 tokens, paper size, modelled): GPT-2 249,735 -> 243,294 cycles,
     TinyLlama 901,152 -> 577,184, Qwen2 (lane budget 512) 544,560 -> 373,059; GPT-2's input is then read in one
-    packing, its output's, so its prefill layers chain on the device (``llm.perf``). Before a narrowing projection
-    a large result stays fused: hoisted, GPT-2's quantized GELU rows before its down projection (128 KiB) cost
-    285,216 cycles against 243,294. So does a prologue that reads nothing from external memory (a LayerNorm's
-    mean, its row sum divided by the width): it re-streams nothing, and as a kernel of its own in a paper-size
-    GPT-2 prefill block it cost 62 KiB more FIFOs and 0.9% more cycles than the divisions it saved. And so does
-    one whose result is as wide as the external data it reads (an f32 LayerNorm apply): there the tile order can
-    read the row once (reduction loop outermost) at no cost in buffer bytes, and hoisted, the paper-size fp32
+    packing, its output's, so its prefill layers chain on the device (``llm.perf``). Before a narrowing projection a
+    large result is hoisted only when the prologue computes an expensive op: fused, GPT-2's GELU (``tanh``) and its
+    quantization were built in each of the down projection's 16 lane groups of a prefill block (704 of its 1,216
+    DSPs); hoisted (W4A8, 32 tokens, paper size, modelled), at the lane budget 2048 the DSPs go to the projections:
+    221,485 -> 158,532 cycles (at the default budget 1024 the lane budget, not the DSPs, then bounds the integer
+    lanes: 259,624; the whole-model build chooses the budget, ``llm.estimate.compile_layer_block``); TinyLlama
+    (SiLU's ``exp``) 559,468 -> 548,938 at 1024. So does a prologue that reads nothing from external memory (a
+    LayerNorm's mean, its row sum divided by the width): it re-streams nothing, and as a kernel of its own in a
+    paper-size GPT-2 prefill block it cost 62 KiB more FIFOs and 0.9% more cycles than the divisions it saved. And
+    so does one whose result is as wide as the external data it reads (an f32 LayerNorm apply): there the tile order
+    can read the row once (reduction loop outermost) at no cost in buffer bytes, and hoisted, the paper-size fp32
     GPT-2 decode block's Q, K and V projections took 162,355 cycles against 130,954 fused."""
     taken = {v.name for v in graph.inputs} | {r.name for op in graph.ops for r in op.results}
     labels = {op.name for op in graph.ops if isinstance(op, GenericOp)}
