@@ -191,7 +191,8 @@ def compile_head(head: OutputHead, seed: int, progress: Progress | None = None, 
 # The least lane budget a layer block is refitted at (``compile_layer_block``): below it every kernel is nearly at
 # one lane, and a block that does not fit there does not fit at all.
 LEAST_LANE_BUDGET = 128
-# The most lane budget a layer block is tried at, as a multiple of the tiling's default (``compile_layer_block``).
+# The most lane budget a layer block is tried at, as a multiple of the tiling's default (``compile_layer_block``):
+# each budget tried is a compile of its own (seconds at paper size).
 MOST_LANE_BUDGET_FACTOR = 8
 
 

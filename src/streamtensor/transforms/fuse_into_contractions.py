@@ -335,20 +335,22 @@ def hoist_recomputed_prologues(graph: Graph, tile: int = TilingOptions.default_t
     projection that expands (``_Use.expands``): a prefill block's normalised, quantized rows before its Q/K/V and
     up projections. Fused, those projections re-read the block's input from HBM once per output tile, in a
     packing of their own (so the host re-packed each layer's output for the next), and rebuilt the rows in every
-    reduction lane; hoisted (W4A8, 32 tokens, paper size, modelled): GPT-2 249,735 -> 243,294 cycles,
-    TinyLlama 901,152 -> 577,184, Qwen2 (lane budget 512) 544,560 -> 373,059; GPT-2's input is then read in one
-    packing, its output's, so its prefill layers chain on the device (``llm.perf``). Before a narrowing projection a
-    large result is hoisted only when the prologue computes an expensive op: fused, GPT-2's GELU (``tanh``) and its
-    quantization were built in each of the down projection's 16 lane groups of a prefill block (704 of its 1,216
-    DSPs); hoisted (W4A8, 32 tokens, paper size, modelled), at the lane budget 2048 the DSPs go to the projections:
-    221,485 -> 158,532 cycles (at the default budget 1024 the lane budget, not the DSPs, then bounds the integer
-    lanes: 259,624; the whole-model build chooses the budget, ``llm.estimate.compile_layer_block``); TinyLlama
-    (SiLU's ``exp``) 559,468 -> 548,938 at 1024. So does a prologue that reads nothing from external memory (a
-    LayerNorm's mean, its row sum divided by the width): it re-streams nothing, and as a kernel of its own in a
-    paper-size GPT-2 prefill block it cost 62 KiB more FIFOs and 0.9% more cycles than the divisions it saved. And
-    so does one whose result is as wide as the external data it reads (an f32 LayerNorm apply): there the tile order
-    can read the row once (reduction loop outermost) at no cost in buffer bytes, and hoisted, the paper-size fp32
-    GPT-2 decode block's Q, K and V projections took 162,355 cycles against 130,954 fused."""
+    reduction lane; hoisted (W4A8, 32 tokens, paper size, modelled): GPT-2 249,735 -> 243,294 cycles, TinyLlama
+    901,152 -> 577,184, Qwen2 (lane budget 512) 544,560 -> 373,059; GPT-2's input is then read in one packing, its
+    output's, in 4-row token tiles, so its prefill layers chain on the device (``llm.perf``; in 2-row tiles its
+    LayerNorm apply reads 2 x 64 tiles of rows written in 2 x 128 ones). Before a narrowing projection a large
+    result is hoisted only when the prologue computes a math function other than rounding: fused, GPT-2's GELU
+    (``tanh``) and its quantization were built in each of the down projection's 16 lane groups of a prefill block
+    (704 of its 1,216 DSPs); hoisted (W4A8, 32 tokens, paper size, modelled), at the lane budget 2048 the DSPs go to
+    the projections: 221,485 -> 158,532 cycles (at the default budget 1024 the lane budget, not the DSPs, then
+    bounds the integer lanes: 259,624; the whole-model build chooses the budget,
+    ``llm.estimate.compile_layer_block``); TinyLlama (SiLU's ``exp``) 559,468 -> 548,785 at 1024. So does a prologue
+    that reads nothing from external memory (a LayerNorm's mean, its row sum divided by the width): it re-streams
+    nothing, and as a kernel of its own in a paper-size GPT-2 prefill block it cost 62 KiB more FIFOs and 0.9% more
+    cycles than the divisions it saved. And so does one whose result is as wide as the external data it reads (an
+    f32 LayerNorm apply): there the tile order can read the row once (reduction loop outermost) at no cost in buffer
+    bytes, and hoisted, the paper-size fp32 GPT-2 decode block's Q, K and V projections took 162,355 cycles
+    against 130,954 fused."""
     taken = {v.name for v in graph.inputs} | {r.name for op in graph.ops for r in op.results}
     labels = {op.name for op in graph.ops if isinstance(op, GenericOp)}
     producers = graph.producers()
