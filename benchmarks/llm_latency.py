@@ -68,7 +68,12 @@ def _details(name: str, config: str, llm: dict[str, Any], estimate: Any) -> list
     unfit = sorted({k for k, v in estimate.designs.items() if v["overrides"]})
     layers = len(llm["layers"])
     fill = sum(estimate.run_model.invocations[n].cache_fill_bytes for n in estimate.run_model.decode)
-    fill_syncs = estimate.run_model.cache_fill().buffer_syncs
+    deferred = estimate.run_model.fill_deferred(llm["prompt_len"])
+    fill_syncs = 0 if deferred else estimate.run_model.cache_fill().buffer_syncs
+    after_first = (f" The keys and values are read back and copied into the caches after the first token "
+                   f"({estimate.run_model.kv_copy().buffer_syncs} syncs, "
+                   f"{llm['overheads']['kv_cache_fill_after_first_token_s'] * 1e3:.3f} ms: in the latency, not the "
+                   "TTFT)." if deferred else "")
     moved_ttft = llm["overheads"]["ttft_transfers"]
     on_device = llm["overheads"]["activations_on_device"]
     lines = [
@@ -80,7 +85,7 @@ def _details(name: str, config: str, llm: dict[str, Any], estimate: Any) -> list
         f"{llm['overheads']['queued_run_s_each'] * 1e6:.2f} us) + syncs {ttft['host_sync'] * 1e3:.3f} "
         f"({moved_ttft['buffer_syncs'] - fill_syncs} x {llm['overheads']['buffer_sync_s_each'] * 1e6:.0f} us) + "
         f"PCIe {ttft['host_pcie'] * 1e3:.3f} + KV-cache fill {ttft['kv_cache_fill'] * 1e3:.3f} ({fill_syncs} syncs) + "
-        f"host {ttft['host_embedding_and_sampling_measured_here'] * 1e3:.4f}.",
+        f"host {ttft['host_embedding_and_sampling_measured_here'] * 1e3:.4f}.{after_first}",
         f"  - activations on the device (input buffers that are the previous kernel's output buffer): "
         f"{_handoffs(on_device['read_in_place']) or 'none'}; written by the host (packed otherwise): "
         f"{_handoffs(on_device['written_by_the_host']) or 'none'}; the head reads the prompt row in place as "

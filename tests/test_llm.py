@@ -96,10 +96,12 @@ def test_decode_updates_the_device_cache_in_place(gpt2_build: Path) -> None:
             held = runtime.read(name)
             assert np.abs(held[:, :, :len(fed)] - expected.numpy()).max() < 1e-4
             assert not held[:, :, len(fed):].any()
-    # Per decode step: the embedded row in and the logits out, as the run model charges them.
+    # Per decode step: the embedded row in and the logits out, as the run model charges them; before the second
+    # token's step the host also copied the prefill's keys and values into the caches (after the first token).
     modelled = runner.run_model.step_transfers()
     assert modelled.to_device_bytes + modelled.from_device_bytes < 4096
-    assert all(s.transfers == modelled for s in result.steps[1:])
+    assert result.steps[1].transfers == runner.run_model.second_token_transfers(len(prompt))
+    assert all(s.transfers == modelled for s in result.steps[2:])
 
 
 @pytest.mark.parametrize("prompt", [[3, 1, 4, 1, 5], [3, 1, 4, 1, 5, 9, 2, 6, 5]], ids=["prefill", "past-prefill"])
@@ -122,7 +124,15 @@ def test_host_moves_what_the_run_model_counts(gpt2_build: Path, prompt: list[int
     assert model.queued == ["decode->decode"] and not model.other_banks.get("decode->decode")
     assert (step.buffer_syncs, step.to_device_bytes, step.launches, step.queued_launches) == (2, hidden_row, 2, 1)
     assert step.from_device_bytes == model.invocations["head"].out_bytes  # the logits only
-    assert all(s.transfers == step for s in chained.steps[1:])
+    assert chained.steps[1].transfers == model.second_token_transfers(len(prompt))
+    assert all(s.transfers == step for s in chained.steps[2:])
+    # The keys and values are copied into the caches after the first token when the prompt fits the prefill,
+    # before it otherwise (the decode kernels then run the prompt's last tokens).
+    fill = model.kv_copy()
+    assert fill.buffer_syncs > 0
+    assert model.fill_deferred(len(prompt)) is (len(prompt) <= model.prefill_len)
+    second = model.second_token_transfers(len(prompt))
+    assert second.buffer_syncs - step.buffer_syncs == (fill.buffer_syncs if model.fill_deferred(len(prompt)) else 0)
     model.chained = {k: [] for k in model.chained}
     model.head_row_offsets = {}
     model.queued = []
@@ -132,7 +142,8 @@ def test_host_moves_what_the_run_model_counts(gpt2_build: Path, prompt: list[int
     assert result.tokens == chained.tokens
     assert all(np.array_equal(a.logits, b.logits) for a, b in zip(result.steps, chained.steps, strict=True))
     assert result.steps[0].transfers == model.ttft_transfers(len(prompt))
-    assert all(s.transfers == model.step_transfers() for s in result.steps[1:])
+    assert result.steps[1].transfers == model.second_token_transfers(len(prompt))
+    assert all(s.transfers == model.step_transfers() for s in result.steps[2:])
     assert model.step_transfers().buffer_syncs == 2 + 2 * 2  # each layer's output read back, the next one written
 
 
@@ -194,14 +205,17 @@ def test_run_model_terms_add_up(gpt2_build: Path) -> None:
         "host_embedding_and_sampling_measured_here"]
     assert llm["decode_step_ms"] == pytest.approx(parts * 1e3)
     assert llm["ttft_ms"] == pytest.approx(sum(llm["overheads"]["ttft_s"].values()) * 1e3)
-    assert llm["overheads"]["ttft_s"]["kv_cache_fill"] > 0  # the resident caches are written once, at prefill
+    # The resident caches are written once per generation: after the first token (the prompt fits the prefill).
+    assert llm["prompt_len"] <= llm["prefill_len"] and llm["overheads"]["ttft_s"]["kv_cache_fill"] == 0
+    after_first = llm["overheads"]["kv_cache_fill_after_first_token_s"]
+    assert after_first > 0
     # The cache DMAs' HBM bytes follow the position: the run's mean lies between its first and last step.
     detail = llm["hbm_bytes_per_token_detail"]
     assert detail["first_step"] <= detail["mean_over_this_run"] <= detail["last_step"] <= detail[
         "worst_case_position"]
     assert detail["kv_cache_share_at_worst_case"] > 0
     assert llm["decode_tokens_per_s"] == pytest.approx(1e3 / llm["decode_step_ms"])
-    assert llm["latency_ms"] == pytest.approx(llm["ttft_ms"] + 7 * llm["decode_step_ms"])  # 8 new tokens
+    assert llm["latency_ms"] == pytest.approx(llm["ttft_ms"] + 7 * llm["decode_step_ms"] + after_first * 1e3)
     # The first layer and the head, 20 us each, and the second layer queued behind the first (the board's figures).
     assert step["launch"] == pytest.approx(2 * 20e-6 + 1 / 206_313)
     assert "assumed, not measured" in llm["overheads"]["source"]
@@ -322,7 +336,10 @@ def _check_cpp_host_events(exe: Path, build_dir: Path, model: RunModel, prompt: 
             phases.append([])
     assert len(phases) == tokens + 1 and not phases[-1]
     step = model.step_transfers()
-    for events in phases[1:-1]:
+    second = model.second_token_transfers(len(prompt.split(",")))
+    assert _xrt_events(phases[1]) == (second.buffer_syncs, second.to_device_bytes, second.from_device_bytes,
+                                      second.launches, second.queued_launches)
+    for events in phases[2:-1]:
         assert _xrt_events(events) == (step.buffer_syncs, step.to_device_bytes, step.from_device_bytes, step.launches,
                                        step.queued_launches)
     # Loading: one buffer per layer for weights, one for constants and the head's weights, and per cache one
@@ -344,7 +361,8 @@ def test_a_cache_written_in_place_by_the_prefill_generates_alike(tmp_path: Path)
     so the build copies both through the host. Written in place (as a build placing both on one pseudo-channel
     would; the emulation and the stand-in XRT have no banks), the prefill kernel fills the cache itself: the same
     logits bit for bit, also in a second generation over the first one's rows, two buffer syncs fewer (the values
-    of both layers read back in one, written in one), and both hosts move what the run model counts."""
+    of both layers read back in one, written in one: after the first token when the prompt fits the prefill, before
+    it otherwise), and both hosts move what the run model counts."""
     out = tmp_path / "gemma"
     assert main(["build", "gemma", "-o", str(out), "--prompt-len", "8", "--max-new-tokens", "8", "--decode-positions",
                  "1", "-q"]) == 0
@@ -359,7 +377,9 @@ def test_a_cache_written_in_place_by_the_prefill_generates_alike(tmp_path: Path)
         assert ours.tokens == theirs.tokens
         assert all(np.array_equal(a.logits, b.logits) for a, b in zip(ours.steps, theirs.steps, strict=True))
         assert ours.steps[0].transfers == placed.run_model.ttft_transfers(len(prompt))
-        assert theirs.steps[0].transfers.buffer_syncs - ours.steps[0].transfers.buffer_syncs == 2
+        assert ours.steps[1].transfers == placed.run_model.second_token_transfers(len(prompt))
+        filled = 1 if placed.run_model.fill_deferred(len(prompt)) else 0  # the step whose host copied the caches
+        assert theirs.steps[filled].transfers.buffer_syncs - ours.steps[filled].transfers.buffer_syncs == 2
         fed = len(prompt) + 2
         for layer in range(2):
             held = []

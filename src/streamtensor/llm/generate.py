@@ -3,22 +3,22 @@ layer's block runs in its compiled C simulation, each kernel's executable built 
 layer's weights) or over XRT (a card).
 
 The loop (the C++ host, ``host/llm_host.cpp``, does the same): embed the prompt on the host and write it once to
-the first prefill layer's input buffer, run each layer's prefill kernel (the prompt padded to the compiled
-length; prompt tokens beyond it go through decode steps), which writes its keys and values straight into that
-layer's resident KV-cache buffers on the device where the build found the packings agree
-(``RunModel.cache_in_place``: its output buffer a sub-buffer at offset 0 of the cache buffer), else the host reads
-them back once all layers are done and writes them once into those buffers (every layer's buffer of one kernel
-argument a slice of one pool, ``runtime.host.pool_buffers``: one sync per pool), run the head kernel on the last
-prompt row, sample (greedy,
-top-k, temperature), then one decode step per new token until EOS or ``max_new_tokens``: the embedded token goes
-in once, every layer runs with the position as a register, and the logits come back; the decode kernels update
-their layer's cache in place. Activations stay on the device: a layer reads the previous layer's output buffer
-and the head the last layer's (the prompt row of the last prefill layer's at its offset), wherever the build
-found their packings equal (``RunModel.chained``, ``head_row_offsets``: per input buffer, as a kernel's input
-may be several buffers, one per DMA packing); for the others the host reads the output back once and writes
-them. ``Transfers`` counts what the host moved, which the run model predicts
-(``RunModel.step_transfers``, ``ttft_transfers``). An int8 KV cache holds the int8 codes the kernels write (the
-prefill kernel returns its keys and values quantized).
+the first prefill layer's input buffer, run each layer's prefill kernel (the prompt padded to the compiled length;
+prompt tokens beyond it go through decode steps), which writes its keys and values straight into that layer's
+resident KV-cache buffers on the device where the build found the packings agree (``RunModel.cache_in_place``: its
+output buffer a sub-buffer at offset 0 of the cache buffer), else the host reads them back once all layers are done
+and writes them once into those buffers (every layer's buffer of one kernel argument a slice of one pool,
+``runtime.host.pool_buffers``: one sync per pool; after the first token where no prompt token goes through the
+decode kernels, ``RunModel.fill_deferred``), run the head kernel on the last prompt row, sample (greedy, top-k,
+temperature), then one decode step per new token until EOS or ``max_new_tokens``: the embedded token goes in once,
+every layer runs with the position as a register, and the logits come back; the decode kernels update their layer's
+cache in place. Activations stay on the device: a layer reads the previous layer's output buffer and the head the
+last layer's (the prompt row of the last prefill layer's at its offset), wherever the build found their packings
+equal (``RunModel.chained``, ``head_row_offsets``: per input buffer, as a kernel's input may be several buffers,
+one per DMA packing); for the others the host reads the output back once and writes them. ``Transfers`` counts what
+the host moved, which the run model predicts (``RunModel.ttft_transfers``, ``second_token_transfers``,
+``step_transfers``). An int8 KV cache holds the int8 codes the kernels write (the prefill kernel returns its keys
+and values quantized).
 """
 
 from __future__ import annotations
@@ -369,7 +369,9 @@ class LlmRunner:
         hidden = np.zeros((1, m["prompt_len"], m["hidden_size"]), dtype=np.float32)
         hidden[:, :prefilled] = self.tables.embed(prompt[:prefilled], 0)
         kernel_s = self._layers(m["prefill"], hidden, None, moved)
-        moved.add(cache.fill(prefilled))
+        deferred = self.run_model.fill_deferred(len(prompt))  # the caches filled after the first token
+        if not deferred:
+            moved.add(cache.fill(prefilled))
         producer, layer, row = m["prefill"][-1], len(m["prefill"]) - 1, prefilled - 1
         for position in range(prefilled, len(prompt)):  # prompt tokens beyond the prefill length
             kernel_s += self._decode(prompt[position], position, moved)
@@ -392,6 +394,9 @@ class LlmRunner:
             position += 1
             start = time.perf_counter()
             moved = Transfers()
+            if deferred:
+                moved.add(cache.fill(prefilled))
+                deferred = False
             kernel_s = self._decode(token, position, moved)
             producer, row = m["decode"][-1], None
         return result

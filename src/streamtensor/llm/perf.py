@@ -32,7 +32,9 @@ element. Embedding lookup and sampling are host work, *measured* here.
 Prefill: a prompt of n <= prefill length runs one prefill invocation per layer (padded to the compiled length);
 longer prompts prefill the first part and feed the rest through decode steps. TTFT = prefill layers + cache fill
 + head + host. Every later token is one decode step: layers + head + host. latency = TTFT + (new_tokens - 1) *
-step.
+step. When no prompt token goes through the decode kernels, nothing reads the caches before the second token:
+the host samples the first token, then reads the keys and values back and fills the caches (``fill_deferred``),
+so that copy counts in the latency (once, before the second token's step) and not in the TTFT.
 
 Decode and the position: the decode block as built runs its attention over all ``max_len`` cache rows (the rows
 past the position are zero tiles the cache DMA streams without reading HBM, and the mask drops them); the timing
@@ -445,13 +447,31 @@ class RunModel:
         """One decode step: every decode layer on the embedded row, the head on the last layer's output."""
         return self.layers(self.decode).add(self.head_from(self.decode[-1]))
 
+    def second_token_transfers(self, prompt_len: int) -> Transfers:
+        """The step after the first token: the cache fill where it was deferred (``fill_deferred``), then a
+        decode step."""
+        moved = self.kv_copy() if self.fill_deferred(prompt_len) else Transfers()
+        return moved.add(self.step_transfers())
+
+    def fill_deferred(self, prompt_len: int) -> bool:
+        """Whether the host copies the prefill's keys and values into the decode kernels' caches after the first
+        token rather than before it: no prompt token runs through the decode kernels, so no kernel reads the
+        caches before the second token's step."""
+        return prompt_len <= self.prefill_len
+
+    def kv_copy(self) -> Transfers:
+        """The keys and values read back after the prefill and written into the resident caches."""
+        return self.kv_read_back().add(self.cache_fill())
+
     def ttft_transfers(self, prompt_len: int, with_cache_fill: bool = True) -> Transfers:
-        """From the prompt to the first token: the prefill layers, the cache fill, the prompt tokens past the
-        prefill length through the decode layers, the head."""
+        """From the prompt to the first token: the prefill layers, the cache fill (unless ``fill_deferred``), the
+        prompt tokens past the prefill length through the decode layers, the head."""
         prefilled = min(prompt_len, self.prefill_len)
-        moved = self.layers(self.prefill).add(self.kv_read_back())
-        if with_cache_fill:
-            moved.add(self.cache_fill())
+        moved = self.layers(self.prefill)
+        if not self.fill_deferred(prompt_len):
+            moved.add(self.kv_read_back())
+            if with_cache_fill:
+                moved.add(self.cache_fill())
         extra = prompt_len - prefilled
         moved.add(self.layers(self.decode).times(extra))
         return moved.add(self.head_from(self.decode[-1]) if extra else self.head_from(self.prefill[-1], prefilled - 1))
@@ -487,15 +507,18 @@ class RunModel:
         extra_prompt_steps = prompt_len - prefilled
         step = self.step_s()
         ttft_host = self.host_s(self.ttft_transfers(prompt_len, with_cache_fill=False))
+        deferred = self.fill_deferred(prompt_len)
         ttft_s = {"prefill_kernels": sum(self.kernel_s(n) for n in self.prefill),
                   "prompt_tokens_through_decode_kernels": extra_prompt_steps * sum(self.kernel_s(n)
                                                                                    for n in self.decode),
                   "head_kernel": self.kernel_s(self.head),
                   **{f"host_{k}": v for k, v in ttft_host.items()},
-                  "kv_cache_fill": self.cache_fill_s(),
+                  "kv_cache_fill": 0.0 if deferred else self.cache_fill_s(),
                   "host_embedding_and_sampling_measured_here": self.host_token_s}
         ttft = sum(ttft_s.values())
-        latency = ttft + max(new_tokens - 1, 0) * step
+        # The keys and values copied after the first token, before the second one's step.
+        after_first_s = self._seconds(self.kv_copy()) if deferred and new_tokens > 1 else 0.0
+        latency = ttft + max(new_tokens - 1, 0) * step + after_first_s
         # Decode steps feed the tokens at these positions (the prompt's past the prefill, then the answer's).
         positions = [*range(prefilled, prompt_len), *range(prompt_len, prompt_len + max(new_tokens - 1, 0))]
         per_position = [self.hbm_bytes_at(p) for p in positions] or [self.hbm_bytes_at(prompt_len)]
@@ -523,6 +546,7 @@ class RunModel:
             "per_decode_step_transfers": self.step_transfer_report(),
             "ttft_s": ttft_s,
             "ttft_transfers": asdict(self.ttft_transfers(prompt_len)),
+            "kv_cache_fill_after_first_token_s": after_first_s,
             "activations_on_device": {
                 "read_in_place": {k: v for k, v in self.chained.items() if v},
                 "written_by_the_host": {k: sorted(set(self.invocations[k.split("->")[1]].input_bytes) - set(v))

@@ -526,11 +526,17 @@ int main(int argc, char** argv) {
       }
     };
     run_layers(kPrefill, kPrefillInPlace, kPrefillQueued, {{"hidden", hidden}});
-    for (const auto& [kernel, output] : copied_outputs) kernels[kernel].sync_output(output);
-    for (int layer = 0; layer < kLayers; ++layer) {
-      fill_caches(kernels[kDecode[layer]], kernels[kPrefill[layer]], layer, prefilled);
-    }
-    for (const auto& [kernel, cache] : copied_caches) kernels[kernel].sync_cache(cache);
+    // The prefill's keys and values copied into the decode kernels' caches: before the first token when prompt
+    // tokens go through the decode kernels, else after it (nothing reads the caches before the second token).
+    auto fill_all_caches = [&]() {
+      for (const auto& [kernel, output] : copied_outputs) kernels[kernel].sync_output(output);
+      for (int layer = 0; layer < kLayers; ++layer) {
+        fill_caches(kernels[kDecode[layer]], kernels[kPrefill[layer]], layer, prefilled);
+      }
+      for (const auto& [kernel, cache] : copied_caches) kernels[kernel].sync_cache(cache);
+    };
+    bool fill_deferred = n == prefilled;
+    if (!fill_deferred) fill_all_caches();
     auto decode_layers = [&](int token, int position) {
       Tensor h;
       h.f = embed(tokens, positions, {token}, position);
@@ -585,6 +591,10 @@ int main(int argc, char** argv) {
       if (eos || generated == max_new) break;
       start = clock::now();
       ++position;
+      if (fill_deferred) {
+        fill_all_caches();
+        fill_deferred = false;
+      }
       decode_layers(token, position);
       producer = kDecode[kLayers - 1];
       row = -1;
