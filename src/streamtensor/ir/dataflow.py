@@ -404,14 +404,13 @@ class DataflowGraph:
         return self.nodes[self.streams[stream].target]
 
     def chained_activation(self) -> tuple[DmaNode, list[DmaNode]] | None:
-        """A one-token block's activation chain: the write DMA of its first output when that output has the shape
-        of its first input and is one row (the next layer reads it as that input), and the read DMAs of that
-        input; None for any other graph."""
+        """A block's activation chain: the write DMA of its first output when that output has the shape of its
+        first input (the next layer reads it as that input), and the read DMAs of that input; None for any other
+        graph."""
         out = self.nodes.get(self.outputs[0]) if self.outputs else None
         if not self.inputs or not isinstance(out, DmaNode) or out.role != "output":
             return None
-        shape = self.inputs[0].type.shape
-        if out.tensor.type.shape != shape or math.prod(shape[:-1]) != 1:
+        if out.tensor.type.shape != self.inputs[0].type.shape:
             return None
         return out, [n for n in self.nodes.values() if isinstance(n, DmaNode) and n.direction == "read"
                      and n.role == "input" and n.tensor.name == self.inputs[0].name]

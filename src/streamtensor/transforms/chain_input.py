@@ -15,6 +15,8 @@ buffers the host writes).
 
 from __future__ import annotations
 
+import math
+
 from streamtensor.ir.converter_buffer import infer_converter_buffer, layout_difference
 from streamtensor.ir.dataflow import ConverterNode, DataflowGraph, Stream
 from streamtensor.ir.layout import reassociate_type, same_packing
@@ -25,8 +27,8 @@ def read_input_as_output(graph: DataflowGraph) -> list[str]:
     """Rewrite the chained reads of a one-token block (module docstring) in place; the names of the converters
     added."""
     chain = graph.chained_activation()
-    if chain is None:
-        return []
+    if chain is None or math.prod(graph.inputs[0].type.shape[:-1]) != 1:
+        return []  # a block of several rows keeps its reads (module docstring)
     out, reads = chain
     written = graph.streams[out.inputs[0]].type
     if written.repeat_loops():
