@@ -84,8 +84,9 @@ def _details(name: str, config: str, llm: dict[str, Any], estimate: Any) -> list
         f"{llm['overheads']['kernel_launch_s_each'] * 1e6:.0f} us + {moved_ttft['queued_launches']} queued x "
         f"{llm['overheads']['queued_run_s_each'] * 1e6:.2f} us) + syncs {ttft['host_sync'] * 1e3:.3f} "
         f"({moved_ttft['buffer_syncs'] - fill_syncs} x {llm['overheads']['buffer_sync_s_each'] * 1e6:.0f} us) + "
-        f"PCIe {ttft['host_pcie'] * 1e3:.3f} + KV-cache fill {ttft['kv_cache_fill'] * 1e3:.3f} ({fill_syncs} syncs) + "
-        f"host {ttft['host_embedding_and_sampling_measured_here'] * 1e3:.4f}.{after_first}",
+        f"PCIe {ttft['host_pcie'] * 1e3:.3f} + "
+        + ("" if deferred else f"KV-cache fill {ttft['kv_cache_fill'] * 1e3:.3f} ({fill_syncs} syncs) + ")
+        + f"host {ttft['host_embedding_and_sampling_measured_here'] * 1e3:.4f}.{after_first}",
         f"  - activations on the device (input buffers that are the previous kernel's output buffer): "
         f"{_handoffs(on_device['read_in_place']) or 'none'}; written by the host (packed otherwise): "
         f"{_handoffs(on_device['written_by_the_host']) or 'none'}; the head reads the prompt row in place as "
