@@ -11,7 +11,6 @@ import subprocess
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -540,8 +539,6 @@ def test_a_layer_block_that_fits_is_tried_at_twice_the_lane_budget_while_that_is
             return Compiled(budget, {"simulation": {"makespan_cycles": table[budget]}}), "block"
         return compile_at
 
-    monkeypatch.setattr(estimate, "design_invocation",
-                        lambda d: SimpleNamespace(cycles=d.report["simulation"]["makespan_cycles"]))
     cases = [({1024: 300, 2048: 200, 4096: 200}, 2048, {1024: 300, 2048: 200, 4096: 200}, {}),
              ({1024: 300, 2048: 200, 4096: None}, 2048, {1024: 300, 2048: 200}, {4096: "does not fit at 4096"}),
              ({1024: 300, 2048: 310}, 1024, {1024: 300, 2048: 310}, {})]
