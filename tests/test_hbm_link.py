@@ -19,7 +19,13 @@ from streamtensor.analysis.hbm import (
     fair_share,
     place_tensors,
 )
-from streamtensor.analysis.timing_model import build_process_network, node_process
+from streamtensor.analysis.timing_model import (
+    build_process_network,
+    node_process,
+    placement_units,
+    serial_dmas,
+    slowest_dma_time,
+)
 from streamtensor.codegen.vitis.boards import U55C
 from streamtensor.codegen.vitis.build_files import link_cfg
 from streamtensor.codegen.vitis.hbm import (
@@ -30,9 +36,11 @@ from streamtensor.codegen.vitis.hbm import (
     memory_arguments,
     plan_hbm,
 )
+from streamtensor.driver import compile_llm_block
 from streamtensor.errors import StreamTensorError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode, Node, Stream
 from streamtensor.ir.itensor import parse_itensor_type
+from streamtensor.ir.layout import same_packing
 from streamtensor.ir.linalg import ReshapeOp, TensorType, Value
 from streamtensor.kernel_interface import HbmPlan, MemoryArgument, ViewStep, pack_arguments
 from streamtensor.packing import pack
@@ -243,7 +251,7 @@ def test_ports_split_a_channel_fairly_by_their_bytes() -> None:
     assert place_tensors(tensors, hbm, serial=True).shares == placement.ports
 
 
-def placement_units(plan: HbmPlan) -> Callable[[MemoryArgument], str]:
+def plan_units(plan: HbmPlan) -> Callable[[MemoryArgument], str]:
     """What ``analysis.hbm`` places together: a plain read's buffer on its own, a KV cache's DMAs together."""
     tensor = {a.argument.arg: a.argument.name for a in plan.assignments}  # of a buffer's owner
     return lambda m: m.dma if m.direction == "read" and m.role != "kv_cache" else tensor[m.buffer]
@@ -256,7 +264,7 @@ def check_link_cfg_is_what_the_timing_model_charged(graph: DataflowGraph, target
     text = link_cfg(plan, kernel_slr(target))
     on_channel = interfaces_per_channel(plan, target.hbm)
     net = {p.name: p for p in build_process_network(graph, target).processes}
-    unit = placement_units(plan)
+    unit = plan_units(plan)
     for a in plan.assignments:
         assert f"sp=block_top_1.{a.argument.arg}:{a.bank}\n" in text
         others = [b for b in plan.assignments if unit(b.argument) == unit(a.argument)]
@@ -289,7 +297,7 @@ def test_link_cfg_channels_are_the_timing_models_for_a_tiny_block() -> None:
     # Striping spreads the traffic over every channel; a channel carries at least the DMAs placed with it.
     on_channel = interfaces_per_channel(plan, U55C.hbm)
     assert min(on_channel) > 0 and max(on_channel) > 1
-    unit = placement_units(plan)
+    unit = plan_units(plan)
     for a in plan.assignments:
         assert on_channel[a.first] >= sum(unit(b.argument) == unit(a.argument)
                                           and b.argument.stripe == a.argument.stripe for b in plan.assignments)
@@ -388,3 +396,48 @@ def test_pack_arguments_packs_a_striped_buffer_once_with_the_same_bytes() -> Non
     parts = [replace(a, arg=f"w_s{j}", stripe=j, stripes=2) for j in range(2)]
     pairs = [(parts[0], data), (a, data), (parts[1], data), (parts[0], other), (parts[1], other)]
     assert pack_arguments(pairs) == [p.pack_tensor(x) for p, x in pairs]
+
+
+def _reads_with_output(graph: DataflowGraph) -> tuple[dict[str, str], dict[str, str]]:
+    """The placement units of ``graph``'s DMA nodes apart, and with its chained reads in the output's packing
+    (unstriped) on the output's unit."""
+    apart = {n: node.placement_name for n, node in graph.nodes.items() if isinstance(node, DmaNode)}
+    chain = graph.chained_activation()
+    assert chain is not None
+    out, reads = chain
+    written = graph.streams[out.inputs[0]].type
+    moved = [r.name for r in reads if r.stripes == 1 and same_packing(graph.streams[r.outputs[0]].type, written)]
+    assert moved
+    return apart, {**apart, **dict.fromkeys(moved, out.placement_name)}
+
+
+def test_prefill_reads_go_with_the_output_only_where_no_dma_then_streams_longer() -> None:
+    """A tiny prefill block's weights are small: its reads of the hidden state on the output's pseudo-channel would
+    stream longer than any DMA does apart, so they keep channels of their own (a decode block's go with the output
+    whatever: its stages run one after another)."""
+    design, _ = tiny_block("gpt2", "prefill")
+    graph = design.dataflow
+    assert graph is not None and not serial_dmas(graph)
+    apart, together = _reads_with_output(graph)
+    assert slowest_dma_time(graph, together, U55C.hbm) > slowest_dma_time(graph, apart, U55C.hbm)
+    assert placement_units(graph, U55C.hbm) == apart
+    decode, _ = tiny_block("gpt2", "decode")
+    assert decode.dataflow is not None and serial_dmas(decode.dataflow)
+    assert placement_units(decode.dataflow, U55C.hbm) == _reads_with_output(decode.dataflow)[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("options", "with_output"), [({"quant": "w4a8"}, True), ({"max_token_rank": 1}, False)],
+                         ids=["w4a8", "fp32-rank1"])
+def test_paper_prefill_reads_go_with_the_output_where_the_weights_bound_it(options: dict[str, object],
+                                                                           with_output: bool) -> None:
+    """The paper-size W4A8 GPT-2 prefill block streams its weights longest: its reads of the hidden state go with
+    the output (no copy by XRT, queued runs); at 1-D token tiles they would stream 8x longer than the slowest DMA
+    apart (the block's makespan 10.8 M -> 21.1 M cycles with them on the output's channel)."""
+    design, _ = compile_llm_block("gpt2", mode="prefill", size="paper", seq_len=32, size_fifos=False, **options)
+    graph = design.dataflow
+    assert graph is not None
+    apart, together = _reads_with_output(graph)
+    assert placement_units(graph, U55C.hbm) == (together if with_output else apart)
+    slower = slowest_dma_time(graph, together, U55C.hbm) / slowest_dma_time(graph, apart, U55C.hbm)
+    assert slower == 1 if with_output else slower >= 8

@@ -119,10 +119,11 @@ def test_host_moves_what_the_run_model_counts(gpt2_build: Path, prompt: list[int
     assert chained.steps[0].transfers == model.ttft_transfers(len(prompt))
     step = model.step_transfers()
     hidden_row = model.invocations["decode"].to_device_bytes
-    # The second layer's run queued behind the first's (one compute unit, its input in place on the same banks), in
-    # the prefill too: its reads of the hidden state in the output's packing are placed with the output.
-    assert model.queued == ["prefill->prefill", "decode->decode"]
-    assert not model.other_banks.get("prefill->prefill") and not model.other_banks.get("decode->decode")
+    # The second decode layer's run queued behind the first's (one compute unit, its input in place on the same
+    # banks). The tiny prefill's reads of the hidden state would be its slowest DMAs on the output's channel (its
+    # weights are small), so they keep channels of their own: XRT copies that input, and the run is not queued.
+    assert model.queued == ["decode->decode"]
+    assert model.other_banks.get("prefill->prefill") and not model.other_banks.get("decode->decode")
     assert (step.buffer_syncs, step.to_device_bytes, step.launches, step.queued_launches) == (2, hidden_row, 2, 1)
     assert step.from_device_bytes == model.invocations["head"].out_bytes  # the logits only
     assert chained.steps[1].transfers == model.second_token_transfers(len(prompt))

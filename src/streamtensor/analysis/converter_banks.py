@@ -19,8 +19,9 @@ from streamtensor.ir.dataflow import ConverterNode, DataflowGraph
 from streamtensor.target import Target
 
 from .memory import absorbed_converters, node_groups
+from .sim_kernel import POS
 from .timing_model import build_process_network, node_process
-from .timing_sim import simulate
+from .timing_sim import Simulator
 
 
 def choose_converter_banks(graph: DataflowGraph, target: Target) -> list[str]:
@@ -38,12 +39,13 @@ def choose_converter_banks(graph: DataflowGraph, target: Target) -> list[str]:
     chosen = []
     for group, nodes in candidates.items():
         net = build_process_network(graph, target, group)
-        best = simulate(net, {}).makespan_cycles
+        best = Simulator(net).makespan_by({}, POS)
         for node in nodes:
             node.buffer = replace(node.buffer, banks=1)
             trial = net.with_processes({node.name: node_process(graph, node, target)})
-            makespan = simulate(trial, {}).makespan_cycles
-            if makespan is not None and (best is None or makespan < best):
+            # Only a sooner finish counts: a trial stops at its first event at or past the best makespan.
+            makespan = Simulator(trial).makespan_by({}, POS if best is None else best - 1)
+            if makespan is not None:
                 net, best = trial, makespan
                 chosen.append(node.name)
             else:

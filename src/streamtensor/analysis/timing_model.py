@@ -64,6 +64,7 @@ Per node kind (formulas are repeated next to their code):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -90,7 +91,7 @@ from streamtensor.ir.itensor import ITensorType
 from streamtensor.ir.layout import chunk_mask, concat_sources, same_packing
 from streamtensor.ir.linalg import GenericOp, ScalarBody, ScalarOp
 from streamtensor.packing import WORD_BYTES, PackedLayout
-from streamtensor.target import OperatorLibrary, Target
+from streamtensor.target import HbmSpec, OperatorLibrary, Target
 
 from .fifo_lp import keep_evaluated_depths
 from .hbm import (
@@ -100,6 +101,7 @@ from .hbm import (
     dma_token_cycles,
     place_tensors,
     streamed_tensors,
+    stripe_words,
 )
 from .memory import absorbed_converters, node_groups
 from .process_network import Process, ProcessNetwork, Stream
@@ -504,16 +506,16 @@ def cache_report(graph: DataflowGraph) -> list[dict[str, object]]:
 
 
 def group_tensors(graph: DataflowGraph, members: set[str], crossing_in: list[DataflowStream],
-                  crossing_out: list[DataflowStream], absorbed: set[str]) -> tuple[list[tuple[str, str, PackedLayout]],
-                                                                              dict[str, int], set[str]]:
+                  crossing_out: list[DataflowStream], absorbed: set[str], units: Mapping[str, str]
+                  ) -> tuple[list[tuple[str, str, PackedLayout]], dict[str, int], set[str]]:
     """The external tensors of one fusion group as ``(tensor, DMA, layout)`` triples (its DMA nodes, and every
     stream crossing into or out of the group: a buffer of its own in external memory, streamed by the implicit
     DMA or the absorbed converter that reads it), the stripes of its DMA nodes' tensors, and the tensors that may
-    be striped: those only DMA nodes read, none of them a KV-cache row read (``DmaNode.stripes``)."""
+    be striped: those only DMA nodes read, none of them a KV-cache row read (``DmaNode.stripes``). ``units``: where
+    each DMA node's buffer is placed (:func:`placement_units`)."""
     dmas: list[tuple[str, str, PackedLayout]] = []
     stripes: dict[str, int] = {}
     readers: dict[str, bool] = {}
-    units = placement_units(graph)
     for name in (n for n in graph.topological_order() if n in members):
         node = graph.nodes[name]
         if isinstance(node, DmaNode) and node.role != "scalar":  # a scalar is a register, not in memory
@@ -540,7 +542,8 @@ def dma_placement(graph: DataflowGraph, members: set[str], crossing_in: list[Dat
                   crossing_out: list[DataflowStream], absorbed: set[str], target: Target) -> HbmPlacement:
     """Where the external tensors of one fusion group live (``analysis.hbm``; :func:`group_tensors`), each
     striped as its DMA nodes say."""
-    dmas, stripes, _ = group_tensors(graph, members, crossing_in, crossing_out, absorbed)
+    units = placement_units(graph, target.hbm)
+    dmas, stripes, _ = group_tensors(graph, members, crossing_in, crossing_out, absorbed, units)
     return place_tensors(streamed_tensors(dmas, stripes), target.hbm, serial_dmas(graph))
 
 
@@ -550,24 +553,47 @@ def serial_dmas(graph: DataflowGraph) -> bool:
     return any(isinstance(n, DmaNode) and n.share is not None for n in graph.nodes.values())
 
 
-def placement_units(graph: DataflowGraph) -> dict[str, str]:
+def placement_units(graph: DataflowGraph, hbm: HbmSpec) -> dict[str, str]:
     """Per DMA node, the unit ``analysis.hbm`` places its buffer as (``DmaNode.placement_name``), but an unstriped
     read of the activation input packed as the block's output goes with that output: the next layer reads this
     layer's output buffer as that input in place, and XRT gives an argument whose banks do not hold the buffer it
     is given a copy of it when the run is set up (a device copy per run and argument, and one a queued run would
     take before the previous run has written it). A prefill block's reads then share the output's pseudo-channel
-    (the paper-size W4A8 GPT-2 prefill block at lane budget 2048: 158,532 -> 159,628 cycles, its four reads of the
-    hidden state in the output's packing on the output's channel, no copy)."""
+    for the whole run (the paper-size W4A8 GPT-2 prefill block at lane budget 2048: 158,532 -> 159,628 cycles, its
+    four reads of the hidden state on the output's channel, no copy), so they go there only where no DMA then
+    streams longer than the slowest one does apart (:func:`slowest_dma_time`): a design whose reads of the hidden
+    state bound it would run at the shared channel's rate (fp32 GPT-2 prefill at ``--max-token-rank 1``: 10.8 M ->
+    21.1 M cycles; the host then copies that input into its own bank, as for any other buffer)."""
     units = {name: n.placement_name for name, n in graph.nodes.items() if isinstance(n, DmaNode)}
     chain = graph.chained_activation()
     if chain is None or chain[0].stripes != 1:
         return units
     out, reads = chain
     written = graph.streams[out.inputs[0]].type
+    together = dict(units)
     for n in reads:
         if n.stripes == 1 and same_packing(graph.streams[n.outputs[0]].type, written):
-            units[n.name] = out.placement_name
-    return units
+            together[n.name] = out.placement_name
+    if together == units or serial_dmas(graph):
+        return together
+    return together if slowest_dma_time(graph, together, hbm) <= slowest_dma_time(graph, units, hbm) else units
+
+
+def slowest_dma_time(graph: DataflowGraph, units: Mapping[str, str], hbm: HbmSpec) -> Fraction:
+    """The longest any DMA of ``graph`` streams its bytes with its buffer placed as ``units`` says (in the time of
+    one bus word at a whole channel: every DMA's cycles are that times the same factor, ``dma_token_cycles``), over
+    its fusion groups: a lower bound of a run whose DMAs all stream from the start (not a one-token block)."""
+    groups = node_groups(graph)
+    worst = Fraction(0)
+    for group in range(max(groups.values(), default=-1) + 1):
+        members, crossing_in, crossing_out, absorbed = _group_members(graph, group)
+        dmas, stripes, _ = group_tensors(graph, members, crossing_in, crossing_out, absorbed, units)
+        placement = place_tensors(streamed_tensors(dmas, stripes), hbm)
+        for _, dma, layout in dmas:
+            words = layout.words_per_tile
+            tokens = Fraction(layout.streamed_bytes, words * WORD_BYTES)
+            worst = max(worst, tokens * stripe_words(words, placement.stripes(dma)) * placement.shares[dma])
+    return worst
 
 
 def dma_placement_of_group(graph: DataflowGraph, group: int | None, target: Target) -> HbmPlacement:
@@ -589,7 +615,8 @@ def dma_shares(graph: DataflowGraph, placement: HbmPlacement) -> dict[str, int |
 def group_stripes(graph: DataflowGraph, group: int, target: Target) -> dict[str, int]:
     """Stripes per external tensor of fusion group ``group`` by ``analysis.hbm.choose_stripes``."""
     members, crossing_in, crossing_out, absorbed = _group_members(graph, group)
-    dmas, _, stripable = group_tensors(graph, members, crossing_in, crossing_out, absorbed)
+    units = placement_units(graph, target.hbm)
+    dmas, _, stripable = group_tensors(graph, members, crossing_in, crossing_out, absorbed, units)
     return choose_stripes(streamed_tensors(dmas, stripable=stripable), target.hbm)
 
 
@@ -659,9 +686,10 @@ def hbm_report(graph: DataflowGraph, target: Target) -> list[dict[str, object]]:
     groups = node_groups(graph)
     out: list[dict[str, object]] = []
     peak = target.hbm.channels * target.channel_bytes_per_cycle
+    units = placement_units(graph, target.hbm)
     for group in range(max(groups.values(), default=-1) + 1):
         members, crossing_in, crossing_out, absorbed = _group_members(graph, group)
-        dmas, stripes, _ = group_tensors(graph, members, crossing_in, crossing_out, absorbed)
+        dmas, stripes, _ = group_tensors(graph, members, crossing_in, crossing_out, absorbed, units)
         placement = place_tensors(streamed_tensors(dmas, stripes), target.hbm, serial_dmas(graph))
         shares = dma_shares(graph, placement)
         rows = []

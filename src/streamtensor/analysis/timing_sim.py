@@ -897,9 +897,16 @@ class Simulator:
     def finishes_by(self, depths: Mapping[str, int | None], horizon: int) -> bool:
         """Whether a run with ``depths`` ends without deadlock and with no event after ``horizon``; it stops at
         the first event past the horizon, so a no costs less than a full ``run``."""
+        return self.makespan_by(depths, horizon) is not None
+
+    def makespan_by(self, depths: Mapping[str, int | None], horizon: int) -> int | None:
+        """The makespan of a run with ``depths`` if it ends without deadlock and with no event after ``horizon``,
+        else None (found at the first event past the horizon: a no costs less than a full ``run``)."""
         c = self._compiled
         run = self._engine(c, _depth_list(c, depths), [None] * len(c.names))
-        return run.execute(horizon=horizon) and run.finished
+        if not (run.execute(horizon=horizon) and run.finished):
+            return None
+        return max(int(run.firing_times(p).complete[-1]) for p in range(len(c.names)))
 
 
 def _same_release(a: _CompiledRun, b: _CompiledRun) -> bool:

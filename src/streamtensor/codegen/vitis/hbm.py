@@ -147,7 +147,8 @@ def kernel_slr(target: Target) -> str:
 def graph_hbm_plan(graph: DataflowGraph, kernel_name: str, hbm: HbmSpec) -> HbmPlan:
     """:func:`plan_hbm` of the graph's arguments, in stage order where its DMAs run one stage after another
     (``analysis.timing_model.serial_dmas``), as the timing model places them."""
-    return plan_hbm(memory_arguments(graph), kernel_name, hbm, serial_dmas(graph), placement_units(graph))
+    return plan_hbm(memory_arguments(graph), kernel_name, hbm, serial_dmas(graph),
+                    placement_units(graph, hbm))
 
 
 def plan_hbm(arguments: Sequence[MemoryArgument], kernel_name: str, hbm: HbmSpec, serial: bool = False,
