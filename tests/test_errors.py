@@ -12,7 +12,8 @@ import torch
 
 import streamtensor
 from streamtensor import CompileOptions, compile_llm_block
-from streamtensor.errors import ModelError, OptionError, ShapeError, UnsupportedOpError
+from streamtensor.analysis.allocation import stream_tokens
+from streamtensor.errors import ModelError, OptionError, ShapeError, SimulationSizeError, UnsupportedOpError
 from streamtensor.transforms.tiling.plan import TilingOptions
 
 
@@ -61,6 +62,8 @@ def test_bad_options_api() -> None:
         compile_llm_block("gpt2", layer=7)
     with pytest.raises(OptionError, match="bad default-tile-size 0: must be an integer of at least 1"):
         compile_llm_block("gpt2", default_tile_size=0)
+    with pytest.raises(OptionError, match="bad max-stream-tokens -1: expected a number of tokens >= 1, or 0"):
+        compile_llm_block("gpt2", max_stream_tokens=-1)
     with pytest.raises(OptionError, match="bad fuse-into-contractions 'no': must be true or false"):
         compile_llm_block("gpt2", fuse_into_contractions="no")
     with pytest.raises(OptionError, match="give the tiling either as tiling= or as default_tile_size, not both"):
@@ -97,3 +100,27 @@ def test_bad_shapes() -> None:
         design.run_reference(torch.randn(2, 8), torch.randn(2, 8))
     with pytest.raises(ShapeError, match="example argument 0 has an empty shape \\[0, 8\\]"):
         streamtensor.compile(torch.nn.Linear(8, 4), [torch.randn(0, 8)])
+
+
+def test_a_design_whose_streams_carry_more_tokens_than_the_limit_is_refused_before_it_is_simulated() -> None:
+    """The tiny GPT-2 prefill block's candidate token tiles carry 1.3-3.9 k tokens a run (2-row tiles the most).
+    The tiling's judge scores a candidate over ``max_stream_tokens`` below every other without simulating it, and a
+    compile whose design is over the limit is refused in one line naming both figures."""
+    tokens = {}
+    for tile in (0, 2, 4, 8):  # as the judge builds each candidate (a token tile widens the feature tiles)
+        design, _ = compile_llm_block("gpt2", mode="prefill", size="tiny", size_fifos=False, token_tile_size=tile,
+                                      wide_feature_tiles=tile > 0)
+        assert design.dataflow is not None
+        tokens[tile] = stream_tokens(design.dataflow)
+    assert max(tokens, key=tokens.__getitem__) == 2
+    design, _ = compile_llm_block("gpt2", mode="prefill", size="tiny", max_stream_tokens=tokens[2] - 1)
+    assert design.tiling is not None and design.tiling.trials[2] == [2.0]
+    assert design.tiling.trials[0][0] == 0.0 and len(design.tiling.trials[0]) == 2  # simulated
+    limit = min(tokens.values()) - 1
+    with pytest.raises(SimulationSizeError, match=f"tokens a run, more than the {limit:,} its timing simulation"):
+        compile_llm_block("gpt2", mode="prefill", size="tiny", max_stream_tokens=limit)
+    # Without the FIFO sizing nothing is simulated: no limit applies.
+    compile_llm_block("gpt2", mode="prefill", size="tiny", size_fifos=False, max_stream_tokens=limit)
+    proc = _cli("compile", "gpt2", "--mode", "prefill", "-o", "/tmp/unused", "--max-stream-tokens", str(limit))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("streamtensor: error: the design's streams carry ")

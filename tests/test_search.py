@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from streamtensor import search
 from streamtensor.cli import main
-from streamtensor.errors import OptionError, ResourceBudgetError, StageError
+from streamtensor.errors import OptionError, ResourceBudgetError, SimulationSizeError, StageError
 from streamtensor.search import dse, open_storage, parse_objectives
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -130,9 +130,12 @@ def test_a_study_resumes_from_its_storage(tmp_path: Path, monkeypatch: pytest.Mo
         search.stored_best(storage, "other")
 
 
-def test_infeasible_trials_are_pruned_with_their_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("error", [ResourceBudgetError, SimulationSizeError])
+def test_infeasible_trials_are_pruned_with_their_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        error: type[Exception]) -> None:
+    """A design that does not fit, or that moves too many tokens for its compile to simulate, is infeasible."""
     def unfit(model: str, **options: object) -> None:
-        raise ResourceBudgetError(f"the design does not fit (tile {options['default_tile_size']})")
+        raise error(f"the design does not fit (tile {options['default_tile_size']})")
 
     monkeypatch.setattr(search, "compile_llm_block", unfit)
     result = dse("gpt2", tmp_path, trials=2, objective="memory", **TINY)

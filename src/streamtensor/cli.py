@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--max-fifo-depth", type=int, default=_DEFAULTS.max_fifo_depth,
                       help="every FIFO holds at most N tokens (0: the LP's depths); the timing simulation checks "
                            "the result")
+    comp.add_argument("--max-stream-tokens", type=int, default=_DEFAULTS.max_stream_tokens,
+                      help="refuse a design whose streams carry more tokens a run than N before its FIFO sizing and "
+                           "timing simulation, whose work grows with them (default %(default)s; 0: no limit)")
     comp.add_argument("--allow-deadlock", action="store_true",
                       help="write the design although the compile's timing simulation deadlocks (recorded in the "
                            "report's overrides; default: an error naming the wait-for cycle)")
@@ -214,7 +217,8 @@ def _compile(args: argparse.Namespace) -> None:
                                       order_objective=args.order_objective,
                                       fifo_strategy=args.fifo_strategy,
                                       fifo_latency_slack=args.fifo_latency_slack,
-                                      max_fifo_depth=args.max_fifo_depth, allow_deadlock=args.allow_deadlock,
+                                      max_fifo_depth=args.max_fifo_depth,
+                                      max_stream_tokens=args.max_stream_tokens, allow_deadlock=args.allow_deadlock,
                                       allow_unfit=args.allow_unfit, size_fifos=not args.stop_after_dataflow)
     if design.allocation is not None:  # before save: its stages are reported
         # A cached frontend's inputs as arrays: the project needs no PyTorch then (issue 21).

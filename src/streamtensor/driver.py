@@ -22,11 +22,15 @@ import numpy as np
 from streamtensor._version import GENERATOR
 from streamtensor.analysis import solve_memo
 from streamtensor.analysis.allocation import (
+    MAX_STREAM_TOKENS,
     AllocationResult,
     check_latency_slack,
     check_max_fifo_depth,
+    check_max_stream_tokens,
     check_strategy,
+    check_stream_tokens,
     run_allocation,
+    stream_tokens,
 )
 from streamtensor.analysis.converter_banks import choose_converter_banks
 from streamtensor.analysis.memory import fusion_report, memory_report, node_groups
@@ -101,6 +105,9 @@ class CompileOptions:
     size_fifos: bool = True
     # Every FIFO holds at most this many tokens (0: the LP's depths); the timing simulation checks the result.
     max_fifo_depth: int = 0
+    # A design whose streams carry more tokens a run is refused before its allocation simulates it (0: no limit;
+    # analysis.allocation.MAX_STREAM_TOKENS).
+    max_stream_tokens: int = MAX_STREAM_TOKENS
     # Overrides (analysis.allocation): write the design although its timing simulation deadlocks / it does not
     # fit the device or its SLRs. What each let through is in report["overrides"].
     allow_deadlock: bool = False
@@ -134,6 +141,7 @@ class CompileOptions:
         get_target(self.target)
         check_latency_slack(self.fifo_latency_slack)
         check_max_fifo_depth(self.max_fifo_depth)
+        check_max_stream_tokens(self.max_stream_tokens)
 
     def quant_scheme(self) -> QuantScheme | None:
         return quant_scheme(self.quant, self.quant_group)
@@ -464,7 +472,8 @@ def _compile_graph(linalg: Graph, cache: linalg_cache.CacheInfo, opts: CompileOp
     target = get_target(opts.target)
     outs = output_names or [f"out{i}" for i in range(len(graph.outputs))]
     built: dict[int | None, DataflowGraph] = {}
-    judge = functools.partial(_judge_tiling, graph, target, outs, built=built)
+    judge = functools.partial(_judge_tiling, graph, target, outs, built=built,
+                              max_stream_tokens=opts.max_stream_tokens if opts.size_fifos else 0)
     memo = _memo_dir()
     # The token tile's scores are kept (``analysis.solve_memo``) by the Linalg graph's key and all that the
     # passes since and the judge read (not the FIFO sizing's options, which come after): a second compile of the
@@ -486,6 +495,8 @@ def _compile_graph(linalg: Graph, cache: linalg_cache.CacheInfo, opts: CompileOp
     judged = built.pop(tiling.options.token_tile_size, None)
     built.clear()
     dataflow = judged if judged is not None else _tiled_dataflow(graph, tiling, target, outs, progress.run)
+    if opts.size_fifos:
+        check_stream_tokens(dataflow, opts.max_stream_tokens)
     # The token tile is judged with ping-pong converters (a simulation per candidate converter and token tile
     # would cost seconds of a paper-size prefill compile); the winner's converters are chosen here.
     progress.run("converter_banks", lambda: choose_converter_banks(dataflow, target))
@@ -544,17 +555,20 @@ def _tiled_dataflow(graph: Graph, tiling: Tiling, target: Target, outs: list[str
 
 
 def _judge_tiling(graph: Graph, target: Target, outs: list[str], tiling: Tiling,
-                  best: tuple[float, ...] | None, built: dict[int | None, DataflowGraph] | None = None
-                  ) -> tuple[float, ...]:
+                  best: tuple[float, ...] | None, built: dict[int | None, DataflowGraph] | None = None,
+                  max_stream_tokens: int = 0) -> tuple[float, ...]:
     """How ``tile_graph`` scores a candidate token tile: (1 if its design's resource estimate exceeds the target
     at the unsized FIFO depths else 0, the makespan of its timing simulation with unbounded FIFOs), the dataflow
     graph built as ``compile`` builds it (kept in ``built`` by the candidate's token tile: the compile takes the
     winner's). A candidate that does not fit when one that fits is known (``best``) cannot win: it scores (1,),
-    without its simulation (seconds of a paper-size prefill block's compile)."""
+    without its simulation (seconds of a paper-size prefill block's compile). One whose streams carry more than
+    ``max_stream_tokens`` (0: no limit) scores (2,), below every other, unsimulated: the compile refuses it."""
     dataflow = _tiled_dataflow(graph, tiling, target, outs)
-    fits = estimate_resources(dataflow, target).fits
     if built is not None:
         built[tiling.options.token_tile_size] = dataflow
+    if max_stream_tokens and stream_tokens(dataflow) > max_stream_tokens:
+        return (2.0,)
+    fits = estimate_resources(dataflow, target).fits
     if not fits and best is not None and best[0] == 0.0:
         return (1.0,)
     groups = max(node_groups(dataflow).values(), default=-1) + 1

@@ -46,6 +46,11 @@ class ResourceBudgetError(StreamTensorError):
     """The design does not fit its device, or no SLR assignment fits the per-die budgets."""
 
 
+class SimulationSizeError(StreamTensorError):
+    """The design moves more tokens per run than its compile's timing simulation is given
+    (``analysis.allocation.check_stream_tokens``)."""
+
+
 OUT_OF_MEMORY_HINT = ("the design point needs more memory than this machine has (finer tiles mean more firings for "
                       "the timing simulation to hold)")
 

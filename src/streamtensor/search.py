@@ -7,9 +7,10 @@ that the caller gives (``streamtensor dse --quant w4a8``) is fixed: its choices 
 is no knob: every DMA's stripes follow from its kernel's rate (``transforms.stripes``), so each trial's tiling
 decides them. Inner levels stay the compiler's deterministic heuristics: every trial is one
 ``compile_llm_block`` (intensity-aware unrolling, fusion, the FIFO LP, the timing simulation, the resource
-estimate and the SLR plan). A design that does not fit the device or its SLRs, or whose timing simulation
-deadlocks, is infeasible: the trial is pruned (its reason kept in the trial's ``reason`` attribute), which the TPE
-sampler ranks below every feasible trial, so it steers away from such points (the paper's feedback).
+estimate and the SLR plan). A design that does not fit the device or its SLRs, whose timing simulation
+deadlocks, or whose streams carry more tokens than a compile simulates (``max_stream_tokens``), is infeasible:
+the trial is pruned (its reason kept in the trial's ``reason`` attribute), which the TPE sampler ranks below every
+feasible trial, so it steers away from such points (the paper's feedback).
 
 Objectives (all *modelled*, for the one compiled block, from its report): ``tokens_per_s`` (decode: one token per
 block run; prefill: ``seq_len`` tokens per run; clock / simulated makespan), ``ttft`` (seconds of one run),
@@ -54,7 +55,14 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from streamtensor.driver import CompileOptions, Design, compile_llm_block
-from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError, StageError, StreamTensorError
+from streamtensor.errors import (
+    DeadlockError,
+    OptionError,
+    ResourceBudgetError,
+    SimulationSizeError,
+    StageError,
+    StreamTensorError,
+)
 from streamtensor.host import memory_cap, use_small_pages
 from streamtensor.report import write_report
 
@@ -239,7 +247,8 @@ def _objective(cfg: DseConfig) -> Callable[[Trial], tuple[float, ...]]:
         start, cpu = time.perf_counter(), time.process_time()
         try:
             design, _ = compile_llm_block(cfg.model, **cfg.block_options, **params)
-        except (ResourceBudgetError, DeadlockError) as err:  # infeasible: steer away from it
+        # Infeasible (too large to simulate in the compile's budget too): steer away from it.
+        except (ResourceBudgetError, DeadlockError, SimulationSizeError) as err:
             trial.set_user_attr("reason", str(err))
             raise optuna.TrialPruned(str(err)) from err
         except StageError as err:

@@ -41,7 +41,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError
+from streamtensor.errors import DeadlockError, OptionError, ResourceBudgetError, SimulationSizeError
 from streamtensor.ir.dataflow import DataflowGraph, DmaNode, print_dataflow
 from streamtensor.target import Target
 
@@ -332,6 +332,37 @@ def settle_memoized(graph: DataflowGraph, target: Target, networks: GroupNetwork
         return
     settle_shares(graph, target, networks)
     solve_memo.store(memo, key, {name: node.share for name, node in dmas.items()})
+
+
+# The tokens a design's streams may carry per run for its allocation to simulate (``max_stream_tokens``). The FIFO
+# sizing's and the timing simulation's work grows with them (every simulation computes each token's write and
+# read): a paper-size block moving up to 2**24 tokens compiles in seconds (the memory-lean GPT-2 prefill point,
+# 1-D token tiles of 8 rows: 14.3 M), while 1-D tiles of untiled rows move 24-38 M and took 14-46 s, and 4-element
+# ones many times more (benchmarks/compile_speed.md).
+MAX_STREAM_TOKENS = 1 << 24
+
+
+def stream_tokens(graph: DataflowGraph) -> int:
+    """The tokens ``graph``'s streams carry in one run."""
+    return sum(s.type.num_tokens for s in graph.streams.values())
+
+
+def check_max_stream_tokens(limit: int) -> int:
+    """``limit`` if it is a limit of stream tokens (a non-negative int, 0: none), else an OptionError."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise OptionError(f"bad max-stream-tokens {limit!r}: expected a number of tokens >= 1, or 0 for no limit")
+    return limit
+
+
+def check_stream_tokens(graph: DataflowGraph, limit: int) -> None:
+    """A ``SimulationSizeError`` when ``graph``'s streams carry more than ``limit`` tokens a run (0: no limit)."""
+    tokens = stream_tokens(graph)
+    if limit and tokens > limit:
+        raise SimulationSizeError(
+            f"the design's streams carry {tokens:,} tokens a run, more than the {limit:,} its timing simulation "
+            f"and FIFO sizing are given (--max-stream-tokens; their work grows with the tokens): a coarser tiling "
+            f"moves fewer (--max-token-rank 2, a larger --default-tile-size or a --token-tile-size), or raise the "
+            f"limit (0: none)")
 
 
 def check_max_fifo_depth(depth: int) -> int:
