@@ -24,9 +24,11 @@ prints
   default point; ``-`` where it gave none).
 
 Design points: ``default``, ``rank1`` (``--max-token-rank 1``), ``tile2`` / ``tile4`` (``--token-tile-size 2 / 4``,
-prefill only), and ``best``: the best trial of the block's stored memory study
+prefill only), ``best``: the best trial of the block's stored memory study
 (``benchmarks/studies/FAMILY-MODE-paper-memory.journal``, ``paper_ratios.study_of``), its parameters passed as the
-CLI's flags (``cli_flags``); a block without a stored study prints so.
+CLI's flags (``cli_flags``; a block without a stored study prints so), and ``largest``: the tiling point whose
+streams carry the most tokens within ``--max-stream-tokens`` (``largest_point``: the slowest a search may visit to
+simulate; ``rank1`` points carry more and are refused in one line).
 Not a unit test: timings are noisy.
 """
 
@@ -89,9 +91,39 @@ def cli_flags(params: dict[str, Any]) -> list[str]:
     return [flag for name, value in sorted(params.items()) for flag in _FLAGS[name](value)]
 
 
+def largest_point(family: str, mode: str) -> tuple[list[str], str]:
+    """The flags of the tiling point whose design's streams carry the most tokens within the compile's limit
+    (``analysis.allocation.MAX_STREAM_TOKENS``): the heaviest of the points a search may visit to simulate. Over
+    ``default_tile_size`` x ``max_token_rank`` x ``token_tile_size`` (prefill) x ``fuse_into_contractions`` of
+    ``search.SPACE``, the other options at their defaults, each built to its dataflow graph here (no FIFO sizing; a
+    design over the limit is refused before its converter banks are simulated); tiles from the coarsest, a
+    combination dropped at the first tile over the limit (finer tiles carry more)."""
+    from streamtensor.analysis.allocation import stream_tokens
+    from streamtensor.driver import compile_llm_block
+    from streamtensor.errors import SimulationSizeError
+    from streamtensor.search import PREFILL_SPACE, SPACE
+
+    best: tuple[int, dict[str, Any]] = (0, {})
+    token_tiles = PREFILL_SPACE["token_tile_size"] if mode == "prefill" else [None]
+    for rank, tt, fuse in itertools.product(SPACE["max_token_rank"], token_tiles, SPACE["fuse_into_contractions"]):
+        for tile in sorted(SPACE["default_tile_size"], reverse=True):
+            params = {"default_tile_size": tile, "max_token_rank": rank, "fuse_into_contractions": fuse,
+                      **({} if tt is None else {"token_tile_size": tt})}
+            try:
+                design, _ = compile_llm_block(family, mode=mode, size="paper", seq_len=32, max_len=128,
+                                              size_fifos=False, **params)
+            except SimulationSizeError:
+                break
+            assert design.dataflow is not None
+            best = max(best, (stream_tokens(design.dataflow), params), key=lambda b: b[0])
+    return cli_flags(best[1]), f"{best[0]:,} tokens"
+
+
 def point_flags(family: str, mode: str, point: str) -> tuple[list[str], str]:
-    """The flags of a design point and a note ("trial k" for ``best``); an OptionError where the block has no
-    stored study."""
+    """The flags of a design point and a note ("trial k" for ``best``, the tokens for ``largest``); an OptionError
+    where the block has no stored study."""
+    if point == "largest":
+        return largest_point(family, mode)
     if point != "best":
         return POINTS[point], ""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -124,7 +156,7 @@ def measure(family: str, mode: str, point: str, src: Path, cache: Path, quant: s
         wall = time.perf_counter() - start
         err = proc.stderr.read() if proc.stderr else ""
         row: dict[str, object] = {"family": family, "mode": mode, "point": f"{point} ({note})" if note else point,
-                                  "quant": quant,
+                                  "quant": quant, "flags": " ".join(flags),
                                   "issue_s": ISSUE_SECONDS.get((family, mode), "-") if point == "default" else "-",
                                   "load": round(load, 2),
                                   "wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),

@@ -16,8 +16,8 @@ point with this checkout's sources and one row printed with
 - converters, and how many change nothing but the spelling of a stream's type (must be 0);
 - the simulated makespan (modelled cycles), whether it deadlocked, and the compile's seconds.
 
-A decode block takes about a minute, a prefill block at a memory-lean point several minutes (the FIFO trim
-simulates networks of tens of millions of firings). Not a unit test (the slow tests in ``tests/test_tile_order.py``
+Each compile takes seconds: the search prunes a point whose streams carry more tokens than a compile simulates
+(``--max-stream-tokens``), as it does one that does not fit. Not a unit test (the slow tests in ``tests/test_tile_order.py``
 compile the same stored design points).
 """
 

@@ -119,8 +119,10 @@ def test_a_design_whose_streams_carry_more_tokens_than_the_limit_is_refused_befo
     limit = min(tokens.values()) - 1
     with pytest.raises(SimulationSizeError, match=f"tokens a run, more than the {limit:,} its timing simulation"):
         compile_llm_block("gpt2", mode="prefill", size="tiny", max_stream_tokens=limit)
-    # Without the FIFO sizing nothing is simulated: no limit applies.
-    compile_llm_block("gpt2", mode="prefill", size="tiny", size_fifos=False, max_stream_tokens=limit)
+    # Without the FIFO sizing too: the converter banks' choice simulates the design.
+    with pytest.raises(SimulationSizeError) as info:
+        compile_llm_block("gpt2", mode="prefill", size="tiny", size_fifos=False, max_stream_tokens=limit)
+    assert info.value.tokens > limit
     proc = _cli("compile", "gpt2", "--mode", "prefill", "-o", "/tmp/unused", "--max-stream-tokens", str(limit))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("streamtensor: error: the design's streams carry ")

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -130,10 +131,12 @@ def test_a_study_resumes_from_its_storage(tmp_path: Path, monkeypatch: pytest.Mo
         search.stored_best(storage, "other")
 
 
-@pytest.mark.parametrize("error", [ResourceBudgetError, SimulationSizeError])
+@pytest.mark.parametrize("error", [ResourceBudgetError, lambda text: SimulationSizeError(text, 1 << 25)],
+                         ids=["unfit", "too-many-tokens"])
 def test_infeasible_trials_are_pruned_with_their_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                        error: type[Exception]) -> None:
-    """A design that does not fit, or that moves too many tokens for its compile to simulate, is infeasible."""
+                                                        error: Callable[[str], Exception]) -> None:
+    """A design that does not fit, or whose streams carry too many tokens for its compile to simulate, is
+    infeasible."""
     def unfit(model: str, **options: object) -> None:
         raise error(f"the design does not fit (tile {options['default_tile_size']})")
 

@@ -424,6 +424,10 @@ def test_compiled_engine_matches_python_engine_on_shared_networks(net: ProcessNe
     if fast.makespan_cycles is not None:
         for horizon in (fast.makespan_cycles - 1, fast.makespan_cycles):
             assert Simulator(net).finishes_by(depths, horizon) == (horizon == fast.makespan_cycles)
+            assert Simulator(net).makespan_by(depths, horizon) == (fast.makespan_cycles if horizon ==
+                                                                   fast.makespan_cycles else None)
+    else:
+        assert Simulator(net).makespan_by(depths, 2**40) is None
 
 
 @settings(max_examples=150, deadline=None)

@@ -105,7 +105,7 @@ class CompileOptions:
     size_fifos: bool = True
     # Every FIFO holds at most this many tokens (0: the LP's depths); the timing simulation checks the result.
     max_fifo_depth: int = 0
-    # A design whose streams carry more tokens a run is refused before its allocation simulates it (0: no limit;
+    # A design whose streams carry more tokens a run is refused before anything simulates it (0: no limit;
     # analysis.allocation.MAX_STREAM_TOKENS).
     max_stream_tokens: int = MAX_STREAM_TOKENS
     # Overrides (analysis.allocation): write the design although its timing simulation deadlocks / it does not
@@ -472,8 +472,7 @@ def _compile_graph(linalg: Graph, cache: linalg_cache.CacheInfo, opts: CompileOp
     target = get_target(opts.target)
     outs = output_names or [f"out{i}" for i in range(len(graph.outputs))]
     built: dict[int | None, DataflowGraph] = {}
-    judge = functools.partial(_judge_tiling, graph, target, outs, built=built,
-                              max_stream_tokens=opts.max_stream_tokens if opts.size_fifos else 0)
+    judge = functools.partial(_judge_tiling, graph, target, outs, built=built, max_stream_tokens=opts.max_stream_tokens)
     memo = _memo_dir()
     # The token tile's scores are kept (``analysis.solve_memo``) by the Linalg graph's key and all that the
     # passes since and the judge read (not the FIFO sizing's options, which come after): a second compile of the
@@ -495,8 +494,8 @@ def _compile_graph(linalg: Graph, cache: linalg_cache.CacheInfo, opts: CompileOp
     judged = built.pop(tiling.options.token_tile_size, None)
     built.clear()
     dataflow = judged if judged is not None else _tiled_dataflow(graph, tiling, target, outs, progress.run)
-    if opts.size_fifos:
-        check_stream_tokens(dataflow, opts.max_stream_tokens)
+    # Before anything simulates it: the converter banks' choice, the FIFO sizing and the timing simulation.
+    check_stream_tokens(dataflow, opts.max_stream_tokens)
     # The token tile is judged with ping-pong converters (a simulation per candidate converter and token tile
     # would cost seconds of a paper-size prefill compile); the winner's converters are chosen here.
     progress.run("converter_banks", lambda: choose_converter_banks(dataflow, target))

@@ -47,8 +47,12 @@ class ResourceBudgetError(StreamTensorError):
 
 
 class SimulationSizeError(StreamTensorError):
-    """The design moves more tokens per run than its compile's timing simulation is given
-    (``analysis.allocation.check_stream_tokens``)."""
+    """The design's streams carry more tokens a run than its compile's simulations are given
+    (``analysis.allocation.check_stream_tokens``); ``tokens``: how many they carry."""
+
+    def __init__(self, message: str, tokens: int) -> None:
+        super().__init__(message)
+        self.tokens = tokens
 
 
 OUT_OF_MEMORY_HINT = ("the design point needs more memory than this machine has (finer tiles mean more firings for "

@@ -334,12 +334,13 @@ def settle_memoized(graph: DataflowGraph, target: Target, networks: GroupNetwork
     solve_memo.store(memo, key, {name: node.share for name, node in dmas.items()})
 
 
-# The tokens a design's streams may carry per run for its allocation to simulate (``max_stream_tokens``). The FIFO
-# sizing's and the timing simulation's work grows with them (every simulation computes each token's write and
-# read): a paper-size block moving up to 2**24 tokens compiles in seconds (the memory-lean GPT-2 prefill point,
-# 1-D token tiles of 8 rows: 14.3 M), while 1-D tiles of untiled rows move 24-38 M and took 14-46 s, and 4-element
-# ones many times more (benchmarks/compile_speed.md).
-MAX_STREAM_TOKENS = 1 << 24
+# The tokens a design's streams may carry per run for the compile to simulate it (``max_stream_tokens``: the
+# converter banks' choice, the FIFO sizing and the timing simulation, whose work grows with them: every simulation
+# computes each token's write and read; a one-token block's contention rounds simulate it more often). The heaviest
+# paper-size points under 6 M compile in under 10 s, whatever the search's other options (a Llama decode block at
+# 4-element tiles carries 8.0 M and took 6.5-11.0 s with them; 1-D tokens over untiled prefill rows carry 24-38 M
+# and took 14-46 s): benchmarks/compile_speed.md.
+MAX_STREAM_TOKENS = 6_000_000
 
 
 def stream_tokens(graph: DataflowGraph) -> int:
@@ -362,7 +363,7 @@ def check_stream_tokens(graph: DataflowGraph, limit: int) -> None:
             f"the design's streams carry {tokens:,} tokens a run, more than the {limit:,} its timing simulation "
             f"and FIFO sizing are given (--max-stream-tokens; their work grows with the tokens): a coarser tiling "
             f"moves fewer (--max-token-rank 2, a larger --default-tile-size or a --token-tile-size), or raise the "
-            f"limit (0: none)")
+            f"limit (0: none)", tokens)
 
 
 def check_max_fifo_depth(depth: int) -> int:
