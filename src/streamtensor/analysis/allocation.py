@@ -336,11 +336,11 @@ def settle_memoized(graph: DataflowGraph, target: Target, networks: GroupNetwork
 
 # The tokens a design's streams may carry per run for the compile to simulate it (``max_stream_tokens``: the
 # converter banks' choice, the FIFO sizing and the timing simulation, whose work grows with them: every simulation
-# computes each token's write and read; a one-token block's contention rounds simulate it more often). The heaviest
-# paper-size points under 6 M compile in under 10 s, whatever the search's other options (a Llama decode block at
-# 4-element tiles carries 8.0 M and took 6.5-11.0 s with them; 1-D tokens over untiled prefill rows carry 24-38 M
-# and took 14-46 s): benchmarks/compile_speed.md.
-MAX_STREAM_TOKENS = 6_000_000
+# computes each token's write and read; a one-token block's contention rounds simulate it more often). The paper-size
+# blocks' heaviest tilings under 5 M compiled in 4.1-7.0 CPU s, and 3.5-6.9 s with the search's other options
+# varied (benchmarks/compile_speed.md); a Llama decode block carrying 5.5 M took 9-10 s, 8.0 M up to 11 s, and 1-D
+# tokens over untiled prefill rows carry 14-54 M (14-46 s and more).
+MAX_STREAM_TOKENS = 5_000_000
 
 
 def stream_tokens(graph: DataflowGraph) -> int:

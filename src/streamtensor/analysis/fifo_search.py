@@ -54,14 +54,12 @@ builds profiles in which they stall:
    before those that only made the run late (a buffer the LP sized on a rigid profile, such as the updated values
    waiting for their scores in the Llama decode block, 50 tokens of 8192 bits where 20 keep the makespan, against a
    critical weight prefetch whose LP depth tends to be close); the last passing schedule is solved again. The budget is
-   ``_TRIM_FIRINGS`` simulated firings but at least ``_TRIM_SIMULATIONS`` simulations, within
-   ``_TRIM_MOST_FIRINGS`` but at least ``_TRIM_LEAST_SIMULATIONS`` (every default point's network has at most 4 M
-   firings and gets its 16; the heaviest points a search visits, 8-10 M, get 6-8: issue 21's 10 s). A trial
-   resumes the last run in time at the first event its lowered depths can move (at GPT-2 prefill's searched point
-   the compile's 12 simulations compute 54% of their events instead of 100%; the budget still counts whole ones).
-   A paper-size Gemma prefill block in 2-row token tiles simulated 33 M firings at once (15 to 50 s), and one FIFO
-   at a time its first 12 simulations lowered three FIFOs; together, with the culprits of each deadlock named, 16
-   lower 10 of the 13 above 2% and hold 23% fewer bits (2.68 M against 3.46 M).
+   ``_TRIM_FIRINGS`` simulated firings but at least ``_TRIM_SIMULATIONS`` simulations (a trial resumes the last
+   run in time at the first event its lowered depths can move: at GPT-2 prefill's searched point the compile's
+   12 simulations compute 54% of their events instead of 100%; the budget still counts whole ones): a paper-size Gemma
+   prefill block in 2-row token tiles simulates 33 M firings at once (15 to 50 s), and one FIFO at a time its
+   first 12 simulations lowered three FIFOs; together, with the culprits of each deadlock named, 16 lower 10
+   of the 13 above 2% and hold 23% fewer bits (2.68 M against 3.46 M).
 
 Depth caps (``depth_caps``, the read DMAs' prefetch of a one-token block): every schedule above is simulated
 with the capped FIFOs at most at their caps (the starting schedules: at their caps, the rest unbounded), and
@@ -101,9 +99,7 @@ _SQUEEZE_FIRINGS = 1_000_000
 _TRIM_SHARE = 0.02  # step 4 tries the FIFOs holding at least this share of the bits
 _TRIM_DEPTH = 1  # ... at this depth
 _TRIM_FIRINGS = 8_000_000
-_TRIM_SIMULATIONS = 16  # ... but at least this many simulations,
-_TRIM_MOST_FIRINGS = 64_000_000  # ... within this many firings (16 simulations of a network of up to 4 M firings),
-_TRIM_LEAST_SIMULATIONS = 4  # ... and at least this many simulations, whatever the block's size
+_TRIM_SIMULATIONS = 16  # ... but at least this many simulations, whatever the block's size
 _TRIM_PRECISION = 8  # the bisection of one FIFO's depth stops within 1/8 of the depth found
 
 
@@ -189,9 +185,7 @@ def trim_fifos(net: ProcessNetwork, sizing: FifoSizing, release: dict[str, np.nd
     widest first. The last schedule that
     keeps the latency limit is solved again (a legal profile with those occupancies: the LP can only do
     better). ``depth_caps``: those of the sizing (trials only lower its depths)."""
-    firings = net.total_firings
-    budget = _SimBudget(max(_TRIM_LEAST_SIMULATIONS * firings,
-                            min(_TRIM_MOST_FIRINGS, max(_TRIM_FIRINGS, _TRIM_SIMULATIONS * firings))))
+    budget = _SimBudget(max(_TRIM_FIRINGS, _TRIM_SIMULATIONS * net.total_firings))
     width = {s.name: s.width_bits for s in net.streams}
     depths = dict(sizing.depths)
     found: SimResult | None = None  # the last run that ended in time, with ``depths``
