@@ -17,8 +17,8 @@ point with this checkout's sources and one row printed with
 - the simulated makespan (modelled cycles), whether it deadlocked, and the compile's seconds.
 
 Each compile takes seconds: the search prunes a point whose streams carry more tokens than a compile simulates
-(``--max-stream-tokens``), as it does one that does not fit. Not a unit test (the slow tests in ``tests/test_tile_order.py``
-compile the same stored design points).
+(``--max-stream-tokens``), as it does one that does not fit. Not a unit test (the slow tests in
+``tests/test_tile_order.py`` compile the same stored design points).
 """
 
 from __future__ import annotations

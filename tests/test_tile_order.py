@@ -342,7 +342,7 @@ def test_paper_size_block_at_the_searched_point_fuses_below_the_paper_ratio_with
     """The memory-lean design point the search found (the best trial of the stored ``streamtensor dse --objective
     memory`` study, ``benchmarks/studies``; no per-model option here). With the LP's FIFO depths (not the default
     depth of the test above) the whole block stays below the paper's ratio, every converter changes a stream's
-    order, and nothing deadlocks. The prefill points tile the 32 tokens by 2 to 8 rows: up to a few minutes each."""
+    order, and nothing deadlocks. Seconds each (a point over ``--max-stream-tokens`` is no search's best)."""
     options, _ = design_point(family, mode)
     design, _ = compile_llm_block(family, mode=mode, seq_len=32, max_len=128, size="paper", **options)
     report = design.report
