@@ -339,7 +339,7 @@ def settle_memoized(graph: DataflowGraph, target: Target, networks: GroupNetwork
 # computes each token's write and read; a one-token block's contention rounds simulate it more often). The paper-size
 # blocks' heaviest tilings under 5 M compiled in 4.1-7.0 CPU s, and 3.5-6.9 s with the search's other options
 # varied (benchmarks/compile_speed.md); a Llama decode block carrying 5.5 M took 9-10 s, 8.0 M up to 11 s, and 1-D
-# tokens over untiled prefill rows carry 14-54 M (14-46 s and more).
+# tokens over untiled prefill rows carry 14-54 M (14-59 s).
 MAX_STREAM_TOKENS = 5_000_000
 
 
