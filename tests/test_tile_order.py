@@ -321,6 +321,10 @@ _ABOVE = {
     ("qwen2", "prefill"): _PREFILL + "164 KB converters (GQA repeats, P in another order), 160 KB kernel-local "
                           "(ratio 0.198)",
     ("gemma", "prefill"): _PREFILL + "190 KB converters, 208 KB kernel-local (ratio 0.181)",
+    # The token tile's judge picks the faster design: untiled 4,267,189 cycles against 5,561,623 in 8-row tiles
+    # (the memory-lean one it chose while its reads of the hidden state shared the output's channel, 6,486,025).
+    ("llama", "prefill"): _PREFILL + "213 KB converters, 307 KB kernel-local, 150 KB FIFOs (ratio 0.167); its "
+                          "searched design point is below (test further down)",
 }
 _CASES = [pytest.param(f, m, marks=pytest.mark.xfail(strict=True, reason=_ABOVE[f, m])) if (f, m) in _ABOVE
           else (f, m) for f in ("gpt2", "qwen2", "llama", "gemma") for m in ("decode", "prefill")]
