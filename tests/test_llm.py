@@ -29,6 +29,7 @@ from streamtensor.frontend.models import load_full_model, randomize_params
 from streamtensor.frontend.quant import KV_SCALE_NAMES, quant_scheme
 from streamtensor.ir.itensor import parse_itensor_type
 from streamtensor.kernel_interface import load_kernel_interface
+from streamtensor.llm import build as llm_build
 from streamtensor.llm import estimate
 from streamtensor.llm.build import build, decomposition_error, layer_weights, quantize_kv_cache, quantize_model
 from streamtensor.llm.estimate import HEAD_RESTREAM_SHARE, compile_head, design_invocation, estimate_run, head_tile_size
@@ -553,6 +554,25 @@ def test_a_layer_block_that_fits_is_tried_at_twice_the_lane_budget_while_that_is
     monkeypatch.setattr(estimate, "compile_model_block", with_cycles({1024 << k: 1000 - k for k in range(8)}))
     design, _, record = estimate.compile_layer_block(None, "gpt2", mode="prefill")
     assert design.budget == 1024 * factor and max(record["cycles"]) == 1024 * factor
+
+
+def test_a_build_compiles_its_kernels_with_no_stream_token_limit_unless_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build compiles each kernel once, at the prompt the user asked for (the W4A8 GPT-2 prefill block carries
+    27.3 M stream tokens at 1024 prompt tokens): no limit unless one is given, which reaches every kernel."""
+    seen: list[object] = []
+
+    class Stop(Exception):
+        pass
+
+    def record(loaded: object, model: str, progress: object = None, **options: Any) -> None:
+        seen.append(options.get("max_stream_tokens"))
+        raise Stop
+
+    monkeypatch.setattr(llm_build, "compile_layer_block", record)
+    for given in ({}, {"max_stream_tokens": 1000}):
+        with pytest.raises(Stop):
+            llm_build.compile_llm("gpt2", **given)
+    assert seen == [0, 1000]
 
 
 @pytest.mark.parametrize("mode", ["prefill", "decode"])

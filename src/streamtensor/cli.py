@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     bld.add_argument("--kv-quant", choices=list(KV_SCHEMES), default=_DEFAULTS.kv_quant,
                      help="KV cache element type: int8 with static per-(head, channel) scales of every layer "
                           "calibrated on the whole model, or fp32 (auto: int8 when --quant is not fp32)")
+    bld.add_argument("--max-stream-tokens", type=int, default=0,
+                     help="refuse a kernel whose streams carry more tokens a run than N (default 0 here: none, a "
+                          "build compiles each kernel once; compile's default bounds a search's trials)")
     bld.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of random weights and example inputs")
     bld.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     bld.add_argument("--debug", action="store_true", help="print the traceback of an error")
@@ -269,7 +272,8 @@ def _build(args: argparse.Namespace) -> None:
     design = build(args.model, args.output, size=args.size, prompt_len=args.prompt_len,
                    max_new_tokens=args.max_new_tokens, max_len=args.max_len or 0,
                    decode_positions=args.decode_positions, target=args.target, seed=args.seed,
-                   quant=args.quant, quant_group=args.quant_group, kv_quant=args.kv_quant, verbose=not args.quiet)
+                   quant=args.quant, quant_group=args.quant_group, kv_quant=args.kv_quant,
+                   max_stream_tokens=args.max_stream_tokens, verbose=not args.quiet)
     llm = design.report["llm"]
     print(f"built {args.model} ({design.quant}, {design.kv_cache} KV cache): {len(design.prefill)} layers, kernels "
           f"{', '.join(design.kernels)} -> {args.output}")

@@ -306,6 +306,10 @@ def compile_llm(model: str, **options: Any) -> LlmDesign:
     ``streamtensor.compile`` (target, tiling, FIFO sizing), passed to every kernel."""
     own = {k: options.pop(k) for k in list(options) if k in LlmOptions.__dataclass_fields__}
     opts = LlmOptions(**own)
+    # Its kernels are compiled once, at the prompt and cache the user asked for, not visited by a search: no limit
+    # on their stream tokens unless given (the W4A8 GPT-2 prefill block carries 2.1 M at 256 prompt tokens, 27.3 M
+    # at 1024).
+    options.setdefault("max_stream_tokens", 0)
     for forbidden in ("mode", "seq_len", "max_len", "layer", "size_fifos"):
         if forbidden in options:
             raise OptionError(f"option {forbidden} is set per kernel by the build; it cannot be given")
