@@ -64,7 +64,7 @@ Per node kind (formulas are repeated next to their code):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -583,17 +583,23 @@ def slowest_dma_time(graph: DataflowGraph, units: Mapping[str, str], hbm: HbmSpe
     """The longest any DMA of ``graph`` streams its bytes with its buffer placed as ``units`` says (in the time of
     one bus word at a whole channel: every DMA's cycles are that times the same factor, ``dma_token_cycles``), over
     its fusion groups: a lower bound of a run whose DMAs all stream from the start (not a one-token block)."""
-    groups = node_groups(graph)
     worst = Fraction(0)
-    for group in range(max(groups.values(), default=-1) + 1):
-        members, crossing_in, crossing_out, absorbed = _group_members(graph, group)
-        dmas, stripes, _ = group_tensors(graph, members, crossing_in, crossing_out, absorbed, units)
-        placement = place_tensors(streamed_tensors(dmas, stripes), hbm)
+    for dmas, placement in _group_placements(graph, units, hbm, serial=False):
         for _, dma, layout in dmas:
             words = layout.words_per_tile
             tokens = Fraction(layout.streamed_bytes, words * WORD_BYTES)
             worst = max(worst, tokens * stripe_words(words, placement.stripes(dma)) * placement.shares[dma])
     return worst
+
+
+def _group_placements(graph: DataflowGraph, units: Mapping[str, str], hbm: HbmSpec, serial: bool
+                      ) -> Iterator[tuple[list[tuple[str, str, PackedLayout]], HbmPlacement]]:
+    """Per fusion group, its external tensors (:func:`group_tensors`, placed as ``units`` says) and their
+    placement (``serial``: in stage order, ``analysis.hbm.place_tensors``)."""
+    for group in range(max(node_groups(graph).values(), default=-1) + 1):
+        members, crossing_in, crossing_out, absorbed = _group_members(graph, group)
+        dmas, stripes, _ = group_tensors(graph, members, crossing_in, crossing_out, absorbed, units)
+        yield dmas, place_tensors(streamed_tensors(dmas, stripes), hbm, serial)
 
 
 def dma_placement_of_group(graph: DataflowGraph, group: int | None, target: Target) -> HbmPlacement:
@@ -683,14 +689,10 @@ def hbm_report(graph: DataflowGraph, target: Target) -> list[dict[str, object]]:
     """Per fusion group, every external-memory DMA (DMA nodes, absorbed converters, implicit DMAs of crossing
     streams) with its tensor, stripes, pseudo-channels and share, and the bytes per cycle it streams at (its words
     per token over the modelled cycles per token), and their total against the target's peak."""
-    groups = node_groups(graph)
     out: list[dict[str, object]] = []
     peak = target.hbm.channels * target.channel_bytes_per_cycle
-    units = placement_units(graph, target.hbm)
-    for group in range(max(groups.values(), default=-1) + 1):
-        members, crossing_in, crossing_out, absorbed = _group_members(graph, group)
-        dmas, stripes, _ = group_tensors(graph, members, crossing_in, crossing_out, absorbed, units)
-        placement = place_tensors(streamed_tensors(dmas, stripes), target.hbm, serial_dmas(graph))
+    placed = _group_placements(graph, placement_units(graph, target.hbm), target.hbm, serial_dmas(graph))
+    for group, (dmas, placement) in enumerate(placed):
         shares = dma_shares(graph, placement)
         rows = []
         for tensor, dma, layout in dmas:
